@@ -1,0 +1,20 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   installs what is missing, then pre-trains FastMIM on the embedded real photos
+#   make test   installs what is missing, then runs the whole test suite
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test clean-venv
+
+setup:
+	@PYTHON=$(PYTHON) tools/setup_env.sh
+
+demo: setup
+	$(PY) tools/demo.py
+
+test: setup
+	$(PY) -m pytest tests -q -ra
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,33 @@
+# Runtime shared by every fastmim config.
+default_scope = 'fastmim'
+
+default_hooks = dict(
+    runtime_info=dict(type='RuntimeInfoHook'),
+    timer=dict(type='IterTimerHook'),
+    # Progress, ETA, lr, loss and memory every `interval` iterations.
+    logger=dict(type='LoggerHook', interval=50),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    # Keep the last three checkpoints; `latest` is what --resume picks up.
+    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3, save_last=True),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+)
+
+# Plain-type checkpoints that load weights-only, and the model geometry in their meta.
+custom_hooks = [dict(type='CheckpointMetaHook')]
+
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    # tools/train.py switches to gloo when there is no CUDA device.
+    dist_cfg=dict(backend='nccl'),
+)
+
+vis_backends = [dict(type='LocalVisBackend')]
+# Add dict(type='TensorboardVisBackend') to vis_backends to log to TensorBoard.
+visualizer = dict(type='Visualizer', vis_backends=vis_backends)
+
+log_processor = dict(window_size=10, by_epoch=True)
+log_level = 'INFO'
+load_from = None
+resume = False
+randomness = dict(seed=0, diff_rank_seed=True)

@@ -1,0 +1,136 @@
+"""Checkpoints that are safe to load and cannot be half-written.
+
+mmengine 0.10 stores ``HistoryBuffer`` objects and numpy values in the ``message_hub`` and ``meta``
+of its checkpoints. Since torch 2.6 ``torch.load`` only accepts plain types by default, so mmengine
+cannot resume from its own files, and the common work-around (full unpickling) lets any
+checkpoint execute code. Here we instead
+
+- convert everything a checkpoint holds to plain types on save (:func:`to_plain`) and back on
+  load (:func:`from_plain`), so every fastmim checkpoint loads with ``weights_only=True``;
+- load local files weights-only, and fully unpickle a foreign file only when the user named it
+  as trusted (:func:`trust_checkpoint`, ``--trust-checkpoint`` of ``tools/train.py``);
+- write local files atomically (temporary file in the same folder, then ``os.replace``), so an
+  interrupted save never replaces the last good checkpoint.
+"""
+import os
+import os.path as osp
+import pickle
+import tempfile
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from mmengine.fileio.backends import LocalBackend, register_backend
+from mmengine.logging import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
+
+_HISTORY_BUFFER_TAG = '__fastmim_history_buffer__'
+_TRUSTED_CHECKPOINTS = set()
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be used; the message names the file and the reason."""
+
+
+def to_plain(obj, where='checkpoint'):
+    """Return ``obj`` with every value converted to a type ``torch.load(weights_only=True)`` accepts.
+
+    ``HistoryBuffer`` becomes a tagged dict (restored by :func:`from_plain`), numpy arrays become
+    tensors and numpy scalars Python numbers. Anything else raises ``TypeError`` naming where it
+    sits, so that an unsafe object is caught when saving rather than when loading.
+    """
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor)):
+        return obj
+    if isinstance(obj, HistoryBuffer):
+        log_history, count_history = obj.data
+        return {_HISTORY_BUFFER_TAG: True, 'log_history': log_history.tolist(),
+                'count_history': count_history.tolist(), 'max_length': obj.max_length}
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (torch.dtype, torch.device)):
+        return str(obj)
+    if isinstance(obj, dict):
+        plain = OrderedDict() if isinstance(obj, OrderedDict) else {}
+        for key, value in obj.items():
+            plain[key] = to_plain(value, f'{where}[{key!r}]')
+        return plain
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        items = [to_plain(value, f'{where}[{i}]') for i, value in enumerate(obj)]
+        return tuple(items) if isinstance(obj, tuple) else items
+    raise TypeError(f'{where} holds a {type(obj).__module__}.{type(obj).__qualname__}, which '
+                    'cannot be stored safely in a checkpoint: convert it to plain types')
+
+
+def from_plain(obj):
+    """Undo :func:`to_plain` for the values it tagged (message-hub history buffers)."""
+    if isinstance(obj, dict):
+        if obj.get(_HISTORY_BUFFER_TAG):
+            return HistoryBuffer(obj['log_history'], obj['count_history'], obj['max_length'])
+        return type(obj)((key, from_plain(value)) for key, value in obj.items())
+    if isinstance(obj, list):
+        return [from_plain(value) for value in obj]
+    return obj
+
+
+def trust_checkpoint(path):
+    """Allow full unpickling of ``path``: only for files whose origin the user vouches for."""
+    _TRUSTED_CHECKPOINTS.add(osp.realpath(osp.expanduser(path)))
+
+
+def load_checkpoint_file(filename, map_location=None, logger=None):
+    """Load a local checkpoint weights-only, with errors that say what is wrong with the file."""
+    path = osp.expanduser(filename)
+    if not osp.isfile(path):
+        raise CheckpointError(f'checkpoint not found: {path}')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if osp.realpath(path) in _TRUSTED_CHECKPOINTS:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        raise CheckpointError(
+            f'{path} holds pickled Python objects that weights-only loading refuses '
+            f'({str(error).splitlines()[-1] if str(error) else error}). Loading it fully would '
+            'let the file run arbitrary code; if you trust its origin, pass '
+            f'--trust-checkpoint {path}') from None
+    except (RuntimeError, EOFError, ValueError) as error:
+        raise CheckpointError(f'{path} is not a readable checkpoint (truncated or corrupt?): '
+                              f'{error}') from None
+
+
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's local file backend, but every write goes to a temporary file first."""
+
+    def put(self, obj, filepath):
+        self._write_atomically(obj, filepath, 'wb')
+
+    def put_text(self, obj, filepath, encoding='utf-8'):
+        self._write_atomically(obj.encode(encoding), filepath, 'wb')
+
+    @staticmethod
+    def _write_atomically(data, filepath, mode):
+        folder = osp.dirname(osp.abspath(filepath))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp_path = tempfile.mkstemp(prefix=f'.{osp.basename(filepath)}.', suffix='.tmp',
+                                        dir=folder)
+        try:
+            with os.fdopen(fd, mode) as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp_path, filepath)
+        except BaseException:
+            if osp.exists(tmp_path):
+                os.remove(tmp_path)
+            raise
+
+
+def install():
+    """Make mmengine's local I/O atomic and its local checkpoint loading weights-only.
+
+    Uses mmengine's own extension points (the file-backend registry and the checkpoint-loader
+    scheme registry), replacing the handlers for plain local paths.
+    """
+    register_backend('local', AtomicLocalBackend, force=True, prefixes='')
+    CheckpointLoader.register_scheme(prefixes='', force=True)(load_checkpoint_file)

@@ -1,0 +1,3 @@
+from .checkpoint_meta_hook import CheckpointMetaHook
+
+__all__ = ['CheckpointMetaHook']

@@ -1,0 +1,145 @@
+"""What ``tools/train.py`` and ``tools/test.py`` need beyond mmengine's Runner.
+
+mmengine assumes a GPU when it launches distributed work: it calls ``torch.cuda.set_device``,
+passes ``device_ids=[LOCAL_RANK]`` to DDP and keeps SyncBN layers. These helpers adapt a config
+so that the same command runs on a laptop (gloo processes on the CPU) and on a GPU node, and turn
+the usual set-up mistakes into one clear line.
+"""
+import datetime
+import os
+import os.path as osp
+import tempfile
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.logging import print_log
+
+REQUIRED_ENV = {
+    'pytorch': ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'),
+    'slurm': ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
+    'mpi': ('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE', 'OMPI_COMM_WORLD_LOCAL_RANK'),
+}
+
+
+class LaunchError(RuntimeError):
+    """The command line, the environment or the work dir cannot start a run."""
+
+
+def check_launcher_env(launcher):
+    """Fail early, naming the missing variables, when a launcher's environment is absent."""
+    if launcher == 'none':
+        return
+    missing = [name for name in REQUIRED_ENV[launcher] if name not in os.environ]
+    if missing:
+        hint = {'pytorch': 'start it with tools/dist_train.sh (torchrun)',
+                'slurm': 'start it with tools/slurm_train.sh (srun)',
+                'mpi': 'start it with mpirun'}[launcher]
+        raise LaunchError(f'--launcher {launcher} needs the environment variables '
+                          f'{", ".join(missing)}: {hint}')
+
+
+def check_work_dir(work_dir):
+    """Create ``work_dir`` if needed and prove it is writable, before anything runs."""
+    try:
+        os.makedirs(work_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=work_dir, prefix='.write_test'):
+            pass
+    except OSError as error:
+        raise LaunchError(f'work dir {osp.abspath(work_dir)} is not writable: '
+                          f'{error.strerror}') from None
+
+
+def replace_sync_bn(cfg_node):
+    """Replace every ``SyncBN`` norm config by ``BN`` in place; return how many were replaced.
+
+    SyncBN only works on CUDA tensors, so a CPU (gloo) run of a detection or segmentation config
+    that uses it needs plain BatchNorm.
+    """
+    replaced = 0
+    if isinstance(cfg_node, dict):
+        if cfg_node.get('type') in ('SyncBN', 'MMSyncBN'):
+            cfg_node['type'] = 'BN'
+            replaced += 1
+        for value in cfg_node.values():
+            replaced += replace_sync_bn(value)
+    elif isinstance(cfg_node, (list, tuple)):
+        for value in cfg_node:
+            replaced += replace_sync_bn(value)
+    return replaced
+
+
+def adapt_to_device(cfg):
+    """Adapt a config in place to the machine: gloo, no DDP device ids, no SyncBN on CPU."""
+    if torch.cuda.is_available():
+        return
+    env_cfg = cfg.setdefault('env_cfg', {})
+    env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    wrapper_cfg = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
+    wrapper_cfg['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper_cfg
+    if cfg.get('sync_bn'):
+        cfg.sync_bn = None
+    replaced = replace_sync_bn(cfg._cfg_dict)
+    if replaced and cfg.get('launcher', 'none') != 'none':
+        print_log(f'no CUDA device: replaced {replaced} SyncBN layer config(s) by BN',
+                  logger='current')
+
+
+def init_cpu_distributed(launcher, dist_cfg=None):
+    """Start the gloo process group ourselves when there is no GPU.
+
+    mmengine's own initialisation calls ``torch.cuda.set_device``, which fails on CPU-only
+    builds; once the group exists, the Runner skips its initialisation and uses this one.
+    """
+    if launcher != 'pytorch' or torch.cuda.is_available() or torch_dist.is_initialized():
+        return
+    kwargs = dict(dist_cfg or {})
+    kwargs.pop('backend', None)
+    timeout = kwargs.pop('timeout', None)
+    if timeout is not None:
+        kwargs['timeout'] = datetime.timedelta(seconds=timeout)
+    torch_dist.init_process_group(backend='gloo', **kwargs)
+
+
+def shutdown_distributed():
+    """Tear the process group down: without it gloo ranks can abort at interpreter exit."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def load_config(path, cfg_options=None):
+    """Load a config file and apply ``--cfg-options``, with errors that name the file or key."""
+    from mmengine.config import Config
+    if not osp.isfile(path):
+        raise LaunchError(f'config file not found: {path}')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def run_cli(main, argv=None):
+    """Run ``main(argv)``; a user error ends with one line on stderr instead of a traceback.
+
+    User errors are the ones whose message names what to fix: a missing file, a key a
+    module does not accept, an unusable checkpoint or launcher. ``--debug`` (or
+    ``FASTMIM_DEBUG=1``) shows the full traceback.
+    """
+    import sys
+
+    from fastmim.engine.checkpoint import CheckpointError
+    from fastmim.engine.optim_wrappers import NonFiniteLossError
+    user_errors = (LaunchError, CheckpointError, NonFiniteLossError, FileNotFoundError,
+                   NotADirectoryError, PermissionError, KeyError, TypeError, ValueError)
+    argv = sys.argv[1:] if argv is None else argv
+    debug = '--debug' in argv or os.environ.get('FASTMIM_DEBUG') == '1'
+    try:
+        return main([arg for arg in argv if arg != '--debug'])
+    except user_errors as error:
+        if debug:
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f'error: {type(error).__name__}: {message}', file=sys.stderr)
+        sys.exit(1)
+    finally:
+        shutdown_distributed()

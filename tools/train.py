@@ -1,0 +1,91 @@
+"""Train any config: FastMIM pre-training, fine-tuning, mmdet and mmseg configs.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+                                 [--auto-scale-lr] [--cfg-options k=v ...]
+                                 [--launcher {none,pytorch,slurm,mpi}]
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import DictAction
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description='Train a model from a config')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
+                        help='resume from CKPT, or from the latest checkpoint in the work dir '
+                        'when no path is given')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision: fp16 with loss scaling on CUDA, bf16 on CPU')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by the actual total batch over auto_scale_lr.base_batch_size')
+    parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='CKPT',
+                        help='allow full unpickling of this checkpoint (only for files you trust)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. train_dataloader.batch_size=64')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def apply_args(cfg, args):
+    """Fold the command-line flags into the config, as mmpretrain's train.py does."""
+    cfg.launcher = args.launcher
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        import torch
+        optim_wrapper = cfg.optim_wrapper
+        if torch.cuda.is_available():
+            optim_wrapper.type = 'GuardedAmpOptimWrapper'
+            optim_wrapper.setdefault('loss_scale', 'dynamic')
+        else:
+            optim_wrapper.type = 'AutocastOptimWrapper'
+            optim_wrapper.setdefault('dtype', 'bfloat16')
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg:
+            raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+
+def main(argv):
+    args = parse_args(argv)
+    import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
+    from fastmim.engine.checkpoint import trust_checkpoint
+    from fastmim.engine.launch import (adapt_to_device, check_launcher_env, check_work_dir,
+                                       init_cpu_distributed, load_config)
+
+    check_launcher_env(args.launcher)
+    cfg = load_config(args.config, args.cfg_options)
+    apply_args(cfg, args)
+    check_work_dir(cfg.work_dir)
+    for path in args.trust_checkpoint:
+        trust_checkpoint(path)
+    adapt_to_device(cfg)
+    init_cpu_distributed(args.launcher, cfg.get('env_cfg', {}).get('dist_cfg'))
+
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    from fastmim.engine.launch import run_cli
+    run_cli(main)
