@@ -69,7 +69,8 @@ def replace_sync_bn(cfg_node):
 
 
 def adapt_to_device(cfg):
-    """Adapt a config in place to the machine: gloo, no DDP device ids, no SyncBN on CPU."""
+    """Adapt a config in place to a machine without CUDA: gloo, no DDP device ids, no SyncBN,
+    bf16 autocast instead of fp16 AMP."""
     if torch.cuda.is_available():
         return
     env_cfg = cfg.setdefault('env_cfg', {})
@@ -77,6 +78,16 @@ def adapt_to_device(cfg):
     wrapper_cfg = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
     wrapper_cfg['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper_cfg
+    optim_wrapper = cfg.get('optim_wrapper')
+    if optim_wrapper is not None and optim_wrapper.get('type') in ('AmpOptimWrapper',
+                                                                   'GuardedAmpOptimWrapper'):
+        # mmengine's AmpOptimWrapper refuses to run without an accelerator; bf16 autocast is
+        # the CPU's mixed precision and needs no loss scaling.
+        optim_wrapper.type = 'AutocastOptimWrapper'
+        optim_wrapper.pop('loss_scale', None)
+        optim_wrapper.dtype = 'bfloat16'
+        print_log('no CUDA device: mixed precision runs as bf16 autocast on the CPU',
+                  logger='current')
     if cfg.get('sync_bn'):
         cfg.sync_bn = None
     replaced = replace_sync_bn(cfg._cfg_dict)

@@ -1,0 +1,34 @@
+# AdamW with per-iteration linear warmup then half-cycle cosine to 0, as in the published recipes.
+# lr is set per recipe as base_lr (1.5e-4 per 256 images) x total batch / 256.
+# No weight decay on norms, biases, other 1-D parameters, position embeddings, class and mask
+# tokens and relative-position-bias tables (the reference release decays the last two by accident).
+optim_wrapper = dict(
+    # fp16 autocast with loss scaling on CUDA; tools/train.py falls back to bf16 autocast on CPU.
+    type='GuardedAmpOptimWrapper',
+    optimizer=dict(type='AdamW', lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05),
+    paramwise_cfg=dict(
+        norm_decay_mult=0., bias_decay_mult=0., flat_decay_mult=0.,
+        custom_keys={
+            'pos_embed': dict(decay_mult=0.),
+            'cls_token': dict(decay_mult=0.),
+            'mask_token': dict(decay_mult=0.),
+            'relative_position_bias_table': dict(decay_mult=0.),
+            'relative_pos': dict(decay_mult=0.),
+        }),
+    accumulative_counts=1,
+    # Gradient clipping is off in the published recipes; e.g. clip_grad=dict(max_norm=3.0).
+    clip_grad=None,
+    on_nonfinite='skip',
+)
+
+warmup_epochs = 10
+max_epochs = 400
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=warmup_epochs,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min=0., by_epoch=True, begin=warmup_epochs,
+         end=max_epochs, T_max=max_epochs - warmup_epochs, convert_to_iter_based=True),
+]
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
+# --auto-scale-lr rescales lr by (actual total batch) / base_batch_size.
+auto_scale_lr = dict(base_batch_size=2048, enable=False)

@@ -1,0 +1,4 @@
+# Ablation: ViT-B FastMIM with a decoder of depth 0 instead of 1.
+_base_ = ['../vit_b_hog_800e.py']
+
+model = dict(neck=dict(depth=0))
