@@ -1,0 +1,90 @@
+"""Pictures of the reconstructions during pre-training, written next to the checkpoints."""
+import os
+import os.path as osp
+
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.runner import IterBasedTrainLoop
+from PIL import Image
+
+from fastmim.registry import HOOKS
+from fastmim.visualization import draw_reconstructions
+
+
+@HOOKS.register_module()
+class ReconstructionVisualizationHook(Hook):
+    """Every ``interval`` epochs and at the end of training, draws what the model reconstructs.
+
+    The images are the first ``num_images`` of the first training batch this process sees, kept
+    on the CPU as the dataloader gave them (uint8), so every picture shows the same images; the
+    mask is drawn with a fixed ``seed`` (and the random state restored), so it is the same mask
+    too, and training's random streams are not disturbed. The model runs in eval mode without
+    gradients and goes back to its previous mode afterwards. Only rank 0 draws; the pictures are
+    ``<work_dir>/<out_dir>/epoch_<n>_<i>.png`` (``iter_<n>_<i>.png`` at the end of an
+    iteration-based run), see :func:`fastmim.visualization.make_reconstruction_panel`.
+
+    Args:
+        interval (int): Draw after every ``interval`` epochs.
+        num_images (int): How many images of the batch to draw.
+        out_dir (str): Folder of the pictures, relative to the work dir unless absolute.
+        seed (int): Seed of the visualisation mask.
+        cell_px (int): Drawn size of one target cell.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, interval=10, num_images=4, out_dir='vis', seed=0, cell_px=16):
+        for name, value in (('interval', interval), ('num_images', num_images)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f'ReconstructionVisualizationHook {name} must be a positive '
+                                 f'int, got {value!r}')
+        self.interval = interval
+        self.num_images = num_images
+        self.out_dir = out_dir
+        self.seed = seed
+        self.cell_px = cell_px
+        self._batch = None
+        self._last_tag = None
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if self._batch is None and data_batch is not None and is_main_process():
+            inputs = data_batch['inputs'][:self.num_images]
+            if isinstance(inputs, (list, tuple)):
+                inputs = [image.detach().cpu().clone() for image in inputs]
+            else:
+                inputs = inputs.detach().cpu().clone()
+            self._batch = dict(inputs=inputs)
+
+    def after_train_epoch(self, runner):
+        if self.every_n_epochs(runner, self.interval):
+            self._draw(runner, f'epoch_{runner.epoch + 1}')
+
+    def after_train(self, runner):
+        if isinstance(runner.train_loop, IterBasedTrainLoop):
+            tag = f'iter_{runner.iter}'
+        else:
+            tag = f'epoch_{runner.epoch}'
+        if tag != self._last_tag:
+            self._draw(runner, tag)
+
+    def _draw(self, runner, tag):
+        if not is_main_process():
+            return
+        if self._batch is None:
+            runner.logger.warning('ReconstructionVisualizationHook: no training batch seen yet, '
+                                  f'nothing drawn for {tag}')
+            return
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        inputs = model.data_preprocessor(self._batch, False)['inputs']
+        panels = draw_reconstructions(model, inputs, seed=self.seed, cell_px=self.cell_px)
+
+        out_dir = osp.join(runner.work_dir, self.out_dir)
+        os.makedirs(out_dir, exist_ok=True)
+        paths = []
+        for index, panel in enumerate(panels):
+            path = osp.join(out_dir, f'{tag}_{index}.png')
+            Image.fromarray(panel).save(path)
+            paths.append(path)
+        self._last_tag = tag
+        runner.logger.info(f'reconstruction pictures: {", ".join(paths)}')

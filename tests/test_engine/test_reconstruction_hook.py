@@ -1,0 +1,217 @@
+"""Reconstruction pictures: the training hook and tools/visualize/visualize_reconstruction.py."""
+import importlib.util
+import os
+import os.path as osp
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import MMLogger
+from mmengine.dataset import DefaultSampler
+from mmengine.model import BaseModule
+from mmengine.runner import Runner
+from PIL import Image
+from torch import nn
+
+import fastmim  # noqa: F401  safe checkpoint I/O
+import fastmim.engine.hooks.reconstruction_hook as reconstruction_hook
+from fastmim.engine.checkpoint import CheckpointError
+from fastmim.engine.hooks.reconstruction_hook import ReconstructionVisualizationHook
+from fastmim.registry import MODELS
+from fastmim.visualization import IMAGENET_MEAN, IMAGENET_STD, draw_reconstructions
+from fastmim.visualization.hog_drawing import PANEL_GAP, TITLE_HEIGHT
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOOL = osp.join(REPO, 'tools', 'visualize', 'visualize_reconstruction.py')
+SIZE = 32  # 2 x 2 tokens of 16 px, 4 x 4 HOG cells, 4 mask blocks (3 masked)
+GLYPH_PANEL = SIZE // 8 * 16  # 4 cells drawn 16 px wide
+HOG_PANEL_WIDTH = 4 * GLYPH_PANEL + 3 * PANEL_GAP
+
+
+@MODELS.register_module(force=True)
+class TinyPatchBackbone(BaseModule):
+    """A 16-px patch embedding: the smallest backbone with FastMIM's backbone contract."""
+
+    def __init__(self, channels=16, stride=16):
+        super().__init__()
+        self.proj = nn.Conv2d(3, channels, stride, stride)
+        self.out_channels = [channels]
+        self.out_strides = [stride]
+
+    def forward(self, x):
+        return (self.proj(x),)
+
+    def geometry(self):
+        return dict(type='TinyPatchBackbone', patch_size=self.out_strides[0])
+
+
+class TinyImages(torch.utils.data.Dataset):
+    """Random uint8 images whose green channel never reaches 255."""
+
+    def __init__(self, num_images=4):
+        generator = torch.Generator().manual_seed(0)
+        self.images = torch.randint(0, 200, (num_images, 3, SIZE, SIZE), dtype=torch.uint8,
+                                    generator=generator)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return dict(inputs=self.images[index])
+
+
+def tiny_model_cfg(target=dict(type='HOGGenerator'), embed_dim=32):
+    return dict(type='FastMIM', backbone=dict(type='TinyPatchBackbone'),
+                neck=dict(type='MIMDecoder', embed_dim=embed_dim, depth=1, num_heads=2),
+                target_generator=target, mask_ratio=0.75, block_size=16)
+
+
+def fake_runner(model, work_dir, epoch=0):
+    return SimpleNamespace(model=model, work_dir=str(work_dir), epoch=epoch, iter=0,
+                           train_loop=None, logger=MMLogger.get_instance('test_vis'))
+
+
+def first_batch():
+    return dict(inputs=list(TinyImages(3).images))
+
+
+def test_hook_keeps_mode_and_random_state_and_repeats_its_mask(tmp_path):
+    model = MODELS.build(tiny_model_cfg()).train()
+    hook = ReconstructionVisualizationHook(interval=1, num_images=2)
+    runner = fake_runner(model, tmp_path)
+    hook.before_train_iter(runner, 0, first_batch())
+    random_state = torch.get_rng_state()
+
+    hook.after_train_epoch(runner)
+    runner.epoch = 1
+    hook.after_train_epoch(runner)
+
+    assert model.training
+    assert torch.equal(torch.get_rng_state(), random_state)
+    assert sorted(os.listdir(tmp_path / 'vis')) == [
+        'epoch_1_0.png', 'epoch_1_1.png', 'epoch_2_0.png', 'epoch_2_1.png']
+    first, second = (np.asarray(Image.open(tmp_path / 'vis' / f'epoch_{n}_0.png'))
+                     for n in (1, 2))
+    assert first.shape == (TITLE_HEIGHT + GLYPH_PANEL, HOG_PANEL_WIDTH, 3)
+    assert np.array_equal(first, second)  # same images, same mask, same weights
+
+
+def test_only_rank_zero_draws(tmp_path, monkeypatch):
+    monkeypatch.setattr(reconstruction_hook, 'is_main_process', lambda: False)
+    hook = ReconstructionVisualizationHook(interval=1)
+    runner = fake_runner(MODELS.build(tiny_model_cfg()), tmp_path)
+    hook.before_train_iter(runner, 0, first_batch())
+    hook.after_train_epoch(runner)
+    hook.after_train(runner)
+    assert not (tmp_path / 'vis').exists()
+
+
+def test_hook_rejects_bad_arguments():
+    with pytest.raises(ValueError, match='interval'):
+        ReconstructionVisualizationHook(interval=0)
+    with pytest.raises(ValueError, match='num_images'):
+        ReconstructionVisualizationHook(num_images=2.5)
+
+
+def test_pixel_target_panels_have_three_columns():
+    model = MODELS.build(tiny_model_cfg(target=dict(type='PixelTarget', patch_size=16)))
+    inputs = model.data_preprocessor(first_batch(), False)['inputs']
+    panels = draw_reconstructions(model, inputs)
+    assert len(panels) == 3
+    assert panels[0].shape == (TITLE_HEIGHT + SIZE, 3 * SIZE + 2 * PANEL_GAP, 3)
+
+
+def test_hook_in_a_training_run(tmp_path):
+    dataset = TinyImages(4)
+    runner = Runner(
+        model=tiny_model_cfg(),
+        work_dir=str(tmp_path),
+        train_dataloader=dict(dataset=dataset, sampler=DefaultSampler(dataset, shuffle=False),
+                              collate_fn=dict(type='pseudo_collate'), batch_size=2,
+                              num_workers=0),
+        train_cfg=dict(by_epoch=True, max_epochs=3),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
+        default_hooks=dict(checkpoint=None),
+        custom_hooks=[dict(type='ReconstructionVisualizationHook', interval=2, num_images=4)],
+        default_scope='fastmim',
+        experiment_name='vis_hook_run')
+    runner.train()
+
+    # Epoch 2 by the interval, epoch 3 at the end of training; the batch held only 2 images.
+    assert sorted(os.listdir(tmp_path / 'vis')) == [
+        'epoch_2_0.png', 'epoch_2_1.png', 'epoch_3_0.png', 'epoch_3_1.png']
+
+
+# --- the command-line tool ----------------------------------------------------------------
+def load_tool():
+    spec = importlib.util.spec_from_file_location('visualize_reconstruction', TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_config(tmp_path, model_cfg):
+    path = tmp_path / 'tiny_fastmim.py'
+    path.write_text(f"default_scope = 'fastmim'\nmodel = {model_cfg!r}\n")
+    return str(path)
+
+
+def save_green_token_checkpoint(tmp_path):
+    """A tiny model whose mask token is pure green once un-normalised."""
+    model = MODELS.build(tiny_model_cfg())
+    green = (torch.tensor([0., 255., 0.]) - torch.tensor(IMAGENET_MEAN)) / torch.tensor(
+        IMAGENET_STD)
+    with torch.no_grad():
+        model.mask_token.copy_(green.view(1, 3, 1, 1))
+    path = tmp_path / 'tiny.pth'
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
+    return str(path)
+
+
+def test_tool_draws_with_the_checkpoint_weights(tmp_path, capsys):
+    image_path = tmp_path / 'photo.png'
+    pixels = np.random.default_rng(0).integers(0, 200, (48, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(image_path)
+    out_dir = tmp_path / 'out'
+
+    load_tool().main([write_config(tmp_path, tiny_model_cfg()),
+                      save_green_token_checkpoint(tmp_path), '--img', str(image_path),
+                      '--out-dir', str(out_dir), '--input-size', str(SIZE)])
+
+    assert capsys.readouterr().out.split() == [str(out_dir / 'photo.png')]
+    panel = np.asarray(Image.open(out_dir / 'photo.png'))
+    assert panel.shape == (TITLE_HEIGHT + GLYPH_PANEL, HOG_PANEL_WIDTH, 3)
+    # 3 of 4 blocks of 16 x 16 px masked, drawn twice as large, in the loaded mask colour.
+    green = np.all(panel == (0, 255, 0), axis=2)
+    assert green.sum() == 3 * 16 * 16 * 4
+
+
+def test_tool_embedded_photos(tmp_path, capsys):
+    load_tool().main([write_config(tmp_path, tiny_model_cfg()),
+                      save_green_token_checkpoint(tmp_path), '--embedded', '2',
+                      '--out-dir', str(tmp_path), '--input-size', str(SIZE)])
+    assert capsys.readouterr().out.split() == [str(tmp_path / 'astronaut.png'),
+                                               str(tmp_path / 'coffee.png')]
+
+
+def test_tool_rejects_a_checkpoint_of_another_model(tmp_path):
+    checkpoint = save_green_token_checkpoint(tmp_path)
+    config = write_config(tmp_path, tiny_model_cfg(embed_dim=64))
+    with pytest.raises(CheckpointError, match='does not fit the model of'):
+        load_tool().main([config, checkpoint, '--embedded', '1', '--out-dir', str(tmp_path)])
+    with pytest.raises(ValueError, match='between 1 and'):
+        load_tool().main([config, checkpoint, '--embedded', '0', '--out-dir', str(tmp_path)])
+
+
+def test_tool_names_a_missing_image_in_one_line(tmp_path):
+    missing = tmp_path / 'nowhere.jpg'
+    result = subprocess.run(
+        [sys.executable, TOOL, 'config.py', 'ckpt.pth', '--img', str(missing), '--out-dir',
+         str(tmp_path)], capture_output=True, text=True, cwd=REPO,
+        env={**os.environ, 'PYTHONPATH': REPO})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f'error: FileNotFoundError: image not found: {missing}']
