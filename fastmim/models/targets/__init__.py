@@ -1,0 +1,4 @@
+from .hog import HOGGenerator
+from .pixel import PixelTarget
+
+__all__ = ['HOGGenerator', 'PixelTarget']
