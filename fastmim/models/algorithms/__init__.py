@@ -1,0 +1,3 @@
+from .fastmim import FastMIM
+
+__all__ = ['FastMIM']

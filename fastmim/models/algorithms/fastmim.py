@@ -1,0 +1,182 @@
+"""FastMIM pre-training: mask blocks in pixel space, encode every token, predict the target
+(HOG by default) of the masked cells.
+
+The steps are short named methods, read top to bottom in :meth:`FastMIM.reconstruct`:
+``generate_mask`` -> ``mask_image`` -> ``encode`` -> ``decode`` -> ``fold_tokens``, and the
+target comes from the clean image. Because the mask is applied to pixels before the patch
+embedding, the backbone is an ordinary backbone with no MIM code.
+"""
+import copy
+
+import torch
+from mmengine.model import BaseModel
+from torch import nn
+from torch.nn.init import trunc_normal_
+
+from fastmim.registry import MODELS
+from ..utils import BlockMaskGenerator, expand_block_mask
+
+IMAGENET_PREPROCESSOR = dict(
+    type='ImgDataPreprocessor',
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    bgr_to_rgb=False)
+
+
+def _divide_exactly(size, cell_size, what):
+    if size % cell_size:
+        raise ValueError(f'{what} {size} is not a multiple of the target cell_size {cell_size}')
+    return size // cell_size
+
+
+@MODELS.register_module()
+class FastMIM(BaseModel):
+    """Masked image modeling at low resolution with dense targets, for any backbone.
+
+    Args:
+        backbone (dict): Config of a backbone that returns a tuple of NCHW maps and has
+            ``out_channels``, ``out_strides`` and ``geometry()``; the last map is decoded.
+        neck (dict): Config of the decoder, e.g. ``dict(type='MIMDecoder', depth=1)``.
+            ``in_channels`` defaults to ``backbone.out_channels[-1]`` and ``out_channels`` to
+            ``target.channels * (stride // target.cell_size) ** 2``.
+        target_generator (dict): Config of a target with ``channels`` and ``cell_size`` that maps
+            normalised images ``(B, 3, H, W)`` to ``(B, channels, H / cell, W / cell)``.
+        loss (dict): Config of the loss ``(prediction, target, cell_mask) -> scalar``.
+        mask_ratio (float): Fraction of blocks masked per image.
+        block_size (int): Side of a mask block in pixels; a multiple of the target cell size,
+            but coarser or finer than the token grid as you like.
+        data_preprocessor (dict, optional): Defaults to mmengine's ``ImgDataPreprocessor`` with
+            the ImageNet mean/std on the 0-255 scale (inputs are already RGB).
+        init_cfg (dict, optional): mmengine init config.
+    """
+
+    def __init__(self, backbone, neck, target_generator, loss=dict(type='MaskedMSELoss'),
+                 mask_ratio=0.75, block_size=32, data_preprocessor=None, init_cfg=None):
+        if data_preprocessor is None:
+            data_preprocessor = copy.deepcopy(IMAGENET_PREPROCESSOR)
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.backbone = MODELS.build(backbone)
+        self.target_generator = MODELS.build(target_generator)
+        self.mask_generator = BlockMaskGenerator(mask_ratio=mask_ratio, block_size=block_size)
+
+        stride = self.backbone.out_strides[-1]
+        cell_size = self.target_generator.cell_size
+        self.cells_per_token = _divide_exactly(stride, cell_size, 'backbone output stride')
+        self.cells_per_block = _divide_exactly(block_size, cell_size, 'mask block_size')
+        self.neck = MODELS.build(self._complete_neck_config(neck))
+        self.criterion = MODELS.build(loss)
+
+        # One learnable RGB colour that replaces every masked pixel.
+        self.mask_token = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        trunc_normal_(self.mask_token, std=0.02)
+        self._last_input_size = None
+
+    def _complete_neck_config(self, neck):
+        neck = copy.deepcopy(neck)
+        values_per_token = self.target_generator.channels * self.cells_per_token ** 2
+        neck.setdefault('in_channels', self.backbone.out_channels[-1])
+        neck.setdefault('out_channels', values_per_token)
+        if neck['out_channels'] != values_per_token:
+            raise ValueError(
+                f"neck out_channels {neck['out_channels']} != {values_per_token} values per "
+                f'token (target channels {self.target_generator.channels} x '
+                f'{self.cells_per_token}x{self.cells_per_token} cells per token)')
+        return neck
+
+    # --- the steps ---------------------------------------------------------------------------
+    def generate_mask(self, inputs):
+        """Block mask ``(B, H / block, W / block)``, True = masked, drawn on the inputs' device."""
+        batch_size, _, height, width = inputs.shape
+        return self.mask_generator(batch_size, height, width, device=inputs.device)
+
+    def mask_image(self, inputs, block_mask):
+        """Replaces the masked blocks' pixels by the mask token (exactly, via ``where``)."""
+        pixel_mask = expand_block_mask(block_mask, self.mask_generator.block_size).unsqueeze(1)
+        return torch.where(pixel_mask, self.mask_token.to(inputs.dtype), inputs)
+
+    def encode(self, images):
+        """The backbone's last feature map ``(B, C, h, w)``."""
+        return self.backbone(images)[-1]
+
+    def decode(self, features):
+        """One prediction vector per token: ``(B, h * w, k * k * channels)``."""
+        return self.neck(features)
+
+    def fold_tokens(self, tokens, grid_size):
+        """``(B, h * w, k * k * channels)`` laid out ``(ky, kx, channel)`` -> ``(B, channels,
+        h * k, w * k)``, the target's cell grid."""
+        grid_h, grid_w = grid_size
+        k = self.cells_per_token
+        batch_size, num_tokens, values = tokens.shape
+        if num_tokens != grid_h * grid_w or values % (k * k):
+            raise ValueError(f'cannot fold tokens of shape {tuple(tokens.shape)} onto a '
+                             f'{grid_h}x{grid_w} grid with {k}x{k} cells per token')
+        channels = values // (k * k)
+        cells = tokens.reshape(batch_size, grid_h, grid_w, k, k, channels)
+        return cells.permute(0, 5, 1, 3, 2, 4).reshape(batch_size, channels, grid_h * k,
+                                                       grid_w * k)
+
+    def predict_cells(self, masked_image):
+        """Encoder + decoder on a masked image -> prediction map on the target's cell grid."""
+        features = self.encode(masked_image)
+        return self.fold_tokens(self.decode(features), features.shape[-2:])
+
+    # --- what the runner and the visualiser call ---------------------------------------------
+    def reconstruct(self, inputs):
+        """Masks, predicts and computes the target for one batch of normalised images.
+
+        Returns a dict of batched tensors: ``mask_pixels`` (B, 1, H, W) float, 1 = masked;
+        ``masked_image`` (B, 3, H, W) what the encoder saw; ``target`` and ``prediction``
+        (B, channels, H / cell, W / cell); ``mask`` (B, H / cell, W / cell) bool at cell level.
+        The target is computed from the clean ``inputs``, never from the masked image.
+        """
+        block_mask = self.generate_mask(inputs)
+        masked_image = self.mask_image(inputs, block_mask)
+        pixel_mask = expand_block_mask(block_mask, self.mask_generator.block_size)
+        return dict(
+            mask_pixels=pixel_mask.unsqueeze(1).to(inputs.dtype),
+            masked_image=masked_image,
+            target=self.target_generator(inputs),
+            prediction=self.predict_cells(masked_image),
+            mask=expand_block_mask(block_mask, self.cells_per_block))
+
+    def loss(self, inputs, data_samples=None):
+        """Masked reconstruction loss of one batch: ``dict(loss=...)``. Labels are unused."""
+        outputs = self.reconstruct(inputs)
+        return dict(loss=self.criterion(outputs['prediction'], outputs['target'], outputs['mask']))
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        """mmengine's three modes.
+
+        - ``'loss'``: ``dict(loss=...)`` for ``train_step``.
+        - ``'tensor'``: the prediction map ``(B, channels, H / cell, W / cell)`` of a freshly
+          masked batch.
+        - ``'predict'``: a list with one dict per image, holding that image's slices of
+          :meth:`reconstruct` (what ``val_step`` hands to evaluators and visualisers).
+        """
+        if inputs.dim() != 4 or inputs.shape[1] != 3:
+            raise ValueError(f'FastMIM expects RGB images (B, 3, H, W), got shape '
+                             f'{tuple(inputs.shape)}')
+        self._last_input_size = list(inputs.shape[-2:])
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'tensor':
+            return self.predict_cells(self.mask_image(inputs, self.generate_mask(inputs)))
+        if mode == 'predict':
+            outputs = self.reconstruct(inputs)
+            return [dict(zip(outputs, sample)) for sample in zip(*outputs.values())]
+        raise ValueError(f"mode must be 'loss', 'tensor' or 'predict', got {mode!r}")
+
+    def geometry(self):
+        """Plain-type description of the pre-training setup, stored in checkpoint meta."""
+        backbone_geometry = self.backbone.geometry()
+        input_size = self._last_input_size or backbone_geometry.get('img_size')
+        if isinstance(input_size, int):
+            input_size = [input_size, input_size]
+        return dict(
+            backbone=backbone_geometry,
+            input_size=list(input_size) if input_size is not None else None,
+            block_size=self.mask_generator.block_size,
+            mask_ratio=self.mask_generator.mask_ratio,
+            target=type(self.target_generator).__name__,
+            cell_size=self.target_generator.cell_size)

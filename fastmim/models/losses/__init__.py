@@ -1,0 +1,3 @@
+from .masked_mse import MaskedMSELoss
+
+__all__ = ['MaskedMSELoss']

@@ -1,0 +1,66 @@
+"""The light-weight FastMIM decoder: every token of the encoder's last map -> its target values."""
+from mmengine.model import BaseModule
+from timm.models.vision_transformer import Block
+from torch import nn
+from torch.nn.init import trunc_normal_
+
+from fastmim.registry import MODELS
+
+
+@MODELS.register_module()
+class MIMDecoder(BaseModule):
+    """Linear(C -> embed_dim), ``depth`` Transformer blocks, LayerNorm, Linear(-> out_channels).
+
+    All ``h * w`` tokens are decoded (the encoder saw every token, masked ones included) and no
+    position embedding is added: the encoder features already carry position. ``depth=0`` leaves
+    a LayerNorm between two linear layers (the depth ablation).
+
+    Initialisation: linear weights trunc-normal std 0.02 with zero biases, LayerNorm ones/zeros,
+    done at construction. This is the ``_init_weights`` of the timm ViT / SimMIM family; MAE's own
+    decoder uses Xavier-uniform for its linears instead.
+
+    Args:
+        in_channels (int): Channels of the encoder's last feature map.
+        out_channels (int): Values predicted per token (``channels * k * k`` of the target).
+        embed_dim (int): Decoder width.
+        depth (int): Number of Transformer blocks (0 allowed).
+        num_heads (int): Attention heads per block.
+        mlp_ratio (float): MLP hidden width / ``embed_dim``.
+        init_cfg (dict, optional): mmengine init config; overrides the default init when given.
+    """
+
+    def __init__(self, in_channels, out_channels, embed_dim=256, depth=1, num_heads=8,
+                 mlp_ratio=4., init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        if depth < 0:
+            raise ValueError(f'depth must be >= 0, got {depth}')
+        if embed_dim % num_heads:
+            raise ValueError(f'embed_dim {embed_dim} is not divisible by num_heads {num_heads}')
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.embed = nn.Linear(in_channels, embed_dim)
+        self.blocks = nn.Sequential(*[
+            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True) for _ in range(depth)
+        ])
+        self.norm = nn.LayerNorm(embed_dim)
+        self.predict = nn.Linear(embed_dim, out_channels)
+        self.apply(self._init_module)
+
+    @staticmethod
+    def _init_module(module):
+        if isinstance(module, nn.Linear):
+            trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def forward(self, features):
+        """``(B, C, h, w)`` -> ``(B, h * w, out_channels)``, tokens in row-major order."""
+        if features.dim() != 4 or features.shape[1] != self.in_channels:
+            raise ValueError(f'MIMDecoder expects (B, {self.in_channels}, h, w) features, got '
+                             f'shape {tuple(features.shape)}')
+        tokens = features.flatten(2).transpose(1, 2)
+        tokens = self.blocks(self.embed(tokens))
+        return self.predict(self.norm(tokens))

@@ -1,0 +1,3 @@
+from .block_mask import BlockMaskGenerator, expand_block_mask
+
+__all__ = ['BlockMaskGenerator', 'expand_block_mask']

@@ -1,0 +1,71 @@
+"""Random block masks for masked image modeling.
+
+FastMIM masks in pixel space with square blocks whose size is independent of the backbone's
+token grid (16 px for ViT/16, 32 px for the stride-32 hierarchical backbones). The loss is
+computed per target cell, so a block mask only has to be expanded to the cell (or pixel) grid.
+"""
+import math
+
+import torch
+
+from fastmim.registry import MODELS
+
+
+@MODELS.register_module()
+class BlockMaskGenerator:
+    """Draws, per sample, exactly ``int(N * (1 - mask_ratio))`` visible blocks out of ``N``.
+
+    The visible blocks are the first ones of a random permutation (``argsort`` of
+    ``torch.rand``), so every subset of that size is equally likely. The noise comes from torch's
+    global generator on the batch's device: mmengine's ``randomness.seed`` makes the masks
+    reproducible, and no host-device copy is needed.
+
+    Args:
+        mask_ratio (float): Fraction of blocks to mask, in ``[0, 1)``.
+        block_size (int): Side of a square block in pixels.
+    """
+
+    def __init__(self, mask_ratio=0.75, block_size=32):
+        if not 0 <= mask_ratio < 1:
+            raise ValueError(f'mask_ratio must be in [0, 1), got {mask_ratio}')
+        if not isinstance(block_size, int) or block_size <= 0:
+            raise ValueError(f'block_size must be a positive int, got {block_size!r}')
+        self.mask_ratio = mask_ratio
+        self.block_size = block_size
+
+    def grid_size(self, height, width):
+        """Number of blocks along (height, width); the image must tile exactly."""
+        if height % self.block_size or width % self.block_size:
+            raise ValueError(f'image size {height}x{width} is not divisible by the mask '
+                             f'block_size {self.block_size}')
+        return height // self.block_size, width // self.block_size
+
+    def num_visible(self, num_blocks):
+        """``floor(N * (1 - mask_ratio))``, tolerant of float error (``1 - 0.9`` is 0.0999...)."""
+        return math.floor(num_blocks * (1 - self.mask_ratio) + 1e-6)
+
+    def __call__(self, batch_size, height, width, device=None):
+        """Returns a bool mask ``(batch_size, height / block, width / block)``, True = masked."""
+        grid_h, grid_w = self.grid_size(height, width)
+        num_blocks = grid_h * grid_w
+        order = torch.rand(batch_size, num_blocks, device=device).argsort(dim=1)
+        mask = torch.ones(batch_size, num_blocks, dtype=torch.bool, device=device)
+        mask.scatter_(1, order[:, :self.num_visible(num_blocks)], False)
+        return mask.view(batch_size, grid_h, grid_w)
+
+    def __repr__(self):
+        return (f'{type(self).__name__}(mask_ratio={self.mask_ratio}, '
+                f'block_size={self.block_size})')
+
+
+def expand_block_mask(mask, factor):
+    """Repeats every entry of a ``(B, h, w)`` mask into a ``factor x factor`` square.
+
+    Turns a block mask into a mask over target cells (``factor = block_size // cell_size``) or
+    pixels (``factor = block_size``).
+    """
+    if mask.dim() != 3:
+        raise ValueError(f'expected a (B, h, w) mask, got shape {tuple(mask.shape)}')
+    if not isinstance(factor, int) or factor <= 0:
+        raise ValueError(f'factor must be a positive int, got {factor!r}')
+    return mask.repeat_interleave(factor, dim=1).repeat_interleave(factor, dim=2)

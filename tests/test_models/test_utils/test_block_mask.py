@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import torch
+
+from fastmim.models.utils import BlockMaskGenerator, expand_block_mask
+from fastmim.registry import MODELS
+
+
+@pytest.mark.parametrize('mask_ratio, block_size, size, visible', [
+    (0.75, 32, (128, 128), 4),     # Swin/PVT/CMT recipe: 4 of 16 blocks visible
+    (0.75, 16, (128, 128), 16),    # ViT/16 recipe: 16 of 64
+    (0.6, 16, (48, 80), 6),        # non-square, 15 blocks
+    (0.9, 16, (32, 80), 1),        # 1 - 0.9 is 0.0999.. in floating point; N * 0.1 = 1
+])
+def test_exact_visible_count_per_sample(mask_ratio, block_size, size, visible):
+    torch.manual_seed(0)
+    mask = BlockMaskGenerator(mask_ratio, block_size)(8, *size, device='cpu')
+    assert mask.dtype == torch.bool
+    assert mask.shape == (8, size[0] // block_size, size[1] // block_size)
+    assert (~mask).flatten(1).sum(1).tolist() == [visible] * 8
+
+
+def test_positions_are_uniform_and_samples_differ():
+    torch.manual_seed(0)
+    draws, num_blocks, visible = 4000, 16, 4
+    mask = BlockMaskGenerator(0.75, 32)(draws, 128, 128)
+    counts = (~mask).flatten(1).sum(0).double()
+    expected = draws * visible / num_blocks
+    chi_square = ((counts - expected) ** 2 / expected).sum().item()
+    assert chi_square < 50, f'visible-block frequencies far from uniform: {counts.tolist()}'
+    first_eight = mask[:8].flatten(1)
+    assert len({tuple(row.tolist()) for row in first_eight}) > 1
+
+
+def test_global_seed_makes_masks_reproducible():
+    generator = BlockMaskGenerator(0.75, 16)
+    torch.manual_seed(3)
+    first = generator(4, 64, 64)
+    torch.manual_seed(3)
+    assert torch.equal(first, generator(4, 64, 64))
+    assert not torch.equal(first, generator(4, 64, 64))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+def test_mask_is_drawn_on_the_requested_device():
+    mask = BlockMaskGenerator(0.75, 32)(2, 64, 64, device='cuda')
+    assert mask.is_cuda and mask.dtype == torch.bool
+    assert (~mask).flatten(1).sum(1).tolist() == [1, 1]
+
+
+def test_bad_sizes_and_arguments_raise():
+    with pytest.raises(ValueError, match='100x128.*block_size 32'):
+        BlockMaskGenerator(0.75, 32)(2, 100, 128)
+    with pytest.raises(ValueError, match='mask_ratio'):
+        BlockMaskGenerator(1.0, 32)
+    with pytest.raises(ValueError, match='block_size'):
+        BlockMaskGenerator(0.5, 0)
+
+
+def test_registered_and_buildable():
+    generator = MODELS.build(dict(type='BlockMaskGenerator', mask_ratio=0.5, block_size=8))
+    assert (generator.mask_ratio, generator.block_size) == (0.5, 8)
+
+
+def test_expand_block_mask_matches_kronecker_product():
+    mask = torch.rand(3, 2, 4) > 0.5
+    expanded = expand_block_mask(mask, 4)
+    reference = np.stack([np.kron(m, np.ones((4, 4), dtype=bool)) for m in mask.numpy()])
+    assert expanded.shape == (3, 8, 16)
+    np.testing.assert_array_equal(expanded.numpy(), reference)
+    with pytest.raises(ValueError, match='factor'):
+        expand_block_mask(mask, 0)
