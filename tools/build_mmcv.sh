@@ -22,7 +22,13 @@ key="mmcv-${MMCV_VERSION}-torch${torch_version}-${py_tag}"
 mkdir -p "$CACHE/$key"
 wheel="$(ls "$CACHE/$key"/mmcv-*.whl 2>/dev/null | head -n1 || true)"
 
-wheel_has_ops() { "$PY" -m zipfile -l "$1" | grep -q 'mmcv/_ext.*\.so'; }
+# (Not `zipfile -l | grep -q`: grep exits at the first match, the lister dies of SIGPIPE and
+# pipefail turns a good wheel into a failure.)
+wheel_has_ops() {
+  "$PY" -c 'import re, sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+sys.exit(not any(re.match(r"mmcv/_ext.*[.]so$", name) for name in names))' "$1"
+}
 
 if [ -n "$wheel" ] && ! wheel_has_ops "$wheel"; then
   log "cached wheel $wheel has no ops; rebuilding"

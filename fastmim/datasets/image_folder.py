@@ -1,0 +1,101 @@
+"""Images in folders: the ImageNet layout, or one flat folder of unlabelled images."""
+import os
+import os.path as osp
+from typing import Callable, List, Sequence, Union
+
+from mmengine.dataset import BaseDataset
+
+from fastmim.registry import DATASETS
+
+from .utils import IMG_EXTENSIONS, build_pipeline, has_extension, normalize_extensions
+
+
+def find_images(folder: str, extensions: Sequence[str]) -> List[str]:
+    """All image files under ``folder``, recursively, in sorted (reproducible) order."""
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs.sort()
+        found.extend(osp.join(root, name) for name in sorted(files)
+                     if has_extension(name, extensions))
+    return found
+
+
+@DATASETS.register_module()
+class ImageFolder(BaseDataset):
+    """Images under ``<data_root>/<data_prefix>``, labelled by class folder or unlabelled.
+
+    With ``with_label=True`` the layout is ImageNet's, ``<folder>/<class>/**/<image>``: the class
+    index is the position of the folder name in sorted order (torchvision's convention, so
+    ``n01440764`` is 0 for ImageNet) and ``metainfo['classes']`` lists the names. Files directly
+    in ``<folder>`` are ignored then. With ``with_label=False`` every image under the folder is
+    used, recursively, so both a flat folder and the ImageNet layout work.
+
+    Problems with the folder (missing, no images, an empty class) raise at construction, naming
+    the path, so they surface before training starts. Unreadable files are found later, when
+    decoded, and skipped (see ``LoadImageRGB``).
+
+    Args:
+        data_root: dataset root directory.
+        data_prefix: sub-folder of ``data_root`` holding the images (``'train'``), or
+            ``dict(img_path='train')`` as in mmpretrain configs; ``''`` uses ``data_root``.
+        with_label: read class labels from the sub-folder names; samples get ``gt_label``.
+        pipeline: transforms (config dicts or callables).
+        extensions: image file extensions, matched case-insensitively.
+        **kwargs: other ``BaseDataset`` arguments (``indices``, ``serialize_data``,
+            ``lazy_init``, ``max_refetch``, ``metainfo``, ``test_mode``).
+    """
+
+    def __init__(self,
+                 data_root: str,
+                 data_prefix: Union[str, dict] = 'train',
+                 with_label: bool = False,
+                 pipeline: Sequence[Union[dict, Callable]] = (),
+                 extensions: Sequence[str] = IMG_EXTENSIONS,
+                 **kwargs):
+        if isinstance(data_prefix, str):
+            data_prefix = dict(img_path=data_prefix)
+        if set(data_prefix) != {'img_path'}:
+            raise ValueError(f"data_prefix must be a folder name or dict(img_path=...), "
+                             f"got {data_prefix!r}")
+        self.with_label = with_label
+        self.extensions = normalize_extensions(extensions)
+        super().__init__(
+            data_root=data_root,
+            data_prefix=data_prefix,
+            pipeline=build_pipeline(pipeline),
+            **kwargs)
+
+    @property
+    def folder(self) -> str:
+        return self.data_prefix['img_path']
+
+    def load_data_list(self) -> List[dict]:
+        if not osp.isdir(self.folder):
+            raise FileNotFoundError(f'{type(self).__name__}: image folder {self.folder!r} does '
+                                    f'not exist (data_root={self.data_root!r})')
+        if self.with_label:
+            return self._load_labelled()
+        paths = find_images(self.folder, self.extensions)
+        if not paths:
+            raise ValueError(f'{type(self).__name__}: no images with extensions '
+                             f'{self.extensions} under {self.folder!r}')
+        return [dict(img_path=path) for path in paths]
+
+    def _load_labelled(self) -> List[dict]:
+        classes = sorted(entry.name for entry in os.scandir(self.folder)
+                         if entry.is_dir(follow_symlinks=True))
+        if not classes:
+            raise ValueError(f'{type(self).__name__}: with_label=True needs one sub-folder per '
+                             f'class in {self.folder!r}, found none (use with_label=False for '
+                             f'a flat folder of images)')
+        data_list, empty = [], []
+        for label, name in enumerate(classes):
+            paths = find_images(osp.join(self.folder, name), self.extensions)
+            if not paths:
+                empty.append(osp.join(self.folder, name))
+            data_list.extend(dict(img_path=path, gt_label=label) for path in paths)
+        if empty:
+            raise ValueError(f'{type(self).__name__}: class folders without images with '
+                             f'extensions {self.extensions}: {empty}')
+        self._metainfo['classes'] = tuple(classes)
+        return data_list

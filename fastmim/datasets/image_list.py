@@ -1,0 +1,89 @@
+"""Images named in a list file, one ``relative/path [label]`` per line (mmpretrain's meta files)."""
+import os.path as osp
+from typing import Callable, List, Sequence, Union
+
+from mmengine.dataset import BaseDataset
+
+from fastmim.registry import DATASETS
+
+from .utils import build_pipeline
+
+
+@DATASETS.register_module()
+class ImageList(BaseDataset):
+    """Images listed in ``ann_file``, paths relative to ``<data_root>/<data_prefix>``.
+
+    Each non-blank line is ``path`` or ``path label`` (whitespace-separated, label a
+    non-negative int), e.g. ImageNet's ``n01440764/n01440764_10026.JPEG 0``. Paths cannot contain
+    whitespace. Labels are read when ``with_label=True`` (then every line needs one) and
+    validated but not used otherwise, so the labelled list of a fine-tuning set also serves
+    unlabelled pre-training.
+
+    The list is checked line by line at construction (errors name the file and line), and the
+    first listed image must exist, which catches a wrong ``data_root`` before training starts.
+    Other missing or unreadable images are skipped with a warning when loaded.
+
+    Args:
+        ann_file: the list file; relative paths are taken from ``data_root``.
+        data_root: root directory for ``ann_file`` and the images.
+        with_label: give samples ``gt_label`` from the second column.
+        pipeline: transforms (config dicts or callables).
+        data_prefix: sub-folder of ``data_root`` that the listed paths are relative to
+            (``'train'`` for mmpretrain's ImageNet layout).
+        **kwargs: other ``BaseDataset`` arguments.
+    """
+
+    def __init__(self,
+                 ann_file: str,
+                 data_root: str = '',
+                 with_label: bool = False,
+                 pipeline: Sequence[Union[dict, Callable]] = (),
+                 data_prefix: str = '',
+                 **kwargs):
+        self.with_label = with_label
+        super().__init__(
+            ann_file=ann_file,
+            data_root=data_root,
+            data_prefix=dict(img_path=data_prefix),
+            pipeline=build_pipeline(pipeline),
+            **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        if not osp.isfile(self.ann_file):
+            raise FileNotFoundError(f'{type(self).__name__}: list file {self.ann_file!r} does '
+                                    f'not exist (data_root={self.data_root!r})')
+        image_root = self.data_prefix['img_path']
+        data_list = []
+        with open(self.ann_file, encoding='utf-8') as f:
+            for line_number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                path, label = self._parse_line(line, line_number)
+                info = dict(img_path=osp.join(image_root, path))
+                if self.with_label:
+                    info['gt_label'] = label
+                data_list.append(info)
+        if not data_list:
+            raise ValueError(f'{type(self).__name__}: list file {self.ann_file!r} names no '
+                             f'images')
+        first = data_list[0]['img_path']
+        if not osp.isfile(first):
+            raise FileNotFoundError(f'{type(self).__name__}: the first image of '
+                                    f'{self.ann_file!r}, {first!r}, does not exist; check '
+                                    f'data_root ({self.data_root!r}) and data_prefix '
+                                    f'({image_root!r})')
+        return data_list
+
+    def _parse_line(self, line: str, line_number: int):
+        fields = line.split()
+        where = f'{self.ann_file}, line {line_number}'
+        expected = "'<path> <label>'" if self.with_label else "'<path>' or '<path> <label>'"
+        if len(fields) > 2 or (self.with_label and len(fields) != 2):
+            raise ValueError(f'{type(self).__name__}: {where}: expected {expected} '
+                             f'(paths without spaces), got {line.rstrip()!r}')
+        if len(fields) == 1:
+            return fields[0], None
+        if not (fields[1].isascii() and fields[1].isdigit()):
+            raise ValueError(f'{type(self).__name__}: {where}: the label must be a '
+                             f'non-negative integer, got {fields[1]!r}')
+        return fields[0], int(fields[1])

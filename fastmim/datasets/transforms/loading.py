@@ -1,0 +1,163 @@
+"""Image decoding to RGB uint8 arrays, with skipping of unreadable files.
+
+Every image leaves this module as an ``(H, W, 3)`` uint8 RGB array, whatever the file holds
+(grayscale, CMYK, 16-bit, palette, alpha): the data preprocessor normalises with RGB mean/std and
+does no channel swap. An unreadable file is not fatal: the transform warns, counts it and returns
+``None``, and mmengine's ``BaseDataset`` then fetches another index, so one broken JPEG among a
+million does not stop a pre-training run.
+"""
+import struct
+import warnings
+from typing import Optional, Tuple
+
+import numpy as np
+from mmcv.transforms import BaseTransform
+from PIL import Image
+
+from fastmim.registry import TRANSFORMS
+
+# What PIL raises for corrupt, truncated, missing or unsupported files. Deliberately not a bare
+# ``Exception``: bugs in the pipeline itself must still surface.
+UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error,
+                           Image.DecompressionBombError)
+
+_unreadable_images_seen = 0
+
+
+class UnreadableImageWarning(UserWarning):
+    """An image file could not be decoded and its sample was skipped."""
+
+
+def unreadable_image_count() -> int:
+    """Number of unreadable images skipped so far in this process.
+
+    Each DataLoader worker is a separate process and keeps its own count.
+    """
+    return _unreadable_images_seen
+
+
+def report_unreadable_image(path: str, error: BaseException) -> None:
+    """Count a skipped file and warn with its path, so broken files can be found and removed."""
+    global _unreadable_images_seen
+    _unreadable_images_seen += 1
+    warnings.warn(
+        f'skipped unreadable image {path} ({type(error).__name__}: {error}); '
+        f'skipped {_unreadable_images_seen} unreadable images so far in this process',
+        UnreadableImageWarning,
+        stacklevel=2)
+
+
+def pil_to_rgb(image: Image.Image) -> np.ndarray:
+    """Decode a PIL image of any common mode into an ``(H, W, 3)`` uint8 RGB array.
+
+    16-bit grayscale (``I;16*``, and ``I`` which PIL uses for 16-bit PNG/TIFF) is scaled from
+    0-65535 to 0-255 with rounding; PIL's own ``convert('RGB')`` would clip it to 255 and turn
+    most 16-bit photos white. Alpha is dropped without compositing, as torchvision's loader
+    does. Everything else (L, 1, P, LA, CMYK, YCbCr, ...) goes through ``convert('RGB')``.
+    """
+    if image.mode.startswith('I'):
+        values = np.asarray(image).astype(np.int64)
+        gray = ((np.clip(values, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode == 'P' and 'transparency' in image.info:
+        # Going through RGBA resolves the transparency entry without PIL's palette warning.
+        image = image.convert('RGBA')
+    if image.mode != 'RGB':
+        image = image.convert('RGB')
+    return np.asarray(image)
+
+
+def read_rgb_image(path: str, reduction: int = 1) -> Tuple[np.ndarray, float]:
+    """Decode a file to RGB, optionally at reduced size; raises on unreadable files.
+
+    Args:
+        path: image file.
+        reduction: 1, 2, 4 or 8. For JPEG, PIL's ``draft`` then decodes directly at
+            1/reduction scale through libjpeg's scaled IDCT, which skips most of the decoding
+            work when only a small crop of a large image is needed. Other formats ignore it.
+
+    Returns:
+        ``(image, scale)``: the RGB array and its size relative to the original file
+        (``1 / reduction`` when the draft was applied, else 1.0), to map original-image
+        coordinates onto the decoded array.
+    """
+    with Image.open(path) as image:
+        scale = 1.0
+        if reduction > 1:
+            original_width = image.width
+            draft = image.draft(None, (max(1, image.width // reduction),
+                                       max(1, image.height // reduction)))
+            if draft is not None:
+                scale = draft[1][2] / original_width
+        return pil_to_rgb(image), scale
+
+
+class LazyImage:
+    """An image file whose header has been read but whose pixels are decoded on demand.
+
+    Lets a later transform that knows the crop (``RandomResizedCrop``) choose the decoding
+    scale. It holds a path, not an open file, so results stay picklable and no file handle
+    outlives the transform that reads it.
+    """
+
+    def __init__(self, path: str, size: Tuple[int, int]):
+        self.path = path
+        self.width, self.height = size
+
+    def decode(self, reduction: int = 1) -> Optional[Tuple[np.ndarray, float]]:
+        """``read_rgb_image`` that reports an unreadable file and returns ``None`` instead."""
+        try:
+            return read_rgb_image(self.path, reduction)
+        except UNREADABLE_IMAGE_ERRORS as error:
+            report_unreadable_image(self.path, error)
+            return None
+
+    def __repr__(self):
+        return f'{type(self).__name__}({self.path!r}, size=({self.width}, {self.height}))'
+
+
+@TRANSFORMS.register_module()
+class LoadImageRGB(BaseTransform):
+    """Load ``results['img_path']`` as an RGB uint8 ``(H, W, 3)`` array in ``results['img']``.
+
+    Unreadable files (corrupt, truncated, missing) are skipped: a warning names the file and
+    the transform returns ``None``, which makes ``BaseDataset`` fetch another sample. Results that
+    already hold an ``'img'`` (embedded photos decoded in memory) pass through unchanged.
+
+    Args:
+        lazy: read only the header here and put a :class:`LazyImage` in ``results['lazy_img']``
+            instead of decoding; ``RandomResizedCrop`` then decodes it, at 1/2, 1/4 or 1/8 scale
+            when the crop is large enough (JPEG only). A truncated file is detected and skipped
+            at that point instead. Needs a ``RandomResizedCrop`` later in the pipeline.
+
+    Sets ``img`` (or ``lazy_img``), ``ori_shape`` and ``img_shape`` (height, width).
+    """
+
+    def __init__(self, lazy: bool = False):
+        self.lazy = lazy
+
+    def transform(self, results: dict) -> Optional[dict]:
+        if 'img' in results:
+            return results
+        if 'img_path' not in results:
+            raise KeyError(f'{type(self).__name__} needs results["img_path"]; got keys '
+                           f'{sorted(results)}')
+        path = results['img_path']
+        try:
+            if self.lazy:
+                with Image.open(path) as image:
+                    lazy_image = LazyImage(path, image.size)
+                results['lazy_img'] = lazy_image
+                shape = (lazy_image.height, lazy_image.width)
+            else:
+                results['img'], _ = read_rgb_image(path)
+                shape = results['img'].shape[:2]
+        except UNREADABLE_IMAGE_ERRORS as error:
+            report_unreadable_image(path, error)
+            return None
+        results['ori_shape'] = shape
+        results['img_shape'] = shape
+        return results
+
+    def __repr__(self):
+        return f'{type(self).__name__}(lazy={self.lazy})'

@@ -1,0 +1,188 @@
+"""ImageFolder and ImageList on temporary trees of real photos (scikit-image's), including
+broken and unusual files."""
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skdata
+
+from fastmim.datasets import ImageFolder, ImageList
+from fastmim.datasets.transforms import UnreadableImageWarning, unreadable_image_count
+from fastmim.registry import DATASETS
+
+PIPELINE = [dict(type='LoadImageRGB'), dict(type='PackInputs')]
+
+
+def save_photo(array, path, **kwargs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **kwargs)
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def photos():
+    # Real photos, shrunk to keep decoding fast.
+    def small(array):
+        image = Image.fromarray(array)
+        return np.asarray(image.resize((image.width // 4, image.height // 4)))
+
+    return dict(astronaut=small(skdata.astronaut()), coffee=small(skdata.coffee()),
+                chelsea=small(skdata.chelsea()), rocket=small(skdata.rocket()),
+                camera=small(skdata.camera()))
+
+
+@pytest.fixture
+def imagenet_tree(tmp_path, photos):
+    """<root>/train/<class>/ with JPEG and PNG files, upper-case extensions, a non-image."""
+    train = tmp_path / 'train'
+    files = {
+        'n02_cat': [save_photo(photos['chelsea'], train / 'n02_cat' / 'chelsea.JPEG', quality=90),
+                    save_photo(photos['coffee'], train / 'n02_cat' / 'sub' / 'coffee.png')],
+        'n01_person': [save_photo(photos['astronaut'], train / 'n01_person' / 'astro.jpg')],
+        'n03_rocket': [save_photo(photos['rocket'], train / 'n03_rocket' / 'rocket.Png')],
+    }
+    (train / 'n01_person' / 'notes.txt').write_text('not an image')
+    return tmp_path, files
+
+
+def test_labelled_folder_uses_sorted_class_names(imagenet_tree):
+    root, files = imagenet_tree
+    dataset = ImageFolder(str(root), data_prefix='train', with_label=True, pipeline=PIPELINE)
+    assert dataset.metainfo['classes'] == ('n01_person', 'n02_cat', 'n03_rocket')
+    assert len(dataset) == 4
+    expected = {path: label for label, name in enumerate(sorted(files)) for path in files[name]}
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        path = sample['data_samples'].img_path
+        assert sample['data_samples'].gt_label.tolist() == [expected.pop(path)]
+        assert sample['inputs'].dtype == torch.uint8 and sample['inputs'].shape[0] == 3
+    assert not expected
+
+
+def test_unlabelled_folder_and_flat_folder(imagenet_tree, photos, tmp_path):
+    root, files = imagenet_tree
+    dataset = ImageFolder(str(root), data_prefix='train', pipeline=PIPELINE)
+    paths = {dataset[i]['data_samples'].img_path for i in range(len(dataset))}
+    assert paths == {path for group in files.values() for path in group}
+    assert 'gt_label' not in dataset[0]['data_samples']
+
+    flat = tmp_path / 'flat'
+    saved = {name: save_photo(photos[name], flat / f'{name}.webp', lossless=True)
+             for name in ('camera', 'coffee')}
+    flat_dataset = ImageFolder(str(flat), data_prefix='', pipeline=PIPELINE)
+    inputs = {s['data_samples'].img_path: s['inputs'] for s in (flat_dataset[0], flat_dataset[1])}
+    assert set(inputs) == set(saved.values())
+    gray = inputs[saved['camera']]  # a grayscale photo comes out as three equal channels
+    assert gray.shape[0] == 3 and torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+
+
+def test_built_from_the_registry_with_a_dict_prefix(imagenet_tree):
+    root, _ = imagenet_tree
+    dataset = DATASETS.build(dict(type='ImageFolder', data_root=str(root),
+                                  data_prefix=dict(img_path='train'), extensions=('png', )))
+    assert len(dataset) == 2  # coffee.png and rocket.Png
+
+
+def test_folder_problems_raise_at_construction_naming_the_path(tmp_path, photos):
+    missing = tmp_path / 'nowhere'
+    with pytest.raises(FileNotFoundError, match=re.escape(str(missing / 'train'))):
+        ImageFolder(str(missing))
+
+    empty = tmp_path / 'empty'
+    (empty / 'train' / 'some_class').mkdir(parents=True)
+    (empty / 'train' / 'readme.txt').write_text('no images here')
+    with pytest.raises(ValueError, match=re.escape(str(empty / 'train'))):
+        ImageFolder(str(empty))
+    with pytest.raises(ValueError, match=re.escape(str(empty / 'train' / 'some_class'))):
+        ImageFolder(str(empty), with_label=True)
+
+    flat = tmp_path / 'flat'
+    save_photo(photos['camera'], flat / 'train' / 'camera.png')
+    with pytest.raises(ValueError, match='one sub-folder per class'):
+        ImageFolder(str(flat), with_label=True)
+
+
+def test_unusual_modes_become_rgb_and_corrupt_files_are_skipped(tmp_path, photos):
+    folder = tmp_path / 'mixed'
+    rgb = Image.fromarray(photos['astronaut'])
+    alpha = np.full(photos['coffee'].shape[:2], 128, np.uint8)
+    images = {
+        'gray.png': Image.fromarray(photos['camera']),
+        'cmyk.jpg': rgb.convert('CMYK'),
+        'gray16.png': Image.fromarray(photos['camera'].astype(np.uint16) * 257),
+        'rgba.png': Image.fromarray(np.dstack([photos['coffee'], alpha])),
+        'palette.png': rgb.quantize(32),
+    }
+    folder.mkdir()
+    good = []
+    for name, image in images.items():
+        image.save(folder / name)
+        good.append(str(folder / name))
+    assert [Image.open(path).mode for path in good] == ['L', 'CMYK', 'I;16', 'RGBA', 'P']
+    jpeg_bytes = (folder / 'cmyk.jpg').read_bytes()
+    (folder / 'truncated.jpg').write_bytes(jpeg_bytes[:len(jpeg_bytes) // 3])
+    (folder / 'random.jpg').write_bytes(np.random.default_rng(1).bytes(2048))
+    broken = {str(folder / 'truncated.jpg'), str(folder / 'random.jpg')}
+
+    dataset = ImageFolder(str(folder), data_prefix='', pipeline=PIPELINE)
+    assert len(dataset) == 7
+    before = unreadable_image_count()
+    with pytest.warns(UnreadableImageWarning) as record:
+        yielded = [dataset[i] for i in range(len(dataset))]
+    # Each broken index is counted; a refetch may land on the other broken file once more.
+    assert unreadable_image_count() >= before + 2
+    warned = ' '.join(str(w.message) for w in record)
+    assert all(path in warned for path in broken)
+    # Broken indices are replaced by good images; every good image is yielded.
+    assert {s['data_samples'].img_path for s in yielded} == set(good)
+    for sample in yielded:
+        assert sample['inputs'].dtype == torch.uint8 and sample['inputs'].shape[0] == 3
+
+
+def write_list(path, lines):
+    path.write_text('\n'.join(lines) + '\n')
+    return str(path)
+
+
+def test_image_list_with_and_without_labels(imagenet_tree):
+    root, files = imagenet_tree
+    lines = ['n02_cat/chelsea.JPEG 1', '', 'n03_rocket/rocket.Png 2', 'n01_person/astro.jpg 0']
+    ann = write_list(root / 'train.txt', lines)
+    labelled = ImageList('train.txt', data_root=str(root), data_prefix='train', with_label=True,
+                         pipeline=PIPELINE)
+    assert len(labelled) == 3
+    assert [labelled[i]['data_samples'].gt_label.item() for i in range(3)] == [1, 2, 0]
+    assert labelled[1]['data_samples'].img_path == files['n03_rocket'][0]
+
+    unlabelled = ImageList(ann, data_root=str(root / 'train'), pipeline=PIPELINE)
+    sample = unlabelled[0]
+    assert 'gt_label' not in sample['data_samples'] and sample['inputs'].shape[0] == 3
+
+
+@pytest.mark.parametrize('bad_line, with_label, message', [
+    ('n01_person/astro.jpg', True, "expected '<path> <label>'"),
+    ('n01_person/astro.jpg 1 2', False, 'paths without spaces'),
+    ('n01_person/astro.jpg cat', False, 'non-negative integer'),
+    ('n01_person/astro.jpg -1', True, 'non-negative integer'),
+])
+def test_image_list_malformed_line_names_file_and_line(bad_line, with_label, message,
+                                                       imagenet_tree):
+    root, _ = imagenet_tree
+    ann = write_list(root / 'bad.txt', ['n02_cat/chelsea.JPEG 1', bad_line])
+    with pytest.raises(ValueError, match=re.escape(f'{ann}, line 2')) as error:
+        ImageList(ann, data_root=str(root / 'train'), with_label=with_label)
+    assert message in str(error.value)
+
+
+def test_image_list_missing_file_or_wrong_root(imagenet_tree):
+    root, _ = imagenet_tree
+    with pytest.raises(FileNotFoundError, match=re.escape(str(root / 'absent.txt'))):
+        ImageList('absent.txt', data_root=str(root))
+    ann = write_list(root / 'train.txt', ['n02_cat/chelsea.JPEG 1'])
+    with pytest.raises(FileNotFoundError, match='n02_cat/chelsea.JPEG'):
+        ImageList(ann, data_root=str(root))  # forgot data_prefix='train'
+    empty = write_list(root / 'empty.txt', [''])
+    with pytest.raises(ValueError, match='names no images'):
+        ImageList(empty, data_root=str(root))

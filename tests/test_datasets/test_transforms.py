@@ -1,0 +1,291 @@
+"""Transforms: decoding every common file mode to RGB, skipping unreadable files, the random
+resized crop against torchvision, reduced-size JPEG decoding, and packing."""
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+from skimage import data as skdata
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import RandomResizedCrop as TorchvisionRandomResizedCrop
+
+from fastmim.datasets.transforms import (LazyImage, LoadImageRGB, PackInputs, RandomResizedCrop,
+                                         UnreadableImageWarning, unreadable_image_count)
+from fastmim.datasets.utils import build_pipeline
+from fastmim.registry import TRANSFORMS
+
+
+@pytest.fixture(scope='module')
+def astronaut():
+    return skdata.astronaut()  # a real 512x512 RGB photo
+
+
+@pytest.fixture(scope='module')
+def camera():
+    return skdata.camera()  # a real 512x512 grayscale photo
+
+
+def gray_to_rgb(gray):
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def palette_lookup(image):
+    palette = np.array(image.getpalette(), dtype=np.uint8).reshape(-1, 3)
+    return palette[np.asarray(image)]
+
+
+def write_mode_file(kind, folder, astronaut, camera):
+    """Save a real photo in one file mode; return (path, expected RGB, max mean abs error)."""
+    rgb = Image.fromarray(astronaut)
+    if kind == 'rgb_jpeg':
+        path, image, expected, tolerance = 'a.jpg', rgb, astronaut, 3
+    elif kind == 'gray_png':
+        path, image, expected, tolerance = 'a.png', Image.fromarray(camera), gray_to_rgb(camera), 0
+    elif kind == 'gray_jpeg':
+        path, image, expected, tolerance = 'a.JPEG', Image.fromarray(camera), gray_to_rgb(camera), 3
+    elif kind == 'gray16_png':
+        # 16-bit values v * 257 map back to v exactly under 0-65535 -> 0-255 scaling.
+        image = Image.fromarray(camera.astype(np.uint16) * 257)
+        path, expected, tolerance = 'a.png', gray_to_rgb(camera), 0
+    elif kind == 'cmyk_jpeg':
+        path, image, expected, tolerance = 'a.jpg', rgb.convert('CMYK'), astronaut, 4
+    elif kind == 'palette_png':
+        image = rgb.quantize(64)
+        path, expected, tolerance = 'a.png', palette_lookup(image), 0
+    elif kind == 'palette_transparent_png':
+        image = rgb.quantize(64)
+        image.info['transparency'] = 0
+        path, expected, tolerance = 'a.png', palette_lookup(image), 0
+    elif kind == 'rgba_png':
+        alpha = np.random.default_rng(0).integers(0, 256, astronaut.shape[:2], dtype=np.uint8)
+        image = Image.fromarray(np.dstack([astronaut, alpha]))
+        path, expected, tolerance = 'a.png', astronaut, 0
+    elif kind == 'bmp':
+        path, image, expected, tolerance = 'a.bmp', rgb, astronaut, 0
+    elif kind == 'webp_lossless':
+        path, image, expected, tolerance = 'a.webp', rgb, astronaut, 0
+    path = str(folder / path)
+    if kind == 'palette_transparent_png':
+        image.save(path, transparency=0)
+    elif kind == 'webp_lossless':
+        image.save(path, lossless=True)
+    else:
+        image.save(path, quality=95) if path.lower().endswith(('jpg', 'jpeg')) else image.save(path)
+    return path, expected, tolerance
+
+
+MODE_KINDS = ('rgb_jpeg', 'gray_png', 'gray_jpeg', 'gray16_png', 'cmyk_jpeg', 'palette_png',
+              'palette_transparent_png', 'rgba_png', 'bmp', 'webp_lossless')
+
+
+@pytest.mark.parametrize('kind', MODE_KINDS)
+def test_load_decodes_every_mode_to_rgb_uint8(kind, tmp_path, astronaut, camera):
+    path, expected, tolerance = write_mode_file(kind, tmp_path, astronaut, camera)
+    results = LoadImageRGB()(dict(img_path=path))
+    img = results['img']
+    assert img.dtype == np.uint8 and img.shape == expected.shape
+    assert results['ori_shape'] == results['img_shape'] == expected.shape[:2]
+    error = np.abs(img.astype(np.int16) - expected).astype(np.float64)
+    assert error.mean() <= tolerance, f'{kind}: mean abs error {error.mean():.2f}'
+    # Channel order: per-channel means of the photo must match (RGB, not BGR).
+    np.testing.assert_allclose(img.mean(axis=(0, 1)), expected.mean(axis=(0, 1)), atol=2.5)
+
+
+def test_sixteen_bit_scaling_uses_the_full_range(tmp_path):
+    values = np.array([[0, 257, 32896, 65535, 128]], dtype=np.uint16)  # 128 rounds to 0
+    path = str(tmp_path / 'ramp.png')
+    Image.fromarray(values).save(path)
+    img = LoadImageRGB()(dict(img_path=path))['img']
+    np.testing.assert_array_equal(img[0, :, 0], [0, 1, 128, 255, 0])
+
+
+def corrupt_files(folder, astronaut):
+    jpeg = folder / 'good.jpg'
+    Image.fromarray(astronaut).save(jpeg, quality=90)
+    data = jpeg.read_bytes()
+    (folder / 'truncated.jpg').write_bytes(data[:len(data) // 2])
+    (folder / 'noise.jpg').write_bytes(np.random.default_rng(0).bytes(4096))
+    (folder / 'empty.png').write_bytes(b'')
+    return [str(folder / name) for name in ('truncated.jpg', 'noise.jpg', 'empty.png',
+                                            'does_not_exist.jpg')]
+
+
+def test_unreadable_files_are_skipped_with_a_warning_and_counted(tmp_path, astronaut):
+    for path in corrupt_files(tmp_path, astronaut):
+        before = unreadable_image_count()
+        with pytest.warns(UnreadableImageWarning, match=re.escape(path)) as record:
+            assert LoadImageRGB()(dict(img_path=path)) is None
+        assert unreadable_image_count() == before + 1
+        assert f'skipped {before + 1} unreadable images so far' in str(record[0].message)
+
+
+def test_lazy_load_skips_a_truncated_jpeg_when_the_crop_decodes_it(tmp_path, astronaut):
+    truncated = corrupt_files(tmp_path, astronaut)[0]
+    results = LoadImageRGB(lazy=True)(dict(img_path=truncated))  # the header is intact
+    assert isinstance(results['lazy_img'], LazyImage) and 'img' not in results
+    assert results['ori_shape'] == (512, 512)
+    before = unreadable_image_count()
+    with pytest.warns(UnreadableImageWarning, match=re.escape(truncated)):
+        assert RandomResizedCrop(64)(results) is None
+    assert unreadable_image_count() == before + 1
+
+
+def test_decoded_images_pass_through(astronaut):
+    results = dict(img=astronaut, img_path='in memory')
+    assert LoadImageRGB()(results)['img'] is astronaut
+
+
+def test_random_resized_crop_output_size(astronaut):
+    for size, shape in ((128, (128, 128, 3)), ((96, 160), (96, 160, 3))):
+        out = RandomResizedCrop(size)(dict(img=astronaut))
+        assert out['img'].shape == shape and out['img'].dtype == np.uint8
+        assert tuple(out['img_shape']) == shape[:2]
+
+
+@pytest.mark.parametrize('interpolation, mode', [('bicubic', InterpolationMode.BICUBIC),
+                                                 ('bilinear', InterpolationMode.BILINEAR)])
+def test_crop_and_resize_equal_torchvision_pil_path(interpolation, mode, astronaut, monkeypatch):
+    crop = RandomResizedCrop(size=(100, 120), interpolation=interpolation)
+    params = (37, 51, 300, 261)  # top, left, height, width
+    monkeypatch.setattr(crop, 'sample_crop', lambda height, width: params)
+    ours = crop(dict(img=astronaut))['img']
+    reference = TF.resized_crop(Image.fromarray(astronaut), *params, [100, 120], mode)
+    np.testing.assert_array_equal(ours, np.asarray(reference))
+
+
+def test_crop_statistics_follow_the_definition():
+    """Area fraction and aspect ratio stay in their ranges; their distribution (including the
+    share of fallback crops) matches torchvision's sampler."""
+    height, width, n = 300, 400, 3000
+    crop = RandomResizedCrop(scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3))
+    np.random.seed(0)
+    ours = np.array([crop.sample_crop(height, width) for _ in range(n)], dtype=np.float64)
+    torch.manual_seed(0)
+    theirs = np.array([
+        TorchvisionRandomResizedCrop.get_params(torch.empty(1, height, width), [0.2, 1.0],
+                                                [3 / 4, 4 / 3]) for _ in range(n)
+    ], dtype=np.float64)
+
+    top, left, h, w = ours.T
+    assert (top >= 0).all() and (left >= 0).all()
+    assert (top + h <= height).all() and (left + w <= width).all()
+    area = h * w / (height * width)
+    assert area.min() >= 0.2 * 0.98 and area.max() <= 1.0
+    aspect = w / h
+    assert aspect.min() >= 3 / 4 * 0.98 and aspect.max() <= 4 / 3 * 1.02
+
+    their_area = theirs[:, 2] * theirs[:, 3] / (height * width)
+    their_log_aspect = np.log(theirs[:, 3] / theirs[:, 2])
+    standard_error = area.std() * math.sqrt(2 / n)
+    assert abs(area.mean() - their_area.mean()) < 4 * standard_error
+    assert abs(np.log(aspect).mean() - their_log_aspect.mean()) < 4 * np.log(aspect).std() * \
+        math.sqrt(2 / n)
+    # Boxes are placed uniformly: the crop centre averages the image centre.
+    assert abs((left + w / 2).mean() - width / 2) < 5
+    assert abs((top + h / 2).mean() - height / 2) < 5
+
+
+def test_fixed_scale_and_ratio_give_the_defined_box():
+    crop = RandomResizedCrop(scale=(0.25, 0.25), ratio=(2.0, 2.0))
+    for _ in range(20):
+        top, left, h, w = crop.sample_crop(400, 400)
+        # area 0.25 * 160000 = 40000 at w / h = 2: w = sqrt(80000), h = sqrt(20000)
+        assert (h, w) == (round(math.sqrt(20000)), round(math.sqrt(80000)))
+
+
+@pytest.mark.parametrize('height, width', [(10, 1000), (1000, 10)])
+def test_fallback_is_torchvisions_central_crop(height, width):
+    """No box of >= 90 % area fits these shapes at aspect 3/4 to 4/3: central fallback."""
+    crop = RandomResizedCrop(scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3))
+    reference = TorchvisionRandomResizedCrop.get_params(torch.empty(1, height, width),
+                                                        [0.9, 1.0], [3 / 4, 4 / 3])
+    assert crop.sample_crop(height, width) == tuple(reference)
+
+
+@pytest.fixture(scope='module')
+def large_jpeg(tmp_path_factory, astronaut):
+    path = tmp_path_factory.mktemp('large') / 'astronaut_1024.jpg'
+    Image.fromarray(astronaut).resize((1024, 1024), Image.Resampling.BICUBIC).save(path,
+                                                                                 quality=95)
+    return str(path)
+
+
+def test_lazy_image_decodes_jpeg_at_reduced_scale(large_jpeg):
+    full, full_scale = LazyImage(large_jpeg, (1024, 1024)).decode(1)
+    quarter, quarter_scale = LazyImage(large_jpeg, (1024, 1024)).decode(4)
+    assert full.shape == (1024, 1024, 3) and full_scale == 1.0
+    assert quarter.shape == (256, 256, 3) and quarter_scale == 0.25
+
+
+@pytest.mark.parametrize('reducing_gap, expected_reduction', [(1.0, 4), (2.0, 2), (4.0, 1)])
+def test_lazy_crop_matches_the_full_decode(reducing_gap, expected_reduction, large_jpeg,
+                                           monkeypatch):
+    params = (101, 203, 601, 517)  # odd box: fractional coordinates after reduction
+    lazy_crop = RandomResizedCrop(128, reducing_gap=reducing_gap)
+    assert lazy_crop.draft_reduction(601, 517) == expected_reduction
+    monkeypatch.setattr(lazy_crop, 'sample_crop', lambda height, width: params)
+    lazy_out = lazy_crop(LoadImageRGB(lazy=True)(dict(img_path=large_jpeg)))
+    full_crop = RandomResizedCrop(128)
+    monkeypatch.setattr(full_crop, 'sample_crop', lambda height, width: params)
+    full_out = full_crop(LoadImageRGB()(dict(img_path=large_jpeg)))
+    assert lazy_out['img'].shape == (128, 128, 3)
+    difference = np.abs(lazy_out['img'].astype(np.int16) - full_out['img']).mean()
+    assert difference < 1.5, f'mean abs difference {difference:.2f}'
+    assert lazy_out['crop_bbox'] == full_out['crop_bbox'] == (203, 101, 720, 702)
+
+
+def test_lazy_crop_of_a_png_is_exactly_the_full_decode(tmp_path, astronaut, monkeypatch):
+    path = str(tmp_path / 'a.png')
+    Image.fromarray(astronaut).save(path)
+    crop = RandomResizedCrop(64, reducing_gap=1.0)  # would draft 4x, but PNG has no draft
+    monkeypatch.setattr(crop, 'sample_crop', lambda height, width: (10, 20, 400, 300))
+    lazy_out = crop(LoadImageRGB(lazy=True)(dict(img_path=path)))['img']
+    full_out = crop(LoadImageRGB()(dict(img_path=path)))['img']
+    np.testing.assert_array_equal(lazy_out, full_out)
+
+
+def test_pack_inputs_gives_uint8_chw_and_a_data_sample(astronaut):
+    flipped = np.flip(astronaut, axis=1)  # non-contiguous view
+    flipped.flags.writeable = False
+    packed = PackInputs()(dict(img=flipped, img_path='x.jpg', gt_label=3, img_shape=(512, 512)))
+    assert packed['inputs'].dtype == torch.uint8 and packed['inputs'].shape == (3, 512, 512)
+    np.testing.assert_array_equal(packed['inputs'].permute(1, 2, 0).numpy(), flipped)
+    sample = packed['data_samples']
+    assert sample.img_path == 'x.jpg' and sample.img_shape == (512, 512)
+    assert sample.gt_label.dtype == torch.int64 and sample.gt_label.tolist() == [3]
+
+    unlabelled = PackInputs()(dict(img=astronaut))['data_samples']
+    assert 'gt_label' not in unlabelled and 'img_path' not in unlabelled
+
+
+def test_pack_inputs_rejects_non_rgb_and_undecoded_images(camera):
+    with pytest.raises(ValueError, match='RGB uint8'):
+        PackInputs()(dict(img=camera))
+    with pytest.raises(KeyError, match='RandomResizedCrop'):
+        PackInputs()(dict(lazy_img=LazyImage('x.jpg', (4, 4))))
+
+
+def test_config_pipeline_with_mmcv_flip(tmp_path, astronaut):
+    path = str(tmp_path / 'a.jpg')
+    Image.fromarray(astronaut).save(path, quality=95)
+    assert TRANSFORMS.get('RandomResizedCrop') is RandomResizedCrop
+
+    def run(flip_prob):
+        np.random.seed(1)
+        pipeline = build_pipeline([
+            dict(type='LoadImageRGB', lazy=True),
+            dict(type='RandomResizedCrop', size=64),
+            dict(type='RandomFlip', prob=flip_prob, direction='horizontal'),
+            dict(type='PackInputs'),
+        ])
+        results = dict(img_path=path)
+        for transform in pipeline:
+            results = transform(results)
+        return results
+
+    flipped, plain = run(1.0), run(0.0)
+    assert flipped['data_samples'].flip is True and plain['data_samples'].flip is False
+    torch.testing.assert_close(flipped['inputs'], plain['inputs'].flip(-1))
