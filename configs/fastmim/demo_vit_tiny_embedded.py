@@ -4,7 +4,7 @@
 # `make demo` runs it; the loss falls and reconstructions are written under work_dirs/demo/vis/.
 _base_ = ['./vit_b_hog_800e.py']
 
-model = dict(backbone=dict(arch=dict(embed_dim=192, depth=6, num_heads=3)))
+model = dict(backbone=dict(arch=dict(_delete_=True, embed_dim=192, depth=6, num_heads=3)))
 
 train_pipeline = [
     dict(type='LoadImageRGB'),

@@ -39,6 +39,8 @@ def to_plain(obj, where='checkpoint'):
     tensors and numpy scalars Python numbers. Anything else raises ``TypeError`` naming where it
     sits, so that an unsafe object is caught when saving rather than when loading.
     """
+    if isinstance(obj, np.generic):  # before the primitives: np.float64 subclasses float
+        return obj.item()
     if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor)):
         return obj
     if isinstance(obj, HistoryBuffer):
@@ -47,8 +49,6 @@ def to_plain(obj, where='checkpoint'):
                 'count_history': count_history.tolist(), 'max_length': obj.max_length}
     if isinstance(obj, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(obj))
-    if isinstance(obj, np.generic):
-        return obj.item()
     if isinstance(obj, (torch.dtype, torch.device)):
         return str(obj)
     if isinstance(obj, dict):
@@ -91,12 +91,19 @@ def load_checkpoint_file(filename, map_location=None, logger=None):
             return torch.load(path, map_location=map_location, weights_only=False)
         raise CheckpointError(
             f'{path} holds pickled Python objects that weights-only loading refuses '
-            f'({str(error).splitlines()[-1] if str(error) else error}). Loading it fully would '
+            f'({_unpickler_reason(error)}). Loading it fully would '
             'let the file run arbitrary code; if you trust its origin, pass '
             f'--trust-checkpoint {path}') from None
     except (RuntimeError, EOFError, ValueError) as error:
         raise CheckpointError(f'{path} is not a readable checkpoint (truncated or corrupt?): '
                               f'{error}') from None
+
+
+def _unpickler_reason(error):
+    """The line of torch's long weights-only message that names the refused object."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in lines if 'Unsupported global' in line), lines[0] if lines
+                else type(error).__name__)
 
 
 class AtomicLocalBackend(LocalBackend):

@@ -25,8 +25,8 @@ def message_hub_state():
 
 
 def test_message_hub_round_trips_through_weights_only_load(tmp_path):
-    state = {'message_hub': message_hub_state(), 'meta': {'seed': np.int64(7),
-                                                          'mean': np.array([1.5, 2.5])}}
+    meta = {'seed': np.int64(7), 'eta': np.float64(2.5), 'mean': np.array([1.5, 2.5])}
+    state = {'message_hub': message_hub_state(), 'meta': meta}
     path = tmp_path / 'ckpt.pth'
     torch.save(to_plain(state), path)
 
@@ -37,7 +37,8 @@ def test_message_hub_round_trips_through_weights_only_load(tmp_path):
     assert buffer.data[0].tolist() == [1.0, 0.5, 0.25]
     assert buffer.mean() == pytest.approx(np.mean([1.0, 0.5, 0.25]))
     assert loaded['message_hub']['runtime_info']['iter'] == 3
-    assert loaded['meta']['seed'] == 7 and isinstance(loaded['meta']['seed'], int)
+    assert loaded['meta']['seed'] == 7 and type(loaded['meta']['seed']) is int
+    assert type(loaded['meta']['eta']) is float
     assert torch.equal(loaded['meta']['mean'], torch.tensor([1.5, 2.5], dtype=torch.float64))
 
 
@@ -50,7 +51,8 @@ def test_pickled_objects_are_refused_unless_trusted(tmp_path):
     path = tmp_path / 'foreign.pth'
     torch.save({'state_dict': {}, 'extra': Payload()}, path)
 
-    with pytest.raises(CheckpointError, match=f'{path}.*--trust-checkpoint'):
+    with pytest.raises(CheckpointError,
+                       match=f'{path}.*Unsupported global.*Payload.*--trust-checkpoint'):
         _load_checkpoint(str(path))
 
     trust_checkpoint(str(path))
