@@ -4,6 +4,6 @@
 _base_ = ['./vit_b_hog_800e.py']
 
 model = dict(
-    backbone=dict(_delete_=True, type='PyramidVisionTransformerV2', arch='b2', img_size=128),
+    backbone=dict(_delete_=True, type='PyramidVisionTransformerV2', arch='b2'),
     block_size=32,
 )
