@@ -16,7 +16,6 @@ TINY = [
     'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
     'train_dataloader.persistent_workers=False', 'train_dataloader.dataset.num_samples=8',
     'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1',
-    'custom_hooks=[{"type":"CheckpointMetaHook"}]',
 ]
 
 
