@@ -1,0 +1,105 @@
+"""PVTv2 backbone: timm's ``PyramidVisionTransformerV2`` returning its NCHW stage maps.
+
+PVTv2 has no absolute position embedding (overlapping patch embeddings and depth-wise
+convolutions in the MLP carry position), so one model runs at every input size without any
+state change; strides are exact (4, 8, 16, 32) when H and W are multiples of 32.
+"""
+import copy
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from mmengine.model import BaseModule
+from timm.models.pvt_v2 import PyramidVisionTransformerV2 as TimmPyramidVisionTransformerV2
+
+from fastmim.registry import MODELS
+
+from .vit import plain
+
+_WIDTHS = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8))
+ARCHS = {
+    'b0': dict(depths=(2, 2, 2, 2), embed_dims=(32, 64, 160, 256), num_heads=(1, 2, 5, 8)),
+    'b1': dict(depths=(2, 2, 2, 2), **_WIDTHS),
+    'b2': dict(depths=(3, 4, 6, 3), **_WIDTHS),
+    'b2_li': dict(depths=(3, 4, 6, 3), linear=True, **_WIDTHS),
+    'b3': dict(depths=(3, 4, 18, 3), **_WIDTHS),
+    'b4': dict(depths=(3, 8, 27, 3), **_WIDTHS),
+    'b5': dict(depths=(3, 6, 40, 3), mlp_ratios=(4, 4, 4, 4), **_WIDTHS),
+}
+ARCH_KEYS = ('depths', 'embed_dims', 'num_heads')
+FIXED_TIMM_ARGS = ('num_classes', 'global_pool')
+
+
+def resolve_arch(arch: Union[str, dict]) -> dict:
+    """Widths and depths of a published size (``'b0'`` ... ``'b5'``, ``'b2_li'``) or a dict."""
+    if isinstance(arch, str):
+        if arch.lower() not in ARCHS:
+            raise ValueError(f'PyramidVisionTransformerV2: unknown arch {arch!r}; expected one of '
+                             f'{sorted(ARCHS)} or a dict with keys {ARCH_KEYS}')
+        return dict(ARCHS[arch.lower()])
+    missing = [key for key in ARCH_KEYS if key not in arch]
+    if missing:
+        raise ValueError(f'PyramidVisionTransformerV2: arch dict {arch} lacks keys {missing}; '
+                         f'expected keys {ARCH_KEYS} (optionally sr_ratios, mlp_ratios, linear)')
+    return dict(arch)
+
+
+@MODELS.register_module()
+class PyramidVisionTransformerV2(TimmPyramidVisionTransformerV2, BaseModule):
+    """PVTv2 whose forward returns a tuple of NCHW stage maps (strides 4, 8, 16, 32).
+
+    Args:
+        arch: ``'b0'`` ... ``'b5'``, ``'b2_li'`` or a dict ``{depths, embed_dims, num_heads}``.
+        out_indices: stages whose outputs are returned, in stage order; negative values count
+            from the end. Every stage ends with its own LayerNorm (timm's ``stages.<i>.norm``).
+        drop_path_rate: stochastic depth, increasing linearly over all blocks.
+        init_cfg: mmengine init config, e.g. ``dict(type='Pretrained', checkpoint=...)``.
+        **timm_kwargs: any other argument of timm's ``PyramidVisionTransformerV2``.
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'b2',
+                 out_indices: Sequence[int] = (3, ),
+                 drop_path_rate: float = 0.,
+                 init_cfg: Optional[Union[dict, list]] = None,
+                 **timm_kwargs) -> None:
+        fixed = sorted(set(FIXED_TIMM_ARGS) & set(timm_kwargs))
+        if fixed:
+            raise ValueError(f'PyramidVisionTransformerV2: arguments {fixed} are fixed by this '
+                             'backbone (no head)')
+        arch_cfg = resolve_arch(arch)
+        num_stages = len(arch_cfg['depths'])
+        for index in out_indices:
+            if not -num_stages <= index < num_stages:
+                raise ValueError(f'PyramidVisionTransformerV2: out index {index} is out of range '
+                                 f'for {num_stages} stages')
+        super().__init__(
+            num_classes=0, global_pool='', drop_path_rate=drop_path_rate, **arch_cfg, **timm_kwargs)
+        self.init_cfg = copy.deepcopy(init_cfg)
+
+        self.arch = copy.deepcopy(arch)
+        self.arch_cfg = arch_cfg
+        self.out_indices = sorted({index % num_stages for index in out_indices})
+        self.out_channels = [self.feature_info[i]['num_chs'] for i in self.out_indices]
+        self.out_strides = [self.feature_info[i]['reduction'] for i in self.out_indices]
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if x.dim() != 4:
+            raise ValueError(f'PyramidVisionTransformerV2: expected a (B, C, H, W) input, '
+                             f'got {tuple(x.shape)}')
+        x = self.patch_embed(x)  # (B, H / 4, W / 4, C); every stage returns (B, C, h, w)
+        outputs = []
+        for index, stage in enumerate(self.stages[:max(self.out_indices) + 1]):
+            x = stage(x)
+            if index in self.out_indices:
+                outputs.append(x)
+        return tuple(outputs)
+
+    def geometry(self) -> Dict:
+        """Plain-type description stored in pre-training checkpoints (``meta['geometry']``).
+        No entry depends on the input size: PVTv2 has nothing to resize."""
+        return dict(
+            type='PyramidVisionTransformerV2',
+            arch=plain(self.arch),
+            depths=list(self.arch_cfg['depths']),
+            embed_dims=list(self.arch_cfg['embed_dims']),
+            num_heads=list(self.arch_cfg['num_heads']))

@@ -1,0 +1,83 @@
+"""PyramidVisionTransformerV2: stage maps equal timm's, strides 4-32 at any size."""
+import pytest
+import timm
+import torch
+
+from fastmim.models.backbones import PyramidVisionTransformerV2
+from fastmim.registry import MODELS
+
+TINY = dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 48, 64), num_heads=(1, 2, 3, 4))
+
+
+def tiny_pvt(**kwargs):
+    torch.manual_seed(0)
+    return PyramidVisionTransformerV2(arch=TINY, **kwargs).eval()
+
+
+def test_stage_maps_equal_timm_pvt_v2_b0_at_two_sizes():
+    """The b0 arch with timm's own pvt_v2_b0 weights gives timm's per-stage NCHW outputs."""
+    reference = timm.create_model('pvt_v2_b0', num_classes=0).eval()
+    model = PyramidVisionTransformerV2(arch='b0', out_indices=(0, 1, 2, 3)).eval()
+    model.load_state_dict(reference.state_dict(), strict=True)
+    assert model.out_channels == [32, 64, 160, 256] and model.out_strides == [4, 8, 16, 32]
+    for size in [(128, 128), (96, 160)]:
+        images = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            outputs = model(images)
+            expected = reference.forward_intermediates(images, intermediates_only=True)
+        assert [tuple(o.shape) for o in outputs] == [
+            (1, channels, size[0] // stride, size[1] // stride)
+            for channels, stride in zip((32, 64, 160, 256), (4, 8, 16, 32))
+        ]
+        for output, reference_output in zip(outputs, expected):
+            torch.testing.assert_close(output, reference_output, rtol=1e-4, atol=1e-4)
+
+
+def test_default_is_last_stage_of_b2():
+    model = MODELS.build(dict(type='PyramidVisionTransformerV2'))
+    assert [len(stage.blocks) for stage in model.stages] == [3, 4, 6, 3]
+    assert model.out_channels == [512] and model.out_strides == [32]
+    assert model.geometry() == dict(
+        type='PyramidVisionTransformerV2', arch='b2', depths=[3, 4, 6, 3],
+        embed_dims=[64, 128, 320, 512], num_heads=[1, 2, 5, 8])
+
+
+def test_gradient_reaches_every_parameter():
+    model = tiny_pvt().train()
+    (features, ) = model(torch.randn(2, 3, 64, 96))
+    assert features.shape == (2, 64, 2, 3)
+    features.square().mean().backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not missing
+
+
+def test_drop_path_is_applied_in_training_only():
+    model = tiny_pvt(drop_path_rate=0.3)
+    assert model.stages[3].blocks[0].drop_path1.drop_prob == pytest.approx(0.3)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(images)[0], model(images)[0])
+        model.train()
+        torch.manual_seed(1)
+        first = model(images)[0]
+        torch.manual_seed(2)
+        second = model(images)[0]
+    assert not torch.allclose(first, second)
+
+
+def test_mmengine_init_weights_keeps_weights():
+    model = tiny_pvt()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.init_weights()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(arch='b9'), 'unknown arch'),
+    (dict(arch=dict(depths=(1, 1, 1, 1))), 'lacks keys'),
+    (dict(arch=TINY, out_indices=(-5, )), 'out of range'),
+    (dict(arch=TINY, num_classes=10), 'fixed by this backbone'),
+])
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PyramidVisionTransformerV2(**kwargs)

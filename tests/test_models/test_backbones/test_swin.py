@@ -1,0 +1,206 @@
+"""SwinTransformer: NCHW features equal timm's NHWC ones, windows at 128 px, other input sizes;
+and the mmdet / mmseg registration every backbone shares (Swin is their main downstream use)."""
+import sys
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.registry import Registry
+from timm.models.swin_transformer import SwinTransformer as TimmSwinTransformer
+
+from fastmim.models.backbones import SwinTransformer, register_downstream
+from fastmim.registry import MODELS
+
+TINY = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+
+
+def tiny_swin(**kwargs):
+    torch.manual_seed(0)
+    return SwinTransformer(arch=TINY, img_size=128, window_size=4, **kwargs).eval()
+
+
+def plain_timm_swin(img_size):
+    """timm's Swin of the tiny arch without head, built at ``img_size``: the reference."""
+    return TimmSwinTransformer(
+        img_size=img_size, window_size=4, num_classes=0, global_pool='', **TINY).eval()
+
+
+def timm_stage_maps(model, images):
+    """timm's per-stage NHWC outputs, stage 3 through the final norm."""
+    x = model.patch_embed(images)
+    outputs = []
+    for stage in model.layers:
+        x = stage(x)
+        outputs.append(x)
+    outputs[-1] = model.norm(outputs[-1])
+    return outputs
+
+
+@pytest.mark.parametrize('size', [(128, 128), (160, 224)])
+def test_nchw_features_equal_timm_nhwc_features_permuted(size):
+    """At 128 and at another size, every stage equals timm's Swin built at that size (same
+    weights); intermediate stages go through their own fresh LayerNorm."""
+    model = tiny_swin(out_indices=(0, 1, 2, 3))
+    reference = plain_timm_swin(size)
+    missing, unexpected = reference.load_state_dict(model.state_dict(), strict=False)
+    assert not missing and all(key.startswith('out_norms.') for key in unexpected)
+    images = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        outputs = model(images)
+        expected = timm_stage_maps(reference, images)
+    for index, (output, nhwc) in enumerate(zip(outputs, expected)):
+        if index < 3:
+            nhwc = F.layer_norm(nhwc, nhwc.shape[-1:])
+        stride = 2**(index + 2)
+        assert output.shape == (2, 16 * 2**index, size[0] // stride, size[1] // stride)
+        torch.testing.assert_close(output, nhwc.permute(0, 3, 1, 2), rtol=1e-4, atol=1e-4)
+    assert model.out_channels == [16, 32, 64, 128] and model.out_strides == [4, 8, 16, 32]
+
+
+def test_windows_and_shifts_at_128():
+    """128 px, window 4: stages of 32, 16, 8, 4 tokens; the last stage's window covers it, so
+    its shifted blocks do not shift."""
+    model = tiny_swin()
+    assert [stage.blocks[1].window_size for stage in model.layers] == [(4, 4)] * 4
+    assert [stage.blocks[1].shift_size for stage in model.layers] == [(2, 2)] * 3 + [(0, 0)]
+    model(torch.randn(1, 3, 160, 160))
+    assert model.layers[3].blocks[1].shift_size == (2, 2), '5x5 tokens exceed the window'
+
+
+def test_size_change_round_trip_restores_the_model():
+    model = tiny_swin()
+    images = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        before = model(images)[0]
+        model(torch.randn(2, 3, 192, 160))
+        after = model(images)[0]
+    torch.testing.assert_close(before, after, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('size, message', [((96, 128), 'window'), ((144, 128), 'total stride 32')])
+def test_sizes_that_would_change_parameters_are_refused(size, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_swin()(torch.randn(1, 3, *size))
+
+
+def test_fused_attention_matches_unfused():
+    model = tiny_swin()
+    images = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        fused = model(images)[0]
+        for stage in model.layers:
+            for block in stage.blocks:
+                assert block.attn.fused_attn
+                block.attn.fused_attn = False
+        unfused = model(images)[0]
+    torch.testing.assert_close(fused, unfused, rtol=1e-4, atol=1e-5)
+
+
+def test_gradient_reaches_every_parameter():
+    model = tiny_swin(out_indices=(1, 3)).train()
+    outputs = model(torch.randn(2, 3, 128, 128))
+    sum(o.square().mean() for o in outputs).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not missing
+
+
+def test_drop_path_is_applied_in_training_only():
+    model = tiny_swin(drop_path_rate=0.3)
+    assert model.layers[3].blocks[1].drop_path1.drop_prob == pytest.approx(0.3)
+    images = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.equal(model(images)[0], model(images)[0])
+        model.train()
+        torch.manual_seed(1)
+        first = model(images)[0]
+        torch.manual_seed(2)
+        second = model(images)[0]
+    assert not torch.allclose(first, second)
+
+
+def test_swin_base_construction():
+    model = SwinTransformer(arch='b', img_size=128, window_size=4, weight_init='skip')
+    assert [len(stage.blocks) for stage in model.layers] == [2, 2, 18, 2]
+    assert [stage.blocks[0].attn.num_heads for stage in model.layers] == [4, 8, 16, 32]
+    assert model.out_channels == [1024] and model.out_strides == [32]
+    assert model.geometry() == dict(
+        type='SwinTransformer', arch='b', img_size=128, patch_size=4, window_size=4,
+        stage_window_sizes=[[4, 4]] * 4, embed_dim=128, depths=[2, 2, 18, 2],
+        num_heads=[4, 8, 16, 32])
+
+
+def test_mmengine_init_weights_keeps_weights_and_loads_init_cfg(tmp_path):
+    source = tiny_swin()
+    checkpoint = tmp_path / 'swin.pth'
+    torch.save(source.state_dict(), checkpoint)
+    model = tiny_swin(init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)))
+    torch.manual_seed(3)
+    model.layers[0].blocks[0].norm1.weight.data.normal_()
+    model.init_weights()
+    assert all(torch.equal(source.state_dict()[k], v) for k, v in model.state_dict().items())
+
+    untouched = tiny_swin()
+    before = {k: v.clone() for k, v in untouched.state_dict().items()}
+    untouched.init_weights()
+    assert all(torch.equal(before[k], v) for k, v in untouched.state_dict().items())
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(arch='huge'), 'unknown arch'),
+    (dict(arch=dict(embed_dim=16, depths=(2, 2))), 'lacks keys'),
+    (dict(arch=TINY, out_indices=(4, )), 'out of range'),
+    (dict(arch=TINY, strict_img_size=False), 'fixed by this backbone'),
+])
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SwinTransformer(img_size=128, **kwargs)
+
+
+@pytest.mark.parametrize('library', ['mmdet', 'mmseg'])
+def test_built_by_downstream_config_through_the_fastmim_scope(library):
+    """mmdet / mmseg configs name ``fastmim.SwinTransformer``; plain ``SwinTransformer`` keeps
+    meaning the library's own class, before and after ``register_downstream``."""
+    pytest.importorskip(f'{library}.models')
+    library_models = pytest.importorskip(f'{library}.registry').MODELS
+    from mmengine.registry import DefaultScope
+
+    registered = register_downstream(libraries=(library, ))
+    assert 'SwinTransformer' not in registered[library]
+    with DefaultScope.overwrite_default_scope(library):
+        model = library_models.build(
+            dict(type='fastmim.SwinTransformer', arch=TINY, out_indices=(1, 2, 3)))
+        assert type(model) is SwinTransformer
+        assert library_models.get('SwinTransformer').__module__.startswith(library)
+        assert library_models.get('TimmBackbone') is MODELS.get('TimmBackbone')
+    outputs = model(torch.randn(1, 3, 128, 128))
+    assert [o.shape[1] for o in outputs] == [32, 64, 128]
+
+
+def test_registry_name():
+    assert MODELS.get('SwinTransformer') is SwinTransformer
+
+
+def test_register_downstream_adds_free_plain_names_only(monkeypatch):
+    """A library's own classes keep their names; fastmim's fill the free ones, once."""
+    library_models = Registry('model', scope='fakelib')
+
+    @library_models.register_module(name='SwinTransformer')
+    class LibrarySwin(torch.nn.Module):
+        pass
+
+    for name, attributes in [('fakelib', {}), ('fakelib.models', {}),
+                             ('fakelib.registry', dict(MODELS=library_models))]:
+        module = types.ModuleType(name)
+        module.__dict__.update(attributes)
+        monkeypatch.setitem(sys.modules, name, module)
+
+    registered = register_downstream(libraries=('fakelib', 'not_installed_lib'))
+    assert set(registered) == {'fakelib'}
+    assert {'VisionTransformer', 'PyramidVisionTransformerV2', 'TimmBackbone'} <= set(
+        registered['fakelib'])
+    assert 'SwinTransformer' not in registered['fakelib']
+    assert library_models.get('SwinTransformer') is LibrarySwin
+    assert library_models.get('TimmBackbone') is MODELS.get('TimmBackbone')
+    assert register_downstream(libraries=('fakelib', )) == {'fakelib': []}
+    assert register_downstream(libraries=('not_installed_lib', ), import_models=True) == {}

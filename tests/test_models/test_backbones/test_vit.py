@@ -1,0 +1,166 @@
+"""VisionTransformer: shapes, equality with plain timm, on-the-fly position-embedding resizing."""
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer as TimmVisionTransformer
+
+from fastmim.models.backbones import VisionTransformer
+from fastmim.registry import MODELS
+
+TINY = dict(embed_dim=32, depth=3, num_heads=4)
+
+
+def tiny_vit(**kwargs):
+    torch.manual_seed(0)
+    return VisionTransformer(arch=TINY, img_size=64, **kwargs).eval()
+
+
+def plain_timm_vit(img_size):
+    """A timm ViT of the tiny arch without head: the reference implementation."""
+    return TimmVisionTransformer(
+        img_size=img_size, patch_size=16, num_classes=0, global_pool='', **TINY).eval()
+
+
+def timm_patch_map(model, images):
+    """Final-normed patch tokens of plain timm as an NCHW map (class token dropped)."""
+    tokens = model.forward_features(images)[:, 1:]
+    grid_h, grid_w = images.shape[-2] // 16, images.shape[-1] // 16
+    return tokens.reshape(images.shape[0], grid_h, grid_w, -1).permute(0, 3, 1, 2)
+
+
+def test_vit_base_matches_timm_vit_base_at_128():
+    """Same parameter names and outputs as timm's own ViT-B/16 built at 128 px (12 heads)."""
+    # 'skip' + 'reset': PyTorch's default init of the layers (timm's trunc-normal init of 86M
+    # weights is slow on CPU) and timm's init of the class token and position embedding.
+    reference = timm.create_model(
+        'vit_base_patch16_224', img_size=128, num_classes=0, weight_init='skip').eval()
+    reference.init_weights(mode='reset', needs_reset=False)
+    model = VisionTransformer(arch='b', img_size=128, weight_init='skip').eval()
+    model.load_state_dict(reference.state_dict(), strict=True)
+    assert model.blocks[0].attn.num_heads == 12
+    assert model.out_channels == [768] and model.out_strides == [16]
+    images = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        (features, ) = model(images)
+        expected = timm_patch_map(reference, images)
+    assert features.shape == (1, 768, 8, 8)
+    torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('size', [(64, 64), (96, 160)])
+def test_output_shapes_at_several_sizes(size):
+    model = tiny_vit(out_indices=(0, -1))
+    outputs = model(torch.randn(2, 3, *size))
+    assert [tuple(o.shape) for o in outputs] == [(2, 32, size[0] // 16, size[1] // 16)] * 2
+    assert model.out_channels == [32, 32] and model.out_strides == [16, 16]
+    assert model.out_indices == [0, 2]
+
+
+def test_new_size_equals_timm_with_bicubic_resized_pos_embed():
+    """At 96x128 the model equals timm built at that size whose position embedding is the
+    learned 4x4 grid resized by torch bicubic (class-token entry kept)."""
+    model = tiny_vit()
+    reference = plain_timm_vit((96, 128))
+    state = model.state_dict()
+    grid = state['pos_embed'][:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    resized = F.interpolate(grid, size=(6, 8), mode='bicubic', align_corners=False)
+    state['pos_embed'] = torch.cat(
+        [state['pos_embed'][:, :1], resized.permute(0, 2, 3, 1).reshape(1, 48, -1)], dim=1)
+    reference.load_state_dict(state, strict=True)
+    images = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        (features, ) = model(images)
+        expected = timm_patch_map(reference, images)
+    torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-4)
+    assert model.pos_embed.shape == (1, 17, 32), 'the learned grid itself must not change'
+
+
+def test_intermediate_blocks_are_not_normed_and_cls_token_output():
+    model = tiny_vit(out_indices=(1, 2))
+    reference = plain_timm_vit(64)
+    reference.load_state_dict(model.state_dict(), strict=True)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        block1, block2 = model(images)
+        raw = reference.forward_intermediates(images, indices=[1], intermediates_only=True)[0]
+    torch.testing.assert_close(block1, raw, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(block2, timm_patch_map(reference, images), rtol=1e-4, atol=1e-4)
+
+    cls_model = tiny_vit(out_type='cls_token')
+    cls_model.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        (cls_token, ) = cls_model(images)
+    torch.testing.assert_close(cls_token, reference.forward_features(images)[:, 0])
+
+
+def test_gradient_reaches_every_parameter():
+    model = tiny_vit().train()
+    (features, ) = model(torch.randn(2, 3, 64, 80))
+    features.square().mean().backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not missing
+
+
+def test_drop_path_is_applied_in_training_only():
+    model = tiny_vit(drop_path_rate=0.2)
+    rates = [block.drop_path1.drop_prob for block in model.blocks[1:]]
+    assert rates == pytest.approx([0.1, 0.2])
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(images)[0], model(images)[0])
+        model.train()
+        torch.manual_seed(1)
+        first = model(images)[0]
+        torch.manual_seed(2)
+        second = model(images)[0]
+    assert not torch.allclose(first, second)
+
+
+def test_fused_attention_is_on():
+    assert all(block.attn.fused_attn for block in tiny_vit().blocks)
+
+
+def test_geometry_is_plain_and_records_the_position_grid():
+    geometry = VisionTransformer(arch=TINY, img_size=(64, 96)).geometry()
+    assert geometry == dict(
+        type='VisionTransformer', arch=TINY, img_size=[64, 96], patch_size=16, embed_dim=32,
+        depth=3, num_heads=4, pos_embed_grid=[4, 6], class_token=True)
+
+
+def test_mmengine_init_weights_keeps_weights_and_loads_init_cfg(tmp_path):
+    source = tiny_vit()
+    checkpoint = tmp_path / 'vit.pth'
+    torch.save(source.state_dict(), checkpoint)
+
+    model = VisionTransformer(arch=TINY, img_size=64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.init_weights()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+    loaded = VisionTransformer(
+        arch=TINY, img_size=64, init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)))
+    loaded.init_weights()
+    assert all(torch.equal(source.state_dict()[k], v) for k, v in loaded.state_dict().items())
+
+
+def test_built_from_registry():
+    model = MODELS.build(dict(type='VisionTransformer', arch='s', img_size=128))
+    assert model.out_channels == [384] and model.blocks[0].attn.num_heads == 6
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(arch='huge'), 'unknown arch'),
+    (dict(arch=dict(embed_dim=32, depth=2)), 'lacks keys'),
+    (dict(arch=TINY, out_indices=(3, )), 'out of range'),
+    (dict(arch=TINY, out_type='avg'), 'out_type'),
+    (dict(arch=TINY, num_classes=10), 'fixed by this backbone'),
+])
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        VisionTransformer(img_size=64, **kwargs)
+
+
+def test_input_not_multiple_of_patch_is_refused():
+    with pytest.raises(ValueError, match='multiples of the patch size 16'):
+        tiny_vit()(torch.randn(1, 3, 64, 72))
