@@ -1,0 +1,240 @@
+"""Progressive-resolution pre-training: stage switches, exact lr schedule in epochs, resume."""
+import copy
+import math
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.optim import OptimWrapper
+from mmengine.runner import Runner
+
+import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
+from fastmim.engine.hooks.progressive_resolution_hook import (PerUpdateParamSchedulerHook,
+                                                              ProgressiveResolutionHook,
+                                                              parse_stages,
+                                                              stage_dataloader_config,
+                                                              start_accumulation_windows)
+from fastmim.registry import HOOKS
+
+CONFIG_DIR = osp.join(osp.dirname(__file__), '..', '..', 'configs')
+NUM_SAMPLES = 10
+UPDATE_BATCH = 4
+MAX_EPOCHS = 3
+# Epoch 0: 32 px, 2 iterations; epoch 1: 48 px, 5 iterations (the last cannot fill a window of
+# 2); epoch 2: 64 px, 10 iterations (the last 2 cannot fill a window of 4). 2 updates each.
+STAGES = [
+    dict(epoch=0, input_size=32, batch_size=4, accumulative_counts=1),
+    dict(epoch=1, input_size=48, batch_size=2, accumulative_counts=2),
+    dict(epoch=2, input_size=64, batch_size=1, accumulative_counts=4),
+]
+UPDATES_PER_EPOCH = NUM_SAMPLES // UPDATE_BATCH
+
+
+def tiny_config(work_dir, progressive=True):
+    pipeline = [
+        dict(type='LoadImageRGB'),
+        dict(type='RandomResizedCrop', size=32, scale=(0.2, 1.0), interpolation='bicubic'),
+        dict(type='PackInputs'),
+    ]
+    cfg = dict(
+        default_scope='fastmim',
+        work_dir=str(work_dir),
+        experiment_name=str(work_dir),  # runners made in the same second need distinct names
+        model=dict(
+            type='FastMIM',
+            backbone=dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=1, num_heads=2),
+                          img_size=32, patch_size=16),
+            neck=dict(type='MIMDecoder', embed_dim=32, depth=1, num_heads=2),
+            target_generator=dict(type='HOGGenerator'),
+            mask_ratio=0.75, block_size=16),
+        train_dataloader=dict(
+            batch_size=UPDATE_BATCH, num_workers=0, drop_last=True,
+            sampler=dict(type='DefaultSampler', shuffle=True),
+            dataset=dict(type='EmbeddedPhotos', sources='skimage', num_samples=NUM_SAMPLES,
+                         pipeline=pipeline)),
+        train_cfg=dict(by_epoch=True, max_epochs=MAX_EPOCHS),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)),
+        param_scheduler=[
+            dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1,
+                 convert_to_iter_based=True),
+            dict(type='CosineAnnealingLR', eta_min=0., by_epoch=True, begin=1, end=MAX_EPOCHS,
+                 T_max=MAX_EPOCHS - 1, convert_to_iter_based=True),
+        ],
+        default_hooks=dict(
+            logger=dict(type='LoggerHook', interval=1),
+            checkpoint=dict(type='CheckpointHook', interval=1),
+            param_scheduler=dict(type='ParamSchedulerHook')),
+        custom_hooks=[dict(type='CheckpointMetaHook')],
+        randomness=dict(seed=0),
+        log_level='WARNING',
+    )
+    if progressive:
+        cfg['default_hooks']['param_scheduler'] = dict(type='PerUpdateParamSchedulerHook')
+        cfg['custom_hooks'].append(dict(type='ProgressiveResolutionHook', stages=STAGES))
+    return Config(cfg)
+
+
+class Recorder(Hook):
+    """Records what the backbone receives and the lr each optimiser step applies."""
+
+    def __init__(self):
+        self.backbone_inputs = []  # (epoch, batch, height, width) per forward
+        self.updates = []  # (epoch, lr) per optimiser step
+        self.start_iter = None
+        self.max_iters = None  # runner.max_iters at the end, for ETA and last-iteration checks
+
+    def before_train(self, runner):
+        self.start_iter = runner.iter
+        runner.model.backbone.register_forward_pre_hook(
+            lambda module, args: self.backbone_inputs.append((runner.epoch, *args[0].shape[:1],
+                                                              *args[0].shape[2:])))
+        runner.optim_wrapper.optimizer.register_step_pre_hook(
+            lambda optimizer, args, kwargs: self.updates.append(
+                (runner.epoch, optimizer.param_groups[0]['lr'])))
+
+    def after_train(self, runner):
+        self.max_iters = runner.max_iters
+
+
+def train(cfg):
+    runner = Runner.from_cfg(cfg)
+    recorder = Recorder()
+    runner.register_hook(recorder)
+    runner.train()
+    steps = {int(state['step']) for state in runner.optim_wrapper.optimizer.state.values()}
+    return recorder, steps
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """Tiny models run ~100x faster on one thread than on two busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    """One progressive run, one run without stages, and a resume from the epoch-2 checkpoint."""
+    root = tmp_path_factory.mktemp('progressive')
+    progressive = train(tiny_config(root / 'progressive'))
+    reference = train(tiny_config(root / 'reference', progressive=False))
+
+    resume_cfg = tiny_config(root / 'resumed')
+    resume_cfg.resume = True
+    resume_cfg.load_from = str(root / 'progressive' / 'epoch_2.pth')
+    resumed = train(resume_cfg)
+    return progressive, reference, resumed
+
+
+def expected_backbone_inputs(epochs):
+    inputs = []
+    for epoch in epochs:
+        stage = max((s for s in STAGES if s['epoch'] <= epoch), key=lambda s: s['epoch'])
+        size = stage['input_size']
+        inputs += [(epoch, stage['batch_size'], size, size)] * (NUM_SAMPLES // stage['batch_size'])
+    return inputs
+
+
+def test_each_epoch_sees_its_stage_size_and_batch(runs):
+    (progressive, steps), _, _ = runs
+    assert progressive.backbone_inputs == expected_backbone_inputs(range(MAX_EPOCHS))
+    assert progressive.max_iters == len(progressive.backbone_inputs) == 2 + 5 + 10
+    # Leftover iterations that cannot fill a window make no update: 2 updates every epoch.
+    assert [epoch for epoch, _ in progressive.updates] == [
+        epoch for epoch in range(MAX_EPOCHS) for _ in range(UPDATES_PER_EPOCH)]
+    assert steps == {MAX_EPOCHS * UPDATES_PER_EPOCH}
+
+
+def test_lr_of_every_update_matches_a_run_without_stages(runs):
+    (progressive, _), (reference, reference_steps), _ = runs
+    assert reference_steps == {MAX_EPOCHS * UPDATES_PER_EPOCH}
+    assert [epoch for epoch, _ in progressive.updates] == [epoch for epoch, _ in reference.updates]
+    assert [lr for _, lr in progressive.updates] == pytest.approx(
+        [lr for _, lr in reference.updates], rel=1e-12)
+    # The schedule really moves: warmup from 0.1 x lr, then the half cosine over the last two
+    # epochs (4 updates), in closed form.
+    cosine = [1e-3 * (1 + math.cos(math.pi * k / 4)) / 2 for k in range(4)]
+    assert reference.updates[0][1] == pytest.approx(1e-4)
+    assert [lr for _, lr in reference.updates[2:]] == pytest.approx(cosine, rel=1e-12)
+
+
+def test_resume_continues_in_the_stage_of_its_epoch(runs):
+    (progressive, _), _, (resumed, resumed_steps) = runs
+    iterations_before_epoch_2 = len([x for x in progressive.backbone_inputs if x[0] < 2])
+    assert resumed.start_iter == iterations_before_epoch_2 == 2 + 5
+    assert resumed.backbone_inputs == expected_backbone_inputs([2])
+    assert resumed.max_iters == 2 + 5 + 10
+    epoch_2_updates = [update for update in progressive.updates if update[0] == 2]
+    assert [epoch for epoch, _ in resumed.updates] == [epoch for epoch, _ in epoch_2_updates]
+    assert [lr for _, lr in resumed.updates] == pytest.approx(
+        [lr for _, lr in epoch_2_updates], rel=1e-12)
+    assert resumed_steps == {MAX_EPOCHS * UPDATES_PER_EPOCH}
+
+
+def test_accumulated_update_equals_one_update_of_the_whole_batch():
+    """A window of 2 batches of 2 gives the gradient of the mean loss over all 4 samples, and a
+    partial window left at the end of an epoch is dropped at the next epoch start."""
+    torch.manual_seed(0)
+    inputs, targets = torch.randn(6, 3), torch.randn(6, 1)
+    model = torch.nn.Linear(3, 1)
+    reference = copy.deepcopy(model)
+    wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1.))
+
+    start_accumulation_windows(wrapper, 2)
+    for batch in range(3):  # 2 full batches make one window; the 3rd is a leftover
+        rows = slice(2 * batch, 2 * batch + 2)
+        wrapper.update_params(torch.nn.functional.mse_loss(model(inputs[rows]), targets[rows]))
+    start_accumulation_windows(wrapper, 2)
+
+    torch.nn.functional.mse_loss(reference(inputs[:4]), targets[:4]).backward()
+    for param, reference_param in zip(model.parameters(), reference.parameters()):
+        assert torch.allclose(param, reference_param - reference_param.grad, atol=1e-6)
+        assert param.grad is None or not param.grad.any()
+
+
+@pytest.mark.parametrize('stages, message', [
+    ([dict(epoch=1, input_size=96, batch_size=8)], r'stages\[0\] must start at epoch 0'),
+    ([dict(epoch=0, input_size=96, batch_size=8), dict(epoch=0, input_size=128, batch_size=8)],
+     r'stages\[1\]: epoch 0 must be greater'),
+    ([dict(epoch=0, input_size=0, batch_size=8)], r'stages\[0\]: input_size must be a positive'),
+    ([dict(epoch=0, input_size=96, batch_size=8),
+      dict(epoch=5, input_size=128, batch_size=4, accumulative_counts=1)],
+     r'stages\[1\]: batch_size x accumulative_counts = 4 x 1 = 4, but stages\[0\] has 8'),
+    ([dict(epoch=0, input_size=96, batch=8)], r"stages\[0\].*unknown keys \['batch'\]"),
+])
+def test_bad_stages_are_named(stages, message):
+    with pytest.raises(ValueError, match=message):
+        parse_stages(stages)
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(train_dataloader=dict(batch_size=2)),
+     r'train_dataloader.batch_size is 2.*must be the batch of one optimiser update.*4'),
+    (dict(default_hooks=dict(param_scheduler=dict(type='ParamSchedulerHook'))),
+     r"param_scheduler=dict\(type='PerUpdateParamSchedulerHook'\)"),
+])
+def test_runner_settings_that_would_break_the_schedule_are_refused(tmp_path, change, message):
+    cfg = tiny_config(tmp_path)
+    cfg.merge_from_dict(change)
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match=message):
+        runner.train()
+
+
+def test_published_style_config_keeps_the_update_batch_and_schedule():
+    cfg = Config.fromfile(osp.join(CONFIG_DIR, 'fastmim', 'vit_b_hog_800e_progressive.py'))
+    base = Config.fromfile(osp.join(CONFIG_DIR, 'fastmim', 'vit_b_hog_800e.py'))
+    hooks = [HOOKS.build(copy.deepcopy(hook)) for hook in cfg.custom_hooks]
+    assert 'CheckpointMetaHook' in [type(hook).__name__ for hook in hooks]
+    progressive = next(hook for hook in hooks if isinstance(hook, ProgressiveResolutionHook))
+    assert {stage.update_batch for stage in progressive.stages} == {cfg.train_dataloader.batch_size}
+    assert cfg.param_scheduler == base.param_scheduler and cfg.optim_wrapper.optimizer.lr == 2.4e-3
+    assert isinstance(HOOKS.build(cfg.default_hooks.param_scheduler), PerUpdateParamSchedulerHook)
+
+    last = stage_dataloader_config(cfg.train_dataloader, progressive.stages[-1])
+    crops = [t for t in last['dataset']['pipeline'] if t['type'] == 'RandomResizedCrop']
+    assert last['batch_size'] == 256 and [t['size'] for t in crops] == [128]
