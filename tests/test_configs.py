@@ -34,6 +34,10 @@ def shrink_pretrain(cfg, work_dir):
         'default_hooks.checkpoint': None,
         'default_hooks.logger.interval': 1,
     })
+    # Progressive-resolution stages state their own batch sizes: keep the update batch at 2.
+    for hook in cfg.get('custom_hooks', []):
+        for stage in hook.get('stages', []):
+            stage['batch_size'] = 2 // stage.get('accumulative_counts', 1)
     return cfg
 
 
