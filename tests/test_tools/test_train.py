@@ -1,7 +1,9 @@
 """tools/train.py and tools/dist_train.sh as a user runs them: subprocesses on real photos."""
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,47 @@ def test_two_cpu_processes_train_then_resume(tmp_path):
     final = torch.load(work_dir / 'epoch_3.pth', weights_only=True)
     # one process now: 8 photos / batch 2 = 4 more iterations
     assert final['meta']['iter'] == 8 and final['meta']['epoch'] == 3
+
+
+def test_empty_data_folder_fails_before_training_naming_it(tmp_path):
+    empty = tmp_path / 'imagenet' / 'train'
+    empty.mkdir(parents=True)
+    result = run(['configs/fastmim/vit_b_hog_800e.py', '--work-dir', str(tmp_path / 'work'),
+                  '--cfg-options', f'train_dataloader.dataset.data_root={tmp_path / "imagenet"}',
+                  'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False'])
+    assert_one_line_error(result, str(empty))
+    assert not list((tmp_path / 'work').glob('*.pth'))
+
+
+def test_killed_run_resumes_with_the_same_iteration_and_lr(tmp_path):
+    killed_dir, reference_dir = tmp_path / 'killed', tmp_path / 'reference'
+    args = ['configs/fastmim/demo_vit_tiny_embedded.py', '--cfg-options',
+            'train_cfg.max_epochs=12', *TINY]
+    command = [sys.executable, str(ROOT / 'tools' / 'train.py'), *args, '--work-dir',
+               str(killed_dir)]
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not (killed_dir / 'epoch_2.pth').exists() and time.time() < deadline:
+            assert process.poll() is None, 'training ended before it could be killed'
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)  # possibly in the middle of saving epoch 3
+    finally:
+        process.wait()
+    # A save cut short leaves at most a temporary file; the named checkpoint is whole.
+    latest = (killed_dir / 'last_checkpoint').read_text().strip()
+    saved = torch.load(latest, weights_only=True)
+
+    resumed = run(args + ['--work-dir', str(killed_dir), '--resume'])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    epoch, iteration = saved['meta']['epoch'], saved['meta']['iter']
+    assert f'resumed epoch: {epoch}, iter: {iteration}' in resumed.stdout + resumed.stderr
+
+    reference = run(args + ['--work-dir', str(reference_dir)])
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    final = torch.load(killed_dir / 'epoch_12.pth', weights_only=True)
+    expected = torch.load(reference_dir / 'epoch_12.pth', weights_only=True)
+    assert final['meta']['iter'] == expected['meta']['iter'] == 48
+    lrs = [group['lr'] for group in final['optimizer']['param_groups']]
+    assert lrs == [group['lr'] for group in expected['optimizer']['param_groups']]
