@@ -1,6 +1,8 @@
 # FastMIM PVTv2-B2: 800 epochs at 128 px, stride 32, 32-px blocks, HOG target; the ViT-B
 # optimisation recipe (total batch 4096 = 512 x 8, lr 2.4e-3, 20 warmup epochs).
 # Published: 82.5 top-1 after fine-tuning.
+# The release publishes no pre-training command for this backbone: batch, lr and decoder
+# (256 x 1) follow the ViT-B command, blocks the stride-32 Swin-B command.
 _base_ = ['./vit_b_hog_800e.py']
 
 model = dict(
