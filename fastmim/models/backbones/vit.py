@@ -5,8 +5,10 @@ The class subclasses timm's model instead of wrapping it, so every parameter kee
 checkpoint of this backbone is a timm checkpoint without the head.
 
 FastMIM pre-trains at 128 px and fine-tunes at 224 px; progressive-resolution pre-training changes
-the input size mid-run. The learned position embedding therefore keeps the grid of ``img_size``
-and is resized on the fly (bicubic, class-token entry kept) whenever the input has another grid.
+the input size mid-run. The position embedding keeps the grid of ``img_size`` and follows the input
+whenever it has another grid: a learned embedding (fine-tuning, downstream) is resized on the fly
+(bicubic, class-token entry kept); the fixed 2-D sin-cos embedding that MAE and the FastMIM
+reference release pre-train with is recomputed exactly for the new grid.
 """
 import copy
 from typing import Dict, Optional, Sequence, Tuple, Union
@@ -27,6 +29,7 @@ ARCHS = {
 ARCH_ALIASES = {'small': 's', 'base': 'b', 'large': 'l'}
 ARCH_KEYS = ('embed_dim', 'depth', 'num_heads')
 OUT_TYPES = ('featmap', 'cls_token')
+POS_EMBED_TYPES = ('learned', 'sincos')
 # Arguments this backbone fixes: the head is dropped, the class token and every patch token are
 # kept and the position embedding is resized here, so timm must not be told otherwise.
 FIXED_TIMM_ARGS = ('num_classes', 'global_pool', 'class_token', 'reg_tokens', 'no_embed_class',
@@ -47,6 +50,35 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
         raise ValueError(f'VisionTransformer: arch dict {arch} lacks keys {missing}; '
                          f'expected keys {ARCH_KEYS} (and optionally mlp_ratio)')
     return dict(arch)
+
+
+def sincos_2d_pos_embed(embed_dim: int,
+                        grid_size: Sequence[int],
+                        device: Optional[torch.device] = None) -> torch.Tensor:
+    """The fixed 2-D sin-cos position embedding of MAE, with a zero class-token row first.
+
+    Returns a float64 ``(1 + h * w, embed_dim)`` table for an ``(h, w)`` patch grid whose tokens
+    are in row-major order. As in MAE (whose grid is ``meshgrid(w, h)``), the first half of the
+    channels encodes a token's column and the second half its row; each half is ``sin`` then
+    ``cos`` of ``position * omega_i`` with ``omega_i = 1 / 10000 ** (i / (embed_dim / 4))``,
+    ``i < embed_dim / 4``. Computed in float64 on ``device``, like MAE's numpy table, so that
+    a table made at run time for a new grid is the same table a model built for that grid holds.
+    """
+    if embed_dim % 4:
+        raise ValueError(f'sincos_2d_pos_embed: embed_dim must be a multiple of 4 (sin and cos '
+                         f'of two axes), got {embed_dim}')
+    height, width = (int(s) for s in grid_size)
+    quarter = embed_dim // 4
+    omega = 1. / 10000**(torch.arange(quarter, dtype=torch.float64, device=device) / quarter)
+
+    def encode(positions: torch.Tensor) -> torch.Tensor:
+        angles = positions[:, None] * omega[None, :]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    rows = torch.arange(height, dtype=torch.float64, device=device).repeat_interleave(width)
+    columns = torch.arange(width, dtype=torch.float64, device=device).repeat(height)
+    class_row = torch.zeros(1, embed_dim, dtype=torch.float64, device=device)
+    return torch.cat([class_row, torch.cat([encode(columns), encode(rows)], dim=1)], dim=0)
 
 
 def plain_size(size: Sequence[int]) -> Union[int, list]:
@@ -70,13 +102,18 @@ class VisionTransformer(TimmVisionTransformer, BaseModule):
 
     Args:
         arch: ``'s'``, ``'b'`` (12 heads), ``'l'`` or a dict ``{embed_dim, depth, num_heads}``.
-        img_size: size whose patch grid the learned position embedding has. Inputs of any other
+        img_size: size whose patch grid the position embedding parameter has. Inputs of any other
             size that is a multiple of ``patch_size`` work too.
         patch_size: patch (and output) stride.
         out_indices: blocks whose outputs are returned, in block order; negative values count
             from the end. Blocks after the last one listed are not run.
         drop_path_rate: stochastic depth, increasing linearly over the blocks.
         final_norm: apply the final LayerNorm to the output of the last block.
+        pos_embed_type: ``'learned'`` (timm's trainable embedding, resized bicubically for other
+            grids) or ``'sincos'``: MAE's fixed 2-D sin-cos table (:func:`sincos_2d_pos_embed`),
+            which FastMIM pre-trains with. It stays a frozen parameter named ``pos_embed`` so
+            checkpoints carry it under the same key and fine-tuning can load it as the initial
+            value of a learned embedding; other grids get the exact table for that grid.
         out_type: ``'featmap'`` gives ``(B, C, H / p, W / p)`` maps, ``'cls_token'`` gives the
             ``(B, C)`` class token (linear probing).
         init_cfg: mmengine init config, e.g. ``dict(type='Pretrained', checkpoint=...)`` in
@@ -92,6 +129,7 @@ class VisionTransformer(TimmVisionTransformer, BaseModule):
                  out_indices: Sequence[int] = (-1, ),
                  drop_path_rate: float = 0.,
                  final_norm: bool = True,
+                 pos_embed_type: str = 'learned',
                  out_type: str = 'featmap',
                  init_cfg: Optional[Union[dict, list]] = None,
                  **timm_kwargs) -> None:
@@ -101,6 +139,9 @@ class VisionTransformer(TimmVisionTransformer, BaseModule):
                              '(no head, all tokens kept, position embedding resized per input)')
         if out_type not in OUT_TYPES:
             raise ValueError(f'VisionTransformer: out_type {out_type!r} is not one of {OUT_TYPES}')
+        if pos_embed_type not in POS_EMBED_TYPES:
+            raise ValueError(f'VisionTransformer: pos_embed_type {pos_embed_type!r} is not one of '
+                             f'{POS_EMBED_TYPES}')
         arch_cfg = resolve_arch(arch)
         out_indices = self._normalise_indices(out_indices, arch_cfg['depth'])
         weight_init = timm_kwargs.pop('weight_init', '')
@@ -121,6 +162,9 @@ class VisionTransformer(TimmVisionTransformer, BaseModule):
         if weight_init != 'skip':
             self.weight_init_mode = weight_init
             TimmVisionTransformer.init_weights(self, needs_reset=False)
+        self.pos_embed_type = pos_embed_type
+        if pos_embed_type == 'sincos':
+            self._freeze_sincos_pos_embed()
         self.init_cfg = copy.deepcopy(init_cfg)
 
         self.arch = copy.deepcopy(arch)
@@ -139,6 +183,14 @@ class VisionTransformer(TimmVisionTransformer, BaseModule):
                                  f'{depth} blocks')
         return sorted({index % depth for index in out_indices})
 
+    def _freeze_sincos_pos_embed(self) -> None:
+        """Fill ``pos_embed`` with the sin-cos table of the construction grid; no gradient, so
+        no optimiser (weight decay included) ever changes it."""
+        table = sincos_2d_pos_embed(self.embed_dim, self.patch_embed.grid_size)
+        with torch.no_grad():
+            self.pos_embed.copy_(table.unsqueeze(0))
+        self.pos_embed.requires_grad_(False)
+
     def init_weights(self) -> None:
         """mmengine's entry point (the runner calls it on every sub-module): applies ``init_cfg``
         only. timm already initialised the weights in ``__init__``; re-running timm's scheme
@@ -146,21 +198,27 @@ class VisionTransformer(TimmVisionTransformer, BaseModule):
         BaseModule.init_weights(self)
 
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Prepend the class token and add the position embedding to a ``(B, h, w, C)`` grid.
-
-        The learned grid is resized bicubically (no anti-aliasing, ``align_corners=False``) when
-        ``h, w`` differ from it: the same operation that resizes a pre-training checkpoint for
-        fine-tuning (MAE / FastMIM), so a model run at size S equals the model loaded at S.
-        """
+        """Prepend the class token and add the position embedding to a ``(B, h, w, C)`` grid."""
         batch, height, width, dim = x.shape
-        pos_embed = resample_abs_pos_embed(
+        tokens = torch.cat([self.cls_token.expand(batch, -1, -1), x.reshape(batch, -1, dim)], dim=1)
+        return self.pos_drop(tokens + self._pos_embed_for_grid((height, width)))
+
+    def _pos_embed_for_grid(self, grid: Tuple[int, int]) -> torch.Tensor:
+        """The position embedding for an ``(h, w)`` token grid: ``pos_embed`` itself on the
+        construction grid. On another grid, sin-cos gives the exact table of that grid; learned
+        gives the grid resized bicubically (no anti-aliasing, ``align_corners=False``), the same
+        operation that resizes a pre-training checkpoint for fine-tuning (MAE / FastMIM), so a
+        model run at size S equals the model loaded at S.
+        """
+        if self.pos_embed_type == 'sincos' and tuple(grid) != tuple(self.patch_embed.grid_size):
+            table = sincos_2d_pos_embed(self.embed_dim, grid, device=self.pos_embed.device)
+            return table.to(self.pos_embed.dtype).unsqueeze(0)
+        return resample_abs_pos_embed(
             self.pos_embed,
-            new_size=(height, width),
+            new_size=grid,
             old_size=self.patch_embed.grid_size,
             num_prefix_tokens=self.num_prefix_tokens,
             antialias=False)
-        tokens = torch.cat([self.cls_token.expand(batch, -1, -1), x.reshape(batch, -1, dim)], dim=1)
-        return self.pos_drop(tokens + pos_embed)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[-2] % self.patch_size or x.shape[-1] % self.patch_size:
@@ -203,4 +261,5 @@ class VisionTransformer(TimmVisionTransformer, BaseModule):
             depth=self.arch_cfg['depth'],
             num_heads=self.arch_cfg['num_heads'],
             pos_embed_grid=list(self.patch_embed.grid_size),
+            pos_embed_type=self.pos_embed_type,
             class_token=True)

@@ -1,4 +1,8 @@
-"""VisionTransformer: shapes, equality with plain timm, on-the-fly position-embedding resizing."""
+"""VisionTransformer: shapes, equality with plain timm, on-the-fly position-embedding resizing,
+MAE's fixed 2-D sin-cos position embedding."""
+import math
+
+import numpy as np
 import pytest
 import timm
 import torch
@@ -6,6 +10,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer as TimmVisionTransformer
 
 from fastmim.models.backbones import VisionTransformer
+from fastmim.models.backbones.vit import sincos_2d_pos_embed
 from fastmim.registry import MODELS
 
 TINY = dict(embed_dim=32, depth=3, num_heads=4)
@@ -125,7 +130,9 @@ def test_geometry_is_plain_and_records_the_position_grid():
     geometry = VisionTransformer(arch=TINY, img_size=(64, 96)).geometry()
     assert geometry == dict(
         type='VisionTransformer', arch=TINY, img_size=[64, 96], patch_size=16, embed_dim=32,
-        depth=3, num_heads=4, pos_embed_grid=[4, 6], class_token=True)
+        depth=3, num_heads=4, pos_embed_grid=[4, 6], pos_embed_type='learned', class_token=True)
+    sincos = VisionTransformer(arch=TINY, img_size=64, pos_embed_type='sincos').geometry()
+    assert sincos['pos_embed_type'] == 'sincos'
 
 
 def test_mmengine_init_weights_keeps_weights_and_loads_init_cfg(tmp_path):
@@ -155,6 +162,9 @@ def test_built_from_registry():
     (dict(arch=TINY, out_indices=(3, )), 'out of range'),
     (dict(arch=TINY, out_type='avg'), 'out_type'),
     (dict(arch=TINY, num_classes=10), 'fixed by this backbone'),
+    (dict(arch=TINY, pos_embed_type='rope'), 'pos_embed_type'),
+    (dict(arch=dict(embed_dim=30, depth=1, num_heads=2), pos_embed_type='sincos'),
+     'multiple of 4'),
 ])
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -164,3 +174,94 @@ def test_bad_arguments_are_named(kwargs, message):
 def test_input_not_multiple_of_patch_is_refused():
     with pytest.raises(ValueError, match='multiples of the patch size 16'):
         tiny_vit()(torch.randn(1, 3, 64, 72))
+
+
+def published_sincos_table(embed_dim, height, width):
+    """MAE's fixed 2-D sin-cos embedding written from its definition, one value at a time.
+
+    Row 0 (class token) is zeros; token ``1 + row * width + column`` (row-major). MAE builds its
+    grid as ``meshgrid(w, h)``, so its first half of channels encodes the column and the second
+    half the row; within a half, ``sin`` for the first quarter of channels and ``cos`` for the
+    second, at frequencies ``omega_i = 1 / 10000 ** (2 i / (embed_dim / 2))``.
+    """
+    quarter = embed_dim // 4
+    table = np.zeros((1 + height * width, embed_dim))
+    for row in range(height):
+        for column in range(width):
+            token = 1 + row * width + column
+            for i in range(quarter):
+                omega = 1. / 10000**(2 * i / (embed_dim / 2))
+                table[token, i] = math.sin(column * omega)
+                table[token, quarter + i] = math.cos(column * omega)
+                table[token, 2 * quarter + i] = math.sin(row * omega)
+                table[token, 3 * quarter + i] = math.cos(row * omega)
+    return table
+
+
+def sincos_vit(**kwargs):
+    return tiny_vit(pos_embed_type='sincos', **kwargs)
+
+
+@pytest.mark.parametrize('embed_dim, grid', [(32, (4, 4)), (16, (3, 5)), (768, (8, 8))])
+def test_sincos_table_equals_the_published_formula(embed_dim, grid):
+    table = sincos_2d_pos_embed(embed_dim, grid)
+    assert table.dtype == torch.float64
+    np.testing.assert_allclose(table.numpy(), published_sincos_table(embed_dim, *grid),
+                               rtol=0, atol=1e-12)
+
+
+def test_sincos_parameter_holds_the_table_with_a_zero_class_row():
+    model = VisionTransformer(arch=TINY, img_size=(64, 96), pos_embed_type='sincos')
+    assert isinstance(model.pos_embed, torch.nn.Parameter)
+    assert 'pos_embed' in model.state_dict()
+    assert torch.equal(model.pos_embed[0, 0], torch.zeros(32))
+    np.testing.assert_allclose(model.pos_embed[0].detach().numpy(),
+                               published_sincos_table(32, 4, 6), rtol=0, atol=1e-6)
+
+
+def test_sincos_is_frozen_under_backward_and_adamw_weight_decay():
+    model = sincos_vit().train()
+    assert not model.pos_embed.requires_grad
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.5)
+    for size in ((64, 64), (96, 128)):
+        (features, ) = model(torch.randn(2, 3, *size))
+        features.square().mean().backward()
+        assert model.pos_embed.grad is None
+        optimizer.step()
+        optimizer.zero_grad()
+    assert torch.equal(model.pos_embed, before['pos_embed'])
+    assert not torch.equal(model.cls_token, before['cls_token']), 'the optimiser must have run'
+
+
+@pytest.mark.parametrize('size', [(64, 64), (96, 128), (48, 80)])
+def test_sincos_forward_uses_the_exact_table_of_the_input_grid(size):
+    """At any size the model equals plain timm built at that size whose position embedding is
+    the published table of that grid: no interpolation of the construction grid."""
+    model = sincos_vit()
+    grid = (size[0] // 16, size[1] // 16)
+    reference = plain_timm_vit(size)
+    state = model.state_dict()
+    exact = torch.from_numpy(published_sincos_table(32, *grid)).float()[None]
+    state['pos_embed'] = exact
+    reference.load_state_dict(state, strict=True)
+    images = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        (features, ) = model(images)
+        expected = timm_patch_map(reference, images)
+    torch.testing.assert_close(features, expected, rtol=1e-5, atol=1e-5)
+    assert model.pos_embed.shape == (1, 17, 32), 'the construction table itself must not change'
+    if grid != (4, 4):
+        bicubic = F.interpolate(
+            model.pos_embed[:, 1:].reshape(1, 4, 4, 32).permute(0, 3, 1, 2).detach(), size=grid,
+            mode='bicubic', align_corners=False).permute(0, 2, 3, 1).reshape(1, -1, 32)
+        assert not torch.allclose(bicubic, exact[:, 1:], atol=1e-2), 'test must tell them apart'
+
+
+def test_sincos_checkpoint_loads_as_a_learned_initialisation():
+    """Fine-tuning builds a learned embedding and loads the pre-trained table into it."""
+    pretrained = sincos_vit()
+    finetuned = tiny_vit()
+    finetuned.load_state_dict(pretrained.state_dict(), strict=True)
+    assert finetuned.pos_embed.requires_grad
+    torch.testing.assert_close(finetuned.pos_embed, pretrained.pos_embed)
