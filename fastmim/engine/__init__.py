@@ -1,6 +1,7 @@
 """Runtime pieces around mmengine's Runner: safe checkpoints, guarded optimisers, hooks."""
 from . import checkpoint
 from .hooks import *  # noqa: F401,F403
+from .optim_constructors import *  # noqa: F401,F403
 from .optim_wrappers import *  # noqa: F401,F403
 
 checkpoint.install()
