@@ -8,19 +8,14 @@ Each image is read as RGB, its shorter side resized (bicubic) to ``--input-size`
 cropped to a square, normalised by the model's data preprocessor, masked with a mask drawn from
 ``--seed`` and reconstructed. One PNG per image (input | masked input | target | prediction, see
 ``fastmim.visualization.make_reconstruction_panel``) goes to ``--out-dir``; the paths are
-printed. ``--embedded N`` uses the first N of a few real photos that ship with scikit-image
-(astronaut, coffee, ...), so the tool runs without any data at hand.
+printed. ``--embedded N`` uses the first N photos of the toolbox's embedded dataset (real photos
+installed with its requirements, see docs/data.md), so the tool runs without any data at hand.
 """
 import argparse
 import os
 import os.path as osp
 
 import numpy as np
-
-# Real colour photos bundled in scikit-image (no download), as names of skimage.data loaders.
-EMBEDDED_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'immunohistochemistry',
-                   'hubble_deep_field', 'retina', 'colorwheel')
-
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description='Draw FastMIM reconstructions of images')
@@ -29,7 +24,7 @@ def parse_args(argv):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('--img', nargs='+', metavar='PATH', help='image files')
     source.add_argument('--embedded', type=int, metavar='N',
-                        help=f'the first N (1-{len(EMBEDDED_PHOTOS)}) photos of scikit-image')
+                        help='the first N photos of the embedded dataset (docs/data.md)')
     parser.add_argument('--out-dir', required=True, help='where the PNGs go')
     parser.add_argument('--input-size', type=int, default=128,
                         help='side of the square model input (default 128, the pre-training size)')
@@ -46,19 +41,21 @@ def read_images(args):
     """``[(name, PIL RGB image)]`` of the requested images, every problem named up front."""
     from PIL import Image, UnidentifiedImageError
     if args.embedded is not None:
-        if not 1 <= args.embedded <= len(EMBEDDED_PHOTOS):
-            raise ValueError(f'--embedded must be between 1 and {len(EMBEDDED_PHOTOS)}, '
+        from fastmim.datasets import find_embedded_photos
+        photos = find_embedded_photos()
+        if not 1 <= args.embedded <= len(photos):
+            raise ValueError(f'--embedded must be between 1 and {len(photos)}, '
                              f'got {args.embedded}')
-        from skimage import data
-        return [(name, Image.fromarray(getattr(data, name)()).convert('RGB'))
-                for name in EMBEDDED_PHOTOS[:args.embedded]]
+        named_paths = [(name.replace('/', '_'), path) for name, path in photos[:args.embedded]]
+    else:
+        named_paths = [(osp.splitext(osp.basename(path))[0], path) for path in args.img]
     images = []
-    for path in args.img:
+    for name, path in named_paths:
         if not osp.isfile(path):
             raise FileNotFoundError(f'image not found: {path}')
         try:
             with Image.open(path) as image:
-                images.append((osp.splitext(osp.basename(path))[0], image.convert('RGB')))
+                images.append((name, image.convert('RGB')))
         except (UnidentifiedImageError, OSError) as error:
             raise ValueError(f'cannot read image {path}: {error}') from None
     return images
