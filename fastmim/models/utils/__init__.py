@@ -1,3 +1,9 @@
 from .block_mask import BlockMaskGenerator, expand_block_mask
+from .pretrained import FastMIMPretrainedInit, convert_reference_checkpoint, load_pretrained
+from .resize import resize_pos_embed, resize_relative_position_bias_table
 
-__all__ = ['BlockMaskGenerator', 'expand_block_mask']
+__all__ = [
+    'BlockMaskGenerator', 'expand_block_mask', 'FastMIMPretrainedInit',
+    'convert_reference_checkpoint', 'load_pretrained', 'resize_pos_embed',
+    'resize_relative_position_bias_table'
+]

@@ -1,0 +1,279 @@
+"""Loading pre-training checkpoints into fine-tuning / downstream backbones across resolutions."""
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
+from torch import nn
+
+import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
+import fastmim.models  # noqa: F401
+from fastmim.engine.checkpoint import CheckpointError
+from fastmim.models.utils import load_pretrained
+from fastmim.registry import MODELS
+
+TINY_VIT = dict(embed_dim=32, depth=2, num_heads=2)
+TINY_SWIN = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+TINY_CMT = dict(embed_dims=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4],
+                stem_channels=8, mlp_ratio=2.0)
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def logger(caplog):
+    caplog.set_level(logging.INFO, logger='test_pretrained')
+    return logging.getLogger('test_pretrained')
+
+
+def build(cfg):
+    torch.manual_seed(0)
+    return MODELS.build(cfg).eval()
+
+
+def save_pretraining_checkpoint(backbone, path, extra=None):
+    """What a FastMIM pre-training run saves: backbone, decoder, mask token, geometry."""
+    state = {'backbone.' + key: value for key, value in backbone.state_dict().items()}
+    state['neck.decoder_embed.weight'] = torch.randn(16, 8)
+    state['mask_token'] = torch.zeros(1, 3, 1, 1)
+    state.update(extra or {})
+    torch.save({'state_dict': state, 'meta': {'geometry': {'backbone': backbone.geometry(),
+                                                           'input_size': [128, 128]}}}, path)
+    return path
+
+
+def bicubic_grid(pos_embed, src, dst):
+    """Independent reference: the patch grid of ``pos_embed`` resized with torch's bicubic."""
+    channels = pos_embed.shape[-1]
+    grid = pos_embed[:, 1:].reshape(1, src, src, channels).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(dst, dst), mode='bicubic', align_corners=False)
+    return grid.permute(0, 2, 3, 1).reshape(1, dst * dst, channels)
+
+
+def test_vit_8x8_checkpoint_loads_at_14x14_with_bicubic_pos_embed(tmp_path, logger, caplog):
+    source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    path = save_pretraining_checkpoint(source, tmp_path / 'vit.pth')
+    target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=224, qkv_bias=True))
+    torch.manual_seed(1)
+    torch.nn.init.normal_(target.pos_embed)
+
+    summary = load_pretrained(target, str(path), logger=logger)
+
+    assert summary.resized == {'pos_embed': ((1, 65, 32), (1, 197, 32))}
+    assert torch.equal(target.pos_embed[:, :1], source.pos_embed[:, :1])  # class token kept
+    torch.testing.assert_close(target.pos_embed[:, 1:], bicubic_grid(source.pos_embed, 8, 14),
+                               rtol=0, atol=1e-6)
+    assert torch.equal(target.blocks[1].mlp.fc2.weight, source.blocks[1].mlp.fc2.weight)
+    # The loaded 224-px model is the pre-trained model run at 224 px (it resizes the same way).
+    images = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(target(images)[0], source(images)[0], rtol=0, atol=1e-5)
+    # The decoder and the mask token are left out without fuss: one INFO line, no warning.
+    records = [r for r in caplog.records if r.name == 'test_pretrained']
+    assert len(records) == 1 and records[0].levelno == logging.INFO
+    assert 'neck (1)' in records[0].message and 'mask_token (1)' in records[0].message
+    assert 'vit.pth' in records[0].message
+
+
+def test_sincos_target_keeps_its_own_exact_table(tmp_path, logger):
+    source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    path = save_pretraining_checkpoint(source, tmp_path / 'vit.pth')
+    target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=224,
+                        pos_embed_type='sincos'))
+    table = target.pos_embed.detach().clone()
+
+    summary = load_pretrained(target, str(path), logger=logger)
+
+    assert summary.rebuilt == ['pos_embed']
+    assert torch.equal(target.pos_embed, table)
+    assert torch.equal(target.cls_token, source.cls_token)
+
+
+def test_final_norm_switched_off_for_fc_norm_is_left_out(tmp_path, logger):
+    source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    path = save_pretraining_checkpoint(source, tmp_path / 'vit.pth')
+    target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=224, final_norm=False))
+
+    summary = load_pretrained(target, str(path), logger=logger)
+
+    assert 'backbone.norm.weight' in summary.left_out and 'backbone.norm.bias' in summary.left_out
+    assert torch.equal(target.blocks[1].norm2.weight, source.blocks[1].norm2.weight)
+
+
+def test_swin_window_4_tables_load_into_a_window_7_swin_tiny(tmp_path, logger):
+    source = build(dict(type='SwinTransformer', arch='t', img_size=128, window_size=4))
+    path = save_pretraining_checkpoint(source, tmp_path / 'swin.pth')
+    target = build(dict(type='SwinTransformer', arch='t', img_size=224, window_size=7))
+
+    summary = load_pretrained(target, str(path), logger=logger)
+
+    assert len(summary.resized) == sum(source.arch_cfg['depths'])
+    source_state, target_state = source.state_dict(), target.state_dict()
+    for key, (old, new) in summary.resized.items():
+        assert key.endswith('relative_position_bias_table') and old[0] == 49 and new[0] == 169
+        heads = old[1]
+        grid = source_state[key].T.reshape(1, heads, 7, 7)
+        expected = F.interpolate(grid, size=(13, 13), mode='bicubic', align_corners=False)
+        torch.testing.assert_close(target_state[key], expected.reshape(heads, 169).T,
+                                   rtol=0, atol=1e-6)
+    assert torch.equal(target_state['layers.3.downsample.reduction.weight'],
+                       source_state['layers.3.downsample.reduction.weight'])
+    with torch.no_grad():
+        assert target(torch.randn(1, 3, 224, 224))[0].shape == (1, 768, 7, 7)
+
+
+def test_cmt_128_checkpoint_loads_at_224(tmp_path, logger):
+    source = build(dict(type='CMT', arch=TINY_CMT, img_size=128))
+    path = save_pretraining_checkpoint(source, tmp_path / 'cmt.pth')
+    target = build(dict(type='CMT', arch=TINY_CMT, img_size=224))
+
+    summary = load_pretrained(target, str(path), logger=logger)
+
+    assert summary.resized['stages.0.relative_position_bias'] == ((1, 1024, 16), (1, 3136, 49))
+    # The loaded 224-px model is the pre-trained model run at 224 px.
+    images = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(target(images)[0], source(images)[0], rtol=0, atol=1e-5)
+
+
+def test_wrong_architecture_names_the_file_keys_and_shapes(tmp_path, logger):
+    source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    path = save_pretraining_checkpoint(source, tmp_path / 'vit_tiny.pth')
+    wider = build(dict(type='VisionTransformer', arch=dict(embed_dim=48, depth=3, num_heads=2),
+                       img_size=128))
+
+    with pytest.raises(CheckpointError) as error:
+        load_pretrained(wider, str(path), logger=logger)
+    message = str(error.value)
+    assert 'vit_tiny.pth does not fit VisionTransformer' in message
+    assert 'missing keys' in message and 'blocks.2.attn.qkv.weight (144, 48)' in message
+    assert 'cls_token: checkpoint (1, 1, 32) vs model (1, 1, 48)' in message
+    assert 'pos_embed: checkpoint (1, 65, 32) vs model (1, 65, 48)' in message
+
+    swin = build(dict(type='SwinTransformer', arch=TINY_SWIN, img_size=128, window_size=4))
+    with pytest.raises(CheckpointError, match=r'(?s)unexpected keys.*cls_token \(1, 1, 32\)'
+                       r'.*missing keys.*layers\.0\.blocks\.0\.attn\.qkv\.weight \(48, 16\)'):
+        load_pretrained(swin, str(path), logger=logger)
+
+
+def test_unexpected_key_under_the_prefix_is_an_error(tmp_path, logger):
+    source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    path = save_pretraining_checkpoint(source, tmp_path / 'vit.pth',
+                                       extra={'backbone.extra.weight': torch.zeros(2, 3)})
+    with pytest.raises(CheckpointError, match=r'unexpected keys.*\n\s+extra\.weight \(2, 3\)'):
+        load_pretrained(source, str(path), logger=logger)
+
+
+def test_prefix_with_no_weights_names_what_the_file_has(tmp_path, logger):
+    source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    path = save_pretraining_checkpoint(source, tmp_path / 'vit.pth')
+    with pytest.raises(CheckpointError, match=r"no weights under the prefix 'encoder\.'.*"
+                       r'backbone, neck, mask_token'):
+        load_pretrained(source, str(path), prefix='encoder.', logger=logger)
+
+
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = MODELS.build(dict(type='VisionTransformer', arch=TINY_VIT,
+                                          img_size=224))
+        self.head = nn.Linear(32, 5)
+
+
+def test_missing_keys_need_allow_missing(tmp_path, logger):
+    source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    path = save_pretraining_checkpoint(source, tmp_path / 'vit.pth')
+    classifier = Classifier()
+
+    with pytest.raises(CheckpointError, match=r'(?s)missing keys.*head\.weight \(5, 32\)'):
+        load_pretrained(classifier, str(path), prefix='', logger=logger)
+
+    summary = load_pretrained(classifier, str(path), prefix='', allow_missing=('head.*', ),
+                              logger=logger)
+    assert summary.missing_allowed == ['head.weight', 'head.bias']
+    assert summary.resized == {'backbone.pos_embed': ((1, 65, 32), (1, 197, 32))}
+    assert 'neck.decoder_embed.weight' in summary.left_out and 'mask_token' in summary.left_out
+    assert torch.equal(classifier.backbone.cls_token, source.cls_token)
+
+
+def test_truncated_file_is_named(tmp_path, logger):
+    source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    path = save_pretraining_checkpoint(source, tmp_path / 'cut.pth')
+    path.write_bytes(path.read_bytes()[:3000])
+    with pytest.raises(CheckpointError, match='cut.pth is not a readable checkpoint'):
+        load_pretrained(source, str(path), logger=logger)
+
+
+def test_timm_state_dict_loads_with_its_classifier_left_out(tmp_path, logger):
+    import timm
+    torch.manual_seed(0)
+    reference = timm.create_model('vit_tiny_patch16_224', pretrained=False, depth=2,
+                                  num_classes=7).eval()
+    path = tmp_path / 'timm_vit.pth'
+    torch.save(reference.state_dict(), path)
+    target = build(dict(type='VisionTransformer', arch=dict(embed_dim=192, depth=2, num_heads=3),
+                        img_size=224))
+
+    summary = load_pretrained(target, str(path), logger=logger)
+
+    assert summary.left_out == ['head.bias', 'head.weight']
+    images = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        tokens = reference.forward_features(images)[:, 1:]
+        torch.testing.assert_close(target(images)[0].flatten(2).transpose(1, 2), tokens,
+                                   rtol=0, atol=1e-5)
+
+
+def test_end_to_end_runner_checkpoint_at_64_px_initialises_a_112_px_backbone(tmp_path):
+    pipeline = [dict(type='LoadImageRGB'),
+                dict(type='RandomResizedCrop', size=64, scale=(0.2, 1.0)),
+                dict(type='PackInputs')]
+    cfg = Config(dict(
+        default_scope='fastmim',
+        work_dir=str(tmp_path),
+        experiment_name=str(tmp_path),
+        model=dict(type='FastMIM',
+                   backbone=dict(type='VisionTransformer', arch=TINY_VIT, img_size=64),
+                   neck=dict(type='MIMDecoder', embed_dim=16, depth=1, num_heads=2),
+                   target_generator=dict(type='HOGGenerator'), mask_ratio=0.75, block_size=16),
+        train_dataloader=dict(
+            batch_size=2, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
+            dataset=dict(type='EmbeddedPhotos', sources='skimage', num_samples=2,
+                         pipeline=pipeline)),
+        train_cfg=dict(by_epoch=True, max_epochs=1),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1),
+                           logger=dict(type='LoggerHook', interval=1)),
+        custom_hooks=[dict(type='CheckpointMetaHook')],
+        log_level='WARNING'))
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    trained = runner.model.backbone.eval()
+    checkpoint = str(tmp_path / 'epoch_1.pth')
+
+    backbone_cfg = dict(type='VisionTransformer', arch=TINY_VIT, img_size=112,
+                        init_cfg=dict(type='FastMIMPretrained', checkpoint=checkpoint))
+    with DefaultScope.overwrite_default_scope('fastmim'):
+        backbone = MODELS.build(backbone_cfg).eval()
+        backbone.init_weights()
+
+    torch.testing.assert_close(backbone.pos_embed[:, 1:], bicubic_grid(trained.pos_embed, 4, 7),
+                               rtol=0, atol=1e-6)
+    images = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(images)[0], trained(images)[0], rtol=0, atol=1e-5)
+
+    # From mmdet / mmseg configs (another default scope) the scoped name works too.
+    scoped = MODELS.build(dict(backbone_cfg, init_cfg=dict(type='fastmim.FastMIMPretrained',
+                                                           checkpoint=checkpoint)))
+    scoped.init_weights()
+    assert torch.equal(scoped.pos_embed, backbone.pos_embed)

@@ -1,0 +1,331 @@
+"""tools/convert: fastmim -> timm, and reference-release (ggjy/FastMIM.pytorch) -> fastmim.
+
+Reference checkpoints cannot be downloaded here, so they are built from models with the key
+names of the release (MAE's ViT, the original Microsoft Swin and PVTv2 layouts, the release's
+CMT), written out in this file.
+"""
+import argparse
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
+import fastmim.models  # noqa: F401
+from fastmim.engine.checkpoint import CheckpointError
+from fastmim.models.utils import load_pretrained
+from fastmim.registry import MODELS
+
+TOOLS = Path(__file__).resolve().parents[2] / 'tools' / 'convert'
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f'convert_{name}', TOOLS / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+to_timm = load_tool('to_timm')
+from_reference = load_tool('from_reference')
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(cfg):
+    torch.manual_seed(0)
+    return MODELS.build(cfg).eval()
+
+
+def fastmim_checkpoint(backbone, path, extra=None):
+    state = {'backbone.' + key: value for key, value in backbone.state_dict().items()}
+    state.update({'neck.decoder_embed.weight': torch.randn(8, 4),
+                  'mask_token': torch.zeros(1, 3, 1, 1), **(extra or {})})
+    torch.save({'state_dict': state, 'meta': {'geometry': {'backbone': backbone.geometry()}}},
+               path)
+    return str(path)
+
+
+# --- fastmim -> timm ----------------------------------------------------------------------------
+def test_vit_tiny_pretrained_at_128_converts_to_timm_vit_tiny_at_224(tmp_path, capsys):
+    source = build(dict(type='VisionTransformer', arch=dict(embed_dim=192, depth=12, num_heads=3),
+                        img_size=128))
+    checkpoint = fastmim_checkpoint(source, tmp_path / 'pre.pth')
+    out = tmp_path / 'vit_timm.pth'
+
+    to_timm.main([checkpoint, str(out), '--arch', 'vit_tiny_patch16_224'])
+
+    assert 'resized pos_embed: (1, 65, 192) -> (1, 197, 192)' in capsys.readouterr().out
+    state = torch.load(out, weights_only=True)
+    model = timm.create_model('vit_tiny_patch16_224', pretrained=False).eval()
+    result = model.load_state_dict(state, strict=False)
+    assert sorted(result.missing_keys) == ['head.bias', 'head.weight']
+    assert result.unexpected_keys == []
+    images = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        tokens = model.forward_features(images)[:, 1:]
+        # fastmim's ViT run at 224 resizes its 8x8 embedding the same way, on the fly.
+        expected = source(images)[0].flatten(2).transpose(1, 2)
+    torch.testing.assert_close(tokens, expected, rtol=0, atol=1e-5)
+
+
+def test_fine_tuned_swin_tiny_converts_to_timm_with_identical_logits(tmp_path, capsys):
+    backbone = build(dict(type='SwinTransformer', arch='t', img_size=224, window_size=7))
+    head_weight, head_bias = torch.randn(10, 768) * 0.02, torch.randn(10)
+    checkpoint = fastmim_checkpoint(backbone, tmp_path / 'ft.pth', extra={
+        'head.fc.weight': head_weight, 'head.fc.bias': head_bias})
+    out = tmp_path / 'swin_timm.pth'
+
+    to_timm.main([checkpoint, str(out), '--safetensors'])
+
+    printed = capsys.readouterr().out
+    assert 'left out 2 tensors timm has no place for: mask_token, neck' in printed
+    from safetensors.torch import load_file
+    state = torch.load(out, weights_only=True)
+    safetensors_state = load_file(str(tmp_path / 'swin_timm.safetensors'))
+    assert state.keys() == safetensors_state.keys()
+    assert all(torch.equal(state[key], safetensors_state[key]) for key in state)
+    model = timm.create_model('swin_tiny_patch4_window7_224', pretrained=False,
+                              num_classes=10).eval()
+    model.load_state_dict(state, strict=True)
+    images = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        features = backbone(images)[0]
+        expected = F.linear(features.mean(dim=(2, 3)), head_weight, head_bias)
+        torch.testing.assert_close(model.forward_features(images).permute(0, 3, 1, 2), features,
+                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(model(images), expected, rtol=0, atol=1e-5)
+
+
+def test_to_timm_names_what_does_not_fit_the_timm_model(tmp_path):
+    source = build(dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=2, num_heads=2),
+                        img_size=128))
+    checkpoint = fastmim_checkpoint(source, tmp_path / 'small.pth')
+    with pytest.raises(CheckpointError, match=r'(?s)small\.pth does not fit timm '
+                       r'VisionTransformer.*cls_token: checkpoint \(1, 1, 32\) vs model '
+                       r'\(1, 1, 192\)'):
+        to_timm.main([checkpoint, str(tmp_path / 'out.pth'), '--arch', 'vit_tiny_patch16_224'])
+
+
+# --- reference release -> fastmim ---------------------------------------------------------------
+def reference_decoder():
+    return {'decoder_embed.weight': torch.randn(16, 8), 'decoder_blocks.0.norm1.weight':
+            torch.ones(16), 'decoder_norm.weight': torch.ones(16),
+            'decoder_pred.weight': torch.randn(108, 16), 'mask_token': torch.randn(1, 3, 1, 1)}
+
+
+def save_reference(path, model_state, with_args=False):
+    """MAE-style file of the release; ``args`` is the pickled argparse.Namespace it holds."""
+    checkpoint = {'model': model_state, 'epoch': 799}
+    if with_args:
+        checkpoint['args'] = argparse.Namespace(model='mim_vit_base', input_size=128)
+    torch.save(checkpoint, path)
+    return str(path)
+
+
+def convert(tmp_path, reference, backbone, *options):
+    out = tmp_path / 'converted.pth'
+    from_reference.main([reference, str(out), '--backbone', backbone, *options])
+    return str(out), torch.load(out, weights_only=True)
+
+
+def assert_same_outputs(model_a, model_b, size):
+    images = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(model_a(images)[0], model_b(images)[0], rtol=0, atol=1e-5)
+
+
+def test_reference_vit_converts_and_fine_tunes_at_224(tmp_path):
+    arch = dict(embed_dim=32, depth=2, num_heads=2)
+    source = build(dict(type='VisionTransformer', arch=arch, img_size=128))
+    # MAE's names are timm's: the encoder sits at the top level of `model`.
+    reference = save_reference(tmp_path / 'mim_vit.pth',
+                               {**source.state_dict(), **reference_decoder()}, with_args=True)
+
+    with pytest.raises(CheckpointError, match='Namespace.*--trust-checkpoint'):
+        convert(tmp_path, reference, 'vit')
+    out, converted = convert(tmp_path, reference, 'vit', '--trust-checkpoint')
+
+    state = converted['state_dict']
+    assert sorted(state) == sorted(['backbone.' + key for key in source.state_dict()] +
+                                   ['mask_token'])
+    geometry = converted['meta']['geometry']
+    assert geometry['input_size'] == [128, 128]
+    assert geometry['backbone']['pos_embed_grid'] == [8, 8]
+    assert geometry['backbone']['embed_dim'] == 32 and geometry['backbone']['depth'] == 2
+    target = build(dict(type='VisionTransformer', arch=arch, img_size=224))
+    load_pretrained(target, out)
+    assert_same_outputs(target, source, 224)
+
+
+def test_reference_checkpoint_loads_directly_with_load_pretrained(tmp_path):
+    arch = dict(embed_dim=32, depth=2, num_heads=2)
+    source = build(dict(type='VisionTransformer', arch=arch, img_size=128))
+    reference = save_reference(tmp_path / 'mim_vit.pth',
+                               {**source.state_dict(), **reference_decoder()})
+    target = build(dict(type='VisionTransformer', arch=arch, img_size=224))
+
+    summary = load_pretrained(target, reference)
+
+    assert summary.resized == {'pos_embed': ((1, 65, 32), (1, 197, 32))}
+    assert_same_outputs(target, source, 224)
+
+
+def original_swin_state(model):
+    """timm layout -> original Microsoft layout: patch merging at the END of stage i - 1, and
+    the index / mask buffers saved with the weights."""
+    state = {}
+    for key, value in {**model.state_dict(), **dict(model.named_buffers())}.items():
+        key = re.sub(r'^layers\.(\d+)\.downsample',
+                     lambda match: f'layers.{int(match[1]) - 1}.downsample', key)
+        state['encoder.' + key] = value
+    return state
+
+
+def test_reference_swin_converts_with_timm_filter(tmp_path):
+    arch = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+    source = build(dict(type='SwinTransformer', arch=arch, img_size=128, window_size=4))
+    reference_state = {**original_swin_state(source), **reference_decoder()}
+    assert 'encoder.layers.0.downsample.reduction.weight' in reference_state
+    assert 'encoder.layers.0.blocks.1.attn_mask' in reference_state
+    reference = save_reference(tmp_path / 'mim_swin.pth', reference_state)
+
+    out, converted = convert(tmp_path, reference, 'swin')
+
+    backbone = converted['meta']['geometry']['backbone']
+    assert backbone['img_size'] == 128 and backbone['window_size'] == 4
+    assert backbone['num_heads'] == [1, 2, 2, 4]
+    same = build(dict(type='SwinTransformer', arch=arch, img_size=128, window_size=4))
+    torch.nn.init.zeros_(same.layers[1].downsample.reduction.weight)
+    load_pretrained(same, out)
+    assert_same_outputs(same, source, 128)
+    window_7 = build(dict(type='SwinTransformer', arch=arch, img_size=224, window_size=7))
+    summary = load_pretrained(window_7, out)
+    assert len(summary.resized) == 8
+
+
+def test_original_swin_classifier_release_loads_with_its_head_left_out(tmp_path):
+    """Microsoft's Swin files are {'model': original layout + head}: not a FastMIM reference
+    pre-training, a timm-format state dict that timm's filter converts."""
+    arch = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+    source = build(dict(type='SwinTransformer', arch=arch, img_size=128, window_size=4))
+    state = {key[len('encoder.'):]: value for key, value in original_swin_state(source).items()}
+    state.update({'head.weight': torch.randn(10, 128), 'head.bias': torch.randn(10)})
+    path = save_reference(tmp_path / 'swin_release.pth', state)
+    target = build(dict(type='SwinTransformer', arch=arch, img_size=128, window_size=4))
+    torch.nn.init.zeros_(target.layers[3].downsample.reduction.weight)
+
+    summary = load_pretrained(target, path)
+
+    assert summary.left_out == ['head.fc.bias', 'head.fc.weight']
+    assert_same_outputs(target, source, 128)
+
+
+def original_pvtv2_state(model):
+    """timm layout -> original PVTv2 layout (patch_embed1..4, block1..4, norm1..4)."""
+    state = {}
+    for key, value in model.state_dict().items():
+        key = re.sub(r'^patch_embed\.', 'patch_embed1.', key)
+        key = re.sub(r'^stages\.(\d+)\.downsample\.',
+                     lambda match: f'patch_embed{int(match[1]) + 1}.', key)
+        key = re.sub(r'^stages\.(\d+)\.blocks\.(\d+)\.',
+                     lambda match: f'block{int(match[1]) + 1}.{match[2]}.', key)
+        key = re.sub(r'^stages\.(\d+)\.norm\.', lambda match: f'norm{int(match[1]) + 1}.', key)
+        state['encoder.' + key.replace('mlp.dwconv.', 'mlp.dwconv.dwconv.')] = value
+    return state
+
+
+def test_reference_pvtv2_of_custom_size_needs_its_heads(tmp_path):
+    arch = dict(depths=(1, 1, 1, 1), embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 2, 4))
+    source = build(dict(type='PyramidVisionTransformerV2', arch=arch))
+    reference = save_reference(tmp_path / 'mim_pvt.pth',
+                               {**original_pvtv2_state(source), **reference_decoder()})
+
+    with pytest.raises(CheckpointError, match=r"mim_pvt\.pth.*do not determine \['num_heads'\]"):
+        convert(tmp_path, reference, 'pvtv2')
+    out, converted = convert(tmp_path, reference, 'pvtv2', '--num-heads', '1', '2', '2', '4')
+
+    assert converted['meta']['geometry']['backbone']['num_heads'] == [1, 2, 2, 4]
+    target = build(dict(type='PyramidVisionTransformerV2', arch=arch))
+    torch.nn.init.zeros_(target.stages[2].blocks[0].attn.kv.weight)
+    load_pretrained(target, out)
+    assert_same_outputs(target, source, 128)
+
+
+def test_reference_pvtv2_of_published_size_is_named_by_it(tmp_path):
+    source = build(dict(type='PyramidVisionTransformerV2', arch='b0'))
+    reference = save_reference(tmp_path / 'mim_pvt_b0.pth', original_pvtv2_state(source))
+
+    _, converted = convert(tmp_path, reference, 'pvtv2')
+
+    assert converted['meta']['geometry']['backbone']['arch'] == 'b0'
+    assert converted['meta']['geometry']['input_size'] is None  # PVTv2 has no size
+
+
+# fastmim CMT name -> name in the release's mim_cmt_pretrain.py (inside `encoder.`).
+CMT_REFERENCE_NAMES = [
+    (r'^stem\.0\.', 'stem_conv1.'), (r'^stem\.2\.', 'stem_norm1.'),
+    (r'^stem\.3\.', 'stem_conv2.'), (r'^stem\.5\.', 'stem_norm2.'),
+    (r'^stem\.6\.', 'stem_conv3.'), (r'^stem\.8\.', 'stem_norm3.'),
+    (r'\.lpu\.dwconv\.', '.proj.'), (r'\.attn\.reduce\.', '.attn.sr.'),
+    (r'\.ffn\.expand\.', '.mlp.conv1.'), (r'\.ffn\.dwconv_norm\.', '.mlp.proj_bn.'),
+    (r'\.ffn\.dwconv\.', '.mlp.proj.'), (r'\.ffn\.project\.', '.mlp.conv2.'),
+]
+
+
+def reference_cmt_state(model):
+    state = {}
+    for key, value in model.state_dict().items():
+        for pattern, replacement in CMT_REFERENCE_NAMES:
+            key = re.sub(pattern, replacement, key)
+        key = re.sub(r'^stages\.(\d)\.downsample\.',
+                     lambda match: f'patch_embed_{"abcd"[int(match[1])]}.', key)
+        key = re.sub(r'^stages\.(\d)\.relative_position_bias$',
+                     lambda match: f'relative_pos_{"abcd"[int(match[1])]}', key)
+        key = re.sub(r'^stages\.(\d)\.blocks\.',
+                     lambda match: f'blocks_{"abcd"[int(match[1])]}.', key)
+        state['encoder.' + key] = value
+    dim = model.arch_settings['embed_dims'][-1]
+    state['encoder.norm.weight'], state['encoder.norm.bias'] = torch.ones(dim), torch.zeros(dim)
+    return state
+
+
+def test_reference_cmt_converts_and_loads_at_224(tmp_path, capsys):
+    arch = dict(embed_dims=[8, 16, 24, 32], depths=[1, 2, 1, 1], num_heads=[1, 2, 2, 4],
+                stem_channels=8, mlp_ratio=2.0)
+    source = build(dict(type='CMT', arch=arch, img_size=128))
+    reference = save_reference(tmp_path / 'mim_cmt.pth',
+                               {**reference_cmt_state(source), **reference_decoder()})
+
+    out, converted = convert(tmp_path, reference, 'cmt')
+
+    assert 'dropped: decoder_blocks, decoder_embed, decoder_norm, decoder_pred, encoder.norm' in \
+        capsys.readouterr().out
+    assert converted['meta']['geometry']['backbone']['img_size'] == 128
+    same = build(dict(type='CMT', arch=arch, img_size=128))
+    torch.nn.init.zeros_(same.stages[1].blocks[1].ffn.dwconv.weight)
+    load_pretrained(same, out)
+    assert_same_outputs(same, source, 128)
+    target = build(dict(type='CMT', arch=arch, img_size=224))
+    summary = load_pretrained(target, out)
+    assert summary.resized['stages.3.relative_position_bias'] == ((4, 16, 16), (4, 49, 49))
+    assert_same_outputs(target, source, 224)
+
+
+def test_wrong_backbone_flag_is_named(tmp_path):
+    source = build(dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=1, num_heads=2),
+                        img_size=64))
+    reference = save_reference(tmp_path / 'mim_vit.pth', dict(source.state_dict()))
+    with pytest.raises(CheckpointError, match='--backbone swin was given, but the weights are a '
+                       'reference vit'):
+        convert(tmp_path, reference, 'swin')

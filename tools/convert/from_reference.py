@@ -1,0 +1,72 @@
+"""Convert a checkpoint of the reference release (ggjy/FastMIM.pytorch) to a fastmim checkpoint.
+
+    python tools/convert/from_reference.py CHECKPOINT OUT --backbone {vit,swin,pvtv2,cmt}
+        [--img-size N] [--num-heads N [N ...]] [--trust-checkpoint]
+
+The release saves MAE-style files, ``{'model': state_dict, 'optimizer', 'epoch', 'args', ...}``:
+the ViT encoder at the top level (``cls_token``, ``pos_embed``, ``patch_embed.proj``,
+``blocks.N``, ``norm``; timm names), Swin / PVTv2 / CMT encoders under ``encoder.`` in their
+original layouts, the decoder as ``decoder_*`` and the RGB ``mask_token``. The output is what
+fastmim's pre-training writes: ``state_dict`` with ``backbone.*`` (fastmim / timm names) and
+``mask_token``, and ``meta['geometry']`` describing the backbone, so fine-tuning configs load it
+with ``init_cfg=dict(type='FastMIMPretrained', checkpoint=OUT)`` and resize it as needed. The
+decoder is dropped (fastmim's decoder is another module; fine-tuning discards it), and so is
+CMT's final pre-training LayerNorm (fastmim's CMT backbone has none).
+
+The release's files also pickle an ``argparse.Namespace`` (``args``), which weights-only
+loading refuses: pass ``--trust-checkpoint`` for a file whose origin you trust.
+"""
+import argparse
+import io
+
+BACKBONES = ('vit', 'swin', 'pvtv2', 'cmt')
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description='reference FastMIM checkpoint -> fastmim')
+    parser.add_argument('checkpoint', help='a checkpoint of ggjy/FastMIM.pytorch')
+    parser.add_argument('out', help='output fastmim checkpoint')
+    parser.add_argument('--backbone', required=True, choices=BACKBONES,
+                        help='the backbone the checkpoint holds (checked against its weights)')
+    parser.add_argument('--img-size', type=int, default=None,
+                        help='pre-training input size, where the weights do not tell it '
+                        '(Swin without shifted-window masks, PVTv2)')
+    parser.add_argument('--num-heads', type=int, nargs='+', default=None,
+                        help='attention heads, where the weights do not tell them (ViT: one '
+                        'number, default embed_dim // 64; PVTv2: one per stage, default from '
+                        'the published size with these shapes)')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='allow full unpickling of CHECKPOINT (only for files you trust)')
+    return parser.parse_args(argv)
+
+
+def main(argv):
+    args = parse_args(argv)
+    import torch
+    from mmengine.fileio import get_file_backend
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
+    from fastmim.engine.checkpoint import trust_checkpoint
+    from fastmim.models.utils import convert_reference_checkpoint
+
+    if args.trust_checkpoint:
+        trust_checkpoint(args.checkpoint)
+    checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')
+    converted = convert_reference_checkpoint(checkpoint, args.checkpoint, backbone=args.backbone,
+                                             img_size=args.img_size, num_heads=args.num_heads)
+    buffer = io.BytesIO()
+    torch.save(converted, buffer)
+    get_file_backend(args.out).put(buffer.getvalue(), args.out)  # atomic for local files
+    geometry = converted['meta']['geometry']
+    dropped = converted['meta']['converted_from']['dropped']
+    print(f'wrote {len(converted["state_dict"])} tensors to {args.out}')
+    print(f'backbone: {geometry["backbone"]}')
+    print(f'input size: {geometry["input_size"]}')
+    if dropped:
+        print(f'dropped: {", ".join(dropped)}')
+
+
+if __name__ == '__main__':
+    from fastmim.engine.launch import run_cli
+    run_cli(main)

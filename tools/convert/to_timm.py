@@ -1,0 +1,156 @@
+"""Convert a fastmim checkpoint (pre-training or fine-tuned) to a plain timm state dict.
+
+    python tools/convert/to_timm.py CHECKPOINT OUT [--arch TIMM_MODEL] [--safetensors]
+        [--trust-checkpoint]
+
+fastmim's ViT, Swin and PVTv2 backbones subclass timm's models, so their weights already carry
+timm names: the conversion strips the ``backbone.`` prefix, maps a classifier
+(``head.fc.weight`` / ``head.weight`` and a ``fc_norm``) onto timm's classifier, and leaves out
+what timm models do not have (the pre-training decoder ``neck.*``, ``mask_token``, Swin's extra
+detection norms ``out_norms.*``). The output is a dict of plain tensors saved with
+``torch.save`` (and as ``.safetensors`` next to it with ``--safetensors``), which
+``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=OUT))`` and
+``TimmBackbone(checkpoint_path=OUT)`` load.
+
+With ``--arch`` (a timm model name, e.g. ``vit_base_patch16_224``), the weights are fitted to
+that model: the position embedding and relative-position tables are resized to its resolution
+and window (as fine-tuning does), and the result must load into it with ``strict=True``.
+Without it, the tensors keep the checkpoint's shapes.
+"""
+import argparse
+import io
+import os.path as osp
+import re
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description='fastmim checkpoint -> timm state dict')
+    parser.add_argument('checkpoint', help='fastmim checkpoint (pre-training or fine-tuned)')
+    parser.add_argument('out', help='output file (torch.save of a dict of tensors)')
+    parser.add_argument('--arch', help='timm model name to fit and check the weights against, '
+                        'e.g. vit_base_patch16_224 or swin_base_patch4_window7_224')
+    parser.add_argument('--safetensors', action='store_true',
+                        help='also write OUT with the suffix .safetensors')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='allow full unpickling of CHECKPOINT (only for files you trust)')
+    return parser.parse_args(argv)
+
+
+# Classifier weights of fastmim fine-tuning checkpoints (mmpretrain-style ``head.fc`` or a bare
+# ``head``) -> the parameter name under timm's classifier module.
+CLASSIFIER_KEYS = {'head.fc.weight': 'weight', 'head.fc.bias': 'bias',
+                   'head.weight': 'weight', 'head.bias': 'bias'}
+FC_NORM_KEY = re.compile(r'(?:.*\.)?fc_norm\.(weight|bias)')
+
+
+def split_checkpoint(state):
+    """fastmim keys -> (backbone tensors, classifier tensors, fc_norm tensors, left-out keys)."""
+    backbone, classifier, fc_norm, left_out = {}, {}, {}, []
+    for key, value in state.items():
+        if key.startswith('backbone.') and not key.startswith('backbone.out_norms.'):
+            backbone[key[len('backbone.'):]] = value
+        elif key in CLASSIFIER_KEYS:
+            classifier[CLASSIFIER_KEYS[key]] = value
+        elif FC_NORM_KEY.fullmatch(key):
+            fc_norm[FC_NORM_KEY.fullmatch(key)[1]] = value
+        else:
+            left_out.append(key)
+    return backbone, classifier, fc_norm, left_out
+
+
+def create_timm_model(arch, classifier, fc_norm):
+    """The timm model ``arch`` with as many classes as the checkpoint's classifier (none when it
+    has none) and average pooling + ``fc_norm`` when the checkpoint has one."""
+    import timm
+    kwargs = dict(pretrained=False,
+                  num_classes=classifier['weight'].shape[0] if 'weight' in classifier else 0)
+    if fc_norm:
+        kwargs['global_pool'] = 'avg'
+    return timm.create_model(arch, **kwargs)
+
+
+def fit_to_model(state, model, geometry, path):
+    """Resize ``state`` to ``model`` and check that it loads with ``strict=True``."""
+    from fastmim.engine.checkpoint import CheckpointError
+    from fastmim.models.utils.pretrained import transfer_state
+
+    transferred = transfer_state(state, model, geometry)
+    provided = set(transferred.state) | set(transferred.mismatched_keys)
+    transferred.problems.missing = [f'{key} {tuple(value.shape)}'
+                                    for key, value in model.state_dict().items()
+                                    if key not in provided]
+    if transferred.problems:
+        raise CheckpointError(transferred.problems.message(
+            path, f'timm {type(model).__name__}', 'converted for timm, strict'))
+    model.load_state_dict(transferred.state, strict=True)
+    return transferred.state, transferred.resized
+
+
+def convert(checkpoint, path, arch=None):
+    """A loaded fastmim checkpoint -> ``(timm state dict, resized keys, left-out keys)``."""
+    from fastmim.engine.checkpoint import CheckpointError
+    from fastmim.models.utils.pretrained import read_checkpoint
+
+    source = read_checkpoint(checkpoint, path, prefix='backbone.')
+    backbone, classifier, fc_norm, left_out = split_checkpoint(source.state)
+    if not backbone:
+        raise CheckpointError(f'{path} holds no backbone.* weights to convert')
+    model = create_timm_model(arch, classifier, fc_norm) if arch else None
+    if model is not None:
+        classifier_name = model.pretrained_cfg.get('classifier', 'head')
+    else:  # timm's Swin keeps its classifier in head.fc, ViT and PVTv2 in head
+        is_swin = (source.geometry or {}).get('type') == 'SwinTransformer'
+        classifier_name = 'head.fc' if is_swin else 'head'
+    state = dict(backbone)
+    state.update({f'{classifier_name}.{name}': value for name, value in classifier.items()})
+    state.update({f'fc_norm.{name}': value for name, value in fc_norm.items()})
+    resized = {}
+    if model is not None:
+        state, resized = fit_to_model(state, model, source.geometry, path)
+    return state, resized, left_out
+
+
+def save(state, out, safetensors):
+    """``torch.save`` of plain contiguous tensors, plus a safetensors copy. Written through
+    mmengine's file backend, which fastmim makes atomic for local files."""
+    import torch
+    from mmengine.fileio import get_file_backend
+
+    plain = {key: value.detach().clone().contiguous() for key, value in state.items()}
+    buffer = io.BytesIO()
+    torch.save(plain, buffer)
+    get_file_backend(out).put(buffer.getvalue(), out)
+    written = [out]
+    if safetensors:
+        from safetensors.torch import save_file
+        safetensors_out = osp.splitext(out)[0] + '.safetensors'
+        save_file({key: value.to(torch.device('cpu')) for key, value in plain.items()},
+                  safetensors_out)
+        written.append(safetensors_out)
+    return written
+
+
+def main(argv):
+    args = parse_args(argv)
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
+    import fastmim.models  # noqa: F401
+    from fastmim.engine.checkpoint import trust_checkpoint
+
+    if args.trust_checkpoint:
+        trust_checkpoint(args.checkpoint)
+    checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')
+    state, resized, left_out = convert(checkpoint, args.checkpoint, args.arch)
+    for path in save(state, args.out, args.safetensors):
+        print(f'wrote {len(state)} tensors to {path}')
+    for key, (old, new) in resized.items():
+        print(f'resized {key}: {old} -> {new}')
+    if left_out:
+        print(f'left out {len(left_out)} tensors timm has no place for: '
+              f'{", ".join(sorted({key.split(".")[0] for key in left_out}))}')
+
+
+if __name__ == '__main__':
+    from fastmim.engine.launch import run_cli
+    run_cli(main)
