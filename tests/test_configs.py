@@ -4,6 +4,7 @@ Sizes are shrunk through the same ``merge_from_dict`` that ``--cfg-options`` use
 copying configs: the model, pipeline, optimiser and schedule are the config's own, only the data
 (a few embedded real photos), the batch size and the length of the run change.
 """
+import importlib.util
 import math
 from pathlib import Path
 
@@ -41,7 +42,63 @@ def shrink_pretrain(cfg, work_dir):
     return cfg
 
 
-SHRINKERS = {'fastmim': shrink_pretrain}
+def shrink_classifier(cfg, work_dir):
+    """Fine-tuning configs: one iteration of batch 2 and one validation pass on embedded real
+    photos (their photo index as label), through the config's own train and test pipelines.
+    The pre-trained checkpoint the config names is not there: the backbone starts untrained."""
+    cfg = shrink_pretrain(cfg, work_dir)
+    for split in ('val', 'test'):
+        pipeline = cfg[f'{split}_dataloader'].dataset.pipeline
+        cfg.merge_from_dict({
+            f'{split}_dataloader.batch_size': 2,
+            f'{split}_dataloader.num_workers': 0,
+            f'{split}_dataloader.persistent_workers': False,
+            f'{split}_dataloader.pin_memory': False,
+            f'{split}_dataloader.dataset': dict(type='EmbeddedPhotos', num_samples=2,
+                                                pipeline=pipeline, _delete_=True),
+        })
+    cfg.merge_from_dict({'train_cfg.val_interval': 1, 'model.backbone.init_cfg': None})
+    return cfg
+
+
+def shrink_fastmim(cfg, work_dir):
+    if cfg.model.type == 'ImageClassifier':
+        return shrink_classifier(cfg, work_dir)
+    return shrink_pretrain(cfg, work_dir)
+
+
+def downstream_data():
+    """tests/test_projects/downstream_data.py: tiny real COCO / ADE20K datasets and the
+    overrides that point the project configs at them (loaded by path: pytest runs with
+    --import-mode=importlib)."""
+    path = ROOT / 'tests' / 'test_projects' / 'downstream_data.py'
+    spec = importlib.util.spec_from_file_location('fastmim_tests_downstream_data', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def shrink_detection(cfg, work_dir):
+    """mmdet configs: one iteration of batch 2 on two crops of a real photo in COCO format,
+    256 px, a narrow Swin; the config's own pipeline (copy-paste included) and heads."""
+    data = downstream_data()
+    coco = data.write_coco_instances(work_dir / 'coco')
+    cfg.merge_from_dict({'work_dir': str(work_dir), **data.detection_overrides(coco, 2)})
+    return cfg
+
+
+def shrink_segmentation(cfg, work_dir):
+    """mmseg configs: one iteration of batch 2 on 256 px crops of a real photo in the ADE20K
+    layout, a narrow ViT; the config's own pipeline, neck and heads."""
+    data = downstream_data()
+    data_root = data.write_ade20k_layout(work_dir / 'ade20k')
+    cfg.merge_from_dict({'work_dir': str(work_dir),
+                         **data.segmentation_overrides(data_root, 2, iterations=1)})
+    return cfg
+
+
+SHRINKERS = {'fastmim': shrink_fastmim, 'mmdet': shrink_detection,
+             'mmseg': shrink_segmentation}
 
 
 @pytest.mark.parametrize('config', CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))

@@ -67,7 +67,8 @@ if ! (have "mmcv==$MMCV_VERSION" && mmcv_has_ops); then
   mmcv_has_ops || die "mmcv installed but 'import mmcv._ext' fails: the wheel has no compiled ops"
 fi
 
-if ! "$PY" -c 'import fastmim' 2>/dev/null; then
+# Checked from / so that the repository's own folder on sys.path cannot stand in for the install.
+if ! (cd / && "$PY" -c 'import fastmim' 2>/dev/null); then
   log "installing fastmim (editable)"
   "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
 fi

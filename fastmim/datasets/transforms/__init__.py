@@ -3,12 +3,14 @@
 Flips come from mmcv (``dict(type='RandomFlip', prob=0.5)``); importing mmcv's transforms here
 (through ``BaseTransform``) registers them, so pipelines can name them directly.
 """
+from .augment import RandAugment, ResizeShorterCenterCrop
 from .formatting import PackInputs
 from .loading import (LazyImage, LoadImageRGB, UnreadableImageWarning, read_rgb_image,
                       unreadable_image_count)
 from .processing import RandomResizedCrop
 
 __all__ = [
-    'LazyImage', 'LoadImageRGB', 'PackInputs', 'RandomResizedCrop', 'UnreadableImageWarning',
-    'read_rgb_image', 'unreadable_image_count'
+    'LazyImage', 'LoadImageRGB', 'PackInputs', 'RandAugment', 'RandomResizedCrop',
+    'ResizeShorterCenterCrop', 'UnreadableImageWarning', 'read_rgb_image',
+    'unreadable_image_count'
 ]

@@ -1,3 +1,4 @@
 from .fastmim import FastMIM
+from .image_classifier import ImageClassifier
 
-__all__ = ['FastMIM']
+__all__ = ['FastMIM', 'ImageClassifier']

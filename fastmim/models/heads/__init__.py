@@ -1,0 +1,3 @@
+from .cls_head import LinearClsHead
+
+__all__ = ['LinearClsHead']

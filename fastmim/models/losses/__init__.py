@@ -1,3 +1,4 @@
+from .classification import SoftTargetCrossEntropy
 from .masked_mse import MaskedMSELoss
 
-__all__ = ['MaskedMSELoss']
+__all__ = ['MaskedMSELoss', 'SoftTargetCrossEntropy']

@@ -1,0 +1,36 @@
+# Fine-tuning schedule of MAE / FastMIM: AdamW (0.9, 0.999), wd 0.05, layer-wise lr decay,
+# 5 warmup epochs (per iteration, linear) then cosine to min lr 1e-6, 100 epochs.
+# lr = base_lr (per 256 images) x total batch / 256; each recipe sets lr, layer_decay_rate and
+# the cosine's eta_min_ratio = min_lr / lr: with layer decay every parameter group's lr is
+# lr x scale, and MAE's schedule ends each group at min_lr x scale, which is what a ratio gives.
+# No weight decay on biases, 1-D parameters (norms), position embeddings, the class token and
+# relative-position tables: LayerDecayOptimWrapperConstructor's defaults (MAE's no_weight_decay
+# list and 1-D rule).
+optim_wrapper = dict(
+    # fp16 autocast with loss scaling on CUDA; tools/train.py falls back to bf16 autocast on CPU.
+    type='GuardedAmpOptimWrapper',
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
+    constructor='LayerDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(layer_decay_rate=0.75),
+    # Gradient clipping is off in the published recipes.
+    clip_grad=None,
+    on_nonfinite='skip',
+)
+
+warmup_epochs = 5
+max_epochs = 100
+min_lr = 1e-6
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=warmup_epochs,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', eta_min_ratio=min_lr / 1e-3, by_epoch=True,
+         begin=warmup_epochs, end=max_epochs, T_max=max_epochs - warmup_epochs,
+         convert_to_iter_based=True),
+]
+train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+# --auto-scale-lr rescales lr by (actual total batch) / base_batch_size.
+auto_scale_lr = dict(base_batch_size=1024, enable=False)
+# Optional EMA of the weights (off in the published recipes; timm's ModelEma decay 0.9999):
+# custom_hooks = [dict(type='CheckpointMetaHook'), dict(type='EMAHook', momentum=1e-4)]
