@@ -23,10 +23,9 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
-# 'fastmim' installs its weights-only checkpoint loading; 'fastmim.engine.optim_constructors'
-# registers the layer-decay constructor. Both are reached through the 'fastmim.' scope prefix.
-custom_imports = dict(
-    imports=['fastmim', 'fastmim.engine.optim_constructors'], allow_failed_imports=False)
+# 'fastmim' installs its weights-only checkpoint loading and registers its modules, reached
+# through the 'fastmim.' scope prefix (backbone, layer-decay constructor, initializer, hooks).
+custom_imports = dict(imports=['fastmim'], allow_failed_imports=False)
 
 crop_size = (512, 512)
 num_classes = 150
