@@ -1,0 +1,49 @@
+"""How a state dict that does not fit a model is reported: every unexpected key, missing key
+and wrong shape in one message, instead of the first one or a half-loaded model.
+
+Shared by the loader (:mod:`.pretrained`) and the reference-release converter
+(:mod:`.reference`), which both check weights against a model; it lives apart so that the loader
+can import the converter without the converter importing the loader back.
+"""
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence
+
+# How many entries of a list a message shows before it says how many more there are.
+MAX_LISTED = 12
+
+
+@dataclass
+class LoadProblems:
+    """Everything that keeps a checkpoint from loading, reported together."""
+    unexpected: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
+    mismatched: List[str] = field(default_factory=list)
+
+    def __bool__(self):
+        return bool(self.unexpected or self.missing or self.mismatched)
+
+    def message(self, path: str, target: str, how: str) -> str:
+        lines = [f'{path} does not fit {target} ({how}):']
+        for title, entries in (
+                ('unexpected keys (in the checkpoint, not in the model)', self.unexpected),
+                ('missing keys (in the model, not in the checkpoint)', self.missing),
+                ('shape mismatches that no resize rule transfers', self.mismatched)):
+            if entries:
+                lines.append(f'  {title}: {len(entries)}')
+                lines += [f'    {entry}' for entry in entries[:MAX_LISTED]]
+                if len(entries) > MAX_LISTED:
+                    lines.append(f'    ... and {len(entries) - MAX_LISTED} more')
+        return '\n'.join(lines)
+
+
+def shapes(state) -> Dict[str, tuple]:
+    """Name -> shape: what two state dicts are compared on."""
+    return {key: tuple(value.shape) for key, value in state.items()}
+
+
+def listing(items: Sequence[str]) -> str:
+    """Items for a message, cut after ``MAX_LISTED`` so that a wrong file does not
+    print thousands of keys."""
+    items = list(items)
+    shown = ', '.join(items[:MAX_LISTED])
+    return shown + (f', ... ({len(items)} in all)' if len(items) > MAX_LISTED else '')

@@ -1,0 +1,419 @@
+"""Convert the reference release's checkpoints (ggjy/FastMIM.pytorch) to fastmim checkpoints.
+
+The release saves MAE-style ``{'model': state_dict}`` files whose encoder uses another layout
+per backbone: MAE's ViT (timm 0.3.2 names, which fastmim keeps), the original Microsoft Swin and
+PVTv2 layouts (renamed by timm's own ``checkpoint_filter_fn``) and its own CMT names (renamed by
+:func:`cmt_reference_name`). :func:`convert_reference_checkpoint` reads the architecture from
+the weights, renames them, checks them against the fastmim backbone they describe and returns a
+fastmim checkpoint with the ``meta['geometry']`` that :func:`~.pretrained.load_pretrained` uses
+to resize them. ``tools/convert/from_reference.py`` writes its result to a file;
+:func:`~.pretrained.read_checkpoint` converts in memory, and renames original Swin and PVTv2
+classifier state dicts through :func:`original_to_timm_names`.
+"""
+import math
+import re
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from timm.models import pvt_v2 as timm_pvt_v2
+from timm.models import swin_transformer as timm_swin
+from torch import nn
+
+from fastmim.engine.checkpoint import CheckpointError
+from fastmim.models.backbones import cmt as cmt_backbone
+from fastmim.models.backbones import pvtv2 as pvtv2_backbone
+from fastmim.models.backbones import swin as swin_backbone
+from fastmim.models.backbones import vit as vit_backbone
+from fastmim.registry import MODELS
+
+from .load_problems import LoadProblems, listing, shapes
+
+# Classifier parts of a timm-format state dict: they sit after the backbone's features.
+# (Here, not in .pretrained, because telling a reference file from a classifier needs it.)
+TIMM_CLASSIFIER_PREFIXES = ('head.', 'fc_norm.')
+REFERENCE_RELEASE = 'ggjy/FastMIM.pytorch'
+
+# How each reference encoder is recognised: a key only its layout has.
+_REFERENCE_MARKERS = {
+    'vit': 'blocks.0.attn.qkv.weight',
+    'swin': 'encoder.layers.0.blocks.0.attn.relative_position_bias_table',
+    'pvtv2': 'encoder.patch_embed1.proj.weight',
+    'cmt': 'encoder.stem_conv1.weight',
+}
+
+
+def is_reference_pretraining(state: Dict[str, torch.Tensor]) -> bool:
+    """Whether a ``model`` state dict is a pre-training checkpoint of the reference release
+    (an encoder of its layout and no classifier), rather than another release's classifier."""
+    return any(marker in state for marker in _REFERENCE_MARKERS.values()) and \
+        not any(key.startswith(TIMM_CLASSIFIER_PREFIXES) for key in state)
+
+
+def detect_reference_backbone(state: Dict[str, torch.Tensor], path: str) -> str:
+    """Which of the reference release's backbones a ``model`` state dict holds."""
+    found = [kind for kind, marker in _REFERENCE_MARKERS.items() if marker in state]
+    if len(found) != 1:
+        raise CheckpointError(
+            f'{path}: cannot tell which reference backbone this is; expected exactly one of the '
+            f'keys {sorted(_REFERENCE_MARKERS.values())}, found keys '
+            f'{listing(sorted(state))}')
+    return found[0]
+
+
+def convert_reference_checkpoint(checkpoint: dict,
+                                 path: str = '<checkpoint>',
+                                 backbone: Optional[str] = None,
+                                 img_size: Optional[int] = None,
+                                 num_heads: Optional[Sequence[int]] = None) -> dict:
+    """A reference-release checkpoint ``{'model': state_dict}`` -> a fastmim checkpoint.
+
+    The architecture is read from the weights (widths, depths, windows, heads where the weights
+    determine them) and the converted weights are checked against the fastmim backbone it
+    describes, built on the meta device. The decoder (``decoder_*``) is dropped: fastmim's
+    decoder is another module and fine-tuning discards it.
+
+    Args:
+        checkpoint: the loaded file; its ``model`` entry is converted.
+        path: the file name, for messages.
+        backbone: ``'vit'``, ``'swin'``, ``'pvtv2'`` or ``'cmt'``; checked against the weights
+            when given, detected otherwise.
+        img_size: pre-training input size where the weights do not determine it (Swin without
+            shifted-window masks, PVTv2). Default: the smallest size at which every Swin stage
+            holds its window (128 for window 4); None for PVTv2, which has no size.
+        num_heads: attention heads where the weights do not determine them (ViT: default
+            ``embed_dim // 64``; PVTv2: default from the published size with these shapes).
+
+    Returns:
+        ``{'state_dict': {'backbone.*', 'mask_token'}, 'meta': {'geometry': ..., ...}}``.
+    """
+    state = checkpoint.get('model')
+    if not isinstance(state, dict):
+        raise CheckpointError(f'{path}: a reference-release checkpoint holds its weights under '
+                              f'"model"; found keys {listing(sorted(map(str, checkpoint)))}')
+    kind = detect_reference_backbone(state, path)
+    if backbone is not None and backbone != kind:
+        raise CheckpointError(f'{path}: --backbone {backbone} was given, but the weights are a '
+                              f'reference {kind} (key {_REFERENCE_MARKERS[kind]!r})')
+    decoder = sorted(key for key in state if key.startswith('decoder_'))
+    if kind == 'vit':  # MAE layout: the encoder at the top level
+        encoder = {key: value for key, value in state.items()
+                   if not key.startswith('decoder_') and key != 'mask_token'}
+    else:
+        stray = sorted(key for key in state
+                       if not key.startswith(('encoder.', 'decoder_')) and key != 'mask_token')
+        if stray:
+            raise CheckpointError(f'{path}: reference {kind} keys outside "encoder." and the '
+                                  f'decoder: {listing(stray)}')
+        encoder = {key[len('encoder.'):]: value for key, value in state.items()
+                   if key.startswith('encoder.')}
+    model, backbone_state, dropped = _REFERENCE_CONVERTERS[kind](encoder, path, img_size,
+                                                                 num_heads)
+    check_state_matches(backbone_state, model, path)
+    geometry = model.geometry()
+    size = img_size or geometry.get('img_size')
+    state_dict = {'backbone.' + key: value for key, value in backbone_state.items()}
+    if 'mask_token' in state:
+        state_dict['mask_token'] = state['mask_token']
+    meta = dict(
+        geometry=dict(backbone=geometry,
+                      input_size=None if size is None else _size_list(size)),
+        converted_from=dict(source=REFERENCE_RELEASE, backbone=kind, file=str(path),
+                            dropped=sorted({_group(key) for key in decoder + dropped})))
+    return dict(state_dict=state_dict, meta=meta)
+
+
+def _convert_reference_vit(state, path, img_size, num_heads):
+    """MAE-style ViT: timm 0.3.2 names, which current timm (and fastmim) still use."""
+    _require(state, ('cls_token', 'pos_embed', 'patch_embed.proj.weight',
+                     'blocks.0.mlp.fc1.weight'), path, 'ViT')
+    embed_dim = state['cls_token'].shape[-1]
+    patch_size = state['patch_embed.proj.weight'].shape[-1]
+    grid = _square_side(state['pos_embed'].shape[1] - 1, 'pos_embed patch tokens', path)
+    _check_size(img_size, grid * patch_size, 'the position embedding', path)
+    hidden = state['blocks.0.mlp.fc1.weight'].shape[0]
+    # The release keeps its fixed sin-cos table in `pos_embed`, as fastmim's sincos mode does.
+    base = dict(type='VisionTransformer', img_size=grid * patch_size, patch_size=patch_size,
+                pos_embed_type='sincos', mlp_ratio=_ratio(hidden, [embed_dim], path),
+                qkv_bias='blocks.0.attn.qkv.bias' in state)
+    custom = dict(embed_dim=embed_dim, depth=_count(state, r'blocks\.(\d+)\.'),
+                  num_heads=_one_value(num_heads, 'ViT') or max(1, embed_dim // 64))
+    model = _build_matching(base, vit_backbone.ARCHS, custom, state, path,
+                            try_published=num_heads is None)
+    return model, dict(state), []
+
+
+def _swin_reference_model(state, path, img_size):
+    """The fastmim Swin (meta device) that an original-layout Swin state dict describes, and
+    the state dict in timm's layout, converted by timm's ``checkpoint_filter_fn``."""
+    _require(state, ('patch_embed.proj.weight', 'layers.0.blocks.0.mlp.fc1.weight'), path,
+             'Swin')
+    num_stages = _count(state, r'layers\.(\d+)\.')
+    tables = [_get(state, f'layers.{i}.blocks.0.attn.relative_position_bias_table', path)
+              for i in range(num_stages)]
+    windows = [(_square_side(table.shape[0], f'layers.{i} relative-position table rows', path)
+                + 1) // 2 for i, table in enumerate(tables)]
+    embed_dim, _, patch_size, _ = state['patch_embed.proj.weight'].shape
+    mask = state.get('layers.0.blocks.1.attn_mask')
+    if mask is not None:  # (windows, N, N) of stage 0 tells the pre-training size
+        size = windows[0] * _square_side(mask.shape[0], 'layers.0 attention windows', path)
+        _check_size(img_size, size * patch_size, 'the attention masks', path)
+        img_size = size * patch_size
+    elif img_size is None:
+        img_size = patch_size * 2**(num_stages - 1) * max(windows)
+    hidden = state['layers.0.blocks.0.mlp.fc1.weight'].shape[0]
+    base = dict(type='SwinTransformer', img_size=img_size, patch_size=patch_size,
+                window_size=windows[0] if len(set(windows)) == 1 else windows,
+                mlp_ratio=_ratio(hidden, [embed_dim], path),
+                qkv_bias='layers.0.blocks.0.attn.qkv.bias' in state)
+    custom = dict(embed_dim=embed_dim,
+                  depths=[_count(state, rf'layers\.{i}\.blocks\.(\d+)\.')
+                          for i in range(num_stages)],
+                  num_heads=[table.shape[1] for table in tables])
+    # timm's filter needs a model with the checkpoint's patch size and windows: any size will do.
+    renamed = timm_swin.checkpoint_filter_fn(dict(state), _build_on_meta(dict(base, arch=custom),
+                                                                         strict=True))
+    return _build_matching(base, swin_backbone.ARCHS, custom, renamed, path), renamed
+
+
+def _convert_reference_swin(state, path, img_size, num_heads):
+    """Original Microsoft Swin, as the release pre-trains it: timm converts the layout."""
+    model, renamed = _swin_reference_model(state, path, img_size)
+    return model, renamed, []
+
+
+def _convert_reference_pvtv2(state, path, img_size, num_heads):
+    """Original PVTv2 (``patch_embed1``, ``block1.0``, ``norm1``): timm converts the layout."""
+    state = timm_pvt_v2.checkpoint_filter_fn(dict(state), None)  # the model is not used
+    _require(state, ('stages.0.blocks.0.mlp.fc1.weight', 'stages.0.norm.weight'), path, 'PVTv2')
+    num_stages = _count(state, r'stages\.(\d+)\.')
+    dims = [_get(state, f'stages.{i}.norm.weight', path).shape[0] for i in range(num_stages)]
+    sr_kernels = [state[key].shape[-1] if key in state else 1
+                  for key in (f'stages.{i}.blocks.0.attn.sr.weight' for i in range(num_stages))]
+    # Linear-attention PVTv2 (b2_li) pools keys to 7x7 and has a 1x1 `sr` in every stage; the
+    # other variants have no `sr` where the reduction ratio is 1 (the last stage).
+    linear = f'stages.{num_stages - 1}.blocks.0.attn.sr.weight' in state and sr_kernels[-1] == 1
+    custom = dict(
+        depths=[_count(state, rf'stages\.{i}\.blocks\.(\d+)\.') for i in range(num_stages)],
+        embed_dims=dims,
+        num_heads=list(num_heads) if num_heads else None,
+        mlp_ratios=[_ratio(state[f'stages.{i}.blocks.0.mlp.fc1.weight'].shape[0], [dim], path)
+                    for i, dim in enumerate(dims)],
+        sr_ratios=[1] * num_stages if linear else sr_kernels,
+        linear=linear)
+    model = _build_matching(dict(type='PyramidVisionTransformerV2'), pvtv2_backbone.ARCHS, custom,
+                            state, path, try_published=num_heads is None)
+    return model, state, []
+
+
+# Reference CMT names -> fastmim CMT names, inside a block (first matching prefix wins).
+_CMT_BLOCK_NAMES = (
+    ('proj.', 'lpu.dwconv.'),
+    ('attn.sr.', 'attn.reduce.'),
+    ('mlp.conv1.', 'ffn.expand.'),
+    ('mlp.proj_bn.', 'ffn.dwconv_norm.'),
+    ('mlp.proj.', 'ffn.dwconv.'),
+    ('mlp.conv2.', 'ffn.project.'),
+)
+_CMT_STAGES = 'abcd'
+
+
+def cmt_reference_name(key: str) -> Optional[str]:
+    """Reference CMT key -> fastmim CMT key; None for the final ``norm`` (fastmim's CMT has
+    none: it returns the last stage as it is, like the CMT classifier)."""
+    if key.startswith('norm.'):
+        return None
+    match = re.match(r'stem_(conv|norm)(\d)\.(.*)', key)
+    if match:
+        layer = 3 * (int(match[2]) - 1) + (0 if match[1] == 'conv' else 2)
+        return f'stem.{layer}.{match[3]}'
+    match = re.match(r'patch_embed_([abcd])\.(.*)', key)
+    if match:
+        return f'stages.{_CMT_STAGES.index(match[1])}.downsample.{match[2]}'
+    match = re.fullmatch(r'relative_pos_([abcd])', key)
+    if match:
+        return f'stages.{_CMT_STAGES.index(match[1])}.relative_position_bias'
+    match = re.match(r'blocks_([abcd])\.(\d+)\.(.*)', key)
+    if match:
+        rest = match[3]
+        for old, new in _CMT_BLOCK_NAMES:
+            if rest.startswith(old):
+                rest = new + rest[len(old):]
+                break
+        return f'stages.{_CMT_STAGES.index(match[1])}.blocks.{match[2]}.{rest}'
+    return key
+
+
+def _convert_reference_cmt(state, path, img_size, num_heads):
+    renamed, dropped = {}, []
+    for key, value in state.items():
+        name = cmt_reference_name(key)
+        if name is None:
+            dropped.append('encoder.' + key)
+        else:
+            renamed[name] = value
+    _require(renamed, ('stem.0.weight', 'stages.0.relative_position_bias',
+                       'stages.0.blocks.0.ffn.expand.0.weight'), path, 'CMT')
+    num_stages = _count(renamed, r'stages\.(\d+)\.')
+    dims = [_get(renamed, f'stages.{i}.downsample.proj.weight', path).shape[0]
+            for i in range(num_stages)]
+    biases = [_get(renamed, f'stages.{i}.relative_position_bias', path)
+              for i in range(num_stages)]
+    size = 4 * _square_side(biases[0].shape[1], 'stage-0 bias queries', path)
+    _check_size(img_size, size, 'the relative position biases', path)
+    hidden = [_get(renamed, f'stages.{i}.blocks.0.ffn.expand.0.weight', path).shape[0]
+              for i in range(num_stages)]
+    reductions = [renamed[key].shape[-1] if key in renamed else 1
+                  for key in (f'stages.{i}.blocks.0.attn.reduce.0.weight'
+                              for i in range(num_stages))]
+    custom = dict(embed_dims=dims,
+                  depths=[_count(renamed, rf'stages\.{i}\.blocks\.(\d+)\.')
+                          for i in range(num_stages)],
+                  num_heads=[bias.shape[0] for bias in biases],
+                  stem_channels=renamed['stem.0.weight'].shape[0],
+                  mlp_ratio=_ratio(hidden, dims, path),
+                  reduction_ratios=reductions)
+    model = _build_matching(dict(type='CMT', img_size=size), cmt_backbone.ARCH_SETTINGS, custom,
+                            renamed, path)
+    return model, renamed, dropped
+
+
+_REFERENCE_CONVERTERS = {
+    'vit': _convert_reference_vit,
+    'swin': _convert_reference_swin,
+    'pvtv2': _convert_reference_pvtv2,
+    'cmt': _convert_reference_cmt,
+}
+
+
+def _build_matching(base: dict, published: dict, custom: dict, state, path,
+                    try_published: bool = True) -> nn.Module:
+    """The backbone (on the meta device) whose weights have exactly the shapes of ``state``:
+    a published size when one matches (so the geometry names it), else the custom arch."""
+    if try_published:
+        for name, settings in published.items():
+            if not _same_widths_and_depths(settings, custom):
+                continue  # quick reject before building
+            model = _build_on_meta(dict(base, arch=name))
+            if model is not None and shapes(model.state_dict()) == shapes(state):
+                return model
+    if any(value is None for value in custom.values()):
+        unknown = sorted(key for key, value in custom.items() if value is None)
+        raise CheckpointError(f'{path}: the weights match no published {base["type"]} size and '
+                              f'do not determine {unknown}; pass them (--num-heads)')
+    return _build_on_meta(dict(base, arch=custom), strict=True)
+
+
+# Integer settings that the weights fix exactly (ratios are compared through the shapes).
+_SIZE_KEYS = ('embed_dim', 'embed_dims', 'depth', 'depths', 'stem_channels')
+
+
+def _same_widths_and_depths(published: dict, custom: dict) -> bool:
+    def plain(value):
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    return all(plain(published[key]) == plain(custom[key])
+               for key in _SIZE_KEYS if key in published and key in custom)
+
+
+def _build_on_meta(cfg: dict, strict: bool = False) -> Optional[nn.Module]:
+    """Build a backbone without allocating its weights; None for an invalid published combo."""
+    try:
+        with torch.device('meta'):
+            return MODELS.build(cfg)
+    except (ValueError, TypeError, AssertionError) as error:
+        if strict:
+            raise CheckpointError(f'the weights describe a {cfg["type"]} that cannot be built '
+                                  f'({cfg}): {error}') from None
+        return None
+
+
+def check_state_matches(state: Dict[str, torch.Tensor], model: nn.Module, path: str) -> None:
+    """Raise one CheckpointError if ``state`` does not have exactly the model's keys and shapes."""
+    expected = shapes(model.state_dict())
+    actual = shapes(state)
+    report = LoadProblems(
+        unexpected=[f'{key} {actual[key]}' for key in sorted(set(actual) - set(expected))],
+        missing=[f'{key} {expected[key]}' for key in sorted(set(expected) - set(actual))],
+        mismatched=[f'{key}: checkpoint {actual[key]} vs model {expected[key]}'
+                    for key in sorted(set(actual) & set(expected))
+                    if actual[key] != expected[key]])
+    if report:
+        raise CheckpointError(report.message(path, type(model).__name__,
+                                             'converted from the reference layout'))
+
+
+def original_to_timm_names(state: Dict[str, torch.Tensor], path: str) -> Dict[str, torch.Tensor]:
+    """Original Swin (downsample at the end of a stage) and PVTv2 (``patch_embed1``,
+    ``block1.0``) layouts -> timm names, through timm's own filters; other layouts unchanged."""
+    if 'layers.0.downsample.reduction.weight' in state:
+        return _swin_reference_model(state, path, img_size=None)[1]
+    if 'patch_embed1.proj.weight' in state:
+        return timm_pvt_v2.checkpoint_filter_fn(dict(state), None)  # the model is not used
+    return dict(state)
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
+def _group(key: str) -> str:
+    """``decoder_blocks.0.attn.qkv.weight`` -> ``decoder_blocks``; ``encoder.norm.weight`` ->
+    ``encoder.norm``: the module a dropped reference key belongs to."""
+    parts = key.split('.')
+    return '.'.join(parts[:2]) if parts[0] == 'encoder' else parts[0]
+
+
+def _require(state, keys, path, what):
+    absent = [key for key in keys if key not in state]
+    if absent:
+        raise CheckpointError(f'{path}: not a {what} state dict, it lacks {absent}')
+
+
+def _get(state, key, path):
+    if key not in state:
+        raise CheckpointError(f'{path}: expected key {key!r} is missing')
+    return state[key]
+
+
+def _count(state, pattern: str) -> int:
+    """1 + the largest index captured by ``pattern`` at the start of any key."""
+    indices = [int(match[1]) for match in map(re.compile(pattern).match, state) if match]
+    return max(indices) + 1 if indices else 0
+
+
+def _square_side(count: int, what: str, path) -> int:
+    side = math.isqrt(int(count))
+    if side * side != count:
+        raise CheckpointError(f'{path}: {what} ({count}) are not a square grid')
+    return side
+
+
+def _ratio(hidden, dims, path) -> float:
+    """The MLP ratio r with int(dim * r) == hidden for every (hidden, dim), as the models
+    compute hidden widths."""
+    hidden = [hidden] * len(dims) if isinstance(hidden, int) else list(hidden)
+    ratio = hidden[0] / dims[0]
+    while int(dims[0] * ratio) < hidden[0]:
+        ratio = math.nextafter(ratio, math.inf)
+    if any(int(dim * ratio) != width for dim, width in zip(dims, hidden)):
+        raise CheckpointError(f'{path}: the MLP widths {hidden} of widths {dims} do not share '
+                              'one ratio')
+    return ratio
+
+
+def _one_value(values, what):
+    if values is None:
+        return None
+    values = list(values)
+    if len(set(values)) != 1:
+        raise CheckpointError(f'{what} has one number of heads for every block, got {values}')
+    return values[0]
+
+
+def _check_size(given, inferred, source, path):
+    if given is not None and given != inferred:
+        raise CheckpointError(f'{path}: --img-size {given} contradicts {source}, which were '
+                              f'built for {inferred} px')
+
+
+def _size_list(size) -> List[int]:
+    return [size, size] if isinstance(size, int) else list(size)
