@@ -1,4 +1,6 @@
-"""Evaluation metrics, registered in ``fastmim.registry.METRICS``."""
+"""Evaluation: metrics (``fastmim.registry.METRICS``) and the kNN evaluator (a model in
+``MODELS`` and a test loop in ``LOOPS``; configs import this package with ``custom_imports``)."""
+from .knn import KNNClassifier, KNNTestLoop, gather_bank, knn_class_scores
 from .metrics import Accuracy
 
-__all__ = ['Accuracy']
+__all__ = ['Accuracy', 'KNNClassifier', 'KNNTestLoop', 'gather_bank', 'knn_class_scores']

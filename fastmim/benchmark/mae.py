@@ -1,0 +1,108 @@
+"""A minimal MAE pre-training forward on fastmim's ViT, the third method of the speed benchmark.
+
+MAE (He et al., 2022) drops 75% of the patch tokens before the encoder and reconstructs the
+pixels of the dropped ones with a separate 8-block, 512-wide decoder that sees every position
+(kept tokens plus a shared mask token). Only the parts that set its cost are reproduced here:
+the random keep, the encoder on the kept tokens (the fastmim ViT's own patch embedding, position
+table, timm blocks and norm), the decoder and a per-patch pixel loss on the dropped tokens.
+It exists to time MAE against FastMIM on the same backbone code, not to pre-train with.
+"""
+import torch
+from timm.models.vision_transformer import Block
+from torch import nn
+from torch.nn.init import trunc_normal_
+
+from fastmim.models.backbones.vit import VisionTransformer, sincos_2d_pos_embed
+from fastmim.models.targets import PixelTarget
+
+
+class MAEStandIn(nn.Module):
+    """MAE's masking, encoder, decoder and loss around a :class:`VisionTransformer`.
+
+    Args:
+        encoder: a fastmim ViT built at the input size MAE trains at (224 px); its position
+            table must cover that grid, as MAE's does.
+        mask_ratio: fraction of the patch tokens dropped per image (MAE: 0.75).
+        decoder_dim, decoder_depth, decoder_heads, mlp_ratio: MAE's decoder (512, 8, 16, 4).
+        norm_pix: standardise each target patch, as MAE's ``norm_pix_loss``.
+    """
+
+    def __init__(self, encoder: VisionTransformer, mask_ratio: float = 0.75,
+                 decoder_dim: int = 512, decoder_depth: int = 8, decoder_heads: int = 16,
+                 mlp_ratio: float = 4., norm_pix: bool = True):
+        super().__init__()
+        if not isinstance(encoder, VisionTransformer):
+            raise TypeError(f'MAEStandIn needs a fastmim VisionTransformer (MAE drops tokens, '
+                            f'which only an isotropic ViT allows), got {type(encoder).__name__}')
+        if not 0 < mask_ratio < 1:
+            raise ValueError(f'MAEStandIn: mask_ratio must be in (0, 1), got {mask_ratio}')
+        self.encoder = encoder
+        self.grid_size = tuple(encoder.patch_embed.grid_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.num_keep = int(self.num_patches * (1 - mask_ratio))
+
+        self.decoder_embed = nn.Linear(encoder.embed_dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        trunc_normal_(self.mask_token, std=0.02)
+        # MAE's decoder position table is the fixed sin-cos one, class-token row included.
+        self.register_buffer('decoder_pos_embed',
+                             sincos_2d_pos_embed(decoder_dim, self.grid_size).float().unsqueeze(0),
+                             persistent=False)
+        self.decoder_blocks = nn.Sequential(*[
+            Block(decoder_dim, decoder_heads, mlp_ratio=mlp_ratio, qkv_bias=True)
+            for _ in range(decoder_depth)
+        ])
+        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        self.target = PixelTarget(encoder.patch_size, norm_pix=norm_pix)
+        self.decoder_pred = nn.Linear(decoder_dim, self.target.channels)
+
+    def random_keep(self, batch_size: int, device: torch.device):
+        """Per image, a uniformly random set of ``num_keep`` patch indices (MAE's argsort of
+        noise). Returns ``keep`` (B, num_keep), ``restore`` (B, N) that undoes the shuffle, and
+        ``mask`` (B, N) float, 1 = dropped."""
+        shuffle = torch.rand(batch_size, self.num_patches, device=device).argsort(dim=1)
+        restore = shuffle.argsort(dim=1)
+        mask = torch.ones(batch_size, self.num_patches, device=device)
+        mask[:, :self.num_keep] = 0
+        return shuffle[:, :self.num_keep], restore, torch.gather(mask, 1, restore)
+
+    def encode(self, images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Class token + the kept patch tokens through every encoder block: (B, 1 + keep, C)."""
+        patch = self.encoder.patch_size
+        grid = (images.shape[-2] // patch, images.shape[-1] // patch)
+        if grid != self.grid_size or images.shape[-2] % patch or images.shape[-1] % patch:
+            raise ValueError(f'MAEStandIn: input {tuple(images.shape[-2:])} gives a {grid} patch '
+                             f'grid; the encoder was built for {self.grid_size}')
+        patches = self.encoder.patch_embed(images).flatten(1, 2)
+        patches = patches + self.encoder.pos_embed[:, 1:]
+        kept = torch.gather(patches, 1, keep.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
+        cls_token = (self.encoder.cls_token + self.encoder.pos_embed[:, :1]).expand(
+            kept.shape[0], -1, -1)
+        tokens = torch.cat([cls_token, kept], dim=1)
+        return self.encoder.norm(self.encoder.blocks(tokens))
+
+    def decode(self, latent: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
+        """Kept tokens + mask tokens back in image order through the decoder:
+        (B, N, values per patch)."""
+        tokens = self.decoder_embed(latent)
+        batch_size, _, dim = tokens.shape
+        mask_tokens = self.mask_token.expand(batch_size, self.num_patches - self.num_keep, -1)
+        shuffled = torch.cat([tokens[:, 1:], mask_tokens], dim=1)
+        patches = torch.gather(shuffled, 1, restore.unsqueeze(-1).expand(-1, -1, dim))
+        tokens = torch.cat([tokens[:, :1], patches], dim=1) + self.decoder_pos_embed
+        tokens = self.decoder_norm(self.decoder_blocks(tokens))
+        return self.decoder_pred(tokens[:, 1:])
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Encoder and decoder of one freshly masked batch (what the FLOP count traces)."""
+        keep, restore, _ = self.random_keep(images.shape[0], images.device)
+        return self.decode(self.encode(images, keep), restore)
+
+    def loss(self, images: torch.Tensor) -> torch.Tensor:
+        """Mean squared error of the dropped patches' (normalised) pixels."""
+        keep, restore, mask = self.random_keep(images.shape[0], images.device)
+        prediction = self.decode(self.encode(images, keep), restore)
+        # PixelTarget's (dy, dx, rgb) layout per patch is the decoder's output layout.
+        target = self.target(images).flatten(2).transpose(1, 2)
+        patch_error = (prediction.float() - target).pow(2).mean(dim=-1)
+        return (patch_error * mask).sum() / mask.sum()

@@ -1,0 +1,256 @@
+"""Measurements: training-step throughput, peak memory, forward FLOPs, matmul peak, HOG time.
+
+Conventions (stated once, used everywhere):
+
+- A training step is ``zero_grad`` + forward (the method's loss) + backward + AdamW step, on a
+  batch already on the device; the data pipeline is timed separately. Throughput is the batch
+  size over the **median** step time after the warm-up steps.
+- FLOPs: mmengine's ``FlopAnalyzer`` counts one multiply-add as one operation (GMACs, the unit
+  of the published per-image estimates); ``gflops_per_img`` is twice that. A training step is
+  taken as 3x the forward FLOPs (forward, plus backward at twice the forward), so achieved
+  FLOP/s = 3 x forward FLOPs x images/s, and MFU is that over the matmul peak measured here.
+- Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the peak resident set size
+  of a fresh process that runs one method only (``ru_maxrss``), so methods never share a
+  high-water mark. Its import baseline (Python, torch, timm, mmengine) is recorded beside it.
+"""
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+from mmengine.analysis import FlopAnalyzer
+from mmengine.analysis.jit_handles import get_shape
+
+from fastmim.registry import MODELS
+from .methods import CONFIG_ROOT, PretrainMethod, build_method
+
+RESULT_PREFIX = 'BENCHMARK_RECORD '
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+
+
+def resolve_device(name: str) -> torch.device:
+    if name not in ('cpu', 'cuda'):
+        raise ValueError(f"--device must be 'cpu' or 'cuda', got {name!r}")
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('--device cuda was asked for but torch sees no CUDA device '
+                         f'(torch {torch.__version__}); use --device cpu')
+    return torch.device(name)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """Mixed precision of ``--amp``: bf16 on CPU (AVX-512 BF16 matmuls), fp16 on CUDA."""
+    return torch.float16 if device.type == 'cuda' else torch.bfloat16
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def time_training_steps(method: PretrainMethod, batch_size: int, iters: int, warmup: int,
+                        device: torch.device, amp: bool) -> List[float]:
+    """Seconds of each of ``iters`` training steps, after ``warmup`` untimed ones."""
+    model = method.model.to(device).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == 'cuda')
+    images = torch.randn(batch_size, 3, method.input_size, method.input_size, device=device)
+    times = []
+    for _ in range(warmup + iters):
+        synchronize(device)
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp_dtype(device), enabled=amp):
+            loss = model.loss(images)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times[warmup:]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def count_forward_gmacs(method: PretrainMethod, device: torch.device) -> float:
+    """Multiply-adds (in G) of one image through ``method.model.predict``, in fp32."""
+    class Forward(torch.nn.Module):
+
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, images):
+            return self.model.predict(images)
+
+    images = torch.randn(1, 3, method.input_size, method.input_size, device=device)
+    analyzer = FlopAnalyzer(Forward(method.model).eval(), images)
+    analyzer.set_op_handle('aten::scaled_dot_product_attention', attention_macs)
+    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    analyzer.tracer_warnings('none')
+    return analyzer.total() / 1e9
+
+
+def attention_macs(inputs, outputs) -> int:
+    """Multiply-adds of fused attention (timm's default): ``q k^T`` and ``attn v``, each
+    ``prod(q.shape[:-1]) * keys * head_dim``. mmengine's counter has no handle for it and
+    would otherwise count attention as free."""
+    query, key = get_shape(inputs[0]), get_shape(inputs[1])
+    return 2 * math.prod(query[:-1]) * key[-2] * query[-1]
+
+
+@dataclass
+class MethodSpec:
+    """Everything a fresh process needs to build and time one method (JSON-serialisable)."""
+    method: str
+    backbone: str
+    batch_size: int
+    iters: int
+    warmup: int
+    device: str
+    amp: bool
+    arch_override: Optional[dict] = None
+    config_root: str = str(CONFIG_ROOT)
+    mae_decoder: Optional[dict] = None
+    seed: int = 0
+
+
+def measure_method(spec: MethodSpec) -> dict:
+    """Build, time and count one method in this process; the benchmark record without MFU
+    (the caller knows the matmul peak). Call it in a fresh process for a clean CPU peak."""
+    rss_after_import = peak_rss_mb()
+    device = resolve_device(spec.device)
+    torch.manual_seed(spec.seed)
+    method = build_method(spec.method, spec.backbone, spec.arch_override,
+                          Path(spec.config_root), spec.mae_decoder)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+    step_times = time_training_steps(method, spec.batch_size, spec.iters, spec.warmup,
+                                     device, spec.amp)
+    if device.type == 'cuda':
+        peak_mem, peak_kind = torch.cuda.max_memory_allocated(device) / 2**20, 'cuda_max_allocated'
+    else:
+        peak_mem, peak_kind = peak_rss_mb(), 'cpu_peak_rss_fresh_process'
+    gmacs = count_forward_gmacs(method, device)
+    step_time = statistics.median(step_times)
+    images_per_s = spec.batch_size / step_time
+    return dict(
+        method=spec.method,
+        backbone=spec.backbone,
+        input_size=method.input_size,
+        batch_size=spec.batch_size,
+        images_per_s=images_per_s,
+        peak_mem_mb=peak_mem,
+        gflops_per_img=2 * gmacs,
+        mfu=None,
+        gmacs_per_img=gmacs,
+        achieved_gflops_per_s=3 * 2 * gmacs * images_per_s,
+        tokens=method.tokens,
+        grid_tokens=method.grid_tokens,
+        step_time_s=step_time,
+        step_time_min_s=min(step_times),
+        step_times_s=step_times,
+        peak_mem_kind=peak_kind,
+        rss_after_import_mb=rss_after_import if device.type == 'cpu' else None,
+        params_m=sum(p.numel() for p in method.model.parameters() if p.requires_grad) / 1e6,
+        threads=torch.get_num_threads(),
+    )
+
+
+def measure_in_fresh_process(spec: MethodSpec, timeout: Optional[float] = None) -> dict:
+    """:func:`measure_method` in a new Python process; errors carry its stderr."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [PACKAGE_PARENT] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+    command = [sys.executable, '-m', 'fastmim.benchmark.measure', json.dumps(asdict(spec))]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    records = [line[len(RESULT_PREFIX):] for line in result.stdout.splitlines()
+               if line.startswith(RESULT_PREFIX)]
+    if result.returncode != 0 or len(records) != 1:
+        raise RuntimeError(f'benchmark of {spec.method!r} on {spec.backbone!r} failed in its '
+                           f'process (exit code {result.returncode}):\n{result.stderr[-3000:]}')
+    return json.loads(records[0])
+
+
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048,
+                        iters: int = 10, warmup: int = 2) -> float:
+    """GFLOP/s of a ``size``^3 matmul loop in ``dtype`` (2 size^3 FLOPs each), median time."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    times = []
+    for _ in range(warmup + iters):
+        synchronize(device)
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times[warmup:]) / 1e9
+
+
+def time_hog(target_cfg: dict, batch_size: int, input_size: int, device: torch.device,
+             iters: int, warmup: int = 2) -> float:
+    """Median seconds of the target generator alone on one batch of normalised images."""
+    generator = MODELS.build(dict(target_cfg)).to(device)
+    images = torch.randn(batch_size, 3, input_size, input_size, device=device)
+    times = []
+    for _ in range(warmup + iters):
+        synchronize(device)
+        start = time.perf_counter()
+        generator(images)
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[warmup:])
+
+
+def machine_description(device: torch.device, amp: bool) -> dict:
+    """What ran the benchmark: CPU model, cores, threads, torch, GPU, precision, load."""
+    description = dict(
+        platform=platform.platform(),
+        cpu=_cpu_model(),
+        cpu_cores=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        device=device.type,
+        precision=str(amp_dtype(device)).replace('torch.', '') + ' autocast' if amp else
+        'float32',
+        load_average_1_5_15=list(os.getloadavg()),
+    )
+    if device.type == 'cuda':
+        description['gpu'] = torch.cuda.get_device_name(device)
+    return description
+
+
+def _cpu_model() -> str:
+    try:
+        with open('/proc/cpuinfo') as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown'
+
+
+def main(argv: List[str]) -> None:
+    """Entry point of the fresh process: one JSON spec in, one prefixed JSON record out."""
+    if len(argv) != 1:
+        raise SystemExit('usage: python -m fastmim.benchmark.measure SPEC_JSON')
+    record = measure_method(MethodSpec(**json.loads(argv[0])))
+    print(RESULT_PREFIX + json.dumps(record), flush=True)
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

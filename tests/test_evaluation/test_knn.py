@@ -1,0 +1,175 @@
+"""kNN evaluation against a plain numpy implementation of the weighted vote (Wu et al. 2018 /
+DINO): on random features, across two gloo processes, and through mmengine's Runner on real
+photos."""
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as torch_dist
+import torch.multiprocessing as mp
+from mmengine.config import Config
+from mmengine.runner import Runner
+from mmengine.structures import BaseDataElement
+
+from fastmim.datasets import EmbeddedPhotos
+from fastmim.engine.launch import adapt_to_device
+from fastmim.evaluation import KNNClassifier, gather_bank, knn_class_scores
+
+IMAGENET_MEAN = np.array([123.675, 116.28, 103.53])
+IMAGENET_STD = np.array([58.395, 57.12, 57.375])
+TINY_VIT = dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=2, num_heads=2),
+                img_size=64, patch_size=16)
+PHOTOS = importlib.util.find_spec('skimage') is not None
+
+
+def numpy_knn_scores(features, bank, bank_labels, num_classes, k, temperature):
+    """Per query: cosine similarity to every bank entry, the k largest, each adding
+    exp(similarity / temperature) to its label's score."""
+    features = features / np.linalg.norm(features, axis=1, keepdims=True)
+    bank = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    scores = np.zeros((len(features), num_classes))
+    for row, query in enumerate(features):
+        similarity = bank @ query
+        for neighbour in np.argsort(-similarity)[:k]:
+            scores[row, bank_labels[neighbour]] += np.exp(similarity[neighbour] / temperature)
+    return scores
+
+
+@pytest.mark.parametrize('k, temperature, bank_size', [(20, 0.07, 200), (5, 0.5, 50),
+                                                       (20, 0.07, 7)])
+def test_scores_match_numpy_reference_on_random_features(k, temperature, bank_size):
+    rng = np.random.default_rng(k + bank_size)
+    features = rng.normal(size=(13, 16))
+    bank = rng.normal(size=(bank_size, 16))
+    bank_labels = rng.integers(0, 6, size=bank_size)
+    normalise = torch.nn.functional.normalize
+    scores = knn_class_scores(normalise(torch.tensor(features, dtype=torch.float32), dim=1),
+                              normalise(torch.tensor(bank, dtype=torch.float32), dim=1),
+                              torch.tensor(bank_labels), 6, k=k, temperature=temperature)
+    expected = numpy_knn_scores(features, bank, bank_labels, 6, k, temperature)
+    # k larger than the bank: every bank entry votes once.
+    np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-4)
+
+
+def test_classifier_predicts_normalised_votes_of_its_bank():
+    torch.manual_seed(0)
+    model = KNNClassifier(backbone=TINY_VIT, k=3, temperature=0.1, num_classes=4).eval()
+    images = torch.rand(6, 3, 64, 64) * 255
+    bank_images = torch.rand(10, 3, 64, 64) * 255
+    bank_labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
+    with torch.no_grad():
+        model.set_bank(model(model.data_preprocessor(dict(inputs=list(bank_images)))['inputs']),
+                       bank_labels)
+        inputs = model.data_preprocessor(dict(inputs=list(images)))['inputs']
+        samples = model(inputs, [BaseDataElement() for _ in range(6)], mode='predict')
+        # The features are those of the backbone, average-pooled (a plain reference).
+        features = model.backbone(inputs)[-1].mean(dim=(2, 3)).numpy()
+        bank_features = model.backbone(model.data_preprocessor(
+            dict(inputs=list(bank_images)))['inputs'])[-1].mean(dim=(2, 3)).numpy()
+    expected = numpy_knn_scores(features, bank_features, bank_labels.numpy(), 4, 3, 0.1)
+    expected /= expected.sum(axis=1, keepdims=True)
+    scores = torch.stack([sample.pred_score for sample in samples]).numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-6)
+    assert [int(s.pred_label) for s in samples] == expected.argmax(axis=1).tolist()
+
+
+def test_classifier_errors_name_the_problem():
+    model = KNNClassifier(backbone=TINY_VIT, num_classes=3)
+    inputs = torch.zeros(1, 3, 64, 64)
+    with pytest.raises(RuntimeError, match='set_bank'):
+        model(inputs, mode='predict')
+    with pytest.raises(ValueError, match="'tensor' and 'predict'"):
+        model(inputs, mode='loss')
+    with pytest.raises(ValueError, match=r'\[0, 3\)'):
+        model.set_bank(torch.rand(2, 32), torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match='k must be a positive int'):
+        KNNClassifier(backbone=TINY_VIT, k=0)
+
+
+def _gather_on_rank(rank, init_file, parts, result_file):
+    torch_dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
+                                  world_size=2)
+    try:
+        features, labels, indices = parts[rank]
+        gathered = gather_bank(features, labels, indices)
+        torch.save(gathered, f'{result_file}.{rank}')
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def test_bank_is_gathered_from_two_processes_once_per_sample(tmp_path):
+    # 7 samples over 2 ranks the way DefaultSampler shares them (rank r takes r, r + 2, ...),
+    # padded to 4 each by repeating sample 0; rank 1 also holds fewer rows than rank 0 would.
+    features = torch.arange(7 * 3, dtype=torch.float32).reshape(7, 3)
+    labels = torch.tensor([5, 1, 4, 1, 0, 2, 6])
+    shares = [[0, 2, 4, 6], [1, 3, 5, 0]]
+    parts = [(features[share], labels[share], torch.tensor(share)) for share in shares]
+    result = str(tmp_path / 'gathered')
+    # fork: pytest's importlib mode leaves this module unimportable by name in a spawned child.
+    mp.start_processes(_gather_on_rank, args=(str(tmp_path / 'init'), parts, result), nprocs=2,
+                       start_method='fork')
+    for rank in range(2):
+        gathered_features, gathered_labels = torch.load(f'{result}.{rank}')
+        torch.testing.assert_close(gathered_features, features)
+        torch.testing.assert_close(gathered_labels, labels)
+
+
+def real_photo_pipeline(crop_pct):
+    return [dict(type='LoadImageRGB'),
+            dict(type='ResizeShorterCenterCrop', crop_size=64, crop_pct=crop_pct),
+            dict(type='PackInputs')]
+
+
+def reference_accuracy(model, bank_set, test_set, k, temperature):
+    """Top-1 / top-5 of the numpy vote on features computed here, image by image."""
+
+    def features(dataset):
+        rows, labels = [], []
+        for index in range(len(dataset)):
+            sample = dataset[index]
+            image = (sample['inputs'].permute(1, 2, 0).numpy() - IMAGENET_MEAN) / IMAGENET_STD
+            with torch.no_grad():
+                tokens = model.backbone(torch.tensor(image, dtype=torch.float32)
+                                        .permute(2, 0, 1)[None])[-1]
+            rows.append(tokens.mean(dim=(2, 3))[0].numpy())
+            labels.append(int(sample['data_samples'].gt_label))
+        return np.stack(rows), np.array(labels)
+
+    bank, bank_labels = features(bank_set)
+    queries, labels = features(test_set)
+    num_classes = int(bank_labels.max()) + 1
+    scores = numpy_knn_scores(queries, bank, bank_labels, num_classes, k, temperature)
+    order = np.argsort(-scores, axis=1)
+    return (100 * np.mean(order[:, 0] == labels),
+            100 * np.mean([label in row[:5] for row, label in zip(order, labels)]))
+
+
+@pytest.mark.skipif(not PHOTOS, reason='scikit-image photos are not installed')
+def test_test_loop_on_real_photos_matches_numpy_reference(tmp_path):
+    """Bank: the centre crop of each scikit-image photo; queries: a tighter crop of each. The
+    Runner's kNN accuracy equals the numpy vote on independently computed features."""
+    loader = dict(batch_size=5, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False))
+    bank_set = dict(type='EmbeddedPhotos', sources='skimage', num_samples=16,
+                    pipeline=real_photo_pipeline(0.875))
+    test_set = dict(type='EmbeddedPhotos', sources='skimage', num_samples=16,
+                    pipeline=real_photo_pipeline(0.5))
+    cfg = Config(dict(
+        default_scope='fastmim',
+        work_dir=str(tmp_path),
+        randomness=dict(seed=0),
+        model=dict(type='KNNClassifier', backbone=TINY_VIT, k=4, temperature=0.07),
+        test_dataloader=dict(loader, dataset=test_set),
+        test_evaluator=dict(type='Accuracy', topk=(1, 5), prefix='knn'),
+        test_cfg=dict(type='KNNTestLoop', bank_dataloader=dict(loader, dataset=bank_set)),
+    ))
+    adapt_to_device(cfg)
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+
+    top1, top5 = reference_accuracy(runner.model, EmbeddedPhotos(**{
+        key: value for key, value in bank_set.items() if key != 'type'}), EmbeddedPhotos(**{
+            key: value for key, value in test_set.items() if key != 'type'}), 4, 0.07)
+    assert metrics['knn/top1'] == pytest.approx(top1)
+    assert metrics['knn/top5'] == pytest.approx(top5)
+    assert top1 > 100 / 16  # a random ViT still matches crops of the same photo above chance

@@ -1,0 +1,84 @@
+"""Linear probing (tools/train.py) and kNN (tools/test.py) from a pre-training checkpoint, run
+as a user runs them, on the demo configs and the embedded real photos."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastmim.registry import MODELS
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_ARCH = ['model.backbone.arch.embed_dim=32', 'model.backbone.arch.depth=2',
+             'model.backbone.arch.num_heads=2']
+
+
+def run(tool, args):
+    return subprocess.run([sys.executable, str(ROOT / 'tools' / tool), *args], cwd=ROOT,
+                          env={**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'},
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope='module')
+def pretraining_checkpoint(tmp_path_factory):
+    """A FastMIM checkpoint of a 2-block, 32-wide ViT at the demo's 128 px, as training saves
+    it: state dict plus geometry."""
+    torch.manual_seed(0)
+    model = MODELS.build(dict(
+        type='FastMIM',
+        backbone=dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=2, num_heads=2),
+                      img_size=128, patch_size=16, pos_embed_type='sincos'),
+        neck=dict(type='MIMDecoder', embed_dim=32, depth=1, num_heads=2),
+        target_generator=dict(type='HOGGenerator'),
+        block_size=16))
+    model.init_weights()
+    path = tmp_path_factory.mktemp('pretrain') / 'epoch_1.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(geometry=model.geometry())), path)
+    return path
+
+
+def test_linear_probe_trains_the_head_of_the_frozen_checkpoint(pretraining_checkpoint, tmp_path):
+    result = run('train.py', [
+        'configs/finetune/demo_vit_tiny_embedded_linear.py', '--work-dir', str(tmp_path),
+        '--cfg-options', *TINY_ARCH, f'model.backbone.init_cfg.checkpoint={pretraining_checkpoint}',
+        'train_dataloader.dataset.num_samples=8', 'train_dataloader.batch_size=4',
+        'val_dataloader.dataset.num_samples=4', 'val_dataloader.batch_size=4',
+        'train_cfg.max_epochs=1', 'train_cfg.val_interval=1'])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert 'accuracy/top1' in result.stdout + result.stderr
+
+    pretrained = torch.load(pretraining_checkpoint, weights_only=True)['state_dict']
+    probed = torch.load(tmp_path / 'epoch_1.pth', weights_only=True)['state_dict']
+    backbone = [key for key in probed if key.startswith('backbone.')]
+    assert len(backbone) == len([key for key in pretrained if key.startswith('backbone.')])
+    for key in backbone:  # loaded, then left untouched by two updates
+        torch.testing.assert_close(probed[key], pretrained[key], msg=key)
+    assert {'head.fc.weight', 'head.fc.bias', 'head.fc_norm.running_mean'} <= set(probed)
+    assert probed['head.fc.bias'].abs().sum() > 0  # the head (initialised to zero bias) trained
+
+
+def test_knn_evaluates_the_checkpoint(pretraining_checkpoint, tmp_path):
+    metrics_file = tmp_path / 'metrics.json'
+    result = run('test.py', [
+        'configs/knn/demo_vit_tiny_embedded_knn.py', str(pretraining_checkpoint),
+        '--work-dir', str(tmp_path), '--out', str(metrics_file), '--cfg-options', *TINY_ARCH,
+        'test_cfg.bank_dataloader.dataset.num_samples=78'])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    # patch embedding 2 + class token + 2 blocks x 12 + final norm 2; the sin-cos table is rebuilt
+    assert f'loaded 29 tensors of {pretraining_checkpoint}' in log
+    assert 'kNN bank: 78 features of dimension 32' in log
+    metrics = json.loads(metrics_file.read_text())
+    assert 0 <= metrics['knn/top1'] <= metrics['knn/top5'] <= 100
+
+
+def test_knn_refuses_a_checkpoint_of_another_model(pretraining_checkpoint, tmp_path):
+    # The demo's default ViT is 192 wide: the 32-wide weights must not load silently.
+    result = run('test.py', ['configs/knn/demo_vit_tiny_embedded_knn.py',
+                             str(pretraining_checkpoint), '--work-dir', str(tmp_path)])
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    message = result.stderr[result.stderr.index('error: CheckpointError'):]
+    assert str(pretraining_checkpoint) in message and 'shape' in message

@@ -1,0 +1,352 @@
+"""The Fashion-MNIST study of docs/experiments.md, from data to table, in one command.
+
+    python tools/experiments/run_fashion_mnist.py [--work-dir work_dirs/fashion_mnist]
+        [--seeds 0 1 2] [--fractions 0.01 0.1] [--jobs 2] [--doc docs/experiments.md] [--fresh]
+
+1. Data: the Debian package ``dataset-fashion-mnist``, installed, or fetched without root with
+   ``apt-get download`` + ``dpkg -x`` into ``~/.cache/fastmim/data``.
+2. FastMIM pre-training on 20,000 training images without their labels
+   (``configs/experiments/fashion_mnist_pretrain.py``), ``--jobs`` CPU processes with
+   ``tools/dist_train.sh``.
+3. For every seed and label fraction, each a ``tools/train.py`` / ``tools/test.py`` command run
+   ``--jobs`` at a time with one thread each: fine-tuning from the checkpoint and from random
+   initialisation (same recipe, same 200 updates), linear probing and kNN of the checkpoint and
+   of the random initialisation the pre-training started from.
+4. Top-1 on the 10,000 test images as a markdown table (mean +- sample std over the seeds),
+   printed and written into ``--doc`` between its result markers; every number, command and
+   duration in ``WORK_DIR/results.json``.
+
+A run whose result is already in its work dir is not repeated, so an interrupted study goes on
+where it stopped; ``--fresh`` deletes the work dir first.
+"""
+import argparse
+import concurrent.futures
+import glob
+import json
+import os
+import os.path as osp
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIGS = osp.join(ROOT, 'configs', 'experiments')
+PRETRAIN_CONFIG = osp.join(CONFIGS, 'fashion_mnist_pretrain.py')
+PRETRAIN_BATCH = 128  # total over the pre-training processes
+RESULTS_BEGIN = '<!-- fashion-mnist-results:begin -->'
+RESULTS_END = '<!-- fashion-mnist-results:end -->'
+
+
+@dataclass
+class Method:
+    """A row of the table: which config, from which weights, read from which metric."""
+    name: str
+    config: str
+    weights: Optional[str]  # 'pretrained', 'random' or None (the config's own initialisation)
+    evaluate_only: bool = False
+
+    @property
+    def metric(self) -> str:
+        return 'knn/top1' if self.evaluate_only else 'accuracy/top1'
+
+
+METHODS = [
+    Method('FastMIM pre-trained, fine-tuned', 'fashion_mnist_finetune.py', 'pretrained'),
+    Method('random init, fine-tuned (same recipe and budget)',
+           'fashion_mnist_finetune_scratch.py', None),
+    Method('FastMIM pre-trained, linear probe', 'fashion_mnist_linear_probe.py', 'pretrained'),
+    Method('random init, linear probe', 'fashion_mnist_linear_probe.py', 'random'),
+    Method('FastMIM pre-trained, kNN (k=20)', 'fashion_mnist_knn.py', 'pretrained', True),
+    Method('random init, kNN (k=20)', 'fashion_mnist_knn.py', 'random', True),
+]
+
+
+@dataclass
+class Run:
+    method: Method
+    fraction: float
+    seed: int
+    work_dir: str
+    command: List[str] = field(default_factory=list)
+    top1: Optional[float] = None
+    seconds: Optional[float] = None
+
+    @property
+    def label(self) -> str:
+        return f'{self.method.name}, {self.fraction:.0%} labels, seed {self.seed}'
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+def ensure_fashion_mnist() -> str:
+    """The folder of the four idx files; fetches and unpacks the .deb into the cache if needed."""
+    from fastmim.datasets.fashion_mnist import CACHE_DIR, find_fashion_mnist
+    found = find_fashion_mnist()
+    if found:
+        return found
+    cache = osp.expanduser(CACHE_DIR)
+    os.makedirs(cache, exist_ok=True)
+    debs = sorted(glob.glob(osp.join(cache, 'dataset-fashion-mnist_*.deb')))
+    if not debs:
+        print(f'fetching dataset-fashion-mnist into {cache} (apt-get download)', flush=True)
+        result = subprocess.run(['apt-get', 'download', 'dataset-fashion-mnist'], cwd=cache,
+                                capture_output=True, text=True)
+        debs = sorted(glob.glob(osp.join(cache, 'dataset-fashion-mnist_*.deb')))
+        if result.returncode or not debs:
+            sys.exit(f'error: apt-get download dataset-fashion-mnist failed in {cache} '
+                     f'(run apt-get update first if the package is unknown):\n'
+                     f'{result.stderr.strip()}')
+    subprocess.run(['dpkg', '-x', debs[-1], osp.join(cache, 'dataset-fashion-mnist')], check=True)
+    found = find_fashion_mnist()
+    if not found:
+        sys.exit(f'error: {debs[-1]} did not hold the Fashion-MNIST idx files')
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+def python_tool(tool: str) -> List[str]:
+    return [sys.executable, osp.join(ROOT, 'tools', tool)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def pretrain_command(work_dir: str, jobs: int) -> List[str]:
+    options = ['--work-dir', work_dir, '--cfg-options',
+               f'train_dataloader.batch_size={PRETRAIN_BATCH // jobs}']
+    if jobs == 1:
+        return python_tool('train.py') + [PRETRAIN_CONFIG] + options
+    return ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), PRETRAIN_CONFIG, str(jobs)] + options
+
+
+def run_command(run: Run, checkpoints: Dict[str, str]) -> List[str]:
+    """The tools/train.py or tools/test.py command of one run."""
+    config = osp.join(CONFIGS, run.method.config)
+    checkpoint = checkpoints.get(run.method.weights)
+    if run.method.evaluate_only:
+        dataset = 'test_cfg.bank_dataloader.dataset'
+        return python_tool('test.py') + [
+            config, checkpoint, '--work-dir', run.work_dir,
+            '--out', osp.join(run.work_dir, 'metrics.json'), '--cfg-options',
+            f'{dataset}.label_fraction={run.fraction}', f'{dataset}.seed={run.seed}']
+    options = [f'train_dataloader.dataset.label_fraction={run.fraction}',
+               f'train_dataloader.dataset.seed={run.seed}', f'randomness.seed={run.seed}']
+    if checkpoint:
+        options.append(f'model.backbone.init_cfg.checkpoint={checkpoint}')
+    return python_tool('train.py') + [config, '--work-dir', run.work_dir, '--cfg-options',
+                                      *options]
+
+
+def read_top1(run: Run) -> Optional[float]:
+    """The run's test top-1 if it finished: kNN from --out, training from the last validation
+    in mmengine's scalars.json (the val split is the test split)."""
+    if run.method.evaluate_only:
+        path = osp.join(run.work_dir, 'metrics.json')
+        if osp.isfile(path):
+            with open(path) as f:
+                return json.load(f).get(run.method.metric)
+        return None
+    for path in sorted(glob.glob(osp.join(run.work_dir, '*', 'vis_data', 'scalars.json')),
+                       reverse=True):
+        with open(path) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        values = [record[run.method.metric] for record in records if run.method.metric in record]
+        if values:
+            return values[-1]
+    return None
+
+
+def execute(command: List[str], log_path: str, threads: int) -> float:
+    """Run a command with its output in ``log_path``; seconds taken. Raises on failure."""
+    env = {**os.environ, 'PYTHONPATH': ROOT, 'OMP_NUM_THREADS': str(threads),
+           'PORT': str(free_port())}
+    start = time.time()
+    with open(log_path, 'w') as log:
+        log.write(' '.join(command) + '\n\n')
+        log.flush()
+        result = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if result.returncode:
+        with open(log_path) as log:
+            tail = ''.join(log.readlines()[-15:])
+        raise RuntimeError(f'exit code {result.returncode}; log {log_path}:\n{tail}')
+    return time.time() - start
+
+
+# --------------------------------------------------------------------------------------------
+# Stages
+# --------------------------------------------------------------------------------------------
+def pretrain(work_dir: str, jobs: int) -> Dict[str, float]:
+    """FastMIM pre-training (skipped when its checkpoint exists); returns timing facts."""
+    pretrain_dir = osp.join(work_dir, 'pretrain')
+    os.makedirs(pretrain_dir, exist_ok=True)
+    if osp.isfile(osp.join(pretrain_dir, 'last_checkpoint')):
+        print(f'pre-training: reusing {latest_checkpoint(pretrain_dir)}', flush=True)
+        return {}
+    print(f'pre-training on {jobs} CPU process(es), log {pretrain_dir}/run.log', flush=True)
+    seconds = execute(pretrain_command(pretrain_dir, jobs), osp.join(pretrain_dir, 'run.log'),
+                      threads=1)
+    print(f'pre-training done in {seconds:.0f} s: {latest_checkpoint(pretrain_dir)}', flush=True)
+    return dict(pretrain_seconds=seconds)
+
+
+def latest_checkpoint(work_dir: str) -> str:
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        return f.read().strip()
+
+
+def save_initial_weights(path: str, seed: int = 0) -> str:
+    """The weights pre-training starts from (pre-training config, ``seed``), as a checkpoint:
+    the 'random init' of the linear-probe and kNN baselines."""
+    if osp.isfile(path):
+        return path
+    import torch
+    from mmengine.config import Config
+    from mmengine.runner import set_random_seed
+
+    import fastmim  # noqa: F401  registers the modules
+    from fastmim.registry import MODELS
+    set_random_seed(seed)
+    model = MODELS.build(Config.fromfile(PRETRAIN_CONFIG).model)  # initialised when built
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(geometry=model.geometry())), path)
+    return path
+
+
+def downstream(runs: List[Run], checkpoints: Dict[str, str], jobs: int) -> None:
+    """Run every unfinished run, ``jobs`` at a time, one thread each; fills ``top1``."""
+    pending = []
+    for run in runs:
+        run.command = run_command(run, checkpoints)
+        run.top1 = read_top1(run)
+        if run.top1 is None:
+            pending.append(run)
+    print(f'{len(runs) - len(pending)} of {len(runs)} runs already done; running '
+          f'{len(pending)}, {jobs} at a time', flush=True)
+
+    def one(run: Run) -> Run:
+        os.makedirs(run.work_dir, exist_ok=True)
+        run.seconds = execute(run.command, osp.join(run.work_dir, 'run.log'), threads=1)
+        run.top1 = read_top1(run)
+        return run
+
+    failures = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(one, run): run for run in pending}
+        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            run = futures[future]
+            try:
+                future.result()
+                print(f'[{done}/{len(pending)}] {run.label}: top-1 {run.top1:.2f} '
+                      f'({run.seconds:.0f} s)', flush=True)
+            except RuntimeError as error:
+                failures.append(run)
+                print(f'[{done}/{len(pending)}] {run.label} FAILED: {error}', flush=True)
+    if failures:
+        sys.exit(f'error: {len(failures)} runs failed; rerun the command to retry them')
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+def mean_std(values: List[float]) -> str:
+    if not values:
+        return 'n/a'
+    if len(values) == 1:
+        return f'{values[0]:.1f}'
+    return f'{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}'
+
+
+def results_table(runs: List[Run], fractions: List[float], seeds: List[int]) -> str:
+    header = '| top-1 on the 10,000 test images (%) | ' + ' | '.join(
+        f'{fraction:.0%} labels ({round(fraction * 60000):,} images)' for fraction in fractions)
+    lines = [header + ' |', '|---|' + '---|' * len(fractions)]
+    for method in METHODS:
+        cells = [mean_std([run.top1 for run in runs if run.method is method and
+                           run.fraction == fraction and run.top1 is not None])
+                 for fraction in fractions]
+        lines.append(f'| {method.name} | ' + ' | '.join(cells) + ' |')
+    lines.append('')
+    lines.append(f'Mean ± sample standard deviation over {len(seeds)} seeds '
+                 f'({", ".join(map(str, seeds))}); a seed draws the labelled subset and the '
+                 'run\'s randomness.')
+    return '\n'.join(lines)
+
+
+def write_doc(path: str, section: str) -> None:
+    """Replace what lies between the result markers of ``path`` (or create it)."""
+    block = f'{RESULTS_BEGIN}\n{section}\n{RESULTS_END}'
+    if not osp.isfile(path):
+        with open(path, 'w') as f:
+            f.write(block + '\n')
+        return
+    with open(path) as f:
+        text = f.read()
+    if RESULTS_BEGIN not in text or RESULTS_END not in text:
+        sys.exit(f'error: {path} lacks the markers {RESULTS_BEGIN} ... {RESULTS_END} that say '
+                 'where the results go')
+    before, rest = text.split(RESULTS_BEGIN, 1)
+    after = rest.split(RESULTS_END, 1)[1]
+    with open(path, 'w') as f:
+        f.write(before + block + after)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--work-dir', default=osp.join('work_dirs', 'fashion_mnist'))
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--fractions', type=float, nargs='+', default=[0.01, 0.1])
+    parser.add_argument('--jobs', type=int, default=2,
+                        help='processes at a time (one thread each); pre-training uses as many')
+    parser.add_argument('--doc', default=osp.join(ROOT, 'docs', 'experiments.md'),
+                        help='markdown file whose result markers receive the table')
+    parser.add_argument('--fresh', action='store_true', help='delete the work dir first')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.jobs < 1 or PRETRAIN_BATCH % args.jobs:
+        sys.exit(f'error: --jobs must divide the pre-training batch {PRETRAIN_BATCH}')
+    sys.path.insert(0, ROOT)
+    work_dir = osp.abspath(args.work_dir)
+    if args.fresh and osp.isdir(work_dir):
+        shutil.rmtree(work_dir)
+    os.makedirs(work_dir, exist_ok=True)
+    start, load_start = time.time(), os.getloadavg()[0]
+
+    print(f'Fashion-MNIST: {ensure_fashion_mnist()}', flush=True)
+    facts = pretrain(work_dir, args.jobs)
+    checkpoints = dict(pretrained=latest_checkpoint(osp.join(work_dir, 'pretrain')),
+                       random=save_initial_weights(osp.join(work_dir, 'initial_weights.pth')))
+    runs = [Run(method, fraction, seed, osp.join(
+                work_dir, f'{method.config[:-3]}_{method.weights or "config"}',
+                f'labels{fraction:g}_seed{seed}'))
+            for seed in args.seeds for fraction in args.fractions for method in METHODS]
+    downstream(runs, checkpoints, args.jobs)
+
+    facts.update(total_seconds=time.time() - start, load_average_start=load_start,
+                 load_average_end=os.getloadavg()[0], cpu_count=os.cpu_count(), jobs=args.jobs)
+    table = results_table(runs, args.fractions, args.seeds)
+    with open(osp.join(work_dir, 'results.json'), 'w') as f:
+        json.dump(dict(facts=facts, runs=[dict(
+            method=run.method.name, fraction=run.fraction, seed=run.seed, top1=run.top1,
+            seconds=run.seconds, command=run.command) for run in runs]), f, indent=2)
+    write_doc(args.doc, table)
+    print('\n' + table)
+    print(f'\nwall time {facts["total_seconds"] / 60:.1f} min on {os.cpu_count()} CPU cores '
+          f'(load average {load_start:.1f} at the start, {facts["load_average_end"]:.1f} at '
+          f'the end); table written to {args.doc}, details in {work_dir}/results.json')
+
+
+if __name__ == '__main__':
+    main()
