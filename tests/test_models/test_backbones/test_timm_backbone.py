@@ -1,4 +1,5 @@
-"""TimmBackbone: timm's features_only models as NCHW tuples with channels and strides."""
+"""TimmBackbone: timm's features_only models as NCHW tuples with channels and strides, and
+whole timm models without their classifier as pooled features."""
 import pytest
 import timm
 import torch
@@ -85,3 +86,45 @@ def test_bad_checkpoint_path_is_named(tmp_path):
         TimmBackbone('resnet18', checkpoint_path=str(missing))
     with pytest.raises(ValueError, match='not both'):
         TimmBackbone('resnet18', pretrained=True, checkpoint_path=str(missing))
+
+
+# --- features_only=False: timm's own pooled pre-logits features ---------------------------------
+def test_pooled_features_and_classifier_equal_the_full_timm_model():
+    """EfficientNet's conv_head + bn2 sit after the last stage, outside features_only: the
+    pooled backbone keeps them, so backbone + LinearClsHead give timm's own logits."""
+    torch.manual_seed(0)
+    reference = timm.create_model('tf_efficientnet_lite0', num_classes=10).eval()
+    classifier = MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='TimmBackbone', model_name='tf_efficientnet_lite0',
+                      features_only=False),
+        head=dict(type='LinearClsHead', num_classes=10, pre_norm=None))).eval()
+    state = {f'backbone.model.{key}': value for key, value in reference.state_dict().items()
+             if not key.startswith('classifier.')}
+    state.update({'head.fc.weight': reference.classifier.weight,
+                  'head.fc.bias': reference.classifier.bias})
+    classifier.load_state_dict(state, strict=True)
+    backbone = classifier.backbone
+    assert backbone.out_channels == [1280]
+    images = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        (features, ) = backbone(images)
+        expected = reference.forward_head(reference.forward_features(images), pre_logits=True)
+        torch.testing.assert_close(features, expected)
+        torch.testing.assert_close(classifier(images), reference(images))
+    assert backbone.geometry() == dict(type='TimmBackbone', model_name='tf_efficientnet_lite0',
+                                       features_only=False, num_features=1280)
+
+
+def test_pooled_backbone_refuses_feature_map_arguments_and_pretraining():
+    with pytest.raises(ValueError, match='out_indices=.*needs features_only=True'):
+        TimmBackbone('resnet18', features_only=False, out_indices=(2, 3))
+    with pytest.raises(ValueError, match='classifier is the head of ImageClassifier'):
+        TimmBackbone('resnet18', features_only=False, num_classes=10)
+    with pytest.raises(ValueError, match=r'returns pooled vectors \(B, 512\), which have no '
+                       r'stride: FastMIM pre-training .* need feature maps, features_only=True'):
+        MODELS.build(dict(
+            type='FastMIM',
+            backbone=dict(type='TimmBackbone', model_name='resnet18', features_only=False),
+            neck=dict(type='MIMDecoder', embed_dim=32, depth=1, num_heads=4),
+            target_generator=dict(type='HOGGenerator')))

@@ -1,0 +1,249 @@
+"""Convert the weights of a timm classifier to a fastmim ImageClassifier checkpoint.
+
+    python tools/convert/from_timm.py WEIGHTS OUT --model-name TIMM_MODEL [--match-by-order]
+        [--num-classes N] [--trust-checkpoint]
+
+WEIGHTS holds the state dict of the whole timm classifier ``TIMM_MODEL``: a ``.pth`` / ``.bin``
+file (loaded with ``weights_only=True``; a dict that wraps the weights under ``'state_dict'`` or
+``'model'`` is unwrapped) or a ``.safetensors`` file. OUT is what a fastmim classifier with
+``TimmBackbone(TIMM_MODEL, features_only=False)`` and ``LinearClsHead(pre_norm=None)`` loads
+(``tools/test.py CONFIG OUT``, e.g. configs/timm/tf_efficientnet_lite0_foolbox_eval.py):
+``state_dict`` with the body under ``backbone.model.<timm name>`` and timm's classifier
+(``pretrained_cfg['classifier']``, e.g. ``classifier`` or ``head.fc``) as ``head.fc``, and
+``meta`` naming the source and timm's evaluation settings for the model (mean, std, crop).
+
+How WEIGHTS is matched to ``timm.create_model(TIMM_MODEL)``:
+
+- by default, by name, strictly: every key must be one of timm's and every tensor of the model
+  must be there, with its shape; all disagreements are reported together;
+- ``--match-by-order``: for weights saved by another implementation of the same architecture
+  (e.g. lukemelas' EfficientNet names ``_blocks.0._depthwise_conv.weight``): tensors are paired
+  by position, which needs the same number of tensors and the same shape in every pair; the
+  first pair that differs is named.
+
+Before anything is written, the result is loaded with ``strict=True`` into the ImageClassifier
+those two modules build (the body is ``timm.create_model(TIMM_MODEL, num_classes=0)``). OUT is
+written atomically and holds only plain types, so it loads with ``weights_only=True``.
+"""
+import argparse
+import io
+import os.path as osp
+
+WRAPPER_KEYS = ('state_dict', 'model')
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description='timm classifier weights -> fastmim checkpoint')
+    parser.add_argument('weights', help='state dict of the timm classifier (.pth, .bin or '
+                        '.safetensors)')
+    parser.add_argument('out', help='output fastmim checkpoint')
+    parser.add_argument('--model-name', required=True,
+                        help='timm model name, e.g. tf_efficientnet_lite0')
+    parser.add_argument('--match-by-order', action='store_true',
+                        help='pair tensors by position instead of by name (weights saved by '
+                        'another implementation of the same architecture)')
+    parser.add_argument('--num-classes', type=int, default=None,
+                        help="classes of the classifier in WEIGHTS (default: the timm model's, "
+                        'usually 1000)')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='allow full unpickling of WEIGHTS (only for files you trust)')
+    return parser.parse_args(argv)
+
+
+# --- reading ------------------------------------------------------------------------------------
+def read_weights(path):
+    """``{name: tensor}`` of a .safetensors file or of a torch file, unwrapped."""
+    import torch
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    from fastmim.engine.checkpoint import CheckpointError
+    from fastmim.models.utils.load_problems import listing
+
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file
+        if not osp.isfile(path):
+            raise CheckpointError(f'checkpoint not found: {path}')
+        return load_file(path)
+    weights = _load_checkpoint(path, map_location='cpu')  # weights-only (fastmim's loader)
+    for key in WRAPPER_KEYS:
+        if isinstance(weights, dict) and isinstance(weights.get(key), dict):
+            weights = weights[key]
+            break
+    if not isinstance(weights, dict) or not weights:
+        raise CheckpointError(f'{path} holds no state dict (found a {type(weights).__name__})')
+    not_tensors = [str(key) for key, value in weights.items()
+                   if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f'{path}: expected a name -> tensor mapping (possibly under one of '
+                              f'{WRAPPER_KEYS}), but these entries are not tensors: '
+                              f'{listing(not_tensors)}')
+    return dict(weights)
+
+
+# --- matching -----------------------------------------------------------------------------------
+def match_by_order(weights, target, path, model_name):
+    """Pair ``weights`` with ``target`` (timm's state dict) by position, checking every shape."""
+    from fastmim.engine.checkpoint import CheckpointError
+
+    if len(weights) != len(target):
+        raise CheckpointError(
+            f'{path} holds {len(weights)} tensors, timm {model_name} has {len(target)}: '
+            f'--match-by-order pairs them by position, so it needs the same architecture '
+            f'with every parameter and buffer saved, in the same order')
+    paired = {}
+    pairs = zip(weights.items(), target.items())
+    for position, ((source_key, value), (target_key, expected)) in enumerate(pairs):
+        if (tuple(value.shape) != tuple(expected.shape)
+                or value.is_floating_point() != expected.is_floating_point()):
+            raise CheckpointError(
+                f'{path}: tensor {position} {source_key!r} {tuple(value.shape)} {value.dtype} '
+                f'does not fit timm {model_name} tensor {position} {target_key!r} '
+                f'{tuple(expected.shape)} {expected.dtype}: the two orders differ from here on, '
+                f'or it is another architecture')
+        paired[target_key] = value
+    return paired
+
+
+def match_by_name(weights, target, path, model_name):
+    """``weights`` unchanged, after checking that they are exactly timm's tensors."""
+    from fastmim.engine.checkpoint import CheckpointError
+    from fastmim.models.utils.load_problems import LoadProblems
+
+    problems = LoadProblems(
+        unexpected=[f'{key} {tuple(value.shape)}' for key, value in weights.items()
+                    if key not in target],
+        missing=[f'{key} {tuple(value.shape)}' for key, value in target.items()
+                 if key not in weights],
+        mismatched=[f'{key}: checkpoint {tuple(value.shape)} vs model '
+                    f'{tuple(target[key].shape)}' for key, value in weights.items()
+                    if key in target and tuple(value.shape) != tuple(target[key].shape)])
+    if problems:
+        raise CheckpointError(problems.message(
+            path, f'timm {model_name}', 'strict, by name; --match-by-order pairs the tensors '
+            'by position instead'))
+    return dict(weights)
+
+
+# --- converting ---------------------------------------------------------------------------------
+def timm_reference(model_name, num_classes):
+    """timm's full classifier on the meta device (names, order and shapes; no memory)."""
+    import timm
+    import torch
+
+    if not timm.is_model(model_name):
+        raise ValueError(f'--model-name {model_name!r} is not a timm model '
+                         f'(timm.list_models() lists them)')
+    kwargs = dict(pretrained=False)
+    if num_classes is not None:
+        kwargs['num_classes'] = num_classes
+    with torch.device('meta'):
+        return timm.create_model(model_name, **kwargs)
+
+
+def classifier_name(reference, model_name):
+    """The module timm names as the classifier in the model's ``pretrained_cfg``."""
+    name = reference.pretrained_cfg.get('classifier')
+    if not isinstance(name, str):
+        raise ValueError(f'timm {model_name} names its classifier {name!r} in pretrained_cfg; '
+                         f'only models with one classifier module convert to LinearClsHead')
+    return name
+
+
+def to_fastmim_names(state, classifier):
+    """timm names -> ImageClassifier names: the classifier -> ``head.fc``, the rest the body."""
+    prefix = classifier + '.'
+    return {(f'head.fc.{key[len(prefix):]}' if key.startswith(prefix) else f'backbone.model.{key}'):
+            value for key, value in state.items()}
+
+
+def build_classifier(model_name, num_classes):
+    """The fastmim ImageClassifier that configs with this timm model build."""
+    from fastmim.registry import MODELS
+    return MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='TimmBackbone', model_name=model_name, features_only=False),
+        head=dict(type='LinearClsHead', num_classes=num_classes, pre_norm=None)))
+
+
+def check_loads(state, model, path, model_name):
+    """Load ``state`` into ``model`` with ``strict=True``; a failure names the file."""
+    from fastmim.engine.checkpoint import CheckpointError
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f'{path}: the converted weights do not load into the fastmim '
+                              f'ImageClassifier of timm {model_name} '
+                              f'(TimmBackbone + LinearClsHead): {error}') from None
+
+
+def evaluation_settings(reference):
+    """timm's published evaluation settings for the model, to copy into a config."""
+    cfg = reference.pretrained_cfg
+    keys = ('input_size', 'crop_pct', 'interpolation', 'mean', 'std')
+    return {key: list(cfg[key]) if isinstance(cfg[key], tuple) else cfg[key]
+            for key in keys if key in cfg}
+
+
+def convert(weights, path, model_name, by_order=False, num_classes=None):
+    """Weights of a timm classifier -> ``{'state_dict', 'meta'}`` of a fastmim ImageClassifier,
+    checked by loading it strictly into that classifier."""
+    reference = timm_reference(model_name, num_classes)
+    target = reference.state_dict()
+    match = match_by_order if by_order else match_by_name
+    state = to_fastmim_names(match(weights, target, path, model_name),
+                             classifier_name(reference, model_name))
+    model = build_classifier(model_name, reference.num_classes)
+    check_loads(state, model, path, model_name)
+    settings = evaluation_settings(reference)
+    geometry = model.geometry()
+    if 'input_size' in settings:
+        geometry['input_size'] = list(settings['input_size'][1:])
+    meta = dict(geometry=geometry,
+                converted_from=dict(source='timm', model_name=model_name, file=str(path),
+                                    match_by_order=by_order, num_tensors=len(weights)),
+                timm_evaluation=settings)
+    return dict(state_dict=state, meta=meta)
+
+
+def save(checkpoint, out):
+    """``torch.save`` of plain types, written through mmengine's file backend, which fastmim
+    makes atomic for local files."""
+    import torch
+    from mmengine.fileio import get_file_backend
+
+    from fastmim.engine.checkpoint import to_plain
+
+    plain = to_plain(dict(
+        state_dict={key: value.detach().clone().contiguous()
+                    for key, value in checkpoint['state_dict'].items()},
+        meta=checkpoint['meta']))
+    buffer = io.BytesIO()
+    torch.save(plain, buffer)
+    get_file_backend(out).put(buffer.getvalue(), out)
+
+
+def main(argv):
+    args = parse_args(argv)
+    import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
+    import fastmim.models  # noqa: F401
+    from fastmim.engine.checkpoint import trust_checkpoint
+
+    if args.trust_checkpoint:
+        trust_checkpoint(args.weights)
+    weights = read_weights(args.weights)
+    checkpoint = convert(weights, args.weights, args.model_name, args.match_by_order,
+                         args.num_classes)
+    save(checkpoint, args.out)
+    state = checkpoint['state_dict']
+    body = sum(key.startswith('backbone.') for key in state)
+    how = 'paired by position' if args.match_by_order else 'matched by name'
+    print(f'wrote {len(state)} tensors to {args.out} ({how}): {body} in the body '
+          f'(backbone.model.*), {len(state) - body} in the classifier (head.fc, '
+          f'{checkpoint["meta"]["geometry"]["num_classes"]} classes)')
+    print(f'timm evaluation settings of {args.model_name}: '
+          f'{checkpoint["meta"]["timm_evaluation"]}')
+
+
+if __name__ == '__main__':
+    from fastmim.engine.launch import run_cli
+    run_cli(main)
