@@ -71,7 +71,9 @@ def test_full_crop_of_a_square_photo_is_its_bicubic_resize():
         if photo.width != photo.height:
             continue
         expected = np.asarray(photo.resize((128, 128), Image.Resampling.BICUBIC))
-        np.testing.assert_array_equal(sample['inputs'].permute(1, 2, 0).numpy(), expected)
+        # torch's antialiased bicubic, within RandomResizedCrop's stated distance from PIL's
+        difference = np.abs(sample['inputs'].permute(1, 2, 0).numpy().astype(np.int16) - expected)
+        assert difference.mean() <= 0.25 and difference.max() <= 8
 
 
 def test_photos_are_decoded_once_and_shared_read_only():

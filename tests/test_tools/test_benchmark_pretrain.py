@@ -18,7 +18,8 @@ from PIL import Image
 
 from fastmim.benchmark.measure import count_forward_gmacs, resolve_device
 from fastmim.benchmark.methods import build_method, methods_for
-from fastmim.benchmark.pipeline_speed import variant_pipeline, write_jpeg_photos
+from fastmim.benchmark.pipeline_speed import (plain_full_decode, variant_pipeline,
+                                              write_jpeg_photos)
 from fastmim.benchmark.report import evaluate_targets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,8 +81,10 @@ def test_run_has_hog_data_machine_and_verdicts(tiny_run):
         results['hog']['time_s'] / results['records'][0]['step_time_s'])
     variants = [(r['jpeg_long_side'], r['variant']) for r in results['data_pipeline']]
     assert variants == [(300, 'full decode'), (300, 'draft decode'),
-                        (300, 'draft decode, reducing_gap=1')]
+                        (300, 'full decode, same transforms')]
     assert all(r['images_per_s'] > 0 for r in results['data_pipeline'])
+    assert [(r['lazy'], r['reducing_gap']) for r in results['data_pipeline']] == [
+        (False, None), (True, 1.0), (False, None)]
     assert {'cpu', 'cpu_cores', 'torch_threads', 'torch', 'precision'} <= set(results['machine'])
     assert set(results['machine']['load_average_1_5_15']) == {'start', 'end'}
     names = [t['name'] for t in results['targets']]
@@ -204,12 +207,33 @@ def test_jpeg_photos_have_the_requested_size(tmp_path):
 def test_variant_pipeline_only_switches_lazy_decoding():
     pipeline = [dict(type='LoadImageRGB'), dict(type='RandomResizedCrop', size=128),
                 dict(type='PackInputs')]
-    lazy = variant_pipeline(pipeline, True, None)
+    lazy = variant_pipeline(pipeline, True)
     assert lazy == [dict(type='LoadImageRGB', lazy=True), dict(type='RandomResizedCrop', size=128),
                     dict(type='PackInputs')]
     assert pipeline[0] == dict(type='LoadImageRGB')
     with pytest.raises(ValueError, match='needs LoadImageRGB and RandomResizedCrop'):
-        variant_pipeline([dict(type='PackInputs')], True, None)
+        variant_pipeline([dict(type='PackInputs')], True)
+
+
+def test_baseline_is_torchvisions_full_decode_crop(tmp_path):
+    """The plain baseline draws its boxes with torchvision's sampler from the config's crop
+    settings and returns the uint8 CHW tensor the pipeline ships."""
+    from torchvision import transforms
+
+    path = write_jpeg_photos(str(tmp_path), 300, limit=1)[0]
+    pipeline = [dict(type='LoadImageRGB'),
+                dict(type='RandomResizedCrop', size=(48, 64), scale=(0.3, 0.6),
+                     interpolation='bilinear')]
+    torch.manual_seed(0)
+    tensor = plain_full_decode(pipeline)(path)
+    torch.manual_seed(0)
+    with Image.open(path) as image:
+        expected = transforms.Compose([
+            transforms.RandomResizedCrop((48, 64), scale=(0.3, 0.6),
+                                         interpolation=transforms.InterpolationMode.BILINEAR),
+            transforms.RandomHorizontalFlip(), transforms.PILToTensor()])(image.convert('RGB'))
+    assert tensor.dtype == torch.uint8 and tensor.shape == (3, 48, 64)
+    torch.testing.assert_close(tensor, expected)
 
 
 def test_verdicts_apply_the_published_thresholds():

@@ -3,8 +3,13 @@
 dataset_type = 'ImageFolder'
 data_root = 'data/imagenet'
 
+# lazy=True: only the header is parsed at load; RandomResizedCrop draws the box from it,
+# decodes the JPEG at the smallest 1/2, 1/4 or 1/8 scale that still covers 128 px
+# (reducing_gap=1, its default) and resizes only the box. One worker makes 1.8x the crops per
+# second of torchvision's full decode on ImageNet-sized JPEGs, 2.7x on 1000-px ones
+# (docs/benchmark.md, data pipeline).
 train_pipeline = [
-    dict(type='LoadImageRGB'),
+    dict(type='LoadImageRGB', lazy=True),
     dict(type='RandomResizedCrop', size=128, scale=(0.2, 1.0), interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs'),
@@ -12,9 +17,15 @@ train_pipeline = [
 
 train_dataloader = dict(
     batch_size=256,  # per GPU; the published recipes state the total batch in each config
+    # Per GPU. The paper's 608 h for 800 ViT-B epochs, read as GPU-hours, are 470 images/s per GPU;
+    # one worker makes about 800 crops/s of ImageNet-sized JPEGs on one core of the benchmark
+    # machine (docs/benchmark.md), so 8 make several thousand, room for faster GPUs. A node
+    # with fewer than 8 free cores per GPU should use fewer.
     num_workers=8,
-    persistent_workers=True,
-    pin_memory=True,
+    persistent_workers=True,  # no re-forking of 8 workers x GPUs at each of 400-800 epochs
+    pin_memory=True,  # page-locked batches: the host-to-device copy runs asynchronously
+    # prefetch_factor stays PyTorch's 2 (2 batches of 256 x 49 KB in flight per worker); it is
+    # not set here because DataLoader rejects it when a derived config sets num_workers=0.
     drop_last=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train',
