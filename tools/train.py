@@ -1,6 +1,6 @@
 """Train any config: FastMIM pre-training, fine-tuning, mmdet and mmseg configs.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--compile]
                                  [--auto-scale-lr] [--cfg-options k=v ...]
                                  [--launcher {none,pytorch,slurm,mpi}]
 """
@@ -21,6 +21,9 @@ def parse_args(argv):
                         'when no path is given')
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision: fp16 with loss scaling on CUDA, bf16 on CPU')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the backbone, decoder and head '
+                        '(CompileModulesHook); the first iterations are slow while it compiles')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the actual total batch over auto_scale_lr.base_batch_size')
     parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='CKPT',
@@ -52,6 +55,9 @@ def apply_args(cfg, args):
         else:
             optim_wrapper.type = 'AutocastOptimWrapper'
             optim_wrapper.setdefault('dtype', 'bfloat16')
+    if args.compile:
+        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+            dict(type='fastmim.CompileModulesHook')]
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg:
             raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')

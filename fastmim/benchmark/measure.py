@@ -9,9 +9,11 @@ Conventions (stated once, used everywhere):
   of the published per-image estimates); ``gflops_per_img`` is twice that. A training step is
   taken as 3x the forward FLOPs (forward, plus backward at twice the forward), so achieved
   FLOP/s = 3 x forward FLOPs x images/s, and MFU is that over the matmul peak measured here.
-- Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the peak resident set size
-  of a fresh process that runs one method only (``ru_maxrss``), so methods never share a
-  high-water mark. Its import baseline (Python, torch, timm, mmengine) is recorded beside it.
+- Peak memory: on CUDA ``torch.cuda.max_memory_allocated``, with the part that does not
+  depend on the batch (weights, gradients, AdamW moments: what stays allocated after a step)
+  recorded beside it; on CPU the peak resident set size of a fresh process that runs one method
+  only (``ru_maxrss``), so methods never share a high-water mark. Its import baseline (Python,
+  torch, timm, mmengine) is recorded beside it.
 """
 import json
 import math
@@ -46,9 +48,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def amp_dtype(device: torch.device) -> torch.dtype:
-    """Mixed precision of ``--amp``: bf16 on CPU (AVX-512 BF16 matmuls), fp16 on CUDA."""
+AMP_DTYPES = {'float16': torch.float16, 'bfloat16': torch.bfloat16}
+
+
+def amp_dtype(device: torch.device, name: Optional[str] = None) -> torch.dtype:
+    """Mixed precision of ``--amp``: ``name`` when given, else bf16 on CPU (AVX-512 BF16
+    matmuls) and fp16 on CUDA (the published recipes' precision)."""
+    if name is not None:
+        if name not in AMP_DTYPES:
+            raise ValueError(f'--amp-dtype must be one of {sorted(AMP_DTYPES)}, got {name!r}')
+        return AMP_DTYPES[name]
     return torch.float16 if device.type == 'cuda' else torch.bfloat16
+
+
+def default_matmul_size(device: torch.device) -> int:
+    """Side of the peak-measuring matmul: 2048 keeps a CPU busy for a fraction of a second,
+    a GPU needs 8192 before launch overhead stops mattering."""
+    return 8192 if device.type == 'cuda' else 2048
 
 
 def synchronize(device: torch.device) -> None:
@@ -56,27 +72,62 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@dataclass
+class StepOptions:
+    """How the training step runs: mixed precision, ``torch.compile``, memory format."""
+    amp: bool = False
+    amp_dtype: Optional[str] = None
+    compile: bool = False
+    channels_last: bool = False
+
+
+@dataclass
+class StepTimings:
+    """Seconds of each timed step; on CUDA also what stayed allocated after the last step
+    (weights, gradients, AdamW moments, the input batch: everything but the activations) and
+    how many timed steps fp16 loss scaling skipped (an overflow leaves out the AdamW update)."""
+    times: List[float]
+    static_mem_mb: Optional[float] = None
+    skipped_steps: int = 0
+
+
 def time_training_steps(method: PretrainMethod, batch_size: int, iters: int, warmup: int,
-                        device: torch.device, amp: bool) -> List[float]:
-    """Seconds of each of ``iters`` training steps, after ``warmup`` untimed ones."""
-    model = method.model.to(device).train()
+                        device: torch.device, options: StepOptions) -> StepTimings:
+    """Time ``iters`` training steps after ``warmup`` untimed ones.
+
+    With ``options.compile`` the loss (forward, mask and target) goes through
+    ``torch.compile``; its compilation happens in the warm-up steps, so ``warmup`` must be at
+    least 1 for the timings to exclude it.
+    """
+    memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
+    model = method.model.to(device, memory_format=memory_format).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == 'cuda')
-    images = torch.randn(batch_size, 3, method.input_size, method.input_size, device=device)
-    times = []
-    for _ in range(warmup + iters):
+    dtype = amp_dtype(device, options.amp_dtype)
+    # Loss scaling only guards fp16's narrow exponent range; bf16 has fp32's.
+    scaler = torch.amp.GradScaler(device.type, enabled=options.amp and dtype == torch.float16
+                                  and device.type == 'cuda')
+    loss_fn = torch.compile(model.loss) if options.compile else model.loss
+    images = torch.randn(batch_size, 3, method.input_size, method.input_size,
+                         device=device).contiguous(memory_format=memory_format)
+    times, skipped = [], 0
+    for step in range(warmup + iters):
         synchronize(device)
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=amp_dtype(device), enabled=amp):
-            loss = model.loss(images)
+        with torch.autocast(device.type, dtype=dtype, enabled=options.amp):
+            loss = loss_fn(images)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
+        scale = scaler.get_scale() if scaler.is_enabled() else None
         scaler.update()
         synchronize(device)
         times.append(time.perf_counter() - start)
-    return times[warmup:]
+        # update() lowers the scale exactly when step() found an overflow and skipped.
+        if step >= warmup and scale is not None and scaler.get_scale() < scale:
+            skipped += 1
+    static_mem = torch.cuda.memory_allocated(device) / 2**20 if device.type == 'cuda' else None
+    return StepTimings(times[warmup:], static_mem, skipped)
 
 
 def peak_rss_mb() -> float:
@@ -125,6 +176,12 @@ class MethodSpec:
     config_root: str = str(CONFIG_ROOT)
     mae_decoder: Optional[dict] = None
     seed: int = 0
+    amp_dtype: Optional[str] = None
+    compile: bool = False
+    channels_last: bool = False
+
+    def step_options(self) -> StepOptions:
+        return StepOptions(self.amp, self.amp_dtype, self.compile, self.channels_last)
 
 
 def measure_method(spec: MethodSpec) -> dict:
@@ -137,8 +194,9 @@ def measure_method(spec: MethodSpec) -> dict:
                           Path(spec.config_root), spec.mae_decoder)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
-    step_times = time_training_steps(method, spec.batch_size, spec.iters, spec.warmup,
-                                     device, spec.amp)
+    timings = time_training_steps(method, spec.batch_size, spec.iters, spec.warmup,
+                                  device, spec.step_options())
+    step_times = timings.times
     if device.type == 'cuda':
         peak_mem, peak_kind = torch.cuda.max_memory_allocated(device) / 2**20, 'cuda_max_allocated'
     else:
@@ -163,6 +221,8 @@ def measure_method(spec: MethodSpec) -> dict:
         step_time_min_s=min(step_times),
         step_times_s=step_times,
         peak_mem_kind=peak_kind,
+        static_mem_mb=timings.static_mem_mb,
+        skipped_steps=timings.skipped_steps,
         rss_after_import_mb=rss_after_import if device.type == 'cpu' else None,
         params_m=sum(p.numel() for p in method.model.parameters() if p.requires_grad) / 1e6,
         threads=torch.get_num_threads(),
@@ -214,7 +274,7 @@ def time_hog(target_cfg: dict, batch_size: int, input_size: int, device: torch.d
     return statistics.median(times[warmup:])
 
 
-def machine_description(device: torch.device, amp: bool) -> dict:
+def machine_description(device: torch.device, options: StepOptions) -> dict:
     """What ran the benchmark: CPU model, cores, threads, torch, GPU, precision, load."""
     description = dict(
         platform=platform.platform(),
@@ -224,8 +284,10 @@ def machine_description(device: torch.device, amp: bool) -> dict:
         python=platform.python_version(),
         torch=torch.__version__,
         device=device.type,
-        precision=str(amp_dtype(device)).replace('torch.', '') + ' autocast' if amp else
-        'float32',
+        precision=str(amp_dtype(device, options.amp_dtype)).replace('torch.', '') + ' autocast'
+        if options.amp else 'float32',
+        compile=options.compile,
+        channels_last=options.channels_last,
         load_average_1_5_15=list(os.getloadavg()),
     )
     if device.type == 'cuda':

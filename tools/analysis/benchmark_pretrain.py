@@ -2,9 +2,9 @@
 
     python tools/analysis/benchmark_pretrain.py --backbone {vit_b,swin_b,pvtv2_b2,cmt_s}
         [--batch-size N] [--iters K] [--warmup W] --out results.json [--plot results.png]
-        [--device cpu|cuda] [--amp] [--methods fastmim simmim mae]
-        [--arch-override JSON] [--mae-decoder JSON] [--matmul-size 2048] [--data-sizes 500 1000]
-        [--data-samples 200]
+        [--device cpu|cuda] [--amp [--amp-dtype float16|bfloat16]] [--compile]
+        [--channels-last] [--methods fastmim simmim mae] [--arch-override JSON]
+        [--mae-decoder JSON] [--matmul-size N] [--data-sizes 500 1000] [--data-samples 200]
 
 Each method trains in a fresh process (so CPU peak memory is its own); the matmul peak, the HOG
 generator and the data pipeline are timed in this one. See docs/benchmark.md for what each
@@ -29,6 +29,14 @@ def parse_args(argv):
                         help='default: cuda when available, else cpu')
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision: bf16 autocast on CPU, fp16 autocast on CUDA')
+    parser.add_argument('--amp-dtype', choices=['float16', 'bfloat16'],
+                        help='the autocast dtype of --amp instead of the device default')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the loss (forward, mask, target); compiled in the '
+                        'warm-up steps')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='model and images in channels-last memory format (helps '
+                        'convolutional backbones on GPUs)')
     parser.add_argument('--methods', nargs='+', choices=METHODS,
                         help='subset of the methods (default: all that apply)')
     parser.add_argument('--arch-override', type=_json_dict, metavar='JSON',
@@ -38,10 +46,12 @@ def parse_args(argv):
                         help='override MAE\'s 512-wide 8-block decoder, e.g. \'{"decoder_dim": '
                         '256, "decoder_depth": 1}\' (keys decoder_dim, decoder_depth, '
                         'decoder_heads, mlp_ratio)')
-    parser.add_argument('--matmul-size', type=int, default=2048,
-                        help='side of the square matmul that measures the peak FLOP/s')
-    parser.add_argument('--data-sizes', type=int, nargs='+', default=[500, 1000],
-                        help='longer sides (px) of the JPEG files the pipeline is timed on')
+    parser.add_argument('--matmul-size', type=int,
+                        help='side of the square matmul that measures the peak FLOP/s '
+                        '(default: 2048 on CPU, 8192 on CUDA)')
+    parser.add_argument('--data-sizes', type=int, nargs='*', default=[500, 1000],
+                        help='longer sides (px) of the JPEG files the pipeline is timed on; '
+                        'none: leave the data pipeline out')
     parser.add_argument('--data-samples', type=int, default=200,
                         help='images per data-pipeline timing')
     parser.add_argument('--photo-limit', type=int, help='use only the first N embedded photos')
@@ -68,10 +78,13 @@ def main(argv):
     out_dir = osp.dirname(osp.abspath(args.out))
     if not osp.isdir(out_dir):
         raise FileNotFoundError(f'--out folder does not exist: {out_dir}')
+    if args.amp_dtype and not args.amp:
+        raise ValueError('--amp-dtype needs --amp')
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     results = run_benchmark(
         args.backbone, batch_size=args.batch_size, iters=args.iters, warmup=args.warmup,
-        device=device, amp=args.amp, methods=args.methods, arch_override=args.arch_override,
+        device=device, amp=args.amp, amp_dtype_name=args.amp_dtype, compile=args.compile,
+        channels_last=args.channels_last, methods=args.methods, arch_override=args.arch_override,
         mae_decoder=args.mae_decoder, matmul_size=args.matmul_size, data_sizes=args.data_sizes,
         data_samples=args.data_samples, photo_limit=args.photo_limit)
     with open(args.out, 'w') as file:

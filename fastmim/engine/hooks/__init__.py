@@ -1,8 +1,9 @@
 from .checkpoint_meta_hook import CheckpointMetaHook
+from .compile_hook import CompileModulesHook
 from .progressive_resolution_hook import PerUpdateParamSchedulerHook, ProgressiveResolutionHook
 from .reconstruction_hook import ReconstructionVisualizationHook
 
 __all__ = [
-    'CheckpointMetaHook', 'PerUpdateParamSchedulerHook', 'ProgressiveResolutionHook',
-    'ReconstructionVisualizationHook'
+    'CheckpointMetaHook', 'CompileModulesHook', 'PerUpdateParamSchedulerHook',
+    'ProgressiveResolutionHook', 'ReconstructionVisualizationHook'
 ]

@@ -254,6 +254,37 @@ def test_mixed_precision_keeps_target_and_loss_in_fp32():
     assert model.mask_token.grad.abs().sum() > 0
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+def test_cuda_fp16_step_matches_cpu_fp32_step():
+    """One training step on CUDA under fp16 autocast with loss scaling (the published recipes'
+    precision) gives the CPU fp32 loss and moves the weights the same way, same masks."""
+    torch.manual_seed(0)
+    initial = build_fastmim(stride=16, block_size=16, target=dict(type='HOGGenerator'))
+    images = real_images(64)
+    masks = initial.mask_generator(4, 64, 64)
+
+    def one_step(device, amp):
+        model = copy.deepcopy(initial).to(device)
+        model.generate_mask = lambda inputs: masks.to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scaler = torch.amp.GradScaler(device, enabled=amp)
+        with torch.autocast(device, dtype=torch.float16, enabled=amp):
+            inputs = model.data_preprocessor(dict(inputs=images.to(device)))['inputs']
+            loss = model.loss(inputs)['loss']
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return loss.item(), torch.cat([p.detach().flatten().cpu() for p in model.parameters()])
+
+    cpu_loss, cpu_params = one_step('cpu', amp=False)
+    cuda_loss, cuda_params = one_step('cuda', amp=True)
+    before = torch.cat([p.detach().flatten() for p in initial.parameters()])
+    assert cuda_loss == pytest.approx(cpu_loss, rel=1e-2)
+    update_cpu, update_cuda = cpu_params - before, cuda_params - before
+    cosine = F.cosine_similarity(update_cpu, update_cuda, dim=0)
+    assert cosine > 0.99, cosine
+
+
 @pytest.mark.parametrize('backbone', [
     dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=2, num_heads=2), img_size=64),
     dict(type='SwinTransformer', arch=dict(embed_dim=16, depths=(1, 1, 1, 1),

@@ -93,11 +93,11 @@ def reference_hog(image, nbins, cell_size, normalize):
     return histograms.reshape(colours * nbins, cells_h, cells_w), edge_mass
 
 
-def assert_matches_reference(images, hog, rtol=1e-4):
+def assert_matches_reference(images, hog, rtol=1e-4, device='cpu'):
     """Every cell agrees with the reference to ``rtol`` of its norm plus the float32 rounding
     noise of summing ``cell_size ** 2`` gradients (it only matters in nearly flat cells), except
     cells whose pixels on a bin edge explain the difference; those must be under 1% of cells."""
-    output = hog(torch.from_numpy(images)).numpy()
+    output = hog.to(device)(torch.from_numpy(images).to(device)).cpu().numpy()
     nbins, cell_size = hog.nbins, hog.cell_size
     explained_by_edges = 0
     for image, result in zip(images, output):
@@ -193,6 +193,13 @@ def test_low_precision_input_under_autocast_gives_the_fp32_result(dtype):
         output = hog(images)
     assert output.dtype == torch.float32
     assert torch.equal(output, hog(images.float()))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+def test_cuda_under_fp16_autocast_matches_reference():
+    """The training configuration of a GPU: fp16 autocast around an fp32 HOG on CUDA."""
+    with torch.autocast('cuda', dtype=torch.float16):
+        assert_matches_reference(normalised_photos(128, 128), HOGGenerator(), device='cuda')
 
 
 def test_no_gradient_flows_and_kernels_are_not_checkpoint_state():

@@ -1,0 +1,82 @@
+"""CompileModulesHook: the backbone and decoder run compiled, training and checkpoints unchanged.
+
+TorchDynamo's ``eager`` backend traces exactly as the default one but skips code generation,
+which keeps the test fast on a CPU; tools/analysis/gpu_check.sh runs the inductor path on CUDA.
+"""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
+from fastmim.engine.hooks import CompileModulesHook
+
+TRAIN_TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'train.py'
+
+
+def tiny_pretrain_config(work_dir, modules=('backbone', 'neck', 'head')):
+    pipeline = [
+        dict(type='LoadImageRGB'),
+        dict(type='RandomResizedCrop', size=32, scale=(0.2, 1.0), interpolation='bicubic'),
+        dict(type='PackInputs'),
+    ]
+    return dict(
+        default_scope='fastmim',
+        work_dir=str(work_dir),
+        experiment_name=str(work_dir),
+        model=dict(
+            type='FastMIM',
+            backbone=dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=1, num_heads=2),
+                          img_size=32, patch_size=16),
+            neck=dict(type='MIMDecoder', embed_dim=32, depth=1, num_heads=2),
+            target_generator=dict(type='HOGGenerator'),
+            mask_ratio=0.75, block_size=16),
+        train_dataloader=dict(
+            batch_size=2, num_workers=0, drop_last=True,
+            sampler=dict(type='DefaultSampler', shuffle=True),
+            dataset=dict(type='EmbeddedPhotos', sources='skimage', num_samples=4,
+                         pipeline=pipeline)),
+        train_cfg=dict(by_epoch=True, max_epochs=1),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
+        custom_hooks=[dict(type='CheckpointMetaHook'),
+                      dict(type='CompileModulesHook', modules=modules, backend='eager')],
+    )
+
+
+def test_backbone_and_neck_train_compiled_and_checkpoint_keys_are_plain(tmp_path):
+    runner = Runner.from_cfg(tiny_pretrain_config(tmp_path))
+    model = runner.train()
+    # nn.Module.compile keeps the module (and its state_dict keys); the call goes compiled.
+    assert model.backbone._compiled_call_impl is not None
+    assert model.neck._compiled_call_impl is not None
+    assert model.target_generator._compiled_call_impl is None
+    state = torch.load(tmp_path / 'epoch_1.pth', weights_only=True)['state_dict']
+    assert 'backbone.patch_embed.proj.weight' in state
+    assert not any('_orig_mod' in key for key in state)
+
+
+def test_model_without_any_named_module_is_a_clear_error(tmp_path):
+    runner = Runner.from_cfg(tiny_pretrain_config(tmp_path, modules=('encoder', )))
+    with pytest.raises(ValueError, match=r"FastMIM has none of the submodules \['encoder'\]"):
+        runner.train()
+
+
+def test_modules_must_be_a_list_of_names():
+    with pytest.raises(ValueError, match='non-empty list'):
+        CompileModulesHook(modules='backbone')
+
+
+def test_train_flag_adds_the_hook():
+    spec = importlib.util.spec_from_file_location('train_tool', TRAIN_TOOL)
+    train_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_tool)
+    cfg = Config(dict(custom_hooks=[dict(type='CheckpointMetaHook')],
+                      optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3))))
+    train_tool.apply_args(cfg, train_tool.parse_args(['x.py', '--compile', '--work-dir', 'w']))
+    assert [hook['type'] for hook in cfg.custom_hooks] == [
+        'CheckpointMetaHook', 'fastmim.CompileModulesHook']
+    assert 'compile' not in cfg  # mmengine's whole-train_step compile stays off
