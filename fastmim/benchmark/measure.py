@@ -2,9 +2,10 @@
 
 Conventions (stated once, used everywhere):
 
-- A training step is ``zero_grad`` + forward (the method's loss) + backward + AdamW step, on a
-  batch already on the device; the data pipeline is timed separately. Throughput is the batch
-  size over the **median** step time after the warm-up steps.
+- A training step is ``zero_grad`` + forward (the method's loss) + backward + fused AdamW step
+  (the configs' optimiser), on a batch already on the device; the data pipeline is timed
+  separately. Throughput is the batch size over the **median** step time after the warm-up
+  steps.
 - FLOPs: mmengine's ``FlopAnalyzer`` counts one multiply-add as one operation (GMACs, the unit
   of the published per-image estimates); ``gflops_per_img`` is twice that. A training step is
   taken as 3x the forward FLOPs (forward, plus backward at twice the forward), so achieved
@@ -101,8 +102,9 @@ def time_training_steps(method: PretrainMethod, batch_size: int, iters: int, war
     """
     memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
     model = method.model.to(device, memory_format=memory_format).train()
+    # The configs' optimiser: torch's fused AdamW (one kernel for every parameter).
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+                                  lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
     dtype = amp_dtype(device, options.amp_dtype)
     # Loss scaling only guards fp16's narrow exponent range; bf16 has fp32's.
     scaler = torch.amp.GradScaler(device.type, enabled=options.amp and dtype == torch.float16

@@ -14,8 +14,8 @@ from .pipeline_speed import benchmark_data_pipeline
 from .report import evaluate_targets
 
 CONVENTIONS = dict(
-    training_step='zero_grad + forward (loss) + backward + AdamW step on a batch already on '
-    'the device; images/s = batch / median step time after warm-up',
+    training_step='zero_grad + forward (loss) + backward + fused AdamW step on a batch already '
+    'on the device; images/s = batch / median step time after warm-up',
     flops='mmengine FlopAnalyzer multiply-adds of the encoder + decoder forward (fused '
     'attention counted as q k^T + attn v); gflops_per_img = 2 x GMACs',
     achieved_flops='3 x forward FLOPs x images/s (backward = 2 x forward)',
