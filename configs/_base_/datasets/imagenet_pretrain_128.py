@@ -17,10 +17,10 @@ train_pipeline = [
 
 train_dataloader = dict(
     batch_size=256,  # per GPU; the published recipes state the total batch in each config
-    # Per GPU. The paper's 608 h for 800 ViT-B epochs, read as GPU-hours, are 470 images/s per GPU;
-    # one worker makes about 800 crops/s of ImageNet-sized JPEGs on one core of the benchmark
-    # machine (docs/benchmark.md), so 8 make several thousand, room for faster GPUs. A node
-    # with fewer than 8 free cores per GPU should use fewer.
+    # Per GPU. One worker makes about 800 crops/s of ImageNet-sized JPEGs on one core of the
+    # benchmark machine and an H100 trains FastMIM ViT-B at about 5,700 images/s
+    # (docs/benchmark.md), so 8 workers just keep it fed. A node with fewer than 8 free cores
+    # per GPU should use fewer.
     num_workers=8,
     persistent_workers=True,  # no re-forking of 8 workers x GPUs at each of 400-800 epochs
     pin_memory=True,  # page-locked batches: the host-to-device copy runs asynchronously

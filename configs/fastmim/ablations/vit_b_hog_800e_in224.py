@@ -3,7 +3,7 @@ _base_ = ['../vit_b_hog_800e.py']
 
 input_size = 224
 train_pipeline = [
-    dict(type='LoadImageRGB'),
+    dict(type='LoadImageRGB', lazy=True),  # as the base: decode only what the crop needs
     dict(type='RandomResizedCrop', size=input_size, scale=(0.2, 1.0), interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs'),
