@@ -37,6 +37,7 @@ from timm.layers import DropPath
 from torch import nn
 
 from fastmim.registry import MODELS
+from ._arch import resolve_arch as resolve_named_arch
 
 ARCH_SETTINGS: Dict[str, dict] = {
     # Table 1 of the paper. XS uses the release's IRFFN ratio 3.77 (the table rounds it to 3.8);
@@ -383,22 +384,8 @@ def _init_layer(module: nn.Module) -> None:
 
 
 def _resolve_arch(arch: Union[str, dict]) -> dict:
-    if isinstance(arch, str):
-        name = ARCH_ALIASES.get(arch.lower(), arch.lower())
-        if name not in ARCH_SETTINGS:
-            raise ValueError(f'CMT arch {arch!r} is unknown; expected one of '
-                             f'{sorted(ARCH_SETTINGS) + sorted(ARCH_ALIASES)} or a dict')
-        settings = dict(ARCH_SETTINGS[name])
-    elif isinstance(arch, dict):
-        missing = [key for key in _REQUIRED_ARCH_KEYS if key not in arch]
-        unknown = set(arch) - set(_REQUIRED_ARCH_KEYS) - {'reduction_ratios'}
-        if missing or unknown:
-            raise ValueError(f'CMT arch dict: missing keys {missing}, unknown keys '
-                             f'{sorted(unknown)}; expected {list(_REQUIRED_ARCH_KEYS)} '
-                             f'(+ optional reduction_ratios)')
-        settings = dict(arch)
-    else:
-        raise TypeError(f'CMT arch must be a str or a dict, got {type(arch).__name__}')
+    settings = resolve_named_arch('CMT', arch, ARCH_SETTINGS, _REQUIRED_ARCH_KEYS, ARCH_ALIASES,
+                                  optional_keys=('reduction_ratios', ))
     settings.setdefault('reduction_ratios', DEFAULT_REDUCTION_RATIOS)
     for key in ('embed_dims', 'depths', 'num_heads', 'reduction_ratios'):
         settings[key] = list(settings[key])

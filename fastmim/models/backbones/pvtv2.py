@@ -12,6 +12,7 @@ from mmengine.model import BaseModule
 from timm.models.pvt_v2 import PyramidVisionTransformerV2 as TimmPyramidVisionTransformerV2
 
 from fastmim.registry import MODELS
+from ._arch import resolve_arch as resolve_named_arch
 
 from .vit import plain
 
@@ -30,17 +31,9 @@ FIXED_TIMM_ARGS = ('num_classes', 'global_pool')
 
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
-    """Widths and depths of a published size (``'b0'`` ... ``'b5'``, ``'b2_li'``) or a dict."""
-    if isinstance(arch, str):
-        if arch.lower() not in ARCHS:
-            raise ValueError(f'PyramidVisionTransformerV2: unknown arch {arch!r}; expected one of '
-                             f'{sorted(ARCHS)} or a dict with keys {ARCH_KEYS}')
-        return dict(ARCHS[arch.lower()])
-    missing = [key for key in ARCH_KEYS if key not in arch]
-    if missing:
-        raise ValueError(f'PyramidVisionTransformerV2: arch dict {arch} lacks keys {missing}; '
-                         f'expected keys {ARCH_KEYS} (optionally sr_ratios, mlp_ratios, linear)')
-    return dict(arch)
+    """Widths and depths of a published size (``'b0'`` ... ``'b5'``, ``'b2_li'``) or a dict
+    (``sr_ratios``, ``mlp_ratios`` and ``linear`` may be added)."""
+    return resolve_named_arch('PyramidVisionTransformerV2', arch, ARCHS, ARCH_KEYS)
 
 
 @MODELS.register_module()

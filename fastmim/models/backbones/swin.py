@@ -23,6 +23,7 @@ from timm.models.swin_transformer import WindowAttention, resolve_stage_window_s
 from torch import nn
 
 from fastmim.registry import MODELS
+from ._arch import resolve_arch as resolve_named_arch
 
 from .vit import plain, plain_size
 
@@ -40,20 +41,10 @@ FIXED_TIMM_ARGS = ('num_classes', 'global_pool', 'strict_img_size', 'dynamic_img
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
     """Widths and depths of a published size (``'t'``, ``'s'``, ``'b'``) or of a custom dict."""
-    if isinstance(arch, str):
-        key = ARCH_ALIASES.get(arch.lower(), arch.lower())
-        if key not in ARCHS:
-            raise ValueError(f'SwinTransformer: unknown arch {arch!r}; expected one of '
-                             f'{sorted(ARCHS) + sorted(ARCH_ALIASES)} or a dict with keys '
-                             f'{ARCH_KEYS}')
-        return dict(ARCHS[key])
-    missing = [key for key in ARCH_KEYS if key not in arch]
-    if missing:
-        raise ValueError(f'SwinTransformer: arch dict {arch} lacks keys {missing}; '
-                         f'expected keys {ARCH_KEYS}')
-    if len(arch['depths']) != len(arch['num_heads']):
+    settings = resolve_named_arch('SwinTransformer', arch, ARCHS, ARCH_KEYS, ARCH_ALIASES)
+    if len(settings['depths']) != len(settings['num_heads']):
         raise ValueError(f'SwinTransformer: arch dict {arch} needs one num_heads entry per stage')
-    return dict(arch)
+    return settings
 
 
 @MODELS.register_module()

@@ -20,6 +20,7 @@ from timm.models.vision_transformer import VisionTransformer as TimmVisionTransf
 from torch.utils.checkpoint import checkpoint
 
 from fastmim.registry import MODELS
+from ._arch import resolve_arch as resolve_named_arch
 
 ARCHS = {
     's': dict(embed_dim=384, depth=12, num_heads=6),
@@ -37,19 +38,9 @@ FIXED_TIMM_ARGS = ('num_classes', 'global_pool', 'class_token', 'reg_tokens', 'n
 
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
-    """Widths and depth of a published size (``'s'``, ``'b'``, ``'l'``) or of a custom dict."""
-    if isinstance(arch, str):
-        key = ARCH_ALIASES.get(arch.lower(), arch.lower())
-        if key not in ARCHS:
-            raise ValueError(f'VisionTransformer: unknown arch {arch!r}; expected one of '
-                             f'{sorted(ARCHS) + sorted(ARCH_ALIASES)} or a dict with keys '
-                             f'{ARCH_KEYS}')
-        return dict(ARCHS[key])
-    missing = [key for key in ARCH_KEYS if key not in arch]
-    if missing:
-        raise ValueError(f'VisionTransformer: arch dict {arch} lacks keys {missing}; '
-                         f'expected keys {ARCH_KEYS} (and optionally mlp_ratio)')
-    return dict(arch)
+    """Widths and depth of a published size (``'s'``, ``'b'``, ``'l'``) or of a custom dict
+    (``mlp_ratio`` and other timm arguments may be added)."""
+    return resolve_named_arch('VisionTransformer', arch, ARCHS, ARCH_KEYS, ARCH_ALIASES)
 
 
 def sincos_2d_pos_embed(embed_dim: int,

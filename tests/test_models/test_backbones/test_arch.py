@@ -1,0 +1,43 @@
+"""The shared arch resolution of the backbones: names, aliases, dicts and their errors."""
+import pytest
+
+from fastmim.models.backbones._arch import resolve_arch
+from fastmim.models.backbones.cmt import CMT
+from fastmim.models.backbones.vit import ARCHS as VIT_ARCHS
+from fastmim.models.backbones.vit import resolve_arch as resolve_vit_arch
+
+ARCHS = {'b': dict(width=8, depth=2)}
+
+
+def test_names_are_case_insensitive_aliases_resolve_and_results_are_copies():
+    settings = resolve_arch('Net', 'BASE', ARCHS, ('width', 'depth'), aliases={'base': 'b'})
+    assert settings == ARCHS['b'] and settings is not ARCHS['b']
+    assert resolve_vit_arch('base') == VIT_ARCHS['b']
+
+
+def test_unknown_name_lists_the_choices():
+    with pytest.raises(ValueError, match=r"Net: unknown arch 'huge'; expected one of \['b', "
+                                         r"'base'\]"):
+        resolve_arch('Net', 'huge', ARCHS, ('width', 'depth'), aliases={'base': 'b'})
+
+
+def test_dict_needs_every_required_key_and_only_known_ones_when_asked():
+    with pytest.raises(ValueError, match=r"lacks keys \['depth'\]; expected keys"):
+        resolve_arch('Net', dict(width=8), ARCHS, ('width', 'depth'))
+    custom = dict(width=8, depth=2, extra=1)
+    assert resolve_arch('Net', custom, ARCHS, ('width', 'depth')) == custom
+    with pytest.raises(ValueError, match=r"has unknown keys \['extra'\]"):
+        resolve_arch('Net', custom, ARCHS, ('width', 'depth'), optional_keys=('ratio', ))
+
+
+def test_other_types_are_rejected():
+    with pytest.raises(TypeError, match='Net: arch must be a str or a dict, got int'):
+        resolve_arch('Net', 3, ARCHS, ('width', 'depth'))
+
+
+def test_cmt_rejects_a_misspelt_width():
+    arch = dict(embed_dims=(8, 16, 32, 64), depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1),
+                stem_channels=8, mlp_ratio=2, reduction_ratio=(8, 4, 2, 1))
+    with pytest.raises(ValueError, match=r"CMT: arch dict .* has unknown keys "
+                                         r"\['reduction_ratio'\]"):
+        CMT(arch=arch)
