@@ -89,10 +89,13 @@ class FastMIM(BaseModel):
         batch_size, _, height, width = inputs.shape
         return self.mask_generator(batch_size, height, width, device=inputs.device)
 
-    def mask_image(self, inputs, block_mask):
-        """Replaces the masked blocks' pixels by the mask token (exactly, via ``where``)."""
-        pixel_mask = expand_block_mask(block_mask, self.mask_generator.block_size).unsqueeze(1)
-        return torch.where(pixel_mask, self.mask_token.to(inputs.dtype), inputs)
+    def pixel_mask(self, block_mask):
+        """The block mask at pixel resolution ``(B, H, W)``, True = masked."""
+        return expand_block_mask(block_mask, self.mask_generator.block_size)
+
+    def mask_image(self, inputs, pixel_mask):
+        """Replaces the masked pixels by the mask token (exactly, via ``where``)."""
+        return torch.where(pixel_mask.unsqueeze(1), self.mask_token.to(inputs.dtype), inputs)
 
     def encode(self, images):
         """The backbone's last feature map ``(B, C, h, w)``."""
@@ -131,8 +134,8 @@ class FastMIM(BaseModel):
         The target is computed from the clean ``inputs``, never from the masked image.
         """
         block_mask = self.generate_mask(inputs)
-        masked_image = self.mask_image(inputs, block_mask)
-        pixel_mask = expand_block_mask(block_mask, self.mask_generator.block_size)
+        pixel_mask = self.pixel_mask(block_mask)
+        masked_image = self.mask_image(inputs, pixel_mask)
         return dict(
             mask_pixels=pixel_mask.unsqueeze(1).to(inputs.dtype),
             masked_image=masked_image,
@@ -161,7 +164,8 @@ class FastMIM(BaseModel):
         if mode == 'loss':
             return self.loss(inputs, data_samples)
         if mode == 'tensor':
-            return self.predict_cells(self.mask_image(inputs, self.generate_mask(inputs)))
+            pixel_mask = self.pixel_mask(self.generate_mask(inputs))
+            return self.predict_cells(self.mask_image(inputs, pixel_mask))
         if mode == 'predict':
             outputs = self.reconstruct(inputs)
             return [dict(zip(outputs, sample)) for sample in zip(*outputs.values())]
