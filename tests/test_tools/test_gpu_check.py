@@ -1,0 +1,36 @@
+"""tools/analysis/gpu_check.sh on a machine without a GPU: the steps run in order, each is
+logged with its exit status, SKIP leaves steps out and BUDGET cuts the later ones."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / 'tools' / 'analysis' / 'gpu_check.sh'
+HEAVY_STEPS = ('bench_vit_b bench_swin_b train_ddp_amp finetune_amp resume_compile '
+               'profile_vit_b bench_vit_b_compile')
+
+
+def run_check(tmp_path, **env):
+    environment = {**os.environ, 'PYTHON': sys.executable, **env}
+    return subprocess.run(['bash', str(SCRIPT), str(tmp_path)], cwd=tmp_path, env=environment,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_steps_are_logged_and_skipped_ones_say_so(tmp_path):
+    result = run_check(tmp_path, SKIP=HEAVY_STEPS)
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / 'gpu_check.log').read_text()
+    assert '===== environment: exit 0' in log
+    assert 'mmengine 0.10.7' in log
+    # Without a GPU the CUDA-only tests are collected and skipped, not failed.
+    assert '===== cuda_tests: exit 0' in log and 'needs a GPU' in log
+    for step in HEAVY_STEPS.split():
+        assert f'===== {step}: skipped' in result.stdout
+
+
+def test_budget_leaves_out_the_steps_it_cannot_fit(tmp_path):
+    result = run_check(tmp_path, SKIP=HEAVY_STEPS, BUDGET='40')
+    assert result.returncode == 0, result.stderr
+    assert '===== environment: no time left' in result.stdout
+    assert '===== cuda_tests: no time left' in result.stdout
