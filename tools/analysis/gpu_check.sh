@@ -16,8 +16,9 @@
 # benchmark flags), SKIP (step names to leave out), TIME_SCALE (multiplies every step's limit; a
 # rehearsal on a CPU needs ~10), BUDGET (seconds for the whole script: later steps get what is
 # left).
-# When a folder .whl/ of wheels sits in the repository root (a machine without an index),
-# they are installed into /tmp/site first.
+# When a folder .whl/ of wheels sits in the repository root (a machine with torch but without
+# a package index; tools/analysis/offline_wheels.sh makes it), they are installed into /tmp/site
+# first.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"

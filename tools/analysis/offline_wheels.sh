@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Wheels that let tools/analysis/gpu_check.sh run on a GPU machine that has torch but no package
+# index: everything fastmim imports besides torch, all pure Python, so they install on any
+# Python 3 there. mmcv is built from its sdist without its compiled ops ("mmcv-lite"): the
+# ops are compiled against one torch build and only the mmdet/mmseg projects need them;
+# pre-training, fine-tuning and the benchmark use mmcv's pure-Python transforms.
+#
+#   tools/analysis/offline_wheels.sh [DIR]     (default DIR: .whl in the repository root)
+#
+# gpu_check.sh installs DIR=.whl into /tmp/site when it finds it.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+DIR=${1:-$ROOT/.whl}
+PY=${PYTHON:-$ROOT/.venv/bin/python}
+mkdir -p "$DIR"
+"$PY" -m pip download -q --no-deps -d "$DIR" mmengine==0.10.7 timm==1.0.31 addict==2.4.0 \
+    yapf==0.43.0 termcolor==3.3.0 platformdirs==4.14.8 foolbox==3.3.4 imgviz==2.1.0
+if ! ls "$DIR"/mmcv_lite-2.1.0-*.whl > /dev/null 2>&1; then
+    BUILD=$(mktemp -d)
+    "$PY" -m pip download -q --no-deps --no-binary :all: -d "$BUILD" mmcv==2.1.0
+    tar xzf "$BUILD"/mmcv-2.1.0.tar.gz -C "$BUILD"
+    MMCV_WITH_OPS=0 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$DIR" \
+        "$BUILD"/mmcv-2.1.0
+    rm -rf "$BUILD"
+fi
+ls -1 "$DIR"
