@@ -47,7 +47,7 @@ def write_jpeg_photos(folder: str, long_side: int, limit: Optional[int] = None,
     photos = find_embedded_photos()[:limit]
     paths = []
     for name, source in photos:
-        image = Image.fromarray(read_rgb_image(source)[0])
+        image = Image.fromarray(read_rgb_image(source))
         scale = long_side / max(image.size)
         size = tuple(max(1, round(side * scale)) for side in image.size)
         path = osp.join(folder, name.replace('/', '_') + '.jpg')

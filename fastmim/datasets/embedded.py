@@ -103,7 +103,7 @@ def find_embedded_photos(
 @functools.lru_cache(maxsize=None)
 def load_photo(path: str) -> np.ndarray:
     """Decode a photo once per process; the array is read-only because it is shared."""
-    img, _ = read_rgb_image(path)
+    img = read_rgb_image(path)
     img.setflags(write=False)
     return img
 

@@ -12,6 +12,7 @@ checkpoint execute code. Here we instead
 - write local files atomically (temporary file in the same folder, then ``os.replace``), so an
   interrupted save never replaces the last good checkpoint.
 """
+import io
 import os
 import os.path as osp
 import pickle
@@ -20,6 +21,7 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
+from mmengine.fileio import get_file_backend
 from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
@@ -61,6 +63,15 @@ def to_plain(obj, where='checkpoint'):
         return tuple(items) if isinstance(obj, tuple) else items
     raise TypeError(f'{where} holds a {type(obj).__module__}.{type(obj).__qualname__}, which '
                     'cannot be stored safely in a checkpoint: convert it to plain types')
+
+
+def save_checkpoint_file(obj, path):
+    """``torch.save`` of ``obj`` converted by :func:`to_plain`, written through mmengine's file
+    backend, so a local ``path`` is replaced atomically (:func:`install`) and the file loads
+    with ``weights_only=True``. For the tools that write checkpoints outside a Runner."""
+    buffer = io.BytesIO()
+    torch.save(to_plain(obj), buffer)
+    get_file_backend(path).put(buffer.getvalue(), path)
 
 
 def from_plain(obj):

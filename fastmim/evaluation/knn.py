@@ -36,7 +36,7 @@ from mmengine.structures import BaseDataElement
 from torch.utils.data import DataLoader
 
 from fastmim.models.algorithms.fastmim import IMAGENET_PREPROCESSOR
-from fastmim.models.algorithms.image_classifier import pool_features
+from fastmim.models.algorithms.image_classifier import attach_predictions, pool_features
 from fastmim.models.utils import load_pretrained
 from fastmim.registry import LOOPS, MODELS
 
@@ -134,13 +134,7 @@ class KNNClassifier(BaseModel):
             scores = knn_class_scores(features, self.bank_features.to(features.device),
                                       self.bank_labels.to(features.device),
                                       self.bank_num_classes, self.k, self.temperature)
-        scores = scores / scores.sum(dim=1, keepdim=True)
-        if data_samples is None:
-            data_samples = [BaseDataElement() for _ in range(len(scores))]
-        for sample, score in zip(data_samples, scores):
-            sample.pred_score = score
-            sample.pred_label = score.argmax(dim=0, keepdim=True)
-        return data_samples
+        return attach_predictions(scores / scores.sum(dim=1, keepdim=True), data_samples)
 
     def forward(self, inputs, data_samples=None, mode='tensor'):
         """``'tensor'`` -> normalised features ``(B, C)``, ``'predict'`` -> data samples with

@@ -17,7 +17,6 @@ The release's files also pickle an ``argparse.Namespace`` (``args``), which weig
 loading refuses: pass ``--trust-checkpoint`` for a file whose origin you trust.
 """
 import argparse
-import io
 
 BACKBONES = ('vit', 'swin', 'pvtv2', 'cmt')
 
@@ -42,12 +41,10 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(argv)
-    import torch
-    from mmengine.fileio import get_file_backend
     from mmengine.runner.checkpoint import _load_checkpoint
 
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
-    from fastmim.engine.checkpoint import trust_checkpoint
+    from fastmim.engine.checkpoint import save_checkpoint_file, trust_checkpoint
     from fastmim.models.utils import convert_reference_checkpoint
 
     if args.trust_checkpoint:
@@ -55,9 +52,7 @@ def main(argv):
     checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')
     converted = convert_reference_checkpoint(checkpoint, args.checkpoint, backbone=args.backbone,
                                              img_size=args.img_size, num_heads=args.num_heads)
-    buffer = io.BytesIO()
-    torch.save(converted, buffer)
-    get_file_backend(args.out).put(buffer.getvalue(), args.out)  # atomic for local files
+    save_checkpoint_file(converted, args.out)
     geometry = converted['meta']['geometry']
     dropped = converted['meta']['converted_from']['dropped']
     print(f'wrote {len(converted["state_dict"])} tensors to {args.out}')

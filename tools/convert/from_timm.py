@@ -26,7 +26,6 @@ those two modules build (the body is ``timm.create_model(TIMM_MODEL, num_classes
 written atomically and holds only plain types, so it loads with ``weights_only=True``.
 """
 import argparse
-import io
 import os.path as osp
 
 WRAPPER_KEYS = ('state_dict', 'model')
@@ -206,20 +205,14 @@ def convert(weights, path, model_name, by_order=False, num_classes=None):
 
 
 def save(checkpoint, out):
-    """``torch.save`` of plain types, written through mmengine's file backend, which fastmim
-    makes atomic for local files."""
-    import torch
-    from mmengine.fileio import get_file_backend
+    """Own copies of the tensors (no views into the source's storage), saved atomically in
+    plain types."""
+    from fastmim.engine.checkpoint import save_checkpoint_file
 
-    from fastmim.engine.checkpoint import to_plain
-
-    plain = to_plain(dict(
+    save_checkpoint_file(dict(
         state_dict={key: value.detach().clone().contiguous()
                     for key, value in checkpoint['state_dict'].items()},
-        meta=checkpoint['meta']))
-    buffer = io.BytesIO()
-    torch.save(plain, buffer)
-    get_file_backend(out).put(buffer.getvalue(), out)
+        meta=checkpoint['meta']), out)
 
 
 def main(argv):

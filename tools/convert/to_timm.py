@@ -18,7 +18,6 @@ and window (as fine-tuning does), and the result must load into it with ``strict
 Without it, the tensors keep the checkpoint's shapes.
 """
 import argparse
-import io
 import os.path as osp
 import re
 
@@ -111,15 +110,14 @@ def convert(checkpoint, path, arch=None):
 
 
 def save(state, out, safetensors):
-    """``torch.save`` of plain contiguous tensors, plus a safetensors copy. Written through
-    mmengine's file backend, which fastmim makes atomic for local files."""
+    """``torch.save`` of plain contiguous tensors (atomic for local files), plus a safetensors
+    copy."""
     import torch
-    from mmengine.fileio import get_file_backend
+
+    from fastmim.engine.checkpoint import save_checkpoint_file
 
     plain = {key: value.detach().clone().contiguous() for key, value in state.items()}
-    buffer = io.BytesIO()
-    torch.save(plain, buffer)
-    get_file_backend(out).put(buffer.getvalue(), out)
+    save_checkpoint_file(plain, out)
     written = [out]
     if safetensors:
         from safetensors.torch import save_file

@@ -91,17 +91,10 @@ def apply_draft(image: Image.Image, reduction: int) -> int:
     return 1 if draft is None else round(width / draft[1][2])
 
 
-def read_rgb_image(path: str, reduction: int = 1) -> Tuple[np.ndarray, float]:
-    """Decode a file to RGB, optionally at reduced size (see :func:`apply_draft`); raises
-    on unreadable files.
-
-    Returns:
-        ``(image, scale)``: the RGB array and its size relative to the original file
-        (``1 / reduction`` when the file is a JPEG, else 1.0), to map original-image
-        coordinates onto the decoded array.
-    """
+def read_rgb_image(path: str) -> np.ndarray:
+    """Decode a file to an RGB array; raises on unreadable files."""
     with Image.open(path) as image:
-        return pil_to_rgb(image), 1.0 / apply_draft(image, reduction)
+        return pil_to_rgb(image)
 
 
 class LazyImage:
@@ -176,7 +169,7 @@ class LoadImageRGB(BaseTransform):
                 results['lazy_img'] = lazy_image
                 shape = (lazy_image.height, lazy_image.width)
             else:
-                results['img'], _ = read_rgb_image(path)
+                results['img'] = read_rgb_image(path)
                 shape = results['img'].shape[:2]
         except UNREADABLE_IMAGE_ERRORS as error:
             report_unreadable_image(path, error)

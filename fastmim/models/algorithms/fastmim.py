@@ -29,6 +29,15 @@ def _divide_exactly(size, cell_size, what):
     return size // cell_size
 
 
+def recorded_input_size(last_input_size, backbone_geometry: dict):
+    """``[height, width]`` for checkpoint meta: the last input seen, else the backbone's
+    configured ``img_size``, else ``None``."""
+    input_size = last_input_size or backbone_geometry.get('img_size')
+    if isinstance(input_size, int):
+        input_size = [input_size, input_size]
+    return list(input_size) if input_size is not None else None
+
+
 @MODELS.register_module()
 class FastMIM(BaseModel):
     """Masked image modeling at low resolution with dense targets, for any backbone.
@@ -174,12 +183,9 @@ class FastMIM(BaseModel):
     def geometry(self):
         """Plain-type description of the pre-training setup, stored in checkpoint meta."""
         backbone_geometry = self.backbone.geometry()
-        input_size = self._last_input_size or backbone_geometry.get('img_size')
-        if isinstance(input_size, int):
-            input_size = [input_size, input_size]
         return dict(
             backbone=backbone_geometry,
-            input_size=list(input_size) if input_size is not None else None,
+            input_size=recorded_input_size(self._last_input_size, backbone_geometry),
             block_size=self.mask_generator.block_size,
             mask_ratio=self.mask_generator.mask_ratio,
             target=type(self.target_generator).__name__,

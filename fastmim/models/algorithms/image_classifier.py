@@ -18,6 +18,7 @@ from mmengine.structures import BaseDataElement
 
 from fastmim.registry import MODELS
 from ..data_preprocessors import ClsDataPreprocessor, check_labels
+from .fastmim import recorded_input_size
 
 
 def pool_features(features: torch.Tensor) -> torch.Tensor:
@@ -28,6 +29,18 @@ def pool_features(features: torch.Tensor) -> torch.Tensor:
         return features
     raise ValueError(f'ImageClassifier: the backbone output must be (B, C, H, W) or (B, C), got '
                      f'shape {tuple(features.shape)}')
+
+
+def attach_predictions(scores: torch.Tensor,
+                       data_samples: Optional[List[BaseDataElement]]) -> List[BaseDataElement]:
+    """Data samples with ``pred_score`` (one row of ``scores``) and ``pred_label`` (its argmax,
+    shape (1,)); given samples are updated in place, keeping their ``gt_label``."""
+    if data_samples is None:
+        data_samples = [BaseDataElement() for _ in range(len(scores))]
+    for sample, score in zip(data_samples, scores):
+        sample.pred_score = score
+        sample.pred_label = score.argmax(dim=0, keepdim=True)
+    return data_samples
 
 
 def build_data_preprocessor(cfg: Optional[dict], num_classes: int):
@@ -115,13 +128,8 @@ class ImageClassifier(BaseModel):
                 data_samples: Optional[List[BaseDataElement]] = None) -> List[BaseDataElement]:
         """Data samples with ``pred_score`` (class probabilities) and ``pred_label`` (shape
         (1,)); the given samples are updated in place, keeping their ``gt_label``."""
-        scores = self.head.predict(self.extract_feat(inputs)).detach()
-        if data_samples is None:
-            data_samples = [BaseDataElement() for _ in range(len(scores))]
-        for sample, score in zip(data_samples, scores):
-            sample.pred_score = score
-            sample.pred_label = score.argmax(dim=0, keepdim=True)
-        return data_samples
+        return attach_predictions(self.head.predict(self.extract_feat(inputs)).detach(),
+                                  data_samples)
 
     def forward(self, inputs, data_samples=None, mode='tensor'):
         """mmengine's three modes: ``'loss'`` -> ``dict(loss=...)``, ``'predict'`` -> data
@@ -142,10 +150,7 @@ class ImageClassifier(BaseModel):
         """Plain-type description stored in checkpoint meta, so that a fine-tuned checkpoint
         initialises downstream backbones (detection, segmentation) with the right resizing."""
         backbone_geometry = self.backbone.geometry()
-        input_size = self._last_input_size or backbone_geometry.get('img_size')
-        if isinstance(input_size, int):
-            input_size = [input_size, input_size]
         return dict(
             backbone=backbone_geometry,
-            input_size=list(input_size) if input_size is not None else None,
+            input_size=recorded_input_size(self._last_input_size, backbone_geometry),
             num_classes=self.num_classes)
