@@ -18,6 +18,8 @@ from fastmim.engine.hooks.progressive_resolution_hook import (PerUpdateParamSche
                                                               start_accumulation_windows)
 from fastmim.registry import HOOKS
 
+pytestmark = pytest.mark.usefixtures('one_thread')
+
 CONFIG_DIR = osp.join(osp.dirname(__file__), '..', '..', 'configs')
 NUM_SAMPLES = 10
 UPDATE_BATCH = 4
@@ -106,14 +108,6 @@ def train(cfg):
     steps = {int(state['step']) for state in runner.optim_wrapper.optimizer.state.values()}
     return recorder, steps
 
-
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tiny models run ~100x faster on one thread than on two busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope='module')

@@ -20,6 +20,8 @@ from fastmim.engine.checkpoint import CheckpointError
 from fastmim.models.utils import load_pretrained
 from fastmim.registry import MODELS
 
+pytestmark = pytest.mark.usefixtures('one_thread')
+
 TOOLS = Path(__file__).resolve().parents[2] / 'tools' / 'convert'
 
 
@@ -33,13 +35,6 @@ def load_tool(name):
 to_timm = load_tool('to_timm')
 from_reference = load_tool('from_reference')
 
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build(cfg):

@@ -15,18 +15,13 @@ from fastmim.engine.checkpoint import CheckpointError
 from fastmim.models.utils import load_pretrained
 from fastmim.registry import MODELS
 
+pytestmark = pytest.mark.usefixtures('one_thread')
+
 TINY_VIT = dict(embed_dim=32, depth=2, num_heads=2)
 TINY_SWIN = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
 TINY_CMT = dict(embed_dims=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4],
                 stem_channels=8, mlp_ratio=2.0)
 
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
