@@ -319,6 +319,30 @@ def run_tool(script: str, args: Sequence[str]) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=600)
 
 
+def build_from_classifier_backbone(config: Path, overrides: dict, backbone, scope: str, folder):
+    """Save ``backbone`` as a fine-tuned classifier's checkpoint (``backbone.*`` keys and its
+    geometry, as ``tools/train.py`` writes them), point ``config``'s ``init_cfg`` at it and build
+    and initialise the downstream model in ``scope`` ('mmdet' or 'mmseg')."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from fastmim.engine.launch import replace_sync_bn
+
+    checkpoint = Path(folder) / 'classifier.pth'
+    torch.save({'state_dict': {f'backbone.{key}': value
+                               for key, value in backbone.state_dict().items()},
+                'meta': {'geometry': {'backbone': backbone.geometry()}}}, checkpoint)
+    cfg = Config.fromfile(str(config))
+    cfg.merge_from_dict({**overrides, 'model.backbone.init_cfg.checkpoint': str(checkpoint)})
+    replace_sync_bn(cfg.model)  # SyncBN layers cannot be built outside a process group
+    init_default_scope(scope)
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    model = registry.build(cfg.model)
+    model.init_weights()
+    return model
+
+
 def logged_iterations(work_dir: Path) -> List[dict]:
     """The per-iteration scalars mmengine's LocalVisBackend wrote during a training run."""
     (scalars, ) = Path(work_dir).glob('*/vis_data/scalars.json')

@@ -92,27 +92,13 @@ def test_weight_decay_spares_norms_and_relative_position_tables(downstream):
 def test_backbone_starts_from_the_fine_tuned_checkpoint(downstream, tmp_path):
     """The config's init_cfg loads an ImageNet fine-tuned Swin (last stage only, no FPN norms)
     into the detection backbone, whose extra per-stage norms stay new layers."""
-    from mmdet.registry import MODELS
-    from mmengine.registry import init_default_scope
-
-    from fastmim.engine.launch import replace_sync_bn
     from fastmim.models.backbones import SwinTransformer
 
     tiny = {key.split('.')[-1]: value for key, value in downstream.TINY_SWIN.items()
             if key.startswith('model.backbone.arch.')}
     classifier_backbone = SwinTransformer(arch=tiny, img_size=224, window_size=7)
-    checkpoint = tmp_path / 'swin_ft.pth'
-    torch.save({'state_dict': {f'backbone.{key}': value for key, value in
-                               classifier_backbone.state_dict().items()},
-                'meta': {'geometry': {'backbone': classifier_backbone.geometry()}}}, checkpoint)
-
-    cfg = Config.fromfile(str(CONFIG))
-    cfg.merge_from_dict({**downstream.TINY_SWIN,
-                         'model.backbone.init_cfg.checkpoint': str(checkpoint)})
-    replace_sync_bn(cfg.model)
-    init_default_scope('mmdet')
-    model = MODELS.build(cfg.model)
-    model.init_weights()
+    model = downstream.build_from_classifier_backbone(CONFIG, downstream.TINY_SWIN,
+                                                      classifier_backbone, 'mmdet', tmp_path)
 
     loaded = model.backbone.state_dict()
     for key, value in classifier_backbone.state_dict().items():

@@ -89,27 +89,13 @@ def test_layer_decay_reaches_the_vit_blocks(downstream):
 def test_backbone_starts_from_the_fine_tuned_checkpoint(downstream, tmp_path):
     """The config's init_cfg loads an ImageNet fine-tuned ViT (224 px, 14 x 14 position grid)
     into the 512 px backbone: blocks as they are, the position embedding resized to 32 x 32."""
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-
-    from fastmim.engine.launch import replace_sync_bn
     from fastmim.models.backbones import VisionTransformer
 
     arch = dict(embed_dim=downstream.TINY_VIT['model.backbone.arch.embed_dim'], depth=12,
                 num_heads=downstream.TINY_VIT['model.backbone.arch.num_heads'])
     classifier_backbone = VisionTransformer(arch=arch, img_size=224, final_norm=False)
-    checkpoint = tmp_path / 'vit_ft.pth'
-    torch.save({'state_dict': {f'backbone.{key}': value for key, value in
-                               classifier_backbone.state_dict().items()},
-                'meta': {'geometry': {'backbone': classifier_backbone.geometry()}}}, checkpoint)
-
-    cfg = Config.fromfile(str(CONFIG))
-    cfg.merge_from_dict({**downstream.TINY_VIT,
-                         'model.backbone.init_cfg.checkpoint': str(checkpoint)})
-    replace_sync_bn(cfg.model)
-    init_default_scope('mmseg')
-    model = MODELS.build(cfg.model)
-    model.init_weights()
+    model = downstream.build_from_classifier_backbone(CONFIG, downstream.TINY_VIT,
+                                                      classifier_backbone, 'mmseg', tmp_path)
 
     loaded = model.backbone.state_dict()
     assert set(loaded) == set(classifier_backbone.state_dict())
