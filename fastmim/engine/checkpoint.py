@@ -26,12 +26,10 @@ from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
+from fastmim.errors import CheckpointError  # noqa: F401  (re-exported: tools import it here)
+
 _HISTORY_BUFFER_TAG = '__fastmim_history_buffer__'
 _TRUSTED_CHECKPOINTS = set()
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file cannot be used; the message names the file and the reason."""
 
 
 def to_plain(obj, where='checkpoint'):

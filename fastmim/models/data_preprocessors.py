@@ -22,10 +22,8 @@ from timm.data import Mixup
 from timm.data.mixup import mixup_target
 from timm.data.random_erasing import RandomErasing
 
+from fastmim.constants import IMAGENET_MEAN, IMAGENET_STD
 from fastmim.registry import MODELS
-
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 @MODELS.register_module()

@@ -33,8 +33,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
+from fastmim.constants import IMAGENET_MEAN, IMAGENET_STD
 
 # Brightness of the target drawn in the visible cells of a prediction panel.
 VISIBLE_DIMMING = 0.3

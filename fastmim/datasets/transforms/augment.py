@@ -10,11 +10,10 @@ from mmcv.transforms import BaseTransform
 from PIL import Image, ImageOps
 from timm.data.auto_augment import rand_augment_transform
 
+from fastmim.constants import IMAGENET_MEAN
 from fastmim.registry import TRANSFORMS
 
 from .processing import PIL_INTERPOLATIONS
-
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
 
 
 def _check_interpolation(interpolation: str, who: str) -> None:

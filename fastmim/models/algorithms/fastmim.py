@@ -13,13 +13,14 @@ from mmengine.model import BaseModel
 from torch import nn
 from torch.nn.init import trunc_normal_
 
+from fastmim.constants import IMAGENET_MEAN, IMAGENET_STD
 from fastmim.registry import MODELS
 from ..utils import BlockMaskGenerator, expand_block_mask
 
 IMAGENET_PREPROCESSOR = dict(
     type='ImgDataPreprocessor',
-    mean=[123.675, 116.28, 103.53],
-    std=[58.395, 57.12, 57.375],
+    mean=list(IMAGENET_MEAN),
+    std=list(IMAGENET_STD),
     bgr_to_rgb=False)
 
 

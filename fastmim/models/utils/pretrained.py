@@ -40,7 +40,7 @@ from mmengine.model.weight_init import update_init_info
 from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
 
-from fastmim.engine.checkpoint import CheckpointError
+from fastmim.errors import CheckpointError
 from fastmim.models.backbones import cmt as cmt_backbone
 from fastmim.registry import WEIGHT_INITIALIZERS
 

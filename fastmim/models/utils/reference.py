@@ -19,7 +19,7 @@ from timm.models import pvt_v2 as timm_pvt_v2
 from timm.models import swin_transformer as timm_swin
 from torch import nn
 
-from fastmim.engine.checkpoint import CheckpointError
+from fastmim.errors import CheckpointError
 from fastmim.models.backbones import cmt as cmt_backbone
 from fastmim.models.backbones import pvtv2 as pvtv2_backbone
 from fastmim.models.backbones import swin as swin_backbone
