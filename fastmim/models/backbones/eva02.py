@@ -1,0 +1,282 @@
+"""EVA-02 backbone: timm's ``Eva`` (EVA-02 settings) returning NCHW token maps.
+
+EVA-02 is a plain ViT with SwiGLU MLPs (hidden width 2/3 of 4x, the base and large sizes with a
+LayerNorm inside the MLP and separate q/k/v projections) and two position encodings at once: a
+learned absolute embedding added to the tokens and 2-D rotary embeddings (RoPE) applied to the
+queries and keys of every block. The class subclasses timm's model, so a checkpoint of this
+backbone is a timm ``Eva`` checkpoint without the head.
+
+Patch size 16, not EVA-02's published 14: FastMIM pre-trains at 128 px, which 14 does not divide,
+masks 16-px blocks as for ViT-B/16 and predicts 8-px HOG cells, so a 16-px token covers exactly
+2x2 cells. timm's patch-14 EVA-02 weights still load: :meth:`EVA02.adapt_state_dict` resamples the
+patch embedding kernel (timm's ``resample_patch_embed``) and the position embedding's grid.
+
+Two tensors depend on the token grid, and they follow it differently:
+
+- the absolute ``pos_embed`` is a parameter on the grid of ``img_size``; other grids get it
+  resized bicubically, at run time and when a checkpoint of another grid is loaded (the same
+  operation, so a model loaded at size S equals the checkpoint's model run at size S);
+- RoPE has no weights: timm computes it per grid from token coordinates scaled so that the grid
+  spans ``rope_ref_grid`` (timm's ``ref_feat_shape``). EVA-02 sets that reference to the
+  pre-training grid for every fine-tuning resolution (224 / 14 = 16 for its 336 and 448 models),
+  i.e. it interpolates rotary positions instead of extrapolating them, like the absolute
+  embedding. Nothing in a checkpoint can carry this, so it is a constructor argument that the
+  fine-tuning config sets to the pre-training grid (8 for 128-px pre-training), and
+  ``geometry()`` records it so a mismatch is reported when the weights are loaded.
+"""
+import copy
+import logging
+import math
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from timm.layers import resample_abs_pos_embed, resample_patch_embed
+from timm.models.eva import Eva
+from torch.utils.checkpoint import checkpoint
+
+from fastmim.registry import MODELS
+from ._arch import resolve_arch as resolve_named_arch
+from .base import (BackboneContract, StateDict, normalise_out_indices, plain, plain_size,
+                   reject_fixed_arguments, resolution_source)
+
+# timm's eva02_{tiny,small,base,large}_patch14 widths; MLP settings as there.
+ARCHS = {
+    'ti': dict(embed_dim=192, depth=12, num_heads=3),
+    's': dict(embed_dim=384, depth=12, num_heads=6),
+    'b': dict(embed_dim=768, depth=12, num_heads=12, qkv_fused=False, scale_mlp=True),
+    'l': dict(embed_dim=1024, depth=24, num_heads=16, qkv_fused=False, scale_mlp=True),
+}
+ARCH_ALIASES = {'tiny': 'ti', 'small': 's', 'base': 'b', 'large': 'l'}
+ARCH_KEYS = ('embed_dim', 'depth', 'num_heads')
+ARCH_OPTIONAL_KEYS = ('mlp_ratio', 'swiglu_mlp', 'scale_mlp', 'qkv_fused')
+# What makes a block an EVA-02 block, for every size and for custom arch dicts that omit it.
+EVA02_BLOCK = dict(mlp_ratio=4 * 2 / 3, swiglu_mlp=True)
+# Arguments this backbone fixes: no head, the class token and every patch token kept, both
+# position encodings on and following the input grid, the final norm chosen by final_norm.
+FIXED_TIMM_ARGS = ('num_classes', 'global_pool', 'class_token', 'num_reg_tokens', 'no_embed_class',
+                   'use_abs_pos_emb', 'use_rot_pos_emb', 'rope_type', 'ref_feat_shape',
+                   'dynamic_img_size', 'dynamic_img_pad', 'patch_drop_rate', 'use_fc_norm',
+                   'use_post_transformer_norm', 'attn_pool_num_heads', 'attn_pool_mlp_ratio')
+# The original EVA-02 release's names -> timm's (facts from timm's eva.checkpoint_filter_fn).
+ORIGINAL_NAMES = (('mlp.ffn_ln.', 'mlp.norm.'), ('attn.inner_attn_ln.', 'attn.norm.'),
+                  ('mlp.w12.', 'mlp.fc1.'), ('mlp.w1.', 'mlp.fc1_g.'), ('mlp.w2.', 'mlp.fc1_x.'),
+                  ('mlp.w3.', 'mlp.fc2.'))
+EMBEDDING_NAMES = ('patch_embed', 'cls_token', 'pos_embed', 'norm_pre')
+
+
+def resolve_arch(arch: Union[str, dict]) -> dict:
+    """Settings of a published size (``'ti'``, ``'s'``, ``'b'``, ``'l'``) or of a custom dict
+    ``{embed_dim, depth, num_heads}`` (optionally ``mlp_ratio``, ``swiglu_mlp``, ``scale_mlp``,
+    ``qkv_fused``), on top of the EVA-02 block (SwiGLU, hidden 2/3 of 4x)."""
+    settings = resolve_named_arch('EVA02', arch, ARCHS, ARCH_KEYS, ARCH_ALIASES,
+                                  optional_keys=ARCH_OPTIONAL_KEYS)
+    return {**EVA02_BLOCK, **settings}
+
+
+def _grid(size: Union[int, Sequence[int]], owner: str, what: str) -> Tuple[int, int]:
+    grid = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    if len(grid) != 2 or min(grid) < 1:
+        raise ValueError(f'{owner}: {what} must be a positive int or an (h, w) pair, got {size!r}')
+    return grid
+
+
+@MODELS.register_module()
+class EVA02(BackboneContract, Eva, BaseModule):
+    """EVA-02 whose forward returns a tuple of NCHW patch-token maps (class token dropped).
+
+    Args:
+        arch: ``'ti'``, ``'s'``, ``'b'``, ``'l'`` (or ``'tiny'`` ... ``'large'``) or a dict
+            ``{embed_dim, depth, num_heads}`` plus optional MLP / qkv settings.
+        img_size: size whose patch grid the ``pos_embed`` parameter has. Inputs of any other
+            size that is a multiple of ``patch_size`` work too.
+        patch_size: patch (and output) stride; 16 for FastMIM (see the module docstring).
+        out_indices: blocks whose outputs are returned, in block order; negative values count
+            from the end. Blocks after the last one listed are not run.
+        drop_path_rate: stochastic depth, increasing linearly over the blocks.
+        final_norm: apply the final LayerNorm to the output of the last block (off for
+            fine-tuning, where the classifier's ``fc_norm`` follows the pooling).
+        rope_ref_grid: token grid whose coordinate range RoPE spans on every input grid
+            (timm's ``ref_feat_shape``); default: the grid of ``img_size``. Set it to the
+            pre-training grid when fine-tuning at another size (8 for 128-px pre-training).
+        init_cfg: mmengine init config, e.g. ``dict(type='FastMIMPretrained', checkpoint=...)``.
+        **timm_kwargs: other arguments of timm's ``Eva`` (``init_values``, ``qk_norm``,
+            ``rope_temperature``, ``attn_drop_rate``, ...).
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'b',
+                 img_size: Union[int, Tuple[int, int]] = 128,
+                 patch_size: int = 16,
+                 out_indices: Sequence[int] = (-1, ),
+                 drop_path_rate: float = 0.,
+                 final_norm: bool = True,
+                 rope_ref_grid: Optional[Union[int, Tuple[int, int]]] = None,
+                 init_cfg: Optional[Union[dict, list]] = None,
+                 **timm_kwargs) -> None:
+        reject_fixed_arguments('EVA02', timm_kwargs, FIXED_TIMM_ARGS,
+                               'no head, all tokens kept, position encodings follow the input')
+        reject_fixed_arguments('EVA02', timm_kwargs, ARCH_KEYS + ARCH_OPTIONAL_KEYS,
+                               'give them in arch')
+        arch_cfg = resolve_arch(arch)
+        out_indices = normalise_out_indices('EVA02', out_indices, arch_cfg['depth'], 'blocks')
+        image_grid = _grid(img_size, 'EVA02', 'img_size')
+        if image_grid[0] % patch_size or image_grid[1] % patch_size:
+            raise ValueError(f'EVA02: img_size {img_size} is not a multiple of the patch size '
+                             f'{patch_size}')
+        if rope_ref_grid is None:
+            rope_ref_grid = (image_grid[0] // patch_size, image_grid[1] // patch_size)
+        rope_ref_grid = _grid(rope_ref_grid, 'EVA02', 'rope_ref_grid')
+        super().__init__(
+            img_size=img_size,
+            patch_size=patch_size,
+            num_classes=0,
+            global_pool='',
+            class_token=True,
+            use_abs_pos_emb=True,
+            use_rot_pos_emb=True,
+            rope_type='cat',
+            ref_feat_shape=rope_ref_grid,
+            dynamic_img_size=True,
+            use_fc_norm=False,
+            use_post_transformer_norm=final_norm,
+            drop_path_rate=drop_path_rate,
+            **arch_cfg,
+            **timm_kwargs)
+        self.init_cfg = copy.deepcopy(init_cfg)
+
+        self.arch = copy.deepcopy(arch)
+        self.arch_cfg = arch_cfg
+        self.patch_size = int(patch_size)
+        self.rope_ref_grid = rope_ref_grid
+        self.out_indices = out_indices
+        self.out_channels = [arch_cfg['embed_dim']] * len(out_indices)
+        self.out_strides = [self.patch_size] * len(out_indices)
+        self.enable_state_dict_adaptation()
+
+    def init_weights(self, needs_reset: Optional[bool] = None) -> None:
+        """Two callers share this name: timm's constructor passes ``needs_reset`` and gets
+        timm's EVA initialisation; mmengine's runner calls it without arguments and gets the
+        contract's (``init_cfg`` only, so a model a parent has just loaded stays loaded)."""
+        if needs_reset is None:
+            BackboneContract.init_weights(self)
+        else:
+            Eva.init_weights(self, needs_reset=needs_reset)
+
+    # ----------------------------------------------------------------------------------------
+    # Forward
+    # ----------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if x.dim() != 4 or x.shape[-2] % self.patch_size or x.shape[-1] % self.patch_size:
+            raise ValueError(f'EVA02: expected a (B, C, H, W) input with H and W multiples of '
+                             f'the patch size {self.patch_size}, got {tuple(x.shape)}')
+        x = self.patch_embed(x)  # (B, h, w, C): dynamic_img_size keeps the grid
+        batch, height, width, dim = x.shape
+        grid = (height, width)
+        tokens = torch.cat([self.cls_token.expand(batch, -1, -1), x.reshape(batch, -1, dim)], 1)
+        x = self.norm_pre(self.pos_drop(tokens + self._pos_embed_for_grid(grid)))
+        rope = self.rope.get_embed(shape=grid)
+
+        outputs = []
+        last_block = len(self.blocks) - 1
+        for index, block in enumerate(self.blocks[:max(self.out_indices) + 1]):
+            if self.grad_checkpointing and self.training:
+                x = checkpoint(block, x, rope=rope, use_reentrant=False)
+            else:
+                x = block(x, rope=rope)
+            if index in self.out_indices:
+                x_out = self.norm(x) if index == last_block else x
+                patches = x_out[:, self.num_prefix_tokens:].reshape(batch, height, width, -1)
+                outputs.append(patches.permute(0, 3, 1, 2).contiguous())
+        return tuple(outputs)
+
+    def _pos_embed_for_grid(self, grid: Tuple[int, int]) -> torch.Tensor:
+        """``pos_embed`` on its own grid, else resized bicubically (no anti-aliasing, class-token
+        entry kept): the resize :meth:`adapt_state_dict` applies to checkpoints."""
+        return resample_abs_pos_embed(self.pos_embed, new_size=grid,
+                                      old_size=self.patch_embed.grid_size,
+                                      num_prefix_tokens=self.num_prefix_tokens, antialias=False)
+
+    # ----------------------------------------------------------------------------------------
+    # The backbone contract
+    # ----------------------------------------------------------------------------------------
+    def geometry(self) -> Dict:
+        """Plain-type description stored in pre-training checkpoints: the grid ``pos_embed`` was
+        built for and the RoPE reference grid the weights were trained with."""
+        return dict(
+            type='EVA02',
+            arch=plain(self.arch),
+            img_size=plain_size(self.patch_embed.img_size),
+            patch_size=self.patch_size,
+            embed_dim=self.arch_cfg['embed_dim'],
+            depth=self.arch_cfg['depth'],
+            num_heads=self.arch_cfg['num_heads'],
+            pos_embed_grid=list(self.patch_embed.grid_size),
+            rope_ref_grid=list(self.rope_ref_grid),
+            class_token=True)
+
+    def adapt_state_dict(self, state: StateDict,
+                         source_geometry: Optional[dict] = None) -> StateDict:
+        """Original EVA-02 names -> timm's, RoPE buffers left out (timm recomputes them per
+        grid), the patch-embedding kernel resampled to this patch size and ``pos_embed`` resized
+        to this grid (source grid from ``source_geometry`` or, without it, a square). A
+        checkpoint trained with another RoPE reference grid is reported in the log: the
+        weights load, but they expect other rotary positions."""
+        source = resolution_source(source_geometry, 'EVA02')
+        separate_qkv = self.blocks[0].attn.q_proj is not None
+        adapted = {}
+        for key, value in state.items():
+            if key.startswith('rope.'):
+                continue
+            for old, new in ORIGINAL_NAMES:
+                key = key.replace(old, new)
+            if separate_qkv and key.endswith(('attn.q_bias', 'attn.v_bias')):
+                key = key.replace('_bias', '_proj.bias')  # q_bias -> q_proj.bias
+            adapted[key] = value
+        self._resample_patch_embed(adapted)
+        self._resize_pos_embed(adapted, source)
+        if source and source.get('rope_ref_grid') not in (None, list(self.rope_ref_grid)):
+            print_log(f'EVA02: the checkpoint was trained with rope_ref_grid '
+                      f'{source["rope_ref_grid"]}, this model has {list(self.rope_ref_grid)}; '
+                      f'set rope_ref_grid={source["rope_ref_grid"]} to keep its rotary positions',
+                      logger='current', level=logging.WARNING)
+        return adapted
+
+    def _resample_patch_embed(self, state: StateDict) -> None:
+        weight = state.get('patch_embed.proj.weight')
+        wanted = self.patch_embed.proj.weight.shape
+        if (weight is not None and weight.dim() == 4 and weight.shape[:2] == wanted[:2]
+                and weight.shape[2:] != wanted[2:]):
+            state['patch_embed.proj.weight'] = resample_patch_embed(weight, list(wanted[2:]))
+
+    def _resize_pos_embed(self, state: StateDict, source: Optional[dict]) -> None:
+        pos_embed = state.get('pos_embed')
+        if (pos_embed is None or pos_embed.dim() != 3 or pos_embed.shape[-1] != self.embed_dim
+                or pos_embed.shape == self.pos_embed.shape):
+            return  # nothing to do, or no rule applies: the caller reports the shapes
+        num_patches = pos_embed.shape[1] - self.num_prefix_tokens
+        grid = (source or {}).get('pos_embed_grid')
+        if not grid or math.prod(grid) != num_patches:
+            side = math.isqrt(num_patches)
+            if side * side != num_patches:
+                return
+            grid = (side, side)
+        state['pos_embed'] = resample_abs_pos_embed(
+            pos_embed, new_size=self.patch_embed.grid_size, old_size=tuple(grid),
+            num_prefix_tokens=self.num_prefix_tokens, antialias=False)
+
+    def layer_id(self, name: str) -> int:
+        """ViT's ids: the embedding (patch embedding, class token, position embedding, pre-norm)
+        is 0, ``blocks.i`` is ``i + 1``, the rest (final norm) ``depth + 1``. RoPE has no
+        parameters."""
+        top, _, remainder = name.partition('.')
+        if top in EMBEDDING_NAMES:
+            return 0
+        if top == 'blocks':
+            return int(remainder.split('.')[0]) + 1
+        return len(self.blocks) + 1
+
+    @property
+    def num_layer_ids(self) -> int:
+        return len(self.blocks) + 2
