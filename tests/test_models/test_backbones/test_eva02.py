@@ -1,0 +1,255 @@
+"""EVA-02 on the backbone contract: shapes, timm's own forward as reference, geometry, resolution
+transfer (128 -> 224 through ``load_state_dict`` and ``load_pretrained``), foreign layouts,
+FastMIM pre-training and layer decay.
+
+References are independent of the backbone's code: timm's ``Eva`` forward and factories,
+timm's ``resample_abs_pos_embed`` / ``resample_patch_embed``, hand-written name tables.
+"""
+import json
+import math
+
+import numpy as np
+import pytest
+import timm
+import torch
+from mmengine.logging import MMLogger
+from mmengine.optim import OptimWrapper
+from skimage import data as skdata
+from skimage.transform import resize
+from timm.layers import resample_abs_pos_embed, resample_patch_embed
+from timm.models.eva import Eva
+from torch import nn
+
+from fastmim.models.backbones import EVA02
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+TINY = dict(embed_dim=64, depth=3, num_heads=2)
+# timm's factory of each published size (EVA-02 at patch 14; this backbone uses patch 16).
+TIMM_FACTORIES = {'ti': 'eva02_tiny_patch14_224', 's': 'eva02_small_patch14_224',
+                  'b': 'eva02_base_patch14_224', 'l': 'eva02_large_patch14_224'}
+
+
+def tiny(**kwargs):
+    torch.manual_seed(0)
+    return EVA02(arch=kwargs.pop('arch', TINY), **kwargs).eval()
+
+
+def photos(size, count=4):
+    """Real photos from scikit-image as a uint8 (count, 3, size, size) batch."""
+    images = [skdata.astronaut(), skdata.coffee(), skdata.chelsea(), skdata.rocket()][:count]
+    batch = [resize(p, (size, size), anti_aliasing=True, preserve_range=True) for p in images]
+    return torch.from_numpy(np.stack(batch).round().astype(np.uint8)).permute(0, 3, 1, 2)
+
+
+# --------------------------------------------------------------------------------------------
+# Forward
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('size', [128, 224, (96, 160)])
+def test_maps_and_strides_follow_the_input(size):
+    model = tiny(img_size=128, out_indices=(0, -1))
+    height, width = (size, size) if isinstance(size, int) else size
+    with torch.no_grad():
+        outputs = model(torch.randn(2, 3, height, width))
+    assert model.out_strides == [16, 16] and model.out_channels == [64, 64]
+    assert [tuple(o.shape) for o in outputs] == [(2, 64, height // 16, width // 16)] * 2
+
+
+def test_input_not_a_multiple_of_the_patch_raises():
+    with pytest.raises(ValueError, match='multiples of the patch size 16'):
+        tiny()(torch.randn(1, 3, 120, 128))
+
+
+def timm_eva(img_size, state):
+    """timm's own EVA-02 model (tiny widths, patch 16, RoPE over an 8x8 reference grid)."""
+    model = Eva(img_size=img_size, patch_size=16, num_classes=0, global_pool='',
+                mlp_ratio=4 * 2 / 3, swiglu_mlp=True, use_rot_pos_emb=True,
+                ref_feat_shape=(8, 8), **TINY).eval()
+    model.load_state_dict(state)
+    return model
+
+
+@pytest.mark.parametrize('size', [128, 224])
+def test_last_map_is_timms_eva_forward_on_the_same_weights(size):
+    """timm's ``Eva.forward_features`` (final norm, class token first) built for the input size
+    is the reference; at 224 it gets the 8x8 ``pos_embed`` resized by timm's function."""
+    model = tiny(img_size=128)
+    state = model.state_dict()
+    grid = size // 16
+    state['pos_embed'] = resample_abs_pos_embed(state['pos_embed'], new_size=(grid, grid),
+                                                old_size=(8, 8), antialias=False)
+    images = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        ours = model(images)[-1]
+        tokens = timm_eva(size, state).forward_features(images)[:, 1:]
+    torch.testing.assert_close(ours, tokens.reshape(2, grid, grid, -1).permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize('arch', sorted(TIMM_FACTORIES))
+def test_published_sizes_are_timms_eva02_with_patch_16(arch):
+    """Same tensors (names and shapes) as timm's EVA-02 of that size built with patch 16."""
+    with torch.device('meta'):
+        ours = EVA02(arch=arch, img_size=128)
+        reference = timm.create_model(TIMM_FACTORIES[arch], patch_size=16, img_size=128,
+                                      num_classes=0, global_pool='')
+    shapes = {key: tuple(value.shape) for key, value in ours.state_dict().items()}
+    assert shapes == {key: tuple(value.shape) for key, value in reference.state_dict().items()}
+    assert ours.rope.ref_feat_shape == (8, 8)
+
+
+def test_final_norm_off_leaves_the_last_block_output():
+    model = tiny(final_norm=False)
+    assert isinstance(model.norm, nn.Identity) and 'norm.weight' not in model.state_dict()
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(arch='xl'), "unknown arch 'xl'"),
+    (dict(arch=dict(TINY, mlp_ration=3.)), r"unknown keys \['mlp_ration'\]"),
+    (dict(global_pool='avg'), r"arguments \['global_pool'\] are fixed"),
+    (dict(embed_dim=32), r"arguments \['embed_dim'\] are fixed by this backbone \(give them in "
+     r"arch\)"),
+    (dict(out_indices=(3, )), 'out index 3 is out of range for 3 blocks'),
+    (dict(img_size=120), 'img_size 120 is not a multiple of the patch size 16'),
+    (dict(rope_ref_grid=(8, 0)), 'rope_ref_grid must be a positive int'),
+])
+def test_bad_arguments_raise_naming_the_problem(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EVA02(**dict(dict(arch=TINY), **kwargs))
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry
+# --------------------------------------------------------------------------------------------
+def test_geometry_is_plain_and_rebuilds_the_same_backbone(tmp_path):
+    model = tiny(img_size=(128, 96), rope_ref_grid=(8, 8))
+    geometry = model.geometry()
+    assert next(iter(geometry)) == 'type' and geometry['type'] == 'EVA02'
+    assert geometry['pos_embed_grid'] == [8, 6] and geometry['rope_ref_grid'] == [8, 8]
+    assert json.loads(json.dumps(geometry)) == geometry
+    torch.save({'meta': {'geometry': geometry}}, tmp_path / 'meta.pth')
+    assert torch.load(tmp_path / 'meta.pth', weights_only=True)['meta']['geometry'] == geometry
+    rebuilt = EVA02(arch=geometry['arch'], img_size=geometry['img_size'],
+                    patch_size=geometry['patch_size'], rope_ref_grid=geometry['rope_ref_grid'])
+    assert rebuilt.geometry() == geometry
+
+
+def test_default_rope_reference_is_the_construction_grid():
+    assert tiny(img_size=224).geometry()['rope_ref_grid'] == [14, 14]
+    assert tiny(img_size=224).rope.ref_feat_shape == (14, 14)
+
+
+# --------------------------------------------------------------------------------------------
+# Resolution transfer and foreign layouts through load_state_dict (the pre-hook)
+# --------------------------------------------------------------------------------------------
+def test_128_weights_load_at_224_and_equal_the_128_model_run_at_224():
+    pretrained = tiny(img_size=128)
+    finetune = tiny(img_size=224, rope_ref_grid=8)
+    finetune.load_state_dict(pretrained.state_dict())
+    expected = resample_abs_pos_embed(pretrained.pos_embed.detach(), new_size=(14, 14),
+                                      old_size=(8, 8), num_prefix_tokens=1, antialias=False)
+    torch.testing.assert_close(finetune.pos_embed.detach(), expected, rtol=0, atol=0)
+    images = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(finetune(images), pretrained(images))
+
+
+def original_eva02_names(state):
+    """timm's names -> the original EVA-02 release's, written out by hand."""
+    renames = [('.mlp.norm.', '.mlp.ffn_ln.'), ('.attn.norm.', '.attn.inner_attn_ln.'),
+               ('.mlp.fc1_g.', '.mlp.w1.'), ('.mlp.fc1_x.', '.mlp.w2.'), ('.mlp.fc1.', '.mlp.w12.'),
+               ('.mlp.fc2.', '.mlp.w3.'), ('.attn.q_proj.bias', '.attn.q_bias'),
+               ('.attn.v_proj.bias', '.attn.v_bias')]
+    renamed = {}
+    for key, value in state.items():
+        for new, old in renames:
+            key = key.replace(new, old)
+        renamed[key] = value
+    return renamed
+
+
+@pytest.mark.parametrize('arch', [TINY, dict(TINY, qkv_fused=False, scale_mlp=True)],
+                         ids=['fused-qkv-glu', 'separate-qkv-swiglu'])
+def test_original_eva02_layout_loads(arch):
+    source = tiny(arch=arch)
+    state = original_eva02_names(source.state_dict())
+    renamed = set(state) - set(source.state_dict())
+    assert renamed and all('.mlp.' in key or '.attn.' in key for key in renamed)
+    state['rope.freqs_cos'] = torch.zeros(64, 16)  # the release's RoPE buffer
+    target = tiny(arch=arch)
+    target.load_state_dict(state)
+    images = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(target(images), source(images))
+
+
+def test_timm_patch14_eva02_weights_load_into_the_patch16_backbone():
+    """timm's own EVA-02 (patch 14, 224 px: a 16x16 grid) -> patch 16 at 128 px (8x8)."""
+    torch.manual_seed(1)
+    reference = timm.create_model('eva02_tiny_patch14_224', num_classes=0, global_pool='',
+                                  **TINY)
+    state = reference.state_dict()
+    model = tiny(img_size=128)
+    model.load_state_dict(state)
+    torch.testing.assert_close(model.patch_embed.proj.weight.detach(),
+                               resample_patch_embed(state['patch_embed.proj.weight'], [16, 16]))
+    torch.testing.assert_close(
+        model.pos_embed.detach(),
+        resample_abs_pos_embed(state['pos_embed'], new_size=(8, 8), old_size=(16, 16),
+                               num_prefix_tokens=1, antialias=False))
+    torch.testing.assert_close(model.blocks[2].mlp.fc1.weight, reference.blocks[2].mlp.fc1.weight)
+
+
+@pytest.fixture
+def current_log(caplog):
+    """Records of mmengine's current logger (where ``print_log(logger='current')`` writes)."""
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(caplog.handler)  # MMLogger calls its own handlers only
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def test_another_rope_reference_is_reported(current_log):
+    pretrained = tiny(img_size=128)
+    finetune = tiny(img_size=224)  # rope_ref_grid left at 14: not what the weights learnt
+    adapted = finetune.adapt_state_dict(pretrained.state_dict(), pretrained.geometry())
+    assert adapted['pos_embed'].shape == finetune.pos_embed.shape
+    assert any('rope_ref_grid [8, 8], this model has [14, 14]' in record.getMessage()
+               for record in current_log.records)
+    current_log.clear()
+    tiny(img_size=224, rope_ref_grid=8).adapt_state_dict(pretrained.state_dict(),
+                                                         pretrained.geometry())
+    assert not current_log.records
+
+
+def test_untransferable_tensors_come_back_unchanged():
+    model = tiny(img_size=128)
+    odd = torch.randn(1, 1 + 7 * 5, 64)  # not a square grid and no geometry to say which
+    wrong_width = torch.randn(1, 65, 32)
+    for pos_embed in (odd, wrong_width):
+        assert model.adapt_state_dict({'pos_embed': pos_embed})['pos_embed'] is pos_embed
+    assert model.adapt_state_dict({'head.weight': odd})['head.weight'] is odd
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-training with FastMIM
+# --------------------------------------------------------------------------------------------
+def test_fastmim_pretraining_loss_falls_and_every_parameter_learns():
+    from fastmim.registry import MODELS
+    torch.manual_seed(0)
+    model = MODELS.build(dict(
+        type='FastMIM',
+        backbone=dict(type='EVA02', arch=TINY, img_size=64),
+        neck=dict(type='MIMDecoder', embed_dim=32, depth=1, num_heads=4),
+        target_generator=dict(type='HOGGenerator'),
+        block_size=16))
+    assert model.neck.out_channels == 27 * 2 * 2  # a 16-px token covers 2x2 HOG cells
+    optim_wrapper = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-3))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    batch = dict(inputs=photos(64))
+    losses = [model.train_step(batch, optim_wrapper)['loss'].item() for _ in range(12)]
+    assert all(math.isfinite(loss) for loss in losses)
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+    unchanged = [name for name, p in model.named_parameters()
+                 if p.requires_grad and torch.equal(p.detach(), before[name])]
+    assert not unchanged
+    assert model.geometry()['backbone'] == model.backbone.geometry()
