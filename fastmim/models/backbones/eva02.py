@@ -104,6 +104,7 @@ class EVA02(BackboneContract, Eva, BaseModule):
         **timm_kwargs: other arguments of timm's ``Eva`` (``init_values``, ``qk_norm``,
             ``rope_temperature``, ``attn_drop_rate``, ...).
     """
+    published_archs = ARCHS
 
     def __init__(self,
                  arch: Union[str, dict] = 'b',
@@ -216,24 +217,32 @@ class EVA02(BackboneContract, Eva, BaseModule):
             rope_ref_grid=list(self.rope_ref_grid),
             class_token=True)
 
-    def adapt_state_dict(self, state: StateDict,
-                         source_geometry: Optional[dict] = None) -> StateDict:
-        """Original EVA-02 names -> timm's, RoPE buffers left out (timm recomputes them per
-        grid), the patch-embedding kernel resampled to this patch size and ``pos_embed`` resized
-        to this grid (source grid from ``source_geometry`` or, without it, a square). A
-        checkpoint trained with another RoPE reference grid is reported in the log: the
-        weights load, but they expect other rotary positions."""
-        source = resolution_source(source_geometry, 'EVA02')
-        separate_qkv = self.blocks[0].attn.q_proj is not None
-        adapted = {}
+    @classmethod
+    def rename_foreign_keys(cls, state: StateDict) -> StateDict:
+        """The original EVA-02 release's names -> timm's (its separate-q/k/v sizes keep the q and
+        v biases apart from the projections); its RoPE buffers are left out, since timm
+        recomputes RoPE per grid and this backbone saves none."""
+        renamed = {}
         for key, value in state.items():
             if key.startswith('rope.'):
                 continue
             for old, new in ORIGINAL_NAMES:
                 key = key.replace(old, new)
-            if separate_qkv and key.endswith(('attn.q_bias', 'attn.v_bias')):
+            if (key.endswith(('attn.q_bias', 'attn.v_bias'))
+                    and key.rpartition('.')[0] + '.q_proj.weight' in state):
                 key = key.replace('_bias', '_proj.bias')  # q_bias -> q_proj.bias
-            adapted[key] = value
+            renamed[key] = value
+        return renamed
+
+    def adapt_state_dict(self, state: StateDict,
+                         source_geometry: Optional[dict] = None) -> StateDict:
+        """Other layouts renamed (:meth:`rename_foreign_keys`), the patch-embedding kernel
+        resampled to this patch size and ``pos_embed`` resized to this grid (source grid from
+        ``source_geometry`` or, without it, a square). A checkpoint trained with another RoPE
+        reference grid is reported in the log: the weights load, but they expect other rotary
+        positions."""
+        source = resolution_source(source_geometry, 'EVA02')
+        adapted = self.rename_foreign_keys(state)
         self._resample_patch_embed(adapted)
         self._resize_pos_embed(adapted, source)
         if source and source.get('rope_ref_grid') not in (None, list(self.rope_ref_grid)):

@@ -175,6 +175,7 @@ def test_original_eva02_layout_loads(arch):
     renamed = set(state) - set(source.state_dict())
     assert renamed and all('.mlp.' in key or '.attn.' in key for key in renamed)
     state['rope.freqs_cos'] = torch.zeros(64, 16)  # the release's RoPE buffer
+    assert set(EVA02.rename_foreign_keys(state)) == set(source.state_dict())  # no instance
     target = tiny(arch=arch)
     target.load_state_dict(state)
     images = torch.randn(1, 3, 128, 128)
