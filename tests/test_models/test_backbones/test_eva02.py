@@ -7,6 +7,7 @@ timm's ``resample_abs_pos_embed`` / ``resample_patch_embed``, hand-written name 
 """
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -254,3 +255,95 @@ def test_fastmim_pretraining_loss_falls_and_every_parameter_learns():
                  if p.requires_grad and torch.equal(p.detach(), before[name])]
     assert not unchanged
     assert model.geometry()['backbone'] == model.backbone.geometry()
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning: 128-px checkpoint -> 224-px classifier through load_pretrained / FastMIMPretrained
+# --------------------------------------------------------------------------------------------
+def save_pretraining_checkpoint(backbone, path):
+    """What a FastMIM pre-training run saves: backbone, decoder, mask token, geometry."""
+    state = {'backbone.' + key: value for key, value in backbone.state_dict().items()}
+    state.update({'neck.proj.weight': torch.randn(8, 64), 'mask_token': torch.zeros(1, 3, 1, 1)})
+    torch.save({'state_dict': state, 'meta': {'geometry': {'backbone': backbone.geometry()}}},
+               path)
+
+
+def test_128_checkpoint_fine_tunes_at_224_through_load_pretrained(tmp_path, current_log):
+    from fastmim.models.utils import load_pretrained
+    pretrained = tiny(img_size=128)
+    save_pretraining_checkpoint(pretrained, tmp_path / 'epoch_800.pth')
+    finetune = tiny(img_size=224, rope_ref_grid=8)
+    load_pretrained(finetune, str(tmp_path / 'epoch_800.pth'))
+    expected = resample_abs_pos_embed(pretrained.pos_embed.detach(), new_size=(14, 14),
+                                      old_size=(8, 8), num_prefix_tokens=1, antialias=False)
+    torch.testing.assert_close(finetune.pos_embed.detach(), expected, rtol=0, atol=0)
+    images = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(finetune(images), pretrained(images))
+    assert not [r for r in current_log.records if 'rope_ref_grid' in r.getMessage()]
+
+
+def test_fine_tuning_classifier_loads_the_checkpoint_on_init_weights(tmp_path):
+    """The fine-tuning config's path: ``init_cfg=FastMIMPretrained`` on a 224-px classifier whose
+    backbone has no final norm (the head's fc_norm follows the pooling)."""
+    from fastmim.registry import MODELS
+    pretrained = tiny(img_size=128)
+    save_pretraining_checkpoint(pretrained, tmp_path / 'epoch_800.pth')
+    classifier = MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='EVA02', arch=TINY, img_size=224, rope_ref_grid=8, final_norm=False,
+                      init_cfg=dict(type='FastMIMPretrained',
+                                    checkpoint=str(tmp_path / 'epoch_800.pth'))),
+        head=dict(type='LinearClsHead', num_classes=5, pre_norm='ln')))
+    classifier.init_weights()
+    backbone = classifier.backbone
+    torch.testing.assert_close(
+        backbone.pos_embed.detach(),
+        resample_abs_pos_embed(pretrained.pos_embed.detach(), new_size=(14, 14), old_size=(8, 8),
+                               antialias=False))
+    for name, value in pretrained.state_dict().items():
+        if name not in ('pos_embed', 'norm.weight', 'norm.bias'):
+            torch.testing.assert_close(backbone.state_dict()[name], value, msg=name)
+    assert classifier(torch.randn(2, 3, 224, 224)).shape == (2, 5)
+
+
+# --------------------------------------------------------------------------------------------
+# Layer-wise lr decay
+# --------------------------------------------------------------------------------------------
+class Classifier(nn.Module):
+    """What the layer-decay constructor sees in fine-tuning: a backbone and a head."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.out_channels[-1], 5)
+
+
+# EVA-02 with 3 blocks, written out by hand (MAE / BEiT's ViT ids): first match wins.
+LAYER_TABLE = [
+    (r'backbone\.(cls_token|pos_embed|patch_embed\.)', 0),
+    (r'backbone\.blocks\.0\.', 1),
+    (r'backbone\.blocks\.1\.', 2),
+    (r'backbone\.blocks\.2\.', 3),
+    (r'backbone\.norm\.', 4),
+    (r'head\.', 4),
+]
+
+
+def test_layer_decay_follows_the_vit_table():
+    """MAE / BEiT ids (final norm and head share ``depth + 1``). timm's ``Eva.group_matcher``
+    is no reference here: it puts the final norm with the last block."""
+    from fastmim.engine.optim_constructors import LayerDecayOptimWrapperConstructor
+    model = Classifier(tiny(img_size=224, arch=dict(TINY, qkv_fused=False, scale_mlp=True)))
+    constructor = LayerDecayOptimWrapperConstructor(
+        dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)),
+        dict(layer_decay_rate=0.7))
+    groups = constructor(model).optimizer.param_groups
+    names = {id(param): name for name, param in model.named_parameters()}
+    by_name = {names[id(p)]: group for group in groups for p in group['params']}
+    assert set(by_name) == set(names.values())
+    for name, group in by_name.items():
+        layer_id = next(i for pattern, i in LAYER_TABLE if re.match(pattern, name))
+        assert group['lr_scale'] == pytest.approx(0.7**(4 - layer_id)), name
+        assert group['lr'] == pytest.approx(1e-3 * 0.7**(4 - layer_id)), name
+    assert model.backbone.num_layer_ids == 5
