@@ -3,7 +3,9 @@
 #
 # Idempotent: every step checks whether its result is already there, so a second run takes
 # seconds. The one slow step, building mmcv with its compiled ops, is cached as a wheel under
-# $FASTMIM_CACHE (default ~/.cache/fastmim), keyed by mmcv, torch and Python versions.
+# $FASTMIM_CACHE (default ~/.cache/fastmim), keyed by mmcv, torch and Python versions and the
+# ops' flavour: CPU only, or with CUDA kernels for named GPU architectures, built when
+# FASTMIM_CUDA_OPS=1 or (unset) a GPU is visible; see tools/build_mmcv.sh.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -61,11 +63,11 @@ if [ "$(cat "$req_stamp" 2>/dev/null)" != "$req_hash" ]; then
   echo "$req_hash" > "$req_stamp"
 fi
 
-mmcv_has_ops() { "$PY" -c 'import mmcv.ops, mmcv._ext' 2>/dev/null; }
-if ! (have "mmcv==$MMCV_VERSION" && mmcv_has_ops); then
-  "$ROOT/tools/build_mmcv.sh" "$PY" "$MMCV_VERSION" "$CACHE/wheels"
-  mmcv_has_ops || die "mmcv installed but 'import mmcv._ext' fails: the wheel has no compiled ops"
-fi
+# Installs the cached wheel of the wanted flavour (CPU ops, or CUDA kernels: FASTMIM_CUDA_OPS,
+# TORCH_CUDA_ARCH_LIST) unless the venv already has it, building it first when none is cached.
+"$ROOT/tools/build_mmcv.sh" "$PY" "$MMCV_VERSION" "$CACHE/wheels"
+"$PY" -c 'import mmcv.ops, mmcv._ext' 2>/dev/null \
+  || die "mmcv installed but 'import mmcv._ext' fails: the wheel has no compiled ops"
 
 # Checked from / so that the repository's own folder on sys.path cannot stand in for the install.
 if ! (cd / && "$PY" -c 'import fastmim' 2>/dev/null); then
@@ -74,9 +76,12 @@ if ! (cd / && "$PY" -c 'import fastmim' 2>/dev/null); then
 fi
 
 "$PY" - <<'EOF'
+import os, sys
 import torch, mmengine, mmcv, mmdet, mmseg, timm
 from mmcv.ops import RoIAlign, nms  # noqa: F401  compiled ops must load
+with open(os.path.join(sys.prefix, '.fastmim-mmcv')) as stamp:  # written by build_mmcv.sh
+    mmcv_key = stamp.read().strip()
 print(f'[setup_env] ready: torch {torch.__version__}, mmengine {mmengine.__version__}, '
-      f'mmcv {mmcv.__version__} (ops), mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, '
-      f'timm {timm.__version__}')
+      f'mmcv {mmcv.__version__} (ops, cache key {mmcv_key}), mmdet {mmdet.__version__}, '
+      f'mmseg {mmseg.__version__}, timm {timm.__version__}')
 EOF

@@ -35,6 +35,7 @@ def main(argv):
     from fastmim.engine.checkpoint import trust_checkpoint
     from fastmim.engine.launch import (LaunchError, adapt_to_device, check_launcher_env,
                                        check_work_dir, init_cpu_distributed, load_config)
+    from fastmim.engine.mmcv_ops import check_mmcv_cuda_ops
 
     check_launcher_env(args.launcher)
     if not osp.isfile(args.checkpoint):
@@ -48,6 +49,7 @@ def main(argv):
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    check_mmcv_cuda_ops(cfg)
     check_work_dir(cfg.work_dir)
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)

@@ -76,10 +76,12 @@ def main(argv):
     from fastmim.engine.checkpoint import trust_checkpoint
     from fastmim.engine.launch import (adapt_to_device, check_launcher_env, check_work_dir,
                                        init_cpu_distributed, load_config)
+    from fastmim.engine.mmcv_ops import check_mmcv_cuda_ops
 
     check_launcher_env(args.launcher)
     cfg = load_config(args.config, args.cfg_options)
     apply_args(cfg, args)
+    check_mmcv_cuda_ops(cfg)
     check_work_dir(cfg.work_dir)
     for path in args.trust_checkpoint:
         trust_checkpoint(path)
