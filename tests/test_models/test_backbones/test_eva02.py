@@ -8,11 +8,13 @@ timm's ``resample_abs_pos_embed`` / ``resample_patch_embed``, hand-written name 
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import timm
 import torch
+from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.optim import OptimWrapper
 from skimage import data as skdata
@@ -347,3 +349,27 @@ def test_layer_decay_follows_the_vit_table():
         assert group['lr_scale'] == pytest.approx(0.7**(4 - layer_id)), name
         assert group['lr'] == pytest.approx(1e-3 * 0.7**(4 - layer_id)), name
     assert model.backbone.num_layer_ids == 5
+
+
+# --------------------------------------------------------------------------------------------
+# Configs
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('eva02, vit', [
+    ('configs/fastmim/eva02_b_hog_800e.py', 'configs/fastmim/vit_b_hog_800e.py'),
+    ('configs/finetune/eva02_b_ft_100e.py', 'configs/finetune/vit_b_ft_100e.py'),
+])
+def test_configs_are_the_vit_b_recipes_with_another_backbone(eva02, vit):
+    """Same width, depth and token grid as ViT-B/16, so the ViT-B recipes apply unchanged:
+    everything but the backbone is equal; the backbone is EVA-02-B at the same sizes."""
+    root = Path(__file__).resolve().parents[3]
+    ours, reference = (Config.fromfile(str(root / path)).to_dict() for path in (eva02, vit))
+    backbone, vit_backbone = ours['model'].pop('backbone'), reference['model'].pop('backbone')
+    assert ours == reference
+    assert backbone['type'] == 'EVA02' and backbone['arch'] == 'b'
+    for key in ('img_size', 'patch_size'):
+        assert backbone[key] == vit_backbone[key]
+    with torch.device('meta'):
+        model = EVA02(**{key: value for key, value in backbone.items()
+                         if key not in ('type', 'init_cfg')})
+    assert model.patch_embed.grid_size == (backbone['img_size'] // 16, ) * 2
+    assert model.rope_ref_grid == (8, 8)  # the 128-px pre-training grid, also at 224
