@@ -75,10 +75,10 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
     return {**EVA02_BLOCK, **settings}
 
 
-def _grid(size: Union[int, Sequence[int]], owner: str, what: str) -> Tuple[int, int]:
+def _grid(size: Union[int, Sequence[int]], what: str) -> Tuple[int, int]:
     grid = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
     if len(grid) != 2 or min(grid) < 1:
-        raise ValueError(f'{owner}: {what} must be a positive int or an (h, w) pair, got {size!r}')
+        raise ValueError(f'EVA02: {what} must be a positive int or an (h, w) pair, got {size!r}')
     return grid
 
 
@@ -122,13 +122,13 @@ class EVA02(BackboneContract, Eva, BaseModule):
                                'give them in arch')
         arch_cfg = resolve_arch(arch)
         out_indices = normalise_out_indices('EVA02', out_indices, arch_cfg['depth'], 'blocks')
-        image_grid = _grid(img_size, 'EVA02', 'img_size')
+        image_grid = _grid(img_size, 'img_size')
         if image_grid[0] % patch_size or image_grid[1] % patch_size:
             raise ValueError(f'EVA02: img_size {img_size} is not a multiple of the patch size '
                              f'{patch_size}')
         if rope_ref_grid is None:
             rope_ref_grid = (image_grid[0] // patch_size, image_grid[1] // patch_size)
-        rope_ref_grid = _grid(rope_ref_grid, 'EVA02', 'rope_ref_grid')
+        rope_ref_grid = _grid(rope_ref_grid, 'rope_ref_grid')
         super().__init__(
             img_size=img_size,
             patch_size=patch_size,

@@ -134,6 +134,10 @@ def test_geometry_is_plain_and_rebuilds_the_same_backbone(tmp_path):
     rebuilt = EVA02(arch=geometry['arch'], img_size=geometry['img_size'],
                     patch_size=geometry['patch_size'], rope_ref_grid=geometry['rope_ref_grid'])
     assert rebuilt.geometry() == geometry
+    state = model.state_dict()  # its own weights with its own geometry: nothing to change
+    adapted = model.adapt_state_dict(state, geometry)
+    assert adapted.keys() == state.keys()
+    assert all(torch.equal(adapted[key], state[key]) for key in state)
 
 
 def test_default_rope_reference_is_the_construction_grid():
