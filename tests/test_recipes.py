@@ -63,3 +63,37 @@ def test_vit_b_uses_twelve_heads():
     vit = MODELS.build(backbone)
     assert all(block.attn.num_heads == 12 for block in vit.blocks)
     assert vit.embed_dim == 768 and len(vit.blocks) == 12
+
+
+FINETUNE = Path(__file__).resolve().parents[1] / 'configs' / 'finetune'
+# name: (lr at total batch 1024, layer decay, backbone type, fc_norm after pooling)
+PUBLISHED_FINETUNING = {
+    'vit_b_ft_100e.py': (6e-4 * 1024 / 256, 0.70, 'VisionTransformer', 'ln'),
+    'swin_b_ft_100e.py': (1e-3 * 1024 / 256, 0.80, 'SwinTransformer', None),
+    'pvtv2_b2_ft_100e.py': (1e-3 * 1024 / 256, 0.75, 'PyramidVisionTransformerV2', None),
+    'cmt_s_ft_100e.py': (1e-3 * 1024 / 256, 0.75, 'CMT', 'ln'),
+}
+
+
+@pytest.mark.parametrize('name', sorted(PUBLISHED_FINETUNING))
+def test_published_finetuning_recipe(name):
+    """REFERENCE.md, 'Fine-tuning recipes': every recipe sets its lr and layer decay only; the
+    shared schedule warms up 5 epochs and ends at min lr 1e-6 whatever the lr."""
+    lr, layer_decay, backbone, fc_norm = PUBLISHED_FINETUNING[name]
+    cfg = Config.fromfile(str(FINETUNE / name))
+
+    assert cfg.optim_wrapper.optimizer.lr == pytest.approx(lr)
+    assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate == layer_decay
+    assert cfg.auto_scale_lr.base_batch_size == 1024 and cfg.train_cfg.max_epochs == 100
+    warmup_scheduler, cosine = cfg.param_scheduler
+    assert warmup_scheduler.type == 'LinearLR' and warmup_scheduler.end == 5
+    assert cosine.type == 'CosineAnnealingToMinLR' and cosine.eta_min == 1e-6
+    assert (cosine.begin, cosine.end, cosine.T_max) == (5, 100, 95)
+
+    model = cfg.model
+    assert model.backbone.type == backbone and model.backbone.drop_path_rate == 0.1
+    assert model.backbone.init_cfg.type == 'FastMIMPretrained'
+    assert model.head.pre_norm == fc_norm and model.head.init_std == 2e-5
+    preprocessor = model.data_preprocessor
+    assert preprocessor.label_smoothing == 0.1 and preprocessor.random_erasing.probability == 0.25
+    assert (preprocessor.mixup.mixup_alpha, preprocessor.mixup.cutmix_alpha) == (0.8, 1.0)

@@ -10,10 +10,11 @@ default_hooks = dict(
     # Keep the last three checkpoints; `latest` is what --resume picks up.
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3, save_last=True),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # Plain-type checkpoints that load weights-only, and the model geometry in their meta.
+    # A default hook (merged by key) rather than a custom one: a config that sets its own
+    # custom_hooks list replaces the list but keeps this.
+    checkpoint_meta=dict(type='CheckpointMetaHook'),
 )
-
-# Plain-type checkpoints that load weights-only, and the model geometry in their meta.
-custom_hooks = [dict(type='CheckpointMetaHook')]
 
 env_cfg = dict(
     cudnn_benchmark=False,

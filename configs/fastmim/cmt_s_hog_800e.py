@@ -3,9 +3,13 @@
 # Published: 83.9 top-1 after fine-tuning.
 # The release publishes no pre-training command for this backbone: batch, lr and decoder
 # (256 x 1) follow the ViT-B command, blocks the stride-32 Swin-B command.
-_base_ = ['./vit_b_hog_800e.py']
+_base_ = [
+    '../_base_/models/fastmim_cmt_s.py',
+    '../_base_/datasets/imagenet_pretrain_128.py',
+    '../_base_/schedules/fastmim_adamw_800e.py',
+    '../_base_/default_runtime.py',
+]
 
-model = dict(
-    backbone=dict(_delete_=True, type='CMT', arch='s', img_size=128),
-    block_size=32,
-)
+train_dataloader = dict(batch_size=512)
+optim_wrapper = dict(optimizer=dict(lr=1.5e-4 * 4096 / 256))
+auto_scale_lr = dict(base_batch_size=4096)

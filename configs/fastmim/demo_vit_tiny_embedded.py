@@ -34,8 +34,5 @@ param_scheduler = [
 train_cfg = dict(max_epochs=max_epochs)
 
 default_hooks = dict(logger=dict(interval=4), checkpoint=dict(interval=4, max_keep_ckpts=1))
-custom_hooks = [
-    dict(type='CheckpointMetaHook'),
-    dict(type='ReconstructionVisualizationHook', interval=max_epochs, num_images=4),
-]
+custom_hooks = [dict(type='ReconstructionVisualizationHook', interval=max_epochs, num_images=4)]
 work_dir = 'work_dirs/demo'

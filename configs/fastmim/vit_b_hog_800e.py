@@ -4,20 +4,10 @@
 _base_ = [
     '../_base_/models/fastmim_vit_b.py',
     '../_base_/datasets/imagenet_pretrain_128.py',
-    '../_base_/schedules/fastmim_adamw.py',
+    '../_base_/schedules/fastmim_adamw_800e.py',
     '../_base_/default_runtime.py',
 ]
 
 train_dataloader = dict(batch_size=512)
 optim_wrapper = dict(optimizer=dict(lr=1.5e-4 * 4096 / 256))
 auto_scale_lr = dict(base_batch_size=4096)
-
-warmup_epochs = 20
-max_epochs = 800
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=warmup_epochs,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=0., by_epoch=True, begin=warmup_epochs,
-         end=max_epochs, T_max=max_epochs - warmup_epochs, convert_to_iter_based=True),
-]
-train_cfg = dict(max_epochs=max_epochs)

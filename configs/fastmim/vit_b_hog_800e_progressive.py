@@ -18,10 +18,7 @@ train_dataloader = dict(batch_size=512)
 # Accumulation is set per stage; iteration-based schedulers step once per optimiser update.
 optim_wrapper = dict(accumulative_counts=1)
 default_hooks = dict(param_scheduler=dict(type='PerUpdateParamSchedulerHook'))
-custom_hooks = [
-    dict(type='CheckpointMetaHook'),
-    dict(type='ProgressiveResolutionHook', stages=progressive_stages),
-]
+custom_hooks = [dict(type='ProgressiveResolutionHook', stages=progressive_stages)]
 # The position embedding keeps the 128-px grid of the last stage (8x8) and is resized on the fly
 # for the 96-px stage, so the checkpoint fine-tunes like one of vit_b_hog_800e.py.
 model = dict(backbone=dict(img_size=128))

@@ -53,18 +53,15 @@ val_dataloader = dict(
 )
 test_dataloader = val_dataloader
 
-lr = 2e-3
-optim_wrapper = dict(type='GuardedOptimWrapper', optimizer=dict(lr=lr))
+optim_wrapper = dict(type='GuardedOptimWrapper', optimizer=dict(lr=2e-3))
 auto_scale_lr = dict(base_batch_size=32)
 warmup_epochs = 1
 max_epochs = 10
-min_lr = 1e-6
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=warmup_epochs,
          convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min_ratio=min_lr / lr, by_epoch=True,
-         begin=warmup_epochs, end=max_epochs, T_max=max_epochs - warmup_epochs,
-         convert_to_iter_based=True),
+    dict(type='CosineAnnealingToMinLR', eta_min=1e-6, by_epoch=True, begin=warmup_epochs,
+         end=max_epochs, T_max=max_epochs - warmup_epochs, convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=2)
 

@@ -3,30 +3,16 @@
 # none. lr and layer decay here are the defaults of the release's main_finetune.py (base lr
 # 1e-3 per 256 -> 4e-3 at batch 1024, layer decay 0.75, drop path 0.1); everything else is the
 # shared recipe. PVTv2 ends every stage in a LayerNorm, so the head adds no fc_norm.
-_base_ = ['./vit_b_ft_100e.py']
-
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='PyramidVisionTransformerV2',
-        arch='b2',
-        drop_path_rate=0.1,
-        init_cfg=dict(type='FastMIMPretrained',
-                      checkpoint='work_dirs/pvtv2_b2_hog_800e/epoch_800.pth',
-                      prefix='backbone.')),
-    head=dict(pre_norm=None),
-)
-
-lr = 1e-3 * 1024 / 256
-optim_wrapper = dict(optimizer=dict(lr=lr), paramwise_cfg=dict(layer_decay_rate=0.75))
-
-warmup_epochs = 5
-max_epochs = 100
-min_lr = 1e-6
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=warmup_epochs,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min_ratio=min_lr / lr, by_epoch=True,
-         begin=warmup_epochs, end=max_epochs, T_max=max_epochs - warmup_epochs,
-         convert_to_iter_based=True),
+_base_ = [
+    '../_base_/models/cls_pvtv2_b2.py',
+    '../_base_/datasets/imagenet_ft_224.py',
+    '../_base_/schedules/finetune_adamw.py',
+    '../_base_/default_runtime.py',
 ]
+
+model = dict(backbone=dict(init_cfg=dict(
+    type='FastMIMPretrained', checkpoint='work_dirs/pvtv2_b2_hog_800e/epoch_800.pth',
+    prefix='backbone.')))
+optim_wrapper = dict(optimizer=dict(lr=1e-3 * 1024 / 256),
+                     paramwise_cfg=dict(layer_decay_rate=0.75))
+default_hooks = dict(checkpoint=dict(save_best='accuracy/top1', rule='greater'))

@@ -1,7 +1,9 @@
-"""Runtime pieces around mmengine's Runner: safe checkpoints, guarded optimisers, hooks."""
+"""Runtime pieces around mmengine's Runner: safe checkpoints, guarded optimisers, hooks,
+schedulers."""
 from . import checkpoint
 from .hooks import *  # noqa: F401,F403
 from .optim_constructors import *  # noqa: F401,F403
 from .optim_wrappers import *  # noqa: F401,F403
+from .schedulers import *  # noqa: F401,F403
 
 checkpoint.install()

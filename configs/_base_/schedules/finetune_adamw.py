@@ -1,8 +1,9 @@
 # Fine-tuning schedule of MAE / FastMIM: AdamW (0.9, 0.999), wd 0.05, layer-wise lr decay,
 # 5 warmup epochs (per iteration, linear) then cosine to min lr 1e-6, 100 epochs.
-# lr = base_lr (per 256 images) x total batch / 256; each recipe sets lr, layer_decay_rate and
-# the cosine's eta_min_ratio = min_lr / lr: with layer decay every parameter group's lr is
-# lr x scale, and MAE's schedule ends each group at min_lr x scale, which is what a ratio gives.
+# lr = base_lr (per 256 images) x total batch / 256; each recipe sets lr and layer_decay_rate
+# only. With layer decay every parameter group's lr is lr x scale and MAE's schedule ends each
+# group at min_lr x scale: CosineAnnealingToMinLR takes min_lr and divides it by the built
+# optimiser's lr, so the minimum follows lr (after --auto-scale-lr too).
 # No weight decay on biases, 1-D parameters (norms), position embeddings, the class token and
 # relative-position tables: LayerDecayOptimWrapperConstructor's defaults (MAE's no_weight_decay
 # list and 1-D rule).
@@ -23,13 +24,11 @@ optim_wrapper = dict(
 
 warmup_epochs = 5
 max_epochs = 100
-min_lr = 1e-6
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=warmup_epochs,
          convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min_ratio=min_lr / 1e-3, by_epoch=True,
-         begin=warmup_epochs, end=max_epochs, T_max=max_epochs - warmup_epochs,
-         convert_to_iter_based=True),
+    dict(type='CosineAnnealingToMinLR', eta_min=1e-6, by_epoch=True, begin=warmup_epochs,
+         end=max_epochs, T_max=max_epochs - warmup_epochs, convert_to_iter_based=True),
 ]
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
 val_cfg = dict(type='ValLoop')
@@ -37,4 +36,4 @@ test_cfg = dict(type='TestLoop')
 # --auto-scale-lr rescales lr by (actual total batch) / base_batch_size.
 auto_scale_lr = dict(base_batch_size=1024, enable=False)
 # Optional EMA of the weights (off in the published recipes; timm's ModelEma decay 0.9999):
-# custom_hooks = [dict(type='CheckpointMetaHook'), dict(type='EMAHook', momentum=1e-4)]
+# custom_hooks = [dict(type='EMAHook', momentum=1e-4)]

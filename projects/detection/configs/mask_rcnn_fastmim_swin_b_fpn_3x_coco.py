@@ -102,5 +102,6 @@ optim_wrapper = dict(
         custom_keys={'relative_position_bias_table': dict(decay_mult=0.)}))
 auto_scale_lr = dict(base_batch_size=16)
 
-# Checkpoints of plain types (they load weights-only) that record the model geometry.
-custom_hooks = [dict(type='fastmim.CheckpointMetaHook')]
+# Checkpoints of plain types (they load weights-only) that record the model geometry; a default
+# hook, merged by key, so a derived config's own custom_hooks cannot drop it.
+default_hooks = dict(checkpoint_meta=dict(type='fastmim.CheckpointMetaHook'))

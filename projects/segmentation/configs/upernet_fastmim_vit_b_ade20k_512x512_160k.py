@@ -79,5 +79,6 @@ param_scheduler = [
 ]
 train_cfg = dict(max_iters=max_iters)
 
-# Checkpoints of plain types (they load weights-only) that record the model geometry.
-custom_hooks = [dict(type='fastmim.CheckpointMetaHook')]
+# Checkpoints of plain types (they load weights-only) that record the model geometry; a default
+# hook, merged by key, so a derived config's own custom_hooks cannot drop it.
+default_hooks = dict(checkpoint_meta=dict(type='fastmim.CheckpointMetaHook'))

@@ -1,0 +1,49 @@
+"""CosineAnnealingToMinLR ends where MAE's schedule ends, whatever lr the recipe sets."""
+import math
+
+import pytest
+import torch
+from mmengine.optim import OptimWrapper
+
+import fastmim.engine  # noqa: F401  (registers the scheduler)
+from fastmim.registry import PARAM_SCHEDULERS
+
+LR_SCALES = (1.0, 0.7, 0.7**5)  # the head and two layer-decayed groups
+
+
+def mae_cosine_lr(step, lr, min_lr, steps):
+    """MAE's ``adjust_learning_rate`` after warm-up (util/lr_sched.py), written out."""
+    return min_lr + (lr - min_lr) * 0.5 * (1. + math.cos(math.pi * step / steps))
+
+
+def layer_decayed_optimizer(lr):
+    """AdamW with one group per lr scale, each at ``lr x scale``, as the layer-decay
+    constructor builds it (the configured ``lr`` is the optimiser's default)."""
+    groups = [dict(params=[torch.nn.Parameter(torch.zeros(1))], lr=lr * scale)
+              for scale in LR_SCALES]
+    return OptimWrapper(torch.optim.AdamW(groups, lr=lr))
+
+
+@pytest.mark.parametrize('lr', [2.4e-3, 4e-3, 1e-4])
+def test_every_group_follows_maes_cosine_to_min_lr_times_its_scale(lr):
+    min_lr, steps = 1e-6, 12
+    wrapper = layer_decayed_optimizer(lr)
+    scheduler = PARAM_SCHEDULERS.build(
+        dict(type='CosineAnnealingToMinLR', eta_min=min_lr, by_epoch=True, begin=0, end=4,
+             T_max=4, convert_to_iter_based=True),
+        default_args=dict(optimizer=wrapper, epoch_length=3))
+    # mmengine applies a scheduler for steps begin .. end - 1, the iterations that train, as
+    # MAE computes the lr of iterations 0 .. steps - 1.
+    for step in range(steps):
+        if step:
+            wrapper.step()
+            scheduler.step()
+        for group, scale in zip(wrapper.param_groups, LR_SCALES):
+            assert group['lr'] == pytest.approx(
+                mae_cosine_lr(step, lr, min_lr, steps) * scale, rel=1e-9, abs=1e-15)
+
+
+def test_a_stale_ratio_is_refused():
+    with pytest.raises(ValueError, match='drop eta_min_ratio'):
+        PARAM_SCHEDULERS.build(dict(type='CosineAnnealingToMinLR', eta_min_ratio=1e-3, T_max=4),
+                               default_args=dict(optimizer=layer_decayed_optimizer(1e-3)))
