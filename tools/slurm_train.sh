@@ -1,6 +1,16 @@
 #!/usr/bin/env bash
 # Usage: [GPUS=8] [GPUS_PER_NODE=8] [CPUS_PER_TASK=5] [SRUN_ARGS=...] \
 #        tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args]
+#
+# Preemption: on SIGTERM (what SLURM sends a job it preempts or cancels, KillWait seconds before
+# SIGKILL) or SIGUSR1 (`--signal=USR1@120`: two minutes before the time limit) every rank saves
+# a checkpoint at the next iteration boundary, names it in WORK_DIR/last_checkpoint and exits
+# with status 75 (PreemptionHook). `--resume` continues from it exactly, and starts from scratch
+# when WORK_DIR has no checkpoint yet, so one command serves the first start and every restart:
+#   SRUN_ARGS="--signal=USR1@120" tools/slurm_train.sh PART JOB CONFIG WORK_DIR --resume
+# To have SLURM restart it, submit a batch script with `#SBATCH --requeue` that runs the line
+# above and then `[ $? -eq 75 ] && scontrol requeue "$SLURM_JOB_ID"` (the status is 75 only
+# when the checkpoint was written). See docs/long_runs.md.
 set -euo pipefail
 PARTITION=$1
 JOB_NAME=$2

@@ -9,6 +9,9 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     # Keep the last three checkpoints; `latest` is what --resume picks up.
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3, save_last=True),
+    # On SIGTERM or SIGUSR1 (SLURM preemption, --signal): save at the next iteration boundary
+    # and exit with status 75; --resume continues exactly (docs/long_runs.md).
+    preemption=dict(type='PreemptionHook'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     # Plain-type checkpoints that load weights-only, and the model geometry in their meta.
     # A default hook (merged by key) rather than a custom one: a config that sets its own

@@ -7,8 +7,11 @@ from .embedded import EmbeddedImageNetPhotos, EmbeddedPhotos, find_embedded_phot
 from .fashion_mnist import FashionMNIST, find_fashion_mnist
 from .image_folder import ImageFolder
 from .image_list import ImageList
+from .sample_seeds import SeededIndex, SeededSamples
+from .samplers import ResumableSampler
 
 __all__ = [
     'EmbeddedImageNetPhotos', 'EmbeddedPhotos', 'FashionMNIST', 'ImageFolder', 'ImageList',
-    'find_embedded_photos', 'find_fashion_mnist'
+    'ResumableSampler', 'SeededIndex', 'SeededSamples', 'find_embedded_photos',
+    'find_fashion_mnist'
 ]

@@ -26,6 +26,7 @@ from mmengine.dataset import BaseDataset
 
 from fastmim.registry import DATASETS
 
+from .sample_seeds import SeededSamples
 from .transforms.loading import read_rgb_image
 from .utils import build_pipeline
 
@@ -109,7 +110,7 @@ def load_photo(path: str) -> np.ndarray:
 
 
 @DATASETS.register_module()
-class EmbeddedPhotos(BaseDataset):
+class EmbeddedPhotos(SeededSamples, BaseDataset):
     """A pre-training dataset of real photos installed from PyPI (see module docstring).
 
     Sample ``i`` is photo ``i % n_photos``, already decoded in ``results['img']`` (uint8 RGB),
@@ -155,7 +156,7 @@ FOOLBOX_IMAGENET_NAME = re.compile(r'foolbox/imagenet_(\d+)_(\d+)')
 
 
 @DATASETS.register_module()
-class EmbeddedImageNetPhotos(BaseDataset):
+class EmbeddedImageNetPhotos(SeededSamples, BaseDataset):
     """foolbox's 20 ImageNet validation photos, labelled with their ImageNet class id.
 
     A labelled evaluation set that installs from PyPI (``pip install --no-deps foolbox==3.3.4``,

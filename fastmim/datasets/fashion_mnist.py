@@ -21,6 +21,7 @@ from mmengine.dataset import BaseDataset
 
 from fastmim.registry import DATASETS
 
+from .sample_seeds import SeededSamples
 from .utils import build_pipeline
 
 DEFAULT_DATA_ROOT = '/usr/share/datasets/fashion-mnist'
@@ -118,7 +119,7 @@ def balanced_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarra
 
 
 @DATASETS.register_module()
-class FashionMNIST(BaseDataset):
+class FashionMNIST(SeededSamples, BaseDataset):
     """Fashion-MNIST (see module docstring), optionally a class-balanced fraction of it.
 
     Sample ``i`` holds ``img`` (RGB uint8 ``(28, 28, 3)``), ``gt_label`` (with labels) and

@@ -7,6 +7,7 @@ from mmengine.dataset import BaseDataset
 
 from fastmim.registry import DATASETS
 
+from .sample_seeds import SeededSamples
 from .utils import IMG_EXTENSIONS, build_pipeline, has_extension, normalize_extensions
 
 
@@ -21,7 +22,7 @@ def find_images(folder: str, extensions: Sequence[str]) -> List[str]:
 
 
 @DATASETS.register_module()
-class ImageFolder(BaseDataset):
+class ImageFolder(SeededSamples, BaseDataset):
     """Images under ``<data_root>/<data_prefix>``, labelled by class folder or unlabelled.
 
     With ``with_label=True`` the layout is ImageNet's, ``<folder>/<class>/**/<image>``: the class

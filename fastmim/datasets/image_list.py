@@ -6,11 +6,12 @@ from mmengine.dataset import BaseDataset
 
 from fastmim.registry import DATASETS
 
+from .sample_seeds import SeededSamples
 from .utils import build_pipeline
 
 
 @DATASETS.register_module()
-class ImageList(BaseDataset):
+class ImageList(SeededSamples, BaseDataset):
     """Images listed in ``ann_file``, paths relative to ``<data_root>/<data_prefix>``.
 
     Each non-blank line is ``path`` or ``path label`` (whitespace-separated, label a

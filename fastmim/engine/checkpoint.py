@@ -12,10 +12,13 @@ checkpoint execute code. Here we instead
 - write local files atomically (temporary file in the same folder, then ``os.replace``), so an
   interrupted save never replaces the last good checkpoint.
 """
+import contextlib
 import io
 import os
 import os.path as osp
 import pickle
+import shutil
+import stat
 import tempfile
 from collections import OrderedDict
 
@@ -116,30 +119,77 @@ def _unpickler_reason(error):
 
 
 class AtomicLocalBackend(LocalBackend):
-    """mmengine's local file backend, but every write goes to a temporary file first."""
+    """mmengine's local file backend, but every write goes to a temporary file first.
+
+    The file gets the mode a plain ``open(path, 'wb')`` (``torch.save``) would give it: the
+    mode of the file it replaces, else ``0o666`` less the umask, so teammates can read
+    checkpoints where the umask allows it (``mkstemp`` alone would make them 0600). A failed
+    write (full disk, read-only or vanished folder) removes its temporary file, leaves the
+    previous file untouched and raises :class:`CheckpointError` naming the file and the free
+    space.
+    """
 
     def put(self, obj, filepath):
-        self._write_atomically(obj, filepath, 'wb')
+        self._write_atomically(obj, filepath)
 
     def put_text(self, obj, filepath, encoding='utf-8'):
-        self._write_atomically(obj.encode(encoding), filepath, 'wb')
+        self._write_atomically(obj.encode(encoding), filepath)
 
     @staticmethod
-    def _write_atomically(data, filepath, mode):
+    def _write_atomically(data, filepath):
         folder = osp.dirname(osp.abspath(filepath))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(prefix=f'.{osp.basename(filepath)}.', suffix='.tmp',
-                                        dir=folder)
+        tmp_path = None
         try:
-            with os.fdopen(fd, mode) as f:
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp_path = tempfile.mkstemp(prefix=f'.{osp.basename(filepath)}.',
+                                            suffix='.tmp', dir=folder)
+            with os.fdopen(fd, 'wb') as f:
+                os.fchmod(f.fileno(), _mode_for(filepath))
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp_path, filepath)
-        except BaseException:
-            if osp.exists(tmp_path):
-                os.remove(tmp_path)
+        except BaseException as error:
+            if tmp_path is not None and osp.lexists(tmp_path):
+                with contextlib.suppress(OSError):  # e.g. the folder is gone or read-only
+                    os.remove(tmp_path)
+            if isinstance(error, OSError):
+                raise CheckpointError(f'could not write {filepath}: {error.strerror or error}'
+                                      f'{_free_space(folder)}; the previous file, if any, is '
+                                      'unchanged') from None
             raise
+
+
+def _mode_for(filepath):
+    """The permission bits ``open(filepath, 'wb')`` would give: those of an existing file,
+    else ``0o666`` less the process's umask."""
+    try:
+        return stat.S_IMODE(os.stat(filepath).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask():
+    """The process's umask, read without changing it where Linux allows (``os.umask`` can only
+    be read by setting it, which races with other threads creating files)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open('/proc/self/status') as status:
+            return int(next(line for line in status if line.startswith('Umask:')).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _free_space(folder):
+    """`` (N MiB free on FOLDER)`` for the nearest existing ancestor of ``folder``, or ''."""
+    path = folder
+    while not osp.isdir(path) and osp.dirname(path) != path:
+        path = osp.dirname(path)
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return ''
+    return f' ({free / 2**20:.1f} MiB free on {path})'
 
 
 def install():

@@ -133,19 +133,26 @@ def run_cli(main, argv=None):
     """Run ``main(argv)``; a user error ends with one line on stderr instead of a traceback.
 
     User errors are the ones whose message names what to fix: a missing file, a key a
-    module does not accept, an unusable checkpoint or launcher. ``--debug`` (or
-    ``FASTMIM_DEBUG=1``) shows the full traceback.
+    module does not accept, an unusable checkpoint or launcher, a full or unwritable disk.
+    ``--debug`` (or ``FASTMIM_DEBUG=1``) shows the full traceback. A run stopped by a
+    preemption signal after saving (``PreemptionHook``) exits with ``PREEMPTED_EXIT_STATUS``.
     """
     import sys
 
     from fastmim.engine.checkpoint import CheckpointError
+    from fastmim.engine.hooks import PREEMPTED_EXIT_STATUS, TrainingPreempted
     from fastmim.engine.optim_wrappers import NonFiniteLossError
-    user_errors = (LaunchError, CheckpointError, NonFiniteLossError, FileNotFoundError,
-                   NotADirectoryError, PermissionError, KeyError, TypeError, ValueError)
+    # OSError covers a full disk or a vanished folder outside checkpoint writes (which raise
+    # CheckpointError naming the file and the free space); its message names the file.
+    user_errors = (LaunchError, CheckpointError, NonFiniteLossError, OSError, KeyError,
+                   TypeError, ValueError)
     argv = sys.argv[1:] if argv is None else argv
     debug = '--debug' in argv or os.environ.get('FASTMIM_DEBUG') == '1'
     try:
         return main([arg for arg in argv if arg != '--debug'])
+    except TrainingPreempted as stop:
+        print(f'preempted: {stop}', file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT_STATUS)
     except user_errors as error:
         if debug:
             raise

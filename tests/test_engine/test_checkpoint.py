@@ -1,5 +1,8 @@
 """Checkpoints: plain types, weights-only loading, atomic writes."""
+import errno
 import os
+import re
+import stat
 
 import numpy as np
 import pytest
@@ -83,3 +86,58 @@ def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
 
     assert path.read_bytes() == b'good checkpoint'
     assert os.listdir(tmp_path) == ['epoch_1.pth']
+
+
+def test_full_disk_is_one_error_naming_the_file_and_keeps_the_previous_one(tmp_path,
+                                                                             monkeypatch):
+    path = tmp_path / 'epoch_1.pth'
+    backend = get_file_backend(str(path))
+    backend.put(b'good checkpoint', str(path))
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, 'fsync', disk_full)
+    with pytest.raises(CheckpointError) as error:
+        backend.put(b'does not fit', str(path))
+
+    message = str(error.value)
+    assert '\n' not in message
+    assert f'could not write {path}: No space left on device' in message
+    assert re.search(r'\(\d+\.\d MiB free on .+\)', message), message
+    assert path.read_bytes() == b'good checkpoint'
+    assert os.listdir(tmp_path) == ['epoch_1.pth']  # no temporary file left
+
+
+def test_vanished_work_dir_is_one_error_naming_the_file(tmp_path):
+    # The work dir's parent was replaced by a file (an unmounted or deleted scratch folder
+    # shows up the same way: the folder cannot be recreated).
+    parent = tmp_path / 'scratch'
+    parent.write_text('not a folder')
+    path = parent / 'work' / 'epoch_2.pth'
+    with pytest.raises(CheckpointError, match=f'could not write {path}: Not a directory'):
+        get_file_backend(str(path)).put(b'weights', str(path))
+    assert parent.read_text() == 'not a folder'
+
+
+@pytest.mark.parametrize('umask', [0o022, 0o077])
+def test_checkpoints_get_the_mode_torch_save_gives(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        torch.save({'w': torch.zeros(1)}, tmp_path / 'torch_save.pth')
+        path = tmp_path / 'epoch_1.pth'
+        get_file_backend(str(path)).put(b'weights', str(path))
+    finally:
+        os.umask(previous)
+    expected = stat.S_IMODE((tmp_path / 'torch_save.pth').stat().st_mode)
+    assert expected == 0o666 & ~umask
+    assert stat.S_IMODE(path.stat().st_mode) == expected
+
+
+def test_replacing_a_file_keeps_its_mode(tmp_path):
+    path = tmp_path / 'last_checkpoint'
+    path.write_text('epoch_1.pth')
+    path.chmod(0o640)
+    get_file_backend(str(path)).put_text('epoch_2.pth', str(path))
+    assert path.read_text() == 'epoch_2.pth'
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640

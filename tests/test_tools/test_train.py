@@ -1,8 +1,12 @@
 """tools/train.py and tools/dist_train.sh as a user runs them: subprocesses on real photos."""
+import json
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -113,35 +117,213 @@ def test_empty_data_folder_fails_before_training_naming_it(tmp_path):
     assert not list((tmp_path / 'work').glob('*.pth'))
 
 
-def test_killed_run_resumes_with_the_same_iteration_and_lr(tmp_path):
-    killed_dir, reference_dir = tmp_path / 'killed', tmp_path / 'reference'
-    args = ['configs/fastmim/demo_vit_tiny_embedded.py', '--cfg-options',
-            'train_cfg.max_epochs=12', *TINY]
-    command = [sys.executable, str(ROOT / 'tools' / 'train.py'), *args, '--work-dir',
-               str(killed_dir)]
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while not (killed_dir / 'epoch_2.pth').exists() and time.time() < deadline:
-            assert process.poll() is None, 'training ended before it could be killed'
-            time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)  # possibly in the middle of saving epoch 3
-    finally:
-        process.wait()
-    # A save cut short leaves at most a temporary file; the named checkpoint is whole.
-    latest = (killed_dir / 'last_checkpoint').read_text().strip()
-    saved = torch.load(latest, weights_only=True)
+# --- Long runs: a run killed or preempted at a random iteration and resumed with --resume ends
+# with exactly the weights, optimiser state, learning rates and per-iteration losses of the same
+# run left alone (bitwise on the CPU). The reference is one uninterrupted run without DataLoader
+# workers; runs with 2 persistent workers are compared with it too, since a sample's
+# augmentation depends on (seed, epoch, index) only.
 
-    resumed = run(args + ['--work-dir', str(killed_dir), '--resume'])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    epoch, iteration = saved['meta']['epoch'], saved['meta']['iter']
-    assert f'resumed epoch: {epoch}, iter: {iteration}' in resumed.stdout + resumed.stderr
+# 8 photos, batch 2: 4 iterations per epoch, 12 in all; raw (unsmoothed) loss logged each one.
+EXACT = [*TINY, 'train_cfg.max_epochs=3', 'log_processor.window_size=1']
+ITERATIONS = 12
+WORKERS = ['train_dataloader.num_workers=2', 'train_dataloader.persistent_workers=True']
+EVERY_3_ITERATIONS = ['default_hooks.checkpoint.by_epoch=False',
+                      'default_hooks.checkpoint.interval=3']
+LOGGED_ITERATION = re.compile(r'Epoch\(train\)\s*\[\d+\]\[\s*\d+/\d+\]')
+PREEMPTED = 75
 
-    reference = run(args + ['--work-dir', str(reference_dir)])
+
+def start(args, work_dir, script='train.py', env=None):
+    """Start a run in its own process group; its output goes to ``work_dir``.log."""
+    command = ([sys.executable, str(ROOT / 'tools' / script)] if script.endswith('.py')
+               else ['bash', str(ROOT / 'tools' / script)])
+    full_env = {**os.environ, 'PYTHONPATH': str(ROOT), 'PYTHONUNBUFFERED': '1', **(env or {})}
+    with open(f'{work_dir}.log', 'w') as log:
+        return subprocess.Popen(command + args + ['--work-dir', str(work_dir)], cwd=ROOT,
+                                env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def wait_for_iterations(process, work_dir, count, timeout=300):
+    """Wait until the run has logged ``count`` iterations."""
+    deadline = time.time() + timeout
+    while True:
+        log = Path(f'{work_dir}.log').read_text()
+        if len(LOGGED_ITERATION.findall(log)) >= count:
+            return
+        assert process.poll() is None and time.time() < deadline, log[-3000:]
+        time.sleep(0.01)
+
+
+def kill_run(process):
+    """SIGKILL the run and its workers or ranks, perhaps in the middle of a save."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def losses(work_dir):
+    """Loss of every iteration, the later run's where a resumed run repeated one."""
+    by_iteration = {}
+    for scalars in sorted(Path(work_dir).glob('*/vis_data/scalars.json')):
+        for line in scalars.read_text().splitlines():
+            record = json.loads(line)
+            if 'loss' in record:
+                by_iteration[record['step']] = (record['loss'], record['lr'])
+    return by_iteration
+
+
+def assert_same_state(value, expected, where):
+    if isinstance(expected, torch.Tensor):
+        assert torch.equal(value, expected), (
+            f'{where} differs by up to {(value.double() - expected.double()).abs().max():.3g}')
+    elif isinstance(expected, dict):
+        assert value.keys() == expected.keys(), where
+        for key in expected:
+            assert_same_state(value[key], expected[key], f'{where}[{key!r}]')
+    elif isinstance(expected, (list, tuple)):
+        assert len(value) == len(expected), where
+        for i, (item, expected_item) in enumerate(zip(value, expected)):
+            assert_same_state(item, expected_item, f'{where}[{i}]')
+    else:
+        assert value == expected, f'{where}: {value!r} != {expected!r}'
+
+
+def assert_same_run(work_dir, reference_dir, iterations=ITERATIONS, final='epoch_3.pth',
+                    reference_final=None):
+    final_state = torch.load(Path(work_dir) / final, weights_only=True)
+    expected = torch.load(Path(reference_dir) / (reference_final or final), weights_only=True)
+    assert final_state['meta']['iter'] == expected['meta']['iter'] == iterations
+    for key in ('state_dict', 'optimizer', 'param_schedulers'):
+        assert_same_state(final_state[key], expected[key], key)
+    expected_losses = losses(reference_dir)
+    assert sorted(expected_losses) == list(range(1, iterations + 1))
+    assert losses(work_dir) == expected_losses
+
+
+def resume(args, work_dir, script='train.py', env=None):
+    result = run(args + ['--work-dir', str(work_dir), '--resume'], env=env, script=script)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope='module')
+def reference_dir(tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp('reference')
+    result = run([str(DEMO), '--work-dir', str(work_dir), '--cfg-options', *EXACT])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work_dir
+
+
+def test_sigterm_saves_a_checkpoint_and_the_resumed_run_is_exact(tmp_path, reference_dir):
+    args = [str(DEMO), '--cfg-options', *EXACT]
+    stop_after = random.randint(1, ITERATIONS - 2)
+    work_dir = tmp_path / 'work'
+    process = start(args, work_dir)
+    wait_for_iterations(process, work_dir, stop_after)
+    # SLURM's SIGTERM, then more of them while the checkpoint is written: they are ignored.
+    while process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        time.sleep(0.005)
+    log = Path(f'{work_dir}.log').read_text()
+    assert process.returncode == PREEMPTED, log[-3000:]
+    assert 'Traceback' not in log
+    saved = Path((work_dir / 'last_checkpoint').read_text().strip())
+    stopped_at = int(re.fullmatch(r'iter_(\d+)\.pth', saved.name).group(1))
+    assert stop_after <= stopped_at < ITERATIONS
+    assert f'saved {saved} at iteration {stopped_at}' in log.strip().splitlines()[-1]
+    assert not list(work_dir.glob('.*.tmp'))
+
+    log = resume(args, work_dir)
+    assert f'iter: {stopped_at}' in log
+    assert_same_run(work_dir, reference_dir)
+
+
+def test_killed_with_persistent_workers_resumes_inside_an_epoch_exactly(tmp_path,
+                                                                       reference_dir):
+    args = [str(DEMO), '--cfg-options', *EXACT, *WORKERS, *EVERY_3_ITERATIONS]
+    work_dir = tmp_path / 'work'
+    process = start(args, work_dir)
+    wait_for_iterations(process, work_dir, random.randint(4, ITERATIONS - 2))  # iter_3 saved
+    kill_run(process)
+    saved = Path((work_dir / 'last_checkpoint').read_text().strip())
+    assert saved.name in ('iter_3.pth', 'iter_6.pth', 'iter_9.pth')  # 3 and 9 inside epochs
+
+    resume(args, work_dir)
+    assert_same_run(work_dir, reference_dir, final='iter_12.pth', reference_final='epoch_3.pth')
+
+
+def test_two_processes_killed_and_resumed_match_the_uninterrupted_run(tmp_path):
+    # 8 photos over 2 ranks x batch 2: 2 iterations per epoch, 8 in 4 epochs.
+    args = [str(DEMO), '2', '--cfg-options', *TINY, 'train_cfg.max_epochs=4',
+            'log_processor.window_size=1']
+    reference = run(args + ['--work-dir', str(tmp_path / 'reference')], script='dist_train.sh',
+                    env={'PORT': '29621'})
     assert reference.returncode == 0, reference.stderr[-3000:]
-    final = torch.load(killed_dir / 'epoch_12.pth', weights_only=True)
-    expected = torch.load(reference_dir / 'epoch_12.pth', weights_only=True)
-    assert final['meta']['iter'] == expected['meta']['iter'] == 48
-    lrs = [group['lr'] for group in final['optimizer']['param_groups']]
-    assert lrs == [group['lr'] for group in expected['optimizer']['param_groups']]
+
+    killed = tmp_path / 'killed'
+    process = start(args, killed, script='dist_train.sh', env={'PORT': '29622'})
+    wait_for_iterations(process, killed, random.randint(3, 7))  # epoch_1.pth saved
+    kill_run(process)
+
+    resume(args, killed, script='dist_train.sh', env={'PORT': '29623'})
+    assert_same_run(killed, tmp_path / 'reference', iterations=8, final='epoch_4.pth')
+
+
+PROGRESSIVE = """
+_base_ = ['{demo}']
+# FastMIM-P in miniature: 32 px in batches of 2, then 64 px in batches of 1 with 2 accumulated
+custom_hooks = [dict(type='ProgressiveResolutionHook', stages=[
+    dict(epoch=0, input_size=32, batch_size=2),
+    dict(epoch=2, input_size=64, batch_size=1, accumulative_counts=2)])]
+default_hooks = dict(param_scheduler=dict(type='PerUpdateParamSchedulerHook'))
+"""
+
+
+def test_resume_across_a_progressive_resolution_stage_change_is_exact(tmp_path):
+    config = tmp_path / 'progressive.py'
+    config.write_text(textwrap.dedent(PROGRESSIVE.format(demo=DEMO)))
+    # epochs 1-2: 4 iterations of 2 crops; epochs 3-4: 8 iterations of 1 crop
+    args = [str(config), '--cfg-options', *TINY, 'train_cfg.max_epochs=4',
+            'log_processor.window_size=1']
+    reference = run(args + ['--work-dir', str(tmp_path / 'reference')])
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    killed = tmp_path / 'killed'
+    process = start(args, killed)
+    wait_for_iterations(process, killed, random.randint(5, 22))  # before or after the change
+    kill_run(process)
+
+    resume(args, killed)
+    assert_same_run(tmp_path / 'killed', tmp_path / 'reference', iterations=24,
+                    final='epoch_4.pth')
+
+
+FULL_DISK = """
+import errno, os
+_fsync, _calls = os.fsync, [0]
+
+
+def fsync(fd):
+    # The first checkpoint and its last_checkpoint file fit; then the disk is full.
+    _calls[0] += 1
+    if _calls[0] > 2:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return _fsync(fd)
+
+
+os.fsync = fsync
+"""
+
+
+def test_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    site = tmp_path / 'site'
+    site.mkdir()
+    (site / 'sitecustomize.py').write_text(FULL_DISK)
+    work_dir = tmp_path / 'work'
+    result = run([str(DEMO), '--work-dir', str(work_dir), '--cfg-options', *EXACT],
+                 env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}'})
+    assert_one_line_error(result, 'CheckpointError', f'could not write {work_dir}/epoch_2.pth',
+                          'No space left on device', 'MiB free on')
+    assert (work_dir / 'last_checkpoint').read_text().strip().endswith('epoch_1.pth')
+    assert torch.load(work_dir / 'epoch_1.pth', weights_only=True)['meta']['iter'] == 4
+    assert not list(work_dir.glob('.*.tmp'))

@@ -27,7 +27,9 @@ train_dataloader = dict(
     # prefetch_factor stays PyTorch's 2 (2 batches of 256 x 49 KB in flight per worker); it is
     # not set here because DataLoader rejects it when a derived config sets num_workers=0.
     drop_last=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    # DefaultSampler's order, plus per-sample seeds (a crop depends on seed, epoch and index
+    # only, not on the worker) and skipping the batches a resumed epoch has already seen.
+    sampler=dict(type='ResumableSampler', shuffle=True),
     dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train',
                  with_label=False, pipeline=train_pipeline),
 )

@@ -33,6 +33,8 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=0., by_epoch=True, begin=warmup_epochs,
          end=max_epochs, T_max=max_epochs - warmup_epochs, convert_to_iter_based=True),
 ]
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
+# mmengine's epoch loop, but a resumed run (--resume, any checkpoint, also one saved inside an
+# epoch) repeats the uninterrupted one exactly (docs/long_runs.md).
+train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs)
 # --auto-scale-lr rescales lr by (actual total batch) / base_batch_size.
 auto_scale_lr = dict(base_batch_size=2048, enable=False)

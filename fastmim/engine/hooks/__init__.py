@@ -1,9 +1,11 @@
 from .checkpoint_meta_hook import CheckpointMetaHook
 from .compile_hook import CompileModulesHook
+from .preemption_hook import PREEMPTED_EXIT_STATUS, PreemptionHook, TrainingPreempted
 from .progressive_resolution_hook import PerUpdateParamSchedulerHook, ProgressiveResolutionHook
 from .reconstruction_hook import ReconstructionVisualizationHook
 
 __all__ = [
     'CheckpointMetaHook', 'CompileModulesHook', 'PerUpdateParamSchedulerHook',
-    'ProgressiveResolutionHook', 'ReconstructionVisualizationHook'
+    'PREEMPTED_EXIT_STATUS', 'PreemptionHook', 'ProgressiveResolutionHook',
+    'ReconstructionVisualizationHook', 'TrainingPreempted'
 ]

@@ -151,6 +151,19 @@ def _single_optim_wrapper(runner):
     return wrapper
 
 
+def with_sampler_seed(dataloader_cfg: dict, sampler) -> dict:
+    """``dataloader_cfg`` whose sampler keeps the seed of the current loader's ``sampler``.
+
+    With ``randomness.diff_rank_seed`` mmengine builds samplers without a seed, and they draw
+    one from numpy's generator; a loader rebuilt at a stage change would then shuffle by a seed
+    that depends on when it is built, and a resumed run would see another data order.
+    """
+    sampler_cfg = dataloader_cfg.get('sampler')
+    if not isinstance(sampler_cfg, dict) or getattr(sampler, 'seed', None) is None:
+        return dataloader_cfg
+    return {**dataloader_cfg, 'sampler': {**sampler_cfg, 'seed': sampler.seed}}
+
+
 def _iter_based_schedulers(runner):
     schedulers = runner.param_schedulers or []
     if isinstance(schedulers, dict):
@@ -246,7 +259,7 @@ class ProgressiveResolutionHook(Hook):
         cfg = stage_dataloader_config(runner.cfg.train_dataloader, stage)
         if cfg != self._loader_cfg:  # else the current loader already has the stage's settings
             runner.train_loop.dataloader = runner.build_dataloader(
-                cfg, seed=runner.seed,
+                with_sampler_seed(cfg, runner.train_loop.dataloader.sampler), seed=runner.seed,
                 diff_rank_seed=runner._randomness_cfg.get('diff_rank_seed', False))
             self._loader_cfg = cfg
         self.active_stage = index

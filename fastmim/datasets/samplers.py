@@ -1,0 +1,45 @@
+"""A sampler that lets a run resume exactly, also in the middle of an epoch."""
+from mmengine.dataset import DefaultSampler
+
+from fastmim.registry import DATA_SAMPLERS
+
+from .sample_seeds import SeededIndex, sample_seed
+
+
+@DATA_SAMPLERS.register_module()
+class ResumableSampler(DefaultSampler):
+    """mmengine's ``DefaultSampler`` (same order: shuffled by ``seed + epoch``, split across
+    ranks), with what an exact resume needs:
+
+    - ``set_start_index(n)`` makes the next pass skip the first ``n`` indices of this rank's
+      epoch, so a run resumed from a checkpoint saved inside an epoch continues with the batch
+      the interrupted run would have drawn next, without loading the skipped ones;
+    - every index is a :class:`SeededIndex` whose seed is ``sample_seed(seed, epoch, index)``,
+      so datasets with ``SeededSamples`` augment a sample the same way whatever process or
+      worker loads it, and whatever that worker loaded before (persistent workers, resumes).
+
+    ``len()`` stays the full epoch: the train loop numbers a resumed epoch's batches from where
+    it stopped, so progress logs and end-of-epoch checks keep their meaning.
+
+    Args:
+        dataset, shuffle, seed, round_up: as ``DefaultSampler``.
+        seed_samples (bool): attach per-sample seeds. Default True.
+    """
+
+    def __init__(self, dataset, shuffle=True, seed=None, round_up=True, seed_samples=True):
+        super().__init__(dataset, shuffle=shuffle, seed=seed, round_up=round_up)
+        self.seed_samples = seed_samples
+        self.start_index = 0
+
+    def set_start_index(self, start_index: int) -> None:
+        """Start passes at this rank's ``start_index``-th index of the epoch (0: from the start)."""
+        if not 0 <= start_index <= self.num_samples:
+            raise ValueError(f'ResumableSampler: start_index must be in [0, {self.num_samples}] '
+                             f'(samples of this rank per epoch), got {start_index}')
+        self.start_index = start_index
+
+    def __iter__(self):
+        indices = list(super().__iter__())[self.start_index:]
+        if not self.seed_samples:
+            return iter(indices)
+        return (SeededIndex(index, sample_seed(self.seed, self.epoch, index)) for index in indices)

@@ -1,0 +1,119 @@
+"""Save and stop when the cluster asks a job to leave (SLURM preemption, time limits).
+
+SLURM sends SIGTERM to a job it preempts or cancels and kills it ``KillWait`` seconds later
+(30 s by default); ``sbatch --signal=USR1@120`` sends SIGUSR1 two minutes before the time limit.
+Python's default SIGTERM action kills the process on the spot, losing everything since the last
+checkpoint. With this hook a signal only sets a flag; at the next iteration boundary every rank
+agrees to stop, a checkpoint of that iteration is written (``iter_<n>.pth``, named in
+``last_checkpoint`` so that ``--resume`` finds it) and training ends with
+:class:`TrainingPreempted`, which ``tools/train.py`` turns into exit status
+:data:`PREEMPTED_EXIT_STATUS`. Resuming from that checkpoint is exact (see
+``ResumableEpochBasedTrainLoop``). Further signals while it saves are logged and ignored, so
+the save is not cut short by them (the write itself is atomic), and once it is saved they are
+ignored until the process has exited with that status.
+"""
+import os.path as osp
+import signal
+import threading
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.dist import barrier, is_distributed
+from mmengine.fileio import get_file_backend
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+
+from fastmim.registry import HOOKS
+
+# sysexits.h's EX_TEMPFAIL, "temporary failure, the user is invited to retry": distinct from a
+# crash (1) and from death by the signal itself (128 + 15 = 143).
+PREEMPTED_EXIT_STATUS = 75
+
+
+class TrainingPreempted(Exception):
+    """Training stopped on a signal after saving a checkpoint; the message names it."""
+
+
+@HOOKS.register_module()
+class PreemptionHook(Hook):
+    """On one of ``signals``, save a checkpoint at the next iteration boundary and stop.
+
+    Runs after every other ``after_train_iter`` (priority ``LOWEST``): the learning-rate
+    scheduler has stepped and any regular checkpoint of that iteration is written. With
+    gradient accumulation it waits for the iteration that updates the weights.
+
+    Args:
+        signals (sequence of str): signal names to handle. Default SIGTERM and SIGUSR1.
+    """
+
+    priority = 'LOWEST'
+
+    def __init__(self, signals=('SIGTERM', 'SIGUSR1')):
+        unknown = [name for name in signals if not hasattr(signal, name)]
+        if unknown:
+            raise ValueError(f'PreemptionHook: unknown signals {unknown}')
+        self.signals = tuple(getattr(signal, name) for name in signals)
+        self.received = None  # name of the first signal received
+        self._previous_handlers = {}
+
+    def before_train(self, runner) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            runner.logger.warning('PreemptionHook: training runs outside the main thread, '
+                                  'where signal handlers cannot be installed; it is inactive')
+            return
+        for signum in self.signals:
+            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def after_train(self, runner) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
+
+    def _on_signal(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.received is None:
+            self.received = name
+            print_log(f'received {name}: saving a checkpoint after this iteration, then '
+                      'stopping', logger='current')
+        else:
+            print_log(f'received {name} again: still saving, ignored', logger='current')
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        # Inside a gradient-accumulation window the accumulated gradients, which checkpoints
+        # do not hold, would be lost: stop after the window's optimiser update instead.
+        if not _update_done(runner.optim_wrapper) or not self._any_rank_received():
+            return
+        filename = f'iter_{runner.iter + 1}.pth'
+        runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
+        path = osp.join(runner.work_dir, filename)
+        last = osp.join(runner.work_dir, 'last_checkpoint')
+        if runner.rank == 0:
+            get_file_backend(last).put_text(path, last)
+        # Launchers (srun --kill-on-bad-exit, torchrun) kill the other ranks as soon as one
+        # exits: nobody leaves before rank 0 has written the checkpoint.
+        barrier()
+        message = (f'{self.received or "a signal on another rank"}: saved {path} at iteration '
+                   f'{runner.iter + 1} (epoch {runner.epoch + 1}); continue with --resume')
+        runner.logger.info(message)
+        # From here on the process only exits: a late signal must not turn status 75 (which a
+        # requeue script checks) into death by signal while Python shuts down.
+        for signum in self.signals:
+            signal.signal(signum, signal.SIG_IGN)
+        self._previous_handlers.clear()
+        raise TrainingPreempted(message)
+
+    def _any_rank_received(self) -> bool:
+        """Whether any rank got a signal: all ranks must stop at the same iteration, or the
+        others would wait forever in the next collective."""
+        if not is_distributed():
+            return self.received is not None
+        flag = torch.tensor([float(self.received is not None)],
+                            device='cuda' if torch_dist.get_backend() == 'nccl' else 'cpu')
+        torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+def _update_done(optim_wrapper) -> bool:
+    """Whether the iteration that just ran ended with an optimiser update."""
+    should_update = getattr(optim_wrapper, 'should_update', None)
+    return should_update is None or should_update()

@@ -1,0 +1,81 @@
+"""An epoch-based train loop whose runs resume exactly, from any checkpoint.
+
+mmengine's ``EpochBasedTrainLoop`` restores the epoch and iteration counters of a checkpoint
+but not the randomness, and a checkpoint saved inside an epoch makes it rerun that epoch from
+its first batch. Two rules make a resumed run repeat the uninterrupted one bit for bit:
+
+- **Every iteration draws from generators seeded for that iteration.** Before each iteration
+  Python's, numpy's and torch's generators (CPU and every CUDA device) are seeded from
+  (seed, rank, iteration). What the training process draws (masks on the device, drop path)
+  then depends on nothing that happened before, such as the draws the DataLoader, a rebuilt
+  loader or the model's initialisation made in a fresh process. Restoring saved generator
+  states could not give that: those extra draws happen at other moments in a resumed process.
+  Data augmentation is seeded per sample by :class:`~fastmim.datasets.ResumableSampler`.
+- **A checkpoint knows how far into its epoch it was written.** The loop records
+  ``(epoch, batches done)`` in the message hub (saved in every checkpoint and restored by
+  ``--resume``); a resumed epoch asks the sampler to skip the batches already seen and numbers
+  its batches from there.
+"""
+import random
+
+import numpy as np
+import torch
+from mmengine.dist import get_rank
+from mmengine.runner import EpochBasedTrainLoop
+
+from fastmim.datasets.sample_seeds import iteration_seed
+from fastmim.registry import LOOPS
+
+PROGRESS_KEY = 'train_epoch_progress'
+
+
+def seed_iteration(seed: int, rank: int, iteration: int) -> None:
+    """Seed every global generator of this process for ``iteration``."""
+    value = iteration_seed(seed, rank, iteration)
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)  # the CPU and every CUDA device
+
+
+@LOOPS.register_module()
+class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
+    """``EpochBasedTrainLoop`` that resumes exactly (see the module docstring).
+
+    Needs ``train_dataloader.sampler=dict(type='ResumableSampler')`` to resume from a checkpoint
+    saved inside an epoch (``CheckpointHook(by_epoch=False)``, or a preemption checkpoint), and
+    a fixed ``randomness.seed``.
+    """
+
+    def run_epoch(self) -> None:
+        self.runner.call_hook('before_train_epoch')  # may set the sampler's epoch, a new loader
+        self.runner.model.train()
+        done = self.batches_done_in_epoch()
+        self._skip_batches(done)
+        for idx, data_batch in enumerate(self.dataloader, start=done):
+            self.run_iter(idx, data_batch)
+        self.runner.call_hook('after_train_epoch')
+        self._epoch += 1
+
+    def run_iter(self, idx, data_batch) -> None:
+        self.runner.message_hub.update_info(PROGRESS_KEY, [self._epoch, idx + 1])
+        diff_rank_seed = self.runner._randomness_cfg.get('diff_rank_seed', False)
+        seed_iteration(self.runner.seed, get_rank() if diff_rank_seed else 0, self._iter)
+        super().run_iter(idx, data_batch)
+
+    def batches_done_in_epoch(self) -> int:
+        """Batches of the current epoch that ran before the checkpoint this run resumed from
+        (0 unless the run resumed from a checkpoint saved inside this epoch)."""
+        progress = self.runner.message_hub.get_info(PROGRESS_KEY)
+        if progress is None or progress[0] != self._epoch:
+            return 0
+        return progress[1]
+
+    def _skip_batches(self, batches: int) -> None:
+        sampler = self.dataloader.sampler
+        if hasattr(sampler, 'set_start_index'):
+            sampler.set_start_index(batches * self.dataloader.batch_size)
+        elif batches:
+            raise ValueError(
+                f'the checkpoint was saved after {batches} batches of epoch {self._epoch + 1}; '
+                f'to resume inside an epoch set train_dataloader.sampler='
+                f"dict(type='ResumableSampler'), got a {type(sampler).__name__}")
