@@ -1,4 +1,8 @@
-"""Pre-training speed and memory benchmark: FastMIM against SimMIM and MAE on one backbone.
+"""Measuring pre-training cost: step time, peak memory, forward FLOPs, matmul peak, HOG time
+(``measure``), data-pipeline speed (``pipeline_speed``) and the printed report of a run
+(``report``).
 
-``tools/analysis/benchmark_pretrain.py`` is the command line; docs/benchmark.md the results.
+The comparison of FastMIM with SimMIM and MAE built on it (the methods, their configs, MAE's
+stand-in and the paper's target numbers) is ``tools/analysis/benchmark_pretrain.py``;
+docs/benchmark.md has the results.
 """

@@ -12,32 +12,29 @@ Conventions (stated once, used everywhere):
   FLOP/s = 3 x forward FLOPs x images/s, and MFU is that over the matmul peak measured here.
 - Peak memory: on CUDA ``torch.cuda.max_memory_allocated``, with the part that does not
   depend on the batch (weights, gradients, AdamW moments: what stays allocated after a step)
-  recorded beside it; on CPU the peak resident set size of a fresh process that runs one method
-  only (``ru_maxrss``), so methods never share a high-water mark. Its import baseline (Python,
-  torch, timm, mmengine) is recorded beside it.
+  recorded beside it; on CPU the peak resident set size (``ru_maxrss``) of the process, which
+  is why the benchmark (tools/analysis/benchmark_pretrain.py) runs each method in a fresh one,
+  its import baseline (Python, torch, timm, mmengine) recorded beside it.
+
+The functions take any module whose ``loss(images)`` is a training forward and whose
+``predict(images)`` is the network forward; which methods are compared, with which configs
+and against which published claims, is the benchmark tool's business.
 """
-import json
 import math
 import os
 import platform
 import resource
 import statistics
-import subprocess
-import sys
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
 from mmengine.analysis import FlopAnalyzer
 from mmengine.analysis.jit_handles import get_shape
+from torch import nn
 
 from fastmim.registry import MODELS
-from .methods import CONFIG_ROOT, PretrainMethod, build_method
-
-RESULT_PREFIX = 'BENCHMARK_RECORD '
-PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,16 +89,17 @@ class StepTimings:
     skipped_steps: int = 0
 
 
-def time_training_steps(method: PretrainMethod, batch_size: int, iters: int, warmup: int,
-                        device: torch.device, options: StepOptions) -> StepTimings:
-    """Time ``iters`` training steps after ``warmup`` untimed ones.
+def time_training_steps(model: nn.Module, input_size: int, batch_size: int, iters: int,
+                        warmup: int, device: torch.device, options: StepOptions) -> StepTimings:
+    """Time ``iters`` training steps of ``model`` (``model.loss(images)`` is its training
+    forward) on square images of ``input_size`` after ``warmup`` untimed ones.
 
     With ``options.compile`` the loss (forward, mask and target) goes through
     ``torch.compile``; its compilation happens in the warm-up steps, so ``warmup`` must be at
     least 1 for the timings to exclude it.
     """
     memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
-    model = method.model.to(device, memory_format=memory_format).train()
+    model = model.to(device, memory_format=memory_format).train()
     # The configs' optimiser: torch's fused AdamW (one kernel for every parameter).
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
@@ -110,7 +108,7 @@ def time_training_steps(method: PretrainMethod, batch_size: int, iters: int, war
     scaler = torch.amp.GradScaler(device.type, enabled=options.amp and dtype == torch.float16
                                   and device.type == 'cuda')
     loss_fn = torch.compile(model.loss) if options.compile else model.loss
-    images = torch.randn(batch_size, 3, method.input_size, method.input_size,
+    images = torch.randn(batch_size, 3, input_size, input_size,
                          device=device).contiguous(memory_format=memory_format)
     times, skipped = [], 0
     for step in range(warmup + iters):
@@ -137,8 +135,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def count_forward_gmacs(method: PretrainMethod, device: torch.device) -> float:
-    """Multiply-adds (in G) of one image through ``method.model.predict``, in fp32."""
+def count_forward_gmacs(model: nn.Module, input_size: int, device: torch.device) -> float:
+    """Multiply-adds (in G) of one square image of ``input_size`` through ``model.predict``,
+    in fp32."""
     class Forward(torch.nn.Module):
 
         def __init__(self, model):
@@ -148,8 +147,8 @@ def count_forward_gmacs(method: PretrainMethod, device: torch.device) -> float:
         def forward(self, images):
             return self.model.predict(images)
 
-    images = torch.randn(1, 3, method.input_size, method.input_size, device=device)
-    analyzer = FlopAnalyzer(Forward(method.model).eval(), images)
+    images = torch.randn(1, 3, input_size, input_size, device=device)
+    analyzer = FlopAnalyzer(Forward(model).eval(), images)
     analyzer.set_op_handle('aten::scaled_dot_product_attention', attention_macs)
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     analyzer.tracer_warnings('none')
@@ -162,88 +161,6 @@ def attention_macs(inputs, outputs) -> int:
     would otherwise count attention as free."""
     query, key = get_shape(inputs[0]), get_shape(inputs[1])
     return 2 * math.prod(query[:-1]) * key[-2] * query[-1]
-
-
-@dataclass
-class MethodSpec:
-    """Everything a fresh process needs to build and time one method (JSON-serialisable)."""
-    method: str
-    backbone: str
-    batch_size: int
-    iters: int
-    warmup: int
-    device: str
-    amp: bool
-    arch_override: Optional[dict] = None
-    config_root: str = str(CONFIG_ROOT)
-    mae_decoder: Optional[dict] = None
-    seed: int = 0
-    amp_dtype: Optional[str] = None
-    compile: bool = False
-    channels_last: bool = False
-
-    def step_options(self) -> StepOptions:
-        return StepOptions(self.amp, self.amp_dtype, self.compile, self.channels_last)
-
-
-def measure_method(spec: MethodSpec) -> dict:
-    """Build, time and count one method in this process; the benchmark record without MFU
-    (the caller knows the matmul peak). Call it in a fresh process for a clean CPU peak."""
-    rss_after_import = peak_rss_mb()
-    device = resolve_device(spec.device)
-    torch.manual_seed(spec.seed)
-    method = build_method(spec.method, spec.backbone, spec.arch_override,
-                          Path(spec.config_root), spec.mae_decoder)
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-    timings = time_training_steps(method, spec.batch_size, spec.iters, spec.warmup,
-                                  device, spec.step_options())
-    step_times = timings.times
-    if device.type == 'cuda':
-        peak_mem, peak_kind = torch.cuda.max_memory_allocated(device) / 2**20, 'cuda_max_allocated'
-    else:
-        peak_mem, peak_kind = peak_rss_mb(), 'cpu_peak_rss_fresh_process'
-    gmacs = count_forward_gmacs(method, device)
-    step_time = statistics.median(step_times)
-    images_per_s = spec.batch_size / step_time
-    return dict(
-        method=spec.method,
-        backbone=spec.backbone,
-        input_size=method.input_size,
-        batch_size=spec.batch_size,
-        images_per_s=images_per_s,
-        peak_mem_mb=peak_mem,
-        gflops_per_img=2 * gmacs,
-        mfu=None,
-        gmacs_per_img=gmacs,
-        achieved_gflops_per_s=3 * 2 * gmacs * images_per_s,
-        tokens=method.tokens,
-        grid_tokens=method.grid_tokens,
-        step_time_s=step_time,
-        step_time_min_s=min(step_times),
-        step_times_s=step_times,
-        peak_mem_kind=peak_kind,
-        static_mem_mb=timings.static_mem_mb,
-        skipped_steps=timings.skipped_steps,
-        rss_after_import_mb=rss_after_import if device.type == 'cpu' else None,
-        params_m=sum(p.numel() for p in method.model.parameters() if p.requires_grad) / 1e6,
-        threads=torch.get_num_threads(),
-    )
-
-
-def measure_in_fresh_process(spec: MethodSpec, timeout: Optional[float] = None) -> dict:
-    """:func:`measure_method` in a new Python process; errors carry its stderr."""
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(
-        [PACKAGE_PARENT] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
-    command = [sys.executable, '-m', 'fastmim.benchmark.measure', json.dumps(asdict(spec))]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
-    records = [line[len(RESULT_PREFIX):] for line in result.stdout.splitlines()
-               if line.startswith(RESULT_PREFIX)]
-    if result.returncode != 0 or len(records) != 1:
-        raise RuntimeError(f'benchmark of {spec.method!r} on {spec.backbone!r} failed in its '
-                           f'process (exit code {result.returncode}):\n{result.stderr[-3000:]}')
-    return json.loads(records[0])
 
 
 def measure_matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048,
@@ -306,15 +223,3 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or 'unknown'
-
-
-def main(argv: List[str]) -> None:
-    """Entry point of the fresh process: one JSON spec in, one prefixed JSON record out."""
-    if len(argv) != 1:
-        raise SystemExit('usage: python -m fastmim.benchmark.measure SPEC_JSON')
-    record = measure_method(MethodSpec(**json.loads(argv[0])))
-    print(RESULT_PREFIX + json.dumps(record), flush=True)
-
-
-if __name__ == '__main__':
-    main(sys.argv[1:])

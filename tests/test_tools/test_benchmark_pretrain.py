@@ -1,4 +1,5 @@
-"""tools/analysis/benchmark_pretrain.py and fastmim.benchmark: what is measured, not how fast.
+"""tools/analysis/benchmark_pretrain.py (with pretrain_methods.py) and fastmim.benchmark: what
+is measured, not how fast.
 
 Timings depend on the machine and are never asserted; the tests check that the three methods
 are the published recipes (input size, tokens the encoder sees, forward cost against the
@@ -17,13 +18,15 @@ import torch
 from PIL import Image
 
 from fastmim.benchmark.measure import count_forward_gmacs, resolve_device
-from fastmim.benchmark.methods import build_method, methods_for
 from fastmim.benchmark.pipeline_speed import (plain_full_decode, variant_pipeline,
                                               write_jpeg_photos)
-from fastmim.benchmark.report import evaluate_targets
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / 'tools' / 'analysis' / 'benchmark_pretrain.py'
+# The tool's modules import each other by name, as they do when the tool runs.
+sys.path.insert(0, str(TOOL.parent))
+from benchmark_pretrain import evaluate_targets  # noqa: E402  isort:skip
+from pretrain_methods import build_method, methods_for  # noqa: E402  isort:skip
 TINY_VIT = dict(embed_dim=32, depth=2, num_heads=2)
 TINY_MAE_DECODER = dict(decoder_dim=32, decoder_depth=1, decoder_heads=2)
 RECORD_KEYS = {'method', 'backbone', 'input_size', 'batch_size', 'images_per_s', 'peak_mem_mb',
@@ -174,8 +177,8 @@ def test_forward_cost_counts_linears_and_fused_attention(method):
     also counts, stay under 2% at this width."""
     arch = dict(embed_dim=128, depth=2, num_heads=2)
     decoder = dict(decoder_dim=128, decoder_depth=1, decoder_heads=2)
-    counted = count_forward_gmacs(build_method(method, 'vit_b', arch, mae_decoder=decoder),
-                                  torch.device('cpu'))
+    built = build_method(method, 'vit_b', arch, mae_decoder=decoder)
+    counted = count_forward_gmacs(built.model, built.input_size, torch.device('cpu'))
     assert counted * 1e9 == pytest.approx(
         expected_macs(method, 128, 2, mae_dim=128, mae_depth=1), rel=0.02)
 

@@ -12,7 +12,7 @@ import argparse
 
 
 def parse_args(argv):
-    from fastmim.benchmark.methods import METHODS, RECIPES
+    from pretrain_methods import METHODS, RECIPES
     parser = argparse.ArgumentParser(description='Profile one pre-training step')
     parser.add_argument('--backbone', required=True, choices=sorted(RECIPES))
     parser.add_argument('--method', default='fastmim', choices=METHODS)
@@ -34,8 +34,9 @@ def main(argv):
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from pretrain_methods import CONFIG_ROOT, build_method
+
     from fastmim.benchmark.measure import StepOptions, resolve_device, time_training_steps
-    from fastmim.benchmark.methods import CONFIG_ROOT, build_method
 
     if args.steps < 1 or args.batch_size < 1:
         raise ValueError('--steps and --batch-size must be >= 1')
@@ -45,9 +46,10 @@ def main(argv):
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda'
                                            else [])
     # Warm-up outside the profile (cuBLAS handles, autotuning, allocator growth).
-    time_training_steps(method, args.batch_size, 0, 2, device, options)
+    time_training_steps(method.model, method.input_size, args.batch_size, 0, 2, device, options)
     with profile(activities=activities) as profiler:
-        timings = time_training_steps(method, args.batch_size, args.steps, 0, device, options)
+        timings = time_training_steps(method.model, method.input_size, args.batch_size,
+                                      args.steps, 0, device, options)
     sort = args.sort or ('self_cuda_time_total' if device.type == 'cuda' else
                          'self_cpu_time_total')
     print(f'{args.method} {args.backbone}, batch {args.batch_size}, {device.type}, '

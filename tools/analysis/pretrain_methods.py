@@ -7,23 +7,34 @@
   space by a learnable colour: fastmim's masking is SimMIM's with another block size) and
   SimMIM's one-layer linear prediction head. SimMIM's L1 loss becomes fastmim's masked MSE,
   which costs the same. Swin uses SimMIM's window 6 at 192 px.
-- ``mae`` (ViT only): :class:`~fastmim.benchmark.mae.MAEStandIn` at 224 px, 75% of the
-  tokens dropped before the encoder, 8-block 512-wide decoder.
+- ``mae`` (ViT only): :class:`mae_stand_in.MAEStandIn` at 224 px, 75% of the tokens dropped
+  before the encoder, 8-block 512-wide decoder.
+
+Run as a script with one JSON :class:`MethodSpec`, it builds, times and counts that method in
+its own process and prints one prefixed JSON record (benchmark_pretrain.py starts it once per
+method, so every CPU peak-memory figure is that method's own).
 """
 import copy
+import json
+import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 from mmengine.config import Config
 from torch import nn
 
 import fastmim.models  # noqa: F401  (registers the model components)
+from fastmim.benchmark.measure import (StepOptions, count_forward_gmacs, peak_rss_mb,
+                                       resolve_device, time_training_steps)
 from fastmim.registry import MODELS
-from .mae import MAEStandIn
+# This folder, first on sys.path when a script of it runs.
+from mae_stand_in import MAEStandIn  # noqa: E402  isort:skip
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / 'configs'
+RESULT_PREFIX = 'BENCHMARK_RECORD '
 METHODS = ('fastmim', 'simmim', 'mae')
 SIMMIM_MASK = dict(mask_ratio=0.6, block_size=32)
 MAE_DECODER_KEYS = ('decoder_dim', 'decoder_depth', 'decoder_heads', 'mlp_ratio')
@@ -183,3 +194,82 @@ def build_method(name: str, backbone: str, arch_override: Optional[dict] = None,
     simmim.neck = TokenLinear(simmim.neck.in_channels, simmim.neck.out_channels)
     grid = (size // recipe.out_stride)**2
     return PretrainMethod(name, backbone, size, grid, grid, FastMIMStep(simmim))
+
+
+@dataclass
+class MethodSpec:
+    """Everything a fresh process needs to build and time one method (JSON-serialisable)."""
+    method: str
+    backbone: str
+    batch_size: int
+    iters: int
+    warmup: int
+    device: str
+    amp: bool
+    arch_override: Optional[dict] = None
+    config_root: str = str(CONFIG_ROOT)
+    mae_decoder: Optional[dict] = None
+    seed: int = 0
+    amp_dtype: Optional[str] = None
+    compile: bool = False
+    channels_last: bool = False
+
+    def step_options(self) -> StepOptions:
+        return StepOptions(self.amp, self.amp_dtype, self.compile, self.channels_last)
+
+
+def measure_method(spec: MethodSpec) -> dict:
+    """Build, time and count one method in this process; the benchmark record without MFU
+    (the caller knows the matmul peak). Call it in a fresh process for a clean CPU peak."""
+    rss_after_import = peak_rss_mb()
+    device = resolve_device(spec.device)
+    torch.manual_seed(spec.seed)
+    method = build_method(spec.method, spec.backbone, spec.arch_override,
+                          Path(spec.config_root), spec.mae_decoder)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+    timings = time_training_steps(method.model, method.input_size, spec.batch_size, spec.iters,
+                                  spec.warmup, device, spec.step_options())
+    step_times = timings.times
+    if device.type == 'cuda':
+        peak_mem, peak_kind = torch.cuda.max_memory_allocated(device) / 2**20, 'cuda_max_allocated'
+    else:
+        peak_mem, peak_kind = peak_rss_mb(), 'cpu_peak_rss_fresh_process'
+    gmacs = count_forward_gmacs(method.model, method.input_size, device)
+    step_time = statistics.median(step_times)
+    images_per_s = spec.batch_size / step_time
+    return dict(
+        method=spec.method,
+        backbone=spec.backbone,
+        input_size=method.input_size,
+        batch_size=spec.batch_size,
+        images_per_s=images_per_s,
+        peak_mem_mb=peak_mem,
+        gflops_per_img=2 * gmacs,
+        mfu=None,
+        gmacs_per_img=gmacs,
+        achieved_gflops_per_s=3 * 2 * gmacs * images_per_s,
+        tokens=method.tokens,
+        grid_tokens=method.grid_tokens,
+        step_time_s=step_time,
+        step_time_min_s=min(step_times),
+        step_times_s=step_times,
+        peak_mem_kind=peak_kind,
+        static_mem_mb=timings.static_mem_mb,
+        skipped_steps=timings.skipped_steps,
+        rss_after_import_mb=rss_after_import if device.type == 'cpu' else None,
+        params_m=sum(p.numel() for p in method.model.parameters() if p.requires_grad) / 1e6,
+        threads=torch.get_num_threads(),
+    )
+
+
+def main(argv: List[str]) -> None:
+    """Entry point of the fresh process: one JSON spec in, one prefixed JSON record out."""
+    if len(argv) != 1:
+        raise SystemExit('usage: python tools/analysis/pretrain_methods.py SPEC_JSON')
+    record = measure_method(MethodSpec(**json.loads(argv[0])))
+    print(RESULT_PREFIX + json.dumps(record), flush=True)
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
