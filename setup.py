@@ -34,6 +34,11 @@ setup(
         'tests': read_requirements('tests.txt'),
         'data': read_requirements('data.txt'),
     },
+    # The configs ship in the package as fastmim/.mim/configs, where mmengine looks for
+    # `fastmim::` configs (mmpretrain's layout). In the repository that folder is a link to
+    # configs/, which an editable install uses as it is; building a wheel follows the link and
+    # copies the files.
+    package_data={'fastmim': ['.mim/model-index.yml', '.mim/configs/**/*.py']},
     include_package_data=True,
     zip_safe=False,
 )

@@ -1,0 +1,25 @@
+"""fastmim as an installed package: its configs ship with it and resolve as ``fastmim::``."""
+from pathlib import Path
+
+from mmengine.config import Config
+
+import fastmim
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_project_of_ones_own_inherits_a_shipped_recipe(tmp_path):
+    """mmpretrain's way: a config outside the repository names a recipe by package path."""
+    config = tmp_path / 'my_vit.py'
+    config.write_text("_base_ = ['fastmim::fastmim/vit_b_hog_800e.py']\n"
+                      'train_dataloader = dict(batch_size=64)\n')
+    cfg = Config.fromfile(str(config))
+    assert cfg.train_dataloader.batch_size == 64
+    assert cfg.optim_wrapper.optimizer.lr == 2.4e-3 and cfg.train_cfg.max_epochs == 800
+    assert cfg.model.backbone.type == 'VisionTransformer' and cfg.model.block_size == 16
+
+
+def test_the_shipped_configs_are_the_repositorys():
+    shipped = Path(fastmim.__file__).parent / '.mim' / 'configs'
+    assert sorted(p.relative_to(shipped) for p in shipped.rglob('*.py')) == sorted(
+        p.relative_to(ROOT / 'configs') for p in (ROOT / 'configs').rglob('*.py'))
