@@ -82,6 +82,35 @@ def _grid(size: Union[int, Sequence[int]], what: str) -> Tuple[int, int]:
     return grid
 
 
+def _resample_patch_embed(model: Eva, state: StateDict) -> None:
+    """Patch-embedding kernel of another patch size (timm's patch-14 EVA-02) -> the model's,
+    by timm's ``resample_patch_embed``."""
+    weight = state.get('patch_embed.proj.weight')
+    wanted = model.patch_embed.proj.weight.shape
+    if (weight is not None and weight.dim() == 4 and weight.shape[:2] == wanted[:2]
+            and weight.shape[2:] != wanted[2:]):
+        state['patch_embed.proj.weight'] = resample_patch_embed(weight, list(wanted[2:]))
+
+
+def _resize_pos_embed(model: Eva, state: StateDict, source: Optional[dict]) -> None:
+    """``pos_embed`` of another grid -> the model's, bicubic without anti-aliasing (the resize
+    the forward applies to other inputs); the source grid from ``source`` or a square."""
+    pos_embed = state.get('pos_embed')
+    if (pos_embed is None or pos_embed.dim() != 3 or pos_embed.shape[-1] != model.embed_dim
+            or pos_embed.shape == model.pos_embed.shape):
+        return  # nothing to do, or no rule applies: the caller reports the shapes
+    num_patches = pos_embed.shape[1] - model.num_prefix_tokens
+    grid = (source or {}).get('pos_embed_grid')
+    if not grid or math.prod(grid) != num_patches:
+        side = math.isqrt(num_patches)
+        if side * side != num_patches:
+            return
+        grid = (side, side)
+    state['pos_embed'] = resample_abs_pos_embed(
+        pos_embed, new_size=model.patch_embed.grid_size, old_size=tuple(grid),
+        num_prefix_tokens=model.num_prefix_tokens, antialias=False)
+
+
 @MODELS.register_module()
 class EVA02(BackboneContract, Eva, BaseModule):
     """EVA-02 whose forward returns a tuple of NCHW patch-token maps (class token dropped).
@@ -240,40 +269,21 @@ class EVA02(BackboneContract, Eva, BaseModule):
         resampled to this patch size and ``pos_embed`` resized to this grid (source grid from
         ``source_geometry`` or, without it, a square). A checkpoint trained with another RoPE
         reference grid is reported in the log: the weights load, but they expect other rotary
-        positions."""
+        positions.
+
+        It reads only what timm's ``Eva`` has, so it also fits weights to a plain timm EVA-02
+        (``tools/convert/to_timm.py --arch``)."""
         source = resolution_source(source_geometry, 'EVA02')
-        adapted = self.rename_foreign_keys(state)
-        self._resample_patch_embed(adapted)
-        self._resize_pos_embed(adapted, source)
-        if source and source.get('rope_ref_grid') not in (None, list(self.rope_ref_grid)):
+        adapted = EVA02.rename_foreign_keys(state)
+        _resample_patch_embed(self, adapted)
+        _resize_pos_embed(self, adapted, source)
+        own_grid = list(self.rope.ref_feat_shape or self.patch_embed.grid_size)
+        if source and source.get('rope_ref_grid') not in (None, own_grid):
             print_log(f'EVA02: the checkpoint was trained with rope_ref_grid '
-                      f'{source["rope_ref_grid"]}, this model has {list(self.rope_ref_grid)}; '
-                      f'set rope_ref_grid={source["rope_ref_grid"]} to keep its rotary positions',
+                      f'{source["rope_ref_grid"]}, this model has {own_grid}; set '
+                      f'rope_ref_grid={source["rope_ref_grid"]} to keep its rotary positions',
                       logger='current', level=logging.WARNING)
         return adapted
-
-    def _resample_patch_embed(self, state: StateDict) -> None:
-        weight = state.get('patch_embed.proj.weight')
-        wanted = self.patch_embed.proj.weight.shape
-        if (weight is not None and weight.dim() == 4 and weight.shape[:2] == wanted[:2]
-                and weight.shape[2:] != wanted[2:]):
-            state['patch_embed.proj.weight'] = resample_patch_embed(weight, list(wanted[2:]))
-
-    def _resize_pos_embed(self, state: StateDict, source: Optional[dict]) -> None:
-        pos_embed = state.get('pos_embed')
-        if (pos_embed is None or pos_embed.dim() != 3 or pos_embed.shape[-1] != self.embed_dim
-                or pos_embed.shape == self.pos_embed.shape):
-            return  # nothing to do, or no rule applies: the caller reports the shapes
-        num_patches = pos_embed.shape[1] - self.num_prefix_tokens
-        grid = (source or {}).get('pos_embed_grid')
-        if not grid or math.prod(grid) != num_patches:
-            side = math.isqrt(num_patches)
-            if side * side != num_patches:
-                return
-            grid = (side, side)
-        state['pos_embed'] = resample_abs_pos_embed(
-            pos_embed, new_size=self.patch_embed.grid_size, old_size=tuple(grid),
-            num_prefix_tokens=self.num_prefix_tokens, antialias=False)
 
     def layer_id(self, name: str) -> int:
         """ViT's ids: the embedding (patch embedding, class token, position embedding, pre-norm)

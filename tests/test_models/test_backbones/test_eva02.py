@@ -207,6 +207,18 @@ def test_timm_patch14_eva02_weights_load_into_the_patch16_backbone():
     torch.testing.assert_close(model.blocks[2].mlp.fc1.weight, reference.blocks[2].mlp.fc1.weight)
 
 
+def test_weights_fit_a_plain_timm_eva02_for_export():
+    """``tools/convert/to_timm.py --arch`` calls the rule on timm's own model: patch 16 at 128 px
+    -> timm's patch-14 EVA-02 at 224 px, loaded strictly."""
+    model = tiny(img_size=128)
+    reference = timm.create_model('eva02_tiny_patch14_224', num_classes=0, global_pool='',
+                                  **TINY)
+    fitted = EVA02.adapt_state_dict(reference, model.state_dict(), model.geometry())
+    reference.load_state_dict(fitted, strict=True)
+    assert reference.patch_embed.proj.weight.shape[-2:] == (14, 14)
+    assert reference.pos_embed.shape == (1, 1 + 16 * 16, 64)
+
+
 @pytest.fixture
 def current_log(caplog):
     """Records of mmengine's current logger (where ``print_log(logger='current')`` writes)."""
