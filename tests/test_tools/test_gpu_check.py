@@ -7,8 +7,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / 'tools' / 'analysis' / 'gpu_check.sh'
-HEAVY_STEPS = ('bench_vit_b bench_swin_b train_ddp_amp finetune_amp resume_compile '
-               'profile_vit_b bench_vit_b_compile')
+HEAVY_STEPS = ('detection_swin_b segmentation_vit_b bench_vit_b bench_swin_b '
+               'bench_vit_b_compile pretrain_jpeg_loader bench_vit_b_bf16 bench_swin_b_bf16 '
+               'profile_vit_b train_ddp_amp finetune_amp resume_compile')
 
 
 def run_check(tmp_path, **env):
@@ -23,8 +24,11 @@ def test_steps_are_logged_and_skipped_ones_say_so(tmp_path):
     log = (tmp_path / 'gpu_check.log').read_text()
     assert '===== environment: exit 0' in log
     assert 'mmengine 0.10.7' in log
-    # Without a GPU the CUDA-only tests are collected and skipped, not failed.
+    # Without a GPU the CUDA-only tests are collected and skipped, not failed, and mmcv is
+    # not rebuilt with CUDA kernels (an hour on this machine).
     assert '===== cuda_tests: exit 0' in log and 'needs a GPU' in log
+    assert '===== mmcv_cuda: exit 0' in log and 'no GPU visible: mmcv left as it is' in log
+    assert '[build_mmcv]' not in log
     for step in HEAVY_STEPS.split():
         assert f'===== {step}: skipped' in result.stdout
 
@@ -33,4 +37,5 @@ def test_budget_leaves_out_the_steps_it_cannot_fit(tmp_path):
     result = run_check(tmp_path, SKIP=HEAVY_STEPS, BUDGET='40')
     assert result.returncode == 0, result.stderr
     assert '===== environment: no time left' in result.stdout
+    assert '===== mmcv_cuda: no time left' in result.stdout
     assert '===== cuda_tests: no time left' in result.stdout

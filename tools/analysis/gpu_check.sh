@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
-# Everything in fastmim that needs a GPU, in one bounded pass:
-#   1. the CUDA training path: 1-GPU DDP (nccl) pre-training with fp16 AMP (loss scaling),
-#      then resume with torch.compile, then fine-tuning with AMP from that checkpoint;
-#   2. the pre-training benchmark (docs/benchmark.md) for ViT-B and Swin-B with fp16 autocast,
-#      a profile of the FastMIM ViT-B step, and the ViT-B benchmark again with torch.compile.
-#   3. the CUDA-only tests (HOG on CUDA under fp16 autocast against the numpy reference, a
-#      CUDA fp16 training step against the CPU fp32 one, masks on the GPU).
-# Each step has its own time limit, so one failing or slow step never hides the others, and
-# the steps come in order of importance.
+# Everything in fastmim that needs a GPU, in one bounded pass, in order of importance:
+#   1. mmcv with CUDA kernels for this machine's torch and GPU (tools/build_mmcv.sh with
+#      FASTMIM_CUDA_OPS=1; skipped without a GPU), then the downstream projects at full size
+#      (tools/analysis/train_speed.py): Mask R-CNN Swin-B (1024 large-scale jitter + copy-paste,
+#      batch 2) and UperNet ViT-B (512 crops, batch 2), fp16, 20 iterations each on the photo
+#      data of tests/test_projects/downstream_data.py, then tools/test.py: s/iteration and
+#      peak memory;
+#   2. the pre-training benchmark (docs/benchmark.md) at the published per-GPU batches (ViT-B
+#      512, Swin-B 256) with fp16 autocast, FastMIM / SimMIM / MAE side by side, again compiled
+#      and in bf16; end-to-end pre-training from a folder of ImageNet-sized JPEGs (the real
+#      loader against the synthetic-input rate); a profile of the FastMIM ViT-B step;
+#   3. the CUDA training path: 1-GPU DDP (nccl) pre-training with fp16 AMP (loss scaling),
+#      then resume with torch.compile, then fine-tuning with AMP from that checkpoint, and the
+#      CUDA-only tests (HOG on CUDA under fp16 autocast against the numpy reference, a CUDA
+#      fp16 training step against the CPU fp32 one, masks on the GPU).
+# Each step has its own time limit, so one failing or slow step never hides the others.
 #
 #   tools/analysis/gpu_check.sh [OUT_DIR]          (default OUT_DIR: work_dirs/gpu_check)
 #
-# Results: OUT_DIR/gpu_check.log (every step's output), OUT_DIR/*_cuda*.json and *.png.
-# Environment: BATCH (256, the published per-GPU batch of ViT-B), ITERS (20), BENCH_ARGS (extra
-# benchmark flags), SKIP (step names to leave out), TIME_SCALE (multiplies every step's limit; a
-# rehearsal on a CPU needs ~10), BUDGET (seconds for the whole script: later steps get what is
-# left).
+# Results: OUT_DIR/gpu_check.log (every step's output), OUT_DIR/*_cuda*.json and *.png
+# (benchmark), OUT_DIR/*_speed.json (train_speed.py).
+# Environment: VIT_BATCH (512) and SWIN_BATCH (256), the published per-GPU batches, or BATCH
+# for both; ITERS (20, benchmark steps), WORKERS (loader processes of the JPEG pre-training
+# step: all cores but one), BENCH_ARGS (extra benchmark flags), SKIP (step names to
+# leave out), TIME_SCALE (multiplies every step's limit; a rehearsal on a CPU needs ~10),
+# BUDGET (seconds for the whole script: later steps get what is left).
 # When a folder .whl/ of wheels sits in the repository root (a machine with torch but without
 # a package index; tools/analysis/offline_wheels.sh makes it), they are installed into /tmp/site
-# first.
+# first; the mmcv sdist in it lets the mmcv step build offline where the machine has nvcc. Its
+# cache, .whl/mmcv-cache/, is kept for a rerun on the same machine.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
@@ -28,8 +38,10 @@ LOG="$OUT_DIR/gpu_check.log"
 : > "$LOG"
 PY=${PYTHON:-python3}
 [ -x "$ROOT/.venv/bin/python" ] && [ -z "${PYTHON:-}" ] && PY="$ROOT/.venv/bin/python"
-BATCH=${BATCH:-256}
+VIT_BATCH=${BATCH:-${VIT_BATCH:-512}}
+SWIN_BATCH=${BATCH:-${SWIN_BATCH:-256}}
 ITERS=${ITERS:-20}
+WORKERS=${WORKERS:-$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))}
 BENCH_ARGS=${BENCH_ARGS:-}
 SKIP=${SKIP:-}
 TIME_SCALE=${TIME_SCALE:-1}
@@ -55,27 +67,73 @@ step() {
     fi
     local start=$SECONDS
     echo "===== $name: $*" >> "$LOG"
-    timeout "$limit" "$@" >> "$LOG" 2>&1
+    # Through bash, so that a step can be one of the (exported) functions below.
+    timeout "$limit" bash -c '"$@"' step "$@" >> "$LOG" 2>&1
     local rc=$?
     echo "===== $name: exit $rc after $((SECONDS - start)) s" | tee -a "$LOG"
 }
+
+# mmcv with CUDA kernels: built once for this torch and GPU (a few minutes on 16 cores for one
+# architecture), installed over the pure-Python mmcv-lite of .whl/ (/tmp/site comes first on
+# the path), then one RoIAlign and one NMS on the GPU.
+mmcv_cuda() {
+    "$PY" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' \
+        || { echo "no GPU visible: mmcv left as it is"; return 0; }
+    local cache="$ROOT/.whl/mmcv-cache" key
+    # Offline: the mmcv sdist from .whl/. The machine needs its own CUDA compiler then (nvcc's
+    # and nvvm's wheels, 100 MB, do not fit what a device run carries).
+    [ -d "$ROOT/.whl" ] && export PIP_NO_INDEX=1 PIP_FIND_LINKS="$ROOT/.whl"
+    FASTMIM_CUDA_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+        "$ROOT/tools/build_mmcv.sh" "$PY" 2.1.0 "$cache" || return 1
+    if [ -d /tmp/site/mmcv ]; then
+        key="$("$PY" -c 'import sys; print(open(sys.prefix + "/.fastmim-mmcv").read().strip())')"
+        "$PY" -m pip install -q --no-deps --no-compile --upgrade --target /tmp/site \
+            "$cache/$key"/mmcv-*.whl || return 1
+    fi
+    "$PY" -c 'from fastmim.engine.mmcv_ops import probe_mmcv_ops
+import mmcv, torch
+probe_mmcv_ops("cuda")
+print("mmcv", mmcv.__version__, mmcv.__file__, "runs RoIAlign and NMS on", torch.cuda.get_device_name())'
+}
+
+bench() {  # bench NAME BACKBONE BATCH [FLAGS...]: FastMIM and its baselines side by side
+    local name=$1 backbone=$2 batch=$3
+    shift 3
+    "$PY" tools/analysis/benchmark_pretrain.py --backbone "$backbone" --batch-size "$batch" \
+        --iters "$ITERS" --warmup 5 --amp --data-sizes --out "$OUT_DIR/${name}_cuda.json" \
+        --plot "$OUT_DIR/${name}_cuda.png" "$@" $BENCH_ARGS
+}
+
+export PY ROOT OUT_DIR ITERS BENCH_ARGS
+export -f mmcv_cuda bench
 
 step environment 60 "$PY" -c 'import torch, timm, mmengine, mmcv, fastmim
 print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu",
       torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 print("timm", timm.__version__, "mmengine", mmengine.__version__, "mmcv", mmcv.__version__,
       mmcv.__file__)'
+step mmcv_cuda 480 mmcv_cuda
+step detection_swin_b 300 "$PY" tools/analysis/train_speed.py detection --amp --iters 20 \
+    --out "$OUT_DIR/detection_speed.json"
+step segmentation_vit_b 240 "$PY" tools/analysis/train_speed.py segmentation --amp --iters 20 \
+    --out "$OUT_DIR/segmentation_speed.json"
+
+step bench_vit_b 240 bench vit_b vit_b "$VIT_BATCH"
+step bench_swin_b 180 bench swin_b swin_b "$SWIN_BATCH"
+step bench_vit_b_compile 360 bench vit_b_compile vit_b "$VIT_BATCH" --compile
+step pretrain_jpeg_loader 240 "$PY" tools/analysis/train_speed.py pretrain --amp --iters 30 \
+    --skip 10 --out "$OUT_DIR/pretrain_speed.json" \
+    --cfg-options train_dataloader.batch_size="$VIT_BATCH" \
+    train_dataloader.num_workers="$WORKERS"
+step bench_vit_b_bf16 240 bench vit_b_bf16 vit_b "$VIT_BATCH" --amp-dtype bfloat16
+step bench_swin_b_bf16 180 bench swin_b_bf16 swin_b "$SWIN_BATCH" --amp-dtype bfloat16
+step profile_vit_b 90 "$PY" tools/analysis/profile_pretrain_step.py --backbone vit_b \
+    --batch-size "$VIT_BATCH" --amp --rows 30
+
+PRETRAIN=configs/fastmim/demo_vit_tiny_embedded.py
 step cuda_tests 90 "$PY" -m pytest -q -p no:cacheprovider -rs -k cuda \
     tests/test_models/test_targets/test_hog.py tests/test_models/test_utils/test_block_mask.py \
     tests/test_models/test_algorithms/test_fastmim.py
-
-PRETRAIN=configs/fastmim/demo_vit_tiny_embedded.py
-step bench_vit_b 150 "$PY" tools/analysis/benchmark_pretrain.py --backbone vit_b \
-    --batch-size "$BATCH" --iters "$ITERS" --warmup 5 --amp --data-sizes \
-    --out "$OUT_DIR/vit_b_cuda.json" --plot "$OUT_DIR/vit_b_cuda.png" $BENCH_ARGS
-step bench_swin_b 120 "$PY" tools/analysis/benchmark_pretrain.py --backbone swin_b \
-    --batch-size "$BATCH" --iters "$ITERS" --warmup 5 --amp --data-sizes \
-    --out "$OUT_DIR/swin_b_cuda.json" --plot "$OUT_DIR/swin_b_cuda.png" $BENCH_ARGS
 step train_ddp_amp 120 env PYTHON="$PY" tools/dist_train.sh "$PRETRAIN" 1 --amp \
     --work-dir "$SCRATCH/pretrain" --cfg-options train_cfg.max_epochs=2
 step finetune_amp 90 "$PY" tools/train.py configs/finetune/demo_vit_tiny_embedded_ft.py --amp \
@@ -83,14 +141,9 @@ step finetune_amp 90 "$PY" tools/train.py configs/finetune/demo_vit_tiny_embedde
     model.backbone.init_cfg.checkpoint="$SCRATCH/pretrain/epoch_2.pth"
 step resume_compile 120 "$PY" tools/train.py "$PRETRAIN" --amp --compile --resume \
     --work-dir "$SCRATCH/pretrain" --cfg-options train_cfg.max_epochs=3
-step profile_vit_b 90 "$PY" tools/analysis/profile_pretrain_step.py --backbone vit_b \
-    --batch-size "$BATCH" --amp --rows 30
-step bench_vit_b_compile 240 "$PY" tools/analysis/benchmark_pretrain.py --backbone vit_b \
-    --batch-size "$BATCH" --iters "$ITERS" --warmup 3 --amp --compile --methods fastmim simmim \
-    --data-sizes --out "$OUT_DIR/vit_b_cuda_compile.json" $BENCH_ARGS
 
-grep -E "passed|failed|^=====|Epoch\(train\).*\[(8|16|24)/|Epoch\(val\)|Error|error:" "$LOG" | cut -c1-240
-for table in "$OUT_DIR"/*.json; do
+grep -E "passed|failed|^=====|s/iter|runs RoIAlign|CUDA kernels in|Epoch\(train\).*\[(8|16|24)/|Epoch\(val\)|Error|error:" "$LOG" | cut -c1-240
+for table in "$OUT_DIR"/*_cuda*.json; do
     [ -f "$table" ] && "$PY" -c "import json, sys
 from fastmim.benchmark.report import format_report
 print(format_report(json.load(open(sys.argv[1]))))" "$table"

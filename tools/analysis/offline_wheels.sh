@@ -3,7 +3,8 @@
 # index: everything fastmim imports besides torch, all pure Python, so they install on any
 # Python 3 there. mmcv is built from its sdist without its compiled ops ("mmcv-lite"): the
 # ops are compiled against one torch build and only the mmdet/mmseg projects need them;
-# pre-training, fine-tuning and the benchmark use mmcv's pure-Python transforms.
+# pre-training, fine-tuning and the benchmark use mmcv's pure-Python transforms. The sdist
+# stays in DIR: gpu_check.sh builds mmcv with CUDA kernels from it on the GPU machine.
 #
 #   tools/analysis/offline_wheels.sh [DIR]     (default DIR: .whl in the repository root)
 #
@@ -15,10 +16,11 @@ PY=${PYTHON:-$ROOT/.venv/bin/python}
 mkdir -p "$DIR"
 "$PY" -m pip download -q --no-deps -d "$DIR" mmengine==0.10.7 timm==1.0.31 addict==2.4.0 \
     yapf==0.43.0 termcolor==3.3.0 platformdirs==4.14.8 foolbox==3.3.4 imgviz==2.1.0
+[ -f "$DIR"/mmcv-2.1.0.tar.gz ] \
+    || "$PY" -m pip download -q --no-deps --no-binary :all: -d "$DIR" mmcv==2.1.0
 if ! ls "$DIR"/mmcv_lite-2.1.0-*.whl > /dev/null 2>&1; then
     BUILD=$(mktemp -d)
-    "$PY" -m pip download -q --no-deps --no-binary :all: -d "$BUILD" mmcv==2.1.0
-    tar xzf "$BUILD"/mmcv-2.1.0.tar.gz -C "$BUILD"
+    tar xzf "$DIR"/mmcv-2.1.0.tar.gz -C "$BUILD"
     MMCV_WITH_OPS=0 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$DIR" \
         "$BUILD"/mmcv-2.1.0
     rm -rf "$BUILD"

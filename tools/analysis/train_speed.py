@@ -1,0 +1,196 @@
+"""Seconds per iteration and peak memory of a short real training run through tools/train.py.
+
+    python tools/analysis/train_speed.py {detection,segmentation,pretrain} --out RESULT.json
+        [--iters 20] [--amp] [--work-dir DIR] [--images N] [--cfg-options KEY=VALUE ...]
+
+- ``detection``: the full-size Mask R-CNN Swin-B config (1024 large-scale jitter, copy-paste,
+  batch 2), on the COCO-format photo data of ``tests/test_projects/downstream_data.py``, then
+  ``tools/test.py`` on its validation photo;
+- ``segmentation``: the UperNet ViT-B config (512 crops, batch 2) on the ADE20K-layout photo
+  data of the same module, then ``tools/test.py``;
+- ``pretrain``: the FastMIM ViT-B config (batch 512, 8 workers) on a folder of ImageNet-sized
+  JPEGs (the embedded photos at 500 px, linked ``--images`` times): end-to-end pre-training
+  with the real loader, to compare with ``benchmark_pretrain.py``'s synthetic-input step rate.
+
+The run goes through ``tools/train.py`` as a user's does; the numbers come from mmengine's log
+(``vis_data/scalars.json``): the median ``time`` and ``data_time`` of the iterations after the
+first ``--skip`` (warm-up, cuDNN autotuning, worker start) and the largest ``memory`` (MB,
+``torch.cuda.max_memory_allocated``; absent without CUDA). Backbones start from random weights:
+speed and memory do not depend on them.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from mmengine.config import DictAction
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = {
+    'detection': 'projects/detection/configs/mask_rcnn_fastmim_swin_b_fpn_3x_coco.py',
+    'segmentation': 'projects/segmentation/configs/upernet_fastmim_vit_b_ade20k_512x512_160k.py',
+    'pretrain': 'configs/fastmim/vit_b_hog_800e.py',
+}
+PRETRAIN_PHOTO_SIDE = 500  # ImageNet's training images are about 400 x 350 on average
+
+
+def load_downstream_data():
+    """The photo datasets of the downstream tests (a module of the test suite, not a package)."""
+    path = ROOT / 'tests' / 'test_projects' / 'downstream_data.py'
+    spec = importlib.util.spec_from_file_location('fastmim_tests_downstream_data', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def no_validation():
+    return {'val_dataloader': None, 'val_cfg': None, 'val_evaluator': None}
+
+
+def detection_options(data_dir, iters):
+    """Train on the two training crops (one iteration of batch 2 per epoch) for ``iters``
+    epochs; test on the full photo with the config's own test pipeline."""
+    coco = load_downstream_data().write_coco_instances(data_dir)
+    dataset, test = 'train_dataloader.dataset.dataset', 'test_dataloader.dataset'
+    train = {
+        'model.backbone.init_cfg': None,
+        f'{dataset}.data_root': coco['data_root'], f'{dataset}.ann_file': coco['train_ann_file'],
+        f'{dataset}.data_prefix.img': coco['img_prefix'],
+        'train_cfg.max_epochs': iters, 'default_hooks.checkpoint.interval': iters,
+        **no_validation(),
+    }
+    test = {
+        'model.backbone.init_cfg': None,
+        f'{test}.data_root': coco['data_root'], f'{test}.ann_file': coco['val_ann_file'],
+        f'{test}.data_prefix.img': coco['img_prefix'],
+        'test_evaluator.ann_file': coco['data_root'] + coco['val_ann_file'],
+    }
+    return train, test, f'epoch_{iters}.pth'
+
+
+def segmentation_options(data_dir, iters):
+    data_root = load_downstream_data().write_ade20k_layout(data_dir)
+    train = {
+        'model.backbone.init_cfg': None,
+        'train_dataloader.dataset.data_root': data_root,
+        'train_cfg.max_iters': iters, 'default_hooks.checkpoint.interval': iters,
+        **no_validation(),
+    }
+    test = {'model.backbone.init_cfg': None, 'test_dataloader.dataset.data_root': data_root}
+    return train, test, f'iter_{iters}.pth'
+
+
+def pretrain_options(data_dir, images):
+    """One epoch over ``images`` links to the embedded photos as 500-px JPEGs. The links share
+    the page cache, as a node's local copy of ImageNet mostly does; each is decoded anew."""
+    from fastmim.benchmark.pipeline_speed import write_jpeg_photos
+    os.makedirs(osp.join(data_dir, 'photos'))
+    photos = write_jpeg_photos(osp.join(data_dir, 'photos'), PRETRAIN_PHOTO_SIDE)
+    folder = osp.join(data_dir, 'train')
+    os.makedirs(folder)
+    for index in range(images):
+        os.symlink(photos[index % len(photos)], osp.join(folder, f'{index:07d}.jpg'))
+    train = {
+        'train_dataloader.dataset.data_root': data_dir,
+        'train_dataloader.dataset.data_prefix': 'train',
+        'train_cfg.max_epochs': 1, 'default_hooks.checkpoint.interval': 1,
+    }
+    return train, None, None
+
+
+def run_tool(script, args):
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))}
+    command = [sys.executable, str(ROOT / 'tools' / script), *args]
+    print('+', ' '.join(command), flush=True)
+    subprocess.run(command, cwd=ROOT, env=env, check=True)
+
+
+def logged_iterations(work_dir):
+    """mmengine's per-iteration scalars of the training run in ``work_dir``."""
+    (scalars, ) = Path(work_dir).glob('*/vis_data/scalars.json')
+    lines = scalars.read_text().splitlines()
+    return [entry for entry in map(json.loads, filter(str.strip, lines)) if 'time' in entry]
+
+
+def summarise(entries, skip, batch_size):
+    timed = entries[skip:] or entries
+    seconds = statistics.median(entry['time'] for entry in timed)
+    memory = [entry['memory'] for entry in entries if 'memory' in entry]
+    return dict(iterations=len(entries), timed=len(timed), s_per_iter=seconds,
+                data_s_per_iter=statistics.median(entry['data_time'] for entry in timed),
+                images_per_s=batch_size / seconds,
+                peak_memory_mb=max(memory) if memory else None)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('task', choices=sorted(CONFIGS))
+    parser.add_argument('--out', required=True, help='results JSON file')
+    parser.add_argument('--iters', type=int, default=20, help='training iterations')
+    parser.add_argument('--skip', type=int, default=5,
+                        help='first iterations left out of the median')
+    parser.add_argument('--amp', action='store_true', help="tools/train.py's --amp")
+    parser.add_argument('--work-dir', help='where data, logs and checkpoints go '
+                        '(default: a temporary folder, removed afterwards)')
+    parser.add_argument('--images', type=int,
+                        help='pretrain: JPEG files (default: batch size x iterations)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='more overrides for tools/train.py and tools/test.py')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from mmengine.config import Config
+
+    as_cfg_options = load_downstream_data().as_cfg_options
+    config = str(ROOT / CONFIGS[args.task])
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict(args.cfg_options)
+    batch_size = cfg.train_dataloader.batch_size
+    with tempfile.TemporaryDirectory() as scratch:
+        work_dir = args.work_dir or scratch
+        data_dir = osp.join(work_dir, 'data')
+        os.makedirs(data_dir, exist_ok=True)
+        if args.task == 'pretrain':
+            train, test, checkpoint = pretrain_options(data_dir, args.images or
+                                                       batch_size * args.iters)
+        else:
+            train, test, checkpoint = globals()[f'{args.task}_options'](data_dir, args.iters)
+        train_dir = osp.join(work_dir, 'train')
+        logger = {'default_hooks.logger.interval': 1}
+        run_tool('train.py', [config, '--work-dir', train_dir, *(['--amp'] if args.amp else []),
+                              '--cfg-options',
+                              *as_cfg_options({**train, **logger, **args.cfg_options})])
+        result = dict(task=args.task, config=CONFIGS[args.task], amp=args.amp,
+                      batch_size=batch_size,
+                      **summarise(logged_iterations(train_dir), args.skip, batch_size))
+        if test is not None:
+            metrics = osp.join(work_dir, 'test_metrics.json')
+            run_tool('test.py', [config, osp.join(train_dir, checkpoint), '--work-dir',
+                                 osp.join(work_dir, 'test'), '--out', metrics, '--cfg-options',
+                                 *as_cfg_options({**test, **args.cfg_options})])
+            with open(metrics) as f:
+                result['test_metrics'] = json.load(f)
+        import torch
+        result['device'] = (torch.cuda.get_device_name() if torch.cuda.is_available()
+                            else 'cpu')
+    with open(args.out, 'w') as f:
+        json.dump(result, f, indent=2)
+    memory = (f'{result["peak_memory_mb"]:.0f} MB' if result['peak_memory_mb'] is not None
+              else 'n/a')
+    print(f'{args.task}: {result["s_per_iter"]:.3f} s/iter (data {result["data_s_per_iter"]:.3f}'
+          f' s), {result["images_per_s"]:.1f} images/s, peak memory {memory}, '
+          f'{result["device"]}')
+    return result
+
+
+if __name__ == '__main__':
+    main()
