@@ -253,15 +253,19 @@ def test_untransferable_tensors_come_back_unchanged():
 # --------------------------------------------------------------------------------------------
 # Pre-training with FastMIM
 # --------------------------------------------------------------------------------------------
-def test_fastmim_pretraining_loss_falls_and_every_parameter_learns():
+def tiny_fastmim():
     from fastmim.registry import MODELS
     torch.manual_seed(0)
-    model = MODELS.build(dict(
+    return MODELS.build(dict(
         type='FastMIM',
         backbone=dict(type='EVA02', arch=TINY, img_size=64),
         neck=dict(type='MIMDecoder', embed_dim=32, depth=1, num_heads=4),
         target_generator=dict(type='HOGGenerator'),
         block_size=16))
+
+
+def test_fastmim_pretraining_loss_falls_and_every_parameter_learns():
+    model = tiny_fastmim()
     assert model.neck.out_channels == 27 * 2 * 2  # a 16-px token covers 2x2 HOG cells
     optim_wrapper = OptimWrapper(torch.optim.AdamW(model.parameters(), lr=1e-3))
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -273,6 +277,20 @@ def test_fastmim_pretraining_loss_falls_and_every_parameter_learns():
                  if p.requires_grad and torch.equal(p.detach(), before[name])]
     assert not unchanged
     assert model.geometry()['backbone'] == model.backbone.geometry()
+
+
+def test_bf16_autocast_gives_a_finite_loss_and_gradients():
+    """Mixed precision (bf16 on CPUs, as fp16 on GPUs): timm builds RoPE in fp32 and casts the
+    rotated queries and keys back; the loss and every backbone gradient stay finite."""
+    model = tiny_fastmim()
+    inputs = model.data_preprocessor(dict(inputs=photos(64, count=2)))['inputs']
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        outputs = model.reconstruct(inputs)
+        loss = model.criterion(outputs['prediction'], outputs['target'], outputs['mask'])
+    assert outputs['prediction'].dtype == torch.bfloat16 and loss.dtype == torch.float32
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.backbone.parameters())
 
 
 # --------------------------------------------------------------------------------------------
