@@ -2,7 +2,8 @@
 
 Importing the package installs the safe checkpoint I/O (``fastmim.engine.checkpoint``) and
 makes mmengine find the ``fastmim::`` configs; models, datasets and hooks register themselves
-lazily through the registries' ``locations``.
+lazily through the registries' ``locations``. ``fastmim.apis`` builds a model from a config
+and checkpoint, extracts features and draws reconstructions, from a notebook or a script.
 """
 from mmengine.config.utils import MODULE2PACKAGE
 

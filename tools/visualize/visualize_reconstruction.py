@@ -10,12 +10,12 @@ cropped to a square, normalised by the model's data preprocessor, masked with a 
 ``fastmim.visualization.make_reconstruction_panel``) goes to ``--out-dir``; the paths are
 printed. ``--embedded N`` uses the first N photos of the toolbox's embedded dataset (real photos
 installed with its requirements, see docs/data.md), so the tool runs without any data at hand.
+The same from Python: ``fastmim.apis.get_model`` and ``fastmim.apis.reconstruct``.
 """
 import argparse
 import os
 import os.path as osp
 
-import numpy as np
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description='Draw FastMIM reconstructions of images')
@@ -37,66 +37,15 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def read_images(args):
-    """``[(name, PIL RGB image)]`` of the requested images, every problem named up front."""
-    from PIL import Image, UnidentifiedImageError
-    if args.embedded is not None:
-        from fastmim.datasets import find_embedded_photos
-        photos = find_embedded_photos()
-        if not 1 <= args.embedded <= len(photos):
-            raise ValueError(f'--embedded must be between 1 and {len(photos)}, '
-                             f'got {args.embedded}')
-        named_paths = [(name.replace('/', '_'), path) for name, path in photos[:args.embedded]]
-    else:
-        named_paths = [(osp.splitext(osp.basename(path))[0], path) for path in args.img]
-    images = []
-    for name, path in named_paths:
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'image not found: {path}')
-        try:
-            with Image.open(path) as image:
-                images.append((name, image.convert('RGB')))
-        except (UnidentifiedImageError, OSError) as error:
-            raise ValueError(f'cannot read image {path}: {error}') from None
-    return images
-
-
-def resize_and_crop(image, size):
-    """Shorter side to ``size`` (bicubic), then the central ``size x size`` square, uint8 HWC."""
-    from PIL import Image
-    width, height = image.size
-    scale = size / min(width, height)
-    new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
-    image = image.resize(new_size, Image.BICUBIC)
-    left, top = (new_size[0] - size) // 2, (new_size[1] - size) // 2
-    return np.array(image.crop((left, top, left + size, top + size)))
-
-
-def build_model(config_path, checkpoint_path, device):
-    """The config's model with the checkpoint's weights, strictly (a mismatch is an error)."""
-    from mmengine.registry import init_default_scope
-    from mmengine.runner import load_checkpoint
-
-    from fastmim.engine.checkpoint import CheckpointError
-    from fastmim.engine.launch import load_config
-    from fastmim.registry import MODELS
-
-    cfg = load_config(config_path)
-    init_default_scope(cfg.get('default_scope', 'fastmim'))
-    model = MODELS.build(cfg.model)
-    if not hasattr(model, 'reconstruct'):
-        raise TypeError(f'{config_path} builds a {type(model).__name__}, which cannot '
-                        'reconstruct: use the FastMIM pre-training config of the checkpoint')
-    try:
-        # 'silent': stdout holds only the paths of the pictures.
-        load_checkpoint(model, checkpoint_path, map_location='cpu', strict=True,
-                        logger='silent')
-    except RuntimeError as error:
-        if isinstance(error, CheckpointError):
-            raise
-        raise CheckpointError(f'{checkpoint_path} does not fit the model of {config_path}: '
-                              f'{error}') from None
-    return model.to(device)
+def image_sources(args):
+    """``[(name, path)]`` of the requested images."""
+    if args.embedded is None:
+        return [(osp.splitext(osp.basename(path))[0], path) for path in args.img]
+    from fastmim.datasets import find_embedded_photos
+    photos = find_embedded_photos()
+    if not 1 <= args.embedded <= len(photos):
+        raise ValueError(f'--embedded must be between 1 and {len(photos)}, got {args.embedded}')
+    return [(name.replace('/', '_'), path) for name, path in photos[:args.embedded]]
 
 
 def output_paths(names, out_dir):
@@ -114,25 +63,22 @@ def main(argv):
     import torch
     from PIL import Image
 
-    import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
+    from fastmim.apis import get_model, load_images, reconstruct
     from fastmim.engine.checkpoint import trust_checkpoint
-    from fastmim.visualization import draw_reconstructions
 
     if args.input_size < 1:
         raise ValueError(f'--input-size must be positive, got {args.input_size}')
-    images = read_images(args)
+    sources = image_sources(args)
+    images = load_images([path for _, path in sources])  # every unreadable file named up front
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    model = build_model(args.config, args.checkpoint, device)
-
-    batch = [torch.from_numpy(resize_and_crop(image, args.input_size)).permute(2, 0, 1)
-             for _, image in images]
-    inputs = model.data_preprocessor(dict(inputs=batch), False)['inputs']
-    panels = draw_reconstructions(model, inputs, seed=args.seed, cell_px=args.cell_px)
+    model = get_model(args.config, args.checkpoint, device)
+    panels = reconstruct(model, images, seed=args.seed, cell_px=args.cell_px,
+                         input_size=args.input_size)
 
     os.makedirs(args.out_dir, exist_ok=True)
-    for path, panel in zip(output_paths([name for name, _ in images], args.out_dir), panels):
+    for path, panel in zip(output_paths([name for name, _ in sources], args.out_dir), panels):
         Image.fromarray(panel).save(path)
         print(path)
 

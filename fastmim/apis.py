@@ -1,0 +1,171 @@
+"""Use a fastmim model from Python (a notebook, a script of one's own), as mmpretrain's
+``get_model`` / ``inference_model`` / ``FeatureExtractor`` do for its models.
+
+    from fastmim.apis import extract_features, get_model, reconstruct
+    model = get_model('fastmim::fastmim/vit_b_hog_800e.py', 'epoch_800.pth')
+    features = extract_features(model, ['a.jpg', 'b.jpg'])   # (2, 768)
+    panel = reconstruct(model, 'a.jpg')   # input | masked input | HOG target | HOG prediction
+
+Images are file paths, PIL images or ``(H, W, 3)`` uint8 RGB arrays (one, or a list). Each is
+resized (shorter side, bicubic) and centre-cropped to the model's input size, then normalised by
+the model's own data preprocessor, so no pipeline needs restating.
+"""
+import os.path as osp
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from mmengine.runner import load_checkpoint
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from fastmim.datasets.transforms.loading import pil_to_rgb
+from fastmim.errors import CheckpointError
+from fastmim.models.algorithms.image_classifier import pool_features
+from fastmim.registry import MODELS
+from fastmim.visualization import draw_reconstructions
+
+ImageInput = Union[str, Image.Image, np.ndarray]
+
+__all__ = ['get_model', 'extract_features', 'reconstruct', 'load_images', 'center_square']
+
+
+def _load_config(config) -> Config:
+    if isinstance(config, Config):
+        return config.copy()
+    config = str(config)
+    if '::' in config:
+        # A config shipped with an installed package ('fastmim::fastmim/vit_b_hog_800e.py'):
+        # a config that only inherits it is it, resolved by mmengine as any `_base_` is
+        # (mmengine.hub.get_config would pip-install a package it does not find).
+        return Config.fromstring(f'_base_ = [{config!r}]\n', file_format='.py')
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config file not found: {config}')
+    return Config.fromfile(config)
+
+
+def get_model(config, checkpoint: Optional[str] = None, device='cpu', **model_options):
+    """The model of ``config`` with the weights of ``checkpoint``, in eval mode on ``device``.
+
+    Args:
+        config: a config file, ``'fastmim::<path under configs/>'`` or a ``Config``.
+        checkpoint: a checkpoint of this model, loaded strictly: a missing, unexpected or
+            mis-shaped key is a :class:`~fastmim.errors.CheckpointError` naming both files. None
+            keeps the freshly initialised weights (the config's ``init_cfg`` is not applied).
+        device: where the model goes.
+        **model_options: keys of the config's ``model`` to override, as ``--cfg-options
+            model.<key>=<value>`` would (dots reach into nested dicts), e.g.
+            ``head=dict(num_classes=10)`` or ``**{'backbone.drop_path_rate': 0.}``.
+
+    The loaded config is ``model.cfg``.
+    """
+    cfg = _load_config(config)
+    name = config if isinstance(config, str) else cfg.filename
+    if model_options:
+        cfg.merge_from_dict({f'model.{key}': value for key, value in model_options.items()})
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'fastmim')):
+        model = MODELS.build(cfg.model)
+    if checkpoint is not None:
+        try:
+            # 'silent': a notebook or a tool's stdout gets no loading log.
+            load_checkpoint(model, checkpoint, map_location='cpu', strict=True, logger='silent')
+        except RuntimeError as error:
+            if isinstance(error, CheckpointError):
+                raise
+            raise CheckpointError(f'{checkpoint} does not fit the model of {name}: '
+                                  f'{error}') from None
+    model.cfg = cfg
+    return model.to(device).eval()
+
+
+def load_images(images: Union[ImageInput, Sequence[ImageInput]]) -> List[np.ndarray]:
+    """``(H, W, 3)`` uint8 RGB arrays of one image or a list of images (paths are decoded as the
+    datasets decode them: grayscale, CMYK, 16-bit and palette images become RGB)."""
+    if isinstance(images, (str, Image.Image, np.ndarray)):
+        images = [images]
+    arrays = []
+    for image in images:
+        if isinstance(image, str):
+            if not osp.isfile(image):
+                raise FileNotFoundError(f'image not found: {image}')
+            try:
+                with Image.open(image) as opened:
+                    image = pil_to_rgb(opened)
+            except (UnidentifiedImageError, OSError) as error:
+                raise ValueError(f'cannot read image {image}: {error}') from None
+        elif isinstance(image, Image.Image):
+            image = pil_to_rgb(image)
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+                and image.shape[2] == 3):
+            raise TypeError('an image must be a file path, a PIL image or an (H, W, 3) uint8 RGB '
+                            f'array, got {type(image).__name__} '
+                            f'{getattr(image, "shape", "")}')
+        arrays.append(image)
+    return arrays
+
+
+def center_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Shorter side to ``size`` (bicubic), then the central ``size x size`` square, uint8 HWC."""
+    height, width = image.shape[:2]
+    scale = size / min(width, height)
+    new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
+    resized = Image.fromarray(image).resize(new_size, Image.BICUBIC)
+    left, top = (new_size[0] - size) // 2, (new_size[1] - size) // 2
+    return np.array(resized.crop((left, top, left + size, top + size)))
+
+
+def _input_size(model: nn.Module, input_size: Optional[int]) -> int:
+    if input_size is None:
+        size = model.backbone.geometry().get('img_size')
+        if isinstance(size, (list, tuple)):
+            if size[0] != size[1]:
+                raise ValueError(f'the model is built for {size[0]}x{size[1]} inputs; pass '
+                                 'input_size for the square crops')
+            size = size[0]
+        if size is None:
+            raise ValueError(f'{type(model.backbone).__name__} records no img_size: pass '
+                             'input_size')
+        input_size = size
+    if not isinstance(input_size, int) or input_size < 1:
+        raise ValueError(f'input_size must be a positive int, got {input_size!r}')
+    return input_size
+
+
+def _normalised_batch(model: nn.Module, images, input_size: Optional[int]) -> torch.Tensor:
+    """The images as the model sees them: square crops through its data preprocessor."""
+    size = _input_size(model, input_size)
+    batch = [torch.from_numpy(center_square(image, size)).permute(2, 0, 1)
+             for image in load_images(images)]
+    return model.data_preprocessor(dict(inputs=batch), False)['inputs']
+
+
+def extract_features(model: nn.Module, images, input_size: Optional[int] = None) -> torch.Tensor:
+    """Global average of the backbone's last feature map, ``(N, C)`` for N images.
+
+    These are the features the linear probe and kNN use (``configs/finetune/
+    vit_b_linear_probe_90e.py``, ``configs/knn/``); ``model.backbone(inputs)`` gives the maps
+    themselves. ``input_size`` defaults to the backbone's ``img_size``.
+    """
+    inputs = _normalised_batch(model, images, input_size)
+    with torch.no_grad():
+        return pool_features(model.backbone(inputs)[-1])
+
+
+def reconstruct(model: nn.Module, images, seed: int = 0, cell_px: int = 16,
+                input_size: Optional[int] = None):
+    """What a FastMIM model reconstructs: one uint8 RGB panel per image, input | masked input |
+    target | prediction (:func:`fastmim.visualization.make_reconstruction_panel`), with the
+    mask drawn from ``seed`` (the global random state is left as it was).
+
+    Returns one panel for one image, a list of panels for a list. ``input_size`` defaults to the
+    backbone's ``img_size`` (the pre-training size).
+    """
+    if not hasattr(model, 'reconstruct'):
+        raise TypeError(f'{type(model).__name__} cannot reconstruct: use the FastMIM '
+                        'pre-training config of the checkpoint')
+    panels = draw_reconstructions(model, _normalised_batch(model, images, input_size), seed=seed,
+                                  cell_px=cell_px)
+    single = isinstance(images, (str, Image.Image, np.ndarray))
+    return panels[0] if single else panels

@@ -1,0 +1,80 @@
+"""fastmim.apis: a model from a config and checkpoint, its features, its reconstructions."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastmim.apis import extract_features, get_model, load_images, reconstruct
+from fastmim.datasets import find_embedded_photos
+from fastmim.errors import CheckpointError
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+TINY_ARCH = {'backbone.arch': dict(embed_dim=32, depth=2, num_heads=2)}
+PRETRAIN = 'fastmim::fastmim/demo_vit_tiny_embedded.py'
+FINETUNE = 'fastmim::finetune/demo_vit_tiny_embedded_ft.py'
+
+
+@pytest.fixture(scope='module')
+def photos():
+    return [path for _, path in find_embedded_photos()[:3]]
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    """A tiny demo model's weights, saved as training saves them."""
+    torch.manual_seed(0)
+    model = get_model(PRETRAIN, **TINY_ARCH)
+    path = tmp_path_factory.mktemp('apis') / 'tiny.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta={}), path)
+    return path, model.state_dict()
+
+
+def test_get_model_loads_the_checkpoint_weights(checkpoint):
+    path, saved = checkpoint
+    torch.manual_seed(1)  # other initial weights than the saved ones
+    model = get_model(PRETRAIN, str(path), **TINY_ARCH)
+    assert not model.training and len(model.backbone.blocks) == 2
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, saved[key], rtol=0, atol=0, msg=key)
+
+
+def test_get_model_refuses_a_checkpoint_of_another_model(checkpoint):
+    with pytest.raises(CheckpointError, match='does not fit the model of fastmim::'):
+        get_model(PRETRAIN, str(checkpoint[0]), **{'backbone.arch.depth': 3})
+    with pytest.raises(FileNotFoundError, match='config file not found: nowhere.py'):
+        get_model('nowhere.py')
+
+
+def test_features_do_not_depend_on_how_images_are_given(photos):
+    model = get_model(FINETUNE, **TINY_ARCH)
+    features = extract_features(model, photos)
+    assert features.shape == (3, 32) and torch.isfinite(features).all()
+    arrays = load_images(photos)
+    torch.testing.assert_close(extract_features(model, [Image.fromarray(a) for a in arrays]),
+                               features)
+    # One at a time as in a batch: nothing in eval mode mixes the images of a batch.
+    singles = torch.cat([extract_features(model, array) for array in arrays])
+    torch.testing.assert_close(singles, features, rtol=1e-4, atol=1e-5)
+
+
+def test_reconstruct_draws_one_panel_per_image_with_a_seeded_mask(photos):
+    model = get_model(PRETRAIN, **TINY_ARCH)
+    state = torch.random.get_rng_state()
+    panels = reconstruct(model, photos[:2], seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)  # training's streams do not move
+    assert len(panels) == 2 and panels[0].dtype == np.uint8 and panels[0].shape[2] == 3
+    # 128 px, 16-px cells of 8 px: four 256-px wide panels side by side (input, masked, HOG x 2)
+    assert panels[0].shape[1] > 4 * 256
+    np.testing.assert_array_equal(reconstruct(model, photos[0], seed=3), panels[0])
+    assert not np.array_equal(reconstruct(model, photos[0], seed=4), panels[0])
+
+
+def test_images_that_cannot_be_used_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match='image not found: .*missing.jpg'):
+        load_images(str(tmp_path / 'missing.jpg'))
+    with pytest.raises(TypeError, match=r'\(H, W, 3\) uint8 RGB array'):
+        load_images(np.zeros((8, 8), dtype=np.float32))
+    classifier = get_model(FINETUNE, **TINY_ARCH)
+    with pytest.raises(TypeError, match='ImageClassifier cannot reconstruct'):
+        reconstruct(classifier, np.zeros((8, 8, 3), dtype=np.uint8))
