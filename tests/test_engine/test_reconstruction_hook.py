@@ -18,7 +18,7 @@ from torch import nn
 
 import fastmim  # noqa: F401  safe checkpoint I/O
 import fastmim.engine.hooks.reconstruction_hook as reconstruction_hook
-from fastmim.engine.checkpoint import CheckpointError
+from fastmim.errors import CheckpointError
 from fastmim.engine.hooks.reconstruction_hook import ReconstructionVisualizationHook
 from fastmim.registry import MODELS
 from fastmim.visualization import IMAGENET_MEAN, IMAGENET_STD, draw_reconstructions

@@ -28,7 +28,7 @@ from timm.data import create_transform, resolve_data_config
 
 import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
 import fastmim.models  # noqa: F401
-from fastmim.engine.checkpoint import CheckpointError
+from fastmim.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'configs' / 'timm' / 'tf_efficientnet_lite0_foolbox_eval.py'

@@ -55,7 +55,7 @@ def read_weights(path):
     import torch
     from mmengine.runner.checkpoint import _load_checkpoint
 
-    from fastmim.engine.checkpoint import CheckpointError
+    from fastmim.errors import CheckpointError
     from fastmim.models.utils.load_problems import listing
 
     if path.endswith('.safetensors'):
@@ -82,7 +82,7 @@ def read_weights(path):
 # --- matching -----------------------------------------------------------------------------------
 def match_by_order(weights, target, path, model_name):
     """Pair ``weights`` with ``target`` (timm's state dict) by position, checking every shape."""
-    from fastmim.engine.checkpoint import CheckpointError
+    from fastmim.errors import CheckpointError
 
     if len(weights) != len(target):
         raise CheckpointError(
@@ -105,7 +105,7 @@ def match_by_order(weights, target, path, model_name):
 
 def match_by_name(weights, target, path, model_name):
     """``weights`` unchanged, after checking that they are exactly timm's tensors."""
-    from fastmim.engine.checkpoint import CheckpointError
+    from fastmim.errors import CheckpointError
     from fastmim.models.utils.load_problems import LoadProblems
 
     problems = LoadProblems(
@@ -166,7 +166,7 @@ def build_classifier(model_name, num_classes):
 
 def check_loads(state, model, path, model_name):
     """Load ``state`` into ``model`` with ``strict=True``; a failure names the file."""
-    from fastmim.engine.checkpoint import CheckpointError
+    from fastmim.errors import CheckpointError
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:

@@ -69,11 +69,19 @@ def create_timm_model(arch, classifier, fc_norm):
 
 
 def fit_to_model(state, model, geometry, path):
-    """Resize ``state`` to ``model`` and check that it loads with ``strict=True``."""
-    from fastmim.engine.checkpoint import CheckpointError
-    from fastmim.models.utils.pretrained import transfer_state
+    """Resize ``state`` to ``model`` and check that it loads with ``strict=True``.
 
-    transferred = transfer_state(state, model, geometry)
+    The resize rules are those of the fastmim backbone the checkpoint names: fastmim's ViT and
+    Swin subclass timm's, and their ``adapt_state_dict`` reads only timm's attributes, so it
+    applies to the plain timm model of the same family."""
+    from fastmim.errors import CheckpointError
+    from fastmim.models.utils.pretrained import transfer_state
+    from fastmim.registry import MODELS
+
+    backbone_class = MODELS.get((geometry or {}).get('type', ''))
+    adapted = (backbone_class.adapt_state_dict(model, state, geometry)
+               if backbone_class is not None else state)
+    transferred = transfer_state(adapted, model, geometry)
     provided = set(transferred.state) | set(transferred.mismatched_keys)
     transferred.problems.missing = [f'{key} {tuple(value.shape)}'
                                     for key, value in model.state_dict().items()
@@ -82,12 +90,15 @@ def fit_to_model(state, model, geometry, path):
         raise CheckpointError(transferred.problems.message(
             path, f'timm {type(model).__name__}', 'converted for timm, strict'))
     model.load_state_dict(transferred.state, strict=True)
-    return transferred.state, transferred.resized
+    resized = {key: (tuple(state[key].shape), tuple(value.shape))
+               for key, value in transferred.state.items()
+               if key in state and state[key].shape != value.shape}
+    return transferred.state, resized
 
 
 def convert(checkpoint, path, arch=None):
     """A loaded fastmim checkpoint -> ``(timm state dict, resized keys, left-out keys)``."""
-    from fastmim.engine.checkpoint import CheckpointError
+    from fastmim.errors import CheckpointError
     from fastmim.models.utils.pretrained import read_checkpoint
 
     source = read_checkpoint(checkpoint, path, prefix='backbone.')

@@ -8,39 +8,20 @@ every block closer to the input at a geometrically smaller one, so the generic l
 of pre-training move least. ``L + 1`` is MAE's ``num_layers`` (``len(blocks) + 1``), and SimMIM's
 ``num_layers - 1`` for Swin.
 
-Layer ids per backbone (fastmim's backbones keep timm's parameter names):
-
-* ``VisionTransformer``: ``patch_embed``, ``cls_token``, ``pos_embed``, ``norm_pre`` -> 0;
-  ``blocks.i`` -> ``i + 1``; rest (``norm``, head) -> ``depth + 1`` (13 for ViT-B).
-* ``SwinTransformer``: ``patch_embed`` -> 0; block ``j`` of stage ``s`` -> (blocks before ``s``)
-  + ``j + 1``; rest -> ``sum(depths) + 1`` (25 for Swin-B). timm's ``layers.{s}.downsample``
-  (patch merging) *opens* stage ``s``: it is the original Swin's ``layers.{s-1}.downsample`` that
-  *closes* stage ``s - 1``, whose id is "blocks up to and including stage ``s - 1``" (SimMIM,
-  FastMIM). So timm's ``layers.{s}.downsample`` gets ``sum(depths[:s])``, the id of the last block
-  before it; for Swin-B: ``layers.1`` -> 2, ``layers.2`` -> 4, ``layers.3`` -> 22.
-* ``PyramidVisionTransformerV2`` (timm): the same scheme as Swin. ``stages.{s}.downsample``
-  (the overlapping patch embedding that opens stage ``s``) -> ``sum(depths[:s])``; the norm that
-  closes stage ``s`` (``stages.{s}.norm``) -> ``sum(depths[:s + 1])``, with the stage's last block.
-* ``CMT``: ``stem`` -> 0; ``stages.{s}.downsample`` -> ``sum(depths[:s])`` as above; the relative
-  position bias that the blocks of stage ``s`` share -> the id of the stage's first block, its
-  earliest user.
-* ``TimmBackbone``: timm's own grouping of the full timm model (``model.group_matcher``, or
-  ``timm.optim.auto_group_layers`` for models without one), as ``timm.optim.
-  param_groups_layer_decay`` uses it; rest is the id timm gives the classifier (its largest).
+The ids come from the backbone itself (``layer_id(name)`` and ``num_layer_ids`` of the backbone
+contract, :mod:`fastmim.models.backbones.base`): each backbone file documents its scheme (ViT:
+embedding 0, ``blocks.i`` -> ``i + 1``; Swin: SimMIM's ids with Microsoft's patch merging
+closing a stage; timm models: timm's own grouping). This constructor never looks at the type.
 
 Weight decay is off for biases, every 1-D parameter (all norm weights), and parameters whose own
 name is in ``no_decay_names`` (position embeddings, class / mask tokens, relative position bias
 tables): weight decay would pull them towards zero, which is no sensible prior for them.
 """
 import inspect
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
-import timm
-import torch
 from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
-from timm.models import group_parameters
-from timm.optim import auto_group_layers
 from torch import nn
 
 from fastmim.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS
@@ -53,125 +34,14 @@ CUSTOM_KEY_FIELDS = ('lr_mult', 'decay_mult')
 LayerIds = Tuple[Dict[str, int], int]
 
 
-def _ids_by_rule(module: nn.Module, layer_id: Callable[[str], int]) -> Dict[str, int]:
-    return {name: layer_id(name) for name, _ in module.named_parameters()}
-
-
-def vit_layer_ids(backbone: nn.Module) -> LayerIds:
-    """Ids of a timm-named ViT: embedding 0, ``blocks.i`` -> ``i + 1``, rest ``depth + 1``."""
-    rest = len(backbone.blocks) + 1
-    embedding = ('patch_embed', 'cls_token', 'reg_token', 'pos_embed', 'norm_pre')
-
-    def layer_id(name: str) -> int:
-        top, _, remainder = name.partition('.')
-        if top in embedding:
-            return 0
-        if top == 'blocks':
-            return int(remainder.split('.')[0]) + 1
-        return rest
-
-    return _ids_by_rule(backbone, layer_id), rest
-
-
-def hierarchical_layer_ids(backbone: nn.Module, stages_name: str,
-                           stem_names: Sequence[str]) -> LayerIds:
-    """Ids of a staged backbone whose stage ``s`` is ``<stages_name>.{s}`` with ``blocks``.
-
-    Block ``j`` of stage ``s`` -> ``sum(depths[:s]) + j + 1``. Within a stage, what runs before
-    the blocks (``downsample``) shares the id of the last block before it, what closes the stage
-    (``norm``) the id of the stage's last block, and a tensor every block of the stage reads
-    (CMT's ``relative_position_bias``) the id of its first block. See the module docstring.
-    """
-    stages = getattr(backbone, stages_name)
-    depths = [len(stage.blocks) for stage in stages]
-    starts = [sum(depths[:index]) for index in range(len(depths))]
-    rest = sum(depths) + 1
-    kind = type(backbone).__name__
-
-    def layer_id(name: str) -> int:
-        parts = name.split('.')
-        if parts[0] in stem_names:
-            return 0
-        if parts[0] != stages_name:
-            return rest
-        stage, member = int(parts[1]), parts[2]
-        if member == 'blocks':
-            return starts[stage] + int(parts[3]) + 1
-        if member == 'downsample':
-            return starts[stage]
-        if member == 'norm':
-            return starts[stage] + depths[stage]
-        if member == 'relative_position_bias':
-            return starts[stage] + 1
-        raise ValueError(f'layer decay: {kind} parameter {name!r} is in stage {stage} but is '
-                         f'none of blocks / downsample / norm / relative_position_bias, so it has '
-                         f'no layer id')
-
-    return _ids_by_rule(backbone, layer_id), rest
-
-
-def timm_layer_ids(backbone: nn.Module) -> LayerIds:
-    """Ids of a ``TimmBackbone`` from timm's grouping of the full model of the same name.
-
-    The feature extractor has lost the classifier and renamed some modules, so the full model is
-    built on the meta device (no memory, no initialisation cost), grouped the way
-    ``timm.optim.param_groups_layer_decay`` groups it, and the extractor's names are mapped back
-    to its names: ``FeatureGetterNet`` (ViT, ...) keeps the model as ``model.``,
-    ``FeatureListNet`` flattens ``stages.0`` into ``stages_0`` (``flatten_sequential``).
-    """
-    with torch.device('meta'):
-        reference = timm.create_model(backbone.model_name, pretrained=False)
-    if hasattr(reference, 'group_matcher'):
-        reference_ids = group_parameters(
-            reference, reference.group_matcher(coarse=False), reverse=True)
-    else:
-        reference_ids = auto_group_layers(reference)
-    children = dict(reference.named_children())
-    flattened = {
-        f'{name}_{child}': f'{name}.{child}'
-        for name, module in children.items() if isinstance(module, nn.Sequential)
-        for child, _ in module.named_children()
-    }
-
-    def reference_name(name: str) -> str:
-        top, _, remainder = name.partition('.')
-        if top == 'model' and top not in children:
-            return remainder
-        if top in flattened and top not in children:
-            return f'{flattened[top]}.{remainder}'
-        return name
-
-    ids = {}
-    for name, _ in backbone.model.named_parameters():
-        full_name = reference_name(name)
-        if full_name not in reference_ids:
-            raise ValueError(
-                f'layer decay: TimmBackbone({backbone.model_name!r}) parameter {"model." + name!r} '
-                f'(timm name {full_name!r}) is not a parameter of timm.create_model('
-                f'{backbone.model_name!r}) with default arguments, whose grouping gives the ids')
-        ids[f'model.{name}'] = reference_ids[full_name]
-    return ids, max(reference_ids.values())
-
-
 def backbone_layer_ids(backbone: nn.Module) -> LayerIds:
-    """``({parameter name: layer id}, rest id)`` for one of fastmim's backbones."""
-    # Imported here: the engine must not import every model at start-up (and models may one day
-    # import engine utilities).
-    from fastmim.models.backbones import (CMT, PyramidVisionTransformerV2, SwinTransformer,
-                                          TimmBackbone, VisionTransformer)
-    if isinstance(backbone, VisionTransformer):
-        return vit_layer_ids(backbone)
-    if isinstance(backbone, SwinTransformer):
-        return hierarchical_layer_ids(backbone, 'layers', ('patch_embed', 'absolute_pos_embed'))
-    if isinstance(backbone, PyramidVisionTransformerV2):
-        return hierarchical_layer_ids(backbone, 'stages', ('patch_embed', ))
-    if isinstance(backbone, CMT):
-        return hierarchical_layer_ids(backbone, 'stages', ('stem', ))
-    if isinstance(backbone, TimmBackbone):
-        return timm_layer_ids(backbone)
-    raise TypeError(f'layer decay: no layer ids for backbone type {type(backbone).__name__}; '
-                    f'supported: VisionTransformer, SwinTransformer, PyramidVisionTransformerV2, '
-                    f'CMT, TimmBackbone (fastmim.models.backbones)')
+    """``({parameter name: layer id}, rest id)`` from the backbone's own ``layer_id(name)``."""
+    if not callable(getattr(backbone, 'layer_id', None)):
+        raise TypeError(f'layer decay: backbone {type(backbone).__name__} has no layer_id(name) / '
+                        f'num_layer_ids; a backbone gets layer decay by implementing them '
+                        f'(the contract in fastmim.models.backbones.base)')
+    ids = {name: backbone.layer_id(name) for name, _ in backbone.named_parameters()}
+    return ids, backbone.num_layer_ids - 1
 
 
 def model_layer_ids(model: nn.Module) -> LayerIds:

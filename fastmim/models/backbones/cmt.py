@@ -28,6 +28,7 @@ changes resolution (128 px pre-training, progressive resolution, 224 px fine-tun
 :func:`resize_relative_position_bias`, which also converts checkpoints between resolutions.
 """
 import math
+import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -38,6 +39,7 @@ from torch import nn
 
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
+from .base import BackboneContract, StateDict, normalise_out_indices, stage_layer_ids
 
 ARCH_SETTINGS: Dict[str, dict] = {
     # Table 1 of the paper. XS uses the release's IRFFN ratio 3.77 (the table rounds it to 3.8);
@@ -105,6 +107,44 @@ def resize_relative_position_bias(bias: torch.Tensor,
     table = table.reshape(heads, *old_grid, new_num_keys).permute(0, 3, 1, 2)
     table = F.interpolate(table, size=tuple(new_grid), mode='bicubic', align_corners=False)
     return table.flatten(2).transpose(1, 2).contiguous()
+
+
+# Reference CMT names -> fastmim CMT names, inside a block (first matching prefix wins).
+_CMT_BLOCK_NAMES = (
+    ('proj.', 'lpu.dwconv.'),
+    ('attn.sr.', 'attn.reduce.'),
+    ('mlp.conv1.', 'ffn.expand.'),
+    ('mlp.proj_bn.', 'ffn.dwconv_norm.'),
+    ('mlp.proj.', 'ffn.dwconv.'),
+    ('mlp.conv2.', 'ffn.project.'),
+)
+_CMT_STAGES = 'abcd'
+
+
+def cmt_reference_name(key: str) -> Optional[str]:
+    """Reference CMT key -> fastmim CMT key; None for the final ``norm`` (fastmim's CMT has
+    none: it returns the last stage as it is, like the CMT classifier)."""
+    if key.startswith('norm.'):
+        return None
+    match = re.match(r'stem_(conv|norm)(\d)\.(.*)', key)
+    if match:
+        layer = 3 * (int(match[2]) - 1) + (0 if match[1] == 'conv' else 2)
+        return f'stem.{layer}.{match[3]}'
+    match = re.match(r'patch_embed_([abcd])\.(.*)', key)
+    if match:
+        return f'stages.{_CMT_STAGES.index(match[1])}.downsample.{match[2]}'
+    match = re.fullmatch(r'relative_pos_([abcd])', key)
+    if match:
+        return f'stages.{_CMT_STAGES.index(match[1])}.relative_position_bias'
+    match = re.match(r'blocks_([abcd])\.(\d+)\.(.*)', key)
+    if match:
+        rest = match[3]
+        for old, new in _CMT_BLOCK_NAMES:
+            if rest.startswith(old):
+                rest = new + rest[len(old):]
+                break
+        return f'stages.{_CMT_STAGES.index(match[1])}.blocks.{match[2]}.{rest}'
+    return key
 
 
 def _check_bias_shape(shape: Sequence[int], name: str) -> Tuple[int, int, int]:
@@ -295,7 +335,7 @@ class CMTStage(nn.Module):
 
 
 @MODELS.register_module()
-class CMT(BaseModule):
+class CMT(BackboneContract, BaseModule):
     """CMT backbone returning NCHW feature maps of the selected stages.
 
     Args:
@@ -305,11 +345,14 @@ class CMT(BaseModule):
         img_size: construction size (int or (h, w)); it fixes the shape of the relative position
             biases. Any input divisible by 32 works at run time.
         in_channels: image channels.
-        out_indices: stages (0-3) whose outputs are returned; default the last one.
+        out_indices: stages (0-3) whose outputs are returned; negative values count from the
+            end; default the last one.
         drop_path_rate: stochastic depth, rising linearly over all blocks.
         attn_drop_rate: dropout on the attention weights.
         init_cfg: mmengine initialisation config (e.g. a Pretrained checkpoint).
     """
+
+    published_archs = ARCH_SETTINGS
 
     def __init__(self,
                  arch: Union[str, dict] = 's',
@@ -323,7 +366,7 @@ class CMT(BaseModule):
         self.arch = arch
         self.arch_settings = _resolve_arch(arch)
         self.img_size = _pair_size(img_size)
-        self.out_indices = _check_out_indices(out_indices)
+        self.out_indices = normalise_out_indices('CMT', out_indices, len(STAGE_STRIDES))
         settings = self.arch_settings
         dims = settings['embed_dims']
         self.out_channels = [dims[i] for i in self.out_indices]
@@ -342,6 +385,7 @@ class CMT(BaseModule):
                 drop_paths[first_block:first_block + depth], attn_drop_rate))
             in_dim, first_block = dims[index], first_block + depth
         self.apply(_init_layer)
+        self.enable_state_dict_adaptation()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4 or x.shape[-2] % 32 or x.shape[-1] % 32:
@@ -362,6 +406,69 @@ class CMT(BaseModule):
                     arch=self.arch if isinstance(self.arch, str) else dict(self.arch_settings),
                     img_size=height if height == width else [height, width],
                     reduction_ratios=list(self.arch_settings['reduction_ratios']))
+
+    @classmethod
+    def rename_foreign_keys(cls, state: StateDict) -> StateDict:
+        """The reference release's CMT names renamed (:func:`cmt_reference_name`); its final
+        ``norm`` left out (this CMT returns the last stage as it is, like the classifier)."""
+        if 'stem_conv1.weight' not in state:
+            return dict(state)
+        renamed = {cmt_reference_name(key): value for key, value in state.items()}
+        return {key: value for key, value in renamed.items() if key is not None}
+
+    def adapt_state_dict(self, state: StateDict,
+                         source_geometry: Optional[dict] = None) -> StateDict:
+        """Other layouts renamed (:meth:`rename_foreign_keys`) and each stage's relative
+        position bias resized to this model's grid. The source grid of stage ``s`` is ``img_size / stride_s`` of a CMT
+        ``source_geometry``, or without it a square."""
+        adapted = self.rename_foreign_keys(state)
+        for index, stage in enumerate(self.stages):
+            key = f'stages.{index}.relative_position_bias'
+            bias = adapted.get(key)
+            wanted = stage.relative_position_bias.shape
+            if bias is None or bias.shape == wanted:
+                continue
+            try:
+                adapted[key] = resize_relative_position_bias(
+                    bias, wanted, old_query_grid=_source_query_grid(source_geometry, index, bias),
+                    new_query_grid=stage.query_grid)
+            except ValueError:
+                continue  # no rule applies: the caller reports the shapes
+        return adapted
+
+    def layer_id(self, name: str) -> int:
+        """Stem 0, block ``j`` of stage ``s`` ``(blocks before s) + j + 1``; the patch
+        aggregation that opens stage ``s`` shares the id of the last block before it, the bias
+        every block of the stage reads the id of its first block (its earliest user)."""
+        depths = [len(stage.blocks) for stage in self.stages]
+        starts, rest = stage_layer_ids(depths)
+        parts = name.split('.')
+        if parts[0] == 'stem':
+            return 0
+        if parts[0] != 'stages':
+            return rest
+        stage = int(parts[1])
+        if parts[2] == 'blocks':
+            return starts[stage] + int(parts[3]) + 1
+        if parts[2] == 'relative_position_bias':
+            return starts[stage] + 1
+        return starts[stage]  # downsample
+
+    @property
+    def num_layer_ids(self) -> int:
+        return sum(len(stage.blocks) for stage in self.stages) + 2
+
+
+def _source_query_grid(geometry: Optional[dict], stage: int,
+                       bias: torch.Tensor) -> Optional[Tuple[int, int]]:
+    """The query grid a checkpoint's stage bias was built for, when its CMT geometry says
+    and agrees with the bias; None (square) otherwise."""
+    size = (geometry or {}).get('img_size')
+    if size is None or (geometry or {}).get('type') != 'CMT':
+        return None
+    height, width = (size, size) if isinstance(size, int) else size
+    grid = (height // STAGE_STRIDES[stage], width // STAGE_STRIDES[stage])
+    return grid if grid[0] * grid[1] == bias.shape[1] else None
 
 
 def _linear_drop_paths(rate: float, num_blocks: int) -> List[float]:
@@ -406,11 +513,3 @@ def _pair_size(img_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
         raise ValueError(f'CMT img_size must be an int or (h, w), positive and divisible by 32, '
                          f'got {img_size}')
     return size
-
-
-def _check_out_indices(out_indices: Sequence[int]) -> List[int]:
-    indices = [int(i) for i in out_indices]
-    if not indices or any(i not in range(4) for i in indices) or indices != sorted(set(indices)):
-        raise ValueError(f'CMT out_indices must be increasing stage indices in 0..3, '
-                         f'got {list(out_indices)}')
-    return indices

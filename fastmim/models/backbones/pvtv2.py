@@ -9,12 +9,13 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.model import BaseModule
+from timm.models import pvt_v2 as timm_pvt_v2
 from timm.models.pvt_v2 import PyramidVisionTransformerV2 as TimmPyramidVisionTransformerV2
 
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-
-from .vit import plain
+from .base import (BackboneContract, StateDict, normalise_out_indices, plain,
+                   reject_fixed_arguments, stage_layer_ids)
 
 _WIDTHS = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8))
 ARCHS = {
@@ -37,7 +38,7 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
 
 
 @MODELS.register_module()
-class PyramidVisionTransformerV2(TimmPyramidVisionTransformerV2, BaseModule):
+class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV2, BaseModule):
     """PVTv2 whose forward returns a tuple of NCHW stage maps (strides 4, 8, 16, 32).
 
     Args:
@@ -49,31 +50,29 @@ class PyramidVisionTransformerV2(TimmPyramidVisionTransformerV2, BaseModule):
         **timm_kwargs: any other argument of timm's ``PyramidVisionTransformerV2``.
     """
 
+    published_archs = ARCHS
+
     def __init__(self,
                  arch: Union[str, dict] = 'b2',
                  out_indices: Sequence[int] = (3, ),
                  drop_path_rate: float = 0.,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **timm_kwargs) -> None:
-        fixed = sorted(set(FIXED_TIMM_ARGS) & set(timm_kwargs))
-        if fixed:
-            raise ValueError(f'PyramidVisionTransformerV2: arguments {fixed} are fixed by this '
-                             'backbone (no head)')
+        reject_fixed_arguments('PyramidVisionTransformerV2', timm_kwargs, FIXED_TIMM_ARGS,
+                               'no head')
         arch_cfg = resolve_arch(arch)
-        num_stages = len(arch_cfg['depths'])
-        for index in out_indices:
-            if not -num_stages <= index < num_stages:
-                raise ValueError(f'PyramidVisionTransformerV2: out index {index} is out of range '
-                                 f'for {num_stages} stages')
+        out_indices = normalise_out_indices('PyramidVisionTransformerV2', out_indices,
+                                            len(arch_cfg['depths']))
         super().__init__(
             num_classes=0, global_pool='', drop_path_rate=drop_path_rate, **arch_cfg, **timm_kwargs)
         self.init_cfg = copy.deepcopy(init_cfg)
 
         self.arch = copy.deepcopy(arch)
         self.arch_cfg = arch_cfg
-        self.out_indices = sorted({index % num_stages for index in out_indices})
+        self.out_indices = out_indices
         self.out_channels = [self.feature_info[i]['num_chs'] for i in self.out_indices]
         self.out_strides = [self.feature_info[i]['reduction'] for i in self.out_indices]
+        self.enable_state_dict_adaptation()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4:
@@ -96,3 +95,38 @@ class PyramidVisionTransformerV2(TimmPyramidVisionTransformerV2, BaseModule):
             depths=list(self.arch_cfg['depths']),
             embed_dims=list(self.arch_cfg['embed_dims']),
             num_heads=list(self.arch_cfg['num_heads']))
+
+    @classmethod
+    def rename_foreign_keys(cls, state: StateDict) -> StateDict:
+        """The original PVTv2 layout (``patch_embed1``, ``block1.0``, ``norm1``) renamed by
+        timm's own filter."""
+        if 'patch_embed1.proj.weight' in state:
+            return timm_pvt_v2.checkpoint_filter_fn(dict(state), None)  # the model is not used
+        return dict(state)
+
+    def adapt_state_dict(self, state: StateDict,
+                         source_geometry: Optional[dict] = None) -> StateDict:
+        """Other layouts renamed; nothing depends on the input size, so nothing is resized."""
+        return self.rename_foreign_keys(state)
+
+    def layer_id(self, name: str) -> int:
+        """Swin's scheme: patch embedding 0, block ``j`` of stage ``s`` ``(blocks before s) +
+        j + 1``; the overlapping patch embedding that opens stage ``s`` (``downsample``) shares
+        the id of the last block before it, the norm that closes it the id of its last block."""
+        depths = [len(stage.blocks) for stage in self.stages]
+        starts, rest = stage_layer_ids(depths)
+        parts = name.split('.')
+        if parts[0] == 'patch_embed':
+            return 0
+        if parts[0] != 'stages':
+            return rest
+        stage = int(parts[1])
+        if parts[2] == 'blocks':
+            return starts[stage] + int(parts[3]) + 1
+        if parts[2] == 'norm':
+            return starts[stage] + depths[stage]
+        return starts[stage]  # downsample
+
+    @property
+    def num_layer_ids(self) -> int:
+        return sum(len(stage.blocks) for stage in self.stages) + 2

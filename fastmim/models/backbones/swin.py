@@ -14,9 +14,12 @@ timm does). Smaller inputs would shrink a window and so resize the learned relat
 tables mid-run; they are refused with an error.
 """
 import copy
+import math
+import re
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from mmengine.model import BaseModule
 from timm.models.swin_transformer import SwinTransformer as TimmSwinTransformer
 from timm.models.swin_transformer import WindowAttention, resolve_stage_window_sizes
@@ -24,8 +27,8 @@ from torch import nn
 
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-
-from .vit import plain, plain_size
+from .base import (BackboneContract, StateDict, normalise_out_indices, plain, plain_size,
+                   reject_fixed_arguments, stage_layer_ids)
 
 ARCHS = {
     't': dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -39,6 +42,53 @@ FIXED_TIMM_ARGS = ('num_classes', 'global_pool', 'strict_img_size', 'dynamic_img
                    'always_partition')
 
 
+# Buffers timm computes from the window and input size; checkpoints of other layouts hold stale
+# copies of them.
+REBUILT_BUFFERS = ('relative_position_index', 'attn_mask')
+
+
+def resize_relative_position_bias_table(table: torch.Tensor, src_window: Sequence[int],
+                                        dst_window: Sequence[int]) -> torch.Tensor:
+    """Resample a relative-position-bias table from ``src_window`` to ``dst_window``.
+
+    The table has one row per relative offset ``(dy, dx)``, ``dy`` in ``-(Wh-1)..Wh-1`` major,
+    and one column per head: ``((2*Wh-1) * (2*Ww-1), heads)``. It is viewed as a
+    ``(heads, 2*Wh-1, 2*Ww-1)`` image of offsets, interpolated bicubically
+    (``align_corners=False``) to ``(2*Wh'-1, 2*Ww'-1)`` and flattened back the same way. The
+    centre (offset 0) stays the centre; offsets are stretched by the window ratio, so a bias
+    keeps applying to the same fraction of the window. (The reference release resamples on a
+    geometric grid with SciPy's ``interp2d``, which SciPy >= 1.14 no longer has; plain bicubic
+    is the common alternative.) Returns ``table`` itself when the windows are equal.
+    """
+    src = (src_window, ) * 2 if isinstance(src_window, int) else tuple(src_window)
+    dst = (dst_window, ) * 2 if isinstance(dst_window, int) else tuple(dst_window)
+    src_side = (2 * src[0] - 1, 2 * src[1] - 1)
+    dst_side = (2 * dst[0] - 1, 2 * dst[1] - 1)
+    if table.dim() != 2 or table.shape[0] != src_side[0] * src_side[1]:
+        raise ValueError(f'resize_relative_position_bias_table: a {src[0]}x{src[1]} window needs a '
+                         f'({src_side[0] * src_side[1]}, heads) table, got shape '
+                         f'{tuple(table.shape)}')
+    if src == dst:
+        return table
+    heads = table.shape[1]
+    grid = table.float().transpose(0, 1).reshape(1, heads, *src_side)
+    grid = F.interpolate(grid, size=dst_side, mode='bicubic', align_corners=False)
+    return grid.reshape(heads, -1).transpose(0, 1).contiguous().to(table.dtype)
+
+
+def original_to_timm_names(state: StateDict) -> StateDict:
+    """Microsoft's Swin layout -> timm's: patch merging closes stage ``s`` there
+    (``layers.s.downsample``) and opens stage ``s + 1`` in timm. The weights are the same."""
+    return {re.sub(r'^layers\.(\d+)\.downsample\.',
+                   lambda match: f'layers.{int(match[1]) + 1}.downsample.', key): value
+            for key, value in state.items()}
+
+
+def is_original_layout(state: StateDict) -> bool:
+    """Microsoft's layout has a patch merging in stage 0; timm's first stage has none."""
+    return any(key.startswith('layers.0.downsample.') for key in state)
+
+
 def resolve_arch(arch: Union[str, dict]) -> dict:
     """Widths and depths of a published size (``'t'``, ``'s'``, ``'b'``) or of a custom dict."""
     settings = resolve_named_arch('SwinTransformer', arch, ARCHS, ARCH_KEYS, ARCH_ALIASES)
@@ -48,7 +98,7 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
 
 
 @MODELS.register_module()
-class SwinTransformer(TimmSwinTransformer, BaseModule):
+class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
     """Swin whose forward returns a tuple of NCHW stage maps (strides 4, 8, 16, 32).
 
     Args:
@@ -67,6 +117,8 @@ class SwinTransformer(TimmSwinTransformer, BaseModule):
         **timm_kwargs: any other argument of timm's ``SwinTransformer`` (``mlp_ratio``, ...).
     """
 
+    published_archs = ARCHS
+
     def __init__(self,
                  arch: Union[str, dict] = 'b',
                  img_size: Union[int, Tuple[int, int]] = 128,
@@ -75,12 +127,11 @@ class SwinTransformer(TimmSwinTransformer, BaseModule):
                  drop_path_rate: float = 0.,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **timm_kwargs) -> None:
-        fixed = sorted(set(FIXED_TIMM_ARGS) & set(timm_kwargs))
-        if fixed:
-            raise ValueError(f'SwinTransformer: arguments {fixed} are fixed by this backbone '
-                             '(no head; it adapts itself to each input size)')
+        reject_fixed_arguments('SwinTransformer', timm_kwargs, FIXED_TIMM_ARGS,
+                               'no head; it adapts itself to each input size')
         arch_cfg = resolve_arch(arch)
-        out_indices = self._normalise_indices(out_indices, len(arch_cfg['depths']))
+        out_indices = normalise_out_indices('SwinTransformer', out_indices,
+                                            len(arch_cfg['depths']))
         weight_init = timm_kwargs.pop('weight_init', '')
         # 'skip': timm's constructor would call self.init_weights(), which here is mmengine's
         # entry point; timm's own initialisation runs explicitly below (unless skipped).
@@ -115,20 +166,7 @@ class SwinTransformer(TimmSwinTransformer, BaseModule):
             str(i): nn.LayerNorm(self.feature_info[i]['num_chs'])
             for i in self.out_indices if i != last_stage
         })
-
-    @staticmethod
-    def _normalise_indices(out_indices: Sequence[int], num_stages: int) -> list:
-        for index in out_indices:
-            if not -num_stages <= index < num_stages:
-                raise ValueError(f'SwinTransformer: out index {index} is out of range for '
-                                 f'{num_stages} stages')
-        return sorted({index % num_stages for index in out_indices})
-
-    def init_weights(self) -> None:
-        """mmengine's entry point (the runner calls it on every sub-module): applies ``init_cfg``
-        only. timm already initialised the weights in ``__init__``; re-running timm's scheme
-        here would re-randomise a model that a parent has just loaded."""
-        BaseModule.init_weights(self)
+        self.enable_state_dict_adaptation()
 
     @property
     def total_stride(self) -> int:
@@ -186,3 +224,67 @@ class SwinTransformer(TimmSwinTransformer, BaseModule):
             embed_dim=self.arch_cfg['embed_dim'],
             depths=list(self.arch_cfg['depths']),
             num_heads=list(self.arch_cfg['num_heads']))
+
+    @classmethod
+    def rename_foreign_keys(cls, state: StateDict) -> StateDict:
+        """Microsoft's layout (the FastMIM reference release's too) renamed to timm's; the
+        window and mask buffers left out (rebuilt for this model's windows and input)."""
+        state = {key: value for key, value in state.items() if not key.endswith(REBUILT_BUFFERS)}
+        return original_to_timm_names(state) if is_original_layout(state) else state
+
+    def adapt_state_dict(self, state: StateDict,
+                         source_geometry: Optional[dict] = None) -> StateDict:
+        """Other layouts renamed (:meth:`rename_foreign_keys`) and each relative-position-bias
+        table resized to its block's window. The source window of stage ``s`` is
+        ``source_geometry['stage_window_sizes'][s]``, or without it the square window whose
+        ``(2w - 1)^2`` rows the table has. Reads only timm's attributes, so it also fits
+        weights to a plain timm Swin (``tools/convert/to_timm.py --arch``)."""
+        windows = (source_geometry or {}).get('stage_window_sizes') or []
+        adapted = {}
+        for key, value in SwinTransformer.rename_foreign_keys(state).items():
+            match = re.fullmatch(r'layers\.(\d+)\.blocks\.(\d+)\.attn\.relative_position_bias_table',
+                                 key)
+            if match:
+                value = _resized_table(self, value, int(match[1]), int(match[2]), windows)
+            adapted[key] = value
+        return adapted
+
+    def layer_id(self, name: str) -> int:
+        """SimMIM's / FastMIM's Swin ids: patch embedding 0, block ``j`` of stage ``s``
+        ``(blocks before s) + j + 1``, rest ``sum(depths) + 1`` (25 for Swin-B). timm's
+        ``layers.s.downsample`` opens stage ``s``; it is Microsoft's ``layers.(s-1).downsample``
+        that closes stage ``s - 1``, so it gets the id of the last block before it."""
+        depths = [len(stage.blocks) for stage in self.layers]
+        starts, rest = stage_layer_ids(depths)
+        parts = name.split('.')
+        if parts[0] in ('patch_embed', 'absolute_pos_embed'):
+            return 0
+        if parts[0] != 'layers':
+            return rest
+        stage = int(parts[1])
+        if parts[2] == 'blocks':
+            return starts[stage] + int(parts[3]) + 1
+        return starts[stage]  # downsample
+
+    @property
+    def num_layer_ids(self) -> int:
+        return sum(len(stage.blocks) for stage in self.layers) + 2
+
+
+def _resized_table(model: nn.Module, table: torch.Tensor, stage: int, block: int,
+                   source_windows: Sequence) -> torch.Tensor:
+    """``table`` of block ``block`` of stage ``stage`` resized to that block's window; as it is
+    when the block does not exist, the heads differ or the source window is unknown."""
+    if stage >= len(model.layers) or block >= len(model.layers[stage].blocks):
+        return table
+    attention = model.layers[stage].blocks[block].attn
+    if table.shape == attention.relative_position_bias_table.shape or table.dim() != 2 or \
+            table.shape[1] != attention.relative_position_bias_table.shape[1]:
+        return table  # equal, or the heads differ: no rule applies
+    source = tuple(source_windows[stage]) if stage < len(source_windows) else None
+    if source is None or (2 * source[0] - 1) * (2 * source[1] - 1) != table.shape[0]:
+        side = math.isqrt(table.shape[0])
+        if side * side != table.shape[0] or side % 2 == 0:
+            return table
+        source = ((side + 1) // 2, ) * 2
+    return resize_relative_position_bias_table(table, source, tuple(attention.window_size))

@@ -20,12 +20,16 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import timm
 import torch
 from mmengine.model import BaseModule
+from timm.models import group_parameters
+from timm.optim import auto_group_layers
+from torch import nn
 
 from fastmim.registry import MODELS
+from .base import BackboneContract
 
 
 @MODELS.register_module()
-class TimmBackbone(BaseModule):
+class TimmBackbone(BackboneContract, BaseModule):
     """Feature maps of ``timm.create_model(model_name, features_only=True, ...)``, or the pooled
     features of ``timm.create_model(model_name, num_classes=0, ...)``.
 
@@ -85,6 +89,7 @@ class TimmBackbone(BaseModule):
         # A few families (Swin, ...) return channels-last maps; the contract is NCHW.
         self.channels_last = features_only and str(
             getattr(self.model, 'output_fmt', 'NCHW')).endswith('NHWC')
+        self._layer_ids: Optional[Tuple[Dict[str, int], int]] = None  # built when asked
 
     @property
     def out_strides(self) -> List[int]:
@@ -120,6 +125,67 @@ class TimmBackbone(BaseModule):
             geometry['img_size'] = (
                 self.img_size if isinstance(self.img_size, int) else list(self.img_size))
         return geometry
+
+
+    def layer_id(self, name: str) -> int:
+        """timm's own grouping of the full model (``group_matcher``, or ``auto_group_layers``
+        for models without one), as ``timm.optim.param_groups_layer_decay`` uses it."""
+        ids, _ = self._timm_layer_ids()
+        if name not in ids:
+            raise ValueError(f'layer decay: {name!r} is not a parameter of '
+                             f'TimmBackbone({self.model_name!r})')
+        return ids[name]
+
+    @property
+    def num_layer_ids(self) -> int:
+        return self._timm_layer_ids()[1] + 1
+
+    def _timm_layer_ids(self) -> Tuple[Dict[str, int], int]:
+        """Ids of this extractor's parameters, read from the full timm model of the same name.
+
+        The feature extractor has lost the classifier and renamed some modules, so the full
+        model is built on the meta device (no memory, no initialisation cost), grouped, and the
+        extractor's names are mapped back to its names: ``FeatureGetterNet`` (ViT, ...) keeps
+        the model as ``model.``, ``FeatureListNet`` flattens ``stages.0`` into ``stages_0``
+        (``flatten_sequential``). The rest id is the one timm gives the classifier (its
+        largest). Computed once.
+        """
+        if self._layer_ids is not None:
+            return self._layer_ids
+        with torch.device('meta'):
+            reference = timm.create_model(self.model_name, pretrained=False)
+        if hasattr(reference, 'group_matcher'):
+            reference_ids = group_parameters(
+                reference, reference.group_matcher(coarse=False), reverse=True)
+        else:
+            reference_ids = auto_group_layers(reference)
+        children = dict(reference.named_children())
+        flattened = {
+            f'{name}_{child}': f'{name}.{child}'
+            for name, module in children.items() if isinstance(module, nn.Sequential)
+            for child, _ in module.named_children()
+        }
+
+        def reference_name(name: str) -> str:
+            top, _, remainder = name.partition('.')
+            if top == 'model' and top not in children:
+                return remainder
+            if top in flattened and top not in children:
+                return f'{flattened[top]}.{remainder}'
+            return name
+
+        ids = {}
+        for name, _ in self.model.named_parameters():
+            full_name = reference_name(name)
+            if full_name not in reference_ids:
+                raise ValueError(
+                    f'layer decay: TimmBackbone({self.model_name!r}) parameter '
+                    f'{"model." + name!r} (timm name {full_name!r}) is not a parameter of '
+                    f'timm.create_model({self.model_name!r}) with default arguments, whose '
+                    f'grouping gives the ids')
+            ids[f'model.{name}'] = reference_ids[full_name]
+        self._layer_ids = ids, max(reference_ids.values())
+        return self._layer_ids
 
 
 def _check_pooled_arguments(model_name: str, out_indices: Sequence[int], kwargs: dict) -> None:

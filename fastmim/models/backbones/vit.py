@@ -11,6 +11,7 @@ whenever it has another grid: a learned embedding (fine-tuning, downstream) is r
 reference release pre-train with is recomputed exactly for the new grid.
 """
 import copy
+import math
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -21,6 +22,8 @@ from torch.utils.checkpoint import checkpoint
 
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
+from .base import (BackboneContract, StateDict, normalise_out_indices, plain, plain_size,
+                   reject_fixed_arguments)
 
 ARCHS = {
     's': dict(embed_dim=384, depth=12, num_heads=6),
@@ -72,23 +75,47 @@ def sincos_2d_pos_embed(embed_dim: int,
     return torch.cat([class_row, torch.cat([encode(columns), encode(rows)], dim=1)], dim=0)
 
 
-def plain_size(size: Sequence[int]) -> Union[int, list]:
-    """An (h, w) size as checkpoint metadata stores it: one int when square, else ``[h, w]``."""
-    height, width = (int(s) for s in size)
-    return height if height == width else [height, width]
+def resize_pos_embed(pos_embed: torch.Tensor,
+                     src_grid: Union[int, Sequence[int]],
+                     dst_grid: Union[int, Sequence[int]],
+                     num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Resample a ``(1, prefix + h*w, C)`` position embedding from ``src_grid`` to ``dst_grid``.
+
+    The prefix (class token) entries are kept; the ``h x w`` grid is interpolated bicubically
+    (``align_corners=False``, no anti-aliasing, in fp32, returned in the input dtype): the same
+    operation the model applies at run time to other input sizes, so a model loaded at size S
+    equals the pre-trained model run at size S. Returns ``pos_embed`` itself when the grids are
+    equal.
+    """
+    src, dst = _grid_pair(src_grid), _grid_pair(dst_grid)
+    if pos_embed.dim() != 3 or pos_embed.shape[0] != 1:
+        raise ValueError(f'resize_pos_embed: expected a (1, tokens, channels) position embedding, '
+                         f'got shape {tuple(pos_embed.shape)}')
+    if pos_embed.shape[1] != num_prefix_tokens + src[0] * src[1]:
+        raise ValueError(f'resize_pos_embed: {pos_embed.shape[1]} tokens do not match '
+                         f'{num_prefix_tokens} prefix token(s) + a {src[0]}x{src[1]} grid')
+    if src == dst:
+        return pos_embed
+    return resample_abs_pos_embed(pos_embed, new_size=dst, old_size=src,
+                                  num_prefix_tokens=num_prefix_tokens, antialias=False)
 
 
-def plain(value):
-    """``value`` with tuples turned into lists, as checkpoint metadata stores configs."""
-    if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(item) for item in value]
-    return value
+def _source_grid(num_patches: int, geometry: Optional[dict]) -> Optional[Tuple[int, int]]:
+    """The patch grid a checkpoint's position embedding was built for: the geometry's when it
+    agrees with the tensor, else a square one; None when neither applies."""
+    grid = (geometry or {}).get('pos_embed_grid')
+    if grid and math.prod(grid) == num_patches:
+        return tuple(grid)
+    side = math.isqrt(num_patches)
+    return (side, side) if side * side == num_patches else None
+
+
+def _grid_pair(grid: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    return (int(grid), int(grid)) if isinstance(grid, int) else tuple(int(s) for s in grid)
 
 
 @MODELS.register_module()
-class VisionTransformer(TimmVisionTransformer, BaseModule):
+class VisionTransformer(BackboneContract, TimmVisionTransformer, BaseModule):
     """ViT whose forward returns a tuple of NCHW patch-token maps (class token dropped).
 
     Args:
@@ -113,6 +140,8 @@ class VisionTransformer(TimmVisionTransformer, BaseModule):
             ``qkv_bias``, ``init_values``, ``weight_init``, ...).
     """
 
+    published_archs = ARCHS
+
     def __init__(self,
                  arch: Union[str, dict] = 'b',
                  img_size: Union[int, Tuple[int, int]] = 128,
@@ -124,17 +153,16 @@ class VisionTransformer(TimmVisionTransformer, BaseModule):
                  out_type: str = 'featmap',
                  init_cfg: Optional[Union[dict, list]] = None,
                  **timm_kwargs) -> None:
-        fixed = sorted(set(FIXED_TIMM_ARGS) & set(timm_kwargs))
-        if fixed:
-            raise ValueError(f'VisionTransformer: arguments {fixed} are fixed by this backbone '
-                             '(no head, all tokens kept, position embedding resized per input)')
+        reject_fixed_arguments('VisionTransformer', timm_kwargs, FIXED_TIMM_ARGS,
+                               'no head, all tokens kept, position embedding resized per input')
         if out_type not in OUT_TYPES:
             raise ValueError(f'VisionTransformer: out_type {out_type!r} is not one of {OUT_TYPES}')
         if pos_embed_type not in POS_EMBED_TYPES:
             raise ValueError(f'VisionTransformer: pos_embed_type {pos_embed_type!r} is not one of '
                              f'{POS_EMBED_TYPES}')
         arch_cfg = resolve_arch(arch)
-        out_indices = self._normalise_indices(out_indices, arch_cfg['depth'])
+        out_indices = normalise_out_indices('VisionTransformer', out_indices,
+                                            arch_cfg['depth'], 'blocks')
         weight_init = timm_kwargs.pop('weight_init', '')
         # 'skip': timm's constructor would call self.init_weights(), which here is mmengine's
         # entry point; timm's own initialisation runs explicitly below (unless skipped).
@@ -165,14 +193,7 @@ class VisionTransformer(TimmVisionTransformer, BaseModule):
         self.out_indices = out_indices
         self.out_channels = [arch_cfg['embed_dim']] * len(self.out_indices)
         self.out_strides = [self.patch_size] * len(self.out_indices)
-
-    @staticmethod
-    def _normalise_indices(out_indices: Sequence[int], depth: int) -> list:
-        for index in out_indices:
-            if not -depth <= index < depth:
-                raise ValueError(f'VisionTransformer: out index {index} is out of range for '
-                                 f'{depth} blocks')
-        return sorted({index % depth for index in out_indices})
+        self.enable_state_dict_adaptation()
 
     def _freeze_sincos_pos_embed(self) -> None:
         """Fill ``pos_embed`` with the sin-cos table of the construction grid; no gradient, so
@@ -181,12 +202,6 @@ class VisionTransformer(TimmVisionTransformer, BaseModule):
         with torch.no_grad():
             self.pos_embed.copy_(table.unsqueeze(0))
         self.pos_embed.requires_grad_(False)
-
-    def init_weights(self) -> None:
-        """mmengine's entry point (the runner calls it on every sub-module): applies ``init_cfg``
-        only. timm already initialised the weights in ``__init__``; re-running timm's scheme
-        here would re-randomise a model that a parent has just loaded."""
-        BaseModule.init_weights(self)
 
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         """Prepend the class token and add the position embedding to a ``(B, h, w, C)`` grid."""
@@ -254,3 +269,42 @@ class VisionTransformer(TimmVisionTransformer, BaseModule):
             pos_embed_grid=list(self.patch_embed.grid_size),
             pos_embed_type=self.pos_embed_type,
             class_token=True)
+
+    def adapt_state_dict(self, state: StateDict,
+                         source_geometry: Optional[dict] = None) -> StateDict:
+        """Resize ``pos_embed`` to this model's grid (bicubic, class token kept); the source grid
+        is ``source_geometry['pos_embed_grid']`` or, without it, a square. A sin-cos model
+        leaves the checkpoint's table out: it computes the exact table for its own grid.
+
+        Reads only timm's attributes, so ``VisionTransformer.adapt_state_dict(timm_vit, ...)``
+        fits weights to a plain timm ViT too (``tools/convert/to_timm.py --arch``)."""
+        state = dict(state)
+        pos_embed = state.get('pos_embed')
+        if pos_embed is None:
+            return state
+        if getattr(self, 'pos_embed_type', 'learned') == 'sincos':  # (timm's ViT has none)
+            del state['pos_embed']
+            return state
+        if (pos_embed.shape == self.pos_embed.shape or pos_embed.dim() != 3
+                or pos_embed.shape[-1] != self.embed_dim):
+            return state  # equal, or no rule applies: the caller reports the shapes
+        source_grid = _source_grid(pos_embed.shape[1] - self.num_prefix_tokens, source_geometry)
+        if source_grid is not None:
+            state['pos_embed'] = resize_pos_embed(pos_embed, source_grid,
+                                                  self.patch_embed.grid_size,
+                                                  self.num_prefix_tokens)
+        return state
+
+    def layer_id(self, name: str) -> int:
+        """The embedding (patch embedding, class token, position embedding) is 0, ``blocks.i``
+        is ``i + 1``, the rest (final norm) ``depth + 1`` (MAE's ids; 13 for ViT-B)."""
+        top, _, remainder = name.partition('.')
+        if top in ('patch_embed', 'cls_token', 'reg_token', 'pos_embed', 'norm_pre'):
+            return 0
+        if top == 'blocks':
+            return int(remainder.split('.')[0]) + 1
+        return len(self.blocks) + 1
+
+    @property
+    def num_layer_ids(self) -> int:
+        return len(self.blocks) + 2

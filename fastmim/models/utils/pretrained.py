@@ -14,25 +14,19 @@ grid or a window. :func:`load_pretrained` loads
 - reference-release checkpoints (ggjy/FastMIM.pytorch, MAE-style ``{'model': state_dict}``),
   converted by :func:`~fastmim.models.utils.reference.convert_reference_checkpoint`;
 
-and then, for the target model,
-
-- resizes ViT's ``pos_embed`` (bicubic, class token kept), Swin's
-  ``relative_position_bias_table`` (bicubic over the offset grid) and CMT's
-  ``relative_position_bias`` (:func:`~fastmim.models.backbones.cmt.resize_relative_position_bias`);
-- drops what the target rebuilds itself: Swin's ``relative_position_index`` and ``attn_mask``
-  buffers, and a frozen sin-cos ``pos_embed`` of the target; and what the target switched off:
-  the weights of a module it has as ``nn.Identity`` (ViT fine-tuning with ``final_norm=False``
-  replaces the final norm by a ``fc_norm`` after pooling, as MAE does);
-- reports every other disagreement (unexpected key, missing key not allowed, shape that no
-  rule transfers) in one :class:`~fastmim.engine.checkpoint.CheckpointError` that names the
-  file, the keys and the shapes, instead of loading half a model.
+and then asks every backbone of the target model (the modules that keep the backbone contract,
+:mod:`fastmim.models.backbones.base`) to adapt its part: rename other layouts, resize what
+depends on the input size (ViT's position embedding, Swin's relative-position tables, CMT's
+attention bias), leave out what it rebuilds itself. This module only handles files: formats,
+prefixes, and one :class:`~fastmim.errors.CheckpointError` that names the file and every
+unexpected key, missing key and untransferable shape, instead of loading half a model. Weights
+of a module the target switched off (``nn.Identity``: ViT fine-tuning with ``final_norm=False``
+replaces the final norm by a ``fc_norm`` after pooling, as MAE does) are left out.
 """
 import logging
-import math
-import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -41,18 +35,15 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
 
 from fastmim.errors import CheckpointError
-from fastmim.models.backbones import cmt as cmt_backbone
+from fastmim.models.backbones.base import BackboneContract
 from fastmim.registry import WEIGHT_INITIALIZERS
 
 from .load_problems import LoadProblems, listing
 from .reference import (TIMM_CLASSIFIER_PREFIXES, convert_reference_checkpoint,
-                        is_reference_pretraining, original_to_timm_names)
-from .resize import resize_pos_embed, resize_relative_position_bias_table
+                        is_reference_pretraining)
 
 # Parts of a pre-training checkpoint that no downstream model has.
 PRETRAINING_ONLY = ('neck.*', 'target_generator.*', 'mask_token')
-# Buffers a target computes from its own geometry; a checkpoint's copy is stale or absent.
-REBUILT_BUFFERS = ('relative_position_index', 'attn_mask')
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,10 +82,10 @@ def read_checkpoint(checkpoint, path: str, prefix: str = 'backbone.') -> SourceW
     if checkpoint and all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
         if prefix and any(key.startswith(prefix) for key in checkpoint):
             return SourceWeights(dict(checkpoint), None, 'state_dict')
-        state = original_to_timm_names(checkpoint, path)
+        # Other layouts of the backbone (original Swin, PVTv2) are renamed by the backbone.
         return SourceWeights(
             {key if key.startswith(TIMM_CLASSIFIER_PREFIXES) else prefix + key: value
-             for key, value in state.items()}, None, 'timm')
+             for key, value in checkpoint.items()}, None, 'timm')
     raise CheckpointError(
         f'{path}: not a checkpoint format fastmim knows: expected a dict with "state_dict" '
         f'(fastmim / mmengine), "model" (reference release) or a name -> tensor mapping (timm); '
@@ -129,107 +120,66 @@ def transfer_state(state: Dict[str, torch.Tensor], model: nn.Module,
                    geometry: Optional[dict] = None) -> TransferredState:
     """Match ``state`` (keys relative to ``model``) to the model's parameters and buffers.
 
-    Equal shapes load as they are; position embeddings and relative-position tensors are
-    resized to the model's grid or window (source sizes from ``geometry`` when it has them, else
-    inferred as square); buffers the model rebuilds are skipped, and so are the weights of a
-    module the model replaced by ``nn.Identity`` (fine-tuning with ``final_norm=False`` drops
-    the final norm for a ``fc_norm``, as MAE does). Missing keys are not judged here (see
-    :func:`load_pretrained`).
+    Each backbone of the model adapts its part (:func:`adapt_for_backbones`); then equal shapes
+    load, a key the model does not have is unexpected unless its module was switched off
+    (``nn.Identity``), and a shape still different is a mismatch no backbone rule transfers.
+    Missing keys are not judged here (see :func:`load_pretrained`).
     """
+    adapted, rebuilt = adapt_for_backbones(state, model, geometry)
     target = model.state_dict()
-    result = TransferredState({}, {}, [], LoadProblems())
-    for key, value in state.items():
-        if key.endswith(REBUILT_BUFFERS):
-            continue
+    result = TransferredState({}, {}, rebuilt, LoadProblems())
+    for key, value in adapted.items():
         if key not in target:
             if isinstance(_submodule(model, key.rpartition('.')[0]), nn.Identity):
                 result.switched_off.append(key)
             else:
                 result.problems.unexpected.append(f'{key} {tuple(value.shape)}')
             continue
-        owner = model.get_submodule(key.rpartition('.')[0])
-        if key.endswith('pos_embed') and getattr(owner, 'pos_embed_type', None) == 'sincos':
-            result.rebuilt.append(key)  # a frozen table the model computes for its own grid
-            continue
         wanted = tuple(target[key].shape)
-        if tuple(value.shape) == wanted:
-            result.state[key] = value
-            continue
-        try:
-            resized = _resize_for(key, value, owner, wanted, geometry)
-        except ValueError as error:
+        if tuple(value.shape) != wanted:
+            owner = _owning_backbone(model, key)
             result.problems.mismatched.append(
-                f'{key}: checkpoint {tuple(value.shape)} vs model {wanted} ({error})')
+                f'{key}: checkpoint {tuple(value.shape)} vs model {wanted} (no rule of '
+                f'{type(owner).__name__ if owner else type(model).__name__} transfers it)')
             result.mismatched_keys.append(key)
             continue
-        result.state[key] = resized
-        result.resized[key] = (tuple(value.shape), wanted)
+        result.state[key] = value
+        if key in state and tuple(state[key].shape) != wanted:
+            result.resized[key] = (tuple(state[key].shape), wanted)
     return result
 
 
-def _resize_for(key, value, owner, wanted, geometry):
-    name = key.rpartition('.')[2]
-    if name == 'pos_embed':
-        resized = _resize_pos_embed(value, owner, geometry)
-    elif name == 'relative_position_bias_table':
-        resized = _resize_swin_table(key, value, owner, geometry)
-    elif name == 'relative_position_bias':
-        resized = _resize_cmt_bias(key, value, owner, wanted, geometry)
-    else:
-        raise ValueError('no resize rule for this tensor')
-    if tuple(resized.shape) != wanted:
-        raise ValueError(f'resized to {tuple(resized.shape)}, not the model shape')
-    return resized
+def adapt_for_backbones(state: Dict[str, torch.Tensor], model: nn.Module,
+                        geometry: Optional[dict] = None
+                        ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """``state`` with each backbone's part passed through its ``adapt_state_dict``, and the
+    keys the backbones left out because they rebuild them (sorted)."""
+    adapted, rebuilt = dict(state), []
+    for name, backbone in _backbones(model):
+        prefix = f'{name}.' if name else ''
+        own = {key[len(prefix):]: adapted.pop(key) for key in list(adapted)
+               if key.startswith(prefix)}
+        result = backbone.adapt_state_dict(own, geometry)
+        kept = backbone.state_dict()
+        rebuilt += [prefix + key for key in own.keys() - result.keys() if key in kept]
+        adapted.update({prefix + key: value for key, value in result.items()})
+    return adapted, sorted(rebuilt)
 
 
-def _resize_pos_embed(value, owner, geometry):
-    prefix_tokens = getattr(owner, 'num_prefix_tokens', 1)
-    target_grid = tuple(owner.patch_embed.grid_size)
-    if value.shape[-1] != owner.pos_embed.shape[-1]:
-        raise ValueError('the embedding widths differ')
-    source_grid = (geometry or {}).get('pos_embed_grid')
-    if not source_grid or math.prod(source_grid) != value.shape[1] - prefix_tokens:
-        side = math.isqrt(value.shape[1] - prefix_tokens)
-        if side * side != value.shape[1] - prefix_tokens:
-            raise ValueError(f'{value.shape[1] - prefix_tokens} patch tokens are not a square '
-                             f'grid and the checkpoint geometry does not give the grid')
-        source_grid = (side, side)
-    return resize_pos_embed(value, source_grid, target_grid, prefix_tokens)
+def _backbones(model: nn.Module) -> Iterator[Tuple[str, BackboneContract]]:
+    """The outermost modules of ``model`` that keep the backbone contract (the model itself
+    when it is a backbone); ``named_modules`` yields parents before their children."""
+    found: List[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, BackboneContract) and not any(
+                outer == '' or name.startswith(f'{outer}.') for outer in found):
+            found.append(name)
+            yield name, module
 
 
-def _resize_swin_table(key, value, owner, geometry):
-    if value.dim() != 2 or value.shape[1] != owner.relative_position_bias_table.shape[1]:
-        raise ValueError('the numbers of heads differ')
-    source = None
-    stage = re.search(r'(?:^|\.)layers\.(\d+)\.', key)
-    windows = (geometry or {}).get('stage_window_sizes')
-    if stage and windows and int(stage[1]) < len(windows):
-        source = tuple(windows[int(stage[1])])
-        if (2 * source[0] - 1) * (2 * source[1] - 1) != value.shape[0]:
-            source = None
-    if source is None:
-        side = math.isqrt(value.shape[0])
-        if side * side != value.shape[0] or side % 2 == 0:
-            raise ValueError(f'{value.shape[0]} rows are not (2w-1)^2 for a square window w and '
-                             'the checkpoint geometry does not give the window')
-        source = ((side + 1) // 2, ) * 2
-    return resize_relative_position_bias_table(value, source, tuple(owner.window_size))
-
-
-def _resize_cmt_bias(key, value, owner, wanted, geometry):
-    if not hasattr(owner, 'query_grid'):
-        raise ValueError('the owning module is not a CMT stage')
-    source_grid = None
-    stage = re.search(r'(?:^|\.)stages\.(\d+)\.', key)
-    size = (geometry or {}).get('img_size')
-    if stage and size is not None and (geometry or {}).get('type') == 'CMT':
-        height, width = (size, size) if isinstance(size, int) else size
-        stride = cmt_backbone.STAGE_STRIDES[int(stage[1])]
-        source_grid = (height // stride, width // stride)
-        if source_grid[0] * source_grid[1] != value.shape[1]:
-            source_grid = None
-    return cmt_backbone.resize_relative_position_bias(
-        value, wanted, old_query_grid=source_grid, new_query_grid=tuple(owner.query_grid))
+def _owning_backbone(model: nn.Module, key: str) -> Optional[nn.Module]:
+    return next((backbone for name, backbone in _backbones(model)
+                 if not name or key.startswith(f'{name}.')), None)
 
 
 # --------------------------------------------------------------------------------------------

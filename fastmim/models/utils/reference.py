@@ -2,28 +2,22 @@
 
 The release saves MAE-style ``{'model': state_dict}`` files whose encoder uses another layout
 per backbone: MAE's ViT (timm 0.3.2 names, which fastmim keeps), the original Microsoft Swin and
-PVTv2 layouts (renamed by timm's own ``checkpoint_filter_fn``) and its own CMT names (renamed by
-:func:`cmt_reference_name`). :func:`convert_reference_checkpoint` reads the architecture from
-the weights, renames them, checks them against the fastmim backbone they describe and returns a
-fastmim checkpoint with the ``meta['geometry']`` that :func:`~.pretrained.load_pretrained` uses
-to resize them. ``tools/convert/from_reference.py`` writes its result to a file;
-:func:`~.pretrained.read_checkpoint` converts in memory, and renames original Swin and PVTv2
-classifier state dicts through :func:`original_to_timm_names`.
+PVTv2 layouts and its own CMT names. This module knows the release's files: how each encoder is
+recognised, where it sits in the file, and how to read its architecture from the weights. The
+renaming itself is each backbone's own rule (``rename_foreign_keys`` of the backbone contract),
+and the backbone classes are found through the registry, so no concrete backbone is imported
+here. :func:`convert_reference_checkpoint` returns a fastmim checkpoint with the
+``meta['geometry']`` that :func:`~.pretrained.load_pretrained` uses to resize the weights;
+``tools/convert/from_reference.py`` writes it to a file.
 """
 import math
 import re
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from timm.models import pvt_v2 as timm_pvt_v2
-from timm.models import swin_transformer as timm_swin
 from torch import nn
 
 from fastmim.errors import CheckpointError
-from fastmim.models.backbones import cmt as cmt_backbone
-from fastmim.models.backbones import pvtv2 as pvtv2_backbone
-from fastmim.models.backbones import swin as swin_backbone
-from fastmim.models.backbones import vit as vit_backbone
 from fastmim.registry import MODELS
 
 from .load_problems import LoadProblems, listing, shapes
@@ -137,14 +131,14 @@ def _convert_reference_vit(state, path, img_size, num_heads):
                 qkv_bias='blocks.0.attn.qkv.bias' in state)
     custom = dict(embed_dim=embed_dim, depth=_count(state, r'blocks\.(\d+)\.'),
                   num_heads=_one_value(num_heads, 'ViT') or max(1, embed_dim // 64))
-    model = _build_matching(base, vit_backbone.ARCHS, custom, state, path,
+    model = _build_matching(base, custom, state, path,
                             try_published=num_heads is None)
     return model, dict(state), []
 
 
 def _swin_reference_model(state, path, img_size):
     """The fastmim Swin (meta device) that an original-layout Swin state dict describes, and
-    the state dict in timm's layout, converted by timm's ``checkpoint_filter_fn``."""
+    the state dict in timm's layout (Swin's own rename rule)."""
     _require(state, ('patch_embed.proj.weight', 'layers.0.blocks.0.mlp.fc1.weight'), path,
              'Swin')
     num_stages = _count(state, r'layers\.(\d+)\.')
@@ -169,21 +163,19 @@ def _swin_reference_model(state, path, img_size):
                   depths=[_count(state, rf'layers\.{i}\.blocks\.(\d+)\.')
                           for i in range(num_stages)],
                   num_heads=[table.shape[1] for table in tables])
-    # timm's filter needs a model with the checkpoint's patch size and windows: any size will do.
-    renamed = timm_swin.checkpoint_filter_fn(dict(state), _build_on_meta(dict(base, arch=custom),
-                                                                         strict=True))
-    return _build_matching(base, swin_backbone.ARCHS, custom, renamed, path), renamed
+    renamed = MODELS.get('SwinTransformer').rename_foreign_keys(state)
+    return _build_matching(base, custom, renamed, path), renamed
 
 
 def _convert_reference_swin(state, path, img_size, num_heads):
-    """Original Microsoft Swin, as the release pre-trains it: timm converts the layout."""
+    """Original Microsoft Swin, as the release pre-trains it."""
     model, renamed = _swin_reference_model(state, path, img_size)
     return model, renamed, []
 
 
 def _convert_reference_pvtv2(state, path, img_size, num_heads):
-    """Original PVTv2 (``patch_embed1``, ``block1.0``, ``norm1``): timm converts the layout."""
-    state = timm_pvt_v2.checkpoint_filter_fn(dict(state), None)  # the model is not used
+    """Original PVTv2 (``patch_embed1``, ``block1.0``, ``norm1``)."""
+    state = MODELS.get('PyramidVisionTransformerV2').rename_foreign_keys(state)
     _require(state, ('stages.0.blocks.0.mlp.fc1.weight', 'stages.0.norm.weight'), path, 'PVTv2')
     num_stages = _count(state, r'stages\.(\d+)\.')
     dims = [_get(state, f'stages.{i}.norm.weight', path).shape[0] for i in range(num_stages)]
@@ -200,57 +192,15 @@ def _convert_reference_pvtv2(state, path, img_size, num_heads):
                     for i, dim in enumerate(dims)],
         sr_ratios=[1] * num_stages if linear else sr_kernels,
         linear=linear)
-    model = _build_matching(dict(type='PyramidVisionTransformerV2'), pvtv2_backbone.ARCHS, custom,
-                            state, path, try_published=num_heads is None)
+    model = _build_matching(dict(type='PyramidVisionTransformerV2'), custom, state, path,
+                            try_published=num_heads is None)
     return model, state, []
 
 
-# Reference CMT names -> fastmim CMT names, inside a block (first matching prefix wins).
-_CMT_BLOCK_NAMES = (
-    ('proj.', 'lpu.dwconv.'),
-    ('attn.sr.', 'attn.reduce.'),
-    ('mlp.conv1.', 'ffn.expand.'),
-    ('mlp.proj_bn.', 'ffn.dwconv_norm.'),
-    ('mlp.proj.', 'ffn.dwconv.'),
-    ('mlp.conv2.', 'ffn.project.'),
-)
-_CMT_STAGES = 'abcd'
-
-
-def cmt_reference_name(key: str) -> Optional[str]:
-    """Reference CMT key -> fastmim CMT key; None for the final ``norm`` (fastmim's CMT has
-    none: it returns the last stage as it is, like the CMT classifier)."""
-    if key.startswith('norm.'):
-        return None
-    match = re.match(r'stem_(conv|norm)(\d)\.(.*)', key)
-    if match:
-        layer = 3 * (int(match[2]) - 1) + (0 if match[1] == 'conv' else 2)
-        return f'stem.{layer}.{match[3]}'
-    match = re.match(r'patch_embed_([abcd])\.(.*)', key)
-    if match:
-        return f'stages.{_CMT_STAGES.index(match[1])}.downsample.{match[2]}'
-    match = re.fullmatch(r'relative_pos_([abcd])', key)
-    if match:
-        return f'stages.{_CMT_STAGES.index(match[1])}.relative_position_bias'
-    match = re.match(r'blocks_([abcd])\.(\d+)\.(.*)', key)
-    if match:
-        rest = match[3]
-        for old, new in _CMT_BLOCK_NAMES:
-            if rest.startswith(old):
-                rest = new + rest[len(old):]
-                break
-        return f'stages.{_CMT_STAGES.index(match[1])}.blocks.{match[2]}.{rest}'
-    return key
-
-
 def _convert_reference_cmt(state, path, img_size, num_heads):
-    renamed, dropped = {}, []
-    for key, value in state.items():
-        name = cmt_reference_name(key)
-        if name is None:
-            dropped.append('encoder.' + key)
-        else:
-            renamed[name] = value
+    """The release's own CMT names; its final ``norm`` has no counterpart in fastmim's CMT."""
+    renamed = MODELS.get('CMT').rename_foreign_keys(state)
+    dropped = ['encoder.' + key for key in state if key.startswith('norm.')]
     _require(renamed, ('stem.0.weight', 'stages.0.relative_position_bias',
                        'stages.0.blocks.0.ffn.expand.0.weight'), path, 'CMT')
     num_stages = _count(renamed, r'stages\.(\d+)\.')
@@ -272,8 +222,7 @@ def _convert_reference_cmt(state, path, img_size, num_heads):
                   stem_channels=renamed['stem.0.weight'].shape[0],
                   mlp_ratio=_ratio(hidden, dims, path),
                   reduction_ratios=reductions)
-    model = _build_matching(dict(type='CMT', img_size=size), cmt_backbone.ARCH_SETTINGS, custom,
-                            renamed, path)
+    model = _build_matching(dict(type='CMT', img_size=size), custom, renamed, path)
     return model, renamed, dropped
 
 
@@ -285,12 +234,12 @@ _REFERENCE_CONVERTERS = {
 }
 
 
-def _build_matching(base: dict, published: dict, custom: dict, state, path,
+def _build_matching(base: dict, custom: dict, state, path,
                     try_published: bool = True) -> nn.Module:
     """The backbone (on the meta device) whose weights have exactly the shapes of ``state``:
     a published size when one matches (so the geometry names it), else the custom arch."""
     if try_published:
-        for name, settings in published.items():
+        for name, settings in MODELS.get(base['type']).published_archs.items():
             if not _same_widths_and_depths(settings, custom):
                 continue  # quick reject before building
             model = _build_on_meta(dict(base, arch=name))
@@ -340,16 +289,6 @@ def check_state_matches(state: Dict[str, torch.Tensor], model: nn.Module, path: 
     if report:
         raise CheckpointError(report.message(path, type(model).__name__,
                                              'converted from the reference layout'))
-
-
-def original_to_timm_names(state: Dict[str, torch.Tensor], path: str) -> Dict[str, torch.Tensor]:
-    """Original Swin (downsample at the end of a stage) and PVTv2 (``patch_embed1``,
-    ``block1.0``) layouts -> timm names, through timm's own filters; other layouts unchanged."""
-    if 'layers.0.downsample.reduction.weight' in state:
-        return _swin_reference_model(state, path, img_size=None)[1]
-    if 'patch_embed1.proj.weight' in state:
-        return timm_pvt_v2.checkpoint_filter_fn(dict(state), None)  # the model is not used
-    return dict(state)
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from torch import nn
 
 import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
 import fastmim.models  # noqa: F401
-from fastmim.engine.checkpoint import CheckpointError
+from fastmim.errors import CheckpointError
 from fastmim.models.utils import load_pretrained
 from fastmim.registry import MODELS
 

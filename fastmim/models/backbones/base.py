@@ -1,0 +1,153 @@
+"""The contract every fastmim backbone keeps, and the few helpers the backbones share.
+
+Central code (checkpoint loading, layer-wise lr decay, FastMIM pre-training, the mmdet / mmseg
+adapters) talks to a backbone only through :class:`BackboneContract`, never by its type or by
+the names of its tensors. So everything about one architecture lives in its own file:
+
+=========================  ================================================================
+``out_channels``           channels of each returned map (necks and heads size themselves)
+``out_strides``            stride of each returned map (FastMIM's mask blocks, dense heads)
+``geometry()``             plain-type description saved in checkpoints (``meta['geometry']``):
+                           what the resolution-dependent tensors were built for
+``rename_foreign_keys()``  classmethod: other layouts of the architecture (the original
+                           release, the FastMIM reference release) -> this backbone's names
+``adapt_state_dict()``     a foreign state dict -> this backbone's names and shapes: renames,
+                           resizes (position embeddings, bias tables), drops what the backbone
+                           rebuilds; timm's ``checkpoint_filter_fn`` shape. It also runs as a
+                           load-state-dict pre-hook, so ``load_state_dict`` and mmengine's
+                           ``load_from`` resize too
+``published_archs``        class attribute: the published sizes, ``{name: settings}``
+``layer_id(name)``         layer-decay id of a parameter (0 = input embedding, then blocks in
+``num_layer_ids``          the order the input meets them, ``num_layer_ids - 1`` = the rest)
+=========================  ================================================================
+
+A new backbone subclasses :class:`BackboneContract` first (before timm's class or mmengine's
+``BaseModule``), implements the members above and calls :meth:`BackboneContract.
+enable_state_dict_adaptation` at the end of ``__init__``; see docs/architecture.md.
+"""
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from mmengine.model import BaseModule
+
+StateDict = Dict[str, torch.Tensor]
+
+
+class BackboneContract:
+    """Mixin that declares what fastmim asks of a backbone (see the module docstring)."""
+
+    out_channels: List[int]
+    out_strides: List[int]
+    published_archs: Dict[str, dict] = {}
+
+    @classmethod
+    def rename_foreign_keys(cls, state: StateDict) -> StateDict:
+        """``state`` with the keys of other layouts of this architecture renamed to this
+        backbone's, and their stale buffers left out. Needs no instance, so a converter can
+        rename before it knows the size. The default renames nothing."""
+        return dict(state)
+
+    def geometry(self) -> Dict:
+        """Plain-type description (``type`` first) saved with every pre-training checkpoint."""
+        raise NotImplementedError(f'{type(self).__name__} must implement geometry()')
+
+    def adapt_state_dict(self, state: StateDict,
+                         source_geometry: Optional[dict] = None) -> StateDict:
+        """``state`` (keys relative to this backbone) in this backbone's names and shapes.
+
+        ``source_geometry`` is the ``geometry()`` the weights were saved with, when the file
+        says; without it, sizes are inferred from the shapes (square grids and windows). Keys
+        the backbone rebuilds itself are left out, and tensors no rule can transfer are returned
+        as they are, so the caller reports them with every other problem at once. The default
+        changes nothing: a backbone without resolution-dependent tensors needs no rule.
+        """
+        return dict(state)
+
+    def layer_id(self, name: str) -> int:
+        """Layer-decay id of parameter ``name`` (relative to this backbone)."""
+        raise NotImplementedError(f'{type(self).__name__} must implement layer_id(name)')
+
+    @property
+    def num_layer_ids(self) -> int:
+        """Ids run from 0 to ``num_layer_ids - 1``; the last one is shared with the head."""
+        raise NotImplementedError(f'{type(self).__name__} must implement num_layer_ids')
+
+    def init_weights(self) -> None:
+        """mmengine's entry point (the runner calls it on every sub-module): applies
+        ``init_cfg`` only. A backbone initialises its weights when it is built; re-running its
+        scheme here would re-randomise a model that a parent has just loaded."""
+        BaseModule.init_weights(self)
+
+    def enable_state_dict_adaptation(self) -> None:
+        """Run :meth:`adapt_state_dict` whenever a state dict is loaded into this backbone,
+        alone or as part of a model, through any path that reaches ``_load_from_state_dict``
+        (``load_state_dict``, mmengine's ``load_checkpoint`` / ``load_from``)."""
+        self.register_load_state_dict_pre_hook(_adapt_on_load)
+
+
+def _adapt_on_load(module: BackboneContract, state_dict: StateDict, prefix: str,
+                   *unused) -> None:
+    """Load-state-dict pre-hook: adapt the keys under ``prefix`` in place. Keys the backbone
+    rebuilds itself are given its own current values, so that strict loading still finds them."""
+    own = {key[len(prefix):]: state_dict.pop(key) for key in list(state_dict)
+           if key.startswith(prefix)}
+    adapted = module.adapt_state_dict(own)
+    current = module.state_dict()
+    for key in own.keys() - adapted.keys():
+        if key in current:
+            adapted[key] = current[key]
+    state_dict.update({prefix + key: value for key, value in adapted.items()})
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers the backbones share
+# --------------------------------------------------------------------------------------------
+def normalise_out_indices(owner: str, out_indices: Sequence[int], count: int,
+                          what: str = 'stages') -> List[int]:
+    """Sorted, unique, non-negative indices; negative ones count from the end (``-1`` = last).
+    Out-of-range indices raise an error naming ``owner`` and how many ``what`` it has."""
+    indices = [int(index) for index in out_indices]
+    if not indices:
+        raise ValueError(f'{owner}: out_indices is empty; give at least one of 0..{count - 1}')
+    for index in indices:
+        if not -count <= index < count:
+            raise ValueError(f'{owner}: out index {index} is out of range for {count} {what}')
+    return sorted({index % count for index in indices})
+
+
+def reject_fixed_arguments(owner: str, kwargs: Iterable[str], fixed: Sequence[str],
+                           why: str) -> None:
+    """Refuse arguments of the wrapped timm class that the backbone sets itself."""
+    given = sorted(set(fixed) & set(kwargs))
+    if given:
+        raise ValueError(f'{owner}: arguments {given} are fixed by this backbone ({why})')
+
+
+def plain_size(size: Sequence[int]) -> Union[int, list]:
+    """An (h, w) size as checkpoint metadata stores it: one int when square, else ``[h, w]``."""
+    height, width = (int(s) for s in size)
+    return height if height == width else [height, width]
+
+
+def plain(value):
+    """``value`` with tuples turned into lists, as checkpoint metadata stores configs."""
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
+
+
+def stage_layer_ids(depths: Sequence[int]) -> Tuple[List[int], int]:
+    """``(first id of each stage's blocks minus one, rest id)`` for a staged backbone: block
+    ``j`` of stage ``s`` gets ``starts[s] + j + 1``; the rest gets ``sum(depths) + 1``."""
+    starts = [sum(depths[:index]) for index in range(len(depths))]
+    return starts, sum(depths) + 1
+
+
+def resolution_source(geometry: Optional[dict], owner_type: str) -> Optional[dict]:
+    """``geometry`` when it describes a backbone of ``owner_type`` (so its sizes apply), else
+    None: sizes are then inferred from the tensors' shapes."""
+    if isinstance(geometry, dict) and geometry.get('type') == owner_type:
+        return geometry
+    return None

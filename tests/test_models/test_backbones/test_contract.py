@@ -1,0 +1,122 @@
+"""The backbone contract: every backbone keeps it, and any load path transfers resolution."""
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.runner.checkpoint import load_state_dict as mmengine_load_state_dict
+from timm.layers import resample_abs_pos_embed
+from torch import nn
+
+from fastmim.engine.optim_constructors import backbone_layer_ids
+from fastmim.models.backbones import (CMT, PyramidVisionTransformerV2, SwinTransformer,
+                                      TimmBackbone, VisionTransformer)
+from fastmim.models.backbones.base import BackboneContract
+
+TINY_VIT = dict(embed_dim=32, depth=2, num_heads=2)
+TINY_SWIN = dict(embed_dim=16, depths=(2, 2), num_heads=(1, 2))
+TINY_PVT = dict(depths=(1, 1), embed_dims=(16, 32), num_heads=(1, 2))
+TINY_CMT = dict(embed_dims=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
+                stem_channels=8, mlp_ratio=2.0)
+
+
+BUILDERS = {
+    'VisionTransformer': lambda: VisionTransformer(arch=TINY_VIT, img_size=64),
+    'SwinTransformer': lambda: SwinTransformer(arch=TINY_SWIN, img_size=64, window_size=4,
+                                               out_indices=(-1, )),
+    'PyramidVisionTransformerV2': lambda: PyramidVisionTransformerV2(arch=TINY_PVT,
+                                                                     out_indices=(-1, )),
+    'CMT': lambda: CMT(arch=TINY_CMT, img_size=64),
+    'TimmBackbone': lambda: TimmBackbone('resnet18', out_indices=(-1, )),
+}
+
+
+@pytest.mark.parametrize('name', sorted(BUILDERS))
+def test_every_backbone_keeps_the_contract(name):
+    backbone = BUILDERS[name]()
+    assert isinstance(backbone, BackboneContract)
+    assert len(backbone.out_channels) == len(backbone.out_strides) >= 1
+    geometry = backbone.geometry()
+    assert geometry['type'] == name
+    ids, rest = backbone_layer_ids(backbone)
+    assert set(ids) == {name for name, _ in backbone.named_parameters()}
+    assert rest == backbone.num_layer_ids - 1 >= max(ids.values())
+    assert min(ids.values()) == 0
+    # Adapting a backbone's own weights changes nothing but what it rebuilds itself.
+    state = backbone.state_dict()
+    adapted = backbone.adapt_state_dict(state, geometry)
+    assert all(torch.equal(adapted[key], state[key]) for key in adapted)
+
+
+def test_plain_load_state_dict_resizes_the_vit_position_embedding():
+    torch.manual_seed(0)
+    low = VisionTransformer(arch=TINY_VIT, img_size=64, patch_size=16)   # 4x4 grid
+    high = VisionTransformer(arch=TINY_VIT, img_size=112, patch_size=16)  # 7x7 grid
+    high.load_state_dict(low.state_dict())
+    expected = resample_abs_pos_embed(low.pos_embed.detach(), new_size=(7, 7), old_size=(4, 4),
+                                      num_prefix_tokens=1, antialias=False)
+    torch.testing.assert_close(high.pos_embed.detach(), expected)
+    torch.testing.assert_close(high.blocks[0].attn.qkv.weight, low.blocks[0].attn.qkv.weight)
+
+
+def test_mmengine_load_path_resizes_the_swin_tables_inside_a_model():
+    """mmengine's own ``load_state_dict`` (used by ``load_checkpoint`` / ``load_from``) walks
+    ``_load_from_state_dict``, so the backbone's pre-hook resizes there too, under a prefix."""
+    torch.manual_seed(0)
+    window4 = nn.Sequential()
+    window4.add_module('backbone', SwinTransformer(arch=TINY_SWIN, img_size=64, window_size=4,
+                                                   out_indices=(-1, )))
+    window7 = nn.Sequential()
+    window7.add_module('backbone', SwinTransformer(arch=TINY_SWIN, img_size=112, window_size=7,
+                                                   out_indices=(-1, )))
+    mmengine_load_state_dict(window7, window4.state_dict(), strict=True)
+
+    source = window4.backbone.layers[1].blocks[1].attn.relative_position_bias_table.detach()
+    heads = source.shape[1]
+    image = source.transpose(0, 1).reshape(1, heads, 7, 7)
+    expected = F.interpolate(image, size=(13, 13), mode='bicubic', align_corners=False)
+    expected = expected.reshape(heads, -1).transpose(0, 1)
+    torch.testing.assert_close(
+        window7.backbone.layers[1].blocks[1].attn.relative_position_bias_table.detach(), expected)
+
+
+def test_plain_load_state_dict_resizes_the_cmt_bias_and_keeps_a_sincos_table():
+    torch.manual_seed(0)
+    low, high = CMT(arch=TINY_CMT, img_size=64), CMT(arch=TINY_CMT, img_size=128)
+    high.load_state_dict(low.state_dict())
+    assert high.stages[0].relative_position_bias.shape == (1, 32 * 32, 32 * 32 // 64)
+    # The resized bias is what the 64-px model itself uses when it runs at 128 px.
+    torch.testing.assert_close(high.stages[1].relative_position_bias.detach(),
+                               low.stages[1].bias_for((16, 16)).detach())
+
+    sincos_low = VisionTransformer(arch=TINY_VIT, img_size=64, pos_embed_type='sincos')
+    sincos_high = VisionTransformer(arch=TINY_VIT, img_size=128, pos_embed_type='sincos')
+    own_table = sincos_high.pos_embed.detach().clone()
+    sincos_high.load_state_dict(sincos_low.state_dict())
+    assert torch.equal(sincos_high.pos_embed, own_table)
+
+
+def test_negative_out_indices_count_from_the_end_for_every_staged_backbone():
+    assert CMT(arch=TINY_CMT, img_size=64, out_indices=(-2, -1)).out_indices == [2, 3]
+    assert SwinTransformer(arch=TINY_SWIN, img_size=64, out_indices=(-1, )).out_indices == [1]
+    assert PyramidVisionTransformerV2(arch=TINY_PVT, out_indices=(-2, )).out_indices == [0]
+    with pytest.raises(ValueError, match='CMT: out index 4 is out of range for 4 stages'):
+        CMT(arch=TINY_CMT, img_size=64, out_indices=(4, ))
+
+
+def test_layer_decay_asks_the_backbone_and_refuses_one_without_ids():
+
+    class TwoLayers(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = nn.Linear(2, 2), nn.Linear(2, 2)
+
+        def layer_id(self, name):
+            return 0 if name.startswith('first') else 1
+
+        num_layer_ids = 3
+
+    ids, rest = backbone_layer_ids(TwoLayers())
+    assert ids == {'first.weight': 0, 'first.bias': 0, 'second.weight': 1, 'second.bias': 1}
+    assert rest == 2
+    with pytest.raises(TypeError, match='Linear has no layer_id'):
+        backbone_layer_ids(nn.Linear(2, 2))
