@@ -7,8 +7,9 @@ default_hooks = dict(
     # Progress, ETA, lr, loss and memory every `interval` iterations.
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    # Keep the last three checkpoints; `latest` is what --resume picks up.
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3, save_last=True),
+    # Keep the last three checkpoints; `last_checkpoint` names what --resume picks up. Old ones
+    # are deleted only after the new one is written (mmengine's CheckpointHook deletes first).
+    checkpoint=dict(type='SafeCheckpointHook', interval=1, max_keep_ckpts=3, save_last=True),
     # On SIGTERM or SIGUSR1 (SLURM preemption, --signal): save at the next iteration boundary
     # and exit with status 75; --resume continues exactly (docs/long_runs.md).
     preemption=dict(type='PreemptionHook'),

@@ -3,9 +3,10 @@ from .compile_hook import CompileModulesHook
 from .preemption_hook import PREEMPTED_EXIT_STATUS, PreemptionHook, TrainingPreempted
 from .progressive_resolution_hook import PerUpdateParamSchedulerHook, ProgressiveResolutionHook
 from .reconstruction_hook import ReconstructionVisualizationHook
+from .safe_checkpoint_hook import SafeCheckpointHook
 
 __all__ = [
     'CheckpointMetaHook', 'CompileModulesHook', 'PerUpdateParamSchedulerHook',
     'PREEMPTED_EXIT_STATUS', 'PreemptionHook', 'ProgressiveResolutionHook',
-    'ReconstructionVisualizationHook', 'TrainingPreempted'
+    'ReconstructionVisualizationHook', 'SafeCheckpointHook', 'TrainingPreempted'
 ]
