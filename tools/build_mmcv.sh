@@ -95,13 +95,15 @@ cuda_home() {
 
 # cuobjdump from the toolkit, else from PyPI (the pip-installed compiler comes without it).
 cuobjdump_of() {
-  local home=$1 site
+  local home=$1 major=${torch_cuda%%.*} tool
   if [ -x "$home/bin/cuobjdump" ]; then echo "$home/bin/cuobjdump"; return; fi
   if command -v cuobjdump >/dev/null; then command -v cuobjdump; return; fi
-  "$PY" -m pip install -q --disable-pip-version-check "nvidia-cuda-cuobjdump>=${torch_cuda%%.*},<$((${torch_cuda%%.*} + 1))" >&2 \
-    || die "no cuobjdump to check the CUDA kernels with; install nvidia-cuda-cuobjdump"
-  site="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-  ls "$site"/nvidia/cu*/bin/cuobjdump | head -n1
+  "$PY" -m pip install -q --disable-pip-version-check \
+    "nvidia-cuda-cuobjdump>=$major,<$((major + 1))" >&2 \
+    || die "no cuobjdump to check the CUDA kernels with: pip install nvidia-cuda-cuobjdump"
+  tool="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia/cu$major/bin/cuobjdump"
+  [ -x "$tool" ] || die "nvidia-cuda-cuobjdump installed, but $tool is missing"
+  echo "$tool"
 }
 
 # Fails unless the extension holds device code (SASS) for every numeric architecture asked for.
@@ -131,6 +133,7 @@ if [ -z "$wheel" ]; then
     build_env+=(FORCE_CUDA=0 CUDA_VISIBLE_DEVICES=)
   else
     home="$(cuda_home)"
+    cuobjdump="$(cuobjdump_of "$home")"  # found before the long build, not after it
     log "building mmcv $MMCV_VERSION with CPU ops and CUDA $torch_cuda kernels for $archs" \
         "with $home/bin/nvcc (an hour or more on 2 cores)"
     build_env+=(FORCE_CUDA=1 CUDA_HOME="$home" TORCH_CUDA_ARCH_LIST="$archs")
@@ -152,7 +155,6 @@ if [ -z "$wheel" ]; then
   mkdir "$work/unpacked"
   (cd "$work/unpacked" && "$PY" -m zipfile -e "$built" .)
   if [ "$flavour" != cpu ]; then
-    cuobjdump="$(cuobjdump_of "$home")"
     check_cuda_kernels "$(ls "$work"/unpacked/mmcv/_ext*.so)" "$cuobjdump"
   fi
   # Debug symbols make the wheel 15x larger; strip them (device code stays) before caching.
