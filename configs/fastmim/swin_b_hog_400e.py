@@ -8,6 +8,4 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-train_dataloader = dict(batch_size=256)
-optim_wrapper = dict(optimizer=dict(lr=1.5e-4 * 2048 / 256))
-auto_scale_lr = dict(base_batch_size=2048)
+train_dataloader = dict(batch_size=256)  # x 8 GPUs = the schedule's total batch of 2048

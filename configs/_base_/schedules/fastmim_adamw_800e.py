@@ -1,7 +1,10 @@
-# The 800-epoch pre-training schedule of FastMIM ViT-B (also used for PVTv2-B2 and CMT-S):
-# fastmim_adamw.py with 20 per-iteration warmup epochs, then half-cycle cosine to 0.
+# The ViT-B optimisation of FastMIM (also PVTv2-B2's and CMT-S's): fastmim_adamw.py for 800 epochs
+# (20 per-iteration warmup epochs, then half-cycle cosine to 0) at a total batch of 4096 with
+# lr = 1.5e-4 per 256 images x 4096 / 256 = 2.4e-3.
 _base_ = ['./fastmim_adamw.py']
 
+optim_wrapper = dict(optimizer=dict(lr=1.5e-4 * 4096 / 256))
+auto_scale_lr = dict(base_batch_size=4096)
 warmup_epochs = 20
 max_epochs = 800
 param_scheduler = [
