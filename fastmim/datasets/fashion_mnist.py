@@ -3,8 +3,8 @@
 70,000 grayscale 28x28 product photos in 10 classes (60,000 train / 10,000 test), shipped by the
 Debian package ``dataset-fashion-mnist`` as the four original ``*-ubyte.gz`` files in
 ``/usr/share/datasets/fashion-mnist``. Without root the same files come from
-``apt-get download dataset-fashion-mnist`` and ``dpkg -x <deb> <dir>``
-(``tools/experiments/run_fashion_mnist.py`` does that into ``~/.cache/fastmim/data``).
+``apt-get download dataset-fashion-mnist`` and ``dpkg -x <deb> <dir>``: :func:`fetch_fashion_mnist`
+does that into ``~/.cache/fastmim/data`` (the experiment runners and the test suite call it).
 
 Images leave the dataset as RGB uint8 ``(28, 28, 3)`` arrays (the gray value replicated), like
 every fastmim image, so the usual pipelines and the ImageNet-normalising data preprocessors
@@ -12,8 +12,11 @@ apply; the pipeline resizes them (``ResizeShorterCenterCrop(crop_size=32, crop_p
 the 32 px that a patch-4 ViT and 4-px HOG cells divide).
 """
 import functools
+import glob
 import gzip
+import os
 import os.path as osp
+import subprocess
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -25,7 +28,8 @@ from .sample_seeds import SeededSamples
 from .utils import build_pipeline
 
 DEFAULT_DATA_ROOT = '/usr/share/datasets/fashion-mnist'
-# Where tools/experiments/run_fashion_mnist.py unpacks the .deb when the package is not installed.
+# Where fetch_fashion_mnist unpacks the .deb when the package is not installed: outside any clone,
+# so every checkout (and CI run) on a machine shares one 31 MB download.
 CACHE_DIR = '~/.cache/fastmim/data'
 CACHE_DATA_ROOT = osp.join(CACHE_DIR, 'dataset-fashion-mnist' + DEFAULT_DATA_ROOT)
 SPLIT_FILES = {
@@ -37,7 +41,7 @@ CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shi
 INSTALL_HINT = ('install the Debian package (apt-get install dataset-fashion-mnist puts the files '
                 f'in {DEFAULT_DATA_ROOT}), or without root: cd {CACHE_DIR} && apt-get download '
                 'dataset-fashion-mnist && dpkg -x dataset-fashion-mnist_*.deb '
-                'dataset-fashion-mnist (tools/experiments/run_fashion_mnist.py does this)')
+                'dataset-fashion-mnist (fastmim.datasets.fetch_fashion_mnist() does this)')
 # idx type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT"); values big-endian.
 IDX_DTYPES = {0x08: '>u1', 0x09: '>i1', 0x0B: '>i2', 0x0C: '>i4', 0x0D: '>f4', 0x0E: '>f8'}
 
@@ -46,10 +50,59 @@ def find_fashion_mnist() -> Optional[str]:
     """The folder holding the four files: the installed package's, else the unpacked cache's;
     ``None`` when neither has them."""
     for folder in (DEFAULT_DATA_ROOT, osp.expanduser(CACHE_DATA_ROOT)):
-        if all(osp.isfile(osp.join(folder, name)) for files in SPLIT_FILES.values()
-               for name in files):
+        if _complete(folder):
             return folder
     return None
+
+
+def fetch_fashion_mnist(cache_dir: str = CACHE_DIR) -> str:
+    """The folder of the four idx files, fetched first when neither the installed package nor
+    the cache has them: ``apt-get download dataset-fashion-mnist`` (no root needed) and
+    ``dpkg -x`` into ``cache_dir``.
+
+    Raises ``RuntimeError`` naming the command that failed, its folder and its stderr (the usual
+    cause, an unknown package, is fixed by ``apt-get update``), so a test or a runner that needs
+    the data fails with the reason rather than skipping or exiting silently.
+    """
+    cache = osp.expanduser(cache_dir)
+    unpacked = osp.join(cache, 'dataset-fashion-mnist')
+    for folder in (DEFAULT_DATA_ROOT, unpacked + DEFAULT_DATA_ROOT):
+        if _complete(folder):
+            return folder
+    os.makedirs(cache, exist_ok=True)
+    debs = sorted(glob.glob(osp.join(cache, 'dataset-fashion-mnist_*.deb')))
+    if not debs:
+        _run(['apt-get', 'download', 'dataset-fashion-mnist'], cache,
+             hint='run apt-get update first if the package is unknown')
+        debs = sorted(glob.glob(osp.join(cache, 'dataset-fashion-mnist_*.deb')))
+        if not debs:
+            raise RuntimeError(f'apt-get download dataset-fashion-mnist left no .deb in {cache}')
+    _run(['dpkg', '-x', debs[-1], unpacked], cache,
+         hint=f'delete {debs[-1]} if it is truncated and retry')
+    found = _complete(unpacked + DEFAULT_DATA_ROOT)
+    if not found:
+        raise RuntimeError(f'{debs[-1]} unpacked into {unpacked} but holds no '
+                           f'{DEFAULT_DATA_ROOT}/*-ubyte.gz files')
+    return found
+
+
+def _complete(folder: str) -> Optional[str]:
+    """``folder`` if it holds the four idx files, else ``None``."""
+    if all(osp.isfile(osp.join(folder, name)) for files in SPLIT_FILES.values()
+           for name in files):
+        return folder
+    return None
+
+
+def _run(command: List[str], cwd: str, hint: str) -> None:
+    try:
+        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    except FileNotFoundError as error:  # no apt-get / dpkg: not a Debian-based machine
+        raise RuntimeError(f'fetching Fashion-MNIST needs {command[0]} (Debian or Ubuntu): '
+                           f'{error}; or put the four idx files in {DEFAULT_DATA_ROOT}') from error
+    if result.returncode:
+        raise RuntimeError(f'{" ".join(command)} failed in {cwd} (exit code {result.returncode}; '
+                           f'{hint}):\n{result.stderr.strip()}')
 
 
 def read_idx(path: str) -> np.ndarray:

@@ -1,5 +1,6 @@
 """FashionMNIST reads idx files (written here byte by byte from the format's definition, and the
-real Debian files when they are installed or cached) and draws class-balanced label subsets."""
+real Debian files, fetched once per machine into ~/.cache/fastmim/data) and draws
+class-balanced label subsets."""
 import gzip
 import struct
 
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from fastmim.datasets import FashionMNIST, find_fashion_mnist
+from fastmim.datasets import FashionMNIST, fetch_fashion_mnist
+from fastmim.datasets import fashion_mnist as fashion_mnist_module
 from fastmim.datasets.fashion_mnist import SPLIT_FILES, read_idx
 
 TO_32PX = [dict(type='ResizeShorterCenterCrop', crop_size=32, crop_pct=1.0),
@@ -106,20 +108,39 @@ def test_reads_other_idx_types_big_endian(tmp_path):
     np.testing.assert_array_equal(read_idx(str(tmp_path / 'ints.gz')), values)
 
 
-REAL_ROOT = find_fashion_mnist()
+@pytest.fixture(scope='session')
+def real_root():
+    """The real files: installed, cached, or fetched now (apt-get download + dpkg -x, 31 MB,
+    once per machine); a failed fetch fails the test with the command's stderr."""
+    return fetch_fashion_mnist()
 
 
-@pytest.mark.skipif(REAL_ROOT is None, reason='dataset-fashion-mnist is neither installed nor '
-                    'unpacked in ~/.cache/fastmim/data')
-def test_real_files_hold_the_published_splits():
-    train = FashionMNIST(REAL_ROOT, split='train', label_fraction=0.01, seed=0)
+def test_failed_fetch_names_the_command_and_its_stderr(tmp_path, monkeypatch):
+    """Without the files, a fetch whose apt-get fails raises with apt-get's own message."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    apt_get = bin_dir / 'apt-get'
+    apt_get.write_text('#!/bin/sh\necho "E: Unable to locate package $2" >&2\nexit 100\n')
+    apt_get.chmod(0o755)
+    monkeypatch.setenv('PATH', str(bin_dir))
+    monkeypatch.setattr(fashion_mnist_module, 'DEFAULT_DATA_ROOT', str(tmp_path / 'not_installed'))
+    with pytest.raises(RuntimeError) as error:
+        fetch_fashion_mnist(str(tmp_path / 'cache'))
+    message = str(error.value)
+    assert 'apt-get download dataset-fashion-mnist failed' in message
+    assert 'E: Unable to locate package dataset-fashion-mnist' in message
+    assert 'apt-get update' in message and str(tmp_path / 'cache') in message
+
+
+def test_real_files_hold_the_published_splits(real_root):
+    train = FashionMNIST(real_root, split='train', label_fraction=0.01, seed=0)
     assert len(train) == 600
     assert np.bincount([train.get_data_info(i)['gt_label'] for i in range(600)]).tolist() == \
         [60] * 10
     test = FashionMNIST(split='test', pipeline=TO_32PX)  # found without naming the folder
-    assert len(test) == 10000 and test.data_root == REAL_ROOT
+    assert len(test) == 10000 and test.data_root == real_root
     # The reader agrees with a direct decoding of the file's bytes (header 16 bytes).
-    with gzip.open(f'{REAL_ROOT}/t10k-images-idx3-ubyte.gz', 'rb') as f:
+    with gzip.open(f'{real_root}/t10k-images-idx3-ubyte.gz', 'rb') as f:
         raw = f.read(16 + 3 * 784)
     assert struct.unpack('>IIII', raw[:16]) == (2051, 10000, 28, 28)
     third = np.frombuffer(raw[16 + 2 * 784:], dtype=np.uint8).reshape(28, 28)

@@ -4,7 +4,8 @@
         [--seeds 0 1 2] [--fractions 0.01 0.1] [--jobs 2] [--doc docs/experiments.md] [--fresh]
 
 1. Data: the Debian package ``dataset-fashion-mnist``, installed, or fetched without root with
-   ``apt-get download`` + ``dpkg -x`` into ``~/.cache/fastmim/data``.
+   ``apt-get download`` + ``dpkg -x`` into ``~/.cache/fastmim/data``
+   (``fastmim.datasets.fetch_fashion_mnist``).
 2. FastMIM pre-training on 20,000 training images without their labels
    (``configs/experiments/fashion_mnist_pretrain.py``), ``--jobs`` CPU processes with
    ``tools/dist_train.sh``.
@@ -79,34 +80,6 @@ class Run:
     @property
     def label(self) -> str:
         return f'{self.method.name}, {self.fraction:.0%} labels, seed {self.seed}'
-
-
-# --------------------------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------------------------
-def ensure_fashion_mnist() -> str:
-    """The folder of the four idx files; fetches and unpacks the .deb into the cache if needed."""
-    from fastmim.datasets.fashion_mnist import CACHE_DIR, find_fashion_mnist
-    found = find_fashion_mnist()
-    if found:
-        return found
-    cache = osp.expanduser(CACHE_DIR)
-    os.makedirs(cache, exist_ok=True)
-    debs = sorted(glob.glob(osp.join(cache, 'dataset-fashion-mnist_*.deb')))
-    if not debs:
-        print(f'fetching dataset-fashion-mnist into {cache} (apt-get download)', flush=True)
-        result = subprocess.run(['apt-get', 'download', 'dataset-fashion-mnist'], cwd=cache,
-                                capture_output=True, text=True)
-        debs = sorted(glob.glob(osp.join(cache, 'dataset-fashion-mnist_*.deb')))
-        if result.returncode or not debs:
-            sys.exit(f'error: apt-get download dataset-fashion-mnist failed in {cache} '
-                     f'(run apt-get update first if the package is unknown):\n'
-                     f'{result.stderr.strip()}')
-    subprocess.run(['dpkg', '-x', debs[-1], osp.join(cache, 'dataset-fashion-mnist')], check=True)
-    found = find_fashion_mnist()
-    if not found:
-        sys.exit(f'error: {debs[-1]} did not hold the Fashion-MNIST idx files')
-    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,7 +297,11 @@ def main(argv=None):
     os.makedirs(work_dir, exist_ok=True)
     start, load_start = time.time(), os.getloadavg()[0]
 
-    print(f'Fashion-MNIST: {ensure_fashion_mnist()}', flush=True)
+    from fastmim.datasets import fetch_fashion_mnist
+    try:
+        print(f'Fashion-MNIST: {fetch_fashion_mnist()}', flush=True)
+    except RuntimeError as error:
+        sys.exit(f'error: {error}')
     facts = pretrain(work_dir, args.jobs)
     checkpoints = dict(pretrained=latest_checkpoint(osp.join(work_dir, 'pretrain')),
                        random=save_initial_weights(osp.join(work_dir, 'initial_weights.pth')))
