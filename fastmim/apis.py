@@ -10,6 +10,7 @@ Images are file paths, PIL images or ``(H, W, 3)`` uint8 RGB arrays (one, or a l
 resized (shorter side, bicubic) and centre-cropped to the model's input size, then normalised by
 the model's own data preprocessor, so no pipeline needs restating.
 """
+import os
 import os.path as osp
 from typing import List, Optional, Sequence, Union
 
@@ -27,7 +28,7 @@ from fastmim.models.algorithms.image_classifier import pool_features
 from fastmim.registry import MODELS
 from fastmim.visualization import draw_reconstructions
 
-ImageInput = Union[str, Image.Image, np.ndarray]
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 __all__ = ['get_model', 'extract_features', 'reconstruct', 'load_images', 'center_square']
 
@@ -46,7 +47,8 @@ def _load_config(config) -> Config:
     return Config.fromfile(config)
 
 
-def get_model(config, checkpoint: Optional[str] = None, device='cpu', **model_options):
+def get_model(config, checkpoint: Optional[Union[str, os.PathLike]] = None, device='cpu',
+              **model_options):
     """The model of ``config`` with the weights of ``checkpoint``, in eval mode on ``device``.
 
     Args:
@@ -70,7 +72,8 @@ def get_model(config, checkpoint: Optional[str] = None, device='cpu', **model_op
     if checkpoint is not None:
         try:
             # 'silent': a notebook or a tool's stdout gets no loading log.
-            load_checkpoint(model, checkpoint, map_location='cpu', strict=True, logger='silent')
+            load_checkpoint(model, os.fspath(checkpoint), map_location='cpu', strict=True,
+                            logger='silent')
         except RuntimeError as error:
             if isinstance(error, CheckpointError):
                 raise
@@ -80,14 +83,19 @@ def get_model(config, checkpoint: Optional[str] = None, device='cpu', **model_op
     return model.to(device).eval()
 
 
+def _is_one_image(images) -> bool:
+    return isinstance(images, (str, os.PathLike, Image.Image, np.ndarray))
+
+
 def load_images(images: Union[ImageInput, Sequence[ImageInput]]) -> List[np.ndarray]:
     """``(H, W, 3)`` uint8 RGB arrays of one image or a list of images (paths are decoded as the
     datasets decode them: grayscale, CMYK, 16-bit and palette images become RGB)."""
-    if isinstance(images, (str, Image.Image, np.ndarray)):
+    if _is_one_image(images):
         images = [images]
     arrays = []
     for image in images:
-        if isinstance(image, str):
+        if isinstance(image, (str, os.PathLike)):
+            image = os.fspath(image)
             if not osp.isfile(image):
                 raise FileNotFoundError(f'image not found: {image}')
             try:
@@ -167,5 +175,4 @@ def reconstruct(model: nn.Module, images, seed: int = 0, cell_px: int = 16,
                         'pre-training config of the checkpoint')
     panels = draw_reconstructions(model, _normalised_batch(model, images, input_size), seed=seed,
                                   cell_px=cell_px)
-    single = isinstance(images, (str, Image.Image, np.ndarray))
-    return panels[0] if single else panels
+    return panels[0] if _is_one_image(images) else panels

@@ -33,7 +33,7 @@ def checkpoint(tmp_path_factory):
 def test_get_model_loads_the_checkpoint_weights(checkpoint):
     path, saved = checkpoint
     torch.manual_seed(1)  # other initial weights than the saved ones
-    model = get_model(PRETRAIN, str(path), **TINY_ARCH)
+    model = get_model(PRETRAIN, path, **TINY_ARCH)
     assert not model.training and len(model.backbone.blocks) == 2
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, saved[key], rtol=0, atol=0, msg=key)
@@ -72,7 +72,7 @@ def test_reconstruct_draws_one_panel_per_image_with_a_seeded_mask(photos):
 
 def test_images_that_cannot_be_used_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match='image not found: .*missing.jpg'):
-        load_images(str(tmp_path / 'missing.jpg'))
+        load_images(tmp_path / 'missing.jpg')
     with pytest.raises(TypeError, match=r'\(H, W, 3\) uint8 RGB array'):
         load_images(np.zeros((8, 8), dtype=np.float32))
     classifier = get_model(FINETUNE, **TINY_ARCH)
