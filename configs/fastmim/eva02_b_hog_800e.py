@@ -8,6 +8,4 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-train_dataloader = dict(batch_size=512)
-optim_wrapper = dict(optimizer=dict(lr=1.5e-4 * 4096 / 256))
-auto_scale_lr = dict(base_batch_size=4096)
+train_dataloader = dict(batch_size=512)  # x 8 GPUs = the schedule's total batch of 4096
