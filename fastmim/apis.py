@@ -30,7 +30,7 @@ from fastmim.visualization import draw_reconstructions
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 
-__all__ = ['get_model', 'extract_features', 'reconstruct', 'load_images', 'center_square']
+__all__ = ['get_model', 'extract_features', 'reconstruct', 'load_images']
 
 
 def _load_config(config) -> Config:
@@ -114,7 +114,7 @@ def load_images(images: Union[ImageInput, Sequence[ImageInput]]) -> List[np.ndar
     return arrays
 
 
-def center_square(image: np.ndarray, size: int) -> np.ndarray:
+def _center_square(image: np.ndarray, size: int) -> np.ndarray:
     """Shorter side to ``size`` (bicubic), then the central ``size x size`` square, uint8 HWC."""
     height, width = image.shape[:2]
     scale = size / min(width, height)
@@ -144,7 +144,7 @@ def _input_size(model: nn.Module, input_size: Optional[int]) -> int:
 def _normalised_batch(model: nn.Module, images, input_size: Optional[int]) -> torch.Tensor:
     """The images as the model sees them: square crops through its data preprocessor."""
     size = _input_size(model, input_size)
-    batch = [torch.from_numpy(center_square(image, size)).permute(2, 0, 1)
+    batch = [torch.from_numpy(_center_square(image, size)).permute(2, 0, 1)
              for image in load_images(images)]
     return model.data_preprocessor(dict(inputs=batch), False)['inputs']
 
