@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -252,7 +253,7 @@ def test_killed_with_persistent_workers_resumes_inside_an_epoch_exactly(tmp_path
     assert_same_run(work_dir, reference_dir, final='iter_12.pth', reference_final='epoch_3.pth')
 
 
-def test_two_processes_killed_and_resumed_match_the_uninterrupted_run(tmp_path):
+def test_two_processes_stopped_by_sigterm_and_resumed_match_the_uninterrupted_run(tmp_path):
     # 8 photos over 2 ranks x batch 2: 2 iterations per epoch, 8 in 4 epochs.
     args = [str(DEMO), '2', '--cfg-options', *TINY, 'train_cfg.max_epochs=4',
             'log_processor.window_size=1']
@@ -260,13 +261,22 @@ def test_two_processes_killed_and_resumed_match_the_uninterrupted_run(tmp_path):
                     env={'PORT': '29621'})
     assert reference.returncode == 0, reference.stderr[-3000:]
 
-    killed = tmp_path / 'killed'
-    process = start(args, killed, script='dist_train.sh', env={'PORT': '29622'})
-    wait_for_iterations(process, killed, random.randint(3, 7))  # epoch_1.pth saved
-    kill_run(process)
+    stopped = tmp_path / 'stopped'
+    process = start(args, stopped, script='dist_train.sh', env={'PORT': '29622'})
+    wait_for_iterations(process, stopped, random.randint(1, 6))
+    # Only rank 1 gets the signal: both ranks must agree to stop at the same iteration, and
+    # rank 0, which writes the checkpoint, must finish before either exits.
+    rank_1 = next(child for child in psutil.Process(process.pid).children(recursive=True)
+                  if child.environ().get('RANK') == '1' and 'train.py' in ' '.join(child.cmdline()))
+    rank_1.send_signal(signal.SIGTERM)
+    process.wait(timeout=300)
+    saved = Path((stopped / 'last_checkpoint').read_text().strip())
+    assert re.fullmatch(r'iter_\d\.pth', saved.name), saved
+    assert f'a signal on another rank: saved {saved}' in Path(f'{stopped}.log').read_text()
+    assert torch.load(saved, weights_only=True)['meta']['iter'] < 8
 
-    resume(args, killed, script='dist_train.sh', env={'PORT': '29623'})
-    assert_same_run(killed, tmp_path / 'reference', iterations=8, final='epoch_4.pth')
+    resume(args, stopped, script='dist_train.sh', env={'PORT': '29623'})
+    assert_same_run(stopped, tmp_path / 'reference', iterations=8, final='epoch_4.pth')
 
 
 PROGRESSIVE = """
