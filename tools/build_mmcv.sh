@@ -17,6 +17,7 @@
 #   (for g++ and nvcc), which wins over CFLAGS; we patch the unpacked sdist for such torch.
 # - mmcv's setup.py builds CUDA kernels whenever torch sees a GPU: a CPU build hides the GPUs.
 # - `nvcc` on PATH may be a wrapper script outside the toolkit; we ask nvcc for its own TOP.
+# - torch's CUDA headers need cuSPARSE/cuBLAS headers that a compiler-only toolkit lacks.
 set -euo pipefail
 
 PY="$1"; MMCV_VERSION="$2"; CACHE="$3"
@@ -137,6 +138,11 @@ if [ -z "$wheel" ]; then
     log "building mmcv $MMCV_VERSION with CPU ops and CUDA $torch_cuda kernels for $archs" \
         "with $home/bin/nvcc (an hour or more on 2 cores)"
     build_env+=(FORCE_CUDA=1 CUDA_HOME="$home" TORCH_CUDA_ARCH_LIST="$archs")
+    # torch's CUDA headers include cuSPARSE's, cuBLAS's, ... (ATen/cuda/CUDAContextLight.h),
+    # which a compiler-only toolkit lacks; torch's own nvidia-* wheels bring them. CPATH is
+    # searched after the -I directories, so a full toolkit's headers still come first.
+    nv_include="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia/cu${torch_cuda%%.*}/include"
+    [ -d "$nv_include" ] && build_env+=(CPATH="$nv_include${CPATH:+:$CPATH}")
     verbosity=-v  # the compiler's [n/N] progress lines, for a build this long
   fi
   "$PY" -m pip download -q --no-deps --no-binary :all: "mmcv==$MMCV_VERSION" -d "$work" \
