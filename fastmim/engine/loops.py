@@ -71,11 +71,12 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         return progress[1]
 
     def _skip_batches(self, batches: int) -> None:
-        sampler = self.dataloader.sampler
-        if hasattr(sampler, 'set_start_index'):
-            sampler.set_start_index(batches * self.dataloader.batch_size)
+        sampler, batch_size = self.dataloader.sampler, self.dataloader.batch_size
+        if hasattr(sampler, 'set_start_index') and batch_size is not None:
+            sampler.set_start_index(batches * batch_size)
         elif batches:
             raise ValueError(
                 f'the checkpoint was saved after {batches} batches of epoch {self._epoch + 1}; '
-                f'to resume inside an epoch set train_dataloader.sampler='
-                f"dict(type='ResumableSampler'), got a {type(sampler).__name__}")
+                "to resume inside an epoch set train_dataloader.sampler=dict(type="
+                "'ResumableSampler') and train_dataloader.batch_size (no batch_sampler), got a "
+                f'{type(sampler).__name__}')
