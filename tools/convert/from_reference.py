@@ -13,6 +13,13 @@ with ``init_cfg=dict(type='FastMIMPretrained', checkpoint=OUT)`` and resize it a
 decoder is dropped (fastmim's decoder is another module; fine-tuning discards it), and so is
 CMT's final pre-training LayerNorm (fastmim's CMT backbone has none).
 
+The release's ImageNet fine-tuned files (``vit_base_fastmim_hog_800e_finetune_100e.pth``,
+``swin_base_fastmim_hog_400e_finetune_100e.pth``: the encoder at the top level, ``fc_norm``,
+``head``, no final ``norm``) become fastmim ``ImageClassifier`` checkpoints that
+``tools/test.py configs/finetune/{vit_b,swin_b}_ft_100e.py OUT`` evaluates and downstream configs
+initialise from: ``head`` -> ``head.fc``; ViT's ``fc_norm`` (after pooling) -> ``head.fc_norm``;
+Swin's ``fc_norm`` (its final norm before pooling) -> ``backbone.norm``.
+
 The release's files also pickle an ``argparse.Namespace`` (``args``), which weights-only
 loading refuses: pass ``--trust-checkpoint`` for a file whose origin you trust.
 """
@@ -54,12 +61,17 @@ def main(argv):
                                              img_size=args.img_size, num_heads=args.num_heads)
     save_checkpoint_file(converted, args.out)
     geometry = converted['meta']['geometry']
-    dropped = converted['meta']['converted_from']['dropped']
+    origin = converted['meta']['converted_from']
     print(f'wrote {len(converted["state_dict"])} tensors to {args.out}')
     print(f'backbone: {geometry["backbone"]}')
     print(f'input size: {geometry["input_size"]}')
-    if dropped:
-        print(f'dropped: {", ".join(dropped)}')
+    if origin.get('fine_tuned'):
+        print(f'an ImageClassifier with {geometry["num_classes"]} classes; renamed: ' +
+              ', '.join(f'{old} -> {new}' for old, new in origin['renamed'].items()))
+        print(f'evaluate: tools/test.py configs/finetune/{args.backbone}_b_ft_100e.py {args.out} '
+              '(for a B-size backbone)')
+    if origin['dropped']:
+        print(f'dropped: {", ".join(origin["dropped"])}')
 
 
 if __name__ == '__main__':

@@ -40,7 +40,7 @@ from fastmim.registry import WEIGHT_INITIALIZERS
 
 from .load_problems import LoadProblems, listing
 from .reference import (TIMM_CLASSIFIER_PREFIXES, convert_reference_checkpoint,
-                        is_reference_pretraining)
+                        is_reference_checkpoint)
 
 # Parts of a pre-training checkpoint that no downstream model has.
 PRETRAINING_ONLY = ('neck.*', 'target_generator.*', 'mask_token')
@@ -73,7 +73,7 @@ def read_checkpoint(checkpoint, path: str, prefix: str = 'backbone.') -> SourceW
         geometry = (checkpoint.get('meta') or {}).get('geometry')
         return SourceWeights(dict(checkpoint['state_dict']), backbone_geometry(geometry), 'fastmim')
     if isinstance(checkpoint.get('model'), dict):
-        if is_reference_pretraining(checkpoint['model']):
+        if is_reference_checkpoint(checkpoint['model']):
             converted = convert_reference_checkpoint(checkpoint, path)
             return SourceWeights(converted['state_dict'],
                                  converted['meta']['geometry']['backbone'], 'reference')
@@ -250,7 +250,10 @@ def load_pretrained(model_or_backbone: nn.Module,
     transferred.problems.missing = missing
     if transferred.problems:
         how = f'prefix {prefix!r}, allow_missing={tuple(allow_missing)}'
-        raise CheckpointError(transferred.problems.message(checkpoint_path, target_name, how))
+        raise CheckpointError(
+            _other_architecture(checkpoint_path, source.geometry, model_or_backbone,
+                                transferred.problems)
+            or transferred.problems.message(checkpoint_path, target_name, how))
 
     model_or_backbone.load_state_dict(transferred.state, strict=False)
     summary = LoadSummary(sorted(transferred.state), transferred.resized, transferred.rebuilt,
@@ -259,6 +262,25 @@ def load_pretrained(model_or_backbone: nn.Module,
     print_log(_summary_line(checkpoint_path, target_name, source.format, summary), logger=logger,
               level=logging.INFO)
     return summary
+
+
+def _other_architecture(path, geometry: Optional[dict], model: nn.Module,
+                        problems: LoadProblems) -> Optional[str]:
+    """The error for a file of another architecture (a ViT checkpoint given to a Swin config),
+    when the file's geometry says which: naming both says what is wrong, where a list of every
+    key of two unrelated models would not. None when the architectures agree or are unknown."""
+    source = (geometry or {}).get('type')
+    targets = sorted({backbone.geometry().get('type') for _, backbone in _backbones(model)})
+    if source is None or not targets or source in targets:
+        return None
+    wanted = ' / '.join(targets)
+    model_name = type(model).__name__
+    has = (f'the model is a {wanted}' if targets == [model_name] else
+           f'the model ({model_name}) has a {wanted} backbone')
+    return (f'{path} holds a {source} backbone (arch {geometry.get("arch")!r}), but {has}: '
+            f'give it a {wanted} checkpoint ({len(problems.unexpected)} tensors of the file '
+            f'have no place in the model, {len(problems.missing)} of its tensors are missing, '
+            f'{len(problems.mismatched)} differ in shape)')
 
 
 def _summary_line(path, target, source_format, summary: LoadSummary) -> str:

@@ -2,19 +2,23 @@
 
 The release saves MAE-style ``{'model': state_dict}`` files whose encoder uses another layout
 per backbone: MAE's ViT (timm 0.3.2 names, which fastmim keeps), the original Microsoft Swin and
-PVTv2 layouts and its own CMT names. This module knows the release's files: how each encoder is
-recognised, where it sits in the file, and how to read its architecture from the weights. The
-renaming itself is each backbone's own rule (``rename_foreign_keys`` of the backbone contract),
-and the backbone classes are found through the registry, so no concrete backbone is imported
-here. :func:`convert_reference_checkpoint` returns a fastmim checkpoint with the
-``meta['geometry']`` that :func:`~.pretrained.load_pretrained` uses to resize the weights;
-``tools/convert/from_reference.py`` writes it to a file.
+PVTv2 layouts and its own CMT names. Besides the pre-training files it publishes ImageNet
+fine-tuned classifiers (ViT-B and Swin-B, also its downstream inits), whose encoder sits at the
+top level next to ``fc_norm`` and ``head``. This module knows the release's files: how each
+encoder is recognised, where it sits in the file, what its classifier parts mean, and how to read
+its architecture from the weights. The renaming of an encoder is each backbone's own rule
+(``rename_foreign_keys`` of the backbone contract), and the backbone classes are found through
+the registry, so no concrete backbone is imported here. :func:`convert_reference_checkpoint`
+returns a fastmim checkpoint (a pre-training one, or an ``ImageClassifier`` one for a fine-tuned
+file) with the ``meta['geometry']`` that :func:`~.pretrained.load_pretrained` uses to resize the
+weights; ``tools/convert/from_reference.py`` writes it to a file.
 """
 import math
 import re
 from typing import Dict, List, Optional, Sequence
 
 import torch
+from mmengine.registry import DefaultScope
 from torch import nn
 
 from fastmim.errors import CheckpointError
@@ -36,6 +40,18 @@ _REFERENCE_MARKERS = {
 }
 
 
+# The release's fine-tuned classifiers (its models_vit.py and mim_swin_finetune.py) keep the
+# encoder at the top level, ``fc_norm`` and ``head`` after it, and no final ``norm``. The same
+# name means two things: the ViT pools the tokens and then normalises them (``fc_norm`` belongs
+# to the classifier, as LinearClsHead's ``fc_norm``), while Swin normalises the tokens and then
+# pools them (``fc_norm`` is Swin's own final ``norm``, renamed by the release).
+_FINETUNED_MARKERS = {
+    'vit': 'blocks.0.attn.qkv.weight',
+    'swin': 'layers.0.blocks.0.attn.relative_position_bias_table',
+}
+_FINETUNED_CLASSIFIER_KEYS = ('fc_norm.weight', 'head.weight')
+
+
 def is_reference_pretraining(state: Dict[str, torch.Tensor]) -> bool:
     """Whether a ``model`` state dict is a pre-training checkpoint of the reference release
     (an encoder of its layout and no classifier), rather than another release's classifier."""
@@ -43,14 +59,29 @@ def is_reference_pretraining(state: Dict[str, torch.Tensor]) -> bool:
         not any(key.startswith(TIMM_CLASSIFIER_PREFIXES) for key in state)
 
 
+def is_reference_finetuned(state: Dict[str, torch.Tensor]) -> bool:
+    """Whether a ``model`` state dict is one of the release's ImageNet fine-tuned classifiers:
+    a ViT or original-layout Swin encoder with ``fc_norm`` and ``head`` and no final ``norm``
+    (MAE's global-pool ViT files have this layout too and convert the same way). Other
+    releases' classifiers end in ``norm`` (Microsoft's Swin, DeiT) and stay timm format."""
+    return all(key in state for key in _FINETUNED_CLASSIFIER_KEYS) and \
+        'norm.weight' not in state and \
+        any(marker in state for marker in _FINETUNED_MARKERS.values())
+
+
+def is_reference_checkpoint(state: Dict[str, torch.Tensor]) -> bool:
+    """Whether :func:`convert_reference_checkpoint` knows this ``model`` state dict."""
+    return is_reference_pretraining(state) or is_reference_finetuned(state)
+
+
 def detect_reference_backbone(state: Dict[str, torch.Tensor], path: str) -> str:
     """Which of the reference release's backbones a ``model`` state dict holds."""
-    found = [kind for kind, marker in _REFERENCE_MARKERS.items() if marker in state]
+    markers = _FINETUNED_MARKERS if is_reference_finetuned(state) else _REFERENCE_MARKERS
+    found = [kind for kind, marker in markers.items() if marker in state]
     if len(found) != 1:
         raise CheckpointError(
             f'{path}: cannot tell which reference backbone this is; expected exactly one of the '
-            f'keys {sorted(_REFERENCE_MARKERS.values())}, found keys '
-            f'{listing(sorted(state))}')
+            f'keys {sorted(markers.values())}, found keys {listing(sorted(state))}')
     return found[0]
 
 
@@ -63,8 +94,10 @@ def convert_reference_checkpoint(checkpoint: dict,
 
     The architecture is read from the weights (widths, depths, windows, heads where the weights
     determine them) and the converted weights are checked against the fastmim backbone it
-    describes, built on the meta device. The decoder (``decoder_*``) is dropped: fastmim's
-    decoder is another module and fine-tuning discards it.
+    describes, built on the meta device. A pre-training file gives a pre-training checkpoint:
+    the decoder (``decoder_*``) is dropped, as fastmim's decoder is another module and
+    fine-tuning discards it. A fine-tuned file gives an ``ImageClassifier`` checkpoint
+    (:func:`_convert_reference_classifier`).
 
     Args:
         checkpoint: the loaded file; its ``model`` entry is converted.
@@ -78,16 +111,21 @@ def convert_reference_checkpoint(checkpoint: dict,
             ``embed_dim // 64``; PVTv2: default from the published size with these shapes).
 
     Returns:
-        ``{'state_dict': {'backbone.*', 'mask_token'}, 'meta': {'geometry': ..., ...}}``.
+        ``{'state_dict': {'backbone.*', 'mask_token'}, 'meta': {'geometry': ..., ...}}``; for a
+        fine-tuned file ``{'backbone.*', 'head.*'}`` and ``num_classes`` in the geometry.
     """
     state = checkpoint.get('model')
     if not isinstance(state, dict):
         raise CheckpointError(f'{path}: a reference-release checkpoint holds its weights under '
                               f'"model"; found keys {listing(sorted(map(str, checkpoint)))}')
     kind = detect_reference_backbone(state, path)
+    finetuned = is_reference_finetuned(state)
     if backbone is not None and backbone != kind:
+        marker = (_FINETUNED_MARKERS if finetuned else _REFERENCE_MARKERS)[kind]
         raise CheckpointError(f'{path}: --backbone {backbone} was given, but the weights are a '
-                              f'reference {kind} (key {_REFERENCE_MARKERS[kind]!r})')
+                              f'reference {kind} (key {marker!r})')
+    if finetuned:
+        return _convert_reference_classifier(kind, state, path, img_size, num_heads)
     decoder = sorted(key for key in state if key.startswith('decoder_'))
     if kind == 'vit':  # MAE layout: the encoder at the top level
         encoder = {key: value for key, value in state.items()
@@ -117,7 +155,15 @@ def convert_reference_checkpoint(checkpoint: dict,
 
 
 def _convert_reference_vit(state, path, img_size, num_heads):
-    """MAE-style ViT: timm 0.3.2 names, which current timm (and fastmim) still use."""
+    """MAE-style ViT: timm 0.3.2 names, which current timm (and fastmim) still use. The release
+    keeps its fixed sin-cos table in ``pos_embed``, as fastmim's sincos mode does."""
+    model = _vit_reference_model(state, path, img_size, num_heads, pos_embed_type='sincos')
+    return model, dict(state), []
+
+
+def _vit_reference_model(state, path, img_size, num_heads, **settings):
+    """The fastmim ViT (meta device) that a MAE-style ViT state dict describes; ``settings``
+    are the ViT arguments the weights cannot tell (position-embedding type, final norm)."""
     _require(state, ('cls_token', 'pos_embed', 'patch_embed.proj.weight',
                      'blocks.0.mlp.fc1.weight'), path, 'ViT')
     embed_dim = state['cls_token'].shape[-1]
@@ -125,15 +171,12 @@ def _convert_reference_vit(state, path, img_size, num_heads):
     grid = _square_side(state['pos_embed'].shape[1] - 1, 'pos_embed patch tokens', path)
     _check_size(img_size, grid * patch_size, 'the position embedding', path)
     hidden = state['blocks.0.mlp.fc1.weight'].shape[0]
-    # The release keeps its fixed sin-cos table in `pos_embed`, as fastmim's sincos mode does.
     base = dict(type='VisionTransformer', img_size=grid * patch_size, patch_size=patch_size,
-                pos_embed_type='sincos', mlp_ratio=_ratio(hidden, [embed_dim], path),
-                qkv_bias='blocks.0.attn.qkv.bias' in state)
+                mlp_ratio=_ratio(hidden, [embed_dim], path),
+                qkv_bias='blocks.0.attn.qkv.bias' in state, **settings)
     custom = dict(embed_dim=embed_dim, depth=_count(state, r'blocks\.(\d+)\.'),
                   num_heads=_one_value(num_heads, 'ViT') or max(1, embed_dim // 64))
-    model = _build_matching(base, custom, state, path,
-                            try_published=num_heads is None)
-    return model, dict(state), []
+    return _build_matching(base, custom, state, path, try_published=num_heads is None)
 
 
 def _swin_reference_model(state, path, img_size):
@@ -226,6 +269,47 @@ def _convert_reference_cmt(state, path, img_size, num_heads):
     return model, renamed, dropped
 
 
+def _convert_reference_classifier(kind, state, path, img_size, num_heads) -> dict:
+    """A fine-tuned file of the release -> a fastmim ``ImageClassifier`` checkpoint, the layout
+    ``configs/finetune/{vit_b,swin_b}_ft_100e.py`` evaluate: ``head`` becomes ``head.fc``;
+    ViT's ``fc_norm`` (after pooling) becomes the head's ``head.fc_norm`` for a backbone with
+    ``final_norm=False``, Swin's ``fc_norm`` (before pooling) becomes the backbone's ``norm``
+    for a head without one (``pre_norm=None``). Every tensor is checked against the backbone and
+    the ``LinearClsHead`` it describes, built on the meta device."""
+    encoder = {key: value for key, value in state.items()
+               if not key.startswith(TIMM_CLASSIFIER_PREFIXES)}
+    fc_norm = {key[len('fc_norm.'):]: value for key, value in state.items()
+               if key.startswith('fc_norm.')}
+    head = {'fc.' + key[len('head.'):]: value for key, value in state.items()
+            if key.startswith('head.')}
+    if kind == 'vit':
+        model = _vit_reference_model(encoder, path, img_size, num_heads,
+                                     pos_embed_type='learned', final_norm=False)
+        backbone_state, pre_norm = encoder, 'ln'
+        head.update({'fc_norm.' + key: value for key, value in fc_norm.items()})
+        renamed = {'fc_norm': 'head.fc_norm', 'head': 'head.fc'}
+    else:
+        encoder.update({'norm.' + key: value for key, value in fc_norm.items()})
+        model, backbone_state = _swin_reference_model(encoder, path, img_size)
+        pre_norm = None
+        renamed = {'fc_norm': 'backbone.norm', 'head': 'head.fc'}
+    check_state_matches(backbone_state, model, path)
+    num_classes = _get(state, 'head.weight', path).shape[0]
+    classifier_head = _build_on_meta(
+        dict(type='LinearClsHead', num_classes=num_classes, in_channels=model.out_channels[-1],
+             pre_norm=pre_norm), strict=True)
+    check_state_matches(head, classifier_head, path)
+    geometry = model.geometry()
+    state_dict = {'backbone.' + key: value for key, value in backbone_state.items()}
+    state_dict.update({'head.' + key: value for key, value in head.items()})
+    meta = dict(
+        geometry=dict(backbone=geometry, input_size=_size_list(geometry['img_size']),
+                      num_classes=num_classes),
+        converted_from=dict(source=REFERENCE_RELEASE, backbone=kind, file=str(path),
+                            fine_tuned=True, renamed=renamed, dropped=[]))
+    return dict(state_dict=state_dict, meta=meta)
+
+
 _REFERENCE_CONVERTERS = {
     'vit': _convert_reference_vit,
     'swin': _convert_reference_swin,
@@ -265,9 +349,11 @@ def _same_widths_and_depths(published: dict, custom: dict) -> bool:
 
 
 def _build_on_meta(cfg: dict, strict: bool = False) -> Optional[nn.Module]:
-    """Build a backbone without allocating its weights; None for an invalid published combo."""
+    """Build a fastmim module without allocating its weights; None for an invalid published
+    combo. In fastmim's scope, whatever the current one: from an mmdet config, ``SwinTransformer``
+    would otherwise be mmdet's own Swin."""
     try:
-        with torch.device('meta'):
+        with torch.device('meta'), DefaultScope.overwrite_default_scope('fastmim'):
             return MODELS.build(cfg)
     except (ValueError, TypeError, AssertionError) as error:
         if strict:
