@@ -60,6 +60,10 @@ class BackboneContract:
         the backbone rebuilds itself are left out, and tensors no rule can transfer are returned
         as they are, so the caller reports them with every other problem at once. The default
         changes nothing: a backbone without resolution-dependent tensors needs no rule.
+
+        A backbone that subclasses a timm model should read only timm's attributes here and
+        call its rename rule through its class name: ``tools/convert/to_timm.py --arch`` applies
+        this method to a plain timm model of the same family to fit weights to it.
         """
         return dict(state)
 
@@ -72,11 +76,16 @@ class BackboneContract:
         """Ids run from 0 to ``num_layer_ids - 1``; the last one is shared with the head."""
         raise NotImplementedError(f'{type(self).__name__} must implement num_layer_ids')
 
-    def init_weights(self) -> None:
-        """mmengine's entry point (the runner calls it on every sub-module): applies
-        ``init_cfg`` only. A backbone initialises its weights when it is built; re-running its
-        scheme here would re-randomise a model that a parent has just loaded."""
-        BaseModule.init_weights(self)
+    def init_weights(self, *args, **kwargs) -> None:
+        """Two callers share this name. mmengine's runner calls it without arguments on every
+        sub-module: that applies ``init_cfg`` only, because a backbone initialises its weights
+        when it is built and re-running its scheme would re-randomise a model that a parent has
+        just loaded. timm's constructors call their own ``init_weights`` with arguments
+        (``needs_reset``, a mode): those calls go on to timm's scheme."""
+        if args or kwargs:
+            super().init_weights(*args, **kwargs)
+        else:
+            BaseModule.init_weights(self)
 
     def enable_state_dict_adaptation(self) -> None:
         """Run :meth:`adapt_state_dict` whenever a state dict is loaded into this backbone,

@@ -7,8 +7,8 @@ from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from fastmim.engine.optim_constructors import backbone_layer_ids
-from fastmim.models.backbones import (CMT, PyramidVisionTransformerV2, SwinTransformer,
-                                      TimmBackbone, VisionTransformer)
+from fastmim.models.backbones import (CMT, EVA02, PyramidVisionTransformerV2,
+                                      SwinTransformer, TimmBackbone, VisionTransformer)
 from fastmim.models.backbones.base import BackboneContract
 
 TINY_VIT = dict(embed_dim=32, depth=2, num_heads=2)
@@ -25,6 +25,7 @@ BUILDERS = {
     'PyramidVisionTransformerV2': lambda: PyramidVisionTransformerV2(arch=TINY_PVT,
                                                                      out_indices=(-1, )),
     'CMT': lambda: CMT(arch=TINY_CMT, img_size=64),
+    'EVA02': lambda: EVA02(arch=TINY_VIT, img_size=64),
     'TimmBackbone': lambda: TimmBackbone('resnet18', out_indices=(-1, )),
 }
 
