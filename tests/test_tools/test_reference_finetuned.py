@@ -1,6 +1,6 @@
-"""The reference release's ImageNet fine-tuned files (``vit_base_fastmim_hog_800e_finetune_100e.pth``,
-``swin_base_fastmim_hog_400e_finetune_100e.pth``) convert, evaluate and initialise downstream
-backbones, with the outputs of the release's own model.
+"""The reference release's ImageNet fine-tuned files
+(``vit_base_fastmim_hog_800e_finetune_100e.pth``, ``swin_base_fastmim_hog_400e_finetune_100e.pth``)
+convert, evaluate and initialise downstream backbones, with the outputs of the release's own model.
 
 The files cannot be downloaded here, so they are fabricated with random tensors in the release's
 layout (its models_vit.py and mim_swin_finetune.py, written out key by key below), saved MAE
