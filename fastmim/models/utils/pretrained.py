@@ -11,7 +11,8 @@ grid or a window. :func:`load_pretrained` loads
 - timm-format state dicts (a plain name -> tensor mapping: ``tools/convert/to_timm.py`` output,
   timm classifier weights), the original Swin and PVTv2 layouts included (converted by timm's own
   ``checkpoint_filter_fn``);
-- reference-release checkpoints (ggjy/FastMIM.pytorch, MAE-style ``{'model': state_dict}``),
+- reference-release checkpoints (ggjy/FastMIM.pytorch, MAE-style ``{'model': state_dict}``:
+  pre-training files and the ImageNet fine-tuned classifiers that are its downstream inits),
   converted by :func:`~fastmim.models.utils.reference.convert_reference_checkpoint`;
 
 and then asks every backbone of the target model (the modules that keep the backbone contract,
