@@ -40,7 +40,8 @@ OPTIM_WRAPPER_CONSTRUCTORS = _child('optimizer wrapper constructor',
                                     MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS, 'fastmim.engine')
 PARAM_SCHEDULERS = _child('parameter scheduler', MMENGINE_PARAM_SCHEDULERS, 'fastmim.engine')
 
-DATASETS = _child('dataset', MMENGINE_DATASETS, 'fastmim.datasets')
+# Imported on the first look-up here: fastmim.datasets.coco imports mmdet's datasets.
+DATASETS = _child('dataset', MMENGINE_DATASETS, 'fastmim.datasets', 'fastmim.datasets.coco')
 DATA_SAMPLERS = _child('data sampler', MMENGINE_DATA_SAMPLERS, 'fastmim.datasets')
 TRANSFORMS = _child('transform', MMENGINE_TRANSFORMS, 'fastmim.datasets.transforms')
 

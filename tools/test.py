@@ -33,6 +33,7 @@ def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401
     from fastmim.engine.checkpoint import trust_checkpoint
+    from fastmim.engine.dataset_paths import check_dataset_paths
     from fastmim.engine.launch import (LaunchError, adapt_to_device, check_launcher_env,
                                        check_work_dir, init_cpu_distributed, load_config)
     from fastmim.engine.mmcv_ops import check_mmcv_cuda_ops
@@ -50,6 +51,7 @@ def main(argv):
     cfg.load_from = args.checkpoint
     cfg.resume = False
     check_mmcv_cuda_ops(cfg)
+    check_dataset_paths(cfg, ['test'])
     check_work_dir(cfg.work_dir)
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)

@@ -74,6 +74,7 @@ def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
     from fastmim.engine.checkpoint import trust_checkpoint
+    from fastmim.engine.dataset_paths import check_dataset_paths
     from fastmim.engine.launch import (adapt_to_device, check_launcher_env, check_work_dir,
                                        init_cpu_distributed, load_config)
     from fastmim.engine.mmcv_ops import check_mmcv_cuda_ops
@@ -82,6 +83,7 @@ def main(argv):
     cfg = load_config(args.config, args.cfg_options)
     apply_args(cfg, args)
     check_mmcv_cuda_ops(cfg)
+    check_dataset_paths(cfg, ['train', 'val'] if cfg.get('val_cfg') else ['train'])
     check_work_dir(cfg.work_dir)
     for path in args.trust_checkpoint:
         trust_checkpoint(path)

@@ -127,18 +127,16 @@ def test_pretraining_checkpoint_to_top1_and_miou_then_rerun_skips(downstream, ad
                                      'mask AP | mIoU |')
     assert table.splitlines()[2] == row and row in result.stdout
 
-    # Run again with the segmentation metrics gone: fine-tuning is skipped, segmentation only
-    # tested again from its final checkpoint, nothing trained.
+    # Run again: both stages are found finished, nothing runs, the same table comes out.
     runs = {stage: train_runs(work_dir / stage) for stage in ('finetune', 'seg')}
-    (seg_dir / 'metrics.json').unlink()
     result = run_benchmark(command)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f'[downstream] finetune: finished before ({finetuned}' in result.stdout
-    assert 'finetune training' not in result.stdout and 'seg training' not in result.stdout
-    assert '[downstream] seg testing' in result.stdout
+    assert f'[downstream] seg: finished before ({seg_dir / "iter_1.pth"}' in result.stdout
+    assert 'training:' not in result.stdout and 'testing:' not in result.stdout
     assert {stage: train_runs(work_dir / stage) for stage in runs} == runs
-    rerun = json.loads((work_dir / 'results.json').read_text())['results']
-    assert rerun['top1'] == top1 and rerun['miou'] == pytest.approx(miou)
+    assert json.loads((work_dir / 'results.json').read_text()) == summary
+    assert row in result.stdout
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,6 +189,46 @@ def test_backbone_is_read_from_the_checkpoint_meta(tmp_path):
     with pytest.raises(LaunchError, match=r"no_meta.pth records no backbone \(meta\['geometry'\]"
                        r"\): name it with --backbone"):
         tool.backbone_type(str(without_meta))
+
+
+def test_a_stage_runs_only_what_its_work_dir_lacks(tmp_path, monkeypatch):
+    """Final checkpoint and metrics: nothing runs; final checkpoint only: testing only; an
+    interrupted training (``last_checkpoint``, no final checkpoint): training resumes."""
+    tool = load_tool()
+    config = ROOT / 'configs' / 'finetune' / 'vit_b_ft_100e.py'
+    args = tool.parse_args(['pre.pth', '1', 'finetune', '--ft-options', 'train_cfg.max_epochs=3'])
+    stage_dir = tmp_path / 'finetune'
+    stage_dir.mkdir()
+    steps = []
+
+    def run_step(command, what):
+        steps.append((what, command))
+        if what == 'finetune training':
+            (stage_dir / 'epoch_3.pth').touch()
+        else:
+            (stage_dir / 'metrics.json').write_text('{"accuracy/top1": 50.0}')
+
+    monkeypatch.setattr(tool, 'run_step', run_step)
+    (stage_dir / 'last_checkpoint').write_text(str(stage_dir / 'epoch_2.pth'))
+    record, results = tool.run_stage('finetune', str(config), 'pre.pth', args, str(tmp_path))
+    assert [what for what, _ in steps] == ['finetune training', 'finetune testing']
+    train, test = (command for _, command in steps)
+    assert train[:2] == [sys.executable, str(ROOT / 'tools' / 'train.py')] and '--resume' in train
+    assert train[-3:] == ['--cfg-options', 'model.backbone.init_cfg.checkpoint=pre.pth',
+                          'train_cfg.max_epochs=3']
+    assert test[2:4] == [str(config), str(stage_dir / 'epoch_3.pth')]
+    # More than one GPU: the same arguments through torchrun's wrappers.
+    assert tool.tool_command('test', 8, ['c.py', 'k.pth']) == [
+        'bash', str(ROOT / 'tools' / 'dist_test.sh'), 'c.py', 'k.pth', '8']
+    assert record['checkpoint'] == str(stage_dir / 'epoch_3.pth') and results == {'top1': 50.0}
+
+    steps.clear()
+    (stage_dir / 'metrics.json').unlink()
+    tool.run_stage('finetune', str(config), 'pre.pth', args, str(tmp_path))
+    assert [what for what, _ in steps] == ['finetune testing']
+    steps.clear()
+    tool.run_stage('finetune', str(config), 'pre.pth', args, str(tmp_path))
+    assert steps == []
 
 
 def test_table_marks_what_was_not_run():

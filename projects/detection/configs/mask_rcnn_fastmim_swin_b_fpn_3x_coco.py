@@ -69,6 +69,10 @@ train_pipeline = [
     dict(type='CopyPaste', max_num_pasted=100),
     dict(type='PackDetInputs'),
 ]
+# mmdet's CocoDataset, except that images without their file, boxes under 1 px and polygons of
+# fewer than 3 points are skipped with a warning naming them when the annotations are read,
+# instead of failing in a dataloader worker mid-epoch.
+dataset_type = 'fastmim.CheckedCocoDataset'
 train_dataloader = dict(
     batch_size=2,
     # All canvases are square: no aspect-ratio grouping.
@@ -77,7 +81,7 @@ train_dataloader = dict(
         _delete_=True,
         type='MultiImageMixDataset',
         dataset=dict(
-            type={{_base_.dataset_type}},
+            type=dataset_type,
             data_root={{_base_.data_root}},
             ann_file='annotations/instances_train2017.json',
             data_prefix=dict(img='train2017/'),
@@ -85,6 +89,9 @@ train_dataloader = dict(
             pipeline=load_pipeline,
             backend_args={{_base_.backend_args}}),
         pipeline=train_pipeline))
+
+val_dataloader = dict(dataset=dict(type=dataset_type))
+test_dataloader = val_dataloader
 
 max_epochs = 36
 train_cfg = dict(max_epochs=max_epochs)

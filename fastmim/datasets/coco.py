@@ -1,0 +1,79 @@
+"""mmdet's COCO dataset, with the broken entries of an annotation file skipped and named.
+
+mmdet's ``CocoDataset`` drops boxes under 1 px silently and keeps images whose file is not
+there, so a hand-made or converted COCO file fails in a dataloader worker in the middle of an
+epoch (``LoadImageFromFile``), and its degenerate polygons turn into ignored instances without a
+word. :class:`CheckedCocoDataset` finds these when the annotation file is read, before training,
+leaves them out and logs one warning per kind of problem naming the entries.
+"""
+import os.path as osp
+from collections import defaultdict
+
+from mmdet.datasets import CocoDataset
+from mmengine.logging import print_log
+
+from fastmim.registry import DATASETS
+
+# Entries named per kind of problem in the warning; the rest are counted.
+SHOWN = 5
+
+
+@DATASETS.register_module()
+class CheckedCocoDataset(CocoDataset):
+    """``CocoDataset`` (same arguments) that skips, with a warning naming each one:
+
+    - an image whose file is not under ``data_prefix['img']`` (local files only);
+    - an annotation whose box is less than 1 px wide or high (mmdet's own threshold, which it
+      applies silently);
+    - the polygons of a segmentation with fewer than 3 points (or an odd number of
+      coordinates), which mmdet's ``LoadAnnotations`` drops, and the annotation when none is
+      left.
+
+    Used as ``type='fastmim.CheckedCocoDataset'`` in mmdet configs.
+    """
+
+    def load_data_list(self):
+        self._skipped = defaultdict(list)
+        data_list = [info for info in super().load_data_list() if info is not None]
+        for problem, entries in self._skipped.items():
+            shown = ', '.join(entries[:SHOWN])
+            more = f' and {len(entries) - SHOWN} more' if len(entries) > SHOWN else ''
+            print_log(f'{self.ann_file}: skipped {len(entries)} {problem}: {shown}{more}',
+                      logger='current', level='WARNING')
+        del self._skipped
+        return data_list
+
+    def parse_data_info(self, raw_data_info):
+        img_info = raw_data_info['raw_img_info']
+        img_path = osp.join(self.data_prefix['img'], img_info['file_name'])
+        if self._is_local(img_path) and not osp.isfile(img_path):
+            self._skipped['images without their file'].append(
+                f'image {img_info["img_id"]} ({img_path})')
+            return None
+        annotations = [self._checked(ann, img_info['file_name'])
+                       for ann in raw_data_info['raw_ann_info']]
+        return super().parse_data_info(
+            {**raw_data_info, 'raw_ann_info': [ann for ann in annotations if ann is not None]})
+
+    def _is_local(self, path):
+        backend = (self.backend_args or {}).get('backend', 'local')
+        return backend == 'local' and '://' not in path
+
+    def _checked(self, ann, file_name):
+        """``ann`` without its short polygons, or None when it is to be skipped."""
+        name = f'annotation {ann.get("id")} of {file_name}'
+        _, _, width, height = ann['bbox']
+        if width < 1 or height < 1:
+            self._skipped['annotations with a box under 1 px wide or high'].append(
+                f'{name} (bbox {ann["bbox"]})')
+            return None
+        polygons = ann.get('segmentation')
+        if isinstance(polygons, list):  # RLE masks are dicts
+            kept = [polygon for polygon in polygons if len(polygon) >= 6 and len(polygon) % 2 == 0]
+            if len(kept) < len(polygons):
+                self._skipped['polygons with fewer than 3 points' + (
+                    '' if kept else ' (the whole annotation)')].append(name)
+                if not kept:
+                    return None
+                ann = {**ann, 'segmentation': kept}
+        return ann

@@ -1,0 +1,82 @@
+"""Fail before training when a config's dataset points at a folder or file that is not there.
+
+mmdet's ``CocoDataset`` reads its annotation file only when the Runner builds the dataloader,
+after the model, and never looks at its image folder: a wrong ``data_root`` or ``data_prefix``
+surfaces as an image that cannot be read in a dataloader worker, mid-epoch. mmseg's
+``ADE20KDataset`` with a missing folder lists no files and trains on nothing. This check reads
+the paths from the config the way mmengine's ``BaseDataset`` joins them and names the first one
+missing, with the config key that set it.
+"""
+import os
+import os.path as osp
+
+from fastmim.engine.launch import LaunchError
+
+# Wrapper datasets (MultiImageMixDataset, RepeatDataset, ConcatDataset, ...) keep the datasets
+# they wrap under these keys.
+WRAPPED = ('dataset', 'datasets')
+
+
+def _is_local(path, backend_args):
+    backend = (backend_args or {}).get('backend', 'local')
+    return backend == 'local' and '://' not in path
+
+
+def _dataset_paths(dataset, key):
+    """``(config key, path, kind)`` for the data root, annotation file and data prefixes of one
+    dataset config, joined to ``data_root`` as ``BaseDataset._join_prefix`` does."""
+    data_root = dataset.get('data_root')
+    if data_root:
+        yield f'{key}.data_root', data_root, 'folder'
+
+    def join(path):
+        return osp.join(data_root, path) if data_root and not osp.isabs(path) else path
+
+    if dataset.get('ann_file'):
+        yield f'{key}.ann_file', join(dataset['ann_file']), 'file'
+    prefix = dataset.get('data_prefix')
+    prefixes = prefix.items() if isinstance(prefix, dict) else [(None, prefix)]
+    for name, path in prefixes:
+        # mmdet's data_prefix may name a file (``proposals``); only its existence is checked.
+        if isinstance(path, str) and path:
+            yield (f'{key}.data_prefix' + (f'.{name}' if name else ''), join(path), 'path')
+
+
+def _walk(dataset, key):
+    if not isinstance(dataset, dict):
+        return
+    for name, path, kind in _dataset_paths(dataset, key):
+        if _is_local(path, dataset.get('backend_args')):
+            yield name, path, kind
+    for name in WRAPPED:
+        inner = dataset.get(name)
+        if isinstance(inner, dict):
+            yield from _walk(inner, f'{key}.{name}')
+        elif isinstance(inner, (list, tuple)):
+            for index, item in enumerate(inner):
+                yield from _walk(item, f'{key}.{name}.{index}')
+
+
+def check_dataset_paths(cfg, splits):
+    """Raise :class:`LaunchError` naming the first missing dataset path of ``splits``
+    (``'train'``, ``'val'``, ``'test'``): the data root, annotation file and data prefixes of
+    each ``<split>_dataloader.dataset`` (wrapped datasets included) and the annotation file of
+    ``<split>_evaluator`` (COCO's metric reads its own copy)."""
+    checks = []
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        if loader:
+            checks += _walk(loader.get('dataset'), f'{split}_dataloader.dataset')
+        evaluators = cfg.get(f'{split}_evaluator') or []
+        for index, evaluator in enumerate(
+                [evaluators] if isinstance(evaluators, dict) else evaluators):
+            ann_file = evaluator.get('ann_file')
+            if ann_file and _is_local(ann_file, evaluator.get('backend_args')):
+                key = f'{split}_evaluator' + ('' if isinstance(evaluators, dict) else f'.{index}')
+                checks.append((f'{key}.ann_file', ann_file, 'file'))
+    exists = {'folder': osp.isdir, 'file': osp.isfile, 'path': osp.exists}
+    for key, path, kind in checks:
+        if not exists[kind](path):
+            where = '' if osp.isabs(path) else f' (relative to {os.getcwd()})'
+            raise LaunchError(f'{key}: {kind} {path}{where} not found; set it with '
+                              f'--cfg-options {key}=...')
