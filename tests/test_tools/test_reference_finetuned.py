@@ -139,11 +139,10 @@ def save_release_file(path, state):
 
 
 @pytest.fixture(scope='module', params=['vit', 'swin'])
-def release(request, tmp_path_factory):
-    """``(kind, release model, path of its fine-tuned file)``."""
+def release(request):
+    """``(kind, release model, its state dict in the release's layout)``."""
     model, state = release_vit() if request.param == 'vit' else release_swin()
-    folder = tmp_path_factory.mktemp(f'release_{request.param}')
-    return request.param, model, save_release_file(folder / f'{request.param}_ft.pth', state)
+    return request.param, model, state
 
 
 # --- conversion, evaluation with the fine-tuning configs ----------------------------------------
@@ -173,7 +172,8 @@ def tiny_finetune_config(folder, kind):
 
 def test_fine_tuned_file_converts_to_a_classifier_with_the_release_logits(release, tmp_path,
                                                                           capsys):
-    kind, model, path = release
+    kind, model, release_state = release
+    path = save_release_file(tmp_path / f'{kind}_ft.pth', release_state)
     out = tmp_path / 'converted.pth'
     with pytest.raises(CheckpointError, match='Namespace.*--trust-checkpoint'):
         from_reference.main([path, str(out), '--backbone', kind])
@@ -223,7 +223,8 @@ def test_fine_tuned_file_converts_to_a_classifier_with_the_release_logits(releas
 
 
 def test_wrong_backbone_flag_names_the_fine_tuned_layout(release, tmp_path):
-    kind, _, path = release
+    kind, _, state = release
+    path = save_release_file(tmp_path / f'{kind}_ft.pth', state)
     trust_checkpoint(path)
     other = 'swin' if kind == 'vit' else 'vit'
     with pytest.raises(CheckpointError, match=f'--backbone {other} was given, but the weights '
