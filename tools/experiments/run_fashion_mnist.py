@@ -255,20 +255,22 @@ def results_table(runs: List[Run], fractions: List[float], seeds: List[int]) -> 
     return '\n'.join(lines)
 
 
-def write_doc(path: str, section: str) -> None:
-    """Replace what lies between the result markers of ``path`` (or create it)."""
-    block = f'{RESULTS_BEGIN}\n{section}\n{RESULTS_END}'
+def write_doc(path: str, section: str, begin: str = RESULTS_BEGIN,
+              end: str = RESULTS_END) -> None:
+    """Replace what lies between the markers ``begin`` and ``end`` of ``path`` (or create
+    it). The dense-task runner passes its own markers."""
+    block = f'{begin}\n{section}\n{end}'
     if not osp.isfile(path):
         with open(path, 'w') as f:
             f.write(block + '\n')
         return
     with open(path) as f:
         text = f.read()
-    if RESULTS_BEGIN not in text or RESULTS_END not in text:
-        sys.exit(f'error: {path} lacks the markers {RESULTS_BEGIN} ... {RESULTS_END} that say '
+    if begin not in text or end not in text:
+        sys.exit(f'error: {path} lacks the markers {begin} ... {end} that say '
                  'where the results go')
-    before, rest = text.split(RESULTS_BEGIN, 1)
-    after = rest.split(RESULTS_END, 1)[1]
+    before, rest = text.split(begin, 1)
+    after = rest.split(end, 1)[1]
     with open(path, 'w') as f:
         f.write(before + block + after)
 
