@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from timm.layers import DropPath
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
@@ -305,8 +306,9 @@ class CMTStage(nn.Module):
 
     def __init__(self, in_channels: int, dim: int, depth: int, num_heads: int, reduction: int,
                  mlp_ratio: float, query_grid: Tuple[int, int], drop_paths: Sequence[float],
-                 attn_drop: float = 0.):
+                 attn_drop: float = 0., with_cp: bool = False):
         super().__init__()
+        self.with_cp = with_cp
         self.reduction = reduction
         self.query_grid = tuple(query_grid)
         self.downsample = PatchAggregation(in_channels, dim)
@@ -330,7 +332,10 @@ class CMTStage(nn.Module):
         x = self.downsample(x)
         bias = self.bias_for(tuple(x.shape[-2:]))
         for block in self.blocks:
-            x = block(x, bias)
+            if self.with_cp and self.training:
+                x = checkpoint(block, x, bias, use_reentrant=False)
+            else:
+                x = block(x, bias)
         return x
 
 
@@ -349,6 +354,11 @@ class CMT(BackboneContract, BaseModule):
             end; default the last one.
         drop_path_rate: stochastic depth, rising linearly over all blocks.
         attn_drop_rate: dropout on the attention weights.
+        with_cp: activation checkpointing: in training, each block's activations are recomputed
+            in the backward pass instead of kept (less memory, one more forward of the blocks;
+            same loss and gradients). Off by default. The recomputation runs the IRFFN's
+            BatchNorms once more, so their running statistics take two momentum steps per
+            training step (as with mmcv's ``with_cp`` in ResNet).
         init_cfg: mmengine initialisation config (e.g. a Pretrained checkpoint).
     """
 
@@ -361,6 +371,7 @@ class CMT(BackboneContract, BaseModule):
                  out_indices: Sequence[int] = (3, ),
                  drop_path_rate: float = 0.,
                  attn_drop_rate: float = 0.,
+                 with_cp: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch = arch
@@ -382,7 +393,7 @@ class CMT(BackboneContract, BaseModule):
                 in_dim, dims[index], depth, settings['num_heads'][index],
                 settings['reduction_ratios'][index], settings['mlp_ratio'],
                 (self.img_size[0] // stride, self.img_size[1] // stride),
-                drop_paths[first_block:first_block + depth], attn_drop_rate))
+                drop_paths[first_block:first_block + depth], attn_drop_rate, with_cp))
             in_dim, first_block = dims[index], first_block + depth
         self.apply(_init_layer)
         self.enable_state_dict_adaptation()

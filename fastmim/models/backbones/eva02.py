@@ -129,6 +129,9 @@ class EVA02(BackboneContract, Eva, BaseModule):
         rope_ref_grid: token grid whose coordinate range RoPE spans on every input grid
             (timm's ``ref_feat_shape``); default: the grid of ``img_size``. Set it to the
             pre-training grid when fine-tuning at another size (8 for 128-px pre-training).
+        with_cp: activation checkpointing: in training, each block's activations are recomputed
+            in the backward pass instead of kept (less memory, one more forward of the blocks;
+            same results). Off by default.
         init_cfg: mmengine init config, e.g. ``dict(type='FastMIMPretrained', checkpoint=...)``.
         **timm_kwargs: other arguments of timm's ``Eva`` (``init_values``, ``qk_norm``,
             ``rope_temperature``, ``attn_drop_rate``, ...).
@@ -143,6 +146,7 @@ class EVA02(BackboneContract, Eva, BaseModule):
                  drop_path_rate: float = 0.,
                  final_norm: bool = True,
                  rope_ref_grid: Optional[Union[int, Tuple[int, int]]] = None,
+                 with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **timm_kwargs) -> None:
         reject_fixed_arguments('EVA02', timm_kwargs, FIXED_TIMM_ARGS,
@@ -183,6 +187,7 @@ class EVA02(BackboneContract, Eva, BaseModule):
         self.out_indices = out_indices
         self.out_channels = [arch_cfg['embed_dim']] * len(out_indices)
         self.out_strides = [self.patch_size] * len(out_indices)
+        self.set_grad_checkpointing(with_cp)
         self.enable_state_dict_adaptation()
 
     def init_weights(self, needs_reset: Optional[bool] = None) -> None:

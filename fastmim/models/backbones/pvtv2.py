@@ -46,6 +46,9 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
         out_indices: stages whose outputs are returned, in stage order; negative values count
             from the end. Every stage ends with its own LayerNorm (timm's ``stages.<i>.norm``).
         drop_path_rate: stochastic depth, increasing linearly over all blocks.
+        with_cp: activation checkpointing (timm's, per block): whenever gradients are on, each
+            block's activations are recomputed in the backward pass instead of kept (less
+            memory, one more forward of the blocks; same results). Off by default.
         init_cfg: mmengine init config, e.g. ``dict(type='Pretrained', checkpoint=...)``.
         **timm_kwargs: any other argument of timm's ``PyramidVisionTransformerV2``.
     """
@@ -56,6 +59,7 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
                  arch: Union[str, dict] = 'b2',
                  out_indices: Sequence[int] = (3, ),
                  drop_path_rate: float = 0.,
+                 with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **timm_kwargs) -> None:
         reject_fixed_arguments('PyramidVisionTransformerV2', timm_kwargs, FIXED_TIMM_ARGS,
@@ -72,6 +76,7 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
         self.out_indices = out_indices
         self.out_channels = [self.feature_info[i]['num_chs'] for i in self.out_indices]
         self.out_strides = [self.feature_info[i]['reduction'] for i in self.out_indices]
+        self.set_grad_checkpointing(with_cp)
         self.enable_state_dict_adaptation()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:

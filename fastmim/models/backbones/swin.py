@@ -113,6 +113,10 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
             from the end. The last stage goes through timm's final ``norm``; earlier stages get
             a fresh LayerNorm each (``out_norms.<i>``), as Swin's detection release does.
         drop_path_rate: stochastic depth, increasing linearly over all blocks.
+        with_cp: activation checkpointing (timm's, per block): whenever gradients are on, each
+            block's activations are recomputed in the backward pass instead of kept (less
+            memory, one more forward of the blocks; same results). Off by default; on in the
+            detection config.
         init_cfg: mmengine init config, e.g. ``dict(type='Pretrained', checkpoint=...)``.
         **timm_kwargs: any other argument of timm's ``SwinTransformer`` (``mlp_ratio``, ...).
     """
@@ -125,6 +129,7 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
                  window_size: Union[int, Sequence] = 4,
                  out_indices: Sequence[int] = (3, ),
                  drop_path_rate: float = 0.,
+                 with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **timm_kwargs) -> None:
         reject_fixed_arguments('SwinTransformer', timm_kwargs, FIXED_TIMM_ARGS,
@@ -166,6 +171,7 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
             str(i): nn.LayerNorm(self.feature_info[i]['num_chs'])
             for i in self.out_indices if i != last_stage
         })
+        self.set_grad_checkpointing(with_cp)
         self.enable_state_dict_adaptation()
 
     @property

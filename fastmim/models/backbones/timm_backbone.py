@@ -44,6 +44,9 @@ class TimmBackbone(BackboneContract, BaseModule):
         checkpoint_path: local weights of the full timm model (a classifier checkpoint);
             loaded by timm's pretrained path, so its ``checkpoint_filter_fn`` converts foreign
             formats and the classifier is dropped. Loaded with ``weights_only=True``.
+        with_cp: activation checkpointing through timm's ``set_grad_checkpointing`` (whenever
+            gradients are on, the activations of the model's blocks are recomputed in the
+            backward pass instead of kept: less memory, same results). Off by default.
         init_cfg: mmengine init config.
         **kwargs: passed to ``timm.create_model`` (``drop_path_rate``, ``img_size``, ...).
     """
@@ -54,6 +57,7 @@ class TimmBackbone(BackboneContract, BaseModule):
                  out_indices: Sequence[int] = (-1, ),
                  features_only: bool = True,
                  checkpoint_path: Optional[str] = None,
+                 with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **kwargs) -> None:
         super().__init__(init_cfg)
@@ -74,6 +78,8 @@ class TimmBackbone(BackboneContract, BaseModule):
         else:
             create_kwargs['pretrained'] = pretrained
         self.model = timm.create_model(model_name, **create_kwargs)
+        if with_cp:
+            self.model.set_grad_checkpointing(True)
 
         self.model_name = model_name
         self.features_only = features_only

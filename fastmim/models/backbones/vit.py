@@ -9,21 +9,35 @@ the input size mid-run. The position embedding keeps the grid of ``img_size`` an
 whenever it has another grid: a learned embedding (fine-tuning, downstream) is resized on the fly
 (bicubic, class-token entry kept); the fixed 2-D sin-cos embedding that MAE and the FastMIM
 reference release pre-train with is recomputed exactly for the new grid.
+
+Two options rebuild the reference's segmentation ViT (``ViTBEiT`` of BEiT's code, which
+pre-training and fine-tuning do not use): ``rel_pos_bias=True`` adds BEiT's relative position
+bias to every block (a zero-initialised table per block over the patch grid of ``img_size``),
+and timm's ``init_values`` adds layer scale to both residual branches. A table follows the input
+grid the way the learned position embedding does: resized bicubically over its offset grid
+(class rows kept) at run time and when a checkpoint of another grid is loaded, the same
+operation, so a model loaded at size S equals the checkpoint's model run at size S.
 """
 import copy
 import math
+import re
+from functools import partial
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.model import BaseModule
-from timm.layers import resample_abs_pos_embed
+from timm.layers import resample_abs_pos_embed, to_2tuple
+from timm.models.beit import gen_relative_position_index
+from timm.models.vision_transformer import Attention, Block
 from timm.models.vision_transformer import VisionTransformer as TimmVisionTransformer
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from .base import (BackboneContract, StateDict, normalise_out_indices, plain, plain_size,
                    reject_fixed_arguments)
+from .swin import resize_relative_position_bias_table
 
 ARCHS = {
     's': dict(embed_dim=384, depth=12, num_heads=6),
@@ -114,6 +128,104 @@ def _grid_pair(grid: Union[int, Sequence[int]]) -> Tuple[int, int]:
     return (int(grid), int(grid)) if isinstance(grid, int) else tuple(int(s) for s in grid)
 
 
+# BEiT's relative position bias: per block, one row per offset (dy, dx) between two patches of
+# an (h, w) grid, (2h - 1) * (2w - 1) rows with dy major, then 3 rows for class -> patch,
+# patch -> class and class -> class; one column per head.
+NUM_CLASS_ROWS = 3
+
+
+def relative_position_bias_rows(grid: Sequence[int]) -> int:
+    """Rows of BEiT's relative-position-bias table for an ``(h, w)`` patch grid."""
+    return (2 * grid[0] - 1) * (2 * grid[1] - 1) + NUM_CLASS_ROWS
+
+
+def resize_beit_relative_position_bias_table(table: torch.Tensor, src_grid: Sequence[int],
+                                             dst_grid: Sequence[int]) -> torch.Tensor:
+    """BEiT's ``((2h-1)(2w-1) + 3, heads)`` table from an ``src_grid`` patch grid to
+    ``dst_grid``: the offset rows resized bicubically over the ``(2h-1, 2w-1)`` offset grid as
+    Swin's table is (:func:`~fastmim.models.backbones.swin.resize_relative_position_bias_table`),
+    the 3 class rows kept. The same operation serves loading and inputs of another grid, so a
+    model loaded at size S equals the checkpoint's model run at size S. Returns ``table`` itself
+    when the grids are equal."""
+    src, dst = _grid_pair(src_grid), _grid_pair(dst_grid)
+    if table.dim() != 2 or table.shape[0] != relative_position_bias_rows(src):
+        raise ValueError(f'resize_beit_relative_position_bias_table: a {src[0]}x{src[1]} grid '
+                         f'needs a ({relative_position_bias_rows(src)}, heads) table, got shape '
+                         f'{tuple(table.shape)}')
+    if src == dst:
+        return table
+    offsets = resize_relative_position_bias_table(table[:-NUM_CLASS_ROWS], src, dst)
+    return torch.cat([offsets, table[-NUM_CLASS_ROWS:]], dim=0)
+
+
+def _table_source_grid(rows: int, geometry: Optional[dict]) -> Optional[Tuple[int, int]]:
+    """The patch grid a checkpoint's BEiT table was built for (the grid of its position
+    embedding): the geometry's when it agrees with the rows, else a square; None otherwise."""
+    grid = (geometry or {}).get('pos_embed_grid')
+    if grid and relative_position_bias_rows(grid) == rows:
+        return tuple(grid)
+    side = math.isqrt(max(rows - NUM_CLASS_ROWS, 0))
+    if side % 2 and side * side == rows - NUM_CLASS_ROWS:
+        return ((side + 1) // 2, ) * 2
+    return None
+
+
+class RelativePositionBiasAttention(Attention):
+    """timm's attention (same ``qkv`` / ``proj`` parameters) plus BEiT's relative-position-bias
+    table ``relative_position_bias_table``, zero-initialised as in BEiT. The bias enters timm's
+    attention as its additive ``attn_mask``; the caller asks for it with the token grid, which
+    the flattened tokens alone do not tell.
+
+    Args:
+        dim, num_heads, **attention_kwargs: those of timm's ``Attention``.
+        grid_size: the ``(h, w)`` patch grid the table is built for (the grid of the model's
+            position embedding).
+    """
+
+    def __init__(self, dim: int, num_heads: int, grid_size: Sequence[int],
+                 **attention_kwargs) -> None:
+        super().__init__(dim, num_heads=num_heads, **attention_kwargs)
+        self.grid_size = _grid_pair(grid_size)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros(relative_position_bias_rows(self.grid_size), num_heads))
+        # Rebuilt from the grid, so not saved (BEiT's checkpoints carry a stale copy).
+        self.register_buffer('relative_position_index',
+                             gen_relative_position_index(self.grid_size), persistent=False)
+
+    def relative_position_bias(self, grid: Sequence[int]) -> torch.Tensor:
+        """``(heads, 1 + h*w, 1 + h*w)`` bias for an ``(h, w)`` token grid (class token first).
+        Another grid than the table's gets the table resized
+        (:func:`resize_beit_relative_position_bias_table`), like the position embedding."""
+        grid = _grid_pair(grid)
+        table, index = self.relative_position_bias_table, self.relative_position_index
+        if grid != self.grid_size:
+            table = resize_beit_relative_position_bias_table(table, self.grid_size, grid)
+            index = gen_relative_position_index(grid, device=table.device)
+        tokens = 1 + grid[0] * grid[1]
+        return table[index.view(-1)].view(tokens, tokens, -1).permute(2, 0, 1)
+
+
+class RelativePositionBiasBlock(Block):
+    """timm's block with :class:`RelativePositionBiasAttention`. timm builds a block's attention
+    from a fixed argument list that has no grid, so the block rebuilds it with the same
+    arguments (those timm's ``VisionTransformer`` passes) and the grid."""
+
+    def __init__(self, grid_size: Sequence[int], *, dim: int, num_heads: int, qkv_bias: bool,
+                 qk_norm: bool, scale_attn_norm: bool, proj_bias: bool, attn_drop: float,
+                 proj_drop: float, norm_layer, attn_layer, device=None, dtype=None,
+                 **block_kwargs) -> None:
+        if attn_layer is not Attention:
+            raise ValueError(f'VisionTransformer: rel_pos_bias=True adds the table to timm\'s '
+                             f'standard attention; attn_layer={attn_layer!r} cannot be combined')
+        attention_kwargs = dict(qkv_bias=qkv_bias, qk_norm=qk_norm, proj_bias=proj_bias,
+                                attn_drop=attn_drop, proj_drop=proj_drop, norm_layer=norm_layer,
+                                device=device, dtype=dtype)
+        super().__init__(dim=dim, num_heads=num_heads, scale_attn_norm=scale_attn_norm,
+                         attn_layer=attn_layer, **attention_kwargs, **block_kwargs)
+        self.attn = RelativePositionBiasAttention(dim, num_heads, grid_size,
+                                                  scale_norm=scale_attn_norm, **attention_kwargs)
+
+
 @MODELS.register_module()
 class VisionTransformer(BackboneContract, TimmVisionTransformer, BaseModule):
     """ViT whose forward returns a tuple of NCHW patch-token maps (class token dropped).
@@ -134,10 +246,21 @@ class VisionTransformer(BackboneContract, TimmVisionTransformer, BaseModule):
             value of a learned embedding; other grids get the exact table for that grid.
         out_type: ``'featmap'`` gives ``(B, C, H / p, W / p)`` maps, ``'cls_token'`` gives the
             ``(B, C)`` class token (linear probing).
+        rel_pos_bias: add BEiT's relative position bias to every block's attention
+            (:class:`RelativePositionBiasAttention`: a zero-initialised table per block, built
+            for the grid of ``img_size``, resized for inputs of another grid as the learned
+            position embedding is). The reference's segmentation ViT (``ViTBEiT``) has it;
+            pre-training and fine-tuning do not.
+        with_cp: activation checkpointing: in training, each block's activations are recomputed
+            in the backward pass instead of kept (less memory, one more forward of the blocks;
+            same results). Off by default; on in the detection and segmentation configs.
         init_cfg: mmengine init config, e.g. ``dict(type='Pretrained', checkpoint=...)`` in
             mmdet / mmseg configs.
         **timm_kwargs: any other argument of timm's ``VisionTransformer`` (``mlp_ratio``,
-            ``qkv_bias``, ``init_values``, ``weight_init``, ...).
+            ``qkv_bias``, ``init_values``, ``weight_init``, ...). ``init_values`` turns on
+            timm's layer scale on both residual branches (``blocks.i.ls1.gamma`` /
+            ``ls2.gamma``, BEiT's ``gamma_1`` / ``gamma_2``); the reference's segmentation ViT
+            uses ``init_values=1.0``.
     """
 
     published_archs = ARCHS
@@ -151,6 +274,8 @@ class VisionTransformer(BackboneContract, TimmVisionTransformer, BaseModule):
                  final_norm: bool = True,
                  pos_embed_type: str = 'learned',
                  out_type: str = 'featmap',
+                 rel_pos_bias: bool = False,
+                 with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **timm_kwargs) -> None:
         reject_fixed_arguments('VisionTransformer', timm_kwargs, FIXED_TIMM_ARGS,
@@ -163,6 +288,12 @@ class VisionTransformer(BackboneContract, TimmVisionTransformer, BaseModule):
         arch_cfg = resolve_arch(arch)
         out_indices = normalise_out_indices('VisionTransformer', out_indices,
                                             arch_cfg['depth'], 'blocks')
+        if rel_pos_bias:
+            if 'block_fn' in timm_kwargs:
+                raise ValueError('VisionTransformer: rel_pos_bias=True sets the block class; '
+                                 'block_fn cannot be combined with it')
+            grid = tuple(size // patch_size for size in to_2tuple(img_size))
+            timm_kwargs['block_fn'] = partial(RelativePositionBiasBlock, grid)
         weight_init = timm_kwargs.pop('weight_init', '')
         # 'skip': timm's constructor would call self.init_weights(), which here is mmengine's
         # entry point; timm's own initialisation runs explicitly below (unless skipped).
@@ -193,6 +324,8 @@ class VisionTransformer(BackboneContract, TimmVisionTransformer, BaseModule):
         self.out_indices = out_indices
         self.out_channels = [arch_cfg['embed_dim']] * len(self.out_indices)
         self.out_strides = [self.patch_size] * len(self.out_indices)
+        self.rel_pos_bias = rel_pos_bias
+        self.set_grad_checkpointing(with_cp)
         self.enable_state_dict_adaptation()
 
     def _freeze_sincos_pos_embed(self) -> None:
@@ -241,12 +374,19 @@ class VisionTransformer(BackboneContract, TimmVisionTransformer, BaseModule):
         last_block = len(self.blocks) - 1
         for index, block in enumerate(self.blocks[:max(self.out_indices) + 1]):
             if self.grad_checkpointing and self.training:
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(self._run_block, block, x, grid, use_reentrant=False)
             else:
-                x = block(x)
+                x = self._run_block(block, x, grid)
             if index in self.out_indices:
                 outputs.append(self._format(self.norm(x) if index == last_block else x, grid))
         return tuple(outputs)
+
+    def _run_block(self, block: nn.Module, x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+        """One block; its relative position bias (when the model has one) is computed here, so
+        that activation checkpointing recomputes it too instead of keeping it."""
+        if self.rel_pos_bias:
+            return block(x, attn_mask=block.attn.relative_position_bias(grid))
+        return block(x)
 
     def _format(self, tokens: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         if self.out_type == 'cls_token':
@@ -270,15 +410,33 @@ class VisionTransformer(BackboneContract, TimmVisionTransformer, BaseModule):
             pos_embed_type=self.pos_embed_type,
             class_token=True)
 
+    @classmethod
+    def rename_foreign_keys(cls, state: StateDict) -> StateDict:
+        """BEiT's layout (the reference's segmentation ``ViTBEiT``) in timm's names: layer
+        scales ``blocks.i.gamma_1`` / ``gamma_2`` -> ``blocks.i.ls1.gamma`` / ``ls2.gamma``;
+        the relative-position index buffers left out (rebuilt from the grid)."""
+        renamed = {}
+        for key, value in state.items():
+            if re.fullmatch(r'blocks\.\d+\.attn\.relative_position_index', key):
+                continue
+            renamed[re.sub(r'^(blocks\.\d+)\.gamma_([12])$', r'\1.ls\2.gamma', key)] = value
+        return renamed
+
     def adapt_state_dict(self, state: StateDict,
                          source_geometry: Optional[dict] = None) -> StateDict:
-        """Resize ``pos_embed`` to this model's grid (bicubic, class token kept); the source grid
-        is ``source_geometry['pos_embed_grid']`` or, without it, a square. A sin-cos model
-        leaves the checkpoint's table out: it computes the exact table for its own grid.
+        """Other layouts renamed (:meth:`rename_foreign_keys`), ``pos_embed`` resized to this
+        model's grid (bicubic, class token kept) and each block's relative-position-bias table
+        resized to it (:func:`resize_beit_relative_position_bias_table`); the source grid is
+        ``source_geometry['pos_embed_grid']`` or, without it, a square. A sin-cos model leaves
+        the checkpoint's position embedding out: it computes the exact table for its own grid.
 
         Reads only timm's attributes, so ``VisionTransformer.adapt_state_dict(timm_vit, ...)``
         fits weights to a plain timm ViT too (``tools/convert/to_timm.py --arch``)."""
-        state = dict(state)
+        state = VisionTransformer.rename_foreign_keys(state)
+        for key, value in state.items():
+            match = re.fullmatch(r'blocks\.(\d+)\.attn\.relative_position_bias_table', key)
+            if match:
+                state[key] = _resized_beit_table(self, value, int(match[1]), source_geometry)
         pos_embed = state.get('pos_embed')
         if pos_embed is None:
             return state
@@ -297,7 +455,8 @@ class VisionTransformer(BackboneContract, TimmVisionTransformer, BaseModule):
 
     def layer_id(self, name: str) -> int:
         """The embedding (patch embedding, class token, position embedding) is 0, ``blocks.i``
-        is ``i + 1``, the rest (final norm) ``depth + 1`` (MAE's ids; 13 for ViT-B)."""
+        is ``i + 1`` (its relative-position-bias table and layer scales included), the rest
+        (final norm) ``depth + 1`` (MAE's ids; 13 for ViT-B)."""
         top, _, remainder = name.partition('.')
         if top in ('patch_embed', 'cls_token', 'reg_token', 'pos_embed', 'norm_pre'):
             return 0
@@ -308,3 +467,19 @@ class VisionTransformer(BackboneContract, TimmVisionTransformer, BaseModule):
     @property
     def num_layer_ids(self) -> int:
         return len(self.blocks) + 2
+
+
+def _resized_beit_table(model: nn.Module, table: torch.Tensor, block: int,
+                        geometry: Optional[dict]) -> torch.Tensor:
+    """``table`` of block ``block`` resized to that block's grid; as it is when the block has no
+    table, the heads differ or the source grid is unknown (the caller reports the shapes)."""
+    own = getattr(model.blocks[block].attn, 'relative_position_bias_table', None) \
+        if block < len(model.blocks) else None
+    if own is None or table.shape == own.shape or table.dim() != 2 or \
+            table.shape[1] != own.shape[1]:
+        return table
+    source = _table_source_grid(table.shape[0], geometry)
+    if source is None:
+        return table
+    return resize_beit_relative_position_bias_table(table, source,
+                                                    model.blocks[block].attn.grid_size)
