@@ -1,6 +1,6 @@
 # Fashion-MNIST dense-task study (docs/experiments.md): UperNet semantic segmentation of 64-px
 # canvases of 2-4 Fashion-MNIST items (11 classes: background + the 10 item classes; masks are
-# the items' own pixels, later items occlude earlier ones; fastmim/datasets/fashion_mnist_canvas.py),
+# the items' own pixels, later items occlude earlier ones: datasets/fashion_mnist_canvas.py),
 # with the study's small ViT initialised from its FastMIM pre-training
 # (fashion_mnist_pretrain.py). fashion_mnist_upernet_scratch.py is the same run from random
 # weights. Training canvases come from the training images, the test canvases (validated once,

@@ -1,0 +1,118 @@
+"""The Fashion-MNIST dense-task study (tools/experiments/run_fashion_mnist_dense.py): its UperNet
+configs carry the classification study's ViT and normalisation and differ only in the
+initialisation, the study's pre-training checkpoint (32 px, 8x8 grid) loads into the 64-px
+backbone, and the runner reads mmseg's mIoU and writes the table between its markers.
+(tests/test_configs.py trains both configs for one iteration on real canvases.)"""
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from fastmim.datasets.fashion_mnist_canvas import CANVAS_CLASSES
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / 'configs' / 'experiments'
+UPERNET = CONFIGS / 'fashion_mnist_upernet.py'
+SCRATCH = CONFIGS / 'fashion_mnist_upernet_scratch.py'
+
+
+def load_runner():
+    path = ROOT / 'tools' / 'experiments' / 'run_fashion_mnist_dense.py'
+    spec = importlib.util.spec_from_file_location('run_fashion_mnist_dense', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_configs_use_the_study_vit_and_differ_only_in_the_initialisation():
+    study = Config.fromfile(str(CONFIGS / '_base_' / 'fashion_mnist.py'))
+    cfg, scratch = Config.fromfile(str(UPERNET)), Config.fromfile(str(SCRATCH))
+    assert cfg.default_scope == 'mmseg' and 'fastmim' in cfg.custom_imports.imports
+    backbone = cfg.model.backbone
+    assert backbone.type == 'fastmim.VisionTransformer'
+    assert backbone.arch == study.model.backbone.arch
+    assert backbone.patch_size == study.model.backbone.patch_size
+    assert tuple(backbone.out_indices) == (0, 1, 2, 3) and not backbone.final_norm
+    for key in ('mean', 'std'):
+        assert cfg.model.data_preprocessor[key] == study.model.data_preprocessor[key]
+    pretrain = Config.fromfile(str(CONFIGS / 'fashion_mnist_pretrain.py'))
+    assert backbone.init_cfg.checkpoint == f'{pretrain.work_dir}/epoch_{pretrain.max_epochs}.pth'
+
+    assert tuple(cfg.train_dataloader.dataset.metainfo.classes) == CANVAS_CLASSES
+    assert cfg.model.decode_head.num_classes == cfg.model.auxiliary_head.num_classes == 11
+    for loader in (cfg.train_dataloader, cfg.val_dataloader):
+        assert loader.dataset.reduce_zero_label is False  # 0 is the background class
+        assert all(step.reduce_zero_label is False for step in loader.dataset.pipeline
+                   if step.type == 'LoadAnnotations')
+    assert cfg.val_dataloader.dataset.data_prefix.img_path == 'images/validation'
+
+    assert scratch.model.backbone.init_cfg is None
+    same, other = cfg.to_dict(), scratch.to_dict()
+    same['model']['backbone'].pop('init_cfg')
+    other['model']['backbone'].pop('init_cfg')
+    assert same == other
+
+
+def test_pretraining_checkpoint_loads_into_the_64px_backbone(tmp_path):
+    """A checkpoint of the pre-training model (what stage 1 saves: FastMIM keys and geometry)
+    initialises every block of the UperNet's ViT; the fixed sin-cos table is the 16x16 one."""
+    from mmseg.registry import MODELS as SEG_MODELS
+
+    from fastmim.engine.launch import replace_sync_bn
+    from fastmim.models.backbones.vit import sincos_2d_pos_embed
+    from fastmim.registry import MODELS
+
+    init_default_scope('fastmim')
+    torch.manual_seed(0)
+    pretrained = MODELS.build(Config.fromfile(str(CONFIGS / 'fashion_mnist_pretrain.py')).model)
+    checkpoint = tmp_path / 'epoch_3.pth'
+    torch.save(dict(state_dict=pretrained.state_dict(),
+                    meta=dict(geometry=pretrained.geometry())), checkpoint)
+
+    cfg = Config.fromfile(str(UPERNET))
+    cfg.model.backbone.init_cfg.checkpoint = str(checkpoint)
+    replace_sync_bn(cfg.model)
+    init_default_scope('mmseg')
+    model = SEG_MODELS.build(cfg.model)
+    model.init_weights()
+    loaded = model.backbone.state_dict()
+    compared = 0
+    for key, value in pretrained.backbone.state_dict().items():
+        if key.startswith('norm.') or key == 'pos_embed':  # no final norm; grid-dependent
+            continue
+        assert torch.equal(loaded[key], value), key
+        compared += 1
+    assert compared > 40
+    expected = sincos_2d_pos_embed(128, (16, 16)).float().unsqueeze(0)
+    assert torch.allclose(loaded['pos_embed'], expected)
+
+
+def test_runner_reads_miou_and_writes_the_table(tmp_path):
+    runner = load_runner()
+    runs = []
+    for seed, (with_pretraining, scratch) in enumerate([(60.0, 40.0), (62.0, 41.0)]):
+        for (name, config, pretrained), miou in zip(runner.METHODS, (with_pretraining, scratch)):
+            work_dir = tmp_path / name[:6] / str(seed)
+            (work_dir / '20260101_000000' / 'vis_data').mkdir(parents=True)
+            (work_dir / '20260101_000000' / 'vis_data' / 'scalars.json').write_text(
+                json.dumps(dict(loss=1.0, step=400)) + '\n' +
+                json.dumps(dict(aAcc=90.0, mIoU=miou, step=400)) + '\n')
+            run = runner.Run(name, config, pretrained, seed, str(work_dir))
+            run.miou = runner.read_miou(run.work_dir)
+            runs.append(run)
+    assert [run.miou for run in runs] == [60.0, 40.0, 62.0, 41.0]
+    assert runner.read_miou(str(tmp_path / 'unfinished')) is None
+
+    canvases = dict(counts=dict(test=dict(canvases=1000, items=2990)))
+    table = runner.results_table(runs, [0, 1], canvases)
+    assert '| FastMIM pre-trained | 60.0 | 62.0 | 61.0 ± 1.4 |' in table
+    assert '| random init (same recipe and budget) | 40.0 | 41.0 | 40.5 ± 0.7 |' in table
+    assert '1,000 test canvases (2,990 of the 10,000 test images)' in table
+    doc = tmp_path / 'doc.md'
+    doc.write_text(f'before\n{runner.RESULTS_BEGIN}\nold\n{runner.RESULTS_END}\nafter\n')
+    runner.study.write_doc(str(doc), table, runner.RESULTS_BEGIN, runner.RESULTS_END)
+    assert doc.read_text() == (f'before\n{runner.RESULTS_BEGIN}\n{table}\n'
+                               f'{runner.RESULTS_END}\nafter\n')
