@@ -2,6 +2,7 @@
 numbers in one command, run as a user runs it on tiny models and real photos."""
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +75,7 @@ default_hooks = dict(logger=dict(interval=1))
 
 def run_benchmark(args):
     return subprocess.run(['bash', str(SCRIPT), *map(str, args)], cwd=ROOT,
-                          env={**__import__('os').environ, 'PYTHON': sys.executable},
+                          env={**os.environ, 'PYTHON': sys.executable},
                           capture_output=True, text=True, timeout=900)
 
 
@@ -161,7 +162,8 @@ def test_stages_follow_the_backbone_and_the_flags():
     assert stages_for(tool, 'all', '--det-config', 'my_det.py',
                       backbone='VisionTransformer') == {
         'finetune': 'configs/finetune/vit_b_ft_100e.py', 'det': 'my_det.py', 'seg': segmentation}
-    assert stages_for(tool, 'all', backbone='CMT') == {'finetune': 'configs/finetune/cmt_s_ft_100e.py'}
+    assert stages_for(tool, 'all', backbone='CMT') == {
+        'finetune': 'configs/finetune/cmt_s_ft_100e.py'}
 
     from fastmim.engine.launch import LaunchError
     with pytest.raises(LaunchError, match='no detection config for a VisionTransformer backbone: '
