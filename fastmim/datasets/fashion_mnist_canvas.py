@@ -12,7 +12,7 @@ recognisable.
 
 Labels: 0 is the background and ``1 + c`` Fashion-MNIST class ``c`` (11 classes). The background
 is a class, not 'ignore', so the task is to find the items as well as to name them; mIoU
-averages over classes, so the background (about 70% of the pixels) does not dominate it.
+averages over classes, so the background (about 3/4 of the pixels) does not dominate it.
 
 Split isolation: training canvases draw items from the 60,000 training images only, test
 canvases from the 10,000 test images only; each split's items are drawn without replacement
