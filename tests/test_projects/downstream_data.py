@@ -194,7 +194,7 @@ TINY_SWIN = {
     'model.backbone.arch.num_heads': (1, 2, 4, 8),
     'model.neck.in_channels': [32, 64, 128, 256],
 }
-# A 12-block ViT (features still from blocks 4, 6, 10, 12) of width 64.
+# A 12-block ViT (features still from blocks 2, 4, 10, 12) of width 64.
 TINY_VIT = {
     'model.backbone.arch.embed_dim': 64,
     'model.backbone.arch.num_heads': 2,

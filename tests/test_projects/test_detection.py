@@ -24,6 +24,7 @@ def test_config_is_the_published_recipe():
     assert backbone.arch == dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
     assert backbone.window_size == 7 and backbone.img_size >= 224
     assert tuple(backbone.out_indices) == (0, 1, 2, 3) and backbone.drop_path_rate == 0.2
+    assert backbone.with_cp  # activation checkpointing, as the reference trains Swin-B
     assert backbone.init_cfg.type == 'fastmim.FastMIMPretrained'
     assert 'ft' in backbone.init_cfg.checkpoint  # the ImageNet fine-tuned checkpoint
 
@@ -45,6 +46,11 @@ def test_config_is_the_published_recipe():
     assert load['RandomCrop'].crop_size == (1024, 1024)
     assert load['Pad'].size == (1024, 1024)
     assert cfg.train_dataloader.batch_size * 8 == cfg.auto_scale_lr.base_batch_size == 16
+    # The reference's test scale (keep-ratio 1666 x 1024), padded to 32 by the preprocessor.
+    for loader in (cfg.val_dataloader, cfg.test_dataloader):
+        resize = next(t for t in loader.dataset.pipeline if t.type == 'Resize')
+        assert resize.scale == (1666, 1024) and resize.keep_ratio
+    assert cfg.model.data_preprocessor.pad_size_divisor == 32
 
     optimizer = cfg.optim_wrapper.optimizer
     assert optimizer.type == 'AdamW' and optimizer.lr == 6e-5 and optimizer.weight_decay == 0.05

@@ -24,7 +24,11 @@ def test_config_is_the_published_recipe():
     backbone = cfg.model.backbone
     assert backbone.type == 'fastmim.VisionTransformer'
     assert backbone.arch == dict(embed_dim=768, depth=12, num_heads=12)
-    assert backbone.patch_size == 16 and tuple(backbone.out_indices) == (3, 5, 9, 11)
+    # The reference's ViTBEiT: features of blocks 2, 4, 10, 12, a relative position bias per
+    # block, layer scale from 1.0; trained with activation checkpointing.
+    assert backbone.patch_size == 16 and tuple(backbone.out_indices) == (1, 3, 9, 11)
+    assert backbone.rel_pos_bias and backbone.init_values == 1.0 and backbone.with_cp
+    assert backbone.img_size == 512 and backbone.drop_path_rate == 0.1
     assert backbone.init_cfg.type == 'fastmim.FastMIMPretrained'
     assert 'ft' in backbone.init_cfg.checkpoint  # the ImageNet fine-tuned checkpoint
 
@@ -49,9 +53,32 @@ def test_config_is_the_published_recipe():
     assert poly.type == 'PolyLR' and poly.begin == 1500 and poly.end == 160000
 
 
-def test_layer_decay_reaches_the_vit_blocks(downstream):
-    """The fastmim constructor, named with its scope from an mmseg config, decays the lr of
-    block i by 0.75 ** (13 - (i + 1)) and leaves the neck and heads at the full rate."""
+def hand_written_backbone_groups(rate=0.75, weight_decay=0.05):
+    """``{parameter: (lr scale, weight decay)}`` of the reference's segmentation ViT, written
+    out: the embedding at ``rate ** 13``, block i at ``rate ** (12 - i)`` (its table and layer
+    scales included), no weight decay on biases, norms, layer scales, the tables, the class
+    token and the position embedding."""
+    embedding = rate**13
+    table = {'backbone.cls_token': (embedding, 0.), 'backbone.pos_embed': (embedding, 0.),
+             'backbone.patch_embed.proj.weight': (embedding, weight_decay),
+             'backbone.patch_embed.proj.bias': (embedding, 0.)}
+    block_parameters = {
+        'norm1.weight': 0., 'norm1.bias': 0., 'attn.relative_position_bias_table': 0.,
+        'attn.qkv.weight': weight_decay, 'attn.qkv.bias': 0.,
+        'attn.proj.weight': weight_decay, 'attn.proj.bias': 0., 'ls1.gamma': 0.,
+        'norm2.weight': 0., 'norm2.bias': 0., 'mlp.fc1.weight': weight_decay,
+        'mlp.fc1.bias': 0., 'mlp.fc2.weight': weight_decay, 'mlp.fc2.bias': 0.,
+        'ls2.gamma': 0.}
+    for index in range(12):
+        for name, decay in block_parameters.items():
+            table[f'backbone.blocks.{index}.{name}'] = (rate**(12 - index), decay)
+    return table
+
+
+def test_layer_decay_table_equals_the_hand_written_one(downstream):
+    """The fastmim constructor, named with its scope from an mmseg config, gives every backbone
+    parameter the lr scale and weight decay of the hand-written table, and the neck and heads
+    the full rate."""
     from mmcv.ops import SyncBatchNorm as MMCVSyncBatchNorm
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import init_default_scope
@@ -72,23 +99,22 @@ def test_layer_decay_reaches_the_vit_blocks(downstream):
     assert not [name for name, module in model.named_modules()
                 if isinstance(module, (torch.nn.SyncBatchNorm, MMCVSyncBatchNorm))]
 
-    rate, lr = 0.75, 3e-4
-    expected = {'backbone.patch_embed.proj.weight': rate**13,
-                'backbone.blocks.0.attn.qkv.weight': rate**12,
-                'backbone.blocks.11.mlp.fc2.weight': rate**1,
-                'neck.upsample_4x.0.weight': 1., 'decode_head.conv_seg.weight': 1.,
-                'auxiliary_head.conv_seg.weight': 1.}
-    for name, scale in expected.items():
-        assert groups[id(named[name])]['lr'] == pytest.approx(lr * scale), name
-    for name in ('backbone.pos_embed', 'backbone.cls_token', 'backbone.blocks.0.norm1.weight',
-                 'backbone.blocks.0.attn.qkv.bias'):
-        assert groups[id(named[name])]['weight_decay'] == 0, name
-    assert groups[id(named['backbone.blocks.0.attn.qkv.weight'])]['weight_decay'] == 0.05
+    lr = 3e-4
+    expected = hand_written_backbone_groups()
+    assert {name for name in named if name.startswith('backbone.')} == set(expected)
+    for name, (scale, weight_decay) in expected.items():
+        group = groups[id(named[name])]
+        assert group['lr'] == pytest.approx(lr * scale), name
+        assert group['weight_decay'] == weight_decay, name
+    for name in ('neck.upsample_4x.0.weight', 'decode_head.conv_seg.weight',
+                 'auxiliary_head.conv_seg.weight'):
+        assert groups[id(named[name])]['lr'] == pytest.approx(lr), name
 
 
 def test_backbone_starts_from_the_fine_tuned_checkpoint(downstream, tmp_path):
     """The config's init_cfg loads an ImageNet fine-tuned ViT (224 px, 14 x 14 position grid)
-    into the 512 px backbone: blocks as they are, the position embedding resized to 32 x 32."""
+    into the 512 px backbone: blocks as they are, the position embedding resized to 32 x 32, the
+    relative-position tables and layer scales the checkpoint lacks kept at 0 and 1."""
     from fastmim.models.backbones import VisionTransformer
 
     arch = dict(embed_dim=downstream.TINY_VIT['model.backbone.arch.embed_dim'], depth=12,
@@ -98,7 +124,11 @@ def test_backbone_starts_from_the_fine_tuned_checkpoint(downstream, tmp_path):
                                                       classifier_backbone, 'mmseg', tmp_path)
 
     loaded = model.backbone.state_dict()
-    assert set(loaded) == set(classifier_backbone.state_dict())
+    new = {f'blocks.{index}.{name}' for index in range(12)
+           for name in ('attn.relative_position_bias_table', 'ls1.gamma', 'ls2.gamma')}
+    assert set(loaded) == set(classifier_backbone.state_dict()) | new
+    for key in new:
+        assert torch.equal(loaded[key], torch.full_like(loaded[key], float('gamma' in key))), key
     for key, value in classifier_backbone.state_dict().items():
         if key != 'pos_embed':
             assert torch.equal(loaded[key], value), key

@@ -2,13 +2,16 @@
 # publishes: 52.0 box AP / 46.0 mask AP on val2017.
 #
 # What FastMIM changes on top of mmdet's Mask R-CNN R-50 FPN bases:
-# - backbone: fastmim's Swin-B (window 7, drop path 0.2), all four stages out, initialised from
-#   the ImageNet fine-tuned FastMIM checkpoint (configs/finetune/swin_b_ft_100e.py);
+# - backbone: fastmim's Swin-B (window 7, drop path 0.2, activation checkpointing), all four
+#   stages out, initialised from the ImageNet fine-tuned FastMIM checkpoint
+#   (configs/finetune/swin_b_ft_100e.py);
 # - "upgraded" heads: RPN with 2 convs, Shared4Conv1FC box head and 4-conv mask head, SyncBN in
 #   the FPN and the heads (mmdet's strong_baselines / simple_copy_paste recipes do the same);
 # - large-scale jitter (resize 0.1-2.0 of 1024, 1024 crop) plus simple copy-paste;
 # - AdamW lr 6e-5 wd 0.05, no weight decay on norms and relative-position bias tables;
-#   steps at epochs 27 and 33, linear warmup over 1000 iterations. Total batch 16 (2 x 8 GPUs).
+#   steps at epochs 27 and 33, linear warmup over 1000 iterations. Total batch 16 (2 x 8 GPUs);
+# - testing at the reference's scale: resize to fit 1666 x 1024 keeping the aspect ratio
+#   (mmdet's default is 1333 x 800), padded to a multiple of 32 by the data preprocessor.
 #
 #   tools/dist_train.sh projects/detection/configs/mask_rcnn_fastmim_swin_b_fpn_3x_coco.py 8 \
 #       --cfg-options model.backbone.init_cfg.checkpoint=PATH/TO/swin_b_ft.pth
@@ -40,6 +43,9 @@ model = dict(
         window_size=7,
         out_indices=(0, 1, 2, 3),
         drop_path_rate=0.2,
+        # Activation checkpointing, as the reference trains Swin-B (same results, less memory:
+        # projects/detection/README.md).
+        with_cp=True,
         init_cfg=dict(
             type='fastmim.FastMIMPretrained',
             checkpoint='work_dirs/swin_b_ft_100e/epoch_100.pth',
@@ -91,6 +97,17 @@ train_dataloader = dict(
         pipeline=train_pipeline))
 
 val_dataloader = dict(dataset=dict(type=dataset_type))
+test_dataloader = val_dataloader
+
+# The reference's test scale; the rest is mmdet's test pipeline.
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
+    dict(type='Resize', scale=(1666, 1024), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 max_epochs = 36

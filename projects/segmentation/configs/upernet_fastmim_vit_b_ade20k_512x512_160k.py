@@ -2,10 +2,13 @@
 # the recipe FastMIM publishes, 49.5 mIoU (single scale).
 #
 # What FastMIM changes on top of mmseg's UperNet / ADE20K / 160k bases:
-# - backbone: fastmim's ViT-B (12 heads, drop path 0.1, no final norm: the blocks' raw outputs
-#   feed the neck, as in BEiT / MAE), features of blocks 4, 6, 10, 12 (indices 3, 5, 9, 11),
-#   initialised from the ImageNet fine-tuned FastMIM checkpoint (configs/finetune/vit_b_ft_100e.py)
-#   with the position embedding resized from 14x14 to 32x32;
+# - backbone: the reference's ViTBEiT as options of fastmim's ViT-B (12 heads, drop path 0.1,
+#   a BEiT relative position bias per block, zero-initialised, and layer scale initialised to
+#   1.0 on both residual branches; no final norm: the blocks' raw outputs feed the neck, as in
+#   BEiT / MAE), features of blocks 2, 4, 10, 12 (indices 1, 3, 9, 11, the reference's),
+#   activation checkpointing, initialised from the ImageNet fine-tuned FastMIM checkpoint
+#   (configs/finetune/vit_b_ft_100e.py) with the position embedding resized from 14x14 to 32x32
+#   (the fine-tuned checkpoint has no tables and scales: they start at 0 and 1);
 # - neck: mmseg's Feature2Pyramid, i.e. deconv x2 (stride 4), deconv (8), identity (16),
 #   max-pool (32), the BEiT multi-level design of the reference;
 # - UperNet channels 768, pool scales 1, 2, 3, 6; FCN auxiliary head, loss weight 0.4;
@@ -37,15 +40,23 @@ model = dict(
         type='fastmim.VisionTransformer',
         # ViT-B, written out so that --cfg-options can change single widths.
         arch=dict(embed_dim=768, depth=12, num_heads=12),
+        # The tables are built for this grid (32 x 32) and resized for crops of another size.
         img_size=crop_size[0],
         patch_size=16,
-        out_indices=(3, 5, 9, 11),
+        out_indices=(1, 3, 9, 11),
         drop_path_rate=0.1,
         final_norm=False,
+        rel_pos_bias=True,
+        init_values=1.0,
+        with_cp=True,
         init_cfg=dict(
             type='fastmim.FastMIMPretrained',
             checkpoint='work_dirs/vit_b_ft_100e/epoch_100.pth',
-            prefix='backbone.')),
+            prefix='backbone.',
+            # New in the segmentation ViT (a checkpoint that has them loads them); the loader
+            # lists the ones it keeps initialised.
+            allow_missing=('blocks.*.attn.relative_position_bias_table', 'blocks.*.ls1.gamma',
+                           'blocks.*.ls2.gamma'))),
     # norm_cfg written out: the neck's own default is SyncBN too, but only config entries are
     # switched to BN for CPU runs (fastmim.engine.launch.adapt_to_device).
     neck=dict(embed_dim=768, rescales=[4, 2, 1, 0.5], norm_cfg=norm_cfg),
@@ -64,9 +75,10 @@ optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=3e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    # fastmim's constructor knows its ViT's parameter names (blocks.i -> layer i + 1) and exempts
-    # biases, norms, the position embedding and the class token from weight decay. 0.65 is the
-    # other common rate for ViT-B.
+    # fastmim's constructor asks the ViT for its layer ids (blocks.i, its relative-position table
+    # and layer scales included -> layer i + 1) and exempts biases, norms, layer scales, the
+    # position embedding, the class token and the relative-position tables from weight decay.
+    # 0.65 is the other common rate for ViT-B.
     constructor='fastmim.LayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=0.75))
 

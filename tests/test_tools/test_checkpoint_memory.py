@@ -1,0 +1,25 @@
+"""tools/analysis/checkpoint_memory.py as a user runs it: two processes, one per setting, the
+same loss, and less step memory with activation checkpointing (the size of the saving depends
+on the model and is written down in projects/detection/README.md, not asserted)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOL = ROOT / 'tools' / 'analysis' / 'checkpoint_memory.py'
+
+
+def test_with_cp_same_loss_less_step_memory(tmp_path):
+    out = tmp_path / 'memory.json'
+    subprocess.run([sys.executable, str(TOOL), '--img-size', '128', '--batch-size', '4',
+                    '--embed-dim', '32', '--depths', '2', '2', '2', '2', '--window-size', '4',
+                    '--threads', '1', '--out', str(out)], check=True, cwd=ROOT,
+                   capture_output=True)
+    result = json.loads(out.read_text())
+    assert result['img_size'] == 128 and result['depths'] == [2, 2, 2, 2]
+    assert 0 < result['step_mib_with_cp'] < result['step_mib_without_cp']
+    assert result['ratio'] == pytest.approx(
+        result['step_mib_with_cp'] / result['step_mib_without_cp'], abs=0.01)
