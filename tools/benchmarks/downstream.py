@@ -64,7 +64,9 @@ def parse_args(argv):
     parser.add_argument('checkpoint', help='pre-training checkpoint')
     parser.add_argument('gpus', type=int, help='GPUs (CPU processes without a GPU) per stage')
     parser.add_argument('task', nargs='?', default='all',
-                        choices=['finetune', 'det', 'seg', 'all'])
+                        choices=['finetune', 'det', 'seg', 'all'],
+                        help='det and seg run finetune first; all (default): finetune and '
+                        'every downstream task the backbone has a config for')
     parser.add_argument('--work-dir', help='default: work_dirs/downstream/<checkpoint name>')
     parser.add_argument('--backbone', choices=sorted(RECIPES),
                         help="backbone type, when the checkpoint records no meta['geometry']")
