@@ -101,11 +101,9 @@ def backbone_type(path):
 def stage_configs(args, backbone):
     """``{stage: config path}`` of the stages ``args.task`` asks for, in running order."""
     from fastmim.engine.launch import LaunchError
-    recipe = dict(RECIPES.get(backbone, {}))
+    recipe = {stage: osp.join(ROOT, path) for stage, path in RECIPES.get(backbone, {}).items()}
     given = {'finetune': args.finetune_config, 'det': args.det_config, 'seg': args.seg_config}
     recipe.update({stage: path for stage, path in given.items() if path})
-    recipe = {stage: path if osp.isabs(path) or given[stage] else osp.join(ROOT, path)
-              for stage, path in recipe.items()}
     if 'finetune' not in recipe:
         raise LaunchError(f'no fine-tuning config for a {backbone} backbone: give one with '
                           f'--finetune-config')
