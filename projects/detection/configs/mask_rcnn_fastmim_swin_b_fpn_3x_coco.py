@@ -96,9 +96,6 @@ train_dataloader = dict(
             backend_args={{_base_.backend_args}}),
         pipeline=train_pipeline))
 
-val_dataloader = dict(dataset=dict(type=dataset_type))
-test_dataloader = val_dataloader
-
 # The reference's test scale; the rest is mmdet's test pipeline.
 test_pipeline = [
     dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
@@ -107,7 +104,7 @@ test_pipeline = [
     dict(type='PackDetInputs',
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
-val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+val_dataloader = dict(dataset=dict(type=dataset_type, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 max_epochs = 36
