@@ -142,7 +142,8 @@ def parse_args(argv):
                         help='the classification study\'s work dir: its pre-training is reused')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--jobs', type=int, default=2,
-                        help='processes at a time (one thread each); pre-training uses as many')
+                        help='processes at a time (one thread each); pre-training, when it '
+                        'has to run, uses as many')
     parser.add_argument('--train-canvases', type=int, default=4000)
     parser.add_argument('--test-canvases', type=int, default=1000)
     parser.add_argument('--docs', nargs='*',
@@ -157,10 +158,11 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.jobs < 1 or study.PRETRAIN_BATCH % args.jobs:
-        sys.exit(f'error: --jobs must divide the pre-training batch {study.PRETRAIN_BATCH}')
     sys.path.insert(0, ROOT)
     work_dir = osp.abspath(args.work_dir)
+    pretrained = osp.isfile(osp.join(work_dir, 'pretrain', 'last_checkpoint'))
+    if args.jobs < 1 or (not pretrained and study.PRETRAIN_BATCH % args.jobs):
+        sys.exit(f'error: --jobs must divide the pre-training batch {study.PRETRAIN_BATCH}')
     dense_dir = osp.join(work_dir, 'upernet')
     if args.fresh and osp.isdir(dense_dir):
         shutil.rmtree(dense_dir)
