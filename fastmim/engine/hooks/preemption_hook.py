@@ -8,7 +8,7 @@ agrees to stop, a checkpoint of that iteration is written (``iter_<n>.pth``, nam
 ``last_checkpoint`` so that ``--resume`` finds it) and training ends with
 :class:`TrainingPreempted`, which ``tools/train.py`` turns into exit status
 :data:`PREEMPTED_EXIT_STATUS`. Resuming from that checkpoint is exact (see
-``ResumableEpochBasedTrainLoop``). Further signals while it saves are logged and ignored, so
+``ResumableEpochBasedTrainLoop``). Further signals are counted (and logged at the boundary), so
 the save is not cut short by them (the write itself is atomic), and once it is saved they are
 ignored until the process has exited with that status.
 """
@@ -21,7 +21,6 @@ import torch.distributed as torch_dist
 from mmengine.dist import barrier, is_distributed
 from mmengine.fileio import get_file_backend
 from mmengine.hooks import Hook
-from mmengine.logging import print_log
 
 from fastmim.registry import HOOKS
 
@@ -54,6 +53,7 @@ class PreemptionHook(Hook):
             raise ValueError(f'PreemptionHook: unknown signals {unknown}')
         self.signals = tuple(getattr(signal, name) for name in signals)
         self.received = None  # name of the first signal received
+        self.signal_count = 0
         self._previous_handlers = {}
 
     def before_train(self, runner) -> None:
@@ -70,19 +70,21 @@ class PreemptionHook(Hook):
         self._previous_handlers.clear()
 
     def _on_signal(self, signum, frame) -> None:
-        name = signal.Signals(signum).name
+        """Only records the signal. A handler runs between two bytecodes of the main thread,
+        possibly inside a logging call: logging here would re-enter the log stream's writer
+        ("reentrant call inside BufferedWriter"), so the boundary logs instead."""
+        self.signal_count += 1
         if self.received is None:
-            self.received = name
-            print_log(f'received {name}: saving a checkpoint after this iteration, then '
-                      'stopping', logger='current')
-        else:
-            print_log(f'received {name} again: still saving, ignored', logger='current')
+            self.received = signal.Signals(signum).name
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         # Inside a gradient-accumulation window the accumulated gradients, which checkpoints
         # do not hold, would be lost: stop after the window's optimiser update instead.
         if not _update_done(runner.optim_wrapper) or not self._any_rank_received():
             return
+        if self.received is not None:
+            runner.logger.info(f'received {self.received} ({self.signal_count} signal(s)): '
+                               'saving a checkpoint, then stopping')
         filename = f'iter_{runner.iter + 1}.pth'
         runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
         path = osp.join(runner.work_dir, filename)
