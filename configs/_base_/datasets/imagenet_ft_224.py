@@ -27,7 +27,9 @@ train_dataloader = dict(
     persistent_workers=True,
     pin_memory=True,
     drop_last=True,  # mixup/cutmix pair the images of a batch: keep every batch full (even)
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    # DefaultSampler's order plus per-sample seeds: a resumed run repeats the uninterrupted one
+    # (docs/long_runs.md).
+    sampler=dict(type='ResumableSampler', shuffle=True),
     dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train', with_label=True,
                  pipeline=train_pipeline),
 )

@@ -28,7 +28,9 @@ param_scheduler = [
     dict(type='CosineAnnealingToMinLR', eta_min=1e-6, by_epoch=True, begin=warmup_epochs,
          end=max_epochs, T_max=max_epochs - warmup_epochs, convert_to_iter_based=True),
 ]
-train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
+# mmengine's epoch loop, but a resumed run repeats the uninterrupted one exactly (mixup, cutmix
+# and erasing draw from per-iteration seeds; docs/long_runs.md).
+train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 # --auto-scale-lr rescales lr by (actual total batch) / base_batch_size.
