@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from .fashion_mnist import CLASSES, load_split
+from .fashion_mnist import CLASSES, fetch_fashion_mnist, load_split
 
 CANVAS_CLASSES = ('background', ) + CLASSES
 # ADE20K's layout: images/<folder>/NAME.png with annotations/<folder>/NAME.png.
@@ -139,7 +139,6 @@ def split_canvases(split: str, num_canvases: int, seed: int, data_root: Optional
     """Canvases of one Fashion-MNIST split (``'train'``: items from the 60,000 training
     images; ``'test'``: from the 10,000 test images), reading the files from ``data_root`` or
     fetching them (:func:`fetch_fashion_mnist`)."""
-    from .fashion_mnist import fetch_fashion_mnist
     images, labels = load_split(data_root or fetch_fashion_mnist(), split)
     return compose_canvases(images, labels, num_canvases, seed=(seed, SPLIT_STREAMS[split]),
                             **kwargs)
@@ -165,6 +164,8 @@ def write_canvas_segmentation(root: str,
             written = json.load(f)
         if written.get('settings') == settings:
             return written
+    if osp.isfile(record):  # an interrupted rewrite must not pass for finished
+        os.remove(record)
     for kind in ('images', 'annotations'):  # no stale canvases of other settings
         shutil.rmtree(osp.join(root, kind), ignore_errors=True)
     counts = {}
