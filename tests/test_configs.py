@@ -130,10 +130,11 @@ def downstream_data():
 
 def shrink_detection(cfg, work_dir):
     """mmdet configs: one iteration of batch 2 on two crops of a real photo in COCO format,
-    256 px, a narrow Swin; the config's own pipeline (copy-paste included) and heads."""
+    256 px, a narrow backbone; the config's own pipeline (copy-paste included) and heads."""
     data = downstream_data()
     coco = data.write_coco_instances(work_dir / 'coco')
-    cfg.merge_from_dict({'work_dir': str(work_dir), **data.detection_overrides(coco, 2)})
+    cfg.merge_from_dict({'work_dir': str(work_dir),
+                         **data.detection_overrides(coco, 2, data.tiny_detection_backbone(cfg))})
     return cfg
 
 

@@ -194,6 +194,15 @@ TINY_SWIN = {
     'model.backbone.arch.num_heads': (1, 2, 4, 8),
     'model.neck.in_channels': [32, 64, 128, 256],
 }
+# A 2-block ViT of width 64 for the ViTDet config (its simple pyramid reads the last block),
+# its position embedding built for the 256 px canvases.
+TINY_PLAIN_VIT = {
+    'model.backbone.arch.embed_dim': 64,
+    'model.backbone.arch.depth': 2,
+    'model.backbone.arch.num_heads': 2,
+    'model.backbone.img_size': 256,
+    'model.neck.in_channels': 64,
+}
 # A 12-block ViT (features still from blocks 2, 4, 10, 12) of width 64.
 TINY_VIT = {
     'model.backbone.arch.embed_dim': 64,
@@ -218,14 +227,20 @@ def _loader(prefix: str, batch_size: int) -> dict:
             f'{prefix}.persistent_workers': False}
 
 
-def detection_overrides(coco: Dict[str, str], batch_size: int) -> dict:
+def tiny_detection_backbone(cfg) -> dict:
+    """The narrowing overrides for the backbone (and neck input) of a detection config."""
+    return TINY_PLAIN_VIT if cfg.model.backbone.type == 'fastmim.VisionTransformer' else TINY_SWIN
+
+
+def detection_overrides(coco: Dict[str, str], batch_size: int, tiny: dict = TINY_SWIN) -> dict:
     """Train the Mask R-CNN config for one epoch of the two training crops at 256 px (so
-    ``2 / batch_size`` iterations), with the config's own pipeline, copy-paste included."""
+    ``2 / batch_size`` iterations), with the config's own pipeline, copy-paste included;
+    ``tiny`` narrows the backbone (:func:`tiny_detection_backbone`)."""
     dataset = 'train_dataloader.dataset.dataset'
     # Indices into the config's load pipeline: RandomResize, RandomCrop, Pad.
     pipeline = f'{dataset}.pipeline'
     return {
-        **TINY_SWIN,
+        **tiny,
         'model.backbone.init_cfg': None,
         # 64 sampled RoIs per image instead of 512: the 4-conv box head dominates a CPU step.
         'model.train_cfg.rcnn.sampler.num': 64,

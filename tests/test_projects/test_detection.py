@@ -1,5 +1,6 @@
 """Mask R-CNN with fastmim's Swin, run the way a user runs it: ``tools/train.py`` then
-``tools/test.py`` on a real photo, through mmdet's own CocoDataset, CopyPaste and CocoMetric."""
+``tools/test.py`` on a real photo, through mmdet's own CocoDataset, CopyPaste and CocoMetric;
+and the ViTDet-style ViT-B config's backbone, pyramid and optimiser."""
 import json
 import math
 from pathlib import Path
@@ -11,6 +12,7 @@ from mmengine.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'projects' / 'detection' / 'configs' / 'mask_rcnn_fastmim_swin_b_fpn_3x_coco.py'
+VIT_CONFIG = CONFIG.with_name('mask_rcnn_fastmim_vit_b_simple_fpn_lsj_coco.py')
 
 
 def test_config_is_the_published_recipe():
@@ -179,3 +181,59 @@ def test_train_two_iterations_then_coco_metrics(coco_instances, downstream, tmp_
             value = metrics[f'coco/{iou_type}_{name}']
             assert 0 <= value <= 1
             assert value == pytest.approx(evaluation.stats[index], abs=1e-3)
+
+
+def test_vit_pyramid_feeds_strides_4_to_64_and_the_optimiser_decays_by_layer(downstream):
+    """The ViTDet config, narrowed: one stride-16 ViT map becomes the five 256-channel levels
+    the RPN and RoI heads read, and every ViT block gets its own layer-decayed lr."""
+    from mmdet.registry import MODELS
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+
+    from fastmim.engine.launch import replace_sync_bn
+
+    cfg = Config.fromfile(str(VIT_CONFIG))
+    cfg.merge_from_dict(downstream.TINY_PLAIN_VIT)
+    cfg.model.backbone.init_cfg = None
+    replace_sync_bn(cfg.model)
+    init_default_scope('mmdet')
+    model = MODELS.build(cfg.model)
+
+    features = model.neck(model.backbone(torch.randn(1, 3, 64, 64)))
+    assert [tuple(f.shape) for f in features] == [
+        (1, 256, 16, 16), (1, 256, 8, 8), (1, 256, 4, 4), (1, 256, 2, 2), (1, 256, 1, 1)]
+    assert list(cfg.model.rpn_head.anchor_generator.strides) == [4, 8, 16, 32, 64]
+
+    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    lr_of = {id(param): group['lr'] for group in optimizer.param_groups
+             for param in group['params']}
+    named = dict(model.named_parameters())
+    # 2 blocks: embedding id 0, blocks 1 and 2, everything after them 3 (full lr).
+    for name, power in (('backbone.patch_embed.proj.weight', 3),
+                        ('backbone.blocks.0.attn.qkv.weight', 2),
+                        ('backbone.blocks.1.mlp.fc1.weight', 1),
+                        ('neck.projections.0.0.weight', 0),
+                        ('roi_head.bbox_head.fc_cls.weight', 0)):
+        assert lr_of[id(named[name])] == pytest.approx(1e-4 * 0.7**power), name
+
+
+def test_vit_starts_from_the_fine_tuned_checkpoint(downstream, tmp_path):
+    """Every parameter of the fine-tuned classifier's ViT (configs/_base_/models/cls_vit_b.py:
+    224 px, no final norm) loads into the 1024 px detection ViT with nothing allowed missing;
+    the position embedding is resized to the larger grid."""
+    from fastmim.models.backbones import VisionTransformer
+
+    tiny = {key.split('.')[-1]: value for key, value in downstream.TINY_PLAIN_VIT.items()
+            if key.startswith('model.backbone.arch.')}
+    classifier_backbone = VisionTransformer(arch=tiny, img_size=224, final_norm=False)
+    overrides = {key: value for key, value in downstream.TINY_PLAIN_VIT.items()
+                 if key != 'model.backbone.img_size'}
+    model = downstream.build_from_classifier_backbone(VIT_CONFIG, overrides, classifier_backbone,
+                                                      'mmdet', tmp_path)
+
+    loaded = model.backbone.state_dict()
+    assert loaded.keys() == classifier_backbone.state_dict().keys()
+    for key, value in classifier_backbone.state_dict().items():
+        if key != 'pos_embed':
+            assert torch.equal(loaded[key], value), key
+    assert loaded['pos_embed'].shape == (1, 1 + 64 * 64, 64)
