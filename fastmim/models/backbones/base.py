@@ -25,7 +25,7 @@ A new backbone subclasses :class:`BackboneContract` first (before timm's class o
 ``BaseModule``), implements the members above and calls :meth:`BackboneContract.
 enable_state_dict_adaptation` at the end of ``__init__``; see docs/architecture.md.
 """
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 from mmengine.model import BaseModule
@@ -147,11 +147,33 @@ def plain(value):
     return value
 
 
-def stage_layer_ids(depths: Sequence[int]) -> Tuple[List[int], int]:
-    """``(first id of each stage's blocks minus one, rest id)`` for a staged backbone: block
-    ``j`` of stage ``s`` gets ``starts[s] + j + 1``; the rest gets ``sum(depths) + 1``."""
+# Where a stage member other than its blocks sits in the layer order (see staged_layer_id).
+STAGE_POSITIONS = {'before': 0, 'first_block': 1}
+
+
+def staged_layer_id(name: str, stem_names: Sequence[str], stages_name: str,
+                    depths: Sequence[int], members: Optional[Dict[str, str]] = None) -> int:
+    """Layer id of parameter ``name`` in a staged backbone whose stage ``s`` is
+    ``<stages_name>.s`` with ``blocks`` (SimMIM's / FastMIM's Swin scheme).
+
+    The stem is 0; block ``j`` of stage ``s`` is ``(blocks before s) + j + 1``; anything after
+    the stages is ``sum(depths) + 1``. Another member of a stage takes its place from
+    ``members`` (member name -> position): ``'before'`` (the default; what opens the stage, e.g.
+    patch merging, shares the id of the last block before it), ``'first_block'`` (read by every
+    block, so its earliest user), ``'last_block'`` (what closes the stage).
+    """
     starts = [sum(depths[:index]) for index in range(len(depths))]
-    return starts, sum(depths) + 1
+    parts = name.split('.')
+    if parts[0] in stem_names:
+        return 0
+    if parts[0] != stages_name:
+        return sum(depths) + 1
+    stage = int(parts[1])
+    if parts[2] == 'blocks':
+        return starts[stage] + int(parts[3]) + 1
+    position = (members or {}).get(parts[2], 'before')
+    offset = depths[stage] if position == 'last_block' else STAGE_POSITIONS[position]
+    return starts[stage] + offset
 
 
 def resolution_source(geometry: Optional[dict], owner_type: str) -> Optional[dict]:

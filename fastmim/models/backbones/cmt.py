@@ -40,7 +40,7 @@ from torch.utils.checkpoint import checkpoint
 
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import BackboneContract, StateDict, normalise_out_indices, stage_layer_ids
+from .base import BackboneContract, StateDict, normalise_out_indices, staged_layer_id
 
 ARCH_SETTINGS: Dict[str, dict] = {
     # Table 1 of the paper. XS uses the release's IRFFN ratio 3.77 (the table rounds it to 3.8);
@@ -452,18 +452,8 @@ class CMT(BackboneContract, BaseModule):
         aggregation that opens stage ``s`` shares the id of the last block before it, the bias
         every block of the stage reads the id of its first block (its earliest user)."""
         depths = [len(stage.blocks) for stage in self.stages]
-        starts, rest = stage_layer_ids(depths)
-        parts = name.split('.')
-        if parts[0] == 'stem':
-            return 0
-        if parts[0] != 'stages':
-            return rest
-        stage = int(parts[1])
-        if parts[2] == 'blocks':
-            return starts[stage] + int(parts[3]) + 1
-        if parts[2] == 'relative_position_bias':
-            return starts[stage] + 1
-        return starts[stage]  # downsample
+        return staged_layer_id(name, ('stem', ), 'stages', depths,
+                               {'relative_position_bias': 'first_block'})
 
     @property
     def num_layer_ids(self) -> int:

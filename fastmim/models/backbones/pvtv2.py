@@ -15,7 +15,7 @@ from timm.models.pvt_v2 import PyramidVisionTransformerV2 as TimmPyramidVisionTr
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from .base import (BackboneContract, StateDict, normalise_out_indices, plain,
-                   reject_fixed_arguments, stage_layer_ids)
+                   reject_fixed_arguments, staged_layer_id)
 
 _WIDTHS = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8))
 ARCHS = {
@@ -119,18 +119,7 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
         j + 1``; the overlapping patch embedding that opens stage ``s`` (``downsample``) shares
         the id of the last block before it, the norm that closes it the id of its last block."""
         depths = [len(stage.blocks) for stage in self.stages]
-        starts, rest = stage_layer_ids(depths)
-        parts = name.split('.')
-        if parts[0] == 'patch_embed':
-            return 0
-        if parts[0] != 'stages':
-            return rest
-        stage = int(parts[1])
-        if parts[2] == 'blocks':
-            return starts[stage] + int(parts[3]) + 1
-        if parts[2] == 'norm':
-            return starts[stage] + depths[stage]
-        return starts[stage]  # downsample
+        return staged_layer_id(name, ('patch_embed', ), 'stages', depths, {'norm': 'last_block'})
 
     @property
     def num_layer_ids(self) -> int:

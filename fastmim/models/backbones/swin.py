@@ -28,7 +28,7 @@ from torch import nn
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from .base import (BackboneContract, StateDict, normalise_out_indices, plain, plain_size,
-                   reject_fixed_arguments, stage_layer_ids)
+                   reject_fixed_arguments, staged_layer_id)
 
 ARCHS = {
     't': dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -261,16 +261,7 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         ``layers.s.downsample`` opens stage ``s``; it is Microsoft's ``layers.(s-1).downsample``
         that closes stage ``s - 1``, so it gets the id of the last block before it."""
         depths = [len(stage.blocks) for stage in self.layers]
-        starts, rest = stage_layer_ids(depths)
-        parts = name.split('.')
-        if parts[0] in ('patch_embed', 'absolute_pos_embed'):
-            return 0
-        if parts[0] != 'layers':
-            return rest
-        stage = int(parts[1])
-        if parts[2] == 'blocks':
-            return starts[stage] + int(parts[3]) + 1
-        return starts[stage]  # downsample
+        return staged_layer_id(name, ('patch_embed', 'absolute_pos_embed'), 'layers', depths)
 
     @property
     def num_layer_ids(self) -> int:
