@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = osp.join(ROOT, 'configs', 'experiments')
@@ -203,29 +203,37 @@ def downstream(runs: List[Run], checkpoints: Dict[str, str], jobs: int) -> None:
         run.top1 = read_top1(run)
         if run.top1 is None:
             pending.append(run)
-    print(f'{len(runs) - len(pending)} of {len(runs)} runs already done; running '
+    run_pending(len(runs), pending, jobs, finish=lambda run: setattr(run, 'top1', read_top1(run)),
+                describe=lambda run: f'top-1 {run.top1:.2f}')
+
+
+def run_pending(total: int, pending: list, jobs: int, finish: Callable,
+                describe: Callable) -> None:
+    """Execute the ``command`` of every pending run, ``jobs`` at a time, one thread each;
+    ``finish(run)`` reads its result into the run and ``describe(run)`` says it. Exits naming
+    how many failed once the others are done (a rerun retries only those)."""
+    print(f'{total - len(pending)} of {total} runs already done; running '
           f'{len(pending)}, {jobs} at a time', flush=True)
 
-    def one(run: Run) -> Run:
+    def one(run):
         os.makedirs(run.work_dir, exist_ok=True)
         run.seconds = execute(run.command, osp.join(run.work_dir, 'run.log'), threads=1)
-        run.top1 = read_top1(run)
-        return run
+        finish(run)
 
-    failures = []
+    failures = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(one, run): run for run in pending}
         for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
             run = futures[future]
             try:
                 future.result()
-                print(f'[{done}/{len(pending)}] {run.label}: top-1 {run.top1:.2f} '
+                print(f'[{done}/{len(pending)}] {run.label}: {describe(run)} '
                       f'({run.seconds:.0f} s)', flush=True)
             except RuntimeError as error:
-                failures.append(run)
+                failures += 1
                 print(f'[{done}/{len(pending)}] {run.label} FAILED: {error}', flush=True)
     if failures:
-        sys.exit(f'error: {len(failures)} runs failed; rerun the command to retry them')
+        sys.exit(f'error: {failures} runs failed; rerun the command to retry them')
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ A run whose mIoU is already in its work dir is not repeated, so an interrupted s
 where it stopped; ``--fresh`` deletes the dense runs (not the pre-training or the canvases).
 """
 import argparse
-import concurrent.futures
 import glob
 import json
 import os
@@ -91,29 +90,9 @@ def read_miou(work_dir: str) -> Optional[float]:
 def train_all(runs: List[Run], jobs: int) -> None:
     """Run every unfinished run, ``jobs`` at a time, one thread each; fills ``miou``."""
     pending = [run for run in runs if run.miou is None]
-    print(f'{len(runs) - len(pending)} of {len(runs)} runs already done; running '
-          f'{len(pending)}, {jobs} at a time', flush=True)
-
-    def one(run: Run) -> Run:
-        os.makedirs(run.work_dir, exist_ok=True)
-        run.seconds = study.execute(run.command, osp.join(run.work_dir, 'run.log'), threads=1)
-        run.miou = read_miou(run.work_dir)
-        return run
-
-    failures = 0
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(one, run): run for run in pending}
-        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-            run = futures[future]
-            try:
-                future.result()
-                print(f'[{done}/{len(pending)}] {run.label}: mIoU {run.miou:.2f} '
-                      f'({run.seconds:.0f} s)', flush=True)
-            except RuntimeError as error:
-                failures += 1
-                print(f'[{done}/{len(pending)}] {run.label} FAILED: {error}', flush=True)
-    if failures:
-        sys.exit(f'error: {failures} runs failed; rerun the command to retry them')
+    study.run_pending(len(runs), pending, jobs,
+                      finish=lambda run: setattr(run, 'miou', read_miou(run.work_dir)),
+                      describe=lambda run: f'mIoU {run.miou:.2f}')
 
 
 def results_table(runs: List[Run], seeds: List[int], canvases: dict) -> str:
