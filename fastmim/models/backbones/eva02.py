@@ -26,7 +26,6 @@ Two tensors depend on the token grid, and they follow it differently:
 """
 import copy
 import logging
-import math
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -40,6 +39,7 @@ from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from .base import (BackboneContract, StateDict, normalise_out_indices, plain, plain_size,
                    reject_fixed_arguments, resolution_source)
+from .vit import fit_pos_embed, plain_vit_layer_id
 
 # timm's eva02_{tiny,small,base,large}_patch14 widths; MLP settings as there.
 ARCHS = {
@@ -63,9 +63,6 @@ FIXED_TIMM_ARGS = ('num_classes', 'global_pool', 'class_token', 'num_reg_tokens'
 ORIGINAL_NAMES = (('mlp.ffn_ln.', 'mlp.norm.'), ('attn.inner_attn_ln.', 'attn.norm.'),
                   ('mlp.w12.', 'mlp.fc1.'), ('mlp.w1.', 'mlp.fc1_g.'), ('mlp.w2.', 'mlp.fc1_x.'),
                   ('mlp.w3.', 'mlp.fc2.'))
-EMBEDDING_NAMES = ('patch_embed', 'cls_token', 'pos_embed', 'norm_pre')
-
-
 def resolve_arch(arch: Union[str, dict]) -> dict:
     """Settings of a published size (``'ti'``, ``'s'``, ``'b'``, ``'l'``) or of a custom dict
     ``{embed_dim, depth, num_heads}`` (optionally ``mlp_ratio``, ``swiglu_mlp``, ``scale_mlp``,
@@ -90,25 +87,6 @@ def _resample_patch_embed(model: Eva, state: StateDict) -> None:
     if (weight is not None and weight.dim() == 4 and weight.shape[:2] == wanted[:2]
             and weight.shape[2:] != wanted[2:]):
         state['patch_embed.proj.weight'] = resample_patch_embed(weight, list(wanted[2:]))
-
-
-def _resize_pos_embed(model: Eva, state: StateDict, source: Optional[dict]) -> None:
-    """``pos_embed`` of another grid -> the model's, bicubic without anti-aliasing (the resize
-    the forward applies to other inputs); the source grid from ``source`` or a square."""
-    pos_embed = state.get('pos_embed')
-    if (pos_embed is None or pos_embed.dim() != 3 or pos_embed.shape[-1] != model.embed_dim
-            or pos_embed.shape == model.pos_embed.shape):
-        return  # nothing to do, or no rule applies: the caller reports the shapes
-    num_patches = pos_embed.shape[1] - model.num_prefix_tokens
-    grid = (source or {}).get('pos_embed_grid')
-    if not grid or math.prod(grid) != num_patches:
-        side = math.isqrt(num_patches)
-        if side * side != num_patches:
-            return
-        grid = (side, side)
-    state['pos_embed'] = resample_abs_pos_embed(
-        pos_embed, new_size=model.patch_embed.grid_size, old_size=tuple(grid),
-        num_prefix_tokens=model.num_prefix_tokens, antialias=False)
 
 
 @MODELS.register_module()
@@ -281,7 +259,8 @@ class EVA02(BackboneContract, Eva, BaseModule):
         source = resolution_source(source_geometry, 'EVA02')
         adapted = EVA02.rename_foreign_keys(state)
         _resample_patch_embed(self, adapted)
-        _resize_pos_embed(self, adapted, source)
+        if 'pos_embed' in adapted:
+            adapted['pos_embed'] = fit_pos_embed(self, adapted['pos_embed'], source)
         own_grid = list(self.rope.ref_feat_shape or self.patch_embed.grid_size)
         if source and source.get('rope_ref_grid') not in (None, own_grid):
             print_log(f'EVA02: the checkpoint was trained with rope_ref_grid '
@@ -294,12 +273,7 @@ class EVA02(BackboneContract, Eva, BaseModule):
         """ViT's ids: the embedding (patch embedding, class token, position embedding, pre-norm)
         is 0, ``blocks.i`` is ``i + 1``, the rest (final norm) ``depth + 1``. RoPE has no
         parameters."""
-        top, _, remainder = name.partition('.')
-        if top in EMBEDDING_NAMES:
-            return 0
-        if top == 'blocks':
-            return int(remainder.split('.')[0]) + 1
-        return len(self.blocks) + 1
+        return plain_vit_layer_id(name, len(self.blocks))
 
     @property
     def num_layer_ids(self) -> int:

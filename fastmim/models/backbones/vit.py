@@ -124,6 +124,38 @@ def _source_grid(num_patches: int, geometry: Optional[dict]) -> Optional[Tuple[i
     return (side, side) if side * side == num_patches else None
 
 
+def fit_pos_embed(model: nn.Module, pos_embed: torch.Tensor,
+                  geometry: Optional[dict]) -> torch.Tensor:
+    """A checkpoint's ``pos_embed`` resized to ``model``'s patch grid (bicubic, class token
+    kept); the source grid is ``geometry['pos_embed_grid']`` when it agrees with the tensor,
+    else a square. Returned as it is when the shapes are equal or no rule applies (the caller
+    reports the shapes). Reads only timm's attributes, so it serves timm's ViT-like models
+    (ViT, EVA-02) alike."""
+    if (pos_embed.shape == model.pos_embed.shape or pos_embed.dim() != 3
+            or pos_embed.shape[-1] != model.embed_dim):
+        return pos_embed
+    source_grid = _source_grid(pos_embed.shape[1] - model.num_prefix_tokens, geometry)
+    if source_grid is None:
+        return pos_embed
+    return resize_pos_embed(pos_embed, source_grid, model.patch_embed.grid_size,
+                            model.num_prefix_tokens)
+
+
+# Parameters of timm's ViT-like models that embed the input: layer id 0.
+EMBEDDING_NAMES = ('patch_embed', 'cls_token', 'reg_token', 'pos_embed', 'norm_pre')
+
+
+def plain_vit_layer_id(name: str, num_blocks: int) -> int:
+    """MAE's layer ids of a plain (non-hierarchical) ViT: the embedding is 0, ``blocks.i``
+    is ``i + 1`` (everything inside the block), the rest (final norm) ``num_blocks + 1``."""
+    top, _, remainder = name.partition('.')
+    if top in EMBEDDING_NAMES:
+        return 0
+    if top == 'blocks':
+        return int(remainder.split('.')[0]) + 1
+    return num_blocks + 1
+
+
 def _grid_pair(grid: Union[int, Sequence[int]]) -> Tuple[int, int]:
     return (int(grid), int(grid)) if isinstance(grid, int) else tuple(int(s) for s in grid)
 
@@ -443,26 +475,14 @@ class VisionTransformer(BackboneContract, TimmVisionTransformer, BaseModule):
         if getattr(self, 'pos_embed_type', 'learned') == 'sincos':  # (timm's ViT has none)
             del state['pos_embed']
             return state
-        if (pos_embed.shape == self.pos_embed.shape or pos_embed.dim() != 3
-                or pos_embed.shape[-1] != self.embed_dim):
-            return state  # equal, or no rule applies: the caller reports the shapes
-        source_grid = _source_grid(pos_embed.shape[1] - self.num_prefix_tokens, source_geometry)
-        if source_grid is not None:
-            state['pos_embed'] = resize_pos_embed(pos_embed, source_grid,
-                                                  self.patch_embed.grid_size,
-                                                  self.num_prefix_tokens)
+        state['pos_embed'] = fit_pos_embed(self, pos_embed, source_geometry)
         return state
 
     def layer_id(self, name: str) -> int:
         """The embedding (patch embedding, class token, position embedding) is 0, ``blocks.i``
         is ``i + 1`` (its relative-position-bias table and layer scales included), the rest
         (final norm) ``depth + 1`` (MAE's ids; 13 for ViT-B)."""
-        top, _, remainder = name.partition('.')
-        if top in ('patch_embed', 'cls_token', 'reg_token', 'pos_embed', 'norm_pre'):
-            return 0
-        if top == 'blocks':
-            return int(remainder.split('.')[0]) + 1
-        return len(self.blocks) + 1
+        return plain_vit_layer_id(name, len(self.blocks))
 
     @property
     def num_layer_ids(self) -> int:
