@@ -101,10 +101,10 @@ def _adapt_on_load(module: BackboneContract, state_dict: StateDict, prefix: str,
     own = {key[len(prefix):]: state_dict.pop(key) for key in list(state_dict)
            if key.startswith(prefix)}
     adapted = module.adapt_state_dict(own)
-    current = module.state_dict()
-    for key in own.keys() - adapted.keys():
-        if key in current:
-            adapted[key] = current[key]
+    dropped = own.keys() - adapted.keys()
+    if dropped:  # (state_dict() only then: this hook runs on every load)
+        current = module.state_dict()
+        adapted.update({key: current[key] for key in dropped if key in current})
     state_dict.update({prefix + key: value for key, value in adapted.items()})
 
 
