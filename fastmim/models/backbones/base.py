@@ -25,7 +25,7 @@ A new backbone subclasses :class:`BackboneContract` first (before timm's class o
 ``BaseModule``), implements the members above and calls :meth:`BackboneContract.
 enable_state_dict_adaptation` at the end of ``__init__``; see docs/architecture.md.
 """
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.model import BaseModule
@@ -130,6 +130,17 @@ def reject_fixed_arguments(owner: str, kwargs: Iterable[str], fixed: Sequence[st
     given = sorted(set(fixed) & set(kwargs))
     if given:
         raise ValueError(f'{owner}: arguments {given} are fixed by this backbone ({why})')
+
+
+def grid_pair(size: Union[int, Sequence[int]], owner: str, what: str) -> Tuple[int, int]:
+    """A size given as one int (square) or as ``(h, w)``, as an ``(h, w)`` pair of ints. Token
+    grids, windows and image sizes all come in both forms; anything else (another length, a
+    size below 1) raises an error naming ``owner`` and the argument ``what``."""
+    pair = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
+    if len(pair) != 2 or min(pair) < 1:
+        raise ValueError(f'{owner}: {what} must be a positive int or an (h, w) pair, '
+                         f'got {size!r}')
+    return pair
 
 
 def plain_size(size: Sequence[int]) -> Union[int, list]:

@@ -24,22 +24,21 @@ Two tensors depend on the token grid, and they follow it differently:
   fine-tuning config sets to the pre-training grid (8 for 128-px pre-training), and
   ``geometry()`` records it so a mismatch is reported when the weights are loaded.
 """
-import copy
 import logging
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from timm.layers import resample_abs_pos_embed, resample_patch_embed
+from timm.layers import resample_patch_embed
 from timm.models.eva import Eva
-from torch.utils.checkpoint import checkpoint
+from torch import nn
 
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (BackboneContract, StateDict, normalise_out_indices, plain, plain_size,
-                   reject_fixed_arguments, resolution_source)
-from .vit import fit_pos_embed, plain_vit_layer_id
+from .base import (StateDict, grid_pair, normalise_out_indices, reject_fixed_arguments,
+                   resolution_source)
+from .vit import PLAIN_VIT_TIMM_ARGS, PlainViTBackbone, fit_pos_embed
 
 # timm's eva02_{tiny,small,base,large}_patch14 widths; MLP settings as there.
 ARCHS = {
@@ -72,13 +71,6 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
     return {**EVA02_BLOCK, **settings}
 
 
-def _grid(size: Union[int, Sequence[int]], what: str) -> Tuple[int, int]:
-    grid = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
-    if len(grid) != 2 or min(grid) < 1:
-        raise ValueError(f'EVA02: {what} must be a positive int or an (h, w) pair, got {size!r}')
-    return grid
-
-
 def _resample_patch_embed(model: Eva, state: StateDict) -> None:
     """Patch-embedding kernel of another patch size (timm's patch-14 EVA-02) -> the model's,
     by timm's ``resample_patch_embed``."""
@@ -90,7 +82,7 @@ def _resample_patch_embed(model: Eva, state: StateDict) -> None:
 
 
 @MODELS.register_module()
-class EVA02(BackboneContract, Eva, BaseModule):
+class EVA02(PlainViTBackbone, Eva, BaseModule):
     """EVA-02 whose forward returns a tuple of NCHW patch-token maps (class token dropped).
 
     Args:
@@ -133,83 +125,36 @@ class EVA02(BackboneContract, Eva, BaseModule):
                                'give them in arch')
         arch_cfg = resolve_arch(arch)
         out_indices = normalise_out_indices('EVA02', out_indices, arch_cfg['depth'], 'blocks')
-        image_grid = _grid(img_size, 'img_size')
+        image_grid = grid_pair(img_size, 'EVA02', 'img_size')
         if image_grid[0] % patch_size or image_grid[1] % patch_size:
             raise ValueError(f'EVA02: img_size {img_size} is not a multiple of the patch size '
                              f'{patch_size}')
         if rope_ref_grid is None:
             rope_ref_grid = (image_grid[0] // patch_size, image_grid[1] // patch_size)
-        rope_ref_grid = _grid(rope_ref_grid, 'rope_ref_grid')
+        rope_ref_grid = grid_pair(rope_ref_grid, 'EVA02', 'rope_ref_grid')
+        # timm's constructor initialises its weights by calling init_weights with an argument,
+        # which BackboneContract.init_weights hands on to timm's EVA initialisation.
         super().__init__(
             img_size=img_size,
             patch_size=patch_size,
-            num_classes=0,
-            global_pool='',
-            class_token=True,
             use_abs_pos_emb=True,
             use_rot_pos_emb=True,
             rope_type='cat',
             ref_feat_shape=rope_ref_grid,
-            dynamic_img_size=True,
             use_fc_norm=False,
             use_post_transformer_norm=final_norm,
             drop_path_rate=drop_path_rate,
+            **PLAIN_VIT_TIMM_ARGS,
             **arch_cfg,
             **timm_kwargs)
-        self.init_cfg = copy.deepcopy(init_cfg)
-
-        self.arch = copy.deepcopy(arch)
-        self.arch_cfg = arch_cfg
-        self.patch_size = int(patch_size)
         self.rope_ref_grid = rope_ref_grid
-        self.out_indices = out_indices
-        self.out_channels = [arch_cfg['embed_dim']] * len(out_indices)
-        self.out_strides = [self.patch_size] * len(out_indices)
-        self.set_grad_checkpointing(with_cp)
-        self.enable_state_dict_adaptation()
+        self._set_outputs(arch, arch_cfg, patch_size, out_indices, with_cp, init_cfg)
 
-    def init_weights(self, needs_reset: Optional[bool] = None) -> None:
-        """Two callers share this name: timm's constructor passes ``needs_reset`` and gets
-        timm's EVA initialisation; mmengine's runner calls it without arguments and gets the
-        contract's (``init_cfg`` only, so a model a parent has just loaded stays loaded)."""
-        if needs_reset is None:
-            BackboneContract.init_weights(self)
-        else:
-            Eva.init_weights(self, needs_reset=needs_reset)
-
-    # ----------------------------------------------------------------------------------------
-    # Forward
-    # ----------------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        if x.dim() != 4 or x.shape[-2] % self.patch_size or x.shape[-1] % self.patch_size:
-            raise ValueError(f'EVA02: expected a (B, C, H, W) input with H and W multiples of '
-                             f'the patch size {self.patch_size}, got {tuple(x.shape)}')
-        x = self.patch_embed(x)  # (B, h, w, C): dynamic_img_size keeps the grid
-        batch, height, width, dim = x.shape
-        grid = (height, width)
-        tokens = torch.cat([self.cls_token.expand(batch, -1, -1), x.reshape(batch, -1, dim)], 1)
-        x = self.norm_pre(self.pos_drop(tokens + self._pos_embed_for_grid(grid)))
+    def _block_runner(self, grid: Tuple[int, int]) -> Callable[[nn.Module, torch.Tensor],
+                                                                torch.Tensor]:
+        """Every block rotates its queries and keys by the same RoPE table of ``grid``."""
         rope = self.rope.get_embed(shape=grid)
-
-        outputs = []
-        last_block = len(self.blocks) - 1
-        for index, block in enumerate(self.blocks[:max(self.out_indices) + 1]):
-            if self.grad_checkpointing and self.training:
-                x = checkpoint(block, x, rope=rope, use_reentrant=False)
-            else:
-                x = block(x, rope=rope)
-            if index in self.out_indices:
-                x_out = self.norm(x) if index == last_block else x
-                patches = x_out[:, self.num_prefix_tokens:].reshape(batch, height, width, -1)
-                outputs.append(patches.permute(0, 3, 1, 2).contiguous())
-        return tuple(outputs)
-
-    def _pos_embed_for_grid(self, grid: Tuple[int, int]) -> torch.Tensor:
-        """``pos_embed`` on its own grid, else resized bicubically (no anti-aliasing, class-token
-        entry kept): the resize :meth:`adapt_state_dict` applies to checkpoints."""
-        return resample_abs_pos_embed(self.pos_embed, new_size=grid,
-                                      old_size=self.patch_embed.grid_size,
-                                      num_prefix_tokens=self.num_prefix_tokens, antialias=False)
+        return lambda block, x: block(x, rope=rope)
 
     # ----------------------------------------------------------------------------------------
     # The backbone contract
@@ -217,17 +162,7 @@ class EVA02(BackboneContract, Eva, BaseModule):
     def geometry(self) -> Dict:
         """Plain-type description stored in pre-training checkpoints: the grid ``pos_embed`` was
         built for and the RoPE reference grid the weights were trained with."""
-        return dict(
-            type='EVA02',
-            arch=plain(self.arch),
-            img_size=plain_size(self.patch_embed.img_size),
-            patch_size=self.patch_size,
-            embed_dim=self.arch_cfg['embed_dim'],
-            depth=self.arch_cfg['depth'],
-            num_heads=self.arch_cfg['num_heads'],
-            pos_embed_grid=list(self.patch_embed.grid_size),
-            rope_ref_grid=list(self.rope_ref_grid),
-            class_token=True)
+        return self._plain_geometry('EVA02', rope_ref_grid=list(self.rope_ref_grid))
 
     @classmethod
     def rename_foreign_keys(cls, state: StateDict) -> StateDict:
@@ -268,13 +203,3 @@ class EVA02(BackboneContract, Eva, BaseModule):
                       f'rope_ref_grid={source["rope_ref_grid"]} to keep its rotary positions',
                       logger='current', level=logging.WARNING)
         return adapted
-
-    def layer_id(self, name: str) -> int:
-        """ViT's ids: the embedding (patch embedding, class token, position embedding, pre-norm)
-        is 0, ``blocks.i`` is ``i + 1``, the rest (final norm) ``depth + 1``. RoPE has no
-        parameters."""
-        return plain_vit_layer_id(name, len(self.blocks))
-
-    @property
-    def num_layer_ids(self) -> int:
-        return len(self.blocks) + 2

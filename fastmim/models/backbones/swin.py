@@ -27,8 +27,8 @@ from torch import nn
 
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (BackboneContract, StateDict, normalise_out_indices, plain, plain_size,
-                   reject_fixed_arguments, staged_layer_id)
+from .base import (BackboneContract, StateDict, grid_pair, normalise_out_indices, plain,
+                   plain_size, reject_fixed_arguments, staged_layer_id)
 
 ARCHS = {
     't': dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -60,8 +60,8 @@ def resize_relative_position_bias_table(table: torch.Tensor, src_window: Sequenc
     geometric grid with SciPy's ``interp2d``, which SciPy >= 1.14 no longer has; plain bicubic
     is the common alternative.) Returns ``table`` itself when the windows are equal.
     """
-    src = (src_window, ) * 2 if isinstance(src_window, int) else tuple(src_window)
-    dst = (dst_window, ) * 2 if isinstance(dst_window, int) else tuple(dst_window)
+    src = grid_pair(src_window, 'resize_relative_position_bias_table', 'src_window')
+    dst = grid_pair(dst_window, 'resize_relative_position_bias_table', 'dst_window')
     src_side = (2 * src[0] - 1, 2 * src[1] - 1)
     dst_side = (2 * dst[0] - 1, 2 * dst[1] - 1)
     if table.dim() != 2 or table.shape[0] != src_side[0] * src_side[1]:
@@ -137,21 +137,16 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         arch_cfg = resolve_arch(arch)
         out_indices = normalise_out_indices('SwinTransformer', out_indices,
                                             len(arch_cfg['depths']))
-        weight_init = timm_kwargs.pop('weight_init', '')
-        # 'skip': timm's constructor would call self.init_weights(), which here is mmengine's
-        # entry point; timm's own initialisation runs explicitly below (unless skipped).
+        # timm's constructor initialises its weights by calling init_weights with an argument,
+        # which BackboneContract.init_weights hands on to timm's scheme (weight_init included).
         super().__init__(
             img_size=img_size,
             window_size=window_size,
             num_classes=0,
             global_pool='',
             drop_path_rate=drop_path_rate,
-            weight_init='skip',
             **arch_cfg,
             **timm_kwargs)
-        if weight_init != 'skip':
-            self.weight_init_mode = weight_init
-            TimmSwinTransformer.init_weights(self, needs_reset=False)
         self.init_cfg = copy.deepcopy(init_cfg)
         # timm marks fused attention for Swin as experimental; FastMIM uses it everywhere.
         for module in self.modules():

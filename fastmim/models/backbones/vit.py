@@ -22,7 +22,7 @@ import copy
 import math
 import re
 from functools import partial
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.model import BaseModule
@@ -35,8 +35,8 @@ from torch.utils.checkpoint import checkpoint
 
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (BackboneContract, StateDict, normalise_out_indices, plain, plain_size,
-                   reject_fixed_arguments)
+from .base import (BackboneContract, StateDict, grid_pair, normalise_out_indices, plain,
+                   plain_size, reject_fixed_arguments)
 from .swin import resize_relative_position_bias_table
 
 ARCHS = {
@@ -52,6 +52,9 @@ POS_EMBED_TYPES = ('learned', 'sincos')
 # kept and the position embedding is resized here, so timm must not be told otherwise.
 FIXED_TIMM_ARGS = ('num_classes', 'global_pool', 'class_token', 'reg_tokens', 'no_embed_class',
                    'pos_embed', 'dynamic_img_size', 'dynamic_img_pad', 'patch_drop_rate')
+# What makes timm's plain ViTs (ViT, EVA-02) a backbone here: no head, the class token kept, the
+# token grid following the input.
+PLAIN_VIT_TIMM_ARGS = dict(num_classes=0, global_pool='', class_token=True, dynamic_img_size=True)
 
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
@@ -101,7 +104,8 @@ def resize_pos_embed(pos_embed: torch.Tensor,
     equals the pre-trained model run at size S. Returns ``pos_embed`` itself when the grids are
     equal.
     """
-    src, dst = _grid_pair(src_grid), _grid_pair(dst_grid)
+    src = grid_pair(src_grid, 'resize_pos_embed', 'src_grid')
+    dst = grid_pair(dst_grid, 'resize_pos_embed', 'dst_grid')
     if pos_embed.dim() != 3 or pos_embed.shape[0] != 1:
         raise ValueError(f'resize_pos_embed: expected a (1, tokens, channels) position embedding, '
                          f'got shape {tuple(pos_embed.shape)}')
@@ -145,21 +149,6 @@ def fit_pos_embed(model: nn.Module, pos_embed: torch.Tensor,
 EMBEDDING_NAMES = ('patch_embed', 'cls_token', 'reg_token', 'pos_embed', 'norm_pre')
 
 
-def plain_vit_layer_id(name: str, num_blocks: int) -> int:
-    """MAE's layer ids of a plain (non-hierarchical) ViT: the embedding is 0, ``blocks.i``
-    is ``i + 1`` (everything inside the block), the rest (final norm) ``num_blocks + 1``."""
-    top, _, remainder = name.partition('.')
-    if top in EMBEDDING_NAMES:
-        return 0
-    if top == 'blocks':
-        return int(remainder.split('.')[0]) + 1
-    return num_blocks + 1
-
-
-def _grid_pair(grid: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    return (int(grid), int(grid)) if isinstance(grid, int) else tuple(int(s) for s in grid)
-
-
 # BEiT's relative position bias: per block, one row per offset (dy, dx) between two patches of
 # an (h, w) grid, (2h - 1) * (2w - 1) rows with dy major, then 3 rows for class -> patch,
 # patch -> class and class -> class; one column per head.
@@ -179,7 +168,8 @@ def resize_beit_relative_position_bias_table(table: torch.Tensor, src_grid: Sequ
     the 3 class rows kept. The same operation serves loading and inputs of another grid, so a
     model loaded at size S equals the checkpoint's model run at size S. Returns ``table`` itself
     when the grids are equal."""
-    src, dst = _grid_pair(src_grid), _grid_pair(dst_grid)
+    src = grid_pair(src_grid, 'resize_beit_relative_position_bias_table', 'src_grid')
+    dst = grid_pair(dst_grid, 'resize_beit_relative_position_bias_table', 'dst_grid')
     if table.dim() != 2 or table.shape[0] != relative_position_bias_rows(src):
         raise ValueError(f'resize_beit_relative_position_bias_table: a {src[0]}x{src[1]} grid '
                          f'needs a ({relative_position_bias_rows(src)}, heads) table, got shape '
@@ -217,7 +207,7 @@ class RelativePositionBiasAttention(Attention):
     def __init__(self, dim: int, num_heads: int, grid_size: Sequence[int],
                  **attention_kwargs) -> None:
         super().__init__(dim, num_heads=num_heads, **attention_kwargs)
-        self.grid_size = _grid_pair(grid_size)
+        self.grid_size = grid_pair(grid_size, 'RelativePositionBiasAttention', 'grid_size')
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros(relative_position_bias_rows(self.grid_size), num_heads))
         # Rebuilt from the grid, so not saved (BEiT's checkpoints carry a stale copy).
@@ -228,7 +218,7 @@ class RelativePositionBiasAttention(Attention):
         """``(heads, 1 + h*w, 1 + h*w)`` bias for an ``(h, w)`` token grid (class token first).
         Another grid than the table's gets the table resized
         (:func:`resize_beit_relative_position_bias_table`), like the position embedding."""
-        grid = _grid_pair(grid)
+        grid = grid_pair(grid, 'RelativePositionBiasAttention', 'grid')
         table, index = self.relative_position_bias_table, self.relative_position_index
         if grid != self.grid_size:
             table = resize_beit_relative_position_bias_table(table, self.grid_size, grid)
@@ -258,8 +248,116 @@ class RelativePositionBiasBlock(Block):
                                                   scale_norm=scale_attn_norm, **attention_kwargs)
 
 
+class PlainViTBackbone(BackboneContract):
+    """What the backbones over timm's plain ViTs (:class:`VisionTransformer`, EVA-02) share, so
+    that both run, resize and describe their tokens the same way: the input check, the class
+    token and position embedding on any grid, the block loop (blocks after the last output not
+    run, activation checkpointing, the final norm on the last block only), the NCHW maps, the
+    common part of ``geometry()`` and MAE's layer ids.
+
+    It reads timm's attributes (``patch_embed``, ``cls_token``, ``pos_embed``, ``blocks``,
+    ``norm``, ...). A subclass calls :meth:`_set_outputs` at the end of ``__init__`` and
+    says how one block runs on a grid (:meth:`_block_runner`).
+    """
+
+    def _set_outputs(self, arch: Union[str, dict], arch_cfg: dict, patch_size: int,
+                     out_indices: Sequence[int], with_cp: bool,
+                     init_cfg: Optional[Union[dict, list]]) -> None:
+        """Every output is an ``embed_dim``-channel map at the patch stride."""
+        self.init_cfg = copy.deepcopy(init_cfg)
+        self.arch = copy.deepcopy(arch)
+        self.arch_cfg = arch_cfg
+        self.patch_size = int(patch_size)
+        self.out_indices = out_indices
+        self.out_channels = [arch_cfg['embed_dim']] * len(out_indices)
+        self.out_strides = [self.patch_size] * len(out_indices)
+        self.set_grad_checkpointing(with_cp)
+        self.enable_state_dict_adaptation()
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if x.dim() != 4 or x.shape[-2] % self.patch_size or x.shape[-1] % self.patch_size:
+            raise ValueError(f'{type(self).__name__}: expected a (B, C, H, W) input with H and W '
+                             f'multiples of the patch size {self.patch_size}, got {tuple(x.shape)}')
+        x = self.patch_embed(x)  # (B, h, w, C): dynamic_img_size keeps the grid
+        grid = tuple(x.shape[1:3])
+        x = self.norm_pre(self._embed_tokens(x))
+        run_block = self._block_runner(grid)
+
+        outputs = []
+        last_block = len(self.blocks) - 1
+        for index, block in enumerate(self.blocks[:max(self.out_indices) + 1]):
+            if self.grad_checkpointing and self.training:
+                x = checkpoint(run_block, block, x, use_reentrant=False)
+            else:
+                x = run_block(block, x)
+            if index in self.out_indices:
+                outputs.append(self._format(self.norm(x) if index == last_block else x, grid))
+        return tuple(outputs)
+
+    def _block_runner(self, grid: Tuple[int, int]) -> Callable[[nn.Module, torch.Tensor],
+                                                                torch.Tensor]:
+        """``run(block, tokens) -> tokens`` for inputs of token grid ``grid``; with activation
+        checkpointing, what it computes inside is recomputed in the backward pass."""
+        raise NotImplementedError(f'{type(self).__name__} must implement _block_runner(grid)')
+
+    def _embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Prepend the class token and add the position embedding to a ``(B, h, w, C)`` grid."""
+        batch, height, width, dim = x.shape
+        tokens = torch.cat([self.cls_token.expand(batch, -1, -1), x.reshape(batch, -1, dim)], dim=1)
+        return self.pos_drop(tokens + self._pos_embed_for_grid((height, width)))
+
+    def _pos_embed_for_grid(self, grid: Tuple[int, int]) -> torch.Tensor:
+        """``pos_embed`` on its own grid, else resized bicubically (no anti-aliasing,
+        ``align_corners=False``, class-token entry kept): the operation :func:`fit_pos_embed`
+        applies to a checkpoint of another grid, so a model run at size S equals the model
+        loaded at S."""
+        return resample_abs_pos_embed(
+            self.pos_embed,
+            new_size=grid,
+            old_size=self.patch_embed.grid_size,
+            num_prefix_tokens=self.num_prefix_tokens,
+            antialias=False)
+
+    def _format(self, tokens: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+        """``(B, prefix + h*w, C)`` tokens -> the ``(B, C, h, w)`` map of the patch tokens."""
+        patches = tokens[:, self.num_prefix_tokens:]
+        patch_map = patches.reshape(patches.shape[0], grid[0], grid[1], -1)
+        return patch_map.permute(0, 3, 1, 2).contiguous()
+
+    def _plain_geometry(self, type_name: str, **extra) -> Dict:
+        """The plain-type description both store in pre-training checkpoints: the size and the
+        grid ``pos_embed`` was built for (so fine-tuning and downstream loading can resize it),
+        then ``extra``."""
+        return dict(
+            type=type_name,
+            arch=plain(self.arch),
+            img_size=plain_size(self.patch_embed.img_size),
+            patch_size=self.patch_size,
+            embed_dim=self.arch_cfg['embed_dim'],
+            depth=self.arch_cfg['depth'],
+            num_heads=self.arch_cfg['num_heads'],
+            pos_embed_grid=list(self.patch_embed.grid_size),
+            **extra,
+            class_token=True)
+
+    def layer_id(self, name: str) -> int:
+        """MAE's ids: the embedding (patch embedding, class token, position embedding, pre-norm)
+        is 0, ``blocks.i`` is ``i + 1`` (everything inside the block: relative-position-bias
+        table, layer scales), the rest (final norm) ``depth + 1``; 13 for ViT-B."""
+        top, _, remainder = name.partition('.')
+        if top in EMBEDDING_NAMES:
+            return 0
+        if top == 'blocks':
+            return int(remainder.split('.')[0]) + 1
+        return len(self.blocks) + 1
+
+    @property
+    def num_layer_ids(self) -> int:
+        return len(self.blocks) + 2
+
+
 @MODELS.register_module()
-class VisionTransformer(BackboneContract, TimmVisionTransformer, BaseModule):
+class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
     """ViT whose forward returns a tuple of NCHW patch-token maps (class token dropped).
 
     Args:
@@ -326,39 +424,22 @@ class VisionTransformer(BackboneContract, TimmVisionTransformer, BaseModule):
                                  'block_fn cannot be combined with it')
             grid = tuple(size // patch_size for size in to_2tuple(img_size))
             timm_kwargs['block_fn'] = partial(RelativePositionBiasBlock, grid)
-        weight_init = timm_kwargs.pop('weight_init', '')
-        # 'skip': timm's constructor would call self.init_weights(), which here is mmengine's
-        # entry point; timm's own initialisation runs explicitly below (unless skipped).
+        # timm's constructor initialises its weights by calling init_weights with arguments,
+        # which BackboneContract.init_weights hands on to timm's scheme (weight_init included).
         super().__init__(
             img_size=img_size,
             patch_size=patch_size,
-            num_classes=0,
-            global_pool='',
-            class_token=True,
             final_norm=final_norm,
-            dynamic_img_size=True,
             drop_path_rate=drop_path_rate,
-            weight_init='skip',
+            **PLAIN_VIT_TIMM_ARGS,
             **arch_cfg,
             **timm_kwargs)
-        if weight_init != 'skip':
-            self.weight_init_mode = weight_init
-            TimmVisionTransformer.init_weights(self, needs_reset=False)
         self.pos_embed_type = pos_embed_type
         if pos_embed_type == 'sincos':
             self._freeze_sincos_pos_embed()
-        self.init_cfg = copy.deepcopy(init_cfg)
-
-        self.arch = copy.deepcopy(arch)
-        self.arch_cfg = arch_cfg
-        self.patch_size = int(patch_size)
         self.out_type = out_type
-        self.out_indices = out_indices
-        self.out_channels = [arch_cfg['embed_dim']] * len(self.out_indices)
-        self.out_strides = [self.patch_size] * len(self.out_indices)
         self.rel_pos_bias = rel_pos_bias
-        self.set_grad_checkpointing(with_cp)
-        self.enable_state_dict_adaptation()
+        self._set_outputs(arch, arch_cfg, patch_size, out_indices, with_cp, init_cfg)
 
     def _freeze_sincos_pos_embed(self) -> None:
         """Fill ``pos_embed`` with the sin-cos table of the construction grid; no gradient, so
@@ -369,78 +450,36 @@ class VisionTransformer(BackboneContract, TimmVisionTransformer, BaseModule):
         self.pos_embed.requires_grad_(False)
 
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Prepend the class token and add the position embedding to a ``(B, h, w, C)`` grid."""
-        batch, height, width, dim = x.shape
-        tokens = torch.cat([self.cls_token.expand(batch, -1, -1), x.reshape(batch, -1, dim)], dim=1)
-        return self.pos_drop(tokens + self._pos_embed_for_grid((height, width)))
+        """timm's ``forward_features`` embeds through this method: the same embedding as
+        :meth:`forward`'s."""
+        return self._embed_tokens(x)
 
     def _pos_embed_for_grid(self, grid: Tuple[int, int]) -> torch.Tensor:
-        """The position embedding for an ``(h, w)`` token grid: ``pos_embed`` itself on the
-        construction grid. On another grid, sin-cos gives the exact table of that grid; learned
-        gives the grid resized bicubically (no anti-aliasing, ``align_corners=False``), the same
-        operation that resizes a pre-training checkpoint for fine-tuning (MAE / FastMIM), so a
-        model run at size S equals the model loaded at S.
-        """
+        """The position embedding for an ``(h, w)`` token grid: a learned one as
+        :class:`PlainViTBackbone` resizes it (MAE's / FastMIM's fine-tuning resize); sin-cos on
+        another grid than the construction grid is the exact table of that grid."""
         if self.pos_embed_type == 'sincos' and tuple(grid) != tuple(self.patch_embed.grid_size):
             table = sincos_2d_pos_embed(self.embed_dim, grid, device=self.pos_embed.device)
             return table.to(self.pos_embed.dtype).unsqueeze(0)
-        return resample_abs_pos_embed(
-            self.pos_embed,
-            new_size=grid,
-            old_size=self.patch_embed.grid_size,
-            num_prefix_tokens=self.num_prefix_tokens,
-            antialias=False)
+        return super()._pos_embed_for_grid(grid)
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or x.shape[-2] % self.patch_size or x.shape[-1] % self.patch_size:
-            raise ValueError(f'VisionTransformer: expected a (B, C, H, W) input with H and W '
-                             f'multiples of the patch size {self.patch_size}, got {tuple(x.shape)}')
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        self._check_input(x)
-        x = self.patch_embed(x)  # (B, h, w, C): dynamic_img_size keeps the grid
-        grid = x.shape[1:3]
-        x = self.norm_pre(self.patch_drop(self._pos_embed(x)))
-
-        outputs = []
-        last_block = len(self.blocks) - 1
-        for index, block in enumerate(self.blocks[:max(self.out_indices) + 1]):
-            if self.grad_checkpointing and self.training:
-                x = checkpoint(self._run_block, block, x, grid, use_reentrant=False)
-            else:
-                x = self._run_block(block, x, grid)
-            if index in self.out_indices:
-                outputs.append(self._format(self.norm(x) if index == last_block else x, grid))
-        return tuple(outputs)
-
-    def _run_block(self, block: nn.Module, x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
-        """One block; its relative position bias (when the model has one) is computed here, so
-        that activation checkpointing recomputes it too instead of keeping it."""
+    def _block_runner(self, grid: Tuple[int, int]) -> Callable[[nn.Module, torch.Tensor],
+                                                                torch.Tensor]:
+        """A block's relative position bias (when the model has one) is computed inside the
+        run, so that activation checkpointing recomputes it too instead of keeping it."""
         if self.rel_pos_bias:
-            return block(x, attn_mask=block.attn.relative_position_bias(grid))
-        return block(x)
+            return lambda block, x: block(x, attn_mask=block.attn.relative_position_bias(grid))
+        return lambda block, x: block(x)
 
     def _format(self, tokens: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         if self.out_type == 'cls_token':
             return tokens[:, 0]
-        patches = tokens[:, self.num_prefix_tokens:]
-        patch_map = patches.reshape(patches.shape[0], grid[0], grid[1], -1)
-        return patch_map.permute(0, 3, 1, 2).contiguous()
+        return super()._format(tokens, grid)
 
     def geometry(self) -> Dict:
         """Plain-type description stored in pre-training checkpoints (``meta['geometry']``), so
         that fine-tuning and downstream loading can resize the position embedding."""
-        return dict(
-            type='VisionTransformer',
-            arch=plain(self.arch),
-            img_size=plain_size(self.patch_embed.img_size),
-            patch_size=self.patch_size,
-            embed_dim=self.arch_cfg['embed_dim'],
-            depth=self.arch_cfg['depth'],
-            num_heads=self.arch_cfg['num_heads'],
-            pos_embed_grid=list(self.patch_embed.grid_size),
-            pos_embed_type=self.pos_embed_type,
-            class_token=True)
+        return self._plain_geometry('VisionTransformer', pos_embed_type=self.pos_embed_type)
 
     @classmethod
     def rename_foreign_keys(cls, state: StateDict) -> StateDict:
@@ -477,16 +516,6 @@ class VisionTransformer(BackboneContract, TimmVisionTransformer, BaseModule):
             return state
         state['pos_embed'] = fit_pos_embed(self, pos_embed, source_geometry)
         return state
-
-    def layer_id(self, name: str) -> int:
-        """The embedding (patch embedding, class token, position embedding) is 0, ``blocks.i``
-        is ``i + 1`` (its relative-position-bias table and layer scales included), the rest
-        (final norm) ``depth + 1`` (MAE's ids; 13 for ViT-B)."""
-        return plain_vit_layer_id(name, len(self.blocks))
-
-    @property
-    def num_layer_ids(self) -> int:
-        return len(self.blocks) + 2
 
 
 def _resized_beit_table(model: nn.Module, table: torch.Tensor, block: int,
