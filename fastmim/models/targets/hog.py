@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastmim.registry import MODELS
+from ._cells import cell_grid
 
 # The reference definition's horizontal Sobel kernel; the vertical one is its transpose.
 SOBEL_X = ((1., 0., -1.), (2., 0., -2.), (1., 0., -1.))
@@ -77,7 +78,7 @@ class HOGGenerator(nn.Module):
     @torch.no_grad()
     def forward(self, images):
         """(B, 3, H, W) normalised images -> (B, 3 * nbins, H / cell, W / cell) fp32 HOG."""
-        cells_h, cells_w = self._cell_grid(images)
+        cells_h, cells_w = cell_grid(images, self.cell_size, 'HOGGenerator', 'cell_size')
         with torch.autocast(device_type=images.device.type, enabled=False):
             gx, gy = self._gradients(images.float())
             histograms = self._cell_histograms(torch.hypot(gx, gy), self._orientation_bins(gx, gy),
@@ -85,16 +86,6 @@ class HOGGenerator(nn.Module):
             if self.normalize:
                 histograms = F.normalize(histograms, dim=2, eps=1e-12)
             return histograms.flatten(1, 2)
-
-    def _cell_grid(self, images):
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f'HOGGenerator expects images of shape (B, 3, H, W), '
-                             f'got {tuple(images.shape)}')
-        height, width = images.shape[-2:]
-        if height % self.cell_size or width % self.cell_size:
-            raise ValueError(f'HOGGenerator: image size {height}x{width} is not a multiple of '
-                             f'cell_size {self.cell_size}')
-        return height // self.cell_size, width // self.cell_size
 
     def _gradients(self, images):
         """Sobel ``gx, gy`` per colour channel, each (B, 3, H, W), from one depthwise conv."""

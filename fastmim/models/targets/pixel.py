@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from fastmim.registry import MODELS
+from ._cells import cell_grid
 
 
 @MODELS.register_module()
@@ -39,7 +40,7 @@ class PixelTarget(nn.Module):
     @torch.no_grad()
     def forward(self, images):
         """(B, 3, H, W) normalised images -> (B, 3 * p * p, H / p, W / p) fp32 patch vectors."""
-        patches_h, patches_w = self._patch_grid(images)
+        patches_h, patches_w = cell_grid(images, self.cell_size, 'PixelTarget', 'patch_size')
         p = self.cell_size
         with torch.autocast(device_type=images.device.type, enabled=False):
             patches = images.float().unflatten(2, (patches_h, p)).unflatten(4, (patches_w, p))
@@ -50,13 +51,3 @@ class PixelTarget(nn.Module):
                 var = patches.var(dim=1, keepdim=True, correction=1)
                 patches = (patches - mean) / (var + 1e-6).sqrt()
             return patches.contiguous()
-
-    def _patch_grid(self, images):
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f'PixelTarget expects images of shape (B, 3, H, W), '
-                             f'got {tuple(images.shape)}')
-        height, width = images.shape[-2:]
-        if height % self.cell_size or width % self.cell_size:
-            raise ValueError(f'PixelTarget: image size {height}x{width} is not a multiple of '
-                             f'patch_size {self.cell_size}')
-        return height // self.cell_size, width // self.cell_size
