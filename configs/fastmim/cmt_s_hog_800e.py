@@ -3,11 +3,4 @@
 # Published: 83.9 top-1 after fine-tuning.
 # The release publishes no pre-training command for this backbone: batch, lr and decoder
 # (256 x 1) follow the ViT-B command, blocks the stride-32 Swin-B command.
-_base_ = [
-    '../_base_/models/fastmim_cmt_s.py',
-    '../_base_/datasets/imagenet_pretrain_128.py',
-    '../_base_/schedules/fastmim_adamw_800e.py',
-    '../_base_/default_runtime.py',
-]
-
-train_dataloader = dict(batch_size=512)  # x 8 GPUs = the schedule's total batch of 4096
+_base_ = ['../_base_/models/fastmim_cmt_s.py', '../_base_/pretrain_imagenet_128_800e.py']

@@ -5,16 +5,8 @@
 # shared recipe. CMT's last stage has no final norm, so the head adds a LayerNorm (fc_norm)
 # after pooling. The relative position biases are resized from the 128-px grid on loading
 # (which the release forgets to do).
-_base_ = [
-    '../_base_/models/cls_cmt_s.py',
-    '../_base_/datasets/imagenet_ft_224.py',
-    '../_base_/schedules/finetune_adamw.py',
-    '../_base_/default_runtime.py',
-]
+_base_ = ['../_base_/models/cls_cmt_s.py', '../_base_/finetune_imagenet_224_100e.py']
 
-model = dict(backbone=dict(init_cfg=dict(
-    type='FastMIMPretrained', checkpoint='work_dirs/cmt_s_hog_800e/epoch_800.pth',
-    prefix='backbone.')))
+model = dict(backbone=dict(init_cfg=dict(checkpoint='work_dirs/cmt_s_hog_800e/epoch_800.pth')))
 optim_wrapper = dict(optimizer=dict(lr=1e-3 * 1024 / 256),
                      paramwise_cfg=dict(layer_decay_rate=0.75))
-default_hooks = dict(checkpoint=dict(save_best='accuracy/top1', rule='greater'))

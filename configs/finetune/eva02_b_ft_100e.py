@@ -6,16 +6,8 @@
 # 30 epochs); the rest is FastMIM's recipe. No published result for this backbone.
 #   tools/dist_train.sh configs/finetune/eva02_b_ft_100e.py 8 \
 #       --cfg-options model.backbone.init_cfg.checkpoint=PATH/TO/epoch_800.pth
-_base_ = [
-    '../_base_/models/cls_eva02_b.py',
-    '../_base_/datasets/imagenet_ft_224.py',
-    '../_base_/schedules/finetune_adamw.py',
-    '../_base_/default_runtime.py',
-]
+_base_ = ['../_base_/models/cls_eva02_b.py', '../_base_/finetune_imagenet_224_100e.py']
 
-model = dict(backbone=dict(init_cfg=dict(
-    type='FastMIMPretrained', checkpoint='work_dirs/eva02_b_hog_800e/epoch_800.pth',
-    prefix='backbone.')))
+model = dict(backbone=dict(init_cfg=dict(checkpoint='work_dirs/eva02_b_hog_800e/epoch_800.pth')))
 optim_wrapper = dict(optimizer=dict(lr=6e-4 * 1024 / 256),
                      paramwise_cfg=dict(layer_decay_rate=0.70))
-default_hooks = dict(checkpoint=dict(save_best='accuracy/top1', rule='greater'))

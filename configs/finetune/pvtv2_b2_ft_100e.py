@@ -3,16 +3,8 @@
 # none. lr and layer decay here are the defaults of the release's main_finetune.py (base lr
 # 1e-3 per 256 -> 4e-3 at batch 1024, layer decay 0.75, drop path 0.1); everything else is the
 # shared recipe. PVTv2 ends every stage in a LayerNorm, so the head adds no fc_norm.
-_base_ = [
-    '../_base_/models/cls_pvtv2_b2.py',
-    '../_base_/datasets/imagenet_ft_224.py',
-    '../_base_/schedules/finetune_adamw.py',
-    '../_base_/default_runtime.py',
-]
+_base_ = ['../_base_/models/cls_pvtv2_b2.py', '../_base_/finetune_imagenet_224_100e.py']
 
-model = dict(backbone=dict(init_cfg=dict(
-    type='FastMIMPretrained', checkpoint='work_dirs/pvtv2_b2_hog_800e/epoch_800.pth',
-    prefix='backbone.')))
+model = dict(backbone=dict(init_cfg=dict(checkpoint='work_dirs/pvtv2_b2_hog_800e/epoch_800.pth')))
 optim_wrapper = dict(optimizer=dict(lr=1e-3 * 1024 / 256),
                      paramwise_cfg=dict(layer_decay_rate=0.75))
-default_hooks = dict(checkpoint=dict(save_best='accuracy/top1', rule='greater'))

@@ -4,16 +4,8 @@
 # pools and classifies without a new fc_norm. Relative-position tables are resized from
 # (2*4-1)^2 to (2*7-1)^2 rows when the checkpoint is loaded.
 # Published: 84.1 top-1.
-_base_ = [
-    '../_base_/models/cls_swin_b.py',
-    '../_base_/datasets/imagenet_ft_224.py',
-    '../_base_/schedules/finetune_adamw.py',
-    '../_base_/default_runtime.py',
-]
+_base_ = ['../_base_/models/cls_swin_b.py', '../_base_/finetune_imagenet_224_100e.py']
 
-model = dict(backbone=dict(init_cfg=dict(
-    type='FastMIMPretrained', checkpoint='work_dirs/swin_b_hog_400e/epoch_400.pth',
-    prefix='backbone.')))
+model = dict(backbone=dict(init_cfg=dict(checkpoint='work_dirs/swin_b_hog_400e/epoch_400.pth')))
 optim_wrapper = dict(optimizer=dict(lr=1e-3 * 1024 / 256),
                      paramwise_cfg=dict(layer_decay_rate=0.80))
-default_hooks = dict(checkpoint=dict(save_best='accuracy/top1', rule='greater'))

@@ -6,17 +6,8 @@
 #   tools/dist_train.sh configs/finetune/vit_b_ft_100e.py 8 \
 #       --cfg-options model.backbone.init_cfg.checkpoint=PATH/TO/epoch_800.pth
 #   tools/test.py configs/finetune/vit_b_ft_100e.py work_dirs/vit_b_ft_100e/best_*.pth
-_base_ = [
-    '../_base_/models/cls_vit_b.py',
-    '../_base_/datasets/imagenet_ft_224.py',
-    '../_base_/schedules/finetune_adamw.py',
-    '../_base_/default_runtime.py',
-]
+_base_ = ['../_base_/models/cls_vit_b.py', '../_base_/finetune_imagenet_224_100e.py']
 
-model = dict(backbone=dict(init_cfg=dict(
-    type='FastMIMPretrained', checkpoint='work_dirs/vit_b_hog_800e/epoch_800.pth',
-    prefix='backbone.')))
+model = dict(backbone=dict(init_cfg=dict(checkpoint='work_dirs/vit_b_hog_800e/epoch_800.pth')))
 optim_wrapper = dict(optimizer=dict(lr=6e-4 * 1024 / 256),
                      paramwise_cfg=dict(layer_decay_rate=0.70))
-# Keep the best top-1 checkpoint besides the last ones.
-default_hooks = dict(checkpoint=dict(save_best='accuracy/top1', rule='greater'))
