@@ -148,16 +148,23 @@ def test_default_rope_reference_is_the_construction_grid():
 # --------------------------------------------------------------------------------------------
 # Resolution transfer and foreign layouts through load_state_dict (the pre-hook)
 # --------------------------------------------------------------------------------------------
-def test_128_weights_load_at_224_and_equal_the_128_model_run_at_224():
-    pretrained = tiny(img_size=128)
-    finetune = tiny(img_size=224, rope_ref_grid=8)
-    finetune.load_state_dict(pretrained.state_dict())
+def assert_is_the_128_model_run_at_224(finetune, pretrained):
+    """``finetune`` (224 px, loaded from the 128-px ``pretrained``) holds ``pretrained``'s
+    position embedding resized as timm resizes it, and so gives ``pretrained``'s outputs run at
+    224 px."""
     expected = resample_abs_pos_embed(pretrained.pos_embed.detach(), new_size=(14, 14),
                                       old_size=(8, 8), num_prefix_tokens=1, antialias=False)
     torch.testing.assert_close(finetune.pos_embed.detach(), expected, rtol=0, atol=0)
     images = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(finetune(images), pretrained(images))
+
+
+def test_128_weights_load_at_224_and_equal_the_128_model_run_at_224():
+    pretrained = tiny(img_size=128)
+    finetune = tiny(img_size=224, rope_ref_grid=8)
+    finetune.load_state_dict(pretrained.state_dict())
+    assert_is_the_128_model_run_at_224(finetune, pretrained)
 
 
 def original_eva02_names(state):
@@ -310,12 +317,7 @@ def test_128_checkpoint_fine_tunes_at_224_through_load_pretrained(tmp_path, curr
     save_pretraining_checkpoint(pretrained, tmp_path / 'epoch_800.pth')
     finetune = tiny(img_size=224, rope_ref_grid=8)
     load_pretrained(finetune, str(tmp_path / 'epoch_800.pth'))
-    expected = resample_abs_pos_embed(pretrained.pos_embed.detach(), new_size=(14, 14),
-                                      old_size=(8, 8), num_prefix_tokens=1, antialias=False)
-    torch.testing.assert_close(finetune.pos_embed.detach(), expected, rtol=0, atol=0)
-    images = torch.randn(2, 3, 224, 224)
-    with torch.no_grad():
-        torch.testing.assert_close(finetune(images), pretrained(images))
+    assert_is_the_128_model_run_at_224(finetune, pretrained)
     assert not [r for r in current_log.records if 'rope_ref_grid' in r.getMessage()]
 
 
