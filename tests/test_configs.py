@@ -196,3 +196,28 @@ def test_config_trains_one_iteration(config, tmp_path):
     assert runner.iter == 1
     loss = runner.message_hub.get_scalar('train/loss').current()
     assert math.isfinite(loss) and loss > 0
+
+
+INPUT_SIZE_ABLATIONS = sorted(
+    (ROOT / 'configs' / 'fastmim' / 'ablations').glob('vit_b_hog_800e_in*.py'))
+
+
+@pytest.mark.parametrize('config', INPUT_SIZE_ABLATIONS, ids=lambda p: p.name)
+def test_input_size_ablation_changes_only_the_size(config):
+    """vit_b_hog_800e_in<N>.py is vit_b_hog_800e.py with the crop (also in the dumped
+    ``train_pipeline``) and the backbone's img_size at N px, and nothing else changed."""
+    size = int(config.stem.rsplit('_in', 1)[1])
+    ablation = Config.fromfile(str(config)).to_dict()
+    base = Config.fromfile(str(ROOT / 'configs' / 'fastmim' / 'vit_b_hog_800e.py')).to_dict()
+    assert size != base['model']['backbone']['img_size']
+
+    crops = [ablation['train_pipeline'], ablation['train_dataloader']['dataset']['pipeline']]
+    for pipeline in crops:
+        assert [t['size'] for t in pipeline if t['type'] == 'RandomResizedCrop'] == [size]
+    assert ablation['model']['backbone']['img_size'] == size
+
+    crops += [base['train_pipeline'], base['train_dataloader']['dataset']['pipeline']]
+    for pipeline in crops:
+        next(t for t in pipeline if t['type'] == 'RandomResizedCrop')['size'] = None
+    ablation['model']['backbone']['img_size'] = base['model']['backbone']['img_size'] = None
+    assert ablation == base
