@@ -6,19 +6,15 @@ _base_ = ['./vit_b_hog_800e.py']
 
 model = dict(backbone=dict(arch=dict(_delete_=True, embed_dim=192, depth=6, num_heads=3)))
 
-train_pipeline = [
-    dict(type='LoadImageRGB'),
-    dict(type='RandomResizedCrop', size=128, scale=(0.2, 1.0), interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs'),
-]
+# The recipe's pipeline (EmbeddedPhotos hands it decoded photos, so LoadImageRGB's lazy has
+# nothing to do).
 train_dataloader = dict(
     batch_size=32,
     num_workers=1,
     persistent_workers=True,
     pin_memory=False,
     dataset=dict(_delete_=True, type='EmbeddedPhotos', num_samples=256,
-                 pipeline=train_pipeline),
+                 pipeline=_base_.train_pipeline),
 )
 
 optim_wrapper = dict(type='GuardedOptimWrapper', optimizer=dict(lr=1e-3))

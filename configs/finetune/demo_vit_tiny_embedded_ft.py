@@ -22,19 +22,11 @@ model = dict(
     head=dict(num_classes=num_photos),
 )
 
-train_pipeline = [
-    dict(type='LoadImageRGB'),
-    dict(type='RandomResizedCrop', size=160, scale=(0.08, 1.0), interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='RandAugment', config_str='rand-m9-mstd0.5-inc1', img_size=160,
-         interpolation='bicubic'),
-    dict(type='PackInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageRGB'),
-    dict(type='ResizeShorterCenterCrop', crop_size=160, crop_pct=0.875, interpolation='bicubic'),
-    dict(type='PackInputs'),
-]
+# The recipe's pipelines at 160 px: the crop and RandAugment's size, and the evaluation crop.
+train_pipeline = _base_.train_pipeline
+train_pipeline[1].size = train_pipeline[3].img_size = 160
+test_pipeline = _base_.test_pipeline
+test_pipeline[1].crop_size = 160
 train_dataloader = dict(
     batch_size=32,
     num_workers=1,

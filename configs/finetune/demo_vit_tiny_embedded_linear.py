@@ -19,17 +19,11 @@ model = dict(
     head=dict(num_classes=num_photos),
 )
 
-train_pipeline = [
-    dict(type='LoadImageRGB'),
-    dict(type='RandomResizedCrop', size=128, scale=(0.2, 1.0), interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='PackInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageRGB'),
-    dict(type='ResizeShorterCenterCrop', crop_size=128, crop_pct=0.875, interpolation='bicubic'),
-    dict(type='PackInputs'),
-]
+# The probe's pipelines at 128 px, with pre-training's crop scale (0.2-1.0).
+train_pipeline = _base_.train_pipeline
+train_pipeline[1].update(size=128, scale=(0.2, 1.0))
+test_pipeline = _base_.test_pipeline
+test_pipeline[1].crop_size = 128
 train_dataloader = dict(
     batch_size=32,
     num_workers=0,

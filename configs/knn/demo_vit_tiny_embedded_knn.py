@@ -16,11 +16,8 @@ bank_pipeline = [
     dict(type='RandomResizedCrop', size=128, scale=(0.2, 1.0), interpolation='bicubic'),
     dict(type='PackInputs'),
 ]
-test_pipeline = [
-    dict(type='LoadImageRGB'),
-    dict(type='ResizeShorterCenterCrop', crop_size=128, crop_pct=0.875, interpolation='bicubic'),
-    dict(type='PackInputs'),
-]
+test_pipeline = _base_.test_pipeline  # the evaluation crop, at 128 px
+test_pipeline[1].crop_size = 128
 test_cfg = dict(
     fp16=False,
     bank_dataloader=dict(
