@@ -7,10 +7,8 @@ optim_wrapper = dict(optimizer=dict(lr=1.5e-4 * 4096 / 256))
 auto_scale_lr = dict(base_batch_size=4096)
 warmup_epochs = 20
 max_epochs = 800
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=warmup_epochs,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=0., by_epoch=True, begin=warmup_epochs,
-         end=max_epochs, T_max=max_epochs - warmup_epochs, convert_to_iter_based=True),
-]
+# The base's warmup + cosine, re-timed (the base evaluated its epochs when it was read).
+param_scheduler = _base_.param_scheduler
+param_scheduler[0].end = param_scheduler[1].begin = warmup_epochs
+param_scheduler[1].update(end=max_epochs, T_max=max_epochs - warmup_epochs)
 train_cfg = dict(max_epochs=max_epochs)
