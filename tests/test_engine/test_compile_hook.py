@@ -17,29 +17,9 @@ from fastmim.engine.hooks import CompileModulesHook
 TRAIN_TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'train.py'
 
 
-def tiny_pretrain_config(work_dir, modules=('backbone', 'neck', 'head')):
-    pipeline = [
-        dict(type='LoadImageRGB'),
-        dict(type='RandomResizedCrop', size=32, scale=(0.2, 1.0), interpolation='bicubic'),
-        dict(type='PackInputs'),
-    ]
+def tiny_pretrain_config(tiny_pretraining, work_dir, modules=('backbone', 'neck', 'head')):
     return dict(
-        default_scope='fastmim',
-        work_dir=str(work_dir),
-        experiment_name=str(work_dir),
-        model=dict(
-            type='FastMIM',
-            backbone=dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=1, num_heads=2),
-                          img_size=32, patch_size=16),
-            neck=dict(type='MIMDecoder', embed_dim=32, depth=1, num_heads=2),
-            target_generator=dict(type='HOGGenerator'),
-            mask_ratio=0.75, block_size=16),
-        train_dataloader=dict(
-            batch_size=2, num_workers=0, drop_last=True,
-            sampler=dict(type='DefaultSampler', shuffle=True),
-            dataset=dict(type='EmbeddedPhotos', sources='skimage', num_samples=4,
-                         pipeline=pipeline)),
-        train_cfg=dict(by_epoch=True, max_epochs=1),
+        **tiny_pretraining(work_dir, batch_size=2, num_samples=4, max_epochs=1),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
         custom_hooks=[dict(type='CheckpointMetaHook'),
@@ -47,8 +27,9 @@ def tiny_pretrain_config(work_dir, modules=('backbone', 'neck', 'head')):
     )
 
 
-def test_backbone_and_neck_train_compiled_and_checkpoint_keys_are_plain(tmp_path):
-    runner = Runner.from_cfg(tiny_pretrain_config(tmp_path))
+def test_backbone_and_neck_train_compiled_and_checkpoint_keys_are_plain(tmp_path,
+                                                                        tiny_pretraining):
+    runner = Runner.from_cfg(tiny_pretrain_config(tiny_pretraining, tmp_path))
     model = runner.train()
     # nn.Module.compile keeps the module (and its state_dict keys); the call goes compiled.
     assert model.backbone._compiled_call_impl is not None
@@ -59,8 +40,9 @@ def test_backbone_and_neck_train_compiled_and_checkpoint_keys_are_plain(tmp_path
     assert not any('_orig_mod' in key for key in state)
 
 
-def test_model_without_any_named_module_is_a_clear_error(tmp_path):
-    runner = Runner.from_cfg(tiny_pretrain_config(tmp_path, modules=('encoder', )))
+def test_model_without_any_named_module_is_a_clear_error(tmp_path, tiny_pretraining):
+    runner = Runner.from_cfg(tiny_pretrain_config(tiny_pretraining, tmp_path,
+                                                  modules=('encoder', )))
     with pytest.raises(ValueError, match=r"FastMIM has none of the submodules \['encoder'\]"):
         runner.train()
 

@@ -34,29 +34,10 @@ STAGES = [
 UPDATES_PER_EPOCH = NUM_SAMPLES // UPDATE_BATCH
 
 
-def tiny_config(work_dir, progressive=True):
-    pipeline = [
-        dict(type='LoadImageRGB'),
-        dict(type='RandomResizedCrop', size=32, scale=(0.2, 1.0), interpolation='bicubic'),
-        dict(type='PackInputs'),
-    ]
+def tiny_config(tiny_pretraining, work_dir, progressive=True):
     cfg = dict(
-        default_scope='fastmim',
-        work_dir=str(work_dir),
-        experiment_name=str(work_dir),  # runners made in the same second need distinct names
-        model=dict(
-            type='FastMIM',
-            backbone=dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=1, num_heads=2),
-                          img_size=32, patch_size=16),
-            neck=dict(type='MIMDecoder', embed_dim=32, depth=1, num_heads=2),
-            target_generator=dict(type='HOGGenerator'),
-            mask_ratio=0.75, block_size=16),
-        train_dataloader=dict(
-            batch_size=UPDATE_BATCH, num_workers=0, drop_last=True,
-            sampler=dict(type='DefaultSampler', shuffle=True),
-            dataset=dict(type='EmbeddedPhotos', sources='skimage', num_samples=NUM_SAMPLES,
-                         pipeline=pipeline)),
-        train_cfg=dict(by_epoch=True, max_epochs=MAX_EPOCHS),
+        **tiny_pretraining(work_dir, batch_size=UPDATE_BATCH, num_samples=NUM_SAMPLES,
+                           max_epochs=MAX_EPOCHS),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)),
         param_scheduler=[
             dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1,
@@ -111,13 +92,13 @@ def train(cfg):
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tiny_pretraining):
     """One progressive run, one run without stages, and a resume from the epoch-2 checkpoint."""
     root = tmp_path_factory.mktemp('progressive')
-    progressive = train(tiny_config(root / 'progressive'))
-    reference = train(tiny_config(root / 'reference', progressive=False))
+    progressive = train(tiny_config(tiny_pretraining, root / 'progressive'))
+    reference = train(tiny_config(tiny_pretraining, root / 'reference', progressive=False))
 
-    resume_cfg = tiny_config(root / 'resumed')
+    resume_cfg = tiny_config(tiny_pretraining, root / 'resumed')
     resume_cfg.resume = True
     resume_cfg.load_from = str(root / 'progressive' / 'epoch_2.pth')
     resumed = train(resume_cfg)
@@ -211,8 +192,9 @@ def test_bad_stages_are_named(stages, message):
     (dict(default_hooks=dict(param_scheduler=dict(type='ParamSchedulerHook'))),
      r"param_scheduler=dict\(type='PerUpdateParamSchedulerHook'\)"),
 ])
-def test_runner_settings_that_would_break_the_schedule_are_refused(tmp_path, change, message):
-    cfg = tiny_config(tmp_path)
+def test_runner_settings_that_would_break_the_schedule_are_refused(tmp_path, change, message,
+                                                                   tiny_pretraining):
+    cfg = tiny_config(tiny_pretraining, tmp_path)
     cfg.merge_from_dict(change)
     runner = Runner.from_cfg(cfg)
     with pytest.raises(ValueError, match=message):
