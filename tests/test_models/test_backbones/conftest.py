@@ -28,6 +28,14 @@ def _drop_path_is_applied_in_training_only(model, images):
     assert not torch.allclose(first, second)
 
 
+def _init_weights_keeps_weights(model):
+    """mmengine's runner calls ``init_weights()`` on every module after building (and after a
+    parent has loaded weights): without an ``init_cfg`` it must change nothing."""
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    model.init_weights()
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+
+
 @pytest.fixture
 def gradient_reaches_every_parameter():
     return _gradient_reaches_every_parameter
@@ -36,3 +44,8 @@ def gradient_reaches_every_parameter():
 @pytest.fixture
 def drop_path_is_applied_in_training_only():
     return _drop_path_is_applied_in_training_only
+
+
+@pytest.fixture
+def init_weights_keeps_weights():
+    return _init_weights_keeps_weights

@@ -53,11 +53,8 @@ def test_drop_path_is_applied_in_training_only(drop_path_is_applied_in_training_
     drop_path_is_applied_in_training_only(model, torch.randn(2, 3, 64, 64))
 
 
-def test_mmengine_init_weights_keeps_weights():
-    model = tiny_pvt()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    model.init_weights()
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+def test_mmengine_init_weights_keeps_weights(init_weights_keeps_weights):
+    init_weights_keeps_weights(tiny_pvt())
 
 
 @pytest.mark.parametrize('kwargs, message', [

@@ -57,7 +57,8 @@ def test_channels_last_models_are_returned_nchw():
         out_strides=[4, 8], img_size=64)
 
 
-def test_checkpoint_path_loads_a_full_timm_classifier_checkpoint(tmp_path):
+def test_checkpoint_path_loads_a_full_timm_classifier_checkpoint(tmp_path,
+                                                              init_weights_keeps_weights):
     classifier = timm.create_model('resnet18').eval()
     checkpoint = tmp_path / 'resnet18.pth'
     torch.save(classifier.state_dict(), checkpoint)
@@ -68,9 +69,7 @@ def test_checkpoint_path_loads_a_full_timm_classifier_checkpoint(tmp_path):
         expected = classifier.forward_features(images)
     torch.testing.assert_close(features, expected)
 
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    model.init_weights()  # what mmengine's runner calls: must not re-initialise timm's weights
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    init_weights_keeps_weights(model)  # must not re-initialise timm's weights
 
 
 def test_gradient_flows():

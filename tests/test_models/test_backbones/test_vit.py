@@ -123,15 +123,13 @@ def test_geometry_is_plain_and_records_the_position_grid():
     assert sincos['pos_embed_type'] == 'sincos'
 
 
-def test_mmengine_init_weights_keeps_weights_and_loads_init_cfg(tmp_path):
+def test_mmengine_init_weights_keeps_weights_and_loads_init_cfg(tmp_path,
+                                                               init_weights_keeps_weights):
     source = tiny_vit()
     checkpoint = tmp_path / 'vit.pth'
     torch.save(source.state_dict(), checkpoint)
 
-    model = VisionTransformer(arch=TINY, img_size=64)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    model.init_weights()
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    init_weights_keeps_weights(VisionTransformer(arch=TINY, img_size=64))
 
     loaded = VisionTransformer(
         arch=TINY, img_size=64, init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)))
