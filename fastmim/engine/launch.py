@@ -6,6 +6,7 @@ so that the same command runs on a laptop (gloo processes on the CPU) and on a G
 the usual set-up mistakes into one clear line.
 """
 import datetime
+import gc
 import os
 import os.path as osp
 import tempfile
@@ -113,8 +114,19 @@ def init_cpu_distributed(launcher, dist_cfg=None):
 
 
 def shutdown_distributed():
-    """Tear the process group down: without it gloo ranks can abort at interpreter exit."""
+    """Tear the process group down, its worker threads included, before Python finalises.
+
+    ``destroy_process_group`` only unregisters a group that something still references, and
+    the finished Runner does: DDP's reducer holds the group, and the Runner lives in reference
+    cycles that only the garbage collector frees. The group's gloo worker threads then outlive
+    ``main`` and may drop their last reference to a finished collective (holding tensors owned
+    by Python) while the interpreter shuts down; taking the GIL then ends the thread and the
+    process with "terminate called without an active exception" (SIGABRT), at random, on a
+    run that had succeeded. Collecting the cycles first lets the group's destructor join its
+    threads while the interpreter is alive.
+    """
     if torch_dist.is_available() and torch_dist.is_initialized():
+        gc.collect()
         torch_dist.destroy_process_group()
 
 
