@@ -335,26 +335,48 @@ def run_tool(script: str, args: Sequence[str]) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=600)
 
 
-def build_from_classifier_backbone(config: Path, overrides: dict, backbone, scope: str, folder):
-    """Save ``backbone`` as a fine-tuned classifier's checkpoint (``backbone.*`` keys and its
-    geometry, as ``tools/train.py`` writes them), point ``config``'s ``init_cfg`` at it and build
-    and initialise the downstream model in ``scope`` ('mmdet' or 'mmseg')."""
-    import torch
+def build_model(config: Path, overrides: dict, scope: str):
+    """``config`` with ``overrides`` (and its SyncBN layers swapped for plain ones: SyncBN
+    cannot be built outside a process group) and its model built in ``scope`` ('mmdet' or
+    'mmseg')."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
     from fastmim.engine.launch import replace_sync_bn
 
+    cfg = Config.fromfile(str(config))
+    cfg.merge_from_dict(overrides)
+    replace_sync_bn(cfg.model)
+    init_default_scope(scope)
+    return cfg, importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
+
+
+def build_with_optimizer(config: Path, overrides: dict, scope: str):
+    """The model of ``config`` (without its init checkpoint) and the optimiser its
+    ``optim_wrapper`` builds for it. Every SyncBN must come from the config, none from a module
+    default, so that CPU runs can swap them all: none is left."""
+    import torch
+    from mmcv.ops import SyncBatchNorm as MMCVSyncBatchNorm
+    from mmengine.optim import build_optim_wrapper
+
+    cfg, model = build_model(config, {**overrides, 'model.backbone.init_cfg': None}, scope)
+    assert not [name for name, module in model.named_modules()
+                if isinstance(module, (torch.nn.SyncBatchNorm, MMCVSyncBatchNorm))]
+    return model, build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+
+
+def build_from_classifier_backbone(config: Path, overrides: dict, backbone, scope: str, folder):
+    """Save ``backbone`` as a fine-tuned classifier's checkpoint (``backbone.*`` keys and its
+    geometry, as ``tools/train.py`` writes them), point ``config``'s ``init_cfg`` at it and build
+    and initialise the downstream model in ``scope`` ('mmdet' or 'mmseg')."""
+    import torch
+
     checkpoint = Path(folder) / 'classifier.pth'
     torch.save({'state_dict': {f'backbone.{key}': value
                                for key, value in backbone.state_dict().items()},
                 'meta': {'geometry': {'backbone': backbone.geometry()}}}, checkpoint)
-    cfg = Config.fromfile(str(config))
-    cfg.merge_from_dict({**overrides, 'model.backbone.init_cfg.checkpoint': str(checkpoint)})
-    replace_sync_bn(cfg.model)  # SyncBN layers cannot be built outside a process group
-    init_default_scope(scope)
-    registry = importlib.import_module(f'{scope}.registry').MODELS
-    model = registry.build(cfg.model)
+    _, model = build_model(config, {**overrides, 'model.backbone.init_cfg.checkpoint':
+                                    str(checkpoint)}, scope)
     model.init_weights()
     return model
 
@@ -365,11 +387,14 @@ def logged_iterations(work_dir: Path) -> List[dict]:
     return [json.loads(line) for line in scalars.read_text().splitlines() if line.strip()]
 
 
-def train_two_iterations(config: Path, work_dir: Path, overrides: dict,
-                         loss_keys: Sequence[str]) -> subprocess.CompletedProcess:
+def train_two_iterations(config: Path, work_dir: Path, overrides: dict, loss_keys: Sequence[str],
+                         checkpoint: str) -> Tuple[subprocess.CompletedProcess, dict]:
     """``tools/train.py`` on ``config`` with ``overrides``, held to what a user relies on: the
-    tool succeeds, iterations 1 and 2 are logged, and each of ``loss_keys`` is finite and
-    positive at both. Returns the tool's result (its log)."""
+    tool succeeds, iterations 1 and 2 are logged, each of ``loss_keys`` is finite and positive
+    at both, and the ``checkpoint`` file it saves loads with ``weights_only=True`` (plain types,
+    CheckpointMetaHook). Returns the tool's result (its log) and the checkpoint's state dict."""
+    import torch
+
     result = run_tool('train.py', [str(config), '--work-dir', str(work_dir),
                                    '--cfg-options', *as_cfg_options(overrides)])
     assert result.returncode == 0, result.stderr[-4000:]
@@ -378,7 +403,7 @@ def train_two_iterations(config: Path, work_dir: Path, overrides: dict,
     for entry in logged:
         for key in loss_keys:
             assert math.isfinite(entry[key]) and entry[key] > 0, (key, entry)
-    return result
+    return result, torch.load(Path(work_dir) / checkpoint, weights_only=True)['state_dict']
 
 
 def evaluate_checkpoint(config: Path, checkpoint: Path, work_dir: Path, overrides: dict,

