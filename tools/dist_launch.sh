@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Usage: tools/dist_launch.sh GPUS SCRIPT [SCRIPT args]
+# Starts GPUS processes of tools/SCRIPT with torchrun (--launcher pytorch is added); what
+# dist_train.sh and dist_test.sh share. Without a GPU the processes run on the CPU (gloo).
+# Several nodes: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
+set -euo pipefail
+GPUS=$1
+SCRIPT=$2
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHON=${PYTHON:-python}
+[ -x "$ROOT/.venv/bin/python" ] && [ "$PYTHON" = python ] && PYTHON="$ROOT/.venv/bin/python"
+
+PYTHONPATH="$ROOT:${PYTHONPATH:-}" OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} \
+exec "$PYTHON" -m torch.distributed.run \
+    --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
+    --nproc_per_node="$GPUS" --master_port="$PORT" \
+    "$ROOT/tools/$SCRIPT" "${@:3}" --launcher pytorch
