@@ -4,7 +4,8 @@
 # Python 3 there. mmcv is built from its sdist without its compiled ops ("mmcv-lite"): the
 # ops are compiled against one torch build and only the mmdet/mmseg projects need them;
 # pre-training, fine-tuning and the benchmark use mmcv's pure-Python transforms. The sdist
-# stays in DIR: gpu_check.sh builds mmcv with CUDA kernels from it on the GPU machine.
+# stays in DIR: gpu_check.sh builds mmcv with CUDA kernels from it on the GPU machine, unless a
+# CUDA-ops wheel built here fits that machine (copied to DIR/mmcv-cache/).
 #
 #   tools/analysis/offline_wheels.sh [DIR]     (default DIR: .whl in the repository root)
 #
@@ -25,4 +26,12 @@ if ! ls "$DIR"/mmcv_lite-2.1.0-*.whl > /dev/null 2>&1; then
         "$BUILD"/mmcv-2.1.0
     rm -rf "$BUILD"
 fi
-ls -1 "$DIR"
+# CUDA-ops mmcv wheels this machine has built (FASTMIM_CUDA_OPS=1 tools/setup_env.sh), under the
+# cache layout gpu_check.sh's mmcv step reads: a GPU machine with the same torch, Python and an
+# architecture they cover installs one in seconds instead of compiling (or lacking nvcc).
+for built in "${FASTMIM_CACHE:-$HOME/.cache/fastmim}"/wheels/mmcv-*-cu*/; do
+    [ -d "$built" ] && ls "$built"mmcv-*.whl > /dev/null 2>&1 || continue
+    mkdir -p "$DIR/mmcv-cache"
+    cp -r "$built" "$DIR/mmcv-cache/"
+done
+ls -1 "$DIR" "$DIR"/mmcv-cache/* 2>/dev/null
