@@ -12,6 +12,7 @@ from collections import defaultdict
 from mmdet.datasets import CocoDataset
 from mmengine.logging import print_log
 
+from fastmim.engine.dataset_paths import is_local
 from fastmim.registry import DATASETS
 
 # Entries named per kind of problem in the warning; the rest are counted.
@@ -46,7 +47,7 @@ class CheckedCocoDataset(CocoDataset):
     def parse_data_info(self, raw_data_info):
         img_info = raw_data_info['raw_img_info']
         img_path = osp.join(self.data_prefix['img'], img_info['file_name'])
-        if self._is_local(img_path) and not osp.isfile(img_path):
+        if is_local(img_path, self.backend_args) and not osp.isfile(img_path):
             self._skipped['images without their file'].append(
                 f'image {img_info["img_id"]} ({img_path})')
             return None
@@ -54,10 +55,6 @@ class CheckedCocoDataset(CocoDataset):
                        for ann in raw_data_info['raw_ann_info']]
         return super().parse_data_info(
             {**raw_data_info, 'raw_ann_info': [ann for ann in annotations if ann is not None]})
-
-    def _is_local(self, path):
-        backend = (self.backend_args or {}).get('backend', 'local')
-        return backend == 'local' and '://' not in path
 
     def _checked(self, ann, file_name):
         """``ann`` without its short polygons, or None when it is to be skipped."""

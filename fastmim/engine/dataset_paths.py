@@ -17,7 +17,8 @@ from fastmim.engine.launch import LaunchError
 WRAPPED = ('dataset', 'datasets')
 
 
-def _is_local(path, backend_args):
+def is_local(path, backend_args):
+    """Whether ``path`` is read from the local file system (the check skips other backends)."""
     backend = (backend_args or {}).get('backend', 'local')
     return backend == 'local' and '://' not in path
 
@@ -46,7 +47,7 @@ def _walk(dataset, key):
     if not isinstance(dataset, dict):
         return
     for name, path, kind in _dataset_paths(dataset, key):
-        if _is_local(path, dataset.get('backend_args')):
+        if is_local(path, dataset.get('backend_args')):
             yield name, path, kind
     for name in WRAPPED:
         inner = dataset.get(name)
@@ -71,7 +72,7 @@ def check_dataset_paths(cfg, splits):
         for index, evaluator in enumerate(
                 [evaluators] if isinstance(evaluators, dict) else evaluators):
             ann_file = evaluator.get('ann_file')
-            if ann_file and _is_local(ann_file, evaluator.get('backend_args')):
+            if ann_file and is_local(ann_file, evaluator.get('backend_args')):
                 key = f'{split}_evaluator' + ('' if isinstance(evaluators, dict) else f'.{index}')
                 checks.append((f'{key}.ann_file', ann_file, 'file'))
     exists = {'folder': osp.isdir, 'file': osp.isfile, 'path': osp.exists}
