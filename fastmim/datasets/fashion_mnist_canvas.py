@@ -164,8 +164,7 @@ def write_canvas_segmentation(root: str,
             written = json.load(f)
         if written.get('settings') == settings:
             return written
-    if osp.isfile(record):  # an interrupted rewrite must not pass for finished
-        os.remove(record)
+        os.remove(record)  # an interrupted rewrite must not pass for finished
     for kind in ('images', 'annotations'):  # no stale canvases of other settings
         shutil.rmtree(osp.join(root, kind), ignore_errors=True)
     counts = {}
