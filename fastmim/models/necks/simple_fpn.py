@@ -4,32 +4,18 @@ Backbones for Object Detection", 2022).
 
 A plain ViT has no stages: upsampling by transposed convolutions and downsampling by pooling of
 its last map works as well as a hierarchical FPN over several blocks, which is ViTDet's finding.
-LayerNorm (over channels) stands in for BatchNorm throughout, as in ViTDet.
+LayerNorm (over channels: timm's ``LayerNorm2d``) stands in for BatchNorm throughout, as in
+ViTDet.
 """
 from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
+from timm.layers import LayerNorm2d
 from torch import nn
 
 from fastmim.registry import MODELS
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channels of every position of an NCHW map (``nn.LayerNorm`` normalises
-    the trailing dimensions, which for an NCHW map would be the spatial ones)."""
-
-    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_channels))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias,
-                         self.eps)
-        return x.permute(0, 3, 1, 2)
 
 
 def _rescale(in_channels: int, scale: float) -> Tuple[nn.Module, int]:
