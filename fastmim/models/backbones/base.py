@@ -158,10 +158,6 @@ def plain(value):
     return value
 
 
-# Where a stage member other than its blocks sits in the layer order (see staged_layer_id).
-STAGE_POSITIONS = {'before': 0, 'first_block': 1}
-
-
 def staged_layer_id(name: str, stem_names: Sequence[str], stages_name: str,
                     depths: Sequence[int], members: Optional[Dict[str, str]] = None) -> int:
     """Layer id of parameter ``name`` in a staged backbone whose stage ``s`` is
@@ -173,18 +169,17 @@ def staged_layer_id(name: str, stem_names: Sequence[str], stages_name: str,
     patch merging, shares the id of the last block before it), ``'first_block'`` (read by every
     block, so its earliest user), ``'last_block'`` (what closes the stage).
     """
-    starts = [sum(depths[:index]) for index in range(len(depths))]
     parts = name.split('.')
     if parts[0] in stem_names:
         return 0
     if parts[0] != stages_name:
         return sum(depths) + 1
     stage = int(parts[1])
+    start = sum(depths[:stage])
     if parts[2] == 'blocks':
-        return starts[stage] + int(parts[3]) + 1
+        return start + int(parts[3]) + 1
     position = (members or {}).get(parts[2], 'before')
-    offset = depths[stage] if position == 'last_block' else STAGE_POSITIONS[position]
-    return starts[stage] + offset
+    return start + {'before': 0, 'first_block': 1, 'last_block': depths[stage]}[position]
 
 
 def resolution_source(geometry: Optional[dict], owner_type: str) -> Optional[dict]:
