@@ -62,6 +62,8 @@ FIXED_TIMM_ARGS = ('num_classes', 'global_pool', 'class_token', 'num_reg_tokens'
 ORIGINAL_NAMES = (('mlp.ffn_ln.', 'mlp.norm.'), ('attn.inner_attn_ln.', 'attn.norm.'),
                   ('mlp.w12.', 'mlp.fc1.'), ('mlp.w1.', 'mlp.fc1_g.'), ('mlp.w2.', 'mlp.fc1_x.'),
                   ('mlp.w3.', 'mlp.fc2.'))
+
+
 def resolve_arch(arch: Union[str, dict]) -> dict:
     """Settings of a published size (``'ti'``, ``'s'``, ``'b'``, ``'l'``) or of a custom dict
     ``{embed_dim, depth, num_heads}`` (optionally ``mlp_ratio``, ``swiglu_mlp``, ``scale_mlp``,
