@@ -5,6 +5,9 @@ Test isolation for mmengine's process-wide default scope: a Runner makes its con
 builds by plain name in later tests would then look in that library's registries. Every test
 starts in fastmim's scope, as a user's fastmim process does.
 """
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 from mmengine.registry import init_default_scope
@@ -13,6 +16,19 @@ from mmengine.registry import init_default_scope
 @pytest.fixture(autouse=True)
 def fastmim_default_scope():
     init_default_scope('fastmim')
+
+
+@pytest.fixture(scope='session')
+def load_script():
+    """``load_script(path)``: the module of a script that is no package (a tool, a study
+    runner), executed from its file; the tests run with ``--import-mode=importlib``, which puts
+    no folder of the repository on ``sys.path``."""
+    def load(path):
+        spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 @pytest.fixture(scope='module')

@@ -3,7 +3,6 @@
 TorchDynamo's ``eager`` backend traces exactly as the default one but skips code generation,
 which keeps the test fast on a CPU; tools/analysis/gpu_check.sh runs the inductor path on CUDA.
 """
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -52,10 +51,8 @@ def test_modules_must_be_a_list_of_names():
         CompileModulesHook(modules='backbone')
 
 
-def test_train_flag_adds_the_hook():
-    spec = importlib.util.spec_from_file_location('train_tool', TRAIN_TOOL)
-    train_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_tool)
+def test_train_flag_adds_the_hook(load_script):
+    train_tool = load_script(TRAIN_TOOL)
     cfg = Config(dict(custom_hooks=[dict(type='CheckpointMetaHook')],
                       optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3))))
     train_tool.apply_args(cfg, train_tool.parse_args(['x.py', '--compile', '--work-dir', 'w']))

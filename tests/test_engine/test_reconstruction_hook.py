@@ -1,5 +1,4 @@
 """Reconstruction pictures: the training hook and tools/visualize/visualize_reconstruction.py."""
-import importlib.util
 import os
 import os.path as osp
 import subprocess
@@ -146,11 +145,9 @@ def test_hook_in_a_training_run(tmp_path):
 
 
 # --- the command-line tool ----------------------------------------------------------------
-def load_tool():
-    spec = importlib.util.spec_from_file_location('visualize_reconstruction', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def tool(load_script):
+    return load_script(TOOL)
 
 
 def write_config(tmp_path, model_cfg):
@@ -171,15 +168,14 @@ def save_green_token_checkpoint(tmp_path):
     return str(path)
 
 
-def test_tool_draws_with_the_checkpoint_weights(tmp_path, capsys):
+def test_tool_draws_with_the_checkpoint_weights(tmp_path, capsys, tool):
     image_path = tmp_path / 'photo.png'
     pixels = np.random.default_rng(0).integers(0, 200, (48, 40, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(image_path)
     out_dir = tmp_path / 'out'
 
-    load_tool().main([write_config(tmp_path, tiny_model_cfg()),
-                      save_green_token_checkpoint(tmp_path), '--img', str(image_path),
-                      '--out-dir', str(out_dir), '--input-size', str(SIZE)])
+    tool.main([write_config(tmp_path, tiny_model_cfg()), save_green_token_checkpoint(tmp_path),
+               '--img', str(image_path), '--out-dir', str(out_dir), '--input-size', str(SIZE)])
 
     assert capsys.readouterr().out.split() == [str(out_dir / 'photo.png')]
     panel = np.asarray(Image.open(out_dir / 'photo.png'))
@@ -189,10 +185,9 @@ def test_tool_draws_with_the_checkpoint_weights(tmp_path, capsys):
     assert green.sum() == 3 * 16 * 16 * 4
 
 
-def test_tool_embedded_photos(tmp_path, capsys):
-    load_tool().main([write_config(tmp_path, tiny_model_cfg()),
-                      save_green_token_checkpoint(tmp_path), '--embedded', '2',
-                      '--out-dir', str(tmp_path), '--input-size', str(SIZE)])
+def test_tool_embedded_photos(tmp_path, capsys, tool):
+    tool.main([write_config(tmp_path, tiny_model_cfg()), save_green_token_checkpoint(tmp_path),
+               '--embedded', '2', '--out-dir', str(tmp_path), '--input-size', str(SIZE)])
     from fastmim.datasets import find_embedded_photos
     first_two = [name.replace('/', '_') for name, _ in find_embedded_photos()[:2]]
     assert capsys.readouterr().out.split() == [str(tmp_path / f'{name}.png')
@@ -200,13 +195,13 @@ def test_tool_embedded_photos(tmp_path, capsys):
     assert all((tmp_path / f'{name}.png').stat().st_size > 0 for name in first_two)
 
 
-def test_tool_rejects_a_checkpoint_of_another_model(tmp_path):
+def test_tool_rejects_a_checkpoint_of_another_model(tmp_path, tool):
     checkpoint = save_green_token_checkpoint(tmp_path)
     config = write_config(tmp_path, tiny_model_cfg(embed_dim=64))
     with pytest.raises(CheckpointError, match='does not fit the model of'):
-        load_tool().main([config, checkpoint, '--embedded', '1', '--out-dir', str(tmp_path)])
+        tool.main([config, checkpoint, '--embedded', '1', '--out-dir', str(tmp_path)])
     with pytest.raises(ValueError, match='between 1 and'):
-        load_tool().main([config, checkpoint, '--embedded', '0', '--out-dir', str(tmp_path)])
+        tool.main([config, checkpoint, '--embedded', '0', '--out-dir', str(tmp_path)])
 
 
 def test_tool_names_a_missing_image_in_one_line(tmp_path):

@@ -1,6 +1,5 @@
 """``tools/benchmarks/downstream.sh``: a pre-training checkpoint to fine-tuning and downstream
 numbers in one command, run as a user runs it on tiny models and real photos."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,12 +16,9 @@ SCRIPT = ROOT / 'tools' / 'benchmarks' / 'downstream.sh'
 PRETRAIN_CONFIG = ROOT / 'configs' / 'fastmim' / 'vit_b_hog_800e.py'
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'fastmim_tools_downstream', ROOT / 'tools' / 'benchmarks' / 'downstream.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def tool(load_script):
+    return load_script(ROOT / 'tools' / 'benchmarks' / 'downstream.py')
 
 
 def tiny_vit_arch(downstream):
@@ -149,8 +145,7 @@ def stages_for(tool, *argv, backbone):
                                                   backbone).items()}
 
 
-def test_stages_follow_the_backbone_and_the_flags():
-    tool = load_tool()
+def test_stages_follow_the_backbone_and_the_flags(tool):
     detection = 'projects/detection/configs/mask_rcnn_fastmim_swin_b_fpn_3x_coco.py'
     segmentation = 'projects/segmentation/configs/upernet_fastmim_vit_b_ade20k_512x512_160k.py'
     assert stages_for(tool, backbone='SwinTransformer') == {
@@ -173,11 +168,10 @@ def test_stages_follow_the_backbone_and_the_flags():
         stages_for(tool, backbone='Unknown')
 
 
-def test_backbone_is_read_from_the_checkpoint_meta(tmp_path):
+def test_backbone_is_read_from_the_checkpoint_meta(tmp_path, tool):
     from fastmim.engine.checkpoint import save_checkpoint_file
     from fastmim.engine.launch import LaunchError
     from fastmim.models.backbones import SwinTransformer
-    tool = load_tool()
     swin = SwinTransformer(arch=dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
                            img_size=128, window_size=4)
     state = {f'backbone.{key}': value for key, value in swin.state_dict().items()}
@@ -193,10 +187,9 @@ def test_backbone_is_read_from_the_checkpoint_meta(tmp_path):
         tool.backbone_type(str(without_meta))
 
 
-def test_a_stage_runs_only_what_its_work_dir_lacks(tmp_path, monkeypatch):
+def test_a_stage_runs_only_what_its_work_dir_lacks(tmp_path, monkeypatch, tool):
     """Final checkpoint and metrics: nothing runs; final checkpoint only: testing only; an
     interrupted training (``last_checkpoint``, no final checkpoint): training resumes."""
-    tool = load_tool()
     config = ROOT / 'configs' / 'finetune' / 'vit_b_ft_100e.py'
     args = tool.parse_args(['pre.pth', '1', 'finetune', '--ft-options', 'train_cfg.max_epochs=3'])
     stage_dir = tmp_path / 'finetune'
@@ -233,8 +226,7 @@ def test_a_stage_runs_only_what_its_work_dir_lacks(tmp_path, monkeypatch):
     assert steps == []
 
 
-def test_table_marks_what_was_not_run():
-    tool = load_tool()
+def test_table_marks_what_was_not_run(tool):
     table = tool.markdown_table('a.pth', 'SwinTransformer', dict(top1=84.1, box_ap=52.0,
                                                                    mask_ap=46.04))
     assert table.splitlines()[2] == '| a.pth | SwinTransformer | 84.10 | 52.00 | 46.04 | - |'

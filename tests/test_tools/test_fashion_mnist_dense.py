@@ -3,7 +3,6 @@ configs carry the classification study's ViT and normalisation and differ only i
 initialisation, the study's pre-training checkpoint (32 px, 8x8 grid) loads into the 64-px
 backbone, and the runner reads mmseg's mIoU and writes the table between its markers.
 (tests/test_configs.py trains both configs for one iteration on real canvases.)"""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,14 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / 'configs' / 'experiments'
 UPERNET = CONFIGS / 'fashion_mnist_upernet.py'
 SCRATCH = CONFIGS / 'fashion_mnist_upernet_scratch.py'
-
-
-def load_runner():
-    path = ROOT / 'tools' / 'experiments' / 'run_fashion_mnist_dense.py'
-    spec = importlib.util.spec_from_file_location('run_fashion_mnist_dense', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_configs_use_the_study_vit_and_differ_only_in_the_initialisation():
@@ -90,8 +81,8 @@ def test_pretraining_checkpoint_loads_into_the_64px_backbone(tmp_path):
     assert torch.allclose(loaded['pos_embed'], expected)
 
 
-def test_runner_reads_miou_and_writes_the_table(tmp_path):
-    runner = load_runner()
+def test_runner_reads_miou_and_writes_the_table(tmp_path, load_script):
+    runner = load_script(ROOT / 'tools' / 'experiments' / 'run_fashion_mnist_dense.py')
     runs = []
     for seed, (with_pretraining, scratch) in enumerate([(60.0, 40.0), (62.0, 41.0)]):
         for (name, config, pretrained), miou in zip(runner.METHODS, (with_pretraining, scratch)):
