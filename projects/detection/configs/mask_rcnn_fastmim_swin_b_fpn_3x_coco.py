@@ -96,14 +96,9 @@ train_dataloader = dict(
             backend_args={{_base_.backend_args}}),
         pipeline=train_pipeline))
 
-# The reference's test scale; the rest is mmdet's test pipeline.
-test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
-    dict(type='Resize', scale=(1666, 1024), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
+# mmdet's test pipeline at the reference's test scale.
+test_pipeline = _base_.test_pipeline
+test_pipeline[1].scale = (1666, 1024)  # Resize
 val_dataloader = dict(dataset=dict(type=dataset_type, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 

@@ -53,13 +53,9 @@ model = dict(
 train_dataloader = dict(batch_size=4)
 auto_scale_lr = dict(base_batch_size=64)
 
-test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args={{_base_.backend_args}}),
-    dict(type='Resize', scale=(1024, 1024), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
+# The Swin-B config's test pipeline at ViTDet's test scale.
+test_pipeline = _base_.test_pipeline
+test_pipeline[1].scale = (1024, 1024)  # Resize
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
