@@ -83,4 +83,3 @@ def test_with_cp_same_loss_and_gradients_and_blocks_recomputed(name):
     # Off by default: each block of the plain model ran once. On: recomputed in backward.
     blocks = sum(1 for module_name, _ in plain.named_modules() if is_block(module_name))
     assert blocks and len(plain_calls) == blocks and len(checkpointed_calls) > blocks
-
