@@ -130,11 +130,17 @@ def read_top1(run: Run) -> Optional[float]:
             with open(path) as f:
                 return json.load(f).get(run.method.metric)
         return None
-    for path in sorted(glob.glob(osp.join(run.work_dir, '*', 'vis_data', 'scalars.json')),
+    return last_scalar(run.work_dir, run.method.metric)
+
+
+def last_scalar(work_dir: str, key: str) -> Optional[float]:
+    """The last ``key`` logged in the newest of mmengine's ``scalars.json`` of ``work_dir``
+    that has one; ``None`` if none has (the run has not finished)."""
+    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')),
                        reverse=True):
         with open(path) as f:
             records = [json.loads(line) for line in f if line.strip()]
-        values = [record[run.method.metric] for record in records if run.method.metric in record]
+        values = [record[key] for record in records if key in record]
         if values:
             return values[-1]
     return None

@@ -24,7 +24,6 @@ A run whose mIoU is already in its work dir is not repeated, so an interrupted s
 where it stopped; ``--fresh`` deletes the dense runs (not the pre-training or the canvases).
 """
 import argparse
-import glob
 import json
 import os
 import os.path as osp
@@ -77,14 +76,7 @@ def train_command(run: Run, canvases: str, checkpoint: str, extra: List[str]) ->
 def read_miou(work_dir: str) -> Optional[float]:
     """The mIoU of the run's last validation (the test canvases), from mmengine's
     scalars.json; ``None`` if it has not finished."""
-    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')),
-                       reverse=True):
-        with open(path) as f:
-            values = [record['mIoU'] for record in map(json.loads, filter(str.strip, f))
-                      if 'mIoU' in record]
-        if values:
-            return values[-1]
-    return None
+    return study.last_scalar(work_dir, 'mIoU')
 
 
 def train_all(runs: List[Run], jobs: int) -> None:
