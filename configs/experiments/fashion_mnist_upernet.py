@@ -28,7 +28,8 @@ custom_imports = dict(imports=['fastmim'], allow_failed_imports=False)
 
 crop_size = (64, 64)
 num_classes = 11
-# SyncBN becomes BN on a machine without CUDA (fastmim.engine.launch.adapt_to_device).
+# The neck's norm, the one upernet_mae.py gives the heads; SyncBN becomes BN on a machine
+# without CUDA (fastmim.engine.launch.adapt_to_device).
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 embed_dim = 128
 model = dict(
@@ -48,11 +49,8 @@ model = dict(
                       checkpoint='work_dirs/fashion_mnist/pretrain/epoch_3.pth',
                       prefix='backbone.')),
     neck=dict(embed_dim=embed_dim, rescales=[2, 1, 0.5, 0.25], norm_cfg=norm_cfg),
-    decode_head=dict(in_channels=[embed_dim] * 4, channels=64, num_classes=num_classes,
-                     norm_cfg=norm_cfg),
-    auxiliary_head=dict(in_channels=embed_dim, channels=32, num_classes=num_classes,
-                        norm_cfg=norm_cfg),
-    test_cfg=dict(mode='whole'))
+    decode_head=dict(in_channels=[embed_dim] * 4, channels=64, num_classes=num_classes),
+    auxiliary_head=dict(in_channels=embed_dim, channels=32, num_classes=num_classes))
 
 # ADE20K layout written by fastmim.datasets.fashion_mnist_canvas.write_canvas_segmentation (the
 # runner does it): gray PNG canvases, label PNGs with ids 0-10. 0 is the background class, not
