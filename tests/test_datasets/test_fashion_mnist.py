@@ -108,13 +108,6 @@ def test_reads_other_idx_types_big_endian(tmp_path):
     np.testing.assert_array_equal(read_idx(str(tmp_path / 'ints.gz')), values)
 
 
-@pytest.fixture(scope='session')
-def real_root():
-    """The real files: installed, cached, or fetched now (apt-get download + dpkg -x, 31 MB,
-    once per machine); a failed fetch fails the test with the command's stderr."""
-    return fetch_fashion_mnist()
-
-
 def test_failed_fetch_names_the_command_and_its_stderr(tmp_path, monkeypatch):
     """Without the files, a fetch whose apt-get fails raises with apt-get's own message."""
     bin_dir = tmp_path / 'bin'

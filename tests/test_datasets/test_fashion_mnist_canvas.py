@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastmim.datasets import fetch_fashion_mnist
 from fastmim.datasets.fashion_mnist import load_split
 from fastmim.datasets.fashion_mnist_canvas import (CANVAS_CLASSES, compose_canvases,
                                                    split_canvases, write_canvas_segmentation)
@@ -91,11 +90,6 @@ def test_bad_arguments_are_named(items):
         compose_canvases(images, labels, 1, seed=0, canvas_size=20)
     with pytest.raises(ValueError, match='items_per_canvas'):
         compose_canvases(images, labels, 1, seed=0, items_per_canvas=(3, 2))
-
-
-@pytest.fixture(scope='module')
-def real_root():
-    return fetch_fashion_mnist()
 
 
 def test_test_canvases_hold_only_test_images(real_root):
