@@ -4,7 +4,6 @@ The flavour decides the cache key, so a wheel without CUDA kernels is never inst
 are wanted. GPUs are mocked (``torch.cuda``); the cache test installs a stand-in wheel into a
 throwaway venv that sees this environment's torch through a ``.pth`` file.
 """
-import importlib.util
 import os
 import subprocess
 import sys
@@ -19,11 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def flavour(monkeypatch):
+def flavour(monkeypatch, load_script):
     """tools/mmcv_flavour.py, with CUDA 13.0 torch and no GPU unless a test adds some."""
-    spec = importlib.util.spec_from_file_location('mmcv_flavour', ROOT / 'tools' / 'mmcv_flavour.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(ROOT / 'tools' / 'mmcv_flavour.py')
     monkeypatch.setattr(torch.version, 'cuda', '13.0')
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 0)
     return module
