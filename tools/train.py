@@ -1,6 +1,7 @@
 """Train any config: FastMIM pre-training, fine-tuning, mmdet and mmseg configs.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--compile]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+                                 [--amp-dtype {float16,bfloat16}] [--compile]
                                  [--auto-scale-lr] [--cfg-options k=v ...]
                                  [--launcher {none,pytorch,slurm,mpi}]
 """
@@ -21,6 +22,9 @@ def parse_args(argv):
                         'when no path is given')
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision: fp16 with loss scaling on CUDA, bf16 on CPU')
+    parser.add_argument('--amp-dtype', choices=['float16', 'bfloat16'],
+                        help='mixed precision in this dtype (implies --amp); bfloat16 runs '
+                        'autocast without loss scaling, on CUDA too')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the backbone, decoder and head '
                         '(CompileModulesHook); the first iterations are slow while it compiles')
@@ -39,6 +43,24 @@ def parse_args(argv):
     return args
 
 
+def set_mixed_precision(optim_wrapper, dtype=None):
+    """Autocast in ``dtype`` (else the config's, else fp16 on CUDA and bf16 on the CPU) for the
+    optimiser wrapper config. fp16 on CUDA needs loss scaling (mmengine's
+    AmpOptimWrapper, guarded); bf16 has fp32's exponent range and needs none, and without the
+    scaler a step saves its pass over every gradient (unscale and overflow check), so bf16
+    (the CPU's default, CUDA's on request) runs as plain autocast."""
+    import torch
+    dtype = (dtype or optim_wrapper.get('dtype')
+             or ('float16' if torch.cuda.is_available() else 'bfloat16'))
+    if dtype == 'float16' and torch.cuda.is_available():
+        optim_wrapper.type = 'GuardedAmpOptimWrapper'
+        optim_wrapper.setdefault('loss_scale', 'dynamic')
+    else:
+        optim_wrapper.type = 'AutocastOptimWrapper'
+        optim_wrapper.pop('loss_scale', None)
+    optim_wrapper.dtype = dtype
+
+
 def apply_args(cfg, args):
     """Fold the command-line flags into the config, as mmpretrain's train.py does."""
     cfg.launcher = args.launcher
@@ -46,15 +68,8 @@ def apply_args(cfg, args):
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if args.amp:
-        import torch
-        optim_wrapper = cfg.optim_wrapper
-        if torch.cuda.is_available():
-            optim_wrapper.type = 'GuardedAmpOptimWrapper'
-            optim_wrapper.setdefault('loss_scale', 'dynamic')
-        else:
-            optim_wrapper.type = 'AutocastOptimWrapper'
-            optim_wrapper.setdefault('dtype', 'bfloat16')
+    if args.amp or args.amp_dtype:
+        set_mixed_precision(cfg.optim_wrapper, args.amp_dtype)
     if args.compile:
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
             dict(type='fastmim.CompileModulesHook')]
