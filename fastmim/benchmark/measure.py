@@ -65,6 +65,12 @@ def default_matmul_size(device: torch.device) -> int:
     return 8192 if device.type == 'cuda' else 2048
 
 
+# torch.compile's modes. 'reduce-overhead' replays the compiled forward and backward as CUDA
+# graphs (one launch instead of hundreds of small kernels, which matters when a step is as short
+# as FastMIM's); the max-autotune modes also search matmul and convolution kernels.
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
@@ -72,11 +78,13 @@ def synchronize(device: torch.device) -> None:
 
 @dataclass
 class StepOptions:
-    """How the training step runs: mixed precision, ``torch.compile``, memory format."""
+    """How the training step runs: mixed precision, ``torch.compile`` (and its mode, one of
+    :data:`COMPILE_MODES`; ``None`` is torch's default), memory format."""
     amp: bool = False
     amp_dtype: Optional[str] = None
     compile: bool = False
     channels_last: bool = False
+    compile_mode: Optional[str] = None
 
 
 @dataclass
@@ -95,8 +103,13 @@ def time_training_steps(model: nn.Module, input_size: int, batch_size: int, iter
     forward) on square images of ``input_size`` after ``warmup`` untimed ones.
 
     With ``options.compile`` the loss (forward, mask and target) goes through
-    ``torch.compile``; its compilation happens in the warm-up steps, so ``warmup`` must be at
-    least 1 for the timings to exclude it.
+    ``torch.compile`` in ``options.compile_mode``; its compilation happens in the warm-up steps,
+    so ``warmup`` must be at least 1 for the timings to exclude it. The backward pass that
+    autograd runs through the compiled graph is compiled with it (and, in 'reduce-overhead',
+    replayed as a CUDA graph too); the loss scaling and the fused AdamW step stay eager. CUDA
+    graphs replay fixed addresses: the one input batch, reused by every step, and the
+    parameters, which AdamW updates in place, keep theirs, and each step runs its backward
+    before the next forward, which is when CUDA graph trees start a new iteration.
     """
     memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format).train()
@@ -107,7 +120,8 @@ def time_training_steps(model: nn.Module, input_size: int, batch_size: int, iter
     # Loss scaling only guards fp16's narrow exponent range; bf16 has fp32's.
     scaler = torch.amp.GradScaler(device.type, enabled=options.amp and dtype == torch.float16
                                   and device.type == 'cuda')
-    loss_fn = torch.compile(model.loss) if options.compile else model.loss
+    loss_fn = (torch.compile(model.loss, mode=options.compile_mode) if options.compile
+               else model.loss)
     images = torch.randn(batch_size, 3, input_size, input_size,
                          device=device).contiguous(memory_format=memory_format)
     times, skipped = [], 0
@@ -206,6 +220,7 @@ def machine_description(device: torch.device, options: StepOptions) -> dict:
         precision=str(amp_dtype(device, options.amp_dtype)).replace('torch.', '') + ' autocast'
         if options.amp else 'float32',
         compile=options.compile,
+        compile_mode=options.compile_mode if options.compile else None,
         channels_last=options.channels_last,
         load_average_1_5_15=list(os.getloadavg()),
     )

@@ -20,7 +20,8 @@ def format_report(results: dict) -> str:
         f"steps after {settings['warmup']} warm-up, {machine['device']} "
         f"({machine.get('gpu') or machine['cpu']}, {machine['torch_threads']} threads), "
         f"{machine['precision']}"
-        + (', torch.compile' if machine.get('compile') else '')
+        + (f", torch.compile (mode {machine.get('compile_mode') or 'default'})"
+           if machine.get('compile') else '')
         + (', channels-last' if machine.get('channels_last') else ''),
         f"matmul peak: {peak['gflops_per_s']:.1f} GFLOP/s ({peak['dtype']}, {peak['size']}^3; "
         f"{peak['before_methods']:.1f} before the methods, {peak['after_methods']:.1f} after)",

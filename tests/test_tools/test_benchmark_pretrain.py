@@ -17,14 +17,17 @@ import pytest
 import torch
 from PIL import Image
 
-from fastmim.benchmark.measure import count_forward_gmacs, resolve_device
+from fastmim.benchmark.measure import (COMPILE_MODES, StepOptions, count_forward_gmacs,
+                                       resolve_device, time_training_steps)
 from fastmim.benchmark.pipeline_speed import (plain_full_decode, variant_pipeline,
                                               write_jpeg_photos)
+from fastmim.benchmark.report import format_report
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / 'tools' / 'analysis' / 'benchmark_pretrain.py'
 # The tool's modules import each other by name, as they do when the tool runs.
 sys.path.insert(0, str(TOOL.parent))
+import benchmark_pretrain  # noqa: E402  isort:skip
 from benchmark_pretrain import evaluate_targets  # noqa: E402  isort:skip
 from pretrain_methods import build_method, methods_for  # noqa: E402  isort:skip
 TINY_VIT = dict(embed_dim=32, depth=2, num_heads=2)
@@ -261,3 +264,85 @@ def test_verdicts_apply_the_published_thresholds():
     assert verdicts['vit_b fastmim MFU (3x forward FLOPs / matmul peak)']['met'] is False
     assert verdicts['vit_b HOG time / fastmim step time']['met'] is False  # 5% > 3%
     assert verdicts['data pipeline draft / full decode, 500-px JPEGs']['met'] is True
+
+
+class TinyLoss(torch.nn.Module):
+    """The two calls the step timer makes, on one linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3 * 8 * 8, 1)
+
+    def loss(self, images):
+        return self.linear(images.flatten(1)).square().mean()
+
+
+@pytest.mark.parametrize('mode', COMPILE_MODES)
+def test_compile_mode_reaches_torch_compile(monkeypatch, mode):
+    """The timed loss is torch.compile'd in the asked mode, and only with --compile."""
+    calls = []
+
+    def fake_compile(function, **kwargs):
+        calls.append(kwargs)
+        return function
+
+    monkeypatch.setattr(torch, 'compile', fake_compile)
+    cpu = torch.device('cpu')
+    time_training_steps(TinyLoss(), 8, 2, 1, 1, cpu, StepOptions(compile=True, compile_mode=mode))
+    assert calls == [dict(mode=mode)]
+    time_training_steps(TinyLoss(), 8, 2, 1, 0, cpu, StepOptions())
+    assert len(calls) == 1
+
+
+@pytest.fixture
+def compile_run(monkeypatch):
+    """``run_benchmark`` of fastmim alone with each method's process replaced by a fixed record:
+    the specs the processes would get, and the results."""
+    specs = []
+
+    def fake_measure(spec, timeout=None):
+        specs.append(spec)
+        return dict(method=spec.method, backbone=spec.backbone, input_size=128,
+                    batch_size=spec.batch_size, images_per_s=10., peak_mem_mb=100.,
+                    gflops_per_img=1., mfu=None, achieved_gflops_per_s=30., tokens=64,
+                    grid_tokens=64, step_time_s=0.1, step_time_min_s=0.1,
+                    peak_mem_kind='cpu_peak_rss_fresh_process', rss_after_import_mb=50.)
+
+    monkeypatch.setattr(benchmark_pretrain, 'measure_in_fresh_process', fake_measure)
+
+    def run(**compile_args):
+        specs.clear()
+        results = benchmark_pretrain.run_benchmark(
+            'vit_b', batch_size=1, iters=1, warmup=1, device='cpu', methods=['fastmim'],
+            arch_override=TINY_VIT, matmul_size=64, data_sizes=(), **compile_args)
+        return specs[0], results
+    return run
+
+
+@pytest.mark.parametrize('compile_args, mode', [
+    (dict(compile=True, compile_mode='reduce-overhead'), 'reduce-overhead'),
+    (dict(compile=True), 'default'),  # recorded, so a result says which mode it ran
+    (dict(), None),
+])
+def test_compile_mode_is_recorded_and_shown(compile_run, compile_args, mode):
+    spec, results = compile_run(**compile_args)
+    assert spec.step_options().compile_mode == mode
+    assert results['settings']['compile_mode'] == results['machine']['compile_mode'] == mode
+    json.dumps(results)
+    header = format_report(results).splitlines()[0]
+    if mode is None:
+        assert 'torch.compile' not in header
+    else:
+        assert header.endswith(f'torch.compile (mode {mode})')
+
+
+def test_compile_mode_without_compile_is_a_clear_error(compile_run, tmp_path):
+    with pytest.raises(ValueError, match='--compile-mode max-autotune needs --compile'):
+        compile_run(compile_mode='max-autotune')
+    with pytest.raises(ValueError, match='compile_mode must be one of'):
+        compile_run(compile=True, compile_mode='fast')
+    result = run_tool(['--backbone', 'vit_b', '--compile-mode', 'reduce-overhead',
+                       '--out', str(tmp_path / 'results.json')])
+    assert result.returncode != 0
+    assert '--compile-mode reduce-overhead needs --compile' in result.stderr
+    assert not (tmp_path / 'results.json').exists()

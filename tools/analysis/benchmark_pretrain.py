@@ -2,7 +2,8 @@
 
     python tools/analysis/benchmark_pretrain.py --backbone {vit_b,swin_b,pvtv2_b2,cmt_s}
         [--batch-size N] [--iters K] [--warmup W] --out results.json [--plot results.png]
-        [--device cpu|cuda] [--amp [--amp-dtype float16|bfloat16]] [--compile]
+        [--device cpu|cuda] [--amp [--amp-dtype float16|bfloat16]]
+        [--compile [--compile-mode default|reduce-overhead|max-autotune|...]]
         [--channels-last] [--methods fastmim simmim mae] [--arch-override JSON]
         [--mae-decoder JSON] [--matmul-size N] [--data-sizes 500 1000] [--data-samples 200]
 
@@ -26,9 +27,9 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from fastmim.benchmark.measure import (StepOptions, amp_dtype, default_matmul_size,
-                                       machine_description, measure_matmul_peak,
-                                       resolve_device, time_hog)
+from fastmim.benchmark.measure import (COMPILE_MODES, StepOptions, amp_dtype,
+                                       default_matmul_size, machine_description,
+                                       measure_matmul_peak, resolve_device, time_hog)
 from fastmim.benchmark.pipeline_speed import benchmark_data_pipeline
 from fastmim.benchmark.report import format_report, plot_results
 # This folder, first on sys.path when the script runs.
@@ -155,6 +156,7 @@ def run_benchmark(backbone: str,
                   amp: bool = False,
                   amp_dtype_name: Optional[str] = None,
                   compile: bool = False,
+                  compile_mode: Optional[str] = None,
                   channels_last: bool = False,
                   methods: Optional[Sequence[str]] = None,
                   arch_override: Optional[dict] = None,
@@ -168,7 +170,14 @@ def run_benchmark(backbone: str,
     method of ``backbone`` in a fresh process each, and the matmul peak again; returns the
     results dict that the command writes as JSON. An empty
     ``data_sizes`` leaves the data pipeline out; ``compile`` needs a warm-up step, in which the
-    compilation happens."""
+    compilation happens, and runs in ``compile_mode`` (torch's 'default' when not given)."""
+    if compile_mode is not None and not compile:
+        raise ValueError(f'--compile-mode {compile_mode} needs --compile (compile=True): '
+                         'the mode is how torch.compile runs the loss')
+    if compile_mode is not None and compile_mode not in COMPILE_MODES:
+        raise ValueError(f'compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}')
+    # Recorded as 'default' rather than left out, so a result says which mode it ran.
+    compile_mode = compile_mode or ('default' if compile else None)
     torch_device = resolve_device(device)
     matmul_size = matmul_size or default_matmul_size(torch_device)
     for name, value, minimum in (('batch_size', batch_size, 1), ('iters', iters, 1),
@@ -182,13 +191,14 @@ def run_benchmark(backbone: str,
     if unknown:
         raise ValueError(f'methods {unknown} do not apply to {backbone!r}; choose from '
                          f'{applicable}')
-    options = StepOptions(amp, amp_dtype_name, compile, channels_last)
+    options = StepOptions(amp, amp_dtype_name, compile, channels_last, compile_mode)
     recipe = load_fastmim_recipe(backbone, arch_override, config_root)
 
     results = dict(
         settings=dict(backbone=backbone, batch_size=batch_size, iters=iters, warmup=warmup,
                       device=device, amp=amp, amp_dtype=amp_dtype_name, compile=compile,
-                      channels_last=channels_last, methods=list(methods),
+                      compile_mode=compile_mode, channels_last=channels_last,
+                      methods=list(methods),
                       arch_override=arch_override, mae_decoder=mae_decoder,
                       config=str(Path(config_root) / recipe_of(backbone).config),
                       matmul_size=matmul_size),
@@ -212,7 +222,8 @@ def run_benchmark(backbone: str,
         measure_in_fresh_process(
             MethodSpec(name, backbone, batch_size, iters, warmup, device, amp, arch_override,
                        str(config_root), mae_decoder, amp_dtype=amp_dtype_name,
-                       compile=compile, channels_last=channels_last)) for name in methods
+                       compile=compile, channels_last=channels_last,
+                       compile_mode=compile_mode)) for name in methods
     ]
     peak_after = measure_matmul_peak(torch_device, dtype, matmul_size)
     peak = max(peak_before, peak_after)
@@ -251,6 +262,10 @@ def parse_args(argv):
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the loss (forward, mask, target); compiled in the '
                         'warm-up steps')
+    parser.add_argument('--compile-mode', choices=COMPILE_MODES,
+                        help="torch.compile's mode with --compile (default: 'default'); "
+                        "'reduce-overhead' replays the compiled forward and backward as CUDA "
+                        'graphs')
     parser.add_argument('--channels-last', action='store_true',
                         help='model and images in channels-last memory format (helps '
                         'convolutional backbones on GPUs)')
@@ -296,9 +311,10 @@ def main(argv):
     results = run_benchmark(
         args.backbone, batch_size=args.batch_size, iters=args.iters, warmup=args.warmup,
         device=device, amp=args.amp, amp_dtype_name=args.amp_dtype, compile=args.compile,
-        channels_last=args.channels_last, methods=args.methods, arch_override=args.arch_override,
-        mae_decoder=args.mae_decoder, matmul_size=args.matmul_size, data_sizes=args.data_sizes,
-        data_samples=args.data_samples, photo_limit=args.photo_limit)
+        compile_mode=args.compile_mode, channels_last=args.channels_last, methods=args.methods,
+        arch_override=args.arch_override, mae_decoder=args.mae_decoder,
+        matmul_size=args.matmul_size, data_sizes=args.data_sizes, data_samples=args.data_samples,
+        photo_limit=args.photo_limit)
     with open(args.out, 'w') as file:
         json.dump(results, file, indent=2)
     print(format_report(results))

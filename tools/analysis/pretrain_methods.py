@@ -213,9 +213,11 @@ class MethodSpec:
     amp_dtype: Optional[str] = None
     compile: bool = False
     channels_last: bool = False
+    compile_mode: Optional[str] = None
 
     def step_options(self) -> StepOptions:
-        return StepOptions(self.amp, self.amp_dtype, self.compile, self.channels_last)
+        return StepOptions(self.amp, self.amp_dtype, self.compile, self.channels_last,
+                           self.compile_mode)
 
 
 def measure_method(spec: MethodSpec) -> dict:
