@@ -3,7 +3,15 @@
 Every registry has the scope ``fastmim`` and lazy ``locations``: building ``type='fastmim.X'``
 from an mmdet or mmseg config imports the module that defines ``X`` on demand, so downstream
 configs need no ``custom_imports`` for fastmim's own modules.
+
+A location may be optional: a module that needs a downstream library (``fastmim.datasets.coco``
+needs mmdet, which needs mmcv's compiled ops). Pre-training needs neither, so where they are
+missing such a module's classes are left out instead of breaking every look-up of the
+registry, and a look-up that finds nothing names the import error.
 """
+import logging
+from importlib import import_module
+
 from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import EVALUATOR as MMENGINE_EVALUATOR
@@ -23,11 +31,42 @@ from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import VISBACKENDS as MMENGINE_VISBACKENDS
 from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
 from mmengine.registry import WEIGHT_INITIALIZERS as MMENGINE_WEIGHT_INITIALIZERS
+from mmengine.logging import print_log
 from mmengine.registry import Registry
 
 
-def _child(name, parent, *locations):
-    return Registry(name, parent=parent, scope='fastmim', locations=list(locations))
+class FastMIMRegistry(Registry):
+    """mmengine's ``Registry`` plus ``optional_locations`` (see the module docstring)."""
+
+    def __init__(self, *args, optional_locations=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.optional_locations = tuple(optional_locations)
+        self.import_errors = {}
+
+    def import_from_location(self):
+        if self._imported:
+            return
+        super().import_from_location()
+        for location in self.optional_locations:
+            try:
+                import_module(location)
+            except ImportError as error:
+                self.import_errors[location] = error
+
+    def get(self, key):
+        found = super().get(key)
+        if found is None and self.import_errors:
+            print_log(f'{key!r} is not in the {self.scope}::{self.name} registry; modules left '
+                      f'out because they could not be imported: ' + '; '.join(
+                          f'{location} ({error})'
+                          for location, error in self.import_errors.items()),
+                      logger='current', level=logging.WARNING)
+        return found
+
+
+def _child(name, parent, *locations, optional_locations=()):
+    return FastMIMRegistry(name, parent=parent, scope='fastmim', locations=list(locations),
+                           optional_locations=optional_locations)
 
 
 RUNNERS = _child('runner', MMENGINE_RUNNERS, 'fastmim.engine')
@@ -40,8 +79,9 @@ OPTIM_WRAPPER_CONSTRUCTORS = _child('optimizer wrapper constructor',
                                     MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS, 'fastmim.engine')
 PARAM_SCHEDULERS = _child('parameter scheduler', MMENGINE_PARAM_SCHEDULERS, 'fastmim.engine')
 
-# Imported on the first look-up here: fastmim.datasets.coco imports mmdet's datasets.
-DATASETS = _child('dataset', MMENGINE_DATASETS, 'fastmim.datasets', 'fastmim.datasets.coco')
+# fastmim.datasets.coco subclasses mmdet's CocoDataset: optional (see the module docstring).
+DATASETS = _child('dataset', MMENGINE_DATASETS, 'fastmim.datasets',
+                  optional_locations=['fastmim.datasets.coco'])
 DATA_SAMPLERS = _child('data sampler', MMENGINE_DATA_SAMPLERS, 'fastmim.datasets')
 TRANSFORMS = _child('transform', MMENGINE_TRANSFORMS, 'fastmim.datasets.transforms')
 
