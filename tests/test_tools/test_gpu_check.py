@@ -8,12 +8,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / 'tools' / 'analysis' / 'gpu_check.sh'
 HEAVY_STEPS = ('detection_swin_b segmentation_vit_b bench_vit_b bench_swin_b '
-               'bench_vit_b_compile pretrain_jpeg_loader bench_vit_b_bf16 bench_swin_b_bf16 '
-               'profile_vit_b train_ddp_amp finetune_amp resume_compile')
+               'pretrain_jpeg_loader bench_vit_b_compile_bf16 bench_vit_b_bf16 bench_swin_b_bf16 '
+               'profile_vit_b train_ddp_amp finetune_amp resume_compile_bf16')
 
 
 def run_check(tmp_path, **env):
-    environment = {**os.environ, 'PYTHON': sys.executable, **env}
+    # WHEELS='': never the offline wheels a developer has made for a GPU machine's Python.
+    environment = {**os.environ, 'PYTHON': sys.executable, 'WHEELS': '', **env}
     return subprocess.run(['bash', str(SCRIPT), str(tmp_path)], cwd=tmp_path, env=environment,
                           capture_output=True, text=True, timeout=300)
 
@@ -39,3 +40,15 @@ def test_budget_leaves_out_the_steps_it_cannot_fit(tmp_path):
     assert '===== environment: no time left' in result.stdout
     assert '===== mmcv_cuda: no time left' in result.stdout
     assert '===== cuda_tests: no time left' in result.stdout
+
+
+def test_a_broken_environment_stops_before_the_other_steps(tmp_path):
+    """Without its imports every step would fail in turn: the script stops, so that the GPU
+    machine's time is left for a rerun."""
+    python = tmp_path / 'python'
+    python.write_text('#!/bin/sh\ncase "$1" in -m) exit 0 ;; *) exit 3 ;; esac\n')
+    python.chmod(0o755)
+    result = run_check(tmp_path, PYTHON=str(python))
+    assert result.returncode == 1
+    assert '===== environment: exit 3' in result.stdout
+    assert 'mmcv_cuda' not in result.stdout and 'cuda_tests' not in result.stdout

@@ -25,10 +25,10 @@
 # step: all cores but one), BENCH_ARGS (extra benchmark flags), SKIP (step names to
 # leave out), TIME_SCALE (multiplies every step's limit; a rehearsal on a CPU needs ~10),
 # BUDGET (seconds for the whole script: later steps get what is left).
-# When a folder .whl/ of wheels sits in the repository root (a machine with torch but without
-# a package index; tools/analysis/offline_wheels.sh makes it), they are installed into /tmp/site
-# first; the mmcv sdist in it lets the mmcv step build offline where the machine has nvcc. Its
-# cache, .whl/mmcv-cache/, is kept for a rerun on the same machine.
+# When a folder WHEELS (default .whl/ in the repository root; empty: none) of wheels exists (a
+# machine with torch but without a package index; tools/analysis/offline_wheels.sh makes it),
+# they are installed into /tmp/site first; the mmcv sdist in it lets the mmcv step build offline where the machine has nvcc. Its
+# cache, WHEELS/mmcv-cache/, is kept for a rerun on the same machine.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
@@ -48,9 +48,10 @@ TIME_SCALE=${TIME_SCALE:-1}
 BUDGET=${BUDGET:-0}
 SCRATCH=$(mktemp -d /tmp/fastmim_gpu_check.XXXX)
 
-if [ -d .whl ]; then
+WHEELS=${WHEELS-$ROOT/.whl}
+if [ -n "$WHEELS" ] && [ -d "$WHEELS" ]; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl >> "$LOG" 2>&1 || { echo "wheel install failed"; exit 1; }
+        --target /tmp/site "$WHEELS"/*.whl >> "$LOG" 2>&1 || { echo "wheel install failed"; exit 1; }
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -74,15 +75,15 @@ step() {
 }
 
 # mmcv with CUDA kernels: built once for this torch and GPU (a few minutes on 16 cores for one
-# architecture), installed over the pure-Python mmcv-lite of .whl/ (/tmp/site comes first on
+# architecture), installed over the pure-Python mmcv-lite of WHEELS (/tmp/site comes first on
 # the path), then one RoIAlign and one NMS on the GPU.
 mmcv_cuda() {
     "$PY" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' \
         || { echo "no GPU visible: mmcv left as it is"; return 0; }
-    local cache="$ROOT/.whl/mmcv-cache" key
-    # Offline: the mmcv sdist from .whl/. The machine needs its own CUDA compiler then (nvcc's
+    local cache="${WHEELS:-$ROOT/.whl}/mmcv-cache" key
+    # Offline: the mmcv sdist from WHEELS. The machine needs its own CUDA compiler then (nvcc's
     # and nvvm's wheels, 100 MB, do not fit what a device run carries).
-    [ -d "$ROOT/.whl" ] && export PIP_NO_INDEX=1 PIP_FIND_LINKS="$ROOT/.whl"
+    [ -n "$WHEELS" ] && [ -d "$WHEELS" ] && export PIP_NO_INDEX=1 PIP_FIND_LINKS="$WHEELS"
     FASTMIM_CUDA_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
         "$ROOT/tools/build_mmcv.sh" "$PY" 2.1.0 "$cache" || return 1
     if [ -d /tmp/site/mmcv ]; then
@@ -104,7 +105,7 @@ bench() {  # bench NAME BACKBONE BATCH [FLAGS...]: FastMIM and its baselines sid
         --plot "$OUT_DIR/${name}_cuda.png" "$@" $BENCH_ARGS
 }
 
-export PY ROOT OUT_DIR ITERS BENCH_ARGS
+export PY ROOT OUT_DIR ITERS BENCH_ARGS WHEELS
 export -f mmcv_cuda bench
 
 step environment 60 "$PY" -c 'import torch, timm, mmengine, mmcv, fastmim
@@ -112,21 +113,27 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu",
       torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 print("timm", timm.__version__, "mmengine", mmengine.__version__, "mmcv", mmcv.__version__,
       mmcv.__file__)'
-step mmcv_cuda 480 mmcv_cuda
-step detection_swin_b 300 "$PY" tools/analysis/train_speed.py detection --amp --iters 20 \
+# Nothing below can run without these imports: stop at once, leaving the device time for a rerun.
+if grep -q '^===== environment: exit [1-9]' "$LOG"; then
+    tail -n 20 "$LOG"; rm -rf "$SCRATCH"; exit 1
+fi
+step mmcv_cuda 300 mmcv_cuda
+step detection_swin_b 240 "$PY" tools/analysis/train_speed.py detection --amp --iters 20 \
     --out "$OUT_DIR/detection_speed.json"
-step segmentation_vit_b 240 "$PY" tools/analysis/train_speed.py segmentation --amp --iters 20 \
+step segmentation_vit_b 180 "$PY" tools/analysis/train_speed.py segmentation --amp --iters 20 \
     --out "$OUT_DIR/segmentation_speed.json"
 
-step bench_vit_b 240 bench vit_b vit_b "$VIT_BATCH"
-step bench_swin_b 180 bench swin_b swin_b "$SWIN_BATCH"
-step bench_vit_b_compile 360 bench vit_b_compile vit_b "$VIT_BATCH" --compile
-step pretrain_jpeg_loader 240 "$PY" tools/analysis/train_speed.py pretrain --amp --iters 30 \
+step bench_vit_b 180 bench vit_b vit_b "$VIT_BATCH"
+step bench_swin_b 150 bench swin_b swin_b "$SWIN_BATCH"
+step pretrain_jpeg_loader 150 "$PY" tools/analysis/train_speed.py pretrain --amp --iters 30 \
     --skip 10 --out "$OUT_DIR/pretrain_speed.json" \
     --cfg-options train_dataloader.batch_size="$VIT_BATCH" \
     train_dataloader.num_workers="$WORKERS"
-step bench_vit_b_bf16 240 bench vit_b_bf16 vit_b "$VIT_BATCH" --amp-dtype bfloat16
-step bench_swin_b_bf16 180 bench swin_b_bf16 swin_b "$SWIN_BATCH" --amp-dtype bfloat16
+# The MFU target is for a compiled step; bf16 needs no loss scaler (tools/train.py --amp-dtype).
+step bench_vit_b_compile_bf16 300 bench vit_b_compile_bf16 vit_b "$VIT_BATCH" --compile \
+    --amp-dtype bfloat16 --methods fastmim simmim
+step bench_vit_b_bf16 150 bench vit_b_bf16 vit_b "$VIT_BATCH" --amp-dtype bfloat16
+step bench_swin_b_bf16 150 bench swin_b_bf16 swin_b "$SWIN_BATCH" --amp-dtype bfloat16
 step profile_vit_b 90 "$PY" tools/analysis/profile_pretrain_step.py --backbone vit_b \
     --batch-size "$VIT_BATCH" --amp --rows 30
 
@@ -139,8 +146,8 @@ step train_ddp_amp 120 env PYTHON="$PY" tools/dist_train.sh "$PRETRAIN" 1 --amp 
 step finetune_amp 90 "$PY" tools/train.py configs/finetune/demo_vit_tiny_embedded_ft.py --amp \
     --work-dir "$SCRATCH/finetune" --cfg-options train_cfg.max_epochs=2 \
     model.backbone.init_cfg.checkpoint="$SCRATCH/pretrain/epoch_2.pth"
-step resume_compile 120 "$PY" tools/train.py "$PRETRAIN" --amp --compile --resume \
-    --work-dir "$SCRATCH/pretrain" --cfg-options train_cfg.max_epochs=3
+step resume_compile_bf16 120 "$PY" tools/train.py "$PRETRAIN" --amp-dtype bfloat16 --compile \
+    --resume --work-dir "$SCRATCH/pretrain" --cfg-options train_cfg.max_epochs=3
 
 grep -E "passed|failed|^=====|s/iter|runs RoIAlign|CUDA kernels in|Epoch\(train\).*\[(8|16|24)/|Epoch\(val\)|Error|error:" "$LOG" | cut -c1-240
 for table in "$OUT_DIR"/*_cuda*.json; do
