@@ -60,13 +60,13 @@ metainfo = dict(classes=('background', 'T-shirt/top', 'Trouser', 'Pullover', 'Dr
                          'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'))
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=False),
+    dict(type='LoadAnnotations'),  # reduce_zero_label from the dataset
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackSegInputs'),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=False),
+    dict(type='LoadAnnotations'),  # reduce_zero_label from the dataset
     dict(type='PackSegInputs'),
 ]
 dataset = dict(type='BaseSegDataset', metainfo=metainfo, data_root=data_root,

@@ -3,9 +3,12 @@ the items' own visible pixels, test canvases hold only test images, composition 
 deterministic, and mmseg's own BaseSegDataset reads what the writer writes."""
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
 from PIL import Image
 
 from fastmim.datasets.fashion_mnist import load_split
@@ -13,6 +16,8 @@ from fastmim.datasets.fashion_mnist_canvas import (CANVAS_CLASSES, compose_canva
                                                    split_canvases, write_canvas_segmentation)
 
 THRESHOLD = 8
+STUDY_CONFIG = (Path(__file__).resolve().parents[2] / 'configs' / 'experiments'
+                / 'fashion_mnist_upernet.py')
 
 
 @pytest.fixture(scope='module')
@@ -128,6 +133,15 @@ def test_written_ade20k_layout_loads_in_mmseg(real_root, tmp_path):
     np.testing.assert_array_equal(
         np.array(Image.open(dataset.get_data_info(0)['img_path'])), expected.image)
     assert sum(written['counts']['test']['pixels_per_class']) == 3 * 64 * 64
+    # Through the study config's own test pipeline, background stays class 0 (not ignored).
+    init_default_scope('mmseg')
+    pipeline = Config.fromfile(str(STUDY_CONFIG)).test_pipeline
+    loaded = BaseSegDataset(
+        data_root=root, metainfo=dict(classes=CANVAS_CLASSES), img_suffix='.png',
+        seg_map_suffix='.png', reduce_zero_label=False, pipeline=pipeline,
+        data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'))
+    np.testing.assert_array_equal(loaded[0]['data_samples'].gt_sem_seg.data[0].numpy(),
+                                  expected.semantic)
 
     # Same settings: kept as they are; other settings: rewritten without stale canvases.
     record = os.path.join(root, 'canvases.json')

@@ -36,7 +36,8 @@ def test_configs_use_the_study_vit_and_differ_only_in_the_initialisation():
     assert cfg.model.decode_head.num_classes == cfg.model.auxiliary_head.num_classes == 11
     for loader in (cfg.train_dataloader, cfg.val_dataloader):
         assert loader.dataset.reduce_zero_label is False  # 0 is the background class
-        assert all(step.reduce_zero_label is False for step in loader.dataset.pipeline
+        # The steps take it from the dataset (mmseg deprecates setting it on the step).
+        assert all('reduce_zero_label' not in step for step in loader.dataset.pipeline
                    if step.type == 'LoadAnnotations')
     assert cfg.val_dataloader.dataset.data_prefix.img_path == 'images/validation'
 
