@@ -119,7 +119,7 @@ def test_command_prints_the_table_beside_the_paper(tool, tmp_path, capsys):
     assert lines['| mae'].endswith('| 12.5 | 100.0 | 2069 | 20.7x |')
     tool.main(['--rate', 'fastmim', '5765', 'x', '--scaling-efficiency', '0.5'])
     text = capsys.readouterr().out
-    assert '50% scaling efficiency' in text and '| 12.3 | 98.5 | 608 | 6.2x |' in text
+    assert '50% scaling efficiency' in text and '| 12.3 | 98.5 | 608 | 6.17x |' in text
 
 
 @pytest.mark.parametrize('content, message', [

@@ -261,12 +261,17 @@ def format_projection(schedule: Schedule, rows: Sequence[Row],
         gpu_hours = schedule.gpu_hours(row.images_per_s, scaling_efficiency)
         published = paper.get(method)
         lines.append(
-            f'| {method} | {row.measurement.source} | {row.images_per_s:,.0f} | {row.bound} | '
-            f'{schedule.iterations:,} | '
+            f'| {method} | {row.measurement.source} | {_rate_text(row.images_per_s)} | '
+            f'{row.bound} | {schedule.iterations:,} | '
             f'{schedule.wall_clock_hours(row.images_per_s, scaling_efficiency):.1f} | '
             f'{gpu_hours:.1f} | {published if published is not None else "-"} | '
-            f'{f"{published / gpu_hours:.1f}x" if published is not None else "-"} |')
+            f'{f"{published / gpu_hours:.3g}x" if published is not None else "-"} |')
     return '\n'.join(lines)
+
+
+def _rate_text(images_per_s: float) -> str:
+    """Whole images/s for a GPU, three significant digits for a CPU's few."""
+    return f'{images_per_s:,.0f}' if images_per_s >= 100 else f'{images_per_s:.3g}'
 
 
 def parse_args(argv):
