@@ -19,8 +19,8 @@ Measured rates come from
 - ``--rate METHOD IMAGES_PER_S SOURCE``: a rate recorded elsewhere (docs/benchmark.md), SOURCE
   saying where.
 
-Arithmetic (mmengine's ``DefaultSampler`` pads every GPU's share to ``ceil(N / gpus)`` images
-and the recipe's loader drops the last incomplete batch)::
+Arithmetic (the recipe's ``ResumableSampler``, an mmengine ``DefaultSampler``, pads every GPU's
+share to ``ceil(N / gpus)`` images, and its loader drops the last incomplete batch)::
 
     iterations = epochs * floor(ceil(N / gpus) / per_gpu_batch)
     wall-clock = iterations * per_gpu_batch / (images/s per GPU * scaling efficiency)
@@ -45,8 +45,9 @@ DEFAULT_CONFIG = ROOT / 'configs' / 'fastmim' / 'vit_b_hog_800e.py'
 # Scale Visual Recognition Challenge", IJCV 2015); the configs read it from data/imagenet/train,
 # which a machine without the data set cannot count.
 IMAGENET_TRAIN_IMAGES = 1_281_167
-# Pre-training cost the paper reports, in GPU-hours (REFERENCE.md, "Numbers the paper and the
-# release report"), for the recipe of each config file; it does not say which GPUs.
+# Pre-training cost the paper reports for the recipe of each config file (REFERENCE.md, "Numbers
+# the paper and the release report": "608 h", read as GPU-hours as issue 10 does); neither says
+# which GPUs.
 PAPER_GPU_HOURS = {
     'vit_b_hog_800e.py': dict(fastmim=608, simmim=3307, mae=2069),
 }
