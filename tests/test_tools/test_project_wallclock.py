@@ -99,7 +99,7 @@ def test_reads_both_result_kinds_and_bounds_fastmim_by_the_loader(tool, schedule
         (5765., 'the step (end-to-end run faster)'),
         (2275., 'the step (no loader)'),  # the end-to-end run is FastMIM's only
         (2839., 'the step (no loader)'),
-        (6000., 'the end-to-end run (loader)'),  # the compiled step outruns the loader
+        (6000., 'the end-to-end run (capped)'),  # the compiled step outruns the loader
         (6000., 'the end-to-end run')]
 
 

@@ -15,7 +15,10 @@ Measured rates come from
   on synthetic inputs already on the GPU, no data loader);
 - a ``tools/analysis/train_speed.py pretrain`` result (end-to-end ``tools/train.py`` with the
   JPEG loader): a FastMIM row of its own, and a bound on the other FastMIM rows, which take
-  the smaller of their rate and the end-to-end one (a step cannot outrun the loader feeding it);
+  the smaller of their rate and the end-to-end one (a step cannot outrun the loader feeding it).
+  The end-to-end run has its own step too (``tools/train.py``'s precision, uncompiled unless
+  asked): the share of its iterations spent waiting for data, shown in its row, says whether
+  the loader is what holds it back;
 - ``--rate METHOD IMAGES_PER_S SOURCE``: a rate recorded elsewhere (docs/benchmark.md), SOURCE
   saying where.
 
@@ -233,7 +236,7 @@ def bound_by_loader(measurements: Sequence[Measurement]) -> List[Row]:
             bound = 'the end-to-end run'
         elif end_to_end and measurement.method == 'fastmim':
             if end_to_end[0].images_per_s < rate:
-                rate, bound = end_to_end[0].images_per_s, 'the end-to-end run (loader)'
+                rate, bound = end_to_end[0].images_per_s, 'the end-to-end run (capped)'
             else:
                 bound = 'the step (end-to-end run faster)'
         rows.append(Row(measurement, rate, bound))
