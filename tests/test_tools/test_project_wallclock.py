@@ -107,7 +107,7 @@ def test_command_prints_the_table_beside_the_paper(tool, tmp_path, capsys):
     fp16 = write(tmp_path, 'vit_b_cuda.json', benchmark_result(dict(fastmim=5765., mae=2839.)))
     tool.main([str(fp16), '--rate', 'simmim', '2275', 'docs/benchmark.md section 6, run 1'])
     text = capsys.readouterr().out
-    assert ('800 epochs of 1,281,167 images, 8 GPUs x batch 512 = 312 iterations per epoch, '
+    assert ('800 epochs of 1,281,167 images, 8 GPUs x batch 512: 312 iterations per epoch, '
             '249,600 in all; linear scaling') in text
     lines = {line.split(' | ')[0]: line for line in text.splitlines() if line.startswith('| ')}
     # fastmim: 6.2 h x 8 = 49.3 GPU-hours against the paper's 608 (12.3x).

@@ -252,7 +252,7 @@ def format_projection(schedule: Schedule, rows: Sequence[Row],
                f'{scaling_efficiency:.0%} scaling efficiency (an assumption, not measured)')
     lines = [
         f'Recipe {schedule.config.name}: {schedule.epochs} epochs of {schedule.dataset_size:,} '
-        f'images, {schedule.gpus} GPUs x batch {schedule.per_gpu_batch} = '
+        f'images, {schedule.gpus} GPUs x batch {schedule.per_gpu_batch}: '
         f'{schedule.iters_per_epoch:,} iterations per epoch, {schedule.iterations:,} in all; '
         f'{scaling}.', '',
         f'| method | measured on one GPU | images/s per GPU | bound by | iterations | '
