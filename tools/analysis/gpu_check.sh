@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
 # Everything in fastmim that needs a GPU, in one bounded pass, in order of importance:
-#   1. mmcv with CUDA kernels for this machine's torch and GPU (tools/build_mmcv.sh with
-#      FASTMIM_CUDA_OPS=1; skipped without a GPU), then the downstream projects at full size
+#   1. the imports (a failure stops the script at once, leaving device time for a rerun); mmcv
+#      with CUDA kernels for this machine's torch and GPU (tools/build_mmcv.sh with
+#      FASTMIM_CUDA_OPS=1: a matching wheel from WHEELS/mmcv-cache in seconds, else built here;
+#      skipped without a GPU); then the downstream projects at full size
 #      (tools/analysis/train_speed.py): Mask R-CNN Swin-B (1024 large-scale jitter + copy-paste,
 #      batch 2) and UperNet ViT-B (512 crops, batch 2), fp16, 20 iterations each on the photo
 #      data of tests/test_projects/downstream_data.py, then tools/test.py: s/iteration and
 #      peak memory;
 #   2. the pre-training benchmark (docs/benchmark.md) at the published per-GPU batches (ViT-B
-#      512, Swin-B 256) with fp16 autocast, FastMIM / SimMIM / MAE side by side, again compiled
-#      and in bf16; end-to-end pre-training from a folder of ImageNet-sized JPEGs (the real
-#      loader against the synthetic-input rate); a profile of the FastMIM ViT-B step;
-#   3. the CUDA training path: 1-GPU DDP (nccl) pre-training with fp16 AMP (loss scaling),
-#      then resume with torch.compile, then fine-tuning with AMP from that checkpoint, and the
-#      CUDA-only tests (HOG on CUDA under fp16 autocast against the numpy reference, a CUDA
-#      fp16 training step against the CPU fp32 one, masks on the GPU).
+#      512, Swin-B 256) with fp16 autocast, FastMIM / SimMIM / MAE side by side; end-to-end
+#      pre-training from a folder of ImageNet-sized JPEGs (the real loader against the
+#      synthetic-input rate); FastMIM and SimMIM compiled in bf16 (the MFU target), FastMIM
+#      also with CUDA graphs; the recipe's projected wall-clock from these rates; bf16 without
+#      compile; a profile of the FastMIM ViT-B step;
+#   3. the CUDA training path: the CUDA-only tests (HOG on CUDA under fp16 autocast against the
+#      numpy reference, a CUDA fp16 training step against the CPU fp32 one, masks on the GPU),
+#      1-GPU DDP (nccl) pre-training with fp16 AMP (loss scaling), fine-tuning with AMP from
+#      that checkpoint, then resuming the pre-training compiled in bf16 (no loss scaler).
 # Each step has its own time limit, so one failing or slow step never hides the others.
 #
 #   tools/analysis/gpu_check.sh [OUT_DIR]          (default OUT_DIR: work_dirs/gpu_check)
 #
 # Results: OUT_DIR/gpu_check.log (every step's output), OUT_DIR/*_cuda*.json and *.png
-# (benchmark), OUT_DIR/*_speed.json (train_speed.py).
+# (benchmark), OUT_DIR/*_speed.json (train_speed.py), OUT_DIR/projection.md.
 # Environment: VIT_BATCH (512) and SWIN_BATCH (256), the published per-GPU batches, or BATCH
 # for both; ITERS (20, benchmark steps), WORKERS (loader processes of the JPEG pre-training
 # step: all cores but one), BENCH_ARGS (extra benchmark flags), SKIP (step names to
@@ -105,8 +109,19 @@ bench() {  # bench NAME BACKBONE BATCH [FLAGS...]: FastMIM and its baselines sid
         --plot "$OUT_DIR/${name}_cuda.png" "$@" $BENCH_ARGS
 }
 
+# The published ViT-B recipe's wall-clock from the rates measured so far (docs/benchmark.md,
+# section 7): the ViT-B benchmarks and, where it ran, the end-to-end loader run.
+projection() {
+    local results=() result
+    for result in "$OUT_DIR"/vit_b*_cuda.json "$OUT_DIR/pretrain_speed.json"; do
+        [ -f "$result" ] && results+=("$result")
+    done
+    [ ${#results[@]} -gt 0 ] || { echo "no ViT-B results to project from"; return 1; }
+    "$PY" tools/analysis/project_wallclock.py "${results[@]}" | tee "$OUT_DIR/projection.md"
+}
+
 export PY ROOT OUT_DIR ITERS BENCH_ARGS WHEELS
-export -f mmcv_cuda bench
+export -f mmcv_cuda bench projection
 
 step environment 60 "$PY" -c 'import torch, timm, mmengine, mmcv, fastmim
 print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu",
@@ -132,6 +147,9 @@ step pretrain_jpeg_loader 150 "$PY" tools/analysis/train_speed.py pretrain --amp
 # The MFU target is for a compiled step; bf16 needs no loss scaler (tools/train.py --amp-dtype).
 step bench_vit_b_compile_bf16 300 bench vit_b_compile_bf16 vit_b "$VIT_BATCH" --compile \
     --amp-dtype bfloat16 --methods fastmim simmim
+step bench_vit_b_compile_ro_bf16 240 bench vit_b_compile_ro_bf16 vit_b "$VIT_BATCH" --compile \
+    --compile-mode reduce-overhead --amp-dtype bfloat16 --methods fastmim
+step projection 60 projection
 step bench_vit_b_bf16 150 bench vit_b_bf16 vit_b "$VIT_BATCH" --amp-dtype bfloat16
 step bench_swin_b_bf16 150 bench swin_b_bf16 swin_b "$SWIN_BATCH" --amp-dtype bfloat16
 step profile_vit_b 90 "$PY" tools/analysis/profile_pretrain_step.py --backbone vit_b \
