@@ -93,11 +93,13 @@ def main(argv):
     from fastmim.engine.launch import (adapt_to_device, check_launcher_env, check_work_dir,
                                        init_cpu_distributed, load_config)
     from fastmim.engine.mmcv_ops import check_mmcv_cuda_ops
+    from fastmim.models.jpeg_decoding import check_device_decoding
 
     check_launcher_env(args.launcher)
     cfg = load_config(args.config, args.cfg_options)
     apply_args(cfg, args)
     check_mmcv_cuda_ops(cfg)
+    check_device_decoding(cfg)
     check_dataset_paths(cfg, ['train', 'val'] if cfg.get('val_cfg') else ['train'])
     check_work_dir(cfg.work_dir)
     for path in args.trust_checkpoint:

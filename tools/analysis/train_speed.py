@@ -1,7 +1,8 @@
 """Seconds per iteration and peak memory of a short real training run through tools/train.py.
 
     python tools/analysis/train_speed.py {detection,segmentation,pretrain} --out RESULT.json
-        [--iters 20] [--amp] [--work-dir DIR] [--images N] [--cfg-options KEY=VALUE ...]
+        [--iters 20] [--amp] [--work-dir DIR] [--images N] [--config CONFIG]
+        [--cfg-options KEY=VALUE ...]
 
 - ``detection``: the full-size Mask R-CNN Swin-B config (1024 large-scale jitter, copy-paste,
   batch 2), on the COCO-format photo data of ``tests/test_projects/downstream_data.py``, then
@@ -11,6 +12,8 @@
 - ``pretrain``: the FastMIM ViT-B config (batch 512, 8 workers) on a folder of ImageNet-sized
   JPEGs (the embedded photos at 500 px, linked ``--images`` times): end-to-end pre-training
   with the real loader, to compare with ``benchmark_pretrain.py``'s synthetic-input step rate.
+  ``--config configs/fastmim/vit_b_hog_800e_nvjpeg.py`` trains the same recipe with the JPEGs
+  decoded on the GPU (nvJPEG) instead of in the loader's workers.
 
 The run goes through ``tools/train.py`` as a user's does; the numbers come from mmengine's log
 (``vis_data/scalars.json``): the median ``time`` and ``data_time`` of the iterations after the
@@ -139,6 +142,9 @@ def parse_args(argv):
     parser.add_argument('--amp', action='store_true', help="tools/train.py's --amp")
     parser.add_argument('--work-dir', help='where data, logs and checkpoints go '
                         '(default: a temporary folder, removed afterwards)')
+    parser.add_argument('--config', help="train this config instead of the task's, e.g. "
+                        'configs/fastmim/vit_b_hog_800e_nvjpeg.py (pretrain with the JPEGs '
+                        'decoded on the GPU)')
     parser.add_argument('--images', type=int,
                         help='pretrain: JPEG files (default: batch size x iterations)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
@@ -151,7 +157,8 @@ def main(argv=None):
     from mmengine.config import Config
 
     as_cfg_options = load_downstream_data().as_cfg_options
-    config = str(ROOT / CONFIGS[args.task])
+    config_name = args.config or CONFIGS[args.task]
+    config = str(ROOT / config_name)
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(args.cfg_options)
     batch_size = cfg.train_dataloader.batch_size
@@ -169,7 +176,7 @@ def main(argv=None):
         run_tool('train.py', [config, '--work-dir', train_dir, *(['--amp'] if args.amp else []),
                               '--cfg-options',
                               *as_cfg_options({**train, **logger, **args.cfg_options})])
-        result = dict(task=args.task, config=CONFIGS[args.task], amp=args.amp,
+        result = dict(task=args.task, config=config_name, amp=args.amp,
                       batch_size=batch_size,
                       **summarise(logged_iterations(train_dir), args.skip, batch_size))
         if test is not None:

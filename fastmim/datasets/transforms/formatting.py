@@ -8,6 +8,12 @@ from mmengine.structures import BaseDataElement
 
 from fastmim.registry import TRANSFORMS
 
+# What ``JpegDecodePreprocessor`` reads to decode a sample that RandomResizedCrop(decode='device')
+# left as JPEG bytes: the file (for warnings), its size, the crop box, the output size, the
+# filter and the flip. PackInputs packs them for such samples whatever its ``meta_keys``.
+DEVICE_DECODE_META_KEYS = ('img_path', 'ori_shape', 'crop_bbox', 'img_shape', 'interpolation',
+                           'flip', 'flip_direction')
+
 
 @TRANSFORMS.register_module()
 class PackInputs(BaseTransform):
@@ -16,6 +22,11 @@ class PackInputs(BaseTransform):
     The image stays uint8 so that DataLoader workers ship a quarter of the bytes; mmengine's
     ``ImgDataPreprocessor`` (mean/std in 0-255, ``bgr_to_rgb=False``) converts and normalises
     it on the device.
+
+    A sample that ``RandomResizedCrop(decode='device')`` left undecoded (``jpeg_bytes``) is
+    packed as its 1-D uint8 tensor of file bytes, with ``DEVICE_DECODE_META_KEYS`` added to the
+    metainfo for ``JpegDecodePreprocessor``; mmengine's ``pseudo_collate`` keeps a batch's
+    tensors of different lengths as a list.
 
     Returns ``dict(inputs=tensor, data_samples=BaseDataElement)``. The data sample holds
     ``gt_label`` (int64 tensor of shape (1,)) when ``results`` has a ``gt_label``, and the
@@ -31,6 +42,9 @@ class PackInputs(BaseTransform):
         self.meta_keys = tuple(meta_keys)
 
     def transform(self, results: dict) -> dict:
+        if 'jpeg_bytes' in results:
+            return self._pack(results['jpeg_bytes'], results,
+                              self.meta_keys + DEVICE_DECODE_META_KEYS)
         if 'img' not in results:
             hint = (' (LoadImageRGB(lazy=True) needs a RandomResizedCrop to decode the image)'
                     if 'lazy_img' in results else '')
@@ -45,9 +59,12 @@ class PackInputs(BaseTransform):
                              f'{getattr(img, "dtype", None)}')
         # Copy: the array may be a read-only or non-contiguous view (flips, cached photos).
         inputs = torch.from_numpy(np.array(img.transpose(2, 0, 1), copy=True))
+        return self._pack(inputs, results, self.meta_keys)
 
+    @staticmethod
+    def _pack(inputs: torch.Tensor, results: dict, meta_keys: Sequence[str]) -> dict:
         data_sample = BaseDataElement(
-            metainfo={key: results[key] for key in self.meta_keys if key in results})
+            metainfo={key: results[key] for key in meta_keys if key in results})
         if 'gt_label' in results:
             data_sample.gt_label = torch.tensor([int(results['gt_label'])], dtype=torch.int64)
         return dict(inputs=inputs, data_samples=data_sample)

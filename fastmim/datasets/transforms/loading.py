@@ -9,7 +9,7 @@ million does not stop a pre-training run.
 import io
 import struct
 import warnings
-from typing import Optional, Tuple
+from typing import BinaryIO, Optional, Tuple, Union
 
 import numpy as np
 from mmcv.transforms import BaseTransform
@@ -91,8 +91,9 @@ def apply_draft(image: Image.Image, reduction: int) -> int:
     return 1 if draft is None else round(width / draft[1][2])
 
 
-def read_rgb_image(path: str) -> np.ndarray:
-    """Decode a file to an RGB array; raises on unreadable files."""
+def read_rgb_image(path: Union[str, BinaryIO]) -> np.ndarray:
+    """Decode a file (a path, or a file object such as ``io.BytesIO``) to an RGB array; raises
+    on unreadable files."""
     with Image.open(path) as image:
         return pil_to_rgb(image)
 
@@ -102,12 +103,16 @@ class LazyImage:
 
     Lets a later transform that knows the crop (``RandomResizedCrop``) choose the decoding scale
     and convert only the crop's pixels. :meth:`open` reads the file once into memory and parses
-    the header from there, so decoding later needs no second open and no file handle stays open.
+    the header from there, so decoding later needs no second open and no file handle stays open;
+    it keeps the file's bytes in ``data`` for a decoder on the model's device
+    (``RandomResizedCrop(decode='device')``). ``data`` is ``None`` for an image made from an
+    already opened PIL image.
     """
 
-    def __init__(self, path: str, image: Image.Image):
+    def __init__(self, path: str, image: Image.Image, data: Optional[bytes] = None):
         self.path = path
         self.image = image
+        self.data = data
         self.width, self.height = image.size
 
     @classmethod
@@ -115,7 +120,7 @@ class LazyImage:
         """Read ``path`` and parse its header; raises what PIL raises for unreadable files."""
         with open(path, 'rb') as file:
             data = file.read()
-        return cls(path, Image.open(io.BytesIO(data)))
+        return cls(path, Image.open(io.BytesIO(data)), data)
 
     def draft(self, reduction: int) -> int:
         """:func:`apply_draft` on this image; call it before :meth:`decode_region`."""

@@ -1,4 +1,5 @@
-"""Geometric augmentation for pre-training: torchvision-style random resized crop."""
+"""Geometric augmentation for pre-training: torchvision-style random resized crop and a
+horizontal flip, both able to leave the JPEG decoding to the model's device (nvJPEG)."""
 import math
 from typing import Optional, Sequence, Tuple, Union
 
@@ -9,6 +10,8 @@ from mmcv.transforms import BaseTransform
 from PIL import Image
 
 from fastmim.registry import TRANSFORMS
+
+from .loading import LazyImage
 
 PIL_INTERPOLATIONS = {
     'nearest': Image.Resampling.NEAREST,
@@ -26,6 +29,10 @@ TORCH_FILTERS = ('bilinear', 'bicubic')
 
 JPEG_DRAFT_REDUCTIONS = (8, 4, 2)
 MAX_ATTEMPTS = 10  # random draws before the central fallback, as in torchvision
+DECODE_PLACES = ('worker', 'device')
+# JPEG colour modes PIL reports that nvJPEG turns into RGB: grayscale and YCbCr (PIL's 'RGB').
+# CMYK and YCCK JPEGs (PIL's 'CMYK'; ImageNet's training set has about 22) it cannot.
+DEVICE_JPEG_MODES = ('L', 'RGB')
 
 
 def _pair(size: Union[int, Sequence[int]], name: str) -> Tuple[int, int]:
@@ -77,18 +84,36 @@ def resize_box(pixels: np.ndarray, box_size: Tuple[float, float], size: Tuple[in
         return np.asarray(resized)
     if not (pixels.flags.writeable and pixels.flags.c_contiguous):
         pixels = pixels.copy()  # torch.from_numpy warns on decoded images, which are read-only
-    tensor = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)
-    if pixels.shape[:2] == (box_height, box_width):
-        resized = F.interpolate(tensor, size=size, mode=interpolation, antialias=True)
+    tensor = torch.from_numpy(pixels).permute(2, 0, 1)
+    return resize_box_tensor(tensor, box_size, size, interpolation).permute(1, 2, 0).numpy()
+
+
+def resize_box_tensor(image: torch.Tensor, box_size: Tuple[float, float], size: Tuple[int, int],
+                      interpolation: str) -> torch.Tensor:
+    """:func:`resize_box` for a ``(3, H, W)`` tensor on any device, ``interpolation`` one of
+    ``TORCH_FILTERS``; returns a uint8 ``(3, height, width)`` tensor on the image's device.
+
+    A uint8 image on the CPU is resampled in uint8 (PIL's integer kernels). Torch has no uint8
+    antialiased kernels elsewhere (CUDA), so there, and for a float image (0-255 scale), the
+    image is resampled in float32 and rounded and clamped back to uint8: about a tenth of a grey
+    level from the uint8 kernels on average (they round their weights to 16 bits), 2 at most.
+    """
+    batch = image.unsqueeze(0)
+    if batch.dtype != torch.uint8 or batch.device.type != 'cpu':
+        batch = batch.float()
+    if tuple(image.shape[1:]) == tuple(box_size):
+        resized = F.interpolate(batch, size=size, mode=interpolation, antialias=True)
     else:
         # A fractional box: the scale factor sets the sampling step. The output then has
         # floor(input side * factor) >= size pixels (the input covers the box); a factor larger
         # by 1e-9 (a shift of under 1e-6 px) keeps float rounding from giving size - 1.
         factors = tuple(out / side * (1 + 1e-9) for out, side in zip(size, box_size))
-        resized = F.interpolate(tensor, scale_factor=factors, mode=interpolation,
+        resized = F.interpolate(batch, scale_factor=factors, mode=interpolation,
                                 antialias=True, recompute_scale_factor=False)
         resized = resized[:, :, :size[0], :size[1]]
-    return resized[0].permute(1, 2, 0).numpy()
+    if resized.dtype != torch.uint8:
+        resized = resized.round_().clamp_(0, 255).to(torch.uint8)
+    return resized[0]
 
 
 @TRANSFORMS.register_module()
@@ -113,16 +138,28 @@ class RandomResizedCrop(BaseTransform):
     ``reducing_gap=1``). ``reducing_gap`` plays the role it has in PIL's ``thumbnail``: larger
     values keep more resolution for the resize, at the cost of speed.
 
+    With ``decode='device'`` the JPEG is decoded by the model instead, on its device (nvJPEG
+    on a GPU), where a DataLoader worker's CPU core cannot keep up: the box is drawn from the
+    header's size as above, but nothing is decoded here. The file's bytes go on as a 1-D uint8
+    tensor in ``jpeg_bytes`` with the box (not snapped: no reduced decoding happens), and
+    ``JpegDecodePreprocessor`` decodes, crops, resizes and flips them on the device. Files
+    nvJPEG cannot take (other formats, CMYK/YCCK JPEGs, images decoded already) are decoded
+    here as with ``decode='worker'``, so a batch can mix both kinds.
+
     Args:
         size: output (height, width), or one int for a square.
         scale: range of the crop's area as a fraction of the image area.
         ratio: range of the crop's width / height.
         interpolation: PIL filter name: 'bicubic', 'bilinear', 'nearest', 'lanczos', 'box',
-            'hamming'.
+            'hamming'; with ``decode='device'`` 'bicubic' or 'bilinear', the filters torch
+            resamples.
         reducing_gap: see above; only used for lazily loaded images. Must be >= 1.
+        decode: 'worker' (decode here) or 'device' (see above; needs
+            ``LoadImageRGB(lazy=True)`` before it and ``JpegDecodePreprocessor`` in the model).
 
     Reads ``img`` (uint8 HWC) or ``lazy_img``; writes ``img`` (see :func:`resize_box` for its
     memory layout), ``img_shape`` and ``crop_bbox`` (x1, y1, x2, y2 in original-image pixels).
+    Device decoding writes ``jpeg_bytes`` and ``interpolation`` instead of ``img``.
     """
 
     def __init__(self,
@@ -130,7 +167,8 @@ class RandomResizedCrop(BaseTransform):
                  scale: Sequence[float] = (0.2, 1.0),
                  ratio: Sequence[float] = (3 / 4, 4 / 3),
                  interpolation: str = 'bicubic',
-                 reducing_gap: float = 1.0):
+                 reducing_gap: float = 1.0,
+                 decode: str = 'worker'):
         self.size = _pair(size, 'size')
         self.scale = _range(scale, 'scale')
         self.ratio = _range(ratio, 'ratio')
@@ -141,6 +179,12 @@ class RandomResizedCrop(BaseTransform):
         if reducing_gap < 1:
             raise ValueError(f'reducing_gap must be >= 1, got {reducing_gap}')
         self.reducing_gap = reducing_gap
+        if decode not in DECODE_PLACES:
+            raise ValueError(f'decode must be one of {DECODE_PLACES}, got {decode!r}')
+        if decode == 'device' and interpolation not in TORCH_FILTERS:
+            raise ValueError(f"decode='device' resizes on the device with torch, which has the "
+                             f'filters {TORCH_FILTERS}; got interpolation={interpolation!r}')
+        self.decode = decode
 
     def sample_crop(self, height: int, width: int) -> Tuple[int, int, int, int]:
         """Draw a crop box ``(top, left, crop_height, crop_width)`` for an image of this size."""
@@ -183,6 +227,12 @@ class RandomResizedCrop(BaseTransform):
                            f'(from LoadImageRGB); got keys {sorted(results)}')
 
         top, left, crop_height, crop_width = self.sample_crop(height, width)
+        if self.decode == 'device' and self._device_decodable(lazy_image):
+            # bytearray: a writable copy, which torch.frombuffer takes without a warning.
+            results['jpeg_bytes'] = torch.frombuffer(bytearray(lazy_image.data),
+                                                     dtype=torch.uint8)
+            results['interpolation'] = self.interpolation
+            return self._record_box(results, top, left, crop_height, crop_width)
         if lazy_image is None:
             reduction = 1
             pixels = results['img'][top:top + crop_height, left:left + crop_width]
@@ -199,11 +249,52 @@ class RandomResizedCrop(BaseTransform):
 
         results['img'] = resize_box(pixels, (crop_height / reduction, crop_width / reduction),
                                     self.size, self.interpolation)
+        return self._record_box(results, top, left, crop_height, crop_width)
+
+    def _record_box(self, results: dict, top: int, left: int, crop_height: int,
+                    crop_width: int) -> dict:
         results['img_shape'] = self.size
         results['crop_bbox'] = (left, top, left + crop_width, top + crop_height)
         return results
 
+    @staticmethod
+    def _device_decodable(lazy_image: Optional[LazyImage]) -> bool:
+        return (lazy_image is not None and lazy_image.data is not None
+                and lazy_image.image.format == 'JPEG'
+                and lazy_image.image.mode in DEVICE_JPEG_MODES)
+
     def __repr__(self):
         return (f'{type(self).__name__}(size={self.size}, scale={self.scale}, '
                 f'ratio={self.ratio}, interpolation={self.interpolation!r}, '
-                f'reducing_gap={self.reducing_gap})')
+                f'reducing_gap={self.reducing_gap}, decode={self.decode!r})')
+
+
+@TRANSFORMS.register_module()
+class RandomHorizontalFlip(BaseTransform):
+    """Mirror left-right with probability ``prob``, also before the image is decoded.
+
+    Records ``flip`` (bool) and ``flip_direction`` (``'horizontal'`` or ``None``) as mmcv's
+    ``RandomFlip`` does, and flips ``img`` when the sample has one. A sample left undecoded by
+    ``RandomResizedCrop(decode='device')`` is flipped by ``JpegDecodePreprocessor`` after it
+    decodes it; mmcv's ``RandomFlip`` would fail on it, as it needs ``img``. The flip is a view
+    (``PackInputs`` copies it once).
+
+    Args:
+        prob: probability of a flip, in [0, 1].
+    """
+
+    def __init__(self, prob: float = 0.5):
+        if not 0 <= prob <= 1:
+            raise ValueError(f'prob must be in [0, 1], got {prob!r}')
+        self.prob = prob
+
+    def transform(self, results: dict) -> dict:
+        flip = bool(np.random.rand() < self.prob)
+        results['flip'] = flip
+        results['flip_direction'] = 'horizontal' if flip else None
+        if flip and 'img' in results:
+            results['img'] = results['img'][:, ::-1]
+        return results
+
+    def __repr__(self):
+        return f'{type(self).__name__}(prob={self.prob})'
