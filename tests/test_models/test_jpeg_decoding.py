@@ -3,6 +3,7 @@ same torchvision call nvJPEG answers on CUDA) equal the CPU pipeline's, in the b
 unreadable files are dropped with a warning, rejected ones decoded by PIL; misconfigurations are
 named."""
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,24 @@ def test_nvjpeg_recipe_differs_from_the_published_one_only_in_decoding():
         del cfg['train_pipeline'], cfg['train_dataloader']['dataset']['pipeline']
         del cfg['model']['data_preprocessor']
     assert nvjpeg == published
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+def test_cuda_nvjpeg_batch_matches_the_cpu_reference(photos):
+    """The nvJPEG path itself (tools/analysis/gpu_check.sh's cuda_tests): a mixed batch decodes
+    on the GPU in order. nvJPEG's IDCT and chroma upsampling are not libjpeg-turbo's, hence a
+    looser bound than on the CPU; another photo would be tens of levels away. nvJPEG may decode
+    the truncated file's intact half instead of rejecting it: then it stays in the batch."""
+    names = ['png', 'rgb', 'gray', 'cmyk', 'truncated']
+    packed = [pack(photos[name], flip=name == 'rgb') for name in names]
+    preprocessor = JpegDecodePreprocessor().cuda()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UnreadableImageWarning)
+        out = preprocessor(pseudo_collate(packed), training=True)
+    assert out['inputs'].device.type == 'cuda' and len(out['inputs']) in (4, 5)
+    for image, sample, name in zip(out['inputs'], out['data_samples'], names[:4]):
+        assert sample.img_path == photos[name]
+        left, top, right, bottom = sample.crop_bbox
+        expected = reference(photos[name], (top, left, bottom - top, right - left), sample.flip)
+        error = (grey_levels(image.cpu()) - expected).abs().mean()
+        assert error < 3, (name, error)
