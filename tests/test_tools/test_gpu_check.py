@@ -8,7 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / 'tools' / 'analysis' / 'gpu_check.sh'
 HEAVY_STEPS = ('detection_swin_b segmentation_vit_b bench_vit_b bench_swin_b '
-               'pretrain_jpeg_loader bench_vit_b_compile_bf16 bench_vit_b_compile_ro_bf16 '
+               'pretrain_jpeg_loader pretrain_nvjpeg_loader bench_vit_b_compile_bf16 '
+               'bench_vit_b_compile_ro_bf16 '
                'projection bench_vit_b_bf16 bench_swin_b_bf16 '
                'profile_vit_b train_ddp_amp finetune_amp resume_compile_bf16')
 

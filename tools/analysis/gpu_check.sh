@@ -11,11 +11,12 @@
 #   2. the pre-training benchmark (docs/benchmark.md) at the published per-GPU batches (ViT-B
 #      512, Swin-B 256) with fp16 autocast, FastMIM / SimMIM / MAE side by side; end-to-end
 #      pre-training from a folder of ImageNet-sized JPEGs (the real loader against the
-#      synthetic-input rate); FastMIM and SimMIM compiled in bf16 (the MFU target), FastMIM
+#      synthetic-input rate), decoded by the workers and again on the GPU (nvJPEG); FastMIM and SimMIM compiled in bf16 (the MFU target), FastMIM
 #      also with CUDA graphs; the recipe's projected wall-clock from these rates; bf16 without
 #      compile; a profile of the FastMIM ViT-B step;
 #   3. the CUDA training path: the CUDA-only tests (HOG on CUDA under fp16 autocast against the
-#      numpy reference, a CUDA fp16 training step against the CPU fp32 one, masks on the GPU),
+#      numpy reference, a CUDA fp16 training step against the CPU fp32 one, masks on the GPU,
+#      nvJPEG decoding against PIL's),
 #      1-GPU DDP (nccl) pre-training with fp16 AMP (loss scaling), fine-tuning with AMP from
 #      that checkpoint, then resuming the pre-training compiled in bf16 (no loss scaler).
 # Each step has its own time limit, so one failing or slow step never hides the others.
@@ -144,6 +145,13 @@ step pretrain_jpeg_loader 150 "$PY" tools/analysis/train_speed.py pretrain --amp
     --skip 10 --out "$OUT_DIR/pretrain_speed.json" \
     --cfg-options train_dataloader.batch_size="$VIT_BATCH" \
     train_dataloader.num_workers="$WORKERS"
+# The same with the JPEGs decoded on the GPU (nvJPEG, JpegDecodePreprocessor): compare the two
+# results' images_per_s (the device decode counts as step time, not data time).
+step pretrain_nvjpeg_loader 150 "$PY" tools/analysis/train_speed.py pretrain --amp --iters 30 \
+    --skip 10 --config configs/fastmim/vit_b_hog_800e_nvjpeg.py \
+    --out "$OUT_DIR/pretrain_nvjpeg_speed.json" \
+    --cfg-options train_dataloader.batch_size="$VIT_BATCH" \
+    train_dataloader.num_workers="$WORKERS"
 # The MFU target is for a compiled step; bf16 needs no loss scaler (tools/train.py --amp-dtype).
 step bench_vit_b_compile_bf16 300 bench vit_b_compile_bf16 vit_b "$VIT_BATCH" --compile \
     --amp-dtype bfloat16 --methods fastmim simmim
@@ -158,7 +166,7 @@ step profile_vit_b 90 "$PY" tools/analysis/profile_pretrain_step.py --backbone v
 PRETRAIN=configs/fastmim/demo_vit_tiny_embedded.py
 step cuda_tests 90 "$PY" -m pytest -q -p no:cacheprovider -rs -k cuda \
     tests/test_models/test_targets/test_hog.py tests/test_models/test_utils/test_block_mask.py \
-    tests/test_models/test_algorithms/test_fastmim.py
+    tests/test_models/test_algorithms/test_fastmim.py tests/test_models/test_jpeg_decoding.py
 step train_ddp_amp 120 env PYTHON="$PY" tools/dist_train.sh "$PRETRAIN" 1 --amp \
     --work-dir "$SCRATCH/pretrain" --cfg-options train_cfg.max_epochs=2
 step finetune_amp 90 "$PY" tools/train.py configs/finetune/demo_vit_tiny_embedded_ft.py --amp \
