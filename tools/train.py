@@ -48,15 +48,16 @@ def set_mixed_precision(optim_wrapper, dtype=None):
     optimiser wrapper config. fp16 on CUDA needs loss scaling (mmengine's
     AmpOptimWrapper, guarded); bf16 has fp32's exponent range and needs none, and without the
     scaler a step saves its pass over every gradient (unscale and overflow check), so bf16
-    (the CPU's default, CUDA's on request) runs as plain autocast."""
+    (the CPU's default, CUDA's on request) runs as plain autocast. The wrappers are named with
+    their scope, so that mmdet and mmseg configs (another default scope) find them too."""
     import torch
     dtype = (dtype or optim_wrapper.get('dtype')
              or ('float16' if torch.cuda.is_available() else 'bfloat16'))
     if dtype == 'float16' and torch.cuda.is_available():
-        optim_wrapper.type = 'GuardedAmpOptimWrapper'
+        optim_wrapper.type = 'fastmim.GuardedAmpOptimWrapper'
         optim_wrapper.setdefault('loss_scale', 'dynamic')
     else:
-        optim_wrapper.type = 'AutocastOptimWrapper'
+        optim_wrapper.type = 'fastmim.AutocastOptimWrapper'
         optim_wrapper.pop('loss_scale', None)
     optim_wrapper.dtype = dtype
 

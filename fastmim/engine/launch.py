@@ -80,11 +80,12 @@ def adapt_to_device(cfg):
     wrapper_cfg['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper_cfg
     optim_wrapper = cfg.get('optim_wrapper')
-    if optim_wrapper is not None and optim_wrapper.get('type') in ('AmpOptimWrapper',
-                                                                   'GuardedAmpOptimWrapper'):
+    if optim_wrapper is not None and optim_wrapper.get('type') in (
+            'AmpOptimWrapper', 'GuardedAmpOptimWrapper', 'fastmim.GuardedAmpOptimWrapper'):
         # mmengine's AmpOptimWrapper refuses to run without an accelerator; bf16 autocast is
         # the CPU's mixed precision and needs no loss scaling.
-        optim_wrapper.type = 'AutocastOptimWrapper'
+        # Scoped: mmdet and mmseg configs (another default scope) must find it too.
+        optim_wrapper.type = 'fastmim.AutocastOptimWrapper'
         optim_wrapper.pop('loss_scale', None)
         optim_wrapper.dtype = 'bfloat16'
         print_log('no CUDA device: mixed precision runs as bf16 autocast on the CPU',

@@ -388,14 +388,15 @@ def logged_iterations(work_dir: Path) -> List[dict]:
 
 
 def train_two_iterations(config: Path, work_dir: Path, overrides: dict, loss_keys: Sequence[str],
-                         checkpoint: str) -> Tuple[subprocess.CompletedProcess, dict]:
-    """``tools/train.py`` on ``config`` with ``overrides``, held to what a user relies on: the
-    tool succeeds, iterations 1 and 2 are logged, each of ``loss_keys`` is finite and positive
-    at both, and the ``checkpoint`` file it saves loads with ``weights_only=True`` (plain types,
-    CheckpointMetaHook). Returns the tool's result (its log) and the checkpoint's state dict."""
+                         checkpoint: str, flags: Sequence[str] = ()
+                         ) -> Tuple[subprocess.CompletedProcess, dict]:
+    """``tools/train.py`` on ``config`` with ``flags`` and ``overrides``, held to what a user
+    relies on: the tool succeeds, iterations 1 and 2 are logged, each of ``loss_keys`` is finite
+    and positive at both, and the ``checkpoint`` file it saves loads with ``weights_only=True``
+    (plain types, CheckpointMetaHook). Returns the tool's result (its log) and the checkpoint's state dict."""
     import torch
 
-    result = run_tool('train.py', [str(config), '--work-dir', str(work_dir),
+    result = run_tool('train.py', [str(config), '--work-dir', str(work_dir), *flags,
                                    '--cfg-options', *as_cfg_options(overrides)])
     assert result.returncode == 0, result.stderr[-4000:]
     logged = [entry for entry in logged_iterations(work_dir) if 'loss' in entry]

