@@ -69,9 +69,14 @@ def replace_sync_bn(cfg_node):
     return replaced
 
 
+# Optimiser wrappers that autocast: mmengine's AMP (CUDA only) and fastmim's.
+AMP_WRAPPERS = ('AmpOptimWrapper', 'GuardedAmpOptimWrapper', 'fastmim.GuardedAmpOptimWrapper')
+AUTOCAST_WRAPPERS = AMP_WRAPPERS + ('AutocastOptimWrapper', 'fastmim.AutocastOptimWrapper')
+
+
 def adapt_to_device(cfg):
     """Adapt a config in place to a machine without CUDA: gloo, no DDP device ids, no SyncBN,
-    bf16 autocast instead of fp16 AMP."""
+    bf16 autocast instead of fp16 AMP (fp32 for mmdet, whose CPU ops take fp32 only)."""
     if torch.cuda.is_available():
         return
     env_cfg = cfg.setdefault('env_cfg', {})
@@ -80,11 +85,19 @@ def adapt_to_device(cfg):
     wrapper_cfg['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper_cfg
     optim_wrapper = cfg.get('optim_wrapper')
-    if optim_wrapper is not None and optim_wrapper.get('type') in (
-            'AmpOptimWrapper', 'GuardedAmpOptimWrapper', 'fastmim.GuardedAmpOptimWrapper'):
+    wrapper_type = optim_wrapper.get('type') if optim_wrapper is not None else None
+    if cfg.get('default_scope') == 'mmdet' and wrapper_type in AUTOCAST_WRAPPERS:
+        # mmcv's CPU kernels of NMS and RoIAlign refuse bf16 ("expected scalar type Float but
+        # found BFloat16" in the RPN's NMS at the first iteration).
+        optim_wrapper.type = 'OptimWrapper'
+        optim_wrapper.pop('loss_scale', None)
+        optim_wrapper.pop('dtype', None)
+        print_log('no CUDA device: mmdet configs train in fp32 on the CPU (mmcv\'s CPU NMS and '
+                  'RoIAlign take fp32 only); mixed precision left out', logger='current')
+    elif wrapper_type in AMP_WRAPPERS:
         # mmengine's AmpOptimWrapper refuses to run without an accelerator; bf16 autocast is
-        # the CPU's mixed precision and needs no loss scaling.
-        # Scoped: mmdet and mmseg configs (another default scope) must find it too.
+        # the CPU's mixed precision and needs no loss scaling. Scoped: mmdet and mmseg configs
+        # (another default scope) must find it too.
         optim_wrapper.type = 'fastmim.AutocastOptimWrapper'
         optim_wrapper.pop('loss_scale', None)
         optim_wrapper.dtype = 'bfloat16'
