@@ -346,3 +346,15 @@ def test_compile_mode_without_compile_is_a_clear_error(compile_run, tmp_path):
     assert result.returncode != 0
     assert '--compile-mode reduce-overhead needs --compile' in result.stderr
     assert not (tmp_path / 'results.json').exists()
+
+
+@pytest.mark.parametrize('compiled, expected', [
+    (True, {'vit_b fastmim MFU (3x forward FLOPs / matmul peak), compiled': True}),
+    (False, {}),  # the GPU target is for a compiled step only
+])
+def test_gpu_mfu_target_is_issue_10s_compiled_45_percent(compiled, expected):
+    fastmim = dict(method='fastmim', images_per_s=30., peak_mem_mb=100., gflops_per_img=11.4,
+                   mfu=0.47)
+    verdicts = evaluate_targets(dict(settings=dict(backbone='vit_b', device='cuda',
+                                                   compile=compiled), records=[fastmim]))
+    assert {t['name']: t['met'] for t in verdicts if 'MFU' in t['name']} == expected

@@ -47,6 +47,9 @@ SPEEDUP_TARGETS = {
 }
 MEMORY_TARGET = ('vit_b', 1 / 3)  # FastMIM peak memory <= 1/3 of SimMIM's
 MFU_TARGET = 0.6
+# On a GPU FastMIM's short steps are mostly memory-bound work (docs/benchmark.md, section 5):
+# the GPU target is for a compiled ViT-B step, 45% (issue 10).
+COMPILED_GPU_MFU_TARGET = ('vit_b', 0.45)
 HOG_FRACTION_TARGET = 0.03
 DATA_SPEEDUP_TARGET = 2.0
 
@@ -88,8 +91,15 @@ def evaluate_targets(results: dict) -> List[dict]:
                 _above_import(fastmim) / _above_import(simmim), '<=', MEMORY_TARGET[1],
                 note='peak RSS minus the RSS after importing torch/timm/mmengine'))
     if fastmim.get('mfu') is not None:
-        verdicts.append(_target(f'{backbone} fastmim MFU (3x forward FLOPs / matmul peak)',
-                                fastmim['mfu'], '>=', MFU_TARGET))
+        settings = results['settings']
+        if settings.get('device') == 'cuda' and backbone == COMPILED_GPU_MFU_TARGET[0]:
+            if settings.get('compile'):
+                verdicts.append(_target(
+                    f'{backbone} fastmim MFU (3x forward FLOPs / matmul peak), compiled',
+                    fastmim['mfu'], '>=', COMPILED_GPU_MFU_TARGET[1]))
+        else:
+            verdicts.append(_target(f'{backbone} fastmim MFU (3x forward FLOPs / matmul peak)',
+                                    fastmim['mfu'], '>=', MFU_TARGET))
     hog = results.get('hog')
     if hog is not None:
         verdicts.append(_target(f'{backbone} HOG time / fastmim step time',
