@@ -54,3 +54,22 @@ def test_a_broken_environment_stops_before_the_other_steps(tmp_path):
     assert result.returncode == 1
     assert '===== environment: exit 3' in result.stdout
     assert 'mmcv_cuda' not in result.stdout and 'cuda_tests' not in result.stdout
+
+
+def test_archive_holds_the_results_after_every_step(tmp_path):
+    """For a machine that returns only a few files, or stops the script midway."""
+    import tarfile
+    out, archive = tmp_path / 'out', tmp_path / 'back' / 'gpu_check.tar.gz'
+    archive.parent.mkdir()
+    out.mkdir()
+    result = run_check(out, SKIP=HEAVY_STEPS + ' cuda_tests', ARCHIVE=str(archive))
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(archive) as packed:
+        log = packed.extractfile('./gpu_check.log').read().decode()
+    assert '===== mmcv_cuda: exit 0' in log  # the archive of the last step that ran
+    assert not (archive.parent / 'gpu_check.tar.gz.partial').exists()
+
+
+def test_archive_inside_the_results_folder_is_refused(tmp_path):
+    result = run_check(tmp_path, SKIP=HEAVY_STEPS, ARCHIVE=str(tmp_path / 'results.tar.gz'))
+    assert result.returncode == 2 and 'is inside OUT_DIR' in result.stdout

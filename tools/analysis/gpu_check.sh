@@ -29,17 +29,23 @@
 # for both; ITERS (20, benchmark steps), WORKERS (loader processes of the JPEG pre-training
 # step: all cores but one), BENCH_ARGS (extra benchmark flags), SKIP (step names to
 # leave out), TIME_SCALE (multiplies every step's limit; a rehearsal on a CPU needs ~10),
-# BUDGET (seconds for the whole script: later steps get what is left).
+# BUDGET (seconds for the whole script: later steps get what is left), ARCHIVE (a .tar.gz
+# file that, after every step, holds all of OUT_DIR so far: for a machine that sends back only
+# a few files, or is stopped before the end).
 # When a folder WHEELS (default .whl/ in the repository root; empty: none) of wheels exists (a
 # machine with torch but without a package index; tools/analysis/offline_wheels.sh makes it),
-# they are installed into /tmp/site first; the mmcv sdist in it lets the mmcv step build offline where the machine has nvcc. Its
-# cache, WHEELS/mmcv-cache/, is kept for a rerun on the same machine.
+# they are installed into /tmp/site first; the mmcv sdist in it lets the mmcv step build
+# offline where the machine has nvcc. Its cache, WHEELS/mmcv-cache/, is kept for a rerun on
+# the same machine.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 OUT_DIR=${1:-${OUT:-work_dirs/gpu_check}}
 mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/gpu_check.log"
+case "$(realpath -m "${ARCHIVE:-/}")" in "$(realpath -m "$OUT_DIR")"/*)
+    echo "ARCHIVE=$ARCHIVE is inside OUT_DIR=$OUT_DIR, which it packs: put it elsewhere"; exit 2 ;;
+esac
 : > "$LOG"
 PY=${PYTHON:-python3}
 [ -x "$ROOT/.venv/bin/python" ] && [ -z "${PYTHON:-}" ] && PY="$ROOT/.venv/bin/python"
@@ -77,6 +83,13 @@ step() {
     timeout "$limit" bash -c '"$@"' step "$@" >> "$LOG" 2>&1
     local rc=$?
     echo "===== $name: exit $rc after $((SECONDS - start)) s" | tee -a "$LOG"
+    pack_results
+}
+
+# ARCHIVE, when set, always holds every result so far: written aside, then renamed.
+pack_results() {
+    [ -n "${ARCHIVE:-}" ] || return 0
+    tar czf "$ARCHIVE.partial" -C "$OUT_DIR" . && mv "$ARCHIVE.partial" "$ARCHIVE"
 }
 
 # mmcv with CUDA kernels: built once for this torch and GPU (a few minutes on 16 cores for one
