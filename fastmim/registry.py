@@ -42,6 +42,7 @@ class FastMIMRegistry(Registry):
         super().__init__(*args, **kwargs)
         self.optional_locations = tuple(optional_locations)
         self.import_errors = {}
+        self._warned_keys = set()
 
     def import_from_location(self):
         if self._imported:
@@ -50,12 +51,13 @@ class FastMIMRegistry(Registry):
         for location in self.optional_locations:
             try:
                 import_module(location)
-            except ImportError as error:
+            except Exception as error:  # noqa: BLE001  whatever a downstream library raises
                 self.import_errors[location] = error
 
     def get(self, key):
         found = super().get(key)
-        if found is None and self.import_errors:
+        if found is None and self.import_errors and key not in self._warned_keys:
+            self._warned_keys.add(key)  # once: ``key in registry`` looks up too
             print_log(f'{key!r} is not in the {self.scope}::{self.name} registry; modules left '
                       f'out because they could not be imported: ' + '; '.join(
                           f'{location} ({error})'

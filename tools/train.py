@@ -44,16 +44,20 @@ def parse_args(argv):
 
 
 def set_mixed_precision(optim_wrapper, dtype=None):
-    """Autocast in ``dtype`` (else the config's, else fp16 on CUDA and bf16 on the CPU) for the
+    """Autocast in ``dtype`` (on CUDA else the config's, else fp16; on the CPU bf16) for the
     optimiser wrapper config. fp16 on CUDA needs loss scaling (mmengine's
     AmpOptimWrapper, guarded); bf16 has fp32's exponent range and needs none, and without the
     scaler a step saves its pass over every gradient (unscale and overflow check), so bf16
     (the CPU's default, CUDA's on request) runs as plain autocast. The wrappers are named with
     their scope, so that mmdet and mmseg configs (another default scope) find them too."""
     import torch
-    dtype = (dtype or optim_wrapper.get('dtype')
-             or ('float16' if torch.cuda.is_available() else 'bfloat16'))
-    if dtype == 'float16' and torch.cuda.is_available():
+    if not torch.cuda.is_available():
+        if dtype == 'float16':
+            raise ValueError('--amp-dtype float16 needs CUDA, where its loss scaling runs; the '
+                             'CPU runs bf16 autocast (--amp or --amp-dtype bfloat16)')
+        dtype = 'bfloat16'
+    dtype = dtype or optim_wrapper.get('dtype') or 'float16'
+    if dtype == 'float16':
         optim_wrapper.type = 'fastmim.GuardedAmpOptimWrapper'
         optim_wrapper.setdefault('loss_scale', 'dynamic')
     else:

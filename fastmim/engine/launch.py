@@ -70,7 +70,8 @@ def replace_sync_bn(cfg_node):
 
 
 # Optimiser wrappers that autocast: mmengine's AMP (CUDA only) and fastmim's.
-AMP_WRAPPERS = ('AmpOptimWrapper', 'GuardedAmpOptimWrapper', 'fastmim.GuardedAmpOptimWrapper')
+AMP_WRAPPERS = ('AmpOptimWrapper', 'mmengine.AmpOptimWrapper', 'GuardedAmpOptimWrapper',
+                'fastmim.GuardedAmpOptimWrapper')
 AUTOCAST_WRAPPERS = AMP_WRAPPERS + ('AutocastOptimWrapper', 'fastmim.AutocastOptimWrapper')
 
 
@@ -89,7 +90,7 @@ def adapt_to_device(cfg):
     if cfg.get('default_scope') == 'mmdet' and wrapper_type in AUTOCAST_WRAPPERS:
         # mmcv's CPU kernels of NMS and RoIAlign refuse bf16 ("expected scalar type Float but
         # found BFloat16" in the RPN's NMS at the first iteration).
-        optim_wrapper.type = 'OptimWrapper'
+        optim_wrapper.type = 'fastmim.GuardedOptimWrapper'  # keeps the non-finite loss guard
         optim_wrapper.pop('loss_scale', None)
         optim_wrapper.pop('dtype', None)
         print_log('no CUDA device: mmdet configs train in fp32 on the CPU (mmcv\'s CPU NMS and '

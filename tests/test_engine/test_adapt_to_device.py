@@ -31,11 +31,11 @@ def test_amp_becomes_bf16_autocast_found_from_any_scope(scope, wrapper):
 
 
 @pytest.mark.parametrize('wrapper', [
-    dict(type='AmpOptimWrapper', loss_scale='dynamic'),
+    dict(type='mmengine.AmpOptimWrapper', loss_scale='dynamic'),
     dict(type='fastmim.AutocastOptimWrapper', dtype='bfloat16'),  # tools/train.py --amp
 ])
 def test_mmdet_trains_in_fp32(wrapper):
-    assert adapted_wrapper('mmdet', **wrapper) == dict(type='OptimWrapper')
+    assert adapted_wrapper('mmdet', **wrapper) == dict(type='fastmim.GuardedOptimWrapper')
 
 
 def test_fp32_wrappers_stay():

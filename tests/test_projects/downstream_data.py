@@ -393,7 +393,8 @@ def train_two_iterations(config: Path, work_dir: Path, overrides: dict, loss_key
     """``tools/train.py`` on ``config`` with ``flags`` and ``overrides``, held to what a user
     relies on: the tool succeeds, iterations 1 and 2 are logged, each of ``loss_keys`` is finite
     and positive at both, and the ``checkpoint`` file it saves loads with ``weights_only=True``
-    (plain types, CheckpointMetaHook). Returns the tool's result (its log) and the checkpoint's state dict."""
+    (plain types, CheckpointMetaHook). Returns the tool's result (its log) and the
+    checkpoint's state dict."""
     import torch
 
     result = run_tool('train.py', [str(config), '--work-dir', str(work_dir), *flags,

@@ -41,6 +41,14 @@ def test_bf16_drops_the_configs_loss_scale(load_script, monkeypatch):
     assert wrapper['type'] == 'fastmim.AutocastOptimWrapper' and 'loss_scale' not in wrapper
 
 
+def test_fp16_on_the_cpu_is_refused(load_script, monkeypatch):
+    with pytest.raises(ValueError, match='float16 needs CUDA'):
+        wrapper_after(load_script, monkeypatch, ['--amp-dtype', 'float16'], False)
+    # A config's fp16 becomes the CPU's bf16, as adapt_to_device does for AMP configs.
+    wrapper = wrapper_after(load_script, monkeypatch, ['--amp'], False, dtype='float16')
+    assert (wrapper['type'], wrapper['dtype']) == ('fastmim.AutocastOptimWrapper', 'bfloat16')
+
+
 def test_amp_keeps_a_dtype_the_config_names(load_script, monkeypatch):
     wrapper = wrapper_after(load_script, monkeypatch, ['--amp'], True, dtype='bfloat16')
     assert (wrapper['type'], wrapper['dtype']) == ('fastmim.AutocastOptimWrapper', 'bfloat16')

@@ -11,9 +11,10 @@
 #   2. the pre-training benchmark (docs/benchmark.md) at the published per-GPU batches (ViT-B
 #      512, Swin-B 256) with fp16 autocast, FastMIM / SimMIM / MAE side by side; end-to-end
 #      pre-training from a folder of ImageNet-sized JPEGs (the real loader against the
-#      synthetic-input rate), decoded by the workers and again on the GPU (nvJPEG); FastMIM and SimMIM compiled in bf16 (the MFU target), FastMIM
-#      also with CUDA graphs; the recipe's projected wall-clock from these rates; bf16 without
-#      compile; a profile of the FastMIM ViT-B step;
+#      synthetic-input rate), decoded by the workers and again on the GPU (nvJPEG); FastMIM
+#      and SimMIM compiled in bf16 (the MFU target), FastMIM also with CUDA graphs; the
+#      recipe's projected wall-clock from these rates; bf16 without compile; a profile of the
+#      FastMIM ViT-B step;
 #   3. the CUDA training path: the CUDA-only tests (HOG on CUDA under fp16 autocast against the
 #      numpy reference, a CUDA fp16 training step against the CPU fp32 one, masks on the GPU,
 #      nvJPEG decoding against PIL's),
@@ -98,7 +99,8 @@ pack_results() {
 mmcv_cuda() {
     "$PY" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' \
         || { echo "no GPU visible: mmcv left as it is"; return 0; }
-    local cache="${WHEELS:-$ROOT/.whl}/mmcv-cache" key
+    local cache="${FASTMIM_CACHE:-$HOME/.cache/fastmim}/wheels" key
+    [ -n "$WHEELS" ] && cache="$WHEELS/mmcv-cache"
     # Offline: the mmcv sdist from WHEELS. The machine needs its own CUDA compiler then (nvcc's
     # and nvvm's wheels, 100 MB, do not fit what a device run carries).
     [ -n "$WHEELS" ] && [ -d "$WHEELS" ] && export PIP_NO_INDEX=1 PIP_FIND_LINKS="$WHEELS"
@@ -126,6 +128,7 @@ bench() {  # bench NAME BACKBONE BATCH [FLAGS...]: FastMIM and its baselines sid
 # The published ViT-B recipe's wall-clock from the rates measured so far (docs/benchmark.md,
 # section 7): the ViT-B benchmarks and, where it ran, the end-to-end loader run.
 projection() {
+    set -o pipefail  # a step runs in its own bash: without it, tee's status would be the step's
     local results=() result
     for result in "$OUT_DIR"/vit_b*_cuda.json "$OUT_DIR/pretrain_speed.json"; do
         [ -f "$result" ] && results+=("$result")

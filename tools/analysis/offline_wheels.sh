@@ -3,8 +3,9 @@
 # index: everything fastmim and the downstream projects (mmdet, mmseg) import that such a
 # machine's image lacks. All but two are pure Python; pycocotools and shapely are fetched for
 # the GPU machine's Python, TARGET_PYTHON (default 3.12, the lent machines' image). mmcv is
-# built from its sdist without its compiled ops ("mmcv-lite"): the ops are compiled against one torch build and only the mmdet/mmseg projects need them;
-# pre-training, fine-tuning and the benchmark use mmcv's pure-Python transforms. The sdist
+# built from its sdist without its compiled ops ("mmcv-lite"): the ops are compiled against
+# one torch build and only the mmdet/mmseg projects need them; pre-training, fine-tuning and
+# the benchmark use mmcv's pure-Python transforms. The sdist
 # stays in DIR: gpu_check.sh builds mmcv with CUDA kernels from it on the GPU machine, unless a
 # CUDA-ops wheel built here fits that machine (copied to DIR/mmcv-cache/).
 #
