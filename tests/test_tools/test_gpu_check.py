@@ -73,3 +73,12 @@ def test_archive_holds_the_results_after_every_step(tmp_path):
 def test_archive_inside_the_results_folder_is_refused(tmp_path):
     result = run_check(tmp_path, SKIP=HEAVY_STEPS, ARCHIVE=str(tmp_path / 'results.tar.gz'))
     assert result.returncode == 2 and 'is inside OUT_DIR' in result.stdout
+
+
+def test_a_failing_projection_is_reported_as_failed(tmp_path):
+    """The step pipes the tool into tee: the tool's status, not tee's, is the step's."""
+    (tmp_path / 'vit_b_cuda.json').write_text('{not json')
+    others = HEAVY_STEPS.replace('projection', '') + ' environment mmcv_cuda cuda_tests'
+    result = run_check(tmp_path, SKIP=others)
+    assert result.returncode == 0, result.stderr
+    assert '===== projection: exit 1' in result.stdout
