@@ -53,10 +53,14 @@ class JpegDecodePreprocessor(ImgDataPreprocessor):
 
     A file the device decoder rejects is decoded with PIL on the CPU instead, with a
     :class:`DeviceDecodeFallbackWarning` naming it, so that one odd file costs time, not the
-    run. A file PIL cannot decode either (corrupt, truncated) is dropped with the loader's
-    unreadable-image warning: the batch is one image smaller, as the worker path's loader
-    would fetch another sample but a preprocessor cannot (a batch with no image left is an
-    error).
+    run; when every JPEG of a batch is rejected (nvJPEG not working), one more warning, once
+    per preprocessor, says so. A file PIL cannot decode either (corrupt, truncated) is
+    replaced by a copy of another image of the batch, with its data sample, and the loader's
+    unreadable-image warning: the worker path's loader would fetch another sample, which a
+    preprocessor cannot, and a smaller batch would make torch.compile / CUDA graphs recompile
+    and leave a DDP rank whose whole batch failed raising while the others hang (a batch with
+    no readable image is an error). Only files the decoders reject count as unreadable:
+    nvJPEG may decode a truncated JPEG (grey or garbage where data is missing) without error.
 
     Args:
         mean, std: per-channel statistics on the 0-255 scale (default ImageNet, RGB).
@@ -68,6 +72,7 @@ class JpegDecodePreprocessor(ImgDataPreprocessor):
                  std: Sequence[float] = IMAGENET_STD,
                  **kwargs):
         super().__init__(mean=mean, std=std, **kwargs)
+        self._warned_device_failing = False
 
     def forward(self, data: dict, training: bool = False) -> dict:
         inputs = data['inputs']
@@ -80,7 +85,8 @@ class JpegDecodePreprocessor(ImgDataPreprocessor):
                      data_samples: Optional[Sequence[BaseDataElement]]
                      ) -> Tuple[List[torch.Tensor], List[BaseDataElement]]:
         """The batch with each 1-D entry (JPEG bytes) replaced by its uint8 ``(3, h, w)`` crop
-        on the device, and the unreadable ones left out of both lists."""
+        on the device; an unreadable one, and its sample, by a copy of a readable one's, so
+        the batch keeps its size."""
         if data_samples is None or len(data_samples) != len(inputs):
             raise ValueError(f'{type(self).__name__}: decoding JPEG bytes needs a data sample per '
                              f'input (from PackInputs), got {len(inputs)} inputs and '
@@ -89,20 +95,36 @@ class JpegDecodePreprocessor(ImgDataPreprocessor):
         metas = [self._jpeg_meta(data_samples[index]) for index in positions]
         encoded = [inputs[index] for index in positions]
         images = list(inputs)
-        for index, data, meta, image in zip(positions, encoded, metas,
-                                            self._decode_on_device(encoded)):
+        decoded = self._decode_on_device(encoded)
+        for index, data, meta, image in zip(positions, encoded, metas, decoded):
             expected = (3, *meta['ori_shape'])
             if isinstance(image, torch.Tensor) and tuple(image.shape) != expected:
                 image = ValueError(f'decoded to shape {tuple(image.shape)}, its header says '
                                    f'{expected}')
             if isinstance(image, Exception):
                 image = self._decode_on_cpu(data, meta['img_path'], image)
-            images[index] = None if image is None else crop_resize_flip(image, meta)
-        kept = [index for index, image in enumerate(images) if image is not None]
+            images[index] = image if isinstance(image, Exception) else crop_resize_flip(image,
+                                                                                        meta)
+        unreadable = [index for index, image in enumerate(images)
+                      if isinstance(image, Exception)]
+        kept = [index for index in range(len(images)) if index not in unreadable]
+        # PIL read a file the device rejected, as every one of the batch: see the warning.
+        if all(isinstance(image, Exception) for image in decoded) and len(unreadable) < len(
+                decoded):
+            self._warn_device_not_working(decoded)
+        samples = list(data_samples)
+        for number, index in enumerate(unreadable):
+            if not kept:
+                report_unreadable_image(data_samples[index].img_path, images[index])
+                continue
+            source = kept[number % len(kept)]
+            report_unreadable_image(data_samples[index].img_path, images[index],
+                                    data_samples[source].metainfo.get('img_path', 'another'))
+            images[index], samples[index] = images[source], data_samples[source].clone()
         if not kept:
             raise RuntimeError(f'{type(self).__name__}: no image of this batch could be decoded '
                                f'(see the unreadable-image warnings above)')
-        return [images[index] for index in kept], [data_samples[index] for index in kept]
+        return images, samples
 
     def _jpeg_meta(self, data_sample: BaseDataElement) -> dict:
         meta = data_sample.metainfo
@@ -121,12 +143,34 @@ class JpegDecodePreprocessor(ImgDataPreprocessor):
         then decoded one by one to tell which. Running out of device memory is no file's fault
         and is raised.
         """
+        if self.device.type == 'cuda':
+            # torchvision's CUDA decode_jpeg allocates its outputs on the caller's stream but
+            # writes them from its own stream without waiting on ours, so it can overwrite
+            # memory that kernels still queued on our stream read: reported with a
+            # deterministic repro in pytorch/vision#9606 (closed unmerged), fixed the same way
+            # in torchcodec's nvJPEG decoder (meta-pytorch/torchcodec#1634). Not reproduced
+            # here; a precaution that costs one host sync per batch.
+            torch.cuda.current_stream(self.device).synchronize()
         try:
             return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device)
         except torch.OutOfMemoryError:
             raise
         except RuntimeError:
             return [self._decode_one_on_device(data) for data in encoded]
+
+    def _warn_device_not_working(self, errors: List[Exception]) -> None:
+        """Once per preprocessor: the device rejected every JPEG of a batch, PIL read some, so
+        the device decoder likely does not work at all (nvJPEG missing or broken), and the run
+        is decoding everything with PIL in the training process, with only per-file
+        warnings."""
+        if self._warned_device_failing:
+            return
+        self._warned_device_failing = True
+        warnings.warn(f'{type(self).__name__}: JPEG decoding on {self.device} is not working: '
+                      f'it rejected all {len(errors)} JPEGs of a batch (first error: '
+                      f'{errors[0]}); the run is decoding them with PIL in the training '
+                      f'process, which is slow. This warning is not repeated',
+                      DeviceDecodeFallbackWarning, stacklevel=4)
 
     def _decode_one_on_device(self, data: torch.Tensor) -> Union[torch.Tensor, RuntimeError]:
         try:
@@ -137,14 +181,13 @@ class JpegDecodePreprocessor(ImgDataPreprocessor):
             return error
 
     def _decode_on_cpu(self, data: torch.Tensor, path: str,
-                       device_error: Exception) -> Optional[torch.Tensor]:
-        """PIL's decode of a file the device rejected, on the device; ``None`` (reported)
-        when PIL cannot decode it either."""
+                       device_error: Exception) -> Union[torch.Tensor, Exception]:
+        """PIL's decode of a file the device rejected, on the device; PIL's error when it
+        cannot decode it either (reported by the caller, which picks the replacement)."""
         try:
             pixels = read_rgb_image(io.BytesIO(data.numpy()))
         except UNREADABLE_IMAGE_ERRORS as error:
-            report_unreadable_image(path, error)
-            return None
+            return error
         warnings.warn(f'{type(self).__name__}: the JPEG decoder on {self.device} rejected {path} '
                       f'({device_error}); decoded it with PIL on the CPU instead',
                       DeviceDecodeFallbackWarning, stacklevel=3)
@@ -169,11 +212,13 @@ def crop_resize_flip(image: torch.Tensor, meta: dict) -> torch.Tensor:
 
 def check_device_decoding(cfg) -> None:
     """Refuse a config whose pipeline leaves JPEGs undecoded (``decode='device'``) for a model
-    whose data preprocessor cannot decode them, or flips them with mmcv's ``RandomFlip``.
+    whose data preprocessor cannot decode them, loads images without ``lazy=True`` (the worker
+    would then decode everything, silently), or follows the crop with a step other than
+    ``RandomHorizontalFlip`` and ``PackInputs`` (any other needs the decoded ``img``).
 
-    Both would otherwise fail at the first batch with errors that do not say what is wrong
-    (``ImgDataPreprocessor``'s shape assertion, mmcv's missing ``'img'``). tools/train.py calls
-    this before building the Runner.
+    These would otherwise fail at the first batch, in a worker, with errors that do not say
+    what is wrong (``ImgDataPreprocessor``'s shape assertion, a missing ``'img'``), or not fail
+    at all. tools/train.py calls this before building the Runner.
     """
     decoding = []
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -181,11 +226,7 @@ def check_device_decoding(cfg) -> None:
         if pipelines:
             decoding.append(name)
         for pipeline in pipelines:
-            if any(isinstance(step, dict) and str(step.get('type')).split('.')[-1] == 'RandomFlip'
-                   for step in pipeline):
-                raise ValueError(f"{name}: mmcv's RandomFlip needs a decoded image, which "
-                                 f"RandomResizedCrop(decode='device') leaves to the model; flip "
-                                 f"with dict(type='RandomHorizontalFlip', prob=...) instead")
+            _check_device_pipeline(name, pipeline)
     if not decoding:
         return
     preprocessor = (cfg.get('model') or {}).get('data_preprocessor') or {}
@@ -207,3 +248,28 @@ def _device_decoding_pipelines(node):
             yield node
         for value in node:
             yield from _device_decoding_pipelines(value)
+
+
+def _step_type(step) -> str:
+    kind = step.get('type') if isinstance(step, dict) else step
+    return getattr(kind, '__name__', str(kind)).split('.')[-1]
+
+
+def _check_device_pipeline(name: str, pipeline) -> None:
+    """See :func:`check_device_decoding`."""
+    crop = next(index for index, step in enumerate(pipeline)
+                if isinstance(step, dict) and step.get('decode') == 'device')
+    for step in pipeline[:crop]:
+        if _step_type(step) == 'LoadImageRGB' and not step.get('lazy', False):
+            raise ValueError(f"{name}: RandomResizedCrop(decode='device') after "
+                             f"LoadImageRGB(lazy=False) gets decoded images, so the workers "
+                             f"would decode everything; load with "
+                             f"dict(type='LoadImageRGB', lazy=True)")
+    for step in pipeline[crop + 1:]:
+        kind = _step_type(step)
+        if kind not in ('RandomHorizontalFlip', 'PackInputs'):
+            hint = (" (flip with dict(type='RandomHorizontalFlip', prob=...) instead of mmcv's "
+                    "RandomFlip)" if kind == 'RandomFlip' else '')
+            raise ValueError(f"{name}: {kind} needs a decoded image, which "
+                             f"RandomResizedCrop(decode='device') leaves to the model; only "
+                             f"RandomHorizontalFlip and PackInputs may follow it{hint}")

@@ -71,6 +71,14 @@ def test_flip_records_and_flips_what_is_there(files):
     assert abs(rate - 0.3) < 0.04, rate
 
 
+def test_flip_before_the_crop_is_an_error(files):
+    """Before the crop it could only record the flip: the crop decodes what nvJPEG cannot
+    take (PNG, CMYK) in the worker, unflipped."""
+    lazy = LoadImageRGB(lazy=True)(dict(img_path=files['coffee.png']))
+    with pytest.raises(ValueError, match='must come after RandomResizedCrop.*lazy_img'):
+        RandomHorizontalFlip(prob=1.0)(lazy)
+
+
 def test_pack_inputs_packs_the_bytes_with_what_the_device_needs(files):
     results = RandomHorizontalFlip(prob=1.0)(crop_with_seed(files['coffee.jpg'], 'device'))
     packed = PackInputs(meta_keys=('sample_idx', ))(results)

@@ -123,6 +123,34 @@ def test_pixel_target_panels_have_three_columns():
     assert panels[0].shape == (TITLE_HEIGHT + SIZE, 3 * SIZE + 2 * PANEL_GAP, 3)
 
 
+def test_hook_draws_from_a_device_decoding_pipeline(tmp_path):
+    """With decode='device' the batch holds JPEG bytes, which JpegDecodePreprocessor decodes
+    with their data samples: the hook keeps those with its images."""
+    from mmengine.dataset import pseudo_collate
+    from skimage import data as skdata
+
+    from fastmim.datasets.transforms import (LoadImageRGB, PackInputs, RandomHorizontalFlip,
+                                             RandomResizedCrop)
+    Image.fromarray(skdata.coffee()).save(tmp_path / 'coffee.jpg', quality=90)
+    steps = [LoadImageRGB(lazy=True), RandomResizedCrop(SIZE, decode='device'),
+             RandomHorizontalFlip(), PackInputs()]
+    samples = []
+    for _ in range(3):
+        results = dict(img_path=str(tmp_path / 'coffee.jpg'))
+        for step in steps:
+            results = step(results)
+        samples.append(results)
+    batch = pseudo_collate(samples)
+    assert all(item.dim() == 1 for item in batch['inputs'])  # JPEG bytes
+    model = MODELS.build({**tiny_model_cfg(),
+                          'data_preprocessor': dict(type='JpegDecodePreprocessor')})
+    hook = ReconstructionVisualizationHook(interval=1, num_images=2)
+    runner = fake_runner(model, tmp_path)
+    hook.before_train_iter(runner, 0, batch)
+    hook.after_train_epoch(runner)
+    assert sorted(os.listdir(tmp_path / 'vis')) == ['epoch_1_0.png', 'epoch_1_1.png']
+
+
 def test_hook_in_a_training_run(tmp_path):
     dataset = TinyImages(4)
     runner = Runner(

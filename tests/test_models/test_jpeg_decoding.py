@@ -1,8 +1,9 @@
 """JpegDecodePreprocessor: JPEG crops decoded on the model's device (here the CPU, through the
 same torchvision call nvJPEG answers on CUDA) equal the CPU pipeline's, in the batch's order;
-unreadable files are dropped with a warning, rejected ones decoded by PIL; misconfigurations are
-named."""
+unreadable files are replaced by a copy of another image with a warning, rejected ones decoded by
+PIL; misconfigurations are named."""
 import re
+import types
 import warnings
 from pathlib import Path
 
@@ -98,17 +99,22 @@ def test_grayscale_jpeg_decodes_to_three_equal_channels(photos):
     assert (image - reference(photos['gray'], BOX, False)).abs().mean() < 1
 
 
-def test_mixed_batch_keeps_its_order_and_drops_an_unreadable_file(photos):
+def test_mixed_batch_keeps_its_order_and_size_replacing_an_unreadable_file(photos):
     """PNG and CMYK JPEG decoded by the workers, RGB and gray JPEGs on the device, a truncated
-    JPEG dropped with a warning that names it; every image lands where its sample is."""
+    JPEG replaced, with its sample, by a copy of the first readable image (the batch keeps its
+    size: torch.compile, CUDA graphs, DDP), with a warning that names both; every image lands
+    where its sample is."""
     names = ['png', 'rgb', 'truncated', 'cmyk', 'gray']
     packed = [pack(photos[name], flip=name == 'rgb') for name in names]
     assert [item['inputs'].dim() for item in packed] == [3, 1, 1, 3, 1]
-    with pytest.warns(UnreadableImageWarning, match=re.escape(photos['truncated'])):
+    with pytest.warns(UnreadableImageWarning, match=re.escape(photos['truncated']) +
+                      '.*replaced by a copy of ' + re.escape(photos['png'])):
         out = JpegDecodePreprocessor()(pseudo_collate(packed), training=True)
-    kept = [name for name in names if name != 'truncated']
+    kept = [name if name != 'truncated' else 'png' for name in names]
     assert [sample.img_path for sample in out['data_samples']] == [photos[n] for n in kept]
-    assert out['inputs'].shape == (4, 3) + SIZE
+    assert out['data_samples'][2] is not out['data_samples'][0]  # a copy, not the same object
+    assert out['inputs'].shape == (5, 3) + SIZE
+    assert torch.equal(out['inputs'][2], out['inputs'][0])
     for image, sample, name in zip(out['inputs'], out['data_samples'], kept):
         # The workers snap their crops to the grid of their reduced decode: compare each image
         # with the full decode of the box it records. Another photo is tens of levels away.
@@ -116,6 +122,56 @@ def test_mixed_batch_keeps_its_order_and_drops_an_unreadable_file(photos):
         expected = reference(photos[name], (top, left, bottom - top, right - left), sample.flip)
         error = (grey_levels(image) - expected).abs().mean()
         assert error < 3, (name, error)
+
+
+def test_batch_without_a_readable_image_is_an_error(photos):
+    with pytest.warns(UnreadableImageWarning, match=re.escape(photos['truncated'])):
+        with pytest.raises(RuntimeError, match='no image of this batch could be decoded'):
+            JpegDecodePreprocessor()(pseudo_collate([pack(photos['truncated'])] * 2))
+
+
+def test_a_device_decoder_rejecting_a_whole_batch_is_warned_once(photos, monkeypatch):
+    """nvJPEG not working at all: every file falls back to PIL, and one warning says so."""
+    def broken(data, **kwargs):
+        raise RuntimeError('nvjpegCreateSimple failed: 3')
+
+    monkeypatch.setattr(jpeg_decoding, 'decode_jpeg', broken)
+    preprocessor = JpegDecodePreprocessor()
+    batch = pseudo_collate([pack(photos['gray']), pack(photos['rgb'])])
+    messages = []
+    for _ in range(2):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            out = preprocessor(batch, training=True)
+        assert out['inputs'].shape == (2, 3) + SIZE
+        messages.append([str(w.message) for w in caught if 'is not working' in str(w.message)])
+    assert len(messages[0]) == 1 and messages[1] == []
+    assert re.search(r'rejected all 2 JPEGs of a batch \(first error: nvjpegCreateSimple '
+                     r'failed: 3\).*with PIL in the training process', messages[0][0])
+
+
+def test_cuda_decoding_waits_for_the_current_stream_first(photos, monkeypatch):
+    """pytorch/vision#9606: nvJPEG writes from its own stream; ours is synchronised before
+    (here a pretend CUDA device, the decode itself on the CPU)."""
+    events = []
+    decode = jpeg_decoding.decode_jpeg
+
+    def recording_decoder(data, **kwargs):
+        events.append(('decode', str(kwargs['device'])))
+        return decode(data, mode=kwargs['mode'])
+
+    monkeypatch.setattr(jpeg_decoding, 'decode_jpeg', recording_decoder)
+    monkeypatch.setattr(torch.cuda, 'current_stream', lambda device: types.SimpleNamespace(
+        synchronize=lambda: events.append(('sync', str(device)))))
+    preprocessor = JpegDecodePreprocessor()
+    packed = [pack(photos['rgb']), pack(photos['gray'])]
+    samples = [item['data_samples'] for item in packed]
+    preprocessor.decode_jpegs([item['inputs'] for item in packed], samples)
+    assert events == [('decode', 'cpu')]  # no sync off CUDA
+    events.clear()
+    preprocessor._device = torch.device('cuda', 0)
+    images, _ = preprocessor.decode_jpegs([item['inputs'] for item in packed], samples)
+    assert events == [('sync', 'cuda:0'), ('decode', 'cuda:0')] and len(images) == 2
 
 
 def test_file_the_device_rejects_is_decoded_on_the_cpu(photos, monkeypatch):
@@ -170,8 +226,29 @@ def test_device_decoding_without_its_preprocessor_or_with_mmcv_flip_is_refused()
     cfg.merge_from_dict({'model.data_preprocessor.type': 'JpegDecodePreprocessor'})
     check_device_decoding(cfg)
     cfg.merge_from_dict({'train_dataloader.dataset.pipeline.2.type': 'RandomFlip'})
-    with pytest.raises(ValueError, match="mmcv's RandomFlip needs a decoded image.*"
-                                         "RandomHorizontalFlip"):
+    with pytest.raises(ValueError, match="RandomFlip needs a decoded image.*instead of mmcv's "
+                                         "RandomFlip"):
+        check_device_decoding(cfg)
+
+
+@pytest.mark.parametrize('step', [dict(type='RandAugment'), dict(type='mmcv.RandomGrayscale')])
+def test_device_decoding_refuses_any_step_after_the_crop_that_needs_an_image(step):
+    """Such a step would fail in a worker with a bare KeyError 'img'."""
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'fastmim' / 'vit_b_hog_800e_nvjpeg.py'))
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    pipeline.insert(len(pipeline) - 1, step)
+    name = step['type'].split('.')[-1]
+    with pytest.raises(ValueError, match=f"train_dataloader: {name} needs a decoded image.*only "
+                                         f"RandomHorizontalFlip and PackInputs may follow it"):
+        check_device_decoding(cfg)
+
+
+def test_device_decoding_after_an_eager_load_is_refused():
+    """LoadImageRGB(lazy=False) decodes in the worker, and the crop then has nothing to ship."""
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'fastmim' / 'vit_b_hog_800e_nvjpeg.py'))
+    cfg.train_dataloader.dataset.pipeline[0] = dict(type='LoadImageRGB')
+    with pytest.raises(ValueError, match=r"LoadImageRGB\(lazy=False\).*"
+                                         r"dict\(type='LoadImageRGB', lazy=True\)"):
         check_device_decoding(cfg)
 
 
@@ -196,14 +273,16 @@ def test_cuda_nvjpeg_batch_matches_the_cpu_reference(photos):
     """The nvJPEG path itself (tools/analysis/gpu_check.sh's cuda_tests): a mixed batch decodes
     on the GPU in order. nvJPEG's IDCT and chroma upsampling are not libjpeg-turbo's, hence a
     looser bound than on the CPU; another photo would be tens of levels away. nvJPEG may decode
-    the truncated file's intact half instead of rejecting it: then it stays in the batch."""
+    the truncated file's intact half instead of rejecting it: then it stays in the batch,
+    otherwise a copy of the first image takes its place; the batch keeps its size."""
     names = ['png', 'rgb', 'gray', 'cmyk', 'truncated']
     packed = [pack(photos[name], flip=name == 'rgb') for name in names]
     preprocessor = JpegDecodePreprocessor().cuda()
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', UnreadableImageWarning)
         out = preprocessor(pseudo_collate(packed), training=True)
-    assert out['inputs'].device.type == 'cuda' and len(out['inputs']) in (4, 5)
+    assert out['inputs'].device.type == 'cuda' and len(out['inputs']) == 5
+    assert out['data_samples'][4].img_path in (photos['truncated'], photos['png'])
     for image, sample, name in zip(out['inputs'], out['data_samples'], names[:4]):
         assert sample.img_path == photos[name]
         left, top, right, bottom = sample.crop_bbox

@@ -37,12 +37,16 @@ def unreadable_image_count() -> int:
     return _unreadable_images_seen
 
 
-def report_unreadable_image(path: str, error: BaseException) -> None:
-    """Count a skipped file and warn with its path, so broken files can be found and removed."""
+def report_unreadable_image(path: str, error: BaseException,
+                            replacement: Optional[str] = None) -> None:
+    """Count a skipped file and warn with its path, so broken files can be found and removed;
+    ``replacement`` names the image used in its place, where one was (JpegDecodePreprocessor
+    keeps its batch's size)."""
     global _unreadable_images_seen
     _unreadable_images_seen += 1
+    instead = '' if replacement is None else f', replaced by a copy of {replacement}'
     warnings.warn(
-        f'skipped unreadable image {path} ({type(error).__name__}: {error}); '
+        f'skipped unreadable image {path} ({type(error).__name__}: {error}){instead}; '
         f'skipped {_unreadable_images_seen} unreadable images so far in this process',
         UnreadableImageWarning,
         stacklevel=2)

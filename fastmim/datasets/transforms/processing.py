@@ -271,13 +271,16 @@ class RandomResizedCrop(BaseTransform):
 
 @TRANSFORMS.register_module()
 class RandomHorizontalFlip(BaseTransform):
-    """Mirror left-right with probability ``prob``, also before the image is decoded.
+    """Mirror left-right with probability ``prob``, also a sample whose decoding
+    ``RandomResizedCrop(decode='device')`` left to the model: it must come after the crop.
 
     Records ``flip`` (bool) and ``flip_direction`` (``'horizontal'`` or ``None``) as mmcv's
     ``RandomFlip`` does, and flips ``img`` when the sample has one. A sample left undecoded by
     ``RandomResizedCrop(decode='device')`` is flipped by ``JpegDecodePreprocessor`` after it
     decodes it; mmcv's ``RandomFlip`` would fail on it, as it needs ``img``. The flip is a view
-    (``PackInputs`` copies it once).
+    (``PackInputs`` copies it once). Before the crop (``lazy_img`` still there) it is an error:
+    the crop decodes the files nvJPEG cannot take in the worker, which would record this flip
+    without applying it.
 
     Args:
         prob: probability of a flip, in [0, 1].
@@ -289,6 +292,10 @@ class RandomHorizontalFlip(BaseTransform):
         self.prob = prob
 
     def transform(self, results: dict) -> dict:
+        if 'lazy_img' in results:
+            raise ValueError(f'{type(self).__name__} must come after RandomResizedCrop: it got '
+                             f'an image not decoded yet (lazy_img, from LoadImageRGB(lazy=True)), '
+                             f'and would not flip the pixels the crop then decodes')
         flip = bool(np.random.rand() < self.prob)
         results['flip'] = flip
         results['flip_direction'] = 'horizontal' if flip else None

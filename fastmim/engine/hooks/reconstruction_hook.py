@@ -17,7 +17,8 @@ class ReconstructionVisualizationHook(Hook):
     """Every ``interval`` epochs and at the end of training, draws what the model reconstructs.
 
     The images are the first ``num_images`` of the first training batch this process sees, kept
-    on the CPU as the dataloader gave them (uint8), so every picture shows the same images; the
+    on the CPU as the dataloader gave them (uint8, or JPEG bytes with ``decode='device'``,
+    kept with their data samples), so every picture shows the same images; the
     mask is drawn with a fixed ``seed`` (and the random state restored), so it is the same mask
     too, and training's random streams are not disturbed. The model runs in eval mode without
     gradients and goes back to its previous mode afterwards. Only rank 0 draws; the pictures are
@@ -55,6 +56,11 @@ class ReconstructionVisualizationHook(Hook):
             else:
                 inputs = inputs.detach().cpu().clone()
             self._batch = dict(inputs=inputs)
+            # JpegDecodePreprocessor decodes JPEG bytes (decode='device') with their samples'
+            # crop boxes: keep the samples that match the kept inputs.
+            samples = data_batch.get('data_samples')
+            if samples is not None:
+                self._batch['data_samples'] = list(samples[:self.num_images])
 
     def after_train_epoch(self, runner):
         if self.every_n_epochs(runner, self.interval):
