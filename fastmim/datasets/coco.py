@@ -12,8 +12,9 @@ from collections import defaultdict
 from mmdet.datasets import CocoDataset
 from mmengine.logging import print_log
 
-from fastmim.engine.dataset_paths import is_local
 from fastmim.registry import DATASETS
+
+from .utils import is_local
 
 # Entries named per kind of problem in the warning; the rest are counted.
 SHOWN = 5

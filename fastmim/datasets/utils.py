@@ -1,6 +1,6 @@
-"""Helpers shared by the image datasets: pipeline building and file-name filtering."""
+"""Helpers shared by the datasets: pipeline building, file-name filtering, local paths."""
 import copy
-from typing import Callable, Iterable, List, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from fastmim.registry import TRANSFORMS
 
@@ -42,3 +42,9 @@ def normalize_extensions(extensions: Iterable[str]) -> Tuple[str, ...]:
 def has_extension(file_name: str, extensions: Tuple[str, ...]) -> bool:
     """Case-insensitive extension test (ImageNet's files end in ``.JPEG``)."""
     return file_name.lower().endswith(extensions)
+
+
+def is_local(path: str, backend_args: Optional[dict]) -> bool:
+    """Whether ``path`` is read from the local file system (checks of files skip the others)."""
+    backend = (backend_args or {}).get('backend', 'local')
+    return backend == 'local' and '://' not in path

@@ -10,17 +10,12 @@ missing, with the config key that set it.
 import os
 import os.path as osp
 
+from fastmim.datasets.utils import is_local
 from fastmim.engine.launch import LaunchError
 
 # Wrapper datasets (MultiImageMixDataset, RepeatDataset, ConcatDataset, ...) keep the datasets
 # they wrap under these keys.
 WRAPPED = ('dataset', 'datasets')
-
-
-def is_local(path, backend_args):
-    """Whether ``path`` is read from the local file system (the check skips other backends)."""
-    backend = (backend_args or {}).get('backend', 'local')
-    return backend == 'local' and '://' not in path
 
 
 def _dataset_paths(dataset, key):
