@@ -29,10 +29,8 @@ from fastmim.datasets.transforms.loading import (UNREADABLE_IMAGE_ERRORS, read_r
 from fastmim.datasets.transforms.processing import resize_box_tensor
 from fastmim.registry import MODELS
 
-# Metainfo a JPEG sample cannot do without; ``flip`` and ``flip_direction`` are absent from
-# pipelines that do not flip.
-REQUIRED_META_KEYS = tuple(key for key in DEVICE_DECODE_META_KEYS
-                           if key not in ('flip', 'flip_direction'))
+# Metainfo a JPEG sample cannot do without; ``flip`` is absent from pipelines that do not flip.
+REQUIRED_META_KEYS = tuple(key for key in DEVICE_DECODE_META_KEYS if key != 'flip')
 
 
 class DeviceDecodeFallbackWarning(UserWarning):
@@ -202,12 +200,9 @@ def crop_resize_flip(image: torch.Tensor, meta: dict) -> torch.Tensor:
     left, top, right, bottom = meta['crop_bbox']
     resized = resize_box_tensor(image[:, top:bottom, left:right], (bottom - top, right - left),
                                 tuple(meta['img_shape']), meta['interpolation'])
-    if not meta.get('flip', False):
-        return resized
-    if meta.get('flip_direction') != 'horizontal':
-        raise ValueError(f"JpegDecodePreprocessor flips horizontally only (RandomHorizontalFlip); "
-                         f"{meta['img_path']} has flip_direction={meta.get('flip_direction')!r}")
-    return resized.flip(-1)
+    # Only RandomHorizontalFlip can follow the crop (check_device_decoding; mmcv's RandomFlip
+    # needs ``img``), so a recorded flip is horizontal.
+    return resized.flip(-1) if meta.get('flip', False) else resized
 
 
 def check_device_decoding(cfg) -> None:

@@ -10,9 +10,10 @@ from fastmim.registry import TRANSFORMS
 
 # What ``JpegDecodePreprocessor`` reads to decode a sample that RandomResizedCrop(decode='device')
 # left as JPEG bytes: the file (for warnings), its size, the crop box, the output size, the
-# filter and the flip. PackInputs packs them for such samples whatever its ``meta_keys``.
+# filter and the (horizontal) flip. PackInputs packs them for such samples whatever its
+# ``meta_keys``.
 DEVICE_DECODE_META_KEYS = ('img_path', 'ori_shape', 'crop_bbox', 'img_shape', 'interpolation',
-                           'flip', 'flip_direction')
+                           'flip')
 
 
 @TRANSFORMS.register_module()
