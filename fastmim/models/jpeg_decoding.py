@@ -110,18 +110,17 @@ class JpegDecodePreprocessor(ImgDataPreprocessor):
         if all(isinstance(image, Exception) for image in decoded) and len(unreadable) < len(
                 decoded):
             self._warn_device_not_working(decoded)
+        if not kept:
+            for index in unreadable:
+                report_unreadable_image(data_samples[index].img_path, images[index])
+            raise RuntimeError(f'{type(self).__name__}: no image of this batch could be decoded '
+                               f'(see the unreadable-image warnings above)')
         samples = list(data_samples)
         for number, index in enumerate(unreadable):
-            if not kept:
-                report_unreadable_image(data_samples[index].img_path, images[index])
-                continue
             source = kept[number % len(kept)]
             report_unreadable_image(data_samples[index].img_path, images[index],
                                     data_samples[source].metainfo.get('img_path', 'another'))
             images[index], samples[index] = images[source], data_samples[source].clone()
-        if not kept:
-            raise RuntimeError(f'{type(self).__name__}: no image of this batch could be decoded '
-                               f'(see the unreadable-image warnings above)')
         return images, samples
 
     def _jpeg_meta(self, data_sample: BaseDataElement) -> dict:
