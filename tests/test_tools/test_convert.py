@@ -5,7 +5,6 @@ names of the release (MAE's ViT, the original Microsoft Swin and PVTv2 layouts, 
 CMT), written out in this file.
 """
 import argparse
-import importlib.util
 import re
 from pathlib import Path
 
@@ -25,16 +24,14 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 TOOLS = Path(__file__).resolve().parents[2] / 'tools' / 'convert'
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'convert_{name}', TOOLS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope='module')
+def to_timm(load_script):
+    return load_script(TOOLS / 'to_timm.py')
 
 
-to_timm = load_tool('to_timm')
-from_reference = load_tool('from_reference')
-
+@pytest.fixture(scope='module')
+def from_reference(load_script):
+    return load_script(TOOLS / 'from_reference.py')
 
 
 def build(cfg):
@@ -52,7 +49,7 @@ def fastmim_checkpoint(backbone, path, extra=None):
 
 
 # --- fastmim -> timm ----------------------------------------------------------------------------
-def test_vit_tiny_pretrained_at_128_converts_to_timm_vit_tiny_at_224(tmp_path, capsys):
+def test_vit_tiny_pretrained_at_128_converts_to_timm_vit_tiny_at_224(tmp_path, capsys, to_timm):
     source = build(dict(type='VisionTransformer', arch=dict(embed_dim=192, depth=12, num_heads=3),
                         img_size=128))
     checkpoint = fastmim_checkpoint(source, tmp_path / 'pre.pth')
@@ -74,7 +71,7 @@ def test_vit_tiny_pretrained_at_128_converts_to_timm_vit_tiny_at_224(tmp_path, c
     torch.testing.assert_close(tokens, expected, rtol=0, atol=1e-5)
 
 
-def test_fine_tuned_swin_tiny_converts_to_timm_with_identical_logits(tmp_path, capsys):
+def test_fine_tuned_swin_tiny_converts_to_timm_with_identical_logits(tmp_path, capsys, to_timm):
     backbone = build(dict(type='SwinTransformer', arch='t', img_size=224, window_size=7))
     head_weight, head_bias = torch.randn(10, 768) * 0.02, torch.randn(10)
     checkpoint = fastmim_checkpoint(backbone, tmp_path / 'ft.pth', extra={
@@ -102,7 +99,7 @@ def test_fine_tuned_swin_tiny_converts_to_timm_with_identical_logits(tmp_path, c
         torch.testing.assert_close(model(images), expected, rtol=0, atol=1e-5)
 
 
-def test_to_timm_names_what_does_not_fit_the_timm_model(tmp_path):
+def test_to_timm_names_what_does_not_fit_the_timm_model(tmp_path, to_timm):
     source = build(dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=2, num_heads=2),
                         img_size=128))
     checkpoint = fastmim_checkpoint(source, tmp_path / 'small.pth')
@@ -128,10 +125,15 @@ def save_reference(path, model_state, with_args=False):
     return str(path)
 
 
-def convert(tmp_path, reference, backbone, *options):
-    out = tmp_path / 'converted.pth'
-    from_reference.main([reference, str(out), '--backbone', backbone, *options])
-    return str(out), torch.load(out, weights_only=True)
+@pytest.fixture(scope='module')
+def convert(from_reference):
+    """``convert(tmp_path, reference, backbone, *options)``: tools/convert/from_reference.py
+    run on ``reference``; the path of its output and the output loaded."""
+    def run(tmp_path, reference, backbone, *options):
+        out = tmp_path / 'converted.pth'
+        from_reference.main([reference, str(out), '--backbone', backbone, *options])
+        return str(out), torch.load(out, weights_only=True)
+    return run
 
 
 def assert_same_outputs(model_a, model_b, size):
@@ -140,7 +142,7 @@ def assert_same_outputs(model_a, model_b, size):
         torch.testing.assert_close(model_a(images)[0], model_b(images)[0], rtol=0, atol=1e-5)
 
 
-def test_reference_vit_converts_and_fine_tunes_at_224(tmp_path):
+def test_reference_vit_converts_and_fine_tunes_at_224(tmp_path, convert):
     arch = dict(embed_dim=32, depth=2, num_heads=2)
     source = build(dict(type='VisionTransformer', arch=arch, img_size=128))
     # MAE's names are timm's: the encoder sits at the top level of `model`.
@@ -187,7 +189,7 @@ def original_swin_state(model):
     return state
 
 
-def test_reference_swin_converts_with_timm_filter(tmp_path):
+def test_reference_swin_converts_with_timm_filter(tmp_path, convert):
     arch = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
     source = build(dict(type='SwinTransformer', arch=arch, img_size=128, window_size=4))
     reference_state = {**original_swin_state(source), **reference_decoder()}
@@ -240,7 +242,7 @@ def original_pvtv2_state(model):
     return state
 
 
-def test_reference_pvtv2_of_custom_size_needs_its_heads(tmp_path):
+def test_reference_pvtv2_of_custom_size_needs_its_heads(tmp_path, convert):
     arch = dict(depths=(1, 1, 1, 1), embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 2, 4))
     source = build(dict(type='PyramidVisionTransformerV2', arch=arch))
     reference = save_reference(tmp_path / 'mim_pvt.pth',
@@ -257,7 +259,7 @@ def test_reference_pvtv2_of_custom_size_needs_its_heads(tmp_path):
     assert_same_outputs(target, source, 128)
 
 
-def test_reference_pvtv2_of_published_size_is_named_by_it(tmp_path):
+def test_reference_pvtv2_of_published_size_is_named_by_it(tmp_path, convert):
     source = build(dict(type='PyramidVisionTransformerV2', arch='b0'))
     reference = save_reference(tmp_path / 'mim_pvt_b0.pth', original_pvtv2_state(source))
 
@@ -295,7 +297,7 @@ def reference_cmt_state(model):
     return state
 
 
-def test_reference_cmt_converts_and_loads_at_224(tmp_path, capsys):
+def test_reference_cmt_converts_and_loads_at_224(tmp_path, capsys, convert):
     arch = dict(embed_dims=[8, 16, 24, 32], depths=[1, 2, 1, 1], num_heads=[1, 2, 2, 4],
                 stem_channels=8, mlp_ratio=2.0)
     source = build(dict(type='CMT', arch=arch, img_size=128))
@@ -317,7 +319,7 @@ def test_reference_cmt_converts_and_loads_at_224(tmp_path, capsys):
     assert_same_outputs(target, source, 224)
 
 
-def test_wrong_backbone_flag_is_named(tmp_path):
+def test_wrong_backbone_flag_is_named(tmp_path, convert):
     source = build(dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=1, num_heads=2),
                         img_size=64))
     reference = save_reference(tmp_path / 'mim_vit.pth', dict(source.state_dict()))

@@ -10,7 +10,7 @@ models_vit.py subclasses), for Swin timm's Swin whose ``norm`` holds the file's 
 (mim_swin_finetune.py normalises, then pools).
 """
 import argparse
-import importlib.util
+import importlib
 import re
 from functools import partial
 from pathlib import Path
@@ -44,15 +44,14 @@ VIT = dict(embed_dim=32, depth=12, num_heads=2)
 SWIN = dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8))
 
 
-def load_tool(path):
-    spec = importlib.util.spec_from_file_location(f'tool_{path.stem}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope='module')
+def from_reference(load_script):
+    return load_script(ROOT / 'tools' / 'convert' / 'from_reference.py')
 
 
-from_reference = load_tool(ROOT / 'tools' / 'convert' / 'from_reference.py')
-test_tool = load_tool(ROOT / 'tools' / 'test.py')
+@pytest.fixture(scope='module')
+def test_tool(load_script):
+    return load_script(ROOT / 'tools' / 'test.py')
 
 
 # --- the release's files ------------------------------------------------------------------------
@@ -170,8 +169,8 @@ def tiny_finetune_config(folder, kind):
     return str(config)
 
 
-def test_fine_tuned_file_converts_to_a_classifier_with_the_release_logits(release, tmp_path,
-                                                                          capsys):
+def test_fine_tuned_file_converts_to_a_classifier_with_the_release_logits(
+        release, tmp_path, capsys, from_reference, test_tool):
     kind, model, release_state = release
     path = save_release_file(tmp_path / f'{kind}_ft.pth', release_state)
     out = tmp_path / 'converted.pth'
@@ -222,7 +221,7 @@ def test_fine_tuned_file_converts_to_a_classifier_with_the_release_logits(releas
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=5e-5)
 
 
-def test_wrong_backbone_flag_names_the_fine_tuned_layout(release, tmp_path):
+def test_wrong_backbone_flag_names_the_fine_tuned_layout(release, tmp_path, from_reference):
     kind, _, state = release
     path = save_release_file(tmp_path / f'{kind}_ft.pth', state)
     trust_checkpoint(path)

@@ -48,15 +48,9 @@ needs_data = pytest.mark.skipif(
     '(requirements/data.txt)')
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'convert_{name}',
-                                                  ROOT / 'tools' / 'convert' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-from_timm = load_tool('from_timm')
+@pytest.fixture(scope='module')
+def from_timm(load_script):
+    return load_script(ROOT / 'tools' / 'convert' / 'from_timm.py')
 
 
 def run(tool, args):
@@ -150,20 +144,25 @@ def tiny_timm_state():
     return timm.create_model('resnet10t', num_classes=10).state_dict()
 
 
-def convert(tmp_path, state, *options, suffix='.pth'):
-    weights = tmp_path / f'weights{suffix}'
-    if suffix == '.safetensors':
-        from safetensors.torch import save_file
-        save_file(state, str(weights))
-    else:
-        torch.save(state, weights)
-    out = tmp_path / 'out.pth'
-    from_timm.main([str(weights), str(out), '--model-name', 'resnet10t', '--num-classes', '10',
-                    *options])
-    return torch.load(out, weights_only=True)
+@pytest.fixture(scope='module')
+def convert(from_timm):
+    """``convert(tmp_path, state, *options, suffix='.pth')``: ``state`` saved and converted by
+    tools/convert/from_timm.py as resnet10t with 10 classes; the output loaded."""
+    def run(tmp_path, state, *options, suffix='.pth'):
+        weights = tmp_path / f'weights{suffix}'
+        if suffix == '.safetensors':
+            from safetensors.torch import save_file
+            save_file(state, str(weights))
+        else:
+            torch.save(state, weights)
+        out = tmp_path / 'out.pth'
+        from_timm.main([str(weights), str(out), '--model-name', 'resnet10t', '--num-classes',
+                        '10', *options])
+        return torch.load(out, weights_only=True)
+    return run
 
 
-def test_by_name_round_trips_timm_weights_with_the_classifier_as_head_fc(tmp_path):
+def test_by_name_round_trips_timm_weights_with_the_classifier_as_head_fc(tmp_path, convert):
     state = tiny_timm_state()
     checkpoint = convert(tmp_path, {'state_dict': state, 'epoch': 3})  # a wrapped dict
     converted = checkpoint['state_dict']
@@ -181,7 +180,7 @@ def test_by_name_round_trips_timm_weights_with_the_classifier_as_head_fc(tmp_pat
     assert all(torch.equal(from_safetensors[key], converted[key]) for key in converted)
 
 
-def test_by_order_needs_the_same_number_of_tensors(tmp_path):
+def test_by_order_needs_the_same_number_of_tensors(tmp_path, convert):
     state = tiny_timm_state()
     renamed = {f'foreign_{i}': value for i, value in enumerate(state.values())}
     del renamed['foreign_3']
@@ -190,7 +189,7 @@ def test_by_order_needs_the_same_number_of_tensors(tmp_path):
         convert(tmp_path, renamed, '--match-by-order')
 
 
-def test_by_order_names_the_first_pair_of_different_shape(tmp_path):
+def test_by_order_names_the_first_pair_of_different_shape(tmp_path, convert):
     state = tiny_timm_state()
     values = list(state.values())
     assert list(state)[6] == 'conv1.3.weight' and values[6].shape == (32, 24, 3, 3)
@@ -203,7 +202,7 @@ def test_by_order_names_the_first_pair_of_different_shape(tmp_path):
         convert(tmp_path, renamed, '--match-by-order')
 
 
-def test_by_name_reports_missing_unexpected_and_mismatched_keys(tmp_path):
+def test_by_name_reports_missing_unexpected_and_mismatched_keys(tmp_path, convert):
     state = tiny_timm_state()
     state['extra.weight'] = torch.zeros(3)
     del state['layer1.0.conv1.weight']
