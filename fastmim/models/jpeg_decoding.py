@@ -46,7 +46,7 @@ class JpegDecodePreprocessor(ImgDataPreprocessor):
     workers decoded (other formats, CMYK JPEGs) with 1-D uint8 tensors of JPEG bytes whose data
     samples hold ``DEVICE_DECODE_META_KEYS``. Each JPEG comes out cropped to ``crop_bbox``,
     resized to ``img_shape`` with ``interpolation``, flipped when ``flip``, as uint8 in the
-    batch's order; then the whole batch is normalised and stacked. A batch with no JPEG bytes
+    batch's order; then the batch is stacked and normalised at once. A batch with no JPEG bytes
     (or an already stacked tensor) is normalised as by ``ImgDataPreprocessor``.
 
     A file the device decoder rejects is decoded with PIL on the CPU instead, with a
@@ -75,9 +75,19 @@ class JpegDecodePreprocessor(ImgDataPreprocessor):
     def forward(self, data: dict, training: bool = False) -> dict:
         inputs = data['inputs']
         if isinstance(inputs, (list, tuple)) and any(item.dim() == 1 for item in inputs):
-            inputs, data_samples = self.decode_jpegs(inputs, data.get('data_samples'))
-            data = {**data, 'inputs': inputs, 'data_samples': data_samples}
+            images, data_samples = self.decode_jpegs(inputs, data.get('data_samples'))
+            data = {**data, 'inputs': self._stack(images), 'data_samples': data_samples}
         return super().forward(data, training)
+
+    def _stack(self, images: List[torch.Tensor]) -> Union[torch.Tensor, List[torch.Tensor]]:
+        """The images as one uint8 ``(N, 3, H, W)`` tensor on the device when they share a
+        size, so that ``ImgDataPreprocessor`` converts and normalises the batch at once instead
+        of image by image (the same arithmetic per pixel, the same result); else the list,
+        which it pads to the largest size."""
+        if len({tuple(image.shape) for image in images}) > 1:
+            return images
+        return torch.stack([image.to(self.device, non_blocking=self._non_blocking)
+                            for image in images])
 
     def decode_jpegs(self, inputs: Sequence[torch.Tensor],
                      data_samples: Optional[Sequence[BaseDataElement]]

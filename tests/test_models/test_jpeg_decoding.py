@@ -13,6 +13,7 @@ import torch
 import torchvision.transforms.functional as TF
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
+from mmengine.structures import BaseDataElement
 from PIL import Image
 from skimage import data as skdata
 from torchvision.transforms import InterpolationMode
@@ -203,6 +204,26 @@ def test_batch_without_jpeg_bytes_is_normalised_as_by_img_data_preprocessor(phot
     theirs = MODELS.build(dict(type='ImgDataPreprocessor', mean=IMAGENET_MEAN,
                                std=IMAGENET_STD))(pseudo_collate(packed))['inputs']
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_batch_normalised_at_once_equals_the_image_by_image_result(photos):
+    """The decoded images are stacked and normalised once for the batch: bit for bit what
+    ImgDataPreprocessor's image-by-image path makes of the decoded list. Images of different
+    sizes stay a list, padded as it pads them."""
+    packed = [pack(photos[name], flip=name == 'rgb') for name in ('png', 'rgb', 'cmyk', 'gray')]
+    preprocessor = JpegDecodePreprocessor()
+    per_image = MODELS.build(dict(type='ImgDataPreprocessor', mean=IMAGENET_MEAN,
+                                  std=IMAGENET_STD))
+    odd_size = torch.randint(0, 256, (3, SIZE[0] + 5, SIZE[1]), dtype=torch.uint8)
+    stacked = []
+    for batch in (pseudo_collate(packed),
+                  {'inputs': [packed[1]['inputs'], odd_size],
+                   'data_samples': [packed[1]['data_samples'], BaseDataElement()]}):
+        images, samples = preprocessor.decode_jpegs(batch['inputs'], batch['data_samples'])
+        stacked.append(isinstance(preprocessor._stack(images), torch.Tensor))
+        expected = per_image(dict(inputs=images, data_samples=samples))['inputs']
+        torch.testing.assert_close(preprocessor(batch)['inputs'], expected, rtol=0, atol=0)
+    assert stacked == [True, False]
 
 
 def test_jpeg_bytes_without_their_metainfo_are_a_clear_error(photos):
