@@ -36,8 +36,8 @@
 # When a folder WHEELS (default .whl/ in the repository root; empty: none) of wheels exists (a
 # machine with torch but without a package index; tools/analysis/offline_wheels.sh makes it),
 # they are installed into /tmp/site first; the mmcv sdist in it lets the mmcv step build
-# offline where the machine has nvcc. Its cache, WHEELS/mmcv-cache/, is kept for a rerun on
-# the same machine.
+# offline where the machine has nvcc. Its cache, WHEELS/mmcv-cache/ (WHEELS empty: the user's
+# ${FASTMIM_CACHE:-~/.cache/fastmim}/wheels), is kept for a rerun on the same machine.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
@@ -58,17 +58,18 @@ BENCH_ARGS=${BENCH_ARGS:-}
 SKIP=${SKIP:-}
 TIME_SCALE=${TIME_SCALE:-1}
 BUDGET=${BUDGET:-0}
-SCRATCH=$(mktemp -d /tmp/fastmim_gpu_check.XXXX)
 
 WHEELS=${WHEELS-$ROOT/.whl}
 if [ -n "$WHEELS" ] && [ -d "$WHEELS" ]; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site "$WHEELS"/*.whl >> "$LOG" 2>&1 || { echo "wheel install failed"; exit 1; }
+        --target /tmp/site "$WHEELS"/*.whl >> "$LOG" 2>&1 \
+        || { tail -n 20 "$LOG"; echo "wheel install failed"; exit 1; }
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
-# step NAME SECONDS COMMAND...: run with a limit, log everything, print a one-line verdict.
+# step NAME SECONDS COMMAND...: run with a limit, log everything, print a one-line verdict;
+# returns the command's exit status (0 for a step left out).
 step() {
     local name=$1 limit=$(($2 * TIME_SCALE))
     shift 2
@@ -85,6 +86,7 @@ step() {
     local rc=$?
     echo "===== $name: exit $rc after $((SECONDS - start)) s" | tee -a "$LOG"
     pack_results
+    return "$rc"
 }
 
 # ARCHIVE, when set, always holds every result so far: written aside, then renamed.
@@ -140,15 +142,12 @@ projection() {
 export PY ROOT OUT_DIR ITERS BENCH_ARGS WHEELS
 export -f mmcv_cuda bench projection
 
+# Nothing below can run without these imports: stop at once, leaving the device time for a rerun.
 step environment 60 "$PY" -c 'import torch, timm, mmengine, mmcv, fastmim
 print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu",
       torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 print("timm", timm.__version__, "mmengine", mmengine.__version__, "mmcv", mmcv.__version__,
-      mmcv.__file__)'
-# Nothing below can run without these imports: stop at once, leaving the device time for a rerun.
-if grep -q '^===== environment: exit [1-9]' "$LOG"; then
-    tail -n 20 "$LOG"; rm -rf "$SCRATCH"; exit 1
-fi
+      mmcv.__file__)' || { tail -n 20 "$LOG"; exit 1; }
 step mmcv_cuda 300 mmcv_cuda
 step detection_swin_b 240 "$PY" tools/analysis/train_speed.py detection --amp --iters 20 \
     --out "$OUT_DIR/detection_speed.json"
@@ -180,6 +179,7 @@ step profile_vit_b 90 "$PY" tools/analysis/profile_pretrain_step.py --backbone v
     --batch-size "$VIT_BATCH" --amp --rows 30
 
 PRETRAIN=configs/fastmim/demo_vit_tiny_embedded.py
+SCRATCH=$(mktemp -d /tmp/fastmim_gpu_check.XXXX)  # the training steps' work dirs
 step cuda_tests 90 "$PY" -m pytest -q -p no:cacheprovider -rs -k cuda \
     tests/test_models/test_targets/test_hog.py tests/test_models/test_utils/test_block_mask.py \
     tests/test_models/test_algorithms/test_fastmim.py tests/test_models/test_jpeg_decoding.py
