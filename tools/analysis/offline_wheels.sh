@@ -5,13 +5,13 @@
 # the GPU machine's Python, TARGET_PYTHON (default 3.12, the lent machines' image). mmcv is
 # built from its sdist without its compiled ops ("mmcv-lite"): the ops are compiled against
 # one torch build and only the mmdet/mmseg projects need them; pre-training, fine-tuning and
-# the benchmark use mmcv's pure-Python transforms. The sdist
-# stays in DIR: gpu_check.sh builds mmcv with CUDA kernels from it on the GPU machine, unless a
-# CUDA-ops wheel built here fits that machine (copied to DIR/mmcv-cache/).
+# the benchmark use mmcv's pure-Python transforms. The sdist stays in DIR: gpu_check.sh builds
+# mmcv with CUDA kernels from it on the GPU machine, unless a CUDA-ops wheel built here fits
+# that machine (copied to DIR/mmcv-cache/).
 #
 #   tools/analysis/offline_wheels.sh [DIR]     (default DIR: .whl in the repository root)
 #
-# gpu_check.sh installs DIR=.whl into /tmp/site when it finds it.
+# gpu_check.sh installs the wheels of .whl (or of WHEELS=DIR) into /tmp/site when it finds them.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 DIR=${1:-$ROOT/.whl}
