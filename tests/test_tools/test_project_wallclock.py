@@ -154,7 +154,7 @@ def test_a_toy_backbone_is_refused(tool, schedule, tmp_path):
 
 
 def test_command_line_errors(tool, tmp_path):
-    with pytest.raises(FileNotFoundError, match='no such result file: .*missing.json'):
+    with pytest.raises(FileNotFoundError, match='missing.json'):
         tool.main([str(tmp_path / 'missing.json')])
     with pytest.raises(ValueError, match='nothing to project'):
         tool.main([])
