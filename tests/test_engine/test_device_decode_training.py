@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
+from mmengine.config import Config
 from mmengine.runner import Runner
 
 import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
@@ -12,13 +13,14 @@ from fastmim.benchmark.pipeline_speed import write_jpeg_photos
 from fastmim.models.jpeg_decoding import JpegDecodePreprocessor
 
 ROOT = Path(__file__).resolve().parents[2]
-DEVICE_PIPELINE = [
-    dict(type='LoadImageRGB', lazy=True),
-    dict(type='RandomResizedCrop', size=32, scale=(0.2, 1.0), interpolation='bicubic',
-         decode='device'),
-    dict(type='RandomHorizontalFlip', prob=0.5),
-    dict(type='PackInputs'),
-]
+NVJPEG_CONFIG = ROOT / 'configs' / 'fastmim' / 'vit_b_hog_800e_nvjpeg.py'
+
+
+def device_pipeline(size):
+    """The shipped nvJPEG recipe's pipeline, cropping to ``size``."""
+    pipeline = Config.fromfile(str(NVJPEG_CONFIG)).train_pipeline
+    pipeline[1].size = size
+    return pipeline
 
 
 def test_pretraining_decodes_on_the_device_for_two_iterations(tmp_path, tiny_pretraining,
@@ -28,7 +30,7 @@ def test_pretraining_decodes_on_the_device_for_two_iterations(tmp_path, tiny_pre
     write_jpeg_photos(str(folder), 96, limit=4)
     cfg = tiny_pretraining(tmp_path / 'work', batch_size=2, num_samples=4, max_epochs=1)
     cfg['train_dataloader']['dataset'] = dict(type='ImageFolder', data_root=str(tmp_path / 'data'),
-                                              data_prefix='train', pipeline=DEVICE_PIPELINE)
+                                              data_prefix='train', pipeline=device_pipeline(32))
     cfg['model']['data_preprocessor'] = dict(type='JpegDecodePreprocessor')
     cfg['optim_wrapper'] = dict(optimizer=dict(type='AdamW', lr=1e-3))
 
