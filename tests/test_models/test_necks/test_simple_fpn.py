@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from fastmim.models.necks import LayerNorm2d
 from fastmim.registry import MODELS
 
 
@@ -20,8 +19,10 @@ def test_upsampling_halves_the_channels_per_factor_two():
     assert [project[0].in_channels for project in neck.projections] == [8, 16, 32, 32]
 
 
-def test_layer_norm_normalises_over_channels():
-    norm = LayerNorm2d(6)
+def test_norms_normalise_over_channels():
+    """ViTDet's LayerNorm stands for BatchNorm: statistics over the channels of each position."""
+    neck = MODELS.build(dict(type='SimpleFeaturePyramid', in_channels=8, out_channels=6))
+    norm = neck.projections[0][1]
     with torch.no_grad():
         norm.weight.uniform_(0.5, 2)
         norm.bias.uniform_(-1, 1)
