@@ -40,7 +40,8 @@ from torch.utils.checkpoint import checkpoint
 
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import BackboneContract, StateDict, normalise_out_indices, staged_layer_id
+from .base import (BackboneContract, StateDict, grid_pair, normalise_out_indices, plain_size,
+                   staged_layer_id)
 
 ARCH_SETTINGS: Dict[str, dict] = {
     # Table 1 of the paper. XS uses the release's IRFFN ratio 3.77 (the table rounds it to 3.8);
@@ -412,10 +413,9 @@ class CMT(BackboneContract, BaseModule):
 
     def geometry(self) -> dict:
         """Plain-type description that checkpoints store so that the biases can be resized."""
-        height, width = self.img_size
         return dict(type='CMT',
                     arch=self.arch if isinstance(self.arch, str) else dict(self.arch_settings),
-                    img_size=height if height == width else [height, width],
+                    img_size=plain_size(self.img_size),
                     reduction_ratios=list(self.arch_settings['reduction_ratios']))
 
     @classmethod
@@ -430,8 +430,8 @@ class CMT(BackboneContract, BaseModule):
     def adapt_state_dict(self, state: StateDict,
                          source_geometry: Optional[dict] = None) -> StateDict:
         """Other layouts renamed (:meth:`rename_foreign_keys`) and each stage's relative
-        position bias resized to this model's grid. The source grid of stage ``s`` is ``img_size / stride_s`` of a CMT
-        ``source_geometry``, or without it a square."""
+        position bias resized to this model's grid. The source grid of stage ``s`` is
+        ``img_size / stride_s`` of a CMT ``source_geometry``, or without it a square."""
         adapted = self.rename_foreign_keys(state)
         for index, stage in enumerate(self.stages):
             key = f'stages.{index}.relative_position_bias'
@@ -509,8 +509,9 @@ def _resolve_arch(arch: Union[str, dict]) -> dict:
 
 
 def _pair_size(img_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-    if len(size) != 2 or any(s <= 0 or s % 32 for s in size):
-        raise ValueError(f'CMT img_size must be an int or (h, w), positive and divisible by 32, '
-                         f'got {img_size}')
+    """``img_size`` as ``(h, w)``; both divisible by 32, the total stride, so that every stage's
+    query grid (and so its relative-position bias) is whole."""
+    size = grid_pair(img_size, 'CMT', 'img_size')
+    if size[0] % 32 or size[1] % 32:
+        raise ValueError(f'CMT: img_size must be divisible by 32, got {img_size}')
     return size
