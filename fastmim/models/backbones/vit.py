@@ -307,16 +307,11 @@ class PlainViTBackbone(BackboneContract):
         return self.pos_drop(tokens + self._pos_embed_for_grid((height, width)))
 
     def _pos_embed_for_grid(self, grid: Tuple[int, int]) -> torch.Tensor:
-        """``pos_embed`` on its own grid, else resized bicubically (no anti-aliasing,
-        ``align_corners=False``, class-token entry kept): the operation :func:`fit_pos_embed`
-        applies to a checkpoint of another grid, so a model run at size S equals the model
-        loaded at S."""
-        return resample_abs_pos_embed(
-            self.pos_embed,
-            new_size=grid,
-            old_size=self.patch_embed.grid_size,
-            num_prefix_tokens=self.num_prefix_tokens,
-            antialias=False)
+        """``pos_embed`` resized to ``grid`` by :func:`resize_pos_embed`, the function
+        :func:`fit_pos_embed` resizes checkpoints with: one operation, so a model run at size S
+        equals the model loaded at S."""
+        return resize_pos_embed(self.pos_embed, self.patch_embed.grid_size, grid,
+                                self.num_prefix_tokens)
 
     def _format(self, tokens: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         """``(B, prefix + h*w, C)`` tokens -> the ``(B, C, h, w)`` map of the patch tokens."""
