@@ -150,7 +150,7 @@ class EVA02(PlainViTBackbone, Eva, BaseModule):
             **arch_cfg,
             **timm_kwargs)
         self.rope_ref_grid = rope_ref_grid
-        self._set_outputs(arch, arch_cfg, patch_size, out_indices, with_cp, init_cfg)
+        self._finish_init(arch, arch_cfg, patch_size, out_indices, with_cp, init_cfg)
 
     def _block_runner(self, grid: Tuple[int, int]) -> Callable[[nn.Module, torch.Tensor],
                                                                 torch.Tensor]:

@@ -256,14 +256,17 @@ class PlainViTBackbone(BackboneContract):
     common part of ``geometry()`` and MAE's layer ids.
 
     It reads timm's attributes (``patch_embed``, ``cls_token``, ``pos_embed``, ``blocks``,
-    ``norm``, ...). A subclass calls :meth:`_set_outputs` at the end of ``__init__`` and
+    ``norm``, ...). A subclass calls :meth:`_finish_init` at the end of ``__init__`` and
     says how one block runs on a grid (:meth:`_block_runner`).
     """
 
-    def _set_outputs(self, arch: Union[str, dict], arch_cfg: dict, patch_size: int,
+    def _finish_init(self, arch: Union[str, dict], arch_cfg: dict, patch_size: int,
                      out_indices: Sequence[int], with_cp: bool,
                      init_cfg: Optional[Union[dict, list]]) -> None:
-        """Every output is an ``embed_dim``-channel map at the patch stride."""
+        """What a subclass sets once timm's constructor has run: ``init_cfg`` (timm's
+        constructor reaches ``BaseModule.__init__`` without it, which sets it to None), the
+        outputs (each an ``embed_dim``-channel map at the patch stride), activation
+        checkpointing and the load-state-dict hook."""
         self.init_cfg = copy.deepcopy(init_cfg)
         self.arch = copy.deepcopy(arch)
         self.arch_cfg = arch_cfg
@@ -434,7 +437,7 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
             self._freeze_sincos_pos_embed()
         self.out_type = out_type
         self.rel_pos_bias = rel_pos_bias
-        self._set_outputs(arch, arch_cfg, patch_size, out_indices, with_cp, init_cfg)
+        self._finish_init(arch, arch_cfg, patch_size, out_indices, with_cp, init_cfg)
 
     def _freeze_sincos_pos_embed(self) -> None:
         """Fill ``pos_embed`` with the sin-cos table of the construction grid; no gradient, so
