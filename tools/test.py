@@ -1,42 +1,39 @@
 """Evaluate a checkpoint with any config that has a test loop (classification, kNN, mmdet, mmseg).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options k=v ...]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out METRICS.json]
+                                           [--trust-checkpoint] [--cfg-options k=v ...]
                                            [--launcher {none,pytorch,slurm,mpi}]
 """
 import argparse
-import os
+import json
 import os.path as osp
 
-from mmengine.config import DictAction
+from fastmim.engine.launch import add_launch_args, apply_launch_args, parse_launch_args
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description='Evaluate a checkpoint')
-    parser.add_argument('config', help='config file')
+    add_launch_args(parser, cfg_options_example='test_dataloader.batch_size=64')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='where logs and results go')
     parser.add_argument('--out', help='dump the metrics to this JSON file')
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='allow full unpickling of CHECKPOINT (only for files you trust)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config keys, e.g. test_dataloader.batch_size=64')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
-                        help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_launch_args(parser, argv)
+
+
+def write_metrics(path, metrics):
+    """Write ``metrics`` as JSON to ``path`` atomically (a temporary file in the same folder,
+    then ``os.replace``): a script that polls for the file, or a run killed while writing it,
+    never sees half a file, and a failed write leaves an earlier file as it was."""
+    from fastmim.engine.checkpoint import AtomicLocalBackend
+    text = json.dumps({key: float(value) for key, value in metrics.items()}, indent=2)
+    AtomicLocalBackend().put_text(text, path)
 
 
 def main(argv):
     args = parse_args(argv)
-    import fastmim  # noqa: F401
-    from fastmim.engine.checkpoint import trust_checkpoint
-    from fastmim.engine.dataset_paths import check_dataset_paths
-    from fastmim.engine.launch import (LaunchError, adapt_to_device, check_launcher_env,
-                                       check_work_dir, init_cpu_distributed, load_config)
-    from fastmim.engine.mmcv_ops import check_mmcv_cuda_ops
+    import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
+    from fastmim.engine.launch import LaunchError, build_runner, check_launcher_env, load_config
 
     check_launcher_env(args.launcher)
     if not osp.isfile(args.checkpoint):
@@ -45,27 +42,14 @@ def main(argv):
     if cfg.get('test_dataloader') is None:
         raise LaunchError(f'{args.config} has no test_dataloader/test_evaluator: '
                           'nothing to evaluate')
-    cfg.launcher = args.launcher
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    apply_launch_args(cfg, args)
     cfg.load_from = args.checkpoint
     cfg.resume = False
-    check_mmcv_cuda_ops(cfg)
-    check_dataset_paths(cfg, ['test'])
-    check_work_dir(cfg.work_dir)
-    if args.trust_checkpoint:
-        trust_checkpoint(args.checkpoint)
-    adapt_to_device(cfg)
-    init_cpu_distributed(args.launcher, cfg.get('env_cfg', {}).get('dist_cfg'))
-
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = build_runner(cfg, ['test'],
+                          trusted_checkpoints=[args.checkpoint] if args.trust_checkpoint else [])
     metrics = runner.test()
     if args.out:
-        import json
-        with open(args.out, 'w') as f:
-            json.dump({key: float(value) for key, value in metrics.items()}, f, indent=2)
+        write_metrics(args.out, metrics)
     return metrics
 
 

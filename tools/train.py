@@ -6,17 +6,13 @@
                                  [--launcher {none,pytorch,slurm,mpi}]
 """
 import argparse
-import os
-import os.path as osp
 
-from mmengine.config import DictAction
+from fastmim.engine.launch import add_launch_args, apply_launch_args, parse_launch_args
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description='Train a model from a config')
-    parser.add_argument('config', help='config file')
-    parser.add_argument('--work-dir', help='where logs and checkpoints go '
-                        '(default: work_dirs/<config name>)')
+    add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64')
     parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
                         help='resume from CKPT, or from the latest checkpoint in the work dir '
                         'when no path is given')
@@ -29,18 +25,11 @@ def parse_args(argv):
                         help='torch.compile the backbone, decoder and head '
                         '(CompileModulesHook); the first iterations are slow while it compiles')
     parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the lr by the actual total batch over auto_scale_lr.base_batch_size')
+                        help='scale the lr by the actual total batch over '
+                        'auto_scale_lr.base_batch_size')
     parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='CKPT',
                         help='allow full unpickling of this checkpoint (only for files you trust)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config keys, e.g. train_dataloader.batch_size=64')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
-                        help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_launch_args(parser, argv)
 
 
 def set_mixed_precision(optim_wrapper, dtype=None):
@@ -68,11 +57,7 @@ def set_mixed_precision(optim_wrapper, dtype=None):
 
 def apply_args(cfg, args):
     """Fold the command-line flags into the config, as mmpretrain's train.py does."""
-    cfg.launcher = args.launcher
-    if args.work_dir:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
+    apply_launch_args(cfg, args)
     if args.amp or args.amp_dtype:
         set_mixed_precision(cfg.optim_wrapper, args.amp_dtype)
     if args.compile:
@@ -93,28 +78,15 @@ def apply_args(cfg, args):
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
-    from fastmim.engine.checkpoint import trust_checkpoint
-    from fastmim.engine.dataset_paths import check_dataset_paths
-    from fastmim.engine.launch import (adapt_to_device, check_launcher_env, check_work_dir,
-                                       init_cpu_distributed, load_config)
-    from fastmim.engine.mmcv_ops import check_mmcv_cuda_ops
+    from fastmim.engine.launch import build_runner, check_launcher_env, load_config
     from fastmim.models.jpeg_decoding import check_device_decoding
 
     check_launcher_env(args.launcher)
     cfg = load_config(args.config, args.cfg_options)
     apply_args(cfg, args)
-    check_mmcv_cuda_ops(cfg)
     check_device_decoding(cfg)
-    check_dataset_paths(cfg, ['train', 'val'] if cfg.get('val_cfg') else ['train'])
-    check_work_dir(cfg.work_dir)
-    for path in args.trust_checkpoint:
-        trust_checkpoint(path)
-    adapt_to_device(cfg)
-    init_cpu_distributed(args.launcher, cfg.get('env_cfg', {}).get('dist_cfg'))
-
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = build_runner(cfg, ['train', 'val'] if cfg.get('val_cfg') else ['train'],
+                          trusted_checkpoints=args.trust_checkpoint)
     runner.train()
 
 

@@ -3,8 +3,10 @@
 mmengine assumes a GPU when it launches distributed work: it calls ``torch.cuda.set_device``,
 passes ``device_ids=[LOCAL_RANK]`` to DDP and keeps SyncBN layers. These helpers adapt a config
 so that the same command runs on a laptop (gloo processes on the CPU) and on a GPU node, and turn
-the usual set-up mistakes into one clear line.
+the usual set-up mistakes into one clear line. The two tools' shared command-line arguments and
+start-up (checks, device adaptation, building the Runner) live here too, so they cannot drift.
 """
+import argparse
 import datetime
 import gc
 import os
@@ -13,6 +15,7 @@ import tempfile
 
 import torch
 import torch.distributed as torch_dist
+from mmengine.config import DictAction
 from mmengine.logging import print_log
 
 REQUIRED_ENV = {
@@ -154,6 +157,76 @@ def load_config(path, cfg_options=None):
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
+
+
+def add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64'):
+    """Add the arguments every tool that starts a Runner shares: the config, ``--work-dir``,
+    ``--cfg-options``, ``--launcher`` and the hidden ``--local_rank``.
+
+    They are the interface of mmengine's own tools, which ``tools/dist_train.sh`` and
+    ``tools/slurm_train.sh`` (and users' scripts) rely on; keeping them in one place keeps
+    ``tools/train.py`` and ``tools/test.py`` from drifting apart. The hidden ``--local_rank`` /
+    ``--local-rank`` is what ``torch.distributed.launch`` (torchrun's predecessor) appends;
+    :func:`parse_launch_args` passes it on as ``LOCAL_RANK``, the variable mmengine reads.
+    """
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--work-dir', help='where logs, checkpoints and results go (default: '
+                        "the config's work_dir, else work_dirs/<config name>)")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help=f'override config keys, e.g. {cfg_options_example}')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_launch_args(parser, argv):
+    """Parse ``argv`` with a parser made by :func:`add_launch_args`.
+
+    ``torch.distributed.launch`` gives the local rank as ``--local-rank`` only; mmengine reads
+    ``LOCAL_RANK``, so it is exported unless a launcher (torchrun) already set it.
+    """
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def apply_launch_args(cfg, args):
+    """Fold ``--launcher`` and ``--work-dir`` into the config: the work dir on the command line,
+    else the config's own, else ``work_dirs/<config name>`` (mmengine's tools' default)."""
+    cfg.launcher = args.launcher
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+
+def build_runner(cfg, splits, trusted_checkpoints=()):
+    """Check what the run needs, adapt the config to this machine and build its Runner.
+
+    ``cfg`` is the prepared config (command-line flags folded in); ``splits`` are the dataset
+    splits the run reads (``'train'``, ``'val'``, ``'test'``); ``trusted_checkpoints`` the
+    files the user allowed to unpickle fully (``--trust-checkpoint``). The checks run before
+    the Runner is built because building it already builds the model, writes the work dir's
+    log and joins the process group: a missing dataset, an unwritable work dir or mmcv
+    without kernels for the GPU then ends in one line, not after the start-up and on every
+    rank. A config that names its ``runner_type`` (e.g. mmengine's FlexibleRunner) is built
+    through the registry, as mmengine's tools do.
+    """
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    from fastmim.engine.checkpoint import trust_checkpoint
+    from fastmim.engine.dataset_paths import check_dataset_paths
+    from fastmim.engine.mmcv_ops import check_mmcv_cuda_ops
+
+    check_mmcv_cuda_ops(cfg)
+    check_dataset_paths(cfg, splits)
+    check_work_dir(cfg.work_dir)
+    for path in trusted_checkpoints:
+        trust_checkpoint(path)
+    adapt_to_device(cfg)
+    init_cpu_distributed(cfg.launcher, cfg.get('env_cfg', {}).get('dist_cfg'))
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
 def run_cli(main, argv=None):
