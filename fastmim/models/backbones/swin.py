@@ -76,6 +76,13 @@ def resize_relative_position_bias_table(table: torch.Tensor, src_window: Sequenc
     return grid.reshape(heads, -1).transpose(0, 1).contiguous().to(table.dtype)
 
 
+def square_window(rows: int) -> Optional[Tuple[int, int]]:
+    """The square window ``(w, w)`` whose table has ``rows = (2w - 1)^2`` rows, or None: what a
+    checkpoint without geometry is taken to have been built for."""
+    side = math.isqrt(rows)
+    return ((side + 1) // 2, ) * 2 if side % 2 and side * side == rows else None
+
+
 def original_to_timm_names(state: StateDict) -> StateDict:
     """Microsoft's Swin layout -> timm's: patch merging closes stage ``s`` there
     (``layers.s.downsample``) and opens stage ``s + 1`` in timm. The weights are the same."""
@@ -243,8 +250,8 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         windows = (source_geometry or {}).get('stage_window_sizes') or []
         adapted = {}
         for key, value in SwinTransformer.rename_foreign_keys(state).items():
-            match = re.fullmatch(r'layers\.(\d+)\.blocks\.(\d+)\.attn\.relative_position_bias_table',
-                                 key)
+            match = re.fullmatch(
+                r'layers\.(\d+)\.blocks\.(\d+)\.attn\.relative_position_bias_table', key)
             if match:
                 value = _resized_table(self, value, int(match[1]), int(match[2]), windows)
             adapted[key] = value
@@ -275,8 +282,7 @@ def _resized_table(model: nn.Module, table: torch.Tensor, stage: int, block: int
         return table  # equal, or the heads differ: no rule applies
     source = tuple(source_windows[stage]) if stage < len(source_windows) else None
     if source is None or (2 * source[0] - 1) * (2 * source[1] - 1) != table.shape[0]:
-        side = math.isqrt(table.shape[0])
-        if side * side != table.shape[0] or side % 2 == 0:
-            return table
-        source = ((side + 1) // 2, ) * 2
+        source = square_window(table.shape[0])
+    if source is None:
+        return table
     return resize_relative_position_bias_table(table, source, tuple(attention.window_size))

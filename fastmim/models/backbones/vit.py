@@ -37,7 +37,7 @@ from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from .base import (BackboneContract, StateDict, grid_pair, normalise_out_indices, plain,
                    plain_size, reject_fixed_arguments)
-from .swin import resize_relative_position_bias_table
+from .swin import resize_relative_position_bias_table, square_window
 
 ARCHS = {
     's': dict(embed_dim=384, depth=12, num_heads=6),
@@ -186,10 +186,7 @@ def _table_source_grid(rows: int, geometry: Optional[dict]) -> Optional[Tuple[in
     grid = (geometry or {}).get('pos_embed_grid')
     if grid and relative_position_bias_rows(grid) == rows:
         return tuple(grid)
-    side = math.isqrt(max(rows - NUM_CLASS_ROWS, 0))
-    if side % 2 and side * side == rows - NUM_CLASS_ROWS:
-        return ((side + 1) // 2, ) * 2
-    return None
+    return square_window(max(rows - NUM_CLASS_ROWS, 0))
 
 
 class RelativePositionBiasAttention(Attention):
