@@ -152,6 +152,12 @@ class EVA02(PlainViTBackbone, Eva, BaseModule):
         self.rope_ref_grid = rope_ref_grid
         self._finish_init(arch, arch_cfg, patch_size, out_indices, with_cp, init_cfg)
 
+    def _pos_embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """timm's ``forward_features`` and ``forward_intermediates`` embed through this method:
+        :meth:`forward`'s embedding (timm's own resizes ``pos_embed`` with anti-aliasing, which
+        changes it on smaller grids) and the RoPE table of the ``(B, h, w, C)`` grid."""
+        return self._embed_tokens(x), self.rope.get_embed(shape=tuple(x.shape[1:3]))
+
     def _block_runner(self, grid: Tuple[int, int]) -> Callable[[nn.Module, torch.Tensor],
                                                                 torch.Tensor]:
         """Every block rotates its queries and keys by the same RoPE table of ``grid``."""

@@ -88,6 +88,18 @@ def test_last_map_is_timms_eva_forward_on_the_same_weights(size):
     torch.testing.assert_close(ours, tokens.reshape(2, grid, grid, -1).permute(0, 3, 1, 2))
 
 
+def test_timm_forward_features_is_the_backbone_forward_on_a_smaller_grid():
+    """timm's ``forward_features`` on this backbone embeds as ``forward`` does (timm's own
+    ``Eva`` resizes pos_embed with anti-aliasing, which changes it on a smaller grid)."""
+    model = tiny(img_size=96)
+    images = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        (expected, ) = model(images)
+        tokens = model.forward_features(images)[:, 1:]
+    torch.testing.assert_close(tokens.reshape(2, 2, 3, -1).permute(0, 3, 1, 2), expected,
+                               rtol=0, atol=0)
+
+
 @pytest.mark.parametrize('arch', sorted(TIMM_FACTORIES))
 def test_published_sizes_are_timms_eva02_with_patch_16(arch):
     """Same tensors (names and shapes) as timm's EVA-02 of that size built with patch 16."""
