@@ -16,7 +16,7 @@ grid or a window. :func:`load_pretrained` loads
   converted by :func:`~fastmim.models.utils.reference.convert_reference_checkpoint`;
 
 and then asks every backbone of the target model (the modules that keep the backbone contract,
-:mod:`fastmim.models.backbones.base`) once to adapt its part: rename other layouts, resize what
+:mod:`fastmim.models.backbones.base`) to adapt its part: rename other layouts, resize what
 depends on the input size (ViT's position embedding, Swin's relative-position tables, CMT's
 attention bias), leave out what it rebuilds itself. This module only handles files: formats,
 prefixes, and one :class:`~fastmim.errors.CheckpointError` that names the file and every
@@ -167,18 +167,6 @@ def adapt_for_backbones(state: Dict[str, torch.Tensor], model: nn.Module,
     return adapted, sorted(rebuilt)
 
 
-def _write_weights(model: nn.Module, state: Dict[str, torch.Tensor]) -> None:
-    """Copy ``state``, the model's own names and shapes (:func:`transfer_state`), into its
-    parameters and buffers, as ``load_state_dict(strict=False)`` copies them. Not through it:
-    its load hooks would ask each backbone to adapt the weights a second time, without the
-    file's geometry, after :func:`adapt_for_backbones` has adapted them, and change nothing."""
-    tensors = {**dict(model.named_parameters(remove_duplicate=False)),
-               **dict(model.named_buffers(remove_duplicate=False))}
-    with torch.no_grad():
-        for key, value in state.items():
-            tensors[key].copy_(value)
-
-
 def _backbones(model: nn.Module) -> Iterator[Tuple[str, BackboneContract]]:
     """The outermost modules of ``model`` that keep the backbone contract (the model itself
     when it is a backbone); ``named_modules`` yields parents before their children."""
@@ -268,7 +256,7 @@ def load_pretrained(model_or_backbone: nn.Module,
                                 transferred.problems)
             or transferred.problems.message(checkpoint_path, target_name, how))
 
-    _write_weights(model_or_backbone, transferred.state)
+    model_or_backbone.load_state_dict(transferred.state, strict=False)
     summary = LoadSummary(sorted(transferred.state), transferred.resized, transferred.rebuilt,
                           sorted(left_out + [prefix + key for key in transferred.switched_off]),
                           missing_allowed)

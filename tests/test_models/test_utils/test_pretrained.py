@@ -140,26 +140,6 @@ def test_cmt_128_checkpoint_loads_at_224(tmp_path, logger):
         torch.testing.assert_close(target(images)[0], source(images)[0], rtol=0, atol=1e-5)
 
 
-def test_the_backbone_adapts_the_weights_once_with_the_files_geometry(tmp_path, logger):
-    source = build(dict(type='SwinTransformer', arch=TINY_SWIN, img_size=128, window_size=4))
-    path = save_pretraining_checkpoint(source, tmp_path / 'swin.pth')
-    target = build(dict(type='SwinTransformer', arch=TINY_SWIN, img_size=224, window_size=7))
-    asked, adapt = [], target.adapt_state_dict
-
-    def counting_adapt(state, geometry=None):
-        asked.append(geometry)
-        return adapt(state, geometry)
-
-    target.adapt_state_dict = counting_adapt
-
-    summary = load_pretrained(target, str(path), logger=logger)
-
-    assert asked == [source.geometry()]  # not again by load_state_dict's hook, without it
-    assert len(summary.resized) == sum(TINY_SWIN['depths'])
-    assert torch.equal(target.layers[2].blocks[1].mlp.fc1.weight,
-                       source.layers[2].blocks[1].mlp.fc1.weight)
-
-
 def test_wrong_architecture_names_the_file_keys_and_shapes(tmp_path, logger):
     source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
     path = save_pretraining_checkpoint(source, tmp_path / 'vit_tiny.pth')
