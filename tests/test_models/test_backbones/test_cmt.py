@@ -4,7 +4,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from fastmim.models.backbones.cmt import CMT, LightweightAttention, resize_relative_position_bias
 from fastmim.registry import MODELS
