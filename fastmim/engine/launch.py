@@ -8,7 +8,9 @@ start-up (checks, device adaptation, building the Runner) live here too, so they
 """
 import argparse
 import datetime
+import difflib
 import gc
+import logging
 import os
 import os.path as osp
 import tempfile
@@ -149,14 +151,45 @@ def shutdown_distributed():
 
 
 def load_config(path, cfg_options=None):
-    """Load a config file and apply ``--cfg-options``, with errors that name the file or key."""
+    """Load a config file and apply ``--cfg-options``: a missing file is one error naming it,
+    and a key the config lacks is added with a warning (:func:`added_keys`)."""
     from mmengine.config import Config
     if not osp.isfile(path):
         raise LaunchError(f'config file not found: {path}')
     cfg = Config.fromfile(path)
     if cfg_options:
+        for key, close in added_keys(cfg, cfg_options):
+            hint = f' (did you mean {" or ".join(close)}?)' if close else ''
+            print_log(f'--cfg-options {key}: {path} has no such key, it is added{hint}',
+                      logger='current', level=logging.WARNING)
         cfg.merge_from_dict(cfg_options)
     return cfg
+
+
+def added_keys(cfg, cfg_options):
+    """``(key, close names)`` for each ``--cfg-options`` key that ``cfg`` does not have yet.
+
+    mmengine adds such a key without a word, so a typo (``train_dataloader.batch_sise=4``)
+    either fails much later, inside the class it reaches, or is never read at all. Adding a
+    key is legitimate too (an argument the config leaves at its default), so the caller warns
+    rather than refuses; the close names are the existing keys beside it that the new one
+    resembles. Only the first missing part of a path is reported, and paths through list
+    indices (``train_pipeline.1.size``) are followed as mmengine follows them.
+    """
+    found, tree = [], cfg.to_dict()
+    for key in cfg_options:
+        node, parts = tree, key.split('.')
+        for depth, part in enumerate(parts):
+            if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                if isinstance(node, dict):
+                    close = difflib.get_close_matches(part, [str(name) for name in node], n=2)
+                    found.append(('.'.join(parts[:depth + 1]), close))
+                break
+    return found
 
 
 def add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64'):

@@ -4,7 +4,9 @@ import os
 
 from mmengine.config import Config
 
-from fastmim.engine.launch import add_launch_args, apply_launch_args, parse_launch_args
+from fastmim.engine import launch
+from fastmim.engine.launch import (add_launch_args, added_keys, apply_launch_args, load_config,
+                                   parse_launch_args)
 
 
 def parse(argv):
@@ -30,3 +32,27 @@ def test_work_dir_from_the_command_line_else_the_config_else_its_name():
     assert cfg.work_dir == 'mine'
     apply_launch_args(cfg, parse(['b_config.py', '--work-dir', 'there']))
     assert cfg.work_dir == 'there'
+
+
+def test_cfg_options_keys_the_config_lacks_are_named_with_the_close_existing_ones():
+    cfg = Config(dict(train_dataloader=dict(batch_size=2, num_workers=1),
+                      train_pipeline=[dict(type='LoadImageRGB'), dict(type='Crop', size=8)]))
+    options = {'train_dataloader.batch_sise': 4, 'train_dataloader.num_workers': 2,
+               'train_pipeline.1.size': 16, 'train_pipeline.1.sise': 16,
+               'model.backbone.drop_path_rate': 0.1}
+    assert added_keys(cfg, options) == [('train_dataloader.batch_sise', ['batch_size']),
+                                        ('train_pipeline.1.sise', ['size']),
+                                        ('model', [])]
+
+
+def test_load_config_warns_about_an_added_key_and_still_adds_it(tmp_path, monkeypatch):
+    logged = []
+    monkeypatch.setattr(launch, 'print_log', lambda message, **kwargs: logged.append(message))
+    config = tmp_path / 'tiny.py'
+    config.write_text('train_dataloader = dict(batch_size=2)\n')
+    cfg = load_config(str(config), {'train_dataloader.batch_sise': 4})
+    assert cfg.train_dataloader.batch_sise == 4  # mmengine's semantics are kept
+    assert logged == [f'--cfg-options train_dataloader.batch_sise: {config} has no such key, '
+                      'it is added (did you mean batch_size?)']
+    load_config(str(config), {'train_dataloader.batch_size': 4})
+    assert len(logged) == 1
