@@ -106,9 +106,24 @@ def load_checkpoint_file(filename, map_location=None, logger=None):
             f'({_unpickler_reason(error)}). Loading it fully would '
             'let the file run arbitrary code; if you trust its origin, pass '
             f'--trust-checkpoint {path}') from None
-    except (RuntimeError, EOFError, ValueError) as error:
+    except PermissionError:
+        raise CheckpointError(f'{path}: no permission to read this checkpoint') from None
+    except (RuntimeError, EOFError, ValueError, OSError) as error:
+        # torch's zip reader fails with OSError (EINVAL) on a file cut off near its end.
         raise CheckpointError(f'{path} is not a readable checkpoint (truncated or corrupt?): '
-                              f'{error}') from None
+                              f'{error}{_other_checkpoints(path)}') from None
+
+
+def _other_checkpoints(path):
+    """A hint naming the newest other checkpoints beside ``path``, to resume or load from."""
+    folder = osp.dirname(osp.abspath(path))
+    others = sorted((name for name in os.listdir(folder)
+                     if name.endswith('.pth') and name != osp.basename(path)),
+                    key=lambda name: osp.getmtime(osp.join(folder, name)), reverse=True)
+    if not others:
+        return ''
+    return (f'. Other checkpoints in {folder}, newest first: {", ".join(others[:3])} '
+            '(e.g. --resume PATH)')
 
 
 def _unpickler_reason(error):

@@ -72,6 +72,17 @@ def test_truncated_and_missing_checkpoints_are_named(tmp_path):
         _load_checkpoint(str(tmp_path / 'absent.pth'))
 
 
+def test_a_checkpoint_cut_off_near_its_end_is_named_with_the_others_beside_it(tmp_path):
+    """torch's zip reader raises OSError (EINVAL), not RuntimeError, for such a file."""
+    earlier, latest = tmp_path / 'epoch_1.pth', tmp_path / 'epoch_2.pth'
+    torch.save({'w': torch.zeros(100000)}, earlier)
+    torch.save({'w': torch.zeros(100000)}, latest)
+    latest.write_bytes(latest.read_bytes()[:10000])
+    with pytest.raises(CheckpointError, match=r'epoch_2.pth is not a readable checkpoint '
+                       r'\(truncated or corrupt\?\).*newest first: epoch_1.pth'):
+        _load_checkpoint(str(latest))
+
+
 def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / 'epoch_1.pth'
     backend = get_file_backend(str(path))
