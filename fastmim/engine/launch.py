@@ -7,6 +7,7 @@ the usual set-up mistakes into one clear line. The two tools' shared command-lin
 start-up (checks, device adaptation, building the Runner) live here too, so they cannot drift.
 """
 import argparse
+import ast
 import datetime
 import difflib
 import gc
@@ -152,11 +153,15 @@ def shutdown_distributed():
 
 def load_config(path, cfg_options=None):
     """Load a config file and apply ``--cfg-options``: a missing file is one error naming it,
-    and a key the config lacks is added with a warning (:func:`added_keys`)."""
+    a config that is no valid Python one naming the file and line, and a key the config
+    lacks is added with a warning (:func:`added_keys`)."""
     from mmengine.config import Config
     if not osp.isfile(path):
         raise LaunchError(f'config file not found: {path}')
-    cfg = Config.fromfile(path)
+    try:
+        cfg = Config.fromfile(path)
+    except SyntaxError as error:
+        raise LaunchError(_syntax_error_message(error, path)) from None
     if cfg_options:
         for key, close in added_keys(cfg, cfg_options):
             hint = f' (did you mean {" or ".join(close)}?)' if close else ''
@@ -164,6 +169,21 @@ def load_config(path, cfg_options=None):
                       logger='current', level=logging.WARNING)
         cfg.merge_from_dict(cfg_options)
     return cfg
+
+
+def _syntax_error_message(error, path):
+    """One line for a config, or one of its bases, that is no valid Python. mmengine parses
+    each file without naming it (the error says ``<unknown>``), so the file given is parsed
+    again here to tell whether the error is its own or a base's."""
+    if error.lineno is None:  # mmengine's own wrapper, which names the file
+        return str(error.msg)
+    try:
+        with open(path, encoding='utf-8') as source:
+            ast.parse(source.read(), path)
+        where = f'a _base_ file of {path}'
+    except SyntaxError:
+        where = path
+    return f'{where}, line {error.lineno}: {error.msg}: {(error.text or "").strip()}'
 
 
 def added_keys(cfg, cfg_options):

@@ -2,6 +2,8 @@
 import argparse
 import os
 
+import pytest
+
 from mmengine.config import Config
 
 from fastmim.engine import launch
@@ -56,3 +58,14 @@ def test_load_config_warns_about_an_added_key_and_still_adds_it(tmp_path, monkey
                       'it is added (did you mean batch_size?)']
     load_config(str(config), {'train_dataloader.batch_size': 4})
     assert len(logged) == 1
+
+
+@pytest.mark.parametrize('broken', ['top', 'base'])
+def test_a_config_that_is_no_valid_python_is_named(tmp_path, broken):
+    base, top = tmp_path / 'base.py', tmp_path / 'top.py'
+    base.write_text('x = 1\n' if broken == 'top' else 'x = 1\ny = dict(\n')
+    top.write_text("_base_ = ['./base.py']\n" + ('z = (1,\n' if broken == 'top' else 'z = 2\n'))
+    expected = (rf'{top}, line 2: .*never closed: z = \(1,' if broken == 'top' else
+                rf'a _base_ file of {top}, line 2: .*never closed: y = dict\(')
+    with pytest.raises(launch.LaunchError, match=expected):
+        load_config(str(top))
