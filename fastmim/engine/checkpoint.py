@@ -101,11 +101,14 @@ def load_checkpoint_file(filename, map_location=None, logger=None):
     except pickle.UnpicklingError as error:
         if osp.realpath(path) in _TRUSTED_CHECKPOINTS:
             return torch.load(path, map_location=map_location, weights_only=False)
+        reason = _unpickler_reason(error)
+        what = ('holds pickled Python objects that weights-only loading refuses'
+                if 'Unsupported global' in reason else
+                'is not a readable checkpoint (corrupt, or pickled in a way weights-only '
+                'loading refuses)')
         raise CheckpointError(
-            f'{path} holds pickled Python objects that weights-only loading refuses '
-            f'({_unpickler_reason(error)}). Loading it fully would '
-            'let the file run arbitrary code; if you trust its origin, pass '
-            f'--trust-checkpoint {path}') from None
+            f'{path} {what} ({reason}). Loading it fully would let the file run arbitrary '
+            f'code; if you trust its origin, pass --trust-checkpoint {path}') from None
     except PermissionError:
         raise CheckpointError(f'{path}: no permission to read this checkpoint') from None
     except (RuntimeError, EOFError, ValueError, OSError) as error:
@@ -127,10 +130,11 @@ def _other_checkpoints(path):
 
 
 def _unpickler_reason(error):
-    """The line of torch's long weights-only message that names the refused object."""
+    """The line of torch's long weights-only message that names the refused object (a
+    global) or opcode (a file that is no pickle at all fails on its first bytes)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return next((line for line in lines if 'Unsupported global' in line), lines[0] if lines
-                else type(error).__name__)
+    return next((line for line in lines if 'Unsupported' in line),
+                lines[0] if lines else type(error).__name__)
 
 
 class AtomicLocalBackend(LocalBackend):

@@ -72,6 +72,14 @@ def test_truncated_and_missing_checkpoints_are_named(tmp_path):
         _load_checkpoint(str(tmp_path / 'absent.pth'))
 
 
+def test_a_file_that_is_no_pickle_is_not_called_a_pickle_of_python_objects(tmp_path):
+    path = tmp_path / 'notes.pth'
+    path.write_text('garbage\n')
+    with pytest.raises(CheckpointError, match=r'notes.pth is not a readable checkpoint '
+                       r'\(corrupt.*\(Unsupported operand'):
+        _load_checkpoint(str(path))
+
+
 def test_a_checkpoint_cut_off_near_its_end_is_named_with_the_others_beside_it(tmp_path):
     """torch's zip reader raises OSError (EINVAL), not RuntimeError, for such a file."""
     earlier, latest = tmp_path / 'epoch_1.pth', tmp_path / 'epoch_2.pth'
