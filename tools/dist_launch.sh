@@ -6,6 +6,8 @@
 set -euo pipefail
 GPUS=$1
 SCRIPT=$2
+[[ "$GPUS" =~ ^[1-9][0-9]*$ ]] \
+    || { echo "$(basename "$0"): GPUS must be a whole number >= 1, got '$GPUS'" >&2; exit 2; }
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}

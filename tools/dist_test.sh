@@ -2,4 +2,6 @@
 # Usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args]
 # Several nodes: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
 set -euo pipefail
+[ $# -ge 3 ] \
+    || { echo "usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args]" >&2; exit 2; }
 exec "$(dirname "$0")/dist_launch.sh" "$3" test.py "$1" "$2" "${@:4}"

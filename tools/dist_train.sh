@@ -3,4 +3,5 @@
 # Several nodes: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
 # Without a GPU the same command starts GPUS processes on the CPU (gloo backend).
 set -euo pipefail
+[ $# -ge 2 ] || { echo "usage: tools/dist_train.sh CONFIG GPUS [train.py args]" >&2; exit 2; }
 exec "$(dirname "$0")/dist_launch.sh" "$2" train.py "$1" "${@:3}"

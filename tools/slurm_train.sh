@@ -12,6 +12,10 @@
 # above and then `[ $? -eq 75 ] && scontrol requeue "$SLURM_JOB_ID"` (the status is 75 only
 # when the checkpoint was written). See docs/long_runs.md.
 set -euo pipefail
+[ $# -ge 4 ] || {
+    echo "usage: tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [train.py args]" >&2
+    exit 2
+}
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3
@@ -24,7 +28,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON=${PYTHON:-python}
 [ -x "$ROOT/.venv/bin/python" ] && [ "$PYTHON" = python ] && PYTHON="$ROOT/.venv/bin/python"
 
-PYTHONPATH="$ROOT:${PYTHONPATH:-}" \
+PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
 srun -p "$PARTITION" --job-name="$JOB_NAME" --gres=gpu:"$GPUS_PER_NODE" \
     --ntasks="$GPUS" --ntasks-per-node="$GPUS_PER_NODE" --cpus-per-task="$CPUS_PER_TASK" \
     --kill-on-bad-exit=1 $SRUN_ARGS \

@@ -1,0 +1,32 @@
+"""The shell launchers refuse a wrong command line in one line, before torchrun or srun starts."""
+import subprocess
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[2] / 'tools'
+
+
+def launch(script, *args):
+    return subprocess.run(['bash', str(TOOLS / script), *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize('script, args, usage', [
+    ('dist_train.sh', ['c.py'], 'CONFIG GPUS'),
+    ('dist_test.sh', ['c.py', 'k.pth'], 'CONFIG CHECKPOINT GPUS'),
+    ('slurm_train.sh', ['part', 'job'], 'PARTITION JOB_NAME CONFIG WORK_DIR'),
+])
+def test_missing_arguments_print_the_usage(script, args, usage):
+    result = launch(script, *args)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f'usage: tools/{script} {usage} ' + (
+        '[test.py args]' if script == 'dist_test.sh' else '[train.py args]')
+
+
+@pytest.mark.parametrize('gpus', ['two', '0', '-1', '1.5'])
+def test_gpus_must_be_a_whole_number_of_processes(gpus):
+    result = launch('dist_train.sh', 'c.py', gpus)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("dist_launch.sh: GPUS must be a whole number >= 1, "
+                                     f"got '{gpus}'")
