@@ -30,6 +30,14 @@ def _divide_exactly(size, cell_size, what):
     return size // cell_size
 
 
+def _check_mask_ratio(mask_ratio):
+    """FastMIM needs ``0 < mask_ratio < 1``: at 0 no block is masked, the loss over the masked
+    cells is 0 and nothing trains (the mask generator itself accepts 0)."""
+    if not 0 < mask_ratio < 1:
+        raise ValueError(f'FastMIM: mask_ratio must be in (0, 1), got {mask_ratio} (0 masks no '
+                         f'block: the masked loss is 0 and nothing trains)')
+
+
 def recorded_input_size(last_input_size, backbone_geometry: dict):
     """``[height, width]`` for checkpoint meta: the last input seen, else the backbone's
     configured ``img_size``, else ``None``."""
@@ -67,6 +75,7 @@ class FastMIM(BaseModel):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone)
         self.target_generator = MODELS.build(target_generator)
+        _check_mask_ratio(mask_ratio)
         self.mask_generator = BlockMaskGenerator(mask_ratio=mask_ratio, block_size=block_size)
 
         stride = self.backbone.out_strides[-1]
@@ -97,7 +106,19 @@ class FastMIM(BaseModel):
     def generate_mask(self, inputs):
         """Block mask ``(B, H / block, W / block)``, True = masked, drawn on the inputs' device."""
         batch_size, _, height, width = inputs.shape
+        self._check_some_block_masked(height, width)
         return self.mask_generator(batch_size, height, width, device=inputs.device)
+
+    def _check_some_block_masked(self, height, width):
+        """A tiny ratio keeps ``floor(N * (1 - ratio))`` = N blocks visible at this input size,
+        which would train on a loss of 0; the check needs only the shapes (no device sync)."""
+        grid_h, grid_w = self.mask_generator.grid_size(height, width)
+        num_blocks = grid_h * grid_w
+        if self.mask_generator.num_visible(num_blocks) >= num_blocks:
+            raise ValueError(f'FastMIM: mask_ratio={self.mask_generator.mask_ratio} masks none '
+                             f'of the {num_blocks} blocks of a {height}x{width} input '
+                             f'(block_size {self.mask_generator.block_size}): the masked loss '
+                             f'would be 0; raise mask_ratio')
 
     def pixel_mask(self, block_mask):
         """The block mask at pixel resolution ``(B, H, W)``, True = masked."""

@@ -314,3 +314,17 @@ def test_loss_falls_with_every_project_backbone_and_hog(backbone):
         outputs = model.reconstruct(normalised(real_images(64, count=2)))
     assert outputs['prediction'].shape == outputs['target'].shape == (2, 27, 8, 8)
     assert model.geometry()['backbone']['type'] == model.backbone.geometry()['type']
+
+
+@pytest.mark.parametrize('mask_ratio', [0, 0.0, -0.1, 1, 1.5])
+def test_a_mask_ratio_outside_0_1_is_refused_at_construction(mask_ratio):
+    """0 masks nothing, so the masked loss is 0 and nothing trains; it used to train silently."""
+    with pytest.raises(ValueError, match=rf'FastMIM: mask_ratio must be in \(0, 1\)'):
+        build_fastmim(mask_ratio=mask_ratio)
+
+
+def test_a_mask_ratio_that_masks_no_block_of_the_input_is_named():
+    """A ratio so small that ``floor(N * (1 - ratio))`` keeps all N blocks visible."""
+    model = build_fastmim(mask_ratio=1e-9)
+    with pytest.raises(ValueError, match='mask_ratio=1e-09 masks none of the 4 blocks'):
+        model(normalised(real_images(64, count=1)), mode='loss')
