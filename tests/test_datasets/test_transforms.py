@@ -342,3 +342,16 @@ def test_config_pipeline_with_mmcv_flip(tmp_path, astronaut):
     flipped, plain = run(1.0), run(0.0)
     assert flipped['data_samples'].flip is True and plain['data_samples'].flip is False
     torch.testing.assert_close(flipped['inputs'], plain['inputs'].flip(-1))
+
+
+@pytest.mark.parametrize('lazy', [False, True])
+def test_unreadable_file_warnings_say_what_is_wrong_with_the_file(lazy, tmp_path, astronaut):
+    """The lazy loader opens the file's bytes from memory, so PIL's message named
+    ``<_io.BytesIO object at 0x...>``; a zero-byte file now says it is empty."""
+    _, noise, empty, _ = corrupt_files(tmp_path, astronaut)
+    with pytest.warns(UnreadableImageWarning, match=r'the file is empty \(0 bytes\)'):
+        assert LoadImageRGB(lazy=lazy)(dict(img_path=empty)) is None
+    with pytest.warns(UnreadableImageWarning) as record:
+        assert LoadImageRGB(lazy=lazy)(dict(img_path=noise)) is None
+    message = str(record[0].message)
+    assert 'BytesIO' not in message and f'cannot identify image file {noise!r}' in message

@@ -7,13 +7,14 @@ does no channel swap. An unreadable file is not fatal: the transform warns, coun
 million does not stop a pre-training run.
 """
 import io
+import os
 import struct
 import warnings
 from typing import BinaryIO, Optional, Tuple, Union
 
 import numpy as np
 from mmcv.transforms import BaseTransform
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from fastmim.registry import TRANSFORMS
 
@@ -95,10 +96,25 @@ def apply_draft(image: Image.Image, reduction: int) -> int:
     return 1 if draft is None else round(width / draft[1][2])
 
 
+def unidentified_image_error(path: str, size: int) -> OSError:
+    """The error for a file PIL does not recognise, naming the path (PIL names the buffer of an
+    image opened from memory, ``<_io.BytesIO object at 0x...>``) and saying so when the file is
+    simply empty, the commonest case (an interrupted copy or download)."""
+    if size == 0:
+        return OSError('the file is empty (0 bytes)')
+    return UnidentifiedImageError(f'cannot identify image file {path!r} ({size} bytes)')
+
+
 def read_rgb_image(path: Union[str, BinaryIO]) -> np.ndarray:
     """Decode a file (a path, or a file object such as ``io.BytesIO``) to an RGB array; raises
     on unreadable files."""
-    with Image.open(path) as image:
+    try:
+        image = Image.open(path)
+    except UnidentifiedImageError:
+        if not isinstance(path, str):
+            raise
+        raise unidentified_image_error(path, os.path.getsize(path)) from None
+    with image:
         return pil_to_rgb(image)
 
 
@@ -124,7 +140,10 @@ class LazyImage:
         """Read ``path`` and parse its header; raises what PIL raises for unreadable files."""
         with open(path, 'rb') as file:
             data = file.read()
-        return cls(path, Image.open(io.BytesIO(data)), data)
+        try:
+            return cls(path, Image.open(io.BytesIO(data)), data)
+        except UnidentifiedImageError:
+            raise unidentified_image_error(path, len(data)) from None
 
     def draft(self, reduction: int) -> int:
         """:func:`apply_draft` on this image; call it before :meth:`decode_region`."""
