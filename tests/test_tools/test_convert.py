@@ -109,6 +109,25 @@ def test_to_timm_names_what_does_not_fit_the_timm_model(tmp_path, to_timm):
         to_timm.main([checkpoint, str(tmp_path / 'out.pth'), '--arch', 'vit_tiny_patch16_224'])
 
 
+
+def test_to_timm_refuses_an_arch_timm_does_not_know_before_reading(tmp_path, to_timm):
+    with pytest.raises(ValueError, match=r"--arch 'vit_tiny_foo' is not a timm model"):
+        to_timm.main([str(tmp_path / 'absent.pth'), str(tmp_path / 'out.pth'),
+                      '--arch', 'vit_tiny_foo'])
+
+
+def test_to_timm_names_an_arch_of_another_family(tmp_path, to_timm):
+    """A Swin --arch for a ViT checkpoint used to end in an AttributeError (no pos_embed)."""
+    source = build(dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=2, num_heads=2),
+                        img_size=128))
+    checkpoint = fastmim_checkpoint(source, tmp_path / 'vit.pth')
+    with pytest.raises(CheckpointError, match=r'vit\.pth holds a VisionTransformer backbone, '
+                       r'but --arch names a timm SwinTransformer; expected a timm '
+                       r'VisionTransformer'):
+        to_timm.main([checkpoint, str(tmp_path / 'out.pth'),
+                      '--arch', 'swin_tiny_patch4_window7_224'])
+    assert not (tmp_path / 'out.pth').exists()
+
 # --- reference release -> fastmim ---------------------------------------------------------------
 def reference_decoder():
     return {'decoder_embed.weight': torch.randn(16, 8), 'decoder_blocks.0.norm1.weight':

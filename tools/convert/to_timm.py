@@ -57,6 +57,37 @@ def split_checkpoint(state):
     return backbone, classifier, fc_norm, left_out
 
 
+def check_arch(arch):
+    """Refuse a name timm does not know before the checkpoint is read: timm's own refusal is a
+    RuntimeError deep in its factory, which reaches the user as a traceback."""
+    import timm
+    if not timm.is_model(arch):
+        raise ValueError(f'--arch {arch!r} is not a timm model (timm.list_models() lists them, '
+                         "e.g. timm.list_models('vit_*'))")
+
+
+def check_family(model, geometry, path):
+    """The checkpoint's backbone must be of the timm family of ``model``.
+
+    The resize rules of a fastmim backbone read attributes of its timm parent class (ViT's
+    ``pos_embed``, Swin's windows); on a timm model of another family they fail with an
+    AttributeError, so the mismatch is named here instead."""
+    from fastmim.errors import CheckpointError
+    from fastmim.registry import MODELS
+
+    name = (geometry or {}).get('type', '')
+    backbone_class = MODELS.get(name) if name else None
+    if backbone_class is None:
+        return
+    families = tuple(base for base in backbone_class.__mro__
+                     if base.__module__.startswith('timm.'))
+    if not isinstance(model, families):
+        expected = (f'a timm {families[0].__name__}' if families
+                    else 'none: timm has no model of this family')
+        raise CheckpointError(f'{path} holds a {name} backbone, but --arch names a timm '
+                              f'{type(model).__name__}; expected {expected}')
+
+
 def create_timm_model(arch, classifier, fc_norm):
     """The timm model ``arch`` with as many classes as the checkpoint's classifier (none when it
     has none) and average pooling + ``fc_norm`` when the checkpoint has one."""
@@ -78,6 +109,7 @@ def fit_to_model(state, model, geometry, path):
     from fastmim.models.utils.pretrained import transfer_state
     from fastmim.registry import MODELS
 
+    check_family(model, geometry, path)
     backbone_class = MODELS.get((geometry or {}).get('type', ''))
     adapted = (backbone_class.adapt_state_dict(model, state, geometry)
                if backbone_class is not None else state)
@@ -147,6 +179,8 @@ def main(argv):
     import fastmim.models  # noqa: F401
     from fastmim.engine.checkpoint import trust_checkpoint
 
+    if args.arch:
+        check_arch(args.arch)
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)
     checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')
