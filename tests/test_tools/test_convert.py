@@ -128,6 +128,23 @@ def test_to_timm_names_an_arch_of_another_family(tmp_path, to_timm):
                       '--arch', 'swin_tiny_patch4_window7_224'])
     assert not (tmp_path / 'out.pth').exists()
 
+
+def test_to_timm_writes_both_files_or_neither(tmp_path, to_timm):
+    """A folder where the .safetensors copy goes used to end in a SafetensorError traceback
+    after the .pth had been written."""
+    source = build(dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=2, num_heads=2),
+                        img_size=128))
+    checkpoint = fastmim_checkpoint(source, tmp_path / 'vit.pth')
+    (tmp_path / 'out.safetensors').mkdir()
+    with pytest.raises(CheckpointError, match=r'cannot write .*out\.safetensors: it is a '
+                       r'folder; nothing was written'):
+        to_timm.main([checkpoint, str(tmp_path / 'out.pth'), '--safetensors'])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['out.safetensors', 'vit.pth']
+
+    to_timm.main([checkpoint, str(tmp_path / 'new' / 'out.pth'), '--safetensors'])
+    assert sorted(path.name for path in (tmp_path / 'new').iterdir()) == [
+        'out.pth', 'out.safetensors']
+
 # --- reference release -> fastmim ---------------------------------------------------------------
 def reference_decoder():
     return {'decoder_embed.weight': torch.randn(16, 8), 'decoder_blocks.0.norm1.weight':

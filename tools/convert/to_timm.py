@@ -18,6 +18,7 @@ and window (as fine-tuning does), and the result must load into it with ``strict
 Without it, the tensors keep the checkpoint's shapes.
 """
 import argparse
+import os
 import os.path as osp
 import re
 
@@ -152,23 +153,57 @@ def convert(checkpoint, path, arch=None):
     return state, resized, left_out
 
 
+def write_safetensors_aside(plain, path):
+    """Write ``path``'s content to a temporary file beside it and return that file's name.
+
+    safetensors writes in place, so a failure (a folder of that name, no space) would leave a
+    partial file, or the ``.pth`` written without its copy; the caller renames the temporary
+    file into place only once both are written."""
+    import tempfile
+
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    from fastmim.errors import CheckpointError
+
+    if osp.isdir(path):
+        raise CheckpointError(f'cannot write {path}: it is a folder; nothing was written')
+    folder = osp.dirname(osp.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix='.tmp_', suffix='.safetensors')
+        os.close(handle)
+    except OSError as error:
+        raise CheckpointError(f'cannot write {path}: {error.strerror}; nothing was '
+                              'written') from None
+    try:
+        save_file({key: value.to(torch.device('cpu')) for key, value in plain.items()},
+                  temporary)
+    except (OSError, SafetensorError) as error:  # safetensors' I/O errors are its own class
+        os.unlink(temporary)
+        raise CheckpointError(f'cannot write {path}: {error}; nothing was written') from None
+    return temporary
+
+
 def save(state, out, safetensors):
     """``torch.save`` of plain contiguous tensors (atomic for local files), plus a safetensors
-    copy."""
-    import torch
-
+    copy: both files are written, or neither is changed."""
     from fastmim.engine.checkpoint import save_checkpoint_file
 
     plain = {key: value.detach().clone().contiguous() for key, value in state.items()}
-    save_checkpoint_file(plain, out)
-    written = [out]
-    if safetensors:
-        from safetensors.torch import save_file
-        safetensors_out = osp.splitext(out)[0] + '.safetensors'
-        save_file({key: value.to(torch.device('cpu')) for key, value in plain.items()},
-                  safetensors_out)
-        written.append(safetensors_out)
-    return written
+    safetensors_out = osp.splitext(out)[0] + '.safetensors'
+    temporary = write_safetensors_aside(plain, safetensors_out) if safetensors else None
+    try:
+        save_checkpoint_file(plain, out)
+    except BaseException:
+        if temporary:
+            os.unlink(temporary)
+        raise
+    if temporary is None:
+        return [out]
+    os.replace(temporary, safetensors_out)
+    return [out, safetensors_out]
 
 
 def main(argv):
