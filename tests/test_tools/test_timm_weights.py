@@ -216,3 +216,21 @@ def test_by_name_reports_missing_unexpected_and_mismatched_keys(tmp_path, conver
     assert 'missing keys (in the model, not in the checkpoint): 1\n    layer1.0.conv1.weight' \
         in message
     assert 'fc.weight: checkpoint (5, 512) vs model (10, 512)' in message
+
+
+@pytest.mark.parametrize('content', [b'', b'hello\n'], ids=['empty', 'text'])
+def test_a_file_that_is_no_safetensors_is_named(tmp_path, from_timm, content):
+    """safetensors' own 'header too small' used to reach the user as a traceback."""
+    weights = tmp_path / 'weights.safetensors'
+    weights.write_bytes(content)
+    with pytest.raises(CheckpointError, match=r'weights\.safetensors is not a readable '
+                       r'\.safetensors file \(empty, cut off or another format\?\)'):
+        from_timm.main([str(weights), str(tmp_path / 'out.pth'), '--model-name', 'resnet10t'])
+    assert not (tmp_path / 'out.pth').exists()
+
+
+def test_a_folder_named_safetensors_is_called_a_folder(tmp_path, from_timm):
+    (tmp_path / 'weights.safetensors').mkdir()
+    with pytest.raises(CheckpointError, match=r'weights\.safetensors is a folder'):
+        from_timm.main([str(tmp_path / 'weights.safetensors'), str(tmp_path / 'out.pth'),
+                        '--model-name', 'resnet10t'])

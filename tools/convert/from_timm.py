@@ -50,6 +50,25 @@ def parse_args(argv):
 
 
 # --- reading ------------------------------------------------------------------------------------
+def read_safetensors(path):
+    """``{name: tensor}`` of a .safetensors file; a file that is none (a text file, an empty or
+    cut-off download) is named instead of surfacing safetensors' own error as a traceback."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from fastmim.errors import CheckpointError
+
+    if osp.isdir(path):
+        raise CheckpointError(f'{path} is a folder, not a .safetensors file')
+    if not osp.isfile(path):
+        raise CheckpointError(f'checkpoint not found: {path}')
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f'{path} is not a readable .safetensors file (empty, cut off or '
+                              f'another format?): {error}') from None
+
+
 def read_weights(path):
     """``{name: tensor}`` of a .safetensors file or of a torch file, unwrapped."""
     import torch
@@ -59,10 +78,7 @@ def read_weights(path):
     from fastmim.models.utils.load_problems import listing
 
     if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        if not osp.isfile(path):
-            raise CheckpointError(f'checkpoint not found: {path}')
-        return load_file(path)
+        return read_safetensors(path)
     weights = _load_checkpoint(path, map_location='cpu')  # weights-only (fastmim's loader)
     for key in WRAPPER_KEYS:
         if isinstance(weights, dict) and isinstance(weights.get(key), dict):
