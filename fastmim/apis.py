@@ -47,6 +47,23 @@ def _load_config(config) -> Config:
     return Config.fromfile(config)
 
 
+def _device(device) -> torch.device:
+    """``device`` as a torch device that exists here, checked before anything is built: torch
+    refuses a misspelt name ('gpu') or CUDA on a machine without it only in ``model.to``, with
+    a RuntimeError whose traceback hides which argument was wrong."""
+    try:
+        checked = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f'device {device!r} is not a torch device; expected e.g. cpu, cuda or '
+                         'cuda:1') from None
+    if checked.type == 'cuda':
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (checked.index or 0) >= count:
+            raise ValueError(f'device {device!r} was asked for, but torch sees {count} CUDA '
+                             f'device(s) (torch {torch.__version__}); use cpu')
+    return checked
+
+
 def get_model(config, checkpoint: Optional[Union[str, os.PathLike]] = None, device='cpu',
               **model_options):
     """The model of ``config`` with the weights of ``checkpoint``, in eval mode on ``device``.
@@ -63,6 +80,7 @@ def get_model(config, checkpoint: Optional[Union[str, os.PathLike]] = None, devi
 
     The loaded config is ``model.cfg``.
     """
+    device = _device(device)
     cfg = _load_config(config)
     name = config if isinstance(config, str) else cfg.filename
     if model_options:

@@ -78,3 +78,14 @@ def test_images_that_cannot_be_used_are_named(tmp_path):
     classifier = get_model(FINETUNE, **TINY_ARCH)
     with pytest.raises(TypeError, match='ImageClassifier cannot reconstruct'):
         reconstruct(classifier, np.zeros((8, 8, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize('device, message', [
+    ('gpu', r"device 'gpu' is not a torch device; expected e\.g\. cpu, cuda or cuda:1"),
+    ('cuda:7', r"device 'cuda:7' was asked for, but torch sees \d CUDA device\(s\)")])
+def test_a_device_that_does_not_exist_here_is_named_before_building(device, message):
+    """torch's RuntimeError from model.to(device) used to reach the tools as a traceback."""
+    if device == 'cuda:7' and torch.cuda.device_count() > 7:
+        pytest.skip('this machine has a cuda:7')
+    with pytest.raises(ValueError, match=message):
+        get_model(PRETRAIN, **TINY_ARCH, device=device)

@@ -72,7 +72,7 @@ def main(argv):
     images = load_images([path for _, path in sources])  # every unreadable file named up front
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)
-    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')  # get_model checks
     model = get_model(args.config, args.checkpoint, device)
     panels = reconstruct(model, images, seed=args.seed, cell_px=args.cell_px,
                          input_size=args.input_size)
