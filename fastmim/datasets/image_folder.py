@@ -8,7 +8,8 @@ from mmengine.dataset import BaseDataset
 from fastmim.registry import DATASETS
 
 from .sample_seeds import SeededSamples
-from .utils import IMG_EXTENSIONS, build_pipeline, has_extension, normalize_extensions
+from .utils import (IMG_EXTENSIONS, NamedRefetchFailure, build_pipeline, has_extension,
+                    normalize_extensions)
 
 
 def find_images(folder: str, extensions: Sequence[str]) -> List[str]:
@@ -22,7 +23,7 @@ def find_images(folder: str, extensions: Sequence[str]) -> List[str]:
 
 
 @DATASETS.register_module()
-class ImageFolder(SeededSamples, BaseDataset):
+class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
     """Images under ``<data_root>/<data_prefix>``, labelled by class folder or unlabelled.
 
     With ``with_label=True`` the layout is ImageNet's, ``<folder>/<class>/**/<image>``: the class

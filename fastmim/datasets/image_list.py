@@ -7,11 +7,11 @@ from mmengine.dataset import BaseDataset
 from fastmim.registry import DATASETS
 
 from .sample_seeds import SeededSamples
-from .utils import build_pipeline
+from .utils import NamedRefetchFailure, build_pipeline
 
 
 @DATASETS.register_module()
-class ImageList(SeededSamples, BaseDataset):
+class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
     """Images listed in ``ann_file``, paths relative to ``<data_root>/<data_prefix>``.
 
     Each non-blank line is ``path`` or ``path label`` (whitespace-separated, label a

@@ -4,6 +4,8 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from fastmim.registry import TRANSFORMS
 
+from .transforms.loading import unreadable_image_count
+
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 
 
@@ -48,3 +50,29 @@ def is_local(path: str, backend_args: Optional[dict]) -> bool:
     """Whether ``path`` is read from the local file system (checks of files skip the others)."""
     backend = (backend_args or {}).get('backend', 'local')
     return backend == 'local' and '://' not in path
+
+
+class NamedRefetchFailure:
+    """Mixin for datasets of image files: name the dataset when no sample can be loaded.
+
+    mmengine's ``BaseDataset`` draws another index when the pipeline rejects a sample (an
+    unreadable file, see ``LoadImageRGB``) and after ``max_refetch`` such draws in a row raises a
+    bare ``Exception('Cannot find valid image after 1000! ...')``, which no caller can tell from
+    a bug, so ``tools/train.py`` showed a traceback. This raises a ``ValueError`` naming the
+    folder or list file instead. Put it first in the bases.
+    """
+
+    def __getitem__(self, idx):
+        try:
+            return super().__getitem__(idx)
+        except Exception as error:  # mmengine's bare Exception, told apart by type and text
+            if type(error) is not Exception or not str(error).startswith('Cannot find valid'):
+                raise
+            raise ValueError(self._refetch_failure(int(idx))) from None
+
+    def _refetch_failure(self, idx: int) -> str:
+        source = self.ann_file or self.data_prefix.get('img_path') or self.data_root
+        return (f'{type(self).__name__} ({source!r}): no readable image in '
+                f'{self.max_refetch + 1} tries from index {idx}: the pipeline rejected every '
+                f'sample drawn ({unreadable_image_count()} unreadable images skipped so far in '
+                f'this process, named in the warnings above); remove or replace broken files')

@@ -186,3 +186,24 @@ def test_image_list_missing_file_or_wrong_root(imagenet_tree):
     empty = write_list(root / 'empty.txt', [''])
     with pytest.raises(ValueError, match='names no images'):
         ImageList(empty, data_root=str(root))
+
+
+@pytest.mark.parametrize('kind', ['folder', 'list'])
+def test_a_dataset_of_unreadable_files_ends_in_one_error_naming_it(kind, tmp_path):
+    """mmengine re-draws another index max_refetch times, then raised a bare ``Exception``
+    ('Cannot find valid image after 1000!'), a traceback under tools/train.py."""
+    folder = tmp_path / 'train'
+    folder.mkdir()
+    for name in ('a.jpg', 'b.jpg'):
+        (folder / name).write_bytes(b'')
+    if kind == 'folder':
+        dataset, where = ImageFolder(str(tmp_path), pipeline=PIPELINE, max_refetch=3), folder
+    else:
+        write_list(tmp_path / 'list.txt', ['a.jpg', 'b.jpg'])
+        dataset = ImageList('list.txt', data_root=str(tmp_path), data_prefix='train',
+                            pipeline=PIPELINE, max_refetch=3)
+        where = tmp_path / 'list.txt'
+    with pytest.warns(UnreadableImageWarning):
+        with pytest.raises(ValueError, match=re.escape(f"{type(dataset).__name__} ('{where}'): "
+                                                       'no readable image in 4 tries')):
+            dataset[0]
