@@ -12,19 +12,22 @@ the model's own data preprocessor, so no pipeline needs restating.
 """
 import os
 import os.path as osp
+import re
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
-from mmengine.runner import load_checkpoint
+from mmengine.runner.checkpoint import _load_checkpoint
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from fastmim.datasets.transforms.loading import pil_to_rgb
 from fastmim.errors import CheckpointError
 from fastmim.models.algorithms.image_classifier import pool_features
+from fastmim.models.utils.load_problems import LoadProblems
+from fastmim.models.utils.pretrained import backbone_geometry
 from fastmim.registry import MODELS
 from fastmim.visualization import draw_reconstructions
 
@@ -88,17 +91,57 @@ def get_model(config, checkpoint: Optional[Union[str, os.PathLike]] = None, devi
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'fastmim')):
         model = MODELS.build(cfg.model)
     if checkpoint is not None:
-        try:
-            # 'silent': a notebook or a tool's stdout gets no loading log.
-            load_checkpoint(model, os.fspath(checkpoint), map_location='cpu', strict=True,
-                            logger='silent')
-        except RuntimeError as error:
-            if isinstance(error, CheckpointError):
-                raise
-            raise CheckpointError(f'{checkpoint} does not fit the model of {name}: '
-                                  f'{error}') from None
+        _load_strictly(model, os.fspath(checkpoint), name)
     model.cfg = cfg
     return model.to(device).eval()
+
+
+def _load_strictly(model: nn.Module, path: str, name: str) -> None:
+    """Load the checkpoint at ``path`` into ``model``, every key and shape checked first.
+
+    mmengine's strict loading puts every missing and unexpected key in one paragraph (18,000
+    characters for a ViT checkpoint given to a Swin config); this names how many there are,
+    the first of each, and the backbone that wrote the checkpoint when it is not the config's.
+    """
+    loaded = _load_checkpoint(path, map_location='cpu', logger='silent')  # no log in a notebook
+    state = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else None
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f'{path} holds no state dict (found a {type(loaded).__name__}); '
+                              'expected a checkpoint written by fastmim training')
+    # As mmengine's loader does: weights saved from a DDP-wrapped model.
+    state = {re.sub(r'^module\.', '', str(key)): value for key, value in state.items()}
+    problems = _load_problems(state, model.state_dict())
+    if problems:
+        raise CheckpointError(problems.message(path, f'the model of {name}', 'strict')
+                              + _backbone_hint(loaded, model))
+    model.load_state_dict(state, strict=True)
+
+
+def _load_problems(state: dict, expected: dict) -> LoadProblems:
+    """Keys of ``state`` the model lacks, keys it needs that ``state`` lacks, other shapes."""
+    def shape(value):
+        return tuple(getattr(value, 'shape', ())) if torch.is_tensor(value) else type(value)
+
+    return LoadProblems(
+        unexpected=[f'{key} {shape(value)}' for key, value in state.items()
+                    if key not in expected],
+        missing=[f'{key} {shape(value)}' for key, value in expected.items() if key not in state],
+        mismatched=[f'{key}: checkpoint {shape(value)} vs model {shape(expected[key])}'
+                    for key, value in state.items()
+                    if key in expected and shape(value) != shape(expected[key])])
+
+
+def _backbone_hint(loaded, model: nn.Module) -> str:
+    """A line naming the backbone the checkpoint's meta records, where the config builds
+    another: the usual cause of a whole list of missing keys (a wrong config)."""
+    meta = loaded.get('meta') if isinstance(loaded, dict) else None
+    geometry = backbone_geometry(meta.get('geometry')) if isinstance(meta, dict) else None
+    written = (geometry or {}).get('type')
+    built = type(getattr(model, 'backbone', None)).__name__
+    if not written or written == built:
+        return ''
+    return (f'\n  the checkpoint was written by a {written} backbone; the config builds a '
+            f'{built}: is it the config of this checkpoint?')
 
 
 def _is_one_image(images) -> bool:

@@ -89,3 +89,26 @@ def test_a_device_that_does_not_exist_here_is_named_before_building(device, mess
         pytest.skip('this machine has a cuda:7')
     with pytest.raises(ValueError, match=message):
         get_model(PRETRAIN, **TINY_ARCH, device=device)
+
+
+def test_a_checkpoint_of_another_model_is_summarised_with_its_backbone(checkpoint, tmp_path):
+    """mmengine's strict loading used to list every key of both models in one paragraph."""
+    path = tmp_path / 'swin.pth'
+    torch.save(dict(state_dict=checkpoint[1],
+                    meta=dict(geometry=dict(backbone=dict(type='SwinTransformer')))), path)
+    with pytest.raises(CheckpointError) as error:
+        get_model(PRETRAIN, path, **{'backbone.arch': dict(embed_dim=32, depth=3, num_heads=2)})
+    message = str(error.value)
+    assert 'missing keys (in the model, not in the checkpoint): 12\n' in message
+    assert 'unexpected keys' not in message and 'shape mismatches' not in message
+    assert message.endswith('the checkpoint was written by a SwinTransformer backbone; the '
+                            'config builds a VisionTransformer: is it the config of this '
+                            'checkpoint?')
+    assert len(message.splitlines()) < 20
+
+
+def test_a_file_without_a_state_dict_is_named(tmp_path):
+    path = tmp_path / 'list.pth'
+    torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointError, match=r'list\.pth holds no state dict \(found a list\)'):
+        get_model(PRETRAIN, path, **TINY_ARCH)
