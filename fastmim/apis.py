@@ -157,6 +157,8 @@ def load_images(images: Union[ImageInput, Sequence[ImageInput]]) -> List[np.ndar
     for image in images:
         if isinstance(image, (str, os.PathLike)):
             image = os.fspath(image)
+            if osp.isdir(image):
+                raise IsADirectoryError(f'image is a folder, not a file: {image}')
             if not osp.isfile(image):
                 raise FileNotFoundError(f'image not found: {image}')
             try:

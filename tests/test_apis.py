@@ -112,3 +112,8 @@ def test_a_file_without_a_state_dict_is_named(tmp_path):
     torch.save([1, 2, 3], path)
     with pytest.raises(CheckpointError, match=r'list\.pth holds no state dict \(found a list\)'):
         get_model(PRETRAIN, path, **TINY_ARCH)
+
+
+def test_a_folder_given_as_an_image_is_called_a_folder(tmp_path):
+    with pytest.raises(IsADirectoryError, match='image is a folder, not a file: '):
+        load_images(tmp_path)
