@@ -241,3 +241,15 @@ def test_tool_names_a_missing_image_in_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f'error: FileNotFoundError: image not found: {missing}']
+
+
+@pytest.mark.parametrize('out_dir', ['a_file', 'a_file/sub'])
+def test_tool_refuses_an_out_dir_under_a_file_before_loading(tmp_path, tool, out_dir):
+    """os.makedirs failed only after the model had run, with '[Errno 17] File exists'."""
+    (tmp_path / 'a_file').write_text('not a folder')
+    image = tmp_path / 'photo.png'
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image)
+    with pytest.raises(NotADirectoryError, match=r'--out-dir .*a_file.*: .*a_file is a file, '
+                       'not a folder'):
+        tool.main([str(tmp_path / 'absent.py'), str(tmp_path / 'absent.pth'), '--img',
+                   str(image), '--out-dir', str(tmp_path / out_dir)])

@@ -58,6 +58,18 @@ def output_paths(names, out_dir):
     return paths
 
 
+def check_out_dir(out_dir):
+    """Refuse an ``--out-dir`` that cannot be made or written before the model is loaded and
+    run: ``os.makedirs`` would otherwise fail only after all the work, with its errno line."""
+    existing = osp.abspath(out_dir)
+    while not osp.exists(existing):
+        existing = osp.dirname(existing)
+    if not osp.isdir(existing):
+        raise NotADirectoryError(f'--out-dir {out_dir}: {existing} is a file, not a folder')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f'--out-dir {out_dir}: no permission to write in {existing}')
+
+
 def main(argv):
     args = parse_args(argv)
     import torch
@@ -70,6 +82,7 @@ def main(argv):
         raise ValueError(f'--input-size must be positive, got {args.input_size}')
     sources = image_sources(args)
     images = load_images([path for _, path in sources])  # every unreadable file named up front
+    check_out_dir(args.out_dir)
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')  # get_model checks
