@@ -358,3 +358,15 @@ def test_gpu_mfu_target_is_issue_10s_compiled_45_percent(compiled, expected):
     verdicts = evaluate_targets(dict(settings=dict(backbone='vit_b', device='cuda',
                                                    compile=compiled), records=[fastmim]))
     assert {t['name']: t['met'] for t in verdicts if 'MFU' in t['name']} == expected
+
+
+def test_a_wrong_arch_override_is_named_before_anything_is_measured(monkeypatch):
+    """It failed in each method's process, as a traceback inside the parent's, after the
+    matmul peak, HOG and data pipeline had been timed."""
+    def measured(*args, **kwargs):
+        raise AssertionError('measured before the arch was checked')
+    monkeypatch.setattr(benchmark_pretrain, 'measure_matmul_peak', measured)
+    with pytest.raises(ValueError, match=r'--arch-override \{"dpth": 1\} does not build a vit_b '
+                       r"model: VisionTransformer: arch dict .* lacks keys \['embed_dim', "
+                       r"'depth', 'num_heads'\]"):
+        benchmark_pretrain.run_benchmark('vit_b', arch_override={'dpth': 1})

@@ -34,7 +34,8 @@ from fastmim.benchmark.pipeline_speed import benchmark_data_pipeline
 from fastmim.benchmark.report import format_report, plot_results
 # This folder, first on sys.path when the script runs.
 from pretrain_methods import (CONFIG_ROOT, METHODS, RECIPES, RESULT_PREFIX,  # isort:skip
-                              MethodSpec, load_fastmim_recipe, methods_for, recipe_of)
+                              MethodSpec, check_recipe_builds, load_fastmim_recipe,
+                              methods_for, recipe_of)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -203,6 +204,7 @@ def run_benchmark(backbone: str,
                          f'{applicable}')
     options = StepOptions(amp, amp_dtype_name, compile, channels_last, compile_mode)
     recipe = load_fastmim_recipe(backbone, arch_override, config_root)
+    check_recipe_builds(recipe, backbone, arch_override)
 
     results = dict(
         settings=dict(backbone=backbone, batch_size=batch_size, iters=iters, warmup=warmup,

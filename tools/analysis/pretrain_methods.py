@@ -107,6 +107,22 @@ def load_fastmim_recipe(backbone: str, arch_override: Optional[dict] = None,
     return FastMIMRecipe(model, size, [dict(step) for step in pipeline])
 
 
+def check_recipe_builds(recipe: FastMIMRecipe, backbone: str,
+                        arch_override: Optional[dict] = None) -> None:
+    """Build the recipe's model on the meta device (no memory, a fraction of a second), so that
+    a wrong ``--arch-override`` is named before anything is measured: it used to fail only in
+    each method's fresh process, as a traceback inside the parent's, after the matmul peak, HOG
+    and data pipeline had been timed."""
+    try:
+        with torch.device('meta'):
+            MODELS.build(recipe.model)
+    except (ValueError, TypeError, KeyError) as error:
+        if arch_override is None:
+            raise
+        raise ValueError(f'--arch-override {json.dumps(arch_override)} does not build a '
+                         f'{backbone} model: {error}') from None
+
+
 class TokenLinear(nn.Module):
     """SimMIM's prediction head: one linear map per token (SimMIM's 1x1 convolution), giving
     the ``(B, h * w, values)`` layout fastmim's ``FastMIM.decode`` returns."""
