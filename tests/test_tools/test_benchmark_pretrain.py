@@ -370,3 +370,19 @@ def test_a_wrong_arch_override_is_named_before_anything_is_measured(monkeypatch)
                        r"model: VisionTransformer: arch dict .* lacks keys \['embed_dim', "
                        r"'depth', 'num_heads'\]"):
         benchmark_pretrain.run_benchmark('vit_b', arch_override={'dpth': 1})
+
+
+@pytest.mark.parametrize('flag, path, message', [
+    ('--out', 'a_folder', r'--out .*a_folder is a folder; expected a file name'),
+    ('--plot', 'missing/plot.png', r'--plot folder does not exist: .*missing')])
+def test_outputs_that_cannot_be_written_are_named_before_measuring(tmp_path, monkeypatch, flag,
+                                                                   path, message):
+    """They failed only after the whole run; a bad --plot after the JSON had been written."""
+    (tmp_path / 'a_folder').mkdir()
+    def measured(*args, **kwargs):
+        raise AssertionError('measured before the outputs were checked')
+    monkeypatch.setattr(benchmark_pretrain, 'run_benchmark', measured)
+    outputs = {'--out': str(tmp_path / 'results.json'), flag: str(tmp_path / path)}
+    with pytest.raises(OSError, match=message):
+        benchmark_pretrain.main(['--backbone', 'vit_b', *sum(outputs.items(), ())])
+    assert sorted(os.listdir(tmp_path)) == ['a_folder']

@@ -312,11 +312,22 @@ def _json_dict(text):
     return value
 
 
+def check_output_file(path, flag):
+    """Refuse an output path that cannot be written before minutes are spent measuring: the
+    JSON used to fail to open only at the end (a folder given as --out), and a --plot in a
+    missing folder failed after the JSON was written."""
+    folder = osp.dirname(osp.abspath(path))
+    if not osp.isdir(folder):
+        raise FileNotFoundError(f'{flag} folder does not exist: {folder}')
+    if osp.isdir(path):
+        raise IsADirectoryError(f'{flag} {path} is a folder; expected a file name')
+
+
 def main(argv):
     args = parse_args(argv)
-    out_dir = osp.dirname(osp.abspath(args.out))
-    if not osp.isdir(out_dir):
-        raise FileNotFoundError(f'--out folder does not exist: {out_dir}')
+    check_output_file(args.out, '--out')
+    if args.plot:
+        check_output_file(args.plot, '--plot')
     if args.amp_dtype and not args.amp:
         raise ValueError('--amp-dtype needs --amp')
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
