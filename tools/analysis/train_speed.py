@@ -112,7 +112,12 @@ def run_tool(script, args):
         filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))}
     command = [sys.executable, str(ROOT / 'tools' / script), *args]
     print('+', ' '.join(command), flush=True)
-    subprocess.run(command, cwd=ROOT, env=env, check=True)
+    status = subprocess.run(command, cwd=ROOT, env=env).returncode
+    if status:
+        # The tool has printed its own one-line error; a CalledProcessError traceback under it
+        # would only repeat the command.
+        raise SystemExit(f'error: tools/{script} failed with exit status {status} (its error '
+                         'is above)')
 
 
 def logged_iterations(work_dir):
@@ -152,13 +157,27 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def check_inputs(config, out):
+    """Refuse a config that is not there and an ``--out`` that cannot be written before the
+    training run: the result was written only after it, so a folder given as ``--out`` (or a
+    missing folder) lost minutes of measurement."""
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config file not found: {config}')
+    folder = osp.dirname(osp.abspath(out))
+    if not osp.isdir(folder):
+        raise FileNotFoundError(f'--out folder does not exist: {folder}')
+    if osp.isdir(out):
+        raise IsADirectoryError(f'--out {out} is a folder; expected a file name')
+
+
 def main(argv=None):
     args = parse_args(argv)
     from mmengine.config import Config
 
-    as_cfg_options = load_downstream_data().as_cfg_options
     config_name = args.config or CONFIGS[args.task]
     config = str(ROOT / config_name)
+    check_inputs(config, args.out)
+    as_cfg_options = load_downstream_data().as_cfg_options
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(args.cfg_options)
     batch_size = cfg.train_dataloader.batch_size
@@ -201,4 +220,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    from fastmim.engine.launch import run_cli
+    run_cli(main)

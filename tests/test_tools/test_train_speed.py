@@ -1,0 +1,45 @@
+"""tools/analysis/train_speed.py: what a user who mistypes its inputs sees (its measurement runs
+tools/train.py for minutes and is not repeated here)."""
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'analysis' / 'train_speed.py'
+
+
+@pytest.fixture(scope='module')
+def train_speed(load_script):
+    return load_script(TOOL)
+
+
+@pytest.fixture
+def no_training(train_speed, monkeypatch):
+    def run_tool(script, args):
+        raise AssertionError(f'tools/{script} ran before the inputs were checked')
+    monkeypatch.setattr(train_speed, 'run_tool', run_tool)
+
+
+@pytest.mark.parametrize('options, error, message', [
+    (['--out', '{tmp}/a_folder'], IsADirectoryError, r'--out .*a_folder is a folder'),
+    (['--out', '{tmp}/missing/r.json'], FileNotFoundError, r'--out folder does not exist'),
+    (['--out', '{tmp}/r.json', '--config', '{tmp}/absent.py'], FileNotFoundError,
+     r'config file not found: .*absent\.py')])
+def test_inputs_are_checked_before_training(tmp_path, train_speed, no_training, options, error,
+                                            message):
+    """The result used to be written only after the training run, and a missing config ended
+    in mmengine's traceback."""
+    (tmp_path / 'a_folder').mkdir()
+    with pytest.raises(error, match=message):
+        train_speed.main(['pretrain', *(option.format(tmp=tmp_path) for option in options)])
+    assert [path.name for path in tmp_path.iterdir()] == ['a_folder']
+
+
+def test_a_failed_training_run_ends_in_one_line(train_speed, monkeypatch):
+    """subprocess.run(check=True) added a CalledProcessError traceback under the tool's own
+    one-line error."""
+    class Failed:
+        returncode = 1
+    monkeypatch.setattr(train_speed.subprocess, 'run', lambda *args, **kwargs: Failed())
+    with pytest.raises(SystemExit, match=r'^error: tools/train\.py failed with exit status 1 '
+                       r'\(its error is above\)$'):
+        train_speed.run_tool('train.py', ['config.py'])
