@@ -13,6 +13,7 @@ import pytest
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from fastmim.datasets import find_embedded_photos
 from fastmim.engine.launch import adapt_to_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +61,11 @@ def shrink_classifier(cfg, work_dir):
                                                 pipeline=pipeline, _delete_=True),
         })
     cfg.merge_from_dict({'train_cfg.val_interval': 1, 'model.backbone.init_cfg': None})
+    # The photos stand in for the config's data: a head with fewer outputs than they have
+    # classes (Fashion-MNIST's 10) gets one per photo, as DatasetClassesCheckHook requires.
+    num_photos = len(find_embedded_photos())
+    if cfg.model.head.num_classes < num_photos:
+        cfg.model.head.num_classes = num_photos
     return cfg
 
 
@@ -77,7 +83,9 @@ def shrink_knn(cfg, work_dir):
             f'{key}.dataset': dict(type='EmbeddedPhotos', num_samples=2,
                                    pipeline=loader.dataset.pipeline, _delete_=True),
         })
-    cfg.merge_from_dict({'work_dir': str(work_dir), 'model.num_classes': 2})
+    # One class per photo, the classes EmbeddedPhotos names (DatasetClassesCheckHook checks).
+    cfg.merge_from_dict({'work_dir': str(work_dir),
+                         'model.num_classes': len(find_embedded_photos())})
     return cfg
 
 

@@ -1,0 +1,103 @@
+"""Check before the first iteration that a run's datasets agree on their classes and that the
+model has an output for each.
+
+``ImageFolder`` numbers classes by their sorted folder names, per dataset: a val folder with one
+class more or less than the train folder shifts every label after it, and the run then trains
+and validates without a word, on labels that mean different classes in each split. A head with
+fewer outputs than the dataset has classes fails only at the first batch; one with more trains
+outputs that no image is labelled with.
+"""
+import warnings
+from typing import List, Optional, Tuple
+
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from fastmim.registry import HOOKS
+
+
+class ClassCountWarning(UserWarning):
+    """The model has more outputs than the dataset has classes."""
+
+
+def dataset_classes(dataloader) -> Optional[Tuple[str, ...]]:
+    """``metainfo['classes']`` of a dataloader's dataset, or ``None`` when it names none (a list
+    file, a flat folder of unlabelled images)."""
+    metainfo = getattr(getattr(dataloader, 'dataset', None), 'metainfo', None) or {}
+    classes = metainfo.get('classes')
+    return tuple(classes) if classes else None
+
+
+def model_num_classes(model) -> Optional[int]:
+    """The model's number of class outputs (``ImageClassifier``, ``KNNClassifier``), or
+    ``None`` when it has none (``FastMIM``) or infers it (``KNNClassifier(num_classes=None)``)."""
+    model = model.module if is_model_wrapper(model) else model
+    num_classes = getattr(model, 'num_classes', None)
+    return num_classes if isinstance(num_classes, int) else None
+
+
+def _differences(reference: Tuple[str, ...], classes: Tuple[str, ...]) -> str:
+    only_reference = [name for name in reference if name not in classes]
+    only_here = [name for name in classes if name not in reference]
+    if not only_reference and not only_here:
+        return 'the same names in another order'
+    return f'missing {only_reference[:5]}, extra {only_here[:5]}'
+
+
+def check_classes(named_classes: List[Tuple[str, Tuple[str, ...]]],
+                  num_classes: Optional[int]) -> None:
+    """Raise ``ValueError`` naming the split whose classes differ from the first split's, or
+    that has more classes than the model has outputs; warn when the model has more outputs.
+
+    Args:
+        named_classes: ``(config key, classes)`` of each split that names its classes, the
+            reference (the training or kNN bank split) first.
+        num_classes: the model's number of outputs, ``None`` to skip that check.
+    """
+    if not named_classes:
+        return
+    reference_key, reference = named_classes[0]
+    for key, classes in named_classes[1:]:
+        if classes != reference:
+            raise ValueError(
+                f'{key} has {len(classes)} classes, {reference_key} {len(reference)}, and they '
+                f'differ ({_differences(reference, classes)}): a label index would mean '
+                f'another class in each; give both the same class folders')
+    if num_classes is None or num_classes == len(reference):
+        return
+    if num_classes < len(reference):
+        raise ValueError(f"{reference_key} has {len(reference)} classes but the model's "
+                         f'num_classes is {num_classes}; set num_classes={len(reference)} '
+                         f'(model.head.num_classes for a classifier)')
+    warnings.warn(f"{reference_key} has {len(reference)} classes but the model's num_classes is "
+                  f'{num_classes}: {num_classes - len(reference)} outputs are never a target; '
+                  f'set num_classes={len(reference)} unless that is intended',
+                  ClassCountWarning, stacklevel=2)
+
+
+@HOOKS.register_module()
+class DatasetClassesCheckHook(Hook):
+    """Runs :func:`check_classes` on the train and val datasets before training, and on the
+    kNN bank and test datasets before testing, so a mismatch ends the run in one line before
+    its first iteration (a default hook of ``configs/_base_/default_runtime.py``)."""
+
+    priority = 'VERY_HIGH'
+
+    def before_train(self, runner) -> None:
+        loaders = [('train_dataloader.dataset', runner.train_loop.dataloader)]
+        if runner.val_loop is not None:
+            loaders.append(('val_dataloader.dataset', runner.val_loop.dataloader))
+        self._check(runner, loaders)
+
+    def before_test(self, runner) -> None:
+        loaders = [('test_dataloader.dataset', runner.test_loop.dataloader)]
+        bank = getattr(runner.test_loop, 'bank_dataloader', None)
+        if bank is not None:
+            loaders.insert(0, ('test_cfg.bank_dataloader.dataset', bank))
+        self._check(runner, loaders)
+
+    @staticmethod
+    def _check(runner, loaders) -> None:
+        named = [(key, dataset_classes(loader)) for key, loader in loaders]
+        check_classes([(key, classes) for key, classes in named if classes is not None],
+                      model_num_classes(runner.model))
