@@ -22,6 +22,7 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
 
     The list is checked line by line at construction (errors name the file and line), and the
     first listed image must exist, which catches a wrong ``data_root`` before training starts.
+    With labels, ``metainfo['max_label']`` is the largest one.
     Other missing or unreadable images are skipped with a warning when loaded.
 
     Args:
@@ -67,6 +68,10 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
         if not data_list:
             raise ValueError(f'{type(self).__name__}: list file {self.ann_file!r} names no '
                              f'images')
+        if self.with_label:
+            # No class names here: the largest label lets DatasetClassesCheckHook compare the
+            # model's num_classes before training, not at the batch that holds it.
+            self._metainfo['max_label'] = max(info['gt_label'] for info in data_list)
         first = data_list[0]['img_path']
         if not osp.isfile(first):
             raise FileNotFoundError(f'{type(self).__name__}: the first image of '

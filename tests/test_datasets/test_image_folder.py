@@ -155,6 +155,7 @@ def test_image_list_with_and_without_labels(imagenet_tree):
     assert len(labelled) == 3
     assert [labelled[i]['data_samples'].gt_label.item() for i in range(3)] == [1, 2, 0]
     assert labelled[1]['data_samples'].img_path == files['n03_rocket'][0]
+    assert labelled.metainfo['max_label'] == 2  # DatasetClassesCheckHook compares num_classes
 
     unlabelled = ImageList(ann, data_root=str(root / 'train'), pipeline=PIPELINE)
     sample = unlabelled[0]

@@ -47,6 +47,19 @@ def test_the_hook_compares_the_knn_bank_with_the_test_set():
         DatasetClassesCheckHook().before_test(runner)
 
 
+def test_list_labels_beyond_the_model_outputs_fail_before_training():
+    """A list file has no class names; its largest label used to fail only at the batch that
+    held it, which could be hours into an epoch."""
+    labelled_list = SimpleNamespace(dataset=SimpleNamespace(metainfo=dict(max_label=5)))
+    runner = SimpleNamespace(model=SimpleNamespace(num_classes=2), val_loop=None,
+                             train_loop=SimpleNamespace(dataloader=labelled_list))
+    with pytest.raises(ValueError, match="train_dataloader.dataset has labels up to 5 but the "
+                                         "model's num_classes is 2; set num_classes=6"):
+        DatasetClassesCheckHook().before_train(runner)
+    runner.model.num_classes = 6
+    DatasetClassesCheckHook().before_train(runner)
+
+
 def write_class_folders(root, classes):
     photo = Image.fromarray(skdata.astronaut()).resize((64, 64))
     for name in classes:

@@ -28,6 +28,21 @@ def dataset_classes(dataloader) -> Optional[Tuple[str, ...]]:
     return tuple(classes) if classes else None
 
 
+def dataset_max_label(dataloader) -> Optional[int]:
+    """``metainfo['max_label']`` of a dataloader's dataset (a labelled ``ImageList``, which
+    names no classes), or ``None``."""
+    metainfo = getattr(getattr(dataloader, 'dataset', None), 'metainfo', None) or {}
+    return metainfo.get('max_label')
+
+
+def check_max_label(key: str, max_label: Optional[int], num_classes: Optional[int]) -> None:
+    """Raise ``ValueError`` when a split's largest label has no model output."""
+    if max_label is not None and num_classes is not None and max_label >= num_classes:
+        raise ValueError(f"{key} has labels up to {max_label} but the model's num_classes is "
+                         f'{num_classes}; set num_classes={max_label + 1} '
+                         f'(model.head.num_classes for a classifier)')
+
+
 def model_num_classes(model) -> Optional[int]:
     """The model's number of class outputs (``ImageClassifier``, ``KNNClassifier``), or
     ``None`` when it has none (``FastMIM``) or infers it (``KNNClassifier(num_classes=None)``)."""
@@ -78,8 +93,9 @@ def check_classes(named_classes: List[Tuple[str, Tuple[str, ...]]],
 @HOOKS.register_module()
 class DatasetClassesCheckHook(Hook):
     """Runs :func:`check_classes` on the train and val datasets before training, and on the
-    kNN bank and test datasets before testing, so a mismatch ends the run in one line before
-    its first iteration (a default hook of ``configs/_base_/default_runtime.py``)."""
+    kNN bank and test datasets before testing, and :func:`check_max_label` on each (list
+    files), so a mismatch ends the run in one line before its first iteration (a default hook
+    of ``configs/_base_/default_runtime.py``)."""
 
     priority = 'VERY_HIGH'
 
@@ -98,6 +114,9 @@ class DatasetClassesCheckHook(Hook):
 
     @staticmethod
     def _check(runner, loaders) -> None:
+        num_classes = model_num_classes(runner.model)
         named = [(key, dataset_classes(loader)) for key, loader in loaders]
         check_classes([(key, classes) for key, classes in named if classes is not None],
-                      model_num_classes(runner.model))
+                      num_classes)
+        for key, loader in loaders:
+            check_max_label(key, dataset_max_label(loader), num_classes)
