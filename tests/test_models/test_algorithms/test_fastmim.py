@@ -328,3 +328,12 @@ def test_a_mask_ratio_that_masks_no_block_of_the_input_is_named():
     model = build_fastmim(mask_ratio=1e-9)
     with pytest.raises(ValueError, match='mask_ratio=1e-09 masks none of the 4 blocks'):
         model(normalised(real_images(64, count=1)), mode='loss')
+
+
+def test_an_input_that_the_blocks_do_not_tile_names_the_keys_to_change():
+    """The mask generator's message named neither model.block_size nor the crop size that
+    sets the input size."""
+    model = build_fastmim(stride=16, block_size=32)
+    with pytest.raises(ValueError, match=r'FastMIM: input 48x48 is not a multiple of '
+                                         r'model\.block_size=32.*RandomResizedCrop'):
+        model(torch.randn(1, 3, 48, 48), mode='loss')
