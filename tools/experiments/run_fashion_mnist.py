@@ -289,6 +289,32 @@ def write_doc(path: str, section: str, begin: str = RESULTS_BEGIN,
         f.write(before + block + after)
 
 
+def check_work_dir(path: str) -> None:
+    """Refuse a work dir that cannot be made (it lies under a file) in one line, before the
+    study starts: os.makedirs ended in a NotADirectoryError traceback."""
+    existing = osp.abspath(path)
+    while not osp.exists(existing):
+        existing = osp.dirname(existing)
+    if not osp.isdir(existing):
+        sys.exit(f'error: --work-dir {path}: {existing} is a file, not a folder')
+
+
+def check_doc(path: str, begin: str = RESULTS_BEGIN, end: str = RESULTS_END) -> None:
+    """Refuse a results document that cannot receive the table before the study runs (tens of
+    minutes): :func:`write_doc` found a missing folder or missing markers only at the end."""
+    if osp.isdir(path):
+        sys.exit(f'error: {path} is a folder; expected the markdown file for the results')
+    folder = osp.dirname(osp.abspath(path))
+    if not osp.isdir(folder):
+        sys.exit(f'error: the folder of {path} does not exist: {folder}')
+    if osp.isfile(path):
+        with open(path) as f:
+            text = f.read()
+        if begin not in text or end not in text:
+            sys.exit(f'error: {path} lacks the markers {begin} ... {end} that say '
+                     'where the results go')
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'fashion_mnist'))
@@ -306,6 +332,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.jobs < 1 or PRETRAIN_BATCH % args.jobs:
         sys.exit(f'error: --jobs must divide the pre-training batch {PRETRAIN_BATCH}')
+    check_work_dir(args.work_dir)
+    check_doc(args.doc)
     sys.path.insert(0, ROOT)
     work_dir = osp.abspath(args.work_dir)
     if args.fresh and osp.isdir(work_dir):

@@ -129,6 +129,9 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    study.check_work_dir(args.work_dir)
+    for doc in args.docs:
+        study.check_doc(doc, RESULTS_BEGIN, RESULTS_END)
     sys.path.insert(0, ROOT)
     work_dir = osp.abspath(args.work_dir)
     pretrained = osp.isfile(osp.join(work_dir, 'pretrain', 'last_checkpoint'))
