@@ -29,6 +29,41 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def sort_columns():
+    """The columns torch's profiler table sorts by: the numbers of an operator's averages.
+    torch reads ``cuda``, ``xpu`` and ``privateuse1`` in a name as ``device``."""
+    import inspect
+
+    from torch.autograd.profiler_util import FunctionEventAvg
+    numbers = {name for name, value in vars(FunctionEventAvg()).items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    averages = {name for cls in inspect.getmro(FunctionEventAvg) for name, value in
+                vars(cls).items() if isinstance(value, property) and not name.endswith('_str')}
+    return sorted((numbers | averages) - {'node_id', 'cuda_time'})
+
+
+def check_sort(sort):
+    """An unknown ``--sort`` failed after the whole profile, as an AttributeError traceback from
+    inside torch's table."""
+    columns = sort_columns()
+    for alias in ('cuda', 'xpu', 'privateuse1'):
+        sort = sort.replace(alias, 'device')
+    if sort not in columns:
+        raise ValueError(f'--sort {sort!r} is not a profiler column; expected one of {columns} '
+                         "('cuda' may stand for 'device')")
+
+
+def check_trace(path):
+    """torch's profiler does not raise when it cannot write the trace (it logs an error), so the
+    tool said 'trace written' for a path in a missing folder: checked before profiling."""
+    import os.path as osp
+    folder = osp.dirname(osp.abspath(path))
+    if not osp.isdir(folder):
+        raise FileNotFoundError(f'--trace folder does not exist: {folder}')
+    if osp.isdir(path):
+        raise IsADirectoryError(f'--trace {path} is a folder; expected a file name')
+
+
 def main(argv):
     args = parse_args(argv)
     import torch
@@ -40,6 +75,10 @@ def main(argv):
 
     if args.steps < 1 or args.batch_size < 1:
         raise ValueError('--steps and --batch-size must be >= 1')
+    if args.sort:
+        check_sort(args.sort)
+    if args.trace:
+        check_trace(args.trace)
     device = resolve_device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     method = build_method(args.method, args.backbone, None, CONFIG_ROOT, None)
     options = StepOptions(amp=args.amp)

@@ -1,0 +1,42 @@
+"""tools/analysis/profile_pretrain_step.py: options that cannot work are refused before the
+model is built and profiled."""
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'analysis' / 'profile_pretrain_step.py'
+
+
+@pytest.fixture(scope='module')
+def tool(load_script):
+    sys.path.insert(0, str(TOOL.parent))  # it imports pretrain_methods by name, as it runs
+    return load_script(TOOL)
+
+
+@pytest.fixture
+def nothing_built(monkeypatch):
+    import pretrain_methods
+
+    def build_method(*args, **kwargs):
+        raise AssertionError('the model was built before the options were checked')
+    monkeypatch.setattr(pretrain_methods, 'build_method', build_method)
+
+
+def test_an_unknown_sort_column_is_named(tool, nothing_built):
+    """It ended after the profile in an AttributeError traceback from torch's table."""
+    with pytest.raises(ValueError, match=r"--sort 'foo' is not a profiler column; expected "
+                       r"one of \[.*'self_cpu_time_total'"):
+        tool.main(['--backbone', 'vit_b', '--sort', 'foo'])
+
+
+@pytest.mark.parametrize('sort', ['self_cuda_time_total', 'cpu_time', 'count'])
+def test_the_columns_torch_sorts_by_are_accepted(tool, sort):
+    tool.check_sort(sort)
+
+
+def test_a_trace_in_a_missing_folder_is_refused(tool, nothing_built, tmp_path):
+    """torch's profiler only logs that it cannot write the trace: the tool said 'trace written'
+    and exited 0."""
+    with pytest.raises(FileNotFoundError, match=r'--trace folder does not exist: .*missing'):
+        tool.main(['--backbone', 'vit_b', '--trace', str(tmp_path / 'missing' / 'trace.json')])
