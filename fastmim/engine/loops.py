@@ -16,11 +16,12 @@ its first batch. Two rules make a resumed run repeat the uninterrupted one bit f
   ``--resume``); a resumed epoch asks the sampler to skip the batches already seen and numbers
   its batches from there.
 """
+import math
 import random
 
 import numpy as np
 import torch
-from mmengine.dist import get_rank
+from mmengine.dist import get_rank, get_world_size
 from mmengine.runner import EpochBasedTrainLoop
 
 from fastmim.datasets.sample_seeds import iteration_seed
@@ -37,6 +38,21 @@ def seed_iteration(seed: int, rank: int, iteration: int) -> None:
     torch.manual_seed(value)  # the CPU and every CUDA device
 
 
+def _check_batches_per_epoch(dataloader) -> None:
+    """An epoch of no batch trains nothing, and mmengine then stops building the schedulers
+    with an assertion about ``epoch_length``; named here in terms of the config instead. The
+    loop is built before the schedulers, so this comes first."""
+    if len(dataloader) > 0:
+        return
+    size = len(dataloader.dataset)
+    raise ValueError(
+        f'train_dataloader gives no batch per epoch: the dataset has {size} images, '
+        f'{math.ceil(size / get_world_size())} per process on {get_world_size()} process(es), '
+        f'fewer than train_dataloader.batch_size={dataloader.batch_size} with '
+        f'drop_last={dataloader.drop_last}; '
+        'lower the batch size or add images')
+
+
 @LOOPS.register_module()
 class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     """``EpochBasedTrainLoop`` that resumes exactly (see the module docstring).
@@ -45,6 +61,10 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     saved inside an epoch (``CheckpointHook(by_epoch=False)``, or a preemption checkpoint), and
     a fixed ``randomness.seed``.
     """
+
+    def __init__(self, runner, dataloader, *args, **kwargs):
+        super().__init__(runner, dataloader, *args, **kwargs)
+        _check_batches_per_epoch(self.dataloader)
 
     def run_epoch(self) -> None:
         self.runner.call_hook('before_train_epoch')  # may set the sampler's epoch, a new loader
