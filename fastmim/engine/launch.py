@@ -309,8 +309,20 @@ def run_cli(main, argv=None):
     except user_errors as error:
         if debug:
             raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f'error: {type(error).__name__}: {message}', file=sys.stderr)
+        print(f'error: {_user_message(error)}', file=sys.stderr)
         sys.exit(1)
     finally:
         shutdown_distributed()
+
+
+def _user_message(error):
+    """``Type: message`` of a user error. torch re-raises an error of a DataLoader worker as
+    the same type whose message is ``Caught ... in DataLoader worker process N`` followed by the
+    worker's whole traceback; its last line is the original ``Type: message``, so that is what
+    the user sees, as for an error in the main process."""
+    if isinstance(error, KeyError) and error.args:
+        return f'{type(error).__name__}: {error.args[0]}'
+    message = str(error)
+    if message.startswith('Caught ') and 'in DataLoader worker process' in message:
+        return message.strip().splitlines()[-1]
+    return f'{type(error).__name__}: {message}'

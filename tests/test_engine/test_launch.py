@@ -3,6 +3,7 @@ import argparse
 import os
 
 import pytest
+import torch
 
 from mmengine.config import Config
 
@@ -69,3 +70,20 @@ def test_a_config_that_is_no_valid_python_is_named(tmp_path, broken):
                 rf'a _base_ file of {top}, line 2: .*never closed: y = dict\(')
     with pytest.raises(launch.LaunchError, match=expected):
         load_config(str(top))
+
+
+class _BrokenDataset(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        raise ValueError(f'sample {index}: no readable image')
+
+
+def test_an_error_in_a_dataloader_worker_ends_in_its_own_one_line(capsys):
+    def main(argv):
+        next(iter(torch.utils.data.DataLoader(_BrokenDataset(), num_workers=1)))
+
+    with pytest.raises(SystemExit):
+        launch.run_cli(main, [])
+    assert capsys.readouterr().err == 'error: ValueError: sample 0: no readable image\n'
