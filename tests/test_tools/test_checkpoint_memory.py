@@ -23,3 +23,13 @@ def test_with_cp_same_loss_less_step_memory(tmp_path):
     assert 0 < result['step_mib_with_cp'] < result['step_mib_without_cp']
     assert result['ratio'] == pytest.approx(
         result['step_mib_with_cp'] / result['step_mib_without_cp'], abs=0.01)
+
+
+def test_an_unwritable_out_is_one_line_before_measuring(tmp_path):
+    """The summary was written only after both runs, and a bad --out was a traceback."""
+    missing = tmp_path / 'missing' / 'memory.json'
+    result = subprocess.run([sys.executable, str(TOOL), '--out', str(missing)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f'error: FileNotFoundError: --out folder does not exist: {missing.parent}']
