@@ -362,3 +362,12 @@ def test_wrong_backbone_flag_is_named(tmp_path, convert):
     with pytest.raises(CheckpointError, match='--backbone swin was given, but the weights are a '
                        'reference vit'):
         convert(tmp_path, reference, 'swin')
+
+
+@pytest.mark.parametrize('flag', ['--num-heads', '--img-size'])
+def test_from_reference_refuses_a_count_below_one(tmp_path, capsys, from_reference, flag):
+    """--num-heads 0 was taken as 'not given' and the conversion went on."""
+    with pytest.raises(SystemExit):
+        from_reference.main([str(tmp_path / 'ref.pth'), str(tmp_path / 'out.pth'),
+                             '--backbone', 'vit', flag, '0'])
+    assert f'argument {flag}: must be a positive integer, got 0' in capsys.readouterr().err

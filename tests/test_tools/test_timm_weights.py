@@ -234,3 +234,11 @@ def test_a_folder_named_safetensors_is_called_a_folder(tmp_path, from_timm):
     with pytest.raises(CheckpointError, match=r'weights\.safetensors is a folder'):
         from_timm.main([str(tmp_path / 'weights.safetensors'), str(tmp_path / 'out.pth'),
                         '--model-name', 'resnet10t'])
+
+
+def test_num_classes_below_one_is_refused_where_it_is_typed(tmp_path, capsys, from_timm):
+    """A negative count reached timm as a classifier shape and came back as a list of keys."""
+    with pytest.raises(SystemExit):
+        from_timm.main([str(tmp_path / 'w.pth'), str(tmp_path / 'out.pth'), '--model-name',
+                        'resnet10t', '--num-classes', '-3'])
+    assert 'argument --num-classes: must be a positive integer, got -3' in capsys.readouterr().err

@@ -28,16 +28,25 @@ import argparse
 BACKBONES = ('vit', 'swin', 'pvtv2', 'cmt')
 
 
+def positive_int(text):
+    """argparse type of a count: 0 or a negative number is refused where it is typed (a 0 was
+    taken as 'not given', a negative number reached the model as a shape)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be a positive integer, got {text}')
+    return value
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description='reference FastMIM checkpoint -> fastmim')
     parser.add_argument('checkpoint', help='a checkpoint of ggjy/FastMIM.pytorch')
     parser.add_argument('out', help='output fastmim checkpoint')
     parser.add_argument('--backbone', required=True, choices=BACKBONES,
                         help='the backbone the checkpoint holds (checked against its weights)')
-    parser.add_argument('--img-size', type=int, default=None,
+    parser.add_argument('--img-size', type=positive_int, default=None,
                         help='pre-training input size, where the weights do not tell it '
                         '(Swin without shifted-window masks, PVTv2)')
-    parser.add_argument('--num-heads', type=int, nargs='+', default=None,
+    parser.add_argument('--num-heads', type=positive_int, nargs='+', default=None,
                         help='attention heads, where the weights do not tell them (ViT: one '
                         'number, default embed_dim // 64; PVTv2: one per stage, default from '
                         'the published size with these shapes)')

@@ -31,6 +31,15 @@ import os.path as osp
 WRAPPER_KEYS = ('state_dict', 'model')
 
 
+def positive_int(text):
+    """argparse type of a count: 0 or a negative number is refused where it is typed (a 0 was
+    taken as 'not given', a negative number reached the model as a shape)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be a positive integer, got {text}')
+    return value
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description='timm classifier weights -> fastmim checkpoint')
     parser.add_argument('weights', help='state dict of the timm classifier (.pth, .bin or '
@@ -41,7 +50,7 @@ def parse_args(argv):
     parser.add_argument('--match-by-order', action='store_true',
                         help='pair tensors by position instead of by name (weights saved by '
                         'another implementation of the same architecture)')
-    parser.add_argument('--num-classes', type=int, default=None,
+    parser.add_argument('--num-classes', type=positive_int, default=None,
                         help="classes of the classifier in WEIGHTS (default: the timm model's, "
                         'usually 1000)')
     parser.add_argument('--trust-checkpoint', action='store_true',
