@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 from mmengine.config import Config
+from mmengine.config.utils import MODULE2PACKAGE
 from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint
 from PIL import Image, UnidentifiedImageError
@@ -31,6 +32,8 @@ from fastmim.models.utils.pretrained import backbone_geometry
 from fastmim.registry import MODELS
 from fastmim.visualization import draw_reconstructions
 
+CONFIG_SUFFIXES = ('.py', '.json', '.yaml', '.yml')  # what mmengine's Config.fromfile reads
+
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 __all__ = ['get_model', 'extract_features', 'reconstruct', 'load_images']
@@ -41,13 +44,27 @@ def _load_config(config) -> Config:
         return config.copy()
     config = str(config)
     if '::' in config:
+        _check_package(config)
         # A config shipped with an installed package ('fastmim::fastmim/vit_b_hog_800e.py'):
         # a config that only inherits it is it, resolved by mmengine as any `_base_` is
         # (mmengine.hub.get_config would pip-install a package it does not find).
         return Config.fromstring(f'_base_ = [{config!r}]\n', file_format='.py')
     if not osp.isfile(config):
         raise FileNotFoundError(f'config file not found: {config}')
+    if osp.splitext(config)[1] not in CONFIG_SUFFIXES:
+        # mmengine's own refusal is an OSError that does not name the file.
+        raise ValueError(f'config file {config} is not a {"/".join(CONFIG_SUFFIXES)} file (a '
+                         'checkpoint given as the config?)')
     return Config.fromfile(config)
+
+
+def _check_package(config: str) -> None:
+    """The package of ``'<package>::<path>'`` must be one whose configs mmengine reads: a
+    misspelt one ('fastmin::') failed on an assertion of mmengine, a traceback in the tools."""
+    package = config.split('::', 1)[0]
+    if package not in MODULE2PACKAGE:
+        raise ValueError(f'config {config!r}: {package!r} is not a package whose configs '
+                         f'mmengine reads; expected one of {sorted(MODULE2PACKAGE)}')
 
 
 def _device(device) -> torch.device:

@@ -117,3 +117,16 @@ def test_a_file_without_a_state_dict_is_named(tmp_path):
 def test_a_folder_given_as_an_image_is_called_a_folder(tmp_path):
     with pytest.raises(IsADirectoryError, match='image is a folder, not a file: '):
         load_images(tmp_path)
+
+
+def test_configs_that_mmengine_cannot_read_are_named(tmp_path):
+    """A misspelt package failed on mmengine's assertion; a checkpoint given as the config on
+    an OSError that did not name it."""
+    with pytest.raises(ValueError, match=r"'fastmin' is not a package whose configs mmengine "
+                       r"reads; expected one of \[.*'fastmim'"):
+        get_model('fastmin::fastmim/demo_vit_tiny_embedded.py')
+    checkpoint = tmp_path / 'epoch_1.pth'
+    checkpoint.write_bytes(b'')
+    with pytest.raises(ValueError, match=r'config file .*epoch_1\.pth is not a '
+                       r'\.py/\.json/\.yaml/\.yml file \(a checkpoint given as the config\?\)'):
+        get_model(checkpoint)
