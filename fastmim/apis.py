@@ -170,6 +170,10 @@ def load_images(images: Union[ImageInput, Sequence[ImageInput]]) -> List[np.ndar
     datasets decode them: grayscale, CMYK, 16-bit and palette images become RGB)."""
     if _is_one_image(images):
         images = [images]
+    if not len(images):
+        # Caught here: the data preprocessor refuses an empty batch on an assertion of mmengine.
+        raise ValueError('no images given: expected a path, a PIL image, an array or a '
+                         'non-empty list of them')
     arrays = []
     for image in images:
         if isinstance(image, (str, os.PathLike)):

@@ -130,3 +130,10 @@ def test_configs_that_mmengine_cannot_read_are_named(tmp_path):
     with pytest.raises(ValueError, match=r'config file .*epoch_1\.pth is not a '
                        r'\.py/\.json/\.yaml/\.yml file \(a checkpoint given as the config\?\)'):
         get_model(checkpoint)
+
+
+def test_an_empty_list_of_images_is_named():
+    """It reached the data preprocessor and failed on mmengine's assertion on an empty batch."""
+    model = get_model(FINETUNE, **TINY_ARCH)
+    with pytest.raises(ValueError, match='no images given'):
+        extract_features(model, [])
