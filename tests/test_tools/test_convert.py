@@ -145,6 +145,15 @@ def test_to_timm_writes_both_files_or_neither(tmp_path, to_timm):
     assert sorted(path.name for path in (tmp_path / 'new').iterdir()) == [
         'out.pth', 'out.safetensors']
 
+
+def test_to_timm_says_a_plain_state_dict_was_checked_against_nothing(tmp_path, capsys,
+                                                                    to_timm):
+    """A file of any other architecture was 'converted' with no word that nothing checked it."""
+    torch.save({'conv1.weight': torch.zeros(4, 3, 3, 3)}, tmp_path / 'resnet.pth')
+    to_timm.main([str(tmp_path / 'resnet.pth'), str(tmp_path / 'out.pth')])
+    assert 'resnet.pth is a plain state dict, not a fastmim checkpoint: its tensors were copied ' \
+        'under their own names and checked against no model' in capsys.readouterr().out
+
 # --- reference release -> fastmim ---------------------------------------------------------------
 def reference_decoder():
     return {'decoder_embed.weight': torch.randn(16, 8), 'decoder_blocks.0.norm1.weight':

@@ -206,6 +206,17 @@ def save(state, out, safetensors):
     return [out, safetensors_out]
 
 
+def unchecked_note(checkpoint, path, arch):
+    """A line for a plain ``name -> tensor`` file converted without ``--arch``: nothing says
+    what it holds, so its tensors are copied under their own names and checked against nothing;
+    a file of another architecture used to be 'converted' with no word of that."""
+    if arch or not isinstance(checkpoint, dict) or {'state_dict', 'model'} & set(checkpoint):
+        return None
+    return (f'note: {path} is a plain state dict, not a fastmim checkpoint: its tensors were '
+            'copied under their own names and checked against no model (--arch NAME checks '
+            'them against a timm model)')
+
+
 def main(argv):
     args = parse_args(argv)
     from mmengine.runner.checkpoint import _load_checkpoint
@@ -222,6 +233,9 @@ def main(argv):
     state, resized, left_out = convert(checkpoint, args.checkpoint, args.arch)
     for path in save(state, args.out, args.safetensors):
         print(f'wrote {len(state)} tensors to {path}')
+    note = unchecked_note(checkpoint, args.checkpoint, args.arch)
+    if note:
+        print(note)
     for key, (old, new) in resized.items():
         print(f'resized {key}: {old} -> {new}')
     if left_out:
