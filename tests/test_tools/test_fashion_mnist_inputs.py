@@ -1,6 +1,10 @@
 """tools/experiments/run_fashion_mnist{,_dense}.py: inputs that cannot work are refused in one
 line before the study (tens of minutes of training) starts."""
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,3 +60,51 @@ def test_the_dense_runner_checks_its_own_markers(tmp_path, dense, nothing_runs):
     doc.write_text('<!-- fashion-mnist-results:begin -->\n<!-- fashion-mnist-results:end -->\n')
     with pytest.raises(SystemExit, match=r'lacks the markers <!-- fashion-mnist-dense-results'):
         dense.main(['--work-dir', str(tmp_path / 'runs'), '--docs', str(doc), '--jobs', '1'])
+
+
+HARNESS = '''
+import sys
+sys.path.insert(0, {tools!r})
+import run_fashion_mnist as study
+study.stop_commands_on_signals()
+study.execute([sys.executable, '-c', {child!r}], {log!r}, threads=1)
+'''
+CHILD = '''
+import os, time
+open({pid_file!r}, 'w').write(str(os.getpid()))
+time.sleep(120)
+'''
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_stopped_study_stops_its_running_commands(tmp_path):
+    """A SIGTERM ended the study alone; torchrun and its workers trained on as orphans."""
+    pid_file = tmp_path / 'child.pid'
+    harness = HARNESS.format(tools=str(TOOLS), log=str(tmp_path / 'run.log'),
+                             child=CHILD.format(pid_file=str(pid_file)))
+    study = subprocess.Popen([sys.executable, '-c', harness], stderr=subprocess.PIPE, text=True)
+    child = None
+    try:
+        deadline = time.time() + 60
+        while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+            time.sleep(0.1)
+        child = int(pid_file.read_text())
+        study.send_signal(signal.SIGTERM)
+        _, stderr = study.communicate(timeout=30)
+        assert study.returncode == 1
+        assert 'error: stopped by SIGTERM; the running commands were stopped too' in stderr
+        deadline = time.time() + 10
+        while alive(child) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not alive(child)
+    finally:
+        for pid in (study.pid, child):
+            if pid is not None and alive(pid):
+                os.kill(pid, signal.SIGKILL)

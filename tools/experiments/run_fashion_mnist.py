@@ -27,6 +27,7 @@ import json
 import os
 import os.path as osp
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -146,20 +147,51 @@ def last_scalar(work_dir: str, key: str) -> Optional[float]:
     return None
 
 
+# Process groups of the commands running now, stopped with the study: a SIGTERM (timeout, a
+# scheduler) used to end the study alone and leave torchrun and its workers training on, into
+# the work dirs that a rerun then trains in too.
+RUNNING_GROUPS = set()
+
+
 def execute(command: List[str], log_path: str, threads: int) -> float:
-    """Run a command with its output in ``log_path``; seconds taken. Raises on failure."""
+    """Run a command with its output in ``log_path``; seconds taken. Raises on failure.
+
+    The command leads a process group of its own (:func:`stop_commands_on_signals` ends it)."""
     env = {**os.environ, 'PYTHONPATH': ROOT, 'OMP_NUM_THREADS': str(threads),
            'PORT': str(free_port())}
     start = time.time()
     with open(log_path, 'w') as log:
         log.write(' '.join(command) + '\n\n')
         log.flush()
-        result = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    if result.returncode:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        RUNNING_GROUPS.add(process.pid)
+        try:
+            returncode = process.wait()
+        finally:
+            RUNNING_GROUPS.discard(process.pid)
+    if returncode:
         with open(log_path) as log:
             tail = ''.join(log.readlines()[-15:])
-        raise RuntimeError(f'exit code {result.returncode}; log {log_path}:\n{tail}')
+        raise RuntimeError(f'exit code {returncode}; log {log_path}:\n{tail}')
     return time.time() - start
+
+
+def stop_commands_on_signals() -> None:
+    """On SIGTERM or SIGINT, end the running commands' process groups, then the study.
+
+    The groups are ended in the handler itself: the study's thread pool waits for its
+    threads, and so for their commands, before any ``finally`` of the main thread runs."""
+    def stop(signum, frame):
+        for group in list(RUNNING_GROUPS):
+            try:
+                os.killpg(group, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        raise SystemExit(f'error: stopped by {signal.Signals(signum).name}; the running '
+                         'commands were stopped too (a rerun goes on where the study stopped)')
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,6 +366,7 @@ def main(argv=None):
         sys.exit(f'error: --jobs must divide the pre-training batch {PRETRAIN_BATCH}')
     check_work_dir(args.work_dir)
     check_doc(args.doc)
+    stop_commands_on_signals()
     sys.path.insert(0, ROOT)
     work_dir = osp.abspath(args.work_dir)
     if args.fresh and osp.isdir(work_dir):

@@ -132,6 +132,7 @@ def main(argv=None):
     study.check_work_dir(args.work_dir)
     for doc in args.docs:
         study.check_doc(doc, RESULTS_BEGIN, RESULTS_END)
+    study.stop_commands_on_signals()
     sys.path.insert(0, ROOT)
     work_dir = osp.abspath(args.work_dir)
     pretrained = osp.isfile(osp.join(work_dir, 'pretrain', 'last_checkpoint'))
