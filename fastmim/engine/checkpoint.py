@@ -96,6 +96,9 @@ def load_checkpoint_file(filename, map_location=None, logger=None):
     path = osp.expanduser(filename)
     if not osp.isfile(path):
         raise CheckpointError(f'checkpoint not found: {path}')
+    if osp.getsize(path) == 0:
+        raise CheckpointError(f'{path} is not a readable checkpoint: the file is empty (0 bytes)'
+                              f'{_other_checkpoints(path)}')
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -111,8 +114,9 @@ def load_checkpoint_file(filename, map_location=None, logger=None):
             f'code; if you trust its origin, pass --trust-checkpoint {path}') from None
     except PermissionError:
         raise CheckpointError(f'{path}: no permission to read this checkpoint') from None
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
-        # torch's zip reader fails with OSError (EINVAL) on a file cut off near its end.
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError) as error:
+        # torch's zip reader fails with OSError (EINVAL) on a file cut off near its end; the
+        # weights-only unpickler with KeyError / IndexError on text that reads as memo opcodes.
         raise CheckpointError(f'{path} is not a readable checkpoint (truncated or corrupt?): '
                               f'{error}{_other_checkpoints(path)}') from None
 
@@ -121,12 +125,12 @@ def _other_checkpoints(path):
     """A hint naming the newest other checkpoints beside ``path``, to resume or load from."""
     folder = osp.dirname(osp.abspath(path))
     others = sorted((name for name in os.listdir(folder)
-                     if name.endswith('.pth') and name != osp.basename(path)),
+                     if name.endswith('.pth') and name != osp.basename(path)
+                     and osp.isfile(osp.join(folder, name))),
                     key=lambda name: osp.getmtime(osp.join(folder, name)), reverse=True)
     if not others:
         return ''
-    return (f'. Other checkpoints in {folder}, newest first: {", ".join(others[:3])} '
-            '(e.g. --resume PATH)')
+    return f'. Other checkpoints in {folder}, newest first: {", ".join(others[:3])}'
 
 
 def _unpickler_reason(error):

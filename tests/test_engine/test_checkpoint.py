@@ -80,6 +80,20 @@ def test_a_file_that_is_no_pickle_is_not_called_a_pickle_of_python_objects(tmp_p
         _load_checkpoint(str(path))
 
 
+@pytest.mark.parametrize('content, reason', [(b'', 'the file is empty'),
+                                             (b'hello\n', 'truncated or corrupt')])
+def test_empty_files_and_text_that_reads_as_pickle_opcodes_are_unreadable(tmp_path, content,
+                                                                          reason):
+    """``h`` is the BINGET opcode: weights-only unpickling fails with KeyError on such text."""
+    (tmp_path / 'a_folder.pth').mkdir()  # not named as another checkpoint
+    path = tmp_path / 'notes.pth'
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=f'notes.pth is not a readable checkpoint.*{reason}'
+                       ) as raised:
+        _load_checkpoint(str(path))
+    assert 'a_folder.pth' not in str(raised.value)
+
+
 def test_a_checkpoint_cut_off_near_its_end_is_named_with_the_others_beside_it(tmp_path):
     """torch's zip reader raises OSError (EINVAL), not RuntimeError, for such a file."""
     earlier, latest = tmp_path / 'epoch_1.pth', tmp_path / 'epoch_2.pth'
