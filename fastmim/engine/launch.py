@@ -282,6 +282,27 @@ def build_runner(cfg, splits, trusted_checkpoints=()):
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
+def check_output_file(path, flag='--out'):
+    """Refuse an output path that cannot be written, before the work that produces it: the
+    analysis tools and converters write their file last, after minutes of measuring or
+    training, and a missing folder or a folder given as the file then failed only there (or,
+    for torch's profiler trace, not at all: it only logs)."""
+    folder = osp.dirname(osp.abspath(path))
+    if not osp.isdir(folder):
+        raise FileNotFoundError(f'{flag} folder does not exist: {folder}')
+    if osp.isdir(path):
+        raise IsADirectoryError(f'{flag} {path} is a folder; expected a file name')
+
+
+def positive_int(text):
+    """argparse type of a count: 0 or a negative number is refused where it is typed (a 0 was
+    taken as 'not given', a negative number reached a model as a shape)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be a positive integer, got {text}')
+    return value
+
+
 def run_cli(main, argv=None):
     """Run ``main(argv)``; a user error ends with one line on stderr instead of a traceback.
 

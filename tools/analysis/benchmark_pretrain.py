@@ -32,6 +32,7 @@ from fastmim.benchmark.measure import (COMPILE_MODES, StepOptions, amp_dtype,
                                        measure_matmul_peak, resolve_device, time_hog)
 from fastmim.benchmark.pipeline_speed import benchmark_data_pipeline
 from fastmim.benchmark.report import format_report, plot_results
+from fastmim.engine.launch import check_output_file
 # This folder, first on sys.path when the script runs.
 from pretrain_methods import (CONFIG_ROOT, METHODS, RECIPES, RESULT_PREFIX,  # isort:skip
                               MethodSpec, check_recipe_builds, load_fastmim_recipe,
@@ -310,17 +311,6 @@ def _json_dict(text):
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f'must be a JSON object, got {text}')
     return value
-
-
-def check_output_file(path, flag):
-    """Refuse an output path that cannot be written before minutes are spent measuring: the
-    JSON used to fail to open only at the end (a folder given as --out), and a --plot in a
-    missing folder failed after the JSON was written."""
-    folder = osp.dirname(osp.abspath(path))
-    if not osp.isdir(folder):
-        raise FileNotFoundError(f'{flag} folder does not exist: {folder}')
-    if osp.isdir(path):
-        raise IsADirectoryError(f'{flag} {path} is a folder; expected a file name')
 
 
 def main(argv):

@@ -88,23 +88,14 @@ def run_child(args, setting: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def check_out(path):
-    """Refuse an ``--out`` that cannot be written before the two measuring runs: the summary
-    was written only after them, and the failure was a traceback."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f'--out folder does not exist: {folder}')
-    if os.path.isdir(path):
-        raise IsADirectoryError(f'--out {path} is a folder; expected a file name')
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.child:
         print(json.dumps(measure_step(args)))
         return {}
     if args.out:
-        check_out(args.out)
+        from fastmim.engine.launch import check_output_file
+        check_output_file(args.out, '--out')
     off, on = run_child(args, 'off'), run_child(args, 'on')
     if abs(off['loss'] - on['loss']) > 1e-5 * max(1., abs(off['loss'])):
         raise RuntimeError(f'checkpoint_memory: with_cp changed the loss: {off["loss"]} vs '

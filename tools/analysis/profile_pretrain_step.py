@@ -53,17 +53,6 @@ def check_sort(sort):
                          "('cuda' may stand for 'device')")
 
 
-def check_trace(path):
-    """torch's profiler does not raise when it cannot write the trace (it logs an error), so the
-    tool said 'trace written' for a path in a missing folder: checked before profiling."""
-    import os.path as osp
-    folder = osp.dirname(osp.abspath(path))
-    if not osp.isdir(folder):
-        raise FileNotFoundError(f'--trace folder does not exist: {folder}')
-    if osp.isdir(path):
-        raise IsADirectoryError(f'--trace {path} is a folder; expected a file name')
-
-
 def main(argv):
     args = parse_args(argv)
     import torch
@@ -72,13 +61,14 @@ def main(argv):
     from pretrain_methods import CONFIG_ROOT, build_method
 
     from fastmim.benchmark.measure import StepOptions, resolve_device, time_training_steps
+    from fastmim.engine.launch import check_output_file
 
     if args.steps < 1 or args.batch_size < 1:
         raise ValueError('--steps and --batch-size must be >= 1')
     if args.sort:
         check_sort(args.sort)
     if args.trace:
-        check_trace(args.trace)
+        check_output_file(args.trace, '--trace')
     device = resolve_device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     method = build_method(args.method, args.backbone, None, CONFIG_ROOT, None)
     options = StepOptions(amp=args.amp)

@@ -104,23 +104,13 @@ def growth_per_1000_iters(samples, key):
     return [float(np.polyfit(iters, values, 1)[0] * 1000) for values in series]
 
 
-def check_out(path):
-    """Refuse an ``--out`` that cannot be written before the soak (thousands of iterations):
-    the report was written only at its end, and the failure was a traceback."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f'--out folder does not exist: {folder}')
-    if os.path.isdir(path):
-        raise IsADirectoryError(f'--out {path} is a folder; expected a file name')
-
-
 def main(argv=None):
     args = parse_args(argv)
-    if args.out:
-        check_out(args.out)
     sys.path.insert(0, str(REPO))
     import fastmim  # noqa: F401
-    from fastmim.engine.launch import adapt_to_device, load_config
+    from fastmim.engine.launch import adapt_to_device, check_output_file, load_config
+    if args.out:
+        check_output_file(args.out, '--out')
     from mmengine.runner import Runner
 
     cfg = load_config(args.config, args.cfg_options)

@@ -34,6 +34,8 @@ from pathlib import Path
 
 from mmengine.config import DictAction
 
+from fastmim.engine.launch import check_output_file
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {
     'detection': 'projects/detection/configs/mask_rcnn_fastmim_swin_b_fpn_3x_coco.py',
@@ -163,11 +165,7 @@ def check_inputs(config, out):
     missing folder) lost minutes of measurement."""
     if not osp.isfile(config):
         raise FileNotFoundError(f'config file not found: {config}')
-    folder = osp.dirname(osp.abspath(out))
-    if not osp.isdir(folder):
-        raise FileNotFoundError(f'--out folder does not exist: {folder}')
-    if osp.isdir(out):
-        raise IsADirectoryError(f'--out {out} is a folder; expected a file name')
+    check_output_file(out, '--out')
 
 
 def main(argv=None):

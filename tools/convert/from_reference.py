@@ -25,16 +25,9 @@ loading refuses: pass ``--trust-checkpoint`` for a file whose origin you trust.
 """
 import argparse
 
+from fastmim.engine.launch import positive_int
+
 BACKBONES = ('vit', 'swin', 'pvtv2', 'cmt')
-
-
-def positive_int(text):
-    """argparse type of a count: 0 or a negative number is refused where it is typed (a 0 was
-    taken as 'not given', a negative number reached the model as a shape)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be a positive integer, got {text}')
-    return value
 
 
 def parse_args(argv):

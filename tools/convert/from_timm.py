@@ -28,16 +28,9 @@ written atomically and holds only plain types, so it loads with ``weights_only=T
 import argparse
 import os.path as osp
 
+from fastmim.engine.launch import positive_int
+
 WRAPPER_KEYS = ('state_dict', 'model')
-
-
-def positive_int(text):
-    """argparse type of a count: 0 or a negative number is refused where it is typed (a 0 was
-    taken as 'not given', a negative number reached the model as a shape)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be a positive integer, got {text}')
-    return value
 
 
 def parse_args(argv):
