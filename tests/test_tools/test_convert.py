@@ -109,7 +109,6 @@ def test_to_timm_names_what_does_not_fit_the_timm_model(tmp_path, to_timm):
         to_timm.main([checkpoint, str(tmp_path / 'out.pth'), '--arch', 'vit_tiny_patch16_224'])
 
 
-
 def test_to_timm_refuses_an_arch_timm_does_not_know_before_reading(tmp_path, to_timm):
     with pytest.raises(ValueError, match=r"--arch 'vit_tiny_foo' is not a timm model"):
         to_timm.main([str(tmp_path / 'absent.pth'), str(tmp_path / 'out.pth'),
