@@ -90,7 +90,6 @@ def train(cfg):
     return recorder, steps
 
 
-
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory, tiny_pretraining):
     """One progressive run, one run without stages, and a resume from the epoch-2 checkpoint."""

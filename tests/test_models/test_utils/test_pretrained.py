@@ -23,7 +23,6 @@ TINY_CMT = dict(embed_dims=[8, 16, 24, 32], depths=[1, 1, 1, 1], num_heads=[1, 2
                 stem_channels=8, mlp_ratio=2.0)
 
 
-
 @pytest.fixture
 def logger(caplog):
     caplog.set_level(logging.INFO, logger='test_pretrained')
