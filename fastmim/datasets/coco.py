@@ -6,6 +6,7 @@ epoch (``LoadImageFromFile``), and its degenerate polygons turn into ignored ins
 word. :class:`CheckedCocoDataset` finds these when the annotation file is read, before training,
 leaves them out and logs one warning per kind of problem naming the entries.
 """
+import logging
 import os.path as osp
 from collections import defaultdict
 
@@ -41,7 +42,7 @@ class CheckedCocoDataset(CocoDataset):
             shown = ', '.join(entries[:SHOWN])
             more = f' and {len(entries) - SHOWN} more' if len(entries) > SHOWN else ''
             print_log(f'{self.ann_file}: skipped {len(entries)} {problem}: {shown}{more}',
-                      logger='current', level='WARNING')
+                      logger='current', level=logging.WARNING)
         del self._skipped
         return data_list
 

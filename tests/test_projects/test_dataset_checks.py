@@ -3,6 +3,7 @@ name (``fastmim.engine.dataset_paths``), broken COCO entries skipped with a warn
 them (``fastmim.CheckedCocoDataset``), not met by a dataloader worker in the middle of an epoch."""
 import json
 import re
+from logging import WARNING
 import shutil
 from pathlib import Path
 
@@ -143,13 +144,13 @@ def test_broken_coco_entries_are_skipped_with_a_warning_naming_them(
     name = f'of {file_name}'
     assert sorted(warnings) == sorted([
         (f'{ann_file}: skipped 1 images without their file: image 99 '
-         f'({tmp_path}/coco/images/gone.jpg)', 'WARNING'),
+         f'({tmp_path}/coco/images/gone.jpg)', WARNING),
         (f'{ann_file}: skipped 1 annotations with a box under 1 px wide or high: annotation '
-         f'{ids["zero_width"]} {name} (bbox [10, 10, 0, 40])', 'WARNING'),
+         f'{ids["zero_width"]} {name} (bbox [10, 10, 0, 40])', WARNING),
         (f'{ann_file}: skipped 1 polygons with fewer than 3 points (the whole annotation): '
-         f'annotation {ids["two_points"]} {name}', 'WARNING'),
+         f'annotation {ids["two_points"]} {name}', WARNING),
         (f'{ann_file}: skipped 1 polygons with fewer than 3 points: annotation '
-         f'{ids["one_part_short"]} {name}', 'WARNING'),
+         f'{ids["one_part_short"]} {name}', WARNING),
     ])
     # The image keeps its good annotations and the good part of the last one; every sample goes
     # through the config's own loading pipeline (large-scale jitter, crop, flip, pad).
@@ -163,3 +164,13 @@ def test_broken_coco_entries_are_skipped_with_a_warning_naming_them(
     for index in range(len(dataset)):
         sample = dataset[index]
         assert len(sample['gt_masks']) == len(sample['gt_bboxes'])
+
+
+def test_skipped_entries_are_logged_through_mmengine(coco_instances, downstream, tmp_path):
+    """The warnings go through mmengine's logger itself: a level given as the string
+    'WARNING' stopped the run with 'TypeError: level must be an integer'."""
+    ann_file, _, _, _ = write_broken_coco(coco_instances, tmp_path / 'coco')
+    cfg = Config.fromfile(str(DETECTION))
+    dataset = build_dataset(cfg, 'fastmim.CheckedCocoDataset', ann_file, tmp_path / 'coco')
+    assert len(dataset) == 2
+
