@@ -4,8 +4,12 @@ mmdet's ``CocoDataset`` drops boxes under 1 px silently and keeps images whose f
 there, so a hand-made or converted COCO file fails in a dataloader worker in the middle of an
 epoch (``LoadImageFromFile``), and its degenerate polygons turn into ignored instances without a
 word. :class:`CheckedCocoDataset` finds these when the annotation file is read, before training,
-leaves them out and logs one warning per kind of problem naming the entries.
+leaves them out and logs one warning per kind of problem naming the entries. An annotation file
+that is not JSON (or is cut short), and one that leaves no training image, stop the run with a
+message naming the file, where mmdet says ``JSONDecodeError: Expecting value`` or
+``need at least one array to concatenate``.
 """
+import json
 import logging
 import os.path as osp
 from collections import defaultdict
@@ -37,13 +41,47 @@ class CheckedCocoDataset(CocoDataset):
 
     def load_data_list(self):
         self._skipped = defaultdict(list)
-        data_list = [info for info in super().load_data_list() if info is not None]
+        try:
+            data_list = super().load_data_list()
+        except json.JSONDecodeError as error:
+            cut = (error.pos >= len(error.doc.rstrip())
+                   or error.msg.startswith('Unterminated string'))
+            end = ' (the file ends there: cut short?)' if cut else ''
+            raise ValueError(f'{self.ann_file}: not a COCO annotation file: invalid JSON at '
+                             f'line {error.lineno} column {error.colno}: {error.msg}{end}'
+                             ) from None
+        except UnicodeDecodeError as error:
+            raise ValueError(f'{self.ann_file}: not a COCO annotation file: not UTF-8 text '
+                             f'(byte {error.start})') from None
+        except AssertionError as error:  # pycocotools' and mmdet's checks of the file's content
+            raise ValueError(f'{self.ann_file}: {error}') from None
+        self._listed = len(data_list)
+        data_list = [info for info in data_list if info is not None]
         for problem, entries in self._skipped.items():
             shown = ', '.join(entries[:SHOWN])
             more = f' and {len(entries) - SHOWN} more' if len(entries) > SHOWN else ''
             print_log(f'{self.ann_file}: skipped {len(entries)} {problem}: {shown}{more}',
                       logger='current', level=logging.WARNING)
+        self._missing_files = len(self._skipped['images without their file'])
         del self._skipped
+        return data_list
+
+    def filter_data(self):
+        """mmdet's filter (images without annotations of the dataset's classes go when
+        ``filter_cfg.filter_empty_gt``); an error naming the file when no image is left, which
+        mmdet meets only when it serialises the empty list."""
+        data_list = super().filter_data()
+        if not data_list and not self.test_mode:
+            reasons = [f'{self._listed} images listed']
+            if self._missing_files:
+                reasons.append(f'{self._missing_files} without their file under '
+                               f'{self.data_prefix["img"]}')
+            if len(self.data_list) > len(data_list):
+                reasons.append(f'{len(self.data_list)} without an annotation of the '
+                               f'{len(self.metainfo["classes"])} classes of the dataset '
+                               f'(filter_cfg.filter_empty_gt)')
+            raise ValueError(f'{self.ann_file}: no training image left: '
+                             f'{", ".join(reasons)}')
         return data_list
 
     def parse_data_info(self, raw_data_info):

@@ -174,3 +174,61 @@ def test_skipped_entries_are_logged_through_mmengine(coco_instances, downstream,
     dataset = build_dataset(cfg, 'fastmim.CheckedCocoDataset', ann_file, tmp_path / 'coco')
     assert len(dataset) == 2
 
+
+@pytest.mark.parametrize('text, problem', [
+    ('hello, not JSON\n', 'invalid JSON at line 1 column 1: Expecting value'),
+    (None, 'invalid JSON at line 1 column 301: Expecting value (the file ends there: cut '
+           'short?)'),
+    ('[]', "annotation file format <class 'list'> not supported"),
+])
+def test_an_annotation_file_that_is_not_coco_json_is_named(coco_instances, tmp_path, text,
+                                                           problem):
+    ann_file = tmp_path / 'instances.json'
+    full = (Path(coco_instances['data_root']) / coco_instances['train_ann_file']).read_text()
+    ann_file.write_text(full[:300] if text is None else text)
+    with pytest.raises(ValueError) as error:
+        build_dataset(Config.fromfile(str(DETECTION)), 'fastmim.CheckedCocoDataset', ann_file,
+                      coco_instances['data_root'].rstrip('/'))
+    assert str(error.value).startswith(f'{ann_file}: ')
+    assert problem in str(error.value)
+
+
+def rewritten_coco(coco, folder, change):
+    data = json.loads((Path(coco['data_root']) / coco['train_ann_file']).read_text())
+    change(data)
+    ann_file = Path(folder) / 'instances.json'
+    ann_file.write_text(json.dumps(data))
+    return ann_file
+
+
+@pytest.mark.parametrize('change, reasons', [
+    (lambda data: data.update(annotations=[]),
+     '2 images listed, 2 without an annotation of the 80 classes of the dataset '
+     '(filter_cfg.filter_empty_gt)'),
+    (lambda data: [image.update(file_name='gone.jpg') for image in data['images']],
+     '2 images listed, 2 without their file under '),
+    (lambda data: data.update(images=[]), '0 images listed'),
+])
+def test_a_file_that_leaves_no_training_image_is_named(coco_instances, tmp_path, change,
+                                                       reasons):
+    """mmdet said 'ValueError: need at least one array to concatenate'."""
+    ann_file = rewritten_coco(coco_instances, tmp_path, change)
+    with pytest.raises(ValueError, match=re.escape(
+            f'{ann_file}: no training image left: {reasons}')):
+        build_dataset(Config.fromfile(str(DETECTION)), 'fastmim.CheckedCocoDataset', ann_file,
+                      coco_instances['data_root'].rstrip('/'))
+
+
+def test_train_names_a_cut_short_annotation_file_in_one_line(coco_instances, downstream,
+                                                             tmp_path):
+    ann_file = tmp_path / 'instances.json'
+    full = (Path(coco_instances['data_root']) / coco_instances['train_ann_file']).read_text()
+    ann_file.write_text(full[:300])
+    overrides = {**downstream.detection_overrides(coco_instances, batch_size=1),
+                 'train_dataloader.dataset.dataset.ann_file': str(ann_file)}
+    result = downstream.run_tool('train.py', [
+        str(DETECTION), '--work-dir', str(tmp_path / 'train'),
+        '--cfg-options', *downstream.as_cfg_options(overrides)])
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f'error: ValueError: {ann_file}: not a COCO annotation file: invalid JSON at line 1 ')
