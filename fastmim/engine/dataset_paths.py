@@ -6,7 +6,13 @@ surfaces as an image that cannot be read in a dataloader worker, mid-epoch. mmse
 ``ADE20KDataset`` with a missing folder lists no files and trains on nothing. This check reads
 the paths from the config the way mmengine's ``BaseDataset`` joins them and names the first one
 missing, with the config key that set it.
+
+It also holds the heads' ``num_classes`` to the number of classes of the dataset they train or
+test on: a head with fewer classes than the dataset stops the first iteration with
+``IndexError: Target 98 is out of bounds`` from the loss (and with more it trains classes that
+never appear).
 """
+import importlib
 import os
 import os.path as osp
 
@@ -76,3 +82,65 @@ def check_dataset_paths(cfg, splits):
             where = '' if osp.isabs(path) else f' (relative to {os.getcwd()})'
             raise LaunchError(f'{key}: {kind} {path}{where} not found; set it with '
                               f'--cfg-options {key}=...')
+    check_head_classes(cfg, splits)
+
+
+# Heads whose num_classes is not the dataset's: mmdet's RPN scores objectness (1 class).
+CLASS_AGNOSTIC_HEADS = ('rpn_head', )
+DOWNSTREAM_SCOPES = ('mmdet', 'mmseg')
+
+
+def _head_classes(model, key='model'):
+    """``(config key, num_classes)`` of every head in a model config (lists of heads too)."""
+    if isinstance(model, (list, tuple)):
+        for index, item in enumerate(model):
+            yield from _head_classes(item, f'{key}.{index}')
+        return
+    if not isinstance(model, dict):
+        return
+    for name, value in model.items():
+        if name == 'num_classes' and 'head' in key and isinstance(value, int):
+            yield f'{key}.num_classes', value
+        elif name not in CLASS_AGNOSTIC_HEADS:
+            yield from _head_classes(value, f'{key}.{name}')
+
+
+def _dataset_classes(cfg, dataset):
+    """The class names a dataset config trains on (its ``metainfo`` or its type's
+    ``METAINFO``), wrappers unwrapped; None when they cannot be told without building it."""
+    while isinstance(dataset, dict) and isinstance(dataset.get('dataset'), dict):
+        dataset = dataset['dataset']
+    if not isinstance(dataset, dict):
+        return None
+    classes = (dataset.get('metainfo') or {}).get('classes')
+    if classes is None and isinstance(dataset.get('type'), str) and cfg.get('default_scope'):
+        try:
+            registry = importlib.import_module(f'{cfg.default_scope}.registry').DATASETS
+            dataset_type = registry.get(dataset['type'])
+        except (ImportError, AttributeError, KeyError):
+            return None
+        classes = (getattr(dataset_type, 'METAINFO', None) or {}).get('classes')
+    return classes
+
+
+def check_head_classes(cfg, splits):
+    """Raise :class:`LaunchError` when a head's ``num_classes`` (mmdet's box and mask heads,
+    mmseg's decode and auxiliary heads) differs from the number of classes of the dataset of
+    the first of ``splits`` that has one, naming the key and the expected value. Only mmdet and
+    mmseg configs: fastmim's classifiers may train on a subset of their dataset's classes."""
+    if cfg.get('default_scope') not in DOWNSTREAM_SCOPES:
+        return
+    model = cfg.get('model')
+    heads = list(_head_classes(model)) if isinstance(model, dict) else []
+    for split in splits:
+        loader = cfg.get(f'{split}_dataloader')
+        classes = _dataset_classes(cfg, loader.get('dataset')) if loader else None
+        if classes is None:
+            continue
+        for key, num_classes in heads:
+            if num_classes != len(classes):
+                raise LaunchError(
+                    f'{key}={num_classes}, but {split}_dataloader.dataset has {len(classes)} '
+                    f'classes ({", ".join(map(str, classes[:3]))}, ...); set it with '
+                    f'--cfg-options {key}={len(classes)}')
+        return

@@ -232,3 +232,52 @@ def test_train_names_a_cut_short_annotation_file_in_one_line(coco_instances, dow
     assert result.returncode == 1 and 'Traceback' not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(
         f'error: ValueError: {ann_file}: not a COCO annotation file: invalid JSON at line 1 ')
+
+
+# --------------------------------------------------------------------------------------------
+# Heads and dataset classes
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('config, key, classes', [
+    (DETECTION, 'model.roi_head.bbox_head.num_classes', 80),
+    (DETECTION, 'model.roi_head.mask_head.num_classes', 80),
+    (DETECTION.with_name('mask_rcnn_fastmim_vit_b_simple_fpn_lsj_coco.py'),
+     'model.roi_head.bbox_head.num_classes', 80),
+    (SEGMENTATION, 'model.decode_head.num_classes', 150),
+    (SEGMENTATION, 'model.auxiliary_head.num_classes', 150),
+])
+def test_a_head_with_another_number_of_classes_than_the_dataset_is_named(config, key, classes):
+    """mmdet / mmseg met it in the loss of the first iteration: 'IndexError: Target 98 is out
+    of bounds'."""
+    from fastmim.engine.dataset_paths import _head_classes, check_head_classes
+    cfg = Config.fromfile(str(config))
+    check_head_classes(cfg, ['train', 'val'])
+    check_head_classes(cfg, ['test'])
+    cfg.merge_from_dict({key: 20})
+    for split in ('train', 'test'):
+        with pytest.raises(LaunchError, match=re.escape(
+                f'{key}=20, but {split}_dataloader.dataset has {classes} classes (')):
+            check_head_classes(cfg, [split])
+    # A dataset whose metainfo names its own classes is held to those.
+    cfg.merge_from_dict({head: 2 for head, _ in _head_classes(cfg.model)})
+    loader = cfg.train_dataloader
+    dataset = loader.dataset.dataset if 'dataset' in loader.dataset else loader.dataset
+    dataset.metainfo = dict(classes=('cat', 'dog'))
+    check_head_classes(cfg, ['train'])
+    with pytest.raises(LaunchError, match=f'test_dataloader.dataset has {classes} classes'):
+        check_head_classes(cfg, ['test'])
+
+
+def test_train_names_the_head_in_one_line_before_building_the_model(ade20k_semantic, downstream,
+                                                                    tmp_path):
+    overrides = {**downstream.segmentation_overrides(ade20k_semantic, 2, 1),
+                 'model.decode_head.num_classes': 20}
+    work_dir = tmp_path / 'train'
+    result = downstream.run_tool('train.py', [
+        str(SEGMENTATION), '--work-dir', str(work_dir),
+        '--cfg-options', *downstream.as_cfg_options(overrides)])
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        'error: LaunchError: model.decode_head.num_classes=20, but train_dataloader.dataset has '
+        '150 classes (wall, building, sky, ...); set it with --cfg-options '
+        'model.decode_head.num_classes=150')
+    assert not work_dir.exists() or not any(work_dir.iterdir())
