@@ -45,6 +45,9 @@ def main(argv):
     apply_launch_args(cfg, args)
     cfg.load_from = args.checkpoint
     cfg.resume = False
+    # mmengine loads it non-strictly: a pre-training checkpoint would test untrained heads
+    cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+        dict(type='fastmim.CheckpointFitsModelHook', checkpoint=args.checkpoint)]
     runner = build_runner(cfg, ['test'],
                           trusted_checkpoints=[args.checkpoint] if args.trust_checkpoint else [])
     metrics = runner.test()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmengine.registry import init_default_scope
 
 from fastmim.registry import MODELS
 
@@ -27,6 +28,7 @@ def pretraining_checkpoint(tmp_path_factory):
     """A FastMIM checkpoint of a 2-block, 32-wide ViT at the demo's 128 px, as training saves
     it: state dict plus geometry."""
     torch.manual_seed(0)
+    init_default_scope('fastmim')  # module-scoped: runs before the per-test fixture sets it
     model = MODELS.build(dict(
         type='FastMIM',
         backbone=dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=2, num_heads=2),
@@ -82,3 +84,14 @@ def test_knn_refuses_a_checkpoint_of_another_model(pretraining_checkpoint, tmp_p
     assert result.returncode == 1 and 'Traceback' not in result.stderr
     message = result.stderr[result.stderr.index('error: CheckpointError'):]
     assert str(pretraining_checkpoint) in message and 'shape' in message
+
+
+def test_evaluating_a_classifier_config_with_the_pretraining_checkpoint_is_refused(
+        pretraining_checkpoint, tmp_path):
+    """mmengine loads it non-strictly: the untrained head used to report a top-1 with exit 0."""
+    result = run('test.py', ['configs/finetune/demo_vit_tiny_embedded_linear.py',
+                             str(pretraining_checkpoint), '--work-dir', str(tmp_path),
+                             '--cfg-options', *TINY_ARCH, 'model.backbone.init_cfg=None'])
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+    assert (f'error: CheckpointError: {pretraining_checkpoint} holds no weights for head of '
+            'the ImageClassifier') in result.stderr

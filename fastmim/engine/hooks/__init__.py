@@ -1,3 +1,4 @@
+from .checkpoint_fit_hook import CheckpointFitsModelHook
 from .checkpoint_meta_hook import CheckpointMetaHook
 from .compile_hook import CompileModulesHook
 from .dataset_classes_hook import ClassCountWarning, DatasetClassesCheckHook
@@ -7,7 +8,7 @@ from .reconstruction_hook import ReconstructionVisualizationHook
 from .safe_checkpoint_hook import SafeCheckpointHook
 
 __all__ = [
-    'CheckpointMetaHook', 'ClassCountWarning', 'CompileModulesHook', 'DatasetClassesCheckHook',
+    'CheckpointFitsModelHook', 'CheckpointMetaHook', 'ClassCountWarning', 'CompileModulesHook', 'DatasetClassesCheckHook',
     'PerUpdateParamSchedulerHook', 'PREEMPTED_EXIT_STATUS', 'PreemptionHook',
     'ProgressiveResolutionHook',
     'ReconstructionVisualizationHook', 'SafeCheckpointHook', 'TrainingPreempted'
