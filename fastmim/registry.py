@@ -81,9 +81,10 @@ OPTIM_WRAPPER_CONSTRUCTORS = _child('optimizer wrapper constructor',
                                     MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS, 'fastmim.engine')
 PARAM_SCHEDULERS = _child('parameter scheduler', MMENGINE_PARAM_SCHEDULERS, 'fastmim.engine')
 
-# fastmim.datasets.coco subclasses mmdet's CocoDataset: optional (see the module docstring).
+# fastmim.datasets.coco and .ade20k subclass mmdet's and mmseg's datasets: optional (see the
+# module docstring).
 DATASETS = _child('dataset', MMENGINE_DATASETS, 'fastmim.datasets',
-                  optional_locations=['fastmim.datasets.coco'])
+                  optional_locations=['fastmim.datasets.coco', 'fastmim.datasets.ade20k'])
 DATA_SAMPLERS = _child('data sampler', MMENGINE_DATA_SAMPLERS, 'fastmim.datasets')
 TRANSFORMS = _child('transform', MMENGINE_TRANSFORMS, 'fastmim.datasets.transforms')
 

@@ -3,8 +3,8 @@ name (``fastmim.engine.dataset_paths``), broken COCO entries skipped with a warn
 them (``fastmim.CheckedCocoDataset``), not met by a dataloader worker in the middle of an epoch."""
 import json
 import re
-from logging import WARNING
 import shutil
+from logging import WARNING
 from pathlib import Path
 
 import pytest

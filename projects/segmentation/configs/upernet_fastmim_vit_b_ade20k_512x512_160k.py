@@ -11,6 +11,7 @@
 #   (the fine-tuned checkpoint has no tables and scales: they start at 0 and 1);
 # - neck: mmseg's Feature2Pyramid, i.e. deconv x2 (stride 4), deconv (8), identity (16),
 #   max-pool (32), the BEiT multi-level design of the reference;
+# - data: mmseg's ADE20K dataset, with each label map checked as it is loaded;
 # - UperNet channels 768, pool scales 1, 2, 3, 6; FCN auxiliary head, loss weight 0.4;
 # - AdamW lr 3e-4 wd 0.05 with layer-wise lr decay 0.75, linear warmup 1500 iterations then
 #   poly (power 1.0) to 0; slide inference with 512 crops and stride 341.
@@ -66,9 +67,10 @@ model = dict(
     auxiliary_head=dict(in_channels=768, num_classes=num_classes),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
 
-# 2 images per GPU x 8 GPUs.
-train_dataloader = dict(batch_size=2)
-val_dataloader = dict(batch_size=1)
+# 2 images per GPU x 8 GPUs. mmseg's ADE20KDataset whose pipeline checks each label map against
+# its image's size and the 150 classes, naming the file (fastmim.datasets.ade20k).
+train_dataloader = dict(batch_size=2, dataset=dict(type='fastmim.CheckedADE20KDataset'))
+val_dataloader = dict(batch_size=1, dataset=dict(type='fastmim.CheckedADE20KDataset'))
 test_dataloader = val_dataloader
 
 optim_wrapper = dict(

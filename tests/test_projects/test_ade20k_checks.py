@@ -1,0 +1,67 @@
+"""fastmim.CheckedADE20KDataset names a label map that does not fit its image or the classes,
+where mmseg fails at the batch's stacking (no file named) or inside the loss."""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from PIL import Image
+
+from fastmim.registry import DATASETS
+
+ROOT = Path(__file__).resolve().parents[2]
+SEGMENTATION = (ROOT / 'projects' / 'segmentation' / 'configs' /
+                'upernet_fastmim_vit_b_ade20k_512x512_160k.py')
+
+
+def build(loader, data_root):
+    """The recipe's dataset of ``loader`` (its own pipeline) on ``data_root``."""
+    init_default_scope('mmseg')
+    dataset = Config.fromfile(str(SEGMENTATION))[loader].dataset
+    dataset.data_root = str(data_root)
+    return DATASETS.build(dataset)
+
+
+@pytest.fixture
+def ade20k_copy(ade20k_semantic, tmp_path):
+    """A copy of the session's ADE20K-layout data that a test may damage."""
+    return Path(shutil.copytree(ade20k_semantic, tmp_path / 'ade20k'))
+
+
+def first_label_map(data_root, split='training'):
+    return sorted((data_root / 'annotations' / split).glob('*.png'))[0]
+
+
+@pytest.mark.parametrize('loader', ['train_dataloader', 'val_dataloader'])
+def test_fitting_label_maps_load_and_are_checked_right_after_loading(ade20k_copy, loader):
+    dataset = build(loader, ade20k_copy)
+    steps = [type(step).__name__ for step in dataset.pipeline.transforms]
+    assert steps[steps.index('LoadAnnotations') + 1] == 'CheckSegMap'
+    assert dataset[0]['data_samples'].gt_sem_seg.data.max() < 256
+
+
+def test_a_label_map_of_another_size_is_named(ade20k_copy):
+    path = first_label_map(ade20k_copy)
+    label = Image.open(path)
+    label.resize((label.width, label.height - 5), Image.NEAREST).save(path)
+    dataset = build('train_dataloader', ade20k_copy)
+    index = next(i for i in range(len(dataset)) if dataset.get_data_info(i)['seg_map_path']
+                 == str(path))
+    with pytest.raises(ValueError, match=rf'{path.name}: label map of {label.width}x'
+                       rf'{label.height - 5} px for an image of {label.width}x{label.height} px'):
+        dataset[index]
+
+
+def test_a_label_value_that_is_no_class_is_named(ade20k_copy):
+    path = first_label_map(ade20k_copy, 'validation')
+    label = np.array(Image.open(path))
+    label[:2, :2] = 200  # 199 after reduce_zero_label: ADE20K has 150 classes
+    Image.fromarray(label).save(path)
+    dataset = build('val_dataloader', ade20k_copy)
+    index = next(i for i in range(len(dataset)) if dataset.get_data_info(i)['seg_map_path']
+                 == str(path))
+    with pytest.raises(ValueError, match=rf'{path.name}: label values \[199\] are no class '
+                       r'\(0..149 after reduce_zero_label, or 255 to ignore\)'):
+        dataset[index]
