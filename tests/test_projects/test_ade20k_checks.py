@@ -34,6 +34,12 @@ def first_label_map(data_root, split='training'):
     return sorted((data_root / 'annotations' / split).glob('*.png'))[0]
 
 
+def sample_of(dataset, label_map):
+    """The index of the sample whose label map is ``label_map``."""
+    return next(index for index in range(len(dataset))
+                if dataset.get_data_info(index)['seg_map_path'] == str(label_map))
+
+
 @pytest.mark.parametrize('loader', ['train_dataloader', 'val_dataloader'])
 def test_fitting_label_maps_load_and_are_checked_right_after_loading(ade20k_copy, loader):
     dataset = build(loader, ade20k_copy)
@@ -47,11 +53,9 @@ def test_a_label_map_of_another_size_is_named(ade20k_copy):
     label = Image.open(path)
     label.resize((label.width, label.height - 5), Image.NEAREST).save(path)
     dataset = build('train_dataloader', ade20k_copy)
-    index = next(i for i in range(len(dataset)) if dataset.get_data_info(i)['seg_map_path']
-                 == str(path))
     with pytest.raises(ValueError, match=rf'{path.name}: label map of {label.width}x'
                        rf'{label.height - 5} px for an image of {label.width}x{label.height} px'):
-        dataset[index]
+        dataset[sample_of(dataset, path)]
 
 
 def test_a_label_value_that_is_no_class_is_named(ade20k_copy):
@@ -60,8 +64,6 @@ def test_a_label_value_that_is_no_class_is_named(ade20k_copy):
     label[:2, :2] = 200  # 199 after reduce_zero_label: ADE20K has 150 classes
     Image.fromarray(label).save(path)
     dataset = build('val_dataloader', ade20k_copy)
-    index = next(i for i in range(len(dataset)) if dataset.get_data_info(i)['seg_map_path']
-                 == str(path))
     with pytest.raises(ValueError, match=rf'{path.name}: label values \[199\] are no class '
                        r'\(0..149 after reduce_zero_label, or 255 to ignore\)'):
-        dataset[index]
+        dataset[sample_of(dataset, path)]
