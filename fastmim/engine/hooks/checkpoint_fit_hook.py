@@ -19,15 +19,9 @@ from fastmim.registry import HOOKS
 def modules_without_weights(model_keys, checkpoint_keys) -> List[str]:
     """Top-level modules (the first part of a key) of the model that no checkpoint key names,
     in the model's order; a leading ``module.`` (a DDP-wrapped save) is ignored."""
-    provided = {key[len('module.'):] if key.startswith('module.') else key
-                for key in checkpoint_keys}
-    provided_modules = {key.split('.', 1)[0] for key in provided}
-    absent = []
-    for key in model_keys:
-        module = key.split('.', 1)[0]
-        if module not in provided_modules and module not in absent:
-            absent.append(module)
-    return absent
+    provided = {key.removeprefix('module.').split('.', 1)[0] for key in checkpoint_keys}
+    modules = dict.fromkeys(key.split('.', 1)[0] for key in model_keys)  # ordered, unique
+    return [module for module in modules if module not in provided]
 
 
 @HOOKS.register_module()
