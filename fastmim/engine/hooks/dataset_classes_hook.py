@@ -20,19 +20,21 @@ class ClassCountWarning(UserWarning):
     """The model has more outputs than the dataset has classes."""
 
 
+def _metainfo(dataloader) -> dict:
+    return getattr(getattr(dataloader, 'dataset', None), 'metainfo', None) or {}
+
+
 def dataset_classes(dataloader) -> Optional[Tuple[str, ...]]:
     """``metainfo['classes']`` of a dataloader's dataset, or ``None`` when it names none (a list
     file, a flat folder of unlabelled images)."""
-    metainfo = getattr(getattr(dataloader, 'dataset', None), 'metainfo', None) or {}
-    classes = metainfo.get('classes')
+    classes = _metainfo(dataloader).get('classes')
     return tuple(classes) if classes else None
 
 
 def dataset_max_label(dataloader) -> Optional[int]:
     """``metainfo['max_label']`` of a dataloader's dataset (a labelled ``ImageList``, which
     names no classes), or ``None``."""
-    metainfo = getattr(getattr(dataloader, 'dataset', None), 'metainfo', None) or {}
-    return metainfo.get('max_label')
+    return _metainfo(dataloader).get('max_label')
 
 
 def check_max_label(key: str, max_label: Optional[int], num_classes: Optional[int]) -> None:
