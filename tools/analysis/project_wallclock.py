@@ -42,6 +42,8 @@ from typing import List, Optional, Sequence
 
 from mmengine.config import Config
 
+from fastmim.engine.launch import positive_int
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / 'configs' / 'fastmim' / 'vit_b_hog_800e.py'
 # The ILSVRC-2012 (ImageNet-1k) training set as published (Russakovsky et al., "ImageNet Large
@@ -284,9 +286,9 @@ def parse_args(argv):
                         '"H100, fp16, batch 256"; repeatable')
     parser.add_argument('--config', type=Path, default=DEFAULT_CONFIG,
                         help='the recipe (default: the ViT-B 800-epoch one)')
-    parser.add_argument('--gpus', type=int,
+    parser.add_argument('--gpus', type=positive_int,
                         help="GPUs (default: the config's total batch / per-GPU batch)")
-    parser.add_argument('--dataset-size', type=int, default=IMAGENET_TRAIN_IMAGES,
+    parser.add_argument('--dataset-size', type=positive_int, default=IMAGENET_TRAIN_IMAGES,
                         help='training images per epoch (default: ImageNet-1k train, 1,281,167)')
     parser.add_argument('--scaling-efficiency', type=float, default=1.0,
                         help='multi-GPU throughput per GPU over the single-GPU one (default 1: '
