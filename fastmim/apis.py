@@ -136,16 +136,11 @@ def _load_strictly(model: nn.Module, path: str, name: str) -> None:
 
 def _load_problems(state: dict, expected: dict) -> LoadProblems:
     """Keys of ``state`` the model lacks, keys it needs that ``state`` lacks, other shapes."""
-    def shape(value):
-        return tuple(getattr(value, 'shape', ())) if torch.is_tensor(value) else type(value)
+    def shapes(weights):  # a non-tensor entry (a file's stray value) by its type
+        return {key: tuple(value.shape) if torch.is_tensor(value) else type(value)
+                for key, value in weights.items()}
 
-    return LoadProblems(
-        unexpected=[f'{key} {shape(value)}' for key, value in state.items()
-                    if key not in expected],
-        missing=[f'{key} {shape(value)}' for key, value in expected.items() if key not in state],
-        mismatched=[f'{key}: checkpoint {shape(value)} vs model {shape(expected[key])}'
-                    for key, value in state.items()
-                    if key in expected and shape(value) != shape(expected[key])])
+    return LoadProblems.compare(shapes(state), shapes(expected))
 
 
 def _backbone_hint(loaded, model: nn.Module) -> str:

@@ -124,16 +124,9 @@ def match_by_order(weights, target, path, model_name):
 def match_by_name(weights, target, path, model_name):
     """``weights`` unchanged, after checking that they are exactly timm's tensors."""
     from fastmim.errors import CheckpointError
-    from fastmim.models.utils.load_problems import LoadProblems
+    from fastmim.models.utils.load_problems import LoadProblems, shapes
 
-    problems = LoadProblems(
-        unexpected=[f'{key} {tuple(value.shape)}' for key, value in weights.items()
-                    if key not in target],
-        missing=[f'{key} {tuple(value.shape)}' for key, value in target.items()
-                 if key not in weights],
-        mismatched=[f'{key}: checkpoint {tuple(value.shape)} vs model '
-                    f'{tuple(target[key].shape)}' for key, value in weights.items()
-                    if key in target and tuple(value.shape) != tuple(target[key].shape)])
+    problems = LoadProblems.compare(shapes(weights), shapes(target))
     if problems:
         raise CheckpointError(problems.message(
             path, f'timm {model_name}', 'strict, by name; --match-by-order pairs the tensors '

@@ -19,6 +19,17 @@ class LoadProblems:
     missing: List[str] = field(default_factory=list)
     mismatched: List[str] = field(default_factory=list)
 
+    @classmethod
+    def compare(cls, actual: Dict[str, object], expected: Dict[str, object]) -> 'LoadProblems':
+        """The problems of loading weights of shapes ``actual`` (name -> shape) into a model of
+        shapes ``expected``, each list in the order of the dict it comes from."""
+        return cls(
+            unexpected=[f'{key} {shape}' for key, shape in actual.items() if key not in expected],
+            missing=[f'{key} {shape}' for key, shape in expected.items() if key not in actual],
+            mismatched=[f'{key}: checkpoint {shape} vs model {expected[key]}'
+                        for key, shape in actual.items()
+                        if key in expected and shape != expected[key]])
+
     def __bool__(self):
         return bool(self.unexpected or self.missing or self.mismatched)
 

@@ -364,14 +364,8 @@ def _build_on_meta(cfg: dict, strict: bool = False) -> Optional[nn.Module]:
 
 def check_state_matches(state: Dict[str, torch.Tensor], model: nn.Module, path: str) -> None:
     """Raise one CheckpointError if ``state`` does not have exactly the model's keys and shapes."""
-    expected = shapes(model.state_dict())
-    actual = shapes(state)
-    report = LoadProblems(
-        unexpected=[f'{key} {actual[key]}' for key in sorted(set(actual) - set(expected))],
-        missing=[f'{key} {expected[key]}' for key in sorted(set(expected) - set(actual))],
-        mismatched=[f'{key}: checkpoint {actual[key]} vs model {expected[key]}'
-                    for key in sorted(set(actual) & set(expected))
-                    if actual[key] != expected[key]])
+    report = LoadProblems.compare(dict(sorted(shapes(state).items())),
+                                  dict(sorted(shapes(model.state_dict()).items())))
     if report:
         raise CheckpointError(report.message(path, type(model).__name__,
                                              'converted from the reference layout'))
