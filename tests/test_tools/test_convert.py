@@ -39,6 +39,12 @@ def build(cfg):
     return MODELS.build(cfg).eval()
 
 
+def tiny_vit_checkpoint(path):
+    """A pre-training checkpoint of a 2-block, 32-wide ViT at 128 px."""
+    return fastmim_checkpoint(build(dict(type='VisionTransformer', img_size=128,
+                                         arch=dict(embed_dim=32, depth=2, num_heads=2))), path)
+
+
 def fastmim_checkpoint(backbone, path, extra=None):
     state = {'backbone.' + key: value for key, value in backbone.state_dict().items()}
     state.update({'neck.decoder_embed.weight': torch.randn(8, 4),
@@ -100,9 +106,7 @@ def test_fine_tuned_swin_tiny_converts_to_timm_with_identical_logits(tmp_path, c
 
 
 def test_to_timm_names_what_does_not_fit_the_timm_model(tmp_path, to_timm):
-    source = build(dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=2, num_heads=2),
-                        img_size=128))
-    checkpoint = fastmim_checkpoint(source, tmp_path / 'small.pth')
+    checkpoint = tiny_vit_checkpoint(tmp_path / 'small.pth')
     with pytest.raises(CheckpointError, match=r'(?s)small\.pth does not fit timm '
                        r'VisionTransformer.*cls_token: checkpoint \(1, 1, 32\) vs model '
                        r'\(1, 1, 192\)'):
@@ -117,9 +121,7 @@ def test_to_timm_refuses_an_arch_timm_does_not_know_before_reading(tmp_path, to_
 
 def test_to_timm_names_an_arch_of_another_family(tmp_path, to_timm):
     """A Swin --arch for a ViT checkpoint used to end in an AttributeError (no pos_embed)."""
-    source = build(dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=2, num_heads=2),
-                        img_size=128))
-    checkpoint = fastmim_checkpoint(source, tmp_path / 'vit.pth')
+    checkpoint = tiny_vit_checkpoint(tmp_path / 'vit.pth')
     with pytest.raises(CheckpointError, match=r'vit\.pth holds a VisionTransformer backbone, '
                        r'but --arch names a timm SwinTransformer; expected a timm '
                        r'VisionTransformer'):
@@ -131,9 +133,7 @@ def test_to_timm_names_an_arch_of_another_family(tmp_path, to_timm):
 def test_to_timm_writes_both_files_or_neither(tmp_path, to_timm):
     """A folder where the .safetensors copy goes used to end in a SafetensorError traceback
     after the .pth had been written."""
-    source = build(dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=2, num_heads=2),
-                        img_size=128))
-    checkpoint = fastmim_checkpoint(source, tmp_path / 'vit.pth')
+    checkpoint = tiny_vit_checkpoint(tmp_path / 'vit.pth')
     (tmp_path / 'out.safetensors').mkdir()
     with pytest.raises(CheckpointError, match=r'cannot write .*out\.safetensors: it is a '
                        r'folder; nothing was written'):
