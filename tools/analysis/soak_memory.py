@@ -18,6 +18,7 @@ least-squares slope over the second half of the run, in MiB per 1,000 iterations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -36,10 +37,12 @@ class SoakDone(Exception):
 
 def parse_args(argv=None):
     from mmengine.config import DictAction
+
+    from fastmim.engine.launch import positive_int
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', nargs='?', default=str(DEMO))
-    parser.add_argument('--iters', type=int, default=3000, help='iterations to train')
-    parser.add_argument('--every', type=int, default=100, help='iterations between samples')
+    parser.add_argument('--iters', type=positive_int, default=3000, help='iterations to train')
+    parser.add_argument('--every', type=positive_int, default=100, help='iterations between samples')
     parser.add_argument('--workers', type=int, default=2, help='DataLoader workers')
     parser.add_argument('--list-size', type=int, default=0,
                         help='train on an ImageList of this many paths (0: the config dataset)')
@@ -104,17 +107,12 @@ def growth_per_1000_iters(samples, key):
     return [float(np.polyfit(iters, values, 1)[0] * 1000) for values in series]
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    sys.path.insert(0, str(REPO))
-    import fastmim  # noqa: F401
-    from fastmim.engine.launch import adapt_to_device, check_output_file, load_config
-    if args.out:
-        check_output_file(args.out, '--out')
+def soak(cfg, args, work_dir):
+    """Train ``args.iters`` iterations of ``cfg`` in ``work_dir``; the memory samples taken."""
     from mmengine.runner import Runner
 
-    cfg = load_config(args.config, args.cfg_options)
-    work_dir = tempfile.mkdtemp(prefix='soak_')
+    from fastmim.engine.launch import adapt_to_device
+
     cfg.work_dir = work_dir
     loader = cfg.train_dataloader
     loader.num_workers = args.workers
@@ -137,6 +135,23 @@ def main(argv=None):
         runner.train()
     except SoakDone:
         pass
+    return samples
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    import fastmim  # noqa: F401
+    from fastmim.engine.launch import check_output_file, load_config
+    if args.out:
+        check_output_file(args.out, '--out')
+
+    cfg = load_config(args.config, args.cfg_options)
+    work_dir = tempfile.mkdtemp(prefix='soak_')
+    try:
+        samples = soak(cfg, args, work_dir)
+    finally:  # the log and list file are only scaffolding for the measurement
+        shutil.rmtree(work_dir, ignore_errors=True)
     report = dict(config=args.config, iters=args.iters, workers=args.workers,
                   list_size=args.list_size or None, samples=samples,
                   main_growth_mib_per_1000_iters=growth_per_1000_iters(samples, 'main'),
