@@ -91,8 +91,11 @@ def trust_checkpoint(path):
     _TRUSTED_CHECKPOINTS.add(osp.realpath(osp.expanduser(path)))
 
 
-def load_checkpoint_file(filename, map_location=None, logger=None):
-    """Load a local checkpoint weights-only, with errors that say what is wrong with the file."""
+def load_from_local(filename, map_location=None, logger=None):
+    """Load a local checkpoint weights-only, with errors that say what is wrong with the file.
+
+    Named as the mmengine loader it replaces: mmengine's log line names the backend by the
+    loader's name after ``load_from_`` (``Loads checkpoint by local backend``)."""
     path = osp.expanduser(filename)
     if not osp.isfile(path):
         raise CheckpointError(f'checkpoint not found: {path}')
@@ -222,4 +225,4 @@ def install():
     scheme registry), replacing the handlers for plain local paths.
     """
     register_backend('local', AtomicLocalBackend, force=True, prefixes='')
-    CheckpointLoader.register_scheme(prefixes='', force=True)(load_checkpoint_file)
+    CheckpointLoader.register_scheme(prefixes='', force=True)(load_from_local)

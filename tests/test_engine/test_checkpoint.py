@@ -174,3 +174,17 @@ def test_replacing_a_file_keeps_its_mode(tmp_path):
     get_file_backend(str(path)).put_text('epoch_2.pth', str(path))
     assert path.read_text() == 'epoch_2.pth'
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_the_log_line_of_a_load_names_the_local_backend(tmp_path):
+    """mmengine names the backend after its loader function's name; it read 'point_file'."""
+    from mmengine.logging import MMLogger
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    path = tmp_path / 'weights.pth'
+    torch.save({'w': torch.ones(1)}, path)
+    logged = []
+    logger = MMLogger.get_instance('test_checkpoint_backend_name')
+    logger.log = lambda level, message: logged.append(message)
+    CheckpointLoader.load_checkpoint(str(path), logger=logger)
+    assert logged == [f'Loads checkpoint by local backend from path: {path}']
