@@ -106,24 +106,7 @@ class FastMIM(BaseModel):
     def generate_mask(self, inputs):
         """Block mask ``(B, H / block, W / block)``, True = masked, drawn on the inputs' device."""
         batch_size, _, height, width = inputs.shape
-        self._check_mask_geometry(height, width)
         return self.mask_generator(batch_size, height, width, device=inputs.device)
-
-    def _check_mask_geometry(self, height, width):
-        """The blocks must tile the input, and a tiny ratio keeps ``floor(N * (1 - ratio))`` = N
-        blocks visible, which would train on a loss of 0; the checks need only the shapes (no
-        device sync)."""
-        block_size = self.mask_generator.block_size
-        if height % block_size or width % block_size:
-            raise ValueError(f'FastMIM: input {height}x{width} is not a multiple of '
-                             f'model.block_size={block_size}; make the input size (the '
-                             f'pipeline\'s RandomResizedCrop size) a multiple of {block_size}')
-        num_blocks = (height // block_size) * (width // block_size)
-        if self.mask_generator.num_visible(num_blocks) >= num_blocks:
-            raise ValueError(f'FastMIM: mask_ratio={self.mask_generator.mask_ratio} masks none '
-                             f'of the {num_blocks} blocks of a {height}x{width} input '
-                             f'(block_size {self.mask_generator.block_size}): the masked loss '
-                             f'would be 0; raise mask_ratio')
 
     def pixel_mask(self, block_mask):
         """The block mask at pixel resolution ``(B, H, W)``, True = masked."""

@@ -34,11 +34,21 @@ class BlockMaskGenerator:
         self.block_size = block_size
 
     def grid_size(self, height, width):
-        """Number of blocks along (height, width); the image must tile exactly."""
-        if height % self.block_size or width % self.block_size:
-            raise ValueError(f'image size {height}x{width} is not divisible by the mask '
-                             f'block_size {self.block_size}')
-        return height // self.block_size, width // self.block_size
+        """Number of blocks along (height, width). The blocks must tile the input, and a ratio
+        above 0 must mask at least one of them: a tiny ratio keeps ``floor(N * (1 - ratio))``
+        = N blocks visible, and the masked loss would be 0. Both checks read only the shape
+        (no device sync)."""
+        size = self.block_size
+        if height % size or width % size:
+            raise ValueError(f'input {height}x{width} is not a multiple of the mask '
+                             f'block_size={size} (model.block_size); make the input size (the '
+                             f"pipeline's RandomResizedCrop size) a multiple of {size}")
+        num_blocks = (height // size) * (width // size)
+        if self.mask_ratio > 0 and self.num_visible(num_blocks) == num_blocks:
+            raise ValueError(f'mask_ratio={self.mask_ratio} masks none of the {num_blocks} '
+                             f'blocks of a {height}x{width} input (block_size {size}): the '
+                             f'masked loss would be 0; raise mask_ratio')
+        return height // size, width // size
 
     def num_visible(self, num_blocks):
         """``floor(N * (1 - mask_ratio))``, tolerant of float error (``1 - 0.9`` is 0.0999...)."""

@@ -334,6 +334,7 @@ def test_an_input_that_the_blocks_do_not_tile_names_the_keys_to_change():
     """The mask generator's message named neither model.block_size nor the crop size that
     sets the input size."""
     model = build_fastmim(stride=16, block_size=32)
-    with pytest.raises(ValueError, match=r'FastMIM: input 48x48 is not a multiple of '
-                                         r'model\.block_size=32.*RandomResizedCrop'):
+    with pytest.raises(ValueError, match=r'input 48x48 is not a multiple of the mask '
+                                         r'block_size=32 \(model\.block_size\).*'
+                                         r'RandomResizedCrop'):
         model(torch.randn(1, 3, 48, 48), mode='loss')

@@ -49,12 +49,18 @@ def test_mask_is_drawn_on_the_requested_device():
 
 
 def test_bad_sizes_and_arguments_raise():
-    with pytest.raises(ValueError, match='100x128.*block_size 32'):
+    with pytest.raises(ValueError, match='100x128.*block_size=32'):
         BlockMaskGenerator(0.75, 32)(2, 100, 128)
+    with pytest.raises(ValueError, match='mask_ratio=1e-09 masks none of the 4 blocks'):
+        BlockMaskGenerator(1e-9, 32)(2, 64, 64)
     with pytest.raises(ValueError, match='mask_ratio'):
         BlockMaskGenerator(1.0, 32)
     with pytest.raises(ValueError, match='block_size'):
         BlockMaskGenerator(0.5, 0)
+
+
+def test_a_ratio_of_0_masks_nothing_on_purpose():
+    assert not BlockMaskGenerator(0.0, 32)(2, 64, 64).any()
 
 
 def test_registered_and_buildable():
