@@ -10,6 +10,7 @@ import argparse
 import ast
 import datetime
 import difflib
+import errno
 import gc
 import logging
 import os
@@ -45,15 +46,29 @@ def check_launcher_env(launcher):
                           f'{", ".join(missing)}: {hint}')
 
 
-def check_work_dir(work_dir):
-    """Create ``work_dir`` if needed and prove it is writable, before anything runs."""
+def check_work_dir(work_dir, name='work dir'):
+    """Create ``work_dir`` if needed and prove it is writable, before anything runs.
+
+    ``name`` is how the user gave the folder (``'--out-dir'``) for the error line."""
     try:
         os.makedirs(work_dir, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=work_dir, prefix='.write_test'):
             pass
     except OSError as error:
-        raise LaunchError(f'work dir {osp.abspath(work_dir)} is not writable: '
-                          f'{error.strerror}') from None
+        raise LaunchError(f'{name} {osp.abspath(work_dir)} is not writable: '
+                          f'{_why_not_a_folder(work_dir, error)}') from None
+
+
+def _why_not_a_folder(path, error):
+    """A path under a file (or a file itself) fails with 'File exists' or 'Not a directory';
+    the file that is in the way says more."""
+    if error.errno in (errno.EEXIST, errno.ENOTDIR):
+        existing = osp.abspath(path)
+        while not osp.exists(existing):
+            existing = osp.dirname(existing)
+        if not osp.isdir(existing):
+            return f'{existing} is a file, not a folder'
+    return error.strerror
 
 
 def replace_sync_bn(cfg_node):
@@ -307,19 +322,16 @@ def run_cli(main, argv=None):
     """Run ``main(argv)``; a user error ends with one line on stderr instead of a traceback.
 
     User errors are the ones whose message names what to fix: a missing file, a key a
-    module does not accept, an unusable checkpoint or launcher, a full or unwritable disk.
-    ``--debug`` (or ``FASTMIM_DEBUG=1``) shows the full traceback. A run stopped by a
-    preemption signal after saving (``PreemptionHook``) exits with ``PREEMPTED_EXIT_STATUS``.
+    module does not accept, an unusable checkpoint or launcher, a full or unwritable disk
+    (:func:`fastmim.engine.user_errors.is_user_error`); a bug keeps its traceback.
+    ``--debug`` (or ``FASTMIM_DEBUG=1``) shows the full traceback of every error. A run
+    stopped by a preemption signal after saving (``PreemptionHook``) exits with
+    ``PREEMPTED_EXIT_STATUS``.
     """
     import sys
 
-    from fastmim.engine.checkpoint import CheckpointError
     from fastmim.engine.hooks import PREEMPTED_EXIT_STATUS, TrainingPreempted
-    from fastmim.engine.optim_wrappers import NonFiniteLossError
-    # OSError covers a full disk or a vanished folder outside checkpoint writes (which raise
-    # CheckpointError naming the file and the free space); its message names the file.
-    user_errors = (LaunchError, CheckpointError, NonFiniteLossError, OSError, KeyError,
-                   TypeError, ValueError)
+    from fastmim.engine.user_errors import is_user_error, user_message
     argv = sys.argv[1:] if argv is None else argv
     debug = '--debug' in argv or os.environ.get('FASTMIM_DEBUG') == '1'
     try:
@@ -327,23 +339,10 @@ def run_cli(main, argv=None):
     except TrainingPreempted as stop:
         print(f'preempted: {stop}', file=sys.stderr)
         sys.exit(PREEMPTED_EXIT_STATUS)
-    except user_errors as error:
-        if debug:
+    except Exception as error:
+        if debug or not is_user_error(error, project_errors=(LaunchError,)):
             raise
-        print(f'error: {_user_message(error)}', file=sys.stderr)
+        print(f'error: {user_message(error)}', file=sys.stderr)
         sys.exit(1)
     finally:
         shutdown_distributed()
-
-
-def _user_message(error):
-    """``Type: message`` of a user error. torch re-raises an error of a DataLoader worker as
-    the same type whose message is ``Caught ... in DataLoader worker process N`` followed by the
-    worker's whole traceback; its last line is the original ``Type: message``, so that is what
-    the user sees, as for an error in the main process."""
-    if isinstance(error, KeyError) and error.args:
-        return f'{type(error).__name__}: {error.args[0]}'
-    message = str(error)
-    if message.startswith('Caught ') and 'in DataLoader worker process' in message:
-        return message.strip().splitlines()[-1]
-    return f'{type(error).__name__}: {message}'

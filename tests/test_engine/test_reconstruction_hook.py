@@ -17,6 +17,7 @@ from torch import nn
 
 import fastmim  # noqa: F401  safe checkpoint I/O
 import fastmim.engine.hooks.reconstruction_hook as reconstruction_hook
+from fastmim.engine.launch import LaunchError
 from fastmim.errors import CheckpointError
 from fastmim.engine.hooks.reconstruction_hook import ReconstructionVisualizationHook
 from fastmim.registry import MODELS
@@ -249,7 +250,7 @@ def test_tool_refuses_an_out_dir_under_a_file_before_loading(tmp_path, tool, out
     (tmp_path / 'a_file').write_text('not a folder')
     image = tmp_path / 'photo.png'
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image)
-    with pytest.raises(NotADirectoryError, match=r'--out-dir .*a_file.*: .*a_file is a file, '
-                       'not a folder'):
+    with pytest.raises(LaunchError, match=r'--out-dir .*a_file.* is not writable: .*a_file is '
+                       'a file, not a folder'):
         tool.main([str(tmp_path / 'absent.py'), str(tmp_path / 'absent.pth'), '--img',
                    str(image), '--out-dir', str(tmp_path / out_dir)])

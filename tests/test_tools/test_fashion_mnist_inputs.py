@@ -35,8 +35,8 @@ def test_a_work_dir_under_a_file_is_named(tmp_path, study, dense, nothing_runs):
     """os.makedirs ended in a NotADirectoryError traceback."""
     (tmp_path / 'notes.txt').write_text('a file')
     for tool in (study, dense):
-        with pytest.raises(SystemExit, match=r'--work-dir .*notes\.txt/runs: .*notes\.txt is '
-                           'a file, not a folder'):
+        with pytest.raises(SystemExit, match=r'--work-dir .*notes\.txt/runs is not writable: '
+                           r'.*notes\.txt is a file, not a folder'):
             tool.main(['--work-dir', str(tmp_path / 'notes.txt' / 'runs'), '--jobs', '1'])
 
 

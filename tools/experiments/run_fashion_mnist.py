@@ -322,13 +322,14 @@ def write_doc(path: str, section: str, begin: str = RESULTS_BEGIN,
 
 
 def check_work_dir(path: str) -> None:
-    """Refuse a work dir that cannot be made (it lies under a file) in one line, before the
-    study starts: os.makedirs ended in a NotADirectoryError traceback."""
-    existing = osp.abspath(path)
-    while not osp.exists(existing):
-        existing = osp.dirname(existing)
-    if not osp.isdir(existing):
-        sys.exit(f'error: --work-dir {path}: {existing} is a file, not a folder')
+    """Make the work dir, or refuse one that cannot be written (it lies under a file), in one
+    line before the study starts: os.makedirs ended in a NotADirectoryError traceback."""
+    from fastmim.engine.launch import LaunchError
+    from fastmim.engine.launch import check_work_dir as check_writable
+    try:
+        check_writable(path, '--work-dir')
+    except LaunchError as error:
+        sys.exit(f'error: {error}')
 
 
 def check_doc(path: str, begin: str = RESULTS_BEGIN, end: str = RESULTS_END) -> None:
@@ -364,10 +365,10 @@ def main(argv=None):
     args = parse_args(argv)
     if args.jobs < 1 or PRETRAIN_BATCH % args.jobs:
         sys.exit(f'error: --jobs must divide the pre-training batch {PRETRAIN_BATCH}')
-    check_work_dir(args.work_dir)
-    check_doc(args.doc)
-    stop_commands_on_signals()
     sys.path.insert(0, ROOT)
+    check_doc(args.doc)
+    check_work_dir(args.work_dir)
+    stop_commands_on_signals()
     work_dir = osp.abspath(args.work_dir)
     if args.fresh and osp.isdir(work_dir):
         shutil.rmtree(work_dir)

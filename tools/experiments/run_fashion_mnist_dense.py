@@ -129,11 +129,11 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    study.check_work_dir(args.work_dir)
+    sys.path.insert(0, ROOT)
     for doc in args.docs:
         study.check_doc(doc, RESULTS_BEGIN, RESULTS_END)
+    study.check_work_dir(args.work_dir)
     study.stop_commands_on_signals()
-    sys.path.insert(0, ROOT)
     work_dir = osp.abspath(args.work_dir)
     pretrained = osp.isfile(osp.join(work_dir, 'pretrain', 'last_checkpoint'))
     if args.jobs < 1 or (not pretrained and study.PRETRAIN_BATCH % args.jobs):

@@ -13,7 +13,6 @@ installed with its requirements, see docs/data.md), so the tool runs without any
 The same from Python: ``fastmim.apis.get_model`` and ``fastmim.apis.reconstruct``.
 """
 import argparse
-import os
 import os.path as osp
 
 
@@ -58,18 +57,6 @@ def output_paths(names, out_dir):
     return paths
 
 
-def check_out_dir(out_dir):
-    """Refuse an ``--out-dir`` that cannot be made or written before the model is loaded and
-    run: ``os.makedirs`` would otherwise fail only after all the work, with its errno line."""
-    existing = osp.abspath(out_dir)
-    while not osp.exists(existing):
-        existing = osp.dirname(existing)
-    if not osp.isdir(existing):
-        raise NotADirectoryError(f'--out-dir {out_dir}: {existing} is a file, not a folder')
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f'--out-dir {out_dir}: no permission to write in {existing}')
-
-
 def main(argv):
     args = parse_args(argv)
     import torch
@@ -77,12 +64,13 @@ def main(argv):
 
     from fastmim.apis import get_model, load_images, reconstruct
     from fastmim.engine.checkpoint import trust_checkpoint
+    from fastmim.engine.launch import check_work_dir
 
     if args.input_size < 1:
         raise ValueError(f'--input-size must be positive, got {args.input_size}')
     sources = image_sources(args)
     images = load_images([path for _, path in sources])  # every unreadable file named up front
-    check_out_dir(args.out_dir)
+    check_work_dir(args.out_dir, '--out-dir')
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')  # get_model checks
@@ -90,7 +78,6 @@ def main(argv):
     panels = reconstruct(model, images, seed=args.seed, cell_px=args.cell_px,
                          input_size=args.input_size)
 
-    os.makedirs(args.out_dir, exist_ok=True)
     for path, panel in zip(output_paths([name for name, _ in sources], args.out_dir), panels):
         Image.fromarray(panel).save(path)
         print(path)
