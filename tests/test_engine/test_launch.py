@@ -87,3 +87,45 @@ def test_an_error_in_a_dataloader_worker_ends_in_its_own_one_line(capsys):
     with pytest.raises(SystemExit):
         launch.run_cli(main, [])
     assert capsys.readouterr().err == 'error: ValueError: sample 0: no readable image\n'
+
+
+class _BuggyDataset(_BrokenDataset):
+    def __getitem__(self, index):
+        return None + index
+
+
+def _run_failing(main, capsys):
+    """run_cli's exit and what it printed; a bug propagates instead of exiting."""
+    with pytest.raises(SystemExit) as stop:
+        launch.run_cli(main, [])
+    return stop.value.code, capsys.readouterr().err
+
+
+def test_a_bug_in_a_dataloader_worker_keeps_its_traceback():
+    def main(argv):
+        next(iter(torch.utils.data.DataLoader(_BuggyDataset(), num_workers=1)))
+
+    with pytest.raises(TypeError, match='in DataLoader worker process 0'):
+        launch.run_cli(main, [])
+
+
+@pytest.mark.parametrize('bug', [lambda: None + 1, lambda: {}['depths'], lambda: int('two')],
+                         ids=['None + 1', 'a missing dict key', "int('two')"])
+def test_an_error_the_interpreter_raises_is_a_bug_and_keeps_its_traceback(bug):
+    with pytest.raises((TypeError, KeyError, ValueError)):
+        launch.run_cli(lambda argv: bug(), [])
+
+
+def test_a_checked_error_and_a_call_with_a_key_the_module_lacks_are_one_line(capsys):
+    def checked(argv):
+        raise ValueError('model.mask_ratio must be in (0, 1), got 0')
+
+    def unknown_key(argv):
+        from fastmim.registry import MODELS
+        MODELS.build(dict(type='HOGGenerator', nbins=9, cell_width=8))
+
+    assert _run_failing(checked, capsys) == (
+        1, 'error: ValueError: model.mask_ratio must be in (0, 1), got 0\n')
+    code, err = _run_failing(unknown_key, capsys)
+    assert code == 1 and err.startswith('error: TypeError: ') and "'cell_width'" in err
+    assert err.count('\n') == 1
