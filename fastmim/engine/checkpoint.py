@@ -98,7 +98,7 @@ def load_from_local(filename, map_location=None, logger=None):
     loader's name after ``load_from_`` (``Loads checkpoint by local backend``)."""
     path = osp.expanduser(filename)
     if not osp.isfile(path):
-        raise CheckpointError(f'checkpoint not found: {path}')
+        raise CheckpointError(f'checkpoint not found: {path}{_other_checkpoints(path)}')
     if osp.getsize(path) == 0:
         raise CheckpointError(f'{path} is not a readable checkpoint: the file is empty (0 bytes)'
                               f'{_other_checkpoints(path)}')
@@ -127,6 +127,8 @@ def load_from_local(filename, map_location=None, logger=None):
 def _other_checkpoints(path):
     """A hint naming the newest other checkpoints beside ``path``, to resume or load from."""
     folder = osp.dirname(osp.abspath(path))
+    if not osp.isdir(folder):
+        return ''
     others = sorted((name for name in os.listdir(folder)
                      if name.endswith('.pth') and name != osp.basename(path)
                      and osp.isfile(osp.join(folder, name))),

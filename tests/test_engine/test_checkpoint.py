@@ -70,6 +70,16 @@ def test_truncated_and_missing_checkpoints_are_named(tmp_path):
         _load_checkpoint(str(path))
     with pytest.raises(CheckpointError, match='not found.*absent.pth'):
         _load_checkpoint(str(tmp_path / 'absent.pth'))
+    with pytest.raises(CheckpointError, match=r'not found: .*/missing/epoch_2.pth$'):
+        _load_checkpoint(str(tmp_path / 'missing' / 'epoch_2.pth'))
+
+
+def test_a_missing_checkpoint_names_the_ones_beside_it(tmp_path):
+    """A resume whose last_checkpoint names a deleted file: the user saw only 'not found'."""
+    torch.save({'w': torch.zeros(1)}, tmp_path / 'epoch_1.pth')
+    with pytest.raises(CheckpointError, match=r'not found: .*epoch_2.pth. Other checkpoints in '
+                                              r'.*, newest first: epoch_1.pth$'):
+        _load_checkpoint(str(tmp_path / 'epoch_2.pth'))
 
 
 def test_a_file_that_is_no_pickle_is_not_called_a_pickle_of_python_objects(tmp_path):
