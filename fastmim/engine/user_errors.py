@@ -44,11 +44,11 @@ def user_message(error):
     the same type whose message is ``Caught ... in DataLoader worker process N`` followed by the
     worker's whole traceback; its last line is the original ``Type: message``, so that is what
     the user sees, as for an error in the main process."""
-    if isinstance(error, KeyError) and error.args:
-        return f'{type(error).__name__}: {error.args[0]}'
     message = str(error)
     if _WORKER_ERROR.match(message):
         return message.strip().splitlines()[-1]
+    if isinstance(error, KeyError) and error.args:  # str() would quote the message
+        return f'{type(error).__name__}: {error.args[0]}'
     return f'{type(error).__name__}: {message}'
 
 

@@ -89,6 +89,21 @@ def test_an_error_in_a_dataloader_worker_ends_in_its_own_one_line(capsys):
     assert capsys.readouterr().err == 'error: ValueError: sample 0: no readable image\n'
 
 
+class _UnlabelledDataset(_BrokenDataset):
+    def __getitem__(self, index):
+        raise KeyError(f'sample {index}: no label')
+
+
+def test_a_key_error_in_a_dataloader_worker_is_one_line_too(capsys):
+    """torch re-raises a worker's KeyError with the worker's traceback as its argument."""
+    def main(argv):
+        next(iter(torch.utils.data.DataLoader(_UnlabelledDataset(), num_workers=1)))
+
+    with pytest.raises(SystemExit):
+        launch.run_cli(main, [])
+    assert capsys.readouterr().err == "error: KeyError: 'sample 0: no label'\n"
+
+
 class _BuggyDataset(_BrokenDataset):
     def __getitem__(self, index):
         return None + index
