@@ -27,6 +27,7 @@ REQUIRED_ENV = {
     'slurm': ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
     'mpi': ('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE', 'OMPI_COMM_WORLD_LOCAL_RANK'),
 }
+INTERRUPTED_EXIT_STATUS = 128 + 2  # what a shell reports for a process that SIGINT ended
 
 
 class LaunchError(RuntimeError):
@@ -326,7 +327,8 @@ def run_cli(main, argv=None):
     (:func:`fastmim.engine.user_errors.is_user_error`); a bug keeps its traceback.
     ``--debug`` (or ``FASTMIM_DEBUG=1``) shows the full traceback of every error. A run
     stopped by a preemption signal after saving (``PreemptionHook``) exits with
-    ``PREEMPTED_EXIT_STATUS``.
+    ``PREEMPTED_EXIT_STATUS``; one stopped by Ctrl-C says so in one line and exits with
+    ``INTERRUPTED_EXIT_STATUS``, as a shell reports a process killed by SIGINT.
     """
     import sys
 
@@ -339,6 +341,12 @@ def run_cli(main, argv=None):
     except TrainingPreempted as stop:
         print(f'preempted: {stop}', file=sys.stderr)
         sys.exit(PREEMPTED_EXIT_STATUS)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print('interrupted (Ctrl-C); a training run continues from its last checkpoint with '
+              '--resume', file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT_STATUS)
     except Exception as error:
         if debug or not is_user_error(error, project_errors=(LaunchError,)):
             raise

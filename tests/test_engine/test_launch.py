@@ -144,3 +144,15 @@ def test_a_checked_error_and_a_call_with_a_key_the_module_lacks_are_one_line(cap
     code, err = _run_failing(unknown_key, capsys)
     assert code == 1 and err.startswith('error: TypeError: ') and "'cell_width'" in err
     assert err.count('\n') == 1
+
+
+def test_ctrl_c_is_one_line_and_the_sigint_status(capsys):
+    def main(argv):
+        raise KeyboardInterrupt
+
+    assert _run_failing(main, capsys) == (
+        launch.INTERRUPTED_EXIT_STATUS,
+        'interrupted (Ctrl-C); a training run continues from its last checkpoint with '
+        '--resume\n')
+    with pytest.raises(KeyboardInterrupt):
+        launch.run_cli(main, ['--debug'])
