@@ -72,41 +72,43 @@ def test_a_config_that_is_no_valid_python_is_named(tmp_path, broken):
         load_config(str(top))
 
 
-class _BrokenDataset(torch.utils.data.Dataset):
+class _FailingDataset(torch.utils.data.Dataset):
+    """Two samples whose loading runs ``fail(index)``."""
+
+    def __init__(self, fail):
+        self.fail = fail
+
     def __len__(self):
         return 2
 
     def __getitem__(self, index):
-        raise ValueError(f'sample {index}: no readable image')
+        return self.fail(index)
 
 
-def test_an_error_in_a_dataloader_worker_ends_in_its_own_one_line(capsys):
+def _unreadable(index):
+    raise ValueError(f'sample {index}: no readable image')
+
+
+def _unlabelled(index):
+    raise KeyError(f'sample {index}: no label')
+
+
+def _first_batch(fail):
+    """A tool's main that loads one batch of a ``_FailingDataset`` in a worker process."""
     def main(argv):
-        next(iter(torch.utils.data.DataLoader(_BrokenDataset(), num_workers=1)))
+        next(iter(torch.utils.data.DataLoader(_FailingDataset(fail), num_workers=1)))
+    return main
 
+
+# torch re-raises a worker's error with the worker's traceback as its message; a KeyError
+# gets that text as its argument.
+@pytest.mark.parametrize('fail, line', [
+    (_unreadable, 'error: ValueError: sample 0: no readable image\n'),
+    (_unlabelled, "error: KeyError: 'sample 0: no label'\n")])
+def test_an_error_in_a_dataloader_worker_ends_in_its_own_one_line(capsys, fail, line):
     with pytest.raises(SystemExit):
-        launch.run_cli(main, [])
-    assert capsys.readouterr().err == 'error: ValueError: sample 0: no readable image\n'
-
-
-class _UnlabelledDataset(_BrokenDataset):
-    def __getitem__(self, index):
-        raise KeyError(f'sample {index}: no label')
-
-
-def test_a_key_error_in_a_dataloader_worker_is_one_line_too(capsys):
-    """torch re-raises a worker's KeyError with the worker's traceback as its argument."""
-    def main(argv):
-        next(iter(torch.utils.data.DataLoader(_UnlabelledDataset(), num_workers=1)))
-
-    with pytest.raises(SystemExit):
-        launch.run_cli(main, [])
-    assert capsys.readouterr().err == "error: KeyError: 'sample 0: no label'\n"
-
-
-class _BuggyDataset(_BrokenDataset):
-    def __getitem__(self, index):
-        return None + index
+        launch.run_cli(_first_batch(fail), [])
+    assert capsys.readouterr().err == line
 
 
 def _run_failing(main, capsys):
@@ -117,11 +119,8 @@ def _run_failing(main, capsys):
 
 
 def test_a_bug_in_a_dataloader_worker_keeps_its_traceback():
-    def main(argv):
-        next(iter(torch.utils.data.DataLoader(_BuggyDataset(), num_workers=1)))
-
     with pytest.raises(TypeError, match='in DataLoader worker process 0'):
-        launch.run_cli(main, [])
+        launch.run_cli(_first_batch(lambda index: None + index), [])
 
 
 @pytest.mark.parametrize('bug', [lambda: None + 1, lambda: {}['depths'], lambda: int('two')],
