@@ -116,6 +116,12 @@ class KNNClassifier(BaseModel):
             raise ValueError(f'KNNClassifier: bank labels must lie in [0, {num_classes}), got '
                              f'the range [{int(labels.min())}, {int(labels.max())}]; is '
                              f'num_classes right for the dataset?')
+        if int(labels.min()) == int(labels.max()):
+            # Every query would get this class: a top-1 that measures nothing.
+            raise ValueError(f'KNNClassifier: the bank holds only class {int(labels.min())} '
+                             f'({len(labels)} images); a kNN vote needs at least two classes: '
+                             f'point test_cfg.bank_dataloader.dataset at the folder of class '
+                             f'sub-folders (or list file) of the train split')
         self.bank_features = F.normalize(features.float(), dim=1)
         self.bank_labels = labels.long()
         self.bank_num_classes = num_classes

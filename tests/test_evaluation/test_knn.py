@@ -173,3 +173,11 @@ def test_test_loop_on_real_photos_matches_numpy_reference(tmp_path):
     assert metrics['knn/top1'] == pytest.approx(top1)
     assert metrics['knn/top5'] == pytest.approx(top5)
     assert top1 > 100 / 16  # a random ViT still matches crops of the same photo above chance
+
+
+def test_a_bank_of_one_class_is_refused():
+    """Every query would get that class: top-1 100% on a one-class test split, a score that
+    measures nothing (a data_root one level too deep or a wrong class folder)."""
+    model = KNNClassifier(backbone=TINY_VIT, num_classes=3)
+    with pytest.raises(ValueError, match=r'only class 2 \(4 images\).*bank_dataloader'):
+        model.set_bank(torch.rand(4, 32), torch.tensor([2, 2, 2, 2]))
