@@ -14,13 +14,14 @@ ResNet, ConvNeXt and the other timm families become FastMIM backbones without co
 Position-embedding models are better served by the dedicated classes (``VisionTransformer``,
 ``SwinTransformer``), which adapt to new input sizes.
 """
+import difflib
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
 from mmengine.model import BaseModule
-from timm.models import group_parameters
+from timm.models import group_parameters, parse_model_name
 from timm.optim import auto_group_layers
 from torch import nn
 
@@ -61,6 +62,7 @@ class TimmBackbone(BackboneContract, BaseModule):
                  init_cfg: Optional[Union[dict, list]] = None,
                  **kwargs) -> None:
         super().__init__(init_cfg)
+        _check_model_name(model_name)
         create_kwargs = dict(kwargs)
         if features_only:
             create_kwargs.update(features_only=True, out_indices=tuple(out_indices))
@@ -192,6 +194,19 @@ class TimmBackbone(BackboneContract, BaseModule):
             ids[f'model.{name}'] = reference_ids[full_name]
         self._layer_ids = ids, max(reference_ids.values())
         return self._layer_ids
+
+
+def _check_model_name(model_name: str) -> None:
+    """A name timm does not know is refused with the closest names it does know (timm itself
+    raises a bare ``RuntimeError``). Hub and local-folder names (``hf-hub:...``) are left to
+    timm: they are resolved by downloading or reading their config."""
+    source, _ = parse_model_name(model_name)
+    if source or timm.is_model(model_name):
+        return
+    close = difflib.get_close_matches(model_name, timm.list_models(), n=3)
+    hint = f'did you mean {" or ".join(map(repr, close))}? ' if close else ''
+    raise ValueError(f'TimmBackbone: model_name {model_name!r} is not a timm model; {hint}'
+                     f'(timm.list_models() lists them)')
 
 
 def _check_pooled_arguments(model_name: str, out_indices: Sequence[int], kwargs: dict) -> None:

@@ -127,3 +127,12 @@ def test_pooled_backbone_refuses_feature_map_arguments_and_pretraining():
             backbone=dict(type='TimmBackbone', model_name='resnet18', features_only=False),
             neck=dict(type='MIMDecoder', embed_dim=32, depth=1, num_heads=4),
             target_generator=dict(type='HOGGenerator')))
+
+
+# --- mistakes a config makes: one error naming the key and what it expects ---------------------
+def test_unknown_model_name_is_named_with_close_timm_names():
+    """A misspelt name was timm's bare ``RuntimeError: Unknown model`` with a traceback."""
+    with pytest.raises(ValueError, match=r"model_name 'resnet5O' is not a timm model.*"
+                       r"did you mean 'resnet50'"):
+        TimmBackbone('resnet5O')
+
