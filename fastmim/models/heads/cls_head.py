@@ -75,6 +75,11 @@ class LinearClsHead(BaseModule):
         if features.dim() != 2 or features.shape[1] != self.in_channels:
             raise ValueError(f'LinearClsHead expects pooled features (B, {self.in_channels}), '
                              f'got shape {tuple(features.shape)}')
+        if self.training and isinstance(self.fc_norm, nn.BatchNorm1d) and len(features) < 2:
+            # Typically an epoch's last batch: torch's own error does not say what to change.
+            raise ValueError("LinearClsHead (pre_norm='bn'): a training batch of one image has "
+                             'no batch statistics; use train_dataloader.batch_size >= 2 with '
+                             'drop_last=True (without it an epoch can end in a batch of one)')
         return self.fc(self.fc_norm(features))
 
     def loss(self, features: torch.Tensor, targets: torch.Tensor) -> dict:

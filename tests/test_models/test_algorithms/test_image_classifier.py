@@ -156,6 +156,18 @@ def test_frozen_backbone_gets_no_gradient_and_stays_in_eval_mode():
     torch.testing.assert_close(model.extract_feat(inputs), model.extract_feat(inputs))
 
 
+def test_linear_probe_training_batch_of_one_image_names_drop_last():
+    """pre_norm='bn' has no batch statistics for one image: the last batch of an epoch whose
+    size leaves 1 over (drop_last=False) stopped the run with torch's 'Expected more than 1
+    value per channel'; the message now says what to change."""
+    model = build(backbone=dict(type='ClassifierTestBackbone'), frozen_backbone=True,
+                  pre_norm='bn').train()
+    with pytest.raises(ValueError, match=r"pre_norm='bn'.*drop_last=True"):
+        model(torch.randn(1, 3, 32, 32), labelled([0]), mode='loss')
+    model.eval()  # evaluation uses the running statistics: one image is fine
+    assert model(torch.randn(1, 3, 32, 32), mode='tensor').shape == (1, 5)
+
+
 def test_fine_tuned_backbone_gets_gradients():
     model = build()
     model(torch.randn(2, 3, 32, 32), labelled([0, 1]), mode='loss')['loss'].backward()
