@@ -21,12 +21,13 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import timm
 import torch
 from mmengine.model import BaseModule
+from timm.layers import PatchEmbed
 from timm.models import group_parameters, parse_model_name
 from timm.optim import auto_group_layers
 from torch import nn
 
 from fastmim.registry import MODELS
-from .base import BackboneContract
+from .base import BackboneContract, plain_size
 
 
 @MODELS.register_module()
@@ -98,6 +99,7 @@ class TimmBackbone(BackboneContract, BaseModule):
         self.channels_last = features_only and str(
             getattr(self.model, 'output_fmt', 'NCHW')).endswith('NHWC')
         self._layer_ids: Optional[Tuple[Dict[str, int], int]] = None  # built when asked
+        self.fixed_input_size = _fixed_input_size(self.model)
 
     @property
     def out_strides(self) -> List[int]:
@@ -112,12 +114,25 @@ class TimmBackbone(BackboneContract, BaseModule):
         return self._out_strides
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        self._check_input_size(tuple(x.shape[-2:]))
         features = self.model(x)
         if not self.features_only:
             return (features, )
         if self.channels_last:
             features = [feature.permute(0, 3, 1, 2).contiguous() for feature in features]
         return tuple(features)
+
+    def _check_input_size(self, size: Tuple[int, int]) -> None:
+        """A model built for one input size (see :func:`_fixed_input_size`) refuses any other
+        in one line that names the argument to change; timm's own check is a bare
+        ``AssertionError`` (a 224-px ViT fed FastMIM's 128-px crops)."""
+        if self.fixed_input_size is None or size == self.fixed_input_size:
+            return
+        raise ValueError(
+            f'TimmBackbone({self.model_name!r}) takes {self.fixed_input_size[0]}x'
+            f'{self.fixed_input_size[1]} inputs only, got {size[0]}x{size[1]}: set '
+            f'img_size={plain_size(size)} (model.backbone.img_size, passed to '
+            f'timm.create_model) or dynamic_img_size=True')
 
     def geometry(self) -> Dict:
         """Plain-type description stored in checkpoints (``meta['geometry']``). Pooled
@@ -194,6 +209,16 @@ class TimmBackbone(BackboneContract, BaseModule):
             ids[f'model.{name}'] = reference_ids[full_name]
         self._layer_ids = ids, max(reference_ids.values())
         return self._layer_ids
+
+
+def _fixed_input_size(model: nn.Module) -> Optional[Tuple[int, int]]:
+    """The one input size ``model`` takes, when its input is embedded by timm's
+    ``PatchEmbed`` with a strict ``img_size`` (ViT, DeiT, Swin, ... built for 224 px unless
+    told otherwise); None for models that take any size (CNNs, ``dynamic_img_size=True``)."""
+    embed = next((module for module in model.modules() if isinstance(module, PatchEmbed)), None)
+    if embed is None or embed.img_size is None or not embed.strict_img_size:
+        return None
+    return tuple(embed.img_size)
 
 
 def _check_model_name(model_name: str) -> None:

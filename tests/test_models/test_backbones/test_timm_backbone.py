@@ -136,3 +136,14 @@ def test_unknown_model_name_is_named_with_close_timm_names():
                        r"did you mean 'resnet50'"):
         TimmBackbone('resnet5O')
 
+
+def test_fixed_size_model_refuses_another_input_size_naming_img_size():
+    """timm's ViT-like models are built for one input size (``img_size``, 224 by default):
+    a 128-px pre-training crop was timm's bare ``AssertionError`` at the first iteration."""
+    model = TimmBackbone('vit_tiny_patch16_224', depth=1).eval()
+    with pytest.raises(ValueError, match=r"TimmBackbone\('vit_tiny_patch16_224'\) takes 224x224 "
+                       r'inputs only, got 128x128: set img_size=128'):
+        model(torch.randn(1, 3, 128, 128))
+    resized = TimmBackbone('vit_tiny_patch16_224', depth=1, img_size=128).eval()
+    (features, ) = resized(torch.randn(1, 3, 128, 128))
+    assert features.shape == (1, 192, 8, 8) and resized.out_strides == [16]
