@@ -27,7 +27,7 @@ from timm.optim import auto_group_layers
 from torch import nn
 
 from fastmim.registry import MODELS
-from .base import BackboneContract, plain_size
+from .base import BackboneContract, normalise_out_indices, plain_size
 
 
 @MODELS.register_module()
@@ -80,7 +80,7 @@ class TimmBackbone(BackboneContract, BaseModule):
             create_kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=checkpoint_path))
         else:
             create_kwargs['pretrained'] = pretrained
-        self.model = timm.create_model(model_name, **create_kwargs)
+        self.model = _create_model(model_name, create_kwargs)
         if with_cp:
             self.model.set_grad_checkpointing(True)
 
@@ -232,6 +232,30 @@ def _check_model_name(model_name: str) -> None:
     hint = f'did you mean {" or ".join(map(repr, close))}? ' if close else ''
     raise ValueError(f'TimmBackbone: model_name {model_name!r} is not a timm model; {hint}'
                      f'(timm.list_models() lists them)')
+
+
+def _create_model(model_name: str, create_kwargs: dict) -> nn.Module:
+    """``timm.create_model``, with ``out_indices`` beyond the feature levels named as the other
+    backbones name them: timm indexes its ``feature_info`` with them unchecked (a bare
+    ``IndexError`` from deep inside timm)."""
+    try:
+        return timm.create_model(model_name, **create_kwargs)
+    except IndexError:
+        if create_kwargs.get('features_only'):
+            _check_out_indices(model_name, create_kwargs)
+        raise
+
+
+def _check_out_indices(model_name: str, create_kwargs: dict) -> None:
+    """Refuse ``out_indices`` outside the feature levels of the full model, built on the meta
+    device (no memory, no initialisation) with the same architecture arguments."""
+    model_kwargs = {key: value for key, value in create_kwargs.items()
+                    if key not in ('features_only', 'out_indices', 'pretrained',
+                                   'pretrained_cfg_overlay')}
+    with torch.device('meta'):
+        levels = len(timm.create_model(model_name, **model_kwargs).feature_info)
+    normalise_out_indices(f'TimmBackbone({model_name!r})', create_kwargs['out_indices'], levels,
+                          'feature levels')
 
 
 def _check_pooled_arguments(model_name: str, out_indices: Sequence[int], kwargs: dict) -> None:

@@ -147,3 +147,12 @@ def test_fixed_size_model_refuses_another_input_size_naming_img_size():
     resized = TimmBackbone('vit_tiny_patch16_224', depth=1, img_size=128).eval()
     (features, ) = resized(torch.randn(1, 3, 128, 128))
     assert features.shape == (1, 192, 8, 8) and resized.out_strides == [16]
+
+
+def test_out_index_beyond_the_feature_levels_is_named():
+    """timm indexes its feature_info with out_indices unchecked: a bare IndexError."""
+    with pytest.raises(ValueError, match=r"TimmBackbone\('resnet18'\): out index 5 is out of "
+                       r'range for 5 feature levels'):
+        TimmBackbone('resnet18', out_indices=(5, ))
+    with pytest.raises(ValueError, match='out index -6 is out of range for 5 feature levels'):
+        TimmBackbone('resnet18', out_indices=(-6, ))
