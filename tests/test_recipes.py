@@ -97,3 +97,12 @@ def test_published_finetuning_recipe(name):
     preprocessor = model.data_preprocessor
     assert preprocessor.label_smoothing == 0.1 and preprocessor.random_erasing.probability == 0.25
     assert (preprocessor.mixup.mixup_alpha, preprocessor.mixup.cutmix_alpha) == (0.8, 1.0)
+
+
+@pytest.mark.parametrize('path', sorted(CONFIGS.rglob('*.py')), ids=lambda path: path.name)
+def test_pretraining_configs_leave_the_work_dir_to_the_config_name(path):
+    """An ablation inherits a recipe or the demo; a work_dir set there is inherited too, so two
+    ablations of the demo wrote the same work_dirs/demo, the second deleting the first's
+    checkpoints (and --resume continuing the other's run). Without it each config trains in
+    work_dirs/<its own name>; make demo names work_dirs/demo itself (tools/demo.py)."""
+    assert 'work_dir' not in Config.fromfile(str(path))

@@ -1,7 +1,8 @@
 # Demo: FastMIM on the embedded real photos (installed with the toolbox, nothing to download).
 # A ViT-Tiny-sized encoder (192 wide, 6 blocks, 3 heads) at 128 px with the published masking,
 # decoder and HOG target; a short schedule sized to finish in a few minutes on 2 CPU cores.
-# `make demo` runs it; the loss falls and reconstructions are written under work_dirs/demo/vis/.
+# `make demo` runs it; the loss falls and reconstructions are written under work_dirs/demo/vis/
+# (tools/train.py without --work-dir: work_dirs/demo_vit_tiny_embedded/).
 _base_ = ['./vit_b_hog_800e.py']
 
 model = dict(backbone=dict(arch=dict(_delete_=True, embed_dim=192, depth=6, num_heads=3)))
@@ -31,4 +32,5 @@ train_cfg = dict(max_epochs=max_epochs)
 
 default_hooks = dict(logger=dict(interval=4), checkpoint=dict(interval=4, max_keep_ckpts=1))
 custom_hooks = [dict(type='ReconstructionVisualizationHook', interval=max_epochs, num_images=4)]
-work_dir = 'work_dirs/demo'
+# No work_dir here: a config that inherits this one would inherit it too and overwrite the
+# demo's checkpoints. `make demo` (tools/demo.py) names work_dirs/demo itself.
