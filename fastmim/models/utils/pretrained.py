@@ -31,7 +31,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.logging import print_log
-from mmengine.model.weight_init import update_init_info
+from mmengine.model.weight_init import PretrainedInit, update_init_info
 from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
 
@@ -329,6 +329,49 @@ class FastMIMPretrainedInit:
         if hasattr(module, '_params_init_info'):
             update_init_info(module, init_info=f'FastMIMPretrained: loaded {self.prefix!r} '
                              f'from {self.checkpoint}')
+
+
+@WEIGHT_INITIALIZERS.register_module(name='Pretrained')
+class CheckedPretrainedInit(PretrainedInit):
+    """mmengine's ``Pretrained`` in the fastmim scope, refusing a checkpoint that gives the
+    module none of its weights.
+
+    mmengine loads non-strictly and only logs what did not match, so ``Pretrained`` without
+    ``prefix='backbone.'`` on a fastmim checkpoint (whose backbone keys are ``backbone.*``), or
+    on a reference-release file (``{'model': ...}``), loads nothing into a backbone and training
+    goes on from random weights. A partial load is left as mmengine does it; the keys are
+    compared after the backbones' own renaming (:func:`adapt_for_backbones`), as loading sees
+    them (the check reads the file once more). The name stays ``'Pretrained'``: mmengine's
+    ``init_weights`` runs it after the children's initialisation only under that name.
+    """
+
+    def __call__(self, module: nn.Module) -> None:
+        checkpoint = _load_checkpoint(self.checkpoint, map_location=self.map_location)
+        if isinstance(checkpoint, dict):
+            self._check_some_weights_fit(checkpoint.get('state_dict', checkpoint), module)
+        super().__call__(module)
+
+    def _check_some_weights_fit(self, state: dict, module: nn.Module) -> None:
+        """Raise :class:`CheckpointError` unless a key of ``state`` (as mmengine selects it: the
+        prefix, with its dot, kept and removed; a DDP ``module.`` removed without a prefix)
+        names a weight of ``module``."""
+        tensors = {str(key): value for key, value in state.items()
+                   if isinstance(value, torch.Tensor)}
+        prefix = self.prefix and self.prefix.rstrip('.') + '.'
+        if prefix:
+            selected = {key[len(prefix):]: value for key, value in tensors.items()
+                        if key.startswith(prefix)}
+        else:
+            selected = {key.removeprefix('module.'): value for key, value in tensors.items()}
+        adapted, _ = adapt_for_backbones(selected, module)
+        if adapted.keys() & module.state_dict().keys():
+            return
+        raise CheckpointError(
+            f"{self.checkpoint}: type='Pretrained' (prefix {self.prefix!r}) finds none of the "
+            f'weights of {type(module).__name__} in it (its top-level names: '
+            f"{listing(_groups(map(str, state)))}); for the backbone of a fastmim checkpoint "
+            f"give prefix='backbone.', or use type='FastMIMPretrained', which also reads the "
+            f'reference release and refuses partial loads')
 
 
 # --------------------------------------------------------------------------------------------

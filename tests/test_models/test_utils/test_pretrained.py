@@ -273,3 +273,25 @@ def test_end_to_end_runner_checkpoint_at_64_px_initialises_a_112_px_backbone(tmp
                                                            checkpoint=checkpoint)))
     scoped.init_weights()
     assert torch.equal(scoped.pos_embed, backbone.pos_embed)
+
+
+def test_mmengine_pretrained_that_loads_nothing_is_refused(tmp_path, logger):
+    """mmengine's type='Pretrained' without prefix='backbone.' finds none of a backbone's keys
+    in a fastmim checkpoint (they are backbone.*): it logged a warning and fine-tuning went on
+    from random weights. Now one error names the file, its parts and the fix; with the prefix
+    it loads as mmengine's does."""
+    source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    path = str(save_pretraining_checkpoint(source, tmp_path / 'vit.pth'))
+    with DefaultScope.overwrite_default_scope('fastmim'):
+        target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128,
+                            init_cfg=dict(type='Pretrained', checkpoint=path)))
+        with pytest.raises(CheckpointError, match=r"vit\.pth: type='Pretrained' \(prefix None\) "
+                           r'finds none of the weights of VisionTransformer.*backbone, neck, '
+                           r"mask_token.*prefix='backbone\.'.*FastMIMPretrained"):
+            target.init_weights()
+
+        target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128,
+                            init_cfg=dict(type='Pretrained', checkpoint=path,
+                                          prefix='backbone.')))
+        target.init_weights()
+    assert torch.equal(target.blocks[1].attn.qkv.weight, source.blocks[1].attn.qkv.weight)
