@@ -38,7 +38,7 @@ from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from .base import (StateDict, grid_pair, normalise_out_indices, reject_fixed_arguments,
                    resolution_source)
-from .vit import PLAIN_VIT_TIMM_ARGS, PlainViTBackbone, fit_pos_embed
+from .vit import PLAIN_VIT_TIMM_ARGS, PlainViTBackbone, check_head_width, fit_pos_embed
 
 # timm's eva02_{tiny,small,base,large}_patch14 widths; MLP settings as there.
 ARCHS = {
@@ -70,6 +70,8 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
     ``qkv_fused``), on top of the EVA-02 block (SwiGLU, hidden 2/3 of 4x)."""
     settings = resolve_named_arch('EVA02', arch, ARCHS, ARCH_KEYS, ARCH_ALIASES,
                                   optional_keys=ARCH_OPTIONAL_KEYS)
+    check_head_width('EVA02', settings, multiple=4,
+                     why=' (the 2-D rotary embedding splits each head over two axes, sin and cos)')
     return {**EVA02_BLOCK, **settings}
 
 

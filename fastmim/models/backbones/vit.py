@@ -60,7 +60,23 @@ PLAIN_VIT_TIMM_ARGS = dict(num_classes=0, global_pool='', class_token=True, dyna
 def resolve_arch(arch: Union[str, dict]) -> dict:
     """Widths and depth of a published size (``'s'``, ``'b'``, ``'l'``) or of a custom dict
     (``mlp_ratio`` and other timm arguments may be added)."""
-    return resolve_named_arch('VisionTransformer', arch, ARCHS, ARCH_KEYS, ARCH_ALIASES)
+    return check_head_width(
+        'VisionTransformer', resolve_named_arch('VisionTransformer', arch, ARCHS, ARCH_KEYS,
+                                                ARCH_ALIASES))
+
+
+def check_head_width(owner: str, settings: dict, multiple: int = 1, why: str = '') -> dict:
+    """``settings`` when ``embed_dim`` splits over ``num_heads`` into heads of a width that is
+    a multiple of ``multiple``. timm checks only the split, with a bare ``AssertionError`` that
+    names no arch key; a head width a rotary embedding cannot take fails later, in the first
+    forward, as a shape error."""
+    dim, heads = settings['embed_dim'], settings['num_heads']
+    if dim % heads:
+        raise ValueError(f'{owner}: arch embed_dim {dim} is not divisible by num_heads {heads}')
+    if (dim // heads) % multiple:
+        raise ValueError(f'{owner}: arch embed_dim {dim} / num_heads {heads} = {dim // heads} '
+                         f'channels per head, not a multiple of {multiple}{why}')
+    return settings
 
 
 def sincos_2d_pos_embed(embed_dim: int,

@@ -5,6 +5,7 @@ from fastmim.models.backbones._arch import resolve_arch
 from fastmim.models.backbones.cmt import CMT
 from fastmim.models.backbones.vit import ARCHS as VIT_ARCHS
 from fastmim.models.backbones.vit import resolve_arch as resolve_vit_arch
+from fastmim.registry import MODELS
 
 ARCHS = {'b': dict(width=8, depth=2)}
 
@@ -41,3 +42,19 @@ def test_cmt_rejects_a_misspelt_width():
     with pytest.raises(ValueError, match=r"CMT: arch dict .* has unknown keys "
                                          r"\['reduction_ratio'\]"):
         CMT(arch=arch)
+
+
+@pytest.mark.parametrize('backbone', ['VisionTransformer', 'EVA02'])
+def test_plain_vit_arch_dict_whose_width_does_not_split_over_its_heads(backbone):
+    """timm asserted it (a bare AssertionError); EVA-02 failed at the first forward."""
+    with pytest.raises(ValueError, match=f'{backbone}: arch embed_dim 30 is not divisible by '
+                       'num_heads 4'):
+        MODELS.build(dict(type=backbone, arch=dict(embed_dim=30, depth=1, num_heads=4)))
+
+
+def test_eva02_arch_dict_whose_heads_the_rotary_embedding_cannot_split():
+    """RoPE splits each head over two axes, sin and cos: 40 / 4 = 10 channels was a shape error
+    at the first forward."""
+    with pytest.raises(ValueError, match=r'EVA02: arch embed_dim 40 / num_heads 4 = 10 channels '
+                       r'per head, not a multiple of 4'):
+        MODELS.build(dict(type='EVA02', arch=dict(embed_dim=40, depth=1, num_heads=4)))
