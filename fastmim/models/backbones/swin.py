@@ -104,6 +104,17 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
     return settings
 
 
+def resolve_windows(window_size: Union[int, Sequence], num_stages: int) -> Tuple:
+    """One ``(h, w)`` window per stage, as timm expands ``window_size`` (one size for every
+    stage, or one per stage); a list of another length or a size below 1 is one error naming
+    ``window_size`` (timm asserts both, a bare ``AssertionError``)."""
+    try:
+        return resolve_stage_window_sizes(window_size, num_stages)
+    except AssertionError as error:
+        raise ValueError(f'SwinTransformer: window_size {window_size!r}: {error} (one int or '
+                         f'(h, w) for every stage, or one per stage)') from None
+
+
 @MODELS.register_module()
 class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
     """Swin whose forward returns a tuple of NCHW stage maps (strides 4, 8, 16, 32).
@@ -142,6 +153,7 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         reject_fixed_arguments('SwinTransformer', timm_kwargs, FIXED_TIMM_ARGS,
                                'no head; it adapts itself to each input size')
         arch_cfg = resolve_arch(arch)
+        stage_windows = resolve_windows(window_size, len(arch_cfg['depths']))
         out_indices = normalise_out_indices('SwinTransformer', out_indices,
                                             len(arch_cfg['depths']))
         # timm's constructor initialises its weights by calling init_weights with an argument,
@@ -164,7 +176,7 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         self.arch_cfg = arch_cfg
         self.img_size = tuple(self.patch_embed.img_size)
         self.window_size = copy.deepcopy(window_size)
-        self.stage_windows = resolve_stage_window_sizes(window_size, len(self.layers))
+        self.stage_windows = stage_windows
         self.out_indices = out_indices
         self.out_channels = [self.feature_info[i]['num_chs'] for i in self.out_indices]
         self.out_strides = [self.feature_info[i]['reduction'] for i in self.out_indices]

@@ -1,5 +1,6 @@
 """SwinTransformer: NCHW features equal timm's NHWC ones, windows at 128 px, other input sizes;
 and the mmdet / mmseg registration every backbone shares (Swin is their main downstream use)."""
+import re
 import sys
 import types
 
@@ -190,3 +191,15 @@ def test_register_downstream_adds_free_plain_names_only(monkeypatch):
     assert library_models.get('TimmBackbone') is MODELS.get('TimmBackbone')
     assert register_downstream(libraries=('fakelib', )) == {'fakelib': []}
     assert register_downstream(libraries=('not_installed_lib', ), import_models=True) == {}
+
+
+@pytest.mark.parametrize('window_size, problem', [
+    ((4, 4, 4), r'Expected 4 stage window sizes, got \(4, 4, 4\)'),
+    (0, 'Window sizes must be positive'),
+])
+def test_window_size_timm_cannot_expand_is_named(window_size, problem):
+    """timm asserted both (a bare AssertionError with a traceback)."""
+    with pytest.raises(ValueError, match=rf'SwinTransformer: window_size '
+                       rf'{re.escape(repr(window_size))}: {problem}'):
+        SwinTransformer(arch=dict(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)),
+                        window_size=window_size)
