@@ -29,12 +29,22 @@ ARCHS = {
 }
 ARCH_KEYS = ('depths', 'embed_dims', 'num_heads')
 FIXED_TIMM_ARGS = ('num_classes', 'global_pool')
+# Per-stage settings: timm indexes them by stage without checking their length (a single
+# number for num_heads, sr_ratios or mlp_ratios is timm's, for every stage).
+STAGE_KEYS = ('embed_dims', 'num_heads', 'sr_ratios', 'mlp_ratios')
 
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
     """Widths and depths of a published size (``'b0'`` ... ``'b5'``, ``'b2_li'``) or a dict
     (``sr_ratios``, ``mlp_ratios`` and ``linear`` may be added)."""
-    return resolve_named_arch('PyramidVisionTransformerV2', arch, ARCHS, ARCH_KEYS)
+    settings = resolve_named_arch('PyramidVisionTransformerV2', arch, ARCHS, ARCH_KEYS)
+    stages = len(settings['depths'])
+    for key in STAGE_KEYS:
+        if isinstance(settings.get(key), (list, tuple)) and len(settings[key]) != stages:
+            raise ValueError(f'PyramidVisionTransformerV2: arch dict {arch} needs one entry per '
+                             f'stage in {key} ({stages} stages, as depths), got '
+                             f'{len(settings[key])}')
+    return settings
 
 
 @MODELS.register_module()

@@ -66,3 +66,11 @@ def test_mmengine_init_weights_keeps_weights(init_weights_keeps_weights):
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PyramidVisionTransformerV2(**kwargs)
+
+
+def test_arch_dict_with_another_number_of_entries_per_stage_is_named():
+    """timm indexed the short list (a bare IndexError with a traceback)."""
+    arch = dict(depths=(1, 1, 1, 1), embed_dims=(8, 16, 32, 64), num_heads=(1, 2, 4))
+    with pytest.raises(ValueError, match=r'PyramidVisionTransformerV2: arch dict .* needs one '
+                       r'entry per stage in num_heads \(4 stages, as depths\), got 3'):
+        PyramidVisionTransformerV2(arch=arch)
