@@ -104,6 +104,23 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
     return settings
 
 
+def check_head_split(settings: dict) -> None:
+    """Every stage's width (``embed_dim x 2^s``) must split evenly over its heads: without
+    ``head_dim`` timm floors ``width / heads`` and silently builds a narrower attention (Swin-T's
+    heads 3-6-12-24 with ``embed_dim`` 64 would attend with 63 channels). (timm's other form,
+    one ``embed_dim`` per stage, is left to timm.)"""
+    if not isinstance(settings['embed_dim'], int):
+        return
+    for stage, heads in enumerate(settings['num_heads']):
+        width = settings['embed_dim'] * 2**stage
+        if width % heads:
+            raise ValueError(
+                f'SwinTransformer: stage {stage} is {width} wide (arch embed_dim '
+                f"{settings['embed_dim']} x 2^{stage}), not divisible by its {heads} heads (arch "
+                f'num_heads[{stage}]); change either, or set head_dim to choose the width of a '
+                f'head')
+
+
 def resolve_windows(window_size: Union[int, Sequence], num_stages: int) -> Tuple:
     """One ``(h, w)`` window per stage, as timm expands ``window_size`` (one size for every
     stage, or one per stage); a list of another length or a size below 1 is one error naming
@@ -153,6 +170,8 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         reject_fixed_arguments('SwinTransformer', timm_kwargs, FIXED_TIMM_ARGS,
                                'no head; it adapts itself to each input size')
         arch_cfg = resolve_arch(arch)
+        if 'head_dim' not in timm_kwargs:
+            check_head_split(arch_cfg)
         stage_windows = resolve_windows(window_size, len(arch_cfg['depths']))
         out_indices = normalise_out_indices('SwinTransformer', out_indices,
                                             len(arch_cfg['depths']))

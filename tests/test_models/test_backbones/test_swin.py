@@ -203,3 +203,14 @@ def test_window_size_timm_cannot_expand_is_named(window_size, problem):
                        rf'{re.escape(repr(window_size))}: {problem}'):
         SwinTransformer(arch=dict(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1)),
                         window_size=window_size)
+
+
+def test_stage_width_that_does_not_split_over_its_heads_is_named():
+    """Swin-T's heads with embed_dim 64: timm floored 64 / 3 to 21 channels per head and
+    silently gave stage 0 an attention 63 wide. head_dim, timm's own choice, is left alone."""
+    arch = dict(embed_dim=64, depths=(1, 1, 1, 1), num_heads=(3, 6, 12, 24))
+    with pytest.raises(ValueError, match=r'SwinTransformer: stage 0 is 64 wide \(arch embed_dim '
+                       r'64 x 2\^0\), not divisible by its 3 heads \(arch num_heads\[0\]\)'):
+        SwinTransformer(arch=arch)
+    model = SwinTransformer(arch=arch, head_dim=16)
+    assert model.layers[0].blocks[0].attn.qkv.out_features == 3 * 3 * 16
