@@ -25,6 +25,7 @@ of a module the target switched off (``nn.Identity``: ViT fine-tuning with ``fin
 replaces the final norm by a ``fc_norm`` after pooling, as MAE does) are left out.
 """
 import logging
+import os
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -318,7 +319,7 @@ class FastMIMPretrainedInit:
 
     def __init__(self, checkpoint: str, prefix: str = 'backbone.',
                  allow_missing: Sequence[str] = (), map_location='cpu'):
-        self.checkpoint = checkpoint
+        self.checkpoint = checkpoint_path(checkpoint, 'FastMIMPretrained')
         self.prefix = prefix
         self.allow_missing = tuple(allow_missing)
         self.map_location = map_location
@@ -344,6 +345,9 @@ class CheckedPretrainedInit(PretrainedInit):
     them (the check reads the file once more). The name stays ``'Pretrained'``: mmengine's
     ``init_weights`` runs it after the children's initialisation only under that name.
     """
+
+    def __init__(self, checkpoint: str, prefix: Optional[str] = None, map_location='cpu'):
+        super().__init__(checkpoint_path(checkpoint, 'Pretrained'), prefix, map_location)
 
     def __call__(self, module: nn.Module) -> None:
         checkpoint = _load_checkpoint(self.checkpoint, map_location=self.map_location)
@@ -377,6 +381,17 @@ class CheckedPretrainedInit(PretrainedInit):
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
+def checkpoint_path(checkpoint, initializer: str) -> str:
+    """``checkpoint`` as a path string; ``None`` or ``''`` (a config's way of saying "no
+    pre-training") would fail inside mmengine's loader with a ``TypeError`` traceback or a
+    "not found" naming nothing."""
+    if not isinstance(checkpoint, (str, os.PathLike)) or not str(checkpoint):
+        raise ValueError(f'{initializer}: checkpoint must be the path of a checkpoint file, got '
+                         f'{checkpoint!r}; init_cfg=None (e.g. --cfg-options '
+                         f'model.backbone.init_cfg=None) starts from random weights instead')
+    return str(checkpoint)
+
+
 def _submodule(model: nn.Module, name: str) -> Optional[nn.Module]:
     try:
         return model.get_submodule(name)

@@ -295,3 +295,16 @@ def test_mmengine_pretrained_that_loads_nothing_is_refused(tmp_path, logger):
                                           prefix='backbone.')))
         target.init_weights()
     assert torch.equal(target.blocks[1].attn.qkv.weight, source.blocks[1].attn.qkv.weight)
+
+
+@pytest.mark.parametrize('init_type', ['FastMIMPretrained', 'Pretrained'])
+@pytest.mark.parametrize('checkpoint', [None, ''])
+def test_init_cfg_without_a_checkpoint_path_names_init_cfg_none(init_type, checkpoint):
+    """--cfg-options model.backbone.init_cfg.checkpoint=None (meaning: no pre-training) was a
+    TypeError traceback from inside mmengine's loader; '' was 'checkpoint not found: '."""
+    with DefaultScope.overwrite_default_scope('fastmim'):
+        backbone = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128,
+                              init_cfg=dict(type=init_type, checkpoint=checkpoint)))
+        with pytest.raises(ValueError, match=rf'^{init_type}: checkpoint must be the path of a '
+                           rf'checkpoint file, got {checkpoint!r}; init_cfg=None'):
+            backbone.init_weights()
