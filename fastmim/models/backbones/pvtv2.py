@@ -44,7 +44,21 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
             raise ValueError(f'PyramidVisionTransformerV2: arch dict {arch} needs one entry per '
                              f'stage in {key} ({stages} stages, as depths), got '
                              f'{len(settings[key])}')
+    _check_head_split(settings)
     return settings
+
+
+def _check_head_split(settings: dict) -> None:
+    """Every stage's width must split evenly over its heads (timm asserts it, a bare
+    ``AssertionError`` that names no arch key); a single ``num_heads`` serves every stage."""
+    heads = settings['num_heads']
+    if not isinstance(heads, (list, tuple)):
+        heads = [heads] * len(settings['embed_dims'])
+    for stage, (width, count) in enumerate(zip(settings['embed_dims'], heads)):
+        if width % count:
+            raise ValueError(f'PyramidVisionTransformerV2: stage {stage} width {width} (arch '
+                             f'embed_dims[{stage}]) is not divisible by its {count} heads (arch '
+                             f'num_heads[{stage}])')
 
 
 @MODELS.register_module()

@@ -74,3 +74,11 @@ def test_arch_dict_with_another_number_of_entries_per_stage_is_named():
     with pytest.raises(ValueError, match=r'PyramidVisionTransformerV2: arch dict .* needs one '
                        r'entry per stage in num_heads \(4 stages, as depths\), got 3'):
         PyramidVisionTransformerV2(arch=arch)
+
+
+def test_arch_dict_whose_stage_width_does_not_split_over_its_heads_is_named():
+    """timm asserted it (a bare AssertionError with a traceback)."""
+    arch = dict(depths=(1, 1, 1, 1), embed_dims=(30, 64, 128, 256), num_heads=(4, 2, 4, 8))
+    with pytest.raises(ValueError, match=r'PyramidVisionTransformerV2: stage 0 width 30 \(arch '
+                       r'embed_dims\[0\]\) is not divisible by its 4 heads \(arch num_heads\[0\]\)'):
+        PyramidVisionTransformerV2(arch=arch)
