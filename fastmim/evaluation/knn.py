@@ -50,12 +50,14 @@ def knn_class_scores(features: torch.Tensor,
     """Weighted kNN votes ``(B, num_classes)`` of L2-normalised ``features`` ``(B, D)``.
 
     The ``min(k, N)`` bank entries of highest cosine similarity each add
-    ``exp(similarity / temperature)`` to the score of their label (DINO's ``knn_classifier``).
+    ``exp(similarity / temperature)`` to the score of their label (DINO's ``knn_classifier``),
+    each row divided by the vote of its nearest entry: the same scores once normalised, but
+    finite for any temperature (``exp(1 / 0.01)`` overflows fp32, and inf / inf is NaN).
     The similarity matrix is ``B x N``: its memory bounds the test batch size for large banks.
     """
     similarity = features.float() @ bank_features.float().T
     top_similarity, top_index = similarity.topk(min(k, bank_features.shape[0]), dim=1)
-    weights = (top_similarity / temperature).exp()
+    weights = ((top_similarity - top_similarity[:, :1]) / temperature).exp()
     scores = torch.zeros(len(features), num_classes, device=features.device)
     return scores.scatter_add_(1, bank_labels[top_index], weights)
 
