@@ -255,7 +255,9 @@ def load_pretrained(model_or_backbone: nn.Module,
         raise CheckpointError(
             _other_architecture(checkpoint_path, source.geometry, model_or_backbone,
                                 transferred.problems)
-            or transferred.problems.message(checkpoint_path, target_name, how))
+            or '\n'.join(filter(None, (
+                transferred.problems.message(checkpoint_path, target_name, how),
+                _other_size(source.geometry, model_or_backbone)))))
 
     model_or_backbone.load_state_dict(transferred.state, strict=False)
     summary = LoadSummary(sorted(transferred.state), transferred.resized, transferred.rebuilt,
@@ -283,6 +285,29 @@ def _other_architecture(path, geometry: Optional[dict], model: nn.Module,
             f'give it a {wanted} checkpoint ({len(problems.unexpected)} tensors of the file '
             f'have no place in the model, {len(problems.missing)} of its tensors are missing, '
             f'{len(problems.mismatched)} differ in shape)')
+
+
+# Geometry entries that set a backbone's size (ViT, EVA-02, Swin, PVTv2, timm models).
+SIZE_KEYS = ('model_name', 'embed_dim', 'embed_dims', 'depth', 'depths', 'num_heads')
+
+
+def _other_size(geometry: Optional[dict], model: nn.Module) -> Optional[str]:
+    """The closing line for a file of the same backbone type in another size (a ViT-S
+    checkpoint given to a ViT-B config): which sizes differ and the file's arch, which the
+    list of shapes above leaves the reader to work out. None when the geometry does not say."""
+    source = geometry or {}
+    for _, backbone in _backbones(model):
+        target = backbone.geometry()
+        if target.get('type') != source.get('type'):
+            continue
+        differ = [key for key in SIZE_KEYS
+                  if key in source and key in target and source[key] != target[key]]
+        if differ:
+            return (f"  the file's {source['type']} has "
+                    f"{', '.join(f'{key} {source[key]}' for key in differ)}, the model's "
+                    f"{', '.join(f'{key} {target[key]}' for key in differ)}: give the model "
+                    f"the file's arch {source.get('arch')!r}")
+    return None
 
 
 def _summary_line(path, target, source_format, summary: LoadSummary) -> str:

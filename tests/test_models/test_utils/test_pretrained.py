@@ -152,6 +152,11 @@ def test_wrong_architecture_names_the_file_keys_and_shapes(tmp_path, logger):
     assert 'missing keys' in message and 'blocks.2.attn.qkv.weight (144, 48)' in message
     assert 'cls_token: checkpoint (1, 1, 32) vs model (1, 1, 48)' in message
     assert 'pos_embed: checkpoint (1, 65, 32) vs model (1, 65, 48)' in message
+    # The last line says which sizes differ and the arch that fits the file (a ViT-S
+    # checkpoint given to a ViT-B config: the shapes alone leave that to the reader).
+    assert message.splitlines()[-1] == (
+        "  the file's VisionTransformer has embed_dim 32, depth 2, the model's embed_dim 48, "
+        "depth 3: give the model the file's arch {'embed_dim': 32, 'depth': 2, 'num_heads': 2}")
 
     # Another architecture altogether: one line naming both, not two models' keys.
     swin = build(dict(type='SwinTransformer', arch=TINY_SWIN, img_size=128, window_size=4))
