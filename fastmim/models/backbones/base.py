@@ -111,17 +111,24 @@ def _adapt_on_load(module: BackboneContract, state_dict: StateDict, prefix: str,
 # --------------------------------------------------------------------------------------------
 # Helpers the backbones share
 # --------------------------------------------------------------------------------------------
-def normalise_out_indices(owner: str, out_indices: Sequence[int], count: int,
+def normalise_out_indices(owner: str, out_indices: Union[int, Sequence[int]], count: int,
                           what: str = 'stages') -> List[int]:
     """Sorted, unique, non-negative indices; negative ones count from the end (``-1`` = last).
-    Out-of-range indices raise an error naming ``owner`` and how many ``what`` it has."""
-    indices = [int(index) for index in out_indices]
+    One int is that one index, as mmpretrain's backbones take it (and as ``--cfg-options
+    model.backbone.out_indices=-1`` gives it). Out-of-range indices raise an error naming
+    ``owner`` and how many ``what`` it has."""
+    indices = [int(index) for index in as_index_tuple(out_indices)]
     if not indices:
         raise ValueError(f'{owner}: out_indices is empty; give at least one of 0..{count - 1}')
     for index in indices:
         if not -count <= index < count:
             raise ValueError(f'{owner}: out index {index} is out of range for {count} {what}')
     return sorted({index % count for index in indices})
+
+
+def as_index_tuple(out_indices: Union[int, Sequence[int]]) -> Tuple[int, ...]:
+    """``out_indices`` as a tuple: one int is a 1-tuple."""
+    return (out_indices, ) if isinstance(out_indices, int) else tuple(out_indices)
 
 
 def reject_fixed_arguments(owner: str, kwargs: Iterable[str], fixed: Sequence[str],

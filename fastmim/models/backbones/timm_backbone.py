@@ -27,7 +27,7 @@ from timm.optim import auto_group_layers
 from torch import nn
 
 from fastmim.registry import MODELS
-from .base import BackboneContract, normalise_out_indices, plain_size
+from .base import BackboneContract, as_index_tuple, normalise_out_indices, plain_size
 
 
 @MODELS.register_module()
@@ -39,7 +39,8 @@ class TimmBackbone(BackboneContract, BaseModule):
         model_name: any name ``timm.list_models()`` knows, e.g. ``'resnet50'``.
         pretrained: load timm's published weights (needs the Hugging Face hub or its cache).
         out_indices: indices into the model's ``feature_info`` (negative values count from the
-            end); e.g. ResNet-50 has strides 2, 4, 8, 16, 32 at indices 0-4. Only with
+            end); e.g. ResNet-50 has strides 2, 4, 8, 16, 32 at indices 0-4. One int is that one
+            index, as in the other backbones (not timm's "the last n"). Only with
             ``features_only=True``.
         features_only: ``True``: a tuple of NCHW maps. ``False``: a 1-tuple holding timm's
             pooled pre-logits features ``(B, num_features)``, for ``ImageClassifier``.
@@ -56,7 +57,7 @@ class TimmBackbone(BackboneContract, BaseModule):
     def __init__(self,
                  model_name: str,
                  pretrained: bool = False,
-                 out_indices: Sequence[int] = (-1, ),
+                 out_indices: Union[int, Sequence[int]] = (-1, ),
                  features_only: bool = True,
                  checkpoint_path: Optional[str] = None,
                  with_cp: bool = False,
@@ -64,9 +65,10 @@ class TimmBackbone(BackboneContract, BaseModule):
                  **kwargs) -> None:
         super().__init__(init_cfg)
         _check_model_name(model_name)
+        out_indices = as_index_tuple(out_indices)
         create_kwargs = dict(kwargs)
         if features_only:
-            create_kwargs.update(features_only=True, out_indices=tuple(out_indices))
+            create_kwargs.update(features_only=True, out_indices=out_indices)
         else:
             _check_pooled_arguments(model_name, out_indices, kwargs)
             create_kwargs['num_classes'] = 0

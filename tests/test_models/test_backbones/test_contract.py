@@ -121,3 +121,20 @@ def test_layer_decay_asks_the_backbone_and_refuses_one_without_ids():
     assert rest == 2
     with pytest.raises(TypeError, match='Linear has no layer_id'):
         backbone_layer_ids(nn.Linear(2, 2))
+
+
+
+@pytest.mark.parametrize('backbone, kwargs', [
+    (VisionTransformer, dict(arch=TINY_VIT, img_size=64)),
+    (EVA02, dict(arch=TINY_VIT, img_size=64)),
+    (SwinTransformer, dict(arch=TINY_SWIN, img_size=64)),
+    (PyramidVisionTransformerV2, dict(arch=TINY_PVT)),
+    (CMT, dict(arch=TINY_CMT, img_size=64)),
+    (TimmBackbone, dict(model_name='resnet18')),
+], ids=lambda value: getattr(value, '__name__', None))
+def test_one_int_out_index_is_that_index_for_every_backbone(backbone, kwargs):
+    """``--cfg-options model.backbone.out_indices=-2`` gives an int (mmpretrain's backbones
+    take one): it was ``TypeError: 'int' object is not iterable`` with a traceback."""
+    one = backbone(out_indices=-2, **kwargs)
+    assert one.out_indices == backbone(out_indices=(-2, ), **kwargs).out_indices
+    assert len(one.out_channels) == 1
