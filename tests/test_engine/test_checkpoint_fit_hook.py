@@ -7,19 +7,21 @@ from torch import nn
 
 from fastmim.engine.hooks import CheckpointFitsModelHook
 from fastmim.errors import CheckpointError
+from fastmim.models.backbones import VisionTransformer
 
 
 class _Detector(nn.Module):
-    def __init__(self):
+    def __init__(self, num_classes=1):
         super().__init__()
         self.backbone = nn.Linear(2, 2)
-        self.neck = nn.Linear(2, 2)
-        self.roi_head = nn.Linear(2, 1)
+        self.neck = nn.BatchNorm1d(2)
+        self.roi_head = nn.Linear(2, num_classes)
 
 
-def _after_load(state):
+def _after_load(state, model=None):
     hook = CheckpointFitsModelHook(checkpoint='pretrain.pth')
-    hook.after_load_checkpoint(SimpleNamespace(model=_Detector()), {'state_dict': state})
+    hook.after_load_checkpoint(SimpleNamespace(model=model or _Detector()),
+                               {'state_dict': state})
 
 
 def test_a_pretraining_checkpoint_is_refused_naming_the_modules_it_lacks():
@@ -30,7 +32,29 @@ def test_a_pretraining_checkpoint_is_refused_naming_the_modules_it_lacks():
         _after_load(state)
 
 
-def test_a_checkpoint_of_the_whole_model_passes_even_with_a_key_left_out_or_ddp_names():
+def test_a_checkpoint_of_the_whole_model_passes_with_ddp_names():
     state = {f'module.{key}': value for key, value in _Detector().state_dict().items()}
-    del state['module.roi_head.bias']  # single keys are not judged (rebuilt buffers)
+    del state['module.neck.num_batches_tracked']  # torch fills it in (older files lack it)
     _after_load(state)
+
+
+def test_a_single_weight_left_out_or_of_another_shape_is_refused():
+    """A checkpoint trained with another num_classes: mmengine skipped the classifier for its
+    shape and the test reported the top-1 of a random head, with exit status 0."""
+    state = _Detector(num_classes=3).state_dict()
+    del state['neck.running_var']
+    with pytest.raises(CheckpointError, match=r'(?s)pretrain.pth does not fit _Detector.*'
+                       r'missing keys .*: 1\n    neck.running_var \(2,\).*shape mismatches .*: 2'
+                       r'\n    roi_head.weight: checkpoint \(3, 2\) vs model \(1, 2\).*'
+                       r'Was it trained with another config'):
+        _after_load(state)
+
+
+def test_keys_a_backbone_rebuilds_itself_count_as_given():
+    """A sin-cos ViT rebuilds its position embedding: a file without it evaluates the same."""
+    model = nn.Module()
+    model.backbone = VisionTransformer(arch=dict(embed_dim=32, depth=1, num_heads=2),
+                                       img_size=32, pos_embed_type='sincos')
+    state = model.state_dict()
+    del state['backbone.pos_embed']
+    _after_load(state, model)

@@ -1,19 +1,29 @@
-"""Refuse a test checkpoint that holds no weights for whole parts of the model.
+"""Refuse a test checkpoint that does not give the model every weight it evaluates with.
 
 mmengine loads the checkpoint of ``tools/test.py`` non-strictly and only logs the keys it did
 not find. A pre-training checkpoint given to a detection, segmentation or classification config
 (a common mix-up: both are "the FastMIM checkpoint") then evaluates a model whose neck and heads
 keep their random initialisation, and the run reports mAP, mIoU or top-1 near 0 with exit status
-0, as if that were the result. A whole top-level module without a single weight in the file is
-that mistake; single keys are not judged, since a backbone may rebuild some of its buffers.
+0, as if that were the result. Subtler cases end the same way: a checkpoint trained with
+another ``num_classes`` (its classifier is skipped for the shape), or by a sibling config whose
+backbone ends differently (a fine-tuned ``fc_norm`` tested with a linear probe's final norm).
+Nothing trains at test time, so every weight must come from the file: keys are compared after
+each backbone's own adaptation (``adapt_state_dict``: renames, resized position embeddings,
+buffers it rebuilds), as loading will see them.
 """
-from typing import List
+from typing import Dict, List
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from fastmim.errors import CheckpointError
+from fastmim.models.utils.load_problems import LoadProblems, shapes
+from fastmim.models.utils.pretrained import adapt_for_backbones
 from fastmim.registry import HOOKS
+
+# torch's BatchNorm fills in a missing ``num_batches_tracked`` (files of older torch versions);
+# it takes no part in evaluation.
+FILLED_IN_BY_TORCH = ('num_batches_tracked', )
 
 
 def modules_without_weights(model_keys, checkpoint_keys) -> List[str]:
@@ -24,11 +34,27 @@ def modules_without_weights(model_keys, checkpoint_keys) -> List[str]:
     return [module for module in modules if module not in provided]
 
 
+def weights_that_do_not_fit(model, state: Dict[str, object]) -> LoadProblems:
+    """The model's weights that ``state`` lacks or gives in another shape, once each backbone
+    has adapted its part as its load hook will (a leading ``module.`` of a DDP-wrapped save
+    removed). Keys a backbone rebuilds itself (its adaptation drops them from its own state:
+    a sin-cos position embedding) are not expected. Unexpected keys are not judged."""
+    own = model.state_dict()
+    _, rebuilt = adapt_for_backbones(own, model)
+    adapted, _ = adapt_for_backbones(
+        {key.removeprefix('module.'): value for key, value in state.items()}, model)
+    expected = {key: shape for key, shape in shapes(own).items()
+                if key not in rebuilt
+                and (not key.endswith(FILLED_IN_BY_TORCH) or key in adapted)}
+    problems = LoadProblems.compare(shapes(adapted), expected)
+    return LoadProblems(missing=problems.missing, mismatched=problems.mismatched)
+
+
 @HOOKS.register_module()
 class CheckpointFitsModelHook(Hook):
     """Added by ``tools/test.py``: raises :class:`CheckpointError` when the checkpoint it
-    evaluates holds no weights for a top-level module of the model (see the module
-    docstring), before those weights are loaded and the test runs."""
+    evaluates holds no weights for a top-level module of the model, or lacks or misshapes
+    single weights (see the module docstring), before they are loaded and the test runs."""
 
     priority = 'VERY_HIGH'
 
@@ -47,3 +73,10 @@ class CheckpointFitsModelHook(Hook):
                 'backbone checkpoint? tools/test.py evaluates a checkpoint trained with this '
                 'config (tools/train.py); a pre-trained backbone goes into '
                 'model.backbone.init_cfg.checkpoint')
+        problems = weights_that_do_not_fit(model, state)
+        if problems:
+            raise CheckpointError(
+                problems.message(self.checkpoint, type(model).__name__,
+                                 'tools/test.py evaluates with its weights only') +
+                '\nWas it trained with another config (num_classes, the backbone\'s last norm, '
+                'the arch)? Test it with the config that trained it.')
