@@ -97,6 +97,9 @@ def load_from_local(filename, map_location=None, logger=None):
     Named as the mmengine loader it replaces: mmengine's log line names the backend by the
     loader's name after ``load_from_`` (``Loads checkpoint by local backend``)."""
     path = osp.expanduser(filename)
+    if osp.isdir(path):
+        raise CheckpointError(f'{path} is a folder; a checkpoint is a file'
+                              f'{_checkpoints_in(path)}')
     if not osp.isfile(path):
         raise CheckpointError(f'checkpoint not found: {path}{_other_checkpoints(path)}')
     if osp.getsize(path) == 0:
@@ -126,16 +129,21 @@ def load_from_local(filename, map_location=None, logger=None):
 
 def _other_checkpoints(path):
     """A hint naming the newest other checkpoints beside ``path``, to resume or load from."""
-    folder = osp.dirname(osp.abspath(path))
+    return _checkpoints_in(osp.dirname(osp.abspath(path)), besides=osp.basename(path))
+
+
+def _checkpoints_in(folder, besides=None):
+    """A hint naming the newest ``.pth`` files of ``folder`` other than ``besides``."""
     if not osp.isdir(folder):
         return ''
     others = sorted((name for name in os.listdir(folder)
-                     if name.endswith('.pth') and name != osp.basename(path)
+                     if name.endswith('.pth') and name != besides
                      and osp.isfile(osp.join(folder, name))),
                     key=lambda name: osp.getmtime(osp.join(folder, name)), reverse=True)
     if not others:
         return ''
-    return f'. Other checkpoints in {folder}, newest first: {", ".join(others[:3])}'
+    what = 'Other checkpoints' if besides else 'Checkpoints'
+    return f'. {what} in {folder}, newest first: {", ".join(others[:3])}'
 
 
 def _unpickler_reason(error):

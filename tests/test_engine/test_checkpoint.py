@@ -74,6 +74,17 @@ def test_truncated_and_missing_checkpoints_are_named(tmp_path):
         _load_checkpoint(str(tmp_path / 'missing' / 'epoch_2.pth'))
 
 
+def test_a_folder_given_as_checkpoint_names_the_checkpoints_in_it(tmp_path):
+    """init_cfg.checkpoint=work_dirs/pre said 'checkpoint not found', though the folder exists."""
+    folder = tmp_path / 'pre'
+    folder.mkdir()
+    torch.save({'w': torch.zeros(1)}, folder / 'epoch_1.pth')
+    with pytest.raises(CheckpointError, match=r'/pre is a folder; a checkpoint is a file. '
+                                              r'Checkpoints in .*/pre, newest first: '
+                                              r'epoch_1.pth$'):
+        _load_checkpoint(str(folder))
+
+
 def test_a_missing_checkpoint_names_the_ones_beside_it(tmp_path):
     """A resume whose last_checkpoint names a deleted file: the user saw only 'not found'."""
     torch.save({'w': torch.zeros(1)}, tmp_path / 'epoch_1.pth')
