@@ -75,6 +75,38 @@ def apply_args(cfg, args):
         cfg.load_from = args.resume
 
 
+def skip_pretrained_init_when_resuming(cfg):
+    """A resumed run takes every weight from its checkpoint, so the pre-trained weights a
+    module's ``init_cfg`` would load first (mmengine initialises before it resumes) are not
+    needed: without this, a pre-training file moved or cleaned up since the run started stopped
+    the resume with 'checkpoint not found'. A run with nothing to resume yet keeps them."""
+    from mmengine.logging import print_log
+    from mmengine.runner import find_latest_checkpoint
+
+    if not cfg.get('resume'):
+        return
+    resume_from = cfg.get('load_from') or find_latest_checkpoint(cfg.work_dir)
+    if resume_from is None:
+        return
+    for name, checkpoint in _drop_pretrained_inits(cfg.model, 'model'):
+        print_log(f'resuming from {resume_from}: {name} does not load {checkpoint} first',
+                  logger='current')
+
+
+def _drop_pretrained_inits(node, name):
+    """Set every ``init_cfg`` under ``node`` that loads a checkpoint to None; yields (config
+    key, checkpoint) of each."""
+    if isinstance(node, dict):
+        init_cfg = node.get('init_cfg')
+        loads = [init for init in (init_cfg if isinstance(init_cfg, list) else [init_cfg])
+                 if isinstance(init, dict) and init.get('checkpoint')]
+        if loads:
+            node['init_cfg'] = None
+            yield from ((f'{name}.init_cfg', init['checkpoint']) for init in loads)
+        for key, value in node.items():
+            yield from _drop_pretrained_inits(value, f'{name}.{key}')
+
+
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
@@ -84,6 +116,7 @@ def main(argv):
     check_launcher_env(args.launcher)
     cfg = load_config(args.config, args.cfg_options)
     apply_args(cfg, args)
+    skip_pretrained_init_when_resuming(cfg)
     check_device_decoding(cfg)
     runner = build_runner(cfg, ['train', 'val'] if cfg.get('val_cfg') else ['train'],
                           trusted_checkpoints=args.trust_checkpoint)
