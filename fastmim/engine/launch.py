@@ -170,8 +170,11 @@ def shutdown_distributed():
 def load_config(path, cfg_options=None):
     """Load a config file and apply ``--cfg-options``: a missing file is one error naming it,
     a config that is no valid Python one naming the file and line, and a key the config
-    lacks is added with a warning (:func:`added_keys`)."""
+    lacks is added with a warning (:func:`added_keys`), as is a pipeline variable that no
+    longer is the pipeline that runs (:func:`warn_unused_pipelines`)."""
     from mmengine.config import Config
+
+    from fastmim.engine.pipeline_variables import warn_unused_pipelines
     if not osp.isfile(path):
         raise LaunchError(f'config file not found: {path}')
     try:
@@ -184,6 +187,7 @@ def load_config(path, cfg_options=None):
             print_log(f'--cfg-options {key}: {path} has no such key, it is added{hint}',
                       logger='current', level=logging.WARNING)
         cfg.merge_from_dict(cfg_options)
+    warn_unused_pipelines(cfg, path)
     return cfg
 
 

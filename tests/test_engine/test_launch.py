@@ -1,15 +1,23 @@
 """The command-line arguments tools/train.py and tools/test.py share (fastmim.engine.launch)."""
 import argparse
 import os
+from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 import torch
-
 from mmengine.config import Config
+from mmengine.logging import MMLogger
 
 from fastmim.engine import launch
 from fastmim.engine.launch import (add_launch_args, added_keys, apply_launch_args, load_config,
                                    parse_launch_args)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
+SEGMENTATION = (ROOT / 'projects' / 'segmentation' / 'configs' /
+                'upernet_fastmim_vit_b_ade20k_512x512_160k.py')
 
 
 def parse(argv):
@@ -155,3 +163,31 @@ def test_ctrl_c_is_one_line_and_the_sigint_status(capsys):
         '--resume\n')
     with pytest.raises(KeyboardInterrupt):
         launch.run_cli(main, ['--debug'])
+
+
+def _pipeline_warnings(config, cfg_options=None):
+    logged = []
+    with patch.object(MMLogger.get_current_instance(), 'log',
+                      lambda level, message: logged.append(message)):
+        load_config(str(config), cfg_options)
+    return [line for line in logged if 'differs from' in line]
+
+
+def test_a_changed_train_pipeline_that_does_not_reach_the_dataloader_is_named(tmp_path):
+    """mmengine copied the base's train_pipeline into train_dataloader when it read the base:
+    changing the variable alone trained at the old crop without a word."""
+    child = tmp_path / 'crop96.py'
+    child.write_text(f"_base_ = ['{DEMO}']\ntrain_pipeline = [dict(type='LoadImageRGB')]\n")
+    [warning] = _pipeline_warnings(child)
+    assert 'train_pipeline differs from train_dataloader.dataset.pipeline' in warning
+    assert _pipeline_warnings(DEMO, {'train_pipeline.1.size': 96})
+    assert not _pipeline_warnings(DEMO)
+    assert not _pipeline_warnings(DEMO, {'train_dataloader.dataset.pipeline.1.size': 96,
+                                         'train_pipeline.1.size': 96})
+
+
+def test_shipped_configs_use_their_pipeline_variables():
+    """Including the mmseg ones, whose inherited variables carry the _scope_ mmengine adds."""
+    for config in [SEGMENTATION, *sorted((ROOT / 'configs').rglob('*.py'))]:
+        if '_base_' not in config.parts:
+            assert not _pipeline_warnings(config), config
