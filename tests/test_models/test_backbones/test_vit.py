@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer as TimmVisionTransformer
 
+from fastmim.errors import CheckpointError
 from fastmim.models.backbones import VisionTransformer
 from fastmim.models.backbones.vit import sincos_2d_pos_embed
 from fastmim.registry import MODELS
@@ -251,3 +252,19 @@ def test_sincos_checkpoint_loads_as_a_learned_initialisation():
     finetuned.load_state_dict(pretrained.state_dict(), strict=True)
     assert finetuned.pos_embed.requires_grad
     torch.testing.assert_close(finetuned.pos_embed, pretrained.pos_embed)
+
+
+@pytest.mark.parametrize('with_geometry', [True, False], ids=['geometry', 'values'])
+def test_a_learned_table_given_to_a_sincos_model_is_refused(with_geometry):
+    """The sin-cos model dropped it without a word (a fine-tuned checkpoint in a sin-cos kNN
+    config evaluated another model than the one trained)."""
+    learned = tiny_vit()
+    sincos = sincos_vit()
+    geometry = learned.geometry() if with_geometry else None
+    with pytest.raises(CheckpointError, match=r"learned table.*pos_embed_type='learned'"):
+        sincos.adapt_state_dict(learned.state_dict(), geometry)
+
+
+def test_a_sincos_table_in_bf16_still_loads_into_a_sincos_model():
+    state = {key: value.to(torch.bfloat16) for key, value in sincos_vit().state_dict().items()}
+    assert 'pos_embed' not in sincos_vit().adapt_state_dict(state)

@@ -79,7 +79,8 @@ def test_vit_8x8_checkpoint_loads_at_14x14_with_bicubic_pos_embed(tmp_path, logg
 
 
 def test_sincos_target_keeps_its_own_exact_table(tmp_path, logger):
-    source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128,
+                        pos_embed_type='sincos'))
     path = save_pretraining_checkpoint(source, tmp_path / 'vit.pth')
     target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=224,
                         pos_embed_type='sincos'))
@@ -90,6 +91,15 @@ def test_sincos_target_keeps_its_own_exact_table(tmp_path, logger):
     assert summary.rebuilt == ['pos_embed']
     assert torch.equal(target.pos_embed, table)
     assert torch.equal(target.cls_token, source.cls_token)
+
+
+def test_a_learned_table_is_not_dropped_by_a_sincos_target(tmp_path, logger):
+    source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    path = save_pretraining_checkpoint(source, tmp_path / 'vit.pth')
+    target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=224,
+                        pos_embed_type='sincos'))
+    with pytest.raises(CheckpointError, match=r"learned table.*pos_embed_type='learned'"):
+        load_pretrained(target, str(path), logger=logger)
 
 
 def test_final_norm_switched_off_for_fc_norm_is_left_out(tmp_path, logger):
