@@ -190,6 +190,11 @@ def test_bad_stages_are_named(stages, message):
      r'train_dataloader.batch_size is 2.*must be the batch of one optimiser update.*4'),
     (dict(default_hooks=dict(param_scheduler=dict(type='ParamSchedulerHook'))),
      r"param_scheduler=dict\(type='PerUpdateParamSchedulerHook'\)"),
+    # A stage size the mask blocks do not tile failed only when that stage began (epoch 400
+    # of a published schedule).
+    (dict(custom_hooks=[dict(type='ProgressiveResolutionHook', stages=[
+        STAGES[0], {**STAGES[1], 'input_size': 40}, STAGES[2]])]),
+     r'stages\[1\] \(from epoch 1\): input 40x40 is not a multiple of the mask block_size'),
 ])
 def test_runner_settings_that_would_break_the_schedule_are_refused(tmp_path, change, message,
                                                                    tiny_pretraining):

@@ -20,6 +20,7 @@ from typing import List, NamedTuple, Sequence, Tuple, Union
 
 from mmengine.hooks import Hook, ParamSchedulerHook
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapperDict
 from mmengine.runner import EpochBasedTrainLoop
 
@@ -284,6 +285,23 @@ class ProgressiveResolutionHook(Hook):
         runner.message_hub.update_info('max_iters', runner.max_iters)
 
     # --- checks -------------------------------------------------------------------------------
+    def _check_stage_sizes(self, runner) -> None:
+        """Every stage's input size through the model's own check (FastMIM's
+        ``check_input_size``: mask blocks and backbone stride), now rather than when the stage
+        starts, hundreds of epochs into the run."""
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        check_input_size = getattr(model, 'check_input_size', None)
+        if check_input_size is None:
+            return
+        for index, stage in enumerate(self.stages):
+            size = stage.input_size
+            height, width = (size, size) if isinstance(size, int) else size
+            try:
+                check_input_size(height, width)
+            except ValueError as error:
+                raise ValueError(f'ProgressiveResolutionHook stages[{index}] (from epoch '
+                                 f'{stage.epoch}): {error}') from None
+
     def _check_runner(self, runner) -> None:
         if not isinstance(runner.train_loop, EpochBasedTrainLoop):
             raise TypeError('ProgressiveResolutionHook needs an epoch-based train loop '
@@ -320,6 +338,7 @@ class ProgressiveResolutionHook(Hook):
                                  'iterations per epoch must be len(sampler) // batch_size')
         for stage in self.stages:
             stage_dataloader_config(dataloader_cfg, stage)  # raises without a RandomResizedCrop
+        self._check_stage_sizes(runner)
 
         wrapper = _single_optim_wrapper(runner)
         if wrapper._accumulative_counts != 1:

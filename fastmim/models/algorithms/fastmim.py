@@ -26,7 +26,9 @@ IMAGENET_PREPROCESSOR = dict(
 
 def _divide_exactly(size, cell_size, what):
     if size % cell_size:
-        raise ValueError(f'{what} {size} is not a multiple of the target cell_size {cell_size}')
+        raise ValueError(f"{what} {size} is not a multiple of the target's cell_size "
+                         f'{cell_size} (model.target_generator: cell_size of HOGGenerator, '
+                         f'patch_size of PixelTarget)')
     return size // cell_size
 
 
@@ -80,8 +82,8 @@ class FastMIM(BaseModel):
 
         stride = self.backbone.out_strides[-1]
         cell_size = self.target_generator.cell_size
-        self.cells_per_token = _divide_exactly(stride, cell_size, 'backbone output stride')
-        self.cells_per_block = _divide_exactly(block_size, cell_size, 'mask block_size')
+        self.cells_per_token = _divide_exactly(stride, cell_size, 'the backbone output stride')
+        self.cells_per_block = _divide_exactly(block_size, cell_size, 'model.block_size')
         self.neck = MODELS.build(self._complete_neck_config(neck))
         self.criterion = MODELS.build(loss)
 
@@ -101,6 +103,19 @@ class FastMIM(BaseModel):
                 f'token (target channels {self.target_generator.channels} x '
                 f'{self.cells_per_token}x{self.cells_per_token} cells per token)')
         return neck
+
+    def check_input_size(self, height, width):
+        """Refuse an input size this model cannot pre-train at, naming the setting to change:
+        the mask blocks must tile it (:meth:`BlockMaskGenerator.grid_size`) and the backbone's
+        output stride must divide it, or the prediction grid misses rows of the target's (a
+        144-px crop for a stride-32 backbone with 16-px blocks). Reads only the size, so
+        ``ProgressiveResolutionHook`` checks every stage's size before training starts."""
+        self.mask_generator.grid_size(height, width)
+        stride = self.backbone.out_strides[-1]
+        if height % stride or width % stride:
+            raise ValueError(f'input {height}x{width} is not a multiple of the backbone output '
+                             f"stride {stride}; make the input size (the pipeline's "
+                             f'RandomResizedCrop size) a multiple of {stride}')
 
     # --- the steps ---------------------------------------------------------------------------
     def generate_mask(self, inputs):
@@ -179,6 +194,7 @@ class FastMIM(BaseModel):
         if inputs.dim() != 4 or inputs.shape[1] != 3:
             raise ValueError(f'FastMIM expects RGB images (B, 3, H, W), got shape '
                              f'{tuple(inputs.shape)}')
+        self.check_input_size(*inputs.shape[-2:])
         self._last_input_size = list(inputs.shape[-2:])
         if mode == 'loss':
             return self.loss(inputs, data_samples)
