@@ -11,8 +11,8 @@ callee does not take, which is how a config key a module does not accept shows u
 import linecache
 import re
 
-from fastmim.errors import CheckpointError
 from fastmim.engine.optim_wrappers import NonFiniteLossError
+from fastmim.errors import CheckpointError
 
 # Each of these says what to fix whatever raised it; OSError names the file or folder.
 ALWAYS_USER_ERRORS = (CheckpointError, NonFiniteLossError, OSError)
