@@ -182,6 +182,7 @@ def load_config(path, cfg_options=None):
     except SyntaxError as error:
         raise LaunchError(_syntax_error_message(error, path)) from None
     if cfg_options:
+        _refuse_dict_values(cfg_options, path)
         for key, close in added_keys(cfg, cfg_options):
             hint = f' (did you mean {" or ".join(close)}?)' if close else ''
             print_log(f'--cfg-options {key}: {path} has no such key, it is added{hint}',
@@ -189,6 +190,18 @@ def load_config(path, cfg_options=None):
         cfg.merge_from_dict(cfg_options)
     warn_unused_pipelines(cfg, path)
     return cfg
+
+
+def _refuse_dict_values(cfg_options, path):
+    """mmengine's ``DictAction`` parses lists and tuples but keeps a dict as the string typed
+    (``model.backbone={'type': ...}``), which reached the module builder as ``cfg should be a
+    dict ... got <class 'str'>``, naming no key."""
+    for key, value in cfg_options.items():
+        if isinstance(value, str) and value.lstrip().startswith(('{', 'dict(')):
+            raise LaunchError(
+                f'--cfg-options {key}={value}: a dict cannot be given on the command line '
+                f'(mmengine keeps it as a string); set its keys one by one ({key}.type=...), '
+                f"or write a config with _base_ = ['{path}'] that sets it")
 
 
 def _syntax_error_message(error, path):

@@ -191,3 +191,12 @@ def test_shipped_configs_use_their_pipeline_variables():
     for config in [SEGMENTATION, *sorted((ROOT / 'configs').rglob('*.py'))]:
         if '_base_' not in config.parts:
             assert not _pipeline_warnings(config), config
+
+
+@pytest.mark.parametrize('value', ["{'type':'SwinTransformer'}", "dict(type='SwinTransformer')"])
+def test_a_dict_typed_on_the_command_line_is_named(value):
+    """mmengine's DictAction keeps it as a string: the builder said 'cfg should be a dict'."""
+    with pytest.raises(launch.LaunchError, match=r'--cfg-options model.backbone=.*a dict cannot '
+                                                 r'be given on the command line.*'
+                                                 r'model.backbone.type='):
+        load_config(str(DEMO), {'model.backbone': value})
