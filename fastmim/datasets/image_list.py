@@ -1,4 +1,6 @@
 """Images named in a list file, one ``relative/path [label]`` per line (mmpretrain's meta files)."""
+import codecs
+import io
 import os.path as osp
 from typing import Callable, List, Sequence, Union
 
@@ -16,7 +18,7 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
 
     Each non-blank line is ``path`` or ``path label`` (whitespace-separated, label a
     non-negative int), e.g. ImageNet's ``n01440764/n01440764_10026.JPEG 0``. Paths cannot contain
-    whitespace. Labels are read when ``with_label=True`` (then every line needs one) and
+    whitespace. The file is UTF-8; a BOM and Windows line ends are accepted. Labels are read when ``with_label=True`` (then every line needs one) and
     validated but not used otherwise, so the labelled list of a fine-tuning set also serves
     unlabelled pre-training.
 
@@ -56,15 +58,14 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
                                     f'not exist (data_root={self.data_root!r})')
         image_root = self.data_prefix['img_path']
         data_list = []
-        with open(self.ann_file, encoding='utf-8') as f:
-            for line_number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                path, label = self._parse_line(line, line_number)
-                info = dict(img_path=osp.join(image_root, path))
-                if self.with_label:
-                    info['gt_label'] = label
-                data_list.append(info)
+        for line_number, line in enumerate(self._read_lines(), start=1):
+            if not line.strip():
+                continue
+            path, label = self._parse_line(line, line_number)
+            info = dict(img_path=osp.join(image_root, path))
+            if self.with_label:
+                info['gt_label'] = label
+            data_list.append(info)
         if not data_list:
             raise ValueError(f'{type(self).__name__}: list file {self.ann_file!r} names no '
                              f'images')
@@ -79,6 +80,22 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
                                     f'data_root ({self.data_root!r}) and data_prefix '
                                     f'({image_root!r})')
         return data_list
+
+    def _read_lines(self) -> io.StringIO:
+        """The list file's lines (any line ends), as UTF-8 without the BOM Windows editors write.
+
+        Decoded whole, not line by line, so that bytes that are no UTF-8 (a list saved as
+        cp1252) are named by line: the streaming decoder's error names neither.
+        """
+        with open(self.ann_file, 'rb') as f:
+            raw = f.read().removeprefix(codecs.BOM_UTF8)  # utf-8-sig's offsets would skip it
+        try:
+            return io.StringIO(raw.decode('utf-8'), newline=None)
+        except UnicodeDecodeError as error:
+            line_number = raw.count(b'\n', 0, error.start) + 1
+            raise ValueError(f'{type(self).__name__}: {self.ann_file}, line {line_number}: not '
+                             f'UTF-8 (byte {raw[error.start]:#04x}); save the list as UTF-8'
+                             ) from None
 
     def _parse_line(self, line: str, line_number: int):
         fields = line.split()

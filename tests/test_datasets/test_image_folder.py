@@ -208,3 +208,26 @@ def test_a_dataset_of_unreadable_files_ends_in_one_error_naming_it(kind, tmp_pat
         with pytest.raises(ValueError, match=re.escape(f"{type(dataset).__name__} ('{where}'): "
                                                        'no readable image in 4 tries')):
             dataset[0]
+
+
+def test_image_list_from_windows_tools_reads_as_written(imagenet_tree):
+    """Notepad and Excel save a UTF-8 BOM and CRLF line ends: the BOM became part of the first
+    path, and the error blamed data_root."""
+    root, files = imagenet_tree
+    ann = root / 'train.txt'
+    ann.write_bytes(b'\xef\xbb\xbfn02_cat/chelsea.JPEG 1\r\nn01_person/astro.jpg 0\r\n')
+    dataset = ImageList(str(ann), data_root=str(root / 'train'), with_label=True)
+    assert [(info['img_path'], info['gt_label']) for info in dataset.load_data_list()] == [
+        (files['n02_cat'][0], 1), (files['n01_person'][0], 0)]
+
+
+def test_image_list_not_in_utf8_names_file_and_line(imagenet_tree):
+    """A list saved as Latin-1 / cp1252 raised a bare UnicodeDecodeError (byte offset within a
+    read chunk, no file, no line)."""
+    root, _ = imagenet_tree
+    ann = root / 'train.txt'
+    cp1252 = 'n02_cat/chelsea.JPEG 1\n\nn01_person/caf\xe9.jpg 0\n'.encode('cp1252')
+    for bom in (b'', b'\xef\xbb\xbf'):
+        ann.write_bytes(bom + cp1252)
+        with pytest.raises(ValueError, match=re.escape(f'{ann}, line 3: not UTF-8 (byte 0xe9)')):
+            ImageList(str(ann), data_root=str(root / 'train'))
