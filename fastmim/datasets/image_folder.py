@@ -13,9 +13,20 @@ from .utils import (IMG_EXTENSIONS, NamedRefetchFailure, build_pipeline, has_ext
 
 
 def find_images(folder: str, extensions: Sequence[str]) -> List[str]:
-    """All image files under ``folder``, recursively, in sorted (reproducible) order."""
-    found = []
+    """All image files under ``folder``, recursively, in sorted (reproducible) order.
+
+    Symlinked folders are followed (a class stored on another disk), but one that is a folder
+    already walked raises: ``os.walk`` follows a link back to a parent until the path is too
+    long, which listed every image below it about 40 times over, without a word.
+    """
+    found, walked = [], {}
     for root, dirs, files in os.walk(folder, followlinks=True):
+        real = osp.realpath(root)
+        if real in walked:
+            raise ValueError(f'ImageFolder: {root!r} is {walked[real]!r} again (a symlink loop, '
+                             f'or two links to one folder): its images would be listed twice; '
+                             f'remove the link')
+        walked[real] = root
         dirs.sort()
         found.extend(osp.join(root, name) for name in sorted(files)
                      if has_extension(name, extensions))

@@ -231,3 +231,24 @@ def test_image_list_not_in_utf8_names_file_and_line(imagenet_tree):
         ann.write_bytes(bom + cp1252)
         with pytest.raises(ValueError, match=re.escape(f'{ann}, line 3: not UTF-8 (byte 0xe9)')):
             ImageList(str(ann), data_root=str(root / 'train'))
+
+
+@pytest.mark.parametrize('with_label', [False, True])
+def test_a_symlink_loop_in_the_folder_is_named_not_walked(with_label, imagenet_tree):
+    """os.walk(followlinks=True) follows a link back up until the path is too long: a link
+    ``n01_person/up -> ..`` listed the whole tree about 40 times over, without a word."""
+    root, _ = imagenet_tree
+    link = root / 'train' / 'n01_person' / 'up'
+    link.symlink_to('..')
+    with pytest.raises(ValueError, match=re.escape(f"'{link}") + ".* again"):
+        ImageFolder(str(root), with_label=with_label)
+
+
+def test_symlinked_class_folders_are_followed(imagenet_tree, tmp_path_factory):
+    root, files = imagenet_tree
+    elsewhere = tmp_path_factory.mktemp('other_disk') / 'n02_cat'
+    (root / 'train' / 'n02_cat').rename(elsewhere)
+    (root / 'train' / 'n02_cat').symlink_to(elsewhere)
+    dataset = ImageFolder(str(root), with_label=True)
+    assert dataset.metainfo['classes'] == ('n01_person', 'n02_cat', 'n03_rocket')
+    assert [info['gt_label'] for info in dataset.load_data_list()] == [0, 1, 1, 2]
