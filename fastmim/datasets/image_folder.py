@@ -43,9 +43,10 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
     in ``<folder>`` are ignored then. With ``with_label=False`` every image under the folder is
     used, recursively, so both a flat folder and the ImageNet layout work.
 
-    Problems with the folder (missing, no images, an empty class) raise at construction, naming
-    the path, so they surface before training starts. Unreadable files are found later, when
-    decoded, and skipped (see ``LoadImageRGB``).
+    Problems with the folder (missing, no images, an empty class, a class linked to a folder
+    that is gone, a symlink loop) raise at construction, naming the path, so they surface before
+    training starts. Unreadable files are found later, when decoded, and skipped (see
+    ``LoadImageRGB``).
 
     Args:
         data_root: dataset root directory.
@@ -94,9 +95,22 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
                              f'{self.extensions} under {self.folder!r}')
         return [dict(img_path=path) for path in paths]
 
+    def _class_names(self) -> List[str]:
+        """The sub-folders, sorted; a link to a folder that is gone (a disk not mounted) raises,
+        since it is no folder to ``os.scandir``: the class was dropped without a word and every
+        later class got the label of the one before it."""
+        entries = list(os.scandir(self.folder))
+        broken = [f'{entry.path!r} -> {os.readlink(entry.path)!r}' for entry in entries
+                  if entry.is_symlink() and not osp.exists(entry.path)]
+        if broken:
+            raise FileNotFoundError(f'{type(self).__name__}: links in {self.folder!r} whose '
+                                    f'target does not exist (a disk not mounted?); their '
+                                    f'classes would be dropped and the later ones renumbered: '
+                                    f'{broken}')
+        return sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=True))
+
     def _load_labelled(self) -> List[dict]:
-        classes = sorted(entry.name for entry in os.scandir(self.folder)
-                         if entry.is_dir(follow_symlinks=True))
+        classes = self._class_names()
         if not classes:
             raise ValueError(f'{type(self).__name__}: with_label=True needs one sub-folder per '
                              f'class in {self.folder!r}, found none (use with_label=False for '

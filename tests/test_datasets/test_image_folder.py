@@ -252,3 +252,14 @@ def test_symlinked_class_folders_are_followed(imagenet_tree, tmp_path_factory):
     dataset = ImageFolder(str(root), with_label=True)
     assert dataset.metainfo['classes'] == ('n01_person', 'n02_cat', 'n03_rocket')
     assert [info['gt_label'] for info in dataset.load_data_list()] == [0, 1, 1, 2]
+
+
+def test_a_class_folder_linked_to_a_missing_disk_is_named(imagenet_tree):
+    """A broken link is no folder to os.scandir: the class was dropped without a word and every
+    later class got the label of the one before it."""
+    root, _ = imagenet_tree
+    link = root / 'train' / 'n02_bird'
+    link.symlink_to(root / 'unmounted' / 'n02_bird')
+    with pytest.raises(FileNotFoundError,
+                       match=re.escape(f"'{link}' -> '{root / 'unmounted'}")):
+        ImageFolder(str(root), with_label=True)
