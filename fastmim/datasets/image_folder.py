@@ -12,15 +12,21 @@ from .utils import (IMG_EXTENSIONS, NamedRefetchFailure, build_pipeline, has_ext
                     normalize_extensions)
 
 
+def raise_error(error: OSError):
+    """``os.walk``'s ``onerror``: raise, rather than leave the folder out."""
+    raise error
+
+
 def find_images(folder: str, extensions: Sequence[str]) -> List[str]:
     """All image files under ``folder``, recursively, in sorted (reproducible) order.
 
     Symlinked folders are followed (a class stored on another disk), but one that is a folder
     already walked raises: ``os.walk`` follows a link back to a parent until the path is too
-    long, which listed every image below it about 40 times over, without a word.
+    long, which listed every image below it about 40 times over, without a word. A folder that
+    cannot be listed raises its ``OSError`` (naming it), which ``os.walk`` would skip.
     """
     found, walked = [], {}
-    for root, dirs, files in os.walk(folder, followlinks=True):
+    for root, dirs, files in os.walk(folder, onerror=raise_error, followlinks=True):
         real = osp.realpath(root)
         if real in walked:
             raise ValueError(f'ImageFolder: {root!r} is {walked[real]!r} again (a symlink loop, '

@@ -1,5 +1,6 @@
 """ImageFolder and ImageList on temporary trees of real photos (scikit-image's), including
 broken and unusual files."""
+import os
 import re
 
 import numpy as np
@@ -263,3 +264,22 @@ def test_a_class_folder_linked_to_a_missing_disk_is_named(imagenet_tree):
     with pytest.raises(FileNotFoundError,
                        match=re.escape(f"'{link}' -> '{root / 'unmounted'}")):
         ImageFolder(str(root), with_label=True)
+
+
+@pytest.mark.parametrize('with_label', [False, True])
+def test_a_folder_that_cannot_be_listed_is_named(with_label, imagenet_tree, monkeypatch):
+    """os.walk skips a folder it cannot list (permissions on a shared disk): its images were
+    left out without a word, or its class called 'without images'. (Simulated: the tests may
+    run as root, who may list anything.)"""
+    root, _ = imagenet_tree
+    locked = str(root / 'train' / 'n02_cat' / 'sub')
+    scandir = os.scandir
+
+    def scandir_except_locked(path='.'):
+        if str(path) == locked:
+            raise PermissionError(13, 'Permission denied', locked)
+        return scandir(path)
+
+    monkeypatch.setattr(os, 'scandir', scandir_except_locked)
+    with pytest.raises(PermissionError, match=re.escape(locked)):
+        ImageFolder(str(root), with_label=with_label)
