@@ -9,7 +9,7 @@ from fastmim.registry import DATASETS
 
 from .sample_seeds import SeededSamples
 from .utils import (IMG_EXTENSIONS, NamedRefetchFailure, build_pipeline, has_extension,
-                    normalize_extensions)
+                    image_prefix, normalize_extensions)
 
 
 def raise_error(error: OSError):
@@ -72,16 +72,11 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
                  pipeline: Sequence[Union[dict, Callable]] = (),
                  extensions: Sequence[str] = IMG_EXTENSIONS,
                  **kwargs):
-        if isinstance(data_prefix, str):
-            data_prefix = dict(img_path=data_prefix)
-        if set(data_prefix) != {'img_path'}:
-            raise ValueError(f"data_prefix must be a folder name or dict(img_path=...), "
-                             f"got {data_prefix!r}")
         self.with_label = with_label
         self.extensions = normalize_extensions(extensions)
         super().__init__(
             data_root=data_root,
-            data_prefix=data_prefix,
+            data_prefix=image_prefix(data_prefix),
             pipeline=build_pipeline(pipeline),
             **kwargs)
 

@@ -9,7 +9,7 @@ from mmengine.dataset import BaseDataset
 from fastmim.registry import DATASETS
 
 from .sample_seeds import SeededSamples
-from .utils import NamedRefetchFailure, build_pipeline
+from .utils import NamedRefetchFailure, build_pipeline, image_prefix
 
 
 @DATASETS.register_module()
@@ -33,7 +33,7 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
         with_label: give samples ``gt_label`` from the second column.
         pipeline: transforms (config dicts or callables).
         data_prefix: sub-folder of ``data_root`` that the listed paths are relative to
-            (``'train'`` for mmpretrain's ImageNet layout).
+            (``'train'`` for mmpretrain's ImageNet layout), or ``dict(img_path='train')``.
         **kwargs: other ``BaseDataset`` arguments.
     """
 
@@ -42,13 +42,13 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
                  data_root: str = '',
                  with_label: bool = False,
                  pipeline: Sequence[Union[dict, Callable]] = (),
-                 data_prefix: str = '',
+                 data_prefix: Union[str, dict] = '',
                  **kwargs):
         self.with_label = with_label
         super().__init__(
             ann_file=ann_file,
             data_root=data_root,
-            data_prefix=dict(img_path=data_prefix),
+            data_prefix=image_prefix(data_prefix),
             pipeline=build_pipeline(pipeline),
             **kwargs)
 

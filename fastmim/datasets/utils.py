@@ -31,6 +31,17 @@ def build_pipeline(pipeline: Sequence[Union[dict, Callable]]) -> List[Callable]:
     return transforms
 
 
+def image_prefix(data_prefix: Union[str, dict]) -> dict:
+    """``data_prefix`` as ``BaseDataset`` takes it, from a folder name or mmpretrain's
+    ``dict(img_path='train')``, so configs copied from mmpretrain work with either dataset."""
+    if isinstance(data_prefix, str):
+        data_prefix = dict(img_path=data_prefix)
+    if not isinstance(data_prefix, dict) or set(data_prefix) != {'img_path'}:
+        raise ValueError(f"data_prefix must be a folder name or dict(img_path=...), "
+                         f"got {data_prefix!r}")
+    return data_prefix
+
+
 def normalize_extensions(extensions: Iterable[str]) -> Tuple[str, ...]:
     """Lower-case extensions with a leading dot, so that ``'JPEG'`` and ``'.jpeg'`` both match."""
     if isinstance(extensions, str):

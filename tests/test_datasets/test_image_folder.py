@@ -283,3 +283,16 @@ def test_a_folder_that_cannot_be_listed_is_named(with_label, imagenet_tree, monk
     monkeypatch.setattr(os, 'scandir', scandir_except_locked)
     with pytest.raises(PermissionError, match=re.escape(locked)):
         ImageFolder(str(root), with_label=with_label)
+
+
+def test_image_list_takes_mmpretrain_s_prefix_dict(imagenet_tree):
+    """ImageFolder took ``data_prefix=dict(img_path='train')`` (mmpretrain's form), ImageList
+    failed in mmengine with 'prefix should be a string', naming no setting."""
+    root, files = imagenet_tree
+    ann = write_list(root / 'train.txt', ['n02_cat/chelsea.JPEG 1'])
+    dataset = DATASETS.build(dict(type='ImageList', ann_file=ann, data_root=str(root),
+                                  data_prefix=dict(img_path='train')))
+    assert dataset.get_data_info(0)['img_path'] == files['n02_cat'][0]
+    with pytest.raises(ValueError, match=re.escape("data_prefix must be a folder name or "
+                                                   "dict(img_path=...), got {'img': 'train'}")):
+        ImageList(ann, data_root=str(root), data_prefix=dict(img='train'))
