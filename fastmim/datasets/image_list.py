@@ -76,10 +76,17 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
         first = data_list[0]['img_path']
         if not osp.isfile(first):
             raise FileNotFoundError(f'{type(self).__name__}: the first image of '
-                                    f'{self.ann_file!r}, {first!r}, does not exist; check '
-                                    f'data_root ({self.data_root!r}) and data_prefix '
-                                    f'({image_root!r})')
+                                    f'{self.ann_file!r}, {first!r}, does not exist; '
+                                    f'{self._first_image_hint(first)}')
         return data_list
+
+    def _first_image_hint(self, path: str) -> str:
+        """What to check for a missing first image: a list written on Windows names its files
+        with backslashes, which are part of the file name on Linux, not folder separators."""
+        if '\\' in path:
+            return "its path has Windows separators ('\\'); write them as '/'"
+        return (f"check data_root ({self.data_root!r}) and data_prefix "
+                f"({self.data_prefix['img_path']!r})")
 
     def _read_lines(self) -> io.StringIO:
         """The list file's lines (any line ends), as UTF-8 without the BOM Windows editors write.

@@ -296,3 +296,13 @@ def test_image_list_takes_mmpretrain_s_prefix_dict(imagenet_tree):
     with pytest.raises(ValueError, match=re.escape("data_prefix must be a folder name or "
                                                    "dict(img_path=...), got {'img': 'train'}")):
         ImageList(ann, data_root=str(root), data_prefix=dict(img='train'))
+
+
+def test_image_list_with_windows_separators_says_so(imagenet_tree):
+    """A list written on Windows (os.path.join) names 'n02_cat\\chelsea.JPEG', a file that does
+    not exist on Linux: the error sent the user to check data_root and data_prefix."""
+    root, _ = imagenet_tree
+    ann = write_list(root / 'train.txt', ['n02_cat\\chelsea.JPEG 1'])
+    with pytest.raises(FileNotFoundError, match=re.escape("Windows separators ('\\'); write "
+                                                          "them as '/'")):
+        ImageList(ann, data_root=str(root / 'train'))
