@@ -20,6 +20,15 @@ def loader(classes):
     return SimpleNamespace(dataset=SimpleNamespace(metainfo=dict(classes=classes)))
 
 
+def test_names_that_differ_only_in_unicode_normalisation_are_explained():
+    """A class folder made on macOS (NFD: 'e' + a combining accent) and one made on Linux (NFC)
+    printed as "missing ['café'], extra ['café']"."""
+    with pytest.raises(ValueError, match=r"accents encoded differently \(Unicode NFC / NFD, "
+                                         r"e.g. 'caf\\xe9' vs 'cafe\\u0301'\)"):
+        check_classes([('train_dataloader.dataset', ('caf\u00e9', 'dog')),
+                       ('val_dataloader.dataset', ('cafe\u0301', 'dog'))], None)
+
+
 def test_splits_with_different_class_folders_are_named():
     with pytest.raises(ValueError, match=r"val_dataloader.dataset has 3 classes, train_data"
                                          r"loader.dataset 2, .*extra \['bird'\]"):

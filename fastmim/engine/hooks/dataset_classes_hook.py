@@ -7,6 +7,7 @@ and validates without a word, on labels that mean different classes in each spli
 fewer outputs than the dataset has classes fails only at the first batch; one with more trains
 outputs that no image is labelled with.
 """
+import unicodedata
 import warnings
 from typing import List, Optional, Tuple
 
@@ -58,6 +59,12 @@ def _differences(reference: Tuple[str, ...], classes: Tuple[str, ...]) -> str:
     only_here = [name for name in classes if name not in reference]
     if not only_reference and not only_here:
         return 'the same names in another order'
+    normalised = {unicodedata.normalize('NFC', name) for name in only_reference}
+    if normalised == {unicodedata.normalize('NFC', name) for name in only_here}:
+        # Names that print alike: macOS writes an accent as a separate mark (NFD).
+        return (f'the same names with accents encoded differently (Unicode NFC / NFD, e.g. '
+                f'{ascii(only_reference[0])} vs {ascii(only_here[0])}): rename the folders of '
+                f'one split')
     return f'missing {only_reference[:5]}, extra {only_here[:5]}'
 
 
