@@ -14,14 +14,18 @@ its first batch. Two rules make a resumed run repeat the uninterrupted one bit f
 - **A checkpoint knows how far into its epoch it was written.** The loop records
   ``(epoch, batches done)`` in the message hub (saved in every checkpoint and restored by
   ``--resume``); a resumed epoch asks the sampler to skip the batches already seen and numbers
-  its batches from there.
+  its batches from there. It also records the images per iteration (batch size x processes), so
+  a run resumed with another batch size or number of processes skips the images already seen,
+  not the same number of its own batches.
 """
+import logging
 import math
 import random
 
 import numpy as np
 import torch
 from mmengine.dist import get_rank, get_world_size
+from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop
 
 from fastmim.datasets.sample_seeds import iteration_seed
@@ -77,7 +81,8 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         self._epoch += 1
 
     def run_iter(self, idx, data_batch) -> None:
-        self.runner.message_hub.update_info(PROGRESS_KEY, [self._epoch, idx + 1])
+        self.runner.message_hub.update_info(PROGRESS_KEY,
+                                            [self._epoch, idx + 1, self._images_per_iteration()])
         diff_rank_seed = self.runner._randomness_cfg.get('diff_rank_seed', False)
         seed_iteration(self.runner.seed, get_rank() if diff_rank_seed else 0, self._iter)
         super().run_iter(idx, data_batch)
@@ -88,7 +93,30 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         progress = self.runner.message_hub.get_info(PROGRESS_KEY)
         if progress is None or progress[0] != self._epoch:
             return 0
-        return progress[1]
+        _, batches, *recorded = progress  # checkpoints of older versions record no batch
+        now = self._images_per_iteration()
+        if not recorded or None in (recorded[0], now) or recorded[0] == now:
+            return batches
+        return self._batches_for(batches * recorded[0], recorded[0], now)
+
+    def _images_per_iteration(self):
+        """Images one iteration takes over all processes (None with a ``batch_sampler``)."""
+        batch_size = self.dataloader.batch_size
+        return None if batch_size is None else batch_size * get_world_size()
+
+    def _batches_for(self, images: int, before: int, now: int) -> int:
+        """This run's batches that cover the ``images`` of this epoch the checkpoint's run saw
+        at ``before`` images per iteration. A batch that only partly covers them is repeated
+        (its images seen twice) rather than skipped (its other images never seen)."""
+        batches = images // now
+        if images % now:
+            print_log(
+                f'resuming epoch {self._epoch + 1} after {images} images, seen at {before} images '
+                f'per iteration (train_dataloader.batch_size x processes); this run takes {now} '
+                f'({self.dataloader.batch_size} x {get_world_size()}), so it starts after '
+                f'{batches * now} images and {images - batches * now} are seen twice',
+                logger='current', level=logging.WARNING)
+        return batches
 
     def _skip_batches(self, batches: int) -> None:
         sampler, batch_size = self.dataloader.sampler, self.dataloader.batch_size

@@ -18,3 +18,46 @@ def test_a_batch_larger_than_the_dataset_is_named_before_the_schedulers(tmp_path
                        r'process on 1 process\(es\), fewer than '
                        r'train_dataloader.batch_size=8 with drop_last=True'):
         runner.train()
+
+
+def _resumable(cfg, work_dir):
+    """``cfg`` with the resumable loop and sampler, a constant lr and a checkpoint every
+    3 iterations (inside the epoch)."""
+    cfg['train_cfg'] = dict(type='ResumableEpochBasedTrainLoop', max_epochs=1)
+    cfg['train_dataloader']['sampler'] = dict(type='ResumableSampler', shuffle=True)
+    cfg['optim_wrapper'] = dict(optimizer=dict(type='AdamW', lr=1e-3))
+    cfg['randomness'] = dict(seed=0)
+    cfg['default_hooks'] = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False,
+                                                interval=3))
+    cfg['custom_hooks'] = [dict(type='CheckpointMetaHook')]  # plain types: weights-only load
+    return cfg
+
+
+def _first_batch_after_resume(tmp_path, tiny_pretraining, monkeypatch, batch_size):
+    """Trains 3 batches of 2 images, resumes from there with ``batch_size`` and returns the
+    resumed loop's first batch index and the sampler's first image."""
+    from fastmim.engine.loops import ResumableEpochBasedTrainLoop
+    first = Runner.from_cfg(_resumable(tiny_pretraining(tmp_path / 'a', 2, 8, 1), tmp_path))
+    first.train()
+    cfg = _resumable(tiny_pretraining(tmp_path / 'b', batch_size, 8, 1), tmp_path)
+    cfg.update(resume=True, load_from=str(tmp_path / 'a' / 'iter_3.pth'))
+    seen = []
+    run_iter = ResumableEpochBasedTrainLoop.run_iter
+    monkeypatch.setattr(ResumableEpochBasedTrainLoop, 'run_iter',
+                        lambda self, idx, batch: (seen.append(idx), run_iter(self, idx, batch)))
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return seen[0], runner.train_loop.dataloader.sampler.start_index
+
+
+def test_a_smaller_batch_resumes_after_the_images_already_seen(tmp_path, tiny_pretraining,
+                                                               monkeypatch):
+    # 3 batches of 2 images ran: 6 batches of 1, the 7th comes next
+    assert _first_batch_after_resume(tmp_path, tiny_pretraining, monkeypatch, 1) == (6, 6)
+
+
+def test_a_larger_batch_resumes_after_the_images_already_seen(tmp_path, tiny_pretraining,
+                                                              monkeypatch):
+    # 6 images seen: one batch of 4 is not a whole number of batches; the batch holding the
+    # 5th and 6th images is repeated, none is left out
+    assert _first_batch_after_resume(tmp_path, tiny_pretraining, monkeypatch, 4) == (1, 4)
