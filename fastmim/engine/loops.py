@@ -70,6 +70,10 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         super().__init__(runner, dataloader, *args, **kwargs)
         _check_batches_per_epoch(self.dataloader)
 
+    def run(self):
+        self._warn_if_iterations_changed()
+        return super().run()
+
     def run_epoch(self) -> None:
         self.runner.call_hook('before_train_epoch')  # may set the sampler's epoch, a new loader
         self.runner.model.train()
@@ -98,6 +102,27 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         if not recorded or None in (recorded[0], now) or recorded[0] == now:
             return batches
         return self._batches_for(batches * recorded[0], recorded[0], now)
+
+    def _warn_if_iterations_changed(self) -> None:
+        """mmengine restores a scheduler's ``begin``, ``end`` and ``T_max`` from the checkpoint,
+        so a schedule counted in iterations keeps the counts of the checkpoint's run; with
+        another batch size or number of processes an epoch has another number of iterations,
+        and the schedule silently ends at another epoch (the lr jumps or stalls)."""
+        progress = self.runner.message_hub.get_info(PROGRESS_KEY)
+        before, now = (progress[2] if progress and len(progress) > 2 else None,
+                       self._images_per_iteration())
+        schedulers = self.runner.param_schedulers or []
+        if isinstance(schedulers, dict):
+            schedulers = [s for group in schedulers.values() for s in group]
+        if None in (before, now) or before == now or all(s.by_epoch for s in schedulers):
+            return
+        print_log(
+            f'train_dataloader gives {len(self.dataloader)} iterations per epoch at {now} images '
+            f'per iteration (train_dataloader.batch_size={self.dataloader.batch_size} x '
+            f'{get_world_size()} processes); the checkpoint was written at {before}: '
+            'param_scheduler entries counted in iterations (by_epoch=False, '
+            "convert_to_iter_based) keep the checkpoint's counts, so they end at another epoch "
+            'than the config says', logger='current', level=logging.WARNING)
 
     def _images_per_iteration(self):
         """Images one iteration takes over all processes (None with a ``batch_sampler``)."""

@@ -61,3 +61,25 @@ def test_a_larger_batch_resumes_after_the_images_already_seen(tmp_path, tiny_pre
     # 6 images seen: one batch of 4 is not a whole number of batches; the batch holding the
     # 5th and 6th images is repeated, none is left out
     assert _first_batch_after_resume(tmp_path, tiny_pretraining, monkeypatch, 4) == (1, 4)
+
+
+def test_another_batch_size_warns_that_iteration_schedules_keep_their_counts(
+        tmp_path, tiny_pretraining, monkeypatch):
+    from fastmim.engine import loops
+    scheduler = dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=2,
+                     convert_to_iter_based=True)
+    first = _resumable(tiny_pretraining(tmp_path / 'a', 2, 8, 1), tmp_path)
+    first['param_scheduler'] = scheduler
+    first['default_hooks'] = dict(checkpoint=dict(type='CheckpointHook', interval=1))
+    Runner.from_cfg(first).train()
+    cfg = _resumable(tiny_pretraining(tmp_path / 'b', 1, 8, 1), tmp_path)
+    cfg.update(resume=True, load_from=str(tmp_path / 'a' / 'epoch_1.pth'),
+               param_scheduler=scheduler, train_cfg=dict(type='ResumableEpochBasedTrainLoop', max_epochs=2))
+    messages = []
+    monkeypatch.setattr(loops, 'print_log', lambda message, **kwargs: messages.append(message))
+    Runner.from_cfg(cfg).train()
+    assert messages == [
+        'train_dataloader gives 8 iterations per epoch at 1 images per iteration '
+        '(train_dataloader.batch_size=1 x 1 processes); the checkpoint was written at 2: '
+        'param_scheduler entries counted in iterations (by_epoch=False, convert_to_iter_based) '
+        "keep the checkpoint's counts, so they end at another epoch than the config says"]
