@@ -85,8 +85,8 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         self._epoch += 1
 
     def run_iter(self, idx, data_batch) -> None:
-        self.runner.message_hub.update_info(PROGRESS_KEY,
-                                            [self._epoch, idx + 1, self._images_per_iteration()])
+        self.runner.message_hub.update_info(PROGRESS_KEY, [
+            self._epoch, idx + 1, self._images_per_iteration(), len(self.dataloader.dataset)])
         diff_rank_seed = self.runner._randomness_cfg.get('diff_rank_seed', False)
         seed_iteration(self.runner.seed, get_rank() if diff_rank_seed else 0, self._iter)
         super().run_iter(idx, data_batch)
@@ -98,10 +98,25 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         if progress is None or progress[0] != self._epoch:
             return 0
         _, batches, *recorded = progress  # checkpoints of older versions record no batch
+        if len(recorded) > 1 and batches:
+            self._warn_if_dataset_changed(batches * recorded[0], recorded[1])
         now = self._images_per_iteration()
         if not recorded or None in (recorded[0], now) or recorded[0] == now:
             return batches
         return self._batches_for(batches * recorded[0], recorded[0], now)
+
+    def _warn_if_dataset_changed(self, seen: int, size: int) -> None:
+        """The sampler shuffles an epoch by ``seed + epoch`` over the dataset's size: with
+        images added or removed since the checkpoint the order is another, and skipping the
+        images seen before no longer skips those images."""
+        now = len(self.dataloader.dataset)
+        if now != size:
+            print_log(
+                f'resuming epoch {self._epoch + 1} after {seen} images of a dataset of {size}, '
+                f'now of {now}: the epoch is shuffled anew over {now} images, so the resumed '
+                f'part of it may leave out some images and repeat some of the {seen} already '
+                'seen; resume from the checkpoint of the end of an epoch to avoid this',
+                logger='current', level=logging.WARNING)
 
     def _warn_if_iterations_changed(self) -> None:
         """mmengine restores a scheduler's ``begin``, ``end`` and ``T_max`` from the checkpoint,

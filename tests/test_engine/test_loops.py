@@ -83,3 +83,19 @@ def test_another_batch_size_warns_that_iteration_schedules_keep_their_counts(
         '(train_dataloader.batch_size=1 x 1 processes); the checkpoint was written at 2: '
         'param_scheduler entries counted in iterations (by_epoch=False, convert_to_iter_based) '
         "keep the checkpoint's counts, so they end at another epoch than the config says"]
+
+
+def test_resuming_inside_an_epoch_of_a_dataset_grown_since_warns(tmp_path, tiny_pretraining,
+                                                                   monkeypatch):
+    from fastmim.engine import loops
+    Runner.from_cfg(_resumable(tiny_pretraining(tmp_path / 'a', 2, 8, 1), tmp_path)).train()
+    cfg = _resumable(tiny_pretraining(tmp_path / 'b', 2, 10, 1), tmp_path)
+    cfg.update(resume=True, load_from=str(tmp_path / 'a' / 'iter_3.pth'))
+    messages = []
+    monkeypatch.setattr(loops, 'print_log', lambda message, **kwargs: messages.append(message))
+    Runner.from_cfg(cfg).train()
+    assert messages == [
+        'resuming epoch 1 after 6 images of a dataset of 8, now of 10: the epoch is shuffled '
+        'anew over 10 images, so the resumed part of it may leave out some images and repeat '
+        'some of the 6 already seen; resume from the checkpoint of the end of an epoch to '
+        'avoid this']
