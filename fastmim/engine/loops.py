@@ -69,14 +69,14 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     def __init__(self, runner, dataloader, *args, **kwargs):
         super().__init__(runner, dataloader, *args, **kwargs)
         _check_batches_per_epoch(self.dataloader)
-
-    def run(self):
-        self._warn_if_iterations_changed()
-        return super().run()
+        self._checked_iterations = False
 
     def run_epoch(self) -> None:
         self.runner.call_hook('before_train_epoch')  # may set the sampler's epoch, a new loader
         self.runner.model.train()
+        if not self._checked_iterations:  # the first epoch of this run, with its loader
+            self._warn_if_iterations_changed()
+            self._checked_iterations = True
         done = self.batches_done_in_epoch()
         self._skip_batches(done)
         for idx, data_batch in enumerate(self.dataloader, start=done):
@@ -86,7 +86,8 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
 
     def run_iter(self, idx, data_batch) -> None:
         self.runner.message_hub.update_info(PROGRESS_KEY, [
-            self._epoch, idx + 1, self._images_per_iteration(), len(self.dataloader.dataset)])
+            self._epoch, idx + 1, self._images_per_iteration(), len(self.dataloader.dataset),
+            self._images_per_update()])
         diff_rank_seed = self.runner._randomness_cfg.get('diff_rank_seed', False)
         seed_iteration(self.runner.seed, get_rank() if diff_rank_seed else 0, self._iter)
         super().run_iter(idx, data_batch)
@@ -122,10 +123,11 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         """mmengine restores a scheduler's ``begin``, ``end`` and ``T_max`` from the checkpoint,
         so a schedule counted in iterations keeps the counts of the checkpoint's run; with
         another batch size or number of processes an epoch has another number of iterations,
-        and the schedule silently ends at another epoch (the lr jumps or stalls)."""
-        progress = self.runner.message_hub.get_info(PROGRESS_KEY)
-        before, now = (progress[2] if progress and len(progress) > 2 else None,
-                       self._images_per_iteration())
+        and the schedule silently ends at another epoch (the lr jumps or stalls). Compared per
+        optimiser update: FastMIM-P stages change the batch and the accumulation, not their
+        product."""
+        progress = self.runner.message_hub.get_info(PROGRESS_KEY) or []
+        before, now = progress[4] if len(progress) > 4 else None, self._images_per_update()
         schedulers = self.runner.param_schedulers or []
         if isinstance(schedulers, dict):
             schedulers = [s for group in schedulers.values() for s in group]
@@ -133,8 +135,9 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
             return
         print_log(
             f'train_dataloader gives {len(self.dataloader)} iterations per epoch at {now} images '
-            f'per iteration (train_dataloader.batch_size={self.dataloader.batch_size} x '
-            f'{get_world_size()} processes); the checkpoint was written at {before}: '
+            f'per update (train_dataloader.batch_size={self.dataloader.batch_size} x '
+            f'{get_world_size()} processes x {self._accumulation()} accumulated); the '
+            f'checkpoint was written at {before}: '
             'param_scheduler entries counted in iterations (by_epoch=False, '
             "convert_to_iter_based) keep the checkpoint's counts, so they end at another epoch "
             'than the config says', logger='current', level=logging.WARNING)
@@ -143,6 +146,15 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         """Images one iteration takes over all processes (None with a ``batch_sampler``)."""
         batch_size = self.dataloader.batch_size
         return None if batch_size is None else batch_size * get_world_size()
+
+    def _accumulation(self) -> int:
+        return getattr(self.runner.optim_wrapper, '_accumulative_counts', 1)
+
+    def _images_per_update(self):
+        """Images one optimiser update takes over all processes (None with a
+        ``batch_sampler``)."""
+        per_iteration = self._images_per_iteration()
+        return None if per_iteration is None else per_iteration * self._accumulation()
 
     def _batches_for(self, images: int, before: int, now: int) -> int:
         """This run's batches that cover the ``images`` of this epoch the checkpoint's run saw

@@ -79,8 +79,9 @@ def test_another_batch_size_warns_that_iteration_schedules_keep_their_counts(
     monkeypatch.setattr(loops, 'print_log', lambda message, **kwargs: messages.append(message))
     Runner.from_cfg(cfg).train()
     assert messages == [
-        'train_dataloader gives 8 iterations per epoch at 1 images per iteration '
-        '(train_dataloader.batch_size=1 x 1 processes); the checkpoint was written at 2: '
+        'train_dataloader gives 8 iterations per epoch at 1 images per update '
+        '(train_dataloader.batch_size=1 x 1 processes x 1 accumulated); the checkpoint was '
+        'written at 2: '
         'param_scheduler entries counted in iterations (by_epoch=False, convert_to_iter_based) '
         "keep the checkpoint's counts, so they end at another epoch than the config says"]
 
