@@ -44,24 +44,3 @@ def test_resuming_the_same_model_still_works(tmp_path, tiny_pretraining):
                   train_cfg=dict(by_epoch=True, max_epochs=2))
     runner.train()
     assert runner.epoch == 2
-
-
-def test_a_changed_lr_and_schedule_are_named_as_taking_no_effect(tmp_path, tiny_pretraining,
-                                                                 monkeypatch):
-    from fastmim.engine.hooks import checkpoint_meta_hook
-    first = _run(tmp_path / 'a', tiny_pretraining, 32,
-                 param_scheduler=dict(type='LinearLR', start_factor=0.1, end=1))
-    first.train()
-    messages = []
-    monkeypatch.setattr(checkpoint_meta_hook, 'print_log',
-                        lambda message, **kwargs: messages.append(message))
-    runner = _run(tmp_path / 'a', tiny_pretraining, 32, resume=True,
-                  train_cfg=dict(by_epoch=True, max_epochs=2),
-                  optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2)),
-                  param_scheduler=dict(type='LinearLR', start_factor=0.1, end=2))
-    runner.train()
-    assert messages == [
-        '--resume continues the optimiser and schedule of the checkpoint; these config changes '
-        'take no effect: optim_wrapper.optimizer.lr: 0.001 -> 0.01; param_scheduler.end: 1 -> 2']
-    # as the warning says: the checkpoint's lr goes on, the config's 1e-2 is not used
-    assert runner.optim_wrapper.get_lr() == first.optim_wrapper.get_lr()

@@ -1,9 +1,5 @@
 """Make every checkpoint hold plain types and the geometry of the model that wrote it."""
-import logging
-
-from mmengine.config import Config
 from mmengine.hooks import Hook
-from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.runner import find_latest_checkpoint
 
@@ -40,7 +36,6 @@ class CheckpointMetaHook(Hook):
                 checkpoint[key] = from_plain(checkpoint[key])
         if runner._resume:
             _check_resumed_model(runner, checkpoint)
-            _warn_of_restored_settings(runner, checkpoint)
 
 
 def _unwrapped(runner):
@@ -64,43 +59,3 @@ def _check_resumed_model(runner, checkpoint) -> None:
                              type(model).__name__, '--resume continues the model it holds') +
             '\nWas it written with another config (model size) in the same work dir? Resume '
             'with the config that wrote it, or use another --work-dir')
-
-
-# Settings --resume takes from the checkpoint, not the config: mmengine restores the optimiser's
-# param groups (lr, betas, weight decay) and every scheduler's state (begin, end, T_max, ...).
-RESTORED = ('optim_wrapper.optimizer', 'param_scheduler')
-NOT_RESTORED = ('type', 'fused', 'foreach')  # they build the optimiser, not its state
-
-
-def _flat(value, key=''):
-    """``{'a.b': leaf}`` for nested dicts and lists (a list item's key is its position)."""
-    items = value.items() if isinstance(value, dict) else (
-        enumerate(value) if isinstance(value, (list, tuple)) else None)
-    if items is None or not value:
-        return {key: value}
-    return {k: v for name, item in items for k, v in _flat(item, f'{key}.{name}').items()}
-
-
-def _warn_of_restored_settings(runner, checkpoint) -> None:
-    """A changed lr or schedule in the config of a resumed run takes no effect: the run
-    continues the checkpoint's. Say so, naming each key and both values."""
-    if 'cfg' not in checkpoint.get('meta', {}):
-        return
-    before = Config.fromstring(checkpoint['meta']['cfg'], file_format='.py')
-    changes = []
-    for key in RESTORED:
-        old, new = (_flat(_dig(cfg, key), key) for cfg in (before, runner.cfg))
-        changes += [f'{name}: {old.get(name)} -> {new.get(name)}' for name in sorted({*old, *new})
-                    if old.get(name) != new.get(name)
-                    and name.rsplit('.', 1)[-1] not in NOT_RESTORED]
-    if changes:
-        print_log('--resume continues the optimiser and schedule of the checkpoint; these '
-                  'config changes take no effect: ' + '; '.join(changes),
-                  logger='current', level=logging.WARNING)
-
-
-def _dig(cfg, key):
-    """``cfg``'s value at the dotted ``key`` (None where a part is absent)."""
-    for part in key.split('.'):
-        cfg = cfg.get(part) if cfg is not None else None
-    return cfg
