@@ -63,9 +63,17 @@ def test_a_larger_batch_resumes_after_the_images_already_seen(tmp_path, tiny_pre
     assert _first_batch_after_resume(tmp_path, tiny_pretraining, monkeypatch, 4) == (1, 4)
 
 
+def _warnings_of_resumed_run(cfg, monkeypatch):
+    """What the train loop logs while ``cfg`` (a resumed run) trains."""
+    from fastmim.engine import loops
+    messages = []
+    monkeypatch.setattr(loops, 'print_log', lambda message, **kwargs: messages.append(message))
+    Runner.from_cfg(cfg).train()
+    return messages
+
+
 def test_another_batch_size_warns_that_iteration_schedules_keep_their_counts(
         tmp_path, tiny_pretraining, monkeypatch):
-    from fastmim.engine import loops
     scheduler = dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=2,
                      convert_to_iter_based=True)
     first = _resumable(tiny_pretraining(tmp_path / 'a', 2, 8, 1), tmp_path)
@@ -74,11 +82,9 @@ def test_another_batch_size_warns_that_iteration_schedules_keep_their_counts(
     Runner.from_cfg(first).train()
     cfg = _resumable(tiny_pretraining(tmp_path / 'b', 1, 8, 1), tmp_path)
     cfg.update(resume=True, load_from=str(tmp_path / 'a' / 'epoch_1.pth'),
-               param_scheduler=scheduler, train_cfg=dict(type='ResumableEpochBasedTrainLoop', max_epochs=2))
-    messages = []
-    monkeypatch.setattr(loops, 'print_log', lambda message, **kwargs: messages.append(message))
-    Runner.from_cfg(cfg).train()
-    assert messages == [
+               param_scheduler=scheduler,
+               train_cfg=dict(type='ResumableEpochBasedTrainLoop', max_epochs=2))
+    assert _warnings_of_resumed_run(cfg, monkeypatch) == [
         'train_dataloader gives 8 iterations per epoch at 1 images per update '
         '(train_dataloader.batch_size=1 x 1 processes x 1 accumulated); the checkpoint was '
         'written at 2: '
@@ -88,14 +94,10 @@ def test_another_batch_size_warns_that_iteration_schedules_keep_their_counts(
 
 def test_resuming_inside_an_epoch_of_a_dataset_grown_since_warns(tmp_path, tiny_pretraining,
                                                                    monkeypatch):
-    from fastmim.engine import loops
     Runner.from_cfg(_resumable(tiny_pretraining(tmp_path / 'a', 2, 8, 1), tmp_path)).train()
     cfg = _resumable(tiny_pretraining(tmp_path / 'b', 2, 10, 1), tmp_path)
     cfg.update(resume=True, load_from=str(tmp_path / 'a' / 'iter_3.pth'))
-    messages = []
-    monkeypatch.setattr(loops, 'print_log', lambda message, **kwargs: messages.append(message))
-    Runner.from_cfg(cfg).train()
-    assert messages == [
+    assert _warnings_of_resumed_run(cfg, monkeypatch) == [
         'resuming epoch 1 after 6 images of a dataset of 8, now of 10: the epoch is shuffled '
         'anew over 10 images, so the resumed part of it may leave out some images and repeat '
         'some of the 6 already seen; resume from the checkpoint of the end of an epoch to '
