@@ -21,6 +21,7 @@ its first batch. Two rules make a resumed run repeat the uninterrupted one bit f
 import logging
 import math
 import random
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -29,9 +30,19 @@ from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop
 
 from fastmim.datasets.sample_seeds import iteration_seed
+from fastmim.engine.hooks.progressive_resolution_hook import iter_based_schedulers
 from fastmim.registry import LOOPS
 
 PROGRESS_KEY = 'train_epoch_progress'
+
+
+class Progress(NamedTuple):
+    """What the loop records after every iteration (as a list, in the message hub)."""
+    epoch: int
+    batches: int  # done in this epoch
+    images_per_iteration: Optional[int] = None  # over all processes; None: a batch_sampler
+    dataset_size: Optional[int] = None
+    images_per_update: Optional[int] = None  # with gradient accumulation
 
 
 def seed_iteration(seed: int, rank: int, iteration: int) -> None:
@@ -85,9 +96,9 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         self._epoch += 1
 
     def run_iter(self, idx, data_batch) -> None:
-        self.runner.message_hub.update_info(PROGRESS_KEY, [
+        self.runner.message_hub.update_info(PROGRESS_KEY, list(Progress(
             self._epoch, idx + 1, self._images_per_iteration(), len(self.dataloader.dataset),
-            self._images_per_update()])
+            self._images_per_update())))
         diff_rank_seed = self.runner._randomness_cfg.get('diff_rank_seed', False)
         seed_iteration(self.runner.seed, get_rank() if diff_rank_seed else 0, self._iter)
         super().run_iter(idx, data_batch)
@@ -95,16 +106,22 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     def batches_done_in_epoch(self) -> int:
         """Batches of the current epoch that ran before the checkpoint this run resumed from
         (0 unless the run resumed from a checkpoint saved inside this epoch)."""
-        progress = self.runner.message_hub.get_info(PROGRESS_KEY)
-        if progress is None or progress[0] != self._epoch:
+        progress = self._recorded_progress()
+        if progress is None or progress.epoch != self._epoch:
             return 0
-        _, batches, *recorded = progress  # checkpoints of older versions record no batch
-        if len(recorded) > 1 and batches:
-            self._warn_if_dataset_changed(batches * recorded[0], recorded[1])
+        before, batches = progress.images_per_iteration, progress.batches
+        if progress.dataset_size is not None and batches:
+            self._warn_if_dataset_changed(batches * before, progress.dataset_size)
         now = self._images_per_iteration()
-        if not recorded or None in (recorded[0], now) or recorded[0] == now:
+        if None in (before, now) or before == now:
             return batches
-        return self._batches_for(batches * recorded[0], recorded[0], now)
+        return self._batches_for(batches * before, before, now)
+
+    def _recorded_progress(self):
+        """The :class:`Progress` of the checkpoint resumed from (None before any iteration);
+        checkpoints of older versions record only the epoch and the batches."""
+        progress = self.runner.message_hub.get_info(PROGRESS_KEY)
+        return None if progress is None else Progress(*progress)
 
     def _warn_if_dataset_changed(self, seen: int, size: int) -> None:
         """The sampler shuffles an epoch by ``seed + epoch`` over the dataset's size: with
@@ -126,12 +143,10 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         and the schedule silently ends at another epoch (the lr jumps or stalls). Compared per
         optimiser update: FastMIM-P stages change the batch and the accumulation, not their
         product."""
-        progress = self.runner.message_hub.get_info(PROGRESS_KEY) or []
-        before, now = progress[4] if len(progress) > 4 else None, self._images_per_update()
-        schedulers = self.runner.param_schedulers or []
-        if isinstance(schedulers, dict):
-            schedulers = [s for group in schedulers.values() for s in group]
-        if None in (before, now) or before == now or all(s.by_epoch for s in schedulers):
+        progress = self._recorded_progress()
+        before = None if progress is None else progress.images_per_update
+        now = self._images_per_update()
+        if None in (before, now) or before == now or not iter_based_schedulers(self.runner):
             return
         print_log(
             f'train_dataloader gives {len(self.dataloader)} iterations per epoch at {now} images '

@@ -165,7 +165,9 @@ def with_sampler_seed(dataloader_cfg: dict, sampler) -> dict:
     return {**dataloader_cfg, 'sampler': {**sampler_cfg, 'seed': sampler.seed}}
 
 
-def _iter_based_schedulers(runner):
+def iter_based_schedulers(runner):
+    """The runner's parameter schedulers that step per iteration (one list for an
+    ``OptimWrapperDict``'s groups too)."""
     schedulers = runner.param_schedulers or []
     if isinstance(schedulers, dict):
         schedulers = [s for group in schedulers.values() for s in group]
@@ -350,7 +352,7 @@ class ProgressiveResolutionHook(Hook):
             hook for hook in runner.hooks if isinstance(hook, ParamSchedulerHook)
             and not isinstance(hook, PerUpdateParamSchedulerHook)
         ]
-        if accumulates and _iter_based_schedulers(runner) and per_iteration_hooks:
+        if accumulates and iter_based_schedulers(runner) and per_iteration_hooks:
             raise ValueError(
                 'stages accumulate gradients but iteration-based schedulers are stepped by '
                 f'{type(per_iteration_hooks[0]).__name__} once per iteration; set '
