@@ -110,7 +110,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         if progress is None or progress.epoch != self._epoch:
             return 0
         before, batches = progress.images_per_iteration, progress.batches
-        if progress.dataset_size is not None and batches:
+        if None not in (before, progress.dataset_size) and batches:
             self._warn_if_dataset_changed(batches * before, progress.dataset_size)
         now = self._images_per_iteration()
         if None in (before, now) or before == now:

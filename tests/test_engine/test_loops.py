@@ -102,3 +102,20 @@ def test_resuming_inside_an_epoch_of_a_dataset_grown_since_warns(tmp_path, tiny_
         'anew over 10 images, so the resumed part of it may leave out some images and repeat '
         'some of the 6 already seen; resume from the checkpoint of the end of an epoch to '
         'avoid this']
+
+
+def test_a_batch_sampler_run_resumed_inside_an_epoch_gets_the_sampler_message():
+    """Its record holds no images per iteration (None); the dataset-size check multiplied the
+    batches by it and a TypeError came before the message that names the sampler to use."""
+    from types import SimpleNamespace
+
+    from mmengine.logging import MessageHub
+    from fastmim.engine.loops import PROGRESS_KEY, ResumableEpochBasedTrainLoop
+    hub = MessageHub.get_instance('test_loops_batch_sampler')
+    hub.update_info(PROGRESS_KEY, [0, 3, None, 8, None])
+    loop = ResumableEpochBasedTrainLoop.__new__(ResumableEpochBasedTrainLoop)
+    loop._runner, loop._epoch = SimpleNamespace(message_hub=hub), 0
+    loop.dataloader = SimpleNamespace(batch_size=None, dataset=[0] * 8, sampler=object())
+    assert loop.batches_done_in_epoch() == 3
+    with pytest.raises(ValueError, match="set train_dataloader.sampler=dict"):
+        loop._skip_batches(3)
