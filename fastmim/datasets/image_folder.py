@@ -1,15 +1,18 @@
 """Images in folders: the ImageNet layout, or one flat folder of unlabelled images."""
+import logging
 import os
 import os.path as osp
-from typing import Callable, List, Sequence, Union
+import warnings
+from typing import Callable, List, Sequence, Tuple, Union
 
 from mmengine.dataset import BaseDataset
+from mmengine.logging import print_log
 
 from fastmim.registry import DATASETS
 
 from .sample_seeds import SeededSamples
-from .utils import (IMG_EXTENSIONS, NamedRefetchFailure, build_pipeline, has_extension,
-                    image_prefix, normalize_extensions)
+from .utils import (IMG_EXTENSIONS, DatasetListingWarning, NamedRefetchFailure, build_pipeline,
+                    examples, has_extension, image_prefix, normalize_extensions)
 
 
 def raise_error(error: OSError):
@@ -17,15 +20,34 @@ def raise_error(error: OSError):
     raise error
 
 
-def find_images(folder: str, extensions: Sequence[str]) -> List[str]:
-    """All image files under ``folder``, recursively, in sorted (reproducible) order.
+# Never images, whatever their extension: macOS writes an AppleDouble file '._<name>' (Finder
+# data and resource fork, about 4 KB) beside every file it copies to a disk that is not a Mac's,
+# and a zip archive made on a Mac holds them in a '__MACOSX' folder. Listed, they failed to
+# decode and were skipped with a warning, every epoch.
+APPLEDOUBLE_PREFIX = '._'
+MACOS_ARCHIVE_FOLDER = '__MACOSX'
+
+
+def is_os_metadata(name: str) -> bool:
+    """Whether a file or folder name is macOS metadata, not data (see above)."""
+    return name.startswith(APPLEDOUBLE_PREFIX) or name == MACOS_ARCHIVE_FOLDER
+
+
+def is_hidden(relative_path: str) -> bool:
+    """Whether a path below the dataset folder is in a hidden file or folder (a leading dot)."""
+    return any(part.startswith('.') for part in relative_path.split(os.sep))
+
+
+def find_images(folder: str, extensions: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """All image files under ``folder``, recursively, in sorted (reproducible) order, and the
+    macOS metadata left out (``._*`` files with an image extension, ``__MACOSX`` folders).
 
     Symlinked folders are followed (a class stored on another disk), but one that is a folder
     already walked raises: ``os.walk`` follows a link back to a parent until the path is too
     long, which listed every image below it about 40 times over, without a word. A folder that
     cannot be listed raises its ``OSError`` (naming it), which ``os.walk`` would skip.
     """
-    found, walked = [], {}
+    found, metadata, walked = [], [], {}
     for root, dirs, files in os.walk(folder, onerror=raise_error, followlinks=True):
         real = osp.realpath(root)
         if real in walked:
@@ -33,10 +55,12 @@ def find_images(folder: str, extensions: Sequence[str]) -> List[str]:
                              f'or two links to one folder): its images would be listed twice; '
                              f'remove the link')
         walked[real] = root
-        dirs.sort()
-        found.extend(osp.join(root, name) for name in sorted(files)
-                     if has_extension(name, extensions))
-    return found
+        metadata.extend(osp.join(root, name) for name in sorted(dirs) if is_os_metadata(name))
+        dirs[:] = sorted(name for name in dirs if not is_os_metadata(name))  # not walked
+        for name in sorted(files):
+            if has_extension(name, extensions):
+                (metadata if is_os_metadata(name) else found).append(osp.join(root, name))
+    return found, metadata
 
 
 @DATASETS.register_module()
@@ -48,6 +72,10 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
     ``n01440764`` is 0 for ImageNet) and ``metainfo['classes']`` lists the names. Files directly
     in ``<folder>`` are ignored then. With ``with_label=False`` every image under the folder is
     used, recursively, so both a flat folder and the ImageNet layout work.
+
+    macOS metadata with an image extension (``._*`` AppleDouble files, ``__MACOSX`` folders) is
+    left out when the folder is listed, with one log line. Other hidden files are images as in
+    torchvision, named in one ``DatasetListingWarning`` (most are thumbnails or caches).
 
     Problems with the folder (missing, no images, an empty class, a class linked to a folder
     that is gone, a symlink loop) raise at construction, naming the path, so they surface before
@@ -89,18 +117,25 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
             raise FileNotFoundError(f'{type(self).__name__}: image folder {self.folder!r} does '
                                     f'not exist (data_root={self.data_root!r})')
         if self.with_label:
-            return self._load_labelled()
-        paths = find_images(self.folder, self.extensions)
+            data_list, metadata = self._load_labelled()
+        else:
+            data_list, metadata = self._load_unlabelled()
+        self._report_metadata(metadata)
+        self._warn_hidden([info['img_path'] for info in data_list])
+        return data_list
+
+    def _load_unlabelled(self) -> Tuple[List[dict], List[str]]:
+        paths, metadata = find_images(self.folder, self.extensions)
         if not paths:
             raise ValueError(f'{type(self).__name__}: no images with extensions '
                              f'{self.extensions} under {self.folder!r}')
-        return [dict(img_path=path) for path in paths]
+        return [dict(img_path=path) for path in paths], metadata
 
-    def _class_names(self) -> List[str]:
-        """The sub-folders, sorted; a link to a folder that is gone (a disk not mounted) raises,
+    def _top_entries(self) -> List[os.DirEntry]:
+        """The folder's entries; a link to a folder that is gone (a disk not mounted) raises,
         since it is no folder to ``os.scandir``: the class was dropped without a word and every
         later class got the label of the one before it."""
-        entries = list(os.scandir(self.folder))
+        entries = sorted(os.scandir(self.folder), key=lambda entry: entry.name)
         broken = [f'{entry.path!r} -> {os.readlink(entry.path)!r}' for entry in entries
                   if entry.is_symlink() and not osp.exists(entry.path)]
         if broken:
@@ -108,17 +143,22 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
                                     f'target does not exist (a disk not mounted?); their '
                                     f'classes would be dropped and the later ones renumbered: '
                                     f'{broken}')
-        return sorted(entry.name for entry in entries if entry.is_dir(follow_symlinks=True))
+        return entries
 
-    def _load_labelled(self) -> List[dict]:
-        classes = self._class_names()
+    def _load_labelled(self) -> Tuple[List[dict], List[str]]:
+        entries = self._top_entries()
+        classes = [entry.name for entry in entries
+                   if entry.is_dir() and not is_os_metadata(entry.name)]
+        metadata = [entry.path for entry in entries if is_os_metadata(entry.name)
+                    and (entry.is_dir() or has_extension(entry.name, self.extensions))]
         if not classes:
             raise ValueError(f'{type(self).__name__}: with_label=True needs one sub-folder per '
                              f'class in {self.folder!r}, found none (use with_label=False for '
                              f'a flat folder of images)')
         data_list, empty = [], []
         for label, name in enumerate(classes):
-            paths = find_images(osp.join(self.folder, name), self.extensions)
+            paths, in_class = find_images(osp.join(self.folder, name), self.extensions)
+            metadata.extend(in_class)
             if not paths:
                 empty.append(osp.join(self.folder, name))
             data_list.extend(dict(img_path=path, gt_label=label) for path in paths)
@@ -126,4 +166,25 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
             raise ValueError(f'{type(self).__name__}: class folders without images with '
                              f'extensions {self.extensions}: {empty}')
         self._metainfo['classes'] = tuple(classes)
-        return data_list
+        return data_list, metadata
+
+    def _report_metadata(self, metadata: List[str]) -> None:
+        """One line for the macOS metadata left out, when the folder is listed (once), so that a
+        count of images lower than the count of files is explained."""
+        if metadata:
+            print_log(f'{type(self).__name__}: left out {len(metadata)} macOS metadata files and '
+                      f"folders under {self.folder!r} ('._*' AppleDouble files, '__MACOSX' "
+                      f'folders; not images): {examples(metadata)}',
+                      logger='current', level=logging.INFO)
+
+    def _warn_hidden(self, paths: List[str]) -> None:
+        """Images in hidden files or folders are used, as torchvision and mmpretrain use them
+        (one may be data, and leaving it out would lose it without a word), but named once:
+        most are an application's thumbnails or cache of the images beside them
+        (``.thumbnails/``), which would count those twice."""
+        hidden = [path for path in paths if is_hidden(osp.relpath(path, self.folder))]
+        if hidden:
+            warnings.warn(f'{type(self).__name__}: {len(hidden)} images under {self.folder!r} '
+                          f'are in hidden files or folders; they are used, as torchvision '
+                          f'does; delete them if they are thumbnails or a cache: '
+                          f'{examples(hidden)}', DatasetListingWarning)

@@ -8,6 +8,19 @@ from .transforms.loading import unreadable_image_count
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 
+SHOWN = 3  # examples named in a message about many files or lines
+
+
+class DatasetListingWarning(UserWarning):
+    """Something in an image folder or list file that is used or left out on purpose, but may
+    not be what the user meant (its own category, so that a deliberate case can be filtered)."""
+
+
+def examples(items: Sequence[str], shown: int = SHOWN) -> str:
+    """``a, b, c and 4 more``: enough to find the files, in one line however many there are."""
+    more = f' and {len(items) - shown} more' if len(items) > shown else ''
+    return ', '.join(str(item) for item in items[:shown]) + more
+
 
 def build_pipeline(pipeline: Sequence[Union[dict, Callable]]) -> List[Callable]:
     """Build the transforms of a dataset pipeline in fastmim's scope.

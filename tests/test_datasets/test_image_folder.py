@@ -2,6 +2,7 @@
 broken and unusual files."""
 import os
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from skimage import data as skdata
 
 from fastmim.datasets import ImageFolder, ImageList
 from fastmim.datasets.transforms import UnreadableImageWarning, unreadable_image_count
+from fastmim.datasets.utils import DatasetListingWarning
 from fastmim.registry import DATASETS
 
 PIPELINE = [dict(type='LoadImageRGB'), dict(type='PackInputs')]
@@ -306,3 +308,65 @@ def test_image_list_with_windows_separators_says_so(imagenet_tree):
     with pytest.raises(FileNotFoundError, match=re.escape("Windows separators ('\\'); write "
                                                           "them as '/'")):
         ImageList(ann, data_root=str(root / 'train'))
+
+
+# What macOS writes beside a file it copies to a non-Mac disk: an AppleDouble header, then
+# Finder data (about 4 KB in all). Same name with '._' in front, so the same extension.
+APPLEDOUBLE = b'\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ' + bytes(4070)
+
+
+@pytest.fixture
+def current_log(caplog):
+    """Records of mmengine's current logger (MMLogger calls its own handlers only)."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(caplog.handler)
+    caplog.set_level('INFO')
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+@pytest.mark.parametrize('with_label', [False, True])
+def test_macos_metadata_is_left_out_when_listed_with_one_log_line(with_label, imagenet_tree,
+                                                                  current_log, recwarn):
+    """'._*' AppleDouble files have the image's extension: they were listed, failed to decode
+    and were skipped with an UnreadableImageWarning, every epoch."""
+    root, files = imagenet_tree
+    train = root / 'train'
+    (train / 'n02_cat' / '._chelsea.JPEG').write_bytes(APPLEDOUBLE)
+    (train / 'n02_cat' / 'sub' / '._coffee.png').write_bytes(APPLEDOUBLE)
+    (train / '__MACOSX' / 'n01_person').mkdir(parents=True)  # a zip archive made on a Mac
+    (train / '__MACOSX' / 'n01_person' / '._astro.jpg').write_bytes(APPLEDOUBLE)
+    for name in ('.DS_Store', 'Thumbs.db', 'desktop.ini'):  # no image extension: ignored
+        (train / 'n03_rocket' / name).write_bytes(b'\x00\x00\x00\x01Bud1')
+
+    dataset = ImageFolder(str(root), with_label=with_label, pipeline=PIPELINE)
+    assert {dataset.get_data_info(i)['img_path'] for i in range(len(dataset))} == {
+        path for group in files.values() for path in group}
+    if with_label:
+        assert dataset.metainfo['classes'] == ('n01_person', 'n02_cat', 'n03_rocket')
+    lines = [r.getMessage() for r in current_log.records if 'macOS metadata' in r.getMessage()]
+    assert len(lines) == 1
+    assert lines[0].startswith('ImageFolder: left out 3 macOS metadata files and folders')
+    assert str(train / '__MACOSX') in lines[0] and '._chelsea.JPEG' in lines[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # no UnreadableImageWarning when loading, in any epoch
+        for index in range(len(dataset)):
+            dataset[index]
+    assert not [w for w in recwarn if issubclass(w.category, DatasetListingWarning)]
+
+
+def test_hidden_images_are_used_as_torchvision_does_and_named_once(imagenet_tree, photos):
+    """A hidden file with an image extension may be data: listed, as torchvision and mmpretrain
+    list it, but named, since most are thumbnails or a cache of the images beside them."""
+    root, files = imagenet_tree
+    hidden = [save_photo(photos['camera'], root / 'train' / 'n01_person' / '.camera.png'),
+              save_photo(photos['rocket'], root / 'train' / 'n03_rocket' / '.thumbnails' /
+                         'rocket.png')]
+    with pytest.warns(DatasetListingWarning, match=re.escape(
+            f"ImageFolder: 2 images under '{root / 'train'}' are in hidden files or "
+            f'folders; they are used')) as record:
+        dataset = ImageFolder(str(root), with_label=True)
+    assert len([w for w in record if issubclass(w.category, DatasetListingWarning)]) == 1
+    assert all(path in str(record[0].message) for path in hidden)
+    assert len(dataset) == 6
