@@ -69,9 +69,11 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
 
     With ``with_label=True`` the layout is ImageNet's, ``<folder>/<class>/**/<image>``: the class
     index is the position of the folder name in sorted order (torchvision's convention, so
-    ``n01440764`` is 0 for ImageNet) and ``metainfo['classes']`` lists the names. Files directly
-    in ``<folder>`` are ignored then. With ``with_label=False`` every image under the folder is
-    used, recursively, so both a flat folder and the ImageNet layout work.
+    ``n01440764`` is 0 for ImageNet) and ``metainfo['classes']`` lists the names. Images directly
+    in ``<folder>`` have no class then and are not used: they are named in a
+    ``DatasetListingWarning``, or in the error when there is no class folder at all. With
+    ``with_label=False`` every image under the folder is used, recursively, so both a flat
+    folder and the ImageNet layout work.
 
     macOS metadata with an image extension (``._*`` AppleDouble files, ``__MACOSX`` folders) is
     left out when the folder is listed, with one log line. Other hidden files are images as in
@@ -145,16 +147,30 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
                                     f'{broken}')
         return entries
 
+    def _loose_images(self, entries: List[os.DirEntry]) -> List[str]:
+        """Images directly in the folder, beside the class folders: no class is theirs, so they
+        are not used, which was silent (an unpacked archive, a class folder not made)."""
+        return [entry.path for entry in entries
+                if not entry.is_dir() and has_extension(entry.name, self.extensions)
+                and not is_os_metadata(entry.name)]
+
     def _load_labelled(self) -> Tuple[List[dict], List[str]]:
         entries = self._top_entries()
         classes = [entry.name for entry in entries
                    if entry.is_dir() and not is_os_metadata(entry.name)]
         metadata = [entry.path for entry in entries if is_os_metadata(entry.name)
                     and (entry.is_dir() or has_extension(entry.name, self.extensions))]
+        loose = self._loose_images(entries)
         if not classes:
+            found = f', only {len(loose)} image(s): {examples(loose)}' if loose else ''
             raise ValueError(f'{type(self).__name__}: with_label=True needs one sub-folder per '
-                             f'class in {self.folder!r}, found none (use with_label=False for '
-                             f'a flat folder of images)')
+                             f'class in {self.folder!r}, found none{found} (use '
+                             f'with_label=False for a flat folder of images)')
+        if loose:
+            warnings.warn(f'{type(self).__name__}: {len(loose)} image(s) directly in '
+                          f'{self.folder!r} are not used: with_label=True takes images from the '
+                          f'class sub-folders only; move them into their class folders: '
+                          f'{examples(loose)}', DatasetListingWarning)
         data_list, empty = [], []
         for label, name in enumerate(classes):
             paths, in_class = find_images(osp.join(self.folder, name), self.extensions)

@@ -370,3 +370,24 @@ def test_hidden_images_are_used_as_torchvision_does_and_named_once(imagenet_tree
     assert len([w for w in record if issubclass(w.category, DatasetListingWarning)]) == 1
     assert all(path in str(record[0].message) for path in hidden)
     assert len(dataset) == 6
+
+
+def test_images_beside_the_class_folders_are_named(imagenet_tree, photos, tmp_path):
+    """with_label=True takes images from the class folders only: images lying directly in the
+    top folder were not used, without a word."""
+    root, files = imagenet_tree
+    loose = [save_photo(photos[name], root / 'train' / f'{name}.jpg')
+             for name in ('camera', 'coffee', 'rocket', 'chelsea')]
+    with pytest.warns(DatasetListingWarning, match=re.escape(
+            f"ImageFolder: 4 image(s) directly in '{root / 'train'}' are not used")) as record:
+        dataset = ImageFolder(str(root), with_label=True)
+    assert len(dataset) == 4 and dataset.metainfo['classes'] == ('n01_person', 'n02_cat',
+                                                                 'n03_rocket')
+    message = str(record[0].message)
+    assert all(path in message for path in sorted(loose)[:3]) and message.endswith('and 1 more')
+
+    flat = tmp_path / 'flat'  # no class folder at all: the error names the images found
+    camera = save_photo(photos['camera'], flat / 'train' / 'camera.png')
+    with pytest.raises(ValueError, match=re.escape(
+            f'found none, only 1 image(s): {camera} (use with_label=False')):
+        ImageFolder(str(flat), with_label=True)
