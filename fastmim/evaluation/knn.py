@@ -29,12 +29,13 @@ import torch
 import torch.nn.functional as F
 from mmengine.dist import all_gather, get_world_size
 from mmengine.logging import print_log
-from mmengine.model import BaseModel, is_model_wrapper
+from mmengine.model import BaseModel
 from mmengine.runner import TestLoop
 from mmengine.runner.amp import autocast
 from mmengine.structures import BaseDataElement
 from torch.utils.data import DataLoader
 
+from fastmim.engine.runner_model import bare_model
 from fastmim.models.algorithms.fastmim import IMAGENET_PREPROCESSOR
 from fastmim.models.algorithms.image_classifier import attach_predictions, pool_features
 from fastmim.models.utils import load_pretrained
@@ -228,8 +229,7 @@ class KNNTestLoop(TestLoop):
     def run(self) -> dict:
         """Load the checkpoint, build the bank, then classify the test split; returns the
         metrics."""
-        model = self.runner.model.module if is_model_wrapper(self.runner.model) \
-            else self.runner.model
+        model = bare_model(self.runner)
         if self.checkpoint is not None:
             load_pretrained(model.backbone, self.checkpoint, prefix=self.prefix)
         self.runner.call_hook('before_test')

@@ -44,3 +44,64 @@ def test_resuming_the_same_model_still_works(tmp_path, tiny_pretraining):
                   train_cfg=dict(by_epoch=True, max_epochs=2))
     runner.train()
     assert runner.epoch == 2
+
+
+def test_resuming_does_not_execute_config_text_stored_in_the_checkpoint(tmp_path,
+                                                                        tiny_pretraining):
+    # mmengine's Runner.resume rebuilds meta['config'] with Config.fromstring, which runs it as
+    # Python: a --resume file must not be able to run code (weights-only loading policy).
+    import torch
+    _run(tmp_path / 'a', tiny_pretraining, 32).train()
+    checkpoint = torch.load(tmp_path / 'a' / 'epoch_1.pth', weights_only=True)
+    marker = tmp_path / 'executed'
+    checkpoint['meta']['config'] = f'open({str(marker)!r}, "w").close()\ngpu_ids = [0]\n'
+    torch.save(checkpoint, tmp_path / 'crafted.pth')
+    runner = _run(tmp_path / 'b', tiny_pretraining, 32, resume=True,
+                  load_from=str(tmp_path / 'crafted.pth'),
+                  train_cfg=dict(by_epoch=True, max_epochs=2))
+    runner.train()
+    assert runner.epoch == 2
+    assert not marker.exists()
+
+
+def _schedule(end):
+    return [dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1),
+            dict(type='CosineAnnealingLR', by_epoch=True, begin=1, end=end, T_max=end - 1)]
+
+
+def _resume_warnings(tmp_path, tiny_pretraining, monkeypatch, lr, end):
+    """What the resume checks log when a 2-epoch run (lr 1e-3, cosine to epoch 2) is resumed
+    after its first epoch with ``lr`` and a cosine to ``end``."""
+    from fastmim.engine.hooks import resume_checks
+    first = _run(tmp_path / 'a', tiny_pretraining, 32, param_scheduler=_schedule(2),
+                 train_cfg=dict(by_epoch=True, max_epochs=1))
+    first.train()
+    messages = []
+    monkeypatch.setattr(resume_checks, 'print_log',
+                        lambda message, **kwargs: messages.append(message))
+    resumed = _run(tmp_path / 'a', tiny_pretraining, 32, resume=True,
+                   param_scheduler=_schedule(end), train_cfg=dict(by_epoch=True, max_epochs=2))
+    resumed.optim_wrapper['optimizer']['lr'] = lr
+    resumed.train()
+    # what the warning says is what happens: the checkpoint's lr and schedule
+    assert resumed.optim_wrapper.param_groups[0]['initial_lr'] == pytest.approx(1e-3)
+    assert resumed.param_schedulers[1].end == 2
+    return messages
+
+
+def test_resuming_with_another_lr_and_schedule_names_the_values_the_run_keeps(
+        tmp_path, tiny_pretraining, monkeypatch):
+    messages = _resume_warnings(tmp_path, tiny_pretraining, monkeypatch, lr=2e-3, end=4)
+    assert len(messages) == 1
+    assert "take no effect:\n  initial_lr (group 0 of 1): config 0.002, checkpoint 0.001\n" \
+        in messages[0]
+    assert 'param_scheduler[1] (CosineAnnealingLR) T_max: config 3, checkpoint 1 epochs' \
+        in messages[0]
+    assert 'param_scheduler[1] (CosineAnnealingLR) end: config 4, checkpoint 2 epochs' \
+        in messages[0]
+    assert 'param_scheduler[0]' not in messages[0]
+
+
+def test_resuming_with_the_same_optimisation_warns_nothing(tmp_path, tiny_pretraining,
+                                                           monkeypatch):
+    assert _resume_warnings(tmp_path, tiny_pretraining, monkeypatch, lr=1e-3, end=2) == []

@@ -14,8 +14,8 @@ buffers it rebuilds), as loading will see them.
 from typing import Dict, List
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
+from fastmim.engine.runner_model import bare_model
 from fastmim.errors import CheckpointError
 from fastmim.models.utils.load_problems import LoadProblems, shapes
 from fastmim.models.utils.pretrained import adapt_for_backbones
@@ -34,11 +34,13 @@ def modules_without_weights(model_keys, checkpoint_keys) -> List[str]:
     return [module for module in modules if module not in provided]
 
 
-def weights_that_do_not_fit(model, state: Dict[str, object]) -> LoadProblems:
+def weights_that_do_not_fit(model, state: Dict[str, object],
+                            judge_unexpected: bool = False) -> LoadProblems:
     """The model's weights that ``state`` lacks or gives in another shape, once each backbone
     has adapted its part as its load hook will (a leading ``module.`` of a DDP-wrapped save
     removed). Keys a backbone rebuilds itself (its adaptation drops them from its own state:
-    a sin-cos position embedding) are not expected. Unexpected keys are not judged."""
+    a sin-cos position embedding) are not expected. Keys of ``state`` the model does not have
+    are judged only with ``judge_unexpected`` (testing ignores them; resuming must not)."""
     own = model.state_dict()
     _, rebuilt = adapt_for_backbones(own, model)
     adapted, _ = adapt_for_backbones(
@@ -47,7 +49,9 @@ def weights_that_do_not_fit(model, state: Dict[str, object]) -> LoadProblems:
                 if key not in rebuilt
                 and (not key.endswith(FILLED_IN_BY_TORCH) or key in adapted)}
     problems = LoadProblems.compare(shapes(adapted), expected)
-    return LoadProblems(missing=problems.missing, mismatched=problems.mismatched)
+    if not judge_unexpected:
+        problems.unexpected = []
+    return problems
 
 
 @HOOKS.register_module()
@@ -62,7 +66,7 @@ class CheckpointFitsModelHook(Hook):
         self.checkpoint = checkpoint
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = bare_model(runner)
         state = checkpoint.get('state_dict', checkpoint)
         absent = modules_without_weights(model.state_dict().keys(), state.keys())
         if absent:

@@ -10,8 +10,8 @@ works under DDP because the wrapper calls the same submodules.
 from typing import Sequence
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
+from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS
 
 
@@ -35,7 +35,7 @@ class CompileModulesHook(Hook):
         self.compile_kwargs = compile_kwargs
 
     def before_train(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = bare_model(runner)
         present = [name for name in self.modules if getattr(model, name, None) is not None]
         if not present:
             raise ValueError(f'CompileModulesHook: {type(model).__name__} has none of the '

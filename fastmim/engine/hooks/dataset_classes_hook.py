@@ -12,8 +12,8 @@ import warnings
 from typing import List, Optional, Tuple
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
+from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS
 
 
@@ -49,7 +49,6 @@ def check_max_label(key: str, max_label: Optional[int], num_classes: Optional[in
 def model_num_classes(model) -> Optional[int]:
     """The model's number of class outputs (``ImageClassifier``, ``KNNClassifier``), or
     ``None`` when it has none (``FastMIM``) or infers it (``KNNClassifier(num_classes=None)``)."""
-    model = model.module if is_model_wrapper(model) else model
     num_classes = getattr(model, 'num_classes', None)
     return num_classes if isinstance(num_classes, int) else None
 
@@ -123,7 +122,7 @@ class DatasetClassesCheckHook(Hook):
 
     @staticmethod
     def _check(runner, loaders) -> None:
-        num_classes = model_num_classes(runner.model)
+        num_classes = model_num_classes(bare_model(runner))
         named = [(key, dataset_classes(loader)) for key, loader in loaders]
         check_classes([(key, classes) for key, classes in named if classes is not None],
                       num_classes)

@@ -20,10 +20,10 @@ from typing import List, NamedTuple, Sequence, Tuple, Union
 
 from mmengine.hooks import Hook, ParamSchedulerHook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapperDict
 from mmengine.runner import EpochBasedTrainLoop
 
+from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS
 
 STAGE_KEYS = ('epoch', 'input_size', 'batch_size', 'accumulative_counts')
@@ -291,7 +291,7 @@ class ProgressiveResolutionHook(Hook):
         """Every stage's input size through the model's own check (FastMIM's
         ``check_input_size``: mask blocks and backbone stride), now rather than when the stage
         starts, hundreds of epochs into the run."""
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = bare_model(runner)
         check_input_size = getattr(model, 'check_input_size', None)
         if check_input_size is None:
             return

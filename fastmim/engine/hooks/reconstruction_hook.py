@@ -4,10 +4,10 @@ import os.path as osp
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.runner import IterBasedTrainLoop
 from PIL import Image
 
+from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS
 from fastmim.visualization import draw_reconstructions
 
@@ -81,7 +81,7 @@ class ReconstructionVisualizationHook(Hook):
             runner.logger.warning('ReconstructionVisualizationHook: no training batch seen yet, '
                                   f'nothing drawn for {tag}')
             return
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = bare_model(runner)
         inputs = model.data_preprocessor(self._batch, False)['inputs']
         panels = draw_reconstructions(model, inputs, seed=self.seed, cell_px=self.cell_px)
 

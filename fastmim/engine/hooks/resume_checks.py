@@ -1,0 +1,165 @@
+"""What ``--resume`` takes from the checkpoint rather than the config, checked before it does.
+
+mmengine's ``Runner.resume`` restores the weights, then the optimiser's state, then the
+parameter schedulers' state, all from the checkpoint. Three consequences it leaves unsaid:
+
+- the model must be the checkpoint's model (:func:`check_resumed_model`);
+- the learning rate, weight decay and schedule go on as the checkpoint has them: a config
+  edited before resuming (another lr, a longer cosine, another warmup) takes no effect
+  (:func:`warn_kept_optimisation` names each value the run keeps);
+- a ``meta['config']`` entry is rebuilt with ``Config.fromstring``, which runs it as Python
+  (:func:`drop_executable_config`).
+
+Each runs from :class:`CheckpointMetaHook` when a checkpoint has been read for resuming and
+before mmengine loads anything from it.
+"""
+import logging
+import math
+from typing import Iterator, List, Optional, Tuple
+
+from mmengine.logging import print_log
+from mmengine.runner import find_latest_checkpoint
+
+from fastmim.errors import CheckpointError
+
+from .checkpoint_fit_hook import weights_that_do_not_fit
+
+# Optimiser settings a config sets per parameter group (``initial_lr``: the lr before the
+# schedule; ``lr`` itself is the schedule's current value, and differs by design).
+OPTIMISER_SETTINGS = ('initial_lr', 'weight_decay', 'betas', 'momentum', 'eps')
+# Scheduler entries that record progress rather than configuration (``base_values`` are the
+# groups' ``initial_lr``, compared above).
+SCHEDULER_PROGRESS = ('last_step', '_global_step', '_last_value', 'base_values', 'verbose',
+                      '_get_value_called_within_step')
+
+
+def drop_executable_config(checkpoint: dict, path: str) -> None:
+    """Remove ``meta['config']``. mmengine's resume rebuilds it with ``Config.fromstring`` to
+    compare GPU counts, which executes the text as Python: a ``--resume`` file could run any
+    code, though the file itself is read weights-only. mmengine writes its config as
+    ``meta['cfg']``, so only foreign or crafted files carry the entry."""
+    meta = checkpoint.get('meta')
+    if isinstance(meta, dict) and 'config' in meta:
+        del meta['config']
+        print_log(f"{path}: left out meta['config']: mmengine's resume would run it as Python "
+                  '(the run goes on without it)', logger='current', level=logging.WARNING)
+
+
+def check_resumed_model(model, checkpoint: dict, path: str) -> None:
+    """A resumed run continues the model of its checkpoint, so every weight must fit. mmengine
+    loads the weights non-strictly (a checkpoint of another model size, from a work dir shared
+    by two configs, only logs its mismatches) and then the optimiser state of other shapes:
+    the first update ends in a RuntimeError deep in the optimiser, or a segmentation fault;
+    fewer blocks fail with 'loaded state dict has a different number of parameter groups'."""
+    problems = weights_that_do_not_fit(model, checkpoint['state_dict'], judge_unexpected=True)
+    if problems:
+        raise CheckpointError(
+            problems.message(path, type(model).__name__, '--resume continues the model it holds')
+            + '\nWas it written with another config (model size) in the same work dir? Resume '
+            'with the config that wrote it, or use another --work-dir')
+
+
+def warn_kept_optimisation(runner, checkpoint: dict, path: str) -> None:
+    """Log one warning listing every optimiser setting and scheduler entry of the config that
+    differs from the checkpoint's: the run continues with the checkpoint's values."""
+    differences = []
+    if 'optimizer' in checkpoint:
+        differences += optimiser_differences(runner.optim_wrapper.state_dict(),
+                                             checkpoint['optimizer'])
+    if runner.param_schedulers and 'param_schedulers' in checkpoint:
+        differences += scheduler_differences(runner.param_schedulers,
+                                             checkpoint['param_schedulers'])
+    if differences:
+        print_log(
+            f'--resume goes on with the optimisation of {path}, not the config\'s: mmengine '
+            'restores the optimiser and the parameter schedulers from the checkpoint, so these '
+            'config values take no effect:\n  ' + '\n  '.join(differences) +
+            '\nTo train with the config\'s values, start a new run from the checkpoint\'s '
+            'weights instead (load_from / init_cfg, without --resume).',
+            logger='current', level=logging.WARNING)
+
+
+def optimiser_differences(built: dict, saved: dict) -> List[str]:
+    """``'<setting> (group g of n): config X, checkpoint Y'`` for the first group in which each
+    of :data:`OPTIMISER_SETTINGS` differs, with how many more groups differ."""
+    differences = []
+    for name, built_groups, saved_groups in _param_groups(built, saved):
+        if len(built_groups) != len(saved_groups):
+            continue  # mmengine's load_state_dict refuses another number of groups itself
+        for setting in OPTIMISER_SETTINGS:
+            differing = [index for index, (ours, theirs) in enumerate(zip(built_groups,
+                                                                          saved_groups))
+                         if setting in ours and setting in theirs
+                         and not _same(ours[setting], theirs[setting])]
+            if not differing:
+                continue
+            first = differing[0]
+            more = f' and {len(differing) - 1} more groups' if len(differing) > 1 else ''
+            differences.append(
+                f'{name}{setting} (group {first} of {len(built_groups)}{more}): config '
+                f'{built_groups[first][setting]}, checkpoint {saved_groups[first][setting]}')
+    return differences
+
+
+def scheduler_differences(built, saved) -> List[str]:
+    """Differences between the config's schedulers and the checkpoint's, in the order mmengine
+    pairs them (it zips the two lists, so another count pairs the wrong ones)."""
+    differences = []
+    for name, ours, theirs in _scheduler_lists(built, saved):
+        if len(ours) != len(theirs):
+            differences.append(f'{name}param_scheduler: config {len(ours)} schedulers, checkpoint '
+                               f'{len(theirs)} (mmengine pairs them in order)')
+        for index, (scheduler, state) in enumerate(zip(ours, theirs)):
+            own = scheduler.state_dict()
+            for key in sorted((own.keys() | state.keys()) - set(SCHEDULER_PROGRESS)):
+                if not _same(own.get(key), state.get(key)):
+                    differences.append(
+                        f'{name}param_scheduler[{index}] ({type(scheduler).__name__}) {key}: '
+                        f'config {own.get(key)}, checkpoint {state.get(key)}'
+                        f'{_unit(key, own)}')
+    return differences
+
+
+def _param_groups(built: dict, saved: dict) -> Iterator[Tuple[str, list, list]]:
+    """(label, config groups, checkpoint groups) of one optimiser, or of each optimiser of an
+    ``OptimWrapperDict`` (whose state is ``{name: state}``)."""
+    if 'param_groups' in built:
+        if 'param_groups' in saved:
+            yield '', built['param_groups'], saved['param_groups']
+        return
+    for name, state in built.items():
+        if isinstance(state, dict) and isinstance(saved.get(name), dict):
+            yield from ((f'{name}.{label}', ours, theirs)
+                        for label, ours, theirs in _param_groups(state, saved[name]))
+
+
+def _scheduler_lists(built, saved) -> Iterator[Tuple[str, list, list]]:
+    if isinstance(built, dict):
+        for name, schedulers in built.items():
+            if isinstance(saved, dict) and name in saved:
+                yield f'{name}.', schedulers, saved[name]
+    elif isinstance(saved, list):
+        yield '', built, saved
+
+
+def _unit(key: str, state: dict) -> str:
+    if key not in ('begin', 'end', 'T_max', 'total_iters', 'milestones', 'step_size'):
+        return ''
+    return ' epochs' if state.get('by_epoch') else ' iterations'
+
+
+def _same(ours, theirs) -> bool:
+    """Equal, with tuples and lists alike (checkpoints store plain lists) and floats equal to
+    rounding (a config's ``1.5e-4 * 2048 / 256`` against its stored result)."""
+    if isinstance(ours, (list, tuple)) and isinstance(theirs, (list, tuple)):
+        return len(ours) == len(theirs) and all(map(_same, ours, theirs))
+    if all(isinstance(value, (int, float)) and not isinstance(value, bool)
+           for value in (ours, theirs)):
+        return math.isclose(ours, theirs, rel_tol=1e-9)
+    return ours == theirs
+
+
+def resumed_path(runner) -> Optional[str]:
+    """The file a resuming runner reads: ``load_from`` or the work dir's latest checkpoint, as
+    mmengine's ``load_or_resume`` picks it (mmengine keeps both private)."""
+    return runner._load_from or find_latest_checkpoint(runner.work_dir)
