@@ -2,14 +2,16 @@
 import codecs
 import io
 import os.path as osp
-from typing import Callable, List, Sequence, Union
+import warnings
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 from mmengine.dataset import BaseDataset
 
 from fastmim.registry import DATASETS
 
 from .sample_seeds import SeededSamples
-from .utils import NamedRefetchFailure, build_pipeline, image_prefix
+from .utils import (DatasetListingWarning, NamedRefetchFailure, build_pipeline, examples,
+                    image_prefix)
 
 
 @DATASETS.register_module()
@@ -24,7 +26,8 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
 
     The list is checked line by line at construction (errors name the file and line), and the
     first listed image must exist, which catches a wrong ``data_root`` before training starts.
-    With labels, ``metainfo['max_label']`` is the largest one.
+    With labels, ``metainfo['max_label']`` is the largest one. Lines that repeat an image are
+    kept (oversampling) and named once in a ``DatasetListingWarning``.
     Other missing or unreadable images are skipped with a warning when loaded.
 
     Args:
@@ -57,7 +60,7 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
             raise FileNotFoundError(f'{type(self).__name__}: list file {self.ann_file!r} does '
                                     f'not exist (data_root={self.data_root!r})')
         image_root = self.data_prefix['img_path']
-        data_list = []
+        data_list, listed = [], []
         for line_number, line in enumerate(self._read_lines(), start=1):
             if not line.strip():
                 continue
@@ -66,9 +69,11 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
             if self.with_label:
                 info['gt_label'] = label
             data_list.append(info)
+            listed.append((line_number, path, label))
         if not data_list:
             raise ValueError(f'{type(self).__name__}: list file {self.ann_file!r} names no '
                              f'images')
+        self._warn_repeats(listed)
         if self.with_label:
             # No class names here: the largest label lets DatasetClassesCheckHook compare the
             # model's num_classes before training, not at the batch that holds it.
@@ -79,6 +84,26 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
                                     f'{self.ann_file!r}, {first!r}, does not exist; '
                                     f'{self._first_image_hint(first)}')
         return data_list
+
+    def _warn_repeats(self, listed: List[Tuple[int, str, Optional[int]]]) -> None:
+        """A line naming an image listed before makes it count twice (drawn twice as often in
+        training, weighed twice in an evaluation), which a list joined from two overlapping
+        ones does without a word. Repeats may be meant (oversampling a rare class), so this
+        warns, once, naming the first repeated lines, and keeps them."""
+        first, repeats = {}, []
+        for line_number, path, label in listed:
+            key = osp.normpath(path)  # 'a//b.jpg' and './a/b.jpg' are 'a/b.jpg'
+            if key not in first:
+                first[key] = line_number, label
+                continue
+            first_line, first_label = first[key]
+            other = '' if label == first_label else f' with label {label}, not {first_label}'
+            repeats.append(f'line {line_number} repeats line {first_line} ({path!r}{other})')
+        if repeats:
+            warnings.warn(f'{type(self).__name__}: {self.ann_file}: {len(repeats)} line(s) name '
+                          f'an image listed on an earlier line, so it counts more than once; '
+                          f'remove them unless the repeats are meant (oversampling): '
+                          f'{examples(repeats)}', DatasetListingWarning)
 
     def _first_image_hint(self, path: str) -> str:
         """What to check for a missing first image: a list written on Windows names its files

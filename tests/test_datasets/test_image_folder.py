@@ -391,3 +391,24 @@ def test_images_beside_the_class_folders_are_named(imagenet_tree, photos, tmp_pa
     with pytest.raises(ValueError, match=re.escape(
             f'found none, only 1 image(s): {camera} (use with_label=False')):
         ImageFolder(str(flat), with_label=True)
+
+
+def test_image_list_repeats_are_kept_and_named_once(imagenet_tree):
+    """A line naming an image listed before made it count twice without a word (two
+    overlapping lists joined); repeats meant for oversampling must still work."""
+    root, files = imagenet_tree
+    lines = ['n02_cat/chelsea.JPEG 1', 'n01_person/astro.jpg 0', '',
+             'n02_cat/chelsea.JPEG 1', './n01_person/astro.jpg 2', 'n03_rocket/rocket.Png 2',
+             'n02_cat/chelsea.JPEG 1', 'n02_cat//chelsea.JPEG 1']
+    ann = write_list(root / 'train.txt', lines)
+    with pytest.warns(DatasetListingWarning) as record:
+        dataset = ImageList(ann, data_root=str(root / 'train'), with_label=True)
+    assert len(record) == 1
+    assert str(record[0].message) == (
+        f'ImageList: {ann}: 4 line(s) name an image listed on an earlier line, so it counts '
+        f'more than once; remove them unless the repeats are meant (oversampling): '
+        f"line 4 repeats line 1 ('n02_cat/chelsea.JPEG'), line 5 repeats line 2 "
+        f"('./n01_person/astro.jpg' with label 2, not 0), line 7 repeats line 1 "
+        f"('n02_cat/chelsea.JPEG') and 1 more")
+    assert len(dataset) == 7  # kept: oversampling works
+    assert [dataset.get_data_info(i)['img_path'] for i in (0, 2, 5)] == [files['n02_cat'][0]] * 3
