@@ -17,6 +17,9 @@ the names of its tensors. So everything about one architecture lives in its own 
                            load-state-dict pre-hook, so ``load_state_dict`` and mmengine's
                            ``load_from`` resize too
 ``published_archs``        class attribute: the published sizes, ``{name: settings}``
+``size_keys``              class attribute: the ``geometry()`` / arch entries that set the size
+                           (widths, depths, heads, a timm model name): a file that differs in
+                           one is another size, which no resize rule transfers
 ``layer_id(name)``         layer-decay id of a parameter (0 = input embedding, then blocks in
 ``num_layer_ids``          the order the input meets them, ``num_layer_ids - 1`` = the rest)
 =========================  ================================================================
@@ -39,6 +42,12 @@ class BackboneContract:
     out_channels: List[int]
     out_strides: List[int]
     published_archs: Dict[str, dict] = {}
+    # Entries of geometry() and of the arch settings that set the size, in the order messages
+    # list them. Checkpoint loading names those that differ between a file and the model (a
+    # ViT-S file given to a ViT-B config), and the reference converter compares them to pick a
+    # published size; only the backbone knows which of its entries they are. The default names
+    # none: no such line, and every published size is tried.
+    size_keys: Tuple[str, ...] = ()
 
     @classmethod
     def rename_foreign_keys(cls, state: StateDict) -> StateDict:

@@ -40,8 +40,8 @@ from torch.utils.checkpoint import checkpoint
 
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (BackboneContract, StateDict, grid_pair, normalise_out_indices, plain_size,
-                   staged_layer_id)
+from .base import (BackboneContract, StateDict, grid_pair, normalise_out_indices, plain,
+                   plain_size, staged_layer_id)
 
 ARCH_SETTINGS: Dict[str, dict] = {
     # Table 1 of the paper. XS uses the release's IRFFN ratio 3.77 (the table rounds it to 3.8);
@@ -364,6 +364,7 @@ class CMT(BackboneContract, BaseModule):
     """
 
     published_archs = ARCH_SETTINGS
+    size_keys = ('embed_dims', 'depths', 'num_heads', 'stem_channels')
 
     def __init__(self,
                  arch: Union[str, dict] = 's',
@@ -412,11 +413,15 @@ class CMT(BackboneContract, BaseModule):
         return tuple(outs)
 
     def geometry(self) -> dict:
-        """Plain-type description that checkpoints store so that the biases can be resized."""
+        """Plain-type description that checkpoints store so that the biases can be resized,
+        with the entries that set the size (:attr:`size_keys`), as Swin's and PVTv2's have: a
+        file of another size is then named as such when it does not load."""
+        settings = self.arch_settings
         return dict(type='CMT',
-                    arch=self.arch if isinstance(self.arch, str) else dict(self.arch_settings),
+                    arch=self.arch if isinstance(self.arch, str) else dict(settings),
                     img_size=plain_size(self.img_size),
-                    reduction_ratios=list(self.arch_settings['reduction_ratios']))
+                    reduction_ratios=list(settings['reduction_ratios']),
+                    **{key: plain(settings[key]) for key in self.size_keys})
 
     @classmethod
     def rename_foreign_keys(cls, state: StateDict) -> StateDict:

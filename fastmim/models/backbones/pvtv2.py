@@ -78,6 +78,7 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
     """
 
     published_archs = ARCHS
+    size_keys = ('embed_dims', 'depths', 'num_heads')
 
     def __init__(self,
                  arch: Union[str, dict] = 'b2',

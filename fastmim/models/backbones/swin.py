@@ -157,6 +157,7 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
     """
 
     published_archs = ARCHS
+    size_keys = ('embed_dim', 'depths', 'num_heads')
 
     def __init__(self,
                  arch: Union[str, dict] = 'b',

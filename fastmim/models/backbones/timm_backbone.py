@@ -54,6 +54,9 @@ class TimmBackbone(BackboneContract, BaseModule):
         **kwargs: passed to ``timm.create_model`` (``drop_path_rate``, ``img_size``, ...).
     """
 
+    # The model name sets the size (resnet18 / resnet50); the geometry records nothing finer.
+    size_keys = ('model_name', )
+
     def __init__(self,
                  model_name: str,
                  pretrained: bool = False,

@@ -274,6 +274,8 @@ class PlainViTBackbone(BackboneContract):
     says how one block runs on a grid (:meth:`_block_runner`).
     """
 
+    size_keys = ('embed_dim', 'depth', 'num_heads')
+
     def _finish_init(self, arch: Union[str, dict], arch_cfg: dict, patch_size: int,
                      out_indices: Sequence[int], with_cp: bool,
                      init_cfg: Optional[Union[dict, list]]) -> None:

@@ -287,20 +287,17 @@ def _other_architecture(path, geometry: Optional[dict], model: nn.Module,
             f'{len(problems.mismatched)} differ in shape)')
 
 
-# Geometry entries that set a backbone's size (ViT, EVA-02, Swin, PVTv2, timm models).
-SIZE_KEYS = ('model_name', 'embed_dim', 'embed_dims', 'depth', 'depths', 'num_heads')
-
-
 def _other_size(geometry: Optional[dict], model: nn.Module) -> Optional[str]:
     """The closing line for a file of the same backbone type in another size (a ViT-S
     checkpoint given to a ViT-B config): which sizes differ and the file's arch, which the
-    list of shapes above leaves the reader to work out. None when the geometry does not say."""
+    list of shapes above leaves the reader to work out. The backbone names the entries that
+    set its size (``size_keys``). None when the geometry does not say."""
     source = geometry or {}
     for _, backbone in _backbones(model):
         target = backbone.geometry()
         if target.get('type') != source.get('type'):
             continue
-        differ = [key for key in SIZE_KEYS
+        differ = [key for key in backbone.size_keys
                   if key in source and key in target and source[key] != target[key]]
         if differ:
             return (f"  the file's {source['type']} has "

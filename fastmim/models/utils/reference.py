@@ -175,8 +175,10 @@ def _vit_reference_model(state, path, img_size, num_heads, **settings):
                 mlp_ratio=_ratio(hidden, [embed_dim], path),
                 qkv_bias='blocks.0.attn.qkv.bias' in state, **settings)
     custom = dict(embed_dim=embed_dim, depth=_count(state, r'blocks\.(\d+)\.'),
-                  num_heads=_one_value(num_heads, 'ViT') or max(1, embed_dim // 64))
-    return _build_matching(base, custom, state, path, try_published=num_heads is None)
+                  num_heads=_one_value(num_heads, 'ViT'))
+    # The weights do not fix a ViT's heads: a size no published arch has gets 64-wide ones.
+    return _build_matching(base, custom, state, path, try_published=num_heads is None,
+                           guesses=dict(num_heads=max(1, embed_dim // 64)))
 
 
 def _swin_reference_model(state, path, img_size):
@@ -318,17 +320,21 @@ _REFERENCE_CONVERTERS = {
 }
 
 
-def _build_matching(base: dict, custom: dict, state, path,
-                    try_published: bool = True) -> nn.Module:
+def _build_matching(base: dict, custom: dict, state, path, try_published: bool = True,
+                    guesses: Optional[dict] = None) -> nn.Module:
     """The backbone (on the meta device) whose weights have exactly the shapes of ``state``:
-    a published size when one matches (so the geometry names it), else the custom arch."""
+    a published size when one matches (so the geometry names it), else the custom arch, whose
+    entries the weights leave ``None`` come from ``guesses``."""
     if try_published:
-        for name, settings in MODELS.get(base['type']).published_archs.items():
-            if not _same_widths_and_depths(settings, custom):
+        backbone_class = MODELS.get(base['type'])
+        for name, settings in backbone_class.published_archs.items():
+            if not _same_size(settings, custom, backbone_class.size_keys):
                 continue  # quick reject before building
             model = _build_on_meta(dict(base, arch=name))
             if model is not None and shapes(model.state_dict()) == shapes(state):
                 return model
+    custom = {key: (guesses or {}).get(key) if value is None else value
+              for key, value in custom.items()}
     if any(value is None for value in custom.values()):
         unknown = sorted(key for key, value in custom.items() if value is None)
         raise CheckpointError(f'{path}: the weights match no published {base["type"]} size and '
@@ -336,16 +342,16 @@ def _build_matching(base: dict, custom: dict, state, path,
     return _build_on_meta(dict(base, arch=custom), strict=True)
 
 
-# Integer settings that the weights fix exactly (ratios are compared through the shapes).
-_SIZE_KEYS = ('embed_dim', 'embed_dims', 'depth', 'depths', 'stem_channels')
-
-
-def _same_widths_and_depths(published: dict, custom: dict) -> bool:
+def _same_size(published: dict, custom: dict, size_keys: Sequence[str]) -> bool:
+    """Whether a published arch can be the one the weights describe: the entries that set the
+    backbone's size (its ``size_keys``) agree wherever the weights determine them (a ``None``
+    in ``custom``, PVTv2's heads, is left to the shape comparison). Ratios and other settings
+    are compared through the shapes of the built model."""
     def plain(value):
         return list(value) if isinstance(value, (list, tuple)) else value
 
-    return all(plain(published[key]) == plain(custom[key])
-               for key in _SIZE_KEYS if key in published and key in custom)
+    return all(plain(published[key]) == plain(custom[key]) for key in size_keys
+               if key in published and custom.get(key) is not None)
 
 
 def _build_on_meta(cfg: dict, strict: bool = False) -> Optional[nn.Module]:

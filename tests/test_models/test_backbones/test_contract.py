@@ -45,6 +45,9 @@ def test_every_backbone_keeps_the_contract(name):
     state = backbone.state_dict()
     adapted = backbone.adapt_state_dict(state, geometry)
     assert all(torch.equal(adapted[key], state[key]) for key in adapted)
+    # The entries that set its size are in what checkpoints record, so that a file of another
+    # size can be named as such (load_pretrained asks size_keys, it keeps no list of its own).
+    assert backbone.size_keys and set(backbone.size_keys) <= set(geometry)
 
 
 def test_plain_load_state_dict_resizes_the_vit_position_embedding():

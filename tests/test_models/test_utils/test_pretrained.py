@@ -12,6 +12,7 @@ from torch import nn
 import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
 import fastmim.models  # noqa: F401
 from fastmim.errors import CheckpointError
+from fastmim.models.backbones.base import BackboneContract
 from fastmim.models.utils import load_pretrained
 from fastmim.registry import MODELS
 
@@ -174,6 +175,42 @@ def test_wrong_architecture_names_the_file_keys_and_shapes(tmp_path, logger):
                        r'backbone .*, but the model is a SwinTransformer: give it a '
                        r'SwinTransformer checkpoint \(\d+ tensors of the file [^\n]*\)$'):
         load_pretrained(swin, str(path), logger=logger)
+
+
+def test_a_cmt_of_another_size_is_named_with_the_files_arch(tmp_path, logger):
+    """CMT's geometry held only its arch name: a CMT-S file given to a CMT-B config ended with
+    the list of shapes and no word of the sizes."""
+    source = build(dict(type='CMT', arch=TINY_CMT, img_size=128))
+    path = save_pretraining_checkpoint(source, tmp_path / 'cmt_tiny.pth')
+    deeper = build(dict(type='CMT', arch=dict(TINY_CMT, depths=[1, 1, 2, 1]), img_size=128))
+
+    with pytest.raises(CheckpointError) as error:
+        load_pretrained(deeper, str(path), logger=logger)
+    assert str(error.value).splitlines()[-1] == (
+        "  the file's CMT has depths [1, 1, 1, 1], the model's depths [1, 1, 2, 1]: give the "
+        f"model the file's arch {source.geometry()['arch']!r}")
+
+
+class Widths(BackboneContract, nn.Module):
+    """A backbone whose size is set by an entry no built-in backbone has."""
+    size_keys = ('width', )
+
+    def __init__(self, width):
+        super().__init__()
+        self.width = width
+        self.proj = nn.Linear(width, 2)
+
+    def geometry(self):
+        return dict(type='Widths', arch=f'w{self.width}', width=self.width)
+
+
+def test_the_other_size_line_asks_the_backbone_which_entries_set_its_size(tmp_path, logger):
+    path = save_pretraining_checkpoint(Widths(4), tmp_path / 'narrow.pth')
+    with pytest.raises(CheckpointError) as error:
+        load_pretrained(Widths(8), str(path), logger=logger)
+    assert str(error.value).splitlines()[-1] == (
+        "  the file's Widths has width 4, the model's width 8: give the model the file's arch "
+        "'w4'")
 
 
 def test_unexpected_key_under_the_prefix_is_an_error(tmp_path, logger):
