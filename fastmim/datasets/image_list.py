@@ -14,15 +14,23 @@ from .utils import (DatasetListingWarning, NamedRefetchFailure, build_pipeline, 
                     image_prefix)
 
 
+def line_number_at(raw: bytes, offset: int) -> int:
+    """The line of the list that holds byte ``offset``, line ends counted as the lines are read
+    (universal newlines: ``\\r\\n``, ``\\n`` and a lone ``\\r``, old Mac OS's). Counting
+    ``\\n`` only put every line of a CR-ended list on line 1."""
+    head = raw[:offset]
+    return head.count(b'\n') + head.count(b'\r') - head.count(b'\r\n') + 1
+
+
 @DATASETS.register_module()
 class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
     """Images listed in ``ann_file``, paths relative to ``<data_root>/<data_prefix>``.
 
     Each non-blank line is ``path`` or ``path label`` (whitespace-separated, label a
     non-negative int), e.g. ImageNet's ``n01440764/n01440764_10026.JPEG 0``. Paths cannot contain
-    whitespace. The file is UTF-8; a BOM and Windows line ends are accepted. Labels are read when ``with_label=True`` (then every line needs one) and
-    validated but not used otherwise, so the labelled list of a fine-tuning set also serves
-    unlabelled pre-training.
+    whitespace. The file is UTF-8; a BOM and Windows or old Mac line ends are accepted. Labels
+    are read when ``with_label=True`` (then every line needs one) and validated but not used
+    otherwise, so the labelled list of a fine-tuning set also serves unlabelled pre-training.
 
     The list is checked line by line at construction (errors name the file and line), and the
     first listed image must exist, which catches a wrong ``data_root`` before training starts.
@@ -124,7 +132,7 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
         try:
             return io.StringIO(raw.decode('utf-8'), newline=None)
         except UnicodeDecodeError as error:
-            line_number = raw.count(b'\n', 0, error.start) + 1
+            line_number = line_number_at(raw, error.start)
             raise ValueError(f'{type(self).__name__}: {self.ann_file}, line {line_number}: not '
                              f'UTF-8 (byte {raw[error.start]:#04x}); save the list as UTF-8'
                              ) from None

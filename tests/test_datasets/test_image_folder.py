@@ -224,12 +224,14 @@ def test_image_list_from_windows_tools_reads_as_written(imagenet_tree):
         (files['n02_cat'][0], 1), (files['n01_person'][0], 0)]
 
 
-def test_image_list_not_in_utf8_names_file_and_line(imagenet_tree):
+@pytest.mark.parametrize('end', ['\n', '\r\n', '\r'])
+def test_image_list_not_in_utf8_names_file_and_line(end, imagenet_tree):
     """A list saved as Latin-1 / cp1252 raised a bare UnicodeDecodeError (byte offset within a
-    read chunk, no file, no line)."""
+    read chunk, no file, no line). With old Mac line ends (a lone CR) the error said line 1."""
     root, _ = imagenet_tree
     ann = root / 'train.txt'
-    cp1252 = 'n02_cat/chelsea.JPEG 1\n\nn01_person/caf\xe9.jpg 0\n'.encode('cp1252')
+    cp1252 = end.join(['n02_cat/chelsea.JPEG 1', '', 'n01_person/caf\xe9.jpg 0', '']).encode(
+        'cp1252')
     for bom in (b'', b'\xef\xbb\xbf'):
         ann.write_bytes(bom + cp1252)
         with pytest.raises(ValueError, match=re.escape(f'{ann}, line 3: not UTF-8 (byte 0xe9)')):
