@@ -171,10 +171,12 @@ def load_config(path, cfg_options=None):
     """Load a config file and apply ``--cfg-options``: a missing file is one error naming it,
     a config that is no valid Python one naming the file and line, and a key the config
     lacks is added with a warning (:func:`added_keys`), as is a pipeline variable that no
-    longer is the pipeline that runs (:func:`warn_unused_pipelines`)."""
+    longer is the pipeline that runs (:func:`warn_unused_pipelines`) and a schedule that does
+    not span the training (:func:`warn_schedule_length`)."""
     from mmengine.config import Config
 
     from fastmim.engine.pipeline_variables import warn_unused_pipelines
+    from fastmim.engine.schedule_length import warn_schedule_length
     if not osp.isfile(path):
         raise LaunchError(f'config file not found: {path}')
     try:
@@ -189,6 +191,7 @@ def load_config(path, cfg_options=None):
                       logger='current', level=logging.WARNING)
         cfg.merge_from_dict(cfg_options)
     warn_unused_pipelines(cfg, path)
+    warn_schedule_length(cfg, path)
     return cfg
 
 

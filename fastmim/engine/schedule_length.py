@@ -1,0 +1,112 @@
+"""Warn when a config's parameter schedule does not span its training.
+
+The published recipes write the length of training three times: ``max_epochs`` (a variable),
+``train_cfg.max_epochs`` (what the loop runs) and the schedulers' ``end`` / ``T_max`` (what
+the lr follows), the last two computed from the first when the file that defines them is read.
+An ablation that shortens training by inheritance (``max_epochs = 100`` in a child config) or
+on the command line (``--cfg-options train_cfg.max_epochs=100``) changes one of them: the run
+then stops a quarter of the way down an 800-epoch cosine, or spends its last epochs at the
+final lr, and reports a worse result for the wrong reason. Nothing in mmengine checks it.
+"""
+import ast
+import logging
+from typing import Collection, List, Optional, Tuple
+
+from mmengine.logging import print_log
+
+# mmengine's schedulers without ``end`` run to the end of training (``INF``).
+UNBOUNDED = int(1e9)
+# Schedulers that change a value on the way and then leave it where the config set it: a
+# schedule that ends with one of them before training does loses nothing.
+WARMUP_TYPES = ('LinearLR', 'LinearParamScheduler', 'LinearMomentum', 'ConstantLR',
+                'ConstantParamScheduler', 'ConstantMomentum')
+
+
+LENGTH_VARIABLES = ('max_epochs', 'max_iters')
+
+
+def warn_schedule_length(cfg, path) -> None:
+    """Log a warning for each way ``cfg`` (read from ``path``) has its schedule and training
+    length disagree."""
+    for message in schedule_length_problems(cfg, assigned_variables(path)):
+        print_log(f'{path}: {message}', logger='current', level=logging.WARNING)
+
+
+def assigned_variables(path) -> List[str]:
+    """The length variables that the file itself assigns at its top level. Only there is a
+    variable that differs from ``train_cfg`` a change that did not reach it; an inherited one
+    that differs is a base's value that ``--cfg-options train_cfg.max_epochs=...`` (the
+    documented way) has left behind, and harmless."""
+    with open(path, encoding='utf-8') as source:
+        tree = ast.parse(source.read(), str(path))
+    targets = [target for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+               for target in (node.targets if isinstance(node, ast.Assign) else [node.target])]
+    return [target.id for target in targets
+            if isinstance(target, ast.Name) and target.id in LENGTH_VARIABLES]
+
+
+def schedule_length_problems(cfg, assigned: Collection[str] = LENGTH_VARIABLES) -> List[str]:
+    """What is wrong, one sentence each; empty for a consistent config. A length variable is
+    compared with ``train_cfg`` only when it is in ``assigned`` (:func:`assigned_variables`)."""
+    train_cfg = cfg.get('train_cfg') or {}
+    problems = []
+    for variable in assigned:
+        if variable in cfg and variable in train_cfg and cfg[variable] != train_cfg[variable]:
+            problems.append(
+                f'the variable {variable} ({cfg[variable]}) differs from train_cfg.{variable} '
+                f'({train_cfg[variable]}), which is the one the loop runs: the variable was '
+                'copied into train_cfg and param_scheduler when the file that uses it was read, '
+                f'so changing it later changes neither; set train_cfg.{variable} and the '
+                'schedulers\' end (and T_max)')
+    length = _training_length(train_cfg)
+    schedulers = cfg.get('param_scheduler') or []
+    if isinstance(schedulers, dict):
+        schedulers = [schedulers]
+    if length is None or not isinstance(schedulers, (list, tuple)):
+        return problems
+    total, unit, by_epoch = length
+    counted = [(index, scheduler) for index, scheduler in enumerate(schedulers)
+               if isinstance(scheduler, dict) and scheduler.get('by_epoch', True) == by_epoch]
+    problems += filter(None, (_unfinished_cosine(index, scheduler, unit)
+                              for index, scheduler in counted))
+    bounded = [(scheduler.get('end', UNBOUNDED), index, scheduler)
+               for index, scheduler in counted if scheduler.get('end', UNBOUNDED) < UNBOUNDED]
+    if not bounded:
+        return problems
+    end, index, last = max(bounded, key=lambda entry: entry[0])
+    name = f'param_scheduler[{index}] ({last.get("type")})'
+    if end > total:
+        problems.append(
+            f'training stops at {unit} {total} (train_cfg), before {name} ends at {unit} {end}: '
+            'the lr never reaches the end of its schedule; set the schedulers\' end (and T_max) '
+            'to the training length')
+    elif end < total and last.get('type') not in WARMUP_TYPES:
+        problems.append(
+            f'{name} ends at {unit} {end}, but training runs to {unit} {total} (train_cfg): '
+            f'{unit}s {end}-{total} run at the final lr of the schedule; set its end (and '
+            'T_max) to the training length')
+    return problems
+
+
+def _training_length(train_cfg) -> Optional[Tuple[int, str, bool]]:
+    """(length, unit, whether schedulers counted in that unit are ``by_epoch``), or None for
+    a loop whose length the config does not say."""
+    if 'max_epochs' in train_cfg:
+        return int(train_cfg['max_epochs']), 'epoch', True
+    if 'max_iters' in train_cfg:
+        return int(train_cfg['max_iters']), 'iteration', False
+    return None
+
+
+def _unfinished_cosine(index: int, scheduler: dict, unit: str) -> Optional[str]:
+    """A cosine whose half period is not its span: it stops short of ``eta_min`` or turns
+    back up before its end."""
+    if 'T_max' not in scheduler or 'end' not in scheduler:
+        return None
+    span = scheduler['end'] - scheduler.get('begin', 0)
+    if scheduler['T_max'] == span:
+        return None
+    return (f'param_scheduler[{index}] ({scheduler.get("type")}) has T_max={scheduler["T_max"]} '
+            f'but spans {span} {unit}s (begin {scheduler.get("begin", 0)}, end '
+            f'{scheduler["end"]}): its cosine does not end at eta_min at its end; make T_max '
+            'end - begin')

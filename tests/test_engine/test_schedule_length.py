@@ -1,0 +1,94 @@
+"""load_config names a schedule that does not span the training (fastmim/engine/schedule_length.py):
+mmengine runs such a config without a word, and the result is worse for the wrong reason."""
+from pathlib import Path
+from unittest.mock import patch
+
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+
+from fastmim.engine.launch import load_config
+from fastmim.engine.schedule_length import schedule_length_problems
+
+ROOT = Path(__file__).resolve().parents[2]
+VIT_B = ROOT / 'configs' / 'fastmim' / 'vit_b_hog_800e.py'
+SHIPPED = sorted(path for pattern in ('configs/**/*.py', 'projects/*/configs/**/*.py')
+                 for path in ROOT.glob(pattern) if '_base_' not in path.parts)
+
+
+def _logged(config, cfg_options=None):
+    logged = []
+    with patch.object(MMLogger.get_current_instance(), 'log',
+                      lambda level, message: logged.append(message)):
+        load_config(str(config), cfg_options)
+    return logged
+
+
+def _schedule(warmup, end, t_max=None, **cosine):
+    return [dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=warmup),
+            dict(type='CosineAnnealingLR', by_epoch=True, begin=warmup, end=end,
+                 T_max=end - warmup if t_max is None else t_max, **cosine)]
+
+
+def test_shortening_training_on_the_command_line_names_the_unfinished_cosine():
+    """The 800-epoch cosine of vit_b_hog_800e.py stopped at an eighth of its way for a
+    100-epoch ablation run with --cfg-options train_cfg.max_epochs=100."""
+    logged = _logged(VIT_B, {'train_cfg.max_epochs': 100})
+    assert f'{VIT_B}: training stops at epoch 100 (train_cfg), before param_scheduler[1] ' \
+        '(CosineAnnealingLR) ends at epoch 800' in '\n'.join(logged)
+    assert not [line for line in _logged(VIT_B) if 'param_scheduler' in line]
+    # the documented way (docs/pretrain.md) leaves the inherited variable behind: no warning
+    assert not [line for line in _logged(VIT_B, {'train_cfg.max_epochs': 400,
+                                                 'param_scheduler.1.end': 400,
+                                                 'param_scheduler.1.T_max': 380})
+                if 'max_epochs' in line or 'param_scheduler' in line]
+
+
+def test_a_child_config_that_only_sets_the_variable_is_named(tmp_path):
+    child = tmp_path / 'vit_b_hog_100e.py'
+    child.write_text(f"_base_ = ['{VIT_B}']\nmax_epochs = 100\n")
+    [warning] = [line for line in _logged(child) if 'max_epochs' in line]
+    assert 'the variable max_epochs (100) differs from train_cfg.max_epochs (800), which is ' \
+        'the one the loop runs' in warning
+    child.write_text(f"_base_ = ['{VIT_B}']\nmax_epochs = 100\ntrain_cfg = dict(max_epochs=100)\n"
+                     "param_scheduler = [dict(type='CosineAnnealingLR', end=100, T_max=100)]\n")
+    assert not [line for line in _logged(child) if 'max_epochs' in line]
+
+
+def test_a_schedule_that_ends_before_training_is_named_unless_it_is_a_warmup():
+    cfg = Config(dict(train_cfg=dict(max_epochs=120), param_scheduler=_schedule(10, 100)))
+    assert schedule_length_problems(cfg) == [
+        'param_scheduler[1] (CosineAnnealingLR) ends at epoch 100, but training runs to epoch '
+        '120 (train_cfg): epochs 100-120 run at the final lr of the schedule; set its end (and '
+        'T_max) to the training length']
+    warmup_only = Config(dict(train_cfg=dict(max_epochs=120),
+                              param_scheduler=_schedule(10, 100)[:1]))
+    assert schedule_length_problems(warmup_only) == []
+    assert schedule_length_problems(Config(dict(train_cfg=dict(max_epochs=100),
+                                                param_scheduler=_schedule(10, 100)))) == []
+
+
+def test_a_cosine_whose_t_max_is_not_its_span_is_named():
+    cfg = Config(dict(train_cfg=dict(max_epochs=100), param_scheduler=_schedule(10, 100, 100)))
+    assert schedule_length_problems(cfg) == [
+        'param_scheduler[1] (CosineAnnealingLR) has T_max=100 but spans 90 epochs (begin 10, '
+        'end 100): its cosine does not end at eta_min at its end; make T_max end - begin']
+
+
+def test_iteration_schedulers_are_measured_against_iteration_loops_only():
+    """An epoch loop's per-iteration warmup (mmdet's LinearLR end=1000, by_epoch=False) is not
+    compared with max_epochs; an iteration loop's poly schedule is compared with max_iters."""
+    warmup = dict(type='LinearLR', by_epoch=False, begin=0, end=1000)
+    epochs = Config(dict(train_cfg=dict(max_epochs=12), param_scheduler=[
+        warmup, dict(type='MultiStepLR', by_epoch=True, begin=0, end=12, milestones=[8, 11])]))
+    assert schedule_length_problems(epochs) == []
+    poly = dict(type='PolyLR', by_epoch=False, begin=1500, end=160000)
+    iterations = Config(dict(train_cfg=dict(type='IterBasedTrainLoop', max_iters=80000),
+                             param_scheduler=[warmup, poly]))
+    [problem] = schedule_length_problems(iterations)
+    assert problem.startswith('training stops at iteration 80000 (train_cfg), before '
+                              'param_scheduler[1] (PolyLR) ends at iteration 160000')
+
+
+def test_shipped_configs_have_schedules_that_span_their_training():
+    for config in SHIPPED:
+        assert schedule_length_problems(Config.fromfile(str(config))) == [], config
