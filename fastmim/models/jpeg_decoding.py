@@ -27,6 +27,7 @@ from fastmim.datasets.transforms.formatting import DEVICE_DECODE_META_KEYS
 from fastmim.datasets.transforms.loading import (UNREADABLE_IMAGE_ERRORS, read_rgb_image,
                                                  report_unreadable_image)
 from fastmim.datasets.transforms.processing import resize_box_tensor
+from fastmim.datasets.utils import transform_name
 from fastmim.registry import MODELS
 
 # Metainfo a JPEG sample cannot do without; ``flip`` is absent from pipelines that do not flip.
@@ -254,23 +255,18 @@ def _device_decoding_pipelines(node):
             yield from _device_decoding_pipelines(value)
 
 
-def _step_type(step) -> str:
-    kind = step.get('type') if isinstance(step, dict) else step
-    return getattr(kind, '__name__', str(kind)).split('.')[-1]
-
-
 def _check_device_pipeline(name: str, pipeline) -> None:
     """See :func:`check_device_decoding`."""
     crop = next(index for index, step in enumerate(pipeline)
                 if isinstance(step, dict) and step.get('decode') == 'device')
     for step in pipeline[:crop]:
-        if _step_type(step) == 'LoadImageRGB' and not step.get('lazy', False):
+        if transform_name(step) == 'LoadImageRGB' and not step.get('lazy', False):
             raise ValueError(f"{name}: RandomResizedCrop(decode='device') after "
                              f"LoadImageRGB(lazy=False) gets decoded images, so the workers "
                              f"would decode everything; load with "
                              f"dict(type='LoadImageRGB', lazy=True)")
     for step in pipeline[crop + 1:]:
-        kind = _step_type(step)
+        kind = transform_name(step)
         if kind not in ('RandomHorizontalFlip', 'PackInputs'):
             hint = (" (flip with dict(type='RandomHorizontalFlip', prob=...) instead of mmcv's "
                     "RandomFlip)" if kind == 'RandomFlip' else '')

@@ -23,6 +23,7 @@ from mmengine.logging import print_log
 from mmengine.optim import OptimWrapperDict
 from mmengine.runner import EpochBasedTrainLoop
 
+from fastmim.datasets.utils import transform_name
 from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS
 
@@ -109,11 +110,6 @@ def parse_stages(stages: Sequence[dict]) -> List[Stage]:
     return parsed
 
 
-def _type_name(transform_type) -> str:
-    name = transform_type if isinstance(transform_type, str) else transform_type.__name__
-    return name.rsplit('.', 1)[-1]
-
-
 def _set_crop_size(node, input_size) -> int:
     """Set ``size`` of every ``RandomResizedCrop`` config under ``node``; return how many.
 
@@ -122,7 +118,7 @@ def _set_crop_size(node, input_size) -> int:
     """
     found = 0
     if isinstance(node, dict):
-        if 'type' in node and _type_name(node['type']) == CROP_TYPE:
+        if 'type' in node and transform_name(node) == CROP_TYPE:
             node['size'] = input_size
             found += 1
         for value in node.values():
