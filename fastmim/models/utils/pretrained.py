@@ -33,7 +33,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from mmengine.logging import print_log
 from mmengine.model.weight_init import PretrainedInit, update_init_info
-from mmengine.runner.checkpoint import _load_checkpoint
+from mmengine.runner.checkpoint import (_load_checkpoint, _load_checkpoint_to_model,
+                                        load_state_dict)
 from torch import nn
 
 from fastmim.errors import CheckpointError
@@ -364,8 +365,15 @@ class CheckedPretrainedInit(PretrainedInit):
     on a reference-release file (``{'model': ...}``), loads nothing into a backbone and training
     goes on from random weights. A partial load is left as mmengine does it; the keys are
     compared after the backbones' own renaming (:func:`adapt_for_backbones`), as loading sees
-    them (the check reads the file once more). The name stays ``'Pretrained'``: mmengine's
-    ``init_weights`` runs it after the children's initialisation only under that name.
+    them. The name stays ``'Pretrained'``: mmengine's ``init_weights`` runs it after the
+    children's initialisation only under that name.
+
+    The file is read once, by mmengine's ``_load_checkpoint`` (so by the weights-only loader
+    fastmim registers for local paths), and both the check and the load use what it returned.
+    Loading then runs mmengine's own functions: ``_load_checkpoint_to_model`` without a prefix,
+    ``load_state_dict`` with one. mmengine's prefix selection exists only inside
+    ``_load_checkpoint_with_prefix``, which reads the file itself, so :meth:`_under_prefix`
+    repeats its three lines.
     """
 
     def __init__(self, checkpoint: str, prefix: Optional[str] = None, map_location='cpu'):
@@ -373,29 +381,45 @@ class CheckedPretrainedInit(PretrainedInit):
 
     def __call__(self, module: nn.Module) -> None:
         checkpoint = _load_checkpoint(self.checkpoint, map_location=self.map_location)
-        if isinstance(checkpoint, dict):
-            self._check_some_weights_fit(checkpoint.get('state_dict', checkpoint), module)
-        super().__call__(module)
-
-    def _check_some_weights_fit(self, state: dict, module: nn.Module) -> None:
-        """Raise :class:`CheckpointError` unless a key of ``state`` (as mmengine selects it: the
-        prefix, with its dot, kept and removed; a DDP ``module.`` removed without a prefix)
-        names a weight of ``module``."""
-        tensors = {str(key): value for key, value in state.items()
-                   if isinstance(value, torch.Tensor)}
-        prefix = self.prefix and self.prefix.rstrip('.') + '.'
-        if prefix:
-            selected = {key[len(prefix):]: value for key, value in tensors.items()
-                        if key.startswith(prefix)}
+        if not isinstance(checkpoint, dict):
+            raise CheckpointError(f'{self.checkpoint} holds a {type(checkpoint).__name__}, not a '
+                                  f'dict of weights')
+        weights = checkpoint['state_dict'] if 'state_dict' in checkpoint else checkpoint
+        if self.prefix is None:
+            # The keys load_checkpoint's default revise_keys gives: a DDP 'module.' removed.
+            self._check_some_weights_fit(
+                {str(key).removeprefix('module.'): value for key, value in weights.items()},
+                weights, module)
+            print_log(f'load model from: {self.checkpoint}', logger='current')
+            _load_checkpoint_to_model(module, checkpoint, strict=False, logger='current')
         else:
-            selected = {key.removeprefix('module.'): value for key, value in tensors.items()}
-        adapted, _ = adapt_for_backbones(selected, module)
+            selected = self._under_prefix(weights)
+            self._check_some_weights_fit(selected, weights, module)
+            print_log(f'load {self.prefix} in model from: {self.checkpoint}', logger='current')
+            load_state_dict(module, selected, strict=False, logger='current')
+        if hasattr(module, '_params_init_info'):
+            update_init_info(module, init_info=self._get_init_info())
+
+    def _under_prefix(self, weights: dict) -> dict:
+        """The weights under ``prefix`` (a dot added when it has none), the prefix removed:
+        what ``_load_checkpoint_with_prefix`` returns."""
+        prefix = self.prefix if self.prefix.endswith('.') else self.prefix + '.'
+        return {key[len(prefix):]: value for key, value in weights.items()
+                if key.startswith(prefix)}
+
+    def _check_some_weights_fit(self, selected: dict, weights: dict, module: nn.Module) -> None:
+        """Raise :class:`CheckpointError` unless a tensor of ``selected`` (the keys loading
+        will see) names a weight of ``module``; the message lists the top-level names of the
+        file's ``weights``."""
+        tensors = {key: value for key, value in selected.items()
+                   if isinstance(value, torch.Tensor)}
+        adapted, _ = adapt_for_backbones(tensors, module)
         if adapted.keys() & module.state_dict().keys():
             return
         raise CheckpointError(
             f"{self.checkpoint}: type='Pretrained' (prefix {self.prefix!r}) finds none of the "
             f'weights of {type(module).__name__} in it (its top-level names: '
-            f"{listing(_groups(map(str, state)))}); for the backbone of a fastmim checkpoint "
+            f"{listing(_groups(map(str, weights)))}); for the backbone of a fastmim checkpoint "
             f"give prefix='backbone.', or use type='FastMIMPretrained', which also reads the "
             f'reference release and refuses partial loads')
 

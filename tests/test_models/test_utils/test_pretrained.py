@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
+from mmengine.model.weight_init import PretrainedInit
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from torch import nn
@@ -347,6 +348,59 @@ def test_mmengine_pretrained_that_loads_nothing_is_refused(tmp_path, logger):
                                           prefix='backbone.')))
         target.init_weights()
     assert torch.equal(target.blocks[1].attn.qkv.weight, source.blocks[1].attn.qkv.weight)
+
+
+@pytest.mark.parametrize('layout, prefix', [
+    ('fastmim', 'backbone.'),
+    ('fastmim', 'backbone'),     # mmengine adds the dot
+    ('ddp', None),               # mmengine removes DDP's 'module.'
+])
+def test_mmengine_pretrained_reads_the_file_once_weights_only_and_loads_as_mmengine(
+        tmp_path, monkeypatch, layout, prefix):
+    """The check read the file, then mmengine's Pretrained read it again. Now one read, by the
+    safe loader (weights_only=True), and the same weights as mmengine's own Pretrained."""
+    source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    with torch.no_grad():  # unlike the freshly built targets
+        for parameter in source.parameters():
+            parameter.normal_()
+    if layout == 'fastmim':
+        path = str(save_pretraining_checkpoint(source, tmp_path / 'vit.pth'))
+    else:
+        path = str(tmp_path / 'ddp.pth')
+        torch.save({'module.' + key: value for key, value in source.state_dict().items()}, path)
+    expected = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=224))
+    PretrainedInit(checkpoint=path, prefix=prefix)(expected)  # mmengine's own
+
+    reads = []
+    torch_load = torch.load
+
+    def counting_load(*args, **kwargs):
+        reads.append(kwargs.get('weights_only'))
+        return torch_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, 'load', counting_load)
+    with DefaultScope.overwrite_default_scope('fastmim'):
+        target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=224,
+                            init_cfg=dict(type='Pretrained', checkpoint=path, prefix=prefix)))
+        target.init_weights()
+
+    assert reads == [True]
+    expected_state = expected.state_dict()
+    assert all(torch.equal(value, expected_state[key])
+               for key, value in target.state_dict().items())
+    # Loaded, not initialised: the resized table and a block's weights are the file's.
+    assert torch.equal(target.blocks[1].attn.qkv.weight, source.blocks[1].attn.qkv.weight)
+
+
+def test_mmengine_pretrained_on_a_file_without_a_dict_names_the_file(tmp_path):
+    path = str(tmp_path / 'tensor.pth')
+    torch.save(torch.zeros(3), path)
+    with DefaultScope.overwrite_default_scope('fastmim'):
+        target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128,
+                            init_cfg=dict(type='Pretrained', checkpoint=path)))
+        with pytest.raises(CheckpointError, match=r'tensor\.pth holds a Tensor, not a dict of '
+                           r'weights'):
+            target.init_weights()
 
 
 @pytest.mark.parametrize('init_type', ['FastMIMPretrained', 'Pretrained'])
