@@ -4,6 +4,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 from PIL import Image
@@ -101,3 +102,37 @@ def test_fine_tuning_with_a_val_folder_of_other_classes_stops_before_training(tm
     with pytest.raises(ValueError, match=r"extra \['bird'\]"):
         runner.train()
     assert runner.iter == 0 and not list((tmp_path / 'work').glob('*.pth'))
+
+
+def test_a_linear_probe_whose_epochs_end_in_one_image_stops_before_training(tmp_path):
+    """BatchNorm1d in the probe's head cannot normalise one image: with drop_last=False and 33
+    images in batches of 4 the run used to stop at the end of its first epoch."""
+    cfg = Config.fromfile(str(CONFIGS / 'finetune' / 'demo_vit_tiny_embedded_linear.py'))
+    cfg.merge_from_dict({
+        'work_dir': str(tmp_path / 'work'),
+        'model.backbone.init_cfg': None,
+        'train_dataloader.batch_size': 4,
+        'train_dataloader.drop_last': False,
+        'train_dataloader.dataset.num_samples': 33,
+        'train_cfg.max_epochs': 1,
+    })
+    adapt_to_device(cfg)
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match=r'train_dataloader: 33 images per process in batches '
+                                         r'of 4 end every epoch in a batch of one image, which '
+                                         r'head.fc_norm \(BatchNorm1d\) cannot normalise'):
+        runner.train()
+    assert runner.iter == 0
+
+
+def test_a_last_batch_of_one_is_fine_without_batch_norm_or_with_drop_last():
+    from fastmim.engine.hooks.dataset_classes_hook import check_last_batch
+    probe = torch.nn.Sequential(torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    loader = SimpleNamespace(batch_size=4, drop_last=False, sampler=range(33))
+    with pytest.raises(ValueError, match='0 \\(BatchNorm1d\\)'):
+        check_last_batch('train_dataloader', loader, probe)
+    check_last_batch('train_dataloader', loader, torch.nn.Linear(4, 2))
+    check_last_batch('train_dataloader', SimpleNamespace(**{**vars(loader), 'drop_last': True}),
+                     probe)
+    check_last_batch('train_dataloader', SimpleNamespace(**{**vars(loader), 'sampler': range(34)}),
+                     probe)

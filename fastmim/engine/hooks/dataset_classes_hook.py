@@ -1,17 +1,21 @@
 """Check before the first iteration that a run's datasets agree on their classes and that the
-model has an output for each.
+model has an output for each, and that no training batch is one image that the model cannot
+normalise.
 
 ``ImageFolder`` numbers classes by their sorted folder names, per dataset: a val folder with one
 class more or less than the train folder shifts every label after it, and the run then trains
 and validates without a word, on labels that mean different classes in each split. A head with
 fewer outputs than the dataset has classes fails only at the first batch; one with more trains
-outputs that no image is labelled with.
+outputs that no image is labelled with. A ``BatchNorm1d`` (the linear probe's head) cannot
+normalise a batch of one in training: with ``drop_last=False`` and a dataset that leaves one
+image over, the run stopped at the end of its first epoch, after a whole epoch of work.
 """
 import unicodedata
 import warnings
 from typing import List, Optional, Tuple
 
 from mmengine.hooks import Hook
+from torch import nn
 
 from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS
@@ -51,6 +55,26 @@ def model_num_classes(model) -> Optional[int]:
     ``None`` when it has none (``FastMIM``) or infers it (``KNNClassifier(num_classes=None)``)."""
     num_classes = getattr(model, 'num_classes', None)
     return num_classes if isinstance(num_classes, int) else None
+
+
+def check_last_batch(key: str, dataloader, model) -> None:
+    """Raise ``ValueError`` when ``dataloader`` ends each epoch of every process in a batch of
+    one image and ``model`` has a ``BatchNorm1d``, which needs more than one value per channel
+    to normalise in training (its running statistics serve evaluation, where one is fine)."""
+    batch_size = getattr(dataloader, 'batch_size', None)
+    if not batch_size or getattr(dataloader, 'drop_last', True):
+        return  # a batch sampler sizes its own batches
+    per_process = len(dataloader.sampler)
+    if per_process % batch_size != 1:
+        return
+    norms = [name for name, module in model.named_modules()
+             if isinstance(module, nn.BatchNorm1d)]
+    if norms:
+        raise ValueError(
+            f'{key}: {per_process} images per process in batches of {batch_size} end every '
+            f'epoch in a batch of one image, which {norms[0]} (BatchNorm1d) cannot normalise in '
+            f'training; set train_dataloader.drop_last=True, or a batch_size that leaves no '
+            f'single image over')
 
 
 def _differences(reference: Tuple[str, ...], classes: Tuple[str, ...]) -> str:
@@ -101,9 +125,9 @@ def check_classes(named_classes: List[Tuple[str, Tuple[str, ...]]],
 @HOOKS.register_module()
 class DatasetClassesCheckHook(Hook):
     """Runs :func:`check_classes` on the train and val datasets before training, and on the
-    kNN bank and test datasets before testing, and :func:`check_max_label` on each (list
-    files), so a mismatch ends the run in one line before its first iteration (a default hook
-    of ``configs/_base_/default_runtime.py``)."""
+    kNN bank and test datasets before testing, :func:`check_max_label` on each (list files) and
+    :func:`check_last_batch` on the train dataloader, so a mismatch ends the run in one line
+    before its first iteration (a default hook of ``configs/_base_/default_runtime.py``)."""
 
     priority = 'VERY_HIGH'
 
@@ -112,6 +136,7 @@ class DatasetClassesCheckHook(Hook):
         if runner.val_loop is not None:
             loaders.append(('val_dataloader.dataset', runner.val_loop.dataloader))
         self._check(runner, loaders)
+        check_last_batch('train_dataloader', runner.train_loop.dataloader, bare_model(runner))
 
     def before_test(self, runner) -> None:
         loaders = [('test_dataloader.dataset', runner.test_loop.dataloader)]
