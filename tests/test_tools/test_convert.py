@@ -153,6 +153,25 @@ def test_to_timm_says_a_plain_state_dict_was_checked_against_nothing(tmp_path, c
     assert 'resnet.pth is a plain state dict, not a fastmim checkpoint: its tensors were copied ' \
         'under their own names and checked against no model' in capsys.readouterr().out
 
+def test_to_timm_checks_a_plain_state_dict_against_arch(tmp_path, capsys, to_timm):
+    """The note above recommends --arch for a plain state dict, and --arch on one ended in
+    mmengine's 'RuntimeError: Failed to get' traceback (the file names no backbone type)."""
+    torch.manual_seed(0)
+    source = timm.create_model('vit_tiny_patch16_224', pretrained=False, num_classes=5)
+    torch.save(source.state_dict(), tmp_path / 'vit.pth')
+    to_timm.main([str(tmp_path / 'vit.pth'), str(tmp_path / 'out.pth'),
+                  '--arch', 'vit_tiny_patch16_224'])
+    assert 'checked against no model' not in capsys.readouterr().out
+    state = torch.load(tmp_path / 'out.pth', weights_only=True)
+    assert state.keys() == source.state_dict().keys()
+    assert all(torch.equal(state[key], value) for key, value in source.state_dict().items())
+
+    with pytest.raises(CheckpointError, match=r'vit\.pth does not fit timm ResNet'):
+        to_timm.main([str(tmp_path / 'vit.pth'), str(tmp_path / 'other.pth'),
+                      '--arch', 'resnet18'])
+    assert not (tmp_path / 'other.pth').exists()
+
+
 # --- reference release -> fastmim ---------------------------------------------------------------
 def reference_decoder():
     return {'decoder_embed.weight': torch.randn(16, 8), 'decoder_blocks.0.norm1.weight':

@@ -67,6 +67,15 @@ def check_arch(arch):
                          "e.g. timm.list_models('vit_*'))")
 
 
+def backbone_class(geometry):
+    """The fastmim backbone class that ``geometry`` names, or None for a file that names none
+    (a plain state dict): ``MODELS.get('')`` raises a RuntimeError instead of returning None."""
+    from fastmim.registry import MODELS
+
+    name = (geometry or {}).get('type')
+    return MODELS.get(name) if name else None
+
+
 def check_family(model, geometry, path):
     """The checkpoint's backbone must be of the timm family of ``model``.
 
@@ -74,13 +83,12 @@ def check_family(model, geometry, path):
     ``pos_embed``, Swin's windows); on a timm model of another family they fail with an
     AttributeError, so the mismatch is named here instead."""
     from fastmim.errors import CheckpointError
-    from fastmim.registry import MODELS
 
-    name = (geometry or {}).get('type', '')
-    backbone_class = MODELS.get(name) if name else None
-    if backbone_class is None:
+    source_class = backbone_class(geometry)
+    if source_class is None:
         return
-    families = tuple(base for base in backbone_class.__mro__
+    name = geometry['type']
+    families = tuple(base for base in source_class.__mro__
                      if base.__module__.startswith('timm.'))
     if not isinstance(model, families):
         expected = (f'a timm {families[0].__name__}' if families
@@ -108,12 +116,11 @@ def fit_to_model(state, model, geometry, path):
     applies to the plain timm model of the same family."""
     from fastmim.errors import CheckpointError
     from fastmim.models.utils.pretrained import transfer_state
-    from fastmim.registry import MODELS
 
     check_family(model, geometry, path)
-    backbone_class = MODELS.get((geometry or {}).get('type', ''))
-    adapted = (backbone_class.adapt_state_dict(model, state, geometry)
-               if backbone_class is not None else state)
+    source_class = backbone_class(geometry)
+    adapted = (source_class.adapt_state_dict(model, state, geometry)
+               if source_class is not None else state)
     transferred = transfer_state(adapted, model, geometry)
     provided = set(transferred.state) | set(transferred.mismatched_keys)
     transferred.problems.missing = [f'{key} {tuple(value.shape)}'
