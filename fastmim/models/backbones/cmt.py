@@ -349,7 +349,11 @@ class CMT(BackboneContract, BaseModule):
             embed_dims, depths, num_heads (4 entries each), stem_channels, mlp_ratio and
             optionally reduction_ratios (default 8, 4, 2, 1).
         img_size: construction size (int or (h, w)); it fixes the shape of the relative position
-            biases. Any input divisible by 32 works at run time.
+            biases. Any input divisible by 32 works at run time, but another size resizes the
+            biases at every forward. The default is FastMIM's 128-px pre-training size, as
+            for ViT, Swin and EVA-02, so that a CMT swapped into a pre-training config
+            (``backbone=dict(_delete_=True, type='CMT', arch='s')``) is the CMT of
+            ``fastmim_cmt_s.py``; fine-tuning and downstream configs give their size (224).
         in_channels: image channels.
         out_indices: stages (0-3) whose outputs are returned; negative values count from the
             end; default the last one.
@@ -368,7 +372,7 @@ class CMT(BackboneContract, BaseModule):
 
     def __init__(self,
                  arch: Union[str, dict] = 's',
-                 img_size: Union[int, Sequence[int]] = 224,
+                 img_size: Union[int, Sequence[int]] = 128,
                  in_channels: int = 3,
                  out_indices: Sequence[int] = (3, ),
                  drop_path_rate: float = 0.,

@@ -1,11 +1,14 @@
 """CMT backbone: contract shapes, published sizes, attention definition and bias resizing."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 
-from fastmim.models.backbones.cmt import CMT, LightweightAttention, resize_relative_position_bias
+from fastmim.models.backbones.cmt import (CMT, STAGE_STRIDES, LightweightAttention,
+                                          resize_relative_position_bias)
 from fastmim.registry import MODELS
 
 TINY = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8],
@@ -229,3 +232,23 @@ def test_registered_and_geometry_is_plain():
     assert geometry['arch']['embed_dims'] == TINY['embed_dims']
     with torch.device('meta'):
         assert CMT('small', img_size=(128, 160)).geometry()['arch'] == 'small'
+
+
+def test_cmt_swapped_into_a_fastmim_recipe_is_the_cmt_of_the_cmt_recipe(tmp_path):
+    """``model.backbone=dict(_delete_=True, type='CMT', arch='s')`` in a 128-px pre-training
+    config (the reference's ``--model mim_cmt_small``) built CMT's biases for 224 px, so every
+    training step resized them to the 128-px grid, unlike cmt_s_hog_800e.py's CMT."""
+    configs = Path(__file__).resolve().parents[3] / 'configs' / 'fastmim'
+    swap = tmp_path / 'vit_recipe_with_cmt.py'
+    swap.write_text(f"_base_ = [{str(configs / 'vit_b_hog_800e.py')!r}]\n"
+                    "model = dict(backbone=dict(_delete_=True, type='CMT', arch='s'))\n")
+    swapped = Config.fromfile(str(swap))
+    recipe = Config.fromfile(str(configs / 'cmt_s_hog_800e.py'))
+    crop = next(step['size'] for step in swapped.train_dataloader.dataset.pipeline
+                if step['type'] == 'RandomResizedCrop')
+    with torch.device('meta'):
+        model = MODELS.build(swapped.model.backbone)
+        assert model.geometry() == MODELS.build(recipe.model.backbone).geometry()
+    for stage, stride in zip(model.stages, STAGE_STRIDES):
+        # At the recipe's input size each stage uses its bias parameter as it is.
+        assert stage.bias_for((crop // stride, crop // stride)) is stage.relative_position_bias
