@@ -172,6 +172,46 @@ def test_to_timm_checks_a_plain_state_dict_against_arch(tmp_path, capsys, to_tim
     assert not (tmp_path / 'other.pth').exists()
 
 
+def test_timm_weights_round_trip_through_from_timm_and_to_timm(tmp_path, load_script, to_timm):
+    """to_timm wrote a TimmBackbone checkpoint (from_timm's output) under fastmim's names
+    (``model.conv1.weight``, classifier ``head``), which no timm model loads, and --arch
+    refused it saying timm had no model of its family."""
+    torch.manual_seed(0)
+    source = timm.create_model('resnet18', pretrained=False, num_classes=10)
+    torch.save(source.state_dict(), tmp_path / 'timm.pth')
+    load_script(TOOLS / 'from_timm.py').main([str(tmp_path / 'timm.pth'),
+                                              str(tmp_path / 'fastmim.pth'),
+                                              '--model-name', 'resnet18', '--num-classes', '10'])
+    to_timm.main([str(tmp_path / 'fastmim.pth'), str(tmp_path / 'back.pth')])
+    state = torch.load(tmp_path / 'back.pth', weights_only=True)
+    assert state.keys() == source.state_dict().keys()
+    assert all(torch.equal(state[key], value) for key, value in source.state_dict().items())
+
+    with pytest.raises(CheckpointError, match=r"fastmim\.pth holds a TimmBackbone\('resnet18'\) "
+                       r'backbone, but --arch names a timm VisionTransformer; expected a timm '
+                       r'ResNet'):
+        to_timm.main([str(tmp_path / 'fastmim.pth'), str(tmp_path / 'other.pth'),
+                      '--arch', 'vit_tiny_patch16_224'])
+
+
+def test_timm_feature_extractor_converts_under_the_full_models_names(tmp_path, to_timm):
+    """timm's features_only wrapper flattens ConvNeXt's ``stages.0`` into ``stages_0``; a
+    FastMIM pre-training of a TimmBackbone converts to the full model's names."""
+    backbone = build(dict(type='TimmBackbone', model_name='convnext_atto'))
+    checkpoint = fastmim_checkpoint(backbone, tmp_path / 'pre.pth')
+    to_timm.main([checkpoint, str(tmp_path / 'convnext.pth')])
+
+    model = timm.create_model('convnext_atto', pretrained=False).eval()
+    result = model.load_state_dict(torch.load(tmp_path / 'convnext.pth', weights_only=True),
+                                   strict=False)
+    assert result.unexpected_keys == []
+    assert all(key.startswith('head.') for key in result.missing_keys)
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_features(images), backbone(images)[-1],
+                                   rtol=0, atol=1e-6)
+
+
 # --- reference release -> fastmim ---------------------------------------------------------------
 def reference_decoder():
     return {'decoder_embed.weight': torch.randn(16, 8), 'decoder_blocks.0.norm1.weight':

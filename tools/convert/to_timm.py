@@ -7,7 +7,9 @@ fastmim's ViT, Swin and PVTv2 backbones subclass timm's models, so their weights
 timm names: the conversion strips the ``backbone.`` prefix, maps a classifier
 (``head.fc.weight`` / ``head.weight`` and a ``fc_norm``) onto timm's classifier, and leaves out
 what timm models do not have (the pre-training decoder ``neck.*``, ``mask_token``, Swin's extra
-detection norms ``out_norms.*``). The output is a dict of plain tensors saved with
+detection norms ``out_norms.*``). A ``TimmBackbone`` checkpoint gets the names of the full
+timm model it wraps (``model.`` and the renames of timm's ``features_only`` extractors
+removed), its classifier the name timm gives it. The output is a dict of plain tensors saved with
 ``torch.save`` (and as ``.safetensors`` next to it with ``--safetensors``), which
 ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=OUT))`` and
 ``TimmBackbone(checkpoint_path=OUT)`` load.
@@ -88,13 +90,66 @@ def check_family(model, geometry, path):
     if source_class is None:
         return
     name = geometry['type']
-    families = tuple(base for base in source_class.__mro__
-                     if base.__module__.startswith('timm.'))
+    wrapped = wrapped_timm_model(geometry)
+    if wrapped is not None:  # TimmBackbone: the family of the timm model it holds
+        families = (type(wrapped), )
+        name = f"TimmBackbone({geometry['model_name']!r})"
+    else:
+        families = tuple(base for base in source_class.__mro__
+                         if base.__module__.startswith('timm.'))
     if not isinstance(model, families):
         expected = (f'a timm {families[0].__name__}' if families
                     else 'none: timm has no model of this family')
         raise CheckpointError(f'{path} holds a {name} backbone, but --arch names a timm '
                               f'{type(model).__name__}; expected {expected}')
+
+
+def wrapped_timm_model(geometry):
+    """For a ``TimmBackbone`` checkpoint, the full timm model it was built from (meta device:
+    names, shapes and class, no memory); None for the other backbones, whose own class is a
+    timm model."""
+    if (geometry or {}).get('type') != 'TimmBackbone':
+        return None
+    import timm
+    import torch
+
+    kwargs = {'img_size': geometry['img_size']} if 'img_size' in geometry else {}
+    with torch.device('meta'):
+        return timm.create_model(geometry['model_name'], pretrained=False, **kwargs)
+
+
+def unwrap_timm_backbone(backbone, reference, model_name, path):
+    """``TimmBackbone`` keys -> the names of timm's full model ``reference``.
+
+    TimmBackbone keeps timm's model as ``model.``; with ``features_only=True`` timm wraps it
+    once more: ``FeatureGetterNet`` (ViT, ...) keeps it as ``model.`` again, ``FeatureListNet``
+    flattens the first level of ``nn.Sequential`` children (``stages.0`` -> ``stages_0``).
+    Without this the keys were written under those names, which no timm model loads. A key
+    that does not come out as a name of the full model is named instead of written."""
+    from timm.models._features import _module_list
+
+    from fastmim.errors import CheckpointError
+    from fastmim.models.utils.load_problems import listing
+
+    names = reference.state_dict()
+    flattened = {flat: dotted
+                 for flat, dotted, _ in _module_list(reference, flatten_sequential=True)}
+    renamed, unknown = {}, []
+    for key, value in backbone.items():
+        name = key[len('model.'):] if key.startswith('model.') else None
+        top, _, rest = (name or '').partition('.')
+        candidates = (name, rest if top == 'model' else None,
+                      f'{flattened[top]}.{rest}' if top in flattened else None)
+        timm_name = next((candidate for candidate in candidates if candidate in names), None)
+        if timm_name is None:
+            unknown.append(f'backbone.{key}')
+        else:
+            renamed[timm_name] = value
+    if unknown:
+        raise CheckpointError(f'{path}: TimmBackbone({model_name!r}) tensors without a '
+                              f'counterpart in timm.create_model({model_name!r}): '
+                              f'{listing(unknown)}; nothing was written')
+    return renamed
 
 
 def create_timm_model(arch, classifier, fc_norm):
@@ -145,9 +200,14 @@ def convert(checkpoint, path, arch=None):
     backbone, classifier, fc_norm, left_out = split_checkpoint(source.state)
     if not backbone:
         raise CheckpointError(f'{path} holds no backbone.* weights to convert')
+    wrapped = wrapped_timm_model(source.geometry)
+    if wrapped is not None:
+        backbone = unwrap_timm_backbone(backbone, wrapped, source.geometry['model_name'], path)
     model = create_timm_model(arch, classifier, fc_norm) if arch else None
     if model is not None:
         classifier_name = model.pretrained_cfg.get('classifier', 'head')
+    elif wrapped is not None:
+        classifier_name = wrapped.pretrained_cfg.get('classifier', 'head')
     else:  # timm's Swin keeps its classifier in head.fc, ViT and PVTv2 in head
         is_swin = (source.geometry or {}).get('type') == 'SwinTransformer'
         classifier_name = 'head.fc' if is_swin else 'head'
