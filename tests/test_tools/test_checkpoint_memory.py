@@ -33,3 +33,19 @@ def test_an_unwritable_out_is_one_line_before_measuring(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f'error: FileNotFoundError: --out folder does not exist: {missing.parent}']
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--threads', '0'], 'argument --threads: must be a positive integer, got 0'),
+    (['--img-size', '0'], 'argument --img-size: must be at least the patch size 4, got 0'),
+    (['--embed-dim', '30'], 'error: ValueError: --embed-dim 30 --window-size 7 --img-size 224 do '
+     'not build the measured Swin'),
+])
+def test_arguments_that_cannot_be_measured_are_one_line(args, message):
+    """A 0 or a width the derived heads do not divide ended in a traceback of the child
+    process (inside a RuntimeError of the parent) or of torch.set_num_threads."""
+    result = subprocess.run([sys.executable, str(TOOL), *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0
+    assert 'Traceback' not in result.stderr
+    assert message in result.stderr.strip().splitlines()[-1]

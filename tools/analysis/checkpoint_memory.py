@@ -20,16 +20,31 @@ import sys
 from pathlib import Path
 
 MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': str(64 * 1024), 'MALLOC_TRIM_THRESHOLD_': '0'}
+PATCH_SIZE = 4  # SwinTransformer's default
+
+
+def image_size(text):
+    """argparse type of ``--img-size``: an image smaller than one patch fails in the patch
+    embedding's convolution, inside the child process, as a traceback."""
+    value = int(text)
+    if value < PATCH_SIZE:
+        raise argparse.ArgumentTypeError(f'must be at least the patch size {PATCH_SIZE}, got '
+                                         f'{text}')
+    return value
 
 
 def parse_args(argv=None):
+    from fastmim.engine.launch import positive_int
+
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--img-size', type=int, default=224)
-    parser.add_argument('--batch-size', type=int, default=4)
-    parser.add_argument('--embed-dim', type=int, default=64)
-    parser.add_argument('--depths', type=int, nargs=4, default=(2, 2, 6, 2))
-    parser.add_argument('--window-size', type=int, default=7)
-    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads')
+    parser.add_argument('--img-size', type=image_size, default=224,
+                        help=f'input side in px, at least the patch size ({PATCH_SIZE})')
+    parser.add_argument('--batch-size', type=positive_int, default=4)
+    parser.add_argument('--embed-dim', type=positive_int, default=64)
+    parser.add_argument('--depths', type=positive_int, nargs=4, default=(2, 2, 6, 2),
+                        help='blocks per stage')
+    parser.add_argument('--window-size', type=positive_int, default=7)
+    parser.add_argument('--threads', type=positive_int, default=2, help='torch CPU threads')
     parser.add_argument('--out', help='also write the results to this JSON file')
     parser.add_argument('--child', choices=('on', 'off'), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -43,19 +58,40 @@ def resident_kib(field: str) -> int:
     raise RuntimeError(f'/proc/self/status has no {field}: this script needs Linux')
 
 
+def build_model(args, with_cp: bool):
+    """The measured Swin: 32-wide heads (at least one per stage)."""
+    from fastmim.models.backbones import SwinTransformer
+
+    heads = [max(1, args.embed_dim * 2**i // 32) for i in range(4)]
+    return SwinTransformer(
+        arch=dict(embed_dim=args.embed_dim, depths=tuple(args.depths), num_heads=tuple(heads)),
+        img_size=args.img_size, window_size=args.window_size, out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.1, with_cp=with_cp)
+
+
+def check_model(args) -> None:
+    """Build the model on the meta device before starting the two processes: a size the Swin
+    refuses was a child's traceback inside a RuntimeError. The heads are derived, not given,
+    so the error says how."""
+    import torch
+
+    try:
+        with torch.device('meta'):
+            build_model(args, with_cp=False)
+    except ValueError as error:
+        raise ValueError(f'--embed-dim {args.embed_dim} --window-size {args.window_size} '
+                         f'--img-size {args.img_size} do not build the measured Swin (stage i '
+                         f'has max(1, embed_dim * 2^i // 32) heads: an --embed-dim that is a '
+                         f'multiple of 32 divides): {error}') from None
+
+
 def measure_step(args) -> dict:
     """One process, one setting: warm-up step, then the measured step."""
     import torch
 
-    from fastmim.models.backbones import SwinTransformer
-
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    heads = [max(1, args.embed_dim * 2**i // 32) for i in range(4)]
-    model = SwinTransformer(
-        arch=dict(embed_dim=args.embed_dim, depths=tuple(args.depths), num_heads=tuple(heads)),
-        img_size=args.img_size, window_size=args.window_size, out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.1, with_cp=args.child == 'on').train()
+    model = build_model(args, with_cp=args.child == 'on').train()
     images = torch.randn(args.batch_size, 3, args.img_size, args.img_size)
 
     def step() -> float:
@@ -96,6 +132,7 @@ def main(argv=None) -> dict:
     if args.out:
         from fastmim.engine.launch import check_output_file
         check_output_file(args.out, '--out')
+    check_model(args)
     off, on = run_child(args, 'off'), run_child(args, 'on')
     if abs(off['loss'] - on['loss']) > 1e-5 * max(1., abs(off['loss'])):
         raise RuntimeError(f'checkpoint_memory: with_cp changed the loss: {off["loss"]} vs '
