@@ -386,3 +386,21 @@ def test_outputs_that_cannot_be_written_are_named_before_measuring(tmp_path, mon
     with pytest.raises(OSError, match=message):
         benchmark_pretrain.main(['--backbone', 'vit_b', *sum(outputs.items(), ())])
     assert sorted(os.listdir(tmp_path)) == ['a_folder']
+
+
+@pytest.mark.parametrize('option, value', [('matmul_size', 0), ('photo_limit', 0),
+                                           ('photo_limit', -3), ('data_sizes', [300, 0])])
+def test_counts_below_one_are_named_before_anything_is_measured(monkeypatch, option, value):
+    """--matmul-size 0 measured at the default size, --photo-limit 0 ended in a
+    ZeroDivisionError after the matmul peak and HOG, a negative one left out the last photos,
+    and --data-sizes 0 timed '0-px JPEGs', all without a word."""
+    def measured(*args, **kwargs):
+        raise AssertionError('measured before the counts were checked')
+    monkeypatch.setattr(benchmark_pretrain, 'measure_matmul_peak', measured)
+    shown = value[-1] if isinstance(value, list) else value
+    with pytest.raises(ValueError, match=rf'^{option} must be an int >= 1, got {shown}$'):
+        benchmark_pretrain.run_benchmark('vit_b', **{option: value})
+    flag = '--' + option.replace('_', '-')
+    with pytest.raises(SystemExit):
+        benchmark_pretrain.parse_args(['--backbone', 'vit_b', '--out', 'r.json', flag,
+                                       *map(str, value if isinstance(value, list) else [value])])

@@ -32,7 +32,7 @@ from fastmim.benchmark.measure import (COMPILE_MODES, StepOptions, amp_dtype,
                                        measure_matmul_peak, resolve_device, time_hog)
 from fastmim.benchmark.pipeline_speed import benchmark_data_pipeline
 from fastmim.benchmark.report import format_report, plot_results
-from fastmim.engine.launch import check_output_file
+from fastmim.engine.launch import check_output_file, positive_int
 # This folder, first on sys.path when the script runs.
 from pretrain_methods import (CONFIG_ROOT, METHODS, RECIPES, RESULT_PREFIX,  # isort:skip
                               MethodSpec, check_recipe_builds, load_fastmim_recipe,
@@ -191,11 +191,15 @@ def run_benchmark(backbone: str,
     # Recorded as 'default' rather than left out, so a result says which mode it ran.
     compile_mode = compile_mode or ('default' if compile else None)
     torch_device = resolve_device(device)
-    matmul_size = matmul_size or default_matmul_size(torch_device)
-    for name, value, minimum in (('batch_size', batch_size, 1), ('iters', iters, 1),
-                                 ('warmup', warmup, 1 if compile else 0),
-                                 ('matmul_size', matmul_size, 1),
-                                 ('data_samples', data_samples, 1)):
+    # None, not 0, means the default: a 0 used to measure at the default size without a word.
+    matmul_size = default_matmul_size(torch_device) if matmul_size is None else matmul_size
+    counts = [('batch_size', batch_size, 1), ('iters', iters, 1),
+              ('warmup', warmup, 1 if compile else 0), ('matmul_size', matmul_size, 1),
+              ('data_samples', data_samples, 1)]
+    counts += [('data_sizes', size, 1) for size in data_sizes]
+    if photo_limit is not None:
+        counts.append(('photo_limit', photo_limit, 1))
+    for name, value, minimum in counts:
         _positive(name, value, minimum)
     applicable = methods_for(backbone)
     methods = tuple(methods or applicable)
@@ -261,8 +265,10 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description='Benchmark FastMIM pre-training speed and '
                                      'memory against SimMIM and MAE')
     parser.add_argument('--backbone', required=True, choices=sorted(RECIPES))
-    parser.add_argument('--batch-size', type=int, default=8, help='images per training step')
-    parser.add_argument('--iters', type=int, default=5, help='timed steps (median reported)')
+    parser.add_argument('--batch-size', type=positive_int, default=8,
+                        help='images per training step')
+    parser.add_argument('--iters', type=positive_int, default=5,
+                        help='timed steps (median reported)')
     parser.add_argument('--warmup', type=int, default=2, help='untimed steps before them')
     parser.add_argument('--out', required=True, help='results JSON file')
     parser.add_argument('--plot', help='PNG with bars of images/s and peak memory')
@@ -291,15 +297,15 @@ def parse_args(argv):
                         help='override MAE\'s 512-wide 8-block decoder, e.g. \'{"decoder_dim": '
                         '256, "decoder_depth": 1}\' (keys decoder_dim, decoder_depth, '
                         'decoder_heads, mlp_ratio)')
-    parser.add_argument('--matmul-size', type=int,
+    parser.add_argument('--matmul-size', type=positive_int,
                         help='side of the square matmul that measures the peak FLOP/s '
                         '(default: 2048 on CPU, 8192 on CUDA)')
-    parser.add_argument('--data-sizes', type=int, nargs='*', default=[500, 1000],
+    parser.add_argument('--data-sizes', type=positive_int, nargs='*', default=[500, 1000],
                         help='longer sides (px) of the JPEG files the pipeline is timed on; '
                         'none: leave the data pipeline out')
-    parser.add_argument('--data-samples', type=int, default=200,
+    parser.add_argument('--data-samples', type=positive_int, default=200,
                         help='images per data-pipeline timing')
-    parser.add_argument('--photo-limit', type=int, help='use only the first N embedded photos')
+    parser.add_argument('--photo-limit', type=positive_int, help='use only the first N embedded photos')
     return parser.parse_args(argv)
 
 
