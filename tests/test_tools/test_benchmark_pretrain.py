@@ -8,6 +8,7 @@ apply the claims' thresholds.
 """
 import json
 import math
+import re
 import os
 import subprocess
 import sys
@@ -404,3 +405,24 @@ def test_counts_below_one_are_named_before_anything_is_measured(monkeypatch, opt
     with pytest.raises(SystemExit):
         benchmark_pretrain.parse_args(['--backbone', 'vit_b', '--out', 'r.json', flag,
                                        *map(str, value if isinstance(value, list) else [value])])
+
+
+@pytest.mark.parametrize('mae_decoder, methods, message', [
+    ({'decoder_dim': 0}, None, r'decoder_dim must be an int >= 1, got 0'),
+    ({'decoder_dim': 32, 'decoder_heads': 3}, None,
+     r'decoder_dim 32 is not divisible by decoder_heads 3'),
+    ({'decoder_dm': 8}, None, r"unknown keys \['decoder_dm'\]"),
+    ({'decoder_dim': 32}, ['fastmim'], r'is for MAE, which this run does not measure'),
+])
+def test_a_wrong_mae_decoder_is_named_before_anything_is_measured(monkeypatch, mae_decoder,
+                                                                  methods, message):
+    """It failed in MAE's process, the last one, as a ZeroDivisionError, timm's bare
+    AssertionError or a ValueError traceback inside the parent's, after FastMIM and SimMIM had
+    been measured; with no MAE in the run it was ignored without a word."""
+    def measured(*args, **kwargs):
+        raise AssertionError('measured before the MAE decoder was checked')
+    monkeypatch.setattr(benchmark_pretrain, 'measure_matmul_peak', measured)
+    with pytest.raises(ValueError, match=rf'^--mae-decoder {re.escape(json.dumps(mae_decoder))}'
+                       rf'.*{message}'):
+        benchmark_pretrain.run_benchmark('vit_b', arch_override=TINY_VIT, methods=methods,
+                                         mae_decoder=mae_decoder)

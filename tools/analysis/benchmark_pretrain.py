@@ -35,8 +35,8 @@ from fastmim.benchmark.report import format_report, plot_results
 from fastmim.engine.launch import check_output_file, positive_int
 # This folder, first on sys.path when the script runs.
 from pretrain_methods import (CONFIG_ROOT, METHODS, RECIPES, RESULT_PREFIX,  # isort:skip
-                              MethodSpec, check_recipe_builds, load_fastmim_recipe,
-                              methods_for, recipe_of)
+                              MethodSpec, build_method, check_recipe_builds,
+                              load_fastmim_recipe, methods_for, recipe_of)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -160,6 +160,23 @@ def _positive(name, value, minimum=1):
         raise ValueError(f'{name} must be an int >= {minimum}, got {value!r}')
 
 
+def check_mae_decoder(mae_decoder: Optional[dict], methods: Sequence[str], backbone: str,
+                      arch_override: Optional[dict], config_root: Path) -> None:
+    """Build MAE with ``mae_decoder`` on the meta device before anything is measured: a wrong
+    key or value failed only in MAE's process, the last one, as a traceback inside the
+    parent's. An override for a run that measures no MAE would be ignored, so it is refused."""
+    if mae_decoder is None:
+        return
+    if 'mae' not in methods:
+        raise ValueError(f'--mae-decoder {json.dumps(mae_decoder)} is for MAE, which this run '
+                         f'does not measure (methods {list(methods)})')
+    try:
+        with torch.device('meta'):
+            build_method('mae', backbone, arch_override, config_root, mae_decoder)
+    except ValueError as error:
+        raise ValueError(f'--mae-decoder {json.dumps(mae_decoder)}: {error}') from None
+
+
 def run_benchmark(backbone: str,
                   batch_size: int = 8,
                   iters: int = 5,
@@ -210,6 +227,7 @@ def run_benchmark(backbone: str,
     options = StepOptions(amp, amp_dtype_name, compile, channels_last, compile_mode)
     recipe = load_fastmim_recipe(backbone, arch_override, config_root)
     check_recipe_builds(recipe, backbone, arch_override)
+    check_mae_decoder(mae_decoder, methods, backbone, arch_override, config_root)
 
     results = dict(
         settings=dict(backbone=backbone, batch_size=batch_size, iters=iters, warmup=warmup,
@@ -305,7 +323,8 @@ def parse_args(argv):
                         'none: leave the data pipeline out')
     parser.add_argument('--data-samples', type=positive_int, default=200,
                         help='images per data-pipeline timing')
-    parser.add_argument('--photo-limit', type=positive_int, help='use only the first N embedded photos')
+    parser.add_argument('--photo-limit', type=positive_int,
+                        help='use only the first N embedded photos')
     return parser.parse_args(argv)
 
 

@@ -16,6 +16,25 @@ from fastmim.models.backbones.vit import VisionTransformer, sincos_2d_pos_embed
 from fastmim.models.targets import PixelTarget
 
 
+def check_decoder(decoder_dim, decoder_depth, decoder_heads, mlp_ratio) -> None:
+    """Refuse a decoder the layers below cannot build, naming the value: a width of 0 was a
+    ZeroDivisionError in the sin-cos table, heads that do not divide the width timm's bare
+    AssertionError."""
+    for name, value, minimum in (('decoder_dim', decoder_dim, 1),
+                                 ('decoder_depth', decoder_depth, 0),
+                                 ('decoder_heads', decoder_heads, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f'MAEStandIn: {name} must be an int >= {minimum}, got {value!r}')
+    if decoder_dim % 4:
+        raise ValueError(f'MAEStandIn: decoder_dim must be a multiple of 4 (its sin-cos position '
+                         f'table), got {decoder_dim}')
+    if decoder_dim % decoder_heads:
+        raise ValueError(f'MAEStandIn: decoder_dim {decoder_dim} is not divisible by '
+                         f'decoder_heads {decoder_heads}')
+    if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
+        raise ValueError(f'MAEStandIn: mlp_ratio must be a number > 0, got {mlp_ratio!r}')
+
+
 class MAEStandIn(nn.Module):
     """MAE's masking, encoder, decoder and loss around a :class:`VisionTransformer`.
 
@@ -36,6 +55,7 @@ class MAEStandIn(nn.Module):
                             f'which only an isotropic ViT allows), got {type(encoder).__name__}')
         if not 0 < mask_ratio < 1:
             raise ValueError(f'MAEStandIn: mask_ratio must be in (0, 1), got {mask_ratio}')
+        check_decoder(decoder_dim, decoder_depth, decoder_heads, mlp_ratio)
         self.encoder = encoder
         self.grid_size = tuple(encoder.patch_embed.grid_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
