@@ -426,3 +426,23 @@ def test_a_wrong_mae_decoder_is_named_before_anything_is_measured(monkeypatch, m
                        rf'.*{message}'):
         benchmark_pretrain.run_benchmark('vit_b', arch_override=TINY_VIT, methods=methods,
                                          mae_decoder=mae_decoder)
+
+
+@pytest.mark.parametrize('baseline', ['rss_after_import_mb', 'static_mem_mb'])
+def test_memory_above_a_baseline_simmim_did_not_exceed_is_no_claim(baseline):
+    """A small model's SimMIM step can peak at the baseline itself: the ratio was a
+    ZeroDivisionError after every method had been measured, and the results were lost."""
+    def record(method, peak, base):
+        return {'method': method, 'images_per_s': 10., 'peak_mem_mb': peak,
+                'gflops_per_img': 1., 'peak_mem_kind': 'rss', 'mfu': None,
+                'rss_after_import_mb': None, 'static_mem_mb': None, baseline: base}
+
+    results = dict(settings=dict(backbone='vit_b'),
+                   records=[record('fastmim', 790., 700.), record('simmim', 776., 776.)])
+    names = [t['name'] for t in evaluate_targets(results)]
+    assert 'vit_b peak memory fastmim / simmim' in names
+    assert not [name for name in names if 'above' in name]
+
+    results['records'][1][baseline] = 676.
+    above = [t for t in evaluate_targets(results) if 'above' in t['name']]
+    assert [t['measured'] for t in above] == [pytest.approx(90 / 100)]
