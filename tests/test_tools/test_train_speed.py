@@ -43,3 +43,24 @@ def test_a_failed_training_run_ends_in_one_line(train_speed, monkeypatch):
     with pytest.raises(SystemExit, match=r'^error: tools/train\.py failed with exit status 1 '
                        r'\(its error is above\)$'):
         train_speed.run_tool('train.py', ['config.py'])
+
+
+@pytest.mark.parametrize('earlier', ['data', 'train'])
+def test_a_work_dir_with_an_earlier_run_is_refused_before_training(tmp_path, train_speed,
+                                                                   no_training, earlier):
+    """A second run in the same --work-dir ended in 'File exists' (pretrain's photos) or, after
+    the whole training run, in a traceback: two runs' logs under train/."""
+    (tmp_path / earlier).mkdir()
+    with pytest.raises(FileExistsError, match=rf'--work-dir .* holds an earlier run '
+                       rf'\({earlier}\); give a new or empty folder'):
+        train_speed.main(['pretrain', '--out', str(tmp_path / 'r.json'),
+                          '--work-dir', str(tmp_path)])
+
+
+@pytest.mark.parametrize('flag, value', [('--iters', '0'), ('--images', '0'), ('--skip', '-2')])
+def test_counts_that_cannot_be_meant_are_refused(train_speed, capsys, flag, value):
+    """--images 0 was read as 'not given', --skip -2 took the median of the last two
+    iterations, --iters 0 trained no iteration."""
+    with pytest.raises(SystemExit):
+        train_speed.parse_args(['pretrain', '--out', 'r.json', flag, value])
+    assert f'argument {flag}: must be' in capsys.readouterr().err

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from mmengine.config import DictAction
 
-from fastmim.engine.launch import check_output_file
+from fastmim.engine.launch import check_output_file, positive_int
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {
@@ -139,33 +139,53 @@ def summarise(entries, skip, batch_size):
                 peak_memory_mb=max(memory) if memory else None)
 
 
+def non_negative_int(text):
+    """argparse type of ``--skip``: a negative count sliced the log from its end, so the median
+    was taken over the last iterations only, without a word."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'must be 0 or more, got {text}')
+    return value
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('task', choices=sorted(CONFIGS))
     parser.add_argument('--out', required=True, help='results JSON file')
-    parser.add_argument('--iters', type=int, default=20, help='training iterations')
-    parser.add_argument('--skip', type=int, default=5,
+    parser.add_argument('--iters', type=positive_int, default=20, help='training iterations')
+    parser.add_argument('--skip', type=non_negative_int, default=5,
                         help='first iterations left out of the median')
     parser.add_argument('--amp', action='store_true', help="tools/train.py's --amp")
-    parser.add_argument('--work-dir', help='where data, logs and checkpoints go '
-                        '(default: a temporary folder, removed afterwards)')
+    parser.add_argument('--work-dir', help='where data, logs and checkpoints go, a folder '
+                        'without an earlier run (default: a temporary folder, removed '
+                        'afterwards)')
     parser.add_argument('--config', help="train this config instead of the task's, e.g. "
                         'configs/fastmim/vit_b_hog_800e_nvjpeg.py (pretrain with the JPEGs '
                         'decoded on the GPU)')
-    parser.add_argument('--images', type=int,
+    parser.add_argument('--images', type=positive_int,
                         help='pretrain: JPEG files (default: batch size x iterations)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='more overrides for tools/train.py and tools/test.py')
     return parser.parse_args(argv)
 
 
-def check_inputs(config, out):
-    """Refuse a config that is not there and an ``--out`` that cannot be written before the
-    training run: the result was written only after it, so a folder given as ``--out`` (or a
-    missing folder) lost minutes of measurement."""
+RUN_FOLDERS = ('data', 'train', 'test')  # what a run writes into its work dir
+
+
+def check_inputs(config, out, work_dir=None):
+    """Refuse a config that is not there, an ``--out`` that cannot be written and a
+    ``--work-dir`` that holds an earlier run before the training run: the result was written
+    only after it, so a folder given as ``--out`` (or a missing folder) lost minutes of
+    measurement, and a second run in the same work dir ended in 'File exists' (pretrain's
+    photos) or in a traceback after training (two runs' logs in ``train/``)."""
     if not osp.isfile(config):
         raise FileNotFoundError(f'config file not found: {config}')
     check_output_file(out, '--out')
+    earlier = [name for name in RUN_FOLDERS if work_dir and osp.exists(osp.join(work_dir, name))]
+    if earlier:
+        raise FileExistsError(f'--work-dir {work_dir} holds an earlier run ({", ".join(earlier)}); '
+                              'give a new or empty folder, or leave --work-dir out (a temporary '
+                              'folder)')
 
 
 def main(argv=None):
@@ -174,7 +194,7 @@ def main(argv=None):
 
     config_name = args.config or CONFIGS[args.task]
     config = str(ROOT / config_name)
-    check_inputs(config, args.out)
+    check_inputs(config, args.out, args.work_dir)
     as_cfg_options = load_downstream_data().as_cfg_options
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(args.cfg_options)
