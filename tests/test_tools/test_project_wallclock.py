@@ -167,3 +167,15 @@ def test_command_line_errors(tool, tmp_path):
     with pytest.raises(ValueError, match='at most one train_speed.py result: speed0.json, '
                        'speed1.json'):
         tool.main([str(path) for path in loaders])
+
+
+def test_a_binary_file_or_an_infinite_rate_is_one_error(tool, schedule, tmp_path):
+    """A checkpoint given as a result file was a UnicodeDecodeError traceback, --rate fastmim
+    inf a ZeroDivisionError in the table."""
+    path = tmp_path / 'epoch_1.pth'
+    path.write_bytes(b'PK\x03\x04' + bytes(range(128, 256)))
+    with pytest.raises(ValueError, match=r'epoch_1\.pth is not JSON: not UTF-8 text'):
+        tool.read_measurements(path, schedule)
+    with pytest.raises(ValueError, match='--rate fastmim must be a positive number of '
+                       'images/s, got inf'):
+        tool.main(['--rate', 'fastmim', 'inf', 'x'])

@@ -131,8 +131,13 @@ class Measurement:
 
 
 def _load_json(path: Path) -> dict:
+    """The JSON object in ``path``; a file that is no UTF-8 text (a checkpoint, a plot given
+    by mistake) is named like one that is no JSON, instead of a UnicodeDecodeError traceback."""
     try:
-        result = json.loads(path.read_text())
+        result = json.loads(path.read_text(encoding='utf-8'))
+    except UnicodeDecodeError as error:
+        raise ValueError(f'{path} is not JSON: not UTF-8 text (byte {error.start}); expected a '
+                         f'benchmark_pretrain.py or train_speed.py result') from None
     except json.JSONDecodeError as error:
         raise ValueError(f'{path} is not JSON: {error}') from None
     if not isinstance(result, dict):
@@ -147,7 +152,10 @@ def _field(result: dict, path: Path, key: str, where: str = ''):
 
 
 def _rate(value, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    """A rate of images/s: positive and finite (an infinite one made 0 GPU-hours, and the
+    table's ratio to the paper a ZeroDivisionError)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
+            or not math.isfinite(value)):
         raise ValueError(f'{where} must be a positive number of images/s, got {value!r}')
     return float(value)
 
