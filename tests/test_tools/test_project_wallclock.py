@@ -179,3 +179,11 @@ def test_a_binary_file_or_an_infinite_rate_is_one_error(tool, schedule, tmp_path
     with pytest.raises(ValueError, match='--rate fastmim must be a positive number of '
                        'images/s, got inf'):
         tool.main(['--rate', 'fastmim', 'inf', 'x'])
+
+
+def test_a_progressive_config_is_refused(tool):
+    """FastMIM-P's first stage trains at 96 px with batch 512 per GPU, its second at 128 px
+    with 256: the projection took 512 for all 800 epochs and one rate for both sizes."""
+    with pytest.raises(ValueError, match=r'vit_b_hog_800e_progressive\.py: a '
+                       r'ProgressiveResolutionHook trains stages .*input_size.: 96'):
+        tool.read_schedule(CONFIG.with_name('vit_b_hog_800e_progressive.py'))

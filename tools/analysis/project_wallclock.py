@@ -97,6 +97,19 @@ def _config_value(cfg, config: Path, key: str):
     return value
 
 
+def check_one_stage(cfg, config: Path) -> None:
+    """Refuse a FastMIM-P config: its ``ProgressiveResolutionHook`` trains stages at other
+    input sizes and per-GPU batches than ``train_dataloader``'s, and one measured rate cannot
+    stand for them; the projection used to take the first stage's batch for every epoch and the
+    measured size for every stage, without a word."""
+    stages = [hook.get('stages') for hook in cfg.get('custom_hooks') or []
+              if str(hook.get('type', '')).rpartition('.')[2] == 'ProgressiveResolutionHook']
+    if stages:
+        raise ValueError(f'{config}: a ProgressiveResolutionHook trains stages of other input '
+                         f'sizes and batches ({stages[0]}); the projection takes one rate for '
+                         'one schedule: project each stage with a config of its own')
+
+
 def read_schedule(config: Path, gpus: Optional[int] = None,
                   dataset_size: int = IMAGENET_TRAIN_IMAGES) -> Schedule:
     """The schedule of ``config``: epochs from ``train_cfg.max_epochs``, the per-GPU batch from
@@ -105,6 +118,7 @@ def read_schedule(config: Path, gpus: Optional[int] = None,
     the per-GPU batch."""
     config = Path(config)
     cfg = Config.fromfile(str(config))  # a missing file: FileNotFoundError naming it
+    check_one_stage(cfg, config)
     epochs = _config_value(cfg, config, 'train_cfg.max_epochs')
     per_gpu_batch = _config_value(cfg, config, 'train_dataloader.batch_size')
     if gpus is None:
