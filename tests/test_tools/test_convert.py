@@ -212,6 +212,31 @@ def test_timm_feature_extractor_converts_under_the_full_models_names(tmp_path, t
                                    rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize('num_classes', [0, 10])
+def test_to_timm_prints_the_timm_call_that_loads_the_file_whole(tmp_path, capsys, to_timm,
+                                                                num_classes):
+    """docs/checkpoints.md loaded the output with pretrained=True and the file overlaid only:
+    a pre-training file failed (no head.weight), and a 10-class one given num_classes=10 lost
+    its classifier without a word."""
+    backbone = build(dict(type='VisionTransformer', img_size=224,
+                          arch=dict(embed_dim=192, depth=12, num_heads=3)))
+    extra = ({'head.fc.weight': torch.randn(num_classes, 192), 'head.fc.bias':
+              torch.randn(num_classes)} if num_classes else {})
+    checkpoint = fastmim_checkpoint(backbone, tmp_path / 'in.pth', extra=extra)
+    out = tmp_path / 'vit.pth'
+    to_timm.main([checkpoint, str(out), '--arch', 'vit_tiny_patch16_224'])
+
+    call = capsys.readouterr().out.splitlines()[-1]
+    assert call == (f"load it with timm.create_model('vit_tiny_patch16_224', pretrained=True, "
+                    f"num_classes={num_classes}, pretrained_cfg_overlay=dict(file={str(out)!r}, "
+                    f"num_classes={num_classes}))")
+    model = timm.create_model('vit_tiny_patch16_224', pretrained=True, num_classes=num_classes,
+                              pretrained_cfg_overlay=dict(file=str(out), num_classes=num_classes))
+    written = torch.load(out, weights_only=True)
+    assert model.state_dict().keys() == written.keys()
+    assert all(torch.equal(value, written[key]) for key, value in model.state_dict().items())
+
+
 # --- reference release -> fastmim ---------------------------------------------------------------
 def reference_decoder():
     return {'decoder_embed.weight': torch.randn(16, 8), 'decoder_blocks.0.norm1.weight':

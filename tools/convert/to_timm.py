@@ -11,8 +11,8 @@ detection norms ``out_norms.*``). A ``TimmBackbone`` checkpoint gets the names o
 timm model it wraps (``model.`` and the renames of timm's ``features_only`` extractors
 removed), its classifier the name timm gives it. The output is a dict of plain tensors saved with
 ``torch.save`` (and as ``.safetensors`` next to it with ``--safetensors``), which
-``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=OUT))`` and
-``TimmBackbone(checkpoint_path=OUT)`` load.
+``TimmBackbone(checkpoint_path=OUT)`` and, with ``--arch``, the ``timm.create_model`` call
+the tool prints load (``num_classes`` given twice: see :func:`loading_call`).
 
 With ``--arch`` (a timm model name, e.g. ``vit_base_patch16_224``), the weights are fitted to
 that model: the position embedding and relative-position tables are resized to its resolution
@@ -152,15 +152,29 @@ def unwrap_timm_backbone(backbone, reference, model_name, path):
     return renamed
 
 
-def create_timm_model(arch, classifier, fc_norm):
-    """The timm model ``arch`` with as many classes as the checkpoint's classifier (none when it
-    has none) and average pooling + ``fc_norm`` when the checkpoint has one."""
-    import timm
-    kwargs = dict(pretrained=False,
-                  num_classes=classifier['weight'].shape[0] if 'weight' in classifier else 0)
+def timm_arguments(classifier, fc_norm):
+    """``timm.create_model`` arguments of the model the weights fit: as many classes as the
+    checkpoint's classifier (none when it has none), average pooling + ``fc_norm`` when the
+    checkpoint has one."""
+    kwargs = dict(num_classes=classifier['weight'].shape[0] if 'weight' in classifier else 0)
     if fc_norm:
         kwargs['global_pool'] = 'avg'
-    return timm.create_model(arch, **kwargs)
+    return kwargs
+
+
+def create_timm_model(arch, kwargs):
+    import timm
+    return timm.create_model(arch, pretrained=False, **kwargs)
+
+
+def loading_call(arch, kwargs, out):
+    """The ``timm.create_model`` call that loads ``out`` whole. timm's pretrained loading
+    compares ``num_classes`` with the file's ``pretrained_cfg`` (1000 classes unless overlaid):
+    with the default, a file without a classifier fails ('Missing key(s): head.weight'), and
+    with another ``num_classes`` alone timm drops the file's classifier without a word."""
+    arguments = ''.join(f', {key}={value!r}' for key, value in kwargs.items())
+    return (f'timm.create_model({arch!r}, pretrained=True{arguments}, pretrained_cfg_overlay='
+            f'dict(file={out!r}, num_classes={kwargs["num_classes"]}))')
 
 
 def fit_to_model(state, model, geometry, path):
@@ -203,7 +217,8 @@ def convert(checkpoint, path, arch=None):
     wrapped = wrapped_timm_model(source.geometry)
     if wrapped is not None:
         backbone = unwrap_timm_backbone(backbone, wrapped, source.geometry['model_name'], path)
-    model = create_timm_model(arch, classifier, fc_norm) if arch else None
+    kwargs = timm_arguments(classifier, fc_norm)
+    model = create_timm_model(arch, kwargs) if arch else None
     if model is not None:
         classifier_name = model.pretrained_cfg.get('classifier', 'head')
     elif wrapped is not None:
@@ -217,7 +232,7 @@ def convert(checkpoint, path, arch=None):
     resized = {}
     if model is not None:
         state, resized = fit_to_model(state, model, source.geometry, path)
-    return state, resized, left_out
+    return state, resized, left_out, kwargs
 
 
 def write_safetensors_aside(plain, path):
@@ -297,8 +312,9 @@ def main(argv):
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)
     checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')
-    state, resized, left_out = convert(checkpoint, args.checkpoint, args.arch)
-    for path in save(state, args.out, args.safetensors):
+    state, resized, left_out, kwargs = convert(checkpoint, args.checkpoint, args.arch)
+    paths = save(state, args.out, args.safetensors)
+    for path in paths:
         print(f'wrote {len(state)} tensors to {path}')
     note = unchecked_note(checkpoint, args.checkpoint, args.arch)
     if note:
@@ -308,6 +324,8 @@ def main(argv):
     if left_out:
         print(f'left out {len(left_out)} tensors timm has no place for: '
               f'{", ".join(sorted({key.split(".")[0] for key in left_out}))}')
+    if args.arch:
+        print(f'load it with {loading_call(args.arch, kwargs, paths[-1])}')
 
 
 if __name__ == '__main__':
