@@ -67,12 +67,32 @@ def apply_args(cfg, args):
         if 'auto_scale_lr' not in cfg:
             raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
-    if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None
-    elif args.resume is not None:
-        cfg.resume = True
-        cfg.load_from = args.resume
+    if args.resume is not None:
+        apply_resume(cfg, args.resume)
+
+
+def apply_resume(cfg, resume):
+    """``--resume [CKPT]``: resume from CKPT, or (``resume='auto'``) from the work dir's latest
+    checkpoint; with none there yet, the run starts as it would without ``--resume``, from the
+    config's ``load_from`` weights if it names any. mmengine's tools clear ``load_from`` for
+    ``--resume`` without a path, so the first start of a job restarted with the same command
+    (``--resume --cfg-options load_from=CKPT``, the SLURM requeue recipe) trained from random
+    weights without a word. A ``load_from`` that the resumed checkpoint replaces is named."""
+    from mmengine.logging import print_log
+    from mmengine.runner import find_latest_checkpoint
+
+    load_from = cfg.get('load_from')
+    resume_from = find_latest_checkpoint(cfg.work_dir) if resume == 'auto' else resume
+    if resume_from is None and load_from:
+        print_log(f'--resume: no checkpoint in {cfg.work_dir} yet; starting from the weights '
+                  f'of load_from {load_from}', logger='current')
+        cfg.resume = False
+        return
+    if load_from and load_from != resume_from:
+        print_log(f'--resume from {resume_from}: load_from {load_from} is not loaded (the '
+                  f'checkpoint holds every weight)', logger='current')
+    cfg.resume = True
+    cfg.load_from = resume_from
 
 
 def skip_pretrained_init_when_resuming(cfg):

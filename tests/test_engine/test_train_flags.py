@@ -1,0 +1,54 @@
+"""tools/train.py's flags folded into a config (apply_args), as a user combines them."""
+from pathlib import Path
+
+import pytest
+from mmengine.config import Config
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
+
+
+@pytest.fixture
+def train(load_script):
+    return load_script(ROOT / 'tools' / 'train.py')
+
+
+def flags_applied(train, work_dir, *flags):
+    """The demo config after ``tools/train.py DEMO --work-dir work_dir *flags`` folded them in."""
+    args = train.parse_args([str(DEMO), '--work-dir', str(work_dir), *flags])
+    cfg = Config.fromfile(str(DEMO))
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    train.apply_args(cfg, args)
+    return cfg
+
+
+def save_checkpoint_record(work_dir, name='epoch_3.pth'):
+    """What SafeCheckpointHook leaves: the checkpoint and ``last_checkpoint`` naming it."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / name).write_bytes(b'')
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / name))
+    return str(work_dir / name)
+
+
+def test_resume_without_a_checkpoint_yet_starts_from_load_from(tmp_path, train):
+    """The same command starts and restarts a job; its first start dropped load_from and
+    trained from random weights."""
+    weights = str(tmp_path / 'pretrained.pth')
+    cfg = flags_applied(train, tmp_path / 'work', '--resume', '--cfg-options',
+                        f'load_from={weights}')
+    assert cfg.load_from == weights and not cfg.resume
+
+
+def test_resume_with_a_checkpoint_resumes_it_instead_of_load_from(tmp_path, train):
+    latest = save_checkpoint_record(tmp_path / 'work')
+    cfg = flags_applied(train, tmp_path / 'work', '--resume', '--cfg-options',
+                        f'load_from={tmp_path / "pretrained.pth"}')
+    assert cfg.resume and cfg.load_from == latest
+
+
+@pytest.mark.parametrize('given', [True, False], ids=['--resume CKPT', 'no load_from'])
+def test_resume_without_load_from_is_mmengines(tmp_path, train, given):
+    checkpoint = str(tmp_path / 'elsewhere.pth')
+    cfg = flags_applied(train, tmp_path / 'work', '--resume', *([checkpoint] if given else []))
+    assert cfg.resume and cfg.load_from == (checkpoint if given else None)
