@@ -64,11 +64,34 @@ def apply_args(cfg, args):
         cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
             dict(type='fastmim.CompileModulesHook')]
     if args.auto_scale_lr:
-        if 'auto_scale_lr' not in cfg:
-            raise ValueError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
-        cfg.auto_scale_lr.enable = True
+        enable_auto_scale_lr(cfg)
     if args.resume is not None:
         apply_resume(cfg, args.resume)
+
+
+def enable_auto_scale_lr(cfg):
+    """``--auto-scale-lr``: scale the lr by the images of one optimiser update over
+    ``auto_scale_lr.base_batch_size``. mmengine's ``Runner.scale_lr`` counts GPUs x
+    ``batch_size`` only, so with ``optim_wrapper.accumulative_counts=N`` it scaled by 1/N of
+    the batch that each update averages over, without a word (the reference release counts
+    the accumulation); the base is divided by N here so that mmengine's ratio counts it. A
+    missing or non-positive base was an AssertionError or a ZeroDivisionError in mmengine."""
+    from mmengine.logging import print_log
+
+    scale_cfg = cfg.get('auto_scale_lr')
+    base = scale_cfg.get('base_batch_size') if isinstance(scale_cfg, dict) else None
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or base <= 0:
+        raise ValueError(f'--auto-scale-lr needs a positive auto_scale_lr.base_batch_size in '
+                         f'the config (the total batch its lr is meant for), got {base!r}')
+    cfg.auto_scale_lr.enable = True
+    accumulation = (cfg.get('optim_wrapper') or {}).get('accumulative_counts', 1)
+    if accumulation > 1:
+        cfg.auto_scale_lr.base_batch_size = base / accumulation
+        print_log(f'--auto-scale-lr: each update accumulates {accumulation} batches '
+                  f'(optim_wrapper.accumulative_counts), so the lr is scaled by GPUs x '
+                  f'batch_size x {accumulation} / {base}; mmengine\'s line below counts the '
+                  f'accumulation in its base batch size ({base} / {accumulation})',
+                  logger='current')
 
 
 def apply_resume(cfg, resume):

@@ -52,3 +52,28 @@ def test_resume_without_load_from_is_mmengines(tmp_path, train, given):
     checkpoint = str(tmp_path / 'elsewhere.pth')
     cfg = flags_applied(train, tmp_path / 'work', '--resume', *([checkpoint] if given else []))
     assert cfg.resume and cfg.load_from == (checkpoint if given else None)
+
+
+def scale_ratio(cfg, world_size=1):
+    """The lr factor mmengine's ``Runner.scale_lr`` applies to this config."""
+    return world_size * cfg.train_dataloader.batch_size / cfg.auto_scale_lr.base_batch_size
+
+
+@pytest.mark.parametrize('accumulation', [1, 3])
+def test_auto_scale_lr_counts_every_batch_of_an_update(tmp_path, train, accumulation):
+    """mmengine counts GPUs x batch_size only: with accumulation the lr was scaled for a
+    fraction of the batch each update averages over."""
+    cfg = flags_applied(train, tmp_path, '--auto-scale-lr', '--cfg-options',
+                        'train_dataloader.batch_size=4',
+                        f'optim_wrapper.accumulative_counts={accumulation}')
+    base = Config.fromfile(str(DEMO)).auto_scale_lr.base_batch_size
+    assert cfg.auto_scale_lr.enable
+    assert scale_ratio(cfg) == pytest.approx(4 * accumulation / base)
+
+
+@pytest.mark.parametrize('option', ['auto_scale_lr.base_batch_size=0',
+                                    'auto_scale_lr.base_batch_size=None',
+                                    'auto_scale_lr=None'])
+def test_auto_scale_lr_without_a_usable_base_batch_is_named(tmp_path, train, option):
+    with pytest.raises(ValueError, match='positive auto_scale_lr.base_batch_size'):
+        flags_applied(train, tmp_path, '--auto-scale-lr', '--cfg-options', option)
