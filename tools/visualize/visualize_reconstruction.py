@@ -2,11 +2,12 @@
 
     python tools/visualize/visualize_reconstruction.py CONFIG CHECKPOINT
         (--img PATH [PATH ...] | --embedded N) --out-dir DIR
-        [--input-size 128] [--seed 0] [--device DEVICE] [--cell-px 16]
+        [--input-size N] [--seed 0] [--device DEVICE] [--cell-px 16]
 
-Each image is read as RGB, its shorter side resized (bicubic) to ``--input-size`` and centre
-cropped to a square, normalised by the model's data preprocessor, masked with a mask drawn from
-``--seed`` and reconstructed. One PNG per image (input | masked input | target | prediction, see
+Each image is read as RGB, its shorter side resized (bicubic) to ``--input-size`` (default:
+the backbone's ``img_size``, the size the config pre-trains at) and centre cropped to a square,
+normalised by the model's data preprocessor, masked with a mask drawn from ``--seed`` and
+reconstructed. One PNG per image (input | masked input | target | prediction, see
 ``fastmim.visualization.make_reconstruction_panel``) goes to ``--out-dir``; the paths are
 printed. ``--embedded N`` uses the first N photos of the toolbox's embedded dataset (real photos
 installed with its requirements, see docs/data.md), so the tool runs without any data at hand.
@@ -17,6 +18,8 @@ import os.path as osp
 
 
 def parse_args(argv):
+    from fastmim.engine.launch import positive_int
+
     parser = argparse.ArgumentParser(description='Draw FastMIM reconstructions of images')
     parser.add_argument('config', help='the pre-training config of the checkpoint')
     parser.add_argument('checkpoint', help='a FastMIM pre-training checkpoint')
@@ -25,8 +28,9 @@ def parse_args(argv):
     source.add_argument('--embedded', type=int, metavar='N',
                         help='the first N photos of the embedded dataset (docs/data.md)')
     parser.add_argument('--out-dir', required=True, help='where the PNGs go')
-    parser.add_argument('--input-size', type=int, default=128,
-                        help='side of the square model input (default 128, the pre-training size)')
+    parser.add_argument('--input-size', type=positive_int, default=None,
+                        help="side of the square model input (default: the backbone's img_size, "
+                        'the pre-training size)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the mask')
     parser.add_argument('--device', default=None,
                         help='torch device (default: cuda when available, else cpu)')
@@ -66,8 +70,6 @@ def main(argv):
     from fastmim.engine.checkpoint import trust_checkpoint
     from fastmim.engine.launch import check_work_dir
 
-    if args.input_size < 1:
-        raise ValueError(f'--input-size must be positive, got {args.input_size}')
     sources = image_sources(args)
     images = load_images([path for _, path in sources])  # every unreadable file named up front
     check_work_dir(args.out_dir, '--out-dir')
@@ -75,6 +77,9 @@ def main(argv):
         trust_checkpoint(args.checkpoint)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')  # get_model checks
     model = get_model(args.config, args.checkpoint, device)
+    if args.input_size is None and model.backbone.geometry().get('img_size') is None:
+        raise ValueError(f'{type(model.backbone).__name__} records no img_size (the pre-training '
+                         'size): give --input-size')
     panels = reconstruct(model, images, seed=args.seed, cell_px=args.cell_px,
                          input_size=args.input_size)
 
