@@ -200,3 +200,50 @@ def test_a_dict_typed_on_the_command_line_is_named(value):
                                                  r'be given on the command line.*'
                                                  r'model.backbone.type='):
         load_config(str(DEMO), {'model.backbone': value})
+
+
+def _free_port():
+    import socket
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+LAUNCHER_ENV = {
+    'slurm': dict(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_NODELIST='node01', SLURM_LOCALID='0'),
+    'mpi': dict(OMPI_COMM_WORLD_RANK='0', OMPI_COMM_WORLD_SIZE='1',
+                OMPI_COMM_WORLD_LOCAL_RANK='0'),
+}
+
+
+def _launched_by(monkeypatch, launcher, **extra):
+    """The environment a one-process SLURM or Open MPI launch gives, on a machine without
+    CUDA; the variables init_cpu_distributed exports are restored after the test."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    for name in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {**LAUNCHER_ENV[launcher], **extra}.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize('launcher', ['slurm', 'mpi'])
+def test_slurm_and_mpi_launches_join_a_gloo_group_without_cuda(monkeypatch, launcher):
+    """mmengine's initialisation calls torch.cuda.set_device: 'Found no NVIDIA driver'."""
+    _launched_by(monkeypatch, launcher, MASTER_ADDR='127.0.0.1')
+    port = _free_port()
+    try:
+        launch.init_cpu_distributed(launcher, dict(backend='nccl', port=port))
+        assert torch.distributed.get_backend() == 'gloo'
+        assert (torch.distributed.get_rank(), torch.distributed.get_world_size()) == (0, 1)
+        assert os.environ['MASTER_PORT'] == str(port)
+    finally:
+        launch.shutdown_distributed()
+
+
+@pytest.mark.parametrize('launcher', ['slurm', 'mpi'])
+def test_a_slurm_or_mpi_launch_without_a_master_address_is_named(monkeypatch, tmp_path,
+                                                                  launcher):
+    _launched_by(monkeypatch, launcher, PATH=str(tmp_path))  # no scontrol to ask
+    with pytest.raises(launch.LaunchError, match='MASTER_ADDR'):
+        launch.init_cpu_distributed(launcher)
+    assert not torch.distributed.is_initialized()
