@@ -4,6 +4,7 @@
                                  [--amp-dtype {float16,bfloat16}] [--compile]
                                  [--auto-scale-lr] [--cfg-options k=v ...]
                                  [--launcher {none,pytorch,slurm,mpi}]
+                                 [--trust-checkpoint CKPT] [--debug]
 """
 import argparse
 

@@ -292,7 +292,9 @@ def added_keys(cfg, cfg_options):
 
 def add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64'):
     """Add the arguments every tool that starts a Runner shares: the config, ``--work-dir``,
-    ``--cfg-options``, ``--launcher`` and the hidden ``--local_rank``.
+    ``--cfg-options``, ``--launcher``, ``--debug`` (which :func:`run_cli` handles; without it
+    here, ``--help`` did not list the flag the README documents) and the hidden
+    ``--local_rank``.
 
     They are the interface of mmengine's own tools, which ``tools/dist_train.sh`` and
     ``tools/slurm_train.sh`` (and users' scripts) rely on; keeping them in one place keeps
@@ -309,6 +311,10 @@ def add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64'
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
                         help=argparse.SUPPRESS)
+    # run_cli reads and removes it before parsing; listed so that --help shows it.
+    parser.add_argument('--debug', action='store_true',
+                        help='show the full traceback of every error, not one line '
+                        '(also FASTMIM_DEBUG=1)')
     return parser
 
 

@@ -247,3 +247,10 @@ def test_a_slurm_or_mpi_launch_without_a_master_address_is_named(monkeypatch, tm
     with pytest.raises(launch.LaunchError, match='MASTER_ADDR'):
         launch.init_cpu_distributed(launcher)
     assert not torch.distributed.is_initialized()
+
+
+def test_help_lists_debug_which_run_cli_handles(capsys):
+    with pytest.raises(SystemExit):
+        parse(['--help'])
+    assert '--debug' in capsys.readouterr().out
+    assert parse(['x.py', '--debug']).debug  # a main called without run_cli accepts it too
