@@ -7,6 +7,7 @@
                                  [--trust-checkpoint CKPT] [--debug]
 """
 import argparse
+import os.path as osp
 
 from fastmim.engine.launch import add_launch_args, apply_launch_args, parse_launch_args
 
@@ -103,10 +104,9 @@ def apply_resume(cfg, resume):
     (``--resume --cfg-options load_from=CKPT``, the SLURM requeue recipe) trained from random
     weights without a word. A ``load_from`` that the resumed checkpoint replaces is named."""
     from mmengine.logging import print_log
-    from mmengine.runner import find_latest_checkpoint
 
     load_from = cfg.get('load_from')
-    resume_from = find_latest_checkpoint(cfg.work_dir) if resume == 'auto' else resume
+    resume_from = latest_checkpoint(cfg.work_dir) if resume == 'auto' else resume
     if resume_from is None and load_from:
         print_log(f'--resume: no checkpoint in {cfg.work_dir} yet; starting from the weights '
                   f'of load_from {load_from}', logger='current')
@@ -117,6 +117,25 @@ def apply_resume(cfg, resume):
                   f'checkpoint holds every weight)', logger='current')
     cfg.resume = True
     cfg.load_from = resume_from
+
+
+def latest_checkpoint(work_dir):
+    """The checkpoint ``work_dir/last_checkpoint`` names, or None. It holds an absolute path,
+    so in a work dir that was moved or copied (to other storage, to branch a run) it named the
+    old place: ``--resume`` failed with 'checkpoint not found' there, or resumed from the other
+    run's newest checkpoint. A file of that name in ``work_dir`` is taken instead, logged."""
+    from mmengine.logging import print_log
+    from mmengine.runner import find_latest_checkpoint
+
+    recorded = find_latest_checkpoint(work_dir)
+    if recorded is None:
+        return None
+    here = osp.join(work_dir, osp.basename(recorded))
+    if osp.isfile(here) and not (osp.exists(recorded) and osp.samefile(recorded, here)):
+        print_log(f'{osp.join(work_dir, "last_checkpoint")} names {recorded}, outside the work '
+                  f'dir (moved or copied): resuming from {here}', logger='current')
+        return here
+    return recorded
 
 
 def skip_pretrained_init_when_resuming(cfg):

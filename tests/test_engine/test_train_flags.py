@@ -77,3 +77,28 @@ def test_auto_scale_lr_counts_every_batch_of_an_update(tmp_path, train, accumula
 def test_auto_scale_lr_without_a_usable_base_batch_is_named(tmp_path, train, option):
     with pytest.raises(ValueError, match='positive auto_scale_lr.base_batch_size'):
         flags_applied(train, tmp_path, '--auto-scale-lr', '--cfg-options', option)
+
+
+@pytest.mark.parametrize('old_place_kept', [False, True], ids=['moved', 'copied'])
+def test_resume_in_a_moved_or_copied_work_dir_takes_its_own_checkpoint(tmp_path, train,
+                                                                      old_place_kept):
+    """last_checkpoint holds an absolute path: a moved work dir failed to resume, a copied one
+    resumed from the other run's checkpoint."""
+    old, new = tmp_path / 'old', tmp_path / 'new'
+    save_checkpoint_record(old)
+    new.mkdir()
+    for name in ('epoch_3.pth', 'last_checkpoint'):
+        (new / name).write_bytes((old / name).read_bytes())
+    if not old_place_kept:
+        for path in old.iterdir():
+            path.unlink()
+    cfg = flags_applied(train, new, '--resume')
+    assert cfg.resume and cfg.load_from == str(new / 'epoch_3.pth')
+
+
+def test_resume_keeps_a_last_checkpoint_that_names_the_work_dir_through_a_link(tmp_path, train):
+    real = tmp_path / 'real'
+    recorded = save_checkpoint_record(real)
+    (tmp_path / 'link').symlink_to(real)
+    cfg = flags_applied(train, tmp_path / 'link', '--resume')
+    assert cfg.load_from == recorded
