@@ -331,7 +331,13 @@ def parse_launch_args(parser, argv):
 
 def apply_launch_args(cfg, args):
     """Fold ``--launcher`` and ``--work-dir`` into the config: the work dir on the command line,
-    else the config's own, else ``work_dirs/<config name>`` (mmengine's tools' default)."""
+    else the config's own, else ``work_dirs/<config name>`` (mmengine's tools' default).
+    An empty ``--work-dir`` (``--work-dir "$DIR"`` with DIR unset) is refused: it was taken as
+    not given, and the run went to the default folder, where ``--resume`` continues whatever
+    run is there."""
+    if args.work_dir is not None and not args.work_dir.strip():
+        raise LaunchError(f'--work-dir is empty ({args.work_dir!r}); give a folder, or leave '
+                          f'the flag out for the default')
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])

@@ -45,6 +45,13 @@ def test_work_dir_from_the_command_line_else_the_config_else_its_name():
     assert cfg.work_dir == 'there'
 
 
+@pytest.mark.parametrize('empty', ['', ' '])
+def test_an_empty_work_dir_is_refused_not_taken_as_the_default(empty):
+    """``--work-dir "$DIR"`` with DIR unset trained (and resumed) in work_dirs/<config>."""
+    with pytest.raises(launch.LaunchError, match='--work-dir is empty'):
+        apply_launch_args(Config(dict()), parse(['b_config.py', '--work-dir', empty]))
+
+
 def test_cfg_options_keys_the_config_lacks_are_named_with_the_close_existing_ones():
     cfg = Config(dict(train_dataloader=dict(batch_size=2, num_workers=1),
                       train_pipeline=[dict(type='LoadImageRGB'), dict(type='Crop', size=8)]))
