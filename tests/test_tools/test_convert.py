@@ -237,6 +237,17 @@ def test_to_timm_prints_the_timm_call_that_loads_the_file_whole(tmp_path, capsys
     assert all(torch.equal(value, written[key]) for key, value in model.state_dict().items())
 
 
+@pytest.mark.parametrize('options', [[], ['--safetensors']])
+def test_to_timm_refuses_a_safetensors_name_for_its_torch_file(tmp_path, to_timm, options):
+    """OUT named .safetensors held a torch pickle that safetensors and timm cannot read (with
+    --safetensors the copy replaced it, 'written' twice)."""
+    checkpoint = tiny_vit_checkpoint(tmp_path / 'vit.pth')
+    with pytest.raises(ValueError, match=r'OUT .*out\.safetensors is written with torch\.save: '
+                       r'give it a \.pth name and add --safetensors'):
+        to_timm.main([checkpoint, str(tmp_path / 'out.safetensors'), *options])
+    assert [path.name for path in tmp_path.iterdir()] == ['vit.pth']
+
+
 # --- reference release -> fastmim ---------------------------------------------------------------
 def reference_decoder():
     return {'decoder_embed.weight': torch.randn(16, 8), 'decoder_blocks.0.norm1.weight':

@@ -60,6 +60,16 @@ def split_checkpoint(state):
     return backbone, classifier, fc_norm, left_out
 
 
+def check_out_name(out):
+    """OUT is written with ``torch.save``; named ``.safetensors`` it was a pickle that neither
+    safetensors nor timm (which picks the reader by the suffix) can read, and with
+    ``--safetensors`` the copy replaced it under the same name, 'written' twice."""
+    if out.endswith('.safetensors'):
+        raise ValueError(f'OUT {out} is written with torch.save: give it a .pth name and add '
+                         f'--safetensors for a {osp.splitext(osp.basename(out))[0]}.safetensors '
+                         'copy beside it')
+
+
 def check_arch(arch):
     """Refuse a name timm does not know before the checkpoint is read: timm's own refusal is a
     RuntimeError deep in its factory, which reaches the user as a traceback."""
@@ -307,6 +317,7 @@ def main(argv):
     import fastmim.models  # noqa: F401
     from fastmim.engine.checkpoint import trust_checkpoint
 
+    check_out_name(args.out)
     if args.arch:
         check_arch(args.arch)
     if args.trust_checkpoint:
