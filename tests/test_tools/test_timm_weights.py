@@ -242,3 +242,14 @@ def test_num_classes_below_one_is_refused_where_it_is_typed(tmp_path, capsys, fr
         from_timm.main([str(tmp_path / 'w.pth'), str(tmp_path / 'out.pth'), '--model-name',
                         'resnet10t', '--num-classes', '-3'])
     assert 'argument --num-classes: must be a positive integer, got -3' in capsys.readouterr().err
+
+
+def test_a_classifier_of_another_class_count_names_num_classes(tmp_path, from_timm):
+    """Weights fine-tuned to 10 classes without --num-classes were a list of shape mismatches
+    that did not name the flag that fits them."""
+    torch.save(tiny_timm_state(), tmp_path / 'weights.pth')
+    with pytest.raises(CheckpointError, match=r'weights\.pth: its classifier fc\.weight has 10 '
+                       r'classes, timm resnet10t 1000 by default: add --num-classes 10$'):
+        from_timm.main([str(tmp_path / 'weights.pth'), str(tmp_path / 'out.pth'),
+                        '--model-name', 'resnet10t'])
+    assert not (tmp_path / 'out.pth').exists()

@@ -159,6 +159,20 @@ def classifier_name(reference, model_name):
     return name
 
 
+def check_class_count(weights, target, classifier, path, model_name):
+    """A classifier fine-tuned to another number of classes than timm's default is named with
+    the flag that fits it; it was a list of shape mismatches that did not say which flag."""
+    from fastmim.errors import CheckpointError
+
+    weight, expected = weights.get(f'{classifier}.weight'), target.get(f'{classifier}.weight')
+    if (weight is not None and expected is not None and weight.dim() == expected.dim()
+            and weight.shape[0] != expected.shape[0]
+            and weight.shape[1:] == expected.shape[1:]):
+        raise CheckpointError(f'{path}: its classifier {classifier}.weight has {weight.shape[0]} '
+                              f'classes, timm {model_name} {expected.shape[0]} by default: add '
+                              f'--num-classes {weight.shape[0]}')
+
+
 def to_fastmim_names(state, classifier):
     """timm names -> ImageClassifier names: the classifier -> ``head.fc``, the rest the body."""
     prefix = classifier + '.'
@@ -199,9 +213,11 @@ def convert(weights, path, model_name, by_order=False, num_classes=None):
     checked by loading it strictly into that classifier."""
     reference = timm_reference(model_name, num_classes)
     target = reference.state_dict()
+    classifier = classifier_name(reference, model_name)
+    if not by_order and num_classes is None:
+        check_class_count(weights, target, classifier, path, model_name)
     match = match_by_order if by_order else match_by_name
-    state = to_fastmim_names(match(weights, target, path, model_name),
-                             classifier_name(reference, model_name))
+    state = to_fastmim_names(match(weights, target, path, model_name), classifier)
     model = build_classifier(model_name, reference.num_classes)
     check_loads(state, model, path, model_name)
     settings = evaluation_settings(reference)
