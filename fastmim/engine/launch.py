@@ -290,6 +290,23 @@ def added_keys(cfg, cfg_options):
     return found
 
 
+class CfgOptionsAction(DictAction):
+    """mmengine's ``DictAction`` with the spaces of a single value kept.
+
+    mmengine removes every space of a value before parsing it (so that ``[1, 2]`` parses), so
+    ``data_root='/mnt/My Drive/imagenet'`` became ``/mnt/MyDrive/imagenet`` without a word and
+    failed, if at all, naming a folder the user never typed. A value that is no list or tuple
+    (no brackets, no comma) now keeps its inner spaces; lists and tuples parse as mmengine's.
+    """
+
+    @staticmethod
+    def _parse_iterable(val):
+        text = val.strip().strip('\'"')
+        if text.startswith(('(', '[')) or ',' in text:
+            return DictAction._parse_iterable(val)
+        return DictAction._parse_int_float_bool(text)
+
+
 def add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64'):
     """Add the arguments every tool that starts a Runner shares: the config, ``--work-dir``,
     ``--cfg-options``, ``--launcher``, ``--debug`` (which :func:`run_cli` handles; without it
@@ -305,7 +322,7 @@ def add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64'
     parser.add_argument('config', help='config file')
     parser.add_argument('--work-dir', help='where logs, checkpoints and results go (default: '
                         "the config's work_dir, else work_dirs/<config name>)")
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                         help=f'override config keys, e.g. {cfg_options_example}')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')

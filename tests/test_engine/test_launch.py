@@ -261,3 +261,16 @@ def test_help_lists_debug_which_run_cli_handles(capsys):
         parse(['--help'])
     assert '--debug' in capsys.readouterr().out
     assert parse(['x.py', '--debug']).debug  # a main called without run_cli accepts it too
+
+
+def test_cfg_options_keep_the_spaces_of_a_single_value():
+    """mmengine's DictAction removed them: '/mnt/My Drive' became '/mnt/MyDrive'."""
+    args = parse(['x.py', '--cfg-options', 'train_dataloader.dataset.data_root=/mnt/My Drive/in',
+                  "visualizer.name=' two words '", 'model.neck.depth= 2 ',
+                  'model.backbone.out_indices=[1, 2]', 'pipeline.1.scale=(0.2, 1.0)',
+                  'randomness.deterministic=True', 'load_from=None'])
+    assert args.cfg_options == {
+        'train_dataloader.dataset.data_root': '/mnt/My Drive/in',
+        'visualizer.name': ' two words ', 'model.neck.depth': 2,
+        'model.backbone.out_indices': [1, 2], 'pipeline.1.scale': (0.2, 1.0),
+        'randomness.deterministic': True, 'load_from': None}
