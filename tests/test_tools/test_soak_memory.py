@@ -25,7 +25,9 @@ def run(*args, **env):
     (['--every', '0'], 'soak_memory.py: error: argument --every: must be a positive integer, '
      'got 0'),
     (['--out', '{tmp}'], 'error: IsADirectoryError: --out {tmp} is a folder; expected a file '
-     'name')])
+     'name'),
+    # It wrote an empty list file and named that temporary file as the problem.
+    (['--list-size', '-1'], 'error: ValueError: --list-size must be 0 or more, got -1')])
 def test_bad_inputs_end_in_one_line_before_training(tmp_path, args, line):
     """A missing config was a traceback; an unwritable --out failed after the whole soak."""
     result = run(*(arg.format(tmp=tmp_path) for arg in args), '--iters', '2')

@@ -140,6 +140,11 @@ def soak(cfg, args, work_dir):
 
 def main(argv=None):
     args = parse_args(argv)
+    # Checked before the config is loaded and the runner built: a negative --list-size wrote
+    # an empty list file and ended in 'list file /tmp/soak_.../train.txt names no images'.
+    for flag, value in (('--workers', args.workers), ('--list-size', args.list_size)):
+        if value < 0:
+            raise ValueError(f'{flag} must be 0 or more, got {value}')
     sys.path.insert(0, str(REPO))
     import fastmim  # noqa: F401
     from fastmim.engine.launch import check_output_file, load_config
