@@ -297,7 +297,17 @@ class CfgOptionsAction(DictAction):
     ``data_root='/mnt/My Drive/imagenet'`` became ``/mnt/MyDrive/imagenet`` without a word and
     failed, if at all, naming a folder the user never typed. A value that is no list or tuple
     (no brackets, no comma) now keeps its inner spaces; lists and tuples parse as mmengine's.
+    An item without ``KEY=`` (``train_cfg.max_epochs 2``, or the config given after the
+    options) is an argparse error naming it, not mmengine's unpacking traceback.
     """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for item in values or ():
+            key, equals, _ = item.partition('=')
+            if not (key and equals):
+                hint = ' (give the config before --cfg-options)' if item.endswith('.py') else ''
+                parser.error(f'argument {option_string}: expected KEY=VALUE, got {item!r}{hint}')
+        super().__call__(parser, namespace, values, option_string)
 
     @staticmethod
     def _parse_iterable(val):

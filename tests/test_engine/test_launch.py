@@ -274,3 +274,15 @@ def test_cfg_options_keep_the_spaces_of_a_single_value():
         'visualizer.name': ' two words ', 'model.neck.depth': 2,
         'model.backbone.out_indices': [1, 2], 'pipeline.1.scale': (0.2, 1.0),
         'randomness.deterministic': True, 'load_from': None}
+
+
+@pytest.mark.parametrize('items, named', [
+    (['train_cfg.max_epochs', '2'], "'train_cfg.max_epochs'"),
+    (['x=1', 'configs/a.py'], "'configs/a.py' (give the config before --cfg-options)"),
+    (['=2'], "'=2'")])
+def test_a_cfg_option_without_key_and_value_is_named(capsys, items, named):
+    """mmengine's DictAction ended in 'not enough values to unpack', a traceback."""
+    with pytest.raises(SystemExit) as stop:
+        parse(['x.py', '--cfg-options', *items])
+    assert stop.value.code == 2
+    assert f'--cfg-options: expected KEY=VALUE, got {named}' in capsys.readouterr().err
