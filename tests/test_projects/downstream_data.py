@@ -322,6 +322,24 @@ def as_cfg_options(overrides: dict) -> List[str]:
     return [f'{key}={text(value)}' for key, value in overrides.items()]
 
 
+def readme_cfg_options(readme: Path, marker: str) -> dict:
+    """The ``--cfg-options`` of the command in ``readme`` that contains ``marker``, with its
+    ``\\`` continuation lines, as ``{key: value}`` merged the way ``tools/train.py`` merges
+    them: the projects' READMEs give the commands a user copies, so tests run those."""
+    from mmengine.config import DictAction
+
+    lines = readme.read_text().splitlines()
+    first = last = next(index for index, line in enumerate(lines) if marker in line)
+    while first and lines[first - 1].endswith('\\'):
+        first -= 1
+    while lines[last].endswith('\\'):
+        last += 1
+    command = ' '.join(line.rstrip('\\ ') for line in lines[first:last + 1])
+    options = command.split('--cfg-options', 1)[1].split()
+    return {key: DictAction._parse_iterable(value)
+            for key, value in (option.split('=', 1) for option in options)}
+
+
 # --------------------------------------------------------------------------------------------
 # Running the tools
 # --------------------------------------------------------------------------------------------

@@ -182,25 +182,13 @@ def test_train_two_iterations_then_miou(ade20k_semantic, downstream, tmp_path):
     assert metrics['aAcc'] == pytest.approx(100 * np.mean(predicted == truth), abs=0.01)
 
 
-def readme_one_gpu_options():
-    """The ``--cfg-options`` of the README's one-GPU ``tools/train.py`` command."""
-    text = (CONFIG.parents[1] / 'README.md').read_text()
-    command = text[text.index('.venv/bin/python tools/train.py $CONFIG'):]
-    command = command[:command.index('\n#')].replace('\\\n', ' ')
-    options = command.split('--cfg-options', 1)[1].split()
-    return dict(option.split('=', 1) for option in options)
-
-
-def test_readme_one_gpu_command_trains_the_recipes_updates():
+def test_readme_one_gpu_command_trains_the_recipes_updates(downstream):
     """It set only 8 accumulation steps: the total batch of 16, but the 160k iterations were
     then 20k updates, an eighth of the recipe, with the warmup and intervals as short."""
-    from mmengine.config import DictAction
-
     recipe = Config.fromfile(str(CONFIG))
     one_gpu = Config.fromfile(str(CONFIG))
-    options = readme_one_gpu_options()
-    one_gpu.merge_from_dict({key: DictAction._parse_iterable(value)
-                             for key, value in options.items()})
+    one_gpu.merge_from_dict(downstream.readme_cfg_options(CONFIG.parents[1] / 'README.md',
+                                                          'accumulative_counts=8'))
     steps = one_gpu.optim_wrapper.accumulative_counts
     assert one_gpu.train_dataloader.batch_size * steps == 16  # 2 images x 8 GPUs
     assert one_gpu.train_cfg.max_iters == recipe.train_cfg.max_iters * steps
