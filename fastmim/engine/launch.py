@@ -35,8 +35,17 @@ class LaunchError(RuntimeError):
 
 
 def check_launcher_env(launcher):
-    """Fail early, naming the missing variables, when a launcher's environment is absent."""
+    """Fail early, naming the missing variables, when a launcher's environment is absent, and
+    when a process that torchrun started as one of several is told ``--launcher none``: each
+    then trained the whole run alone and they overwrote each other's checkpoints in the same
+    work dir, without a word (``torchrun ... tools/train.py CONFIG`` without the flag)."""
     if launcher == 'none':
+        world_size = os.environ.get('WORLD_SIZE', '1')
+        if 'RANK' in os.environ and world_size.isdigit() and int(world_size) > 1:
+            raise LaunchError(f'this process is rank {os.environ["RANK"]} of WORLD_SIZE='
+                              f'{world_size} (torchrun), but --launcher is none: each process '
+                              f'would train alone into the same work dir; add --launcher '
+                              f'pytorch (tools/dist_train.sh adds it)')
         return
     missing = [name for name in REQUIRED_ENV[launcher] if name not in os.environ]
     if missing:

@@ -286,3 +286,13 @@ def test_a_cfg_option_without_key_and_value_is_named(capsys, items, named):
         parse(['x.py', '--cfg-options', *items])
     assert stop.value.code == 2
     assert f'--cfg-options: expected KEY=VALUE, got {named}' in capsys.readouterr().err
+
+
+def test_processes_torchrun_started_without_a_launcher_are_refused(monkeypatch):
+    """Each trained the whole run alone, all writing the same work dir."""
+    monkeypatch.setenv('RANK', '1')
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    with pytest.raises(launch.LaunchError, match='rank 1 of WORLD_SIZE=2.*--launcher pytorch'):
+        launch.check_launcher_env('none')
+    monkeypatch.setenv('WORLD_SIZE', '1')  # torchrun with one process: nothing to share
+    launch.check_launcher_env('none')
