@@ -248,6 +248,18 @@ def test_to_timm_refuses_a_safetensors_name_for_its_torch_file(tmp_path, to_timm
     assert [path.name for path in tmp_path.iterdir()] == ['vit.pth']
 
 
+def test_to_timm_names_the_backbone_modules_it_leaves_out(tmp_path, capsys, to_timm):
+    """A detection Swin's out_norms were reported as 'left out ... : backbone', as if the
+    backbone had not been converted."""
+    backbone = build(dict(type='SwinTransformer', img_size=64, window_size=4,
+                          out_indices=(0, 1, 2, 3),
+                          arch=dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))))
+    checkpoint = fastmim_checkpoint(backbone, tmp_path / 'det.pth')
+    to_timm.main([checkpoint, str(tmp_path / 'out.pth')])
+    assert ('left out 8 tensors timm has no place for: backbone.out_norms, mask_token, neck'
+            in capsys.readouterr().out.splitlines())
+
+
 # --- reference release -> fastmim ---------------------------------------------------------------
 def reference_decoder():
     return {'decoder_embed.weight': torch.randn(16, 8), 'decoder_blocks.0.norm1.weight':

@@ -245,6 +245,14 @@ def convert(checkpoint, path, arch=None):
     return state, resized, left_out, kwargs
 
 
+def left_out_modules(keys):
+    """The modules of the left-out keys: ``neck``, ``mask_token``, and for the backbone's own
+    (Swin's ``out_norms``) ``backbone.out_norms``; the bare ``backbone`` read as if the whole
+    backbone had been left out."""
+    return sorted({'.'.join(key.split('.')[:2 if key.startswith('backbone.') else 1])
+                   for key in keys})
+
+
 def write_safetensors_aside(plain, path):
     """Write ``path``'s content to a temporary file beside it and return that file's name.
 
@@ -334,7 +342,7 @@ def main(argv):
         print(f'resized {key}: {old} -> {new}')
     if left_out:
         print(f'left out {len(left_out)} tensors timm has no place for: '
-              f'{", ".join(sorted({key.split(".")[0] for key in left_out}))}')
+              f'{", ".join(left_out_modules(left_out))}')
     if args.arch:
         print(f'load it with {loading_call(args.arch, kwargs, paths[-1])}')
 
