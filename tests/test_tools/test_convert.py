@@ -260,6 +260,17 @@ def test_to_timm_names_the_backbone_modules_it_leaves_out(tmp_path, capsys, to_t
             in capsys.readouterr().out.splitlines())
 
 
+def test_to_timm_refuses_a_backbone_timm_has_no_model_of(tmp_path, to_timm):
+    """A CMT checkpoint was written out as a 'timm state dict' that no timm model loads."""
+    torch.save({'state_dict': {'backbone.stem_conv1.weight': torch.zeros(16, 3, 3, 3)},
+                'meta': {'geometry': {'backbone': {'type': 'CMT', 'arch': 's'}}}},
+               tmp_path / 'cmt.pth')
+    with pytest.raises(CheckpointError, match=r'cmt\.pth holds a CMT backbone, of which timm has '
+                       r'no model'):
+        to_timm.main([str(tmp_path / 'cmt.pth'), str(tmp_path / 'out.pth')])
+    assert not (tmp_path / 'out.pth').exists()
+
+
 # --- reference release -> fastmim ---------------------------------------------------------------
 def reference_decoder():
     return {'decoder_embed.weight': torch.randn(16, 8), 'decoder_blocks.0.norm1.weight':

@@ -96,22 +96,34 @@ def check_family(model, geometry, path):
     AttributeError, so the mismatch is named here instead."""
     from fastmim.errors import CheckpointError
 
+    families = timm_families(geometry, path)
+    if families and not isinstance(model, families):
+        name = geometry['type']
+        if name == 'TimmBackbone':
+            name = f"TimmBackbone({geometry['model_name']!r})"
+        raise CheckpointError(f'{path} holds a {name} backbone, but --arch names a timm '
+                              f'{type(model).__name__}; expected a timm {families[0].__name__}')
+
+
+def timm_families(geometry, path):
+    """The timm classes a checkpoint of ``geometry``'s backbone converts to: its timm parent
+    classes, or for a TimmBackbone the class of the model it wraps; () for a file that names no
+    backbone. A backbone timm has no model of (CMT) is refused: its weights were written as a
+    'timm state dict' that nothing loads, without a word."""
+    from fastmim.errors import CheckpointError
+
     source_class = backbone_class(geometry)
     if source_class is None:
-        return
-    name = geometry['type']
+        return ()
     wrapped = wrapped_timm_model(geometry)
-    if wrapped is not None:  # TimmBackbone: the family of the timm model it holds
-        families = (type(wrapped), )
-        name = f"TimmBackbone({geometry['model_name']!r})"
-    else:
-        families = tuple(base for base in source_class.__mro__
-                         if base.__module__.startswith('timm.'))
-    if not isinstance(model, families):
-        expected = (f'a timm {families[0].__name__}' if families
-                    else 'none: timm has no model of this family')
-        raise CheckpointError(f'{path} holds a {name} backbone, but --arch names a timm '
-                              f'{type(model).__name__}; expected {expected}')
+    if wrapped is not None:
+        return (type(wrapped), )
+    families = tuple(base for base in source_class.__mro__
+                     if base.__module__.startswith('timm.'))
+    if not families:
+        raise CheckpointError(f"{path} holds a {geometry['type']} backbone, of which timm has "
+                              'no model: there is nothing to convert it to')
+    return families
 
 
 def wrapped_timm_model(geometry):
@@ -221,6 +233,7 @@ def convert(checkpoint, path, arch=None):
     from fastmim.models.utils.pretrained import read_checkpoint
 
     source = read_checkpoint(checkpoint, path, prefix='backbone.')
+    timm_families(source.geometry, path)
     backbone, classifier, fc_norm, left_out = split_checkpoint(source.state)
     if not backbone:
         raise CheckpointError(f'{path} holds no backbone.* weights to convert')
