@@ -9,6 +9,18 @@ SCRIPT=$2
 [[ "$GPUS" =~ ^[1-9][0-9]*$ ]] \
     || { echo "$(basename "$0"): GPUS must be a whole number >= 1, got '$GPUS'" >&2; exit 2; }
 NNODES=${NNODES:-1}
+[[ "$NNODES" =~ ^[1-9][0-9]*$ ]] \
+    || { echo "$(basename "$0"): NNODES must be a whole number >= 1, got '$NNODES'" >&2; exit 2; }
+# Several nodes: without its own NODE_RANK every node was node 0, and without MASTER_ADDR each
+# waited for a master on itself, until torchrun's rendezvous timed out.
+if [ "$NNODES" -gt 1 ]; then
+    [ -n "${NODE_RANK:-}" ] && [ -n "${MASTER_ADDR:-}" ] || {
+        echo "$(basename "$0"): NNODES=$NNODES needs NODE_RANK (0 to $((NNODES - 1)), one per" \
+             "node) and MASTER_ADDR (the node-0 host) set on every node" >&2; exit 2; }
+    [[ "$NODE_RANK" =~ ^[0-9]+$ ]] && [ "$NODE_RANK" -lt "$NNODES" ] || {
+        echo "$(basename "$0"): NODE_RANK must be 0 to $((NNODES - 1)), got '$NODE_RANK'" >&2
+        exit 2; }
+fi
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}

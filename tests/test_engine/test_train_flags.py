@@ -1,4 +1,7 @@
-"""tools/train.py's flags folded into a config (apply_args), as a user combines them."""
+"""tools/train.py's flags folded into a config (apply_args), as a user combines them, and
+tools/dist_train.sh's environment."""
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -102,3 +105,20 @@ def test_resume_keeps_a_last_checkpoint_that_names_the_work_dir_through_a_link(t
     (tmp_path / 'link').symlink_to(real)
     cfg = flags_applied(train, tmp_path / 'link', '--resume')
     assert cfg.load_from == recorded
+
+
+@pytest.mark.parametrize('env, message', [
+    (dict(NNODES='2'), 'NNODES=2 needs NODE_RANK (0 to 1, one per node) and MASTER_ADDR'),
+    (dict(NNODES='2', NODE_RANK='1'), 'NNODES=2 needs NODE_RANK'),
+    (dict(NNODES='2', MASTER_ADDR='node0'), 'NNODES=2 needs NODE_RANK'),
+    (dict(NNODES='2', NODE_RANK='2', MASTER_ADDR='node0'), "NODE_RANK must be 0 to 1, got '2'"),
+    (dict(NNODES='two'), "NNODES must be a whole number >= 1, got 'two'")])
+def test_dist_train_refuses_a_multi_node_launch_it_cannot_form(env, message):
+    """Every node without its NODE_RANK was node 0, and without MASTER_ADDR each waited for a
+    master on itself: torchrun hung until its rendezvous timed out, printing nothing."""
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ('NNODES', 'NODE_RANK', 'MASTER_ADDR')}
+    result = subprocess.run(['bash', str(ROOT / 'tools' / 'dist_train.sh'), 'c.py', '2'],
+                            env={**clean, **env}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(f'dist_launch.sh: {message}'), result.stderr
