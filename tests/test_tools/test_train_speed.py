@@ -64,3 +64,13 @@ def test_counts_that_cannot_be_meant_are_refused(train_speed, capsys, flag, valu
     with pytest.raises(SystemExit):
         train_speed.parse_args(['pretrain', '--out', 'r.json', flag, value])
     assert f'argument {flag}: must be' in capsys.readouterr().err
+
+
+def test_a_config_beside_the_command_is_found(tmp_path, train_speed, monkeypatch):
+    """--config my_config.py was looked up in the repository only: 'config file not found:
+    <repository>/my_config.py' for a file in the current folder."""
+    (tmp_path / 'my_config.py').write_text('x = 1\n')
+    monkeypatch.chdir(tmp_path)
+    assert train_speed.resolve_config('my_config.py') == str(tmp_path / 'my_config.py')
+    assert train_speed.resolve_config(train_speed.CONFIGS['pretrain']) == str(
+        train_speed.ROOT / train_speed.CONFIGS['pretrain'])

@@ -169,6 +169,14 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def resolve_config(name):
+    """``--config`` relative to the current folder, as the user typed it, else to the
+    repository (``configs/...`` from anywhere): it was only looked up in the repository, so
+    a config of one's own beside the command was 'not found' there. Absolute, since the
+    tools run in the repository."""
+    return osp.abspath(name) if osp.isfile(name) else str(ROOT / name)
+
+
 RUN_FOLDERS = ('data', 'train', 'test')  # what a run writes into its work dir
 
 
@@ -193,7 +201,7 @@ def main(argv=None):
     from mmengine.config import Config
 
     config_name = args.config or CONFIGS[args.task]
-    config = str(ROOT / config_name)
+    config = resolve_config(config_name)
     check_inputs(config, args.out, args.work_dir)
     as_cfg_options = load_downstream_data().as_cfg_options
     cfg = Config.fromfile(config)
