@@ -21,6 +21,8 @@ if [ "$NNODES" -gt 1 ]; then
         echo "$(basename "$0"): NODE_RANK must be 0 to $((NNODES - 1)), got '$NODE_RANK'" >&2
         exit 2; }
 fi
+# Each process would refuse it in its own line, followed by torchrun's traceback.
+[ -f "${3:-}" ] || { echo "$(basename "$0"): config file not found: '${3:-}'" >&2; exit 2; }
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}

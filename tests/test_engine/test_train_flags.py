@@ -122,3 +122,13 @@ def test_dist_train_refuses_a_multi_node_launch_it_cannot_form(env, message):
                             env={**clean, **env}, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f'dist_launch.sh: {message}'), result.stderr
+
+
+@pytest.mark.parametrize('script, args', [('dist_train.sh', ['nope.py', '2']),
+                                          ('dist_test.sh', ['nope.py', 'k.pth', '2'])])
+def test_dist_launch_names_a_missing_config_once(tmp_path, script, args):
+    """Each process refused it in its own line, then torchrun printed its own traceback."""
+    result = subprocess.run(['bash', str(ROOT / 'tools' / script), *args], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == "dist_launch.sh: config file not found: 'nope.py'\n"
