@@ -17,7 +17,8 @@ def parse_args(argv):
     add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64')
     parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
                         help='resume from CKPT, or from the latest checkpoint in the work dir '
-                        'when no path is given')
+                        'when no path is given; with none there yet, start as without --resume '
+                        '(from load_from, if the config or --cfg-options sets it)')
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision: fp16 with loss scaling on CUDA, bf16 on CPU')
     parser.add_argument('--amp-dtype', choices=['float16', 'bfloat16'],
@@ -27,8 +28,8 @@ def parse_args(argv):
                         help='torch.compile the backbone, decoder and head '
                         '(CompileModulesHook); the first iterations are slow while it compiles')
     parser.add_argument('--auto-scale-lr', action='store_true',
-                        help='scale the lr by the actual total batch over '
-                        'auto_scale_lr.base_batch_size')
+                        help='scale the lr by the total batch of one update (GPUs x batch_size '
+                        'x optim_wrapper.accumulative_counts) over auto_scale_lr.base_batch_size')
     parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='CKPT',
                         help='allow full unpickling of this checkpoint (only for files you trust)')
     return parse_launch_args(parser, argv)

@@ -132,3 +132,12 @@ def test_dist_launch_names_a_missing_config_once(tmp_path, script, args):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr == "dist_launch.sh: config file not found: 'nope.py'\n"
+
+
+def test_help_says_what_resume_and_auto_scale_lr_do(train, capsys):
+    """The help still described mmengine's behaviour of both flags."""
+    with pytest.raises(SystemExit):
+        train.parse_args(['--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    assert 'start as without --resume (from load_from' in text
+    assert 'GPUs x batch_size x optim_wrapper.accumulative_counts' in text
