@@ -230,3 +230,13 @@ def test_table_marks_what_was_not_run(tool):
     table = tool.markdown_table('a.pth', 'SwinTransformer', dict(top1=84.1, box_ap=52.0,
                                                                    mask_ap=46.04))
     assert table.splitlines()[2] == '| a.pth | SwinTransformer | 84.10 | 52.00 | 46.04 | - |'
+
+
+def test_help_names_the_default_work_dir_the_run_uses(tool, capsys):
+    """--help said work_dirs/downstream/<checkpoint name>; runs went to <folder>_<name>."""
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--help'])
+    help_text = ' '.join(capsys.readouterr().out.split())
+    assert tool.default_work_dir('work_dirs/vit_b/epoch_800.pth') == \
+        os.path.join('work_dirs', 'downstream', 'vit_b_epoch_800')
+    assert 'work_dirs/vit_b/epoch_800.pth: work_dirs/downstream/vit_b_epoch_800' in help_text

@@ -67,7 +67,10 @@ def parse_args(argv):
                         choices=['finetune', 'det', 'seg', 'all'],
                         help='det and seg run finetune first; all (default): finetune and '
                         'every downstream task the backbone has a config for')
-    parser.add_argument('--work-dir', help='default: work_dirs/downstream/<checkpoint name>')
+    example = 'work_dirs/vit_b/epoch_800.pth'
+    parser.add_argument('--work-dir', help=f'default: work_dirs/downstream/<checkpoint folder>_'
+                                           f'<checkpoint name> ({example}: '
+                                           f'{default_work_dir(example)})')
     parser.add_argument('--backbone', choices=sorted(RECIPES),
                         help="backbone type, when the checkpoint records no meta['geometry']")
     parser.add_argument('--finetune-config', help='instead of the backbone\'s published one')
@@ -205,6 +208,14 @@ def markdown_table(pretrain, backbone, results):
                       '| ' + ' | '.join(row) + ' |']) + '\n'
 
 
+def default_work_dir(pretrain: str) -> str:
+    """``work_dirs/downstream/<checkpoint folder>_<checkpoint name>``: the folder names the
+    run, since every run's checkpoints are called ``epoch_N.pth``."""
+    name = '_'.join([osp.basename(osp.dirname(osp.abspath(pretrain))),
+                     osp.splitext(osp.basename(pretrain))[0]])
+    return osp.join('work_dirs', 'downstream', name)
+
+
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  weights-only checkpoint loading
@@ -218,9 +229,7 @@ def main(argv):
         trust_checkpoint(pretrain)
     backbone = args.backbone or backbone_type(pretrain)
     configs = stage_configs(args, backbone)
-    work_dir = args.work_dir or osp.join('work_dirs', 'downstream', '_'.join(
-        [osp.basename(osp.dirname(pretrain)), osp.splitext(osp.basename(pretrain))[0]]))
-    work_dir = osp.abspath(work_dir)
+    work_dir = osp.abspath(args.work_dir or default_work_dir(pretrain))
     check_work_dir(work_dir)
 
     stages, results = {}, {}
