@@ -39,7 +39,7 @@ from torch import nn
 
 from fastmim.errors import CheckpointError
 from fastmim.models.backbones.base import BackboneContract
-from fastmim.registry import WEIGHT_INITIALIZERS
+from fastmim.registry import MODELS, WEIGHT_INITIALIZERS
 
 from .load_problems import LoadProblems, listing
 from .reference import (TIMM_CLASSIFIER_PREFIXES, convert_reference_checkpoint,
@@ -282,7 +282,7 @@ def _other_architecture(path, geometry: Optional[dict], model: nn.Module,
     model_name = type(model).__name__
     has = (f'the model is a {wanted}' if targets == [model_name] else
            f'the model ({model_name}) has a {wanted} backbone')
-    return (f'{path} holds a {source} backbone (arch {geometry.get("arch")!r}), but {has}: '
+    return (f'{path} holds a {source} backbone ({_sized_by(geometry)}), but {has}: '
             f'give it a {wanted} checkpoint ({len(problems.unexpected)} tensors of the file '
             f'have no place in the model, {len(problems.missing)} of its tensors are missing, '
             f'{len(problems.mismatched)} differ in shape)')
@@ -304,8 +304,18 @@ def _other_size(geometry: Optional[dict], model: nn.Module) -> Optional[str]:
             return (f"  the file's {source['type']} has "
                     f"{', '.join(f'{key} {source[key]}' for key in differ)}, the model's "
                     f"{', '.join(f'{key} {target[key]}' for key in differ)}: give the model "
-                    f"the file's arch {source.get('arch')!r}")
+                    f"the file's {_sized_by(source)}")
     return None
+
+
+def _sized_by(geometry: dict) -> str:
+    """What sets the size of a file's backbone, for a message: its ``arch`` where it has one,
+    else the entries its backbone class names as its size (a timm model's ``model_name``)."""
+    if geometry.get('arch') is not None:
+        return f"arch {geometry['arch']!r}"
+    backbone_class = MODELS.get(geometry['type']) if geometry.get('type') else None
+    entries = [key for key in getattr(backbone_class, 'size_keys', ()) if key in geometry]
+    return ', '.join(f'{key} {geometry[key]!r}' for key in entries) or 'size not recorded'
 
 
 def _summary_line(path, target, source_format, summary: LoadSummary) -> str:

@@ -414,3 +414,21 @@ def test_init_cfg_without_a_checkpoint_path_names_init_cfg_none(init_type, check
         with pytest.raises(ValueError, match=rf'^{init_type}: checkpoint must be the path of a '
                            rf'checkpoint file, got {checkpoint!r}; init_cfg=None'):
             backbone.init_weights()
+
+
+def test_a_timm_model_file_is_named_by_its_model_name(tmp_path, logger):
+    """A TimmBackbone records no arch: its file was called 'a TimmBackbone backbone (arch None)'
+    and the other-size line ended in "give the model the file's arch None"."""
+    resnet18 = build(dict(type='TimmBackbone', model_name='resnet18', out_indices=(3, )))
+    path = save_pretraining_checkpoint(resnet18, tmp_path / 'resnet18.pth')
+    resnet34 = build(dict(type='TimmBackbone', model_name='resnet34', out_indices=(3, )))
+    with pytest.raises(CheckpointError) as error:
+        load_pretrained(resnet34, str(path), logger=logger)
+    assert str(error.value).splitlines()[-1] == (
+        "  the file's TimmBackbone has model_name resnet18, the model's model_name resnet34: "
+        "give the model the file's model_name 'resnet18'")
+    vit = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    with pytest.raises(CheckpointError, match=r"resnet18\.pth holds a TimmBackbone backbone "
+                                              r"\(model_name 'resnet18'\), but the model is a "
+                                              r"VisionTransformer"):
+        load_pretrained(vit, str(path), logger=logger)
