@@ -190,10 +190,19 @@ class AtomicLocalBackend(LocalBackend):
                 with contextlib.suppress(OSError):  # e.g. the folder is gone or read-only
                     os.remove(tmp_path)
             if isinstance(error, OSError):
-                raise CheckpointError(f'could not write {filepath}: {error.strerror or error}'
+                reason = _file_in_the_way(folder) or error.strerror or error
+                raise CheckpointError(f'could not write {filepath}: {reason}'
                                       f'{_free_space(folder)}; the previous file, if any, is '
                                       'unchanged') from None
             raise
+
+
+def _file_in_the_way(folder):
+    """``'<path> is a file, not a folder'`` for the nearest part of ``folder`` that exists
+    when it is no folder: ``os.makedirs`` then says only 'File exists', naming nothing."""
+    while not osp.exists(folder) and osp.dirname(folder) != folder:
+        folder = osp.dirname(folder)
+    return None if osp.isdir(folder) else f'{folder} is a file, not a folder'
 
 
 def _mode_for(filepath):

@@ -169,9 +169,14 @@ def test_vanished_work_dir_is_one_error_naming_the_file(tmp_path):
     parent = tmp_path / 'scratch'
     parent.write_text('not a folder')
     path = parent / 'work' / 'epoch_2.pth'
-    with pytest.raises(CheckpointError, match=f'could not write {path}: Not a directory'):
+    with pytest.raises(CheckpointError, match=f'could not write {path}: {parent} is a file, '
+                                              f'not a folder'):
         get_file_backend(str(path)).put(b'weights', str(path))
     assert parent.read_text() == 'not a folder'
+    # directly in the file: os.makedirs said only 'File exists'
+    with pytest.raises(CheckpointError, match=f'could not write {parent}/out.pth: {parent} is '
+                                              f'a file, not a folder'):
+        get_file_backend(str(path)).put(b'weights', str(parent / 'out.pth'))
 
 
 @pytest.mark.parametrize('umask', [0o022, 0o077])
