@@ -141,3 +141,20 @@ def test_help_says_what_resume_and_auto_scale_lr_do(train, capsys):
     text = ' '.join(capsys.readouterr().out.split())
     assert 'start as without --resume (from load_from' in text
     assert 'GPUs x batch_size x optim_wrapper.accumulative_counts' in text
+
+
+@pytest.mark.parametrize('dtype, device, message', [
+    ('fp16', 'cuda', "dtype must be 'float16' or 'bfloat16', got 'fp16'"),
+    ('float32', 'cuda', "dtype must be 'float16' or 'bfloat16', got 'float32'"),
+    ('float16', 'cpu', "dtype 'float16' needs CUDA")])
+def test_autocast_wrapper_names_a_dtype_it_cannot_run(monkeypatch, dtype, device, message):
+    """--cfg-options optim_wrapper.dtype=fp16 was an AttributeError, float16 on the CPU
+    mmengine's AssertionError at the first iteration."""
+    import torch
+    from fastmim.engine.optim_wrappers import AutocastOptimWrapper, guarded
+    monkeypatch.setattr(guarded, 'get_device', lambda: device)
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=message):
+        AutocastOptimWrapper(optimizer=optimizer, dtype=dtype)
+    wrapper = AutocastOptimWrapper(optimizer=optimizer, dtype='bfloat16')
+    assert wrapper.cast_dtype == torch.bfloat16

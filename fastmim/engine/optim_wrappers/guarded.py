@@ -4,6 +4,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.distributed as torch_dist
+from mmengine.device import get_device
 from mmengine.dist import is_distributed
 from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
@@ -73,8 +74,22 @@ class AutocastOptimWrapper(NonFiniteGuardMixin, OptimWrapper):
     """
 
     def __init__(self, *args, dtype='bfloat16', **kwargs):
+        self.cast_dtype = self._checked_dtype(dtype)
         super().__init__(*args, **kwargs)
-        self.cast_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+    @staticmethod
+    def _checked_dtype(dtype):
+        """The torch dtype to autocast in. A name torch lacks (``'fp16'``) was an
+        AttributeError, and float16 on the CPU mmengine's bare AssertionError at the first
+        iteration (its CPU autocast takes bfloat16 only): both are named where it is built."""
+        cast = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+        if cast not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"AutocastOptimWrapper: dtype must be 'float16' or 'bfloat16', "
+                             f'got {dtype!r}')
+        if cast == torch.float16 and get_device() == 'cpu':
+            raise ValueError("AutocastOptimWrapper: dtype 'float16' needs CUDA; the CPU "
+                             "autocasts in 'bfloat16' (optim_wrapper.dtype='bfloat16')")
+        return cast
 
     @contextmanager
     def optim_context(self, model):
