@@ -158,3 +158,17 @@ def test_autocast_wrapper_names_a_dtype_it_cannot_run(monkeypatch, dtype, device
         AutocastOptimWrapper(optimizer=optimizer, dtype=dtype)
     wrapper = AutocastOptimWrapper(optimizer=optimizer, dtype='bfloat16')
     assert wrapper.cast_dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize('counts', [0, 1.5, '2'])
+@pytest.mark.parametrize('wrapper', ['GuardedOptimWrapper', 'AutocastOptimWrapper'])
+def test_accumulation_that_is_no_whole_number_of_batches_is_named(wrapper, counts):
+    """0 was mmengine's bare AssertionError; 1.5 trained, stepping at every third iteration."""
+    import torch
+    from fastmim.engine import optim_wrappers
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=f'accumulative_counts must be a whole number >= 1 '
+                                         f'.*got {counts!r}'):
+        getattr(optim_wrappers, wrapper)(optimizer=optimizer, accumulative_counts=counts)
+    assert getattr(optim_wrappers, wrapper)(optimizer=optimizer,
+                                            accumulative_counts=2)._accumulative_counts == 2

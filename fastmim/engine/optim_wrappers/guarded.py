@@ -29,6 +29,12 @@ class NonFiniteGuardMixin:
     def __init__(self, *args, on_nonfinite='skip', **kwargs):
         if on_nonfinite not in ('skip', 'stop'):
             raise ValueError(f"on_nonfinite must be 'skip' or 'stop', got {on_nonfinite!r}")
+        # mmengine asserts > 0 only: 0 was a bare AssertionError, and 1.5 trained without a
+        # word, dividing each loss by 1.5 and stepping at every third iteration.
+        counts = kwargs.get('accumulative_counts', 1)
+        if isinstance(counts, bool) or not isinstance(counts, int) or counts < 1:
+            raise ValueError(f'optim_wrapper.accumulative_counts must be a whole number >= 1 '
+                             f'(batches per update), got {counts!r}')
         super().__init__(*args, **kwargs)
         self.on_nonfinite = on_nonfinite
         self.skipped_steps = 0
