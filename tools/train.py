@@ -64,12 +64,28 @@ def apply_args(cfg, args):
     if args.amp or args.amp_dtype:
         set_mixed_precision(cfg.optim_wrapper, args.amp_dtype)
     if args.compile:
-        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
-            dict(type='fastmim.CompileModulesHook')]
+        add_compile_hook(cfg)
     if args.auto_scale_lr:
         enable_auto_scale_lr(cfg)
     if args.resume is not None:
         apply_resume(cfg, args.resume)
+
+
+def add_compile_hook(cfg):
+    """``--compile``: add ``CompileModulesHook`` unless the config lists one. A second hook
+    compiled the modules again with the default options, after the config's hook, so the
+    options the config gave it (``mode='max-autotune'``, as docs/pretrain.md suggests) were
+    replaced without a word."""
+    from mmengine.logging import print_log
+
+    hooks = list(cfg.get('custom_hooks') or [])
+    listed = [hook for hook in hooks
+              if str(hook.get('type', '')).rpartition('.')[2] == 'CompileModulesHook']
+    if listed:
+        print_log(f'--compile: the config already lists {listed[0]}; it compiles as written',
+                  logger='current')
+        return
+    cfg.custom_hooks = hooks + [dict(type='fastmim.CompileModulesHook')]
 
 
 def enable_auto_scale_lr(cfg):

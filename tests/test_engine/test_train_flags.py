@@ -16,10 +16,10 @@ def train(load_script):
     return load_script(ROOT / 'tools' / 'train.py')
 
 
-def flags_applied(train, work_dir, *flags):
-    """The demo config after ``tools/train.py DEMO --work-dir work_dir *flags`` folded them in."""
-    args = train.parse_args([str(DEMO), '--work-dir', str(work_dir), *flags])
-    cfg = Config.fromfile(str(DEMO))
+def flags_applied(train, work_dir, *flags, config=DEMO):
+    """The config after ``tools/train.py config --work-dir work_dir *flags`` folded them in."""
+    args = train.parse_args([str(config), '--work-dir', str(work_dir), *flags])
+    cfg = Config.fromfile(str(config))
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     train.apply_args(cfg, args)
@@ -172,3 +172,16 @@ def test_accumulation_that_is_no_whole_number_of_batches_is_named(wrapper, count
         getattr(optim_wrappers, wrapper)(optimizer=optimizer, accumulative_counts=counts)
     assert getattr(optim_wrappers, wrapper)(optimizer=optimizer,
                                             accumulative_counts=2)._accumulative_counts == 2
+
+
+@pytest.mark.parametrize('listed', [None, "dict(type='CompileModulesHook', mode='max-autotune')",
+                                    "dict(type='fastmim.CompileModulesHook', dynamic=True)"])
+def test_compile_adds_one_hook_and_keeps_the_configs_options(tmp_path, train, listed):
+    """A second hook recompiled after the config's, with the default options."""
+    config = tmp_path / 'compiled.py'
+    config.write_text(f"_base_ = ['{DEMO}']\n" + (f'custom_hooks = [{listed}]\n' if listed else ''))
+    cfg = flags_applied(train, tmp_path, '--compile', config=config)
+    hooks = [hook for hook in cfg.custom_hooks if 'CompileModulesHook' in hook['type']]
+    expected = Config.fromfile(str(config)).custom_hooks[-1] if listed else dict(
+        type='fastmim.CompileModulesHook')
+    assert hooks == [expected]
