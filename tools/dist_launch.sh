@@ -23,15 +23,18 @@ if [ "$NNODES" -gt 1 ]; then
 fi
 # Each process would refuse it in its own line, followed by torchrun's traceback.
 [ -f "${3:-}" ] || { echo "$(basename "$0"): config file not found: '${3:-}'" >&2; exit 2; }
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+if [ "$NNODES" -eq 1 ] && [ -z "${PORT:-}" ]; then
+    # One node, no PORT given: torchrun picks a free port. A fixed default (29500) made a
+    # second job on the same machine fail with torchrun's EADDRINUSE traceback.
+    RENDEZVOUS=(--standalone)
+else
+    RENDEZVOUS=(--nnodes="$NNODES" --node_rank="${NODE_RANK:-0}"
+                --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}")
+fi
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON=${PYTHON:-python}
 [ -x "$ROOT/.venv/bin/python" ] && [ "$PYTHON" = python ] && PYTHON="$ROOT/.venv/bin/python"
 
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} \
-exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" --master_port="$PORT" \
+exec "$PYTHON" -m torch.distributed.run "${RENDEZVOUS[@]}" --nproc_per_node="$GPUS" \
     "$ROOT/tools/$SCRIPT" "${@:3}" --launcher pytorch

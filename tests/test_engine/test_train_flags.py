@@ -185,3 +185,33 @@ def test_compile_adds_one_hook_and_keeps_the_configs_options(tmp_path, train, li
     expected = Config.fromfile(str(config)).custom_hooks[-1] if listed else dict(
         type='fastmim.CompileModulesHook')
     assert hooks == [expected]
+
+
+TINY = ['model.backbone.arch.embed_dim=32', 'model.backbone.arch.depth=1',
+        'model.backbone.arch.num_heads=2', 'model.neck.embed_dim=32', 'model.neck.num_heads=2',
+        'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False', 'train_dataloader.dataset.num_samples=4',
+        'train_cfg.max_epochs=1', 'custom_hooks=[]']
+
+
+def test_dist_train_on_one_node_without_port_avoids_a_busy_default_port(tmp_path):
+    """A second job on the same machine failed with torchrun's EADDRINUSE traceback on the
+    fixed default port 29500 (held here by a listening socket, or by whoever else holds it)."""
+    import socket
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        holder.bind(('127.0.0.1', 29500))
+        holder.listen()
+    except OSError:
+        pass  # already busy: the same situation
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ('PORT', 'NNODES')}
+        result = subprocess.run(
+            ['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(DEMO), '1',
+             '--work-dir', str(tmp_path), '--cfg-options', *TINY],
+            env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        holder.close()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / 'epoch_1.pth').exists()
