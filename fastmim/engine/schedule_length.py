@@ -25,10 +25,14 @@ WARMUP_TYPES = ('LinearLR', 'LinearParamScheduler', 'LinearMomentum', 'ConstantL
 LENGTH_VARIABLES = ('max_epochs', 'max_iters')
 
 
-def warn_schedule_length(cfg, path) -> None:
-    """Log a warning for each way ``cfg`` (read from ``path``) has its schedule and training
-    length disagree."""
-    for message in schedule_length_problems(cfg, assigned_variables(path)):
+def warn_schedule_length(cfg, path, cfg_options=None) -> None:
+    """Log a warning for each way ``cfg`` (read from ``path``, then ``cfg_options`` applied)
+    has its schedule and training length disagree. A length the command line sets in
+    ``train_cfg`` itself is what the user means; the file's variable is then left behind."""
+    overridden = {key.split('.', 1)[1] for key in (cfg_options or {})
+                  if key.startswith('train_cfg.')}
+    assigned = [name for name in assigned_variables(path) if name not in overridden]
+    for message in schedule_length_problems(cfg, assigned):
         print_log(f'{path}: {message}', logger='current', level=logging.WARNING)
 
 
