@@ -33,11 +33,14 @@ def write_metrics(path, metrics):
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
-    from fastmim.engine.launch import LaunchError, build_runner, check_launcher_env, load_config
+    from fastmim.engine.launch import (LaunchError, build_runner, check_launcher_env,
+                                       check_output_file, load_config)
 
     check_launcher_env(args.launcher)
     if not osp.isfile(args.checkpoint):
         raise LaunchError(f'checkpoint not found: {args.checkpoint}')
+    if args.out:  # written after the whole evaluation: a path that cannot be is refused now
+        check_output_file(args.out, folders_made=True)
     cfg = load_config(args.config, args.cfg_options)
     if cfg.get('test_dataloader') is None:
         raise LaunchError(f'{args.config} has no test_dataloader/test_evaluator: '

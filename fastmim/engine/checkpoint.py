@@ -190,14 +190,14 @@ class AtomicLocalBackend(LocalBackend):
                 with contextlib.suppress(OSError):  # e.g. the folder is gone or read-only
                     os.remove(tmp_path)
             if isinstance(error, OSError):
-                reason = _file_in_the_way(folder) or error.strerror or error
+                reason = file_in_the_way(folder) or error.strerror or error
                 raise CheckpointError(f'could not write {filepath}: {reason}'
                                       f'{_free_space(folder)}; the previous file, if any, is '
                                       'unchanged') from None
             raise
 
 
-def _file_in_the_way(folder):
+def file_in_the_way(folder):
     """``'<path> is a file, not a folder'`` for the nearest part of ``folder`` that exists
     when it is no folder: ``os.makedirs`` then says only 'File exists', naming nothing."""
     while not osp.exists(folder) and osp.dirname(folder) != folder:

@@ -408,13 +408,18 @@ def build_runner(cfg, splits, trusted_checkpoints=()):
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
-def check_output_file(path, flag='--out'):
+def check_output_file(path, flag='--out', folders_made=False):
     """Refuse an output path that cannot be written, before the work that produces it: the
     analysis tools and converters write their file last, after minutes of measuring or
     training, and a missing folder or a folder given as the file then failed only there (or,
-    for torch's profiler trace, not at all: it only logs)."""
+    for torch's profiler trace, not at all: it only logs). ``folders_made``: the writer makes
+    missing folders (fastmim's atomic writes do), so only a file in the way is refused."""
+    from fastmim.engine.checkpoint import file_in_the_way
     folder = osp.dirname(osp.abspath(path))
-    if not osp.isdir(folder):
+    blocked = file_in_the_way(folder)
+    if blocked:
+        raise NotADirectoryError(f'{flag} {path}: {blocked}')
+    if not osp.isdir(folder) and not folders_made:
         raise FileNotFoundError(f'{flag} folder does not exist: {folder}')
     if osp.isdir(path):
         raise IsADirectoryError(f'{flag} {path} is a folder; expected a file name')

@@ -34,3 +34,26 @@ def test_a_failed_write_leaves_the_earlier_file(load_script, tmp_path, monkeypat
         load_script(TEST_TOOL).write_metrics(str(out), metrics)
     assert out.read_text() == '{"accuracy/top1": 70.0}'
     assert os.listdir(tmp_path) == ['metrics.json']
+
+
+@pytest.mark.parametrize('out', ['afile/metrics.json', 'afolder'])
+def test_an_out_that_cannot_be_written_is_refused_before_the_evaluation(load_script, tmp_path,
+                                                                         out):
+    """It was checked only when the metrics were written, after the whole test run."""
+    (tmp_path / 'afile').write_text('a file')
+    (tmp_path / 'afolder').mkdir()
+    checkpoint = tmp_path / 'model.pth'
+    checkpoint.write_bytes(b'not read: --out is checked first')
+    config = TEST_TOOL.parents[1] / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
+    expected = {'afile/metrics.json': f'--out {tmp_path}/afile/metrics.json: {tmp_path}/afile '
+                                      f'is a file, not a folder',
+                'afolder': f'--out {tmp_path}/afolder is a folder; expected a file name'}[out]
+    with pytest.raises(OSError, match=expected):
+        load_script(TEST_TOOL).main([str(config), str(checkpoint), '--out', str(tmp_path / out)])
+
+
+def test_out_in_a_folder_to_be_made_is_accepted(tmp_path):
+    from fastmim.engine.launch import check_output_file
+    check_output_file(str(tmp_path / 'new' / 'metrics.json'), folders_made=True)
+    with pytest.raises(FileNotFoundError, match='--out folder does not exist'):
+        check_output_file(str(tmp_path / 'new' / 'metrics.json'))
