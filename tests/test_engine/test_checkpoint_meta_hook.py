@@ -105,3 +105,23 @@ def test_resuming_with_another_lr_and_schedule_names_the_values_the_run_keeps(
 def test_resuming_with_the_same_optimisation_warns_nothing(tmp_path, tiny_pretraining,
                                                            monkeypatch):
     assert _resume_warnings(tmp_path, tiny_pretraining, monkeypatch, lr=1e-3, end=2) == []
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_left_to_train(tmp_path, tiny_pretraining,
+                                                                     monkeypatch):
+    """It exited 0 having trained nothing, without a word (a requeued job that had finished)."""
+    from fastmim.engine.hooks import resume_checks
+    _run(tmp_path / 'a', tiny_pretraining, 32).train()
+    messages = []
+    monkeypatch.setattr(resume_checks, 'print_log',
+                        lambda message, **kwargs: messages.append(message))
+    finished = _run(tmp_path / 'a', tiny_pretraining, 32, resume=True)
+    finished.train()
+    assert finished.iter == 2  # nothing more was trained
+    assert messages == [f'{tmp_path}/a/epoch_1.pth has trained all 1 epochs of train_cfg (1 '
+                        f'done): --resume has nothing left to train; to train longer, raise '
+                        f"train_cfg.max_epochs and the schedulers' end together"]
+    messages.clear()
+    _run(tmp_path / 'a', tiny_pretraining, 32, resume=True,
+         train_cfg=dict(by_epoch=True, max_epochs=2)).train()
+    assert messages == []

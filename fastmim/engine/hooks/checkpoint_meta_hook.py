@@ -6,7 +6,7 @@ from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS
 
 from .resume_checks import (check_resumed_model, drop_executable_config, resumed_path,
-                            warn_kept_optimisation)
+                            warn_if_finished, warn_kept_optimisation)
 
 
 @HOOKS.register_module()
@@ -39,3 +39,4 @@ class CheckpointMetaHook(Hook):
             drop_executable_config(checkpoint, path)
             check_resumed_model(bare_model(runner), checkpoint, path)
             warn_kept_optimisation(runner, checkpoint, path)
+            warn_if_finished(runner, checkpoint, path)

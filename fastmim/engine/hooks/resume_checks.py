@@ -1,14 +1,16 @@
 """What ``--resume`` takes from the checkpoint rather than the config, checked before it does.
 
 mmengine's ``Runner.resume`` restores the weights, then the optimiser's state, then the
-parameter schedulers' state, all from the checkpoint. Three consequences it leaves unsaid:
+parameter schedulers' state, all from the checkpoint. Four consequences it leaves unsaid:
 
 - the model must be the checkpoint's model (:func:`check_resumed_model`);
 - the learning rate, weight decay and schedule go on as the checkpoint has them: a config
   edited before resuming (another lr, a longer cosine, another warmup) takes no effect
   (:func:`warn_kept_optimisation` names each value the run keeps);
 - a ``meta['config']`` entry is rebuilt with ``Config.fromstring``, which runs it as Python
-  (:func:`drop_executable_config`).
+  (:func:`drop_executable_config`);
+- a checkpoint that has trained the whole ``train_cfg`` trains nothing more, with exit
+  status 0 (:func:`warn_if_finished`).
 
 Each runs from :class:`CheckpointMetaHook` when a checkpoint has been read for resuming and
 before mmengine loads anything from it.
@@ -18,7 +20,7 @@ import math
 from typing import Iterator, List, Optional, Tuple
 
 from mmengine.logging import print_log
-from mmengine.runner import find_latest_checkpoint
+from mmengine.runner import EpochBasedTrainLoop, find_latest_checkpoint
 
 from fastmim.errors import CheckpointError
 
@@ -77,6 +79,24 @@ def warn_kept_optimisation(runner, checkpoint: dict, path: str) -> None:
             '\nTo train with the config\'s values, start a new run from the checkpoint\'s '
             'weights instead (load_from / init_cfg, without --resume).',
             logger='current', level=logging.WARNING)
+
+
+def warn_if_finished(runner, checkpoint: dict, path: str) -> None:
+    """Log a warning when the checkpoint has already trained the whole ``train_cfg``: mmengine
+    then runs no iteration and exits 0, which read as a resumed run that had trained (a job
+    requeued after it finished, or ``--resume`` meant to lengthen a run without a longer
+    ``max_epochs``)."""
+    meta, loop = checkpoint.get('meta', {}), runner.train_loop
+    # An epoch loop counts epochs: its max_iters follow today's dataloader length, which the
+    # checkpoint's iteration count need not (another batch size).
+    unit, done, total, key = (
+        ('epochs', meta.get('epoch'), loop.max_epochs, 'max_epochs')
+        if isinstance(loop, EpochBasedTrainLoop) else
+        ('iterations', meta.get('iter'), getattr(loop, 'max_iters', None), 'max_iters'))
+    if isinstance(done, int) and total is not None and done >= total:
+        print_log(f'{path} has trained all {total} {unit} of train_cfg ({done} done): --resume '
+                  f'has nothing left to train; to train longer, raise train_cfg.{key} and the '
+                  f"schedulers' end together", logger='current', level=logging.WARNING)
 
 
 def optimiser_differences(built: dict, saved: dict) -> List[str]:
