@@ -347,11 +347,16 @@ def add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64'
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
                         help=argparse.SUPPRESS)
-    # run_cli reads and removes it before parsing; listed so that --help shows it.
+    add_debug_arg(parser)
+    return parser
+
+
+def add_debug_arg(parser):
+    """``--debug``, which :func:`run_cli` reads and removes before the tool parses its
+    arguments; declared so that every tool's ``--help`` lists it."""
     parser.add_argument('--debug', action='store_true',
                         help='show the full traceback of every error, not one line '
                         '(also FASTMIM_DEBUG=1)')
-    return parser
 
 
 def parse_launch_args(parser, argv):

@@ -32,7 +32,7 @@ from fastmim.benchmark.measure import (COMPILE_MODES, StepOptions, amp_dtype,
                                        measure_matmul_peak, resolve_device, time_hog)
 from fastmim.benchmark.pipeline_speed import benchmark_data_pipeline
 from fastmim.benchmark.report import format_report, plot_results
-from fastmim.engine.launch import check_output_file, positive_int
+from fastmim.engine.launch import add_debug_arg, check_output_file, positive_int
 # This folder, first on sys.path when the script runs.
 from pretrain_methods import (CONFIG_ROOT, METHODS, RECIPES, RESULT_PREFIX,  # isort:skip
                               MethodSpec, build_method, check_recipe_builds,
@@ -328,6 +328,7 @@ def parse_args(argv):
                         help='images per data-pipeline timing')
     parser.add_argument('--photo-limit', type=positive_int,
                         help='use only the first N embedded photos')
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 

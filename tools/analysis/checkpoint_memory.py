@@ -34,7 +34,7 @@ def image_size(text):
 
 
 def parse_args(argv=None):
-    from fastmim.engine.launch import positive_int
+    from fastmim.engine.launch import add_debug_arg, positive_int
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--img-size', type=image_size, default=224,
@@ -47,6 +47,7 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=positive_int, default=2, help='torch CPU threads')
     parser.add_argument('--out', help='also write the results to this JSON file')
     parser.add_argument('--child', choices=('on', 'off'), help=argparse.SUPPRESS)
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 

@@ -26,6 +26,8 @@ def parse_args(argv):
     parser.add_argument('--sort', help='profiler column to sort by (default: self device '
                         'time on CUDA, self CPU time on CPU)')
     parser.add_argument('--trace', help='also write a Chrome trace (chrome://tracing) here')
+    from fastmim.engine.launch import add_debug_arg
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 

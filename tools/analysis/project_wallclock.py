@@ -42,7 +42,7 @@ from typing import List, Optional, Sequence
 
 from mmengine.config import Config
 
-from fastmim.engine.launch import positive_int
+from fastmim.engine.launch import add_debug_arg, positive_int
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / 'configs' / 'fastmim' / 'vit_b_hog_800e.py'
@@ -315,6 +315,7 @@ def parse_args(argv):
     parser.add_argument('--scaling-efficiency', type=float, default=1.0,
                         help='multi-GPU throughput per GPU over the single-GPU one (default 1: '
                         'linear scaling)')
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 

@@ -36,9 +36,7 @@ class SoakDone(Exception):
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
-
-    from fastmim.engine.launch import positive_int
+    from fastmim.engine.launch import CfgOptionsAction, add_debug_arg, positive_int
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', nargs='?', default=str(DEMO))
     parser.add_argument('--iters', type=positive_int, default=3000, help='iterations to train')
@@ -47,7 +45,8 @@ def parse_args(argv=None):
     parser.add_argument('--list-size', type=int, default=0,
                         help='train on an ImageList of this many paths (0: the config dataset)')
     parser.add_argument('--out', help='write the samples and growth to this JSON file')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction, default={})
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 

@@ -32,9 +32,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mmengine.config import DictAction
-
-from fastmim.engine.launch import check_output_file, positive_int
+from fastmim.engine.launch import (CfgOptionsAction, add_debug_arg, check_output_file,
+                                   positive_int)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {
@@ -164,8 +163,9 @@ def parse_args(argv):
                         'decoded on the GPU)')
     parser.add_argument('--images', type=positive_int,
                         help='pretrain: JPEG files (default: batch size x iterations)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction, default={},
                         help='more overrides for tools/train.py and tools/test.py')
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 

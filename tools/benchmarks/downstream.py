@@ -82,6 +82,8 @@ def parse_args(argv):
                             help=f'--cfg-options for {stage} (training and testing)')
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='allow full unpickling of PRETRAIN_CKPT (only for files you trust)')
+    from fastmim.engine.launch import add_debug_arg
+    add_debug_arg(parser)
     args = parser.parse_args(argv)
     if args.gpus < 1:
         parser.error(f'GPUS must be at least 1, got {args.gpus}')
@@ -123,12 +125,11 @@ def stage_configs(args, backbone):
 
 def final_checkpoint(config, options, work_dir):
     """The checkpoint mmengine's CheckpointHook writes last (``save_last``) in ``work_dir``:
-    ``iter_<max_iters>.pth`` for iteration-based training, else ``epoch_<max_epochs>.pth``."""
-    from mmengine.config import DictAction
-
-    from fastmim.engine.launch import load_config
+    ``iter_<max_iters>.pth`` for iteration-based training, else ``epoch_<max_epochs>.pth``.
+    The options are parsed as tools/train.py parses them."""
+    from fastmim.engine.launch import CfgOptionsAction, load_config
     parser = argparse.ArgumentParser()
-    parser.add_argument('--options', nargs='+', action=DictAction)
+    parser.add_argument('--options', nargs='+', action=CfgOptionsAction)
     cfg = load_config(config, parser.parse_args(['--options', *options]).options)
     train_cfg = cfg.train_cfg
     if 'max_iters' in train_cfg:

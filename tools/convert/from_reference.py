@@ -25,7 +25,7 @@ loading refuses: pass ``--trust-checkpoint`` for a file whose origin you trust.
 """
 import argparse
 
-from fastmim.engine.launch import positive_int
+from fastmim.engine.launch import add_debug_arg, positive_int
 
 BACKBONES = ('vit', 'swin', 'pvtv2', 'cmt')
 
@@ -45,6 +45,7 @@ def parse_args(argv):
                         'the published size with these shapes)')
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='allow full unpickling of CHECKPOINT (only for files you trust)')
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 

@@ -28,7 +28,7 @@ written atomically and holds only plain types, so it loads with ``weights_only=T
 import argparse
 import os.path as osp
 
-from fastmim.engine.launch import positive_int
+from fastmim.engine.launch import add_debug_arg, positive_int
 
 WRAPPER_KEYS = ('state_dict', 'model')
 
@@ -48,6 +48,7 @@ def parse_args(argv):
                         'usually 1000)')
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='allow full unpickling of WEIGHTS (only for files you trust)')
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 

@@ -35,6 +35,8 @@ def parse_args(argv):
                         help='also write OUT with the suffix .safetensors')
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='allow full unpickling of CHECKPOINT (only for files you trust)')
+    from fastmim.engine.launch import add_debug_arg
+    add_debug_arg(parser)
     return parser.parse_args(argv)
 
 

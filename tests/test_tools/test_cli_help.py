@@ -1,0 +1,35 @@
+"""Every tool that runs through fastmim.engine.launch.run_cli lists --debug (which run_cli reads)
+in its --help, and those that take --cfg-options parse them as tools/train.py does."""
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[2] / 'tools'
+RUN_CLI_TOOLS = sorted(path for path in TOOLS.rglob('*.py')
+                       if 'run_cli(main)' in path.read_text() and path.name != 'demo.py')
+
+
+def test_the_tools_are_found():
+    assert {'train.py', 'test.py', 'to_timm.py', 'train_speed.py'} <= \
+        {path.name for path in RUN_CLI_TOOLS}
+
+
+@pytest.mark.parametrize('tool', RUN_CLI_TOOLS, ids=lambda path: path.name)
+def test_help_lists_debug(tool, load_script, capsys, monkeypatch):
+    """Only train.py and test.py listed it; the others took it without saying so."""
+    monkeypatch.syspath_prepend(str(tool.parent))  # benchmark tools import their siblings
+    with pytest.raises(SystemExit):
+        load_script(tool).parse_args(['--help'])
+    assert '--debug' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('tool, arguments', [
+    ('analysis/train_speed.py', ['pretrain', '--out', 'speed.json']),
+    ('analysis/soak_memory.py', [])])
+def test_cfg_options_keep_the_spaces_of_a_value(tool, arguments, load_script):
+    """mmengine's DictAction, which these parsed with, removes every space of a value."""
+    args = load_script(TOOLS / tool).parse_args(
+        [*arguments, '--cfg-options', "train_dataloader.dataset.data_root=/mnt/My Drive/imagenet",
+         'train_dataloader.batch_size=2'])
+    assert args.cfg_options == {'train_dataloader.dataset.data_root': '/mnt/My Drive/imagenet',
+                                'train_dataloader.batch_size': 2}
