@@ -236,6 +236,7 @@ def load_config(path, cfg_options=None):
         raise LaunchError(_syntax_error_message(error, path)) from None
     if cfg_options:
         _refuse_dict_values(cfg_options, path)
+        _refuse_text_for_numbers(cfg, cfg_options, path)
         for key, close in added_keys(cfg, cfg_options):
             hint = f' (did you mean {" or ".join(close)}?)' if close else ''
             print_log(f'--cfg-options {key}: {path} has no such key, it is added{hint}',
@@ -271,6 +272,36 @@ def _syntax_error_message(error, path):
     except SyntaxError:
         where = path
     return f'{where}, line {error.lineno}: {error.msg}: {(error.text or "").strip()}'
+
+
+_MISSING = object()
+
+
+def _config_value(tree, key):
+    """The value at ``key`` (dots, list indices as mmengine follows them), or ``_MISSING``."""
+    node = tree
+    for part in key.split('.'):
+        if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return _MISSING
+    return node
+
+
+def _refuse_text_for_numbers(cfg, cfg_options, path):
+    """A number or a flag of the config given a word on the command line
+    (``model.mask_ratio=abc``, ``optim_wrapper.optimizer.lr=1e-3x``) reached the module as a
+    string and failed inside it with an interpreter TypeError ('<' not supported between
+    'str' and 'float'), naming neither the key nor the value."""
+    tree = cfg.to_dict()
+    for key, value in cfg_options.items():
+        current = _config_value(tree, key)
+        if isinstance(value, str) and isinstance(current, (int, float)):
+            kind = 'True or False' if isinstance(current, bool) else 'a number'
+            raise LaunchError(f'--cfg-options {key}={value}: {path} has {kind} there '
+                              f'({current!r}); {value!r} is not one')
 
 
 def added_keys(cfg, cfg_options):

@@ -296,3 +296,16 @@ def test_processes_torchrun_started_without_a_launcher_are_refused(monkeypatch):
         launch.check_launcher_env('none')
     monkeypatch.setenv('WORLD_SIZE', '1')  # torchrun with one process: nothing to share
     launch.check_launcher_env('none')
+
+
+@pytest.mark.parametrize('key, value, current', [
+    ('model.mask_ratio', 'abc', '0.75'), ('optim_wrapper.optimizer.lr', '1e-3x', '0.001'),
+    ('param_scheduler.1.end', 'twelve', '12')])
+def test_a_word_given_for_a_number_is_named(key, value, current):
+    """It reached the module as a string: model.mask_ratio=abc ended in "'<' not supported
+    between instances of 'str' and 'float'", an interpreter error shown as a traceback."""
+    with pytest.raises(launch.LaunchError, match=rf'--cfg-options {key}={value}: .*demo_vit_'
+                                                 rf"tiny_embedded.py has a number there "
+                                                 rf"\({current}\); '{value}' is not one"):
+        load_config(str(DEMO), {key: value})
+    load_config(str(DEMO), {key: 0.5, 'model.backbone.init_cfg': 'text where None was'})
