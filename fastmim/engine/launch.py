@@ -461,6 +461,14 @@ def check_output_file(path, flag='--out', folders_made=False):
         raise IsADirectoryError(f'{flag} {path} is a folder; expected a file name')
 
 
+def refuse_overwriting_input(out, source, out_name='OUT', source_name='CHECKPOINT'):
+    """A converter reads its input whole, then replaces OUT atomically: an OUT that names the
+    input replaced the original with the converted file, which cannot be converted back."""
+    if osp.exists(out) and osp.exists(source) and osp.samefile(out, source):
+        raise ValueError(f'{out_name} {out} is {source_name} itself: writing it would replace '
+                         f'the original; give another {out_name}')
+
+
 def positive_int(text):
     """argparse type of a count: 0 or a negative number is refused where it is typed (a 0 was
     taken as 'not given', a negative number reached a model as a shape)."""

@@ -497,3 +497,18 @@ def test_from_reference_refuses_a_count_below_one(tmp_path, capsys, from_referen
         from_reference.main([str(tmp_path / 'ref.pth'), str(tmp_path / 'out.pth'),
                              '--backbone', 'vit', flag, '0'])
     assert f'argument {flag}: must be a positive integer, got 0' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('tool, extra', [('to_timm.py', []),
+                                         ('from_reference.py', ['--backbone', 'vit']),
+                                         ('from_timm.py', ['--model-name', 'resnet18'])])
+def test_converters_refuse_to_write_over_their_input(tmp_path, load_script, tool, extra):
+    """The input was read whole, then replaced by the converted file: the original was lost."""
+    source = tmp_path / 'weights.pth'
+    torch.save({'state_dict': {'w': torch.ones(1)}}, source)
+    original = source.read_bytes()
+    for out in (source, tmp_path / '.' / 'weights.pth'):
+        with pytest.raises(ValueError, match=f'OUT {out} is .* itself: writing it would replace '
+                                             'the original'):
+            load_script(TOOLS / tool).main([str(source), str(out), *extra])
+    assert source.read_bytes() == original

@@ -25,7 +25,7 @@ loading refuses: pass ``--trust-checkpoint`` for a file whose origin you trust.
 """
 import argparse
 
-from fastmim.engine.launch import add_debug_arg, positive_int
+from fastmim.engine.launch import add_debug_arg, positive_int, refuse_overwriting_input
 
 BACKBONES = ('vit', 'swin', 'pvtv2', 'cmt')
 
@@ -57,6 +57,7 @@ def main(argv):
     from fastmim.engine.checkpoint import save_checkpoint_file, trust_checkpoint
     from fastmim.models.utils import convert_reference_checkpoint
 
+    refuse_overwriting_input(args.out, args.checkpoint)
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)
     checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')

@@ -339,8 +339,10 @@ def main(argv):
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
     import fastmim.models  # noqa: F401
     from fastmim.engine.checkpoint import trust_checkpoint
+    from fastmim.engine.launch import refuse_overwriting_input
 
     check_out_name(args.out)
+    refuse_overwriting_input(args.out, args.checkpoint)
     if args.arch:
         check_arch(args.arch)
     if args.trust_checkpoint:
