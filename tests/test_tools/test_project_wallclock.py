@@ -187,3 +187,13 @@ def test_a_progressive_config_is_refused(tool):
     with pytest.raises(ValueError, match=r'vit_b_hog_800e_progressive\.py: a '
                        r'ProgressiveResolutionHook trains stages .*input_size.: 96'):
         tool.read_schedule(CONFIG.with_name('vit_b_hog_800e_progressive.py'))
+
+
+def test_a_method_the_paper_does_not_report_is_named(tool, capsys):
+    """A misspelt --rate method got '-' in the paper columns and no word of why."""
+    tool.main(['--rate', 'fastmi', '5765', 'x', '--rate', 'mae', '2839', 'y'])
+    text = capsys.readouterr().out
+    assert text.splitlines()[-1] == ('No paper figure for fastmi: the paper reports fastmim, '
+                                     'mae, simmim for this recipe.')
+    tool.main(['--rate', 'fastmim', '5765', 'x'])
+    assert 'No paper figure' not in capsys.readouterr().out

@@ -290,6 +290,10 @@ def format_projection(schedule: Schedule, rows: Sequence[Row],
             f'{schedule.wall_clock_hours(row.images_per_s, scaling_efficiency):.1f} | '
             f'{gpu_hours:.1f} | {published if published is not None else "-"} | '
             f'{f"{published / gpu_hours:.3g}x" if published is not None else "-"} |')
+    unknown = sorted({row.measurement.method for row in rows} - set(paper))
+    if paper and unknown:  # a misspelt --rate method lost its comparison without a word
+        lines += ['', f'No paper figure for {", ".join(unknown)}: the paper reports '
+                      f'{", ".join(sorted(paper))} for this recipe.']
     return '\n'.join(lines)
 
 
