@@ -340,6 +340,17 @@ def readme_cfg_options(readme: Path, marker: str) -> dict:
             for key, value in (option.split('=', 1) for option in options)}
 
 
+def recipe_and_readme_one_gpu(config: Path):
+    """The recipe ``config`` and the same config with the ``--cfg-options`` of its project
+    README's one-GPU accumulation command (the line with ``accumulative_counts=8``)."""
+    from mmengine.config import Config
+
+    recipe, one_gpu = Config.fromfile(str(config)), Config.fromfile(str(config))
+    one_gpu.merge_from_dict(readme_cfg_options(config.parents[1] / 'README.md',
+                                               'accumulative_counts=8'))
+    return recipe, one_gpu
+
+
 # --------------------------------------------------------------------------------------------
 # Running the tools
 # --------------------------------------------------------------------------------------------

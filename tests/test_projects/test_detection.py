@@ -215,10 +215,7 @@ def test_vit_starts_from_the_fine_tuned_checkpoint(downstream, tmp_path):
 def test_readme_accumulation_command_keeps_the_recipes_updates(downstream):
     """Its hint set only 8 accumulation steps: the epochs kept their updates of 16 images, but
     the warmup, counted in iterations, ended after 125 updates instead of 1000."""
-    recipe = Config.fromfile(str(CONFIG))
-    one_gpu = Config.fromfile(str(CONFIG))
-    one_gpu.merge_from_dict(downstream.readme_cfg_options(CONFIG.parents[1] / 'README.md',
-                                                          'accumulative_counts=8'))
+    recipe, one_gpu = downstream.recipe_and_readme_one_gpu(CONFIG)
     steps = one_gpu.optim_wrapper.accumulative_counts
     assert one_gpu.train_dataloader.batch_size * steps == 16  # 2 images x 8 GPUs
     assert one_gpu.train_cfg.max_epochs == recipe.train_cfg.max_epochs

@@ -185,10 +185,7 @@ def test_train_two_iterations_then_miou(ade20k_semantic, downstream, tmp_path):
 def test_readme_one_gpu_command_trains_the_recipes_updates(downstream):
     """It set only 8 accumulation steps: the total batch of 16, but the 160k iterations were
     then 20k updates, an eighth of the recipe, with the warmup and intervals as short."""
-    recipe = Config.fromfile(str(CONFIG))
-    one_gpu = Config.fromfile(str(CONFIG))
-    one_gpu.merge_from_dict(downstream.readme_cfg_options(CONFIG.parents[1] / 'README.md',
-                                                          'accumulative_counts=8'))
+    recipe, one_gpu = downstream.recipe_and_readme_one_gpu(CONFIG)
     steps = one_gpu.optim_wrapper.accumulative_counts
     assert one_gpu.train_dataloader.batch_size * steps == 16  # 2 images x 8 GPUs
     assert one_gpu.train_cfg.max_iters == recipe.train_cfg.max_iters * steps
