@@ -125,3 +125,35 @@ def test_resuming_a_finished_run_says_there_is_nothing_left_to_train(tmp_path, t
     _run(tmp_path / 'a', tiny_pretraining, 32, resume=True,
          train_cfg=dict(by_epoch=True, max_epochs=2)).train()
     assert messages == []
+
+
+def test_another_batch_size_alone_is_not_called_a_changed_schedule(tmp_path, tiny_pretraining,
+                                                                   monkeypatch):
+    """Epoch counts converted to iterations (convert_to_iter_based) differ at another batch
+    size; the train loop says why, and the values were not changed in the config."""
+    from fastmim.engine.hooks import resume_checks
+
+    def schedule(end):
+        return [dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1,
+                     convert_to_iter_based=True),
+                dict(type='CosineAnnealingLR', by_epoch=True, begin=1, end=end, T_max=end - 1,
+                     convert_to_iter_based=True)]
+
+    def resumed_with_batch_one(end):
+        cfg = tiny_pretraining(tmp_path / 'a', batch_size=1, num_samples=4, max_epochs=2)
+        cfg.update(optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
+                   custom_hooks=[dict(type='CheckpointMetaHook')], resume=True,
+                   load_from=str(tmp_path / 'a' / 'epoch_1.pth'), param_scheduler=schedule(end))
+        messages = []
+        monkeypatch.setattr(resume_checks, 'print_log',
+                            lambda message, **kwargs: messages.append(message))
+        Runner.from_cfg(cfg).train()
+        return messages
+
+    _run(tmp_path / 'a', tiny_pretraining, 32, param_scheduler=schedule(2),
+         train_cfg=dict(by_epoch=True, max_epochs=1)).train()  # 2 iterations per epoch
+    assert resumed_with_batch_one(2) == []
+    [message] = resumed_with_batch_one(3)  # the cosine's epochs did change
+    assert 'param_scheduler[1] (CosineAnnealingLR) end: config 12, checkpoint 4 iterations' \
+        in message
+    assert 'param_scheduler[0]' not in message

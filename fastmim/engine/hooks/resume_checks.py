@@ -70,7 +70,8 @@ def warn_kept_optimisation(runner, checkpoint: dict, path: str) -> None:
                                              checkpoint['optimizer'])
     if runner.param_schedulers and 'param_schedulers' in checkpoint:
         differences += scheduler_differences(runner.param_schedulers,
-                                             checkpoint['param_schedulers'])
+                                             checkpoint['param_schedulers'],
+                                             runner.cfg.get('param_scheduler'))
     if differences:
         print_log(
             f'--resume goes on with the optimisation of {path}, not the config\'s: mmengine '
@@ -121,23 +122,44 @@ def optimiser_differences(built: dict, saved: dict) -> List[str]:
     return differences
 
 
-def scheduler_differences(built, saved) -> List[str]:
+def scheduler_differences(built, saved, configs=None) -> List[str]:
     """Differences between the config's schedulers and the checkpoint's, in the order mmengine
-    pairs them (it zips the two lists, so another count pairs the wrong ones)."""
+    pairs them (it zips the two lists, so another count pairs the wrong ones). ``configs``, the
+    config's ``param_scheduler`` list, lets epoch counts converted to iterations that only
+    another epoch length changed (:func:`recounted_entries`) go unlisted."""
     differences = []
     for name, ours, theirs in _scheduler_lists(built, saved):
         if len(ours) != len(theirs):
             differences.append(f'{name}param_scheduler: config {len(ours)} schedulers, checkpoint '
                                f'{len(theirs)} (mmengine pairs them in order)')
+        entries = configs if isinstance(configs, (list, tuple)) and not name else []
         for index, (scheduler, state) in enumerate(zip(ours, theirs)):
             own = scheduler.state_dict()
-            for key in sorted((own.keys() | state.keys()) - set(SCHEDULER_PROGRESS)):
+            recounted = recounted_entries(entries[index], state) if index < len(entries) else ()
+            for key in sorted((own.keys() | state.keys()) - set(SCHEDULER_PROGRESS) -
+                              set(recounted)):
                 if not _same(own.get(key), state.get(key)):
                     differences.append(
                         f'{name}param_scheduler[{index}] ({type(scheduler).__name__}) {key}: '
                         f'config {own.get(key)}, checkpoint {state.get(key)}'
                         f'{_unit(key, own)}')
     return differences
+
+
+def recounted_entries(config: dict, state: dict) -> Tuple[str, ...]:
+    """The iteration counts of a scheduler the config counts in epochs
+    (``convert_to_iter_based``) that equal the config's epochs times one epoch length: the
+    checkpoint was written at another batch size or number of processes (which the train
+    loop warns about), not with another schedule. Empty when the epochs themselves differ."""
+    if not (isinstance(config, dict) and config.get('convert_to_iter_based')
+            and config.get('by_epoch', True) and isinstance(config.get('end'), int)):
+        return ()
+    begin, end = config.get('begin', 0), config['end']
+    length = state.get('end', 0) // end if end > 0 else 0
+    if length < 1 or (state.get('begin'), state.get('end')) != (begin * length, end * length):
+        return ()
+    same_t_max = 'T_max' not in config or state.get('T_max') == config['T_max'] * length
+    return ('begin', 'end', 'total_iters') + (('T_max', ) if same_t_max else ())
 
 
 def _param_groups(built: dict, saved: dict) -> Iterator[Tuple[str, list, list]]:
