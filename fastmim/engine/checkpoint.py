@@ -20,6 +20,7 @@ import pickle
 import shutil
 import stat
 import tempfile
+import zipfile
 from collections import OrderedDict
 
 import numpy as np
@@ -138,12 +139,25 @@ def _checkpoints_in(folder, besides=None):
         return ''
     others = sorted((name for name in os.listdir(folder)
                      if name.endswith('.pth') and name != besides
-                     and osp.isfile(osp.join(folder, name))),
+                     and osp.isfile(osp.join(folder, name))
+                     and not _cut_short(osp.join(folder, name))),
                     key=lambda name: osp.getmtime(osp.join(folder, name)), reverse=True)
     if not others:
         return ''
     what = 'Other checkpoints' if besides else 'Checkpoints'
     return f'. {what} in {folder}, newest first: {", ".join(others[:3])}'
+
+
+def _cut_short(path):
+    """Whether ``path`` is a torch zip archive without its end (a copy or a save that was cut
+    off): the hint would send the user to a file that does not load. torch writes zip archives
+    (``PK`` first); its legacy pickles have no such end to check and are kept."""
+    try:
+        with open(path, 'rb') as file:
+            is_zip = file.read(2) == b'PK'
+        return is_zip and not zipfile.is_zipfile(path)
+    except OSError:
+        return True
 
 
 def _unpickler_reason(error):

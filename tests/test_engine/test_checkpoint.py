@@ -93,6 +93,18 @@ def test_a_missing_checkpoint_names_the_ones_beside_it(tmp_path):
         _load_checkpoint(str(tmp_path / 'epoch_2.pth'))
 
 
+def test_the_checkpoints_named_beside_a_missing_one_leave_out_cut_off_files(tmp_path):
+    """A newer epoch_2.pth cut off mid-copy was named first, a file that does not load."""
+    torch.save({'w': torch.zeros(1)}, tmp_path / 'epoch_1.pth')
+    torch.save({'w': torch.zeros(1000)}, tmp_path / 'whole.pth')
+    whole = (tmp_path / 'whole.pth').read_bytes()
+    (tmp_path / 'epoch_2.pth').write_bytes(whole[:len(whole) // 2])
+    (tmp_path / 'whole.pth').unlink()
+    with pytest.raises(CheckpointError, match=r'not found: .*epoch_3.pth. Other checkpoints in '
+                                              r'.*, newest first: epoch_1.pth$'):
+        _load_checkpoint(str(tmp_path / 'epoch_3.pth'))
+
+
 def test_a_file_that_is_no_pickle_is_not_called_a_pickle_of_python_objects(tmp_path):
     path = tmp_path / 'notes.pth'
     path.write_text('garbage\n')
