@@ -235,9 +235,10 @@ def load_config(path, cfg_options=None):
     except SyntaxError as error:
         raise LaunchError(_syntax_error_message(error, path)) from None
     if cfg_options:
+        tree = cfg.to_dict()
         _refuse_dict_values(cfg_options, path)
-        _refuse_text_for_numbers(cfg, cfg_options, path)
-        for key, close in added_keys(cfg, cfg_options):
+        _refuse_text_for_numbers(tree, cfg_options, path)
+        for key, close in added_keys(tree, cfg_options):
             hint = f' (did you mean {" or ".join(close)}?)' if close else ''
             print_log(f'--cfg-options {key}: {path} has no such key, it is added{hint}',
                       logger='current', level=logging.WARNING)
@@ -274,38 +275,38 @@ def _syntax_error_message(error, path):
     return f'{where}, line {error.lineno}: {error.msg}: {(error.text or "").strip()}'
 
 
-_MISSING = object()
-
-
-def _config_value(tree, key):
-    """The value at ``key`` (dots, list indices as mmengine follows them), or ``_MISSING``."""
-    node = tree
-    for part in key.split('.'):
+def _follow(tree, key):
+    """Follow ``key`` through the plain config ``tree`` as mmengine does (dots; list indices):
+    ``(node, parts followed)``, where ``node`` is the value at ``key`` when every part was
+    followed, else the last node reached."""
+    node, parts = tree, key.split('.')
+    for depth, part in enumerate(parts):
         if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         elif isinstance(node, dict) and part in node:
             node = node[part]
         else:
-            return _MISSING
-    return node
+            return node, depth
+    return node, len(parts)
 
 
-def _refuse_text_for_numbers(cfg, cfg_options, path):
-    """A number or a flag of the config given a word on the command line
+def _refuse_text_for_numbers(tree, cfg_options, path):
+    """A number or a flag of the config (``tree``, plain) given a word on the command line
     (``model.mask_ratio=abc``, ``optim_wrapper.optimizer.lr=1e-3x``) reached the module as a
     string and failed inside it with an interpreter TypeError ('<' not supported between
     'str' and 'float'), naming neither the key nor the value."""
-    tree = cfg.to_dict()
     for key, value in cfg_options.items():
-        current = _config_value(tree, key)
-        if isinstance(value, str) and isinstance(current, (int, float)):
+        current, followed = _follow(tree, key)
+        if (followed == len(key.split('.')) and isinstance(value, str)
+                and isinstance(current, (int, float))):
             kind = 'True or False' if isinstance(current, bool) else 'a number'
             raise LaunchError(f'--cfg-options {key}={value}: {path} has {kind} there '
                               f'({current!r}); {value!r} is not one')
 
 
-def added_keys(cfg, cfg_options):
-    """``(key, close names)`` for each ``--cfg-options`` key that ``cfg`` does not have yet.
+def added_keys(tree, cfg_options):
+    """``(key, close names)`` for each ``--cfg-options`` key that the config does not have yet
+    (``tree``: the config as plain dicts and lists, ``cfg.to_dict()``).
 
     mmengine adds such a key without a word, so a typo (``train_dataloader.batch_sise=4``)
     either fails much later, inside the class it reaches, or is never read at all. Adding a
@@ -314,19 +315,13 @@ def added_keys(cfg, cfg_options):
     resembles. Only the first missing part of a path is reported, and paths through list
     indices (``train_pipeline.1.size``) are followed as mmengine follows them.
     """
-    found, tree = [], cfg.to_dict()
+    found = []
     for key in cfg_options:
-        node, parts = tree, key.split('.')
-        for depth, part in enumerate(parts):
-            if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            elif isinstance(node, dict) and part in node:
-                node = node[part]
-            else:
-                if isinstance(node, dict):
-                    close = difflib.get_close_matches(part, [str(name) for name in node], n=2)
-                    found.append(('.'.join(parts[:depth + 1]), close))
-                break
+        parts = key.split('.')
+        node, followed = _follow(tree, key)
+        if followed < len(parts) and isinstance(node, dict):
+            close = difflib.get_close_matches(parts[followed], [str(name) for name in node], n=2)
+            found.append(('.'.join(parts[:followed + 1]), close))
     return found
 
 

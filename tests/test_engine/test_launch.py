@@ -58,7 +58,7 @@ def test_cfg_options_keys_the_config_lacks_are_named_with_the_close_existing_one
     options = {'train_dataloader.batch_sise': 4, 'train_dataloader.num_workers': 2,
                'train_pipeline.1.size': 16, 'train_pipeline.1.sise': 16,
                'model.backbone.drop_path_rate': 0.1}
-    assert added_keys(cfg, options) == [('train_dataloader.batch_sise', ['batch_size']),
+    assert added_keys(cfg.to_dict(), options) == [('train_dataloader.batch_sise', ['batch_size']),
                                         ('train_pipeline.1.sise', ['size']),
                                         ('model', [])]
 
