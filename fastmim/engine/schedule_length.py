@@ -13,9 +13,8 @@ import logging
 from typing import Collection, List, Optional, Tuple
 
 from mmengine.logging import print_log
+from mmengine.optim.scheduler.param_scheduler import INF as UNBOUNDED
 
-# mmengine's schedulers without ``end`` run to the end of training (``INF``).
-UNBOUNDED = int(1e9)
 # Schedulers that change a value on the way and then leave it where the config set it: a
 # schedule that ends with one of them before training does loses nothing.
 WARMUP_TYPES = ('LinearLR', 'LinearParamScheduler', 'LinearMomentum', 'ConstantLR',
@@ -73,8 +72,9 @@ def schedule_length_problems(cfg, assigned: Collection[str] = LENGTH_VARIABLES) 
                if isinstance(scheduler, dict) and scheduler.get('by_epoch', True) == by_epoch]
     problems += filter(None, (_unfinished_cosine(index, scheduler, unit)
                               for index, scheduler in counted))
-    bounded = [(scheduler.get('end', UNBOUNDED), index, scheduler)
-               for index, scheduler in counted if scheduler.get('end', UNBOUNDED) < UNBOUNDED]
+    # mmengine's schedulers without ``end`` run to the end of training (its ``INF``)
+    ends = [(scheduler.get('end', UNBOUNDED), index, scheduler) for index, scheduler in counted]
+    bounded = [entry for entry in ends if entry[0] < UNBOUNDED]
     if not bounded:
         return problems
     end, index, last = max(bounded, key=lambda entry: entry[0])
