@@ -90,15 +90,15 @@ def backbone_class(geometry):
     return MODELS.get(name) if name else None
 
 
-def check_family(model, geometry, path):
-    """The checkpoint's backbone must be of the timm family of ``model``.
+def check_family(model, geometry, path, families):
+    """The checkpoint's backbone must be of the timm ``families`` (:func:`timm_families`) of
+    ``model``.
 
     The resize rules of a fastmim backbone read attributes of its timm parent class (ViT's
     ``pos_embed``, Swin's windows); on a timm model of another family they fail with an
     AttributeError, so the mismatch is named here instead."""
     from fastmim.errors import CheckpointError
 
-    families = timm_families(geometry, path)
     if families and not isinstance(model, families):
         name = geometry['type']
         if name == 'TimmBackbone':
@@ -107,17 +107,17 @@ def check_family(model, geometry, path):
                               f'{type(model).__name__}; expected a timm {families[0].__name__}')
 
 
-def timm_families(geometry, path):
+def timm_families(geometry, path, wrapped):
     """The timm classes a checkpoint of ``geometry``'s backbone converts to: its timm parent
-    classes, or for a TimmBackbone the class of the model it wraps; () for a file that names no
-    backbone. A backbone timm has no model of (CMT) is refused: its weights were written as a
-    'timm state dict' that nothing loads, without a word."""
+    classes, or for a TimmBackbone the class of the model it wraps (``wrapped``:
+    :func:`wrapped_timm_model`); () for a file that names no backbone. A backbone timm has no
+    model of (CMT) is refused: its weights were written as a 'timm state dict' that nothing
+    loads, without a word."""
     from fastmim.errors import CheckpointError
 
     source_class = backbone_class(geometry)
     if source_class is None:
         return ()
-    wrapped = wrapped_timm_model(geometry)
     if wrapped is not None:
         return (type(wrapped), )
     families = tuple(base for base in source_class.__mro__
@@ -201,8 +201,9 @@ def loading_call(arch, kwargs, out):
             f'dict(file={out!r}, num_classes={kwargs["num_classes"]}))')
 
 
-def fit_to_model(state, model, geometry, path):
-    """Resize ``state`` to ``model`` and check that it loads with ``strict=True``.
+def fit_to_model(state, model, geometry, path, families):
+    """Resize ``state`` to ``model`` (of one of the checkpoint's timm ``families``) and check
+    that it loads with ``strict=True``.
 
     The resize rules are those of the fastmim backbone the checkpoint names: fastmim's ViT and
     Swin subclass timm's, and their ``adapt_state_dict`` reads only timm's attributes, so it
@@ -210,7 +211,7 @@ def fit_to_model(state, model, geometry, path):
     from fastmim.errors import CheckpointError
     from fastmim.models.utils.pretrained import transfer_state
 
-    check_family(model, geometry, path)
+    check_family(model, geometry, path, families)
     source_class = backbone_class(geometry)
     adapted = (source_class.adapt_state_dict(model, state, geometry)
                if source_class is not None else state)
@@ -235,11 +236,11 @@ def convert(checkpoint, path, arch=None):
     from fastmim.models.utils.pretrained import read_checkpoint
 
     source = read_checkpoint(checkpoint, path, prefix='backbone.')
-    timm_families(source.geometry, path)
+    wrapped = wrapped_timm_model(source.geometry)  # built once: a whole timm model, on meta
+    families = timm_families(source.geometry, path, wrapped)
     backbone, classifier, fc_norm, left_out = split_checkpoint(source.state)
     if not backbone:
         raise CheckpointError(f'{path} holds no backbone.* weights to convert')
-    wrapped = wrapped_timm_model(source.geometry)
     if wrapped is not None:
         backbone = unwrap_timm_backbone(backbone, wrapped, source.geometry['model_name'], path)
     kwargs = timm_arguments(classifier, fc_norm)
@@ -256,7 +257,7 @@ def convert(checkpoint, path, arch=None):
     state.update({f'fc_norm.{name}': value for name, value in fc_norm.items()})
     resized = {}
     if model is not None:
-        state, resized = fit_to_model(state, model, source.geometry, path)
+        state, resized = fit_to_model(state, model, source.geometry, path, families)
     return state, resized, left_out, kwargs
 
 
