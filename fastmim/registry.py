@@ -97,3 +97,12 @@ EVALUATOR = _child('evaluator', MMENGINE_EVALUATOR, 'fastmim.evaluation')
 
 VISUALIZERS = _child('visualizer', MMENGINE_VISUALIZERS, 'fastmim.visualization')
 VISBACKENDS = _child('vis_backend', MMENGINE_VISBACKENDS, 'fastmim.visualization')
+
+
+def type_name(entry) -> str:
+    """The class name a config entry builds: ``entry`` is the entry (a dict) or its ``type``,
+    a class, a name, or a name in another library's scope (``'mmseg.RandomFlip'`` is
+    ``'RandomFlip'``), so that code looking for a transform or a hook in a config finds it
+    however the config names it."""
+    kind = entry.get('type') if isinstance(entry, dict) else entry
+    return getattr(kind, '__name__', str(kind)).rsplit('.', 1)[-1]

@@ -78,9 +78,10 @@ def add_compile_hook(cfg):
     replaced without a word."""
     from mmengine.logging import print_log
 
+    from fastmim.registry import type_name
+
     hooks = list(cfg.get('custom_hooks') or [])
-    listed = [hook for hook in hooks
-              if str(hook.get('type', '')).rpartition('.')[2] == 'CompileModulesHook']
+    listed = [hook for hook in hooks if type_name(hook) == 'CompileModulesHook']
     if listed:
         print_log(f'--compile: the config already lists {listed[0]}; it compiles as written',
                   logger='current')

@@ -22,14 +22,6 @@ def examples(items: Sequence[str], shown: int = SHOWN) -> str:
     return ', '.join(str(item) for item in items[:shown]) + more
 
 
-def transform_name(step) -> str:
-    """The class name of a pipeline step, a config dict or its ``type`` (a class, a name, or a
-    name in another library's scope: ``'mmseg.RandomFlip'`` is ``'RandomFlip'``), so that code
-    that looks for a transform in a config finds it however the config names it."""
-    kind = step.get('type') if isinstance(step, dict) else step
-    return getattr(kind, '__name__', str(kind)).rsplit('.', 1)[-1]
-
-
 def build_pipeline(pipeline: Sequence[Union[dict, Callable]]) -> List[Callable]:
     """Build the transforms of a dataset pipeline in fastmim's scope.
 

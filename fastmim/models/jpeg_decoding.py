@@ -27,8 +27,7 @@ from fastmim.datasets.transforms.formatting import DEVICE_DECODE_META_KEYS
 from fastmim.datasets.transforms.loading import (UNREADABLE_IMAGE_ERRORS, read_rgb_image,
                                                  report_unreadable_image)
 from fastmim.datasets.transforms.processing import resize_box_tensor
-from fastmim.datasets.utils import transform_name
-from fastmim.registry import MODELS
+from fastmim.registry import MODELS, type_name
 
 # Metainfo a JPEG sample cannot do without; ``flip`` is absent from pipelines that do not flip.
 REQUIRED_META_KEYS = tuple(key for key in DEVICE_DECODE_META_KEYS if key != 'flip')
@@ -260,13 +259,13 @@ def _check_device_pipeline(name: str, pipeline) -> None:
     crop = next(index for index, step in enumerate(pipeline)
                 if isinstance(step, dict) and step.get('decode') == 'device')
     for step in pipeline[:crop]:
-        if transform_name(step) == 'LoadImageRGB' and not step.get('lazy', False):
+        if type_name(step) == 'LoadImageRGB' and not step.get('lazy', False):
             raise ValueError(f"{name}: RandomResizedCrop(decode='device') after "
                              f"LoadImageRGB(lazy=False) gets decoded images, so the workers "
                              f"would decode everything; load with "
                              f"dict(type='LoadImageRGB', lazy=True)")
     for step in pipeline[crop + 1:]:
-        kind = transform_name(step)
+        kind = type_name(step)
         if kind not in ('RandomHorizontalFlip', 'PackInputs'):
             hint = (" (flip with dict(type='RandomHorizontalFlip', prob=...) instead of mmcv's "
                     "RandomFlip)" if kind == 'RandomFlip' else '')

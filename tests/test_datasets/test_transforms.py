@@ -16,7 +16,7 @@ from fastmim.datasets.transforms import (LazyImage, LoadImageRGB, PackInputs, Ra
                                          UnreadableImageWarning, unreadable_image_count)
 from fastmim.datasets.transforms.processing import (PIL_INTERPOLATIONS, resize_box,
                                                     snap_to_reduced_grid)
-from fastmim.datasets.utils import build_pipeline, transform_name
+from fastmim.datasets.utils import build_pipeline
 from fastmim.registry import TRANSFORMS
 
 
@@ -355,10 +355,3 @@ def test_unreadable_file_warnings_say_what_is_wrong_with_the_file(lazy, tmp_path
         assert LoadImageRGB(lazy=lazy)(dict(img_path=noise)) is None
     message = str(record[0].message)
     assert 'BytesIO' not in message and f'cannot identify image file {noise!r}' in message
-
-
-@pytest.mark.parametrize('step', [dict(type='RandomResizedCrop', size=8),
-                                  dict(type='fastmim.RandomResizedCrop'), RandomResizedCrop,
-                                  dict(type=RandomResizedCrop), 'mmpretrain.RandomResizedCrop'])
-def test_transform_name_is_the_class_name_however_the_config_names_it(step):
-    assert transform_name(step) == 'RandomResizedCrop'

@@ -43,6 +43,7 @@ from typing import List, Optional, Sequence
 from mmengine.config import Config
 
 from fastmim.engine.launch import add_debug_arg, positive_int
+from fastmim.registry import type_name
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / 'configs' / 'fastmim' / 'vit_b_hog_800e.py'
@@ -103,7 +104,7 @@ def check_one_stage(cfg, config: Path) -> None:
     stand for them; the projection used to take the first stage's batch for every epoch and the
     measured size for every stage, without a word."""
     stages = [hook.get('stages') for hook in cfg.get('custom_hooks') or []
-              if str(hook.get('type', '')).rpartition('.')[2] == 'ProgressiveResolutionHook']
+              if type_name(hook) == 'ProgressiveResolutionHook']
     if stages:
         raise ValueError(f'{config}: a ProgressiveResolutionHook trains stages of other input '
                          f'sizes and batches ({stages[0]}); the projection takes one rate for '

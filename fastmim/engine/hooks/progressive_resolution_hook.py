@@ -23,9 +23,8 @@ from mmengine.logging import print_log
 from mmengine.optim import OptimWrapperDict
 from mmengine.runner import EpochBasedTrainLoop
 
-from fastmim.datasets.utils import transform_name
 from fastmim.engine.runner_model import bare_model
-from fastmim.registry import HOOKS
+from fastmim.registry import HOOKS, type_name
 
 STAGE_KEYS = ('epoch', 'input_size', 'batch_size', 'accumulative_counts')
 CROP_TYPE = 'RandomResizedCrop'
@@ -118,7 +117,7 @@ def _set_crop_size(node, input_size) -> int:
     """
     found = 0
     if isinstance(node, dict):
-        if 'type' in node and transform_name(node) == CROP_TYPE:
+        if 'type' in node and type_name(node) == CROP_TYPE:
             node['size'] = input_size
             found += 1
         for value in node.values():
