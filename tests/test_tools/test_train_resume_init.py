@@ -8,11 +8,6 @@ ROOT = Path(__file__).resolve().parents[2]
 FINETUNE = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
 
 
-@pytest.fixture
-def train(load_script):
-    return load_script(ROOT / 'tools' / 'train.py')
-
-
 def finetune_config(work_dir, resume):
     cfg = Config.fromfile(str(FINETUNE))
     cfg.model.backbone.init_cfg.checkpoint = str(work_dir.parent / 'moved' / 'epoch_12.pth')

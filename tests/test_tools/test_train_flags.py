@@ -11,11 +11,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
 
 
-@pytest.fixture
-def train(load_script):
-    return load_script(ROOT / 'tools' / 'train.py')
-
-
 def flags_applied(train, work_dir, *flags, config=DEMO):
     """The config after ``tools/train.py config --work-dir work_dir *flags`` folded them in."""
     args = train.parse_args([str(config), '--work-dir', str(work_dir), *flags])
