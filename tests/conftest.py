@@ -39,3 +39,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='session')
+def load_config_log():
+    """``load_config_log(config, cfg_options=None)``: what ``fastmim.engine.launch.load_config``
+    logs (its warnings) while it loads ``config``."""
+    from unittest.mock import patch
+
+    from mmengine.logging import MMLogger
+
+    from fastmim.engine.launch import load_config
+
+    def load(config, cfg_options=None):
+        logged = []
+        with patch.object(MMLogger.get_current_instance(), 'log',
+                          lambda level, message: logged.append(message)):
+            load_config(str(config), cfg_options)
+        return logged
+    return load

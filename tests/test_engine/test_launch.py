@@ -2,12 +2,10 @@
 import argparse
 import os
 from pathlib import Path
-from unittest.mock import patch
 
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 
 from fastmim.engine import launch
 from fastmim.engine.launch import (add_launch_args, added_keys, apply_launch_args, load_config,
@@ -172,32 +170,31 @@ def test_ctrl_c_is_one_line_and_the_sigint_status(capsys):
         launch.run_cli(main, ['--debug'])
 
 
-def _pipeline_warnings(config, cfg_options=None):
-    logged = []
-    with patch.object(MMLogger.get_current_instance(), 'log',
-                      lambda level, message: logged.append(message)):
-        load_config(str(config), cfg_options)
-    return [line for line in logged if 'differs from' in line]
+@pytest.fixture
+def pipeline_warnings(load_config_log):
+    return lambda config, cfg_options=None: [
+        line for line in load_config_log(config, cfg_options) if 'differs from' in line]
 
 
-def test_a_changed_train_pipeline_that_does_not_reach_the_dataloader_is_named(tmp_path):
+def test_a_changed_train_pipeline_that_does_not_reach_the_dataloader_is_named(
+        tmp_path, pipeline_warnings):
     """mmengine copied the base's train_pipeline into train_dataloader when it read the base:
     changing the variable alone trained at the old crop without a word."""
     child = tmp_path / 'crop96.py'
     child.write_text(f"_base_ = ['{DEMO}']\ntrain_pipeline = [dict(type='LoadImageRGB')]\n")
-    [warning] = _pipeline_warnings(child)
+    [warning] = pipeline_warnings(child)
     assert 'train_pipeline differs from train_dataloader.dataset.pipeline' in warning
-    assert _pipeline_warnings(DEMO, {'train_pipeline.1.size': 96})
-    assert not _pipeline_warnings(DEMO)
-    assert not _pipeline_warnings(DEMO, {'train_dataloader.dataset.pipeline.1.size': 96,
+    assert pipeline_warnings(DEMO, {'train_pipeline.1.size': 96})
+    assert not pipeline_warnings(DEMO)
+    assert not pipeline_warnings(DEMO, {'train_dataloader.dataset.pipeline.1.size': 96,
                                          'train_pipeline.1.size': 96})
 
 
-def test_shipped_configs_use_their_pipeline_variables():
+def test_shipped_configs_use_their_pipeline_variables(pipeline_warnings):
     """Including the mmseg ones, whose inherited variables carry the _scope_ mmengine adds."""
     for config in [SEGMENTATION, *sorted((ROOT / 'configs').rglob('*.py'))]:
         if '_base_' not in config.parts:
-            assert not _pipeline_warnings(config), config
+            assert not pipeline_warnings(config), config
 
 
 @pytest.mark.parametrize('value', ["{'type':'SwinTransformer'}", "dict(type='SwinTransformer')"])

@@ -1,12 +1,9 @@
 """load_config names a schedule that does not span the training (fastmim/engine/schedule_length.py):
 mmengine runs such a config without a word, and the result is worse for the wrong reason."""
 from pathlib import Path
-from unittest.mock import patch
 
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 
-from fastmim.engine.launch import load_config
 from fastmim.engine.schedule_length import schedule_length_problems
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -15,43 +12,35 @@ SHIPPED = sorted(path for pattern in ('configs/**/*.py', 'projects/*/configs/**/
                  for path in ROOT.glob(pattern) if '_base_' not in path.parts)
 
 
-def _logged(config, cfg_options=None):
-    logged = []
-    with patch.object(MMLogger.get_current_instance(), 'log',
-                      lambda level, message: logged.append(message)):
-        load_config(str(config), cfg_options)
-    return logged
-
-
 def _schedule(warmup, end, t_max=None, **cosine):
     return [dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=warmup),
             dict(type='CosineAnnealingLR', by_epoch=True, begin=warmup, end=end,
                  T_max=end - warmup if t_max is None else t_max, **cosine)]
 
 
-def test_shortening_training_on_the_command_line_names_the_unfinished_cosine():
+def test_shortening_training_on_the_command_line_names_the_unfinished_cosine(load_config_log):
     """The 800-epoch cosine of vit_b_hog_800e.py stopped at an eighth of its way for a
     100-epoch ablation run with --cfg-options train_cfg.max_epochs=100."""
-    logged = _logged(VIT_B, {'train_cfg.max_epochs': 100})
+    logged = load_config_log(VIT_B, {'train_cfg.max_epochs': 100})
     assert f'{VIT_B}: training stops at epoch 100 (train_cfg), before param_scheduler[1] ' \
         '(CosineAnnealingLR) ends at epoch 800' in '\n'.join(logged)
-    assert not [line for line in _logged(VIT_B) if 'param_scheduler' in line]
+    assert not [line for line in load_config_log(VIT_B) if 'param_scheduler' in line]
     # the documented way (docs/pretrain.md) leaves the inherited variable behind: no warning
-    assert not [line for line in _logged(VIT_B, {'train_cfg.max_epochs': 400,
-                                                 'param_scheduler.1.end': 400,
-                                                 'param_scheduler.1.T_max': 380})
+    assert not [line for line in load_config_log(VIT_B, {'train_cfg.max_epochs': 400,
+                                                         'param_scheduler.1.end': 400,
+                                                         'param_scheduler.1.T_max': 380})
                 if 'max_epochs' in line or 'param_scheduler' in line]
 
 
-def test_a_child_config_that_only_sets_the_variable_is_named(tmp_path):
+def test_a_child_config_that_only_sets_the_variable_is_named(tmp_path, load_config_log):
     child = tmp_path / 'vit_b_hog_100e.py'
     child.write_text(f"_base_ = ['{VIT_B}']\nmax_epochs = 100\n")
-    [warning] = [line for line in _logged(child) if 'max_epochs' in line]
+    [warning] = [line for line in load_config_log(child) if 'max_epochs' in line]
     assert 'the variable max_epochs (100) differs from train_cfg.max_epochs (800), which is ' \
         'the one the loop runs' in warning
     child.write_text(f"_base_ = ['{VIT_B}']\nmax_epochs = 100\ntrain_cfg = dict(max_epochs=100)\n"
                      "param_scheduler = [dict(type='CosineAnnealingLR', end=100, T_max=100)]\n")
-    assert not [line for line in _logged(child) if 'max_epochs' in line]
+    assert not [line for line in load_config_log(child) if 'max_epochs' in line]
 
 
 def test_a_schedule_that_ends_before_training_is_named_unless_it_is_a_warmup():

@@ -196,19 +196,11 @@ def test_readme_one_gpu_command_trains_the_recipes_updates(downstream):
             == recipe.default_hooks.checkpoint.interval * steps)
 
 
-def test_readme_one_gpu_command_loads_without_schedule_warnings(downstream):
+def test_readme_one_gpu_command_loads_without_schedule_warnings(downstream, load_config_log):
     """It sets train_cfg.max_iters and the schedulers together; the file's max_iters variable
     (160000) is left behind, which load_config used to call a change that did not reach
     train_cfg, telling the user to set what they had set."""
-    from unittest.mock import patch
-
-    from mmengine.logging import MMLogger
-
-    from fastmim.engine.launch import load_config
     options = downstream.readme_cfg_options(CONFIG.parents[1] / 'README.md',
                                             'accumulative_counts=8')
-    logged = []
-    with patch.object(MMLogger.get_current_instance(), 'log',
-                      lambda level, message: logged.append(message)):
-        load_config(str(CONFIG), options)
+    logged = load_config_log(CONFIG, options)
     assert not [line for line in logged if 'max_iters' in line or 'param_scheduler' in line]
