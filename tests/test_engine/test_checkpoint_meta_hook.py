@@ -64,21 +64,28 @@ def test_resuming_does_not_execute_config_text_stored_in_the_checkpoint(tmp_path
     assert not marker.exists()
 
 
-def _schedule(end):
-    return [dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1),
-            dict(type='CosineAnnealingLR', by_epoch=True, begin=1, end=end, T_max=end - 1)]
+def _schedule(end, **options):
+    return [dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1, **options),
+            dict(type='CosineAnnealingLR', by_epoch=True, begin=1, end=end, T_max=end - 1,
+                 **options)]
 
 
-def _resume_warnings(tmp_path, tiny_pretraining, monkeypatch, lr, end):
-    """What the resume checks log when a 2-epoch run (lr 1e-3, cosine to epoch 2) is resumed
-    after its first epoch with ``lr`` and a cosine to ``end``."""
+@pytest.fixture
+def resume_messages(monkeypatch):
+    """What the resume checks log (fastmim/engine/hooks/resume_checks.py), as a list."""
     from fastmim.engine.hooks import resume_checks
-    first = _run(tmp_path / 'a', tiny_pretraining, 32, param_scheduler=_schedule(2),
-                 train_cfg=dict(by_epoch=True, max_epochs=1))
-    first.train()
     messages = []
     monkeypatch.setattr(resume_checks, 'print_log',
                         lambda message, **kwargs: messages.append(message))
+    return messages
+
+
+def _resume_warnings(tmp_path, tiny_pretraining, messages, lr, end):
+    """``messages`` (:func:`resume_messages`) when a 2-epoch run (lr 1e-3, cosine to epoch 2)
+    is resumed after its first epoch with ``lr`` and a cosine to ``end``."""
+    first = _run(tmp_path / 'a', tiny_pretraining, 32, param_scheduler=_schedule(2),
+                 train_cfg=dict(by_epoch=True, max_epochs=1))
+    first.train()
     resumed = _run(tmp_path / 'a', tiny_pretraining, 32, resume=True,
                    param_scheduler=_schedule(end), train_cfg=dict(by_epoch=True, max_epochs=2))
     resumed.optim_wrapper['optimizer']['lr'] = lr
@@ -90,8 +97,8 @@ def _resume_warnings(tmp_path, tiny_pretraining, monkeypatch, lr, end):
 
 
 def test_resuming_with_another_lr_and_schedule_names_the_values_the_run_keeps(
-        tmp_path, tiny_pretraining, monkeypatch):
-    messages = _resume_warnings(tmp_path, tiny_pretraining, monkeypatch, lr=2e-3, end=4)
+        tmp_path, tiny_pretraining, resume_messages):
+    messages = _resume_warnings(tmp_path, tiny_pretraining, resume_messages, lr=2e-3, end=4)
     assert len(messages) == 1
     assert "take no effect:\n  initial_lr (group 0 of 1): config 0.002, checkpoint 0.001\n" \
         in messages[0]
@@ -103,18 +110,15 @@ def test_resuming_with_another_lr_and_schedule_names_the_values_the_run_keeps(
 
 
 def test_resuming_with_the_same_optimisation_warns_nothing(tmp_path, tiny_pretraining,
-                                                           monkeypatch):
-    assert _resume_warnings(tmp_path, tiny_pretraining, monkeypatch, lr=1e-3, end=2) == []
+                                                           resume_messages):
+    assert _resume_warnings(tmp_path, tiny_pretraining, resume_messages, lr=1e-3, end=2) == []
 
 
 def test_resuming_a_finished_run_says_there_is_nothing_left_to_train(tmp_path, tiny_pretraining,
-                                                                     monkeypatch):
+                                                                     resume_messages):
     """It exited 0 having trained nothing, without a word (a requeued job that had finished)."""
-    from fastmim.engine.hooks import resume_checks
+    messages = resume_messages
     _run(tmp_path / 'a', tiny_pretraining, 32).train()
-    messages = []
-    monkeypatch.setattr(resume_checks, 'print_log',
-                        lambda message, **kwargs: messages.append(message))
     finished = _run(tmp_path / 'a', tiny_pretraining, 32, resume=True)
     finished.train()
     assert finished.iter == 2  # nothing more was trained
@@ -128,29 +132,21 @@ def test_resuming_a_finished_run_says_there_is_nothing_left_to_train(tmp_path, t
 
 
 def test_another_batch_size_alone_is_not_called_a_changed_schedule(tmp_path, tiny_pretraining,
-                                                                   monkeypatch):
+                                                                   resume_messages):
     """Epoch counts converted to iterations (convert_to_iter_based) differ at another batch
     size; the train loop says why, and the values were not changed in the config."""
-    from fastmim.engine.hooks import resume_checks
-
-    def schedule(end):
-        return [dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1,
-                     convert_to_iter_based=True),
-                dict(type='CosineAnnealingLR', by_epoch=True, begin=1, end=end, T_max=end - 1,
-                     convert_to_iter_based=True)]
-
     def resumed_with_batch_one(end):
         cfg = tiny_pretraining(tmp_path / 'a', batch_size=1, num_samples=4, max_epochs=2)
         cfg.update(optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
                    custom_hooks=[dict(type='CheckpointMetaHook')], resume=True,
-                   load_from=str(tmp_path / 'a' / 'epoch_1.pth'), param_scheduler=schedule(end))
-        messages = []
-        monkeypatch.setattr(resume_checks, 'print_log',
-                            lambda message, **kwargs: messages.append(message))
+                   load_from=str(tmp_path / 'a' / 'epoch_1.pth'),
+                   param_scheduler=_schedule(end, convert_to_iter_based=True))
+        resume_messages.clear()
         Runner.from_cfg(cfg).train()
-        return messages
+        return list(resume_messages)
 
-    _run(tmp_path / 'a', tiny_pretraining, 32, param_scheduler=schedule(2),
+    _run(tmp_path / 'a', tiny_pretraining, 32,
+         param_scheduler=_schedule(2, convert_to_iter_based=True),
          train_cfg=dict(by_epoch=True, max_epochs=1)).train()  # 2 iterations per epoch
     assert resumed_with_batch_one(2) == []
     [message] = resumed_with_batch_one(3)  # the cosine's epochs did change
