@@ -223,7 +223,8 @@ def load_config(path, cfg_options=None):
     a config that is no valid Python one naming the file and line, and a key the config
     lacks is added with a warning (:func:`added_keys`), as is a pipeline variable that no
     longer is the pipeline that runs (:func:`warn_unused_pipelines`) and a schedule that does
-    not span the training (:func:`warn_schedule_length`)."""
+    not span the training (:func:`warn_schedule_length`); a training length or seed no run
+    can use is refused (:func:`_refuse_unusable_counts`)."""
     from mmengine.config import Config
 
     from fastmim.engine.pipeline_variables import warn_unused_pipelines
@@ -243,9 +244,38 @@ def load_config(path, cfg_options=None):
             print_log(f'--cfg-options {key}: {path} has no such key, it is added{hint}',
                       logger='current', level=logging.WARNING)
         cfg.merge_from_dict(cfg_options)
+    _refuse_unusable_counts(cfg, path)
     warn_unused_pipelines(cfg, path)
     warn_schedule_length(cfg, path, cfg_options)
     return cfg
+
+
+# numpy seeds its generators (mmengine's set_random_seed) with 32-bit unsigned integers only.
+SEED_LIMIT = 2 ** 32
+
+
+def _refuse_unusable_counts(cfg, path):
+    """A training length, validation interval or seed (from the file or ``--cfg-options``) that
+    no run can use. mmengine refused ``max_epochs=1.5`` with a bare assertion, numpy a seed of
+    -1 from compiled code, and ``val_interval=0`` divided by zero after the first epoch: each
+    a traceback naming no key. A whole float (``max_epochs = 800 * 0.5``) is accepted, as
+    mmengine's loops accept it."""
+    train_cfg = cfg.get('train_cfg') or {}
+    for key in ('max_epochs', 'max_iters', 'val_interval'):
+        value = train_cfg.get(key)
+        if value is not None and not (_is_number(value) and float(value).is_integer()
+                                      and value >= 1):
+            raise LaunchError(f'train_cfg.{key}={value!r} (from {path} or --cfg-options): '
+                              f'expected a whole number of at least 1')
+    seed = (cfg.get('randomness') or {}).get('seed')
+    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool)
+                                 and 0 <= seed < SEED_LIMIT):
+        raise LaunchError(f'randomness.seed={seed!r} (from {path} or --cfg-options): expected '
+                          f'an integer from 0 to 2**32 - 1, or None for a random one')
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _refuse_dict_values(cfg_options, path):

@@ -306,3 +306,23 @@ def test_a_word_given_for_a_number_is_named(key, value, current):
                                                  rf"\({current}\); '{value}' is not one"):
         load_config(str(DEMO), {key: value})
     load_config(str(DEMO), {key: 0.5, 'model.backbone.init_cfg': 'text where None was'})
+
+
+@pytest.mark.parametrize('key, value', [
+    ('train_cfg.max_epochs', 1.5), ('train_cfg.max_epochs', 0), ('train_cfg.max_epochs', True),
+    ('train_cfg.val_interval', 0), ('randomness.seed', -1), ('randomness.seed', 2 ** 32),
+    ('randomness.seed', 0.5)])
+def test_a_count_or_seed_a_run_cannot_use_is_named(key, value):
+    """max_epochs=1.5 ended in mmengine's bare AssertionError, seed=-1 in numpy's ValueError
+    raised from compiled code, and val_interval=0 in a ZeroDivisionError after the first
+    epoch: each a traceback that named no key."""
+    with pytest.raises(launch.LaunchError, match=rf'{key}={value!r} \(from .*demo_vit_'
+                                                 rf'tiny_embedded.py or --cfg-options\)'):
+        load_config(str(DEMO), {key: value})
+
+
+def test_whole_counts_and_seeds_numpy_takes_are_accepted():
+    """A count computed in a config (``800 * 0.5``) is a float mmengine's loops accept."""
+    for options in ({'train_cfg.max_epochs': 2.0, 'randomness.seed': 2 ** 32 - 1},
+                    {'train_cfg.val_interval': 1, 'randomness.seed': None}):
+        load_config(str(DEMO), options)
