@@ -43,11 +43,12 @@ class JpegDecodePreprocessor(ImgDataPreprocessor):
     as JPEG bytes (``RandomResizedCrop(decode='device')``, see the module docstring).
 
     The batch (mmengine's ``pseudo_collate``: a list) may mix uint8 ``(3, H, W)`` images the
-    workers decoded (other formats, CMYK JPEGs) with 1-D uint8 tensors of JPEG bytes whose data
-    samples hold ``DEVICE_DECODE_META_KEYS``. Each JPEG comes out cropped to ``crop_bbox``,
-    resized to ``img_shape`` with ``interpolation``, flipped when ``flip``, as uint8 in the
-    batch's order; then the batch is stacked and normalised at once. A batch with no JPEG bytes
-    (or an already stacked tensor) is normalised as by ``ImgDataPreprocessor``.
+    workers decoded (other formats, CMYK JPEGs, JPEGs with an EXIF orientation) with 1-D uint8
+    tensors of JPEG bytes whose data samples hold ``DEVICE_DECODE_META_KEYS``. Each JPEG comes
+    out cropped to ``crop_bbox``, resized to ``img_shape`` with ``interpolation``, flipped when
+    ``flip``, as uint8 in the batch's order; then the batch is stacked and normalised at once.
+    A batch with no JPEG bytes (or an already stacked tensor) is normalised as by
+    ``ImgDataPreprocessor``.
 
     A file the device decoder rejects is decoded with PIL on the CPU instead, with a
     :class:`DeviceDecodeFallbackWarning` naming it, so that one odd file costs time, not the

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import ExifTags, Image
 from skimage import data as skdata
 
 from fastmim.datasets.transforms import (LoadImageRGB, PackInputs, RandomHorizontalFlip,
@@ -22,7 +22,11 @@ def files(tmp_path_factory):
     coffee.save(folder / 'coffee.jpg', quality=95)
     coffee.save(folder / 'coffee.png')
     coffee.convert('CMYK').save(folder / 'cmyk.jpg', quality=95)
-    return {name: str(folder / name) for name in ('coffee.jpg', 'coffee.png', 'cmyk.jpg')}
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6  # shown turned 90 degrees clockwise: nvJPEG ignores it
+    coffee.save(folder / 'rotated.jpg', quality=95, exif=exif)
+    return {name: str(folder / name)
+            for name in ('coffee.jpg', 'coffee.png', 'cmyk.jpg', 'rotated.jpg')}
 
 
 def crop_with_seed(path, decode, seed=3):
@@ -45,7 +49,7 @@ def test_device_decode_ships_the_file_bytes_and_the_drawn_box(files):
     assert results['interpolation'] == 'bicubic'
 
 
-@pytest.mark.parametrize('name', ['coffee.png', 'cmyk.jpg'])
+@pytest.mark.parametrize('name', ['coffee.png', 'cmyk.jpg', 'rotated.jpg'])
 def test_files_the_device_cannot_decode_are_decoded_in_the_worker(files, name):
     device = crop_with_seed(files[name], 'device')
     worker = crop_with_seed(files[name], 'worker')

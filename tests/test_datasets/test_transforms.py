@@ -3,11 +3,12 @@ resized crop against torchvision, reduced-size JPEG decoding, and packing."""
 import math
 import re
 
+import mmcv
 import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
-from PIL import Image
+from PIL import ExifTags, Image
 from skimage import data as skdata
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import RandomResizedCrop as TorchvisionRandomResizedCrop
@@ -133,6 +134,45 @@ def test_lazy_load_skips_a_truncated_jpeg_when_the_crop_decodes_it(tmp_path, ast
     with pytest.warns(UnreadableImageWarning, match=re.escape(truncated)):
         assert RandomResizedCrop(64)(results) is None
     assert unreadable_image_count() == before + 1
+
+
+def write_oriented_jpeg(folder, pixels, orientation):
+    """A JPEG whose EXIF Orientation tag tells viewers to turn or mirror its pixels (how phones
+    and cameras store a photo taken upright or on its side)."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    path = str(folder / f'orientation_{orientation}.jpg')
+    Image.fromarray(pixels).save(path, quality=95, exif=exif)
+    return path
+
+
+def mmcv_decode(path):
+    """mmpretrain's loader (LoadImageFromFile: mmcv.imfrombytes, flag 'color'), in RGB."""
+    with open(path, 'rb') as file:
+        return mmcv.imfrombytes(file.read(), flag='color', channel_order='rgb',
+                                backend='pillow')
+
+
+@pytest.mark.parametrize('orientation', range(1, 9))
+def test_exif_orientation_is_applied_as_mmcv_does(orientation, tmp_path, astronaut, monkeypatch):
+    """The image comes out upright, as mmcv (so mmpretrain) and OpenCV decode it, on both the
+    eager and the lazy path; the lazy crop of a turned image is the eager one exactly (it is
+    decoded at full scale, where a reduced decode's grid would be mirrored with the image)."""
+    path = write_oriented_jpeg(tmp_path, astronaut[:, :300], orientation)  # 512 x 300 pixels
+    expected = mmcv_decode(path)
+    eager = LoadImageRGB()(dict(img_path=path))
+    np.testing.assert_array_equal(eager['img'], expected)
+    assert eager['ori_shape'] == expected.shape[:2]
+    lazy = LoadImageRGB(lazy=True)(dict(img_path=path))
+    assert lazy['ori_shape'] == expected.shape[:2]
+
+    crop = RandomResizedCrop(64)  # this box would be decoded at 1/4 scale
+    monkeypatch.setattr(crop, 'sample_crop', lambda height, width: (20, 10, 280, 260))
+    lazy_out, eager_out = crop(lazy), crop(eager)
+    assert eager_out['crop_bbox'] == (10, 20, 270, 300)
+    if orientation != 1:  # (an upright file is decoded at 1/4 scale, its box snapped)
+        assert lazy_out['crop_bbox'] == eager_out['crop_bbox']
+        np.testing.assert_array_equal(lazy_out['img'], eager_out['img'])
 
 
 def test_decoded_images_pass_through(astronaut):

@@ -2,9 +2,10 @@
 
 Every image leaves this module as an ``(H, W, 3)`` uint8 RGB array, whatever the file holds
 (grayscale, CMYK, 16-bit, palette, alpha): the data preprocessor normalises with RGB mean/std and
-does no channel swap. An unreadable file is not fatal: the transform warns, counts it and returns
-``None``, and mmengine's ``BaseDataset`` then fetches another index, so one broken JPEG among a
-million does not stop a pre-training run.
+does no channel swap. It is upright: a file's EXIF orientation (a phone photo stored on its side)
+is applied, as mmcv's loaders (so mmpretrain's) and OpenCV apply it. An unreadable file is not
+fatal: the transform warns, counts it and returns ``None``, and mmengine's ``BaseDataset`` then
+fetches another index, so one broken JPEG among a million does not stop a pre-training run.
 """
 import io
 import os
@@ -14,7 +15,7 @@ from typing import BinaryIO, Optional, Tuple, Union
 
 import numpy as np
 from mmcv.transforms import BaseTransform
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from fastmim.registry import TRANSFORMS
 
@@ -24,6 +25,19 @@ UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.er
                            Image.DecompressionBombError)
 
 _unreadable_images_seen = 0
+
+# The EXIF Orientation tag (TIFF/EXIF 2.3, tag 0x0112) -> the transposition that makes the stored
+# pixels upright. 1 (or no tag, or a value outside 2-8) means they already are.
+ORIENTATION_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+SIDE_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
 
 
 class UnreadableImageWarning(UserWarning):
@@ -73,6 +87,33 @@ def pil_to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image)
 
 
+def exif_orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation, 1 to 8; 1 where it has none (or an invalid one).
+
+    Phones and cameras store a photo taken in portrait as landscape pixels plus this tag, so
+    that decoders which ignore it (PIL's ``Image.open``, torchvision's loader and nvJPEG) give
+    the photo on its side. A PNG whose EXIF follows its pixel data is decoded here to find it.
+    """
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    return orientation if orientation in ORIENTATION_TRANSPOSES else 1
+
+
+def upright(image: Image.Image, orientation: int) -> Image.Image:
+    """``image`` turned or mirrored as its ``orientation`` (:func:`exif_orientation`) says.
+
+    The orientation is passed, not read: a transposed or cropped PIL image keeps the EXIF of
+    the file, so reading it again would turn the image twice.
+    """
+    transpose = ORIENTATION_TRANSPOSES.get(orientation)
+    return image if transpose is None else image.transpose(transpose)
+
+
+def pil_to_upright_rgb(image: Image.Image) -> np.ndarray:
+    """:func:`pil_to_rgb` of the image after its EXIF orientation: what the datasets decode a
+    file to, for an image opened by other code (not for one transposed or cropped already)."""
+    return pil_to_rgb(upright(image, exif_orientation(image)))
+
+
 def apply_draft(image: Image.Image, reduction: int) -> int:
     """Ask PIL to decode ``image`` (opened, not yet loaded) at 1/``reduction`` scale.
 
@@ -106,8 +147,8 @@ def unidentified_image_error(path: str, size: int) -> OSError:
 
 
 def read_rgb_image(path: Union[str, BinaryIO]) -> np.ndarray:
-    """Decode a file (a path, or a file object such as ``io.BytesIO``) to an RGB array; raises
-    on unreadable files."""
+    """Decode a file (a path, or a file object such as ``io.BytesIO``) to an upright RGB array;
+    raises on unreadable files."""
     try:
         image = Image.open(path)
     except UnidentifiedImageError:
@@ -115,7 +156,7 @@ def read_rgb_image(path: Union[str, BinaryIO]) -> np.ndarray:
             raise
         raise unidentified_image_error(path, os.path.getsize(path)) from None
     with image:
-        return pil_to_rgb(image)
+        return pil_to_upright_rgb(image)
 
 
 class LazyImage:
@@ -127,13 +168,20 @@ class LazyImage:
     it keeps the file's bytes in ``data`` for a decoder on the model's device
     (``RandomResizedCrop(decode='device')``). ``data`` is ``None`` for an image made from an
     already opened PIL image.
+
+    ``width``, ``height`` and the boxes of :meth:`decode_region` are those of the upright image
+    (after the EXIF ``orientation``), as the eager loader decodes it.
     """
 
     def __init__(self, path: str, image: Image.Image, data: Optional[bytes] = None):
         self.path = path
         self.image = image
         self.data = data
-        self.width, self.height = image.size
+        self.orientation = exif_orientation(image)
+        width, height = image.size
+        if self.orientation in SIDE_SWAPPING_ORIENTATIONS:
+            width, height = height, width
+        self.width, self.height = width, height
 
     @classmethod
     def open(cls, path: str) -> 'LazyImage':
@@ -146,15 +194,21 @@ class LazyImage:
             raise unidentified_image_error(path, len(data)) from None
 
     def draft(self, reduction: int) -> int:
-        """:func:`apply_draft` on this image; call it before :meth:`decode_region`."""
-        return apply_draft(self.image, reduction)
+        """:func:`apply_draft` on this image; call it before :meth:`decode_region`.
+
+        An image with an EXIF orientation is decoded at full scale (returns 1): reduced pixels
+        cover whole blocks from the stored image's top-left corner, and mirrored with it they
+        would no longer start at the upright image's corner, shifting the crop. Such files are
+        rare outside phone and camera folders.
+        """
+        return apply_draft(self.image, reduction) if self.orientation == 1 else 1
 
     def decode_region(self, box: Tuple[int, int, int, int]) -> Optional[np.ndarray]:
-        """The RGB pixels of ``box`` (left, top, right, bottom in pixels of the image as drafted),
-        or ``None`` after reporting the file when it cannot be decoded (a truncated JPEG shows
-        only here, its header being intact)."""
+        """The upright RGB pixels of ``box`` (left, top, right, bottom in pixels of the upright
+        image as drafted), or ``None`` after reporting the file when it cannot be decoded (a
+        truncated JPEG shows only here, its header being intact)."""
         try:
-            return pil_to_rgb(self.image.crop(box))
+            return pil_to_rgb(upright(self.image, self.orientation).crop(box))
         except UNREADABLE_IMAGE_ERRORS as error:
             report_unreadable_image(self.path, error)
             return None

@@ -31,7 +31,9 @@ JPEG_DRAFT_REDUCTIONS = (8, 4, 2)
 MAX_ATTEMPTS = 10  # random draws before the central fallback, as in torchvision
 DECODE_PLACES = ('worker', 'device')
 # JPEG colour modes PIL reports that nvJPEG turns into RGB: grayscale and YCbCr (PIL's 'RGB').
-# CMYK and YCCK JPEGs (PIL's 'CMYK'; ImageNet's training set has about 22) it cannot.
+# CMYK and YCCK JPEGs (PIL's 'CMYK'; ImageNet's training set has about 22) it cannot. Nor can it
+# apply an EXIF orientation (torchvision's decode_jpeg does so on the CPU only): such files are
+# decoded in the worker too, so that both places give the same upright image.
 DEVICE_JPEG_MODES = ('L', 'RGB')
 
 
@@ -144,7 +146,8 @@ class RandomResizedCrop(BaseTransform):
     tensor in ``jpeg_bytes`` with the box (not snapped: no reduced decoding happens), and
     ``JpegDecodePreprocessor`` decodes, crops, resizes and flips them on the device. Files
     nvJPEG cannot take (other formats, CMYK/YCCK JPEGs, images decoded already) are decoded
-    here as with ``decode='worker'``, so a batch can mix both kinds.
+    here as with ``decode='worker'``, so a batch can mix both kinds; so are JPEGs with an EXIF
+    orientation, which nvJPEG would leave on their side.
 
     Args:
         size: output (height, width), or one int for a square.
@@ -261,7 +264,8 @@ class RandomResizedCrop(BaseTransform):
     def _device_decodable(lazy_image: Optional[LazyImage]) -> bool:
         return (lazy_image is not None and lazy_image.data is not None
                 and lazy_image.image.format == 'JPEG'
-                and lazy_image.image.mode in DEVICE_JPEG_MODES)
+                and lazy_image.image.mode in DEVICE_JPEG_MODES
+                and lazy_image.orientation == 1)
 
     def __repr__(self):
         return (f'{type(self).__name__}(size={self.size}, scale={self.scale}, '
