@@ -6,7 +6,8 @@ from fastmim.registry import TRANSFORMS
 
 from .transforms.loading import unreadable_image_count
 
-IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
+# torchvision's ImageFolder list, which holds mmpretrain's: a folder those read is read whole.
+IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 
 SHOWN = 3  # examples named in a message about many files or lines
 

@@ -81,6 +81,27 @@ def test_unlabelled_folder_and_flat_folder(imagenet_tree, photos, tmp_path):
     assert gray.shape[0] == 3 and torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
 
 
+def test_lists_the_image_files_torchvision_and_mmpretrain_list(tmp_path, photos):
+    """Every extension torchvision's ImageFolder takes (a superset of mmpretrain's), in any
+    case, with its labels: a class of TIFF scans or PPM frames beside JPEGs was left out."""
+    from torchvision.datasets import ImageFolder as TorchvisionImageFolder
+    for name in ('a.JPG', 'b.jpeg', 'c.png', 'd.ppm', 'e.bmp', 'f.pgm', 'g.TIF', 'h.tiff',
+                 'i.webp'):
+        save_photo(photos['camera'], tmp_path / 'n01_gray' / name)
+        save_photo(photos['coffee'], tmp_path / 'n02_rgb' / name.replace('pgm', 'ppm'))
+    (tmp_path / 'n02_rgb' / 'notes.txt').write_text('not an image')
+    expected = TorchvisionImageFolder(str(tmp_path)).samples
+    dataset = ImageFolder(str(tmp_path), data_prefix='', with_label=True, pipeline=PIPELINE)
+    assert [(info['img_path'], info['gt_label']) for info in dataset.load_data_list()] == \
+        expected
+    assert len(expected) == 18
+    unlabelled = ImageFolder(str(tmp_path), data_prefix='', pipeline=PIPELINE)
+    assert [info['img_path'] for info in unlabelled.load_data_list()] == \
+        [path for path, _ in expected]
+    gray = unlabelled[6]['inputs']  # g.TIF: decoded like the others
+    assert gray.shape[0] == 3 and torch.equal(gray[0], gray[2])
+
+
 def test_built_from_the_registry_with_a_dict_prefix(imagenet_tree):
     root, _ = imagenet_tree
     dataset = DATASETS.build(dict(type='ImageFolder', data_root=str(root),
