@@ -3,7 +3,7 @@ import logging
 import os
 import os.path as osp
 import warnings
-from typing import Callable, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
@@ -39,16 +39,20 @@ def is_hidden(relative_path: str) -> bool:
     return (os.sep + '.') in (os.sep + relative_path)
 
 
-def find_images(folder: str, extensions: Sequence[str]) -> Tuple[List[str], List[str]]:
+def find_images(folder: str, extensions: Sequence[str],
+                walked: Optional[Dict[str, str]] = None) -> Tuple[List[str], List[str]]:
     """All image files under ``folder``, recursively, in sorted (reproducible) order, and the
     macOS metadata left out (``._*`` files with an image extension, ``__MACOSX`` folders).
 
     Symlinked folders are followed (a class stored on another disk), but one that is a folder
     already walked raises: ``os.walk`` follows a link back to a parent until the path is too
-    long, which listed every image below it about 40 times over, without a word. A folder that
-    cannot be listed raises its ``OSError`` (naming it), which ``os.walk`` would skip.
+    long, which listed every image below it about 40 times over, without a word. ``walked``
+    (real path -> path walked) carries that record from one call to the next, so that the
+    class folders of a tree are checked against each other. A folder that cannot be listed
+    raises its ``OSError`` (naming it), which ``os.walk`` would skip.
     """
-    found, metadata, walked = [], [], {}
+    found, metadata = [], []
+    walked = {} if walked is None else walked
     for root, dirs, files in os.walk(folder, onerror=raise_error, followlinks=True):
         real = osp.realpath(root)
         if real in walked:
@@ -172,9 +176,11 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
                           f'{self.folder!r} are not used: with_label=True takes images from the '
                           f'class sub-folders only; move them into their class folders: '
                           f'{examples(loose)}', DatasetListingWarning)
-        data_list, empty = [], []
+        data_list, empty, walked = [], [], {}
         for label, name in enumerate(classes):
-            paths, in_class = find_images(osp.join(self.folder, name), self.extensions)
+            # One record of the folders walked: a class linked to another's folder would list
+            # its images under two labels.
+            paths, in_class = find_images(osp.join(self.folder, name), self.extensions, walked)
             metadata.extend(in_class)
             if not paths:
                 empty.append(osp.join(self.folder, name))

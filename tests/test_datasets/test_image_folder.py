@@ -270,6 +270,21 @@ def test_a_symlink_loop_in_the_folder_is_named_not_walked(with_label, imagenet_t
         ImageFolder(str(root), with_label=with_label)
 
 
+@pytest.mark.parametrize('link_name, target', [('n04_person_too', 'n01_person'),
+                                               ('n00_cat_sub', 'n02_cat/sub')])
+def test_two_classes_linked_to_one_folder_are_named(link_name, target, imagenet_tree):
+    """Each class folder was walked on its own, so a class linked to another class's folder
+    (or to a folder inside it) listed the same images under two labels without a word, where
+    the unlabelled listing of the same tree raises."""
+    root, _ = imagenet_tree
+    link = root / 'train' / link_name
+    link.symlink_to(root / 'train' / target)
+    with pytest.raises(ValueError, match=re.escape(f"'{root / 'train'}/") + ".* again"):
+        ImageFolder(str(root), with_label=True)
+    with pytest.raises(ValueError, match='again'):
+        ImageFolder(str(root), with_label=False)
+
+
 def test_symlinked_class_folders_are_followed(imagenet_tree, tmp_path_factory):
     root, files = imagenet_tree
     elsewhere = tmp_path_factory.mktemp('other_disk') / 'n02_cat'
