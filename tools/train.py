@@ -59,7 +59,9 @@ def set_mixed_precision(optim_wrapper, dtype=None):
 
 
 def apply_args(cfg, args):
-    """Fold the command-line flags into the config, as mmpretrain's train.py does."""
+    """Fold the command-line flags into the config, as mmpretrain's train.py does. A config
+    that sets ``resume = True`` itself (no checkpoint named) resumes from the work dir's latest
+    checkpoint as ``--resume`` finds it, moved work dirs included."""
     apply_launch_args(cfg, args)
     if args.amp or args.amp_dtype:
         set_mixed_precision(cfg.optim_wrapper, args.amp_dtype)
@@ -69,6 +71,8 @@ def apply_args(cfg, args):
         enable_auto_scale_lr(cfg)
     if args.resume is not None:
         apply_resume(cfg, args.resume)
+    elif cfg.get('resume') and not cfg.get('load_from'):
+        cfg.load_from = latest_checkpoint(cfg.work_dir)
 
 
 def add_compile_hook(cfg):
@@ -162,11 +166,10 @@ def skip_pretrained_init_when_resuming(cfg):
     needed: without this, a pre-training file moved or cleaned up since the run started stopped
     the resume with 'checkpoint not found'. A run with nothing to resume yet keeps them."""
     from mmengine.logging import print_log
-    from mmengine.runner import find_latest_checkpoint
 
     if not cfg.get('resume'):
         return
-    resume_from = cfg.get('load_from') or find_latest_checkpoint(cfg.work_dir)
+    resume_from = cfg.get('load_from') or latest_checkpoint(cfg.work_dir)
     if resume_from is None:
         return
     for name, checkpoint in _drop_pretrained_inits(cfg.model, 'model'):

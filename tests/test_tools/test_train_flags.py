@@ -94,6 +94,26 @@ def test_resume_in_a_moved_or_copied_work_dir_takes_its_own_checkpoint(tmp_path,
     assert cfg.resume and cfg.load_from == str(new / 'epoch_3.pth')
 
 
+def test_a_config_that_resumes_itself_takes_the_moved_work_dirs_checkpoint(tmp_path, train):
+    """``resume = True`` in a config (mmengine's way, without ``--resume``) left the search to
+    mmengine, which followed the old absolute path of a moved work dir."""
+    save_checkpoint_record(tmp_path / 'old')
+    (tmp_path / 'old').rename(tmp_path / 'new')
+    cfg = flags_applied(train, tmp_path / 'new', '--cfg-options', 'resume=True')
+    assert cfg.resume and cfg.load_from == str(tmp_path / 'new' / 'epoch_3.pth')
+
+
+def test_a_config_that_resumes_itself_keeps_its_load_from_and_an_empty_work_dir(tmp_path,
+                                                                              train):
+    """mmengine resumes from a configured load_from, and starts afresh with nothing to
+    resume; both stay so."""
+    cfg = flags_applied(train, tmp_path / 'work', '--cfg-options', 'resume=True',
+                        f'load_from={tmp_path / "given.pth"}')
+    assert cfg.resume and cfg.load_from == str(tmp_path / 'given.pth')
+    cfg = flags_applied(train, tmp_path / 'empty', '--cfg-options', 'resume=True')
+    assert cfg.resume and cfg.load_from is None
+
+
 def test_resume_keeps_a_last_checkpoint_that_names_the_work_dir_through_a_link(tmp_path, train):
     real = tmp_path / 'real'
     recorded = save_checkpoint_record(real)
