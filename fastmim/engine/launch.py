@@ -245,7 +245,7 @@ def load_config(path, cfg_options=None):
                       logger='current', level=logging.WARNING)
         cfg.merge_from_dict(cfg_options)
     _refuse_unusable_counts(cfg, path)
-    warn_unused_pipelines(cfg, path)
+    warn_unused_pipelines(cfg, path, cfg_options)
     warn_schedule_length(cfg, path, cfg_options)
     return cfg
 

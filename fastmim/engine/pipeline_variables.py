@@ -17,13 +17,17 @@ PIPELINE_USERS = (('train_pipeline', ('train_dataloader', )),
                   ('test_pipeline', ('val_dataloader', 'test_dataloader')))
 
 
-def warn_unused_pipelines(cfg, path):
+def warn_unused_pipelines(cfg, path, cfg_options=None):
     """Log a warning for each dataloader whose dataset pipeline differs from the variable its
-    config family feeds it with (scopes that inheritance adds are not a difference)."""
+    config family feeds it with (scopes that inheritance adds are not a difference). A
+    dataloader pipeline that ``cfg_options`` change is what the user means to run; the
+    variable is then left behind, not named."""
     for variable, loaders in PIPELINE_USERS:
         if variable not in cfg:
             continue
         for loader in loaders:
+            if _changed_on_command_line(f'{loader}.dataset.pipeline', cfg_options or {}):
+                continue
             pipeline = (cfg.get(loader) or {}).get('dataset', {}).get('pipeline')
             if pipeline is not None and _unscoped(pipeline) != _unscoped(cfg[variable]):
                 print_log(
@@ -33,6 +37,10 @@ def warn_unused_pipelines(cfg, path):
                     f'{loader}.dataset.pipeline, or set {loader} = dict(dataset=dict('
                     f'pipeline={variable})) after changing it', logger='current',
                     level=logging.WARNING)
+
+
+def _changed_on_command_line(key, cfg_options):
+    return any(option == key or option.startswith(f'{key}.') for option in cfg_options)
 
 
 def _unscoped(node):

@@ -190,6 +190,13 @@ def test_a_changed_train_pipeline_that_does_not_reach_the_dataloader_is_named(
                                          'train_pipeline.1.size': 96})
 
 
+def test_the_running_pipeline_changed_on_the_command_line_is_not_named(pipeline_warnings):
+    """The warning told a user who changed train_dataloader.dataset.pipeline, as it asks, to
+    change that pipeline; the variable is then left behind, as the schedule check leaves a
+    length variable that --cfg-options train_cfg... overrides."""
+    assert not pipeline_warnings(DEMO, {'train_dataloader.dataset.pipeline.1.size': 96})
+
+
 def test_shipped_configs_use_their_pipeline_variables(pipeline_warnings):
     """Including the mmseg ones, whose inherited variables carry the _scope_ mmengine adds."""
     for config in [SEGMENTATION, *sorted((ROOT / 'configs').rglob('*.py'))]:
