@@ -4,7 +4,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from fastmim.registry import TRANSFORMS
 
-from .transforms.loading import unreadable_image_count
+from .transforms.loading import unreadable_image_count, why_unreadable
 
 # torchvision's ImageFolder list, which holds mmpretrain's: a folder those read is read whole.
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
@@ -78,26 +78,43 @@ def is_local(path: str, backend_args: Optional[dict]) -> bool:
 
 
 class NamedRefetchFailure:
-    """Mixin for datasets of image files: name the dataset when no sample can be loaded.
+    """Mixin for datasets of image files: name the dataset, and the file where there is one,
+    when a sample cannot be loaded.
 
     mmengine's ``BaseDataset`` draws another index when the pipeline rejects a sample (an
     unreadable file, see ``LoadImageRGB``) and after ``max_refetch`` such draws in a row raises a
-    bare ``Exception('Cannot find valid image after 1000! ...')``, which no caller can tell from
-    a bug, so ``tools/train.py`` showed a traceback. This raises a ``ValueError`` naming the
-    folder or list file instead. Put it first in the bases.
+    bare ``Exception('Cannot find valid image after 1000! ...')``; with ``test_mode=True`` (an
+    evaluation set, where another image in its place would be counted twice) it draws none and
+    raises a bare ``Exception('Test time pipline should not get `None` data_sample')``. No
+    caller can tell these from a bug, so ``tools/train.py`` showed a traceback, and neither says
+    which file or what is wrong. This raises a ``ValueError`` saying so instead. Put it first in
+    the bases.
     """
 
     def __getitem__(self, idx):
         try:
             return super().__getitem__(idx)
         except Exception as error:  # mmengine's bare Exception, told apart by type and text
-            if type(error) is not Exception or not str(error).startswith('Cannot find valid'):
+            if type(error) is not Exception:
                 raise
-            raise ValueError(self._refetch_failure(int(idx))) from None
+            if str(error).startswith('Cannot find valid'):
+                raise ValueError(self._refetch_failure(int(idx))) from None
+            if str(error).startswith('Test time pipline'):
+                raise ValueError(self._test_mode_failure(int(idx))) from None
+            raise
+
+    def _source(self) -> str:
+        return self.ann_file or self.data_prefix.get('img_path') or self.data_root
+
+    def _test_mode_failure(self, idx: int) -> str:
+        path = self.get_data_info(idx).get('img_path')
+        reason = why_unreadable(path) or 'the pipeline rejected it (returned None)'
+        return (f'{type(self).__name__} ({self._source()!r}, test_mode=True): cannot load sample '
+                f'{idx}, {path!r}: {reason}; an evaluation set evaluates no other image in '
+                f'its place (that one would count twice): replace or remove the file')
 
     def _refetch_failure(self, idx: int) -> str:
-        source = self.ann_file or self.data_prefix.get('img_path') or self.data_root
-        return (f'{type(self).__name__} ({source!r}): no readable image in '
+        return (f'{type(self).__name__} ({self._source()!r}): no readable image in '
                 f'{self.max_refetch + 1} tries from index {idx}: the pipeline rejected every '
                 f'sample drawn ({unreadable_image_count()} unreadable images skipped so far in '
                 f'this process, named in the warnings above); remove or replace broken files')

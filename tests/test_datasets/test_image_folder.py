@@ -3,10 +3,12 @@ broken and unusual files."""
 import os
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 from PIL import Image
 from skimage import data as skdata
 
@@ -16,6 +18,7 @@ from fastmim.datasets.utils import DatasetListingWarning
 from fastmim.registry import DATASETS
 
 PIPELINE = [dict(type='LoadImageRGB'), dict(type='PackInputs')]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def save_photo(array, path, **kwargs):
@@ -232,6 +235,48 @@ def test_a_dataset_of_unreadable_files_ends_in_one_error_naming_it(kind, tmp_pat
         with pytest.raises(ValueError, match=re.escape(f"{type(dataset).__name__} ('{where}'): "
                                                        'no readable image in 4 tries')):
             dataset[0]
+
+
+def truncate_one_image(imagenet_tree):
+    root, files = imagenet_tree
+    broken = files['n02_cat'][0]
+    with open(broken, 'r+b') as file:
+        file.truncate(600)  # the header is intact, the pixels are not
+    return root, broken
+
+
+@pytest.mark.parametrize('kind', ['folder', 'list'])
+def test_an_evaluation_dataset_names_an_unreadable_image_instead_of_replacing_it(
+        kind, imagenet_tree):
+    """With test_mode=True mmengine does not draw another index (the metric would count that
+    image twice and this one not at all), but raised a bare ``Exception('Test time pipline
+    should not get `None` data_sample')`` that named neither the file nor what was wrong."""
+    root, broken = truncate_one_image(imagenet_tree)
+    if kind == 'folder':
+        dataset = ImageFolder(str(root), with_label=True, pipeline=PIPELINE, test_mode=True)
+    else:
+        write_list(root / 'val.txt', ['n01_person/astro.jpg 0', 'n02_cat/chelsea.JPEG 1'])
+        dataset = ImageList('val.txt', data_root=str(root), data_prefix='train',
+                            pipeline=PIPELINE, test_mode=True)
+    index = [info['img_path'] for info in dataset.load_data_list()].index(broken)
+    with pytest.warns(UnreadableImageWarning):
+        with pytest.raises(ValueError, match=re.escape(f"sample {index}, '{broken}': OSError: ")
+                           + '.*[Tt]runcated'):
+            dataset[index]
+
+
+def test_the_evaluation_datasets_of_the_recipes_do_not_replace_unreadable_images(
+        imagenet_tree):
+    """The fine-tuning recipes' validation (and test) set: an unreadable image was evaluated as
+    a copy of a random other one, with its label, and only a warning said so."""
+    root, broken = truncate_one_image(imagenet_tree)
+    cfg = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'datasets' / 'imagenet_ft_224.py'))
+    dataset_cfg = dict(cfg.val_dataloader.dataset, data_root=str(root), data_prefix='train')
+    dataset = DATASETS.build(dataset_cfg)
+    index = [info['img_path'] for info in dataset.load_data_list()].index(broken)
+    with pytest.warns(UnreadableImageWarning):
+        with pytest.raises(ValueError, match=re.escape(broken)):
+            dataset[index]
 
 
 def test_image_list_from_windows_tools_reads_as_written(imagenet_tree):

@@ -40,8 +40,10 @@ val_dataloader = dict(
     pin_memory=True,
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
+    # test_mode: an unreadable image is an error naming it, not replaced by a random other
+    # image (which the metric would count twice), as training does.
     dataset=dict(type=dataset_type, data_root=data_root, data_prefix='val', with_label=True,
-                 pipeline=test_pipeline),
+                 pipeline=test_pipeline, test_mode=True),
 )
 val_evaluator = dict(type='Accuracy', topk=(1, 5))
 

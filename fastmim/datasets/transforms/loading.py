@@ -25,6 +25,7 @@ UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.er
                            Image.DecompressionBombError)
 
 _unreadable_images_seen = 0
+_last_unreadable_image = None  # (path, what was wrong with it)
 
 # The EXIF Orientation tag (TIFF/EXIF 2.3, tag 0x0112) -> the transposition that makes the stored
 # pixels upright. 1 (or no tag, or a value outside 2-8) means they already are.
@@ -52,13 +53,23 @@ def unreadable_image_count() -> int:
     return _unreadable_images_seen
 
 
+def why_unreadable(path: str) -> Optional[str]:
+    """What was wrong with ``path`` (``'OSError: image file is truncated ...'``) when it was the
+    last file reported unreadable in this process, else ``None``: for an error raised after
+    the transform returned ``None``, which keeps no reason."""
+    if _last_unreadable_image is not None and _last_unreadable_image[0] == path:
+        return _last_unreadable_image[1]
+    return None
+
+
 def report_unreadable_image(path: str, error: BaseException,
                             replacement: Optional[str] = None) -> None:
     """Count a skipped file and warn with its path, so broken files can be found and removed;
     ``replacement`` names the image used in its place, where one was (JpegDecodePreprocessor
     keeps its batch's size)."""
-    global _unreadable_images_seen
+    global _unreadable_images_seen, _last_unreadable_image
     _unreadable_images_seen += 1
+    _last_unreadable_image = path, f'{type(error).__name__}: {error}'
     instead = '' if replacement is None else f', replaced by a copy of {replacement}'
     warnings.warn(
         f'skipped unreadable image {path} ({type(error).__name__}: {error}){instead}; '
