@@ -30,6 +30,15 @@ def write_metrics(path, metrics):
     AtomicLocalBackend().put_text(text, path)
 
 
+def check_checkpoint_file(path):
+    """Refuse a CHECKPOINT that is no file before the runner writes to the work dir, in the
+    words of the checkpoint loader: a folder (a work dir given for a checkpoint in it) is named
+    with the checkpoints it holds, a missing file with the newest ones beside it."""
+    from fastmim.engine.checkpoint import load_from_local
+    if not osp.isfile(path):
+        load_from_local(path)  # raises CheckpointError for anything that is not a file
+
+
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
@@ -37,8 +46,7 @@ def main(argv):
                                        check_output_file, load_config)
 
     check_launcher_env(args.launcher)
-    if not osp.isfile(args.checkpoint):
-        raise LaunchError(f'checkpoint not found: {args.checkpoint}')
+    check_checkpoint_file(args.checkpoint)
     if args.out:  # written after the whole evaluation: a path that cannot be is refused now
         check_output_file(args.out, folders_made=True)
     cfg = load_config(args.config, args.cfg_options)

@@ -1,0 +1,47 @@
+"""tools/test.py CHECKPOINT that is no file: the same hint as every other checkpoint loading.
+
+A work dir given instead of a checkpoint in it (``tools/test.py CONFIG work_dirs/demo_ft``) was
+refused as 'checkpoint not found: work_dirs/demo_ft', a folder that is there; tools/train.py
+names the checkpoints in it, newest first, and so does tools/test.py now."""
+import os
+from pathlib import Path
+
+import pytest
+
+from fastmim.engine.checkpoint import CheckpointError
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
+
+
+@pytest.fixture
+def work_dir(tmp_path):
+    """A fine-tuning work dir with two checkpoints, epoch_2.pth the newer."""
+    folder = tmp_path / 'demo_ft'
+    folder.mkdir()
+    for age, name in ((200, 'epoch_1.pth'), (100, 'epoch_2.pth')):
+        (folder / name).write_bytes(b'not read: the path is refused first')
+        os.utime(folder / name, (1e9 - age, 1e9 - age))
+    return folder
+
+
+def run_test_tool(load_script, checkpoint, tmp_path):
+    load_script(ROOT / 'tools' / 'test.py').main(
+        [str(CONFIG), str(checkpoint), '--work-dir', str(tmp_path / 'test_run')])
+
+
+def test_a_work_dir_given_as_checkpoint_names_its_checkpoints(load_script, work_dir, tmp_path):
+    with pytest.raises(CheckpointError, match=f'^{work_dir} is a folder; a checkpoint is a file. '
+                                              f'Checkpoints in {work_dir}, newest first: '
+                                              f'epoch_2.pth, epoch_1.pth$'):
+        run_test_tool(load_script, work_dir, tmp_path)
+    assert not (tmp_path / 'test_run').exists()  # refused before the runner writes anything
+
+
+def test_a_missing_checkpoint_names_the_ones_beside_it(load_script, work_dir, tmp_path):
+    missing = work_dir / 'epoch_3.pth'
+    with pytest.raises(CheckpointError, match=f'^checkpoint not found: {missing}. Other '
+                                              f'checkpoints in {work_dir}, newest first: '
+                                              f'epoch_2.pth, epoch_1.pth$'):
+        run_test_tool(load_script, missing, tmp_path)
+    assert not (tmp_path / 'test_run').exists()
