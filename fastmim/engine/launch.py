@@ -16,6 +16,7 @@ import logging
 import os
 import os.path as osp
 import tempfile
+import time
 
 import torch
 import torch.distributed as torch_dist
@@ -503,6 +504,27 @@ def positive_int(text):
     return value
 
 
+# Where each launcher tells a process its index on its node, before the process group forms.
+LOCAL_RANK_VARIABLES = ('LOCAL_RANK', 'SLURM_LOCALID', 'OMPI_COMM_WORLD_LOCAL_RANK')
+# How long the other processes of a node leave the first one to report an error they share.
+FIRST_PROCESS_GRACE_S = 10
+
+
+def _let_the_first_process_report():
+    """Before the process group forms, every process of a node checks the same config and
+    files, so a mistake failed on each with the same line (``dist_train.sh CONFIG 8`` printed
+    it 8 times), and torchrun stopped the rest at the first exit, sometimes before the first
+    process had printed. A process other than the node's first now waits: torchrun stops it
+    once the first has reported, and an error of its own (it is still running) is reported
+    after the wait. Once the processes have met, each reports what it hits at once."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        return
+    local_rank = next((os.environ[name] for name in LOCAL_RANK_VARIABLES
+                       if name in os.environ), '0')
+    if local_rank.strip() not in ('', '0'):
+        time.sleep(FIRST_PROCESS_GRACE_S)
+
+
 def run_cli(main, argv=None):
     """Run ``main(argv)``; a user error ends with one line on stderr instead of a traceback.
 
@@ -534,6 +556,7 @@ def run_cli(main, argv=None):
     except Exception as error:
         if debug or not is_user_error(error, project_errors=(LaunchError,)):
             raise
+        _let_the_first_process_report()
         print(f'error: {user_message(error)}', file=sys.stderr)
         sys.exit(1)
     finally:

@@ -1,6 +1,8 @@
 """The command-line arguments tools/train.py and tools/test.py share (fastmim.engine.launch)."""
 import argparse
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,10 @@ def parse(argv):
 
 
 def test_local_rank_of_torch_distributed_launch_reaches_mmengine(monkeypatch):
-    monkeypatch.delenv('LOCAL_RANK', raising=False)
+    # setenv first, so that the LOCAL_RANK parse() sets is removed after the test (delenv of
+    # an absent variable records nothing to undo)
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    monkeypatch.delenv('LOCAL_RANK')
     parse(['x.py', '--local-rank', '3'])  # torch.distributed.launch appends it
     assert os.environ['LOCAL_RANK'] == '3'
     parse(['x.py', '--local_rank', '5'])  # a LOCAL_RANK already set (torchrun's) is kept
@@ -156,6 +161,41 @@ def test_a_checked_error_and_a_call_with_a_key_the_module_lacks_are_one_line(cap
     code, err = _run_failing(unknown_key, capsys)
     assert code == 1 and err.startswith('error: TypeError: ') and "'cell_width'" in err
     assert err.count('\n') == 1
+
+
+@pytest.mark.parametrize('local_rank', ['LOCAL_RANK', 'SLURM_LOCALID'])
+def test_a_user_error_before_the_processes_meet_waits_for_the_nodes_first_process(
+        capsys, monkeypatch, local_rank):
+    """tools/dist_train.sh CONFIG 8 with a missing data_root printed the same line 8 times;
+    the other processes of a node now leave the first one time to report it."""
+    def checked(argv):
+        raise launch.LaunchError('train_dataloader.dataset.data_root: folder data/x not found')
+
+    waits = []
+    monkeypatch.setattr(launch.time, 'sleep', waits.append)
+    monkeypatch.delenv('LOCAL_RANK', raising=False)
+    line = 'error: LaunchError: train_dataloader.dataset.data_root: folder data/x not found\n'
+    for rank, waited in (('3', [launch.FIRST_PROCESS_GRACE_S]), ('0', [])):
+        monkeypatch.setenv(local_rank, rank)
+        assert _run_failing(checked, capsys) == (1, line)  # reported when still running
+        assert waits == waited
+        waits.clear()
+
+
+def test_torchrun_shows_an_error_every_process_hits_once(tmp_path):
+    """The real launch: torchrun stops the waiting processes when the first one exits."""
+    script = tmp_path / 'fails.py'
+    script.write_text('from fastmim.engine.launch import LaunchError, run_cli\n\n\n'
+                      'def main(argv):\n'
+                      "    raise LaunchError('folder data/x not found')\n\n\n"
+                      'run_cli(main)\n')
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
+    env.pop('LOCAL_RANK', None)
+    done = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                           '--nproc-per-node', '3', str(script)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.count('error: LaunchError: folder data/x not found') == 1, done.stderr
 
 
 def test_ctrl_c_is_one_line_and_the_sigint_status(capsys):
