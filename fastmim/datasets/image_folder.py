@@ -87,7 +87,8 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
     Problems with the folder (missing, no images, an empty class, a class linked to a folder
     that is gone, a symlink loop) raise at construction, naming the path, so they surface before
     training starts. Unreadable files are found later, when decoded, and skipped (see
-    ``LoadImageRGB``).
+    ``LoadImageRGB``); with ``test_mode=True`` (an evaluation set) one raises a ``ValueError``
+    naming it instead, since the image drawn in its place would be evaluated twice.
 
     Args:
         data_root: dataset root directory.

@@ -36,7 +36,8 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
     first listed image must exist, which catches a wrong ``data_root`` before training starts.
     With labels, ``metainfo['max_label']`` is the largest one. Lines that repeat an image are
     kept (oversampling) and named once in a ``DatasetListingWarning``.
-    Other missing or unreadable images are skipped with a warning when loaded.
+    Other missing or unreadable images are skipped with a warning when loaded, or raise a
+    ``ValueError`` naming them with ``test_mode=True`` (an evaluation set).
 
     Args:
         ann_file: the list file; relative paths are taken from ``data_root``.
