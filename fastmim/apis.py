@@ -24,7 +24,7 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from fastmim.datasets.transforms.loading import pil_to_rgb
+from fastmim.datasets.transforms.loading import pil_to_rgb, pil_to_upright_rgb
 from fastmim.errors import CheckpointError
 from fastmim.models.algorithms.image_classifier import pool_features
 from fastmim.models.utils.load_problems import LoadProblems
@@ -161,8 +161,10 @@ def _is_one_image(images) -> bool:
 
 
 def load_images(images: Union[ImageInput, Sequence[ImageInput]]) -> List[np.ndarray]:
-    """``(H, W, 3)`` uint8 RGB arrays of one image or a list of images (paths are decoded as the
-    datasets decode them: grayscale, CMYK, 16-bit and palette images become RGB)."""
+    """``(H, W, 3)`` uint8 RGB arrays of one image or a list of images. Paths are decoded as the
+    datasets decode them: grayscale, CMYK, 16-bit and palette images become RGB, and a photo
+    stored on its side is turned upright by its EXIF orientation. A PIL image is taken as it
+    is (``PIL.ImageOps.exif_transpose`` turns one opened by hand)."""
     if _is_one_image(images):
         images = [images]
     if not len(images):
@@ -179,7 +181,7 @@ def load_images(images: Union[ImageInput, Sequence[ImageInput]]) -> List[np.ndar
                 raise FileNotFoundError(f'image not found: {image}')
             try:
                 with Image.open(image) as opened:
-                    image = pil_to_rgb(opened)
+                    image = pil_to_upright_rgb(opened)
             except (UnidentifiedImageError, OSError) as error:
                 raise ValueError(f'cannot read image {image}: {error}') from None
         elif isinstance(image, Image.Image):

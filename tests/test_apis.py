@@ -137,3 +137,18 @@ def test_an_empty_list_of_images_is_named():
     model = get_model(FINETUNE, **TINY_ARCH)
     with pytest.raises(ValueError, match='no images given'):
         extract_features(model, [])
+
+
+def test_a_path_is_decoded_upright_as_the_datasets_decode_it(tmp_path):
+    """A phone photo stored on its side (EXIF orientation 6) came out sideways from a path,
+    while the datasets turn it upright; mmcv's decoder is the independent reference."""
+    import mmcv
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / 'portrait.png'
+    Image.fromarray(pixels).save(path, exif=exif)
+    [decoded] = load_images(path)
+    expected = mmcv.imfrombytes(path.read_bytes(), backend='pillow', channel_order='rgb')
+    assert decoded.shape == (50, 30, 3)
+    np.testing.assert_array_equal(decoded, expected)

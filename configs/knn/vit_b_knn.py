@@ -33,8 +33,10 @@ bank_dataloader = dict(
     pin_memory=True,
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
+    # test_mode: an unreadable image is an error naming it, not a feature of a random other
+    # image put in the bank in its place.
     dataset=dict(type='ImageFolder', data_root='data/imagenet', data_prefix='train',
-                 with_label=True, pipeline={{_base_.test_pipeline}}),
+                 with_label=True, pipeline={{_base_.test_pipeline}}, test_mode=True),
 )
 test_cfg = dict(type='KNNTestLoop', bank_dataloader=bank_dataloader, fp16=True)
 test_evaluator = dict(type='Accuracy', topk=(1, 5), prefix='knn')
