@@ -204,3 +204,24 @@ def test_readme_one_gpu_command_loads_without_schedule_warnings(downstream, load
                                             'accumulative_counts=8')
     logged = load_config_log(CONFIG, options)
     assert not [line for line in logged if 'max_iters' in line or 'param_scheduler' in line]
+
+
+def test_auxiliary_head_reads_the_stride_32_level_as_the_reference(downstream):
+    """The release's config (mmseg-v0.28/configs/vit/fastmim_vit_base_cfg.py) puts its FCN
+    auxiliary head on ``in_index=3``: the max-pooled output of block 12, stride 32 (256 channels,
+    one conv, loss weight 0.4). mmseg's upernet_mae base, which the config inherits, reads
+    index 2 (block 10, stride 16), so the auxiliary loss trained other blocks than the recipe."""
+    cfg = Config.fromfile(str(CONFIG))
+    auxiliary = cfg.model.auxiliary_head
+    assert auxiliary.in_index == 3 and auxiliary.channels == 256 and auxiliary.num_convs == 1
+    assert auxiliary.in_channels == 768 and not auxiliary.concat_input
+
+    _, model = downstream.build_model(CONFIG, {**downstream.TINY_VIT,
+                                               'model.backbone.init_cfg': None}, 'mmseg')
+    model.eval()
+    with torch.no_grad():
+        features = model.extract_feat(torch.zeros(1, 3, 256, 256))
+        logits = model.auxiliary_head(features)
+    assert [tuple(level.shape[-2:]) for level in features] == [(64, 64), (32, 32), (16, 16),
+                                                               (8, 8)]
+    assert tuple(logits.shape) == (1, 150, 8, 8)  # 256 px / 32

@@ -12,7 +12,8 @@
 # - neck: mmseg's Feature2Pyramid, i.e. deconv x2 (stride 4), deconv (8), identity (16),
 #   max-pool (32), the BEiT multi-level design of the reference;
 # - data: mmseg's ADE20K dataset, with each label map checked as it is loaded;
-# - UperNet channels 768, pool scales 1, 2, 3, 6; FCN auxiliary head, loss weight 0.4;
+# - UperNet channels 768, pool scales 1, 2, 3, 6; FCN auxiliary head on the stride-32 level
+#   (block 12 max-pooled, the reference's in_index=3), loss weight 0.4;
 # - AdamW lr 3e-4 wd 0.05 with layer-wise lr decay 0.75, linear warmup 1500 iterations then
 #   poly (power 1.0) to 0; slide inference with 512 crops and stride 341.
 #
@@ -64,7 +65,9 @@ model = dict(
     decode_head=dict(
         in_channels=[768, 768, 768, 768], channels=768, pool_scales=(1, 2, 3, 6),
         num_classes=num_classes),
-    auxiliary_head=dict(in_channels=768, num_classes=num_classes),
+    # The reference's auxiliary head reads the last level (stride 32, block 12 max-pooled);
+    # mmseg's upernet_mae base reads index 2 (stride 16, block 10).
+    auxiliary_head=dict(in_channels=768, in_index=3, num_classes=num_classes),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
 
 # 2 images per GPU x 8 GPUs. mmseg's ADE20KDataset whose pipeline checks each label map against
