@@ -16,6 +16,7 @@ from mmengine.structures import BaseDataElement
 from fastmim.datasets import EmbeddedPhotos
 from fastmim.engine.launch import adapt_to_device
 from fastmim.evaluation import KNNClassifier, gather_bank, knn_class_scores
+from fastmim.evaluation.knn import BankSmallerThanKWarning
 
 IMAGENET_MEAN = np.array([123.675, 116.28, 103.53])
 IMAGENET_STD = np.array([58.395, 57.12, 57.375])
@@ -202,3 +203,54 @@ def test_the_demo_bank_crops_do_not_depend_on_the_process_state():
                                          diff_rank_seed=True)
         banks.append(next(iter(loader))['inputs'])
     assert all(torch.equal(first, second) for first, second in zip(*banks))
+
+
+def demo_runner(tmp_path, bank_samples, k):
+    """The kNN test loop on scikit-image's 16 photos: the bank holds the first
+    ``bank_samples`` of them (labels 0, 1, ...), the test split every photo once."""
+    loader = dict(batch_size=8, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False))
+    cfg = Config(dict(
+        default_scope='fastmim',
+        work_dir=str(tmp_path),
+        randomness=dict(seed=0),
+        model=dict(type='KNNClassifier', backbone=TINY_VIT, k=k, temperature=0.07),
+        test_dataloader=dict(loader, dataset=dict(
+            type='EmbeddedPhotos', sources='skimage', num_samples=16,
+            pipeline=real_photo_pipeline(0.875))),
+        test_evaluator=dict(type='Accuracy', topk=(1, 5), prefix='knn'),
+        test_cfg=dict(type='KNNTestLoop', bank_dataloader=dict(loader, dataset=dict(
+            type='EmbeddedPhotos', sources='skimage', num_samples=bank_samples,
+            pipeline=real_photo_pipeline(0.875)))),
+    ))
+    adapt_to_device(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def refuse_extraction(*args):
+    raise AssertionError('the bank was extracted before the check')
+
+
+@pytest.mark.skipif(not PHOTOS, reason='scikit-image photos are not installed')
+def test_test_classes_the_bank_lacks_are_refused_before_the_bank_is_extracted(tmp_path,
+                                                                               monkeypatch):
+    """A bank of 8 of the 16 photos (a list file or subset that misses classes): the 8 other
+    test photos can never be voted their class, and knn/top1 was reported without a word
+    (at most 50 here)."""
+    runner = demo_runner(tmp_path, bank_samples=8, k=4)
+    monkeypatch.setattr(type(runner.test_loop), 'extract_bank', refuse_extraction)
+    names = runner.test_loop.dataloader.dataset.metainfo['classes']
+    with pytest.raises(ValueError, match=rf"8 of the 16 test images are of 8 classes that "
+                                         rf"test_cfg\.bank_dataloader\.dataset has no image of "
+                                         rf"\(8 '{names[8]}', 9 '{names[9]}'"):
+        runner.test()
+
+
+@pytest.mark.skipif(not PHOTOS, reason='scikit-image photos are not installed')
+def test_k_larger_than_the_bank_is_named(tmp_path):
+    """DINO's kNN fails on k > bank size (topk out of range); here every query was silently
+    voted on by the whole bank and the result reported as the kNN with that k. It is a warning,
+    not an error: the config smoke tests run every kNN config on a bank of two photos."""
+    runner = demo_runner(tmp_path, bank_samples=16, k=20)
+    with pytest.warns(BankSmallerThanKWarning, match=r'k=20 neighbours, but test_cfg\.'
+                                                     r'bank_dataloader\.dataset holds 16 images'):
+        runner.test()
