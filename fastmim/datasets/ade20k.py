@@ -1,16 +1,26 @@
 """mmseg's ADE20K dataset, with every label map checked against its image and the classes.
 
-A label PNG of another size than its image passes mmseg's pipeline (both are resized and
+mmseg lists the images of ``data_prefix['img_path']`` and pairs each with the label map of the
+same name without looking for it: a missing label PNG stops training with a
+``FileNotFoundError`` in a dataloader worker whenever the sampler reaches it, and a folder with
+no image of ``img_suffix`` ends in ``need at least one array to concatenate``.
+:class:`CheckedADE20KDataset` names both when the dataset is built. A label PNG of another size than its image passes mmseg's pipeline (both are resized and
 cropped alike) and fails only when the batch is stacked, as ``stack expects each tensor to be
 equal size``, naming no file; a label value that is no class and not the ignore index reaches
 the loss as ``IndexError: Target ... is out of bounds`` (on a GPU, a device-side assert).
 :class:`CheckedADE20KDataset` checks each map as it is loaded and names the file.
 """
+import os
+import os.path as osp
+from collections import Counter
+
 import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.datasets import ADE20KDataset
 
 from fastmim.registry import DATASETS
+
+from .utils import examples, is_local
 
 
 class CheckSegMap(BaseTransform):
@@ -54,3 +64,38 @@ class CheckedADE20KDataset(ADE20KDataset):
                  if type(step).__name__ == 'LoadAnnotations']
         for index in reversed(loads):
             steps.insert(index + 1, check)
+
+    def load_data_list(self):
+        data_list = super().load_data_list()
+        if not data_list:
+            raise ValueError(self._why_no_image())
+        self._check_label_maps_exist(data_list)
+        return data_list
+
+    def _why_no_image(self) -> str:
+        """What the image folder (or list file) holds instead of images of ``img_suffix``."""
+        if self.ann_file and not osp.isdir(self.ann_file):
+            return f'{self.ann_file}: lists no image'
+        folder = self.data_prefix['img_path']
+        found = 'an empty folder'
+        if is_local(folder, self.backend_args) and osp.isdir(folder):
+            suffixes = Counter(osp.splitext(name)[1] or name
+                               for _, _, names in os.walk(folder) for name in names)
+            if suffixes:
+                found = ', '.join(f'{count} {suffix} files'
+                                  for suffix, count in suffixes.most_common(3))
+        return f'{folder}: no image ending in {self.img_suffix!r} (img_suffix) in it: {found}'
+
+    def _check_label_maps_exist(self, data_list) -> None:
+        """Every listed image has its label map (local files; a test set without labels has
+        no ``seg_map_path`` to check)."""
+        missing = [info for info in data_list if 'seg_map_path' in info
+                   and is_local(info['seg_map_path'], self.backend_args)
+                   and not osp.isfile(info['seg_map_path'])]
+        if missing:
+            named = [f"{osp.basename(info['seg_map_path'])} (for {info['img_path']})"
+                     for info in missing]
+            raise ValueError(
+                f"{self.data_prefix['seg_map_path']}: no label map for {len(missing)} of the "
+                f'{len(data_list)} images: {examples(named)}; each image needs a label map of '
+                f'the same name ending in {self.seg_map_suffix!r}')
