@@ -3,12 +3,13 @@
 mmseg lists the images of ``data_prefix['img_path']`` and pairs each with the label map of the
 same name without looking for it: a missing label PNG stops training with a
 ``FileNotFoundError`` in a dataloader worker whenever the sampler reaches it, and a folder with
-no image of ``img_suffix`` ends in ``need at least one array to concatenate``.
-:class:`CheckedADE20KDataset` names both when the dataset is built. A label PNG of another size than its image passes mmseg's pipeline (both are resized and
-cropped alike) and fails only when the batch is stacked, as ``stack expects each tensor to be
-equal size``, naming no file; a label value that is no class and not the ignore index reaches
-the loss as ``IndexError: Target ... is out of bounds`` (on a GPU, a device-side assert).
-:class:`CheckedADE20KDataset` checks each map as it is loaded and names the file.
+no image of ``img_suffix`` ends in ``need at least one array to concatenate``. A label PNG of
+another size than its image passes mmseg's pipeline (both are resized and cropped alike) and
+fails only when the batch is stacked, as ``stack expects each tensor to be equal size``, naming
+no file; a label value that is no class and not the ignore index reaches the loss as
+``IndexError: Target ... is out of bounds`` (on a GPU, a device-side assert).
+:class:`CheckedADE20KDataset` names the missing files when the dataset is built, and checks each
+map as it is loaded, naming the file.
 """
 import os
 import os.path as osp

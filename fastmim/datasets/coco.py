@@ -3,11 +3,17 @@
 mmdet's ``CocoDataset`` drops boxes under 1 px silently and keeps images whose file is not
 there, so a hand-made or converted COCO file fails in a dataloader worker in the middle of an
 epoch (``LoadImageFromFile``), and its degenerate polygons turn into ignored instances without a
-word. :class:`CheckedCocoDataset` finds these when the annotation file is read, before training,
+word, as do annotations of an image or a category the file does not list.
+:class:`CheckedCocoDataset` finds these when the annotation file is read, before training,
 leaves them out and logs one warning per kind of problem naming the entries. An annotation file
 that is not JSON (or is cut short), and one that leaves no training image, stop the run with a
 message naming the file, where mmdet says ``JSONDecodeError: Expecting value`` or
-``need at least one array to concatenate``.
+``need at least one array to concatenate``. So do two files that would give wrong numbers: a
+test set with an image whose file is missing (mmdet's ``CocoMetric`` scores every image of the
+annotation file, so a skipped one would count as nothing detected) and a file whose categories
+do not name every class of the dataset (mmdet numbers the classes by the categories it finds, so
+the labels after a missing one shift, and ``CocoMetric`` ends the evaluation with an
+``IndexError``).
 """
 import json
 import logging
@@ -34,13 +40,44 @@ class CheckedCocoDataset(CocoDataset):
       applies silently);
     - the polygons of a segmentation with fewer than 3 points (or an odd number of
       coordinates), which mmdet's ``LoadAnnotations`` drops, and the annotation when none is
-      left.
+      left;
+    - an annotation whose ``image_id`` is not in the file's ``images``, or whose
+      ``category_id`` is not in its ``categories`` (mmdet leaves both out silently).
+
+    It stops with an error naming the file when the file's categories miss a class of the
+    dataset, and, in a test set, when an image has no file.
 
     Used as ``type='fastmim.CheckedCocoDataset'`` in mmdet configs.
     """
 
+    def COCOAPI(self, path):  # noqa: N802 (the name mmdet calls)
+        """mmdet's COCO reader; the file is kept for the checks that follow the loading,
+        since mmdet's ``load_data_list`` deletes ``self.coco`` when it is done."""
+        self._file = CocoDataset.COCOAPI(path)
+        return self._file
+
     def load_data_list(self):
         self._skipped = defaultdict(list)
+        try:
+            data_list = self._read_and_check()
+        finally:
+            self._file = None
+        self._listed = len(data_list)
+        if self.test_mode:
+            self._refuse_missing_test_images()
+        data_list = [info for info in data_list if info is not None]
+        for problem, entries in self._skipped.items():
+            shown = ', '.join(entries[:SHOWN])
+            more = f' and {len(entries) - SHOWN} more' if len(entries) > SHOWN else ''
+            print_log(f'{self.ann_file}: skipped {len(entries)} {problem}: {shown}{more}',
+                      logger='current', level=logging.WARNING)
+        self._missing_files = len(self._skipped['images without their file'])
+        del self._skipped
+        return data_list
+
+    def _read_and_check(self):
+        """mmdet's ``load_data_list`` with the file-level checks: its errors named, classes
+        without a category refused, orphaned annotations listed as skipped."""
         try:
             data_list = super().load_data_list()
         except json.JSONDecodeError as error:
@@ -55,16 +92,45 @@ class CheckedCocoDataset(CocoDataset):
                              f'(byte {error.start})') from None
         except AssertionError as error:  # pycocotools' and mmdet's checks of the file's content
             raise ValueError(f'{self.ann_file}: {error}') from None
-        self._listed = len(data_list)
-        data_list = [info for info in data_list if info is not None]
-        for problem, entries in self._skipped.items():
-            shown = ', '.join(entries[:SHOWN])
-            more = f' and {len(entries) - SHOWN} more' if len(entries) > SHOWN else ''
-            print_log(f'{self.ann_file}: skipped {len(entries)} {problem}: {shown}{more}',
-                      logger='current', level=logging.WARNING)
-        self._missing_files = len(self._skipped['images without their file'])
-        del self._skipped
+        self._refuse_classes_without_category()
+        self._note_orphaned_annotations()
         return data_list
+
+    def _refuse_classes_without_category(self):
+        """mmdet maps label i to the i-th category of the file whose name is a class, so a
+        class without its category shifts the labels after it away from the class names."""
+        named = {category.get('name') for category in self._file.dataset.get('categories', [])}
+        classes = self.metainfo['classes']
+        missing = [name for name in classes if name not in named]
+        if missing:
+            raise ValueError(
+                f'{self.ann_file}: no category of the file is named after {len(missing)} of the '
+                f'{len(classes)} classes of the dataset: {", ".join(missing[:SHOWN])}'
+                f'{" and more" if len(missing) > SHOWN else ""}; mmdet and CocoMetric number '
+                f'the classes by these names. Give the dataset and the evaluator '
+                f'metainfo=dict(classes=...) with the file\'s category names (and the heads '
+                f'num_classes to match), or add the categories to the file')
+
+    def _note_orphaned_annotations(self):
+        """Annotations that mmdet never reaches: their image or category is not listed."""
+        for ann in self._file.dataset.get('annotations', []):
+            if ann.get('image_id') not in self._file.imgs:
+                self._skipped["annotations of an image not listed in 'images'"].append(
+                    f'annotation {ann.get("id")} (image_id {ann.get("image_id")})')
+            elif ann.get('category_id') not in self._file.cats:
+                self._skipped["annotations of a category not listed in 'categories'"].append(
+                    f'annotation {ann.get("id")} (category_id {ann.get("category_id")})')
+
+    def _refuse_missing_test_images(self):
+        missing = self._skipped['images without their file']
+        if missing:
+            raise ValueError(
+                f'{self.ann_file}: {len(missing)} of its {self._listed} images have no file '
+                f'under {self.data_prefix["img"]}: {", ".join(missing[:SHOWN])}'
+                f'{" and more" if len(missing) > SHOWN else ""}; CocoMetric scores every image '
+                f'the file lists, so an image left out would count as one where nothing was '
+                f'detected. Restore the files, or evaluate on an annotation file of the images '
+                f'there are')
 
     def filter_data(self):
         """mmdet's filter (images without annotations of the dataset's classes go when

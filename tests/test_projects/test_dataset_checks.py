@@ -281,3 +281,88 @@ def test_train_names_the_head_in_one_line_before_building_the_model(ade20k_seman
         '150 classes (wall, building, sky, ...); set it with --cfg-options '
         'model.decode_head.num_classes=150')
     assert not work_dir.exists() or not any(work_dir.iterdir())
+
+
+def build_test_dataset(ann_file, data_root):
+    """The detection config's test dataset (its own pipeline) on ``ann_file``."""
+    from mmdet.registry import DATASETS
+    from mmengine.registry import init_default_scope
+    dataset = Config.fromfile(str(DETECTION)).test_dataloader.dataset
+    dataset.update(ann_file=str(ann_file), data_root=str(data_root).rstrip('/') + '/',
+                   data_prefix=dict(img='images/'))
+    init_default_scope('mmdet')
+    return DATASETS.build(dataset)
+
+
+def coco_metric_on(ann_file):
+    """mmdet's CocoMetric of ``ann_file``, with the images and categories it will score."""
+    from mmdet.datasets import CocoDataset
+    from mmdet.evaluation import CocoMetric
+    metric = CocoMetric(ann_file=str(ann_file), metric=['bbox', 'segm'])
+    metric.dataset_meta = CocoDataset.METAINFO
+    return metric
+
+
+def test_an_evaluation_image_without_its_file_stops_the_test(coco_instances, tmp_path):
+    """Skipped in a test set, an image still counts in CocoMetric, which scores every image
+    of the annotation file: the AP came out lower with one warning among the log lines."""
+    def lose_file(data):
+        data['images'][0]['file_name'] = 'gone.jpg'
+    ann_file = rewritten_coco(coco_instances, tmp_path, lose_file)
+    data = json.loads(ann_file.read_text())
+    lost = data['images'][0]['id']
+    assert lost in coco_metric_on(ann_file)._coco_api.get_img_ids()
+    with pytest.raises(ValueError, match=re.escape(
+            f'{ann_file}: 1 of its 2 images have no file under '
+            f'{coco_instances["data_root"]}images/: image {lost} '
+            f'({coco_instances["data_root"]}images/gone.jpg); CocoMetric scores every image the '
+            f'file lists')):
+        build_test_dataset(ann_file, coco_instances['data_root'])
+
+
+@pytest.mark.parametrize('test_mode', [False, True])
+def test_a_file_whose_categories_miss_classes_of_the_dataset_is_named(coco_instances, tmp_path,
+                                                                      test_mode):
+    """mmdet and CocoMetric number the classes by the categories the file names, in the file's
+    order: without 'bicycle', label 1 became 'car' and every later label moved, and CocoMetric
+    stopped after the whole inference with 'IndexError: list index out of range' on a label
+    past the file's categories."""
+    def drop_bicycle(data):
+        data['categories'] = [cat for cat in data['categories'] if cat['name'] != 'bicycle']
+    ann_file = rewritten_coco(coco_instances, tmp_path, drop_bicycle)
+    metric = coco_metric_on(ann_file)
+    assert len(metric._coco_api.get_cat_ids(cat_names=metric.dataset_meta['classes'])) == 79
+    with pytest.raises(ValueError, match=re.escape(
+            f'{ann_file}: no category of the file is named after 1 of the 80 classes of the '
+            f'dataset: bicycle; ')):
+        if test_mode:
+            build_test_dataset(ann_file, coco_instances['data_root'])
+        else:
+            build_dataset(Config.fromfile(str(DETECTION)), 'fastmim.CheckedCocoDataset',
+                          ann_file, coco_instances['data_root'].rstrip('/'))
+
+
+def test_annotations_of_unlisted_images_and_categories_are_named(coco_instances, tmp_path,
+                                                                 monkeypatch):
+    """mmdet reads the annotations image by image and class by class, so one whose image_id is
+    not in 'images' or whose category_id is not in 'categories' (a converter's off-by-one) was
+    left out without a word."""
+    import fastmim.datasets.coco as checked_coco
+
+    def break_two(data):
+        data['annotations'][0]['image_id'] = 777
+        data['annotations'][1]['category_id'] = 500
+    ann_file = rewritten_coco(coco_instances, tmp_path, break_two)
+    data = json.loads(ann_file.read_text())
+    first, second = data['annotations'][:2]
+    warnings = []
+    monkeypatch.setattr(checked_coco, 'print_log',
+                        lambda message, **kwargs: warnings.append(message))
+    build_dataset(Config.fromfile(str(DETECTION)), 'fastmim.CheckedCocoDataset', ann_file,
+                  coco_instances['data_root'].rstrip('/'))
+    assert sorted(warnings) == sorted([
+        f"{ann_file}: skipped 1 annotations of an image not listed in 'images': annotation "
+        f"{first['id']} (image_id 777)",
+        f"{ann_file}: skipped 1 annotations of a category not listed in 'categories': "
+        f"annotation {second['id']} (category_id 500)",
+    ])
