@@ -35,7 +35,7 @@ def check_checkpoint_file(path):
     words of the checkpoint loader: a folder (a work dir given for a checkpoint in it) is named
     with the checkpoints it holds, a missing file with the newest ones beside it."""
     from fastmim.engine.checkpoint import load_from_local
-    if not osp.isfile(path):
+    if not osp.isfile(osp.expanduser(path)):  # '~' expanded, as the loader does
         load_from_local(path)  # raises CheckpointError for anything that is not a file
 
 
