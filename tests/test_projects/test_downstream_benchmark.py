@@ -2,6 +2,7 @@
 numbers in one command, run as a user runs it on tiny models and real photos."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -240,3 +241,33 @@ def test_help_names_the_default_work_dir_the_run_uses(tool, capsys):
     assert tool.default_work_dir('work_dirs/vit_b/epoch_800.pth') == \
         os.path.join('work_dirs', 'downstream', 'vit_b_epoch_800')
     assert 'work_dirs/vit_b/epoch_800.pth: work_dirs/downstream/vit_b_epoch_800' in help_text
+
+
+@pytest.mark.parametrize('head, kind', [
+    ('head.weight', 'an ImageNet fine-tuned classifier (it has head.*)'),
+    ('decode_head.conv_seg.weight',
+     'a detection or segmentation model (it has decode_head.*)'),
+])
+def test_a_fine_tuned_checkpoint_is_refused_before_any_stage_runs(tmp_path, monkeypatch, tool,
+                                                                  head, kind):
+    """Given the fine-tuned classifier that det / seg start from (a natural slip: the READMEs
+    ask for one), the tool fine-tuned it again for 100 epochs before the downstream stages."""
+    from fastmim.engine.checkpoint import save_checkpoint_file
+    from fastmim.engine.launch import LaunchError
+    from fastmim.models.backbones import VisionTransformer
+    vit = VisionTransformer(arch=dict(embed_dim=32, depth=2, num_heads=2), img_size=64)
+    state = {f'backbone.{key}': value for key, value in vit.state_dict().items()}
+    fine_tuned = tmp_path / 'epoch_100.pth'
+    save_checkpoint_file({'state_dict': {**state, head: torch.zeros(2, 32)},
+                          'meta': {'geometry': {'backbone': vit.geometry()}}}, str(fine_tuned))
+    monkeypatch.setattr(tool, 'run_step', lambda *args: pytest.fail('a stage ran'))
+    for argv in ([str(fine_tuned), '1', 'seg'],
+                 [str(fine_tuned), '1', 'seg', '--backbone', 'VisionTransformer']):
+        with pytest.raises(LaunchError, match=re.escape(
+                f'{fine_tuned} is {kind}, not a pre-training checkpoint: ')):
+            tool.main(argv + ['--work-dir', str(tmp_path / 'runs')])
+
+    pretraining = tmp_path / 'pre.pth'
+    save_checkpoint_file({'state_dict': {**state, 'mask_token': torch.zeros(1, 3, 1, 1)},
+                          'meta': {'geometry': {'backbone': vit.geometry()}}}, str(pretraining))
+    assert tool.backbone_type(str(pretraining)) == 'VisionTransformer'

@@ -90,13 +90,36 @@ def parse_args(argv):
     return args
 
 
-def backbone_type(path):
-    """The backbone type recorded in a pre-training checkpoint's ``meta['geometry']``."""
+# Weights a pre-training checkpoint never has: a classifier's head, a downstream model's heads.
+TRANSFERRED_MODELS = {
+    'head.': 'an ImageNet fine-tuned classifier',
+    'roi_head.': 'a detection or segmentation model',
+    'decode_head.': 'a detection or segmentation model',
+}
+
+
+def read_pretraining_checkpoint(path):
+    """The checkpoint's weights in fastmim naming (any format the loaders read), refusing a
+    model that was already fine-tuned: the first stage would fine-tune it again."""
     from mmengine.runner.checkpoint import _load_checkpoint
 
     from fastmim.engine.launch import LaunchError
     from fastmim.models.utils.pretrained import read_checkpoint
-    geometry = read_checkpoint(_load_checkpoint(path, map_location='cpu'), path).geometry
+    weights = read_checkpoint(_load_checkpoint(path, map_location='cpu'), path)
+    for prefix, kind in TRANSFERRED_MODELS.items():
+        if any(key.startswith(prefix) for key in weights.state):
+            raise LaunchError(
+                f'{path} is {kind} (it has {prefix}*), not a pre-training checkpoint: its '
+                f'finetune stage would train an ImageNet classifier from it again. To start a '
+                f'detection or segmentation config from it, give it to the config directly: '
+                f'tools/train.py CONFIG --cfg-options model.backbone.init_cfg.checkpoint={path}')
+    return weights
+
+
+def backbone_type(path, weights=None):
+    """The backbone type recorded in a pre-training checkpoint's ``meta['geometry']``."""
+    from fastmim.engine.launch import LaunchError
+    geometry = (weights or read_pretraining_checkpoint(path)).geometry
     if not geometry or 'type' not in geometry:
         raise LaunchError(f"{path} records no backbone (meta['geometry']): name it with "
                           f"--backbone {{{','.join(sorted(RECIPES))}}}")
@@ -228,7 +251,8 @@ def main(argv):
     pretrain = osp.abspath(args.checkpoint)
     if args.trust_checkpoint:
         trust_checkpoint(pretrain)
-    backbone = args.backbone or backbone_type(pretrain)
+    weights = read_pretraining_checkpoint(pretrain)
+    backbone = args.backbone or backbone_type(pretrain, weights)
     configs = stage_configs(args, backbone)
     work_dir = osp.abspath(args.work_dir or default_work_dir(pretrain))
     check_work_dir(work_dir)
