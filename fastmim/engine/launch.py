@@ -485,6 +485,9 @@ def check_output_file(path, flag='--out', folders_made=False):
         raise FileNotFoundError(f'{flag} folder does not exist: {folder}')
     if osp.isdir(path):
         raise IsADirectoryError(f'{flag} {path} is a folder; expected a file name')
+    if path.endswith(('/', os.sep)):
+        raise IsADirectoryError(f'{flag} {path} ends in {path[-1]!r}, so names a folder; '
+                                f'expected a file name')
 
 
 def refuse_overwriting_input(out, source, out_name='OUT', source_name='CHECKPOINT'):
