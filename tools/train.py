@@ -167,28 +167,17 @@ def skip_pretrained_init_when_resuming(cfg):
     the resume with 'checkpoint not found'. A run with nothing to resume yet keeps them."""
     from mmengine.logging import print_log
 
+    from fastmim.engine.checkpoint import pretrained_inits
+
     if not cfg.get('resume'):
         return
     resume_from = cfg.get('load_from') or latest_checkpoint(cfg.work_dir)
     if resume_from is None:
         return
-    for name, checkpoint in _drop_pretrained_inits(cfg.model, 'model'):
-        print_log(f'resuming from {resume_from}: {name} does not load {checkpoint} first',
-                  logger='current')
-
-
-def _drop_pretrained_inits(node, name):
-    """Set every ``init_cfg`` under ``node`` that loads a checkpoint to None; yields (config
-    key, checkpoint) of each."""
-    if isinstance(node, dict):
-        init_cfg = node.get('init_cfg')
-        loads = [init for init in (init_cfg if isinstance(init_cfg, list) else [init_cfg])
-                 if isinstance(init, dict) and init.get('checkpoint')]
-        if loads:
-            node['init_cfg'] = None
-            yield from ((f'{name}.init_cfg', init['checkpoint']) for init in loads)
-        for key, value in node.items():
-            yield from _drop_pretrained_inits(value, f'{name}.{key}')
+    for key, owner, init in list(pretrained_inits(cfg.model)):
+        owner['init_cfg'] = None
+        print_log(f'resuming from {resume_from}: {key} does not load {init["checkpoint"]} '
+                  f'first', logger='current')
 
 
 def main(argv):

@@ -128,6 +128,42 @@ def load_from_local(filename, map_location=None, logger=None):
                               f'{error}{_other_checkpoints(path)}') from None
 
 
+def pretrained_inits(node, name='model'):
+    """``(config key, owner, init dict)`` of each ``init_cfg`` entry under the model config
+    ``node`` that loads a checkpoint (``Pretrained``, ``FastMIMPretrained``, ...: any with a
+    ``checkpoint``); ``owner`` is the config dict whose ``init_cfg`` holds it."""
+    if not isinstance(node, dict):
+        return
+    init_cfg = node.get('init_cfg')
+    inits = init_cfg if isinstance(init_cfg, list) else [init_cfg]
+    for index, init in enumerate(inits):
+        if isinstance(init, dict) and init.get('checkpoint'):
+            suffix = f'.{index}' if isinstance(init_cfg, list) else ''
+            yield f'{name}.init_cfg{suffix}', node, init
+    for key, value in node.items():
+        if key != 'init_cfg':
+            yield from pretrained_inits(value, f'{name}.{key}')
+
+
+def check_start_checkpoints(cfg, training=True):
+    """Refuse a local ``load_from``, or (``training``) a pre-trained ``init_cfg`` checkpoint,
+    that is no file, with the loader's own message prefixed by the config key. mmengine reads
+    them only after it has written the work dir's log folder and config copy (the pre-trained
+    one inside ``init_weights``), so a wrong path left a work dir behind. Testing does not
+    initialise weights, so there only ``load_from`` is read. Remote paths (``://``) are left to
+    their loaders."""
+    named = [(f'{key}.checkpoint', init['checkpoint'])
+             for key, _, init in (pretrained_inits(cfg.get('model')) if training else ())]
+    if cfg.get('load_from'):
+        named.append(('load_from', cfg.load_from))
+    for key, path in named:
+        if isinstance(path, str) and '://' not in path and not osp.isfile(osp.expanduser(path)):
+            try:
+                load_from_local(path)
+            except CheckpointError as error:
+                raise CheckpointError(f'{key}: {error}') from None
+
+
 def _other_checkpoints(path):
     """A hint naming the newest other checkpoints beside ``path``, to resume or load from."""
     return _checkpoints_in(osp.dirname(osp.abspath(path)), besides=osp.basename(path))

@@ -450,18 +450,20 @@ def build_runner(cfg, splits, trusted_checkpoints=()):
     the Runner is built because building it already builds the model, writes the work dir's
     log and joins the process group: a missing dataset, an unwritable work dir or mmcv
     without kernels for the GPU then ends in one line, not after the start-up and on every
-    rank. A config that names its ``runner_type`` (e.g. mmengine's FlexibleRunner) is built
-    through the registry, as mmengine's tools do.
+    rank; so does a checkpoint the run starts from that is not there. A config that names
+    its ``runner_type`` (e.g. mmengine's FlexibleRunner) is built through the registry, as
+    mmengine's tools do.
     """
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
-    from fastmim.engine.checkpoint import trust_checkpoint
+    from fastmim.engine.checkpoint import check_start_checkpoints, trust_checkpoint
     from fastmim.engine.dataset_paths import check_dataset_paths
     from fastmim.engine.mmcv_ops import check_mmcv_cuda_ops
 
     check_mmcv_cuda_ops(cfg)
     check_dataset_paths(cfg, splits)
+    check_start_checkpoints(cfg, training='train' in splits)
     check_work_dir(cfg.work_dir)
     for path in trusted_checkpoints:
         trust_checkpoint(path)

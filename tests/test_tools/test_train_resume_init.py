@@ -37,3 +37,20 @@ def test_a_run_that_starts_from_the_beginning_keeps_its_pre_trained_init(tmp_pat
     cfg = finetune_config(work_dir, resume)
     train.skip_pretrained_init_when_resuming(cfg)
     assert cfg.model.backbone.init_cfg.type == 'FastMIMPretrained'
+
+
+@pytest.mark.parametrize('key, other', [
+    ('model.backbone.init_cfg.checkpoint', []),
+    ('load_from', ['model.backbone.init_cfg=None'])])
+def test_a_missing_checkpoint_to_start_from_is_named_before_the_work_dir_is_written(
+        tmp_path, train, key, other):
+    """mmengine reads them after it has written the work dir's log folder and config copy,
+    and the pre-trained one inside init_weights: a wrong path left a work dir behind."""
+    from fastmim.errors import CheckpointError
+    (tmp_path / 'epoch_11.pth').write_bytes(b'')
+    work_dir = tmp_path / 'ft'
+    with pytest.raises(CheckpointError, match=rf'^{key}: checkpoint not found: '
+                                              rf'{tmp_path}/epoch_12.pth\. Other checkpoints'):
+        train.main([str(FINETUNE), '--work-dir', str(work_dir), '--cfg-options',
+                    f'{key}={tmp_path / "epoch_12.pth"}', *other])
+    assert not work_dir.exists()
