@@ -526,19 +526,22 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
         if pos_embed is None:
             return state
         if getattr(self, 'pos_embed_type', 'learned') == 'sincos':  # (timm's ViT has none)
-            _refuse_a_learned_table(self, state.pop('pos_embed'), source_geometry)
+            _refuse_a_learned_table(self, state.pop('pos_embed'), source_geometry,
+                                    final_norm_in_file='norm.weight' in state)
             return state
         state['pos_embed'] = fit_pos_embed(self, pos_embed, source_geometry)
         return state
 
 
 def _refuse_a_learned_table(model: nn.Module, pos_embed: torch.Tensor,
-                            geometry: Optional[dict]) -> None:
+                            geometry: Optional[dict], final_norm_in_file: bool) -> None:
     """A sin-cos model computes its table, which is only right for a file whose table was the
     sin-cos one too. A learned table (a fine-tuned checkpoint in a sin-cos kNN or probing
     config) would be thrown away without a word: its geometry says ``learned``, or, in a file
     without geometry, its values are not the sin-cos table of their grid (learned tables start
-    near 0; sin-cos entries reach 1, bf16 rounding stays below 0.01)."""
+    near 0; sin-cos entries reach 1, bf16 rounding stays below 0.01). A fine-tuned file pools
+    through ``fc_norm`` and has no final norm: the message names that setting too, or following
+    it ends in a second error, the missing ``norm`` keys."""
     learned = (geometry or {}).get('pos_embed_type') == 'learned'
     grid = _source_grid(pos_embed.shape[1] - model.num_prefix_tokens, geometry) \
         if pos_embed.dim() == 3 and pos_embed.shape[-1] == model.embed_dim else None
@@ -547,10 +550,12 @@ def _refuse_a_learned_table(model: nn.Module, pos_embed: torch.Tensor,
         learned = not torch.allclose(pos_embed[0, model.num_prefix_tokens:].double(), table,
                                      rtol=0, atol=1e-2)
     if learned:
+        no_final_norm = ('' if final_norm_in_file or isinstance(model.norm, nn.Identity) else
+                         ' and model.backbone.final_norm=False (the file has no final norm)')
         raise CheckpointError(
             f"the checkpoint's pos_embed {tuple(pos_embed.shape)} is a learned table, which "
             f"this VisionTransformer (pos_embed_type='sincos') would replace by its sin-cos "
-            f"table: set model.backbone.pos_embed_type='learned' to use it")
+            f"table: set model.backbone.pos_embed_type='learned'{no_final_norm} to use it")
 
 
 def _resized_beit_table(model: nn.Module, table: torch.Tensor, block: int,

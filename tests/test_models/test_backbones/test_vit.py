@@ -265,6 +265,16 @@ def test_a_learned_table_given_to_a_sincos_model_is_refused(with_geometry):
         sincos.adapt_state_dict(learned.state_dict(), geometry)
 
 
+@pytest.mark.parametrize('final_norm', [True, False])
+def test_the_refusal_names_the_final_norm_a_fine_tuned_file_lacks(final_norm):
+    """Following the hint with a fine-tuned checkpoint (pooled through fc_norm, no final norm)
+    led to a second, multi-line error: missing keys norm.weight, norm.bias."""
+    learned = tiny_vit(final_norm=final_norm)
+    with pytest.raises(CheckpointError) as refused:
+        sincos_vit().adapt_state_dict(learned.state_dict(), learned.geometry())
+    assert ('model.backbone.final_norm=False' in str(refused.value)) is not final_norm
+
+
 def test_a_sincos_table_in_bf16_still_loads_into_a_sincos_model():
     state = {key: value.to(torch.bfloat16) for key, value in sincos_vit().state_dict().items()}
     assert 'pos_embed' not in sincos_vit().adapt_state_dict(state)
