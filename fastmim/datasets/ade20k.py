@@ -7,9 +7,9 @@ no image of ``img_suffix`` ends in ``need at least one array to concatenate``. A
 another size than its image passes mmseg's pipeline (both are resized and cropped alike) and
 fails only when the batch is stacked, as ``stack expects each tensor to be equal size``, naming
 no file; a label value that is no class and not the ignore index reaches the loss as
-``IndexError: Target ... is out of bounds`` (on a GPU, a device-side assert).
-:class:`CheckedADE20KDataset` names the missing files when the dataset is built, and checks each
-map as it is loaded, naming the file.
+``IndexError: Target ... is out of bounds`` (on a GPU, a device-side assert); a label PNG saved
+in colour fails at the stacking as well. :class:`CheckedADE20KDataset` names the missing files
+when the dataset is built, and checks each map as it is loaded, naming the file.
 """
 import os
 import os.path as osp
@@ -25,9 +25,9 @@ from .utils import examples, is_local
 
 
 class CheckSegMap(BaseTransform):
-    """Right after mmseg's ``LoadAnnotations``: ``gt_seg_map`` has the size of the image as
-    loaded (``ori_shape``; the test pipeline resizes the image before it loads the map) and
-    holds only class indices below ``num_classes`` and ``ignore_index``."""
+    """Right after mmseg's ``LoadAnnotations``: ``gt_seg_map`` has one channel and the size of
+    the image as loaded (``ori_shape``; the test pipeline resizes the image before it loads the
+    map) and holds only class indices below ``num_classes`` and ``ignore_index``."""
 
     def __init__(self, num_classes: int, ignore_index: int):
         self.num_classes = num_classes
@@ -35,6 +35,11 @@ class CheckSegMap(BaseTransform):
 
     def transform(self, results: dict) -> dict:
         seg_map = results['gt_seg_map']
+        if seg_map.ndim != 2:
+            raise ValueError(
+                f"{results['seg_map_path']}: label map of {seg_map.shape[2]} channels; a label "
+                'map is a single-channel PNG of class indices (one saved in colour, RGB or '
+                'RGBA, needs converting back)')
         image_size = tuple(results['ori_shape'][:2])
         if seg_map.shape[:2] != image_size:
             raise ValueError(

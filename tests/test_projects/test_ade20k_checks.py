@@ -99,3 +99,16 @@ def test_an_image_folder_without_images_of_the_suffix_is_named(ade20k_copy, suff
     with pytest.raises(ValueError, match=re.escape(
             f"{folder}: no image ending in '.jpg' (img_suffix) in it: {found}")):
         build('train_dataloader', ade20k_copy)
+
+
+def test_a_label_map_saved_in_colour_is_named(ade20k_copy):
+    """A label PNG converted to RGB (an image editor, PIL's convert('RGB')) keeps valid values
+    in each channel: mmseg loads it as (H, W, 3) and training stopped at the batch's stacking
+    with 'stack expects each tensor to be equal size', naming no file."""
+    path = first_label_map(ade20k_copy)
+    Image.open(path).convert('RGB').save(path)
+    dataset = build('train_dataloader', ade20k_copy)
+    with pytest.raises(ValueError, match=re.escape(
+            f'{path}: label map of 3 channels; a label map is a single-channel PNG of class '
+            f'indices')):
+        dataset[sample_of(dataset, path)]
