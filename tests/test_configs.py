@@ -83,8 +83,9 @@ def shrink_knn(cfg, work_dir):
             f'{key}.dataset': dict(type='EmbeddedPhotos', num_samples=2,
                                    pipeline=loader.dataset.pipeline, _delete_=True),
         })
-    # One class per photo, the classes EmbeddedPhotos names (DatasetClassesCheckHook checks).
-    cfg.merge_from_dict({'work_dir': str(work_dir),
+    # One class per photo, the classes EmbeddedPhotos names (DatasetClassesCheckHook checks);
+    # k no larger than the two-image bank (a larger one is warned about).
+    cfg.merge_from_dict({'work_dir': str(work_dir), 'model.k': 2,
                          'model.num_classes': len(find_embedded_photos())})
     return cfg
 
