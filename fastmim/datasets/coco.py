@@ -1,9 +1,10 @@
 """mmdet's COCO dataset, with the broken entries of an annotation file skipped and named.
 
 mmdet's ``CocoDataset`` drops boxes under 1 px silently and keeps images whose file is not
-there, so a hand-made or converted COCO file fails in a dataloader worker in the middle of an
-epoch (``LoadImageFromFile``), and its degenerate polygons turn into ignored instances without a
-word, as do annotations of an image or a category the file does not list.
+there and annotations without a mask, so a hand-made or converted COCO file fails in a
+dataloader worker in the middle of an epoch (``LoadImageFromFile``, ``KeyError: 'mask'``), and
+its degenerate polygons turn into ignored instances without a word, as do annotations of an
+image or a category the file does not list.
 :class:`CheckedCocoDataset` finds these when the annotation file is read, before training,
 leaves them out and logs one warning per kind of problem naming the entries. An annotation file
 that is not JSON (or is cut short), and one that leaves no training image, stop the run with a
@@ -41,6 +42,8 @@ class CheckedCocoDataset(CocoDataset):
     - the polygons of a segmentation with fewer than 3 points (or an odd number of
       coordinates), which mmdet's ``LoadAnnotations`` drops, and the annotation when none is
       left;
+    - an annotation without a ``segmentation`` when the pipeline loads masks (mmdet gives it
+      no mask, and ``LoadAnnotations(with_mask=True)`` fails on it with ``KeyError: 'mask'``);
     - an annotation whose ``image_id`` is not in the file's ``images``, or whose
       ``category_id`` is not in its ``categories`` (mmdet leaves both out silently).
 
@@ -58,6 +61,9 @@ class CheckedCocoDataset(CocoDataset):
 
     def load_data_list(self):
         self._skipped = defaultdict(list)
+        self._loads_masks = any(
+            type(step).__name__ == 'LoadAnnotations' and getattr(step, 'with_mask', False)
+            for step in self.pipeline.transforms)
         try:
             data_list = self._read_and_check()
         finally:
@@ -165,6 +171,10 @@ class CheckedCocoDataset(CocoDataset):
     def _checked(self, ann, file_name):
         """``ann`` without its short polygons, or None when it is to be skipped."""
         name = f'annotation {ann.get("id")} of {file_name}'
+        if self._loads_masks and not ann.get('segmentation'):
+            self._skipped['annotations without a segmentation (the pipeline loads masks)'
+                          ].append(name)
+            return None
         _, _, width, height = ann['bbox']
         if width < 1 or height < 1:
             self._skipped['annotations with a box under 1 px wide or high'].append(

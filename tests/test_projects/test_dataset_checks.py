@@ -366,3 +366,31 @@ def test_annotations_of_unlisted_images_and_categories_are_named(coco_instances,
         f"{ann_file}: skipped 1 annotations of a category not listed in 'categories': "
         f"annotation {second['id']} (category_id 500)",
     ])
+
+
+def test_annotations_without_a_mask_are_named_when_the_pipeline_loads_masks(
+        coco_instances, tmp_path, monkeypatch):
+    """mmdet gives an annotation without 'segmentation' (or an empty one: a box-only file, a
+    converter's gap) no mask, and the Mask R-CNN pipeline's LoadAnnotations(with_mask=True)
+    stopped with KeyError: 'mask' in a dataloader worker when it reached the image."""
+    import fastmim.datasets.coco as checked_coco
+
+    def drop_masks(data):
+        data['annotations'][0].pop('segmentation')
+        data['annotations'][1]['segmentation'] = []
+    ann_file = rewritten_coco(coco_instances, tmp_path, drop_masks)
+    first, second = json.loads(ann_file.read_text())['annotations'][:2]
+    names = {image['id']: image['file_name']
+             for image in json.loads(ann_file.read_text())['images']}
+    warnings = []
+    monkeypatch.setattr(checked_coco, 'print_log',
+                        lambda message, **kwargs: warnings.append(message))
+    dataset = build_dataset(Config.fromfile(str(DETECTION)), 'fastmim.CheckedCocoDataset',
+                            ann_file, coco_instances['data_root'].rstrip('/'))
+    assert warnings == [
+        f'{ann_file}: skipped 2 annotations without a segmentation (the pipeline loads masks): '
+        f'annotation {first["id"]} of {names[first["image_id"]]}, annotation {second["id"]} of '
+        f'{names[second["image_id"]]}']
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        assert len(sample['gt_masks']) == len(sample['gt_bboxes'])
