@@ -128,7 +128,7 @@ class CheckedCocoDataset(CocoDataset):
                     f'annotation {ann.get("id")} (category_id {ann.get("category_id")})')
 
     def _refuse_missing_test_images(self):
-        missing = self._skipped['images without their file']
+        missing = self._skipped.get('images without their file', [])
         if missing:
             raise ValueError(
                 f'{self.ann_file}: {len(missing)} of its {self._listed} images have no file '

@@ -394,3 +394,15 @@ def test_annotations_without_a_mask_are_named_when_the_pipeline_loads_masks(
     for index in range(len(dataset)):
         sample = dataset[index]
         assert len(sample['gt_masks']) == len(sample['gt_bboxes'])
+
+
+def test_a_clean_test_set_loads_without_a_warning(coco_instances, monkeypatch):
+    """The check for test images without their file logged 'skipped 0 images without their
+    file: ' for every test set."""
+    import fastmim.datasets.coco as checked_coco
+    warnings = []
+    monkeypatch.setattr(checked_coco, 'print_log',
+                        lambda message, **kwargs: warnings.append(message))
+    dataset = build_test_dataset(Path(coco_instances['data_root']) / coco_instances['val_ann_file'],
+                                 coco_instances['data_root'])
+    assert len(dataset) == 1 and warnings == []
