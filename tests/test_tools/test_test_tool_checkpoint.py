@@ -45,3 +45,14 @@ def test_a_missing_checkpoint_names_the_ones_beside_it(load_script, work_dir, tm
                                               f'epoch_2.pth, epoch_1.pth$'):
         run_test_tool(load_script, missing, tmp_path)
     assert not (tmp_path / 'test_run').exists()
+
+
+def test_a_pre_training_config_says_how_its_checkpoint_is_evaluated(load_script, work_dir,
+                                                                    tmp_path):
+    """A user who pre-trained tests with the same config; it has nothing to evaluate, and the
+    error said only that."""
+    from fastmim.engine.launch import LaunchError
+    pretrain = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
+    with pytest.raises(LaunchError, match=r'nothing to evaluate.*configs/knn/.*linear-probe'):
+        load_script(ROOT / 'tools' / 'test.py').main(
+            [str(pretrain), str(work_dir / 'epoch_2.pth'), '--work-dir', str(tmp_path / 't')])
