@@ -52,9 +52,9 @@ def main(argv):
     cfg = load_config(args.config, args.cfg_options)
     if cfg.get('test_dataloader') is None:
         raise LaunchError(f'{args.config} has no test_dataloader/test_evaluator: nothing to '
-                          f'evaluate; a pre-training checkpoint is evaluated by a '
-                          f'kNN config, tools/test.py configs/knn/vit_b_knn.py CHECKPOINT, or by '
-                          f'training a linear-probe or fine-tuning config from it)')
+                          f'evaluate; a pre-training checkpoint is evaluated by a kNN config '
+                          f'(tools/test.py configs/knn/vit_b_knn.py CHECKPOINT) or by training a '
+                          f'linear-probe or fine-tuning config from it')
     apply_launch_args(cfg, args)
     cfg.load_from = args.checkpoint
     cfg.resume = False
