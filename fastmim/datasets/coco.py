@@ -21,6 +21,7 @@ import logging
 import os.path as osp
 from collections import defaultdict
 
+from mmcv.transforms import BaseTransform
 from mmdet.datasets import CocoDataset
 from mmengine.logging import print_log
 
@@ -30,6 +31,30 @@ from .utils import is_local
 
 # Entries named per kind of problem in the warning; the rest are counted.
 SHOWN = 5
+
+
+class CheckImageSize(BaseTransform):
+    """Right after ``LoadImageFromFile``: the image has the width and height the annotation file
+    gives it, the pixels its boxes, polygons and RLE masks are in (an image resized on disk
+    afterwards fails in ``LoadAnnotations`` as ``cannot reshape array``, or its polygon masks
+    land in the wrong place). detectron2 checks the same (``check_image_size``). The image is
+    loaded with its EXIF orientation applied, so a photo annotated without it comes out with
+    width and height swapped."""
+
+    def __init__(self, ann_file: str):
+        self.ann_file = ann_file
+
+    def transform(self, results: dict) -> dict:
+        height, width = results['ori_shape'][:2]
+        expected = (results['height'], results['width'])
+        if (height, width) != expected:
+            rotated = (' (turned by its EXIF orientation when loaded?)'
+                       if (width, height) == expected else '')
+            raise ValueError(
+                f"{results['img_path']}: image of {width}x{height} px{rotated}, but "
+                f"{self.ann_file} gives image {results['img_id']} {expected[1]}x{expected[0]} "
+                'px; its boxes and masks are in those pixels')
+        return results
 
 
 @DATASETS.register_module()
@@ -50,8 +75,19 @@ class CheckedCocoDataset(CocoDataset):
     It stops with an error naming the file when the file's categories miss a class of the
     dataset, and, in a test set, when an image has no file.
 
+    Each image is checked against the width and height the file gives it as it is loaded
+    (:class:`CheckImageSize`).
+
     Used as ``type='fastmim.CheckedCocoDataset'`` in mmdet configs.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        steps = self.pipeline.transforms
+        loads = [index for index, step in enumerate(steps)
+                 if type(step).__name__ == 'LoadImageFromFile']
+        for index in reversed(loads):
+            steps.insert(index + 1, CheckImageSize(self.ann_file))
 
     def COCOAPI(self, path):  # noqa: N802 (the name mmdet calls)
         """mmdet's COCO reader; the file is kept for the checks that follow the loading,

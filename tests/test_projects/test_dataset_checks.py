@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from mmengine.config import Config
+from PIL import Image
 
 from fastmim.engine.dataset_paths import check_dataset_paths
 from fastmim.engine.launch import LaunchError
@@ -406,3 +407,35 @@ def test_a_clean_test_set_loads_without_a_warning(coco_instances, monkeypatch):
     dataset = build_test_dataset(Path(coco_instances['data_root']) / coco_instances['val_ann_file'],
                                  coco_instances['data_root'])
     assert len(dataset) == 1 and warnings == []
+
+
+@pytest.mark.parametrize('test_mode', [False, True])
+def test_an_image_of_another_size_than_the_file_says_is_named(coco_instances, tmp_path,
+                                                              test_mode):
+    """Boxes, polygons and RLE masks are in the pixels of the annotation file's width and
+    height. An image resized on disk afterwards failed in a dataloader worker with
+    'cannot reshape array of size 1680000 into shape (187,160)' (RLE masks), or trained on
+    misplaced polygon masks without a word."""
+    root = Path(shutil.copytree(coco_instances['data_root'], tmp_path / 'coco'))
+    ann_file = root / coco_instances['train_ann_file']
+    image = json.loads(ann_file.read_text())['images'][0]
+    path = root / 'images' / image['file_name']
+    Image.open(path).resize((image['width'] // 2, image['height'] // 2)).save(path)
+    if test_mode:
+        dataset = build_test_dataset(ann_file, root)
+    else:
+        dataset = build_dataset(Config.fromfile(str(DETECTION)), 'fastmim.CheckedCocoDataset',
+                                ann_file, root)
+    index = next(index for index in range(len(dataset))
+                 if dataset.get_data_info(index)['img_id'] == image['id'])
+    with pytest.raises(ValueError, match=re.escape(
+            f'{path}: image of {image["width"] // 2}x{image["height"] // 2} px, but {ann_file} '
+            f'gives image {image["id"]} {image["width"]}x{image["height"]} px')):
+        dataset[index]
+
+    # Width and height swapped: what a photo annotated without its EXIF rotation gives.
+    Image.open(path).resize((image['height'], image['width'])).save(path)
+    with pytest.raises(ValueError, match=re.escape(
+            f'{path}: image of {image["height"]}x{image["width"]} px (turned by its EXIF '
+            f'orientation when loaded?), but {ann_file}')):
+        dataset[index]
