@@ -6,7 +6,7 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.device import get_device
 from mmengine.dist import is_distributed
-from mmengine.logging import print_log
+from mmengine.logging import MessageHub, print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.runner.amp import autocast
 
@@ -14,7 +14,21 @@ from fastmim.registry import OPTIM_WRAPPERS
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Raised when ``on_nonfinite='stop'`` and a step produced a NaN or infinite loss."""
+    """Raised when ``on_nonfinite='stop'`` and a step produced a NaN or infinite loss (or, in
+    a wrapper without loss scaling, NaN or infinite gradients)."""
+
+
+def training_position() -> str:
+    """``'iteration 5 (epoch 3)'``, counted from 1 as mmengine's logs, checkpoint names and
+    ``--resume`` count, from the 0-based ``iter`` / ``epoch`` that mmengine's
+    ``RuntimeInfoHook`` puts in the message hub; ``'this step'`` outside a runner."""
+    hub = MessageHub.get_current_instance()
+    iteration, epoch = hub.get_info('iter'), hub.get_info('epoch')
+    if iteration is None:
+        return 'this step'
+    if epoch is None or (hub.get_info('max_epochs') or 1) <= 1:  # iteration-based loops
+        return f'iteration {iteration + 1}'
+    return f'iteration {iteration + 1} (epoch {epoch + 1})'
 
 
 class NonFiniteGuardMixin:
@@ -24,7 +38,15 @@ class NonFiniteGuardMixin:
     stays in lock-step. The backward pass still runs, because DDP expects one backward per
     forward; its gradients, and those accumulated earlier in the same accumulation window,
     are discarded. ``on_nonfinite='stop'`` raises instead, naming the iteration.
+
+    A finite loss can still have infinite or NaN gradients (an overflow in the backward pass).
+    mmengine's ``AmpOptimWrapper`` skips those updates itself (its GradScaler lowers the scale
+    and retries); the wrappers without loss scaling (``guards_gradients``) check the gradients
+    before the update too, since one such update turns every weight into NaN for the rest of
+    the run, and the checkpoints saved from then on hold NaN weights.
     """
+
+    guards_gradients = True
 
     def __init__(self, *args, on_nonfinite='skip', **kwargs):
         if on_nonfinite not in ('skip', 'stop'):
@@ -42,15 +64,32 @@ class NonFiniteGuardMixin:
     def update_params(self, loss, step_kwargs=None, zero_kwargs=None):
         if self._loss_is_finite(loss):
             return super().update_params(loss, step_kwargs, zero_kwargs)
-        if self.on_nonfinite == 'stop':
-            raise NonFiniteLossError(f'loss is {loss.item()} at optimiser step '
-                                     f'{self._inner_count}; stopping (on_nonfinite="stop")')
-        self.skipped_steps += 1
-        print_log(f'loss is {loss.item()}: weights not updated for this step '
-                  f'({self.skipped_steps} skipped so far)', logger='current',
-                  level=logging.WARNING)
+        self._refuse_update(f'loss is {loss.item()}')
         self.backward(self.scale_loss(loss))
         self.zero_grad(**(zero_kwargs or {}))
+
+    def step(self, **kwargs):
+        """The update, unless a wrapper without loss scaling holds non-finite gradients
+        (checked before clipping, which would spread them to every gradient as NaN). The
+        caller, ``update_params``, zeroes the gradients either way."""
+        if not self.guards_gradients or self._gradients_are_finite():
+            return super().step(**kwargs)
+        self._refuse_update('gradients are not finite (the loss is finite)')
+
+    def _refuse_update(self, what: str) -> None:
+        """Stop or count-and-warn, by ``on_nonfinite``, for an update that is not applied."""
+        where = training_position()
+        if self.on_nonfinite == 'stop':
+            raise NonFiniteLossError(
+                f'{what} at {where}; stopping (optim_wrapper.on_nonfinite="stop") before it '
+                'reaches the weights, which, like the checkpoints saved so far, hold no NaN: '
+                'resume from the last checkpoint (--resume) with a lower lr or '
+                "optim_wrapper.clip_grad, or set optim_wrapper.on_nonfinite='skip' to skip "
+                'such steps')
+        self.skipped_steps += 1
+        print_log(f'{what} at {where}: weights not updated for this step '
+                  f'({self.skipped_steps} skipped so far)', logger='current',
+                  level=logging.WARNING)
 
     @staticmethod
     def _loss_is_finite(loss):
@@ -58,6 +97,17 @@ class NonFiniteGuardMixin:
         if is_distributed():
             torch_dist.all_reduce(finite, op=torch_dist.ReduceOp.MIN)
         return bool(finite.item())
+
+    def _gradients_are_finite(self) -> bool:
+        """Whether every gradient is finite. Under DDP the gradients are already averaged over
+        the ranks, so every rank reaches the same answer without another collective."""
+        grads = [param.grad.detach() for group in self.optimizer.param_groups
+                 for param in group['params'] if param.grad is not None]
+        if not grads:
+            return True
+        # The largest magnitude: NaN and inf propagate, and no sum of squares can overflow.
+        largest = torch.nn.utils.get_total_norm(grads, norm_type=float('inf'))
+        return bool(torch.isfinite(largest).item())
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -68,6 +118,8 @@ class GuardedOptimWrapper(NonFiniteGuardMixin, OptimWrapper):
 @OPTIM_WRAPPERS.register_module()
 class GuardedAmpOptimWrapper(NonFiniteGuardMixin, AmpOptimWrapper):
     """mmengine's ``AmpOptimWrapper`` (CUDA fp16/bf16 with loss scaling) with the guard."""
+
+    guards_gradients = False  # its GradScaler skips updates with non-finite gradients
 
 
 @OPTIM_WRAPPERS.register_module()
