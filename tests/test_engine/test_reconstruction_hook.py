@@ -254,3 +254,17 @@ def test_tool_refuses_an_out_dir_under_a_file_before_loading(tmp_path, tool, out
                        'a file, not a folder'):
         tool.main([str(tmp_path / 'absent.py'), str(tmp_path / 'absent.pth'), '--img',
                    str(image), '--out-dir', str(tmp_path / out_dir)])
+
+
+def test_a_model_that_cannot_reconstruct_is_refused_before_training(tmp_path):
+    """A fine-tuning classifier with the hook trained `interval` epochs (10 by default), then
+    stopped with a TypeError in after_train_epoch, before that epoch's checkpoint was saved."""
+    classifier = MODELS.build(dict(type='ImageClassifier', backbone=dict(type='TinyPatchBackbone'),
+                                   head=dict(type='LinearClsHead', num_classes=3,
+                                             in_channels=16)))
+    hook = ReconstructionVisualizationHook(interval=10)
+    # ValueError: mmengine appends 'in <...Hook object at 0x...>' to a hook's TypeError.
+    with pytest.raises(ValueError, match=r'ReconstructionVisualizationHook.*ImageClassifier has '
+                       r'no reconstruct\(\).*custom_hooks'):
+        hook.before_train(fake_runner(classifier, tmp_path))
+    hook.before_train(fake_runner(MODELS.build(tiny_model_cfg()), tmp_path))  # FastMIM passes

@@ -48,6 +48,16 @@ class ReconstructionVisualizationHook(Hook):
         self._batch = None
         self._last_tag = None
 
+    def before_train(self, runner):
+        """Refuse a model that cannot reconstruct (a fine-tuning classifier) now: the first
+        picture is drawn only after ``interval`` epochs, and its error came before that epoch's
+        checkpoint was saved."""
+        model = bare_model(runner)
+        if not callable(getattr(model, 'reconstruct', None)):
+            raise ValueError(f'ReconstructionVisualizationHook: {type(model).__name__} has no '
+                            'reconstruct(), only a FastMIM pre-training model can be drawn; '
+                            'remove the hook from custom_hooks')
+
     def before_train_iter(self, runner, batch_idx, data_batch=None):
         if self._batch is None and data_batch is not None and is_main_process():
             inputs = data_batch['inputs'][:self.num_images]
