@@ -58,9 +58,10 @@ class CheckSegMap(BaseTransform):
 
 @DATASETS.register_module()
 class CheckedADE20KDataset(ADE20KDataset):
-    """``ADE20KDataset`` (same arguments) whose pipeline checks each label map right after
-    ``LoadAnnotations`` (:class:`CheckSegMap`). Used as ``type='fastmim.CheckedADE20KDataset'``
-    in mmseg configs."""
+    """``ADE20KDataset`` (same arguments) that names an image without its label map, and an
+    image folder without images, when it is built, and whose pipeline checks each label map
+    right after ``LoadAnnotations`` (:class:`CheckSegMap`). Used as
+    ``type='fastmim.CheckedADE20KDataset'`` in mmseg configs."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

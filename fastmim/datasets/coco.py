@@ -27,7 +27,7 @@ from mmengine.logging import print_log
 
 from fastmim.registry import DATASETS
 
-from .utils import is_local
+from .utils import examples, is_local
 
 # Entries named per kind of problem in the warning; the rest are counted.
 SHOWN = 5
@@ -109,10 +109,8 @@ class CheckedCocoDataset(CocoDataset):
             self._refuse_missing_test_images()
         data_list = [info for info in data_list if info is not None]
         for problem, entries in self._skipped.items():
-            shown = ', '.join(entries[:SHOWN])
-            more = f' and {len(entries) - SHOWN} more' if len(entries) > SHOWN else ''
-            print_log(f'{self.ann_file}: skipped {len(entries)} {problem}: {shown}{more}',
-                      logger='current', level=logging.WARNING)
+            print_log(f'{self.ann_file}: skipped {len(entries)} {problem}: '
+                      f'{examples(entries, SHOWN)}', logger='current', level=logging.WARNING)
         self._missing_files = len(self._skipped['images without their file'])
         del self._skipped
         return data_list
@@ -147,9 +145,8 @@ class CheckedCocoDataset(CocoDataset):
         if missing:
             raise ValueError(
                 f'{self.ann_file}: no category of the file is named after {len(missing)} of the '
-                f'{len(classes)} classes of the dataset: {", ".join(missing[:SHOWN])}'
-                f'{" and more" if len(missing) > SHOWN else ""}; mmdet and CocoMetric number '
-                f'the classes by these names. Give the dataset and the evaluator '
+                f'{len(classes)} classes of the dataset: {examples(missing, SHOWN)}; mmdet and '
+                f'CocoMetric number the classes by these names. Give the dataset and the evaluator '
                 f'metainfo=dict(classes=...) with the file\'s category names (and the heads '
                 f'num_classes to match), or add the categories to the file')
 
@@ -164,15 +161,15 @@ class CheckedCocoDataset(CocoDataset):
                     f'annotation {ann.get("id")} (category_id {ann.get("category_id")})')
 
     def _refuse_missing_test_images(self):
+        """A test image cannot be skipped: the metric reads its ground truth from the file."""
         missing = self._skipped.get('images without their file', [])
         if missing:
             raise ValueError(
                 f'{self.ann_file}: {len(missing)} of its {self._listed} images have no file '
-                f'under {self.data_prefix["img"]}: {", ".join(missing[:SHOWN])}'
-                f'{" and more" if len(missing) > SHOWN else ""}; CocoMetric scores every image '
-                f'the file lists, so an image left out would count as one where nothing was '
-                f'detected. Restore the files, or evaluate on an annotation file of the images '
-                f'there are')
+                f'under {self.data_prefix["img"]}: {examples(missing, SHOWN)}; CocoMetric '
+                f'scores every image the file lists, so an image left out would count as one '
+                f'where nothing was detected. Restore the files, or evaluate on an annotation '
+                f'file of the images there are')
 
     def filter_data(self):
         """mmdet's filter (images without annotations of the dataset's classes go when
