@@ -1,6 +1,10 @@
-"""Helpers shared by the datasets: pipeline building, file-name filtering, local paths."""
+"""Helpers shared by the datasets: pipeline building, file-name filtering, local paths, the
+labels of a dataset."""
 import copy
+from collections import Counter
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+
+from mmengine.dataset import BaseDataset
 
 from fastmim.registry import TRANSFORMS
 
@@ -21,6 +25,41 @@ def examples(items: Sequence[str], shown: int = SHOWN) -> str:
     """``a, b, c and 4 more``: enough to find the files, in one line however many there are."""
     more = f' and {len(items) - shown} more' if len(items) > shown else ''
     return ', '.join(str(item) for item in items[:shown]) + more
+
+
+def dataset_labels(dataset) -> Optional[Counter]:
+    """The number of samples of each label of ``dataset``, read from its annotations, or
+    ``None`` when it has none to read (a sample without ``gt_label``, a dataset without
+    ``get_data_info``), so that the classes of two splits can be compared before a run.
+
+    An mmengine ``BaseDataset`` is read through ``BaseDataset.get_data_info``, the annotation
+    as loaded: an override may add the decoded image (``EmbeddedPhotos``, ``FashionMNIST``),
+    which the labels do not need. Other datasets (``ConcatDataset``) are read through their
+    own. About 4 s for ImageNet's 1.28 M train images.
+    """
+    if isinstance(dataset, BaseDataset):
+        def annotation(index):
+            return BaseDataset.get_data_info(dataset, index)
+    elif hasattr(dataset, 'get_data_info'):
+        annotation = dataset.get_data_info
+    else:
+        return None
+    counts = Counter()
+    for index in range(len(dataset)):
+        label = annotation(index).get('gt_label')
+        if label is None:
+            return None
+        counts[int(label)] += 1
+    return counts
+
+
+def describe_labels(labels: Sequence[int], dataset) -> str:
+    """``"8 'name', 9 'name', ..."``: the first five labels, with their class names when the
+    dataset's metainfo names its classes."""
+    classes = (getattr(dataset, 'metainfo', None) or {}).get('classes') or ()
+    named = [f'{label} {classes[label]!r}' if label < len(classes) else str(label)
+             for label in labels[:5]]
+    return ', '.join(named) + (', ...' if len(labels) > 5 else '')
 
 
 def build_pipeline(pipeline: Sequence[Union[dict, Callable]]) -> List[Callable]:

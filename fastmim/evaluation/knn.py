@@ -24,7 +24,6 @@ Configs name these classes after ``custom_imports = dict(imports=['fastmim.evalu
 """
 import logging
 import warnings
-from collections import Counter
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -37,6 +36,7 @@ from mmengine.runner.amp import autocast
 from mmengine.structures import BaseDataElement
 from torch.utils.data import DataLoader
 
+from fastmim.datasets.utils import dataset_labels, describe_labels
 from fastmim.engine.runner_model import bare_model
 from fastmim.models.algorithms.fastmim import IMAGENET_PREPROCESSOR
 from fastmim.models.algorithms.image_classifier import attach_predictions, pool_features
@@ -187,30 +187,6 @@ def gather_bank(features: torch.Tensor, labels: torch.Tensor,
     first[1:] = sorted_indices[1:] != sorted_indices[:-1]
     keep = order[first]
     return features[keep], labels[keep]
-
-
-def dataset_labels(dataset) -> Optional[Counter]:
-    """The number of samples of each label of ``dataset``, read from its annotations
-    (``get_data_info``), or ``None`` when it has none to read (a sample without ``gt_label``,
-    a dataset without ``get_data_info``). About 4 s for ImageNet's 1.28 M train images."""
-    if not hasattr(dataset, 'get_data_info'):
-        return None
-    counts = Counter()
-    for index in range(len(dataset)):
-        label = dataset.get_data_info(index).get('gt_label')
-        if label is None:
-            return None
-        counts[int(label)] += 1
-    return counts
-
-
-def describe_labels(labels: Sequence[int], dataset) -> str:
-    """``"8 'name', 9 'name', ..."``: the first five labels, with their class names when the
-    dataset's metainfo names its classes."""
-    classes = (getattr(dataset, 'metainfo', None) or {}).get('classes') or ()
-    named = [f'{label} {classes[label]!r}' if label < len(classes) else str(label)
-             for label in labels[:5]]
-    return ', '.join(named) + (', ...' if len(labels) > 5 else '')
 
 
 class BankSmallerThanKWarning(UserWarning):

@@ -1,5 +1,6 @@
 """DatasetClassesCheckHook: the splits of a run name the same classes, and the model has an
 output for each, checked before the first iteration."""
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,6 +11,8 @@ from mmengine.runner import Runner
 from PIL import Image
 from skimage import data as skdata
 
+from fastmim.datasets import EmbeddedPhotos
+from fastmim.datasets.utils import dataset_labels
 from fastmim.engine.hooks import ClassCountWarning, DatasetClassesCheckHook
 from fastmim.engine.hooks.dataset_classes_hook import check_classes
 from fastmim.engine.launch import adapt_to_device
@@ -136,3 +139,127 @@ def test_a_last_batch_of_one_is_fine_without_batch_norm_or_with_drop_last():
                      probe)
     check_last_batch('train_dataloader', SimpleNamespace(**{**vars(loader), 'sampler': range(34)}),
                      probe)
+
+
+def write_image_list(root, name, labels):
+    """A list file naming one copy of a real photo per label, labelled as given."""
+    photo = Image.fromarray(skdata.astronaut()).resize((64, 64))
+    lines = []
+    for index, label in enumerate(labels):
+        photo.save(root / f'{name}_{index}.jpg')
+        lines.append(f'{name}_{index}.jpg {label}\n')
+    (root / name).write_text(''.join(lines))
+    return name
+
+
+def test_fine_tuning_with_a_val_class_the_train_list_lacks_stops_before_training(tmp_path):
+    """Train labels 0-2, val 0-3, num_classes=4: the run trained and validated without a word
+    (top-1 25.0 here), though no image of class 3 could ever be learned."""
+    cfg = Config.fromfile(str(CONFIGS / 'finetune' / 'demo_vit_tiny_embedded_ft.py'))
+    train_list = write_image_list(tmp_path, 'train.txt', [0, 1, 2, 0, 1, 2])
+    val_list = write_image_list(tmp_path, 'val.txt', [0, 1, 2, 3, 3, 3, 3, 3])
+    loader_options = dict(batch_size=2, num_workers=0, persistent_workers=False)
+    cfg.merge_from_dict({
+        'work_dir': str(tmp_path / 'work'),
+        'model.backbone.init_cfg': None,
+        'model.head.num_classes': 4,
+        'train_dataloader': dict(loader_options, dataset=dict(
+            _delete_=True, type='ImageList', ann_file=train_list, data_root=str(tmp_path),
+            with_label=True, pipeline=cfg.train_pipeline)),
+        'val_dataloader': dict(loader_options, dataset=dict(
+            _delete_=True, type='ImageList', ann_file=val_list, data_root=str(tmp_path),
+            with_label=True, pipeline=cfg.test_pipeline)),
+        'train_cfg.max_epochs': 1,
+    })
+    adapt_to_device(cfg)
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError, match=r'val_dataloader.dataset: 5 of its 8 images are of 1 '
+                                         r'class that train_dataloader.dataset has no image of '
+                                         r'\(3\)'):
+        runner.train()
+    assert runner.iter == 0 and not list((tmp_path / 'work').glob('*.pth'))
+
+
+class LabelledDataset:
+    """Annotations only, as ``get_data_info`` gives them: the check decodes no image."""
+
+    def __init__(self, labels, classes=None):
+        self.labels = labels
+        self.metainfo = dict(classes=classes) if classes else {}
+
+    def __len__(self):
+        return len(self.labels)
+
+    def get_data_info(self, index):
+        return dict(img_path=f'{index}.jpg', gt_label=self.labels[index])
+
+
+def runner_of(train, val, num_classes=None):
+    return SimpleNamespace(
+        model=SimpleNamespace(num_classes=num_classes),
+        train_loop=SimpleNamespace(dataloader=SimpleNamespace(dataset=train, batch_size=None)),
+        val_loop=SimpleNamespace(dataloader=SimpleNamespace(dataset=val)))
+
+
+def test_val_classes_without_a_train_image_are_named_with_their_class_names():
+    """Class folders of the same names, but a train subset (``indices``) that misses some."""
+    names = ('ant', 'bee', 'cat', 'dog', 'eel', 'fox', 'gnu', 'hen')
+    train = LabelledDataset([0, 0, 1, 1], names)
+    val = LabelledDataset(list(range(8)) * 2, names)
+    with pytest.raises(ValueError, match=r"12 of its 16 images are of 6 classes that train_"
+                                         r"dataloader.dataset has no image of \(2 'cat', "
+                                         r"3 'dog', 4 'eel', 5 'fox', 6 'gnu', \.\.\.\)"):
+        DatasetClassesCheckHook().before_train(runner_of(train, val, num_classes=8))
+    # Train classes that val lacks are fine (a val subset), and so is an unlabelled split.
+    DatasetClassesCheckHook().before_train(runner_of(val, train, num_classes=8))
+    DatasetClassesCheckHook().before_train(runner_of(train, SimpleNamespace(metainfo={}), 8))
+
+
+def test_labels_are_read_from_the_annotations_without_decoding_an_image(monkeypatch):
+    """EmbeddedPhotos' get_data_info adds the decoded photo: the labels need none of it."""
+    dataset = EmbeddedPhotos(pipeline=[], sources='skimage', num_samples=20)
+
+    def refuse_decoding(path):
+        raise AssertionError(f'decoded {path} to read a label')
+
+    monkeypatch.setattr('fastmim.datasets.embedded.load_photo', refuse_decoding)
+    photos = len(dataset.metainfo['classes'])  # sample i is photo i % photos
+    assert dataset_labels(dataset) == Counter(index % photos for index in range(20))
+
+
+def test_testing_a_checkpoint_on_classes_it_was_not_trained_on_is_refused(tmp_path):
+    """mmengine saves the train split's metainfo in every checkpoint (meta.dataset_meta); a
+    test folder of as many classes of other names (or order) was evaluated without a word,
+    each output scored against another class."""
+    cfg = Config.fromfile(str(CONFIGS / 'finetune' / 'demo_vit_tiny_embedded_ft.py'))
+    test_root = write_class_folders(tmp_path / 'test', ['cat', 'eel'])
+    cfg.merge_from_dict({
+        'work_dir': str(tmp_path / 'work'),
+        'model.backbone.init_cfg': None,
+        'model.head.num_classes': 2,
+        'test_dataloader': dict(batch_size=2, num_workers=0, persistent_workers=False,
+                                dataset=dict(_delete_=True, type='ImageFolder',
+                                             data_root=test_root, data_prefix='',
+                                             with_label=True, pipeline=cfg.test_pipeline)),
+    })
+    adapt_to_device(cfg)
+    runner = Runner.from_cfg(cfg)
+    checkpoint = tmp_path / 'fine_tuned.pth'
+    torch.save(dict(meta=dict(dataset_meta=dict(classes=('cat', 'dog'))),
+                    state_dict=runner.model.state_dict()), checkpoint)
+    runner._load_from = str(checkpoint)  # tools/test.py CONFIG CHECKPOINT
+    with pytest.raises(ValueError, match=r"test_dataloader.dataset has 2 classes, the "
+                                         r"checkpoint's train split \(meta.dataset_meta\) 2, "
+                                         r"and they differ \(missing \['dog'\], extra \['eel'\]"):
+        runner.test()
+
+
+def test_a_checkpoint_loaded_to_train_from_is_not_compared_with_a_later_test():
+    """Fine-tuning from a checkpoint of other classes is a transfer, not a mismatch."""
+    hook = DatasetClassesCheckHook()
+    train = LabelledDataset([0, 1], ('cat', 'dog'))
+    runner = runner_of(train, train, num_classes=2)
+    hook.after_load_checkpoint(runner, dict(meta=dict(dataset_meta=dict(classes=('a', 'b')))))
+    hook.before_train(runner)
+    runner.test_loop = SimpleNamespace(dataloader=SimpleNamespace(dataset=train))
+    hook.before_test(runner)

@@ -8,7 +8,9 @@ and validates without a word, on labels that mean different classes in each spli
 fewer outputs than the dataset has classes fails only at the first batch; one with more trains
 outputs that no image is labelled with. A ``BatchNorm1d`` (the linear probe's head) cannot
 normalise a batch of one in training: with ``drop_last=False`` and a dataset that leaves one
-image over, the run stopped at the end of its first epoch, after a whole epoch of work.
+image over, the run stopped at the end of its first epoch, after a whole epoch of work. A val
+split with a class that the train split has no image of (a list file, a train subset) trained
+and validated without a word too, its top-1 capped by the images no model can get right.
 """
 import unicodedata
 import warnings
@@ -17,6 +19,7 @@ from typing import List, Optional, Tuple
 from mmengine.hooks import Hook
 from torch import nn
 
+from fastmim.datasets.utils import dataset_labels, describe_labels
 from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS
 
@@ -109,7 +112,8 @@ def check_classes(named_classes: List[Tuple[str, Tuple[str, ...]]],
             raise ValueError(
                 f'{key} has {len(classes)} classes, {reference_key} {len(reference)}, and they '
                 f'differ ({_differences(reference, classes)}): a label index would mean '
-                f'another class in each; give both the same class folders')
+                f'another class in each; give both the same class folders (and the same '
+                f"metainfo['classes'], where one is given)")
     if num_classes is None or num_classes == len(reference):
         return
     if num_classes < len(reference):
@@ -122,33 +126,84 @@ def check_classes(named_classes: List[Tuple[str, Tuple[str, ...]]],
                   ClassCountWarning, stacklevel=2)
 
 
+def check_label_coverage(reference_key: str, reference_dataset, key: str, dataset) -> None:
+    """Raise ``ValueError`` naming the classes of ``dataset`` (val) that ``reference_dataset``
+    (train) has no image of; nothing when either has no labels to read.
+
+    An error, not a warning, as ``check_classes`` refuses class folders that differ and the kNN
+    loop a bank that lacks a test class: no model can learn a class it never sees, so each of
+    those val images is an error at every validation and the reported top-1 measures the
+    split, not the model, over a run of hours; a warning scrolls away in its first lines.
+    mmpretrain checks none of this, and nothing a user meant is lost: a smoke test on a train
+    subset passes with a val subset of the same classes (train classes that val lacks are
+    fine). Labels are read from the annotations (``dataset_labels``), no image is decoded.
+    """
+    reference, labels = dataset_labels(reference_dataset), dataset_labels(dataset)
+    if reference is None or labels is None:
+        return
+    missing = sorted(set(labels) - set(reference))
+    if missing:
+        unlearnable = sum(labels[label] for label in missing)
+        raise ValueError(
+            f'{key}: {unlearnable} of its {sum(labels.values())} images are of {len(missing)} '
+            f'class{"es" if len(missing) > 1 else ""} that {reference_key} has no image of '
+            f'({describe_labels(missing, dataset)}): no model can learn '
+            f'{"them" if len(missing) > 1 else "it"}, and every validation would count those '
+            f'images wrong; give {reference_key} images of every class of {key}, or leave those '
+            f'classes out of {key}')
+
+
 @HOOKS.register_module()
 class DatasetClassesCheckHook(Hook):
     """Runs :func:`check_classes` on the train and val datasets before training, and on the
-    kNN bank and test datasets before testing, :func:`check_max_label` on each (list files) and
+    kNN bank and test datasets before testing, :func:`check_max_label` on each (list files),
+    :func:`check_label_coverage` on the val dataset against the train one, and
     :func:`check_last_batch` on the train dataloader, so a mismatch ends the run in one line
-    before its first iteration (a default hook of ``configs/_base_/default_runtime.py``)."""
+    before its first iteration (a default hook of ``configs/_base_/default_runtime.py``).
+    The kNN loop checks its bank's labels against the test split itself (``check_bank``).
+
+    Testing a checkpoint (``tools/test.py``) compares the test classes with those of the
+    split it was trained on, which mmengine saves in its ``meta['dataset_meta']``: a test
+    folder of as many classes of other names or order was scored without a word. A
+    checkpoint loaded to train from is not compared (fine-tuning on other classes is a
+    transfer)."""
 
     priority = 'VERY_HIGH'
+    CHECKPOINT_KEY = "the checkpoint's train split (meta.dataset_meta)"
+
+    def __init__(self) -> None:
+        self.checkpoint_classes: Optional[Tuple[str, ...]] = None
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        dataset_meta = (checkpoint.get('meta') or {}).get('dataset_meta') or {}
+        classes = dataset_meta.get('classes')
+        self.checkpoint_classes = tuple(classes) if classes else None
 
     def before_train(self, runner) -> None:
+        self.checkpoint_classes = None  # the weights to train from, of any classes
         loaders = [('train_dataloader.dataset', runner.train_loop.dataloader)]
         if runner.val_loop is not None:
             loaders.append(('val_dataloader.dataset', runner.val_loop.dataloader))
         self._check(runner, loaders)
         check_last_batch('train_dataloader', runner.train_loop.dataloader, bare_model(runner))
+        # Last: it reads every annotation (seconds for ImageNet), the others read a few values.
+        (train_key, train_loader), *others = loaders
+        for key, loader in others:
+            check_label_coverage(train_key, getattr(train_loader, 'dataset', None), key,
+                                 getattr(loader, 'dataset', None))
 
     def before_test(self, runner) -> None:
         loaders = [('test_dataloader.dataset', runner.test_loop.dataloader)]
         bank = getattr(runner.test_loop, 'bank_dataloader', None)
         if bank is not None:
             loaders.insert(0, ('test_cfg.bank_dataloader.dataset', bank))
-        self._check(runner, loaders)
+        self._check(runner, loaders, [(self.CHECKPOINT_KEY, self.checkpoint_classes)])
 
     @staticmethod
-    def _check(runner, loaders) -> None:
+    def _check(runner, loaders, named=()) -> None:
+        """``named``: ``(key, classes)`` compared before those of the ``loaders``."""
         num_classes = model_num_classes(bare_model(runner))
-        named = [(key, dataset_classes(loader)) for key, loader in loaders]
+        named = [*named, *((key, dataset_classes(loader)) for key, loader in loaders)]
         check_classes([(key, classes) for key, classes in named if classes is not None],
                       num_classes)
         for key, loader in loaders:
