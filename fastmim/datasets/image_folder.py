@@ -74,7 +74,9 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
 
     With ``with_label=True`` the layout is ImageNet's, ``<folder>/<class>/**/<image>``: the class
     index is the position of the folder name in sorted order (torchvision's convention, so
-    ``n01440764`` is 0 for ImageNet) and ``metainfo['classes']`` lists the names. Images directly
+    ``n01440764`` is 0 for ImageNet) and ``metainfo['classes']`` lists the names, or keeps
+    those given in ``metainfo=dict(classes=...)``, one per folder in that order (mmpretrain's
+    ``CustomDataset``; names that disagree with the folders raise). Images directly
     in ``<folder>`` have no class then and are not used: they are named in a
     ``DatasetListingWarning``, or in the error when there is no class folder at all. With
     ``with_label=False`` every image under the folder is used, recursively, so both a flat
@@ -189,8 +191,73 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
         if empty:
             raise ValueError(f'{type(self).__name__}: class folders without images with '
                              f'extensions {self.extensions}: {empty}')
-        self._metainfo['classes'] = tuple(classes)
+        self._warn_numbered_folders(classes)
+        self._metainfo['classes'] = self._class_names(tuple(classes))
         return data_list, metadata
+
+    def _warn_numbered_folders(self, folders: List[str]) -> None:
+        """Class folders named by numbers are labelled in their sorted order as text, as
+        torchvision and mmpretrain label them ('10' before '2'), which this keeps, so that
+        labels agree with theirs. Where a folder's number is meant as its label (ImageNetV2's
+        layout, a list file's labels for the other split, a checkpoint's outputs) every class
+        past the first misplaced one is scored against another, without a word: named once."""
+        if not all(name.isascii() and name.isdigit() for name in folders):
+            return
+        by_number = sorted(folders, key=int)
+        misplaced = next((label for label, name in enumerate(folders)
+                          if name != by_number[label]), None)
+        if misplaced is None:
+            return
+        name, smallest = folders[misplaced], by_number[0]
+        padded = smallest.zfill(len(by_number[-1]))
+        warnings.warn(f'{type(self).__name__}: the {len(folders)} class folders of '
+                      f'{self.folder!r} are named by numbers, and labelled by their sorted '
+                      f'order as text, as torchvision and mmpretrain do: folder {name!r} is '
+                      f'label {misplaced}, not {by_number.index(name)}; if the numbers are the '
+                      f'labels, pad the names with zeros ({smallest!r} as {padded!r}) or list '
+                      f'the images with their labels (ImageList)', DatasetListingWarning)
+
+    def _class_names(self, folders: Tuple[str, ...]) -> Tuple[str, ...]:
+        """The names of the classes: the folders', or those given in ``metainfo['classes']``.
+
+        As in mmpretrain's ``CustomDataset``, given names are kept, one per class folder in
+        sorted order (its ImageNet names the wnid folders 'tench', ...): they may name the
+        folders, or be other names for display. mmpretrain asserts only their count, and
+        labels by sorted folder whatever the names say, so the folder names in another order,
+        or some folder names and some others, named classes wrongly without a word: those are
+        refused, naming both lists (the labels cannot follow the names: a checkpoint trained
+        with mmpretrain numbers the classes by sorted folder).
+        """
+        given = self._metainfo.get('classes')
+        if given is None:
+            return folders
+        given = tuple(given)
+        named_folders = set(given) & set(folders)
+        if given == folders or (len(given) == len(folders) and not named_folders):
+            return given
+        raise ValueError(
+            f"{type(self).__name__}: metainfo['classes'] disagrees with the class folders of "
+            f'{self.folder!r}: {len(given)} names ({examples(given)}), {len(folders)} class '
+            f'folders ({examples(folders)}){self._name_differences(given, folders)}; an '
+            f"image's label is its folder's position in sorted order: give one name per "
+            f'folder in that order (the folder names, or names for display as mmpretrain\'s '
+            f'ImageNet gives), or no classes to use the folder names')
+
+    @staticmethod
+    def _name_differences(given: Tuple[str, ...], folders: Tuple[str, ...]) -> str:
+        """What is wrong with names of which some are folders' (nothing more to say when none
+        is: the counts differ)."""
+        if not set(given) & set(folders):
+            return ''
+        not_folders = [name for name in given if name not in folders]
+        unnamed = [name for name in folders if name not in given]
+        if not_folders or unnamed:
+            return (f'; names that are no folder: {not_folders[:5]}, folders not named: '
+                    f'{unnamed[:5]}')
+        position = next(i for i, (name, folder) in enumerate(zip(given, folders))
+                        if name != folder)
+        return (f'; the folder names in another order: name {position} is '
+                f'{given[position]!r}, folder {position} is {folders[position]!r}')
 
     def _report_metadata(self, metadata: List[str]) -> None:
         """One line for the macOS metadata left out, when the folder is listed (once), so that a

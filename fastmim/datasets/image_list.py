@@ -34,8 +34,10 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
 
     The list is checked line by line at construction (errors name the file and line), and the
     first listed image must exist, which catches a wrong ``data_root`` before training starts.
-    With labels, ``metainfo['max_label']`` is the largest one. Lines that repeat an image are
-    kept (oversampling) and named once in a ``DatasetListingWarning``.
+    With labels, ``metainfo['max_label']`` is the largest one; class names given in
+    ``metainfo=dict(classes=...)`` are kept, and a label with no name among them raises, naming
+    its line. Lines that repeat an image are kept (oversampling) and named once in a
+    ``DatasetListingWarning``.
     Other missing or unreadable images are skipped with a warning when loaded, or raise a
     ``ValueError`` naming them with ``test_mode=True`` (an evaluation set).
 
@@ -84,8 +86,10 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
                              f'images')
         self._warn_repeats(listed)
         if self.with_label:
-            # No class names here: the largest label lets DatasetClassesCheckHook compare the
-            # model's num_classes before training, not at the batch that holds it.
+            self._check_named_labels(listed)
+            # A list names no classes unless metainfo gives them: the largest label lets
+            # DatasetClassesCheckHook compare the model's num_classes before training, not at
+            # the batch that holds it.
             self._metainfo['max_label'] = max(info['gt_label'] for info in data_list)
         first = data_list[0]['img_path']
         if not osp.isfile(first):
@@ -93,6 +97,21 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
                                     f'{self.ann_file!r}, {first!r}, does not exist; '
                                     f'{self._first_image_hint(first)}')
         return data_list
+
+    def _check_named_labels(self, listed: List[Tuple[int, str, Optional[int]]]) -> None:
+        """With ``metainfo=dict(classes=...)`` (mmpretrain's ``CustomDataset(ann_file,
+        classes=...)``) every label must name one of the classes: a larger one has no name,
+        and the model's ``num_classes`` (checked against the largest label) may be larger
+        than the classes, so nothing else would notice. Names the first such line."""
+        classes = self._metainfo.get('classes')
+        if not classes:
+            return
+        for line_number, _, label in listed:
+            if label >= len(classes):
+                raise ValueError(
+                    f"{type(self).__name__}: {self.ann_file}, line {line_number}: label "
+                    f"{label}, but metainfo['classes'] names {len(classes)} classes (labels "
+                    f'0-{len(classes) - 1}); give a name to every class of the list')
 
     def _warn_repeats(self, listed: List[Tuple[int, str, Optional[int]]]) -> None:
         """A line naming an image listed before makes it count twice (drawn twice as often in

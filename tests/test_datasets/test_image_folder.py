@@ -67,6 +67,72 @@ def test_labelled_folder_uses_sorted_class_names(imagenet_tree):
     assert not expected
 
 
+def test_given_class_names_are_kept_as_mmpretrain_keeps_them(imagenet_tree):
+    """mmpretrain's CustomDataset keeps ``metainfo=dict(classes=...)`` of one name per class
+    folder (its ImageNet names the wnid folders 'tench', ...); they were replaced by the folder
+    names. The labels stay the sorted folders' positions."""
+    root, _ = imagenet_tree
+    names = ('person', 'cat', 'rocket')
+    named = ImageFolder(str(root), with_label=True, metainfo=dict(classes=names))
+    folders = ImageFolder(str(root), with_label=True)
+    assert named.metainfo['classes'] == names
+    assert [named.get_data_info(i) == folders.get_data_info(i) for i in range(4)] == [True] * 4
+    listed = ImageFolder(str(root), with_label=True,
+                         metainfo=dict(classes=['n01_person', 'n02_cat', 'n03_rocket']))
+    assert listed.metainfo['classes'] == ('n01_person', 'n02_cat', 'n03_rocket')
+
+
+@pytest.mark.parametrize('classes, message', [
+    (('person', 'cat'), r"2 names \(person, cat\), 3 class folders \(n01_person, n02_cat, "
+                        r"n03_rocket\)"),
+    (('n01_person', 'n02_cat', 'n04_dog'), r"names that are no folder: \['n04_dog'\], "
+                                           r"folders not named: \['n03_rocket'\]"),
+    (('n02_cat', 'n01_person', 'n03_rocket'), r"another order: name 0 is 'n02_cat', folder 0 "
+                                              r"is 'n01_person'"),
+])
+def test_given_class_names_that_disagree_with_the_folders_are_refused(classes, message,
+                                                                      imagenet_tree):
+    """mmpretrain asserts only the count, and labels by sorted folder whatever the names say:
+    a list of folder names in another order named every class wrongly, without a word."""
+    root, _ = imagenet_tree
+    with pytest.raises(ValueError, match=r"ImageFolder: metainfo\['classes'\] disagrees with "
+                                         r"the class folders of '.*train': .*" + message):
+        ImageFolder(str(root), with_label=True, metainfo=dict(classes=classes))
+
+
+def test_class_folders_named_by_numbers_out_of_numeric_order_are_named(tmp_path, photos):
+    """Folders '0'..'10' are labelled in text order (torchvision's, mmpretrain's): '10' is
+    label 2. Where the number is meant as the label (ImageNetV2's layout, the labels of a
+    list file used for the other split) every class from '10' on was scored against another
+    one, without a word."""
+    for number in range(11):
+        save_photo(photos['camera'][:32, :32], tmp_path / str(number) / 'a.png')
+    with pytest.warns(DatasetListingWarning, match=r"11 class folders of '.*' are named by "
+                                                   r"numbers.*folder '10' is label 2, not 10"):
+        dataset = ImageFolder(str(tmp_path), data_prefix='', with_label=True)
+    assert dataset.metainfo['classes'][:3] == ('0', '1', '10')  # torchvision's order, kept
+    for number in range(11):
+        (tmp_path / str(number)).rename(tmp_path / f'{number:02d}')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        ImageFolder(str(tmp_path), data_prefix='', with_label=True)  # '00'..'10': in order
+
+
+def test_image_list_labels_beyond_its_given_class_names_name_the_line(imagenet_tree):
+    """A list with class names (mmpretrain's CustomDataset(ann_file, classes=...)) whose
+    labels go past them: the name of such a label did not exist, found by no check."""
+    root, _ = imagenet_tree
+    ann = write_list(root / 'train.txt', ['n02_cat/chelsea.JPEG 1', 'n03_rocket/rocket.Png 3',
+                                          'n01_person/astro.jpg 0'])
+    with pytest.raises(ValueError, match=re.escape(
+            f"{ann}, line 2: label 3, but metainfo['classes'] names 3 classes (labels 0-2)")):
+        ImageList(ann, data_root=str(root / 'train'), with_label=True,
+                  metainfo=dict(classes=('person', 'cat', 'rocket')))
+    named = ImageList(ann, data_root=str(root / 'train'), with_label=True,
+                      metainfo=dict(classes=('person', 'cat', 'rocket', 'dog')))
+    assert named.metainfo['classes'] == ('person', 'cat', 'rocket', 'dog')
+
+
 def test_unlabelled_folder_and_flat_folder(imagenet_tree, photos, tmp_path):
     root, files = imagenet_tree
     dataset = ImageFolder(str(root), data_prefix='train', pipeline=PIPELINE)
