@@ -7,7 +7,8 @@ surfaces as an image that cannot be read in a dataloader worker, mid-epoch. mmse
 the paths from the config the way mmengine's ``BaseDataset`` joins them and names the first one
 missing, with the config key that set it.
 
-It also holds the heads' ``num_classes`` to the number of classes of the dataset they train or
+A COCO metric must read the annotation file of the dataset it evaluates. It also holds the
+heads' ``num_classes`` to the number of classes of the dataset they train or
 test on: a head with fewer classes than the dataset stops the first iteration with
 ``IndexError: Target 98 is out of bounds`` from the loss (and with more it trains classes that
 never appear).
@@ -18,6 +19,7 @@ import os.path as osp
 
 from fastmim.datasets.utils import is_local
 from fastmim.engine.launch import LaunchError
+from fastmim.registry import type_name
 
 # Wrapper datasets (MultiImageMixDataset, RepeatDataset, ConcatDataset, ...) keep the datasets
 # they wrap under these keys.
@@ -82,7 +84,37 @@ def check_dataset_paths(cfg, splits):
             where = '' if osp.isabs(path) else f' (relative to {os.getcwd()})'
             raise LaunchError(f'{key}: {kind} {path}{where} not found; set it with '
                               f'--cfg-options {key}=...')
+    check_evaluator_files(cfg, splits)
     check_head_classes(cfg, splits)
+
+
+# Metrics that score against an annotation file of their own, which must be the dataset's.
+OWN_FILE_METRICS = ('CocoMetric', )
+
+
+def check_evaluator_files(cfg, splits):
+    """Raise :class:`LaunchError` when a COCO metric reads another annotation file than the
+    dataset it evaluates. mmdet's ``CocoMetric`` scores the images and ground truth of its own
+    ``ann_file``: a test set changed in ``test_dataloader.dataset.ann_file`` alone ended after
+    the whole inference in 'Results do not correspond to current coco set', or, where the image
+    ids overlap, scored the wrong ground truth without a word. Call it after the paths are
+    known to exist."""
+    for split in splits:
+        evaluator = cfg.get(f'{split}_evaluator')
+        dataset = (cfg.get(f'{split}_dataloader') or {}).get('dataset')
+        if not (isinstance(evaluator, dict) and type_name(evaluator) in OWN_FILE_METRICS
+                and isinstance(dataset, dict) and evaluator.get('ann_file')):
+            continue
+        files = [path for key, path, _ in _walk(dataset, f'{split}_dataloader.dataset')
+                 if key == f'{split}_dataloader.dataset.ann_file']
+        own = evaluator['ann_file']
+        if (files and is_local(own, evaluator.get('backend_args'))
+                and not osp.samefile(own, files[0])):
+            key = f'{split}_evaluator.ann_file'
+            raise LaunchError(f'{key}: {own} is not the annotation file of '
+                              f'{split}_dataloader.dataset ({files[0]}); the metric scores the '
+                              f'images and ground truth of its own file; set --cfg-options '
+                              f'{key}={files[0]}')
 
 
 # Heads whose num_classes is not the dataset's: mmdet's RPN scores objectness (1 class).

@@ -51,6 +51,24 @@ def test_coco_paths_are_checked_through_the_copy_paste_wrapper(coco_instances, d
         check_dataset_paths(Config.fromfile(str(DETECTION)), ['train', 'val'])
 
 
+def test_a_coco_metric_reading_another_file_than_its_dataset_is_named(coco_instances,
+                                                                       downstream):
+    """A test set changed in test_dataloader.dataset.ann_file alone ended after the whole
+    inference in CocoMetric's 'Results do not correspond to current coco set', or, with
+    overlapping image ids, scored the wrong ground truth without a word."""
+    other = coco_instances['data_root'] + coco_instances['train_ann_file']
+    with pytest.raises(LaunchError, match=re.escape(
+            f'test_evaluator.ann_file: {other} is not the annotation file of '
+            f'test_dataloader.dataset ({coco_instances["data_root"]}'
+            f'{coco_instances["val_ann_file"]})')):
+        check_dataset_paths(detection_cfg(downstream, coco_instances, **{
+            'test_evaluator.ann_file': other}), ['test'])
+    # The same file, named through another path, is the same file.
+    same = coco_instances['data_root'] + 'annotations/../' + coco_instances['val_ann_file']
+    check_dataset_paths(detection_cfg(downstream, coco_instances, **{
+        'test_evaluator.ann_file': same}), ['test'])
+
+
 def test_ade20k_folders_are_checked(ade20k_semantic, downstream):
     cfg = Config.fromfile(str(SEGMENTATION))
     cfg.merge_from_dict({**downstream.segmentation_overrides(ade20k_semantic, 1, 1),
