@@ -364,23 +364,34 @@ class CfgOptionsAction(DictAction):
     failed, if at all, naming a folder the user never typed. A value that is no list or tuple
     (no brackets, no comma) now keeps its inner spaces; lists and tuples parse as mmengine's.
     An item without ``KEY=`` (``train_cfg.max_epochs 2``, or the config given after the
-    options) is an argparse error naming it, not mmengine's unpacking traceback.
+    options) is an argparse error naming it, not mmengine's unpacking traceback; so is a dict
+    inside a list or tuple, on which mmengine's parser recursed to Python's limit.
     """
 
     def __call__(self, parser, namespace, values, option_string=None):
         for item in values or ():
-            key, equals, _ = item.partition('=')
+            key, equals, value = item.partition('=')
             if not (key and equals):
                 hint = ' (give the config before --cfg-options)' if item.endswith('.py') else ''
                 parser.error(f'argument {option_string}: expected KEY=VALUE, got {item!r}{hint}')
+            if self._is_sequence(value) and ('{' in value or 'dict(' in value):
+                # mmengine's parser recursed to Python's limit on it (a RecursionError).
+                parser.error(f'argument {option_string}: {key}: a dict cannot be given on the '
+                             f'command line inside a list or tuple; set its keys one by one '
+                             f'({key}.0.type=...), or write a config with _base_ = [CONFIG] '
+                             f'that sets it')
         super().__call__(parser, namespace, values, option_string)
 
     @staticmethod
-    def _parse_iterable(val):
+    def _is_sequence(val):
         text = val.strip().strip('\'"')
-        if text.startswith(('(', '[')) or ',' in text:
+        return text.startswith(('(', '[')) or ',' in text
+
+    @classmethod
+    def _parse_iterable(cls, val):
+        if cls._is_sequence(val):
             return DictAction._parse_iterable(val)
-        return DictAction._parse_int_float_bool(text)
+        return DictAction._parse_int_float_bool(val.strip().strip('\'"'))
 
 
 def add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64'):

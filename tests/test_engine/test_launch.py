@@ -332,6 +332,18 @@ def test_a_cfg_option_without_key_and_value_is_named(capsys, items, named):
     assert f'--cfg-options: expected KEY=VALUE, got {named}' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('value', ['[dict(type="LinearLR",end=1)]', "[{'type':'X'}]",
+                                   "(1, dict(a=2))"])
+def test_a_dict_inside_a_list_on_the_command_line_is_named(capsys, value):
+    """mmengine's parser recursed until Python's limit on a dict in a list ('maximum recursion
+    depth exceeded', a traceback), or kept it as a string that failed in the module."""
+    with pytest.raises(SystemExit) as stop:
+        parse(['x.py', '--cfg-options', f'param_scheduler={value}'])
+    assert stop.value.code == 2
+    assert ('--cfg-options: param_scheduler: a dict cannot be given on the command line'
+            in capsys.readouterr().err)
+
+
 def test_processes_torchrun_started_without_a_launcher_are_refused(monkeypatch):
     """Each trained the whole run alone, all writing the same work dir."""
     monkeypatch.setenv('RANK', '1')
