@@ -10,8 +10,10 @@ agrees to stop, a checkpoint of that iteration is written (``iter_<n>.pth``, nam
 :data:`PREEMPTED_EXIT_STATUS`. Resuming from that checkpoint is exact (see
 ``ResumableEpochBasedTrainLoop``). Further signals are counted (and logged at the boundary), so
 the save is not cut short by them (the write itself is atomic), and once it is saved they are
-ignored until the process has exited with that status.
+ignored until the process has exited with that status. SLURM signals the DataLoader workers
+too; they ignore the signal unless the training process sends it (:class:`IgnoreSignalsThenInit`).
 """
+import os
 import os.path as osp
 import signal
 import threading
@@ -21,6 +23,7 @@ import torch.distributed as torch_dist
 from mmengine.dist import barrier, is_distributed
 from mmengine.fileio import get_file_backend
 from mmengine.hooks import Hook
+from torch.utils.data import DataLoader
 
 from fastmim.registry import HOOKS
 
@@ -31,6 +34,49 @@ PREEMPTED_EXIT_STATUS = 75
 
 class TrainingPreempted(Exception):
     """Training stopped on a signal after saving a checkpoint; the message names it."""
+
+
+class IgnoreSignalsThenInit:
+    """A DataLoader ``worker_init_fn``: the worker ignores ``signals`` unless its parent, the
+    training process, sends them, then runs the loader's own ``init_fn`` (mmengine's seeding).
+
+    The parent's SIGTERM must still end the worker: at exit, multiprocessing terminates the
+    daemonic workers with it and then waits for them (torch's own handler exits quietly on a
+    SIGTERM from the parent, and dies by any other). Python handlers cannot see the sender, so
+    the worker blocks the signals and a thread takes them with ``sigwaitinfo``. A class, not a
+    closure, so that it pickles for the 'spawn' and 'forkserver' start methods.
+    """
+
+    def __init__(self, signals, init_fn=None):
+        self.signals = frozenset(signals)
+        self.init_fn = init_fn
+
+    def __call__(self, worker_id):
+        signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)  # threads started later inherit it
+        threading.Thread(target=self._exit_on_signals_from_parent, args=(os.getppid(),),
+                         name='preemption-signals', daemon=True).start()
+        if self.init_fn is not None:
+            self.init_fn(worker_id)
+
+    def _exit_on_signals_from_parent(self, parent_pid):
+        while True:
+            if signal.sigwaitinfo(self.signals).si_pid == parent_pid:
+                os._exit(0)
+
+
+def ignore_signals_in_workers(loader, signals) -> None:
+    """Make the DataLoader workers ``loader`` starts from now on ignore ``signals``.
+
+    SLURM signals every process of a job step, the workers too; torch's workers install a
+    SIGTERM handler that dies on any SIGTERM not sent by their parent, and the training process
+    then stops with "DataLoader worker (pid N) is killed by signal: Terminated" instead of
+    saving. A worker still ends when the loader shuts it down, when the training process
+    terminates it, or when the training process has gone (torch's watchdog)."""
+    if (not isinstance(loader, DataLoader) or loader.num_workers == 0
+            or not hasattr(signal, 'sigwaitinfo')):  # not on macOS
+        return
+    if not isinstance(loader.worker_init_fn, IgnoreSignalsThenInit):
+        loader.worker_init_fn = IgnoreSignalsThenInit(signals, loader.worker_init_fn)
 
 
 @HOOKS.register_module()
@@ -63,6 +109,13 @@ class PreemptionHook(Hook):
             return
         for signum in self.signals:
             self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def before_train_epoch(self, runner) -> None:
+        """Runs after every other ``before_train_epoch`` (priority ``LOWEST``), so also for a
+        loader that ``ProgressiveResolutionHook`` has just rebuilt, and before the epoch starts
+        the workers (persistent ones: once, in the first epoch). An iteration-based loop starts
+        its workers before any hook runs: those are not covered."""
+        ignore_signals_in_workers(runner.train_loop.dataloader, self.signals)
 
     def after_train(self, runner) -> None:
         for signum, handler in self._previous_handlers.items():
