@@ -1,9 +1,12 @@
 """CosineAnnealingToMinLR ends where MAE's schedule ends, whatever lr the recipe sets."""
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
+from mmengine.logging import MMLogger
 from mmengine.optim import OptimWrapper
+from mmengine.runner import Runner
 
 import fastmim.engine  # noqa: F401  (registers the scheduler)
 from fastmim.registry import PARAM_SCHEDULERS
@@ -47,3 +50,27 @@ def test_a_stale_ratio_is_refused():
     with pytest.raises(ValueError, match='drop eta_min_ratio'):
         PARAM_SCHEDULERS.build(dict(type='CosineAnnealingToMinLR', eta_min_ratio=1e-3, T_max=4),
                                default_args=dict(optimizer=layer_decayed_optimizer(1e-3)))
+
+
+def test_min_lr_stays_absolute_after_auto_scale_lr():
+    """``--auto-scale-lr`` goes through mmengine's ``Runner.scale_lr``, which multiplies every
+    group's lr after the optimiser is built and before the schedulers are; as in MAE, where
+    ``lr = blr x batch / 256`` and ``min_lr`` is absolute, the schedule starts at the scaled lr
+    and still ends at ``min_lr x scale``. The ratio was taken from the optimiser's unscaled
+    default lr, so min_lr was scaled too (by 1/8 here)."""
+    lr, min_lr, steps, ratio = 2.4e-3, 1e-6, 12, 128 / 1024
+    wrapper = layer_decayed_optimizer(lr)
+    runner = SimpleNamespace(_train_dataloader=dict(batch_size=128), world_size=1,
+                             logger=MMLogger.get_instance('test_auto_scale_lr'),
+                             param_schedulers=None)
+    Runner.scale_lr(runner, wrapper, dict(base_batch_size=1024, enable=True))
+    scheduler = PARAM_SCHEDULERS.build(
+        dict(type='CosineAnnealingToMinLR', eta_min=min_lr, by_epoch=False, begin=0, end=steps,
+             T_max=steps), default_args=dict(optimizer=wrapper))
+    for step in range(steps):
+        if step:
+            wrapper.step()
+            scheduler.step()
+        for group, scale in zip(wrapper.param_groups, LR_SCALES):
+            assert group['lr'] == pytest.approx(
+                mae_cosine_lr(step, lr * ratio, min_lr, steps) * scale, rel=1e-9, abs=1e-15)
