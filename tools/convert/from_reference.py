@@ -28,6 +28,9 @@ import argparse
 from fastmim.engine.launch import add_debug_arg, positive_int, refuse_overwriting_input
 
 BACKBONES = ('vit', 'swin', 'pvtv2', 'cmt')
+# The fine-tuning config whose classifier a converted fine-tuned file of each backbone fits.
+FINETUNE_CONFIGS = {'vit': 'vit_b_ft_100e.py', 'swin': 'swin_b_ft_100e.py',
+                    'pvtv2': 'pvtv2_b2_ft_100e.py'}
 
 
 def parse_args(argv):
@@ -69,11 +72,15 @@ def main(argv):
     print(f'wrote {len(converted["state_dict"])} tensors to {args.out}')
     print(f'backbone: {geometry["backbone"]}')
     print(f'input size: {geometry["input_size"]}')
-    if origin.get('fine_tuned'):
+    if 'num_classes' in geometry:
         print(f'an ImageClassifier with {geometry["num_classes"]} classes; renamed: ' +
               ', '.join(f'{old} -> {new}' for old, new in origin['renamed'].items()))
-        print(f'evaluate: tools/test.py configs/finetune/{args.backbone}_b_ft_100e.py {args.out} '
-              '(for a B-size backbone)')
+        print(f'evaluate: tools/test.py configs/finetune/{FINETUNE_CONFIGS[args.backbone]} '
+              f'{args.out} (for a backbone of that size)')
+    elif origin.get('fine_tuned'):
+        print('the encoder of a fine-tuned classifier, for fine-tuning and downstream configs '
+              "(init_cfg=dict(type='FastMIMPretrained', checkpoint=OUT)); its classifier has "
+              'no fastmim counterpart')
     if origin['dropped']:
         print(f'dropped: {", ".join(origin["dropped"])}')
 

@@ -57,11 +57,14 @@ class SourceWeights:
     """The weights of a checkpoint as fastmim names them, plus what is known of their geometry.
 
     ``state`` keys are as in a fastmim checkpoint (``backbone.*``, ``neck.*``, ...); ``geometry``
-    is the backbone's ``geometry()`` at save time, or None when the file does not say.
+    is the backbone's ``geometry()`` at save time, or None when the file does not say;
+    ``dropped`` the parts of the file that reading it left out (a reference file's decoder or
+    CMT classifier), so that the summary names them with what was left out of ``state``.
     """
     state: Dict[str, torch.Tensor]
     geometry: Optional[dict]
     format: str
+    dropped: List[str] = field(default_factory=list)
 
 
 def read_checkpoint(checkpoint, path: str, prefix: str = 'backbone.') -> SourceWeights:
@@ -79,7 +82,8 @@ def read_checkpoint(checkpoint, path: str, prefix: str = 'backbone.') -> SourceW
         if is_reference_checkpoint(checkpoint['model']):
             converted = convert_reference_checkpoint(checkpoint, path)
             return SourceWeights(converted['state_dict'],
-                                 converted['meta']['geometry']['backbone'], 'reference')
+                                 converted['meta']['geometry']['backbone'], 'reference',
+                                 list(converted['meta']['converted_from']['dropped']))
         # Other releases (MAE, DeiT, Swin classifiers) keep a plain state dict under 'model'.
         checkpoint = checkpoint['model']
     if checkpoint and all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
@@ -228,7 +232,7 @@ def load_pretrained(model_or_backbone: nn.Module,
     """
     checkpoint = _load_checkpoint(checkpoint_path, map_location=map_location)
     source = read_checkpoint(checkpoint, checkpoint_path, prefix)
-    selected, left_out = {}, []
+    selected, left_out = {}, list(source.dropped)
     for key, value in source.state.items():
         if not key.startswith(prefix) or _matches(key, PRETRAINING_ONLY):
             left_out.append(key)

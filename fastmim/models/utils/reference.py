@@ -40,16 +40,30 @@ _REFERENCE_MARKERS = {
 }
 
 
-# The release's fine-tuned classifiers (its models_vit.py and mim_swin_finetune.py) keep the
-# encoder at the top level, ``fc_norm`` and ``head`` after it, and no final ``norm``. The same
-# name means two things: the ViT pools the tokens and then normalises them (``fc_norm`` belongs
-# to the classifier, as LinearClsHead's ``fc_norm``), while Swin normalises the tokens and then
-# pools them (``fc_norm`` is Swin's own final ``norm``, renamed by the release).
+# The release's fine-tuned classifiers keep the encoder at the top level with its classifier after
+# it, and no final ``norm``. ViT (models_vit.py) and Swin (mim_swin_finetune.py) end in
+# ``fc_norm`` and ``head``; the same name means two things: the ViT pools the tokens and then
+# normalises them (``fc_norm`` belongs to the classifier, as LinearClsHead's ``fc_norm``), while
+# Swin normalises the tokens and then pools them (``fc_norm`` is Swin's own final ``norm``,
+# renamed by the release). PVTv2 (mim_pvtv2_finetune.py) ends in its stage norms and ``head``
+# (mean of the tokens after ``norm4``: fastmim's classifier). CMT (mim_cmt_finetune.py) ends
+# in a 1x1 conv ``_fc`` (to 1280 channels), BatchNorm ``_bn``, swish, pooling and ``head``: a
+# classifier fastmim has no module for, so only its encoder converts. The release publishes
+# PVTv2-B2 and CMT-S as fine-tuned files only.
 _FINETUNED_MARKERS = {
     'vit': 'blocks.0.attn.qkv.weight',
     'swin': 'layers.0.blocks.0.attn.relative_position_bias_table',
+    'pvtv2': 'patch_embed1.proj.weight',
+    'cmt': 'stem_conv1.weight',
 }
-_FINETUNED_CLASSIFIER_KEYS = ('fc_norm.weight', 'head.weight')
+_FINETUNED_CLASSIFIER_KEYS = {
+    'vit': ('fc_norm.weight', 'head.weight'),
+    'swin': ('fc_norm.weight', 'head.weight'),
+    'pvtv2': ('head.weight', ),
+    'cmt': ('_fc.weight', '_bn.weight', 'head.weight'),
+}
+# CMT's classifier parts, which no fastmim module takes.
+_CMT_CLASSIFIER_PREFIXES = ('_fc.', '_bn.', 'head.')
 
 
 def is_reference_pretraining(state: Dict[str, torch.Tensor]) -> bool:
@@ -61,12 +75,12 @@ def is_reference_pretraining(state: Dict[str, torch.Tensor]) -> bool:
 
 def is_reference_finetuned(state: Dict[str, torch.Tensor]) -> bool:
     """Whether a ``model`` state dict is one of the release's ImageNet fine-tuned classifiers:
-    a ViT or original-layout Swin encoder with ``fc_norm`` and ``head`` and no final ``norm``
-    (MAE's global-pool ViT files have this layout too and convert the same way). Other
-    releases' classifiers end in ``norm`` (Microsoft's Swin, DeiT) and stay timm format."""
-    return all(key in state for key in _FINETUNED_CLASSIFIER_KEYS) and \
-        'norm.weight' not in state and \
-        any(marker in state for marker in _FINETUNED_MARKERS.values())
+    an encoder of its layout with that backbone's classifier keys and no final ``norm`` (MAE's
+    global-pool ViT files have this layout too and convert the same way). Other releases'
+    ViT and Swin classifiers end in ``norm`` (Microsoft's Swin, DeiT) and stay timm format."""
+    return 'norm.weight' not in state and any(
+        marker in state and all(key in state for key in _FINETUNED_CLASSIFIER_KEYS[kind])
+        for kind, marker in _FINETUNED_MARKERS.items())
 
 
 def is_reference_checkpoint(state: Dict[str, torch.Tensor]) -> bool:
@@ -142,13 +156,11 @@ def convert_reference_checkpoint(checkpoint: dict,
                                                                  num_heads)
     check_state_matches(backbone_state, model, path)
     geometry = model.geometry()
-    size = img_size or geometry.get('img_size')
     state_dict = {'backbone.' + key: value for key, value in backbone_state.items()}
     if 'mask_token' in state:
         state_dict['mask_token'] = state['mask_token']
     meta = dict(
-        geometry=dict(backbone=geometry,
-                      input_size=None if size is None else _size_list(size)),
+        geometry=dict(backbone=geometry, input_size=_input_size(img_size, geometry)),
         converted_from=dict(source=REFERENCE_RELEASE, backbone=kind, file=str(path),
                             dropped=sorted({_group(key) for key in decoder + dropped})))
     return dict(state_dict=state_dict, meta=meta)
@@ -273,11 +285,15 @@ def _convert_reference_cmt(state, path, img_size, num_heads):
 
 def _convert_reference_classifier(kind, state, path, img_size, num_heads) -> dict:
     """A fine-tuned file of the release -> a fastmim ``ImageClassifier`` checkpoint, the layout
-    ``configs/finetune/{vit_b,swin_b}_ft_100e.py`` evaluate: ``head`` becomes ``head.fc``;
-    ViT's ``fc_norm`` (after pooling) becomes the head's ``head.fc_norm`` for a backbone with
-    ``final_norm=False``, Swin's ``fc_norm`` (before pooling) becomes the backbone's ``norm``
-    for a head without one (``pre_norm=None``). Every tensor is checked against the backbone and
-    the ``LinearClsHead`` it describes, built on the meta device."""
+    ``configs/finetune/{vit_b,swin_b,pvtv2_b2}_ft_100e.py`` evaluate: ``head`` becomes
+    ``head.fc``; ViT's ``fc_norm`` (after pooling) becomes the head's ``head.fc_norm`` for a
+    backbone with ``final_norm=False``, Swin's ``fc_norm`` (before pooling) becomes the
+    backbone's ``norm`` for a head without one (``pre_norm=None``); PVTv2 pools its last stage
+    norm, as fastmim's classifier does. Every tensor is checked against the backbone and the
+    ``LinearClsHead`` it describes, built on the meta device. A CMT file gives its encoder
+    only (:func:`_convert_reference_cmt_encoder`)."""
+    if kind == 'cmt':
+        return _convert_reference_cmt_encoder(state, path, img_size)
     encoder = {key: value for key, value in state.items()
                if not key.startswith(TIMM_CLASSIFIER_PREFIXES)}
     fc_norm = {key[len('fc_norm.'):]: value for key, value in state.items()
@@ -290,11 +306,15 @@ def _convert_reference_classifier(kind, state, path, img_size, num_heads) -> dic
         backbone_state, pre_norm = encoder, 'ln'
         head.update({'fc_norm.' + key: value for key, value in fc_norm.items()})
         renamed = {'fc_norm': 'head.fc_norm', 'head': 'head.fc'}
-    else:
+    elif kind == 'swin':
         encoder.update({'norm.' + key: value for key, value in fc_norm.items()})
         model, backbone_state = _swin_reference_model(encoder, path, img_size)
         pre_norm = None
         renamed = {'fc_norm': 'backbone.norm', 'head': 'head.fc'}
+    else:
+        model, backbone_state, _ = _convert_reference_pvtv2(encoder, path, img_size, num_heads)
+        pre_norm = None
+        renamed = {'head': 'head.fc'}
     check_state_matches(backbone_state, model, path)
     num_classes = _get(state, 'head.weight', path).shape[0]
     classifier_head = _build_on_meta(
@@ -305,11 +325,31 @@ def _convert_reference_classifier(kind, state, path, img_size, num_heads) -> dic
     state_dict = {'backbone.' + key: value for key, value in backbone_state.items()}
     state_dict.update({'head.' + key: value for key, value in head.items()})
     meta = dict(
-        geometry=dict(backbone=geometry, input_size=_size_list(geometry['img_size']),
+        geometry=dict(backbone=geometry, input_size=_input_size(img_size, geometry),
                       num_classes=num_classes),
         converted_from=dict(source=REFERENCE_RELEASE, backbone=kind, file=str(path),
                             fine_tuned=True, renamed=renamed, dropped=[]))
     return dict(state_dict=state_dict, meta=meta)
+
+
+def _convert_reference_cmt_encoder(state, path, img_size) -> dict:
+    """The release's fine-tuned CMT -> a fastmim CMT backbone checkpoint (``backbone.*``, its
+    geometry at the fine-tuning size), which fine-tuning and downstream configs initialise
+    from. Its classifier (1x1 conv ``_fc``, BatchNorm ``_bn``, swish, pooling, ``head``) is
+    dropped: fastmim's CMT classifier pools, then normalises (``LinearClsHead(pre_norm='ln')``),
+    and has no module for those weights."""
+    encoder = {key: value for key, value in state.items()
+               if not key.startswith(_CMT_CLASSIFIER_PREFIXES)}
+    model, backbone_state, _ = _convert_reference_cmt(encoder, path, img_size, None)
+    check_state_matches(backbone_state, model, path)
+    geometry = model.geometry()
+    dropped = sorted({_group(key) for key in state if key.startswith(_CMT_CLASSIFIER_PREFIXES)})
+    meta = dict(
+        geometry=dict(backbone=geometry, input_size=_input_size(img_size, geometry)),
+        converted_from=dict(source=REFERENCE_RELEASE, backbone='cmt', file=str(path),
+                            fine_tuned=True, renamed={}, dropped=dropped))
+    return dict(state_dict={'backbone.' + key: value for key, value in backbone_state.items()},
+                meta=meta)
 
 
 _REFERENCE_CONVERTERS = {
@@ -438,6 +478,13 @@ def _check_size(given, inferred, source, path):
     if given is not None and given != inferred:
         raise CheckpointError(f'{path}: --img-size {given} contradicts {source}, which were '
                               f'built for {inferred} px')
+
+
+def _input_size(img_size, geometry: dict) -> Optional[List[int]]:
+    """The input size a converted file records: the given one, else the backbone's own (ViT,
+    Swin, CMT); None for PVTv2, whose weights do not depend on it."""
+    size = img_size or geometry.get('img_size')
+    return None if size is None else _size_list(size)
 
 
 def _size_list(size) -> List[int]:
