@@ -218,3 +218,28 @@ def test_published_style_config_keeps_the_update_batch_and_schedule():
     last = stage_dataloader_config(cfg.train_dataloader, progressive.stages[-1])
     crops = [t for t in last['dataset']['pipeline'] if t['type'] == 'RandomResizedCrop']
     assert last['batch_size'] == 256 and [t['size'] for t in crops] == [128]
+
+
+def test_a_run_resumed_inside_an_epoch_knows_its_last_iteration(tmp_path, tiny_pretraining):
+    """A preemption checkpoint is written inside an epoch. The hook counted that epoch's done
+    batches twice (in runner.iter and in the epoch's iterations), so runner.max_iters was too
+    large until the next stage began: in the last stage ETA stayed wrong and
+    CheckpointHook(by_epoch=False) never saved the last iteration."""
+    cfg = tiny_config(tiny_pretraining, tmp_path / 'run')
+    cfg.train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=MAX_EPOCHS)
+    cfg.merge_from_dict(dict(
+        train_dataloader=dict(sampler=dict(type='ResumableSampler')),
+        # iteration 15: 2 + 5, then 2 windows of 4 in epoch 2 (8 of its 10 batches)
+        default_hooks=dict(checkpoint=dict(by_epoch=False, interval=5))))
+    cfg.param_scheduler = None  # the lr schedule is no matter here
+    last_iteration = 2 + 5 + 10
+    resumed_cfg = copy.deepcopy(cfg)
+    train(cfg)
+
+    resumed_cfg.merge_from_dict(dict(
+        resume=True, load_from=str(tmp_path / 'run' / 'iter_15.pth'),
+        work_dir=str(tmp_path / 'resumed'), experiment_name=str(tmp_path / 'resumed')))
+    resumed, _ = train(resumed_cfg)
+    assert resumed.start_iter == 15
+    assert resumed.max_iters == last_iteration
+    assert (tmp_path / 'resumed' / f'iter_{last_iteration}.pth').exists()

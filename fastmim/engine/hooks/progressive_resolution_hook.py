@@ -273,12 +273,15 @@ class ProgressiveResolutionHook(Hook):
         """Make ``runner.max_iters`` the iterations this run will really do.
 
         mmengine computes it once, from the first loader; ETA, "last iteration" checks and logs
-        read it. The loop offers no setter, hence the private attribute.
+        read it. The loop offers no setter, hence the private attribute. A run resumed inside
+        an epoch (``ResumableEpochBasedTrainLoop``) has its done batches of this epoch in
+        ``runner.iter`` already.
         """
         samples = len(runner.train_loop.dataloader.sampler)
         remaining = sum(samples // self.stages[self.stage_index(epoch)].batch_size
                         for epoch in range(runner.epoch, runner.max_epochs))
-        runner.train_loop._max_iters = runner.iter + remaining
+        batches_done = getattr(runner.train_loop, 'batches_done_in_epoch', lambda: 0)()
+        runner.train_loop._max_iters = runner.iter - batches_done + remaining
         runner.message_hub.update_info('max_iters', runner.max_iters)
 
     # --- checks -------------------------------------------------------------------------------
