@@ -23,6 +23,7 @@ from timm.models.pvt_v2 import PyramidVisionTransformerV2 as TimmPVTv2
 import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
 import fastmim.models  # noqa: F401
 from fastmim.engine.checkpoint import trust_checkpoint
+from fastmim.errors import CheckpointError
 from fastmim.models.utils import load_pretrained
 from fastmim.registry import MODELS
 
@@ -304,3 +305,22 @@ def test_cmt_fine_tuned_file_initialises_a_backbone_directly_with_its_classifier
     with torch.no_grad():
         torch.testing.assert_close(backbone(images)[0], release_cmt_features(state, images),
                                    rtol=1e-4, atol=1e-4)
+
+
+# --- files that are not the release's -----------------------------------------------------------
+@pytest.mark.parametrize('content, message', [
+    ({'state_dict': {'backbone.cls_token': torch.zeros(1, 1, 8)}, 'meta': {}},
+     r'is a fastmim / mmengine checkpoint \("state_dict"\), not a reference-release file '
+     r'\("model"\): it needs no conversion'),
+    ([torch.zeros(1)], r'holds a list, not a reference-release checkpoint'),
+])
+def test_a_file_that_is_not_the_releases_is_one_line_naming_what_it_is(
+        tmp_path, from_reference, content, message):
+    """An already converted file was 'a reference-release checkpoint holds its weights under
+    "model"; found keys meta, state_dict'; a list, an AttributeError ('list' object has no
+    attribute 'get')."""
+    path = tmp_path / 'weights.pth'
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match=message) as error:
+        from_reference.main([str(path), str(tmp_path / 'out.pth'), '--backbone', 'vit'])
+    assert '\n' not in str(error.value) and str(path) in str(error.value)

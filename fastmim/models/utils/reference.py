@@ -128,6 +128,14 @@ def convert_reference_checkpoint(checkpoint: dict,
         ``{'state_dict': {'backbone.*', 'mask_token'}, 'meta': {'geometry': ..., ...}}``; for a
         fine-tuned file ``{'backbone.*', 'head.*'}`` and ``num_classes`` in the geometry.
     """
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f'{path} holds a {type(checkpoint).__name__}, not a '
+                              'reference-release checkpoint (a dict with the weights under '
+                              '"model")')
+    if isinstance(checkpoint.get('state_dict'), dict) and 'model' not in checkpoint:
+        raise CheckpointError(f'{path} is a fastmim / mmengine checkpoint ("state_dict"), not a '
+                              'reference-release file ("model"): it needs no conversion; give '
+                              'it to FastMIMPretrained, load_pretrained or tools/test.py as it is')
     state = checkpoint.get('model')
     if not isinstance(state, dict):
         raise CheckpointError(f'{path}: a reference-release checkpoint holds its weights under '
