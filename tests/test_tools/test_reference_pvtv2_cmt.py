@@ -324,3 +324,35 @@ def test_a_file_that_is_not_the_releases_is_one_line_naming_what_it_is(
     with pytest.raises(CheckpointError, match=message) as error:
         from_reference.main([str(path), str(tmp_path / 'out.pth'), '--backbone', 'vit'])
     assert '\n' not in str(error.value) and str(path) in str(error.value)
+
+
+def test_cmt_pre_training_layout_loads_with_the_release_features_at_128(tmp_path, capsys,
+                                                                        from_reference):
+    """mim_cmt_pretrain.py's layout: the same encoder under ``encoder.``, its final LayerNorm
+    ``encoder.norm`` (eps 1e-6, which fastmim's CMT has no place for), the ``decoder_*`` parts
+    (432 HOG values per stride-32 token) and the RGB ``mask_token``."""
+    encoder = {key: value for key, value in release_cmt_state(img_size=128).items()
+               if not key.startswith(('_fc.', '_bn.', 'head.'))}
+    dim = CMT['embed_dims'][-1]
+    state = {'encoder.' + key: value for key, value in encoder.items()}
+    state.update({'encoder.norm.weight': torch.ones(dim), 'encoder.norm.bias': torch.zeros(dim),
+                  'decoder_embed.weight': torch.randn(16, dim), 'decoder_embed.bias':
+                  torch.zeros(16), 'decoder_norm.weight': torch.ones(16),
+                  'decoder_pred.weight': torch.randn(432, 16), 'mask_token':
+                  torch.randn(1, 3, 1, 1)})
+    path = save_release_file(tmp_path / 'cmt_small_pretrain.pth', state)
+    out = tmp_path / 'converted.pth'
+
+    from_reference.main([path, str(out), '--backbone', 'cmt', '--trust-checkpoint'])
+
+    assert 'dropped: decoder_embed, decoder_norm, decoder_pred, encoder.norm' in \
+        capsys.readouterr().out
+    converted = torch.load(out, weights_only=True)
+    assert torch.equal(converted['state_dict']['mask_token'], state['mask_token'])
+    assert converted['meta']['geometry']['input_size'] == [128, 128]
+    backbone = MODELS.build(dict(type='CMT', arch=CMT, img_size=128)).eval()
+    load_pretrained(backbone, str(out))
+    images = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(images)[0], release_cmt_features(encoder, images),
+                                   rtol=1e-4, atol=1e-4)
