@@ -8,10 +8,10 @@ from .fashion_mnist import FashionMNIST, fetch_fashion_mnist, find_fashion_mnist
 from .image_folder import ImageFolder
 from .image_list import ImageList
 from .sample_seeds import SeededIndex, SeededSamples
-from .samplers import ResumableSampler
+from .samplers import ResumableInfiniteSampler, ResumableSampler
 
 __all__ = [
     'EmbeddedImageNetPhotos', 'EmbeddedPhotos', 'FashionMNIST', 'ImageFolder', 'ImageList',
-    'ResumableSampler', 'SeededIndex', 'SeededSamples', 'find_embedded_photos',
-    'fetch_fashion_mnist', 'find_fashion_mnist'
+    'ResumableInfiniteSampler', 'ResumableSampler', 'SeededIndex', 'SeededSamples',
+    'find_embedded_photos', 'fetch_fashion_mnist', 'find_fashion_mnist'
 ]

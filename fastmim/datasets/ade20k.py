@@ -21,6 +21,7 @@ from mmseg.datasets import ADE20KDataset
 
 from fastmim.registry import DATASETS
 
+from .sample_seeds import SeededSamples
 from .utils import examples, is_local
 
 
@@ -57,11 +58,13 @@ class CheckSegMap(BaseTransform):
 
 
 @DATASETS.register_module()
-class CheckedADE20KDataset(ADE20KDataset):
+class CheckedADE20KDataset(SeededSamples, ADE20KDataset):
     """``ADE20KDataset`` (same arguments) that names an image without its label map, and an
     image folder without images, when it is built, and whose pipeline checks each label map
     right after ``LoadAnnotations`` (:class:`CheckSegMap`). Used as
-    ``type='fastmim.CheckedADE20KDataset'`` in mmseg configs."""
+    ``type='fastmim.CheckedADE20KDataset'`` in mmseg configs. Fetched with the seeded indices of
+    ``ResumableInfiniteSampler``, it augments each sample from that sample's seed, so a resumed
+    run crops and flips as the uninterrupted one did (``SeededSamples``)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

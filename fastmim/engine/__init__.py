@@ -2,7 +2,7 @@
 schedulers."""
 from . import checkpoint
 from .hooks import *  # noqa: F401,F403
-from .loops import ResumableEpochBasedTrainLoop  # noqa: F401
+from .loops import ResumableEpochBasedTrainLoop, ResumableIterBasedTrainLoop  # noqa: F401
 from .optim_constructors import *  # noqa: F401,F403
 from .optim_wrappers import *  # noqa: F401,F403
 from .schedulers import *  # noqa: F401,F403

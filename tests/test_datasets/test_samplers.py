@@ -1,15 +1,17 @@
 """ResumableSampler and per-sample seeds: a sample's augmentation depends on (seed, epoch, index)
 only, not on the process, the worker or what that worker loaded before."""
 import gc
+import itertools
 import random
 
 import numpy as np
 import pytest
 import torch
-from mmengine.dataset import DefaultSampler, pseudo_collate
+from mmengine.dataset import DefaultSampler, InfiniteSampler, pseudo_collate
 from torch.utils.data import DataLoader
 
-from fastmim.datasets import EmbeddedPhotos, ImageList, ResumableSampler, SeededIndex
+from fastmim.datasets import (EmbeddedPhotos, ImageList, ResumableInfiniteSampler,
+                              ResumableSampler, SeededIndex)
 
 PIPELINE = [
     dict(type='LoadImageRGB'),
@@ -35,6 +37,27 @@ def test_same_order_as_default_sampler_and_start_index_skips(photos):
     assert len(resumable) == len(order)  # the loop numbers a resumed epoch's batches from 5
     with pytest.raises(ValueError, match=r'start_index must be in \[0, 8\]'):
         resumable.set_start_index(9)
+
+
+@pytest.mark.parametrize('shuffle', [True, False])
+@pytest.mark.parametrize('rank', [0, 1])
+def test_infinite_stream_is_mmengines_and_start_index_skips_it(photos, monkeypatch, shuffle,
+                                                               rank):
+    """The iteration-based loops' stream, split over two ranks, skipped without loading."""
+    monkeypatch.setattr('mmengine.dataset.sampler.get_dist_info', lambda: (rank, 2))
+    resumable = ResumableInfiniteSampler(photos, shuffle=shuffle, seed=3)
+    stream = list(itertools.islice(InfiniteSampler(photos, shuffle=shuffle, seed=3), 30))
+    assert [int(index) for index in itertools.islice(resumable, 30)] == stream
+    resumable.set_start_index(11)  # inside the third pass (4 indices per rank and pass)
+    assert [int(index) for index in itertools.islice(resumable, 19)] == stream[11:]
+    # A sample's seed is that of its pass and index, however the stream was entered.
+    resumable.set_start_index(0)
+    seeds = [index.seed for index in itertools.islice(resumable, 30)]
+    resumable.set_start_index(11)
+    assert [index.seed for index in itertools.islice(resumable, 19)] == seeds[11:]
+    assert len(set(seeds)) == 30  # no sample is augmented as another
+    with pytest.raises(ValueError, match='start_index must be >= 0'):
+        resumable.set_start_index(-1)
 
 
 def test_sample_seeds_depend_on_seed_epoch_and_index_only(photos):

@@ -45,7 +45,13 @@ def test_config_is_the_published_recipe():
     optimizer = cfg.optim_wrapper.optimizer
     assert optimizer.type == 'AdamW' and optimizer.lr == 3e-4 and optimizer.weight_decay == 0.05
     assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate in (0.65, 0.75)
-    assert cfg.train_cfg.type == 'IterBasedTrainLoop' and cfg.train_cfg.max_iters == 160000
+    # mmseg's IterBasedTrainLoop, resuming without reloading (fastmim.engine.loops)
+    from mmengine.runner import IterBasedTrainLoop
+
+    from fastmim.engine.loops import ResumableIterBasedTrainLoop
+    assert cfg.train_cfg.type == 'fastmim.ResumableIterBasedTrainLoop'
+    assert issubclass(ResumableIterBasedTrainLoop, IterBasedTrainLoop)
+    assert cfg.train_cfg.max_iters == 160000
     warmup, poly = cfg.param_scheduler
     assert warmup.type == 'LinearLR' and warmup.end == 1500 and not warmup.by_epoch
     assert poly.type == 'PolyLR' and poly.begin == 1500 and poly.end == 160000
@@ -225,3 +231,36 @@ def test_auxiliary_head_reads_the_stride_32_level_as_the_reference(downstream):
     assert [tuple(level.shape[-2:]) for level in features] == [(64, 64), (32, 32), (16, 16),
                                                                (8, 8)]
     assert tuple(logits.shape) == (1, 150, 8, 8)  # 256 px / 32
+
+
+def test_a_resumed_run_skips_in_the_sampler_and_repeats_the_uninterrupted_one(
+        ade20k_semantic, downstream, tmp_path):
+    """mmengine's IterBasedTrainLoop reloaded every batch trained before a resume to skip it
+    (tens of minutes at 160k iterations), and with mmseg's unset seed resumed another stream.
+    Four iterations, and two resumed from the checkpoint of iteration 2: the same weights."""
+    import shutil
+
+    import torch
+    overrides = {**downstream.segmentation_overrides(ade20k_semantic, batch_size=2,
+                                                     iterations=4),
+                 'default_hooks.checkpoint.interval': 2}
+    options = ['--cfg-options', *downstream.as_cfg_options(overrides)]
+    full, resumed = tmp_path / 'full', tmp_path / 'resumed'
+    result = downstream.run_tool('train.py', [str(CONFIG), '--work-dir', str(full), *options])
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed.mkdir()
+    shutil.copy(full / 'iter_2.pth', resumed / 'iter_2.pth')
+    result = downstream.run_tool('train.py', [str(CONFIG), '--work-dir', str(resumed),
+                                              '--resume', str(resumed / 'iter_2.pth'), *options])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'resuming at iteration 2: the sampler starts after the 2 x 2 samples' in (
+        result.stdout + result.stderr)
+    losses = [{key: entry[key] for key in ('iter', 'loss')}
+              for entry in downstream.logged_iterations(full) if 'loss' in entry]
+    assert [entry for entry in losses if entry['iter'] > 2] == [
+        {key: entry[key] for key in ('iter', 'loss')}
+        for entry in downstream.logged_iterations(resumed) if 'loss' in entry]
+    expected, got = (torch.load(folder / 'iter_4.pth', weights_only=True)['state_dict']
+                     for folder in (full, resumed))
+    for key, value in expected.items():
+        assert torch.equal(value, got[key]), key

@@ -72,7 +72,10 @@ model = dict(
 
 # 2 images per GPU x 8 GPUs. mmseg's ADE20KDataset whose pipeline checks each label map against
 # its image's size and the 150 classes, naming the file (fastmim.datasets.ade20k).
-train_dataloader = dict(batch_size=2, dataset=dict(type='fastmim.CheckedADE20KDataset'))
+# ResumableInfiniteSampler: mmseg's InfiniteSampler order, with per-sample seeds and a start
+# index, so that --resume neither reloads the batches already trained nor augments otherwise.
+train_dataloader = dict(batch_size=2, sampler=dict(type='fastmim.ResumableInfiniteSampler'),
+                        dataset=dict(type='fastmim.CheckedADE20KDataset'))
 val_dataloader = dict(batch_size=1, dataset=dict(type='fastmim.CheckedADE20KDataset'))
 test_dataloader = val_dataloader
 
@@ -94,7 +97,12 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0., power=1.0, by_epoch=False, begin=warmup_iters,
          end=max_iters),
 ]
-train_cfg = dict(max_iters=max_iters)
+# mmseg's IterBasedTrainLoop, but a resume skips in the sampler and repeats the uninterrupted
+# run exactly (fastmim.engine.loops).
+train_cfg = dict(type='fastmim.ResumableIterBasedTrainLoop', max_iters=max_iters)
+# A fixed seed (mmseg's runtime leaves it unset, a new one each start): the sampler's stream and
+# the per-sample and per-iteration seeds of a resumed run are then the interrupted run's.
+randomness = dict(seed=0)
 
 # Checkpoints of plain types (they load weights-only) that record the model geometry; a default
 # hook, merged by key, so a derived config's own custom_hooks cannot drop it.
