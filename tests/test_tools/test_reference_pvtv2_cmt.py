@@ -300,7 +300,8 @@ def test_cmt_fine_tuned_file_initialises_a_backbone_directly_with_its_classifier
 
     summary = load_pretrained(backbone, path)
 
-    assert summary.left_out == ['_bn', '_fc', 'head']
+    assert summary.left_out == sorted(key for key in state
+                                      if key.startswith(('_fc.', '_bn.', 'head.')))
     images = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(backbone(images)[0], release_cmt_features(state, images),

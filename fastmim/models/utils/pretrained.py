@@ -81,9 +81,10 @@ def read_checkpoint(checkpoint, path: str, prefix: str = 'backbone.') -> SourceW
     if isinstance(checkpoint.get('model'), dict):
         if is_reference_checkpoint(checkpoint['model']):
             converted = convert_reference_checkpoint(checkpoint, path)
+            dropped = converted['meta']['converted_from']['dropped']
             return SourceWeights(converted['state_dict'],
                                  converted['meta']['geometry']['backbone'], 'reference',
-                                 list(converted['meta']['converted_from']['dropped']))
+                                 _keys_in_groups(checkpoint['model'], dropped))
         # Other releases (MAE, DeiT, Swin classifiers) keep a plain state dict under 'model'.
         checkpoint = checkpoint['model']
     if checkpoint and all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
@@ -97,6 +98,13 @@ def read_checkpoint(checkpoint, path: str, prefix: str = 'backbone.') -> SourceW
         f'{path}: not a checkpoint format fastmim knows: expected a dict with "state_dict" '
         f'(fastmim / mmengine), "model" (reference release) or a name -> tensor mapping (timm); '
         f'found keys {listing(sorted(map(str, checkpoint)))}')
+
+
+def _keys_in_groups(state: Dict[str, torch.Tensor], groups: Sequence[str]) -> List[str]:
+    """The keys of ``state`` in the modules ``groups`` names (``decoder_blocks``, ``_fc``), so
+    that the summary counts the tensors left out, as it does for every other part."""
+    return sorted(key for key in state
+                  if any(key == group or key.startswith(group + '.') for group in groups))
 
 
 def backbone_geometry(geometry: Optional[dict]) -> Optional[dict]:
