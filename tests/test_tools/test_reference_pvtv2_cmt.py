@@ -312,7 +312,8 @@ def test_cmt_fine_tuned_file_initialises_a_backbone_directly_with_its_classifier
 @pytest.mark.parametrize('content, message', [
     ({'state_dict': {'backbone.cls_token': torch.zeros(1, 1, 8)}, 'meta': {}},
      r'is a fastmim / mmengine checkpoint \("state_dict"\), not a reference-release file '
-     r'\("model"\): it needs no conversion'),
+     r'\("model"\): fastmim\'s own checkpoints \(a converted file included\) need no '
+     r'conversion'),
     ([torch.zeros(1)], r'holds a list, not a reference-release checkpoint'),
 ])
 def test_a_file_that_is_not_the_releases_is_one_line_naming_what_it_is(

@@ -134,8 +134,9 @@ def convert_reference_checkpoint(checkpoint: dict,
                               '"model")')
     if isinstance(checkpoint.get('state_dict'), dict) and 'model' not in checkpoint:
         raise CheckpointError(f'{path} is a fastmim / mmengine checkpoint ("state_dict"), not a '
-                              'reference-release file ("model"): it needs no conversion; give '
-                              'it to FastMIMPretrained, load_pretrained or tools/test.py as it is')
+                              'reference-release file ("model"): fastmim\'s own checkpoints (a '
+                              'converted file included) need no conversion; give them to '
+                              'FastMIMPretrained, load_pretrained or tools/test.py as they are')
     state = checkpoint.get('model')
     if not isinstance(state, dict):
         raise CheckpointError(f'{path}: a reference-release checkpoint holds its weights under '
