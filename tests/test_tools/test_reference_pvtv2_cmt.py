@@ -25,6 +25,7 @@ import fastmim.models  # noqa: F401
 from fastmim.engine.checkpoint import trust_checkpoint
 from fastmim.errors import CheckpointError
 from fastmim.models.utils import load_pretrained
+from fastmim.models.utils.reference import convert_reference_checkpoint
 from fastmim.registry import MODELS
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -194,12 +195,8 @@ def release_cmt_shapes(img_size, arch=CMT, fc_dim=FC_DIM):
 
 def release_cmt_state(img_size=224):
     generator = torch.Generator().manual_seed(0)
-    state = randomised({key: torch.zeros(shape) for key, shape in
-                        release_cmt_shapes(img_size).items()}, generator)
-    # BatchNorm's counter, saved with its statistics.
-    state.update({key.replace('running_mean', 'num_batches_tracked'): torch.tensor(7)
-                  for key in list(state) if key.endswith('running_mean')})
-    return state
+    return with_batch_counters(randomised({key: torch.zeros(shape) for key, shape in
+                                           release_cmt_shapes(img_size).items()}, generator))
 
 
 def bn(x, state, prefix):
@@ -358,3 +355,38 @@ def test_cmt_pre_training_layout_loads_with_the_release_features_at_128(tmp_path
     with torch.no_grad():
         torch.testing.assert_close(backbone(images)[0], release_cmt_features(encoder, images),
                                    rtol=1e-4, atol=1e-4)
+
+
+def with_batch_counters(state):
+    """BatchNorm saves ``num_batches_tracked`` next to its statistics."""
+    return {**state, **{key.replace('running_mean', 'num_batches_tracked'): torch.tensor(7)
+                        for key in state if key.endswith('running_mean')}}
+
+
+def published_pvtv2_b2_state():
+    """pvtv2_b2's shapes (mim_pvtv2_finetune.py): widths 64, 128, 320, 512, heads 1, 2, 5, 8,
+    depths 3, 4, 6, 3, MLP ratios 8, 8, 4, 4, sr 8, 4, 2, 1."""
+    with torch.device('meta'):
+        model = TimmPVTv2(depths=(3, 4, 6, 3), embed_dims=(64, 128, 320, 512),
+                          num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4), sr_ratios=(8, 4, 2, 1),
+                          num_classes=NUM_CLASSES)
+    return {timm_to_release_pvtv2(key): torch.zeros(value.shape)
+            for key, value in model.state_dict().items()}
+
+
+def published_cmt_s_state():
+    """cmt_small's shapes (mim_cmt_finetune.py): widths 64, 128, 256, 512, stem 32, depths 3, 3,
+    16, 3, heads 1, 2, 4, 8, MLP ratio 4; ``_fc`` to 1280 channels."""
+    arch = dict(embed_dims=[64, 128, 256, 512], depths=[3, 3, 16, 3], num_heads=[1, 2, 4, 8],
+                stem_channels=32, mlp_ratio=4.0)
+    return with_batch_counters({key: torch.zeros(shape) for key, shape in
+                                release_cmt_shapes(224, arch=arch, fc_dim=1280).items()})
+
+
+@pytest.mark.parametrize('kind, make_state, arch', [('pvtv2', published_pvtv2_b2_state, 'b2'),
+                                                    ('cmt', published_cmt_s_state, 's')])
+def test_the_published_files_shapes_are_named_by_their_arch(kind, make_state, arch):
+    """The geometry names the published size, so the fine-tuning configs' arch matches."""
+    converted = convert_reference_checkpoint({'model': make_state()}, 'published.pth',
+                                             backbone=kind)
+    assert converted['meta']['geometry']['backbone']['arch'] == arch
