@@ -51,3 +51,14 @@ def test_a_worker_still_ends_when_the_training_process_terminates_it():
         worker.terminate()
         worker.join(timeout=20)
         assert worker.exitcode == 0
+
+
+def test_validation_workers_survive_the_preemption_signal_too():
+    """Fine-tuning's persistent validation workers (10 per GPU in the recipes) stay alive during
+    training, and SLURM's signal reaches them as well."""
+    train_loader = DataLoader(range(4), batch_size=2, num_workers=1)
+    val_loader = DataLoader(SignalledWhileLoading(), batch_size=2, num_workers=1)
+    PreemptionHook().before_train_epoch(SimpleNamespace(
+        train_loop=SimpleNamespace(dataloader=train_loader),
+        val_loop=SimpleNamespace(dataloader=val_loader)))
+    assert [batch.tolist() for batch in val_loader] == [[0, 1], [2, 3]]

@@ -113,9 +113,12 @@ class PreemptionHook(Hook):
     def before_train_epoch(self, runner) -> None:
         """Runs after every other ``before_train_epoch`` (priority ``LOWEST``), so also for a
         loader that ``ProgressiveResolutionHook`` has just rebuilt, and before the epoch starts
-        the workers (persistent ones: once, in the first epoch). An iteration-based loop starts
-        its workers before any hook runs: those are not covered."""
-        ignore_signals_in_workers(runner.train_loop.dataloader, self.signals)
+        the workers (persistent ones: once, in the first epoch). The validation loader too:
+        its persistent workers live on through training. An iteration-based loop starts its
+        training workers before any hook runs: those are not covered."""
+        for loop in (runner.train_loop, getattr(runner, 'val_loop', None)):
+            if loop is not None:
+                ignore_signals_in_workers(getattr(loop, 'dataloader', None), self.signals)
 
     def after_train(self, runner) -> None:
         for signum, handler in self._previous_handlers.items():
