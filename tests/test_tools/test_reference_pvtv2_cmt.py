@@ -390,3 +390,14 @@ def test_the_published_files_shapes_are_named_by_their_arch(kind, make_state, ar
     converted = convert_reference_checkpoint({'model': make_state()}, 'published.pth',
                                              backbone=kind)
     assert converted['meta']['geometry']['backbone']['arch'] == arch
+
+
+def test_num_heads_that_contradict_the_cmt_weights_are_refused(tmp_path, from_reference):
+    """--num-heads 3 was ignored without a word: the heads come from the biases."""
+    path = save_release_file(tmp_path / 'cmt.pth', release_cmt_state())
+    with pytest.raises(CheckpointError, match=r'--num-heads 3 contradicts the cmt weights, whose '
+                       r'relative position biases have \[1, 2, 2, 4\] heads'):
+        from_reference.main([path, str(tmp_path / 'out.pth'), '--backbone', 'cmt',
+                             '--num-heads', '3'])
+    from_reference.main([path, str(tmp_path / 'out.pth'), '--backbone', 'cmt',
+                         '--num-heads', '1', '2', '2', '4'])

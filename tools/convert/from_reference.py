@@ -45,7 +45,8 @@ def parse_args(argv):
     parser.add_argument('--num-heads', type=positive_int, nargs='+', default=None,
                         help='attention heads, where the weights do not tell them (ViT: one '
                         'number, default embed_dim // 64; PVTv2: one per stage, default from '
-                        'the published size with these shapes)')
+                        'the published size with these shapes; Swin, CMT: must agree with the '
+                        'weights)')
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='allow full unpickling of CHECKPOINT (only for files you trust)')
     add_debug_arg(parser)

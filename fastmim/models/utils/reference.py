@@ -148,7 +148,9 @@ def convert_reference_checkpoint(checkpoint: dict,
         raise CheckpointError(f'{path}: --backbone {backbone} was given, but the weights are a '
                               f'reference {kind} (key {marker!r})')
     if finetuned:
-        return _convert_reference_classifier(kind, state, path, img_size, num_heads)
+        converted = _convert_reference_classifier(kind, state, path, img_size, num_heads)
+        _check_given_heads(num_heads, converted['meta']['geometry']['backbone'], kind, path)
+        return converted
     decoder = sorted(key for key in state if key.startswith('decoder_'))
     if kind == 'vit':  # MAE layout: the encoder at the top level
         encoder = {key: value for key, value in state.items()
@@ -165,6 +167,7 @@ def convert_reference_checkpoint(checkpoint: dict,
                                                                  num_heads)
     check_state_matches(backbone_state, model, path)
     geometry = model.geometry()
+    _check_given_heads(num_heads, geometry, kind, path)
     state_dict = {'backbone.' + key: value for key, value in backbone_state.items()}
     if 'mask_token' in state:
         state_dict['mask_token'] = state['mask_token']
@@ -481,6 +484,18 @@ def _one_value(values, what):
     if len(set(values)) != 1:
         raise CheckpointError(f'{what} has one number of heads for every block, got {values}')
     return values[0]
+
+
+def _check_given_heads(num_heads, geometry: dict, kind: str, path) -> None:
+    """``--num-heads`` for a Swin or CMT, whose weights fix the heads (one bias column per
+    head), must agree with them: it was ignored without a word."""
+    if num_heads is None or kind not in ('swin', 'cmt'):
+        return
+    heads = list(geometry['num_heads'])
+    if list(num_heads) != heads:
+        raise CheckpointError(f'{path}: --num-heads {" ".join(map(str, num_heads))} contradicts '
+                              f'the {kind} weights, whose relative position biases have '
+                              f'{heads} heads (leave --num-heads out: it is for ViT and PVTv2)')
 
 
 def _check_size(given, inferred, source, path):
