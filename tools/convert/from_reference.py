@@ -18,7 +18,10 @@ The release's ImageNet fine-tuned files (``vit_base_fastmim_hog_800e_finetune_10
 ``head``, no final ``norm``) become fastmim ``ImageClassifier`` checkpoints that
 ``tools/test.py configs/finetune/{vit_b,swin_b}_ft_100e.py OUT`` evaluates and downstream configs
 initialise from: ``head`` -> ``head.fc``; ViT's ``fc_norm`` (after pooling) -> ``head.fc_norm``;
-Swin's ``fc_norm`` (its final norm before pooling) -> ``backbone.norm``.
+Swin's ``fc_norm`` (its final norm before pooling) -> ``backbone.norm``. The PVTv2-B2 file
+(``head``, mean of the tokens after ``norm4``) becomes one for ``configs/finetune/
+pvtv2_b2_ft_100e.py``; the CMT-S file gives its encoder only (``backbone.*``): its classifier
+(``_fc`` conv, ``_bn``, swish, pooling, ``head``) has no fastmim counterpart and is dropped.
 
 The release's files also pickle an ``argparse.Namespace`` (``args``), which weights-only
 loading refuses: pass ``--trust-checkpoint`` for a file whose origin you trust.

@@ -3,8 +3,8 @@
 The release saves MAE-style ``{'model': state_dict}`` files whose encoder uses another layout
 per backbone: MAE's ViT (timm 0.3.2 names, which fastmim keeps), the original Microsoft Swin and
 PVTv2 layouts and its own CMT names. Besides the pre-training files it publishes ImageNet
-fine-tuned classifiers (ViT-B and Swin-B, also its downstream inits), whose encoder sits at the
-top level next to ``fc_norm`` and ``head``. This module knows the release's files: how each
+fine-tuned classifiers (ViT-B and Swin-B, also its downstream inits; PVTv2-B2 and CMT-S only as
+such), whose encoder sits at the top level next to its classifier. This module knows the release's files: how each
 encoder is recognised, where it sits in the file, what its classifier parts mean, and how to read
 its architecture from the weights. The renaming of an encoder is each backbone's own rule
 (``rename_foreign_keys`` of the backbone contract), and the backbone classes are found through
@@ -126,7 +126,8 @@ def convert_reference_checkpoint(checkpoint: dict,
 
     Returns:
         ``{'state_dict': {'backbone.*', 'mask_token'}, 'meta': {'geometry': ..., ...}}``; for a
-        fine-tuned file ``{'backbone.*', 'head.*'}`` and ``num_classes`` in the geometry.
+        fine-tuned file ``{'backbone.*', 'head.*'}`` and ``num_classes`` in the geometry, for
+        a fine-tuned CMT ``{'backbone.*'}`` (its classifier dropped).
     """
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f'{path} holds a {type(checkpoint).__name__}, not a '
