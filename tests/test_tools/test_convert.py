@@ -105,6 +105,23 @@ def test_fine_tuned_swin_tiny_converts_to_timm_with_identical_logits(tmp_path, c
         torch.testing.assert_close(model(images), expected, rtol=0, atol=1e-5)
 
 
+def test_pvtv2_checkpoint_converts_to_the_timm_arch_it_names(tmp_path, to_timm):
+    """--arch pvt_v2_b0 crashed: "'PyramidVisionTransformerV2' object has no attribute
+    'rename_foreign_keys'" (the fastmim rule was run on timm's own model)."""
+    backbone = build(dict(type='PyramidVisionTransformerV2', arch='b0'))
+    checkpoint = fastmim_checkpoint(backbone, tmp_path / 'pvt.pth')
+    out = tmp_path / 'pvt_timm.pth'
+
+    to_timm.main([checkpoint, str(out), '--arch', 'pvt_v2_b0'])
+
+    model = timm.create_model('pvt_v2_b0', pretrained=False, num_classes=0).eval()
+    model.load_state_dict(torch.load(out, weights_only=True), strict=True)
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_features(images), backbone(images)[0],
+                                   rtol=0, atol=1e-5)
+
+
 def test_to_timm_names_what_does_not_fit_the_timm_model(tmp_path, to_timm):
     checkpoint = tiny_vit_checkpoint(tmp_path / 'small.pth')
     with pytest.raises(CheckpointError, match=r'(?s)small\.pth does not fit timm '

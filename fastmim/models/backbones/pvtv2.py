@@ -136,8 +136,10 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
 
     def adapt_state_dict(self, state: StateDict,
                          source_geometry: Optional[dict] = None) -> StateDict:
-        """Other layouts renamed; nothing depends on the input size, so nothing is resized."""
-        return self.rename_foreign_keys(state)
+        """Other layouts renamed; nothing depends on the input size, so nothing is resized.
+        Reads nothing of ``self``, so it also fits weights to a plain timm PVTv2
+        (``tools/convert/to_timm.py --arch``)."""
+        return PyramidVisionTransformerV2.rename_foreign_keys(state)
 
     def layer_id(self, name: str) -> int:
         """Swin's scheme: patch embedding 0, block ``j`` of stage ``s`` ``(blocks before s) +
