@@ -43,8 +43,11 @@ class IgnoreSignalsThenInit:
     The parent's SIGTERM must still end the worker: at exit, multiprocessing terminates the
     daemonic workers with it and then waits for them (torch's own handler exits quietly on a
     SIGTERM from the parent, and dies by any other). Python handlers cannot see the sender, so
-    the worker blocks the signals and a thread takes them with ``sigwaitinfo``. A class, not a
-    closure, so that it pickles for the 'spawn' and 'forkserver' start methods.
+    the worker blocks the signals and a thread takes them with ``sigwaitinfo``. That needs the
+    worker to be single-threaded when it starts, as a forked one is (mmengine's and the configs'
+    'fork' start method); a 'spawn' or 'forkserver' worker already runs threads of torch's,
+    which would take the signals unblocked, so it keeps torch's handling. A class, not a
+    closure, so that it pickles for those start methods.
     """
 
     def __init__(self, signals, init_fn=None):
@@ -52,9 +55,10 @@ class IgnoreSignalsThenInit:
         self.init_fn = init_fn
 
     def __call__(self, worker_id):
-        signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)  # threads started later inherit it
-        threading.Thread(target=self._exit_on_signals_from_parent, args=(os.getppid(),),
-                         name='preemption-signals', daemon=True).start()
+        if _single_threaded():
+            signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)  # later threads inherit it
+            threading.Thread(target=self._exit_on_signals_from_parent, args=(os.getppid(),),
+                             name='preemption-signals', daemon=True).start()
         if self.init_fn is not None:
             self.init_fn(worker_id)
 
@@ -62,6 +66,14 @@ class IgnoreSignalsThenInit:
         while True:
             if signal.sigwaitinfo(self.signals).si_pid == parent_pid:
                 os._exit(0)
+
+
+def _single_threaded() -> bool:
+    """Whether this process runs one thread (Linux's /proc; False where it cannot tell)."""
+    try:
+        return len(os.listdir('/proc/self/task')) == 1
+    except OSError:
+        return False
 
 
 def ignore_signals_in_workers(loader, signals) -> None:
