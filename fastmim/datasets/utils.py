@@ -2,7 +2,7 @@
 labels of a dataset."""
 import copy
 from collections import Counter
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from mmengine.dataset import BaseDataset
 
@@ -51,6 +51,24 @@ def dataset_labels(dataset) -> Optional[Counter]:
             return None
         counts[int(label)] += 1
     return counts
+
+
+class LabelCoverage(NamedTuple):
+    """The labels of a dataset that a reference dataset has no sample of."""
+    missing: List[int]  # sorted
+    samples_missing: int  # samples of the dataset with those labels
+    samples: int  # all samples of the dataset
+
+
+def label_coverage(reference_dataset, dataset) -> Optional[LabelCoverage]:
+    """Which labels of ``dataset`` (a val or test split) ``reference_dataset`` (the train split,
+    a kNN bank) has no sample of: no model trained on, or voting with, the reference can give
+    those samples their class. ``None`` when either has no labels to read."""
+    reference, labels = dataset_labels(reference_dataset), dataset_labels(dataset)
+    if reference is None or labels is None:
+        return None
+    missing = sorted(set(labels) - set(reference))
+    return LabelCoverage(missing, sum(labels[label] for label in missing), sum(labels.values()))
 
 
 def describe_labels(labels: Sequence[int], dataset) -> str:

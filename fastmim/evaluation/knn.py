@@ -36,7 +36,7 @@ from mmengine.runner.amp import autocast
 from mmengine.structures import BaseDataElement
 from torch.utils.data import DataLoader
 
-from fastmim.datasets.utils import dataset_labels, describe_labels
+from fastmim.datasets.utils import describe_labels, label_coverage
 from fastmim.engine.runner_model import bare_model
 from fastmim.models.algorithms.fastmim import IMAGENET_PREPROCESSOR
 from fastmim.models.algorithms.image_classifier import attach_predictions, pool_features
@@ -207,17 +207,13 @@ def check_bank(k: int, bank_dataset, test_dataset) -> None:
                       f'the kNN of k={len(bank_dataset)}; set model.k to at most '
                       f'{len(bank_dataset)} or give a larger bank', BankSmallerThanKWarning,
                       stacklevel=2)
-    bank_labels, test_labels = dataset_labels(bank_dataset), dataset_labels(test_dataset)
-    if bank_labels is None or test_labels is None:
-        return
-    missing = sorted(set(test_labels) - set(bank_labels))
-    if missing:
-        unreachable = sum(test_labels[label] for label in missing)
-        raise ValueError(f'KNNTestLoop: {unreachable} of the {sum(test_labels.values())} test '
-                         f'images are of {len(missing)} classes that {bank_key} has no image of '
-                         f'({describe_labels(missing, test_dataset)}): a kNN vote can never give '
-                         f'them their class; give the bank images of every class of the test '
-                         f'split')
+    coverage = label_coverage(bank_dataset, test_dataset)
+    if coverage is not None and coverage.missing:
+        raise ValueError(f'KNNTestLoop: {coverage.samples_missing} of the {coverage.samples} '
+                         f'test images are of {len(coverage.missing)} classes that {bank_key} '
+                         f'has no image of ({describe_labels(coverage.missing, test_dataset)}): '
+                         f'a kNN vote can never give them their class; give the bank images of '
+                         f'every class of the test split')
 
 
 @LOOPS.register_module()

@@ -19,7 +19,7 @@ from typing import List, Optional, Tuple
 from mmengine.hooks import Hook
 from torch import nn
 
-from fastmim.datasets.utils import dataset_labels, describe_labels
+from fastmim.datasets.utils import describe_labels, label_coverage
 from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS
 
@@ -136,18 +136,15 @@ def check_label_coverage(reference_key: str, reference_dataset, key: str, datase
     split, not the model, over a run of hours; a warning scrolls away in its first lines.
     mmpretrain checks none of this, and nothing a user meant is lost: a smoke test on a train
     subset passes with a val subset of the same classes (train classes that val lacks are
-    fine). Labels are read from the annotations (``dataset_labels``), no image is decoded.
+    fine). Labels are read from the annotations (``label_coverage``), no image is decoded.
     """
-    reference, labels = dataset_labels(reference_dataset), dataset_labels(dataset)
-    if reference is None or labels is None:
-        return
-    missing = sorted(set(labels) - set(reference))
-    if missing:
-        unlearnable = sum(labels[label] for label in missing)
+    coverage = label_coverage(reference_dataset, dataset)
+    if coverage is not None and coverage.missing:
+        missing = coverage.missing
         raise ValueError(
-            f'{key}: {unlearnable} of its {sum(labels.values())} images are of {len(missing)} '
-            f'class{"es" if len(missing) > 1 else ""} that {reference_key} has no image of '
-            f'({describe_labels(missing, dataset)}): no model can learn '
+            f'{key}: {coverage.samples_missing} of its {coverage.samples} images are of '
+            f'{len(missing)} class{"es" if len(missing) > 1 else ""} that {reference_key} has '
+            f'no image of ({describe_labels(missing, dataset)}): no model can learn '
             f'{"them" if len(missing) > 1 else "it"}, and every validation would count those '
             f'images wrong; give {reference_key} images of every class of {key}, or leave those '
             f'classes out of {key}')
