@@ -106,6 +106,7 @@ def load_from_local(filename, map_location=None, logger=None):
     if osp.getsize(path) == 0:
         raise CheckpointError(f'{path} is not a readable checkpoint: the file is empty (0 bytes)'
                               f'{_other_checkpoints(path)}')
+    _refuse_what_torch_never_wrote(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -162,6 +163,23 @@ def check_start_checkpoints(cfg, training=True):
                 load_from_local(path)
             except CheckpointError as error:
                 raise CheckpointError(f'{key}: {error}') from None
+
+
+# How every file torch.save writes starts: a zip archive (torch >= 1.6), or a pickle of
+# protocol 2 or later (the legacy format).
+TORCH_FILE_STARTS = (b'PK', b'\x80')
+
+
+def _refuse_what_torch_never_wrote(path):
+    """A file that starts as no torch file does (a text file, an image, a log saved as .pth)
+    failed inside the unpickler: with a bare number (text read as pickle opcodes) or with the
+    advice to trust the file, which would only fail again."""
+    with open(path, 'rb') as file:
+        start = file.read(8)
+    if not start.startswith(TORCH_FILE_STARTS):
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): no "
+                              f"torch file, which starts with b'PK' (a zip archive) or b'\\x80' "
+                              f'(a pickle); it starts with {start!r}{_other_checkpoints(path)}')
 
 
 def _other_checkpoints(path):

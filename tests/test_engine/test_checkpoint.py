@@ -106,11 +106,19 @@ def test_the_checkpoints_named_beside_a_missing_one_leave_out_cut_off_files(tmp_
 
 
 def test_a_file_that_is_no_pickle_is_not_called_a_pickle_of_python_objects(tmp_path):
+    """Nor offered --trust-checkpoint, which would only fail again: a file that starts as no
+    torch file does (a zip archive, or a legacy pickle) is named as such, with its first
+    bytes; text that read as pickle opcodes ended in an unpickler's number ('... corrupt?): 101')."""
     path = tmp_path / 'notes.pth'
-    path.write_text('garbage\n')
-    with pytest.raises(CheckpointError, match=r'notes.pth is not a readable checkpoint '
-                       r'\(corrupt.*\(Unsupported operand'):
-        _load_checkpoint(str(path))
+    for text in ('garbage\n', 'hello\n'):
+        path.write_text(text)
+        with pytest.raises(CheckpointError, match=r'notes.pth is not a readable checkpoint '
+                           r"\(truncated or corrupt\?\): no torch file, which starts with "
+                           r"b'PK' \(a zip "
+                           rf"archive\) or b'\\x80' \(a pickle\); it starts with b'{text[:5]}"
+                           ) as raised:
+            _load_checkpoint(str(path))
+        assert '--trust-checkpoint' not in str(raised.value)
 
 
 @pytest.mark.parametrize('content, reason', [(b'', 'the file is empty'),
