@@ -1,4 +1,5 @@
 """Top-k classification accuracy, the number the FastMIM tables report (ImageNet top-1)."""
+import warnings
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -7,13 +8,18 @@ from mmengine.evaluator import BaseMetric
 from fastmim.registry import METRICS
 
 
+class TrivialTopKWarning(UserWarning):
+    """A reported top-k whose k covers every class: 100 whatever the model predicts."""
+
+
 @METRICS.register_module()
 class Accuracy(BaseMetric):
     """Top-k accuracy in percent, as mmpretrain's ``Accuracy`` reports it.
 
     An image counts as correct at ``k`` when its ground-truth class is among the ``k`` classes
     with the highest ``pred_score`` (``torch.topk`` order; with ``k`` >= the number of classes
-    every image is correct). Results are reported as ``accuracy/top1``, ``accuracy/top5``, ...
+    every image is correct, which a :class:`TrivialTopKWarning` says: a top-5 of a 3-class test
+    set is no result). Results are reported as ``accuracy/top1``, ``accuracy/top5``, ...
 
     Only the ``max(topk)`` best class indices of each image are kept between batches, not its
     whole score vector, so evaluating ImageNet's 50,000 images holds 50,000 x 5 integers.
@@ -49,13 +55,19 @@ class Accuracy(BaseMetric):
                 raise ValueError(f'Accuracy: pred_score must be a (num_classes,) vector, got '
                                  f'shape {tuple(score.shape)}')
             top = score.topk(min(max(self.topk), score.numel())).indices
-            self.results.append(dict(top=top.cpu(), label=int(torch.as_tensor(
-                sample['gt_label']).reshape(-1)[0])))
+            self.results.append(dict(top=top.cpu(), classes=score.numel(), label=int(
+                torch.as_tensor(sample['gt_label']).reshape(-1)[0])))
 
     def compute_metrics(self, results: List[dict]) -> dict:
         """``{'top1': ..., 'top5': ...}`` in percent over all processed images."""
         metrics = {}
+        classes = min(result['classes'] for result in results)
         for k in self.topk:
+            if k >= classes:
+                warnings.warn(f'{self.prefix}/top{k}: k={k} covers all {classes} classes, so every '
+                              f'image counts as correct and it is 100 whatever the model '
+                              f'predicts; report a k below the number of classes',
+                              TrivialTopKWarning)
             hits = [bool((result['top'][:k] == result['label']).any()) for result in results]
             metrics[f'top{k}'] = 100. * sum(hits) / len(hits)
         return metrics

@@ -71,3 +71,16 @@ def test_accuracy_needs_scores_and_labels():
 def test_accuracy_rejects_bad_topk(topk):
     with pytest.raises(ValueError, match='topk'):
         Accuracy(topk=topk)
+
+
+def test_a_k_that_covers_every_class_is_warned_about():
+    """top5 of a 3-class test set is 100 whatever the model does; it was reported as a
+    result without a word (mmpretrain refuses such a k)."""
+    from fastmim.evaluation.metrics import TrivialTopKWarning
+    scores = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]])
+    metric = Accuracy(topk=(1, 2, 5))
+    metric.process(None, [sample.to_dict() for sample in samples(scores, [1, 2])])
+    with pytest.warns(TrivialTopKWarning,
+                      match=r'accuracy/top5: k=5 covers all 3 classes') as caught:
+        metric.evaluate(2)
+    assert len(caught) == 1  # top2 of 3 classes says something
