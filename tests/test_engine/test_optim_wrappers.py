@@ -1,7 +1,13 @@
 """Guarded optimiser wrappers: a non-finite loss never reaches the weights."""
+import json
+import math
+import os.path as osp
+
 import pytest
 import torch
 from mmengine.logging import MessageHub
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
 from torch import nn
 
 from fastmim.engine.optim_wrappers import (AutocastOptimWrapper, GuardedOptimWrapper,
@@ -102,3 +108,70 @@ def test_stop_message_counts_iterations_and_epochs_as_the_logs_do():
     with pytest.raises(NonFiniteLossError, match=r'loss is nan at iteration 5 \(epoch 3\).*'
                        r'on_nonfinite'):
         wrapper.update_params(model(torch.ones(2, 4)).sum() * float('nan'))
+
+
+def nan_loss(model):
+    return model(torch.ones(2, 4)).sum() * float('nan')
+
+
+@pytest.mark.parametrize('bad_loss', [nan_loss, finite_loss_with_infinite_gradient])
+def test_a_diverged_run_stops_after_max_consecutive_skips(bad_loss):
+    """A run whose every step gave NaN skipped every update and went on for days, saving the
+    same weights; an applied update starts the count afresh."""
+    model, wrapper = make(max_consecutive_skips=3)
+    for _ in range(2):
+        wrapper.update_params(bad_loss(model))
+    wrapper.update_params(model(torch.ones(2, 4)).sum())
+    assert wrapper.consecutive_skips == 0
+    for _ in range(2):
+        wrapper.update_params(bad_loss(model))
+    before = weights(model)
+    with pytest.raises(NonFiniteLossError, match=r'3 updates in a row skipped \(optim_wrapper'
+                       r'.max_consecutive_skips=3\).*diverged.*--resume.*lower lr.*clip_grad'):
+        wrapper.update_params(bad_loss(model))
+    assert all(torch.equal(a, b) for a, b in zip(before, weights(model)))
+
+
+def test_max_consecutive_skips_default_and_bad_values():
+    assert make()[1].max_consecutive_skips == 100
+    make(max_consecutive_skips=None)  # never stops
+    for bad in (0, 2.5, True, '10'):
+        with pytest.raises(ValueError, match=r'max_consecutive_skips must be a whole number'):
+            make(max_consecutive_skips=bad)
+
+
+class NanAtIteration(BaseModel):
+    """A linear model whose loss is NaN at one iteration (counted from 1, as the logs count)."""
+
+    def __init__(self, nan_iteration):
+        super().__init__()
+        self.linear = nn.Linear(4, 1)
+        self.nan_iteration = nan_iteration
+        self.calls = 0
+
+    def forward(self, inputs, data_samples=None, mode='loss'):
+        self.calls += 1
+        loss = self.linear(torch.stack(inputs)).pow(2).mean()
+        return dict(loss=loss * float('nan') if self.calls == self.nan_iteration else loss)
+
+
+def test_a_skipped_step_leaves_the_logged_average_and_is_counted(tmp_path):
+    """mmengine's LogProcessor logs the mean of the last window_size losses: one skipped NaN
+    step showed 'loss: nan' for window_size iterations, as a diverged run does."""
+    dataset = [dict(inputs=torch.ones(4) * i) for i in range(8)]
+    runner = Runner(
+        model=NanAtIteration(nan_iteration=2), work_dir=str(tmp_path),
+        train_dataloader=dict(dataset=dataset, sampler=dict(type='DefaultSampler', shuffle=False),
+                              collate_fn=dict(type='pseudo_collate'), batch_size=1),
+        train_cfg=dict(by_epoch=False, max_iters=5),
+        optim_wrapper=dict(type=GuardedOptimWrapper, optimizer=dict(type='SGD', lr=0.01)),
+        default_hooks=dict(logger=dict(type='LoggerHook', interval=1), checkpoint=None),
+        log_processor=dict(window_size=10), experiment_name='skipped_step_log')
+    runner.train()
+    with open(osp.join(runner.log_dir, 'vis_data', 'scalars.json')) as f:
+        logged = [json.loads(line) for line in f]
+    assert [row['step'] for row in logged] == [1, 2, 3, 4, 5]
+    assert math.isnan(logged[1]['loss'])  # the skipped iteration's own line, under the warning
+    assert all(math.isfinite(row['loss']) for row in logged[2:])
+    assert 'skipped_steps' not in logged[0]
+    assert [row['skipped_steps'] for row in logged[1:]] == [1, 1, 1, 1]

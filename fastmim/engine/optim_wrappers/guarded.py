@@ -2,11 +2,12 @@
 import logging
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.distributed as torch_dist
 from mmengine.device import get_device
 from mmengine.dist import is_distributed
-from mmengine.logging import MessageHub, print_log
+from mmengine.logging import HistoryBuffer, MessageHub, print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.runner.amp import autocast
 
@@ -15,7 +16,13 @@ from fastmim.registry import OPTIM_WRAPPERS
 
 class NonFiniteLossError(FloatingPointError):
     """Raised when ``on_nonfinite='stop'`` and a step produced a NaN or infinite loss (or, in
-    a wrapper without loss scaling, NaN or infinite gradients)."""
+    a wrapper without loss scaling, NaN or infinite gradients), and when ``'skip'`` has skipped
+    ``max_consecutive_skips`` updates in a row."""
+
+
+# The message hub's record of the updates skipped so far in the run: logged as 'skipped_steps'
+# next to the loss, and saved in every checkpoint with the hub, so a resumed run goes on counting.
+SKIPPED_STEPS_KEY = 'train/skipped_steps'
 
 
 def training_position() -> str:
@@ -39,6 +46,19 @@ class NonFiniteGuardMixin:
     forward; its gradients, and those accumulated earlier in the same accumulation window,
     are discarded. ``on_nonfinite='stop'`` raises instead, naming the iteration.
 
+    A run that has diverged gives a non-finite loss at every step: ``'skip'`` stops it too, once
+    ``max_consecutive_skips`` updates in a row were skipped (default 100; ``None`` never stops).
+    The weights do not change between skipped updates, so that many different batches in a row
+    failing points at the weights, not at the data. Every rank skips the same updates, so every
+    rank stops at the same iteration. The count starts afresh in a resumed run: a diverged run
+    resumed unchanged stops again ``max_consecutive_skips`` updates later.
+
+    A skipped step's NaN loss would stay in the log's moving average (mmengine's
+    ``LogProcessor`` averages the last ``window_size`` values of the message hub's
+    ``train/loss``) and show ``loss: nan`` for that many iterations, as if the run diverged:
+    the skip is logged as a warning naming the iteration and counted in the log's
+    ``skipped_steps``, and the skipped step's non-finite values leave the averages.
+
     A finite loss can still have infinite or NaN gradients (an overflow in the backward pass).
     mmengine's ``AmpOptimWrapper`` skips those updates itself (its GradScaler lowers the scale
     and retries); the wrappers without loss scaling (``guards_gradients``) check the gradients
@@ -48,9 +68,14 @@ class NonFiniteGuardMixin:
 
     guards_gradients = True
 
-    def __init__(self, *args, on_nonfinite='skip', **kwargs):
+    def __init__(self, *args, on_nonfinite='skip', max_consecutive_skips=100, **kwargs):
         if on_nonfinite not in ('skip', 'stop'):
             raise ValueError(f"on_nonfinite must be 'skip' or 'stop', got {on_nonfinite!r}")
+        if max_consecutive_skips is not None and (
+                isinstance(max_consecutive_skips, bool)
+                or not isinstance(max_consecutive_skips, int) or max_consecutive_skips < 1):
+            raise ValueError(f'optim_wrapper.max_consecutive_skips must be a whole number >= 1 '
+                             f'or None (never stop), got {max_consecutive_skips!r}')
         # mmengine asserts > 0 only: 0 was a bare AssertionError, and 1.5 trained without a
         # word, dividing each loss by 1.5 and stepping at every third iteration.
         counts = kwargs.get('accumulative_counts', 1)
@@ -59,9 +84,16 @@ class NonFiniteGuardMixin:
                              f'(batches per update), got {counts!r}')
         super().__init__(*args, **kwargs)
         self.on_nonfinite = on_nonfinite
-        self.skipped_steps = 0
+        self.max_consecutive_skips = max_consecutive_skips
+        self.skipped_steps = 0  # in this process
+        self.consecutive_skips = 0
+        self._lengths_before_skipped_logs = None
 
     def update_params(self, loss, step_kwargs=None, zero_kwargs=None):
+        if self._lengths_before_skipped_logs is not None:
+            drop_skipped_nonfinite_logs(MessageHub.get_current_instance(),
+                                        self._lengths_before_skipped_logs)
+            self._lengths_before_skipped_logs = None
         if self._loss_is_finite(loss):
             return super().update_params(loss, step_kwargs, zero_kwargs)
         self._refuse_update(f'loss is {loss.item()}')
@@ -73,12 +105,22 @@ class NonFiniteGuardMixin:
         (checked before clipping, which would spread them to every gradient as NaN). The
         caller, ``update_params``, zeroes the gradients either way."""
         if not self.guards_gradients or self._gradients_are_finite():
+            self.consecutive_skips = 0
             return super().step(**kwargs)
         self._refuse_update('gradients are not finite (the loss is finite)')
 
     def _refuse_update(self, what: str) -> None:
         """Stop or count-and-warn, by ``on_nonfinite``, for an update that is not applied."""
         where = training_position()
+        self.consecutive_skips += 1
+        if (self.on_nonfinite == 'skip' and self.max_consecutive_skips is not None
+                and self.consecutive_skips >= self.max_consecutive_skips):
+            raise NonFiniteLossError(
+                f'{what} at {where}: {self.consecutive_skips} updates in a row skipped '
+                f'(optim_wrapper.max_consecutive_skips={self.max_consecutive_skips}), the '
+                'training has diverged; stopping. The weights, like the checkpoints saved so '
+                'far, hold no NaN: resume from the last checkpoint (--resume) with a lower lr '
+                'or optim_wrapper.clip_grad')
         if self.on_nonfinite == 'stop':
             raise NonFiniteLossError(
                 f'{what} at {where}; stopping (optim_wrapper.on_nonfinite="stop") before it '
@@ -87,8 +129,10 @@ class NonFiniteGuardMixin:
                 "optim_wrapper.clip_grad, or set optim_wrapper.on_nonfinite='skip' to skip "
                 'such steps')
         self.skipped_steps += 1
-        print_log(f'{what} at {where}: weights not updated for this step '
-                  f'({self.skipped_steps} skipped so far)', logger='current',
+        in_run = count_skipped_step(MessageHub.get_current_instance())
+        self._lengths_before_skipped_logs = history_lengths(MessageHub.get_current_instance())
+        print_log(f'{what} at {where}: weights not updated for this step ({in_run} skipped so '
+                  f'far, {self.consecutive_skips} in a row)', logger='current',
                   level=logging.WARNING)
 
     @staticmethod
@@ -108,6 +152,34 @@ class NonFiniteGuardMixin:
         # The largest magnitude: NaN and inf propagate, and no sum of squares can overflow.
         largest = torch.nn.utils.get_total_norm(grads, norm_type=float('inf'))
         return bool(torch.isfinite(largest).item())
+
+
+def count_skipped_step(hub: MessageHub) -> int:
+    """Add one to the run's count of skipped updates in the message hub; return the count."""
+    skipped = hub.log_scalars.get(SKIPPED_STEPS_KEY)
+    count = 1 if skipped is None else int(skipped.current()) + 1
+    hub.update_scalar(SKIPPED_STEPS_KEY, count)
+    return count
+
+
+def history_lengths(hub: MessageHub) -> dict:
+    """How many values each training history holds, to tell later which ones a step added."""
+    return {key: len(history.data[0]) for key, history in hub.log_scalars.items()
+            if key.startswith('train/')}
+
+
+def drop_skipped_nonfinite_logs(hub: MessageHub, lengths_before: dict) -> None:
+    """Remove the non-finite values that the skipped step added to the training history (its
+    ``loss``, ``loss_*``, which mmengine's ``RuntimeInfoHook`` adds after the step); values
+    added by earlier steps, an fp16 overflow's ``grad_norm: inf`` say, stay.
+
+    Called at the next step, before that step's values arrive; a log line of the skipped
+    iteration itself still shows them, under the warning that names the skip."""
+    for key, history in list(hub.log_scalars.items()):
+        values, counts = history.data
+        added = len(values) - lengths_before.get(key, 0)
+        if key.startswith('train/') and added == 1 and not np.isfinite(values[-1]):
+            hub.log_scalars[key] = HistoryBuffer(values[:-1], counts[:-1], history.max_length)
 
 
 @OPTIM_WRAPPERS.register_module()
