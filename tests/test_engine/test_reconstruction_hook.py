@@ -268,3 +268,22 @@ def test_a_model_that_cannot_reconstruct_is_refused_before_training(tmp_path):
                        r'no reconstruct\(\).*custom_hooks'):
         hook.before_train(fake_runner(classifier, tmp_path))
     hook.before_train(fake_runner(MODELS.build(tiny_model_cfg()), tmp_path))  # FastMIM passes
+
+
+def test_more_images_than_the_batch_holds_warns_once(tmp_path):
+    """num_images larger than the batch drew the batch's images only, without a word."""
+    warnings = []
+    runner = fake_runner(MODELS.build(tiny_model_cfg()), tmp_path)
+    runner.logger = SimpleNamespace(warning=warnings.append, info=lambda message: None)
+    hook = ReconstructionVisualizationHook(interval=1, num_images=5)
+    for batch_idx in range(2):
+        hook.before_train_iter(runner, batch_idx, first_batch())
+    assert len(warnings) == 1
+    assert 'num_images=5, but a training batch holds 3 images' in warnings[0]
+    hook.after_train_epoch(runner)
+    assert len(os.listdir(tmp_path / 'vis')) == 3
+
+    quiet = []
+    runner.logger = SimpleNamespace(warning=quiet.append, info=lambda message: None)
+    ReconstructionVisualizationHook(num_images=3).before_train_iter(runner, 0, first_batch())
+    assert quiet == []

@@ -27,7 +27,8 @@ class ReconstructionVisualizationHook(Hook):
 
     Args:
         interval (int): Draw after every ``interval`` epochs.
-        num_images (int): How many images of the batch to draw.
+        num_images (int): How many images of the batch to draw; a smaller batch (per process)
+            draws all of its images, with a warning.
         out_dir (str): Folder of the pictures, relative to the work dir unless absolute.
         seed (int): Seed of the visualisation mask.
         cell_px (int): Drawn size of one target cell.
@@ -71,6 +72,11 @@ class ReconstructionVisualizationHook(Hook):
             samples = data_batch.get('data_samples')
             if samples is not None:
                 self._batch['data_samples'] = list(samples[:self.num_images])
+            if len(inputs) < self.num_images:
+                runner.logger.warning(
+                    f'ReconstructionVisualizationHook: num_images={self.num_images}, but a '
+                    f'training batch holds {len(inputs)} images on this process: every picture '
+                    f'will show those {len(inputs)}; lower num_images to silence this')
 
     def after_train_epoch(self, runner):
         if self.every_n_epochs(runner, self.interval):
