@@ -1,14 +1,20 @@
 """PreemptionHook: the cluster's signal reaches every process of the job, the DataLoader
 workers too; only the training process acts on it."""
+import itertools
 import multiprocessing
 import os
 import signal
 from types import SimpleNamespace
 
 import torch
+from mmengine.logging import MessageHub
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from fastmim.engine.hooks import PreemptionHook
+from fastmim.engine.hooks.preemption_hook import TrainingPreempted
 
 
 class SignalledWhileLoading(Dataset):
@@ -62,3 +68,69 @@ def test_validation_workers_survive_the_preemption_signal_too():
         train_loop=SimpleNamespace(dataloader=train_loader),
         val_loop=SimpleNamespace(dataloader=val_loader)))
     assert [batch.tolist() for batch in val_loader] == [[0, 1], [2, 3]]
+
+
+class SignalsItselfAt(BaseModel):
+    """A linear model that sends SIGUSR1 to its own process at given iterations (counted from
+    1), as SLURM does when it preempts the job."""
+
+    def __init__(self, signal_iterations=()):
+        super().__init__()
+        self.linear = nn.Linear(4, 1)
+        self.signal_iterations = signal_iterations
+
+    def forward(self, inputs, data_samples=None, mode='loss'):
+        if MessageHub.get_current_instance().get_info('iter') + 1 in self.signal_iterations:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return dict(loss=self.linear(torch.stack(inputs)).pow(2).mean())
+
+
+RUN_NUMBERS = itertools.count()
+
+
+def train(work_dir, signal_iterations, resume, max_iters=6, checkpoint_interval=4):
+    """One job of a requeued run: True when preempted."""
+    dataset = [dict(inputs=torch.ones(4) * i) for i in range(8)]
+    runner = Runner(
+        model=SignalsItselfAt(signal_iterations), work_dir=str(work_dir),
+        train_dataloader=dict(dataset=dataset, sampler=dict(type='DefaultSampler', shuffle=False),
+                              collate_fn=dict(type='pseudo_collate'), batch_size=1),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        default_hooks=dict(checkpoint=dict(type='SafeCheckpointHook', by_epoch=False,
+                                           interval=checkpoint_interval, max_keep_ckpts=1),
+                           checkpoint_meta=dict(type='CheckpointMetaHook'),
+                           preemption=dict(type='PreemptionHook')),
+        default_scope='fastmim', resume=resume,
+        experiment_name=f'preempted_{next(RUN_NUMBERS)}')  # a new message hub per run
+    try:
+        runner.train()
+    except TrainingPreempted:
+        return True
+    return False
+
+
+def checkpoints(work_dir):
+    return sorted(name for name in os.listdir(work_dir) if name.endswith('.pth'))
+
+
+def last_checkpoint(work_dir):
+    return os.path.basename((work_dir / 'last_checkpoint').read_text().strip())
+
+
+def test_a_preemption_checkpoint_is_deleted_once_a_newer_one_exists(tmp_path):
+    """CheckpointHook's max_keep_ckpts knows only its own files: a job preempted 30 times kept
+    30 extra full checkpoints."""
+    assert train(tmp_path, {2}, resume=False)
+    assert checkpoints(tmp_path) == ['iter_2.pth']
+    assert train(tmp_path, {3}, resume=True)  # preempted again: iter_2.pth is superseded
+    assert checkpoints(tmp_path) == ['iter_3.pth'] and last_checkpoint(tmp_path) == 'iter_3.pth'
+    assert not train(tmp_path, (), resume=True)  # the regular iter_4 supersedes iter_3
+    assert checkpoints(tmp_path) == ['iter_6.pth'] and last_checkpoint(tmp_path) == 'iter_6.pth'
+
+
+def test_a_regular_checkpoint_of_the_preempted_iteration_is_kept(tmp_path):
+    """Preempted at an iteration CheckpointHook saves too: the file is CheckpointHook's."""
+    assert train(tmp_path, {2}, resume=False, checkpoint_interval=2)
+    assert train(tmp_path, {3}, resume=True, checkpoint_interval=2)
+    assert checkpoints(tmp_path) == ['iter_2.pth', 'iter_3.pth']

@@ -12,6 +12,13 @@ agrees to stop, a checkpoint of that iteration is written (``iter_<n>.pth``, nam
 the save is not cut short by them (the write itself is atomic), and once it is saved they are
 ignored until the process has exited with that status. SLURM signals the DataLoader workers
 too; they ignore the signal unless the training process sends it (:class:`IgnoreSignalsThenInit`).
+
+``CheckpointHook``'s ``max_keep_ckpts`` knows only its own checkpoints: a job preempted 30 times
+kept 30 extra full checkpoints. A preemption checkpoint is only needed until a newer one exists,
+so it is deleted when the next preemption checkpoint is written, or once a regular checkpoint
+saved after it is the one ``last_checkpoint`` names (never the file ``last_checkpoint`` names).
+The message hub, saved in every checkpoint, carries its path into the resumed run. A file that
+a regular checkpoint of the same iteration had already written is not the hook's to delete.
 """
 import os
 import os.path as osp
@@ -26,6 +33,9 @@ from mmengine.hooks import Hook
 from torch.utils.data import DataLoader
 
 from fastmim.registry import HOOKS
+
+# Message hub entry naming the preemption checkpoint that is still to be deleted.
+PREEMPTION_CHECKPOINT_KEY = 'preemption_checkpoint'
 
 # sysexits.h's EX_TEMPFAIL, "temporary failure, the user is invited to retry": distinct from a
 # crash (1) and from death by the signal itself (128 + 15 = 143).
@@ -113,6 +123,7 @@ class PreemptionHook(Hook):
         self.received = None  # name of the first signal received
         self.signal_count = 0
         self._previous_handlers = {}
+        self._checkpoint_saved = False
 
     def before_train(self, runner) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -132,7 +143,14 @@ class PreemptionHook(Hook):
             if loop is not None:
                 ignore_signals_in_workers(getattr(loop, 'dataloader', None), self.signals)
 
+    def before_save_checkpoint(self, runner, checkpoint) -> None:
+        self._checkpoint_saved = True
+
+    def after_train_epoch(self, runner) -> None:
+        self._delete_superseded_preemption_checkpoint(runner)
+
     def after_train(self, runner) -> None:
+        self._delete_superseded_preemption_checkpoint(runner)
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers.clear()
@@ -146,6 +164,7 @@ class PreemptionHook(Hook):
             self.received = signal.Signals(signum).name
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self._delete_superseded_preemption_checkpoint(runner)
         # Inside a gradient-accumulation window the accumulated gradients, which checkpoints
         # do not hold, would be lost: stop after the window's optimiser update instead.
         if not _update_done(runner.optim_wrapper) or not self._any_rank_received():
@@ -154,11 +173,17 @@ class PreemptionHook(Hook):
             runner.logger.info(f'received {self.received} ({self.signal_count} signal(s)): '
                                'saving a checkpoint, then stopping')
         filename = f'iter_{runner.iter + 1}.pth'
-        runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
         path = osp.join(runner.work_dir, filename)
+        previous = runner.message_hub.get_info(PREEMPTION_CHECKPOINT_KEY)
+        # A regular checkpoint of this iteration has the same name: CheckpointHook owns it.
+        owned = not get_file_backend(path).exists(path)
+        runner.message_hub.update_info(PREEMPTION_CHECKPOINT_KEY, path if owned else None)
+        runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
         last = osp.join(runner.work_dir, 'last_checkpoint')
         if runner.rank == 0:
             get_file_backend(last).put_text(path, last)
+            if previous is not None and not _same_file(previous, path):
+                _delete_preemption_checkpoint(runner, previous)
         # Launchers (srun --kill-on-bad-exit, torchrun) kill the other ranks as soon as one
         # exits: nobody leaves before rank 0 has written the checkpoint.
         barrier()
@@ -181,6 +206,38 @@ class PreemptionHook(Hook):
                             device='cuda' if torch_dist.get_backend() == 'nccl' else 'cpu')
         torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
         return bool(flag.item())
+
+    def _delete_superseded_preemption_checkpoint(self, runner) -> None:
+        """Once a checkpoint has been saved after the preemption checkpoint that the run
+        resumed from, and ``last_checkpoint`` names another file, delete the preemption one.
+        Runs after the other hooks of the same stage, so after ``CheckpointHook``'s save.
+        Rank 0 alone writes checkpoints, and its message hub is the one they save."""
+        saved, self._checkpoint_saved = self._checkpoint_saved, False
+        preempted = runner.message_hub.get_info(PREEMPTION_CHECKPOINT_KEY)
+        if not saved or preempted is None or runner.rank != 0:
+            return
+        last = osp.join(runner.work_dir, 'last_checkpoint')
+        backend = get_file_backend(last)
+        if not backend.exists(last) or _same_file(backend.get_text(last).strip(), preempted):
+            return
+        runner.message_hub.update_info(PREEMPTION_CHECKPOINT_KEY, None)
+        _delete_preemption_checkpoint(runner, preempted)
+
+
+def _same_file(first: str, second: str) -> bool:
+    return osp.realpath(first) == osp.realpath(second)
+
+
+def _delete_preemption_checkpoint(runner, path: str) -> None:
+    """Delete a superseded preemption checkpoint of this work dir (one that a run resumed in
+    another work dir names stays: the user may still want it)."""
+    if not _same_file(osp.dirname(path), runner.work_dir):
+        return
+    backend = get_file_backend(path)
+    if backend.isfile(path):
+        backend.remove(path)
+        runner.logger.info(f'deleted the preemption checkpoint {path}: a newer checkpoint '
+                           'has been saved')
 
 
 def _update_done(optim_wrapper) -> bool:
