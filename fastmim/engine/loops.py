@@ -32,7 +32,9 @@ import torch
 from mmengine.dist import get_rank, get_world_size
 from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+from mmengine.runner.base_loop import BaseLoop
 from mmengine.runner.loops import _InfiniteDataloaderIterator
+from mmengine.runner.utils import calc_dynamic_intervals
 
 from fastmim.datasets.sample_seeds import iteration_seed
 from fastmim.engine.hooks.progressive_resolution_hook import iter_based_schedulers
@@ -220,9 +222,29 @@ class _SkippedBatches:
         return next(self.iterator)
 
 
+class _IteratorAtFirstBatch:
+    """mmengine's endless iterator over ``dataloader``, created when the first batch is drawn.
+
+    Creating it starts the DataLoader's workers (once for the whole run with
+    ``persistent_workers``: the DataLoader keeps that iterator and reuses its workers)."""
+
+    def __init__(self, dataloader):
+        self.dataloader = dataloader
+        self.iterator = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.iterator is None:
+            self.iterator = _InfiniteDataloaderIterator(self.dataloader)
+        return next(self.iterator)
+
+
 @LOOPS.register_module()
 class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
-    """``IterBasedTrainLoop`` that resumes at once, and exactly.
+    """``IterBasedTrainLoop`` that resumes at once, and exactly, and starts its DataLoader
+    workers after the ``before_train`` and ``before_train_epoch`` hooks.
 
     mmengine's loop skips the batches trained before a resume by loading and discarding each
     of them: resuming a 160k-iteration segmentation run at iteration 120k re-read 120k batches
@@ -232,14 +254,37 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
     iteration) as in :class:`ResumableEpochBasedTrainLoop`, and the sampler's per-sample seeds
     make a dataset with ``SeededSamples`` augment as the uninterrupted run did: the run repeats
     it bit for bit. With another sampler, or a ``batch_sampler``, it skips as mmengine does.
+
+    mmengine's loop creates its batch iterator, and so starts the workers, in ``__init__``,
+    before any hook has run: workers that missed what hooks set up for them in
+    ``before_train_epoch`` (``PreemptionHook`` makes them survive the SIGTERM SLURM sends to
+    every process of a job: they died on it, and training stopped with "DataLoader worker ...
+    killed by signal: Terminated" instead of saving), and a resume that moved the sampler's
+    start needed a second iterator. Here the iterator is created when the first batch is
+    drawn, after those hooks.
     """
+
+    def __init__(self, runner, dataloader, max_iters: int, val_begin: int = 1,
+                 val_interval: int = 1000, dynamic_intervals=None):
+        # IterBasedTrainLoop.__init__ without creating the iterator (the one step it would
+        # have to be undone for).
+        BaseLoop.__init__(self, runner, dataloader)
+        if int(max_iters) != max_iters:
+            raise ValueError(f'train_cfg.max_iters must be an integer, got {max_iters!r}')
+        self._max_iters = int(max_iters)
+        self._max_epochs, self._epoch, self._iter = 1, 0, 0  # one epoch, as mmengine's loop
+        self.val_begin, self.val_interval = val_begin, val_interval
+        self.stop_training = False  # set by EarlyStoppingHook
+        self.runner.visualizer.dataset_meta = getattr(self.dataloader.dataset, 'metainfo', None)
+        self.dynamic_milestones, self.dynamic_intervals = calc_dynamic_intervals(
+            val_interval, dynamic_intervals)
+        self.dataloader_iterator = _IteratorAtFirstBatch(self.dataloader)
 
     def run(self):
         sampler, batch_size = self.dataloader.sampler, self.dataloader.batch_size
         if self._iter > 0 and hasattr(sampler, 'set_start_index') and batch_size is not None:
             sampler.set_start_index(self._iter * batch_size)
-            self.dataloader_iterator = _SkippedBatches(
-                _InfiniteDataloaderIterator(self.dataloader), self._iter)
+            self.dataloader_iterator = _SkippedBatches(self.dataloader_iterator, self._iter)
             print_log(f'resuming at iteration {self._iter}: the sampler starts after the '
                       f'{self._iter} x {batch_size} samples of this process already trained; '
                       'none is loaded again', logger='current')

@@ -119,3 +119,46 @@ def test_a_batch_sampler_run_resumed_inside_an_epoch_gets_the_sampler_message():
     assert loop.batches_done_in_epoch() == 3
     with pytest.raises(ValueError, match="set train_dataloader.sampler=dict"):
         loop._skip_batches(3)
+
+
+def _iteration_based(cfg, max_iters):
+    """``cfg`` (a tiny pre-training run) as the downstream configs train: iteration-based,
+    with the resumable loop and endless sampler, a checkpoint after every iteration."""
+    cfg['train_cfg'] = dict(type='ResumableIterBasedTrainLoop', max_iters=max_iters)
+    cfg['train_dataloader']['sampler'] = dict(type='ResumableInfiniteSampler', shuffle=True)
+    cfg['optim_wrapper'] = dict(optimizer=dict(type='AdamW', lr=1e-3))
+    cfg['randomness'] = dict(seed=0)
+    cfg['default_hooks'] = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False,
+                                                interval=1))
+    cfg['custom_hooks'] = [dict(type='CheckpointMetaHook')]  # plain types: weights-only load
+    return cfg
+
+
+def test_the_iteration_based_loop_creates_one_batch_iterator_after_the_hooks(
+        tmp_path, tiny_pretraining, monkeypatch):
+    """mmengine's IterBasedTrainLoop creates its batch iterator, which starts the DataLoader
+    workers, in __init__: before the before_train_epoch hooks (PreemptionHook sets the workers'
+    signal handling there), and a resume that moved the sampler's start made a second one,
+    starting workers again. Counted here: the DataLoader's iterators created before the
+    hooks, and in all."""
+    from torch.utils.data import DataLoader
+
+    created, at_epoch_start = [], []
+    get_iterator, call_hook = DataLoader._get_iterator, Runner.call_hook
+
+    def counting_call_hook(runner, fn_name, **kwargs):
+        if fn_name == 'before_train_epoch':
+            at_epoch_start.append(len(created))
+        call_hook(runner, fn_name, **kwargs)
+
+    monkeypatch.setattr(DataLoader, '_get_iterator',
+                        lambda loader: (created.append(loader), get_iterator(loader))[1])
+    monkeypatch.setattr(Runner, 'call_hook', counting_call_hook)
+    Runner.from_cfg(_iteration_based(tiny_pretraining(tmp_path / 'a', 2, 8, 1), 2)).train()
+    assert (at_epoch_start, len(created)) == ([0], 1)
+    cfg = _iteration_based(tiny_pretraining(tmp_path / 'b', 2, 8, 1), 3)
+    cfg.update(resume=True, load_from=str(tmp_path / 'a' / 'iter_2.pth'))
+    created.clear()
+    at_epoch_start.clear()
+    Runner.from_cfg(cfg).train()
+    assert (at_epoch_start, len(created)) == ([0], 1)

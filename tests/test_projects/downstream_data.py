@@ -26,8 +26,10 @@ import json
 import math
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -410,10 +412,41 @@ def build_from_classifier_backbone(config: Path, overrides: dict, backbone, scop
     return model
 
 
+def start_tool(script: str, args: Sequence[str], log: Path) -> subprocess.Popen:
+    """``python tools/<script> ARGS`` started in a process group of its own (as SLURM starts a
+    job step: a signal to the group reaches the DataLoader workers too), its unbuffered output
+    going to ``log``."""
+    env = {**os.environ, 'PYTHONPATH': str(ROOT), 'PYTHONUNBUFFERED': '1'}
+    with open(log, 'w') as output:
+        return subprocess.Popen([sys.executable, str(ROOT / 'tools' / script), *args], cwd=ROOT,
+                                env=env, stdout=output, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def wait_for_logged_iteration(process: subprocess.Popen, log: Path, timeout: float = 300):
+    """Wait until the iteration-based run writing ``log`` has logged an iteration."""
+    deadline = time.monotonic() + timeout
+    while not re.search(r'Iter\(train\) \[\s*\d+/\d+\]', log.read_text()):
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.01)
+
+
 def logged_iterations(work_dir: Path) -> List[dict]:
     """The per-iteration scalars mmengine's LocalVisBackend wrote during a training run."""
     (scalars, ) = Path(work_dir).glob('*/vis_data/scalars.json')
     return [json.loads(line) for line in scalars.read_text().splitlines() if line.strip()]
+
+
+def logged_losses(work_dir: Path) -> Dict[int, float]:
+    """``{iteration: loss}`` of every run in ``work_dir`` (one folder of scalars per run), the
+    later run's where a resumed run logged an iteration again."""
+    losses = {}
+    for scalars in sorted(Path(work_dir).glob('*/vis_data/scalars.json')):
+        for line in scalars.read_text().splitlines():
+            entry = json.loads(line) if line.strip() else {}
+            if 'loss' in entry:
+                losses[entry['iter']] = entry['loss']
+    return losses
 
 
 def train_two_iterations(config: Path, work_dir: Path, overrides: dict, loss_keys: Sequence[str],

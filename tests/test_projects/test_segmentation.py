@@ -233,21 +233,34 @@ def test_auxiliary_head_reads_the_stride_32_level_as_the_reference(downstream):
     assert tuple(logits.shape) == (1, 150, 8, 8)  # 256 px / 32
 
 
+def four_iterations(downstream, data_root, **extra) -> dict:
+    """Four iterations of the tiny UperNet at batch 2, checkpoints after 2 and 4."""
+    return {**downstream.segmentation_overrides(data_root, batch_size=2, iterations=4),
+            'default_hooks.checkpoint.interval': 2, **extra}
+
+
+@pytest.fixture(scope='module')
+def uninterrupted_run(ade20k_semantic, downstream, tmp_path_factory):
+    """The work dir of :func:`four_iterations` trained without a stop (and without workers)."""
+    full = tmp_path_factory.mktemp('full')
+    options = downstream.as_cfg_options(four_iterations(downstream, ade20k_semantic))
+    result = downstream.run_tool('train.py', [str(CONFIG), '--work-dir', str(full),
+                                              '--cfg-options', *options])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return full
+
+
 def test_a_resumed_run_skips_in_the_sampler_and_repeats_the_uninterrupted_one(
-        ade20k_semantic, downstream, tmp_path):
+        ade20k_semantic, downstream, tmp_path, uninterrupted_run):
     """mmengine's IterBasedTrainLoop reloaded every batch trained before a resume to skip it
     (tens of minutes at 160k iterations), and with mmseg's unset seed resumed another stream.
     Four iterations, and two resumed from the checkpoint of iteration 2: the same weights."""
     import shutil
 
     import torch
-    overrides = {**downstream.segmentation_overrides(ade20k_semantic, batch_size=2,
-                                                     iterations=4),
-                 'default_hooks.checkpoint.interval': 2}
-    options = ['--cfg-options', *downstream.as_cfg_options(overrides)]
-    full, resumed = tmp_path / 'full', tmp_path / 'resumed'
-    result = downstream.run_tool('train.py', [str(CONFIG), '--work-dir', str(full), *options])
-    assert result.returncode == 0, result.stderr[-3000:]
+    options = ['--cfg-options',
+               *downstream.as_cfg_options(four_iterations(downstream, ade20k_semantic))]
+    full, resumed = uninterrupted_run, tmp_path / 'resumed'
     resumed.mkdir()
     shutil.copy(full / 'iter_2.pth', resumed / 'iter_2.pth')
     result = downstream.run_tool('train.py', [str(CONFIG), '--work-dir', str(resumed),
@@ -262,5 +275,48 @@ def test_a_resumed_run_skips_in_the_sampler_and_repeats_the_uninterrupted_one(
         for entry in downstream.logged_iterations(resumed) if 'loss' in entry]
     expected, got = (torch.load(folder / 'iter_4.pth', weights_only=True)['state_dict']
                      for folder in (full, resumed))
+    for key, value in expected.items():
+        assert torch.equal(value, got[key]), key
+
+
+def test_sigterm_to_every_process_saves_and_the_resumed_run_is_exact(
+        ade20k_semantic, downstream, tmp_path, uninterrupted_run):
+    """SLURM sends SIGTERM to every process of a job it preempts, DataLoader workers included.
+    The config had no PreemptionHook: the run died on it, losing up to 16k iterations. The
+    hook alone did not help: the loop started its persistent worker before any hook ran, so
+    the worker kept torch's handling, died on the signal, and training stopped with
+    'DataLoader worker ... is killed by signal: Terminated'. Now the run saves and exits 75,
+    and --resume ends with the weights of the run left alone (which had no worker: samples
+    are seeded for themselves)."""
+    import contextlib
+    import os
+    import re
+    import signal
+
+    import torch
+    overrides = four_iterations(downstream, ade20k_semantic, **{
+        'train_dataloader.num_workers': 1, 'train_dataloader.persistent_workers': True})
+    args = [str(CONFIG), '--work-dir', str(tmp_path / 'work'),
+            '--cfg-options', *downstream.as_cfg_options(overrides)]
+    log = tmp_path / 'preempted.log'
+    process = downstream.start_tool('train.py', args, log)
+    try:
+        downstream.wait_for_logged_iteration(process, log)
+        os.killpg(process.pid, signal.SIGTERM)  # the training process and its worker
+        assert process.wait(timeout=300) == 75, log.read_text()[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    saved = Path((tmp_path / 'work' / 'last_checkpoint').read_text().strip())
+    stopped_at = int(re.fullmatch(r'iter_(\d+)\.pth', saved.name).group(1))
+    assert 1 <= stopped_at < 4
+    assert f'SIGTERM: saved {saved} at iteration {stopped_at}' in log.read_text()
+
+    result = downstream.run_tool('train.py', [*args, '--resume'])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert downstream.logged_losses(tmp_path / 'work') == downstream.logged_losses(
+        uninterrupted_run)
+    expected, got = (torch.load(folder / 'iter_4.pth', weights_only=True)['state_dict']
+                     for folder in (uninterrupted_run, tmp_path / 'work'))
     for key, value in expected.items():
         assert torch.equal(value, got[key]), key

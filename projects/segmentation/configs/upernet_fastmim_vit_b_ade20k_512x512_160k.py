@@ -104,6 +104,10 @@ train_cfg = dict(type='fastmim.ResumableIterBasedTrainLoop', max_iters=max_iters
 # the per-sample and per-iteration seeds of a resumed run are then the interrupted run's.
 randomness = dict(seed=0)
 
-# Checkpoints of plain types (they load weights-only) that record the model geometry; a default
-# hook, merged by key, so a derived config's own custom_hooks cannot drop it.
-default_hooks = dict(checkpoint_meta=dict(type='fastmim.CheckpointMetaHook'))
+# Default hooks, merged by key, so a derived config's own custom_hooks cannot drop them:
+# - checkpoints of plain types (they load weights-only) that record the model geometry;
+# - on SLURM's SIGTERM (preemption, scancel) or SIGUSR1 (--signal=USR1@120), iter_<n>.pth of the
+#   next iteration is saved and the run exits with status 75; --resume continues from there,
+#   exactly (the checkpoint hook's interval is 16k iterations).
+default_hooks = dict(checkpoint_meta=dict(type='fastmim.CheckpointMetaHook'),
+                     preemption=dict(type='fastmim.PreemptionHook'))
