@@ -2,6 +2,8 @@
 import json
 import math
 import os.path as osp
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -175,3 +177,61 @@ def test_a_skipped_step_leaves_the_logged_average_and_is_counted(tmp_path):
     assert all(math.isfinite(row['loss']) for row in logged[2:])
     assert 'skipped_steps' not in logged[0]
     assert [row['skipped_steps'] for row in logged[1:]] == [1, 1, 1, 1]
+
+
+RANK_SCRIPT = '''
+import sys
+
+import torch
+import torch.distributed as torch_dist
+from torch.nn.parallel import DistributedDataParallel
+
+from fastmim.engine.launch import shutdown_distributed
+from fastmim.engine.optim_wrappers import GuardedOptimWrapper, NonFiniteLossError
+
+rank, init_file, result_file = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+torch_dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
+                              world_size=2)
+torch.manual_seed(0)
+model = DistributedDataParallel(torch.nn.Linear(4, 1))
+wrapper = GuardedOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                              max_consecutive_skips=2)
+outcome = 'trained on'
+for step in range(1, 5):
+    loss = model(torch.ones(2, 4)).sum()
+    try:
+        wrapper.update_params(loss * float('nan') if rank == 1 and step > 1 else loss)
+    except NonFiniteLossError:
+        outcome = f'stopped at step {step}'
+        break
+torch_dist.all_reduce(torch.ones(1))  # a rank that went on would have left this one waiting
+shutdown_distributed()
+with open(f'{result_file}.{rank}', 'w') as result:
+    result.write(outcome)
+'''
+
+
+def test_every_rank_stops_at_the_same_step(tmp_path):
+    """Only rank 1's loss is NaN: a rank that stopped alone would leave the other one waiting
+    in its next collective for ever."""
+    result = str(tmp_path / 'outcome')
+    ranks = [subprocess.Popen([sys.executable, '-c', RANK_SCRIPT, str(rank),
+                               str(tmp_path / 'init'), result],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in range(2)]
+    for process in ranks:
+        output, _ = process.communicate(timeout=120)
+        assert process.returncode == 0, output
+    assert [open(f'{result}.{rank}').read() for rank in range(2)] == ['stopped at step 3'] * 2
+
+
+def test_a_resumed_run_goes_on_counting_skipped_steps():
+    """The count lives in the message hub, which every checkpoint saves and --resume loads."""
+    first_run = MessageHub.get_instance('skipped_steps_first_run')
+    model, wrapper = make()
+    wrapper.update_params(nan_loss(model))
+    resumed = MessageHub.get_instance('skipped_steps_resumed_run')
+    resumed.load_state_dict(first_run.state_dict())
+    model, wrapper = make()
+    wrapper.update_params(nan_loss(model))
+    assert resumed.get_scalar('train/skipped_steps').current() == 2
