@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -423,12 +423,18 @@ def start_tool(script: str, args: Sequence[str], log: Path) -> subprocess.Popen:
                                 start_new_session=True)
 
 
-def wait_for_logged_iteration(process: subprocess.Popen, log: Path, timeout: float = 300):
-    """Wait until the iteration-based run writing ``log`` has logged an iteration."""
+def wait_until(process: subprocess.Popen, log: Path, ready: Callable[[], bool],
+               timeout: float = 300) -> None:
+    """Wait until ``ready()`` holds while ``process`` (writing ``log``) runs."""
     deadline = time.monotonic() + timeout
-    while not re.search(r'Iter\(train\) \[\s*\d+/\d+\]', log.read_text()):
+    while not ready():
         assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.01)
+
+
+def logged_an_iteration(log: Path) -> bool:
+    """Whether the iteration-based run writing ``log`` has logged an iteration."""
+    return re.search(r'Iter\(train\) \[\s*\d+/\d+\]', log.read_text()) is not None
 
 
 def logged_iterations(work_dir: Path) -> List[dict]:

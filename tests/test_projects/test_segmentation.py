@@ -301,7 +301,7 @@ def test_sigterm_to_every_process_saves_and_the_resumed_run_is_exact(
     log = tmp_path / 'preempted.log'
     process = downstream.start_tool('train.py', args, log)
     try:
-        downstream.wait_for_logged_iteration(process, log)
+        downstream.wait_until(process, log, lambda: downstream.logged_an_iteration(log))
         os.killpg(process.pid, signal.SIGTERM)  # the training process and its worker
         assert process.wait(timeout=300) == 75, log.read_text()[-3000:]
     finally:

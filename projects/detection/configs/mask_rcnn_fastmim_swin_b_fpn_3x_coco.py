@@ -81,6 +81,10 @@ train_pipeline = [
 dataset_type = 'fastmim.CheckedCocoDataset'
 train_dataloader = dict(
     batch_size=2,
+    # mmdet's DefaultSampler order, with a start index: a run resumed from a checkpoint saved
+    # inside an epoch (a preemption checkpoint) continues that epoch after the batches already
+    # trained, without loading them (fastmim.engine.loops).
+    sampler=dict(type='fastmim.ResumableSampler', shuffle=True),
     # All canvases are square: no aspect-ratio grouping.
     batch_sampler=None,
     dataset=dict(
@@ -103,7 +107,12 @@ val_dataloader = dict(dataset=dict(type=dataset_type, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 max_epochs = 36
-train_cfg = dict(max_epochs=max_epochs)
+# mmdet's EpochBasedTrainLoop, but a run resumed inside an epoch continues it instead of
+# training it again from its first batch, and every iteration is seeded for itself.
+train_cfg = dict(type='fastmim.ResumableEpochBasedTrainLoop', max_epochs=max_epochs)
+# A fixed seed (mmdet's runtime leaves it unset, a new one each start): a resumed run then
+# shuffles each epoch as the interrupted run did.
+randomness = dict(seed=0)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[27, 33],
@@ -118,6 +127,10 @@ optim_wrapper = dict(
         custom_keys={'relative_position_bias_table': dict(decay_mult=0.)}))
 auto_scale_lr = dict(base_batch_size=16)
 
-# Checkpoints of plain types (they load weights-only) that record the model geometry; a default
-# hook, merged by key, so a derived config's own custom_hooks cannot drop it.
-default_hooks = dict(checkpoint_meta=dict(type='fastmim.CheckpointMetaHook'))
+# Default hooks, merged by key, so a derived config's own custom_hooks cannot drop them:
+# - checkpoints of plain types (they load weights-only) that record the model geometry;
+# - on SLURM's SIGTERM (preemption, scancel) or SIGUSR1 (--signal=USR1@120), iter_<n>.pth of the
+#   next iteration is saved and the run exits with status 75; --resume continues from there,
+#   inside the epoch (the checkpoint hook saves once per epoch).
+default_hooks = dict(checkpoint_meta=dict(type='fastmim.CheckpointMetaHook'),
+                     preemption=dict(type='fastmim.PreemptionHook'))
