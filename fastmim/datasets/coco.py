@@ -22,11 +22,12 @@ import os.path as osp
 from collections import defaultdict
 
 from mmcv.transforms import BaseTransform
-from mmdet.datasets import CocoDataset
+from mmdet.datasets import CocoDataset, MultiImageMixDataset
 from mmengine.logging import print_log
 
 from fastmim.registry import DATASETS
 
+from .sample_seeds import SeededSamples
 from .utils import examples, is_local
 
 # Entries named per kind of problem in the warning; the rest are counted.
@@ -223,3 +224,14 @@ class CheckedCocoDataset(CocoDataset):
                     return None
                 ann = {**ann, 'segmentation': kept}
         return ann
+
+
+@DATASETS.register_module()
+class SeededMultiImageMixDataset(SeededSamples, MultiImageMixDataset):
+    """mmdet's ``MultiImageMixDataset`` (same arguments) that augments each sample from its
+    index's seed (``SeededSamples``; ``ResumableSampler`` attaches it): the image's load
+    pipeline, the choice of the images mixed into it (copy-paste's other image), their
+    pipelines and the mix transforms all draw from generators seeded for (seed, epoch, index).
+    mmdet's wrapper and ``CocoDataset`` draw from each worker's generators, seeded once per
+    worker, so a run resumed inside an epoch (fresh workers) augmented the rest of that epoch
+    otherwise than the run left alone, and its weights differed."""

@@ -39,7 +39,7 @@ def test_config_is_the_published_recipe():
         assert norm.type in ('SyncBN', 'MMSyncBN')
 
     mix = cfg.train_dataloader.dataset
-    assert mix.type == 'MultiImageMixDataset'
+    assert mix.type == 'fastmim.SeededMultiImageMixDataset'  # mmdet's, seeded per sample
     assert [t.type for t in mix.pipeline] == ['CopyPaste', 'PackDetInputs']
     load = {t.type: t for t in mix.dataset.pipeline}
     assert load['RandomResize'].scale == (1024, 1024)
@@ -224,25 +224,31 @@ def test_readme_accumulation_command_keeps_the_recipes_updates(downstream):
         assert (ours.begin, ours.end) == (published.begin * scale, published.end * scale)
 
 
-def test_sigterm_inside_an_epoch_saves_and_the_resumed_run_trains_only_the_rest_of_it(
+def test_sigterm_inside_an_epoch_saves_and_the_resumed_run_is_exact(
         coco_instances, downstream, tmp_path):
     """SLURM sends SIGTERM to every process of a job it preempts, DataLoader workers included.
     The config had no PreemptionHook: the run died, losing the epoch so far (an epoch of COCO
-    is 7,330 iterations at batch 16). And mmdet's EpochBasedTrainLoop, resumed from a
-    checkpoint saved inside an epoch, trains that epoch again from its first batch. Two epochs
-    of the two training crops at batch 1, stopped in the first iteration of epoch 2: the
-    resumed run trains epoch 2's second batch, and only it."""
+    is 7,330 iterations at batch 16). mmdet's EpochBasedTrainLoop, resumed from a checkpoint
+    saved inside an epoch, trains that epoch again from its first batch, and mmdet's datasets,
+    seeded per worker, augment the rest of it otherwise. Two epochs of the two training crops at
+    batch 1, stopped in the first iteration of epoch 2: the resumed run trains epoch 2's second
+    batch, and only it, and ends with the weights of the run left alone, bitwise."""
     import contextlib
     import os
     import signal
 
-    work_dir, log = tmp_path / 'work', tmp_path / 'preempted.log'
     overrides = {**downstream.detection_overrides(coco_instances, batch_size=1),
                  'train_cfg.max_epochs': 2, 'train_dataloader.num_workers': 1,
                  'train_dataloader.persistent_workers': True}
-    args = [str(CONFIG), '--work-dir', str(work_dir),
-            '--cfg-options', *downstream.as_cfg_options(overrides)]
-    process = downstream.start_tool('train.py', args, log)
+
+    def args(work_dir):
+        return [str(CONFIG), '--work-dir', str(work_dir),
+                '--cfg-options', *downstream.as_cfg_options(overrides)]
+
+    full, work_dir, log = tmp_path / 'full', tmp_path / 'work', tmp_path / 'preempted.log'
+    result = downstream.run_tool('train.py', args(full))
+    assert result.returncode == 0, result.stderr[-3000:]
+    process = downstream.start_tool('train.py', args(work_dir), log)
     try:
         # After epoch 1's checkpoint: the next iteration boundary is epoch 2's first batch.
         downstream.wait_until(process, log, (work_dir / 'epoch_1.pth').exists)
@@ -255,12 +261,16 @@ def test_sigterm_inside_an_epoch_saves_and_the_resumed_run_trains_only_the_rest_
     assert (work_dir / 'last_checkpoint').read_text().strip() == str(saved)
     assert f'SIGTERM: saved {saved} at iteration 3 (epoch 2)' in log.read_text()
 
-    result = downstream.run_tool('train.py', [*args, '--resume'])
+    result = downstream.run_tool('train.py', [*args(work_dir), '--resume'])
     assert result.returncode == 0, result.stderr[-3000:]
     (*_, scalars) = sorted(work_dir.glob('*/vis_data/scalars.json'))
     trained = [(entry['epoch'], entry['iter']) for entry in map(
         json.loads, scalars.read_text().splitlines()) if 'loss' in entry]
     assert trained == [(2, 4)]
     assert 'Epoch(train) [2][2/2]' in result.stdout + result.stderr
-    final = torch.load(work_dir / 'epoch_2.pth', weights_only=True)
-    assert (final['meta']['epoch'], final['meta']['iter']) == (2, 4)
+    assert downstream.logged_losses(work_dir) == downstream.logged_losses(full)
+    expected, got = (torch.load(folder / 'epoch_2.pth', weights_only=True)
+                     for folder in (full, work_dir))
+    assert (got['meta']['epoch'], got['meta']['iter']) == (2, 4)
+    for key, value in expected['state_dict'].items():
+        assert torch.equal(value, got['state_dict'][key]), key

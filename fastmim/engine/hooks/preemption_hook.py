@@ -137,8 +137,10 @@ class PreemptionHook(Hook):
         """Runs after every other ``before_train_epoch`` (priority ``LOWEST``), so also for a
         loader that ``ProgressiveResolutionHook`` has just rebuilt, and before the epoch starts
         the workers (persistent ones: once, in the first epoch). The validation loader too:
-        its persistent workers live on through training. An iteration-based loop starts its
-        training workers before any hook runs: those are not covered."""
+        its persistent workers live on through training. mmengine's ``IterBasedTrainLoop``
+        starts its training workers before any hook runs, so they are not covered;
+        ``ResumableIterBasedTrainLoop`` (the segmentation config's) starts them at the first
+        batch, after this hook."""
         for loop in (runner.train_loop, getattr(runner, 'val_loop', None)):
             if loop is not None:
                 ignore_signals_in_workers(getattr(loop, 'dataloader', None), self.signals)

@@ -87,9 +87,11 @@ train_dataloader = dict(
     sampler=dict(type='fastmim.ResumableSampler', shuffle=True),
     # All canvases are square: no aspect-ratio grouping.
     batch_sampler=None,
+    # mmdet's MultiImageMixDataset, each sample augmented from its own seed: a resumed run
+    # augments as the interrupted one would have (fastmim.datasets.coco).
     dataset=dict(
         _delete_=True,
-        type='MultiImageMixDataset',
+        type='fastmim.SeededMultiImageMixDataset',
         dataset=dict(
             type=dataset_type,
             data_root={{_base_.data_root}},
