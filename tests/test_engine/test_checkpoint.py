@@ -108,7 +108,7 @@ def test_the_checkpoints_named_beside_a_missing_one_leave_out_cut_off_files(tmp_
 def test_a_file_that_is_no_pickle_is_not_called_a_pickle_of_python_objects(tmp_path):
     """Nor offered --trust-checkpoint, which would only fail again: a file that starts as no
     torch file does (a zip archive, or a legacy pickle) is named as such, with its first
-    bytes; text that read as pickle opcodes ended in an unpickler's number ('... corrupt?): 101')."""
+    bytes; text that read as pickle opcodes ended in an unpickler's number ('...: 101')."""
     path = tmp_path / 'notes.pth'
     for text in ('garbage\n', 'hello\n'):
         path.write_text(text)
