@@ -82,26 +82,32 @@ def write_class_folders(root, classes):
     return str(root)
 
 
+def fine_tuning_runner(tmp_path, num_classes, **datasets):
+    """The Runner of the demo fine-tuning config on this machine, without pre-trained weights,
+    one epoch, a head of ``num_classes``, and each split's dataset given as
+    ``<split>=dataset config`` (the config's train pipeline for ``train``, its test pipeline
+    for the others)."""
+    cfg = Config.fromfile(str(CONFIGS / 'finetune' / 'demo_vit_tiny_embedded_ft.py'))
+    options = {'work_dir': str(tmp_path / 'work'), 'model.backbone.init_cfg': None,
+               'model.head.num_classes': num_classes, 'train_cfg.max_epochs': 1}
+    for split, dataset in datasets.items():
+        pipeline = cfg.train_pipeline if split == 'train' else cfg.test_pipeline
+        options[f'{split}_dataloader'] = dict(
+            batch_size=2, num_workers=0, persistent_workers=False,
+            dataset=dict(dataset, _delete_=True, with_label=True, pipeline=pipeline))
+    cfg.merge_from_dict(options)
+    adapt_to_device(cfg)
+    return Runner.from_cfg(cfg)
+
+
 def test_fine_tuning_with_a_val_folder_of_other_classes_stops_before_training(tmp_path):
     """It used to train and validate, on labels numbered differently in each split."""
-    cfg = Config.fromfile(str(CONFIGS / 'finetune' / 'demo_vit_tiny_embedded_ft.py'))
     train_root = write_class_folders(tmp_path / 'train', ['cat', 'dog'])
     val_root = write_class_folders(tmp_path / 'val', ['bird', 'cat', 'dog'])
-    loader_options = dict(batch_size=2, num_workers=0, persistent_workers=False)
-    cfg.merge_from_dict({
-        'work_dir': str(tmp_path / 'work'),
-        'model.backbone.init_cfg': None,
-        'model.head.num_classes': 3,
-        'train_dataloader': dict(loader_options, dataset=dict(
-            _delete_=True, type='ImageFolder', data_root=train_root, data_prefix='',
-            with_label=True, pipeline=cfg.train_pipeline)),
-        'val_dataloader': dict(loader_options, dataset=dict(
-            _delete_=True, type='ImageFolder', data_root=val_root, data_prefix='',
-            with_label=True, pipeline=cfg.test_pipeline)),
-        'train_cfg.max_epochs': 1,
-    })
-    adapt_to_device(cfg)
-    runner = Runner.from_cfg(cfg)
+    runner = fine_tuning_runner(
+        tmp_path, 3,
+        train=dict(type='ImageFolder', data_root=train_root, data_prefix=''),
+        val=dict(type='ImageFolder', data_root=val_root, data_prefix=''))
     with pytest.raises(ValueError, match=r"extra \['bird'\]"):
         runner.train()
     assert runner.iter == 0 and not list((tmp_path / 'work').glob('*.pth'))
@@ -155,24 +161,12 @@ def write_image_list(root, name, labels):
 def test_fine_tuning_with_a_val_class_the_train_list_lacks_stops_before_training(tmp_path):
     """Train labels 0-2, val 0-3, num_classes=4: the run trained and validated without a word
     (top-1 25.0 here), though no image of class 3 could ever be learned."""
-    cfg = Config.fromfile(str(CONFIGS / 'finetune' / 'demo_vit_tiny_embedded_ft.py'))
     train_list = write_image_list(tmp_path, 'train.txt', [0, 1, 2, 0, 1, 2])
     val_list = write_image_list(tmp_path, 'val.txt', [0, 1, 2, 3, 3, 3, 3, 3])
-    loader_options = dict(batch_size=2, num_workers=0, persistent_workers=False)
-    cfg.merge_from_dict({
-        'work_dir': str(tmp_path / 'work'),
-        'model.backbone.init_cfg': None,
-        'model.head.num_classes': 4,
-        'train_dataloader': dict(loader_options, dataset=dict(
-            _delete_=True, type='ImageList', ann_file=train_list, data_root=str(tmp_path),
-            with_label=True, pipeline=cfg.train_pipeline)),
-        'val_dataloader': dict(loader_options, dataset=dict(
-            _delete_=True, type='ImageList', ann_file=val_list, data_root=str(tmp_path),
-            with_label=True, pipeline=cfg.test_pipeline)),
-        'train_cfg.max_epochs': 1,
-    })
-    adapt_to_device(cfg)
-    runner = Runner.from_cfg(cfg)
+    runner = fine_tuning_runner(
+        tmp_path, 4,
+        train=dict(type='ImageList', ann_file=train_list, data_root=str(tmp_path)),
+        val=dict(type='ImageList', ann_file=val_list, data_root=str(tmp_path)))
     with pytest.raises(ValueError, match=r'val_dataloader.dataset: 5 of its 8 images are of 1 '
                                          r'class that train_dataloader.dataset has no image of '
                                          r'\(3\)'):
@@ -231,19 +225,9 @@ def test_testing_a_checkpoint_on_classes_it_was_not_trained_on_is_refused(tmp_pa
     """mmengine saves the train split's metainfo in every checkpoint (meta.dataset_meta); a
     test folder of as many classes of other names (or order) was evaluated without a word,
     each output scored against another class."""
-    cfg = Config.fromfile(str(CONFIGS / 'finetune' / 'demo_vit_tiny_embedded_ft.py'))
     test_root = write_class_folders(tmp_path / 'test', ['cat', 'eel'])
-    cfg.merge_from_dict({
-        'work_dir': str(tmp_path / 'work'),
-        'model.backbone.init_cfg': None,
-        'model.head.num_classes': 2,
-        'test_dataloader': dict(batch_size=2, num_workers=0, persistent_workers=False,
-                                dataset=dict(_delete_=True, type='ImageFolder',
-                                             data_root=test_root, data_prefix='',
-                                             with_label=True, pipeline=cfg.test_pipeline)),
-    })
-    adapt_to_device(cfg)
-    runner = Runner.from_cfg(cfg)
+    runner = fine_tuning_runner(
+        tmp_path, 2, test=dict(type='ImageFolder', data_root=test_root, data_prefix=''))
     checkpoint = tmp_path / 'fine_tuned.pth'
     torch.save(dict(meta=dict(dataset_meta=dict(classes=('cat', 'dog'))),
                     state_dict=runner.model.state_dict()), checkpoint)

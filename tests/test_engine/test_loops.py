@@ -20,17 +20,24 @@ def test_a_batch_larger_than_the_dataset_is_named_before_the_schedulers(tmp_path
         runner.train()
 
 
-def _resumable(cfg, work_dir):
-    """``cfg`` with the resumable loop and sampler, a constant lr and a checkpoint every
-    3 iterations (inside the epoch)."""
-    cfg['train_cfg'] = dict(type='ResumableEpochBasedTrainLoop', max_epochs=1)
-    cfg['train_dataloader']['sampler'] = dict(type='ResumableSampler', shuffle=True)
+def _resumable_run(cfg, train_cfg, sampler, interval):
+    """``cfg`` with the resumable ``train_cfg`` and ``sampler`` type, a constant lr, a fixed
+    seed and a checkpoint every ``interval`` iterations."""
+    cfg['train_cfg'] = train_cfg
+    cfg['train_dataloader']['sampler'] = dict(type=sampler, shuffle=True)
     cfg['optim_wrapper'] = dict(optimizer=dict(type='AdamW', lr=1e-3))
     cfg['randomness'] = dict(seed=0)
     cfg['default_hooks'] = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False,
-                                                interval=3))
+                                                interval=interval))
     cfg['custom_hooks'] = [dict(type='CheckpointMetaHook')]  # plain types: weights-only load
     return cfg
+
+
+def _resumable(cfg, work_dir):
+    """``cfg`` with the resumable loop and sampler, a constant lr and a checkpoint every
+    3 iterations (inside the epoch)."""
+    return _resumable_run(cfg, dict(type='ResumableEpochBasedTrainLoop', max_epochs=1),
+                          'ResumableSampler', interval=3)
 
 
 def _first_batch_after_resume(tmp_path, tiny_pretraining, monkeypatch, batch_size):
@@ -124,14 +131,8 @@ def test_a_batch_sampler_run_resumed_inside_an_epoch_gets_the_sampler_message():
 def _iteration_based(cfg, max_iters):
     """``cfg`` (a tiny pre-training run) as the downstream configs train: iteration-based,
     with the resumable loop and endless sampler, a checkpoint after every iteration."""
-    cfg['train_cfg'] = dict(type='ResumableIterBasedTrainLoop', max_iters=max_iters)
-    cfg['train_dataloader']['sampler'] = dict(type='ResumableInfiniteSampler', shuffle=True)
-    cfg['optim_wrapper'] = dict(optimizer=dict(type='AdamW', lr=1e-3))
-    cfg['randomness'] = dict(seed=0)
-    cfg['default_hooks'] = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False,
-                                                interval=1))
-    cfg['custom_hooks'] = [dict(type='CheckpointMetaHook')]  # plain types: weights-only load
-    return cfg
+    return _resumable_run(cfg, dict(type='ResumableIterBasedTrainLoop', max_iters=max_iters),
+                          'ResumableInfiniteSampler', interval=1)
 
 
 def test_the_iteration_based_loop_creates_one_batch_iterator_after_the_hooks(
