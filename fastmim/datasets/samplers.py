@@ -2,7 +2,6 @@
 samples it skips."""
 import itertools
 
-import torch
 from mmengine.dataset import DefaultSampler, InfiniteSampler
 
 from fastmim.registry import DATA_SAMPLERS
@@ -81,19 +80,9 @@ class ResumableInfiniteSampler(InfiniteSampler):
                              f'{start_index}')
         self.start_index = start_index
 
-    def _numbered_indices(self):
-        """``(pass, index)`` of mmengine's stream: the same generator, the same permutations."""
-        generator = torch.Generator()
-        generator.manual_seed(self.seed)
-        for pass_number in itertools.count():
-            if self.shuffle:
-                order = torch.randperm(self.size, generator=generator).tolist()
-            else:
-                order = range(self.size)
-            for index in order:
-                yield pass_number, index
-
     def __iter__(self):
-        of_rank = itertools.islice(self._numbered_indices(), self.rank, None, self.world_size)
-        for pass_number, index in itertools.islice(of_rank, self.start_index, None):
-            yield SeededIndex(index, sample_seed(self.seed, pass_number, index))
+        # mmengine's stream, numbered: each permutation of it (a pass) holds ``size`` indices.
+        numbered = enumerate(self._infinite_indices())
+        of_rank = itertools.islice(numbered, self.rank, None, self.world_size)
+        for position, index in itertools.islice(of_rank, self.start_index, None):
+            yield SeededIndex(index, sample_seed(self.seed, position // self.size, index))
