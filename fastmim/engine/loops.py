@@ -60,6 +60,13 @@ def seed_iteration(seed: int, rank: int, iteration: int) -> None:
     torch.manual_seed(value)  # the CPU and every CUDA device
 
 
+def seed_runner_iteration(runner, iteration: int) -> None:
+    """:func:`seed_iteration` for this process of ``runner``: its rank counts only with
+    ``randomness.diff_rank_seed``."""
+    diff_rank_seed = runner._randomness_cfg.get('diff_rank_seed', False)
+    seed_iteration(runner.seed, get_rank() if diff_rank_seed else 0, iteration)
+
+
 def _check_batches_per_epoch(dataloader) -> None:
     """An epoch of no batch trains nothing, and mmengine then stops building the schedulers
     with an assertion about ``epoch_length``; named here in terms of the config instead. The
@@ -106,8 +113,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         self.runner.message_hub.update_info(PROGRESS_KEY, list(Progress(
             self._epoch, idx + 1, self._images_per_iteration(), len(self.dataloader.dataset),
             self._images_per_update())))
-        diff_rank_seed = self.runner._randomness_cfg.get('diff_rank_seed', False)
-        seed_iteration(self.runner.seed, get_rank() if diff_rank_seed else 0, self._iter)
+        seed_runner_iteration(self.runner, self._iter)
         super().run_iter(idx, data_batch)
 
     def batches_done_in_epoch(self) -> int:
@@ -291,6 +297,5 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
         return super().run()
 
     def run_iter(self, data_batch) -> None:
-        diff_rank_seed = self.runner._randomness_cfg.get('diff_rank_seed', False)
-        seed_iteration(self.runner.seed, get_rank() if diff_rank_seed else 0, self._iter)
+        seed_runner_iteration(self.runner, self._iter)
         super().run_iter(data_batch)
