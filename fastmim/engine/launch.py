@@ -166,25 +166,38 @@ def init_cpu_distributed(launcher, dist_cfg=None):
     torch_dist.init_process_group(backend='gloo', **kwargs)
 
 
+# The variable each launcher gives a process's index on its node in ('none' and 'pytorch':
+# LOCAL_RANK), read before the process group forms.
+LOCAL_RANK_ENV = {'slurm': 'SLURM_LOCALID', 'mpi': 'OMPI_COMM_WORLD_LOCAL_RANK'}
+
+
+def launched_local_rank(launcher=None) -> int:
+    """This process's index on its node as ``launcher`` set it; with ``launcher`` None (not
+    parsed yet), as whichever launcher set one; 0 without any."""
+    names = (('LOCAL_RANK', *LOCAL_RANK_ENV.values()) if launcher is None else
+             (LOCAL_RANK_ENV.get(launcher, 'LOCAL_RANK'), ))
+    value = next((os.environ[name] for name in names if name in os.environ), '0').strip()
+    return int(value) if value.isdigit() else 0
+
+
 def _export_env_of(launcher, port=None):
     """Set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT from a SLURM or Open MPI
     launch (``--launcher slurm`` / ``mpi``). The port is ``env_cfg.dist_cfg.port``, else
     MASTER_PORT, else 29500; the address MASTER_ADDR, else (SLURM) the job's first node."""
     if launcher == 'slurm':
         rank, world_size = os.environ['SLURM_PROCID'], os.environ['SLURM_NTASKS']
-        local_rank = os.environ.get('SLURM_LOCALID', '0')
         if 'MASTER_ADDR' not in os.environ:
             os.environ['MASTER_ADDR'] = _first_slurm_host(os.environ['SLURM_NODELIST'])
     else:
         rank, world_size = os.environ['OMPI_COMM_WORLD_RANK'], os.environ['OMPI_COMM_WORLD_SIZE']
-        local_rank = os.environ['OMPI_COMM_WORLD_LOCAL_RANK']
         if 'MASTER_ADDR' not in os.environ:
             raise LaunchError('--launcher mpi needs MASTER_ADDR, the address of the rank-0 '
                               'host, in the environment (mpirun -x MASTER_ADDR=...)')
     if port is not None:
         os.environ['MASTER_PORT'] = str(port)
     os.environ.setdefault('MASTER_PORT', '29500')
-    os.environ.update(RANK=rank, WORLD_SIZE=world_size, LOCAL_RANK=local_rank)
+    os.environ.update(RANK=rank, WORLD_SIZE=world_size,
+                      LOCAL_RANK=str(launched_local_rank(launcher)))
 
 
 def _first_slurm_host(node_list):
@@ -520,8 +533,6 @@ def positive_int(text):
     return value
 
 
-# Where each launcher tells a process its index on its node, before the process group forms.
-LOCAL_RANK_VARIABLES = ('LOCAL_RANK', 'SLURM_LOCALID', 'OMPI_COMM_WORLD_LOCAL_RANK')
 # How long the other processes of a node leave the first one to report an error they share.
 FIRST_PROCESS_GRACE_S = 10
 
@@ -535,9 +546,7 @@ def _let_the_first_process_report():
     after the wait. Once the processes have met, each reports what it hits at once."""
     if torch_dist.is_available() and torch_dist.is_initialized():
         return
-    local_rank = next((os.environ[name] for name in LOCAL_RANK_VARIABLES
-                       if name in os.environ), '0')
-    if local_rank.strip() not in ('', '0'):
+    if launched_local_rank() != 0:
         time.sleep(FIRST_PROCESS_GRACE_S)
 
 

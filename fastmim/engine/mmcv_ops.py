@@ -10,19 +10,18 @@ import os
 
 import torch
 
-from .launch import LaunchError
+from .launch import LaunchError, launched_local_rank
 
 # Scopes whose models run mmcv's compiled ops (RoIAlign, NMS, deformable convolutions, ...).
 OPS_SCOPES = ('mmdet', 'mmseg')
-# The variable each launcher's local rank is in: mmengine picks the GPU from it later.
-LOCAL_RANK_ENV = {'slurm': 'SLURM_LOCALID', 'mpi': 'OMPI_COMM_WORLD_LOCAL_RANK'}
 REBUILD = 'FASTMIM_CUDA_OPS=1 tools/setup_env.sh'
 
 
 def training_device(launcher):
-    """The GPU this process will train on. Probing another one would leave a CUDA context
-    (hundreds of MB) on it for the whole run."""
-    index = int(os.environ.get(LOCAL_RANK_ENV.get(launcher, 'LOCAL_RANK'), 0))
+    """The GPU this process will train on (mmengine picks it from the launcher's local rank
+    later). Probing another one would leave a CUDA context (hundreds of MB) on it for the
+    whole run."""
+    index = launched_local_rank(launcher)
     return torch.device('cuda', index % torch.cuda.device_count())
 
 
