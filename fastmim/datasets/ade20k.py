@@ -22,7 +22,7 @@ from mmseg.datasets import ADE20KDataset
 from fastmim.registry import DATASETS
 
 from .sample_seeds import SeededSamples
-from .utils import examples, is_local
+from .utils import check_after_each, examples, is_local
 
 
 class CheckSegMap(BaseTransform):
@@ -68,12 +68,8 @@ class CheckedADE20KDataset(SeededSamples, ADE20KDataset):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        check = CheckSegMap(len(self.metainfo['classes']), self.ignore_index)
-        steps = self.pipeline.transforms
-        loads = [index for index, step in enumerate(steps)
-                 if type(step).__name__ == 'LoadAnnotations']
-        for index in reversed(loads):
-            steps.insert(index + 1, check)
+        check_after_each(self.pipeline, 'LoadAnnotations',
+                         CheckSegMap(len(self.metainfo['classes']), self.ignore_index))
 
     def load_data_list(self):
         data_list = super().load_data_list()

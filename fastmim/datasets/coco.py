@@ -28,7 +28,7 @@ from mmengine.logging import print_log
 from fastmim.registry import DATASETS
 
 from .sample_seeds import SeededSamples
-from .utils import examples, is_local
+from .utils import check_after_each, examples, is_local
 
 # Entries named per kind of problem in the warning; the rest are counted.
 SHOWN = 5
@@ -84,11 +84,7 @@ class CheckedCocoDataset(CocoDataset):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        steps = self.pipeline.transforms
-        loads = [index for index, step in enumerate(steps)
-                 if type(step).__name__ == 'LoadImageFromFile']
-        for index in reversed(loads):
-            steps.insert(index + 1, CheckImageSize(self.ann_file))
+        check_after_each(self.pipeline, 'LoadImageFromFile', CheckImageSize(self.ann_file))
 
     def COCOAPI(self, path):  # noqa: N802 (the name mmdet calls)
         """mmdet's COCO reader; the file is kept for the checks that follow the loading,

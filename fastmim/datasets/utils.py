@@ -80,6 +80,16 @@ def describe_labels(labels: Sequence[int], dataset) -> str:
     return ', '.join(named) + (', ...' if len(labels) > 5 else '')
 
 
+def check_after_each(pipeline, step_name: str, check: Callable) -> None:
+    """Insert ``check`` after every step of a built mmcv ``Compose`` ``pipeline`` whose class
+    is ``step_name``, so that what that step loaded is checked before anything transforms it
+    (the downstream datasets' checks of label maps and image sizes)."""
+    steps = pipeline.transforms
+    loads = [index for index, step in enumerate(steps) if type(step).__name__ == step_name]
+    for index in reversed(loads):
+        steps.insert(index + 1, check)
+
+
 def build_pipeline(pipeline: Sequence[Union[dict, Callable]]) -> List[Callable]:
     """Build the transforms of a dataset pipeline in fastmim's scope.
 
