@@ -6,7 +6,6 @@
 """
 import argparse
 import json
-import os.path as osp
 
 from fastmim.engine.launch import add_launch_args, apply_launch_args, parse_launch_args
 
@@ -30,23 +29,15 @@ def write_metrics(path, metrics):
     AtomicLocalBackend().put_text(text, path)
 
 
-def check_checkpoint_file(path):
-    """Refuse a CHECKPOINT that is no file before the runner writes to the work dir, in the
-    words of the checkpoint loader: a folder (a work dir given for a checkpoint in it) is named
-    with the checkpoints it holds, a missing file with the newest ones beside it."""
-    from fastmim.engine.checkpoint import load_from_local
-    if not osp.isfile(osp.expanduser(path)):  # '~' expanded, as the loader does
-        load_from_local(path)  # raises CheckpointError for anything that is not a file
-
-
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
+    from fastmim.engine.checkpoint import check_checkpoint_file
     from fastmim.engine.launch import (LaunchError, build_runner, check_launcher_env,
                                        check_output_file, load_config)
 
     check_launcher_env(args.launcher)
-    check_checkpoint_file(args.checkpoint)
+    check_checkpoint_file(args.checkpoint)  # before the config: a work dir given as CHECKPOINT
     if args.out:  # written after the whole evaluation: a path that cannot be is refused now
         check_output_file(args.out, folders_made=True)
     cfg = load_config(args.config, args.cfg_options)

@@ -158,11 +158,19 @@ def check_start_checkpoints(cfg, training=True):
     if cfg.get('load_from'):
         named.append(('load_from', cfg.load_from))
     for key, path in named:
-        if isinstance(path, str) and '://' not in path and not osp.isfile(osp.expanduser(path)):
+        if isinstance(path, str) and '://' not in path:
             try:
-                load_from_local(path)
+                check_checkpoint_file(path)
             except CheckpointError as error:
                 raise CheckpointError(f'{key}: {error}') from None
+
+
+def check_checkpoint_file(path):
+    """Refuse a local ``path`` that is no file, in the checkpoint loader's words (a folder is
+    named with the checkpoints it holds, a missing file with the newest ones beside it), before
+    anything is read or written; a file that is there is left to the loader."""
+    if not osp.isfile(osp.expanduser(path)):  # '~' expanded, as the loader does
+        load_from_local(path)  # raises CheckpointError for anything that is not a file
 
 
 # How every file torch.save writes starts: a zip archive (torch >= 1.6), or a pickle of
