@@ -9,9 +9,10 @@ release's files: how each encoder is recognised, where it sits in the file, what
 parts mean, and how to read its architecture from the weights. The renaming of an encoder is
 each backbone's own rule (``rename_foreign_keys`` of the backbone contract), and the backbone
 classes are found through the registry, so no concrete backbone is imported here.
-:func:`convert_reference_checkpoint` returns a fastmim checkpoint (a pre-training one, or an ``ImageClassifier`` one for a fine-tuned
-file) with the ``meta['geometry']`` that :func:`~.pretrained.load_pretrained` uses to resize the
-weights; ``tools/convert/from_reference.py`` writes it to a file.
+:func:`convert_reference_checkpoint` returns a fastmim checkpoint (a pre-training one, or an
+``ImageClassifier`` one for a fine-tuned file) with the ``meta['geometry']`` that
+:func:`~.pretrained.load_pretrained` uses to resize the weights;
+``tools/convert/from_reference.py`` writes it to a file.
 """
 import math
 import re
