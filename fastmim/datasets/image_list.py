@@ -2,6 +2,7 @@
 import codecs
 import io
 import os.path as osp
+import re
 import warnings
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
@@ -10,8 +11,12 @@ from mmengine.dataset import BaseDataset
 from fastmim.registry import DATASETS
 
 from .sample_seeds import SeededSamples
-from .utils import (DatasetListingWarning, NamedRefetchFailure, build_pipeline, examples,
-                    image_prefix)
+from .utils import (IMG_EXTENSIONS, DatasetListingWarning, NamedRefetchFailure, build_pipeline,
+                    examples, has_extension, image_prefix)
+
+# A stripped line with at least two fields: the path (all before the last run of spaces and
+# tabs, inner whitespace kept) and the last field, which holds no space or tab.
+LAST_FIELD = re.compile(r'(.+?)[ \t]+([^ \t]+)')
 
 
 def line_number_at(raw: bytes, offset: int) -> int:
@@ -22,15 +27,45 @@ def line_number_at(raw: bytes, offset: int) -> int:
     return head.count(b'\n') + head.count(b'\r') - head.count(b'\r\n') + 1
 
 
+def is_label(field: str) -> bool:
+    """A non-negative integer in ASCII digits: ``str.isdigit`` alone also takes ``'²'`` and
+    other digits that ``int`` refuses or reads unexpectedly."""
+    return field.isascii() and field.isdigit()
+
+
+def trailing_labels(text: str) -> List[str]:
+    """The fields at the end of ``text`` that are labels, in order; never the first field,
+    which is (part of) the path, so ``'1 2'`` is the file ``1`` and its label, not two labels."""
+    fields = re.split(r'[ \t]+', text)[1:]
+    count = 0
+    while count < len(fields) and is_label(fields[-1 - count]):
+        count += 1
+    return fields[len(fields) - count:]
+
+
 @DATASETS.register_module()
 class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
     """Images listed in ``ann_file``, paths relative to ``<data_root>/<data_prefix>``.
 
-    Each non-blank line is ``path`` or ``path label`` (whitespace-separated, label a
-    non-negative int), e.g. ImageNet's ``n01440764/n01440764_10026.JPEG 0``. Paths cannot contain
-    whitespace. The file is UTF-8; a BOM and Windows or old Mac line ends are accepted. Labels
-    are read when ``with_label=True`` (then every line needs one) and validated but not used
-    otherwise, so the labelled list of a fine-tuning set also serves unlabelled pre-training.
+    Each non-blank line is ``path`` or ``path label`` (label a non-negative int), e.g.
+    ImageNet's ``n01440764/n01440764_10026.JPEG 0``. Labels are read when ``with_label=True``
+    (then every line needs one) and validated but not used otherwise, so the labelled list of a
+    fine-tuning set also serves unlabelled pre-training. The file is UTF-8; a BOM and Windows or
+    old Mac line ends are accepted.
+
+    Paths may contain spaces (web-scraped and hand-named files), read as mmpretrain's
+    ``CustomDataset`` reads them (``line.strip().rsplit(' ', 1)``): whitespace around the line
+    is dropped, the label is the last field, and the path is everything before it, inner spaces
+    and tabs kept exactly (``my photos/img 1.jpg 3`` is ``'my photos/img 1.jpg'``, label 3).
+    The path and label may be separated by any run of spaces and tabs, as a spreadsheet saves
+    them (mmpretrain takes one space only and would keep the others at the end of the path), so
+    a path cannot begin or end with whitespace. With ``with_label=False`` the last field is a
+    label only when it is all ASCII digits (``my photos/img 1.jpg`` is a path); it is refused as
+    a bad label when the text before it ends in an image extension and it does not
+    (``img.jpg cat``, ``img.jpg -1``). Ambiguous, and read as path and label: an extensionless
+    file whose name ends in a space and digits (``scan 12``). A line that ends in two or more
+    integers (``img.jpg 1 2``) is refused in both modes as a multi-label line, not read as the
+    path ``img.jpg 1``.
 
     The list is checked line by line at construction (errors name the file and line), and the
     first listed image must exist, which catches a wrong ``data_root`` before training starts.
@@ -44,7 +79,7 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
     Args:
         ann_file: the list file; relative paths are taken from ``data_root``.
         data_root: root directory for ``ann_file`` and the images.
-        with_label: give samples ``gt_label`` from the second column.
+        with_label: give samples ``gt_label`` from the last field of each line.
         pipeline: transforms (config dicts or callables).
         data_prefix: sub-folder of ``data_root`` that the listed paths are relative to
             (``'train'`` for mmpretrain's ImageNet layout), or ``dict(img_path='train')``.
@@ -157,16 +192,29 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
                              f'UTF-8 (byte {raw[error.start]:#04x}); save the list as UTF-8'
                              ) from None
 
-    def _parse_line(self, line: str, line_number: int):
-        fields = line.split()
-        where = f'{self.ann_file}, line {line_number}'
-        expected = "'<path> <label>'" if self.with_label else "'<path>' or '<path> <label>'"
-        if len(fields) > 2 or (self.with_label and len(fields) != 2):
-            raise ValueError(f'{type(self).__name__}: {where}: expected {expected} '
-                             f'(paths without spaces), got {line.rstrip()!r}')
-        if len(fields) == 1:
-            return fields[0], None
-        if not (fields[1].isascii() and fields[1].isdigit()):
-            raise ValueError(f'{type(self).__name__}: {where}: the label must be a '
-                             f'non-negative integer, got {fields[1]!r}')
-        return fields[0], int(fields[1])
+    def _parse_line(self, line: str, line_number: int) -> Tuple[str, Optional[int]]:
+        """``(path, label)`` of a non-blank line, the label ``None`` where it has none; the
+        rules are the class docstring's."""
+        text = line.strip()
+        name, where = type(self).__name__, f'{self.ann_file}, line {line_number}'
+        match = LAST_FIELD.fullmatch(text)
+        if match is None:  # a single field
+            if self.with_label:
+                raise ValueError(f"{name}: {where}: expected '<path> <label>', got {text!r}")
+            return text, None
+        path, last = match.groups()
+        if not is_label(last):
+            bad_label = self.with_label or (has_extension(path, IMG_EXTENSIONS)
+                                            and not has_extension(last, IMG_EXTENSIONS))
+            if not bad_label:
+                return text, None  # a path with spaces
+            unlabelled = f'; {text!r} has no label' if has_extension(last, IMG_EXTENSIONS) else ''
+            raise ValueError(f'{name}: {where}: the label after {path!r} must be a non-negative '
+                             f'integer, got {last!r}{unlabelled}')
+        labels = trailing_labels(text)
+        if len(labels) > 1:
+            raise ValueError(f'{name}: {where}: {text!r} ends in {len(labels)} integers '
+                             f"({' '.join(labels)}): a multi-label line? {name} takes one label "
+                             f'per line, after the path (so a path cannot end in a space and '
+                             f'digits)')
+        return path, int(last)

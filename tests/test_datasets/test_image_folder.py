@@ -257,9 +257,17 @@ def test_image_list_with_and_without_labels(imagenet_tree):
 
 @pytest.mark.parametrize('bad_line, with_label, message', [
     ('n01_person/astro.jpg', True, "expected '<path> <label>'"),
-    ('n01_person/astro.jpg 1 2', False, 'paths without spaces'),
+    ('n01_person/astro.jpg 1 2', False, 'ends in 2 integers (1 2): a multi-label line?'),
+    ('n01_person/astro.jpg 1 2', True, 'ends in 2 integers (1 2): a multi-label line?'),
+    ('n01 person/astro 2.jpg 0 1\t2', True, 'ends in 3 integers (0 1 2)'),
+    ('17 0 1', False, 'ends in 2 integers (0 1)'),
     ('n01_person/astro.jpg cat', False, 'non-negative integer'),
     ('n01_person/astro.jpg -1', True, 'non-negative integer'),
+    ('n01_person/astro.jpg -1', False, 'non-negative integer'),
+    ('n01_person/astro.jpg 1,2', False, "non-negative integer, got '1,2'"),
+    # A spaced path without its label: '1.jpg' is no label, not part of the path.
+    ('my photos/img 1.jpg', True, "non-negative integer, got '1.jpg'"),
+    ('n01_person/astro.jpg\xa00', True, "expected '<path> <label>'"),  # no-break space
 ])
 def test_image_list_malformed_line_names_file_and_line(bad_line, with_label, message,
                                                        imagenet_tree):
@@ -268,6 +276,74 @@ def test_image_list_malformed_line_names_file_and_line(bad_line, with_label, mes
     with pytest.raises(ValueError, match=re.escape(f'{ann}, line 2')) as error:
         ImageList(ann, data_root=str(root / 'train'), with_label=with_label)
     assert message in str(error.value)
+
+
+def spaced_tree(tmp_path, photos):
+    """Web-scraped and hand-named files: spaces (doubled too) in folder and file names."""
+    names = {'my photos/img 1.png': 'astronaut', 'my photos/cat  two.png': 'chelsea',
+             'n02 cat/2024 05/a b.png': 'coffee', 'rocket.png': 'rocket'}
+    for name, photo in names.items():
+        save_photo(photos[photo], tmp_path / 'train' / name)
+    return names
+
+
+def test_image_list_reads_paths_with_spaces_as_mmpretrain_does(tmp_path, photos):
+    """Spaces in paths were refused ('paths without spaces'); mmpretrain's CustomDataset reads
+    a labelled line as ``line.strip().rsplit(' ', 1)``: the label is the last field and the
+    path all before it, so its lists of spaced names did not load here."""
+    names = spaced_tree(tmp_path, photos)
+    lines = ['my photos/img 1.png 3', '  my photos/cat  two.png 0  ', 'n02 cat/2024 05/a b.png 12',
+             'rocket.png 7']
+    # mmpretrain's reading of each line, worked out by hand (the ImageNet form is the last).
+    expected = [('my photos/img 1.png', 3), ('my photos/cat  two.png', 0),
+                ('n02 cat/2024 05/a b.png', 12), ('rocket.png', 7)]
+    assert [tuple(line.strip().rsplit(' ', 1)) for line in lines] == \
+        [(path, str(label)) for path, label in expected]
+    write_list(tmp_path / 'train.txt', lines)
+    dataset = ImageList('train.txt', data_root=str(tmp_path), data_prefix='train',
+                        with_label=True, pipeline=PIPELINE)
+    assert [(info['img_path'], info['gt_label']) for info in dataset.load_data_list()] == \
+        [(str(tmp_path / 'train' / path), label) for path, label in expected]
+    assert dataset.metainfo['max_label'] == 12
+    for index, (path, label) in enumerate(expected):
+        sample = dataset[index]
+        assert sample['data_samples'].gt_label.item() == label
+        assert np.array_equal(sample['inputs'].permute(1, 2, 0).numpy(), photos[names[path]])
+
+    # Tabs (as a spreadsheet saves) or several spaces between path and label are accepted too,
+    # and a file named by a number alone is not taken for a label.
+    save_photo(photos['camera'], tmp_path / 'train' / '0042', format='PNG')
+    ann = write_list(tmp_path / 'tabs.txt', ['my photos/img 1.png\t3', 'rocket.png   7',
+                                             '0042 5'])
+    tabbed = ImageList(ann, data_root=str(tmp_path / 'train'), with_label=True)
+    assert [(info['img_path'], info['gt_label']) for info in tabbed.load_data_list()] == [
+        (str(tmp_path / 'train' / 'my photos' / 'img 1.png'), 3),
+        (str(tmp_path / 'train' / 'rocket.png'), 7), (str(tmp_path / 'train' / '0042'), 5)]
+
+
+def test_image_list_without_labels_reads_spaced_paths(tmp_path, photos):
+    """With ``with_label=False`` a line is a path, or a path and a label when its last field is
+    all digits: a labelled list still serves pre-training, and names with spaces load."""
+    names = spaced_tree(tmp_path, photos)
+    ann = write_list(tmp_path / 'train.txt', ['my photos/img 1.png', 'my photos/cat  two.png 0',
+                                              ' n02 cat/2024 05/a b.png ', 'rocket.png'])
+    dataset = ImageList(ann, data_root=str(tmp_path / 'train'), pipeline=PIPELINE)
+    paths = ['my photos/img 1.png', 'my photos/cat  two.png', 'n02 cat/2024 05/a b.png',
+             'rocket.png']
+    assert [info['img_path'] for info in dataset.load_data_list()] == \
+        [str(tmp_path / 'train' / path) for path in paths]
+    for index, path in enumerate(paths):
+        sample = dataset[index]
+        assert 'gt_label' not in sample['data_samples']
+        assert np.array_equal(sample['inputs'].permute(1, 2, 0).numpy(), photos[names[path]])
+
+
+def test_image_list_spaced_path_with_windows_separators_says_so(tmp_path, photos):
+    spaced_tree(tmp_path, photos)
+    ann = write_list(tmp_path / 'train.txt', ['my photos\\img 1.png 3'])
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            "photos\\\\img 1.png', does not exist; its path has Windows separators")):
+        ImageList(ann, data_root=str(tmp_path / 'train'), with_label=True)
 
 
 def test_image_list_missing_file_or_wrong_root(imagenet_tree):
