@@ -5,6 +5,7 @@ import os.path as osp
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from mmengine.logging import MessageHub
@@ -12,6 +13,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch import nn
 
+from fastmim.engine.hooks import CheckpointMetaHook, SafeCheckpointHook
 from fastmim.engine.optim_wrappers import (AutocastOptimWrapper, GuardedOptimWrapper,
                                            NonFiniteLossError)
 
@@ -143,40 +145,76 @@ def test_max_consecutive_skips_default_and_bad_values():
 
 
 class NanAtIteration(BaseModel):
-    """A linear model whose loss is NaN at one iteration (counted from 1, as the logs count)."""
+    """A linear model whose loss is NaN at one iteration (counted from 1, as the logs count;
+    read from the message hub, so a resumed run's iterations count on)."""
 
     def __init__(self, nan_iteration):
         super().__init__()
         self.linear = nn.Linear(4, 1)
         self.nan_iteration = nan_iteration
-        self.calls = 0
 
     def forward(self, inputs, data_samples=None, mode='loss'):
-        self.calls += 1
         loss = self.linear(torch.stack(inputs)).pow(2).mean()
-        return dict(loss=loss * float('nan') if self.calls == self.nan_iteration else loss)
+        iteration = MessageHub.get_current_instance().get_info('iter') + 1
+        return dict(loss=loss * float('nan') if iteration == self.nan_iteration else loss)
+
+
+def nan_at_iteration_2_runner(work_dir, name, max_iters=5, checkpoint=None, **kwargs):
+    """A runner logging every iteration's moving average (window 10) of a loss NaN at
+    iteration 2; ``checkpoint``: its checkpoint hook, if any."""
+    dataset = [dict(inputs=torch.ones(4) * i) for i in range(8)]
+    torch.manual_seed(0)  # the same initial weights in every run
+    return Runner(
+        model=NanAtIteration(nan_iteration=2), work_dir=str(work_dir),
+        train_dataloader=dict(dataset=dataset, sampler=dict(type='DefaultSampler', shuffle=False),
+                              collate_fn=dict(type='pseudo_collate'), batch_size=1),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        optim_wrapper=dict(type=GuardedOptimWrapper, optimizer=dict(type='SGD', lr=0.01)),
+        default_hooks=dict(logger=dict(type='LoggerHook', interval=1), checkpoint=checkpoint,
+                           checkpoint_meta=dict(type=CheckpointMetaHook)),
+        log_processor=dict(window_size=10), experiment_name=name, **kwargs)
+
+
+def logged_rows(runner):
+    with open(osp.join(runner.log_dir, 'vis_data', 'scalars.json')) as f:
+        return [json.loads(line) for line in f]
 
 
 def test_a_skipped_step_leaves_the_logged_average_and_is_counted(tmp_path):
     """mmengine's LogProcessor logs the mean of the last window_size losses: one skipped NaN
     step showed 'loss: nan' for window_size iterations, as a diverged run does."""
-    dataset = [dict(inputs=torch.ones(4) * i) for i in range(8)]
-    runner = Runner(
-        model=NanAtIteration(nan_iteration=2), work_dir=str(tmp_path),
-        train_dataloader=dict(dataset=dataset, sampler=dict(type='DefaultSampler', shuffle=False),
-                              collate_fn=dict(type='pseudo_collate'), batch_size=1),
-        train_cfg=dict(by_epoch=False, max_iters=5),
-        optim_wrapper=dict(type=GuardedOptimWrapper, optimizer=dict(type='SGD', lr=0.01)),
-        default_hooks=dict(logger=dict(type='LoggerHook', interval=1), checkpoint=None),
-        log_processor=dict(window_size=10), experiment_name='skipped_step_log')
+    runner = nan_at_iteration_2_runner(tmp_path, 'skipped_step_log')
     runner.train()
-    with open(osp.join(runner.log_dir, 'vis_data', 'scalars.json')) as f:
-        logged = [json.loads(line) for line in f]
+    logged = logged_rows(runner)
     assert [row['step'] for row in logged] == [1, 2, 3, 4, 5]
     assert math.isnan(logged[1]['loss'])  # the skipped iteration's own line, under the warning
     assert all(math.isfinite(row['loss']) for row in logged[2:])
     assert 'skipped_steps' not in logged[0]
     assert [row['skipped_steps'] for row in logged[1:]] == [1, 1, 1, 1]
+
+
+def test_a_checkpoint_of_the_skipped_iteration_resumes_without_its_nan(tmp_path):
+    """The checkpoint saved at the skipped iteration itself (a regular or a preemption one)
+    held the NaN in its message hub's loss history: the resumed run logged 'loss: nan' for
+    window_size iterations. Resumed, it logs what the uninterrupted run logs."""
+    every_2 = dict(type=SafeCheckpointHook, interval=2, by_epoch=False)
+    uninterrupted = nan_at_iteration_2_runner(tmp_path / 'uninterrupted', 'nan_uninterrupted',
+                                              checkpoint=every_2)
+    uninterrupted.train()
+    nan_at_iteration_2_runner(tmp_path / 'first_part', 'nan_first_part', max_iters=2,
+                              checkpoint=every_2).train()  # saves iter_2.pth, then stops
+    resumed = nan_at_iteration_2_runner(  # a work dir of its own: its own log
+        tmp_path / 'resumed', 'nan_resumed', checkpoint=every_2, resume=True,
+        load_from=str(tmp_path / 'first_part' / 'iter_2.pth'))
+    resumed.train()
+    history = resumed.message_hub.get_scalar('train/loss').data[0]
+    assert np.isfinite(history).all()
+    assert history.tolist() == pytest.approx(
+        uninterrupted.message_hub.get_scalar('train/loss').data[0].tolist())
+    resumed_rows = logged_rows(resumed)
+    assert [row['step'] for row in resumed_rows] == [3, 4, 5]
+    assert [row['loss'] for row in resumed_rows] == pytest.approx(
+        [row['loss'] for row in logged_rows(uninterrupted)[2:]])
 
 
 RANK_SCRIPT = '''

@@ -2,6 +2,7 @@
 from mmengine.hooks import Hook
 
 from fastmim.engine.checkpoint import from_plain, to_plain
+from fastmim.engine.optim_wrappers.guarded import drop_skipped_logs
 from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS
 
@@ -18,11 +19,17 @@ class CheckpointMetaHook(Hook):
     too. ``meta['geometry']`` is ``model.geometry()`` when the model has one: fine-tuning and
     downstream loading read the source input size, patch and window sizes from it instead of
     asking the user to restate them.
+
+    A checkpoint saved at an iteration whose update the guarded optimiser wrapper skipped
+    (``SafeCheckpointHook``'s or ``PreemptionHook``'s) leaves out that step's NaN loss from its
+    message hub, as the running hub does from the next step on: a run resumed from it would
+    otherwise log ``loss: nan`` for ``window_size`` iterations although nothing diverged.
     """
 
     priority = 'LOWEST'
 
     def before_save_checkpoint(self, runner, checkpoint):
+        drop_skipped_logs(runner.optim_wrapper, checkpoint['message_hub']['log_scalars'])
         model = bare_model(runner)
         if hasattr(model, 'geometry'):
             checkpoint.setdefault('meta', {})['geometry'] = model.geometry()

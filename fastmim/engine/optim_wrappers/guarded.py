@@ -8,7 +8,7 @@ import torch.distributed as torch_dist
 from mmengine.device import get_device
 from mmengine.dist import is_distributed
 from mmengine.logging import HistoryBuffer, MessageHub, print_log
-from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from mmengine.optim import AmpOptimWrapper, OptimWrapper, OptimWrapperDict
 from mmengine.runner.amp import autocast
 
 from fastmim.registry import OPTIM_WRAPPERS
@@ -57,7 +57,8 @@ class NonFiniteGuardMixin:
     ``LogProcessor`` averages the last ``window_size`` values of the message hub's
     ``train/loss``) and show ``loss: nan`` for that many iterations, as if the run diverged:
     the skip is logged as a warning naming the iteration and counted in the log's
-    ``skipped_steps``, and the skipped step's non-finite values leave the averages.
+    ``skipped_steps``, and the skipped step's non-finite values leave the averages, and the
+    message hub that a checkpoint of the skipped iteration saves (``CheckpointMetaHook``).
 
     A finite loss can still have infinite or NaN gradients (an overflow in the backward pass).
     mmengine's ``AmpOptimWrapper`` skips those updates itself (its GradScaler lowers the scale
@@ -90,15 +91,21 @@ class NonFiniteGuardMixin:
         self._lengths_before_skipped_logs = None
 
     def update_params(self, loss, step_kwargs=None, zero_kwargs=None):
-        if self._lengths_before_skipped_logs is not None:
-            drop_skipped_nonfinite_logs(MessageHub.get_current_instance(),
-                                        self._lengths_before_skipped_logs)
-            self._lengths_before_skipped_logs = None
+        self.drop_skipped_step_logs(MessageHub.get_current_instance().log_scalars)
+        self._lengths_before_skipped_logs = None
         if self._loss_is_finite(loss):
             return super().update_params(loss, step_kwargs, zero_kwargs)
         self._refuse_update(f'loss is {loss.item()}')
         self.backward(self.scale_loss(loss))
         self.zero_grad(**(zero_kwargs or {}))
+
+    def drop_skipped_step_logs(self, log_scalars: dict) -> None:
+        """Remove the last skipped step's non-finite values from ``log_scalars``: the message
+        hub's own at the next step, or the copy of it that a checkpoint saved at the skipped
+        iteration holds (``CheckpointMetaHook``), which a resumed run would otherwise average
+        into ``loss: nan`` for ``window_size`` iterations. Nothing when no step was skipped."""
+        if self._lengths_before_skipped_logs is not None:
+            drop_skipped_nonfinite_logs(log_scalars, self._lengths_before_skipped_logs)
 
     def step(self, **kwargs):
         """The update, unless a wrapper without loss scaling holds non-finite gradients
@@ -168,18 +175,28 @@ def history_lengths(hub: MessageHub) -> dict:
             if key.startswith('train/')}
 
 
-def drop_skipped_nonfinite_logs(hub: MessageHub, lengths_before: dict) -> None:
-    """Remove the non-finite values that the skipped step added to the training history (its
-    ``loss``, ``loss_*``, which mmengine's ``RuntimeInfoHook`` adds after the step); values
-    added by earlier steps, an fp16 overflow's ``grad_norm: inf`` say, stay.
+def drop_skipped_nonfinite_logs(log_scalars: dict, lengths_before: dict) -> None:
+    """Remove the non-finite values that the skipped step added to the training history
+    ``log_scalars`` (its ``loss``, ``loss_*``, which mmengine's ``RuntimeInfoHook`` adds after
+    the step); values added by earlier steps, an fp16 overflow's ``grad_norm: inf`` say, stay.
 
-    Called at the next step, before that step's values arrive; a log line of the skipped
-    iteration itself still shows them, under the warning that names the skip."""
-    for key, history in list(hub.log_scalars.items()):
+    Called on the message hub at the next step, before that step's values arrive; a log line
+    of the skipped iteration itself still shows them, under the warning that names the skip."""
+    for key, history in list(log_scalars.items()):
         values, counts = history.data
         added = len(values) - lengths_before.get(key, 0)
         if key.startswith('train/') and added == 1 and not np.isfinite(values[-1]):
-            hub.log_scalars[key] = HistoryBuffer(values[:-1], counts[:-1], history.max_length)
+            log_scalars[key] = HistoryBuffer(values[:-1], counts[:-1], history.max_length)
+
+
+def drop_skipped_logs(optim_wrapper, log_scalars: dict) -> None:
+    """``drop_skipped_step_logs`` of each guarded wrapper in ``optim_wrapper`` (one, or an
+    ``OptimWrapperDict``); other wrappers keep no such record."""
+    wrappers = (optim_wrapper.values() if isinstance(optim_wrapper, OptimWrapperDict)
+                else [optim_wrapper])
+    for wrapper in wrappers:
+        if isinstance(wrapper, NonFiniteGuardMixin):
+            wrapper.drop_skipped_step_logs(log_scalars)
 
 
 @OPTIM_WRAPPERS.register_module()
