@@ -4,9 +4,13 @@ import itertools
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 from types import SimpleNamespace
 
+import pytest
 import torch
+from mmengine.evaluator import BaseMetric
 from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
@@ -134,3 +138,164 @@ def test_a_regular_checkpoint_of_the_preempted_iteration_is_kept(tmp_path):
     assert train(tmp_path, {2}, resume=False, checkpoint_interval=2)
     assert train(tmp_path, {3}, resume=True, checkpoint_interval=2)
     assert checkpoints(tmp_path) == ['iter_2.pth', 'iter_3.pth']
+
+
+class SignalsDuringValidation(BaseMetric):
+    """Records each validation's score (the mean prediction, so it depends on the weights) and
+    sends SIGUSR1 to its own process while processing given ``(validation, batch)`` pairs, both
+    counted from 1 in this job."""
+
+    def __init__(self, signal_at=(), scores=None):
+        super().__init__()
+        self.signal_at, self.scores = signal_at, scores
+        self.validations = 0
+
+    def process(self, data_batch, data_samples):
+        if not self.results:  # emptied by each evaluation
+            self.validations += 1
+        if (self.validations, len(self.results) + 1) in self.signal_at:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        self.results.extend(float(sample) for sample in data_samples)
+
+    def compute_metrics(self, results):
+        self.scores.append(sum(results) / len(results))
+        return dict(score=self.scores[-1])
+
+
+class Predicts(SignalsItselfAt):
+    def forward(self, inputs, data_samples=None, mode='loss'):
+        if mode == 'predict':
+            return list(self.linear(torch.stack(inputs)).flatten())
+        return super().forward(inputs, data_samples, mode)
+
+
+def train_and_validate(work_dir, loop, signal_at=(), resume=False, scores=None):
+    """A job of 2 epochs of 4 iterations (or 8 iterations validated every 4) that validates 3
+    batches after iterations 4 and 8: True when preempted."""
+    samples = [dict(inputs=torch.ones(4) * i) for i in range(4)]
+    loader = dict(sampler=dict(type='DefaultSampler', shuffle=False),
+                  collate_fn=dict(type='pseudo_collate'), batch_size=1)
+    train_cfg = (dict(type='ResumableEpochBasedTrainLoop', max_epochs=2) if loop == 'epoch' else
+                 dict(type='ResumableIterBasedTrainLoop', max_iters=8, val_interval=4))
+    torch.manual_seed(0)  # the model's initial weights
+    runner = Runner(
+        model=Predicts(), work_dir=str(work_dir),
+        train_dataloader=dict(loader, dataset=samples),
+        val_dataloader=dict(loader, dataset=samples[1:]),
+        val_evaluator=[SignalsDuringValidation(signal_at, scores)], val_cfg=dict(),
+        train_cfg=train_cfg, randomness=dict(seed=0),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        default_hooks=dict(checkpoint=dict(type='SafeCheckpointHook', by_epoch=loop == 'epoch',
+                                           interval=1 if loop == 'epoch' else 4),
+                           checkpoint_meta=dict(type='CheckpointMetaHook'),
+                           preemption=dict(type='PreemptionHook')),
+        default_scope='fastmim', resume=resume,
+        experiment_name=f'preempted_{next(RUN_NUMBERS)}')
+    try:
+        runner.train()
+    except TrainingPreempted:
+        return True
+    finally:
+        weights.append(runner.model.linear.weight.detach().clone())
+    return False
+
+
+weights = []
+
+
+@pytest.mark.parametrize('loop', ['epoch', 'iter'])
+def test_a_signal_during_validation_stops_it_and_the_resumed_run_repeats_it(tmp_path, loop):
+    """A COCO or ImageNet validation lasts minutes, SLURM kills 30 s after its signal: waiting
+    for the next training iteration ended the job by SIGKILL, not with the status a requeue
+    script retries, and without that validation's result."""
+    uninterrupted = []
+    assert not train_and_validate(tmp_path / 'reference', loop, scores=uninterrupted)
+    reference_weights = weights[-1]
+    scores = []
+    assert train_and_validate(tmp_path / 'run', loop, signal_at={(1, 2)}, scores=scores)
+    assert scores == []  # the validation stopped at its second batch, before its metric
+    assert last_checkpoint(tmp_path / 'run') == 'iter_4.pth'
+    meta = torch.load(tmp_path / 'run' / 'iter_4.pth', weights_only=True)['meta']
+    assert (meta['epoch'], meta['iter']) == ((1, 4) if loop == 'epoch' else (0, 4))
+    assert not train_and_validate(tmp_path / 'run', loop, resume=True, scores=scores)
+    assert len(uninterrupted) == 2 and scores == uninterrupted
+    torch.testing.assert_close(weights[-1], reference_weights, rtol=0, atol=0)
+
+
+RANK_SCRIPT = '''
+import os, signal, sys
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.evaluator import BaseMetric
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+
+from fastmim.engine.hooks.preemption_hook import TrainingPreempted
+from fastmim.engine.launch import shutdown_distributed
+
+
+class Linear(BaseModel):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 1)
+
+    def forward(self, inputs, data_samples=None, mode='loss'):
+        outputs = self.linear(torch.stack(inputs))
+        return list(outputs.flatten()) if mode == 'predict' else dict(loss=outputs.mean())
+
+
+class SignalsRankZeroAtItsLastBatch(BaseMetric):
+    def process(self, data_batch, data_samples):
+        self.results.extend(float(sample) for sample in data_samples)
+        if torch_dist.get_rank() == 0 and len(self.results) == 2:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    def compute_metrics(self, results):
+        return dict(score=sum(results))
+
+
+rank, init_file, work_dir, result_file = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+torch_dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
+                              world_size=2)
+samples = [dict(inputs=torch.ones(4) * i) for i in range(4)]
+loader = dict(sampler=dict(type='DefaultSampler', shuffle=False, round_up=False),
+              collate_fn=dict(type='pseudo_collate'), batch_size=1)
+runner = Runner(
+    model=Linear(), work_dir=work_dir, train_dataloader=dict(loader, dataset=samples),
+    val_dataloader=dict(loader, dataset=samples[1:]), val_cfg=dict(),
+    val_evaluator=[SignalsRankZeroAtItsLastBatch()],
+    train_cfg=dict(type='ResumableEpochBasedTrainLoop', max_epochs=2),
+    optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)), randomness=dict(seed=0),
+    default_hooks=dict(checkpoint=None, preemption=dict(type='PreemptionHook')),
+    default_scope='fastmim')
+try:
+    runner.train()
+    outcome = 'trained to the end'
+except TrainingPreempted as stop:
+    outcome = str(stop).split('saved ')[1].split(';')[0]
+shutdown_distributed()
+with open(f'{result_file}.{rank}', 'w') as result:
+    result.write(outcome)
+'''
+
+
+def test_ranks_with_fewer_validation_batches_are_not_left_waiting(tmp_path):
+    """The signal check is a collective: with ``round_up=False`` rank 0 validates 2 of the 3
+    samples, rank 1 one; checking at rank 0's second batch would pair its all-reduce with rank 1's
+    gathering of the results. Rank 0's signal there is acted on at the next training iteration,
+    the first of epoch 2 (2 iterations per epoch per rank)."""
+    result = str(tmp_path / 'outcome')
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    ranks = [subprocess.Popen([sys.executable, '-c', RANK_SCRIPT, str(rank), str(tmp_path / 'init'),
+                               str(tmp_path / 'work'), result], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+             for rank in range(2)]
+    try:
+        outputs = [process.communicate(timeout=120)[0] for process in ranks]
+    finally:  # a rank left waiting in a collective waits for ever
+        for process in ranks:
+            process.kill()
+    assert [process.returncode for process in ranks] == [0, 0], outputs
+    saved = f"{tmp_path / 'work' / 'iter_3.pth'} at iteration 3 (epoch 2)"
+    assert [open(f'{result}.{rank}').read() for rank in range(2)] == [saved] * 2

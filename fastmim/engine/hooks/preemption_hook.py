@@ -13,6 +13,12 @@ the save is not cut short by them (the write itself is atomic), and once it is s
 ignored until the process has exited with that status. SLURM signals the DataLoader workers
 too; they ignore the signal unless the training process sends it (:class:`IgnoreSignalsThenInit`).
 
+A signal during a validation inside training stops that validation at its next batch: a COCO or
+ImageNet validation lasts minutes, far beyond SLURM's 30 s, so waiting for the next training
+iteration meant death by SIGKILL (status 137, which a requeue script does not retry) and a
+validation result never computed. The checkpoint of the training state the validation started
+from is marked in the message hub; the resumed run validates it first, then trains on.
+
 ``CheckpointHook``'s ``max_keep_ckpts`` knows only its own checkpoints: a job preempted 30 times
 kept 30 extra full checkpoints. A preemption checkpoint is only needed until a newer one exists,
 so it is deleted when the next preemption checkpoint is written, or once a regular checkpoint
@@ -36,6 +42,9 @@ from fastmim.registry import HOOKS
 
 # Message hub entry naming the preemption checkpoint that is still to be deleted.
 PREEMPTION_CHECKPOINT_KEY = 'preemption_checkpoint'
+
+# Message hub entry of a checkpoint saved during a validation: the resumed run validates first.
+PENDING_VALIDATION_KEY = 'preempted_validation'
 
 # sysexits.h's EX_TEMPFAIL, "temporary failure, the user is invited to retry": distinct from a
 # crash (1) and from death by the signal itself (128 + 15 = 143).
@@ -107,7 +116,8 @@ class PreemptionHook(Hook):
 
     Runs after every other ``after_train_iter`` (priority ``LOWEST``): the learning-rate
     scheduler has stepped and any regular checkpoint of that iteration is written. With
-    gradient accumulation it waits for the iteration that updates the weights.
+    gradient accumulation it waits for the iteration that updates the weights. During a
+    validation inside training it stops at the next validation batch (see the module docstring).
 
     Args:
         signals (sequence of str): signal names to handle. Default SIGTERM and SIGUSR1.
@@ -124,14 +134,35 @@ class PreemptionHook(Hook):
         self.signal_count = 0
         self._previous_handlers = {}
         self._checkpoint_saved = False
+        self._training = False  # the handlers are installed
+        self._val_batches = 0  # batches of the running validation that every rank runs
 
     def before_train(self, runner) -> None:
         if threading.current_thread() is not threading.main_thread():
             runner.logger.warning('PreemptionHook: training runs outside the main thread, '
                                   'where signal handlers cannot be installed; it is inactive')
+        else:
+            for signum in self.signals:
+                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+            self._training = True
+        self._finish_preempted_validation(runner)
+
+    def _finish_preempted_validation(self, runner) -> None:
+        """A run resumed from a checkpoint saved during a validation runs that validation
+        before training on, as the uninterrupted run did: its metrics are logged and
+        ``CheckpointHook(save_best=...)`` sees them. Runs after every other ``before_train``
+        (priority ``LOWEST``), so after the resume; its workers are protected as in training."""
+        if not runner.message_hub.get_info(PENDING_VALIDATION_KEY):
             return
-        for signum in self.signals:
-            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+        runner.message_hub.update_info(PENDING_VALIDATION_KEY, False)
+        if runner.val_loop is None:
+            runner.logger.warning('the checkpoint was saved during a validation, but this run '
+                                  'has no val_dataloader: that validation is not repeated')
+            return
+        ignore_signals_in_workers(getattr(runner.val_loop, 'dataloader', None), self.signals)
+        runner.logger.info(f'the checkpoint was saved during the validation after iteration '
+                           f'{runner.iter}: running that validation first')
+        runner.val_loop.run()
 
     def before_train_epoch(self, runner) -> None:
         """Runs after every other ``before_train_epoch`` (priority ``LOWEST``), so also for a
@@ -152,6 +183,7 @@ class PreemptionHook(Hook):
         self._delete_superseded_preemption_checkpoint(runner)
 
     def after_train(self, runner) -> None:
+        self._training = False
         self._delete_superseded_preemption_checkpoint(runner)
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
@@ -171,16 +203,52 @@ class PreemptionHook(Hook):
         # do not hold, would be lost: stop after the window's optimiser update instead.
         if not _update_done(runner.optim_wrapper) or not self._any_rank_received():
             return
+        iteration = runner.iter + 1  # the loop counts this iteration after the hooks
+        self._save_and_stop(runner, dict(epoch=runner.epoch, iter=iteration),
+                            f'at iteration {iteration} (epoch {runner.epoch + 1})')
+
+    def before_val_epoch(self, runner) -> None:
+        """Count the batches of this validation that every rank runs: the signal check is a
+        collective, so it may only run at batches every rank reaches. mmengine's
+        ``DefaultSampler`` gives every rank as many; with ``round_up=False`` the last rank may
+        have one fewer."""
+        if not self._training:
+            return
+        try:
+            batches = len(runner.val_loop.dataloader)
+        except TypeError:  # an iterable dataset of unknown length: no check during it
+            batches = 0
+        if is_distributed():
+            count = torch.tensor([batches], device=_collective_device())
+            torch_dist.all_reduce(count, op=torch_dist.ReduceOp.MIN)
+            batches = int(count.item())
+        self._val_batches = batches
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        """Stop a validation inside training at a signal. The training state is that of the
+        iteration before the validation (the loop has counted it), and the checkpoint is marked
+        so that the resumed run repeats this validation."""
+        if (not self._training or batch_idx >= self._val_batches
+                or not self._any_rank_received()):
+            return
+        runner.message_hub.update_info(PENDING_VALIDATION_KEY, True)
+        self._save_and_stop(runner, dict(epoch=runner.epoch, iter=runner.iter),
+                            f'during the validation after iteration {runner.iter}')
+
+    def _save_and_stop(self, runner, position: dict, when: str) -> None:
+        """Save the training state at ``position`` (the epochs and iterations done, as
+        ``Runner.save_checkpoint`` records them) as ``iter_<n>.pth``, name it in
+        ``last_checkpoint`` and raise :class:`TrainingPreempted`."""
         if self.received is not None:
             runner.logger.info(f'received {self.received} ({self.signal_count} signal(s)): '
                                'saving a checkpoint, then stopping')
-        filename = f'iter_{runner.iter + 1}.pth'
+        filename = f'iter_{position["iter"]}.pth'
         path = osp.join(runner.work_dir, filename)
         previous = runner.message_hub.get_info(PREEMPTION_CHECKPOINT_KEY)
         # A regular checkpoint of this iteration has the same name: CheckpointHook owns it.
         owned = not get_file_backend(path).exists(path)
         runner.message_hub.update_info(PREEMPTION_CHECKPOINT_KEY, path if owned else None)
-        runner.save_checkpoint(runner.work_dir, filename, by_epoch=False)
+        runner.save_checkpoint(runner.work_dir, filename, meta=dict(position))
         last = osp.join(runner.work_dir, 'last_checkpoint')
         if runner.rank == 0:
             get_file_backend(last).put_text(path, last)
@@ -189,8 +257,8 @@ class PreemptionHook(Hook):
         # Launchers (srun --kill-on-bad-exit, torchrun) kill the other ranks as soon as one
         # exits: nobody leaves before rank 0 has written the checkpoint.
         barrier()
-        message = (f'{self.received or "a signal on another rank"}: saved {path} at iteration '
-                   f'{runner.iter + 1} (epoch {runner.epoch + 1}); continue with --resume')
+        message = (f'{self.received or "a signal on another rank"}: saved {path} {when}; '
+                   'continue with --resume')
         runner.logger.info(message)
         # From here on the process only exits: a late signal must not turn status 75 (which a
         # requeue script checks) into death by signal while Python shuts down.
@@ -204,8 +272,7 @@ class PreemptionHook(Hook):
         others would wait forever in the next collective."""
         if not is_distributed():
             return self.received is not None
-        flag = torch.tensor([float(self.received is not None)],
-                            device='cuda' if torch_dist.get_backend() == 'nccl' else 'cpu')
+        flag = torch.tensor([float(self.received is not None)], device=_collective_device())
         torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
         return bool(flag.item())
 
@@ -224,6 +291,11 @@ class PreemptionHook(Hook):
             return
         runner.message_hub.update_info(PREEMPTION_CHECKPOINT_KEY, None)
         _delete_preemption_checkpoint(runner, preempted)
+
+
+def _collective_device() -> str:
+    """Where a tensor for a collective of the default process group must be (NCCL: the GPU)."""
+    return 'cuda' if torch_dist.get_backend() == 'nccl' else 'cpu'
 
 
 def _same_file(first: str, second: str) -> bool:
