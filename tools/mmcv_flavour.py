@@ -34,8 +34,8 @@ def wants_cuda_ops(env=os.environ):
     """True when mmcv should be built with CUDA kernels (see the module docstring)."""
     setting = env.get('FASTMIM_CUDA_OPS', '')
     if setting not in ('', '0', '1'):
-        raise FlavourError(f'FASTMIM_CUDA_OPS={setting!r}: use 1 (build CUDA kernels), '
-                           '0 (CPU ops only) or leave it unset (CUDA kernels when a GPU is visible)')
+        raise FlavourError(f'FASTMIM_CUDA_OPS={setting!r}: use 1 (build CUDA kernels), 0 (CPU '
+                           'ops only) or leave it unset (CUDA kernels when a GPU is visible)')
     if setting == '1' and torch.version.cuda is None:
         raise FlavourError(f'FASTMIM_CUDA_OPS=1 but torch {torch.__version__} is a CPU-only '
                            'build: install a CUDA build of torch first')

@@ -37,7 +37,7 @@ _TRUSTED_CHECKPOINTS = set()
 
 
 def to_plain(obj, where='checkpoint'):
-    """Return ``obj`` with every value converted to a type ``torch.load(weights_only=True)`` accepts.
+    """Return ``obj`` with every value in a type that ``torch.load(weights_only=True)`` accepts.
 
     ``HistoryBuffer`` becomes a tagged dict (restored by :func:`from_plain`), numpy arrays become
     tensors and numpy scalars Python numbers. Anything else raises ``TypeError`` naming where it

@@ -41,7 +41,8 @@ def test_probe_with_kernels_for_other_gpus_names_the_architecture(monkeypatch):
 
     monkeypatch.setattr(RoIAlign, 'forward', launch_fails)
     monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda device: (10, 0))
-    with pytest.raises(LaunchError, match=r'sm_100.*TORCH_CUDA_ARCH_LIST="10.0" FASTMIM_CUDA_OPS=1'):
+    with pytest.raises(LaunchError,
+                       match=r'sm_100.*TORCH_CUDA_ARCH_LIST="10.0" FASTMIM_CUDA_OPS=1'):
         mmcv_ops.probe_mmcv_ops('cpu')
 
 

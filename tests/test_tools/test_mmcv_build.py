@@ -121,7 +121,8 @@ def test_cached_cpu_wheel_under_the_old_key_is_moved_installed_and_then_kept(tmp
     assert 'building' not in first.stdout
     assert [path.name for path in (cache / f'{old.name}-cpu').iterdir()] \
         == ['mmcv-2.1.0-py3-none-any.whl']
-    assert [path.name for path in old.iterdir()] == [f'mmcv-2.1.0-{py_tag}-{py_tag}-linux_x86_64.whl']
+    assert [path.name for path in old.iterdir()] \
+        == [f'mmcv-2.1.0-{py_tag}-{py_tag}-linux_x86_64.whl']
     assert (venv / '.fastmim-mmcv').read_text().strip() == f'{old.name}-cpu'
     assert Path(purelib, 'mmcv', '_ext_ops.so').exists()
 

@@ -40,7 +40,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', nargs='?', default=str(DEMO))
     parser.add_argument('--iters', type=positive_int, default=3000, help='iterations to train')
-    parser.add_argument('--every', type=positive_int, default=100, help='iterations between samples')
+    parser.add_argument('--every', type=positive_int, default=100,
+                        help='iterations between samples')
     parser.add_argument('--workers', type=int, default=2, help='DataLoader workers')
     parser.add_argument('--list-size', type=int, default=0,
                         help='train on an ImageList of this many paths (0: the config dataset)')

@@ -8,8 +8,8 @@ from .reconstruction_hook import ReconstructionVisualizationHook
 from .safe_checkpoint_hook import SafeCheckpointHook
 
 __all__ = [
-    'CheckpointFitsModelHook', 'CheckpointMetaHook', 'ClassCountWarning', 'CompileModulesHook', 'DatasetClassesCheckHook',
-    'PerUpdateParamSchedulerHook', 'PREEMPTED_EXIT_STATUS', 'PreemptionHook',
-    'ProgressiveResolutionHook',
+    'CheckpointFitsModelHook', 'CheckpointMetaHook', 'ClassCountWarning', 'CompileModulesHook',
+    'DatasetClassesCheckHook', 'PerUpdateParamSchedulerHook', 'PREEMPTED_EXIT_STATUS',
+    'PreemptionHook', 'ProgressiveResolutionHook',
     'ReconstructionVisualizationHook', 'SafeCheckpointHook', 'TrainingPreempted'
 ]

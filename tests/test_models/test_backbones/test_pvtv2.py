@@ -80,5 +80,6 @@ def test_arch_dict_whose_stage_width_does_not_split_over_its_heads_is_named():
     """timm asserted it (a bare AssertionError with a traceback)."""
     arch = dict(depths=(1, 1, 1, 1), embed_dims=(30, 64, 128, 256), num_heads=(4, 2, 4, 8))
     with pytest.raises(ValueError, match=r'PyramidVisionTransformerV2: stage 0 width 30 \(arch '
-                       r'embed_dims\[0\]\) is not divisible by its 4 heads \(arch num_heads\[0\]\)'):
+                       r'embed_dims\[0\]\) is not divisible by its 4 heads '
+                       r'\(arch num_heads\[0\]\)'):
         PyramidVisionTransformerV2(arch=arch)
