@@ -17,6 +17,9 @@ from .utils import (IMG_EXTENSIONS, DatasetListingWarning, NamedRefetchFailure, 
 # A stripped line with at least two fields: the path (all before the last run of spaces and
 # tabs, inner whitespace kept) and the last field, which holds no space or tab.
 LAST_FIELD = re.compile(r'(.+?)[ \t]+([^ \t]+)')
+# The end of a line of a CSV file: the label after a comma, or a semicolon where the decimal
+# mark is a comma (what a spreadsheet saves); not after a digit, which is a list of labels.
+CSV_LABEL = re.compile(r'(?<!\d)[,;][ \t]*\d*$')
 
 
 def line_number_at(raw: bytes, offset: int) -> int:
@@ -41,6 +44,16 @@ def trailing_labels(text: str) -> List[str]:
     while count < len(fields) and is_label(fields[-1 - count]):
         count += 1
     return fields[len(fields) - count:]
+
+
+def csv_hint(text: str) -> str:
+    """Why a line's path may be wrong: a list saved as CSV separates the label with a comma or
+    a semicolon, which a space-separated list reads as part of the path. Empty if not so."""
+    match = CSV_LABEL.search(text)
+    if match is None:
+        return ''
+    return (f'; {text!r} ends in {match.group()!r}, as a line of a CSV file does: separate path '
+            f'and label with a space or a tab')
 
 
 @DATASETS.register_module()
@@ -102,6 +115,15 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
             **kwargs)
 
     def load_data_list(self) -> List[dict]:
+        name = type(self).__name__
+        if not self.ann_file:
+            raise ValueError(f"{name}: ann_file is empty; {name} reads a list file. For a folder "
+                             f"of images with no list (mmpretrain's CustomDataset with "
+                             f"ann_file='') use dict(type='ImageFolder', data_root=..., "
+                             f"data_prefix=...)")
+        if osp.isdir(self.ann_file):
+            raise IsADirectoryError(f'{name}: ann_file {self.ann_file!r} is a folder, not a list '
+                                    f'file; for a folder of images use ImageFolder')
         if not osp.isfile(self.ann_file):
             raise FileNotFoundError(f'{type(self).__name__}: list file {self.ann_file!r} does '
                                     f'not exist (data_root={self.data_root!r})')
@@ -128,9 +150,8 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
             self._metainfo['max_label'] = max(info['gt_label'] for info in data_list)
         first = data_list[0]['img_path']
         if not osp.isfile(first):
-            raise FileNotFoundError(f'{type(self).__name__}: the first image of '
-                                    f'{self.ann_file!r}, {first!r}, does not exist; '
-                                    f'{self._first_image_hint(first)}')
+            raise FileNotFoundError(f'{name}: the first image of {self.ann_file!r}, {first!r}, '
+                                    f'{self._first_image_problem(first, listed[0][1])}')
         return data_list
 
     def _check_named_labels(self, listed: List[Tuple[int, str, Optional[int]]]) -> None:
@@ -168,12 +189,24 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
                           f'remove them unless the repeats are meant (oversampling): '
                           f'{examples(repeats)}', DatasetListingWarning)
 
-    def _first_image_hint(self, path: str) -> str:
-        """What to check for a missing first image: a list written on Windows names its files
-        with backslashes, which are part of the file name on Linux, not folder separators."""
-        if '\\' in path:
-            return "its path has Windows separators ('\\'); write them as '/'"
-        return (f"check data_root ({self.data_root!r}) and data_prefix "
+    def _first_image_problem(self, path: str, listed_path: str) -> str:
+        """What is wrong with a first image ``path`` that is no file (listed as
+        ``listed_path``), and what to check, where the list shows more than a wrong root: a
+        folder listed instead of its images; a list written on Windows, whose backslashes are
+        part of the file name on Linux, not folder separators; quotes around a path (from a CSV
+        export), or a label after a comma, both read as part of the path."""
+        if osp.isdir(path):
+            return ('is a folder, not an image file: list the images in it (a folder of class '
+                    'folders needs no list: use ImageFolder)')
+        if '\\' in listed_path:
+            return "does not exist; its path has Windows separators ('\\'); write them as '/'"
+        if len(listed_path) > 1 and listed_path[0] in '"\'' and listed_path[-1] == listed_path[0]:
+            return (f'does not exist; its path is in quotes ({listed_path[0]}): write it bare, '
+                    f'spaces and all')
+        hint = csv_hint(listed_path)
+        if hint:
+            return 'does not exist' + hint
+        return (f"does not exist; check data_root ({self.data_root!r}) and data_prefix "
                 f"({self.data_prefix['img_path']!r})")
 
     def _read_lines(self) -> io.StringIO:
@@ -200,7 +233,8 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
         match = LAST_FIELD.fullmatch(text)
         if match is None:  # a single field
             if self.with_label:
-                raise ValueError(f"{name}: {where}: expected '<path> <label>', got {text!r}")
+                raise ValueError(f"{name}: {where}: expected '<path> <label>', got {text!r}"
+                                 f'{csv_hint(text)}')
             return text, None
         path, last = match.groups()
         if not is_label(last):
@@ -208,9 +242,10 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
                                             and not has_extension(last, IMG_EXTENSIONS))
             if not bad_label:
                 return text, None  # a path with spaces
-            unlabelled = f'; {text!r} has no label' if has_extension(last, IMG_EXTENSIONS) else ''
+            hint = (f'; {text!r} has no label' if has_extension(last, IMG_EXTENSIONS) else
+                    csv_hint(text))
             raise ValueError(f'{name}: {where}: the label after {path!r} must be a non-negative '
-                             f'integer, got {last!r}{unlabelled}')
+                             f'integer, got {last!r}{hint}')
         labels = trailing_labels(text)
         if len(labels) > 1:
             raise ValueError(f'{name}: {where}: {text!r} ends in {len(labels)} integers '

@@ -268,6 +268,13 @@ def test_image_list_with_and_without_labels(imagenet_tree):
     # A spaced path without its label: '1.jpg' is no label, not part of the path.
     ('my photos/img 1.jpg', True, "non-negative integer, got '1.jpg'"),
     ('n01_person/astro.jpg\xa00', True, "expected '<path> <label>'"),  # no-break space
+    # A list saved as CSV by a spreadsheet: the label after a comma.
+    ('n01_person/astro.jpg,0', True, "expected '<path> <label>', got 'n01_person/astro.jpg,0'; "
+                                     "'n01_person/astro.jpg,0' ends in ',0', as a line of a CSV "
+                                     'file does'),
+    ('my photos/img 1.jpg,0', True, "got '1.jpg,0'"),
+    ('my photos/img 1.jpg,0', True, "ends in ',0', as a line of a CSV file does"),
+    ('n01_person/astro.jpg 1,2', False, "got '1,2'"),
 ])
 def test_image_list_malformed_line_names_file_and_line(bad_line, with_label, message,
                                                        imagenet_tree):
@@ -344,6 +351,45 @@ def test_image_list_spaced_path_with_windows_separators_says_so(tmp_path, photos
     with pytest.raises(FileNotFoundError, match=re.escape(
             "photos\\\\img 1.png', does not exist; its path has Windows separators")):
         ImageList(ann, data_root=str(tmp_path / 'train'), with_label=True)
+
+
+def test_image_list_without_a_list_file_says_what_to_use(imagenet_tree):
+    """mmpretrain's CustomDataset scans the folder when ann_file is '' (or a folder was meant):
+    the error said the list file '' or the folder 'does not exist'."""
+    root, _ = imagenet_tree
+    with pytest.raises(ValueError, match=re.escape(
+            "ImageList: ann_file is empty; ImageList reads a list file. For a folder of images "
+            "with no list (mmpretrain's CustomDataset with ann_file='') use "
+            "dict(type='ImageFolder'")):
+        ImageList('', data_root=str(root))
+    with pytest.raises(IsADirectoryError, match=re.escape(
+            f"ann_file {str(root / 'train')!r} is a folder, not a list file; for a folder of "
+            f"images use ImageFolder")):
+        ImageList('train', data_root=str(root))
+
+
+@pytest.mark.parametrize('first_line, with_label, problem', [
+    # A class folder listed instead of its images: it exists, so 'does not exist' misled.
+    ('n02_cat 1', True, 'is a folder, not an image file: list the images in it'),
+    # A spreadsheet's CSV export: quotes around paths, or the label after a comma.
+    ('"n02_cat/chelsea.JPEG" 1', True, 'does not exist; its path is in quotes ("): write it '
+                                      'bare'),
+    ("'n02 cat/chelsea.JPEG'", False, "does not exist; its path is in quotes (')"),
+    ('n02_cat/chelsea.JPEG,1', False, "does not exist; 'n02_cat/chelsea.JPEG,1' ends in ',1', "
+                                      'as a line of a CSV file does: separate path and label '
+                                      'with a space or a tab'),
+    ('n02_cat/chelsea.JPEG; 1', True, "does not exist; 'n02_cat/chelsea.JPEG;' ends in ';'"),
+])
+def test_image_list_first_image_problems_name_their_cause(first_line, with_label, problem,
+                                                          imagenet_tree):
+    """These ended in 'does not exist; check data_root and data_prefix', which were right."""
+    root, _ = imagenet_tree
+    ann = write_list(root / 'train.txt', [first_line, 'n01_person/astro.jpg 0'])
+    with pytest.raises(FileNotFoundError, match=re.escape(f'the first image of {ann!r}, ')) \
+            as error:
+        ImageList(ann, data_root=str(root / 'train'), with_label=with_label)
+    assert f"{root / 'train'}/" in str(error.value)  # the image, with the root
+    assert problem in str(error.value)
 
 
 def test_image_list_missing_file_or_wrong_root(imagenet_tree):
