@@ -263,6 +263,88 @@ def test_every_rank_stops_at_the_same_step(tmp_path):
     assert [open(f'{result}.{rank}').read() for rank in range(2)] == ['stopped at step 3'] * 2
 
 
+FSDP_RANK_SCRIPT = '''
+import sys
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.model import MMFullyShardedDataParallel
+from torch.distributed.fsdp import FullyShardedDataParallel, fully_shard
+
+from fastmim.engine.launch import shutdown_distributed
+from fastmim.engine.optim_wrappers import GuardedOptimWrapper
+from fastmim.engine.optim_wrappers.guarded import local_shard
+
+
+class InfiniteGradientOnBias1(torch.nn.Linear):
+    """The loss is finite, the gradient of bias[1] alone +inf (sqrt at 0), on every rank."""
+
+    def forward(self, inputs, overflow=True):
+        loss = super().forward(inputs).sum()
+        return loss + (self.bias[1] - self.bias[1].detach()).sqrt() if overflow else loss
+
+
+rank, init_file, result_file = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+torch_dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
+                              world_size=2)
+cpu = torch.device('cpu')  # FSDP1 looks for an accelerator unless told the device
+shard = dict(
+    mmengine_fsdp=lambda model: MMFullyShardedDataParallel(model, device_id=cpu),
+    fsdp_flat_param=lambda model: FullyShardedDataParallel(model, device_id=cpu,
+                                                           use_orig_params=False),
+    fully_shard=fully_shard)
+rows = []
+for name, wrap in shard.items():
+    torch.manual_seed(0)
+    model = wrap(InfiniteGradientOnBias1(4, 2))
+    wrapper = GuardedOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    params = [param for group in wrapper.optimizer.param_groups for param in group['params']]
+    before = [local_shard(param).detach().clone() for param in params]
+    wrapper.update_params(model(torch.ones(2, 4)))
+    kept = all(torch.equal(a, local_shard(param)) for a, param in zip(before, params))
+    wrapper.update_params(model(torch.ones(2, 4), overflow=False))
+    trained = not all(torch.equal(a, local_shard(param)) for a, param in zip(before, params))
+    rows.append(f'{name}: skipped {wrapper.skipped_steps}, shard kept {kept}, then trained '
+                f'{trained}')
+shutdown_distributed()
+with open(f'{result_file}.{rank}', 'w') as result:
+    result.write('\\n'.join(rows))
+'''
+
+
+def test_fsdp_ranks_agree_on_skipping_a_step_whose_gradient_shard_overflowed(tmp_path):
+    """FSDP reduce-scatters the gradients: bias[1]'s +inf lands in rank 1's shard alone (its
+    last elements under FSDP1's flat parameter, its half of the bias under fully_shard). Rank 0
+    stepped, rank 1 skipped, and the model was left half updated."""
+    result = str(tmp_path / 'outcome')
+    ranks = [subprocess.Popen([sys.executable, '-c', FSDP_RANK_SCRIPT, str(rank),
+                               str(tmp_path / 'init'), result],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in range(2)]
+    for process in ranks:
+        output, _ = process.communicate(timeout=180)
+        assert process.returncode == 0, output
+    expected = [f'{name}: skipped 1, shard kept True, then trained True'
+                for name in ('mmengine_fsdp', 'fsdp_flat_param', 'fully_shard')]
+    assert [open(f'{result}.{rank}').read().split('\n') for rank in range(2)] == [expected] * 2
+
+
+def test_unsharded_gradients_are_checked_without_a_collective(monkeypatch):
+    """DDP's gradients are the same on every rank: an all-reduce of the verdict would only add
+    a host sync to every step."""
+    from fastmim.engine.optim_wrappers import guarded
+    monkeypatch.setattr(guarded, 'is_distributed', lambda: True)
+    collectives = []
+    monkeypatch.setattr(guarded, 'all_reduce', lambda *args, **kwargs: collectives.append(args))
+    for loss_of in (lambda model: model(torch.ones(2, 4)).sum(),
+                    finite_loss_with_infinite_gradient):
+        model, wrapper = make()
+        loss_of(model).backward()
+        wrapper.step()
+    assert wrapper.skipped_steps == 1
+    assert collectives == []
+
+
 def test_a_resumed_run_goes_on_counting_skipped_steps():
     """The count lives in the message hub, which every checkpoint saves and --resume loads."""
     first_run = MessageHub.get_instance('skipped_steps_first_run')

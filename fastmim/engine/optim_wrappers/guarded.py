@@ -6,10 +6,11 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 from mmengine.device import get_device
-from mmengine.dist import is_distributed
+from mmengine.dist import all_reduce, is_distributed
 from mmengine.logging import HistoryBuffer, MessageHub, print_log
 from mmengine.optim import AmpOptimWrapper, OptimWrapper, OptimWrapperDict
 from mmengine.runner.amp import autocast
+from torch.distributed.tensor import DTensor
 
 from fastmim.registry import OPTIM_WRAPPERS
 
@@ -64,7 +65,10 @@ class NonFiniteGuardMixin:
     mmengine's ``AmpOptimWrapper`` skips those updates itself (its GradScaler lowers the scale
     and retries); the wrappers without loss scaling (``guards_gradients``) check the gradients
     before the update too, since one such update turns every weight into NaN for the rest of
-    the run, and the checkpoints saved from then on hold NaN weights.
+    the run, and the checkpoints saved from then on hold NaN weights. The ranks agree on that
+    check too: by the gradients DDP averaged, or, when FSDP shards them, by an all-reduce.
+    Under FSDP with fp16, ``GuardedAmpOptimWrapper`` needs mmengine's ``use_fsdp=True`` (its
+    ``ShardedGradScaler`` agrees across ranks; the plain GradScaler does not).
     """
 
     guards_gradients = True
@@ -150,15 +154,41 @@ class NonFiniteGuardMixin:
         return bool(finite.item())
 
     def _gradients_are_finite(self) -> bool:
-        """Whether every gradient is finite. Under DDP the gradients are already averaged over
-        the ranks, so every rank reaches the same answer without another collective."""
-        grads = [param.grad.detach() for group in self.optimizer.param_groups
-                 for param in group['params'] if param.grad is not None]
-        if not grads:
-            return True
+        """Whether every gradient is finite, on every rank.
+
+        Under DDP the gradients are already averaged over the ranks, so every rank reaches the
+        same answer without another collective (each is a host sync on a GPU). Under FSDP a
+        rank holds its own shard of the gradients, and an overflow shows in the shards that
+        hold it only: the ranks agree by an all-reduce, since a rank that stepped while another
+        skipped would leave the model half updated, silently."""
+        params = [param for group in self.optimizer.param_groups for param in group['params']]
+        grads = [local_shard(param.grad.detach()) for param in params
+                 if param.grad is not None]
         # The largest magnitude: NaN and inf propagate, and no sum of squares can overflow.
-        largest = torch.nn.utils.get_total_norm(grads, norm_type=float('inf'))
-        return bool(torch.isfinite(largest).item())
+        # An empty shard (FSDP gives some ranks one) has no largest value.
+        largest = torch.nn.utils.get_total_norm([grad for grad in grads if grad.numel()],
+                                                norm_type=float('inf'))
+        finite = torch.isfinite(largest).float()
+        if is_distributed() and any(is_sharded(param) for param in params):
+            all_reduce(finite, op='min')  # on the backend's device: a rank may have no grads
+        return bool(finite.item())
+
+
+def is_sharded(param: torch.Tensor) -> bool:
+    """Whether ``param`` is this rank's shard of a weight, whose gradient then differs from the
+    other ranks': a ``DTensor`` sharded on some mesh dimension (torch's ``fully_shard``), or a
+    parameter that ``FullyShardedDataParallel`` flattened (mmengine's
+    ``MMFullyShardedDataParallel`` too), which torch marks ``_fsdp_flattened``, its flat
+    parameter (``use_orig_params=False``) and the original ones (``True``) alike."""
+    if isinstance(param, DTensor):
+        return any(placement.is_shard() for placement in param.placements)
+    return getattr(param, '_fsdp_flattened', False)
+
+
+def local_shard(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a ``DTensor``; any other tensor as it is. A reduction of the
+    ``DTensor`` itself would run collectives of its own, one for each."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 def count_skipped_step(hub: MessageHub) -> int:
