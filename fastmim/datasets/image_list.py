@@ -151,7 +151,7 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
         first = data_list[0]['img_path']
         if not osp.isfile(first):
             raise FileNotFoundError(f'{name}: the first image of {self.ann_file!r}, {first!r}, '
-                                    f'{self._first_image_problem(first, listed[0][1])}')
+                                    f'{self._first_image_problem(data_list, listed)}')
         return data_list
 
     def _check_named_labels(self, listed: List[Tuple[int, str, Optional[int]]]) -> None:
@@ -189,15 +189,21 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
                           f'remove them unless the repeats are meant (oversampling): '
                           f'{examples(repeats)}', DatasetListingWarning)
 
-    def _first_image_problem(self, path: str, listed_path: str) -> str:
-        """What is wrong with a first image ``path`` that is no file (listed as
-        ``listed_path``), and what to check, where the list shows more than a wrong root: a
-        folder listed instead of its images; a list written on Windows, whose backslashes are
-        part of the file name on Linux, not folder separators; quotes around a path (from a CSV
-        export), or a label after a comma, both read as part of the path."""
+    def _first_image_problem(self, data_list: List[dict],
+                             listed: List[Tuple[int, str, Optional[int]]]) -> str:
+        """What is wrong with a first image that is no file, and what to check, where the list
+        shows more than a wrong root: a folder listed instead of its images; a header line
+        (column names, as pandas' ``to_csv`` writes by default) or a comment before images that
+        exist; a list written on Windows, whose backslashes are part of the file name on Linux,
+        not folder separators; quotes around a path (from a CSV export), or a label after a
+        comma, both read as part of the path."""
+        path, listed_path = data_list[0]['img_path'], listed[0][1]
         if osp.isdir(path):
             return ('is a folder, not an image file: list the images in it (a folder of class '
                     'folders needs no list: use ImageFolder)')
+        if len(data_list) > 1 and osp.isfile(data_list[1]['img_path']):
+            return (f'does not exist, though the image on line {listed[1][0]} does: is line '
+                    f'{listed[0][0]} a header or a comment? Remove it')
         if '\\' in listed_path:
             return "does not exist; its path has Windows separators ('\\'); write them as '/'"
         if len(listed_path) > 1 and listed_path[0] in '"\'' and listed_path[-1] == listed_path[0]:

@@ -368,23 +368,31 @@ def test_image_list_without_a_list_file_says_what_to_use(imagenet_tree):
         ImageList('train', data_root=str(root))
 
 
-@pytest.mark.parametrize('first_line, with_label, problem', [
+@pytest.mark.parametrize('lines, with_label, problem', [
     # A class folder listed instead of its images: it exists, so 'does not exist' misled.
-    ('n02_cat 1', True, 'is a folder, not an image file: list the images in it'),
+    (['n02_cat 1', 'n01_person 0'], True, 'is a folder, not an image file: list the images in it'),
     # A spreadsheet's CSV export: quotes around paths, or the label after a comma.
-    ('"n02_cat/chelsea.JPEG" 1', True, 'does not exist; its path is in quotes ("): write it '
-                                      'bare'),
-    ("'n02 cat/chelsea.JPEG'", False, "does not exist; its path is in quotes (')"),
-    ('n02_cat/chelsea.JPEG,1', False, "does not exist; 'n02_cat/chelsea.JPEG,1' ends in ',1', "
-                                      'as a line of a CSV file does: separate path and label '
-                                      'with a space or a tab'),
-    ('n02_cat/chelsea.JPEG; 1', True, "does not exist; 'n02_cat/chelsea.JPEG;' ends in ';'"),
+    (['"n02_cat/chelsea.JPEG" 1', '"n01_person/astro.jpg" 0'], True,
+     'does not exist; its path is in quotes ("): write it bare'),
+    (["'n02 cat/chelsea.JPEG'"], False, "does not exist; its path is in quotes (')"),
+    (['n02_cat/chelsea.JPEG,1', 'n01_person/astro.jpg,0'], False,
+     "does not exist; 'n02_cat/chelsea.JPEG,1' ends in ',1', as a line of a CSV file does: "
+     'separate path and label with a space or a tab'),
+    (['n02_cat/chelsea.JPEG; 1', 'n01_person/astro.jpg; 0'], True,
+     "does not exist; 'n02_cat/chelsea.JPEG;' ends in ';'"),
+    # Column names (pandas' to_csv(sep=' ') writes them) or a comment before existing images.
+    (['path label', 'n02_cat/chelsea.JPEG 1'], False,
+     'does not exist, though the image on line 2 does: is line 1 a header or a comment? Remove '
+     'it'),
+    (['# ImageNet train split', '', 'n02_cat/chelsea.JPEG'], False,
+     'though the image on line 3 does: is line 1 a header or a comment?'),
 ])
-def test_image_list_first_image_problems_name_their_cause(first_line, with_label, problem,
+def test_image_list_first_image_problems_name_their_cause(lines, with_label, problem,
                                                           imagenet_tree):
-    """These ended in 'does not exist; check data_root and data_prefix', which were right."""
+    """These ended in 'does not exist; check data_root and data_prefix', though both were
+    right."""
     root, _ = imagenet_tree
-    ann = write_list(root / 'train.txt', [first_line, 'n01_person/astro.jpg 0'])
+    ann = write_list(root / 'train.txt', lines)
     with pytest.raises(FileNotFoundError, match=re.escape(f'the first image of {ann!r}, ')) \
             as error:
         ImageList(ann, data_root=str(root / 'train'), with_label=with_label)
