@@ -22,6 +22,11 @@ the names of its tensors. So everything about one architecture lives in its own 
                            one is another size, which no resize rule transfers
 ``layer_id(name)``         layer-decay id of a parameter (0 = input embedding, then blocks in
 ``num_layer_ids``          the order the input meets them, ``num_layer_ids - 1`` = the rest)
+``reference_layout``       class attribute: how the FastMIM reference release stores the
+                           architecture (``ReferenceLayout``), or None when it has none; then
+``from_reference_``        classmethods ``..._encoder`` and ``..._classifier``: the backbone
+                           that a reference file's weights describe, read from their shapes,
+                           and those weights in its names (``tools/convert/from_reference.py``)
 =========================  ================================================================
 
 A new backbone subclasses :class:`BackboneContract` first (before timm's class or mmengine's
@@ -32,6 +37,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.model import BaseModule
+
+from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncoder,
+                                            ReferenceLayout)
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -48,6 +56,7 @@ class BackboneContract:
     # published size; only the backbone knows which of its entries they are. The default names
     # none: no such line, and every published size is tried.
     size_keys: Tuple[str, ...] = ()
+    reference_layout: Optional[ReferenceLayout] = None
 
     @classmethod
     def rename_foreign_keys(cls, state: StateDict) -> StateDict:
@@ -55,6 +64,25 @@ class BackboneContract:
         backbone's, and their stale buffers left out. Needs no instance, so a converter can
         rename before it knows the size. The default renames nothing."""
         return dict(state)
+
+    @classmethod
+    def from_reference_encoder(cls, state: StateDict, path: str, img_size: Optional[int] = None,
+                               num_heads: Optional[Sequence[int]] = None) -> ReferenceEncoder:
+        """The backbone (on the meta device) that the encoder weights ``state`` of a reference
+        file describe, those weights in its names, and the keys it has no place for.
+        ``img_size`` and ``num_heads`` are the user's, for what the weights do not determine;
+        a given value the weights contradict is an error. Needed with a ``reference_layout``."""
+        raise NotImplementedError(f'{cls.__name__} declares no reference layout')
+
+    @classmethod
+    def from_reference_classifier(cls, encoder: StateDict, parts: StateDict, path: str,
+                                  img_size: Optional[int] = None,
+                                  num_heads: Optional[Sequence[int]] = None
+                                  ) -> Optional[ReferenceClassifier]:
+        """For a fine-tuned reference file: its encoder ``encoder`` and its classifier parts
+        besides ``head.*`` (``parts``) as this backbone and a ``LinearClsHead``; None when no
+        fastmim head takes that classifier, and the encoder alone converts (the default)."""
+        return None
 
     def geometry(self) -> Dict:
         """Plain-type description (``type`` first) saved with every pre-training checkpoint."""

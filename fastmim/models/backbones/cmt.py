@@ -38,6 +38,10 @@ from timm.layers import DropPath
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from fastmim.models.utils.reference import ReferenceEncoder, ReferenceLayout
+from fastmim.models.utils.shape_reading import (build_matching, check_given_size,
+                                                count_indices, mlp_ratio, require_keys,
+                                                square_side, tensor_at)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from .base import (BackboneContract, StateDict, grid_pair, normalise_out_indices, plain,
@@ -369,6 +373,15 @@ class CMT(BackboneContract, BaseModule):
 
     published_archs = ARCH_SETTINGS
     size_keys = ('embed_dims', 'depths', 'num_heads', 'stem_channels')
+    # The reference release pre-trains CMT under ``encoder.`` with its own names. Its
+    # fine-tuned classifiers (mim_cmt_finetune.py) end in a 1x1 conv ``_fc`` (to 1280
+    # channels), BatchNorm ``_bn``, swish, pooling and ``head``: fastmim's CMT classifier pools,
+    # then normalises (``LinearClsHead(pre_norm='ln')``) and has no module for those weights,
+    # so only the encoder converts. The relative position biases have one row per head.
+    reference_layout = ReferenceLayout(
+        name='cmt', pretraining_marker='encoder.stem_conv1.weight', encoder_prefix='encoder.',
+        finetuned_marker='stem_conv1.weight',
+        classifier_keys=('_fc.weight', '_bn.weight', 'head.weight'), heads_in_weights=True)
 
     def __init__(self,
                  arch: Union[str, dict] = 's',
@@ -435,6 +448,36 @@ class CMT(BackboneContract, BaseModule):
             return dict(state)
         renamed = {cmt_reference_name(key): value for key, value in state.items()}
         return {key: value for key, value in renamed.items() if key is not None}
+
+    @classmethod
+    def from_reference_encoder(cls, state, path, img_size=None, num_heads=None):
+        """The release's final ``norm`` has no counterpart here (it is dropped). The size is
+        read from the stage-0 bias's queries (stride 4), the heads from the biases' rows."""
+        renamed = cls.rename_foreign_keys(state)
+        dropped = [key for key in state if key.startswith('norm.')]
+        require_keys(renamed, ('stem.0.weight', 'stages.0.relative_position_bias',
+                               'stages.0.blocks.0.ffn.expand.0.weight'), path, 'CMT')
+        num_stages = count_indices(renamed, r'stages\.(\d+)\.')
+        dims = [tensor_at(renamed, f'stages.{i}.downsample.proj.weight', path).shape[0]
+                for i in range(num_stages)]
+        biases = [tensor_at(renamed, f'stages.{i}.relative_position_bias', path)
+                  for i in range(num_stages)]
+        size = STAGE_STRIDES[0] * square_side(biases[0].shape[1], 'stage-0 bias queries', path)
+        check_given_size(img_size, size, 'the relative position biases', path)
+        hidden = [tensor_at(renamed, f'stages.{i}.blocks.0.ffn.expand.0.weight', path).shape[0]
+                  for i in range(num_stages)]
+        reductions = [renamed[key].shape[-1] if key in renamed else 1
+                      for key in (f'stages.{i}.blocks.0.attn.reduce.0.weight'
+                                  for i in range(num_stages))]
+        custom = dict(embed_dims=dims,
+                      depths=[count_indices(renamed, rf'stages\.{i}\.blocks\.(\d+)\.')
+                              for i in range(num_stages)],
+                      num_heads=[bias.shape[0] for bias in biases],
+                      stem_channels=renamed['stem.0.weight'].shape[0],
+                      mlp_ratio=mlp_ratio(hidden, dims, path),
+                      reduction_ratios=reductions)
+        model = build_matching(dict(type='CMT', img_size=size), custom, renamed, path)
+        return ReferenceEncoder(model, renamed, dropped)
 
     def adapt_state_dict(self, state: StateDict,
                          source_geometry: Optional[dict] = None) -> StateDict:

@@ -12,6 +12,10 @@ from mmengine.model import BaseModule
 from timm.models import pvt_v2 as timm_pvt_v2
 from timm.models.pvt_v2 import PyramidVisionTransformerV2 as TimmPyramidVisionTransformerV2
 
+from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncoder,
+                                            ReferenceLayout)
+from fastmim.models.utils.shape_reading import (build_matching, count_indices, mlp_ratio,
+                                                require_keys, tensor_at)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from .base import (BackboneContract, StateDict, normalise_out_indices, plain,
@@ -79,6 +83,13 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
 
     published_archs = ARCHS
     size_keys = ('embed_dims', 'depths', 'num_heads')
+    # The reference release pre-trains the original PVTv2 (``patch_embed1``, ``block1.0``,
+    # ``norm1``) under ``encoder.``; its fine-tuned classifiers (mim_pvtv2_finetune.py) pool
+    # the tokens after ``norm4`` into ``head``, as fastmim's classifier does.
+    reference_layout = ReferenceLayout(
+        name='pvtv2', pretraining_marker='encoder.patch_embed1.proj.weight',
+        encoder_prefix='encoder.', finetuned_marker='patch_embed1.proj.weight',
+        classifier_keys=('head.weight', ))
 
     def __init__(self,
                  arch: Union[str, dict] = 'b2',
@@ -133,6 +144,41 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
         if 'patch_embed1.proj.weight' in state:
             return timm_pvt_v2.checkpoint_filter_fn(dict(state), None)  # the model is not used
         return dict(state)
+
+    @classmethod
+    def from_reference_encoder(cls, state, path, img_size=None, num_heads=None):
+        """The weights fix widths, depths, MLP and reduction ratios, not the heads: a published
+        size with these shapes gives them, else ``num_heads``."""
+        state = cls.rename_foreign_keys(state)
+        require_keys(state, ('stages.0.blocks.0.mlp.fc1.weight', 'stages.0.norm.weight'), path,
+                     'PVTv2')
+        num_stages = count_indices(state, r'stages\.(\d+)\.')
+        dims = [tensor_at(state, f'stages.{i}.norm.weight', path).shape[0]
+                for i in range(num_stages)]
+        sr_kernels = [state[key].shape[-1] if key in state else 1
+                      for key in (f'stages.{i}.blocks.0.attn.sr.weight'
+                                  for i in range(num_stages))]
+        # Linear-attention PVTv2 (b2_li) pools keys to 7x7 and has a 1x1 `sr` in every stage;
+        # the other variants have no `sr` where the reduction ratio is 1 (the last stage).
+        linear = (f'stages.{num_stages - 1}.blocks.0.attn.sr.weight' in state
+                  and sr_kernels[-1] == 1)
+        custom = dict(
+            depths=[count_indices(state, rf'stages\.{i}\.blocks\.(\d+)\.')
+                    for i in range(num_stages)],
+            embed_dims=dims,
+            num_heads=list(num_heads) if num_heads else None,
+            mlp_ratios=[mlp_ratio(state[f'stages.{i}.blocks.0.mlp.fc1.weight'].shape[0], [dim],
+                                  path) for i, dim in enumerate(dims)],
+            sr_ratios=[1] * num_stages if linear else sr_kernels,
+            linear=linear)
+        model = build_matching(dict(type='PyramidVisionTransformerV2'), custom, state, path,
+                               try_published=num_heads is None)
+        return ReferenceEncoder(model, state, [])
+
+    @classmethod
+    def from_reference_classifier(cls, encoder, parts, path, img_size=None, num_heads=None):
+        model, state, _ = cls.from_reference_encoder(encoder, path, img_size, num_heads)
+        return ReferenceClassifier(model, state, {}, None, {})
 
     def adapt_state_dict(self, state: StateDict,
                          source_geometry: Optional[dict] = None) -> StateDict:

@@ -25,6 +25,11 @@ from timm.models.swin_transformer import SwinTransformer as TimmSwinTransformer
 from timm.models.swin_transformer import WindowAttention, resolve_stage_window_sizes
 from torch import nn
 
+from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncoder,
+                                            ReferenceLayout)
+from fastmim.models.utils.shape_reading import (build_matching, check_given_size,
+                                                count_indices, mlp_ratio, require_keys,
+                                                square_side, tensor_at)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from .base import (BackboneContract, StateDict, grid_pair, normalise_out_indices, plain,
@@ -158,6 +163,16 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
 
     published_archs = ARCHS
     size_keys = ('embed_dim', 'depths', 'num_heads')
+    # The reference release pre-trains Microsoft's Swin under ``encoder.``; its fine-tuned
+    # classifiers (mim_swin_finetune.py) normalise the tokens, then pool them, calling that
+    # norm ``fc_norm``: Swin's own final ``norm``, renamed. The relative position bias tables
+    # have one column per head.
+    reference_layout = ReferenceLayout(
+        name='swin',
+        pretraining_marker='encoder.layers.0.blocks.0.attn.relative_position_bias_table',
+        encoder_prefix='encoder.',
+        finetuned_marker='layers.0.blocks.0.attn.relative_position_bias_table',
+        classifier_keys=('fc_norm.weight', 'head.weight'), heads_in_weights=True)
 
     def __init__(self,
                  arch: Union[str, dict] = 'b',
@@ -272,6 +287,20 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         state = {key: value for key, value in state.items() if not key.endswith(REBUILT_BUFFERS)}
         return original_to_timm_names(state) if is_original_layout(state) else state
 
+    @classmethod
+    def from_reference_encoder(cls, state, path, img_size=None, num_heads=None):
+        model, renamed = _reference_model(state, path, img_size)
+        return ReferenceEncoder(model, renamed, [])
+
+    @classmethod
+    def from_reference_classifier(cls, encoder, parts, path, img_size=None, num_heads=None):
+        """``fc_norm`` is the final ``norm`` (before pooling): the head has none."""
+        encoder = dict(encoder)
+        encoder.update({'norm.' + key[len('fc_norm.'):]: value for key, value in parts.items()
+                        if key.startswith('fc_norm.')})
+        model, renamed = _reference_model(encoder, path, img_size)
+        return ReferenceClassifier(model, renamed, {}, None, dict(fc_norm='backbone.norm'))
+
     def adapt_state_dict(self, state: StateDict,
                          source_geometry: Optional[dict] = None) -> StateDict:
         """Other layouts renamed (:meth:`rename_foreign_keys`) and each relative-position-bias
@@ -300,6 +329,38 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
     @property
     def num_layer_ids(self) -> int:
         return sum(len(stage.blocks) for stage in self.layers) + 2
+
+
+def _reference_model(state: StateDict, path, img_size) -> Tuple[nn.Module, StateDict]:
+    """The Swin (meta device) that an original-layout Swin state dict describes, and the state
+    dict in timm's layout. Each stage's window is read from its table's rows, the heads from its
+    columns; the size from the shifted-window masks of stage 0 when the file has them."""
+    require_keys(state, ('patch_embed.proj.weight', 'layers.0.blocks.0.mlp.fc1.weight'), path,
+                 'Swin')
+    num_stages = count_indices(state, r'layers\.(\d+)\.')
+    tables = [tensor_at(state, f'layers.{i}.blocks.0.attn.relative_position_bias_table', path)
+              for i in range(num_stages)]
+    windows = [(square_side(table.shape[0], f'layers.{i} relative-position table rows', path)
+                + 1) // 2 for i, table in enumerate(tables)]
+    embed_dim, _, patch_size, _ = state['patch_embed.proj.weight'].shape
+    mask = state.get('layers.0.blocks.1.attn_mask')
+    if mask is not None:  # (windows, N, N) of stage 0 tells the pre-training size
+        size = windows[0] * square_side(mask.shape[0], 'layers.0 attention windows', path)
+        check_given_size(img_size, size * patch_size, 'the attention masks', path)
+        img_size = size * patch_size
+    elif img_size is None:
+        img_size = patch_size * 2**(num_stages - 1) * max(windows)
+    hidden = state['layers.0.blocks.0.mlp.fc1.weight'].shape[0]
+    base = dict(type='SwinTransformer', img_size=img_size, patch_size=patch_size,
+                window_size=windows[0] if len(set(windows)) == 1 else windows,
+                mlp_ratio=mlp_ratio(hidden, [embed_dim], path),
+                qkv_bias='layers.0.blocks.0.attn.qkv.bias' in state)
+    custom = dict(embed_dim=embed_dim,
+                  depths=[count_indices(state, rf'layers\.{i}\.blocks\.(\d+)\.')
+                          for i in range(num_stages)],
+                  num_heads=[table.shape[1] for table in tables])
+    renamed = SwinTransformer.rename_foreign_keys(state)
+    return build_matching(base, custom, renamed, path), renamed
 
 
 def _resized_table(model: nn.Module, table: torch.Tensor, stage: int, block: int,

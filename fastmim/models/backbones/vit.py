@@ -34,6 +34,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from fastmim.errors import CheckpointError
+from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncoder,
+                                            ReferenceLayout)
+from fastmim.models.utils.shape_reading import (build_matching, check_given_size,
+                                                count_indices, mlp_ratio, require_keys,
+                                                single_value, square_side)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from .base import (BackboneContract, StateDict, grid_pair, normalise_out_indices, plain,
@@ -408,6 +413,13 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
     """
 
     published_archs = ARCHS
+    # The reference release pre-trains MAE's ViT (timm 0.3.2 names, which timm and fastmim
+    # still use), its encoder at the top level of the file. Its fine-tuned classifiers
+    # (models_vit.py) pool the tokens, then normalise them (``fc_norm``), then ``head``.
+    reference_layout = ReferenceLayout(
+        name='vit', pretraining_marker='blocks.0.attn.qkv.weight', encoder_prefix='',
+        finetuned_marker='blocks.0.attn.qkv.weight',
+        classifier_keys=('fc_norm.weight', 'head.weight'))
 
     def __init__(self,
                  arch: Union[str, dict] = 'b',
@@ -507,6 +519,22 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
             renamed[re.sub(r'^(blocks\.\d+)\.gamma_([12])$', r'\1.ls\2.gamma', key)] = value
         return renamed
 
+    @classmethod
+    def from_reference_encoder(cls, state, path, img_size=None, num_heads=None):
+        """The release keeps its fixed sin-cos table in ``pos_embed``, as the sincos mode does."""
+        model = _reference_model(state, path, img_size, num_heads, pos_embed_type='sincos')
+        return ReferenceEncoder(model, dict(state), [])
+
+    @classmethod
+    def from_reference_classifier(cls, encoder, parts, path, img_size=None, num_heads=None):
+        """``fc_norm`` normalises the pooled tokens: the classifier's, as ``LinearClsHead``'s
+        ``fc_norm`` (``pre_norm='ln'``) after a backbone without its final norm."""
+        model = _reference_model(encoder, path, img_size, num_heads, pos_embed_type='learned',
+                                 final_norm=False)
+        head_state = {key: value for key, value in parts.items() if key.startswith('fc_norm.')}
+        return ReferenceClassifier(model, dict(encoder), head_state, 'ln',
+                                   dict(fc_norm='head.fc_norm'))
+
     def adapt_state_dict(self, state: StateDict,
                          source_geometry: Optional[dict] = None) -> StateDict:
         """Other layouts renamed (:meth:`rename_foreign_keys`), ``pos_embed`` resized to this
@@ -531,6 +559,26 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
             return state
         state['pos_embed'] = fit_pos_embed(self, pos_embed, source_geometry)
         return state
+
+
+def _reference_model(state, path, img_size, num_heads, **settings) -> nn.Module:
+    """The ViT (meta device) that a MAE-style ViT state dict describes; ``settings`` are the
+    arguments the weights cannot tell (position-embedding type, final norm)."""
+    require_keys(state, ('cls_token', 'pos_embed', 'patch_embed.proj.weight',
+                         'blocks.0.mlp.fc1.weight'), path, 'ViT')
+    embed_dim = state['cls_token'].shape[-1]
+    patch_size = state['patch_embed.proj.weight'].shape[-1]
+    grid = square_side(state['pos_embed'].shape[1] - 1, 'pos_embed patch tokens', path)
+    check_given_size(img_size, grid * patch_size, 'the position embedding', path)
+    hidden = state['blocks.0.mlp.fc1.weight'].shape[0]
+    base = dict(type='VisionTransformer', img_size=grid * patch_size, patch_size=patch_size,
+                mlp_ratio=mlp_ratio(hidden, [embed_dim], path),
+                qkv_bias='blocks.0.attn.qkv.bias' in state, **settings)
+    custom = dict(embed_dim=embed_dim, depth=count_indices(state, r'blocks\.(\d+)\.'),
+                  num_heads=single_value(num_heads, 'ViT'))
+    # The weights do not fix a ViT's heads: a size no published arch has gets 64-wide ones.
+    return build_matching(base, custom, state, path, try_published=num_heads is None,
+                          guesses=dict(num_heads=max(1, embed_dim // 64)))
 
 
 def _refuse_a_learned_table(model: nn.Module, pos_embed: torch.Tensor,

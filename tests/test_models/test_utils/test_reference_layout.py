@@ -1,0 +1,76 @@
+"""The reference-release converter asks the backbones: a backbone that declares how the release
+stores it converts without a line of the converter changed."""
+import pytest
+import torch
+from torch import nn
+
+from fastmim.errors import CheckpointError
+from fastmim.models.backbones.base import BackboneContract
+from fastmim.models.utils.reference import (ReferenceEncoder, ReferenceLayout,
+                                            convert_reference_checkpoint,
+                                            detect_reference_backbone, reference_backbones)
+from fastmim.registry import MODELS
+
+
+class TinyNet(BackboneContract, nn.Module):
+    """One linear layer, released as ``encoder.tiny_proj`` (pre-training) or ``tiny_proj``
+    (fine-tuned, followed by ``fc`` and ``head``, which no fastmim head takes)."""
+
+    reference_layout = ReferenceLayout(
+        name='tiny', pretraining_marker='encoder.tiny_proj.weight', encoder_prefix='encoder.',
+        finetuned_marker='tiny_proj.weight', classifier_keys=('fc.weight', 'head.weight'))
+
+    def __init__(self, width):
+        super().__init__()
+        self.proj = nn.Linear(width, width)
+        self.out_channels = [width]
+
+    def geometry(self):
+        return dict(type='TinyNet', width=self.proj.in_features)
+
+    @classmethod
+    def from_reference_encoder(cls, state, path, img_size=None, num_heads=None):
+        renamed = {key.replace('tiny_proj.', 'proj.'): value for key, value in state.items()}
+        with torch.device('meta'):
+            model = cls(renamed['proj.weight'].shape[1])
+        return ReferenceEncoder(model, renamed, [])
+
+
+@pytest.fixture
+def tiny_net_registered():
+    MODELS.register_module(module=TinyNet)
+    yield
+    MODELS.module_dict.pop('TinyNet')
+
+
+def test_a_backbone_declaring_its_layout_is_found_and_converted(tiny_net_registered):
+    assert reference_backbones()['tiny'] is TinyNet
+    weight = torch.randn(3, 3)
+    state = {'encoder.tiny_proj.weight': weight, 'encoder.tiny_proj.bias': torch.zeros(3),
+             'decoder_pred.weight': torch.zeros(1), 'mask_token': torch.zeros(1, 1, 3)}
+    assert detect_reference_backbone(state, 'tiny.pth') == 'tiny'
+    converted = convert_reference_checkpoint({'model': state}, 'tiny.pth')
+    assert sorted(converted['state_dict']) == ['backbone.proj.bias', 'backbone.proj.weight',
+                                               'mask_token']
+    assert converted['state_dict']['backbone.proj.weight'] is weight
+    meta = converted['meta']
+    assert meta['geometry']['backbone'] == dict(type='TinyNet', width=3)
+    assert (meta['converted_from']['backbone'], meta['converted_from']['dropped']) == (
+        'tiny', ['decoder_pred'])
+
+
+def test_a_fine_tuned_file_whose_classifier_no_head_takes_gives_the_encoder(
+        tiny_net_registered):
+    state = {'tiny_proj.weight': torch.randn(3, 3), 'tiny_proj.bias': torch.zeros(3),
+             'fc.weight': torch.zeros(4, 3), 'head.weight': torch.zeros(10, 4),
+             'head.bias': torch.zeros(10)}
+    converted = convert_reference_checkpoint({'model': state}, 'tiny_ft.pth')
+    assert sorted(converted['state_dict']) == ['backbone.proj.bias', 'backbone.proj.weight']
+    assert converted['meta']['converted_from']['dropped'] == ['fc', 'head']
+    assert converted['meta']['converted_from']['fine_tuned']
+
+
+def test_the_converted_weights_are_checked_against_the_backbone(tiny_net_registered):
+    state = {'encoder.tiny_proj.weight': torch.randn(3, 3)}  # no bias
+    with pytest.raises(CheckpointError, match="proj.bias"):
+        convert_reference_checkpoint({'model': state}, 'tiny.pth')
