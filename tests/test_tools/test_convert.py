@@ -529,3 +529,19 @@ def test_converters_refuse_to_write_over_their_input(tmp_path, load_script, tool
                                              'the original'):
             load_script(TOOLS / tool).main([str(source), str(out), *extra])
     assert source.read_bytes() == original
+
+
+@pytest.mark.parametrize('tool, extra', [('to_timm.py', []),
+                                         ('from_reference.py', ['--backbone', 'vit']),
+                                         ('from_timm.py', ['--model-name', 'resnet18'])])
+@pytest.mark.parametrize('out, message', [('exports/', 'is a folder; expected a file name'),
+                                          ('new/', "ends in '/', so names a folder")])
+def test_converters_name_an_out_folder_before_reading(tmp_path, load_script, tool, extra, out,
+                                                      message):
+    """``OUT exports/`` was taken for a file name: the input was read and converted, then the
+    write failed with 'could not write exports/: Not a directory', of a folder that exists. The
+    input here is never read (it is not there): OUT is checked first."""
+    (tmp_path / 'exports').mkdir()
+    out = f'{tmp_path}/{out}'
+    with pytest.raises(IsADirectoryError, match=f'OUT {re.escape(out)} .*{message}'):
+        load_script(TOOLS / tool).main([str(tmp_path / 'weights.pth'), out, *extra])

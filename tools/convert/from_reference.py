@@ -28,7 +28,8 @@ loading refuses: pass ``--trust-checkpoint`` for a file whose origin you trust.
 """
 import argparse
 
-from fastmim.engine.launch import add_debug_arg, positive_int, refuse_overwriting_input
+from fastmim.engine.launch import (add_debug_arg, check_output_file, positive_int,
+                                   refuse_overwriting_input)
 
 BACKBONES = ('vit', 'swin', 'pvtv2', 'cmt')
 # The fine-tuning config whose classifier a converted fine-tuned file of each backbone fits.
@@ -64,6 +65,7 @@ def main(argv):
     from fastmim.engine.checkpoint import save_checkpoint_file, trust_checkpoint
     from fastmim.models.utils import convert_reference_checkpoint
 
+    check_output_file(args.out, 'OUT', folders_made=True)
     refuse_overwriting_input(args.out, args.checkpoint)
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)

@@ -28,7 +28,8 @@ written atomically and holds only plain types, so it loads with ``weights_only=T
 import argparse
 import os.path as osp
 
-from fastmim.engine.launch import add_debug_arg, positive_int, refuse_overwriting_input
+from fastmim.engine.launch import (add_debug_arg, check_output_file, positive_int,
+                                   refuse_overwriting_input)
 
 WRAPPER_KEYS = ('state_dict', 'model')
 
@@ -249,6 +250,7 @@ def main(argv):
     import fastmim.models  # noqa: F401
     from fastmim.engine.checkpoint import trust_checkpoint
 
+    check_output_file(args.out, 'OUT', folders_made=True)
     refuse_overwriting_input(args.out, args.weights, source_name='WEIGHTS')
     if args.trust_checkpoint:
         trust_checkpoint(args.weights)

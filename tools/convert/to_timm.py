@@ -340,9 +340,10 @@ def main(argv):
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
     import fastmim.models  # noqa: F401
     from fastmim.engine.checkpoint import trust_checkpoint
-    from fastmim.engine.launch import refuse_overwriting_input
+    from fastmim.engine.launch import check_output_file, refuse_overwriting_input
 
     check_out_name(args.out)
+    check_output_file(args.out, 'OUT', folders_made=True)
     refuse_overwriting_input(args.out, args.checkpoint)
     if args.arch:
         check_arch(args.arch)
