@@ -253,3 +253,16 @@ def test_a_classifier_of_another_class_count_names_num_classes(tmp_path, from_ti
         from_timm.main([str(tmp_path / 'weights.pth'), str(tmp_path / 'out.pth'),
                         '--model-name', 'resnet10t'])
     assert not (tmp_path / 'out.pth').exists()
+
+
+def test_a_fastmim_checkpoint_is_named_as_one(tmp_path, convert, from_timm):
+    """A file fastmim wrote (here from_timm.py's own output, given again) was unwrapped and
+    reported as every key unexpected or missing, which named neither the mistake nor the tool
+    that takes the file."""
+    convert(tmp_path, tiny_timm_state())
+    with pytest.raises(CheckpointError, match=r"out\.pth is a fastmim checkpoint \(meta\['geometry'"
+                       r"\] of a TimmBackbone backbone\), not the weights of a timm classifier: "
+                       r'.*tools/convert/to_timm\.py'):
+        from_timm.main([str(tmp_path / 'out.pth'), str(tmp_path / 'again.pth'), '--model-name',
+                        'resnet10t', '--num-classes', '10'])
+    assert not (tmp_path / 'again.pth').exists()

@@ -23,7 +23,8 @@ How WEIGHTS is matched to ``timm.create_model(TIMM_MODEL)``:
 
 Before anything is written, the result is loaded with ``strict=True`` into the ImageClassifier
 those two modules build (the body is ``timm.create_model(TIMM_MODEL, num_classes=0)``). OUT is
-written atomically and holds only plain types, so it loads with ``weights_only=True``.
+written atomically and holds only plain types, so it loads with ``weights_only=True``. A file
+fastmim wrote (``meta['geometry']``) is refused as such: it needs no conversion.
 """
 import argparse
 import os.path as osp
@@ -73,6 +74,24 @@ def read_safetensors(path):
                               f'another format?): {error}') from None
 
 
+def refuse_fastmim_checkpoint(checkpoint, path):
+    """A checkpoint fastmim wrote (``meta['geometry']``: a training run, a converter's output)
+    holds fastmim names (``backbone.*``, ``neck.*``, ``head.fc.*``), never a timm classifier's:
+    it was unwrapped and listed as some hundred unexpected and missing keys, which did not say
+    that the file was of the wrong kind, nor which tool takes it."""
+    from fastmim.errors import CheckpointError
+    from fastmim.models.utils.pretrained import backbone_geometry
+
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    geometry = backbone_geometry(meta.get('geometry')) if isinstance(meta, dict) else None
+    if geometry is not None:
+        raise CheckpointError(
+            f"{path} is a fastmim checkpoint (meta['geometry'] of a {geometry.get('type')} "
+            'backbone), not the weights of a timm classifier: it loads as it is (tools/test.py, '
+            "init_cfg=dict(type='FastMIMPretrained')), and tools/convert/to_timm.py turns it "
+            'into timm weights')
+
+
 def read_weights(path):
     """``{name: tensor}`` of a .safetensors file or of a torch file, unwrapped."""
     import torch
@@ -84,6 +103,7 @@ def read_weights(path):
     if path.endswith('.safetensors'):
         return read_safetensors(path)
     weights = _load_checkpoint(path, map_location='cpu')  # weights-only (fastmim's loader)
+    refuse_fastmim_checkpoint(weights, path)
     for key in WRAPPER_KEYS:
         if isinstance(weights, dict) and isinstance(weights.get(key), dict):
             weights = weights[key]
