@@ -162,13 +162,21 @@ def test_to_timm_writes_both_files_or_neither(tmp_path, to_timm):
         'out.pth', 'out.safetensors']
 
 
-def test_to_timm_says_a_plain_state_dict_was_checked_against_nothing(tmp_path, capsys,
-                                                                    to_timm):
-    """A file of any other architecture was 'converted' with no word that nothing checked it."""
-    torch.save({'conv1.weight': torch.zeros(4, 3, 3, 3)}, tmp_path / 'resnet.pth')
+@pytest.mark.parametrize('wrap', [
+    lambda state: state,
+    lambda state: {'model': state, 'epoch': 300},  # DeiT's and other releases' files
+    lambda state: {'state_dict': {'backbone.' + key: value for key, value in state.items()},
+                   'meta': {'epoch': 12}}],  # an mmengine checkpoint of another codebase
+    ids=['plain', 'model', 'state_dict'])
+def test_to_timm_says_a_file_naming_no_backbone_was_checked_against_nothing(tmp_path, capsys,
+                                                                            to_timm, wrap):
+    """A file of any other architecture was 'converted' with no word that nothing checked it;
+    after plain state dicts got a note, the wrapped ones still were."""
+    torch.save(wrap({'conv1.weight': torch.zeros(4, 3, 3, 3)}), tmp_path / 'resnet.pth')
     to_timm.main([str(tmp_path / 'resnet.pth'), str(tmp_path / 'out.pth')])
-    assert 'resnet.pth is a plain state dict, not a fastmim checkpoint: its tensors were copied ' \
-        'under their own names and checked against no model' in capsys.readouterr().out
+    assert "resnet.pth records no fastmim backbone (no meta['geometry']): its tensors were " \
+        'copied under their own names and checked against no model' in capsys.readouterr().out
+    assert torch.load(tmp_path / 'out.pth', weights_only=True).keys() == {'conv1.weight'}
 
 def test_to_timm_checks_a_plain_state_dict_against_arch(tmp_path, capsys, to_timm):
     """The note above recommends --arch for a plain state dict, and --arch on one ended in

@@ -231,7 +231,8 @@ def fit_to_model(state, model, geometry, path, families):
 
 
 def convert(checkpoint, path, arch=None):
-    """A loaded fastmim checkpoint -> ``(timm state dict, resized keys, left-out keys)``."""
+    """A loaded fastmim checkpoint -> ``(timm state dict, resized keys, left-out keys, timm
+    arguments, note)``, the note for a file checked against nothing (:func:`unchecked_note`)."""
     from fastmim.errors import CheckpointError
     from fastmim.models.utils.pretrained import read_checkpoint
 
@@ -258,7 +259,8 @@ def convert(checkpoint, path, arch=None):
     resized = {}
     if model is not None:
         state, resized = fit_to_model(state, model, source.geometry, path, families)
-    return state, resized, left_out, kwargs
+    note = unchecked_note(path) if model is None and source.geometry is None else None
+    return state, resized, left_out, kwargs, note
 
 
 def left_out_modules(keys):
@@ -322,13 +324,13 @@ def save(state, out, safetensors):
     return [out, safetensors_out]
 
 
-def unchecked_note(checkpoint, path, arch):
-    """A line for a plain ``name -> tensor`` file converted without ``--arch``: nothing says
-    what it holds, so its tensors are copied under their own names and checked against nothing;
-    a file of another architecture used to be 'converted' with no word of that."""
-    if arch or not isinstance(checkpoint, dict) or {'state_dict', 'model'} & set(checkpoint):
-        return None
-    return (f'note: {path} is a plain state dict, not a fastmim checkpoint: its tensors were '
+def unchecked_note(path):
+    """A line for a file converted without ``--arch`` that names no backbone (no
+    ``meta['geometry']``: a plain ``name -> tensor`` dict, another release's ``{'model': ...}``
+    or ``{'state_dict': ...}``): its tensors are copied under their own names and checked
+    against nothing: a file of another architecture, wrapped or not, was 'converted' with no
+    word of that."""
+    return (f'note: {path} records no fastmim backbone (no meta[\'geometry\']): its tensors were '
             'copied under their own names and checked against no model (--arch NAME checks '
             'them against a timm model)')
 
@@ -350,11 +352,10 @@ def main(argv):
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)
     checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')
-    state, resized, left_out, kwargs = convert(checkpoint, args.checkpoint, args.arch)
+    state, resized, left_out, kwargs, note = convert(checkpoint, args.checkpoint, args.arch)
     paths = save(state, args.out, args.safetensors)
     for path in paths:
         print(f'wrote {len(state)} tensors to {path}')
-    note = unchecked_note(checkpoint, args.checkpoint, args.arch)
     if note:
         print(note)
     for key, (old, new) in resized.items():
