@@ -121,7 +121,7 @@ param_scheduler = [
          gamma=0.1),
 ]
 optim_wrapper = dict(
-    type='OptimWrapper',
+    type='fastmim.GuardedOptimWrapper',
     optimizer=dict(
         _delete_=True, type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(

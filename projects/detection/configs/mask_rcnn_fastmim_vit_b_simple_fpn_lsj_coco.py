@@ -68,7 +68,7 @@ param_scheduler = [
 ]
 optim_wrapper = dict(
     _delete_=True,
-    type='OptimWrapper',
+    type='fastmim.GuardedOptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1),
     # Block i of the ViT learns at lr x 0.7 ** (13 - (i + 1)), the embedding at lr x 0.7 ** 13,
     # the neck and heads at lr; biases, norms, the position embedding and the class token get

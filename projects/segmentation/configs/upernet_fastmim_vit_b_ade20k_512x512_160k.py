@@ -81,7 +81,7 @@ test_dataloader = val_dataloader
 
 optim_wrapper = dict(
     _delete_=True,
-    type='OptimWrapper',
+    type='fastmim.GuardedOptimWrapper',
     optimizer=dict(type='AdamW', lr=3e-4, betas=(0.9, 0.999), weight_decay=0.05),
     # fastmim's constructor asks the ViT for its layer ids (blocks.i, its relative-position table
     # and layer scales included -> layer i + 1) and exempts biases, norms, layer scales, the
