@@ -1,4 +1,5 @@
-"""tools/visualize/visualize_reconstruction.py: the input size it draws at by default."""
+"""tools/visualize/visualize_reconstruction.py: the input size it draws at by default, one picture
+per image, and a fine-tuned checkpoint named as such."""
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +8,7 @@ import torch
 from PIL import Image
 
 from fastmim.apis import get_model, reconstruct
+from fastmim.errors import CheckpointError
 from fastmim.registry import MODELS
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -50,3 +52,48 @@ def test_a_backbone_without_img_size_asks_for_input_size(tmp_path, load_script):
         load_script(TOOL).main([config, checkpoint, '--embedded', '1', '--out-dir',
                                 str(tmp_path / 'vis')])
     assert list(tmp_path.glob('vis/*.png')) == []
+
+
+def test_images_of_one_name_get_a_picture_each(tmp_path, load_script):
+    """``x``, ``x`` and ``x_1`` were drawn to ``x.png``, ``x_1.png`` and ``x_1.png``: the third
+    panel replaced the second without a word."""
+    config, checkpoint = write_run(tmp_path, dict(
+        type='VisionTransformer', img_size=32, arch=dict(embed_dim=32, depth=1, num_heads=2)))
+    rng = np.random.default_rng(0)
+    photos = [tmp_path / 'a' / 'x.png', tmp_path / 'b' / 'x.png', tmp_path / 'c' / 'x_1.png']
+    for photo in photos:
+        photo.parent.mkdir()
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), np.uint8)).save(photo)
+
+    load_script(TOOL).main([config, checkpoint, '--img', *map(str, photos), '--out-dir',
+                            str(tmp_path / 'vis')])
+
+    drawn = sorted(tmp_path.glob('vis/*.png'))
+    assert len(drawn) == 3
+    panels = reconstruct(get_model(config, checkpoint), list(map(str, photos)))  # one batch
+    expected = dict(zip(photos, panels))
+    for path in drawn:  # each picture is one photo's, and every photo has one
+        matches = [photo for photo, panel in expected.items()
+                   if np.array_equal(np.asarray(Image.open(path)), panel)]
+        assert len(matches) == 1
+        expected.pop(matches[0])
+    assert not expected
+
+
+def test_a_classifier_checkpoint_is_named_as_having_no_decoder(tmp_path, load_script):
+    """A fine-tuned checkpoint given with the pre-training config was a list of keys (head.*
+    unexpected, neck.* missing) that did not say why: a classifier has no decoder."""
+    backbone = dict(type='VisionTransformer', img_size=32,
+                    arch=dict(embed_dim=32, depth=1, num_heads=2))
+    config, _ = write_run(tmp_path, backbone)
+    classifier = MODELS.build(dict(type='ImageClassifier', backbone=backbone,
+                                   head=dict(type='LinearClsHead', num_classes=7,
+                                             in_channels=32)))
+    fine_tuned = tmp_path / 'fine_tuned.pth'
+    torch.save({'state_dict': classifier.state_dict(), 'meta': {'geometry':
+                                                                classifier.geometry()}},
+               fine_tuned)
+    with pytest.raises(CheckpointError, match=r'(?s)unexpected keys.*head\.fc\.weight.*'
+                       r'fine_tuned\.pth holds an image classifier of 7 classes .*no decoder'):
+        load_script(TOOL).main([config, str(fine_tuned), '--embedded', '1', '--out-dir',
+                                str(tmp_path / 'vis')])

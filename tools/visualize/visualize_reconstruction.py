@@ -53,13 +53,41 @@ def image_sources(args):
 
 
 def output_paths(names, out_dir):
-    """``<out_dir>/<name>.png``, with ``_<i>`` appended to names that repeat."""
-    paths, seen = [], set()
+    """``<out_dir>/<name>.png``, with ``_<i>`` appended to names that repeat, until the name is
+    unused: ``a/x.jpg b/x.jpg c/x_1.jpg`` gave ``x_1.png`` twice, the second panel drawn over
+    the first without a word."""
+    paths, taken = [], set()
     for index, name in enumerate(names):
-        stem = name if name not in seen else f'{name}_{index}'
-        seen.add(name)
+        stem, suffix = name, index
+        while stem in taken:
+            stem, suffix = f'{name}_{suffix}', suffix + 1
+        taken.add(stem)
         paths.append(osp.join(out_dir, f'{stem}.png'))
     return paths
+
+
+def classifier_hint(checkpoint):
+    """``' (...)'`` naming a fine-tuned classifier's checkpoint (``meta['geometry']`` with
+    ``num_classes``, :meth:`ImageClassifier.geometry`), else ''. Given to a pre-training
+    config it failed as a list of keys (``head.*`` unexpected, the decoder ``neck.*`` missing)
+    that did not say that no config can reconstruct from it: it has no decoder. Read only once
+    loading has failed, so a good checkpoint is read once; '' for a file that cannot be read,
+    which the error names already."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    from fastmim.errors import CheckpointError
+
+    try:
+        loaded = _load_checkpoint(checkpoint, map_location='cpu', logger='silent')
+    except CheckpointError:
+        return ''
+    meta = loaded.get('meta') if isinstance(loaded, dict) else None
+    geometry = meta.get('geometry') if isinstance(meta, dict) else None
+    if not isinstance(geometry, dict) or 'num_classes' not in geometry:
+        return ''
+    return (f'\n  {checkpoint} holds an image classifier of {geometry["num_classes"]} classes '
+            '(fine-tuned or converted), which has no decoder to reconstruct with: give a FastMIM '
+            'pre-training checkpoint and its config')
 
 
 def main(argv):
@@ -70,6 +98,7 @@ def main(argv):
     from fastmim.apis import get_model, load_images, reconstruct
     from fastmim.engine.checkpoint import trust_checkpoint
     from fastmim.engine.launch import check_work_dir
+    from fastmim.errors import CheckpointError
 
     sources = image_sources(args)
     images = load_images([path for _, path in sources])  # every unreadable file named up front
@@ -77,7 +106,10 @@ def main(argv):
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')  # get_model checks
-    model = get_model(args.config, args.checkpoint, device)
+    try:
+        model = get_model(args.config, args.checkpoint, device)
+    except CheckpointError as error:
+        raise CheckpointError(f'{error}{classifier_hint(args.checkpoint)}') from None
     if args.input_size is None and model.backbone.geometry().get('img_size') is None:
         raise ValueError(f'{type(model.backbone).__name__} records no img_size (the pre-training '
                          'size): give --input-size')
