@@ -49,3 +49,22 @@ def test_arguments_that_cannot_be_measured_are_one_line(args, message):
     assert result.returncode != 0
     assert 'Traceback' not in result.stderr
     assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_out_is_replaced_not_rewritten_in_place(tmp_path, load_script, monkeypatch):
+    """--out was rewritten in place (``Path.write_text``): a run killed while writing, or a
+    full disk, left half a JSON file where the earlier result was. Now a new file replaces it,
+    so a second name of the earlier file (a hard link) keeps the earlier content. The two
+    measuring processes are not what this is about: they are stood in for."""
+    tool = load_script(TOOL)
+    monkeypatch.setattr(tool, 'run_child', lambda args, setting: dict(
+        loss=1.0, step_mib={'off': 8.0, 'on': 6.0}[setting], parameters_mib=1.0))
+    out, earlier = tmp_path / 'memory.json', tmp_path / 'earlier.json'
+    out.write_text('{"ratio": 0.5}\n')
+    earlier.hardlink_to(out)
+
+    summary = tool.main(['--img-size', '32', '--embed-dim', '32', '--window-size', '4',
+                         '--out', str(out)])
+
+    assert json.loads(out.read_text()) == summary and summary['ratio'] == 0.75
+    assert earlier.read_text() == '{"ratio": 0.5}\n'

@@ -145,8 +145,9 @@ def main(argv=None) -> dict:
         step_mib_without_cp=round(off['step_mib'], 1), step_mib_with_cp=round(on['step_mib'], 1),
         ratio=round(on['step_mib'] / off['step_mib'], 3))
     print(json.dumps(summary, indent=2))
-    if args.out:
-        Path(args.out).write_text(json.dumps(summary, indent=2) + '\n')
+    if args.out:  # replaced atomically: a run killed while writing leaves the earlier file
+        from fastmim.engine.checkpoint import AtomicLocalBackend
+        AtomicLocalBackend().put_text(json.dumps(summary, indent=2) + '\n', args.out)
     return summary
 
 
