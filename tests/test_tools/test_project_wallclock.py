@@ -197,3 +197,15 @@ def test_a_method_the_paper_does_not_report_is_named(tool, capsys):
                                      'mae, simmim for this recipe.')
     tool.main(['--rate', 'fastmim', '5765', 'x'])
     assert 'No paper figure' not in capsys.readouterr().out
+
+
+def test_a_config_that_is_no_config_file_is_named(tool, tmp_path):
+    """mmengine called a folder a file that 'does not exist' and refused a checkpoint given as
+    the config with 'Only py/yml/yaml/json type are supported now!', naming no file."""
+    with pytest.raises(IsADirectoryError, match=rf'config {CONFIG.parent} is a folder; '
+                       'expected a config file'):
+        tool.main(['--rate', 'fastmim', '5700', 'x', '--config', f'{CONFIG.parent}/'])
+    checkpoint = tmp_path / 'epoch_800.pth'
+    checkpoint.write_bytes(b'PK\x03\x04')
+    with pytest.raises(ValueError, match=r'config .*epoch_800\.pth is not a \.py/'):
+        tool.main(['--rate', 'fastmim', '5700', 'x', '--config', str(checkpoint)])

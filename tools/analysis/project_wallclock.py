@@ -111,6 +111,22 @@ def check_one_stage(cfg, config: Path) -> None:
                          'one schedule: project each stage with a config of its own')
 
 
+def check_config_file(config: Path) -> None:
+    """``config`` must be a config file: mmengine called a folder (``--config configs/fastmim/``)
+    a file that 'does not exist', and refused a checkpoint given as the config with 'Only
+    py/yml/yaml/json type are supported now!', naming no file."""
+    from fastmim.apis import CONFIG_SUFFIXES
+
+    if config.is_dir():
+        raise IsADirectoryError(f'config {config} is a folder; expected a config file, e.g. '
+                                f'{DEFAULT_CONFIG.relative_to(ROOT)}')
+    if not config.is_file():
+        raise FileNotFoundError(f'config file not found: {config}')
+    if config.suffix not in CONFIG_SUFFIXES:
+        raise ValueError(f'config {config} is not a {"/".join(CONFIG_SUFFIXES)} file (a result '
+                         'or a checkpoint given as the config?)')
+
+
 def read_schedule(config: Path, gpus: Optional[int] = None,
                   dataset_size: int = IMAGENET_TRAIN_IMAGES) -> Schedule:
     """The schedule of ``config``: epochs from ``train_cfg.max_epochs``, the per-GPU batch from
@@ -118,7 +134,8 @@ def read_schedule(config: Path, gpus: Optional[int] = None,
     total batch (``auto_scale_lr.base_batch_size``, the batch its learning rate is for) over
     the per-GPU batch."""
     config = Path(config)
-    cfg = Config.fromfile(str(config))  # a missing file: FileNotFoundError naming it
+    check_config_file(config)
+    cfg = Config.fromfile(str(config))
     check_one_stage(cfg, config)
     epochs = _config_value(cfg, config, 'train_cfg.max_epochs')
     per_gpu_batch = _config_value(cfg, config, 'train_dataloader.batch_size')
