@@ -22,7 +22,9 @@ through :func:`~fastmim.models.utils.load_pretrained` (pre-training, fine-tuning
 reference-release formats; position embeddings resized; an error instead of a partial load).
 Configs name these classes after ``custom_imports = dict(imports=['fastmim.evaluation'])``.
 """
+import datetime
 import logging
+import time
 import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -264,10 +266,13 @@ class KNNTestLoop(TestLoop):
         if self.checkpoint is not None:
             load_pretrained(model.backbone, self.checkpoint, prefix=self.prefix)
         self.runner.call_hook('before_test')
-        self.runner.call_hook('before_test_epoch')
         check_bank(model.k, self.bank_dataloader.dataset, self.dataloader.dataset)
         self.runner.model.eval()
         model.set_bank(*self.extract_bank(model))
+        # After the bank: IterTimerHook starts the test's clock here, and would otherwise log
+        # the extraction (the whole train split) as the first batch's data_time and average it
+        # into the ETA of every later test batch.
+        self.runner.call_hook('before_test_epoch')
 
         for idx, data_batch in enumerate(self.dataloader):
             self.run_iter(idx, data_batch)
@@ -281,6 +286,7 @@ class KNNTestLoop(TestLoop):
         """Features and labels of the whole bank, gathered from every rank."""
         features, labels, indices = [], [], []
         num_batches = len(self.bank_dataloader)
+        start = time.monotonic()
         for batch_index, data_batch in enumerate(self.bank_dataloader):
             data = model.data_preprocessor(data_batch, False)
             with autocast(enabled=self.fp16):
@@ -292,8 +298,12 @@ class KNNTestLoop(TestLoop):
             labels.append(torch.cat([sample.gt_label for sample in samples]))
             if all('sample_idx' in sample for sample in samples):
                 indices.append(torch.tensor([sample.sample_idx for sample in samples]))
-            if (batch_index + 1) % max(1, num_batches // 10) == 0:
-                print_log(f'kNN bank: {batch_index + 1}/{num_batches} batches', logger='current')
+            done = batch_index + 1
+            if done % max(1, num_batches // 10) == 0:
+                # The bank is the train split, the longest part of a kNN evaluation.
+                eta = (time.monotonic() - start) / done * (num_batches - done)
+                print_log(f'kNN bank: {done}/{num_batches} batches, eta '
+                          f'{datetime.timedelta(seconds=int(eta))}', logger='current')
         if not features:
             raise ValueError('KNNTestLoop: the bank dataloader yielded no batches')
         device = features[0].device

@@ -254,3 +254,35 @@ def test_k_larger_than_the_bank_is_named(tmp_path):
     with pytest.warns(BankSmallerThanKWarning, match=r'k=20 neighbours, but test_cfg\.'
                                                      r'bank_dataloader\.dataset holds 16 images'):
         runner.test()
+
+
+@pytest.mark.skipif(not PHOTOS, reason='scikit-image photos are not installed')
+def test_the_test_timing_leaves_the_bank_out_and_the_bank_has_its_own_eta(tmp_path,
+                                                                          monkeypatch):
+    """A clock that advances 10 s per forward pass of the backbone: 2 bank batches, then 2 test
+    batches. mmengine's IterTimerHook starts its clock at before_test_epoch; called before the
+    bank was extracted, the first test batch was logged with the bank's 20 s as its data_time,
+    and the test's ETA, an average over its batches, was inflated by all of it (ImageNet's
+    bank, 25x the val split, made a 1-minute test announce half an hour)."""
+    import types
+
+    import mmengine.hooks.iter_timer_hook
+
+    import fastmim.evaluation.knn
+    clock = [0.]
+    fake_time = types.SimpleNamespace(time=lambda: clock[0], monotonic=lambda: clock[0])
+    monkeypatch.setattr(mmengine.hooks.iter_timer_hook, 'time', fake_time)
+    monkeypatch.setattr(fastmim.evaluation.knn, 'time', fake_time)
+    extract_feat = KNNClassifier.extract_feat
+
+    def ten_seconds_each(model, inputs):
+        clock[0] += 10.
+        return extract_feat(model, inputs)
+
+    monkeypatch.setattr(KNNClassifier, 'extract_feat', ten_seconds_each)
+    runner = demo_runner(tmp_path, bank_samples=16, k=4)  # batches of 8: 2 bank, 2 test
+    runner.test()
+    assert runner.message_hub.get_scalar('test/data_time').data[0].tolist() == [0., 0.]
+    assert runner.message_hub.get_scalar('test/time').data[0].tolist() == [10., 10.]
+    log = (Path(runner.log_dir) / f'{runner.timestamp}.log').read_text()
+    assert 'kNN bank: 1/2 batches, eta 0:00:10' in log
