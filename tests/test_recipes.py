@@ -5,16 +5,23 @@ import pytest
 from mmengine.config import Config
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs' / 'fastmim'
-# name: (epochs, warmup, per-GPU batch, lr, block, decoder depth, window)
+IMAGENET_MEAN, IMAGENET_STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+# name: (epochs, warmup, per-GPU batch, lr, block, decoder depth, window, backbone img_size)
 PUBLISHED = {
-    'vit_b_hog_800e.py': (800, 20, 512, 2.4e-3, 16, 1, None),
-    'swin_b_hog_400e.py': (400, 10, 256, 1.2e-3, 32, 4, 4),
+    # The release's README commands for ViT-B and Swin-B.
+    'vit_b_hog_800e.py': (800, 20, 512, 2.4e-3, 16, 1, None, 128),
+    'swin_b_hog_400e.py': (400, 10, 256, 1.2e-3, 32, 4, 4, 128),
+    # REFERENCE.md: 800 epochs at 128 px "the same way (stride 32, block 32)"; no command is
+    # published, so batch, lr and decoder follow the ViT-B command (the configs say so).
+    # fastmim's PVTv2 takes any input size (no img_size); the crop sets 128.
+    'pvtv2_b2_hog_800e.py': (800, 20, 512, 2.4e-3, 32, 1, None, None),
+    'cmt_s_hog_800e.py': (800, 20, 512, 2.4e-3, 32, 1, None, 128),
 }
 
 
 @pytest.mark.parametrize('name', sorted(PUBLISHED))
 def test_published_pretraining_recipe(name):
-    epochs, warmup, batch, lr, block, depth, window = PUBLISHED[name]
+    epochs, warmup, batch, lr, block, depth, window, img_size = PUBLISHED[name]
     cfg = Config.fromfile(str(CONFIGS / name))
 
     assert cfg.train_cfg.max_epochs == epochs
@@ -26,9 +33,12 @@ def test_published_pretraining_recipe(name):
     assert cfg.auto_scale_lr.base_batch_size == batch * 8
     assert tuple(optimizer.betas) == (0.9, 0.95) and optimizer.weight_decay == 0.05
     assert cfg.optim_wrapper.type == 'GuardedAmpOptimWrapper'  # fp16 autocast on GPUs
+    # main_pretrain.py: no gradient clipping, --accum_iter 1 in the published commands
+    assert cfg.optim_wrapper.clip_grad is None and cfg.optim_wrapper.accumulative_counts == 1
 
     warmup_scheduler, cosine = cfg.param_scheduler
     assert warmup_scheduler.type == 'LinearLR' and warmup_scheduler.end == warmup
+    assert warmup_scheduler.begin == 0 and cosine.begin == warmup
     assert cosine.type == 'CosineAnnealingLR' and cosine.eta_min == 0
     assert cosine.end == epochs and cosine.T_max == epochs - warmup
     assert warmup_scheduler.convert_to_iter_based and cosine.convert_to_iter_based
@@ -42,17 +52,22 @@ def test_published_pretraining_recipe(name):
                 if t.type == 'RandomResizedCrop')
     assert crop.size == 128 and tuple(crop.scale) == (0.2, 1.0)
     assert crop.interpolation == 'bicubic'
-    assert any(t.type == 'RandomFlip' for t in cfg.train_dataloader.dataset.pipeline)
+    flip = next(t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'RandomFlip')
+    assert flip.prob == 0.5 and flip.direction == 'horizontal'
 
     model = cfg.model
+    # ImageNet mean / std on RGB images (main_pretrain.py's Normalize)
+    preprocessor = model.data_preprocessor
+    assert preprocessor.mean == IMAGENET_MEAN and preprocessor.std == IMAGENET_STD
+    assert not preprocessor.bgr_to_rgb  # LoadImageRGB already gives RGB
     assert model.mask_ratio == 0.75 and model.block_size == block
     assert model.neck.embed_dim == 256 and model.neck.depth == depth
     assert model.neck.num_heads == 8 and model.neck.mlp_ratio == 4
     assert model.target_generator == dict(type='HOGGenerator', nbins=9, cell_size=8,
                                           normalize=True)
-    assert model.backbone.img_size == 128
-    if window is not None:
-        assert model.backbone.window_size == window
+    assert model.loss.type == 'MaskedMSELoss'  # MSE over the masked positions only
+    assert model.backbone.get('img_size') == img_size
+    assert model.backbone.get('window_size') == window
 
 
 def test_vit_b_uses_twelve_heads():
@@ -97,6 +112,52 @@ def test_published_finetuning_recipe(name):
     preprocessor = model.data_preprocessor
     assert preprocessor.label_smoothing == 0.1 and preprocessor.random_erasing.probability == 0.25
     assert (preprocessor.mixup.mixup_alpha, preprocessor.mixup.cutmix_alpha) == (0.8, 1.0)
+
+
+@pytest.mark.parametrize('name', sorted(PUBLISHED_FINETUNING))
+def test_shared_finetuning_settings(name):
+    """REFERENCE.md, 'Fine-tuning recipes', 'Shared', with the values of the release's
+    commands (--batch_size 128 on 8 GPUs, --weight_decay 0.05) and, for the rest, of its
+    main_finetune.py defaults: 224 px, AdamW (0.9, 0.999), fp16, no clipping, no EMA;
+    timm's training transform (crop scale 0.08-1, bicubic, flip, RandAugment
+    rand-m9-mstd0.5-inc1), Mixup(prob 1.0, switch 0.5, mode 'batch'), RandomErasing(pixel, 1
+    box); evaluation: shorter side 224 / 0.875 = 256 (bicubic), centre crop 224."""
+    cfg = Config.fromfile(str(FINETUNE / name))
+
+    optimizer = cfg.optim_wrapper.optimizer
+    assert optimizer.type == 'AdamW' and tuple(optimizer.betas) == (0.9, 0.999)
+    assert optimizer.weight_decay == 0.05
+    assert cfg.optim_wrapper.type == 'GuardedAmpOptimWrapper'
+    assert cfg.optim_wrapper.constructor == 'LayerDecayOptimWrapperConstructor'
+    assert cfg.optim_wrapper.clip_grad is None
+    assert cfg.optim_wrapper.get('accumulative_counts', 1) == 1
+    assert not any(hook.type == 'EMAHook' for hook in cfg.get('custom_hooks', []))
+    assert cfg.train_dataloader.batch_size * 8 == 1024 and cfg.train_dataloader.drop_last
+
+    train = {t.type: t for t in cfg.train_dataloader.dataset.pipeline}
+    crop = train['RandomResizedCrop']
+    assert crop.size == 224 and tuple(crop.scale) == (0.08, 1.0)
+    assert crop.interpolation == 'bicubic'
+    assert train['RandomFlip'].prob == 0.5 and train['RandomFlip'].direction == 'horizontal'
+    augment = train['RandAugment']
+    assert augment.config_str == 'rand-m9-mstd0.5-inc1' and augment.img_size == 224
+    assert augment.interpolation == 'bicubic'
+    for loader in (cfg.val_dataloader, cfg.test_dataloader):
+        evaluation = next(t for t in loader.dataset.pipeline
+                          if t.type == 'ResizeShorterCenterCrop')
+        assert evaluation.crop_size == 224 and evaluation.crop_pct == 0.875
+        assert evaluation.interpolation == 'bicubic'
+
+    preprocessor = cfg.model.data_preprocessor
+    assert preprocessor.mean == IMAGENET_MEAN and preprocessor.std == IMAGENET_STD
+    mixup = preprocessor.mixup
+    assert (mixup.prob, mixup.switch_prob, mixup.mode) == (1.0, 0.5, 'batch')
+    erasing = preprocessor.random_erasing
+    assert (erasing.mode, erasing.max_count) == ('pixel', 1)
+    # fastmim's PVTv2 takes any input size; the others are built for 224 px, Swin with window 7.
+    backbone = cfg.model.backbone
+    assert backbone.get('img_size') == (None if 'PyramidVision' in backbone.type else 224)
+    assert backbone.get('window_size') == (7 if backbone.type == 'SwinTransformer' else None)
 
 
 @pytest.mark.parametrize('path', sorted(CONFIGS.rglob('*.py')), ids=lambda path: path.name)

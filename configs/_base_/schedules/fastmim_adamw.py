@@ -3,7 +3,9 @@
 # 1.5e-4 per 256 images x 2048 / 256 = 1.2e-3 (fastmim_adamw_800e.py: ViT-B's). A recipe at
 # another total batch sets lr and auto_scale_lr.base_batch_size.
 # No weight decay on norms, biases, other 1-D parameters, position embeddings, class and mask
-# tokens and relative-position-bias tables (the reference release decays the last two by accident).
+# tokens and relative-position biases (Swin's tables, CMT's biases). The reference release exempts
+# only 1-D parameters and biases, so it decays the tokens and the biases; the mask token's and
+# Swin's tables' decay is accidental (docs/pretrain.md, section 3).
 optim_wrapper = dict(
     # fp16 autocast with loss scaling on CUDA; tools/train.py falls back to bf16 autocast on CPU.
     type='GuardedAmpOptimWrapper',

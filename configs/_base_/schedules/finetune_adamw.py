@@ -5,8 +5,10 @@
 # group at min_lr x scale: CosineAnnealingToMinLR takes min_lr and divides it by the built
 # optimiser's lr, so the minimum follows lr (after --auto-scale-lr too).
 # No weight decay on biases, 1-D parameters (norms), position embeddings, the class token and
-# relative-position tables: LayerDecayOptimWrapperConstructor's defaults (MAE's no_weight_decay
-# list and 1-D rule).
+# relative-position biases (Swin's tables, CMT's biases): LayerDecayOptimWrapperConstructor's
+# defaults: MAE's 1-D rule and no_weight_decay list (position embedding, class token), plus the
+# relative-position biases, which the release decays (its Swin lists only absolute_pos_embed, its
+# CMT only pos_embed and cls_token; REFERENCE.md: the Swin tables' decay is accidental).
 optim_wrapper = dict(
     # fp16 autocast with loss scaling on CUDA; tools/train.py falls back to bf16 autocast on CPU.
     type='GuardedAmpOptimWrapper',
