@@ -33,3 +33,10 @@ def test_a_config_with_its_own_custom_hooks_still_writes_the_geometry(tmp_path):
     geometry = checkpoint['meta']['geometry']
     assert geometry['input_size'] == [128, 128] and geometry['block_size'] == 16
     assert geometry['target'] == 'HOGGenerator'
+
+
+def test_seed_is_the_releases():
+    """The release's main_pretrain.py / main_finetune.py seed each process with --seed (0)
+    plus its rank; mmengine's diff_rank_seed adds the rank the same way."""
+    cfg = Config.fromfile(str(CONFIGS / '_base_' / 'default_runtime.py'))
+    assert cfg.randomness == dict(seed=0, diff_rank_seed=True)
