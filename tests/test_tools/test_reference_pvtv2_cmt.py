@@ -401,3 +401,10 @@ def test_num_heads_that_contradict_the_cmt_weights_are_refused(tmp_path, from_re
                              '--num-heads', '3'])
     from_reference.main([path, str(tmp_path / 'out.pth'), '--backbone', 'cmt',
                          '--num-heads', '1', '2', '2', '4'])
+
+
+def test_the_tool_offers_every_backbone_that_declares_a_reference_layout(from_reference):
+    """--backbone's choices are listed in the tool (its --help needs no model import); each
+    backbone with a reference_layout must be among them."""
+    from fastmim.models.utils.reference import reference_backbones
+    assert sorted(from_reference.BACKBONES) == sorted(reference_backbones())

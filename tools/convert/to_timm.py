@@ -250,9 +250,9 @@ def convert(checkpoint, path, arch=None):
         classifier_name = model.pretrained_cfg.get('classifier', 'head')
     elif wrapped is not None:
         classifier_name = wrapped.pretrained_cfg.get('classifier', 'head')
-    else:  # timm's Swin keeps its classifier in head.fc, ViT and PVTv2 in head
-        is_swin = (source.geometry or {}).get('type') == 'SwinTransformer'
-        classifier_name = 'head.fc' if is_swin else 'head'
+    else:  # the backbone knows where its timm family keeps the classifier
+        source_class = backbone_class(source.geometry)
+        classifier_name = getattr(source_class, 'timm_classifier', 'head')
     state = dict(backbone)
     state.update({f'{classifier_name}.{name}': value for name, value in classifier.items()})
     state.update({f'fc_norm.{name}': value for name, value in fc_norm.items()})

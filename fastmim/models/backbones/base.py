@@ -57,6 +57,9 @@ class BackboneContract:
     # none: no such line, and every published size is tried.
     size_keys: Tuple[str, ...] = ()
     reference_layout: Optional[ReferenceLayout] = None
+    # Where timm's model of this family keeps its classifier (its pretrained_cfg 'classifier'):
+    # the name tools/convert/to_timm.py gives a fine-tuned head without --arch.
+    timm_classifier: str = 'head'
 
     @classmethod
     def rename_foreign_keys(cls, state: StateDict) -> StateDict:

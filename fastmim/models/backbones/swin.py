@@ -163,6 +163,7 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
 
     published_archs = ARCHS
     size_keys = ('embed_dim', 'depths', 'num_heads')
+    timm_classifier = 'head.fc'  # timm's Swin pools in ``head`` (a ClassifierHead)
     # The reference release pre-trains Microsoft's Swin under ``encoder.``; its fine-tuned
     # classifiers (mim_swin_finetune.py) normalise the tokens, then pool them, calling that
     # norm ``fc_norm``: Swin's own final ``norm``, renamed. The relative position bias tables

@@ -141,3 +141,16 @@ def test_one_int_out_index_is_that_index_for_every_backbone(backbone, kwargs):
     one = backbone(out_indices=-2, **kwargs)
     assert one.out_indices == backbone(out_indices=(-2, ), **kwargs).out_indices
     assert len(one.out_channels) == 1
+
+
+@pytest.mark.parametrize('backbone, timm_model', [
+    (VisionTransformer, 'vit_tiny_patch16_224'), (SwinTransformer, 'swin_tiny_patch4_window7_224'),
+    (PyramidVisionTransformerV2, 'pvt_v2_b0'), (EVA02, 'eva02_tiny_patch14_224')])
+def test_the_classifier_name_is_the_timm_family_s(backbone, timm_model):
+    """tools/convert/to_timm.py names a fine-tuned head after the backbone's timm_classifier
+    when no --arch gives a timm model to ask."""
+    import timm
+    with torch.device('meta'):
+        model = timm.create_model(timm_model, pretrained=False)
+    assert isinstance(model, backbone.__mro__[1:])
+    assert backbone.timm_classifier == model.pretrained_cfg['classifier']
