@@ -50,7 +50,9 @@ model = dict(
             type='fastmim.FastMIMPretrained',
             checkpoint='work_dirs/swin_b_ft_100e/epoch_100.pth',
             prefix='backbone.',
-            # The LayerNorms on stages 0-2 feed the FPN only: new layers.
+            # The LayerNorms on stages 0-2 feed the FPN only: new layers. Stage 3 goes through
+            # the checkpoint's final norm; the release's mmdet Swin starts that one fresh too
+            # (its norm3 matches no key of the classifier checkpoint).
             allow_missing=('out_norms.*', ))),
     neck=dict(in_channels=[128, 256, 512, 1024], norm_cfg=norm_cfg),
     rpn_head=dict(num_convs=2),
@@ -124,6 +126,9 @@ optim_wrapper = dict(
     type='fastmim.GuardedOptimWrapper',
     optimizer=dict(
         _delete_=True, type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.05),
+    # Every norm layer is exempt (REFERENCE.md: no wd on norms). The release exempts parameters
+    # whose names contain 'norm' (custom_keys), which reaches the backbone's LayerNorms but not
+    # the SyncBNs of the FPN and heads (mmcv names a ConvModule's BN 'bn'): those it decays.
     paramwise_cfg=dict(
         norm_decay_mult=0.,
         custom_keys={'relative_position_bias_table': dict(decay_mult=0.)}))

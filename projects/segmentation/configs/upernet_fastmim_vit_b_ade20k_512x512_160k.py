@@ -92,6 +92,10 @@ optim_wrapper = dict(
 
 warmup_iters = 1500
 max_iters = 160000
+# mmseg 1.x's translation of the BEiT / MAE schedules: poly from the end of the warmup. The
+# release's mmcv poly runs from iteration 0 under its warmup, lr x (1 - iter / 160k), so after
+# the warmup this lr is 160000 / 158500 = 1.0095 x the release's (PolyLR with begin=0, next to
+# the LinearLR, gives the release's exactly).
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=warmup_iters),
     dict(type='PolyLR', eta_min=0., power=1.0, by_epoch=False, begin=warmup_iters,
