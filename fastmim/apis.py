@@ -24,6 +24,7 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from fastmim.constants import CONFIG_SUFFIXES
 from fastmim.datasets.transforms.loading import pil_to_rgb, pil_to_upright_rgb
 from fastmim.errors import CheckpointError
 from fastmim.models.algorithms.image_classifier import pool_features
@@ -32,7 +33,6 @@ from fastmim.models.utils.pretrained import backbone_geometry
 from fastmim.registry import MODELS
 from fastmim.visualization import draw_reconstructions
 
-CONFIG_SUFFIXES = ('.py', '.json', '.yaml', '.yml')  # what mmengine's Config.fromfile reads
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -252,8 +252,9 @@ def reconstruct(model: nn.Module, images, seed: int = 0, cell_px: int = 16,
     backbone's ``img_size`` (the pre-training size).
     """
     if not hasattr(model, 'reconstruct'):
-        raise TypeError(f'{type(model).__name__} cannot reconstruct: use the FastMIM '
-                        'pre-training config of the checkpoint')
+        raise TypeError(f'{type(model).__name__} cannot reconstruct (it has no decoder): give '
+                        'a FastMIM pre-training config and a checkpoint that pre-training wrote; '
+                        'a fine-tuned checkpoint has no decoder either')
     panels = draw_reconstructions(model, _normalised_batch(model, images, input_size), seed=seed,
                                   cell_px=cell_px)
     return panels[0] if _is_one_image(images) else panels

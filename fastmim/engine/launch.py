@@ -23,6 +23,8 @@ import torch.distributed as torch_dist
 from mmengine.config import DictAction
 from mmengine.logging import print_log
 
+from fastmim.constants import CONFIG_SUFFIXES
+
 REQUIRED_ENV = {
     'pytorch': ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'),
     'slurm': ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
@@ -243,8 +245,14 @@ def load_config(path, cfg_options=None):
 
     from fastmim.engine.pipeline_variables import warn_unused_pipelines
     from fastmim.engine.schedule_length import warn_schedule_length
+    if osp.isdir(path):
+        raise LaunchError(f'{path} is a folder, not a config file')
     if not osp.isfile(path):
         raise LaunchError(f'config file not found: {path}')
+    if osp.splitext(path)[1] not in CONFIG_SUFFIXES:
+        # mmengine's own refusal ("Only py/yml/yaml/json type are supported now!") names no file.
+        raise LaunchError(f'config file {path} is not a {"/".join(CONFIG_SUFFIXES)} file (the '
+                          'checkpoint given as the config? CONFIG comes first)')
     try:
         cfg = Config.fromfile(path)
     except SyntaxError as error:

@@ -90,6 +90,18 @@ def test_a_config_that_is_no_valid_python_is_named(tmp_path, broken):
         load_config(str(top))
 
 
+def test_a_checkpoint_or_folder_given_as_the_config_is_named(tmp_path):
+    """``tools/test.py epoch_1.pth CONFIG`` failed in mmengine with "Only py/yml/yaml/json type
+    are supported now!", naming no file; a folder was 'config file not found'."""
+    checkpoint = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': {}}, checkpoint)
+    with pytest.raises(launch.LaunchError, match=rf'{checkpoint} is not a .*checkpoint given as '
+                                                 r'the config\? CONFIG comes first'):
+        load_config(str(checkpoint))
+    with pytest.raises(launch.LaunchError, match=rf'^{tmp_path} is a folder, not a config file'):
+        load_config(str(tmp_path))
+
+
 class _FailingDataset(torch.utils.data.Dataset):
     """Two samples whose loading runs ``fail(index)``."""
 

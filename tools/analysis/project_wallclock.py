@@ -115,7 +115,7 @@ def check_config_file(config: Path) -> None:
     """``config`` must be a config file: mmengine called a folder (``--config configs/fastmim/``)
     a file that 'does not exist', and refused a checkpoint given as the config with 'Only
     py/yml/yaml/json type are supported now!', naming no file."""
-    from fastmim.apis import CONFIG_SUFFIXES
+    from fastmim.constants import CONFIG_SUFFIXES
 
     if config.is_dir():
         raise IsADirectoryError(f'config {config} is a folder; expected a config file, e.g. '
