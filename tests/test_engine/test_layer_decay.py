@@ -155,6 +155,9 @@ def test_tiny_swin_ids_blocks_downsamples_and_rest():
 
 
 def test_pvtv2_and_cmt_ids_by_stage_and_block():
+    """The reference release's ids (util/lr_decay.py: get_layer_id_for_pvtv2 and _for_cmt):
+    PVTv2's norm4 (the last stage's) is the rest's; CMT's patch_embed_<s> and relative_pos_<s>
+    take the id of the stage's first block, stage a's included."""
     pvt = Classifier(PyramidVisionTransformerV2(
         arch=dict(depths=TINY_DEPTHS, embed_dims=(8, 16, 16, 32), num_heads=(1, 1, 1, 1))), 32)
     cmt = Classifier(CMT(arch=dict(embed_dims=[8, 16, 16, 32], depths=list(TINY_DEPTHS),
@@ -169,19 +172,16 @@ def test_pvtv2_and_cmt_ids_by_stage_and_block():
         (r'backbone\.stages\.2\.blocks\.0\.', 3),
         (r'backbone\.stages\.2\.(blocks\.1|norm)\.', 4),
         (r'backbone\.stages\.3\.downsample\.', 4),
-        (r'backbone\.stages\.3\.(blocks\.0|norm)\.', 5),
-        (r'head\.', 6),
+        (r'backbone\.stages\.3\.blocks\.0\.', 5),
+        (r'backbone\.stages\.3\.norm\.|head\.', 6),
     ]
     cmt_table = [
-        (r'backbone\.(stem|stages\.0\.downsample)\.', 0),
-        (r'backbone\.stages\.0\.(relative_position_bias$|blocks\.0\.)', 1),
-        (r'backbone\.stages\.1\.downsample\.', 1),
-        (r'backbone\.stages\.1\.(relative_position_bias$|blocks\.0\.)', 2),
-        (r'backbone\.stages\.2\.downsample\.', 2),
-        (r'backbone\.stages\.2\.(relative_position_bias$|blocks\.0\.)', 3),
+        (r'backbone\.stem\.', 0),
+        (r'backbone\.stages\.0\.(downsample\.|relative_position_bias$|blocks\.0\.)', 1),
+        (r'backbone\.stages\.1\.(downsample\.|relative_position_bias$|blocks\.0\.)', 2),
+        (r'backbone\.stages\.2\.(downsample\.|relative_position_bias$|blocks\.0\.)', 3),
         (r'backbone\.stages\.2\.blocks\.1\.', 4),
-        (r'backbone\.stages\.3\.downsample\.', 4),
-        (r'backbone\.stages\.3\.(relative_position_bias$|blocks\.0\.)', 5),
+        (r'backbone\.stages\.3\.(downsample\.|relative_position_bias$|blocks\.0\.)', 5),
         (r'head\.', 6),
     ]
     for model, table in ((pvt, pvt_table), (cmt, cmt_table)):

@@ -500,12 +500,13 @@ class CMT(BackboneContract, BaseModule):
         return adapted
 
     def layer_id(self, name: str) -> int:
-        """Stem 0, block ``j`` of stage ``s`` ``(blocks before s) + j + 1``; the patch
-        aggregation that opens stage ``s`` shares the id of the last block before it, the bias
-        every block of the stage reads the id of its first block (its earliest user)."""
+        """The reference release's CMT ids (its ``util/lr_decay.py``): stem 0, block ``j`` of
+        stage ``s`` ``(blocks before s) + j + 1``; the patch aggregation that opens stage ``s``
+        and the bias every block of the stage reads share the id of its first block."""
         depths = [len(stage.blocks) for stage in self.stages]
         return staged_layer_id(name, ('stem', ), 'stages', depths,
-                               {'relative_position_bias': 'first_block'})
+                               {'relative_position_bias': 'first_block',
+                                'downsample': 'first_block'})
 
     @property
     def num_layer_ids(self) -> int:

@@ -188,10 +188,15 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
         return PyramidVisionTransformerV2.rename_foreign_keys(state)
 
     def layer_id(self, name: str) -> int:
-        """Swin's scheme: patch embedding 0, block ``j`` of stage ``s`` ``(blocks before s) +
-        j + 1``; the overlapping patch embedding that opens stage ``s`` (``downsample``) shares
-        the id of the last block before it, the norm that closes it the id of its last block."""
+        """The reference release's PVTv2 ids (its ``util/lr_decay.py``): patch embedding 0,
+        block ``j`` of stage ``s`` ``(blocks before s) + j + 1``; the overlapping patch
+        embedding that opens stage ``s`` (``downsample``) shares the id of the last block
+        before it, the norm that closes a stage the id of its last block, except the last
+        stage's norm, the final norm before the classifier: that one is the rest's, as a ViT's
+        final norm."""
         depths = [len(stage.blocks) for stage in self.stages]
+        if name.startswith(f'stages.{len(depths) - 1}.norm.'):
+            return sum(depths) + 1
         return staged_layer_id(name, ('patch_embed', ), 'stages', depths, {'norm': 'last_block'})
 
     @property
