@@ -6,6 +6,7 @@
 """
 import argparse
 import json
+import os.path as osp
 
 from fastmim.engine.launch import add_launch_args, apply_launch_args, parse_launch_args
 
@@ -13,7 +14,8 @@ from fastmim.engine.launch import add_launch_args, apply_launch_args, parse_laun
 def parse_args(argv):
     parser = argparse.ArgumentParser(description='Evaluate a checkpoint')
     add_launch_args(parser, cfg_options_example='test_dataloader.batch_size=64')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help="checkpoint file (or a work dir's "
+                        'last_checkpoint, which names the newest)')
     parser.add_argument('--out', help='dump the metrics to this JSON file')
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='allow full unpickling of CHECKPOINT (only for files you trust)')
@@ -29,17 +31,45 @@ def write_metrics(path, metrics):
     AtomicLocalBackend().put_text(text, path)
 
 
+def follow_last_checkpoint(path):
+    """The checkpoint that ``path`` names when it is a work dir's ``last_checkpoint``, else
+    ``path``. mmengine notes the newest checkpoint of a run in that text file; given as
+    CHECKPOINT it was refused as 'not a readable checkpoint (truncated or corrupt?)'. It holds
+    the absolute path of the run's work dir: in a work dir moved or copied since, the
+    checkpoint of that name beside it is taken, as ``tools/train.py --resume`` does."""
+    from mmengine.logging import print_log
+    from mmengine.runner import find_latest_checkpoint
+
+    if osp.basename(path) != 'last_checkpoint' or not osp.isfile(path):
+        return path
+    named = find_latest_checkpoint(osp.dirname(path))
+    if not named:  # an empty file: left to the loader's refusal
+        return path
+    beside = osp.join(osp.dirname(path), osp.basename(named))
+    if osp.isfile(beside) and not (osp.exists(named) and osp.samefile(named, beside)):
+        print_log(f'{path} names {named}, outside its work dir (moved or copied): testing '
+                  f'{beside}', logger='current')
+        return beside
+    print_log(f'{path} names {named}: testing it', logger='current')
+    return named
+
+
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
     from fastmim.engine.checkpoint import check_checkpoint_file
     from fastmim.engine.launch import (LaunchError, build_runner, check_launcher_env,
-                                       check_output_file, load_config)
+                                       check_output_file, load_config,
+                                       refuse_overwriting_input)
 
     check_launcher_env(args.launcher)
+    args.checkpoint = follow_last_checkpoint(args.checkpoint)
     check_checkpoint_file(args.checkpoint)  # before the config: a work dir given as CHECKPOINT
     if args.out:  # written after the whole evaluation: a path that cannot be is refused now
         check_output_file(args.out, folders_made=True)
+        # The metrics JSON would replace it, after the evaluation.
+        refuse_overwriting_input(args.out, args.checkpoint, '--out', 'CHECKPOINT')
+        refuse_overwriting_input(args.out, args.config, '--out', 'CONFIG')
     cfg = load_config(args.config, args.cfg_options)
     if cfg.get('test_dataloader') is None:
         raise LaunchError(f'{args.config} has no test_dataloader/test_evaluator: nothing to '

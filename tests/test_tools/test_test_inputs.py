@@ -1,0 +1,58 @@
+"""tools/test.py CHECKPOINT given as a work dir's last_checkpoint, and an --out that names one
+of the tool's own inputs."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
+
+
+@pytest.fixture
+def copied_work_dir(tmp_path):
+    """A fine-tuning work dir copied elsewhere: its last_checkpoint still names the checkpoint
+    at the old place, which is gone."""
+    from fastmim.apis import get_model
+    old = tmp_path / 'old_place'
+    old.mkdir()
+    model = get_model(str(CONFIG), **{'backbone.init_cfg': None})
+    torch.save(dict(state_dict=model.state_dict()), old / 'epoch_10.pth')
+    (old / 'last_checkpoint').write_text(str(old / 'epoch_10.pth'))
+    work_dir = shutil.copytree(old, tmp_path / 'copy')
+    shutil.rmtree(old)
+    return Path(work_dir)
+
+
+def test_last_checkpoint_tests_the_checkpoint_it_names(load_script, copied_work_dir, tmp_path):
+    """mmengine's note of a run's newest checkpoint (a text file) was refused as 'not a readable
+    checkpoint (truncated or corrupt?)'."""
+    out = tmp_path / 'metrics.json'
+    metrics = load_script(ROOT / 'tools' / 'test.py').main([
+        str(CONFIG), str(copied_work_dir / 'last_checkpoint'), '--out', str(out),
+        '--work-dir', str(tmp_path / 'test_run')])
+    assert set(metrics) == {'accuracy/top1', 'accuracy/top5'}
+    assert json.loads(out.read_text()) == pytest.approx(metrics)
+
+
+@pytest.mark.parametrize('which', ['checkpoint', 'config'])
+def test_an_out_that_names_an_input_is_refused_before_the_evaluation(load_script, tmp_path,
+                                                                     which):
+    """The metrics JSON replaced the checkpoint (or the config) after the evaluation: a typo
+    or a completion of the wrong file lost the weights."""
+    checkpoint = tmp_path / 'epoch_10.pth'
+    checkpoint.write_bytes(b'not read: --out is checked first')
+    config = tmp_path / 'ft.py'
+    config.write_text(f"_base_ = ['{CONFIG}']\n")
+    out = {'checkpoint': checkpoint, 'config': config}[which]
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match=f'^--out {out} is {which.upper()} itself: writing it '
+                                         f'would replace the original; give another --out$'):
+        load_script(ROOT / 'tools' / 'test.py').main([
+            str(config), str(checkpoint), '--out', str(out),
+            '--work-dir', str(tmp_path / 'test_run')])
+    assert out.read_bytes() == before
+    assert not os.path.exists(tmp_path / 'test_run')
