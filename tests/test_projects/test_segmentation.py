@@ -52,9 +52,27 @@ def test_config_is_the_published_recipe():
     assert cfg.train_cfg.type == 'fastmim.ResumableIterBasedTrainLoop'
     assert issubclass(ResumableIterBasedTrainLoop, IterBasedTrainLoop)
     assert cfg.train_cfg.max_iters == 160000
-    warmup, poly = cfg.param_scheduler
-    assert warmup.type == 'LinearLR' and warmup.end == 1500 and not warmup.by_epoch
-    assert poly.type == 'PolyLR' and poly.begin == 1500 and poly.end == 160000
+    assert_release_lr_schedule(cfg.param_scheduler, base_lr=optimizer.lr, max_iters=160000)
+
+
+def assert_release_lr_schedule(param_scheduler, base_lr, max_iters, checked_iters=3000):
+    """The release's mmcv schedule (mmseg-v0.28/configs/vit/fastmim_vit_base_cfg.py:
+    policy='poly', power 1, min_lr 0, warmup='linear' over 1500 iterations, warmup_ratio
+    1e-6), written from mmcv's definitions: lr(t) = base (1 - t / T) x (r + (1 - r) t / W)
+    during the warmup, base (1 - t / T) after it. Checked through the warmup and beyond."""
+    from mmengine.registry import PARAM_SCHEDULERS
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=base_lr)
+    schedulers = [PARAM_SCHEDULERS.build(dict(scheduler, optimizer=optimizer))
+                  for scheduler in param_scheduler]
+    warmup_iters, ratio = 1500, 1e-6
+    for t in range(checked_iters):
+        warmup = ratio + (1 - ratio) * t / warmup_iters if t < warmup_iters else 1.
+        expected = base_lr * (1 - t / max_iters) * warmup
+        assert optimizer.param_groups[0]['lr'] == pytest.approx(expected, rel=1e-3), t
+        optimizer.step()
+        for scheduler in schedulers:
+            scheduler.step()
 
 
 def hand_written_backbone_groups(rate=0.75, weight_decay=0.05):

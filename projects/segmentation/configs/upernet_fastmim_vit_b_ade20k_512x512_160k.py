@@ -92,14 +92,13 @@ optim_wrapper = dict(
 
 warmup_iters = 1500
 max_iters = 160000
-# mmseg 1.x's translation of the BEiT / MAE schedules: poly from the end of the warmup. The
-# release's mmcv poly runs from iteration 0 under its warmup, lr x (1 - iter / 160k), so after
-# the warmup this lr is 160000 / 158500 = 1.0095 x the release's (PolyLR with begin=0, next to
-# the LinearLR, gives the release's exactly).
+# The release's mmcv schedule (policy='poly', warmup='linear', warmup_ratio=1e-6): the poly
+# lr x (1 - iter / 160k) from iteration 0, multiplied by the linear warmup over its first 1500
+# iterations. mmengine's schedulers compose the same way when both run from 0. (mmseg 1.x's
+# MAE / BEiT configs start the poly at the end of the warmup instead: 1.0095 x this lr after it.)
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=warmup_iters),
-    dict(type='PolyLR', eta_min=0., power=1.0, by_epoch=False, begin=warmup_iters,
-         end=max_iters),
+    dict(type='PolyLR', eta_min=0., power=1.0, by_epoch=False, begin=0, end=max_iters),
 ]
 # mmseg's IterBasedTrainLoop, but a resume skips in the sampler and repeats the uninterrupted
 # run exactly (fastmim.engine.loops).
