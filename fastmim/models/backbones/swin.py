@@ -151,7 +151,8 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         window_size: attention window (an int, an (h, w) pair or one per stage).
         out_indices: stages whose outputs are returned, in stage order; negative values count
             from the end. The last stage goes through timm's final ``norm``; earlier stages get
-            a fresh LayerNorm each (``out_norms.<i>``), as Swin's detection release does.
+            a fresh LayerNorm each (``out_norms.<i>``); Swin's detection release gives every
+            returned stage a fresh one, the last included.
         drop_path_rate: stochastic depth, increasing linearly over all blocks.
         with_cp: activation checkpointing (timm's, per block): whenever gradients are on, each
             block's activations are recomputed in the backward pass instead of kept (less
