@@ -3,7 +3,8 @@
 ``loss()`` reads top to bottom: the data preprocessor has already normalised, erased and
 mixed the batch and stored each image's target distribution (``gt_score``); the backbone's last
 map is average-pooled to one vector per image (``out_type='cls_token'`` ViTs give the class token
-directly) and the head scores it against the targets.
+directly) and the head scores it against the targets. A head with layers before its own pooling
+(``takes_feature_map``, e.g. CMT's ``ConvPoolClsHead``) gets the map instead.
 
 With ``frozen_backbone=True`` (linear probing) the backbone has no gradients and stays in eval
 mode whatever ``train()`` is called with, so its BatchNorm statistics, dropout and drop-path are
@@ -56,7 +57,8 @@ def build_data_preprocessor(cfg: Optional[dict], num_classes: int):
 
 @MODELS.register_module()
 class ImageClassifier(BaseModel):
-    """Backbone -> global average pool -> ``head`` (fc_norm + linear).
+    """Backbone -> global average pool -> ``head`` (fc_norm + linear), or backbone -> ``head``
+    for a head that pools the map itself (``takes_feature_map``).
 
     Args:
         backbone (dict): config of a fastmim backbone (tuple of NCHW maps, ``out_channels``);
@@ -101,9 +103,12 @@ class ImageClassifier(BaseModel):
 
     # --- the steps ---------------------------------------------------------------------------
     def extract_feat(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Pooled features ``(B, C)`` of normalised images (no graph through a frozen backbone)."""
+        """What the head takes of normalised images (no graph through a frozen backbone): pooled
+        features ``(B, C)``, or the last map for a head that pools it itself."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_backbone):
             features = self.backbone(inputs)[-1]
+        if getattr(self.head, 'takes_feature_map', False):
+            return features
         return pool_features(features)
 
     def targets(self, data_samples: List[BaseDataElement], device) -> torch.Tensor:
@@ -119,7 +124,7 @@ class ImageClassifier(BaseModel):
         return torch.nn.functional.one_hot(labels, self.num_classes).float()
 
     def loss(self, inputs: torch.Tensor, data_samples: List[BaseDataElement]) -> dict:
-        """``dict(loss=...)``: soft-target cross-entropy of the pooled features."""
+        """``dict(loss=...)``: soft-target cross-entropy of the head's logits."""
         features = self.extract_feat(inputs)
         return self.head.loss(features, self.targets(data_samples, inputs.device))
 

@@ -1,3 +1,4 @@
-from .cls_head import LinearClsHead
+from .cls_head import ClsHead, LinearClsHead
+from .conv_pool_cls_head import ConvPoolClsHead
 
-__all__ = ['LinearClsHead']
+__all__ = ['ClsHead', 'LinearClsHead', 'ConvPoolClsHead']

@@ -1,4 +1,4 @@
-"""Linear classification head for fine-tuning and linear probing.
+"""Linear classification head for fine-tuning and linear probing, and what all heads share.
 
 It receives one pooled feature vector per image (``ImageClassifier`` pools the backbone's map)
 and is all that is new in a fine-tuned model besides the optional normalisation in front of it:
@@ -37,8 +37,40 @@ def build_pre_norm(pre_norm: Optional[str], channels: int) -> nn.Module:
     return nn.Identity()
 
 
+class ClsHead(BaseModule):
+    """What every classification head shares: ``num_classes``, the loss against a target
+    distribution and fp32 probabilities; a subclass defines ``forward`` (features -> logits).
+
+    ``takes_feature_map`` says what ``ImageClassifier`` gives the head: pooled features
+    ``(B, C)`` (False), or the backbone's last map ``(B, C, H, W)`` for a head with layers before
+    its own pooling (True), whose non-linearity does not commute with the average.
+    """
+
+    takes_feature_map = False
+
+    def __init__(self, num_classes: int, loss: dict, init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f'{type(self).__name__}: num_classes must be a positive int, '
+                             f'got {num_classes!r}')
+        self.num_classes = num_classes
+        self.criterion = MODELS.build(loss)
+
+    def loss(self, features: torch.Tensor, targets: torch.Tensor) -> dict:
+        """``dict(loss=...)`` against a target distribution ``(B, num_classes)``."""
+        logits = self(features)
+        if targets.shape != logits.shape:
+            raise ValueError(f'{type(self).__name__}: targets of shape {tuple(targets.shape)} '
+                             f'do not match the logits {tuple(logits.shape)}')
+        return dict(loss=self.criterion(logits, targets))
+
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(B, num_classes)``, computed in fp32."""
+        return self(features).float().softmax(dim=-1)
+
+
 @MODELS.register_module()
-class LinearClsHead(BaseModule):
+class LinearClsHead(ClsHead):
     """``fc_norm`` (optional) then a linear layer; the loss takes soft targets.
 
     Args:
@@ -58,17 +90,12 @@ class LinearClsHead(BaseModule):
                  init_std: float = 2e-5,
                  loss: dict = dict(type='SoftTargetCrossEntropy'),
                  init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f'LinearClsHead: num_classes must be a positive int, '
-                             f'got {num_classes!r}')
-        self.num_classes = num_classes
+        super().__init__(num_classes, loss, init_cfg)
         self.in_channels = in_channels
         self.fc_norm = build_pre_norm(pre_norm, in_channels)
         self.fc = nn.Linear(in_channels, num_classes)
         trunc_normal_(self.fc.weight, std=init_std)
         nn.init.zeros_(self.fc.bias)
-        self.criterion = MODELS.build(loss)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes)`` of pooled features ``(B, in_channels)``."""
@@ -81,15 +108,3 @@ class LinearClsHead(BaseModule):
                              'no batch statistics; use train_dataloader.batch_size >= 2 with '
                              'drop_last=True (without it an epoch can end in a batch of one)')
         return self.fc(self.fc_norm(features))
-
-    def loss(self, features: torch.Tensor, targets: torch.Tensor) -> dict:
-        """``dict(loss=...)`` against a target distribution ``(B, num_classes)``."""
-        logits = self(features)
-        if targets.shape != logits.shape:
-            raise ValueError(f'LinearClsHead: targets of shape {tuple(targets.shape)} do not '
-                             f'match the logits {tuple(logits.shape)}')
-        return dict(loss=self.criterion(logits, targets))
-
-    def predict(self, features: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``(B, num_classes)``, computed in fp32."""
-        return self(features).float().softmax(dim=-1)
