@@ -54,6 +54,33 @@ def follow_last_checkpoint(path):
     return named
 
 
+def read_file(path):
+    """The bytes of ``path``, or None where it is no file."""
+    if not osp.isfile(path):
+        return None
+    with open(path, 'rb') as file:
+        return file.read()
+
+
+def restore_config_dump(path, earlier, runner):
+    """Put back the ``earlier`` content of ``path``, ``work_dir/<config name>``, where
+    mmengine's Runner writes the config it runs. The default work dir of a test is that of the
+    training run whose checkpoint it tests (the config's ``work_dir``, else
+    ``work_dirs/<config name>``), so the record of how the checkpoints were trained was
+    replaced by the test's config (its ``load_from``, ``--cfg-options``), even by a test whose
+    checkpoint was then refused. The test's config is in its own log."""
+    from mmengine.dist import is_main_process
+    from mmengine.logging import print_log
+
+    from fastmim.engine.checkpoint import AtomicLocalBackend
+    if earlier is None or not is_main_process() or read_file(path) == earlier:
+        return
+    AtomicLocalBackend().put(earlier, path)
+    print_log(f'{path} is left as it was (the config of the run that wrote it); this test\'s '
+              f'config is at the top of {osp.join(runner.log_dir, runner.timestamp)}.log',
+              logger='current')
+
+
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
@@ -82,8 +109,11 @@ def main(argv):
     # mmengine loads it non-strictly: a pre-training checkpoint would test untrained heads
     cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
         dict(type='fastmim.CheckpointFitsModelHook', checkpoint=args.checkpoint)]
+    config_dump = osp.join(cfg.work_dir, osp.basename(cfg.filename or ''))
+    earlier_dump = read_file(config_dump)
     runner = build_runner(cfg, ['test'],
                           trusted_checkpoints=[args.checkpoint] if args.trust_checkpoint else [])
+    restore_config_dump(config_dump, earlier_dump, runner)
     metrics = runner.test()
     if args.out:
         write_metrics(args.out, metrics)

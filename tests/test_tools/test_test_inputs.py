@@ -56,3 +56,18 @@ def test_an_out_that_names_an_input_is_refused_before_the_evaluation(load_script
             '--work-dir', str(tmp_path / 'test_run')])
     assert out.read_bytes() == before
     assert not os.path.exists(tmp_path / 'test_run')
+
+
+def test_the_training_config_in_the_work_dir_is_kept(load_script, copied_work_dir):
+    """The default work dir of a test is the training's; mmengine's Runner wrote the test's
+    config (load_from, --cfg-options) over the training's record of how it trained."""
+    record = copied_work_dir / CONFIG.name
+    training_record = "# the config of the training run\nwork_dir = 'work_dirs/demo_ft'\n"
+    record.write_text(training_record)
+    checkpoint = copied_work_dir / 'epoch_10.pth'
+    load_script(ROOT / 'tools' / 'test.py').main([
+        str(CONFIG), str(checkpoint), '--work-dir', str(copied_work_dir),
+        '--cfg-options', 'test_dataloader.batch_size=13'])
+    assert record.read_text() == training_record
+    logs = list(copied_work_dir.glob('*/*.log'))
+    assert len(logs) == 1 and f"load_from = '{checkpoint}'" in logs[0].read_text()
