@@ -58,3 +58,16 @@ def test_keys_a_backbone_rebuilds_itself_count_as_given():
     state = model.state_dict()
     del state['backbone.pos_embed']
     _after_load(state, model)
+
+
+def test_a_file_of_the_reference_release_names_its_converter():
+    """The release saves MAE-style files, ``{'model': ..., 'epoch', 'args'}``, with timm names.
+    finetune.md maps its ``--eval --resume CKPT`` onto ``tools/test.py CONFIG CKPT``; given so,
+    it was called 'a pre-training or backbone checkpoint' that 'holds args, epoch, model'."""
+    hook = CheckpointFitsModelHook(checkpoint='finetune_100e.pth')
+    release = {'model': {'cls_token': torch.zeros(1, 1, 2), 'head.weight': torch.zeros(1, 2)},
+               'epoch': 99}
+    with pytest.raises(CheckpointError, match=r"^finetune_100e.pth holds its weights under "
+                       r"'model' \(2 entries, e.g. 'cls_token'\), as the reference release .*"
+                       r"tools/convert/from_reference.py finetune_100e.pth OUT --backbone"):
+        hook.after_load_checkpoint(SimpleNamespace(model=_Detector()), release)

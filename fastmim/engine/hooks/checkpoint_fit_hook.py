@@ -67,6 +67,16 @@ class CheckpointFitsModelHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         model = bare_model(runner)
+        release_weights = checkpoint.get('model')
+        if 'state_dict' not in checkpoint and isinstance(release_weights, dict):
+            # The reference release's (MAE-style) file: refused as 'a pre-training or
+            # backbone checkpoint' that 'holds model', which said nothing of its converter.
+            raise CheckpointError(
+                f"{self.checkpoint} holds its weights under 'model' ({len(release_weights)} "
+                f'entries, e.g. {next(iter(release_weights), None)!r}), as the reference '
+                'release (MAE style) saves them, not as tools/train.py does: convert it with '
+                f'tools/convert/from_reference.py {self.checkpoint} OUT --backbone '
+                '{vit,swin,pvtv2,cmt} (--trust-checkpoint for its pickled args), then test OUT')
         state = checkpoint.get('state_dict', checkpoint)
         absent = modules_without_weights(model.state_dict().keys(), state.keys())
         if absent:
