@@ -83,8 +83,9 @@ class BackboneContract:
                                   num_heads: Optional[Sequence[int]] = None
                                   ) -> Optional[ReferenceClassifier]:
         """For a fine-tuned reference file: its encoder ``encoder`` and its classifier parts
-        besides ``head.*`` (``parts``) as this backbone and a ``LinearClsHead``; None when no
-        fastmim head takes that classifier, and the encoder alone converts (the default)."""
+        besides ``head.*`` (``parts``) as this backbone and the fastmim head they fit (its
+        config, whose linear ``fc`` takes ``head``); None when no fastmim head takes that
+        classifier, and the encoder alone converts (the default)."""
         return None
 
     def geometry(self) -> Dict:

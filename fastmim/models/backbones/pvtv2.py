@@ -178,7 +178,8 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
     @classmethod
     def from_reference_classifier(cls, encoder, parts, path, img_size=None, num_heads=None):
         model, state, _ = cls.from_reference_encoder(encoder, path, img_size, num_heads)
-        return ReferenceClassifier(model, state, {}, None, {})
+        return ReferenceClassifier(model, state, {}, dict(type='LinearClsHead', pre_norm=None),
+                                   {})
 
     def adapt_state_dict(self, state: StateDict,
                          source_geometry: Optional[dict] = None) -> StateDict:

@@ -301,7 +301,8 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         encoder.update({'norm.' + key[len('fc_norm.'):]: value for key, value in parts.items()
                         if key.startswith('fc_norm.')})
         model, renamed = _reference_model(encoder, path, img_size)
-        return ReferenceClassifier(model, renamed, {}, None, dict(fc_norm='backbone.norm'))
+        return ReferenceClassifier(model, renamed, {}, dict(type='LinearClsHead', pre_norm=None),
+                                   dict(fc_norm='backbone.norm'))
 
     def adapt_state_dict(self, state: StateDict,
                          source_geometry: Optional[dict] = None) -> StateDict:

@@ -532,7 +532,8 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
         model = _reference_model(encoder, path, img_size, num_heads, pos_embed_type='learned',
                                  final_norm=False)
         head_state = {key: value for key, value in parts.items() if key.startswith('fc_norm.')}
-        return ReferenceClassifier(model, dict(encoder), head_state, 'ln',
+        return ReferenceClassifier(model, dict(encoder), head_state,
+                                   dict(type='LinearClsHead', pre_norm='ln'),
                                    dict(fc_norm='head.fc_norm'))
 
     def adapt_state_dict(self, state: StateDict,

@@ -62,11 +62,17 @@ class ReferenceEncoder(NamedTuple):
 
 
 class ReferenceClassifier(NamedTuple):
-    """What a backbone reads from a fine-tuned reference file (``from_reference_classifier``)."""
+    """What a backbone reads from a fine-tuned reference file (``from_reference_classifier``).
+
+    ``head_cfg`` is the fastmim head whose weights these are, the way a fine-tuning config
+    states it but without ``num_classes`` and ``in_channels`` (read from the file and the
+    backbone), e.g. ``dict(type='LinearClsHead', pre_norm='ln')``; its final linear layer is
+    ``fc``, which takes the file's ``head``.
+    """
     model: nn.Module  # the backbone, on the meta device
     state: Dict[str, torch.Tensor]  # the backbone's weights in its names
-    head_state: Dict[str, torch.Tensor]  # LinearClsHead weights besides ``fc`` (its fc_norm)
-    pre_norm: Optional[str]  # the LinearClsHead's ``pre_norm`` that these weights fit
+    head_state: Dict[str, torch.Tensor]  # the head's weights besides ``fc``, in its names
+    head_cfg: dict  # the head these weights fit (see above)
     renamed: Dict[str, str]  # the file's classifier parts that moved, besides head -> head.fc
 
 
@@ -148,7 +154,7 @@ def convert_reference_checkpoint(checkpoint: dict,
     Returns:
         ``{'state_dict': {'backbone.*', 'mask_token'}, 'meta': {'geometry': ..., ...}}``; for a
         fine-tuned file ``{'backbone.*', 'head.*'}`` and ``num_classes`` in the geometry, for
-        one whose classifier no fastmim head takes (CMT's) ``{'backbone.*'}``.
+        one whose classifier no fastmim head takes ``{'backbone.*'}``.
     """
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f'{path} holds a {type(checkpoint).__name__}, not a '
@@ -207,10 +213,10 @@ def convert_reference_checkpoint(checkpoint: dict,
 def _convert_reference_classifier(backbone_class, state, path, img_size, num_heads) -> dict:
     """A fine-tuned file of the release -> a fastmim ``ImageClassifier`` checkpoint, the layout
     ``configs/finetune/*_ft_100e.py`` evaluate: ``head`` becomes ``head.fc``, and the backbone
-    says where its other classifier parts go (``from_reference_classifier``). Every tensor is
-    checked against the backbone and the ``LinearClsHead`` it describes, built on the meta
-    device. A backbone whose classifier no fastmim head takes gives its encoder only
-    (:func:`_convert_reference_encoder_only`)."""
+    says where its other classifier parts go and which head they fit
+    (``from_reference_classifier``). Every tensor is checked against the backbone and the head
+    it describes, built on the meta device. A backbone whose classifier no fastmim head takes
+    gives its encoder only (:func:`_convert_reference_encoder_only`)."""
     layout = backbone_class.reference_layout
     classifier_prefixes = layout.classifier_prefixes
     encoder = {key: value for key, value in state.items()
@@ -226,8 +232,8 @@ def _convert_reference_classifier(backbone_class, state, path, img_size, num_hea
     head.update(read.head_state)
     num_classes = tensor_at(state, 'head.weight', path).shape[0]
     classifier_head = build_on_meta(
-        dict(type='LinearClsHead', num_classes=num_classes,
-             in_channels=read.model.out_channels[-1], pre_norm=read.pre_norm), strict=True)
+        dict(read.head_cfg, num_classes=num_classes, in_channels=read.model.out_channels[-1]),
+        strict=True)
     check_state_matches(head, classifier_head, path, _CONVERTED)
     geometry = read.model.geometry()
     state_dict = {'backbone.' + key: value for key, value in read.state.items()}

@@ -6,8 +6,8 @@ from torch import nn
 
 from fastmim.errors import CheckpointError
 from fastmim.models.backbones.base import BackboneContract
-from fastmim.models.utils.reference import (ReferenceEncoder, ReferenceLayout,
-                                            convert_reference_checkpoint,
+from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncoder,
+                                            ReferenceLayout, convert_reference_checkpoint,
                                             detect_reference_backbone, reference_backbones)
 from fastmim.registry import MODELS
 
@@ -68,6 +68,54 @@ def test_a_fine_tuned_file_whose_classifier_no_head_takes_gives_the_encoder(
     assert sorted(converted['state_dict']) == ['backbone.proj.bias', 'backbone.proj.weight']
     assert converted['meta']['converted_from']['dropped'] == ['fc', 'head']
     assert converted['meta']['converted_from']['fine_tuned']
+
+
+class TinyClassifierNet(TinyNet):
+    """TinyNet whose fine-tuned files end in ``fc_norm`` and ``head``: a LayerNorm after the
+    pooling, which a fastmim head config (``head_cfg``) takes."""
+
+    reference_layout = TinyNet.reference_layout._replace(
+        name='tiny_cls', classifier_keys=('fc_norm.weight', 'head.weight'))
+    head_cfg = dict(type='LinearClsHead', pre_norm='ln')
+
+    @classmethod
+    def from_reference_classifier(cls, encoder, parts, path, img_size=None, num_heads=None):
+        model, state, _ = cls.from_reference_encoder(encoder, path)
+        return ReferenceClassifier(model, state, dict(parts), cls.head_cfg,
+                                   dict(fc_norm='head.fc_norm'))
+
+
+@pytest.fixture
+def tiny_classifier_registered():
+    MODELS.register_module(module=TinyClassifierNet)
+    yield
+    MODELS.module_dict.pop('TinyClassifierNet')
+
+
+def tiny_fine_tuned_file():
+    return {'tiny_proj.weight': torch.randn(3, 3), 'tiny_proj.bias': torch.zeros(3),
+            'fc_norm.weight': torch.ones(3), 'fc_norm.bias': torch.zeros(3),
+            'head.weight': torch.randn(10, 3), 'head.bias': torch.zeros(10)}
+
+
+def test_a_fine_tuned_file_converts_to_the_head_its_backbone_names(tiny_classifier_registered):
+    state = tiny_fine_tuned_file()
+    converted = convert_reference_checkpoint({'model': state}, 'tiny_ft.pth')
+    assert sorted(converted['state_dict']) == [
+        'backbone.proj.bias', 'backbone.proj.weight', 'head.fc.bias', 'head.fc.weight',
+        'head.fc_norm.bias', 'head.fc_norm.weight']
+    assert converted['state_dict']['head.fc.weight'] is state['head.weight']
+    origin = converted['meta']['converted_from']
+    assert origin['renamed'] == dict(fc_norm='head.fc_norm', head='head.fc')
+    assert converted['meta']['geometry']['num_classes'] == 10
+
+
+def test_classifier_weights_that_the_named_head_has_no_place_for_are_refused(
+        tiny_classifier_registered, monkeypatch):
+    """The head config, not a fixed LinearClsHead, is what the weights are checked against."""
+    monkeypatch.setattr(TinyClassifierNet, 'head_cfg', dict(type='LinearClsHead', pre_norm=None))
+    with pytest.raises(CheckpointError, match='fc_norm.weight'):
+        convert_reference_checkpoint({'model': tiny_fine_tuned_file()}, 'tiny_ft.pth')
 
 
 def test_the_converted_weights_are_checked_against_the_backbone(tiny_net_registered):
