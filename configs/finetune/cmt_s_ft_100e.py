@@ -2,10 +2,11 @@
 # Published: 83.9 top-1, but no fine-tuning command: REFERENCE.md and the release's README give
 # none. lr and layer decay here are the defaults of the release's main_finetune.py (base lr
 # 1e-3 per 256 -> 4e-3 at batch 1024, layer decay 0.75, drop path 0.1); everything else is the
-# shared recipe. CMT's last stage has no final norm, so the head adds a LayerNorm (fc_norm)
-# after pooling; the release's CMT-S head (1x1 conv to 1280 channels, BatchNorm, swish, pooling,
-# dropout 0.1, linear) is not available here (_base_/models/cls_cmt_s.py). The relative
-# position biases are resized from the 128-px grid on loading (which the release forgets to do).
+# shared recipe. The head is the release's CMT-S classifier (1x1 conv to 1280 channels,
+# BatchNorm, swish, pooling, dropout 0.1, linear: _base_/models/cls_cmt_s.py), new in
+# fine-tuning: layer decay gives it the full lr, and its 1-D tensors (BatchNorm, biases) no
+# weight decay, as the release's lr_decay.py. The relative position biases are resized from the
+# 128-px grid on loading (which the release forgets to do).
 _base_ = ['../_base_/models/cls_cmt_s.py', '../_base_/finetune_imagenet_224_100e.py']
 
 model = dict(backbone=dict(init_cfg=dict(checkpoint='work_dirs/cmt_s_hog_800e/epoch_800.pth')))

@@ -1,6 +1,7 @@
 """The reference release publishes PVTv2-B2 and CMT-S only as ImageNet fine-tuned files
 (``pvtv2_b2_fastmim_pixel_800e_finetune.pth``, ``cmt_small_fastmim_hog_800e_finetune_83.9.pth``):
-they convert and initialise fastmim backbones, with the outputs of the release's own models.
+they convert to the fine-tuning configs' classifiers, with the logits of the release's own
+models, and initialise fastmim backbones with their features.
 
 The files cannot be downloaded here, so they are fabricated with random tensors in the release's
 layout, written out key by key from its mim_pvtv2_finetune.py and mim_cmt_finetune.py, at tiny
@@ -262,43 +263,75 @@ def release_cmt_features(state, images, arch=CMT):
     return x
 
 
-def test_cmt_fine_tuned_file_converts_to_its_encoder_with_the_release_features(
+def release_cmt_logits(state, images, arch=CMT):
+    """The release's ``CMT.forward`` (eval mode): the classifier after the last stage is
+    ``_fc`` (1x1 conv), ``_bn`` (eps 1e-5), swish x * sigmoid(x), average pooling, dropout
+    (none in eval) and ``head``."""
+    x = bn(conv(release_cmt_features(state, images, arch), state, '_fc'), state, '_bn')
+    return linear((x * torch.sigmoid(x)).mean(dim=(2, 3)), state, 'head')
+
+
+def cmt_fine_tuning_classifier():
+    """configs/finetune/cmt_s_ft_100e.py's classifier at the tiny widths of the file."""
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'finetune' / 'cmt_s_ft_100e.py'))
+    cfg.model.backbone.arch = CMT
+    cfg.model.backbone.init_cfg = None
+    cfg.model.head.mid_channels = FC_DIM
+    init_default_scope('fastmim')
+    return MODELS.build(cfg.model).eval()
+
+
+def test_cmt_fine_tuned_file_converts_to_a_classifier_with_the_release_logits(
         tmp_path, capsys, from_reference):
-    """The file was refused: 'cannot tell which reference backbone this is'."""
+    """The file converted to its encoder only, its classifier (_fc, _bn, head) dropped: no
+    fastmim head took it. The fine-tuning config's ConvPoolClsHead takes every tensor."""
     state = release_cmt_state()
     path = save_release_file(tmp_path / 'cmt_small_fastmim_hog_800e_finetune_83.9.pth', state)
     out = tmp_path / 'converted.pth'
 
     from_reference.main([path, str(out), '--backbone', 'cmt', '--trust-checkpoint'])
 
-    assert 'dropped: _bn, _fc, head' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert 'renamed: _fc -> head.conv, _bn -> head.bn, head -> head.fc' in printed
+    assert 'configs/finetune/cmt_s_ft_100e.py' in printed and 'dropped' not in printed
     converted = torch.load(out, weights_only=True)
-    assert all(key.startswith('backbone.') for key in converted['state_dict'])
+    assert len(converted['state_dict']) == len(state)
     geometry = converted['meta']['geometry']
     assert geometry['input_size'] == [224, 224] and geometry['backbone']['img_size'] == 224
-    classifier_keys = [key for key in state if key.startswith(('_fc.', '_bn.', 'head.'))]
-    assert len(converted['state_dict']) == len(state) - len(classifier_keys)
-    backbone = MODELS.build(dict(type='CMT', arch=CMT, img_size=224)).eval()
-    load_pretrained(backbone, str(out))
-    images = torch.randn(1, 3, 224, 224)
+    assert geometry['num_classes'] == NUM_CLASSES
+    classifier = cmt_fine_tuning_classifier()
+    classifier.load_state_dict(converted['state_dict'], strict=True)
+    images = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
-        expected = release_cmt_features(state, images)
-        (features, ) = backbone(images)
+        logits = classifier(images, mode='tensor')
+        expected = release_cmt_logits(state, images)
     assert expected.abs().max() > 1
-    torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+    # Downstream and fine-tuning configs start a backbone from it: the classifier is left out.
+    backbone = MODELS.build(dict(type='CMT', arch=CMT, img_size=224)).eval()
+    summary = load_pretrained(backbone, str(out))
+    assert summary.left_out == sorted(key for key in converted['state_dict']
+                                      if key.startswith('head.'))
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(images[:1])[0],
+                                   release_cmt_features(state, images[:1]),
+                                   rtol=1e-4, atol=1e-4)
 
 
 def test_cmt_fine_tuned_file_initialises_a_backbone_directly_with_its_classifier_left_out(
         tmp_path, caplog):
-    """load_pretrained refused the file: 'unexpected keys ... _fc.weight ... _bn.weight'."""
+    """load_pretrained refused the file: 'unexpected keys ... _fc.weight ... _bn.weight'. The
+    classifier is converted in memory (head.conv, head.bn, head.fc), then left out."""
     state = release_cmt_state()
     path = save_release_file(tmp_path / 'cmt_small_fastmim_hog_800e_finetune_83.9.pth', state)
     backbone = MODELS.build(dict(type='CMT', arch=CMT, img_size=224)).eval()
 
     summary = load_pretrained(backbone, path)
 
-    assert summary.left_out == sorted(key for key in state
-                                      if key.startswith(('_fc.', '_bn.', 'head.')))
+    renamed = {'_fc.': 'head.conv.', '_bn.': 'head.bn.', 'head.': 'head.fc.'}
+    assert summary.left_out == sorted(
+        new + key[len(old):] for key in state for old, new in renamed.items()
+        if key.startswith(old))
     images = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(backbone(images)[0], release_cmt_features(state, images),
@@ -390,6 +423,19 @@ def test_the_published_files_shapes_are_named_by_their_arch(kind, make_state, ar
     converted = convert_reference_checkpoint({'model': make_state()}, 'published.pth',
                                              backbone=kind)
     assert converted['meta']['geometry']['backbone']['arch'] == arch
+
+
+def test_the_published_cmt_s_file_loads_strictly_into_the_fine_tuning_config():
+    """cmt_small_fastmim_hog_800e_finetune_83.9.pth's shapes (``_fc`` to 1280 channels) are
+    the model of configs/finetune/cmt_s_ft_100e.py, classifier included."""
+    converted = convert_reference_checkpoint({'model': published_cmt_s_state()}, 'published.pth',
+                                             backbone='cmt')
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'finetune' / 'cmt_s_ft_100e.py'))
+    cfg.model.backbone.init_cfg = None
+    init_default_scope('fastmim')
+    with torch.device('meta'):
+        classifier = MODELS.build(cfg.model)
+    classifier.load_state_dict(converted['state_dict'], strict=True, assign=True)
 
 
 def test_num_heads_that_contradict_the_cmt_weights_are_refused(tmp_path, from_reference):

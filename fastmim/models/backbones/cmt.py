@@ -38,7 +38,8 @@ from timm.layers import DropPath
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from fastmim.models.utils.reference import ReferenceEncoder, ReferenceLayout
+from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncoder,
+                                            ReferenceLayout)
 from fastmim.models.utils.shape_reading import (build_matching, check_given_size,
                                                 count_indices, mlp_ratio, require_keys,
                                                 square_side, tensor_at)
@@ -375,9 +376,9 @@ class CMT(BackboneContract, BaseModule):
     size_keys = ('embed_dims', 'depths', 'num_heads', 'stem_channels')
     # The reference release pre-trains CMT under ``encoder.`` with its own names. Its
     # fine-tuned classifiers (mim_cmt_finetune.py) end in a 1x1 conv ``_fc`` (to 1280
-    # channels), BatchNorm ``_bn``, swish, pooling and ``head``: fastmim's CMT classifier pools,
-    # then normalises (``LinearClsHead(pre_norm='ln')``) and has no module for those weights,
-    # so only the encoder converts. The relative position biases have one row per head.
+    # channels), BatchNorm ``_bn``, swish, pooling, dropout and ``head``: fastmim's
+    # ``ConvPoolClsHead`` (``conv``, ``bn``, ``fc``), the head of the CMT fine-tuning config.
+    # The relative position biases have one row per head.
     reference_layout = ReferenceLayout(
         name='cmt', pretraining_marker='encoder.stem_conv1.weight', encoder_prefix='encoder.',
         finetuned_marker='stem_conv1.weight',
@@ -478,6 +479,20 @@ class CMT(BackboneContract, BaseModule):
                       reduction_ratios=reductions)
         model = build_matching(dict(type='CMT', img_size=size), custom, renamed, path)
         return ReferenceEncoder(model, renamed, dropped)
+
+    @classmethod
+    def from_reference_classifier(cls, encoder, parts, path, img_size=None, num_heads=None):
+        """The release's ``_fc`` (1x1 conv) and ``_bn`` are ``ConvPoolClsHead``'s ``conv`` and
+        ``bn``; the conv's width (1280 for CMT-S) is read from ``_fc``. The head's dropout is
+        its default, the release's 0.1."""
+        model, state, _ = cls.from_reference_encoder(encoder, path, img_size, num_heads)
+        names = {'_fc.': 'conv.', '_bn.': 'bn.'}
+        head_state = {names[prefix] + key[len(prefix):]: value for key, value in parts.items()
+                      for prefix in names if key.startswith(prefix)}
+        head_cfg = dict(type='ConvPoolClsHead',
+                        mid_channels=tensor_at(parts, '_fc.weight', path).shape[0])
+        return ReferenceClassifier(model, state, head_state, head_cfg,
+                                   dict(_fc='head.conv', _bn='head.bn'))
 
     def adapt_state_dict(self, state: StateDict,
                          source_geometry: Optional[dict] = None) -> StateDict:
