@@ -81,12 +81,18 @@ def test_vit_b_uses_twelve_heads():
 
 
 FINETUNE = Path(__file__).resolve().parents[1] / 'configs' / 'finetune'
-# name: (lr at total batch 1024, layer decay, backbone type, fc_norm after pooling)
+# name: (lr at total batch 1024, layer decay, backbone type, head settings)
 PUBLISHED_FINETUNING = {
-    'vit_b_ft_100e.py': (6e-4 * 1024 / 256, 0.70, 'VisionTransformer', 'ln'),
-    'swin_b_ft_100e.py': (1e-3 * 1024 / 256, 0.80, 'SwinTransformer', None),
-    'pvtv2_b2_ft_100e.py': (1e-3 * 1024 / 256, 0.75, 'PyramidVisionTransformerV2', None),
-    'cmt_s_ft_100e.py': (1e-3 * 1024 / 256, 0.75, 'CMT', 'ln'),
+    'vit_b_ft_100e.py': (6e-4 * 1024 / 256, 0.70, 'VisionTransformer',
+                         dict(type='LinearClsHead', pre_norm='ln')),
+    'swin_b_ft_100e.py': (1e-3 * 1024 / 256, 0.80, 'SwinTransformer',
+                          dict(type='LinearClsHead', pre_norm=None)),
+    'pvtv2_b2_ft_100e.py': (1e-3 * 1024 / 256, 0.75, 'PyramidVisionTransformerV2',
+                            dict(type='LinearClsHead', pre_norm=None)),
+    # The release's CMT classifier (mim_cmt_finetune.py): 1x1 conv to 1280, BN, swish, pooling,
+    # dropout 0.1, linear.
+    'cmt_s_ft_100e.py': (1e-3 * 1024 / 256, 0.75, 'CMT',
+                         dict(type='ConvPoolClsHead', mid_channels=1280, drop_rate=0.1)),
 }
 
 
@@ -94,7 +100,7 @@ PUBLISHED_FINETUNING = {
 def test_published_finetuning_recipe(name):
     """REFERENCE.md, 'Fine-tuning recipes': every recipe sets its lr and layer decay only; the
     shared schedule warms up 5 epochs and ends at min lr 1e-6 whatever the lr."""
-    lr, layer_decay, backbone, fc_norm = PUBLISHED_FINETUNING[name]
+    lr, layer_decay, backbone, head = PUBLISHED_FINETUNING[name]
     cfg = Config.fromfile(str(FINETUNE / name))
 
     assert cfg.optim_wrapper.optimizer.lr == pytest.approx(lr)
@@ -108,7 +114,7 @@ def test_published_finetuning_recipe(name):
     model = cfg.model
     assert model.backbone.type == backbone and model.backbone.drop_path_rate == 0.1
     assert model.backbone.init_cfg.type == 'FastMIMPretrained'
-    assert model.head.pre_norm == fc_norm and model.head.init_std == 2e-5
+    assert {key: model.head[key] for key in head} == head and model.head.init_std == 2e-5
     preprocessor = model.data_preprocessor
     assert preprocessor.label_smoothing == 0.1 and preprocessor.random_erasing.probability == 0.25
     assert (preprocessor.mixup.mixup_alpha, preprocessor.mixup.cutmix_alpha) == (0.8, 1.0)

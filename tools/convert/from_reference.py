@@ -20,8 +20,9 @@ The release's ImageNet fine-tuned files (``vit_base_fastmim_hog_800e_finetune_10
 initialise from: ``head`` -> ``head.fc``; ViT's ``fc_norm`` (after pooling) -> ``head.fc_norm``;
 Swin's ``fc_norm`` (its final norm before pooling) -> ``backbone.norm``. The PVTv2-B2 file
 (``head``, mean of the tokens after ``norm4``) becomes one for ``configs/finetune/
-pvtv2_b2_ft_100e.py``; the CMT-S file gives its encoder only (``backbone.*``): its classifier
-(``_fc`` conv, ``_bn``, swish, pooling, ``head``) has no fastmim counterpart and is dropped.
+pvtv2_b2_ft_100e.py``, the CMT-S file (``_fc`` 1x1 conv, ``_bn``, swish, pooling, ``head``) one
+for ``configs/finetune/cmt_s_ft_100e.py``, whose ``ConvPoolClsHead`` takes its classifier:
+``_fc`` -> ``head.conv``, ``_bn`` -> ``head.bn``.
 
 The release's files also pickle an ``argparse.Namespace`` (``args``), which weights-only
 loading refuses: pass ``--trust-checkpoint`` for a file whose origin you trust.
@@ -34,7 +35,7 @@ from fastmim.engine.launch import (add_debug_arg, check_output_file, positive_in
 BACKBONES = ('vit', 'swin', 'pvtv2', 'cmt')
 # The fine-tuning config whose classifier a converted fine-tuned file of each backbone fits.
 FINETUNE_CONFIGS = {'vit': 'vit_b_ft_100e.py', 'swin': 'swin_b_ft_100e.py',
-                    'pvtv2': 'pvtv2_b2_ft_100e.py'}
+                    'pvtv2': 'pvtv2_b2_ft_100e.py', 'cmt': 'cmt_s_ft_100e.py'}
 
 
 def parse_args(argv):
