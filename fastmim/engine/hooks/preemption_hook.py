@@ -215,9 +215,9 @@ class PreemptionHook(Hook):
         if not self._training:
             return
         try:
-            batches = len(runner.val_loop.dataloader)
-        except TypeError:  # an iterable dataset of unknown length: no check during it
-            batches = 0
+            batches = len(getattr(runner.val_loop, 'dataloader', None))
+        except TypeError:  # a loop without a loader, or an iterable dataset of unknown length:
+            batches = 0  # no check during it
         if is_distributed():
             count = torch.tensor([batches], device=_collective_device())
             torch_dist.all_reduce(count, op=torch_dist.ReduceOp.MIN)
