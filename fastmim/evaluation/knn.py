@@ -30,6 +30,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from mmengine.dataset import BaseDataset
 from mmengine.dist import all_gather, get_world_size
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
@@ -195,13 +196,46 @@ class BankSmallerThanKWarning(UserWarning):
     """The kNN bank holds fewer images than ``k``: every query is voted on by the whole bank."""
 
 
+class BankHoldsTestImagesWarning(UserWarning):
+    """The kNN bank holds the test images, read as the test split reads them: each test image
+    is its own nearest neighbour."""
+
+
+def annotations(dataset):
+    """``index -> data info`` of a dataset, as loaded (a ``BaseDataset`` override may add the
+    decoded image), or ``None`` for one without ``get_data_info``."""
+    if isinstance(dataset, BaseDataset):
+        return lambda index: BaseDataset.get_data_info(dataset, index)
+    return getattr(dataset, 'get_data_info', None)
+
+
+def bank_holds_test_images(bank_dataset, test_dataset, checked: int = 64) -> Tuple[int, int]:
+    """``(found, checked)``: how many of the first ``checked`` test image files the bank
+    lists too, when both read them through pipelines of the same description (features then
+    equal, or drawn alike); ``found`` is 0 for datasets that name no files or pipelines that
+    differ (the demo's bank: random crops of the photos it tests on centre crops). Reads every
+    bank annotation, no image: seconds for ImageNet's train split."""
+    bank_info, test_info = annotations(bank_dataset), annotations(test_dataset)
+    checked = min(checked, len(test_dataset))
+    if (bank_info is None or test_info is None or repr(getattr(bank_dataset, 'pipeline', None))
+            != repr(getattr(test_dataset, 'pipeline', None))):
+        return 0, checked
+    test_files = {test_info(index).get('img_path') for index in range(checked)} - {None}
+    if not test_files:
+        return 0, checked
+    bank_files = {bank_info(index).get('img_path') for index in range(len(bank_dataset))}
+    return len(test_files & bank_files), checked
+
+
 def check_bank(k: int, bank_dataset, test_dataset) -> None:
     """Check, before the bank (the whole train split) is extracted, that the kNN measures what
     it reports. Warn when ``k`` is larger than the bank: every query is then voted on by the
     whole bank, the kNN of a smaller k (DINO's kNN stops there, topk out of range; here a
-    two-image smoke test of a config still runs). Refuse test images of classes the bank has
-    no image of, which no vote can classify right (a list file or a subset that misses classes;
-    class folders of other names are ``DatasetClassesCheckHook``'s)."""
+    two-image smoke test of a config still runs). Warn when the bank holds the test images
+    (a bank pointed at the val split): knn/top1 was then reported near 100 without a word.
+    Refuse test images of classes the bank has no image of, which no vote can classify right
+    (a list file or a subset that misses classes; class folders of other names are
+    ``DatasetClassesCheckHook``'s)."""
     bank_key = 'test_cfg.bank_dataloader.dataset'
     if k > len(bank_dataset):
         warnings.warn(f'KNNClassifier: k={k} neighbours, but {bank_key} holds '
@@ -209,6 +243,13 @@ def check_bank(k: int, bank_dataset, test_dataset) -> None:
                       f'the kNN of k={len(bank_dataset)}; set model.k to at most '
                       f'{len(bank_dataset)} or give a larger bank', BankSmallerThanKWarning,
                       stacklevel=2)
+    found, checked = bank_holds_test_images(bank_dataset, test_dataset)
+    if found:
+        # A warning: the config smoke tests run each kNN config on one pair of photos.
+        warnings.warn(f'KNNTestLoop: {found} of the first {checked} test images are in '
+                      f'{bank_key} too, read through the same pipeline: each is its own nearest '
+                      f'neighbour, so knn/top1 is near 100 whatever the checkpoint; point the '
+                      f'bank at the train split', BankHoldsTestImagesWarning, stacklevel=2)
     coverage = label_coverage(bank_dataset, test_dataset)
     if coverage is not None and coverage.missing:
         raise ValueError(f'KNNTestLoop: {coverage.samples_missing} of the {coverage.samples} '
@@ -227,7 +268,7 @@ class KNNTestLoop(TestLoop):
     non-strict (a wrong file would silently leave a random backbone) and cannot resize
     position embeddings. Without a checkpoint the backbone is evaluated as it is. Before the
     bank is extracted, :func:`check_bank` refuses test classes the bank lacks and warns about a
-    ``k`` larger than the bank.
+    ``k`` larger than the bank and a bank that holds the test images.
 
     Every rank holds the whole bank on its device, in fp32: 1.28 M x 768 values (3.9 GB) for
     ViT-B on the ImageNet train split, twice that while it is being gathered.

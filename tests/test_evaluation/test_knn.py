@@ -2,6 +2,7 @@
 DINO): on random features, across two gloo processes, and through mmengine's Runner on real
 photos."""
 import importlib.util
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from mmengine.structures import BaseDataElement
 from fastmim.datasets import EmbeddedPhotos
 from fastmim.engine.launch import adapt_to_device
 from fastmim.evaluation import KNNClassifier, gather_bank, knn_class_scores
-from fastmim.evaluation.knn import BankSmallerThanKWarning
+from fastmim.evaluation.knn import BankHoldsTestImagesWarning, BankSmallerThanKWarning
 
 IMAGENET_MEAN = np.array([123.675, 116.28, 103.53])
 IMAGENET_STD = np.array([58.395, 57.12, 57.375])
@@ -205,9 +206,10 @@ def test_the_demo_bank_crops_do_not_depend_on_the_process_state():
     assert all(torch.equal(first, second) for first, second in zip(*banks))
 
 
-def demo_runner(tmp_path, bank_samples, k):
+def demo_runner(tmp_path, bank_samples, k, bank_crop_pct=1.):
     """The kNN test loop on scikit-image's 16 photos: the bank holds the first
-    ``bank_samples`` of them (labels 0, 1, ...), the test split every photo once."""
+    ``bank_samples`` of them (labels 0, 1, ...), the test split every photo once; the bank's
+    centre crops take ``bank_crop_pct`` of the shorter side, the test's 0.875."""
     loader = dict(batch_size=8, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False))
     cfg = Config(dict(
         default_scope='fastmim',
@@ -220,7 +222,7 @@ def demo_runner(tmp_path, bank_samples, k):
         test_evaluator=dict(type='Accuracy', topk=(1, 5), prefix='knn'),
         test_cfg=dict(type='KNNTestLoop', bank_dataloader=dict(loader, dataset=dict(
             type='EmbeddedPhotos', sources='skimage', num_samples=bank_samples,
-            pipeline=real_photo_pipeline(0.875)))),
+            pipeline=real_photo_pipeline(bank_crop_pct)))),
     ))
     adapt_to_device(cfg)
     return Runner.from_cfg(cfg)
@@ -282,7 +284,29 @@ def test_the_test_timing_leaves_the_bank_out_and_the_bank_has_its_own_eta(tmp_pa
     monkeypatch.setattr(KNNClassifier, 'extract_feat', ten_seconds_each)
     runner = demo_runner(tmp_path, bank_samples=16, k=4)  # batches of 8: 2 bank, 2 test
     runner.test()
-    assert runner.message_hub.get_scalar('test/data_time').data[0].tolist() == [0., 0.]
-    assert runner.message_hub.get_scalar('test/time').data[0].tolist() == [10., 10.]
+    # The last two: runners built within the same second share their message hub.
+    assert runner.message_hub.get_scalar('test/data_time').data[0][-2:].tolist() == [0., 0.]
+    assert runner.message_hub.get_scalar('test/time').data[0][-2:].tolist() == [10., 10.]
     log = (Path(runner.log_dir) / f'{runner.timestamp}.log').read_text()
     assert 'kNN bank: 1/2 batches, eta 0:00:10' in log
+
+
+@pytest.mark.skipif(not PHOTOS, reason='scikit-image photos are not installed')
+def test_a_bank_that_holds_the_test_images_is_named(tmp_path):
+    """A bank pointed at the val split (the same files, the same pipeline): every test image
+    found itself, and knn/top1 was reported as 100 for an untrained ViT without a word."""
+    runner = demo_runner(tmp_path, bank_samples=16, k=4, bank_crop_pct=0.875)
+    with pytest.warns(BankHoldsTestImagesWarning, match=r'^KNNTestLoop: 16 of the first 16 test '
+                      r'images are in test_cfg\.bank_dataloader\.dataset too, read through the '
+                      r'same pipeline'):
+        metrics = runner.test()
+    assert metrics['knn/top1'] == 100
+
+
+@pytest.mark.skipif(not PHOTOS, reason='scikit-image photos are not installed')
+def test_the_same_photos_through_another_pipeline_are_no_copy_of_the_test_split(tmp_path):
+    """The demo's bank: other crops of the photos it tests on, which it means to match."""
+    runner = demo_runner(tmp_path, bank_samples=16, k=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', BankHoldsTestImagesWarning)
+        runner.test()
