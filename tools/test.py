@@ -10,6 +10,9 @@ import os.path as osp
 
 from fastmim.engine.launch import add_launch_args, apply_launch_args, parse_launch_args
 
+# Added to every config this tool runs (see main).
+TEST_HOOK = 'fastmim.CheckpointFitsModelHook'
+
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description='Evaluate a checkpoint')
@@ -68,12 +71,15 @@ def restore_config_dump(path, earlier, runner):
     training run whose checkpoint it tests (the config's ``work_dir``, else
     ``work_dirs/<config name>``), so the record of how the checkpoints were trained was
     replaced by the test's config (its ``load_from``, ``--cfg-options``), even by a test whose
-    checkpoint was then refused. The test's config is in its own log."""
+    checkpoint was then refused. The test's config is in its own log. A config an earlier
+    test wrote (it names the ``CheckpointFitsModelHook`` this tool adds) is replaced, as
+    mmengine does: a work dir of tests only (kNN) shows the latest."""
     from mmengine.dist import is_main_process
     from mmengine.logging import print_log
 
     from fastmim.engine.checkpoint import AtomicLocalBackend
-    if earlier is None or not is_main_process() or read_file(path) == earlier:
+    if (earlier is None or TEST_HOOK.encode() in earlier or not is_main_process()
+            or read_file(path) == earlier):
         return
     AtomicLocalBackend().put(earlier, path)
     print_log(f'{path} is left as it was (the config of the run that wrote it); this test\'s '
@@ -108,7 +114,7 @@ def main(argv):
     cfg.resume = False
     # mmengine loads it non-strictly: a pre-training checkpoint would test untrained heads
     cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
-        dict(type='fastmim.CheckpointFitsModelHook', checkpoint=args.checkpoint)]
+        dict(type=TEST_HOOK, checkpoint=args.checkpoint)]
     config_dump = osp.join(cfg.work_dir, osp.basename(cfg.filename or ''))
     earlier_dump = read_file(config_dump)
     runner = build_runner(cfg, ['test'],

@@ -10,6 +10,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
+# Four photos, read in this process.
+SMALL_TEST = ['test_dataloader.dataset.num_samples=4', 'test_dataloader.num_workers=0',
+              'test_dataloader.persistent_workers=False']
 
 
 @pytest.fixture
@@ -33,7 +36,7 @@ def test_last_checkpoint_tests_the_checkpoint_it_names(load_script, copied_work_
     out = tmp_path / 'metrics.json'
     metrics = load_script(ROOT / 'tools' / 'test.py').main([
         str(CONFIG), str(copied_work_dir / 'last_checkpoint'), '--out', str(out),
-        '--work-dir', str(tmp_path / 'test_run')])
+        '--work-dir', str(tmp_path / 'test_run'), '--cfg-options', *SMALL_TEST])
     assert set(metrics) == {'accuracy/top1', 'accuracy/top5'}
     assert json.loads(out.read_text()) == pytest.approx(metrics)
 
@@ -67,7 +70,17 @@ def test_the_training_config_in_the_work_dir_is_kept(load_script, copied_work_di
     checkpoint = copied_work_dir / 'epoch_10.pth'
     load_script(ROOT / 'tools' / 'test.py').main([
         str(CONFIG), str(checkpoint), '--work-dir', str(copied_work_dir),
-        '--cfg-options', 'test_dataloader.batch_size=13'])
+        '--cfg-options', 'test_dataloader.batch_size=13', *SMALL_TEST])
     assert record.read_text() == training_record
     logs = list(copied_work_dir.glob('*/*.log'))
     assert len(logs) == 1 and f"load_from = '{checkpoint}'" in logs[0].read_text()
+
+
+def test_a_config_an_earlier_test_wrote_is_replaced(load_script, copied_work_dir, tmp_path):
+    """A work dir of tests only (kNN) shows the config of the latest, as mmengine writes it."""
+    work_dir = tmp_path / 'tests_only'
+    for batch_size in (13, 20):
+        load_script(ROOT / 'tools' / 'test.py').main([
+            str(CONFIG), str(copied_work_dir / 'epoch_10.pth'), '--work-dir', str(work_dir),
+            '--cfg-options', f'test_dataloader.batch_size={batch_size}', *SMALL_TEST])
+    assert 'batch_size=20' in (work_dir / CONFIG.name).read_text()
