@@ -64,10 +64,14 @@ def _walk(dataset, key):
 def check_dataset_paths(cfg, splits):
     """Raise :class:`LaunchError` naming the first missing dataset path of ``splits``
     (``'train'``, ``'val'``, ``'test'``): the data root, annotation file and data prefixes of
-    each ``<split>_dataloader.dataset`` (wrapped datasets included) and the annotation file of
-    ``<split>_evaluator`` (COCO's metric reads its own copy)."""
+    each ``<split>_dataloader.dataset`` (wrapped datasets included), of a kNN test's bank
+    (``test_cfg.bank_dataloader.dataset``, read before the test split) and the annotation file
+    of ``<split>_evaluator`` (COCO's metric reads its own copy)."""
     checks = []
     for split in splits:
+        if split == 'test':
+            bank = (cfg.get('test_cfg') or {}).get('bank_dataloader') or {}
+            checks += _walk(bank.get('dataset'), 'test_cfg.bank_dataloader.dataset')
         loader = cfg.get(f'{split}_dataloader')
         if loader:
             checks += _walk(loader.get('dataset'), f'{split}_dataloader.dataset')

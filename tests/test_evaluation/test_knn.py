@@ -310,3 +310,25 @@ def test_the_same_photos_through_another_pipeline_are_no_copy_of_the_test_split(
     with warnings.catch_warnings():
         warnings.simplefilter('error', BankHoldsTestImagesWarning)
         runner.test()
+
+
+def test_a_missing_bank_folder_is_named_before_the_run(tmp_path):
+    """Moving a kNN test to another dataset by its test split alone failed only when the bank
+    was read, after the work dir was written, naming neither the bank nor its config key."""
+    from mmengine.config import Config
+
+    from fastmim.engine.dataset_paths import check_dataset_paths
+    from fastmim.engine.launch import LaunchError
+    (tmp_path / 'val').mkdir()
+    cfg = Config.fromfile(str(Path(__file__).resolve().parents[2] / 'configs' / 'knn' /
+                              'vit_b_knn.py'))
+    cfg.merge_from_dict({'test_dataloader.dataset.data_root': str(tmp_path)})
+    with pytest.raises(LaunchError, match=r'^test_cfg\.bank_dataloader\.dataset\.data_root: '
+                                          r'folder data/imagenet .*not found'):
+        check_dataset_paths(cfg, ['test'])
+    cfg.merge_from_dict({'test_cfg.bank_dataloader.dataset.data_root': str(tmp_path)})
+    with pytest.raises(LaunchError, match=r'bank_dataloader\.dataset\.data_prefix: path '
+                                          rf'{tmp_path}/train not found'):
+        check_dataset_paths(cfg, ['test'])
+    (tmp_path / 'train').mkdir()
+    check_dataset_paths(cfg, ['test'])
