@@ -58,3 +58,27 @@ def load_config_log():
             load_config(str(config), cfg_options)
         return logged
     return load
+
+
+@pytest.fixture(scope='session')
+def run_ranks():
+    """``run_ranks(script, *args, timeout=120, env=None)``: run ``python -c script RANK *args``
+    as ranks 0 and 1 of a two-process job and wait for both; a rank still running at the
+    timeout is killed (a rank left waiting in a collective waits for ever). Asserts that both
+    exited 0, naming their output otherwise."""
+    import subprocess
+    import sys
+
+    def run(script, *args, timeout=120, env=None):
+        ranks = [subprocess.Popen([sys.executable, '-c', script, str(rank), *map(str, args)],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)
+                 for rank in range(2)]
+        try:
+            outputs = [process.communicate(timeout=timeout)[0] for process in ranks]
+        finally:
+            for process in ranks:
+                process.kill()
+        assert [process.returncode for process in ranks] == [0, 0], outputs
+        return outputs
+    return run

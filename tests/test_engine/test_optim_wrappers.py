@@ -2,8 +2,6 @@
 import json
 import math
 import os.path as osp
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -249,17 +247,11 @@ with open(f'{result_file}.{rank}', 'w') as result:
 '''
 
 
-def test_every_rank_stops_at_the_same_step(tmp_path):
+def test_every_rank_stops_at_the_same_step(tmp_path, run_ranks):
     """Only rank 1's loss is NaN: a rank that stopped alone would leave the other one waiting
     in its next collective for ever."""
     result = str(tmp_path / 'outcome')
-    ranks = [subprocess.Popen([sys.executable, '-c', RANK_SCRIPT, str(rank),
-                               str(tmp_path / 'init'), result],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for rank in range(2)]
-    for process in ranks:
-        output, _ = process.communicate(timeout=120)
-        assert process.returncode == 0, output
+    run_ranks(RANK_SCRIPT, tmp_path / 'init', result)
     assert [open(f'{result}.{rank}').read() for rank in range(2)] == ['stopped at step 3'] * 2
 
 
@@ -312,18 +304,13 @@ with open(f'{result_file}.{rank}', 'w') as result:
 '''
 
 
-def test_fsdp_ranks_agree_on_skipping_a_step_whose_gradient_shard_overflowed(tmp_path):
+def test_fsdp_ranks_agree_on_skipping_a_step_whose_gradient_shard_overflowed(tmp_path,
+                                                                             run_ranks):
     """FSDP reduce-scatters the gradients: bias[1]'s +inf lands in rank 1's shard alone (its
     last elements under FSDP1's flat parameter, its half of the bias under fully_shard). Rank 0
     stepped, rank 1 skipped, and the model was left half updated."""
     result = str(tmp_path / 'outcome')
-    ranks = [subprocess.Popen([sys.executable, '-c', FSDP_RANK_SCRIPT, str(rank),
-                               str(tmp_path / 'init'), result],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for rank in range(2)]
-    for process in ranks:
-        output, _ = process.communicate(timeout=180)
-        assert process.returncode == 0, output
+    run_ranks(FSDP_RANK_SCRIPT, tmp_path / 'init', result, timeout=180)
     expected = [f'{name}: skipped 1, shard kept True, then trained True'
                 for name in ('mmengine_fsdp', 'fsdp_flat_param', 'fully_shard')]
     assert [open(f'{result}.{rank}').read().split('\n') for rank in range(2)] == [expected] * 2

@@ -4,8 +4,6 @@ import itertools
 import multiprocessing
 import os
 import signal
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -280,22 +278,13 @@ with open(f'{result_file}.{rank}', 'w') as result:
 '''
 
 
-def test_ranks_with_fewer_validation_batches_are_not_left_waiting(tmp_path):
+def test_ranks_with_fewer_validation_batches_are_not_left_waiting(tmp_path, run_ranks):
     """The signal check is a collective: with ``round_up=False`` rank 0 validates 2 of the 3
     samples, rank 1 one; checking at rank 0's second batch would pair its all-reduce with rank 1's
     gathering of the results. Rank 0's signal there is acted on at the next training iteration,
     the first of epoch 2 (2 iterations per epoch per rank)."""
     result = str(tmp_path / 'outcome')
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    ranks = [subprocess.Popen([sys.executable, '-c', RANK_SCRIPT, str(rank), str(tmp_path / 'init'),
-                               str(tmp_path / 'work'), result], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-             for rank in range(2)]
-    try:
-        outputs = [process.communicate(timeout=120)[0] for process in ranks]
-    finally:  # a rank left waiting in a collective waits for ever
-        for process in ranks:
-            process.kill()
-    assert [process.returncode for process in ranks] == [0, 0], outputs
+    run_ranks(RANK_SCRIPT, tmp_path / 'init', tmp_path / 'work', result,
+              env=dict(os.environ, OMP_NUM_THREADS='1'))
     saved = f"{tmp_path / 'work' / 'iter_3.pth'} at iteration 3 (epoch 2)"
     assert [open(f'{result}.{rank}').read() for rank in range(2)] == [saved] * 2
