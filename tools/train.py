@@ -2,14 +2,15 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
                                  [--amp-dtype {float16,bfloat16}] [--compile]
-                                 [--auto-scale-lr] [--cfg-options k=v ...]
+                                 [--auto-scale-lr] [--fsdp] [--cfg-options k=v ...]
                                  [--launcher {none,pytorch,slurm,mpi}]
                                  [--trust-checkpoint CKPT] [--debug]
 """
 import argparse
 import os.path as osp
 
-from fastmim.engine.launch import add_launch_args, apply_launch_args, parse_launch_args
+from fastmim.engine.launch import (add_launch_args, apply_launch_args, enable_fsdp,
+                                   parse_launch_args)
 
 
 def parse_args(argv):
@@ -30,6 +31,10 @@ def parse_args(argv):
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by the total batch of one update (GPUs x batch_size '
                         'x optim_wrapper.accumulative_counts) over auto_scale_lr.base_batch_size')
+    parser.add_argument('--fsdp', action='store_true',
+                        help='shard the model, gradients and optimiser state over the processes '
+                        "(FSDP: mmengine's FlexibleRunner and FSDPStrategy); checkpoints are "
+                        'gathered whole, as DDP writes them (tools/dist_train.sh CONFIG N --fsdp)')
     parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='CKPT',
                         help='allow full unpickling of this checkpoint (only for files you trust)')
     return parse_launch_args(parser, argv)
@@ -63,6 +68,8 @@ def apply_args(cfg, args):
     that sets ``resume = True`` itself (no checkpoint named) resumes from the work dir's latest
     checkpoint as ``--resume`` finds it, moved work dirs included."""
     apply_launch_args(cfg, args)
+    if args.fsdp:
+        enable_fsdp(cfg)
     if args.amp or args.amp_dtype:
         set_mixed_precision(cfg.optim_wrapper, args.amp_dtype)
     if args.compile:

@@ -20,8 +20,11 @@ import time
 
 import torch
 import torch.distributed as torch_dist
+from mmengine._strategy import FSDPStrategy
 from mmengine.config import DictAction
 from mmengine.logging import print_log
+from mmengine.registry import STRATEGIES
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from fastmim.constants import CONFIG_SUFFIXES
 
@@ -138,12 +141,143 @@ def adapt_to_device(cfg):
         optim_wrapper.dtype = 'bfloat16'
         print_log('no CUDA device: mixed precision runs as bf16 autocast on the CPU',
                   logger='current')
+    if is_fsdp_strategy(cfg.get('strategy')):
+        # FSDP1 looks for an accelerator unless told the device ('FSDP needs a non-CPU
+        # accelerator device'); mmengine's FSDPStrategy would pass LOCAL_RANK, a CUDA index.
+        cfg.strategy.model_wrapper = {**(cfg.strategy.get('model_wrapper') or {}),
+                                      'device_id': 'cpu'}
+        if cfg.strategy.get('state_dict_cfg') == 'full':
+            # mmengine's 'full' offloads the gathered state to the CPU with ``.cpu()``, which
+            # on the CPU copies nothing: each optimiser state of a parameter was a view of
+            # torch's one gather buffer, so a checkpoint held exp_avg_sq as exp_avg too, and
+            # a resumed run went on with the wrong momentum. Without offloading torch clones.
+            cfg.strategy.state_dict_cfg = dict(
+                state_dict_type='FULL_STATE_DICT',
+                state_dict_config=dict(type='FullStateDictConfig', rank0_only=True,
+                                       offload_to_cpu=False),
+                optim_state_dict_config=dict(type='FullOptimStateDictConfig', rank0_only=True,
+                                             offload_to_cpu=False))
     if cfg.get('sync_bn'):
         cfg.sync_bn = None
     replaced = replace_sync_bn(cfg._cfg_dict)
     if replaced and cfg.get('launcher', 'none') != 'none':
         print_log(f'no CUDA device: replaced {replaced} SyncBN layer config(s) by BN',
                   logger='current')
+
+
+# --- FSDP: mmengine's FlexibleRunner with its FSDPStrategy (tools/train.py --fsdp) -----------
+
+FSDP_WRAPPERS = ('MMFullyShardedDataParallel', 'mmengine.MMFullyShardedDataParallel',
+                 'FullyShardedDataParallel')
+FSDP_STRATEGY = 'FullShapeFSDPStrategy'
+# Hooks that run the model on rank 0 alone, which FSDP's sharded weights cannot do.
+RANK0_MODEL_HOOKS = ('ReconstructionVisualizationHook', )
+
+
+@STRATEGIES.register_module(name=FSDP_STRATEGY)
+class FullShapeFSDPStrategy(FSDPStrategy):
+    """mmengine's ``FSDPStrategy`` that builds the optimiser from the parameters' own shapes.
+
+    mmengine builds the optimiser after wrapping the model, when FSDP1 has replaced every
+    parameter by a 1-D view of its shard. The optimiser constructors tell a bias, a norm or a
+    flat parameter (``flat_decay_mult``, the layer-decay constructor's no-decay rule) by
+    ``param.ndim == 1``, so every weight matrix lost its weight decay, without a word, and FSDP
+    trained another model than DDP. The constructor runs here inside torch's
+    ``summon_full_params``, which shows the parameters whole: the groups are DDP's, and the
+    optimiser keeps the same parameter objects, which FSDP (``use_orig_params=True``) points
+    back at their shards afterwards.
+
+    ``--resume`` failed in mmengine's ``load_optim_state_dict`` ('unhashable type: dict' in
+    torch's FSDP): it passes the state, the model and the optimiser in the order of torch
+    before 2.1, which takes the model first; they are passed by name here. The optimiser
+    wrapper's ``base_param_settings`` (the ``base_lr`` the log shows and the schedulers step),
+    which torch's FSDP conversion leaves out, is saved and restored beside it: a resumed run
+    logged the warmup's first ``base_lr``."""
+
+    def build_optim_wrapper(self, optim_wrapper, model=None):
+        with FullyShardedDataParallel.summon_full_params(model, writeback=False):
+            return super().build_optim_wrapper(optim_wrapper, model)
+
+    def optim_state_dict(self):
+        state = super().optim_state_dict()
+        base = getattr(self.optim_wrapper, 'base_param_settings', None)
+        if state and base is not None:  # rank 0's full state; the others get none
+            state['base_param_settings'] = base
+        return state
+
+    def load_optim_state_dict(self, state_dict):
+        base = state_dict.pop('base_param_settings', None)
+        self.optim_wrapper.load_state_dict(FullyShardedDataParallel.optim_state_dict_to_load(
+            model=self.model, optim=self.optim_wrapper.optimizer, optim_state_dict=state_dict))
+        if base is not None:
+            self.optim_wrapper.base_param_settings = base
+
+
+def enable_fsdp(cfg):
+    """``--fsdp``: train with mmengine's ``FlexibleRunner`` and FSDP
+    (:class:`FullShapeFSDPStrategy`, ``MMFullyShardedDataParallel``), keeping a ``strategy``
+    the config sets (its wrapper options: ``auto_wrap_policy``, ``mixed_precision``, ...).
+    Checkpoints are gathered whole on rank 0 (``state_dict_cfg='full'``): one file of the model's own keys and shapes, as a
+    DDP run writes, which loads weights-only, fine-tunes and resumes."""
+    strategy = dict(cfg.get('strategy') or {})
+    strategy['type'] = FSDP_STRATEGY
+    strategy.setdefault('state_dict_cfg', 'full')
+    cfg.strategy = strategy
+    cfg.runner_type = 'FlexibleRunner'
+
+
+def is_fsdp_strategy(strategy):
+    """Whether the config's ``strategy`` is mmengine's FSDP one or ours (FlexibleRunner)."""
+    return isinstance(strategy, dict) and strategy.get('type') in (
+        FSDP_STRATEGY, 'FSDPStrategy', 'mmengine.FSDPStrategy')
+
+
+def check_fsdp(cfg):
+    """Refuse the FSDP set-ups that would train or save the wrong thing, naming the fix.
+
+    - mmengine's ``Runner`` with ``model_wrapper_cfg`` FSDP: its ``save_checkpoint`` runs on
+      rank 0 alone and reads the wrapped module's state, which holds rank 0's flat shards,
+      and rank 0's part of the optimiser: the checkpoint is not the model;
+    - mmengine's own ``FSDPStrategy``: no weight decay on any weight (see
+      :class:`FullShapeFSDPStrategy`);
+    - a sharded ``state_dict_cfg``: a folder of per-rank files, which neither fastmim's
+      weights-only loading nor fine-tuning reads;
+    - ``use_orig_params=False``: the optimiser sees FSDP's flat parameters only;
+    - no distributed launch, or a hook that runs the model on rank 0 alone.
+    """
+    wrapper = cfg.get('model_wrapper_cfg') or {}
+    runner_type = cfg.get('runner_type', 'Runner')
+    if wrapper.get('type') in FSDP_WRAPPERS and runner_type in ('Runner', 'mmengine.Runner'):
+        raise LaunchError(f'model_wrapper_cfg.type={wrapper["type"]} with mmengine\'s Runner: '
+                          f'it saves checkpoints on rank 0 alone, which under FSDP hold rank '
+                          f'0\'s shards, not the model; train with --fsdp (FlexibleRunner and '
+                          f'FSDPStrategy) instead')
+    strategy = cfg.get('strategy')
+    if not is_fsdp_strategy(strategy):
+        return
+    if strategy['type'] != FSDP_STRATEGY:
+        raise LaunchError(f'strategy.type={strategy["type"]}: mmengine\'s FSDPStrategy builds '
+                          f'the optimiser on FSDP\'s 1-D parameter shards, so no weight gets '
+                          f'weight decay; use --fsdp (strategy.type={FSDP_STRATEGY})')
+    state_dict_cfg = strategy.get('state_dict_cfg', 'local')
+    kind = (state_dict_cfg.get('state_dict_type') if isinstance(state_dict_cfg, dict)
+            else state_dict_cfg)
+    if kind not in ('full', 'FULL_STATE_DICT'):
+        raise LaunchError(f'strategy.state_dict_cfg={state_dict_cfg!r}: fastmim checkpoints are '
+                          f'single files of the whole model (weights-only loading, '
+                          f'fine-tuning, --resume); use \'full\' (--fsdp sets it)')
+    if (strategy.get('model_wrapper') or {}).get('use_orig_params', True) is not True:
+        raise LaunchError('strategy.model_wrapper.use_orig_params must stay True: with False '
+                          'the optimiser and the checkpoints see FSDP\'s flat parameters only')
+    if cfg.get('launcher', 'none') == 'none':
+        raise LaunchError('--fsdp shards the model over the processes of a distributed launch; '
+                          'start it with tools/dist_train.sh CONFIG N --fsdp')
+    from fastmim.registry import type_name
+    for hook in cfg.get('custom_hooks') or ():
+        if type_name(hook) in RANK0_MODEL_HOOKS:
+            raise LaunchError(f'custom_hooks: {type_name(hook)} runs the model on rank 0 alone, '
+                              f'which FSDP\'s sharded weights cannot do; leave it out under '
+                              f'--fsdp (--cfg-options custom_hooks=[] drops the custom hooks)')
 
 
 def init_cpu_distributed(launcher, dist_cfg=None):
@@ -499,6 +633,7 @@ def build_runner(cfg, splits, trusted_checkpoints=()):
     check_work_dir(cfg.work_dir)
     for path in trusted_checkpoints:
         trust_checkpoint(path)
+    check_fsdp(cfg)
     adapt_to_device(cfg)
     init_cpu_distributed(cfg.launcher, cfg.get('env_cfg', {}).get('dist_cfg'))
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

@@ -1,5 +1,8 @@
 """Make every checkpoint hold plain types and the geometry of the model that wrote it."""
+import contextlib
+
 from mmengine.hooks import Hook
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from fastmim.engine.checkpoint import from_plain, to_plain
 from fastmim.engine.optim_wrappers.guarded import drop_skipped_logs
@@ -24,11 +27,16 @@ class CheckpointMetaHook(Hook):
     (``SafeCheckpointHook``'s or ``PreemptionHook``'s) leaves out that step's NaN loss from its
     message hub, as the running hub does from the next step on: a run resumed from it would
     otherwise log ``loss: nan`` for ``window_size`` iterations although nothing diverged.
+
+    Under FSDP the checks of a resumed checkpoint see the model's parameters whole
+    (:func:`whole_parameters`); a save by mmengine's ``Runner`` of an FSDP model is refused
+    (see :func:`refuse_rank0_save_of_shards`).
     """
 
     priority = 'LOWEST'
 
     def before_save_checkpoint(self, runner, checkpoint):
+        refuse_rank0_save_of_shards(runner)
         drop_skipped_logs(runner.optim_wrapper, checkpoint['message_hub']['log_scalars'])
         model = bare_model(runner)
         if hasattr(model, 'geometry'):
@@ -44,6 +52,29 @@ class CheckpointMetaHook(Hook):
         if runner._resume:  # mmengine has no public flag; load_from alone reads weights only
             path = resumed_path(runner)
             drop_executable_config(checkpoint, path)
-            check_resumed_model(bare_model(runner), checkpoint, path)
+            with whole_parameters(runner.model):
+                check_resumed_model(bare_model(runner), checkpoint, path)
             warn_kept_optimisation(runner, checkpoint, path)
             warn_if_finished(runner, checkpoint, path)
+
+
+def whole_parameters(model):
+    """A context in which an FSDP-wrapped ``model``'s module holds its parameters whole (torch's
+    ``summon_full_params``; a collective, entered on every rank, as hooks run), so that shapes
+    compare with a checkpoint's: outside it they are 1-D views of this rank's shard, and
+    ``--resume`` refused its own FSDP checkpoint ('mask_token: checkpoint (1, 3, 1, 1) vs model
+    (3,)'). Any other model is left as it is."""
+    if isinstance(model, FullyShardedDataParallel):
+        return FullyShardedDataParallel.summon_full_params(model, writeback=False)
+    return contextlib.nullcontext()
+
+
+def refuse_rank0_save_of_shards(runner):
+    """mmengine's ``Runner`` saves on rank 0 alone, from the wrapped module's state: under
+    FSDP that is rank 0's shards (1-D, part of each weight) and its part of the optimiser,
+    a file that looks like a checkpoint and is not the model. ``FlexibleRunner`` (a
+    ``strategy``) gathers the whole state on every rank first."""
+    if isinstance(runner.model, FullyShardedDataParallel) and not hasattr(runner, 'strategy'):
+        raise RuntimeError('an FSDP model saved by mmengine\'s Runner: its checkpoint would hold '
+                           'rank 0\'s shards, not the model; train with tools/train.py --fsdp '
+                           '(FlexibleRunner and FSDPStrategy)')

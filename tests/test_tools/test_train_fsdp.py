@@ -1,0 +1,183 @@
+"""``tools/dist_train.sh CONFIG 2 --fsdp`` on the CPU (gloo): FSDP trains what DDP trains.
+
+The reference is a DDP run of the same tiny demo recipe on the same data (mmengine's DDP, the
+tested path): FSDP shards the weights, gradients and optimiser state but computes the same
+update, so its weights and optimiser state after each epoch equal DDP's to float rounding, and
+a run resumed from its checkpoint goes on as the DDP run does. A larger weight decay than the
+recipe's makes a decay left out (mmengine's FSDPStrategy builds the optimiser on 1-D shards)
+visible beyond rounding.
+"""
+import json
+import math
+import subprocess
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from torch.distributed.fsdp import FullyShardedDataParallel
+
+from fastmim.engine.hooks import CheckpointMetaHook
+from fastmim.engine.launch import LaunchError, adapt_to_device, check_fsdp, enable_fsdp
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = 'configs/fastmim/demo_vit_tiny_embedded.py'
+# The demo recipe shrunk to a 2-block ViT, 8 photos, batch 2 per process: 2 iterations per
+# epoch on 2 processes. No pictures (ReconstructionVisualizationHook is refused under FSDP).
+TINY = [
+    'model.backbone.arch.embed_dim=32', 'model.backbone.arch.depth=2',
+    'model.backbone.arch.num_heads=2', 'model.neck.embed_dim=32', 'model.neck.num_heads=2',
+    'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+    'train_dataloader.persistent_workers=False', 'train_dataloader.dataset.num_samples=8',
+    'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=3',
+    'default_hooks.logger.interval=1', 'log_processor.window_size=1', 'randomness.seed=0',
+    'optim_wrapper.optimizer.weight_decay=0.5', 'custom_hooks=[]',
+]
+# Gradients are summed in another order (reduce-scatter vs all-reduce): rounding only.
+ATOL = 1e-6
+
+
+def start(work_dir, epochs, *flags):
+    command = ['bash', str(ROOT / 'tools' / 'dist_train.sh'), DEMO, '2', '--work-dir',
+               str(work_dir), *flags, '--cfg-options', f'train_cfg.max_epochs={epochs}', *TINY]
+    log = open(f'{work_dir}.log', 'w')
+    return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process, work_dir):
+    process.wait(timeout=300)
+    log = Path(f'{work_dir}.log').read_text()
+    assert process.returncode == 0, log[-4000:]
+    return log
+
+
+def losses(work_dir):
+    by_iteration = {}
+    for scalars in sorted(Path(work_dir).glob('*/vis_data/scalars.json')):
+        for line in scalars.read_text().splitlines():
+            record = json.loads(line)
+            if 'loss' in record:
+                by_iteration[record['step']] = record['loss']
+    return by_iteration
+
+
+def assert_close_state(fsdp, ddp, where):
+    """Weights by key; optimiser state by parameter: FSDP's full optimiser state names each
+    parameter, DDP's numbers them, both in the order of the same parameter groups."""
+    assert fsdp['state_dict'].keys() == ddp['state_dict'].keys()
+    for key, expected in ddp['state_dict'].items():
+        torch.testing.assert_close(fsdp['state_dict'][key], expected, atol=ATOL, rtol=0,
+                                   msg=lambda m, key=key: f'{where} {key}: {m}')
+    names = [name for group in fsdp['optimizer']['param_groups'] for name in group['params']]
+    ids = [index for group in ddp['optimizer']['param_groups'] for index in group['params']]
+    assert len(names) == len(ids) == len(ddp['state_dict']) - 1  # all but the frozen pos_embed
+    for name, index in zip(names, ids):
+        ours, theirs = fsdp['optimizer']['state'][name], ddp['optimizer']['state'][index]
+        assert ours.keys() == theirs.keys()
+        for key in theirs:
+            torch.testing.assert_close(ours[key], theirs[key], atol=ATOL, rtol=0,
+                                       msg=lambda m, n=name, k=key: f'{where} {n} {k}: {m}')
+    for ours, theirs in zip(fsdp['optimizer']['param_groups'], ddp['optimizer']['param_groups']):
+        assert {k: v for k, v in ours.items() if k != 'params'} == {
+            k: v for k, v in theirs.items() if k != 'params'}
+
+
+def model_shapes():
+    """The keys and shapes a single-process run saves: the model's own state dict."""
+    import fastmim  # noqa: F401  registers the modules
+    from mmengine.registry import DefaultScope
+
+    from fastmim.registry import MODELS
+    cfg = Config.fromfile(ROOT / DEMO)
+    cfg.merge_from_dict({f'model.{part}': 32 if part.endswith('embed_dim') else 2
+                         for part in ('backbone.arch.embed_dim', 'backbone.arch.depth',
+                                      'backbone.arch.num_heads', 'neck.embed_dim',
+                                      'neck.num_heads')})
+    with DefaultScope.overwrite_default_scope('fastmim'):
+        model = MODELS.build(cfg.model)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def test_fsdp_trains_saves_and_resumes_as_ddp(tmp_path):
+    ddp, fsdp = tmp_path / 'ddp', tmp_path / 'fsdp'
+    runs = [(start(ddp, 3), ddp), (start(fsdp, 2, '--fsdp'), fsdp)]
+    for process, work_dir in runs:
+        finish(process, work_dir)
+    assert "type='FullShapeFSDPStrategy'" in (fsdp / Path(DEMO).name).read_text()
+
+    saved = torch.load(fsdp / 'epoch_2.pth', weights_only=True)
+    reference = torch.load(ddp / 'epoch_2.pth', weights_only=True)
+    assert {key: tuple(value.shape) for key, value in saved['state_dict'].items()} == \
+        model_shapes()
+    assert saved['meta']['geometry'] == reference['meta']['geometry']
+    assert (saved['meta']['epoch'], saved['meta']['iter']) == (2, 4)
+    assert (fsdp / 'last_checkpoint').read_text().strip().endswith('epoch_2.pth')
+    assert_close_state(saved, reference, 'epoch 2')
+    fsdp_losses, ddp_losses = losses(fsdp), losses(ddp)
+    assert sorted(fsdp_losses) == [1, 2, 3, 4]
+    assert all(math.isfinite(loss) for loss in fsdp_losses.values())
+    assert fsdp_losses[4] < fsdp_losses[1]
+    assert fsdp_losses == pytest.approx({step: ddp_losses[step] for step in fsdp_losses},
+                                        abs=ATOL)
+
+    resumed = finish(start(fsdp, 3, '--fsdp', '--resume'), fsdp)
+    assert 'resumed epoch: 2, iter: 4' in resumed
+    assert_close_state(torch.load(fsdp / 'epoch_3.pth', weights_only=True),
+                       torch.load(ddp / 'epoch_3.pth', weights_only=True), 'resumed epoch 3')
+    assert losses(fsdp) == pytest.approx(ddp_losses, abs=ATOL)
+
+
+# --- The switch and the set-ups that are refused --------------------------------------------
+
+def fsdp_config(**entries):
+    cfg = Config({'launcher': 'pytorch', 'custom_hooks': [], **entries})
+    enable_fsdp(cfg)
+    return cfg
+
+
+def test_switch_names_flexible_runner_and_full_state_dicts_on_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    cfg = fsdp_config(strategy=dict(model_wrapper=dict(use_orig_params=True)))
+    check_fsdp(cfg)
+    adapt_to_device(cfg)
+    assert cfg.runner_type == 'FlexibleRunner'
+    strategy = cfg.strategy.to_dict()
+    assert strategy['type'] == 'FullShapeFSDPStrategy'
+    # FSDP1 refuses the CPU unless told; torch's CPU offload of gathered state copies nothing.
+    assert strategy['model_wrapper'] == dict(use_orig_params=True, device_id='cpu')
+    assert strategy['state_dict_cfg']['state_dict_type'] == 'FULL_STATE_DICT'
+    assert strategy['state_dict_cfg']['optim_state_dict_config']['offload_to_cpu'] is False
+
+
+@pytest.mark.parametrize('entries, fragment', [
+    (dict(strategy=dict(state_dict_cfg='local')), "state_dict_cfg='local'"),
+    (dict(strategy=dict(model_wrapper=dict(use_orig_params=False))), 'use_orig_params'),
+    (dict(launcher='none'), 'tools/dist_train.sh CONFIG N --fsdp'),
+    (dict(custom_hooks=[dict(type='fastmim.ReconstructionVisualizationHook')]),
+     'ReconstructionVisualizationHook runs the model on rank 0 alone'),
+])
+def test_fsdp_setups_that_save_or_run_the_wrong_thing_are_refused(entries, fragment):
+    cfg = fsdp_config(**{key: value for key, value in entries.items() if key != 'strategy'})
+    cfg.strategy.update(entries.get('strategy', {}))
+    with pytest.raises(LaunchError, match=fragment.replace('(', r'\(').replace(')', r'\)')):
+        check_fsdp(cfg)
+
+
+@pytest.mark.parametrize('entries, fragment', [
+    (dict(model_wrapper_cfg=dict(type='MMFullyShardedDataParallel')), "rank 0's shards"),
+    (dict(runner_type='FlexibleRunner', strategy=dict(type='FSDPStrategy')),
+     'no weight gets weight decay'),
+])
+def test_mmengine_fsdp_without_the_switch_is_refused(entries, fragment):
+    with pytest.raises(LaunchError, match=fragment):
+        check_fsdp(Config(dict(launcher='pytorch', **entries)))
+
+
+def test_a_rank0_save_of_an_fsdp_model_by_mmengines_runner_is_refused():
+    """mmengine's Runner has no strategy; its save would hold rank 0's shards."""
+    runner = types.SimpleNamespace(model=FullyShardedDataParallel.__new__(
+        FullyShardedDataParallel))
+    with pytest.raises(RuntimeError, match="rank 0's shards"):
+        CheckpointMetaHook().before_save_checkpoint(runner, {'message_hub': {}})
+
