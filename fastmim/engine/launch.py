@@ -217,8 +217,9 @@ def enable_fsdp(cfg):
     """``--fsdp``: train with mmengine's ``FlexibleRunner`` and FSDP
     (:class:`FullShapeFSDPStrategy`, ``MMFullyShardedDataParallel``), keeping a ``strategy``
     the config sets (its wrapper options: ``auto_wrap_policy``, ``mixed_precision``, ...).
-    Checkpoints are gathered whole on rank 0 (``state_dict_cfg='full'``): one file of the model's own keys and shapes, as a
-    DDP run writes, which loads weights-only, fine-tunes and resumes."""
+    Checkpoints are gathered whole on rank 0 (``state_dict_cfg='full'``): one file of the
+    model's own keys and shapes, as a DDP run writes, which loads weights-only, fine-tunes
+    and resumes."""
     strategy = dict(cfg.get('strategy') or {})
     strategy['type'] = FSDP_STRATEGY
     strategy.setdefault('state_dict_cfg', 'full')
