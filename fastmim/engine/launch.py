@@ -281,6 +281,18 @@ def check_fsdp(cfg):
                               f'--fsdp (--cfg-options custom_hooks=[] drops the custom hooks)')
 
 
+def scale_losses_across_shards(cfg):
+    """Under FSDP an fp16 run's loss scaler must agree across the ranks, each of which sees
+    its own gradient shard only: mmengine's ``AmpOptimWrapper`` then needs ``use_fsdp=True``
+    (torch's ``ShardedGradScaler``), which mmengine's ``FSDPStrategy`` sets for that wrapper
+    alone, not for fastmim's ``GuardedAmpOptimWrapper`` (the recipes' fp16 on CUDA). Called
+    after :func:`adapt_to_device`, which turns fp16 into bf16 autocast on the CPU."""
+    optim_wrapper = cfg.get('optim_wrapper')
+    if (is_fsdp_strategy(cfg.get('strategy')) and isinstance(optim_wrapper, dict)
+            and optim_wrapper.get('type') in AMP_WRAPPERS):
+        optim_wrapper.setdefault('use_fsdp', True)
+
+
 def init_cpu_distributed(launcher, dist_cfg=None):
     """Start the gloo process group ourselves when there is no GPU.
 
@@ -636,6 +648,7 @@ def build_runner(cfg, splits, trusted_checkpoints=()):
         trust_checkpoint(path)
     check_fsdp(cfg)
     adapt_to_device(cfg)
+    scale_losses_across_shards(cfg)
     init_cpu_distributed(cfg.launcher, cfg.get('env_cfg', {}).get('dist_cfg'))
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 

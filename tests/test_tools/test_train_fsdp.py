@@ -19,7 +19,8 @@ from mmengine.config import Config
 from torch.distributed.fsdp import FullyShardedDataParallel
 
 from fastmim.engine.hooks import CheckpointMetaHook
-from fastmim.engine.launch import LaunchError, adapt_to_device, check_fsdp, enable_fsdp
+from fastmim.engine.launch import (LaunchError, adapt_to_device, check_fsdp, enable_fsdp,
+                                   scale_losses_across_shards)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = 'configs/fastmim/demo_vit_tiny_embedded.py'
@@ -191,6 +192,19 @@ def test_switch_names_flexible_runner_and_full_state_dicts_on_cpu(monkeypatch):
     assert strategy['model_wrapper'] == dict(use_orig_params=True, device_id='cpu')
     assert strategy['state_dict_cfg']['state_dict_type'] == 'FULL_STATE_DICT'
     assert strategy['state_dict_cfg']['optim_state_dict_config']['offload_to_cpu'] is False
+
+
+@pytest.mark.parametrize('wrapper, sharded', [
+    ('GuardedAmpOptimWrapper', True), ('fastmim.GuardedAmpOptimWrapper', True),
+    ('AmpOptimWrapper', True), ('GuardedOptimWrapper', False),
+])
+def test_fp16_under_fsdp_scales_the_loss_by_all_shards(monkeypatch, wrapper, sharded):
+    """On CUDA the recipes' fp16 wrapper gets mmengine's ShardedGradScaler (use_fsdp)."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    cfg = fsdp_config(optim_wrapper=dict(type=wrapper, optimizer=dict(type='AdamW')))
+    adapt_to_device(cfg)
+    scale_losses_across_shards(cfg)
+    assert cfg.optim_wrapper.get('use_fsdp', False) is sharded
 
 
 @pytest.mark.parametrize('entries, fragment', [
