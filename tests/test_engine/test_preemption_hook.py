@@ -221,7 +221,9 @@ def test_a_signal_during_validation_stops_it_and_the_resumed_run_repeats_it(tmp_
 
 
 RANK_SCRIPT = '''
-import os, signal, sys
+import os
+import signal
+import sys
 
 import torch
 import torch.distributed as torch_dist
