@@ -24,9 +24,11 @@ from mmengine._strategy import FSDPStrategy
 from mmengine.config import DictAction
 from mmengine.logging import print_log
 from mmengine.registry import STRATEGIES
+from mmengine.runner import FlexibleRunner
 from torch.distributed.fsdp import FullyShardedDataParallel
 
 from fastmim.constants import CONFIG_SUFFIXES
+from fastmim.registry import RUNNERS as FASTMIM_RUNNERS
 
 REQUIRED_ENV = {
     'pytorch': ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'),
@@ -170,6 +172,7 @@ def adapt_to_device(cfg):
 FSDP_WRAPPERS = ('MMFullyShardedDataParallel', 'mmengine.MMFullyShardedDataParallel',
                  'FullyShardedDataParallel')
 FSDP_STRATEGY = 'FullShapeFSDPStrategy'
+FSDP_RUNNER = 'FlexibleRunnerKeepingPosition'
 # Hooks that run the model on rank 0 alone, which FSDP's sharded weights cannot do.
 RANK0_MODEL_HOOKS = ('ReconstructionVisualizationHook', )
 
@@ -213,6 +216,33 @@ class FullShapeFSDPStrategy(FSDPStrategy):
             self.optim_wrapper.base_param_settings = base
 
 
+class _GivenValuesFirst(dict):
+    """A checkpoint's ``meta`` whose ``update`` keeps the entries it already has."""
+
+    def update(self, *args, **kwargs):
+        for key, value in dict(*args, **kwargs).items():
+            self.setdefault(key, value)
+
+
+@FASTMIM_RUNNERS.register_module()
+class FlexibleRunnerKeepingPosition(FlexibleRunner):
+    """mmengine's ``FlexibleRunner`` whose ``save_checkpoint`` keeps the epoch and iteration a
+    caller gives in ``meta``, as mmengine's ``Runner`` does (``setdefault``).
+
+    ``FlexibleRunner`` overwrites them with its own count of whole epochs, so the checkpoint
+    that ``PreemptionHook`` writes inside an epoch recorded the epoch as finished and one
+    iteration less: the resumed run skipped the rest of that epoch (a preemption at iteration
+    11 of 2-iteration epochs ended a 14-iteration run after 12)."""
+
+    def save_checkpoint(self, out_dir, filename, file_client_args=None, save_optimizer=True,
+                        save_param_scheduler=True, meta=None, by_epoch=True,
+                        backend_args=None):
+        FlexibleRunner.save_checkpoint(
+            self, out_dir, filename, file_client_args, save_optimizer, save_param_scheduler,
+            _GivenValuesFirst(meta) if isinstance(meta, dict) else meta,
+            by_epoch, backend_args)
+
+
 def enable_fsdp(cfg):
     """``--fsdp``: train with mmengine's ``FlexibleRunner`` and FSDP
     (:class:`FullShapeFSDPStrategy`, ``MMFullyShardedDataParallel``), keeping a ``strategy``
@@ -224,7 +254,7 @@ def enable_fsdp(cfg):
     strategy['type'] = FSDP_STRATEGY
     strategy.setdefault('state_dict_cfg', 'full')
     cfg.strategy = strategy
-    cfg.runner_type = 'FlexibleRunner'
+    cfg.runner_type = f'fastmim.{FSDP_RUNNER}'
 
 
 def is_fsdp_strategy(strategy):
@@ -256,6 +286,11 @@ def check_fsdp(cfg):
     strategy = cfg.get('strategy')
     if not is_fsdp_strategy(strategy):
         return
+    if runner_type.rsplit('.', 1)[-1] != FSDP_RUNNER:
+        raise LaunchError(f'runner_type={runner_type} with strategy.type={strategy["type"]}: '
+                          f'mmengine\'s FlexibleRunner records a checkpoint saved inside an '
+                          f'epoch (a preemption\'s) as the end of the epoch; use --fsdp '
+                          f'(runner_type=fastmim.{FSDP_RUNNER})')
     if strategy['type'] != FSDP_STRATEGY:
         raise LaunchError(f'strategy.type={strategy["type"]}: mmengine\'s FSDPStrategy builds '
                           f'the optimiser on FSDP\'s 1-D parameter shards, so no weight gets '

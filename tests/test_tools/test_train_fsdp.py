@@ -19,7 +19,8 @@ from mmengine.config import Config
 from torch.distributed.fsdp import FullyShardedDataParallel
 
 from fastmim.engine.hooks import CheckpointMetaHook
-from fastmim.engine.launch import (LaunchError, adapt_to_device, check_fsdp, enable_fsdp,
+from fastmim.engine.launch import (FlexibleRunnerKeepingPosition, LaunchError,
+                                   adapt_to_device, check_fsdp, enable_fsdp,
                                    scale_losses_across_shards)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,7 +186,7 @@ def test_switch_names_flexible_runner_and_full_state_dicts_on_cpu(monkeypatch):
     cfg = fsdp_config(strategy=dict(model_wrapper=dict(use_orig_params=True)))
     check_fsdp(cfg)
     adapt_to_device(cfg)
-    assert cfg.runner_type == 'FlexibleRunner'
+    assert cfg.runner_type == 'fastmim.FlexibleRunnerKeepingPosition'
     strategy = cfg.strategy.to_dict()
     assert strategy['type'] == 'FullShapeFSDPStrategy'
     # FSDP1 refuses the CPU unless told; torch's CPU offload of gathered state copies nothing.
@@ -223,12 +224,36 @@ def test_fsdp_setups_that_save_or_run_the_wrong_thing_are_refused(entries, fragm
 
 @pytest.mark.parametrize('entries, fragment', [
     (dict(model_wrapper_cfg=dict(type='MMFullyShardedDataParallel')), "rank 0's shards"),
-    (dict(runner_type='FlexibleRunner', strategy=dict(type='FSDPStrategy')),
+    (dict(runner_type='fastmim.FlexibleRunnerKeepingPosition',
+          strategy=dict(type='FSDPStrategy', state_dict_cfg='full')),
      'no weight gets weight decay'),
+    (dict(runner_type='FlexibleRunner',
+          strategy=dict(type='FullShapeFSDPStrategy', state_dict_cfg='full')),
+     'as the end of the epoch'),
 ])
 def test_mmengine_fsdp_without_the_switch_is_refused(entries, fragment):
     with pytest.raises(LaunchError, match=fragment):
         check_fsdp(Config(dict(launcher='pytorch', **entries)))
+
+
+@pytest.mark.parametrize('given, by_epoch, expected', [
+    (dict(epoch=5, iter=11), True, dict(epoch=5, iter=11)),  # PreemptionHook's, mid-epoch
+    (None, True, dict(epoch=6, iter=10)),  # mmengine's own count: the epoch ends
+    (None, False, dict(epoch=5, iter=11)),
+])
+def test_a_checkpoint_inside_an_epoch_keeps_its_position(given, by_epoch, expected):
+    """mmengine's Runner keeps the epoch and iteration given in ``meta`` (``setdefault``);
+    FlexibleRunner overwrote them, so FSDP's preemption checkpoints ended their epoch."""
+    saved = {}
+    runner = types.SimpleNamespace(
+        epoch=5, iter=10, cfg=Config(), experiment_name='run', call_hook=None,
+        train_dataloader=types.SimpleNamespace(dataset=None),
+        message_hub=types.SimpleNamespace(state_dict=dict),
+        strategy=types.SimpleNamespace(save_checkpoint=lambda **kwargs: saved.update(kwargs)))
+    FlexibleRunnerKeepingPosition.save_checkpoint(runner, 'out', 'iter_11.pth', meta=given,
+                                                  by_epoch=by_epoch)
+    meta = saved['extra_ckpt']['meta']
+    assert (meta['epoch'], meta['iter']) == (expected['epoch'], expected['iter'])
 
 
 def test_a_rank0_save_of_an_fsdp_model_by_mmengines_runner_is_refused():
