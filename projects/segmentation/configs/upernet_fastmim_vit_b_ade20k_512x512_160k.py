@@ -14,8 +14,8 @@
 # - data: mmseg's ADE20K dataset, with each label map checked as it is loaded;
 # - UperNet channels 768, pool scales 1, 2, 3, 6; FCN auxiliary head on the stride-32 level
 #   (block 12 max-pooled, the reference's in_index=3), loss weight 0.4;
-# - AdamW lr 3e-4 wd 0.05 with layer-wise lr decay 0.75, linear warmup 1500 iterations then
-#   poly (power 1.0) to 0; slide inference with 512 crops and stride 341.
+# - AdamW lr 3e-4 wd 0.05 with layer-wise lr decay 0.75, poly (power 1.0) to 0 from iteration
+#   0 under a 1500-iteration linear warmup; slide inference with 512 crops and stride 341.
 #
 #   CONFIG=projects/segmentation/configs/upernet_fastmim_vit_b_ade20k_512x512_160k.py
 #   tools/dist_train.sh $CONFIG 8 \
