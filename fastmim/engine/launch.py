@@ -29,6 +29,7 @@ from torch.distributed.fsdp import FullyShardedDataParallel
 
 from fastmim.constants import CONFIG_SUFFIXES
 from fastmim.registry import RUNNERS as FASTMIM_RUNNERS
+from fastmim.registry import type_name
 
 REQUIRED_ENV = {
     'pytorch': ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'),
@@ -269,8 +270,9 @@ def check_fsdp(cfg):
     - mmengine's ``Runner`` with ``model_wrapper_cfg`` FSDP: its ``save_checkpoint`` runs on
       rank 0 alone and reads the wrapped module's state, which holds rank 0's flat shards,
       and rank 0's part of the optimiser: the checkpoint is not the model;
-    - mmengine's own ``FSDPStrategy``: no weight decay on any weight (see
-      :class:`FullShapeFSDPStrategy`);
+    - mmengine's own ``FlexibleRunner`` or ``FSDPStrategy``: a preemption checkpoint that
+      ends its epoch (:class:`FlexibleRunnerKeepingPosition`), no weight decay on any weight
+      (:class:`FullShapeFSDPStrategy`);
     - a sharded ``state_dict_cfg``: a folder of per-rank files, which neither fastmim's
       weights-only loading nor fine-tuning reads;
     - ``use_orig_params=False``: the optimiser sees FSDP's flat parameters only;
@@ -308,7 +310,6 @@ def check_fsdp(cfg):
     if cfg.get('launcher', 'none') == 'none':
         raise LaunchError('--fsdp shards the model over the processes of a distributed launch; '
                           'start it with tools/dist_train.sh CONFIG N --fsdp')
-    from fastmim.registry import type_name
     for hook in cfg.get('custom_hooks') or ():
         if type_name(hook) in RANK0_MODEL_HOOKS:
             raise LaunchError(f'custom_hooks: {type_name(hook)} runs the model on rank 0 alone, '
