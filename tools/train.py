@@ -9,8 +9,7 @@
 import argparse
 import os.path as osp
 
-from fastmim.engine.launch import (add_launch_args, apply_launch_args, enable_fsdp,
-                                   parse_launch_args)
+from fastmim.engine.launch import add_launch_args, apply_launch_args, parse_launch_args
 
 
 def parse_args(argv):
@@ -69,6 +68,7 @@ def apply_args(cfg, args):
     checkpoint as ``--resume`` finds it, moved work dirs included."""
     apply_launch_args(cfg, args)
     if args.fsdp:
+        from fastmim.engine.fsdp import enable_fsdp
         enable_fsdp(cfg)
     if args.amp or args.amp_dtype:
         set_mixed_precision(cfg.optim_wrapper, args.amp_dtype)

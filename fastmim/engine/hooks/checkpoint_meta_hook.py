@@ -1,12 +1,11 @@
 """Make every checkpoint hold plain types and the geometry of the model that wrote it."""
-import contextlib
 
 from mmengine.hooks import Hook
 from torch.distributed.fsdp import FullyShardedDataParallel
 
 from fastmim.engine.checkpoint import from_plain, to_plain
 from fastmim.engine.optim_wrappers.guarded import drop_skipped_logs
-from fastmim.engine.runner_model import bare_model
+from fastmim.engine.runner_model import bare_model, whole_parameters
 from fastmim.registry import HOOKS
 
 from .resume_checks import (check_resumed_model, drop_executable_config, resumed_path,
@@ -56,17 +55,6 @@ class CheckpointMetaHook(Hook):
                 check_resumed_model(bare_model(runner), checkpoint, path)
             warn_kept_optimisation(runner, checkpoint, path)
             warn_if_finished(runner, checkpoint, path)
-
-
-def whole_parameters(model):
-    """A context in which an FSDP-wrapped ``model``'s module holds its parameters whole (torch's
-    ``summon_full_params``; a collective, entered on every rank, as hooks run), so that shapes
-    compare with a checkpoint's: outside it they are 1-D views of this rank's shard, and
-    ``--resume`` refused its own FSDP checkpoint ('mask_token: checkpoint (1, 3, 1, 1) vs model
-    (3,)'). Any other model is left as it is."""
-    if isinstance(model, FullyShardedDataParallel):
-        return FullyShardedDataParallel.summon_full_params(model, writeback=False)
-    return contextlib.nullcontext()
 
 
 def refuse_rank0_save_of_shards(runner):

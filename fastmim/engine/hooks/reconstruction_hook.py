@@ -7,7 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.runner import IterBasedTrainLoop
 from PIL import Image
 
-from fastmim.engine.runner_model import bare_model
+from fastmim.engine.runner_model import bare_model, whole_parameters
 from fastmim.registry import HOOKS
 from fastmim.visualization import draw_reconstructions
 
@@ -91,6 +91,13 @@ class ReconstructionVisualizationHook(Hook):
             self._draw(runner, tag)
 
     def _draw(self, runner, tag):
+        """Every rank enters: under FSDP each holds a shard of the weights, and gathering them
+        whole is a collective; then rank 0 draws."""
+        with whole_parameters(runner.model):
+            self._draw_on_rank0(runner, tag)
+        self._last_tag = tag  # on every rank: after_train then draws on all ranks or none
+
+    def _draw_on_rank0(self, runner, tag):
         if not is_main_process():
             return
         if self._batch is None:
@@ -108,5 +115,4 @@ class ReconstructionVisualizationHook(Hook):
             path = osp.join(out_dir, f'{tag}_{index}.png')
             Image.fromarray(panel).save(path)
             paths.append(path)
-        self._last_tag = tag
         runner.logger.info(f'reconstruction pictures: {", ".join(paths)}')
