@@ -46,5 +46,5 @@ def main(argv):
 
 if __name__ == '__main__':
     sys.path.insert(0, ROOT)
-    from fastmim.engine.launch import run_cli
-    run_cli(main)
+    from fastmim.engine.launch import RESUME_HINT, run_cli
+    run_cli(main, interrupted_hint=RESUME_HINT)

@@ -34,29 +34,6 @@ def write_metrics(path, metrics):
     AtomicLocalBackend().put_text(text, path)
 
 
-def follow_last_checkpoint(path):
-    """The checkpoint that ``path`` names when it is a work dir's ``last_checkpoint``, else
-    ``path``. mmengine notes the newest checkpoint of a run in that text file; given as
-    CHECKPOINT it was refused as 'not a readable checkpoint (truncated or corrupt?)'. It holds
-    the absolute path of the run's work dir: in a work dir moved or copied since, the
-    checkpoint of that name beside it is taken, as ``tools/train.py --resume`` does."""
-    from mmengine.logging import print_log
-    from mmengine.runner import find_latest_checkpoint
-
-    if osp.basename(path) != 'last_checkpoint' or not osp.isfile(path):
-        return path
-    named = find_latest_checkpoint(osp.dirname(path))
-    if not named:  # an empty file: left to the loader's refusal
-        return path
-    beside = osp.join(osp.dirname(path), osp.basename(named))
-    if osp.isfile(beside) and not (osp.exists(named) and osp.samefile(named, beside)):
-        print_log(f'{path} names {named}, outside its work dir (moved or copied): testing '
-                  f'{beside}', logger='current')
-        return beside
-    print_log(f'{path} names {named}: testing it', logger='current')
-    return named
-
-
 def read_file(path):
     """The bytes of ``path``, or None where it is no file."""
     if not osp.isfile(path):
@@ -92,11 +69,11 @@ def main(argv):
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
     from fastmim.engine.checkpoint import check_checkpoint_file
     from fastmim.engine.launch import (LaunchError, build_runner, check_launcher_env,
-                                       check_output_file, load_config,
+                                       check_output_file, checkpoint_named_by, load_config,
                                        refuse_overwriting_input)
 
     check_launcher_env(args.launcher)
-    args.checkpoint = follow_last_checkpoint(args.checkpoint)
+    args.checkpoint = checkpoint_named_by(args.checkpoint, 'testing')
     check_checkpoint_file(args.checkpoint)  # before the config: a work dir given as CHECKPOINT
     if args.out:  # written after the whole evaluation: a path that cannot be is refused now
         check_output_file(args.out, folders_made=True)

@@ -9,7 +9,8 @@
 import argparse
 import os.path as osp
 
-from fastmim.engine.launch import add_launch_args, apply_launch_args, parse_launch_args
+from fastmim.engine.launch import (add_launch_args, apply_launch_args, checkpoint_named_by,
+                                   latest_checkpoint, parse_launch_args)
 
 
 def parse_args(argv):
@@ -135,7 +136,8 @@ def apply_resume(cfg, resume):
     from mmengine.logging import print_log
 
     load_from = cfg.get('load_from')
-    resume_from = latest_checkpoint(cfg.work_dir) if resume == 'auto' else resume
+    resume_from = (latest_checkpoint(cfg.work_dir) if resume == 'auto' else
+                   checkpoint_named_by(resume, 'resuming from'))
     if resume_from is None and load_from:
         print_log(f'--resume: no checkpoint in {cfg.work_dir} yet; starting from the weights '
                   f'of load_from {load_from}', logger='current')
@@ -146,25 +148,6 @@ def apply_resume(cfg, resume):
                   f'checkpoint holds every weight)', logger='current')
     cfg.resume = True
     cfg.load_from = resume_from
-
-
-def latest_checkpoint(work_dir):
-    """The checkpoint ``work_dir/last_checkpoint`` names, or None. It holds an absolute path,
-    so in a work dir that was moved or copied (to other storage, to branch a run) it named the
-    old place: ``--resume`` failed with 'checkpoint not found' there, or resumed from the other
-    run's newest checkpoint. A file of that name in ``work_dir`` is taken instead, logged."""
-    from mmengine.logging import print_log
-    from mmengine.runner import find_latest_checkpoint
-
-    recorded = find_latest_checkpoint(work_dir)
-    if recorded is None:
-        return None
-    here = osp.join(work_dir, osp.basename(recorded))
-    if osp.isfile(here) and not (osp.exists(recorded) and osp.samefile(recorded, here)):
-        print_log(f'{osp.join(work_dir, "last_checkpoint")} names {recorded}, outside the work '
-                  f'dir (moved or copied): resuming from {here}', logger='current')
-        return here
-    return recorded
 
 
 def skip_pretrained_init_when_resuming(cfg):
@@ -204,5 +187,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    from fastmim.engine.launch import run_cli
-    run_cli(main)
+    from fastmim.engine.launch import RESUME_HINT, run_cli
+    run_cli(main, interrupted_hint=RESUME_HINT)

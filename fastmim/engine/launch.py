@@ -578,7 +578,44 @@ def _let_the_first_process_report():
         time.sleep(FIRST_PROCESS_GRACE_S)
 
 
-def run_cli(main, argv=None):
+def latest_checkpoint(work_dir, use='resuming from'):
+    """The checkpoint ``work_dir/last_checkpoint`` names, or None. It holds an absolute path,
+    so in a work dir that was moved or copied (to other storage, to branch a run) it named the
+    old place: ``--resume`` failed with 'checkpoint not found' there, or resumed from the other
+    run's newest checkpoint. A file of that name in ``work_dir`` is taken instead, logged
+    with ``use`` (what the caller does with it)."""
+    from mmengine.runner import find_latest_checkpoint
+
+    recorded = find_latest_checkpoint(work_dir)
+    if recorded is None:
+        return None
+    here = osp.join(work_dir, osp.basename(recorded))
+    if osp.isfile(here) and not (osp.exists(recorded) and osp.samefile(recorded, here)):
+        print_log(f'{osp.join(work_dir, "last_checkpoint")} names {recorded}, outside the work '
+                  f'dir (moved or copied): {use} {here}', logger='current')
+        return here
+    return recorded
+
+
+def checkpoint_named_by(path, use):
+    """``path``, or the checkpoint it names when it is a work dir's ``last_checkpoint``
+    (:func:`latest_checkpoint`): mmengine's text file naming the newest checkpoint, given as
+    a checkpoint (``tools/test.py``'s CHECKPOINT, ``--resume``), was refused as 'not a readable
+    checkpoint (truncated or corrupt?)'. An empty one is left to that refusal."""
+    if osp.basename(path) != 'last_checkpoint' or not osp.isfile(path):
+        return path
+    named = latest_checkpoint(osp.dirname(path), use)
+    if named is None:
+        return path
+    print_log(f'{path} names {named}: {use} it', logger='current')
+    return named
+
+
+# What run_cli's Ctrl-C line adds for a tool that trains.
+RESUME_HINT = 'a training run continues from its last checkpoint with --resume'
+
+
+def run_cli(main, argv=None, interrupted_hint=''):
     """Run ``main(argv)``; a user error ends with one line on stderr instead of a traceback.
 
     User errors are the ones whose message names what to fix: a missing file, a key a
@@ -586,7 +623,8 @@ def run_cli(main, argv=None):
     (:func:`fastmim.engine.user_errors.is_user_error`); a bug keeps its traceback.
     ``--debug`` (or ``FASTMIM_DEBUG=1``) shows the full traceback of every error. A run
     stopped by a preemption signal after saving (``PreemptionHook``) exits with
-    ``PREEMPTED_EXIT_STATUS``; one stopped by Ctrl-C says so in one line and exits with
+    ``PREEMPTED_EXIT_STATUS``; one stopped by Ctrl-C says so in one line, followed by
+    ``interrupted_hint`` (a tool that trains: :data:`RESUME_HINT`), and exits with
     ``INTERRUPTED_EXIT_STATUS``, as a shell reports a process killed by SIGINT.
     """
     import sys
@@ -603,8 +641,8 @@ def run_cli(main, argv=None):
     except KeyboardInterrupt:
         if debug:
             raise
-        print('interrupted (Ctrl-C); a training run continues from its last checkpoint with '
-              '--resume', file=sys.stderr)
+        print('interrupted (Ctrl-C)' + (f'; {interrupted_hint}' if interrupted_hint else ''),
+              file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT_STATUS)
     except Exception as error:
         if debug or not is_user_error(error, project_errors=(LaunchError,)):

@@ -141,10 +141,10 @@ def test_an_error_in_a_dataloader_worker_ends_in_its_own_one_line(capsys, fail, 
     assert capsys.readouterr().err == line
 
 
-def _run_failing(main, capsys):
+def _run_failing(main, capsys, **kwargs):
     """run_cli's exit and what it printed; a bug propagates instead of exiting."""
     with pytest.raises(SystemExit) as stop:
-        launch.run_cli(main, [])
+        launch.run_cli(main, [], **kwargs)
     return stop.value.code, capsys.readouterr().err
 
 
@@ -214,10 +214,13 @@ def test_ctrl_c_is_one_line_and_the_sigint_status(capsys):
     def main(argv):
         raise KeyboardInterrupt
 
-    assert _run_failing(main, capsys) == (
+    assert _run_failing(main, capsys, interrupted_hint=launch.RESUME_HINT) == (
         launch.INTERRUPTED_EXIT_STATUS,
         'interrupted (Ctrl-C); a training run continues from its last checkpoint with '
         '--resume\n')
+    # Other tools (tools/test.py, the converters) do not speak of training.
+    assert _run_failing(main, capsys) == (launch.INTERRUPTED_EXIT_STATUS,
+                                          'interrupted (Ctrl-C)\n')
     with pytest.raises(KeyboardInterrupt):
         launch.run_cli(main, ['--debug'])
 

@@ -114,6 +114,27 @@ def test_a_config_that_resumes_itself_keeps_its_load_from_and_an_empty_work_dir(
     assert cfg.resume and cfg.load_from is None
 
 
+@pytest.mark.parametrize('old_place_kept', [False, True], ids=['moved', 'copied'])
+def test_resume_from_a_last_checkpoint_file_takes_the_checkpoint_it_names(tmp_path, train,
+                                                                        old_place_kept):
+    """``--resume WORK_DIR/last_checkpoint`` (mmengine's note of the newest checkpoint) was
+    refused as 'not a readable checkpoint (truncated or corrupt?)'; in a moved or copied work
+    dir the checkpoint beside it is taken, as a plain --resume does."""
+    old = tmp_path / 'old'
+    save_checkpoint_record(old)
+    new = tmp_path / 'new'
+    new.mkdir()
+    for name in ('epoch_3.pth', 'last_checkpoint'):
+        (new / name).write_bytes((old / name).read_bytes())
+    if not old_place_kept:
+        for path in old.iterdir():
+            path.unlink()
+    cfg = flags_applied(train, tmp_path / 'run', '--resume', str(new / 'last_checkpoint'))
+    assert cfg.resume and cfg.load_from == str(new / 'epoch_3.pth')
+    cfg = flags_applied(train, tmp_path / 'run', '--resume', str(old / 'last_checkpoint'))
+    assert cfg.load_from == str(old / ('epoch_3.pth' if old_place_kept else 'last_checkpoint'))
+
+
 def test_resume_keeps_a_last_checkpoint_that_names_the_work_dir_through_a_link(tmp_path, train):
     real = tmp_path / 'real'
     recorded = save_checkpoint_record(real)
