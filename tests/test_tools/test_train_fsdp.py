@@ -189,6 +189,59 @@ def test_fsdp_checkpoint_fine_tunes_under_fsdp_as_under_ddp(pretrained, tmp_path
     assert sorted(top1) == [1, 2] and top1 == losses(ddp, 'accuracy/top1')
 
 
+# FastMIM-P's two stages (configs/fastmim/vit_b_hog_800e_progressive.py: 96 px in whole
+# batches, then 128 px in half batches with 2-step accumulation) on the tiny demo, the update
+# batch of 512 scaled to 4 and stage 1 moved to epoch 1: 16 photos on 2 processes give 2
+# iterations an epoch in stage 0, 4 (2 updates) in stage 1.
+PROGRESSIVE = 'configs/fastmim/vit_b_hog_800e_progressive.py'
+PROGRESSIVE_RUN = [*TINY[:-1], 'train_dataloader.batch_size=4',
+                   'train_dataloader.dataset.num_samples=16']
+
+
+def progressive_config(tmp_path):
+    """The demo with the recipe's stages, hooks and accumulation, as a config inheriting the
+    demo (the hook's list of stage dicts is beyond --cfg-options)."""
+    recipe = Config.fromfile(ROOT / PROGRESSIVE)
+    update_batch = recipe.train_dataloader.batch_size
+    stages = [dict(stage, epoch=index, batch_size=stage['batch_size'] * 4 // update_batch)
+              for index, stage in enumerate(recipe.progressive_stages)]
+    hooks = [dict(hook, stages=stages) for hook in recipe.custom_hooks]
+    path = tmp_path / 'progressive_demo.py'
+    path.write_text(
+        f'_base_ = [{str(ROOT / DEMO)!r}]\n'
+        f'custom_hooks = {hooks!r}\n'
+        f'default_hooks = dict(param_scheduler={recipe.default_hooks.param_scheduler!r})\n'
+        f'optim_wrapper = dict(accumulative_counts={recipe.optim_wrapper.accumulative_counts})\n')
+    return str(path)
+
+
+def test_progressive_resolution_under_fsdp_trains_and_resumes_as_ddp(tmp_path):
+    """FastMIM-P under FSDP: the hook rebuilds the loader at the stage change and accumulates
+    gradients (FSDP's ``no_sync``) as under DDP; an FSDP run stopped at the end of stage 0
+    and resumed goes through the stage change as the DDP run does."""
+    config = progressive_config(tmp_path)
+    ddp, fsdp = tmp_path / 'ddp', tmp_path / 'fsdp'
+    runs = [(start(ddp, 3, config=config, options=PROGRESSIVE_RUN), ddp),
+            (start(fsdp, 1, '--fsdp', config=config, options=PROGRESSIVE_RUN), fsdp)]
+    for process, work_dir in runs:
+        finish(process, work_dir)
+    assert_close_state(torch.load(fsdp / 'epoch_1.pth', weights_only=True),
+                       torch.load(ddp / 'epoch_1.pth', weights_only=True), 'stage 0')
+
+    resumed = finish(start(fsdp, 3, '--fsdp', '--resume', config=config,
+                           options=PROGRESSIVE_RUN), fsdp)
+    assert 'resumed epoch: 1, iter: 2' in resumed
+    assert ('epoch 1 starts stage 1: input 128 px, batch 2 x 2 accumulation = 4 per update, '
+            '4 iterations = 2 updates per epoch') in resumed
+    for epoch in (2, 3):
+        assert_close_state(torch.load(fsdp / f'epoch_{epoch}.pth', weights_only=True),
+                           torch.load(ddp / f'epoch_{epoch}.pth', weights_only=True),
+                           f'stage 1, epoch {epoch}')
+    ddp_losses = losses(ddp)
+    assert sorted(ddp_losses) == list(range(1, 11))  # 2 + 4 + 4 iterations
+    assert losses(fsdp) == pytest.approx(ddp_losses, abs=ATOL)
+
+
 # --- The switch and the set-ups that are refused --------------------------------------------
 
 def fsdp_config(**entries):
