@@ -167,22 +167,30 @@ class Predicts(SignalsItselfAt):
         return super().forward(inputs, data_samples, mode)
 
 
-def train_and_validate(work_dir, loop, signal_at=(), resume=False, scores=None):
+def train_and_validate(work_dir, loop, signal_at=(), resume=False, scores=None,
+                       variant='plain'):
     """A job of 2 epochs of 4 iterations (or 8 iterations validated every 4) that validates 3
-    batches after iterations 4 and 8: True when preempted."""
+    batches after iterations 4 and 8: True when preempted. ``variant``: ``'ema'`` validates
+    mmengine's EMA of the weights, ``'accumulation'`` updates every 3 iterations (after
+    iterations 3, 6 and 8)."""
     samples = [dict(inputs=torch.ones(4) * i) for i in range(4)]
     loader = dict(sampler=dict(type='DefaultSampler', shuffle=False),
                   collate_fn=dict(type='pseudo_collate'), batch_size=1)
     train_cfg = (dict(type='ResumableEpochBasedTrainLoop', max_epochs=2) if loop == 'epoch' else
                  dict(type='ResumableIterBasedTrainLoop', max_iters=8, val_interval=4))
     torch.manual_seed(0)  # the model's initial weights
+    # A run stopped inside an epoch resumes there with the ResumableSampler.
+    train_sampler = dict(type='ResumableSampler' if loop == 'epoch' else 'DefaultSampler',
+                         shuffle=False)
     runner = Runner(
         model=Predicts(), work_dir=str(work_dir),
-        train_dataloader=dict(loader, dataset=samples),
+        train_dataloader=dict(loader, dataset=samples, sampler=train_sampler),
         val_dataloader=dict(loader, dataset=samples[1:]),
         val_evaluator=[SignalsDuringValidation(signal_at, scores)], val_cfg=dict(),
         train_cfg=train_cfg, randomness=dict(seed=0),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01),
+                           accumulative_counts=3 if variant == 'accumulation' else 1),
+        custom_hooks=[dict(type='EMAHook', momentum=0.5)] if variant == 'ema' else [],
         default_hooks=dict(checkpoint=dict(type='SafeCheckpointHook', by_epoch=loop == 'epoch',
                                            interval=1 if loop == 'epoch' else 4),
                            checkpoint_meta=dict(type='CheckpointMetaHook'),
@@ -201,23 +209,60 @@ def train_and_validate(work_dir, loop, signal_at=(), resume=False, scores=None):
 weights = []
 
 
+@pytest.mark.parametrize('variant', ['plain', 'ema', 'accumulation'])
 @pytest.mark.parametrize('loop', ['epoch', 'iter'])
-def test_a_signal_during_validation_stops_it_and_the_resumed_run_repeats_it(tmp_path, loop):
+def test_a_signal_during_validation_stops_it_and_the_resumed_run_repeats_it(tmp_path, loop,
+                                                                         variant):
     """A COCO or ImageNet validation lasts minutes, SLURM kills 30 s after its signal: waiting
     for the next training iteration ended the job by SIGKILL, not with the status a requeue
-    script retries, and without that validation's result."""
+    script retries, and without that validation's result. With mmengine's EMAHook the model
+    holds the averaged weights during a validation: the checkpoint held the two swapped.
+    Inside an accumulation window (updates after iterations 3, 6, 8) the accumulated
+    gradients, which no checkpoint holds, would be lost: the run stops at the update."""
     uninterrupted = []
-    assert not train_and_validate(tmp_path / 'reference', loop, scores=uninterrupted)
+    assert not train_and_validate(tmp_path / 'reference', loop, scores=uninterrupted,
+                                  variant=variant)
     reference_weights = weights[-1]
     scores = []
-    assert train_and_validate(tmp_path / 'run', loop, signal_at={(1, 2)}, scores=scores)
-    assert scores == []  # the validation stopped at its second batch, before its metric
-    assert last_checkpoint(tmp_path / 'run') == 'iter_4.pth'
-    meta = torch.load(tmp_path / 'run' / 'iter_4.pth', weights_only=True)['meta']
-    assert (meta['epoch'], meta['iter']) == ((1, 4) if loop == 'epoch' else (0, 4))
-    assert not train_and_validate(tmp_path / 'run', loop, resume=True, scores=scores)
-    assert len(uninterrupted) == 2 and scores == uninterrupted
+    assert train_and_validate(tmp_path / 'run', loop, signal_at={(1, 2)}, scores=scores,
+                              variant=variant)
+    stopped_at = 6 if variant == 'accumulation' else 4
+    assert len(uninterrupted) == 2
+    # The validation stopped at its second batch, before its metric (or finished, inside a
+    # window).
+    assert scores == uninterrupted[:1 if variant == 'accumulation' else 0]
+    assert last_checkpoint(tmp_path / 'run') == f'iter_{stopped_at}.pth'
+    meta = torch.load(tmp_path / 'run' / f'iter_{stopped_at}.pth', weights_only=True)['meta']
+    epoch = (stopped_at // 4 if loop == 'epoch' and variant != 'accumulation' else
+             1 if loop == 'epoch' else 0)
+    assert (meta['epoch'], meta['iter']) == (epoch, stopped_at)
+    assert not train_and_validate(tmp_path / 'run', loop, resume=True, scores=scores,
+                                  variant=variant)
+    assert scores == uninterrupted
     torch.testing.assert_close(weights[-1], reference_weights, rtol=0, atol=0)
+
+
+def test_a_second_stop_while_repeating_the_validation_is_cleaned_up_too(tmp_path):
+    """The repeated validation saves under the name of the checkpoint it resumed from: that
+    file was then taken for a regular checkpoint and kept for good."""
+    assert train_and_validate(tmp_path, 'epoch', signal_at={(1, 2)}, scores=[])
+    assert train_and_validate(tmp_path, 'epoch', signal_at={(1, 2)}, resume=True, scores=[])
+    assert last_checkpoint(tmp_path) == 'iter_4.pth'
+    assert not train_and_validate(tmp_path, 'epoch', resume=True, scores=[])
+    assert checkpoints(tmp_path) == ['epoch_1.pth', 'epoch_2.pth']
+
+
+def test_resuming_a_stop_in_the_last_validation_does_not_say_nothing_is_left(tmp_path):
+    """The checkpoint has trained every epoch, and the resumed run still repeats the last
+    validation: 'has nothing left to train' was logged before it did."""
+    uninterrupted, scores = [], []
+    assert not train_and_validate(tmp_path / 'reference', 'epoch', scores=uninterrupted)
+    assert train_and_validate(tmp_path / 'run', 'epoch', signal_at={(2, 2)}, scores=scores)
+    assert not train_and_validate(tmp_path / 'run', 'epoch', resume=True, scores=scores)
+    assert scores == uninterrupted
+    logs = ''.join(path.read_text() for path in (tmp_path / 'run').glob('*/*.log'))
+    assert 'running that validation first' in logs
+    assert 'nothing left to train' not in logs
 
 
 RANK_SCRIPT = '''

@@ -35,7 +35,7 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.dist import barrier, is_distributed
 from mmengine.fileio import get_file_backend
-from mmengine.hooks import Hook
+from mmengine.hooks import EMAHook, Hook
 from torch.utils.data import DataLoader
 
 from fastmim.registry import HOOKS
@@ -227,10 +227,13 @@ class PreemptionHook(Hook):
     def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         """Stop a validation inside training at a signal. The training state is that of the
         iteration before the validation (the loop has counted it), and the checkpoint is marked
-        so that the resumed run repeats this validation."""
+        so that the resumed run repeats this validation. A validation inside a
+        gradient-accumulation window (an epoch whose length the accumulation does not divide)
+        runs on: the signal is taken at the window's update, as in training."""
         if (not self._training or batch_idx >= self._val_batches
-                or not self._any_rank_received()):
+                or not _update_done(runner.optim_wrapper) or not self._any_rank_received()):
             return
+        _put_back_training_weights(runner)
         runner.message_hub.update_info(PENDING_VALIDATION_KEY, True)
         self._save_and_stop(runner, dict(epoch=runner.epoch, iter=runner.iter),
                             f'during the validation after iteration {runner.iter}')
@@ -245,8 +248,10 @@ class PreemptionHook(Hook):
         filename = f'iter_{position["iter"]}.pth'
         path = osp.join(runner.work_dir, filename)
         previous = runner.message_hub.get_info(PREEMPTION_CHECKPOINT_KEY)
-        # A regular checkpoint of this iteration has the same name: CheckpointHook owns it.
-        owned = not get_file_backend(path).exists(path)
+        # A regular checkpoint of this iteration has the same name: CheckpointHook owns it. One
+        # this hook wrote (preempted again while repeating a validation) stays its own.
+        owned = (not get_file_backend(path).exists(path)
+                 or (previous is not None and _same_file(previous, path)))
         runner.message_hub.update_info(PREEMPTION_CHECKPOINT_KEY, path if owned else None)
         runner.save_checkpoint(runner.work_dir, filename, meta=dict(position))
         last = osp.join(runner.work_dir, 'last_checkpoint')
@@ -312,6 +317,16 @@ def _delete_preemption_checkpoint(runner, path: str) -> None:
         backend.remove(path)
         runner.logger.info(f'deleted the preemption checkpoint {path}: a newer checkpoint '
                            'has been saved')
+
+
+def _put_back_training_weights(runner) -> None:
+    """mmengine's ``EMAHook`` puts the averaged weights into the model for a validation and the
+    trained ones back after it (``after_val_epoch``, which takes no metrics). A validation
+    stopped in between must put them back before the checkpoint is saved: it held the two
+    swapped, and the resumed run trained on the average."""
+    for hook in runner.hooks:
+        if isinstance(hook, EMAHook):
+            hook.after_val_epoch(runner)
 
 
 def _update_done(optim_wrapper) -> bool:

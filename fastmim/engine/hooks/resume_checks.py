@@ -25,6 +25,7 @@ from mmengine.runner import EpochBasedTrainLoop, find_latest_checkpoint
 from fastmim.errors import CheckpointError
 
 from .checkpoint_fit_hook import weights_that_do_not_fit
+from .preemption_hook import PENDING_VALIDATION_KEY
 
 # Optimiser settings a config sets per parameter group (``initial_lr``: the lr before the
 # schedule; ``lr`` itself is the schedule's current value, and differs by design).
@@ -86,7 +87,11 @@ def warn_if_finished(runner, checkpoint: dict, path: str) -> None:
     """Log a warning when the checkpoint has already trained the whole ``train_cfg``: mmengine
     then runs no iteration and exits 0, which read as a resumed run that had trained (a job
     requeued after it finished, or ``--resume`` meant to lengthen a run without a longer
-    ``max_epochs``)."""
+    ``max_epochs``). A checkpoint of a stop during the last validation is no such case: the
+    resumed run repeats that validation (``PreemptionHook``)."""
+    runtime_info = (checkpoint.get('message_hub') or {}).get('runtime_info') or {}
+    if runtime_info.get(PENDING_VALIDATION_KEY):
+        return
     meta, loop = checkpoint.get('meta', {}), runner.train_loop
     # An epoch loop counts epochs: its max_iters follow today's dataloader length, which the
     # checkpoint's iteration count need not (another batch size).
