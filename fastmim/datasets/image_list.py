@@ -209,6 +209,9 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
             return ('is a folder, not an image file: list the images in it (a folder of class '
                     'folders needs no list: use ImageFolder)')
         if len(data_list) > 1 and osp.isfile(data_list[1]['img_path']):
+            if has_extension(listed_path, IMG_EXTENSIONS):  # an image's name: no header
+                return (f'does not exist, though the image on line {listed[1][0]} does: moved '
+                        f'or deleted? Remove line {listed[0][0]} or put the image back')
             return (f'does not exist, though the image on line {listed[1][0]} does: is line '
                     f'{listed[0][0]} a header or a comment? Remove it')
         if '\\' in listed_path:

@@ -386,6 +386,10 @@ def test_image_list_without_a_list_file_says_what_to_use(imagenet_tree):
      'it'),
     (['# ImageNet train split', '', 'n02_cat/chelsea.JPEG'], False,
      'though the image on line 3 does: is line 1 a header or a comment?'),
+    # An image of the list that is gone, not a header: the name is an image's.
+    (['n02_cat/gone.jpg 1', 'n02_cat/chelsea.JPEG 1'], True,
+     'does not exist, though the image on line 2 does: moved or deleted? Remove line 1 or put '
+     'the image back'),
 ])
 def test_image_list_first_image_problems_name_their_cause(lines, with_label, problem,
                                                           imagenet_tree):
