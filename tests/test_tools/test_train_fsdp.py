@@ -5,8 +5,10 @@ tested path): FSDP shards the weights, gradients and optimiser state but compute
 update, so its weights and optimiser state after each epoch equal DDP's to float rounding, and
 a run resumed from its checkpoint goes on as the DDP run does. A larger weight decay than the
 recipe's makes a decay left out (mmengine's FSDPStrategy builds the optimiser on 1-D shards)
-visible beyond rounding.
+visible beyond rounding. The same holds for progressive resolution (FastMIM-P: loaders rebuilt
+and gradients accumulated per stage) and for a detection recipe (mmdet's Mask R-CNN).
 """
+import importlib.util
 import json
 import math
 import subprocess
@@ -240,6 +242,45 @@ def test_progressive_resolution_under_fsdp_trains_and_resumes_as_ddp(tmp_path):
     ddp_losses = losses(ddp)
     assert sorted(ddp_losses) == list(range(1, 11))  # 2 + 4 + 4 iterations
     assert losses(fsdp) == pytest.approx(ddp_losses, abs=ATOL)
+
+
+# The Swin Mask R-CNN recipe (mmdet's two-stage detector, activation checkpointing with_cp,
+# SyncBN and MMSyncBN, BN on the CPU) on the downstream tests' two crops of a real photo in
+# COCO format, at 256 px, one image per process: one iteration.
+DETECTION = 'projects/detection/configs/mask_rcnn_fastmim_swin_b_fpn_3x_coco.py'
+
+
+def downstream_data():
+    """tests/test_projects/downstream_data.py, loaded by path as tests/test_configs.py does
+    (pytest runs with --import-mode=importlib)."""
+    path = ROOT / 'tests' / 'test_projects' / 'downstream_data.py'
+    spec = importlib.util.spec_from_file_location('fastmim_tests_downstream_data', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_detection_under_fsdp_trains_as_under_ddp(tmp_path):
+    """A detection recipe's step under FSDP is DDP's: the RPN and RoI heads, the checkpointed
+    Swin blocks and the BN layers' running statistics (rank 0's in both) included."""
+    data = downstream_data()
+    coco = data.write_coco_instances(tmp_path / 'coco')
+    overrides = data.detection_overrides(coco, 1, data.TINY_SWIN)
+    # No warmup and a larger step and decay than the recipe's: a weight decay given to a norm
+    # (or left out of a weight) by another parameter grouping shows beyond rounding.
+    options = [*data.as_cfg_options(overrides), 'randomness.seed=0',
+               'param_scheduler.0.start_factor=1.0', 'optim_wrapper.optimizer.lr=1e-3',
+               'optim_wrapper.optimizer.weight_decay=0.5']
+    ddp, fsdp = tmp_path / 'ddp', tmp_path / 'fsdp'
+    runs = [(start(ddp, 1, config=DETECTION, options=options), ddp),
+            (start(fsdp, 1, '--fsdp', config=DETECTION, options=options), fsdp)]
+    logs = [finish(process, work_dir) for process, work_dir in runs]
+    assert all('with_cp=True' in log and "type='SyncBN'" not in log for log in logs)
+    assert_close_state(torch.load(fsdp / 'epoch_1.pth', weights_only=True),
+                       torch.load(ddp / 'epoch_1.pth', weights_only=True), 'detection')
+    for key in ('loss_rpn_cls', 'loss_cls', 'loss_mask'):
+        assert list(losses(ddp, key)) == [1]
+        assert losses(fsdp, key) == pytest.approx(losses(ddp, key), abs=ATOL)
 
 
 # --- The switch and the set-ups that are refused --------------------------------------------
