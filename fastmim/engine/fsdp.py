@@ -8,7 +8,11 @@ so they load weights-only, fine-tune and resume like any other. On the CPU (gloo
 FSDP run gives DDP's weights, optimiser state and losses to float rounding
 (``tests/test_tools/test_train_fsdp.py``).
 """
+from functools import partial
+
+import torch
 from mmengine._strategy import FSDPStrategy
+from mmengine.optim import OptimWrapperDict
 from mmengine.registry import STRATEGIES
 from mmengine.runner import FlexibleRunner
 from torch.distributed.fsdp import FullyShardedDataParallel
@@ -44,7 +48,11 @@ class FullShapeFSDPStrategy(FSDPStrategy):
 
     def build_optim_wrapper(self, optim_wrapper, model=None):
         with FullyShardedDataParallel.summon_full_params(model, writeback=False):
-            return super().build_optim_wrapper(optim_wrapper, model)
+            built = super().build_optim_wrapper(optim_wrapper, model)
+        for wrapper in built.values() if isinstance(built, OptimWrapperDict) else [built]:
+            if getattr(wrapper, 'clip_func', None) is torch.nn.utils.clip_grad_norm_:
+                wrapper.clip_func = partial(_clip_whole_model_norm, model)
+        return built
 
     def optim_state_dict(self):
         state = super().optim_state_dict()
@@ -59,6 +67,16 @@ class FullShapeFSDPStrategy(FSDPStrategy):
             model=self.model, optim=self.optim_wrapper.optimizer, optim_state_dict=state_dict))
         if base is not None:
             self.optim_wrapper.base_param_settings = base
+
+
+def _clip_whole_model_norm(model, params, max_norm, norm_type=2.0):
+    """``clip_grad=dict(max_norm=...)`` under FSDP. torch's ``clip_grad_norm_``, which mmengine's
+    optimiser wrapper calls, takes the norm of the gradients it is given: here this rank's
+    shards, so each rank clipped by its own part of the norm (neither DDP's update nor the same
+    on every rank) and logged that part as ``grad_norm``. FSDP's own ``clip_grad_norm_``
+    reduces the norm over the ranks (every rank clips at the same steps) and returns the whole
+    model's."""
+    return model.clip_grad_norm_(max_norm, norm_type)
 
 
 class _GivenValuesFirst(dict):

@@ -282,11 +282,33 @@ def load_config(path, cfg_options=None):
             hint = f' (did you mean {" or ".join(close)}?)' if close else ''
             print_log(f'--cfg-options {key}: {path} has no such key, it is added{hint}',
                       logger='current', level=logging.WARNING)
+        _open_unset_settings(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     _refuse_unusable_counts(cfg, path)
     warn_unused_pipelines(cfg, path, cfg_options)
     warn_schedule_length(cfg, path, cfg_options)
     return cfg
+
+
+def _open_unset_settings(cfg, cfg_options):
+    """Make a setting the config leaves ``None`` an empty dict where ``--cfg-options`` sets a
+    key below it: ``optim_wrapper.clip_grad.max_norm=3`` (the recipes set ``clip_grad=None``;
+    the guarded wrappers' errors advise clipping) failed in mmengine's merge ('cannot inherit
+    from base because clip_grad is a dict in the child config but is of type NoneType'), and a
+    whole dict is refused on the command line, so the setting could not be turned on there."""
+    for key in cfg_options:
+        node = cfg._cfg_dict
+        for part in key.split('.')[:-1]:
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                if node[part] is None:
+                    node[part] = {}
+                    print_log(f'--cfg-options {key}: {part} is None in the config; it becomes '
+                              f'a dict of the keys given', logger='current')
+                node = node[part]
+            else:
+                break
 
 
 # numpy seeds its generators (mmengine's set_random_seed) with 32-bit unsigned integers only.

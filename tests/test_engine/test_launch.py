@@ -90,6 +90,15 @@ def test_a_config_that_is_no_valid_python_is_named(tmp_path, broken):
         load_config(str(top))
 
 
+def test_a_setting_the_config_leaves_none_is_set_key_by_key(load_config_log):
+    """``optim_wrapper.clip_grad.max_norm=3`` (the recipes leave clip_grad None; the guarded
+    wrappers advise clipping) failed in mmengine's merge, and a whole dict is refused."""
+    cfg = load_config(str(DEMO), {'optim_wrapper.clip_grad.max_norm': 3.0})
+    assert cfg.optim_wrapper.clip_grad == {'max_norm': 3.0}
+    assert any('clip_grad is None in the config' in message
+               for message in load_config_log(DEMO, {'optim_wrapper.clip_grad.max_norm': 3.0}))
+
+
 def test_a_checkpoint_or_folder_given_as_the_config_is_named(tmp_path):
     """``tools/test.py epoch_1.pth CONFIG`` failed in mmengine with "Only py/yml/yaml/json type
     are supported now!", naming no file; a folder was 'config file not found'."""
