@@ -29,6 +29,20 @@ def save_checkpoint_record(work_dir, name='epoch_3.pth'):
     return str(work_dir / name)
 
 
+def work_dir_moved_or_copied(tmp_path, old_place_kept):
+    """``(old, new)``: a work dir's checkpoint and ``last_checkpoint`` (naming the old place)
+    in ``new``, and the old place emptied unless ``old_place_kept`` (a copy)."""
+    old, new = tmp_path / 'old', tmp_path / 'new'
+    save_checkpoint_record(old)
+    new.mkdir()
+    for name in ('epoch_3.pth', 'last_checkpoint'):
+        (new / name).write_bytes((old / name).read_bytes())
+    if not old_place_kept:
+        for path in old.iterdir():
+            path.unlink()
+    return old, new
+
+
 def test_resume_without_a_checkpoint_yet_starts_from_load_from(tmp_path, train):
     """The same command starts and restarts a job; its first start dropped load_from and
     trained from random weights."""
@@ -82,14 +96,7 @@ def test_resume_in_a_moved_or_copied_work_dir_takes_its_own_checkpoint(tmp_path,
                                                                       old_place_kept):
     """last_checkpoint holds an absolute path: a moved work dir failed to resume, a copied one
     resumed from the other run's checkpoint."""
-    old, new = tmp_path / 'old', tmp_path / 'new'
-    save_checkpoint_record(old)
-    new.mkdir()
-    for name in ('epoch_3.pth', 'last_checkpoint'):
-        (new / name).write_bytes((old / name).read_bytes())
-    if not old_place_kept:
-        for path in old.iterdir():
-            path.unlink()
+    old, new = work_dir_moved_or_copied(tmp_path, old_place_kept)
     cfg = flags_applied(train, new, '--resume')
     assert cfg.resume and cfg.load_from == str(new / 'epoch_3.pth')
 
@@ -120,15 +127,7 @@ def test_resume_from_a_last_checkpoint_file_takes_the_checkpoint_it_names(tmp_pa
     """``--resume WORK_DIR/last_checkpoint`` (mmengine's note of the newest checkpoint) was
     refused as 'not a readable checkpoint (truncated or corrupt?)'; in a moved or copied work
     dir the checkpoint beside it is taken, as a plain --resume does."""
-    old = tmp_path / 'old'
-    save_checkpoint_record(old)
-    new = tmp_path / 'new'
-    new.mkdir()
-    for name in ('epoch_3.pth', 'last_checkpoint'):
-        (new / name).write_bytes((old / name).read_bytes())
-    if not old_place_kept:
-        for path in old.iterdir():
-            path.unlink()
+    old, new = work_dir_moved_or_copied(tmp_path, old_place_kept)
     cfg = flags_applied(train, tmp_path / 'run', '--resume', str(new / 'last_checkpoint'))
     assert cfg.resume and cfg.load_from == str(new / 'epoch_3.pth')
     cfg = flags_applied(train, tmp_path / 'run', '--resume', str(old / 'last_checkpoint'))
