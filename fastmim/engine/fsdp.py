@@ -174,7 +174,6 @@ def check_fsdp(cfg):
                           'start it with tools/dist_train.sh CONFIG N --fsdp')
 
 
-
 def scale_losses_across_shards(cfg):
     """Under FSDP an fp16 run's loss scaler must agree across the ranks, each of which sees
     its own gradient shard only: mmengine's ``AmpOptimWrapper`` then needs ``use_fsdp=True``
