@@ -126,7 +126,6 @@ def test_layer_decay_asks_the_backbone_and_refuses_one_without_ids():
         backbone_layer_ids(nn.Linear(2, 2))
 
 
-
 @pytest.mark.parametrize('backbone, kwargs', [
     (VisionTransformer, dict(arch=TINY_VIT, img_size=64)),
     (EVA02, dict(arch=TINY_VIT, img_size=64)),
