@@ -32,8 +32,7 @@ import signal
 import threading
 
 import torch
-import torch.distributed as torch_dist
-from mmengine.dist import barrier, is_distributed
+from mmengine.dist import all_reduce, barrier
 from mmengine.fileio import get_file_backend
 from mmengine.hooks import EMAHook, Hook
 from torch.utils.data import DataLoader
@@ -218,11 +217,9 @@ class PreemptionHook(Hook):
             batches = len(getattr(runner.val_loop, 'dataloader', None))
         except TypeError:  # a loop without a loader, or an iterable dataset of unknown length:
             batches = 0  # no check during it
-        if is_distributed():
-            count = torch.tensor([batches], device=_collective_device())
-            torch_dist.all_reduce(count, op=torch_dist.ReduceOp.MIN)
-            batches = int(count.item())
-        self._val_batches = batches
+        count = torch.tensor([batches])
+        all_reduce(count, op='min')  # on the backend's device; nothing in one process
+        self._val_batches = int(count.item())
 
     def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         """Stop a validation inside training at a signal. The training state is that of the
@@ -275,10 +272,8 @@ class PreemptionHook(Hook):
     def _any_rank_received(self) -> bool:
         """Whether any rank got a signal: all ranks must stop at the same iteration, or the
         others would wait forever in the next collective."""
-        if not is_distributed():
-            return self.received is not None
-        flag = torch.tensor([float(self.received is not None)], device=_collective_device())
-        torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+        flag = torch.tensor([float(self.received is not None)])
+        all_reduce(flag, op='max')  # on the backend's device; nothing in one process
         return bool(flag.item())
 
     def _delete_superseded_preemption_checkpoint(self, runner) -> None:
@@ -296,11 +291,6 @@ class PreemptionHook(Hook):
             return
         runner.message_hub.update_info(PREEMPTION_CHECKPOINT_KEY, None)
         _delete_preemption_checkpoint(runner, preempted)
-
-
-def _collective_device() -> str:
-    """Where a tensor for a collective of the default process group must be (NCCL: the GPU)."""
-    return 'cuda' if torch_dist.get_backend() == 'nccl' else 'cpu'
 
 
 def _same_file(first: str, second: str) -> bool:
