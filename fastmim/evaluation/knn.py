@@ -30,7 +30,6 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from mmengine.dataset import BaseDataset
 from mmengine.dist import all_gather, get_world_size
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
@@ -39,7 +38,7 @@ from mmengine.runner.amp import autocast
 from mmengine.structures import BaseDataElement
 from torch.utils.data import DataLoader
 
-from fastmim.datasets.utils import describe_labels, label_coverage
+from fastmim.datasets.utils import annotation_reader, describe_labels, label_coverage
 from fastmim.engine.runner_model import bare_model
 from fastmim.models.algorithms.fastmim import IMAGENET_PREPROCESSOR
 from fastmim.models.algorithms.image_classifier import attach_predictions, pool_features
@@ -201,21 +200,13 @@ class BankHoldsTestImagesWarning(UserWarning):
     is its own nearest neighbour."""
 
 
-def annotations(dataset):
-    """``index -> data info`` of a dataset, as loaded (a ``BaseDataset`` override may add the
-    decoded image), or ``None`` for one without ``get_data_info``."""
-    if isinstance(dataset, BaseDataset):
-        return lambda index: BaseDataset.get_data_info(dataset, index)
-    return getattr(dataset, 'get_data_info', None)
-
-
 def bank_holds_test_images(bank_dataset, test_dataset, checked: int = 64) -> Tuple[int, int]:
     """``(found, checked)``: how many of the first ``checked`` test image files the bank
     lists too, when both read them through pipelines of the same description (features then
     equal, or drawn alike); ``found`` is 0 for datasets that name no files or pipelines that
     differ (the demo's bank: random crops of the photos it tests on centre crops). Reads every
     bank annotation, no image: seconds for ImageNet's train split."""
-    bank_info, test_info = annotations(bank_dataset), annotations(test_dataset)
+    bank_info, test_info = annotation_reader(bank_dataset), annotation_reader(test_dataset)
     checked = min(checked, len(test_dataset))
     if (bank_info is None or test_info is None or repr(getattr(bank_dataset, 'pipeline', None))
             != repr(getattr(test_dataset, 'pipeline', None))):
