@@ -112,9 +112,9 @@ AUTOCAST_WRAPPERS = AMP_WRAPPERS + ('AutocastOptimWrapper', 'fastmim.AutocastOpt
 def adapt_to_device(cfg):
     """Adapt a config in place to a machine without CUDA: gloo, no DDP device ids, no SyncBN,
     bf16 autocast instead of fp16 AMP (fp32 for mmdet, whose CPU ops take fp32 only)."""
-    from fastmim.engine.fsdp import is_fsdp_strategy
     if torch.cuda.is_available():
         return
+    from fastmim.engine.fsdp import is_fsdp_strategy
     env_cfg = cfg.setdefault('env_cfg', {})
     env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
     wrapper_cfg = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
