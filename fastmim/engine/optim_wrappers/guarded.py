@@ -4,7 +4,6 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-import torch.distributed as torch_dist
 from mmengine.device import get_device
 from mmengine.dist import all_reduce, is_distributed
 from mmengine.logging import HistoryBuffer, MessageHub, print_log
@@ -149,8 +148,7 @@ class NonFiniteGuardMixin:
     @staticmethod
     def _loss_is_finite(loss):
         finite = torch.isfinite(loss.detach()).all().float()
-        if is_distributed():
-            torch_dist.all_reduce(finite, op=torch_dist.ReduceOp.MIN)
+        all_reduce(finite, op='min')  # nothing in one process
         return bool(finite.item())
 
     def _gradients_are_finite(self) -> bool:
