@@ -287,3 +287,39 @@ def test_more_images_than_the_batch_holds_warns_once(tmp_path):
     runner.logger = SimpleNamespace(warning=quiet.append, info=lambda message: None)
     ReconstructionVisualizationHook(num_images=3).before_train_iter(runner, 0, first_batch())
     assert quiet == []
+
+
+def training_runner(work_dir, max_epochs, resume_from=None):
+    """Four images in shuffled batches of 2, pictures of 2 images after every epoch; the loop
+    and sampler of the pre-training configs, whose resumed runs train as the uninterrupted."""
+    dataset = TinyImages(4)
+    return Runner(
+        model=tiny_model_cfg(),
+        work_dir=str(work_dir),
+        train_dataloader=dict(dataset=dataset, sampler=dict(type='ResumableSampler'),
+                              collate_fn=dict(type='pseudo_collate'), batch_size=2,
+                              num_workers=0),
+        train_cfg=dict(type='ResumableEpochBasedTrainLoop', max_epochs=max_epochs),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
+        custom_hooks=[dict(type='ReconstructionVisualizationHook', interval=1, num_images=2),
+                      dict(type='CheckpointMetaHook')],
+        randomness=dict(seed=0),
+        load_from=resume_from, resume=resume_from is not None,
+        default_scope='fastmim',
+        experiment_name=str(work_dir))
+
+
+def test_a_resumed_run_draws_the_images_the_uninterrupted_run_draws(tmp_path):
+    """The hook kept the first batch its process saw: a resumed run's first batch is a later
+    epoch's, so its pictures showed other images than the uninterrupted run's from then on,
+    and a run's pictures could not be compared across a requeue."""
+    training_runner(tmp_path / 'whole', max_epochs=2).train()
+    training_runner(tmp_path / 'stopped', max_epochs=1).train()
+    resumed = training_runner(tmp_path / 'resumed', max_epochs=2,
+                              resume_from=str(tmp_path / 'stopped' / 'epoch_1.pth'))
+    resumed.train()
+    for index in range(2):
+        whole = np.asarray(Image.open(tmp_path / 'whole' / 'vis' / f'epoch_2_{index}.png'))
+        again = np.asarray(Image.open(tmp_path / 'resumed' / 'vis' / f'epoch_2_{index}.png'))
+        np.testing.assert_array_equal(again, whole)

@@ -2,6 +2,7 @@
 import os
 import os.path as osp
 
+import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.runner import IterBasedTrainLoop
@@ -11,16 +12,20 @@ from fastmim.engine.runner_model import bare_model, whole_parameters
 from fastmim.registry import HOOKS
 from fastmim.visualization import draw_reconstructions
 
+CHECKPOINT_KEY = 'reconstruction_inputs'
+
 
 @HOOKS.register_module()
 class ReconstructionVisualizationHook(Hook):
     """Every ``interval`` epochs and at the end of training, draws what the model reconstructs.
 
-    The images are the first ``num_images`` of the first training batch this process sees, kept
-    on the CPU as the dataloader gave them (uint8, or JPEG bytes with ``decode='device'``,
-    kept with their data samples), so every picture shows the same images; the
-    mask is drawn with a fixed ``seed`` (and the random state restored), so it is the same mask
-    too, and training's random streams are not disturbed. The model runs in eval mode without
+    The images are the first ``num_images`` of the first training batch the run sees, kept on
+    the CPU as the model's data preprocessor gives them (decoded with ``decode='device'``), so
+    every picture shows the same images. They are saved in each checkpoint
+    (``checkpoint['reconstruction_inputs']``) and a run resumed from it draws them again, not
+    its own first batch (a later epoch's), so the pictures of a requeued run match the
+    uninterrupted run's. The mask is drawn with a fixed ``seed`` (and the random state
+    restored), so it is the same mask too, and training's random streams are not disturbed. The model runs in eval mode without
     gradients and goes back to its previous mode afterwards. Only rank 0 draws; the pictures are
     ``<work_dir>/<out_dir>/epoch_<n>_<i>.png`` (``iter_<n>_<i>.png`` at the end of an
     iteration-based run), see :func:`fastmim.visualization.make_reconstruction_panel`.
@@ -46,7 +51,7 @@ class ReconstructionVisualizationHook(Hook):
         self.out_dir = out_dir
         self.seed = seed
         self.cell_px = cell_px
-        self._batch = None
+        self._inputs = None
         self._last_tag = None
 
     def before_train(self, runner):
@@ -60,23 +65,27 @@ class ReconstructionVisualizationHook(Hook):
                             'remove the hook from custom_hooks')
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
-        if self._batch is None and data_batch is not None and is_main_process():
-            inputs = data_batch['inputs'][:self.num_images]
-            if isinstance(inputs, (list, tuple)):
-                inputs = [image.detach().cpu().clone() for image in inputs]
-            else:
-                inputs = inputs.detach().cpu().clone()
-            self._batch = dict(inputs=inputs)
+        if self._inputs is None and data_batch is not None and is_main_process():
             # JpegDecodePreprocessor decodes JPEG bytes (decode='device') with their samples'
             # crop boxes: keep the samples that match the kept inputs.
-            samples = data_batch.get('data_samples')
-            if samples is not None:
-                self._batch['data_samples'] = list(samples[:self.num_images])
+            batch = {key: data_batch[key][:self.num_images]
+                     for key in ('inputs', 'data_samples') if data_batch.get(key) is not None}
+            with torch.no_grad():
+                inputs = bare_model(runner).data_preprocessor(batch, False)['inputs']
+            self._inputs = inputs.detach().cpu()
             if len(inputs) < self.num_images:
                 runner.logger.warning(
                     f'ReconstructionVisualizationHook: num_images={self.num_images}, but a '
                     f'training batch holds {len(inputs)} images on this process: every picture '
                     f'will show those {len(inputs)}; lower num_images to silence this')
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        if self._inputs is not None:
+            checkpoint[CHECKPOINT_KEY] = self._inputs
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        if runner._resume and CHECKPOINT_KEY in checkpoint:  # load_from starts a new run
+            self._inputs = checkpoint[CHECKPOINT_KEY]
 
     def after_train_epoch(self, runner):
         if self.every_n_epochs(runner, self.interval):
@@ -100,12 +109,12 @@ class ReconstructionVisualizationHook(Hook):
     def _draw_on_rank0(self, runner, tag):
         if not is_main_process():
             return
-        if self._batch is None:
+        if self._inputs is None:
             runner.logger.warning('ReconstructionVisualizationHook: no training batch seen yet, '
                                   f'nothing drawn for {tag}')
             return
         model = bare_model(runner)
-        inputs = model.data_preprocessor(self._batch, False)['inputs']
+        inputs = model.data_preprocessor.cast_data(self._inputs)
         panels = draw_reconstructions(model, inputs, seed=self.seed, cell_px=self.cell_px)
 
         out_dir = osp.join(runner.work_dir, self.out_dir)
