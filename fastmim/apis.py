@@ -24,7 +24,7 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from fastmim.constants import CONFIG_SUFFIXES
+from fastmim.config_file import check_config_file
 from fastmim.datasets.transforms.loading import pil_to_rgb, pil_to_upright_rgb
 from fastmim.errors import CheckpointError
 from fastmim.models.algorithms.image_classifier import pool_features
@@ -49,12 +49,7 @@ def _load_config(config) -> Config:
         # a config that only inherits it is it, resolved by mmengine as any `_base_` is
         # (mmengine.hub.get_config would pip-install a package it does not find).
         return Config.fromstring(f'_base_ = [{config!r}]\n', file_format='.py')
-    if not osp.isfile(config):
-        raise FileNotFoundError(f'config file not found: {config}')
-    if osp.splitext(config)[1] not in CONFIG_SUFFIXES:
-        # mmengine's own refusal is an OSError that does not name the file.
-        raise ValueError(f'config file {config} is not a {"/".join(CONFIG_SUFFIXES)} file (a '
-                         'checkpoint given as the config?)')
+    check_config_file(config)
     return Config.fromfile(config)
 
 

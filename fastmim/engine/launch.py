@@ -23,7 +23,6 @@ import torch.distributed as torch_dist
 from mmengine.config import DictAction
 from mmengine.logging import print_log
 
-from fastmim.constants import CONFIG_SUFFIXES
 
 REQUIRED_ENV = {
     'pytorch': ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'),
@@ -260,16 +259,13 @@ def load_config(path, cfg_options=None):
     can use is refused (:func:`_refuse_unusable_counts`)."""
     from mmengine.config import Config
 
+    from fastmim.config_file import check_config_file
     from fastmim.engine.pipeline_variables import warn_unused_pipelines
     from fastmim.engine.schedule_length import warn_schedule_length
-    if osp.isdir(path):
-        raise LaunchError(f'{path} is a folder, not a config file')
-    if not osp.isfile(path):
-        raise LaunchError(f'config file not found: {path}')
-    if osp.splitext(path)[1] not in CONFIG_SUFFIXES:
-        # mmengine's own refusal ("Only py/yml/yaml/json type are supported now!") names no file.
-        raise LaunchError(f'config file {path} is not a {"/".join(CONFIG_SUFFIXES)} file (the '
-                          'checkpoint given as the config? CONFIG comes first)')
+    try:
+        check_config_file(path)
+    except (OSError, ValueError) as error:
+        raise LaunchError(str(error)) from None
     try:
         cfg = Config.fromfile(path)
     except SyntaxError as error:

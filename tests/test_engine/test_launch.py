@@ -105,9 +105,10 @@ def test_a_checkpoint_or_folder_given_as_the_config_is_named(tmp_path):
     checkpoint = tmp_path / 'epoch_1.pth'
     torch.save({'state_dict': {}}, checkpoint)
     with pytest.raises(launch.LaunchError, match=rf'{checkpoint} is not a .*checkpoint given as '
-                                                 r'the config\? CONFIG comes first'):
+                                                 r'the config\? The config comes first'):
         load_config(str(checkpoint))
-    with pytest.raises(launch.LaunchError, match=rf'^{tmp_path} is a folder, not a config file'):
+    with pytest.raises(launch.LaunchError,
+                       match=rf'^config {tmp_path} is a folder; expected a config file'):
         load_config(str(tmp_path))
 
 

@@ -42,6 +42,7 @@ from typing import List, Optional, Sequence
 
 from mmengine.config import Config
 
+from fastmim.config_file import check_config_file
 from fastmim.engine.launch import add_debug_arg, positive_int
 from fastmim.registry import type_name
 
@@ -109,22 +110,6 @@ def check_one_stage(cfg, config: Path) -> None:
         raise ValueError(f'{config}: a ProgressiveResolutionHook trains stages of other input '
                          f'sizes and batches ({stages[0]}); the projection takes one rate for '
                          'one schedule: project each stage with a config of its own')
-
-
-def check_config_file(config: Path) -> None:
-    """``config`` must be a config file: mmengine called a folder (``--config configs/fastmim/``)
-    a file that 'does not exist', and refused a checkpoint given as the config with 'Only
-    py/yml/yaml/json type are supported now!', naming no file."""
-    from fastmim.constants import CONFIG_SUFFIXES
-
-    if config.is_dir():
-        raise IsADirectoryError(f'config {config} is a folder; expected a config file, e.g. '
-                                f'{DEFAULT_CONFIG.relative_to(ROOT)}')
-    if not config.is_file():
-        raise FileNotFoundError(f'config file not found: {config}')
-    if config.suffix not in CONFIG_SUFFIXES:
-        raise ValueError(f'config {config} is not a {"/".join(CONFIG_SUFFIXES)} file (a result '
-                         'or a checkpoint given as the config?)')
 
 
 def read_schedule(config: Path, gpus: Optional[int] = None,
