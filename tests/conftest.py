@@ -4,18 +4,36 @@ Test isolation for mmengine's process-wide default scope: a Runner makes its con
 ``default_scope`` (``mmdet``, ``mmseg``, ...) the current scope of the whole process; registry
 builds by plain name in later tests would then look in that library's registries. Every test
 starts in fastmim's scope, as a user's fastmim process does.
+
+And for its named loggers and message hubs: a Runner names them after its config file and the
+second it starts in, and takes over an existing instance of that name, so a run that started
+in the same second as the previous test's logged into that test's work dir and added to its
+scalars (one run per process, as a user's, never meets this). Each test's are dropped after it.
 """
 import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
+from mmengine.logging import MessageHub, MMLogger
 from mmengine.registry import init_default_scope
 
 
 @pytest.fixture(autouse=True)
 def fastmim_default_scope():
     init_default_scope('fastmim')
+
+
+@pytest.fixture(autouse=True)
+def fresh_loggers_and_message_hubs():
+    before = {cls: set(cls._instance_dict) for cls in (MMLogger, MessageHub)}
+    yield
+    for cls, names in before.items():
+        for name in set(cls._instance_dict) - names:
+            instance = cls._instance_dict.pop(name)
+            for handler in getattr(instance, 'handlers', ())[:]:  # the logger's file
+                instance.removeHandler(handler)
+                handler.close()
 
 
 @pytest.fixture(scope='session')
