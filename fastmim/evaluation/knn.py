@@ -31,6 +31,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from mmengine.dist import all_gather, get_world_size
+from mmengine.hooks import EMAHook
 from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.runner import TestLoop
@@ -250,6 +251,20 @@ def check_bank(k: int, bank_dataset, test_dataset) -> None:
                          f'every class of the test split')
 
 
+def refuse_weight_swapping_hooks(runner) -> None:
+    """mmengine's ``EMAHook`` swaps its averaged copy of the weights in at
+    ``before_test_epoch``; it loads that copy only through the runner's own checkpoint loading,
+    which this loop replaces, so the copy is the model's initialisation, swapped in for the
+    test split alone: its features were compared with the checkpoint's bank."""
+    for hook in runner.hooks:
+        if isinstance(hook, EMAHook):
+            raise ValueError(
+                'KNNTestLoop: custom_hooks has an EMAHook, which would classify the test split '
+                'with the weights the model was built with, not the checkpoint\'s; remove it '
+                '(the loop evaluates the checkpoint\'s state_dict; to evaluate averaged '
+                'weights, save them as the state_dict of a checkpoint first)')
+
+
 @LOOPS.register_module()
 class KNNTestLoop(TestLoop):
     """mmengine's test loop preceded by the extraction of a kNN feature bank.
@@ -259,7 +274,8 @@ class KNNTestLoop(TestLoop):
     non-strict (a wrong file would silently leave a random backbone) and cannot resize
     position embeddings. Without a checkpoint the backbone is evaluated as it is. Before the
     bank is extracted, :func:`check_bank` refuses test classes the bank lacks and warns about a
-    ``k`` larger than the bank and a bank that holds the test images.
+    ``k`` larger than the bank and a bank that holds the test images, and an ``EMAHook`` is
+    refused (:func:`refuse_weight_swapping_hooks`).
 
     Every rank holds the whole bank on its device, in fp32: 1.28 M x 768 values (3.9 GB) for
     ViT-B on the ImageNet train split, twice that while it is being gathered.
@@ -294,6 +310,7 @@ class KNNTestLoop(TestLoop):
     def run(self) -> dict:
         """Load the checkpoint, build the bank, then classify the test split; returns the
         metrics."""
+        refuse_weight_swapping_hooks(self.runner)
         model = bare_model(self.runner)
         if self.checkpoint is not None:
             load_pretrained(model.backbone, self.checkpoint, prefix=self.prefix)

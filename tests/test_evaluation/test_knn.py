@@ -206,10 +206,11 @@ def test_the_demo_bank_crops_do_not_depend_on_the_process_state():
     assert all(torch.equal(first, second) for first, second in zip(*banks))
 
 
-def demo_runner(tmp_path, bank_samples, k, bank_crop_pct=1.):
+def demo_runner(tmp_path, bank_samples, k, bank_crop_pct=1., **settings):
     """The kNN test loop on scikit-image's 16 photos: the bank holds the first
     ``bank_samples`` of them (labels 0, 1, ...), the test split every photo once; the bank's
-    centre crops take ``bank_crop_pct`` of the shorter side, the test's 0.875."""
+    centre crops take ``bank_crop_pct`` of the shorter side, the test's 0.875; ``settings``
+    are further top-level config settings."""
     loader = dict(batch_size=8, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False))
     cfg = Config(dict(
         default_scope='fastmim',
@@ -224,6 +225,7 @@ def demo_runner(tmp_path, bank_samples, k, bank_crop_pct=1.):
         test_cfg=dict(type='KNNTestLoop', bank_dataloader=dict(loader, dataset=dict(
             type='EmbeddedPhotos', sources='skimage', num_samples=bank_samples,
             pipeline=real_photo_pipeline(bank_crop_pct)))),
+        **settings,
     ))
     adapt_to_device(cfg)
     return Runner.from_cfg(cfg)
@@ -309,6 +311,18 @@ def test_the_same_photos_through_another_pipeline_are_no_copy_of_the_test_split(
     runner = demo_runner(tmp_path, bank_samples=16, k=4)
     with warnings.catch_warnings():
         warnings.simplefilter('error', BankHoldsTestImagesWarning)
+        runner.test()
+
+
+@pytest.mark.skipif(not PHOTOS, reason='scikit-image photos are not installed')
+def test_an_ema_hook_is_refused_before_the_bank_is_extracted(tmp_path, monkeypatch):
+    """The loop loads the checkpoint into the backbone itself; mmengine's EMAHook then swapped
+    its copy of the weights from before that load (the random initialisation) in for the
+    test split alone, and knn/top1 compared those features with the checkpoint's bank."""
+    runner = demo_runner(tmp_path, bank_samples=16, k=4,
+                         custom_hooks=[dict(type='EMAHook', momentum=0.001)])
+    monkeypatch.setattr(type(runner.test_loop), 'extract_bank', refuse_extraction)
+    with pytest.raises(ValueError, match=r'^KNNTestLoop: custom_hooks has an EMAHook'):
         runner.test()
 
 
