@@ -35,6 +35,26 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON=${PYTHON:-python}
 [ -x "$ROOT/.venv/bin/python" ] && [ "$PYTHON" = python ] && PYTHON="$ROOT/.venv/bin/python"
 
+# A preempted process exits with 75 (PreemptionHook: requeue me), but torchrun reports any
+# process's non-zero status as 1: each preempted process adds its local rank to this file, and
+# the script exits with 75 when all of this node's processes did. SLURM signals every process of
+# the job, this script and torchrun too: this script waits for torchrun instead of dying at once,
+# and torchrun passes SIGUSR1 (--signal=USR1@120) on to the ranks as it does SIGTERM, waiting for
+# them to save; by default it died on SIGUSR1 at once, leaving the ranks unwatched (an older
+# torchrun without --signals-to-handle still does).
+PREEMPTED_RECORD=$(mktemp "${TMPDIR:-/tmp}/fastmim_preempted.XXXXXX")
+trap 'rm -f "$PREEMPTED_RECORD"' EXIT
+trap ':' TERM USR1
+SIGNALS=()
+if "$PYTHON" -m torch.distributed.run --help 2>/dev/null | grep -q -- --signals-to-handle; then
+    SIGNALS=(--signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1)
+fi
+status=0
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} \
-exec "$PYTHON" -m torch.distributed.run "${RENDEZVOUS[@]}" --nproc_per_node="$GPUS" \
-    "$ROOT/tools/$SCRIPT" "${@:3}" --launcher pytorch
+FASTMIM_PREEMPTED_RECORD="$PREEMPTED_RECORD" \
+"$PYTHON" -m torch.distributed.run "${RENDEZVOUS[@]}" "${SIGNALS[@]}" --nproc_per_node="$GPUS" \
+    "$ROOT/tools/$SCRIPT" "${@:3}" --launcher pytorch || status=$?
+if [ "$status" -ne 0 ] && [ "$(sort -u "$PREEMPTED_RECORD" | wc -l)" -eq "$GPUS" ]; then
+    status=75
+fi
+exit "$status"

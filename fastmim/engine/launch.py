@@ -633,6 +633,18 @@ def checkpoint_named_by(path, use):
 RESUME_HINT = 'a training run continues from its last checkpoint with --resume'
 
 
+def _record_preemption():
+    """Add this process's local rank to the file ``tools/dist_launch.sh`` names in
+    ``FASTMIM_PREEMPTED_RECORD``: torchrun reports any process's non-zero status as its own
+    status 1, so the script exits with ``PREEMPTED_EXIT_STATUS`` itself when every process it
+    started recorded a preemption, and a requeue script can tell a preempted job from a
+    crashed one."""
+    path = os.environ.get('FASTMIM_PREEMPTED_RECORD')
+    if path:
+        with open(path, 'a') as record:  # one short append per process
+            record.write(f'{os.environ.get("LOCAL_RANK", "0")}\n')
+
+
 def run_cli(main, argv=None, interrupted_hint=''):
     """Run ``main(argv)``; a user error ends with one line on stderr instead of a traceback.
 
@@ -655,6 +667,7 @@ def run_cli(main, argv=None, interrupted_hint=''):
         return main([arg for arg in argv if arg != '--debug'])
     except TrainingPreempted as stop:
         print(f'preempted: {stop}', file=sys.stderr)
+        _record_preemption()
         sys.exit(PREEMPTED_EXIT_STATUS)
     except KeyboardInterrupt:
         if debug:

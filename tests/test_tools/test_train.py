@@ -279,6 +279,25 @@ def test_two_processes_stopped_by_sigterm_and_resumed_match_the_uninterrupted_ru
     assert_same_run(stopped, tmp_path / 'reference', iterations=8, final='epoch_4.pth')
 
 
+@pytest.mark.parametrize('signal_name', ['SIGTERM', 'SIGUSR1'])
+def test_a_job_signalled_whole_exits_with_the_preempted_status_through_torchrun(tmp_path,
+                                                                                signal_name):
+    """SLURM signals every process of a preempted job: the launch script, torchrun and the
+    ranks. The ranks saved and exited with 75, but torchrun reports any failed process as 1,
+    so a requeue script (`[ $? -eq 75 ] && scontrol requeue`) never requeued a torchrun job;
+    SIGUSR1 (`--signal=USR1@120`) killed torchrun at once."""
+    args = [str(DEMO), '2', '--cfg-options', *TINY, 'train_cfg.max_epochs=100']
+    work_dir = tmp_path / 'work'
+    process = start(args, work_dir, script='dist_train.sh', env={'PORT': '29624'})
+    wait_for_iterations(process, work_dir, 1)
+    os.killpg(process.pid, getattr(signal, signal_name))
+    process.wait(timeout=300)
+    log = Path(f'{work_dir}.log').read_text()
+    assert process.returncode == PREEMPTED, log[-3000:]
+    saved = Path((work_dir / 'last_checkpoint').read_text().strip())
+    assert f'{signal_name}: saved {saved}' in log
+
+
 PROGRESSIVE = """
 _base_ = ['{demo}']
 # FastMIM-P in miniature: 32 px in batches of 2, then 64 px in batches of 1 with 2 accumulated

@@ -11,11 +11,14 @@ and gradients accumulated per stage) and for a detection recipe (mmdet's Mask R-
 import importlib.util
 import json
 import math
+import signal
 import subprocess
+import time
 import types
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from mmengine.config import Config
@@ -44,6 +47,7 @@ TINY = [*TINY_ENCODER, 'model.neck.embed_dim=32', 'model.neck.num_heads=2', *TIN
         'custom_hooks=[]']
 # Gradients are summed in another order (reduce-scatter vs all-reduce): rounding only.
 ATOL = 1e-6
+PREEMPTED = 75  # PreemptionHook's exit status: SLURM requeues the job
 
 
 def start(work_dir, epochs, *flags, config=DEMO, options=TINY):
@@ -161,16 +165,48 @@ def test_fsdp_trains_saves_and_resumes_as_ddp(pretrained):
     assert_close_state(torch.load(fsdp / 'epoch_3.pth', weights_only=True),
                        torch.load(ddp / 'epoch_3.pth', weights_only=True), 'resumed epoch 3')
     assert losses(fsdp) == pytest.approx(ddp_losses, abs=ATOL)
+    assert_same_pictures(fsdp, ddp, epochs=[3])  # the images the run began with
+
+
+def assert_same_pictures(work_dir, reference, epochs):
+    for name in [f'epoch_{epoch}_{index}.png' for epoch in epochs for index in (0, 1)]:
+        ours = np.asarray(Image.open(work_dir / 'vis' / name))
+        theirs = np.asarray(Image.open(reference / 'vis' / name))
+        assert np.array_equal(ours, theirs), name
+
+
+def test_fsdp_run_preempted_on_one_rank_resumes_as_ddp(pretrained, tmp_path):
+    """SLURM's SIGTERM reaching rank 1 alone: under FSDP saving gathers the weights from every
+    rank, so both must stop at the same iteration and save together; the resumed run ends as
+    the uninterrupted DDP run."""
+    ddp, _ = pretrained
+    stopped = tmp_path / 'stopped'
+    process = start(stopped, 3, '--fsdp', options=PRETRAIN)
+    deadline = time.time() + 300
+    while 'Epoch(train)' not in Path(f'{stopped}.log').read_text():
+        assert process.poll() is None and time.time() < deadline, \
+            Path(f'{stopped}.log').read_text()[-3000:]
+        time.sleep(0.01)
+    rank_1 = next(child for child in psutil.Process(process.pid).children(recursive=True)
+                  if child.environ().get('RANK') == '1' and 'train.py' in ' '.join(child.cmdline()))
+    rank_1.send_signal(signal.SIGTERM)
+    process.wait(timeout=300)
+    log = Path(f'{stopped}.log').read_text()
+    assert process.returncode == PREEMPTED, log[-4000:]
+    saved = Path((stopped / 'last_checkpoint').read_text().strip())
+    assert f'a signal on another rank: saved {saved}' in log
+    assert torch.load(saved, weights_only=True)['meta']['iter'] < 6
+
+    finish(start(stopped, 3, '--fsdp', '--resume', options=PRETRAIN), stopped)
+    assert_close_state(torch.load(stopped / 'epoch_3.pth', weights_only=True),
+                       torch.load(ddp / 'epoch_3.pth', weights_only=True), 'resumed epoch 3')
+    assert losses(stopped) == pytest.approx(losses(ddp), abs=ATOL)
+    assert_same_pictures(stopped, ddp, epochs=[3])
 
 
 def test_reconstruction_pictures_under_fsdp_are_ddp_s(pretrained):
     ddp, fsdp = pretrained
-    # Those of the first FSDP run (the resumed one draws the batch it starts with).
-    pictures = ['epoch_1_0.png', 'epoch_1_1.png', 'epoch_2_0.png', 'epoch_2_1.png']
-    for name in pictures:
-        ours = np.asarray(Image.open(fsdp / 'vis' / name))
-        theirs = np.asarray(Image.open(ddp / 'vis' / name))
-        assert np.array_equal(ours, theirs), name
+    assert_same_pictures(fsdp, ddp, epochs=[1, 2])
 
 
 # The fine-tuning demo at the pre-training's size: layer decay, mixup, validation each epoch.
