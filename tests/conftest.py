@@ -11,6 +11,7 @@ in the same second as the previous test's logged into that test's work dir and a
 scalars (one run per process, as a user's, never meets this). Each test's are dropped after it.
 """
 import importlib.util
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,18 @@ def load_config_log():
             load_config(str(config), cfg_options)
         return logged
     return load
+
+
+@pytest.fixture(scope='session')
+def groups_by_name():
+    """``groups_by_name(model, param_groups)``: ``{parameter name: its optimiser group}``,
+    checking that no parameter is in two groups (the layer-decay constructor's tables)."""
+    def by_name(model, groups):
+        names = {id(param): name for name, param in model.named_parameters()}
+        counts = Counter(id(param) for group in groups for param in group['params'])
+        assert max(counts.values()) == 1, 'a parameter is in more than one group'
+        return {names[key]: group for group in groups for key in map(id, group['params'])}
+    return by_name
 
 
 @pytest.fixture(scope='session')

@@ -5,7 +5,6 @@ FastMIM for Swin, in the original Swin's numbering) or taken from timm's own
 ``param_groups_layer_decay``, never from the constructor's own output.
 """
 import re
-from collections import Counter
 
 import pytest
 import timm
@@ -42,14 +41,6 @@ def build_groups(model, rate, lr=1e-3, weight_decay=0.05, **paramwise):
     constructor = LayerDecayOptimWrapperConstructor(
         dict(optimizer=optimizer_cfg(lr, weight_decay)), dict(layer_decay_rate=rate, **paramwise))
     return constructor(model).optimizer.param_groups
-
-
-def settings_by_name(model, groups):
-    """``{parameter name: group}``, checking that no parameter is in two groups."""
-    names = {id(param): name for name, param in model.named_parameters()}
-    counts = Counter(id(param) for group in groups for param in group['params'])
-    assert max(counts.values()) == 1, 'a parameter is in more than one group'
-    return {names[key]: group for group in groups for key in map(id, group['params'])}
 
 
 def ids_from_table(names, table):
@@ -96,11 +87,11 @@ def swin_expected_id(name, depths):
     return sum(depths) + 1
 
 
-def test_vit_b_groups_carry_mae_ids_and_scales():
+def test_vit_b_groups_carry_mae_ids_and_scales(groups_by_name):
     with torch.device('meta'):
         model = Classifier(VisionTransformer(arch='b', img_size=224), 768)
     groups = build_groups(model, 0.7, lr=6e-4)
-    by_name = settings_by_name(model, groups)
+    by_name = groups_by_name(model, groups)
     assert set(by_name) == {name for name, _ in model.named_parameters()}
     for name, group in by_name.items():
         expected = vit_expected_id(name, depth=12)
@@ -113,10 +104,10 @@ def test_vit_b_groups_carry_mae_ids_and_scales():
     assert by_name['backbone.pos_embed']['lr'] == pytest.approx(6e-4 * 0.7**13)
 
 
-def test_swin_b_ids_follow_simmim_with_timm_downsample_names():
+def test_swin_b_ids_follow_simmim_with_timm_downsample_names(groups_by_name):
     with torch.device('meta'):
         model = Classifier(SwinTransformer(arch='b', img_size=224, window_size=7), 1024)
-    by_name = settings_by_name(model, build_groups(model, 0.8))
+    by_name = groups_by_name(model, build_groups(model, 0.8))
     for name, group in by_name.items():
         expected = swin_expected_id(name, (2, 2, 18, 2))
         assert group['layer_id'] == expected, name
@@ -135,9 +126,9 @@ def test_swin_b_ids_follow_simmim_with_timm_downsample_names():
     assert {name: by_name[name]['layer_id'] for name in spot_checks} == spot_checks
 
 
-def test_tiny_swin_ids_blocks_downsamples_and_rest():
+def test_tiny_swin_ids_blocks_downsamples_and_rest(groups_by_name):
     model = Classifier(tiny_swin(), 64)
-    by_name = settings_by_name(model, build_groups(model, 0.8))
+    by_name = groups_by_name(model, build_groups(model, 0.8))
     table = [
         (r'backbone\.patch_embed\.', 0),
         (r'backbone\.layers\.0\.blocks\.0\.', 1),
@@ -154,7 +145,7 @@ def test_tiny_swin_ids_blocks_downsamples_and_rest():
     assert {name: group['layer_id'] for name, group in by_name.items()} == expected
 
 
-def test_pvtv2_and_cmt_ids_by_stage_and_block():
+def test_pvtv2_and_cmt_ids_by_stage_and_block(groups_by_name):
     """The reference release's ids (util/lr_decay.py: get_layer_id_for_pvtv2 and _for_cmt):
     PVTv2's norm4 (the last stage's) is the rest's; CMT's patch_embed_<s> and relative_pos_<s>
     take the id of the stage's first block, stage a's included."""
@@ -185,7 +176,7 @@ def test_pvtv2_and_cmt_ids_by_stage_and_block():
         (r'head\.', 6),
     ]
     for model, table in ((pvt, pvt_table), (cmt, cmt_table)):
-        by_name = settings_by_name(model, build_groups(model, 0.75))
+        by_name = groups_by_name(model, build_groups(model, 0.75))
         assert set(by_name) == {name for name, _ in model.named_parameters()}
         expected = ids_from_table(by_name, table)
         assert {name: group['layer_id'] for name, group in by_name.items()} == expected
@@ -203,9 +194,9 @@ def published_no_decay(name, param):
     lambda: Classifier(tiny_swin(), 64),
     lambda: Classifier(CMT(arch='ti', img_size=64), 368),
 ])
-def test_no_weight_decay_on_norms_biases_and_position_tables(make_model):
+def test_no_weight_decay_on_norms_biases_and_position_tables(make_model, groups_by_name):
     model = make_model()
-    by_name = settings_by_name(model, build_groups(model, 0.7, weight_decay=0.05))
+    by_name = groups_by_name(model, build_groups(model, 0.7, weight_decay=0.05))
     for name, param in model.named_parameters():
         expected = 0. if published_no_decay(name, param) else 0.05
         assert by_name[name]['weight_decay'] == expected, name
@@ -216,10 +207,10 @@ def test_no_weight_decay_on_norms_biases_and_position_tables(make_model):
                for name in decay_free)
 
 
-def test_every_trainable_parameter_in_exactly_one_group_frozen_left_out():
+def test_every_trainable_parameter_in_exactly_one_group_frozen_left_out(groups_by_name):
     model = Classifier(tiny_vit(pos_embed_type='sincos'), 16)
     groups = build_groups(model, 0.7)
-    by_name = settings_by_name(model, groups)
+    by_name = groups_by_name(model, groups)
     trainable = {name for name, param in model.named_parameters() if param.requires_grad}
     assert set(by_name) == trainable
     assert 'backbone.pos_embed' not in by_name
@@ -245,9 +236,9 @@ def test_optimiser_step_applies_base_lr_times_scale():
         torch.testing.assert_close(param.detach(), old - 0.1 * scale * grad, msg=name)
 
 
-def test_custom_keys_and_no_decay_names_override():
+def test_custom_keys_and_no_decay_names_override(groups_by_name):
     model = Classifier(tiny_vit(), 16)
-    by_name = settings_by_name(model, build_groups(
+    by_name = groups_by_name(model, build_groups(
         model, 0.7, lr=1e-3, weight_decay=0.05, no_decay_names=(),
         custom_keys={'head': dict(lr_mult=10., decay_mult=0.5)}))
     assert by_name['head.weight']['lr'] == pytest.approx(1e-2)
@@ -261,7 +252,7 @@ def test_custom_keys_and_no_decay_names_override():
     ('fastmim.LayerDecayOptimWrapperConstructor', None),  # any config, e.g. mmseg's
     ('LayerDecayOptimWrapperConstructor', 'fastmim'),  # configs with default_scope='fastmim'
 ])
-def test_build_optim_wrapper_from_config_dict(constructor, scope):
+def test_build_optim_wrapper_from_config_dict(constructor, scope, groups_by_name):
     model = Classifier(tiny_swin(), 64)
     with DefaultScope.overwrite_default_scope(scope):
         wrapper = build_optim_wrapper(_wrapped(model), dict(
@@ -275,7 +266,7 @@ def test_build_optim_wrapper_from_config_dict(constructor, scope):
     groups = wrapper.optimizer.param_groups
     assert all(group['betas'] == (0.9, 0.999) for group in groups)
     assert sorted({group['layer_id'] for group in groups}) == list(range(sum(TINY_DEPTHS) + 2))
-    assert len(settings_by_name(model, groups)) == len(list(model.parameters()))
+    assert len(groups_by_name(model, groups)) == len(list(model.parameters()))
 
 
 def _wrapped(model):
@@ -290,12 +281,13 @@ def _wrapped(model):
     ('convnext_atto', lambda name: re.sub(r'^(stem|stages)_(\d+)', r'\1.\2', name)),
     ('vit_tiny_patch16_224', lambda name: name.removeprefix('model.')),
 ])
-def test_timm_backbone_matches_timm_param_groups_layer_decay(model_name, timm_name):
+def test_timm_backbone_matches_timm_param_groups_layer_decay(model_name, timm_name,
+                                                             groups_by_name):
     with torch.device('meta'):
         backbone = TimmBackbone(model_name)
         full = timm.create_model(model_name)
     model = Classifier(backbone, backbone.out_channels[-1])
-    by_name = settings_by_name(model, build_groups(model, 0.8, weight_decay=0.05))
+    by_name = groups_by_name(model, build_groups(model, 0.8, weight_decay=0.05))
 
     no_decay = full.no_weight_decay() if hasattr(full, 'no_weight_decay') else ()  # as timm does
     timm_groups = param_groups_layer_decay(

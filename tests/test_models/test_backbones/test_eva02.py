@@ -380,7 +380,7 @@ LAYER_TABLE = [
 ]
 
 
-def test_layer_decay_follows_the_vit_table():
+def test_layer_decay_follows_the_vit_table(groups_by_name):
     """MAE / BEiT ids (final norm and head share ``depth + 1``). timm's ``Eva.group_matcher``
     is no reference here: it puts the final norm with the last block."""
     from fastmim.engine.optim_constructors import LayerDecayOptimWrapperConstructor
@@ -388,10 +388,8 @@ def test_layer_decay_follows_the_vit_table():
     constructor = LayerDecayOptimWrapperConstructor(
         dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)),
         dict(layer_decay_rate=0.7))
-    groups = constructor(model).optimizer.param_groups
-    names = {id(param): name for name, param in model.named_parameters()}
-    by_name = {names[id(p)]: group for group in groups for p in group['params']}
-    assert set(by_name) == set(names.values())
+    by_name = groups_by_name(model, constructor(model).optimizer.param_groups)
+    assert set(by_name) == {name for name, _ in model.named_parameters()}
     for name, group in by_name.items():
         layer_id = next(i for pattern, i in LAYER_TABLE if re.match(pattern, name))
         assert group['lr_scale'] == pytest.approx(0.7**(4 - layer_id)), name

@@ -101,7 +101,7 @@ def test_image_classifier_gives_the_head_the_map_not_its_average():
         torch.testing.assert_close(model(images, mode='tensor'), expected)
 
 
-def test_head_learns_at_the_full_rate_with_no_decay_on_its_1d_tensors():
+def test_head_learns_at_the_full_rate_with_no_decay_on_its_1d_tensors(groups_by_name):
     """The release's lr_decay.py gives ``_fc``, ``_bn`` and ``head`` the rest's id (scale 1) and
     no weight decay to 1-D tensors (BatchNorm, biases)."""
     model = MODELS.build(dict(type='ImageClassifier', backbone=TINY_CMT,
@@ -109,9 +109,7 @@ def test_head_learns_at_the_full_rate_with_no_decay_on_its_1d_tensors():
     constructor = LayerDecayOptimWrapperConstructor(
         dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)),
         dict(layer_decay_rate=0.75))
-    groups = constructor(model).optimizer.param_groups
-    names = {id(param): name for name, param in model.named_parameters()}
-    by_name = {names[id(param)]: group for group in groups for param in group['params']}
+    by_name = groups_by_name(model, constructor(model).optimizer.param_groups)
     head = {name: group for name, group in by_name.items() if name.startswith('head.')}
     assert sorted(head) == ['head.bn.bias', 'head.bn.weight', 'head.conv.bias',
                             'head.conv.weight', 'head.fc.bias', 'head.fc.weight']
