@@ -38,6 +38,7 @@ from mmengine.runner.utils import calc_dynamic_intervals
 
 from fastmim.datasets.sample_seeds import iteration_seed
 from fastmim.engine.hooks.progressive_resolution_hook import iter_based_schedulers
+from fastmim.engine.schedule_length import one_step_warmups
 from fastmim.registry import LOOPS
 
 PROGRESS_KEY = 'train_epoch_progress'
@@ -65,6 +66,13 @@ def seed_runner_iteration(runner, iteration: int) -> None:
     ``randomness.diff_rank_seed``."""
     diff_rank_seed = runner._randomness_cfg.get('diff_rank_seed', False)
     seed_iteration(runner.seed, get_rank() if diff_rank_seed else 0, iteration)
+
+
+def warn_one_step_warmups(runner) -> None:
+    """Log :func:`~fastmim.engine.schedule_length.one_step_warmups` of the built schedulers:
+    the schedulers exist (with their lengths in iterations) only once training starts."""
+    for problem in one_step_warmups(runner.param_schedulers):
+        print_log(problem, logger='current', level=logging.WARNING)
 
 
 def _check_batches_per_epoch(dataloader) -> None:
@@ -95,6 +103,10 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         super().__init__(runner, dataloader, *args, **kwargs)
         _check_batches_per_epoch(self.dataloader)
         self._checked_iterations = False
+
+    def run(self):
+        warn_one_step_warmups(self.runner)
+        return super().run()
 
     def run_epoch(self) -> None:
         self.runner.call_hook('before_train_epoch')  # may set the sampler's epoch, a new loader
@@ -287,6 +299,7 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
         self.dataloader_iterator = _IteratorAtFirstBatch(self.dataloader)
 
     def run(self):
+        warn_one_step_warmups(self.runner)
         sampler, batch_size = self.dataloader.sampler, self.dataloader.batch_size
         if self._iter > 0 and hasattr(sampler, 'set_start_index') and batch_size is not None:
             sampler.set_start_index(self._iter * batch_size)

@@ -1,4 +1,4 @@
-"""Warn when a config's parameter schedule does not span its training.
+"""Warn when a config's parameter schedule does not span its training, or warms up in one step.
 
 The published recipes write the length of training three times: ``max_epochs`` (a variable),
 ``train_cfg.max_epochs`` (what the loop runs) and the schedulers' ``end`` / ``T_max`` (what
@@ -14,6 +14,7 @@ from typing import Collection, List, Optional, Tuple
 
 from mmengine.logging import print_log
 from mmengine.optim.scheduler.param_scheduler import INF as UNBOUNDED
+from mmengine.optim.scheduler.param_scheduler import LinearParamScheduler
 
 # Schedulers that change a value on the way and then leave it where the config set it: a
 # schedule that ends with one of them before training does loses nothing.
@@ -114,3 +115,36 @@ def _unfinished_cosine(index: int, scheduler: dict, unit: str) -> Optional[str]:
             f'but spans {span} {unit}s (begin {scheduler.get("begin", 0)}, end '
             f'{scheduler["end"]}): its cosine does not end at eta_min at its end; make T_max '
             'end - begin')
+
+
+def one_step_warmups(param_schedulers) -> List[str]:
+    """The built schedulers (``runner.param_schedulers``: a list, or a dict of lists per
+    optimiser) whose linear ramp spans a single step, one sentence each.
+
+    mmengine's linear schedulers reach ``end_factor`` at their last step by multiplying the
+    current value; over one step they apply ``start_factor`` and stop there, and the
+    schedulers after them scale that value: the lr stays ``start_factor`` times too small for
+    the whole run. A warmup given in epochs and converted to iterations spans one step when an
+    epoch is one batch (a demo shrunk to a batch of images), which is known only once the
+    dataloader is built, so this checks the built schedulers, not the config."""
+    if isinstance(param_schedulers, dict):
+        named = [(f'param_scheduler[{key!r}]', schedulers)
+                 for key, schedulers in param_schedulers.items()]
+    else:
+        named = [('param_scheduler', param_schedulers or [])]
+    problems = []
+    for name, schedulers in named:
+        for index, scheduler in enumerate(schedulers):
+            if (not isinstance(scheduler, LinearParamScheduler)
+                    or scheduler.end - scheduler.begin != 1
+                    or scheduler.start_factor == scheduler.end_factor):
+                continue
+            unit = 'epoch' if scheduler.by_epoch else 'iteration'
+            problems.append(
+                f'{name}[{index}] ({type(scheduler).__name__}) spans one {unit} ({unit}s '
+                f'{scheduler.begin} to {scheduler.end}): mmengine applies its start_factor '
+                'there and never reaches end_factor, and the schedulers after it scale that '
+                f'value, so the lr stays lr x {scheduler.start_factor:g} for the whole run; '
+                'warm up over 2 or more iterations (more than one batch per epoch, or '
+                'by_epoch=False with end in iterations)')
+    return problems

@@ -1,4 +1,5 @@
-"""ResumableEpochBasedTrainLoop refuses an epoch of no batch in terms of the config."""
+"""ResumableEpochBasedTrainLoop refuses an epoch of no batch in terms of the config, and the
+resumable loops name a warmup that the built schedule makes one step long."""
 import pytest
 from mmengine.runner import Runner
 
@@ -18,6 +19,28 @@ def test_a_batch_larger_than_the_dataset_is_named_before_the_schedulers(tmp_path
                        r'process on 1 process\(es\), fewer than '
                        r'train_dataloader.batch_size=8 with drop_last=True'):
         runner.train()
+
+
+@pytest.mark.parametrize('num_samples, warned', [(2, True), (4, False)])
+def test_a_demo_shrunk_to_one_batch_per_epoch_names_its_one_step_warmup(
+        tmp_path, tiny_pretraining, num_samples, warned):
+    """The demo's schedule (1-epoch warmup converted to iterations) with one batch per epoch:
+    the lr stayed 1e-3 of the config's for the whole run without a word."""
+    cfg = tiny_pretraining(tmp_path, batch_size=2, num_samples=num_samples, max_epochs=3)
+    cfg['train_cfg'] = dict(type='ResumableEpochBasedTrainLoop', max_epochs=3)
+    cfg['optim_wrapper'] = dict(optimizer=dict(type='AdamW', lr=1e-3))
+    cfg['param_scheduler'] = [
+        dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=1,
+             convert_to_iter_based=True),
+        dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=1, end=3, T_max=2,
+             convert_to_iter_based=True)]
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    log = (tmp_path / runner.timestamp / f'{runner.timestamp}.log').read_text()
+    assert ('param_scheduler[0] (LinearLR) spans one iteration (iterations 0 to 1)' in log) \
+        == warned
+    lrs = runner.message_hub.get_scalar('train/lr').data[0]
+    assert (max(lrs) < 1e-5) == warned  # the premise: stuck at 1e-3 of lr with one batch
 
 
 def _resumable_run(cfg, train_cfg, sampler, interval):

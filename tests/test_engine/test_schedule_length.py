@@ -2,6 +2,7 @@
 mmengine runs such a config without a word, and the result is worse for the wrong reason."""
 from pathlib import Path
 
+import pytest
 from mmengine.config import Config
 
 from fastmim.engine.schedule_length import schedule_length_problems
@@ -81,3 +82,45 @@ def test_iteration_schedulers_are_measured_against_iteration_loops_only():
 def test_shipped_configs_have_schedules_that_span_their_training():
     for config in SHIPPED:
         assert schedule_length_problems(Config.fromfile(str(config))) == [], config
+
+
+def _stepped_lrs(schedulers, optimizer, steps):
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]['lr'])
+        optimizer.step()
+        for scheduler in schedulers:
+            scheduler.step()
+    return lrs
+
+
+def _demo_schedulers(warmup_steps, steps=6):
+    """The demo's schedule in steps: linear warmup from 1e-3 of lr 1.0, then a cosine."""
+    import torch
+    from mmengine.optim.scheduler import CosineAnnealingLR, LinearLR
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.)
+    return optimizer, [
+        LinearLR(optimizer, start_factor=1e-3, by_epoch=False, begin=0, end=warmup_steps),
+        CosineAnnealingLR(optimizer, eta_min=0., by_epoch=False, begin=warmup_steps,
+                          end=steps, T_max=steps - warmup_steps)]
+
+
+def test_a_warmup_of_one_step_is_named_and_one_of_two_steps_is_not():
+    """mmengine's LinearLR reaches end_factor only over 2+ steps: over one it applies its
+    start_factor, and the cosine after it scales that lr, for the whole run. A demo shrunk
+    to one batch per epoch (its 1-epoch warmup converted to 1 iteration) trained at lr x 1e-3
+    without a word."""
+    from fastmim.engine.schedule_length import one_step_warmups
+    optimizer, schedulers = _demo_schedulers(warmup_steps=1)
+    assert max(_stepped_lrs(schedulers, optimizer, 6)) < 1.1e-3  # the premise, in mmengine
+    problems = one_step_warmups(schedulers)
+    assert len(problems) == 1
+    assert problems[0].startswith('param_scheduler[0] (LinearLR) spans one iteration '
+                                  '(iterations 0 to 1)')
+    assert 'lr x 0.001 for the whole run' in problems[0]
+
+    optimizer, schedulers = _demo_schedulers(warmup_steps=2)
+    assert max(_stepped_lrs(schedulers, optimizer, 6)) == pytest.approx(1.)  # reached
+    assert one_step_warmups(schedulers) == []
+    assert one_step_warmups({'generator': schedulers}) == []
+    assert one_step_warmups(None) == []
