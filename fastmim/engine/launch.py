@@ -274,6 +274,7 @@ def load_config(path, cfg_options=None):
         tree = cfg.to_dict()
         _refuse_dict_values(cfg_options, path)
         _refuse_text_for_numbers(tree, cfg_options, path)
+        _warn_lists_for_numbers(tree, cfg_options, path)
         for key, close in added_keys(tree, cfg_options):
             hint = f' (did you mean {" or ".join(close)}?)' if close else ''
             print_log(f'--cfg-options {key}: {path} has no such key, it is added{hint}',
@@ -389,6 +390,20 @@ def _refuse_text_for_numbers(tree, cfg_options, path):
             kind = 'True or False' if isinstance(current, bool) else 'a number'
             raise LaunchError(f'--cfg-options {key}={value}: {path} has {kind} there '
                               f'({current!r}); {value!r} is not one')
+
+
+def _warn_lists_for_numbers(tree, cfg_options, path):
+    """mmengine reads ``model.mask_ratio=0,75`` (a decimal comma) as the list ``[0, 75]``; it
+    reached the module and failed there in an interpreter TypeError ('<' not supported between
+    'int' and 'list'). A warning, not a refusal: some numbers of a config may be given as a
+    sequence (a crop ``size=224`` as ``224,160``, a jitter factor as a range)."""
+    for key, value in cfg_options.items():
+        current, followed = _follow(tree, key)
+        if (followed == len(key.split('.')) and isinstance(value, (list, tuple))
+                and isinstance(current, (int, float)) and not isinstance(current, bool)):
+            print_log(f'--cfg-options {key}: {path} has a number there ({current!r}), given '
+                      f'the list {list(value)} (commas separate list items; a decimal number '
+                      'takes a point)', logger='current', level=logging.WARNING)
 
 
 def added_keys(tree, cfg_options):

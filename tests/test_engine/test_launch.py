@@ -392,6 +392,19 @@ def test_a_word_given_for_a_number_is_named(key, value, current):
     load_config(str(DEMO), {key: 0.5, 'model.backbone.init_cfg': 'text where None was'})
 
 
+@pytest.mark.parametrize('key, value, current', [
+    ('model.mask_ratio', [0, 75], '0.75'), ('optim_wrapper.optimizer.lr', [0.001, 0.0005], '0.001'),
+    ('model.neck.depth', (1, 2), '1')])
+def test_a_list_given_for_a_number_is_named(key, value, current, load_config_log):
+    """mmengine reads 0,75 (a decimal comma) as the list [0, 75]: it reached the module and
+    failed there in a TypeError traceback ("'<' not supported between 'int' and 'list'"),
+    naming neither the key nor the value."""
+    logged = '\n'.join(load_config_log(DEMO, {key: value}))
+    assert f'--cfg-options {key}: {DEMO} has a number there ({current}), given the list ' \
+        f'{list(value)} (commas separate list items; a decimal number takes a point)' in logged
+    assert 'given the list' not in '\n'.join(load_config_log(DEMO, {key: 0.5}))
+
+
 @pytest.mark.parametrize('key, value', [
     ('train_cfg.max_epochs', 1.5), ('train_cfg.max_epochs', 0), ('train_cfg.max_epochs', True),
     ('train_cfg.val_interval', 0), ('randomness.seed', -1), ('randomness.seed', 2 ** 32),

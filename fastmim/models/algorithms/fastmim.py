@@ -33,11 +33,17 @@ def _divide_exactly(size, cell_size, what):
 
 
 def _check_mask_ratio(mask_ratio):
-    """FastMIM needs ``0 < mask_ratio < 1``: at 0 no block is masked, the loss over the masked
-    cells is 0 and nothing trains (the mask generator itself accepts 0)."""
+    """FastMIM needs a number with ``0 < mask_ratio < 1``: at 0 no block is masked, the loss
+    over the masked cells is 0 and nothing trains; at 1 every block is masked and the input
+    holds nothing to predict the targets from (the mask generator itself accepts both)."""
+    if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, (int, float)):
+        raise ValueError(f'FastMIM: mask_ratio must be a number in (0, 1), got {mask_ratio!r}')
     if not 0 < mask_ratio < 1:
-        raise ValueError(f'FastMIM: mask_ratio must be in (0, 1), got {mask_ratio} (0 masks no '
-                         f'block: the masked loss is 0 and nothing trains)')
+        why = ('0 masks no block: the masked loss is 0 and nothing trains' if mask_ratio <= 0
+               else '1 masks every block: the input keeps nothing to predict the targets from')
+        if mask_ratio > 1:
+            why += '; the ratio is a fraction, not a percentage'
+        raise ValueError(f'FastMIM: mask_ratio must be in (0, 1), got {mask_ratio} ({why})')
 
 
 def recorded_input_size(last_input_size, backbone_geometry: dict):

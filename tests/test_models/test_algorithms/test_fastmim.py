@@ -1,5 +1,6 @@
 import copy
 import math
+import re
 
 import numpy as np
 import pytest
@@ -316,10 +317,23 @@ def test_loss_falls_with_every_project_backbone_and_hog(backbone):
     assert model.geometry()['backbone']['type'] == model.backbone.geometry()['type']
 
 
-@pytest.mark.parametrize('mask_ratio', [0, 0.0, -0.1, 1, 1.5])
-def test_a_mask_ratio_outside_0_1_is_refused_at_construction(mask_ratio):
-    """0 masks nothing, so the masked loss is 0 and nothing trains; it used to train silently."""
-    with pytest.raises(ValueError, match=rf'FastMIM: mask_ratio must be in \(0, 1\)'):
+@pytest.mark.parametrize('mask_ratio, why', [
+    (0, '0 masks no block'), (0.0, '0 masks no block'), (-0.1, '0 masks no block'),
+    (1, '1 masks every block'), (1.5, '1 masks every block'), (75, 'a fraction, not a percent')])
+def test_a_mask_ratio_outside_0_1_is_refused_at_construction(mask_ratio, why):
+    """0 masks nothing, so the masked loss is 0 and nothing trains; it used to train silently.
+    The reason given was 0's for every value, 1.0 included."""
+    with pytest.raises(ValueError, match=rf'FastMIM: mask_ratio must be in \(0, 1\), got '
+                                         rf'{mask_ratio} \(.*{why}'):
+        build_fastmim(mask_ratio=mask_ratio)
+
+
+@pytest.mark.parametrize('mask_ratio', [[0, 75], '0.75', None, True])
+def test_a_mask_ratio_that_is_no_number_is_named(mask_ratio):
+    """--cfg-options model.mask_ratio=0,75 (a decimal comma) gives the list [0, 75]: it failed
+    in a TypeError traceback ('<' not supported between 'int' and 'list')."""
+    with pytest.raises(ValueError, match=rf"FastMIM: mask_ratio must be a number in \(0, 1\), "
+                                         rf"got {re.escape(repr(mask_ratio))}"):
         build_fastmim(mask_ratio=mask_ratio)
 
 
