@@ -1,9 +1,11 @@
 """`make demo`: pre-train FastMIM on the embedded real photos and show what came out.
 
-Runs tools/train.py on configs/fastmim/demo_vit_tiny_embedded.py (work dir work_dirs/demo/),
-then prints how the loss fell, where the checkpoint is and where the reconstruction pictures are.
-Extra arguments are passed to tools/train.py (e.g. --amp, --cfg-options ...).
+Runs tools/train.py on configs/fastmim/demo_vit_tiny_embedded.py (work dir work_dirs/demo/, or
+--work-dir), then prints how the loss fell, where the checkpoint is and where the
+reconstruction pictures are. Other arguments are passed to tools/train.py (e.g. --amp,
+--cfg-options ...).
 """
+import argparse
 import glob
 import json
 import os.path as osp
@@ -24,15 +26,36 @@ def read_losses(work_dir):
     return [(r['iter'], r['loss']) for r in records if 'loss' in r]
 
 
+def parse_args(argv):
+    """``(demo's arguments, tools/train.py's arguments)``: the demo's own help, and a config
+    given to it refused (it trains the demo config only; -h printed train.py's help, whose
+    CONFIG the demo then refused as an unknown argument)."""
+    parser = argparse.ArgumentParser(
+        prog='demo.py',
+        description='Pre-train FastMIM on the embedded photos '
+                    f'({osp.relpath(CONFIG, ROOT)}), then show how the loss fell, the '
+                    'checkpoint and the reconstruction pictures.',
+        epilog='Other arguments go to tools/train.py: --amp, --cfg-options KEY=VALUE ..., '
+               '--resume; --debug shows the traceback of an error.')
+    parser.add_argument('--work-dir', default=WORK_DIR,
+                        help='where the run writes (default: work_dirs/demo)')
+    args, train_args = parser.parse_known_args(argv)
+    if train_args and not train_args[0].startswith('-'):
+        parser.error(f'demo.py trains {osp.relpath(CONFIG, ROOT)}; for another config run '
+                     f'tools/train.py {train_args[0]}')
+    return args, train_args
+
+
 def main(argv):
+    args, train_args = parse_args(argv)
     sys.path.insert(0, osp.join(ROOT, 'tools'))
     import train
-    train.main([CONFIG, '--work-dir', WORK_DIR, *argv])
+    train.main([CONFIG, '--work-dir', args.work_dir, *train_args])
 
-    losses = read_losses(WORK_DIR)
-    last_checkpoint = osp.join(WORK_DIR, 'last_checkpoint')
+    losses = read_losses(args.work_dir)
+    last_checkpoint = osp.join(args.work_dir, 'last_checkpoint')
     checkpoint = open(last_checkpoint).read().strip() if osp.exists(last_checkpoint) else None
-    pictures = sorted(glob.glob(osp.join(WORK_DIR, 'vis', '*.png')))
+    pictures = sorted(glob.glob(osp.join(args.work_dir, 'vis', '*.png')))
     print('\nFastMIM demo finished')
     if losses:
         (first_iter, first), (last_iter, last) = losses[0], losses[-1]

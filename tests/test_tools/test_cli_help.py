@@ -6,7 +6,7 @@ import pytest
 
 TOOLS = Path(__file__).resolve().parents[2] / 'tools'
 RUN_CLI_TOOLS = sorted(path for path in TOOLS.rglob('*.py')
-                       if 'run_cli(main' in path.read_text() and path.name != 'demo.py')
+                       if 'run_cli(main' in path.read_text())
 
 
 def test_the_tools_are_found():

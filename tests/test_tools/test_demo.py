@@ -1,0 +1,58 @@
+"""tools/demo.py (`make demo`): its own help, its own work dir in the summary."""
+import json
+from pathlib import Path
+
+import pytest
+
+DEMO = Path(__file__).resolve().parents[2] / 'tools' / 'demo.py'
+
+
+@pytest.fixture
+def demo(load_script, monkeypatch):
+    monkeypatch.syspath_prepend(str(DEMO.parent))  # demo.py imports train.py beside it
+    return load_script(DEMO)
+
+
+def test_help_is_the_demo_s(demo, capsys):
+    """-h printed train.py's help (a required CONFIG), which demo.py then refused."""
+    with pytest.raises(SystemExit):
+        demo.parse_args(['-h'])
+    out = capsys.readouterr().out
+    assert 'usage: demo.py [-h] [--work-dir WORK_DIR]' in out
+    assert 'demo_vit_tiny_embedded.py' in out and '--cfg-options' in out and '--debug' in out
+
+
+def test_a_config_given_to_the_demo_is_sent_to_train_py(demo, capsys):
+    with pytest.raises(SystemExit):
+        demo.parse_args(['my.py', '--amp'])
+    assert capsys.readouterr().err.endswith(
+        'demo.py: error: demo.py trains configs/fastmim/demo_vit_tiny_embedded.py; for another '
+        'config run tools/train.py my.py\n')
+    args, train_args = demo.parse_args(['--amp', '--cfg-options', 'a=1'])
+    assert train_args == ['--amp', '--cfg-options', 'a=1']
+
+
+def test_the_summary_reads_the_work_dir_the_run_wrote(demo, monkeypatch, tmp_path, capsys):
+    """With --work-dir the run trained there but the summary read work_dirs/demo: an older
+    demo's loss and checkpoint, or none ('checkpoint: None')."""
+    work_dir = tmp_path / 'my demo'
+    calls = []
+
+    def fake_training(argv):  # what a finished run leaves
+        calls.append(argv)
+        scalars = work_dir / '20261205_120000' / 'vis_data'
+        scalars.mkdir(parents=True)
+        (scalars / 'scalars.json').write_text(
+            json.dumps({'iter': 1, 'loss': 0.2}) + '\n' + json.dumps({'iter': 8, 'loss': 0.1}))
+        (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_2.pth'))
+        (work_dir / 'vis').mkdir()
+        (work_dir / 'vis' / 'epoch_2_0.png').write_bytes(b'')
+
+    import train  # tools/train.py, on the path the fixture added
+    monkeypatch.setattr(train, 'main', fake_training)
+    demo.main(['--work-dir', str(work_dir), '--amp'])
+    assert calls == [[demo.CONFIG, '--work-dir', str(work_dir), '--amp']]
+    out = capsys.readouterr().out
+    assert 'loss: 0.2000 at iteration 1 -> 0.1000 at iteration 8 (50% lower)' in out
+    assert f'checkpoint: {work_dir / "epoch_2.pth"}' in out
+    assert str(work_dir / 'vis' / 'epoch_2_0.png') in out
