@@ -126,6 +126,16 @@ def enable_auto_scale_lr(cfg):
                   logger='current')
 
 
+def _check_named_checkpoint(last_checkpoint, path):
+    """A ``last_checkpoint`` naming a deleted file was refused as a missing ``load_from``,
+    a key the user never set."""
+    from fastmim.engine.checkpoint import CheckpointError, check_checkpoint_file
+    try:
+        check_checkpoint_file(path)
+    except CheckpointError as error:
+        raise CheckpointError(f'--resume: {last_checkpoint} names {path}: {error}') from None
+
+
 def apply_resume(cfg, resume):
     """``--resume [CKPT]``: resume from CKPT, or (``resume='auto'``) from the work dir's latest
     checkpoint; with none there yet, the run starts as it would without ``--resume``, from the
@@ -138,11 +148,14 @@ def apply_resume(cfg, resume):
     load_from = cfg.get('load_from')
     resume_from = (latest_checkpoint(cfg.work_dir) if resume == 'auto' else
                    checkpoint_named_by(resume, 'resuming from'))
-    if resume_from is None and load_from:
-        print_log(f'--resume: no checkpoint in {cfg.work_dir} yet; starting from the weights '
-                  f'of load_from {load_from}', logger='current')
+    if resume_from is None:
+        start = f'the weights of load_from {load_from}' if load_from else 'scratch'
+        print_log(f'--resume: no checkpoint in {cfg.work_dir} yet; starting from {start}',
+                  logger='current')
         cfg.resume = False
         return
+    if resume == 'auto':
+        _check_named_checkpoint(osp.join(cfg.work_dir, 'last_checkpoint'), resume_from)
     if load_from and load_from != resume_from:
         print_log(f'--resume from {resume_from}: load_from {load_from} is not loaded (the '
                   f'checkpoint holds every weight)', logger='current')

@@ -155,8 +155,8 @@ def check_start_checkpoints(cfg, training=True):
     their loaders."""
     named = [(f'{key}.checkpoint', init['checkpoint'])
              for key, _, init in (pretrained_inits(cfg.get('model')) if training else ())]
-    if cfg.get('load_from'):
-        named.append(('load_from', cfg.load_from))
+    if cfg.get('load_from'):  # --resume CKPT sets it, with resume
+        named.append(('--resume' if cfg.get('resume') else 'load_from', cfg.load_from))
     for key, path in named:
         if isinstance(path, str) and '://' not in path:
             try:

@@ -60,10 +60,12 @@ def test_resume_with_a_checkpoint_resumes_it_instead_of_load_from(tmp_path, trai
 
 
 @pytest.mark.parametrize('given', [True, False], ids=['--resume CKPT', 'no load_from'])
-def test_resume_without_load_from_is_mmengines(tmp_path, train, given):
+def test_resume_without_load_from(tmp_path, train, given):
+    """With a path, mmengine's resume of it; with nothing to resume, a start from scratch
+    (mmengine's auto-resume logged 'Auto resumed from the latest checkpoint None')."""
     checkpoint = str(tmp_path / 'elsewhere.pth')
     cfg = flags_applied(train, tmp_path / 'work', '--resume', *([checkpoint] if given else []))
-    assert cfg.resume and cfg.load_from == (checkpoint if given else None)
+    assert cfg.resume == given and cfg.load_from == (checkpoint if given else None)
 
 
 def scale_ratio(cfg, world_size=1):

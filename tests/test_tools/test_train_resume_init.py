@@ -54,3 +54,42 @@ def test_a_missing_checkpoint_to_start_from_is_named_before_the_work_dir_is_writ
         train.main([str(FINETUNE), '--work-dir', str(work_dir), '--cfg-options',
                     f'{key}={tmp_path / "epoch_12.pth"}', *other])
     assert not work_dir.exists()
+
+
+def test_a_missing_resume_checkpoint_is_named_as_resume(tmp_path, train):
+    """It was named 'load_from', a key the user never set."""
+    from fastmim.errors import CheckpointError
+    with pytest.raises(CheckpointError, match=rf'^--resume: checkpoint not found: '
+                                              rf'{tmp_path}/nope\.pth'):
+        train.main([str(FINETUNE), '--work-dir', str(tmp_path / 'ft'), '--resume',
+                    str(tmp_path / 'nope.pth'), '--cfg-options', 'model.backbone.init_cfg=None'])
+
+
+def test_a_last_checkpoint_naming_a_deleted_file_is_named(tmp_path, train):
+    from fastmim.errors import CheckpointError
+    work_dir = tmp_path / 'ft'
+    work_dir.mkdir()
+    (work_dir / 'epoch_4.pth').write_bytes(b'')
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_5.pth'))
+    with pytest.raises(CheckpointError, match=rf'^--resume: {work_dir}/last_checkpoint names '
+                                              rf'{work_dir}/epoch_5\.pth: checkpoint not found: '
+                                              rf'.*Other checkpoints in {work_dir}, newest first: '
+                                              rf'epoch_4\.pth'):
+        train.main([str(FINETUNE), '--work-dir', str(work_dir), '--resume',
+                    '--cfg-options', 'model.backbone.init_cfg=None'])
+
+
+def test_resume_with_nothing_to_resume_says_it_starts_from_scratch(tmp_path, train):
+    """mmengine logged 'Did not find last_checkpoint to be resumed.' and then 'Auto resumed
+    from the latest checkpoint None.'"""
+    from mmengine.config import Config
+    cfg = Config(dict(work_dir=str(tmp_path), load_from=None))
+    logged = []
+    from unittest.mock import patch
+
+    from mmengine.logging import MMLogger
+    with patch.object(MMLogger.get_current_instance(), 'log',
+                      lambda level, message: logged.append(message)):
+        train.apply_resume(cfg, 'auto')
+    assert cfg.resume is False
+    assert logged == [f'--resume: no checkpoint in {tmp_path} yet; starting from scratch']
