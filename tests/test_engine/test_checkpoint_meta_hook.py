@@ -38,6 +38,29 @@ def test_resuming_a_checkpoint_of_a_deeper_model_names_its_extra_blocks(tmp_path
         runner.train()
 
 
+def test_resuming_a_classifier_checkpoint_with_a_pre_training_config_names_both(
+        tmp_path, tiny_pretraining):
+    """A fine-tuned classifier resumed with a pre-training config: the backbone's load check
+    spoke first ('a learned table ... set pos_embed_type=learned and final_norm=False'), and
+    following that advice led to the next error."""
+    import torch
+    _run(tmp_path / 'a', tiny_pretraining, 32).train()
+    checkpoint = torch.load(tmp_path / 'a' / 'epoch_1.pth', weights_only=True)
+    state = checkpoint['state_dict']
+    classifier = {key: value for key, value in state.items() if key.startswith('backbone.')}
+    classifier['backbone.pos_embed'] = torch.randn_like(state['backbone.pos_embed']) * 0.02
+    classifier.update({'head.fc.weight': torch.zeros(5, 32), 'head.fc.bias': torch.zeros(5)})
+    checkpoint['state_dict'] = classifier
+    torch.save(checkpoint, tmp_path / 'classifier.pth')
+    runner = _run(tmp_path / 'b', tiny_pretraining, 32, resume=True,
+                  load_from=str(tmp_path / 'classifier.pth'),
+                  train_cfg=dict(by_epoch=True, max_epochs=2))
+    with pytest.raises(CheckpointError, match=r'classifier\.pth holds backbone, head, not the '
+                       r"parts of the config's FastMIM \(mask_token, backbone, neck\): a "
+                       r'checkpoint of another kind of model'):
+        runner.train()
+
+
 def test_resuming_the_same_model_still_works(tmp_path, tiny_pretraining):
     _run(tmp_path / 'a', tiny_pretraining, 32).train()
     runner = _run(tmp_path / 'a', tiny_pretraining, 32, resume=True,
