@@ -125,7 +125,7 @@ def _load_strictly(model: nn.Module, path: str, name: str) -> None:
     problems = _load_problems(state, model.state_dict())
     if problems:
         raise CheckpointError(problems.message(path, f'the model of {name}', 'strict')
-                              + _backbone_hint(loaded, model))
+                              + _backbone_hint(loaded, model) + _parts_hint(state, model, name))
     model.load_state_dict(state, strict=True)
 
 
@@ -149,6 +149,22 @@ def _backbone_hint(loaded, model: nn.Module) -> str:
         return ''
     return (f'\n  the checkpoint was written by a {written} backbone; the config builds a '
             f'{built}: is it the config of this checkpoint?')
+
+
+def _parts_hint(state: dict, model: nn.Module, name: str) -> str:
+    """A line naming the top-level parts the checkpoint holds and the model has not: a
+    checkpoint of another kind of model (pre-training's neck and mask token given to a kNN
+    or classifier config), whose list of unexpected keys said nothing of what to use."""
+    def parts(keys):
+        return dict.fromkeys(key.split('.', 1)[0] for key in keys)
+
+    own = parts(model.state_dict())
+    extra = [part for part in parts(state) if part not in own]
+    if not extra:
+        return ''
+    return (f'\n  the checkpoint holds {", ".join(sorted(extra))}, which the model of {name} '
+            f'({", ".join(own)}) has not: a checkpoint of another kind of model? Load it with '
+            'the config that wrote it (extract_features takes the backbone of any of them)')
 
 
 def _is_one_image(images) -> bool:

@@ -107,6 +107,16 @@ def test_a_checkpoint_of_another_model_is_summarised_with_its_backbone(checkpoin
     assert len(message.splitlines()) < 20
 
 
+def test_a_checkpoint_of_another_kind_of_model_names_the_parts(checkpoint):
+    """A pre-training checkpoint with the kNN config (whose model is the backbone alone):
+    refused with its neck and mask token as unexpected keys, and no word of what to use."""
+    with pytest.raises(CheckpointError, match=r"the checkpoint holds mask_token, neck, which the "
+                       r"model of fastmim::knn/demo_vit_tiny_embedded_knn\.py \(backbone\) has "
+                       r"not: a checkpoint of another kind of model\? Load it with the config "
+                       r"that wrote it \(extract_features takes the backbone of any of them\)"):
+        get_model('fastmim::knn/demo_vit_tiny_embedded_knn.py', checkpoint[0], **TINY_ARCH)
+
+
 def test_a_file_without_a_state_dict_is_named(tmp_path):
     path = tmp_path / 'list.pth'
     torch.save([1, 2, 3], path)
