@@ -106,7 +106,18 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
 
     def run(self):
         warn_one_step_warmups(self.runner)
+        self._count_iterations_left()
         return super().run()
+
+    def _count_iterations_left(self) -> None:
+        """Make ``max_iters`` the iteration this run will end at. mmengine's is max_epochs x
+        the loader's length, but a run resumed with another batch size or number of
+        processes counts on from the checkpoint's iteration: ETAs and "last iteration" checks
+        then read a count the run never reaches or passes. Set before the ``before_train``
+        hooks (RuntimeInfoHook records it; ProgressiveResolutionHook recounts per stage)."""
+        done = self.batches_done_in_epoch(warn=False)
+        self._max_iters = (self._iter - done
+                           + (self._max_epochs - self._epoch) * len(self.dataloader))
 
     def run_epoch(self) -> None:
         self.runner.call_hook('before_train_epoch')  # may set the sampler's epoch, a new loader
@@ -128,19 +139,20 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         seed_runner_iteration(self.runner, self._iter)
         super().run_iter(idx, data_batch)
 
-    def batches_done_in_epoch(self) -> int:
+    def batches_done_in_epoch(self, warn: bool = True) -> int:
         """Batches of the current epoch that ran before the checkpoint this run resumed from
-        (0 unless the run resumed from a checkpoint saved inside this epoch)."""
+        (0 unless the run resumed from a checkpoint saved inside this epoch); ``warn``: log
+        what a resume inside the epoch cannot keep (a changed dataset, a batch seen twice)."""
         progress = self._recorded_progress()
         if progress is None or progress.epoch != self._epoch:
             return 0
         before, batches = progress.images_per_iteration, progress.batches
-        if None not in (before, progress.dataset_size) and batches:
+        if None not in (before, progress.dataset_size) and batches and warn:
             self._warn_if_dataset_changed(batches * before, progress.dataset_size)
         now = self._images_per_iteration()
         if None in (before, now) or before == now:
             return batches
-        return self._batches_for(batches * before, before, now)
+        return self._batches_for(batches * before, before, now, warn)
 
     def _recorded_progress(self):
         """The :class:`Progress` of the checkpoint resumed from (None before any iteration);
@@ -196,12 +208,12 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         per_iteration = self._images_per_iteration()
         return None if per_iteration is None else per_iteration * self._accumulation()
 
-    def _batches_for(self, images: int, before: int, now: int) -> int:
+    def _batches_for(self, images: int, before: int, now: int, warn: bool) -> int:
         """This run's batches that cover the ``images`` of this epoch the checkpoint's run saw
         at ``before`` images per iteration. A batch that only partly covers them is repeated
         (its images seen twice) rather than skipped (its other images never seen)."""
         batches = images // now
-        if images % now:
+        if images % now and warn:
             print_log(
                 f'resuming epoch {self._epoch + 1} after {images} images, seen at {before} images '
                 f'per iteration (train_dataloader.batch_size x processes); this run takes {now} '

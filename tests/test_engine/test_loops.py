@@ -93,6 +93,22 @@ def test_a_larger_batch_resumes_after_the_images_already_seen(tmp_path, tiny_pre
     assert _first_batch_after_resume(tmp_path, tiny_pretraining, monkeypatch, 4) == (1, 4)
 
 
+@pytest.mark.parametrize('batch_size, iterations_left', [(1, 2), (4, 1), (2, 1)])
+def test_a_run_resumed_with_another_batch_counts_the_iterations_it_will_do(
+        tmp_path, tiny_pretraining, batch_size, iterations_left):
+    """mmengine's max_iters is max_epochs x the loader's length, but the resumed run counts on
+    from the checkpoint's iteration (3 batches of 2): with batches of 1 the run ended at
+    iteration 5 of 8, its last line logging an ETA of 3 more iterations, and 'last
+    iteration' checks (CheckpointHook's save_last by iteration) never fired."""
+    Runner.from_cfg(_resumable(tiny_pretraining(tmp_path / 'a', 2, 8, 1), tmp_path)).train()
+    cfg = _resumable(tiny_pretraining(tmp_path / 'b', batch_size, 8, 1), tmp_path)
+    cfg.update(resume=True, load_from=str(tmp_path / 'a' / 'iter_3.pth'))
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == runner.max_iters == 3 + iterations_left
+    assert runner.message_hub.get_info('max_iters') == runner.max_iters
+
+
 def _warnings_of_resumed_run(cfg, monkeypatch):
     """What the train loop logs while ``cfg`` (a resumed run) trains."""
     from fastmim.engine import loops
