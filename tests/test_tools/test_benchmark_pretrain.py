@@ -446,3 +446,12 @@ def test_memory_above_a_baseline_simmim_did_not_exceed_is_no_claim(baseline):
     results['records'][1][baseline] = 676.
     above = [t for t in evaluate_targets(results) if 'above' in t['name']]
     assert [t['measured'] for t in above] == [pytest.approx(90 / 100)]
+
+
+def test_the_method_runner_explains_itself(capsys):
+    """-h of the per-method script ended in a JSONDecodeError traceback."""
+    import pretrain_methods
+    pretrain_methods.main(['-h'])
+    assert 'benchmark_pretrain.py runs this once per method' in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"SPEC_JSON is no JSON \(.*\): 'x\{'"):
+        pretrain_methods.main(['x{'])

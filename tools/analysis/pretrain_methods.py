@@ -283,9 +283,18 @@ def measure_method(spec: MethodSpec) -> dict:
 
 def main(argv: List[str]) -> None:
     """Entry point of the fresh process: one JSON spec in, one prefixed JSON record out."""
+    usage = ('usage: python tools/analysis/pretrain_methods.py SPEC_JSON\n(one MethodSpec as '
+             'JSON; tools/analysis/benchmark_pretrain.py runs this once per method, use that)')
+    if argv in (['-h'], ['--help']):
+        print(usage)
+        return
     if len(argv) != 1:
-        raise SystemExit('usage: python tools/analysis/pretrain_methods.py SPEC_JSON')
-    record = measure_method(MethodSpec(**json.loads(argv[0])))
+        raise SystemExit(usage)
+    try:
+        spec = json.loads(argv[0])
+    except json.JSONDecodeError as error:
+        raise SystemExit(f'SPEC_JSON is no JSON ({error}): {argv[0]!r}\n{usage}') from None
+    record = measure_method(MethodSpec(**spec))
     print(RESULT_PREFIX + json.dumps(record), flush=True)
 
 
