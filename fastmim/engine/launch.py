@@ -645,7 +645,8 @@ def checkpoint_named_by(path, use):
 
 
 # What run_cli's Ctrl-C line adds for a tool that trains.
-RESUME_HINT = 'a training run continues from its last checkpoint with --resume'
+RESUME_HINT = ('--resume continues from the last checkpoint it saved (from the start when it '
+               'saved none yet)')
 
 
 def _record_preemption():

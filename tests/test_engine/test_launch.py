@@ -226,8 +226,8 @@ def test_ctrl_c_is_one_line_and_the_sigint_status(capsys):
 
     assert _run_failing(main, capsys, interrupted_hint=launch.RESUME_HINT) == (
         launch.INTERRUPTED_EXIT_STATUS,
-        'interrupted (Ctrl-C); a training run continues from its last checkpoint with '
-        '--resume\n')
+        'interrupted (Ctrl-C); --resume continues from the last checkpoint it saved (from the '
+        'start when it saved none yet)\n')
     # Other tools (tools/test.py, the converters) do not speak of training.
     assert _run_failing(main, capsys) == (launch.INTERRUPTED_EXIT_STATUS,
                                           'interrupted (Ctrl-C)\n')
