@@ -119,7 +119,8 @@ def load_from_local(filename, map_location=None, logger=None):
                 'loading refuses)')
         raise CheckpointError(
             f'{path} {what} ({reason}). Loading it fully would let the file run arbitrary '
-            f'code; if you trust its origin, pass --trust-checkpoint {path}') from None
+            f'code; if you trust its origin, pass --trust-checkpoint (to tools/train.py: '
+            f'--trust-checkpoint {path})') from None
     except PermissionError:
         raise CheckpointError(f'{path}: no permission to read this checkpoint') from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError) as error:
