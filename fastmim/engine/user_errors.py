@@ -22,6 +22,8 @@ _BAD_CALL_ARGUMENTS = re.compile(
     r'argument|takes \d+ positional arguments? but \d+ (was|were) given|'
     r'got multiple values for argument')
 _WORKER_ERROR = re.compile(r'^Caught \w+ in DataLoader worker process \d+')
+# torch's BatchNorm in training mode given a batch of one value per channel
+_ONE_VALUE_PER_CHANNEL = 'Expected more than 1 value per channel when training'
 
 
 def is_user_error(error, project_errors=()):
@@ -49,6 +51,11 @@ def user_message(error):
         return message.strip().splitlines()[-1]
     if isinstance(error, KeyError) and error.args:  # str() would quote the message
         return f'{type(error).__name__}: {error.args[0]}'
+    if _ONE_VALUE_PER_CHANNEL in message:
+        message += (' (a BatchNorm normalises over the images of one process: one image through '
+                    'a 1 x 1 map, such as UperNet\'s pooled branch, is one value per channel; '
+                    'set train_dataloader.batch_size to 2 or more, or use SyncBN over several '
+                    'GPUs)')
     return f'{type(error).__name__}: {message}'
 
 

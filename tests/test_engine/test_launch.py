@@ -185,6 +185,19 @@ def test_a_checked_error_and_a_call_with_a_key_the_module_lacks_are_one_line(cap
     assert err.count('\n') == 1
 
 
+def test_a_batchnorm_given_one_value_per_channel_names_the_batch_size(capsys):
+    """UperNet's 1 x 1 pooled branch with one image per process (BN, not SyncBN, on the CPU):
+    torch's one line said nothing of the setting to change."""
+    def one_image(argv):
+        torch.nn.BatchNorm2d(4).train()(torch.zeros(1, 4, 1, 1))
+
+    code, err = _run_failing(one_image, capsys)
+    assert code == 1 and err.count('\n') == 1
+    assert err.startswith('error: ValueError: Expected more than 1 value per channel when '
+                          'training, got input size torch.Size([1, 4, 1, 1]) (')
+    assert 'set train_dataloader.batch_size to 2 or more' in err
+
+
 @pytest.mark.parametrize('local_rank', ['LOCAL_RANK', 'SLURM_LOCALID'])
 def test_a_user_error_before_the_processes_meet_waits_for_the_nodes_first_process(
         capsys, monkeypatch, local_rank):
