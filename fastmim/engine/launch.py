@@ -254,12 +254,14 @@ def load_config(path, cfg_options=None):
     """Load a config file and apply ``--cfg-options``: a missing file is one error naming it,
     a config that is no valid Python one naming the file and line, and a key the config
     lacks is added with a warning (:func:`added_keys`), as is a pipeline variable that no
-    longer is the pipeline that runs (:func:`warn_unused_pipelines`) and a schedule that does
+    longer is the pipeline that runs (:func:`warn_unused_pipelines`), a progressive-resolution
+    stages variable the hook no longer runs (:func:`warn_unused_stages`) and a schedule that does
     not span the training (:func:`warn_schedule_length`); a training length or seed no run
     can use is refused (:func:`_refuse_unusable_counts`)."""
     from mmengine.config import Config
 
     from fastmim.config_file import check_config_file
+    from fastmim.engine.hooks.progressive_resolution_hook import warn_unused_stages
     from fastmim.engine.pipeline_variables import warn_unused_pipelines
     from fastmim.engine.schedule_length import warn_schedule_length
     try:
@@ -283,6 +285,7 @@ def load_config(path, cfg_options=None):
         cfg.merge_from_dict(cfg_options)
     _refuse_unusable_counts(cfg, path)
     warn_unused_pipelines(cfg, path, cfg_options)
+    warn_unused_stages(cfg, path, cfg_options)
     warn_schedule_length(cfg, path, cfg_options)
     return cfg
 

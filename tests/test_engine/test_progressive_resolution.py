@@ -243,3 +243,21 @@ def test_a_run_resumed_inside_an_epoch_knows_its_last_iteration(tmp_path, tiny_p
     assert resumed.start_iter == 15
     assert resumed.max_iters == last_iteration
     assert (tmp_path / 'resumed' / f'iter_{last_iteration}.pth').exists()
+
+
+PROGRESSIVE_CONFIG = osp.join(CONFIG_DIR, 'fastmim', 'vit_b_hog_800e_progressive.py')
+
+
+def test_changing_the_stages_variable_alone_is_named(load_config_log):
+    """progressive_stages is copied into the hook when the file is read: --cfg-options
+    progressive_stages.0.batch_size=4 changed nothing, and the hook's errors then quoted the
+    values the user thought were replaced."""
+    logged = '\n'.join(load_config_log(PROGRESSIVE_CONFIG,
+                                       {'progressive_stages.0.batch_size': 4}))
+    assert ('progressive_stages differs from custom_hooks[0].stages, which the hook runs '
+            '(the variable was copied into it when the file was read); change '
+            'custom_hooks.0.stages (e.g. --cfg-options custom_hooks.0.stages.0.batch_size=4)'
+            in logged)
+    assert 'progressive_stages' not in '\n'.join(load_config_log(PROGRESSIVE_CONFIG))
+    assert 'progressive_stages' not in '\n'.join(load_config_log(
+        PROGRESSIVE_CONFIG, {'custom_hooks.0.stages.0.batch_size': 4}))

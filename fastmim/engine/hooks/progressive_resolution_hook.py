@@ -16,6 +16,7 @@ every stage uses exactly the samples of ``len(sampler) // (batch_size * accumula
 updates per epoch, as a run without stages would.
 """
 import copy
+import logging
 from typing import List, NamedTuple, Sequence, Tuple, Union
 
 from mmengine.hooks import Hook, ParamSchedulerHook
@@ -56,6 +57,32 @@ def _input_size(value, where: str):
                              f'got {value!r}')
         return tuple(_positive_int(v, 'input_size', where) for v in value)
     return _positive_int(value, 'input_size', where)
+
+
+def warn_unused_stages(cfg, path, cfg_options=None) -> None:
+    """The progressive configs name their stages in a top-level variable,
+    ``progressive_stages``, that mmengine copies into the hook's ``stages`` when it reads the
+    file: a child config or ``--cfg-options progressive_stages.0.batch_size=4`` that changes
+    the variable alone changes nothing, and the hook's errors then quote the values the user
+    thinks were replaced. Log a warning naming the key to change instead, unless the hook's
+    own stages are changed on the command line."""
+    stages, cfg_options = cfg.get('progressive_stages'), cfg_options or {}
+    if stages is None:
+        return
+    for index, hook in enumerate(cfg.get('custom_hooks') or []):
+        if not isinstance(hook, dict) or type_name(hook) != 'ProgressiveResolutionHook':
+            continue
+        key = f'custom_hooks.{index}.stages'
+        if hook.get('stages') == stages or any(
+                option == key or option.startswith(f'{key}.') for option in cfg_options):
+            continue
+        example = next((f'{key}{option[len("progressive_stages"):]}={value}'
+                        for option, value in cfg_options.items()
+                        if option.startswith('progressive_stages.')), None)
+        print_log(f'{path}: progressive_stages differs from custom_hooks[{index}].stages, which '
+                  'the hook runs (the variable was copied into it when the file was read); '
+                  f'change {key}' + (f' (e.g. --cfg-options {example})' if example else ''),
+                  logger='current', level=logging.WARNING)
 
 
 def parse_stages(stages: Sequence[dict]) -> List[Stage]:
