@@ -222,6 +222,10 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
         hint = csv_hint(listed_path)
         if hint:
             return 'does not exist' + hint
+        after = csv_hint(listed[1][1]) if len(listed) > 1 else ''
+        if after:  # a CSV export with its header row (column names)
+            return (f'does not exist: is line {listed[0][0]} a header? The line after it: '
+                    + after.removeprefix('; '))
         return (f"does not exist; check data_root ({self.data_root!r}) and data_prefix "
                 f"({self.data_prefix['img_path']!r})")
 

@@ -380,6 +380,10 @@ def test_image_list_without_a_list_file_says_what_to_use(imagenet_tree):
      'separate path and label with a space or a tab'),
     (['n02_cat/chelsea.JPEG; 1', 'n01_person/astro.jpg; 0'], True,
      "does not exist; 'n02_cat/chelsea.JPEG;' ends in ';'"),
+    # A CSV export with its header row: neither hint was given, only data_root's.
+    (['path,label', 'n02_cat/chelsea.JPEG,1'], False,
+     "does not exist: is line 1 a header? The line after it: 'n02_cat/chelsea.JPEG,1' ends in "
+     "',1', as a line of a CSV file does: separate path and label with a space or a tab"),
     # Column names (pandas' to_csv(sep=' ') writes them) or a comment before existing images.
     (['path label', 'n02_cat/chelsea.JPEG 1'], False,
      'does not exist, though the image on line 2 does: is line 1 a header or a comment? Remove '
