@@ -276,8 +276,8 @@ def load_pretrained(model_or_backbone: nn.Module,
     summary = LoadSummary(sorted(transferred.state), transferred.resized, transferred.rebuilt,
                           sorted(left_out + [prefix + key for key in transferred.switched_off]),
                           missing_allowed)
-    print_log(_summary_line(checkpoint_path, target_name, source.format, summary), logger=logger,
-              level=logging.INFO)
+    print_log(_summary_line(checkpoint_path, target_name, source.format, summary, prefix),
+              logger=logger, level=logging.INFO)
     return summary
 
 
@@ -330,7 +330,7 @@ def _sized_by(geometry: dict) -> str:
     return ', '.join(f'{key} {geometry[key]!r}' for key in entries) or 'size not recorded'
 
 
-def _summary_line(path, target, source_format, summary: LoadSummary) -> str:
+def _summary_line(path, target, source_format, summary: LoadSummary, prefix: str = '') -> str:
     parts = [f'loaded {len(summary.loaded)} tensors of {path} ({source_format} format) '
              f'into {target}']
     if summary.resized:
@@ -340,7 +340,8 @@ def _summary_line(path, target, source_format, summary: LoadSummary) -> str:
     if summary.rebuilt:
         parts.append('kept the model\'s own ' + ', '.join(summary.rebuilt))
     if summary.left_out:
-        parts.append('left out ' + ', '.join(_groups(summary.left_out, count=True)))
+        parts.append('left out ' + ', '.join(_groups(summary.left_out, count=True,
+                                                      within=prefix)))
     if summary.missing_allowed:
         parts.append('kept initialised ' + ', '.join(_groups(summary.missing_allowed,
                                                              count=True)))
@@ -471,10 +472,13 @@ def _matches(key: str, patterns: Sequence[str]) -> bool:
     return any(fnmatchcase(key, pattern) for pattern in patterns)
 
 
-def _groups(keys, count: bool = False) -> List[str]:
-    """Top-level names of keys (``neck``, ``mask_token``), with tensor counts if asked."""
+def _groups(keys, count: bool = False, within: str = '') -> List[str]:
+    """Top-level names of keys (``neck``, ``mask_token``), with tensor counts if asked; under
+    ``within`` (the prefix loaded from), one level deeper (``backbone.norm``): 'left out
+    backbone' read as the whole backbone skipped."""
     counts: Dict[str, int] = {}
     for key in keys:
-        group = key.split('.')[0]
+        depth = within.rstrip('.').count('.') + 2 if within and key.startswith(within) else 1
+        group = '.'.join(key.split('.')[:depth])
         counts[group] = counts.get(group, 0) + 1
     return [f'{group} ({n})' if count else group for group, n in counts.items()]

@@ -80,6 +80,17 @@ def test_vit_8x8_checkpoint_loads_at_14x14_with_bicubic_pos_embed(tmp_path, logg
     assert 'vit.pth' in records[0].message
 
 
+def test_the_summary_names_the_part_of_the_backbone_left_out(tmp_path, logger, caplog):
+    """A target without a final norm logged 'left out backbone (2)', as if the whole backbone
+    had been skipped."""
+    source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    path = save_pretraining_checkpoint(source, tmp_path / 'vit.pth')
+    target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128, final_norm=False))
+    load_pretrained(target, str(path), logger=logger)
+    message = next(r.message for r in caplog.records if r.name == 'test_pretrained')
+    assert 'left out backbone.norm (2), ' in message and 'backbone (' not in message
+
+
 def test_sincos_target_keeps_its_own_exact_table(tmp_path, logger):
     source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128,
                         pos_embed_type='sincos'))
