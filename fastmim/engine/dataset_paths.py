@@ -86,10 +86,25 @@ def check_dataset_paths(cfg, splits):
     for key, path, kind in checks:
         if not exists[kind](path):
             where = '' if osp.isabs(path) else f' (relative to {os.getcwd()})'
-            raise LaunchError(f'{key}: {kind} {path}{where} not found; set it with '
-                              f'--cfg-options {key}=...')
+            raise LaunchError(f'{key}: {kind} {path}{where} not found'
+                              + (_repeated_folder(path) or
+                                 f'; set it with --cfg-options {key}=...'))
     check_evaluator_files(cfg, splits)
     check_head_classes(cfg, splits)
+
+
+def _repeated_folder(path) -> str:
+    """Why a joined path is missing when it names one folder twice in a row and exists
+    without the repeat: a data_root given down to the folder its data_prefix starts with
+    (``.../ade/images`` + ``images/training``). Empty otherwise."""
+    parts = path.split('/')
+    for index in range(1, len(parts)):
+        if parts[index] and parts[index] == parts[index - 1]:
+            once = '/'.join(parts[:index] + parts[index + 1:])
+            if osp.exists(once):
+                return (f' ({parts[index]!r} twice in a row; {once} exists: does data_root end '
+                        'in the folder data_prefix starts with?)')
+    return ''
 
 
 # Metrics that score against an annotation file of their own, which must be the dataset's.

@@ -81,6 +81,20 @@ def test_ade20k_folders_are_checked(ade20k_semantic, downstream):
         check_dataset_paths(cfg, ['test'])
 
 
+def test_a_data_root_one_folder_too_deep_is_named(ade20k_semantic, downstream):
+    """data_root=.../ade/images (the images folder, which data_prefix adds again) was told to
+    change data_prefix.img_path, though the prefix was right."""
+    cfg = Config.fromfile(str(SEGMENTATION))
+    cfg.merge_from_dict({**downstream.segmentation_overrides(ade20k_semantic, 1, 1),
+                         'train_dataloader.dataset.data_root': f'{ade20k_semantic}images'})
+    with pytest.raises(LaunchError, match=re.escape(
+            f'train_dataloader.dataset.data_prefix.img_path: path {ade20k_semantic}images/'
+            f"images/training not found ('images' twice in a row; "
+            f'{ade20k_semantic}images/training exists: does data_root end in the folder '
+            'data_prefix starts with?)')):
+        check_dataset_paths(cfg, ['train'])
+
+
 def test_train_stops_before_building_the_model_naming_the_annotation_file(
         coco_instances, downstream, tmp_path):
     missing = 'annotations/instances_train2017.json'
