@@ -25,8 +25,9 @@ class ReconstructionVisualizationHook(Hook):
     (``checkpoint['reconstruction_inputs']``) and a run resumed from it draws them again, not
     its own first batch (a later epoch's), so the pictures of a requeued run match the
     uninterrupted run's. The mask is drawn with a fixed ``seed`` (and the random state
-    restored), so it is the same mask too, and training's random streams are not disturbed. The model runs in eval mode without
-    gradients and goes back to its previous mode afterwards. Only rank 0 draws; the pictures are
+    restored), so it is the same mask too, and training's random streams are not disturbed.
+    The model runs in eval mode without gradients and goes back to its previous mode
+    afterwards. Only rank 0 draws; the pictures are
     ``<work_dir>/<out_dir>/epoch_<n>_<i>.png`` (``iter_<n>_<i>.png`` at the end of an
     iteration-based run), see :func:`fastmim.visualization.make_reconstruction_panel`.
 
