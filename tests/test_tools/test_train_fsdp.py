@@ -290,6 +290,38 @@ def test_progressive_resolution_under_fsdp_trains_and_resumes_as_ddp(tmp_path):
     assert losses(fsdp) == pytest.approx(ddp_losses, abs=ATOL)
 
 
+def test_progressive_fsdp_run_preempted_inside_an_accumulation_window_resumes_as_ddp(
+        tmp_path):
+    """SIGTERM on rank 1 during the first iteration of stage 1 (2 accumulated per update):
+    the signal is taken at the window's update, both ranks save together, and the resumed
+    run ends as the uninterrupted DDP run."""
+    config = progressive_config(tmp_path)
+    ddp, stopped = tmp_path / 'ddp', tmp_path / 'stopped'
+    reference = start(ddp, 3, config=config, options=PROGRESSIVE_RUN)
+    process = start(stopped, 3, '--fsdp', config=config, options=PROGRESSIVE_RUN)
+    deadline = time.time() + 300
+    while 'Epoch(train) [2][1/4]' not in Path(f'{stopped}.log').read_text():
+        assert process.poll() is None and time.time() < deadline, \
+            Path(f'{stopped}.log').read_text()[-3000:]
+        time.sleep(0.005)
+    rank_1 = next(child for child in psutil.Process(process.pid).children(recursive=True)
+                  if child.environ().get('RANK') == '1' and 'train.py' in ' '.join(child.cmdline()))
+    rank_1.send_signal(signal.SIGTERM)
+    process.wait(timeout=300)
+    log = Path(f'{stopped}.log').read_text()
+    assert process.returncode == PREEMPTED, log[-4000:]
+    saved = torch.load(Path((stopped / 'last_checkpoint').read_text().strip()),
+                       weights_only=True)
+    assert saved['meta']['iter'] % 2 == 0  # at an update: 2 stage-0 iterations, then pairs
+    finish(reference, ddp)
+
+    finish(start(stopped, 3, '--fsdp', '--resume', config=config, options=PROGRESSIVE_RUN),
+           stopped)
+    assert_close_state(torch.load(stopped / 'epoch_3.pth', weights_only=True),
+                       torch.load(ddp / 'epoch_3.pth', weights_only=True), 'resumed epoch 3')
+    assert losses(stopped) == pytest.approx(losses(ddp), abs=ATOL)
+
+
 # The Swin Mask R-CNN recipe (mmdet's two-stage detector, activation checkpointing with_cp,
 # SyncBN and MMSyncBN, BN on the CPU) on the downstream tests' two crops of a real photo in
 # COCO format, at 256 px, one image per process: one iteration.
