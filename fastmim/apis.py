@@ -28,7 +28,8 @@ from fastmim.config_file import check_config_file
 from fastmim.datasets.transforms.loading import pil_to_rgb, pil_to_upright_rgb
 from fastmim.errors import CheckpointError
 from fastmim.models.algorithms.image_classifier import pool_features
-from fastmim.models.utils.load_problems import LoadProblems
+from fastmim.models.utils.load_problems import (LoadProblems, modules_without_weights,
+                                                top_level_names)
 from fastmim.models.utils.pretrained import backbone_geometry
 from fastmim.registry import MODELS
 from fastmim.visualization import draw_reconstructions
@@ -155,16 +156,14 @@ def _parts_hint(state: dict, model: nn.Module, name: str) -> str:
     """A line naming the top-level parts the checkpoint holds and the model has not: a
     checkpoint of another kind of model (pre-training's neck and mask token given to a kNN
     or classifier config), whose list of unexpected keys said nothing of what to use."""
-    def parts(keys):
-        return dict.fromkeys(key.split('.', 1)[0] for key in keys)
-
-    own = parts(model.state_dict())
-    extra = [part for part in parts(state) if part not in own]
+    own = model.state_dict()
+    extra = modules_without_weights(state, own)
     if not extra:
         return ''
     return (f'\n  the checkpoint holds {", ".join(sorted(extra))}, which the model of {name} '
-            f'({", ".join(own)}) has not: a checkpoint of another kind of model? Load it with '
-            'the config that wrote it (extract_features takes the backbone of any of them)')
+            f'({", ".join(top_level_names(own))}) has not: a checkpoint of another kind of '
+            'model? Load it with the config that wrote it (extract_features takes the backbone '
+            'of any of them)')
 
 
 def _is_one_image(images) -> bool:

@@ -17,21 +17,14 @@ from mmengine.hooks import Hook
 
 from fastmim.engine.runner_model import bare_model
 from fastmim.errors import CheckpointError
-from fastmim.models.utils.load_problems import LoadProblems, shapes
+from fastmim.models.utils.load_problems import (LoadProblems, modules_without_weights,
+                                                shapes, top_level_names)
 from fastmim.models.utils.pretrained import adapt_for_backbones
 from fastmim.registry import HOOKS
 
 # torch's BatchNorm fills in a missing ``num_batches_tracked`` (files of older torch versions);
 # it takes no part in evaluation.
 FILLED_IN_BY_TORCH = ('num_batches_tracked', )
-
-
-def modules_without_weights(model_keys, checkpoint_keys) -> List[str]:
-    """Top-level modules (the first part of a key) of the model that no checkpoint key names,
-    in the model's order; a leading ``module.`` (a DDP-wrapped save) is ignored."""
-    provided = {key.removeprefix('module.').split('.', 1)[0] for key in checkpoint_keys}
-    modules = dict.fromkeys(key.split('.', 1)[0] for key in model_keys)  # ordered, unique
-    return [module for module in modules if module not in provided]
 
 
 def weights_that_do_not_fit(model, state: Dict[str, object],
@@ -80,7 +73,7 @@ class CheckpointFitsModelHook(Hook):
         state = checkpoint.get('state_dict', checkpoint)
         absent = modules_without_weights(model.state_dict().keys(), state.keys())
         if absent:
-            found = sorted({key.split('.', 1)[0] for key in state})
+            found = sorted(top_level_names(state))
             raise CheckpointError(
                 f'{self.checkpoint} holds no weights for {", ".join(absent)} of the '
                 f'{type(model).__name__} (it holds {", ".join(found)}): a pre-training or '

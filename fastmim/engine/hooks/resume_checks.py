@@ -24,7 +24,9 @@ from mmengine.runner import EpochBasedTrainLoop, find_latest_checkpoint
 
 from fastmim.errors import CheckpointError
 
-from .checkpoint_fit_hook import modules_without_weights, weights_that_do_not_fit
+from fastmim.models.utils.load_problems import modules_without_weights, top_level_names
+
+from .checkpoint_fit_hook import weights_that_do_not_fit
 from .preemption_hook import PENDING_VALIDATION_KEY
 
 # Optimiser settings a config sets per parameter group (``initial_lr``: the lr before the
@@ -61,21 +63,17 @@ def check_resumed_model(model, checkpoint: dict, path: str) -> None:
         # with advice about its settings (a fine-tuned ViT's learned position table) that
         # only leads to the next error.
         raise CheckpointError(
-            f'{path} holds {_top_level(saved)}, not the parts of the config\'s '
-            f'{type(model).__name__} ({_top_level(own)}): a checkpoint of another kind of '
-            'model (a fine-tuned classifier resumed with a pre-training config?). --resume '
-            'continues the model it holds: resume with the config that wrote it, or start '
-            'from its weights with load_from or the backbone\'s init_cfg')
+            f'{path} holds {", ".join(top_level_names(saved))}, not the parts of the config\'s '
+            f'{type(model).__name__} ({", ".join(top_level_names(own))}): a checkpoint of '
+            'another kind of model (a fine-tuned classifier resumed with a pre-training '
+            'config?). --resume continues the model it holds: resume with the config that '
+            'wrote it, or start from its weights with load_from or the backbone\'s init_cfg')
     problems = weights_that_do_not_fit(model, state, judge_unexpected=True)
     if problems:
         raise CheckpointError(
             problems.message(path, type(model).__name__, '--resume continues the model it holds')
             + '\nWas it written with another config (model size) in the same work dir? Resume '
             'with the config that wrote it, or use another --work-dir')
-
-
-def _top_level(keys) -> str:
-    return ', '.join(dict.fromkeys(key.split('.', 1)[0] for key in keys))
 
 
 def warn_kept_optimisation(runner, checkpoint: dict, path: str) -> None:

@@ -47,6 +47,19 @@ class LoadProblems:
         return '\n'.join(lines)
 
 
+def top_level_names(keys) -> List[str]:
+    """The first part of each key (``backbone``, ``neck``, ``mask_token``), in the keys' order,
+    once each: the parts of a model or checkpoint, as messages name them."""
+    return list(dict.fromkeys(str(key).split('.', 1)[0] for key in keys))
+
+
+def modules_without_weights(model_keys, checkpoint_keys) -> List[str]:
+    """Top-level modules (the first part of a key) of the model that no checkpoint key names,
+    in the model's order; a leading ``module.`` (a DDP-wrapped save) is ignored."""
+    provided = set(top_level_names(key.removeprefix('module.') for key in checkpoint_keys))
+    return [module for module in top_level_names(model_keys) if module not in provided]
+
+
 def shapes(state) -> Dict[str, tuple]:
     """Name -> shape: what two state dicts are compared on."""
     return {key: tuple(value.shape) for key, value in state.items()}
