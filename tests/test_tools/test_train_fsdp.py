@@ -175,24 +175,30 @@ def assert_same_pictures(work_dir, reference, epochs):
         assert np.array_equal(ours, theirs), name
 
 
+def preempt_rank_1(process, work_dir, logged):
+    """Once ``logged`` is in the run's log, SIGTERM to rank 1 alone (SLURM's signal reaching
+    one process first); return the log of the run, which must exit as preempted."""
+    deadline = time.time() + 300
+    while logged not in Path(f'{work_dir}.log').read_text():
+        assert process.poll() is None and time.time() < deadline, \
+            Path(f'{work_dir}.log').read_text()[-3000:]
+        time.sleep(0.005)
+    rank_1 = next(child for child in psutil.Process(process.pid).children(recursive=True)
+                  if child.environ().get('RANK') == '1' and 'train.py' in ' '.join(child.cmdline()))
+    rank_1.send_signal(signal.SIGTERM)
+    process.wait(timeout=300)
+    log = Path(f'{work_dir}.log').read_text()
+    assert process.returncode == PREEMPTED, log[-4000:]
+    return log
+
+
 def test_fsdp_run_preempted_on_one_rank_resumes_as_ddp(pretrained, tmp_path):
     """SLURM's SIGTERM reaching rank 1 alone: under FSDP saving gathers the weights from every
     rank, so both must stop at the same iteration and save together; the resumed run ends as
     the uninterrupted DDP run."""
     ddp, _ = pretrained
     stopped = tmp_path / 'stopped'
-    process = start(stopped, 3, '--fsdp', options=PRETRAIN)
-    deadline = time.time() + 300
-    while 'Epoch(train)' not in Path(f'{stopped}.log').read_text():
-        assert process.poll() is None and time.time() < deadline, \
-            Path(f'{stopped}.log').read_text()[-3000:]
-        time.sleep(0.01)
-    rank_1 = next(child for child in psutil.Process(process.pid).children(recursive=True)
-                  if child.environ().get('RANK') == '1' and 'train.py' in ' '.join(child.cmdline()))
-    rank_1.send_signal(signal.SIGTERM)
-    process.wait(timeout=300)
-    log = Path(f'{stopped}.log').read_text()
-    assert process.returncode == PREEMPTED, log[-4000:]
+    log = preempt_rank_1(start(stopped, 3, '--fsdp', options=PRETRAIN), stopped, 'Epoch(train)')
     saved = Path((stopped / 'last_checkpoint').read_text().strip())
     assert f'a signal on another rank: saved {saved}' in log
     assert torch.load(saved, weights_only=True)['meta']['iter'] < 6
@@ -298,18 +304,8 @@ def test_progressive_fsdp_run_preempted_inside_an_accumulation_window_resumes_as
     config = progressive_config(tmp_path)
     ddp, stopped = tmp_path / 'ddp', tmp_path / 'stopped'
     reference = start(ddp, 3, config=config, options=PROGRESSIVE_RUN)
-    process = start(stopped, 3, '--fsdp', config=config, options=PROGRESSIVE_RUN)
-    deadline = time.time() + 300
-    while 'Epoch(train) [2][1/4]' not in Path(f'{stopped}.log').read_text():
-        assert process.poll() is None and time.time() < deadline, \
-            Path(f'{stopped}.log').read_text()[-3000:]
-        time.sleep(0.005)
-    rank_1 = next(child for child in psutil.Process(process.pid).children(recursive=True)
-                  if child.environ().get('RANK') == '1' and 'train.py' in ' '.join(child.cmdline()))
-    rank_1.send_signal(signal.SIGTERM)
-    process.wait(timeout=300)
-    log = Path(f'{stopped}.log').read_text()
-    assert process.returncode == PREEMPTED, log[-4000:]
+    preempt_rank_1(start(stopped, 3, '--fsdp', config=config, options=PROGRESSIVE_RUN), stopped,
+                   'Epoch(train) [2][1/4]')
     saved = torch.load(Path((stopped / 'last_checkpoint').read_text().strip()),
                        weights_only=True)
     assert saved['meta']['iter'] % 2 == 0  # at an update: 2 stage-0 iterations, then pairs
