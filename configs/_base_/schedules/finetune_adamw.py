@@ -6,9 +6,10 @@
 # optimiser's lr, so the minimum follows lr (after --auto-scale-lr too).
 # No weight decay on biases, 1-D parameters (norms), position embeddings, the class token and
 # relative-position biases (Swin's tables, CMT's biases): LayerDecayOptimWrapperConstructor's
-# defaults: MAE's 1-D rule and no_weight_decay list (position embedding, class token), plus the
-# relative-position biases, which the release decays (its Swin lists only absolute_pos_embed, its
-# CMT only pos_embed and cls_token; REFERENCE.md: the Swin tables' decay is accidental).
+# defaults: MAE's 1-D rule and the parameters the backbone names in no_weight_decay_names()
+# (timm's no_weight_decay() sets; CMT's biases), relative-position biases included, which the
+# release decays (its Swin lists only absolute_pos_embed, its CMT only pos_embed and cls_token;
+# REFERENCE.md: the Swin tables' decay is accidental).
 optim_wrapper = dict(
     # fp16 autocast with loss scaling on CUDA; tools/train.py falls back to bf16 autocast on CPU.
     type='GuardedAmpOptimWrapper',

@@ -1,8 +1,8 @@
 """Optimiser wrapper constructors: layer-wise learning-rate decay for fine-tuning."""
-from .layer_decay import (DEFAULT_NO_DECAY_NAMES, LayerDecayOptimWrapperConstructor,
-                          backbone_layer_ids, model_layer_ids)
+from .layer_decay import (LayerDecayOptimWrapperConstructor, backbone_layer_ids,
+                          model_layer_ids, model_no_decay_names)
 
 __all__ = [
-    'DEFAULT_NO_DECAY_NAMES', 'LayerDecayOptimWrapperConstructor', 'backbone_layer_ids',
-    'model_layer_ids'
+    'LayerDecayOptimWrapperConstructor', 'backbone_layer_ids', 'model_layer_ids',
+    'model_no_decay_names'
 ]

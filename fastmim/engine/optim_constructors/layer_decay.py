@@ -13,12 +13,13 @@ contract, :mod:`fastmim.models.backbones.base`): each backbone file documents it
 embedding 0, ``blocks.i`` -> ``i + 1``; Swin: SimMIM's ids with Microsoft's patch merging
 closing a stage; timm models: timm's own grouping). This constructor never looks at the type.
 
-Weight decay is off for biases, every 1-D parameter (all norm weights), and parameters whose own
-name is in ``no_decay_names`` (position embeddings, class / mask tokens, relative position bias
-tables): weight decay would pull them towards zero, which is no sensible prior for them.
+Weight decay is off for biases, every 1-D parameter (all norm weights), and the parameters the
+backbone names in ``no_weight_decay_names()`` (position embeddings, class tokens,
+relative-position tables; timm's own sets for timm models): weight decay would pull them towards
+zero, which is no sensible prior for them. Like the layer ids, the set comes from the backbone.
 """
 import inspect
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from mmengine.logging import print_log
 from mmengine.optim import OptimWrapper
@@ -26,8 +27,6 @@ from torch import nn
 
 from fastmim.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS
 
-DEFAULT_NO_DECAY_NAMES = ('pos_embed', 'absolute_pos_embed', 'cls_token', 'mask_token',
-                          'relative_position_bias_table', 'relative_position_bias')
 PARAMWISE_KEYS = ('layer_decay_rate', 'no_decay_names', 'custom_keys')
 CUSTOM_KEY_FIELDS = ('lr_mult', 'decay_mult')
 
@@ -53,6 +52,16 @@ def model_layer_ids(model: nn.Module) -> LayerIds:
         ids, rest = backbone_layer_ids(backbone)
         return {f'backbone.{name}': layer_id for name, layer_id in ids.items()}, rest
     return backbone_layer_ids(model)
+
+
+def model_no_decay_names(model: nn.Module) -> Set[str]:
+    """Names in ``model`` of the parameters its backbone (or the model itself, when it is a
+    backbone) exempts from weight decay through ``no_weight_decay_names()``; none for a model
+    whose backbone does not say."""
+    backbone = getattr(model, 'backbone', None)
+    prefix = 'backbone.' if isinstance(backbone, nn.Module) else ''
+    declared = getattr(backbone if prefix else model, 'no_weight_decay_names', None)
+    return {prefix + name for name in declared()} if callable(declared) else set()
 
 
 def format_group_table(param_groups: List[dict]) -> str:
@@ -86,10 +95,11 @@ class LayerDecayOptimWrapperConstructor:
         paramwise_cfg: ``layer_decay_rate`` (required, in (0, 1]; 0.70 ViT-B and 0.80 Swin-B
             in FastMIM's fine-tuning recipes); ``no_decay_names``: parameter names (a full
             name or a dotted suffix of it, e.g. ``'pos_embed'``) exempt from weight decay,
-            replacing the default :data:`DEFAULT_NO_DECAY_NAMES` (biases and 1-D parameters are
-            always exempt); ``custom_keys``: ``{substring: dict(lr_mult=..., decay_mult=...)}``
-            as in mmengine (the longest key found in a parameter's name wins, ties go to the
-            alphabetically first), multiplying the layer-decayed lr and the weight decay.
+            replacing those the backbone names (:func:`model_no_decay_names`; biases and 1-D
+            parameters are always exempt); ``custom_keys``:
+            ``{substring: dict(lr_mult=..., decay_mult=...)}`` as in mmengine (the longest
+            key found in a parameter's name wins, ties go to the alphabetically first),
+            multiplying the layer-decayed lr and the weight decay.
 
     Each group carries ``layer_id``, ``lr_scale`` and ``custom_key``; a table of the groups is
     logged when the optimiser is built. Frozen parameters are left out.
@@ -118,12 +128,13 @@ class LayerDecayOptimWrapperConstructor:
             raise ValueError(f'LayerDecayOptimWrapperConstructor: paramwise_cfg.layer_decay_rate '
                              f'must be a number in (0, 1] (e.g. 0.7 for ViT-B), got {rate!r}')
         self.layer_decay_rate = float(rate)
-        no_decay_names = paramwise_cfg.get('no_decay_names', DEFAULT_NO_DECAY_NAMES)
-        if isinstance(no_decay_names, str) or not all(
-                isinstance(name, str) for name in no_decay_names):
+        no_decay_names = paramwise_cfg.get('no_decay_names')
+        if no_decay_names is not None and (isinstance(no_decay_names, str) or not all(
+                isinstance(name, str) for name in no_decay_names)):
             raise TypeError(f'LayerDecayOptimWrapperConstructor: paramwise_cfg.no_decay_names '
                             f'must be a list of parameter names, got {no_decay_names!r}')
-        self.no_decay_names = tuple(no_decay_names)
+        # None: the backbone's own names, known once the model is there.
+        self.no_decay_names = None if no_decay_names is None else tuple(no_decay_names)
         self.custom_keys = self._checked_custom_keys(paramwise_cfg.get('custom_keys', {}))
 
     def _checked_custom_keys(self, custom_keys: dict) -> Dict[str, dict]:
@@ -140,10 +151,14 @@ class LayerDecayOptimWrapperConstructor:
         # Longest first, alphabetical among equal lengths: mmengine's precedence.
         return {key: custom_keys[key] for key in sorted(sorted(custom_keys), key=len, reverse=True)}
 
-    def is_no_decay(self, name: str, param: nn.Parameter) -> bool:
-        """Biases, 1-D parameters (norms) and ``no_decay_names`` get no weight decay."""
-        return (param.ndim <= 1 or name.endswith('.bias')
-                or any(name == key or name.endswith('.' + key) for key in self.no_decay_names))
+    def names_without_decay(self, model: nn.Module) -> Set[str]:
+        """Parameters of ``model`` exempt from weight decay by name (biases and 1-D parameters
+        are exempt anyway): those its backbone names, or those the configured
+        ``no_decay_names`` match."""
+        if self.no_decay_names is None:
+            return model_no_decay_names(model)
+        return {name for name, _ in model.named_parameters()
+                if any(name == key or name.endswith('.' + key) for key in self.no_decay_names)}
 
     def custom_key_of(self, name: str) -> Optional[str]:
         return next((key for key in self.custom_keys if key in name), None)
@@ -151,12 +166,13 @@ class LayerDecayOptimWrapperConstructor:
     def param_groups(self, model: nn.Module) -> List[dict]:
         """The optimiser's parameter groups, one per (layer id, decay or not, custom key)."""
         layer_ids, rest = model_layer_ids(model)
+        exempt = self.names_without_decay(model)
         groups = {}
         for name, param in model.named_parameters():
             if not param.requires_grad:
                 continue
             layer_id = layer_ids.get(name, rest)
-            no_decay = self.is_no_decay(name, param)
+            no_decay = param.ndim <= 1 or name.endswith('.bias') or name in exempt
             custom_key = self.custom_key_of(name)
             key = (layer_id, no_decay, custom_key or '')
             if key not in groups:

@@ -22,6 +22,8 @@ the names of its tensors. So everything about one architecture lives in its own 
                            one is another size, which no resize rule transfers
 ``layer_id(name)``         layer-decay id of a parameter (0 = input embedding, then blocks in
 ``num_layer_ids``          the order the input meets them, ``num_layer_ids - 1`` = the rest)
+``no_weight_decay_names()``  parameters besides biases and 1-D ones that weight decay leaves
+                           alone (position embeddings, class tokens, relative-position tables)
 ``reference_layout``       class attribute: how the FastMIM reference release stores the
                            architecture (``ReferenceLayout``), or None when it has none; then
 ``from_reference_``        classmethods ``..._encoder`` and ``..._classifier``: the backbone
@@ -33,7 +35,7 @@ A new backbone subclasses :class:`BackboneContract` first (before timm's class o
 ``BaseModule``), implements the members above and calls :meth:`BackboneContract.
 enable_state_dict_adaptation` at the end of ``__init__``; see docs/architecture.md.
 """
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from mmengine.model import BaseModule
@@ -116,6 +118,18 @@ class BackboneContract:
     def num_layer_ids(self) -> int:
         """Ids run from 0 to ``num_layer_ids - 1``; the last one is shared with the head."""
         raise NotImplementedError(f'{type(self).__name__} must implement num_layer_ids')
+
+    def no_weight_decay_names(self) -> Set[str]:
+        """Names (relative to this backbone) of the parameters weight decay must leave alone
+        although they are neither biases nor 1-D: tables a pull towards zero gives no sensible
+        prior, such as position embeddings, class tokens and relative-position biases, and
+        whatever else the architecture's authors exempt (Swin-V2's logit scales). The default
+        is the set of timm's ``no_weight_decay()`` where the class has it, as timm's optimiser
+        factory reads it, limited to the parameters this backbone has; else none."""
+        timm_names = getattr(self, 'no_weight_decay', None)
+        if not callable(timm_names):
+            return set()
+        return set(timm_names()) & {name for name, _ in self.named_parameters()}
 
     def init_weights(self, *args, **kwargs) -> None:
         """Two callers share this name. mmengine's runner calls it without arguments on every

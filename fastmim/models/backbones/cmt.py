@@ -29,7 +29,7 @@ changes resolution (128 px pre-training, progressive resolution, 224 px fine-tun
 """
 import math
 import re
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -526,6 +526,10 @@ class CMT(BackboneContract, BaseModule):
     @property
     def num_layer_ids(self) -> int:
         return sum(len(stage.blocks) for stage in self.stages) + 2
+
+    def no_weight_decay_names(self) -> Set[str]:
+        """Each stage's relative position bias, as the other backbones' bias tables."""
+        return {f'stages.{index}.relative_position_bias' for index in range(len(self.stages))}
 
 
 def _source_query_grid(geometry: Optional[dict], stage: int,

@@ -16,7 +16,7 @@ Position-embedding models are better served by the dedicated classes (``VisionTr
 """
 import difflib
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 import timm
 import torch
@@ -103,7 +103,7 @@ class TimmBackbone(BackboneContract, BaseModule):
         # A few families (Swin, ...) return channels-last maps; the contract is NCHW.
         self.channels_last = features_only and str(
             getattr(self.model, 'output_fmt', 'NCHW')).endswith('NHWC')
-        self._layer_ids: Optional[Tuple[Dict[str, int], int]] = None  # built when asked
+        self._reference: Optional[TimmReference] = None  # built when asked
         self.fixed_input_size = _fixed_input_size(self.model)
 
     @property
@@ -158,7 +158,7 @@ class TimmBackbone(BackboneContract, BaseModule):
     def layer_id(self, name: str) -> int:
         """timm's own grouping of the full model (``group_matcher``, or ``auto_group_layers``
         for models without one), as ``timm.optim.param_groups_layer_decay`` uses it."""
-        ids, _ = self._timm_layer_ids()
+        ids = self._timm_reference().layer_ids
         if name not in ids:
             raise ValueError(f'layer decay: {name!r} is not a parameter of '
                              f'TimmBackbone({self.model_name!r})')
@@ -166,10 +166,17 @@ class TimmBackbone(BackboneContract, BaseModule):
 
     @property
     def num_layer_ids(self) -> int:
-        return self._timm_layer_ids()[1] + 1
+        return self._timm_reference().rest_id + 1
 
-    def _timm_layer_ids(self) -> Tuple[Dict[str, int], int]:
-        """Ids of this extractor's parameters, read from the full timm model of the same name.
+    def no_weight_decay_names(self) -> Set[str]:
+        """The full timm model's ``no_weight_decay()`` in this backbone's names: timm's feature
+        extractors do not pass that method on, so Swin-V2's logit scales or a ViT's position
+        embedding would have been decayed."""
+        return set(self._timm_reference().no_weight_decay)
+
+    def _timm_reference(self) -> 'TimmReference':
+        """What timm says of this extractor's parameters, read from the full timm model of the
+        same name: layer ids, the rest id and the parameters exempt from weight decay.
 
         The feature extractor has lost the classifier and renamed some modules, so the full
         model is built on the meta device (no memory, no initialisation cost), grouped, and the
@@ -178,8 +185,8 @@ class TimmBackbone(BackboneContract, BaseModule):
         (``flatten_sequential``). The rest id is the one timm gives the classifier (its
         largest). Computed once.
         """
-        if self._layer_ids is not None:
-            return self._layer_ids
+        if self._reference is not None:
+            return self._reference
         with torch.device('meta'):
             reference = timm.create_model(self.model_name, pretrained=False)
         if hasattr(reference, 'group_matcher'):
@@ -187,6 +194,8 @@ class TimmBackbone(BackboneContract, BaseModule):
                 reference, reference.group_matcher(coarse=False), reverse=True)
         else:
             reference_ids = auto_group_layers(reference)
+        no_weight_decay = set(reference.no_weight_decay()) if hasattr(
+            reference, 'no_weight_decay') else set()
         children = dict(reference.named_children())
         flattened = {
             f'{name}_{child}': f'{name}.{child}'
@@ -202,7 +211,7 @@ class TimmBackbone(BackboneContract, BaseModule):
                 return f'{flattened[top]}.{remainder}'
             return name
 
-        ids = {}
+        ids, exempt = {}, set()
         for name, _ in self.model.named_parameters():
             full_name = reference_name(name)
             if full_name not in reference_ids:
@@ -212,8 +221,17 @@ class TimmBackbone(BackboneContract, BaseModule):
                     f'timm.create_model({self.model_name!r}) with default arguments, whose '
                     f'grouping gives the ids')
             ids[f'model.{name}'] = reference_ids[full_name]
-        self._layer_ids = ids, max(reference_ids.values())
-        return self._layer_ids
+            if full_name in no_weight_decay:
+                exempt.add(f'model.{name}')
+        self._reference = TimmReference(ids, max(reference_ids.values()), frozenset(exempt))
+        return self._reference
+
+
+class TimmReference(NamedTuple):
+    """What the full timm model says of a :class:`TimmBackbone`'s parameters (its names)."""
+    layer_ids: Dict[str, int]
+    rest_id: int
+    no_weight_decay: FrozenSet[str]
 
 
 def _fixed_input_size(model: nn.Module) -> Optional[Tuple[int, int]]:

@@ -22,7 +22,7 @@ import copy
 import math
 import re
 from functools import partial
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from mmengine.model import BaseModule
@@ -501,6 +501,13 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
         if self.out_type == 'cls_token':
             return tokens[:, 0]
         return super()._format(tokens, grid)
+
+    def no_weight_decay_names(self) -> Set[str]:
+        """timm's (class token, position embedding) and, with ``rel_pos_bias``, every block's
+        relative-position table, which BEiT's recipe exempts as well."""
+        tables = {f'blocks.{index}.attn.relative_position_bias_table'
+                  for index in range(len(self.blocks))} if self.rel_pos_bias else set()
+        return super().no_weight_decay_names() | tables
 
     def geometry(self) -> Dict:
         """Plain-type description stored in pre-training checkpoints (``meta['geometry']``), so
