@@ -691,14 +691,30 @@ def run_cli(main, argv=None, interrupted_hint=''):
     except KeyboardInterrupt:
         if debug:
             raise
-        print('interrupted (Ctrl-C)' + (f'; {interrupted_hint}' if interrupted_hint else ''),
-              file=sys.stderr)
+        _report_the_stop('interrupted (Ctrl-C)'
+                         + (f'; {interrupted_hint}' if interrupted_hint else ''))
         sys.exit(INTERRUPTED_EXIT_STATUS)
     except Exception as error:
         if debug or not is_user_error(error, project_errors=(LaunchError,)):
             raise
         _let_the_first_process_report()
-        print(f'error: {user_message(error)}', file=sys.stderr)
+        _report_the_stop(f'error: {user_message(error)}')
         sys.exit(1)
     finally:
         shutdown_distributed()
+
+
+def _report_the_stop(line: str) -> None:
+    """Print the line that ends a run, and append it to the run's log file when one was
+    opened: the work dir's log, read later beside the checkpoints, otherwise ends at the last
+    iteration without a word of why. The console gets the line once, from ``print``."""
+    import sys
+
+    from mmengine.logging import MMLogger
+    print(line, file=sys.stderr)
+    logger = MMLogger.get_current_instance()
+    # WARNING: the file format of ERROR adds a source line, here always this function.
+    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, line, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

@@ -198,6 +198,25 @@ def test_a_batchnorm_given_one_value_per_channel_names_the_batch_size(capsys):
     assert 'set train_dataloader.batch_size to 2 or more' in err
 
 
+@pytest.mark.parametrize('stop, line', [
+    (ValueError('val image 3 cannot be read'), 'error: ValueError: val image 3 cannot be read'),
+    (KeyboardInterrupt(), 'interrupted (Ctrl-C)')], ids=['error', 'Ctrl-C'])
+def test_the_line_that_ends_a_run_is_in_its_log_file_too(tmp_path, capsys, stop, line):
+    """The work dir's log, read later beside the checkpoints, ended at the last iteration with
+    no word of why the run stopped: the line went to the terminal only."""
+    from mmengine.logging import MMLogger
+    log_file = tmp_path / 'run.log'
+
+    def run(argv):
+        MMLogger.get_instance('run_that_stops', log_file=str(log_file)).info('iteration 1')
+        raise stop
+
+    code, err = _run_failing(run, capsys)
+    assert err.startswith(line) and err.count(line) == 1  # the terminal gets it once
+    logged = log_file.read_text().splitlines()
+    assert logged[0].endswith('iteration 1') and logged[-1].endswith(err.strip())
+
+
 @pytest.mark.parametrize('local_rank', ['LOCAL_RANK', 'SLURM_LOCALID'])
 def test_a_user_error_before_the_processes_meet_waits_for_the_nodes_first_process(
         capsys, monkeypatch, local_rank):
