@@ -111,3 +111,26 @@ def test_rand_augment_survives_magnitude_10():
 def test_rand_augment_rejects_other_policies(config_str):
     with pytest.raises(ValueError, match="starting with 'rand-'"):
         RandAugment(config_str=config_str)
+
+
+@pytest.mark.parametrize('shape', [(1, 20000), (20000, 3), (5, 40000)])
+def test_eval_crop_of_a_strip_resizes_only_the_crop_region(shape):
+    """A 20000 x 1 strip was resized whole first (5,120,000 x 256 pixels, 6 GB, 23 s)."""
+    rows = np.linspace(0, 255, shape[0] * shape[1]).reshape(shape).astype(np.uint8)
+    img = np.repeat(rows[:, :, None], 3, axis=2)
+    crop = ResizeShorterCenterCrop(crop_size=224)
+    resized = []
+    real_resize = Image.Image.resize
+
+    def resize(self, size, *args, **kwargs):
+        resized.append(size)
+        return real_resize(self, size, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Image.Image, 'resize', resize)
+        results = crop(dict(img=img))
+    assert resized == [(224, 224)]
+    assert results['img'].shape == (224, 224, 3)
+    # The middle of a gradient along the longer side: the central crop's values.
+    middle = img[shape[0] // 2, shape[1] // 2, 0]
+    assert abs(int(results['img'][112, 112, 0]) - int(middle)) <= 2
