@@ -7,6 +7,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
+from PIL import Image, ImageFile
 
 from fastmim.registry import DATASETS
 
@@ -33,6 +34,25 @@ def is_os_metadata(name: str) -> bool:
     return name.startswith(APPLEDOUBLE_PREFIX) or name == MACOS_ARCHIVE_FOLDER
 
 
+# Extensions of files PIL decodes that are no image of a dataset: video (PIL reads an MPEG's
+# header only), documents (Ghostscript).
+NOT_DATASET_IMAGES = ('.mpg', '.mpeg', '.eps', '.ps')
+
+# Split folders beside a 'train' folder (a dataset root, not its train split).
+SPLIT_FOLDERS = ('val', 'validation', 'test')
+
+
+def pil_image_extensions() -> Tuple[str, ...]:
+    """Lower-case extensions (with the dot) of the files PIL opens and decodes: ``.jfif``,
+    ``.jpe``, ``.gif``, ... (stub formats, which need a handler, and video left out)."""
+    extensions = Image.registered_extensions()  # loads PIL's plugins
+    return tuple(sorted(
+        extension for extension, image_format in extensions.items()
+        if image_format in Image.OPEN and extension not in NOT_DATASET_IMAGES
+        and not (isinstance(Image.OPEN[image_format][0], type)
+                 and issubclass(Image.OPEN[image_format][0], ImageFile.StubImageFile))))
+
+
 def is_hidden(relative_path: str) -> bool:
     """Whether a path below the dataset folder is in a hidden file or folder (a leading dot).
     A substring test: it runs once per image of the dataset (1.28M for ImageNet)."""
@@ -40,7 +60,9 @@ def is_hidden(relative_path: str) -> bool:
 
 
 def find_images(folder: str, extensions: Sequence[str],
-                walked: Optional[Dict[str, str]] = None) -> Tuple[List[str], List[str]]:
+                walked: Optional[Dict[str, str]] = None,
+                others: Optional[Tuple[Tuple[str, ...], List[str]]] = None
+                ) -> Tuple[List[str], List[str]]:
     """All image files under ``folder``, recursively, in sorted (reproducible) order, and the
     macOS metadata left out (``._*`` files with an image extension, ``__MACOSX`` folders).
 
@@ -50,6 +72,10 @@ def find_images(folder: str, extensions: Sequence[str],
     (real path -> path walked) carries that record from one call to the next, so that the
     class folders of a tree are checked against each other. A folder that cannot be listed
     raises its ``OSError`` (naming it), which ``os.walk`` would skip.
+
+    ``others``: ``(other extensions, list)``: files with those extensions (lower-case, with
+    the dot) are appended to the list, from the names already listed (other image formats
+    that ``extensions`` leaves out, to name them).
     """
     found, metadata = [], []
     walked = {} if walked is None else walked
@@ -65,6 +91,9 @@ def find_images(folder: str, extensions: Sequence[str],
         for name in sorted(files):
             if has_extension(name, extensions):
                 (metadata if is_os_metadata(name) else found).append(osp.join(root, name))
+            elif (others is not None and osp.splitext(name)[1].lower() in others[0]
+                  and not is_os_metadata(name)):
+                others[1].append(osp.join(root, name))
     return found, metadata
 
 
@@ -112,6 +141,14 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
                  **kwargs):
         self.with_label = with_label
         self.extensions = normalize_extensions(extensions)
+        # Image files of other formats that PIL decodes, named once when listed (the default
+        # extensions only: extensions given leave the others out on purpose).
+        self._other_images: Optional[Tuple[Tuple[str, ...], List[str]]] = None
+        if self.extensions == normalize_extensions(IMG_EXTENSIONS):
+            self._other_images = (tuple(extension for extension in pil_image_extensions()
+                                        if extension not in self.extensions), [])
+        if isinstance(data_root, str):
+            data_root = osp.expanduser(data_root)  # '~/data', as a shell expands it
         super().__init__(
             data_root=data_root,
             data_prefix=image_prefix(data_prefix),
@@ -125,21 +162,89 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
     def load_data_list(self) -> List[dict]:
         if not osp.isdir(self.folder):
             raise FileNotFoundError(f'{type(self).__name__}: image folder {self.folder!r} does '
-                                    f'not exist (data_root={self.data_root!r})')
+                                    f'not exist{self._not_a_folder()} (data_root='
+                                    f'{self.data_root!r})')
+        if self._other_images is not None:
+            self._other_images[1].clear()  # listed again (full_init after lazy_init)
         if self.with_label:
             data_list, metadata = self._load_labelled()
         else:
             data_list, metadata = self._load_unlabelled()
         self._report_metadata(metadata)
         self._warn_hidden([info['img_path'] for info in data_list])
+        self._warn_other_images()
         return data_list
 
+    def _not_a_folder(self) -> str:
+        """Why the folder does not exist when a part of its path is a file: data_root given as
+        an archive (``imgs.tar``) or an image."""
+        path = osp.normpath(self.folder)
+        while path and not osp.exists(path):
+            parent = osp.dirname(path)
+            if parent == path:
+                break
+            path = parent
+        if not osp.isfile(path):
+            return ''
+        archive = path.lower().endswith(('.tar', '.tar.gz', '.tgz', '.zip', '.tar.bz2',
+                                         '.tar.xz', '.7z', '.rar'))
+        hint = ('an archive: extract it and give the extracted folder' if archive else
+                'give the folder that holds the images')
+        return f': {path!r} is a file, not a folder ({hint})'
+
+    def _other_images_hint(self) -> str:
+        """For an error that found no images: the files of other image formats found."""
+        others = self._other_images[1] if self._other_images is not None else []
+        if not others:
+            return ''
+        return (f' ({len(others)} files of other image formats PIL decodes: '
+                f'{examples(others)}; pass extensions= naming theirs to use them)')
+
+    def _warn_other_images(self) -> None:
+        """Image files of formats PIL decodes but the extensions leave out (``.jfif``,
+        ``.jpe``, ``.gif``): not used, as torchvision leaves them out, but named once, since
+        a folder of 4 .jpg and 4 .jfif photos listed 4 without a word."""
+        others = self._other_images[1] if self._other_images is not None else []
+        if not others:
+            return
+        found = sorted({osp.splitext(path)[1].lower() for path in others})
+        warnings.warn(f'{type(self).__name__}: {len(others)} image file(s) under '
+                      f'{self.folder!r} with extensions {found} are not used: the extensions '
+                      f'are {self.extensions} (torchvision\'s); to use them, pass '
+                      f'extensions=IMG_EXTENSIONS + {tuple(found)} (IMG_EXTENSIONS from '
+                      f'fastmim.datasets.utils): {examples(others)}', DatasetListingWarning)
+
     def _load_unlabelled(self) -> Tuple[List[dict], List[str]]:
-        paths, metadata = find_images(self.folder, self.extensions)
+        paths, metadata = find_images(self.folder, self.extensions, others=self._other_images)
         if not paths:
             raise ValueError(f'{type(self).__name__}: no images with extensions '
-                             f'{self.extensions} under {self.folder!r}')
+                             f'{self.extensions} under {self.folder!r}'
+                             f'{self._other_images_hint()}')
+        self._warn_split_folders(paths)
         return [dict(img_path=path) for path in paths], metadata
+
+    def _warn_split_folders(self, paths: List[str]) -> None:
+        """Pre-training on a dataset root (``data/imagenet``) with a 'train' and a 'val' folder
+        took the val images too, without a word: named once, with their counts."""
+        splits = [name for name in ('train', *SPLIT_FOLDERS)
+                  if osp.isdir(osp.join(self.folder, name))]
+        if 'train' not in splits or len(splits) < 2:
+            return
+        counts = {name: 0 for name in splits}
+        prefixes = {name: osp.join(self.folder, name, '') for name in splits}
+        for path in paths:
+            for name, prefix in prefixes.items():
+                if path.startswith(prefix):
+                    counts[name] += 1
+        others = [name for name in splits[1:] if counts[name]]
+        if not counts['train'] or not others:
+            return
+        held = ', '.join(f'{name!r} ({counts[name]} image(s))' for name in splits if counts[name])
+        warnings.warn(f'{type(self).__name__}: {self.folder!r} holds split folders {held}, '
+                      f'and with_label=False uses every image under it, the '
+                      f'{" and ".join(repr(name) for name in others)} images too; set '
+                      f"data_prefix='train' to pre-train on the train split only",
+                      DatasetListingWarning)
 
     def _top_entries(self) -> List[os.DirEntry]:
         """The folder's entries; a link to a folder that is gone (a disk not mounted) raises,
@@ -183,14 +288,16 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
         for label, name in enumerate(classes):
             # One record of the folders walked: a class linked to another's folder would list
             # its images under two labels.
-            paths, in_class = find_images(osp.join(self.folder, name), self.extensions, walked)
+            paths, in_class = find_images(osp.join(self.folder, name), self.extensions, walked,
+                                          self._other_images)
             metadata.extend(in_class)
             if not paths:
                 empty.append(osp.join(self.folder, name))
             data_list.extend(dict(img_path=path, gt_label=label) for path in paths)
         if empty:
             raise ValueError(f'{type(self).__name__}: class folders without images with '
-                             f'extensions {self.extensions}: {empty}')
+                             f'extensions {self.extensions}: {empty}'
+                             f'{self._other_images_hint()}')
         self._warn_numbered_folders(classes)
         self._metainfo['classes'] = self._class_names(tuple(classes))
         return data_list, metadata

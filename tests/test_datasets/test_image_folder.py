@@ -699,3 +699,68 @@ def test_image_list_repeats_are_kept_and_named_once(imagenet_tree):
         f"('n02_cat/chelsea.JPEG') and 1 more")
     assert len(dataset) == 7  # kept: oversampling works
     assert [dataset.get_data_info(i)['img_path'] for i in (0, 2, 5)] == [files['n02_cat'][0]] * 3
+
+
+def test_image_files_of_other_formats_pil_decodes_are_named_once(tmp_path, photos):
+    """A folder of 4 .jpg and 4 .jfif photos (and a .gif, a .jpe) listed the 4 .jpg files
+    without a word: the others are left out, as torchvision leaves them out, but named."""
+    folder = tmp_path / 'mixed'
+    for index in range(4):
+        save_photo(photos['coffee'], folder / f'a{index}.jpg')
+        save_photo(photos['coffee'], folder / f'b{index}.jfif', format='JPEG')
+    save_photo(photos['camera'], folder / 'c.gif')
+    save_photo(photos['camera'], folder / 'd.jpe', format='JPEG')
+    (folder / 'notes.txt').write_text('not an image')
+    with pytest.warns(DatasetListingWarning, match=re.escape(
+            f"ImageFolder: 6 image file(s) under '{folder}/' with extensions ['.gif', "
+            f"'.jfif', '.jpe'] are not used")) as record:
+        dataset = ImageFolder(str(folder), data_prefix='')
+    assert len(dataset) == 4
+    listing = [w for w in record if issubclass(w.category, DatasetListingWarning)]
+    assert len(listing) == 1
+    message = str(listing[0].message)
+    assert "extensions=IMG_EXTENSIONS + ('.gif', '.jfif', '.jpe')" in message
+    assert str(folder / 'b0.jfif') in message and message.endswith('and 3 more')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # extensions given: the others are left out on purpose
+        assert len(ImageFolder(str(folder), data_prefix='', extensions=('.jpg', ))) == 4
+    with pytest.warns(DatasetListingWarning, match=re.escape(
+            f"6 image file(s) under '{tmp_path}/' with extensions")):  # in class folders
+        assert len(ImageFolder(str(tmp_path), data_prefix='', with_label=True)) == 4
+
+    only = tmp_path / 'only'  # none of the listed extensions: the error names the others
+    save_photo(photos['coffee'], only / 'train' / 'b.jfif', format='JPEG')
+    with pytest.raises(ValueError, match=re.escape(
+            f"1 files of other image formats PIL decodes: {only / 'train' / 'b.jfif'}")):
+        ImageFolder(str(only))
+
+
+def test_pre_training_on_a_root_with_train_and_val_folders_is_named(imagenet_tree, photos):
+    """with_label=False on data/imagenet (data_prefix='') took the val images too."""
+    root, _ = imagenet_tree
+    save_photo(photos['camera'], root / 'val' / 'n01_person' / 'camera.png')
+    with pytest.warns(DatasetListingWarning, match=re.escape(
+            f"ImageFolder: '{root}/' holds split folders 'train' (4 image(s)), 'val' (1 "
+            f"image(s)), and with_label=False uses every image under it, the 'val' images "
+            f"too; set data_prefix='train'")):
+        assert len(ImageFolder(str(root), data_prefix='')) == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert len(ImageFolder(str(root), data_prefix='train')) == 4
+
+
+@pytest.mark.parametrize('name, hint', [('imgs.tar', 'an archive: extract it'),
+                                        ('photo.jpg', 'give the folder that holds the images')])
+def test_a_data_root_that_is_a_file_says_so(name, hint, tmp_path, photos):
+    path = save_photo(photos['camera'], tmp_path / name, format='PNG')
+    for prefix in ('', 'train'):
+        with pytest.raises(FileNotFoundError, match=re.escape(
+                f"{path!r} is a file, not a folder ({hint}")):
+            ImageFolder(path, data_prefix=prefix)
+
+
+def test_a_data_root_under_the_home_folder_is_expanded(imagenet_tree, monkeypatch):
+    root, files = imagenet_tree
+    monkeypatch.setenv('HOME', str(root.parent))
+    dataset = ImageFolder(f'~/{root.name}', data_prefix='train')
+    assert len(dataset) == 4 and dataset.folder == str(root / 'train')
