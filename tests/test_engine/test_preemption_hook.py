@@ -168,11 +168,11 @@ class Predicts(SignalsItselfAt):
 
 
 def train_and_validate(work_dir, loop, signal_at=(), resume=False, scores=None,
-                       variant='plain'):
+                       variant='plain', checkpoint=None):
     """A job of 2 epochs of 4 iterations (or 8 iterations validated every 4) that validates 3
     batches after iterations 4 and 8: True when preempted. ``variant``: ``'ema'`` validates
     mmengine's EMA of the weights, ``'accumulation'`` updates every 3 iterations (after
-    iterations 3, 6 and 8)."""
+    iterations 3, 6 and 8). ``checkpoint``: settings of the checkpoint hook."""
     samples = [dict(inputs=torch.ones(4) * i) for i in range(4)]
     loader = dict(sampler=dict(type='DefaultSampler', shuffle=False),
                   collate_fn=dict(type='pseudo_collate'), batch_size=1)
@@ -191,8 +191,10 @@ def train_and_validate(work_dir, loop, signal_at=(), resume=False, scores=None,
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01),
                            accumulative_counts=3 if variant == 'accumulation' else 1),
         custom_hooks=[dict(type='EMAHook', momentum=0.5)] if variant == 'ema' else [],
-        default_hooks=dict(checkpoint=dict(type='SafeCheckpointHook', by_epoch=loop == 'epoch',
-                                           interval=1 if loop == 'epoch' else 4),
+        default_hooks=dict(checkpoint=dict(dict(type='SafeCheckpointHook',
+                                                by_epoch=loop == 'epoch',
+                                                interval=1 if loop == 'epoch' else 4),
+                                           **(checkpoint or {})),
                            checkpoint_meta=dict(type='CheckpointMetaHook'),
                            preemption=dict(type='PreemptionHook')),
         default_scope='fastmim', resume=resume,
@@ -263,6 +265,39 @@ def test_resuming_a_stop_in_the_last_validation_does_not_say_nothing_is_left(tmp
     logs = ''.join(path.read_text() for path in (tmp_path / 'run').glob('*/*.log'))
     assert 'running that validation first' in logs
     assert 'nothing left to train' not in logs
+
+
+@pytest.mark.parametrize('loop', ['epoch', 'iter'])
+def test_a_repeated_last_validation_is_not_repeated_by_the_next_resume(tmp_path, loop):
+    """After the resumed run had repeated the last validation, last_checkpoint still named
+    the preemption checkpoint, which still asked for that validation: every requeue of the
+    finished job ran it again (a whole ImageNet validation), and the file was never deleted.
+    The regular checkpoint of that iteration takes its place, as in the uninterrupted run
+    (iteration-based: the preemption save had replaced it, under its name)."""
+    assert not train_and_validate(tmp_path / 'reference', loop, scores=[])
+    assert train_and_validate(tmp_path / 'run', loop, signal_at={(2, 2)}, scores=[])
+    assert not train_and_validate(tmp_path / 'run', loop, resume=True, scores=[])
+    assert last_checkpoint(tmp_path / 'run') == last_checkpoint(tmp_path / 'reference')
+    assert checkpoints(tmp_path / 'run') == checkpoints(tmp_path / 'reference')
+    scores = []
+    assert not train_and_validate(tmp_path / 'run', loop, resume=True, scores=scores)
+    assert scores == []
+
+
+def test_a_repeated_validation_without_a_regular_checkpoint_is_saved_as_done(tmp_path):
+    """Without a regular checkpoint of that iteration (none saved: interval 3 of 2 epochs, no
+    save_last), the preemption checkpoint is saved again, no longer asking for it."""
+    no_regular = dict(interval=3, save_last=False)
+    assert train_and_validate(tmp_path, 'epoch', signal_at={(2, 2)}, scores=[],
+                              checkpoint=no_regular)
+    scores = []
+    assert not train_and_validate(tmp_path, 'epoch', resume=True, scores=scores,
+                                  checkpoint=no_regular)
+    assert len(scores) == 1  # repeated once
+    assert checkpoints(tmp_path) == ['iter_8.pth'] and last_checkpoint(tmp_path) == 'iter_8.pth'
+    assert not train_and_validate(tmp_path, 'epoch', resume=True, scores=scores,
+                                  checkpoint=no_regular)
+    assert len(scores) == 1  # not again
 
 
 RANK_SCRIPT = '''

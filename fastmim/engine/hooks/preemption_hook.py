@@ -162,6 +162,31 @@ class PreemptionHook(Hook):
         runner.logger.info(f'the checkpoint was saved during the validation after iteration '
                            f'{runner.iter}: running that validation first')
         runner.val_loop.run()
+        self._retire_validation_checkpoint(runner)
+
+    def _retire_validation_checkpoint(self, runner) -> None:
+        """The checkpoint the run resumed from still asks for the validation just repeated:
+        named in ``last_checkpoint`` until a newer save (never, after the last validation), it
+        had every later ``--resume`` repeat it. CheckpointHook's checkpoint of the same
+        iteration (saved before that validation, named by mmengine's rule) takes its place, as
+        in the uninterrupted run, and the preemption file goes; without one, the preemption
+        checkpoint is saved again, the validation done."""
+        preempted = runner.message_hub.get_info(PREEMPTION_CHECKPOINT_KEY)
+        regular = runner.message_hub.get_info('last_ckpt')
+        if not (regular and osp.basename(regular) in (f'epoch_{runner.epoch}.pth',
+                                                      f'iter_{runner.iter}.pth')
+                and get_file_backend(regular).isfile(regular)):
+            regular = None
+        if regular and preempted and not _same_file(regular, preempted):
+            if runner.rank == 0:
+                last = osp.join(runner.work_dir, 'last_checkpoint')
+                get_file_backend(last).put_text(regular, last)
+                _delete_preemption_checkpoint(runner, preempted)
+            runner.message_hub.update_info(PREEMPTION_CHECKPOINT_KEY, None)
+        elif preempted or regular:  # the preemption save replaced CheckpointHook's file
+            runner.save_checkpoint(runner.work_dir, osp.basename(preempted or regular),
+                                   meta=dict(epoch=runner.epoch, iter=runner.iter))
+        barrier()  # the other ranks go on once the files are settled
 
     def before_train_epoch(self, runner) -> None:
         """Runs after every other ``before_train_epoch`` (priority ``LOWEST``), so also for a
