@@ -1,5 +1,6 @@
 """DatasetClassesCheckHook: the splits of a run name the same classes, and the model has an
 output for each, checked before the first iteration."""
+import re
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -247,3 +248,35 @@ def test_a_checkpoint_loaded_to_train_from_is_not_compared_with_a_later_test():
     hook.before_train(runner)
     runner.test_loop = SimpleNamespace(dataloader=SimpleNamespace(dataset=train))
     hook.before_test(runner)
+
+
+def test_names_that_differ_only_in_letter_case_are_explained():
+    """'Cat' in the train folders and 'cat' in the val ones printed as missing and extra."""
+    with pytest.raises(ValueError, match=r"the same names in another letter case \(e.g. 'Cat' "
+                                         r"vs 'cat'\)"):
+        check_classes([('train', ('Cat', 'Dog')), ('val', ('cat', 'dog'))], None)
+    with pytest.raises(ValueError, match=r"missing \['Cat', 'Dog'\], extra \['bird', 'cat'\]"):
+        check_classes([('train', ('Cat', 'Dog')), ('val', ('bird', 'cat'))], None)
+
+
+def test_fine_tuning_on_a_train_split_of_one_class_stops_before_training(tmp_path):
+    """A data_root pointed at one class folder trained nothing and reported top-1 100."""
+    train_root = write_class_folders(tmp_path / 'train', ['cat'])
+    runner = fine_tuning_runner(
+        tmp_path, 2, train=dict(type='ImageFolder', data_root=train_root, data_prefix=''),
+        val=dict(type='ImageFolder', data_root=train_root, data_prefix=''))
+    with pytest.raises(ValueError, match=re.escape(
+            f"train_dataloader.dataset holds only class 'cat' in '{train_root}/' (2 images): "
+            f'a classifier trained on one class learns nothing')):
+        runner.train()
+    assert runner.iter == 0
+
+
+def test_a_list_file_of_label_0_only_is_refused_for_a_classifier_only():
+    from fastmim.engine.hooks.dataset_classes_hook import check_more_than_one_class
+    one_label = SimpleNamespace(dataset=type('D', (), dict(
+        metainfo=dict(max_label=0), ann_file='train.txt', __len__=lambda self: 7))())
+    with pytest.raises(ValueError, match=r"holds only label 0 in 'train.txt' \(7 images\)"):
+        check_more_than_one_class('train_dataloader.dataset', one_label, 2)
+    check_more_than_one_class('train_dataloader.dataset', one_label, None)  # not a classifier
+    check_more_than_one_class('train_dataloader.dataset', loader(('cat', 'dog')), 2)

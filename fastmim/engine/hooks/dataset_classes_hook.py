@@ -10,7 +10,8 @@ outputs that no image is labelled with. A ``BatchNorm1d`` (the linear probe's he
 normalise a batch of one in training: with ``drop_last=False`` and a dataset that leaves one
 image over, the run stopped at the end of its first epoch, after a whole epoch of work. A val
 split with a class that the train split has no image of (a list file, a train subset) trained
-and validated without a word too, its top-1 capped by the images no model can get right.
+and validated without a word too, its top-1 capped by the images no model can get right. A
+classifier fine-tuned on a train split of one class reported loss 0 and top-1 100.
 """
 import unicodedata
 import warnings
@@ -91,6 +92,12 @@ def _differences(reference: Tuple[str, ...], classes: Tuple[str, ...]) -> str:
         return (f'the same names with accents encoded differently (Unicode NFC / NFD, e.g. '
                 f'{ascii(only_reference[0])} vs {ascii(only_here[0])}): rename the folders of '
                 f'one split')
+    casefolded = {name.casefold() for name in only_reference}
+    if casefolded == {name.casefold() for name in only_here}:
+        # 'Cat' in one split, 'cat' in the other: two folders made by different tools.
+        return (f'the same names in another letter case (e.g. {only_reference[0]!r} vs '
+                f'{only_here[0]!r}), which class folder names are not compared in: rename the '
+                f'folders of one split')
     return f'missing {only_reference[:5]}, extra {only_here[:5]}'
 
 
@@ -126,6 +133,30 @@ def check_classes(named_classes: List[Tuple[str, Tuple[str, ...]]],
                   ClassCountWarning, stacklevel=2)
 
 
+def check_more_than_one_class(key: str, dataloader, num_classes: Optional[int]) -> None:
+    """Raise ``ValueError`` when a classifier (``num_classes`` not ``None``) would be trained
+    on a split of one class (a data_root pointed at one class folder, a list file of label 0
+    only): its loss is 0 from the first iteration and every top-1 is 100, after a run of
+    hours that learned nothing. Read from the metainfo (class names, a list's largest label),
+    so without reading an annotation."""
+    if num_classes is None:
+        return
+    classes, max_label = dataset_classes(dataloader), dataset_max_label(dataloader)
+    if classes is not None and len(classes) == 1:
+        only = f'class {classes[0]!r}'
+    elif classes is None and max_label == 0:
+        only = 'label 0'
+    else:
+        return
+    dataset = getattr(dataloader, 'dataset', None)
+    source = getattr(dataset, 'folder', None) or getattr(dataset, 'ann_file', None)
+    where = f' in {source!r}' if source else ''
+    raise ValueError(
+        f'{key} holds only {only}{where} ({len(dataset)} images): a classifier trained on one '
+        f'class learns nothing (its loss is 0 and every top-1 is 100); point {key} at the '
+        f'folder of class sub-folders (or list file) of the train split')
+
+
 def check_label_coverage(reference_key: str, reference_dataset, key: str, dataset) -> None:
     """Raise ``ValueError`` naming the classes of ``dataset`` (val) that ``reference_dataset``
     (train) has no image of; nothing when either has no labels to read.
@@ -155,7 +186,7 @@ class DatasetClassesCheckHook(Hook):
     """Runs :func:`check_classes` on the train and val datasets before training, and on the
     kNN bank and test datasets before testing, :func:`check_max_label` on each (list files),
     :func:`check_label_coverage` on the val dataset against the train one, and
-    :func:`check_last_batch` on the train dataloader, so a mismatch ends the run in one line
+    :func:`check_more_than_one_class` and :func:`check_last_batch` on the train dataloader, so a mismatch ends the run in one line
     before its first iteration (a default hook of ``configs/_base_/default_runtime.py``).
     The kNN loop checks its bank's labels against the test split itself (``check_bank``).
 
@@ -181,6 +212,9 @@ class DatasetClassesCheckHook(Hook):
         loaders = [('train_dataloader.dataset', runner.train_loop.dataloader)]
         if runner.val_loop is not None:
             loaders.append(('val_dataloader.dataset', runner.val_loop.dataloader))
+        # First: the others would advise num_classes=1 for a split of one class.
+        check_more_than_one_class(loaders[0][0], loaders[0][1],
+                                  model_num_classes(bare_model(runner)))
         self._check(runner, loaders)
         check_last_batch('train_dataloader', runner.train_loop.dataloader, bare_model(runner))
         # Last: it reads every annotation (seconds for ImageNet), the others read a few values.
