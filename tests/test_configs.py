@@ -15,6 +15,7 @@ from mmengine.runner import Runner
 
 from fastmim.datasets import find_embedded_photos
 from fastmim.engine.launch import adapt_to_device
+from fastmim.engine.loops import inside_epoch_resume_problem
 from fastmim.engine.optim_wrappers.guarded import NonFiniteGuardMixin
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,6 +205,8 @@ def test_config_trains_one_iteration(config, tmp_path):
     runner.train()
 
     assert runner.iter == 1
+    # A preemption checkpoint (saved inside an epoch) resumes exactly.
+    assert inside_epoch_resume_problem(runner.train_loop) is None
     loss = runner.message_hub.get_scalar('train/loss').current()
     assert math.isfinite(loss) and loss > 0
     # Every recipe skips (or stops at) a step whose loss is NaN; mmdet's and mmseg's plain

@@ -32,7 +32,8 @@ train_dataloader = dict(
     persistent_workers=False,
     pin_memory=False,
     drop_last=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    # Starts inside an epoch, so a preemption checkpoint resumes (ResumableEpochBasedTrainLoop).
+    sampler=dict(type='ResumableSampler', shuffle=True),
     dataset=dict(type='FashionMNIST', split='train', with_label=False, indices=20000,
                  pipeline=train_pipeline),
 )

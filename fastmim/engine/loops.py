@@ -90,6 +90,25 @@ def _check_batches_per_epoch(dataloader) -> None:
         'lower the batch size or add images')
 
 
+def inside_epoch_resume_problem(loop) -> Optional[str]:
+    """Why ``loop`` would not resume exactly from a checkpoint saved inside an epoch (a
+    preemption's, or one every N iterations), or None. Iteration-based loops skip the batches
+    trained before (mmengine's by loading them again)."""
+    if not isinstance(loop, EpochBasedTrainLoop):
+        return None
+    if not isinstance(loop, ResumableEpochBasedTrainLoop):
+        return (f"train_cfg.type is mmengine's {type(loop).__name__}, which resumes a "
+                "checkpoint saved inside an epoch from the epoch's first batch: the batches "
+                'before it are trained twice and the schedule ends early; use '
+                "train_cfg.type='ResumableEpochBasedTrainLoop'")
+    sampler = loop.dataloader.sampler
+    if not hasattr(sampler, 'set_start_index') or loop.dataloader.batch_size is None:
+        return (f'train_dataloader.sampler is a {type(sampler).__name__}, which cannot start '
+                'inside an epoch: --resume refuses a checkpoint saved inside one; use '
+                "sampler=dict(type='ResumableSampler') and batch_size (no batch_sampler)")
+    return None
+
+
 @LOOPS.register_module()
 class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     """``EpochBasedTrainLoop`` that resumes exactly (see the module docstring).

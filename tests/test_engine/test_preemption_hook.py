@@ -120,6 +120,38 @@ def last_checkpoint(work_dir):
     return os.path.basename((work_dir / 'last_checkpoint').read_text().strip())
 
 
+@pytest.mark.parametrize('loop, sampler, problem', [
+    ('EpochBasedTrainLoop', 'ResumableSampler', "mmengine's EpochBasedTrainLoop"),
+    ('ResumableEpochBasedTrainLoop', 'DefaultSampler', 'train_dataloader.sampler is a '
+     'DefaultSampler'),
+    ('ResumableEpochBasedTrainLoop', 'ResumableSampler', None),
+    ('IterBasedTrainLoop', 'InfiniteSampler', None)])
+def test_a_run_that_cannot_resume_its_preemption_checkpoint_is_told_when_it_starts(
+        tmp_path, loop, sampler, problem):
+    """mmengine's epoch loop trained the batches before a preemption again (the linear probe:
+    15 iterations instead of 12); a sampler that cannot start inside an epoch had --resume
+    refuse the checkpoint the job was requeued with, and the work since the last epoch was
+    lost. Both were found only after the preemption."""
+    from mmengine.logging import MMLogger
+    train_cfg = (dict(type=loop, max_iters=2) if loop.startswith('Iter') else
+                 dict(type=loop, max_epochs=1))
+    runner = Runner(
+        model=SignalsItselfAt(()), work_dir=str(tmp_path),
+        train_dataloader=dict(dataset=[dict(inputs=torch.ones(4))] * 2,
+                              sampler=dict(type=sampler, shuffle=False),
+                              collate_fn=dict(type='pseudo_collate'), batch_size=1),
+        train_cfg=train_cfg, optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        default_hooks=dict(preemption=dict(type='PreemptionHook')),
+        default_scope='fastmim', experiment_name=f'preempted_{next(RUN_NUMBERS)}')
+    runner.train()
+    logged = (tmp_path / runner.timestamp / f'{runner.timestamp}.log').read_text()
+    if problem is None:
+        assert 'PreemptionHook:' not in logged
+    else:
+        warning = next(line for line in logged.splitlines() if 'PreemptionHook:' in line)
+        assert 'WARNING' in warning and problem in warning
+
+
 def test_a_preemption_checkpoint_is_deleted_once_a_newer_one_exists(tmp_path):
     """CheckpointHook's max_keep_ckpts knows only its own files: a job preempted 30 times kept
     30 extra full checkpoints."""

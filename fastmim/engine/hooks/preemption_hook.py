@@ -137,6 +137,11 @@ class PreemptionHook(Hook):
         self._val_batches = 0  # batches of the running validation that every rank runs
 
     def before_train(self, runner) -> None:
+        # Imported here: the loops module imports the hooks package.
+        from fastmim.engine.loops import inside_epoch_resume_problem
+        problem = inside_epoch_resume_problem(runner.train_loop)
+        if problem:  # said now: after a preemption the work would be lost
+            runner.logger.warning(f'PreemptionHook: {problem}')
         if threading.current_thread() is not threading.main_thread():
             runner.logger.warning('PreemptionHook: training runs outside the main thread, '
                                   'where signal handlers cannot be installed; it is inactive')
