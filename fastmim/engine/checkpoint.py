@@ -100,7 +100,7 @@ def load_from_local(filename, map_location=None, logger=None):
     path = osp.expanduser(filename)
     if osp.isdir(path):
         raise CheckpointError(f'{path} is a folder; a checkpoint is a file'
-                              f'{_checkpoints_in(path)}')
+                              f'{checkpoints_in(path)}')
     if not osp.isfile(path):
         raise CheckpointError(f'checkpoint not found: {path}{_other_checkpoints(path)}')
     if osp.getsize(path) == 0:
@@ -126,8 +126,9 @@ def load_from_local(filename, map_location=None, logger=None):
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError) as error:
         # torch's zip reader fails with OSError (EINVAL) on a file cut off near its end; the
         # weights-only unpickler with KeyError / IndexError on text that reads as memo opcodes.
+        reason = str(error).rstrip('.')  # the hint starts a sentence of its own
         raise CheckpointError(f'{path} is not a readable checkpoint (truncated or corrupt?): '
-                              f'{error}{_other_checkpoints(path)}') from None
+                              f'{reason}{_other_checkpoints(path)}') from None
 
 
 def pretrained_inits(node, name='model'):
@@ -167,11 +168,12 @@ def check_start_checkpoints(cfg, training=True):
 
 
 def check_checkpoint_file(path):
-    """Refuse a local ``path`` that is no file, in the checkpoint loader's words (a folder is
-    named with the checkpoints it holds, a missing file with the newest ones beside it), before
-    anything is read or written; a file that is there is left to the loader."""
-    if not osp.isfile(osp.expanduser(path)):  # '~' expanded, as the loader does
-        load_from_local(path)  # raises CheckpointError for anything that is not a file
+    """Refuse a local ``path`` that is no file or an empty one, in the checkpoint loader's
+    words (a folder is named with the checkpoints it holds, a missing file with the newest ones
+    beside it), before anything is read or written; any other file is left to the loader."""
+    local = osp.expanduser(path)  # '~' expanded, as the loader does
+    if not osp.isfile(local) or osp.getsize(local) == 0:
+        load_from_local(path)  # raises CheckpointError for these
 
 
 # How every file torch.save writes starts: a zip archive (torch >= 1.6), or a pickle of
@@ -193,10 +195,10 @@ def _refuse_what_torch_never_wrote(path):
 
 def _other_checkpoints(path):
     """A hint naming the newest other checkpoints beside ``path``, to resume or load from."""
-    return _checkpoints_in(osp.dirname(osp.abspath(path)), besides=osp.basename(path))
+    return checkpoints_in(osp.dirname(osp.abspath(path)), besides=osp.basename(path))
 
 
-def _checkpoints_in(folder, besides=None):
+def checkpoints_in(folder, besides=None):
     """A hint naming the newest ``.pth`` files of ``folder`` other than ``besides``."""
     if not osp.isdir(folder):
         return ''
@@ -212,13 +214,13 @@ def _checkpoints_in(folder, besides=None):
 
 
 def _cut_short(path):
-    """Whether ``path`` is a torch zip archive without its end (a copy or a save that was cut
-    off): the hint would send the user to a file that does not load. torch writes zip archives
-    (``PK`` first); its legacy pickles have no such end to check and are kept."""
+    """Whether ``path`` is empty or a torch zip archive without its end (a copy or a save that
+    was cut off): the hint would send the user to a file that does not load. torch writes zip
+    archives (``PK`` first); its legacy pickles have no such end to check and are kept."""
     try:
         with open(path, 'rb') as file:
-            is_zip = file.read(2) == b'PK'
-        return is_zip and not zipfile.is_zipfile(path)
+            start = file.read(2)
+        return not start or (start == b'PK' and not zipfile.is_zipfile(path))
     except OSError:
         return True
 

@@ -625,6 +625,11 @@ def latest_checkpoint(work_dir, use='resuming from'):
     recorded = find_latest_checkpoint(work_dir)
     if recorded is None:
         return None
+    if not recorded:  # a last_checkpoint emptied outside the toolbox (its own writes are atomic)
+        from fastmim.engine.checkpoint import CheckpointError, checkpoints_in
+        raise CheckpointError(f'{osp.join(work_dir, "last_checkpoint")} is empty: it names no '
+                              f'checkpoint to resume from or test; give one by its path'
+                              f'{checkpoints_in(work_dir)}')
     here = osp.join(work_dir, osp.basename(recorded))
     if osp.isfile(here) and not (osp.exists(recorded) and osp.samefile(recorded, here)):
         print_log(f'{osp.join(work_dir, "last_checkpoint")} names {recorded}, outside the work '

@@ -7,12 +7,14 @@ import stat
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.fileio import get_file_backend
 from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.runner.checkpoint import _load_checkpoint
 
 import fastmim  # noqa: F401  installs the safe checkpoint I/O
-from fastmim.engine.checkpoint import CheckpointError, from_plain, to_plain, trust_checkpoint
+from fastmim.engine.checkpoint import (CheckpointError, check_start_checkpoints, from_plain,
+                                      to_plain, trust_checkpoint)
 
 
 class Payload:
@@ -144,6 +146,31 @@ def test_a_checkpoint_cut_off_near_its_end_is_named_with_the_others_beside_it(tm
     with pytest.raises(CheckpointError, match=r'epoch_2.pth is not a readable checkpoint '
                        r'\(truncated or corrupt\?\).*newest first: epoch_1.pth'):
         _load_checkpoint(str(latest))
+
+
+def test_a_cut_off_checkpoint_names_no_empty_file_and_ends_its_sentence_once(tmp_path):
+    """An empty file beside it was offered to resume from, and torch's reason ended in a period
+    the hint added a second one to ('after saving.. Other checkpoints')."""
+    earlier, empty, latest = (tmp_path / name for name in ('epoch_1.pth', 'zero.pth',
+                                                           'epoch_2.pth'))
+    torch.save({'w': torch.zeros(100000)}, earlier)
+    empty.write_bytes(b'')
+    torch.save({'w': torch.zeros(100000)}, latest)
+    latest.write_bytes(latest.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match=r'newest first: epoch_1.pth$') as raised:
+        _load_checkpoint(str(latest))
+    assert '..' not in str(raised.value)
+
+
+def test_an_empty_start_checkpoint_is_named_with_its_key(tmp_path):
+    """A folder or a missing file was named with its config key, an empty file was not."""
+    empty = tmp_path / 'zero.pth'
+    empty.write_bytes(b'')
+    cfg = Config(dict(model=dict(type='X', backbone=dict(
+        init_cfg=dict(type='Pretrained', checkpoint=str(empty))))))
+    with pytest.raises(CheckpointError, match=r'^model.backbone.init_cfg.checkpoint: .*zero.pth '
+                       r'is not a readable checkpoint: the file is empty'):
+        check_start_checkpoints(cfg)
 
 
 def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from mmengine.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
+EMPTY_ZIP = b'PK\x05\x06' + bytes(18)  # a zip archive's end record alone
 
 
 def flags_applied(train, work_dir, *flags, config=DEMO):
@@ -24,7 +25,7 @@ def flags_applied(train, work_dir, *flags, config=DEMO):
 def save_checkpoint_record(work_dir, name='epoch_3.pth'):
     """What SafeCheckpointHook leaves: the checkpoint and ``last_checkpoint`` naming it."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    (work_dir / name).write_bytes(b'')
+    (work_dir / name).write_bytes(EMPTY_ZIP)  # read by no test: a file, and not an empty one
     (work_dir / 'last_checkpoint').write_text(str(work_dir / name))
     return str(work_dir / name)
 
@@ -101,6 +102,18 @@ def test_resume_in_a_moved_or_copied_work_dir_takes_its_own_checkpoint(tmp_path,
     old, new = work_dir_moved_or_copied(tmp_path, old_place_kept)
     cfg = flags_applied(train, new, '--resume')
     assert cfg.resume and cfg.load_from == str(new / 'epoch_3.pth')
+
+
+def test_resume_with_an_empty_last_checkpoint_names_it_and_the_checkpoints_there(tmp_path,
+                                                                               train):
+    """The error named no file ('last_checkpoint names : checkpoint not found: ')."""
+    from fastmim.errors import CheckpointError
+    work_dir = tmp_path / 'work'
+    save_checkpoint_record(work_dir)
+    (work_dir / 'last_checkpoint').write_text('')
+    with pytest.raises(CheckpointError, match=rf'{work_dir / "last_checkpoint"} is empty: it '
+                       r'names no checkpoint to resume.*newest first: epoch_3.pth'):
+        flags_applied(train, work_dir, '--resume')
 
 
 def test_a_config_that_resumes_itself_takes_the_moved_work_dirs_checkpoint(tmp_path, train):

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 from mmengine.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +48,7 @@ def test_a_missing_checkpoint_to_start_from_is_named_before_the_work_dir_is_writ
     """mmengine reads them after it has written the work dir's log folder and config copy,
     and the pre-trained one inside init_weights: a wrong path left a work dir behind."""
     from fastmim.errors import CheckpointError
-    (tmp_path / 'epoch_11.pth').write_bytes(b'')
+    torch.save({}, tmp_path / 'epoch_11.pth')
     work_dir = tmp_path / 'ft'
     with pytest.raises(CheckpointError, match=rf'^{key}: checkpoint not found: '
                                               rf'{tmp_path}/epoch_12.pth\. Other checkpoints'):
@@ -69,7 +70,7 @@ def test_a_last_checkpoint_naming_a_deleted_file_is_named(tmp_path, train):
     from fastmim.errors import CheckpointError
     work_dir = tmp_path / 'ft'
     work_dir.mkdir()
-    (work_dir / 'epoch_4.pth').write_bytes(b'')
+    torch.save({}, work_dir / 'epoch_4.pth')
     (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_5.pth'))
     with pytest.raises(CheckpointError, match=rf'^--resume: {work_dir}/last_checkpoint names '
                                               rf'{work_dir}/epoch_5\.pth: checkpoint not found: '
