@@ -395,3 +395,70 @@ def test_unreadable_file_warnings_say_what_is_wrong_with_the_file(lazy, tmp_path
         assert LoadImageRGB(lazy=lazy)(dict(img_path=noise)) is None
     message = str(record[0].message)
     assert 'BytesIO' not in message and f'cannot identify image file {noise!r}' in message
+
+
+@pytest.mark.parametrize('lazy', [False, True])
+def test_a_dangling_symlink_is_named_as_one(lazy, tmp_path):
+    """'No such file or directory' for a file that ls lists: a link whose target is gone."""
+    link = tmp_path / 'x.jpg'
+    link.symlink_to(tmp_path / 'moved' / 'x.jpg')
+    with pytest.warns(UnreadableImageWarning, match=re.escape(
+            f"(a symlink to '{tmp_path / 'moved' / 'x.jpg'}', which does not exist)")):
+        assert LoadImageRGB(lazy=lazy)(dict(img_path=str(link))) is None
+
+
+def test_an_image_over_pil_s_pixel_limit_says_how_to_allow_it(tmp_path, monkeypatch):
+    path = tmp_path / 'scan.png'
+    Image.new('RGB', (64, 64)).save(path)
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 1000)  # 4096 pixels: over twice the limit
+    with pytest.warns(UnreadableImageWarning, match=re.escape(
+            'DecompressionBombError') + '.*' + re.escape(
+            "raise PIL's limit, PIL.Image.MAX_IMAGE_PIXELS (now 1000; None: no limit)")):
+        assert LoadImageRGB()(dict(img_path=str(path))) is None
+
+
+def test_a_skipped_image_is_in_the_run_s_log_file_once_on_the_console(tmp_path, astronaut):
+    """Skipped files were only warnings on stderr: the log file in the work dir, the run's
+    record, did not name them. The console shows each once."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    images = tmp_path / 'images'
+    images.mkdir()
+    photo = Image.fromarray(astronaut).resize((160, 160))
+    for index in range(5):
+        photo.save(images / f'{index}.jpg', quality=90)
+    data = (images / '0.jpg').read_bytes()
+    (images / 'bad.jpg').write_bytes(data[:len(data) // 2])
+    config = tmp_path / 'config.py'
+    config.write_text(
+        f"_base_ = [{str(root / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py')!r}]\n"
+        f'train_dataloader = dict(batch_size=2, num_workers=1, dataset=dict(\n'
+        f"    _delete_=True, type='ImageFolder', data_root={str(images)!r}, data_prefix='',\n"
+        f'    pipeline=_base_.train_pipeline))\n'
+        f'train_cfg = dict(max_epochs=1)\n'
+        f'custom_hooks = []\n')
+    result = subprocess.run(
+        [sys.executable, str(root / 'tools' / 'train.py'), str(config), '--work-dir',
+         str(tmp_path / 'work')], cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = f'skipped unreadable image {images / "bad.jpg"} (OSError: image file is truncated'
+    assert (result.stdout + result.stderr).count(line) == 1
+    logs = list((tmp_path / 'work').glob('*/*.log'))
+    assert len(logs) == 1
+    assert logs[0].read_text().count(f'WARNING - UnreadableImageWarning: {line}') == 1
+
+
+def test_no_logger_is_made_by_a_skip_outside_a_run(tmp_path):
+    from mmengine.logging import MMLogger
+    path = tmp_path / 'empty.jpg'
+    path.write_bytes(b'')
+    saved = dict(MMLogger._instance_dict)
+    MMLogger._instance_dict.clear()
+    try:
+        with pytest.warns(UnreadableImageWarning):
+            assert LoadImageRGB()(dict(img_path=str(path))) is None
+        assert not MMLogger._instance_dict
+    finally:
+        MMLogger._instance_dict.update(saved)

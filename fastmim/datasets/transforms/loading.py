@@ -7,14 +7,17 @@ is applied, as mmcv's loaders (so mmpretrain's) and OpenCV apply it. An unreadab
 fatal: the transform warns, counts it and returns ``None``, and mmengine's ``BaseDataset`` then
 fetches another index, so one broken JPEG among a million does not stop a pre-training run.
 """
+import contextlib
 import io
+import logging
 import os
 import struct
 import warnings
-from typing import BinaryIO, Optional, Tuple, Union
+from typing import BinaryIO, Iterator, Optional, Tuple, Union
 
 import numpy as np
 from mmcv.transforms import BaseTransform
+from mmengine.logging import MMLogger
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from fastmim.registry import TRANSFORMS
@@ -26,6 +29,7 @@ UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.er
 
 _unreadable_images_seen = 0
 _last_unreadable_image = None  # (path, what was wrong with it)
+_unreadable_images_raised = 0  # depth of ``unreadable_images_raised`` contexts
 
 # The EXIF Orientation tag (TIFF/EXIF 2.3, tag 0x0112) -> the transposition that makes the stored
 # pixels upright. 1 (or no tag, or a value outside 2-8) means they already are.
@@ -62,20 +66,69 @@ def why_unreadable(path: str) -> Optional[str]:
     return None
 
 
+@contextlib.contextmanager
+def unreadable_images_raised() -> Iterator[None]:
+    """Within it an unreadable file is counted and its reason kept (:func:`why_unreadable`),
+    but not reported as skipped: for an evaluation set, which raises an error naming the file
+    instead (a warning 'skipped' right before it said the opposite)."""
+    global _unreadable_images_raised
+    _unreadable_images_raised += 1
+    try:
+        yield
+    finally:
+        _unreadable_images_raised -= 1
+
+
+def describe_image_error(path: str, error: BaseException) -> str:
+    """``'OSError: image file is truncated ...'``, with what the error alone does not say: that
+    a missing file is a link whose target is gone (``ls`` lists it), or how to allow a valid
+    image larger than PIL's limit."""
+    description = f'{type(error).__name__}: {error}'
+    if isinstance(error, FileNotFoundError) and os.path.islink(path):
+        description += f' (a symlink to {os.readlink(path)!r}, which does not exist)'
+    elif isinstance(error, Image.DecompressionBombError):
+        description += (f'; if the image is meant (a large scan or panorama), raise PIL\'s '
+                        f'limit, PIL.Image.MAX_IMAGE_PIXELS (now {Image.MAX_IMAGE_PIXELS}; '
+                        f'None: no limit), in the code that builds the dataset, or store it '
+                        f'smaller')
+    return description
+
+
+def log_to_files(message: str) -> None:
+    """Write ``message`` as a warning to the log files of the current ``MMLogger`` (a run's
+    ``<work_dir>/<timestamp>/<timestamp>.log``), where one exists: the warning itself goes to
+    stderr only, so skipped files were missing from the run's record. The console handler is
+    left out (the warning is printed there already), and no logger is created outside a run.
+    """
+    if not MMLogger._instance_dict:  # no logger: plain dataset use, not a run
+        return
+    logger = MMLogger.get_current_instance()
+    files = [handler for handler in logger.handlers if isinstance(handler, logging.FileHandler)]
+    if not files:
+        return
+    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, message, None, None)
+    for handler in files:
+        if record.levelno >= handler.level:
+            handler.handle(record)
+
+
 def report_unreadable_image(path: str, error: BaseException,
                             replacement: Optional[str] = None) -> None:
     """Count a skipped file and warn with its path, so broken files can be found and removed;
     ``replacement`` names the image used in its place, where one was (JpegDecodePreprocessor
-    keeps its batch's size)."""
+    keeps its batch's size). The warning goes to stderr and to the run's log file. Within
+    :func:`unreadable_images_raised` the file is counted and its reason kept, no more."""
     global _unreadable_images_seen, _last_unreadable_image
     _unreadable_images_seen += 1
-    _last_unreadable_image = path, f'{type(error).__name__}: {error}'
+    description = describe_image_error(path, error)
+    _last_unreadable_image = path, description
+    if _unreadable_images_raised:
+        return
     instead = '' if replacement is None else f', replaced by a copy of {replacement}'
-    warnings.warn(
-        f'skipped unreadable image {path} ({type(error).__name__}: {error}){instead}; '
-        f'skipped {_unreadable_images_seen} unreadable images so far in this process',
-        UnreadableImageWarning,
-        stacklevel=2)
+    message = (f'skipped unreadable image {path} ({description}){instead}; skipped '
+               f'{_unreadable_images_seen} unreadable images so far in this process')
+    warnings.warn(message, UnreadableImageWarning, stacklevel=2)
+    log_to_files(f'{UnreadableImageWarning.__name__}: {message}')
 
 
 def pil_to_rgb(image: Image.Image) -> np.ndarray:
