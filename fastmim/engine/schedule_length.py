@@ -23,6 +23,9 @@ WARMUP_TYPES = ('LinearLR', 'LinearParamScheduler', 'LinearMomentum', 'ConstantL
 
 
 LENGTH_VARIABLES = ('max_epochs', 'max_iters')
+# The warmup's length, written beside the training length in every schedule file, and as dead
+# once the file that uses it was read.
+WARMUP_VARIABLES = ('warmup_epochs', 'warmup_iters')
 
 
 def warn_schedule_length(cfg, path, cfg_options=None) -> None:
@@ -31,7 +34,9 @@ def warn_schedule_length(cfg, path, cfg_options=None) -> None:
     ``train_cfg`` itself is what the user means; the file's variable is then left behind."""
     overridden = {key.split('.', 1)[1] for key in (cfg_options or {})
                   if key.startswith('train_cfg.')}
-    assigned = [name for name in assigned_variables(path) if name not in overridden]
+    given = [key for key in (cfg_options or {}) if key in LENGTH_VARIABLES + WARMUP_VARIABLES]
+    assigned = [name for name in dict.fromkeys(assigned_variables(path) + given)
+                if name not in overridden]
     for message in schedule_length_problems(cfg, assigned):
         print_log(f'{path}: {message}', logger='current', level=logging.WARNING)
 
@@ -45,8 +50,8 @@ def assigned_variables(path) -> List[str]:
         tree = ast.parse(source.read(), str(path))
     targets = [target for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
                for target in (node.targets if isinstance(node, ast.Assign) else [node.target])]
-    return [target.id for target in targets
-            if isinstance(target, ast.Name) and target.id in LENGTH_VARIABLES]
+    return [target.id for target in targets if isinstance(target, ast.Name)
+            and target.id in LENGTH_VARIABLES + WARMUP_VARIABLES]
 
 
 def schedule_length_problems(cfg, assigned: Collection[str] = LENGTH_VARIABLES) -> List[str]:
@@ -66,7 +71,11 @@ def schedule_length_problems(cfg, assigned: Collection[str] = LENGTH_VARIABLES) 
     schedulers = cfg.get('param_scheduler') or []
     if isinstance(schedulers, dict):
         schedulers = [schedulers]
-    if length is None or not isinstance(schedulers, (list, tuple)):
+    if not isinstance(schedulers, (list, tuple)):
+        return problems
+    problems += filter(None, (_unused_warmup_variable(cfg, variable, schedulers)
+                              for variable in assigned if variable in WARMUP_VARIABLES))
+    if length is None:
         return problems
     total, unit, by_epoch = length
     counted = [(index, scheduler) for index, scheduler in enumerate(schedulers)
@@ -91,6 +100,25 @@ def schedule_length_problems(cfg, assigned: Collection[str] = LENGTH_VARIABLES) 
             f'{unit}s {end}-{total} run at the final lr of the schedule; set its end (and '
             'T_max) to the training length')
     return problems
+
+
+def _unused_warmup_variable(cfg, variable: str, schedulers) -> Optional[str]:
+    """A warmup variable that differs from the end of the warmup it was copied into: the
+    first scheduler of its unit (epochs or iterations) when that is a warmup type."""
+    by_epoch = variable == 'warmup_epochs'
+    first = next(((index, scheduler) for index, scheduler in enumerate(schedulers)
+                  if isinstance(scheduler, dict)
+                  and bool(scheduler.get('by_epoch', True)) == by_epoch), None)
+    if (variable not in cfg or first is None or first[1].get('type') not in WARMUP_TYPES
+            or first[1].get('end', cfg[variable]) == cfg[variable]):
+        return None
+    index, warmup = first
+    unit = 'epoch' if by_epoch else 'iteration'
+    return (f'the variable {variable} ({cfg[variable]}) differs from the end of the warmup, '
+            f'param_scheduler[{index}] ({warmup.get("type")}) ends at {unit} {warmup["end"]}: '
+            'the variable was copied into param_scheduler when the file that uses it was read, '
+            f'so changing it later changes nothing; set param_scheduler.{index}.end and the '
+            f'next scheduler\'s begin (and T_max)')
 
 
 def _training_length(train_cfg) -> Optional[Tuple[int, str, bool]]:

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-from fastmim.engine.schedule_length import schedule_length_problems
+from fastmim.engine.schedule_length import (LENGTH_VARIABLES, WARMUP_VARIABLES,
+                                             schedule_length_problems)
 
 ROOT = Path(__file__).resolve().parents[2]
 VIT_B = ROOT / 'configs' / 'fastmim' / 'vit_b_hog_800e.py'
@@ -42,6 +43,23 @@ def test_a_child_config_that_only_sets_the_variable_is_named(tmp_path, load_conf
     child.write_text(f"_base_ = ['{VIT_B}']\nmax_epochs = 100\ntrain_cfg = dict(max_epochs=100)\n"
                      "param_scheduler = [dict(type='CosineAnnealingLR', end=100, T_max=100)]\n")
     assert not [line for line in load_config_log(child) if 'max_epochs' in line]
+
+
+def test_a_warmup_set_by_its_variable_alone_is_named(tmp_path, load_config_log):
+    """warmup_epochs sits beside max_epochs in every schedule file and was just as dead once
+    read: warmup_epochs = 40 in a child config (or on the command line) kept the 20-epoch
+    warmup without a word."""
+    child = tmp_path / 'vit_b_hog_warm40.py'
+    child.write_text(f"_base_ = ['{VIT_B}']\nwarmup_epochs = 40\n")
+    [warning] = [line for line in load_config_log(child) if 'warmup_epochs' in line]
+    assert 'the variable warmup_epochs (40) differs from the end of the warmup, ' \
+        'param_scheduler[0] (LinearLR) ends at epoch 20' in warning
+    logged = load_config_log(VIT_B, {'warmup_epochs': 40})
+    assert [line for line in logged if 'the variable warmup_epochs (40)' in line]
+    logged = load_config_log(VIT_B, {'max_epochs': 400})
+    assert [line for line in logged if 'the variable max_epochs (400) differs' in line]
+    # the variable and the schedule agree: nothing to say
+    assert not [line for line in load_config_log(VIT_B) if 'warmup_epochs' in line]
 
 
 def test_a_schedule_that_ends_before_training_is_named_unless_it_is_a_warmup():
@@ -81,7 +99,8 @@ def test_iteration_schedulers_are_measured_against_iteration_loops_only():
 
 def test_shipped_configs_have_schedules_that_span_their_training():
     for config in SHIPPED:
-        assert schedule_length_problems(Config.fromfile(str(config))) == [], config
+        variables = LENGTH_VARIABLES + WARMUP_VARIABLES  # as if each file assigned them all
+        assert schedule_length_problems(Config.fromfile(str(config)), variables) == [], config
 
 
 def _stepped_lrs(schedulers, optimizer, steps):
