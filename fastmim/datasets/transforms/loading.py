@@ -89,8 +89,8 @@ def describe_image_error(path: str, error: BaseException) -> str:
     elif isinstance(error, Image.DecompressionBombError):
         description += (f'; if the image is meant (a large scan or panorama), raise PIL\'s '
                         f'limit, PIL.Image.MAX_IMAGE_PIXELS (now {Image.MAX_IMAGE_PIXELS}; '
-                        f'None: no limit), in the code that builds the dataset, or store it '
-                        f'smaller')
+                        f'None: no limit), in a module the config names in custom_imports '
+                        f'(DataLoader workers are forked with it), or store the image smaller')
     return description
 
 
