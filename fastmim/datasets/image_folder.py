@@ -181,6 +181,8 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
         self._report_metadata(metadata)
         self._warn_hidden([info['img_path'] for info in data_list])
         self._warn_other_images()
+        if self._other_images is not None:
+            self._other_images[1].clear()  # named: not kept in the dataset (copied to workers)
         return data_list
 
     def _not_a_folder(self) -> str:
@@ -307,6 +309,13 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
                              f'extensions {self.extensions}: {empty}'
                              f'{self._other_images_hint()}')
         self._warn_numbered_folders(classes)
+        splits = [name for name in SPLIT_FOLDERS if name in classes]
+        if 'train' in classes and splits:
+            warnings.warn(f'{type(self).__name__}: the class folders of {self.folder!r} include '
+                          f"'train' and {', '.join(repr(name) for name in splits)}, split "
+                          f'folders of a dataset root, which would be classes; set '
+                          f"data_prefix='train' (and the val dataset's data_prefix='val')",
+                          DatasetListingWarning)
         self._metainfo['classes'] = self._class_names(tuple(classes))
         return data_list, metadata
 

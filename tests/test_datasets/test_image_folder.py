@@ -751,6 +751,9 @@ def test_pre_training_on_a_root_with_train_and_val_folders_is_named(imagenet_tre
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         assert len(ImageFolder(str(root), data_prefix='train')) == 4
+    with pytest.warns(DatasetListingWarning, match=re.escape(
+            f"the class folders of '{root}/' include 'train' and 'val', split folders")):
+        ImageFolder(str(root), data_prefix='', with_label=True)
 
 
 @pytest.mark.parametrize('name, hint', [('imgs.tar', 'an archive: extract it'),
