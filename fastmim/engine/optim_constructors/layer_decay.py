@@ -199,7 +199,9 @@ class LayerDecayOptimWrapperConstructor:
         num_ids = 1 + max(group['layer_id'] for group in groups)
         print_log(f'layer-wise lr decay {self.layer_decay_rate} (lr = {self.base_lr} x '
                   f'lr_scale; smallest scale {min(g["lr_scale"] for g in groups):.3g} over '
-                  f'{num_ids} layer ids):\n{format_group_table(groups)}', logger='current')
+                  f'{num_ids} layer ids; the training log\'s lr is the first group\'s, '
+                  f'its base_lr the last layer id\'s):\n{format_group_table(groups)}',
+                  logger='current')
 
         optimizer_cfg = dict(self.optimizer_cfg)
         optimizer_cfg[self._params_argument(optimizer_cfg['type'])] = groups
