@@ -186,9 +186,10 @@ class DatasetClassesCheckHook(Hook):
     """Runs :func:`check_classes` on the train and val datasets before training, and on the
     kNN bank and test datasets before testing, :func:`check_max_label` on each (list files),
     :func:`check_label_coverage` on the val dataset against the train one, and
-    :func:`check_more_than_one_class` and :func:`check_last_batch` on the train dataloader, so a mismatch ends the run in one line
-    before its first iteration (a default hook of ``configs/_base_/default_runtime.py``).
-    The kNN loop checks its bank's labels against the test split itself (``check_bank``).
+    :func:`check_more_than_one_class` and :func:`check_last_batch` on the train dataloader, so
+    a mismatch ends the run in one line before its first iteration (a default hook of
+    ``configs/_base_/default_runtime.py``). The kNN loop checks its bank's labels against the
+    test split itself (``check_bank``).
 
     Testing a checkpoint (``tools/test.py``) compares the test classes with those of the
     split it was trained on, which mmengine saves in its ``meta['dataset_meta']``: a test
