@@ -17,7 +17,8 @@ from mmengine.registry import STRATEGIES
 from mmengine.runner import FlexibleRunner
 from torch.distributed.fsdp import FullyShardedDataParallel
 
-from fastmim.engine.launch import AMP_WRAPPERS, LaunchError
+from fastmim.engine.launch import LaunchError
+from fastmim.engine.optim_wrappers import mixed_precision_of
 from fastmim.registry import RUNNERS
 
 FSDP_WRAPPERS = ('MMFullyShardedDataParallel', 'mmengine.MMFullyShardedDataParallel',
@@ -182,5 +183,5 @@ def scale_losses_across_shards(cfg):
     after :func:`adapt_to_device`, which turns fp16 into bf16 autocast on the CPU."""
     optim_wrapper = cfg.get('optim_wrapper')
     if (is_fsdp_strategy(cfg.get('strategy')) and isinstance(optim_wrapper, dict)
-            and optim_wrapper.get('type') in AMP_WRAPPERS):
+            and mixed_precision_of(optim_wrapper.get('type')) == 'loss_scaling'):
         optim_wrapper.setdefault('use_fsdp', True)

@@ -102,26 +102,21 @@ def replace_sync_bn(cfg_node):
     return replaced
 
 
-# Optimiser wrappers that autocast: mmengine's AMP (CUDA only) and fastmim's.
-AMP_WRAPPERS = ('AmpOptimWrapper', 'mmengine.AmpOptimWrapper', 'GuardedAmpOptimWrapper',
-                'fastmim.GuardedAmpOptimWrapper')
-AUTOCAST_WRAPPERS = AMP_WRAPPERS + ('AutocastOptimWrapper', 'fastmim.AutocastOptimWrapper')
-
-
 def adapt_to_device(cfg):
     """Adapt a config in place to a machine without CUDA: gloo, no DDP device ids, no SyncBN,
     bf16 autocast instead of fp16 AMP (fp32 for mmdet, whose CPU ops take fp32 only)."""
     if torch.cuda.is_available():
         return
     from fastmim.engine.fsdp import is_fsdp_strategy
+    from fastmim.engine.optim_wrappers import mixed_precision_of
     env_cfg = cfg.setdefault('env_cfg', {})
     env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
     wrapper_cfg = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
     wrapper_cfg['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper_cfg
     optim_wrapper = cfg.get('optim_wrapper')
-    wrapper_type = optim_wrapper.get('type') if optim_wrapper is not None else None
-    if cfg.get('default_scope') == 'mmdet' and wrapper_type in AUTOCAST_WRAPPERS:
+    precision = mixed_precision_of(optim_wrapper.get('type') if optim_wrapper else None)
+    if cfg.get('default_scope') == 'mmdet' and precision:
         # mmcv's CPU kernels of NMS and RoIAlign refuse bf16 ("expected scalar type Float but
         # found BFloat16" in the RPN's NMS at the first iteration).
         optim_wrapper.type = 'fastmim.GuardedOptimWrapper'  # keeps the non-finite loss guard
@@ -129,7 +124,7 @@ def adapt_to_device(cfg):
         optim_wrapper.pop('dtype', None)
         print_log('no CUDA device: mmdet configs train in fp32 on the CPU (mmcv\'s CPU NMS and '
                   'RoIAlign take fp32 only); mixed precision left out', logger='current')
-    elif wrapper_type in AMP_WRAPPERS:
+    elif precision == 'loss_scaling':
         # mmengine's AmpOptimWrapper refuses to run without an accelerator; bf16 autocast is
         # the CPU's mixed precision and needs no loss scaling. Scoped: mmdet and mmseg configs
         # (another default scope) must find it too.

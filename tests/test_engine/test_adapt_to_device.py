@@ -2,8 +2,10 @@
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.optim import AmpOptimWrapper
 
 from fastmim.engine.launch import adapt_to_device
+from fastmim.engine.optim_wrappers import AutocastOptimWrapper, GuardedAmpOptimWrapper
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +30,17 @@ def adapted_wrapper(default_scope, **optim_wrapper):
 def test_amp_becomes_bf16_autocast_found_from_any_scope(scope, wrapper):
     assert adapted_wrapper(scope, **wrapper) == dict(type='fastmim.AutocastOptimWrapper',
                                                      dtype='bfloat16')
+
+
+@pytest.mark.parametrize('wrapper_class', [AmpOptimWrapper, GuardedAmpOptimWrapper])
+def test_amp_given_as_a_class_becomes_bf16_autocast_too(wrapper_class):
+    """New-style configs name the class itself: it was left as it was, and mmengine stopped
+    with 'AmpOptimizerWrapper is only available training on gpu'."""
+    assert adapted_wrapper('fastmim', type=wrapper_class) == dict(
+        type='fastmim.AutocastOptimWrapper', dtype='bfloat16')
+    assert adapted_wrapper('mmdet', type=wrapper_class) == dict(type='fastmim.GuardedOptimWrapper')
+    assert adapted_wrapper('mmdet', type=AutocastOptimWrapper) == dict(
+        type='fastmim.GuardedOptimWrapper')
 
 
 @pytest.mark.parametrize('wrapper', [

@@ -1,5 +1,5 @@
 from .guarded import (AutocastOptimWrapper, GuardedAmpOptimWrapper, GuardedOptimWrapper,
-                      NonFiniteLossError)
+                      NonFiniteLossError, mixed_precision_of)
 
 __all__ = ['AutocastOptimWrapper', 'GuardedAmpOptimWrapper', 'GuardedOptimWrapper',
-           'NonFiniteLossError']
+           'NonFiniteLossError', 'mixed_precision_of']

@@ -1,6 +1,7 @@
 """Optimiser wrappers that refuse to apply a non-finite loss, and CPU-friendly autocast."""
 import logging
 from contextlib import contextmanager
+from typing import Optional
 
 import numpy as np
 import torch
@@ -270,3 +271,18 @@ class AutocastOptimWrapper(NonFiniteGuardMixin, OptimWrapper):
     def optim_context(self, model):
         with super().optim_context(model), autocast(dtype=self.cast_dtype):
             yield
+
+
+def mixed_precision_of(wrapper_type) -> Optional[str]:
+    """``'loss_scaling'`` when ``optim_wrapper.type`` is mmengine's ``AmpOptimWrapper`` or a
+    subclass (CUDA only), ``'autocast'`` for :class:`AutocastOptimWrapper`, else None. The type
+    is a class (new-style configs) or a registered name in any scope (``'AmpOptimWrapper'``,
+    ``'mmengine.AmpOptimWrapper'``, ``'fastmim.GuardedAmpOptimWrapper'``); what wraps the AMP
+    class is known by the class, so a wrapper of a user's that subclasses it counts too."""
+    wrapper_class = (wrapper_type if isinstance(wrapper_type, type) or wrapper_type is None
+                     else OPTIM_WRAPPERS.get(wrapper_type))
+    if not isinstance(wrapper_class, type):
+        return None
+    if issubclass(wrapper_class, AmpOptimWrapper):
+        return 'loss_scaling'
+    return 'autocast' if issubclass(wrapper_class, AutocastOptimWrapper) else None
