@@ -706,15 +706,9 @@ def run_cli(main, argv=None, interrupted_hint=''):
 
 def _report_the_stop(line: str) -> None:
     """Print the line that ends a run, and append it to the run's log file when one was
-    opened: the work dir's log, read later beside the checkpoints, otherwise ends at the last
-    iteration without a word of why. The console gets the line once, from ``print``."""
+    opened: the work dir's log otherwise ends at the last iteration without a word of why."""
     import sys
 
-    from mmengine.logging import MMLogger
+    from fastmim.run_log import log_to_files
     print(line, file=sys.stderr)
-    logger = MMLogger.get_current_instance()
-    # WARNING: the file format of ERROR adds a source line, here always this function.
-    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, line, None, None)
-    for handler in logger.handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
+    log_to_files(line)

@@ -9,7 +9,6 @@ fetches another index, so one broken JPEG among a million does not stop a pre-tr
 """
 import contextlib
 import io
-import logging
 import os
 import struct
 import warnings
@@ -17,10 +16,10 @@ from typing import BinaryIO, Iterator, Optional, Tuple, Union
 
 import numpy as np
 from mmcv.transforms import BaseTransform
-from mmengine.logging import MMLogger
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from fastmim.registry import TRANSFORMS
+from fastmim.run_log import log_to_files
 
 # What PIL raises for corrupt, truncated, missing or unsupported files. Deliberately not a bare
 # ``Exception``: bugs in the pipeline itself must still surface.
@@ -92,24 +91,6 @@ def describe_image_error(path: str, error: BaseException) -> str:
                         f'None: no limit), in a module the config names in custom_imports '
                         f'(DataLoader workers are forked with it), or store the image smaller')
     return description
-
-
-def log_to_files(message: str) -> None:
-    """Write ``message`` as a warning to the log files of the current ``MMLogger`` (a run's
-    ``<work_dir>/<timestamp>/<timestamp>.log``), where one exists: the warning itself goes to
-    stderr only, so skipped files were missing from the run's record. The console handler is
-    left out (the warning is printed there already), and no logger is created outside a run.
-    """
-    if not MMLogger._instance_dict:  # no logger: plain dataset use, not a run
-        return
-    logger = MMLogger.get_current_instance()
-    files = [handler for handler in logger.handlers if isinstance(handler, logging.FileHandler)]
-    if not files:
-        return
-    record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, message, None, None)
-    for handler in files:
-        if record.levelno >= handler.level:
-            handler.handle(record)
 
 
 def report_unreadable_image(path: str, error: BaseException,

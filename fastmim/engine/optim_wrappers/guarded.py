@@ -279,8 +279,13 @@ def mixed_precision_of(wrapper_type) -> Optional[str]:
     is a class (new-style configs) or a registered name in any scope (``'AmpOptimWrapper'``,
     ``'mmengine.AmpOptimWrapper'``, ``'fastmim.GuardedAmpOptimWrapper'``); what wraps the AMP
     class is known by the class, so a wrapper of a user's that subclasses it counts too."""
-    wrapper_class = (wrapper_type if isinstance(wrapper_type, type) or wrapper_type is None
-                     else OPTIM_WRAPPERS.get(wrapper_type))
+    wrapper_class = wrapper_type
+    if isinstance(wrapper_type, str):
+        # fastmim's or mmengine's (mmdet and mmseg add none), read from the registries' tables:
+        # Registry.get logs, and logging makes a logger where there is none yet.
+        name = wrapper_type.rsplit('.', 1)[-1]
+        wrapper_class = (OPTIM_WRAPPERS.module_dict.get(name)
+                         or OPTIM_WRAPPERS.parent.module_dict.get(name))
     if not isinstance(wrapper_class, type):
         return None
     if issubclass(wrapper_class, AmpOptimWrapper):
