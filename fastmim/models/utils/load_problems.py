@@ -47,10 +47,19 @@ class LoadProblems:
         return '\n'.join(lines)
 
 
-def top_level_names(keys) -> List[str]:
+def top_level_names(keys, within: str = '', count: bool = False) -> List[str]:
     """The first part of each key (``backbone``, ``neck``, ``mask_token``), in the keys' order,
-    once each: the parts of a model or checkpoint, as messages name them."""
-    return list(dict.fromkeys(str(key).split('.', 1)[0] for key in keys))
+    once each: the parts of a model or checkpoint, as messages name them.
+
+    Under ``within`` (a prefix such as ``backbone.``), one level deeper (``backbone.norm``):
+    'left out backbone' read as the whole backbone skipped. ``count`` adds how many keys each
+    name has (``neck (4)``)."""
+    counts: Dict[str, int] = {}
+    for key in map(str, keys):
+        depth = within.rstrip('.').count('.') + 2 if within and key.startswith(within) else 1
+        name = '.'.join(key.split('.')[:depth])
+        counts[name] = counts.get(name, 0) + 1
+    return [f'{name} ({n})' if count else name for name, n in counts.items()]
 
 
 def modules_without_weights(model_keys, checkpoint_keys) -> List[str]:

@@ -41,7 +41,7 @@ from fastmim.errors import CheckpointError
 from fastmim.models.backbones.base import BackboneContract
 from fastmim.registry import MODELS, WEIGHT_INITIALIZERS
 
-from .load_problems import LoadProblems, listing
+from .load_problems import LoadProblems, listing, top_level_names
 from .reference import (TIMM_CLASSIFIER_PREFIXES, convert_reference_checkpoint,
                         is_reference_checkpoint)
 
@@ -250,7 +250,7 @@ def load_pretrained(model_or_backbone: nn.Module,
     if not selected:
         raise CheckpointError(
             f'{checkpoint_path} has no weights under the prefix {prefix!r} for {target_name}; '
-            f'its top-level names are {listing(_groups(source.state))}')
+            f'its top-level names are {listing(top_level_names(source.state))}')
 
     transferred = transfer_state(selected, model_or_backbone, source.geometry)
     missing, missing_allowed = [], []
@@ -340,11 +340,11 @@ def _summary_line(path, target, source_format, summary: LoadSummary, prefix: str
     if summary.rebuilt:
         parts.append('kept the model\'s own ' + ', '.join(summary.rebuilt))
     if summary.left_out:
-        parts.append('left out ' + ', '.join(_groups(summary.left_out, count=True,
-                                                      within=prefix)))
+        parts.append('left out ' + ', '.join(top_level_names(summary.left_out, within=prefix,
+                                                              count=True)))
     if summary.missing_allowed:
-        parts.append('kept initialised ' + ', '.join(_groups(summary.missing_allowed,
-                                                             count=True)))
+        parts.append('kept initialised '
+                     + ', '.join(top_level_names(summary.missing_allowed, count=True)))
     return '; '.join(parts)
 
 
@@ -442,7 +442,7 @@ class CheckedPretrainedInit(PretrainedInit):
         raise CheckpointError(
             f"{self.checkpoint}: type='Pretrained' (prefix {self.prefix!r}) finds none of the "
             f'weights of {type(module).__name__} in it (its top-level names: '
-            f"{listing(_groups(map(str, weights)))}); for the backbone of a fastmim checkpoint "
+            f"{listing(top_level_names(weights))}); for the backbone of a fastmim checkpoint "
             f"give prefix='backbone.', or use type='FastMIMPretrained', which also reads the "
             f'reference release and refuses partial loads')
 
@@ -470,15 +470,3 @@ def _submodule(model: nn.Module, name: str) -> Optional[nn.Module]:
 
 def _matches(key: str, patterns: Sequence[str]) -> bool:
     return any(fnmatchcase(key, pattern) for pattern in patterns)
-
-
-def _groups(keys, count: bool = False, within: str = '') -> List[str]:
-    """Top-level names of keys (``neck``, ``mask_token``), with tensor counts if asked; under
-    ``within`` (the prefix loaded from), one level deeper (``backbone.norm``): 'left out
-    backbone' read as the whole backbone skipped."""
-    counts: Dict[str, int] = {}
-    for key in keys:
-        depth = within.rstrip('.').count('.') + 2 if within and key.startswith(within) else 1
-        group = '.'.join(key.split('.')[:depth])
-        counts[group] = counts.get(group, 0) + 1
-    return [f'{group} ({n})' if count else group for group, n in counts.items()]

@@ -24,7 +24,7 @@ from torch import nn
 from fastmim.errors import CheckpointError
 from fastmim.registry import MODELS
 
-from .load_problems import listing
+from .load_problems import listing, top_level_names
 from .shape_reading import build_on_meta, check_state_matches, tensor_at
 
 # Classifier parts of a timm-format state dict: they sit after the backbone's features.
@@ -206,7 +206,7 @@ def convert_reference_checkpoint(checkpoint: dict,
     meta = dict(
         geometry=dict(backbone=geometry, input_size=_input_size(img_size, geometry)),
         converted_from=dict(source=REFERENCE_RELEASE, backbone=kind, file=str(path),
-                            dropped=sorted({_group(key) for key in dropped})))
+                            dropped=sorted(top_level_names(dropped, within='encoder.'))))
     return dict(state_dict=state_dict, meta=meta)
 
 
@@ -255,8 +255,8 @@ def _convert_reference_encoder_only(backbone_class, state, encoder, path, img_si
     read = backbone_class.from_reference_encoder(encoder, path, img_size, None)
     check_state_matches(read.state, read.model, path, _CONVERTED)
     geometry = read.model.geometry()
-    dropped = sorted({_group(key) for key in state
-                      if key.startswith(layout.classifier_prefixes)})
+    dropped = sorted(top_level_names(
+        (key for key in state if key.startswith(layout.classifier_prefixes)), within='encoder.'))
     meta = dict(
         geometry=dict(backbone=geometry, input_size=_input_size(img_size, geometry)),
         converted_from=dict(source=REFERENCE_RELEASE, backbone=layout.name, file=str(path),
@@ -268,13 +268,6 @@ def _convert_reference_encoder_only(backbone_class, state, encoder, path, img_si
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-def _group(key: str) -> str:
-    """``decoder_blocks.0.attn.qkv.weight`` -> ``decoder_blocks``; ``encoder.norm.weight`` ->
-    ``encoder.norm``: the module a dropped reference key belongs to."""
-    parts = key.split('.')
-    return '.'.join(parts[:2]) if parts[0] == 'encoder' else parts[0]
-
-
 def _check_given_heads(num_heads, geometry: dict, layout: ReferenceLayout, path) -> None:
     """``--num-heads`` for a backbone whose weights fix the heads (Swin's and CMT's relative
     position biases have one column per head) must agree with them: it was ignored without a
