@@ -12,7 +12,6 @@ from PIL import Image, ImageFile
 from fastmim.registry import DATASETS
 
 from .sample_seeds import SeededSamples
-from .transforms.loading import unreadable_images_raised
 from .utils import (IMG_EXTENSIONS, DatasetListingWarning, NamedRefetchFailure, build_pipeline,
                     examples, has_extension, image_prefix, normalize_extensions)
 
@@ -159,13 +158,6 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
     @property
     def folder(self) -> str:
         return self.data_prefix['img_path']
-
-    def __getitem__(self, idx):
-        if not self.test_mode:
-            return super().__getitem__(idx)
-        # An unreadable file ends in an error naming it, not in a warning that it was skipped.
-        with unreadable_images_raised():
-            return super().__getitem__(idx)
 
     def load_data_list(self) -> List[dict]:
         if not osp.isdir(self.folder):

@@ -116,7 +116,8 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
         self.with_label = with_label
         super().__init__(
             ann_file=ann_file,
-            data_root=data_root,
+            # '~/data', as a shell expands it
+            data_root=osp.expanduser(data_root) if isinstance(data_root, str) else data_root,
             data_prefix=image_prefix(data_prefix),
             pipeline=build_pipeline(pipeline),
             **kwargs)

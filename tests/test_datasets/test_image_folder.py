@@ -468,8 +468,8 @@ def test_an_evaluation_dataset_names_an_unreadable_image_instead_of_replacing_it
         with pytest.raises(ValueError, match=re.escape(f"sample {index}, '{broken}': OSError: ")
                            + '.*[Tt]runcated'):
             dataset[index]
-    if kind == 'folder':  # only the error: a warning 'skipped' before it said the opposite
-        assert not [w for w in record if issubclass(w.category, UnreadableImageWarning)]
+    # only the error: a warning 'skipped' before it said the opposite
+    assert not [w for w in record if issubclass(w.category, UnreadableImageWarning)]
 
 
 def test_the_evaluation_datasets_of_the_recipes_do_not_replace_unreadable_images(
@@ -771,3 +771,6 @@ def test_a_data_root_under_the_home_folder_is_expanded(imagenet_tree, monkeypatc
     monkeypatch.setenv('HOME', str(root.parent))
     dataset = ImageFolder(f'~/{root.name}', data_prefix='train')
     assert len(dataset) == 4 and dataset.folder == str(root / 'train')
+    write_list(root / 'val.txt', ['n01_person/astro.jpg 0', 'n02_cat/chelsea.JPEG 1'])
+    listed = ImageList('val.txt', data_root=f'~/{root.name}', data_prefix='train')
+    assert len(listed) == 2 and listed.ann_file == str(root / 'val.txt')
