@@ -187,7 +187,8 @@ class NamedRefetchFailure:
         reason = why_unreadable(path) or 'the pipeline rejected it (returned None)'
         return (f'{type(self).__name__} ({self._source()!r}, test_mode=True): cannot load sample '
                 f'{idx}, {path!r}: {reason}; an evaluation set evaluates no other image in '
-                f'its place (that one would count twice): replace or remove the file')
+                f'its place (that one would count twice): replace or remove the file (a '
+                f'training run stopped by it goes on from its last checkpoint with --resume)')
 
     def _refetch_failure(self, idx: int) -> str:
         return (f'{type(self).__name__} ({self._source()!r}): no readable image in '

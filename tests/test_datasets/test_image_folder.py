@@ -468,6 +468,8 @@ def test_an_evaluation_dataset_names_an_unreadable_image_instead_of_replacing_it
         with pytest.raises(ValueError, match=re.escape(f"sample {index}, '{broken}': OSError: ")
                            + '.*[Tt]runcated'):
             dataset[index]
+    with pytest.raises(ValueError, match='replace or remove the file .*--resume'):
+        dataset[index]  # a validation inside training: what to do after fixing it
     # only the error: a warning 'skipped' before it said the opposite
     assert not [w for w in record if issubclass(w.category, UnreadableImageWarning)]
 
