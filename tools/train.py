@@ -129,7 +129,8 @@ def enable_auto_scale_lr(cfg):
 def _check_named_checkpoint(last_checkpoint, path):
     """A ``last_checkpoint`` naming a deleted file was refused as a missing ``load_from``,
     a key the user never set."""
-    from fastmim.engine.checkpoint import CheckpointError, check_checkpoint_file
+    from fastmim.engine.checkpoint import check_checkpoint_file
+    from fastmim.errors import CheckpointError
     try:
         check_checkpoint_file(path)
     except CheckpointError as error:
@@ -186,6 +187,7 @@ def skip_pretrained_init_when_resuming(cfg):
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
+    from fastmim.engine.config_keys import refused_keys_located
     from fastmim.engine.launch import build_runner, check_launcher_env, load_config
     from fastmim.models.jpeg_decoding import check_device_decoding
 
@@ -194,9 +196,10 @@ def main(argv):
     apply_args(cfg, args)
     skip_pretrained_init_when_resuming(cfg)
     check_device_decoding(cfg)
-    runner = build_runner(cfg, ['train', 'val'] if cfg.get('val_cfg') else ['train'],
-                          trusted_checkpoints=args.trust_checkpoint)
-    runner.train()
+    with refused_keys_located(cfg):
+        runner = build_runner(cfg, ['train', 'val'] if cfg.get('val_cfg') else ['train'],
+                              trusted_checkpoints=args.trust_checkpoint)
+        runner.train()
 
 
 if __name__ == '__main__':

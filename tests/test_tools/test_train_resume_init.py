@@ -1,12 +1,16 @@
 """tools/train.py --resume does not load the pre-trained weights a resumed run overwrites."""
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from mmengine.config import Config
 
+from fastmim.datasets import find_embedded_photos
+
 ROOT = Path(__file__).resolve().parents[2]
 FINETUNE = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
+DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
 
 
 def finetune_config(work_dir, resume):
@@ -94,3 +98,22 @@ def test_resume_with_nothing_to_resume_says_it_starts_from_scratch(tmp_path, tra
         train.apply_resume(cfg, 'auto')
     assert cfg.resume is False
     assert logged == [f'--resume: no checkpoint in {tmp_path} yet; starting from scratch']
+
+
+def test_a_key_the_dataset_refuses_is_named_with_where_it_is_in_the_config(tmp_path, train):
+    """Pointing the demo at a folder with --cfg-options keeps EmbeddedPhotos' num_samples,
+    which --cfg-options cannot remove: the error named BaseDataset.__init__, neither the
+    config entry nor how to drop the key."""
+    photos_folder = tmp_path / 'photos'
+    photos_folder.mkdir()
+    for _, path in find_embedded_photos()[:4]:
+        shutil.copy(path, photos_folder)
+    with pytest.raises(TypeError) as raised:
+        train.main([str(DEMO), '--work-dir', str(tmp_path / 'demo'), '--cfg-options',
+                    'train_dataloader.dataset.type=ImageFolder',
+                    f'train_dataloader.dataset.data_root={photos_folder}'])
+    message = str(raised.value)
+    assert message.startswith('train_dataloader.dataset (ImageFolder) sets num_samples, '
+                              'which it does not take')
+    assert "got an unexpected keyword argument 'num_samples'" in message
+    assert '_delete_=True' in message
