@@ -30,7 +30,7 @@ from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from fastmim.errors import CheckpointError  # noqa: F401  (re-exported: tools import it here)
+from fastmim.errors import CheckpointError
 
 _HISTORY_BUFFER_TAG = '__fastmim_history_buffer__'
 _TRUSTED_CHECKPOINTS = set()

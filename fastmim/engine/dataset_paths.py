@@ -18,7 +18,7 @@ import os
 import os.path as osp
 
 from fastmim.datasets.utils import is_local
-from fastmim.engine.launch import LaunchError
+from fastmim.errors import LaunchError
 from fastmim.registry import type_name
 
 # Wrapper datasets (MultiImageMixDataset, RepeatDataset, ConcatDataset, ...) keep the datasets

@@ -17,8 +17,8 @@ from mmengine.registry import STRATEGIES
 from mmengine.runner import FlexibleRunner
 from torch.distributed.fsdp import FullyShardedDataParallel
 
-from fastmim.engine.launch import LaunchError
 from fastmim.engine.optim_wrappers import mixed_precision_of
+from fastmim.errors import LaunchError
 from fastmim.registry import RUNNERS
 
 FSDP_WRAPPERS = ('MMFullyShardedDataParallel', 'mmengine.MMFullyShardedDataParallel',

@@ -23,6 +23,8 @@ import torch.distributed as torch_dist
 from mmengine.config import DictAction
 from mmengine.logging import print_log
 
+from fastmim.errors import CheckpointError, LaunchError
+
 
 REQUIRED_ENV = {
     'pytorch': ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'),
@@ -30,10 +32,6 @@ REQUIRED_ENV = {
     'mpi': ('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE', 'OMPI_COMM_WORLD_LOCAL_RANK'),
 }
 INTERRUPTED_EXIT_STATUS = 128 + 2  # what a shell reports for a process that SIGINT ended
-
-
-class LaunchError(RuntimeError):
-    """The command line, the environment or the work dir cannot start a run."""
 
 
 def check_launcher_env(launcher):
@@ -621,7 +619,7 @@ def latest_checkpoint(work_dir, use='resuming from'):
     if recorded is None:
         return None
     if not recorded:  # a last_checkpoint emptied outside the toolbox (its own writes are atomic)
-        from fastmim.engine.checkpoint import CheckpointError, checkpoints_in
+        from fastmim.engine.checkpoint import checkpoints_in
         raise CheckpointError(f'{osp.join(work_dir, "last_checkpoint")} is empty: it names no '
                               f'checkpoint to resume from or test; give one by its path'
                               f'{checkpoints_in(work_dir)}')

@@ -10,7 +10,9 @@ import os
 
 import torch
 
-from .launch import LaunchError, launched_local_rank
+from fastmim.errors import LaunchError
+
+from .launch import launched_local_rank
 
 # Scopes whose models run mmcv's compiled ops (RoIAlign, NMS, deformable convolutions, ...).
 OPS_SCOPES = ('mmdet', 'mmseg')

@@ -13,8 +13,9 @@ from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.runner.checkpoint import _load_checkpoint
 
 import fastmim  # noqa: F401  installs the safe checkpoint I/O
-from fastmim.engine.checkpoint import (CheckpointError, check_start_checkpoints, from_plain,
-                                      to_plain, trust_checkpoint)
+from fastmim.engine.checkpoint import (check_start_checkpoints, from_plain, to_plain,
+                                      trust_checkpoint)
+from fastmim.errors import CheckpointError
 
 
 class Payload:

@@ -12,6 +12,7 @@ from mmengine.config import Config
 from fastmim.engine import launch
 from fastmim.engine.launch import (add_launch_args, added_keys, apply_launch_args, load_config,
                                    parse_launch_args)
+from fastmim.errors import LaunchError
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +52,7 @@ def test_work_dir_from_the_command_line_else_the_config_else_its_name():
 @pytest.mark.parametrize('empty', ['', ' '])
 def test_an_empty_work_dir_is_refused_not_taken_as_the_default(empty):
     """``--work-dir "$DIR"`` with DIR unset trained (and resumed) in work_dirs/<config>."""
-    with pytest.raises(launch.LaunchError, match='--work-dir is empty'):
+    with pytest.raises(LaunchError, match='--work-dir is empty'):
         apply_launch_args(Config(dict()), parse(['b_config.py', '--work-dir', empty]))
 
 
@@ -86,7 +87,7 @@ def test_a_config_that_is_no_valid_python_is_named(tmp_path, broken):
     top.write_text("_base_ = ['./base.py']\n" + ('z = (1,\n' if broken == 'top' else 'z = 2\n'))
     expected = (rf'{top}, line 2: .*never closed: z = \(1,' if broken == 'top' else
                 rf'a _base_ file of {top}, line 2: .*never closed: y = dict\(')
-    with pytest.raises(launch.LaunchError, match=expected):
+    with pytest.raises(LaunchError, match=expected):
         load_config(str(top))
 
 
@@ -104,10 +105,10 @@ def test_a_checkpoint_or_folder_given_as_the_config_is_named(tmp_path):
     are supported now!", naming no file; a folder was 'config file not found'."""
     checkpoint = tmp_path / 'epoch_1.pth'
     torch.save({'state_dict': {}}, checkpoint)
-    with pytest.raises(launch.LaunchError, match=rf'{checkpoint} is not a .*checkpoint given as '
+    with pytest.raises(LaunchError, match=rf'{checkpoint} is not a .*checkpoint given as '
                                                  r'the config\? The config comes first'):
         load_config(str(checkpoint))
-    with pytest.raises(launch.LaunchError,
+    with pytest.raises(LaunchError,
                        match=rf'^config {tmp_path} is a folder; expected a config file'):
         load_config(str(tmp_path))
 
@@ -223,7 +224,7 @@ def test_a_user_error_before_the_processes_meet_waits_for_the_nodes_first_proces
     """tools/dist_train.sh CONFIG 8 with a missing data_root printed the same line 8 times;
     the other processes of a node now leave the first one time to report it."""
     def checked(argv):
-        raise launch.LaunchError('train_dataloader.dataset.data_root: folder data/x not found')
+        raise LaunchError('train_dataloader.dataset.data_root: folder data/x not found')
 
     waits = []
     monkeypatch.setattr(launch.time, 'sleep', waits.append)
@@ -239,7 +240,8 @@ def test_a_user_error_before_the_processes_meet_waits_for_the_nodes_first_proces
 def test_torchrun_shows_an_error_every_process_hits_once(tmp_path):
     """The real launch: torchrun stops the waiting processes when the first one exits."""
     script = tmp_path / 'fails.py'
-    script.write_text('from fastmim.engine.launch import LaunchError, run_cli\n\n\n'
+    script.write_text('from fastmim.engine.launch import run_cli\n'
+                      'from fastmim.errors import LaunchError\n\n\n'
                       'def main(argv):\n'
                       "    raise LaunchError('folder data/x not found')\n\n\n"
                       'run_cli(main)\n')
@@ -304,7 +306,7 @@ def test_shipped_configs_use_their_pipeline_variables(pipeline_warnings):
 @pytest.mark.parametrize('value', ["{'type':'SwinTransformer'}", "dict(type='SwinTransformer')"])
 def test_a_dict_typed_on_the_command_line_is_named(value):
     """mmengine's DictAction keeps it as a string: the builder said 'cfg should be a dict'."""
-    with pytest.raises(launch.LaunchError, match=r'--cfg-options model.backbone=.*a dict cannot '
+    with pytest.raises(LaunchError, match=r'--cfg-options model.backbone=.*a dict cannot '
                                                  r'be given on the command line.*'
                                                  r'model.backbone.type='):
         load_config(str(DEMO), {'model.backbone': value})
@@ -352,7 +354,7 @@ def test_slurm_and_mpi_launches_join_a_gloo_group_without_cuda(monkeypatch, laun
 def test_a_slurm_or_mpi_launch_without_a_master_address_is_named(monkeypatch, tmp_path,
                                                                   launcher):
     _launched_by(monkeypatch, launcher, PATH=str(tmp_path))  # no scontrol to ask
-    with pytest.raises(launch.LaunchError, match='MASTER_ADDR'):
+    with pytest.raises(LaunchError, match='MASTER_ADDR'):
         launch.init_cpu_distributed(launcher)
     assert not torch.distributed.is_initialized()
 
@@ -405,7 +407,7 @@ def test_processes_torchrun_started_without_a_launcher_are_refused(monkeypatch):
     """Each trained the whole run alone, all writing the same work dir."""
     monkeypatch.setenv('RANK', '1')
     monkeypatch.setenv('WORLD_SIZE', '2')
-    with pytest.raises(launch.LaunchError, match='rank 1 of WORLD_SIZE=2.*--launcher pytorch'):
+    with pytest.raises(LaunchError, match='rank 1 of WORLD_SIZE=2.*--launcher pytorch'):
         launch.check_launcher_env('none')
     monkeypatch.setenv('WORLD_SIZE', '1')  # torchrun with one process: nothing to share
     launch.check_launcher_env('none')
@@ -417,7 +419,7 @@ def test_processes_torchrun_started_without_a_launcher_are_refused(monkeypatch):
 def test_a_word_given_for_a_number_is_named(key, value, current):
     """It reached the module as a string: model.mask_ratio=abc ended in "'<' not supported
     between instances of 'str' and 'float'", an interpreter error shown as a traceback."""
-    with pytest.raises(launch.LaunchError, match=rf'--cfg-options {key}={value}: .*demo_vit_'
+    with pytest.raises(LaunchError, match=rf'--cfg-options {key}={value}: .*demo_vit_'
                                                  rf"tiny_embedded.py has a number there "
                                                  rf"\({current}\); '{value}' is not one"):
         load_config(str(DEMO), {key: value})
@@ -445,7 +447,7 @@ def test_a_count_or_seed_a_run_cannot_use_is_named(key, value):
     """max_epochs=1.5 ended in mmengine's bare AssertionError, seed=-1 in numpy's ValueError
     raised from compiled code, and val_interval=0 in a ZeroDivisionError after the first
     epoch: each a traceback that named no key."""
-    with pytest.raises(launch.LaunchError, match=rf'{key}={value!r} \(from .*demo_vit_'
+    with pytest.raises(LaunchError, match=rf'{key}={value!r} \(from .*demo_vit_'
                                                  rf'tiny_embedded.py or --cfg-options\)'):
         load_config(str(DEMO), {key: value})
 

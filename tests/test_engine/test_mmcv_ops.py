@@ -13,7 +13,7 @@ import torch
 from mmengine.config import Config
 
 from fastmim.engine import mmcv_ops
-from fastmim.engine.launch import LaunchError
+from fastmim.errors import LaunchError
 
 ROOT = Path(__file__).resolve().parents[2]
 DETECTION = ROOT / 'projects' / 'detection' / 'configs' / 'mask_rcnn_fastmim_swin_b_fpn_3x_coco.py'

@@ -17,9 +17,8 @@ from torch import nn
 
 import fastmim  # noqa: F401  safe checkpoint I/O
 import fastmim.engine.hooks.reconstruction_hook as reconstruction_hook
-from fastmim.engine.launch import LaunchError
-from fastmim.errors import CheckpointError
 from fastmim.engine.hooks.reconstruction_hook import ReconstructionVisualizationHook
+from fastmim.errors import CheckpointError, LaunchError
 from fastmim.registry import MODELS
 from fastmim.visualization import IMAGENET_MEAN, IMAGENET_STD, draw_reconstructions
 from fastmim.visualization.hog_drawing import PANEL_GAP, TITLE_HEIGHT

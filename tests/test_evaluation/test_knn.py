@@ -332,7 +332,7 @@ def test_a_missing_bank_folder_is_named_before_the_run(tmp_path):
     from mmengine.config import Config
 
     from fastmim.engine.dataset_paths import check_dataset_paths
-    from fastmim.engine.launch import LaunchError
+    from fastmim.errors import LaunchError
     (tmp_path / 'val').mkdir()
     cfg = Config.fromfile(str(Path(__file__).resolve().parents[2] / 'configs' / 'knn' /
                               'vit_b_knn.py'))

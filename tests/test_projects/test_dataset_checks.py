@@ -12,7 +12,7 @@ from mmengine.config import Config
 from PIL import Image
 
 from fastmim.engine.dataset_paths import check_dataset_paths
-from fastmim.engine.launch import LaunchError
+from fastmim.errors import LaunchError
 
 ROOT = Path(__file__).resolve().parents[2]
 DETECTION = ROOT / 'projects' / 'detection' / 'configs' / 'mask_rcnn_fastmim_swin_b_fpn_3x_coco.py'

@@ -161,7 +161,7 @@ def test_stages_follow_the_backbone_and_the_flags(tool):
     assert stages_for(tool, 'all', backbone='CMT') == {
         'finetune': 'configs/finetune/cmt_s_ft_100e.py'}
 
-    from fastmim.engine.launch import LaunchError
+    from fastmim.errors import LaunchError
     with pytest.raises(LaunchError, match='no detection config for a VisionTransformer backbone: '
                        'give one with --det-config'):
         stages_for(tool, 'det', backbone='VisionTransformer')
@@ -171,7 +171,7 @@ def test_stages_follow_the_backbone_and_the_flags(tool):
 
 def test_backbone_is_read_from_the_checkpoint_meta(tmp_path, tool):
     from fastmim.engine.checkpoint import save_checkpoint_file
-    from fastmim.engine.launch import LaunchError
+    from fastmim.errors import LaunchError
     from fastmim.models.backbones import SwinTransformer
     swin = SwinTransformer(arch=dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
                            img_size=128, window_size=4)
@@ -253,7 +253,7 @@ def test_a_fine_tuned_checkpoint_is_refused_before_any_stage_runs(tmp_path, monk
     """Given the fine-tuned classifier that det / seg start from (a natural slip: the READMEs
     ask for one), the tool fine-tuned it again for 100 epochs before the downstream stages."""
     from fastmim.engine.checkpoint import save_checkpoint_file
-    from fastmim.engine.launch import LaunchError
+    from fastmim.errors import LaunchError
     from fastmim.models.backbones import VisionTransformer
     vit = VisionTransformer(arch=dict(embed_dim=32, depth=2, num_heads=2), img_size=64)
     state = {f'backbone.{key}': value for key, value in vit.state_dict().items()}

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fastmim.engine.checkpoint import CheckpointError
+from fastmim.errors import CheckpointError
 
 TEST_TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'test.py'
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fastmim.engine.checkpoint import CheckpointError
+from fastmim.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
@@ -51,7 +51,7 @@ def test_a_pre_training_config_says_how_its_checkpoint_is_evaluated(load_script,
                                                                     tmp_path):
     """A user who pre-trained tests with the same config; it has nothing to evaluate, and the
     error said only that."""
-    from fastmim.engine.launch import LaunchError
+    from fastmim.errors import LaunchError
     pretrain = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
     with pytest.raises(LaunchError, match=r'nothing to evaluate.*configs/knn/.*linear-probe'):
         load_script(ROOT / 'tools' / 'test.py').main(

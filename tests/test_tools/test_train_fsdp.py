@@ -28,7 +28,8 @@ from torch.distributed.fsdp import FullyShardedDataParallel
 from fastmim.engine.hooks import CheckpointMetaHook
 from fastmim.engine.fsdp import (FlexibleRunnerKeepingPosition, check_fsdp, enable_fsdp,
                                  scale_losses_across_shards)
-from fastmim.engine.launch import LaunchError, adapt_to_device
+from fastmim.engine.launch import adapt_to_device
+from fastmim.errors import LaunchError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = 'configs/fastmim/demo_vit_tiny_embedded.py'

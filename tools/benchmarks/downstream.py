@@ -103,7 +103,7 @@ def read_pretraining_checkpoint(path):
     model that was already fine-tuned: the first stage would fine-tune it again."""
     from mmengine.runner.checkpoint import _load_checkpoint
 
-    from fastmim.engine.launch import LaunchError
+    from fastmim.errors import LaunchError
     from fastmim.models.utils.pretrained import read_checkpoint
     weights = read_checkpoint(_load_checkpoint(path, map_location='cpu'), path)
     for prefix, kind in TRANSFERRED_MODELS.items():
@@ -118,7 +118,7 @@ def read_pretraining_checkpoint(path):
 
 def backbone_type(path, weights=None):
     """The backbone type recorded in a pre-training checkpoint's ``meta['geometry']``."""
-    from fastmim.engine.launch import LaunchError
+    from fastmim.errors import LaunchError
     geometry = (weights or read_pretraining_checkpoint(path)).geometry
     if not geometry or 'type' not in geometry:
         raise LaunchError(f"{path} records no backbone (meta['geometry']): name it with "
@@ -128,7 +128,7 @@ def backbone_type(path, weights=None):
 
 def stage_configs(args, backbone):
     """``{stage: config path}`` of the stages ``args.task`` asks for, in running order."""
-    from fastmim.engine.launch import LaunchError
+    from fastmim.errors import LaunchError
     recipe = {stage: osp.join(ROOT, path) for stage, path in RECIPES.get(backbone, {}).items()}
     given = {'finetune': args.finetune_config, 'det': args.det_config, 'seg': args.seg_config}
     recipe.update({stage: path for stage, path in given.items() if path})
@@ -164,7 +164,7 @@ def run_step(command, what):
     """Run one tool as a separate process (a fresh interpreter and device per step, as a user
     runs them), its output going straight to ours; stop the chain if it fails."""
     from fastmim.engine.hooks import PREEMPTED_EXIT_STATUS
-    from fastmim.engine.launch import LaunchError
+    from fastmim.errors import LaunchError
     print(f'[downstream] {what}: {" ".join(command)}', flush=True)
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
         filter(None, [ROOT, os.environ.get('PYTHONPATH')])), 'PYTHON': sys.executable}
@@ -186,7 +186,7 @@ def tool_command(tool, gpus, positional):
 def run_stage(stage, config, init_checkpoint, args, work_dir):
     """Train and test one stage unless its work dir shows it finished; return its checkpoint
     and the test metrics."""
-    from fastmim.engine.launch import LaunchError
+    from fastmim.errors import LaunchError
     stage_dir = osp.join(work_dir, stage)
     per_stage = {'finetune': args.ft_options, 'det': args.det_options, 'seg': args.seg_options}
     options = [f'model.backbone.init_cfg.checkpoint={init_checkpoint}', *args.cfg_options,
@@ -244,7 +244,8 @@ def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  weights-only checkpoint loading
     from fastmim.engine.checkpoint import trust_checkpoint
-    from fastmim.engine.launch import LaunchError, check_work_dir
+    from fastmim.engine.launch import check_work_dir
+    from fastmim.errors import LaunchError
 
     if not osp.isfile(args.checkpoint):
         raise LaunchError(f'pre-training checkpoint not found: {args.checkpoint}')

@@ -324,7 +324,7 @@ def write_doc(path: str, section: str, begin: str = RESULTS_BEGIN,
 def check_work_dir(path: str) -> None:
     """Make the work dir, or refuse one that cannot be written (it lies under a file), in one
     line before the study starts: os.makedirs ended in a NotADirectoryError traceback."""
-    from fastmim.engine.launch import LaunchError
+    from fastmim.errors import LaunchError
     from fastmim.engine.launch import check_work_dir as check_writable
     try:
         check_writable(path, '--work-dir')
