@@ -86,7 +86,8 @@ runpy.run_path(sys.argv[0], run_name='__main__')
 def test_tools_stop_before_any_work_when_mmcv_has_no_kernels_for_the_gpu(tmp_path, tool):
     work_dir = tmp_path / 'work'
     checkpoint = tmp_path / 'model.pth'
-    checkpoint.write_bytes(b'')  # test.py checks that it exists before the config is loaded
+    # test.py checks that it is there, and not empty, before the config is loaded
+    checkpoint.write_bytes(b'PK\x05\x06' + bytes(18))  # an empty zip archive: read by nothing
     args = [str(DETECTION)] + ([str(checkpoint)] if tool == 'test.py' else [])
     result = subprocess.run(
         [sys.executable, '-c', FAKE_GPU, str(ROOT / 'tools' / tool), *args,
