@@ -6,5 +6,13 @@ nothing)."""
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
+# mmengine's data preprocessor with those statistics (inputs are already RGB): the default of
+# the pre-training and kNN models. Copy it before changing it.
+IMAGENET_PREPROCESSOR = dict(
+    type='ImgDataPreprocessor',
+    mean=list(IMAGENET_MEAN),
+    std=list(IMAGENET_STD),
+    bgr_to_rgb=False)
+
 # The config file suffixes mmengine's Config.fromfile reads.
 CONFIG_SUFFIXES = ('.py', '.json', '.yaml', '.yml')

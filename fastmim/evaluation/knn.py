@@ -39,9 +39,9 @@ from mmengine.runner.amp import autocast
 from mmengine.structures import BaseDataElement
 from torch.utils.data import DataLoader
 
+from fastmim.constants import IMAGENET_PREPROCESSOR
 from fastmim.datasets.utils import annotation_reader, describe_labels, label_coverage
 from fastmim.engine.runner_model import bare_model
-from fastmim.models.algorithms.fastmim import IMAGENET_PREPROCESSOR
 from fastmim.models.algorithms.image_classifier import attach_predictions, pool_features
 from fastmim.models.utils import load_pretrained
 from fastmim.registry import LOOPS, MODELS

@@ -13,15 +13,10 @@ from mmengine.model import BaseModel
 from torch import nn
 from torch.nn.init import trunc_normal_
 
-from fastmim.constants import IMAGENET_MEAN, IMAGENET_STD
+from fastmim.constants import IMAGENET_PREPROCESSOR
 from fastmim.registry import MODELS
 from ..utils import BlockMaskGenerator, expand_block_mask
-
-IMAGENET_PREPROCESSOR = dict(
-    type='ImgDataPreprocessor',
-    mean=list(IMAGENET_MEAN),
-    std=list(IMAGENET_STD),
-    bgr_to_rgb=False)
+from ..utils.checkpoint_meta import recorded_input_size
 
 
 def _divide_exactly(size, cell_size, what):
@@ -44,15 +39,6 @@ def _check_mask_ratio(mask_ratio):
         if mask_ratio > 1:
             why += '; the ratio is a fraction, not a percentage'
         raise ValueError(f'FastMIM: mask_ratio must be in (0, 1), got {mask_ratio} ({why})')
-
-
-def recorded_input_size(last_input_size, backbone_geometry: dict):
-    """``[height, width]`` for checkpoint meta: the last input seen, else the backbone's
-    configured ``img_size``, else ``None``."""
-    input_size = last_input_size or backbone_geometry.get('img_size')
-    if isinstance(input_size, int):
-        input_size = [input_size, input_size]
-    return list(input_size) if input_size is not None else None
 
 
 @MODELS.register_module()

@@ -19,7 +19,7 @@ from mmengine.structures import BaseDataElement
 
 from fastmim.registry import MODELS
 from ..data_preprocessors import ClsDataPreprocessor, check_labels
-from .fastmim import recorded_input_size
+from ..utils.checkpoint_meta import recorded_input_size
 
 
 def pool_features(features: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from torch import nn
 from fastmim.errors import CheckpointError
 from fastmim.registry import MODELS
 
+from .checkpoint_meta import recorded_input_size
 from .load_problems import listing, top_level_names
 from .shape_reading import build_on_meta, check_state_matches, tensor_at
 
@@ -204,7 +205,7 @@ def convert_reference_checkpoint(checkpoint: dict,
         state_dict['mask_token'] = state['mask_token']
     dropped = decoder + [prefix + key for key in read.dropped]
     meta = dict(
-        geometry=dict(backbone=geometry, input_size=_input_size(img_size, geometry)),
+        geometry=dict(backbone=geometry, input_size=recorded_input_size(img_size, geometry)),
         converted_from=dict(source=REFERENCE_RELEASE, backbone=kind, file=str(path),
                             dropped=sorted(top_level_names(dropped, within='encoder.'))))
     return dict(state_dict=state_dict, meta=meta)
@@ -239,7 +240,7 @@ def _convert_reference_classifier(backbone_class, state, path, img_size, num_hea
     state_dict = {'backbone.' + key: value for key, value in read.state.items()}
     state_dict.update({'head.' + key: value for key, value in head.items()})
     meta = dict(
-        geometry=dict(backbone=geometry, input_size=_input_size(img_size, geometry),
+        geometry=dict(backbone=geometry, input_size=recorded_input_size(img_size, geometry),
                       num_classes=num_classes),
         converted_from=dict(source=REFERENCE_RELEASE, backbone=layout.name, file=str(path),
                             fine_tuned=True, renamed=dict(read.renamed, head='head.fc'),
@@ -258,7 +259,7 @@ def _convert_reference_encoder_only(backbone_class, state, encoder, path, img_si
     dropped = sorted(top_level_names(
         (key for key in state if key.startswith(layout.classifier_prefixes)), within='encoder.'))
     meta = dict(
-        geometry=dict(backbone=geometry, input_size=_input_size(img_size, geometry)),
+        geometry=dict(backbone=geometry, input_size=recorded_input_size(img_size, geometry)),
         converted_from=dict(source=REFERENCE_RELEASE, backbone=layout.name, file=str(path),
                             fine_tuned=True, renamed={}, dropped=dropped))
     return dict(state_dict={'backbone.' + key: value for key, value in read.state.items()},
@@ -279,14 +280,3 @@ def _check_given_heads(num_heads, geometry: dict, layout: ReferenceLayout, path)
         raise CheckpointError(f'{path}: --num-heads {" ".join(map(str, num_heads))} contradicts '
                               f'the {layout.name} weights, whose relative position biases have '
                               f'{heads} heads (leave --num-heads out: it is for ViT and PVTv2)')
-
-
-def _input_size(img_size, geometry: dict) -> Optional[List[int]]:
-    """The input size a converted file records: the given one, else the backbone's own (ViT,
-    Swin, CMT); None for PVTv2, whose weights do not depend on it."""
-    size = img_size or geometry.get('img_size')
-    return None if size is None else _size_list(size)
-
-
-def _size_list(size) -> List[int]:
-    return [size, size] if isinstance(size, int) else list(size)
