@@ -14,12 +14,10 @@ timm does). Smaller inputs would shrink a window and so resize the learned relat
 tables mid-run; they are refused with an error.
 """
 import copy
-import math
 import re
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from mmengine.model import BaseModule
 from timm.models.swin_transformer import SwinTransformer as TimmSwinTransformer
 from timm.models.swin_transformer import WindowAttention, resolve_stage_window_sizes
@@ -27,13 +25,14 @@ from torch import nn
 
 from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncoder,
                                             ReferenceLayout)
+from fastmim.models.utils.relative_bias import resize_relative_position_bias_table, square_window
 from fastmim.models.utils.shape_reading import (build_matching, check_given_size,
                                                 count_indices, mlp_ratio, require_keys,
                                                 square_side, tensor_at)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (BackboneContract, StateDict, grid_pair, normalise_out_indices, plain,
-                   plain_size, reject_fixed_arguments, staged_layer_id)
+from .base import (BackboneContract, StateDict, normalise_out_indices, plain, plain_size,
+                   reject_fixed_arguments, staged_layer_id)
 
 ARCHS = {
     't': dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -50,42 +49,6 @@ FIXED_TIMM_ARGS = ('num_classes', 'global_pool', 'strict_img_size', 'dynamic_img
 # Buffers timm computes from the window and input size; checkpoints of other layouts hold stale
 # copies of them.
 REBUILT_BUFFERS = ('relative_position_index', 'attn_mask')
-
-
-def resize_relative_position_bias_table(table: torch.Tensor, src_window: Sequence[int],
-                                        dst_window: Sequence[int]) -> torch.Tensor:
-    """Resample a relative-position-bias table from ``src_window`` to ``dst_window``.
-
-    The table has one row per relative offset ``(dy, dx)``, ``dy`` in ``-(Wh-1)..Wh-1`` major,
-    and one column per head: ``((2*Wh-1) * (2*Ww-1), heads)``. It is viewed as a
-    ``(heads, 2*Wh-1, 2*Ww-1)`` image of offsets, interpolated bicubically
-    (``align_corners=False``) to ``(2*Wh'-1, 2*Ww'-1)`` and flattened back the same way. The
-    centre (offset 0) stays the centre; offsets are stretched by the window ratio, so a bias
-    keeps applying to the same fraction of the window. (The reference release resamples on a
-    geometric grid with SciPy's ``interp2d``, which SciPy >= 1.14 no longer has; plain bicubic
-    is the common alternative.) Returns ``table`` itself when the windows are equal.
-    """
-    src = grid_pair(src_window, 'resize_relative_position_bias_table', 'src_window')
-    dst = grid_pair(dst_window, 'resize_relative_position_bias_table', 'dst_window')
-    src_side = (2 * src[0] - 1, 2 * src[1] - 1)
-    dst_side = (2 * dst[0] - 1, 2 * dst[1] - 1)
-    if table.dim() != 2 or table.shape[0] != src_side[0] * src_side[1]:
-        raise ValueError(f'resize_relative_position_bias_table: a {src[0]}x{src[1]} window needs a '
-                         f'({src_side[0] * src_side[1]}, heads) table, got shape '
-                         f'{tuple(table.shape)}')
-    if src == dst:
-        return table
-    heads = table.shape[1]
-    grid = table.float().transpose(0, 1).reshape(1, heads, *src_side)
-    grid = F.interpolate(grid, size=dst_side, mode='bicubic', align_corners=False)
-    return grid.reshape(heads, -1).transpose(0, 1).contiguous().to(table.dtype)
-
-
-def square_window(rows: int) -> Optional[Tuple[int, int]]:
-    """The square window ``(w, w)`` whose table has ``rows = (2w - 1)^2`` rows, or None: what a
-    checkpoint without geometry is taken to have been built for."""
-    side = math.isqrt(rows)
-    return ((side + 1) // 2, ) * 2 if side % 2 and side * side == rows else None
 
 
 def original_to_timm_names(state: StateDict) -> StateDict:

@@ -36,6 +36,7 @@ from torch.utils.checkpoint import checkpoint
 from fastmim.errors import CheckpointError
 from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncoder,
                                             ReferenceLayout)
+from fastmim.models.utils.relative_bias import resize_relative_position_bias_table, square_window
 from fastmim.models.utils.shape_reading import (build_matching, check_given_size,
                                                 count_indices, mlp_ratio, require_keys,
                                                 single_value, square_side)
@@ -43,7 +44,6 @@ from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from .base import (BackboneContract, StateDict, grid_pair, normalise_out_indices, plain,
                    plain_size, reject_fixed_arguments)
-from .swin import resize_relative_position_bias_table, square_window
 
 ARCHS = {
     's': dict(embed_dim=384, depth=12, num_heads=6),
@@ -186,8 +186,9 @@ def resize_beit_relative_position_bias_table(table: torch.Tensor, src_grid: Sequ
                                              dst_grid: Sequence[int]) -> torch.Tensor:
     """BEiT's ``((2h-1)(2w-1) + 3, heads)`` table from an ``src_grid`` patch grid to
     ``dst_grid``: the offset rows resized bicubically over the ``(2h-1, 2w-1)`` offset grid as
-    Swin's table is (:func:`~fastmim.models.backbones.swin.resize_relative_position_bias_table`),
-    the 3 class rows kept. The same operation serves loading and inputs of another grid, so a
+    Swin's table is
+    (:func:`~fastmim.models.utils.relative_bias.resize_relative_position_bias_table`), the 3
+    class rows kept. The same operation serves loading and inputs of another grid, so a
     model loaded at size S equals the checkpoint's model run at size S. Returns ``table`` itself
     when the grids are equal."""
     src = grid_pair(src_grid, 'resize_beit_relative_position_bias_table', 'src_grid')

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from timm.models.swin_transformer import get_relative_position_index
 
-from fastmim.models.backbones.swin import resize_relative_position_bias_table
+from fastmim.models.utils.relative_bias import resize_relative_position_bias_table
 from fastmim.models.backbones.vit import resize_pos_embed
 
 
