@@ -296,6 +296,19 @@ def test_to_timm_refuses_a_backbone_timm_has_no_model_of(tmp_path, to_timm):
     assert not (tmp_path / 'out.pth').exists()
 
 
+def test_to_timm_refuses_a_vit_with_relative_position_tables(tmp_path, to_timm):
+    """The segmentation ViT's BEiT tables were written into a 'timm state dict' that timm's
+    VisionTransformer refuses ('Unexpected key(s) ... relative_position_bias_table'), and
+    without them the model computes something else: no timm ViT takes these weights."""
+    backbone = build(dict(type='VisionTransformer', img_size=32, patch_size=8, rel_pos_bias=True,
+                          arch=dict(embed_dim=32, depth=2, num_heads=2)))
+    checkpoint = fastmim_checkpoint(backbone, tmp_path / 'seg.pth')
+    with pytest.raises(CheckpointError, match=r'seg\.pth holds a VisionTransformer with '
+                       r'relative-position tables \(rel_pos_bias=True: blocks\.0\.'):
+        to_timm.main([checkpoint, str(tmp_path / 'out.pth')])
+    assert not (tmp_path / 'out.pth').exists()
+
+
 # --- reference release -> fastmim ---------------------------------------------------------------
 def reference_decoder():
     return {'decoder_embed.weight': torch.randn(16, 8), 'decoder_blocks.0.norm1.weight':

@@ -6,9 +6,11 @@
 fastmim's ViT, Swin and PVTv2 backbones subclass timm's models, so their weights already carry
 timm names: the conversion strips the ``backbone.`` prefix, maps a classifier
 (``head.fc.weight`` / ``head.weight`` and a ``fc_norm``) onto timm's classifier, and leaves out
-what timm models do not have (the pre-training decoder ``neck.*``, ``mask_token``, Swin's extra
-detection norms ``out_norms.*``). A ``TimmBackbone`` checkpoint gets the names of the full
-timm model it wraps (``model.`` and the renames of timm's ``features_only`` extractors
+what timm models do not have (the pre-training decoder ``neck.*``, ``mask_token``). What is
+particular to one backbone, the backbone says (``timm_model`` / ``timm_state_dict`` of its
+contract): Swin's extra detection norms ``out_norms.*`` are left out, a ViT with BEiT's
+relative-position tables is refused, and a ``TimmBackbone`` checkpoint gets the names of the
+full timm model it wraps (``model.`` and the renames of timm's ``features_only`` extractors
 removed), its classifier the name timm gives it. The output is a dict of plain tensors saved with
 ``torch.save`` (and as ``.safetensors`` next to it with ``--safetensors``), which
 ``TimmBackbone(checkpoint_path=OUT)`` and, with ``--arch``, the ``timm.create_model`` call
@@ -51,7 +53,7 @@ def split_checkpoint(state):
     """fastmim keys -> (backbone tensors, classifier tensors, fc_norm tensors, left-out keys)."""
     backbone, classifier, fc_norm, left_out = {}, {}, {}, []
     for key, value in state.items():
-        if key.startswith('backbone.') and not key.startswith('backbone.out_norms.'):
+        if key.startswith('backbone.'):
             backbone[key[len('backbone.'):]] = value
         elif key in CLASSIFIER_KEYS:
             classifier[CLASSIFIER_KEYS[key]] = value
@@ -101,16 +103,16 @@ def check_family(model, geometry, path, families):
 
     if families and not isinstance(model, families):
         name = geometry['type']
-        if name == 'TimmBackbone':
-            name = f"TimmBackbone({geometry['model_name']!r})"
+        if 'model_name' in geometry:  # a backbone that wraps the timm model of that name
+            name = f"{name}({geometry['model_name']!r})"
         raise CheckpointError(f'{path} holds a {name} backbone, but --arch names a timm '
                               f'{type(model).__name__}; expected a timm {families[0].__name__}')
 
 
 def timm_families(geometry, path, wrapped):
     """The timm classes a checkpoint of ``geometry``'s backbone converts to: its timm parent
-    classes, or for a TimmBackbone the class of the model it wraps (``wrapped``:
-    :func:`wrapped_timm_model`); () for a file that names no backbone. A backbone timm has no
+    classes, or for a backbone that wraps a timm model the class of that model (``wrapped``:
+    its ``timm_model``); () for a file that names no backbone. A backbone timm has no
     model of (CMT) is refused: its weights were written as a 'timm state dict' that nothing
     loads, without a word."""
     from fastmim.errors import CheckpointError
@@ -126,54 +128,6 @@ def timm_families(geometry, path, wrapped):
         raise CheckpointError(f"{path} holds a {geometry['type']} backbone, of which timm has "
                               'no model: there is nothing to convert it to')
     return families
-
-
-def wrapped_timm_model(geometry):
-    """For a ``TimmBackbone`` checkpoint, the full timm model it was built from (meta device:
-    names, shapes and class, no memory); None for the other backbones, whose own class is a
-    timm model."""
-    if (geometry or {}).get('type') != 'TimmBackbone':
-        return None
-    import timm
-    import torch
-
-    kwargs = {'img_size': geometry['img_size']} if 'img_size' in geometry else {}
-    with torch.device('meta'):
-        return timm.create_model(geometry['model_name'], pretrained=False, **kwargs)
-
-
-def unwrap_timm_backbone(backbone, reference, model_name, path):
-    """``TimmBackbone`` keys -> the names of timm's full model ``reference``.
-
-    TimmBackbone keeps timm's model as ``model.``; with ``features_only=True`` timm wraps it
-    once more: ``FeatureGetterNet`` (ViT, ...) keeps it as ``model.`` again, ``FeatureListNet``
-    flattens the first level of ``nn.Sequential`` children (``stages.0`` -> ``stages_0``).
-    Without this the keys were written under those names, which no timm model loads. A key
-    that does not come out as a name of the full model is named instead of written."""
-    from timm.models._features import _module_list
-
-    from fastmim.errors import CheckpointError
-    from fastmim.models.utils.load_problems import listing
-
-    names = reference.state_dict()
-    flattened = {flat: dotted
-                 for flat, dotted, _ in _module_list(reference, flatten_sequential=True)}
-    renamed, unknown = {}, []
-    for key, value in backbone.items():
-        name = key[len('model.'):] if key.startswith('model.') else None
-        top, _, rest = (name or '').partition('.')
-        candidates = (name, rest if top == 'model' else None,
-                      f'{flattened[top]}.{rest}' if top in flattened else None)
-        timm_name = next((candidate for candidate in candidates if candidate in names), None)
-        if timm_name is None:
-            unknown.append(f'backbone.{key}')
-        else:
-            renamed[timm_name] = value
-    if unknown:
-        raise CheckpointError(f'{path}: TimmBackbone({model_name!r}) tensors without a '
-                              f'counterpart in timm.create_model({model_name!r}): '
-                              f'{listing(unknown)}; nothing was written')
-    return renamed
 
 
 def timm_arguments(classifier, fc_norm):
@@ -237,13 +191,16 @@ def convert(checkpoint, path, arch=None):
     from fastmim.models.utils.pretrained import read_checkpoint
 
     source = read_checkpoint(checkpoint, path, prefix='backbone.')
-    wrapped = wrapped_timm_model(source.geometry)  # built once: a whole timm model, on meta
+    source_class = backbone_class(source.geometry)
+    # A whole timm model (on meta) for a backbone that wraps one, built once.
+    wrapped = source_class.timm_model(source.geometry) if source_class is not None else None
     families = timm_families(source.geometry, path, wrapped)
     backbone, classifier, fc_norm, left_out = split_checkpoint(source.state)
     if not backbone:
         raise CheckpointError(f'{path} holds no backbone.* weights to convert')
-    if wrapped is not None:
-        backbone = unwrap_timm_backbone(backbone, wrapped, source.geometry['model_name'], path)
+    if source_class is not None:
+        backbone, kept_out = source_class.timm_state_dict(backbone, source.geometry, path)
+        left_out += [f'backbone.{key}' for key in kept_out]
     kwargs = timm_arguments(classifier, fc_norm)
     model = create_timm_model(arch, kwargs) if arch else None
     if model is not None:
@@ -251,7 +208,6 @@ def convert(checkpoint, path, arch=None):
     elif wrapped is not None:
         classifier_name = wrapped.pretrained_cfg.get('classifier', 'head')
     else:  # the backbone knows where its timm family keeps the classifier
-        source_class = backbone_class(source.geometry)
         classifier_name = getattr(source_class, 'timm_classifier', 'head')
     state = dict(backbone)
     state.update({f'{classifier_name}.{name}': value for name, value in classifier.items()})
@@ -261,14 +217,6 @@ def convert(checkpoint, path, arch=None):
         state, resized = fit_to_model(state, model, source.geometry, path, families)
     note = unchecked_note(path) if model is None and source.geometry is None else None
     return state, resized, left_out, kwargs, note
-
-
-def left_out_modules(keys):
-    """The modules of the left-out keys: ``neck``, ``mask_token``, and for the backbone's own
-    (Swin's ``out_norms``) ``backbone.out_norms``; the bare ``backbone`` read as if the whole
-    backbone had been left out."""
-    return sorted({'.'.join(key.split('.')[:2 if key.startswith('backbone.') else 1])
-                   for key in keys})
 
 
 def write_safetensors_aside(plain, path):
@@ -343,6 +291,7 @@ def main(argv):
     import fastmim.models  # noqa: F401
     from fastmim.engine.checkpoint import trust_checkpoint
     from fastmim.engine.launch import check_output_file, refuse_overwriting_input
+    from fastmim.models.utils.load_problems import top_level_names
 
     check_out_name(args.out)
     check_output_file(args.out, 'OUT', folders_made=True)
@@ -362,7 +311,7 @@ def main(argv):
         print(f'resized {key}: {old} -> {new}')
     if left_out:
         print(f'left out {len(left_out)} tensors timm has no place for: '
-              f'{", ".join(left_out_modules(left_out))}')
+              f'{", ".join(sorted(top_level_names(left_out, within="backbone.")))}')
     if args.arch:
         print(f'load it with {loading_call(args.arch, kwargs, paths[-1])}')
 

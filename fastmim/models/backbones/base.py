@@ -24,6 +24,10 @@ the names of its tensors. So everything about one architecture lives in its own 
 ``num_layer_ids``          the order the input meets them, ``num_layer_ids - 1`` = the rest)
 ``no_weight_decay_names()``  parameters besides biases and 1-D ones that weight decay leaves
                            alone (position embeddings, class tokens, relative-position tables)
+``timm_model(geometry)``   classmethod: the timm model the weights convert to, when the class
+                           is no timm model itself (``TimmBackbone`` wraps one)
+``timm_state_dict()``      classmethod: the weights in that timm model's names, and the keys it
+                           has no place for (``tools/convert/to_timm.py``)
 ``reference_layout``       class attribute: how the FastMIM reference release stores the
                            architecture (``ReferenceLayout``), or None when it has none; then
 ``from_reference_``        classmethods ``..._encoder`` and ``..._classifier``: the backbone
@@ -69,6 +73,23 @@ class BackboneContract:
         backbone's, and their stale buffers left out. Needs no instance, so a converter can
         rename before it knows the size. The default renames nothing."""
         return dict(state)
+
+    @classmethod
+    def timm_model(cls, geometry: dict) -> Optional[torch.nn.Module]:
+        """The timm model (on the meta device: names, shapes, class) that a checkpoint of
+        ``geometry`` converts to, when it is not this class's own timm parent; None (the
+        default) for a backbone that subclasses its timm model."""
+        return None
+
+    @classmethod
+    def timm_state_dict(cls, state: StateDict, geometry: dict,
+                        path: str) -> Tuple[StateDict, List[str]]:
+        """This backbone's weights ``state`` (of the checkpoint ``path`` with ``geometry``) in
+        the names of its timm model, and the keys timm's model has no place for, which the
+        converter leaves out and reports. Weights no timm model can compute with raise
+        :class:`~fastmim.errors.CheckpointError`. The default: a timm subclass's names are
+        timm's already, and nothing is left out."""
+        return dict(state), []
 
     @classmethod
     def from_reference_encoder(cls, state: StateDict, path: str, img_size: Optional[int] = None,

@@ -15,7 +15,7 @@ tables mid-run; they are refused with an error.
 """
 import copy
 import re
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.model import BaseModule
@@ -244,6 +244,14 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
             embed_dim=self.arch_cfg['embed_dim'],
             depths=list(self.arch_cfg['depths']),
             num_heads=list(self.arch_cfg['num_heads']))
+
+    @classmethod
+    def timm_state_dict(cls, state: StateDict, geometry: dict,
+                        path: str) -> Tuple[StateDict, List[str]]:
+        """timm's names already; the norms of the extra outputs (``out_norms``, for dense
+        heads) have no place in timm's Swin and are left out."""
+        left_out = [key for key in state if key.startswith('out_norms.')]
+        return {key: value for key, value in state.items() if key not in left_out}, left_out
 
     @classmethod
     def rename_foreign_keys(cls, state: StateDict) -> StateDict:

@@ -16,7 +16,8 @@ Position-embedding models are better served by the dedicated classes (``VisionTr
 """
 import difflib
 import os.path as osp
-from typing import Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
+from typing import (Callable, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Set,
+                    Tuple, Union)
 
 import timm
 import torch
@@ -26,8 +27,11 @@ from timm.models import group_parameters, parse_model_name
 from timm.optim import auto_group_layers
 from torch import nn
 
+from fastmim.errors import CheckpointError
+from fastmim.models.utils.load_problems import listing
 from fastmim.registry import MODELS
-from .base import BackboneContract, as_index_tuple, normalise_out_indices, plain_size
+from .base import (BackboneContract, StateDict, as_index_tuple, normalise_out_indices,
+                   plain_size)
 
 
 @MODELS.register_module()
@@ -196,21 +200,7 @@ class TimmBackbone(BackboneContract, BaseModule):
             reference_ids = auto_group_layers(reference)
         no_weight_decay = set(reference.no_weight_decay()) if hasattr(
             reference, 'no_weight_decay') else set()
-        children = dict(reference.named_children())
-        flattened = {
-            f'{name}_{child}': f'{name}.{child}'
-            for name, module in children.items() if isinstance(module, nn.Sequential)
-            for child, _ in module.named_children()
-        }
-
-        def reference_name(name: str) -> str:
-            top, _, remainder = name.partition('.')
-            if top == 'model' and top not in children:
-                return remainder
-            if top in flattened and top not in children:
-                return f'{flattened[top]}.{remainder}'
-            return name
-
+        reference_name = full_model_namer(reference)
         ids, exempt = {}, set()
         for name, _ in self.model.named_parameters():
             full_name = reference_name(name)
@@ -225,6 +215,59 @@ class TimmBackbone(BackboneContract, BaseModule):
                 exempt.add(f'model.{name}')
         self._reference = TimmReference(ids, max(reference_ids.values()), frozenset(exempt))
         return self._reference
+
+    @classmethod
+    def timm_model(cls, geometry: dict) -> nn.Module:
+        """The full timm model the checkpoint's extractor was built from (meta device)."""
+        kwargs = {'img_size': geometry['img_size']} if 'img_size' in geometry else {}
+        with torch.device('meta'):
+            return timm.create_model(geometry['model_name'], pretrained=False, **kwargs)
+
+    @classmethod
+    def timm_state_dict(cls, state: StateDict, geometry: dict,
+                        path: str) -> Tuple[StateDict, List[str]]:
+        """The weights under the names of the full timm model (:func:`full_model_namer`,
+        after the ``model.`` this class keeps timm's model under): written under the
+        extractor's names, no timm model loaded them. A key that does not come out as a name
+        of the full model is named instead of written."""
+        reference = cls.timm_model(geometry)
+        names, full_name = reference.state_dict(), full_model_namer(reference)
+        renamed, unknown = {}, []
+        for key, value in state.items():
+            name = full_name(key[len('model.'):]) if key.startswith('model.') else None
+            if name in names:
+                renamed[name] = value
+            else:
+                unknown.append(f'backbone.{key}')
+        if unknown:
+            model_name = geometry['model_name']
+            raise CheckpointError(f'{path}: TimmBackbone({model_name!r}) tensors without a '
+                                  f'counterpart in timm.create_model({model_name!r}): '
+                                  f'{listing(unknown)}; nothing was written')
+        return renamed, []
+
+
+def full_model_namer(reference: nn.Module) -> Callable[[str], str]:
+    """A name inside timm's ``features_only`` extractor of ``reference``'s architecture -> the
+    name in the full model ``reference``: ``FeatureGetterNet`` (ViT, ...) keeps the model as
+    ``model.``, ``FeatureListNet`` flattens the first level of ``nn.Sequential`` children
+    (``stages.0`` -> ``stages_0``). Names of the pooled backbone (the full model) stay."""
+    children = dict(reference.named_children())
+    flattened = {
+        f'{name}_{child}': f'{name}.{child}'
+        for name, module in children.items() if isinstance(module, nn.Sequential)
+        for child, _ in module.named_children()
+    }
+
+    def full_name(name: str) -> str:
+        top, _, remainder = name.partition('.')
+        if top == 'model' and top not in children:
+            return remainder
+        if top in flattened and top not in children:
+            return f'{flattened[top]}.{remainder}'
+        return name
+
+    return full_name
 
 
 class TimmReference(NamedTuple):

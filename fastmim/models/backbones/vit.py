@@ -22,7 +22,7 @@ import copy
 import math
 import re
 from functools import partial
-from typing import Callable, Dict, Optional, Sequence, Set, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from mmengine.model import BaseModule
@@ -514,6 +514,21 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
         """Plain-type description stored in pre-training checkpoints (``meta['geometry']``), so
         that fine-tuning and downstream loading can resize the position embedding."""
         return self._plain_geometry('VisionTransformer', pos_embed_type=self.pos_embed_type)
+
+    @classmethod
+    def timm_state_dict(cls, state: StateDict, geometry: dict,
+                        path: str) -> Tuple[StateDict, List[str]]:
+        """timm's names already. BEiT's relative-position tables (``rel_pos_bias=True``, the
+        segmentation backbone) are refused: timm's ViT has no place for them, and without them
+        the model computes something else, so no timm ViT takes these weights."""
+        tables = [key for key in state if key.endswith('.attn.relative_position_bias_table')]
+        if tables:
+            raise CheckpointError(
+                f'{path} holds a VisionTransformer with relative-position tables '
+                f'(rel_pos_bias=True: {tables[0]}, ...): timm\'s VisionTransformer has no place '
+                f'for them, and without them it would compute something else; nothing was '
+                f'written')
+        return dict(state), []
 
     @classmethod
     def rename_foreign_keys(cls, state: StateDict) -> StateDict:
