@@ -62,13 +62,14 @@ def one_thread():
 
 @pytest.fixture(scope='session')
 def load_config_log():
-    """``load_config_log(config, cfg_options=None)``: what ``fastmim.engine.launch.load_config``
-    logs (its warnings) while it loads ``config``."""
+    """``load_config_log(config, cfg_options=None)``: what
+    ``fastmim.engine.config_loading.load_config`` logs (its warnings) while it loads
+    ``config``."""
     from unittest.mock import patch
 
     from mmengine.logging import MMLogger
 
-    from fastmim.engine.launch import load_config
+    from fastmim.engine.config_loading import load_config
 
     def load(config, cfg_options=None):
         logged = []

@@ -68,9 +68,9 @@ def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
     from fastmim.engine.checkpoint import check_checkpoint_file
+    from fastmim.engine.config_loading import load_config
     from fastmim.engine.launch import (build_runner, check_launcher_env, check_output_file,
-                                       checkpoint_named_by, load_config,
-                                       refuse_overwriting_input)
+                                       checkpoint_named_by, refuse_overwriting_input)
     from fastmim.errors import LaunchError
 
     check_launcher_env(args.launcher)

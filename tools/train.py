@@ -188,7 +188,8 @@ def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
     from fastmim.engine.config_keys import refused_keys_located
-    from fastmim.engine.launch import build_runner, check_launcher_env, load_config
+    from fastmim.engine.config_loading import load_config
+    from fastmim.engine.launch import build_runner, check_launcher_env
     from fastmim.models.jpeg_decoding import check_device_decoding
 
     check_launcher_env(args.launcher)

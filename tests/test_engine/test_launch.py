@@ -9,9 +9,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from fastmim.engine import launch
-from fastmim.engine.launch import (add_launch_args, added_keys, apply_launch_args, load_config,
-                                   parse_launch_args)
+from fastmim.engine import config_loading, launch
+from fastmim.engine.config_loading import added_keys, load_config
+from fastmim.engine.launch import add_launch_args, apply_launch_args, parse_launch_args
 from fastmim.errors import LaunchError
 
 
@@ -69,7 +69,8 @@ def test_cfg_options_keys_the_config_lacks_are_named_with_the_close_existing_one
 
 def test_load_config_warns_about_an_added_key_and_still_adds_it(tmp_path, monkeypatch):
     logged = []
-    monkeypatch.setattr(launch, 'print_log', lambda message, **kwargs: logged.append(message))
+    monkeypatch.setattr(config_loading, 'print_log',
+                        lambda message, **kwargs: logged.append(message))
     config = tmp_path / 'tiny.py'
     config.write_text('train_dataloader = dict(batch_size=2)\n')
     cfg = load_config(str(config), {'train_dataloader.batch_sise': 4})

@@ -147,7 +147,8 @@ def main(argv=None):
             raise ValueError(f'{flag} must be 0 or more, got {value}')
     sys.path.insert(0, str(REPO))
     import fastmim  # noqa: F401
-    from fastmim.engine.launch import check_output_file, load_config
+    from fastmim.engine.config_loading import load_config
+    from fastmim.engine.launch import check_output_file
     if args.out:
         check_output_file(args.out, '--out')
 

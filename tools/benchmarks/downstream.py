@@ -150,7 +150,8 @@ def final_checkpoint(config, options, work_dir):
     """The checkpoint mmengine's CheckpointHook writes last (``save_last``) in ``work_dir``:
     ``iter_<max_iters>.pth`` for iteration-based training, else ``epoch_<max_epochs>.pth``.
     The options are parsed as tools/train.py parses them."""
-    from fastmim.engine.launch import CfgOptionsAction, load_config
+    from fastmim.engine.config_loading import load_config
+    from fastmim.engine.launch import CfgOptionsAction
     parser = argparse.ArgumentParser()
     parser.add_argument('--options', nargs='+', action=CfgOptionsAction)
     cfg = load_config(config, parser.parse_args(['--options', *options]).options)

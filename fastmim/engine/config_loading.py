@@ -1,0 +1,195 @@
+"""Loading a config file for a run: ``--cfg-options`` merged, and what neither the file nor
+the options can mean refused or warned about before any work starts (a missing or invalid file,
+a key the config lacks, a word or a list given for a number, a dict on the command line, a
+training length or seed no run can use).
+
+Every tool that starts a Runner loads its config here (:func:`load_config`); the command line
+itself is parsed in :mod:`fastmim.engine.launch`.
+"""
+import ast
+import difflib
+import logging
+
+from mmengine.logging import print_log
+
+from fastmim.errors import LaunchError
+
+
+def load_config(path, cfg_options=None):
+    """Load a config file and apply ``--cfg-options``: a missing file is one error naming it,
+    a config that is no valid Python one naming the file and line, and a key the config
+    lacks is added with a warning (:func:`added_keys`), as is a pipeline variable that no
+    longer is the pipeline that runs (:func:`warn_unused_pipelines`), a progressive-resolution
+    stages variable the hook no longer runs (:func:`warn_unused_stages`) and a schedule that does
+    not span the training (:func:`warn_schedule_length`); a training length or seed no run
+    can use is refused (:func:`_refuse_unusable_counts`)."""
+    from mmengine.config import Config
+
+    from fastmim.config_file import check_config_file
+    from fastmim.engine.hooks.progressive_resolution_hook import warn_unused_stages
+    from fastmim.engine.pipeline_variables import warn_unused_pipelines
+    from fastmim.engine.schedule_length import warn_schedule_length
+    try:
+        check_config_file(path)
+    except (OSError, ValueError) as error:
+        raise LaunchError(str(error)) from None
+    try:
+        cfg = Config.fromfile(path)
+    except SyntaxError as error:
+        raise LaunchError(_syntax_error_message(error, path)) from None
+    if cfg_options:
+        tree = cfg.to_dict()
+        _refuse_dict_values(cfg_options, path)
+        _refuse_text_for_numbers(tree, cfg_options, path)
+        _warn_lists_for_numbers(tree, cfg_options, path)
+        for key, close in added_keys(tree, cfg_options):
+            hint = f' (did you mean {" or ".join(close)}?)' if close else ''
+            print_log(f'--cfg-options {key}: {path} has no such key, it is added{hint}',
+                      logger='current', level=logging.WARNING)
+        _open_unset_settings(cfg, cfg_options)
+        cfg.merge_from_dict(cfg_options)
+    _refuse_unusable_counts(cfg, path)
+    warn_unused_pipelines(cfg, path, cfg_options)
+    warn_unused_stages(cfg, path, cfg_options)
+    warn_schedule_length(cfg, path, cfg_options)
+    return cfg
+
+
+def _open_unset_settings(cfg, cfg_options):
+    """Make a setting the config leaves ``None`` an empty dict where ``--cfg-options`` sets a
+    key below it: ``optim_wrapper.clip_grad.max_norm=3`` (the recipes set ``clip_grad=None``;
+    the guarded wrappers' errors advise clipping) failed in mmengine's merge ('cannot inherit
+    from base because clip_grad is a dict in the child config but is of type NoneType'), and a
+    whole dict is refused on the command line, so the setting could not be turned on there."""
+    for key in cfg_options:
+        node = cfg._cfg_dict
+        for part in key.split('.')[:-1]:
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                if node[part] is None:
+                    node[part] = {}
+                    print_log(f'--cfg-options {key}: {part} is None in the config; it becomes '
+                              f'a dict of the keys given', logger='current')
+                node = node[part]
+            else:
+                break
+
+
+# numpy seeds its generators (mmengine's set_random_seed) with 32-bit unsigned integers only.
+SEED_LIMIT = 2 ** 32
+
+
+def _refuse_unusable_counts(cfg, path):
+    """A training length, validation interval or seed (from the file or ``--cfg-options``) that
+    no run can use. mmengine refused ``max_epochs=1.5`` with a bare assertion, numpy a seed of
+    -1 from compiled code, and ``val_interval=0`` divided by zero after the first epoch: each
+    a traceback naming no key. A whole float (``max_epochs = 800 * 0.5``) is accepted, as
+    mmengine's loops accept it."""
+    train_cfg = cfg.get('train_cfg') or {}
+    for key in ('max_epochs', 'max_iters', 'val_interval'):
+        value = train_cfg.get(key)
+        if value is not None and not (_is_number(value) and float(value).is_integer()
+                                      and value >= 1):
+            raise LaunchError(f'train_cfg.{key}={value!r} (from {path} or --cfg-options): '
+                              f'expected a whole number of at least 1')
+    seed = (cfg.get('randomness') or {}).get('seed')
+    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool)
+                                 and 0 <= seed < SEED_LIMIT):
+        raise LaunchError(f'randomness.seed={seed!r} (from {path} or --cfg-options): expected '
+                          f'an integer from 0 to 2**32 - 1, or None for a random one')
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _refuse_dict_values(cfg_options, path):
+    """mmengine's ``DictAction`` parses lists and tuples but keeps a dict as the string typed
+    (``model.backbone={'type': ...}``), which reached the module builder as ``cfg should be a
+    dict ... got <class 'str'>``, naming no key."""
+    for key, value in cfg_options.items():
+        if isinstance(value, str) and value.lstrip().startswith(('{', 'dict(')):
+            raise LaunchError(
+                f'--cfg-options {key}={value}: a dict cannot be given on the command line '
+                f'(mmengine keeps it as a string); set its keys one by one ({key}.type=...), '
+                f"or write a config with _base_ = ['{path}'] that sets it")
+
+
+def _syntax_error_message(error, path):
+    """One line for a config, or one of its bases, that is no valid Python. mmengine parses
+    each file without naming it (the error says ``<unknown>``), so the file given is parsed
+    again here to tell whether the error is its own or a base's."""
+    if error.lineno is None:  # mmengine's own wrapper, which names the file
+        return str(error.msg)
+    try:
+        with open(path, encoding='utf-8') as source:
+            ast.parse(source.read(), path)
+        where = f'a _base_ file of {path}'
+    except SyntaxError:
+        where = path
+    return f'{where}, line {error.lineno}: {error.msg}: {(error.text or "").strip()}'
+
+
+def _follow(tree, key):
+    """Follow ``key`` through the plain config ``tree`` as mmengine does (dots; list indices):
+    ``(node, parts followed)``, where ``node`` is the value at ``key`` when every part was
+    followed, else the last node reached."""
+    node, parts = tree, key.split('.')
+    for depth, part in enumerate(parts):
+        if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return node, depth
+    return node, len(parts)
+
+
+def _refuse_text_for_numbers(tree, cfg_options, path):
+    """A number or a flag of the config (``tree``, plain) given a word on the command line
+    (``model.mask_ratio=abc``, ``optim_wrapper.optimizer.lr=1e-3x``) reached the module as a
+    string and failed inside it with an interpreter TypeError ('<' not supported between
+    'str' and 'float'), naming neither the key nor the value."""
+    for key, value in cfg_options.items():
+        current, followed = _follow(tree, key)
+        if (followed == len(key.split('.')) and isinstance(value, str)
+                and isinstance(current, (int, float))):
+            kind = 'True or False' if isinstance(current, bool) else 'a number'
+            raise LaunchError(f'--cfg-options {key}={value}: {path} has {kind} there '
+                              f'({current!r}); {value!r} is not one')
+
+
+def _warn_lists_for_numbers(tree, cfg_options, path):
+    """mmengine reads ``model.mask_ratio=0,75`` (a decimal comma) as the list ``[0, 75]``; it
+    reached the module and failed there in an interpreter TypeError ('<' not supported between
+    'int' and 'list'). A warning, not a refusal: some numbers of a config may be given as a
+    sequence (a crop ``size=224`` as ``224,160``, a jitter factor as a range)."""
+    for key, value in cfg_options.items():
+        current, followed = _follow(tree, key)
+        if (followed == len(key.split('.')) and isinstance(value, (list, tuple))
+                and isinstance(current, (int, float)) and not isinstance(current, bool)):
+            print_log(f'--cfg-options {key}: {path} has a number there ({current!r}), given '
+                      f'the list {list(value)} (commas separate list items; a decimal number '
+                      'takes a point)', logger='current', level=logging.WARNING)
+
+
+def added_keys(tree, cfg_options):
+    """``(key, close names)`` for each ``--cfg-options`` key that the config does not have yet
+    (``tree``: the config as plain dicts and lists, ``cfg.to_dict()``).
+
+    mmengine adds such a key without a word, so a typo (``train_dataloader.batch_sise=4``)
+    either fails much later, inside the class it reaches, or is never read at all. Adding a
+    key is legitimate too (an argument the config leaves at its default), so the caller warns
+    rather than refuses; the close names are the existing keys beside it that the new one
+    resembles. Only the first missing part of a path is reported, and paths through list
+    indices (``train_pipeline.1.size``) are followed as mmengine follows them.
+    """
+    found = []
+    for key in cfg_options:
+        parts = key.split('.')
+        node, followed = _follow(tree, key)
+        if followed < len(parts) and isinstance(node, dict):
+            close = difflib.get_close_matches(parts[followed], [str(name) for name in node], n=2)
+            found.append(('.'.join(parts[:followed + 1]), close))
+    return found
