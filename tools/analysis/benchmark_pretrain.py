@@ -17,7 +17,6 @@ that the run is judged against are below; the measuring itself is ``fastmim.benc
 import argparse
 import json
 import os
-import os.path as osp
 import subprocess
 import sys
 import tempfile

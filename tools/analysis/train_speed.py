@@ -90,6 +90,10 @@ def segmentation_options(data_dir, iters):
     return train, test, f'iter_{iters}.pth'
 
 
+# The downstream tasks' settings, by task: (train options, test options, checkpoint name).
+DOWNSTREAM_OPTIONS = {'detection': detection_options, 'segmentation': segmentation_options}
+
+
 def pretrain_options(data_dir, images):
     """One epoch over ``images`` links to the embedded photos as 500-px JPEGs. The links share
     the page cache, as a node's local copy of ImageNet mostly does; each is decoded anew."""
@@ -215,7 +219,7 @@ def main(argv=None):
             train, test, checkpoint = pretrain_options(data_dir, args.images or
                                                        batch_size * args.iters)
         else:
-            train, test, checkpoint = globals()[f'{args.task}_options'](data_dir, args.iters)
+            train, test, checkpoint = DOWNSTREAM_OPTIONS[args.task](data_dir, args.iters)
         train_dir = osp.join(work_dir, 'train')
         logger = {'default_hooks.logger.interval': 1}
         run_tool('train.py', [config, '--work-dir', train_dir, *(['--amp'] if args.amp else []),

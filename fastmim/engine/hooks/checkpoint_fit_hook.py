@@ -11,7 +11,7 @@ Nothing trains at test time, so every weight must come from the file: keys are c
 each backbone's own adaptation (``adapt_state_dict``: renames, resized position embeddings,
 buffers it rebuilds), as loading will see them.
 """
-from typing import Dict, List
+from typing import Dict
 
 from mmengine.hooks import Hook
 

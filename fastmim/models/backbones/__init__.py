@@ -1,4 +1,5 @@
-"""Backbones: each returns a tuple of NCHW maps and serves FastMIM, mmdet and mmseg alike."""
+"""Backbones: each returns a tuple of NCHW maps (of ``(B, C)`` class tokens for a ViT built
+with ``out_type='cls_token'``) and serves FastMIM, mmdet and mmseg alike."""
 from ._downstream import register_downstream
 from .cmt import CMT
 from .eva02 import EVA02

@@ -310,7 +310,7 @@ class CMTBlock(nn.Module):
 class CMTStage(nn.Module):
     """Patch aggregation, then the blocks of one stage sharing one relative position bias."""
 
-    def __init__(self, in_channels: int, dim: int, depth: int, num_heads: int, reduction: int,
+    def __init__(self, in_channels: int, dim: int, num_heads: int, reduction: int,
                  mlp_ratio: float, query_grid: Tuple[int, int], drop_paths: Sequence[float],
                  attn_drop: float = 0., with_cp: bool = False):
         super().__init__()
@@ -410,7 +410,7 @@ class CMT(BackboneContract, BaseModule):
         for index, depth in enumerate(settings['depths']):
             stride = STAGE_STRIDES[index]
             self.stages.append(CMTStage(
-                in_dim, dims[index], depth, settings['num_heads'][index],
+                in_dim, dims[index], settings['num_heads'][index],
                 settings['reduction_ratios'][index], settings['mlp_ratio'],
                 (self.img_size[0] // stride, self.img_size[1] // stride),
                 drop_paths[first_block:first_block + depth], attn_drop_rate, with_cp))
