@@ -91,9 +91,10 @@ def _scaled(strengths, vmax):
     return np.clip(strengths / vmax, 0, 1)
 
 
-def _check_cell_px(cell_px):
-    if not isinstance(cell_px, int) or cell_px < 4:
-        raise ValueError(f'cell_px must be an int >= 4, got {cell_px!r}')
+def _check_cell_px(cell_px, least=4):
+    """A glyph needs 4 pixels for a line through its centre; a colour per cell needs 1."""
+    if not isinstance(cell_px, int) or cell_px < least:
+        raise ValueError(f'cell_px must be an int >= {least}, got {cell_px!r}')
 
 
 def draw_hog_glyphs(hog_map, cell_px=16, nbins=9, vmax=None):
@@ -130,6 +131,7 @@ def draw_hog_bins(hog_map, cell_px=16, nbins=9, vmax=None):
     Returns:
         ndarray: ``(h * cell_px, w * cell_px, 3)`` uint8 RGB.
     """
+    _check_cell_px(cell_px, least=1)
     strengths = _scaled(_orientation_strengths(hog_map, nbins), vmax)
     hsv = np.stack([
         np.round(strengths.argmax(axis=2) * 256 / nbins),

@@ -136,6 +136,14 @@ def test_bin_colours_tell_orientations_apart():
     assert cell_of(colours, (0, 0), 4).max() == 0
 
 
+@pytest.mark.parametrize('cell_px', [0, -2, 2.0])
+def test_bin_colours_refuse_a_cell_size_as_glyphs_do(cell_px):
+    """cell_px=0 gave an empty (0, 0, 3) picture without a word; the glyphs refuse it."""
+    assert draw_hog_bins(torch.rand(27, 3, 5), cell_px=1).shape == (3, 5, 3)
+    with pytest.raises(ValueError, match=rf'cell_px must be an int >= 1, got {cell_px!r}'):
+        draw_hog_bins(torch.rand(27, 3, 5), cell_px=cell_px)
+
+
 def test_denormalize_inverts_imagenet_normalisation():
     pixels = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3), dtype=np.uint8)
     normalised = (pixels.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD
