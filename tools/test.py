@@ -68,6 +68,7 @@ def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
     from fastmim.engine.checkpoint import check_checkpoint_file
+    from fastmim.engine.config_keys import refused_keys_located
     from fastmim.engine.config_loading import load_config
     from fastmim.engine.launch import (build_runner, check_launcher_env, check_output_file,
                                        checkpoint_named_by, refuse_overwriting_input)
@@ -95,10 +96,11 @@ def main(argv):
         dict(type=TEST_HOOK, checkpoint=args.checkpoint)]
     config_dump = osp.join(cfg.work_dir, osp.basename(cfg.filename or ''))
     earlier_dump = read_file(config_dump)
-    runner = build_runner(cfg, ['test'],
-                          trusted_checkpoints=[args.checkpoint] if args.trust_checkpoint else [])
-    restore_config_dump(config_dump, earlier_dump, runner)
-    metrics = runner.test()
+    with refused_keys_located(cfg):
+        runner = build_runner(
+            cfg, ['test'], trusted_checkpoints=[args.checkpoint] if args.trust_checkpoint else [])
+        restore_config_dump(config_dump, earlier_dump, runner)
+        metrics = runner.test()
     if args.out:
         write_metrics(args.out, metrics)
     return metrics

@@ -56,3 +56,15 @@ def test_a_pre_training_config_says_how_its_checkpoint_is_evaluated(load_script,
     with pytest.raises(LaunchError, match=r'nothing to evaluate.*configs/knn/.*linear-probe'):
         load_script(ROOT / 'tools' / 'test.py').main(
             [str(pretrain), str(work_dir / 'epoch_2.pth'), '--work-dir', str(tmp_path / 't')])
+
+
+def test_a_key_the_test_dataset_refuses_is_named_with_its_place(load_script, tmp_path):
+    """As in training: the error named only the class whose __init__ refused the key."""
+    import torch
+    checkpoint = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': {}}, checkpoint)
+    with pytest.raises(TypeError, match=r"^test_dataloader\.dataset \(EmbeddedPhotos\) sets "
+                       r"num_sample, which it does not take: .*'num_sample'"):
+        load_script(ROOT / 'tools' / 'test.py').main(
+            [str(CONFIG), str(checkpoint), '--work-dir', str(tmp_path / 't'), '--cfg-options',
+             'test_dataloader.dataset.num_sample=4'])
