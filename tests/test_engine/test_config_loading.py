@@ -1,0 +1,165 @@
+"""Loading a config with --cfg-options (fastmim.engine.config_loading): missing, invalid and
+misplaced files, keys the config lacks, values no run can use, pipelines and settings the
+options leave behind."""
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from fastmim.engine import config_loading
+from fastmim.engine.config_loading import added_keys, load_config
+from fastmim.errors import LaunchError
+
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
+SEGMENTATION = (ROOT / 'projects' / 'segmentation' / 'configs' /
+                'upernet_fastmim_vit_b_ade20k_512x512_160k.py')
+
+
+def test_cfg_options_keys_the_config_lacks_are_named_with_the_close_existing_ones():
+    cfg = Config(dict(train_dataloader=dict(batch_size=2, num_workers=1),
+                      train_pipeline=[dict(type='LoadImageRGB'), dict(type='Crop', size=8)]))
+    options = {'train_dataloader.batch_sise': 4, 'train_dataloader.num_workers': 2,
+               'train_pipeline.1.size': 16, 'train_pipeline.1.sise': 16,
+               'model.backbone.drop_path_rate': 0.1}
+    assert added_keys(cfg.to_dict(), options) == [
+        ('train_dataloader.batch_sise', ['batch_size']), ('train_pipeline.1.sise', ['size']),
+        ('model', [])]
+
+
+def test_load_config_warns_about_an_added_key_and_still_adds_it(tmp_path, monkeypatch):
+    logged = []
+    monkeypatch.setattr(config_loading, 'print_log',
+                        lambda message, **kwargs: logged.append(message))
+    config = tmp_path / 'tiny.py'
+    config.write_text('train_dataloader = dict(batch_size=2)\n')
+    cfg = load_config(str(config), {'train_dataloader.batch_sise': 4})
+    assert cfg.train_dataloader.batch_sise == 4  # mmengine's semantics are kept
+    assert logged == [f'--cfg-options train_dataloader.batch_sise: {config} has no such key, '
+                      'it is added (did you mean batch_size?)']
+    load_config(str(config), {'train_dataloader.batch_size': 4})
+    assert len(logged) == 1
+
+
+@pytest.mark.parametrize('broken', ['top', 'base'])
+def test_a_config_that_is_no_valid_python_is_named(tmp_path, broken):
+    base, top = tmp_path / 'base.py', tmp_path / 'top.py'
+    base.write_text('x = 1\n' if broken == 'top' else 'x = 1\ny = dict(\n')
+    top.write_text("_base_ = ['./base.py']\n" + ('z = (1,\n' if broken == 'top' else 'z = 2\n'))
+    expected = (rf'{top}, line 2: .*never closed: z = \(1,' if broken == 'top' else
+                rf'a _base_ file of {top}, line 2: .*never closed: y = dict\(')
+    with pytest.raises(LaunchError, match=expected):
+        load_config(str(top))
+
+
+def test_a_setting_the_config_leaves_none_is_set_key_by_key(load_config_log):
+    """``optim_wrapper.clip_grad.max_norm=3`` (the recipes leave clip_grad None; the guarded
+    wrappers advise clipping) failed in mmengine's merge, and a whole dict is refused."""
+    cfg = load_config(str(DEMO), {'optim_wrapper.clip_grad.max_norm': 3.0})
+    assert cfg.optim_wrapper.clip_grad == {'max_norm': 3.0}
+    assert any('clip_grad is None in the config' in message
+               for message in load_config_log(DEMO, {'optim_wrapper.clip_grad.max_norm': 3.0}))
+
+
+def test_a_checkpoint_or_folder_given_as_the_config_is_named(tmp_path):
+    """``tools/test.py epoch_1.pth CONFIG`` failed in mmengine with "Only py/yml/yaml/json type
+    are supported now!", naming no file; a folder was 'config file not found'."""
+    checkpoint = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': {}}, checkpoint)
+    with pytest.raises(LaunchError, match=rf'{checkpoint} is not a .*checkpoint given as '
+                                          r'the config\? The config comes first'):
+        load_config(str(checkpoint))
+    with pytest.raises(LaunchError,
+                       match=rf'^config {tmp_path} is a folder; expected a config file'):
+        load_config(str(tmp_path))
+
+
+@pytest.fixture
+def pipeline_warnings(load_config_log):
+    return lambda config, cfg_options=None: [
+        line for line in load_config_log(config, cfg_options) if 'differs from' in line]
+
+
+def test_a_changed_train_pipeline_that_does_not_reach_the_dataloader_is_named(
+        tmp_path, pipeline_warnings):
+    """mmengine copied the base's train_pipeline into train_dataloader when it read the base:
+    changing the variable alone trained at the old crop without a word."""
+    child = tmp_path / 'crop96.py'
+    child.write_text(f"_base_ = ['{DEMO}']\ntrain_pipeline = [dict(type='LoadImageRGB')]\n")
+    [warning] = pipeline_warnings(child)
+    assert 'train_pipeline differs from train_dataloader.dataset.pipeline' in warning
+    assert pipeline_warnings(DEMO, {'train_pipeline.1.size': 96})
+    assert not pipeline_warnings(DEMO)
+    assert not pipeline_warnings(DEMO, {'train_dataloader.dataset.pipeline.1.size': 96,
+                                         'train_pipeline.1.size': 96})
+
+
+def test_the_running_pipeline_changed_on_the_command_line_is_not_named(pipeline_warnings):
+    """The warning told a user who changed train_dataloader.dataset.pipeline, as it asks, to
+    change that pipeline; the variable is then left behind, as the schedule check leaves a
+    length variable that --cfg-options train_cfg... overrides."""
+    assert not pipeline_warnings(DEMO, {'train_dataloader.dataset.pipeline.1.size': 96})
+
+
+def test_shipped_configs_use_their_pipeline_variables(pipeline_warnings):
+    """Including the mmseg ones, whose inherited variables carry the _scope_ mmengine adds."""
+    for config in [SEGMENTATION, *sorted((ROOT / 'configs').rglob('*.py'))]:
+        if '_base_' not in config.parts:
+            assert not pipeline_warnings(config), config
+
+
+@pytest.mark.parametrize('value', ["{'type':'SwinTransformer'}", "dict(type='SwinTransformer')"])
+def test_a_dict_typed_on_the_command_line_is_named(value):
+    """mmengine's DictAction keeps it as a string: the builder said 'cfg should be a dict'."""
+    with pytest.raises(LaunchError, match=r'--cfg-options model.backbone=.*a dict cannot '
+                                          r'be given on the command line.*'
+                                          r'model.backbone.type='):
+        load_config(str(DEMO), {'model.backbone': value})
+
+
+@pytest.mark.parametrize('key, value, current', [
+    ('model.mask_ratio', 'abc', '0.75'), ('optim_wrapper.optimizer.lr', '1e-3x', '0.001'),
+    ('param_scheduler.1.end', 'twelve', '12')])
+def test_a_word_given_for_a_number_is_named(key, value, current):
+    """It reached the module as a string: model.mask_ratio=abc ended in "'<' not supported
+    between instances of 'str' and 'float'", an interpreter error shown as a traceback."""
+    with pytest.raises(LaunchError, match=rf'--cfg-options {key}={value}: .*demo_vit_'
+                                          rf"tiny_embedded.py has a number there "
+                                          rf"\({current}\); '{value}' is not one"):
+        load_config(str(DEMO), {key: value})
+    load_config(str(DEMO), {key: 0.5, 'model.backbone.init_cfg': 'text where None was'})
+
+
+@pytest.mark.parametrize('key, value, current', [
+    ('model.mask_ratio', [0, 75], '0.75'), ('optim_wrapper.optimizer.lr', [0.001, 0.0005], '0.001'),
+    ('model.neck.depth', (1, 2), '1')])
+def test_a_list_given_for_a_number_is_named(key, value, current, load_config_log):
+    """mmengine reads 0,75 (a decimal comma) as the list [0, 75]: it reached the module and
+    failed there in a TypeError traceback ("'<' not supported between 'int' and 'list'"),
+    naming neither the key nor the value."""
+    logged = '\n'.join(load_config_log(DEMO, {key: value}))
+    assert f'--cfg-options {key}: {DEMO} has a number there ({current}), given the list ' \
+        f'{list(value)} (commas separate list items; a decimal number takes a point)' in logged
+    assert 'given the list' not in '\n'.join(load_config_log(DEMO, {key: 0.5}))
+
+
+@pytest.mark.parametrize('key, value', [
+    ('train_cfg.max_epochs', 1.5), ('train_cfg.max_epochs', 0), ('train_cfg.max_epochs', True),
+    ('train_cfg.val_interval', 0), ('randomness.seed', -1), ('randomness.seed', 2 ** 32),
+    ('randomness.seed', 0.5)])
+def test_a_count_or_seed_a_run_cannot_use_is_named(key, value):
+    """max_epochs=1.5 ended in mmengine's bare AssertionError, seed=-1 in numpy's ValueError
+    raised from compiled code, and val_interval=0 in a ZeroDivisionError after the first
+    epoch: each a traceback that named no key."""
+    with pytest.raises(LaunchError, match=rf'{key}={value!r} \(from .*demo_vit_'
+                                          rf'tiny_embedded.py or --cfg-options\)'):
+        load_config(str(DEMO), {key: value})
+
+
+def test_whole_counts_and_seeds_numpy_takes_are_accepted():
+    """A count computed in a config (``800 * 0.5``) is a float mmengine's loops accept."""
+    for options in ({'train_cfg.max_epochs': 2.0, 'randomness.seed': 2 ** 32 - 1},
+                    {'train_cfg.val_interval': 1, 'randomness.seed': None}):
+        load_config(str(DEMO), options)
