@@ -6,5 +6,7 @@ _base_ = ['./fastmim.py']
 
 model = dict(
     backbone=dict(type='EVA02', arch='b', img_size=128, patch_size=16),
+    # The decoder LayerNorms take the encoder's eps (1e-6), as the release's ViT decoder does.
+    neck=dict(eps=1e-6),
     block_size=16,
 )

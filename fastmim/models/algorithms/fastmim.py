@@ -27,6 +27,22 @@ def _divide_exactly(size, cell_size, what):
     return size // cell_size
 
 
+LINEAR_INITS = ('xavier', 'own')
+
+
+def xavier_init_linears(*modules):
+    """Xavier-uniform weights and zero biases for every ``nn.Linear`` inside ``modules``: what
+    the reference release's pre-training wrappers (ViT, Swin, PVTv2, CMT alike) do to encoder and
+    decoder once both are built. Convolutions, LayerNorms, tokens and relative-position tables
+    keep the initialisation their module gave them."""
+    for module in modules:
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+
+
 def _check_mask_ratio(mask_ratio):
     """FastMIM needs a number with ``0 < mask_ratio < 1``: at 0 no block is masked, the loss
     over the masked cells is 0 and nothing trains; at 1 every block is masked and the input
@@ -59,11 +75,23 @@ class FastMIM(BaseModel):
             but coarser or finer than the token grid as you like.
         data_preprocessor (dict, optional): Defaults to mmengine's ``ImgDataPreprocessor`` with
             the ImageNet mean/std on the 0-255 scale (inputs are already RGB).
+        linear_init (str): ``'xavier'`` (default): once backbone and decoder are built, every
+            ``nn.Linear`` in them gets Xavier-uniform weights and zero biases
+            (:func:`xavier_init_linears`), as the reference release pre-trains every backbone;
+            other layers keep their module's init. ``'own'``: each module keeps its own
+            initialisation (timm's and :class:`MIMDecoder`'s trunc-normal std 0.02), the
+            ablation. Done at construction; ``init_weights()`` keeps it, and loaded weights
+            (``load_from``, resume, ``init_cfg``) replace it.
         init_cfg (dict, optional): mmengine init config.
     """
 
     def __init__(self, backbone, neck, target_generator, loss=dict(type='MaskedMSELoss'),
-                 mask_ratio=0.75, block_size=32, data_preprocessor=None, init_cfg=None):
+                 mask_ratio=0.75, block_size=32, data_preprocessor=None, linear_init='xavier',
+                 init_cfg=None):
+        if linear_init not in LINEAR_INITS:
+            raise ValueError(f"FastMIM: linear_init must be 'xavier' (Xavier-uniform linear "
+                             f"layers, as the reference release) or 'own' (each module's own "
+                             f'init), got {linear_init!r}')
         if data_preprocessor is None:
             data_preprocessor = copy.deepcopy(IMAGENET_PREPROCESSOR)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -83,6 +111,8 @@ class FastMIM(BaseModel):
         self.mask_token = nn.Parameter(torch.zeros(1, 3, 1, 1))
         trunc_normal_(self.mask_token, std=0.02)
         self._last_input_size = None
+        if linear_init == 'xavier':
+            xavier_init_linears(self.backbone, self.neck)
 
     def _complete_neck_config(self, neck):
         neck = copy.deepcopy(neck)

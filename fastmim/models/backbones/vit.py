@@ -54,6 +54,7 @@ ARCH_ALIASES = {'small': 's', 'base': 'b', 'large': 'l'}
 ARCH_KEYS = ('embed_dim', 'depth', 'num_heads')
 OUT_TYPES = ('featmap', 'cls_token')
 POS_EMBED_TYPES = ('learned', 'sincos')
+EMBED_INITS = ('timm', 'mae')
 # Arguments this backbone fixes: the head is dropped, the class token and every patch token are
 # kept and the position embedding is resized here, so timm must not be told otherwise.
 FIXED_TIMM_ARGS = ('num_classes', 'global_pool', 'class_token', 'reg_tokens', 'no_embed_class',
@@ -396,6 +397,11 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
             value of a learned embedding; other grids get the exact table for that grid.
         out_type: ``'featmap'`` gives ``(B, C, H / p, W / p)`` maps, ``'cls_token'`` gives the
             ``(B, C)`` class token (linear probing).
+        embed_init: ``'timm'`` keeps timm's initialisation of the embedding; ``'mae'``, after
+            it, draws the patch embedding weight Xavier-uniform on its ``(out, in * k * k)``
+            view (std 0.036 for ViT-B/16 against timm's 0.021) and the class token from
+            N(0, 0.02) (timm: std 1e-6), as MAE and the FastMIM reference release pre-train
+            ViT. The FastMIM ViT pre-training config sets it; fine-tuning loads these weights.
         rel_pos_bias: add BEiT's relative position bias to every block's attention
             (:class:`RelativePositionBiasAttention`: a zero-initialised table per block, built
             for the grid of ``img_size``, resized for inputs of another grid as the learned
@@ -431,6 +437,7 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
                  final_norm: bool = True,
                  pos_embed_type: str = 'learned',
                  out_type: str = 'featmap',
+                 embed_init: str = 'timm',
                  rel_pos_bias: bool = False,
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None,
@@ -439,6 +446,9 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
                                'no head, all tokens kept, position embedding resized per input')
         if out_type not in OUT_TYPES:
             raise ValueError(f'VisionTransformer: out_type {out_type!r} is not one of {OUT_TYPES}')
+        if embed_init not in EMBED_INITS:
+            raise ValueError(f'VisionTransformer: embed_init {embed_init!r} is not one of '
+                             f'{EMBED_INITS}')
         if pos_embed_type not in POS_EMBED_TYPES:
             raise ValueError(f'VisionTransformer: pos_embed_type {pos_embed_type!r} is not one of '
                              f'{POS_EMBED_TYPES}')
@@ -464,6 +474,8 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
         self.pos_embed_type = pos_embed_type
         if pos_embed_type == 'sincos':
             self._freeze_sincos_pos_embed()
+        if embed_init == 'mae':
+            self._mae_embed_init()
         self.out_type = out_type
         self.rel_pos_bias = rel_pos_bias
         self._finish_init(arch, arch_cfg, patch_size, out_indices, with_cp, init_cfg)
@@ -475,6 +487,15 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
         with torch.no_grad():
             self.pos_embed.copy_(table.unsqueeze(0))
         self.pos_embed.requires_grad_(False)
+
+    def _mae_embed_init(self) -> None:
+        """MAE's initialisation of the embedding, after timm's: the patch embedding weight
+        Xavier-uniform on its ``(out, in * k * k)`` view (a linear layer over the patch's
+        pixels), the class token N(0, 0.02)."""
+        with torch.no_grad():
+            weight = self.patch_embed.proj.weight
+            nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+            nn.init.normal_(self.cls_token, std=.02)
 
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
         """timm's ``forward_features`` embeds through this method: the same embedding as

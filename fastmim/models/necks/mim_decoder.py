@@ -1,4 +1,6 @@
 """The light-weight FastMIM decoder: every token of the encoder's last map -> its target values."""
+from functools import partial
+
 from mmengine.model import BaseModule
 from timm.models.vision_transformer import Block
 from torch import nn
@@ -16,8 +18,10 @@ class MIMDecoder(BaseModule):
     a LayerNorm between two linear layers (the depth ablation).
 
     Initialisation: linear weights trunc-normal std 0.02 with zero biases, LayerNorm ones/zeros,
-    done at construction. This is the ``_init_weights`` of the timm ViT / SimMIM family; MAE's own
-    decoder uses Xavier-uniform for its linears instead.
+    done at construction (the ``_init_weights`` of timm's ViT). Inside :class:`FastMIM` this is
+    what ``linear_init='own'`` keeps; its default, ``'xavier'``, then redraws every linear layer
+    of backbone and decoder Xavier-uniform with zero biases, as MAE and the FastMIM reference
+    release initialise their pre-training models.
 
     Args:
         in_channels (int): Channels of the encoder's last feature map.
@@ -26,11 +30,14 @@ class MIMDecoder(BaseModule):
         depth (int): Number of Transformer blocks (0 allowed).
         num_heads (int): Attention heads per block.
         mlp_ratio (float): MLP hidden width / ``embed_dim``.
+        eps (float): eps of every LayerNorm (the blocks' and the final one). The reference
+            release gives its ViT decoder the encoder's 1e-6 (set in the FastMIM ViT and EVA-02
+            configs) and its Swin, PVTv2 and CMT decoders PyTorch's 1e-5, the default.
         init_cfg (dict, optional): mmengine init config; overrides the default init when given.
     """
 
     def __init__(self, in_channels, out_channels, embed_dim=256, depth=1, num_heads=8,
-                 mlp_ratio=4., init_cfg=None):
+                 mlp_ratio=4., eps=1e-5, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if depth < 0:
             raise ValueError(f'depth must be >= 0, got {depth}')
@@ -40,9 +47,10 @@ class MIMDecoder(BaseModule):
         self.out_channels = out_channels
         self.embed = nn.Linear(in_channels, embed_dim)
         self.blocks = nn.Sequential(*[
-            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True) for _ in range(depth)
+            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True,
+                  norm_layer=partial(nn.LayerNorm, eps=eps)) for _ in range(depth)
         ])
-        self.norm = nn.LayerNorm(embed_dim)
+        self.norm = nn.LayerNorm(embed_dim, eps=eps)
         self.predict = nn.Linear(embed_dim, out_channels)
         self.apply(self._init_module)
 

@@ -150,12 +150,35 @@ def test_built_from_registry():
     (dict(arch=TINY, out_type='avg'), 'out_type'),
     (dict(arch=TINY, num_classes=10), 'fixed by this backbone'),
     (dict(arch=TINY, pos_embed_type='rope'), 'pos_embed_type'),
+    (dict(arch=TINY, embed_init='jax'), 'embed_init'),
     (dict(arch=dict(embed_dim=30, depth=1, num_heads=2), pos_embed_type='sincos'),
      'multiple of 4'),
 ])
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         VisionTransformer(img_size=64, **kwargs)
+
+
+def test_embed_init_mae_is_xavier_patch_embedding_and_normal_class_token():
+    """MAE / the FastMIM release: ``xavier_uniform_`` on the patch embedding's (out, in * k * k)
+    view, whose bound is sqrt(6 / (fan_in + fan_out)) and std sqrt(2 / (fan_in + fan_out)),
+    and the class token from N(0, 0.02). Nothing else changes."""
+    arch = dict(embed_dim=384, depth=1, num_heads=6)
+    torch.manual_seed(0)
+    timm_init = VisionTransformer(arch=arch, img_size=64)
+    torch.manual_seed(0)
+    mae = VisionTransformer(arch=arch, img_size=64, embed_init='mae')
+    weight = mae.patch_embed.proj.weight.detach()
+    fan_in, fan_out = 3 * 16 * 16, 384
+    bound = math.sqrt(6 / (fan_in + fan_out))
+    assert bound * 0.98 <= weight.abs().max() <= bound
+    assert abs(weight.std().item() / math.sqrt(2 / (fan_in + fan_out)) - 1) < 0.02
+    assert abs(mae.cls_token.std().item() / 0.02 - 1) < 0.2
+    assert timm_init.cls_token.std().item() < 1e-5  # timm's: N(0, 1e-6)
+    assert abs(timm_init.patch_embed.proj.weight.std().item() / 0.02 - 1) < 0.1
+    changed = {key for key, value in mae.state_dict().items()
+               if not torch.equal(value, timm_init.state_dict()[key])}
+    assert changed == {'patch_embed.proj.weight', 'cls_token'}
 
 
 def test_input_not_multiple_of_patch_is_refused():

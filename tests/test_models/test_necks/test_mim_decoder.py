@@ -69,6 +69,15 @@ def test_initialisation_truncated_normal_zero_bias_unit_layernorm():
             assert torch.all(module.weight == 1) and torch.all(module.bias == 0), name
 
 
+@pytest.mark.parametrize('eps', [None, 1e-6])
+def test_eps_of_every_layernorm(eps):
+    """PyTorch's 1e-5 by default (the release's Swin / PVTv2 / CMT decoders), or the given one
+    (its ViT decoder takes the encoder's 1e-6), for the blocks and the final norm alike."""
+    decoder = build_decoder(depth=2) if eps is None else build_decoder(depth=2, eps=eps)
+    norms = [m for m in decoder.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 5 and {m.eps for m in norms} == {eps or 1e-5}
+
+
 def test_wrong_input_raises():
     with pytest.raises(ValueError, match=r'\(B, 24, h, w\)'):
         build_decoder()(torch.randn(2, 16, 3, 3))
