@@ -15,7 +15,8 @@ class MIMDecoder(BaseModule):
 
     All ``h * w`` tokens are decoded (the encoder saw every token, masked ones included) and no
     position embedding is added: the encoder features already carry position. ``depth=0`` leaves
-    a LayerNorm between two linear layers (the depth ablation).
+    a LayerNorm between two linear layers (the depth ablation). ``in_norm_eps`` puts a LayerNorm
+    over the C input channels first.
 
     Initialisation: linear weights trunc-normal std 0.02 with zero biases, LayerNorm ones/zeros,
     done at construction (the ``_init_weights`` of timm's ViT). Inside :class:`FastMIM` this is
@@ -33,11 +34,17 @@ class MIMDecoder(BaseModule):
         eps (float): eps of every LayerNorm (the blocks' and the final one). The reference
             release gives its ViT decoder the encoder's 1e-6 (set in the FastMIM ViT and EVA-02
             configs) and its Swin, PVTv2 and CMT decoders PyTorch's 1e-5, the default.
+        in_norm_eps (float, optional): with a value, a LayerNorm of that eps over the encoder's
+            channels normalises every token before the input projection (``in_norm``); None
+            (default): none. The reference release's CMT encoder ends with such a norm (eps
+            1e-6) that its decoder reads, while fastmim's CMT backbone has none (neither has the
+            release's fine-tuned CMT): the CMT FastMIM config sets 1e-6. ViT, Swin and PVTv2
+            backbones end with their own norm.
         init_cfg (dict, optional): mmengine init config; overrides the default init when given.
     """
 
     def __init__(self, in_channels, out_channels, embed_dim=256, depth=1, num_heads=8,
-                 mlp_ratio=4., eps=1e-5, init_cfg=None):
+                 mlp_ratio=4., eps=1e-5, in_norm_eps=None, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if depth < 0:
             raise ValueError(f'depth must be >= 0, got {depth}')
@@ -45,6 +52,8 @@ class MIMDecoder(BaseModule):
             raise ValueError(f'embed_dim {embed_dim} is not divisible by num_heads {num_heads}')
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.in_norm = (nn.Identity() if in_norm_eps is None else
+                        nn.LayerNorm(in_channels, eps=in_norm_eps))
         self.embed = nn.Linear(in_channels, embed_dim)
         self.blocks = nn.Sequential(*[
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True,
@@ -70,5 +79,5 @@ class MIMDecoder(BaseModule):
             raise ValueError(f'MIMDecoder expects (B, {self.in_channels}, h, w) features, got '
                              f'shape {tuple(features.shape)}')
         tokens = features.flatten(2).transpose(1, 2)
-        tokens = self.blocks(self.embed(tokens))
+        tokens = self.blocks(self.embed(self.in_norm(tokens)))
         return self.predict(self.norm(tokens))

@@ -114,9 +114,23 @@ def test_other_parameters_keep_their_own_initialisation(built):
 
 def test_decoder_layernorm_eps_follows_the_release(built):
     name, model, _ = built
-    norms = [module for module in model.neck.modules() if isinstance(module, nn.LayerNorm)]
+    norms = [module for module in model.neck.modules()
+             if isinstance(module, nn.LayerNorm) and module is not model.neck.in_norm]
     assert len(norms) == 1 + 2 * len(model.neck.blocks)
     assert {norm.eps for norm in norms} == {DECODER_EPS[name]}
+
+
+def test_the_decoder_reads_normalised_tokens_as_in_the_release(built):
+    """Every release encoder ends with a LayerNorm that decoder_embed reads: here ViT's, Swin's
+    and PVTv2's backbones end with theirs; CMT's backbone has none (the release's fine-tuned CMT
+    has none either), so the decoder normalises its input, with the release's CMT eps 1e-6
+    (``norm_layer=None`` -> ``partial(nn.LayerNorm, eps=1e-6)``)."""
+    name, model, _ = built
+    if name == 'cmt':
+        assert isinstance(model.neck.in_norm, nn.LayerNorm) and model.neck.in_norm.eps == 1e-6
+        assert model.neck.in_norm.normalized_shape == (model.backbone.out_channels[-1], )
+    else:
+        assert isinstance(model.neck.in_norm, nn.Identity)
 
 
 def test_runner_init_weights_changes_nothing(built):

@@ -78,6 +78,23 @@ def test_eps_of_every_layernorm(eps):
     assert len(norms) == 5 and {m.eps for m in norms} == {eps or 1e-5}
 
 
+def test_input_norm_is_a_layernorm_over_the_encoder_channels_before_the_projection():
+    """``in_norm_eps``: the release's CMT encoder ends with a LayerNorm (eps 1e-6) over the
+    channels of every token, which its decoder_embed reads; without it, no such norm."""
+    assert 'in_norm.weight' not in build_decoder().state_dict()
+    decoder = build_decoder(depth=0, in_norm_eps=1e-6)
+    with torch.no_grad():
+        decoder.in_norm.weight.uniform_(0.5, 1.5)
+        decoder.in_norm.bias.uniform_(-0.5, 0.5)
+    features = torch.randn(2, 24, 2, 3) * 3 + 1
+    tokens = features.permute(0, 2, 3, 1).reshape(2, 6, 24)
+    normed = F.layer_norm(tokens, (24,), decoder.in_norm.weight, decoder.in_norm.bias, eps=1e-6)
+    hidden = F.layer_norm(F.linear(normed, decoder.embed.weight, decoder.embed.bias), (32,),
+                          decoder.norm.weight, decoder.norm.bias, eps=1e-5)
+    expected = F.linear(hidden, decoder.predict.weight, decoder.predict.bias)
+    torch.testing.assert_close(decoder(features), expected)
+
+
 def test_wrong_input_raises():
     with pytest.raises(ValueError, match=r'\(B, 24, h, w\)'):
         build_decoder()(torch.randn(2, 16, 3, 3))
