@@ -35,6 +35,8 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON=${PYTHON:-python}
 [ -x "$ROOT/.venv/bin/python" ] && [ "$PYTHON" = python ] && PYTHON="$ROOT/.venv/bin/python"
 
+# torchrun through tools/torchrun.py: one line, not the launcher's traceback, when a process
+# fails, a signal stops the job (status 128 + signal) or PORT is taken.
 # A preempted process exits with 75 (PreemptionHook: requeue me), but torchrun reports any
 # process's non-zero status as 1: each preempted process adds its local rank to this file, and
 # the script exits with 75 when all of this node's processes did. SLURM signals every process of
@@ -52,7 +54,7 @@ fi
 status=0
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} \
 FASTMIM_PREEMPTED_RECORD="$PREEMPTED_RECORD" \
-"$PYTHON" -m torch.distributed.run "${RENDEZVOUS[@]}" "${SIGNALS[@]}" --nproc_per_node="$GPUS" \
+"$PYTHON" "$ROOT/tools/torchrun.py" "${RENDEZVOUS[@]}" "${SIGNALS[@]}" --nproc_per_node="$GPUS" \
     "$ROOT/tools/$SCRIPT" "${@:3}" --launcher pytorch || status=$?
 if [ "$status" -ne 0 ] && [ "$(sort -u "$PREEMPTED_RECORD" | wc -l)" -eq "$GPUS" ]; then
     status=75

@@ -34,6 +34,15 @@ def write_metrics(path, metrics):
     AtomicLocalBackend().put_text(text, path)
 
 
+def write_metrics_once(path, metrics):
+    """Every process of a distributed test holds the same metrics: the first one writes
+    them (each process replaced the file with the same text; on shared storage, every process
+    of every node)."""
+    from mmengine.dist import is_main_process
+    if is_main_process():
+        write_metrics(path, metrics)
+
+
 def read_file(path):
     """The bytes of ``path``, or None where it is no file."""
     if not osp.isfile(path):
@@ -102,7 +111,7 @@ def main(argv):
         restore_config_dump(config_dump, earlier_dump, runner)
         metrics = runner.test()
     if args.out:
-        write_metrics(args.out, metrics)
+        write_metrics_once(args.out, metrics)
     return metrics
 
 

@@ -506,10 +506,10 @@ def run_cli(main, argv=None, interrupted_hint=''):
     except KeyboardInterrupt:
         if debug:
             raise
-        _report_the_stop('interrupted (Ctrl-C)'
-                         + (f'; {interrupted_hint}' if interrupted_hint else ''))
-        sys.exit(INTERRUPTED_EXIT_STATUS)
+        _report_interruption(interrupted_hint)
     except Exception as error:
+        if not debug and _interrupted_inside(error):
+            _report_interruption(interrupted_hint)
         if debug or not is_user_error(error, project_errors=(LaunchError,)):
             raise
         _let_the_first_process_report()
@@ -517,6 +517,32 @@ def run_cli(main, argv=None, interrupted_hint=''):
         sys.exit(1)
     finally:
         shutdown_distributed()
+
+
+def _interrupted_inside(error: BaseException) -> bool:
+    """Whether a Ctrl-C is what ``error`` was raised while handling: mmengine formats the
+    config at every checkpoint save inside a bare ``except:`` that turns anything into a
+    ``SyntaxError`` printing the whole config, a Ctrl-C during the save too."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _report_interruption(interrupted_hint: str) -> None:
+    """The Ctrl-C line and status. Ctrl-C reaches every process of a node: the first one
+    prints it (torchrun's processes printed it once each), every one logs it."""
+    import sys
+
+    from fastmim.run_log import log_to_files
+    line = 'interrupted (Ctrl-C)' + (f'; {interrupted_hint}' if interrupted_hint else '')
+    if launched_local_rank() == 0:
+        print(line, file=sys.stderr)
+    log_to_files(line)
+    sys.exit(INTERRUPTED_EXIT_STATUS)
 
 
 def _report_the_stop(line: str) -> None:

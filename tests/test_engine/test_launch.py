@@ -138,6 +138,21 @@ def test_a_batchnorm_given_one_value_per_channel_names_the_batch_size(capsys):
     assert 'set train_dataloader.batch_size to 2 or more' in err
 
 
+def test_a_ctrl_c_that_mmengine_turned_into_another_error_is_a_ctrl_c(capsys, monkeypatch):
+    """mmengine formats the config at every checkpoint save inside a bare except that turns a
+    Ctrl-C into a SyntaxError, which printed the whole config as a crash with status 1."""
+    def formatting_config(argv):
+        try:
+            raise KeyboardInterrupt
+        except:  # noqa: E722  what mmengine's Config.pretty_text does
+            raise SyntaxError('Failed to format the config file, please check the syntax of:')
+
+    assert _run_failing(formatting_config, capsys) == (130, 'interrupted (Ctrl-C)\n')
+    monkeypatch.setenv('LOCAL_RANK', '1')  # torchrun's other processes: logged, not printed
+    assert _run_failing(lambda argv: (_ for _ in ()).throw(KeyboardInterrupt), capsys) == (
+        130, '')
+
+
 @pytest.mark.parametrize('stop, line', [
     (ValueError('val image 3 cannot be read'), 'error: ValueError: val image 3 cannot be read'),
     (KeyboardInterrupt(), 'interrupted (Ctrl-C)')], ids=['error', 'Ctrl-C'])

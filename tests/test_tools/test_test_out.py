@@ -17,6 +17,17 @@ def test_out_holds_the_metrics_as_floats(load_script, tmp_path):
     assert os.listdir(out.parent) == ['metrics.json']  # no temporary file left behind
 
 
+@pytest.mark.parametrize('main_process', [True, False])
+def test_only_the_first_process_writes_the_metrics(load_script, tmp_path, monkeypatch,
+                                                   main_process):
+    """dist_test.sh: every process wrote the same file."""
+    import mmengine.dist
+    monkeypatch.setattr(mmengine.dist, 'is_main_process', lambda: main_process)
+    out = tmp_path / 'metrics.json'
+    load_script(TEST_TOOL).write_metrics_once(str(out), {'accuracy/top1': 71.5})
+    assert out.exists() == main_process
+
+
 @pytest.mark.parametrize('failure', ['unserialisable metric', 'disk full while writing'])
 def test_a_failed_write_leaves_the_earlier_file(load_script, tmp_path, monkeypatch, failure):
     out = tmp_path / 'metrics.json'

@@ -355,3 +355,42 @@ def test_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(tmp_pa
     assert (work_dir / 'last_checkpoint').read_text().strip().endswith('epoch_1.pth')
     assert torch.load(work_dir / 'epoch_1.pth', weights_only=True)['meta']['iter'] == 4
     assert not list(work_dir.glob('.*.tmp'))
+
+
+def test_ctrl_c_of_a_two_process_job_is_one_line_and_status_130(tmp_path):
+    """Through torchrun a Ctrl-C ended with status 1, the line once per process and
+    torchrun's SignalException traceback."""
+    args = [str(DEMO), '2', '--cfg-options', *TINY, 'train_cfg.max_epochs=100']
+    work_dir = tmp_path / 'work'
+    process = start(args, work_dir, script='dist_train.sh')
+    wait_for_iterations(process, work_dir, 1)
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    process.wait(timeout=300)
+    output = Path(f'{work_dir}.log').read_text()
+    assert process.returncode == 130, output[-3000:]
+    assert output.count('interrupted (Ctrl-C)') == 1 and 'Traceback' not in output, output[-3000:]
+
+
+def test_a_user_error_of_a_two_process_job_is_its_line_alone(tmp_path):
+    """After the processes' one line, torchrun added its ChildFailedError traceback and a
+    failure table blaming the rank it had stopped."""
+    result = run([str(DEMO), '2', '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+                  'train_cfg.max_epochs=1.5'], script='dist_train.sh')
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr and 'ChildFailedError' not in result.stderr
+    assert result.stderr.count('error: LaunchError: train_cfg.max_epochs=1.5') == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        'train.py: the process of rank 0 ended first, with status 1')
+
+
+def test_a_port_another_job_holds_is_one_line(tmp_path):
+    import socket
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run([str(DEMO), '2', '--work-dir', str(tmp_path / 'work')],
+                     env={'PORT': str(port)}, script='dist_train.sh')
+    assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+    assert f'could not listen on 127.0.0.1:{port}' in result.stderr
+    assert 'another PORT' in result.stderr

@@ -1,0 +1,49 @@
+"""torchrun for tools/dist_launch.sh: the same launcher (``torch.distributed.run``), ending in
+one line where torchrun ends in its own traceback.
+
+torchrun reports a process that failed by raising ``ChildFailedError`` from its agent: after
+the process's own one-line error (``run_cli``) came some 35 lines of the launcher's traceback
+and a failure table that also blamed the ranks it had stopped. A Ctrl-C (or SIGTERM) that
+reached it raised ``SignalException``: a traceback again, and status 1 where a shell reports
+130. A PORT in use by another job was a ``DistNetworkError`` traceback. Here each is one line
+and the status a shell expects (``128 + signal`` for a signal); ``FASTMIM_DEBUG=1`` keeps
+torchrun's own logging and tracebacks.
+
+    python tools/torchrun.py [torchrun arguments] SCRIPT [script arguments]
+"""
+import logging
+import os
+import sys
+
+from torch.distributed import DistNetworkError
+from torch.distributed import run as torchrun
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+
+def main(argv):
+    args = torchrun.parse_args(argv)
+    if os.environ.get('FASTMIM_DEBUG') == '1':
+        return torchrun.run(args)
+    # Its W/E lines repeat what the processes said, and name the ranks it stopped as failed.
+    logging.getLogger('torch.distributed.elastic').setLevel(logging.CRITICAL)
+    script = os.path.basename(args.training_script)
+    try:
+        return torchrun.run(args)
+    except SignalException as stop:
+        sys.exit(128 + int(stop.sigval))
+    except ChildFailedError as failure:
+        rank, first = failure.get_first_failure()
+        print(f'{script}: the process of rank {rank} ended first, with status '
+              f'{first.exitcode} (its message is above); the others were stopped',
+              file=sys.stderr)
+        sys.exit(1)
+    except DistNetworkError as error:
+        print(f'{script}: torchrun could not listen on {args.master_addr}:{args.master_port} '
+              f'({str(error).splitlines()[0]}): another job holds the port? Give this one '
+              f'another PORT, or leave PORT unset on a single node', file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
