@@ -63,6 +63,10 @@ class BackboneContract:
     # none: no such line, and every published size is tried.
     size_keys: Tuple[str, ...] = ()
     reference_layout: Optional[ReferenceLayout] = None
+    # True for a backbone that loaded weights as it was built (TimmBackbone with timm's
+    # published or a local checkpoint): an initialisation that runs after it, such as FastMIM's
+    # Xavier redraw of linear layers, leaves it alone.
+    weights_loaded_when_built: bool = False
     # Where timm's model of this family keeps its classifier (its pretrained_cfg 'classifier'):
     # the name tools/convert/to_timm.py gives a fine-tuned head without --arch.
     timm_classifier: str = 'head'

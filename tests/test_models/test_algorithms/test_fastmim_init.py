@@ -188,3 +188,26 @@ def test_loading_weights_replaces_the_construction_init():
 def test_unknown_linear_init_is_refused():
     with pytest.raises(ValueError, match="linear_init.*'xavier'"):
         small_fastmim(linear_init='trunc_normal')
+
+
+def test_a_backbone_built_with_weights_keeps_them(tmp_path):
+    """TimmBackbone(checkpoint_path=..., or pretrained=True) loads its weights when it is
+    built, before FastMIM's Xavier redraw, which replaced every linear layer of them."""
+    import timm
+    torch.manual_seed(1)
+    weights = timm.create_model('test_vit').state_dict()
+    torch.save(weights, tmp_path / 'test_vit.pth')
+    init_default_scope('fastmim')
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'fastmim' / 'ablations' /
+                              'timm_resnet50_hog_400e.py')).model
+    cfg.backbone = dict(type='TimmBackbone', model_name='test_vit', dynamic_img_size=True,
+                        checkpoint_path=str(tmp_path / 'test_vit.pth'))
+    cfg.block_size = 16
+    model = MODELS.build(cfg)
+    loaded = {name.removeprefix('backbone.model.model.'): value
+              for name, value in model.state_dict().items()
+              if name.startswith('backbone.model.')}
+    linear = 'blocks.0.attn.qkv.weight'
+    assert linear in loaded and torch.equal(loaded[linear], weights[linear])
+    decoder = model.neck.embed.weight  # the decoder is still drawn Xavier-uniform
+    assert decoder.abs().max() <= xavier_bound(decoder)
