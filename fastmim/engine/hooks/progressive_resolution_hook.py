@@ -246,7 +246,8 @@ class ProgressiveResolutionHook(Hook):
     - ``optim_wrapper.accumulative_counts`` is 1 (the stages set it);
     - with accumulation and iteration-based schedulers, ``default_hooks.param_scheduler`` is a
       :class:`PerUpdateParamSchedulerHook`;
-    - an epoch-based train loop, every stage starting before ``max_epochs``.
+    - an epoch-based train loop (a stage starting at or after ``max_epochs`` is warned
+      about: it will not run).
 
     Its priority is above ``DistSamplerSeedHook`` so that a new sampler gets its epoch seed.
 
