@@ -120,7 +120,7 @@ def load_from_local(filename, map_location=None, logger=None):
         raise CheckpointError(
             f'{path} {what} ({reason}). Loading it fully would let the file run arbitrary '
             f'code; if you trust its origin, pass --trust-checkpoint (to tools/train.py: '
-            f'--trust-checkpoint {path})') from None
+            f'--trust-checkpoint {path}){_converter_hint(reason)}') from None
     except PermissionError:
         raise CheckpointError(f'{path}: no permission to read this checkpoint') from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError) as error:
@@ -129,6 +129,17 @@ def load_from_local(filename, map_location=None, logger=None):
         reason = str(error).rstrip('.')  # the hint starts a sentence of its own
         raise CheckpointError(f'{path} is not a readable checkpoint (truncated or corrupt?): '
                               f'{reason}{_other_checkpoints(path)}') from None
+
+
+def _converter_hint(reason):
+    """For the reference release's files (``{'model', 'args': argparse.Namespace}``, MAE's
+    layout), whose weights load only once converted: trusting the file alone led to a second
+    refusal."""
+    if 'argparse.Namespace' not in reason:
+        return ''
+    return ('. An argparse.Namespace under args is how an MAE-style file of the reference '
+            'release stores its arguments: tools/convert/from_reference.py converts it (with '
+            '--trust-checkpoint) into a checkpoint that fastmim loads')
 
 
 def pretrained_inits(node, name='model'):

@@ -163,6 +163,17 @@ def test_a_cut_off_checkpoint_names_no_empty_file_and_ends_its_sentence_once(tmp
     assert '..' not in str(raised.value)
 
 
+def test_a_reference_release_file_is_pointed_to_its_converter(tmp_path):
+    """Passing --trust-checkpoint as told led to a second refusal ('holds its weights under
+    model ... convert it with tools/convert/from_reference.py'): say so at once."""
+    import argparse
+    path = tmp_path / 'checkpoint-799.pth'
+    torch.save({'model': {'w': torch.zeros(1)}, 'args': argparse.Namespace(lr=1.)}, path)
+    with pytest.raises(CheckpointError, match=r'argparse\.Namespace.*MAE-style file of the '
+                       r'reference release.*tools/convert/from_reference\.py'):
+        _load_checkpoint(str(path))
+
+
 def test_an_empty_start_checkpoint_is_named_with_its_key(tmp_path):
     """A folder or a missing file was named with its config key, an empty file was not."""
     empty = tmp_path / 'zero.pth'
