@@ -108,3 +108,14 @@ def test_a_stopped_study_stops_its_running_commands(tmp_path):
         for pid in (study.pid, child):
             if pid is not None and alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_the_table_of_one_seed_does_not_speak_of_a_mean(study):
+    """'Mean ± sample standard deviation over 1 seeds (0)' stood under a table without ±."""
+    runs = [study.Run(method, 0.01, 0, '', top1=50.) for method in study.METHODS]
+    table = study.results_table(runs, [0.01], [0])
+    assert table.splitlines()[-1].startswith('One seed (0); ')
+    assert '±' not in table
+    runs += [study.Run(method, 0.01, 1, '', top1=52.) for method in study.METHODS]
+    assert 'Mean ± sample standard deviation over 2 seeds (0, 1)' in study.results_table(
+        runs, [0.01], [0, 1])

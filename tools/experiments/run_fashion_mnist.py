@@ -295,9 +295,10 @@ def results_table(runs: List[Run], fractions: List[float], seeds: List[int]) -> 
                  for fraction in fractions]
         lines.append(f'| {method.name} | ' + ' | '.join(cells) + ' |')
     lines.append('')
-    lines.append(f'Mean ± sample standard deviation over {len(seeds)} seeds '
-                 f'({", ".join(map(str, seeds))}); a seed draws the labelled subset and the '
-                 'run\'s randomness.')
+    over = (f'One seed ({seeds[0]})' if len(seeds) == 1 else
+            f'Mean ± sample standard deviation over {len(seeds)} seeds '
+            f'({", ".join(map(str, seeds))})')
+    lines.append(f'{over}; a seed draws the labelled subset and the run\'s randomness.')
     return '\n'.join(lines)
 
 
