@@ -31,12 +31,15 @@ WARMUP_VARIABLES = ('warmup_epochs', 'warmup_iters')
 def warn_schedule_length(cfg, path, cfg_options=None) -> None:
     """Log a warning for each way ``cfg`` (read from ``path``, then ``cfg_options`` applied)
     has its schedule and training length disagree. A length the command line sets in
-    ``train_cfg`` itself is what the user means; the file's variable is then left behind."""
+    ``train_cfg`` itself, or a warmup it sets in ``param_scheduler``, is what the user means;
+    the file's variable is then left behind."""
     overridden = {key.split('.', 1)[1] for key in (cfg_options or {})
                   if key.startswith('train_cfg.')}
+    if any(key.startswith('param_scheduler.') for key in (cfg_options or {})):
+        overridden.update(WARMUP_VARIABLES)  # the warmup set where it runs
     given = [key for key in (cfg_options or {}) if key in LENGTH_VARIABLES + WARMUP_VARIABLES]
     assigned = [name for name in dict.fromkeys(assigned_variables(path) + given)
-                if name not in overridden]
+                if name not in overridden or name in given]
     for message in schedule_length_problems(cfg, assigned):
         print_log(f'{path}: {message}', logger='current', level=logging.WARNING)
 

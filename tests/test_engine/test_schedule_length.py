@@ -60,6 +60,10 @@ def test_a_warmup_set_by_its_variable_alone_is_named(tmp_path, load_config_log):
     assert [line for line in logged if 'the variable max_epochs (400) differs' in line]
     # the variable and the schedule agree: nothing to say
     assert not [line for line in load_config_log(VIT_B) if 'warmup_epochs' in line]
+    # the warmup set where it runs (docs/pretrain.md's way): the file's variable is left behind
+    assert not [line for line in load_config_log(child, {
+        'param_scheduler.0.end': 40, 'param_scheduler.1.begin': 40,
+        'param_scheduler.1.T_max': 760}) if 'warmup_epochs' in line]
 
 
 def test_a_schedule_that_ends_before_training_is_named_unless_it_is_a_warmup():

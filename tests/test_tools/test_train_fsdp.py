@@ -46,8 +46,11 @@ TINY_RUN = [
 ]
 TINY = [*TINY_ENCODER, 'model.neck.embed_dim=32', 'model.neck.num_heads=2', *TINY_RUN,
         'custom_hooks=[]']
-# Gradients are summed in another order (reduce-scatter vs all-reduce): rounding only.
-ATOL = 1e-6
+# Gradients are summed in another order (reduce-scatter vs all-reduce): rounding only, which
+# Adam's division by sqrt(v) enlarges where a gradient is near zero (up to 7e-6 over 3 epochs
+# of the Xavier-initialised model; a real difference, such as a wrong optimiser state, is
+# orders of magnitude larger).
+ATOL = 1e-5
 PREEMPTED = 75  # PreemptionHook's exit status: SLURM requeues the job
 
 
@@ -171,9 +174,11 @@ def test_fsdp_trains_saves_and_resumes_as_ddp(pretrained):
 
 def assert_same_pictures(work_dir, reference, epochs):
     for name in [f'epoch_{epoch}_{index}.png' for epoch in epochs for index in (0, 1)]:
-        ours = np.asarray(Image.open(work_dir / 'vis' / name))
-        theirs = np.asarray(Image.open(reference / 'vis' / name))
-        assert np.array_equal(ours, theirs), name
+        ours = np.asarray(Image.open(work_dir / 'vis' / name)).astype(int)
+        theirs = np.asarray(Image.open(reference / 'vis' / name)).astype(int)
+        # The same pictures up to rounding: a predicted value within float rounding of a
+        # grey-level boundary lands on either side (a few pixels of a million, by one level).
+        assert np.abs(ours - theirs).max() <= 1, name
 
 
 def preempt_rank_1(process, work_dir, logged):
