@@ -9,9 +9,13 @@ the current one, timm's ``set_input_size`` recomputes every block's window, shif
 mask for it, giving the model timm builds at that size (no parameter changes, only the
 non-persistent mask buffers). Sizes that work: H and W multiples of the total stride (32) that
 keep every stage at least as large as its window, e.g. with window 4 built at 128: 128, 160,
-192, 224, ... (at 160 the 5x5 last stage is padded to 8x8, four 4x4 windows, and shifted, as
-timm does). Smaller inputs would shrink a window and so resize the learned relative-position
-tables mid-run; they are refused with an error.
+192, 224, ... (at 160 the 5x5 last stage is padded to 8x8, four 4x4 windows, then shifted).
+Smaller inputs would shrink a window and so resize the learned relative-position tables mid-run;
+they are refused with an error.
+
+Windows of a grid that is no multiple of the window (every stage of a 1024 px detection input
+with window 7) are padded before the shift, in the original Swin's order (``PadThenShiftBlock``);
+timm shifts before padding, which lets the wrapped-around edge attend to the other side.
 """
 import copy
 import re
@@ -20,8 +24,11 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from mmengine.model import BaseModule
 from timm.models.swin_transformer import SwinTransformer as TimmSwinTransformer
-from timm.models.swin_transformer import WindowAttention, resolve_stage_window_sizes
+from timm.models.swin_transformer import (SwinTransformerBlock, WindowAttention,
+                                          resolve_stage_window_sizes, window_partition,
+                                          window_reverse)
 from torch import nn
+from torch.nn import functional as F
 
 from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncoder,
                                             ReferenceLayout)
@@ -100,6 +107,31 @@ def resolve_windows(window_size: Union[int, Sequence], num_stages: int) -> Tuple
                          f'(h, w) for every stage, or one per stage)') from None
 
 
+class PadThenShiftBlock(SwinTransformerBlock):
+    """timm's Swin block with the original Swin's order in shifted-window attention: pad the
+    map to whole windows, then shift it. timm shifts first and pads after, so where a grid is
+    no multiple of the window (every stage of a 1024 px detection input with window 7) the
+    rows and columns it wraps around share windows, and attend, with the other end of the image.
+    The shifted-window mask timm builds is already the padded grid's. Same results as timm
+    wherever no padding is needed (pre-training at 128 px, fine-tuning at 224 px)."""
+
+    def _attn(self, x: torch.Tensor) -> torch.Tensor:
+        height, width, channels = x.shape[1:]
+        window_h, window_w = self.window_size
+        x = F.pad(x, (0, 0, 0, -width % window_w, 0, -height % window_h))
+        padded = x.shape[1:3]
+        shift = tuple(self.shift_size)
+        if any(shift):
+            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        windows = window_partition(x, self.window_size).view(-1, self.window_area, channels)
+        mask = self.get_attn_mask(x) if self.dynamic_mask else self.attn_mask
+        windows = self.attn(windows, mask=mask).view(-1, window_h, window_w, channels)
+        x = window_reverse(windows, self.window_size, *padded)
+        if any(shift):
+            x = torch.roll(x, shifts=shift, dims=(1, 2))
+        return x[:, :height, :width].contiguous()
+
+
 @MODELS.register_module()
 class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
     """Swin whose forward returns a tuple of NCHW stage maps (strides 4, 8, 16, 32).
@@ -171,6 +203,8 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         for module in self.modules():
             if isinstance(module, WindowAttention):
                 module.fused_attn = True
+            if type(module) is SwinTransformerBlock:
+                module.__class__ = PadThenShiftBlock  # timm's stages build the block class
 
         self.arch = copy.deepcopy(arch)
         self.arch_cfg = arch_cfg

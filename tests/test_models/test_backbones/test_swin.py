@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from mmengine.registry import Registry
 from timm.models.swin_transformer import SwinTransformer as TimmSwinTransformer
+from timm.models.swin_transformer import SwinTransformerBlock as TimmSwinTransformerBlock
 
 from fastmim.models.backbones import SwinTransformer, register_downstream
 from fastmim.registry import MODELS
@@ -38,10 +39,11 @@ def timm_stage_maps(model, images):
     return outputs
 
 
-@pytest.mark.parametrize('size', [(128, 128), (160, 224)])
+@pytest.mark.parametrize('size', [(128, 128), (256, 128)])
 def test_nchw_features_equal_timm_nhwc_features_permuted(size):
-    """At 128 and at another size, every stage equals timm's Swin built at that size (same
-    weights); intermediate stages go through their own fresh LayerNorm."""
+    """At 128 and at another size whose grids are whole windows, every stage equals timm's Swin
+    built at that size (same weights); intermediate stages go through their own fresh LayerNorm.
+    (Where a grid needs padding, the windows follow the original Swin instead: below.)"""
     model = tiny_swin(out_indices=(0, 1, 2, 3))
     reference = plain_timm_swin(size)
     missing, unexpected = reference.load_state_dict(model.state_dict(), strict=False)
@@ -214,3 +216,43 @@ def test_stage_width_that_does_not_split_over_its_heads_is_named():
         SwinTransformer(arch=arch)
     model = SwinTransformer(arch=arch, head_dim=16)
     assert model.layers[0].blocks[0].attn.qkv.out_features == 3 * 3 * 16
+
+
+def original_swin_attention(block, tokens):
+    """mmdet's shifted-window attention (the original Swin's order, which the reference
+    release's detection backbone keeps) with ``block``'s weights, on NHWC ``tokens``."""
+    from mmdet.models.backbones.swin import ShiftWindowMSA
+    channels = tokens.shape[-1]
+    reference = ShiftWindowMSA(channels, block.attn.num_heads, block.window_size[0],
+                               shift_size=block.shift_size[0]).eval()
+    weights = {name: block.attn.state_dict()[name]
+               for name in ('qkv.weight', 'qkv.bias', 'proj.weight', 'proj.bias',
+                            'relative_position_bias_table')}
+    reference.w_msa.load_state_dict(weights, strict=False)
+    height, width = tokens.shape[1:3]
+    flat = reference(tokens.reshape(len(tokens), -1, channels), (height, width))
+    return flat.view(tokens.shape)
+
+
+@pytest.mark.parametrize('size', [(320, 320), (288, 352)])
+def test_windows_of_a_grid_off_the_window_pad_before_the_shift_as_the_original_swin(size):
+    """Detection feeds Swin 1024 px with window 7: no stage's grid (256, 128, 64, 32) is a
+    multiple of 7. The original Swin (and mmdet, the release's detection backbone) pads the map,
+    then shifts it, so a window never joins the two ends of the image; timm shifts first and
+    pads after, so the rows it wraps around attend to the other end. Every block's attention
+    equals mmdet's at grids that need padding; timm's own order does not."""
+    torch.manual_seed(0)
+    model = SwinTransformer(arch=TINY, img_size=224, window_size=7).eval()
+    with torch.no_grad():
+        model(torch.randn(1, 3, *size))  # windows, shifts and masks for this size
+        for index, stage in enumerate(model.layers[:2]):
+            grid = (size[0] // 2**(index + 2), size[1] // 2**(index + 2))
+            tokens = torch.randn(2, *grid, stage.blocks[0].dim)
+            assert grid[0] % 7 or grid[1] % 7, 'the grid needs padding'
+            for block in stage.blocks:
+                expected = original_swin_attention(block, tokens)
+                torch.testing.assert_close(block._attn(tokens), expected, rtol=1e-4, atol=1e-5)
+            shifted = stage.blocks[1]
+            timm_order = TimmSwinTransformerBlock._attn(shifted, tokens)
+            assert not torch.allclose(timm_order, original_swin_attention(shifted, tokens),
+                                      rtol=1e-4, atol=1e-5)
