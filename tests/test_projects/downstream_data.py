@@ -21,6 +21,7 @@ point a project config at these files and shrink its run; ``tests/test_configs.p
 in-process, ``tests/test_projects`` passes them to ``tools/train.py`` / ``tools/test.py``
 (:func:`run_tool`).
 """
+import contextlib
 import importlib.util
 import json
 import math
@@ -366,10 +367,10 @@ def run_tool(script: str, args: Sequence[str]) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=600)
 
 
-def build_model(config: Path, overrides: dict, scope: str):
-    """``config`` with ``overrides`` (and its SyncBN layers swapped for plain ones: SyncBN
-    cannot be built outside a process group) and its model built in ``scope`` ('mmdet' or
-    'mmseg')."""
+def build_model(config: Path, overrides: dict, scope: str, sync_bn: bool = False):
+    """``config`` with ``overrides`` and its model built in ``scope`` ('mmdet' or 'mmseg'). Its
+    SyncBN layers are swapped for plain ones unless ``sync_bn`` (mmcv's SyncBN can only be
+    built inside a process group: see :func:`one_process_group`)."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
@@ -377,22 +378,40 @@ def build_model(config: Path, overrides: dict, scope: str):
 
     cfg = Config.fromfile(str(config))
     cfg.merge_from_dict(overrides)
-    replace_sync_bn(cfg.model)
+    if not sync_bn:
+        replace_sync_bn(cfg.model)
     init_default_scope(scope)
     return cfg, importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
 
 
-def build_with_optimizer(config: Path, overrides: dict, scope: str):
+@contextlib.contextmanager
+def one_process_group(folder: Path):
+    """A gloo process group of this process alone, for building modules that ask for one."""
+    import torch.distributed as dist
+
+    dist.init_process_group('gloo', init_method=f'file://{Path(folder) / "rendezvous"}',
+                            rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def build_with_optimizer(config: Path, overrides: dict, scope: str, sync_bn: bool = False):
     """The model of ``config`` (without its init checkpoint) and the optimiser its
-    ``optim_wrapper`` builds for it. Every SyncBN must come from the config, none from a module
-    default, so that CPU runs can swap them all: none is left."""
+    ``optim_wrapper`` builds for it. With ``sync_bn`` the SyncBN layers stay as a GPU run
+    builds them (call it inside :func:`one_process_group`); without, every SyncBN must come
+    from the config, none from a module default, so that CPU runs can swap them all: none is
+    left."""
     import torch
     from mmcv.ops import SyncBatchNorm as MMCVSyncBatchNorm
     from mmengine.optim import build_optim_wrapper
 
-    cfg, model = build_model(config, {**overrides, 'model.backbone.init_cfg': None}, scope)
-    assert not [name for name, module in model.named_modules()
+    cfg, model = build_model(config, {**overrides, 'model.backbone.init_cfg': None}, scope,
+                             sync_bn)
+    sync_bns = [name for name, module in model.named_modules()
                 if isinstance(module, (torch.nn.SyncBatchNorm, MMCVSyncBatchNorm))]
+    assert bool(sync_bns) == sync_bn, sync_bns
     return model, build_optim_wrapper(model, cfg.optim_wrapper).optimizer
 
 

@@ -1,6 +1,7 @@
 """Mask R-CNN with fastmim's Swin, run the way a user runs it: ``tools/train.py`` then
 ``tools/test.py`` on a real photo, through mmdet's own CocoDataset, CopyPaste and CocoMetric;
 and the ViTDet-style ViT-B config's backbone, pyramid and optimiser."""
+import contextlib
 import json
 from pathlib import Path
 
@@ -61,22 +62,31 @@ def test_config_is_the_published_recipe():
     assert steps.type == 'MultiStepLR' and steps.milestones == [27, 33]
 
 
-def test_weight_decay_spares_norms_and_relative_position_tables(downstream):
-    """The config's paramwise_cfg reaches timm's parameter names in fastmim's Swin."""
-    model, optimizer = downstream.build_with_optimizer(CONFIG, downstream.TINY_SWIN, 'mmdet')
+@pytest.mark.parametrize('sync_bn', [False, True], ids=['cpu_bn', 'gpu_sync_bn'])
+def test_weight_decay_spares_norms_and_relative_position_tables(downstream, sync_bn, tmp_path):
+    """The config's paramwise_cfg reaches timm's parameter names in fastmim's Swin, and every
+    norm layer, as a CPU run builds them (BN) and as a GPU run does: torch's SyncBN in the FPN
+    and mmcv's in the heads, which mmengine's norm_decay_mult does not know for a norm."""
+    from mmcv.ops import SyncBatchNorm as MMCVSyncBatchNorm
+
+    with downstream.one_process_group(tmp_path) if sync_bn else contextlib.nullcontext():
+        model, optimizer = downstream.build_with_optimizer(CONFIG, downstream.TINY_SWIN, 'mmdet',
+                                                           sync_bn)
     decay = {id(param): group['weight_decay'] for group in optimizer.param_groups
              for param in group['params']}
     named = dict(model.named_parameters())
 
     tables = [name for name in named if name.endswith('relative_position_bias_table')]
     assert len(tables) == 8  # one per block of the shrunk 2-2-2-2 Swin
-    norms = [name for name, module in model.named_modules()
-             if isinstance(module, (torch.nn.LayerNorm, torch.nn.modules.batchnorm._BatchNorm))]
+    norm_types = (torch.nn.LayerNorm, torch.nn.modules.batchnorm._BatchNorm, MMCVSyncBatchNorm)
+    norms = [name for name, module in model.named_modules() if isinstance(module, norm_types)]
     assert any(name.startswith('backbone.out_norms') for name in norms)
-    for name in tables + [f'{norm}.weight' for norm in norms]:
+    assert any(name.startswith('roi_head.mask_head') for name in norms)
+    for name in tables + [f'{norm}.{part}' for norm in norms for part in ('weight', 'bias')]:
         assert decay[id(named[name])] == 0, name
     for name in ('backbone.layers.0.blocks.0.attn.qkv.weight', 'neck.fpn_convs.0.conv.weight',
-                 'roi_head.bbox_head.shared_fcs.0.weight'):
+                 'roi_head.bbox_head.shared_fcs.0.weight', 'roi_head.bbox_head.shared_fcs.0.bias',
+                 'backbone.layers.0.blocks.0.attn.qkv.bias'):
         assert decay[id(named[name])] == 0.05, name
 
 

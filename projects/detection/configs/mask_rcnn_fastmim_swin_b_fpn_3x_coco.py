@@ -126,12 +126,14 @@ optim_wrapper = dict(
     type='fastmim.GuardedOptimWrapper',
     optimizer=dict(
         _delete_=True, type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.05),
-    # Every norm layer is exempt (REFERENCE.md: no wd on norms). The release exempts parameters
-    # whose names contain 'norm' (custom_keys), which reaches the backbone's LayerNorms but not
-    # the SyncBNs of the FPN and heads (mmcv names a ConvModule's BN 'bn'): those it decays.
+    # Every norm layer is exempt (REFERENCE.md: no wd on norms). norm_decay_mult reaches the
+    # LayerNorms and torch's SyncBN (FPN) but not mmcv's SyncBN of the heads, which is no
+    # _BatchNorm to mmengine: the '.bn.' key (a ConvModule's norm) exempts those. The release
+    # exempts the names containing 'norm', which leaves the FPN and head BNs decayed.
     paramwise_cfg=dict(
         norm_decay_mult=0.,
-        custom_keys={'relative_position_bias_table': dict(decay_mult=0.)}))
+        custom_keys={'relative_position_bias_table': dict(decay_mult=0.),
+                     '.bn.': dict(decay_mult=0.)}))
 auto_scale_lr = dict(base_batch_size=16)
 
 # Default hooks, merged by key, so a derived config's own custom_hooks cannot drop them:
