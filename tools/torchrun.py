@@ -21,6 +21,18 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 
+def first_failure(failure: ChildFailedError) -> str:
+    """How the first process to fail ended: a process killed by a signal printed nothing."""
+    rank, first = failure.get_first_failure()
+    if first.exitcode < 0:
+        signal = first.signal_name()
+        cause = ' (out of memory, or the job scheduler?)' if signal == 'SIGKILL' else ''
+        return (f'the process of rank {rank} was killed by {signal} first, without a message of '
+                f'its own{cause}')
+    return f'the process of rank {rank} ended first, with status {first.exitcode} (its message ' \
+           f'is above)'
+
+
 def main(argv):
     args = torchrun.parse_args(argv)
     if os.environ.get('FASTMIM_DEBUG') == '1':
@@ -33,10 +45,7 @@ def main(argv):
     except SignalException as stop:
         sys.exit(128 + int(stop.sigval))
     except ChildFailedError as failure:
-        rank, first = failure.get_first_failure()
-        print(f'{script}: the process of rank {rank} ended first, with status '
-              f'{first.exitcode} (its message is above); the others were stopped',
-              file=sys.stderr)
+        print(f'{script}: {first_failure(failure)}; the others were stopped', file=sys.stderr)
         sys.exit(1)
     except DistNetworkError as error:
         print(f'{script}: torchrun could not listen on {args.master_addr}:{args.master_port} '
