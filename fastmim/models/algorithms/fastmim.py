@@ -78,8 +78,9 @@ class FastMIM(BaseModel):
         linear_init (str): ``'xavier'`` (default): once backbone and decoder are built, every
             ``nn.Linear`` in them gets Xavier-uniform weights and zero biases
             (:func:`xavier_init_linears`), as the reference release pre-trains every backbone;
-            other layers keep their module's init, and a backbone that loaded weights as it was
-            built (``weights_loaded_when_built``: timm's published weights) keeps them. ``'own'``: each module keeps its own
+            other layers keep their module's init. A backbone with ``keeps_own_linear_init``
+            keeps its linear layers too: weights it loaded as it was built (timm's published
+            ones), EVA-02's depth-scaled projections. ``'own'``: each module keeps its own
             initialisation (timm's and :class:`MIMDecoder`'s trunc-normal std 0.02), the
             ablation. Done at construction; ``init_weights()`` keeps it, and loaded weights
             (``load_from``, resume, ``init_cfg``) replace it.
@@ -112,9 +113,9 @@ class FastMIM(BaseModel):
         self.mask_token = nn.Parameter(torch.zeros(1, 3, 1, 1))
         trunc_normal_(self.mask_token, std=0.02)
         self._last_input_size = None
-        if linear_init == 'xavier':  # not over weights a backbone loaded as it was built
-            loaded = getattr(self.backbone, 'weights_loaded_when_built', False)
-            xavier_init_linears(*([self.neck] if loaded else [self.backbone, self.neck]))
+        if linear_init == 'xavier':
+            keeps_own = getattr(self.backbone, 'keeps_own_linear_init', False)
+            xavier_init_linears(*([self.neck] if keeps_own else [self.backbone, self.neck]))
 
     def _complete_neck_config(self, neck):
         neck = copy.deepcopy(neck)

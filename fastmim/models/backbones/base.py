@@ -24,6 +24,8 @@ the names of its tensors. So everything about one architecture lives in its own 
 ``num_layer_ids``          the order the input meets them, ``num_layer_ids - 1`` = the rest)
 ``no_weight_decay_names()``  parameters besides biases and 1-D ones that weight decay leaves
                            alone (position embeddings, class tokens, relative-position tables)
+``keeps_own_linear_init``  True where FastMIM's Xavier redraw of linear layers must leave the
+                           backbone's alone (weights loaded when built, EVA-02's depth scaling)
 ``timm_model(geometry)``   classmethod: the timm model the weights convert to, when the class
                            is no timm model itself (``TimmBackbone`` wraps one)
 ``timm_state_dict()``      classmethod: the weights in that timm model's names, and the keys it
@@ -63,10 +65,12 @@ class BackboneContract:
     # none: no such line, and every published size is tried.
     size_keys: Tuple[str, ...] = ()
     reference_layout: Optional[ReferenceLayout] = None
-    # True for a backbone that loaded weights as it was built (TimmBackbone with timm's
-    # published or a local checkpoint): an initialisation that runs after it, such as FastMIM's
-    # Xavier redraw of linear layers, leaves it alone.
-    weights_loaded_when_built: bool = False
+    # True for a backbone whose linear layers keep what they got when it was built, under
+    # FastMIM's Xavier redraw (linear_init='xavier', the release's for its four backbones):
+    # weights it loaded then (TimmBackbone with timm's published or a local checkpoint), or an
+    # initialisation that belongs to the architecture (EVA-02 divides each block's output
+    # projections by its depth).
+    keeps_own_linear_init: bool = False
     # Where timm's model of this family keeps its classifier (its pretrained_cfg 'classifier'):
     # the name tools/convert/to_timm.py gives a fine-tuned head without --arch.
     timm_classifier: str = 'head'

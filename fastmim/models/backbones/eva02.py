@@ -111,6 +111,9 @@ class EVA02(PlainViTBackbone, Eva, BaseModule):
             ``rope_temperature``, ``attn_drop_rate``, ...).
     """
     published_archs = ARCHS
+    # timm scales each block's attention and MLP output projections by 1 / sqrt(2 (block + 1))
+    # (EVA's fix_init_weight); FastMIM's Xavier redraw would undo it.
+    keeps_own_linear_init = True
 
     def __init__(self,
                  arch: Union[str, dict] = 'b',

@@ -90,7 +90,7 @@ class TimmBackbone(BackboneContract, BaseModule):
         else:
             create_kwargs['pretrained'] = pretrained
         self.model = _create_model(model_name, create_kwargs)
-        self.weights_loaded_when_built = bool(create_kwargs['pretrained'])
+        self.keeps_own_linear_init = bool(create_kwargs['pretrained'])
         if with_cp:
             self.model.set_grad_checkpointing(True)
 
