@@ -35,13 +35,35 @@ def warn_schedule_length(cfg, path, cfg_options=None) -> None:
     the file's variable is then left behind."""
     overridden = {key.split('.', 1)[1] for key in (cfg_options or {})
                   if key.startswith('train_cfg.')}
-    if any(key.startswith('param_scheduler.') for key in (cfg_options or {})):
+    if _sets_a_warmup(cfg, cfg_options or {}):
         overridden.update(WARMUP_VARIABLES)  # the warmup set where it runs
     given = [key for key in (cfg_options or {}) if key in LENGTH_VARIABLES + WARMUP_VARIABLES]
     assigned = [name for name in dict.fromkeys(assigned_variables(path) + given)
                 if name not in overridden or name in given]
     for message in schedule_length_problems(cfg, assigned):
         print_log(f'{path}: {message}', logger='current', level=logging.WARNING)
+
+
+def _sets_a_warmup(cfg, cfg_options) -> bool:
+    """Whether an option sets the span of a warmup scheduler: the whole ``param_scheduler``,
+    one warmup entry, or its ``begin`` / ``end`` (``param_scheduler.0.end=8000``), not another
+    setting of the schedule (``param_scheduler.1.eta_min``)."""
+    schedulers = cfg.get('param_scheduler') or []
+    if isinstance(schedulers, dict):
+        schedulers = [schedulers]
+    for key in cfg_options:
+        parts = key.split('.')
+        if parts[0] != 'param_scheduler':
+            continue
+        if len(parts) == 1:
+            return True
+        index = int(parts[1]) if parts[1].isdigit() else None
+        if index is not None and index < len(schedulers) and \
+                isinstance(schedulers[index], dict) and \
+                schedulers[index].get('type') in WARMUP_TYPES and \
+                (len(parts) == 2 or parts[2] in ('begin', 'end')):
+            return True
+    return False
 
 
 def assigned_variables(path) -> List[str]:

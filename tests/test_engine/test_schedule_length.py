@@ -64,6 +64,9 @@ def test_a_warmup_set_by_its_variable_alone_is_named(tmp_path, load_config_log):
     assert not [line for line in load_config_log(child, {
         'param_scheduler.0.end': 40, 'param_scheduler.1.begin': 40,
         'param_scheduler.1.T_max': 760}) if 'warmup_epochs' in line]
+    # an option of the schedule that leaves the warmup as it was says nothing of it
+    assert [line for line in load_config_log(child, {'param_scheduler.1.eta_min': 1e-6})
+            if 'the variable warmup_epochs (40)' in line]
 
 
 def test_a_schedule_that_ends_before_training_is_named_unless_it_is_a_warmup():
