@@ -33,6 +33,18 @@ def first_failure(failure: ChildFailedError) -> str:
            f'is above)'
 
 
+def rendezvous_failure(args, error: DistNetworkError) -> str:
+    """The first node listens on MASTER_ADDR:PORT, the others connect to it: a port in use
+    there, a master not (yet) reachable here."""
+    reason = str(error).splitlines()[0]
+    address = f'{args.master_addr}:{args.master_port}'
+    if int(args.node_rank) > 0:
+        return (f'node {args.node_rank} could not reach the first node at {address} ({reason}): '
+                f'is its job running, and MASTER_ADDR and PORT the same on every node?')
+    return (f'torchrun could not listen on {address} ({reason}): another job holds the port? '
+            f'Give this one another PORT, or leave PORT unset on a single node')
+
+
 def main(argv):
     args = torchrun.parse_args(argv)
     if os.environ.get('FASTMIM_DEBUG') == '1':
@@ -48,9 +60,7 @@ def main(argv):
         print(f'{script}: {first_failure(failure)}; the others were stopped', file=sys.stderr)
         sys.exit(1)
     except DistNetworkError as error:
-        print(f'{script}: torchrun could not listen on {args.master_addr}:{args.master_port} '
-              f'({str(error).splitlines()[0]}): another job holds the port? Give this one '
-              f'another PORT, or leave PORT unset on a single node', file=sys.stderr)
+        print(f'{script}: {rendezvous_failure(args, error)}', file=sys.stderr)
         sys.exit(2)
 
 

@@ -132,7 +132,6 @@ def test_a_run_that_cannot_resume_its_preemption_checkpoint_is_told_when_it_star
     15 iterations instead of 12); a sampler that cannot start inside an epoch had --resume
     refuse the checkpoint the job was requeued with, and the work since the last epoch was
     lost. Both were found only after the preemption."""
-    from mmengine.logging import MMLogger
     train_cfg = (dict(type=loop, max_iters=2) if loop.startswith('Iter') else
                  dict(type=loop, max_epochs=1))
     runner = Runner(

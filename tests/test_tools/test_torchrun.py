@@ -1,9 +1,12 @@
 """tools/torchrun.py: torchrun's endings in one line each (the training tools' are tested with
 dist_train.sh in test_train.py)."""
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,3 +28,32 @@ def test_a_process_killed_by_a_signal_is_named_as_such(tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith('killed.py: the process of rank 1 was killed by SIGKILL first'), last
     assert 'above' not in last and 'out of memory' in last
+
+
+def _torchrun_tool():
+    spec = importlib.util.spec_from_file_location('torchrun_tool', ROOT / 'tools' / 'torchrun.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('node_rank, expected', [
+    ('0', 'torchrun could not listen on node01:29500 (the socket failed): another job holds '
+          'the port?'),
+    ('1', 'node 1 could not reach the first node at node01:29500 (the socket failed): is its job '
+          'running, and MASTER_ADDR and PORT the same on every node?')])
+def test_a_failed_rendezvous_names_the_side_that_failed(monkeypatch, capsys, node_rank, expected):
+    """Only the first node listens: the port advice was wrong on the others."""
+    from torch.distributed import DistNetworkError
+
+    tool = _torchrun_tool()
+
+    def fails(args):
+        raise DistNetworkError('the socket failed\nmore detail')
+
+    monkeypatch.setattr(tool.torchrun, 'run', fails)
+    with pytest.raises(SystemExit) as stopped:
+        tool.main(['--nnodes', '2', '--node-rank', node_rank, '--master-addr', 'node01',
+                   '--master-port', '29500', 'train.py'])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith(f'train.py: {expected}')
