@@ -12,6 +12,7 @@ from timm.models.swin_transformer import SwinTransformer as TimmSwinTransformer
 from timm.models.swin_transformer import SwinTransformerBlock as TimmSwinTransformerBlock
 
 from fastmim.models.backbones import SwinTransformer, register_downstream
+from fastmim.models.backbones.swin import is_original_layout, original_to_timm_names
 from fastmim.registry import MODELS
 
 TINY = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
@@ -256,3 +257,88 @@ def test_windows_of_a_grid_off_the_window_pad_before_the_shift_as_the_original_s
             timm_order = TimmSwinTransformerBlock._attn(shifted, tokens)
             assert not torch.allclose(timm_order, original_swin_attention(shifted, tokens),
                                       rtol=1e-4, atol=1e-5)
+
+
+def timm_to_original_names(state):
+    """fastmim's (timm's) layout -> Microsoft's original Swin layout, the inverse of
+    ``original_to_timm_names``: the patch merging that opens stage ``s`` in timm
+    (``layers.s.downsample``) closes stage ``s - 1`` there."""
+    return {re.sub(r'^layers\.(\d+)\.downsample\.',
+                   lambda match: f'layers.{int(match[1]) - 1}.downsample.', key): value
+            for key, value in state.items()}
+
+
+def mmdet_swin_with_weights_of(model):
+    """mmdet's own SwinTransformer (the reference release's detection backbone) with ``model``'s
+    weights, carried as a user's checkpoint would be: fastmim -> Microsoft's layout -> mmdet's
+    ``swin_converter`` (which also reorders the patch mergings' channels for its ``nn.Unfold``).
+    Our output norms become mmdet's ``norm0..norm3`` (stage 3's is timm's final ``norm``)."""
+    from mmdet.models.backbones import SwinTransformer as MMDetSwinTransformer
+    from mmdet.models.backbones.swin import swin_converter
+
+    state = model.state_dict()
+    original = timm_to_original_names(state)
+    assert is_original_layout(original)
+    assert original_to_timm_names(original).keys() == state.keys()
+    converted = {}
+    for key, value in swin_converter(original).items():
+        assert key.startswith('backbone.'), key
+        converted[key[len('backbone.'):]] = value
+    for part in ('weight', 'bias'):  # the converter passes the norms through unchanged
+        for stage in range(3):
+            converted[f'norm{stage}.{part}'] = converted.pop(f'out_norms.{stage}.{part}')
+        converted[f'norm3.{part}'] = converted.pop(f'norm.{part}')
+
+    settings = model.arch_cfg
+    reference = MMDetSwinTransformer(
+        embed_dims=settings['embed_dim'], depths=settings['depths'],
+        num_heads=settings['num_heads'], window_size=model.stage_windows[0][0], mlp_ratio=4,
+        qkv_bias=True, drop_path_rate=0., out_indices=(0, 1, 2, 3))
+    reference.eval()  # mmdet's Swin.train returns None: no chaining
+    missing, unexpected = reference.load_state_dict(converted, strict=False)
+    computed = {name for name, _ in reference.named_buffers()
+                if name.endswith('.relative_position_index')}
+    assert not unexpected and set(missing) == computed, (unexpected, set(missing) - computed)
+    return reference
+
+
+def randomise(model):
+    """Weights whose every part matters: attention that is far from uniform, norms that are
+    not the identity (the patch mergings' channel order shows), biases and tables non-zero."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() == 2 and 'relative_position_bias_table' not in name:
+                parameter.normal_(0, parameter.shape[1]**-0.5)
+            elif 'norm' in name and name.endswith('weight'):
+                parameter.normal_(1, 0.5)
+            else:
+                parameter.normal_(0, 0.5)
+    return model
+
+
+@pytest.mark.parametrize('size', [(320, 320), (288, 352)])
+def test_every_stage_equals_mmdet_swin_at_grids_off_the_window(size):
+    """The whole backbone against mmdet 3.3's own Swin (an independent implementation, the one
+    the reference release's detection used), same weights carried through Microsoft's layout
+    and mmdet's converter, window 7 at sizes whose stage grids (80, 40, 20, 10 / 72x88 ...
+    9x11) are no multiple of it, as every stage of a 1024 px detection input. All four NCHW
+    maps agree to ~4e-6; with timm's shift-then-pad order (``SwinTransformerBlock._attn``)
+    every stage differs by 0.8 to 2.6 (the maps reach 4 to 7)."""
+    pytest.importorskip('mmdet.models')
+    torch.manual_seed(0)
+    model = randomise(SwinTransformer(arch=TINY, img_size=224, window_size=7,
+                                      out_indices=(0, 1, 2, 3)).eval())
+    reference = mmdet_swin_with_weights_of(model)
+    images = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        outputs = model(images)
+        expected = reference(images)
+    assert len(outputs) == len(expected) == 4
+    for index, (output, target) in enumerate(zip(outputs, expected)):
+        stride = 2**(index + 2)
+        grid = (size[0] // stride, size[1] // stride)
+        assert grid[0] % 7 or grid[1] % 7, 'the grid needs padding'
+        assert output.shape == target.shape == (2, 16 * 2**index, *grid)
+        torch.testing.assert_close(output, target, rtol=1e-4, atol=1e-4,
+                                   msg=lambda text: f'stage {index} at {size}: {text}')
