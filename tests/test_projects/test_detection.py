@@ -27,6 +27,7 @@ def test_config_is_the_published_recipe():
     assert backbone.window_size == 7 and backbone.img_size >= 224
     assert tuple(backbone.out_indices) == (0, 1, 2, 3) and backbone.drop_path_rate == 0.2
     assert backbone.with_cp  # activation checkpointing, as the reference trains Swin-B
+    assert backbone.always_partition  # windows as the reference's mmdet Swin at every size
     assert backbone.init_cfg.type == 'fastmim.FastMIMPretrained'
     assert 'ft' in backbone.init_cfg.checkpoint  # the ImageNet fine-tuned checkpoint
 

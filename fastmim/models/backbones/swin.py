@@ -16,6 +16,11 @@ they are refused with an error.
 Windows of a grid that is no multiple of the window (every stage of a 1024 px detection input
 with window 7) are padded before the shift, in the original Swin's order (``PadThenShiftBlock``);
 timm shifts before padding, which lets the wrapped-around edge attend to the other side.
+
+A stage no larger than its window is one window without shift, as in Microsoft's classification
+Swin and timm (pre-training and fine-tuning). With ``always_partition=True`` (the detection
+config) it is padded to whole windows and shifted like every other stage, as mmdet's Swin does:
+then no input is too small for the windows.
 """
 import copy
 import re
@@ -49,8 +54,7 @@ ARCHS = {
 ARCH_ALIASES = {'tiny': 't', 'small': 's', 'base': 'b'}
 ARCH_KEYS = ('embed_dim', 'depths', 'num_heads')
 # Arguments this backbone fixes: no head, and the input-size handling described above.
-FIXED_TIMM_ARGS = ('num_classes', 'global_pool', 'strict_img_size', 'dynamic_img_size',
-                   'always_partition')
+FIXED_TIMM_ARGS = ('num_classes', 'global_pool', 'strict_img_size', 'dynamic_img_size')
 
 
 # Buffers timm computes from the window and input size; checkpoints of other layouts hold stale
@@ -149,6 +153,12 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
             a fresh LayerNorm each (``out_norms.<i>``); Swin's detection release gives every
             returned stage a fresh one, the last included.
         drop_path_rate: stochastic depth, increasing linearly over all blocks.
+        always_partition: keep every window whole and shift the shifted blocks at every input
+            size, padding the map to whole windows, as mmdet's Swin (the reference release's
+            detection backbone) does; off (Microsoft's classification Swin, timm's default), a
+            stage no larger than its window is one unshifted window and smaller inputs are
+            refused (module docstring). Same results wherever every stage is larger than its
+            window.
         with_cp: activation checkpointing (timm's, per block): whenever gradients are on, each
             block's activations are recomputed in the backward pass instead of kept (less
             memory, one more forward of the blocks; same results). Off by default; on in the
@@ -177,6 +187,7 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
                  window_size: Union[int, Sequence] = 4,
                  out_indices: Sequence[int] = (3, ),
                  drop_path_rate: float = 0.,
+                 always_partition: bool = False,
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **timm_kwargs) -> None:
@@ -196,9 +207,11 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
             num_classes=0,
             global_pool='',
             drop_path_rate=drop_path_rate,
+            always_partition=always_partition,
             **arch_cfg,
             **timm_kwargs)
         self.init_cfg = copy.deepcopy(init_cfg)
+        self.always_partition = always_partition
         # timm marks fused attention for Swin as experimental; FastMIM uses it everywhere.
         for module in self.modules():
             if isinstance(module, WindowAttention):
@@ -234,6 +247,14 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         if size[0] % stride or size[1] % stride:
             raise ValueError(f'SwinTransformer: input size {tuple(size)} must be a multiple of '
                              f'the total stride {stride}')
+        if not self.always_partition:  # otherwise the windows keep their size at any size
+            self._check_windows_kept(size)
+        self.set_input_size(img_size=tuple(size), window_size=self.window_size)
+
+    def _check_windows_kept(self, size: Tuple[int, int]) -> None:
+        """Refuse an input size that would shrink a stage's window below the one its
+        relative-position tables were built for (timm's rule: a stage no larger than its window
+        is one window)."""
         patch = self.patch_embed.patch_size
         grid = (size[0] // patch[0], size[1] // patch[1])
         for index, stage in enumerate(self.layers):
@@ -245,8 +266,7 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
                     f'{resolution[0]}x{resolution[1]} token grid and so a {window} window instead '
                     f'of the {tuple(stage.blocks[0].window_size)} window its relative-position '
                     f'tables were built for; every stage must stay at least as large as its '
-                    f'window (built at {self.img_size})')
-        self.set_input_size(img_size=tuple(size), window_size=self.window_size)
+                    f'window (built at {self.img_size}), or set always_partition=True')
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4:

@@ -42,6 +42,9 @@ model = dict(
         img_size=224,
         window_size=7,
         out_indices=(0, 1, 2, 3),
+        # Whole, shifted windows at every size, as the release's mmdet Swin: a wide test image
+        # (1666 x 1024 keeping the aspect ratio) can leave the last stage no larger than 7x7.
+        always_partition=True,
         drop_path_rate=0.2,
         # Activation checkpointing, as the reference trains Swin-B (same results, less memory:
         # projects/detection/README.md).

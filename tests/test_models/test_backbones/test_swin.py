@@ -342,3 +342,35 @@ def test_every_stage_equals_mmdet_swin_at_grids_off_the_window(size):
         assert output.shape == target.shape == (2, 16 * 2**index, *grid)
         torch.testing.assert_close(output, target, rtol=1e-4, atol=1e-4,
                                    msg=lambda text: f'stage {index} at {size}: {text}')
+
+
+@pytest.mark.parametrize('size', [(224, 224), (1024, 160)])
+def test_always_partition_is_mmdet_swin_where_a_stage_is_no_larger_than_its_window(size):
+    """Detection tests at 1666 x 1024 keeping the aspect ratio, so a wide image can leave the
+    last stage a grid of the window's size (224 px: 7 tokens) or smaller (160 px: 5).
+    Microsoft's classification Swin and timm make such a stage one window without shift, and a
+    smaller grid shrinks the window (refused here: it would resize the tables); mmdet's Swin,
+    the release's detection backbone, pads every stage to whole windows and shifts as elsewhere.
+    ``always_partition=True``, the detection config's, does what mmdet does."""
+    torch.manual_seed(0)
+    model = randomise(SwinTransformer(arch=TINY, img_size=224, window_size=7,
+                                      out_indices=(0, 1, 2, 3), always_partition=True).eval())
+    reference = mmdet_swin_with_weights_of(model)
+    images = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        outputs = model(images)
+        expected = reference(images)
+    assert min(size) // 32 <= 7
+    for index, (output, target) in enumerate(zip(outputs, expected)):
+        torch.testing.assert_close(output, target, rtol=1e-4, atol=1e-4,
+                                   msg=lambda text: f'stage {index} at {size}: {text}')
+    classification_order = randomise(SwinTransformer(arch=TINY, img_size=224, window_size=7,
+                                                     out_indices=(0, 1, 2, 3)).eval())
+    classification_order.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        if min(size) // 32 < 7:
+            with pytest.raises(ValueError, match='window'):
+                classification_order(images)
+        else:  # the last stage unshifted
+            assert not torch.allclose(classification_order(images)[3], expected[3],
+                                      rtol=1e-4, atol=1e-4)
