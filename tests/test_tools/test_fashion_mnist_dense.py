@@ -103,6 +103,11 @@ def test_runner_reads_miou_and_writes_the_table(tmp_path, load_script):
     assert '| FastMIM pre-trained | 60.0 | 62.0 | 61.0 ± 1.4 |' in table
     assert '| random init (same recipe and budget) | 40.0 | 41.0 | 40.5 ± 0.7 |' in table
     assert '1,000 test canvases (2,990 of the 10,000 test images)' in table
+    assert 'mean ± sample standard deviation over seeds 0, 1' in table
+    # one seed (the longer-budget pair): no spread to speak of
+    one_seed = runner.results_table([run for run in runs if run.seed == 0], [0], canvases)
+    assert '| FastMIM pre-trained | 60.0 |\n' in one_seed + '\n'
+    assert 'mean' not in one_seed and 'one seed (0)' in one_seed
     doc = tmp_path / 'doc.md'
     doc.write_text(f'before\n{runner.RESULTS_BEGIN}\nold\n{runner.RESULTS_END}\nafter\n')
     runner.study.write_doc(str(doc), table, runner.RESULTS_BEGIN, runner.RESULTS_END)

@@ -88,22 +88,29 @@ def train_all(runs: List[Run], jobs: int) -> None:
 
 
 def results_table(runs: List[Run], seeds: List[int], canvases: dict) -> str:
+    """One row per initialisation, one column per seed, and the mean ± std column when there
+    are several seeds."""
+    several = len(seeds) > 1
     lines = ['| UperNet, mIoU (%) on the test canvases | ' +
-             ' | '.join(f'seed {seed}' for seed in seeds) + ' | mean ± std |',
-             '|---|' + '---|' * (len(seeds) + 1)]
+             ' | '.join(f'seed {seed}' for seed in seeds) + (' | mean ± std |' if several else
+                                                             ' |'),
+             '|---|' + '---|' * (len(seeds) + several)]
     for name, _, _ in METHODS:
         by_seed = {run.seed: run.miou for run in runs if run.method == name}
         cells = [f'{by_seed[seed]:.1f}' if by_seed.get(seed) is not None else 'n/a'
                  for seed in seeds]
-        mean = study.mean_std([value for value in by_seed.values() if value is not None])
-        lines.append(f'| {name} | ' + ' | '.join(cells) + f' | {mean} |')
+        if several:
+            cells.append(study.mean_std([value for value in by_seed.values()
+                                         if value is not None]))
+        lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
     test = canvases['counts']['test']
+    over = (f'mean ± sample standard deviation over seeds {", ".join(map(str, seeds))}'
+            if several else f'one seed ({seeds[0]})')
     lines.append('')
     lines.append(f'mIoU over 11 classes (background + 10) of mmseg\'s IoUMetric on '
                  f'{test["canvases"]:,} test canvases ({test["items"]:,} of the 10,000 test '
-                 f'images); mean ± sample standard deviation over seeds '
-                 f'{", ".join(map(str, seeds))} (a seed sets the run\'s randomness: new '
-                 'layers, the scratch backbone, batch order, flips).')
+                 f'images); {over} (a seed sets the run\'s randomness: new layers, the scratch '
+                 'backbone, batch order, flips).')
     return '\n'.join(lines)
 
 
@@ -188,8 +195,8 @@ def main(argv=None):
     print('\n' + table)
     print(f'\nwall time {facts["total_seconds"] / 60:.1f} min on {os.cpu_count()} CPU cores '
           f'(load average {load_start:.1f} at the start, {facts["load_average_end"]:.1f} at '
-          f'the end); table written to {", ".join(args.docs)}, details in '
-          f'{work_dir}/dense_results.json')
+          f'the end); table written to {", ".join(args.docs) or "no document (--docs)"}, '
+          f'details in {work_dir}/dense_results.json')
 
 
 if __name__ == '__main__':
