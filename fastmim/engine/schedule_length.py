@@ -48,9 +48,7 @@ def _sets_a_warmup(cfg, cfg_options) -> bool:
     """Whether an option sets the span of a warmup scheduler: the whole ``param_scheduler``,
     one warmup entry, or its ``begin`` / ``end`` (``param_scheduler.0.end=8000``), not another
     setting of the schedule (``param_scheduler.1.eta_min``)."""
-    schedulers = cfg.get('param_scheduler') or []
-    if isinstance(schedulers, dict):
-        schedulers = [schedulers]
+    schedulers = _configured_schedulers(cfg)
     for key in cfg_options:
         parts = key.split('.')
         if parts[0] != 'param_scheduler':
@@ -64,6 +62,15 @@ def _sets_a_warmup(cfg, cfg_options) -> bool:
                 (len(parts) == 2 or parts[2] in ('begin', 'end')):
             return True
     return False
+
+
+def _configured_schedulers(cfg) -> list:
+    """The config's ``param_scheduler`` as a list (mmengine also takes one dict); empty when
+    it has none, or something no check here can read."""
+    schedulers = cfg.get('param_scheduler') or []
+    if isinstance(schedulers, dict):
+        return [schedulers]
+    return list(schedulers) if isinstance(schedulers, (list, tuple)) else []
 
 
 def assigned_variables(path) -> List[str]:
@@ -93,11 +100,7 @@ def schedule_length_problems(cfg, assigned: Collection[str] = LENGTH_VARIABLES) 
                 f'so changing it later changes neither; set train_cfg.{variable} and the '
                 'schedulers\' end (and T_max)')
     length = _training_length(train_cfg)
-    schedulers = cfg.get('param_scheduler') or []
-    if isinstance(schedulers, dict):
-        schedulers = [schedulers]
-    if not isinstance(schedulers, (list, tuple)):
-        return problems
+    schedulers = _configured_schedulers(cfg)
     problems += filter(None, (_unused_warmup_variable(cfg, variable, schedulers)
                               for variable in assigned if variable in WARMUP_VARIABLES))
     if length is None:
