@@ -192,7 +192,8 @@ def convert(checkpoint, path, arch=None):
 
     source = read_checkpoint(checkpoint, path, prefix='backbone.')
     source_class = backbone_class(source.geometry)
-    # A whole timm model (on meta) for a backbone that wraps one, built once.
+    # A whole timm model (on meta) for a backbone that wraps one: its class and classifier name
+    # (timm_state_dict builds its own once more to read the names, a second meta model).
     wrapped = source_class.timm_model(source.geometry) if source_class is not None else None
     families = timm_families(source.geometry, path, wrapped)
     backbone, classifier, fc_norm, left_out = split_checkpoint(source.state)
