@@ -37,8 +37,10 @@ def test_config_is_the_published_recipe():
     bbox_head, mask_head = cfg.model.roi_head.bbox_head, cfg.model.roi_head.mask_head
     assert bbox_head.type == 'Shared4Conv1FCBBoxHead'
     assert mask_head.type == 'FCNMaskHead' and mask_head.num_convs == 4
+    # torch's SyncBN, as the reference: statistics weighted by each process's sample count
+    # (mmcv's MMSyncBN weights the processes equally in its default mode).
     for norm in (bbox_head.norm_cfg, mask_head.norm_cfg, cfg.model.neck.norm_cfg):
-        assert norm.type in ('SyncBN', 'MMSyncBN')
+        assert norm.type == 'SyncBN'
 
     mix = cfg.train_dataloader.dataset
     assert mix.type == 'fastmim.SeededMultiImageMixDataset'  # mmdet's, seeded per sample
@@ -66,10 +68,7 @@ def test_config_is_the_published_recipe():
 @pytest.mark.parametrize('sync_bn', [False, True], ids=['cpu_bn', 'gpu_sync_bn'])
 def test_weight_decay_spares_norms_and_relative_position_tables(downstream, sync_bn, tmp_path):
     """The config's paramwise_cfg reaches timm's parameter names in fastmim's Swin, and every
-    norm layer, as a CPU run builds them (BN) and as a GPU run does: torch's SyncBN in the FPN
-    and mmcv's in the heads, which mmengine's norm_decay_mult does not know for a norm."""
-    from mmcv.ops import SyncBatchNorm as MMCVSyncBatchNorm
-
+    norm layer, as a CPU run builds them (BN) and as a GPU run does (torch's SyncBN)."""
     with downstream.one_process_group(tmp_path) if sync_bn else contextlib.nullcontext():
         model, optimizer = downstream.build_with_optimizer(CONFIG, downstream.TINY_SWIN, 'mmdet',
                                                            sync_bn)
@@ -79,7 +78,7 @@ def test_weight_decay_spares_norms_and_relative_position_tables(downstream, sync
 
     tables = [name for name in named if name.endswith('relative_position_bias_table')]
     assert len(tables) == 8  # one per block of the shrunk 2-2-2-2 Swin
-    norm_types = (torch.nn.LayerNorm, torch.nn.modules.batchnorm._BatchNorm, MMCVSyncBatchNorm)
+    norm_types = (torch.nn.LayerNorm, torch.nn.modules.batchnorm._BatchNorm)
     norms = [name for name, module in model.named_modules() if isinstance(module, norm_types)]
     assert any(name.startswith('backbone.out_norms') for name in norms)
     assert any(name.startswith('roi_head.mask_head') for name in norms)

@@ -325,7 +325,7 @@ def test_progressive_fsdp_run_preempted_inside_an_accumulation_window_resumes_as
 
 
 # The Swin Mask R-CNN recipe (mmdet's two-stage detector, activation checkpointing with_cp,
-# SyncBN and MMSyncBN, BN on the CPU) on the downstream tests' two crops of a real photo in
+# SyncBN, BN on the CPU) on the downstream tests' two crops of a real photo in
 # COCO format, at 256 px, one image per process: one iteration.
 DETECTION = 'projects/detection/configs/mask_rcnn_fastmim_swin_b_fpn_3x_coco.py'
 

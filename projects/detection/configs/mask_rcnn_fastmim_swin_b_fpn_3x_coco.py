@@ -28,9 +28,10 @@ _base_ = [
 custom_imports = dict(imports=['fastmim'], allow_failed_imports=False)
 
 image_size = (1024, 1024)
+# torch's SyncBN in the FPN and the heads, as the reference's config. Its statistics weight each
+# process by its sample count, which matters in the mask head (positive RoIs differ per GPU);
+# mmcv's MMSyncBN (mmdet's strong baselines) averages the processes' statistics equally.
 norm_cfg = dict(type='SyncBN', requires_grad=True)
-# mmdet's SyncBN variant that accepts the empty batches an RoI head can get.
-head_norm_cfg = dict(type='MMSyncBN', requires_grad=True)
 
 model = dict(
     backbone=dict(
@@ -61,8 +62,8 @@ model = dict(
     rpn_head=dict(num_convs=2),
     roi_head=dict(
         bbox_head=dict(
-            type='Shared4Conv1FCBBoxHead', conv_out_channels=256, norm_cfg=head_norm_cfg),
-        mask_head=dict(norm_cfg=head_norm_cfg)))
+            type='Shared4Conv1FCBBoxHead', conv_out_channels=256, norm_cfg=norm_cfg),
+        mask_head=dict(norm_cfg=norm_cfg)))
 
 # Large-scale jitter; every image ends as a 1024 x 1024 canvas, which copy-paste needs (it
 # pastes one image's objects onto another of the same size).
@@ -129,14 +130,12 @@ optim_wrapper = dict(
     type='fastmim.GuardedOptimWrapper',
     optimizer=dict(
         _delete_=True, type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.05),
-    # Every norm layer is exempt (REFERENCE.md: no wd on norms). norm_decay_mult reaches the
-    # LayerNorms and torch's SyncBN (FPN) but not mmcv's SyncBN of the heads, which is no
-    # _BatchNorm to mmengine: the '.bn.' key (a ConvModule's norm) exempts those. The release
-    # exempts the names containing 'norm', which leaves the FPN and head BNs decayed.
+    # Every norm layer is exempt (REFERENCE.md: no wd on norms): norm_decay_mult reaches the
+    # LayerNorms and the SyncBNs. The release exempts the names containing 'norm', which leaves
+    # the FPN and head BNs decayed.
     paramwise_cfg=dict(
         norm_decay_mult=0.,
-        custom_keys={'relative_position_bias_table': dict(decay_mult=0.),
-                     '.bn.': dict(decay_mult=0.)}))
+        custom_keys={'relative_position_bias_table': dict(decay_mult=0.)}))
 auto_scale_lr = dict(base_batch_size=16)
 
 # Default hooks, merged by key, so a derived config's own custom_hooks cannot drop them:
