@@ -1,6 +1,6 @@
 # Linear probing of a FastMIM ViT-B/16 pre-training checkpoint on ImageNet-1k: the backbone is
 # frozen (eval mode, no gradients) and only BatchNorm(affine=False) + a linear layer train, for
-# 90 epochs at 224 px. MAE's recipe (main_linprobe.py), with one substitution:
+# 90 epochs at 224 px. MAE's recipe (main_linprobe.py), with two substitutions:
 #   MAE: LARS (momentum 0.9, trust coefficient 0.001), base lr 0.1 per 256 at total batch 16384
 #        (lr 6.4), weight decay 0, 10 warmup epochs then cosine, head init trunc-normal std 0.01,
 #        RandomResizedCrop 224 + flip only (no RandAugment, mixup, cutmix, erasing, smoothing),
