@@ -12,6 +12,7 @@ from functools import partial
 
 import torch
 from mmengine._strategy import FSDPStrategy
+from mmengine.logging import print_log
 from mmengine.optim import OptimWrapperDict
 from mmengine.registry import STRATEGIES
 from mmengine.runner import FlexibleRunner
@@ -180,8 +181,21 @@ def scale_losses_across_shards(cfg):
     its own gradient shard only: mmengine's ``AmpOptimWrapper`` then needs ``use_fsdp=True``
     (torch's ``ShardedGradScaler``), which mmengine's ``FSDPStrategy`` sets for that wrapper
     alone, not for fastmim's ``GuardedAmpOptimWrapper`` (the recipes' fp16 on CUDA). Called
-    after :func:`adapt_to_device`, which turns fp16 into bf16 autocast on the CPU."""
+    after :func:`adapt_to_device`, which turns fp16 into bf16 autocast on the CPU.
+
+    The recipes' fused AdamW is turned off there: the scaler hands a fused optimiser its
+    overflow flag from each rank's own shard, agreed across ranks only when ``unscale_`` runs
+    first (gradient clipping), so without clipping a rank whose shard overflowed skips the
+    update while the others apply it and raise their scales. torch's default (foreach) AdamW
+    goes through the scaler's ``unscale_``, whose all-reduce makes every rank skip together."""
     optim_wrapper = cfg.get('optim_wrapper')
-    if (is_fsdp_strategy(cfg.get('strategy')) and isinstance(optim_wrapper, dict)
+    if not (is_fsdp_strategy(cfg.get('strategy')) and isinstance(optim_wrapper, dict)
             and mixed_precision_of(optim_wrapper.get('type')) == 'loss_scaling'):
-        optim_wrapper.setdefault('use_fsdp', True)
+        return
+    optim_wrapper.setdefault('use_fsdp', True)
+    optimizer = optim_wrapper.get('optimizer') or {}
+    if optimizer.get('fused'):
+        optimizer['fused'] = False
+        print_log('--fsdp with fp16 loss scaling: optim_wrapper.optimizer.fused=False (a fused '
+                  'optimiser would let the ranks disagree on skipping an overflowed step)',
+                  logger='current')

@@ -398,6 +398,47 @@ def test_fp16_under_fsdp_scales_the_loss_by_all_shards(monkeypatch, wrapper, sha
     assert cfg.optim_wrapper.get('use_fsdp', False) is sharded
 
 
+def _step_with_one_overflowing_shard(rank, init_file, optimizer_cfg, result_file):
+    """One loss-scaled AdamW step over this rank's shard of a weight, the gradient of rank 0's
+    shard infinite (an fp16 overflow that only its shard holds)."""
+    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+    torch.distributed.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
+                                         world_size=2)
+    try:
+        shard = torch.nn.Parameter(torch.ones(4))
+        shard.grad = torch.full((4, ), math.inf if rank == 0 else 1.)
+        optimizer_cfg = dict(optimizer_cfg)
+        optimizer = getattr(torch.optim, optimizer_cfg.pop('type'))([shard], **optimizer_cfg)
+        scaler = ShardedGradScaler(device='cpu', init_scale=1., growth_interval=1)
+        scaler.scale(shard.sum())  # the loss a backward pass would have scaled
+        scaler.step(optimizer)
+        scaler.update()
+        torch.save(dict(weight=shard.detach(), scale=scaler.get_scale()), f'{result_file}.{rank}')
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_fp16_under_fsdp_skips_an_overflowed_step_on_every_rank(tmp_path):
+    """The recipes' optimiser as --fsdp with fp16 on CUDA leaves it: when one rank's gradient
+    shard overflows, every rank skips the update and lowers its scale alike (with the recipes'
+    fused AdamW, the other ranks stepped and raised theirs)."""
+    recipe = Config.fromfile(ROOT / 'configs/_base_/schedules/fastmim_adamw.py').optim_wrapper
+    assert recipe.optimizer.fused  # the recipes' default: the case to cover
+    cfg = fsdp_config(optim_wrapper=dict(type='GuardedAmpOptimWrapper',
+                                         optimizer=recipe.optimizer.to_dict()))
+    scale_losses_across_shards(cfg)  # as on CUDA, where adapt_to_device leaves fp16 as it is
+    result = str(tmp_path / 'step')
+    # fork: pytest's importlib mode leaves this module unimportable by name in a spawned child.
+    torch.multiprocessing.start_processes(
+        _step_with_one_overflowing_shard,
+        args=(str(tmp_path / 'init'), cfg.optim_wrapper.optimizer.to_dict(), result), nprocs=2,
+        start_method='fork')
+    for rank in range(2):
+        outcome = torch.load(f'{result}.{rank}')
+        torch.testing.assert_close(outcome['weight'], torch.ones(4), msg=f'rank {rank} stepped')
+        assert outcome['scale'] == 0.5, f'rank {rank}'
+
+
 @pytest.mark.parametrize('entries, fragment', [
     (dict(strategy=dict(state_dict_cfg='local')), "state_dict_cfg='local'"),
     (dict(strategy=dict(model_wrapper=dict(use_orig_params=False))), 'use_orig_params'),
