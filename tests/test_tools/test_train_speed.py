@@ -1,7 +1,13 @@
 """tools/analysis/train_speed.py: what a user who mistypes its inputs sees (its measurement runs
 tools/train.py for minutes and is not repeated here)."""
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'analysis' / 'train_speed.py'
@@ -38,8 +44,12 @@ def test_a_failed_training_run_ends_in_one_line(train_speed, monkeypatch):
     """subprocess.run(check=True) added a CalledProcessError traceback under the tool's own
     one-line error."""
     class Failed:
-        returncode = 1
-    monkeypatch.setattr(train_speed.subprocess, 'run', lambda *args, **kwargs: Failed())
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def wait(self):
+            return 1
+    monkeypatch.setattr(train_speed.subprocess, 'Popen', Failed)
     with pytest.raises(SystemExit, match=r'^error: tools/train\.py failed with exit status 1 '
                        r'\(its error is above\)$'):
         train_speed.run_tool('train.py', ['config.py'])
@@ -74,3 +84,51 @@ def test_a_config_beside_the_command_is_found(tmp_path, train_speed, monkeypatch
     assert train_speed.resolve_config('my_config.py') == str(tmp_path / 'my_config.py')
     assert train_speed.resolve_config(train_speed.CONFIGS['pretrain']) == str(
         train_speed.ROOT / train_speed.CONFIGS['pretrain'])
+
+
+STOPS_SLOWLY = textwrap.dedent("""
+    import signal, sys, time
+    from pathlib import Path
+    marker = Path(sys.argv[1])
+    def stop(signum, frame):  # as tools/train.py: finish the iteration, save, exit 75
+        time.sleep(1)
+        marker.write_text('stopped')
+        sys.exit(75)
+    signal.signal(signal.SIGTERM, stop)
+    marker.with_suffix('.ready').write_text('')
+    time.sleep(120)
+""")
+RUN_TOOL = textwrap.dedent("""
+    import importlib.util, sys
+    spec = importlib.util.spec_from_file_location('train_speed', sys.argv[1])
+    train_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_speed)
+    train_speed.run_tool(sys.argv[2], [sys.argv[3]])
+""")
+
+
+def test_a_sigterm_stops_the_training_tool_before_this_one_exits(tmp_path):
+    """gpu_check.sh's time limit (or a kill) sent SIGTERM to train_speed.py, which died at once
+    and left tools/train.py training on unseen, holding the GPU during the next step. The
+    signal is passed on, and train_speed.py exits only once the tool has stopped."""
+    tool, marker = tmp_path / 'slow_tool.py', tmp_path / 'stopped.txt'
+    tool.write_text(STOPS_SLOWLY)
+    driver = subprocess.Popen([sys.executable, '-c', RUN_TOOL, str(TOOL), str(tool), str(marker)],
+                              cwd=TOOL.parents[2], start_new_session=True)
+    children = []
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.with_suffix('.ready').exists():
+            assert driver.poll() is None and time.monotonic() < deadline, 'the tool never started'
+            time.sleep(0.1)
+        children = psutil.Process(driver.pid).children()
+        driver.send_signal(signal.SIGTERM)  # to train_speed.py alone, not its process group
+        assert driver.wait(timeout=60) != 0
+        assert marker.read_text() == 'stopped'  # the tool stopped on the signal, then we exited
+    finally:
+        driver.kill()
+        for child in children:
+            try:
+                child.kill()  # the orphan a failure leaves
+            except psutil.NoSuchProcess:
+                pass

@@ -26,6 +26,7 @@ import importlib.util
 import json
 import os
 import os.path as osp
+import signal
 import statistics
 import subprocess
 import sys
@@ -117,7 +118,15 @@ def run_tool(script, args):
         filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))}
     command = [sys.executable, str(ROOT / 'tools' / script), *args]
     print('+', ' '.join(command), flush=True)
-    status = subprocess.run(command, cwd=ROOT, env=env).returncode
+    tool = subprocess.Popen(command, cwd=ROOT, env=env)
+    # A SIGTERM to this process alone (a time limit's, a kill's) ended it at once and left the
+    # tool training on unseen, holding the GPU and writing its checkpoint: pass the signal on
+    # and wait until the tool has stopped (tools/train.py saves and exits at its next iteration).
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: tool.send_signal(signum))
+    try:
+        status = tool.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if status:
         # The tool has printed its own one-line error; a CalledProcessError traceback under it
         # would only repeat the command.
