@@ -145,8 +145,11 @@ if [ -z "$wheel" ]; then
     [ -d "$nv_include" ] && build_env+=(CPATH="$nv_include${CPATH:+:$CPATH}")
     verbosity=-v  # the compiler's [n/N] progress lines, for a build this long
   fi
-  "$PY" -m pip download -q --no-deps --no-binary :all: "mmcv==$MMCV_VERSION" -d "$work" \
-    || die "could not download the mmcv $MMCV_VERSION sdist"
+  # Without build isolation: pip prepares the sdist's metadata with the venv's setuptools (< 81),
+  # where an isolated build environment gets the newest one, without pkg_resources, which
+  # mmcv's setup.py imports (a venv without the `wheel` package takes that path).
+  "$PY" -m pip download -q --no-deps --no-build-isolation --no-binary :all: \
+    "mmcv==$MMCV_VERSION" -d "$work" || die "could not download the mmcv $MMCV_VERSION sdist"
   tar -xzf "$work"/mmcv-*.tar.gz -C "$work"
   src="$(ls -d "$work"/mmcv-*/ | head -n1)"
   if "$PY" -c "import sys, torch; v = tuple(map(int, torch.__version__.split('+')[0].split('.')[:2])); sys.exit(v < (2, 10))"; then
