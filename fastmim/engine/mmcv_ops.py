@@ -31,7 +31,11 @@ def probe_mmcv_ops(device):
     """Run one RoIAlign and one NMS on ``device``; a :class:`LaunchError` that says how to
     rebuild mmcv if it has no kernels for that device."""
     import mmcv
-    from mmcv.ops import RoIAlign, nms
+    try:
+        from mmcv.ops import RoIAlign, nms
+    except ImportError as error:  # mmcv-lite, or a build that left the ops out
+        raise LaunchError(f'mmcv {mmcv.__version__} at {os.path.dirname(mmcv.__file__)} has no '
+                          f'compiled ops ({error}): rebuild it with `{REBUILD}`') from None
 
     device = torch.device(device)
     features = torch.rand(1, 1, 8, 8, device=device)

@@ -46,6 +46,18 @@ def test_probe_with_kernels_for_other_gpus_names_the_architecture(monkeypatch):
         mmcv_ops.probe_mmcv_ops('cpu')
 
 
+def test_probe_with_mmcv_lite_says_how_to_rebuild(monkeypatch):
+    """mmcv without compiled ops (mmcv-lite, or a build that skipped them) failed the probe
+    with a bare "No module named 'mmcv._ext'" from deep inside mmcv.ops."""
+    for name in [name for name in sys.modules if name.startswith('mmcv.ops')]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, 'mmcv._ext', None)  # import fails as in mmcv-lite
+    with pytest.raises(LaunchError) as error:
+        mmcv_ops.probe_mmcv_ops('cpu')
+    message = str(error.value)
+    assert 'no compiled ops' in message and 'FASTMIM_CUDA_OPS=1 tools/setup_env.sh' in message
+
+
 @pytest.mark.parametrize('launcher, env, index', [
     ('none', {}, 0), ('pytorch', {'LOCAL_RANK': '3'}, 3),
     ('slurm', {'LOCAL_RANK': '0', 'SLURM_LOCALID': '5'}, 1),  # 5 % 4 GPUs
