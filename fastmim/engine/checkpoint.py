@@ -17,6 +17,7 @@ import io
 import os
 import os.path as osp
 import pickle
+import re
 import shutil
 import stat
 import tempfile
@@ -244,6 +245,49 @@ def _unpickler_reason(error):
                 lines[0] if lines else type(error).__name__)
 
 
+TEMPORARY_SUFFIX = '.tmp'
+# The names of AtomicLocalBackend's temporary files: tempfile.mkstemp(prefix='.<name>.',
+# suffix='.tmp') puts 8 characters of [a-z0-9_] between them.
+TEMPORARY_FILE = re.compile(r'\.(?P<target>.+)\.[a-z0-9_]{8}' + re.escape(TEMPORARY_SUFFIX))
+
+
+def remove_stale_temporary_files(folder) -> list:
+    """Delete the temporary files that :class:`AtomicLocalBackend` left in ``folder`` (not in
+    its subfolders) when a write was cut off by SIGKILL (which raises nothing, so the writer
+    cannot remove them), and return ``(path, size in bytes)`` of each.
+
+    Only names of the writer's pattern (``.<name>.<8 of [a-z0-9_]>.tmp``) are touched. Call it
+    when nothing is writing there: before a run's first save, on the process that saves.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # no work dir yet, or not a local folder
+        return removed
+    for entry in sorted(entries, key=lambda entry: entry.name):
+        if not TEMPORARY_FILE.fullmatch(entry.name):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            size = entry.stat(follow_symlinks=False).st_size
+            os.remove(entry.path)
+        except OSError:
+            continue  # gone meanwhile, or not ours to delete: leave it
+        removed.append((entry.path, size))
+    return removed
+
+
+def format_size(size: int) -> str:
+    """``'0 B'``, ``'12.1 KiB'``, ``'1.3 GiB'``."""
+    if size < 1024:
+        return f'{size} B'
+    for unit in ('KiB', 'MiB', 'GiB'):
+        size /= 1024
+        if size < 1024 or unit == 'GiB':
+            return f'{size:.1f} {unit}'
+
+
 class AtomicLocalBackend(LocalBackend):
     """mmengine's local file backend, but every write goes to a temporary file first.
 
@@ -252,7 +296,8 @@ class AtomicLocalBackend(LocalBackend):
     checkpoints where the umask allows it (``mkstemp`` alone would make them 0600). A failed
     write (full disk, read-only or vanished folder) removes its temporary file, leaves the
     previous file untouched and raises :class:`CheckpointError` naming the file and the free
-    space.
+    space. A write cut off by SIGKILL cannot remove its temporary file; the next run removes it
+    (:func:`remove_stale_temporary_files`, from ``CheckpointMetaHook``).
     """
 
     def put(self, obj, filepath):
@@ -268,7 +313,7 @@ class AtomicLocalBackend(LocalBackend):
         try:
             os.makedirs(folder, exist_ok=True)
             fd, tmp_path = tempfile.mkstemp(prefix=f'.{osp.basename(filepath)}.',
-                                            suffix='.tmp', dir=folder)
+                                            suffix=TEMPORARY_SUFFIX, dir=folder)
             with os.fdopen(fd, 'wb') as f:
                 os.fchmod(f.fileno(), _mode_for(filepath))
                 f.write(data)

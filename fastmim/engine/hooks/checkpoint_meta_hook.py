@@ -1,9 +1,13 @@
 """Make every checkpoint hold plain types and the geometry of the model that wrote it."""
 
-from mmengine.hooks import Hook
+import os.path as osp
+
+from mmengine.dist import is_main_process
+from mmengine.hooks import CheckpointHook, Hook
 from torch.distributed.fsdp import FullyShardedDataParallel
 
-from fastmim.engine.checkpoint import from_plain, to_plain
+from fastmim.engine.checkpoint import (format_size, from_plain, remove_stale_temporary_files,
+                                       to_plain)
 from fastmim.engine.optim_wrappers.guarded import drop_skipped_logs
 from fastmim.engine.runner_model import bare_model, whole_parameters
 from fastmim.registry import HOOKS
@@ -30,9 +34,19 @@ class CheckpointMetaHook(Hook):
     Under FSDP the checks of a resumed checkpoint see the model's parameters whole
     (:func:`whole_parameters`); a save by mmengine's ``Runner`` of an FSDP model is refused
     (see :func:`refuse_rank0_save_of_shards`).
+
+    Before training, rank 0 deletes the temporary files of checkpoint writes that a SIGKILL cut
+    off in an earlier run (``.epoch_2.pth.<8 characters>.tmp``: the atomic writer removes its
+    file on an error, but a kill raises none) from the work dir and the checkpoint hooks'
+    folders, logging each with its size; nothing else there is touched.
     """
 
     priority = 'LOWEST'
+
+    def before_train(self, runner):
+        # After the checkpoint hooks' before_train (higher priority), which set their out_dir.
+        if is_main_process():
+            remove_interrupted_writes(runner)
 
     def before_save_checkpoint(self, runner, checkpoint):
         refuse_rank0_save_of_shards(runner)
@@ -55,6 +69,24 @@ class CheckpointMetaHook(Hook):
                 check_resumed_model(bare_model(runner), checkpoint, path)
             warn_kept_optimisation(runner, checkpoint, path)
             warn_if_finished(runner, checkpoint, path)
+
+
+def remove_interrupted_writes(runner):
+    """:func:`remove_stale_temporary_files` of the work dir and of every local folder a
+    ``CheckpointHook`` saves to (its ``out_dir``), each removal logged with its size."""
+    folders = [runner.work_dir]
+    for hook in runner.hooks:
+        out_dir = getattr(hook, 'out_dir', None) if isinstance(hook, CheckpointHook) else None
+        if isinstance(out_dir, str) and '://' not in out_dir:
+            folders.append(out_dir)
+    seen = set()
+    for folder in folders:
+        if osp.realpath(folder) in seen:
+            continue
+        seen.add(osp.realpath(folder))
+        for path, size in remove_stale_temporary_files(folder):
+            runner.logger.warning(f'removed {path} ({format_size(size)}): the temporary file of '
+                                  'a checkpoint write that was killed before it finished')
 
 
 def refuse_rank0_save_of_shards(runner):
