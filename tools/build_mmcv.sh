@@ -9,7 +9,7 @@
 # `cpu`, or CUDA kernels for given GPU architectures (`cu130-sm80-sm90`): FASTMIM_CUDA_OPS=1
 # asks for them, a visible GPU does by default, TORCH_CUDA_ARCH_LIST picks the architectures.
 # The key of the installed wheel is kept in <venv>/.fastmim-mmcv, so a venv whose mmcv is of
-# another flavour gets the right one.
+# another flavour gets the right one. FASTMIM_MMCV_NO_BUILD=1 takes a cached wheel or fails.
 # Traps handled here:
 # - build isolation hides torch from setup.py, which then silently skips the ops;
 #   we build with --no-build-isolation and verify that the wheel holds mmcv/_ext*.so.
@@ -122,6 +122,10 @@ check_cuda_kernels() {
 if [ -n "$wheel" ] && ! wheel_has_ops "$wheel"; then
   log "cached wheel $wheel has no ops; rebuilding"
   rm -f "$wheel"; wheel=""
+fi
+
+if [ -z "$wheel" ] && [ -n "${FASTMIM_MMCV_NO_BUILD:-}" ]; then
+  die "no cached mmcv wheel $CACHE/$key/mmcv-*.whl, and FASTMIM_MMCV_NO_BUILD forbids building one"
 fi
 
 if [ -z "$wheel" ]; then

@@ -16,7 +16,9 @@ HEAVY_STEPS = ('detection_swin_b segmentation_vit_b bench_vit_b bench_swin_b '
 
 def run_check(tmp_path, **env):
     # WHEELS='': never the offline wheels a developer has made for a GPU machine's Python.
-    environment = {**os.environ, 'PYTHON': sys.executable, 'WHEELS': '', **env}
+    # OUT: a device run's folder, which sets the defaults of OUT_DIR and ARCHIVE.
+    inherited = {key: value for key, value in os.environ.items() if key != 'OUT'}
+    environment = {**inherited, 'PYTHON': sys.executable, 'WHEELS': '', **env}
     return subprocess.run(['bash', str(SCRIPT), str(tmp_path)], cwd=tmp_path, env=environment,
                           capture_output=True, text=True, timeout=300)
 
@@ -82,3 +84,29 @@ def test_a_failing_projection_is_reported_as_failed(tmp_path):
     result = run_check(tmp_path, SKIP=others)
     assert result.returncode == 0, result.stderr
     assert '===== projection: exit 1' in result.stdout
+
+
+def test_a_step_that_ignores_its_time_limit_is_killed(tmp_path):
+    """A training run stops on SIGTERM only at its next iteration, and a compiling one can take
+    minutes to reach it: 20 s after the SIGTERM the step is killed, so that the device time
+    goes to the next steps."""
+    python = tmp_path / 'python'
+    python.write_text("#!/bin/sh\ntrap '' TERM\nsleep 300\n")
+    python.chmod(0o755)
+    out = tmp_path / 'out'
+    out.mkdir()
+    # BUDGET 50: the first step may run 30 s (20 s are kept for the end), then it is killed.
+    result = run_check(out, PYTHON=str(python), BUDGET='50')
+    assert '===== environment: exit 137' in result.stdout
+
+
+def test_a_device_run_packs_its_results_into_out(tmp_path):
+    """Where $OUT is set (the folder a device run sends back) the archive goes there."""
+    import tarfile
+    out, back = tmp_path / 'out', tmp_path / 'back'
+    out.mkdir()
+    back.mkdir()
+    result = run_check(out, SKIP=HEAVY_STEPS + ' cuda_tests', OUT=str(back))
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(back / 'gpu_check.tar.gz') as packed:
+        assert '===== mmcv_cuda: exit 0' in packed.extractfile('./gpu_check.log').read().decode()

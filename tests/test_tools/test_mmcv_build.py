@@ -129,3 +129,16 @@ def test_cached_cpu_wheel_under_the_old_key_is_moved_installed_and_then_kept(tmp
     second = build()
     assert second.returncode == 0, second.stderr
     assert second.stdout == ''  # the venv has this flavour already: nothing to do
+
+
+def test_no_build_takes_a_cached_wheel_or_fails_at_once(tmp_path):
+    """gpu_check.sh's mmcv step within a device budget: building for minutes would eat the time
+    of the steps that need mmcv, so a missing wheel fails at once, naming the key."""
+    env = {**os.environ, 'FASTMIM_MMCV_NO_BUILD': '1', 'FASTMIM_CUDA_OPS': '1',
+           'TORCH_CUDA_ARCH_LIST': '9.0'}
+    result = subprocess.run(['bash', str(ROOT / 'tools' / 'build_mmcv.sh'), sys.executable,
+                             '2.1.0', str(tmp_path)], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert 'no cached mmcv wheel' in result.stderr and '-sm90/' in result.stderr
+    assert 'building' not in result.stdout

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Everything in fastmim that needs a GPU, in one bounded pass, in order of importance:
-#   1. the imports (a failure stops the script at once, leaving device time for a rerun); mmcv
-#      with CUDA kernels for this machine's torch and GPU (tools/build_mmcv.sh with
-#      FASTMIM_CUDA_OPS=1: a matching wheel from WHEELS/mmcv-cache in seconds, else built here;
-#      skipped without a GPU); then the downstream projects at full size
+#   1. the imports (a failure stops the script at once, leaving device time for a rerun); the
+#      CUDA-only tests (HOG on CUDA under fp16 autocast against the numpy reference, a CUDA fp16
+#      training step against the CPU fp32 one, masks on the GPU, nvJPEG decoding against PIL's);
+#      mmcv with CUDA kernels for this machine's torch and GPU (tools/build_mmcv.sh with
+#      FASTMIM_CUDA_OPS=1: a matching wheel from WHEELS/mmcv-cache in seconds, else built here,
+#      unless BUDGET is set: the build takes longer than the step may; skipped without a GPU);
+#      then the downstream projects at full size
 #      (tools/analysis/train_speed.py): Mask R-CNN Swin-B (1024 large-scale jitter + copy-paste,
 #      batch 2) and UperNet ViT-B (512 crops, batch 2), fp16, 20 iterations each on the photo
 #      data of tests/test_projects/downstream_data.py, then tools/test.py: s/iteration and
@@ -15,14 +18,16 @@
 #      and SimMIM compiled in bf16 (the MFU target), FastMIM also with CUDA graphs; the
 #      recipe's projected wall-clock from these rates; bf16 without compile; a profile of the
 #      FastMIM ViT-B step;
-#   3. the CUDA training path: the CUDA-only tests (HOG on CUDA under fp16 autocast against the
-#      numpy reference, a CUDA fp16 training step against the CPU fp32 one, masks on the GPU,
-#      nvJPEG decoding against PIL's),
-#      1-GPU DDP (nccl) pre-training with fp16 AMP (loss scaling), fine-tuning with AMP from
-#      that checkpoint, then resuming the pre-training compiled in bf16 (no loss scaler).
-# Each step has its own time limit, so one failing or slow step never hides the others.
+#   3. the CUDA training path: 1-GPU DDP (nccl) pre-training with fp16 AMP (loss scaling),
+#      fine-tuning with AMP from that checkpoint, then resuming the pre-training compiled in
+#      bf16 (no loss scaler).
+# Each step has its own time limit, so one failing or slow step never hides the others: at its
+# limit a step gets SIGTERM (a training run saves and stops at its next iteration), and SIGKILL
+# 20 s later.
 #
-#   tools/analysis/gpu_check.sh [OUT_DIR]          (default OUT_DIR: work_dirs/gpu_check)
+#   tools/analysis/gpu_check.sh [OUT_DIR]
+# Default OUT_DIR: work_dirs/gpu_check, or /tmp/gpu_check where $OUT is set (a device run's
+# folder of files to send back), with ARCHIVE then $OUT/gpu_check.tar.gz by default.
 #
 # Results: OUT_DIR/gpu_check.log (every step's output), OUT_DIR/*_cuda*.json and *.png
 # (benchmark), OUT_DIR/*_speed.json (train_speed.py), OUT_DIR/projection.md.
@@ -41,7 +46,11 @@
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
-OUT_DIR=${1:-${OUT:-work_dirs/gpu_check}}
+OUT_DIR=${1:-work_dirs/gpu_check}
+if [ -n "${OUT:-}" ]; then
+    OUT_DIR=${1:-/tmp/gpu_check}
+    ARCHIVE=${ARCHIVE-$OUT/gpu_check.tar.gz}
+fi
 mkdir -p "$OUT_DIR"
 LOG="$OUT_DIR/gpu_check.log"
 case "$(realpath -m "${ARCHIVE:-/}")" in "$(realpath -m "$OUT_DIR")"/*)
@@ -82,7 +91,7 @@ step() {
     local start=$SECONDS
     echo "===== $name: $*" >> "$LOG"
     # Through bash, so that a step can be one of the (exported) functions below.
-    timeout "$limit" bash -c '"$@"' step "$@" >> "$LOG" 2>&1
+    timeout -k 20 "$limit" bash -c '"$@"' step "$@" >> "$LOG" 2>&1
     local rc=$?
     echo "===== $name: exit $rc after $((SECONDS - start)) s" | tee -a "$LOG"
     pack_results
@@ -106,6 +115,9 @@ mmcv_cuda() {
     # Offline: the mmcv sdist from WHEELS. The machine needs its own CUDA compiler then (nvcc's
     # and nvvm's wheels, 100 MB, do not fit what a device run carries).
     [ -n "$WHEELS" ] && [ -d "$WHEELS" ] && export PIP_NO_INDEX=1 PIP_FIND_LINKS="$WHEELS"
+    # Within a BUDGET only a cached wheel: the build takes minutes even on 16 cores, which the
+    # downstream steps that need it could not get back.
+    [ "$BUDGET" -gt 0 ] && export FASTMIM_MMCV_NO_BUILD=1
     FASTMIM_CUDA_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
         "$ROOT/tools/build_mmcv.sh" "$PY" 2.1.0 "$cache" || return 1
     if [ -d /tmp/site/mmcv ]; then
@@ -139,7 +151,7 @@ projection() {
     "$PY" tools/analysis/project_wallclock.py "${results[@]}" | tee "$OUT_DIR/projection.md"
 }
 
-export PY ROOT OUT_DIR ITERS BENCH_ARGS WHEELS
+export PY ROOT OUT_DIR ITERS BENCH_ARGS WHEELS BUDGET
 export -f mmcv_cuda bench projection
 
 # Nothing below can run without these imports: stop at once, leaving the device time for a rerun.
@@ -147,7 +159,16 @@ step environment 60 "$PY" -c 'import torch, timm, mmengine, mmcv, fastmim
 print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu",
       torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 print("timm", timm.__version__, "mmengine", mmengine.__version__, "mmcv", mmcv.__version__,
-      mmcv.__file__)' || { tail -n 20 "$LOG"; exit 1; }
+      mmcv.__file__)
+import os, shutil, setuptools, subprocess
+print("setuptools", setuptools.__version__, "cores", os.cpu_count(), "/dev/shm free GB",
+      round(shutil.disk_usage("/dev/shm").free / 2**30, 1))
+nvcc = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
+print(subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip()
+      .splitlines()[-1] if os.path.exists(nvcc) else "no nvcc")' || { tail -n 20 "$LOG"; exit 1; }
+step cuda_tests 90 "$PY" -m pytest -q -p no:cacheprovider -rs -k cuda \
+    tests/test_models/test_targets/test_hog.py tests/test_models/test_utils/test_block_mask.py \
+    tests/test_models/test_algorithms/test_fastmim.py tests/test_models/test_jpeg_decoding.py
 step mmcv_cuda 300 mmcv_cuda
 step detection_swin_b 240 "$PY" tools/analysis/train_speed.py detection --amp --iters 20 \
     --out "$OUT_DIR/detection_speed.json"
@@ -180,16 +201,15 @@ step profile_vit_b 90 "$PY" tools/analysis/profile_pretrain_step.py --backbone v
 
 PRETRAIN=configs/fastmim/demo_vit_tiny_embedded.py
 SCRATCH=$(mktemp -d /tmp/fastmim_gpu_check.XXXX)  # the training steps' work dirs
-step cuda_tests 90 "$PY" -m pytest -q -p no:cacheprovider -rs -k cuda \
-    tests/test_models/test_targets/test_hog.py tests/test_models/test_utils/test_block_mask.py \
-    tests/test_models/test_algorithms/test_fastmim.py tests/test_models/test_jpeg_decoding.py
 step train_ddp_amp 120 env PYTHON="$PY" tools/dist_train.sh "$PRETRAIN" 1 --amp \
     --work-dir "$SCRATCH/pretrain" --cfg-options train_cfg.max_epochs=2
 step finetune_amp 90 "$PY" tools/train.py configs/finetune/demo_vit_tiny_embedded_ft.py --amp \
     --work-dir "$SCRATCH/finetune" --cfg-options train_cfg.max_epochs=2 \
     model.backbone.init_cfg.checkpoint="$SCRATCH/pretrain/epoch_2.pth"
+# Without the demo's reconstruction pictures, whose eval-mode forward would compile again.
 step resume_compile_bf16 120 "$PY" tools/train.py "$PRETRAIN" --amp-dtype bfloat16 --compile \
-    --resume --work-dir "$SCRATCH/pretrain" --cfg-options train_cfg.max_epochs=3
+    --resume --work-dir "$SCRATCH/pretrain" --cfg-options train_cfg.max_epochs=3 \
+    custom_hooks=[]
 
 grep -E "passed|failed|^=====|s/iter|runs RoIAlign|CUDA kernels in|Epoch\(train\).*\[(8|16|24)/|Epoch\(val\)|Error|error:" "$LOG" | cut -c1-240
 for table in "$OUT_DIR"/*_cuda*.json; do
