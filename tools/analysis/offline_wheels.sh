@@ -18,15 +18,18 @@ DIR=${1:-$ROOT/.whl}
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 TARGET_PYTHON=${TARGET_PYTHON:-3.12}
 mkdir -p "$DIR"
+# setuptools < 81: mmengine finds the `mmdet::` / `mmseg::` base configs through pkg_resources,
+# which an image with setuptools >= 81 lacks (and mmcv's setup.py imports it).
 "$PY" -m pip download -q --no-deps -d "$DIR" mmengine==0.10.7 timm==1.0.31 addict==2.4.0 \
     yapf==0.43.0 termcolor==3.3.0 platformdirs==4.14.8 foolbox==3.3.4 imgviz==2.1.0 \
     mmdet==3.3.0 mmsegmentation==1.2.2 terminaltables==3.1.10 ftfy==6.3.1 wcwidth==0.9.4 \
-    prettytable==3.19.0
+    prettytable==3.19.0 setuptools==80.10.2
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$TARGET_PYTHON" \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d "$DIR" pycocotools==2.0.11 shapely==2.2.0
 [ -f "$DIR"/mmcv-2.1.0.tar.gz ] \
-    || "$PY" -m pip download -q --no-deps --no-binary :all: -d "$DIR" mmcv==2.1.0
+    || "$PY" -m pip download -q --no-deps --no-build-isolation --no-binary :all: -d "$DIR" \
+        mmcv==2.1.0
 if ! ls "$DIR"/mmcv_lite-2.1.0-*.whl > /dev/null 2>&1; then
     BUILD=$(mktemp -d)
     tar xzf "$DIR"/mmcv-2.1.0.tar.gz -C "$BUILD"
