@@ -23,7 +23,7 @@ train_dataloader = dict(
     # per GPU should use fewer.
     num_workers=8,
     persistent_workers=True,  # no re-forking of 8 workers x GPUs at each of 400-800 epochs
-    pin_memory=True,  # page-locked batches: the host-to-device copy runs asynchronously
+    pin_memory=True,  # page-locked batches: a faster host-to-device copy
     # prefetch_factor stays PyTorch's 2 (2 batches of 256 x 49 KB in flight per worker); it is
     # not set here because DataLoader rejects it when a derived config sets num_workers=0.
     drop_last=True,
