@@ -11,6 +11,11 @@ its first batch. Two rules make a resumed run repeat the uninterrupted one bit f
   loader or the model's initialisation made in a fresh process. Restoring saved generator
   states could not give that: those extra draws happen at other moments in a resumed process.
   Data augmentation is seeded per sample by :class:`~fastmim.datasets.ResumableSampler`.
+- **Every epoch checkpoint is at a gradient-accumulation boundary.** With
+  ``optim_wrapper.accumulative_counts > 1`` a window starts at every epoch start; an epoch whose
+  length the accumulation does not divide ends with a shorter window, updated at the epoch's
+  end (mmengine counts windows over the whole run, so they straddled epochs and an epoch
+  checkpoint could fall inside one, whose gradients no checkpoint holds).
 - **A checkpoint knows how far into its epoch it was written.** The loop records
   ``(epoch, batches done)`` in the message hub (saved in every checkpoint and restored by
   ``--resume``); a resumed epoch asks the sampler to skip the batches already seen and numbers
@@ -37,6 +42,7 @@ from mmengine.runner.loops import _InfiniteDataloaderIterator
 from mmengine.runner.utils import calc_dynamic_intervals
 
 from fastmim.datasets.sample_seeds import iteration_seed
+from fastmim.engine.accumulation import DropGlobalWindowWarning, start_accumulation_windows
 from fastmim.engine.hooks.progressive_resolution_hook import iter_based_schedulers
 from fastmim.engine.schedule_length import one_step_warmups
 from fastmim.registry import LOOPS
@@ -122,6 +128,9 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         super().__init__(runner, dataloader, *args, **kwargs)
         _check_batches_per_epoch(self.dataloader)
         self._checked_iterations = False
+        # mmengine's warning about a resume inside its run-long windows (logged by
+        # Runner.train before the loop runs): here windows start per epoch, checked below.
+        runner.logger.addFilter(DropGlobalWindowWarning())
 
     def run(self):
         warn_one_step_warmups(self.runner)
@@ -139,6 +148,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
                            + (self._max_epochs - self._epoch) * len(self.dataloader))
 
     def run_epoch(self) -> None:
+        self._start_accumulation_windows()
         self.runner.call_hook('before_train_epoch')  # may set the sampler's epoch, a new loader
         self.runner.model.train()
         if not self._checked_iterations:  # the first epoch of this run, with its loader
@@ -157,6 +167,25 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
             self._images_per_update())))
         seed_runner_iteration(self.runner, self._iter)
         super().run_iter(idx, data_batch)
+
+    def _start_accumulation_windows(self) -> None:
+        """Start a gradient-accumulation window with the epoch, the epoch's last window ending
+        with it (see the module docstring). Before the ``before_train_epoch`` hooks: a hook
+        that sets the accumulation per epoch (``ProgressiveResolutionHook``, which drops an
+        epoch's last partial window instead) starts its own windows after this."""
+        counts = self._accumulation()
+        if counts <= 1:
+            return
+        done = self.batches_done_in_epoch(warn=False)
+        start_accumulation_windows(self.runner.optim_wrapper, counts, len(self.dataloader), done)
+        if done % counts:
+            print_log(
+                f'resuming epoch {self._epoch + 1} after {done} iterations, inside a window of '
+                f'{counts} accumulated iterations (optim_wrapper.accumulative_counts): the '
+                f'gradients of its first {done % counts} are in no checkpoint, so its update '
+                'uses the rest only; checkpoints saved at epoch ends, by PreemptionHook, or '
+                f'every N iterations with N and the epoch length multiples of {counts} resume '
+                'at a window boundary', logger='current', level=logging.WARNING)
 
     def batches_done_in_epoch(self, warn: bool = True) -> int:
         """Batches of the current epoch that ran before the checkpoint this run resumed from

@@ -255,8 +255,10 @@ class PreemptionHook(Hook):
         """Stop a validation inside training at a signal. The training state is that of the
         iteration before the validation (the loop has counted it), and the checkpoint is marked
         so that the resumed run repeats this validation. A validation inside a
-        gradient-accumulation window (an epoch whose length the accumulation does not divide)
-        runs on: the signal is taken at the window's update, as in training."""
+        gradient-accumulation window (an iteration-based loop validating every N iterations, N
+        not a multiple of the accumulation; mmengine's epoch loop with an epoch length the
+        accumulation does not divide: ``ResumableEpochBasedTrainLoop`` ends a window with every
+        epoch) runs on: the signal is taken at the window's update, as in training."""
         if (not self._training or batch_idx >= self._val_batches
                 or not _update_done(runner.optim_wrapper) or not self._any_rank_received()):
             return

@@ -24,6 +24,7 @@ from mmengine.logging import print_log
 from mmengine.optim import OptimWrapperDict
 from mmengine.runner import EpochBasedTrainLoop
 
+from fastmim.engine.accumulation import start_accumulation_windows
 from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS, type_name
 
@@ -194,21 +195,6 @@ def iter_based_schedulers(runner):
     if isinstance(schedulers, dict):
         schedulers = [s for group in schedulers.values() for s in group]
     return [scheduler for scheduler in schedulers if not scheduler.by_epoch]
-
-
-def start_accumulation_windows(optim_wrapper, accumulative_counts: int) -> None:
-    """Make accumulation windows of ``accumulative_counts`` iterations start now.
-
-    Counting restarts at 0 with no end (``_max_counts = -1``): an update happens after every
-    ``accumulative_counts`` iterations and each loss is divided by ``accumulative_counts``.
-    Gradients of a partial window (iterations left at the end of the previous epoch) are
-    dropped. mmengine's wrapper has no public setter for these counts.
-    """
-    optim_wrapper.zero_grad()
-    optim_wrapper._accumulative_counts = accumulative_counts
-    optim_wrapper._inner_count = 0
-    optim_wrapper._max_counts = -1
-    optim_wrapper._remainder_counts = -1
 
 
 @HOOKS.register_module()

@@ -1,0 +1,55 @@
+"""Gradient-accumulation windows that start at epoch starts.
+
+mmengine's ``OptimWrapper`` counts its windows over the whole run (``initialize_count_status``
+with the run's first and last iteration): with an epoch length that ``accumulative_counts``
+does not divide, windows straddle epochs, so an epoch checkpoint can fall inside one, whose
+gradients no checkpoint holds. Starting a window at every epoch start puts every epoch end on a
+window boundary. mmengine's wrapper has no public setter for these counts.
+"""
+import logging
+
+from mmengine.optim import OptimWrapperDict
+
+# mmengine's warning when a run resumes at an iteration its global windows would cut; with
+# windows per epoch the loop checks the position inside its epoch instead.
+GLOBAL_WINDOW_WARNING = 'Resumed iteration number is not divisible by `_accumulative_counts`'
+
+
+def optim_wrappers(optim_wrapper):
+    """The wrappers of ``optim_wrapper`` (the values of an ``OptimWrapperDict``)."""
+    if isinstance(optim_wrapper, OptimWrapperDict):
+        return list(optim_wrapper.values())
+    return [optim_wrapper]
+
+
+def start_accumulation_windows(optim_wrapper, accumulative_counts: int, iterations=None,
+                               done: int = 0) -> None:
+    """Make accumulation windows of ``accumulative_counts`` iterations start now.
+
+    ``iterations=None``: counting restarts at 0 with no end (``_max_counts = -1``): an update
+    happens after every ``accumulative_counts`` iterations and each loss is divided by
+    ``accumulative_counts``; the gradients of a partial window at the end are dropped at the
+    next call (what :class:`ProgressiveResolutionHook` does per epoch).
+
+    ``iterations=N`` (an epoch's length), of which ``done`` ran before (a run resumed inside
+    the epoch): the windows end at iteration N, so the last one is ``N % accumulative_counts``
+    iterations long when that is not 0, its losses divided by its length, and its update made
+    after iteration N, as mmengine does for the last window of a run.
+
+    Gradients held now (a partial window) are dropped.
+    """
+    optim_wrapper.zero_grad()
+    for wrapper in optim_wrappers(optim_wrapper):
+        wrapper._accumulative_counts = accumulative_counts
+        wrapper._inner_count = done if iterations is not None else 0
+        wrapper._max_counts = -1 if iterations is None else iterations
+        wrapper._remainder_counts = (-1 if iterations is None else
+                                     iterations % accumulative_counts)
+
+
+class DropGlobalWindowWarning(logging.Filter):
+    """Drops mmengine's :data:`GLOBAL_WINDOW_WARNING`, which is wrong for a loop that starts a
+    window at every epoch start."""
+
+    def filter(self, record):
+        return not str(record.getMessage()).startswith(GLOBAL_WINDOW_WARNING)

@@ -1,0 +1,184 @@
+"""Gradient accumulation and exact resume from epoch checkpoints.
+
+mmengine counts accumulation windows over the whole run: with an epoch length that
+``optim_wrapper.accumulative_counts`` does not divide, an epoch checkpoint falls inside a window
+whose gradients no checkpoint holds, and the resumed run restarts its count there.
+``ResumableEpochBasedTrainLoop`` starts a window at every epoch start (an epoch's last window is
+shorter and applied at the epoch's end), so every epoch checkpoint is at a window boundary.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
+# The demo recipe shrunk to a 2-block ViT; 6 photos in batches of 2: 3 iterations per epoch,
+# updates every 2 iterations, 3 epochs.
+ACCUMULATING = [
+    'model.backbone.arch.embed_dim=32', 'model.backbone.arch.depth=2',
+    'model.backbone.arch.num_heads=2', 'model.neck.embed_dim=32', 'model.neck.num_heads=2',
+    'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+    'train_dataloader.persistent_workers=False', 'train_dataloader.dataset.num_samples=6',
+    'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1',
+    'log_processor.window_size=1', 'train_cfg.max_epochs=3',
+    'optim_wrapper.accumulative_counts=2',
+]
+ITERATIONS = 9
+
+# SIGKILL the run just before the iteration numbered (from 0) FASTMIM_TEST_KILL_AT.
+KILL_AT = """
+import os
+import signal
+
+from fastmim.engine.loops import ResumableEpochBasedTrainLoop
+
+_run_iter = ResumableEpochBasedTrainLoop.run_iter
+
+
+def run_iter(self, idx, data_batch):
+    if self._iter == int(os.environ['FASTMIM_TEST_KILL_AT']):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _run_iter(self, idx, data_batch)
+
+
+ResumableEpochBasedTrainLoop.run_iter = run_iter
+"""
+
+
+def train(work_dir, *extra, env=None):
+    return subprocess.run(
+        [sys.executable, str(ROOT / 'tools' / 'train.py'), str(DEMO), '--work-dir',
+         str(work_dir), *extra, '--cfg-options', *ACCUMULATING], cwd=ROOT,
+        env={**os.environ, 'PYTHONPATH': str(ROOT), **(env or {})}, capture_output=True,
+        text=True, timeout=600)
+
+
+def losses(work_dir):
+    """Loss and lr of every iteration, the later run's where a resumed run repeated one."""
+    by_iteration = {}
+    for scalars in sorted(Path(work_dir).glob('*/vis_data/scalars.json')):
+        for line in scalars.read_text().splitlines():
+            record = json.loads(line)
+            if 'loss' in record:
+                by_iteration[record['step']] = (record['loss'], record['lr'])
+    return by_iteration
+
+
+def assert_same_state(value, expected, where):
+    if isinstance(expected, torch.Tensor):
+        assert torch.equal(value, expected), (
+            f'{where} differs by up to {(value.double() - expected.double()).abs().max():.3g}')
+    elif isinstance(expected, dict):
+        assert value.keys() == expected.keys(), where
+        for key in expected:
+            assert_same_state(value[key], expected[key], f'{where}[{key!r}]')
+    elif isinstance(expected, (list, tuple)):
+        assert len(value) == len(expected), where
+        for i, (item, expected_item) in enumerate(zip(value, expected)):
+            assert_same_state(item, expected_item, f'{where}[{i}]')
+    else:
+        assert value == expected, f'{where}: {value!r} != {expected!r}'
+
+
+def test_resume_from_an_epoch_checkpoint_inside_a_global_window_is_exact(tmp_path):
+    """3 iterations per epoch, 2 accumulated: killed in epoch 2 and resumed from epoch_1.pth
+    (iteration 3), the run logged the losses of iterations 1-4 and then others, and ended with
+    other weights: iteration 3's gradient, which mmengine would have added to iteration 4's, is
+    in no checkpoint, and the resumed run restarted its window count at iteration 3."""
+    reference = tmp_path / 'reference'
+    result = train(reference)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    site = tmp_path / 'site'
+    site.mkdir()
+    (site / 'sitecustomize.py').write_text(KILL_AT)
+    killed = tmp_path / 'killed'
+    result = train(killed, env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}',
+                                'FASTMIM_TEST_KILL_AT': '4'})  # inside epoch 2
+    assert result.returncode == -9, result.stderr[-3000:]
+    assert (killed / 'last_checkpoint').read_text().strip().endswith('epoch_1.pth')
+
+    result = train(killed, '--resume')
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert 'resumed epoch: 1, iter: 3' in log
+
+    final = torch.load(killed / 'epoch_3.pth', weights_only=True)
+    expected = torch.load(reference / 'epoch_3.pth', weights_only=True)
+    assert final['meta']['iter'] == expected['meta']['iter'] == ITERATIONS
+    for key in ('state_dict', 'optimizer', 'param_schedulers'):
+        assert_same_state(final[key], expected[key], key)
+    expected_losses = losses(reference)
+    assert sorted(expected_losses) == list(range(1, ITERATIONS + 1))
+    assert losses(killed) == expected_losses
+    # mmengine's warning counts windows over the whole run, which this loop does not
+    assert 'Resumed iteration number is not divisible' not in log
+
+
+# --- The windows themselves, in one process: which iterations update, and by what the loss of
+# each is divided.
+
+
+class Linear(BaseModel):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 1)
+
+    def forward(self, inputs, data_samples=None, mode='loss'):
+        return dict(loss=self.linear(torch.stack(inputs)).sum())
+
+
+class RecordWindows:
+    """Per iteration: the factor its loss is divided by, and whether it updated."""
+
+    def __init__(self):
+        self.factors, self.updates = [], []
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        self.factors.append(round(1 / float(runner.optim_wrapper.scale_loss(torch.tensor(1.)))))
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.optim_wrapper.should_update():
+            self.updates.append(runner.iter + 1)
+
+
+def windows(tmp_path, samples, accumulation, epochs=3):
+    from mmengine.hooks import Hook
+
+    record = RecordWindows()
+    hook = type('Record', (Hook,), {'before_train_iter': record.before_train_iter,
+                                    'after_train_iter': record.after_train_iter})()
+    runner = Runner(
+        model=Linear(), work_dir=str(tmp_path),
+        train_dataloader=dict(dataset=[dict(inputs=torch.ones(2))] * samples, batch_size=1,
+                              sampler=dict(type='ResumableSampler', shuffle=False),
+                              collate_fn=dict(type='pseudo_collate')),
+        train_cfg=dict(type='ResumableEpochBasedTrainLoop', max_epochs=epochs),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01),
+                           accumulative_counts=accumulation),
+        custom_hooks=[hook], default_hooks=dict(checkpoint=None), randomness=dict(seed=0),
+        default_scope='fastmim')
+    runner.train()
+    return record.factors, record.updates
+
+
+@pytest.mark.parametrize('samples, accumulation, factors, updates', [
+    # epochs of 3 iterations, 2 accumulated: the last window of each epoch is 1 iteration long
+    (3, 2, [2, 2, 1] * 3, [2, 3, 5, 6, 8, 9]),
+    (5, 3, [3, 3, 3, 2, 2] * 3, [3, 5, 8, 10, 13, 15]),
+    # an epoch length the accumulation divides: mmengine's windows, unchanged
+    (4, 2, [2] * 12, [2, 4, 6, 8, 10, 12]),
+    (6, 3, [3] * 18, [3, 6, 9, 12, 15, 18]),
+    # no accumulation
+    (3, 1, [1] * 9, list(range(1, 10))),
+])
+def test_an_accumulation_window_starts_at_every_epoch(tmp_path, samples, accumulation, factors,
+                                                      updates):
+    assert windows(tmp_path, samples, accumulation) == (factors, updates)
