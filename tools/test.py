@@ -105,7 +105,7 @@ def main(argv):
         dict(type=TEST_HOOK, checkpoint=args.checkpoint)]
     config_dump = osp.join(cfg.work_dir, osp.basename(cfg.filename or ''))
     earlier_dump = read_file(config_dump)
-    with refused_keys_located(cfg):
+    with refused_keys_located(cfg, args.cfg_options):
         runner = build_runner(
             cfg, ['test'], trusted_checkpoints=[args.checkpoint] if args.trust_checkpoint else [])
         restore_config_dump(config_dump, earlier_dump, runner)

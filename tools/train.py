@@ -197,7 +197,7 @@ def main(argv):
     apply_args(cfg, args)
     skip_pretrained_init_when_resuming(cfg)
     check_device_decoding(cfg)
-    with refused_keys_located(cfg):
+    with refused_keys_located(cfg, args.cfg_options):
         runner = build_runner(cfg, ['train', 'val'] if cfg.get('val_cfg') else ['train'],
                               trusted_checkpoints=args.trust_checkpoint)
         runner.train()

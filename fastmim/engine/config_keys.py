@@ -5,20 +5,25 @@ config names (``BaseDataset`` for an ``ImageFolder``), and nothing says where in
 key is or how to drop it: ``--cfg-options`` can change a key but not remove one, so switching a
 dataset's ``type`` on the command line keeps the old type's arguments.
 """
+import difflib
+import inspect
 import re
 from contextlib import contextmanager
-from typing import Iterator, Tuple
+from typing import Iterable, Iterator, Optional, Tuple
 
 from mmengine import registry as mmengine_registries
+from torch.utils.data import DataLoader
 
 _UNEXPECTED_KEY = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
 
 
 @contextmanager
-def refused_keys_located(cfg) -> Iterator[None]:
+def refused_keys_located(cfg, cfg_options: Optional[dict] = None) -> Iterator[None]:
     """Raise a ``TypeError`` for a refused key again with the entries of ``cfg`` that set it
     in front (``train_dataloader.dataset (ImageFolder) sets num_samples, which it does not
-    take: ...``) and how to remove it. Other errors pass unchanged."""
+    take: ...``) and how to remove it; a key that ``cfg_options`` (``--cfg-options``) set is
+    named as the command line's, with the names the entry does take that are close to it.
+    Other errors pass unchanged."""
     try:
         yield
     except TypeError as error:
@@ -26,32 +31,89 @@ def refused_keys_located(cfg) -> Iterator[None]:
         entries = _entries_setting(cfg, match[2], match[1]) if match else []
         if not entries:
             raise
-        where = ', '.join(f'{path} ({type_name})' for path, type_name in entries)
+        key = match[2]
+        typed_on_command_line = [(path, node) for path, _, node in entries
+                                 if _set_by(cfg_options or {}, f'{path}.{key}')]
+        if typed_on_command_line:
+            path, node = typed_on_command_line[0]
+            option = _set_by(cfg_options, f'{path}.{key}')
+            raise TypeError(
+                f'{path} ({_type_name(node)}) does not take {key}, set by --cfg-options '
+                f'{option}: {error}; check the name{_what_it_takes(path, node, key)}') from error
+        where = ', '.join(f'{path} ({_type_name(node)})' for path, _, node in entries)
         raise TypeError(
-            f'{where} sets {match[2]}, which it does not take: {error}; remove the key from the '
+            f'{where} sets {key}, which it does not take: {error}; remove the key from the '
             f'config (--cfg-options can change a key but not remove one; a config that '
             f'inherits this one can: dict(_delete_=True, type=..., ...))') from error
 
 
+def _set_by(cfg_options: dict, key_path: str) -> Optional[str]:
+    """The ``--cfg-options`` key that set ``key_path`` (itself, or a key below it)."""
+    return next((option for option in cfg_options
+                 if option == key_path or option.startswith(key_path + '.')), None)
+
+
+def _what_it_takes(path: str, node: dict, key: str) -> str:
+    """For a data loader whose dataset takes ``key``, that it belongs there; else ``; did you
+    mean 'x'?`` from the arguments of the entry's classes."""
+    dataset = node.get('dataset')
+    if (_type_name(node) == DataLoader.__name__ and isinstance(dataset, dict)
+            and key in _arguments(_classes(dataset))):
+        return f' ({path}.dataset takes {key})'
+    close = difflib.get_close_matches(key, sorted(_arguments(_classes(node))), n=2)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ''
+
+
+def _arguments(classes: Iterable[type]) -> set:
+    """The keyword arguments of the classes' ``__init__``, their bases' included (a class
+    passing ``**kwargs`` on takes its bases')."""
+    names = set()
+    for cls in classes:
+        for base in inspect.getmro(cls):
+            try:
+                parameters = inspect.signature(base.__init__).parameters.values()
+            except (TypeError, ValueError):
+                continue
+            names.update(parameter.name for parameter in parameters
+                         if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD,
+                                               parameter.KEYWORD_ONLY)
+                         and parameter.name != 'self')
+    return names
+
+
+def _type_name(node: dict) -> str:
+    kind = node.get('type', DataLoader)
+    return kind if isinstance(kind, str) else kind.__name__
+
+
+def _classes(node: dict) -> list:
+    """The classes a config entry's ``type`` may name (registered in any scope)."""
+    kind = node.get('type', DataLoader)
+    if isinstance(kind, type):
+        return [kind]
+    return list(_registered_classes(kind.rsplit('.', 1)[-1]))
+
+
 def _entries_setting(cfg, key: str, refusing_class: str):
-    """``(path, type name)`` of each dict under ``cfg`` with a ``type`` and ``key``, left out
-    those whose type is a registered class that is no ``refusing_class`` (by its bases)."""
+    """``(path, type name, entry)`` of each dict under ``cfg`` that builds an object (a
+    ``type``, or a data loader) and sets ``key``, left out those whose type is a registered
+    class that is no ``refusing_class`` (by its bases)."""
     entries = []
     for path, node in _typed_dicts(cfg.to_dict() if hasattr(cfg, 'to_dict') else cfg, ''):
         if key not in node:
             continue
-        type_name = node['type'] if isinstance(node['type'], str) else node['type'].__name__
-        classes = ([node['type']] if isinstance(node['type'], type)
-                   else list(_registered_classes(type_name.rsplit('.', 1)[-1])))
+        classes = _classes(node)
         if not classes or any(refusing_class in (base.__name__ for base in cls.__mro__)
                               for cls in classes):
-            entries.append((path, type_name))
+            entries.append((path, _type_name(node), node))
     return entries
 
 
 def _typed_dicts(node, path: str) -> Iterator[Tuple[str, dict]]:
+    """The dicts under ``node`` that build an object: those with a ``type``, and the data
+    loaders (``*_dataloader``, which mmengine builds as torch's ``DataLoader`` without one)."""
     if isinstance(node, dict):
-        if 'type' in node:
+        if 'type' in node or path.rsplit('.', 1)[-1].endswith('dataloader'):
             yield path, node
         for name, value in node.items():
             yield from _typed_dicts(value, f'{path}.{name}' if path else str(name))

@@ -117,3 +117,26 @@ def test_a_key_the_dataset_refuses_is_named_with_where_it_is_in_the_config(tmp_p
                               'which it does not take')
     assert "got an unexpected keyword argument 'num_samples'" in message
     assert '_delete_=True' in message
+
+
+@pytest.mark.parametrize('option, start, fix', [
+    # A misspelt key of the backbone: the config is right, the command line is not.
+    ('model.backbone.drop_path_rat=0.1',
+     'model.backbone (VisionTransformer) does not take drop_path_rat',
+     "did you mean 'drop_path_rate'"),
+    # A key one level too high: it belongs to the dataset, not the loader (which has no type).
+    ('train_dataloader.num_samples=8',
+     'train_dataloader (DataLoader) does not take num_samples',
+     'train_dataloader.dataset takes num_samples'),
+])
+def test_a_misspelt_command_line_key_is_named_as_the_command_lines(tmp_path, train, option,
+                                                                   start, fix):
+    """The advice was to remove the key from the config, which --cfg-options cannot do, for a
+    key the config does not hold; a DataLoader's refusal was not located at all."""
+    with pytest.raises(TypeError) as raised:
+        train.main([str(DEMO), '--work-dir', str(tmp_path / 'demo'), '--cfg-options', option])
+    message = str(raised.value)
+    assert message.startswith(start), message
+    assert f'set by --cfg-options {option.split("=")[0]}' in message
+    assert fix in message
+    assert '_delete_' not in message
