@@ -1,4 +1,6 @@
 """fastmim as an installed package: its configs ship with it and resolve as ``fastmim::``."""
+import subprocess
+import sys
 from pathlib import Path
 
 from mmengine.config import Config
@@ -23,3 +25,17 @@ def test_the_shipped_configs_are_the_repositorys():
     shipped = Path(fastmim.__file__).parent / '.mim' / 'configs'
     assert sorted(p.relative_to(shipped) for p in shipped.rglob('*.py')) == sorted(
         p.relative_to(ROOT / 'configs') for p in (ROOT / 'configs').rglob('*.py'))
+
+
+def test_package_paths_resolve_without_setuptools_deprecation_noise(tmp_path):
+    """mmengine resolves ``fastmim::`` (and ``mmdet::``) through pkg_resources, whose import
+    printed setuptools' two-line deprecation warning in every tool's output."""
+    config = tmp_path / 'my_vit.py'
+    config.write_text("_base_ = ['fastmim::fastmim/vit_b_hog_800e.py']\n")
+    result = subprocess.run(
+        [sys.executable, '-W', 'default', '-c', 'import sys, fastmim; '
+         'from mmengine.config import Config; print(Config.fromfile(sys.argv[1]).model.type)',
+         str(config)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == 'FastMIM'
+    assert 'pkg_resources is deprecated' not in result.stderr
