@@ -6,23 +6,25 @@
 set -euo pipefail
 GPUS=$1
 SCRIPT=$2
+# Errors are named by the script the user ran (dist_train.sh, dist_test.sh set it).
+NAME=${FASTMIM_LAUNCH_SCRIPT:-$(basename "$0")}
 [[ "$GPUS" =~ ^[1-9][0-9]*$ ]] \
-    || { echo "$(basename "$0"): GPUS must be a whole number >= 1, got '$GPUS'" >&2; exit 2; }
+    || { echo "$NAME: GPUS must be a whole number >= 1, got '$GPUS'" >&2; exit 2; }
 NNODES=${NNODES:-1}
 [[ "$NNODES" =~ ^[1-9][0-9]*$ ]] \
-    || { echo "$(basename "$0"): NNODES must be a whole number >= 1, got '$NNODES'" >&2; exit 2; }
+    || { echo "$NAME: NNODES must be a whole number >= 1, got '$NNODES'" >&2; exit 2; }
 # Several nodes: without its own NODE_RANK every node was node 0, and without MASTER_ADDR each
 # waited for a master on itself, until torchrun's rendezvous timed out.
 if [ "$NNODES" -gt 1 ]; then
     [ -n "${NODE_RANK:-}" ] && [ -n "${MASTER_ADDR:-}" ] || {
-        echo "$(basename "$0"): NNODES=$NNODES needs NODE_RANK (0 to $((NNODES - 1)), one per" \
+        echo "$NAME: NNODES=$NNODES needs NODE_RANK (0 to $((NNODES - 1)), one per" \
              "node) and MASTER_ADDR (the node-0 host) set on every node" >&2; exit 2; }
     [[ "$NODE_RANK" =~ ^[0-9]+$ ]] && [ "$NODE_RANK" -lt "$NNODES" ] || {
-        echo "$(basename "$0"): NODE_RANK must be 0 to $((NNODES - 1)), got '$NODE_RANK'" >&2
+        echo "$NAME: NODE_RANK must be 0 to $((NNODES - 1)), got '$NODE_RANK'" >&2
         exit 2; }
 fi
 # Each process would refuse it in its own line, followed by torchrun's traceback.
-[ -f "${3:-}" ] || { echo "$(basename "$0"): config file not found: '${3:-}'" >&2; exit 2; }
+[ -f "${3:-}" ] || { echo "$NAME: config file not found: '${3:-}'" >&2; exit 2; }
 if [ "$NNODES" -eq 1 ] && [ -z "${PORT:-}" ]; then
     # One node, no PORT given: torchrun picks a free port. A fixed default (29500) made a
     # second job on the same machine fail with torchrun's EADDRINUSE traceback.

@@ -4,4 +4,5 @@
 set -euo pipefail
 [ $# -ge 3 ] \
     || { echo "usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args]" >&2; exit 2; }
+export FASTMIM_LAUNCH_SCRIPT="$(basename "$0")"  # names it in errors
 exec "$(dirname "$0")/dist_launch.sh" "$3" test.py "$1" "$2" "${@:4}"

@@ -26,7 +26,8 @@ def test_missing_arguments_print_the_usage(script, args, usage):
 
 @pytest.mark.parametrize('gpus', ['two', '0', '-1', '1.5'])
 def test_gpus_must_be_a_whole_number_of_processes(gpus):
+    """Named by the script the user ran (it was dist_launch.sh, which dist_train.sh runs)."""
     result = launch('dist_train.sh', 'c.py', gpus)
     assert result.returncode == 2
-    assert result.stderr.strip() == ("dist_launch.sh: GPUS must be a whole number >= 1, "
+    assert result.stderr.strip() == ("dist_train.sh: GPUS must be a whole number >= 1, "
                                      f"got '{gpus}'")

@@ -171,7 +171,7 @@ def test_dist_train_refuses_a_multi_node_launch_it_cannot_form(env, message):
     result = subprocess.run(['bash', str(ROOT / 'tools' / 'dist_train.sh'), 'c.py', '2'],
                             env={**clean, **env}, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.strip().startswith(f'dist_launch.sh: {message}'), result.stderr
+    assert result.stderr.strip().startswith(f'dist_train.sh: {message}'), result.stderr
 
 
 @pytest.mark.parametrize('script, args', [('dist_train.sh', ['nope.py', '2']),
@@ -181,7 +181,7 @@ def test_dist_launch_names_a_missing_config_once(tmp_path, script, args):
     result = subprocess.run(['bash', str(ROOT / 'tools' / script), *args], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert result.stderr == "dist_launch.sh: config file not found: 'nope.py'\n"
+    assert result.stderr == f"{script}: config file not found: 'nope.py'\n"
 
 
 def test_help_says_what_resume_and_auto_scale_lr_do(train, capsys):
