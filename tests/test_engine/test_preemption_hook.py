@@ -317,9 +317,10 @@ def test_a_repeated_last_validation_is_not_repeated_by_the_next_resume(tmp_path,
     assert scores == []
 
 
-def test_a_repeated_validation_without_a_regular_checkpoint_is_saved_as_done(tmp_path):
+def test_a_repeated_validation_without_a_regular_checkpoint_is_not_repeated_again(tmp_path):
     """Without a regular checkpoint of that iteration (none saved: interval 3 of 2 epochs, no
-    save_last), the preemption checkpoint is saved again, no longer asking for it."""
+    save_last), the preemption checkpoint stays; the work dir's record of the finished
+    validation (.last_validation) keeps the next resume from repeating it."""
     no_regular = dict(interval=3, save_last=False)
     assert train_and_validate(tmp_path, 'epoch', signal_at={(2, 2)}, scores=[],
                               checkpoint=no_regular)

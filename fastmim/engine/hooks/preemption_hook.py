@@ -19,6 +19,14 @@ iteration meant death by SIGKILL (status 137, which a requeue script does not re
 validation result never computed. The checkpoint of the training state the validation started
 from is marked in the message hub; the resumed run validates it first, then trains on.
 
+A run killed outright (SIGKILL: out of memory, a node failure, KillWait expiring) gets no
+signal to act on. So every checkpoint saved at a position the train loop validates right after
+(CheckpointHook's ``epoch_<e>.pth`` / ``iter_<n>.pth``, a preemption at such an iteration) is
+marked the same way, and every validation inside training that finishes records the iteration
+it validated in the work dir (:data:`LAST_VALIDATION_FILE`). A resumed run repeats the marked
+validation unless the work dir records it as done: killed during it, the run validates that
+position first, as the uninterrupted run did; killed later, it trains on.
+
 ``CheckpointHook``'s ``max_keep_ckpts`` knows only its own checkpoints: a job preempted 30 times
 kept 30 extra full checkpoints. A preemption checkpoint is only needed until a newer one exists,
 so it is deleted when the next preemption checkpoint is written, or once a regular checkpoint
@@ -26,6 +34,7 @@ saved after it is the one ``last_checkpoint`` names (never the file ``last_check
 The message hub, saved in every checkpoint, carries its path into the resumed run. A file that
 a regular checkpoint of the same iteration had already written is not the hook's to delete.
 """
+import bisect
 import os
 import os.path as osp
 import signal
@@ -35,6 +44,7 @@ import torch
 from mmengine.dist import all_reduce, barrier
 from mmengine.fileio import get_file_backend
 from mmengine.hooks import EMAHook, Hook
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from torch.utils.data import DataLoader
 
 from fastmim.registry import HOOKS
@@ -42,8 +52,13 @@ from fastmim.registry import HOOKS
 # Message hub entry naming the preemption checkpoint that is still to be deleted.
 PREEMPTION_CHECKPOINT_KEY = 'preemption_checkpoint'
 
-# Message hub entry of a checkpoint saved during a validation: the resumed run validates first.
+# Message hub entry of a checkpoint saved before or during a validation that had not finished
+# then: the resumed run validates first, unless LAST_VALIDATION_FILE records it as done.
 PENDING_VALIDATION_KEY = 'preempted_validation'
+
+# File in the work dir holding the iteration after which the last validation inside training
+# finished (written by rank 0, atomically, after CheckpointHook's save_best).
+LAST_VALIDATION_FILE = '.last_validation'
 
 # sysexits.h's EX_TEMPFAIL, "temporary failure, the user is invited to retry": distinct from a
 # crash (1) and from death by the signal itself (128 + 15 = 143).
@@ -135,6 +150,8 @@ class PreemptionHook(Hook):
         self._checkpoint_saved = False
         self._training = False  # the handlers are installed
         self._val_batches = 0  # batches of the running validation that every rank runs
+        self._in_train = False  # inside runner.train (a validation there is recorded)
+        self._validating = False
 
     def before_train(self, runner) -> None:
         # Imported here: the loops module imports the hooks package.
@@ -149,6 +166,11 @@ class PreemptionHook(Hook):
             for signum in self.signals:
                 self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
             self._training = True
+        self._in_train = True
+        if runner.iter == 0 and runner.rank == 0:  # a new run: an older run's record goes
+            marker = osp.join(runner.work_dir, LAST_VALIDATION_FILE)
+            if osp.isfile(marker):
+                os.remove(marker)
         self._finish_preempted_validation(runner)
 
     def _finish_preempted_validation(self, runner) -> None:
@@ -159,23 +181,32 @@ class PreemptionHook(Hook):
         if not runner.message_hub.get_info(PENDING_VALIDATION_KEY):
             return
         runner.message_hub.update_info(PENDING_VALIDATION_KEY, False)
+        # Rank 0 reads the record: every rank must take the same way (a collective follows).
+        done = torch.tensor([float(runner.rank == 0
+                                   and validation_finished(runner.work_dir, runner.iter))])
+        all_reduce(done, op='max')
+        if done.item():
+            return  # killed after that validation had finished: the run trains on
         if runner.val_loop is None:
-            runner.logger.warning('the checkpoint was saved during a validation, but this run '
-                                  'has no val_dataloader: that validation is not repeated')
+            runner.logger.warning('the checkpoint was saved before or during a validation, but '
+                                  'this run has no val_dataloader: that validation is not '
+                                  'repeated')
             return
         ignore_signals_in_workers(getattr(runner.val_loop, 'dataloader', None), self.signals)
-        runner.logger.info(f'the checkpoint was saved during the validation after iteration '
-                           f'{runner.iter}: running that validation first')
+        runner.logger.info(f'the validation after iteration {runner.iter} did not finish before '
+                           f'the run stopped (no {LAST_VALIDATION_FILE} of it in the work dir): '
+                           'running that validation first')
         runner.val_loop.run()
         self._retire_validation_checkpoint(runner)
 
     def _retire_validation_checkpoint(self, runner) -> None:
-        """The checkpoint the run resumed from still asks for the validation just repeated:
-        named in ``last_checkpoint`` until a newer save (never, after the last validation), it
-        had every later ``--resume`` repeat it. CheckpointHook's checkpoint of the same
-        iteration (saved before that validation, named by mmengine's rule) takes its place, as
-        in the uninterrupted run, and the preemption file goes; without one, the preemption
-        checkpoint is saved again, the validation done."""
+        """A preemption checkpoint written during the validation just repeated gives way to
+        CheckpointHook's checkpoint of the same iteration (saved before that validation, named
+        by mmengine's rule), which ``last_checkpoint`` names again, as in the uninterrupted run;
+        the preemption file goes. Either file still asks for the validation, but the
+        :data:`LAST_VALIDATION_FILE` the validation wrote makes later resumes in this work dir
+        skip it, so no checkpoint is saved again just to clear the mark (a ViT-L checkpoint
+        with its optimiser state is several GB)."""
         preempted = runner.message_hub.get_info(PREEMPTION_CHECKPOINT_KEY)
         regular = runner.message_hub.get_info('last_ckpt')
         if not (regular and osp.basename(regular) in (f'epoch_{runner.epoch}.pth',
@@ -188,9 +219,6 @@ class PreemptionHook(Hook):
                 get_file_backend(last).put_text(regular, last)
                 _delete_preemption_checkpoint(runner, preempted)
             runner.message_hub.update_info(PREEMPTION_CHECKPOINT_KEY, None)
-        elif preempted or regular:  # the preemption save replaced CheckpointHook's file
-            runner.save_checkpoint(runner.work_dir, osp.basename(preempted or regular),
-                                   meta=dict(epoch=runner.epoch, iter=runner.iter))
         barrier()  # the other ranks go on once the files are settled
 
     def before_train_epoch(self, runner) -> None:
@@ -206,13 +234,29 @@ class PreemptionHook(Hook):
                 ignore_signals_in_workers(getattr(loop, 'dataloader', None), self.signals)
 
     def before_save_checkpoint(self, runner, checkpoint) -> None:
+        """Mark a checkpoint of a position the train loop validates right after (see the
+        module docstring). Only in the saved copy of the message hub: the running one must not
+        carry the mark into later checkpoints."""
         self._checkpoint_saved = True
+        if (self._in_train and not self._validating
+                and _validation_follows(runner, checkpoint.get('meta') or {})):
+            checkpoint['message_hub']['runtime_info'][PENDING_VALIDATION_KEY] = True
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        """Record the validation as finished. After every other ``after_val_epoch`` (priority
+        ``LOWEST``), so after CheckpointHook's best checkpoint: killed between the two, the
+        resumed run validates again and saves that best checkpoint, rather than never."""
+        self._validating = False
+        if self._in_train and runner.rank == 0:
+            marker = osp.join(runner.work_dir, LAST_VALIDATION_FILE)
+            get_file_backend(marker).put_text(f'{runner.iter}\n', marker)  # atomic (fastmim)
 
     def after_train_epoch(self, runner) -> None:
         self._delete_superseded_preemption_checkpoint(runner)
 
     def after_train(self, runner) -> None:
         self._training = False
+        self._in_train = False
         self._delete_superseded_preemption_checkpoint(runner)
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
@@ -241,6 +285,7 @@ class PreemptionHook(Hook):
         collective, so it may only run at batches every rank reaches. mmengine's
         ``DefaultSampler`` gives every rank as many; with ``round_up=False`` the last rank may
         have one fewer."""
+        self._validating = True
         if not self._training:
             return
         try:
@@ -323,6 +368,42 @@ class PreemptionHook(Hook):
             return
         runner.message_hub.update_info(PREEMPTION_CHECKPOINT_KEY, None)
         _delete_preemption_checkpoint(runner, preempted)
+
+
+def validation_finished(work_dir: str, iteration) -> bool:
+    """Whether the work dir records the validation after ``iteration`` as the last one
+    finished (an older run's record is deleted when a new run starts there)."""
+    marker = osp.join(work_dir, LAST_VALIDATION_FILE)
+    try:
+        with open(marker) as file:
+            return int(file.read().strip()) == iteration
+    except (OSError, ValueError):
+        return False
+
+
+def _validation_follows(runner, meta: dict) -> bool:
+    """Whether a checkpoint saved now with ``meta`` (the epochs and iterations it records as
+    done) is one the train loop validates right after, by mmengine's rule: an epoch loop's save
+    at an epoch's end (``after_train_epoch``, before the loop counts the epoch), an iteration
+    loop's in ``after_train_iter`` (before it counts the iteration)."""
+    loop = getattr(runner, '_train_loop', None)
+    if runner.val_loop is None:
+        return False
+    if isinstance(loop, EpochBasedTrainLoop):
+        done, total = loop.epoch + 1, loop.max_epochs
+        if meta.get('epoch') != done:
+            return False
+    elif isinstance(loop, IterBasedTrainLoop):
+        done, total = loop.iter + 1, loop.max_iters
+        if meta.get('iter') != done:
+            return False
+    else:
+        return False
+    interval = loop.val_interval
+    milestones = getattr(loop, 'dynamic_milestones', None)
+    if milestones:  # the loop's _decide_current_val_interval, run once it has counted `done`
+        interval = loop.dynamic_intervals[bisect.bisect(milestones, done + 1) - 1]
+    return done >= loop.val_begin and (done % interval == 0 or done == total)
 
 
 def _same_file(first: str, second: str) -> bool:

@@ -27,7 +27,7 @@ from fastmim.errors import CheckpointError
 from fastmim.models.utils.load_problems import modules_without_weights, top_level_names
 
 from .checkpoint_fit_hook import weights_that_do_not_fit
-from .preemption_hook import PENDING_VALIDATION_KEY
+from .preemption_hook import PENDING_VALIDATION_KEY, validation_finished
 
 # Optimiser settings a config sets per parameter group (``initial_lr``: the lr before the
 # schedule; ``lr`` itself is the schedule's current value, and differs by design).
@@ -101,12 +101,14 @@ def warn_if_finished(runner, checkpoint: dict, path: str) -> None:
     """Log a warning when the checkpoint has already trained the whole ``train_cfg``: mmengine
     then runs no iteration and exits 0, which read as a resumed run that had trained (a job
     requeued after it finished, or ``--resume`` meant to lengthen a run without a longer
-    ``max_epochs``). A checkpoint of a stop during the last validation is no such case: the
-    resumed run repeats that validation (``PreemptionHook``)."""
+    ``max_epochs``). A checkpoint of a stop before or during the last validation, which the
+    work dir does not record as finished, is no such case: the resumed run repeats that
+    validation (``PreemptionHook``)."""
     runtime_info = (checkpoint.get('message_hub') or {}).get('runtime_info') or {}
-    if runtime_info.get(PENDING_VALIDATION_KEY):
-        return
     meta, loop = checkpoint.get('meta', {}), runner.train_loop
+    if (runtime_info.get(PENDING_VALIDATION_KEY)
+            and not validation_finished(runner.work_dir, meta.get('iter'))):
+        return
     # An epoch loop counts epochs: its max_iters follow today's dataloader length, which the
     # checkpoint's iteration count need not (another batch size).
     unit, done, total, key = (
