@@ -48,6 +48,8 @@ from fastmim.engine.schedule_length import one_step_warmups
 from fastmim.registry import LOOPS
 
 PROGRESS_KEY = 'train_epoch_progress'
+# Message hub entry of the training sampler's seed, for a resumed run's sampler.
+SAMPLER_SEED_KEY = 'train_sampler_seed'
 
 
 class Progress(NamedTuple):
@@ -65,6 +67,23 @@ def seed_iteration(seed: int, rank: int, iteration: int) -> None:
     random.seed(value)
     np.random.seed(value)
     torch.manual_seed(value)  # the CPU and every CUDA device
+
+
+def shuffle_as_the_interrupted_run(runner, sampler) -> None:
+    """Give a resumed run's ``sampler`` the seed the interrupted run's had, which the message
+    hub (saved in every checkpoint) records. mmengine builds the sampler before ``--resume``,
+    with a seed from this process's start: with ``randomness.seed=None`` (a new seed at every
+    start), or with ``diff_rank_seed`` (the sampler then draws its own), the resumed run
+    shuffled and augmented the rest of its data otherwise than the interrupted run."""
+    seed = getattr(sampler, 'seed', None)
+    if seed is None:
+        return
+    recorded = runner.message_hub.get_info(SAMPLER_SEED_KEY)
+    if recorded is not None and recorded != seed:
+        print_log(f'the sampler shuffles with the seed of the run this one resumes, {recorded} '
+                  f'(it was built with {seed})', logger='current')
+        sampler.seed = recorded
+    runner.message_hub.update_info(SAMPLER_SEED_KEY, sampler.seed)
 
 
 def seed_runner_iteration(runner, iteration: int) -> None:
@@ -134,6 +153,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
 
     def run(self):
         warn_one_step_warmups(self.runner)
+        shuffle_as_the_interrupted_run(self.runner, self.dataloader.sampler)
         self._count_iterations_left()
         return super().run()
 
@@ -361,6 +381,7 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
     def run(self):
         warn_one_step_warmups(self.runner)
         sampler, batch_size = self.dataloader.sampler, self.dataloader.batch_size
+        shuffle_as_the_interrupted_run(self.runner, sampler)
         if self._iter > 0 and hasattr(sampler, 'set_start_index') and batch_size is not None:
             sampler.set_start_index(self._iter * batch_size)
             self.dataloader_iterator = _SkippedBatches(self.dataloader_iterator, self._iter)

@@ -1,4 +1,4 @@
-"""Gradient accumulation and exact resume from epoch checkpoints.
+"""Exact resume from epoch checkpoints: with gradient accumulation, and with an unset seed.
 
 mmengine counts accumulation windows over the whole run: with an epoch length that
 ``optim_wrapper.accumulative_counts`` does not divide, an epoch checkpoint falls inside a window
@@ -52,10 +52,10 @@ ResumableEpochBasedTrainLoop.run_iter = run_iter
 """
 
 
-def train(work_dir, *extra, env=None):
+def train(work_dir, *extra, options=ACCUMULATING, env=None):
     return subprocess.run(
         [sys.executable, str(ROOT / 'tools' / 'train.py'), str(DEMO), '--work-dir',
-         str(work_dir), *extra, '--cfg-options', *ACCUMULATING], cwd=ROOT,
+         str(work_dir), *extra, '--cfg-options', *options], cwd=ROOT,
         env={**os.environ, 'PYTHONPATH': str(ROOT), **(env or {})}, capture_output=True,
         text=True, timeout=600)
 
@@ -120,6 +120,33 @@ def test_resume_from_an_epoch_checkpoint_inside_a_global_window_is_exact(tmp_pat
     assert losses(killed) == expected_losses
     # mmengine's warning counts windows over the whole run, which this loop does not
     assert 'Resumed iteration number is not divisible' not in log
+
+
+
+def test_resume_of_a_run_without_a_fixed_seed_is_exact(tmp_path):
+    """randomness.seed=None draws a seed at every start; --resume takes the checkpoint's for the
+    run, but the sampler had been built with the new one, so the resumed epochs were shuffled
+    and augmented otherwise than the interrupted run would have. The reference is the
+    uninterrupted run with the seed the interrupted one drew (what seed=None seeds with)."""
+    unset = [*ACCUMULATING, 'optim_wrapper.accumulative_counts=1', 'randomness.seed=None']
+    site = tmp_path / 'site'
+    site.mkdir()
+    (site / 'sitecustomize.py').write_text(KILL_AT)
+    killed = tmp_path / 'killed'
+    result = train(killed, options=unset, env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}',
+                                               'FASTMIM_TEST_KILL_AT': '4'})  # inside epoch 2
+    assert result.returncode == -9, result.stderr[-3000:]
+    seed = torch.load(killed / 'epoch_1.pth', weights_only=True)['meta']['seed']
+    result = train(killed, '--resume', options=unset)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    reference = tmp_path / 'reference'
+    result = train(reference, options=[*unset[:-1], f'randomness.seed={seed}'])
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = torch.load(killed / 'epoch_3.pth', weights_only=True)
+    expected = torch.load(reference / 'epoch_3.pth', weights_only=True)
+    assert_same_state(final['state_dict'], expected['state_dict'], 'state_dict')
+    assert losses(killed) == losses(reference)
 
 
 # --- The windows themselves, in one process: which iterations update, and by what the loss of
