@@ -139,8 +139,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     """``EpochBasedTrainLoop`` that resumes exactly (see the module docstring).
 
     Needs ``train_dataloader.sampler=dict(type='ResumableSampler')`` to resume from a checkpoint
-    saved inside an epoch (``CheckpointHook(by_epoch=False)``, or a preemption checkpoint), and
-    a fixed ``randomness.seed``.
+    saved inside an epoch (``CheckpointHook(by_epoch=False)``, or a preemption checkpoint).
     """
 
     def __init__(self, runner, dataloader, *args, **kwargs):

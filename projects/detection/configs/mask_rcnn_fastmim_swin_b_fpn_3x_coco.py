@@ -118,8 +118,9 @@ max_epochs = 36
 # mmdet's EpochBasedTrainLoop, but a run resumed inside an epoch continues it instead of
 # training it again from its first batch, and every iteration is seeded for itself.
 train_cfg = dict(type='fastmim.ResumableEpochBasedTrainLoop', max_epochs=max_epochs)
-# A fixed seed (mmdet's runtime leaves it unset, a new one each start): a resumed run then
-# shuffles each epoch as the interrupted run did.
+# A fixed seed (mmdet's runtime leaves it unset, a new one each start): two runs of the config
+# shuffle and augment alike. (A resumed run shuffles as the interrupted one with either: its
+# seed and its sampler's are taken from the checkpoint.)
 randomness = dict(seed=0)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),

@@ -103,8 +103,9 @@ param_scheduler = [
 # mmseg's IterBasedTrainLoop, but a resume skips in the sampler and repeats the uninterrupted
 # run exactly (fastmim.engine.loops).
 train_cfg = dict(type='fastmim.ResumableIterBasedTrainLoop', max_iters=max_iters)
-# A fixed seed (mmseg's runtime leaves it unset, a new one each start): the sampler's stream and
-# the per-sample and per-iteration seeds of a resumed run are then the interrupted run's.
+# A fixed seed (mmseg's runtime leaves it unset, a new one each start): two runs of the config
+# draw the same data stream and augmentation. (A resumed run continues the interrupted run's
+# stream with either: its seed and its sampler's are taken from the checkpoint.)
 randomness = dict(seed=0)
 
 # Default hooks, merged by key, so a derived config's own custom_hooks cannot drop them:
