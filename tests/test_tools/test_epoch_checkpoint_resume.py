@@ -6,7 +6,6 @@ whose gradients no checkpoint holds, and the resumed run restarts its count ther
 ``ResumableEpochBasedTrainLoop`` starts a window at every epoch start (an epoch's last window is
 shorter and applied at the epoch's end), so every epoch checkpoint is at a window boundary.
 """
-import json
 import os
 import subprocess
 import sys
@@ -60,34 +59,14 @@ def train(work_dir, *extra, options=ACCUMULATING, env=None):
         text=True, timeout=600)
 
 
-def losses(work_dir):
-    """Loss and lr of every iteration, the later run's where a resumed run repeated one."""
-    by_iteration = {}
-    for scalars in sorted(Path(work_dir).glob('*/vis_data/scalars.json')):
-        for line in scalars.read_text().splitlines():
-            record = json.loads(line)
-            if 'loss' in record:
-                by_iteration[record['step']] = (record['loss'], record['lr'])
-    return by_iteration
+@pytest.fixture(scope='module')
+def runs(load_script):
+    """tests/test_tools/test_train.py's comparison of two runs: ``losses`` (and lr) of every
+    iteration, ``assert_same_state`` of two checkpoints' parts."""
+    return load_script(Path(__file__).with_name('test_train.py'))
 
 
-def assert_same_state(value, expected, where):
-    if isinstance(expected, torch.Tensor):
-        assert torch.equal(value, expected), (
-            f'{where} differs by up to {(value.double() - expected.double()).abs().max():.3g}')
-    elif isinstance(expected, dict):
-        assert value.keys() == expected.keys(), where
-        for key in expected:
-            assert_same_state(value[key], expected[key], f'{where}[{key!r}]')
-    elif isinstance(expected, (list, tuple)):
-        assert len(value) == len(expected), where
-        for i, (item, expected_item) in enumerate(zip(value, expected)):
-            assert_same_state(item, expected_item, f'{where}[{i}]')
-    else:
-        assert value == expected, f'{where}: {value!r} != {expected!r}'
-
-
-def test_resume_from_an_epoch_checkpoint_inside_a_global_window_is_exact(tmp_path):
+def test_resume_from_an_epoch_checkpoint_inside_a_global_window_is_exact(tmp_path, runs):
     """3 iterations per epoch, 2 accumulated: killed in epoch 2 and resumed from epoch_1.pth
     (iteration 3), the run logged the losses of iterations 1-4 and then others, and ended with
     other weights: iteration 3's gradient, which mmengine would have added to iteration 4's, is
@@ -114,16 +93,16 @@ def test_resume_from_an_epoch_checkpoint_inside_a_global_window_is_exact(tmp_pat
     expected = torch.load(reference / 'epoch_3.pth', weights_only=True)
     assert final['meta']['iter'] == expected['meta']['iter'] == ITERATIONS
     for key in ('state_dict', 'optimizer', 'param_schedulers'):
-        assert_same_state(final[key], expected[key], key)
-    expected_losses = losses(reference)
+        runs.assert_same_state(final[key], expected[key], key)
+    expected_losses = runs.losses(reference)
     assert sorted(expected_losses) == list(range(1, ITERATIONS + 1))
-    assert losses(killed) == expected_losses
+    assert runs.losses(killed) == expected_losses
     # mmengine's warning counts windows over the whole run, which this loop does not
     assert 'Resumed iteration number is not divisible' not in log
 
 
 
-def test_resume_of_a_run_without_a_fixed_seed_is_exact(tmp_path):
+def test_resume_of_a_run_without_a_fixed_seed_is_exact(tmp_path, runs):
     """randomness.seed=None draws a seed at every start; --resume takes the checkpoint's for the
     run, but the sampler had been built with the new one, so the resumed epochs were shuffled
     and augmented otherwise than the interrupted run would have. The reference is the
@@ -145,8 +124,8 @@ def test_resume_of_a_run_without_a_fixed_seed_is_exact(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     final = torch.load(killed / 'epoch_3.pth', weights_only=True)
     expected = torch.load(reference / 'epoch_3.pth', weights_only=True)
-    assert_same_state(final['state_dict'], expected['state_dict'], 'state_dict')
-    assert losses(killed) == losses(reference)
+    runs.assert_same_state(final['state_dict'], expected['state_dict'], 'state_dict')
+    assert runs.losses(killed) == runs.losses(reference)
 
 
 # --- The windows themselves, in one process: which iterations update, and by what the loss of
