@@ -8,18 +8,11 @@ window boundary. mmengine's wrapper has no public setter for these counts.
 """
 import logging
 
-from mmengine.optim import OptimWrapperDict
+from fastmim.engine.optim_wrappers import each_optim_wrapper
 
 # mmengine's warning when a run resumes at an iteration its global windows would cut; with
 # windows per epoch the loop checks the position inside its epoch instead.
 GLOBAL_WINDOW_WARNING = 'Resumed iteration number is not divisible by `_accumulative_counts`'
-
-
-def optim_wrappers(optim_wrapper):
-    """The wrappers of ``optim_wrapper`` (the values of an ``OptimWrapperDict``)."""
-    if isinstance(optim_wrapper, OptimWrapperDict):
-        return list(optim_wrapper.values())
-    return [optim_wrapper]
 
 
 def start_accumulation_windows(optim_wrapper, accumulative_counts: int, iterations=None,
@@ -39,7 +32,7 @@ def start_accumulation_windows(optim_wrapper, accumulative_counts: int, iteratio
     Gradients held now (a partial window) are dropped.
     """
     optim_wrapper.zero_grad()
-    for wrapper in optim_wrappers(optim_wrapper):
+    for wrapper in each_optim_wrapper(optim_wrapper):
         wrapper._accumulative_counts = accumulative_counts
         wrapper._inner_count = done if iterations is not None else 0
         wrapper._max_counts = -1 if iterations is None else iterations

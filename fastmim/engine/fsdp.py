@@ -13,12 +13,11 @@ from functools import partial
 import torch
 from mmengine._strategy import FSDPStrategy
 from mmengine.logging import print_log
-from mmengine.optim import OptimWrapperDict
 from mmengine.registry import STRATEGIES
 from mmengine.runner import FlexibleRunner
 from torch.distributed.fsdp import FullyShardedDataParallel
 
-from fastmim.engine.optim_wrappers import mixed_precision_of
+from fastmim.engine.optim_wrappers import each_optim_wrapper, mixed_precision_of
 from fastmim.errors import LaunchError
 from fastmim.registry import RUNNERS
 
@@ -51,7 +50,7 @@ class FullShapeFSDPStrategy(FSDPStrategy):
     def build_optim_wrapper(self, optim_wrapper, model=None):
         with FullyShardedDataParallel.summon_full_params(model, writeback=False):
             built = super().build_optim_wrapper(optim_wrapper, model)
-        for wrapper in built.values() if isinstance(built, OptimWrapperDict) else [built]:
+        for wrapper in each_optim_wrapper(built):
             if getattr(wrapper, 'clip_func', None) is torch.nn.utils.clip_grad_norm_:
                 wrapper.clip_func = partial(_clip_whole_model_norm, model)
         return built

@@ -1,5 +1,5 @@
 from .guarded import (AutocastOptimWrapper, GuardedAmpOptimWrapper, GuardedOptimWrapper,
-                      NonFiniteLossError, mixed_precision_of)
+                      NonFiniteLossError, each_optim_wrapper, mixed_precision_of)
 
 __all__ = ['AutocastOptimWrapper', 'GuardedAmpOptimWrapper', 'GuardedOptimWrapper',
-           'NonFiniteLossError', 'mixed_precision_of']
+           'NonFiniteLossError', 'each_optim_wrapper', 'mixed_precision_of']

@@ -218,12 +218,17 @@ def drop_skipped_nonfinite_logs(log_scalars: dict, lengths_before: dict) -> None
             log_scalars[key] = HistoryBuffer(values[:-1], counts[:-1], history.max_length)
 
 
+def each_optim_wrapper(optim_wrapper) -> list:
+    """The wrappers of ``optim_wrapper``: itself, or the values of an ``OptimWrapperDict``."""
+    if isinstance(optim_wrapper, OptimWrapperDict):
+        return list(optim_wrapper.values())
+    return [optim_wrapper]
+
+
 def drop_skipped_logs(optim_wrapper, log_scalars: dict) -> None:
     """``drop_skipped_step_logs`` of each guarded wrapper in ``optim_wrapper`` (one, or an
     ``OptimWrapperDict``); other wrappers keep no such record."""
-    wrappers = (optim_wrapper.values() if isinstance(optim_wrapper, OptimWrapperDict)
-                else [optim_wrapper])
-    for wrapper in wrappers:
+    for wrapper in each_optim_wrapper(optim_wrapper):
         if isinstance(wrapper, NonFiniteGuardMixin):
             wrapper.drop_skipped_step_logs(log_scalars)
 
