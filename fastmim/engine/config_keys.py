@@ -32,15 +32,15 @@ def refused_keys_located(cfg, cfg_options: Optional[dict] = None) -> Iterator[No
         if not entries:
             raise
         key = match[2]
-        typed_on_command_line = [(path, node) for path, _, node in entries
-                                 if _set_by(cfg_options or {}, f'{path}.{key}')]
+        typed_on_command_line = next(
+            ((path, node, option) for path, node in entries
+             if (option := _set_by(cfg_options or {}, f'{path}.{key}'))), None)
         if typed_on_command_line:
-            path, node = typed_on_command_line[0]
-            option = _set_by(cfg_options, f'{path}.{key}')
+            path, node, option = typed_on_command_line
             raise TypeError(
                 f'{path} ({_type_name(node)}) does not take {key}, set by --cfg-options '
                 f'{option}: {error}; check the name{_what_it_takes(path, node, key)}') from error
-        where = ', '.join(f'{path} ({_type_name(node)})' for path, _, node in entries)
+        where = ', '.join(f'{path} ({_type_name(node)})' for path, node in entries)
         raise TypeError(
             f'{where} sets {key}, which it does not take: {error}; remove the key from the '
             f'config (--cfg-options can change a key but not remove one; a config that '
@@ -95,7 +95,7 @@ def _classes(node: dict) -> list:
 
 
 def _entries_setting(cfg, key: str, refusing_class: str):
-    """``(path, type name, entry)`` of each dict under ``cfg`` that builds an object (a
+    """``(path, entry)`` of each dict under ``cfg`` that builds an object (a
     ``type``, or a data loader) and sets ``key``, left out those whose type is a registered
     class that is no ``refusing_class`` (by its bases)."""
     entries = []
@@ -105,7 +105,7 @@ def _entries_setting(cfg, key: str, refusing_class: str):
         classes = _classes(node)
         if not classes or any(refusing_class in (base.__name__ for base in cls.__mro__)
                               for cls in classes):
-            entries.append((path, _type_name(node), node))
+            entries.append((path, node))
     return entries
 
 
