@@ -81,6 +81,25 @@ def test_ade20k_folders_are_checked(ade20k_semantic, downstream):
         check_dataset_paths(cfg, ['test'])
 
 
+def test_an_empty_folder_is_named_before_the_model_is_built(ade20k_semantic, downstream,
+                                                            tmp_path):
+    """mmseg's ADE20KDataset lists no samples from an empty folder and trains on nothing; the
+    innermost empty folder is named, links count as content."""
+    root = tmp_path / 'ade'
+    shutil.copytree(ade20k_semantic, root)
+    cfg = Config.fromfile(str(SEGMENTATION))
+    cfg.merge_from_dict(downstream.segmentation_overrides(f'{root}/', 1, 1))
+    labels = root / 'annotations' / 'training'
+    shutil.rmtree(labels)
+    (labels / 'not_unzipped_yet').mkdir(parents=True)
+    with pytest.raises(LaunchError, match=re.escape(
+            f'train_dataloader.dataset.data_prefix.seg_map_path: folder {labels} holds no '
+            'files')):
+        check_dataset_paths(cfg, ['train'])
+    (labels / 'not_unzipped_yet' / 'elsewhere').symlink_to(ade20k_semantic)
+    check_dataset_paths(cfg, ['train'])
+
+
 def test_a_data_root_one_folder_too_deep_is_named(ade20k_semantic, downstream):
     """data_root=.../ade/images (the images folder, which data_prefix adds again) was told to
     change data_prefix.img_path, though the prefix was right."""

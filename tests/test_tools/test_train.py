@@ -114,7 +114,10 @@ def test_empty_data_folder_fails_before_training_naming_it(tmp_path):
     result = run(['configs/fastmim/vit_b_hog_800e.py', '--work-dir', str(tmp_path / 'work'),
                   '--cfg-options', f'train_dataloader.dataset.data_root={tmp_path / "imagenet"}',
                   'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False'])
-    assert_one_line_error(result, str(empty))
+    assert_one_line_error(result, 'train_dataloader.dataset.data_prefix', str(empty),
+                          'holds no files')
+    # refused by the launch check, before the Runner built the model and logged its hooks
+    assert 'after_run:' not in result.stdout + result.stderr
     assert not list((tmp_path / 'work').glob('*.pth'))
 
 
