@@ -45,12 +45,13 @@ def attach_predictions(scores: torch.Tensor,
 
 
 def build_data_preprocessor(cfg: Optional[dict], num_classes: int):
-    """``ClsDataPreprocessor`` by default; the head's ``num_classes`` is given to it unless the
-    config states it (other preprocessor types are built unchanged)."""
+    """``ClsDataPreprocessor`` by default; the head's ``num_classes`` is given to it (or to a
+    subclass) unless the config states it; other preprocessor types are built unchanged."""
     cfg = copy.deepcopy(cfg) if cfg is not None else dict(type='ClsDataPreprocessor')
     preprocessor_type = cfg.get('type')
-    if preprocessor_type in ('ClsDataPreprocessor', 'fastmim.ClsDataPreprocessor',
-                             ClsDataPreprocessor):
+    if isinstance(preprocessor_type, str):
+        preprocessor_type = MODELS.get(preprocessor_type)
+    if isinstance(preprocessor_type, type) and issubclass(preprocessor_type, ClsDataPreprocessor):
         cfg.setdefault('num_classes', num_classes)
     return MODELS.build(cfg)
 

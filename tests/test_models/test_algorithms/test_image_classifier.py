@@ -19,6 +19,7 @@ from torch import nn
 
 import fastmim.models  # noqa: F401  (registers the model components)
 from fastmim.engine.launch import adapt_to_device
+from fastmim.models.data_preprocessors import ClsDataPreprocessor
 from fastmim.registry import MODELS
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -249,6 +250,21 @@ def test_preprocessor_gets_num_classes_from_the_head():
                                                         label_smoothing=0.1))
     assert model.data_preprocessor.num_classes == 7
     assert model.geometry()['num_classes'] == 7
+
+
+@MODELS.register_module(force=True)
+class SubclassedClsDataPreprocessor(ClsDataPreprocessor):
+    """A user's preprocessor built on fastmim's: it needs num_classes as much."""
+
+
+@pytest.mark.parametrize('preprocessor_type', ['SubclassedClsDataPreprocessor',
+                                               SubclassedClsDataPreprocessor])
+def test_a_subclassed_preprocessor_gets_num_classes_from_the_head(preprocessor_type):
+    """The type was compared by name: a subclass got no num_classes and refused label
+    smoothing ('mixup and label smoothing need num_classes')."""
+    model = build(num_classes=7, data_preprocessor=dict(type=preprocessor_type,
+                                                        label_smoothing=0.1))
+    assert model.data_preprocessor.num_classes == 7
 
 
 def shrink_demo(cfg, work_dir):
