@@ -125,7 +125,8 @@ class RandomResizedCrop(BaseTransform):
     Sampling follows torchvision's ``RandomResizedCrop.get_params``: up to 10 draws of an area
     fraction uniform in ``scale`` and an aspect ratio log-uniform in ``ratio``; the first box that
     fits is placed uniformly; if none fits, a central crop clamped to ``ratio`` is used.
-    Randomness comes from ``numpy.random``, which mmengine seeds per DataLoader worker. The
+    Randomness comes from ``numpy.random``, which fastmim's datasets seed per sample
+    (``SeededSamples``) and mmengine per DataLoader worker under other datasets. The
     resize is antialiased when shrinking, with PIL's filters, as on torchvision's PIL path:
     bilinear and bicubic run in torch (:func:`resize_box`), a fraction of a grey level from
     PIL on average (see ``TORCH_FILTERS``).
