@@ -114,3 +114,44 @@ def run_ranks():
         assert [process.returncode for process in ranks] == [0, 0], outputs
         return outputs
     return run
+
+
+def _release_positions(side: int, target_side: int):
+    """The releases' geometric offsets, restated from their description: gaps 1, q, q^2, ...
+    from the centre, q bisected in (0.5, 2) to 1e-6 so that they add up to target_side // 2."""
+    low, high, steps = 0.5, 2.0, side // 2
+    while high - low > 1e-6:
+        ratio = (low + high) / 2
+        if sum(ratio**i for i in range(steps)) > target_side // 2:
+            high = ratio
+        else:
+            low = ratio
+    gaps = [ratio**i for i in range(steps)]
+    right = [sum(gaps[:i + 1]) for i in range(steps)]
+    return [-p for p in reversed(right)] + [0.0] + right
+
+
+@pytest.fixture(scope='session')
+def release_table_resampling():
+    """Independent reference for the releases' Swin-table resampling (SimMIM's and FastMIM's
+    ``remap_mode='simmim'``): a ``(rows, heads)`` table of a square ``src`` window -> the
+    ``dst`` window's, on the geometric offsets, read by SciPy's ``RegularGridInterpolator``
+    (cubic, or linear for a window of 2; its own spline code, not the FITPACK fit the toolbox
+    calls), the points beyond the outermost offset given the end value as ``interp2d`` did."""
+    import numpy as np
+    from scipy.interpolate import RegularGridInterpolator
+
+    def resample(table: torch.Tensor, src: int, dst: int) -> torch.Tensor:
+        side, target_side = 2 * src - 1, 2 * dst - 1
+        positions = np.array(_release_positions(side, target_side))
+        offsets = np.clip(np.arange(-(target_side // 2), target_side // 2 + 1, dtype=float),
+                          positions[0], positions[-1])
+        points = np.stack(np.meshgrid(offsets, offsets, indexing='ij'), -1).reshape(-1, 2)
+        method = 'cubic' if side > 3 else 'linear'
+        values = table.double().numpy().reshape(side, side, -1)
+        heads = [RegularGridInterpolator((positions, positions), values[..., head],
+                                         method=method)(points)
+                 for head in range(values.shape[-1])]
+        return torch.from_numpy(np.stack(heads, axis=1)).to(table.dtype)
+
+    return resample

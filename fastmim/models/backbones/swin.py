@@ -37,7 +37,8 @@ from torch.nn import functional as F
 
 from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncoder,
                                             ReferenceLayout)
-from fastmim.models.utils.relative_bias import resize_relative_position_bias_table, square_window
+from fastmim.models.utils.relative_bias import (resample_relative_position_bias_table_geometric,
+                                                square_window)
 from fastmim.models.utils.shape_reading import (build_matching, check_given_size,
                                                 count_indices, mlp_ratio, require_keys,
                                                 square_side, tensor_at)
@@ -332,10 +333,12 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
     def adapt_state_dict(self, state: StateDict,
                          source_geometry: Optional[dict] = None) -> StateDict:
         """Other layouts renamed (:meth:`rename_foreign_keys`) and each relative-position-bias
-        table resized to its block's window. The source window of stage ``s`` is
-        ``source_geometry['stage_window_sizes'][s]``, or without it the square window whose
-        ``(2w - 1)^2`` rows the table has. Reads only timm's attributes, so it also fits
-        weights to a plain timm Swin (``tools/convert/to_timm.py --arch``)."""
+        table resized to its block's window on the releases' geometric grid, as the published
+        fine-tuning results were obtained (``resample_relative_position_bias_table_geometric``).
+        The source window of stage ``s`` is ``source_geometry['stage_window_sizes'][s]``, or
+        without it the square window whose ``(2w - 1)^2`` rows the table has. Reads only
+        timm's attributes, so it also fits weights to a plain timm Swin
+        (``tools/convert/to_timm.py --arch``)."""
         windows = (source_geometry or {}).get('stage_window_sizes') or []
         adapted = {}
         for key, value in SwinTransformer.rename_foreign_keys(state).items():
@@ -406,4 +409,5 @@ def _resized_table(model: nn.Module, table: torch.Tensor, stage: int, block: int
         source = square_window(table.shape[0])
     if source is None:
         return table
-    return resize_relative_position_bias_table(table, source, tuple(attention.window_size))
+    return resample_relative_position_bias_table_geometric(table, source,
+                                                           tuple(attention.window_size))

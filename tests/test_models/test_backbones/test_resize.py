@@ -4,7 +4,9 @@ import torch
 import torch.nn.functional as F
 from timm.models.swin_transformer import get_relative_position_index
 
-from fastmim.models.utils.relative_bias import resize_relative_position_bias_table
+from fastmim.models.utils.relative_bias import (
+    geometric_offsets, resample_relative_position_bias_table_geometric,
+    resize_relative_position_bias_table)
 from fastmim.models.backbones.vit import resize_pos_embed
 
 
@@ -48,7 +50,72 @@ def test_token_count_that_does_not_match_the_grid_is_named():
         resize_pos_embed(torch.zeros(1, 65, 4), (7, 7), (14, 14))
 
 
-def test_swin_table_window_4_to_7_is_bicubic_over_the_offset_grid():
+def closed_form_table(side, heads=2):
+    """A smooth, asymmetric table with no random draw: the one the values below were computed
+    for."""
+    rows, columns = torch.meshgrid(torch.arange(side), torch.arange(side), indexing='ij')
+    return torch.stack([torch.sin(0.9 * rows + head) + 0.3 * torch.cos(1.3 * columns - head)
+                        + 0.05 * rows * columns for head in range(heads)],
+                       dim=-1).reshape(side * side, heads).float()
+
+
+# The releases' resampling run by SciPy 1.13.1's interp2d (removed in SciPy 1.14), the
+# positions bisected as they do, on ``closed_form_table``: window -> {row: (head 0, head 1)},
+# and the sum and sum of squares of the whole table.
+INTERP2D = {
+    (4, 7): ({0: (0.300000, 1.003562), 84: (0.659600, -0.371124), 16: (0.123626, 1.059596),
+              168: (1.043422, 2.177368), 67: (1.369271, 0.668163)}, 200.385209, 270.840110),
+    (2, 4): ({0: (0.300000, 1.003562), 24: (0.913577, 1.282901), 10: (0.080250, 1.128072),
+              48: (0.916781, 0.526228), 37: (1.273848, 0.497079)}, 68.853334, 67.082020),
+    (7, 5): ({0: (0.300001, 1.003563), 40: (1.043422, 2.177368), 12: (1.762356, 0.921067),
+              80: (5.920809, 6.372528), 47: (1.397528, 1.958061)}, 287.611373, 957.266337),
+}
+
+
+@pytest.mark.parametrize('windows', INTERP2D)
+def test_swin_table_is_resampled_as_the_releases_interp2d_did(windows):
+    """Swin tables follow the releases' default ``remap_mode='simmim'``: window 4 -> 7 (the
+    published fine-tuning), a window of 2 (linear), and a smaller window."""
+    rows, total, squares = INTERP2D[windows]
+    resized = resample_relative_position_bias_table_geometric(
+        closed_form_table(2 * windows[0] - 1), *windows).double()
+    assert resized.shape == ((2 * windows[1] - 1)**2, 2)
+    for row, values in rows.items():
+        torch.testing.assert_close(resized[row], torch.tensor(values, dtype=torch.double),
+                                   rtol=0, atol=2e-6)
+    assert resized.sum().item() == pytest.approx(total, abs=1e-4)
+    assert resized.square().sum().item() == pytest.approx(squares, abs=1e-4)
+
+
+@pytest.mark.parametrize('windows', [(4, 7), (2, 4), (7, 5), (5, 8)])
+def test_swin_table_matches_an_independent_spline_on_random_tables(windows,
+                                                                   release_table_resampling):
+    """The two spline codes agree to about 1e-4 on random tables (whose splines overshoot to
+    +-12 between the sparse outer offsets); a wrong grid or a transposed table is off by 1."""
+    torch.manual_seed(0)
+    table = torch.randn((2 * windows[0] - 1)**2, 3)
+    resized = resample_relative_position_bias_table_geometric(table, *windows)
+    torch.testing.assert_close(resized, release_table_resampling(table, *windows), rtol=0,
+                               atol=2e-4)
+    # Offset (0, 0) is the centre of both grids and stays a sample of the source: kept.
+    centre_row = (2 * windows[1] - 1)**2 // 2
+    assert resized[centre_row].tolist() == table[table.shape[0] // 2].tolist()
+
+
+def test_growth_beyond_the_releases_bracket_still_reaches_the_outer_offsets():
+    """Window 4 -> 12 needs a ratio of 2.7; the releases clip it to 2, and their outermost
+    source offset stops at 7 of 11. Here it lands on 11, and within their bracket the ratio
+    is theirs."""
+    assert geometric_offsets(7, 23)[-1] == pytest.approx(11, abs=1e-4)
+    assert geometric_offsets(7, 13) == pytest.approx([-6, -2.791288, -1, 0, 1, 2.791288, 6],
+                                                     abs=1e-5)
+    assert geometric_offsets(3, 7) == [-1, 0, 1]  # a window of 2 has no gap to grow
+    with pytest.raises(ValueError, match='13 offsets cannot be spread over 3'):
+        geometric_offsets(13, 3)
+
+
+def test_swin_table_bicubic_kernel_is_bicubic_over_the_offset_grid():
+    """The differentiable kernel (for run-time resizing; ViT's tables use it)."""
     torch.manual_seed(0)
     heads = 3
     table = torch.randn(7 * 7, heads)  # (2*4-1)^2 rows, one column per head
@@ -59,11 +126,11 @@ def test_swin_table_window_4_to_7_is_bicubic_over_the_offset_grid():
     expected = bicubic(grid, (13, 13)).reshape(heads, 13 * 13).T
     assert resized.shape == (169, heads)
     torch.testing.assert_close(resized, expected, rtol=0, atol=1e-6)
-    # Offset (0, 0) is the centre of both grids and lands on a source sample: kept exactly.
-    torch.testing.assert_close(resized[6 * 13 + 6], table[3 * 7 + 3], rtol=0, atol=1e-6)
 
 
-def test_swin_table_layout_is_the_one_timm_indexes():
+@pytest.mark.parametrize('resize', [resample_relative_position_bias_table_geometric,
+                                    resize_relative_position_bias_table])
+def test_swin_table_layout_is_the_one_timm_indexes(resize):
     """A bias that depends only on the vertical offset (dy) in timm's indexing still does after
     resizing, when looked up with timm's index for the new window."""
     old_index = get_relative_position_index(4, 4)
@@ -72,7 +139,7 @@ def test_swin_table_layout_is_the_one_timm_indexes():
     table = torch.zeros(49, 1)
     table[old_index.flatten(), 0] = vertical_offset.flatten()
 
-    resized = resize_relative_position_bias_table(table, 4, 7)
+    resized = resize(table, 4, 7)
 
     bias = resized[get_relative_position_index(7, 7).flatten(), 0].view(7, 7, 7, 7)
     # bias[qy, qx, ky, kx] must not change with the columns qx, kx.
@@ -80,6 +147,8 @@ def test_swin_table_layout_is_the_one_timm_indexes():
     assert bias[6, 0, 0, 0] > bias[3, 0, 0, 0] > bias[0, 0, 0, 0]
 
 
-def test_table_rows_that_do_not_fit_the_window_are_named():
+@pytest.mark.parametrize('resize', [resample_relative_position_bias_table_geometric,
+                                    resize_relative_position_bias_table])
+def test_table_rows_that_do_not_fit_the_window_are_named(resize):
     with pytest.raises(ValueError, match=r'4x4 window needs a \(49, heads\) table.*\(169, 3\)'):
-        resize_relative_position_bias_table(torch.zeros(169, 3), 4, 7)
+        resize(torch.zeros(169, 3), 4, 7)
