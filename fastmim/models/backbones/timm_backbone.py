@@ -159,6 +159,30 @@ class TimmBackbone(BackboneContract, BaseModule):
                 self.img_size if isinstance(self.img_size, int) else list(self.img_size))
         return geometry
 
+    def adapt_state_dict(self, state: StateDict,
+                         source_geometry: Optional[dict] = None) -> StateDict:
+        """Weights in the names of the full timm model (``timm.create_model(name,
+        num_classes=0)``'s, as ``tools/convert/to_timm.py`` writes them for this backbone)
+        renamed to this backbone's: ``model.`` and the extractor's names
+        (:func:`full_model_namer`). The full model's tensors that the extractor has no module
+        for (a head norm after pooling, stages past the last ``out_indices``) are left out, as
+        timm's own ``features_only`` loading drops them. Keys in this backbone's names, and keys
+        the full model has not either (a classifier), pass unchanged: the caller names the
+        latter."""
+        own = self.state_dict()
+        if all(key in own for key in state):
+            return state
+        body = self.timm_model(self.geometry(), num_classes=0)
+        full_name = full_model_namer(body)
+        own_by_full_name = {full_name(key[len('model.'):]): key for key in own}
+        body_names = body.state_dict().keys()
+        adapted = {}
+        for key, value in state.items():
+            if key in own or key not in body_names:
+                adapted[key] = value
+            elif key in own_by_full_name:
+                adapted[own_by_full_name[key]] = value
+        return adapted
 
     def layer_id(self, name: str) -> int:
         """timm's own grouping of the full model (``group_matcher``, or ``auto_group_layers``
@@ -218,9 +242,11 @@ class TimmBackbone(BackboneContract, BaseModule):
         return self._reference
 
     @classmethod
-    def timm_model(cls, geometry: dict) -> nn.Module:
-        """The full timm model the checkpoint's extractor was built from (meta device)."""
-        kwargs = {'img_size': geometry['img_size']} if 'img_size' in geometry else {}
+    def timm_model(cls, geometry: dict, **kwargs) -> nn.Module:
+        """The full timm model the checkpoint's extractor was built from (meta device);
+        ``kwargs`` go to ``timm.create_model``."""
+        if 'img_size' in geometry:
+            kwargs['img_size'] = geometry['img_size']
         with torch.device('meta'):
             return timm.create_model(geometry['model_name'], pretrained=False, **kwargs)
 

@@ -156,3 +156,37 @@ def test_out_index_beyond_the_feature_levels_is_named():
         TimmBackbone('resnet18', out_indices=(5, ))
     with pytest.raises(ValueError, match='out index -6 is out of range for 5 feature levels'):
         TimmBackbone('resnet18', out_indices=(-6, ))
+
+
+@pytest.mark.parametrize('model_name, options', [
+    ('resnet18', dict(out_indices=(1, -1))),
+    ('convnext_atto', dict(out_indices=(0, 3))),  # features_only flattens stages.0 -> stages_0
+    ('resnet18', dict(features_only=False)),
+])
+def test_weights_in_the_full_timm_models_names_load_through_load_pretrained(
+        tmp_path, model_name, options):
+    """A timm model's weights without its classifier (to_timm.py's output for this backbone,
+    or ``num_classes=0`` weights) were refused with every key unexpected: the backbone keeps
+    timm's model under ``model.``, its extractor under other names."""
+    from fastmim.errors import CheckpointError
+    from fastmim.models.utils.pretrained import load_pretrained
+
+    torch.manual_seed(0)
+    full = timm.create_model(model_name, num_classes=0).eval()
+    path = tmp_path / 'timm.pth'
+    torch.save(full.state_dict(), path)
+    backbone = TimmBackbone(model_name, **options).eval()
+    load_pretrained(backbone, str(path), prefix='')
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        if options.get('features_only', True):
+            expected = full.forward_intermediates(images, indices=backbone.out_indices,
+                                                  intermediates_only=True)
+        else:
+            expected = [full(images)]
+        for output, wanted in zip(backbone(images), expected):
+            torch.testing.assert_close(output, wanted)
+    # A classifier has no place in the backbone: named, as for every other backbone.
+    torch.save(timm.create_model(model_name, num_classes=10).state_dict(), path)
+    with pytest.raises(CheckpointError, match='unexpected'):
+        load_pretrained(TimmBackbone(model_name, **options), str(path), prefix='')
