@@ -69,5 +69,6 @@ def test_a_file_of_the_reference_release_names_its_converter():
                'epoch': 99}
     with pytest.raises(CheckpointError, match=r"^finetune_100e.pth holds its weights under "
                        r"'model' \(2 entries, e.g. 'cls_token'\), as the reference release .*"
-                       r"tools/convert/from_reference.py finetune_100e.pth OUT --backbone"):
+                       r"tools/convert/from_reference.py finetune_100e.pth OUT --backbone "
+                       r"\{cmt,pvtv2,swin,vit\} "):
         hook.after_load_checkpoint(SimpleNamespace(model=_Detector()), release)

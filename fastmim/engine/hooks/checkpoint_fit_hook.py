@@ -20,6 +20,7 @@ from fastmim.errors import CheckpointError
 from fastmim.models.utils.load_problems import (LoadProblems, modules_without_weights,
                                                 shapes, top_level_names)
 from fastmim.models.utils.pretrained import adapt_for_backbones
+from fastmim.models.utils.reference import reference_backbones
 from fastmim.registry import HOOKS
 
 # torch's BatchNorm fills in a missing ``num_batches_tracked`` (files of older torch versions);
@@ -69,7 +70,8 @@ class CheckpointFitsModelHook(Hook):
                 f'entries, e.g. {next(iter(release_weights), None)!r}), as the reference '
                 'release (MAE style) saves them, not as tools/train.py does: convert it with '
                 f'tools/convert/from_reference.py {self.checkpoint} OUT --backbone '
-                '{vit,swin,pvtv2,cmt} (--trust-checkpoint for its pickled args), then test OUT')
+                f'{{{",".join(sorted(reference_backbones()))}}} (--trust-checkpoint for its '
+                'pickled args), then test OUT')
         state = checkpoint.get('state_dict', checkpoint)
         absent = modules_without_weights(model.state_dict().keys(), state.keys())
         if absent:
