@@ -18,14 +18,13 @@ backbone names in ``no_weight_decay_names()`` (position embeddings, class tokens
 relative-position tables; timm's own sets for timm models): weight decay would pull them towards
 zero, which is no sensible prior for them. Like the layer ids, the set comes from the backbone.
 """
-import inspect
 from typing import Dict, List, Optional, Set, Tuple
 
 from mmengine.logging import print_log
-from mmengine.optim import OptimWrapper
+from mmengine.optim import DefaultOptimWrapperConstructor
 from torch import nn
 
-from fastmim.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS
+from fastmim.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIMIZERS
 
 PARAMWISE_KEYS = ('layer_decay_rate', 'no_decay_names', 'custom_keys')
 CUSTOM_KEY_FIELDS = ('lr_mult', 'decay_mult')
@@ -78,8 +77,9 @@ def format_group_table(param_groups: List[dict]) -> str:
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
-class LayerDecayOptimWrapperConstructor:
-    """Optimiser wrapper with layer-wise lr decay, for fine-tuning (mmengine constructor API).
+class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+    """Optimiser wrapper with layer-wise lr decay, for fine-tuning: mmengine's constructor,
+    which builds the optimiser and its wrapper, with this class's parameter groups.
 
     Config (``optim_wrapper`` of an mmengine config)::
 
@@ -110,13 +110,14 @@ class LayerDecayOptimWrapperConstructor:
                 optim_wrapper_cfg.get('optimizer'), dict):
             raise TypeError(f'LayerDecayOptimWrapperConstructor: optim_wrapper_cfg must be a dict '
                             f'with an "optimizer" dict, got {optim_wrapper_cfg!r}')
-        self.optim_wrapper_cfg = dict(optim_wrapper_cfg)
-        self.optimizer_cfg = dict(self.optim_wrapper_cfg.pop('optimizer'))
-        if 'lr' not in self.optimizer_cfg:
+        optimizer_cfg = optim_wrapper_cfg['optimizer']
+        if 'lr' not in optimizer_cfg:
             raise ValueError(f'LayerDecayOptimWrapperConstructor: optim_wrapper.optimizer needs '
-                             f'"lr" (the rate of the last layer id), got {self.optimizer_cfg}')
-        self.base_lr = self.optimizer_cfg['lr']
-        self.base_wd = self.optimizer_cfg.get('weight_decay')
+                             f'"lr" (the rate of the last layer id), got {optimizer_cfg}')
+        _check_registered(optimizer_cfg.get('type'))
+        # Read before mmengine's __init__ sets it: checking the custom keys needs it, and this
+        # class's checks come first, naming the key and the fix where mmengine's would not.
+        self.base_wd = optimizer_cfg.get('weight_decay')
 
         paramwise_cfg = dict(paramwise_cfg or {})
         unknown = sorted(set(paramwise_cfg) - set(PARAMWISE_KEYS))
@@ -136,6 +137,7 @@ class LayerDecayOptimWrapperConstructor:
         # None: the backbone's own names, known once the model is there.
         self.no_decay_names = None if no_decay_names is None else tuple(no_decay_names)
         self.custom_keys = self._checked_custom_keys(paramwise_cfg.get('custom_keys', {}))
+        super().__init__(optim_wrapper_cfg, paramwise_cfg)
 
     def _checked_custom_keys(self, custom_keys: dict) -> Dict[str, dict]:
         if not isinstance(custom_keys, dict):
@@ -192,32 +194,24 @@ class LayerDecayOptimWrapperConstructor:
             group['weight_decay'] = self.base_wd * multipliers.get('decay_mult', 1.)
         return group
 
-    def __call__(self, model: nn.Module) -> OptimWrapper:
-        if hasattr(model, 'module'):  # a DDP-style wrapper
-            model = model.module
-        groups = self.param_groups(model)
+    def add_params(self, params: List[dict], module: nn.Module, **kwargs) -> None:
+        """The groups of :meth:`param_groups`, logged as a table; mmengine's ``__call__``
+        (which has unwrapped a DDP-style model) passes them to the optimiser."""
+        groups = self.param_groups(module)
         num_ids = 1 + max(group['layer_id'] for group in groups)
         print_log(f'layer-wise lr decay {self.layer_decay_rate} (lr = {self.base_lr} x '
                   f'lr_scale; smallest scale {min(g["lr_scale"] for g in groups):.3g} over '
                   f'{num_ids} layer ids; the training log\'s lr is the first group\'s, '
                   f'its base_lr the last layer id\'s):\n{format_group_table(groups)}',
                   logger='current')
+        params.extend(groups)
 
-        optimizer_cfg = dict(self.optimizer_cfg)
-        optimizer_cfg[self._params_argument(optimizer_cfg['type'])] = groups
-        optimizer = OPTIMIZERS.build(optimizer_cfg)
-        wrapper_cfg = dict(self.optim_wrapper_cfg)
-        wrapper_cfg.setdefault('type', 'OptimWrapper')
-        return OPTIM_WRAPPERS.build(wrapper_cfg, default_args=dict(optimizer=optimizer))
 
-    @staticmethod
-    def _params_argument(optimizer_type) -> str:
-        """Name of the optimiser's first argument (``params`` for torch's), as mmengine does."""
-        optimizer_cls = optimizer_type
-        if isinstance(optimizer_type, str):
-            with OPTIMIZERS.switch_scope_and_registry(None) as registry:
-                optimizer_cls = registry.get(optimizer_type)
-            if optimizer_cls is None:
+def _check_registered(optimizer_type) -> None:
+    """An optimiser type no registry knows is named here: mmengine's constructor would fail
+    reading the signature of ``None``."""
+    if isinstance(optimizer_type, str):
+        with OPTIMIZERS.switch_scope_and_registry(None) as registry:
+            if registry.get(optimizer_type) is None:
                 raise KeyError(f'LayerDecayOptimWrapperConstructor: optimizer type '
                                f'{optimizer_type!r} is not registered')
-        return next(iter(inspect.signature(optimizer_cls).parameters))
