@@ -26,6 +26,8 @@ from torch import nn
 
 from fastmim.config_file import check_config_file
 from fastmim.datasets.transforms.loading import pil_to_rgb, pil_to_upright_rgb
+from fastmim.engine.config_keys import refused_keys_located
+from fastmim.engine.config_loading import load_config
 from fastmim.errors import CheckpointError
 from fastmim.models.algorithms.image_classifier import pool_features
 from fastmim.models.utils.load_problems import (LoadProblems, modules_without_weights,
@@ -50,8 +52,8 @@ def _load_config(config) -> Config:
         # a config that only inherits it is it, resolved by mmengine as any `_base_` is
         # (mmengine.hub.get_config would pip-install a package it does not find).
         return Config.fromstring(f'_base_ = [{config!r}]\n', file_format='.py')
-    check_config_file(config)
-    return Config.fromfile(config)
+    check_config_file(config)  # a FileNotFoundError, as Python's own file functions raise
+    return load_config(config)  # a config that is no valid Python: named with file and line
 
 
 def _check_package(config: str) -> None:
@@ -101,7 +103,8 @@ def get_model(config, checkpoint: Optional[Union[str, os.PathLike]] = None, devi
     name = config if isinstance(config, str) else cfg.filename
     if model_options:
         cfg.merge_from_dict({f'model.{key}': value for key, value in model_options.items()})
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'fastmim')):
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'fastmim')), \
+            refused_keys_located(cfg):
         model = MODELS.build(cfg.model)
     if checkpoint is not None:
         _load_strictly(model, os.fspath(checkpoint), name)

@@ -1,4 +1,6 @@
 """fastmim.apis: a model from a config and checkpoint, its features, its reconstructions."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -6,12 +8,13 @@ from PIL import Image
 
 from fastmim.apis import extract_features, get_model, load_images, reconstruct
 from fastmim.datasets import find_embedded_photos
-from fastmim.errors import CheckpointError
+from fastmim.errors import CheckpointError, LaunchError
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 TINY_ARCH = {'backbone.arch': dict(embed_dim=32, depth=2, num_heads=2)}
 PRETRAIN = 'fastmim::fastmim/demo_vit_tiny_embedded.py'
+PRETRAIN_FILE = Path(__file__).resolve().parents[1] / 'configs/fastmim/demo_vit_tiny_embedded.py'
 FINETUNE = 'fastmim::finetune/demo_vit_tiny_embedded_ft.py'
 
 
@@ -44,6 +47,20 @@ def test_get_model_refuses_a_checkpoint_of_another_model(checkpoint):
         get_model(PRETRAIN, str(checkpoint[0]), **{'backbone.arch.depth': 3})
     with pytest.raises(FileNotFoundError, match='config file not found: nowhere.py'):
         get_model('nowhere.py')
+
+
+def test_get_model_names_a_broken_config_and_a_misspelt_key(tmp_path):
+    """tools/train.py's messages: mmengine's SyntaxError named '<unknown>', and a misspelt
+    model key only the class that refused it."""
+    broken = tmp_path / 'broken.py'
+    broken.write_text('model = dict(\n')
+    with pytest.raises(LaunchError, match=r'broken\.py, line 1: .* never closed'):
+        get_model(str(broken))
+    misspelt = tmp_path / 'misspelt.py'
+    misspelt.write_text(f"_base_ = [{str(PRETRAIN_FILE)!r}]\nmodel = dict(mask_ratoi=0.5)\n")
+    with pytest.raises(TypeError, match=r'model \(FastMIM\) sets mask_ratoi, which it does not '
+                       r'take'):
+        get_model(str(misspelt))
 
 
 def test_features_do_not_depend_on_how_images_are_given(photos):

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from fastmim.errors import LaunchError
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'configs' / 'fastmim' / 'vit_b_hog_800e.py'
 
@@ -156,6 +158,10 @@ def test_a_toy_backbone_is_refused(tool, schedule, tmp_path):
 def test_command_line_errors(tool, tmp_path):
     with pytest.raises(FileNotFoundError, match='missing.json'):
         tool.main([str(tmp_path / 'missing.json')])
+    broken = tmp_path / 'broken.py'
+    broken.write_text('model = dict(\n')  # was a traceback ending in '<unknown>'
+    with pytest.raises(LaunchError, match=r'broken\.py, line 1: .* never closed'):
+        tool.read_schedule(broken)
     with pytest.raises(ValueError, match='nothing to project'):
         tool.main([])
     with pytest.raises(ValueError, match="--rate fastmim must be a positive number of "
@@ -202,10 +208,10 @@ def test_a_method_the_paper_does_not_report_is_named(tool, capsys):
 def test_a_config_that_is_no_config_file_is_named(tool, tmp_path):
     """mmengine called a folder a file that 'does not exist' and refused a checkpoint given as
     the config with 'Only py/yml/yaml/json type are supported now!', naming no file."""
-    with pytest.raises(IsADirectoryError, match=rf'config {CONFIG.parent} is a folder; '
+    with pytest.raises(LaunchError, match=rf'config {CONFIG.parent} is a folder; '
                        'expected a config file'):
         tool.main(['--rate', 'fastmim', '5700', 'x', '--config', f'{CONFIG.parent}/'])
     checkpoint = tmp_path / 'epoch_800.pth'
     checkpoint.write_bytes(b'PK\x03\x04')
-    with pytest.raises(ValueError, match=r'config .*epoch_800\.pth is not a \.py/'):
+    with pytest.raises(LaunchError, match=r'config .*epoch_800\.pth is not a \.py/'):
         tool.main(['--rate', 'fastmim', '5700', 'x', '--config', str(checkpoint)])

@@ -10,6 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fastmim.errors import LaunchError
+
 TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'analysis' / 'train_speed.py'
 
 
@@ -29,12 +31,19 @@ def no_training(train_speed, monkeypatch):
     (['--out', '{tmp}/a_folder'], IsADirectoryError, r'--out .*a_folder is a folder'),
     (['--out', '{tmp}/missing/r.json'], FileNotFoundError, r'--out folder does not exist'),
     (['--out', '{tmp}/r.json', '--config', '{tmp}/absent.py'], FileNotFoundError,
-     r'config file not found: .*absent\.py')])
+     r'config file not found: .*absent\.py'),
+    # A config that is no valid Python ended in a traceback of '<unknown>', a text for a
+    # number at the first batch in 'str' object cannot be interpreted as an integer.
+    (['--out', '{tmp}/r.json', '--config', '{tmp}/a_folder/broken.py'], LaunchError,
+     r'broken\.py, line 1: .* never closed'),
+    (['--out', '{tmp}/r.json', '--cfg-options', 'train_dataloader.batch_size=abc'], LaunchError,
+     r"train_dataloader\.batch_size=abc: .* has a number there \(512\); 'abc' is not one")])
 def test_inputs_are_checked_before_training(tmp_path, train_speed, no_training, options, error,
                                             message):
     """The result used to be written only after the training run, and a missing config ended
     in mmengine's traceback."""
     (tmp_path / 'a_folder').mkdir()
+    (tmp_path / 'a_folder' / 'broken.py').write_text('model = dict(\n')
     with pytest.raises(error, match=message):
         train_speed.main(['pretrain', *(option.format(tmp=tmp_path) for option in options)])
     assert [path.name for path in tmp_path.iterdir()] == ['a_folder']

@@ -40,9 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from mmengine.config import Config
-
-from fastmim.config_file import check_config_file
+from fastmim.engine.config_loading import load_config
 from fastmim.engine.launch import add_debug_arg, positive_int
 from fastmim.registry import type_name
 
@@ -119,8 +117,7 @@ def read_schedule(config: Path, gpus: Optional[int] = None,
     total batch (``auto_scale_lr.base_batch_size``, the batch its learning rate is for) over
     the per-GPU batch."""
     config = Path(config)
-    check_config_file(config)
-    cfg = Config.fromfile(str(config))
+    cfg = load_config(str(config))
     check_one_stage(cfg, config)
     epochs = _config_value(cfg, config, 'train_cfg.max_epochs')
     per_gpu_batch = _config_value(cfg, config, 'train_dataloader.batch_size')

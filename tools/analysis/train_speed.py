@@ -211,14 +211,13 @@ def check_inputs(config, out, work_dir=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmengine.config import Config
+    from fastmim.engine.config_loading import load_config
 
     config_name = args.config or CONFIGS[args.task]
     config = resolve_config(config_name)
     check_inputs(config, args.out, args.work_dir)
     as_cfg_options = load_downstream_data().as_cfg_options
-    cfg = Config.fromfile(config)
-    cfg.merge_from_dict(args.cfg_options)
+    cfg = load_config(config, args.cfg_options)
     batch_size = cfg.train_dataloader.batch_size
     with tempfile.TemporaryDirectory() as scratch:
         work_dir = args.work_dir or scratch
