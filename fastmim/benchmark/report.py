@@ -1,5 +1,6 @@
 """The printed tables and the plot of a benchmark results dict (the JSON that
 tools/analysis/benchmark_pretrain.py writes), verdicts included when it holds them."""
+import os
 from typing import List, Optional
 
 
@@ -58,6 +59,22 @@ def format_report(results: dict) -> str:
 
 def _percent(value: Optional[float]) -> str:
     return '-' if value is None else f'{100 * value:.1f}%'
+
+
+def check_plot_format(path: str) -> None:
+    """Refuse a plot file name whose extension matplotlib cannot write (``results.txt``)
+    before a benchmark runs: ``savefig`` refused it only after the measurement."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    extension = os.path.splitext(path)[1][1:].lower()
+    supported = plt.figure().canvas.get_supported_filetypes()
+    plt.close('all')
+    if extension not in supported:
+        raise ValueError(f'--plot {path}: matplotlib writes no {extension or "extensionless"!r} '
+                         f'files; give a name ending in one of '
+                         f'{", ".join("." + name for name in sorted(supported))}')
 
 
 def plot_results(results: dict, path: str) -> None:

@@ -203,6 +203,18 @@ def test_cuda_without_a_gpu_is_a_clear_error():
         resolve_device('cuda')
 
 
+def test_a_plot_format_matplotlib_cannot_write_is_refused_before_measuring(tmp_path,
+                                                                             monkeypatch):
+    """--plot results.txt failed in savefig after the whole benchmark."""
+    def measure(*args, **kwargs):
+        raise AssertionError('measured before --plot was checked')
+    monkeypatch.setattr(benchmark_pretrain, 'resolve_device', measure)
+    with pytest.raises(ValueError, match=r"--plot .*results\.txt: matplotlib writes no 'txt' "
+                       r'files; give a name ending in one of .*\.png'):
+        benchmark_pretrain.main(['--backbone', 'vit_b', '--out', str(tmp_path / 'r.json'),
+                                 '--plot', str(tmp_path / 'results.txt')])
+
+
 def test_jpeg_photos_have_the_requested_size(tmp_path):
     paths = write_jpeg_photos(str(tmp_path), 500, limit=3)
     assert len(paths) == 3

@@ -30,7 +30,7 @@ from fastmim.benchmark.measure import (COMPILE_MODES, StepOptions, amp_dtype,
                                        default_matmul_size, machine_description,
                                        measure_matmul_peak, resolve_device, time_hog)
 from fastmim.benchmark.pipeline_speed import benchmark_data_pipeline
-from fastmim.benchmark.report import format_report, plot_results
+from fastmim.benchmark.report import check_plot_format, format_report, plot_results
 from fastmim.engine.launch import add_debug_arg, check_output_file, positive_int
 # This folder, first on sys.path when the script runs.
 from pretrain_methods import (CONFIG_ROOT, METHODS, RECIPES, RESULT_PREFIX,  # isort:skip
@@ -346,6 +346,7 @@ def main(argv):
     check_output_file(args.out, '--out')
     if args.plot:
         check_output_file(args.plot, '--plot')
+        check_plot_format(args.plot)
     if args.amp_dtype and not args.amp:
         raise ValueError('--amp-dtype needs --amp')
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
