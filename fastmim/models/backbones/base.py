@@ -223,6 +223,15 @@ def reject_fixed_arguments(owner: str, kwargs: Iterable[str], fixed: Sequence[st
         raise ValueError(f'{owner}: arguments {given} are fixed by this backbone ({why})')
 
 
+def check_drop_path_rate(rate: float, owner: str) -> None:
+    """Stochastic depth drops a block with a probability rising to ``rate``: one outside
+    [0, 1) failed only at the first training step, inside torch's ``bernoulli_`` ('expects p
+    to be in [0, 1]'), or at 1 divided every kept path by 0."""
+    if not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise ValueError(f'{owner}: drop_path_rate must be a number in [0, 1) (0.1 fine-tunes '
+                         f'ViT-B and Swin-B), got {rate!r}')
+
+
 def grid_pair(size: Union[int, Sequence[int]], owner: str, what: str) -> Tuple[int, int]:
     """A size given as one int (square) or as ``(h, w)``, as an ``(h, w)`` pair of ints. Token
     grids, windows and image sizes all come in both forms; anything else (another length, a

@@ -45,8 +45,8 @@ from fastmim.models.utils.shape_reading import (build_matching, check_given_size
                                                 square_side, tensor_at)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (BackboneContract, StateDict, grid_pair, normalise_out_indices, plain,
-                   plain_size, staged_layer_id)
+from .base import (BackboneContract, StateDict, check_drop_path_rate, grid_pair,
+                   normalise_out_indices, plain, plain_size, staged_layer_id)
 
 ARCH_SETTINGS: Dict[str, dict] = {
     # Table 1 of the paper. XS uses the release's IRFFN ratio 3.77 (the table rounds it to 3.8);
@@ -393,6 +393,7 @@ class CMT(BackboneContract, BaseModule):
                  attn_drop_rate: float = 0.,
                  with_cp: bool = False,
                  init_cfg: Optional[dict] = None):
+        check_drop_path_rate(drop_path_rate, 'CMT')
         super().__init__(init_cfg=init_cfg)
         self.arch = arch
         self.arch_settings = _resolve_arch(arch)

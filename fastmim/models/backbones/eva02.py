@@ -36,8 +36,8 @@ from torch import nn
 
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (StateDict, grid_pair, normalise_out_indices, reject_fixed_arguments,
-                   resolution_source)
+from .base import (StateDict, check_drop_path_rate, grid_pair, normalise_out_indices,
+                   reject_fixed_arguments, resolution_source)
 from .vit import PLAIN_VIT_TIMM_ARGS, PlainViTBackbone, check_head_width, fit_pos_embed
 
 # timm's eva02_{tiny,small,base,large}_patch14 widths; MLP settings as there.
@@ -126,6 +126,7 @@ class EVA02(PlainViTBackbone, Eva, BaseModule):
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **timm_kwargs) -> None:
+        check_drop_path_rate(drop_path_rate, 'EVA02')
         reject_fixed_arguments('EVA02', timm_kwargs, FIXED_TIMM_ARGS,
                                'no head, all tokens kept, position encodings follow the input')
         reject_fixed_arguments('EVA02', timm_kwargs, ARCH_KEYS + ARCH_OPTIONAL_KEYS,

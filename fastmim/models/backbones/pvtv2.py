@@ -18,7 +18,7 @@ from fastmim.models.utils.shape_reading import (build_matching, count_indices, m
                                                 require_keys, tensor_at)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (BackboneContract, StateDict, normalise_out_indices, plain,
+from .base import (BackboneContract, StateDict, check_drop_path_rate, normalise_out_indices, plain,
                    reject_fixed_arguments, staged_layer_id)
 
 _WIDTHS = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8))
@@ -98,6 +98,7 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **timm_kwargs) -> None:
+        check_drop_path_rate(drop_path_rate, 'PyramidVisionTransformerV2')
         reject_fixed_arguments('PyramidVisionTransformerV2', timm_kwargs, FIXED_TIMM_ARGS,
                                'no head')
         arch_cfg = resolve_arch(arch)

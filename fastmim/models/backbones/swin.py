@@ -44,8 +44,8 @@ from fastmim.models.utils.shape_reading import (build_matching, check_given_size
                                                 square_side, tensor_at)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (BackboneContract, StateDict, normalise_out_indices, plain, plain_size,
-                   reject_fixed_arguments, staged_layer_id)
+from .base import (BackboneContract, StateDict, check_drop_path_rate, normalise_out_indices, plain,
+                   plain_size, reject_fixed_arguments, staged_layer_id)
 
 ARCHS = {
     't': dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -192,6 +192,7 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **timm_kwargs) -> None:
+        check_drop_path_rate(drop_path_rate, 'SwinTransformer')
         reject_fixed_arguments('SwinTransformer', timm_kwargs, FIXED_TIMM_ARGS,
                                'no head; it adapts itself to each input size')
         arch_cfg = resolve_arch(arch)

@@ -30,8 +30,8 @@ from torch import nn
 from fastmim.errors import CheckpointError
 from fastmim.models.utils.load_problems import listing
 from fastmim.registry import MODELS
-from .base import (BackboneContract, StateDict, as_index_tuple, normalise_out_indices,
-                   plain_size)
+from .base import (BackboneContract, StateDict, as_index_tuple, check_drop_path_rate,
+                   normalise_out_indices, plain_size)
 
 
 @MODELS.register_module()
@@ -72,6 +72,8 @@ class TimmBackbone(BackboneContract, BaseModule):
                  **kwargs) -> None:
         super().__init__(init_cfg)
         _check_model_name(model_name)
+        if 'drop_path_rate' in kwargs:
+            check_drop_path_rate(kwargs['drop_path_rate'], f'TimmBackbone({model_name!r})')
         out_indices = as_index_tuple(out_indices)
         create_kwargs = dict(kwargs)
         if features_only:

@@ -42,8 +42,8 @@ from fastmim.models.utils.shape_reading import (build_matching, check_given_size
                                                 single_value, square_side)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (BackboneContract, StateDict, grid_pair, normalise_out_indices, plain,
-                   plain_size, reject_fixed_arguments)
+from .base import (BackboneContract, StateDict, check_drop_path_rate, grid_pair,
+                   normalise_out_indices, plain, plain_size, reject_fixed_arguments)
 
 ARCHS = {
     's': dict(embed_dim=384, depth=12, num_heads=6),
@@ -442,6 +442,7 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
                  with_cp: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **timm_kwargs) -> None:
+        check_drop_path_rate(drop_path_rate, 'VisionTransformer')
         reject_fixed_arguments('VisionTransformer', timm_kwargs, FIXED_TIMM_ARGS,
                                'no head, all tokens kept, position embedding resized per input')
         if out_type not in OUT_TYPES:

@@ -29,6 +29,22 @@ BUILDERS = {
 }
 
 
+@pytest.mark.parametrize('rate', [-0.2, 1.0, '0.1'])
+@pytest.mark.parametrize('backbone, kwargs', [
+    (VisionTransformer, dict(arch=TINY_VIT, img_size=64)),
+    (SwinTransformer, dict(arch=TINY_SWIN, img_size=64, window_size=4)),
+    (PyramidVisionTransformerV2, dict(arch=TINY_PVT)),
+    (CMT, dict(arch=TINY_CMT, img_size=64)),
+    (EVA02, dict(arch=TINY_VIT, img_size=64)),
+    (TimmBackbone, dict(model_name='resnet18')),
+])
+def test_a_drop_path_rate_outside_0_1_is_named_when_built(backbone, kwargs, rate):
+    """--cfg-options model.backbone.drop_path_rate=-0.2 failed only at the first training
+    step, a traceback from torch's bernoulli_ naming no key."""
+    with pytest.raises(ValueError, match=r'drop_path_rate must be a number in \[0, 1\)'):
+        backbone(drop_path_rate=rate, **kwargs)
+
+
 @pytest.mark.parametrize('name', sorted(BUILDERS))
 def test_every_backbone_keeps_the_contract(name):
     backbone = BUILDERS[name]()
