@@ -315,7 +315,7 @@ class AtomicLocalBackend(LocalBackend):
             fd, tmp_path = tempfile.mkstemp(prefix=f'.{osp.basename(filepath)}.',
                                             suffix=TEMPORARY_SUFFIX, dir=folder)
             with os.fdopen(fd, 'wb') as f:
-                os.fchmod(f.fileno(), _mode_for(filepath))
+                os.fchmod(f.fileno(), mode_for_new_file(filepath))
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -340,9 +340,10 @@ def file_in_the_way(folder):
     return None if osp.isdir(folder) else f'{folder} is a file, not a folder'
 
 
-def _mode_for(filepath):
+def mode_for_new_file(filepath):
     """The permission bits ``open(filepath, 'wb')`` would give: those of an existing file,
-    else ``0o666`` less the process's umask."""
+    else ``0o666`` less the process's umask. For a file written under a temporary name
+    (``mkstemp`` makes it 0600) and renamed into place."""
     try:
         return stat.S_IMODE(os.stat(filepath).st_mode)
     except OSError:

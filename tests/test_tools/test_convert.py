@@ -5,6 +5,7 @@ names of the release (MAE's ViT, the original Microsoft Swin and PVTv2 layouts, 
 CMT), written out in this file.
 """
 import argparse
+import os
 import re
 from pathlib import Path
 
@@ -93,6 +94,11 @@ def test_fine_tuned_swin_tiny_converts_to_timm_with_identical_logits(tmp_path, c
     safetensors_state = load_file(str(tmp_path / 'swin_timm.safetensors'))
     assert state.keys() == safetensors_state.keys()
     assert all(torch.equal(state[key], safetensors_state[key]) for key in state)
+    # readable as the .pth is (the umask's mode), not mkstemp's 0600
+    modes = {path.suffix: path.stat().st_mode & 0o777 for path in tmp_path.glob('swin_timm.*')}
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert modes['.safetensors'] == modes['.pth'] == 0o666 & ~umask
     model = timm.create_model('swin_tiny_patch4_window7_224', pretrained=False,
                               num_classes=10).eval()
     model.load_state_dict(state, strict=True)

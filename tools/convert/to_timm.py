@@ -256,7 +256,7 @@ def write_safetensors_aside(plain, path):
 def save(state, out, safetensors):
     """``torch.save`` of plain contiguous tensors (atomic for local files), plus a safetensors
     copy: both files are written, or neither is changed."""
-    from fastmim.engine.checkpoint import save_checkpoint_file
+    from fastmim.engine.checkpoint import mode_for_new_file, save_checkpoint_file
 
     plain = {key: value.detach().clone().contiguous() for key, value in state.items()}
     safetensors_out = osp.splitext(out)[0] + '.safetensors'
@@ -269,6 +269,7 @@ def save(state, out, safetensors):
         raise
     if temporary is None:
         return [out]
+    os.chmod(temporary, mode_for_new_file(safetensors_out))  # mkstemp's 0600, as the .pth
     os.replace(temporary, safetensors_out)
     return [out, safetensors_out]
 
