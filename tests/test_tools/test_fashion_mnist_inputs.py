@@ -119,3 +119,38 @@ def test_the_table_of_one_seed_does_not_speak_of_a_mean(study):
     runs += [study.Run(method, 0.01, 1, '', top1=52.) for method in study.METHODS]
     assert 'Mean ± sample standard deviation over 2 seeds (0, 1)' in study.results_table(
         runs, [0.01], [0, 1])
+
+
+class Started(Exception):
+    """The study got past its inputs and its --fresh (the data fetch is its first work)."""
+
+
+def test_fresh_deletes_only_what_the_study_wrote(tmp_path, study, monkeypatch):
+    """--fresh deleted the whole --work-dir: a user's notes and another run's checkpoint in it
+    went with the study's outputs."""
+    def fetch():
+        raise Started
+    import fastmim.datasets
+    monkeypatch.setattr(fastmim.datasets, 'fetch_fashion_mnist', fetch)
+    monkeypatch.setattr(study, 'stop_commands_on_signals', lambda: None)
+    work_dir = tmp_path / 'x'
+    (work_dir / 'other_run').mkdir(parents=True)
+    (work_dir / 'other_run' / 'epoch_800.pth').write_bytes(b'weights')
+    (work_dir / 'notes.txt').write_text('notes')
+    ours = ['pretrain/epoch_3.pth', 'pretrain/last_checkpoint', 'initial_weights.pth',
+            'results.json', 'fashion_mnist_knn_random/labels0.01_seed0/metrics.json',
+            'fashion_mnist_finetune_scratch_config/labels0.1_seed2/run.log']
+    for name in ours:
+        (work_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (work_dir / name).write_text('the study wrote this')
+    (tmp_path / 'elsewhere').mkdir()  # a linked pre-training: the link goes, not its files
+    (tmp_path / 'elsewhere' / 'epoch_3.pth').write_bytes(b'kept')
+    (work_dir / 'initial_weights.pth').unlink()
+    (work_dir / 'initial_weights.pth').symlink_to(tmp_path / 'elsewhere' / 'epoch_3.pth')
+    with pytest.raises(Started):
+        study.main(['--work-dir', str(work_dir), '--fresh', '--jobs', '1',
+                    '--doc', str(tmp_path / 'doc.md')])
+    assert (work_dir / 'notes.txt').read_text() == 'notes'
+    assert (work_dir / 'other_run' / 'epoch_800.pth').read_bytes() == b'weights'
+    assert (tmp_path / 'elsewhere' / 'epoch_3.pth').read_bytes() == b'kept'
+    assert sorted(path.name for path in work_dir.iterdir()) == ['notes.txt', 'other_run']

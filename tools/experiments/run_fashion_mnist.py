@@ -18,7 +18,8 @@
    duration in ``WORK_DIR/results.json``.
 
 A run whose result is already in its work dir is not repeated, so an interrupted study goes on
-where it stopped; ``--fresh`` deletes the work dir first.
+where it stopped; ``--fresh`` deletes what the study wrote there first (the pre-training, the
+runs, ``results.json``) and keeps everything else (the dense study's runs, a user's files).
 """
 import argparse
 import concurrent.futures
@@ -81,6 +82,40 @@ class Run:
     @property
     def label(self) -> str:
         return f'{self.method.name}, {self.fraction:.0%} labels, seed {self.seed}'
+
+
+def method_folder(method: Method) -> str:
+    """The folder of ``WORK_DIR`` that holds a method's runs."""
+    return f'{method.config[:-3]}_{method.weights or "config"}'
+
+
+def study_outputs() -> List[str]:
+    """What the study writes in its work dir: all that ``--fresh`` deletes."""
+    return ['pretrain', 'initial_weights.pth', 'results.json', *sorted(
+        {method_folder(method) for method in METHODS})]
+
+
+def delete_outputs(work_dir: str) -> None:
+    """``--fresh``: delete what the study wrote in ``work_dir`` and keep the rest, named.
+
+    It deleted the whole ``--work-dir``, a user's files in it too. A link (a pre-training
+    linked in) is removed, not what it points to."""
+    if not osp.isdir(work_dir):
+        return
+    deleted = []
+    for name in study_outputs():
+        path = osp.join(work_dir, name)
+        if osp.islink(path) or osp.isfile(path):
+            os.remove(path)
+        elif osp.isdir(path):
+            shutil.rmtree(path)
+        else:
+            continue
+        deleted.append(name)
+    kept = sorted(set(os.listdir(work_dir)) - set(study_outputs()))
+    print(f'--fresh: deleted {", ".join(deleted) or "nothing (no earlier study)"} in {work_dir}'
+          + (f'; kept what the study did not write: {", ".join(kept)}' if kept else ''),
+          flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,7 +393,9 @@ def parse_args(argv):
                         help='processes at a time (one thread each); pre-training uses as many')
     parser.add_argument('--doc', default=osp.join(ROOT, 'docs', 'experiments.md'),
                         help='markdown file whose result markers receive the table')
-    parser.add_argument('--fresh', action='store_true', help='delete the work dir first')
+    parser.add_argument('--fresh', action='store_true',
+                        help='delete what the study wrote in the work dir first (its '
+                        'pre-training, runs and results.json; nothing else)')
     return parser.parse_args(argv)
 
 
@@ -371,8 +408,8 @@ def main(argv=None):
     check_work_dir(args.work_dir)
     stop_commands_on_signals()
     work_dir = osp.abspath(args.work_dir)
-    if args.fresh and osp.isdir(work_dir):
-        shutil.rmtree(work_dir)
+    if args.fresh:
+        delete_outputs(work_dir)
     os.makedirs(work_dir, exist_ok=True)
     start, load_start = time.time(), os.getloadavg()[0]
 
@@ -385,8 +422,7 @@ def main(argv=None):
     checkpoints = dict(pretrained=latest_checkpoint(osp.join(work_dir, 'pretrain')),
                        random=save_initial_weights(osp.join(work_dir, 'initial_weights.pth')))
     runs = [Run(method, fraction, seed, osp.join(
-                work_dir, f'{method.config[:-3]}_{method.weights or "config"}',
-                f'labels{fraction:g}_seed{seed}'))
+                work_dir, method_folder(method), f'labels{fraction:g}_seed{seed}'))
             for seed in args.seeds for fraction in args.fractions for method in METHODS]
     downstream(runs, checkpoints, args.jobs)
 
