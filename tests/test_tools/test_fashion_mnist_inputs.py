@@ -1,6 +1,7 @@
 """tools/experiments/run_fashion_mnist{,_dense}.py: inputs that cannot work are refused in one
 line before the study (tens of minutes of training) starts."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,3 +155,37 @@ def test_fresh_deletes_only_what_the_study_wrote(tmp_path, study, monkeypatch):
     assert (work_dir / 'other_run' / 'epoch_800.pth').read_bytes() == b'weights'
     assert (tmp_path / 'elsewhere' / 'epoch_3.pth').read_bytes() == b'kept'
     assert sorted(path.name for path in work_dir.iterdir()) == ['notes.txt', 'other_run']
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--fractions', '1.5'], r'--fractions: .*in \(0, 1\], got 1\.5'),
+    (['--fractions', '0.1', '0'], r'--fractions: .*in \(0, 1\], got 0'),
+    (['--fractions', '1e-6'], r'--fractions: 1e-6 keeps no image of a class'),
+    (['--fractions', 'half'], r"--fractions: 'half' is not a number"),
+    (['--fractions', '0.1', '0.10'], r'--fractions names 0\.1 twice'),
+    (['--seeds', '-1'], r'--seeds: .*got -1'),
+    (['--seeds', '0', '0'], r'--seeds names 0 twice'),
+    (['--jobs', '0'], r'--jobs: .*at least 1, got 0')])
+def test_the_study_refuses_impossible_counts_while_parsing(study, capsys, argv, message):
+    """--fractions 1.5 ran the pre-training (minutes), then failed its six runs one by one."""
+    with pytest.raises(SystemExit):
+        study.parse_args(argv)
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.search(message, error), error
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--train-canvases', '0'], r'--train-canvases: .*at least 1, got 0'),
+    (['--test-canvases', '-5'], r'--test-canvases: .*at least 1, got -5'),
+    (['--test-canvases', '2.5'], r"--test-canvases: '2\.5' is not a whole number"),
+    (['--seeds', '1', '1'], r'--seeds names 1 twice'),
+    (['--jobs', '-2'], r'--jobs: .*at least 1, got -2')])
+def test_the_dense_runner_refuses_impossible_counts_first(tmp_path, dense, nothing_runs, capsys,
+                                                         argv, message):
+    """--train-canvases 0 failed in a numpy traceback after the canvases on disk had been
+    deleted and 4,000 new ones written."""
+    with pytest.raises(SystemExit):
+        dense.main(['--work-dir', str(tmp_path / 'runs'), '--docs', *argv])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.search(message, error), error
+    assert not (tmp_path / 'runs').exists()

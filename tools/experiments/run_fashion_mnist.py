@@ -41,6 +41,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = osp.join(ROOT, 'configs', 'experiments')
 PRETRAIN_CONFIG = osp.join(CONFIGS, 'fashion_mnist_pretrain.py')
 PRETRAIN_BATCH = 128  # total over the pre-training processes
+TRAIN_IMAGES_PER_CLASS = 6000  # Fashion-MNIST's training split: 60,000 images, 10 classes
 RESULTS_BEGIN = '<!-- fashion-mnist-results:begin -->'
 RESULTS_END = '<!-- fashion-mnist-results:end -->'
 
@@ -384,19 +385,70 @@ def check_doc(path: str, begin: str = RESULTS_BEGIN, end: str = RESULTS_END) -> 
                      'where the results go')
 
 
+# Argument types: a count or fraction that cannot work is refused while parsing, in one line,
+# before any work (--fractions 1.5 ran the pre-training, then failed every run).
+def whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a whole number') from None
+
+
+def positive_int(text: str) -> int:
+    value = whole_number(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+    return value
+
+
+def seed(text: str) -> int:
+    value = whole_number(text)
+    if not 0 <= value < 2**32:  # numpy's seeds
+        raise argparse.ArgumentTypeError(f'a seed must be in [0, 2**32), got {value}')
+    return value
+
+
+def label_fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a number') from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f'a fraction of the labels must be in (0, 1], got {text}')
+    if round(value * TRAIN_IMAGES_PER_CLASS) < 1:
+        raise argparse.ArgumentTypeError(
+            f'{text} keeps no image of a class (of {TRAIN_IMAGES_PER_CLASS:,} per class)')
+    return value
+
+
+def refuse_repeats(parser: argparse.ArgumentParser, option: str, values: list) -> None:
+    """Two seeds or fractions that name one run dir (0.1 and 0.10: ``labels0.1``) would be
+    trained in twice at once."""
+    seen = set()
+    for value in values:
+        name = f'{value:g}' if isinstance(value, float) else str(value)  # as the run dir does
+        if name in seen:
+            parser.error(f'{option} names {name} twice')
+        seen.add(name)
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'fashion_mnist'))
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    parser.add_argument('--fractions', type=float, nargs='+', default=[0.01, 0.1])
-    parser.add_argument('--jobs', type=int, default=2,
+    parser.add_argument('--seeds', type=seed, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--fractions', type=label_fraction, nargs='+', default=[0.01, 0.1],
+                        help='fractions of the training labels, each in (0, 1]')
+    parser.add_argument('--jobs', type=positive_int, default=2,
                         help='processes at a time (one thread each); pre-training uses as many')
     parser.add_argument('--doc', default=osp.join(ROOT, 'docs', 'experiments.md'),
                         help='markdown file whose result markers receive the table')
     parser.add_argument('--fresh', action='store_true',
                         help='delete what the study wrote in the work dir first (its '
                         'pre-training, runs and results.json; nothing else)')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    refuse_repeats(parser, '--seeds', args.seeds)
+    refuse_repeats(parser, '--fractions', args.fractions)
+    return args
 
 
 def main(argv=None):

@@ -118,12 +118,12 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'fashion_mnist'),
                         help='the classification study\'s work dir: its pre-training is reused')
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    parser.add_argument('--jobs', type=int, default=2,
+    parser.add_argument('--seeds', type=study.seed, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--jobs', type=study.positive_int, default=2,
                         help='processes at a time (one thread each); pre-training, when it '
                         'has to run, uses as many')
-    parser.add_argument('--train-canvases', type=int, default=4000)
-    parser.add_argument('--test-canvases', type=int, default=1000)
+    parser.add_argument('--train-canvases', type=study.positive_int, default=4000)
+    parser.add_argument('--test-canvases', type=study.positive_int, default=1000)
     parser.add_argument('--docs', nargs='*',
                         default=[osp.join(ROOT, 'docs', 'experiments.md'),
                                  osp.join(ROOT, 'README.md')],
@@ -131,7 +131,9 @@ def parse_args(argv):
     parser.add_argument('--fresh', action='store_true', help='delete the dense runs first')
     parser.add_argument('--cfg-options', nargs='*', default=[],
                         help='more overrides for every run (e.g. train_cfg.max_iters=40)')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    study.refuse_repeats(parser, '--seeds', args.seeds)
+    return args
 
 
 def main(argv=None):
