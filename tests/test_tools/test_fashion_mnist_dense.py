@@ -4,8 +4,11 @@ initialisation, the study's pre-training checkpoint (32 px, 8x8 grid) loads into
 backbone, and the runner reads mmseg's mIoU and writes the table between its markers.
 (tests/test_configs.py trains both configs for one iteration on real canvases.)"""
 import json
+import os
+import time
 from pathlib import Path
 
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
@@ -113,3 +116,133 @@ def test_runner_reads_miou_and_writes_the_table(tmp_path, load_script):
     runner.study.write_doc(str(doc), table, runner.RESULTS_BEGIN, runner.RESULTS_END)
     assert doc.read_text() == (f'before\n{runner.RESULTS_BEGIN}\n{table}\n'
                                f'{runner.RESULTS_END}\nafter\n')
+
+
+@pytest.fixture
+def dense_without_training(tmp_path, load_script, monkeypatch):
+    """The dense runner with its expensive parts replaced: the data, the canvases (their
+    record only), the pre-training (a checkpoint file) and the training (a scalars.json with
+    an mIoU). ``calls`` counts the canvases written and the runs trained."""
+    runner = load_script(ROOT / 'tools' / 'experiments' / 'run_fashion_mnist_dense.py')
+    calls = dict(canvases=[], trained=[])
+    import fastmim.datasets
+    from fastmim.datasets import fashion_mnist_canvas
+    monkeypatch.setattr(fastmim.datasets, 'fetch_fashion_mnist', lambda: str(tmp_path))
+    monkeypatch.setattr(runner.study, 'stop_commands_on_signals', lambda: None)
+
+    def write_canvases(root, num_train, num_test, seed=0, data_root=None):
+        record = Path(root) / 'canvases.json'
+        settings = dict(num_train=num_train, num_test=num_test, seed=seed)
+        if record.exists() and json.loads(record.read_text())['settings'] == settings:
+            return json.loads(record.read_text())  # kept, as write_canvas_segmentation does
+        calls['canvases'].append((num_train, num_test))
+        written = dict(settings=dict(num_train=num_train, num_test=num_test, seed=seed),
+                       counts=dict(train=dict(canvases=num_train, items=3 * num_train),
+                                   test=dict(canvases=num_test, items=3 * num_test)))
+        Path(root).mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(written))
+        return written
+
+    def pretrain(work_dir, jobs):
+        folder = Path(work_dir) / 'pretrain'
+        if not (folder / 'last_checkpoint').exists():
+            folder.mkdir(parents=True)
+            (folder / 'epoch_3.pth').write_bytes(b'pre-trained weights')
+            (folder / 'last_checkpoint').write_text(str(folder / 'epoch_3.pth'))
+        return {}
+
+    def execute(command, log_path, threads):
+        calls['trained'].append(command)
+        with open(log_path, 'w') as log:
+            log.write(' '.join(command) + '\n\n')
+        vis_data = Path(log_path).parent / f'2026010{len(calls["trained"])}_000000' / 'vis_data'
+        vis_data.mkdir(parents=True)
+        (vis_data / 'scalars.json').write_text(json.dumps(dict(mIoU=len(calls['trained']))))
+        return 1.0
+
+    monkeypatch.setattr(fashion_mnist_canvas, 'write_canvas_segmentation', write_canvases)
+    monkeypatch.setattr(runner.study, 'pretrain', pretrain)
+    monkeypatch.setattr(runner.study, 'execute', execute)
+    return runner, calls
+
+
+def test_finished_runs_of_other_settings_are_not_reported_as_these(tmp_path,
+                                                                    dense_without_training):
+    """After a study of 600 updates on 1,000 test canvases, a rerun with max_iters=40 and 50
+    test canvases said '2 of 2 runs already done', reported the old mIoU under the new canvas
+    count and had rewritten the canvases the old runs were trained on."""
+    runner, calls = dense_without_training
+    work_dir = tmp_path / 'study'
+    study = ['--work-dir', str(work_dir), '--seeds', '0', '--jobs', '1', '--docs']
+    runner.main(study + ['--train-canvases', '40', '--test-canvases', '10'])
+    assert len(calls['trained']) == 2 and calls['canvases'] == [(40, 10)]
+    runner.main(study + ['--train-canvases', '40', '--test-canvases', '10'])  # resumes: all done
+    assert len(calls['trained']) == 2
+
+    for other, message in [
+            (['--train-canvases', '20', '--test-canvases', '5'],
+             r'canvases: 20 train / 5 test now, 40 / 10 then'),
+            (['--train-canvases', '40', '--test-canvases', '10', '--cfg-options',
+              'train_cfg.max_iters=40'], r'options: train_cfg\.max_iters=40 now'),
+            (['--cfg-options', 'train_cfg.max_iters=40', '--train-canvases', '100',
+              '--test-canvases', '50'], r'options: .*; canvases: 100 train / 50 test now')]:
+        with pytest.raises(SystemExit, match=r'upernet/pretrained/seed0 finished with other '
+                           rf'settings than this command \({message}.*\); --fresh starts the '
+                           r'dense runs over'):
+            runner.main(study + other)
+        assert calls['canvases'] == [(40, 10)]  # the canvases under the runs are left alone
+        assert len(calls['trained']) == 2
+    # another seed may have other options, not other canvases: seed 0's would be rewritten
+    with pytest.raises(SystemExit, match=r'upernet/pretrained/seed0 finished with other '
+                       r'settings than this command \(canvases: 20 train / 5 test now, 40 / 10 '
+                       r'then\) \(and 1 more runs\); --fresh'):
+        runner.main(['--work-dir', str(work_dir), '--seeds', '1', '--jobs', '1', '--docs',
+                     '--train-canvases', '20', '--test-canvases', '5'])
+    runner.main(['--work-dir', str(work_dir), '--seeds', '1', '--jobs', '1', '--docs',
+                 '--train-canvases', '40', '--test-canvases', '10', '--cfg-options',
+                 'train_cfg.max_iters=40'])
+    assert len(calls['trained']) == 4 and calls['canvases'] == [(40, 10)]
+
+    # no pre-training checkpoint (a new one would be made), or a new one: the pre-trained run
+    # is out of date, the scratch one is not
+    (work_dir / 'pretrain').rename(tmp_path / 'pretrain')
+    with pytest.raises(SystemExit, match=r'upernet/pretrained/seed0 finished with other settings'
+                       r' than this command \(its pre-training checkpoint is gone\); --fresh'):
+        runner.main(study + ['--train-canvases', '40', '--test-canvases', '10'])
+    (tmp_path / 'pretrain').rename(work_dir / 'pretrain')
+    (work_dir / 'pretrain' / 'epoch_3.pth').write_bytes(b'other weights')
+    with pytest.raises(SystemExit, match=r'upernet/pretrained/seed0 finished with other settings'
+                       r' than this command \(another pre-training checkpoint\)'):
+        runner.main(study + ['--train-canvases', '40', '--test-canvases', '10'])
+
+    runner.main(study + ['--train-canvases', '20', '--test-canvases', '5', '--fresh'])
+    assert len(calls['trained']) == 6 and calls['canvases'][-1] == (20, 5)
+    results = json.loads((work_dir / 'dense_results.json').read_text())
+    assert [run['miou'] for run in results['runs']] == [5, 6]
+
+
+def test_runs_finished_before_settings_were_recorded(tmp_path, dense_without_training):
+    """Runs of an earlier runner have no record: the command in their run.log and canvases
+    and a checkpoint older than their result stand for it; anything else is refused."""
+    runner, calls = dense_without_training
+    work_dir = tmp_path / 'study'
+    study = ['--work-dir', str(work_dir), '--seeds', '0', '--jobs', '1', '--docs']
+    runner.main(study + ['--train-canvases', '40', '--test-canvases', '10'])
+    records = sorted(work_dir.glob('upernet/*/seed0/' + runner.SETTINGS_FILE))
+    assert len(records) == 2
+    for record in records:
+        record.unlink()
+    with pytest.raises(SystemExit, match=r'seed0 finished with other settings than this '
+                       r'command \(options: train_cfg\.max_iters=40 now'):
+        runner.main(study + ['--train-canvases', '40', '--test-canvases', '10', '--cfg-options',
+                             'train_cfg.max_iters=40'])
+    runner.main(study + ['--train-canvases', '40', '--test-canvases', '10'])
+    assert len(calls['trained']) == 2 and all(record.exists() for record in records)
+
+    for record in records:
+        record.unlink()
+    later = time.time() + 60  # the canvases rewritten after the runs finished
+    os.utime(work_dir / 'canvases' / 'canvases.json', (later, later))
+    with pytest.raises(SystemExit, match=r'canvases: written after it finished'):
+        runner.main(study + ['--train-canvases', '40', '--test-canvases', '10'])
+    assert len(calls['trained']) == 2

@@ -22,8 +22,14 @@ Does the FastMIM pre-training of the classification study carry into a dense tas
 
 A run whose mIoU is already in its work dir is not repeated, so an interrupted study goes on
 where it stopped; ``--fresh`` deletes the dense runs (not the pre-training or the canvases).
+Each run records what it was trained with next to it (``dense_settings.json``: config and
+options, canvas counts, the pre-training checkpoint's sha256); a finished run of other settings
+than the command's is refused in one line, before the canvases are touched, rather than
+reported as this command's.
 """
 import argparse
+import glob
+import hashlib
 import json
 import os
 import os.path as osp
@@ -39,6 +45,8 @@ import run_fashion_mnist as study  # noqa: E402  (the classification study's sta
 ROOT = study.ROOT
 RESULTS_BEGIN = '<!-- fashion-mnist-dense-results:begin -->'
 RESULTS_END = '<!-- fashion-mnist-dense-results:end -->'
+CANVAS_SEED = 0
+SETTINGS_FILE = 'dense_settings.json'  # in each run's work dir: what it was trained with
 # Row name, config, whether the backbone starts from the pre-training checkpoint.
 METHODS = [
     ('FastMIM pre-trained', 'fashion_mnist_upernet.py', True),
@@ -77,6 +85,162 @@ def read_miou(work_dir: str) -> Optional[float]:
     """The mIoU of the run's last validation (the test canvases), from mmengine's
     scalars.json; ``None`` if it has not finished."""
     return study.last_scalar(work_dir, 'mIoU')
+
+
+def file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# Options the runner derives from the work dir (the canvases and the checkpoint are compared by
+# their settings and sha256): a work dir or repository moved elsewhere holds the same runs.
+DERIVED_OPTIONS = tuple(f'{loader}.dataset.data_root=' for loader in (
+    'train_dataloader', 'val_dataloader', 'test_dataloader')) + (
+    'model.backbone.init_cfg.checkpoint=',)
+
+
+def command_settings(command: Optional[List[str]]) -> dict:
+    """The config and the options of a :func:`train_command` (``[python, train.py, config,
+    '--work-dir', dir, '--cfg-options', *options]``) less the paths; ``None`` for a command
+    of another form (or none)."""
+    if not command or len(command) < 6 or command[5] != '--cfg-options':
+        return dict(config=None, options=None)
+    return dict(config=osp.basename(command[2]),
+                options=[option for option in command[6:]
+                         if not option.startswith(DERIVED_OPTIONS)])
+
+
+def run_settings(run: Run, canvases: dict, checkpoint_digest: Optional[str]) -> dict:
+    """What a run is trained with: its config and options, the canvases' settings (as
+    ``canvases.json`` records them) and, pre-trained, the checkpoint's sha256; the whole
+    command too, for the reader."""
+    return dict(**command_settings(run.command), canvases=canvases,
+                checkpoint_sha256=checkpoint_digest if run.pretrained else None,
+                command=run.command)
+
+
+def recorded_settings(run: Run, canvas_dir: str, checkpoint: Optional[str]) -> dict:
+    """The settings a finished run recorded; for a run of a runner that recorded none, the
+    command on the first line of its ``run.log``, with the canvases and the checkpoint that
+    are there now if both are older than its result (else ``None``: unknown)."""
+    path = osp.join(run.work_dir, SETTINGS_FILE)
+    if osp.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    log = osp.join(run.work_dir, 'run.log')
+    command = None
+    if osp.isfile(log):
+        with open(log) as f:
+            command = f.readline().split()
+    results = glob.glob(osp.join(run.work_dir, '*', 'vis_data', 'scalars.json'))
+    finished = max(osp.getmtime(result) for result in results)
+
+    def older(file: Optional[str]) -> bool:
+        return file is not None and osp.isfile(file) and osp.getmtime(file) <= finished
+
+    record = osp.join(canvas_dir, 'canvases.json')
+    canvases = None
+    if older(record):
+        with open(record) as f:
+            canvases = json.load(f).get('settings')
+    digest = None
+    if run.pretrained and older(checkpoint):
+        digest = file_digest(checkpoint)
+    return dict(**command_settings(command), canvases=canvases, checkpoint_sha256=digest,
+                unrecorded=True)
+
+
+def differences(then: dict, now: dict, pretrained: bool) -> List[str]:
+    """What differs between a run's recorded settings and this command's, in words."""
+    said = []
+    if then.get('config') != now['config']:
+        said.append(f'config: {now["config"]} now, {then.get("config") or "unknown"} then')
+    if then.get('options') != now['options']:
+        before = then.get('options')
+        if before is None:
+            said.append('options: unknown then (no command in its run.log)')
+        else:
+            added = [part for part in now['options'] if part not in before]
+            dropped = [part for part in before if part not in now['options']]
+            said.append('options: ' + '; '.join(
+                words for words in (added and f'{" ".join(added)} now',
+                                    dropped and f'{" ".join(dropped)} then') if words)
+                if added or dropped else 'options: in another order')
+    if then.get('canvases') != now['canvases']:
+        counts, before = now['canvases'], then.get('canvases')
+        if before is None:
+            said.append(f'canvases: written after it finished; {counts["num_train"]} train / '
+                        f'{counts["num_test"]} test now')
+        else:
+            said.append(f'canvases: {counts["num_train"]} train / {counts["num_test"]} test '
+                        f'now, {before.get("num_train")} / {before.get("num_test")} then' +
+                        ('' if before.get('seed') == counts['seed'] else
+                         f' (canvas seed {before.get("seed")} then)'))
+    if pretrained and now['checkpoint_sha256'] is None:
+        said.append('its pre-training checkpoint is gone')
+    elif then.get('checkpoint_sha256') != now['checkpoint_sha256']:
+        said.append('another pre-training checkpoint')
+    return said
+
+
+def check_finished_runs(runs: List[Run], canvas_dir: str, canvases: dict,
+                        checkpoint: Optional[str], others: List[Run] = ()) -> None:
+    """Refuse, in one line, a finished run trained with other settings than these: its mIoU
+    was reported under this command's settings, and the canvases it was trained on were
+    rewritten under it. ``others``, finished runs of seeds not asked for, are held to the
+    canvases only (they are not reported). Runs of an earlier runner that match get their
+    record."""
+    digest = file_digest(checkpoint) if checkpoint and osp.isfile(checkpoint) else None
+    other = []
+    for run in [*runs, *others]:
+        if run.miou is None:
+            continue
+        then = recorded_settings(run, canvas_dir, checkpoint)
+        now = run_settings(run, canvases, digest)
+        said = differences(then, now, run.pretrained)
+        if run not in runs:
+            said = [words for words in said if words.startswith('canvases:')]
+        elif not said and then.get('unrecorded'):
+            write_settings(run, now)
+        if said:
+            other.append((run, said))
+    if other:
+        run, said = other[0]
+        more = f' (and {len(other) - 1} more runs)' if len(other) > 1 else ''
+        sys.exit(f'error: {run.work_dir} finished with other settings than this command '
+                 f'({"; ".join(said)}){more}; --fresh starts the dense runs over')
+
+
+def runs_of(seeds: List[int], dense_dir: str) -> List[Run]:
+    """The runs of ``seeds``, seed by seed, with the mIoU of those that finished."""
+    runs = []
+    for seed in seeds:
+        for name, config, pretrained in METHODS:
+            run = Run(name, config, pretrained, seed,
+                      osp.join(dense_dir, 'pretrained' if pretrained else 'scratch',
+                               f'seed{seed}'))
+            run.miou = read_miou(run.work_dir)
+            runs.append(run)
+    return runs
+
+
+def seeds_on_disk(dense_dir: str) -> List[int]:
+    """The seeds of the run dirs under ``dense_dir`` (``pretrained/seed3``: 3)."""
+    seeds = set()
+    for path in glob.glob(osp.join(dense_dir, '*', 'seed*')):
+        digits = osp.basename(path)[len('seed'):]
+        if digits.isdigit():
+            seeds.add(int(digits))
+    return sorted(seeds)
+
+
+def write_settings(run: Run, settings: dict) -> None:
+    os.makedirs(run.work_dir, exist_ok=True)
+    with open(osp.join(run.work_dir, SETTINGS_FILE), 'w') as f:
+        json.dump(settings, f, indent=1)
 
 
 def train_all(runs: List[Run], jobs: int) -> None:
@@ -128,7 +292,9 @@ def parse_args(argv):
                         default=[osp.join(ROOT, 'docs', 'experiments.md'),
                                  osp.join(ROOT, 'README.md')],
                         help='markdown files whose dense-result markers receive the table')
-    parser.add_argument('--fresh', action='store_true', help='delete the dense runs first')
+    parser.add_argument('--fresh', action='store_true',
+                        help='delete the dense runs first (needed to change the settings of a '
+                        'study whose runs finished)')
     parser.add_argument('--cfg-options', nargs='*', default=[],
                         help='more overrides for every run (e.g. train_cfg.max_iters=40)')
     args = parser.parse_args(argv)
@@ -153,36 +319,45 @@ def main(argv=None):
     os.makedirs(work_dir, exist_ok=True)
     start, load_start = time.time(), os.getloadavg()[0]
 
+    canvas_dir = osp.join(work_dir, 'canvases')
+    canvas_settings = dict(num_train=args.train_canvases, num_test=args.test_canvases,
+                           seed=CANVAS_SEED)  # as canvases.json records them
+    pretrain_dir = osp.join(work_dir, 'pretrain')
+    checkpoint = (study.latest_checkpoint(pretrain_dir)
+                  if osp.isfile(osp.join(pretrain_dir, 'last_checkpoint')) else None)
+    runs = runs_of(args.seeds, dense_dir)
+    others = runs_of([seed for seed in seeds_on_disk(dense_dir) if seed not in args.seeds],
+                     dense_dir)
+    for run in [*runs, *others]:
+        run.command = train_command(run, canvas_dir, checkpoint, args.cfg_options)
+    # Before the canvases are written: other counts would rewrite those of the finished runs.
+    check_finished_runs(runs, canvas_dir, canvas_settings, checkpoint, others)
+
     from fastmim.datasets import fetch_fashion_mnist
     from fastmim.datasets.fashion_mnist_canvas import write_canvas_segmentation
     try:
         data_root = fetch_fashion_mnist()
     except RuntimeError as error:
         sys.exit(f'error: {error}')
-    canvas_dir = osp.join(work_dir, 'canvases')
     canvases = write_canvas_segmentation(canvas_dir, args.train_canvases, args.test_canvases,
-                                         seed=0, data_root=data_root)
+                                         seed=CANVAS_SEED, data_root=data_root)
     print(f'canvases in {canvas_dir}: {canvases["counts"]["train"]["canvases"]} train, '
           f'{canvases["counts"]["test"]["canvases"]} test', flush=True)
     facts = study.pretrain(work_dir, args.jobs)
-    checkpoint = study.latest_checkpoint(osp.join(work_dir, 'pretrain'))
+    checkpoint = study.latest_checkpoint(pretrain_dir)
+    digest = file_digest(checkpoint)
 
     results_path = osp.join(work_dir, 'dense_results.json')
     earlier = {}
     if osp.isfile(results_path):  # durations of runs an interrupted invocation finished
         with open(results_path) as f:
             earlier = {(r['method'], r['seed']): r['seconds'] for r in json.load(f)['runs']}
-    runs = []
-    for seed in args.seeds:
-        for name, config, pretrained in METHODS:
-            run = Run(name, config, pretrained, seed,
-                      osp.join(dense_dir, 'pretrained' if pretrained else 'scratch',
-                               f'seed{seed}'))
-            run.command = train_command(run, canvas_dir, checkpoint, args.cfg_options)
-            run.miou = read_miou(run.work_dir)
-            if run.miou is not None:
-                run.seconds = earlier.get((name, seed))
-            runs.append(run)
+    for run in runs:
+        run.command = train_command(run, canvas_dir, checkpoint, args.cfg_options)
+        if run.miou is None:  # recorded before it starts: a finished run has its record
+            write_settings(run, run_settings(run, canvas_settings, digest))
+        else:
+            run.seconds = earlier.get((run.method, run.seed))
     train_all(runs, args.jobs)
 
     facts.update(total_seconds=time.time() - start, load_average_start=load_start,
