@@ -35,6 +35,14 @@ def test_the_columns_torch_sorts_by_are_accepted(tool, sort):
     tool.check_sort(sort)
 
 
+@pytest.mark.parametrize('flag', ['--rows', '--steps', '--batch-size'])
+def test_counts_below_one_are_refused(tool, capsys, flag):
+    """--rows 0 printed an empty table, --rows -3 the whole one."""
+    with pytest.raises(SystemExit):
+        tool.parse_args(['--backbone', 'vit_b', flag, '0'])
+    assert f'argument {flag}: must be a positive integer, got 0' in capsys.readouterr().err
+
+
 def test_a_trace_in_a_missing_folder_is_refused(tool, nothing_built, tmp_path):
     """torch's profiler only logs that it cannot write the trace: the tool said 'trace written'
     and exited 0."""

@@ -27,10 +27,13 @@ def run(*args, **env):
     (['--out', '{tmp}'], 'error: IsADirectoryError: --out {tmp} is a folder; expected a file '
      'name'),
     # It wrote an empty list file and named that temporary file as the problem.
-    (['--list-size', '-1'], 'error: ValueError: --list-size must be 0 or more, got -1')])
+    (['--list-size', '-1'], 'error: ValueError: --list-size must be 0 or more, got -1'),
+    # one sample: the growth was reported as null without a word
+    (['--every', '2'], 'soak_memory.py: error: --every 2 leaves one sample in --iters 2: the '
+     'growth needs two or more')])
 def test_bad_inputs_end_in_one_line_before_training(tmp_path, args, line):
     """A missing config was a traceback; an unwritable --out failed after the whole soak."""
-    result = run(*(arg.format(tmp=tmp_path) for arg in args), '--iters', '2')
+    result = run('--iters', '2', '--every', '1', *(arg.format(tmp=tmp_path) for arg in args))
     assert result.returncode in (1, 2)  # 2: argparse refused it
     assert result.stderr.strip().splitlines()[-1] == line.format(tmp=tmp_path)
 

@@ -85,6 +85,13 @@ def test_counts_that_cannot_be_meant_are_refused(train_speed, capsys, flag, valu
     assert f'argument {flag}: must be' in capsys.readouterr().err
 
 
+def test_a_skip_that_leaves_nothing_to_time_is_refused(train_speed, capsys):
+    """summarise fell back to timing every iteration, the warm-up included, without a word."""
+    with pytest.raises(SystemExit):
+        train_speed.parse_args(['pretrain', '--out', 'r.json', '--iters', '5', '--skip', '5'])
+    assert '--skip 5 leaves none of the --iters 5 iterations to time' in capsys.readouterr().err
+
+
 def test_a_config_beside_the_command_is_found(tmp_path, train_speed, monkeypatch):
     """--config my_config.py was looked up in the repository only: 'config file not found:
     <repository>/my_config.py' for a file in the current folder."""

@@ -16,17 +16,17 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description='Profile one pre-training step')
     parser.add_argument('--backbone', required=True, choices=sorted(RECIPES))
     parser.add_argument('--method', default='fastmim', choices=METHODS)
-    parser.add_argument('--batch-size', type=int, default=8)
+    from fastmim.engine.launch import add_debug_arg, positive_int
+    parser.add_argument('--batch-size', type=positive_int, default=8)
     parser.add_argument('--device', choices=['cpu', 'cuda'],
                         help='default: cuda when available, else cpu')
     parser.add_argument('--amp', action='store_true',
                         help='autocast: fp16 on CUDA, bf16 on CPU (as the benchmark)')
-    parser.add_argument('--steps', type=int, default=3, help='profiled steps')
-    parser.add_argument('--rows', type=int, default=25, help='rows of the table')
+    parser.add_argument('--steps', type=positive_int, default=3, help='profiled steps')
+    parser.add_argument('--rows', type=positive_int, default=25, help='rows of the table')
     parser.add_argument('--sort', help='profiler column to sort by (default: self device '
                         'time on CUDA, self CPU time on CPU)')
     parser.add_argument('--trace', help='also write a Chrome trace (chrome://tracing) here')
-    from fastmim.engine.launch import add_debug_arg
     add_debug_arg(parser)
     return parser.parse_args(argv)
 

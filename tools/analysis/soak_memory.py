@@ -48,7 +48,11 @@ def parse_args(argv=None):
     parser.add_argument('--out', help='write the samples and growth to this JSON file')
     parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction, default={})
     add_debug_arg(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.every >= args.iters:  # one sample: no growth to report
+        parser.error(f'--every {args.every} leaves one sample in --iters {args.iters}: the '
+                     'growth needs two or more')
+    return args
 
 
 def memory_of(process):

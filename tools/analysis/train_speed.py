@@ -179,7 +179,11 @@ def parse_args(argv):
     parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction, default={},
                         help='more overrides for tools/train.py and tools/test.py')
     add_debug_arg(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.skip >= args.iters:  # summarise would time the warm-up iterations too
+        parser.error(f'--skip {args.skip} leaves none of the --iters {args.iters} iterations to '
+                     'time; give fewer or more')
+    return args
 
 
 def resolve_config(name):
