@@ -199,13 +199,20 @@ def test_a_stage_runs_only_what_its_work_dir_lacks(tmp_path, monkeypatch, tool):
 
     def run_step(command, what):
         steps.append((what, command))
+        if what == 'finetune training' and not (stage_dir / 'last_checkpoint').exists():
+            # Preempted after epoch 2 (run_step exits with the status tools/train.py gave).
+            (stage_dir / 'last_checkpoint').write_text(str(stage_dir / 'epoch_2.pth'))
+            raise SystemExit(75)
         if what == 'finetune training':
             (stage_dir / 'epoch_3.pth').touch()
         else:
             (stage_dir / 'metrics.json').write_text('{"accuracy/top1": 50.0}')
 
     monkeypatch.setattr(tool, 'run_step', run_step)
-    (stage_dir / 'last_checkpoint').write_text(str(stage_dir / 'epoch_2.pth'))
+    with pytest.raises(SystemExit):
+        tool.run_stage('finetune', str(config), 'pre.pth', args, str(tmp_path))
+    assert '--resume' not in steps[0][1]
+    steps.clear()
     record, results = tool.run_stage('finetune', str(config), 'pre.pth', args, str(tmp_path))
     assert [what for what, _ in steps] == ['finetune training', 'finetune testing']
     train, test = (command for _, command in steps)
@@ -225,6 +232,157 @@ def test_a_stage_runs_only_what_its_work_dir_lacks(tmp_path, monkeypatch, tool):
     steps.clear()
     tool.run_stage('finetune', str(config), 'pre.pth', args, str(tmp_path))
     assert steps == []
+
+
+def write_tiny_pretraining_checkpoint(path, scale=1.):
+    """A pre-training checkpoint of a 2-block ViT (``scale`` makes another one of it)."""
+    from fastmim.engine.checkpoint import save_checkpoint_file
+    from fastmim.models.backbones import VisionTransformer
+    torch.manual_seed(0)
+    vit = VisionTransformer(arch=dict(embed_dim=32, depth=2, num_heads=2), img_size=64)
+    state = {f'backbone.{key}': value * scale for key, value in vit.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint_file({'state_dict': {**state, 'mask_token': torch.zeros(1, 3, 1, 1)},
+                          'meta': {'geometry': {'backbone': vit.geometry()}}}, str(path))
+    return path
+
+
+class FakeStages:
+    """``run_step`` leaving what a stage's training and testing leave in its work dir: the final
+    checkpoint (each training writes another one) and ``metrics.json`` with the next number;
+    a stage named in ``preempt`` stops after ``last_checkpoint`` instead, as a preempted
+    training does."""
+
+    def __init__(self, tool, numbers):
+        self.tool, self.numbers, self.steps, self.preempt = tool, iter(numbers), [], set()
+
+    def __call__(self, command, what):
+        self.steps.append((what, command))
+        stage, step = what.split()
+        options = command[command.index('--cfg-options') + 1:]
+        work_dir = Path(command[command.index('--work-dir') + 1])
+        if step == 'testing':
+            number = next(self.numbers)
+            Path(command[command.index('--out') + 1]).write_text(json.dumps(
+                {'accuracy/top1': number, 'mIoU': number}))
+            return
+        work_dir.mkdir(parents=True, exist_ok=True)
+        if stage in self.preempt:
+            self.preempt.discard(stage)
+            (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_1.pth'))
+            raise SystemExit(75)
+        Path(self.tool.final_checkpoint(command[2], options, str(work_dir))).write_text(
+            f'training {len(self.steps)} from {options}')
+
+    def ran(self):
+        ran = [what for what, _ in self.steps]
+        self.steps.clear()
+        return ran
+
+
+def test_a_stage_begun_with_another_checkpoint_or_options_is_not_kept(tmp_path, monkeypatch,
+                                                                      tool, capsys):
+    """A finished stage was kept whatever checkpoint and options the command gave: the table
+    reported a's top-1 under b's name (and an interrupted stage resumed a's run with b)."""
+    from fastmim.errors import LaunchError
+    a = write_tiny_pretraining_checkpoint(tmp_path / 'a' / 'epoch_1.pth')
+    b = write_tiny_pretraining_checkpoint(tmp_path / 'b' / 'epoch_1.pth', scale=2.)
+    fake = FakeStages(tool, [25., 75., 60., 80.])
+    monkeypatch.setattr(tool, 'run_step', fake)
+    work_dir = tmp_path / 'runs'
+    stage_dir = work_dir / 'finetune'
+
+    def main(checkpoint, *argv):
+        return tool.main([str(checkpoint), '1', 'finetune', '--work-dir', str(work_dir), *argv])
+
+    lr = ['--ft-options', 'optim_wrapper.optimizer.lr=0.5']
+    assert main(a) == {'top1': 25.} and fake.ran() == ['finetune training', 'finetune testing']
+    table = (work_dir / 'results.md').read_text()
+    for argv, what in [((b,), [f'init checkpoint: begun with {a} (sha256 ', f'now {b} (sha256 ']),
+                       ((a, *lr), ["options: begun with [], now ['optim_wrapper.optimizer.lr=0.5'"
+                                   "]"]),
+                       ((b, *lr), [f'now {b} (sha256 ', 'options: begun with []'])]:
+        with pytest.raises(LaunchError) as error:
+            main(*argv)
+        message = str(error.value)
+        assert message.startswith(f'finetune stage: {stage_dir} holds a run begun with '
+                                  f'something else (')
+        assert all(part in message for part in what), message
+        assert message.endswith('use another --work-dir, or --restart finetune to start the '
+                                f'stage over (its files move to {stage_dir}.replaced-<time>)')
+        assert fake.ran() == [] and (work_dir / 'results.md').read_text() == table
+    # What the stage was begun with, in its work dir.
+    record = json.loads((stage_dir / 'started_with.json').read_text())
+    assert record['init_checkpoint']['path'] == str(a) and record['options'] == []
+
+    # The same command (or the same file copied elsewhere) keeps the finished stage.
+    capsys.readouterr()
+    copy = tmp_path / 'copy' / 'a.pth'
+    copy.parent.mkdir()
+    copy.write_bytes(a.read_bytes())
+    assert main(a) == {'top1': 25.} and main(copy) == {'top1': 25.} and fake.ran() == []
+    assert '[downstream] finetune: finished before' in capsys.readouterr().out
+
+    # --restart moves the old run aside and starts over: b's number under b's name.
+    assert main(b, *lr, '--restart', 'finetune') == {'top1': 75.}
+    assert '--resume' not in fake.steps[0][1]
+    assert fake.ran() == ['finetune training', 'finetune testing']
+    assert [path.name.split('-')[0] for path in work_dir.glob('finetune.replaced-*')] == [
+        'finetune.replaced']
+    assert f'| {b} | VisionTransformer | 75.00 |' in (work_dir / 'results.md').read_text()
+    assert json.loads((work_dir / 'results.json').read_text())['stages']['finetune'][
+        'started_with']['options'] == ['optim_wrapper.optimizer.lr=0.5']
+
+    # An interrupted stage resumes only the run of the same command.
+    fake.preempt.add('finetune')
+    with pytest.raises(SystemExit):
+        main(a, '--restart', 'finetune')
+    assert fake.ran() == ['finetune training']
+    with pytest.raises(LaunchError, match=re.escape(f'init checkpoint: begun with {a} (sha256')):
+        main(b)
+    assert fake.ran() == []
+    assert main(a) == {'top1': 60.}
+    train = fake.steps[0][1]
+    assert fake.ran() == ['finetune training', 'finetune testing'] and '--resume' in train
+
+    # A work dir that recorded nothing (begun by hand or before the record) is not trusted.
+    (stage_dir / 'started_with.json').unlink()
+    with pytest.raises(LaunchError, match=re.escape(
+            f'finetune stage: {stage_dir} holds a run but no record of what it was begun with')):
+        main(a)
+
+
+def test_a_downstream_stage_chains_from_the_fine_tuned_checkpoint_it_was_begun_with(
+        tmp_path, monkeypatch, tool):
+    """seg begun from one fine-tuned checkpoint is not kept for another; the command stops
+    before fine-tuning again, not after."""
+    from fastmim.errors import LaunchError
+    pretrain = write_tiny_pretraining_checkpoint(tmp_path / 'a' / 'epoch_1.pth')
+    fake = FakeStages(tool, [25., 40., 30., 45.])
+    monkeypatch.setattr(tool, 'run_step', fake)
+    work_dir = tmp_path / 'runs'
+    command = [str(pretrain), '1', 'seg', '--work-dir', str(work_dir)]
+    assert tool.main(command) == {'top1': 25., 'miou': 40.}
+    assert fake.ran() == ['finetune training', 'finetune testing', 'seg training', 'seg testing']
+    finetuned = next((work_dir / 'finetune').glob('epoch_*.pth'))
+
+    # finetune's work dir gone (or trained again): seg is from a checkpoint that is no more.
+    (work_dir / 'finetune').rename(tmp_path / 'finetune_elsewhere')
+    with pytest.raises(LaunchError, match=re.escape(
+            f'seg stage: {work_dir / "seg"} holds a run begun with something else (init '
+            f'checkpoint: begun with {finetuned} (sha256 ')) as error:
+        tool.main(command)
+    assert f'now {finetuned} (no such file now)' in str(error.value)
+    assert fake.ran() == []
+    seg_record = json.loads((work_dir / 'seg' / 'started_with.json').read_text())
+    assert seg_record['init_checkpoint']['path'] == str(finetuned)
+    # --restart finetune starts seg over too, since seg starts from finetune's checkpoint.
+    assert tool.main(command + ['--restart', 'finetune']) == {'top1': 30., 'miou': 45.}
+    assert fake.ran() == ['finetune training', 'finetune testing', 'seg training', 'seg testing']
+    assert len(list(work_dir.glob('seg.replaced-*'))) == 1
+    with pytest.raises(LaunchError, match=re.escape('--restart det: not a stage of this '
+                                                    'command (its stages: finetune, seg)')):
+        tool.main(command + ['--restart', 'det'])
 
 
 def test_table_marks_what_was_not_run(tool):

@@ -3,7 +3,7 @@
     tools/benchmarks/downstream.sh PRETRAIN_CKPT GPUS [finetune|det|seg|all] [--work-dir DIR]
         [--backbone TYPE] [--finetune-config F] [--det-config D] [--seg-config S]
         [--cfg-options k=v ...] [--ft-options k=v ...] [--det-options k=v ...]
-        [--seg-options k=v ...] [--trust-checkpoint]
+        [--seg-options k=v ...] [--trust-checkpoint] [--restart STAGE ...]
 
 The stages, each ``tools/train.py`` then ``tools/test.py`` (``dist_train.sh`` / ``dist_test.sh``
 when GPUS > 1) in ``WORK_DIR/<stage>``:
@@ -20,16 +20,21 @@ downstream task the backbone has a config for (a ``--det-config`` or ``--seg-con
 ``--cfg-options`` reach every stage, ``--ft-options`` / ``--det-options`` / ``--seg-options`` one
 stage, after the checkpoint this tool sets, so they can override it. A stage whose work dir holds
 its final checkpoint and its metrics JSON is skipped when the command runs again; one whose
-training stopped resumes from its last checkpoint. The numbers are the metrics mmengine's test
-loop returns (``tools/test.py --out``), collected in ``WORK_DIR/results.md`` and
-``results.json``.
+training stopped resumes from its last checkpoint; both only when the stage was begun with the
+same init checkpoint (by content), config and options, which a stage records in
+``WORK_DIR/<stage>/started_with.json`` when it starts. Else the command stops before anything
+runs, naming what differs (``--restart STAGE`` starts a stage over, moving its old files
+aside). The numbers are the metrics mmengine's test loop returns (``tools/test.py --out``),
+collected in ``WORK_DIR/results.md`` and ``results.json``.
 """
 import argparse
+import hashlib
 import json
 import os
 import os.path as osp
 import subprocess
 import sys
+import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -82,6 +87,12 @@ def parse_args(argv):
                             help=f'--cfg-options for {stage} (training and testing)')
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='allow full unpickling of PRETRAIN_CKPT (only for files you trust)')
+    parser.add_argument('--restart', nargs='+', action='extend', default=[],
+                        choices=['finetune', 'det', 'seg'], metavar='STAGE',
+                        help='start these stages over (finetune: also the stages that start '
+                        'from its checkpoint), moving their old work dir WORK_DIR/<stage> to '
+                        'WORK_DIR/<stage>.replaced-<time>; needed when a stage was begun with '
+                        'another checkpoint, config or options')
     from fastmim.engine.launch import add_debug_arg
     add_debug_arg(parser)
     args = parser.parse_args(argv)
@@ -184,16 +195,162 @@ def tool_command(tool, gpus, positional):
     return ['bash', osp.join(ROOT, 'tools', f'dist_{tool}.sh'), *positional, str(gpus)]
 
 
-def run_stage(stage, config, init_checkpoint, args, work_dir):
-    """Train and test one stage unless its work dir shows it finished; return its checkpoint
-    and the test metrics."""
+# What a stage was begun with, in its work dir: a finished or interrupted stage is kept only when
+# the command asks for the same again.
+STARTED_WITH = 'started_with.json'
+INIT_KEY = 'model.backbone.init_cfg.checkpoint'
+
+
+def stage_options(stage, init_checkpoint, args):
+    """The --cfg-options of a stage's training and testing: the checkpoint this tool starts it
+    from, then the user's (which may override it)."""
+    per_stage = {'finetune': args.ft_options, 'det': args.det_options, 'seg': args.seg_options}
+    return [f'{INIT_KEY}={init_checkpoint}', *args.cfg_options, *per_stage[stage]]
+
+
+def file_identity(path, known=None):
+    """Resolved path, size, mtime and SHA-256 of a file (``sha256`` None for one that is not
+    there, e.g. a URL or a checkpoint still to be trained). The SHA-256 is taken from
+    ``known`` (an earlier identity) when path, size and mtime are unchanged: a rerun does not
+    read a checkpoint of a GB again."""
+    if '://' in path:
+        return dict(path=path, sha256=None)
+    path = osp.realpath(path)
+    if not osp.isfile(path):
+        return dict(path=path, sha256=None)
+    stat = os.stat(path)
+    if known and known.get('sha256') and (known.get('path'), known.get('size'),
+                                           known.get('mtime_ns')) == (
+                                               path, stat.st_size, stat.st_mtime_ns):
+        sha256 = known['sha256']
+    else:
+        digest = hashlib.sha256()
+        with open(path, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 24), b''):
+                digest.update(block)
+        sha256 = digest.hexdigest()
+    return dict(path=path, size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=sha256)
+
+
+def init_checkpoint_of(options):
+    """The checkpoint a stage's backbone starts from: the last ``model.backbone.init_cfg.
+    checkpoint`` option (PRETRAIN_CKPT for finetune, the fine-tuned checkpoint det / seg chain
+    from, unless a user option overrides it)."""
+    return [option.split('=', 1)[1] for option in options if option.startswith(INIT_KEY + '=')][-1]
+
+
+def started_with(config, options, known=None):
+    """What a stage is begun with: its config file, its init checkpoint and the user's options
+    (``known``: the record of an earlier start, whose hashes serve for unchanged files)."""
+    known = known or {}
+    return dict(config=file_identity(config, known.get('config')),
+                init_checkpoint=file_identity(init_checkpoint_of(options),
+                                              known.get('init_checkpoint')),
+                options=list(options[1:]))
+
+
+def describe_file(identity):
+    if identity.get('sha256') is None:
+        return f'{identity["path"]} (no such file now)'
+    return f'{identity["path"]} (sha256 {identity["sha256"][:12]}, {identity["size"]} bytes)'
+
+
+def differences(old, new):
+    """What ``new`` (a :func:`started_with`) changes of ``old``, one phrase each."""
+    found = []
+    old_config, new_config = old.get('config', {}), new['config']
+    if (old_config.get('path'), old_config.get('sha256')) != (new_config['path'],
+                                                              new_config['sha256']):
+        found.append(f'config: begun with {describe_file(old_config)}, now '
+                     f'{describe_file(new_config)}')
+    old_init, new_init = old.get('init_checkpoint', {}), new['init_checkpoint']
+    # The checkpoint's content, not its name, gives the numbers: a copied or moved file is the
+    # same one (the table shows the name this command gives).
+    same = (old_init.get('sha256') == new_init['sha256'] if new_init['sha256'] else
+            (old_init.get('sha256'), old_init.get('path')) == (None, new_init['path']))
+    if not same:
+        found.append(f'init checkpoint: begun with {describe_file(old_init)}, now '
+                     f'{describe_file(new_init)}')
+    if old.get('options') != new['options']:
+        found.append(f'options: begun with {old.get("options")}, now {new["options"]}')
+    return found
+
+
+def check_stage(stage, config, init_checkpoint, args, work_dir):
+    """Whether the stage's work dir holds a run (final checkpoint, metrics or an interrupted
+    training) of this command; stop when it holds one begun with another init checkpoint,
+    config or options, or one that recorded nothing."""
     from fastmim.errors import LaunchError
     stage_dir = osp.join(work_dir, stage)
-    per_stage = {'finetune': args.ft_options, 'det': args.det_options, 'seg': args.seg_options}
-    options = [f'model.backbone.init_cfg.checkpoint={init_checkpoint}', *args.cfg_options,
-               *per_stage[stage]]
+    options = stage_options(stage, init_checkpoint, args)
+    files = [final_checkpoint(config, options, stage_dir), osp.join(stage_dir, 'metrics.json'),
+             osp.join(stage_dir, 'last_checkpoint')]
+    if not any(osp.exists(path) for path in files):
+        return False
+    way_out = (f'use another --work-dir, or --restart {stage} to start the stage over (its '
+               f'files move to {stage_dir}.replaced-<time>)')
+    record_file = osp.join(stage_dir, STARTED_WITH)
+    try:
+        with open(record_file) as f:
+            old = json.load(f)
+    except (OSError, ValueError) as error:
+        why = 'none' if isinstance(error, FileNotFoundError) else f'unreadable: {error}'
+        raise LaunchError(f'{stage} stage: {stage_dir} holds a run but no record of what it was '
+                          f'begun with ({record_file}: {why}), so its numbers may not be this '
+                          f'checkpoint\'s: {way_out}') from None
+    found = differences(old, started_with(config, options, known=old))
+    if found:
+        raise LaunchError(f'{stage} stage: {stage_dir} holds a run begun with something else ('
+                          f'{"; ".join(found)}); keeping it would report its numbers under '
+                          f'this command: {way_out}')
+    return True
+
+
+def restart_stages(plan, args, work_dir):
+    """Move the work dir of each ``--restart`` stage aside; restarting finetune restarts the
+    stages whose init checkpoint is its final checkpoint."""
+    from fastmim.errors import LaunchError
+    stages = {stage for stage, _, _ in plan}
+    unknown = sorted(set(args.restart) - stages)
+    if unknown:
+        raise LaunchError(f'--restart {" ".join(unknown)}: not a stage of this command '
+                          f'(its stages: {", ".join(stage for stage, _, _ in plan)})')
+    restart = set(args.restart)
+    if 'finetune' in restart:
+        finetune_config, finetune_init = plan[0][1], plan[0][2]
+        finetuned = osp.realpath(final_checkpoint(
+            finetune_config, stage_options('finetune', finetune_init, args),
+            osp.join(work_dir, 'finetune')))
+        for stage, _, init_checkpoint in plan[1:]:
+            init = init_checkpoint_of(stage_options(stage, init_checkpoint, args))
+            if osp.realpath(init) == finetuned:
+                restart.add(stage)
+    stamp = time.strftime('%Y%m%d_%H%M%S')
+    for stage, _, _ in plan:
+        stage_dir = osp.join(work_dir, stage)
+        if stage in restart and osp.exists(stage_dir):
+            aside, n = f'{stage_dir}.replaced-{stamp}', 1
+            while osp.exists(aside):
+                aside, n = f'{stage_dir}.replaced-{stamp}-{n}', n + 1
+            os.rename(stage_dir, aside)
+            print(f'[downstream] {stage}: starting over, its old files moved to {aside}',
+                  flush=True)
+
+
+def run_stage(stage, config, init_checkpoint, args, work_dir):
+    """Train and test one stage unless its work dir shows it finished; return its checkpoint
+    and the test metrics. A stage begun before must have been begun with the same init
+    checkpoint, config and options (:func:`check_stage`); one that starts records them."""
+    from fastmim.errors import LaunchError
+    stage_dir = osp.join(work_dir, stage)
+    options = stage_options(stage, init_checkpoint, args)
     checkpoint = final_checkpoint(config, options, stage_dir)
     metrics_file = osp.join(stage_dir, 'metrics.json')
+    record_file = osp.join(stage_dir, STARTED_WITH)
+    if not check_stage(stage, config, init_checkpoint, args, work_dir):
+        os.makedirs(stage_dir, exist_ok=True)
+        with open(record_file, 'w') as f:
+            json.dump(started_with(config, options), f, indent=2)
 
     if osp.isfile(checkpoint) and osp.isfile(metrics_file):
         print(f'[downstream] {stage}: finished before ({checkpoint}, {metrics_file})', flush=True)
@@ -221,7 +378,10 @@ def run_stage(stage, config, init_checkpoint, args, work_dir):
             raise LaunchError(f'{metrics_file} has no {key!r} (it has {sorted(metrics)}): is '
                               f'{config} a {stage} config?')
         results[name] = metrics[key] * factor
-    return dict(config=config, checkpoint=checkpoint, metrics=metrics), results
+    with open(record_file) as f:
+        record = json.load(f)
+    return dict(config=config, checkpoint=checkpoint, metrics=metrics,
+                started_with=record), results
 
 
 def markdown_table(pretrain, backbone, results):
@@ -259,13 +419,23 @@ def main(argv):
     work_dir = osp.abspath(args.work_dir or default_work_dir(pretrain))
     check_work_dir(work_dir)
 
-    stages, results = {}, {}
-    init_checkpoint = pretrain
+    # Each stage with the checkpoint it starts from: det and seg the one finetune ends with.
+    plan, init_checkpoint = [], pretrain
     for stage, config in configs.items():
-        stages[stage], stage_results = run_stage(stage, config, init_checkpoint, args, work_dir)
-        results.update(stage_results)
+        plan.append((stage, config, init_checkpoint))
         if stage == 'finetune':
-            init_checkpoint = stages[stage]['checkpoint']
+            init_checkpoint = final_checkpoint(
+                config, stage_options(stage, pretrain, args), osp.join(work_dir, stage))
+    restart_stages(plan, args, work_dir)
+    # Every stage found begun is checked before any runs: det / seg begun from another
+    # fine-tuned checkpoint stop the command now, not after finetune has trained.
+    for stage, config, init in plan:
+        check_stage(stage, config, init, args, work_dir)
+
+    stages, results = {}, {}
+    for stage, config, init in plan:
+        stages[stage], stage_results = run_stage(stage, config, init, args, work_dir)
+        results.update(stage_results)
 
     table = markdown_table(args.checkpoint, backbone, results)
     with open(osp.join(work_dir, 'results.md'), 'w') as f:
