@@ -268,6 +268,12 @@ def reconstruct(model: nn.Module, images, seed: int = 0, cell_px: int = 16,
         raise TypeError(f'{type(model).__name__} cannot reconstruct (it has no decoder): give '
                         'a FastMIM pre-training config and a checkpoint that pre-training wrote; '
                         'a fine-tuned checkpoint has no decoder either')
+    block = model.mask_generator.block_size
+    if input_size is not None and input_size % block:
+        # the mask's own message names the training pipeline's crop, not this argument
+        nearest = max(block, input_size // block * block)
+        raise ValueError(f'input_size (--input-size) {input_size} is not a multiple of the '
+                         f'mask block ({block} px, model.block_size); give e.g. {nearest}')
     panels = draw_reconstructions(model, _normalised_batch(model, images, input_size), seed=seed,
                                   cell_px=cell_px)
     return panels[0] if _is_one_image(images) else panels

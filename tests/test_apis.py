@@ -49,6 +49,15 @@ def test_get_model_refuses_a_checkpoint_of_another_model(checkpoint):
         get_model('nowhere.py')
 
 
+def test_an_input_size_the_mask_blocks_do_not_tile_names_the_argument(photos):
+    """The mask's message told a visualize_reconstruction.py user to change the training
+    pipeline's RandomResizedCrop size."""
+    model = get_model(PRETRAIN, **TINY_ARCH)
+    with pytest.raises(ValueError, match=r'input_size \(--input-size\) 40 is not a multiple of '
+                       r'the mask block \(16 px, model.block_size\); give e.g. 32'):
+        reconstruct(model, photos[0], input_size=40)
+
+
 def test_get_model_names_a_broken_config_and_a_misspelt_key(tmp_path):
     """tools/train.py's messages: mmengine's SyntaxError named '<unknown>', and a misspelt
     model key only the class that refused it."""
