@@ -345,6 +345,9 @@ def test_cmt_fine_tuned_file_initialises_a_backbone_directly_with_its_classifier
      r'\("model"\): fastmim\'s own checkpoints \(a converted file included\) need no '
      r'conversion'),
     ([torch.zeros(1)], r'holds a list, not a reference-release checkpoint'),
+    # 'found keys ' followed by nothing
+    ({'model': {}, 'epoch': 3}, r"its 'model' holds no weights \(an empty dict\): nothing to "
+     r'convert'),
 ])
 def test_a_file_that_is_not_the_releases_is_one_line_naming_what_it_is(
         tmp_path, from_reference, content, message):

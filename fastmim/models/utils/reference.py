@@ -120,6 +120,9 @@ def detect_reference_backbone(state: Dict[str, torch.Tensor], path: str) -> str:
     markers = {layout.name: layout.finetuned_marker if finetuned else layout.pretraining_marker
                for layout in _layouts()}
     found = [name for name, marker in markers.items() if marker in state]
+    if not state:
+        raise CheckpointError(f"{path}: its 'model' holds no weights (an empty dict): nothing "
+                              'to convert')
     if len(found) != 1:
         raise CheckpointError(
             f'{path}: cannot tell which reference backbone this is; expected exactly one of the '
