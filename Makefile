@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   installs what is missing, then pre-trains FastMIM on the embedded real photos
 #   make test   installs what is missing, then runs the whole test suite
-PYTHON ?= python3.11
+# PYTHON=... picks the interpreter; unset, tools/setup_env.sh takes python3.11, else python3.
+PYTHON ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 

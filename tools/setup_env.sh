@@ -11,7 +11,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${FASTMIM_VENV:-$ROOT/.venv}"
 CACHE="${FASTMIM_CACHE:-$HOME/.cache/fastmim}"
-PYTHON="${PYTHON:-python3.11}"
 TORCH_VERSION="${TORCH_VERSION:-2.14.1}"
 TORCHVISION_VERSION="${TORCHVISION_VERSION:-0.29.1}"
 MMCV_VERSION="2.1.0"
@@ -19,7 +18,13 @@ MMCV_VERSION="2.1.0"
 log() { printf '[setup_env] %s\n' "$*"; }
 die() { printf '[setup_env] ERROR: %s\n' "$*" >&2; exit 1; }
 
-command -v "$PYTHON" >/dev/null || PYTHON=python3
+if [ -z "${PYTHON:-}" ]; then  # python3.11 where there is one, else python3
+  PYTHON=python3.11
+  command -v "$PYTHON" >/dev/null || PYTHON=python3
+fi
+# A PYTHON given by name is used or refused, never replaced (python9 fell back to python3).
+command -v "$PYTHON" >/dev/null \
+  || die "PYTHON=$PYTHON: no such command; give an installed python (>= 3.10) or unset PYTHON"
 "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 10)' \
   || die "Python >= 3.10 is required, found $("$PYTHON" --version 2>&1)"
 

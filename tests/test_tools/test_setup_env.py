@@ -1,0 +1,19 @@
+"""tools/setup_env.sh: inputs it cannot use are refused before it creates anything."""
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_python_that_is_not_installed_is_refused_naming_it(tmp_path):
+    """PYTHON=python9 (a typo for python3.9 or python3.12) fell back to python3 silently."""
+    venv = tmp_path / 'venv'
+    result = subprocess.run(['bash', str(ROOT / 'tools' / 'setup_env.sh')], cwd=ROOT,
+                            env={**os.environ, 'PYTHON': 'python9', 'FASTMIM_VENV': str(venv)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        '[setup_env] ERROR: PYTHON=python9: no such command; give an installed python '
+        '(>= 3.10) or unset PYTHON')
+    assert not venv.exists()
