@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / 'tools' / 'analysis' / 'gpu_check.sh'
 HEAVY_STEPS = ('detection_swin_b segmentation_vit_b bench_vit_b bench_swin_b '
@@ -19,7 +21,9 @@ def run_check(tmp_path, **env):
     # OUT: a device run's folder, which sets the defaults of OUT_DIR and ARCHIVE.
     inherited = {key: value for key, value in os.environ.items() if key != 'OUT'}
     environment = {**inherited, 'PYTHON': sys.executable, 'WHEELS': '', **env}
-    return subprocess.run(['bash', str(SCRIPT), str(tmp_path)], cwd=tmp_path, env=environment,
+    # tmp_path is OUT_DIR, which a test may leave unmade or put a file in the place of.
+    cwd = tmp_path if tmp_path.is_dir() else tmp_path.parent
+    return subprocess.run(['bash', str(SCRIPT), str(tmp_path)], cwd=cwd, env=environment,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -110,3 +114,33 @@ def test_a_device_run_packs_its_results_into_out(tmp_path):
     assert result.returncode == 0, result.stderr
     with tarfile.open(back / 'gpu_check.tar.gz') as packed:
         assert '===== mmcv_cuda: exit 0' in packed.extractfile('./gpu_check.log').read().decode()
+
+
+@pytest.mark.parametrize('env, message', [
+    (dict(TIME_SCALE='1.5'), "TIME_SCALE must be a whole number >= 1 (it multiplies every "
+                             "step's limit), got '1.5'"),
+    (dict(TIME_SCALE='0'), "TIME_SCALE must be a whole number >= 1"),
+    (dict(TIME_SCALE='08'), "TIME_SCALE must be a whole number >= 1"),
+    (dict(BUDGET='abc'), "BUDGET must be a whole number of seconds >= 0 (0: no budget), "
+                         "got 'abc'"),
+    (dict(BUDGET='-5'), "BUDGET must be a whole number of seconds >= 0")])
+def test_a_bad_time_setting_stops_the_script_in_one_line(tmp_path, env, message):
+    """TIME_SCALE=1.5 was an arithmetic error in every step, each skipped, and the script exited
+    0 having run nothing; TIME_SCALE=0 was `timeout 0`, no limit at all; BUDGET=abc was
+    ignored. Refused before anything is written."""
+    out = tmp_path / 'out'
+    result = run_check(out, SKIP=HEAVY_STEPS, **env)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f'gpu_check.sh: {message}'), result.stderr
+    assert result.stderr.count('\n') == 1 and result.stdout == ''
+    assert not out.exists()
+
+
+def test_a_file_in_the_place_of_out_dir_is_named_in_one_line(tmp_path):
+    """Every command that writes the log failed in turn (6 lines), the first step too."""
+    taken = tmp_path / 'taken'
+    taken.write_text('')
+    result = run_check(taken, SKIP=HEAVY_STEPS)
+    assert result.returncode == 2
+    assert result.stderr.startswith('gpu_check.sh: OUT_DIR: ') and str(taken) in result.stderr
+    assert result.stderr.count('\n') == 1 and result.stdout == ''

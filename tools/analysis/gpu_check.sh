@@ -34,10 +34,10 @@
 # Environment: VIT_BATCH (512) and SWIN_BATCH (256), the published per-GPU batches, or BATCH
 # for both; ITERS (20, benchmark steps), WORKERS (loader processes of the JPEG pre-training
 # step: all cores but one), BENCH_ARGS (extra benchmark flags), SKIP (step names to
-# leave out), TIME_SCALE (multiplies every step's limit; a rehearsal on a CPU needs ~10),
-# BUDGET (seconds for the whole script: later steps get what is left), ARCHIVE (a .tar.gz
-# file that, after every step, holds all of OUT_DIR so far: for a machine that sends back only
-# a few files, or is stopped before the end).
+# leave out), TIME_SCALE (a whole number >= 1 that multiplies every step's limit; a rehearsal
+# on a CPU needs ~10), BUDGET (whole seconds for the whole script, 0 for none: later steps get
+# what is left), ARCHIVE (a .tar.gz file that, after every step, holds all of OUT_DIR so far:
+# for a machine that sends back only a few files, or is stopped before the end).
 # When a folder WHEELS (default .whl/ in the repository root; empty: none) of wheels exists (a
 # machine with torch but without a package index; tools/analysis/offline_wheels.sh makes it),
 # they are installed into /tmp/site first; the mmcv sdist in it lets the mmcv step build
@@ -51,7 +51,17 @@ if [ -n "${OUT:-}" ]; then
     OUT_DIR=${1:-/tmp/gpu_check}
     ARCHIVE=${ARCHIVE-$OUT/gpu_check.tar.gz}
 fi
-mkdir -p "$OUT_DIR"
+# Checked before anything is written: a bad value skipped every step (TIME_SCALE=1.5: bash's
+# arithmetic error, exit 0), lifted every limit (TIME_SCALE=0: timeout 0) or was ignored
+# (BUDGET=abc). Leading zeros are refused too: bash's arithmetic reads 010 as octal.
+TIME_SCALE=${TIME_SCALE:-1}
+BUDGET=${BUDGET:-0}
+[[ "$TIME_SCALE" =~ ^[1-9][0-9]*$ ]] || { echo "gpu_check.sh: TIME_SCALE must be a whole" \
+    "number >= 1 (it multiplies every step's limit), got '$TIME_SCALE'" >&2; exit 2; }
+[[ "$BUDGET" =~ ^(0|[1-9][0-9]*)$ ]] || { echo "gpu_check.sh: BUDGET must be a whole number" \
+    "of seconds >= 0 (0: no budget), got '$BUDGET'" >&2; exit 2; }
+# A file in OUT_DIR's place: one line, not an error from every command that writes the log.
+made=$(mkdir -p "$OUT_DIR" 2>&1) || { echo "gpu_check.sh: OUT_DIR: ${made#mkdir: }" >&2; exit 2; }
 LOG="$OUT_DIR/gpu_check.log"
 case "$(realpath -m "${ARCHIVE:-/}")" in "$(realpath -m "$OUT_DIR")"/*)
     echo "ARCHIVE=$ARCHIVE is inside OUT_DIR=$OUT_DIR, which it packs: put it elsewhere"; exit 2 ;;
@@ -65,8 +75,6 @@ ITERS=${ITERS:-20}
 WORKERS=${WORKERS:-$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))}
 BENCH_ARGS=${BENCH_ARGS:-}
 SKIP=${SKIP:-}
-TIME_SCALE=${TIME_SCALE:-1}
-BUDGET=${BUDGET:-0}
 
 WHEELS=${WHEELS-$ROOT/.whl}
 if [ -n "$WHEELS" ] && [ -d "$WHEELS" ]; then
