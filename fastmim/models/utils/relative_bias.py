@@ -27,24 +27,33 @@ def resize_relative_position_bias_table(table: torch.Tensor, src_window: Sequenc
     ``(heads, 2*Wh-1, 2*Ww-1)`` image of offsets, interpolated bicubically
     (``align_corners=False``) to ``(2*Wh'-1, 2*Ww'-1)`` and flattened back the same way. The
     centre (offset 0) stays the centre; offsets are stretched by the window ratio, so a bias
-    keeps applying to the same fraction of the window. (The reference release resamples on a
-    geometric grid with SciPy's ``interp2d``, which SciPy >= 1.14 no longer has; plain bicubic
-    is the common alternative.) Returns ``table`` itself when the windows are equal.
+    keeps applying to the same fraction of the window. (The releases resample checkpoints on
+    a geometric grid instead: :func:`resample_relative_position_bias_table_geometric`.) Returns
+    ``table`` itself when the windows are equal.
     """
-    src = grid_pair(src_window, 'resize_relative_position_bias_table', 'src_window')
-    dst = grid_pair(dst_window, 'resize_relative_position_bias_table', 'dst_window')
-    src_side = (2 * src[0] - 1, 2 * src[1] - 1)
-    dst_side = (2 * dst[0] - 1, 2 * dst[1] - 1)
-    if table.dim() != 2 or table.shape[0] != src_side[0] * src_side[1]:
-        raise ValueError(f'resize_relative_position_bias_table: a {src[0]}x{src[1]} window needs a '
-                         f'({src_side[0] * src_side[1]}, heads) table, got shape '
-                         f'{tuple(table.shape)}')
+    src, dst, src_side, dst_side = _table_sides(table, src_window, dst_window,
+                                                'resize_relative_position_bias_table')
     if src == dst:
         return table
     heads = table.shape[1]
     grid = table.float().transpose(0, 1).reshape(1, heads, *src_side)
     grid = F.interpolate(grid, size=dst_side, mode='bicubic', align_corners=False)
     return grid.reshape(heads, -1).transpose(0, 1).contiguous().to(table.dtype)
+
+
+def _table_sides(table: torch.Tensor, src_window: Sequence[int], dst_window: Sequence[int],
+                 owner: str) -> Tuple[Tuple[int, int], ...]:
+    """``(src, dst, src_side, dst_side)``: both windows as ``(h, w)`` and their tables'
+    ``(2h-1, 2w-1)`` offset grids, the table's rows checked against the source window."""
+    src = grid_pair(src_window, owner, 'src_window')
+    dst = grid_pair(dst_window, owner, 'dst_window')
+    src_side = (2 * src[0] - 1, 2 * src[1] - 1)
+    dst_side = (2 * dst[0] - 1, 2 * dst[1] - 1)
+    if table.dim() != 2 or table.shape[0] != src_side[0] * src_side[1]:
+        raise ValueError(f'{owner}: a {src[0]}x{src[1]} window needs a '
+                         f'({src_side[0] * src_side[1]}, heads) table, got shape '
+                         f'{tuple(table.shape)}')
+    return src, dst, src_side, dst_side
 
 
 def geometric_offsets(src_side: int, dst_side: int) -> List[float]:
@@ -101,14 +110,7 @@ def resample_relative_position_bias_table_geometric(table: torch.Tensor,
     run time. Returns ``table`` itself when the windows are equal.
     """
     owner = 'resample_relative_position_bias_table_geometric'
-    src = grid_pair(src_window, owner, 'src_window')
-    dst = grid_pair(dst_window, owner, 'dst_window')
-    src_side = (2 * src[0] - 1, 2 * src[1] - 1)
-    dst_side = (2 * dst[0] - 1, 2 * dst[1] - 1)
-    if table.dim() != 2 or table.shape[0] != src_side[0] * src_side[1]:
-        raise ValueError(f'{owner}: a {src[0]}x{src[1]} window needs a '
-                         f'({src_side[0] * src_side[1]}, heads) table, got shape '
-                         f'{tuple(table.shape)}')
+    src, dst, src_side, dst_side = _table_sides(table, src_window, dst_window, owner)
     if src == dst:
         return table
     if min(src) < 2:
