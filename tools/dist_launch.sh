@@ -23,6 +23,11 @@ if [ "$NNODES" -gt 1 ]; then
         echo "$NAME: NODE_RANK must be 0 to $((NNODES - 1)), got '$NODE_RANK'" >&2
         exit 2; }
 fi
+# A port out of range was torchrun's 20-line traceback, one that is not a number its usage.
+if [ -n "${PORT:-}" ]; then
+    [[ "$PORT" =~ ^[1-9][0-9]{0,4}$ ]] && [ "$PORT" -le 65535 ] \
+        || { echo "$NAME: PORT must be a whole number from 1 to 65535, got '$PORT'" >&2; exit 2; }
+fi
 # Each process would refuse it in its own line, followed by torchrun's traceback.
 [ -f "${3:-}" ] || { echo "$NAME: config file not found: '${3:-}'" >&2; exit 2; }
 if [ "$NNODES" -eq 1 ] && [ -z "${PORT:-}" ]; then

@@ -1,4 +1,5 @@
 """The shell launchers refuse a wrong command line in one line, before torchrun or srun starts."""
+import os
 import subprocess
 from pathlib import Path
 
@@ -7,9 +8,10 @@ import pytest
 TOOLS = Path(__file__).resolve().parents[2] / 'tools'
 
 
-def launch(script, *args):
+def launch(script, *args, env=None):
+    environment = {k: v for k, v in os.environ.items() if k not in ('PORT', 'NNODES')}
     return subprocess.run(['bash', str(TOOLS / script), *args], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env={**environment, **(env or {})})
 
 
 @pytest.mark.parametrize('script, args, usage', [
@@ -31,3 +33,21 @@ def test_gpus_must_be_a_whole_number_of_processes(gpus):
     assert result.returncode == 2
     assert result.stderr.strip() == ("dist_train.sh: GPUS must be a whole number >= 1, "
                                      f"got '{gpus}'")
+
+
+@pytest.mark.parametrize('port', ['99999', '65536', '0', 'abc', '080', '1e3'])
+@pytest.mark.parametrize('script, args', [('dist_train.sh', ['c.py', '1']),
+                                          ('dist_test.sh', ['c.py', 'k.pth', '1'])])
+def test_port_must_be_a_port_number(script, args, port):
+    """PORT=99999 was torchrun's 20-line traceback, PORT=abc its usage, neither naming PORT."""
+    result = launch(script, *args, env={'PORT': port})
+    assert result.returncode == 2
+    assert result.stderr == f"{script}: PORT must be a whole number from 1 to 65535, got '{port}'\n"
+
+
+@pytest.mark.parametrize('port', ['1', '29500', '65535'])
+def test_a_valid_port_is_let_through(port):
+    """To the next check: the config, here missing."""
+    result = launch('dist_test.sh', 'c.py', 'k.pth', '1', env={'PORT': port})
+    assert result.returncode == 2
+    assert result.stderr == "dist_test.sh: config file not found: 'c.py'\n"
