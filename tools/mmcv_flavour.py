@@ -44,10 +44,30 @@ def wants_cuda_ops(env=os.environ):
     return setting == '1'
 
 
+# An entry of TORCH_CUDA_ARCH_LIST in a form torch.utils.cpp_extension takes: a compute capability
+# (8.0, 9.0a, 8.6+PTX; torch then checks it against the ones it supports), or one of its named
+# architectures (Hopper, Ampere+Tegra), which it expands.
+ARCH_ENTRY = re.compile(r'\d+\.\d+[a-z]?(\+PTX)?|[A-Z][a-z]+(\+[A-Z][a-z]+)?')
+
+
 def arch_list(env=os.environ):
-    """The ``TORCH_CUDA_ARCH_LIST`` to build for, normalised to ``;``-separated entries."""
-    if env.get('TORCH_CUDA_ARCH_LIST', '').strip():
-        return ';'.join(re.split(r'[;\s]+', env['TORCH_CUDA_ARCH_LIST'].strip()))
+    """The ``TORCH_CUDA_ARCH_LIST`` to build for, normalised to ``;``-separated entries.
+
+    An entry not in a form torch takes is refused here, in one line: it was passed to mmcv's
+    build, which failed in torch or nvcc well into it."""
+    value = env.get('TORCH_CUDA_ARCH_LIST', '').strip()
+    if value:
+        entries = re.split(r'[;\s]+', value)
+        if value == 'native':
+            raise FlavourError('TORCH_CUDA_ARCH_LIST=native: leave it unset to build for the '
+                               "visible GPUs' architectures, which then name the cached wheel")
+        for entry in entries:
+            if not ARCH_ENTRY.fullmatch(entry):
+                raise FlavourError(
+                    f'TORCH_CUDA_ARCH_LIST={value!r}: {entry!r} is not a CUDA architecture as '
+                    'torch takes them: a compute capability such as 9.0, 9.0a or 8.6+PTX, or a '
+                    "name such as Hopper; separate several with ';' or spaces, e.g. '8.0;9.0'")
+        return ';'.join(entries)
     if torch.cuda.device_count() > 0:
         capabilities = {torch.cuda.get_device_capability(index)
                         for index in range(torch.cuda.device_count())}

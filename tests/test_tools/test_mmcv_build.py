@@ -53,6 +53,40 @@ def test_impossible_requests_are_refused(flavour, monkeypatch):
         flavour.flavour({'FASTMIM_CUDA_OPS': '1'})
 
 
+@pytest.mark.parametrize('archs, bad', [
+    ('abc', 'abc'), ('11', '11'), ('9.0;sm_90', 'sm_90'), ('8.0 9.0+ptx', '9.0+ptx'),
+    ('9', '9'), ('hopper', 'hopper')])
+def test_an_arch_list_torch_would_refuse_is_refused_before_the_build(flavour, archs, bad):
+    """It named the cache folder (cu130-abc) and went to mmcv's build, which failed well into it
+    in torch or nvcc."""
+    with pytest.raises(flavour.FlavourError) as error:
+        flavour.flavour({'FASTMIM_CUDA_OPS': '1', 'TORCH_CUDA_ARCH_LIST': archs})
+    assert str(error.value).startswith(
+        f"TORCH_CUDA_ARCH_LIST={archs!r}: {bad!r} is not a CUDA architecture as torch takes them")
+    assert "e.g. '8.0;9.0'" in str(error.value)
+    with pytest.raises(flavour.FlavourError, match='native: leave it unset'):
+        flavour.flavour({'FASTMIM_CUDA_OPS': '1', 'TORCH_CUDA_ARCH_LIST': 'native'})
+
+
+def test_the_arch_forms_torch_takes_are_kept(flavour):
+    assert flavour.flavour({'FASTMIM_CUDA_OPS': '1', 'TORCH_CUDA_ARCH_LIST': '9.0a;8.6+PTX 12.0'}) \
+        == 'cu130-sm90a-sm86+ptx-sm120 13.0 9.0a;8.6+PTX;12.0'
+    assert flavour.flavour({'FASTMIM_CUDA_OPS': '1', 'TORCH_CUDA_ARCH_LIST': 'Hopper'}) \
+        == 'cu130-hopper 13.0 Hopper'
+
+
+def test_main_names_a_bad_arch_list_in_one_line():
+    result = subprocess.run([sys.executable, str(ROOT / 'tools' / 'mmcv_flavour.py')],
+                            env={**os.environ, 'FASTMIM_CUDA_OPS': '1',
+                                 'TORCH_CUDA_ARCH_LIST': 'abc'},
+                            capture_output=True, text=True, timeout=60)
+    if 'CPU-only build' in result.stderr:
+        pytest.skip('needs a CUDA build of torch')
+    assert result.returncode == 1 and result.stdout == ''
+    assert result.stderr.startswith("[build_mmcv] ERROR: TORCH_CUDA_ARCH_LIST='abc': 'abc' is")
+    assert result.stderr.count('\n') == 1
+
+
 @pytest.mark.parametrize('token, capability, runs', [
     ('sm80', (8, 0), True), ('sm80', (8, 6), True), ('sm86', (8, 0), False),
     ('sm80', (9, 0), False), ('sm90+ptx', (10, 0), True), ('sm90a', (9, 0), True),
