@@ -116,6 +116,8 @@ def resample_relative_position_bias_table_geometric(table: torch.Tensor,
     if min(src) < 2:
         raise ValueError(f'{owner}: a {src[0]}x{src[1]} window has a single offset along an '
                          'axis, which no spline can be fitted to')
+    if table.is_meta:  # shapes only (a model described on the meta device): nothing to read
+        return table.new_empty((dst_side[0] * dst_side[1], table.shape[1]))
     rows = geometric_offsets(src_side[0], dst_side[0])
     columns = geometric_offsets(src_side[1], dst_side[1])
     row_degree, column_degree = (3 if side > 3 else 1 for side in src_side)

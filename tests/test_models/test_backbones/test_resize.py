@@ -102,6 +102,12 @@ def test_swin_table_matches_an_independent_spline_on_random_tables(windows,
     assert resized[centre_row].tolist() == table[table.shape[0] // 2].tolist()
 
 
+def test_a_meta_table_gets_the_new_shape():
+    table = torch.empty(49, 3, device='meta')
+    resized = resample_relative_position_bias_table_geometric(table, 4, 7)
+    assert resized.is_meta and resized.shape == (169, 3)
+
+
 def test_growth_beyond_the_releases_bracket_still_reaches_the_outer_offsets():
     """Window 4 -> 12 needs a ratio of 2.7; the releases clip it to 2, and their outermost
     source offset stops at 7 of 11. Here it lands on 11, and within their bracket the ratio
