@@ -22,6 +22,11 @@ if [ "$NNODES" -gt 1 ]; then
     [[ "$NODE_RANK" =~ ^[0-9]+$ ]] && [ "$NODE_RANK" -lt "$NNODES" ] || {
         echo "$NAME: NODE_RANK must be 0 to $((NNODES - 1)), got '$NODE_RANK'" >&2
         exit 2; }
+    # A host name no resolver knows (a typo) made torchrun repeat 'gai error' warnings until
+    # its rendezvous timed out, minutes later.
+    getent hosts "$MASTER_ADDR" >/dev/null || {
+        echo "$NAME: MASTER_ADDR=$MASTER_ADDR: no such host (name resolution failed on" \
+             "$(hostname)); give node 0's host name or address" >&2; exit 2; }
 fi
 # A port out of range was torchrun's 20-line traceback, one that is not a number its usage.
 if [ -n "${PORT:-}" ]; then

@@ -162,7 +162,11 @@ def test_resume_keeps_a_last_checkpoint_that_names_the_work_dir_through_a_link(t
     (dict(NNODES='2', NODE_RANK='1'), 'NNODES=2 needs NODE_RANK'),
     (dict(NNODES='2', MASTER_ADDR='node0'), 'NNODES=2 needs NODE_RANK'),
     (dict(NNODES='2', NODE_RANK='2', MASTER_ADDR='node0'), "NODE_RANK must be 0 to 1, got '2'"),
-    (dict(NNODES='two'), "NNODES must be a whole number >= 1, got 'two'")])
+    (dict(NNODES='two'), "NNODES must be a whole number >= 1, got 'two'"),
+    # torchrun repeated 'gai error' warnings until its rendezvous timed out
+    (dict(NNODES='2', NODE_RANK='1', MASTER_ADDR='node0.invalid'),
+     'MASTER_ADDR=node0.invalid: no such host'),
+    (dict(NNODES='2', NODE_RANK='1', MASTER_ADDR='localhost'), "config file not found: 'c.py'")])
 def test_dist_train_refuses_a_multi_node_launch_it_cannot_form(env, message):
     """Every node without its NODE_RANK was node 0, and without MASTER_ADDR each waited for a
     master on itself: torchrun hung until its rendezvous timed out, printing nothing."""
