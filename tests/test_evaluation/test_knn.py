@@ -345,4 +345,9 @@ def test_a_missing_bank_folder_is_named_before_the_run(tmp_path):
                                           rf'{tmp_path}/train not found'):
         check_dataset_paths(cfg, ['test'])
     (tmp_path / 'train').mkdir()
+    with pytest.raises(LaunchError, match=rf'data_prefix: folder {tmp_path}/train holds no files'):
+        check_dataset_paths(cfg, ['test'])
+    for split in ('train', 'val'):
+        (tmp_path / split / 'n01440764').mkdir()
+        (tmp_path / split / 'n01440764' / 'a.JPEG').write_bytes(b'')
     check_dataset_paths(cfg, ['test'])
