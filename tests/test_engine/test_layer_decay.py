@@ -5,6 +5,7 @@ FastMIM for Swin, in the original Swin's numbering) or taken from timm's own
 ``param_groups_layer_decay``, never from the constructor's own output.
 """
 import re
+from collections import OrderedDict
 
 import pytest
 import timm
@@ -41,6 +42,17 @@ def build_groups(model, rate, lr=1e-3, weight_decay=0.05, **paramwise):
     constructor = LayerDecayOptimWrapperConstructor(
         dict(optimizer=optimizer_cfg(lr, weight_decay)), dict(layer_decay_rate=rate, **paramwise))
     return constructor(model).optimizer.param_groups
+
+
+def test_fastmim_wrappers_build_outside_any_scope(monkeypatch):
+    """A script (no Runner, no default scope) got 'GuardedOptimWrapper is not in the
+    mmengine::optim_wrapper registry' once mmengine's __call__ built the wrapper."""
+    monkeypatch.setattr(DefaultScope, '_instance_dict', OrderedDict())
+    constructor = LayerDecayOptimWrapperConstructor(
+        dict(type='GuardedOptimWrapper', optimizer=optimizer_cfg()), dict(layer_decay_rate=0.7))
+    wrapper = constructor(Classifier(tiny_vit(), 16))
+    assert type(wrapper).__name__ == 'GuardedOptimWrapper'
+    assert DefaultScope.get_current_instance() is None
 
 
 def ids_from_table(names, table):

@@ -21,7 +21,8 @@ zero, which is no sensible prior for them. Like the layer ids, the set comes fro
 from typing import Dict, List, Optional, Set, Tuple
 
 from mmengine.logging import print_log
-from mmengine.optim import DefaultOptimWrapperConstructor
+from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
+from mmengine.registry import DefaultScope
 from torch import nn
 
 from fastmim.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIMIZERS
@@ -193,6 +194,14 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         elif self.base_wd is not None:
             group['weight_decay'] = self.base_wd * multipliers.get('decay_mult', 1.)
         return group
+
+    def __call__(self, model: nn.Module) -> OptimWrapper:
+        """mmengine's, under the fastmim scope where none is set: mmengine builds through its
+        root registries, which find fastmim's wrappers (``GuardedOptimWrapper``) only through
+        a scope; a Runner always sets one, a script calling the constructor may not."""
+        scope = None if DefaultScope.get_current_instance() else 'fastmim'
+        with DefaultScope.overwrite_default_scope(scope):
+            return super().__call__(model)
 
     def add_params(self, params: List[dict], module: nn.Module, **kwargs) -> None:
         """The groups of :meth:`param_groups`, logged as a table; mmengine's ``__call__``
