@@ -23,8 +23,9 @@ if [ "$NNODES" -gt 1 ]; then
         echo "$NAME: NODE_RANK must be 0 to $((NNODES - 1)), got '$NODE_RANK'" >&2
         exit 2; }
     # A host name no resolver knows (a typo) made torchrun repeat 'gai error' warnings until
-    # its rendezvous timed out, minutes later.
-    getent hosts "$MASTER_ADDR" >/dev/null || {
+    # its rendezvous timed out, minutes later. ahosts resolves as torchrun does (an address
+    # is itself; hosts would look its name up); without getent nothing is checked.
+    ! command -v getent >/dev/null || getent ahosts "$MASTER_ADDR" >/dev/null || {
         echo "$NAME: MASTER_ADDR=$MASTER_ADDR: no such host (name resolution failed on" \
              "$(hostname)); give node 0's host name or address" >&2; exit 2; }
 fi
