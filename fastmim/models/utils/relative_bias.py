@@ -64,9 +64,11 @@ def geometric_offsets(src_side: int, dst_side: int) -> List[float]:
     by bisection to 1e-6 as the releases do, so that the outermost source offset lands on the
     outermost target offset: near the centre the bias keeps its per-token meaning, and only the
     coarse far offsets are spread. The releases search ``q`` in (0.5, 2); the bracket widens
-    here where the root lies beyond (window 4 -> 12 needs q = 2.7, which they clip to 2 and so
-    leave the outer offsets constant), and gives the releases' ratio wherever it lies within.
-    A 3-offset axis (window 2) has no gap to grow: its offsets stay at -1, 0, 1.
+    upwards here where the root lies above (window 4 -> 12 needs q = 2.7, which they clip to 2
+    and so leave the outer offsets constant), and gives the releases' ratio wherever it lies
+    within. Below, ``q`` stops at 0.5 as theirs does (window 7 -> 2, which timm's Swin takes in
+    its last stage at small inputs: the outer offsets crowd near the edge). A 3-offset axis
+    (window 2) has no gap to grow: its offsets stay at -1, 0, 1.
     """
     steps, target = src_side // 2, dst_side // 2
 
@@ -77,12 +79,6 @@ def geometric_offsets(src_side: int, dst_side: int) -> List[float]:
         low, high = 0.5, 2.0
         while reach(high) <= target:
             high *= 2.0
-        while reach(low) > target:
-            if target < 2:
-                raise ValueError(f'geometric_offsets: {src_side} offsets cannot be spread '
-                                 f'over {dst_side} (a window of {target + 1}): their ratio '
-                                 'would be 0')
-            low /= 2.0
         while high - low > 1e-6:
             ratio = (low + high) / 2.0
             low, high = (low, ratio) if reach(ratio) > target else (ratio, high)

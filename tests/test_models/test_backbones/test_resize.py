@@ -87,7 +87,7 @@ def test_swin_table_is_resampled_as_the_releases_interp2d_did(windows):
     assert resized.square().sum().item() == pytest.approx(squares, abs=1e-4)
 
 
-@pytest.mark.parametrize('windows', [(4, 7), (2, 4), (7, 5), (5, 8)])
+@pytest.mark.parametrize('windows', [(4, 7), (2, 4), (7, 5), (5, 8), (7, 2)])
 def test_swin_table_matches_an_independent_spline_on_random_tables(windows,
                                                                    release_table_resampling):
     """The two spline codes agree to about 1e-4 on random tables (whose splines overshoot to
@@ -116,8 +116,10 @@ def test_growth_beyond_the_releases_bracket_still_reaches_the_outer_offsets():
     assert geometric_offsets(7, 13) == pytest.approx([-6, -2.791288, -1, 0, 1, 2.791288, 6],
                                                      abs=1e-5)
     assert geometric_offsets(3, 7) == [-1, 0, 1]  # a window of 2 has no gap to grow
-    with pytest.raises(ValueError, match='13 offsets cannot be spread over 3'):
-        geometric_offsets(13, 3)
+    # Shrinking below the bracket stops at the releases' ratio of 0.5 (it raised: a 224-px
+    # Swin's window 7 did not load into a 64-px one, whose last stage has window 2).
+    assert geometric_offsets(13, 3)[7:] == pytest.approx([1, 1.5, 1.75, 1.875, 1.9375, 1.96875],
+                                                         abs=1e-5)
 
 
 def test_swin_table_bicubic_kernel_is_bicubic_over_the_offset_grid():
@@ -158,3 +160,16 @@ def test_swin_table_layout_is_the_one_timm_indexes(resize):
 def test_table_rows_that_do_not_fit_the_window_are_named(resize):
     with pytest.raises(ValueError, match=r'4x4 window needs a \(49, heads\) table.*\(169, 3\)'):
         resize(torch.zeros(169, 3), 4, 7)
+
+
+def test_a_swin_loads_into_one_whose_last_stage_has_window_2():
+    """At 64 px timm's Swin shrinks the windows to its stages (7, 7, 4, 2): the window-7
+    tables of a 224-px model must resample to window 2 (the geometric ratio raised there)."""
+    from fastmim.models.backbones import SwinTransformer
+
+    arch = dict(embed_dim=8, depths=(1, 1, 1, 2), num_heads=(1, 1, 1, 1))
+    source = SwinTransformer(arch=arch, img_size=224, window_size=7)
+    target = SwinTransformer(arch=arch, img_size=64, window_size=7)
+    target.load_state_dict(source.state_dict())
+    assert tuple(target.layers[3].blocks[0].attn.window_size) == (2, 2)
+    assert target.layers[3].blocks[0].attn.relative_position_bias_table.shape == (9, 1)
