@@ -30,20 +30,23 @@ def _dataset_paths(dataset, key):
     """``(config key, path, kind)`` for the data root, annotation file and data prefixes of one
     dataset config, joined to ``data_root`` as ``BaseDataset._join_prefix`` does."""
     data_root = dataset.get('data_root')
+    prefix = dataset.get('data_prefix')
+    prefixes = [(name, path) for name, path in (
+        prefix.items() if isinstance(prefix, dict) else [(None, prefix)])
+        if isinstance(path, str) and path]
     if data_root:
-        yield f'{key}.data_root', data_root, 'folder'
+        # The folder the data is read from when no prefix names another ('images': it must
+        # hold a file), else only the root the prefixes and annotation file are joined to.
+        yield f'{key}.data_root', data_root, 'folder' if prefixes else 'images'
 
     def join(path):
         return osp.join(data_root, path) if data_root and not osp.isabs(path) else path
 
     if dataset.get('ann_file'):
         yield f'{key}.ann_file', join(dataset['ann_file']), 'file'
-    prefix = dataset.get('data_prefix')
-    prefixes = prefix.items() if isinstance(prefix, dict) else [(None, prefix)]
     for name, path in prefixes:
         # mmdet's data_prefix may name a file (``proposals``); only its existence is checked.
-        if isinstance(path, str) and path:
-            yield (f'{key}.data_prefix' + (f'.{name}' if name else ''), join(path), 'path')
+        yield (f'{key}.data_prefix' + (f'.{name}' if name else ''), join(path), 'path')
 
 
 def _walk(dataset, key):
@@ -82,15 +85,16 @@ def check_dataset_paths(cfg, splits):
             if ann_file and is_local(ann_file, evaluator.get('backend_args')):
                 key = f'{split}_evaluator' + ('' if isinstance(evaluators, dict) else f'.{index}')
                 checks.append((f'{key}.ann_file', ann_file, 'file'))
-    exists = {'folder': osp.isdir, 'file': osp.isfile, 'path': osp.exists}
+    exists = {'folder': osp.isdir, 'images': osp.isdir, 'file': osp.isfile, 'path': osp.exists}
     for key, path, kind in checks:
         if not exists[kind](path):
             where = '' if osp.isabs(path) else f' (relative to {os.getcwd()})'
-            raise LaunchError(f'{key}: {kind} {path}{where} not found'
+            raise LaunchError(f'{key}: {"folder" if kind == "images" else kind} {path}{where} '
+                              'not found'
                               + (_repeated_folder(path) or
                                  f'; set it with --cfg-options {key}=...'))
     empty = [(key, path) for key, path, kind in checks
-             if kind != 'file' and osp.isdir(path) and not _holds_a_file(path)]
+             if kind in ('images', 'path') and osp.isdir(path) and not _holds_a_file(path)]
     for key, path in empty:
         # the data prefix rather than the data root above it, which is then empty too
         if not any(_lies_under(inner, path) for _, inner in empty):
@@ -105,13 +109,16 @@ def _holds_a_file(folder) -> bool:
     The datasets find an empty folder only after the model is built (ImageNet's 1,000 empty
     class folders, ADE20K's before unzipping: 'no images', or with mmseg no samples at all),
     which costs a ViT-B run some 15 s of start-up. A link counts as content unread: following
-    links could loop."""
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
-                return True
-            if _holds_a_file(entry.path):
-                return True
+    links could loop; so does a folder this user may not read (a mount point's lost+found)."""
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
+                    return True
+                if _holds_a_file(entry.path):
+                    return True
+    except OSError:
+        return True
     return False
 
 

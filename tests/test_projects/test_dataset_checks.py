@@ -100,6 +100,37 @@ def test_an_empty_folder_is_named_before_the_model_is_built(ade20k_semantic, dow
     check_dataset_paths(cfg, ['train'])
 
 
+def test_the_empty_folder_check_refuses_only_a_folder_the_data_is_read_from(tmp_path,
+                                                                           monkeypatch):
+    """An empty data_root whose prefix lies elsewhere is no error; data_root read itself
+    (data_prefix='') is; an unreadable subfolder counts as content (it was a PermissionError
+    traceback for a mount point's root-only lost+found)."""
+    import fastmim.engine.dataset_paths as dataset_paths
+
+    root, images = tmp_path / 'root', tmp_path / 'elsewhere'
+    root.mkdir()
+    (images / 'a').mkdir(parents=True)
+    (images / 'a' / 'photo.jpg').write_bytes(b'')
+
+    def config(prefix):
+        return Config(dict(train_dataloader=dict(dataset=dict(
+            type='ImageFolder', data_root=str(root), data_prefix=prefix))))
+
+    check_dataset_paths(config(str(images)), ['train'])
+    with pytest.raises(LaunchError, match=re.escape(
+            f'train_dataloader.dataset.data_root: folder {root} holds no files')):
+        check_dataset_paths(config(''), ['train'])
+    (root / 'lost+found').mkdir()
+    scandir = dataset_paths.os.scandir
+
+    def unreadable(path):
+        if str(path).endswith('lost+found'):
+            raise PermissionError(13, 'Permission denied', str(path))
+        return scandir(path)
+    monkeypatch.setattr(dataset_paths.os, 'scandir', unreadable)
+    check_dataset_paths(config(''), ['train'])
+
+
 def test_a_data_root_one_folder_too_deep_is_named(ade20k_semantic, downstream):
     """data_root=.../ade/images (the images folder, which data_prefix adds again) was told to
     change data_prefix.img_path, though the prefix was right."""
