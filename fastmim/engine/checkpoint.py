@@ -13,6 +13,7 @@ checkpoint execute code. Here we instead
   interrupted save never replaces the last good checkpoint.
 """
 import contextlib
+import hashlib
 import io
 import os
 import os.path as osp
@@ -338,6 +339,16 @@ def file_in_the_way(folder):
     while not osp.exists(folder) and osp.dirname(folder) != folder:
         folder = osp.dirname(folder)
     return None if osp.isdir(folder) else f'{folder} is a file, not a folder'
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes, read in 16 MiB blocks: what identifies a checkpoint across
+    copies and moves, for the tools that keep results per checkpoint."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 24), b''):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def mode_for_new_file(filepath):

@@ -28,7 +28,6 @@ aside). The numbers are the metrics mmengine's test loop returns (``tools/test.p
 collected in ``WORK_DIR/results.md`` and ``results.json``.
 """
 import argparse
-import hashlib
 import json
 import os
 import os.path as osp
@@ -224,11 +223,8 @@ def file_identity(path, known=None):
                                                path, stat.st_size, stat.st_mtime_ns):
         sha256 = known['sha256']
     else:
-        digest = hashlib.sha256()
-        with open(path, 'rb') as f:
-            for block in iter(lambda: f.read(1 << 24), b''):
-                digest.update(block)
-        sha256 = digest.hexdigest()
+        from fastmim.engine.checkpoint import file_sha256
+        sha256 = file_sha256(path)
     return dict(path=path, size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=sha256)
 
 

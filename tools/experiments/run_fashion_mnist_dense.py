@@ -29,7 +29,6 @@ reported as this command's.
 """
 import argparse
 import glob
-import hashlib
 import json
 import os
 import os.path as osp
@@ -87,14 +86,6 @@ def read_miou(work_dir: str) -> Optional[float]:
     return study.last_scalar(work_dir, 'mIoU')
 
 
-def file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # Options the runner derives from the work dir (the canvases and the checkpoint are compared by
 # their settings and sha256): a work dir or repository moved elsewhere holds the same runs.
 DERIVED_OPTIONS = tuple(f'{loader}.dataset.data_root=' for loader in (
@@ -148,7 +139,8 @@ def recorded_settings(run: Run, canvas_dir: str, checkpoint: Optional[str]) -> d
             canvases = json.load(f).get('settings')
     digest = None
     if run.pretrained and older(checkpoint):
-        digest = file_digest(checkpoint)
+        from fastmim.engine.checkpoint import file_sha256
+        digest = file_sha256(checkpoint)
     return dict(**command_settings(command), canvases=canvases, checkpoint_sha256=digest,
                 unrecorded=True)
 
@@ -193,7 +185,8 @@ def check_finished_runs(runs: List[Run], canvas_dir: str, canvases: dict,
     rewritten under it. ``others``, finished runs of seeds not asked for, are held to the
     canvases only (they are not reported). Runs of an earlier runner that match get their
     record."""
-    digest = file_digest(checkpoint) if checkpoint and osp.isfile(checkpoint) else None
+    from fastmim.engine.checkpoint import file_sha256
+    digest = file_sha256(checkpoint) if checkpoint and osp.isfile(checkpoint) else None
     other = []
     for run in [*runs, *others]:
         if run.miou is None:
@@ -345,7 +338,8 @@ def main(argv=None):
           f'{canvases["counts"]["test"]["canvases"]} test', flush=True)
     facts = study.pretrain(work_dir, args.jobs)
     checkpoint = study.latest_checkpoint(pretrain_dir)
-    digest = file_digest(checkpoint)
+    from fastmim.engine.checkpoint import file_sha256
+    digest = file_sha256(checkpoint)
 
     results_path = osp.join(work_dir, 'dense_results.json')
     earlier = {}
