@@ -41,6 +41,7 @@ A new backbone subclasses :class:`BackboneContract` first (before timm's class o
 ``BaseModule``), implements the members above and calls :meth:`BackboneContract.
 enable_state_dict_adaptation` at the end of ``__init__``; see docs/architecture.md.
 """
+import numbers
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
@@ -227,7 +228,7 @@ def check_drop_path_rate(rate: float, owner: str) -> None:
     """Stochastic depth drops a block with a probability rising to ``rate``: one outside
     [0, 1) failed only at the first training step, inside torch's ``bernoulli_`` ('expects p
     to be in [0, 1]'), or at 1 divided every kept path by 0."""
-    if not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+    if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 <= rate < 1:
         raise ValueError(f'{owner}: drop_path_rate must be a number in [0, 1) (0.1 fine-tunes '
                          f'ViT-B and Swin-B), got {rate!r}')
 

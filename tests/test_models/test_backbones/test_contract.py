@@ -1,4 +1,5 @@
 """The backbone contract: every backbone keeps it, and any load path transfers resolution."""
+import numpy as np
 import pytest
 import torch
 from mmengine.runner.checkpoint import load_state_dict as mmengine_load_state_dict
@@ -43,6 +44,12 @@ def test_a_drop_path_rate_outside_0_1_is_named_when_built(backbone, kwargs, rate
     step, a traceback from torch's bernoulli_ naming no key."""
     with pytest.raises(ValueError, match=r'drop_path_rate must be a number in \[0, 1\)'):
         backbone(drop_path_rate=rate, **kwargs)
+
+
+@pytest.mark.parametrize('rate', [np.float32(0.1), np.int64(0), 0, 0.3])
+def test_numbers_of_any_real_type_are_drop_path_rates(rate):
+    """A rate read from numpy (a sweep's np.linspace) was refused as not a number."""
+    VisionTransformer(arch=TINY_VIT, img_size=64, drop_path_rate=rate)
 
 
 @pytest.mark.parametrize('name', sorted(BUILDERS))
