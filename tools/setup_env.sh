@@ -21,6 +21,8 @@ die() { printf '[setup_env] ERROR: %s\n' "$*" >&2; exit 1; }
 if [ -z "${PYTHON:-}" ]; then  # python3.11 where there is one, else python3
   PYTHON=python3.11
   command -v "$PYTHON" >/dev/null || PYTHON=python3
+  command -v "$PYTHON" >/dev/null \
+    || die "no python3.11 or python3 found; install Python >= 3.10 or give PYTHON=..."
 fi
 # A PYTHON given by name is used or refused, never replaced (python9 fell back to python3).
 command -v "$PYTHON" >/dev/null \

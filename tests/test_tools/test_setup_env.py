@@ -1,5 +1,6 @@
 """tools/setup_env.sh: inputs it cannot use are refused before it creates anything."""
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,3 +18,19 @@ def test_a_python_that_is_not_installed_is_refused_naming_it(tmp_path):
         '[setup_env] ERROR: PYTHON=python9: no such command; give an installed python '
         '(>= 3.10) or unset PYTHON')
     assert not venv.exists()
+
+
+def test_no_python_at_all_is_named_without_blaming_pythons_setting(tmp_path):
+    """With PYTHON unset and neither python3.11 nor python3 on the PATH the message said
+    'PYTHON=python3: no such command ... or unset PYTHON', of a setting the user never made."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'dirname').symlink_to(shutil.which('dirname'))  # the script's only tool
+    result = subprocess.run(['/bin/bash', str(ROOT / 'tools' / 'setup_env.sh')], cwd=ROOT,
+                            env={'PATH': str(bin_dir), 'HOME': str(tmp_path),
+                                 'FASTMIM_VENV': str(tmp_path / 'venv')},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        '[setup_env] ERROR: no python3.11 or python3 found; install Python >= 3.10 or give '
+        'PYTHON=...')
