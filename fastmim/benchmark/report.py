@@ -64,13 +64,10 @@ def _percent(value: Optional[float]) -> str:
 def check_plot_format(path: str) -> None:
     """Refuse a plot file name whose extension matplotlib cannot write (``results.txt``)
     before a benchmark runs: ``savefig`` refused it only after the measurement."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import FigureCanvasBase
 
     extension = os.path.splitext(path)[1][1:].lower()
-    supported = plt.figure().canvas.get_supported_filetypes()
-    plt.close('all')
+    supported = FigureCanvasBase.get_supported_filetypes()
     if extension not in supported:
         raise ValueError(f'--plot {path}: matplotlib writes no {extension or "extensionless"!r} '
                          f'files; give a name ending in one of '
