@@ -7,8 +7,6 @@ whose gradients no checkpoint holds, and the resumed run restarts its count ther
 shorter and applied at the epoch's end), so every epoch checkpoint is at a window boundary.
 """
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,16 +16,12 @@ from mmengine.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
-# The demo recipe shrunk to a 2-block ViT; 6 photos in batches of 2: 3 iterations per epoch,
-# updates every 2 iterations, 3 epochs.
-ACCUMULATING = [
-    'model.backbone.arch.embed_dim=32', 'model.backbone.arch.depth=2',
-    'model.backbone.arch.num_heads=2', 'model.neck.embed_dim=32', 'model.neck.num_heads=2',
-    'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
-    'train_dataloader.persistent_workers=False', 'train_dataloader.dataset.num_samples=6',
-    'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1',
-    'log_processor.window_size=1', 'train_cfg.max_epochs=3',
-    'optim_wrapper.accumulative_counts=2',
+# Added to test_train.py's TINY run (a 2-block ViT, batches of 2): 6 photos (this num_samples
+# comes later, so it replaces TINY's), 3 iterations per epoch, updates every 2 iterations,
+# 3 epochs.
+ACCUMULATION = [
+    'train_dataloader.dataset.num_samples=6', 'log_processor.window_size=1',
+    'train_cfg.max_epochs=3', 'optim_wrapper.accumulative_counts=2',
 ]
 ITERATIONS = 9
 
@@ -51,40 +45,45 @@ ResumableEpochBasedTrainLoop.run_iter = run_iter
 """
 
 
-def train(work_dir, *extra, options=ACCUMULATING, env=None):
-    return subprocess.run(
-        [sys.executable, str(ROOT / 'tools' / 'train.py'), str(DEMO), '--work-dir',
-         str(work_dir), *extra, '--cfg-options', *options], cwd=ROOT,
-        env={**os.environ, 'PYTHONPATH': str(ROOT), **(env or {})}, capture_output=True,
-        text=True, timeout=600)
-
-
 @pytest.fixture(scope='module')
 def runs(load_script):
-    """tests/test_tools/test_train.py's comparison of two runs: ``losses`` (and lr) of every
-    iteration, ``assert_same_state`` of two checkpoints' parts."""
+    """tests/test_tools/test_train.py: its ``run`` of tools/train.py, its ``TINY`` options, and
+    its comparison of two runs: ``losses`` (and lr) of every iteration, ``assert_same_state``
+    of two checkpoints' parts."""
     return load_script(Path(__file__).with_name('test_train.py'))
 
 
-def test_resume_from_an_epoch_checkpoint_inside_a_global_window_is_exact(tmp_path, runs):
+@pytest.fixture(scope='module')
+def accumulating(runs):
+    return [*runs.TINY, *ACCUMULATION]
+
+
+def train(runs, work_dir, *extra, options, env=None):
+    return runs.run([str(DEMO), '--work-dir', str(work_dir), *extra, '--cfg-options', *options],
+                    env=env)
+
+
+def test_resume_from_an_epoch_checkpoint_inside_a_global_window_is_exact(tmp_path, runs,
+                                                                          accumulating):
     """3 iterations per epoch, 2 accumulated: killed in epoch 2 and resumed from epoch_1.pth
     (iteration 3), the run logged the losses of iterations 1-4 and then others, and ended with
     other weights: iteration 3's gradient, which mmengine would have added to iteration 4's, is
     in no checkpoint, and the resumed run restarted its window count at iteration 3."""
     reference = tmp_path / 'reference'
-    result = train(reference)
+    result = train(runs, reference, options=accumulating)
     assert result.returncode == 0, result.stderr[-3000:]
 
     site = tmp_path / 'site'
     site.mkdir()
     (site / 'sitecustomize.py').write_text(KILL_AT)
     killed = tmp_path / 'killed'
-    result = train(killed, env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}',
-                                'FASTMIM_TEST_KILL_AT': '4'})  # inside epoch 2
+    result = train(runs, killed, options=accumulating,
+                   env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}',
+                        'FASTMIM_TEST_KILL_AT': '4'})  # inside epoch 2
     assert result.returncode == -9, result.stderr[-3000:]
     assert (killed / 'last_checkpoint').read_text().strip().endswith('epoch_1.pth')
 
-    result = train(killed, '--resume')
+    result = train(runs, killed, '--resume', options=accumulating)
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
     assert 'resumed epoch: 1, iter: 3' in log
@@ -102,25 +101,26 @@ def test_resume_from_an_epoch_checkpoint_inside_a_global_window_is_exact(tmp_pat
 
 
 
-def test_resume_of_a_run_without_a_fixed_seed_is_exact(tmp_path, runs):
+def test_resume_of_a_run_without_a_fixed_seed_is_exact(tmp_path, runs, accumulating):
     """randomness.seed=None draws a seed at every start; --resume takes the checkpoint's for the
     run, but the sampler had been built with the new one, so the resumed epochs were shuffled
     and augmented otherwise than the interrupted run would have. The reference is the
     uninterrupted run with the seed the interrupted one drew (what seed=None seeds with)."""
-    unset = [*ACCUMULATING, 'optim_wrapper.accumulative_counts=1', 'randomness.seed=None']
+    unset = [*accumulating, 'optim_wrapper.accumulative_counts=1', 'randomness.seed=None']
     site = tmp_path / 'site'
     site.mkdir()
     (site / 'sitecustomize.py').write_text(KILL_AT)
     killed = tmp_path / 'killed'
-    result = train(killed, options=unset, env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}',
-                                               'FASTMIM_TEST_KILL_AT': '4'})  # inside epoch 2
+    result = train(runs, killed, options=unset,
+                   env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}',
+                        'FASTMIM_TEST_KILL_AT': '4'})  # inside epoch 2
     assert result.returncode == -9, result.stderr[-3000:]
     seed = torch.load(killed / 'epoch_1.pth', weights_only=True)['meta']['seed']
-    result = train(killed, '--resume', options=unset)
+    result = train(runs, killed, '--resume', options=unset)
     assert result.returncode == 0, result.stderr[-3000:]
 
     reference = tmp_path / 'reference'
-    result = train(reference, options=[*unset[:-1], f'randomness.seed={seed}'])
+    result = train(runs, reference, options=[*unset[:-1], f'randomness.seed={seed}'])
     assert result.returncode == 0, result.stderr[-3000:]
     final = torch.load(killed / 'epoch_3.pth', weights_only=True)
     expected = torch.load(reference / 'epoch_3.pth', weights_only=True)
