@@ -63,6 +63,18 @@ def train(runs, work_dir, *extra, options, env=None):
                     env=env)
 
 
+def train_killed_inside_epoch_2(runs, tmp_path, options):
+    """The work dir of a run SIGKILLed before iteration 4 (the second of epoch 2)."""
+    site = tmp_path / 'site'
+    site.mkdir()
+    (site / 'sitecustomize.py').write_text(KILL_AT)
+    killed = tmp_path / 'killed'
+    result = train(runs, killed, options=options,
+                   env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}', 'FASTMIM_TEST_KILL_AT': '4'})
+    assert result.returncode == -9, result.stderr[-3000:]
+    return killed
+
+
 def test_resume_from_an_epoch_checkpoint_inside_a_global_window_is_exact(tmp_path, runs,
                                                                           accumulating):
     """3 iterations per epoch, 2 accumulated: killed in epoch 2 and resumed from epoch_1.pth
@@ -73,14 +85,7 @@ def test_resume_from_an_epoch_checkpoint_inside_a_global_window_is_exact(tmp_pat
     result = train(runs, reference, options=accumulating)
     assert result.returncode == 0, result.stderr[-3000:]
 
-    site = tmp_path / 'site'
-    site.mkdir()
-    (site / 'sitecustomize.py').write_text(KILL_AT)
-    killed = tmp_path / 'killed'
-    result = train(runs, killed, options=accumulating,
-                   env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}',
-                        'FASTMIM_TEST_KILL_AT': '4'})  # inside epoch 2
-    assert result.returncode == -9, result.stderr[-3000:]
+    killed = train_killed_inside_epoch_2(runs, tmp_path, accumulating)
     assert (killed / 'last_checkpoint').read_text().strip().endswith('epoch_1.pth')
 
     result = train(runs, killed, '--resume', options=accumulating)
@@ -107,14 +112,7 @@ def test_resume_of_a_run_without_a_fixed_seed_is_exact(tmp_path, runs, accumulat
     and augmented otherwise than the interrupted run would have. The reference is the
     uninterrupted run with the seed the interrupted one drew (what seed=None seeds with)."""
     unset = [*accumulating, 'optim_wrapper.accumulative_counts=1', 'randomness.seed=None']
-    site = tmp_path / 'site'
-    site.mkdir()
-    (site / 'sitecustomize.py').write_text(KILL_AT)
-    killed = tmp_path / 'killed'
-    result = train(runs, killed, options=unset,
-                   env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}',
-                        'FASTMIM_TEST_KILL_AT': '4'})  # inside epoch 2
-    assert result.returncode == -9, result.stderr[-3000:]
+    killed = train_killed_inside_epoch_2(runs, tmp_path, unset)
     seed = torch.load(killed / 'epoch_1.pth', weights_only=True)['meta']['seed']
     result = train(runs, killed, '--resume', options=unset)
     assert result.returncode == 0, result.stderr[-3000:]
