@@ -113,10 +113,12 @@ def run_settings(run: Run, canvases: dict, checkpoint_digest: Optional[str]) -> 
                 command=run.command)
 
 
-def recorded_settings(run: Run, canvas_dir: str, checkpoint: Optional[str]) -> dict:
+def recorded_settings(run: Run, canvas_dir: str, checkpoint: Optional[str],
+                      checkpoint_digest: Optional[str]) -> dict:
     """The settings a finished run recorded; for a run of a runner that recorded none, the
-    command on the first line of its ``run.log``, with the canvases and the checkpoint that
-    are there now if both are older than its result (else ``None``: unknown)."""
+    command on the first line of its ``run.log``, with the canvases and the checkpoint
+    (``checkpoint_digest``, its sha256) that are there now if both are older than its result
+    (else ``None``: unknown)."""
     path = osp.join(run.work_dir, SETTINGS_FILE)
     if osp.isfile(path):
         with open(path) as f:
@@ -137,10 +139,7 @@ def recorded_settings(run: Run, canvas_dir: str, checkpoint: Optional[str]) -> d
     if older(record):
         with open(record) as f:
             canvases = json.load(f).get('settings')
-    digest = None
-    if run.pretrained and older(checkpoint):
-        from fastmim.engine.checkpoint import file_sha256
-        digest = file_sha256(checkpoint)
+    digest = checkpoint_digest if run.pretrained and older(checkpoint) else None
     return dict(**command_settings(command), canvases=canvases, checkpoint_sha256=digest,
                 unrecorded=True)
 
@@ -191,7 +190,7 @@ def check_finished_runs(runs: List[Run], canvas_dir: str, canvases: dict,
     for run in [*runs, *others]:
         if run.miou is None:
             continue
-        then = recorded_settings(run, canvas_dir, checkpoint)
+        then = recorded_settings(run, canvas_dir, checkpoint, digest)
         now = run_settings(run, canvases, digest)
         said = differences(then, now, run.pretrained)
         if run not in runs:
