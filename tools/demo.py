@@ -2,8 +2,8 @@
 
 Runs tools/train.py on configs/fastmim/demo_vit_tiny_embedded.py (work dir work_dirs/demo/, or
 --work-dir), then prints how the loss fell, where the checkpoint is and where the
-reconstruction pictures are. Other arguments are passed to tools/train.py (e.g. --amp,
---cfg-options ...).
+reconstruction pictures are. It takes tools/train.py's training flags (--amp, --resume,
+--cfg-options ...) and passes them on.
 """
 import argparse
 import glob
@@ -27,28 +27,40 @@ def read_losses(work_dir):
 
 
 def parse_args(argv):
-    """``(demo's arguments, tools/train.py's arguments)``: the demo's own help, and a config
-    given to it refused (it trains the demo config only; -h printed train.py's help, whose
-    CONFIG the demo then refused as an unknown argument)."""
+    """``(demo's arguments, tools/train.py's arguments)``: the demo takes train.py's training
+    flags, with its own usage and errors (-h printed train.py's help, whose required CONFIG the
+    demo then refused; a mistyped flag was reported under train.py's usage). A config given to
+    it is refused: it trains the demo config only."""
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    import train
+    from fastmim.engine.launch import CfgOptionsAction, add_debug_arg
+
     parser = argparse.ArgumentParser(
-        prog='demo.py',
+        prog='demo.py', allow_abbrev=False,
         description='Pre-train FastMIM on the embedded photos '
                     f'({osp.relpath(CONFIG, ROOT)}), then show how the loss fell, the '
                     'checkpoint and the reconstruction pictures.',
-        epilog='Other arguments go to tools/train.py: --amp, --cfg-options KEY=VALUE ..., '
-               '--resume; --debug shows the traceback of an error.')
+        epilog='The options after --work-dir are passed to tools/train.py.')
     parser.add_argument('--work-dir', default=WORK_DIR,
                         help='where the run writes (default: work_dirs/demo)')
-    args, train_args = parser.parse_known_args(argv)
-    if train_args and not train_args[0].startswith('-'):
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
+                        help='override keys of the demo config, e.g. train_cfg.max_epochs=2')
+    train.add_train_args(parser)
+    add_debug_arg(parser)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not unknown[0].startswith('-'):
         parser.error(f'demo.py trains {osp.relpath(CONFIG, ROOT)}; for another config run '
-                     f'tools/train.py {train_args[0]}')
+                     f'tools/train.py {unknown[0]}')
+    if unknown:
+        parser.error(f'unrecognized arguments: {" ".join(unknown)}')
+    work_dir_only = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    work_dir_only.add_argument('--work-dir')
+    _, train_args = work_dir_only.parse_known_args(argv)
     return args, train_args
 
 
 def main(argv):
     args, train_args = parse_args(argv)
-    sys.path.insert(0, osp.join(ROOT, 'tools'))
     import train
     train.main([CONFIG, '--work-dir', args.work_dir, *train_args])
 

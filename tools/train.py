@@ -16,6 +16,13 @@ from fastmim.engine.launch import (add_launch_args, apply_launch_args, checkpoin
 def parse_args(argv):
     parser = argparse.ArgumentParser(description='Train a model from a config')
     add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64')
+    add_train_args(parser)
+    return parse_launch_args(parser, argv)
+
+
+def add_train_args(parser):
+    """The flags of training itself, beside the launch ones; tools/demo.py offers them too, so
+    that its usage and errors are its own."""
     parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CKPT',
                         help='resume from CKPT, or from the latest checkpoint in the work dir '
                         'when no path is given; with none there yet, start as without --resume '
@@ -37,7 +44,6 @@ def parse_args(argv):
                         'gathered whole, as DDP writes them (tools/dist_train.sh CONFIG N --fsdp)')
     parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='CKPT',
                         help='allow full unpickling of this checkpoint (only for files you trust)')
-    return parse_launch_args(parser, argv)
 
 
 def set_mixed_precision(optim_wrapper, dtype=None):

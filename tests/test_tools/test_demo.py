@@ -28,8 +28,21 @@ def test_a_config_given_to_the_demo_is_sent_to_train_py(demo, capsys):
     assert capsys.readouterr().err.endswith(
         'demo.py: error: demo.py trains configs/fastmim/demo_vit_tiny_embedded.py; for another '
         'config run tools/train.py my.py\n')
-    args, train_args = demo.parse_args(['--amp', '--cfg-options', 'a=1'])
-    assert train_args == ['--amp', '--cfg-options', 'a=1']
+    args, train_args = demo.parse_args(['--amp', '--work-dir=w', '--cfg-options', 'a=1'])
+    assert train_args == ['--amp', '--cfg-options', 'a=1'] and args.work_dir == 'w'
+
+
+@pytest.mark.parametrize('argv, error', [
+    (['--bogus'], 'unrecognized arguments: --bogus'),
+    (['--amp-dtype', 'fp8'], "argument --amp-dtype: invalid choice: 'fp8'"),
+])
+def test_a_wrong_flag_is_reported_under_the_demo_s_usage(demo, capsys, argv, error):
+    """It was reported under tools/train.py's usage, whose CONFIG the demo does not take."""
+    with pytest.raises(SystemExit):
+        demo.parse_args(argv)
+    err = capsys.readouterr().err
+    assert err.startswith('usage: demo.py [-h] [--work-dir WORK_DIR]') and 'config' not in err
+    assert error in err
 
 
 def test_the_summary_reads_the_work_dir_the_run_wrote(demo, monkeypatch, tmp_path, capsys):
