@@ -429,3 +429,29 @@ def test_a_fine_tuned_checkpoint_is_refused_before_any_stage_runs(tmp_path, monk
     save_checkpoint_file({'state_dict': {**state, 'mask_token': torch.zeros(1, 3, 1, 1)},
                           'meta': {'geometry': {'backbone': vit.geometry()}}}, str(pretraining))
     assert tool.backbone_type(str(pretraining)) == 'VisionTransformer'
+
+
+def test_a_stage_record_notices_an_edited_base_config(tmp_path, tool):
+    """Only the config file was hashed: a stage begun before its _base_ changed was kept, and
+    its numbers reported for settings it never trained with."""
+    base, config = tmp_path / 'base.py', tmp_path / 'ft.py'
+    base.write_text('optim_wrapper = dict(optimizer=dict(lr=1e-3))\n')
+    config.write_text("_base_ = ['base.py']\ntrain_cfg = dict(max_epochs=2)\n")
+    options = ['model.backbone.init_cfg.checkpoint=pre.pth']
+    record = tool.started_with(str(config), options)
+    assert tool.differences(record, tool.started_with(str(config), options, known=record)) == []
+
+    base.write_text('# same settings, reformatted\noptim_wrapper = dict(\n'
+                    '    optimizer=dict(lr=0.001))\n')
+    assert tool.differences(record, tool.started_with(str(config), options, known=record)) == []
+    base.write_text('optim_wrapper = dict(optimizer=dict(lr=2e-3))\n')
+    assert tool.differences(record, tool.started_with(str(config), options, known=record)) == [
+        f'config: {config} is unchanged but composes to other settings than when the stage '
+        f'began (a _base_ file it inherits changed)']
+
+    # A record from before the settings were hashed compares the file itself, as it did.
+    del record['config']['composed_sha256']
+    assert tool.differences(record, tool.started_with(str(config), options, known=record)) == []
+    config.write_text("_base_ = ['base.py']\ntrain_cfg = dict(max_epochs=3)\n")
+    assert tool.differences(record, tool.started_with(str(config), options, known=record))[0] \
+        .startswith(f'config: begun with {config} (sha256 ')

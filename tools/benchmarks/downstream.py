@@ -21,13 +21,15 @@ downstream task the backbone has a config for (a ``--det-config`` or ``--seg-con
 stage, after the checkpoint this tool sets, so they can override it. A stage whose work dir holds
 its final checkpoint and its metrics JSON is skipped when the command runs again; one whose
 training stopped resumes from its last checkpoint; both only when the stage was begun with the
-same init checkpoint (by content), config and options, which a stage records in
+same init checkpoint (by content), config (the settings it composes to, bases included) and
+options, which a stage records in
 ``WORK_DIR/<stage>/started_with.json`` when it starts. Else the command stops before anything
 runs, naming what differs (``--restart STAGE`` starts a stage over, moving its old files
 aside). The numbers are the metrics mmengine's test loop returns (``tools/test.py --out``),
 collected in ``WORK_DIR/results.md`` and ``results.json``.
 """
 import argparse
+import hashlib
 import json
 import os
 import os.path as osp
@@ -235,11 +237,26 @@ def init_checkpoint_of(options):
     return [option.split('=', 1)[1] for option in options if option.startswith(INIT_KEY + '=')][-1]
 
 
+def composed_config_sha256(config):
+    """SHA-256 of the settings ``config`` composes to, its ``_base_`` files included (an edit of
+    a base config changes a stage's numbers as much as one of the file itself, which alone was
+    hashed). Taken from the settings, not the text, so that a comment or a reformatting does
+    not count as a change."""
+    from mmengine.config import Config
+    settings = Config.fromfile(config, import_custom_modules=False).to_dict()
+    text = json.dumps(settings, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def started_with(config, options, known=None):
-    """What a stage is begun with: its config file, its init checkpoint and the user's options
-    (``known``: the record of an earlier start, whose hashes serve for unchanged files)."""
+    """What a stage is begun with: its config file and the settings it composes to, its init
+    checkpoint and the user's options (``known``: the record of an earlier start, whose hashes
+    serve for unchanged files)."""
     known = known or {}
-    return dict(config=file_identity(config, known.get('config')),
+    config_identity = file_identity(config, known.get('config'))
+    if config_identity['sha256'] is not None:
+        config_identity['composed_sha256'] = composed_config_sha256(config)
+    return dict(config=config_identity,
                 init_checkpoint=file_identity(init_checkpoint_of(options),
                                               known.get('init_checkpoint')),
                 options=list(options[1:]))
@@ -259,6 +276,11 @@ def differences(old, new):
                                                               new_config['sha256']):
         found.append(f'config: begun with {describe_file(old_config)}, now '
                      f'{describe_file(new_config)}')
+    elif 'composed_sha256' in old_config and (old_config['composed_sha256'] !=
+                                              new_config.get('composed_sha256')):
+        # (A record from before the settings were hashed compares the file only.)
+        found.append(f'config: {new_config["path"]} is unchanged but composes to other '
+                     f'settings than when the stage began (a _base_ file it inherits changed)')
     old_init, new_init = old.get('init_checkpoint', {}), new['init_checkpoint']
     # The checkpoint's content, not its name, gives the numbers: a copied or moved file is the
     # same one (the table shows the name this command gives).
