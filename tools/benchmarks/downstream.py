@@ -23,9 +23,9 @@ its final checkpoint and its metrics JSON is skipped when the command runs again
 training stopped resumes from its last checkpoint; both only when the stage was begun with the
 same init checkpoint (by content), config (the settings it composes to, bases included) and
 options, which a stage records in ``WORK_DIR/<stage>/started_with.json`` when it starts. Else
-the command stops before anything runs, naming what differs (``--restart STAGE`` starts a stage over, moving its old files
-aside). The numbers are the metrics mmengine's test loop returns (``tools/test.py --out``),
-collected in ``WORK_DIR/results.md`` and ``results.json``.
+the command stops before anything runs, naming what differs (``--restart STAGE`` starts a
+stage over, moving its old files aside). The numbers are the metrics mmengine's test loop
+returns (``tools/test.py --out``), collected in ``WORK_DIR/results.md`` and ``results.json``.
 """
 import argparse
 import hashlib
