@@ -11,6 +11,11 @@ from fastmim.registry import MODELS
     (0.75, 16, (128, 128), 16),    # ViT/16 recipe: 16 of 64
     (0.6, 16, (48, 80), 6),        # non-square, 15 blocks
     (0.9, 16, (32, 80), 1),        # 1 - 0.9 is 0.0999.. in floating point; N * 0.1 = 1
+    # fractional N * (1 - r): the count is floored (REFERENCE: int(N * (1 - mask_ratio))), not
+    # rounded up or to nearest; these are the mask06 / mask09 ablation configs' counts
+    (0.6, 16, (128, 128), 25),     # 64 * 0.4 = 25.6
+    (0.9, 16, (128, 128), 6),      # 64 * 0.1 = 6.4
+    (0.6, 32, (128, 128), 6),      # 16 * 0.4 = 6.4
 ])
 def test_exact_visible_count_per_sample(mask_ratio, block_size, size, visible):
     torch.manual_seed(0)
