@@ -361,3 +361,27 @@ def test_an_input_that_the_blocks_do_not_tile_names_the_keys_to_change():
                                          r'block_size=32 \(model\.block_size\).*'
                                          r'RandomResizedCrop'):
         model(torch.randn(1, 3, 48, 48), mode='loss')
+
+
+def test_the_decoder_receives_the_backbones_last_output():
+    """The backbone returns a tuple of maps and the last one is decoded (the neck's
+    in_channels default to ``out_channels[-1]``). Every shipped pre-training backbone returns
+    one map, so a backbone with two outputs is needed to tell the last from the first: a ViT
+    with out_indices (0, 1), whose block-1 map also went through the final norm."""
+    torch.manual_seed(0)
+    model = build_fastmim(
+        backbone=dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=2, num_heads=2),
+                      img_size=64, out_indices=(0, 1)),
+        block_size=16).eval()
+    received = []
+    model.neck.register_forward_pre_hook(lambda module, args: received.append(args[0]))
+    with torch.no_grad():
+        outputs = model.reconstruct(normalised(real_images(64, count=2)))
+        first, last = model.backbone(outputs['masked_image'])
+    assert len(received) == 1
+    assert first.shape == last.shape == (2, 32, 4, 4)
+    assert not torch.allclose(first, last, atol=1e-3)   # the two outputs are distinguishable
+    torch.testing.assert_close(received[0], last)
+    with torch.no_grad():
+        expected = model.fold_tokens(model.neck(last), last.shape[-2:])
+    torch.testing.assert_close(outputs['prediction'], expected)
