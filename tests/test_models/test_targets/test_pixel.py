@@ -31,7 +31,12 @@ def reference_pixel_target(image, patch_size, norm_pix):
 @pytest.mark.parametrize('patch_size, height, width', [(16, 32, 48), (8, 16, 8), (2, 4, 6)])
 @pytest.mark.parametrize('norm_pix', [True, False])
 def test_matches_numpy_per_patch_reference(patch_size, height, width, norm_pix):
-    images = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(0)) * 2 + 0.5
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 3, height, width, generator=generator) * 2 + 0.5
+    # A nearly flat patch (variance ~1e-5, e.g. a clear sky), where the 1e-6 added to the
+    # variance (MAE's norm_pix_loss) changes the standardised values by a large factor.
+    flat = torch.randn(3, patch_size, patch_size, generator=generator) * 1e-5 ** 0.5 + 0.01
+    images[0, :, :patch_size, :patch_size] = flat
     output = PixelTarget(patch_size, norm_pix=norm_pix)(images)
     assert output.shape == (2, 3 * patch_size ** 2, height // patch_size, width // patch_size)
     for image, result in zip(images.numpy(), output.numpy()):
