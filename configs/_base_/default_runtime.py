@@ -18,6 +18,9 @@ default_hooks = dict(
     # A default hook (merged by key) rather than a custom one: a config that sets its own
     # custom_hooks list replaces the list but keeps this.
     checkpoint_meta=dict(type='CheckpointMetaHook'),
+    # A checkpoint read for --resume checked (model, optimiser, what the config changes)
+    # before any hook or mmengine loads from it.
+    resume_checks=dict(type='ResumeChecksHook'),
     # Before the first iteration: train and val (kNN bank and test) datasets name the same
     # classes, and the model has an output for each (ImageFolder numbers each split's folders).
     dataset_classes=dict(type='DatasetClassesCheckHook'),

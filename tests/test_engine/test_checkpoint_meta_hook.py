@@ -1,4 +1,6 @@
 """CheckpointMetaHook refuses to resume a checkpoint of another model in one line."""
+import re
+
 import pytest
 from mmengine.runner import Runner
 
@@ -176,3 +178,31 @@ def test_another_batch_size_alone_is_not_called_a_changed_schedule(tmp_path, tin
     assert 'param_scheduler[1] (CosineAnnealingLR) end: config 12, checkpoint 4 iterations' \
         in message
     assert 'param_scheduler[0]' not in message
+
+
+def test_a_checkpoint_of_another_model_is_refused_before_ema_loads_its_copy(tmp_path,
+                                                                           tiny_pretraining):
+    """EMAHook loads its averaged weights in its own after_load_checkpoint, which ran before
+    the checks (CheckpointMetaHook's priority is LOWEST): a raw size-mismatch traceback from
+    ExponentialMovingAverage instead of the one-line error."""
+    hooks = [dict(type='CheckpointMetaHook'), dict(type='EMAHook'),
+             dict(type='ResumeChecksHook')]
+    _run(tmp_path / 'a', tiny_pretraining, 32, custom_hooks=hooks).train()
+    runner = _run(tmp_path / 'a', tiny_pretraining, 64, resume=True, custom_hooks=hooks,
+                  train_cfg=dict(by_epoch=True, max_epochs=2))
+    with pytest.raises(CheckpointError, match=r'a/epoch_1.pth does not fit FastMIM \(--resume '
+                       r'continues the model it holds\)'):
+        runner.train()
+
+
+def test_resuming_with_another_optimiser_type_is_refused(tmp_path, tiny_pretraining):
+    """torch gave SGD the checkpoint's AdamW parameter groups whole: after the start-up, the
+    first step ended in KeyError: 'momentum'."""
+    _run(tmp_path / 'a', tiny_pretraining, 32).train()
+    runner = _run(tmp_path / 'a', tiny_pretraining, 32, resume=True,
+                  optim_wrapper=dict(optimizer=dict(type='SGD', lr=1e-3, momentum=0.9)),
+                  train_cfg=dict(by_epoch=True, max_epochs=2))
+    with pytest.raises(CheckpointError, match=re.escape(
+            f'{tmp_path}/a/epoch_1.pth was trained with AdamW, the config builds SGD: --resume '
+            'continues the optimiser state it holds.')):
+        runner.train()

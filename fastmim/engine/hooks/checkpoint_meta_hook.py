@@ -9,17 +9,17 @@ from torch.distributed.fsdp import FullyShardedDataParallel
 from fastmim.engine.checkpoint import (format_size, from_plain, remove_stale_temporary_files,
                                        to_plain)
 from fastmim.engine.optim_wrappers.guarded import drop_skipped_logs
-from fastmim.engine.runner_model import bare_model, whole_parameters
+from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS
 
-from .resume_checks import (check_resumed_model, drop_executable_config, resumed_path,
-                            warn_if_finished, warn_kept_optimisation)
+from .resume_checks import (OPTIMISER_TYPE_KEY, ResumeChecksHook, check_resumed_checkpoint,
+                            optimiser_type)
 
 
 @HOOKS.register_module()
 class CheckpointMetaHook(Hook):
-    """Converts checkpoints to plain types on save and back on load; records geometry; checks
-    a checkpoint read for ``--resume`` before mmengine loads it (:mod:`.resume_checks`).
+    """Converts checkpoints to plain types on save and back on load; records the geometry
+    and the optimiser's type (for :class:`ResumeChecksHook`).
 
     Runs last before a save (priority ``LOWEST``) so that whatever other hooks add is converted
     too. ``meta['geometry']`` is ``model.geometry()`` when the model has one: fine-tuning and
@@ -54,6 +54,8 @@ class CheckpointMetaHook(Hook):
         model = bare_model(runner)
         if hasattr(model, 'geometry'):
             checkpoint.setdefault('meta', {})['geometry'] = model.geometry()
+        if optimiser_type(runner):
+            checkpoint.setdefault('meta', {})[OPTIMISER_TYPE_KEY] = optimiser_type(runner)
         for key in list(checkpoint):
             if key != 'state_dict':
                 checkpoint[key] = to_plain(checkpoint[key], f'checkpoint[{key!r}]')
@@ -62,13 +64,10 @@ class CheckpointMetaHook(Hook):
         for key in list(checkpoint):
             if key != 'state_dict':
                 checkpoint[key] = from_plain(checkpoint[key])
-        if runner._resume:  # mmengine has no public flag; load_from alone reads weights only
-            path = resumed_path(runner)
-            drop_executable_config(checkpoint, path)
-            with whole_parameters(runner.model):
-                check_resumed_model(bare_model(runner), checkpoint, path)
-            warn_kept_optimisation(runner, checkpoint, path)
-            warn_if_finished(runner, checkpoint, path)
+        # A config from before ResumeChecksHook: the checks run here, after the other hooks.
+        if runner._resume and not any(isinstance(hook, ResumeChecksHook)
+                                      for hook in runner.hooks):
+            check_resumed_checkpoint(runner, checkpoint)
 
 
 def remove_interrupted_writes(runner):

@@ -12,17 +12,24 @@ parameter schedulers' state, all from the checkpoint. Four consequences it leave
 - a checkpoint that has trained the whole ``train_cfg`` trains nothing more, with exit
   status 0 (:func:`warn_if_finished`).
 
-Each runs from :class:`CheckpointMetaHook` when a checkpoint has been read for resuming and
-before mmengine loads anything from it.
+- an optimiser of another type than the checkpoint's cannot take its state (mmengine loads
+  AdamW's groups into SGD, which fails at the first step with ``KeyError: 'momentum'``)
+  (:func:`check_resumed_optimiser`).
+
+They run from :class:`ResumeChecksHook` when a checkpoint has been read for resuming, before
+mmengine or any other hook loads anything from it.
 """
 import logging
 import math
 from typing import Iterator, List, Optional, Tuple
 
+from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop, find_latest_checkpoint
 
+from fastmim.engine.runner_model import bare_model, whole_parameters
 from fastmim.errors import CheckpointError
+from fastmim.registry import HOOKS
 
 from fastmim.models.utils.load_problems import modules_without_weights, top_level_names
 
@@ -36,6 +43,59 @@ OPTIMISER_SETTINGS = ('initial_lr', 'weight_decay', 'betas', 'momentum', 'eps')
 # groups' ``initial_lr``, compared above).
 SCHEDULER_PROGRESS = ('last_step', '_global_step', '_last_value', 'base_values', 'verbose',
                       '_get_value_called_within_step')
+
+
+# Where a checkpoint records its optimiser's class (``CheckpointMetaHook`` writes it).
+OPTIMISER_TYPE_KEY = 'optimizer_type'
+
+
+@HOOKS.register_module()
+class ResumeChecksHook(Hook):
+    """Checks a checkpoint read for ``--resume`` before anything is loaded from it.
+
+    Priority ``VERY_HIGH``: the other hooks' ``after_load_checkpoint`` come after it. EMAHook
+    loads its averaged copy of the weights in its own, so a checkpoint of another model (a
+    fine-tuning resumed with another ``num_classes``) ended there in a size-mismatch traceback
+    instead of this module's one-line error. ``CheckpointMetaHook`` runs the checks itself
+    in a config without this hook."""
+
+    priority = 'VERY_HIGH'
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        if runner._resume:  # mmengine has no public flag; load_from alone reads weights only
+            check_resumed_checkpoint(runner, checkpoint)
+
+
+def check_resumed_checkpoint(runner, checkpoint: dict) -> None:
+    """Every check of this module, on a checkpoint read for resuming."""
+    path = resumed_path(runner)
+    drop_executable_config(checkpoint, path)
+    with whole_parameters(runner.model):
+        check_resumed_model(bare_model(runner), checkpoint, path)
+    check_resumed_optimiser(runner, checkpoint, path)
+    warn_kept_optimisation(runner, checkpoint, path)
+    warn_if_finished(runner, checkpoint, path)
+
+
+def optimiser_type(runner) -> Optional[str]:
+    """The class name of the run's optimiser (None for a wrapper of several, whose state
+    mmengine saves per optimiser)."""
+    optimizer = getattr(runner.optim_wrapper, 'optimizer', None)
+    return type(optimizer).__name__ if optimizer is not None else None
+
+
+def check_resumed_optimiser(runner, checkpoint: dict, path: str) -> None:
+    """Refuse a checkpoint whose optimiser (``meta['optimizer_type']``, recorded since the
+    check exists) is not the config's: torch's ``load_state_dict`` gives the config's optimiser
+    the checkpoint's parameter groups whole, so SGD resumed from AdamW lacked its momentum and
+    the first step ended in a ``KeyError`` after the start-up."""
+    saved = (checkpoint.get('meta') or {}).get(OPTIMISER_TYPE_KEY)
+    built = optimiser_type(runner)
+    if saved and built and saved != built:
+        raise CheckpointError(
+            f'{path} was trained with {saved}, the config builds {built}: --resume continues '
+            f'the optimiser state it holds. Resume with the config that wrote it, or start a '
+            f'new run from its weights (load_from / init_cfg, without --resume)')
 
 
 def drop_executable_config(checkpoint: dict, path: str) -> None:

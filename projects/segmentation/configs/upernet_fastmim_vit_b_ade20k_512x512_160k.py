@@ -109,9 +109,11 @@ train_cfg = dict(type='fastmim.ResumableIterBasedTrainLoop', max_iters=max_iters
 randomness = dict(seed=0)
 
 # Default hooks, merged by key, so a derived config's own custom_hooks cannot drop them:
-# - checkpoints of plain types (they load weights-only) that record the model geometry;
+# - checkpoints of plain types (they load weights-only) that record the model geometry, and
+#   a checkpoint read for --resume checked before anything loads from it;
 # - on SLURM's SIGTERM (preemption, scancel) or SIGUSR1 (--signal=USR1@120), iter_<n>.pth of the
 #   next iteration is saved and the run exits with status 75; --resume continues from there,
 #   exactly (the checkpoint hook's interval is 16k iterations).
 default_hooks = dict(checkpoint_meta=dict(type='fastmim.CheckpointMetaHook'),
+                     resume_checks=dict(type='fastmim.ResumeChecksHook'),
                      preemption=dict(type='fastmim.PreemptionHook'))
