@@ -112,6 +112,40 @@ def test_fc_norm_is_a_layernorm_on_pooled_features():
         build(pre_norm='gn')
 
 
+
+def timm_avg_pool_vit(model):
+    """timm's ViT with ``global_pool='avg'`` (MAE's fine-tuning classifier: mean of the patch
+    tokens, ``fc_norm``, ``head``; no final norm) holding the weights of a fine-tuning
+    ``ImageClassifier`` built from ``TINY_VIT`` with ``pre_norm='ln'``."""
+    from timm.models.vision_transformer import VisionTransformer as TimmVisionTransformer
+    reference = TimmVisionTransformer(img_size=32, patch_size=16, embed_dim=32, depth=2,
+                                      num_heads=2, num_classes=5, global_pool='avg').eval()
+    state = dict(model.backbone.state_dict())
+    state.update({f'fc_norm.{k}': v for k, v in model.head.fc_norm.state_dict().items()})
+    state.update({f'head.{k}': v for k, v in model.head.fc.state_dict().items()})
+    reference.load_state_dict(state, strict=True)
+    return reference
+
+
+def test_fine_tuned_vit_logits_match_timms_vit_with_global_pool_avg():
+    """Average pooling, then ``fc_norm`` (LayerNorm eps 1e-6, as MAE's and timm's ViT), then the
+    linear layer: the logits equal timm's ViT at ``global_pool='avg'``. The pooled features of
+    real fine-tuning are not always of unit scale, so the head is also compared on tokens of
+    variance ~1e-6, where the LayerNorm's eps changes the logits by a large factor."""
+    torch.manual_seed(0)
+    model = build(pre_norm='ln').eval()
+    for param in [model.head.fc.weight, model.head.fc.bias, model.head.fc_norm.weight,
+                  model.head.fc_norm.bias]:
+        nn.init.normal_(param)
+    reference = timm_avg_pool_vit(model)
+    assert model.head.fc_norm.eps == reference.fc_norm.eps
+    inputs = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(inputs, mode='tensor'), reference(inputs))
+        tokens = torch.randn(3, 1 + 4, 32) * 1e-3 + 0.2   # class token + 2x2 patch tokens
+        pooled = tokens[:, 1:].mean(dim=1)
+        torch.testing.assert_close(model.head(pooled), reference.forward_head(tokens))
+
 def test_head_weight_init_std():
     head = MODELS.build(dict(type='LinearClsHead', num_classes=1000, in_channels=768))
     weight = head.fc.weight.detach()
