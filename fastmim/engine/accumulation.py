@@ -8,6 +8,8 @@ window boundary. mmengine's wrapper has no public setter for these counts.
 """
 import logging
 
+from mmengine.logging import print_log
+
 from fastmim.engine.optim_wrappers import each_optim_wrapper
 
 # mmengine's warning when a run resumes at an iteration its global windows would cut; with
@@ -19,25 +21,41 @@ def start_accumulation_windows(optim_wrapper, accumulative_counts: int, iteratio
                                done: int = 0) -> None:
     """Make accumulation windows of ``accumulative_counts`` iterations start now.
 
-    ``iterations=None``: counting restarts at 0 with no end (``_max_counts = -1``): an update
-    happens after every ``accumulative_counts`` iterations and each loss is divided by
-    ``accumulative_counts``; the gradients of a partial window at the end are dropped at the
-    next call (what :class:`ProgressiveResolutionHook` does per epoch).
+    ``done``: iterations of the epoch that ran before (a run resumed inside the epoch); the
+    windows stay where the uninterrupted run had them.
 
-    ``iterations=N`` (an epoch's length), of which ``done`` ran before (a run resumed inside
-    the epoch): the windows end at iteration N, so the last one is ``N % accumulative_counts``
-    iterations long when that is not 0, its losses divided by its length, and its update made
-    after iteration N, as mmengine does for the last window of a run.
+    ``iterations=None``: no end (``_max_counts = -1``): an update happens after every
+    ``accumulative_counts`` iterations and each loss is divided by ``accumulative_counts``;
+    the gradients of a partial window at the end are dropped at the next call (what
+    :class:`ProgressiveResolutionHook` does per epoch).
+
+    ``iterations=N`` (an epoch's length): the windows end at iteration N, so the last one is
+    ``N % accumulative_counts`` iterations long when that is not 0, its losses divided by its
+    length, and its update made after iteration N, as mmengine does for the last window of a
+    run.
 
     Gradients held now (a partial window) are dropped.
     """
     optim_wrapper.zero_grad()
     for wrapper in each_optim_wrapper(optim_wrapper):
         wrapper._accumulative_counts = accumulative_counts
-        wrapper._inner_count = done if iterations is not None else 0
+        wrapper._inner_count = done
         wrapper._max_counts = -1 if iterations is None else iterations
         wrapper._remainder_counts = (-1 if iterations is None else
                                      iterations % accumulative_counts)
+
+
+def warn_if_resumed_inside_a_window(epoch: int, done: int, accumulative_counts: int) -> None:
+    """Say that the update of the window a resume lands in uses part of it: the gradients of
+    its first iterations were in no checkpoint."""
+    if done % accumulative_counts:
+        print_log(
+            f'resuming epoch {epoch + 1} after {done} iterations, inside a window of '
+            f'{accumulative_counts} accumulated iterations: the gradients of its first '
+            f'{done % accumulative_counts} are in no checkpoint, so its update uses the rest '
+            'only; checkpoints saved at epoch ends, by PreemptionHook, or every N iterations '
+            f'with N and the epoch length multiples of {accumulative_counts} resume at a '
+            'window boundary', logger='current', level=logging.WARNING)
 
 
 class DropGlobalWindowWarning(logging.Filter):

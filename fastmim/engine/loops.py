@@ -42,7 +42,8 @@ from mmengine.runner.loops import _InfiniteDataloaderIterator
 from mmengine.runner.utils import calc_dynamic_intervals
 
 from fastmim.datasets.sample_seeds import iteration_seed
-from fastmim.engine.accumulation import DropGlobalWindowWarning, start_accumulation_windows
+from fastmim.engine.accumulation import (DropGlobalWindowWarning, start_accumulation_windows,
+                                        warn_if_resumed_inside_a_window)
 from fastmim.engine.hooks.progressive_resolution_hook import iter_based_schedulers
 from fastmim.engine.schedule_length import one_step_warmups
 from fastmim.registry import LOOPS
@@ -197,14 +198,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
             return
         done = self.batches_done_in_epoch(warn=False)
         start_accumulation_windows(self.runner.optim_wrapper, counts, len(self.dataloader), done)
-        if done % counts:
-            print_log(
-                f'resuming epoch {self._epoch + 1} after {done} iterations, inside a window of '
-                f'{counts} accumulated iterations (optim_wrapper.accumulative_counts): the '
-                f'gradients of its first {done % counts} are in no checkpoint, so its update '
-                'uses the rest only; checkpoints saved at epoch ends, by PreemptionHook, or '
-                f'every N iterations with N and the epoch length multiples of {counts} resume '
-                'at a window boundary', logger='current', level=logging.WARNING)
+        warn_if_resumed_inside_a_window(self._epoch, done, counts)
 
     def batches_done_in_epoch(self, warn: bool = True) -> int:
         """Batches of the current epoch that ran before the checkpoint this run resumed from

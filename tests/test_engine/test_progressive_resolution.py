@@ -245,6 +245,33 @@ def test_a_run_resumed_inside_an_epoch_knows_its_last_iteration(tmp_path, tiny_p
     assert (tmp_path / 'resumed' / f'iter_{last_iteration}.pth').exists()
 
 
+def test_a_resume_inside_a_window_keeps_the_epoch_s_windows(tmp_path, tiny_pretraining,
+                                                            capsys):
+    """The hook restarted the windows at the resumed batch: resumed 3 batches into epoch 2
+    (windows of 4), the remaining 7 made one update instead of the uninterrupted run's two,
+    and without the warning a plain accumulating run gives."""
+    cfg = tiny_config(tiny_pretraining, tmp_path / 'run')
+    cfg.train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=MAX_EPOCHS)
+    cfg.merge_from_dict(dict(
+        train_dataloader=dict(sampler=dict(type='ResumableSampler')),
+        default_hooks=dict(checkpoint=dict(by_epoch=False, interval=5))))
+    resumed_cfg = copy.deepcopy(cfg)
+    uninterrupted, _ = train(cfg)
+
+    resumed_cfg.merge_from_dict(dict(
+        resume=True, load_from=str(tmp_path / 'run' / 'iter_10.pth'),  # 2 + 5, then 3 of 10
+        work_dir=str(tmp_path / 'resumed'), experiment_name=str(tmp_path / 'resumed')))
+    resumed, steps = train(resumed_cfg)
+    epoch_2_updates = [update for update in uninterrupted.updates if update[0] == 2]
+    assert len(epoch_2_updates) == UPDATES_PER_EPOCH
+    assert [epoch for epoch, _ in resumed.updates] == [epoch for epoch, _ in epoch_2_updates]
+    assert [lr for _, lr in resumed.updates] == pytest.approx(
+        [lr for _, lr in epoch_2_updates], rel=1e-12)
+    assert steps == {MAX_EPOCHS * UPDATES_PER_EPOCH}
+    assert 'resuming epoch 3 after 3 iterations, inside a window of 4 accumulated iterations' \
+        in capsys.readouterr().out
+
+
 PROGRESSIVE_CONFIG = osp.join(CONFIG_DIR, 'fastmim', 'vit_b_hog_800e_progressive.py')
 
 

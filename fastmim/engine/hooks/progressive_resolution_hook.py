@@ -24,7 +24,8 @@ from mmengine.logging import print_log
 from mmengine.optim import OptimWrapperDict
 from mmengine.runner import EpochBasedTrainLoop
 
-from fastmim.engine.accumulation import start_accumulation_windows
+from fastmim.engine.accumulation import (start_accumulation_windows,
+                                        warn_if_resumed_inside_a_window)
 from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS, type_name
 
@@ -167,6 +168,15 @@ def stage_dataloader_config(dataloader_cfg: dict, stage: Stage) -> dict:
     return cfg
 
 
+def batches_done_in_epoch(loop) -> int:
+    """Batches of the current epoch trained before the checkpoint this run resumed from:
+    ``ResumableEpochBasedTrainLoop`` goes on after them, so the epoch's accumulation windows
+    must stay where they were (they restarted at the resumed batch, grouping the rest of the
+    epoch otherwise than the uninterrupted run). mmengine's loop restarts the epoch: 0."""
+    done = getattr(loop, 'batches_done_in_epoch', None)
+    return done(warn=False) if done is not None else 0
+
+
 def _single_optim_wrapper(runner):
     wrapper = runner.optim_wrapper
     if isinstance(wrapper, OptimWrapperDict):
@@ -262,8 +272,10 @@ class ProgressiveResolutionHook(Hook):
         index = self.stage_index(runner.epoch)
         if index != self.active_stage:
             self._enter_stage(runner, index)
-        start_accumulation_windows(_single_optim_wrapper(runner),
-                                   self.stages[index].accumulative_counts)
+        counts = self.stages[index].accumulative_counts
+        done = batches_done_in_epoch(runner.train_loop)
+        start_accumulation_windows(_single_optim_wrapper(runner), counts, done=done)
+        warn_if_resumed_inside_a_window(runner.epoch, done, counts)
 
     # --- steps --------------------------------------------------------------------------------
     def _enter_stage(self, runner, index: int) -> None:
