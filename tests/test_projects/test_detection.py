@@ -234,6 +234,14 @@ def test_readme_accumulation_command_keeps_the_recipes_updates(downstream):
         assert (ours.begin, ours.end) == (published.begin * scale, published.end * scale)
 
 
+def test_readme_accumulation_command_sets_only_keys_the_config_has(downstream, load_config_log):
+    """optim_wrapper.accumulative_counts was not in the config: the README's command got the
+    'has no such key, it is added' warning that a typo gets."""
+    options = downstream.readme_cfg_options(CONFIG.parents[1] / 'README.md',
+                                            'accumulative_counts=8')
+    assert not [line for line in load_config_log(CONFIG, options) if 'no such key' in line]
+
+
 def test_sigterm_inside_an_epoch_saves_and_the_resumed_run_is_exact(
         coco_instances, downstream, tmp_path):
     """SLURM sends SIGTERM to every process of a job it preempts, DataLoader workers included.

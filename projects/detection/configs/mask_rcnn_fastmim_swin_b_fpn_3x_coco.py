@@ -136,7 +136,9 @@ optim_wrapper = dict(
     # the FPN and head BNs decayed.
     paramwise_cfg=dict(
         norm_decay_mult=0.,
-        custom_keys={'relative_position_bias_table': dict(decay_mult=0.)}))
+        custom_keys={'relative_position_bias_table': dict(decay_mult=0.)}),
+    # 8 on one GPU makes the published batch of 16 per update (README).
+    accumulative_counts=1)
 auto_scale_lr = dict(base_batch_size=16)
 
 # Default hooks, merged by key, so a derived config's own custom_hooks cannot drop them:
