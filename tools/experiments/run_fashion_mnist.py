@@ -18,8 +18,10 @@
    duration in ``WORK_DIR/results.json``.
 
 A run whose result is already in its work dir is not repeated, so an interrupted study goes on
-where it stopped; ``--fresh`` deletes what the study wrote there first (the pre-training, the
-runs, ``results.json``) and keeps everything else (the dense study's runs, a user's files).
+where it stopped (a stopped pre-training is resumed from its last checkpoint; only the
+checkpoint of its end is reused); ``--fresh`` deletes what the study wrote there first (the
+pre-training, the runs, ``results.json``) and keeps everything else (the dense study's runs, a
+user's files).
 """
 import argparse
 import concurrent.futures
@@ -33,9 +35,10 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = osp.join(ROOT, 'configs', 'experiments')
@@ -187,12 +190,19 @@ def last_scalar(work_dir: str, key: str) -> Optional[float]:
 # scheduler) used to end the study alone and leave torchrun and its workers training on, into
 # the work dirs that a rerun then trains in too.
 RUNNING_GROUPS = set()
+# Set when the study is stopped: no command starts after it. The runs queued in the thread pool
+# kept starting, one after another, while the stopped study waited for its pool to shut down.
+STOPPING = threading.Event()
 
 
 def execute(command: List[str], log_path: str, threads: int) -> float:
     """Run a command with its output in ``log_path``; seconds taken. Raises on failure.
 
-    The command leads a process group of its own (:func:`stop_commands_on_signals` ends it)."""
+    The command leads a process group of its own (:func:`stop_commands_on_signals` ends it).
+    Once the study is stopping (:data:`STOPPING`) no command starts, and one that started while
+    the stop ended the others is ended by its own thread."""
+    if STOPPING.is_set():
+        raise RuntimeError('not started: the study is stopping')
     env = {**os.environ, 'PYTHONPATH': ROOT, 'OMP_NUM_THREADS': str(threads),
            'PORT': str(free_port())}
     start = time.time()
@@ -202,6 +212,8 @@ def execute(command: List[str], log_path: str, threads: int) -> float:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         RUNNING_GROUPS.add(process.pid)
+        if STOPPING.is_set():  # the stop may have ended the groups before this one was added
+            stop_group(process.pid)
         try:
             returncode = process.wait()
         finally:
@@ -219,32 +231,113 @@ def stop_commands_on_signals() -> None:
     The groups are ended in the handler itself: the study's thread pool waits for its
     threads, and so for their commands, before any ``finally`` of the main thread runs."""
     def stop(signum, frame):
+        STOPPING.set()  # first: a thread that starts a command after this ends it itself
         for group in list(RUNNING_GROUPS):
-            try:
-                os.killpg(group, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            stop_group(group)
         raise SystemExit(f'error: stopped by {signal.Signals(signum).name}; the running '
                          'commands were stopped too (a rerun goes on where the study stopped)')
+    STOPPING.clear()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop)
+
+
+def stop_group(group: int) -> None:
+    try:
+        os.killpg(group, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
 
 
 # --------------------------------------------------------------------------------------------
 # Stages
 # --------------------------------------------------------------------------------------------
 def pretrain(work_dir: str, jobs: int) -> Dict[str, float]:
-    """FastMIM pre-training (skipped when its checkpoint exists); returns timing facts."""
+    """FastMIM pre-training; returns timing facts. On return ``pretrain/last_checkpoint`` names
+    the checkpoint of its end.
+
+    Skipped when that checkpoint exists. Any other one (a stopped study's: the training saves
+    ``iter_N.pth`` on SIGTERM and names it in ``last_checkpoint``) is resumed with
+    ``tools/train.py --resume``: the mere presence of ``last_checkpoint`` counted as a finished
+    pre-training, so every downstream run of a study stopped during stage 1 started from the
+    partial weights."""
     pretrain_dir = osp.join(work_dir, 'pretrain')
     os.makedirs(pretrain_dir, exist_ok=True)
-    if osp.isfile(osp.join(pretrain_dir, 'last_checkpoint')):
-        print(f'pre-training: reusing {latest_checkpoint(pretrain_dir)}', flush=True)
+    finished = finished_pretraining(pretrain_dir)
+    if finished:
+        print(f'pre-training: reusing {finished}', flush=True)
         return {}
-    print(f'pre-training on {jobs} CPU process(es), log {pretrain_dir}/run.log', flush=True)
-    seconds = execute(pretrain_command(pretrain_dir, jobs), osp.join(pretrain_dir, 'run.log'),
-                      threads=1)
-    print(f'pre-training done in {seconds:.0f} s: {latest_checkpoint(pretrain_dir)}', flush=True)
-    return dict(pretrain_seconds=seconds)
+    if PRETRAIN_BATCH % jobs:  # the dense runner checks only when there is no checkpoint
+        sys.exit(f'error: --jobs must divide the pre-training batch {PRETRAIN_BATCH} (the '
+                 f'pre-training in {pretrain_dir} has not finished)')
+    partial = named_checkpoint(pretrain_dir)
+    facts = {}
+    if partial:
+        print(f'pre-training: {partial} is not of its end ({checkpoint_position(partial)}); '
+              f'resuming it on {jobs} CPU process(es), log {pretrain_dir}/run.log', flush=True)
+        facts['pretrain_resumed_from'] = partial
+    else:
+        print(f'pre-training on {jobs} CPU process(es), log {pretrain_dir}/run.log', flush=True)
+    seconds = execute(pretrain_command(pretrain_dir, jobs) + ['--resume'],
+                      osp.join(pretrain_dir, 'run.log'), threads=1)
+    finished = finished_pretraining(pretrain_dir)
+    if not finished:
+        sys.exit(f'error: the pre-training ended without the checkpoint of its end '
+                 f'({pretrain_dir}/last_checkpoint names {named_checkpoint(pretrain_dir)}); '
+                 f'log {pretrain_dir}/run.log')
+    print(f'pre-training done in {seconds:.0f} s: {finished}', flush=True)
+    return dict(pretrain_seconds=seconds, **facts)
+
+
+def pretraining_length() -> Tuple[str, int]:
+    """What the pre-training config trains, in the unit its checkpoints' ``meta`` counts:
+    ``('epoch', 3)``."""
+    from mmengine.config import Config
+    train_cfg = Config.fromfile(PRETRAIN_CONFIG).train_cfg
+    if 'max_epochs' in train_cfg:
+        return 'epoch', int(train_cfg.max_epochs)
+    return 'iter', int(train_cfg.max_iters)
+
+
+def checkpoint_position(path: str) -> str:
+    """``'epoch 0, iteration 22'``: where a checkpoint's ``meta`` says it was saved."""
+    meta = read_meta(path)
+    if meta is None:
+        return 'unreadable'
+    return f'epoch {meta.get("epoch")}, iteration {meta.get("iter")}'
+
+
+def read_meta(path: str) -> Optional[dict]:
+    """A checkpoint's ``meta``, read weights-only; None when the file cannot be read."""
+    from fastmim.engine.checkpoint import load_from_local
+    from fastmim.errors import CheckpointError
+    try:
+        checkpoint = load_from_local(path, map_location='cpu')
+    except CheckpointError:
+        return None
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def finished_pretraining(pretrain_dir: str) -> Optional[str]:
+    """The checkpoint ``last_checkpoint`` names if it was saved at the end of the pre-training
+    (its ``meta`` counts the config's epochs), else None: none yet, one saved on the way (a
+    stopped run's ``iter_N.pth``), or one that cannot be read (``--resume`` names the
+    problem)."""
+    path = named_checkpoint(pretrain_dir)
+    meta = read_meta(path) if path else None
+    if not meta:
+        return None
+    unit, total = pretraining_length()
+    done = meta.get(unit)
+    finished = isinstance(done, (int, float)) and not isinstance(done, bool) and done >= total
+    return path if finished else None
+
+
+def named_checkpoint(work_dir: str) -> Optional[str]:
+    """What ``work_dir/last_checkpoint`` names; None without one."""
+    if not osp.isfile(osp.join(work_dir, 'last_checkpoint')):
+        return None
+    return latest_checkpoint(work_dir) or None
 
 
 def latest_checkpoint(work_dir: str) -> str:
@@ -290,22 +383,32 @@ def run_pending(total: int, pending: list, jobs: int, finish: Callable,
           f'{len(pending)}, {jobs} at a time', flush=True)
 
     def one(run):
+        if STOPPING.is_set():  # taken from the queue as the study stopped
+            raise RuntimeError('not started: the study is stopping')
         os.makedirs(run.work_dir, exist_ok=True)
         run.seconds = execute(run.command, osp.join(run.work_dir, 'run.log'), threads=1)
         finish(run)
 
     failures = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(one, run): run for run in pending}
-        for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-            run = futures[future]
-            try:
-                future.result()
-                print(f'[{done}/{len(pending)}] {run.label}: {describe(run)} '
-                      f'({run.seconds:.0f} s)', flush=True)
-            except RuntimeError as error:
-                failures += 1
-                print(f'[{done}/{len(pending)}] {run.label} FAILED: {error}', flush=True)
+        try:
+            futures = {pool.submit(one, run): run for run in pending}
+            for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+                run = futures[future]
+                try:
+                    future.result()
+                    print(f'[{done}/{len(pending)}] {run.label}: {describe(run)} '
+                          f'({run.seconds:.0f} s)', flush=True)
+                except RuntimeError as error:
+                    failures += 1
+                    print(f'[{done}/{len(pending)}] {run.label} FAILED: {error}', flush=True)
+        except BaseException:
+            # Stopped (SIGTERM, Ctrl-C): leaving the ``with`` waits for the pool, which ran
+            # every queued run first. The queued ones are cancelled; the running ones, whose
+            # commands the stop has ended, are waited for.
+            STOPPING.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     if failures:
         sys.exit(f'error: {failures} runs failed; rerun the command to retry them')
 

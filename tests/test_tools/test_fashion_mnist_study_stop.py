@@ -1,0 +1,191 @@
+"""tools/experiments/run_fashion_mnist.py stopped and rerun: a pre-training stopped on the way
+is resumed, not taken as finished, and a stopped study starts none of its queued runs.
+(test_fashion_mnist_inputs.py checks that a stop ends the running commands.)"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+TOOLS = Path(__file__).resolve().parents[2] / 'tools' / 'experiments'
+
+
+@pytest.fixture(scope='module')
+def study(load_script):
+    sys.path.insert(0, str(TOOLS))  # the dense runner imports the study by name, as it runs
+    return load_script(TOOLS / 'run_fashion_mnist.py')
+
+
+def save(path, epoch, iteration):
+    """A checkpoint as the training saves it: weights and ``meta`` with its position."""
+    torch.save(dict(meta=dict(epoch=epoch, iter=iteration),
+                    state_dict=dict(weight=torch.zeros(2))), path)
+    (path.parent / 'last_checkpoint').write_text(str(path))
+    return path
+
+
+@pytest.fixture
+def fake_training(study, monkeypatch):
+    """``execute`` replaced: the pre-training command 'trains' to the end (``epoch_3.pth``, as
+    tools/train.py names it) unless ``stops_at`` says where it stops; ``commands`` lists the
+    commands run."""
+    state = dict(commands=[], stops_at=None)
+
+    def execute(command, log_path, threads):
+        state['commands'].append(command)
+        folder = Path(command[command.index('--work-dir') + 1])
+        if state['stops_at']:
+            save(folder / f'iter_{state["stops_at"]}.pth', 0, state['stops_at'])
+        else:
+            save(folder / 'epoch_3.pth', 3, 468)
+        return 2.0
+
+    monkeypatch.setattr(study, 'execute', execute)
+    return state
+
+
+def test_a_stopped_pretraining_is_resumed_not_reused(tmp_path, study, fake_training, capsys):
+    """A study stopped during pre-training left iter_22.pth named in last_checkpoint (the
+    training saves it on SIGTERM); the rerun said 'pre-training: reusing .../iter_22.pth' and
+    trained every downstream run from those partial weights."""
+    (tmp_path / 'pretrain').mkdir()
+    partial = save(tmp_path / 'pretrain' / 'iter_22.pth', 0, 22)
+    facts = study.pretrain(str(tmp_path), 1)
+    assert len(fake_training['commands']) == 1
+    assert fake_training['commands'][0][-1] == '--resume'
+    assert study.latest_checkpoint(str(tmp_path / 'pretrain')) == str(
+        tmp_path / 'pretrain' / 'epoch_3.pth')
+    assert facts == dict(pretrain_seconds=2.0, pretrain_resumed_from=str(partial))
+    out = capsys.readouterr().out
+    assert f'{partial} is not of its end (epoch 0, iteration 22); resuming it' in out
+    assert 'reusing' not in out
+
+    # the rerun after that: the finished checkpoint is reused, nothing runs
+    assert study.pretrain(str(tmp_path), 1) == {}
+    assert len(fake_training['commands']) == 1
+    assert f'pre-training: reusing {tmp_path}/pretrain/epoch_3.pth' in capsys.readouterr().out
+
+
+def test_a_first_pretraining_runs_with_resume(tmp_path, study, fake_training):
+    """--resume with no checkpoint yet starts from scratch (tools/train.py), so one command
+    serves a first run and a resumed one."""
+    facts = study.pretrain(str(tmp_path), 2)
+    assert facts == dict(pretrain_seconds=2.0)
+    command, = fake_training['commands']
+    assert command[-1] == '--resume' and 'train_dataloader.batch_size=64' in command
+
+
+def test_an_unreadable_checkpoint_is_not_taken_as_finished(tmp_path, study, fake_training):
+    (tmp_path / 'pretrain').mkdir()
+    (tmp_path / 'pretrain' / 'epoch_3.pth').write_bytes(b'cut off')
+    (tmp_path / 'pretrain' / 'last_checkpoint').write_text(
+        str(tmp_path / 'pretrain' / 'epoch_3.pth'))
+    study.pretrain(str(tmp_path), 1)
+    assert len(fake_training['commands']) == 1  # tools/train.py --resume names the problem
+
+
+def test_a_pretraining_that_ends_short_is_refused(tmp_path, study, fake_training):
+    """What pretrain leaves in last_checkpoint is what every downstream run starts from."""
+    fake_training['stops_at'] = 40
+    with pytest.raises(SystemExit, match=r'the pre-training ended without the checkpoint of '
+                       r'its end \(.*pretrain/last_checkpoint names .*iter_40\.pth\)'):
+        study.pretrain(str(tmp_path), 1)
+
+
+def test_resuming_needs_jobs_that_divide_the_batch(tmp_path, study, fake_training):
+    """The dense runner checks --jobs only when there is no checkpoint at all."""
+    (tmp_path / 'pretrain').mkdir()
+    save(tmp_path / 'pretrain' / 'iter_22.pth', 0, 22)
+    with pytest.raises(SystemExit, match=r'--jobs must divide the pre-training batch 128'):
+        study.pretrain(str(tmp_path), 3)
+    assert not fake_training['commands']
+
+
+def test_the_dense_runner_records_the_finished_checkpoint(tmp_path, load_script, monkeypatch):
+    """The dense runner recorded the sha256 of the partial checkpoint it trained from."""
+    runner = load_script(TOOLS / 'run_fashion_mnist_dense.py')
+    import fastmim.datasets
+    from fastmim.datasets import fashion_mnist_canvas
+    from fastmim.engine.checkpoint import file_sha256
+    monkeypatch.setattr(fastmim.datasets, 'fetch_fashion_mnist', lambda: str(tmp_path))
+    monkeypatch.setattr(runner.study, 'stop_commands_on_signals', lambda: None)
+
+    def write_canvases(root, num_train, num_test, seed=0, data_root=None):
+        return dict(settings=dict(num_train=num_train, num_test=num_test, seed=seed),
+                    counts=dict(train=dict(canvases=num_train, items=3 * num_train),
+                                test=dict(canvases=num_test, items=3 * num_test)))
+
+    commands = []
+
+    def execute(command, log_path, threads):
+        commands.append(command)
+        folder = Path(command[command.index('--work-dir') + 1])
+        if any(part.endswith('fashion_mnist_pretrain.py') for part in command):
+            save(folder / 'epoch_3.pth', 3, 468)
+            return 2.0
+        vis_data = folder / '20260101_000000' / 'vis_data'
+        vis_data.mkdir(parents=True)
+        (vis_data / 'scalars.json').write_text(json.dumps(dict(mIoU=50.0)))
+        return 1.0
+
+    monkeypatch.setattr(fashion_mnist_canvas, 'write_canvas_segmentation', write_canvases)
+    monkeypatch.setattr(runner.study, 'execute', execute)
+    work_dir = tmp_path / 'study'
+    (work_dir / 'pretrain').mkdir(parents=True)
+    save(work_dir / 'pretrain' / 'iter_22.pth', 0, 22)
+    runner.main(['--work-dir', str(work_dir), '--seeds', '0', '--jobs', '1', '--docs',
+                 '--train-canvases', '4', '--test-canvases', '2'])
+    final = work_dir / 'pretrain' / 'epoch_3.pth'
+    assert commands[0][-1] == '--resume' and len(commands) == 3
+    record = json.loads((work_dir / 'upernet' / 'pretrained' / 'seed0' /
+                         runner.SETTINGS_FILE).read_text())
+    assert record['checkpoint_sha256'] == file_sha256(str(final))
+    assert any(str(final) in part for part in record['command'])
+
+
+HARNESS = '''
+import sys
+sys.path.insert(0, {tools!r})
+import run_fashion_mnist as study
+study.stop_commands_on_signals()
+child = {child!r}
+runs = [study.Run(study.METHODS[0], 0.01, seed, {work_dir!r} + f'/run{{seed}}',
+                  command=[sys.executable, '-c', child.format(seed=seed)]) for seed in range(3)]
+study.run_pending(3, runs, 1, finish=lambda run: None, describe=lambda run: 'done')
+'''
+CHILD = '''
+import time
+open({started!r} + '/started{{seed}}', 'w').close()
+time.sleep(3)
+'''
+
+
+def test_a_stopped_study_starts_none_of_its_queued_runs(tmp_path):
+    """On SIGTERM the study stopped the running command, then waited for its thread pool,
+    which started every queued run, one after another, stopped by nothing."""
+    started = tmp_path / 'started'
+    started.mkdir()
+    harness = HARNESS.format(tools=str(TOOLS), work_dir=str(tmp_path / 'runs'),
+                             child=CHILD.format(started=str(started)))
+    process = subprocess.Popen([sys.executable, '-c', harness], stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while not (started / 'started0').exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert (started / 'started0').exists()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+        assert 'error: stopped by SIGTERM' in stderr
+        assert process.returncode == 1
+        assert sorted(path.name for path in started.iterdir()) == ['started0']
+        assert sorted(path.name for path in (tmp_path / 'runs').iterdir()) == ['run0']
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
