@@ -49,6 +49,7 @@ def load_config(path, cfg_options=None):
         _open_unset_settings(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     _refuse_unusable_counts(cfg, path)
+    _no_worker_settings_without_workers(cfg)
     warn_unused_pipelines(cfg, path, cfg_options)
     warn_unused_stages(cfg, path, cfg_options)
     warn_schedule_length(cfg, path, cfg_options)
@@ -98,6 +99,24 @@ def _refuse_unusable_counts(cfg, path):
                                  and 0 <= seed < SEED_LIMIT):
         raise LaunchError(f'randomness.seed={seed!r} (from {path} or --cfg-options): expected '
                           f'an integer from 0 to 2**32 - 1, or None for a random one')
+
+
+def _no_worker_settings_without_workers(cfg):
+    """Leave out ``persistent_workers`` and ``prefetch_factor`` of a dataloader with
+    ``num_workers=0``, the usual way to shrink a run for a test: torch's DataLoader refuses
+    either without workers ('persistent_workers option needs num_workers > 0'), naming no
+    config key, and without workers neither means anything."""
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(name)
+        if not isinstance(loader, dict) or loader.get('num_workers') != 0:
+            continue
+        dropped = [key for key in ('persistent_workers', 'prefetch_factor')
+                   if loader.get(key) not in (None, False)]
+        for key in dropped:
+            loader.pop(key)
+        if dropped:
+            print_log(f'{name}.num_workers=0: {" and ".join(dropped)} left out (they need '
+                      f'worker processes)', logger='current')
 
 
 def _is_number(value):

@@ -163,3 +163,25 @@ def test_whole_counts_and_seeds_numpy_takes_are_accepted():
     for options in ({'train_cfg.max_epochs': 2.0, 'randomness.seed': 2 ** 32 - 1},
                     {'train_cfg.val_interval': 1, 'randomness.seed': None}):
         load_config(str(DEMO), options)
+
+
+def test_worker_settings_are_left_out_without_workers(load_config_log):
+    """num_workers=0 (shrinking a run) on an ImageNet config ended in torch's 'persistent_workers
+    option needs num_workers > 0', naming no config key; DataLoader refuses prefetch_factor
+    without workers too."""
+    config = ROOT / 'configs' / 'finetune' / 'vit_b_ft_100e.py'
+    options = {'train_dataloader.num_workers': 0, 'val_dataloader.num_workers': 0,
+               'val_dataloader.prefetch_factor': 4}
+    logged = load_config_log(config, options)
+    assert ('train_dataloader.num_workers=0: persistent_workers left out (they need worker '
+            'processes)') in logged
+    assert ('val_dataloader.num_workers=0: persistent_workers and prefetch_factor left out '
+            '(they need worker processes)') in logged
+    cfg = load_config(str(config), options)
+    for name in ('train_dataloader', 'val_dataloader'):
+        loader = cfg[name]
+        assert 'persistent_workers' not in loader and 'prefetch_factor' not in loader
+        torch.utils.data.DataLoader([0], num_workers=loader.num_workers,
+                                    **{key: value for key, value in loader.items()
+                                       if key in ('persistent_workers', 'prefetch_factor')})
+    assert load_config(str(config)).train_dataloader.persistent_workers  # with workers: kept
