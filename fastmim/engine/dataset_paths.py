@@ -4,7 +4,7 @@ mmdet's ``CocoDataset`` reads its annotation file only when the Runner builds th
 after the model, and never looks at its image folder: a wrong ``data_root`` or ``data_prefix``
 surfaces as an image that cannot be read in a dataloader worker, mid-epoch. mmseg's
 ``ADE20KDataset`` with a missing folder lists no files and trains on nothing. This check reads
-the paths from the config the way mmengine's ``BaseDataset`` joins them and names the first one
+the paths from the config the way mmengine's ``BaseDataset`` joins them and names every one
 missing, or a folder with no file under it, with the config key that set it.
 
 A COCO metric must read the annotation file of the dataset it evaluates. It also holds the
@@ -65,7 +65,7 @@ def _walk(dataset, key):
 
 
 def check_dataset_paths(cfg, splits):
-    """Raise :class:`LaunchError` naming the first missing dataset path of ``splits``
+    """Raise :class:`LaunchError` naming the missing dataset paths of ``splits``
     (``'train'``, ``'val'``, ``'test'``): the data root, annotation file and data prefixes of
     each ``<split>_dataloader.dataset`` (wrapped datasets included), of a kNN test's bank
     (``test_cfg.bank_dataloader.dataset``, read before the test split) and the annotation file
@@ -85,14 +85,7 @@ def check_dataset_paths(cfg, splits):
             if ann_file and is_local(ann_file, evaluator.get('backend_args')):
                 key = f'{split}_evaluator' + ('' if isinstance(evaluators, dict) else f'.{index}')
                 checks.append((f'{key}.ann_file', ann_file, 'file'))
-    exists = {'folder': osp.isdir, 'images': osp.isdir, 'file': osp.isfile, 'path': osp.exists}
-    for key, path, kind in checks:
-        if not exists[kind](path):
-            where = '' if osp.isabs(path) else f' (relative to {os.getcwd()})'
-            raise LaunchError(f'{key}: {"folder" if kind == "images" else kind} {path}{where} '
-                              'not found'
-                              + (_repeated_folder(path) or
-                                 f'; set it with --cfg-options {key}=...'))
+    _refuse_missing_paths(checks)
     empty = [(key, path) for key, path, kind in checks
              if kind in ('images', 'path') and osp.isdir(path) and not _holds_a_file(path)]
     for key, path in empty:
@@ -102,6 +95,36 @@ def check_dataset_paths(cfg, splits):
                               f'or extraction?); set it with --cfg-options {key}=...')
     check_evaluator_files(cfg, splits)
     check_head_classes(cfg, splits)
+
+
+def _refuse_missing_paths(checks):
+    """Name every missing path of ``checks`` in one error: a user with the data elsewhere
+    moves the train and val roots and the metric's annotation file together (they were named
+    one per start, 10-15 s each). A path joined to a missing data root is left out: setting
+    the root finds it."""
+    exists = {'folder': osp.isdir, 'images': osp.isdir, 'file': osp.isfile, 'path': osp.exists}
+    missing = [(key, path, kind) for key, path, kind in checks if not exists[kind](path)]
+    missing_roots = [(key[:-len('data_root')], path) for key, path, _ in missing
+                     if key.endswith('.data_root')]
+    missing = [(key, path, kind) for key, path, kind in missing
+               if not any(key.startswith(dataset) and key != f'{dataset}data_root'
+                          and _lies_under(path, root) for dataset, root in missing_roots)]
+    if not missing:
+        return
+
+    def described(key, path, kind):
+        where = '' if osp.isabs(path) else f' (relative to {os.getcwd()})'
+        return f'{key}: {"folder" if kind == "images" else kind} {path}{where} not found'
+
+    if len(missing) == 1:
+        key, path, kind = missing[0]
+        raise LaunchError(described(key, path, kind) + (
+            _repeated_folder(path) or f'; set it with --cfg-options {key}=...'))
+    raise LaunchError(
+        f'{len(missing)} dataset paths not found:\n' + ''.join(
+            f'  {described(key, path, kind)}{_repeated_folder(path)}\n'
+            for key, path, kind in missing)
+        + 'set them with --cfg-options ' + ' '.join(f'{key}=...' for key, _, _ in missing))
 
 
 def _holds_a_file(folder) -> bool:
