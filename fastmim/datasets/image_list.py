@@ -63,6 +63,15 @@ def csv_hint(text: str) -> str:
             f'and label with a space or a tab')
 
 
+def header_hint(line_number: int, path: str) -> str:
+    """Why the first line of a labelled list may not parse: column names (``path label``,
+    ``filename,label``) that a spreadsheet or pandas wrote above the images. Empty for a later
+    line, or one whose path is an image's name."""
+    if line_number != 1 or has_extension(path.split(',')[0].split(';')[0], IMG_EXTENSIONS):
+        return ''
+    return '; is line 1 a header (column names)? Remove it'
+
+
 @DATASETS.register_module()
 class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
     """Images listed in ``ann_file``, paths relative to ``<data_root>/<data_prefix>``.
@@ -254,7 +263,8 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
         if last is None:
             if self.with_label:
                 raise self._line_error(line_number, f"expected '<path> <label>', got {text!r}"
-                                                    f'{csv_hint(text)}')
+                                                    f'{csv_hint(text)}'
+                                                    f'{header_hint(line_number, text)}')
             return text, None
         if not is_label(last):
             bad_label = self.with_label or (has_extension(path, IMG_EXTENSIONS)
@@ -262,7 +272,7 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
             if not bad_label:
                 return text, None  # a path with spaces
             hint = (f'; {text!r} has no label' if has_extension(last, IMG_EXTENSIONS) else
-                    csv_hint(text))
+                    csv_hint(text) + header_hint(line_number, path))
             raise self._line_error(line_number, f'the label after {path!r} must be a '
                                                 f'non-negative integer, got {last!r}{hint}')
         # path[-1] first: most paths end in an extension, and ImageNet's list is long.

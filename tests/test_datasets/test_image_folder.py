@@ -368,6 +368,26 @@ def test_image_list_without_a_list_file_says_what_to_use(imagenet_tree):
         ImageList('train', data_root=str(root))
 
 
+@pytest.mark.parametrize('header, problem', [
+    ('filename label', "the label after 'filename' must be a non-negative integer, got 'label'; "
+                       'is line 1 a header (column names)? Remove it'),
+    ('path,label', "expected '<path> <label>', got 'path,label'; is line 1 a header (column "
+                   'names)? Remove it'),
+])
+def test_a_header_of_a_labelled_list_is_named(header, problem, imagenet_tree):
+    """A labelled list's header line got no hint: 'path,label' was only "expected '<path>
+    <label>'"."""
+    root, _ = imagenet_tree
+    ann = write_list(root / 'train.txt', [header, 'n02_cat/chelsea.JPEG 1'])
+    with pytest.raises(ValueError, match=re.escape(f'{ann}, line 1: {problem}')):
+        ImageList(ann, data_root=str(root / 'train'), with_label=True)
+    # An image's line is no header, even with a CSV label.
+    ann = write_list(root / 'csv.txt', ['n02_cat/chelsea.JPEG,1'])
+    with pytest.raises(ValueError) as error:
+        ImageList(ann, data_root=str(root / 'train'), with_label=True)
+    assert 'column names' not in str(error.value)
+
+
 @pytest.mark.parametrize('lines, with_label, problem', [
     # A class folder listed instead of its images: it exists, so 'does not exist' misled.
     (['n02_cat 1', 'n01_person 0'], True, 'is a folder, not an image file: list the images in it'),
