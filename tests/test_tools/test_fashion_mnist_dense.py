@@ -118,6 +118,15 @@ def test_runner_reads_miou_and_writes_the_table(tmp_path, load_script):
                                f'{runner.RESULTS_END}\nafter\n')
 
 
+def save_checkpoint(path, epoch, iteration=None, weight=0.):
+    """A pre-training checkpoint as the training saves it (``meta`` with its position, named in
+    ``last_checkpoint``): the runner reuses only the one of the config's last epoch (3)."""
+    torch.save(dict(meta=dict(epoch=epoch, iter=iteration or 156 * epoch),
+                    state_dict=dict(weight=torch.full((2,), weight))), path)
+    (path.parent / 'last_checkpoint').write_text(str(path))
+    return path
+
+
 @pytest.fixture
 def dense_without_training(tmp_path, load_script, monkeypatch):
     """The dense runner with its expensive parts replaced: the data, the canvases (their
@@ -147,8 +156,7 @@ def dense_without_training(tmp_path, load_script, monkeypatch):
         folder = Path(work_dir) / 'pretrain'
         if not (folder / 'last_checkpoint').exists():
             folder.mkdir(parents=True)
-            (folder / 'epoch_3.pth').write_bytes(b'pre-trained weights')
-            (folder / 'last_checkpoint').write_text(str(folder / 'epoch_3.pth'))
+            save_checkpoint(folder / 'epoch_3.pth', 3)
         return {}
 
     def execute(command, log_path, threads):
@@ -210,7 +218,7 @@ def test_finished_runs_of_other_settings_are_not_reported_as_these(tmp_path,
                        r' than this command \(its pre-training checkpoint is gone\); --fresh'):
         runner.main(study + ['--train-canvases', '40', '--test-canvases', '10'])
     (tmp_path / 'pretrain').rename(work_dir / 'pretrain')
-    (work_dir / 'pretrain' / 'epoch_3.pth').write_bytes(b'other weights')
+    save_checkpoint(work_dir / 'pretrain' / 'epoch_3.pth', 3, weight=1.)  # other weights
     with pytest.raises(SystemExit, match=r'upernet/pretrained/seed0 finished with other settings'
                        r' than this command \(another pre-training checkpoint\)'):
         runner.main(study + ['--train-canvases', '40', '--test-canvases', '10'])
@@ -246,3 +254,98 @@ def test_runs_finished_before_settings_were_recorded(tmp_path, dense_without_tra
     with pytest.raises(SystemExit, match=r'canvases: written after it finished'):
         runner.main(study + ['--train-canvases', '40', '--test-canvases', '10'])
     assert len(calls['trained']) == 2
+
+
+def published_docs(root):
+    """docs/experiments.md and README.md of a repository at ``root``, each with a published
+    dense table between the markers and prose that quotes it."""
+    from_runner = ('<!-- fashion-mnist-dense-results:begin -->\nthe published table\n'
+                   '<!-- fashion-mnist-dense-results:end -->\nprose that quotes it\n')
+    (root / 'docs').mkdir(parents=True, exist_ok=True)
+    docs = [root / 'docs' / 'experiments.md', root / 'README.md']
+    for doc in docs:
+        doc.write_text(from_runner)
+    return docs, from_runner
+
+
+def test_a_dense_study_off_the_published_one_leaves_the_published_tables_alone(
+        tmp_path, dense_without_training, monkeypatch, capsys):
+    """Without --docs the runner rewrote the dense tables of docs/experiments.md and the README
+    on any run: one seed, 40 canvases or --cfg-options train_cfg.max_iters=40 alike."""
+    runner, calls = dense_without_training
+    monkeypatch.setattr(runner, 'ROOT', str(tmp_path / 'repo'))
+    docs, published = published_docs(tmp_path / 'repo')
+    small = tmp_path / 'small'
+    runner.main(['--work-dir', str(small), '--seeds', '0', '--jobs', '1',
+                 '--train-canvases', '40', '--test-canvases', '10'])
+    assert len(calls['trained']) == 2
+    assert [doc.read_text() for doc in docs] == [published] * 2
+    named = ', '.join(map(str, docs))
+    assert (f'the table was not written into {named}: --seeds 0 --train-canvases 40 '
+            f'--test-canvases 10 is not the published study; --doc {" ".join(map(str, docs))} '
+            f'writes it there, details in') in capsys.readouterr().out
+
+    study = ['--work-dir', str(tmp_path / 'published'), '--jobs', '1']
+    runner.main(study + ['--no-doc'])
+    assert len(calls['trained']) == 8 and calls['canvases'][-1] == (4000, 1000)
+    assert [doc.read_text() for doc in docs] == [published] * 2
+    runner.main(study)
+    for doc in docs:
+        assert '| FastMIM pre-trained | 3.0 | 5.0 | 7.0 | 5.0 ± 2.0 |' in doc.read_text()
+        assert doc.read_text().endswith('prose that quotes it\n')
+    assert len(calls['trained']) == 8
+
+
+def test_a_copied_work_dir_trains_from_its_own_pretraining(tmp_path, dense_without_training):
+    """last_checkpoint holds an absolute path: in a copied work dir (or one the pre-training
+    was copied into) the runs trained from the original's checkpoint and recorded its sha256."""
+    import shutil
+    runner, calls = dense_without_training
+    original = tmp_path / 'original' / 'pretrain'
+    original.mkdir(parents=True)
+    save_checkpoint(original / 'epoch_3.pth', 3)
+    shutil.copytree(original, tmp_path / 'copy' / 'pretrain')
+    save_checkpoint(original / 'epoch_3.pth', 3, weight=1.)  # the original trained on
+    ours = tmp_path / 'copy' / 'pretrain' / 'epoch_3.pth'
+    runner.main(['--work-dir', str(tmp_path / 'copy'), '--seeds', '0', '--jobs', '1', '--doc',
+                 '--train-canvases', '40', '--test-canvases', '10'])
+    assert len(calls['trained']) == 2
+    assert not any(str(original) in part for command in calls['trained'] for part in command)
+    assert f'model.backbone.init_cfg.checkpoint={ours}' in calls['trained'][0]
+    from fastmim.engine.checkpoint import file_sha256
+    record = json.loads((tmp_path / 'copy' / 'upernet' / 'pretrained' / 'seed0' /
+                         runner.SETTINGS_FILE).read_text())
+    assert record['checkpoint_sha256'] == file_sha256(str(ours))
+
+
+def test_a_stopped_pretraining_is_not_taken_as_pretrained(tmp_path, dense_without_training):
+    """The runner took any last_checkpoint as a finished pre-training, before the pre-training
+    stage ran: with a stopped one's iter_22.pth it skipped the --jobs check that resuming it
+    needs (the canvases were written before the refusal), and held finished runs to that
+    partial checkpoint's sha256, so runs trained from it (by the runner before 36e41ca) were
+    reported as done."""
+    runner, calls = dense_without_training
+    work_dir = tmp_path / 'study'
+    (work_dir / 'pretrain').mkdir(parents=True)
+    partial = save_checkpoint(work_dir / 'pretrain' / 'iter_22.pth', 0, 22)
+    study = ['--work-dir', str(work_dir), '--seeds', '0', '--doc', '--train-canvases', '40',
+             '--test-canvases', '10']
+    with pytest.raises(SystemExit, match=r'--jobs must divide the pre-training batch 128 \(the '
+                       r'pre-training has not finished: it runs first\)'):
+        runner.main(study + ['--jobs', '3'])
+    assert calls == dict(canvases=[], trained=[])
+
+    # finished runs recorded against the partial checkpoint, as the earlier runner trained them
+    save_checkpoint(work_dir / 'pretrain' / 'epoch_3.pth', 3)
+    runner.main(study + ['--jobs', '1'])
+    from fastmim.engine.checkpoint import file_sha256
+    record_path = work_dir / 'upernet' / 'pretrained' / 'seed0' / runner.SETTINGS_FILE
+    record = json.loads(record_path.read_text())
+    record['checkpoint_sha256'] = file_sha256(str(partial))
+    record_path.write_text(json.dumps(record))
+    (work_dir / 'pretrain' / 'last_checkpoint').write_text(str(partial))
+    with pytest.raises(SystemExit, match=r'upernet/pretrained/seed0 finished with other settings '
+                       r'than this command \(the pre-training has not finished \(.*/iter_22\.pth: '
+                       r'epoch 0, iteration 22\)\); --fresh starts the dense runs over'):
+        runner.main(study + ['--jobs', '1'])
+    assert len(calls['trained']) == 2 and len(calls['canvases']) == 1

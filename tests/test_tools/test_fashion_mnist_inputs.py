@@ -189,3 +189,86 @@ def test_the_dense_runner_refuses_impossible_counts_first(tmp_path, dense, nothi
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert re.search(message, error), error
     assert not (tmp_path / 'runs').exists()
+
+
+PUBLISHED = '# results\n<!-- fashion-mnist-results:begin -->\nthe published table\n' \
+            '<!-- fashion-mnist-results:end -->\nprose that quotes it\n'
+
+
+@pytest.fixture
+def study_without_training(tmp_path, study, monkeypatch):
+    """The study in a repository of its own (``ROOT``, whose docs/experiments.md holds a
+    published table) with its expensive parts replaced: the data, the initial weights and the
+    runs (a result file each). The pre-training has finished (its checkpoint is reused)."""
+    import torch
+
+    import fastmim.datasets
+    repo = tmp_path / 'repo'
+    (repo / 'docs').mkdir(parents=True)
+    (repo / 'docs' / 'experiments.md').write_text(PUBLISHED)
+    monkeypatch.setattr(study, 'ROOT', str(repo))
+    monkeypatch.setattr(fastmim.datasets, 'fetch_fashion_mnist', lambda: str(tmp_path))
+    monkeypatch.setattr(study, 'stop_commands_on_signals', lambda: None)
+    monkeypatch.setattr(study, 'save_initial_weights', lambda path, seed=0: path)
+    commands = []
+
+    def execute(command, log_path, threads):
+        commands.append(command)
+        folder = Path(log_path).parent
+        (folder / 'metrics.json').write_text('{"knn/top1": 50.0}')
+        (folder / '20260101_000000' / 'vis_data').mkdir(parents=True)
+        (folder / '20260101_000000' / 'vis_data' / 'scalars.json').write_text(
+            '{"accuracy/top1": 60.0}\n')
+        return 1.0
+
+    monkeypatch.setattr(study, 'execute', execute)
+    work_dir = tmp_path / 'runs'
+    (work_dir / 'pretrain').mkdir(parents=True)
+    torch.save(dict(meta=dict(epoch=3, iter=468), state_dict={}),
+               work_dir / 'pretrain' / 'epoch_3.pth')
+    (work_dir / 'pretrain' / 'last_checkpoint').write_text(
+        str(work_dir / 'pretrain' / 'epoch_3.pth'))
+    return study, repo / 'docs' / 'experiments.md', work_dir, commands
+
+
+def test_a_study_off_the_published_grid_leaves_the_published_table_alone(
+        tmp_path, study_without_training, capsys):
+    """Any run, however small, replaced the published 3-seed table of docs/experiments.md
+    (`--seeds 0 --fractions 0.01`: a one-column table under prose quoting the old numbers)."""
+    study, doc, work_dir, commands = study_without_training
+    study.main(['--work-dir', str(work_dir), '--seeds', '0', '--fractions', '0.01',
+                '--jobs', '1'])
+    assert len(commands) == 6
+    assert doc.read_text() == PUBLISHED
+    out = capsys.readouterr().out
+    note = (f'the table was not written into {doc}: --seeds 0 --fractions 0.01 is not the '
+            f'published study; --doc {doc} writes it there')
+    assert out.startswith(note) and out.rstrip().endswith(
+        f'; {note}, details in {work_dir}/results.json')
+
+    mine = tmp_path / 'mine.md'  # --doc names where it goes (and --docs, the dense spelling)
+    study.main(['--work-dir', str(work_dir), '--seeds', '0', '--fractions', '0.01',
+                '--jobs', '1', '--doc', str(mine)])
+    assert '| FastMIM pre-trained, fine-tuned | 60.0 |' in mine.read_text()
+    study.main(['--work-dir', str(work_dir), '--seeds', '0', '--fractions', '0.01',
+                '--jobs', '1', '--docs', str(doc)])
+    assert '| FastMIM pre-trained, fine-tuned | 60.0 |' in doc.read_text()
+
+    doc.write_text(PUBLISHED)
+    capsys.readouterr()
+    study.main(['--work-dir', str(work_dir), '--jobs', '1', '--no-doc'])  # the published grid
+    assert len(commands) == 36 and doc.read_text() == PUBLISHED
+    assert 'the table was written into no document (--no-doc), details in' in (
+        capsys.readouterr().out)
+    study.main(['--work-dir', str(work_dir), '--jobs', '1'])
+    written = doc.read_text()
+    assert written.startswith('# results\n') and written.endswith('prose that quotes it\n')
+    assert '| FastMIM pre-trained, fine-tuned | 60.0 ± 0.0 | 60.0 ± 0.0 |' in written
+    assert 'over 3 seeds (0, 1, 2)' in written and len(commands) == 36
+
+
+def test_no_doc_and_doc_exclude_each_other(study, capsys):
+    with pytest.raises(SystemExit):
+        study.parse_args(['--no-doc', '--doc', 'x.md'])
+    assert 'not allowed with argument' in capsys.readouterr().err
+    assert study.parse_args(['--doc']).docs == []  # a bare --doc (--docs) writes none

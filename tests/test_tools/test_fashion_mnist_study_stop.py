@@ -189,3 +189,41 @@ def test_a_stopped_study_starts_none_of_its_queued_runs(tmp_path):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def test_a_copied_pretraining_is_taken_from_the_copy(tmp_path, study, fake_training, capsys):
+    """last_checkpoint holds an absolute path: in a copied work dir (or a pre-training copied
+    into another one, as docs/experiments.md suggests) the study said 'pre-training: reusing
+    <the original's epoch_3.pth>' and trained every run from the other folder's file; a copied
+    stopped pre-training was 'resumed' from the original's iter_N.pth. tools/train.py takes
+    the file of that name in the work dir (fastmim.engine.launch.latest_checkpoint)."""
+    import shutil
+    original = tmp_path / 'original' / 'pretrain'
+    original.mkdir(parents=True)
+    save(original / 'epoch_3.pth', 3, 468)
+    shutil.copytree(original, tmp_path / 'copy' / 'pretrain')
+    copy = tmp_path / 'copy' / 'pretrain'
+    assert study.pretrain(str(tmp_path / 'copy'), 1) == {}
+    assert f'pre-training: reusing {copy}/epoch_3.pth\n' in capsys.readouterr().out
+    assert study.latest_checkpoint(str(copy)) == str(copy / 'epoch_3.pth')
+    assert not fake_training['commands']
+
+    # a stopped one, copied: the copy's iter_22.pth is resumed in the copy
+    save(original / 'iter_22.pth', 0, 22)
+    shutil.rmtree(copy)
+    shutil.copytree(original, copy)
+    (copy / 'epoch_3.pth').unlink()
+    (original / 'epoch_3.pth').unlink()
+    facts = study.pretrain(str(tmp_path / 'copy'), 1)
+    assert facts['pretrain_resumed_from'] == str(copy / 'iter_22.pth')
+    assert f'pre-training: {copy}/iter_22.pth is not of its end' in capsys.readouterr().out
+    assert study.latest_checkpoint(str(copy)) == str(copy / 'epoch_3.pth')
+    assert not (original / 'epoch_3.pth').exists()
+
+
+def test_no_last_checkpoint_names_none_and_an_empty_one_is_refused(tmp_path, study, capsys):
+    assert study.latest_checkpoint(str(tmp_path)) is None
+    assert 'Did not find last_checkpoint' not in capsys.readouterr().out
+    (tmp_path / 'last_checkpoint').write_text('')
+    with pytest.raises(SystemExit, match=r'error: .*last_checkpoint is empty'):
+        study.latest_checkpoint(str(tmp_path))

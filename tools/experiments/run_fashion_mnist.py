@@ -1,7 +1,7 @@
 """The Fashion-MNIST study of docs/experiments.md, from data to table, in one command.
 
     python tools/experiments/run_fashion_mnist.py [--work-dir work_dirs/fashion_mnist]
-        [--seeds 0 1 2] [--fractions 0.01 0.1] [--jobs 2] [--doc docs/experiments.md] [--fresh]
+        [--seeds 0 1 2] [--fractions 0.01 0.1] [--jobs 2] [--doc PATH ... | --no-doc] [--fresh]
 
 1. Data: the Debian package ``dataset-fashion-mnist``, installed, or fetched without root with
    ``apt-get download`` + ``dpkg -x`` into ``~/.cache/fastmim/data``
@@ -14,8 +14,10 @@
    initialisation (same recipe, same 200 updates), linear probing and kNN of the checkpoint and
    of the random initialisation the pre-training started from.
 4. Top-1 on the 10,000 test images as a markdown table (mean +- sample std over the seeds),
-   printed and written into ``--doc`` between its result markers; every number, command and
-   duration in ``WORK_DIR/results.json``.
+   printed and written between the result markers of ``docs/experiments.md`` when the grid is
+   the published one (the default ``--seeds`` and ``--fractions``), of the ``--doc`` files
+   when given, of none with ``--no-doc``; every number, command and duration in
+   ``WORK_DIR/results.json``.
 
 A run whose result is already in its work dir is not repeated, so an interrupted study goes on
 where it stopped (a stopped pre-training is resumed from its last checkpoint; only the
@@ -44,6 +46,10 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = osp.join(ROOT, 'configs', 'experiments')
 PRETRAIN_CONFIG = osp.join(CONFIGS, 'fashion_mnist_pretrain.py')
 PRETRAIN_BATCH = 128  # total over the pre-training processes
+# The grid of the table published in docs/experiments.md: only a study of it writes there
+# unless --doc says otherwise.
+PUBLISHED_SEEDS = [0, 1, 2]
+PUBLISHED_FRACTIONS = [0.01, 0.1]
 TRAIN_IMAGES_PER_CLASS = 6000  # Fashion-MNIST's training split: 60,000 images, 10 classes
 RESULTS_BEGIN = '<!-- fashion-mnist-results:begin -->'
 RESULTS_END = '<!-- fashion-mnist-results:end -->'
@@ -335,14 +341,38 @@ def finished_pretraining(pretrain_dir: str) -> Optional[str]:
 
 def named_checkpoint(work_dir: str) -> Optional[str]:
     """What ``work_dir/last_checkpoint`` names; None without one."""
-    if not osp.isfile(osp.join(work_dir, 'last_checkpoint')):
-        return None
-    return latest_checkpoint(work_dir) or None
+    return latest_checkpoint(work_dir)
 
 
-def latest_checkpoint(work_dir: str) -> str:
-    with open(osp.join(work_dir, 'last_checkpoint')) as f:
-        return f.read().strip()
+def latest_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``work_dir/last_checkpoint`` names, as tools/train.py reads it
+    (``fastmim.engine.launch.latest_checkpoint``); None without one.
+
+    The file holds an absolute path: in a work dir that was copied or moved (or a
+    pre-training copied into another work dir) it names the original's checkpoint, which the
+    study took as is, reusing or training from the other folder's file. A file of that name in
+    ``work_dir`` is taken instead, logged once. An empty one is refused in one line."""
+    path = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(path):
+        return None  # (mmengine's reader prints 'Did not find last_checkpoint to be resumed.')
+    with open(path) as f:
+        key = (osp.abspath(work_dir), f.read().strip())
+    if key in TAKEN_INSTEAD and osp.isfile(TAKEN_INSTEAD[key]):
+        return TAKEN_INSTEAD[key]  # said already (the runners ask several times)
+    from fastmim.engine.launch import latest_checkpoint as named
+    from fastmim.errors import CheckpointError
+    try:
+        checkpoint = named(work_dir, use='the study takes')
+    except CheckpointError as error:
+        sys.exit(f'error: {error}')
+    if checkpoint != key[1]:
+        TAKEN_INSTEAD[key] = checkpoint
+    return checkpoint
+
+
+# (work dir, what its last_checkpoint names): the file of that name in the work dir, taken
+# instead of the named one outside it.
+TAKEN_INSTEAD: Dict[Tuple[str, str], str] = {}
 
 
 def save_initial_weights(path: str, seed: int = 0) -> str:
@@ -535,16 +565,66 @@ def refuse_repeats(parser: argparse.ArgumentParser, option: str, values: list) -
         seen.add(name)
 
 
+def default_docs() -> List[str]:
+    """Where the table is published."""
+    return [osp.join(ROOT, 'docs', 'experiments.md')]
+
+
+def add_doc_options(parser: argparse.ArgumentParser, default: List[str],
+                    published: str) -> None:
+    """``--doc PATH ...`` and ``--no-doc``, alike in both runners (``--docs``, the dense
+    runner's spelling, and ``--no-docs`` are the same options; a bare ``--doc`` writes none)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument('--doc', '--docs', dest='docs', nargs='*', metavar='PATH',
+                       help='markdown files whose result markers receive the table; by '
+                       f'default {" and ".join(display(path) for path in default)}, and only '
+                       f'for {published} (otherwise the table is only printed and saved in '
+                       'the work dir)')
+    group.add_argument('--no-doc', '--no-docs', dest='no_doc', action='store_true',
+                       help='write the table into no document')
+
+
+def docs_to_write(args: argparse.Namespace, default: List[str],
+                  unpublished: List[str]) -> Tuple[List[str], str]:
+    """The documents that receive the table, and what to say when there are none.
+
+    ``unpublished``: the options by which this study differs from the published one. The
+    default document was rewritten by any run, however small: ``--seeds 0 --fractions 0.01``
+    replaced the published 3-seed table with a one-column one, under prose that quotes it."""
+    if args.no_doc:
+        return [], 'the table was written into no document (--no-doc)'
+    if args.docs is not None:
+        return args.docs, ('' if args.docs else
+                           'the table was written into no document (--doc with no file)')
+    if not unpublished:
+        return default, ''
+    return [], (f'the table was not written into {", ".join(map(display, default))}: '
+                f'{" ".join(unpublished)} is not the published study; '
+                f'--doc {" ".join(map(display, default))} writes it there')
+
+
+def display(path: str) -> str:
+    """``path`` relative to the current folder when it lies under it."""
+    relative = osp.relpath(path)
+    return path if relative.startswith('..') else relative
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--work-dir', default=osp.join('work_dirs', 'fashion_mnist'))
-    parser.add_argument('--seeds', type=seed, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--work-dir', default=osp.join('work_dirs', 'fashion_mnist'),
+                        help='where the pre-training, the runs and results.json go (default: '
+                        '%(default)s); a rerun goes on from what is there')
+    parser.add_argument('--seeds', type=seed, nargs='+', default=list(PUBLISHED_SEEDS),
+                        help='seeds of the downstream runs, each drawing the labelled subset '
+                        'and the run\'s randomness (default: '
+                        f'{" ".join(map(str, PUBLISHED_SEEDS))})')
     parser.add_argument('--fractions', type=label_fraction, nargs='+', default=[0.01, 0.1],
-                        help='fractions of the training labels, each in (0, 1]')
+                        help='fractions of the training labels, each in (0, 1] (default: '
+                        f'{" ".join(map(str, PUBLISHED_FRACTIONS))})')
     parser.add_argument('--jobs', type=positive_int, default=2,
                         help='processes at a time (one thread each); pre-training uses as many')
-    parser.add_argument('--doc', default=osp.join(ROOT, 'docs', 'experiments.md'),
-                        help='markdown file whose result markers receive the table')
+    add_doc_options(parser, default_docs(), 'the published grid: the default --seeds and '
+                    '--fractions')
     parser.add_argument('--fresh', action='store_true',
                         help='delete what the study wrote in the work dir first (its '
                         'pre-training, runs and results.json; nothing else)')
@@ -559,7 +639,15 @@ def main(argv=None):
     if args.jobs < 1 or PRETRAIN_BATCH % args.jobs:
         sys.exit(f'error: --jobs must divide the pre-training batch {PRETRAIN_BATCH}')
     sys.path.insert(0, ROOT)
-    check_doc(args.doc)
+    unpublished = [words for words, differs in [
+        (f'--seeds {" ".join(map(str, args.seeds))}', args.seeds != PUBLISHED_SEEDS),
+        (f'--fractions {" ".join(f"{value:g}" for value in args.fractions)}',
+         args.fractions != PUBLISHED_FRACTIONS)] if differs]
+    docs, no_doc = docs_to_write(args, default_docs(), unpublished)
+    for doc in docs:
+        check_doc(doc)
+    if no_doc:
+        print(no_doc, flush=True)
     check_work_dir(args.work_dir)
     stop_commands_on_signals()
     work_dir = osp.abspath(args.work_dir)
@@ -588,11 +676,13 @@ def main(argv=None):
         json.dump(dict(facts=facts, runs=[dict(
             method=run.method.name, fraction=run.fraction, seed=run.seed, top1=run.top1,
             seconds=run.seconds, command=run.command) for run in runs]), f, indent=2)
-    write_doc(args.doc, table)
+    for doc in docs:
+        write_doc(doc, table)
     print('\n' + table)
     print(f'\nwall time {facts["total_seconds"] / 60:.1f} min on {os.cpu_count()} CPU cores '
           f'(load average {load_start:.1f} at the start, {facts["load_average_end"]:.1f} at '
-          f'the end); table written to {args.doc}, details in {work_dir}/results.json')
+          f'the end); ' + (f'table written to {", ".join(docs)}' if docs else no_doc) +
+          f', details in {work_dir}/results.json')
 
 
 if __name__ == '__main__':

@@ -2,7 +2,7 @@
 
     python tools/experiments/run_fashion_mnist_dense.py [--work-dir work_dirs/fashion_mnist]
         [--seeds 0 1 2] [--jobs 2] [--train-canvases 4000] [--test-canvases 1000]
-        [--docs docs/experiments.md README.md] [--fresh] [--cfg-options KEY=VALUE ...]
+        [--doc PATH ... | --no-doc] [--fresh] [--cfg-options KEY=VALUE ...]
 
 Does the FastMIM pre-training of the classification study carry into a dense task?
 
@@ -11,13 +11,15 @@ Does the FastMIM pre-training of the classification study carry into a dense tas
    training images, test canvases from the 10,000 test images only; ADE20K layout under
    ``WORK_DIR/canvases``.
 2. The classification study's FastMIM pre-training (``run_fashion_mnist.py``'s stage 1, same
-   command and work dir: a checkpoint that exists is reused).
+   command and work dir: the checkpoint of its end is reused, a stopped one resumed).
 3. For every seed, UperNet (``configs/experiments/fashion_mnist_upernet.py``) from the
    pre-trained ViT and from random initialisation (``fashion_mnist_upernet_scratch.py``): same
    recipe and budget, ``tools/train.py`` runs ``--jobs`` at a time with one thread each, mIoU
    of mmseg's IoUMetric on the test canvases.
 4. The table (per seed, mean +- sample std) printed and written between the dense-result
-   markers of every ``--docs`` file; every number, command and duration in
+   markers of ``docs/experiments.md`` and ``README.md`` when the study is the published one
+   (default seeds and canvas counts, no ``--cfg-options``), of the ``--doc`` files when given,
+   of none with ``--no-doc``; every number, command and duration in
    ``WORK_DIR/dense_results.json``.
 
 A run whose mIoU is already in its work dir is not repeated, so an interrupted study goes on
@@ -44,6 +46,8 @@ import run_fashion_mnist as study  # noqa: E402  (the classification study's sta
 ROOT = study.ROOT
 RESULTS_BEGIN = '<!-- fashion-mnist-dense-results:begin -->'
 RESULTS_END = '<!-- fashion-mnist-dense-results:end -->'
+PUBLISHED_SEEDS = [0, 1, 2]
+PUBLISHED_CANVASES = dict(train=4000, test=1000)
 CANVAS_SEED = 0
 SETTINGS_FILE = 'dense_settings.json'  # in each run's work dir: what it was trained with
 # Row name, config, whether the backbone starts from the pre-training checkpoint.
@@ -67,6 +71,11 @@ class Run:
     @property
     def label(self) -> str:
         return f'UperNet, {self.method}, seed {self.seed}'
+
+
+def default_docs() -> List[str]:
+    """Where the table is published."""
+    return [osp.join(ROOT, 'docs', 'experiments.md'), osp.join(ROOT, 'README.md')]
 
 
 def train_command(run: Run, canvases: str, checkpoint: str, extra: List[str]) -> List[str]:
@@ -144,8 +153,10 @@ def recorded_settings(run: Run, canvas_dir: str, checkpoint: Optional[str],
                 unrecorded=True)
 
 
-def differences(then: dict, now: dict, pretrained: bool) -> List[str]:
-    """What differs between a run's recorded settings and this command's, in words."""
+def differences(then: dict, now: dict, pretrained: bool,
+                no_checkpoint: str = 'its pre-training checkpoint is gone') -> List[str]:
+    """What differs between a run's recorded settings and this command's, in words;
+    ``no_checkpoint`` says why there is no checkpoint now."""
     said = []
     if then.get('config') != now['config']:
         said.append(f'config: {now["config"]} now, {then.get("config") or "unknown"} then')
@@ -171,19 +182,21 @@ def differences(then: dict, now: dict, pretrained: bool) -> List[str]:
                         ('' if before.get('seed') == counts['seed'] else
                          f' (canvas seed {before.get("seed")} then)'))
     if pretrained and now['checkpoint_sha256'] is None:
-        said.append('its pre-training checkpoint is gone')
+        said.append(no_checkpoint)
     elif then.get('checkpoint_sha256') != now['checkpoint_sha256']:
         said.append('another pre-training checkpoint')
     return said
 
 
 def check_finished_runs(runs: List[Run], canvas_dir: str, canvases: dict,
-                        checkpoint: Optional[str], others: List[Run] = ()) -> None:
+                        checkpoint: Optional[str], others: List[Run] = (),
+                        no_checkpoint: str = 'its pre-training checkpoint is gone') -> None:
     """Refuse, in one line, a finished run trained with other settings than these: its mIoU
     was reported under this command's settings, and the canvases it was trained on were
     rewritten under it. ``others``, finished runs of seeds not asked for, are held to the
     canvases only (they are not reported). Runs of an earlier runner that match get their
-    record."""
+    record. ``checkpoint``: the finished pre-training's (None when there is none yet;
+    ``no_checkpoint`` says why)."""
     from fastmim.engine.checkpoint import file_sha256
     digest = file_sha256(checkpoint) if checkpoint and osp.isfile(checkpoint) else None
     other = []
@@ -192,7 +205,7 @@ def check_finished_runs(runs: List[Run], canvas_dir: str, canvases: dict,
             continue
         then = recorded_settings(run, canvas_dir, checkpoint, digest)
         now = run_settings(run, canvases, digest)
-        said = differences(then, now, run.pretrained)
+        said = differences(then, now, run.pretrained, no_checkpoint)
         if run not in runs:
             said = [words for words in said if words.startswith('canvases:')]
         elif not said and then.get('unrecorded'):
@@ -273,17 +286,25 @@ def results_table(runs: List[Run], seeds: List[int], canvases: dict) -> str:
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'fashion_mnist'),
-                        help='the classification study\'s work dir: its pre-training is reused')
-    parser.add_argument('--seeds', type=study.seed, nargs='+', default=[0, 1, 2])
+                        help='the classification study\'s work dir: its pre-training is reused '
+                        '(default: %(default)s)')
+    parser.add_argument('--seeds', type=study.seed, nargs='+', default=list(PUBLISHED_SEEDS),
+                        help='seeds of the runs, each setting a run\'s randomness (new layers, '
+                        'the scratch backbone, batch order, flips; default: '
+                        f'{" ".join(map(str, PUBLISHED_SEEDS))})')
     parser.add_argument('--jobs', type=study.positive_int, default=2,
                         help='processes at a time (one thread each); pre-training, when it '
                         'has to run, uses as many')
-    parser.add_argument('--train-canvases', type=study.positive_int, default=4000)
-    parser.add_argument('--test-canvases', type=study.positive_int, default=1000)
-    parser.add_argument('--docs', nargs='*',
-                        default=[osp.join(ROOT, 'docs', 'experiments.md'),
-                                 osp.join(ROOT, 'README.md')],
-                        help='markdown files whose dense-result markers receive the table')
+    parser.add_argument('--train-canvases', type=study.positive_int,
+                        default=PUBLISHED_CANVASES['train'],
+                        help='training canvases, drawn from the 60,000 training images '
+                        '(default: %(default)s)')
+    parser.add_argument('--test-canvases', type=study.positive_int,
+                        default=PUBLISHED_CANVASES['test'],
+                        help='test canvases, drawn from the 10,000 test images only; the mIoU '
+                        'is measured on them (default: %(default)s)')
+    study.add_doc_options(parser, default_docs(), 'the published study: the default --seeds '
+                          'and canvas counts, no --cfg-options')
     parser.add_argument('--fresh', action='store_true',
                         help='delete the dense runs first (needed to change the settings of a '
                         'study whose runs finished)')
@@ -297,14 +318,30 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     sys.path.insert(0, ROOT)
-    for doc in args.docs:
+    unpublished = [words for words, differs in [
+        (f'--seeds {" ".join(map(str, args.seeds))}', args.seeds != PUBLISHED_SEEDS),
+        (f'--train-canvases {args.train_canvases}',
+         args.train_canvases != PUBLISHED_CANVASES['train']),
+        (f'--test-canvases {args.test_canvases}',
+         args.test_canvases != PUBLISHED_CANVASES['test']),
+        (f'--cfg-options {" ".join(args.cfg_options)}', bool(args.cfg_options))] if differs]
+    docs, no_doc = study.docs_to_write(args, default_docs(), unpublished)
+    for doc in docs:
         study.check_doc(doc, RESULTS_BEGIN, RESULTS_END)
+    if no_doc:
+        print(no_doc, flush=True)
     study.check_work_dir(args.work_dir)
     study.stop_commands_on_signals()
     work_dir = osp.abspath(args.work_dir)
-    pretrained = osp.isfile(osp.join(work_dir, 'pretrain', 'last_checkpoint'))
-    if args.jobs < 1 or (not pretrained and study.PRETRAIN_BATCH % args.jobs):
-        sys.exit(f'error: --jobs must divide the pre-training batch {study.PRETRAIN_BATCH}')
+    pretrain_dir = osp.join(work_dir, 'pretrain')
+    # The checkpoint of the pre-training's end, as study.pretrain reuses it: a stopped one's
+    # iter_N.pth, named in last_checkpoint too, counted as pre-trained here (its sha256 was what
+    # finished runs were held to, and --jobs was left unchecked for the resume it needs).
+    checkpoint = study.finished_pretraining(pretrain_dir)
+    if args.jobs < 1 or (not checkpoint and study.PRETRAIN_BATCH % args.jobs):
+        sys.exit(f'error: --jobs must divide the pre-training batch {study.PRETRAIN_BATCH}' +
+                 ('' if checkpoint else ' (the pre-training has not finished: it runs first)'))
+    partial = None if checkpoint else study.named_checkpoint(pretrain_dir)
     dense_dir = osp.join(work_dir, 'upernet')
     if args.fresh and osp.isdir(dense_dir):
         shutil.rmtree(dense_dir)
@@ -314,16 +351,15 @@ def main(argv=None):
     canvas_dir = osp.join(work_dir, 'canvases')
     canvas_settings = dict(num_train=args.train_canvases, num_test=args.test_canvases,
                            seed=CANVAS_SEED)  # as canvases.json records them
-    pretrain_dir = osp.join(work_dir, 'pretrain')
-    checkpoint = (study.latest_checkpoint(pretrain_dir)
-                  if osp.isfile(osp.join(pretrain_dir, 'last_checkpoint')) else None)
     runs = runs_of(args.seeds, dense_dir)
     others = runs_of([seed for seed in seeds_on_disk(dense_dir) if seed not in args.seeds],
                      dense_dir)
     for run in [*runs, *others]:
         run.command = train_command(run, canvas_dir, checkpoint, args.cfg_options)
     # Before the canvases are written: other counts would rewrite those of the finished runs.
-    check_finished_runs(runs, canvas_dir, canvas_settings, checkpoint, others)
+    check_finished_runs(runs, canvas_dir, canvas_settings, checkpoint, others, no_checkpoint=(
+        f'the pre-training has not finished ({partial}: {study.checkpoint_position(partial)})'
+        if partial else 'its pre-training checkpoint is gone'))
 
     from fastmim.datasets import fetch_fashion_mnist
     from fastmim.datasets.fashion_mnist_canvas import write_canvas_segmentation
@@ -360,13 +396,13 @@ def main(argv=None):
         json.dump(dict(facts=facts, canvases=canvases, runs=[dict(
             method=run.method, seed=run.seed, miou=run.miou, seconds=run.seconds,
             command=run.command) for run in runs]), f, indent=2)
-    for doc in args.docs:
+    for doc in docs:
         study.write_doc(doc, table, RESULTS_BEGIN, RESULTS_END)
     print('\n' + table)
     print(f'\nwall time {facts["total_seconds"] / 60:.1f} min on {os.cpu_count()} CPU cores '
           f'(load average {load_start:.1f} at the start, {facts["load_average_end"]:.1f} at '
-          f'the end); table written to {", ".join(args.docs) or "no document (--docs)"}, '
-          f'details in {work_dir}/dense_results.json')
+          f'the end); ' + (f'table written to {", ".join(docs)}' if docs else no_doc) +
+          f', details in {work_dir}/dense_results.json')
 
 
 if __name__ == '__main__':
