@@ -24,7 +24,9 @@ _base_ = [
     'mmseg::_base_/models/upernet_mae.py',
     'mmseg::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['fastmim'], allow_failed_imports=False)
+# fastmim.datasets.seeded_seg (SeededSegDataset) needs mmseg, so fastmim does not import it.
+custom_imports = dict(imports=['fastmim', 'fastmim.datasets.seeded_seg'],
+                      allow_failed_imports=False)
 
 crop_size = (64, 64)
 num_classes = 11
@@ -71,12 +73,16 @@ test_pipeline = [
 ]
 dataset = dict(type='BaseSegDataset', metainfo=metainfo, data_root=data_root,
                img_suffix='.png', seg_map_suffix='.png', reduce_zero_label=False)
+# Exact resume (--resume from any checkpoint repeats the uninterrupted run bit for bit on the
+# CPU): mmseg's InfiniteSampler order with per-sample seeds and a start index, a dataset that
+# flips each sample from its seed (mmseg's BaseSegDataset flips from the training process's
+# generators, which dropout moves), and a loop that seeds every iteration (fastmim.engine.loops).
 train_dataloader = dict(
     batch_size=8,
     num_workers=0,
     persistent_workers=False,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(**dataset, pipeline=train_pipeline,
+    sampler=dict(type='fastmim.ResumableInfiniteSampler', shuffle=True),
+    dataset=dict(dataset, type='fastmim.SeededSegDataset', pipeline=train_pipeline,
                  data_prefix=dict(img_path='images/training',
                                   seg_map_path='annotations/training')))
 val_dataloader = dict(
@@ -107,7 +113,8 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0., power=1.0, by_epoch=False, begin=warmup_iters,
          end=max_iters),
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+train_cfg = dict(type='fastmim.ResumableIterBasedTrainLoop', max_iters=max_iters,
+                 val_interval=max_iters)
 val_cfg = dict(type='ValLoop', fp16=True)  # autocast: bf16 on the CPU
 test_cfg = dict(type='TestLoop', fp16=True)
 
@@ -121,6 +128,9 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'),
     # Checkpoints of plain types (they load weights-only) that record the model geometry.
-    checkpoint_meta=dict(type='fastmim.CheckpointMetaHook'))
+    checkpoint_meta=dict(type='fastmim.CheckpointMetaHook'),
+    # On SIGTERM or SIGUSR1 (SLURM preemption, --signal): iter_<n>.pth of the next iteration
+    # and exit status 75; --resume continues from there, exactly.
+    preemption=dict(type='fastmim.PreemptionHook'))
 log_processor = dict(by_epoch=False)
 work_dir = 'work_dirs/fashion_mnist/upernet'
