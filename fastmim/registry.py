@@ -81,10 +81,11 @@ OPTIM_WRAPPER_CONSTRUCTORS = _child('optimizer wrapper constructor',
                                     MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS, 'fastmim.engine')
 PARAM_SCHEDULERS = _child('parameter scheduler', MMENGINE_PARAM_SCHEDULERS, 'fastmim.engine')
 
-# fastmim.datasets.coco and .ade20k subclass mmdet's and mmseg's datasets: optional (see the
-# module docstring).
+# fastmim.datasets.coco, .ade20k and .seeded_seg subclass mmdet's and mmseg's datasets:
+# optional (see the module docstring).
 DATASETS = _child('dataset', MMENGINE_DATASETS, 'fastmim.datasets',
-                  optional_locations=['fastmim.datasets.coco', 'fastmim.datasets.ade20k'])
+                  optional_locations=['fastmim.datasets.coco', 'fastmim.datasets.ade20k',
+                                      'fastmim.datasets.seeded_seg'])
 DATA_SAMPLERS = _child('data sampler', MMENGINE_DATA_SAMPLERS, 'fastmim.datasets')
 TRANSFORMS = _child('transform', MMENGINE_TRANSFORMS, 'fastmim.datasets.transforms')
 

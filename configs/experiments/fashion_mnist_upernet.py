@@ -24,9 +24,7 @@ _base_ = [
     'mmseg::_base_/models/upernet_mae.py',
     'mmseg::_base_/default_runtime.py',
 ]
-# fastmim.datasets.seeded_seg (SeededSegDataset) needs mmseg, so fastmim does not import it.
-custom_imports = dict(imports=['fastmim', 'fastmim.datasets.seeded_seg'],
-                      allow_failed_imports=False)
+custom_imports = dict(imports=['fastmim'], allow_failed_imports=False)
 
 crop_size = (64, 64)
 num_classes = 11
@@ -129,6 +127,8 @@ default_hooks = dict(
     visualization=dict(type='SegVisualizationHook'),
     # Checkpoints of plain types (they load weights-only) that record the model geometry.
     checkpoint_meta=dict(type='fastmim.CheckpointMetaHook'),
+    # A checkpoint read for --resume checked before anything loads from it.
+    resume_checks=dict(type='fastmim.ResumeChecksHook'),
     # On SIGTERM or SIGUSR1 (SLURM preemption, --signal): iter_<n>.pth of the next iteration
     # and exit status 75; --resume continues from there, exactly.
     preemption=dict(type='fastmim.PreemptionHook'))
