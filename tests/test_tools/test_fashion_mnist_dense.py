@@ -349,3 +349,81 @@ def test_a_stopped_pretraining_is_not_taken_as_pretrained(tmp_path, dense_withou
                        r'epoch 0, iteration 22\)\); --fresh starts the dense runs over'):
         runner.main(study + ['--jobs', '1'])
     assert len(calls['trained']) == 2 and len(calls['canvases']) == 1
+
+
+@pytest.fixture
+def stopping_training(dense_without_training, monkeypatch):
+    """The dense runner whose runs train as tools/train.py does across a stop: given --resume,
+    a run starts from the iteration its last_checkpoint names, else from 0 (``starts``: the
+    run's folder and where it started); a run listed in ``stop`` (seed folders, e.g.
+    'pretrained/seed0') saves iter_300.pth and exits 75 (PreemptionHook on SIGTERM)."""
+    runner, calls = dense_without_training
+    state = dict(starts=[], stop=set())
+    finish = runner.study.execute
+
+    def execute(command, log_path, threads):
+        folder = Path(log_path).parent
+        name = f'{folder.parent.name}/{folder.name}'
+        named = folder / 'last_checkpoint'
+        start = (int(torch.load(named.read_text().strip())['meta']['iter'])
+                 if '--resume' in command and named.exists() else 0)
+        state['starts'].append((name, start))
+        if name in state['stop'] and start < 300:
+            save_checkpoint(folder / 'iter_300.pth', 0, 300)
+            (folder / 'last_checkpoint').write_text(str(folder / 'iter_300.pth'))
+            raise RuntimeError(f'exit code 75; log {log_path}')
+        return finish(command, log_path, threads)
+
+    monkeypatch.setattr(runner.study, 'execute', execute)
+    return runner, calls, state
+
+
+def test_a_stopped_dense_run_is_resumed_not_retrained(tmp_path, stopping_training):
+    """A dense run stopped by SIGTERM saved iter_300.pth (PreemptionHook) and exited 75; the
+    rerun trained it again from iteration 0, losing the 300 updates done."""
+    runner, calls, state = stopping_training
+    work_dir = tmp_path / 'study'
+    study = ['--work-dir', str(work_dir), '--seeds', '0', '--jobs', '1', '--docs',
+             '--train-canvases', '40', '--test-canvases', '10']
+    state['stop'] = {'pretrained/seed0'}
+    with pytest.raises(SystemExit):
+        runner.main(study)
+    assert state['starts'] == [('pretrained/seed0', 0), ('scratch/seed0', 0)]
+    runner.main(study)
+    assert state['starts'][2:] == [('pretrained/seed0', 300)]
+    assert all(command[-1] == '--resume' for command in calls['trained'])
+    results = json.loads((work_dir / 'dense_results.json').read_text())
+    assert [run['miou'] for run in results['runs']] == [2, 1]
+    # the record of the resumed run is that of a finished one: a third run has nothing to do
+    runner.main(study)
+    assert len(state['starts']) == 3
+
+
+def test_a_stopped_dense_run_of_other_settings_is_not_resumed(tmp_path, stopping_training):
+    """--resume continues whatever the work dir holds: a run stopped under other options,
+    canvases or pre-training is refused as a finished one is (the runner rewrote its record
+    and trained it again under the new settings)."""
+    runner, calls, state = stopping_training
+    work_dir = tmp_path / 'study'
+    study = ['--work-dir', str(work_dir), '--seeds', '0', '--jobs', '1', '--docs']
+    state['stop'] = {'pretrained/seed0', 'scratch/seed0'}
+    with pytest.raises(SystemExit):
+        runner.main(study + ['--train-canvases', '40', '--test-canvases', '10'])
+    state['stop'] = set()
+    for other, message in [
+            (['--train-canvases', '40', '--test-canvases', '10', '--cfg-options',
+              'train_cfg.max_iters=40'], r'options: train_cfg\.max_iters=40 now'),
+            (['--train-canvases', '20', '--test-canvases', '5'],
+             r'canvases: 20 train / 5 test now, 40 / 10 then')]:
+        with pytest.raises(SystemExit, match=r'upernet/pretrained/seed0 was stopped with other '
+                           rf'settings than this command \({message}\) \(and 1 more runs\); '
+                           r'--fresh starts the dense runs over'):
+            runner.main(study + other)
+    save_checkpoint(work_dir / 'pretrain' / 'epoch_3.pth', 3, weight=1.)  # another pre-training
+    with pytest.raises(SystemExit, match=r'upernet/pretrained/seed0 was stopped with other '
+                       r'settings than this command \(another pre-training checkpoint\); '
+                       r'--fresh'):
+        runner.main(study + ['--train-canvases', '40', '--test-canvases', '10'])
+    assert len(state['starts']) == 2 and calls['canvases'] == [(40, 10)]
+    runner.main(study + ['--train-canvases', '20', '--test-canvases', '5', '--fresh'])
+    assert state['starts'][2:] == [('pretrained/seed0', 0), ('scratch/seed0', 0)]

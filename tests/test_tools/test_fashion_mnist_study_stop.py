@@ -2,6 +2,7 @@
 is resumed, not taken as finished, and a stopped study starts none of its queued runs.
 (test_fashion_mnist_inputs.py checks that a stop ends the running commands.)"""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -227,3 +228,103 @@ def test_no_last_checkpoint_names_none_and_an_empty_one_is_refused(tmp_path, stu
     (tmp_path / 'last_checkpoint').write_text('')
     with pytest.raises(SystemExit, match=r'error: .*last_checkpoint is empty'):
         study.latest_checkpoint(str(tmp_path))
+
+
+# tools/train.py and tools/test.py as the downstream runs see them: a training run given
+# --resume starts from the iteration its last_checkpoint names (the file holds the number),
+# else from 0, and appends where it started to STARTS; below FAKE_STOP_AT it saves
+# iter_<FAKE_STOP_AT>.pth and exits 75, as PreemptionHook does on SIGTERM. kNN writes --out.
+FAKE_TOOL = '''
+import json, os, sys
+args = sys.argv[1:]
+work_dir = args[args.index('--work-dir') + 1]
+os.makedirs(work_dir, exist_ok=True)
+if '--out' in args:
+    with open(args[args.index('--out') + 1], 'w') as f:
+        json.dump({'knn/top1': 50.0}, f)
+    sys.exit(0)
+named = os.path.join(work_dir, 'last_checkpoint')
+start = 0
+if '--resume' in args and os.path.isfile(named):
+    with open(named) as f, open(f.read().strip()) as checkpoint:
+        start = int(checkpoint.read())
+with open(os.path.join(work_dir, 'STARTS'), 'a') as f:
+    f.write(f'{start}\\n')
+stop_at = int(os.environ.get('FAKE_STOP_AT', '0'))
+if start < stop_at:
+    path = os.path.join(work_dir, f'iter_{stop_at}.pth')
+    with open(path, 'w') as f:
+        f.write(str(stop_at))
+    with open(named, 'w') as f:
+        f.write(path)
+    sys.exit(75)
+vis_data = os.path.join(work_dir, '20260101_000000', 'vis_data')
+os.makedirs(vis_data)
+with open(os.path.join(vis_data, 'scalars.json'), 'w') as f:
+    f.write(json.dumps({'accuracy/top1': 60.0 + start}) + '\\n')
+'''
+
+
+@pytest.fixture
+def fake_tools(tmp_path, study, monkeypatch):
+    """The runs' commands run (study.execute, a process each) a fake of tools/train.py and
+    tools/test.py (FAKE_TOOL); returns the runs of a fine-tuning and a kNN, seed 0, 1%."""
+    tool = tmp_path / 'fake_tool.py'
+    tool.write_text(FAKE_TOOL)
+    monkeypatch.setattr(study, 'python_tool', lambda name: [sys.executable, str(tool)])
+    monkeypatch.delenv('FAKE_STOP_AT', raising=False)
+
+    def runs():
+        return [study.Run(method, 0.01, 0, str(tmp_path / study.method_folder(method) / 'run'))
+                for method in (study.METHODS[0], study.METHODS[4])]
+    return runs
+
+
+CHECKPOINTS = dict(pretrained='/nowhere/epoch_3.pth', random='/nowhere/initial_weights.pth')
+
+
+def test_a_stopped_downstream_run_is_resumed_not_retrained(tmp_path, study, fake_tools,
+                                                            monkeypatch, capsys):
+    """A fine-tuning stopped by SIGTERM saved iter_100.pth and exited 75; the rerun started
+    it again from iteration 0 (no --resume), losing the training done."""
+    monkeypatch.setenv('FAKE_STOP_AT', '100')
+    with pytest.raises(SystemExit):
+        study.downstream(fake_tools(), CHECKPOINTS, 1)
+    monkeypatch.delenv('FAKE_STOP_AT')
+    finetune, knn = fake_tools()
+    study.downstream([finetune, knn], CHECKPOINTS, 1)
+    assert (Path(finetune.work_dir) / 'STARTS').read_text().split() == ['0', '100']
+    assert finetune.top1 == 160.0 and knn.top1 == 50.0
+    assert finetune.command[-1] == '--resume' and '--resume' not in knn.command
+    assert '1 of 2 runs already done; running 1' in capsys.readouterr().out
+
+
+def test_a_preempted_run_is_reported_as_stopped_not_failed(tmp_path, study, fake_tools,
+                                                            monkeypatch, capsys):
+    """Exit status 75 (PreemptionHook saved the run) was reported as 'FAILED: exit code 75'
+    with the log's tail, and the study ended with '1 runs failed'."""
+    monkeypatch.setenv('FAKE_STOP_AT', '100')
+    with pytest.raises(SystemExit, match=r'^error: 1 runs were stopped \(a rerun resumes those '
+                       r'that saved a checkpoint\); rerun the command to go on with them$'):
+        study.downstream(fake_tools(), CHECKPOINTS, 1)
+    out = capsys.readouterr().out
+    assert 'FAILED' not in out
+    assert re.search(r'FastMIM pre-trained, fine-tuned, 1% labels, seed 0 stopped: preempted '
+                     r'\(exit code 75\): it saved its checkpoint, which a rerun resumes; log '
+                     r'.*/run\.log', out)
+
+
+def test_a_run_failing_while_the_study_stops_is_not_reported_as_failed(tmp_path, study,
+                                                                         monkeypatch, capsys):
+    """A command that the stop ended (killed: exit -15) is stopped, not failed."""
+    def execute(command, log_path, threads):
+        study.STOPPING.set()
+        raise RuntimeError(f'exit code -15; log {log_path}')
+    monkeypatch.setattr(study, 'execute', execute)
+    run = study.Run(study.METHODS[0], 0.01, 0, str(tmp_path / 'run'), command=['train'])
+    try:
+        with pytest.raises(SystemExit, match=r'^error: 1 runs were stopped'):
+            study.run_pending(1, [run], 1, finish=lambda run: None, describe=str)
+    finally:
+        study.STOPPING.clear()
+    assert 'FAILED' not in capsys.readouterr().out

@@ -21,9 +21,10 @@
 
 A run whose result is already in its work dir is not repeated, so an interrupted study goes on
 where it stopped (a stopped pre-training is resumed from its last checkpoint; only the
-checkpoint of its end is reused); ``--fresh`` deletes what the study wrote there first (the
-pre-training, the runs, ``results.json``) and keeps everything else (the dense study's runs, a
-user's files).
+checkpoint of its end is reused; a stopped fine-tuning or linear-probe run is resumed from the
+``iter_N.pth`` it saved, a stopped kNN run repeated); ``--fresh`` deletes what the study wrote
+there first (the pre-training, the runs, ``results.json``) and keeps everything else (the dense
+study's runs, a user's files).
 """
 import argparse
 import concurrent.futures
@@ -150,7 +151,13 @@ def pretrain_command(work_dir: str, jobs: int) -> List[str]:
 
 
 def run_command(run: Run, checkpoints: Dict[str, str]) -> List[str]:
-    """The tools/train.py or tools/test.py command of one run."""
+    """The tools/train.py or tools/test.py command of one run.
+
+    A training run is given ``--resume``: a stopped one (SIGTERM: ``PreemptionHook`` saved
+    ``iter_N.pth``, exit status 75) continues from its checkpoint, exactly (it was trained
+    again from the start); with no checkpoint there tools/train.py starts from scratch. A
+    run's work dir holds that run only (method, fraction and seed name it; ``--fresh`` deletes
+    the runs with the pre-training they started from)."""
     config = osp.join(CONFIGS, run.method.config)
     checkpoint = checkpoints.get(run.method.weights)
     if run.method.evaluate_only:
@@ -164,7 +171,7 @@ def run_command(run: Run, checkpoints: Dict[str, str]) -> List[str]:
     if checkpoint:
         options.append(f'model.backbone.init_cfg.checkpoint={checkpoint}')
     return python_tool('train.py') + [config, '--work-dir', run.work_dir, '--cfg-options',
-                                      *options]
+                                      *options, '--resume']
 
 
 def read_top1(run: Run) -> Optional[float]:
@@ -199,6 +206,14 @@ RUNNING_GROUPS = set()
 # Set when the study is stopped: no command starts after it. The runs queued in the thread pool
 # kept starting, one after another, while the stopped study waited for its pool to shut down.
 STOPPING = threading.Event()
+# tools/train.py's exit status after fastmim.PreemptionHook saved the training on SIGTERM or
+# SIGUSR1 (fastmim.engine.hooks.preemption_hook.PREEMPTED_EXIT_STATUS, sysexits' EX_TEMPFAIL).
+PREEMPTED_EXIT_STATUS = 75
+
+
+class Stopped(RuntimeError):
+    """A command that did not finish because it was stopped (preempted, or the study is
+    stopping), not because it failed: a rerun of the study goes on with it."""
 
 
 def execute(command: List[str], log_path: str, threads: int) -> float:
@@ -208,7 +223,7 @@ def execute(command: List[str], log_path: str, threads: int) -> float:
     Once the study is stopping (:data:`STOPPING`) no command starts, and one that started while
     the stop ended the others is ended by its own thread."""
     if STOPPING.is_set():
-        raise RuntimeError('not started: the study is stopping')
+        raise Stopped('not started: the study is stopping')
     env = {**os.environ, 'PYTHONPATH': ROOT, 'OMP_NUM_THREADS': str(threads),
            'PORT': str(free_port())}
     start = time.time()
@@ -224,6 +239,9 @@ def execute(command: List[str], log_path: str, threads: int) -> float:
             returncode = process.wait()
         finally:
             RUNNING_GROUPS.discard(process.pid)
+    if returncode == PREEMPTED_EXIT_STATUS:
+        raise Stopped(f'preempted (exit code {returncode}): it saved its checkpoint, which a '
+                      f'rerun resumes; log {log_path}')
     if returncode:
         with open(log_path) as log:
             tail = ''.join(log.readlines()[-15:])
@@ -408,18 +426,20 @@ def run_pending(total: int, pending: list, jobs: int, finish: Callable,
                 describe: Callable) -> None:
     """Execute the ``command`` of every pending run, ``jobs`` at a time, one thread each;
     ``finish(run)`` reads its result into the run and ``describe(run)`` says it. Exits naming
-    how many failed once the others are done (a rerun retries only those)."""
+    how many failed or were stopped once the others are done (a rerun retries only those). A
+    run preempted (exit status 75: it saved its checkpoint) or ended while the study stops is
+    stopped, not failed: it was reported as 'FAILED: exit code 75' with its log's tail."""
     print(f'{total - len(pending)} of {total} runs already done; running '
           f'{len(pending)}, {jobs} at a time', flush=True)
 
     def one(run):
         if STOPPING.is_set():  # taken from the queue as the study stopped
-            raise RuntimeError('not started: the study is stopping')
+            raise Stopped('not started: the study is stopping')
         os.makedirs(run.work_dir, exist_ok=True)
         run.seconds = execute(run.command, osp.join(run.work_dir, 'run.log'), threads=1)
         finish(run)
 
-    failures = 0
+    failures = stopped = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         try:
             futures = {pool.submit(one, run): run for run in pending}
@@ -430,6 +450,11 @@ def run_pending(total: int, pending: list, jobs: int, finish: Callable,
                     print(f'[{done}/{len(pending)}] {run.label}: {describe(run)} '
                           f'({run.seconds:.0f} s)', flush=True)
                 except RuntimeError as error:
+                    if isinstance(error, Stopped) or STOPPING.is_set():
+                        stopped += 1
+                        print(f'[{done}/{len(pending)}] {run.label} stopped: {error}',
+                              flush=True)
+                        continue
                     failures += 1
                     print(f'[{done}/{len(pending)}] {run.label} FAILED: {error}', flush=True)
         except BaseException:
@@ -439,8 +464,11 @@ def run_pending(total: int, pending: list, jobs: int, finish: Callable,
             STOPPING.set()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-    if failures:
-        sys.exit(f'error: {failures} runs failed; rerun the command to retry them')
+    if failures or stopped:
+        said = [words for count, words in [(failures, f'{failures} runs failed'), (
+            stopped, f'{stopped} runs were stopped (a rerun resumes those that saved a '
+            'checkpoint)')] if count]
+        sys.exit(f'error: {" and ".join(said)}; rerun the command to go on with them')
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,12 +22,14 @@ Does the FastMIM pre-training of the classification study carry into a dense tas
    of none with ``--no-doc``; every number, command and duration in
    ``WORK_DIR/dense_results.json``.
 
-A run whose mIoU is already in its work dir is not repeated, so an interrupted study goes on
-where it stopped; ``--fresh`` deletes the dense runs (not the pre-training or the canvases).
-Each run records what it was trained with next to it (``dense_settings.json``: config and
-options, canvas counts, the pre-training checkpoint's sha256); a finished run of other settings
-than the command's is refused in one line, before the canvases are touched, rather than
-reported as this command's.
+A run whose mIoU is already in its work dir is not repeated, and a stopped one (the
+``iter_N.pth`` it saved on SIGTERM, named in its ``last_checkpoint``) is resumed from it with
+``tools/train.py --resume``, so an interrupted study goes on where it stopped; ``--fresh``
+deletes the dense runs (not the pre-training or the canvases). Each run records what it is
+trained with next to it before it starts (``dense_settings.json``: config and options, canvas
+counts, the pre-training checkpoint's sha256); a finished or stopped run of other settings than
+the command's is refused in one line, before the canvases are touched, rather than reported as
+this command's or resumed under it.
 """
 import argparse
 import glob
@@ -79,6 +81,9 @@ def default_docs() -> List[str]:
 
 
 def train_command(run: Run, canvases: str, checkpoint: str, extra: List[str]) -> List[str]:
+    """``--resume``: a stopped run goes on from its checkpoint (exactly: the configs resume bit
+    for bit; it was trained again from the start); with no checkpoint tools/train.py starts
+    from scratch. :func:`check_finished_runs` refuses a stopped run of other settings first."""
     options = [f'randomness.seed={run.seed}', *extra]
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         options.append(f'{loader}.dataset.data_root={canvases}/')
@@ -86,7 +91,7 @@ def train_command(run: Run, canvases: str, checkpoint: str, extra: List[str]) ->
         options.append(f'model.backbone.init_cfg.checkpoint={checkpoint}')
     return study.python_tool('train.py') + [
         osp.join(study.CONFIGS, run.config), '--work-dir', run.work_dir, '--cfg-options',
-        *options]
+        *options, '--resume']
 
 
 def read_miou(work_dir: str) -> Optional[float]:
@@ -104,13 +109,14 @@ DERIVED_OPTIONS = tuple(f'{loader}.dataset.data_root=' for loader in (
 
 def command_settings(command: Optional[List[str]]) -> dict:
     """The config and the options of a :func:`train_command` (``[python, train.py, config,
-    '--work-dir', dir, '--cfg-options', *options]``) less the paths; ``None`` for a command
-    of another form (or none)."""
+    '--work-dir', dir, '--cfg-options', *options, '--resume']``) less the paths and
+    ``--resume`` (which commands before it lack); ``None`` for a command of another form (or
+    none)."""
     if not command or len(command) < 6 or command[5] != '--cfg-options':
         return dict(config=None, options=None)
     return dict(config=osp.basename(command[2]),
                 options=[option for option in command[6:]
-                         if not option.startswith(DERIVED_OPTIONS)])
+                         if option != '--resume' and not option.startswith(DERIVED_OPTIONS)])
 
 
 def run_settings(run: Run, canvases: dict, checkpoint_digest: Optional[str]) -> dict:
@@ -124,10 +130,10 @@ def run_settings(run: Run, canvases: dict, checkpoint_digest: Optional[str]) -> 
 
 def recorded_settings(run: Run, canvas_dir: str, checkpoint: Optional[str],
                       checkpoint_digest: Optional[str]) -> dict:
-    """The settings a finished run recorded; for a run of a runner that recorded none, the
-    command on the first line of its ``run.log``, with the canvases and the checkpoint
+    """The settings a finished or stopped run recorded; for a run of a runner that recorded
+    none, the command on the first line of its ``run.log``, with the canvases and the checkpoint
     (``checkpoint_digest``, its sha256) that are there now if both are older than its result
-    (else ``None``: unknown)."""
+    (a stopped run: than its ``last_checkpoint``; else ``None``: unknown)."""
     path = osp.join(run.work_dir, SETTINGS_FILE)
     if osp.isfile(path):
         with open(path) as f:
@@ -138,6 +144,8 @@ def recorded_settings(run: Run, canvas_dir: str, checkpoint: Optional[str],
         with open(log) as f:
             command = f.readline().split()
     results = glob.glob(osp.join(run.work_dir, '*', 'vis_data', 'scalars.json'))
+    if run.miou is None:  # stopped
+        results = [osp.join(run.work_dir, 'last_checkpoint')]
     finished = max(osp.getmtime(result) for result in results)
 
     def older(file: Optional[str]) -> bool:
@@ -188,20 +196,28 @@ def differences(then: dict, now: dict, pretrained: bool,
     return said
 
 
+def stopped(run: Run) -> bool:
+    """Whether the run was stopped after saving a checkpoint (it has no mIoU, and a
+    ``last_checkpoint``: the ``iter_N.pth`` PreemptionHook saved on SIGTERM), which
+    ``--resume`` continues."""
+    return run.miou is None and osp.isfile(osp.join(run.work_dir, 'last_checkpoint'))
+
+
 def check_finished_runs(runs: List[Run], canvas_dir: str, canvases: dict,
                         checkpoint: Optional[str], others: List[Run] = (),
                         no_checkpoint: str = 'its pre-training checkpoint is gone') -> None:
     """Refuse, in one line, a finished run trained with other settings than these: its mIoU
     was reported under this command's settings, and the canvases it was trained on were
-    rewritten under it. ``others``, finished runs of seeds not asked for, are held to the
-    canvases only (they are not reported). Runs of an earlier runner that match get their
-    record. ``checkpoint``: the finished pre-training's (None when there is none yet;
-    ``no_checkpoint`` says why)."""
+    rewritten under it. A stopped run (:func:`stopped`) too: ``--resume`` would continue it
+    under this command's settings (the record is rewritten before a run starts). ``others``,
+    runs of seeds not asked for, are held to the canvases only (they are not reported). Runs
+    of an earlier runner that match get their record. ``checkpoint``: the finished
+    pre-training's (None when there is none yet; ``no_checkpoint`` says why)."""
     from fastmim.engine.checkpoint import file_sha256
     digest = file_sha256(checkpoint) if checkpoint and osp.isfile(checkpoint) else None
     other = []
     for run in [*runs, *others]:
-        if run.miou is None:
+        if run.miou is None and not stopped(run):
             continue
         then = recorded_settings(run, canvas_dir, checkpoint, digest)
         now = run_settings(run, canvases, digest)
@@ -215,7 +231,8 @@ def check_finished_runs(runs: List[Run], canvas_dir: str, canvases: dict,
     if other:
         run, said = other[0]
         more = f' (and {len(other) - 1} more runs)' if len(other) > 1 else ''
-        sys.exit(f'error: {run.work_dir} finished with other settings than this command '
+        how = 'finished' if run.miou is not None else 'was stopped'
+        sys.exit(f'error: {run.work_dir} {how} with other settings than this command '
                  f'({"; ".join(said)}){more}; --fresh starts the dense runs over')
 
 
