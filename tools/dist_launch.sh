@@ -57,6 +57,10 @@ PYTHON=${PYTHON:-python}
 # and torchrun passes SIGUSR1 (--signal=USR1@120) on to the ranks as it does SIGTERM, waiting for
 # them to save; by default it died on SIGUSR1 at once, leaving the ranks unwatched (an older
 # torchrun without --signals-to-handle still does).
+# torchrun waits TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds for the processes it signalled, then
+# kills them: its default of 30 cut a slow checkpoint write short (no checkpoint, status 138
+# and not a word), well inside the 120 s that --signal=USR1@120 leaves.
+export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-110}
 PREEMPTED_RECORD=$(mktemp "${TMPDIR:-/tmp}/fastmim_preempted.XXXXXX")
 trap 'rm -f "$PREEMPTED_RECORD"' EXIT
 trap ':' TERM USR1

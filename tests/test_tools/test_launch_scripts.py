@@ -51,3 +51,19 @@ def test_a_valid_port_is_let_through(port):
     result = launch('dist_test.sh', 'c.py', 'k.pth', '1', env={'PORT': port})
     assert result.returncode == 2
     assert result.stderr == "dist_test.sh: config file not found: 'c.py'\n"
+
+
+@pytest.mark.parametrize('given, seen', [(None, '110'), ('300', '300')])
+def test_torchrun_waits_long_enough_for_a_preemption_save(tmp_path, given, seen):
+    """torchrun kills the processes it signalled after TORCH_ELASTIC_SHUTDOWN_TIMEOUT, 30 s by
+    default: a checkpoint write of 40 s after SIGUSR1 was cut off (no checkpoint, status 138),
+    though --signal=USR1@120 leaves 120 s. The launcher sets 110 unless the user set it."""
+    python = tmp_path / 'python'  # stands in for torchrun: prints what it was given
+    python.write_text('#!/bin/bash\n[ "$1" = -m ] && exit 0\n'
+                      'echo "timeout=$TORCH_ELASTIC_SHUTDOWN_TIMEOUT"\n')
+    python.chmod(0o755)
+    config = TOOLS.parent / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
+    env = {'PYTHON': str(python), 'TORCH_ELASTIC_SHUTDOWN_TIMEOUT': given or ''}
+    result = launch('dist_train.sh', str(config), '1', env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f'timeout={seen}'
