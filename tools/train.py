@@ -195,18 +195,24 @@ def main(argv):
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
     from fastmim.engine.config_keys import refused_keys_located
     from fastmim.engine.config_loading import load_config
+    from fastmim.engine.hooks.preemption_hook import (record_signals_before_training,
+                                                      stop_recording_signals)
     from fastmim.engine.launch import build_runner, check_launcher_env
     from fastmim.models.jpeg_decoding import check_device_decoding
 
     check_launcher_env(args.launcher)
     cfg = load_config(args.config, args.cfg_options)
-    apply_args(cfg, args)
-    skip_pretrained_init_when_resuming(cfg)
-    check_device_decoding(cfg)
-    with refused_keys_located(cfg, args.cfg_options):
-        runner = build_runner(cfg, ['train', 'val'] if cfg.get('val_cfg') else ['train'],
-                              trusted_checkpoints=args.trust_checkpoint)
-        runner.train()
+    record_signals_before_training(cfg)
+    try:
+        apply_args(cfg, args)
+        skip_pretrained_init_when_resuming(cfg)
+        check_device_decoding(cfg)
+        with refused_keys_located(cfg, args.cfg_options):
+            runner = build_runner(cfg, ['train', 'val'] if cfg.get('val_cfg') else ['train'],
+                                  trusted_checkpoints=args.trust_checkpoint)
+            runner.train()
+    finally:
+        stop_recording_signals()
 
 
 if __name__ == '__main__':

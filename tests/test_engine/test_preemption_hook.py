@@ -162,6 +162,45 @@ def test_a_preemption_checkpoint_is_deleted_once_a_newer_one_exists(tmp_path):
     assert checkpoints(tmp_path) == ['iter_6.pth'] and last_checkpoint(tmp_path) == 'iter_6.pth'
 
 
+def test_a_signal_while_the_run_is_built_stops_it_before_training_with_its_status(tmp_path):
+    """The handlers came with before_train: a job preempted while it built its model and
+    dataset or loaded its checkpoint (minutes on ImageNet) died of SIGTERM (status 143, not
+    requeued). tools/train.py records the config's signals from the start; the run stops
+    before its first iteration, writes nothing and keeps last_checkpoint."""
+    from mmengine.config import Config
+
+    from fastmim.engine.hooks.preemption_hook import (record_signals_before_training,
+                                                      stop_recording_signals)
+    assert train(tmp_path, {2}, resume=False)  # iter_2.pth, named in last_checkpoint
+    with_hook = Config(dict(default_hooks=dict(preemption=dict(type='PreemptionHook'))))
+    record_signals_before_training(with_hook)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)  # while the Runner would be built: recorded
+        assert train(tmp_path, (), resume=True)  # preempted, before iteration 3
+    finally:
+        stop_recording_signals()
+    logs = sorted(tmp_path.glob('*/*.log'))
+    assert ('SIGTERM before training started: nothing trained in this run (at iteration 2); '
+            'continue with --resume') in logs[-1].read_text()
+    assert checkpoints(tmp_path) == ['iter_2.pth'] and last_checkpoint(tmp_path) == 'iter_2.pth'
+
+    def own(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, own)
+    try:
+        # A run that fails before training puts the handler back.
+        record_signals_before_training(with_hook)
+        assert signal.getsignal(signal.SIGTERM) is not own
+        stop_recording_signals()
+        assert signal.getsignal(signal.SIGTERM) is own
+        # Without the hook in the config nothing is recorded: the signal acts as it would.
+        record_signals_before_training(Config(dict(default_hooks=dict())))
+        assert signal.getsignal(signal.SIGTERM) is own
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_regular_checkpoint_of_the_preempted_iteration_is_kept(tmp_path):
     """Preempted at an iteration CheckpointHook saves too: the file is CheckpointHook's."""
     assert train(tmp_path, {2}, resume=False, checkpoint_interval=2)

@@ -49,6 +49,12 @@ from torch.utils.data import DataLoader
 
 from fastmim.registry import HOOKS
 
+# Signals that arrived before a PreemptionHook took them over (see
+# :func:`record_signals_before_training`), by name, in order, and the handlers the recording
+# replaced.
+SIGNALS_BEFORE_TRAINING = []
+HANDLERS_BEFORE_RECORDING = {}
+
 # Message hub entry naming the preemption checkpoint that is still to be deleted.
 PREEMPTION_CHECKPOINT_KEY = 'preemption_checkpoint'
 
@@ -159,19 +165,45 @@ class PreemptionHook(Hook):
         problem = inside_epoch_resume_problem(runner.train_loop)
         if problem:  # said now: after a preemption the work would be lost
             runner.logger.warning(f'PreemptionHook: {problem}')
-        if threading.current_thread() is not threading.main_thread():
-            runner.logger.warning('PreemptionHook: training runs outside the main thread, '
-                                  'where signal handlers cannot be installed; it is inactive')
-        else:
-            for signum in self.signals:
-                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
-            self._training = True
+        self._take_over_signals(runner)
+        if self._training and self._any_rank_received():
+            self._stop_before_training(runner)
         self._in_train = True
         if runner.iter == 0 and runner.rank == 0:  # a new run: an older run's record goes
             marker = osp.join(runner.work_dir, LAST_VALIDATION_FILE)
             if osp.isfile(marker):
                 os.remove(marker)
         self._finish_preempted_validation(runner)
+
+    def _take_over_signals(self, runner) -> None:
+        """Install the handlers, taking over a signal :func:`record_signals_before_training`
+        recorded while the run was built and resumed (the handlers from before the recording
+        are the ones restored after training)."""
+        if threading.current_thread() is not threading.main_thread():
+            runner.logger.warning('PreemptionHook: training runs outside the main thread, '
+                                  'where signal handlers cannot be installed; it is inactive')
+        else:
+            for signum in self.signals:
+                previous = signal.signal(signum, self._on_signal)
+                self._previous_handlers[signum] = HANDLERS_BEFORE_RECORDING.pop(signum, previous)
+            self._training = True
+            if SIGNALS_BEFORE_TRAINING:
+                self.received = SIGNALS_BEFORE_TRAINING[0]
+                self.signal_count += len(SIGNALS_BEFORE_TRAINING)
+                SIGNALS_BEFORE_TRAINING.clear()
+
+    def _stop_before_training(self, runner) -> None:
+        """Stop a run signalled while it was built or resumed, before any iteration: nothing
+        was trained, so ``last_checkpoint`` is still where it goes on, and no checkpoint is
+        written."""
+        message = (f'{self.received or "a signal on another rank"} before training started: '
+                   f'nothing trained in this run (at iteration {runner.iter}); continue with '
+                   '--resume')
+        runner.logger.info(message)
+        for signum in self.signals:
+            signal.signal(signum, signal.SIG_IGN)
+        self._previous_handlers.clear()
+        raise TrainingPreempted(message)
 
     def _finish_preempted_validation(self, runner) -> None:
         """A run resumed from a checkpoint saved during a validation runs that validation
@@ -430,6 +462,34 @@ def _put_back_training_weights(runner) -> None:
     for hook in runner.hooks:
         if isinstance(hook, EMAHook):
             hook.after_val_epoch(runner)
+
+
+def record_signals_before_training(cfg) -> None:
+    """Record the signals of the config's :class:`PreemptionHook` from now until it installs
+    its handlers in ``before_train``, which then stops the run with
+    :data:`PREEMPTED_EXIT_STATUS`. Building the model and the dataset and loading a checkpoint
+    take minutes on ImageNet; a job preempted then died of the signal (status 143, which a
+    requeue script does not requeue, though its ``last_checkpoint`` was good). Nothing is
+    installed for a config without the hook, whose run the signal ends as before."""
+    from fastmim.registry import type_name
+    hooks = list((cfg.get('default_hooks') or {}).values()) + list(cfg.get('custom_hooks') or [])
+    hook = next((hook for hook in hooks if isinstance(hook, dict)
+                 and type_name(hook) == 'PreemptionHook'), None)
+    if hook is None or threading.current_thread() is not threading.main_thread():
+        return
+    for name in hook.get('signals', ('SIGTERM', 'SIGUSR1')):
+        signum = getattr(signal, name)
+        HANDLERS_BEFORE_RECORDING.setdefault(signum, signal.signal(
+            signum, lambda number, frame: SIGNALS_BEFORE_TRAINING.append(
+                signal.Signals(number).name)))
+
+
+def stop_recording_signals() -> None:
+    """Put back the handlers :func:`record_signals_before_training` replaced that no hook has
+    taken over (a run that failed before training, in a process that goes on)."""
+    while HANDLERS_BEFORE_RECORDING:
+        signal.signal(*HANDLERS_BEFORE_RECORDING.popitem())
+    SIGNALS_BEFORE_TRAINING.clear()
 
 
 def _update_done(optim_wrapper) -> bool:
