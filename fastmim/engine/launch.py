@@ -510,6 +510,12 @@ def run_cli(main, argv=None, interrupted_hint=''):
     except Exception as error:
         if not debug and _interrupted_inside(error):
             _report_interruption(interrupted_hint)
+        if not debug and _a_peer_ended(error):
+            time.sleep(FIRST_PROCESS_GRACE_S)  # the launcher stops this process meanwhile
+            _report_the_stop(f'error: rank {torch_dist.get_rank()}: another process of the '
+                             'job ended during a collective operation (its own message and the '
+                             "launcher's line say why)")
+            sys.exit(1)
         if debug or not is_user_error(error, project_errors=(LaunchError,)):
             raise
         _let_the_first_process_report()
@@ -517,6 +523,21 @@ def run_cli(main, argv=None, interrupted_hint=''):
         sys.exit(1)
     finally:
         shutdown_distributed()
+
+
+# What gloo raises in the processes left when another one of the job has gone (it failed, or
+# was killed): the connection to it is closed or reset in the middle of a collective.
+PEER_GONE = ('Connection closed by peer', 'Connection reset by peer')
+
+
+def _a_peer_ended(error: BaseException) -> bool:
+    """Whether ``error`` is a collective failing because another process of the job ended.
+    Each of the others printed a 50-line traceback of it, below the line of the process that
+    failed, and the work dir's log ended without a word of why."""
+    if not (torch_dist.is_available() and torch_dist.is_initialized()
+            and torch_dist.get_world_size() > 1):
+        return False
+    return isinstance(error, RuntimeError) and any(text in str(error) for text in PEER_GONE)
 
 
 def _interrupted_inside(error: BaseException) -> bool:

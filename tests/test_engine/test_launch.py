@@ -322,3 +322,31 @@ def test_processes_torchrun_started_without_a_launcher_are_refused(monkeypatch):
         launch.check_launcher_env('none')
     monkeypatch.setenv('WORLD_SIZE', '1')  # torchrun with one process: nothing to share
     launch.check_launcher_env('none')
+
+
+def test_a_collective_broken_by_another_process_ending_is_one_line(capsys, monkeypatch):
+    """When one process of a job failed (a full disk) or was killed, every other one printed a
+    50-line gloo traceback ('Connection closed by peer') below the failed one's line, and the
+    work dir's log ended without a reason."""
+    import torch.distributed as torch_dist
+    monkeypatch.setattr(torch_dist, 'is_initialized', lambda: True)
+    monkeypatch.setattr(torch_dist, 'get_world_size', lambda: 2)
+    monkeypatch.setattr(torch_dist, 'get_rank', lambda: 1)
+    monkeypatch.setattr(launch, 'shutdown_distributed', lambda: None)
+    waited = []
+    monkeypatch.setattr(launch.time, 'sleep', waited.append)
+
+    def peer_gone(argv):
+        raise RuntimeError('[../third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection '
+                           'closed by peer [127.0.0.1]:58565')
+
+    assert _run_failing(peer_gone, capsys) == (
+        1, 'error: rank 1: another process of the job ended during a collective operation (its '
+           "own message and the launcher's line say why)\n")
+    assert waited == [launch.FIRST_PROCESS_GRACE_S]  # the launcher may stop it first
+
+    def other(argv):  # any other RuntimeError is still a bug, with its traceback
+        raise RuntimeError('Expected all tensors to be on the same device')
+
+    with pytest.raises(RuntimeError, match='same device'):
+        launch.run_cli(other, [])
