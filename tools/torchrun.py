@@ -21,9 +21,18 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 
+# PreemptionHook's status (fastmim.engine.hooks.PREEMPTED_EXIT_STATUS; not imported: this
+# launcher loads no fastmim module).
+PREEMPTED_EXIT_STATUS = 75
+
+
 def first_failure(failure: ChildFailedError) -> str:
-    """How the first process to fail ended: a process killed by a signal printed nothing."""
+    """How the first process to fail ended: a process killed by a signal printed nothing; a
+    preempted one saved the run (its line read like a failure)."""
     rank, first = failure.get_first_failure()
+    if first.exitcode == PREEMPTED_EXIT_STATUS:
+        return (f'the process of rank {rank} stopped first, preempted (status '
+                f'{PREEMPTED_EXIT_STATUS}: the run is saved, --resume continues it)')
     if first.exitcode < 0:
         signal = first.signal_name()
         cause = ' (out of memory, or the job scheduler?)' if signal == 'SIGKILL' else ''

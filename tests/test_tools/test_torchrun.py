@@ -57,3 +57,18 @@ def test_a_failed_rendezvous_names_the_side_that_failed(monkeypatch, capsys, nod
                    '--master-port', '29500', 'train.py'])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.startswith(f'train.py: {expected}')
+
+
+def test_a_preempted_first_process_is_not_called_a_failure():
+    """A signal on one rank stops the job with status 75 from dist_train.sh, but the line read
+    'the process of rank 0 ended first, with status 75 (its message is above)', a failure's."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    tool = _torchrun_tool()
+    failure = ChildFailedError('train.py', {0: ProcessFailure(local_rank=0, pid=1, exitcode=75,
+                                                              error_file='')})
+    assert tool.first_failure(failure) == (
+        'the process of rank 0 stopped first, preempted (status 75: the run is saved, --resume '
+        'continues it)')
+    from fastmim.engine.hooks import PREEMPTED_EXIT_STATUS
+    assert tool.PREEMPTED_EXIT_STATUS == PREEMPTED_EXIT_STATUS
