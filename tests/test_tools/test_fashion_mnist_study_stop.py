@@ -328,3 +328,19 @@ def test_a_run_failing_while_the_study_stops_is_not_reported_as_failed(tmp_path,
     finally:
         study.STOPPING.clear()
     assert 'FAILED' not in capsys.readouterr().out
+
+
+def test_a_preempted_or_failed_pretraining_ends_the_study_in_its_line(tmp_path, study,
+                                                                    monkeypatch):
+    """The runner's own traceback came before the stop's message."""
+    for error, line in [
+            (study.Stopped('preempted (exit code 75): it saved its checkpoint, which a rerun '
+                           'resumes; log L'), 'error: pre-training preempted (exit code 75)'),
+            (RuntimeError('exit code 1; log L:\nValueError: bad'),
+             'error: pre-training exit code 1; log L:\nValueError: bad')]:
+        def execute(command, log_path, threads, error=error):
+            raise error
+        monkeypatch.setattr(study, 'execute', execute)
+        with pytest.raises(SystemExit) as stop:
+            study.pretrain(str(tmp_path), 1)
+        assert str(stop.value.code).startswith(line)

@@ -301,8 +301,11 @@ def pretrain(work_dir: str, jobs: int) -> Dict[str, float]:
         facts['pretrain_resumed_from'] = partial
     else:
         print(f'pre-training on {jobs} CPU process(es), log {pretrain_dir}/run.log', flush=True)
-    seconds = execute(pretrain_command(pretrain_dir, jobs) + ['--resume'],
-                      osp.join(pretrain_dir, 'run.log'), threads=1)
+    try:
+        seconds = execute(pretrain_command(pretrain_dir, jobs) + ['--resume'],
+                          osp.join(pretrain_dir, 'run.log'), threads=1)
+    except (Stopped, RuntimeError) as error:  # no traceback of the runner: the log says why
+        sys.exit(f'error: pre-training {error}')
     finished = finished_pretraining(pretrain_dir)
     if not finished:
         sys.exit(f'error: the pre-training ended without the checkpoint of its end '
