@@ -196,9 +196,14 @@ class PreemptionHook(Hook):
         """Stop a run signalled while it was built or resumed, before any iteration: nothing
         was trained, so ``last_checkpoint`` is still where it goes on, and no checkpoint is
         written."""
-        message = (f'{self.received or "a signal on another rank"} before training started: '
-                   f'nothing trained in this run (at iteration {runner.iter}); continue with '
-                   '--resume')
+        self._stop(runner, f'{self.received or "a signal on another rank"} before training '
+                           f'started: nothing trained in this run (at iteration {runner.iter}); '
+                           'continue with --resume')
+
+    def _stop(self, runner, message: str) -> None:
+        """Log ``message`` and raise :class:`TrainingPreempted`. From here on the process only
+        exits: a late signal must not turn status 75 (which a requeue script checks) into
+        death by signal while Python shuts down."""
         runner.logger.info(message)
         for signum in self.signals:
             signal.signal(signum, signal.SIG_IGN)
@@ -368,15 +373,8 @@ class PreemptionHook(Hook):
         # Launchers (srun --kill-on-bad-exit, torchrun) kill the other ranks as soon as one
         # exits: nobody leaves before rank 0 has written the checkpoint.
         barrier()
-        message = (f'{self.received or "a signal on another rank"}: saved {path} {when}; '
-                   'continue with --resume')
-        runner.logger.info(message)
-        # From here on the process only exits: a late signal must not turn status 75 (which a
-        # requeue script checks) into death by signal while Python shuts down.
-        for signum in self.signals:
-            signal.signal(signum, signal.SIG_IGN)
-        self._previous_handlers.clear()
-        raise TrainingPreempted(message)
+        self._stop(runner, f'{self.received or "a signal on another rank"}: saved {path} '
+                           f'{when}; continue with --resume')
 
     def _any_rank_received(self) -> bool:
         """Whether any rank got a signal: all ranks must stop at the same iteration, or the
