@@ -99,7 +99,7 @@ def test_a_pretraining_that_ends_short_is_refused(tmp_path, study, fake_training
 
 
 def test_resuming_needs_jobs_that_divide_the_batch(tmp_path, study, fake_training):
-    """The dense runner checks --jobs only when there is no checkpoint at all."""
+    """A resumed pre-training needs --jobs that divide its batch, whoever calls pretrain()."""
     (tmp_path / 'pretrain').mkdir()
     save(tmp_path / 'pretrain' / 'iter_22.pth', 0, 22)
     with pytest.raises(SystemExit, match=r'--jobs must divide the pre-training batch 128'):

@@ -290,10 +290,10 @@ def pretrain(work_dir: str, jobs: int) -> Dict[str, float]:
     if finished:
         print(f'pre-training: reusing {finished}', flush=True)
         return {}
-    if PRETRAIN_BATCH % jobs:  # the dense runner checks only when there is no checkpoint
+    if PRETRAIN_BATCH % jobs:  # its callers check first; this holds for any caller
         sys.exit(f'error: --jobs must divide the pre-training batch {PRETRAIN_BATCH} (the '
                  f'pre-training in {pretrain_dir} has not finished)')
-    partial = named_checkpoint(pretrain_dir)
+    partial = latest_checkpoint(pretrain_dir)
     facts = {}
     if partial:
         print(f'pre-training: {partial} is not of its end ({checkpoint_position(partial)}); '
@@ -309,7 +309,7 @@ def pretrain(work_dir: str, jobs: int) -> Dict[str, float]:
     finished = finished_pretraining(pretrain_dir)
     if not finished:
         sys.exit(f'error: the pre-training ended without the checkpoint of its end '
-                 f'({pretrain_dir}/last_checkpoint names {named_checkpoint(pretrain_dir)}); '
+                 f'({pretrain_dir}/last_checkpoint names {latest_checkpoint(pretrain_dir)}); '
                  f'log {pretrain_dir}/run.log')
     print(f'pre-training done in {seconds:.0f} s: {finished}', flush=True)
     return dict(pretrain_seconds=seconds, **facts)
@@ -350,7 +350,7 @@ def finished_pretraining(pretrain_dir: str) -> Optional[str]:
     (its ``meta`` counts the config's epochs), else None: none yet, one saved on the way (a
     stopped run's ``iter_N.pth``), or one that cannot be read (``--resume`` names the
     problem)."""
-    path = named_checkpoint(pretrain_dir)
+    path = latest_checkpoint(pretrain_dir)
     meta = read_meta(path) if path else None
     if not meta:
         return None
@@ -358,11 +358,6 @@ def finished_pretraining(pretrain_dir: str) -> Optional[str]:
     done = meta.get(unit)
     finished = isinstance(done, (int, float)) and not isinstance(done, bool) and done >= total
     return path if finished else None
-
-
-def named_checkpoint(work_dir: str) -> Optional[str]:
-    """What ``work_dir/last_checkpoint`` names; None without one."""
-    return latest_checkpoint(work_dir)
 
 
 def latest_checkpoint(work_dir: str) -> Optional[str]:

@@ -358,7 +358,7 @@ def main(argv=None):
     if args.jobs < 1 or (not checkpoint and study.PRETRAIN_BATCH % args.jobs):
         sys.exit(f'error: --jobs must divide the pre-training batch {study.PRETRAIN_BATCH}' +
                  ('' if checkpoint else ' (the pre-training has not finished: it runs first)'))
-    partial = None if checkpoint else study.named_checkpoint(pretrain_dir)
+    partial = None if checkpoint else study.latest_checkpoint(pretrain_dir)
     dense_dir = osp.join(work_dir, 'upernet')
     if args.fresh and osp.isdir(dense_dir):
         shutil.rmtree(dense_dir)

@@ -54,8 +54,9 @@ class CheckpointMetaHook(Hook):
         model = bare_model(runner)
         if hasattr(model, 'geometry'):
             checkpoint.setdefault('meta', {})['geometry'] = model.geometry()
-        if optimiser_type(runner):
-            checkpoint.setdefault('meta', {})[OPTIMISER_TYPE_KEY] = optimiser_type(runner)
+        optimiser = optimiser_type(runner)
+        if optimiser:
+            checkpoint.setdefault('meta', {})[OPTIMISER_TYPE_KEY] = optimiser
         for key in list(checkpoint):
             if key != 'state_dict':
                 checkpoint[key] = to_plain(checkpoint[key], f'checkpoint[{key!r}]')
