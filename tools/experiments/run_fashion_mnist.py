@@ -611,12 +611,14 @@ def add_doc_options(parser: argparse.ArgumentParser, default: List[str],
 
 
 def docs_to_write(args: argparse.Namespace, default: List[str],
-                  unpublished: List[str]) -> Tuple[List[str], str]:
+                  options: List[Tuple[str, bool]]) -> Tuple[List[str], str]:
     """The documents that receive the table, and what to say when there are none.
 
-    ``unpublished``: the options by which this study differs from the published one. The
-    default document was rewritten by any run, however small: ``--seeds 0 --fractions 0.01``
-    replaced the published 3-seed table with a one-column one, under prose that quotes it."""
+    ``options``: ``(the option as typed, whether it differs from the published study)`` for
+    each option that sets the study. The default document was rewritten by any run, however
+    small: ``--seeds 0 --fractions 0.01`` replaced the published 3-seed table with a
+    one-column one, under prose that quotes it."""
+    unpublished = [words for words, differs in options if differs]
     if args.no_doc:
         return [], 'the table was written into no document (--no-doc)'
     if args.docs is not None:
@@ -665,11 +667,10 @@ def main(argv=None):
     if args.jobs < 1 or PRETRAIN_BATCH % args.jobs:
         sys.exit(f'error: --jobs must divide the pre-training batch {PRETRAIN_BATCH}')
     sys.path.insert(0, ROOT)
-    unpublished = [words for words, differs in [
+    docs, no_doc = docs_to_write(args, default_docs(), [
         (f'--seeds {" ".join(map(str, args.seeds))}', args.seeds != PUBLISHED_SEEDS),
         (f'--fractions {" ".join(f"{value:g}" for value in args.fractions)}',
-         args.fractions != PUBLISHED_FRACTIONS)] if differs]
-    docs, no_doc = docs_to_write(args, default_docs(), unpublished)
+         args.fractions != PUBLISHED_FRACTIONS)])
     for doc in docs:
         check_doc(doc)
     if no_doc:

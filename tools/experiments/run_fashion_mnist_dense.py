@@ -335,14 +335,13 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     sys.path.insert(0, ROOT)
-    unpublished = [words for words, differs in [
+    docs, no_doc = study.docs_to_write(args, default_docs(), [
         (f'--seeds {" ".join(map(str, args.seeds))}', args.seeds != PUBLISHED_SEEDS),
         (f'--train-canvases {args.train_canvases}',
          args.train_canvases != PUBLISHED_CANVASES['train']),
         (f'--test-canvases {args.test_canvases}',
          args.test_canvases != PUBLISHED_CANVASES['test']),
-        (f'--cfg-options {" ".join(args.cfg_options)}', bool(args.cfg_options))] if differs]
-    docs, no_doc = study.docs_to_write(args, default_docs(), unpublished)
+        (f'--cfg-options {" ".join(args.cfg_options)}', bool(args.cfg_options))])
     for doc in docs:
         study.check_doc(doc, RESULTS_BEGIN, RESULTS_END)
     if no_doc:
