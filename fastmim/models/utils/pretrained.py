@@ -396,7 +396,9 @@ class CheckedPretrainedInit(PretrainedInit):
     Loading then runs mmengine's own functions: ``_load_checkpoint_to_model`` without a prefix,
     ``load_state_dict`` with one. mmengine's prefix selection exists only inside
     ``_load_checkpoint_with_prefix``, which reads the file itself, so :meth:`_under_prefix`
-    repeats its three lines.
+    repeats its three lines. ``__call__`` restates the parent's rather than calling it after
+    the check: the parent's reads the file again, and stops on an assertion (gone under
+    ``python -O``) where the file has nothing under the prefix, which the check names instead.
     """
 
     def __init__(self, checkpoint: str, prefix: Optional[str] = None, map_location='cpu'):
