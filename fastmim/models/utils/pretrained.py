@@ -444,9 +444,16 @@ class CheckedPretrainedInit(PretrainedInit):
         raise CheckpointError(
             f"{self.checkpoint}: type='Pretrained' (prefix {self.prefix!r}) finds none of the "
             f'weights of {type(module).__name__} in it (its top-level names: '
-            f"{listing(top_level_names(weights))}); for the backbone of a fastmim checkpoint "
-            f"give prefix='backbone.', or use type='FastMIMPretrained', which also reads the "
-            f'reference release and refuses partial loads')
+            f"{listing(top_level_names(weights))}); {self._prefix_fix()}, or use "
+            "type='FastMIMPretrained', which also reads the reference release and timm files "
+            'and refuses partial loads')
+
+    def _prefix_fix(self) -> str:
+        """The prefix that finds the weights: ``backbone.`` for a fastmim checkpoint, or, where
+        that is the one given, none for a file whose keys have no prefix (a timm state dict)."""
+        if (self.prefix or '').rstrip('.') == 'backbone':
+            return 'for a file whose keys have no prefix (a timm state dict) leave prefix out'
+        return "for the backbone of a fastmim checkpoint give prefix='backbone.'"
 
 
 # --------------------------------------------------------------------------------------------
