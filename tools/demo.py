@@ -27,10 +27,10 @@ def read_losses(work_dir):
 
 
 def parse_args(argv):
-    """``(demo's arguments, tools/train.py's arguments)``: the demo takes train.py's training
-    flags, with its own usage and errors (-h printed train.py's help, whose required CONFIG the
-    demo then refused; a mistyped flag was reported under train.py's usage). A config given to
-    it is refused: it trains the demo config only."""
+    """The demo's arguments: train.py's training flags, with the demo's own usage and errors
+    (-h printed train.py's help, whose required CONFIG the demo then refused; a mistyped flag
+    was reported under train.py's usage). A config given to it is refused: it trains the demo
+    config only."""
     sys.path.insert(0, osp.join(ROOT, 'tools'))
     import train
     from fastmim.engine.launch import CfgOptionsAction, add_debug_arg
@@ -53,16 +53,15 @@ def parse_args(argv):
                      f'tools/train.py {unknown[0]}')
     if unknown:
         parser.error(f'unrecognized arguments: {" ".join(unknown)}')
-    work_dir_only = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    work_dir_only.add_argument('--work-dir')
-    _, train_args = work_dir_only.parse_known_args(argv)
-    return args, train_args
+    return args
 
 
 def main(argv):
-    args, train_args = parse_args(argv)
+    args = parse_args(argv)
     import train
-    train.main([CONFIG, '--work-dir', args.work_dir, *train_args])
+    # argv goes on as given: train.py parses the same flags and, as the demo's parser did,
+    # keeps the last --work-dir, argv's own where it gives one.
+    train.main([CONFIG, '--work-dir', args.work_dir, *argv])
 
     losses = read_losses(args.work_dir)
     last_checkpoint = osp.join(args.work_dir, 'last_checkpoint')

@@ -357,8 +357,10 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
 
     def __init__(self, runner, dataloader, max_iters: int, val_begin: int = 1,
                  val_interval: int = 1000, dynamic_intervals=None):
-        # IterBasedTrainLoop.__init__ without creating the iterator (the one step it would
-        # have to be undone for).
+        # IterBasedTrainLoop.__init__ less its batch iterator, not a call to it: creating that
+        # iterator calls iter(dataloader), which starts the workers before any hook has run
+        # (see above), and no later step undoes a start (with persistent_workers the DataLoader
+        # keeps those workers for the run).
         BaseLoop.__init__(self, runner, dataloader)
         if int(max_iters) != max_iters:
             raise ValueError(f'train_cfg.max_iters must be an integer, got {max_iters!r}')

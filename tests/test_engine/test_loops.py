@@ -202,3 +202,24 @@ def test_the_iteration_based_loop_creates_one_batch_iterator_after_the_hooks(
     at_epoch_start.clear()
     Runner.from_cfg(cfg).train()
     assert (at_epoch_start, len(created)) == ([0], 1)
+
+
+def test_the_iteration_based_loop_is_set_up_as_mmengine_s_but_for_its_iterator():
+    """Its __init__ restates IterBasedTrainLoop's less the batch iterator (see the test
+    above): every other attribute, a new mmengine's included, must be the one mmengine sets."""
+    from types import SimpleNamespace
+
+    from mmengine.runner import IterBasedTrainLoop
+    from torch.utils.data import DataLoader
+
+    from fastmim.engine.loops import ResumableIterBasedTrainLoop
+    runner = SimpleNamespace(visualizer=SimpleNamespace(dataset_meta=None))
+    loader = DataLoader(list(range(8)), batch_size=2)
+    kwargs = dict(max_iters=6, val_begin=2, val_interval=3, dynamic_intervals=[(4, 1)])
+    ours = vars(ResumableIterBasedTrainLoop(runner, loader, **kwargs))
+    mmengine = vars(IterBasedTrainLoop(runner, loader, **kwargs))
+    assert type(ours.pop('dataloader_iterator')).__name__ == '_IteratorAtFirstBatch'
+    del mmengine['dataloader_iterator']
+    assert ours == mmengine
+    with pytest.raises(ValueError, match=r'train_cfg.max_iters must be an integer, got 2.5'):
+        ResumableIterBasedTrainLoop(runner, loader, max_iters=2.5)

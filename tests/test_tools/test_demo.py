@@ -28,8 +28,25 @@ def test_a_config_given_to_the_demo_is_sent_to_train_py(demo, capsys):
     assert capsys.readouterr().err.endswith(
         'demo.py: error: demo.py trains configs/fastmim/demo_vit_tiny_embedded.py; for another '
         'config run tools/train.py my.py\n')
-    args, train_args = demo.parse_args(['--amp', '--work-dir=w', '--cfg-options', 'a=1'])
-    assert train_args == ['--amp', '--cfg-options', 'a=1'] and args.work_dir == 'w'
+
+
+@pytest.mark.parametrize('argv, work_dir', [
+    (['--amp', '--work-dir=w', '--cfg-options', 'a=1'], 'w'),
+    (['--work-dir', 'a', '--amp', '--cfg-options', 'a=1', '--work-dir', 'b'], 'b'),
+    (['--cfg-options', 'a=1', '--amp'], None),  # the demo's default
+])
+def test_train_py_trains_in_the_work_dir_the_summary_reads(demo, monkeypatch, argv, work_dir):
+    """The demo hands its flags on to train.py; what train.py makes of them is the demo config,
+    the flags, and the work dir whose loss and checkpoint the demo's summary then reads."""
+    import train  # tools/train.py, on the path the fixture added
+    calls = []
+    monkeypatch.setattr(train, 'main', calls.append)
+    monkeypatch.setenv('LOCAL_RANK', '0')  # train.parse_args exports it
+    demo.main(argv)
+    trained = train.parse_args(calls[0])
+    assert trained.work_dir == demo.parse_args(argv).work_dir == (work_dir or demo.WORK_DIR)
+    assert trained.config == demo.CONFIG
+    assert trained.amp and trained.cfg_options == {'a': 1}
 
 
 @pytest.mark.parametrize('argv, error', [
@@ -49,10 +66,8 @@ def test_the_summary_reads_the_work_dir_the_run_wrote(demo, monkeypatch, tmp_pat
     """With --work-dir the run trained there but the summary read work_dirs/demo: an older
     demo's loss and checkpoint, or none ('checkpoint: None')."""
     work_dir = tmp_path / 'my demo'
-    calls = []
 
     def fake_training(argv):  # what a finished run leaves
-        calls.append(argv)
         scalars = work_dir / '20261205_120000' / 'vis_data'
         scalars.mkdir(parents=True)
         (scalars / 'scalars.json').write_text(
@@ -64,7 +79,6 @@ def test_the_summary_reads_the_work_dir_the_run_wrote(demo, monkeypatch, tmp_pat
     import train  # tools/train.py, on the path the fixture added
     monkeypatch.setattr(train, 'main', fake_training)
     demo.main(['--work-dir', str(work_dir), '--amp'])
-    assert calls == [[demo.CONFIG, '--work-dir', str(work_dir), '--amp']]
     out = capsys.readouterr().out
     assert 'loss: 0.2000 at iteration 1 -> 0.1000 at iteration 8 (50% lower)' in out
     assert f'checkpoint: {work_dir / "epoch_2.pth"}' in out

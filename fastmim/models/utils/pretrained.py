@@ -396,7 +396,9 @@ class CheckedPretrainedInit(PretrainedInit):
     Loading then runs mmengine's own functions: ``_load_checkpoint_to_model`` without a prefix,
     ``load_state_dict`` with one. mmengine's prefix selection exists only inside
     ``_load_checkpoint_with_prefix``, which reads the file itself, so :meth:`_under_prefix`
-    repeats its three lines.
+    repeats its three lines. ``__call__`` restates the parent's rather than calling it after
+    the check: the parent's reads the file again, and stops on an assertion (gone under
+    ``python -O``) where the file has nothing under the prefix, which the check names instead.
     """
 
     def __init__(self, checkpoint: str, prefix: Optional[str] = None, map_location='cpu'):
@@ -442,9 +444,16 @@ class CheckedPretrainedInit(PretrainedInit):
         raise CheckpointError(
             f"{self.checkpoint}: type='Pretrained' (prefix {self.prefix!r}) finds none of the "
             f'weights of {type(module).__name__} in it (its top-level names: '
-            f"{listing(top_level_names(weights))}); for the backbone of a fastmim checkpoint "
-            f"give prefix='backbone.', or use type='FastMIMPretrained', which also reads the "
-            f'reference release and refuses partial loads')
+            f"{listing(top_level_names(weights))}); {self._prefix_fix()}, or use "
+            "type='FastMIMPretrained', which also reads the reference release and timm files "
+            'and refuses partial loads')
+
+    def _prefix_fix(self) -> str:
+        """The prefix that finds the weights: ``backbone.`` for a fastmim checkpoint, or, where
+        that is the one given, none for a file whose keys have no prefix (a timm state dict)."""
+        if (self.prefix or '').rstrip('.') == 'backbone':
+            return 'for a file whose keys have no prefix (a timm state dict) leave prefix out'
+        return "for the backbone of a fastmim checkpoint give prefix='backbone.'"
 
 
 # --------------------------------------------------------------------------------------------

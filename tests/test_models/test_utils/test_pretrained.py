@@ -413,6 +413,26 @@ def test_mmengine_pretrained_on_a_file_without_a_dict_names_the_file(tmp_path):
             target.init_weights()
 
 
+def test_mmengine_pretrained_with_a_prefix_the_file_lacks_names_what_the_file_has(tmp_path):
+    """prefix='backbone.' on a timm-format file (to_timm.py's output, keys without a prefix):
+    mmengine's Pretrained stops on an assertion ('backbone. is not in the pretrained model'),
+    which python -O leaves out, loading nothing. The fastmim scope's names the file's parts,
+    and the fix: it told to give prefix='backbone.', the prefix given."""
+    path = str(tmp_path / 'timm.pth')
+    torch.save(build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128)).state_dict(),
+               path)
+    with DefaultScope.overwrite_default_scope('fastmim'):
+        target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128,
+                            init_cfg=dict(type='Pretrained', checkpoint=path,
+                                          prefix='backbone.')))
+        with pytest.raises(CheckpointError, match=r"timm\.pth: type='Pretrained' \(prefix "
+                           r"'backbone\.'\) finds none of the weights of VisionTransformer in "
+                           r'it \(its top-level names: cls_token, pos_embed, .*\); for a file '
+                           r'whose keys have no prefix \(a timm state dict\) leave prefix out, '
+                           r"or use type='FastMIMPretrained'"):
+            target.init_weights()
+
+
 @pytest.mark.parametrize('init_type', ['FastMIMPretrained', 'Pretrained'])
 @pytest.mark.parametrize('checkpoint', [None, ''])
 def test_init_cfg_without_a_checkpoint_path_names_init_cfg_none(init_type, checkpoint):
