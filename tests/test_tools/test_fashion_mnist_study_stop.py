@@ -192,6 +192,14 @@ def test_a_stopped_study_starts_none_of_its_queued_runs(tmp_path):
             process.wait()
 
 
+def test_the_preempted_status_is_the_preemption_hooks(tmp_path, study, monkeypatch):
+    """The runner restated PreemptionHook's exit status 75 instead of importing it."""
+    from fastmim.engine.hooks import preemption_hook
+    monkeypatch.setattr(preemption_hook, 'PREEMPTED_EXIT_STATUS', 76)
+    with pytest.raises(study.Stopped, match=r'^preempted \(exit code 76\)'):
+        study.execute([sys.executable, '-c', 'raise SystemExit(76)'], str(tmp_path / 'log'), 1)
+
+
 def test_a_copied_pretraining_is_taken_from_the_copy(tmp_path, study, fake_training, capsys):
     """last_checkpoint holds an absolute path: in a copied work dir (or a pre-training copied
     into another one, as docs/experiments.md suggests) the study said 'pre-training: reusing

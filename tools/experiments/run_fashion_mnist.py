@@ -206,9 +206,6 @@ RUNNING_GROUPS = set()
 # Set when the study is stopped: no command starts after it. The runs queued in the thread pool
 # kept starting, one after another, while the stopped study waited for its pool to shut down.
 STOPPING = threading.Event()
-# tools/train.py's exit status after fastmim.PreemptionHook saved the training on SIGTERM or
-# SIGUSR1 (fastmim.engine.hooks.preemption_hook.PREEMPTED_EXIT_STATUS, sysexits' EX_TEMPFAIL).
-PREEMPTED_EXIT_STATUS = 75
 
 
 class Stopped(RuntimeError):
@@ -239,14 +236,24 @@ def execute(command: List[str], log_path: str, threads: int) -> float:
             returncode = process.wait()
         finally:
             RUNNING_GROUPS.discard(process.pid)
-    if returncode == PREEMPTED_EXIT_STATUS:
-        raise Stopped(f'preempted (exit code {returncode}): it saved its checkpoint, which a '
-                      f'rerun resumes; log {log_path}')
     if returncode:
-        with open(log_path) as log:
-            tail = ''.join(log.readlines()[-15:])
-        raise RuntimeError(f'exit code {returncode}; log {log_path}:\n{tail}')
+        raise failure(returncode, log_path)
     return time.time() - start
+
+
+def failure(returncode: int, log_path: str) -> RuntimeError:
+    """What a command's non-zero exit status says: :class:`Stopped` for PreemptionHook's
+    status (the training saved its checkpoint) and for any status of a command the study's
+    stop ended, else the failure with the log's tail."""
+    if STOPPING.is_set():
+        return Stopped(f'stopped with the study (exit code {returncode}); log {log_path}')
+    from fastmim.engine.hooks.preemption_hook import PREEMPTED_EXIT_STATUS
+    if returncode == PREEMPTED_EXIT_STATUS:
+        return Stopped(f'preempted (exit code {returncode}): it saved its checkpoint, which a '
+                       f'rerun resumes; log {log_path}')
+    with open(log_path) as log:
+        tail = ''.join(log.readlines()[-15:])
+    return RuntimeError(f'exit code {returncode}; log {log_path}:\n{tail}')
 
 
 def stop_commands_on_signals() -> None:
