@@ -192,6 +192,62 @@ def test_a_stopped_study_starts_none_of_its_queued_runs(tmp_path):
             process.wait()
 
 
+# A training run as PreemptionHook makes it: on SIGTERM it takes a moment to save, then exits 75.
+SAVING_CHILD = '''
+import os, signal, sys, time
+def save(signum, frame):
+    time.sleep(0.5)
+    open({folder!r} + '/saved', 'w').close()
+    sys.exit(75)
+signal.signal(signal.SIGTERM, save)
+open({folder!r} + '/started', 'w').write(str(os.getpid()))
+time.sleep(60)
+'''
+# The pre-training: one command, run in the study's main thread.
+PRETRAINING_HARNESS = '''
+import sys
+sys.path.insert(0, {tools!r})
+import run_fashion_mnist as study
+study.stop_commands_on_signals()
+study.execute([sys.executable, '-c', {child!r}], {folder!r} + '/run.log', threads=1)
+'''
+
+
+def test_sigusr1_stops_the_study_once_its_commands_saved(tmp_path):
+    """SLURM's --signal=USR1@120 killed the runner on the spot, without a word, and its
+    running commands trained on unwatched. On SIGTERM the runner left at once while the
+    pre-training was saving: under SLURM the job's processes die with it, cutting the save
+    short. (The runs of the thread pool were waited for; a stop starts none of the queued
+    ones: test_a_stopped_study_starts_none_of_its_queued_runs.)"""
+    folder = tmp_path / 'runs'
+    folder.mkdir()
+    code = PRETRAINING_HARNESS.format(tools=str(TOOLS), folder=str(folder),
+                                      child=SAVING_CHILD.format(folder=str(folder)))
+    process = subprocess.Popen([sys.executable, '-c', code], stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    child = None
+    try:
+        deadline = time.time() + 60
+        started = folder / 'started'
+        while not (started.exists() and started.read_text()) and time.time() < deadline:
+            time.sleep(0.05)
+        child = int(started.read_text())
+        process.send_signal(signal.SIGUSR1)
+        _, stderr = process.communicate(timeout=30)
+        assert 'error: stopped by SIGUSR1; the running commands were stopped too; rerun the ' \
+            'same command to go on where the study stopped' in stderr
+        assert process.returncode == 1
+        assert (folder / 'saved').exists()
+    finally:
+        for group in (process.pid, child):
+            if group is not None:
+                try:
+                    os.killpg(group, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        process.wait()
+
+
 def test_the_preempted_status_is_the_preemption_hooks(tmp_path, study, monkeypatch):
     """The runner restated PreemptionHook's exit status 75 instead of importing it."""
     from fastmim.engine.hooks import preemption_hook

@@ -206,6 +206,11 @@ RUNNING_GROUPS = set()
 # Set when the study is stopped: no command starts after it. The runs queued in the thread pool
 # kept starting, one after another, while the stopped study waited for its pool to shut down.
 STOPPING = threading.Event()
+# What stops the study as PreemptionHook stops a training run: SIGTERM (a scheduler, timeout,
+# SLURM's preemption), SIGUSR1 (SLURM's --signal=USR1@120, two minutes before the time limit)
+# and Ctrl-C. SIGUSR1 killed the runner on the spot, without a word, and left its running
+# commands training on unwatched.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class Stopped(RuntimeError):
@@ -218,7 +223,10 @@ def execute(command: List[str], log_path: str, threads: int) -> float:
 
     The command leads a process group of its own (:func:`stop_commands_on_signals` ends it).
     Once the study is stopping (:data:`STOPPING`) no command starts, and one that started while
-    the stop ended the others is ended by its own thread."""
+    the stop ended the others is ended by its own thread. A stop waits for the command it
+    ended: a training run saves its checkpoint on the way out, and under SLURM the job's
+    processes die with the runner (the pre-training's save was cut short: the runner, waiting
+    for it in its main thread, left at once)."""
     if STOPPING.is_set():
         raise Stopped('not started: the study is stopping')
     env = {**os.environ, 'PYTHONPATH': ROOT, 'OMP_NUM_THREADS': str(threads),
@@ -234,6 +242,10 @@ def execute(command: List[str], log_path: str, threads: int) -> float:
             stop_group(process.pid)
         try:
             returncode = process.wait()
+        except BaseException:  # the stop, raised in this (the main) thread, ended its wait
+            if STOPPING.is_set():
+                process.wait()
+            raise
         finally:
             RUNNING_GROUPS.discard(process.pid)
     if returncode:
@@ -257,7 +269,8 @@ def failure(returncode: int, log_path: str) -> RuntimeError:
 
 
 def stop_commands_on_signals() -> None:
-    """On SIGTERM or SIGINT, end the running commands' process groups, then the study.
+    """On any of :data:`STOP_SIGNALS`, end the running commands' process groups, then the
+    study, once they have ended.
 
     The groups are ended in the handler itself: the study's thread pool waits for its
     threads, and so for their commands, before any ``finally`` of the main thread runs."""
@@ -266,13 +279,17 @@ def stop_commands_on_signals() -> None:
         for group in list(RUNNING_GROUPS):
             stop_group(group)
         raise SystemExit(f'error: stopped by {signal.Signals(signum).name}; the running '
-                         'commands were stopped too (a rerun goes on where the study stopped)')
+                         'commands were stopped too; rerun the same command to go on where the '
+                         'study stopped (a stopped training run resumes from the checkpoint it '
+                         'saved)')
     STOPPING.clear()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, stop)
 
 
 def stop_group(group: int) -> None:
+    """SIGTERM to a command's process group: tools/train.py's PreemptionHook saves and exits
+    with ``PREEMPTED_EXIT_STATUS``, tools/dist_launch.sh waits for its processes to."""
     try:
         os.killpg(group, signal.SIGTERM)
     except ProcessLookupError:
@@ -463,7 +480,7 @@ def run_pending(total: int, pending: list, jobs: int, finish: Callable,
                     failures += 1
                     print(f'[{done}/{len(pending)}] {run.label} FAILED: {error}', flush=True)
         except BaseException:
-            # Stopped (SIGTERM, Ctrl-C): leaving the ``with`` waits for the pool, which ran
+            # Stopped (STOP_SIGNALS): leaving the ``with`` waits for the pool, which ran
             # every queued run first. The queued ones are cancelled; the running ones, whose
             # commands the stop has ended, are waited for.
             STOPPING.set()
