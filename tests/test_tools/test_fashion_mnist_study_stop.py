@@ -72,6 +72,26 @@ def test_a_stopped_pretraining_is_resumed_not_reused(tmp_path, study, fake_train
     assert f'pre-training: reusing {tmp_path}/pretrain/epoch_3.pth' in capsys.readouterr().out
 
 
+def test_each_checkpoint_is_loaded_once(tmp_path, study, fake_training, monkeypatch):
+    """Asking whether the pre-training finished, then where it stopped (and the dense runner
+    asking again before the pre-training stage) loaded the whole checkpoint each time."""
+    from fastmim.engine import checkpoint
+    loaded = []
+
+    def load_from_local(path, map_location=None):
+        loaded.append(Path(path).name)
+        return torch.load(path, map_location=map_location)
+    monkeypatch.setattr(checkpoint, 'load_from_local', load_from_local)
+    (tmp_path / 'pretrain').mkdir()
+    partial = save(tmp_path / 'pretrain' / 'iter_22.pth', 0, 22)
+    study.pretrain(str(tmp_path), 1)
+    study.pretrain(str(tmp_path), 1)
+    assert loaded == ['iter_22.pth', 'epoch_3.pth']
+    save(partial, 0, 44)  # another version of the file is read again
+    os.utime(partial, ns=(time.time_ns() + 10**9,) * 2)
+    assert study.checkpoint_position(str(partial)) == 'epoch 0, iteration 44'
+
+
 def test_a_first_pretraining_runs_with_resume(tmp_path, study, fake_training):
     """--resume with no checkpoint yet starts from scratch (tools/train.py), so one command
     serves a first run and a resumed one."""

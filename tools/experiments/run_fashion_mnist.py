@@ -358,7 +358,27 @@ def checkpoint_position(path: str) -> str:
 
 
 def read_meta(path: str) -> Optional[dict]:
-    """A checkpoint's ``meta``, read weights-only; None when the file cannot be read."""
+    """A checkpoint's ``meta``, read weights-only; None when the file cannot be read.
+
+    Read once per version of the file (its inode, size and modification time): the runners
+    ask in a row whether the pre-training finished and where it stopped, and each asking
+    loaded the whole checkpoint again."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    version = (osp.abspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if version not in METAS_READ:
+        METAS_READ[version] = load_meta(path)
+    return METAS_READ[version]
+
+
+# (path, inode, size, modification time) of each checkpoint version read: its meta.
+METAS_READ: Dict[Tuple[str, int, int, int], Optional[dict]] = {}
+
+
+def load_meta(path: str) -> Optional[dict]:
+    """:func:`read_meta` without the memory."""
     from fastmim.engine.checkpoint import load_from_local
     from fastmim.errors import CheckpointError
     try:
