@@ -198,8 +198,9 @@ PUBLISHED = '# results\n<!-- fashion-mnist-results:begin -->\nthe published tabl
 @pytest.fixture
 def study_without_training(tmp_path, study, monkeypatch):
     """The study in a repository of its own (``ROOT``, whose docs/experiments.md holds a
-    published table) with its expensive parts replaced: the data, the initial weights and the
-    runs (a result file each). The pre-training has finished (its checkpoint is reused)."""
+    published table) with its expensive parts replaced: the data, the initial weights (a file
+    of bytes) and the runs (a result file each, their command in run.log). The pre-training
+    has finished (its checkpoint is reused)."""
     import torch
 
     import fastmim.datasets
@@ -209,11 +210,16 @@ def study_without_training(tmp_path, study, monkeypatch):
     monkeypatch.setattr(study, 'ROOT', str(repo))
     monkeypatch.setattr(fastmim.datasets, 'fetch_fashion_mnist', lambda: str(tmp_path))
     monkeypatch.setattr(study, 'stop_commands_on_signals', lambda: None)
-    monkeypatch.setattr(study, 'save_initial_weights', lambda path, seed=0: path)
     commands = []
+
+    def save_initial_weights(path, seed=0):
+        if not Path(path).exists():
+            Path(path).write_bytes(b'the weights pre-training starts from')
+        return path
 
     def execute(command, log_path, threads):
         commands.append(command)
+        Path(log_path).write_text(' '.join(command) + '\n\n')  # as study.execute does
         folder = Path(log_path).parent
         (folder / 'metrics.json').write_text('{"knn/top1": 50.0}')
         (folder / '20260101_000000' / 'vis_data').mkdir(parents=True)
@@ -221,6 +227,7 @@ def study_without_training(tmp_path, study, monkeypatch):
             '{"accuracy/top1": 60.0}\n')
         return 1.0
 
+    monkeypatch.setattr(study, 'save_initial_weights', save_initial_weights)
     monkeypatch.setattr(study, 'execute', execute)
     work_dir = tmp_path / 'runs'
     (work_dir / 'pretrain').mkdir(parents=True)
@@ -265,6 +272,51 @@ def test_a_study_off_the_published_grid_leaves_the_published_table_alone(
     assert written.startswith('# results\n') and written.endswith('prose that quotes it\n')
     assert '| FastMIM pre-trained, fine-tuned | 60.0 ± 0.0 | 60.0 ± 0.0 |' in written
     assert 'over 3 seeds (0, 1, 2)' in written and len(commands) == 36
+
+
+def test_finished_runs_of_other_settings_are_refused_before_the_pretraining(
+        tmp_path, study_without_training):
+    """The runs kept no record of their settings: after the pre-training was replaced by hand,
+    the rerun reported the old runs' results as those of the new checkpoint (and resumed its
+    stopped runs from the old one)."""
+    import torch
+    study, doc, work_dir, commands = study_without_training
+    argv = ['--work-dir', str(work_dir), '--seeds', '0', '--fractions', '0.01', '--jobs', '1',
+            '--no-doc']
+    study.main(argv)
+    records = sorted(work_dir.glob(f'*/labels0.01_seed0/{study.SETTINGS_FILE}'))
+    assert len(commands) == 6 and len(records) == 6
+    # runs of the runner before the records: their run.log's command and weights older than
+    # their results stand for the record
+    for record in records:
+        record.unlink()
+    study.main(argv)
+    assert len(commands) == 6 and all(record.exists() for record in records)
+
+    checkpoint = work_dir / 'pretrain' / 'epoch_3.pth'
+    kept = checkpoint.read_bytes()
+    torch.save(dict(meta=dict(epoch=3, iter=468), state_dict=dict(w=torch.ones(1))), checkpoint)
+    fresh = r'; --fresh starts the study over$'
+    with pytest.raises(SystemExit, match=r'error: .*/fashion_mnist_finetune_pretrained/labels0\.01'
+                       r'_seed0 finished with other settings than this command \(another '
+                       r'pre-training checkpoint\) \(and 2 more runs\)' + fresh):
+        study.main(argv)
+    (work_dir / 'pretrain').rename(tmp_path / 'pretrain')  # refused before a new one runs
+    with pytest.raises(SystemExit, match=r'labels0\.01_seed0 finished with other settings than '
+                       r'this command \(its pre-training checkpoint is gone\) \(and 2 more '
+                       r'runs\)' + fresh):
+        study.main(argv)
+    (tmp_path / 'pretrain').rename(work_dir / 'pretrain')
+    checkpoint.write_bytes(kept)
+    initial = work_dir / 'initial_weights.pth'
+    initial.write_bytes(b'other weights')
+    with pytest.raises(SystemExit, match=r'fashion_mnist_linear_probe_random/labels0\.01_seed0 '
+                       r'finished with other settings than this command \(other initial weights '
+                       r'\(initial_weights\.pth\)\) \(and 1 more runs\)' + fresh):
+        study.main(argv)
+    initial.write_bytes(b'the weights pre-training starts from')
+    study.main(argv)
+    assert len(commands) == 6
 
 
 def test_no_doc_and_doc_exclude_each_other(study, capsys):

@@ -72,6 +72,26 @@ def test_a_stopped_pretraining_is_resumed_not_reused(tmp_path, study, fake_train
     assert f'pre-training: reusing {tmp_path}/pretrain/epoch_3.pth' in capsys.readouterr().out
 
 
+def test_each_checkpoint_is_loaded_once(tmp_path, study, fake_training, monkeypatch):
+    """Asking whether the pre-training finished, then where it stopped (and the dense runner
+    asking again before the pre-training stage) loaded the whole checkpoint each time."""
+    from fastmim.engine import checkpoint
+    loaded = []
+
+    def load_from_local(path, map_location=None):
+        loaded.append(Path(path).name)
+        return torch.load(path, map_location=map_location)
+    monkeypatch.setattr(checkpoint, 'load_from_local', load_from_local)
+    (tmp_path / 'pretrain').mkdir()
+    partial = save(tmp_path / 'pretrain' / 'iter_22.pth', 0, 22)
+    study.pretrain(str(tmp_path), 1)
+    study.pretrain(str(tmp_path), 1)
+    assert loaded == ['iter_22.pth', 'epoch_3.pth']
+    save(partial, 0, 44)  # another version of the file is read again
+    os.utime(partial, ns=(time.time_ns() + 10**9,) * 2)
+    assert study.checkpoint_position(str(partial)) == 'epoch 0, iteration 44'
+
+
 def test_a_first_pretraining_runs_with_resume(tmp_path, study, fake_training):
     """--resume with no checkpoint yet starts from scratch (tools/train.py), so one command
     serves a first run and a resumed one."""
@@ -190,6 +210,70 @@ def test_a_stopped_study_starts_none_of_its_queued_runs(tmp_path):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+# A training run as PreemptionHook makes it: on SIGTERM it takes a moment to save, then exits 75.
+SAVING_CHILD = '''
+import os, signal, sys, time
+def save(signum, frame):
+    time.sleep(0.5)
+    open({folder!r} + '/saved', 'w').close()
+    sys.exit(75)
+signal.signal(signal.SIGTERM, save)
+open({folder!r} + '/started', 'w').write(str(os.getpid()))
+time.sleep(60)
+'''
+# The pre-training: one command, run in the study's main thread.
+PRETRAINING_HARNESS = '''
+import sys
+sys.path.insert(0, {tools!r})
+import run_fashion_mnist as study
+study.stop_commands_on_signals()
+study.execute([sys.executable, '-c', {child!r}], {folder!r} + '/run.log', threads=1)
+'''
+
+
+def test_sigusr1_stops_the_study_once_its_commands_saved(tmp_path):
+    """SLURM's --signal=USR1@120 killed the runner on the spot, without a word, and its
+    running commands trained on unwatched. On SIGTERM the runner left at once while the
+    pre-training was saving: under SLURM the job's processes die with it, cutting the save
+    short. (The runs of the thread pool were waited for; a stop starts none of the queued
+    ones: test_a_stopped_study_starts_none_of_its_queued_runs.)"""
+    folder = tmp_path / 'runs'
+    folder.mkdir()
+    code = PRETRAINING_HARNESS.format(tools=str(TOOLS), folder=str(folder),
+                                      child=SAVING_CHILD.format(folder=str(folder)))
+    process = subprocess.Popen([sys.executable, '-c', code], stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    child = None
+    try:
+        deadline = time.time() + 60
+        started = folder / 'started'
+        while not (started.exists() and started.read_text()) and time.time() < deadline:
+            time.sleep(0.05)
+        child = int(started.read_text())
+        process.send_signal(signal.SIGUSR1)
+        _, stderr = process.communicate(timeout=30)
+        assert 'error: stopped by SIGUSR1; the running commands were stopped too; rerun the ' \
+            'same command to go on where the study stopped' in stderr
+        assert process.returncode == 1
+        assert (folder / 'saved').exists()
+    finally:
+        for group in (process.pid, child):
+            if group is not None:
+                try:
+                    os.killpg(group, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        process.wait()
+
+
+def test_the_preempted_status_is_the_preemption_hooks(tmp_path, study, monkeypatch):
+    """The runner restated PreemptionHook's exit status 75 instead of importing it."""
+    from fastmim.engine.hooks import preemption_hook
+    monkeypatch.setattr(preemption_hook, 'PREEMPTED_EXIT_STATUS', 76)
+    with pytest.raises(study.Stopped, match=r'^preempted \(exit code 76\)'):
+        study.execute([sys.executable, '-c', 'raise SystemExit(76)'], str(tmp_path / 'log'), 1)
 
 
 def test_a_copied_pretraining_is_taken_from_the_copy(tmp_path, study, fake_training, capsys):

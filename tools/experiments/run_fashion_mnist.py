@@ -24,7 +24,11 @@ where it stopped (a stopped pre-training is resumed from its last checkpoint; on
 checkpoint of its end is reused; a stopped fine-tuning or linear-probe run is resumed from the
 ``iter_N.pth`` it saved, a stopped kNN run repeated); ``--fresh`` deletes what the study wrote
 there first (the pre-training, the runs, ``results.json``) and keeps everything else (the dense
-study's runs, a user's files).
+study's runs, a user's files). Each run records what it runs with next to it before it starts
+(``settings.json``: config and options, the sha256 of the weights it starts from); a finished
+or stopped run of other settings than the command's (another pre-training, say) is refused in
+one line before the pre-training runs, rather than reported as this command's or resumed
+under it.
 """
 import argparse
 import concurrent.futures
@@ -206,9 +210,11 @@ RUNNING_GROUPS = set()
 # Set when the study is stopped: no command starts after it. The runs queued in the thread pool
 # kept starting, one after another, while the stopped study waited for its pool to shut down.
 STOPPING = threading.Event()
-# tools/train.py's exit status after fastmim.PreemptionHook saved the training on SIGTERM or
-# SIGUSR1 (fastmim.engine.hooks.preemption_hook.PREEMPTED_EXIT_STATUS, sysexits' EX_TEMPFAIL).
-PREEMPTED_EXIT_STATUS = 75
+# What stops the study as PreemptionHook stops a training run: SIGTERM (a scheduler, timeout,
+# SLURM's preemption), SIGUSR1 (SLURM's --signal=USR1@120, two minutes before the time limit)
+# and Ctrl-C. SIGUSR1 killed the runner on the spot, without a word, and left its running
+# commands training on unwatched.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class Stopped(RuntimeError):
@@ -221,7 +227,10 @@ def execute(command: List[str], log_path: str, threads: int) -> float:
 
     The command leads a process group of its own (:func:`stop_commands_on_signals` ends it).
     Once the study is stopping (:data:`STOPPING`) no command starts, and one that started while
-    the stop ended the others is ended by its own thread."""
+    the stop ended the others is ended by its own thread. A stop waits for the command it
+    ended: a training run saves its checkpoint on the way out, and under SLURM the job's
+    processes die with the runner (the pre-training's save was cut short: the runner, waiting
+    for it in its main thread, left at once)."""
     if STOPPING.is_set():
         raise Stopped('not started: the study is stopping')
     env = {**os.environ, 'PYTHONPATH': ROOT, 'OMP_NUM_THREADS': str(threads),
@@ -237,20 +246,35 @@ def execute(command: List[str], log_path: str, threads: int) -> float:
             stop_group(process.pid)
         try:
             returncode = process.wait()
+        except BaseException:  # the stop, raised in this (the main) thread, ended its wait
+            if STOPPING.is_set():
+                process.wait()
+            raise
         finally:
             RUNNING_GROUPS.discard(process.pid)
-    if returncode == PREEMPTED_EXIT_STATUS:
-        raise Stopped(f'preempted (exit code {returncode}): it saved its checkpoint, which a '
-                      f'rerun resumes; log {log_path}')
     if returncode:
-        with open(log_path) as log:
-            tail = ''.join(log.readlines()[-15:])
-        raise RuntimeError(f'exit code {returncode}; log {log_path}:\n{tail}')
+        raise failure(returncode, log_path)
     return time.time() - start
 
 
+def failure(returncode: int, log_path: str) -> RuntimeError:
+    """What a command's non-zero exit status says: :class:`Stopped` for PreemptionHook's
+    status (the training saved its checkpoint) and for any status of a command the study's
+    stop ended, else the failure with the log's tail."""
+    if STOPPING.is_set():
+        return Stopped(f'stopped with the study (exit code {returncode}); log {log_path}')
+    from fastmim.engine.hooks.preemption_hook import PREEMPTED_EXIT_STATUS
+    if returncode == PREEMPTED_EXIT_STATUS:
+        return Stopped(f'preempted (exit code {returncode}): it saved its checkpoint, which a '
+                       f'rerun resumes; log {log_path}')
+    with open(log_path) as log:
+        tail = ''.join(log.readlines()[-15:])
+    return RuntimeError(f'exit code {returncode}; log {log_path}:\n{tail}')
+
+
 def stop_commands_on_signals() -> None:
-    """On SIGTERM or SIGINT, end the running commands' process groups, then the study.
+    """On any of :data:`STOP_SIGNALS`, end the running commands' process groups, then the
+    study, once they have ended.
 
     The groups are ended in the handler itself: the study's thread pool waits for its
     threads, and so for their commands, before any ``finally`` of the main thread runs."""
@@ -259,13 +283,17 @@ def stop_commands_on_signals() -> None:
         for group in list(RUNNING_GROUPS):
             stop_group(group)
         raise SystemExit(f'error: stopped by {signal.Signals(signum).name}; the running '
-                         'commands were stopped too (a rerun goes on where the study stopped)')
+                         'commands were stopped too; rerun the same command to go on where the '
+                         'study stopped (a stopped training run resumes from the checkpoint it '
+                         'saved)')
     STOPPING.clear()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, stop)
 
 
 def stop_group(group: int) -> None:
+    """SIGTERM to a command's process group: tools/train.py's PreemptionHook saves and exits
+    with ``PREEMPTED_EXIT_STATUS``, tools/dist_launch.sh waits for its processes to."""
     try:
         os.killpg(group, signal.SIGTERM)
     except ProcessLookupError:
@@ -334,7 +362,27 @@ def checkpoint_position(path: str) -> str:
 
 
 def read_meta(path: str) -> Optional[dict]:
-    """A checkpoint's ``meta``, read weights-only; None when the file cannot be read."""
+    """A checkpoint's ``meta``, read weights-only; None when the file cannot be read.
+
+    Read once per version of the file (its inode, size and modification time): the runners
+    ask in a row whether the pre-training finished and where it stopped, and each asking
+    loaded the whole checkpoint again."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    version = (osp.abspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if version not in METAS_READ:
+        METAS_READ[version] = load_meta(path)
+    return METAS_READ[version]
+
+
+# (path, inode, size, modification time) of each checkpoint version read: its meta.
+METAS_READ: Dict[Tuple[str, int, int, int], Optional[dict]] = {}
+
+
+def load_meta(path: str) -> Optional[dict]:
+    """:func:`read_meta` without the memory."""
     from fastmim.engine.checkpoint import load_from_local
     from fastmim.errors import CheckpointError
     try:
@@ -409,12 +457,15 @@ def save_initial_weights(path: str, seed: int = 0) -> str:
 
 
 def downstream(runs: List[Run], checkpoints: Dict[str, str], jobs: int) -> None:
-    """Run every unfinished run, ``jobs`` at a time, one thread each; fills ``top1``."""
+    """Run every unfinished run, ``jobs`` at a time, one thread each; fills ``top1``. Each
+    records its settings before it starts (:data:`SETTINGS_FILE`)."""
+    digests = weight_digests(checkpoints)
     pending = []
     for run in runs:
         run.command = run_command(run, checkpoints)
         run.top1 = read_top1(run)
         if run.top1 is None:
+            write_settings(run.work_dir, SETTINGS_FILE, run_settings(run, digests))
             pending.append(run)
     run_pending(len(runs), pending, jobs, finish=lambda run: setattr(run, 'top1', read_top1(run)),
                 describe=lambda run: f'top-1 {run.top1:.2f}')
@@ -456,7 +507,7 @@ def run_pending(total: int, pending: list, jobs: int, finish: Callable,
                     failures += 1
                     print(f'[{done}/{len(pending)}] {run.label} FAILED: {error}', flush=True)
         except BaseException:
-            # Stopped (SIGTERM, Ctrl-C): leaving the ``with`` waits for the pool, which ran
+            # Stopped (STOP_SIGNALS): leaving the ``with`` waits for the pool, which ran
             # every queued run first. The queued ones are cancelled; the running ones, whose
             # commands the stop has ended, are waited for.
             STOPPING.set()
@@ -467,6 +518,182 @@ def run_pending(total: int, pending: list, jobs: int, finish: Callable,
             stopped, f'{stopped} runs were stopped (a rerun resumes those that saved a '
             'checkpoint)')] if count]
         sys.exit(f'error: {" and ".join(said)}; rerun the command to go on with them')
+
+
+# --------------------------------------------------------------------------------------------
+# Settings records: what each run was trained with, next to it (both runners)
+# --------------------------------------------------------------------------------------------
+SETTINGS_FILE = 'settings.json'  # in each run's work dir (the dense runner names its own)
+# Options the runner derives from where the work dir lies (a checkpoint is compared by its
+# sha256): a work dir or repository moved elsewhere holds the same runs.
+DERIVED_OPTIONS = ('model.backbone.init_cfg.checkpoint=',)
+
+
+def run_settings(run: Run, digests: Dict[Optional[str], Optional[str]]) -> dict:
+    """What a run is trained (or kNN-evaluated) with: its config and options and the sha256 of
+    the weights it starts from (``digests``: by ``Method.weights``); the whole command too, for
+    the reader."""
+    return dict(**command_settings(run.command), checkpoint_sha256=digests.get(
+        run.method.weights), command=run.command)
+
+
+def command_settings(command: Optional[List[str]], derived: Tuple[str, ...] = DERIVED_OPTIONS
+                     ) -> dict:
+    """The config and the ``--cfg-options`` of a tools/train.py or tools/test.py command
+    (``[python, tool, config, ..., '--cfg-options', *options]``, ``--resume`` after them for a
+    training) less the options starting with one of ``derived`` and ``--resume`` (which
+    commands before it lack); ``None`` for both of a command of another form (or none)."""
+    if not command or '--cfg-options' not in command:
+        return dict(config=None, options=None)
+    options = command[command.index('--cfg-options') + 1:]
+    return dict(config=osp.basename(command[2]),
+                options=[option for option in options
+                         if option != '--resume' and not option.startswith(derived)])
+
+
+def recorded_settings(work_dir: str, settings_file: str, finished: bool,
+                      checkpoint: Optional[str], digest: Optional[str],
+                      derived: Tuple[str, ...] = DERIVED_OPTIONS) -> dict:
+    """The settings a finished or stopped run recorded in ``settings_file``; for a run of a
+    runner that recorded none, the command on the first line of its ``run.log`` (as
+    :func:`command_settings` reads it, less ``derived``) and the sha256 of the checkpoint it
+    would start from now (``digest``, of ``checkpoint``) if that file is older than its result
+    (else ``None``: unknown), marked ``unrecorded``."""
+    path = osp.join(work_dir, settings_file)
+    if osp.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    log = osp.join(work_dir, 'run.log')
+    command = None
+    if osp.isfile(log):
+        with open(log) as f:
+            command = f.readline().split()
+    older = written_before(checkpoint, result_time(work_dir, finished))
+    return dict(**command_settings(command, derived),
+                checkpoint_sha256=digest if older else None, unrecorded=True)
+
+
+def result_time(work_dir: str, finished: bool) -> float:
+    """When a run's result was written (mmengine's ``scalars.json``, tools/test.py's
+    ``--out``), or for a stopped one its ``last_checkpoint``."""
+    if not finished:
+        return osp.getmtime(osp.join(work_dir, 'last_checkpoint'))
+    results = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
+    return max(osp.getmtime(path) for path in [*results, osp.join(work_dir, 'metrics.json')]
+               if osp.isfile(path))
+
+
+def written_before(path: Optional[str], moment: float) -> bool:
+    """Whether the file ``path`` is there and was last written no later than ``moment``."""
+    return path is not None and osp.isfile(path) and osp.getmtime(path) <= moment
+
+
+def option_differences(then: dict, now: dict) -> List[str]:
+    """What differs between a run's recorded config and options and this command's, in
+    words."""
+    said = []
+    if then.get('config') != now['config']:
+        said.append(f'config: {now["config"]} now, {then.get("config") or "unknown"} then')
+    if then.get('options') != now['options']:
+        before = then.get('options')
+        if before is None:
+            said.append('options: unknown then (no command in its run.log)')
+        else:
+            added = [part for part in now['options'] if part not in before]
+            dropped = [part for part in before if part not in now['options']]
+            said.append('options: ' + '; '.join(
+                words for words in (added and f'{" ".join(added)} now',
+                                    dropped and f'{" ".join(dropped)} then') if words)
+                if added or dropped else 'options: in another order')
+    return said
+
+
+def weights_differences(then: dict, now: dict, needed: bool, missing: str,
+                        other: str) -> List[str]:
+    """What differs between the weights a run recorded (``checkpoint_sha256``) and those it
+    would start from now, in words: ``missing`` when it ``needed`` weights and there are none
+    now, ``other`` when they are others."""
+    if needed and now['checkpoint_sha256'] is None:
+        return [missing]
+    return [other] if then.get('checkpoint_sha256') != now['checkpoint_sha256'] else []
+
+
+def held_to_settings(work_dir: str, finished: bool) -> bool:
+    """Whether a run is held to this command's settings: it finished (its result would be
+    reported under them), or it was stopped after saving a checkpoint (``last_checkpoint``:
+    the ``iter_N.pth`` PreemptionHook saved on SIGTERM), which ``--resume`` would continue
+    under them."""
+    return finished or osp.isfile(osp.join(work_dir, 'last_checkpoint'))
+
+
+def write_settings(work_dir: str, settings_file: str, settings: dict) -> None:
+    os.makedirs(work_dir, exist_ok=True)
+    with open(osp.join(work_dir, settings_file), 'w') as f:
+        json.dump(settings, f, indent=1)
+
+
+def refuse_other_settings(other: List[Tuple[str, bool, List[str]]], fresh: str) -> None:
+    """Exit in one line if ``other`` names runs (their work dir, whether they finished, what
+    differs in words) of other settings than this command's: the first, and how many more;
+    ``fresh`` says what ``--fresh`` does."""
+    if not other:
+        return
+    work_dir, finished, said = other[0]
+    more = f' (and {len(other) - 1} more runs)' if len(other) > 1 else ''
+    sys.exit(f'error: {work_dir} {"finished" if finished else "was stopped"} with other '
+             f'settings than this command ({"; ".join(said)}){more}; {fresh}')
+
+
+def weight_digests(checkpoints: Dict[str, Optional[str]]) -> Dict[str, Optional[str]]:
+    """The sha256 of each checkpoint the runs start from, by ``Method.weights``."""
+    return {weights: checkpoint_digest(path) for weights, path in checkpoints.items()}
+
+
+def checkpoint_digest(path: Optional[str]) -> Optional[str]:
+    """The sha256 that identifies a checkpoint across copies and moves; ``None`` without
+    one."""
+    from fastmim.engine.checkpoint import file_sha256
+    return file_sha256(path) if path and osp.isfile(path) else None
+
+
+def check_finished_runs(runs: List[Run], checkpoints: Dict[str, Optional[str]],
+                        no_pretraining: Optional[str]) -> None:
+    """Refuse, in one line, a finished or stopped run made with other settings than this
+    command's (another pre-training or other initial weights, other options): its result was
+    reported under them, or ``--resume`` would continue it under them. A run of an earlier
+    runner that matches gets its record. ``checkpoints``: the weights the runs start from, by
+    ``Method.weights`` (the pre-training's ``None`` when it has not finished:
+    ``no_pretraining`` says why)."""
+    digests = weight_digests(checkpoints)
+    missing = dict(pretrained=no_pretraining, random='its initial weights are gone')
+    others = dict(pretrained='another pre-training checkpoint',
+                  random='other initial weights (initial_weights.pth)')
+    other = []
+    for run in runs:
+        run.command = run_command(run, checkpoints)
+        finished = read_top1(run) is not None
+        if not held_to_settings(run.work_dir, finished):
+            continue
+        weights = run.method.weights
+        then = recorded_settings(run.work_dir, SETTINGS_FILE, finished,
+                                 checkpoints.get(weights), digests.get(weights))
+        now = run_settings(run, digests)
+        said = option_differences(then, now) + weights_differences(
+            then, now, weights is not None, missing.get(weights), others.get(weights))
+        if said:
+            other.append((run.work_dir, finished, said))
+        elif then.get('unrecorded'):
+            write_settings(run.work_dir, SETTINGS_FILE, now)
+    refuse_other_settings(other, '--fresh starts the study over')
+
+
+def why_no_pretraining(pretrain_dir: str) -> str:
+    """Why there is no finished pre-training (:func:`finished_pretraining` found none) to hold
+    the runs that started from one to."""
+    partial = latest_checkpoint(pretrain_dir)
+    if partial:
+        return f'the pre-training has not finished ({partial}: {checkpoint_position(partial)})'
+    return 'its pre-training checkpoint is gone'
 
 
 # --------------------------------------------------------------------------------------------
@@ -688,12 +915,17 @@ def main(argv=None):
         print(f'Fashion-MNIST: {fetch_fashion_mnist()}', flush=True)
     except RuntimeError as error:
         sys.exit(f'error: {error}')
-    facts = pretrain(work_dir, args.jobs)
-    checkpoints = dict(pretrained=latest_checkpoint(osp.join(work_dir, 'pretrain')),
-                       random=save_initial_weights(osp.join(work_dir, 'initial_weights.pth')))
+    pretrain_dir = osp.join(work_dir, 'pretrain')
+    initial = save_initial_weights(osp.join(work_dir, 'initial_weights.pth'))
     runs = [Run(method, fraction, seed, osp.join(
                 work_dir, method_folder(method), f'labels{fraction:g}_seed{seed}'))
             for seed in args.seeds for fraction in args.fractions for method in METHODS]
+    # Before the pre-training (minutes) runs or resumes: a new one would not make them fit.
+    pretrained = finished_pretraining(pretrain_dir)
+    check_finished_runs(runs, dict(pretrained=pretrained, random=initial),
+                        no_pretraining=None if pretrained else why_no_pretraining(pretrain_dir))
+    facts = pretrain(work_dir, args.jobs)
+    checkpoints = dict(pretrained=latest_checkpoint(pretrain_dir), random=initial)
     downstream(runs, checkpoints, args.jobs)
 
     facts.update(total_seconds=time.time() - start, load_average_start=load_start,

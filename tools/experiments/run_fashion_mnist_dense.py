@@ -103,104 +103,57 @@ def read_miou(work_dir: str) -> Optional[float]:
 # Options the runner derives from the work dir (the canvases and the checkpoint are compared by
 # their settings and sha256): a work dir or repository moved elsewhere holds the same runs.
 DERIVED_OPTIONS = tuple(f'{loader}.dataset.data_root=' for loader in (
-    'train_dataloader', 'val_dataloader', 'test_dataloader')) + (
-    'model.backbone.init_cfg.checkpoint=',)
-
-
-def command_settings(command: Optional[List[str]]) -> dict:
-    """The config and the options of a :func:`train_command` (``[python, train.py, config,
-    '--work-dir', dir, '--cfg-options', *options, '--resume']``) less the paths and
-    ``--resume`` (which commands before it lack); ``None`` for a command of another form (or
-    none)."""
-    if not command or len(command) < 6 or command[5] != '--cfg-options':
-        return dict(config=None, options=None)
-    return dict(config=osp.basename(command[2]),
-                options=[option for option in command[6:]
-                         if option != '--resume' and not option.startswith(DERIVED_OPTIONS)])
+    'train_dataloader', 'val_dataloader', 'test_dataloader')) + study.DERIVED_OPTIONS
 
 
 def run_settings(run: Run, canvases: dict, checkpoint_digest: Optional[str]) -> dict:
     """What a run is trained with: its config and options, the canvases' settings (as
     ``canvases.json`` records them) and, pre-trained, the checkpoint's sha256; the whole
     command too, for the reader."""
-    return dict(**command_settings(run.command), canvases=canvases,
+    return dict(**study.command_settings(run.command, DERIVED_OPTIONS), canvases=canvases,
                 checkpoint_sha256=checkpoint_digest if run.pretrained else None,
                 command=run.command)
 
 
 def recorded_settings(run: Run, canvas_dir: str, checkpoint: Optional[str],
                       checkpoint_digest: Optional[str]) -> dict:
-    """The settings a finished or stopped run recorded; for a run of a runner that recorded
-    none, the command on the first line of its ``run.log``, with the canvases and the checkpoint
-    (``checkpoint_digest``, its sha256) that are there now if both are older than its result
-    (a stopped run: than its ``last_checkpoint``; else ``None``: unknown)."""
-    path = osp.join(run.work_dir, SETTINGS_FILE)
-    if osp.isfile(path):
-        with open(path) as f:
-            return json.load(f)
-    log = osp.join(run.work_dir, 'run.log')
-    command = None
-    if osp.isfile(log):
-        with open(log) as f:
-            command = f.readline().split()
-    results = glob.glob(osp.join(run.work_dir, '*', 'vis_data', 'scalars.json'))
-    if run.miou is None:  # stopped
-        results = [osp.join(run.work_dir, 'last_checkpoint')]
-    finished = max(osp.getmtime(result) for result in results)
-
-    def older(file: Optional[str]) -> bool:
-        return file is not None and osp.isfile(file) and osp.getmtime(file) <= finished
-
-    record = osp.join(canvas_dir, 'canvases.json')
-    canvases = None
-    if older(record):
-        with open(record) as f:
-            canvases = json.load(f).get('settings')
-    digest = checkpoint_digest if run.pretrained and older(checkpoint) else None
-    return dict(**command_settings(command), canvases=canvases, checkpoint_sha256=digest,
-                unrecorded=True)
+    """The settings a finished or stopped run recorded (:func:`study.recorded_settings`); for
+    a run of a runner that recorded none, the canvases' settings too if ``canvases.json`` is
+    older than its result (else ``None``: unknown)."""
+    finished = run.miou is not None
+    settings = study.recorded_settings(run.work_dir, SETTINGS_FILE, finished,
+                                       checkpoint if run.pretrained else None, checkpoint_digest,
+                                       DERIVED_OPTIONS)
+    if settings.get('unrecorded'):
+        settings['canvases'] = None
+        record = osp.join(canvas_dir, 'canvases.json')
+        if study.written_before(record, study.result_time(run.work_dir, finished)):
+            with open(record) as f:
+                settings['canvases'] = json.load(f).get('settings')
+    return settings
 
 
 def differences(then: dict, now: dict, pretrained: bool,
                 no_checkpoint: str = 'its pre-training checkpoint is gone') -> List[str]:
     """What differs between a run's recorded settings and this command's, in words;
     ``no_checkpoint`` says why there is no checkpoint now."""
-    said = []
-    if then.get('config') != now['config']:
-        said.append(f'config: {now["config"]} now, {then.get("config") or "unknown"} then')
-    if then.get('options') != now['options']:
-        before = then.get('options')
-        if before is None:
-            said.append('options: unknown then (no command in its run.log)')
-        else:
-            added = [part for part in now['options'] if part not in before]
-            dropped = [part for part in before if part not in now['options']]
-            said.append('options: ' + '; '.join(
-                words for words in (added and f'{" ".join(added)} now',
-                                    dropped and f'{" ".join(dropped)} then') if words)
-                if added or dropped else 'options: in another order')
-    if then.get('canvases') != now['canvases']:
-        counts, before = now['canvases'], then.get('canvases')
-        if before is None:
-            said.append(f'canvases: written after it finished; {counts["num_train"]} train / '
-                        f'{counts["num_test"]} test now')
-        else:
-            said.append(f'canvases: {counts["num_train"]} train / {counts["num_test"]} test '
-                        f'now, {before.get("num_train")} / {before.get("num_test")} then' +
-                        ('' if before.get('seed') == counts['seed'] else
-                         f' (canvas seed {before.get("seed")} then)'))
-    if pretrained and now['checkpoint_sha256'] is None:
-        said.append(no_checkpoint)
-    elif then.get('checkpoint_sha256') != now['checkpoint_sha256']:
-        said.append('another pre-training checkpoint')
-    return said
+    return (study.option_differences(then, now) + canvas_differences(then, now) +
+            study.weights_differences(then, now, pretrained, no_checkpoint,
+                                      'another pre-training checkpoint'))
 
 
-def stopped(run: Run) -> bool:
-    """Whether the run was stopped after saving a checkpoint (it has no mIoU, and a
-    ``last_checkpoint``: the ``iter_N.pth`` PreemptionHook saved on SIGTERM), which
-    ``--resume`` continues."""
-    return run.miou is None and osp.isfile(osp.join(run.work_dir, 'last_checkpoint'))
+def canvas_differences(then: dict, now: dict) -> List[str]:
+    """What differs between the canvases a run recorded and this command's, in words."""
+    if then.get('canvases') == now['canvases']:
+        return []
+    counts, before = now['canvases'], then.get('canvases')
+    if before is None:
+        return [f'canvases: written after it finished; {counts["num_train"]} train / '
+                f'{counts["num_test"]} test now']
+    return [f'canvases: {counts["num_train"]} train / {counts["num_test"]} test now, '
+            f'{before.get("num_train")} / {before.get("num_test")} then' +
+            ('' if before.get('seed') == counts['seed'] else
+             f' (canvas seed {before.get("seed")} then)')]
 
 
 def check_finished_runs(runs: List[Run], canvas_dir: str, canvases: dict,
@@ -208,16 +161,15 @@ def check_finished_runs(runs: List[Run], canvas_dir: str, canvases: dict,
                         no_checkpoint: str = 'its pre-training checkpoint is gone') -> None:
     """Refuse, in one line, a finished run trained with other settings than these: its mIoU
     was reported under this command's settings, and the canvases it was trained on were
-    rewritten under it. A stopped run (:func:`stopped`) too: ``--resume`` would continue it
-    under this command's settings (the record is rewritten before a run starts). ``others``,
-    runs of seeds not asked for, are held to the canvases only (they are not reported). Runs
-    of an earlier runner that match get their record. ``checkpoint``: the finished
-    pre-training's (None when there is none yet; ``no_checkpoint`` says why)."""
-    from fastmim.engine.checkpoint import file_sha256
-    digest = file_sha256(checkpoint) if checkpoint and osp.isfile(checkpoint) else None
+    rewritten under it. A stopped run (:func:`study.held_to_settings`) too: ``--resume``
+    would continue it under this command's settings (the record is rewritten before a run
+    starts). ``others``, runs of seeds not asked for, are held to the canvases only (they are
+    not reported). Runs of an earlier runner that match get their record. ``checkpoint``: the
+    finished pre-training's (None when there is none yet; ``no_checkpoint`` says why)."""
+    digest = study.checkpoint_digest(checkpoint)
     other = []
     for run in [*runs, *others]:
-        if run.miou is None and not stopped(run):
+        if not study.held_to_settings(run.work_dir, run.miou is not None):
             continue
         then = recorded_settings(run, canvas_dir, checkpoint, digest)
         now = run_settings(run, canvases, digest)
@@ -225,15 +177,10 @@ def check_finished_runs(runs: List[Run], canvas_dir: str, canvases: dict,
         if run not in runs:
             said = [words for words in said if words.startswith('canvases:')]
         elif not said and then.get('unrecorded'):
-            write_settings(run, now)
+            study.write_settings(run.work_dir, SETTINGS_FILE, now)
         if said:
-            other.append((run, said))
-    if other:
-        run, said = other[0]
-        more = f' (and {len(other) - 1} more runs)' if len(other) > 1 else ''
-        how = 'finished' if run.miou is not None else 'was stopped'
-        sys.exit(f'error: {run.work_dir} {how} with other settings than this command '
-                 f'({"; ".join(said)}){more}; --fresh starts the dense runs over')
+            other.append((run.work_dir, run.miou is not None, said))
+    study.refuse_other_settings(other, '--fresh starts the dense runs over')
 
 
 def runs_of(seeds: List[int], dense_dir: str) -> List[Run]:
@@ -257,12 +204,6 @@ def seeds_on_disk(dense_dir: str) -> List[int]:
         if digits.isdigit():
             seeds.add(int(digits))
     return sorted(seeds)
-
-
-def write_settings(run: Run, settings: dict) -> None:
-    os.makedirs(run.work_dir, exist_ok=True)
-    with open(osp.join(run.work_dir, SETTINGS_FILE), 'w') as f:
-        json.dump(settings, f, indent=1)
 
 
 def train_all(runs: List[Run], jobs: int) -> None:
@@ -357,7 +298,6 @@ def main(argv=None):
     if args.jobs < 1 or (not checkpoint and study.PRETRAIN_BATCH % args.jobs):
         sys.exit(f'error: --jobs must divide the pre-training batch {study.PRETRAIN_BATCH}' +
                  ('' if checkpoint else ' (the pre-training has not finished: it runs first)'))
-    partial = None if checkpoint else study.latest_checkpoint(pretrain_dir)
     dense_dir = osp.join(work_dir, 'upernet')
     if args.fresh and osp.isdir(dense_dir):
         shutil.rmtree(dense_dir)
@@ -374,8 +314,7 @@ def main(argv=None):
         run.command = train_command(run, canvas_dir, checkpoint, args.cfg_options)
     # Before the canvases are written: other counts would rewrite those of the finished runs.
     check_finished_runs(runs, canvas_dir, canvas_settings, checkpoint, others, no_checkpoint=(
-        f'the pre-training has not finished ({partial}: {study.checkpoint_position(partial)})'
-        if partial else 'its pre-training checkpoint is gone'))
+        None if checkpoint else study.why_no_pretraining(pretrain_dir)))
 
     from fastmim.datasets import fetch_fashion_mnist
     from fastmim.datasets.fashion_mnist_canvas import write_canvas_segmentation
@@ -400,7 +339,8 @@ def main(argv=None):
     for run in runs:
         run.command = train_command(run, canvas_dir, checkpoint, args.cfg_options)
         if run.miou is None:  # recorded before it starts: a finished run has its record
-            write_settings(run, run_settings(run, canvas_settings, digest))
+            study.write_settings(run.work_dir, SETTINGS_FILE,
+                                 run_settings(run, canvas_settings, digest))
         else:
             run.seconds = earlier.get((run.method, run.seed))
     train_all(runs, args.jobs)
