@@ -427,3 +427,18 @@ def test_a_stopped_dense_run_of_other_settings_is_not_resumed(tmp_path, stopping
     assert len(state['starts']) == 2 and calls['canvases'] == [(40, 10)]
     runner.main(study + ['--train-canvases', '20', '--test-canvases', '5', '--fresh'])
     assert state['starts'][2:] == [('pretrained/seed0', 0), ('scratch/seed0', 0)]
+
+
+def test_a_rerun_keeps_the_trained_invocations_facts(tmp_path, dense_without_training):
+    """A rerun of a finished dense study replaced dense_results.json's wall time and load with
+    those of an invocation that trained nothing (0.1 s)."""
+    runner, calls = dense_without_training
+    study = ['--work-dir', str(tmp_path / 'study'), '--seeds', '0', '--jobs', '1', '--docs',
+             '--train-canvases', '40', '--test-canvases', '10']
+    runner.main(study)
+    runner.main(study)
+    assert len(calls['trained']) == 2
+    results = json.loads((tmp_path / 'study' / 'dense_results.json').read_text())
+    assert [facts['runs_trained'] for facts in results['invocations']] == [2, 0]
+    assert [run['seconds'] for run in results['runs']] == [1.0, 1.0]
+    assert results['canvases']['settings']['num_train'] == 40

@@ -324,3 +324,20 @@ def test_no_doc_and_doc_exclude_each_other(study, capsys):
         study.parse_args(['--no-doc', '--doc', 'x.md'])
     assert 'not allowed with argument' in capsys.readouterr().err
     assert study.parse_args(['--doc']).docs == []  # a bare --doc (--docs) writes none
+
+
+def test_a_rerun_keeps_what_the_invocation_that_trained_recorded(study_without_training):
+    """A rerun of a finished study, which trains nothing, replaced results.json's facts (wall
+    time, load) with its own and the runs' durations with nulls: the cost the docs quote was
+    gone."""
+    import json
+    study, _, work_dir, commands = study_without_training
+    grid = ['--work-dir', str(work_dir), '--seeds', '0', '--fractions', '0.01', '--jobs', '1',
+            '--no-doc']
+    study.main(grid)
+    study.main(grid)
+    assert len(commands) == 6  # the second invocation trained nothing
+    results = json.loads((work_dir / 'results.json').read_text())
+    trained, rerun = results['invocations']
+    assert (trained['runs_trained'], rerun['runs_trained']) == (6, 0)
+    assert [run['seconds'] for run in results['runs']] == [1.0] * 6

@@ -724,6 +724,44 @@ def results_table(runs: List[Run], fractions: List[float], seeds: List[int]) -> 
     return '\n'.join(lines)
 
 
+def invocation_facts(start: float, load_start: float, jobs: int, runs: list) -> dict:
+    """What this invocation of a runner cost and where it ran: wall time, load, cores, and how
+    many runs it trained (those with ``seconds``)."""
+    return dict(started=time.strftime('%Y-%m-%dT%H:%M:%S%z', time.localtime(start)),
+                total_seconds=time.time() - start, load_average_start=load_start,
+                load_average_end=os.getloadavg()[0], cpu_count=os.cpu_count(), jobs=jobs,
+                runs_trained=sum(run.seconds is not None for run in runs))
+
+
+def write_results(path: str, facts: dict, runs: List[dict], **parts) -> None:
+    """Write a study's results file: this invocation's ``facts``, one dict per run in ``runs``
+    (``seconds`` None where this invocation did not train it) and any other ``parts``.
+
+    What earlier invocations recorded stays: their facts (``invocations``, oldest first, this
+    one last) and the seconds of the runs they trained. A rerun of a finished study, which
+    trains nothing, replaced the wall time of the invocation that trained it with its own
+    0.1 s, and the classification runs' durations with nulls."""
+    earlier = {}
+    if osp.isfile(path):
+        with open(path) as f:
+            earlier = json.load(f)
+    invocations = earlier.get('invocations', [earlier['facts']] if 'facts' in earlier else [])
+    seconds = {run_identity(run): run.get('seconds') for run in earlier.get('runs', [])}
+    for run in runs:
+        if run['seconds'] is None:
+            run['seconds'] = seconds.get(run_identity(run))
+    temporary = path + '.part'
+    with open(temporary, 'w') as f:
+        json.dump(dict(invocations=invocations + [facts], runs=runs, **parts), f, indent=2)
+    os.replace(temporary, path)
+
+
+def run_identity(run: dict) -> tuple:
+    """Which run of a study a results entry is: its method, label fraction (the dense study
+    has none) and seed."""
+    return run['method'], run.get('fraction'), run['seed']
+
+
 def write_doc(path: str, section: str, begin: str = RESULTS_BEGIN,
               end: str = RESULTS_END) -> None:
     """Replace what lies between the markers ``begin`` and ``end`` of ``path`` (or create
@@ -928,13 +966,11 @@ def main(argv=None):
     checkpoints = dict(pretrained=latest_checkpoint(pretrain_dir), random=initial)
     downstream(runs, checkpoints, args.jobs)
 
-    facts.update(total_seconds=time.time() - start, load_average_start=load_start,
-                 load_average_end=os.getloadavg()[0], cpu_count=os.cpu_count(), jobs=args.jobs)
+    facts.update(invocation_facts(start, load_start, args.jobs, runs))
     table = results_table(runs, args.fractions, args.seeds)
-    with open(osp.join(work_dir, 'results.json'), 'w') as f:
-        json.dump(dict(facts=facts, runs=[dict(
-            method=run.method.name, fraction=run.fraction, seed=run.seed, top1=run.top1,
-            seconds=run.seconds, command=run.command) for run in runs]), f, indent=2)
+    write_results(osp.join(work_dir, 'results.json'), facts, [dict(
+        method=run.method.name, fraction=run.fraction, seed=run.seed, top1=run.top1,
+        seconds=run.seconds, command=run.command) for run in runs])
     for doc in docs:
         write_doc(doc, table)
     print('\n' + table)

@@ -331,27 +331,18 @@ def main(argv=None):
     from fastmim.engine.checkpoint import file_sha256
     digest = file_sha256(checkpoint)
 
-    results_path = osp.join(work_dir, 'dense_results.json')
-    earlier = {}
-    if osp.isfile(results_path):  # durations of runs an interrupted invocation finished
-        with open(results_path) as f:
-            earlier = {(r['method'], r['seed']): r['seconds'] for r in json.load(f)['runs']}
     for run in runs:
         run.command = train_command(run, canvas_dir, checkpoint, args.cfg_options)
         if run.miou is None:  # recorded before it starts: a finished run has its record
             study.write_settings(run.work_dir, SETTINGS_FILE,
                                  run_settings(run, canvas_settings, digest))
-        else:
-            run.seconds = earlier.get((run.method, run.seed))
     train_all(runs, args.jobs)
 
-    facts.update(total_seconds=time.time() - start, load_average_start=load_start,
-                 load_average_end=os.getloadavg()[0], cpu_count=os.cpu_count(), jobs=args.jobs)
+    facts.update(study.invocation_facts(start, load_start, args.jobs, runs))
     table = results_table(runs, args.seeds, canvases)
-    with open(results_path, 'w') as f:
-        json.dump(dict(facts=facts, canvases=canvases, runs=[dict(
-            method=run.method, seed=run.seed, miou=run.miou, seconds=run.seconds,
-            command=run.command) for run in runs]), f, indent=2)
+    study.write_results(osp.join(work_dir, 'dense_results.json'), facts, [dict(
+        method=run.method, seed=run.seed, miou=run.miou, seconds=run.seconds,
+        command=run.command) for run in runs], canvases=canvases)
     for doc in docs:
         study.write_doc(doc, table, RESULTS_BEGIN, RESULTS_END)
     print('\n' + table)
