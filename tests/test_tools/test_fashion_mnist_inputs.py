@@ -68,7 +68,7 @@ import sys
 sys.path.insert(0, {tools!r})
 import run_fashion_mnist as study
 study.stop_commands_on_signals()
-study.execute([sys.executable, '-c', {child!r}], {log!r}, threads=1)
+study.report_stops(lambda: study.execute([sys.executable, '-c', {child!r}], {log!r}, threads=1))
 '''
 CHILD = '''
 import os, time
@@ -85,8 +85,11 @@ def alive(pid):
     return True
 
 
-def test_a_stopped_study_stops_its_running_commands(tmp_path):
-    """A SIGTERM ended the study alone; torchrun and its workers trained on as orphans."""
+@pytest.mark.parametrize('signal_name, status', [('SIGTERM', 75), ('SIGINT', 130)])
+def test_a_stopped_study_stops_its_running_commands(tmp_path, signal_name, status):
+    """A SIGTERM ended the study alone; torchrun and its workers trained on as orphans. The
+    study's status is PreemptionHook's for a scheduler's signal (a requeue script retries it;
+    it was 1), a shell's 130 for Ctrl-C."""
     pid_file = tmp_path / 'child.pid'
     harness = HARNESS.format(tools=str(TOOLS), log=str(tmp_path / 'run.log'),
                              child=CHILD.format(pid_file=str(pid_file)))
@@ -97,10 +100,10 @@ def test_a_stopped_study_stops_its_running_commands(tmp_path):
         while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
             time.sleep(0.1)
         child = int(pid_file.read_text())
-        study.send_signal(signal.SIGTERM)
+        study.send_signal(getattr(signal, signal_name))
         _, stderr = study.communicate(timeout=30)
-        assert study.returncode == 1
-        assert 'error: stopped by SIGTERM; the running commands were stopped too' in stderr
+        assert study.returncode == status
+        assert f'error: stopped by {signal_name}; the running commands were stopped too' in stderr
         deadline = time.time() + 10
         while alive(child) and time.time() < deadline:
             time.sleep(0.1)

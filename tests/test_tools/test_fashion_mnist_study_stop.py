@@ -177,7 +177,8 @@ study.stop_commands_on_signals()
 child = {child!r}
 runs = [study.Run(study.METHODS[0], 0.01, seed, {work_dir!r} + f'/run{{seed}}',
                   command=[sys.executable, '-c', child.format(seed=seed)]) for seed in range(3)]
-study.run_pending(3, runs, 1, finish=lambda run: None, describe=lambda run: 'done')
+study.report_stops(lambda: study.run_pending(3, runs, 1, finish=lambda run: None,
+                                             describe=lambda run: 'done'))
 '''
 CHILD = '''
 import time
@@ -203,7 +204,7 @@ def test_a_stopped_study_starts_none_of_its_queued_runs(tmp_path):
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
         assert 'error: stopped by SIGTERM' in stderr
-        assert process.returncode == 1
+        assert process.returncode == 75
         assert sorted(path.name for path in started.iterdir()) == ['started0']
         assert sorted(path.name for path in (tmp_path / 'runs').iterdir()) == ['run0']
     finally:
@@ -229,7 +230,8 @@ import sys
 sys.path.insert(0, {tools!r})
 import run_fashion_mnist as study
 study.stop_commands_on_signals()
-study.execute([sys.executable, '-c', {child!r}], {folder!r} + '/run.log', threads=1)
+study.report_stops(lambda: study.execute([sys.executable, '-c', {child!r}],
+                                         {folder!r} + '/run.log', threads=1))
 '''
 
 
@@ -256,7 +258,7 @@ def test_sigusr1_stops_the_study_once_its_commands_saved(tmp_path):
         _, stderr = process.communicate(timeout=30)
         assert 'error: stopped by SIGUSR1; the running commands were stopped too; rerun the ' \
             'same command to go on where the study stopped' in stderr
-        assert process.returncode == 1
+        assert process.returncode == 75
         assert (folder / 'saved').exists()
     finally:
         for group in (process.pid, child):
@@ -389,8 +391,9 @@ def test_a_preempted_run_is_reported_as_stopped_not_failed(tmp_path, study, fake
     with the log's tail, and the study ended with '1 runs failed'."""
     monkeypatch.setenv('FAKE_STOP_AT', '100')
     with pytest.raises(SystemExit, match=r'^error: 1 runs were stopped \(a rerun resumes those '
-                       r'that saved a checkpoint\); rerun the command to go on with them$'):
+                       r'that saved a checkpoint\); rerun the command to go on with them$') as stop:
         study.downstream(fake_tools(), CHECKPOINTS, 1)
+    assert stop.value.code == 75  # it read 1, which a requeue script takes for a failure
     out = capsys.readouterr().out
     assert 'FAILED' not in out
     assert re.search(r'FastMIM pre-trained, fine-tuned, 1% labels, seed 0 stopped: preempted '
@@ -416,15 +419,18 @@ def test_a_run_failing_while_the_study_stops_is_not_reported_as_failed(tmp_path,
 
 def test_a_preempted_or_failed_pretraining_ends_the_study_in_its_line(tmp_path, study,
                                                                     monkeypatch):
-    """The runner's own traceback came before the stop's message."""
-    for error, line in [
+    """The runner's own traceback came before the stop's message. A preempted one ends the
+    study with PreemptionHook's status, a failed one with 1 (the message as SystemExit's
+    code)."""
+    for error, line, status in [
             (study.Stopped('preempted (exit code 75): it saved its checkpoint, which a rerun '
-                           'resumes; log L'), 'error: pre-training preempted (exit code 75)'),
+                           'resumes; log L'), 'error: pre-training preempted (exit code 75)', 75),
             (RuntimeError('exit code 1; log L:\nValueError: bad'),
-             'error: pre-training exit code 1; log L:\nValueError: bad')]:
+             'error: pre-training exit code 1; log L:\nValueError: bad', None)]:
         def execute(command, log_path, threads, error=error):
             raise error
         monkeypatch.setattr(study, 'execute', execute)
         with pytest.raises(SystemExit) as stop:
             study.pretrain(str(tmp_path), 1)
-        assert str(stop.value.code).startswith(line)
+        assert str(stop.value).startswith(line)
+        assert stop.value.code == (status or str(stop.value))

@@ -215,6 +215,39 @@ STOPPING = threading.Event()
 # and Ctrl-C. SIGUSR1 killed the runner on the spot, without a word, and left its running
 # commands training on unwatched.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+INTERRUPTED_EXIT_STATUS = 128 + signal.SIGINT  # what a shell reports for Ctrl-C
+
+
+class StudyStopped(SystemExit):
+    """The study ended on request, not by a failure, with the status that says a rerun goes
+    on: PreemptionHook's (75) for a scheduler's SIGTERM or SIGUSR1 and for runs that stopped
+    after saving, as tools/train.py ends a preempted training, so that a requeue script's
+    ``[ $? -eq 75 ]`` requeues the study too (it read 1, a failure); 130 for Ctrl-C.
+    :func:`report_stops` prints the message (Python prints none for a numeric status)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(status)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def report_stops(main: Callable[[], None]) -> None:
+    """Run a runner's ``main``; a :class:`StudyStopped` prints its message, then exits with
+    its status."""
+    try:
+        main()
+    except StudyStopped as stop:
+        print(stop.message, file=sys.stderr, flush=True)
+        raise
+
+
+def preempted_exit_status() -> int:
+    """tools/train.py's status after PreemptionHook saved the training (imported when needed:
+    the runner loads no fastmim module until a study starts)."""
+    from fastmim.engine.hooks.preemption_hook import PREEMPTED_EXIT_STATUS
+    return PREEMPTED_EXIT_STATUS
 
 
 class Stopped(RuntimeError):
@@ -263,8 +296,7 @@ def failure(returncode: int, log_path: str) -> RuntimeError:
     stop ended, else the failure with the log's tail."""
     if STOPPING.is_set():
         return Stopped(f'stopped with the study (exit code {returncode}); log {log_path}')
-    from fastmim.engine.hooks.preemption_hook import PREEMPTED_EXIT_STATUS
-    if returncode == PREEMPTED_EXIT_STATUS:
+    if returncode == preempted_exit_status():
         return Stopped(f'preempted (exit code {returncode}): it saved its checkpoint, which a '
                        f'rerun resumes; log {log_path}')
     with open(log_path) as log:
@@ -282,10 +314,11 @@ def stop_commands_on_signals() -> None:
         STOPPING.set()  # first: a thread that starts a command after this ends it itself
         for group in list(RUNNING_GROUPS):
             stop_group(group)
-        raise SystemExit(f'error: stopped by {signal.Signals(signum).name}; the running '
-                         'commands were stopped too; rerun the same command to go on where the '
-                         'study stopped (a stopped training run resumes from the checkpoint it '
-                         'saved)')
+        status = INTERRUPTED_EXIT_STATUS if signum == signal.SIGINT else preempted_exit_status()
+        raise StudyStopped(f'error: stopped by {signal.Signals(signum).name}; the running '
+                           'commands were stopped too; rerun the same command to go on where '
+                           'the study stopped (a stopped training run resumes from the '
+                           'checkpoint it saved)', status)
     STOPPING.clear()
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop)
@@ -332,7 +365,9 @@ def pretrain(work_dir: str, jobs: int) -> Dict[str, float]:
     try:
         seconds = execute(pretrain_command(pretrain_dir, jobs) + ['--resume'],
                           osp.join(pretrain_dir, 'run.log'), threads=1)
-    except (Stopped, RuntimeError) as error:  # no traceback of the runner: the log says why
+    except Stopped as error:
+        raise StudyStopped(f'error: pre-training {error}', preempted_exit_status())
+    except RuntimeError as error:  # no traceback of the runner: the log says why
         sys.exit(f'error: pre-training {error}')
     finished = finished_pretraining(pretrain_dir)
     if not finished:
@@ -517,7 +552,10 @@ def run_pending(total: int, pending: list, jobs: int, finish: Callable,
         said = [words for count, words in [(failures, f'{failures} runs failed'), (
             stopped, f'{stopped} runs were stopped (a rerun resumes those that saved a '
             'checkpoint)')] if count]
-        sys.exit(f'error: {" and ".join(said)}; rerun the command to go on with them')
+        message = f'error: {" and ".join(said)}; rerun the command to go on with them'
+        if failures:
+            sys.exit(message)
+        raise StudyStopped(message, preempted_exit_status())
 
 
 # --------------------------------------------------------------------------------------------
@@ -981,4 +1019,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    report_stops(main)

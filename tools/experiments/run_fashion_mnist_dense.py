@@ -353,4 +353,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    study.report_stops(main)
