@@ -44,6 +44,7 @@ from typing import List, Optional
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import run_fashion_mnist as study  # noqa: E402  (the classification study's stages)
+import study_settings  # noqa: E402  (the runs' settings records, shared with it)
 
 ROOT = study.ROOT
 RESULTS_BEGIN = '<!-- fashion-mnist-dense-results:begin -->'
@@ -103,31 +104,34 @@ def read_miou(work_dir: str) -> Optional[float]:
 # Options the runner derives from the work dir (the canvases and the checkpoint are compared by
 # their settings and sha256): a work dir or repository moved elsewhere holds the same runs.
 DERIVED_OPTIONS = tuple(f'{loader}.dataset.data_root=' for loader in (
-    'train_dataloader', 'val_dataloader', 'test_dataloader')) + study.DERIVED_OPTIONS
+    'train_dataloader', 'val_dataloader', 'test_dataloader')) + study_settings.DERIVED_OPTIONS
 
 
 def run_settings(run: Run, canvases: dict, checkpoint_digest: Optional[str]) -> dict:
     """What a run is trained with: its config and options, the canvases' settings (as
     ``canvases.json`` records them) and, pre-trained, the checkpoint's sha256; the whole
     command too, for the reader."""
-    return dict(**study.command_settings(run.command, DERIVED_OPTIONS), canvases=canvases,
+    return dict(**study_settings.command_settings(run.command, DERIVED_OPTIONS),
+                canvases=canvases,
                 checkpoint_sha256=checkpoint_digest if run.pretrained else None,
                 command=run.command)
 
 
 def recorded_settings(run: Run, canvas_dir: str, checkpoint: Optional[str],
                       checkpoint_digest: Optional[str]) -> dict:
-    """The settings a finished or stopped run recorded (:func:`study.recorded_settings`); for
-    a run of a runner that recorded none, the canvases' settings too if ``canvases.json`` is
-    older than its result (else ``None``: unknown)."""
+    """The settings a finished or stopped run recorded
+    (:func:`study_settings.recorded_settings`); for a run of a runner that recorded none, the
+    canvases' settings too if ``canvases.json`` is older than its result (else ``None``:
+    unknown)."""
     finished = run.miou is not None
-    settings = study.recorded_settings(run.work_dir, SETTINGS_FILE, finished,
-                                       checkpoint if run.pretrained else None, checkpoint_digest,
-                                       DERIVED_OPTIONS)
+    settings = study_settings.recorded_settings(
+        run.work_dir, SETTINGS_FILE, finished, checkpoint if run.pretrained else None,
+        checkpoint_digest, DERIVED_OPTIONS)
     if settings.get('unrecorded'):
         settings['canvases'] = None
         record = osp.join(canvas_dir, 'canvases.json')
-        if study.written_before(record, study.result_time(run.work_dir, finished)):
+        result_time = study_settings.result_time(run.work_dir, finished)
+        if study_settings.written_before(record, result_time):
             with open(record) as f:
                 settings['canvases'] = json.load(f).get('settings')
     return settings
@@ -137,9 +141,9 @@ def differences(then: dict, now: dict, pretrained: bool,
                 no_checkpoint: str = 'its pre-training checkpoint is gone') -> List[str]:
     """What differs between a run's recorded settings and this command's, in words;
     ``no_checkpoint`` says why there is no checkpoint now."""
-    return (study.option_differences(then, now) + canvas_differences(then, now) +
-            study.weights_differences(then, now, pretrained, no_checkpoint,
-                                      'another pre-training checkpoint'))
+    return (study_settings.option_differences(then, now) + canvas_differences(then, now) +
+            study_settings.weights_differences(then, now, pretrained, no_checkpoint,
+                                               'another pre-training checkpoint'))
 
 
 def canvas_differences(then: dict, now: dict) -> List[str]:
@@ -161,15 +165,16 @@ def check_finished_runs(runs: List[Run], canvas_dir: str, canvases: dict,
                         no_checkpoint: str = 'its pre-training checkpoint is gone') -> None:
     """Refuse, in one line, a finished run trained with other settings than these: its mIoU
     was reported under this command's settings, and the canvases it was trained on were
-    rewritten under it. A stopped run (:func:`study.held_to_settings`) too: ``--resume``
-    would continue it under this command's settings (the record is rewritten before a run
-    starts). ``others``, runs of seeds not asked for, are held to the canvases only (they are
-    not reported). Runs of an earlier runner that match get their record. ``checkpoint``: the
-    finished pre-training's (None when there is none yet; ``no_checkpoint`` says why)."""
-    digest = study.checkpoint_digest(checkpoint)
+    rewritten under it. A stopped run (:func:`study_settings.held_to_settings`) too:
+    ``--resume`` would continue it under this command's settings (the record is rewritten
+    before a run starts). ``others``, runs of seeds not asked for, are held to the canvases
+    only (they are not reported). Runs of an earlier runner that match get their record.
+    ``checkpoint``: the finished pre-training's (None when there is none yet;
+    ``no_checkpoint`` says why)."""
+    digest = study_settings.checkpoint_digest(checkpoint)
     other = []
     for run in [*runs, *others]:
-        if not study.held_to_settings(run.work_dir, run.miou is not None):
+        if not study_settings.held_to_settings(run.work_dir, run.miou is not None):
             continue
         then = recorded_settings(run, canvas_dir, checkpoint, digest)
         now = run_settings(run, canvases, digest)
@@ -177,10 +182,10 @@ def check_finished_runs(runs: List[Run], canvas_dir: str, canvases: dict,
         if run not in runs:
             said = [words for words in said if words.startswith('canvases:')]
         elif not said and then.get('unrecorded'):
-            study.write_settings(run.work_dir, SETTINGS_FILE, now)
+            study_settings.write_settings(run.work_dir, SETTINGS_FILE, now)
         if said:
             other.append((run.work_dir, run.miou is not None, said))
-    study.refuse_other_settings(other, '--fresh starts the dense runs over')
+    study_settings.refuse_other_settings(other, '--fresh starts the dense runs over')
 
 
 def runs_of(seeds: List[int], dense_dir: str) -> List[Run]:
@@ -334,7 +339,7 @@ def main(argv=None):
     for run in runs:
         run.command = train_command(run, canvas_dir, checkpoint, args.cfg_options)
         if run.miou is None:  # recorded before it starts: a finished run has its record
-            study.write_settings(run.work_dir, SETTINGS_FILE,
+            study_settings.write_settings(run.work_dir, SETTINGS_FILE,
                                  run_settings(run, canvas_settings, digest))
     train_all(runs, args.jobs)
 
