@@ -455,3 +455,15 @@ def test_a_stage_record_notices_an_edited_base_config(tmp_path, tool):
     config.write_text("_base_ = ['base.py']\ntrain_cfg = dict(max_epochs=3)\n")
     assert tool.differences(record, tool.started_with(str(config), options, known=record))[0] \
         .startswith(f'config: begun with {config} (sha256 ')
+
+
+@pytest.mark.parametrize('flag', ['--cfg-options', '--ft-options', '--det-options',
+                                  '--seg-options'])
+def test_an_option_without_a_key_is_named_under_its_flag(tool, capsys, flag):
+    """'--ft-options foo' was refused later by a parser of the tool's own: 'usage:
+    downstream.py [-h] [--options OPTIONS ...]' and 'argument --options: expected KEY=VALUE'."""
+    with pytest.raises(SystemExit):
+        tool.parse_args(['pre.pth', '1', flag, 'a.b=1', 'foo'])
+    err = capsys.readouterr().err
+    assert '[--work-dir WORK_DIR]' in err and '[--options' not in err
+    assert f"argument {flag}: expected KEY=VALUE, got 'foo'" in err

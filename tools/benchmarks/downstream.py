@@ -62,6 +62,20 @@ METRICS = {
 COLUMNS = [('top1', 'top-1'), ('box_ap', 'box AP'), ('mask_ap', 'mask AP'), ('miou', 'mIoU')]
 
 
+class ExtendOptions(argparse._ExtendAction):
+    """Collects a stage's ``KEY=VALUE`` items as given (each stage's tools parse them), and
+    refuses an item without ``KEY=`` under the flag the user typed: it was refused only when
+    the items were first parsed, by a parser of this tool's own whose error named an
+    ``--options`` flag no user had given."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for item in values:
+            key, equals, _ = item.partition('=')
+            if not (key and equals):
+                parser.error(f'argument {option_string}: expected KEY=VALUE, got {item!r}')
+        super().__call__(parser, namespace, values, option_string)
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description='Fine-tune a pre-training checkpoint on ImageNet, transfer it to COCO / '
@@ -83,7 +97,8 @@ def parse_args(argv):
     parser.add_argument('--seg-config', help='segmentation config (default: by backbone)')
     for flag, stage in (('--cfg-options', 'every stage'), ('--ft-options', 'fine-tuning'),
                         ('--det-options', 'detection'), ('--seg-options', 'segmentation')):
-        parser.add_argument(flag, nargs='+', action='extend', default=[], metavar='KEY=VALUE',
+        parser.add_argument(flag, nargs='+', action=ExtendOptions, default=[],
+                            metavar='KEY=VALUE',
                             help=f'--cfg-options for {stage} (training and testing)')
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='allow full unpickling of PRETRAIN_CKPT (only for files you trust)')
