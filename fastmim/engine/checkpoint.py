@@ -7,7 +7,8 @@ checkpoint execute code. Here we instead
 
 - convert everything a checkpoint holds to plain types on save (:func:`to_plain`) and back on
   load (:func:`from_plain`), so every fastmim checkpoint loads with ``weights_only=True``;
-- load local files weights-only, and fully unpickle a foreign file only when the user named it
+- load local files weights-only (a ``.safetensors`` file, which holds tensors only, with
+  safetensors' own reader), and fully unpickle a foreign file only when the user named it
   as trusted (:func:`trust_checkpoint`, ``--trust-checkpoint`` of ``tools/train.py``);
 - write local files atomically (temporary file in the same folder, then ``os.replace``), so an
   interrupted save never replaces the last good checkpoint.
@@ -31,6 +32,8 @@ from mmengine.fileio import get_file_backend
 from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
+from safetensors import SafetensorError
+from safetensors.torch import load_file as load_safetensors_file
 
 from fastmim.errors import CheckpointError
 
@@ -108,7 +111,10 @@ def load_from_local(filename, map_location=None, logger=None):
     if osp.getsize(path) == 0:
         raise CheckpointError(f'{path} is not a readable checkpoint: the file is empty (0 bytes)'
                               f'{_other_checkpoints(path)}')
-    _refuse_what_torch_never_wrote(path)
+    start = _first_bytes(path)
+    if is_safetensors_start(start):
+        return _load_safetensors(path, map_location)
+    _refuse_what_torch_never_wrote(path, start)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -125,6 +131,10 @@ def load_from_local(filename, map_location=None, logger=None):
             f'--trust-checkpoint {path}){_converter_hint(reason)}') from None
     except PermissionError:
         raise CheckpointError(f'{path}: no permission to read this checkpoint') from None
+    except SafetensorError as error:  # torch reads any .safetensors name with safetensors
+        raise CheckpointError(f'{path} is named .safetensors but is a torch file '
+                              f'({str(error).rstrip(".")}): rename it to .pth'
+                              f'{_other_checkpoints(path)}') from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError) as error:
         # torch's zip reader fails with OSError (EINVAL) on a file cut off near its end; the
         # weights-only unpickler with KeyError / IndexError on text that reads as memo opcodes.
@@ -192,14 +202,44 @@ def check_checkpoint_file(path):
 # How every file torch.save writes starts: a zip archive (torch >= 1.6), or a pickle of
 # protocol 2 or later (the legacy format).
 TORCH_FILE_STARTS = (b'PK', b'\x80')
+# The longest JSON header safetensors reads (its own limit).
+SAFETENSORS_MAX_HEADER = 100_000_000
 
 
-def _refuse_what_torch_never_wrote(path):
-    """A file that starts as no torch file does (a text file, an image, a log saved as .pth)
-    failed inside the unpickler: with a bare number (text read as pickle opcodes) or with the
-    advice to trust the file, which would only fail again."""
+def _first_bytes(path):
+    """The bytes that tell a torch file (:data:`TORCH_FILE_STARTS`) and a safetensors file
+    (:func:`is_safetensors_start`) apart."""
     with open(path, 'rb') as file:
-        start = file.read(8)
+        return file.read(9)
+
+
+def is_safetensors_start(start):
+    """Whether ``start`` (a file's first 9 bytes) begins a safetensors file: the length of its
+    JSON header (8 bytes, little-endian), then the header's ``{``. To be checked before the torch
+    starts: a header length can begin with ``b'\\x80'`` or ``b'PK'`` (one of 19280 bytes), and
+    weights-only unpickling then called the file corrupt."""
+    if len(start) < 9 or start[8:9] != b'{':
+        return False
+    return 2 <= int.from_bytes(start[:8], 'little') <= SAFETENSORS_MAX_HEADER
+
+
+def _load_safetensors(path, map_location):
+    """The ``{name: tensor}`` of a safetensors file (timm's format, ``to_timm.py
+    --safetensors``): what ``torch.load`` returns for a timm state dict saved as .pth. The
+    format holds tensors and a header of strings only, so no trust is needed. It keeps no
+    devices: the tensors go to ``map_location`` where that names one, else to the CPU."""
+    device = str(map_location) if isinstance(map_location, (str, torch.device)) else 'cpu'
+    try:
+        return load_safetensors_file(path, device=device)
+    except SafetensorError as error:
+        raise CheckpointError(f'{path} is not a readable .safetensors file (truncated or '
+                              f'corrupt?): {error}{_other_checkpoints(path)}') from None
+
+
+def _refuse_what_torch_never_wrote(path, start):
+    """A file that starts (``start``: its first bytes) as no torch file does (a text file,
+    an image, a log saved as .pth) failed inside the unpickler: with a bare number (text read as
+    pickle opcodes) or with the advice to trust the file, which would only fail again."""
     if not start.startswith(TORCH_FILE_STARTS):
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): no "
                               f"torch file, which starts with b'PK' (a zip archive) or b'\\x80' "
@@ -212,13 +252,13 @@ def _other_checkpoints(path):
 
 
 def checkpoints_in(folder, besides=None):
-    """A hint naming the newest ``.pth`` files of ``folder`` other than ``besides``."""
+    """A hint naming the newest ``.pth`` checkpoints of ``folder`` other than ``besides``."""
     if not osp.isdir(folder):
         return ''
     others = sorted((name for name in os.listdir(folder)
                      if name.endswith('.pth') and name != besides
                      and osp.isfile(osp.join(folder, name))
-                     and not _cut_short(osp.join(folder, name))),
+                     and _looks_loadable(osp.join(folder, name))),
                     key=lambda name: osp.getmtime(osp.join(folder, name)), reverse=True)
     if not others:
         return ''
@@ -226,16 +266,20 @@ def checkpoints_in(folder, besides=None):
     return f'. {what} in {folder}, newest first: {", ".join(others[:3])}'
 
 
-def _cut_short(path):
-    """Whether ``path`` is empty or a torch zip archive without its end (a copy or a save that
-    was cut off): the hint would send the user to a file that does not load. torch writes zip
-    archives (``PK`` first); its legacy pickles have no such end to check and are kept."""
+def _looks_loadable(path):
+    """Whether ``path`` starts as a checkpoint the loader reads (a safetensors file, a torch
+    zip archive with its end, a legacy torch pickle): the hint sent the user to files that do
+    not load (a text file named .pth, an empty one, a copy or save that was cut off). Legacy
+    pickles have no end to check."""
     try:
-        with open(path, 'rb') as file:
-            start = file.read(2)
-        return not start or (start == b'PK' and not zipfile.is_zipfile(path))
+        start = _first_bytes(path)
     except OSError:
+        return False
+    if is_safetensors_start(start):
         return True
+    if start.startswith(b'PK'):
+        return zipfile.is_zipfile(path)
+    return start.startswith(b'\x80')
 
 
 def _unpickler_reason(error):

@@ -108,6 +108,53 @@ def test_the_checkpoints_named_beside_a_missing_one_leave_out_cut_off_files(tmp_
         _load_checkpoint(str(tmp_path / 'epoch_3.pth'))
 
 
+def test_the_checkpoints_named_beside_a_missing_one_leave_out_files_that_are_none(tmp_path):
+    """A newer text file named .pth was offered first, a file that does not load."""
+    torch.save({'w': torch.zeros(1)}, tmp_path / 'epoch_1.pth')
+    (tmp_path / 'notes.pth').write_text('resume from epoch 1\n')
+    with pytest.raises(CheckpointError, match=r'not found: .*epoch_3.pth. Other checkpoints in '
+                                              r'.*, newest first: epoch_1.pth$'):
+        _load_checkpoint(str(tmp_path / 'epoch_3.pth'))
+
+
+@pytest.mark.parametrize('name', ['vit_timm.safetensors', 'vit_timm.pth'])
+def test_a_safetensors_file_loads_as_its_state_dict(tmp_path, name):
+    """A valid .safetensors file (to_timm.py --safetensors writes one) was called 'not a
+    readable checkpoint (truncated or corrupt?)'. It loads as a timm state dict saved with
+    torch.save does: a flat name -> tensor dict. A header of 19280 bytes starts with b'PK'."""
+    from safetensors.torch import save_file
+    path = tmp_path / name
+    state = {'pos_embed': torch.arange(6.).reshape(1, 2, 3), 'padding': torch.zeros(1)}
+    save_file(state, str(path), metadata={'x': 'x' * 19128})
+    assert path.read_bytes()[:2] == b'PK'
+    loaded = _load_checkpoint(str(path), map_location='cpu')
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[key], state[key]) for key in state)
+
+
+def test_a_cut_off_safetensors_file_is_named_in_one_line(tmp_path):
+    from safetensors.torch import save_file
+    torch.save({'w': torch.zeros(1)}, tmp_path / 'epoch_1.pth')
+    path = tmp_path / 'vit_timm.safetensors'
+    save_file({'w': torch.zeros(1000)}, str(path))
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match=r'vit_timm.safetensors is not a readable '
+                       r'\.safetensors file \(truncated or corrupt\?\): .*newest first: '
+                       r'epoch_1.pth$') as raised:
+        _load_checkpoint(str(path))
+    assert '\n' not in str(raised.value)
+
+
+def test_a_torch_file_named_safetensors_is_named_in_one_line(tmp_path):
+    """torch.load reads a .safetensors name with safetensors: a torch.save zip of that name
+    (the converters wrote one) ended in a SafetensorError traceback ('header too large')."""
+    path = tmp_path / 'vit_timm.safetensors'
+    torch.save({'w': torch.zeros(1)}, path)
+    with pytest.raises(CheckpointError, match=r'vit_timm.safetensors is named \.safetensors but '
+                       r'is a torch file .*: rename it to \.pth$'):
+        _load_checkpoint(str(path))
+
+
 def test_a_file_that_is_no_pickle_is_not_called_a_pickle_of_python_objects(tmp_path):
     """Nor offered --trust-checkpoint, which would only fail again: a file that starts as no
     torch file does (a zip archive, or a legacy pickle) is named as such, with its first

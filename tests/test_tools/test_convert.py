@@ -576,3 +576,17 @@ def test_converters_name_an_out_folder_before_reading(tmp_path, load_script, too
     out = f'{tmp_path}/{out}'
     with pytest.raises(IsADirectoryError, match=f'OUT {re.escape(out)} .*{message}'):
         load_script(TOOLS / tool).main([str(tmp_path / 'weights.pth'), out, *extra])
+
+
+@pytest.mark.parametrize('tool, extra', [('from_reference.py', ['--backbone', 'vit']),
+                                         ('from_timm.py', ['--model-name', 'resnet18'])])
+def test_converters_refuse_a_safetensors_name_for_their_torch_file(tmp_path, load_script, tool,
+                                                                  extra):
+    """OUT named .safetensors held a torch.save zip that nothing loads (timm and safetensors
+    pick the reader by the suffix: 'header too large'). The input is never read (it is not
+    there): OUT is checked first."""
+    out = tmp_path / 'out.safetensors'
+    with pytest.raises(ValueError, match=r'OUT .*out\.safetensors is written with torch\.save: '
+                                         r'give it a \.pth name'):
+        load_script(TOOLS / tool).main([str(tmp_path / 'weights.pth'), str(out), *extra])
+    assert not out.exists()

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from fastmim.errors import CheckpointError
 
@@ -16,11 +17,12 @@ CONFIG = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
 
 @pytest.fixture
 def work_dir(tmp_path):
-    """A fine-tuning work dir with two checkpoints, epoch_2.pth the newer."""
+    """A fine-tuning work dir with two checkpoints, epoch_2.pth the newer (empty torch files:
+    the hint names only files that start as checkpoints; they are never loaded)."""
     folder = tmp_path / 'demo_ft'
     folder.mkdir()
     for age, name in ((200, 'epoch_1.pth'), (100, 'epoch_2.pth')):
-        (folder / name).write_bytes(b'not read: the path is refused first')
+        torch.save({}, folder / name)
         os.utime(folder / name, (1e9 - age, 1e9 - age))
     return folder
 

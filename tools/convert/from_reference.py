@@ -28,9 +28,14 @@ The release's files also pickle an ``argparse.Namespace`` (``args``), which weig
 loading refuses: pass ``--trust-checkpoint`` for a file whose origin you trust.
 """
 import argparse
+import os.path as osp
+import sys
 
 from fastmim.engine.launch import (add_debug_arg, check_output_file, positive_int,
                                    refuse_overwriting_input)
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from out_name import check_out_name  # noqa: E402  (beside this file, shared by the converters)
 
 BACKBONES = ('vit', 'swin', 'pvtv2', 'cmt')
 # The fine-tuning config whose classifier a converted fine-tuned file of each backbone fits.
@@ -60,6 +65,7 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(argv)
+    check_out_name(args.out)
     from mmengine.runner.checkpoint import _load_checkpoint
 
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O

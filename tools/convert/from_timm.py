@@ -28,9 +28,13 @@ fastmim wrote (``meta['geometry']``) is refused as such: it needs no conversion.
 """
 import argparse
 import os.path as osp
+import sys
 
 from fastmim.engine.launch import (add_debug_arg, check_output_file, positive_int,
                                    refuse_overwriting_input)
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from out_name import check_out_name  # noqa: E402  (beside this file, shared by the converters)
 
 WRAPPER_KEYS = ('state_dict', 'model')
 
@@ -266,6 +270,7 @@ def save(checkpoint, out):
 
 def main(argv):
     args = parse_args(argv)
+    check_out_name(args.out)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
     import fastmim.models  # noqa: F401
     from fastmim.engine.checkpoint import trust_checkpoint

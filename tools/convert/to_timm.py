@@ -25,6 +25,10 @@ import argparse
 import os
 import os.path as osp
 import re
+import sys
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from out_name import check_out_name  # noqa: E402  (beside this file, shared by the converters)
 
 
 def parse_args(argv):
@@ -62,16 +66,6 @@ def split_checkpoint(state):
         else:
             left_out.append(key)
     return backbone, classifier, fc_norm, left_out
-
-
-def check_out_name(out):
-    """OUT is written with ``torch.save``; named ``.safetensors`` it was a pickle that neither
-    safetensors nor timm (which picks the reader by the suffix) can read, and with
-    ``--safetensors`` the copy replaced it under the same name, 'written' twice."""
-    if out.endswith('.safetensors'):
-        raise ValueError(f'OUT {out} is written with torch.save: give it a .pth name and add '
-                         f'--safetensors for a {osp.splitext(osp.basename(out))[0]}.safetensors '
-                         'copy beside it')
 
 
 def check_arch(arch):
@@ -295,7 +289,9 @@ def main(argv):
     from fastmim.engine.launch import check_output_file, refuse_overwriting_input
     from fastmim.models.utils.load_problems import top_level_names
 
-    check_out_name(args.out)
+    # With --safetensors the copy replaced such an OUT under the same name, 'written' twice.
+    check_out_name(args.out, f' and add --safetensors for a '
+                   f'{osp.splitext(osp.basename(args.out))[0]}.safetensors copy beside it')
     check_output_file(args.out, 'OUT', folders_made=True)
     refuse_overwriting_input(args.out, args.checkpoint)
     if args.arch:
