@@ -33,6 +33,7 @@ from fastmim.models.algorithms.image_classifier import pool_features
 from fastmim.models.utils.load_problems import (LoadProblems, modules_without_weights,
                                                 top_level_names)
 from fastmim.models.utils.pretrained import backbone_geometry
+from fastmim.models.utils.reference import refuse_an_unconverted_release_file
 from fastmim.registry import MODELS
 from fastmim.visualization import draw_reconstructions
 
@@ -120,6 +121,7 @@ def _load_strictly(model: nn.Module, path: str, name: str) -> None:
     the first of each, and the backbone that wrote the checkpoint when it is not the config's.
     """
     loaded = _load_checkpoint(path, map_location='cpu', logger='silent')  # no log in a notebook
+    refuse_an_unconverted_release_file(loaded, path, 'load OUT')
     state = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else None
     if not isinstance(state, dict) or not state:
         raise CheckpointError(f'{path} holds no state dict (found a {type(loaded).__name__}); '

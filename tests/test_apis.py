@@ -143,6 +143,16 @@ def test_a_checkpoint_of_another_kind_of_model_names_the_parts(checkpoint):
         get_model('fastmim::knn/demo_vit_tiny_embedded_knn.py', checkpoint[0], **TINY_ARCH)
 
 
+def test_a_reference_release_file_is_sent_to_its_converter(checkpoint, tmp_path):
+    """Its 'model' and 'epoch' were listed as unexpected keys, as if of another model."""
+    path = tmp_path / 'release.pth'
+    torch.save(dict(model=checkpoint[1], epoch=99), path)
+    with pytest.raises(CheckpointError, match=r"release\.pth holds its weights under 'model' "
+                       r".*tools/convert/from_reference\.py .*release\.pth OUT --backbone "
+                       r".*then load OUT$"):
+        get_model(PRETRAIN, path, **TINY_ARCH)
+
+
 def test_a_file_without_a_state_dict_is_named(tmp_path):
     path = tmp_path / 'list.pth'
     torch.save([1, 2, 3], path)
