@@ -102,15 +102,32 @@ def get_model(config, checkpoint: Optional[Union[str, os.PathLike]] = None, devi
     device = _device(device)
     cfg = _load_config(config)
     name = config if isinstance(config, str) else cfg.filename
-    if model_options:
-        cfg.merge_from_dict({f'model.{key}': value for key, value in model_options.items()})
+    options = {f'model.{key}': value for key, value in model_options.items()}
+    cfg.merge_from_dict(options)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'fastmim')), \
-            refused_keys_located(cfg):
+            refused_keys_located(cfg, _dotted(options), _name_model_option):
         model = MODELS.build(cfg.model)
     if checkpoint is not None:
         _load_strictly(model, os.fspath(checkpoint), name)
     model.cfg = cfg
     return model.to(device).eval()
+
+
+def _dotted(options: dict) -> dict:
+    """``options`` with the keys of dict values spelt out (``model.head.num_classes``), as
+    ``--cfg-options`` gives them: a refused key inside ``head=dict(...)`` is then the caller's."""
+    dotted = {}
+    for key, value in options.items():
+        if isinstance(value, dict) and value:
+            dotted.update(_dotted({f'{key}.{inner}': item for inner, item in value.items()}))
+        else:
+            dotted[key] = value
+    return dotted
+
+
+def _name_model_option(option: str) -> str:
+    """A key of the config's ``model`` as the caller of :func:`get_model` gave it."""
+    return f"get_model's option {option.removeprefix('model.')!r}"
 
 
 def _load_strictly(model: nn.Module, path: str, name: str) -> None:

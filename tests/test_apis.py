@@ -72,6 +72,16 @@ def test_get_model_names_a_broken_config_and_a_misspelt_key(tmp_path):
         get_model(str(misspelt))
 
 
+@pytest.mark.parametrize('options', [{'backbone.embed_dimz': 3},
+                                     {'backbone': dict(embed_dimz=3)}])
+def test_a_misspelt_model_option_is_named_as_given_to_get_model(options):
+    """It blamed the config and told to remove the key from it with --cfg-options."""
+    with pytest.raises(TypeError, match=r"model\.backbone \(VisionTransformer\) does not take "
+                       r"embed_dimz, set by get_model's option 'backbone\.embed_dimz': .*did "
+                       r"you mean 'embed_dim'"):
+        get_model(PRETRAIN, **options)
+
+
 def test_features_do_not_depend_on_how_images_are_given(photos):
     model = get_model(FINETUNE, **TINY_ARCH)
     features = extract_features(model, photos)
