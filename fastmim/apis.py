@@ -13,6 +13,7 @@ the model's own data preprocessor, so no pipeline needs restating.
 import os
 import os.path as osp
 import re
+import tempfile
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
@@ -49,12 +50,22 @@ def _load_config(config) -> Config:
     config = str(config)
     if '::' in config:
         _check_package(config)
-        # A config shipped with an installed package ('fastmim::fastmim/vit_b_hog_800e.py'):
-        # a config that only inherits it is it, resolved by mmengine as any `_base_` is
-        # (mmengine.hub.get_config would pip-install a package it does not find).
-        return Config.fromstring(f'_base_ = [{config!r}]\n', file_format='.py')
+        return _load_packaged_config(config)
     check_config_file(config)  # a FileNotFoundError, as Python's own file functions raise
     return load_config(config)  # a config that is no valid Python: named with file and line
+
+
+def _load_packaged_config(config: str) -> Config:
+    """A config shipped with an installed package (``'fastmim::fastmim/vit_b_hog_800e.py'``):
+    a config that only inherits it is it, resolved by mmengine as any ``_base_`` is
+    (``mmengine.hub.get_config`` would pip-install a package it does not find). That config is
+    written in a folder removed whatever happens: ``Config.fromstring`` left its temporary file
+    behind each time loading failed (a misspelt path)."""
+    with tempfile.TemporaryDirectory() as folder:
+        inheriting = osp.join(folder, 'inherits.py')
+        with open(inheriting, 'w', encoding='utf-8') as file:
+            file.write(f'_base_ = [{config!r}]\n')
+        return Config.fromfile(inheriting)
 
 
 def _check_package(config: str) -> None:

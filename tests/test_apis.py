@@ -1,4 +1,5 @@
 """fastmim.apis: a model from a config and checkpoint, its features, its reconstructions."""
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +187,14 @@ def test_configs_that_mmengine_cannot_read_are_named(tmp_path):
     with pytest.raises(ValueError, match=r'config file .*epoch_1\.pth is not a '
                        r'\.py/\.json/\.yaml/\.yml file \(a checkpoint given as the config\? '):
         get_model(checkpoint)
+
+
+def test_a_misspelt_packaged_config_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """mmengine's Config.fromstring left one .py file in the temporary folder per failure."""
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r'configs/fastmim/nope\.py'):
+        get_model('fastmim::fastmim/nope.py')
+    assert not list(tmp_path.iterdir())
 
 
 def test_an_empty_list_of_images_is_named():
