@@ -10,6 +10,7 @@ Images are file paths, PIL images or ``(H, W, 3)`` uint8 RGB arrays (one, or a l
 resized (shorter side, bicubic) and centre-cropped to the model's input size, then normalised by
 the model's own data preprocessor, so no pipeline needs restating.
 """
+import numbers
 import os
 import os.path as osp
 import re
@@ -234,6 +235,8 @@ def load_images(images: Union[ImageInput, Sequence[ImageInput]]) -> List[np.ndar
             raise TypeError('an image must be a file path, a PIL image or an (H, W, 3) uint8 RGB '
                             f'array, got {type(image).__name__} '
                             f'{getattr(image, "shape", "")}')
+        if not image.shape[0] or not image.shape[1]:  # no side to resize: a division by zero
+            raise ValueError(f'an image has no pixels: shape {image.shape}')
         arrays.append(image)
     return arrays
 
@@ -298,6 +301,9 @@ def reconstruct(model: nn.Module, images, seed: int = 0, cell_px: int = 16,
         raise TypeError(f'{type(model).__name__} cannot reconstruct (it has no decoder): give '
                         'a FastMIM pre-training config and a checkpoint that pre-training wrote; '
                         'a fine-tuned checkpoint has no decoder either')
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        # torch's manual_seed refused it with a RuntimeError that named no argument
+        raise TypeError(f'seed must be an int, got {type(seed).__name__} {seed!r}')
     block = model.mask_generator.block_size
     if input_size is not None and input_size % block:
         # the mask's own message names the training pipeline's crop, not this argument

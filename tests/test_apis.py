@@ -197,6 +197,15 @@ def test_a_misspelt_packaged_config_leaves_no_temporary_file(tmp_path, monkeypat
     assert not list(tmp_path.iterdir())
 
 
+def test_an_image_without_pixels_and_a_seed_that_is_no_int_are_named(photos):
+    """A ZeroDivisionError in the resize, and torch's RuntimeError naming no argument."""
+    model = get_model(PRETRAIN, **TINY_ARCH)
+    with pytest.raises(ValueError, match=r'an image has no pixels: shape \(0, 5, 3\)'):
+        extract_features(model, np.zeros((0, 5, 3), np.uint8))
+    with pytest.raises(TypeError, match="seed must be an int, got str 'a'"):
+        reconstruct(model, photos[0], seed='a')
+
+
 def test_an_empty_list_of_images_is_named():
     """It reached the data preprocessor and failed on mmengine's assertion on an empty batch."""
     model = get_model(FINETUNE, **TINY_ARCH)
