@@ -102,8 +102,9 @@ def get_model(config, checkpoint: Optional[Union[str, os.PathLike]] = None, devi
     Args:
         config: a config file, ``'fastmim::<path under configs/>'`` or a ``Config``.
         checkpoint: a checkpoint of this model, loaded strictly: a missing, unexpected or
-            mis-shaped key is a :class:`~fastmim.errors.CheckpointError` naming both files. None
-            keeps the freshly initialised weights (the config's ``init_cfg`` is not applied).
+            mis-shaped key is a :class:`~fastmim.errors.CheckpointError` naming both files (a
+            reference-release file: the command converting it). None keeps the freshly
+            initialised weights (the config's ``init_cfg`` is not applied).
         device: where the model goes.
         **model_options: keys of the config's ``model`` to override, as ``--cfg-options
             model.<key>=<value>`` would (dots reach into nested dicts), e.g.
