@@ -10,9 +10,11 @@ Images are file paths, PIL images or ``(H, W, 3)`` uint8 RGB arrays (one, or a l
 resized (shorter side, bicubic) and centre-cropped to the model's input size, then normalised by
 the model's own data preprocessor, so no pipeline needs restating.
 """
+import numbers
 import os
 import os.path as osp
 import re
+import tempfile
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
@@ -33,6 +35,7 @@ from fastmim.models.algorithms.image_classifier import pool_features
 from fastmim.models.utils.load_problems import (LoadProblems, modules_without_weights,
                                                 top_level_names)
 from fastmim.models.utils.pretrained import backbone_geometry
+from fastmim.models.utils.reference import refuse_an_unconverted_release_file
 from fastmim.registry import MODELS
 from fastmim.visualization import draw_reconstructions
 
@@ -48,12 +51,22 @@ def _load_config(config) -> Config:
     config = str(config)
     if '::' in config:
         _check_package(config)
-        # A config shipped with an installed package ('fastmim::fastmim/vit_b_hog_800e.py'):
-        # a config that only inherits it is it, resolved by mmengine as any `_base_` is
-        # (mmengine.hub.get_config would pip-install a package it does not find).
-        return Config.fromstring(f'_base_ = [{config!r}]\n', file_format='.py')
+        return _load_packaged_config(config)
     check_config_file(config)  # a FileNotFoundError, as Python's own file functions raise
     return load_config(config)  # a config that is no valid Python: named with file and line
+
+
+def _load_packaged_config(config: str) -> Config:
+    """A config shipped with an installed package (``'fastmim::fastmim/vit_b_hog_800e.py'``):
+    a config that only inherits it is it, resolved by mmengine as any ``_base_`` is
+    (``mmengine.hub.get_config`` would pip-install a package it does not find). That config is
+    written in a folder removed whatever happens: ``Config.fromstring`` left its temporary file
+    behind each time loading failed (a misspelt path)."""
+    with tempfile.TemporaryDirectory() as folder:
+        inheriting = osp.join(folder, 'inherits.py')
+        with open(inheriting, 'w', encoding='utf-8') as file:
+            file.write(f'_base_ = [{config!r}]\n')
+        return Config.fromfile(inheriting)
 
 
 def _check_package(config: str) -> None:
@@ -89,8 +102,9 @@ def get_model(config, checkpoint: Optional[Union[str, os.PathLike]] = None, devi
     Args:
         config: a config file, ``'fastmim::<path under configs/>'`` or a ``Config``.
         checkpoint: a checkpoint of this model, loaded strictly: a missing, unexpected or
-            mis-shaped key is a :class:`~fastmim.errors.CheckpointError` naming both files. None
-            keeps the freshly initialised weights (the config's ``init_cfg`` is not applied).
+            mis-shaped key is a :class:`~fastmim.errors.CheckpointError` naming both files (a
+            reference-release file: the command converting it). None keeps the freshly
+            initialised weights (the config's ``init_cfg`` is not applied).
         device: where the model goes.
         **model_options: keys of the config's ``model`` to override, as ``--cfg-options
             model.<key>=<value>`` would (dots reach into nested dicts), e.g.
@@ -101,15 +115,32 @@ def get_model(config, checkpoint: Optional[Union[str, os.PathLike]] = None, devi
     device = _device(device)
     cfg = _load_config(config)
     name = config if isinstance(config, str) else cfg.filename
-    if model_options:
-        cfg.merge_from_dict({f'model.{key}': value for key, value in model_options.items()})
+    options = {f'model.{key}': value for key, value in model_options.items()}
+    cfg.merge_from_dict(options)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'fastmim')), \
-            refused_keys_located(cfg):
+            refused_keys_located(cfg, _dotted(options), _name_model_option):
         model = MODELS.build(cfg.model)
     if checkpoint is not None:
         _load_strictly(model, os.fspath(checkpoint), name)
     model.cfg = cfg
     return model.to(device).eval()
+
+
+def _dotted(options: dict) -> dict:
+    """``options`` with the keys of dict values spelt out (``model.head.num_classes``), as
+    ``--cfg-options`` gives them: a refused key inside ``head=dict(...)`` is then the caller's."""
+    dotted = {}
+    for key, value in options.items():
+        if isinstance(value, dict) and value:
+            dotted.update(_dotted({f'{key}.{inner}': item for inner, item in value.items()}))
+        else:
+            dotted[key] = value
+    return dotted
+
+
+def _name_model_option(option: str) -> str:
+    """A key of the config's ``model`` as the caller of :func:`get_model` gave it."""
+    return f"get_model's option {option.removeprefix('model.')!r}"
 
 
 def _load_strictly(model: nn.Module, path: str, name: str) -> None:
@@ -120,6 +151,7 @@ def _load_strictly(model: nn.Module, path: str, name: str) -> None:
     the first of each, and the backbone that wrote the checkpoint when it is not the config's.
     """
     loaded = _load_checkpoint(path, map_location='cpu', logger='silent')  # no log in a notebook
+    refuse_an_unconverted_release_file(loaded, path, 'load OUT')
     state = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else None
     if not isinstance(state, dict) or not state:
         raise CheckpointError(f'{path} holds no state dict (found a {type(loaded).__name__}); '
@@ -204,6 +236,8 @@ def load_images(images: Union[ImageInput, Sequence[ImageInput]]) -> List[np.ndar
             raise TypeError('an image must be a file path, a PIL image or an (H, W, 3) uint8 RGB '
                             f'array, got {type(image).__name__} '
                             f'{getattr(image, "shape", "")}')
+        if not image.shape[0] or not image.shape[1]:  # no side to resize: a division by zero
+            raise ValueError(f'an image has no pixels: shape {image.shape}')
         arrays.append(image)
     return arrays
 
@@ -268,6 +302,9 @@ def reconstruct(model: nn.Module, images, seed: int = 0, cell_px: int = 16,
         raise TypeError(f'{type(model).__name__} cannot reconstruct (it has no decoder): give '
                         'a FastMIM pre-training config and a checkpoint that pre-training wrote; '
                         'a fine-tuned checkpoint has no decoder either')
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        # torch's manual_seed refused it with a RuntimeError that named no argument
+        raise TypeError(f'seed must be an int, got {type(seed).__name__} {seed!r}')
     block = model.mask_generator.block_size
     if input_size is not None and input_size % block:
         # the mask's own message names the training pipeline's crop, not this argument

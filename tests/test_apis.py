@@ -1,4 +1,5 @@
 """fastmim.apis: a model from a config and checkpoint, its features, its reconstructions."""
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,16 @@ def test_get_model_names_a_broken_config_and_a_misspelt_key(tmp_path):
         get_model(str(misspelt))
 
 
+@pytest.mark.parametrize('options', [{'backbone.embed_dimz': 3},
+                                     {'backbone': dict(embed_dimz=3)}])
+def test_a_misspelt_model_option_is_named_as_given_to_get_model(options):
+    """It blamed the config and told to remove the key from it with --cfg-options."""
+    with pytest.raises(TypeError, match=r"model\.backbone \(VisionTransformer\) does not take "
+                       r"embed_dimz, set by get_model's option 'backbone\.embed_dimz': .*did "
+                       r"you mean 'embed_dim'"):
+        get_model(PRETRAIN, **options)
+
+
 def test_features_do_not_depend_on_how_images_are_given(photos):
     model = get_model(FINETUNE, **TINY_ARCH)
     features = extract_features(model, photos)
@@ -143,6 +154,16 @@ def test_a_checkpoint_of_another_kind_of_model_names_the_parts(checkpoint):
         get_model('fastmim::knn/demo_vit_tiny_embedded_knn.py', checkpoint[0], **TINY_ARCH)
 
 
+def test_a_reference_release_file_is_sent_to_its_converter(checkpoint, tmp_path):
+    """Its 'model' and 'epoch' were listed as unexpected keys, as if of another model."""
+    path = tmp_path / 'release.pth'
+    torch.save(dict(model=checkpoint[1], epoch=99), path)
+    with pytest.raises(CheckpointError, match=r"release\.pth holds its weights under 'model' "
+                       r".*tools/convert/from_reference\.py .*release\.pth OUT --backbone "
+                       r".*then load OUT$"):
+        get_model(PRETRAIN, path, **TINY_ARCH)
+
+
 def test_a_file_without_a_state_dict_is_named(tmp_path):
     path = tmp_path / 'list.pth'
     torch.save([1, 2, 3], path)
@@ -166,6 +187,23 @@ def test_configs_that_mmengine_cannot_read_are_named(tmp_path):
     with pytest.raises(ValueError, match=r'config file .*epoch_1\.pth is not a '
                        r'\.py/\.json/\.yaml/\.yml file \(a checkpoint given as the config\? '):
         get_model(checkpoint)
+
+
+def test_a_misspelt_packaged_config_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """mmengine's Config.fromstring left one .py file in the temporary folder per failure."""
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r'configs/fastmim/nope\.py'):
+        get_model('fastmim::fastmim/nope.py')
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_image_without_pixels_and_a_seed_that_is_no_int_are_named(photos):
+    """A ZeroDivisionError in the resize, and torch's RuntimeError naming no argument."""
+    model = get_model(PRETRAIN, **TINY_ARCH)
+    with pytest.raises(ValueError, match=r'an image has no pixels: shape \(0, 5, 3\)'):
+        extract_features(model, np.zeros((0, 5, 3), np.uint8))
+    with pytest.raises(TypeError, match="seed must be an int, got str 'a'"):
+        reconstruct(model, photos[0], seed='a')
 
 
 def test_an_empty_list_of_images_is_named():

@@ -9,7 +9,7 @@ import difflib
 import inspect
 import re
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Optional, Tuple
+from typing import Callable, Iterable, Iterator, Optional, Tuple
 
 from mmengine import registry as mmengine_registries
 from torch.utils.data import DataLoader
@@ -18,12 +18,15 @@ _UNEXPECTED_KEY = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword arg
 
 
 @contextmanager
-def refused_keys_located(cfg, cfg_options: Optional[dict] = None) -> Iterator[None]:
+def refused_keys_located(cfg, cfg_options: Optional[dict] = None,
+                         name_option: Callable[[str], str] = '--cfg-options {}'.format
+                         ) -> Iterator[None]:
     """Raise a ``TypeError`` for a refused key again with the entries of ``cfg`` that set it
     in front (``train_dataloader.dataset (ImageFolder) sets num_samples, which it does not
     take: ...``) and how to remove it; a key that ``cfg_options`` (``--cfg-options``) set is
     named as the command line's, with the names the entry does take that are close to it.
-    Other errors pass unchanged."""
+    ``name_option`` words a key of ``cfg_options`` as its user typed it (a Python API takes
+    them as keyword arguments). Other errors pass unchanged."""
     try:
         yield
     except TypeError as error:
@@ -38,8 +41,9 @@ def refused_keys_located(cfg, cfg_options: Optional[dict] = None) -> Iterator[No
         if typed_on_command_line:
             path, node, option = typed_on_command_line
             raise TypeError(
-                f'{path} ({_type_name(node)}) does not take {key}, set by --cfg-options '
-                f'{option}: {error}; check the name{_what_it_takes(path, node, key)}') from error
+                f'{path} ({_type_name(node)}) does not take {key}, set by '
+                f'{name_option(option)}: {error}; check the name'
+                f'{_what_it_takes(path, node, key)}') from error
         where = ', '.join(f'{path} ({_type_name(node)})' for path, node in entries)
         raise TypeError(
             f'{where} sets {key}, which it does not take: {error}; remove the key from the '

@@ -20,7 +20,7 @@ from fastmim.errors import CheckpointError
 from fastmim.models.utils.load_problems import (LoadProblems, modules_without_weights,
                                                 shapes, top_level_names)
 from fastmim.models.utils.pretrained import adapt_for_backbones
-from fastmim.models.utils.reference import reference_backbones
+from fastmim.models.utils.reference import refuse_an_unconverted_release_file
 from fastmim.registry import HOOKS
 
 # torch's BatchNorm fills in a missing ``num_batches_tracked`` (files of older torch versions);
@@ -61,17 +61,7 @@ class CheckpointFitsModelHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         model = bare_model(runner)
-        release_weights = checkpoint.get('model')
-        if 'state_dict' not in checkpoint and isinstance(release_weights, dict):
-            # The reference release's (MAE-style) file: refused as 'a pre-training or
-            # backbone checkpoint' that 'holds model', which said nothing of its converter.
-            raise CheckpointError(
-                f"{self.checkpoint} holds its weights under 'model' ({len(release_weights)} "
-                f'entries, e.g. {next(iter(release_weights), None)!r}), as the reference '
-                'release (MAE style) saves them, not as tools/train.py does: convert it with '
-                f'tools/convert/from_reference.py {self.checkpoint} OUT --backbone '
-                f'{{{",".join(sorted(reference_backbones()))}}} (--trust-checkpoint for its '
-                'pickled args), then test OUT')
+        refuse_an_unconverted_release_file(checkpoint, self.checkpoint, 'test OUT')
         state = checkpoint.get('state_dict', checkpoint)
         absent = modules_without_weights(model.state_dict().keys(), state.keys())
         if absent:

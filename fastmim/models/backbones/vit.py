@@ -600,8 +600,10 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
         if pos_embed is None:
             return state
         if getattr(self, 'pos_embed_type', 'learned') == 'sincos':  # (timm's ViT has none)
-            _refuse_a_learned_table(self, state.pop('pos_embed'), source_geometry,
-                                    final_norm_in_file='norm.weight' in state)
+            pos_embed = state.pop('pos_embed')
+            if pos_embed.shape[-1] == self.embed_dim:  # else the loader names the other size
+                _refuse_a_learned_table(self, pos_embed, source_geometry,
+                                        final_norm_in_file='norm.weight' in state)
             return state
         state['pos_embed'] = fit_pos_embed(self, pos_embed, source_geometry)
         return state
@@ -635,10 +637,11 @@ def _refuse_a_learned_table(model: nn.Module, pos_embed: torch.Tensor,
     without geometry, its values are not the sin-cos table of their grid (learned tables start
     near 0; sin-cos entries reach 1, bf16 rounding stays below 0.01). A fine-tuned file pools
     through ``fc_norm`` and has no final norm: the message names that setting too, or following
-    it ends in a second error, the missing ``norm`` keys."""
+    it ends in a second error, the missing ``norm`` keys. A table of another width is not
+    judged: the file is of another size, which following this advice only led to."""
     learned = (geometry or {}).get('pos_embed_type') == 'learned'
     grid = _source_grid(pos_embed.shape[1] - model.num_prefix_tokens, geometry) \
-        if pos_embed.dim() == 3 and pos_embed.shape[-1] == model.embed_dim else None
+        if pos_embed.dim() == 3 else None
     if not learned and grid is not None:
         table = sincos_2d_pos_embed(model.embed_dim, grid)[1:]
         learned = not torch.allclose(pos_embed[0, model.num_prefix_tokens:].double(), table,

@@ -88,6 +88,24 @@ def reference_backbones() -> Dict[str, type]:
     return found
 
 
+def refuse_an_unconverted_release_file(checkpoint, path: str, then: str) -> None:
+    """Raise a :class:`CheckpointError` for a reference-release (MAE-style) file, its weights
+    under ``model`` and no ``state_dict``, naming its converter: refused as any other file, it
+    was called a pre-training checkpoint (tools/test.py) or a list of unexpected keys
+    ``model``, ``epoch`` (``get_model``), which said nothing of the conversion. ``then`` says
+    what to do with the converted file (``'test OUT'``)."""
+    if not isinstance(checkpoint, dict) or 'state_dict' in checkpoint:
+        return
+    weights = checkpoint.get('model')
+    if isinstance(weights, dict):
+        raise CheckpointError(
+            f"{path} holds its weights under 'model' ({len(weights)} entries, e.g. "
+            f'{next(iter(weights), None)!r}), as the reference release (MAE style) saves them, '
+            'not as tools/train.py does: convert it with tools/convert/from_reference.py '
+            f'{path} OUT --backbone {{{",".join(sorted(reference_backbones()))}}} '
+            f'(--trust-checkpoint for its pickled args), then {then}')
+
+
 def _layouts() -> List[ReferenceLayout]:
     return [backbone.reference_layout for backbone in reference_backbones().values()]
 

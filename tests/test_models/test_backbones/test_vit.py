@@ -288,6 +288,16 @@ def test_a_learned_table_given_to_a_sincos_model_is_refused(with_geometry):
         sincos.adapt_state_dict(learned.state_dict(), geometry)
 
 
+def test_a_learned_table_of_another_width_is_left_to_the_size_check():
+    """A 32-wide fine-tuned file given to a 192-wide sin-cos config was refused as a learned
+    table; setting pos_embed_type='learned' as told only led to the real error, its size."""
+    learned = tiny_vit()
+    wider = VisionTransformer(arch=dict(embed_dim=64, depth=3, num_heads=4), img_size=64,
+                              pos_embed_type='sincos')
+    adapted = wider.adapt_state_dict(learned.state_dict(), learned.geometry())
+    assert 'pos_embed' not in adapted and adapted['cls_token'].shape == (1, 1, 32)
+
+
 @pytest.mark.parametrize('final_norm', [True, False])
 def test_the_refusal_names_the_final_norm_a_fine_tuned_file_lacks(final_norm):
     """Following the hint with a fine-tuned checkpoint (pooled through fc_norm, no final norm)
