@@ -590,3 +590,19 @@ def test_converters_refuse_a_safetensors_name_for_their_torch_file(tmp_path, loa
                                          r'give it a \.pth name'):
         load_script(TOOLS / tool).main([str(tmp_path / 'weights.pth'), str(out), *extra])
     assert not out.exists()
+
+
+def test_to_timm_names_a_reference_files_decoder_among_what_it_leaves_out(tmp_path, capsys,
+                                                                           to_timm):
+    """A reference-release file read directly: its decoder was dropped on reading and never
+    named; only mask_token was reported as left out."""
+    source = build(dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=2, num_heads=2),
+                        img_size=128))
+    reference = save_reference(tmp_path / 'mim_vit.pth',
+                               {**source.state_dict(), **reference_decoder()})
+    to_timm.main([reference, str(tmp_path / 'out.pth')])
+    left_out = [line for line in capsys.readouterr().out.splitlines()
+                if line.startswith('left out')]
+    assert len(left_out) == 1
+    for part in ('decoder_embed', 'decoder_blocks', 'decoder_norm', 'decoder_pred', 'mask_token'):
+        assert part in left_out[0]

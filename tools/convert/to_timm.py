@@ -191,6 +191,7 @@ def convert(checkpoint, path, arch=None):
     wrapped = source_class.timm_model(source.geometry) if source_class is not None else None
     families = timm_families(source.geometry, path, wrapped)
     backbone, classifier, fc_norm, left_out = split_checkpoint(source.state)
+    left_out = list(source.dropped) + left_out  # a reference file's decoder, read but not kept
     if not backbone:
         raise CheckpointError(f'{path} holds no backbone.* weights to convert')
     if source_class is not None:
