@@ -385,3 +385,27 @@ def test_the_decoder_receives_the_backbones_last_output():
     with torch.no_grad():
         expected = model.fold_tokens(model.neck(last), last.shape[-2:])
     torch.testing.assert_close(outputs['prediction'], expected)
+
+
+def test_the_loss_is_taken_over_the_masked_cells_only():
+    """The model's own loss (``mode='loss'``, as train_step calls it), not the criterion fed a
+    hand-made mask: a loss over the visible cells, or over every cell, passed every test.
+    With the mask and the prediction fixed, it equals the MSE over the cells of the masked
+    blocks (each 16-px block is 2x2 cells of 8 px), and a prediction that changes only at
+    visible cells leaves it unchanged."""
+    torch.manual_seed(0)
+    model = build_fastmim(stride=16, block_size=16, mask_ratio=0.5)
+    inputs = normalised(real_images(64, count=2))
+    block_mask = model.mask_generator(2, 64, 64)
+    model.generate_mask = lambda images: block_mask
+    prediction = torch.randn(2, 3, 8, 8)
+    model.predict_cells = lambda masked_image: prediction.clone()
+
+    masked_cells = block_mask.repeat_interleave(2, 1).repeat_interleave(2, 2)
+    target = F.avg_pool2d(inputs, 8)  # FastMIMTestCellMean, written out
+    expected = numpy_masked_mse(prediction, target, masked_cells)
+    np.testing.assert_allclose(model(inputs, mode='loss')['loss'].item(), expected, rtol=1e-5)
+
+    visible_changed = prediction + 5 * (~masked_cells).unsqueeze(1)
+    model.predict_cells = lambda masked_image: visible_changed.clone()
+    np.testing.assert_allclose(model(inputs, mode='loss')['loss'].item(), expected, rtol=1e-5)
