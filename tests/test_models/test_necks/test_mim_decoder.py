@@ -100,3 +100,19 @@ def test_wrong_input_raises():
         build_decoder()(torch.randn(2, 16, 3, 3))
     with pytest.raises(ValueError, match='num_heads'):
         build_decoder(num_heads=5)
+
+
+@pytest.mark.parametrize('mlp_ratio', [4., 2.])
+def test_parameter_count_of_the_decoder_in_closed_form(mlp_ratio):
+    """The published decoder (one block, 256 wide, 8 heads, MLP ratio 4) counted by hand; the
+    check of the block above reads its own fc1/fc2, so a decoder that ignored ``mlp_ratio``
+    agreed with itself."""
+    width, hidden, inputs, outputs = 256, int(256 * mlp_ratio), 768, 108
+    linear = lambda n_in, n_out: n_in * n_out + n_out  # noqa: E731
+    norm = 2 * width
+    block = norm + linear(width, 3 * width) + linear(width, width) + norm + \
+        linear(width, hidden) + linear(hidden, width)
+    expected = linear(inputs, width) + block + norm + linear(width, outputs)
+    decoder = build_decoder(in_channels=inputs, out_channels=outputs, embed_dim=width, depth=1,
+                            num_heads=8, mlp_ratio=mlp_ratio)
+    assert sum(p.numel() for p in decoder.parameters()) == expected
