@@ -47,7 +47,7 @@ def test_global_seed_makes_masks_reproducible():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
-def test_mask_is_drawn_on_the_requested_device():
+def test_cuda_mask_is_drawn_on_the_requested_device():
     mask = BlockMaskGenerator(0.75, 32)(2, 64, 64, device='cuda')
     assert mask.is_cuda and mask.dtype == torch.bool
     assert (~mask).flatten(1).sum(1).tolist() == [1, 1]
