@@ -487,13 +487,16 @@ def run_cli(main, argv=None, interrupted_hint=''):
     (:func:`fastmim.engine.user_errors.is_user_error`); a bug keeps its traceback.
     ``--debug`` (or ``FASTMIM_DEBUG=1``) shows the full traceback of every error. A run
     stopped by a preemption signal after saving (``PreemptionHook``) exits with
-    ``PREEMPTED_EXIT_STATUS``; one stopped by Ctrl-C says so in one line, followed by
-    ``interrupted_hint`` (a tool that trains: :data:`RESUME_HINT`), and exits with
-    ``INTERRUPTED_EXIT_STATUS``, as a shell reports a process killed by SIGINT.
+    ``PREEMPTED_EXIT_STATUS``; one whose preemption save failed exits with 1 after one line
+    naming why and the last good checkpoint (printed by the process it failed in). One
+    stopped by Ctrl-C says so in one line, followed by ``interrupted_hint`` (a tool that
+    trains: :data:`RESUME_HINT`), and exits with ``INTERRUPTED_EXIT_STATUS``, as a shell
+    reports a process killed by SIGINT.
     """
     import sys
 
     from fastmim.engine.hooks import PREEMPTED_EXIT_STATUS, TrainingPreempted
+    from fastmim.engine.hooks.preemption_hook import PreemptionSaveFailed
     from fastmim.engine.user_errors import is_user_error, user_message
     argv = sys.argv[1:] if argv is None else argv
     debug = '--debug' in argv or os.environ.get('FASTMIM_DEBUG') == '1'
@@ -503,6 +506,11 @@ def run_cli(main, argv=None, interrupted_hint=''):
         print(f'preempted: {stop}', file=sys.stderr)
         _record_preemption()
         sys.exit(PREEMPTED_EXIT_STATUS)
+    except PreemptionSaveFailed as failure:
+        if debug:
+            raise
+        _report_the_stop(f'error: {failure}', printed=failure.own)
+        sys.exit(1)
     except KeyboardInterrupt:
         if debug:
             raise
@@ -566,11 +574,13 @@ def _report_interruption(interrupted_hint: str) -> None:
     sys.exit(INTERRUPTED_EXIT_STATUS)
 
 
-def _report_the_stop(line: str) -> None:
-    """Print the line that ends a run, and append it to the run's log file when one was
-    opened: the work dir's log otherwise ends at the last iteration without a word of why."""
+def _report_the_stop(line: str, printed: bool = True) -> None:
+    """Print the line that ends a run (unless ``printed`` is False: another process prints
+    it), and append it to the run's log file when one was opened: the work dir's log otherwise
+    ends at the last iteration without a word of why."""
     import sys
 
     from fastmim.run_log import log_to_files
-    print(line, file=sys.stderr)
+    if printed:
+        print(line, file=sys.stderr)
     log_to_files(line)

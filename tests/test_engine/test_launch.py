@@ -350,3 +350,20 @@ def test_a_collective_broken_by_another_process_ending_is_one_line(capsys, monke
 
     with pytest.raises(RuntimeError, match='same device'):
         launch.run_cli(other, [])
+
+
+def test_a_failed_preemption_save_is_one_line_from_the_rank_it_failed_on(capsys):
+    """Not status 75 (a requeue script would take the run as saved); one line, printed by the
+    process whose save failed, the others' only logged."""
+    from fastmim.engine.hooks.preemption_hook import PreemptionSaveFailed
+    message = ('SIGTERM: could not save w/iter_5.pth at iteration 5 (epoch 2) (OSError: disk '
+               'full); the last good checkpoint is w/epoch_1.pth (--resume continues from it)')
+
+    def fails(own):
+        def main(argv):
+            raise PreemptionSaveFailed(message, own=own)
+        return main
+
+    assert _run_failing(fails(own=True), capsys) == (1, f'error: {message}\n')
+    assert _run_failing(fails(own=False), capsys) == (1, '')
+
