@@ -197,13 +197,14 @@ def main(argv):
     from fastmim.engine.config_loading import load_config
     from fastmim.engine.hooks.preemption_hook import (record_signals_before_training,
                                                       stop_recording_signals)
-    from fastmim.engine.launch import build_runner, check_launcher_env
+    from fastmim.engine.launch import build_runner, check_launcher_env, stop_with_the_launcher
     from fastmim.models.jpeg_decoding import check_device_decoding
 
     check_launcher_env(args.launcher)
     cfg = load_config(args.config, args.cfg_options)
     record_signals_before_training(cfg)
     try:
+        stop_with_the_launcher(args.launcher)
         apply_args(cfg, args)
         skip_pretrained_init_when_resuming(cfg)
         check_device_decoding(cfg)

@@ -442,6 +442,40 @@ def test_a_run_removes_the_temporary_files_of_writes_killed_before(tmp_path):
     assert log.count('removed ') == 2
 
 
+def test_killing_torchrun_stops_its_processes_after_they_save(tmp_path):
+    """torchrun killed outright (kill -9, the out-of-memory killer) left its processes training
+    on with nobody watching them (their parent became init), beside the next job's processes.
+    Each asks the kernel for SIGTERM when torchrun dies, and PreemptionHook saves and stops
+    it. The launch script, gone first, had removed its record of preempted processes: they do
+    not create it again (a stray file in TMPDIR)."""
+    # Minutes of training: left alone, the processes would outlast the wait below.
+    args = [str(DEMO), '2', '--cfg-options', *TINY, 'train_cfg.max_epochs=1000']
+    work_dir = tmp_path / 'work'
+    temporary = tmp_path / 'tmp'
+    temporary.mkdir()
+    process = start(args, work_dir, script='dist_train.sh', env={'TMPDIR': str(temporary)})
+    ranks = []
+    try:
+        wait_for_iterations(process, work_dir, 1)
+        torchrun = next(child for child in psutil.Process(process.pid).children(recursive=True)
+                        if 'torchrun.py' in ' '.join(child.cmdline()))
+        ranks = torchrun.children()
+        assert len(ranks) == 2
+        torchrun.kill()
+        _, running = psutil.wait_procs(ranks, timeout=60)
+        assert not running, Path(f'{work_dir}.log').read_text()[-3000:]
+    finally:
+        for rank in ranks:
+            if rank.is_running():
+                rank.kill()
+        kill_leftovers(process)
+    log = Path(f'{work_dir}.log').read_text()
+    saved = Path((work_dir / 'last_checkpoint').read_text().strip())
+    assert re.fullmatch(r'iter_\d+\.pth', saved.name), saved
+    assert log.count(f'preempted: SIGTERM: saved {saved}') == 2, log[-3000:]
+    assert not [path.name for path in temporary.iterdir() if path.name.startswith('fastmim_')]
+
+
 FAKE_SRUN = '''#!{python}
 """srun as tools/slurm_train.sh runs it, on this machine: starts --ntasks copies of the command
 with SLURM's variables, passes SIGTERM and SIGUSR1 on to them, kills the others once one exits
