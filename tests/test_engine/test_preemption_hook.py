@@ -551,3 +551,40 @@ def test_a_preemption_save_that_fails_on_one_rank_stops_every_rank_with_it(tmp_p
         f'another rank, whose line says why); no checkpoint was saved before (--resume starts '
         f'from the beginning)']
 
+
+def test_signals_recorded_while_the_tool_imported_are_taken_over_or_sent_again():
+    """tools/train.py records SIGTERM and SIGUSR1 from its first line (a job preempted while
+    torch imported died with status 143, which is not requeued). A signal the config's hook
+    handles is handed to it; one it does not gets its handler back and is sent again, acting
+    as it would have."""
+    from mmengine.config import Config
+
+    from fastmim.engine.hooks.preemption_hook import (HANDLERS_BEFORE_RECORDING,
+                                                      SIGNALS_BEFORE_TRAINING,
+                                                      record_signals_before_training,
+                                                      stop_recording_signals)
+    received = []
+
+    def original(signum, frame):
+        received.append(signal.Signals(signum).name)
+
+    def early_recorder(signum, frame):
+        pass
+
+    previous = {signum: signal.signal(signum, early_recorder)
+                for signum in (signal.SIGTERM, signal.SIGUSR1)}
+    only_sigterm = Config(dict(default_hooks=dict(preemption=dict(
+        type='PreemptionHook', signals=['SIGTERM']))))
+    try:
+        record_signals_before_training(
+            only_sigterm, recorded=[signal.SIGTERM, signal.SIGUSR1],
+            replaced={signal.SIGTERM: original, signal.SIGUSR1: original})
+        assert SIGNALS_BEFORE_TRAINING == ['SIGTERM'] and received == ['SIGUSR1']
+        assert signal.getsignal(signal.SIGUSR1) is original  # not the hook's: as before
+        assert HANDLERS_BEFORE_RECORDING == {signal.SIGTERM: original}
+        stop_recording_signals()
+        assert signal.getsignal(signal.SIGTERM) is original
+    finally:
+        stop_recording_signals()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -476,6 +476,39 @@ def test_killing_torchrun_stops_its_processes_after_they_save(tmp_path):
     assert not [path.name for path in temporary.iterdir() if path.name.startswith('fastmim_')]
 
 
+SIGNAL_WHILE_IMPORTING = """
+import os, signal, sys
+
+
+class SignalsWhenFastmimImports:
+    # The job is preempted while tools/train.py imports its modules: before torch has loaded.
+    def find_spec(self, name, path=None, target=None):
+        if name == 'fastmim':
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+
+sys.meta_path.insert(0, SignalsWhenFastmimImports())
+"""
+
+
+def test_a_signal_while_the_tool_imports_stops_the_run_with_the_preempted_status(tmp_path):
+    """The signal arrived before train.py recorded signals (it does once the config is
+    loaded): the run died with status 143, which a requeue script takes for a crash."""
+    site = tmp_path / 'site'
+    site.mkdir()
+    (site / 'sitecustomize.py').write_text(SIGNAL_WHILE_IMPORTING)
+    work_dir = tmp_path / 'work'
+    result = run([str(DEMO), '--work-dir', str(work_dir), '--cfg-options', *TINY],
+                 env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}'})
+    assert result.returncode == PREEMPTED, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        'preempted: SIGTERM before training started: nothing trained in this run (at '
+        'iteration 0); continue with --resume')
+    assert not list(work_dir.glob('*.pth'))
+
+
 FAKE_SRUN = '''#!{python}
 """srun as tools/slurm_train.sh runs it, on this machine: starts --ntasks copies of the command
 with SLURM's variables, passes SIGTERM and SIGUSR1 on to them, kills the others once one exits

@@ -508,24 +508,40 @@ def _put_back_training_weights(runner) -> None:
             hook.after_val_epoch(runner)
 
 
-def record_signals_before_training(cfg) -> None:
+def record_signals_before_training(cfg, recorded=(), replaced=None) -> None:
     """Record the signals of the config's :class:`PreemptionHook` from now until it installs
     its handlers in ``before_train``, which then stops the run with
     :data:`PREEMPTED_EXIT_STATUS`. Building the model and the dataset and loading a checkpoint
     take minutes on ImageNet; a job preempted then died of the signal (status 143, which a
     requeue script does not requeue, though its ``last_checkpoint`` was good). Nothing is
-    installed for a config without the hook, whose run the signal ends as before."""
+    installed for a config without the hook, whose run the signal ends as before.
+
+    ``recorded`` and ``replaced``: the signal numbers an earlier recorder took, in order, and
+    the handlers it replaced (``tools/train.py`` records from its first line, while its
+    modules import). This recording takes those of the hook's signals over; any other signal
+    gets its handler back and is sent again, to act as it would have."""
     from fastmim.registry import type_name
     hooks = list((cfg.get('default_hooks') or {}).values()) + list(cfg.get('custom_hooks') or [])
     hook = next((hook for hook in hooks if isinstance(hook, dict)
                  and type_name(hook) == 'PreemptionHook'), None)
-    if hook is None or threading.current_thread() is not threading.main_thread():
-        return
-    for name in hook.get('signals', ('SIGTERM', 'SIGUSR1')):
-        signum = getattr(signal, name)
-        HANDLERS_BEFORE_RECORDING.setdefault(signum, signal.signal(
-            signum, lambda number, frame: SIGNALS_BEFORE_TRAINING.append(
-                signal.Signals(number).name)))
+    replaced = dict(replaced or {})
+    taken = set()
+    if hook is not None and threading.current_thread() is threading.main_thread():
+        taken = {getattr(signal, name) for name in hook.get('signals', ('SIGTERM', 'SIGUSR1'))}
+    for signum in taken:
+        previous = signal.signal(signum, _record_before_training)
+        HANDLERS_BEFORE_RECORDING.setdefault(signum, replaced.pop(signum, previous))
+    for signum, handler in replaced.items():
+        signal.signal(signum, handler)
+    for signum in recorded:
+        if signum in taken:
+            SIGNALS_BEFORE_TRAINING.append(signal.Signals(signum).name)
+        else:
+            os.kill(os.getpid(), signum)
+
+
+def _record_before_training(signum, frame) -> None:
+    SIGNALS_BEFORE_TRAINING.append(signal.Signals(signum).name)
 
 
 def stop_recording_signals() -> None:
