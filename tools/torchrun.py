@@ -24,6 +24,10 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 # PreemptionHook's status (fastmim.engine.hooks.PREEMPTED_EXIT_STATUS; not imported: this
 # launcher loads no fastmim module).
 PREEMPTED_EXIT_STATUS = 75
+# How this launcher names itself to its processes (fastmim.engine.launch.LAUNCHER_PID_ENV):
+# each asks the kernel for SIGTERM when torchrun dies, and one started after it died (torchrun
+# killed while the process started) is told by its parent no longer being this process.
+LAUNCHER_PID_ENV = 'FASTMIM_LAUNCHER_PID'
 
 
 def first_failure(failure: ChildFailedError) -> str:
@@ -56,6 +60,7 @@ def rendezvous_failure(args, error: DistNetworkError) -> str:
 
 def main(argv):
     args = torchrun.parse_args(argv)
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())  # the processes inherit it
     if os.environ.get('FASTMIM_DEBUG') == '1':
         return torchrun.run(args)
     # Its W/E lines repeat what the processes said, and name the ranks it stopped as failed.

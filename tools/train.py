@@ -7,13 +7,34 @@
                                  [--trust-checkpoint CKPT] [--debug]
 """
 import argparse
+import os
 import os.path as osp
+import signal
 
-from fastmim.engine.launch import (add_launch_args, apply_launch_args, checkpoint_named_by,
-                                   latest_checkpoint, parse_launch_args)
+# The preemption signals (PreemptionHook's defaults) that arrived while the modules imported,
+# in order, and the handlers their recording replaced (record_signals_while_importing). The
+# functions below import fastmim themselves, so that nothing slow loads before the recording.
+SIGNALS_WHILE_IMPORTING = []
+HANDLERS_BEFORE_IMPORTING = {}
+
+
+def record_signals_while_importing():
+    """Record SIGTERM and SIGUSR1 from the first line on, before fastmim, mmengine and torch
+    import (seconds; more from a cluster's shared file system): a job preempted meanwhile died
+    of the signal, status 143, which a requeue script does not requeue although nothing was
+    lost. :func:`load_run` hands them to the config's PreemptionHook, which stops the run
+    before training with its status; without the hook the signal acts as it would have. Only when
+    run as a script: the tests and tools/demo.py import this module."""
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        HANDLERS_BEFORE_IMPORTING[signum] = signal.signal(signum, _record_while_importing)
+
+
+def _record_while_importing(signum, frame):
+    SIGNALS_WHILE_IMPORTING.append(signum)
 
 
 def parse_args(argv):
+    from fastmim.engine.launch import add_launch_args, parse_launch_args
     parser = argparse.ArgumentParser(description='Train a model from a config')
     add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64')
     add_train_args(parser)
@@ -73,6 +94,7 @@ def apply_args(cfg, args):
     """Fold the command-line flags into the config, as mmpretrain's train.py does. A config
     that sets ``resume = True`` itself (no checkpoint named) resumes from the work dir's latest
     checkpoint as ``--resume`` finds it, moved work dirs included."""
+    from fastmim.engine.launch import apply_launch_args, latest_checkpoint
     apply_launch_args(cfg, args)
     if args.fsdp:
         from fastmim.engine.fsdp import enable_fsdp
@@ -152,6 +174,7 @@ def apply_resume(cfg, resume):
     weights without a word. A ``load_from`` that the resumed checkpoint replaces is named."""
     from mmengine.logging import print_log
 
+    from fastmim.engine.launch import checkpoint_named_by, latest_checkpoint
     load_from = cfg.get('load_from')
     resume_from = (latest_checkpoint(cfg.work_dir) if resume == 'auto' else
                    checkpoint_named_by(resume, 'resuming from'))
@@ -178,6 +201,7 @@ def skip_pretrained_init_when_resuming(cfg):
     from mmengine.logging import print_log
 
     from fastmim.engine.checkpoint import pretrained_inits
+    from fastmim.engine.launch import latest_checkpoint
 
     if not cfg.get('resume'):
         return
@@ -190,20 +214,46 @@ def skip_pretrained_init_when_resuming(cfg):
                   f'first', logger='current')
 
 
+def load_run(argv):
+    """The command line and config of the run. The signals recorded while the modules imported
+    go to the config's PreemptionHook (``record_signals_before_training``); a run that ends
+    before (an error, ``--help``) puts the handlers back and sends them again, to act as they
+    would have: recorded, torchrun's SIGTERM left a process that waits before reporting an
+    error (for the node's first process to report it, ``run_cli``) to print it once more."""
+    try:
+        args = parse_args(argv)
+        import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
+        from fastmim.engine.config_loading import load_config
+        from fastmim.engine.hooks.preemption_hook import record_signals_before_training
+        from fastmim.engine.launch import check_launcher_env
+
+        check_launcher_env(args.launcher)
+        cfg = load_config(args.config, args.cfg_options)
+        record_signals_before_training(cfg, SIGNALS_WHILE_IMPORTING, HANDLERS_BEFORE_IMPORTING)
+        SIGNALS_WHILE_IMPORTING.clear()
+        HANDLERS_BEFORE_IMPORTING.clear()
+    finally:
+        _stop_recording_while_importing()
+    return args, cfg
+
+
+def _stop_recording_while_importing():
+    for signum, handler in HANDLERS_BEFORE_IMPORTING.items():
+        signal.signal(signum, handler)
+    HANDLERS_BEFORE_IMPORTING.clear()
+    while SIGNALS_WHILE_IMPORTING:
+        os.kill(os.getpid(), SIGNALS_WHILE_IMPORTING.pop(0))
+
+
 def main(argv):
-    args = parse_args(argv)
-    import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
+    args, cfg = load_run(argv)
     from fastmim.engine.config_keys import refused_keys_located
-    from fastmim.engine.config_loading import load_config
-    from fastmim.engine.hooks.preemption_hook import (record_signals_before_training,
-                                                      stop_recording_signals)
-    from fastmim.engine.launch import build_runner, check_launcher_env
+    from fastmim.engine.hooks.preemption_hook import stop_recording_signals
+    from fastmim.engine.launch import build_runner, stop_with_the_launcher
     from fastmim.models.jpeg_decoding import check_device_decoding
 
-    check_launcher_env(args.launcher)
-    cfg = load_config(args.config, args.cfg_options)
-    record_signals_before_training(cfg)
     try:
+        stop_with_the_launcher(args.launcher)
         apply_args(cfg, args)
         skip_pretrained_init_when_resuming(cfg)
         check_device_decoding(cfg)
@@ -216,5 +266,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    record_signals_while_importing()
     from fastmim.engine.launch import RESUME_HINT, run_cli
     run_cli(main, interrupted_hint=RESUME_HINT)

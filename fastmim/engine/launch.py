@@ -10,8 +10,11 @@ import argparse
 import datetime
 import errno
 import gc
+import logging
 import os
 import os.path as osp
+import signal
+import sys
 import tempfile
 import time
 
@@ -51,6 +54,48 @@ def check_launcher_env(launcher):
                 'mpi': 'start it with mpirun'}[launcher]
         raise LaunchError(f'--launcher {launcher} needs the environment variables '
                           f'{", ".join(missing)}: {hint}')
+
+
+# tools/torchrun.py names itself here to the processes it starts (torchrun names no parent).
+LAUNCHER_PID_ENV = 'FASTMIM_LAUNCHER_PID'
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# The launcher this process stops with, once stop_with_the_launcher has asked the kernel.
+_launcher_pid = None
+
+
+def stop_with_the_launcher(launcher):
+    """Have the kernel send this process SIGTERM when torchrun, which started it, dies.
+
+    torchrun killed outright (``kill -9``, the out-of-memory killer) cannot stop its processes:
+    they trained on unwatched, and the next job's processes collided with them in the work
+    dir. With the signal, ``PreemptionHook`` saves and stops them as for a cluster's SIGTERM.
+    The kernel sends it when the *thread* that started the process ends: torchrun starts its
+    processes with ``subprocess.Popen`` from its main thread, which lives as long as torchrun.
+    A launcher that died before this call is caught by the process's parent being another
+    process now (tools/torchrun.py names itself in ``FASTMIM_LAUNCHER_PID``; started by another
+    torchrun, the parent of this moment is taken as the launcher). Only for ``--launcher
+    pytorch``, on Linux (``prctl``); a no-op elsewhere."""
+    global _launcher_pid
+    if launcher != 'pytorch' or not sys.platform.startswith('linux'):
+        return
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        print_log(f'could not ask to be stopped with the launcher (prctl: '
+                  f'{os.strerror(ctypes.get_errno())}): if torchrun is killed, this process '
+                  f'runs on', logger='current', level=logging.WARNING)
+        return
+    _launcher_pid = int(os.environ.get(LAUNCHER_PID_ENV) or os.getppid())
+    check_launcher_running()
+
+
+def check_launcher_running():
+    """Refuse to go on when the launcher this process stops with has already ended: the job it
+    belonged to is gone, and joining its process group would wait for torchrun's store until
+    the group's timeout (30 minutes by default)."""
+    if _launcher_pid is not None and os.getppid() != _launcher_pid:
+        raise LaunchError(f'torchrun (process {_launcher_pid}), which started this process, '
+                          f'has ended: nothing was trained; start the job again')
 
 
 def check_work_dir(work_dir, name='work dir'):
@@ -366,6 +411,7 @@ def build_runner(cfg, splits, trusted_checkpoints=()):
     check_fsdp(cfg)
     adapt_to_device(cfg)
     scale_losses_across_shards(cfg)
+    check_launcher_running()  # last, before the process joins the group
     init_cpu_distributed(cfg.launcher, cfg.get('env_cfg', {}).get('dist_cfg'))
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
@@ -474,9 +520,14 @@ def _record_preemption():
     started recorded a preemption, and a requeue script can tell a preempted job from a
     crashed one."""
     path = os.environ.get('FASTMIM_PREEMPTED_RECORD')
-    if path:
-        with open(path, 'a') as record:  # one short append per process
-            record.write(f'{os.environ.get("LOCAL_RANK", "0")}\n')
+    if not path:
+        return
+    try:  # not created: a script that has already ended (torchrun killed) removed it
+        record = os.open(path, os.O_WRONLY | os.O_APPEND)
+    except FileNotFoundError:
+        return
+    with os.fdopen(record, 'w') as record:  # one short append per process
+        record.write(f'{os.environ.get("LOCAL_RANK", "0")}\n')
 
 
 def run_cli(main, argv=None, interrupted_hint=''):
@@ -487,13 +538,14 @@ def run_cli(main, argv=None, interrupted_hint=''):
     (:func:`fastmim.engine.user_errors.is_user_error`); a bug keeps its traceback.
     ``--debug`` (or ``FASTMIM_DEBUG=1``) shows the full traceback of every error. A run
     stopped by a preemption signal after saving (``PreemptionHook``) exits with
-    ``PREEMPTED_EXIT_STATUS``; one stopped by Ctrl-C says so in one line, followed by
-    ``interrupted_hint`` (a tool that trains: :data:`RESUME_HINT`), and exits with
-    ``INTERRUPTED_EXIT_STATUS``, as a shell reports a process killed by SIGINT.
+    ``PREEMPTED_EXIT_STATUS``; one whose preemption save failed exits with 1 after one line
+    naming why and the last good checkpoint (printed by the process it failed in). One
+    stopped by Ctrl-C says so in one line, followed by ``interrupted_hint`` (a tool that
+    trains: :data:`RESUME_HINT`), and exits with ``INTERRUPTED_EXIT_STATUS``, as a shell
+    reports a process killed by SIGINT.
     """
-    import sys
-
     from fastmim.engine.hooks import PREEMPTED_EXIT_STATUS, TrainingPreempted
+    from fastmim.engine.hooks.preemption_hook import PreemptionSaveFailed
     from fastmim.engine.user_errors import is_user_error, user_message
     argv = sys.argv[1:] if argv is None else argv
     debug = '--debug' in argv or os.environ.get('FASTMIM_DEBUG') == '1'
@@ -503,6 +555,11 @@ def run_cli(main, argv=None, interrupted_hint=''):
         print(f'preempted: {stop}', file=sys.stderr)
         _record_preemption()
         sys.exit(PREEMPTED_EXIT_STATUS)
+    except PreemptionSaveFailed as failure:
+        if debug:
+            raise
+        _report_the_stop(f'error: {failure}', printed=failure.own)
+        sys.exit(1)
     except KeyboardInterrupt:
         if debug:
             raise
@@ -556,8 +613,6 @@ def _interrupted_inside(error: BaseException) -> bool:
 def _report_interruption(interrupted_hint: str) -> None:
     """The Ctrl-C line and status. Ctrl-C reaches every process of a node: the first one
     prints it (torchrun's processes printed it once each), every one logs it."""
-    import sys
-
     from fastmim.run_log import log_to_files
     line = 'interrupted (Ctrl-C)' + (f'; {interrupted_hint}' if interrupted_hint else '')
     if launched_local_rank() == 0:
@@ -566,11 +621,11 @@ def _report_interruption(interrupted_hint: str) -> None:
     sys.exit(INTERRUPTED_EXIT_STATUS)
 
 
-def _report_the_stop(line: str) -> None:
-    """Print the line that ends a run, and append it to the run's log file when one was
-    opened: the work dir's log otherwise ends at the last iteration without a word of why."""
-    import sys
-
+def _report_the_stop(line: str, printed: bool = True) -> None:
+    """Print the line that ends a run (unless ``printed`` is False: another process prints
+    it), and append it to the run's log file when one was opened: the work dir's log otherwise
+    ends at the last iteration without a word of why."""
     from fastmim.run_log import log_to_files
-    print(line, file=sys.stderr)
+    if printed:
+        print(line, file=sys.stderr)
     log_to_files(line)

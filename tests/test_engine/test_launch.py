@@ -350,3 +350,61 @@ def test_a_collective_broken_by_another_process_ending_is_one_line(capsys, monke
 
     with pytest.raises(RuntimeError, match='same device'):
         launch.run_cli(other, [])
+
+
+def test_a_failed_preemption_save_is_one_line_from_the_rank_it_failed_on(capsys):
+    """Not status 75 (a requeue script would take the run as saved); one line, printed by the
+    process whose save failed, the others' only logged."""
+    from fastmim.engine.hooks.preemption_hook import PreemptionSaveFailed
+    message = ('SIGTERM: could not save w/iter_5.pth at iteration 5 (epoch 2) (OSError: disk '
+               'full); the last good checkpoint is w/epoch_1.pth (--resume continues from it)')
+
+    def fails(own):
+        def main(argv):
+            raise PreemptionSaveFailed(message, own=own)
+        return main
+
+    assert _run_failing(fails(own=True), capsys) == (1, f'error: {message}\n')
+    assert _run_failing(fails(own=False), capsys) == (1, '')
+
+
+STOP_WITH_THE_LAUNCHER = '''
+import ctypes
+import os
+import sys
+
+from fastmim.engine.launch import LAUNCHER_PID_ENV, stop_with_the_launcher
+from fastmim.errors import LaunchError
+
+
+def death_signal():
+    value = ctypes.c_int()
+    ctypes.CDLL(None).prctl(2, ctypes.byref(value), 0, 0, 0)  # PR_GET_PDEATHSIG
+    return value.value
+
+
+stop_with_the_launcher('none')
+print('none', death_signal())
+os.environ[LAUNCHER_PID_ENV] = str(os.getppid())
+stop_with_the_launcher('pytorch')
+print('pytorch', death_signal())
+os.environ[LAUNCHER_PID_ENV] = '1'  # a launcher that died before the process asked
+try:
+    stop_with_the_launcher('pytorch')
+except LaunchError as error:
+    print(error)
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='prctl is Linux only')
+def test_a_process_torchrun_started_asks_to_be_stopped_with_it():
+    """torchrun killed outright (kill -9, the out-of-memory killer) left its processes training
+    unwatched. Each asks the kernel for SIGTERM (15) when torchrun dies; one whose launcher had
+    already died (its parent is another process) stops there."""
+    done = subprocess.run([sys.executable, '-c', STOP_WITH_THE_LAUNCHER],
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        'none 0', 'pytorch 15', 'torchrun (process 1), which started this process, has ended: '
+        'nothing was trained; start the job again']

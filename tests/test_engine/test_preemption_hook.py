@@ -443,3 +443,148 @@ def test_ranks_with_fewer_validation_batches_are_not_left_waiting(tmp_path, run_
               env=dict(os.environ, OMP_NUM_THREADS='1'))
     saved = f"{tmp_path / 'work' / 'iter_3.pth'} at iteration 3 (epoch 2)"
     assert [open(f'{result}.{rank}').read() for rank in range(2)] == [saved] * 2
+
+
+def _full_disk_for(names, monkeypatch):
+    """Runner.save_checkpoint fails with ENOSPC for the file names in ``names``."""
+    import errno
+    save = Runner.save_checkpoint
+
+    def save_or_fail(runner, out_dir, filename, *args, **kwargs):
+        if filename in names:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return save(runner, out_dir, filename, *args, **kwargs)
+
+    monkeypatch.setattr(Runner, 'save_checkpoint', save_or_fail)
+
+
+@pytest.mark.parametrize('signal_at, last_good', [
+    (5, 'the last good checkpoint is {work_dir}/iter_4.pth (--resume continues from it)'),
+    (3, 'no checkpoint was saved before (--resume starts from the beginning)')])
+def test_a_failed_preemption_save_names_why_and_the_last_good_checkpoint(
+        tmp_path, monkeypatch, signal_at, last_good):
+    """A full disk (or an unwritable work dir) during the save after SIGTERM ended with the
+    writer's error alone, or under torchrun with status 143 and another rank's line; nothing
+    said that the run was not saved nor where --resume goes on from. It is not
+    TrainingPreempted, whose status 75 tells a requeue script that the run was saved."""
+    from fastmim.engine.hooks.preemption_hook import PreemptionSaveFailed
+    _full_disk_for({f'iter_{signal_at}.pth'}, monkeypatch)
+    with pytest.raises(PreemptionSaveFailed) as failed:
+        train(tmp_path, {signal_at}, resume=False)
+    assert str(failed.value) == (
+        f'SIGUSR1: could not save {tmp_path}/iter_{signal_at}.pth at iteration {signal_at} '
+        f'(epoch 1) (OSError: [Errno 28] No space left on device); '
+        + last_good.format(work_dir=tmp_path))
+    assert failed.value.own
+    assert checkpoints(tmp_path) == (['iter_4.pth'] if signal_at > 4 else [])
+
+
+FAILED_SAVE_RANK_SCRIPT = '''
+import errno
+import os
+import signal
+import sys
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+
+from fastmim.engine.hooks.preemption_hook import PreemptionSaveFailed
+from fastmim.engine.launch import shutdown_distributed
+
+
+class SignalsRankOne(BaseModel):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 1)
+
+    def forward(self, inputs, data_samples=None, mode='loss'):
+        if torch_dist.get_rank() == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return dict(loss=self.linear(torch.stack(inputs)).mean())
+
+
+def full_disk(*args, **kwargs):  # mmengine's save runs on rank 0 alone (master_only)
+    if torch_dist.get_rank() == 0:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+rank, init_file, work_dir, result_file = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+torch_dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
+                              world_size=2)
+Runner.save_checkpoint = full_disk
+runner = Runner(
+    model=SignalsRankOne(), work_dir=work_dir,
+    train_dataloader=dict(dataset=[dict(inputs=torch.ones(4))] * 4,
+                          sampler=dict(type='DefaultSampler', shuffle=False),
+                          collate_fn=dict(type='pseudo_collate'), batch_size=1),
+    train_cfg=dict(by_epoch=False, max_iters=2),
+    optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+    default_hooks=dict(checkpoint=None, preemption=dict(type='PreemptionHook')),
+    default_scope='fastmim')
+try:
+    runner.train()
+    outcome = 'trained to the end'
+except PreemptionSaveFailed as failure:
+    outcome = f'own={failure.own}: {failure}'
+shutdown_distributed()
+with open(f'{result_file}.{rank}', 'w') as result:
+    result.write(outcome)
+'''
+
+
+def test_a_preemption_save_that_fails_on_one_rank_stops_every_rank_with_it(tmp_path, run_ranks):
+    """Rank 0 failed to write and exited; rank 1 waited for it in the barrier after the save
+    until the launcher killed it, and its line ('another process of the job ended during a
+    collective operation') was the last the user saw. Now every rank learns of the failure;
+    the rank it happened on reports it, the others only log it."""
+    result = str(tmp_path / 'outcome')
+    run_ranks(FAILED_SAVE_RANK_SCRIPT, tmp_path / 'init', tmp_path / 'work', result,
+              env=dict(os.environ, OMP_NUM_THREADS='1'))
+    path = tmp_path / 'work' / 'iter_1.pth'
+    assert [open(f'{result}.{rank}').read() for rank in range(2)] == [
+        f'own=True: a signal on another rank: could not save {path} at iteration 1 (epoch 1) '
+        f'(OSError: [Errno 28] No space left on device); no checkpoint was saved before '
+        f'(--resume starts from the beginning)',
+        f'own=False: SIGTERM: could not save {path} at iteration 1 (epoch 1) (it failed on '
+        f'another rank, whose line says why); no checkpoint was saved before (--resume starts '
+        f'from the beginning)']
+
+
+def test_signals_recorded_while_the_tool_imported_are_taken_over_or_sent_again():
+    """tools/train.py records SIGTERM and SIGUSR1 from its first line (a job preempted while
+    torch imported died with status 143, which is not requeued). A signal the config's hook
+    handles is handed to it; one it does not gets its handler back and is sent again, acting
+    as it would have."""
+    from mmengine.config import Config
+
+    from fastmim.engine.hooks.preemption_hook import (HANDLERS_BEFORE_RECORDING,
+                                                      SIGNALS_BEFORE_TRAINING,
+                                                      record_signals_before_training,
+                                                      stop_recording_signals)
+    received = []
+
+    def original(signum, frame):
+        received.append(signal.Signals(signum).name)
+
+    def early_recorder(signum, frame):
+        pass
+
+    previous = {signum: signal.signal(signum, early_recorder)
+                for signum in (signal.SIGTERM, signal.SIGUSR1)}
+    only_sigterm = Config(dict(default_hooks=dict(preemption=dict(
+        type='PreemptionHook', signals=['SIGTERM']))))
+    try:
+        record_signals_before_training(
+            only_sigterm, recorded=[signal.SIGTERM, signal.SIGUSR1],
+            replaced={signal.SIGTERM: original, signal.SIGUSR1: original})
+        assert SIGNALS_BEFORE_TRAINING == ['SIGTERM'] and received == ['SIGUSR1']
+        assert signal.getsignal(signal.SIGUSR1) is original  # not the hook's: as before
+        assert HANDLERS_BEFORE_RECORDING == {signal.SIGTERM: original}
+        stop_recording_signals()
+        assert signal.getsignal(signal.SIGTERM) is original
+    finally:
+        stop_recording_signals()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -165,6 +165,15 @@ def kill_run(process):
     process.wait()
 
 
+def kill_leftovers(process):
+    """SIGKILL what is left of a run's process group: nothing, when it ended as it should."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
 def losses(work_dir):
     """Loss of every iteration, the later run's where a resumed run repeated one."""
     by_iteration = {}
@@ -431,3 +440,151 @@ def test_a_run_removes_the_temporary_files_of_writes_killed_before(tmp_path):
     assert f'removed {stale[0]} (12.1 KiB)' in log, log[-3000:]
     assert f'removed {stale[1]} (0 B)' in log
     assert log.count('removed ') == 2
+
+
+def test_killing_torchrun_stops_its_processes_after_they_save(tmp_path):
+    """torchrun killed outright (kill -9, the out-of-memory killer) left its processes training
+    on with nobody watching them (their parent became init), beside the next job's processes.
+    Each asks the kernel for SIGTERM when torchrun dies, and PreemptionHook saves and stops
+    it. The launch script, gone first, had removed its record of preempted processes: they do
+    not create it again (a stray file in TMPDIR)."""
+    # Minutes of training: left alone, the processes would outlast the wait below.
+    args = [str(DEMO), '2', '--cfg-options', *TINY, 'train_cfg.max_epochs=1000']
+    work_dir = tmp_path / 'work'
+    temporary = tmp_path / 'tmp'
+    temporary.mkdir()
+    process = start(args, work_dir, script='dist_train.sh', env={'TMPDIR': str(temporary)})
+    ranks = []
+    try:
+        wait_for_iterations(process, work_dir, 1)
+        torchrun = next(child for child in psutil.Process(process.pid).children(recursive=True)
+                        if 'torchrun.py' in ' '.join(child.cmdline()))
+        ranks = torchrun.children()
+        assert len(ranks) == 2
+        torchrun.kill()
+        _, running = psutil.wait_procs(ranks, timeout=60)
+        assert not running, Path(f'{work_dir}.log').read_text()[-3000:]
+    finally:
+        for rank in ranks:
+            if rank.is_running():
+                rank.kill()
+        kill_leftovers(process)
+    log = Path(f'{work_dir}.log').read_text()
+    saved = Path((work_dir / 'last_checkpoint').read_text().strip())
+    assert re.fullmatch(r'iter_\d+\.pth', saved.name), saved
+    assert log.count(f'preempted: SIGTERM: saved {saved}') == 2, log[-3000:]
+    assert not [path.name for path in temporary.iterdir() if path.name.startswith('fastmim_')]
+
+
+SIGNAL_WHILE_IMPORTING = """
+import os, signal, sys
+
+
+class SignalsWhenFastmimImports:
+    # The job is preempted while tools/train.py imports its modules: before torch has loaded.
+    def find_spec(self, name, path=None, target=None):
+        if name == 'fastmim':
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+
+sys.meta_path.insert(0, SignalsWhenFastmimImports())
+"""
+
+
+def test_a_signal_while_the_tool_imports_stops_the_run_with_the_preempted_status(tmp_path):
+    """The signal arrived before train.py recorded signals (it does once the config is
+    loaded): the run died with status 143, which a requeue script takes for a crash."""
+    site = tmp_path / 'site'
+    site.mkdir()
+    (site / 'sitecustomize.py').write_text(SIGNAL_WHILE_IMPORTING)
+    work_dir = tmp_path / 'work'
+    result = run([str(DEMO), '--work-dir', str(work_dir), '--cfg-options', *TINY],
+                 env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}'})
+    assert result.returncode == PREEMPTED, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        'preempted: SIGTERM before training started: nothing trained in this run (at '
+        'iteration 0); continue with --resume')
+    assert not list(work_dir.glob('*.pth'))
+
+
+FAKE_SRUN = '''#!{python}
+"""srun as tools/slurm_train.sh runs it, on this machine: starts --ntasks copies of the command
+with SLURM's variables, passes SIGTERM and SIGUSR1 on to them, kills the others once one exits
+with an error (--kill-on-bad-exit) and exits with srun's status: the first task's to end, or
+a later one's higher exit code."""
+import os
+import signal
+import subprocess
+import sys
+
+args = sys.argv[1:]
+ntasks = 1
+while args[0].startswith('-'):
+    option = args.pop(0)
+    if option == '-p':
+        args.pop(0)
+    elif option.startswith('--ntasks='):
+        ntasks = int(option.split('=')[1])
+ends = {{}}  # pid: its exit code (-signal), None while it runs
+for rank in range(ntasks):
+    env = dict(os.environ, SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank),
+               SLURM_NTASKS=str(ntasks), SLURM_NODELIST='localhost', SLURM_JOB_ID='1')
+    ends[subprocess.Popen(args, env=env).pid] = None
+
+
+def send(signum, frame=None):
+    for pid, end in ends.items():
+        if end is None:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:  # ended, not recorded yet
+                pass
+
+
+signal.signal(signal.SIGTERM, send)
+signal.signal(signal.SIGUSR1, send)
+status = None
+while None in ends.values():
+    pid, wait_status = os.wait()
+    ends[pid] = os.waitstatus_to_exitcode(wait_status)
+    if status is None or ends[pid] > status:  # a signal (negative) replaces no exit code
+        status = ends[pid]
+    if ends[pid] != 0:
+        send(signal.SIGKILL)
+sys.exit(128 - status if status < 0 else status)
+'''
+
+
+def test_a_preempted_slurm_job_exits_with_the_preempted_status(tmp_path):
+    """SLURM signals every process of a job it preempts: the ranks srun started saved and
+    exited with 75, but tools/slurm_train.sh, a shell waiting for srun, died of the SIGTERM
+    at once, so the batch script saw 143 and did not requeue the job."""
+    import socket
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'srun').write_text(FAKE_SRUN.format(python=sys.executable))
+    (bin_dir / 'scontrol').write_text('#!/bin/sh\necho "$3"\n')  # show hostnames NODELIST
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    work_dir = tmp_path / 'work'
+    args = ['partition', 'job', str(DEMO), str(work_dir), '--cfg-options', *TINY,
+            'train_cfg.max_epochs=100']
+    env = {'PATH': f'{bin_dir}{os.pathsep}{os.environ["PATH"]}', 'GPUS': '2',
+           'GPUS_PER_NODE': '2', 'MASTER_PORT': str(port)}
+    process = start(args, work_dir, script='slurm_train.sh', env=env)
+    try:
+        wait_for_iterations(process, work_dir, 1)
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=300)
+    finally:
+        kill_leftovers(process)
+    log = Path(f'{work_dir}.log').read_text()
+    assert process.returncode == PREEMPTED, log[-3000:]
+    saved = Path((work_dir / 'last_checkpoint').read_text().strip())
+    assert log.count(f'preempted: SIGTERM: saved {saved}') == 2, log[-3000:]
+    assert 'Traceback' not in log

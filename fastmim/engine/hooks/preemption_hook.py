@@ -75,6 +75,18 @@ class TrainingPreempted(Exception):
     """Training stopped on a signal after saving a checkpoint; the message names it."""
 
 
+class PreemptionSaveFailed(Exception):
+    """Training stopped on a signal, but the checkpoint could not be written (a full disk, an
+    unwritable work dir); the message says why and names the last good checkpoint. ``own``:
+    whether the save failed in this process, which then reports it (the others only log it).
+    Not a :class:`TrainingPreempted`: its status would tell a requeue script that the run
+    was saved."""
+
+    def __init__(self, message: str, own: bool = True):
+        super().__init__(message)
+        self.own = own
+
+
 class IgnoreSignalsThenInit:
     """A DataLoader ``worker_init_fn``: the worker ignores ``signals`` unless its parent, the
     training process, sends them, then runs the loader's own ``init_fn`` (mmengine's seeding).
@@ -352,7 +364,8 @@ class PreemptionHook(Hook):
     def _save_and_stop(self, runner, position: dict, when: str) -> None:
         """Save the training state at ``position`` (the epochs and iterations done, as
         ``Runner.save_checkpoint`` records them) as ``iter_<n>.pth``, name it in
-        ``last_checkpoint`` and raise :class:`TrainingPreempted`."""
+        ``last_checkpoint`` and raise :class:`TrainingPreempted`; raise
+        :class:`PreemptionSaveFailed` instead when any rank could not save."""
         if self.received is not None:
             runner.logger.info(f'received {self.received} ({self.signal_count} signal(s)): '
                                'saving a checkpoint, then stopping')
@@ -364,24 +377,20 @@ class PreemptionHook(Hook):
         owned = (not get_file_backend(path).exists(path)
                  or (previous is not None and _same_file(previous, path)))
         runner.message_hub.update_info(PREEMPTION_CHECKPOINT_KEY, path if owned else None)
-        runner.save_checkpoint(runner.work_dir, filename, meta=dict(position))
-        last = osp.join(runner.work_dir, 'last_checkpoint')
-        if runner.rank == 0:
-            get_file_backend(last).put_text(path, last)
-            if previous is not None and not _same_file(previous, path):
-                _delete_preemption_checkpoint(runner, previous)
+        failure = _save_preemption_checkpoint(runner, path, position, previous)
+        signal_name = self.received or 'a signal on another rank'
         # Launchers (srun --kill-on-bad-exit, torchrun) kill the other ranks as soon as one
-        # exits: nobody leaves before rank 0 has written the checkpoint.
-        barrier()
-        self._stop(runner, f'{self.received or "a signal on another rank"}: saved {path} '
-                           f'{when}; continue with --resume')
+        # exits: nobody leaves before every rank has saved (this exchange waits for all).
+        if _any_rank_true(failure is not None):
+            raise PreemptionSaveFailed(
+                _save_failure_message(runner, signal_name, path, when, failure),
+                own=failure is not None) from failure
+        self._stop(runner, f'{signal_name}: saved {path} {when}; continue with --resume')
 
     def _any_rank_received(self) -> bool:
         """Whether any rank got a signal: all ranks must stop at the same iteration, or the
         others would wait forever in the next collective."""
-        flag = torch.tensor([float(self.received is not None)])
-        all_reduce(flag, op='max')  # on the backend's device; nothing in one process
-        return bool(flag.item())
+        return _any_rank_true(self.received is not None)
 
     def _delete_superseded_preemption_checkpoint(self, runner) -> None:
         """Once a checkpoint has been saved after the preemption checkpoint that the run
@@ -398,6 +407,43 @@ class PreemptionHook(Hook):
             return
         runner.message_hub.update_info(PREEMPTION_CHECKPOINT_KEY, None)
         _delete_preemption_checkpoint(runner, preempted)
+
+
+def _any_rank_true(value: bool) -> bool:
+    """Whether ``value`` is true on any rank (a collective: every rank calls it)."""
+    flag = torch.tensor([float(value)])
+    all_reduce(flag, op='max')  # on the backend's device; nothing in one process
+    return bool(flag.item())
+
+
+def _save_preemption_checkpoint(runner, path: str, position: dict, previous):
+    """Write the checkpoint at ``path`` and (rank 0) name it in ``last_checkpoint``, deleting
+    the ``previous`` preemption checkpoint; the error that stopped it, or None. Returned, not
+    raised: the other ranks must learn of it, or they waited in the next collective until the
+    launcher killed them, and the line they printed blamed another process."""
+    try:
+        runner.save_checkpoint(runner.work_dir, osp.basename(path), meta=dict(position))
+        if runner.rank == 0:
+            last = osp.join(runner.work_dir, 'last_checkpoint')
+            get_file_backend(last).put_text(path, last)
+            if previous is not None and not _same_file(previous, path):
+                _delete_preemption_checkpoint(runner, previous)
+    except Exception as error:  # any: PreemptionSaveFailed names it, --debug shows its trace
+        return error
+    return None
+
+
+def _save_failure_message(runner, signal_name: str, path: str, when: str, failure) -> str:
+    """What a failed preemption save says: why (on the rank it failed on), and the checkpoint
+    ``--resume`` continues from, which ``last_checkpoint`` still names."""
+    why = (f'{type(failure).__name__}: {failure}' if failure is not None else
+           'it failed on another rank, whose line says why')
+    last = osp.join(runner.work_dir, 'last_checkpoint')
+    backend = get_file_backend(last)
+    good = backend.get_text(last).strip() if backend.exists(last) else ''
+    resume = (f'the last good checkpoint is {good} (--resume continues from it)' if good else
+              'no checkpoint was saved before (--resume starts from the beginning)')
+    return f'{signal_name}: could not save {path} {when} ({why}); {resume}'
 
 
 def validation_finished(work_dir: str, iteration) -> bool:
@@ -462,24 +508,40 @@ def _put_back_training_weights(runner) -> None:
             hook.after_val_epoch(runner)
 
 
-def record_signals_before_training(cfg) -> None:
+def record_signals_before_training(cfg, recorded=(), replaced=None) -> None:
     """Record the signals of the config's :class:`PreemptionHook` from now until it installs
     its handlers in ``before_train``, which then stops the run with
     :data:`PREEMPTED_EXIT_STATUS`. Building the model and the dataset and loading a checkpoint
     take minutes on ImageNet; a job preempted then died of the signal (status 143, which a
     requeue script does not requeue, though its ``last_checkpoint`` was good). Nothing is
-    installed for a config without the hook, whose run the signal ends as before."""
+    installed for a config without the hook, whose run the signal ends as before.
+
+    ``recorded`` and ``replaced``: the signal numbers an earlier recorder took, in order, and
+    the handlers it replaced (``tools/train.py`` records from its first line, while its
+    modules import). This recording takes those of the hook's signals over; any other signal
+    gets its handler back and is sent again, to act as it would have."""
     from fastmim.registry import type_name
     hooks = list((cfg.get('default_hooks') or {}).values()) + list(cfg.get('custom_hooks') or [])
     hook = next((hook for hook in hooks if isinstance(hook, dict)
                  and type_name(hook) == 'PreemptionHook'), None)
-    if hook is None or threading.current_thread() is not threading.main_thread():
-        return
-    for name in hook.get('signals', ('SIGTERM', 'SIGUSR1')):
-        signum = getattr(signal, name)
-        HANDLERS_BEFORE_RECORDING.setdefault(signum, signal.signal(
-            signum, lambda number, frame: SIGNALS_BEFORE_TRAINING.append(
-                signal.Signals(number).name)))
+    replaced = dict(replaced or {})
+    taken = set()
+    if hook is not None and threading.current_thread() is threading.main_thread():
+        taken = {getattr(signal, name) for name in hook.get('signals', ('SIGTERM', 'SIGUSR1'))}
+    for signum in taken:
+        previous = signal.signal(signum, _record_before_training)
+        HANDLERS_BEFORE_RECORDING.setdefault(signum, replaced.pop(signum, previous))
+    for signum, handler in replaced.items():
+        signal.signal(signum, handler)
+    for signum in recorded:
+        if signum in taken:
+            SIGNALS_BEFORE_TRAINING.append(signal.Signals(signum).name)
+        else:
+            os.kill(os.getpid(), signum)
+
+
+def _record_before_training(signum, frame) -> None:
+    SIGNALS_BEFORE_TRAINING.append(signal.Signals(signum).name)
 
 
 def stop_recording_signals() -> None:
