@@ -84,3 +84,19 @@ def test_a_config_an_earlier_test_wrote_is_replaced(load_script, copied_work_dir
             str(CONFIG), str(copied_work_dir / 'epoch_10.pth'), '--work-dir', str(work_dir),
             '--cfg-options', f'test_dataloader.batch_size={batch_size}', *SMALL_TEST])
     assert 'batch_size=20' in (work_dir / CONFIG.name).read_text()
+
+
+def test_an_evaluation_stops_with_its_launcher(tmp_path, load_script, monkeypatch):
+    """tools/test.py did not ask to be stopped with torchrun: killed with kill -9, torchrun
+    left its evaluation processes running on (tools/train.py asked already)."""
+    from fastmim.engine import launch
+    asked = []
+
+    def stop_with_the_launcher(launcher):
+        asked.append(launcher)
+        raise KeyboardInterrupt  # nothing more of the evaluation is needed here
+    monkeypatch.setattr(launch, 'stop_with_the_launcher', stop_with_the_launcher)
+    tool = load_script(ROOT / 'tools' / 'test.py')
+    with pytest.raises(KeyboardInterrupt):
+        tool.main([str(CONFIG), str(tmp_path / 'epoch_1.pth'), '--launcher', 'none'])
+    assert asked == ['none']
