@@ -148,3 +148,27 @@ def test_a_sigterm_stops_the_training_tool_before_this_one_exits(tmp_path):
                 child.kill()  # the orphan a failure leaves
             except psutil.NoSuchProcess:
                 pass
+
+
+class ToolStarted(Exception):
+    """Raised by the stand-in for run_tool: the test only looks at the command."""
+
+
+def test_a_relative_work_dir_is_made_absolute_for_the_tools(tmp_path, train_speed, monkeypatch):
+    """tools/train.py runs in the repository (cwd=ROOT): a relative --work-dir given from
+    elsewhere ended in 'folder wdrel/data (relative to <repo>) not found', and the folder it had
+    made blocked the rerun ('holds an earlier run (data)')."""
+    started = []
+
+    def run_tool(script, args):
+        started.append(args)
+        raise ToolStarted
+    monkeypatch.setattr(train_speed, 'run_tool', run_tool)
+    monkeypatch.setattr(train_speed, 'pretrain_options',
+                        lambda data_dir, images: ({'data_root': data_dir}, None, None))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ToolStarted):
+        train_speed.main(['pretrain', '--out', 'r.json', '--work-dir', 'wdrel'])
+    (args, ) = started
+    assert args[args.index('--work-dir') + 1] == str(tmp_path / 'wdrel' / 'train')
+    assert f'data_root={tmp_path / "wdrel" / "data"}' in args

@@ -183,6 +183,11 @@ def parse_args(argv):
     if args.skip >= args.iters:  # summarise would time the warm-up iterations too
         parser.error(f'--skip {args.skip} leaves none of the --iters {args.iters} iterations to '
                      'time; give fewer or more')
+    if args.work_dir:
+        # The tools run in the repository (run_tool's cwd): a relative work dir given from
+        # elsewhere named another folder there ('wdrel/data ... not found'), while this process
+        # had made it here, which then blocked the rerun as 'an earlier run'.
+        args.work_dir = osp.abspath(args.work_dir)
     return args
 
 
