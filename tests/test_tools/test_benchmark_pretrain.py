@@ -215,6 +215,20 @@ def test_a_plot_format_matplotlib_cannot_write_is_refused_before_measuring(tmp_p
                                  '--plot', str(tmp_path / 'results.txt')])
 
 
+@pytest.mark.parametrize('plot', ['r.png', './r.png', 'link.png'])
+def test_the_same_file_for_results_and_plot_is_refused_before_measuring(tmp_path, monkeypatch,
+                                                                        plot):
+    """--out X --plot X wrote the results, then replaced them with the plot."""
+    def measure(*args, **kwargs):
+        raise AssertionError('measured before --out and --plot were compared')
+    monkeypatch.setattr(benchmark_pretrain, 'resolve_device', measure)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'link.png').symlink_to(tmp_path / 'r.png')
+    with pytest.raises(ValueError, match=rf'^--out r\.png and --plot {re.escape(plot)} are the '
+                       r'same file: the plot would replace the results; give two names$'):
+        benchmark_pretrain.main(['--backbone', 'vit_b', '--out', 'r.png', '--plot', plot])
+
+
 def test_jpeg_photos_have_the_requested_size(tmp_path):
     paths = write_jpeg_photos(str(tmp_path), 500, limit=3)
     assert len(paths) == 3

@@ -17,6 +17,7 @@ that the run is judged against are below; the measuring itself is ``fastmim.benc
 import argparse
 import json
 import os
+import os.path as osp
 import subprocess
 import sys
 import tempfile
@@ -341,12 +342,21 @@ def _json_dict(text):
     return value
 
 
+def check_distinct_outputs(out, plot):
+    """``--out X --plot X`` wrote the results, then replaced them with the plot: the
+    measurement was lost after the whole benchmark. Compared resolved (``./X``, a link)."""
+    if osp.realpath(out) == osp.realpath(plot):
+        raise ValueError(f'--out {out} and --plot {plot} are the same file: the plot would '
+                         'replace the results; give two names')
+
+
 def main(argv):
     args = parse_args(argv)
     check_output_file(args.out, '--out')
     if args.plot:
         check_output_file(args.plot, '--plot')
         check_plot_format(args.plot)
+        check_distinct_outputs(args.out, args.plot)
     if args.amp_dtype and not args.amp:
         raise ValueError('--amp-dtype needs --amp')
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
