@@ -83,3 +83,25 @@ def test_an_iteration_based_loop_gets_max_iters(tmp_path, load_script, monkeypat
     with pytest.raises(RunnerBuilt):
         soak_memory.soak(cfg, soak_memory.parse_args(['--iters', '30', '--every', '10']), str(tmp_path))
     assert built[0].train_cfg == dict(type='fastmim.ResumableIterBasedTrainLoop', max_iters=30)
+
+
+def test_the_report_is_replaced_atomically(tmp_path, load_script, monkeypatch):
+    """Path.write_text emptied an earlier report before writing: a run killed there left half
+    a file. Now a temporary file beside it replaces it."""
+    soak_memory = load_script(TOOL)
+    samples = [dict(iter=i, main=(100., 50. + i), workers=[]) for i in (10, 20, 30, 40)]
+    monkeypatch.setattr(soak_memory, 'soak', lambda cfg, args, work_dir: samples)
+    replaced = []
+    replace = os.replace
+    monkeypatch.setattr(os, 'replace', lambda src, dst: (replaced.append((src, dst)),
+                                                         replace(src, dst)))
+
+    def exit_(status):
+        raise SystemExit(status)
+    monkeypatch.setattr(os, '_exit', exit_)
+    out = tmp_path / 'soak.json'
+    with pytest.raises(SystemExit):
+        soak_memory.main(['--iters', '40', '--every', '10', '--out', str(out)])
+    ((temporary, target), ) = replaced
+    assert (Path(temporary).parent, target) == (tmp_path, str(out))
+    assert json.loads(out.read_text())['samples'][-1]['iter'] == 40

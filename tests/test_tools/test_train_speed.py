@@ -210,3 +210,19 @@ def test_training_precision_follows_the_wrapper_and_the_flag(train_speed, wrappe
                              else 'bfloat16 autocast')
     assert train_speed.training_precision(cfg, amp) == expected
     assert cfg.optim_wrapper.type == wrapper  # the config itself is left as it was
+
+
+def test_the_result_is_replaced_atomically(tmp_path, train_speed, monkeypatch):
+    """open(--out, 'w') emptied an earlier result before writing: a run killed there, or a
+    value JSON cannot hold, left half a file. Now a temporary file beside it replaces it."""
+    import os
+    fake_training(train_speed, monkeypatch)
+    replaced = []
+    replace = os.replace
+    monkeypatch.setattr(os, 'replace', lambda src, dst: (replaced.append((src, dst)),
+                                                         replace(src, dst)))
+    out = tmp_path / 'r.json'
+    train_speed.main(['pretrain', '--out', str(out), '--iters', '3', '--skip', '1'])
+    ((temporary, target), ) = replaced
+    assert (Path(temporary).parent, target) == (tmp_path, str(out))
+    assert json.loads(out.read_text())['images_per_s'] == 512 / 2.0

@@ -32,6 +32,7 @@ from fastmim.benchmark.measure import (COMPILE_MODES, StepOptions, amp_dtype,
                                        measure_matmul_peak, resolve_device, time_hog)
 from fastmim.benchmark.pipeline_speed import benchmark_data_pipeline
 from fastmim.benchmark.report import check_plot_format, format_report, plot_results
+from fastmim.engine.checkpoint import AtomicLocalBackend
 from fastmim.engine.launch import add_debug_arg, check_output_file, positive_int
 # This folder, first on sys.path when the script runs.
 from pretrain_methods import (CONFIG_ROOT, METHODS, RECIPES, RESULT_PREFIX,  # isort:skip
@@ -367,8 +368,9 @@ def main(argv):
         arch_override=args.arch_override, mae_decoder=args.mae_decoder,
         matmul_size=args.matmul_size, data_sizes=args.data_sizes, data_samples=args.data_samples,
         photo_limit=args.photo_limit)
-    with open(args.out, 'w') as file:
-        json.dump(results, file, indent=2)
+    # Replaced atomically: a run killed while writing, or a value JSON cannot hold, left half
+    # a file (or none) in place of an earlier result.
+    AtomicLocalBackend().put_text(json.dumps(results, indent=2), args.out)
     print(format_report(results))
     print(f'\nresults written to {args.out}')
     if args.plot:

@@ -189,7 +189,10 @@ def main(argv=None):
                   worker_growth_mib_per_1000_iters=growth_per_1000_iters(samples, 'workers'))
     print(json.dumps({k: v for k, v in report.items() if k != 'samples'}, indent=1))
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1))
+        # Replaced atomically: a run killed while writing left half a file in place of an
+        # earlier report.
+        from fastmim.engine.checkpoint import AtomicLocalBackend
+        AtomicLocalBackend().put_text(json.dumps(report, indent=1), args.out)
     sys.stdout.flush()
     os._exit(0)  # persistent workers need no orderly shutdown here
 

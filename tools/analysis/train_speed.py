@@ -286,8 +286,10 @@ def main(argv=None):
         import torch
         result['device'] = (torch.cuda.get_device_name() if torch.cuda.is_available()
                             else 'cpu')
-    with open(args.out, 'w') as f:
-        json.dump(result, f, indent=2)
+    # Replaced atomically: a run killed while writing, or a value JSON cannot hold, left half
+    # a file (or none) in place of an earlier result.
+    from fastmim.engine.checkpoint import AtomicLocalBackend
+    AtomicLocalBackend().put_text(json.dumps(result, indent=2), args.out)
     memory = (f'{result["peak_memory_mb"]:.0f} MB' if result['peak_memory_mb'] is not None
               else 'n/a')
     rate = result['images_per_s']
