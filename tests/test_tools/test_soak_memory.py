@@ -81,7 +81,8 @@ def test_an_iteration_based_loop_gets_max_iters(tmp_path, load_script, monkeypat
         raise RunnerBuilt
     monkeypatch.setattr(Runner, 'from_cfg', from_cfg)
     with pytest.raises(RunnerBuilt):
-        soak_memory.soak(cfg, soak_memory.parse_args(['--iters', '30', '--every', '10']), str(tmp_path))
+        args = soak_memory.parse_args(['--iters', '30', '--every', '10'])
+        soak_memory.soak(cfg, args, str(tmp_path))
     assert built[0].train_cfg == dict(type='fastmim.ResumableIterBasedTrainLoop', max_iters=30)
 
 

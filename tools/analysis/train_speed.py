@@ -115,7 +115,8 @@ def pretrain_options(data_dir, images):
 
 def load_train_tool():
     """tools/train.py's module (a script, not a package), for its ``--amp``."""
-    spec = importlib.util.spec_from_file_location('fastmim_tools_train', ROOT / 'tools' / 'train.py')
+    path = ROOT / 'tools' / 'train.py'
+    spec = importlib.util.spec_from_file_location('fastmim_tools_train', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
