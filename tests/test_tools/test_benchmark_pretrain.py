@@ -215,6 +215,36 @@ def test_a_plot_format_matplotlib_cannot_write_is_refused_before_measuring(tmp_p
                                  '--plot', str(tmp_path / 'results.txt')])
 
 
+@pytest.mark.parametrize('plot', ['r.png', './r.png', 'link.png'])
+def test_the_same_file_for_results_and_plot_is_refused_before_measuring(tmp_path, monkeypatch,
+                                                                        plot):
+    """--out X --plot X wrote the results, then replaced them with the plot."""
+    def measure(*args, **kwargs):
+        raise AssertionError('measured before --out and --plot were compared')
+    monkeypatch.setattr(benchmark_pretrain, 'resolve_device', measure)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'link.png').symlink_to(tmp_path / 'r.png')
+    with pytest.raises(ValueError, match=rf'^--out r\.png and --plot {re.escape(plot)} are the '
+                       r'same file: the plot would replace the results; give two names$'):
+        benchmark_pretrain.main(['--backbone', 'vit_b', '--out', 'r.png', '--plot', plot])
+
+
+def test_the_results_are_replaced_atomically(tmp_path, monkeypatch):
+    """open(--out, 'w') emptied an earlier result before writing: a run killed there, or a
+    value JSON cannot hold, left half a file. Now a temporary file beside it replaces it."""
+    monkeypatch.setattr(benchmark_pretrain, 'run_benchmark', lambda *args, **kwargs: {'a': 1})
+    monkeypatch.setattr(benchmark_pretrain, 'format_report', lambda results: 'report')
+    replaced = []
+    replace = os.replace
+    monkeypatch.setattr(os, 'replace', lambda src, dst: (replaced.append((src, dst)),
+                                                         replace(src, dst)))
+    out = tmp_path / 'r.json'
+    benchmark_pretrain.main(['--backbone', 'vit_b', '--out', str(out)])
+    ((temporary, target), ) = replaced
+    assert (Path(temporary).parent, target) == (tmp_path, str(out))
+    assert json.loads(out.read_text()) == {'a': 1}
+
+
 def test_jpeg_photos_have_the_requested_size(tmp_path):
     paths = write_jpeg_photos(str(tmp_path), 500, limit=3)
     assert len(paths) == 3

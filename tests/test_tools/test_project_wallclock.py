@@ -40,6 +40,7 @@ def train_speed_result(images_per_s, task='pretrain'):
     a quarter of each iteration waiting for the loader."""
     s_per_iter = 512 / images_per_s
     return dict(task=task, config='configs/fastmim/vit_b_hog_800e.py', amp=True,
+                precision='float16 autocast',
                 batch_size=512, iterations=30, timed=20, s_per_iter=s_per_iter,
                 data_s_per_iter=s_per_iter / 4, images_per_s=images_per_s,
                 peak_memory_mb=9000.0, device='NVIDIA H100 80GB HBM3')
@@ -95,7 +96,9 @@ def test_reads_both_result_kinds_and_bounds_fastmim_by_the_loader(tool, schedule
     assert measurements[3].source == ('vit_b_compile_cuda.json: NVIDIA H100 80GB HBM3, float16 '
                                       'autocast, torch.compile (reduce-overhead), batch 256, '
                                       'synthetic inputs')
-    assert 'tools/train.py --amp, batch 512, JPEG loader (waits 25%' in measurements[4].source
+    # The precision the run trained in, not its --amp flag (off for the recipe's own fp16).
+    assert ('tools/train.py, float16 autocast, batch 512, JPEG loader (waits 25%'
+            in measurements[4].source)
     rows = tool.bound_by_loader(measurements)
     assert [(row.images_per_s, row.bound) for row in rows] == [
         (5765., 'the step (end-to-end run faster)'),

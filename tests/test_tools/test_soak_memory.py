@@ -48,3 +48,61 @@ def test_a_short_soak_reports_and_leaves_no_work_dir_behind(tmp_path):
     assert result.returncode == 0, result.stderr
     assert [sample['iter'] for sample in json.loads(out.read_text())['samples']] == [2, 4]
     assert not list(scratch.glob('soak_*'))
+
+
+def test_a_config_without_training_is_refused_in_one_line():
+    """A k-NN evaluation config ended in 'NoneType' object has no attribute 'num_workers'."""
+    config = 'configs/knn/demo_vit_tiny_embedded_knn.py'
+    result = run(config, '--iters', '2', '--every', '1')
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f'error: ValueError: {config} has no train_dataloader or train_cfg: the soak trains the '
+        'config; give a training config')
+
+
+class RunnerBuilt(Exception):
+    """Raised by the stand-in for Runner.from_cfg: the test only looks at the config."""
+
+
+def test_an_iteration_based_loop_gets_max_iters(tmp_path, load_script, monkeypatch):
+    """The segmentation configs' ResumableIterBasedTrainLoop was given max_epochs: 'got an
+    unexpected keyword argument' once the runner was built (after 500 lines of log)."""
+    from mmengine.config import ConfigDict
+    from mmengine.runner import Runner
+
+    from fastmim.engine.config_loading import load_config
+    soak_memory = load_script(TOOL)
+    cfg = load_config(str(soak_memory.DEMO))
+    cfg.train_cfg = ConfigDict(type='fastmim.ResumableIterBasedTrainLoop', max_iters=160000)
+    built = []
+
+    def from_cfg(cfg):
+        built.append(cfg)
+        raise RunnerBuilt
+    monkeypatch.setattr(Runner, 'from_cfg', from_cfg)
+    with pytest.raises(RunnerBuilt):
+        args = soak_memory.parse_args(['--iters', '30', '--every', '10'])
+        soak_memory.soak(cfg, args, str(tmp_path))
+    assert built[0].train_cfg == dict(type='fastmim.ResumableIterBasedTrainLoop', max_iters=30)
+
+
+def test_the_report_is_replaced_atomically(tmp_path, load_script, monkeypatch):
+    """Path.write_text emptied an earlier report before writing: a run killed there left half
+    a file. Now a temporary file beside it replaces it."""
+    soak_memory = load_script(TOOL)
+    samples = [dict(iter=i, main=(100., 50. + i), workers=[]) for i in (10, 20, 30, 40)]
+    monkeypatch.setattr(soak_memory, 'soak', lambda cfg, args, work_dir: samples)
+    replaced = []
+    replace = os.replace
+    monkeypatch.setattr(os, 'replace', lambda src, dst: (replaced.append((src, dst)),
+                                                         replace(src, dst)))
+
+    def exit_(status):
+        raise SystemExit(status)
+    monkeypatch.setattr(os, '_exit', exit_)
+    out = tmp_path / 'soak.json'
+    with pytest.raises(SystemExit):
+        soak_memory.main(['--iters', '40', '--every', '10', '--out', str(out)])
+    ((temporary, target), ) = replaced
+    assert (Path(temporary).parent, target) == (tmp_path, str(out))
+    assert json.loads(out.read_text())['samples'][-1]['iter'] == 40

@@ -1,5 +1,6 @@
 """tools/analysis/train_speed.py: what a user who mistypes its inputs sees (its measurement runs
 tools/train.py for minutes and is not repeated here)."""
+import json
 import signal
 import subprocess
 import sys
@@ -148,3 +149,80 @@ def test_a_sigterm_stops_the_training_tool_before_this_one_exits(tmp_path):
                 child.kill()  # the orphan a failure leaves
             except psutil.NoSuchProcess:
                 pass
+
+
+class ToolStarted(Exception):
+    """Raised by the stand-in for run_tool: the test only looks at the command."""
+
+
+def test_a_relative_work_dir_is_made_absolute_for_the_tools(tmp_path, train_speed, monkeypatch):
+    """tools/train.py runs in the repository (cwd=ROOT): a relative --work-dir given from
+    elsewhere ended in 'folder wdrel/data (relative to <repo>) not found', and the folder it had
+    made blocked the rerun ('holds an earlier run (data)')."""
+    started = []
+
+    def run_tool(script, args):
+        started.append(args)
+        raise ToolStarted
+    monkeypatch.setattr(train_speed, 'run_tool', run_tool)
+    monkeypatch.setattr(train_speed, 'pretrain_options',
+                        lambda data_dir, images: ({'data_root': data_dir}, None, None))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ToolStarted):
+        train_speed.main(['pretrain', '--out', 'r.json', '--work-dir', 'wdrel'])
+    (args, ) = started
+    assert args[args.index('--work-dir') + 1] == str(tmp_path / 'wdrel' / 'train')
+    assert f'data_root={tmp_path / "wdrel" / "data"}' in args
+
+
+def fake_training(train_speed, monkeypatch, iterations=3):
+    """run_tool trains nothing and the log holds ``iterations`` entries of 2 s."""
+    monkeypatch.setattr(train_speed, 'run_tool', lambda script, args: None)
+    monkeypatch.setattr(train_speed, 'pretrain_options',
+                        lambda data_dir, images: ({}, None, None))
+    monkeypatch.setattr(train_speed, 'logged_iterations', lambda work_dir: [
+        dict(time=2.0, data_time=0.5)] * iterations)
+
+
+def test_the_result_records_the_precision_the_run_used(tmp_path, train_speed, monkeypatch):
+    """The pretrain recipe trains in mixed precision (GuardedAmpOptimWrapper: fp16 on CUDA,
+    bf16 autocast on the CPU) without --amp, yet its result said "amp": false."""
+    import torch
+    fake_training(train_speed, monkeypatch)
+    out = tmp_path / 'r.json'
+    train_speed.main(['pretrain', '--out', str(out), '--iters', '3', '--skip', '1'])
+    result = json.loads(out.read_text())
+    mixed = 'float16 autocast' if torch.cuda.is_available() else 'bfloat16 autocast'
+    assert (result['precision'], result['amp']) == (mixed, True)
+
+
+@pytest.mark.parametrize('wrapper, amp, precision', [
+    ('OptimWrapper', False, 'float32'),
+    ('OptimWrapper', True, None),  # --amp: the machine's mixed precision
+    ('AutocastOptimWrapper', False, 'bfloat16 autocast')])
+def test_training_precision_follows_the_wrapper_and_the_flag(train_speed, wrapper, amp,
+                                                             precision):
+    import torch
+    from fastmim.engine.config_loading import load_config
+    cfg = load_config(str(train_speed.ROOT / train_speed.CONFIGS['pretrain']),
+                      {'optim_wrapper.type': wrapper})
+    expected = precision or ('float16 autocast' if torch.cuda.is_available()
+                             else 'bfloat16 autocast')
+    assert train_speed.training_precision(cfg, amp) == expected
+    assert cfg.optim_wrapper.type == wrapper  # the config itself is left as it was
+
+
+def test_the_result_is_replaced_atomically(tmp_path, train_speed, monkeypatch):
+    """open(--out, 'w') emptied an earlier result before writing: a run killed there, or a
+    value JSON cannot hold, left half a file. Now a temporary file beside it replaces it."""
+    import os
+    fake_training(train_speed, monkeypatch)
+    replaced = []
+    replace = os.replace
+    monkeypatch.setattr(os, 'replace', lambda src, dst: (replaced.append((src, dst)),
+                                                         replace(src, dst)))
+    out = tmp_path / 'r.json'
+    train_speed.main(['pretrain', '--out', str(out), '--iters', '3', '--skip', '1'])
+    ((temporary, target), ) = replaced
+    assert (Path(temporary).parent, target) == (tmp_path, str(out))
+    assert json.loads(out.read_text())['images_per_s'] == 512 / 2.0

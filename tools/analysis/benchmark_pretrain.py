@@ -17,6 +17,7 @@ that the run is judged against are below; the measuring itself is ``fastmim.benc
 import argparse
 import json
 import os
+import os.path as osp
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from fastmim.benchmark.measure import (COMPILE_MODES, StepOptions, amp_dtype,
                                        measure_matmul_peak, resolve_device, time_hog)
 from fastmim.benchmark.pipeline_speed import benchmark_data_pipeline
 from fastmim.benchmark.report import check_plot_format, format_report, plot_results
+from fastmim.engine.checkpoint import AtomicLocalBackend
 from fastmim.engine.launch import add_debug_arg, check_output_file, positive_int
 # This folder, first on sys.path when the script runs.
 from pretrain_methods import (CONFIG_ROOT, METHODS, RECIPES, RESULT_PREFIX,  # isort:skip
@@ -341,12 +343,21 @@ def _json_dict(text):
     return value
 
 
+def check_distinct_outputs(out, plot):
+    """``--out X --plot X`` wrote the results, then replaced them with the plot: the
+    measurement was lost after the whole benchmark. Compared resolved (``./X``, a link)."""
+    if osp.realpath(out) == osp.realpath(plot):
+        raise ValueError(f'--out {out} and --plot {plot} are the same file: the plot would '
+                         'replace the results; give two names')
+
+
 def main(argv):
     args = parse_args(argv)
     check_output_file(args.out, '--out')
     if args.plot:
         check_output_file(args.plot, '--plot')
         check_plot_format(args.plot)
+        check_distinct_outputs(args.out, args.plot)
     if args.amp_dtype and not args.amp:
         raise ValueError('--amp-dtype needs --amp')
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
@@ -357,8 +368,9 @@ def main(argv):
         arch_override=args.arch_override, mae_decoder=args.mae_decoder,
         matmul_size=args.matmul_size, data_sizes=args.data_sizes, data_samples=args.data_samples,
         photo_limit=args.photo_limit)
-    with open(args.out, 'w') as file:
-        json.dump(results, file, indent=2)
+    # Replaced atomically: a run killed while writing, or a value JSON cannot hold, left half
+    # a file (or none) in place of an earlier result.
+    AtomicLocalBackend().put_text(json.dumps(results, indent=2), args.out)
     print(format_report(results))
     print(f'\nresults written to {args.out}')
     if args.plot:

@@ -228,8 +228,10 @@ def _train_speed_measurement(result: dict, path: Path, schedule: Schedule) -> Me
     loader_wait = _field(result, path, 'data_s_per_iter') / result['s_per_iter']
     return Measurement(
         'fastmim', rate,
-        f"{path.name}: {result.get('device', '?')}, tools/train.py"
-        f"{' --amp' if result.get('amp') else ''}, batch {_field(result, path, 'batch_size')}, "
+        # The precision the run trained in: its --amp flag, which the label showed, is off for
+        # the recipe's own mixed precision (results before 'precision' was recorded: '?').
+        f"{path.name}: {result.get('device', '?')}, tools/train.py, "
+        f"{result.get('precision', '?')}, batch {_field(result, path, 'batch_size')}, "
         f'JPEG loader (waits {100 * loader_wait:.0f}% of an iteration)', end_to_end=True)
 
 

@@ -111,6 +111,26 @@ def growth_per_1000_iters(samples, key):
     return [float(np.polyfit(iters, values, 1)[0] * 1000) for values in series]
 
 
+def set_length(train_cfg, iters):
+    """A schedule long enough for ``iters`` iterations (the memory hook stops the run there)
+    in the config's own kind of loop: an iteration-based loop (``max_iters``, the segmentation
+    configs') was given ``max_epochs``, which it does not take (a TypeError once the runner
+    was built)."""
+    if 'max_iters' in train_cfg:
+        train_cfg.max_iters = iters
+    else:
+        train_cfg.max_epochs = iters + 1  # enough: every epoch has an iteration
+
+
+def check_trains(cfg, config):
+    """Refuse a config that trains nothing (a k-NN evaluation config has no training loader):
+    it failed in the soak's setup with 'NoneType' object has no attribute 'num_workers'."""
+    missing = [key for key in ('train_dataloader', 'train_cfg') if not cfg.get(key)]
+    if missing:
+        raise ValueError(f'{config} has no {" or ".join(missing)}: the soak trains the config; '
+                         'give a training config')
+
+
 def soak(cfg, args, work_dir):
     """Train ``args.iters`` iterations of ``cfg`` in ``work_dir``; the memory samples taken."""
     from mmengine.runner import Runner
@@ -126,7 +146,7 @@ def soak(cfg, args, work_dir):
         loader.dataset = dict(type='ImageList', ann_file=str(write_list_file(args.list_size,
                                                                              work_dir)),
                               pipeline=pipeline)
-    cfg.train_cfg.max_epochs = args.iters + 1  # enough: every epoch has an iteration
+    set_length(cfg.train_cfg, args.iters)
     cfg.default_hooks.checkpoint.interval = 10**9  # no checkpoints: memory only
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=args.every)
     cfg.custom_hooks = []
@@ -157,6 +177,7 @@ def main(argv=None):
         check_output_file(args.out, '--out')
 
     cfg = load_config(args.config, args.cfg_options)
+    check_trains(cfg, args.config)
     work_dir = tempfile.mkdtemp(prefix='soak_')
     try:
         samples = soak(cfg, args, work_dir)
@@ -168,7 +189,10 @@ def main(argv=None):
                   worker_growth_mib_per_1000_iters=growth_per_1000_iters(samples, 'workers'))
     print(json.dumps({k: v for k, v in report.items() if k != 'samples'}, indent=1))
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1))
+        # Replaced atomically: a run killed while writing left half a file in place of an
+        # earlier report.
+        from fastmim.engine.checkpoint import AtomicLocalBackend
+        AtomicLocalBackend().put_text(json.dumps(report, indent=1), args.out)
     sys.stdout.flush()
     os._exit(0)  # persistent workers need no orderly shutdown here
 

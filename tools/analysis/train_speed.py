@@ -113,6 +113,37 @@ def pretrain_options(data_dir, images):
     return train, None, None
 
 
+def load_train_tool():
+    """tools/train.py's module (a script, not a package), for its ``--amp``."""
+    path = ROOT / 'tools' / 'train.py'
+    spec = importlib.util.spec_from_file_location('fastmim_tools_train', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def training_precision(cfg, amp):
+    """The precision tools/train.py trains ``cfg`` in (``'float16 autocast'``, ``'bfloat16
+    autocast'`` or ``'float32'``, as benchmark_pretrain.py words it): the config's optimiser
+    wrapper after ``--amp`` and the machine's adaptation, as train.py applies them. The result
+    recorded the ``--amp`` flag, so the pretrain recipe (GuardedAmpOptimWrapper, fp16 without
+    the flag) read as ``"amp": false``."""
+    import copy
+
+    from fastmim.engine.launch import adapt_to_device
+    from fastmim.engine.optim_wrappers import mixed_precision_of
+    cfg = copy.deepcopy(cfg)
+    if amp:
+        load_train_tool().set_mixed_precision(cfg.optim_wrapper)
+    adapt_to_device(cfg)
+    optim_wrapper = cfg.get('optim_wrapper') or {}
+    kind = mixed_precision_of(optim_wrapper.get('type'))
+    if kind is None:
+        return 'float32'
+    default = 'float16' if kind == 'loss_scaling' else 'bfloat16'  # the wrappers' defaults
+    return f"{optim_wrapper.get('dtype') or default} autocast"
+
+
 def run_tool(script, args):
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
         filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))}
@@ -183,6 +214,11 @@ def parse_args(argv):
     if args.skip >= args.iters:  # summarise would time the warm-up iterations too
         parser.error(f'--skip {args.skip} leaves none of the --iters {args.iters} iterations to '
                      'time; give fewer or more')
+    if args.work_dir:
+        # The tools run in the repository (run_tool's cwd): a relative work dir given from
+        # elsewhere named another folder there ('wdrel/data ... not found'), while this process
+        # had made it here, which then blocked the rerun as 'an earlier run'.
+        args.work_dir = osp.abspath(args.work_dir)
     return args
 
 
@@ -223,6 +259,7 @@ def main(argv=None):
     as_cfg_options = load_downstream_data().as_cfg_options
     cfg = load_config(config, args.cfg_options)
     batch_size = cfg.train_dataloader.batch_size
+    precision = training_precision(cfg, args.amp)
     with tempfile.TemporaryDirectory() as scratch:
         work_dir = args.work_dir or scratch
         data_dir = osp.join(work_dir, 'data')
@@ -237,8 +274,8 @@ def main(argv=None):
         run_tool('train.py', [config, '--work-dir', train_dir, *(['--amp'] if args.amp else []),
                               '--cfg-options',
                               *as_cfg_options({**train, **logger, **args.cfg_options})])
-        result = dict(task=args.task, config=config_name, amp=args.amp,
-                      batch_size=batch_size,
+        result = dict(task=args.task, config=config_name, precision=precision,
+                      amp=precision != 'float32', batch_size=batch_size,
                       **summarise(logged_iterations(train_dir), args.skip, batch_size))
         if test is not None:
             metrics = osp.join(work_dir, 'test_metrics.json')
@@ -250,14 +287,16 @@ def main(argv=None):
         import torch
         result['device'] = (torch.cuda.get_device_name() if torch.cuda.is_available()
                             else 'cpu')
-    with open(args.out, 'w') as f:
-        json.dump(result, f, indent=2)
+    # Replaced atomically: a run killed while writing, or a value JSON cannot hold, left half
+    # a file (or none) in place of an earlier result.
+    from fastmim.engine.checkpoint import AtomicLocalBackend
+    AtomicLocalBackend().put_text(json.dumps(result, indent=2), args.out)
     memory = (f'{result["peak_memory_mb"]:.0f} MB' if result['peak_memory_mb'] is not None
               else 'n/a')
     rate = result['images_per_s']
     rate = f'{rate:.1f}' if rate >= 1 else f'{rate:.3g}'  # a CPU run makes under one image/s
     print(f'{args.task}: {result["s_per_iter"]:.3f} s/iter (data {result["data_s_per_iter"]:.3f}'
-          f' s), {rate} images/s, peak memory {memory}, {result["device"]}')
+          f' s), {rate} images/s, peak memory {memory}, {result["device"]}, {precision}')
     return result
 
 
