@@ -311,3 +311,15 @@ def test_the_refusal_names_the_final_norm_a_fine_tuned_file_lacks(final_norm):
 def test_a_sincos_table_in_bf16_still_loads_into_a_sincos_model():
     state = {key: value.to(torch.bfloat16) for key, value in sincos_vit().state_dict().items()}
     assert 'pos_embed' not in sincos_vit().adapt_state_dict(state)
+
+
+@pytest.mark.parametrize('arch, img_size, heads', [
+    ('b', 128, 12),                                          # the published ViT-B
+    (dict(embed_dim=384, depth=2, num_heads=12), 64, 6)])    # no published size: 64-wide heads
+def test_a_reference_encoders_heads_are_the_published_or_64_wide(arch, img_size, heads):
+    """The release's files do not record a ViT's heads and the weights do not fix them (the
+    release built ViT-B with 6, a known defect): the converter's choice was untested."""
+    with torch.device('meta'):
+        source = MODELS.build(dict(type='VisionTransformer', arch=arch, img_size=img_size))
+    encoder = VisionTransformer.from_reference_encoder(source.state_dict(), 'reference.pth')
+    assert encoder.model.blocks[0].attn.num_heads == heads
