@@ -142,6 +142,15 @@ def test_to_timm_refuses_an_arch_timm_does_not_know_before_reading(tmp_path, to_
                       '--arch', 'vit_tiny_foo'])
 
 
+def test_from_timm_refuses_a_model_name_timm_does_not_know_before_reading(tmp_path,
+                                                                          load_script):
+    """The weights (hundreds of MB) were read first: a missing file was named instead."""
+    with pytest.raises(ValueError, match=r"--model-name 'resnet_foo' is not a timm model"):
+        load_script(TOOLS / 'from_timm.py').main([
+            str(tmp_path / 'absent.pth'), str(tmp_path / 'out.pth'),
+            '--model-name', 'resnet_foo'])
+
+
 def test_to_timm_names_an_arch_of_another_family(tmp_path, to_timm):
     """A Swin --arch for a ViT checkpoint used to end in an AttributeError (no pos_embed)."""
     checkpoint = tiny_vit_checkpoint(tmp_path / 'vit.pth')

@@ -161,14 +161,21 @@ def match_by_name(weights, target, path, model_name):
 
 
 # --- converting ---------------------------------------------------------------------------------
+def check_model_name(model_name):
+    """Refuse a name timm does not know, before the weights (hundreds of MB) are read."""
+    import timm
+
+    if not timm.is_model(model_name):
+        raise ValueError(f'--model-name {model_name!r} is not a timm model '
+                         f'(timm.list_models() lists them)')
+
+
 def timm_reference(model_name, num_classes):
     """timm's full classifier on the meta device (names, order and shapes; no memory)."""
     import timm
     import torch
 
-    if not timm.is_model(model_name):
-        raise ValueError(f'--model-name {model_name!r} is not a timm model '
-                         f'(timm.list_models() lists them)')
+    check_model_name(model_name)
     kwargs = dict(pretrained=False)
     if num_classes is not None:
         kwargs['num_classes'] = num_classes
@@ -277,6 +284,7 @@ def main(argv):
 
     check_output_file(args.out, 'OUT', folders_made=True)
     refuse_overwriting_input(args.out, args.weights, source_name='WEIGHTS')
+    check_model_name(args.model_name)
     if args.trust_checkpoint:
         trust_checkpoint(args.weights)
     weights = read_weights(args.weights)
