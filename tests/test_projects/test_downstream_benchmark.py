@@ -467,3 +467,15 @@ def test_an_option_without_a_key_is_named_under_its_flag(tool, capsys, flag):
     err = capsys.readouterr().err
     assert '[--work-dir WORK_DIR]' in err and '[--options' not in err
     assert f"argument {flag}: expected KEY=VALUE, got 'foo'" in err
+
+
+def test_a_work_dir_given_as_checkpoint_is_named_with_its_checkpoints(tmp_path, tool):
+    """A folder given as CHECKPOINT was 'pre-training checkpoint not found'."""
+    import torch
+
+    from fastmim.errors import CheckpointError
+    work_dir = tmp_path / 'vit_b'
+    work_dir.mkdir()
+    torch.save(dict(state_dict={}), work_dir / 'epoch_800.pth')
+    with pytest.raises(CheckpointError, match=r'vit_b is a folder.*epoch_800\.pth'):
+        tool.main([str(work_dir), '1'])

@@ -436,12 +436,12 @@ def default_work_dir(pretrain: str) -> str:
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  weights-only checkpoint loading
-    from fastmim.engine.checkpoint import trust_checkpoint
+    from fastmim.engine.checkpoint import check_checkpoint_file, trust_checkpoint
     from fastmim.engine.launch import check_work_dir
-    from fastmim.errors import LaunchError
 
-    if not osp.isfile(args.checkpoint):
-        raise LaunchError(f'pre-training checkpoint not found: {args.checkpoint}')
+    # The loader's words: a folder is named with the checkpoints in it, a missing file with the
+    # newest beside it ('not found' was said of a work dir given as CHECKPOINT).
+    check_checkpoint_file(args.checkpoint)
     pretrain = osp.abspath(args.checkpoint)
     if args.trust_checkpoint:
         trust_checkpoint(pretrain)
