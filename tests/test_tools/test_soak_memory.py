@@ -86,6 +86,27 @@ def test_an_iteration_based_loop_gets_max_iters(tmp_path, load_script, monkeypat
     assert built[0].train_cfg == dict(type='fastmim.ResumableIterBasedTrainLoop', max_iters=30)
 
 
+def test_a_soak_does_not_validate(tmp_path, load_script, monkeypatch):
+    """A config's validation inside training ran during the soak, its loader and buffers
+    counted as training's memory."""
+    from mmengine.runner import Runner
+
+    from fastmim.engine.config_loading import load_config
+    soak_memory = load_script(TOOL)
+    cfg = load_config(str(ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'))
+    assert cfg.val_cfg is not None  # the fine-tuning validates every epoch
+    built = []
+
+    def from_cfg(cfg):
+        built.append(cfg)
+        raise RunnerBuilt
+    monkeypatch.setattr(Runner, 'from_cfg', from_cfg)
+    with pytest.raises(RunnerBuilt):
+        soak_memory.soak(cfg, soak_memory.parse_args(['--iters', '30', '--every', '10']),
+                         str(tmp_path))
+    assert (built[0].val_dataloader, built[0].val_cfg, built[0].val_evaluator) == (None,) * 3
+
+
 def test_the_report_is_replaced_atomically(tmp_path, load_script, monkeypatch):
     """Path.write_text emptied an earlier report before writing: a run killed there left half
     a file. Now a temporary file beside it replaces it."""

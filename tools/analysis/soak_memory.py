@@ -150,6 +150,9 @@ def soak(cfg, args, work_dir):
     cfg.default_hooks.checkpoint.interval = 10**9  # no checkpoints: memory only
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=args.every)
     cfg.custom_hooks = []
+    # Memory of training only: a validation inside the soak (a UperNet config's every 16k
+    # iterations, a fine-tuning's every epoch) would add its own loader and buffers.
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     adapt_to_device(cfg)
 
     samples = []
