@@ -15,7 +15,7 @@ demo: setup
 	$(PY) tools/demo.py
 
 test: setup
-	$(PY) -m pytest tests -q -ra
+	$(PY) -m pytest tests -q -ra --durations=15
 
 clean-venv:
 	rm -rf $(VENV)
