@@ -275,16 +275,23 @@ def progressive_config(tmp_path):
     return str(path)
 
 
-def test_progressive_resolution_under_fsdp_trains_and_resumes_as_ddp(tmp_path):
+@pytest.fixture(scope='module')
+def progressive_ddp(tmp_path_factory):
+    """``(config, work dir)`` of the uninterrupted 3-epoch FastMIM-P run under DDP that both
+    progressive FSDP tests compare with: one two-process run for both."""
+    folder = tmp_path_factory.mktemp('progressive')
+    config, ddp = progressive_config(folder), folder / 'ddp'
+    finish(start(ddp, 3, config=config, options=PROGRESSIVE_RUN), ddp)
+    return config, ddp
+
+
+def test_progressive_resolution_under_fsdp_trains_and_resumes_as_ddp(tmp_path, progressive_ddp):
     """FastMIM-P under FSDP: the hook rebuilds the loader at the stage change and accumulates
     gradients (FSDP's ``no_sync``) as under DDP; an FSDP run stopped at the end of stage 0
     and resumed goes through the stage change as the DDP run does."""
-    config = progressive_config(tmp_path)
-    ddp, fsdp = tmp_path / 'ddp', tmp_path / 'fsdp'
-    runs = [(start(ddp, 3, config=config, options=PROGRESSIVE_RUN), ddp),
-            (start(fsdp, 1, '--fsdp', config=config, options=PROGRESSIVE_RUN), fsdp)]
-    for process, work_dir in runs:
-        finish(process, work_dir)
+    config, ddp = progressive_ddp
+    fsdp = tmp_path / 'fsdp'
+    finish(start(fsdp, 1, '--fsdp', config=config, options=PROGRESSIVE_RUN), fsdp)
     assert_close_state(torch.load(fsdp / 'epoch_1.pth', weights_only=True),
                        torch.load(ddp / 'epoch_1.pth', weights_only=True), 'stage 0')
 
@@ -303,19 +310,17 @@ def test_progressive_resolution_under_fsdp_trains_and_resumes_as_ddp(tmp_path):
 
 
 def test_progressive_fsdp_run_preempted_inside_an_accumulation_window_resumes_as_ddp(
-        tmp_path):
+        tmp_path, progressive_ddp):
     """SIGTERM on rank 1 during the first iteration of stage 1 (2 accumulated per update):
     the signal is taken at the window's update, both ranks save together, and the resumed
     run ends as the uninterrupted DDP run."""
-    config = progressive_config(tmp_path)
-    ddp, stopped = tmp_path / 'ddp', tmp_path / 'stopped'
-    reference = start(ddp, 3, config=config, options=PROGRESSIVE_RUN)
+    config, ddp = progressive_ddp
+    stopped = tmp_path / 'stopped'
     preempt_rank_1(start(stopped, 3, '--fsdp', config=config, options=PROGRESSIVE_RUN), stopped,
                    'Epoch(train) [2][1/4]')
     saved = torch.load(Path((stopped / 'last_checkpoint').read_text().strip()),
                        weights_only=True)
     assert saved['meta']['iter'] % 2 == 0  # at an update: 2 stage-0 iterations, then pairs
-    finish(reference, ddp)
 
     finish(start(stopped, 3, '--fsdp', '--resume', config=config, options=PROGRESSIVE_RUN),
            stopped)
