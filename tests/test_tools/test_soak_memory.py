@@ -64,37 +64,14 @@ class RunnerBuilt(Exception):
     """Raised by the stand-in for Runner.from_cfg: the test only looks at the config."""
 
 
-def test_an_iteration_based_loop_gets_max_iters(tmp_path, load_script, monkeypatch):
-    """The segmentation configs' ResumableIterBasedTrainLoop was given max_epochs: 'got an
-    unexpected keyword argument' once the runner was built (after 500 lines of log)."""
-    from mmengine.config import ConfigDict
+def config_the_soak_builds(config, tmp_path, load_script, monkeypatch, edit=lambda cfg: None):
+    """The config (``edit``-ed after loading) as the soak hands it to Runner.from_cfg."""
     from mmengine.runner import Runner
 
     from fastmim.engine.config_loading import load_config
     soak_memory = load_script(TOOL)
-    cfg = load_config(str(soak_memory.DEMO))
-    cfg.train_cfg = ConfigDict(type='fastmim.ResumableIterBasedTrainLoop', max_iters=160000)
-    built = []
-
-    def from_cfg(cfg):
-        built.append(cfg)
-        raise RunnerBuilt
-    monkeypatch.setattr(Runner, 'from_cfg', from_cfg)
-    with pytest.raises(RunnerBuilt):
-        args = soak_memory.parse_args(['--iters', '30', '--every', '10'])
-        soak_memory.soak(cfg, args, str(tmp_path))
-    assert built[0].train_cfg == dict(type='fastmim.ResumableIterBasedTrainLoop', max_iters=30)
-
-
-def test_a_soak_does_not_validate(tmp_path, load_script, monkeypatch):
-    """A config's validation inside training ran during the soak, its loader and buffers
-    counted as training's memory."""
-    from mmengine.runner import Runner
-
-    from fastmim.engine.config_loading import load_config
-    soak_memory = load_script(TOOL)
-    cfg = load_config(str(ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'))
-    assert cfg.val_cfg is not None  # the fine-tuning validates every epoch
+    cfg = load_config(str(config))
+    edit(cfg)
     built = []
 
     def from_cfg(cfg):
@@ -104,7 +81,30 @@ def test_a_soak_does_not_validate(tmp_path, load_script, monkeypatch):
     with pytest.raises(RunnerBuilt):
         soak_memory.soak(cfg, soak_memory.parse_args(['--iters', '30', '--every', '10']),
                          str(tmp_path))
-    assert (built[0].val_dataloader, built[0].val_cfg, built[0].val_evaluator) == (None,) * 3
+    return built[0]
+
+
+def test_an_iteration_based_loop_gets_max_iters(tmp_path, load_script, monkeypatch):
+    """The segmentation configs' ResumableIterBasedTrainLoop was given max_epochs: 'got an
+    unexpected keyword argument' once the runner was built (after 500 lines of log)."""
+    from mmengine.config import ConfigDict
+
+    def iteration_based(cfg):
+        cfg.train_cfg = ConfigDict(type='fastmim.ResumableIterBasedTrainLoop', max_iters=160000)
+    built = config_the_soak_builds(ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py',
+                                   tmp_path, load_script, monkeypatch, iteration_based)
+    assert built.train_cfg == dict(type='fastmim.ResumableIterBasedTrainLoop', max_iters=30)
+
+
+def test_a_soak_does_not_validate(tmp_path, load_script, monkeypatch):
+    """A config's validation inside training (the fine-tuning's, every epoch) ran during the
+    soak, its loader and buffers counted as training's memory."""
+    def validates(cfg):
+        assert cfg.val_cfg is not None
+    built = config_the_soak_builds(
+        ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py', tmp_path, load_script,
+        monkeypatch, validates)
+    assert (built.val_dataloader, built.val_cfg, built.val_evaluator) == (None,) * 3
 
 
 def test_the_report_is_replaced_atomically(tmp_path, load_script, monkeypatch):
