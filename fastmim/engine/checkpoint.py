@@ -279,7 +279,7 @@ def _looks_loadable(path):
         return True
     if start.startswith(b'PK'):
         return zipfile.is_zipfile(path)
-    return start.startswith(b'\x80')
+    return start.startswith(TORCH_FILE_STARTS)
 
 
 def _unpickler_reason(error):

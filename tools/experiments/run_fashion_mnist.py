@@ -220,7 +220,6 @@ STOPPING = threading.Event()
 # and Ctrl-C. SIGUSR1 killed the runner on the spot, without a word, and left its running
 # commands training on unwatched.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
-INTERRUPTED_EXIT_STATUS = 128 + signal.SIGINT  # what a shell reports for Ctrl-C
 
 
 class StudyStopped(SystemExit):
@@ -253,6 +252,13 @@ def preempted_exit_status() -> int:
     the runner loads no fastmim module until a study starts)."""
     from fastmim.engine.hooks.preemption_hook import PREEMPTED_EXIT_STATUS
     return PREEMPTED_EXIT_STATUS
+
+
+def stop_status(signum: int) -> int:
+    """The study's status when ``signum`` stops it: tools/train.py's for the same signal (a
+    shell's 130 for Ctrl-C, PreemptionHook's for a scheduler's SIGTERM or SIGUSR1)."""
+    from fastmim.engine.launch import INTERRUPTED_EXIT_STATUS
+    return INTERRUPTED_EXIT_STATUS if signum == signal.SIGINT else preempted_exit_status()
 
 
 class Stopped(RuntimeError):
@@ -319,11 +325,10 @@ def stop_commands_on_signals() -> None:
         STOPPING.set()  # first: a thread that starts a command after this ends it itself
         for group in list(RUNNING_GROUPS):
             stop_group(group)
-        status = INTERRUPTED_EXIT_STATUS if signum == signal.SIGINT else preempted_exit_status()
         raise StudyStopped(f'error: stopped by {signal.Signals(signum).name}; the running '
                            'commands were stopped too; rerun the same command to go on where '
                            'the study stopped (a stopped training run resumes from the '
-                           'checkpoint it saved)', status)
+                           'checkpoint it saved)', stop_status(signum))
     STOPPING.clear()
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop)
@@ -676,16 +681,26 @@ def write_results(path: str, facts: dict, runs: List[dict], **parts) -> None:
     for run in runs:
         if run['seconds'] is None:
             run['seconds'] = seconds.get(run_identity(run))
-    temporary = path + '.part'
-    with open(temporary, 'w') as f:
-        json.dump(dict(invocations=invocations + [facts], runs=runs, **parts), f, indent=2)
-    os.replace(temporary, path)
+    from fastmim.engine.checkpoint import AtomicLocalBackend
+    AtomicLocalBackend().put_text(
+        json.dumps(dict(invocations=invocations + [facts], runs=runs, **parts), indent=2), path)
 
 
 def run_identity(run: dict) -> tuple:
     """Which run of a study a results entry is: its method, label fraction (the dense study
     has none) and seed."""
     return run['method'], run.get('fraction'), run['seed']
+
+
+def print_summary(table: str, facts: dict, docs: List[str], no_doc: str,
+                  results_path: str) -> None:
+    """The table, then what the invocation cost and where the table and the details went."""
+    print('\n' + table)
+    print(f'\nwall time {facts["total_seconds"] / 60:.1f} min on {facts["cpu_count"]} CPU '
+          f'cores (load average {facts["load_average_start"]:.1f} at the start, '
+          f'{facts["load_average_end"]:.1f} at the end); ' +
+          (f'table written to {", ".join(docs)}' if docs else no_doc) +
+          f', details in {results_path}')
 
 
 def write_doc(path: str, section: str, begin: str = RESULTS_BEGIN,
@@ -894,16 +909,13 @@ def main(argv=None):
 
     facts.update(invocation_facts(start, load_start, args.jobs, runs))
     table = results_table(runs, args.fractions, args.seeds)
-    write_results(osp.join(work_dir, 'results.json'), facts, [dict(
+    results_path = osp.join(work_dir, 'results.json')
+    write_results(results_path, facts, [dict(
         method=run.method.name, fraction=run.fraction, seed=run.seed, top1=run.top1,
         seconds=run.seconds, command=run.command) for run in runs])
     for doc in docs:
         write_doc(doc, table)
-    print('\n' + table)
-    print(f'\nwall time {facts["total_seconds"] / 60:.1f} min on {os.cpu_count()} CPU cores '
-          f'(load average {load_start:.1f} at the start, {facts["load_average_end"]:.1f} at '
-          f'the end); ' + (f'table written to {", ".join(docs)}' if docs else no_doc) +
-          f', details in {work_dir}/results.json')
+    print_summary(table, facts, docs, no_doc, results_path)
 
 
 if __name__ == '__main__':

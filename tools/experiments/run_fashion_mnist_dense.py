@@ -333,28 +333,24 @@ def main(argv=None):
           f'{canvases["counts"]["test"]["canvases"]} test', flush=True)
     facts = study.pretrain(work_dir, args.jobs)
     checkpoint = study.latest_checkpoint(pretrain_dir)
-    from fastmim.engine.checkpoint import file_sha256
-    digest = file_sha256(checkpoint)
+    digest = study_settings.checkpoint_digest(checkpoint)
 
     for run in runs:
         run.command = train_command(run, canvas_dir, checkpoint, args.cfg_options)
         if run.miou is None:  # recorded before it starts: a finished run has its record
             study_settings.write_settings(run.work_dir, SETTINGS_FILE,
-                                 run_settings(run, canvas_settings, digest))
+                                          run_settings(run, canvas_settings, digest))
     train_all(runs, args.jobs)
 
     facts.update(study.invocation_facts(start, load_start, args.jobs, runs))
     table = results_table(runs, args.seeds, canvases)
-    study.write_results(osp.join(work_dir, 'dense_results.json'), facts, [dict(
+    results_path = osp.join(work_dir, 'dense_results.json')
+    study.write_results(results_path, facts, [dict(
         method=run.method, seed=run.seed, miou=run.miou, seconds=run.seconds,
         command=run.command) for run in runs], canvases=canvases)
     for doc in docs:
         study.write_doc(doc, table, RESULTS_BEGIN, RESULTS_END)
-    print('\n' + table)
-    print(f'\nwall time {facts["total_seconds"] / 60:.1f} min on {os.cpu_count()} CPU cores '
-          f'(load average {load_start:.1f} at the start, {facts["load_average_end"]:.1f} at '
-          f'the end); ' + (f'table written to {", ".join(docs)}' if docs else no_doc) +
-          f', details in {work_dir}/dense_results.json')
+    study.print_summary(table, facts, docs, no_doc, results_path)
 
 
 if __name__ == '__main__':
