@@ -45,13 +45,18 @@ CONFIGS = {
 PRETRAIN_PHOTO_SIDE = 500  # ImageNet's training images are about 400 x 350 on average
 
 
-def load_downstream_data():
-    """The photo datasets of the downstream tests (a module of the test suite, not a package)."""
-    path = ROOT / 'tests' / 'test_projects' / 'downstream_data.py'
-    spec = importlib.util.spec_from_file_location('fastmim_tests_downstream_data', path)
+def load_module(path, name):
+    """The Python file at ``path`` (in no package) as a module named ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_downstream_data():
+    """The photo datasets of the downstream tests (a module of the test suite, not a package)."""
+    return load_module(ROOT / 'tests' / 'test_projects' / 'downstream_data.py',
+                       'fastmim_tests_downstream_data')
 
 
 def no_validation():
@@ -115,11 +120,7 @@ def pretrain_options(data_dir, images):
 
 def load_train_tool():
     """tools/train.py's module (a script, not a package), for its ``--amp``."""
-    path = ROOT / 'tools' / 'train.py'
-    spec = importlib.util.spec_from_file_location('fastmim_tools_train', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(ROOT / 'tools' / 'train.py', 'fastmim_tools_train')
 
 
 def training_precision(cfg, amp):
