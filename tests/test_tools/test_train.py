@@ -355,13 +355,19 @@ os.fsync = fsync
 """
 
 
-def test_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
+def run_with_sitecustomize(tmp_path, code, args):
+    """``run(args)`` in interpreters that first execute ``code`` (a ``sitecustomize`` module on
+    their PYTHONPATH): a fault put into the tool's processes from outside."""
     site = tmp_path / 'site'
     site.mkdir()
-    (site / 'sitecustomize.py').write_text(FULL_DISK)
+    (site / 'sitecustomize.py').write_text(code)
+    return run(args, env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}'})
+
+
+def test_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
     work_dir = tmp_path / 'work'
-    result = run([str(DEMO), '--work-dir', str(work_dir), '--cfg-options', *EXACT],
-                 env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}'})
+    result = run_with_sitecustomize(
+        tmp_path, FULL_DISK, [str(DEMO), '--work-dir', str(work_dir), '--cfg-options', *EXACT])
     assert_one_line_error(result, 'CheckpointError', f'could not write {work_dir}/epoch_2.pth',
                           'No space left on device', 'MiB free on')
     assert (work_dir / 'last_checkpoint').read_text().strip().endswith('epoch_1.pth')
@@ -496,12 +502,10 @@ sys.meta_path.insert(0, SignalsWhenFastmimImports())
 def test_a_signal_while_the_tool_imports_stops_the_run_with_the_preempted_status(tmp_path):
     """The signal arrived before train.py recorded signals (it does once the config is
     loaded): the run died with status 143, which a requeue script takes for a crash."""
-    site = tmp_path / 'site'
-    site.mkdir()
-    (site / 'sitecustomize.py').write_text(SIGNAL_WHILE_IMPORTING)
     work_dir = tmp_path / 'work'
-    result = run([str(DEMO), '--work-dir', str(work_dir), '--cfg-options', *TINY],
-                 env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}'})
+    result = run_with_sitecustomize(tmp_path, SIGNAL_WHILE_IMPORTING,
+                                    [str(DEMO), '--work-dir', str(work_dir), '--cfg-options',
+                                     *TINY])
     assert result.returncode == PREEMPTED, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
         'preempted: SIGTERM before training started: nothing trained in this run (at '
