@@ -73,6 +73,12 @@ PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=${OMP_NUM_THREADS:
 FASTMIM_PREEMPTED_RECORD="$PREEMPTED_RECORD" \
 "$PYTHON" "$ROOT/tools/torchrun.py" "${RENDEZVOUS[@]}" "${SIGNALS[@]}" --nproc_per_node="$GPUS" \
     "$ROOT/tools/$SCRIPT" "${@:3}" --launcher pytorch || status=$?
+# torchrun killed outright (kill -9, the out-of-memory killer) ended first, while its
+# processes, stopped by the kernel's SIGTERM, still saved: each holds a shared lock on the
+# record while it lives, so wait for them (as long as torchrun would have) before counting.
+if command -v flock >/dev/null; then
+    flock -x -w "$TORCH_ELASTIC_SHUTDOWN_TIMEOUT" "$PREEMPTED_RECORD" true || true
+fi
 if [ "$status" -ne 0 ] && [ "$(sort -u "$PREEMPTED_RECORD" | wc -l)" -eq "$GPUS" ]; then
     status=75
 fi

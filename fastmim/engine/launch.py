@@ -87,6 +87,41 @@ def stop_with_the_launcher(launcher):
         return
     _launcher_pid = int(os.environ.get(LAUNCHER_PID_ENV) or os.getppid())
     check_launcher_running()
+    _keep_the_launch_script_waiting()
+
+
+# tools/dist_launch.sh's record of preempted processes (see _record_preemption).
+PREEMPTED_RECORD_ENV = 'FASTMIM_PREEMPTED_RECORD'
+# The record, open and share-locked for as long as this process lives.
+_held_record = None
+
+
+def _keep_the_launch_script_waiting():
+    """Hold a shared lock on ``tools/dist_launch.sh``'s preemption record until this process
+    ends (the kernel drops it then). With torchrun killed outright the script learnt of it at
+    once and exited 137 while the processes, stopped by the kernel's SIGTERM, still saved:
+    a requeue script did not retry a job that had saved. The script now takes the lock
+    exclusively after torchrun ends, so it waits for them and exits 75 when each recorded its
+    preemption. A process forked from this one (a DataLoader worker) closes its copy: the lock
+    is this process's only."""
+    global _held_record
+    path = os.environ.get(PREEMPTED_RECORD_ENV)
+    if not path or _held_record is not None:
+        return
+    import fcntl
+    try:  # not there: the script has ended (removed it), so nobody waits
+        _held_record = os.open(path, os.O_WRONLY | os.O_APPEND)
+    except FileNotFoundError:
+        return
+    fcntl.flock(_held_record, fcntl.LOCK_SH)
+    os.register_at_fork(after_in_child=_close_held_record_in_child)
+
+
+def _close_held_record_in_child():
+    global _held_record
+    if _held_record is not None:
+        os.close(_held_record)
+        _held_record = None
 
 
 def check_launcher_running():
@@ -519,7 +554,7 @@ def _record_preemption():
     status 1, so the script exits with ``PREEMPTED_EXIT_STATUS`` itself when every process it
     started recorded a preemption, and a requeue script can tell a preempted job from a
     crashed one."""
-    path = os.environ.get('FASTMIM_PREEMPTED_RECORD')
+    path = os.environ.get(PREEMPTED_RECORD_ENV)
     if not path:
         return
     try:  # not created: a script that has already ended (torchrun killed) removed it

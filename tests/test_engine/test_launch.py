@@ -1,6 +1,7 @@
 """The command-line arguments tools/train.py and tools/test.py share (fastmim.engine.launch)."""
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -408,3 +409,56 @@ def test_a_process_torchrun_started_asks_to_be_stopped_with_it():
     assert done.stdout.splitlines() == [
         'none 0', 'pytorch 15', 'torchrun (process 1), which started this process, has ended: '
         'nothing was trained; start the job again']
+
+
+HOLD_THE_RECORD_AND_FORK = '''
+import os
+import sys
+import time
+
+from fastmim.engine.launch import LAUNCHER_PID_ENV, stop_with_the_launcher
+
+os.environ[LAUNCHER_PID_ENV] = str(os.getppid())
+stop_with_the_launcher('pytorch')
+child = os.fork()  # as a DataLoader worker is started
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+sys.stdin.readline()  # the test takes the lock meanwhile, then lets this process end
+'''
+
+
+def record_is_free(record):
+    """Whether an exclusive lock on ``record`` is free: what tools/dist_launch.sh waits for."""
+    import fcntl
+    with open(record) as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+    return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='prctl is Linux only')
+def test_a_process_torchrun_started_holds_the_launch_record_while_it_lives(tmp_path):
+    """With torchrun killed outright, dist_launch.sh exited 137 at once while the processes
+    saved. Each process share-locks the script's preemption record until it ends, and the
+    script waits for the lock; a forked child (a DataLoader worker outliving it by seconds)
+    does not hold it."""
+    record = tmp_path / 'preempted'
+    record.touch()
+    process = subprocess.Popen(
+        [sys.executable, '-c', HOLD_THE_RECORD_AND_FORK], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), FASTMIM_PREEMPTED_RECORD=str(record)))
+    child = int(process.stdout.readline())
+    try:
+        assert not record_is_free(record)
+        process.stdin.write('\n')
+        process.stdin.flush()
+        assert process.wait(timeout=60) == 0
+        assert record_is_free(record)  # the child still sleeps
+    finally:
+        process.kill()
+        os.kill(child, signal.SIGKILL)

@@ -452,8 +452,8 @@ def test_killing_torchrun_stops_its_processes_after_they_save(tmp_path):
     """torchrun killed outright (kill -9, the out-of-memory killer) left its processes training
     on with nobody watching them (their parent became init), beside the next job's processes.
     Each asks the kernel for SIGTERM when torchrun dies, and PreemptionHook saves and stops
-    it. The launch script, gone first, had removed its record of preempted processes: they do
-    not create it again (a stray file in TMPDIR)."""
+    it. The launch script waits for them (it exited 137 at once, so a requeue script did not
+    retry the saved job), exits with the preempted status and removes its record."""
     # Minutes of training: left alone, the processes would outlast the wait below.
     args = [str(DEMO), '2', '--cfg-options', *TINY, 'train_cfg.max_epochs=1000']
     work_dir = tmp_path / 'work'
@@ -470,6 +470,7 @@ def test_killing_torchrun_stops_its_processes_after_they_save(tmp_path):
         torchrun.kill()
         _, running = psutil.wait_procs(ranks, timeout=60)
         assert not running, Path(f'{work_dir}.log').read_text()[-3000:]
+        assert process.wait(timeout=30) == PREEMPTED, Path(f'{work_dir}.log').read_text()[-3000:]
     finally:
         for rank in ranks:
             if rank.is_running():
