@@ -1,4 +1,5 @@
 """tools/train.py and tools/dist_train.sh as a user runs them: subprocesses on real photos."""
+import contextlib
 import json
 import os
 import random
@@ -6,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -61,19 +63,49 @@ def test_launcher_without_environment_is_one_line(tmp_path, monkeypatch):
     assert_one_line_error(result, '--launcher pytorch', 'RANK', 'dist_train.sh')
 
 
+def accepts_files(folder):
+    """Whether a file can be created in ``folder``: what the tool checks before it trains."""
+    try:
+        tempfile.NamedTemporaryFile(dir=folder).close()
+    except OSError:
+        return False
+    return True
+
+
+def made_immutable(folder):
+    """Whether ``chattr +i`` made ``folder`` immutable: False where chattr is missing, or the
+    file system or the user may not set the attribute."""
+    try:
+        return subprocess.run(['chattr', '+i', str(folder)], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+@contextlib.contextmanager
+def unwritable(folder):
+    """``folder`` refuses new files inside the block. Mode bits do not stop root, which CI runs
+    the tests as; the immutable attribute does. Undone after, so that pytest can remove it."""
+    folder.chmod(0o500)
+    immutable = accepts_files(folder) and made_immutable(folder)
+    try:
+        if accepts_files(folder):
+            pytest.skip(f'neither chmod 0o500 nor chattr +i makes {folder} unwritable for '
+                        f'this user')
+        yield
+    finally:
+        if immutable:
+            subprocess.run(['chattr', '-i', str(folder)], check=True)
+        folder.chmod(0o700)
+
+
 def test_unwritable_work_dir_is_one_line_and_keeps_existing_files(tmp_path):
     work_dir = tmp_path / 'work'
     work_dir.mkdir()
     (work_dir / 'epoch_1.pth').write_bytes(b'precious')
-    work_dir.chmod(0o500)
-    try:
-        if os.access(work_dir, os.W_OK):
-            pytest.skip('running as a user that can write anywhere (root)')
+    with unwritable(work_dir):
         result = run([str(DEMO), '--work-dir', str(work_dir)])
-        assert_one_line_error(result, 'not writable', str(work_dir))
-        assert (work_dir / 'epoch_1.pth').read_bytes() == b'precious'
-    finally:
-        work_dir.chmod(0o700)
+    assert_one_line_error(result, 'not writable', str(work_dir))
+    assert (work_dir / 'epoch_1.pth').read_bytes() == b'precious'
 
 
 def test_file_as_work_dir_is_one_line_and_untouched(tmp_path):
@@ -227,45 +259,72 @@ def reference_dir(tmp_path_factory):
     return work_dir
 
 
-def test_sigterm_saves_a_checkpoint_and_the_resumed_run_is_exact(tmp_path, reference_dir):
+# Where a run is stopped is drawn at random, from a generator seeded with FASTMIM_TEST_SEED (a
+# fresh seed each session when it is unset) and the test's name: a failure names its stop point
+# and the seed, and FASTMIM_TEST_SEED=<seed> stops the test there again, run alone or not.
+SEED = int(os.environ.get('FASTMIM_TEST_SEED') or random.SystemRandom().randrange(10**6))
+
+
+@pytest.fixture
+def stop_point(request):
+    """``with stop_point(low, high) as count:`` a number of iterations, from ``low`` to
+    ``high``, to stop a run after; a failure inside the block names it and the seed."""
+    generator = random.Random(f'{SEED} {request.node.name}')
+
+    @contextlib.contextmanager
+    def draw(low, high):
+        count = generator.randint(low, high)
+        try:
+            yield count
+        except Exception as error:
+            error.add_note(f'stopped after {count} iterations (drawn from {low}-{high}); '
+                           f'FASTMIM_TEST_SEED={SEED} stops it there again')
+            raise
+    return draw
+
+
+def test_sigterm_saves_a_checkpoint_and_the_resumed_run_is_exact(tmp_path, reference_dir,
+                                                                 stop_point):
     args = [str(DEMO), '--cfg-options', *EXACT]
-    stop_after = random.randint(1, ITERATIONS - 2)
     work_dir = tmp_path / 'work'
     process = start(args, work_dir)
-    wait_for_iterations(process, work_dir, stop_after)
-    # SLURM's SIGTERM, then more of them while the checkpoint is written: they are ignored.
-    while process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        time.sleep(0.005)
-    log = Path(f'{work_dir}.log').read_text()
-    assert process.returncode == PREEMPTED, log[-3000:]
-    assert 'Traceback' not in log
-    saved = Path((work_dir / 'last_checkpoint').read_text().strip())
-    stopped_at = int(re.fullmatch(r'iter_(\d+)\.pth', saved.name).group(1))
-    assert stop_after <= stopped_at < ITERATIONS
-    assert f'saved {saved} at iteration {stopped_at}' in log.strip().splitlines()[-1]
-    assert not list(work_dir.glob('.*.tmp'))
+    with stop_point(1, ITERATIONS - 2) as stop_after:
+        wait_for_iterations(process, work_dir, stop_after)
+        # SLURM's SIGTERM, then more of them while the checkpoint is written: they are ignored.
+        while process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+            time.sleep(0.005)
+        log = Path(f'{work_dir}.log').read_text()
+        assert process.returncode == PREEMPTED, log[-3000:]
+        assert 'Traceback' not in log
+        saved = Path((work_dir / 'last_checkpoint').read_text().strip())
+        stopped_at = int(re.fullmatch(r'iter_(\d+)\.pth', saved.name).group(1))
+        assert stop_after <= stopped_at < ITERATIONS
+        assert f'saved {saved} at iteration {stopped_at}' in log.strip().splitlines()[-1]
+        assert not list(work_dir.glob('.*.tmp'))
 
-    log = resume(args, work_dir)
-    assert f'iter: {stopped_at}' in log
-    assert_same_run(work_dir, reference_dir)
+        log = resume(args, work_dir)
+        assert f'iter: {stopped_at}' in log
+        assert_same_run(work_dir, reference_dir)
 
 
-def test_killed_with_persistent_workers_resumes_inside_an_epoch_exactly(tmp_path,
-                                                                       reference_dir):
+def test_killed_with_persistent_workers_resumes_inside_an_epoch_exactly(tmp_path, reference_dir,
+                                                                       stop_point):
     args = [str(DEMO), '--cfg-options', *EXACT, *WORKERS, *EVERY_3_ITERATIONS]
     work_dir = tmp_path / 'work'
     process = start(args, work_dir)
-    wait_for_iterations(process, work_dir, random.randint(4, ITERATIONS - 2))  # iter_3 saved
-    kill_run(process)
-    saved = Path((work_dir / 'last_checkpoint').read_text().strip())
-    assert saved.name in ('iter_3.pth', 'iter_6.pth', 'iter_9.pth')  # 3 and 9 inside epochs
+    with stop_point(4, ITERATIONS - 2) as stop_after:  # iter_3 saved by then
+        wait_for_iterations(process, work_dir, stop_after)
+        kill_run(process)
+        saved = Path((work_dir / 'last_checkpoint').read_text().strip())
+        assert saved.name in ('iter_3.pth', 'iter_6.pth', 'iter_9.pth')  # 3 and 9 inside epochs
 
-    resume(args, work_dir)
-    assert_same_run(work_dir, reference_dir, final='iter_12.pth', reference_final='epoch_3.pth')
+        resume(args, work_dir)
+        assert_same_run(work_dir, reference_dir, final='iter_12.pth', reference_final='epoch_3.pth')
 
 
-def test_two_processes_stopped_by_sigterm_and_resumed_match_the_uninterrupted_run(tmp_path):
+def test_two_processes_stopped_by_sigterm_and_resumed_match_the_uninterrupted_run(tmp_path,
+                                                                                  stop_point):
     # 8 photos over 2 ranks x batch 2: 2 iterations per epoch, 8 in 4 epochs.
     args = [str(DEMO), '2', '--cfg-options', *TINY, 'train_cfg.max_epochs=4',
             'log_processor.window_size=1']
@@ -275,20 +334,22 @@ def test_two_processes_stopped_by_sigterm_and_resumed_match_the_uninterrupted_ru
 
     stopped = tmp_path / 'stopped'
     process = start(args, stopped, script='dist_train.sh', env={'PORT': '29622'})
-    wait_for_iterations(process, stopped, random.randint(1, 6))
-    # Only rank 1 gets the signal: both ranks must agree to stop at the same iteration, and
-    # rank 0, which writes the checkpoint, must finish before either exits.
-    rank_1 = next(child for child in psutil.Process(process.pid).children(recursive=True)
-                  if child.environ().get('RANK') == '1' and 'train.py' in ' '.join(child.cmdline()))
-    rank_1.send_signal(signal.SIGTERM)
-    process.wait(timeout=300)
-    saved = Path((stopped / 'last_checkpoint').read_text().strip())
-    assert re.fullmatch(r'iter_\d\.pth', saved.name), saved
-    assert f'a signal on another rank: saved {saved}' in Path(f'{stopped}.log').read_text()
-    assert torch.load(saved, weights_only=True)['meta']['iter'] < 8
+    with stop_point(1, 6) as stop_after:
+        wait_for_iterations(process, stopped, stop_after)
+        # Only rank 1 gets the signal: both ranks must agree to stop at the same iteration, and
+        # rank 0, which writes the checkpoint, must finish before either exits.
+        rank_1 = next(child for child in psutil.Process(process.pid).children(recursive=True)
+                      if child.environ().get('RANK') == '1'
+                      and 'train.py' in ' '.join(child.cmdline()))
+        rank_1.send_signal(signal.SIGTERM)
+        process.wait(timeout=300)
+        saved = Path((stopped / 'last_checkpoint').read_text().strip())
+        assert re.fullmatch(r'iter_\d\.pth', saved.name), saved
+        assert f'a signal on another rank: saved {saved}' in Path(f'{stopped}.log').read_text()
+        assert torch.load(saved, weights_only=True)['meta']['iter'] < 8
 
-    resume(args, stopped, script='dist_train.sh', env={'PORT': '29623'})
-    assert_same_run(stopped, tmp_path / 'reference', iterations=8, final='epoch_4.pth')
+        resume(args, stopped, script='dist_train.sh', env={'PORT': '29623'})
+        assert_same_run(stopped, tmp_path / 'reference', iterations=8, final='epoch_4.pth')
 
 
 @pytest.mark.parametrize('signal_name', ['SIGTERM', 'SIGUSR1'])
@@ -320,7 +381,7 @@ default_hooks = dict(param_scheduler=dict(type='PerUpdateParamSchedulerHook'))
 """
 
 
-def test_resume_across_a_progressive_resolution_stage_change_is_exact(tmp_path):
+def test_resume_across_a_progressive_resolution_stage_change_is_exact(tmp_path, stop_point):
     config = tmp_path / 'progressive.py'
     config.write_text(textwrap.dedent(PROGRESSIVE.format(demo=DEMO)))
     # epochs 1-2: 4 iterations of 2 crops; epochs 3-4: 8 iterations of 1 crop
@@ -331,12 +392,13 @@ def test_resume_across_a_progressive_resolution_stage_change_is_exact(tmp_path):
 
     killed = tmp_path / 'killed'
     process = start(args, killed)
-    wait_for_iterations(process, killed, random.randint(5, 22))  # before or after the change
-    kill_run(process)
+    with stop_point(5, 22) as stop_after:  # before or after the change
+        wait_for_iterations(process, killed, stop_after)
+        kill_run(process)
 
-    resume(args, killed)
-    assert_same_run(tmp_path / 'killed', tmp_path / 'reference', iterations=24,
-                    final='epoch_4.pth')
+        resume(args, killed)
+        assert_same_run(tmp_path / 'killed', tmp_path / 'reference', iterations=24,
+                        final='epoch_4.pth')
 
 
 FULL_DISK = """
