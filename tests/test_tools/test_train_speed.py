@@ -156,9 +156,9 @@ class ToolStarted(Exception):
 
 
 def test_a_relative_work_dir_is_made_absolute_for_the_tools(tmp_path, train_speed, monkeypatch):
-    """tools/train.py runs in the repository (cwd=ROOT): a relative --work-dir given from
+    """When tools/train.py ran in the repository (cwd=ROOT), a relative --work-dir given from
     elsewhere ended in 'folder wdrel/data (relative to <repo>) not found', and the folder it had
-    made blocked the rerun ('holds an earlier run (data)')."""
+    made blocked the rerun ('holds an earlier run (data)'). The commands name it absolutely."""
     started = []
 
     def run_tool(script, args):
@@ -173,6 +173,25 @@ def test_a_relative_work_dir_is_made_absolute_for_the_tools(tmp_path, train_spee
     (args, ) = started
     assert args[args.index('--work-dir') + 1] == str(tmp_path / 'wdrel' / 'train')
     assert f'data_root={tmp_path / "wdrel" / "data"}' in args
+
+
+READS_A_RELATIVE_PATH = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    Path(sys.argv[1]).read_text()  # as tools/train.py opens a relative data_root or load_from
+""")
+
+
+def test_paths_in_the_tools_options_are_relative_to_the_callers_folder(tmp_path, train_speed,
+                                                                        monkeypatch):
+    """The tools ran in the repository (cwd=ROOT): from elsewhere, --cfg-options
+    train_dataloader.dataset.data_root=mydata ended in 'folder mydata (relative to <repo>) not
+    found' for a folder beside the command, or used the repository's folder of that name."""
+    tool = tmp_path / 'reads_a_relative_path.py'
+    tool.write_text(READS_A_RELATIVE_PATH)
+    (tmp_path / 'beside_the_command.txt').write_text('')
+    monkeypatch.chdir(tmp_path)
+    train_speed.run_tool(str(tool), ['beside_the_command.txt'])  # no SystemExit: it was found
 
 
 def fake_training(train_speed, monkeypatch, iterations=3):

@@ -97,3 +97,24 @@ def test_a_classifier_checkpoint_is_named_as_having_no_decoder(tmp_path, load_sc
                        r'fine_tuned\.pth holds an image classifier of 7 classes .*no decoder'):
         load_script(TOOL).main([config, str(fine_tuned), '--embedded', '1', '--out-dir',
                                 str(tmp_path / 'vis')])
+
+
+def test_earlier_pictures_are_kept_without_overwrite(tmp_path, load_script):
+    """A second run into the same --out-dir replaced the first run's pictures without a word."""
+    config, checkpoint = write_run(tmp_path, dict(
+        type='VisionTransformer', img_size=32, arch=dict(embed_dim=32, depth=1, num_heads=2)))
+    photo = tmp_path / 'photo.png'
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), np.uint8)).save(photo)
+    earlier = tmp_path / 'vis' / 'photo.png'
+    earlier.parent.mkdir()
+    earlier.write_bytes(b'an earlier run')
+    command = [config, checkpoint, '--img', str(photo), '--out-dir', str(earlier.parent)]
+
+    with pytest.raises(FileExistsError, match=r'^--out-dir .*vis already holds photo\.png; give '
+                       r'another --out-dir, or --overwrite to replace'):
+        load_script(TOOL).main(command)
+    assert earlier.read_bytes() == b'an earlier run'
+
+    load_script(TOOL).main([*command, '--overwrite'])
+    np.testing.assert_array_equal(np.asarray(Image.open(earlier)),
+                                  reconstruct(get_model(config, checkpoint), str(photo)))

@@ -146,11 +146,16 @@ def training_precision(cfg, amp):
 
 
 def run_tool(script, args):
+    """Run ``tools/<script>`` in the caller's folder, with the repository importable. It ran in
+    the repository, so a relative path in ``--cfg-options`` (``data_root=mydata``,
+    ``load_from=rel.pth``) named a file there, not the one beside the command. The options
+    cannot be made absolute instead: not every string value is a path, and some paths are
+    relative to another (``data_prefix`` to ``data_root``)."""
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
         filter(None, [str(ROOT), os.environ.get('PYTHONPATH')]))}
     command = [sys.executable, str(ROOT / 'tools' / script), *args]
     print('+', ' '.join(command), flush=True)
-    tool = subprocess.Popen(command, cwd=ROOT, env=env)
+    tool = subprocess.Popen(command, env=env)
     # A SIGTERM to this process alone (a time limit's, a kill's) ended it at once and left the
     # tool training on unseen, holding the GPU and writing its checkpoint: pass the signal on
     # and wait until the tool has stopped (tools/train.py saves and exits at its next iteration).
@@ -216,9 +221,8 @@ def parse_args(argv):
         parser.error(f'--skip {args.skip} leaves none of the --iters {args.iters} iterations to '
                      'time; give fewer or more')
     if args.work_dir:
-        # The tools run in the repository (run_tool's cwd): a relative work dir given from
-        # elsewhere named another folder there ('wdrel/data ... not found'), while this process
-        # had made it here, which then blocked the rerun as 'an earlier run'.
+        # Absolute, so that the commands printed ('+ ...') name the folder itself, not one
+        # relative to a folder their reader cannot see.
         args.work_dir = osp.abspath(args.work_dir)
     return args
 
@@ -226,8 +230,7 @@ def parse_args(argv):
 def resolve_config(name):
     """``--config`` relative to the current folder, as the user typed it, else to the
     repository (``configs/...`` from anywhere): it was only looked up in the repository, so
-    a config of one's own beside the command was 'not found' there. Absolute, since the
-    tools run in the repository."""
+    a config of one's own beside the command was 'not found' there."""
     return osp.abspath(name) if osp.isfile(name) else str(ROOT / name)
 
 

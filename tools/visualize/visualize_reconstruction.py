@@ -1,7 +1,7 @@
 """Draw what a FastMIM pre-training checkpoint reconstructs on your images.
 
     python tools/visualize/visualize_reconstruction.py CONFIG CHECKPOINT
-        (--img PATH [PATH ...] | --embedded N) --out-dir DIR
+        (--img PATH [PATH ...] | --embedded N) --out-dir DIR [--overwrite]
         [--input-size N] [--seed 0] [--device DEVICE] [--cell-px 16]
 
 Each image is read as RGB, its shorter side resized (bicubic) to ``--input-size`` (default:
@@ -9,7 +9,8 @@ the backbone's ``img_size``, the size the config pre-trains at) and centre cropp
 normalised by the model's data preprocessor, masked with a mask drawn from ``--seed`` and
 reconstructed. One PNG per image (input | masked input | target | prediction, see
 ``fastmim.visualization.make_reconstruction_panel``) goes to ``--out-dir``; the paths are
-printed. ``--embedded N`` uses the first N photos of the toolbox's embedded dataset (real photos
+printed. PNGs already there are refused before the model loads, unless ``--overwrite``.
+``--embedded N`` uses the first N photos of the toolbox's embedded dataset (real photos
 installed with its requirements, see docs/data.md), so the tool runs without any data at hand.
 The same from Python: ``fastmim.apis.get_model`` and ``fastmim.apis.reconstruct``.
 """
@@ -28,6 +29,9 @@ def parse_args(argv):
     source.add_argument('--embedded', type=int, metavar='N',
                         help='the first N photos of the embedded dataset (docs/data.md)')
     parser.add_argument('--out-dir', required=True, help='where the PNGs go')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace PNGs of the same names already in --out-dir (refused '
+                        'otherwise)')
     parser.add_argument('--input-size', type=positive_int, default=None,
                         help="side of the square model input (default: the backbone's img_size, "
                         'the pre-training size)')
@@ -64,6 +68,15 @@ def output_paths(names, out_dir):
         taken.add(stem)
         paths.append(osp.join(out_dir, f'{stem}.png'))
     return paths
+
+
+def refuse_to_overwrite(paths, out_dir):
+    """Refuse output paths that already hold files: a second run into the same ``--out-dir``
+    replaced the first run's pictures without a word."""
+    existing = [osp.basename(path) for path in paths if osp.lexists(path)]
+    if existing:
+        raise FileExistsError(f'--out-dir {out_dir} already holds {", ".join(existing)}; give '
+                              'another --out-dir, or --overwrite to replace them')
 
 
 def classifier_hint(checkpoint):
@@ -103,6 +116,9 @@ def main(argv):
     sources = image_sources(args)
     images = load_images([path for _, path in sources])  # every unreadable file named up front
     check_work_dir(args.out_dir, '--out-dir')
+    paths = output_paths([name for name, _ in sources], args.out_dir)
+    if not args.overwrite:
+        refuse_to_overwrite(paths, args.out_dir)
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')  # get_model checks
@@ -116,7 +132,7 @@ def main(argv):
     panels = reconstruct(model, images, seed=args.seed, cell_px=args.cell_px,
                          input_size=args.input_size)
 
-    for path, panel in zip(output_paths([name for name, _ in sources], args.out_dir), panels):
+    for path, panel in zip(paths, panels):
         Image.fromarray(panel).save(path)
         print(path)
 
