@@ -169,15 +169,29 @@ LOGGED_ITERATION = re.compile(r'Epoch\(train\)\s*\[\d+\]\[\s*\d+/\d+\]')
 PREEMPTED = 75
 
 
+# The runs start() started in the running test: killed at its end, so that a test failing
+# before it stops its run (a timeout while waiting for iterations) leaves no training behind.
+STARTED = []
+
+
+@pytest.fixture(autouse=True)
+def no_run_outlives_its_test():
+    yield
+    while STARTED:
+        kill_leftovers(STARTED.pop())
+
+
 def start(args, work_dir, script='train.py', env=None):
     """Start a run in its own process group; its output goes to ``work_dir``.log."""
     command = ([sys.executable, str(ROOT / 'tools' / script)] if script.endswith('.py')
                else ['bash', str(ROOT / 'tools' / script)])
     full_env = {**os.environ, 'PYTHONPATH': str(ROOT), 'PYTHONUNBUFFERED': '1', **(env or {})}
     with open(f'{work_dir}.log', 'w') as log:
-        return subprocess.Popen(command + args + ['--work-dir', str(work_dir)], cwd=ROOT,
-                                env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        process = subprocess.Popen(command + args + ['--work-dir', str(work_dir)], cwd=ROOT,
+                                   env=full_env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    STARTED.append(process)
+    return process
 
 
 def wait_for_iterations(process, work_dir, count, timeout=300):
