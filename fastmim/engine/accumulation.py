@@ -45,6 +45,16 @@ def start_accumulation_windows(optim_wrapper, accumulative_counts: int, iteratio
                                      iterations % accumulative_counts)
 
 
+def gradients_wait_for_an_update(optim_wrapper) -> bool:
+    """Whether gradients accumulated since the last optimiser update go into a later one: a
+    checkpoint, which holds no gradients, would lose them. For the end of an epoch (and a
+    validation inside training): windows without an end (``iterations=None``) leave their
+    partial window there to be dropped at the next epoch start, so none waits; windows that end
+    with the epoch have just updated; mmengine's run-long windows may straddle it."""
+    return any(not wrapper.should_update() and wrapper._max_counts != -1
+               for wrapper in each_optim_wrapper(optim_wrapper))
+
+
 def warn_if_resumed_inside_a_window(epoch: int, done: int, accumulative_counts: int) -> None:
     """Say that the update of the window a resume lands in uses part of it: the gradients of
     its first iterations were in no checkpoint."""

@@ -9,12 +9,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 from mmengine.evaluator import BaseMetric
+from mmengine.hooks import Hook
 from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from fastmim.engine.accumulation import start_accumulation_windows
 from fastmim.engine.hooks import PreemptionHook
 from fastmim.engine.hooks.preemption_hook import TrainingPreempted
 
@@ -237,13 +239,22 @@ class Predicts(SignalsItselfAt):
         return super().forward(inputs, data_samples, mode)
 
 
+class DropsEachEpochsLastIteration(Hook):
+    """Windows of 3 accumulated iterations that drop an epoch's last partial window, as
+    FastMIM-P's stages do: of an epoch's 4 iterations the 4th makes no update."""
+
+    def before_train_epoch(self, runner):
+        start_accumulation_windows(runner.optim_wrapper, 3)
+
+
 def train_and_validate(work_dir, loop, signal_at=(), resume=False, scores=None,
                        variant='plain', checkpoint=None):
     """A job of 2 epochs of 4 iterations (or 8 iterations validated every 4) that validates 3
     batches after iterations 4 and 8: True when preempted. ``variant``: ``'ema'`` validates
     mmengine's EMA of the weights, ``'accumulation'`` updates every 3 iterations (after
     iterations 3, 6 and 8 with the iteration loop; after 3, 4, 7 and 8 with the epoch loop,
-    which starts a window at every epoch). ``checkpoint``: settings of the checkpoint hook."""
+    which starts a window at every epoch), ``'dropped'`` after 3 and 7 (epoch loop, see
+    :class:`DropsEachEpochsLastIteration`). ``checkpoint``: settings of the checkpoint hook."""
     samples = [dict(inputs=torch.ones(4) * i) for i in range(4)]
     loader = dict(sampler=dict(type='DefaultSampler', shuffle=False),
                   collate_fn=dict(type='pseudo_collate'), batch_size=1)
@@ -261,7 +272,8 @@ def train_and_validate(work_dir, loop, signal_at=(), resume=False, scores=None,
         train_cfg=train_cfg, randomness=dict(seed=0),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01),
                            accumulative_counts=3 if variant == 'accumulation' else 1),
-        custom_hooks=[dict(type='EMAHook', momentum=0.5)] if variant == 'ema' else [],
+        custom_hooks={'ema': [dict(type='EMAHook', momentum=0.5)],
+                      'dropped': [DropsEachEpochsLastIteration()]}.get(variant, []),
         default_hooks=dict(checkpoint=dict(dict(type='SafeCheckpointHook',
                                                 by_epoch=loop == 'epoch',
                                                 interval=1 if loop == 'epoch' else 4),
@@ -312,6 +324,23 @@ def test_a_signal_during_validation_stops_it_and_the_resumed_run_repeats_it(tmp_
     assert (meta['epoch'], meta['iter']) == (epoch, stopped_at)
     assert not train_and_validate(tmp_path / 'run', loop, resume=True, scores=scores,
                                   variant=variant)
+    assert scores == uninterrupted
+    torch.testing.assert_close(weights[-1], reference_weights, rtol=0, atol=0)
+
+
+def test_a_signal_during_the_validation_after_dropped_iterations_stops_it(tmp_path):
+    """The gradients of the iterations FastMIM-P drops at an epoch's end wait for no update,
+    but the validation after that epoch ran on as if inside a window (a long one then met
+    SIGKILL), and the run stopped only after the next epoch's first window."""
+    uninterrupted, scores = [], []
+    assert not train_and_validate(tmp_path / 'reference', 'epoch', scores=uninterrupted,
+                                  variant='dropped')
+    reference_weights = weights[-1]
+    assert train_and_validate(tmp_path / 'run', 'epoch', signal_at={(1, 2)}, scores=scores,
+                              variant='dropped')
+    assert scores == [] and last_checkpoint(tmp_path / 'run') == 'iter_4.pth'
+    assert not train_and_validate(tmp_path / 'run', 'epoch', resume=True, scores=scores,
+                                  variant='dropped')
     assert scores == uninterrupted
     torch.testing.assert_close(weights[-1], reference_weights, rtol=0, atol=0)
 

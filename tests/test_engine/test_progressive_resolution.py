@@ -1,7 +1,9 @@
 """Progressive-resolution pre-training: stage switches, exact lr schedule in epochs, resume."""
 import copy
 import math
+import os
 import os.path as osp
+import signal
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from mmengine.optim import OptimWrapper
 from mmengine.runner import Runner
 
 import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
+from fastmim.engine.hooks.preemption_hook import TrainingPreempted
 from fastmim.engine.hooks.progressive_resolution_hook import (PerUpdateParamSchedulerHook,
                                                               ProgressiveResolutionHook,
                                                               parse_stages,
@@ -288,3 +291,69 @@ def test_changing_the_stages_variable_alone_is_named(load_config_log):
     assert 'progressive_stages' not in '\n'.join(load_config_log(PROGRESSIVE_CONFIG))
     assert 'progressive_stages' not in '\n'.join(load_config_log(
         PROGRESSIVE_CONFIG, {'custom_hooks.0.stages.0.batch_size': 4}))
+
+
+class SignalsDuring(Hook):
+    """Sends SIGUSR1 to its own process during iteration ``iteration`` (counted from 1), as
+    SLURM does when it preempts the job."""
+
+    def __init__(self, iteration):
+        self.iteration = iteration
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter + 1 == self.iteration:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def preemptible_config(tiny_pretraining, work_dir, experiment):
+    """:func:`tiny_config` with the loop, sampler and hook of a run that resumes exactly from
+    a preemption checkpoint; ``experiment`` names its message hub (one per runner)."""
+    cfg = tiny_config(tiny_pretraining, work_dir)
+    cfg.train_cfg = dict(type='ResumableEpochBasedTrainLoop', max_epochs=MAX_EPOCHS)
+    cfg.merge_from_dict(dict(
+        experiment_name=f'{work_dir}_{experiment}',
+        train_dataloader=dict(sampler=dict(type='ResumableSampler')),
+        default_hooks=dict(preemption=dict(type='PreemptionHook'))))
+    return cfg
+
+
+def train_to_the_end_or_preemption(cfg, signal_iteration=None):
+    """The final weights and optimiser state of a run, or None when it was preempted."""
+    runner = Runner.from_cfg(cfg)
+    if signal_iteration is not None:
+        runner.register_hook(SignalsDuring(signal_iteration))
+    try:
+        runner.train()
+    except TrainingPreempted:
+        return None
+    return runner.model.state_dict(), runner.optim_wrapper.state_dict()
+
+
+@pytest.fixture(scope='module')
+def uninterrupted_preemptible_run(tmp_path_factory, tiny_pretraining):
+    work_dir = tmp_path_factory.mktemp('uninterrupted')
+    return train_to_the_end_or_preemption(preemptible_config(tiny_pretraining, work_dir, 'run'))
+
+
+# Iterations 3-7 are epoch 2 (windows of 2: iteration 7 is dropped), 8-17 epoch 3 (windows of
+# 4: iterations 16 and 17 are dropped).
+@pytest.mark.parametrize('signal_iteration, epoch, end_of_epoch', [(7, 2, 7), (16, 3, 17)])
+def test_a_signal_in_an_epoch_s_dropped_iterations_saves_at_the_epoch_end(
+        tmp_path, tiny_pretraining, uninterrupted_preemptible_run, signal_iteration, epoch,
+        end_of_epoch):
+    """The hook waited for the next optimiser update, which the dropped iterations never make:
+    it saved only after the first window of the next epoch (iteration 11, 4 iterations after
+    the signal), and a signal in the last epoch's dropped iterations was not acted on at all.
+    The end of the epoch is a window boundary: the checkpoint saved there resumes exactly."""
+    preempted = train_to_the_end_or_preemption(
+        preemptible_config(tiny_pretraining, tmp_path, 'preempted'), signal_iteration) is None
+    assert preempted
+    saved = tmp_path / f'iter_{end_of_epoch}.pth'
+    assert (tmp_path / 'last_checkpoint').read_text().strip() == str(saved)
+    meta = torch.load(saved, weights_only=True)['meta']
+    assert (meta['epoch'], meta['iter']) == (epoch, end_of_epoch)
+
+    resumed_cfg = preemptible_config(tiny_pretraining, tmp_path, 'resumed')
+    resumed_cfg.resume = True
+    resumed = train_to_the_end_or_preemption(resumed_cfg)
+    torch.testing.assert_close(resumed, uninterrupted_preemptible_run, rtol=0, atol=0)

@@ -47,6 +47,7 @@ from mmengine.hooks import EMAHook, Hook
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from torch.utils.data import DataLoader
 
+from fastmim.engine.accumulation import gradients_wait_for_an_update
 from fastmim.registry import HOOKS
 
 # Signals that arrived before a PreemptionHook took them over (see
@@ -148,8 +149,9 @@ class PreemptionHook(Hook):
 
     Runs after every other ``after_train_iter`` (priority ``LOWEST``): the learning-rate
     scheduler has stepped and any regular checkpoint of that iteration is written. With
-    gradient accumulation it waits for the iteration that updates the weights. During a
-    validation inside training it stops at the next validation batch (see the module docstring).
+    gradient accumulation it waits for the iteration that updates the weights, or for the end of
+    the epoch during the iterations FastMIM-P's stages drop there. During a validation inside
+    training it stops at the next validation batch (see the module docstring).
 
     Args:
         signals (sequence of str): signal names to handle. Default SIGTERM and SIGUSR1.
@@ -301,7 +303,19 @@ class PreemptionHook(Hook):
             get_file_backend(marker).put_text(f'{runner.iter}\n', marker)  # atomic (fastmim)
 
     def after_train_epoch(self, runner) -> None:
+        """Save and stop at the end of an epoch loop's epoch, a window boundary, on a signal
+        not yet acted on: one during the iterations that FastMIM-P's stages drop at an epoch's
+        end (no optimiser update follows them in the epoch; waiting for the next one saved a
+        window of the next epoch late, and in the last epoch never), or one during the last
+        iteration's hooks. After every other ``after_train_epoch``: the epoch-based schedulers
+        have stepped and CheckpointHook has saved, as for that hook's epoch checkpoint."""
         self._delete_superseded_preemption_checkpoint(runner)
+        if (not isinstance(runner.train_loop, EpochBasedTrainLoop)  # no epochs to end
+                or gradients_wait_for_an_update(runner.optim_wrapper)
+                or not self._any_rank_received()):
+            return
+        self._save_and_stop(runner, dict(epoch=runner.epoch + 1, iter=runner.iter),
+                            f'at iteration {runner.iter} (end of epoch {runner.epoch + 1})')
 
     def after_train(self, runner) -> None:
         self._training = False
@@ -352,9 +366,11 @@ class PreemptionHook(Hook):
         gradient-accumulation window (an iteration-based loop validating every N iterations, N
         not a multiple of the accumulation; mmengine's epoch loop with an epoch length the
         accumulation does not divide: ``ResumableEpochBasedTrainLoop`` ends a window with every
-        epoch) runs on: the signal is taken at the window's update, as in training."""
+        epoch) runs on: the signal is taken at the window's update, as in training. The
+        iterations FastMIM-P's stages drop at an epoch's end leave no such window."""
         if (not self._training or batch_idx >= self._val_batches
-                or not _update_done(runner.optim_wrapper) or not self._any_rank_received()):
+                or gradients_wait_for_an_update(runner.optim_wrapper)
+                or not self._any_rank_received()):
             return
         _put_back_training_weights(runner)
         runner.message_hub.update_info(PENDING_VALIDATION_KEY, True)
