@@ -45,6 +45,9 @@ def test_config_is_the_published_recipe():
     optimizer = cfg.optim_wrapper.optimizer
     assert optimizer.type == 'AdamW' and optimizer.lr == 3e-4 and optimizer.weight_decay == 0.05
     assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate in (0.65, 0.75)
+    assert cfg.optimizer is None  # not mmseg's SGD beside it in the work dir's config copy
+    # --auto-scale-lr needs the batch the lr is meant for (it refused the config without it)
+    assert cfg.auto_scale_lr.base_batch_size == 16
     # mmseg's IterBasedTrainLoop, resuming without reloading (fastmim.engine.loops)
     from mmengine.runner import IterBasedTrainLoop
 

@@ -79,6 +79,9 @@ train_dataloader = dict(batch_size=2, sampler=dict(type='fastmim.ResumableInfini
 val_dataloader = dict(batch_size=1, dataset=dict(type='fastmim.CheckedADE20KDataset'))
 test_dataloader = val_dataloader
 
+# mmseg's schedule_160k names a top-level SGD (lr 0.01) that training ignores; the work dir's
+# config copy showed it beside the AdamW below, the one that trains.
+optimizer = None
 optim_wrapper = dict(
     _delete_=True,
     type='fastmim.GuardedOptimWrapper',
@@ -91,6 +94,8 @@ optim_wrapper = dict(
     paramwise_cfg=dict(layer_decay_rate=0.75),
     # 8 on one GPU makes the published batch of 16 per update (README).
     accumulative_counts=1)
+# --auto-scale-lr scales the lr by the total batch of one update over the published 16.
+auto_scale_lr = dict(base_batch_size=16)
 
 warmup_iters = 1500
 max_iters = 160000
