@@ -13,7 +13,10 @@ from fastmim.registry import MODELS
 
 @MODELS.register_module()
 class BlockMaskGenerator:
-    """Draws, per sample, exactly ``int(N * (1 - mask_ratio))`` visible blocks out of ``N``.
+    """Draws, per sample, exactly ``int(N * (1 - mask_ratio))`` visible blocks out of ``N``,
+    the product taken up to float error: where it falls a hair below a whole number (``N`` = 25,
+    ratio 0.8: 4.999...) the whole number is kept, where the reference release's ``int`` keeps
+    one block fewer. The published configs' grids and ratios never meet such a product.
 
     The visible blocks are the first ones of a random permutation (``argsort`` of
     ``torch.rand``), so every subset of that size is equally likely. The noise comes from torch's
