@@ -2,6 +2,7 @@
 ``tools/test.py`` on a real photo, through mmdet's own CocoDataset, CopyPaste and CocoMetric;
 and the ViTDet-style ViT-B config's backbone, pyramid and optimiser."""
 import contextlib
+import inspect
 import json
 from pathlib import Path
 
@@ -17,6 +18,7 @@ VIT_CONFIG = CONFIG.with_name('mask_rcnn_fastmim_vit_b_simple_fpn_lsj_coco.py')
 
 def test_config_is_the_published_recipe():
     """REFERENCE.md, 'Downstream recipes': COCO, Mask R-CNN, Swin-B."""
+    from mmdet.datasets.transforms import CopyPaste, FilterAnnotations, RandomCrop, RandomFlip
     cfg = Config.fromfile(str(CONFIG))
     assert cfg.default_scope == 'mmdet'
     assert cfg.custom_imports == dict(imports=['fastmim'], allow_failed_imports=False)
@@ -45,24 +47,74 @@ def test_config_is_the_published_recipe():
     mix = cfg.train_dataloader.dataset
     assert mix.type == 'fastmim.SeededMultiImageMixDataset'  # mmdet's, seeded per sample
     assert [t.type for t in mix.pipeline] == ['CopyPaste', 'PackDetInputs']
-    load = {t.type: t for t in mix.dataset.pipeline}
+    # The values below are those of the release's
+    # mmdet-v2.23/configs/swin/fastmim_mask_rcnn_upgraded_scp_swin_base_3x_coco.py ("ref"), or
+    # where it leaves an option unset, the default of its mmdet 2.x class ("ref default").
+    assert built_options(mix.pipeline[0], CopyPaste) == dict(
+        max_num_pasted=100,  # ref
+        bbox_occluded_thr=10, mask_occluded_thr=300, selected=True,  # ref defaults
+        paste_by_box=False)  # mmdet 3 only: False pastes by mask, as mmdet 2 did
+    load = mix.dataset.pipeline
+    assert [t.type for t in load] == [
+        'LoadImageFromFile', 'LoadAnnotations', 'RandomResize', 'RandomCrop',
+        'FilterAnnotations', 'RandomFlip', 'Pad']  # ref's load_pipeline, in its order
+    load = {t.type: t for t in load}
+    assert load['LoadAnnotations'].with_bbox and load['LoadAnnotations'].with_mask
+    # ref: Resize(img_scale=(1024, 1024), ratio_range=(0.1, 2.0), keep_ratio=True), i.e. the
+    # scale times a uniform ratio
     assert load['RandomResize'].scale == (1024, 1024)
-    assert load['RandomResize'].ratio_range == (0.1, 2.0)
-    assert load['RandomCrop'].crop_size == (1024, 1024)
+    assert load['RandomResize'].ratio_range == (0.1, 2.0) and load['RandomResize'].keep_ratio
+    assert built_options(load['RandomCrop'], RandomCrop) == dict(
+        crop_size=(1024, 1024), crop_type='absolute_range', recompute_bbox=True,
+        allow_negative_crop=True,  # ref
+        bbox_clip_border=True)  # ref default
+    assert built_options(load['FilterAnnotations'], FilterAnnotations) == dict(
+        min_gt_bbox_wh=(1e-2, 1e-2),  # ref
+        min_gt_mask_area=1, by_box=True, by_mask=False, keep_empty=True)  # ref defaults
+    # ref: RandomFlip(flip_ratio=0.5), direction 'horizontal' by default
+    assert built_options(load['RandomFlip'], RandomFlip) == dict(
+        prob=0.5, direction='horizontal',
+        swap_seg_labels=None)  # mmdet 3 only, for semantic maps (none here)
     assert load['Pad'].size == (1024, 1024)
+    # ref default: mmdet 2's CocoDataset drops training images without boxes or with a side
+    # under 32 px (filter_empty_gt=True, _filter_imgs(min_size=32))
+    assert mix.dataset.filter_cfg == dict(filter_empty_gt=True, min_size=32)
+    # ref: img_norm_cfg, to_rgb=True
+    preprocessor = cfg.model.data_preprocessor
+    assert preprocessor.mean == [123.675, 116.28, 103.53] and preprocessor.bgr_to_rgb
+    assert preprocessor.std == [58.395, 57.12, 57.375]
     assert cfg.train_dataloader.batch_size * 8 == cfg.auto_scale_lr.base_batch_size == 16
-    # The reference's test scale (keep-ratio 1666 x 1024), padded to 32 by the preprocessor.
+    # ref: test at img_scale=(1666, 1024) keep_ratio, no flip, Pad(size_divisor=32) (here by
+    # the preprocessor)
     for loader in (cfg.val_dataloader, cfg.test_dataloader):
         resize = next(t for t in loader.dataset.pipeline if t.type == 'Resize')
         assert resize.scale == (1666, 1024) and resize.keep_ratio
-    assert cfg.model.data_preprocessor.pad_size_divisor == 32
+        assert 'RandomFlip' not in [t.type for t in loader.dataset.pipeline]
+    assert preprocessor.pad_size_divisor == 32
 
+    # ref: AdamW(lr=6e-5, betas=(0.9, 0.999), weight_decay=0.05)
     optimizer = cfg.optim_wrapper.optimizer
     assert optimizer.type == 'AdamW' and optimizer.lr == 6e-5 and optimizer.weight_decay == 0.05
+    assert optimizer.betas == (0.9, 0.999)
+    # ref: runner max_epochs=36; lr_config policy='step', step=[27, 33] (by epoch, mmcv's
+    # default gamma 0.1), warmup='linear', warmup_iters=1000, warmup_ratio=0.001 (by
+    # iteration): the lr rises linearly from 0.001 x lr to lr over iterations 0-1000
     assert cfg.train_cfg.max_epochs == 36
     warmup, steps = cfg.param_scheduler
-    assert warmup.type == 'LinearLR' and not warmup.by_epoch and warmup.end == 1000
-    assert steps.type == 'MultiStepLR' and steps.milestones == [27, 33]
+    assert warmup.type == 'LinearLR' and not warmup.by_epoch
+    assert warmup.start_factor == 0.001 and warmup.get('end_factor', 1.0) == 1.0
+    assert (warmup.begin, warmup.end) == (0, 1000)
+    assert steps.type == 'MultiStepLR' and steps.by_epoch and steps.milestones == [27, 33]
+    assert steps.gamma == 0.1 and (steps.begin, steps.end) == (0, 36)
+
+
+def built_options(transform, transform_class):
+    """The options ``transform`` (a pipeline entry) builds ``transform_class`` with: its own
+    over the class's defaults, so that a test also sees the options the config leaves to the
+    installed mmdet."""
+    parameters = inspect.signature(transform_class).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
+    return {**defaults, **{key: value for key, value in transform.items() if key != 'type'}}
 
 
 @pytest.mark.parametrize('sync_bn', [False, True], ids=['cpu_bn', 'gpu_sync_bn'])

@@ -1,5 +1,6 @@
 """UperNet with fastmim's ViT, run the way a user runs it: ``tools/train.py`` then
 ``tools/test.py`` on a real photo, through mmseg's own ADE20KDataset and IoUMetric."""
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ CONFIG = (ROOT / 'projects' / 'segmentation' / 'configs' /
 
 def test_config_is_the_published_recipe():
     """REFERENCE.md, 'Downstream recipes': ADE20K, UperNet, ViT-B."""
+    from mmseg.datasets.transforms import PhotoMetricDistortion, RandomCrop
     cfg = Config.fromfile(str(CONFIG))
     assert cfg.default_scope == 'mmseg'
     assert 'fastmim' in cfg.custom_imports.imports
@@ -37,13 +39,48 @@ def test_config_is_the_published_recipe():
     assert tuple(head.pool_scales) == (1, 2, 3, 6) and head.num_classes == 150
     assert auxiliary.type == 'FCNHead' and auxiliary.loss_decode.loss_weight == 0.4
     assert cfg.model.test_cfg == dict(mode='slide', crop_size=(512, 512), stride=(341, 341))
+    # The values below are those of the release's mmseg-v0.28/configs/vit/fastmim_vit_base_cfg.py
+    # ("ref"), or where it leaves an option unset, the default of its mmseg 0.x class ("ref
+    # default").
+    # ref: both heads drop out 0.1; the FCN head is 1 conv of 256 channels, its input not
+    # concatenated
+    assert head.dropout_ratio == 0.1 and auxiliary.dropout_ratio == 0.1
+    assert auxiliary.channels == 256 and auxiliary.num_convs == 1 and not auxiliary.concat_input
 
-    crop = next(t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'RandomCrop')
-    assert crop.crop_size == (512, 512) and cfg.model.data_preprocessor.size == (512, 512)
-    assert cfg.train_dataloader.batch_size * 8 == 16
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    assert [t.type for t in pipeline] == [
+        'LoadImageFromFile', 'LoadAnnotations', 'RandomResize', 'RandomCrop', 'RandomFlip',
+        'PhotoMetricDistortion', 'PackSegInputs']  # ref's train_pipeline, in its order
+    pipeline = {t.type: t for t in pipeline}
+    assert pipeline['LoadAnnotations'].reduce_zero_label  # ref
+    # ref: Resize(img_scale=(2048, 512), ratio_range=(0.5, 2.0)), keep_ratio=True by default:
+    # the scale times a uniform ratio
+    resize = pipeline['RandomResize']
+    assert resize.scale == (2048, 512) and resize.ratio_range == (0.5, 2.0) and resize.keep_ratio
+    assert built_options(pipeline['RandomCrop'], RandomCrop) == dict(
+        crop_size=(512, 512), cat_max_ratio=0.75,  # ref
+        ignore_index=255)  # ref default
+    assert pipeline['RandomFlip'].prob == 0.5  # ref
+    assert built_options(pipeline['PhotoMetricDistortion'], PhotoMetricDistortion) == dict(
+        brightness_delta=32, contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5),
+        hue_delta=18)  # ref defaults
+    # ref: Normalize(img_norm_cfg, to_rgb=True), Pad(size=crop_size, pad_val=0, seg_pad_val=255)
+    preprocessor = cfg.model.data_preprocessor
+    assert preprocessor.mean == [123.675, 116.28, 103.53] and preprocessor.bgr_to_rgb
+    assert preprocessor.std == [58.395, 57.12, 57.375]
+    assert preprocessor.size == (512, 512)
+    assert preprocessor.pad_val == 0 and preprocessor.seg_pad_val == 255
+    assert cfg.train_dataloader.batch_size * 8 == 16  # ref: samples_per_gpu=2 (x 8 GPUs)
+    # ref: test at img_scale=(2048, 512) keep_ratio, no flip
+    for loader in (cfg.val_dataloader, cfg.test_dataloader):
+        resize = next(t for t in loader.dataset.pipeline if t.type == 'Resize')
+        assert resize.scale == (2048, 512) and resize.keep_ratio
+        assert 'RandomFlip' not in [t.type for t in loader.dataset.pipeline]
 
+    # ref: AdamW(lr=3e-4, betas=(0.9, 0.999), weight_decay=0.05)
     optimizer = cfg.optim_wrapper.optimizer
     assert optimizer.type == 'AdamW' and optimizer.lr == 3e-4 and optimizer.weight_decay == 0.05
+    assert optimizer.betas == (0.9, 0.999)
     assert cfg.optim_wrapper.paramwise_cfg.layer_decay_rate in (0.65, 0.75)
     assert cfg.optimizer is None  # not mmseg's SGD beside it in the work dir's config copy
     # --auto-scale-lr needs the batch the lr is meant for (it refused the config without it)
@@ -56,6 +93,15 @@ def test_config_is_the_published_recipe():
     assert issubclass(ResumableIterBasedTrainLoop, IterBasedTrainLoop)
     assert cfg.train_cfg.max_iters == 160000
     assert_release_lr_schedule(cfg.param_scheduler, base_lr=optimizer.lr, max_iters=160000)
+
+
+def built_options(transform, transform_class):
+    """The options ``transform`` (a pipeline entry) builds ``transform_class`` with: its own
+    over the class's defaults, so that a test also sees the options the config leaves to the
+    installed mmseg."""
+    parameters = inspect.signature(transform_class).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
+    return {**defaults, **{key: value for key, value in transform.items() if key != 'type'}}
 
 
 def assert_release_lr_schedule(param_scheduler, base_lr, max_iters, checked_iters=3000):
