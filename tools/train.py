@@ -7,15 +7,13 @@
                                  [--trust-checkpoint CKPT] [--debug]
 """
 import argparse
-import os
+import importlib.util
 import os.path as osp
 import signal
+import sys
 
-# The preemption signals (PreemptionHook's defaults) that arrived while the modules imported,
-# in order, and the handlers their recording replaced (record_signals_while_importing). The
-# functions below import fastmim themselves, so that nothing slow loads before the recording.
-SIGNALS_WHILE_IMPORTING = []
-HANDLERS_BEFORE_IMPORTING = {}
+# The module that records the preemption signals until a PreemptionHook takes them over.
+EARLY_SIGNALS = 'fastmim.engine.early_signals'
 
 
 def record_signals_while_importing():
@@ -24,13 +22,20 @@ def record_signals_while_importing():
     of the signal, status 143, which a requeue script does not requeue although nothing was
     lost. :func:`load_run` hands them to the config's PreemptionHook, which stops the run
     before training with its status; without the hook the signal acts as it would have. Only when
-    run as a script: the tests and tools/demo.py import this module."""
-    for signum in (signal.SIGTERM, signal.SIGUSR1):
-        HANDLERS_BEFORE_IMPORTING[signum] = signal.signal(signum, _record_while_importing)
+    run as a script: the tests and tools/demo.py import this module.
 
-
-def _record_while_importing(signum, frame):
-    SIGNALS_WHILE_IMPORTING.append(signum)
+    The record is ``fastmim.engine.early_signals``, loaded from its file under its own name:
+    importing it through the package would first import torch (``fastmim/__init__.py``), while
+    this way the package's own import finds the module already loaded, so the hook takes over
+    this very record."""
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(
+        EARLY_SIGNALS, osp.join(root, *EARLY_SIGNALS.split('.')) + '.py')
+    early_signals = importlib.util.module_from_spec(spec)
+    sys.modules[EARLY_SIGNALS] = early_signals
+    spec.loader.exec_module(early_signals)
+    early_signals.record(getattr(signal, signal_name)
+                         for signal_name in early_signals.PREEMPTION_SIGNALS)
 
 
 def parse_args(argv):
@@ -229,26 +234,21 @@ def load_run(argv):
 
         check_launcher_env(args.launcher)
         cfg = load_config(args.config, args.cfg_options)
-        record_signals_before_training(cfg, SIGNALS_WHILE_IMPORTING, HANDLERS_BEFORE_IMPORTING)
-        SIGNALS_WHILE_IMPORTING.clear()
-        HANDLERS_BEFORE_IMPORTING.clear()
-    finally:
-        _stop_recording_while_importing()
+        record_signals_before_training(cfg)
+    except BaseException:
+        # In sys.modules once anything records; not imported here: the error may be the
+        # failed import of fastmim itself.
+        early_signals = sys.modules.get(EARLY_SIGNALS)
+        if early_signals is not None:
+            early_signals.stop_recording(send_again=True)
+        raise
     return args, cfg
-
-
-def _stop_recording_while_importing():
-    for signum, handler in HANDLERS_BEFORE_IMPORTING.items():
-        signal.signal(signum, handler)
-    HANDLERS_BEFORE_IMPORTING.clear()
-    while SIGNALS_WHILE_IMPORTING:
-        os.kill(os.getpid(), SIGNALS_WHILE_IMPORTING.pop(0))
 
 
 def main(argv):
     args, cfg = load_run(argv)
+    from fastmim.engine import early_signals
     from fastmim.engine.config_keys import refused_keys_located
-    from fastmim.engine.hooks.preemption_hook import stop_recording_signals
     from fastmim.engine.launch import build_runner, stop_with_the_launcher
     from fastmim.models.jpeg_decoding import check_device_decoding
 
@@ -262,7 +262,7 @@ def main(argv):
                                   trusted_checkpoints=args.trust_checkpoint)
             runner.train()
     finally:
-        stop_recording_signals()
+        early_signals.stop_recording()
 
 
 if __name__ == '__main__':

@@ -171,8 +171,8 @@ def test_a_signal_while_the_run_is_built_stops_it_before_training_with_its_statu
     before its first iteration, writes nothing and keeps last_checkpoint."""
     from mmengine.config import Config
 
-    from fastmim.engine.hooks.preemption_hook import (record_signals_before_training,
-                                                      stop_recording_signals)
+    from fastmim.engine.early_signals import stop_recording
+    from fastmim.engine.hooks.preemption_hook import record_signals_before_training
     assert train(tmp_path, {2}, resume=False)  # iter_2.pth, named in last_checkpoint
     with_hook = Config(dict(default_hooks=dict(preemption=dict(type='PreemptionHook'))))
     record_signals_before_training(with_hook)
@@ -180,7 +180,7 @@ def test_a_signal_while_the_run_is_built_stops_it_before_training_with_its_statu
         os.kill(os.getpid(), signal.SIGTERM)  # while the Runner would be built: recorded
         assert train(tmp_path, (), resume=True)  # preempted, before iteration 3
     finally:
-        stop_recording_signals()
+        stop_recording()
     logs = sorted(tmp_path.glob('*/*.log'))
     assert ('SIGTERM before training started: nothing trained in this run (at iteration 2); '
             'continue with --resume') in logs[-1].read_text()
@@ -194,7 +194,7 @@ def test_a_signal_while_the_run_is_built_stops_it_before_training_with_its_statu
         # A run that fails before training puts the handler back.
         record_signals_before_training(with_hook)
         assert signal.getsignal(signal.SIGTERM) is not own
-        stop_recording_signals()
+        stop_recording()
         assert signal.getsignal(signal.SIGTERM) is own
         # Without the hook in the config nothing is recorded: the signal acts as it would.
         record_signals_before_training(Config(dict(default_hooks=dict())))
@@ -588,32 +588,29 @@ def test_signals_recorded_while_the_tool_imported_are_taken_over_or_sent_again()
     as it would have."""
     from mmengine.config import Config
 
-    from fastmim.engine.hooks.preemption_hook import (HANDLERS_BEFORE_RECORDING,
-                                                      SIGNALS_BEFORE_TRAINING,
-                                                      record_signals_before_training,
-                                                      stop_recording_signals)
+    from fastmim.engine import early_signals
+    from fastmim.engine.hooks.preemption_hook import record_signals_before_training
     received = []
 
     def original(signum, frame):
         received.append(signal.Signals(signum).name)
 
-    def early_recorder(signum, frame):
-        pass
-
-    previous = {signum: signal.signal(signum, early_recorder)
+    previous = {signum: signal.signal(signum, original)
                 for signum in (signal.SIGTERM, signal.SIGUSR1)}
     only_sigterm = Config(dict(default_hooks=dict(preemption=dict(
         type='PreemptionHook', signals=['SIGTERM']))))
     try:
-        record_signals_before_training(
-            only_sigterm, recorded=[signal.SIGTERM, signal.SIGUSR1],
-            replaced={signal.SIGTERM: original, signal.SIGUSR1: original})
-        assert SIGNALS_BEFORE_TRAINING == ['SIGTERM'] and received == ['SIGUSR1']
+        early_signals.record([signal.SIGTERM, signal.SIGUSR1])  # the tool's first line
+        os.kill(os.getpid(), signal.SIGTERM)  # while the modules import: recorded
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert early_signals.RECORDED == [signal.SIGTERM, signal.SIGUSR1] and received == []
+        record_signals_before_training(only_sigterm)
+        assert early_signals.RECORDED == [signal.SIGTERM] and received == ['SIGUSR1']
         assert signal.getsignal(signal.SIGUSR1) is original  # not the hook's: as before
-        assert HANDLERS_BEFORE_RECORDING == {signal.SIGTERM: original}
-        stop_recording_signals()
-        assert signal.getsignal(signal.SIGTERM) is original
+        assert early_signals.REPLACED == {signal.SIGTERM: original}
+        early_signals.stop_recording()
+        assert signal.getsignal(signal.SIGTERM) is original and received == ['SIGUSR1']
     finally:
-        stop_recording_signals()
+        early_signals.stop_recording()
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -590,6 +590,30 @@ def test_a_signal_while_the_tool_imports_stops_the_run_with_the_preempted_status
     assert not list(work_dir.glob('*.pth'))
 
 
+RECORD_FROM_THE_FIRST_LINE = """
+import importlib.util, os, signal, sys
+spec = importlib.util.spec_from_file_location('train', {train!r})
+train = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train)
+train.record_signals_while_importing()
+os.kill(os.getpid(), signal.SIGTERM)
+print(sorted(name for name in sys.modules
+             if name.partition('.')[0] in ('fastmim', 'mmengine', 'numpy', 'torch')))
+print(sys.modules['fastmim.engine.early_signals'].RECORDED)
+"""
+
+
+def test_the_tool_records_signals_before_importing_anything_heavy():
+    """The first line's recording is the record the hook takes over, so it lives in the
+    package; imported through the package it would first import torch (fastmim/__init__.py),
+    seconds in which a signal killed the job with status 143."""
+    code = RECORD_FROM_THE_FIRST_LINE.format(train=str(ROOT / 'tools' / 'train.py'))
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.stdout.splitlines() == ["['fastmim.engine.early_signals']",
+                                          f'[{signal.SIGTERM.value}]'], result.stderr
+
+
 FAKE_SRUN = '''#!{python}
 """srun as tools/slurm_train.sh runs it, on this machine: starts --ntasks copies of the command
 with SLURM's variables, passes SIGTERM and SIGUSR1 on to them, kills the others once one exits

@@ -47,14 +47,9 @@ from mmengine.hooks import EMAHook, Hook
 from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from torch.utils.data import DataLoader
 
+from fastmim.engine import early_signals
 from fastmim.engine.accumulation import gradients_wait_for_an_update
 from fastmim.registry import HOOKS
-
-# Signals that arrived before a PreemptionHook took them over (see
-# :func:`record_signals_before_training`), by name, in order, and the handlers the recording
-# replaced.
-SIGNALS_BEFORE_TRAINING = []
-HANDLERS_BEFORE_RECORDING = {}
 
 # Message hub entry naming the preemption checkpoint that is still to be deleted.
 PREEMPTION_CHECKPOINT_KEY = 'preemption_checkpoint'
@@ -159,7 +154,7 @@ class PreemptionHook(Hook):
 
     priority = 'LOWEST'
 
-    def __init__(self, signals=('SIGTERM', 'SIGUSR1')):
+    def __init__(self, signals=early_signals.PREEMPTION_SIGNALS):
         unknown = [name for name in signals if not hasattr(signal, name)]
         if unknown:
             raise ValueError(f'PreemptionHook: unknown signals {unknown}')
@@ -190,21 +185,19 @@ class PreemptionHook(Hook):
         self._finish_preempted_validation(runner)
 
     def _take_over_signals(self, runner) -> None:
-        """Install the handlers, taking over a signal :func:`record_signals_before_training`
-        recorded while the run was built and resumed (the handlers from before the recording
-        are the ones restored after training)."""
+        """Install the handlers, taking over the signals recorded (:mod:`early_signals`) while
+        the tool imported and the run was built and resumed (the handlers from before the
+        recording are the ones restored after training)."""
         if threading.current_thread() is not threading.main_thread():
             runner.logger.warning('PreemptionHook: training runs outside the main thread, '
                                   'where signal handlers cannot be installed; it is inactive')
         else:
-            for signum in self.signals:
-                previous = signal.signal(signum, self._on_signal)
-                self._previous_handlers[signum] = HANDLERS_BEFORE_RECORDING.pop(signum, previous)
+            previous, recorded = early_signals.take_over(self.signals, self._on_signal)
+            self._previous_handlers.update(previous)
             self._training = True
-            if SIGNALS_BEFORE_TRAINING:
-                self.received = SIGNALS_BEFORE_TRAINING[0]
-                self.signal_count += len(SIGNALS_BEFORE_TRAINING)
-                SIGNALS_BEFORE_TRAINING.clear()
+            if recorded:
+                self.received = signal.Signals(recorded[0]).name
+                self.signal_count += len(recorded)
 
     def _stop_before_training(self, runner) -> None:
         """Stop a run signalled while it was built or resumed, before any iteration: nothing
@@ -524,48 +517,21 @@ def _put_back_training_weights(runner) -> None:
             hook.after_val_epoch(runner)
 
 
-def record_signals_before_training(cfg, recorded=(), replaced=None) -> None:
+def record_signals_before_training(cfg) -> None:
     """Record the signals of the config's :class:`PreemptionHook` from now until it installs
     its handlers in ``before_train``, which then stops the run with
     :data:`PREEMPTED_EXIT_STATUS`. Building the model and the dataset and loading a checkpoint
     take minutes on ImageNet; a job preempted then died of the signal (status 143, which a
     requeue script does not requeue, though its ``last_checkpoint`` was good). Nothing is
-    installed for a config without the hook, whose run the signal ends as before.
-
-    ``recorded`` and ``replaced``: the signal numbers an earlier recorder took, in order, and
-    the handlers it replaced (``tools/train.py`` records from its first line, while its
-    modules import). This recording takes those of the hook's signals over; any other signal
-    gets its handler back and is sent again, to act as it would have."""
+    recorded for a config without the hook, whose run the signal ends as before: a signal that
+    ``tools/train.py`` recorded while its modules imported and that the hook does not handle
+    gets its handler back and is sent again (:func:`early_signals.keep_recording_only`)."""
     from fastmim.registry import type_name
     hooks = list((cfg.get('default_hooks') or {}).values()) + list(cfg.get('custom_hooks') or [])
     hook = next((hook for hook in hooks if isinstance(hook, dict)
                  and type_name(hook) == 'PreemptionHook'), None)
-    replaced = dict(replaced or {})
-    taken = set()
-    if hook is not None and threading.current_thread() is threading.main_thread():
-        taken = {getattr(signal, name) for name in hook.get('signals', ('SIGTERM', 'SIGUSR1'))}
-    for signum in taken:
-        previous = signal.signal(signum, _record_before_training)
-        HANDLERS_BEFORE_RECORDING.setdefault(signum, replaced.pop(signum, previous))
-    for signum, handler in replaced.items():
-        signal.signal(signum, handler)
-    for signum in recorded:
-        if signum in taken:
-            SIGNALS_BEFORE_TRAINING.append(signal.Signals(signum).name)
-        else:
-            os.kill(os.getpid(), signum)
-
-
-def _record_before_training(signum, frame) -> None:
-    SIGNALS_BEFORE_TRAINING.append(signal.Signals(signum).name)
-
-
-def stop_recording_signals() -> None:
-    """Put back the handlers :func:`record_signals_before_training` replaced that no hook has
-    taken over (a run that failed before training, in a process that goes on)."""
-    while HANDLERS_BEFORE_RECORDING:
-        signal.signal(*HANDLERS_BEFORE_RECORDING.popitem())
-    SIGNALS_BEFORE_TRAINING.clear()
+    names = () if hook is None else hook.get('signals', early_signals.PREEMPTION_SIGNALS)
+    early_signals.keep_recording_only({getattr(signal, name) for name in names})
 
 
 def _update_done(optim_wrapper) -> bool:
