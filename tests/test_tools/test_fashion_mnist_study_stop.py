@@ -109,6 +109,34 @@ def test_each_checkpoint_is_loaded_once(tmp_path, study, fake_training, loaded, 
     assert started_from == [str(tmp_path / 'pretrain' / 'epoch_3.pth')]
 
 
+def test_a_stopped_pretraining_is_resumed_only_with_its_jobs(tmp_path, study, fake_training):
+    """A study stopped during pre-training and rerun with another --jobs resumed it with
+    another number of processes and per-process batch: not the run it had started. A finished
+    one is reused under any --jobs (the runs record its weights' sha256)."""
+    folder = tmp_path / 'pretrain'
+    fake_training['stops_at'] = 22
+    with pytest.raises(SystemExit, match='ended without the checkpoint of its end'):
+        pretrain(study, tmp_path, 2)
+    fake_training['stops_at'] = None
+    other = (rf'error: {folder} was stopped with other settings than this command \(--jobs 4 '
+             r'now, 2 then; options: train_dataloader\.batch_size=32 now; '
+             r'train_dataloader\.batch_size=64 then\); rerun with --jobs 2 to resume it, or '
+             rf'delete {folder} to start it over$')
+    with pytest.raises(SystemExit, match=other):
+        pretrain(study, tmp_path, 4)
+    # a runner that recorded nothing: the command on the first line of its run.log
+    (folder / study.SETTINGS_FILE).unlink()
+    (folder / 'run.log').write_text(' '.join(fake_training['commands'][0]) + '\n\n')
+    with pytest.raises(SystemExit, match=r'\(options: .*=32 now; .*=64 then\); rerun with the '
+                       r'--jobs it was started with to resume it'):
+        pretrain(study, tmp_path, 4)
+    assert len(fake_training['commands']) == 1
+
+    checkpoint, facts = pretrain(study, tmp_path, 2)
+    assert facts['pretrain_resumed_from'] == str(folder / 'iter_22.pth')
+    assert pretrain(study, tmp_path, 4) == (checkpoint, {})
+
+
 def test_a_first_pretraining_runs_with_resume(tmp_path, study, fake_training):
     """--resume with no checkpoint yet starts from scratch (tools/train.py), so one command
     serves a first run and a resumed one."""

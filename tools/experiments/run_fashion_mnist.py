@@ -20,15 +20,16 @@
    ``WORK_DIR/results.json``.
 
 A run whose result is already in its work dir is not repeated, so an interrupted study goes on
-where it stopped (a stopped pre-training is resumed from its last checkpoint; only the
-checkpoint of its end is reused; a stopped fine-tuning or linear-probe run is resumed from the
-``iter_N.pth`` it saved, a stopped kNN run repeated); ``--fresh`` deletes what the study wrote
-there first (the pre-training, the runs, ``results.json``) and keeps everything else (the dense
-study's runs, a user's files). Each run records what it runs with next to it before it starts
-(``settings.json``: config and options, the sha256 of the weights it starts from); a finished
-or stopped run of other settings than the command's (another pre-training, say) is refused in
-one line before the pre-training runs, rather than reported as this command's or resumed
-under it.
+where it stopped (a stopped pre-training is resumed from its last checkpoint, only with the
+``--jobs`` it was started with, which ``pretrain/settings.json`` records; only the checkpoint
+of its end is reused, under any ``--jobs``; a stopped fine-tuning or linear-probe run is
+resumed from the ``iter_N.pth`` it saved, a stopped kNN run repeated); ``--fresh`` deletes what
+the study wrote there first (the pre-training, the runs, ``results.json``) and keeps everything
+else (the dense study's runs, a user's files). Each run records what it runs with next to it
+before it starts (``settings.json``: config and options, the sha256 of the weights it starts
+from); a finished or stopped run of other settings than the command's (another pre-training,
+say) is refused in one line before the pre-training runs, rather than reported as this
+command's or resumed under it.
 """
 import argparse
 import concurrent.futures
@@ -354,7 +355,8 @@ def pretrain(found: 'Pretraining', jobs: int) -> Tuple[str, Dict[str, float]]:
     ``iter_N.pth`` on SIGTERM and names it in ``last_checkpoint``) is resumed with
     ``tools/train.py --resume``: the mere presence of ``last_checkpoint`` counted as a finished
     pre-training, so every downstream run of a study stopped during stage 1 started from the
-    partial weights."""
+    partial weights; only with the settings it was started with (:func:`pretraining_settings`,
+    recorded before it starts)."""
     pretrain_dir = found.folder
     os.makedirs(pretrain_dir, exist_ok=True)
     if found.finished:
@@ -363,6 +365,8 @@ def pretrain(found: 'Pretraining', jobs: int) -> Tuple[str, Dict[str, float]]:
     if PRETRAIN_BATCH % jobs:  # its callers check first; this holds for any caller
         sys.exit(f'error: --jobs must divide the pre-training batch {PRETRAIN_BATCH} (the '
                  f'pre-training in {pretrain_dir} has not finished)')
+    refuse_other_pretraining(found, jobs)
+    write_settings(pretrain_dir, SETTINGS_FILE, pretraining_settings(pretrain_dir, jobs))
     partial = found.checkpoint
     facts = {}
     if partial:
@@ -465,6 +469,33 @@ def latest_checkpoint(work_dir: str) -> Optional[str]:
         sys.exit(f'error: {error}')
 
 
+def pretraining_settings(pretrain_dir: str, jobs: int) -> dict:
+    """What the pre-training is started with: its config and options (the per-process batch),
+    its processes (``--jobs``) and the whole command, for the reader."""
+    command = pretrain_command(pretrain_dir, jobs)
+    return dict(**command_settings(command), processes=jobs, command=command)
+
+
+def refuse_other_pretraining(found: Pretraining, jobs: int) -> None:
+    """Refuse, in one line, to resume a stopped pre-training with other settings than it was
+    started with: another ``--jobs`` trained it on with another number of processes and
+    per-process batch, not the run it was. A finished one is reused under any (the runs record
+    its weights' sha256); one that recorded nothing is held to the command in its run.log."""
+    if found.finished or not found.checkpoint:
+        return
+    then = recorded_settings(found.folder, SETTINGS_FILE, False, None, None)
+    if then.get('options') is None:
+        return  # nothing says how it was started
+    said = option_differences(then, pretraining_settings(found.folder, jobs))
+    processes = then.get('processes')
+    if processes not in (None, jobs):
+        said.insert(0, f'--jobs {jobs} now, {processes} then')
+    resume = f'--jobs {processes}' if processes else 'the --jobs it was started with'
+    refuse_other_settings([(found.folder, False, said)] if said else [],
+                          f'rerun with {resume} to resume it, or delete {found.folder} to '
+                          'start it over')
+
+
 def save_initial_weights(path: str, seed: int = 0) -> str:
     """The weights pre-training starts from (pre-training config, ``seed``), as a checkpoint:
     the 'random init' of the linear-probe and kNN baselines."""
@@ -552,7 +583,7 @@ def run_pending(total: int, pending: list, jobs: int, finish: Callable,
 # --------------------------------------------------------------------------------------------
 # Settings records: what each run was trained with, next to it (both runners)
 # --------------------------------------------------------------------------------------------
-SETTINGS_FILE = 'settings.json'  # in each run's work dir (the dense runner names its own)
+SETTINGS_FILE = 'settings.json'  # in each run's work dir and in pretrain (dense: its own)
 
 
 def run_settings(run: Run, digests: Dict[Optional[str], Optional[str]]) -> dict:

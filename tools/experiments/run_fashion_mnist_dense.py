@@ -304,6 +304,7 @@ def main(argv=None):
     if args.jobs < 1 or (not checkpoint and study.PRETRAIN_BATCH % args.jobs):
         sys.exit(f'error: --jobs must divide the pre-training batch {study.PRETRAIN_BATCH}' +
                  ('' if checkpoint else ' (the pre-training has not finished: it runs first)'))
+    study.refuse_other_pretraining(found, args.jobs)  # before the canvases, as the rest
     dense_dir = osp.join(work_dir, 'upernet')
     if args.fresh and osp.isdir(dense_dir):
         shutil.rmtree(dense_dir)
