@@ -30,6 +30,11 @@ def save(path, epoch, iteration):
     return path
 
 
+def pretrain(study, work_dir, jobs):
+    """The pre-training stage as the runners call it: on the pre-training found first."""
+    return study.pretrain(study.find_pretraining(str(Path(work_dir) / 'pretrain')), jobs)
+
+
 @pytest.fixture
 def fake_training(study, monkeypatch):
     """``execute`` replaced: the pre-training command 'trains' to the end (``epoch_3.pth``, as
@@ -56,10 +61,10 @@ def test_a_stopped_pretraining_is_resumed_not_reused(tmp_path, study, fake_train
     trained every downstream run from those partial weights."""
     (tmp_path / 'pretrain').mkdir()
     partial = save(tmp_path / 'pretrain' / 'iter_22.pth', 0, 22)
-    facts = study.pretrain(str(tmp_path), 1)
+    checkpoint, facts = pretrain(study, tmp_path, 1)
     assert len(fake_training['commands']) == 1
     assert fake_training['commands'][0][-1] == '--resume'
-    assert study.latest_checkpoint(str(tmp_path / 'pretrain')) == str(
+    assert checkpoint == study.latest_checkpoint(str(tmp_path / 'pretrain')) == str(
         tmp_path / 'pretrain' / 'epoch_3.pth')
     assert facts == dict(pretrain_seconds=2.0, pretrain_resumed_from=str(partial))
     out = capsys.readouterr().out
@@ -67,36 +72,75 @@ def test_a_stopped_pretraining_is_resumed_not_reused(tmp_path, study, fake_train
     assert 'reusing' not in out
 
     # the rerun after that: the finished checkpoint is reused, nothing runs
-    assert study.pretrain(str(tmp_path), 1) == {}
+    assert pretrain(study, tmp_path, 1) == (checkpoint, {})
     assert len(fake_training['commands']) == 1
     assert f'pre-training: reusing {tmp_path}/pretrain/epoch_3.pth' in capsys.readouterr().out
 
 
-def test_each_checkpoint_is_loaded_once(tmp_path, study, fake_training, monkeypatch):
-    """Asking whether the pre-training finished, then where it stopped (and the dense runner
-    asking again before the pre-training stage) loaded the whole checkpoint each time."""
+@pytest.fixture
+def loaded(monkeypatch):
+    """The names of the checkpoints loaded whole (fastmim's ``load_from_local``), in order."""
     from fastmim.engine import checkpoint
-    loaded = []
+    names = []
 
     def load_from_local(path, map_location=None):
-        loaded.append(Path(path).name)
+        names.append(Path(path).name)
         return torch.load(path, map_location=map_location)
     monkeypatch.setattr(checkpoint, 'load_from_local', load_from_local)
+    return names
+
+
+def test_each_checkpoint_is_loaded_once(tmp_path, study, fake_training, loaded, monkeypatch):
+    """The study asks of the pre-training whether it finished (to hold finished runs to it),
+    where it stopped, and after it what the runs start from: each asking loaded the whole
+    checkpoint again. It finds the pre-training once and hands it on."""
+    import fastmim.datasets
+    monkeypatch.setattr(fastmim.datasets, 'fetch_fashion_mnist', lambda: str(tmp_path))
+    monkeypatch.setattr(study, 'stop_commands_on_signals', lambda: None)
+    monkeypatch.setattr(study, 'save_initial_weights', lambda path: path)
+    started_from = []
+    monkeypatch.setattr(study, 'downstream', lambda runs, checkpoints, jobs: started_from.append(
+        checkpoints['pretrained']))
     (tmp_path / 'pretrain').mkdir()
-    partial = save(tmp_path / 'pretrain' / 'iter_22.pth', 0, 22)
-    study.pretrain(str(tmp_path), 1)
-    study.pretrain(str(tmp_path), 1)
+    save(tmp_path / 'pretrain' / 'iter_22.pth', 0, 22)
+    study.main(['--work-dir', str(tmp_path), '--seeds', '0', '--fractions', '0.01', '--jobs',
+                '1', '--no-doc'])
     assert loaded == ['iter_22.pth', 'epoch_3.pth']
-    save(partial, 0, 44)  # another version of the file is read again
-    os.utime(partial, ns=(time.time_ns() + 10**9,) * 2)
-    assert study.checkpoint_position(str(partial)) == 'epoch 0, iteration 44'
+    assert started_from == [str(tmp_path / 'pretrain' / 'epoch_3.pth')]
+
+
+def test_a_stopped_pretraining_is_resumed_only_with_its_jobs(tmp_path, study, fake_training):
+    """A study stopped during pre-training and rerun with another --jobs resumed it with
+    another number of processes and per-process batch: not the run it had started. A finished
+    one is reused under any --jobs (the runs record its weights' sha256)."""
+    folder = tmp_path / 'pretrain'
+    fake_training['stops_at'] = 22
+    with pytest.raises(SystemExit, match='ended without the checkpoint of its end'):
+        pretrain(study, tmp_path, 2)
+    fake_training['stops_at'] = None
+    other = (rf'error: {folder} was stopped with other settings than this command \(--jobs 4 '
+             r'now, 2 then; options: train_dataloader\.batch_size=32 now; '
+             r'train_dataloader\.batch_size=64 then\); rerun with --jobs 2 to resume it, or '
+             rf'delete {folder} to start it over$')
+    with pytest.raises(SystemExit, match=other):
+        pretrain(study, tmp_path, 4)
+    # a runner that recorded nothing: the command on the first line of its run.log
+    (folder / study.SETTINGS_FILE).unlink()
+    (folder / 'run.log').write_text(' '.join(fake_training['commands'][0]) + '\n\n')
+    with pytest.raises(SystemExit, match=r'\(options: .*=32 now; .*=64 then\); rerun with the '
+                       r'--jobs it was started with to resume it'):
+        pretrain(study, tmp_path, 4)
+    assert len(fake_training['commands']) == 1
+
+    checkpoint, facts = pretrain(study, tmp_path, 2)
+    assert facts['pretrain_resumed_from'] == str(folder / 'iter_22.pth')
+    assert pretrain(study, tmp_path, 4) == (checkpoint, {})
 
 
 def test_a_first_pretraining_runs_with_resume(tmp_path, study, fake_training):
     """--resume with no checkpoint yet starts from scratch (tools/train.py), so one command
     serves a first run and a resumed one."""
-    facts = study.pretrain(str(tmp_path), 2)
-    assert facts == dict(pretrain_seconds=2.0)
+    assert pretrain(study, tmp_path, 2)[1] == dict(pretrain_seconds=2.0)
     command, = fake_training['commands']
     assert command[-1] == '--resume' and 'train_dataloader.batch_size=64' in command
 
@@ -106,7 +150,7 @@ def test_an_unreadable_checkpoint_is_not_taken_as_finished(tmp_path, study, fake
     (tmp_path / 'pretrain' / 'epoch_3.pth').write_bytes(b'cut off')
     (tmp_path / 'pretrain' / 'last_checkpoint').write_text(
         str(tmp_path / 'pretrain' / 'epoch_3.pth'))
-    study.pretrain(str(tmp_path), 1)
+    pretrain(study, tmp_path, 1)
     assert len(fake_training['commands']) == 1  # tools/train.py --resume names the problem
 
 
@@ -115,7 +159,7 @@ def test_a_pretraining_that_ends_short_is_refused(tmp_path, study, fake_training
     fake_training['stops_at'] = 40
     with pytest.raises(SystemExit, match=r'the pre-training ended without the checkpoint of '
                        r'its end \(.*pretrain/last_checkpoint names .*iter_40\.pth\)'):
-        study.pretrain(str(tmp_path), 1)
+        pretrain(study, tmp_path, 1)
 
 
 def test_resuming_needs_jobs_that_divide_the_batch(tmp_path, study, fake_training):
@@ -123,12 +167,15 @@ def test_resuming_needs_jobs_that_divide_the_batch(tmp_path, study, fake_trainin
     (tmp_path / 'pretrain').mkdir()
     save(tmp_path / 'pretrain' / 'iter_22.pth', 0, 22)
     with pytest.raises(SystemExit, match=r'--jobs must divide the pre-training batch 128'):
-        study.pretrain(str(tmp_path), 3)
+        pretrain(study, tmp_path, 3)
     assert not fake_training['commands']
 
 
-def test_the_dense_runner_records_the_finished_checkpoint(tmp_path, load_script, monkeypatch):
-    """The dense runner recorded the sha256 of the partial checkpoint it trained from."""
+def test_the_dense_runner_records_the_finished_checkpoint(tmp_path, load_script, monkeypatch,
+                                                          loaded):
+    """The dense runner recorded the sha256 of the partial checkpoint it trained from. It
+    loads each checkpoint once (it asked whether the pre-training finished before the
+    pre-training stage asked again)."""
     runner = load_script(TOOLS / 'run_fashion_mnist_dense.py')
     import fastmim.datasets
     from fastmim.datasets import fashion_mnist_canvas
@@ -163,6 +210,7 @@ def test_the_dense_runner_records_the_finished_checkpoint(tmp_path, load_script,
                  '--train-canvases', '4', '--test-canvases', '2'])
     final = work_dir / 'pretrain' / 'epoch_3.pth'
     assert commands[0][-1] == '--resume' and len(commands) == 3
+    assert loaded == ['iter_22.pth', 'epoch_3.pth']
     record = json.loads((work_dir / 'upernet' / 'pretrained' / 'seed0' /
                          runner.SETTINGS_FILE).read_text())
     assert record['checkpoint_sha256'] == file_sha256(str(final))
@@ -290,7 +338,7 @@ def test_a_copied_pretraining_is_taken_from_the_copy(tmp_path, study, fake_train
     save(original / 'epoch_3.pth', 3, 468)
     shutil.copytree(original, tmp_path / 'copy' / 'pretrain')
     copy = tmp_path / 'copy' / 'pretrain'
-    assert study.pretrain(str(tmp_path / 'copy'), 1) == {}
+    assert pretrain(study, tmp_path / 'copy', 1) == (str(copy / 'epoch_3.pth'), {})
     assert f'pre-training: reusing {copy}/epoch_3.pth\n' in capsys.readouterr().out
     assert study.latest_checkpoint(str(copy)) == str(copy / 'epoch_3.pth')
     assert not fake_training['commands']
@@ -301,7 +349,8 @@ def test_a_copied_pretraining_is_taken_from_the_copy(tmp_path, study, fake_train
     shutil.copytree(original, copy)
     (copy / 'epoch_3.pth').unlink()
     (original / 'epoch_3.pth').unlink()
-    facts = study.pretrain(str(tmp_path / 'copy'), 1)
+    checkpoint, facts = pretrain(study, tmp_path / 'copy', 1)
+    assert checkpoint == str(copy / 'epoch_3.pth')
     assert facts['pretrain_resumed_from'] == str(copy / 'iter_22.pth')
     assert f'pre-training: {copy}/iter_22.pth is not of its end' in capsys.readouterr().out
     assert study.latest_checkpoint(str(copy)) == str(copy / 'epoch_3.pth')
@@ -431,6 +480,6 @@ def test_a_preempted_or_failed_pretraining_ends_the_study_in_its_line(tmp_path, 
             raise error
         monkeypatch.setattr(study, 'execute', execute)
         with pytest.raises(SystemExit) as stop:
-            study.pretrain(str(tmp_path), 1)
+            pretrain(study, tmp_path, 1)
         assert str(stop.value).startswith(line)
         assert stop.value.code == (status or str(stop.value))

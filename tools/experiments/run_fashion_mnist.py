@@ -20,15 +20,16 @@
    ``WORK_DIR/results.json``.
 
 A run whose result is already in its work dir is not repeated, so an interrupted study goes on
-where it stopped (a stopped pre-training is resumed from its last checkpoint; only the
-checkpoint of its end is reused; a stopped fine-tuning or linear-probe run is resumed from the
-``iter_N.pth`` it saved, a stopped kNN run repeated); ``--fresh`` deletes what the study wrote
-there first (the pre-training, the runs, ``results.json``) and keeps everything else (the dense
-study's runs, a user's files). Each run records what it runs with next to it before it starts
-(``settings.json``: config and options, the sha256 of the weights it starts from); a finished
-or stopped run of other settings than the command's (another pre-training, say) is refused in
-one line before the pre-training runs, rather than reported as this command's or resumed
-under it.
+where it stopped (a stopped pre-training is resumed from its last checkpoint, only with the
+``--jobs`` it was started with, which ``pretrain/settings.json`` records; only the checkpoint
+of its end is reused, under any ``--jobs``; a stopped fine-tuning or linear-probe run is
+resumed from the ``iter_N.pth`` it saved, a stopped kNN run repeated); ``--fresh`` deletes what
+the study wrote there first (the pre-training, the runs, ``results.json``) and keeps everything
+else (the dense study's runs, a user's files). Each run records what it runs with next to it
+before it starts (``settings.json``: config and options, the sha256 of the weights it starts
+from); a finished or stopped run of other settings than the command's (another pre-training,
+say) is refused in one line before the pre-training runs, rather than reported as this
+command's or resumed under it.
 """
 import argparse
 import concurrent.futures
@@ -346,28 +347,30 @@ def stop_group(group: int) -> None:
 # --------------------------------------------------------------------------------------------
 # Stages
 # --------------------------------------------------------------------------------------------
-def pretrain(work_dir: str, jobs: int) -> Dict[str, float]:
-    """FastMIM pre-training; returns timing facts. On return ``pretrain/last_checkpoint`` names
-    the checkpoint of its end.
+def pretrain(found: 'Pretraining', jobs: int) -> Tuple[str, Dict[str, float]]:
+    """FastMIM pre-training in ``found.folder``, as the runner found it
+    (:func:`find_pretraining`); returns the checkpoint of its end and timing facts.
 
-    Skipped when that checkpoint exists. Any other one (a stopped study's: the training saves
+    Skipped when ``found`` finished. Any other checkpoint (a stopped study's: the training saves
     ``iter_N.pth`` on SIGTERM and names it in ``last_checkpoint``) is resumed with
     ``tools/train.py --resume``: the mere presence of ``last_checkpoint`` counted as a finished
     pre-training, so every downstream run of a study stopped during stage 1 started from the
-    partial weights."""
-    pretrain_dir = osp.join(work_dir, 'pretrain')
+    partial weights; only with the settings it was started with (:func:`pretraining_settings`,
+    recorded before it starts)."""
+    pretrain_dir = found.folder
     os.makedirs(pretrain_dir, exist_ok=True)
-    finished = finished_pretraining(pretrain_dir)
-    if finished:
-        print(f'pre-training: reusing {finished}', flush=True)
-        return {}
+    if found.finished:
+        print(f'pre-training: reusing {found.finished}', flush=True)
+        return found.finished, {}
     if PRETRAIN_BATCH % jobs:  # its callers check first; this holds for any caller
         sys.exit(f'error: --jobs must divide the pre-training batch {PRETRAIN_BATCH} (the '
                  f'pre-training in {pretrain_dir} has not finished)')
-    partial = latest_checkpoint(pretrain_dir)
+    refuse_other_pretraining(found, jobs)
+    write_settings(pretrain_dir, SETTINGS_FILE, pretraining_settings(pretrain_dir, jobs))
+    partial = found.checkpoint
     facts = {}
     if partial:
-        print(f'pre-training: {partial} is not of its end ({checkpoint_position(partial)}); '
+        print(f'pre-training: {partial} is not of its end ({found.position}); '
               f'resuming it on {jobs} CPU process(es), log {pretrain_dir}/run.log', flush=True)
         facts['pretrain_resumed_from'] = partial
     else:
@@ -379,13 +382,13 @@ def pretrain(work_dir: str, jobs: int) -> Dict[str, float]:
         raise StudyStopped(f'error: pre-training {error}', preempted_exit_status())
     except RuntimeError as error:  # no traceback of the runner: the log says why
         sys.exit(f'error: pre-training {error}')
-    finished = finished_pretraining(pretrain_dir)
-    if not finished:
+    done = find_pretraining(pretrain_dir)
+    if not done.finished:
         sys.exit(f'error: the pre-training ended without the checkpoint of its end '
-                 f'({pretrain_dir}/last_checkpoint names {latest_checkpoint(pretrain_dir)}); '
+                 f'({pretrain_dir}/last_checkpoint names {done.checkpoint}); '
                  f'log {pretrain_dir}/run.log')
-    print(f'pre-training done in {seconds:.0f} s: {finished}', flush=True)
-    return dict(pretrain_seconds=seconds, **facts)
+    print(f'pre-training done in {seconds:.0f} s: {done.finished}', flush=True)
+    return done.finished, dict(pretrain_seconds=seconds, **facts)
 
 
 def pretraining_length() -> Tuple[str, int]:
@@ -398,36 +401,46 @@ def pretraining_length() -> Tuple[str, int]:
     return 'iter', int(train_cfg.max_iters)
 
 
-def checkpoint_position(path: str) -> str:
-    """``'epoch 0, iteration 22'``: where a checkpoint's ``meta`` says it was saved."""
-    meta = read_meta(path)
-    if meta is None:
-        return 'unreadable'
-    return f'epoch {meta.get("epoch")}, iteration {meta.get("iter")}'
+@dataclass
+class Pretraining:
+    """The pre-training as a runner finds it, once (:func:`find_pretraining`), and hands to
+    what needs it: asking in a row whether it finished, where it stopped and what the runs
+    start from loaded the whole checkpoint each time, and a moved work dir's fallback was
+    logged each time."""
+    folder: str
+    checkpoint: Optional[str]  # what its last_checkpoint names (:func:`latest_checkpoint`)
+    meta: Optional[dict]  # the checkpoint's; None without one or when it cannot be read
+    finished: Optional[str]  # the checkpoint if it was saved at the pre-training's end
+
+    @property
+    def position(self) -> str:
+        """``'epoch 0, iteration 22'``: where the checkpoint's ``meta`` says it was saved."""
+        if self.meta is None:
+            return 'unreadable'
+        return f'epoch {self.meta.get("epoch")}, iteration {self.meta.get("iter")}'
+
+
+def find_pretraining(folder: str) -> Pretraining:
+    """The pre-training in ``folder``. It finished if the checkpoint ``last_checkpoint`` names
+    was saved at its end (its ``meta`` counts the config's epochs); not with none yet, one
+    saved on the way (a stopped run's ``iter_N.pth``) or one that cannot be read (``--resume``
+    names the problem)."""
+    checkpoint = latest_checkpoint(folder)
+    meta = read_meta(checkpoint) if checkpoint else None
+    return Pretraining(folder, checkpoint, meta, checkpoint if ends_pretraining(meta) else None)
+
+
+def ends_pretraining(meta: Optional[dict]) -> bool:
+    """Whether a checkpoint's ``meta`` counts the epochs (or iterations) of the config."""
+    if not meta:
+        return False
+    unit, total = pretraining_length()
+    done = meta.get(unit)
+    return isinstance(done, (int, float)) and not isinstance(done, bool) and done >= total
 
 
 def read_meta(path: str) -> Optional[dict]:
-    """A checkpoint's ``meta``, read weights-only; None when the file cannot be read.
-
-    Read once per version of the file (its inode, size and modification time): the runners
-    ask in a row whether the pre-training finished and where it stopped, and each asking
-    loaded the whole checkpoint again."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    version = (osp.abspath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    if version not in METAS_READ:
-        METAS_READ[version] = load_meta(path)
-    return METAS_READ[version]
-
-
-# (path, inode, size, modification time) of each checkpoint version read: its meta.
-METAS_READ: Dict[Tuple[str, int, int, int], Optional[dict]] = {}
-
-
-def load_meta(path: str) -> Optional[dict]:
-    """:func:`read_meta` without the memory."""
+    """A checkpoint's ``meta``, read weights-only; None when the file cannot be read."""
     from fastmim.engine.checkpoint import load_from_local
     from fastmim.errors import CheckpointError
     try:
@@ -438,21 +451,6 @@ def load_meta(path: str) -> Optional[dict]:
     return meta if isinstance(meta, dict) else {}
 
 
-def finished_pretraining(pretrain_dir: str) -> Optional[str]:
-    """The checkpoint ``last_checkpoint`` names if it was saved at the end of the pre-training
-    (its ``meta`` counts the config's epochs), else None: none yet, one saved on the way (a
-    stopped run's ``iter_N.pth``), or one that cannot be read (``--resume`` names the
-    problem)."""
-    path = latest_checkpoint(pretrain_dir)
-    meta = read_meta(path) if path else None
-    if not meta:
-        return None
-    unit, total = pretraining_length()
-    done = meta.get(unit)
-    finished = isinstance(done, (int, float)) and not isinstance(done, bool) and done >= total
-    return path if finished else None
-
-
 def latest_checkpoint(work_dir: str) -> Optional[str]:
     """The checkpoint ``work_dir/last_checkpoint`` names, as tools/train.py reads it
     (``fastmim.engine.launch.latest_checkpoint``); None without one.
@@ -460,28 +458,42 @@ def latest_checkpoint(work_dir: str) -> Optional[str]:
     The file holds an absolute path: in a work dir that was copied or moved (or a
     pre-training copied into another work dir) it names the original's checkpoint, which the
     study took as is, reusing or training from the other folder's file. A file of that name in
-    ``work_dir`` is taken instead, logged once. An empty one is refused in one line."""
-    path = osp.join(work_dir, 'last_checkpoint')
-    if not osp.isfile(path):
+    ``work_dir`` is taken instead, logged. An empty one is refused in one line."""
+    if not osp.isfile(osp.join(work_dir, 'last_checkpoint')):
         return None  # (mmengine's reader prints 'Did not find last_checkpoint to be resumed.')
-    with open(path) as f:
-        key = (osp.abspath(work_dir), f.read().strip())
-    if key in TAKEN_INSTEAD and osp.isfile(TAKEN_INSTEAD[key]):
-        return TAKEN_INSTEAD[key]  # said already (the runners ask several times)
     from fastmim.engine.launch import latest_checkpoint as named
     from fastmim.errors import CheckpointError
     try:
-        checkpoint = named(work_dir, use='the study takes')
+        return named(work_dir, use='the study takes')
     except CheckpointError as error:
         sys.exit(f'error: {error}')
-    if checkpoint != key[1]:
-        TAKEN_INSTEAD[key] = checkpoint
-    return checkpoint
 
 
-# (work dir, what its last_checkpoint names): the file of that name in the work dir, taken
-# instead of the named one outside it.
-TAKEN_INSTEAD: Dict[Tuple[str, str], str] = {}
+def pretraining_settings(pretrain_dir: str, jobs: int) -> dict:
+    """What the pre-training is started with: its config and options (the per-process batch),
+    its processes (``--jobs``) and the whole command, for the reader."""
+    command = pretrain_command(pretrain_dir, jobs)
+    return dict(**command_settings(command), processes=jobs, command=command)
+
+
+def refuse_other_pretraining(found: Pretraining, jobs: int) -> None:
+    """Refuse, in one line, to resume a stopped pre-training with other settings than it was
+    started with: another ``--jobs`` trained it on with another number of processes and
+    per-process batch, not the run it was. A finished one is reused under any (the runs record
+    its weights' sha256); one that recorded nothing is held to the command in its run.log."""
+    if found.finished or not found.checkpoint:
+        return
+    then = recorded_settings(found.folder, SETTINGS_FILE, False, None, None)
+    if then.get('options') is None:
+        return  # nothing says how it was started
+    said = option_differences(then, pretraining_settings(found.folder, jobs))
+    processes = then.get('processes')
+    if processes not in (None, jobs):
+        said.insert(0, f'--jobs {jobs} now, {processes} then')
+    resume = f'--jobs {processes}' if processes else 'the --jobs it was started with'
+    refuse_other_settings([(found.folder, False, said)] if said else [],
+                          f'rerun with {resume} to resume it, or delete {found.folder} to '
+                          'start it over')
 
 
 def save_initial_weights(path: str, seed: int = 0) -> str:
@@ -571,7 +583,7 @@ def run_pending(total: int, pending: list, jobs: int, finish: Callable,
 # --------------------------------------------------------------------------------------------
 # Settings records: what each run was trained with, next to it (both runners)
 # --------------------------------------------------------------------------------------------
-SETTINGS_FILE = 'settings.json'  # in each run's work dir (the dense runner names its own)
+SETTINGS_FILE = 'settings.json'  # in each run's work dir and in pretrain (dense: its own)
 
 
 def run_settings(run: Run, digests: Dict[Optional[str], Optional[str]]) -> dict:
@@ -618,12 +630,13 @@ def check_finished_runs(runs: List[Run], checkpoints: Dict[str, Optional[str]],
     refuse_other_settings(other, '--fresh starts the study over')
 
 
-def why_no_pretraining(pretrain_dir: str) -> str:
-    """Why there is no finished pre-training (:func:`finished_pretraining` found none) to hold
-    the runs that started from one to."""
-    partial = latest_checkpoint(pretrain_dir)
-    if partial:
-        return f'the pre-training has not finished ({partial}: {checkpoint_position(partial)})'
+def why_no_pretraining(found: Pretraining) -> Optional[str]:
+    """Why there is no finished pre-training to hold the runs that started from one to; None
+    when it finished."""
+    if found.finished:
+        return None
+    if found.checkpoint:
+        return f'the pre-training has not finished ({found.checkpoint}: {found.position})'
     return 'its pre-training checkpoint is gone'
 
 
@@ -894,18 +907,16 @@ def main(argv=None):
         print(f'Fashion-MNIST: {fetch_fashion_mnist()}', flush=True)
     except RuntimeError as error:
         sys.exit(f'error: {error}')
-    pretrain_dir = osp.join(work_dir, 'pretrain')
     initial = save_initial_weights(osp.join(work_dir, 'initial_weights.pth'))
     runs = [Run(method, fraction, seed, osp.join(
                 work_dir, method_folder(method), f'labels{fraction:g}_seed{seed}'))
             for seed in args.seeds for fraction in args.fractions for method in METHODS]
     # Before the pre-training (minutes) runs or resumes: a new one would not make them fit.
-    pretrained = finished_pretraining(pretrain_dir)
-    check_finished_runs(runs, dict(pretrained=pretrained, random=initial),
-                        no_pretraining=None if pretrained else why_no_pretraining(pretrain_dir))
-    facts = pretrain(work_dir, args.jobs)
-    checkpoints = dict(pretrained=latest_checkpoint(pretrain_dir), random=initial)
-    downstream(runs, checkpoints, args.jobs)
+    found = find_pretraining(osp.join(work_dir, 'pretrain'))
+    check_finished_runs(runs, dict(pretrained=found.finished, random=initial),
+                        no_pretraining=why_no_pretraining(found))
+    pretrained, facts = pretrain(found, args.jobs)
+    downstream(runs, dict(pretrained=pretrained, random=initial), args.jobs)
 
     facts.update(invocation_facts(start, load_start, args.jobs, runs))
     table = results_table(runs, args.fractions, args.seeds)

@@ -299,10 +299,12 @@ def main(argv=None):
     # The checkpoint of the pre-training's end, as study.pretrain reuses it: a stopped one's
     # iter_N.pth, named in last_checkpoint too, counted as pre-trained here (its sha256 was what
     # finished runs were held to, and --jobs was left unchecked for the resume it needs).
-    checkpoint = study.finished_pretraining(pretrain_dir)
+    found = study.find_pretraining(pretrain_dir)
+    checkpoint = found.finished
     if args.jobs < 1 or (not checkpoint and study.PRETRAIN_BATCH % args.jobs):
         sys.exit(f'error: --jobs must divide the pre-training batch {study.PRETRAIN_BATCH}' +
                  ('' if checkpoint else ' (the pre-training has not finished: it runs first)'))
+    study.refuse_other_pretraining(found, args.jobs)  # before the canvases, as the rest
     dense_dir = osp.join(work_dir, 'upernet')
     if args.fresh and osp.isdir(dense_dir):
         shutil.rmtree(dense_dir)
@@ -318,8 +320,8 @@ def main(argv=None):
     for run in [*runs, *others]:
         run.command = train_command(run, canvas_dir, checkpoint, args.cfg_options)
     # Before the canvases are written: other counts would rewrite those of the finished runs.
-    check_finished_runs(runs, canvas_dir, canvas_settings, checkpoint, others, no_checkpoint=(
-        None if checkpoint else study.why_no_pretraining(pretrain_dir)))
+    check_finished_runs(runs, canvas_dir, canvas_settings, checkpoint, others,
+                        no_checkpoint=study.why_no_pretraining(found))
 
     from fastmim.datasets import fetch_fashion_mnist
     from fastmim.datasets.fashion_mnist_canvas import write_canvas_segmentation
@@ -331,8 +333,7 @@ def main(argv=None):
                                          seed=CANVAS_SEED, data_root=data_root)
     print(f'canvases in {canvas_dir}: {canvases["counts"]["train"]["canvases"]} train, '
           f'{canvases["counts"]["test"]["canvases"]} test', flush=True)
-    facts = study.pretrain(work_dir, args.jobs)
-    checkpoint = study.latest_checkpoint(pretrain_dir)
+    checkpoint, facts = study.pretrain(found, args.jobs)
     digest = study_settings.checkpoint_digest(checkpoint)
 
     for run in runs:
