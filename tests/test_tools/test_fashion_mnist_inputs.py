@@ -210,6 +210,7 @@ def study_without_training(tmp_path, study, monkeypatch):
     repo = tmp_path / 'repo'
     (repo / 'docs').mkdir(parents=True)
     (repo / 'docs' / 'experiments.md').write_text(PUBLISHED)
+    (repo / 'README.md').write_text(PUBLISHED)  # the table is published in both
     monkeypatch.setattr(study, 'ROOT', str(repo))
     monkeypatch.setattr(fastmim.datasets, 'fetch_fashion_mnist', lambda: str(tmp_path))
     monkeypatch.setattr(study, 'stop_commands_on_signals', lambda: None)
@@ -249,10 +250,11 @@ def test_a_study_off_the_published_grid_leaves_the_published_table_alone(
     study.main(['--work-dir', str(work_dir), '--seeds', '0', '--fractions', '0.01',
                 '--jobs', '1'])
     assert len(commands) == 6
-    assert doc.read_text() == PUBLISHED
+    readme = doc.parents[1] / 'README.md'
+    assert doc.read_text() == readme.read_text() == PUBLISHED
     out = capsys.readouterr().out
-    note = (f'the table was not written into {doc}: --seeds 0 --fractions 0.01 is not the '
-            f'published study; --doc {doc} writes it there')
+    note = (f'the table was not written into {doc}, {readme}: --seeds 0 --fractions 0.01 is '
+            f'not the published study; --doc {doc} {readme} writes it there')
     assert out.startswith(note) and out.rstrip().endswith(
         f'; {note}, details in {work_dir}/results.json')
 
@@ -275,6 +277,7 @@ def test_a_study_off_the_published_grid_leaves_the_published_table_alone(
     assert written.startswith('# results\n') and written.endswith('prose that quotes it\n')
     assert '| FastMIM pre-trained, fine-tuned | 60.0 ± 0.0 | 60.0 ± 0.0 |' in written
     assert 'over 3 seeds (0, 1, 2)' in written and len(commands) == 36
+    assert readme.read_text() == written  # the README's copy of the table follows
 
 
 def test_finished_runs_of_other_settings_are_refused_before_the_pretraining(
@@ -344,3 +347,16 @@ def test_a_rerun_keeps_what_the_invocation_that_trained_recorded(study_without_t
     trained, rerun = results['invocations']
     assert (trained['runs_trained'], rerun['runs_trained']) == (6, 0)
     assert [run['seconds'] for run in results['runs']] == [1.0] * 6
+
+
+def test_the_published_tables_are_one_in_the_readme_and_the_docs(study):
+    """The runner writes its table between the same markers of both files (the README's copy
+    had none, so a rerun left it stale); the repository's two copies agree."""
+    def section(path):
+        text = Path(path).read_text()
+        return text[text.index(study.RESULTS_BEGIN):text.index(study.RESULTS_END)]
+
+    docs = study.default_docs()
+    assert [Path(path).relative_to(study.ROOT).as_posix() for path in docs] == [
+        'docs/experiments.md', 'README.md']
+    assert section(docs[0]) == section(docs[1])

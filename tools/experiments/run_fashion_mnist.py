@@ -14,10 +14,10 @@
    initialisation (same recipe, same 200 updates), linear probing and kNN of the checkpoint and
    of the random initialisation the pre-training started from.
 4. Top-1 on the 10,000 test images as a markdown table (mean +- sample std over the seeds),
-   printed and written between the result markers of ``docs/experiments.md`` when the grid is
-   the published one (the default ``--seeds`` and ``--fractions``), of the ``--doc`` files
-   when given, of none with ``--no-doc``; every number, command and duration in
-   ``WORK_DIR/results.json``.
+   printed and written between the result markers of ``docs/experiments.md`` and ``README.md``
+   when the grid is the published one (the default ``--seeds`` and ``--fractions``), of the
+   ``--doc`` files when given, of none with ``--no-doc``; every number, command and duration
+   in ``WORK_DIR/results.json``.
 
 A run whose result is already in its work dir is not repeated, so an interrupted study goes on
 where it stopped (a stopped pre-training is resumed from its last checkpoint, only with the
@@ -812,7 +812,7 @@ def refuse_repeats(parser: argparse.ArgumentParser, option: str, values: list) -
 
 def default_docs() -> List[str]:
     """Where the table is published."""
-    return [osp.join(ROOT, 'docs', 'experiments.md')]
+    return [osp.join(ROOT, 'docs', 'experiments.md'), osp.join(ROOT, 'README.md')]
 
 
 def add_doc_options(parser: argparse.ArgumentParser, default: List[str],
