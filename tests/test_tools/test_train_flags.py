@@ -272,3 +272,21 @@ def test_dist_train_on_one_node_without_port_avoids_a_busy_default_port(tmp_path
         holder.close()
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / 'epoch_1.pth').exists()
+
+
+@pytest.mark.parametrize('argv', [['--resume', str(DEMO)], ['--amp', '--resume', str(DEMO)]])
+def test_a_config_taken_by_resume_is_explained(train, capsys, argv):
+    """--resume takes an optional CKPT: given before the config it took it, and the error was
+    only 'the following arguments are required: config'."""
+    with pytest.raises(SystemExit):
+        train.parse_args(argv)
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f'error: --resume took {DEMO} as its CKPT, leaving no config: put the config first '
+        '(tools/train.py CONFIG --resume), or give --resume=CKPT')
+
+
+def test_a_missing_config_without_resume_keeps_argparse_s_error(train, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(['--resume', 'epoch_3.pth'])
+    assert capsys.readouterr().err.strip().endswith(
+        'error: the following arguments are required: config')
