@@ -8,7 +8,9 @@ require_count() {
         || { echo "$NAME: $1 must be a whole number >= 1, got '$2'" >&2; exit 2; }
 }
 
-# require_config CONFIG: a file.
+# require_config CONFIG: a file; `package::path` (fastmim::fastmim/...) is left to the tool,
+# which resolves it to the package's configs.
 require_config() {
-    [ -f "$1" ] || { echo "$NAME: config file not found: '$1'" >&2; exit 2; }
+    [[ "$1" == *::* ]] || [ -f "$1" ] \
+        || { echo "$NAME: config file not found: '$1'" >&2; exit 2; }
 }

@@ -121,3 +121,11 @@ def test_without_srun_the_script_says_it_is_for_slurm(tmp_path):
     assert (result.returncode, result.stderr) == (
         127, "slurm_train.sh: srun not found: it is SLURM's launcher and this script is for SLURM "
         "clusters; elsewhere run tools/dist_train.sh CONFIG GPUS\n")
+
+
+def test_a_packaged_slurm_config_is_left_to_train_py(recording_srun):
+    """fastmim::<path> is no file here; tools/train.py resolves it to the package's configs."""
+    result = launch('slurm_train.sh', 'part', 'job', 'fastmim::fastmim/vit_b_hog_800e.py', 'w',
+                    env={'PATH': recording_srun['PATH']})
+    assert result.returncode == 0, result.stderr
+    assert 'fastmim::fastmim/vit_b_hog_800e.py' in recording_srun['record'].read_text()

@@ -290,3 +290,13 @@ def test_a_missing_config_without_resume_keeps_argparse_s_error(train, capsys):
         train.parse_args(['--resume', 'epoch_3.pth'])
     assert capsys.readouterr().err.strip().endswith(
         'error: the following arguments are required: config')
+
+
+def test_train_py_takes_a_packaged_config(train, monkeypatch):
+    """As get_model and _base_ do; the work dir is named after the config file, as for a path."""
+    monkeypatch.setenv('LOCAL_RANK', '0')  # parse_args exports it
+    args, cfg = train.load_run(['fastmim::fastmim/demo_vit_tiny_embedded.py'])
+    assert Path(cfg.filename).resolve() == DEMO.resolve()
+    from fastmim.engine.launch import apply_launch_args
+    apply_launch_args(cfg, args)
+    assert cfg.work_dir == os.path.join('work_dirs', 'demo_vit_tiny_embedded')
