@@ -20,7 +20,6 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 from mmengine.config import Config
-from mmengine.config.utils import MODULE2PACKAGE
 from mmengine.registry import DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint
 from PIL import Image, UnidentifiedImageError
@@ -29,7 +28,7 @@ from torch import nn
 from fastmim.config_file import check_config_file
 from fastmim.datasets.transforms.loading import pil_to_rgb, pil_to_upright_rgb
 from fastmim.engine.config_keys import refused_keys_located
-from fastmim.engine.config_loading import load_config
+from fastmim.engine.config_loading import check_config_package, load_config
 from fastmim.errors import CheckpointError
 from fastmim.models.algorithms.image_classifier import pool_features
 from fastmim.models.utils.load_problems import (LoadProblems, modules_without_weights,
@@ -50,7 +49,7 @@ def _load_config(config) -> Config:
         return config.copy()
     config = str(config)
     if '::' in config:
-        _check_package(config)
+        check_config_package(config)
         return _load_packaged_config(config)
     check_config_file(config)  # a FileNotFoundError, as Python's own file functions raise
     return load_config(config)  # a config that is no valid Python: named with file and line
@@ -67,15 +66,6 @@ def _load_packaged_config(config: str) -> Config:
         with open(inheriting, 'w', encoding='utf-8') as file:
             file.write(f'_base_ = [{config!r}]\n')
         return Config.fromfile(inheriting)
-
-
-def _check_package(config: str) -> None:
-    """The package of ``'<package>::<path>'`` must be one whose configs mmengine reads: a
-    misspelt one ('fastmin::') failed on an assertion of mmengine, a traceback in the tools."""
-    package = config.split('::', 1)[0]
-    if package not in MODULE2PACKAGE:
-        raise ValueError(f'config {config!r}: {package!r} is not a package whose configs '
-                         f'mmengine reads; expected one of {sorted(MODULE2PACKAGE)}')
 
 
 def _device(device) -> torch.device:

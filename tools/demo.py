@@ -9,6 +9,7 @@ import argparse
 import glob
 import json
 import os.path as osp
+import re
 import sys
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -24,6 +25,26 @@ def read_losses(work_dir):
     with open(runs[-1]) as f:
         records = [json.loads(line) for line in f if line.strip()]
     return [(r['iter'], r['loss']) for r in records if 'loss' in r]
+
+
+def reconstruction_pictures(work_dir, checkpoint=None):
+    """The pictures ReconstructionVisualizationHook drew (``vis/<epoch|iter>_<n>_<i>.png``)
+    when ``checkpoint`` (``epoch_<n>.pth`` / ``iter_<n>.pth``) was saved, else the newest
+    ones. Ordered by number: as text, a 2-epoch run's ``epoch_2_*`` sorted after a later
+    10-epoch run's ``epoch_10_*`` in the same work dir and was shown beside its checkpoint."""
+    drawn = {}
+    for path in glob.glob(osp.join(work_dir, 'vis', '*.png')):
+        match = re.fullmatch(r'(epoch|iter)_(\d+)_(\d+)\.png', osp.basename(path))
+        if match:
+            kind, number, index = match.groups()
+            drawn.setdefault((kind, int(number)), []).append((int(index), path))
+    if not drawn:
+        return []
+    saved = re.fullmatch(r'(epoch|iter)_(\d+)\.pth', osp.basename(checkpoint or ''))
+    tag = (saved[1], int(saved[2])) if saved else None
+    if tag not in drawn:
+        tag = max(drawn, key=lambda kind_number: kind_number[1])
+    return [path for _, path in sorted(drawn[tag])]
 
 
 def parse_args(argv):
@@ -66,7 +87,7 @@ def main(argv):
     losses = read_losses(args.work_dir)
     last_checkpoint = osp.join(args.work_dir, 'last_checkpoint')
     checkpoint = open(last_checkpoint).read().strip() if osp.exists(last_checkpoint) else None
-    pictures = sorted(glob.glob(osp.join(args.work_dir, 'vis', '*.png')))
+    pictures = reconstruction_pictures(args.work_dir, checkpoint)
     print('\nFastMIM demo finished')
     if losses:
         (first_iter, first), (last_iter, last) = losses[0], losses[-1]
@@ -74,7 +95,7 @@ def main(argv):
               f'{last_iter} ({100 * (first - last) / first:.0f}% lower)')
     print(f'  checkpoint: {checkpoint}')
     print('  reconstructions (input | masked input | HOG target | HOG prediction):')
-    for path in pictures[-4:]:
+    for path in pictures:
         print(f'    {path}')
 
 

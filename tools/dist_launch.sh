@@ -8,11 +8,10 @@ GPUS=$1
 SCRIPT=$2
 # Errors are named by the script the user ran (dist_train.sh, dist_test.sh set it).
 NAME=${FASTMIM_LAUNCH_SCRIPT:-$(basename "$0")}
-[[ "$GPUS" =~ ^[1-9][0-9]*$ ]] \
-    || { echo "$NAME: GPUS must be a whole number >= 1, got '$GPUS'" >&2; exit 2; }
+source "$(dirname "$0")/launch_checks.sh"
+require_count GPUS "$GPUS"
 NNODES=${NNODES:-1}
-[[ "$NNODES" =~ ^[1-9][0-9]*$ ]] \
-    || { echo "$NAME: NNODES must be a whole number >= 1, got '$NNODES'" >&2; exit 2; }
+require_count NNODES "$NNODES"
 # Several nodes: without its own NODE_RANK every node was node 0, and without MASTER_ADDR each
 # waited for a master on itself, until torchrun's rendezvous timed out.
 if [ "$NNODES" -gt 1 ]; then
@@ -35,7 +34,7 @@ if [ -n "${PORT:-}" ]; then
         || { echo "$NAME: PORT must be a whole number from 1 to 65535, got '$PORT'" >&2; exit 2; }
 fi
 # Each process would refuse it in its own line, followed by torchrun's traceback.
-[ -f "${3:-}" ] || { echo "$NAME: config file not found: '${3:-}'" >&2; exit 2; }
+require_config "${3:-}"
 if [ "$NNODES" -eq 1 ] && [ -z "${PORT:-}" ]; then
     # One node, no PORT given: torchrun picks a free port. A fixed default (29500) made a
     # second job on the same machine fail with torchrun's EADDRINUSE traceback.

@@ -24,6 +24,17 @@ GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-}
+# Checked here: srun handed them on, and the job waited for GPUs in the queue to then fail on
+# every rank.
+NAME=$(basename "$0")
+source "$(dirname "$0")/launch_checks.sh"
+require_count GPUS "$GPUS"
+require_count GPUS_PER_NODE "$GPUS_PER_NODE"
+require_count CPUS_PER_TASK "$CPUS_PER_TASK"
+require_config "$CONFIG"
+command -v srun >/dev/null || {
+    echo "$NAME: srun not found: it is SLURM's launcher and this script is for SLURM clusters;" \
+         "elsewhere run tools/dist_train.sh CONFIG GPUS" >&2; exit 127; }
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON=${PYTHON:-python}
 [ -x "$ROOT/.venv/bin/python" ] && [ "$PYTHON" = python ] && PYTHON="$ROOT/.venv/bin/python"

@@ -39,11 +39,32 @@ def record_signals_while_importing():
 
 
 def parse_args(argv):
+    import sys
+
     from fastmim.engine.launch import add_launch_args, parse_launch_args
     parser = argparse.ArgumentParser(description='Train a model from a config')
     add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64')
     add_train_args(parser)
+    explain_a_config_taken_by_resume(parser, sys.argv[1:] if argv is None else argv)
     return parse_launch_args(parser, argv)
+
+
+def explain_a_config_taken_by_resume(parser, argv):
+    """``--resume CONFIG`` (the flag before the config): ``--resume`` takes an optional CKPT,
+    so it took the config, and argparse then asked for the config ('the following arguments
+    are required: config') without saying why. That error now says how to give both."""
+    taken = [value for flag, value in zip(argv, argv[1:])
+             if flag == '--resume' and value.endswith('.py')]
+    if not taken:
+        return
+    error = parser.error
+
+    def error_naming_the_order(message):
+        if message.endswith('required: config'):
+            message = (f'--resume took {taken[-1]} as its CKPT, leaving no config: put the '
+                       'config first (tools/train.py CONFIG --resume), or give --resume=CKPT')
+        error(message)
+    parser.error = error_naming_the_order
 
 
 def add_train_args(parser):

@@ -75,7 +75,8 @@ def check_plot_format(path: str) -> None:
 
 
 def plot_results(results: dict, path: str) -> None:
-    """Bar charts of images/s and peak memory per method (matplotlib, Agg backend)."""
+    """Bar charts of images/s and peak memory per method (matplotlib, Agg backend), in
+    ``path``'s folder, made if missing as the results JSON's is."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -92,5 +93,6 @@ def plot_results(results: dict, path: str) -> None:
     figure.suptitle(f"{results['settings']['backbone']}, batch {results['settings']['batch_size']}"
                     f", {machine.get('gpu') or machine['cpu']}, {machine['precision']}")
     figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -8,15 +8,45 @@ itself is parsed in :mod:`fastmim.engine.launch`.
 """
 import ast
 import difflib
+import importlib.util
 import logging
+import os.path as osp
 
 from mmengine.logging import print_log
 
 from fastmim.errors import LaunchError
 
 
+def check_config_package(config: str) -> None:
+    """The package of ``'<package>::<path>'`` must be one whose configs mmengine reads: a
+    misspelt one ('fastmin::') failed on an assertion of mmengine, a traceback in the tools."""
+    from mmengine.config.utils import MODULE2PACKAGE
+    package = config.split('::', 1)[0]
+    if package not in MODULE2PACKAGE:
+        raise ValueError(f'config {config!r}: {package!r} is not a package whose configs '
+                         f'mmengine reads; expected one of {sorted(MODULE2PACKAGE)}')
+
+
+def packaged_config_file(config) -> str:
+    """The file ``'<package>::<path>'`` names (``'fastmim::fastmim/vit_b_hog_800e.py'``, as
+    ``get_model`` and ``_base_`` take it): ``<path>`` under the package's ``.mim/configs``,
+    where mmengine resolves a ``_base_``; the tools called it 'config file not found'. Any
+    other config is returned as given."""
+    config = str(config)
+    if '::' not in config:
+        return config
+    from mmengine.config.utils import MODULE2PACKAGE
+    from mmengine.utils import get_installed_path
+    check_config_package(config)
+    package, relative = config.split('::', 1)
+    if importlib.util.find_spec(package) is None:  # mmengine's lookup: a pkg_resources traceback
+        raise ValueError(f'config {config!r}: {package} is not installed')
+    return osp.join(get_installed_path(MODULE2PACKAGE[package]), '.mim', 'configs', relative)
+
+
 def load_config(path, cfg_options=None):
-    """Load a config file and apply ``--cfg-options``: a missing file is one error naming it,
+    """Load a config file (or ``'<package>::<path>'``, :func:`packaged_config_file`) and
+    apply ``--cfg-options``: a missing file is one error naming it,
     a config that is no valid Python one naming the file and line, and a key the config
     lacks is added with a warning (:func:`added_keys`), as is a pipeline variable that no
     longer is the pipeline that runs (:func:`warn_unused_pipelines`), a progressive-resolution
@@ -30,9 +60,11 @@ def load_config(path, cfg_options=None):
     from fastmim.engine.pipeline_variables import warn_unused_pipelines
     from fastmim.engine.schedule_length import warn_schedule_length
     try:
-        check_config_file(path)
+        check_config_file(packaged_config_file(path))
     except (OSError, ValueError) as error:
-        raise LaunchError(str(error)) from None
+        message = str(error)  # the packaged file's path, named with the path given
+        raise LaunchError(message if str(path) in message else f'{path}: {message}') from None
+    path = packaged_config_file(path)
     try:
         cfg = Config.fromfile(path)
     except SyntaxError as error:

@@ -185,3 +185,22 @@ def test_worker_settings_are_left_out_without_workers(load_config_log):
                                     **{key: value for key, value in loader.items()
                                        if key in ('persistent_workers', 'prefetch_factor')})
     assert load_config(str(config)).train_dataloader.persistent_workers  # with workers: kept
+
+
+def test_a_packaged_config_is_the_file_under_configs():
+    """tools/train.py fastmim::fastmim/... said 'config file not found: fastmim::...', though
+    get_model and _base_ take such paths."""
+    packaged = load_config('fastmim::fastmim/demo_vit_tiny_embedded.py')
+    assert Path(packaged.filename).resolve() == DEMO.resolve()
+    assert packaged.model == Config.fromfile(str(DEMO)).model
+
+
+@pytest.mark.parametrize('config, message', [
+    ('fastmim::fastmim/typo.py', r'^fastmim::fastmim/typo\.py: config file not found: .*'
+     r'configs/fastmim/typo\.py$'),
+    ('fastmin::fastmim/typo.py', r"^config 'fastmin::fastmim/typo\.py': 'fastmin' is not a "
+     r'package whose configs mmengine reads'),
+])
+def test_a_wrong_packaged_config_is_named_as_given(config, message):
+    with pytest.raises(LaunchError, match=message):
+        load_config(config)

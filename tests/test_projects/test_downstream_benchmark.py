@@ -162,9 +162,15 @@ def test_stages_follow_the_backbone_and_the_flags(tool):
         'finetune': 'configs/finetune/cmt_s_ft_100e.py'}
 
     from fastmim.errors import LaunchError
-    with pytest.raises(LaunchError, match='no detection config for a VisionTransformer backbone: '
-                       'give one with --det-config'):
+    # The ViT detection config the project ships (no published recipe) is named.
+    with pytest.raises(LaunchError, match=r'^no detection config for a VisionTransformer '
+                       r'backbone: give one with --det-config \(the project ships --det-config '
+                       r'projects/detection/configs/mask_rcnn_fastmim_vit_b_simple_fpn_lsj_coco\.py'
+                       r', not a published FastMIM recipe\)$'):
         stages_for(tool, 'det', backbone='VisionTransformer')
+    with pytest.raises(LaunchError, match=r'^no detection config for a CMT backbone: give one '
+                       r'with --det-config$'):
+        stages_for(tool, 'det', backbone='CMT')
     with pytest.raises(LaunchError, match='no fine-tuning config for a Unknown backbone'):
         stages_for(tool, backbone='Unknown')
 

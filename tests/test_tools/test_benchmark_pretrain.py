@@ -45,8 +45,9 @@ def run_tool(args):
 
 @pytest.fixture(scope='module')
 def tiny_run(tmp_path_factory):
-    """One CPU run of the command on a 2-block ViT: every method, HOG, data pipeline, plot."""
-    folder = tmp_path_factory.mktemp('benchmark')
+    """One CPU run of the command on a 2-block ViT: every method, HOG, data pipeline, plot,
+    written into a folder the run makes (it was refused: '--out folder does not exist')."""
+    folder = tmp_path_factory.mktemp('benchmark') / 'not made yet'
     out, plot = folder / 'results.json', folder / 'results.png'
     result = run_tool([
         '--backbone', 'vit_b', '--arch-override', json.dumps(TINY_VIT),
@@ -417,18 +418,19 @@ def test_a_wrong_arch_override_is_named_before_anything_is_measured(monkeypatch)
 
 @pytest.mark.parametrize('flag, path, message', [
     ('--out', 'a_folder', r'--out .*a_folder is a folder; expected a file name'),
-    ('--plot', 'missing/plot.png', r'--plot folder does not exist: .*missing')])
+    ('--plot', 'a_file/plot.png', r'--plot .*a_file/plot\.png: .*a_file is a file')])
 def test_outputs_that_cannot_be_written_are_named_before_measuring(tmp_path, monkeypatch, flag,
                                                                    path, message):
     """They failed only after the whole run; a bad --plot after the JSON had been written."""
     (tmp_path / 'a_folder').mkdir()
+    (tmp_path / 'a_file').write_text('')
     def measured(*args, **kwargs):
         raise AssertionError('measured before the outputs were checked')
     monkeypatch.setattr(benchmark_pretrain, 'run_benchmark', measured)
     outputs = {'--out': str(tmp_path / 'results.json'), flag: str(tmp_path / path)}
     with pytest.raises(OSError, match=message):
         benchmark_pretrain.main(['--backbone', 'vit_b', *sum(outputs.items(), ())])
-    assert sorted(os.listdir(tmp_path)) == ['a_folder']
+    assert sorted(os.listdir(tmp_path)) == ['a_file', 'a_folder']
 
 
 @pytest.mark.parametrize('option, value', [('matmul_size', 0), ('photo_limit', 0),

@@ -13,7 +13,7 @@ TOOL = ROOT / 'tools' / 'analysis' / 'checkpoint_memory.py'
 
 
 def test_with_cp_same_loss_less_step_memory(tmp_path):
-    out = tmp_path / 'memory.json'
+    out = tmp_path / 'not made yet' / 'memory.json'  # it was refused: 'folder does not exist'
     subprocess.run([sys.executable, str(TOOL), '--img-size', '128', '--batch-size', '4',
                     '--embed-dim', '32', '--depths', '2', '2', '2', '2', '--window-size', '4',
                     '--threads', '1', '--out', str(out)], check=True, cwd=ROOT,
@@ -27,12 +27,13 @@ def test_with_cp_same_loss_less_step_memory(tmp_path):
 
 def test_an_unwritable_out_is_one_line_before_measuring(tmp_path):
     """The summary was written only after both runs, and a bad --out was a traceback."""
-    missing = tmp_path / 'missing' / 'memory.json'
-    result = subprocess.run([sys.executable, str(TOOL), '--out', str(missing)], cwd=ROOT,
+    (tmp_path / 'a_file').write_text('')
+    blocked = tmp_path / 'a_file' / 'memory.json'
+    result = subprocess.run([sys.executable, str(TOOL), '--out', str(blocked)], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f'error: FileNotFoundError: --out folder does not exist: {missing.parent}']
+        f'error: NotADirectoryError: --out {blocked}: {blocked.parent} is a file, not a folder']
 
 
 @pytest.mark.parametrize('args, message', [

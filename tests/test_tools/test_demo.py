@@ -83,3 +83,22 @@ def test_the_summary_reads_the_work_dir_the_run_wrote(demo, monkeypatch, tmp_pat
     assert 'loss: 0.2000 at iteration 1 -> 0.1000 at iteration 8 (50% lower)' in out
     assert f'checkpoint: {work_dir / "epoch_2.pth"}' in out
     assert str(work_dir / 'vis' / 'epoch_2_0.png') in out
+
+
+@pytest.mark.parametrize('checkpoint, shown', [
+    ('epoch_10.pth', 'epoch_10'),  # the checkpoint's pictures, not the earlier run's epoch_2
+    ('epoch_7.pth', 'epoch_10'),  # none drawn at the checkpoint's epoch: the newest ones
+    (None, 'epoch_10'),
+])
+def test_the_summary_shows_the_pictures_of_the_checkpoint_s_epoch(demo, tmp_path, checkpoint,
+                                                                   shown):
+    """A 10-epoch run in a work dir that held a 2-epoch run's pictures showed vis/epoch_2_*.png
+    (sorted after epoch_10_* as text) beside checkpoint epoch_10.pth."""
+    vis = tmp_path / 'vis'
+    vis.mkdir()
+    for tag in ('epoch_1', 'epoch_2', 'epoch_5', 'epoch_10'):
+        for index in range(4):
+            (vis / f'{tag}_{index}.png').write_bytes(b'')
+    checkpoint = checkpoint and str(tmp_path / checkpoint)
+    assert demo.reconstruction_pictures(str(tmp_path), checkpoint) == [
+        str(vis / f'{shown}_{index}.png') for index in range(4)]

@@ -67,3 +67,65 @@ def test_torchrun_waits_long_enough_for_a_preemption_save(tmp_path, given, seen)
     result = launch('dist_train.sh', str(config), '1', env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f'timeout={seen}'
+
+
+@pytest.fixture
+def recording_srun(tmp_path):
+    """A stand-in srun on PATH that records its arguments: was the job handed to SLURM?"""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    srun = bin_dir / 'srun'
+    srun.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "srun_args"}\n')
+    srun.chmod(0o755)
+    (tmp_path / 'c.py').write_text('')
+    return dict(PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}',
+                config=str(tmp_path / 'c.py'), record=tmp_path / 'srun_args')
+
+
+@pytest.mark.parametrize('variable, value', [
+    ('GPUS', 'two'), ('GPUS', '0'), ('GPUS_PER_NODE', '1.5'), ('CPUS_PER_TASK', '-1')])
+def test_slurm_counts_are_checked_before_srun(recording_srun, variable, value):
+    """srun was handed GPUS=two: the job waited for GPUs, then failed on every rank."""
+    result = launch('slurm_train.sh', 'part', 'job', recording_srun['config'], 'w',
+                    env={'PATH': recording_srun['PATH'], variable: value})
+    assert (result.returncode, result.stderr) == (
+        2, f"slurm_train.sh: {variable} must be a whole number >= 1, got '{value}'\n")
+    assert not recording_srun['record'].exists()
+
+
+def test_a_missing_slurm_config_is_named_before_srun(recording_srun):
+    result = launch('slurm_train.sh', 'part', 'job', 'absent.py', 'w',
+                    env={'PATH': recording_srun['PATH']})
+    assert (result.returncode, result.stderr) == (
+        2, "slurm_train.sh: config file not found: 'absent.py'\n")
+    assert not recording_srun['record'].exists()
+
+
+def test_good_slurm_input_is_handed_to_srun(recording_srun):
+    result = launch('slurm_train.sh', 'part', 'job', recording_srun['config'], 'w',
+                    env={'PATH': recording_srun['PATH'], 'GPUS': '2', 'GPUS_PER_NODE': '2'})
+    assert result.returncode == 0, result.stderr
+    handed = recording_srun['record'].read_text()
+    assert '--ntasks=2 --ntasks-per-node=2 --cpus-per-task=5' in handed
+
+
+def test_without_srun_the_script_says_it_is_for_slurm(tmp_path):
+    """It was 'line 35: srun: command not found'."""
+    (tmp_path / 'c.py').write_text('')
+    bin_dir = tmp_path / 'bin'  # bash and basename only, no srun
+    bin_dir.mkdir()
+    for tool in ('bash', 'basename', 'dirname'):
+        (bin_dir / tool).symlink_to(subprocess.check_output(['which', tool], text=True).strip())
+    result = launch('slurm_train.sh', 'part', 'job', str(tmp_path / 'c.py'), 'w',
+                    env={'PATH': str(bin_dir)})
+    assert (result.returncode, result.stderr) == (
+        127, "slurm_train.sh: srun not found: it is SLURM's launcher and this script is for SLURM "
+        "clusters; elsewhere run tools/dist_train.sh CONFIG GPUS\n")
+
+
+def test_a_packaged_slurm_config_is_left_to_train_py(recording_srun):
+    """fastmim::<path> is no file here; tools/train.py resolves it to the package's configs."""
+    result = launch('slurm_train.sh', 'part', 'job', 'fastmim::fastmim/vit_b_hog_800e.py', 'w',
+                    env={'PATH': recording_srun['PATH']})
+    assert result.returncode == 0, result.stderr
+    assert 'fastmim::fastmim/vit_b_hog_800e.py' in recording_srun['record'].read_text()

@@ -20,8 +20,9 @@ def run(*args, **env):
 
 @pytest.mark.parametrize('args, line', [
     (['{tmp}/absent.py'], 'error: LaunchError: config file not found: {tmp}/absent.py'),
-    (['--out', '{tmp}/missing/soak.json'],
-     'error: FileNotFoundError: --out folder does not exist: {tmp}/missing'),
+    (['--out', '{tmp}/a_file/soak.json'],
+     'error: NotADirectoryError: --out {tmp}/a_file/soak.json: {tmp}/a_file is a file, not a '
+     'folder'),
     (['--every', '0'], 'soak_memory.py: error: argument --every: must be a positive integer, '
      'got 0'),
     (['--out', '{tmp}'], 'error: IsADirectoryError: --out {tmp} is a folder; expected a file '
@@ -33,16 +34,18 @@ def run(*args, **env):
      'growth needs two or more')])
 def test_bad_inputs_end_in_one_line_before_training(tmp_path, args, line):
     """A missing config was a traceback; an unwritable --out failed after the whole soak."""
+    (tmp_path / 'a_file').write_text('')
     result = run('--iters', '2', '--every', '1', *(arg.format(tmp=tmp_path) for arg in args))
     assert result.returncode in (1, 2)  # 2: argparse refused it
     assert result.stderr.strip().splitlines()[-1] == line.format(tmp=tmp_path)
 
 
 def test_a_short_soak_reports_and_leaves_no_work_dir_behind(tmp_path):
-    """The soak's work dir (log, list file) is scaffolding: it was left in /tmp on every run."""
+    """The soak's work dir (log, list file) is scaffolding: it was left in /tmp on every run.
+    --out's folder is made (it was refused: '--out folder does not exist')."""
     scratch = tmp_path / 'scratch'
     scratch.mkdir()
-    out = tmp_path / 'soak.json'
+    out = tmp_path / 'not made yet' / 'soak.json'
     result = run('--iters', '4', '--every', '2', '--workers', '0', '--list-size', '64',
                  '--out', str(out), TMPDIR=str(scratch))
     assert result.returncode == 0, result.stderr

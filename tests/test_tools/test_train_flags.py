@@ -272,3 +272,31 @@ def test_dist_train_on_one_node_without_port_avoids_a_busy_default_port(tmp_path
         holder.close()
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / 'epoch_1.pth').exists()
+
+
+@pytest.mark.parametrize('argv', [['--resume', str(DEMO)], ['--amp', '--resume', str(DEMO)]])
+def test_a_config_taken_by_resume_is_explained(train, capsys, argv):
+    """--resume takes an optional CKPT: given before the config it took it, and the error was
+    only 'the following arguments are required: config'."""
+    with pytest.raises(SystemExit):
+        train.parse_args(argv)
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        f'error: --resume took {DEMO} as its CKPT, leaving no config: put the config first '
+        '(tools/train.py CONFIG --resume), or give --resume=CKPT')
+
+
+def test_a_missing_config_without_resume_keeps_argparse_s_error(train, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(['--resume', 'epoch_3.pth'])
+    assert capsys.readouterr().err.strip().endswith(
+        'error: the following arguments are required: config')
+
+
+def test_train_py_takes_a_packaged_config(train, monkeypatch):
+    """As get_model and _base_ do; the work dir is named after the config file, as for a path."""
+    monkeypatch.setenv('LOCAL_RANK', '0')  # parse_args exports it
+    args, cfg = train.load_run(['fastmim::fastmim/demo_vit_tiny_embedded.py'])
+    assert Path(cfg.filename).resolve() == DEMO.resolve()
+    from fastmim.engine.launch import apply_launch_args
+    apply_launch_args(cfg, args)
+    assert cfg.work_dir == os.path.join('work_dirs', 'demo_vit_tiny_embedded')

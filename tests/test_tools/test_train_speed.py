@@ -30,7 +30,8 @@ def no_training(train_speed, monkeypatch):
 
 @pytest.mark.parametrize('options, error, message', [
     (['--out', '{tmp}/a_folder'], IsADirectoryError, r'--out .*a_folder is a folder'),
-    (['--out', '{tmp}/missing/r.json'], FileNotFoundError, r'--out folder does not exist'),
+    (['--out', '{tmp}/a_file/r.json'], NotADirectoryError, r'--out .*a_file/r\.json: .*a_file is a '
+     r'file'),
     (['--out', '{tmp}/r.json', '--config', '{tmp}/absent.py'], FileNotFoundError,
      r'config file not found: .*absent\.py'),
     # A config that is no valid Python ended in a traceback of '<unknown>', a text for a
@@ -45,9 +46,10 @@ def test_inputs_are_checked_before_training(tmp_path, train_speed, no_training, 
     in mmengine's traceback."""
     (tmp_path / 'a_folder').mkdir()
     (tmp_path / 'a_folder' / 'broken.py').write_text('model = dict(\n')
+    (tmp_path / 'a_file').write_text('')
     with pytest.raises(error, match=message):
         train_speed.main(['pretrain', *(option.format(tmp=tmp_path) for option in options)])
-    assert [path.name for path in tmp_path.iterdir()] == ['a_folder']
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['a_file', 'a_folder']
 
 
 def test_a_failed_training_run_ends_in_one_line(train_speed, monkeypatch):
@@ -244,4 +246,13 @@ def test_the_result_is_replaced_atomically(tmp_path, train_speed, monkeypatch):
     train_speed.main(['pretrain', '--out', str(out), '--iters', '3', '--skip', '1'])
     ((temporary, target), ) = replaced
     assert (Path(temporary).parent, target) == (tmp_path, str(out))
+    assert json.loads(out.read_text())['images_per_s'] == 512 / 2.0
+
+
+def test_the_result_goes_into_a_folder_not_made_yet(tmp_path, train_speed, monkeypatch):
+    """--out work_dirs/speed/r.json in a fresh checkout was refused ('--out folder does not
+    exist'), while the atomic write that stores it makes missing folders."""
+    fake_training(train_speed, monkeypatch)
+    out = tmp_path / 'work_dirs' / 'speed' / 'r.json'
+    train_speed.main(['pretrain', '--out', str(out), '--iters', '3', '--skip', '1'])
     assert json.loads(out.read_text())['images_per_s'] == 512 / 2.0

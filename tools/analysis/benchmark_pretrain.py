@@ -353,9 +353,10 @@ def check_distinct_outputs(out, plot):
 
 def main(argv):
     args = parse_args(argv)
-    check_output_file(args.out, '--out')
+    # Missing folders are made: by the atomic write of --out, by plot_results for --plot.
+    check_output_file(args.out, '--out', folders_made=True)
     if args.plot:
-        check_output_file(args.plot, '--plot')
+        check_output_file(args.plot, '--plot', folders_made=True)
         check_plot_format(args.plot)
         check_distinct_outputs(args.out, args.plot)
     if args.amp_dtype and not args.amp:

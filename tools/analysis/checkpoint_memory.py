@@ -132,7 +132,7 @@ def main(argv=None) -> dict:
         return {}
     if args.out:
         from fastmim.engine.launch import check_output_file
-        check_output_file(args.out, '--out')
+        check_output_file(args.out, '--out', folders_made=True)  # the atomic write makes it
     check_model(args)
     off, on = run_child(args, 'off'), run_child(args, 'on')
     if abs(off['loss'] - on['loss']) > 1e-5 * max(1., abs(off['loss'])):

@@ -177,7 +177,7 @@ def main(argv=None):
     from fastmim.engine.config_loading import load_config
     from fastmim.engine.launch import check_output_file
     if args.out:
-        check_output_file(args.out, '--out')
+        check_output_file(args.out, '--out', folders_made=True)  # the atomic write makes it
 
     cfg = load_config(args.config, args.cfg_options)
     check_trains(cfg, args.config)

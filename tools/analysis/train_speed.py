@@ -240,12 +240,13 @@ RUN_FOLDERS = ('data', 'train', 'test')  # what a run writes into its work dir
 def check_inputs(config, out, work_dir=None):
     """Refuse a config that is not there, an ``--out`` that cannot be written and a
     ``--work-dir`` that holds an earlier run before the training run: the result was written
-    only after it, so a folder given as ``--out`` (or a missing folder) lost minutes of
-    measurement, and a second run in the same work dir ended in 'File exists' (pretrain's
-    photos) or in a traceback after training (two runs' logs in ``train/``)."""
+    only after it, so a folder given as ``--out`` (or a file where its folder goes; a missing
+    folder is made) lost minutes of measurement, and a second run in the same work dir ended
+    in 'File exists' (pretrain's photos) or in a traceback after training (two runs' logs in
+    ``train/``)."""
     if not osp.isfile(config):
         raise FileNotFoundError(f'config file not found: {config}')
-    check_output_file(out, '--out')
+    check_output_file(out, '--out', folders_made=True)  # the atomic write makes it
     earlier = [name for name in RUN_FOLDERS if work_dir and osp.exists(osp.join(work_dir, name))]
     if earlier:
         raise FileExistsError(f'--work-dir {work_dir} holds an earlier run ({", ".join(earlier)}); '

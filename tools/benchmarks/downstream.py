@@ -51,6 +51,12 @@ RECIPES = {
     'CMT': dict(finetune='configs/finetune/cmt_s_ft_100e.py'),
     'EVA02': dict(finetune='configs/finetune/eva02_b_ft_100e.py'),
 }
+# Configs the project ships for a backbone without a published recipe of that stage: named when
+# the stage is asked for, never run by default.
+UNPUBLISHED = {
+    ('VisionTransformer', 'det'):
+        'projects/detection/configs/mask_rcnn_fastmim_vit_b_simple_fpn_lsj_coco.py',
+}
 TASK_NAMES = {'det': 'detection', 'seg': 'segmentation'}
 # Stage -> (result name, key in the test metrics, factor to percent). mmdet reports AP in [0, 1],
 # mmpretrain-style accuracy and mmseg's mIoU are percentages already.
@@ -167,8 +173,11 @@ def stage_configs(args, backbone):
         tasks = [] if args.task == 'finetune' else [args.task]
     for task in tasks:
         if task not in recipe:
+            shipped = UNPUBLISHED.get((backbone, task))
+            hint = (f' (the project ships --{task}-config {shipped}, not a published FastMIM '
+                    'recipe)') if shipped else ''
             raise LaunchError(f'no {TASK_NAMES[task]} config for a {backbone} backbone: give '
-                              f'one with --{task}-config')
+                              f'one with --{task}-config{hint}')
     return {stage: recipe[stage] for stage in ['finetune'] + tasks}
 
 
