@@ -1,6 +1,7 @@
 # FastMIM-P ViT-B/16: progressive-resolution pre-training, otherwise the 800-epoch recipe.
-# Example schedule: the exact published FastMIM-P stage epochs, sizes and batches are not in
-# REFERENCE.md. Epochs 0-399 at 96 px in batches of 512; epochs 400-799 at 128 px in batches of
+# Example schedule, not a published one: the release (github.com/ggjy/FastMIM.pytorch) gives no
+# FastMIM-P command, and its main_pretrain.py flags for it (--mim_pt_step, --mim_pt_size,
+# --mim_pt_bs, --mim_pt_accum) default to None. Epochs 0-399 at 96 px in batches of 512; epochs 400-799 at 128 px in batches of
 # 256 with 2-step gradient accumulation. Every stage keeps 512 images per optimiser update and GPU
 # (4096 in total on 8 GPUs), so updates per epoch, lr 2.4e-3 and the warmup + cosine schedule in
 # epochs are those of vit_b_hog_800e.py. See docs/progressive.md.

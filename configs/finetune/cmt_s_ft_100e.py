@@ -1,6 +1,6 @@
 # Fine-tune FastMIM CMT-S (800 epochs at 128 px) on ImageNet-1k at 224 px for 100 epochs.
-# Published: 83.9 top-1, but no fine-tuning command: REFERENCE.md and the release's README give
-# none. lr and layer decay here are the defaults of the release's main_finetune.py (base lr
+# Published: 83.9 top-1, but no fine-tuning command: the release's README
+# (github.com/ggjy/FastMIM.pytorch) gives one for ViT-B and Swin-B only. lr and layer decay here are the defaults of the release's main_finetune.py (base lr
 # 1e-3 per 256 -> 4e-3 at batch 1024, layer decay 0.75, drop path 0.1); everything else is the
 # shared recipe. The head is the release's CMT-S classifier (1x1 conv to 1280 channels,
 # BatchNorm, swish, pooling, dropout 0.1, linear: _base_/models/cls_cmt_s.py), new in

@@ -8,8 +8,10 @@
 # relative-position biases (Swin's tables, CMT's biases): LayerDecayOptimWrapperConstructor's
 # defaults: MAE's 1-D rule and the parameters the backbone names in no_weight_decay_names()
 # (timm's no_weight_decay() sets; CMT's biases), relative-position biases included, which the
-# release decays (its Swin lists only absolute_pos_embed, its CMT only pos_embed and cls_token;
-# REFERENCE.md: the Swin tables' decay is accidental).
+# release decays (its util/lr_decay.py exempts 1-D tensors and no_weight_decay() only: its Swin
+# lists only absolute_pos_embed, its CMT only pos_embed and cls_token), where Swin's own release
+# exempts the tables (github.com/microsoft/Swin-Transformer, models/swin_transformer.py,
+# no_weight_decay_keywords).
 optim_wrapper = dict(
     # fp16 autocast with loss scaling on CUDA; tools/train.py falls back to bf16 autocast on CPU.
     type='GuardedAmpOptimWrapper',

@@ -131,9 +131,10 @@ optim_wrapper = dict(
     type='fastmim.GuardedOptimWrapper',
     optimizer=dict(
         _delete_=True, type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.05),
-    # Every norm layer is exempt (REFERENCE.md: no wd on norms): norm_decay_mult reaches the
-    # LayerNorms and the SyncBNs. The release exempts the names containing 'norm', which leaves
-    # the FPN and head BNs decayed.
+    # Every norm layer is exempt: norm_decay_mult reaches the LayerNorms and the SyncBNs. The
+    # release (mmdet-v2.23/configs/swin/fastmim_mask_rcnn_upgraded_scp_swin_base_3x_coco.py in
+    # github.com/ggjy/FastMIM.pytorch) exempts the names containing 'norm', meant for the norms,
+    # which leaves the FPN and head BNs (named 'bn') decayed.
     paramwise_cfg=dict(
         norm_decay_mult=0.,
         custom_keys={'relative_position_bias_table': dict(decay_mult=0.)}),
