@@ -145,6 +145,31 @@ def test_simmim_uses_a_linear_head_and_pixel_target():
     assert type(simmim.target_generator).__name__ == 'PixelTarget'
 
 
+# backbone: (FastMIM size, tokens), (SimMIM size, tokens, target patch, backbone geometry)
+PUBLISHED_INPUTS = {
+    'vit_b': ((128, 64), (224, 196, 16, dict(img_size=224))),
+    'swin_b': ((128, 16), (192, 36, 32, dict(img_size=192, window_size=6))),
+    'pvtv2_b2': ((128, 16), (192, 36, 32, {})),
+    'cmt_s': ((128, 16), (192, 36, 32, dict(img_size=192))),
+    'eva02_b': ((128, 64), (224, 196, 16, dict(img_size=224))),
+}
+
+
+@pytest.mark.parametrize('backbone', sorted(PUBLISHED_INPUTS))
+def test_each_backbone_gets_its_recipes_sizes_grid_and_target_patch(backbone):
+    """The stride and whether the backbone takes an input size come from the built backbone
+    (they were a table beside it, which had no EVA-02). Full sizes, built on the meta device."""
+    (fastmim_size, fastmim_tokens), (size, tokens, patch, geometry) = PUBLISHED_INPUTS[backbone]
+    with torch.device('meta'):
+        fastmim, simmim = (build_method(name, backbone) for name in ('fastmim', 'simmim'))
+    assert (fastmim.input_size, fastmim.tokens) == (fastmim_size, fastmim_tokens)
+    assert (simmim.input_size, simmim.tokens, simmim.grid_tokens) == (size, tokens, tokens)
+    model = simmim.model.model
+    assert model.target_generator.cell_size == patch
+    built = model.backbone.geometry()
+    assert {key: built[key] for key in geometry} == geometry
+
+
 def transformer_macs(tokens, dim, depth, mlp_ratio=4):
     """Multiply-adds of ``depth`` pre-norm Transformer blocks: qkv, projection and MLP linears
     ``(4 + 2 * mlp_ratio) * N * D^2``, plus ``q k^T`` and ``attn v`` ``2 * N^2 * D``."""

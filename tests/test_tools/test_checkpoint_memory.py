@@ -38,7 +38,9 @@ def test_an_unwritable_out_is_one_line_before_measuring(tmp_path):
 
 @pytest.mark.parametrize('args, message', [
     (['--threads', '0'], 'argument --threads: must be a positive integer, got 0'),
-    (['--img-size', '0'], 'argument --img-size: must be at least the patch size 4, got 0'),
+    (['--img-size', '0'], 'argument --img-size: must be a positive integer, got 0'),
+    (['--img-size', '3'], "error: ValueError: --img-size 3 is smaller than the measured Swin's "
+     'patch size 4'),
     (['--embed-dim', '30'], 'error: ValueError: --embed-dim 30 --window-size 7 --img-size 224 do '
      'not build the measured Swin'),
 ])
@@ -69,3 +71,12 @@ def test_out_is_replaced_not_rewritten_in_place(tmp_path, load_script, monkeypat
 
     assert json.loads(out.read_text()) == summary and summary['ratio'] == 0.75
     assert earlier.read_text() == '{"ratio": 0.5}\n'
+
+
+def test_the_help_names_the_one_backbone_it_measures(load_script, capsys):
+    """The description promised 'a backbone' (any, as with_cp is on every backbone) while the
+    tool builds a Swin only."""
+    with pytest.raises(SystemExit):
+        load_script(TOOL).parse_args(['--help'])
+    description = ' '.join(capsys.readouterr().out.split())
+    assert 'Peak memory of one training step of a Swin Transformer with and without' in description

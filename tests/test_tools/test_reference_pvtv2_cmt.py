@@ -457,3 +457,19 @@ def test_the_tool_offers_every_backbone_that_declares_a_reference_layout(from_re
     backbone with a reference_layout must be among them."""
     from fastmim.models.utils.reference import reference_backbones
     assert sorted(from_reference.BACKBONES) == sorted(reference_backbones())
+
+
+def test_a_layout_without_a_listed_fine_tuning_config_converts_with_a_generic_hint(
+        tmp_path, capsys, from_reference, monkeypatch):
+    """A layout missing from FINETUNE_CONFIGS was a KeyError after OUT had been written."""
+    monkeypatch.setattr(from_reference, 'FINETUNE_CONFIGS', {})
+    _, state = release_pvtv2_b0()
+    path = save_release_file(tmp_path / 'pvtv2_ft.pth', state)
+    out = tmp_path / 'converted.pth'
+
+    from_reference.main([path, str(out), '--backbone', 'pvtv2', '--trust-checkpoint'])
+
+    printed = capsys.readouterr().out
+    assert (f'evaluate: tools/test.py CONFIG {out}, CONFIG a fine-tuning config '
+            '(configs/finetune/) of a PyramidVisionTransformerV2 ImageClassifier') in printed
+    assert out.is_file()

@@ -1,6 +1,6 @@
 """Pre-training speed and memory of FastMIM against SimMIM and MAE, one backbone, one machine.
 
-    python tools/analysis/benchmark_pretrain.py --backbone {vit_b,swin_b,pvtv2_b2,cmt_s}
+    python tools/analysis/benchmark_pretrain.py --backbone {vit_b,swin_b,pvtv2_b2,cmt_s,eva02_b}
         [--batch-size N] [--iters K] [--warmup W] --out results.json [--plot results.png]
         [--device cpu|cuda] [--amp [--amp-dtype float16|bfloat16]]
         [--compile [--compile-mode default|reduce-overhead|max-autotune|...]]

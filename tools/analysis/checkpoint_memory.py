@@ -1,13 +1,16 @@
-"""Peak memory of one training step of a backbone with and without activation checkpointing.
+"""Peak memory of one training step of a Swin Transformer with and without activation
+checkpointing.
 
 ``with_cp=True`` (every fastmim backbone has it) recomputes each block's activations in the
 backward pass instead of keeping them from the forward pass. This script measures what that
-saves on the CPU, where no allocator statistics exist: each setting runs in a fresh process
-whose glibc malloc serves every allocation of 64 KiB or more with its own mapping
-(``MALLOC_MMAP_THRESHOLD_``), so freed tensors leave the resident set at once and the peak
-resident set size (``VmHWM``, reset just before the step) follows the peak of live tensors. The
-step's memory is that peak minus the resident size just before it (model, gradients from a
-warm-up step and the input batch already there); both runs must give the same loss.
+saves for one backbone, fastmim's ``SwinTransformer`` with the widths, depths and window given
+as options; what it saves for another backbone is not measured here. It measures on the CPU,
+where no allocator statistics exist: each setting runs in a fresh process whose glibc malloc
+serves every allocation of 64 KiB or more with its own mapping (``MALLOC_MMAP_THRESHOLD_``),
+so freed tensors leave the resident set at once and the peak resident set size (``VmHWM``,
+reset just before the step) follows the peak of live tensors. The step's memory is that peak
+minus the resident size just before it (model, gradients from a warm-up step and the input
+batch already there); both runs must give the same loss.
 
     .venv/bin/python tools/analysis/checkpoint_memory.py               # Swin, 224 px, batch 4
     .venv/bin/python tools/analysis/checkpoint_memory.py --out checkpoint_memory.json
@@ -20,25 +23,14 @@ import sys
 from pathlib import Path
 
 MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': str(64 * 1024), 'MALLOC_TRIM_THRESHOLD_': '0'}
-PATCH_SIZE = 4  # SwinTransformer's default
-
-
-def image_size(text):
-    """argparse type of ``--img-size``: an image smaller than one patch fails in the patch
-    embedding's convolution, inside the child process, as a traceback."""
-    value = int(text)
-    if value < PATCH_SIZE:
-        raise argparse.ArgumentTypeError(f'must be at least the patch size {PATCH_SIZE}, got '
-                                         f'{text}')
-    return value
 
 
 def parse_args(argv=None):
     from fastmim.engine.launch import add_debug_arg, positive_int
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--img-size', type=image_size, default=224,
-                        help=f'input side in px, at least the patch size ({PATCH_SIZE})')
+    parser.add_argument('--img-size', type=positive_int, default=224,
+                        help="input side in px, at least the Swin's patch size")
     parser.add_argument('--batch-size', type=positive_int, default=4)
     parser.add_argument('--embed-dim', type=positive_int, default=64)
     parser.add_argument('--depths', type=positive_int, nargs=4, default=(2, 2, 6, 2),
@@ -73,17 +65,22 @@ def build_model(args, with_cp: bool):
 def check_model(args) -> None:
     """Build the model on the meta device before starting the two processes: a size the Swin
     refuses was a child's traceback inside a RuntimeError. The heads are derived, not given,
-    so the error says how."""
+    so the error says how. An image smaller than one patch, which the Swin builds for but its
+    patch embedding's convolution refuses, is named with the patch size the Swin reports."""
     import torch
 
     try:
         with torch.device('meta'):
-            build_model(args, with_cp=False)
+            model = build_model(args, with_cp=False)
     except ValueError as error:
         raise ValueError(f'--embed-dim {args.embed_dim} --window-size {args.window_size} '
                          f'--img-size {args.img_size} do not build the measured Swin (stage i '
                          f'has max(1, embed_dim * 2^i // 32) heads: an --embed-dim that is a '
                          f'multiple of 32 divides): {error}') from None
+    patch_size = model.geometry()['patch_size']
+    if args.img_size < patch_size:
+        raise ValueError(f"--img-size {args.img_size} is smaller than the measured Swin's patch "
+                         f'size {patch_size}')
 
 
 def measure_step(args) -> dict:

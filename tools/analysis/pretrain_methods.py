@@ -2,11 +2,12 @@
 
 - ``fastmim``: the published FastMIM model of the backbone's config, unchanged: the config's
   crop size (128 px), HOG target, pixel-space block mask, every token encoded.
-- ``simmim``: the same backbone at SimMIM's input size (224 px for ViT, 192 px for the others),
-  a per-patch pixel target, SimMIM's masking (32-px mask patches, 60% masked, replaced in pixel
-  space by a learnable colour: fastmim's masking is SimMIM's with another block size) and
-  SimMIM's one-layer linear prediction head. SimMIM's L1 loss becomes fastmim's masked MSE,
-  which costs the same. Swin uses SimMIM's window 6 at 192 px.
+- ``simmim``: the same backbone at SimMIM's input size (224 px for ViT and EVA-02, which has
+  no SimMIM recipe of its own, 192 px for the others), a per-patch pixel target, SimMIM's
+  masking (32-px mask patches, 60% masked, replaced in pixel space by a learnable colour:
+  fastmim's masking is SimMIM's with another block size) and SimMIM's one-layer linear
+  prediction head. SimMIM's L1 loss becomes fastmim's masked MSE, which costs the same. Swin
+  uses SimMIM's window 6 at 192 px.
 - ``mae`` (ViT only): :class:`mae_stand_in.MAEStandIn` at 224 px, 75% of the tokens dropped
   before the encoder, 8-block 512-wide decoder.
 
@@ -20,7 +21,7 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config
@@ -42,26 +43,28 @@ MAE_DECODER_KEYS = ('decoder_dim', 'decoder_depth', 'decoder_heads', 'mlp_ratio'
 
 @dataclass(frozen=True)
 class BackboneRecipe:
-    """What the benchmark needs to know about one backbone.
+    """The published recipes the benchmark follows for one backbone.
 
-    ``config`` is the published FastMIM config (relative to ``configs/``), ``out_stride`` the
-    stride of the backbone's last map (the size of a SimMIM target patch), ``simmim_size`` and
-    ``simmim_backbone`` the input size and backbone keys of SimMIM's recipe, ``mae`` whether MAE
-    applies (it drops tokens, which only an isotropic ViT allows).
+    ``config`` is the published FastMIM config (relative to ``configs/``), ``simmim_size`` the
+    input size of SimMIM's recipe and ``simmim_backbone`` its other backbone settings (Swin's
+    window), ``mae`` whether MAE applies (it drops tokens, which only an isotropic ViT allows).
+    What the backbone itself knows is read from it when built: the stride of its last map (the
+    token grid, the size of a SimMIM target patch) and whether it is built for an input size.
     """
     config: str
-    out_stride: int
     simmim_size: int
     simmim_backbone: Dict = field(default_factory=dict)
     mae: bool = False
 
 
 RECIPES = {
-    'vit_b': BackboneRecipe('fastmim/vit_b_hog_800e.py', 16, 224, dict(img_size=224), mae=True),
-    'swin_b': BackboneRecipe('fastmim/swin_b_hog_400e.py', 32, 192,
-                             dict(img_size=192, window_size=6)),
-    'pvtv2_b2': BackboneRecipe('fastmim/pvtv2_b2_hog_800e.py', 32, 192),
-    'cmt_s': BackboneRecipe('fastmim/cmt_s_hog_800e.py', 32, 192, dict(img_size=192)),
+    'vit_b': BackboneRecipe('fastmim/vit_b_hog_800e.py', 224, mae=True),
+    'swin_b': BackboneRecipe('fastmim/swin_b_hog_400e.py', 192, dict(window_size=6)),
+    'pvtv2_b2': BackboneRecipe('fastmim/pvtv2_b2_hog_800e.py', 192),
+    'cmt_s': BackboneRecipe('fastmim/cmt_s_hog_800e.py', 192),
+    # SimMIM published no EVA-02 recipe: its ViT one (224 px), as the FastMIM config takes
+    # ViT-B/16's recipe unchanged.
+    'eva02_b': BackboneRecipe('fastmim/eva02_b_hog_800e.py', 224),
 }
 
 
@@ -191,11 +194,11 @@ def build_method(name: str, backbone: str, arch_override: Optional[dict] = None,
     if name == 'fastmim':
         size = fastmim_recipe.input_size
         model = FastMIMStep(MODELS.build(fastmim_recipe.model))
-        grid = (size // recipe.out_stride)**2
+        grid = (size // model.model.backbone.out_strides[-1])**2
         return PretrainMethod(name, backbone, size, grid, grid, model)
 
     size = recipe.simmim_size
-    backbone_cfg = {**fastmim_recipe.model['backbone'], **recipe.simmim_backbone}
+    backbone_cfg, stride = simmim_backbone(recipe, fastmim_recipe.model['backbone'])
     if name == 'mae':
         model = MAEStandIn(MODELS.build(backbone_cfg), **_mae_decoder_args(mae_decoder))
         return PretrainMethod(name, backbone, size, model.num_keep, model.num_patches, model)
@@ -203,13 +206,25 @@ def build_method(name: str, backbone: str, arch_override: Optional[dict] = None,
     model_cfg = copy.deepcopy(fastmim_recipe.model)
     model_cfg.update(
         backbone=backbone_cfg,
-        target_generator=dict(type='PixelTarget', patch_size=recipe.out_stride, norm_pix=False),
+        target_generator=dict(type='PixelTarget', patch_size=stride, norm_pix=False),
         neck=dict(type='MIMDecoder', depth=0),
         **SIMMIM_MASK)
     simmim = MODELS.build(model_cfg)
     simmim.neck = TokenLinear(simmim.neck.in_channels, simmim.neck.out_channels)
-    grid = (size // recipe.out_stride)**2
+    grid = (size // stride)**2
     return PretrainMethod(name, backbone, size, grid, grid, FastMIMStep(simmim))
+
+
+def simmim_backbone(recipe: BackboneRecipe, fastmim_backbone: dict) -> Tuple[dict, int]:
+    """SimMIM's backbone config (the FastMIM one with SimMIM's settings, and SimMIM's input
+    size where the backbone is built for one: its ``geometry()`` records ``img_size``) and the
+    stride of its last map, read from the FastMIM backbone built on the meta device."""
+    with torch.device('meta'):
+        built = MODELS.build(fastmim_backbone)
+    cfg = {**fastmim_backbone, **recipe.simmim_backbone}
+    if 'img_size' in built.geometry():
+        cfg['img_size'] = recipe.simmim_size
+    return cfg, built.out_strides[-1]
 
 
 @dataclass

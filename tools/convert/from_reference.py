@@ -38,7 +38,8 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from out_name import check_out_name  # noqa: E402  (beside this file, shared by the converters)
 
 BACKBONES = ('vit', 'swin', 'pvtv2', 'cmt')
-# The fine-tuning config whose classifier a converted fine-tuned file of each backbone fits.
+# The fine-tuning config whose classifier a converted fine-tuned file of each backbone fits;
+# the tool names a generic one for a layout missing here.
 FINETUNE_CONFIGS = {'vit': 'vit_b_ft_100e.py', 'swin': 'swin_b_ft_100e.py',
                     'pvtv2': 'pvtv2_b2_ft_100e.py', 'cmt': 'cmt_s_ft_100e.py'}
 
@@ -79,23 +80,39 @@ def main(argv):
     checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')
     converted = convert_reference_checkpoint(checkpoint, args.checkpoint, backbone=args.backbone,
                                              img_size=args.img_size, num_heads=args.num_heads)
+    report = conversion_report(converted, args.out)  # before writing: nothing fails after it
     save_checkpoint_file(converted, args.out)
+    print('\n'.join(report))
+
+
+def conversion_report(converted: dict, out: str) -> list:
+    """The lines printed for the converted checkpoint ``converted`` written to ``out``."""
     geometry = converted['meta']['geometry']
     origin = converted['meta']['converted_from']
-    print(f'wrote {len(converted["state_dict"])} tensors to {args.out}')
-    print(f'backbone: {geometry["backbone"]}')
-    print(f'input size: {geometry["input_size"]}')
+    report = [f'wrote {len(converted["state_dict"])} tensors to {out}',
+              f'backbone: {geometry["backbone"]}', f'input size: {geometry["input_size"]}']
     if 'num_classes' in geometry:
-        print(f'an ImageClassifier with {geometry["num_classes"]} classes; renamed: ' +
-              ', '.join(f'{old} -> {new}' for old, new in origin['renamed'].items()))
-        print(f'evaluate: tools/test.py configs/finetune/{FINETUNE_CONFIGS[args.backbone]} '
-              f'{args.out} (for a backbone of that size)')
+        report.append(f'an ImageClassifier with {geometry["num_classes"]} classes; renamed: ' +
+                      ', '.join(f'{old} -> {new}' for old, new in origin['renamed'].items()))
+        report.append(evaluation_hint(origin['backbone'], geometry['backbone']['type'], out))
     elif origin.get('fine_tuned'):
-        print('the encoder of a fine-tuned classifier, for fine-tuning and downstream configs '
-              "(init_cfg=dict(type='FastMIMPretrained', checkpoint=OUT)); its classifier has "
-              'no fastmim counterpart')
+        report.append('the encoder of a fine-tuned classifier, for fine-tuning and downstream '
+                      "configs (init_cfg=dict(type='FastMIMPretrained', checkpoint=OUT)); its "
+                      'classifier has no fastmim counterpart')
     if origin['dropped']:
-        print(f'dropped: {", ".join(origin["dropped"])}')
+        report.append(f'dropped: {", ".join(origin["dropped"])}')
+    return report
+
+
+def evaluation_hint(layout: str, backbone_type: str, out: str) -> str:
+    """How to evaluate a converted classifier: with the fine-tuning config its classifier fits,
+    or, for a layout with none listed here, with one whose model is that classifier."""
+    config = FINETUNE_CONFIGS.get(layout)
+    if config is None:
+        return (f'evaluate: tools/test.py CONFIG {out}, CONFIG a fine-tuning config '
+                f'(configs/finetune/) of a {backbone_type} ImageClassifier of that size')
+    return (f'evaluate: tools/test.py configs/finetune/{config} {out} (for a backbone of that '
+            'size)')
 
 
 if __name__ == '__main__':

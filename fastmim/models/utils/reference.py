@@ -298,6 +298,8 @@ def _check_given_heads(num_heads, geometry: dict, layout: ReferenceLayout, path)
         return
     heads = list(geometry['num_heads'])
     if list(num_heads) != heads:
+        free = sorted(other.name for other in _layouts() if not other.heads_in_weights)
         raise CheckpointError(f'{path}: --num-heads {" ".join(map(str, num_heads))} contradicts '
                               f'the {layout.name} weights, whose relative position biases have '
-                              f'{heads} heads (leave --num-heads out: it is for ViT and PVTv2)')
+                              f'{heads} heads (leave --num-heads out: it is for the layouts '
+                              f'whose weights do not fix the heads: {", ".join(free)})')

@@ -122,3 +122,35 @@ def test_the_converted_weights_are_checked_against_the_backbone(tiny_net_registe
     state = {'encoder.tiny_proj.weight': torch.randn(3, 3)}  # no bias
     with pytest.raises(CheckpointError, match="proj.bias"):
         convert_reference_checkpoint({'model': state}, 'tiny.pth')
+
+
+class TinyHeadsNet(TinyNet):
+    """TinyNet whose weights fix its heads (one), as Swin's and CMT's biases do."""
+
+    reference_layout = TinyNet.reference_layout._replace(
+        name='tiny_heads', pretraining_marker='encoder.tiny_heads_proj.weight',
+        heads_in_weights=True)
+
+    def geometry(self):
+        return dict(super().geometry(), type='TinyHeadsNet', num_heads=[1])
+
+    @classmethod
+    def from_reference_encoder(cls, state, path, img_size=None, num_heads=None):
+        return super().from_reference_encoder(
+            {key.replace('tiny_heads_proj.', 'tiny_proj.'): value for key, value in state.items()},
+            path)
+
+
+def test_contradicting_heads_name_the_layouts_that_take_num_heads(tiny_net_registered):
+    """The message named 'ViT and PVTv2' by hand; a layout whose weights do not fix the heads
+    (here TinyNet) is one --num-heads is for."""
+    MODELS.register_module(module=TinyHeadsNet)
+    try:
+        state = {'encoder.tiny_heads_proj.weight': torch.randn(3, 3),
+                 'encoder.tiny_heads_proj.bias': torch.zeros(3)}
+        with pytest.raises(CheckpointError, match=r'it is for the layouts whose weights do not '
+                           r'fix the heads: .*\btiny\b') as error:
+            convert_reference_checkpoint({'model': state}, 'tiny_heads.pth', num_heads=[2])
+        assert 'tiny_heads' not in str(error.value).split('fix the heads:')[1]
+    finally:
+        MODELS.module_dict.pop('TinyHeadsNet')
