@@ -183,3 +183,15 @@ def test_the_classifier_name_is_the_timm_family_s(backbone, timm_model):
         model = timm.create_model(timm_model, pretrained=False)
     assert isinstance(model, backbone.__mro__[1:])
     assert backbone.timm_classifier == model.pretrained_cfg['classifier']
+
+
+@pytest.mark.parametrize('backbone, timm_model', [
+    (VisionTransformer, 'vit_tiny_patch16_224'), (EVA02, 'eva02_tiny_patch14_224')])
+def test_the_pooled_norm_is_where_the_timm_family_normalises_pooled_features(backbone,
+                                                                              timm_model):
+    """tools/convert/to_timm.py writes a classifier's pooled-features norm under the backbone's
+    timm_pooled_norm, for the timm model built with average pooling."""
+    import timm
+    with torch.device('meta'):
+        model = timm.create_model(timm_model, pretrained=False, global_pool='avg')
+    assert isinstance(model.get_submodule(backbone.timm_pooled_norm), nn.LayerNorm)
