@@ -128,6 +128,44 @@ def test_pvtv2_checkpoint_converts_to_the_timm_arch_it_names(tmp_path, to_timm):
                                    rtol=0, atol=1e-5)
 
 
+def pooled_norm_classifier(classes=10, width=32):
+    """LinearClsHead(pre_norm='ln')'s weights: a norm of the pooled features, then ``fc``."""
+    return {'head.fc_norm.weight': torch.rand(width), 'head.fc_norm.bias': torch.rand(width),
+            'head.fc.weight': torch.randn(classes, width), 'head.fc.bias': torch.randn(classes)}
+
+
+def test_a_vit_classifier_s_pooled_norm_becomes_timm_s_fc_norm(tmp_path, to_timm):
+    backbone = build(dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=2, num_heads=2),
+                          img_size=64, final_norm=False))
+    extra = pooled_norm_classifier()
+    checkpoint = fastmim_checkpoint(backbone, tmp_path / 'ft.pth', extra=extra)
+    out = tmp_path / 'vit_timm.pth'
+
+    to_timm.main([checkpoint, str(out)])
+
+    state = torch.load(out, weights_only=True)
+    assert torch.equal(state['fc_norm.weight'], extra['head.fc_norm.weight'])
+    model = timm.models.VisionTransformer(img_size=64, embed_dim=32, depth=2, num_heads=2,
+                                          global_pool='avg', num_classes=10)
+    model.load_state_dict(state, strict=True)
+
+
+@pytest.mark.parametrize('arch', [[], ['--arch', 'pvt_v2_b0']])
+def test_to_timm_refuses_a_pooled_norm_timm_s_model_has_no_place_for(tmp_path, to_timm, arch):
+    """A PVTv2 classifier with LinearClsHead(pre_norm='ln') got ViT's fc_norm.* and
+    global_pool='avg' without --arch, which timm's PVTv2 does not take; with --arch the
+    norm's tensors were 'unexpected keys' without a word on why."""
+    backbone = build(dict(type='PyramidVisionTransformerV2', arch='b0'))
+    checkpoint = fastmim_checkpoint(backbone, tmp_path / 'ft.pth',
+                                    extra=pooled_norm_classifier(width=256))
+    out = tmp_path / 'pvt_timm.pth'
+    with pytest.raises(CheckpointError, match=r'ft\.pth: its classifier normalises the pooled '
+                       r'features \(head\.fc_norm\.bias, head\.fc_norm\.weight\), and timm\'s '
+                       r'model of PyramidVisionTransformerV2 has no norm after pooling'):
+        to_timm.main([checkpoint, str(out), *arch])
+    assert not out.exists()
+
+
 def test_to_timm_names_what_does_not_fit_the_timm_model(tmp_path, to_timm):
     checkpoint = tiny_vit_checkpoint(tmp_path / 'small.pth')
     with pytest.raises(CheckpointError, match=r'(?s)small\.pth does not fit timm '

@@ -180,6 +180,22 @@ def test_by_name_round_trips_timm_weights_with_the_classifier_as_head_fc(tmp_pat
     assert all(torch.equal(from_safetensors[key], converted[key]) for key in converted)
 
 
+def test_the_body_is_named_by_the_backbone(tmp_path, convert, monkeypatch):
+    """The converter restated TimmBackbone's layout (``backbone.model.{timm name}``); the
+    backbone's ``adapt_state_dict`` names the body instead, given timm's own names."""
+    from fastmim.models.backbones import TimmBackbone
+    asked, adapt = [], TimmBackbone.adapt_state_dict
+
+    def recording_adapt(self, state, source_geometry=None):
+        asked.append(set(state))
+        return adapt(self, state, source_geometry)
+
+    monkeypatch.setattr(TimmBackbone, 'adapt_state_dict', recording_adapt)
+    state = tiny_timm_state()
+    convert(tmp_path, state)
+    assert {key for key in state if not key.startswith('fc.')} in asked
+
+
 def test_by_order_needs_the_same_number_of_tensors(tmp_path, convert):
     state = tiny_timm_state()
     renamed = {f'foreign_{i}': value for i, value in enumerate(state.values())}

@@ -206,11 +206,16 @@ def check_class_count(weights, target, classifier, path, model_name):
                               f'--num-classes {weight.shape[0]}')
 
 
-def to_fastmim_names(state, classifier):
-    """timm names -> ImageClassifier names: the classifier -> ``head.fc``, the rest the body."""
+def to_fastmim_names(state, classifier, backbone):
+    """timm names -> ImageClassifier names: the classifier -> ``head.fc``, the rest the body,
+    named by ``backbone`` (its ``adapt_state_dict`` maps the full timm model's names to its
+    own: where it keeps timm's model is its business) under ``backbone.``."""
     prefix = classifier + '.'
-    return {(f'head.fc.{key[len(prefix):]}' if key.startswith(prefix) else f'backbone.model.{key}'):
-            value for key, value in state.items()}
+    body = backbone.adapt_state_dict(
+        {key: value for key, value in state.items() if not key.startswith(prefix)})
+    head = {f'head.fc.{key[len(prefix):]}': value for key, value in state.items()
+            if key.startswith(prefix)}
+    return {**{f'backbone.{key}': value for key, value in body.items()}, **head}
 
 
 def build_classifier(model_name, num_classes):
@@ -250,8 +255,8 @@ def convert(weights, path, model_name, by_order=False, num_classes=None):
     if not by_order and num_classes is None:
         check_class_count(weights, target, classifier, path, model_name)
     match = match_by_order if by_order else match_by_name
-    state = to_fastmim_names(match(weights, target, path, model_name), classifier)
     model = build_classifier(model_name, reference.num_classes)
+    state = to_fastmim_names(match(weights, target, path, model_name), classifier, model.backbone)
     check_loads(state, model, path, model_name)
     settings = evaluation_settings(reference)
     geometry = model.geometry()

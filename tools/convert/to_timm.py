@@ -5,13 +5,16 @@
 
 fastmim's ViT, Swin and PVTv2 backbones subclass timm's models, so their weights already carry
 timm names: the conversion strips the ``backbone.`` prefix, maps a classifier
-(``head.fc.weight`` / ``head.weight`` and a ``fc_norm``) onto timm's classifier, and leaves out
-what timm models do not have (the pre-training decoder ``neck.*``, ``mask_token``). What is
-particular to one backbone, the backbone says (``timm_model`` / ``timm_state_dict`` of its
-contract): Swin's extra detection norms ``out_norms.*`` are left out, a ViT with BEiT's
-relative-position tables is refused, and a ``TimmBackbone`` checkpoint gets the names of the
-full timm model it wraps (``model.`` and the renames of timm's ``features_only`` extractors
-removed), its classifier the name timm gives it. The output is a dict of plain tensors saved with
+(``head.fc.weight`` / ``head.weight``, and a ``fc_norm`` of the pooled features) onto timm's
+classifier, and leaves out what timm models do not have (the pre-training decoder ``neck.*``,
+``mask_token``). What is particular to one backbone, the backbone says (``timm_model`` /
+``timm_state_dict`` / ``timm_pooled_norm`` of its contract): a ``fc_norm`` goes where timm's
+model of the family normalises its pooled features (ViT's ``fc_norm``) and is refused where it
+has no such norm (PVTv2, Swin, a ``TimmBackbone``), Swin's extra detection norms
+``out_norms.*`` are left out, a ViT with BEiT's relative-position tables is refused, and a
+``TimmBackbone`` checkpoint gets the names of the full timm model it wraps (``model.`` and the
+renames of timm's ``features_only`` extractors removed), its classifier the name timm gives it.
+The output is a dict of plain tensors saved with
 ``torch.save`` (and as ``.safetensors`` next to it with ``--safetensors``), which
 ``TimmBackbone(checkpoint_path=OUT)`` and, with ``--arch``, the ``timm.create_model`` call
 the tool prints load (``num_classes`` given twice: see :func:`loading_call`).
@@ -124,10 +127,30 @@ def timm_families(geometry, path, wrapped):
     return families
 
 
+def pooled_norm_name(source_class, fc_norm, state, path):
+    """Where the classifier's norm of the pooled features (``fc_norm``, LinearClsHead's
+    ``pre_norm``) goes in timm: the backbone's ``timm_pooled_norm`` (ViT's and EVA-02's
+    ``fc_norm``), or ``fc_norm`` for a file that names no backbone. A classifier with such a
+    norm whose timm model has none is refused: without it timm's model would compute other
+    logits, and ``--arch`` called its tensors 'unexpected keys' without saying why."""
+    from fastmim.errors import CheckpointError
+
+    if source_class is None:
+        return 'fc_norm'
+    name = source_class.timm_pooled_norm
+    if fc_norm and name is None:
+        keys = sorted(key for key in state if FC_NORM_KEY.fullmatch(key))
+        raise CheckpointError(
+            f'{path}: its classifier normalises the pooled features ({", ".join(keys)}), and '
+            f'timm\'s model of {source_class.__name__} has no norm after pooling to hold them: '
+            f'converted without it, timm would compute other logits; nothing was written')
+    return name
+
+
 def timm_arguments(classifier, fc_norm):
     """``timm.create_model`` arguments of the model the weights fit: as many classes as the
-    checkpoint's classifier (none when it has none), average pooling + ``fc_norm`` when the
-    checkpoint has one."""
+    checkpoint's classifier (none when it has none), average pooling when the checkpoint has a
+    norm of the pooled features (timm's ViT and EVA-02 build their ``fc_norm`` with it)."""
     kwargs = dict(num_classes=classifier['weight'].shape[0] if 'weight' in classifier else 0)
     if fc_norm:
         kwargs['global_pool'] = 'avg'
@@ -194,6 +217,7 @@ def convert(checkpoint, path, arch=None):
     left_out = list(source.dropped) + left_out  # a reference file's decoder, read but not kept
     if not backbone:
         raise CheckpointError(f'{path} holds no backbone.* weights to convert')
+    norm_name = pooled_norm_name(source_class, fc_norm, source.state, path)
     if source_class is not None:
         backbone, kept_out = source_class.timm_state_dict(backbone, source.geometry, path)
         left_out += [f'backbone.{key}' for key in kept_out]
@@ -207,7 +231,7 @@ def convert(checkpoint, path, arch=None):
         classifier_name = getattr(source_class, 'timm_classifier', 'head')
     state = dict(backbone)
     state.update({f'{classifier_name}.{name}': value for name, value in classifier.items()})
-    state.update({f'fc_norm.{name}': value for name, value in fc_norm.items()})
+    state.update({f'{norm_name}.{name}': value for name, value in fc_norm.items()})
     resized = {}
     if model is not None:
         state, resized = fit_to_model(state, model, source.geometry, path, families)

@@ -26,6 +26,9 @@ the names of its tensors. So everything about one architecture lives in its own 
                            alone (position embeddings, class tokens, relative-position tables)
 ``keeps_own_linear_init``  True where FastMIM's Xavier redraw of linear layers must leave the
                            backbone's alone (weights loaded when built, EVA-02's depth scaling)
+``timm_classifier``        class attributes: where timm's model of the family keeps its
+``timm_pooled_norm``       classifier, and the norm after pooling (or None: no such norm)
+``timm_classifier_prefixes()``  the top-level names of that classifier in a timm state dict
 ``timm_model(geometry)``   classmethod: the timm model the weights convert to, when the class
                            is no timm model itself (``TimmBackbone`` wraps one)
 ``timm_state_dict()``      classmethod: the weights in that timm model's names, and the keys it
@@ -75,6 +78,10 @@ class BackboneContract:
     # Where timm's model of this family keeps its classifier (its pretrained_cfg 'classifier'):
     # the name tools/convert/to_timm.py gives a fine-tuned head without --arch.
     timm_classifier: str = 'head'
+    # Where timm's model of this family keeps the norm of its pooled features (ViT's and
+    # EVA-02's ``fc_norm``, after average pooling), or None where it has none: a fine-tuned
+    # head's norm goes there in tools/convert/to_timm.py, and has nowhere to go without one.
+    timm_pooled_norm: Optional[str] = None
 
     @classmethod
     def rename_foreign_keys(cls, state: StateDict) -> StateDict:
@@ -82,6 +89,14 @@ class BackboneContract:
         backbone's, and their stale buffers left out. Needs no instance, so a converter can
         rename before it knows the size. The default renames nothing."""
         return dict(state)
+
+    def timm_classifier_prefixes(self) -> Tuple[str, ...]:
+        """The top-level names (with their dot) of the classifier in this backbone's timm
+        state dicts: a timm file's keys there are no weights of the backbone, and the loader
+        leaves them outside it (``head.`` for ViT and Swin, ``fc.`` for a ResNet). The default
+        reads :attr:`timm_classifier` and :attr:`timm_pooled_norm`."""
+        names = (self.timm_classifier, self.timm_pooled_norm)
+        return tuple(sorted({name.split('.')[0] + '.' for name in names if name}))
 
     @classmethod
     def timm_model(cls, geometry: dict) -> Optional[torch.nn.Module]:

@@ -186,6 +186,18 @@ class TimmBackbone(BackboneContract, BaseModule):
                 adapted[own_by_full_name[key]] = value
         return adapted
 
+    def timm_classifier_prefixes(self) -> Tuple[str, ...]:
+        """The classifier of the wrapped timm model, as its ``pretrained_cfg`` names it (ResNet's
+        ``fc``, EfficientNet's ``classifier``, a distilled DeiT's ``head`` and ``head_dist``):
+        the family's name, which no class attribute can give for every timm model. Read from
+        the full model built on the meta device (an extractor has no ``pretrained_cfg``). A
+        norm after pooling (a ViT's ``fc_norm``) is no classifier part here: the pooled
+        backbone (``num_classes=0``) keeps it, and :meth:`adapt_state_dict` leaves it out of
+        an extractor."""
+        classifier = self.timm_model(self.geometry()).pretrained_cfg.get('classifier', 'head')
+        names = (classifier, ) if isinstance(classifier, str) else classifier
+        return tuple(sorted({name.split('.')[0] + '.' for name in names}))
+
     def layer_id(self, name: str) -> int:
         """timm's own grouping of the full model (``group_matcher``, or ``auto_group_layers``
         for models without one), as ``timm.optim.param_groups_layer_decay`` uses it."""

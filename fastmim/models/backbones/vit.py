@@ -282,6 +282,7 @@ class PlainViTBackbone(BackboneContract):
     """
 
     size_keys = ('embed_dim', 'depth', 'num_heads')
+    timm_pooled_norm = 'fc_norm'  # timm's ViT and EVA-02 normalise the pooled tokens there
 
     def _finish_init(self, arch: Union[str, dict], arch_cfg: dict, patch_size: int,
                      out_indices: Sequence[int], with_cp: bool,

@@ -67,11 +67,16 @@ class SourceWeights:
     dropped: List[str] = field(default_factory=list)
 
 
-def read_checkpoint(checkpoint, path: str, prefix: str = 'backbone.') -> SourceWeights:
+def read_checkpoint(checkpoint, path: str, prefix: str = 'backbone.',
+                    classifier_prefixes: Sequence[str] = TIMM_CLASSIFIER_PREFIXES
+                    ) -> SourceWeights:
     """Recognise the format of a loaded checkpoint and return its weights in fastmim naming.
 
     A timm-format state dict holds one backbone's weights without a prefix: they are put under
-    ``prefix``, except the classifier (``head.*``, ``fc_norm.*``), which is left outside it.
+    ``prefix``, except the classifier (keys under ``classifier_prefixes``), which is left
+    outside it. Where the classifier lies depends on the timm family (ResNet's ``fc``, ViT's
+    ``head`` and ``fc_norm``): :func:`load_pretrained` asks the target's backbones
+    (:func:`classifier_prefixes`); without a target, the ViT family's names are assumed.
     """
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f'{path} holds a {type(checkpoint).__name__}, not a dict of weights')
@@ -92,7 +97,7 @@ def read_checkpoint(checkpoint, path: str, prefix: str = 'backbone.') -> SourceW
             return SourceWeights(dict(checkpoint), None, 'state_dict')
         # Other layouts of the backbone (original Swin, PVTv2) are renamed by the backbone.
         return SourceWeights(
-            {key if key.startswith(TIMM_CLASSIFIER_PREFIXES) else prefix + key: value
+            {key if key.startswith(tuple(classifier_prefixes)) else prefix + key: value
              for key, value in checkpoint.items()}, None, 'timm')
     raise CheckpointError(
         f'{path}: not a checkpoint format fastmim knows: expected a dict with "state_dict" '
@@ -192,6 +197,14 @@ def _backbones(model: nn.Module) -> Iterator[Tuple[str, BackboneContract]]:
             yield name, module
 
 
+def classifier_prefixes(model: nn.Module) -> Tuple[str, ...]:
+    """Where a timm state dict of ``model``'s backbones keeps the classifier (each backbone's
+    ``timm_classifier_prefixes()``); the ViT family's names for a model without a backbone."""
+    prefixes = {name for _, backbone in _backbones(model)
+                for name in backbone.timm_classifier_prefixes()}
+    return tuple(sorted(prefixes)) or TIMM_CLASSIFIER_PREFIXES
+
+
 def _owning_backbone(model: nn.Module, key: str) -> Optional[nn.Module]:
     return next((backbone for name, backbone in _backbones(model)
                  if not name or key.startswith(f'{name}.')), None)
@@ -239,7 +252,8 @@ def load_pretrained(model_or_backbone: nn.Module,
             naming the file and every unexpected key, missing key and untransferable shape.
     """
     checkpoint = _load_checkpoint(checkpoint_path, map_location=map_location)
-    source = read_checkpoint(checkpoint, checkpoint_path, prefix)
+    source = read_checkpoint(checkpoint, checkpoint_path, prefix,
+                             classifier_prefixes(model_or_backbone))
     selected, left_out = {}, list(source.dropped)
     for key, value in source.state.items():
         if not key.startswith(prefix) or _matches(key, PRETRAINING_ONLY):

@@ -28,8 +28,9 @@ from .checkpoint_meta import recorded_input_size
 from .load_problems import listing, top_level_names
 from .shape_reading import build_on_meta, check_state_matches, tensor_at
 
-# Classifier parts of a timm-format state dict: they sit after the backbone's features.
-# (Here, not in .pretrained, because telling a reference file from a classifier needs it.)
+# Classifier parts of a timm-format state dict of the ViT family, which the reference
+# release's classifiers share. (Here, not in .pretrained, because telling a reference file from
+# a classifier needs it; the loader asks the target backbone where its classifier lies.)
 TIMM_CLASSIFIER_PREFIXES = ('head.', 'fc_norm.')
 REFERENCE_RELEASE = 'ggjy/FastMIM.pytorch'
 _CONVERTED = 'converted from the reference layout'

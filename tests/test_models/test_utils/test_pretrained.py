@@ -292,6 +292,29 @@ def test_timm_state_dict_loads_with_its_classifier_left_out(tmp_path, logger):
                                    rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize('features_only', [True, False])
+def test_a_timm_resnet_state_dict_loads_with_its_own_classifier_left_out(tmp_path, logger,
+                                                                          features_only):
+    """The classifier's name is the timm family's (ResNet's ``fc``): a resnet18 file was
+    refused as 'unexpected keys: backbone.fc.weight', the loader knowing only ViT's ``head``."""
+    import timm
+    torch.manual_seed(0)
+    reference = timm.create_model('resnet18', pretrained=False).eval()
+    path = tmp_path / 'timm_resnet18.pth'
+    torch.save(reference.state_dict(), path)
+    target = build(dict(type='TimmBackbone', model_name='resnet18',
+                        features_only=features_only))
+
+    summary = load_pretrained(target, str(path), logger=logger)
+
+    assert summary.left_out == ['fc.bias', 'fc.weight']
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = reference.forward_head(reference.forward_features(images), pre_logits=True) \
+            if not features_only else reference.forward_features(images)
+        torch.testing.assert_close(target(images)[0], expected)
+
+
 def test_end_to_end_runner_checkpoint_at_64_px_initialises_a_112_px_backbone(tmp_path):
     pipeline = [dict(type='LoadImageRGB'),
                 dict(type='RandomResizedCrop', size=64, scale=(0.2, 1.0)),
