@@ -2,9 +2,11 @@
 # the Swin-B optimisation, 400 epochs (10 warmup) at a total batch of 2048 with lr = base lr
 # 1.5e-4 per 256 images x 2048 / 256 = 1.2e-3 (fastmim_adamw_800e.py: ViT-B's). A recipe at
 # another total batch sets lr and auto_scale_lr.base_batch_size.
-# No weight decay on norms, biases, other 1-D parameters, position embeddings, class and mask
-# tokens and relative-position biases (Swin's tables, CMT's biases). The reference release exempts
-# only 1-D parameters and biases, so it decays the tokens and the biases; the mask token's and
+# No weight decay on norms, biases and other 1-D parameters (paramwise_cfg), nor on what the model
+# declares exempt (DeclaredNoDecayOptimWrapperConstructor): the parameters the backbone names in
+# no_weight_decay_names() (position embeddings, class tokens, relative-position tables: Swin's,
+# CMT's, timm's own sets for TimmBackbone) and FastMIM's mask token. The reference release exempts
+# only 1-D parameters and biases, so it decays the tokens and the tables; the mask token's and
 # Swin's tables' decay is accidental (docs/pretrain.md, section 3).
 optim_wrapper = dict(
     # fp16 autocast with loss scaling on CUDA; tools/train.py falls back to bf16 autocast on CPU.
@@ -14,15 +16,8 @@ optim_wrapper = dict(
     # was 6.4 ms of a 41 ms FastMIM ViT-B step on an H100 (docs/benchmark.md).
     optimizer=dict(type='AdamW', lr=1.5e-4 * 2048 / 256, betas=(0.9, 0.95), weight_decay=0.05,
                    fused=True),
-    paramwise_cfg=dict(
-        norm_decay_mult=0., bias_decay_mult=0., flat_decay_mult=0.,
-        custom_keys={
-            'pos_embed': dict(decay_mult=0.),
-            'cls_token': dict(decay_mult=0.),
-            'mask_token': dict(decay_mult=0.),
-            'relative_position_bias_table': dict(decay_mult=0.),
-            'relative_pos': dict(decay_mult=0.),
-        }),
+    constructor='DeclaredNoDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0., flat_decay_mult=0.),
     accumulative_counts=1,
     # Gradient clipping is off in the published recipes; e.g. clip_grad=dict(max_norm=3.0).
     clip_grad=None,

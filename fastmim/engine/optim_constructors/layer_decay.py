@@ -18,7 +18,7 @@ backbone names in ``no_weight_decay_names()`` (position embeddings, class tokens
 relative-position tables; timm's own sets for timm models): weight decay would pull them towards
 zero, which is no sensible prior for them. Like the layer ids, the set comes from the backbone.
 """
-from typing import Dict, List, Optional, Set, Tuple
+from typing import ContextManager, Dict, List, Optional, Set, Tuple
 
 from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
@@ -54,14 +54,23 @@ def model_layer_ids(model: nn.Module) -> LayerIds:
     return backbone_layer_ids(model)
 
 
+def declared_no_decay_names(module: nn.Module) -> Set[str]:
+    """What ``module.no_weight_decay_names()`` says, in its own names; none where it has no
+    such method."""
+    declared = getattr(module, 'no_weight_decay_names', None)
+    return set(declared()) if callable(declared) else set()
+
+
 def model_no_decay_names(model: nn.Module) -> Set[str]:
-    """Names in ``model`` of the parameters its backbone (or the model itself, when it is a
-    backbone) exempts from weight decay through ``no_weight_decay_names()``; none for a model
-    whose backbone does not say."""
+    """Names in ``model`` of the parameters exempt from weight decay through
+    ``no_weight_decay_names()``: those its backbone declares, under the ``backbone.`` prefix,
+    and those the model declares of its own (an algorithm's tokens: FastMIM's mask token), or,
+    when the model is a backbone, its own; none where nobody says."""
     backbone = getattr(model, 'backbone', None)
-    prefix = 'backbone.' if isinstance(backbone, nn.Module) else ''
-    declared = getattr(backbone if prefix else model, 'no_weight_decay_names', None)
-    return {prefix + name for name in declared()} if callable(declared) else set()
+    names = declared_no_decay_names(model)
+    if isinstance(backbone, nn.Module):
+        names |= {f'backbone.{name}' for name in declared_no_decay_names(backbone)}
+    return names
 
 
 def format_group_table(param_groups: List[dict]) -> str:
@@ -196,11 +205,7 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         return group
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
-        """mmengine's, under the fastmim scope where none is set: mmengine builds through its
-        root registries, which find fastmim's wrappers (``GuardedOptimWrapper``) only through
-        a scope; a Runner always sets one, a script calling the constructor may not."""
-        scope = None if DefaultScope.get_current_instance() else 'fastmim'
-        with DefaultScope.overwrite_default_scope(scope):
+        with in_fastmim_scope():
             return super().__call__(model)
 
     def add_params(self, params: List[dict], module: nn.Module, **kwargs) -> None:
@@ -214,6 +219,14 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
                   f'its base_lr the last layer id\'s):\n{format_group_table(groups)}',
                   logger='current')
         params.extend(groups)
+
+
+def in_fastmim_scope() -> ContextManager:
+    """The fastmim scope where none is set, for a constructor's ``__call__``: mmengine builds
+    through its root registries, which find fastmim's wrappers (``GuardedOptimWrapper``) only
+    through a scope; a Runner always sets one, a script calling the constructor may not."""
+    scope = None if DefaultScope.get_current_instance() else 'fastmim'
+    return DefaultScope.overwrite_default_scope(scope)
 
 
 def _check_registered(optimizer_type) -> None:

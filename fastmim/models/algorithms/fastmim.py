@@ -231,6 +231,14 @@ class FastMIM(BaseModel):
             return [dict(zip(outputs, sample)) for sample in zip(*outputs.values())]
         raise ValueError(f"mode must be 'loss', 'tensor' or 'predict', got {mode!r}")
 
+    def no_weight_decay_names(self):
+        """The parameters of this algorithm's own that weight decay leaves alone: the mask
+        token, one colour for every masked pixel, which decay would pull towards the mean
+        colour for no reason (docs/pretrain.md, section 3). The backbone declares its own
+        (``no_weight_decay_names()`` of the backbone contract); the decoder's norms and biases
+        are exempt as 1-D parameters."""
+        return {'mask_token'}
+
     def geometry(self):
         """Plain-type description of the pre-training setup, stored in checkpoint meta."""
         backbone_geometry = self.backbone.geometry()
