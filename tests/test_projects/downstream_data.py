@@ -19,10 +19,11 @@ its warehouse products have no COCO or ADE20K class.
 The ``*_overrides`` functions return ``--cfg-options`` style ``{dotted.key: value}`` dicts that
 point a project config at these files and shrink its run; ``tests/test_configs.py`` merges them
 in-process, ``tests/test_projects`` passes them to ``tools/train.py`` / ``tools/test.py``
-(:func:`run_tool`).
+(:func:`run_tool`). :func:`built_options` is what the recipe tests read a pipeline step with.
 """
 import contextlib
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -504,3 +505,12 @@ def evaluate_checkpoint(config: Path, checkpoint: Path, work_dir: Path, override
                                   '--cfg-options', *as_cfg_options(overrides)])
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(Path(metrics_file).read_text())
+
+
+def built_options(transform: dict, transform_class) -> dict:
+    """The options a pipeline entry builds ``transform_class`` with: its own over the class's
+    defaults, so that a recipe test also sees the options a config leaves to the installed
+    mmdet or mmseg."""
+    parameters = inspect.signature(transform_class).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
+    return {**defaults, **{key: value for key, value in transform.items() if key != 'type'}}

@@ -2,7 +2,6 @@
 ``tools/test.py`` on a real photo, through mmdet's own CocoDataset, CopyPaste and CocoMetric;
 and the ViTDet-style ViT-B config's backbone, pyramid and optimiser."""
 import contextlib
-import inspect
 import json
 from pathlib import Path
 
@@ -16,7 +15,7 @@ CONFIG = ROOT / 'projects' / 'detection' / 'configs' / 'mask_rcnn_fastmim_swin_b
 VIT_CONFIG = CONFIG.with_name('mask_rcnn_fastmim_vit_b_simple_fpn_lsj_coco.py')
 
 
-def test_config_is_the_published_recipe():
+def test_config_is_the_published_recipe(downstream):
     """REFERENCE.md, 'Downstream recipes': COCO, Mask R-CNN, Swin-B."""
     from mmdet.datasets.transforms import CopyPaste, FilterAnnotations, RandomCrop, RandomFlip
     cfg = Config.fromfile(str(CONFIG))
@@ -50,7 +49,7 @@ def test_config_is_the_published_recipe():
     # The values below are those of the release's
     # mmdet-v2.23/configs/swin/fastmim_mask_rcnn_upgraded_scp_swin_base_3x_coco.py ("ref"), or
     # where it leaves an option unset, the default of its mmdet 2.x class ("ref default").
-    assert built_options(mix.pipeline[0], CopyPaste) == dict(
+    assert downstream.built_options(mix.pipeline[0], CopyPaste) == dict(
         max_num_pasted=100,  # ref
         bbox_occluded_thr=10, mask_occluded_thr=300, selected=True,  # ref defaults
         paste_by_box=False)  # mmdet 3 only: False pastes by mask, as mmdet 2 did
@@ -64,15 +63,15 @@ def test_config_is_the_published_recipe():
     # scale times a uniform ratio
     assert load['RandomResize'].scale == (1024, 1024)
     assert load['RandomResize'].ratio_range == (0.1, 2.0) and load['RandomResize'].keep_ratio
-    assert built_options(load['RandomCrop'], RandomCrop) == dict(
+    assert downstream.built_options(load['RandomCrop'], RandomCrop) == dict(
         crop_size=(1024, 1024), crop_type='absolute_range', recompute_bbox=True,
         allow_negative_crop=True,  # ref
         bbox_clip_border=True)  # ref default
-    assert built_options(load['FilterAnnotations'], FilterAnnotations) == dict(
+    assert downstream.built_options(load['FilterAnnotations'], FilterAnnotations) == dict(
         min_gt_bbox_wh=(1e-2, 1e-2),  # ref
         min_gt_mask_area=1, by_box=True, by_mask=False, keep_empty=True)  # ref defaults
     # ref: RandomFlip(flip_ratio=0.5), direction 'horizontal' by default
-    assert built_options(load['RandomFlip'], RandomFlip) == dict(
+    assert downstream.built_options(load['RandomFlip'], RandomFlip) == dict(
         prob=0.5, direction='horizontal',
         swap_seg_labels=None)  # mmdet 3 only, for semantic maps (none here)
     assert load['Pad'].size == (1024, 1024)
@@ -106,15 +105,6 @@ def test_config_is_the_published_recipe():
     assert (warmup.begin, warmup.end) == (0, 1000)
     assert steps.type == 'MultiStepLR' and steps.by_epoch and steps.milestones == [27, 33]
     assert steps.gamma == 0.1 and (steps.begin, steps.end) == (0, 36)
-
-
-def built_options(transform, transform_class):
-    """The options ``transform`` (a pipeline entry) builds ``transform_class`` with: its own
-    over the class's defaults, so that a test also sees the options the config leaves to the
-    installed mmdet."""
-    parameters = inspect.signature(transform_class).parameters.values()
-    defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
-    return {**defaults, **{key: value for key, value in transform.items() if key != 'type'}}
 
 
 @pytest.mark.parametrize('sync_bn', [False, True], ids=['cpu_bn', 'gpu_sync_bn'])

@@ -1,6 +1,5 @@
 """UperNet with fastmim's ViT, run the way a user runs it: ``tools/train.py`` then
 ``tools/test.py`` on a real photo, through mmseg's own ADE20KDataset and IoUMetric."""
-import inspect
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ CONFIG = (ROOT / 'projects' / 'segmentation' / 'configs' /
           'upernet_fastmim_vit_b_ade20k_512x512_160k.py')
 
 
-def test_config_is_the_published_recipe():
+def test_config_is_the_published_recipe(downstream):
     """REFERENCE.md, 'Downstream recipes': ADE20K, UperNet, ViT-B."""
     from mmseg.datasets.transforms import PhotoMetricDistortion, RandomCrop
     cfg = Config.fromfile(str(CONFIG))
@@ -57,11 +56,12 @@ def test_config_is_the_published_recipe():
     # the scale times a uniform ratio
     resize = pipeline['RandomResize']
     assert resize.scale == (2048, 512) and resize.ratio_range == (0.5, 2.0) and resize.keep_ratio
-    assert built_options(pipeline['RandomCrop'], RandomCrop) == dict(
+    assert downstream.built_options(pipeline['RandomCrop'], RandomCrop) == dict(
         crop_size=(512, 512), cat_max_ratio=0.75,  # ref
         ignore_index=255)  # ref default
     assert pipeline['RandomFlip'].prob == 0.5  # ref
-    assert built_options(pipeline['PhotoMetricDistortion'], PhotoMetricDistortion) == dict(
+    distortion = downstream.built_options(pipeline['PhotoMetricDistortion'], PhotoMetricDistortion)
+    assert distortion == dict(
         brightness_delta=32, contrast_range=(0.5, 1.5), saturation_range=(0.5, 1.5),
         hue_delta=18)  # ref defaults
     # ref: Normalize(img_norm_cfg, to_rgb=True), Pad(size=crop_size, pad_val=0, seg_pad_val=255)
@@ -93,15 +93,6 @@ def test_config_is_the_published_recipe():
     assert issubclass(ResumableIterBasedTrainLoop, IterBasedTrainLoop)
     assert cfg.train_cfg.max_iters == 160000
     assert_release_lr_schedule(cfg.param_scheduler, base_lr=optimizer.lr, max_iters=160000)
-
-
-def built_options(transform, transform_class):
-    """The options ``transform`` (a pipeline entry) builds ``transform_class`` with: its own
-    over the class's defaults, so that a test also sees the options the config leaves to the
-    installed mmseg."""
-    parameters = inspect.signature(transform_class).parameters.values()
-    defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
-    return {**defaults, **{key: value for key, value in transform.items() if key != 'type'}}
 
 
 def assert_release_lr_schedule(param_scheduler, base_lr, max_iters, checked_iters=3000):
