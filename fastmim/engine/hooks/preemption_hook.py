@@ -167,6 +167,9 @@ class PreemptionHook(Hook):
         self._val_batches = 0  # batches of the running validation that every rank runs
         self._in_train = False  # inside runner.train (a validation there is recorded)
         self._validating = False
+        # Whether the last training iteration updated the weights: one that did not, at an
+        # epoch's end, is an iteration FastMIM-P's stages drop there.
+        self._last_iteration_updated = True
 
     def before_train(self, runner) -> None:
         # Imported here: the loops module imports the hooks package.
@@ -297,13 +300,16 @@ class PreemptionHook(Hook):
 
     def after_train_epoch(self, runner) -> None:
         """Save and stop at the end of an epoch loop's epoch, a window boundary, on a signal
-        not yet acted on: one during the iterations that FastMIM-P's stages drop at an epoch's
-        end (no optimiser update follows them in the epoch; waiting for the next one saved a
-        window of the next epoch late, and in the last epoch never), or one during the last
-        iteration's hooks. After every other ``after_train_epoch``: the epoch-based schedulers
-        have stepped and CheckpointHook has saved, as for that hook's epoch checkpoint."""
+        not yet acted on during the iterations that FastMIM-P's stages drop at an epoch's end
+        (no optimiser update follows them in the epoch; waiting for the next one saved a window
+        of the next epoch late, and in the last epoch never). After every other
+        ``after_train_epoch``: the epoch-based schedulers have stepped and CheckpointHook has
+        saved, as for that hook's epoch checkpoint. An epoch whose last iteration updated keeps
+        a signal during its closing hooks for the next iteration, as any other: that needs no
+        second copy of the epoch checkpoint just written."""
         self._delete_superseded_preemption_checkpoint(runner)
         if (not isinstance(runner.train_loop, EpochBasedTrainLoop)  # no epochs to end
+                or self._last_iteration_updated
                 or gradients_wait_for_an_update(runner.optim_wrapper)
                 or not self._any_rank_received()):
             return
@@ -330,7 +336,8 @@ class PreemptionHook(Hook):
         self._delete_superseded_preemption_checkpoint(runner)
         # Inside a gradient-accumulation window the accumulated gradients, which checkpoints
         # do not hold, would be lost: stop after the window's optimiser update instead.
-        if not _update_done(runner.optim_wrapper) or not self._any_rank_received():
+        self._last_iteration_updated = _update_done(runner.optim_wrapper)
+        if not self._last_iteration_updated or not self._any_rank_received():
             return
         iteration = runner.iter + 1  # the loop counts this iteration after the hooks
         self._save_and_stop(runner, dict(epoch=runner.epoch, iter=iteration),
