@@ -14,7 +14,6 @@ import numbers
 import os
 import os.path as osp
 import re
-import tempfile
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
@@ -28,7 +27,7 @@ from torch import nn
 from fastmim.config_file import check_config_file
 from fastmim.datasets.transforms.loading import pil_to_rgb, pil_to_upright_rgb
 from fastmim.engine.config_keys import refused_keys_located
-from fastmim.engine.config_loading import check_config_package, load_config
+from fastmim.engine.config_loading import load_config, packaged_config_file
 from fastmim.errors import CheckpointError
 from fastmim.models.algorithms.image_classifier import pool_features
 from fastmim.models.utils.load_problems import (LoadProblems, modules_without_weights,
@@ -45,27 +44,13 @@ __all__ = ['get_model', 'extract_features', 'reconstruct', 'load_images']
 
 
 def _load_config(config) -> Config:
+    """A config object, file or ``'<package>::<path>'`` (the file under the installed package's
+    configs, found as the tools find it: :func:`packaged_config_file`)."""
     if isinstance(config, Config):
         return config.copy()
-    config = str(config)
-    if '::' in config:
-        check_config_package(config)
-        return _load_packaged_config(config)
+    config = packaged_config_file(str(config))
     check_config_file(config)  # a FileNotFoundError, as Python's own file functions raise
     return load_config(config)  # a config that is no valid Python: named with file and line
-
-
-def _load_packaged_config(config: str) -> Config:
-    """A config shipped with an installed package (``'fastmim::fastmim/vit_b_hog_800e.py'``):
-    a config that only inherits it is it, resolved by mmengine as any ``_base_`` is
-    (``mmengine.hub.get_config`` would pip-install a package it does not find). That config is
-    written in a folder removed whatever happens: ``Config.fromstring`` left its temporary file
-    behind each time loading failed (a misspelt path)."""
-    with tempfile.TemporaryDirectory() as folder:
-        inheriting = osp.join(folder, 'inherits.py')
-        with open(inheriting, 'w', encoding='utf-8') as file:
-            file.write(f'_base_ = [{config!r}]\n')
-        return Config.fromfile(inheriting)
 
 
 def _device(device) -> torch.device:

@@ -17,7 +17,7 @@ from mmengine.logging import print_log
 from fastmim.errors import LaunchError
 
 
-def check_config_package(config: str) -> None:
+def _check_config_package(config: str) -> None:
     """The package of ``'<package>::<path>'`` must be one whose configs mmengine reads: a
     misspelt one ('fastmin::') failed on an assertion of mmengine, a traceback in the tools."""
     from mmengine.config.utils import MODULE2PACKAGE
@@ -37,7 +37,7 @@ def packaged_config_file(config) -> str:
         return config
     from mmengine.config.utils import MODULE2PACKAGE
     from mmengine.utils import get_installed_path
-    check_config_package(config)
+    _check_config_package(config)
     package, relative = config.split('::', 1)
     if importlib.util.find_spec(package) is None:  # mmengine's lookup: a pkg_resources traceback
         raise ValueError(f'config {config!r}: {package} is not installed')
