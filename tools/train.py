@@ -39,8 +39,6 @@ def record_signals_while_importing():
 
 
 def parse_args(argv):
-    import sys
-
     from fastmim.engine.launch import add_launch_args, parse_launch_args
     parser = argparse.ArgumentParser(description='Train a model from a config')
     add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64')
