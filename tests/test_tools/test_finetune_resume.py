@@ -10,7 +10,6 @@ resumed, killed inside an epoch, and resumed again must end as the uninterrupted
 for bit, and log every validation with the uninterrupted run's metrics.
 """
 import importlib.util
-import json
 import os
 from pathlib import Path
 
@@ -104,15 +103,8 @@ def tiny_config(folder):
 
 
 def validations(work_dir):
-    """Metrics of every validation by epoch, the later run's where a resumed run repeated one
-    (a run killed after a validation, resumed from a checkpoint before it, repeats it)."""
-    metrics = {}
-    for scalars in sorted(Path(work_dir).glob('*/vis_data/scalars.json')):
-        for line in scalars.read_text().splitlines():
-            record = json.loads(line)
-            if 'accuracy/top1' in record:
-                metrics[record['step']] = (record['accuracy/top1'], record['accuracy/top5'])
-    return metrics
+    """Top-1 and top-5 of every validation by epoch."""
+    return runs.logged(work_dir, 'accuracy/top1', 'accuracy/top5')
 
 
 def test_fine_tuning_stopped_in_a_validation_then_killed_inside_an_epoch_resumes_exactly(

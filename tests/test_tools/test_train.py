@@ -220,15 +220,21 @@ def kill_leftovers(process):
     process.wait()
 
 
-def losses(work_dir):
-    """Loss of every iteration, the later run's where a resumed run repeated one."""
-    by_iteration = {}
+def logged(work_dir, *keys):
+    """``{step: values of keys}`` of every logged record holding ``keys[0]``, the later run's
+    where a resumed run repeated a step (a run killed after it, resumed from before it)."""
+    by_step = {}
     for scalars in sorted(Path(work_dir).glob('*/vis_data/scalars.json')):
         for line in scalars.read_text().splitlines():
             record = json.loads(line)
-            if 'loss' in record:
-                by_iteration[record['step']] = (record['loss'], record['lr'])
-    return by_iteration
+            if keys[0] in record:
+                by_step[record['step']] = tuple(record[key] for key in keys)
+    return by_step
+
+
+def losses(work_dir):
+    """Loss and lr of every iteration."""
+    return logged(work_dir, 'loss', 'lr')
 
 
 def assert_same_state(value, expected, where):
