@@ -27,10 +27,18 @@ def record_signals_while_importing():
     The record is ``fastmim.engine.early_signals``, loaded from its file under its own name:
     importing it through the package would first import torch (``fastmim/__init__.py``), while
     this way the package's own import finds the module already loaded, so the hook takes over
-    this very record."""
-    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(
-        EARLY_SIGNALS, osp.join(root, *EARLY_SIGNALS.split('.')) + '.py')
+    this very record. The file is the one of the fastmim that ``import fastmim`` finds (an
+    installed version, or this repository's), so that the hook and the record are one module.
+    Nothing is recorded without an importable fastmim (its import fails next, with its error)
+    or with one that has no such module (a version older than the record)."""
+    package = importlib.util.find_spec(EARLY_SIGNALS.partition('.')[0])
+    if package is None or not package.submodule_search_locations:
+        return
+    module_file = osp.join(package.submodule_search_locations[0],
+                           *EARLY_SIGNALS.split('.')[1:]) + '.py'
+    if not osp.isfile(module_file):
+        return
+    spec = importlib.util.spec_from_file_location(EARLY_SIGNALS, module_file)
     early_signals = importlib.util.module_from_spec(spec)
     sys.modules[EARLY_SIGNALS] = early_signals
     spec.loader.exec_module(early_signals)

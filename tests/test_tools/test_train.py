@@ -620,6 +620,35 @@ def test_the_tool_records_signals_before_importing_anything_heavy():
                                           f'[{signal.SIGTERM.value}]'], result.stderr
 
 
+def test_the_record_is_the_module_of_the_fastmim_that_imports(tmp_path):
+    """It was loaded from the repository's file whatever fastmim the tool then imported: with
+    another version installed, the hook of that version never saw the recorded signals."""
+    other = tmp_path / 'fastmim' / 'engine'
+    other.mkdir(parents=True)
+    (other.parent / '__init__.py').write_text('')
+    (other / '__init__.py').write_text('')
+    (other / 'early_signals.py').write_text(
+        (ROOT / 'fastmim' / 'engine' / 'early_signals.py').read_text())
+    code = RECORD_FROM_THE_FIRST_LINE.format(train=str(ROOT / 'tools' / 'train.py')) + (
+        "print(sys.modules['fastmim.engine.early_signals'].__file__)")
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path, env={**os.environ, 'PYTHONPATH': str(tmp_path)})
+    assert result.stdout.splitlines()[1:] == [f'[{signal.SIGTERM.value}]',
+                                              str(other / 'early_signals.py')], result.stderr
+
+
+def test_a_fastmim_without_the_record_is_imported_as_it_is(tmp_path):
+    """A version older than the record has no such file: the tool goes on to its import."""
+    (tmp_path / 'fastmim').mkdir()
+    (tmp_path / 'fastmim' / '__init__.py').write_text('')
+    code = RECORD_FROM_THE_FIRST_LINE.format(train=str(ROOT / 'tools' / 'train.py')).replace(
+        'os.kill(os.getpid(), signal.SIGTERM)', '')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path, env={**os.environ, 'PYTHONPATH': str(tmp_path)})
+    assert result.returncode == 1 and "KeyError: 'fastmim.engine.early_signals'" in result.stderr
+    assert result.stdout.splitlines() == ['[]'], result.stderr
+
+
 FAKE_SRUN = '''#!{python}
 """srun as tools/slurm_train.sh runs it, on this machine: starts --ntasks copies of the command
 with SLURM's variables, passes SIGTERM and SIGUSR1 on to them, kills the others once one exits
