@@ -111,6 +111,7 @@ class TimmBackbone(BackboneContract, BaseModule):
         self.channels_last = features_only and str(
             getattr(self.model, 'output_fmt', 'NCHW')).endswith('NHWC')
         self._reference: Optional[TimmReference] = None  # built when asked
+        self._classifier_prefixes: Optional[Tuple[str, ...]] = None  # read when asked
         self.fixed_input_size = _fixed_input_size(self.model)
 
     @property
@@ -193,10 +194,15 @@ class TimmBackbone(BackboneContract, BaseModule):
         the full model built on the meta device (an extractor has no ``pretrained_cfg``). A
         norm after pooling (a ViT's ``fc_norm``) is no classifier part here: the pooled
         backbone (``num_classes=0``) keeps it, and :meth:`adapt_state_dict` leaves it out of
-        an extractor."""
-        classifier = self.timm_model(self.geometry()).pretrained_cfg.get('classifier', 'head')
-        names = (classifier, ) if isinstance(classifier, str) else classifier
-        return tuple(sorted({name.split('.')[0] + '.' for name in names}))
+        an extractor. Read once: every checkpoint load asks, and the meta model costs up to
+        0.2 s to build."""
+        if self._classifier_prefixes is None:
+            classifier = self.timm_model(self.geometry()).pretrained_cfg.get('classifier',
+                                                                             'head')
+            names = (classifier, ) if isinstance(classifier, str) else classifier
+            self._classifier_prefixes = tuple(sorted({name.split('.')[0] + '.'
+                                                      for name in names}))
+        return self._classifier_prefixes
 
     def layer_id(self, name: str) -> int:
         """timm's own grouping of the full model (``group_matcher``, or ``auto_group_layers``

@@ -190,3 +190,22 @@ def test_weights_in_the_full_timm_models_names_load_through_load_pretrained(
     torch.save(timm.create_model(model_name, num_classes=10).state_dict(), path)
     with pytest.raises(CheckpointError, match='unexpected'):
         load_pretrained(TimmBackbone(model_name, **options), str(path), prefix='')
+
+
+@pytest.mark.parametrize('model_name, prefixes', [
+    ('resnet18', ('fc.', )), ('efficientnet_b0', ('classifier.', )),
+    ('deit_tiny_distilled_patch16_224', ('head.', 'head_dist.'))])
+def test_the_classifier_names_are_timms_and_read_once(monkeypatch, model_name, prefixes):
+    """The classifier names come from the timm model's pretrained_cfg, which every checkpoint
+    load asks for: the full model was built on the meta device at each load."""
+    backbone = TimmBackbone(model_name, out_indices=(-1, ))
+    built = []
+    build = TimmBackbone.timm_model.__func__
+
+    def counting_build(cls, geometry, **kwargs):
+        built.append(geometry['model_name'])
+        return build(cls, geometry, **kwargs)
+    monkeypatch.setattr(TimmBackbone, 'timm_model', classmethod(counting_build))
+    assert backbone.timm_classifier_prefixes() == prefixes
+    assert backbone.timm_classifier_prefixes() == prefixes
+    assert built == [model_name]
