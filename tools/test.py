@@ -80,11 +80,13 @@ def main(argv):
     from fastmim.engine.config_keys import refused_keys_located
     from fastmim.engine.config_loading import load_config
     from fastmim.engine.launch import (build_runner, check_launcher_env, check_output_file,
-                                       checkpoint_named_by, refuse_overwriting_input,
-                                       stop_with_the_launcher)
+                                       checkpoint_named_by,
+                                       console_errors_only_beyond_rank_zero,
+                                       refuse_overwriting_input, stop_with_the_launcher)
     from fastmim.errors import LaunchError
 
     check_launcher_env(args.launcher)
+    console_errors_only_beyond_rank_zero(args.launcher)
     stop_with_the_launcher(args.launcher)  # an evaluation has nothing to save: it just ends
     args.checkpoint = checkpoint_named_by(args.checkpoint, 'testing')
     check_checkpoint_file(args.checkpoint)  # before the config: a work dir given as CHECKPOINT

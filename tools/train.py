@@ -257,9 +257,11 @@ def load_run(argv):
         import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
         from fastmim.engine.config_loading import load_config
         from fastmim.engine.hooks.preemption_hook import record_signals_before_training
-        from fastmim.engine.launch import check_launcher_env
+        from fastmim.engine.launch import (check_launcher_env,
+                                           console_errors_only_beyond_rank_zero)
 
         check_launcher_env(args.launcher)
+        console_errors_only_beyond_rank_zero(args.launcher)
         cfg = load_config(args.config, args.cfg_options)
         record_signals_before_training(cfg)
     except BaseException:

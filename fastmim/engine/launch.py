@@ -56,6 +56,26 @@ def check_launcher_env(launcher):
                           f'{", ".join(missing)}: {hint}')
 
 
+# The variable each launcher gives a process's global rank in, read before the process group
+# forms ('none': rank 0).
+RANK_ENV = {'pytorch': 'RANK', 'slurm': 'SLURM_PROCID', 'mpi': 'OMPI_COMM_WORLD_RANK'}
+
+
+def console_errors_only_beyond_rank_zero(launcher):
+    """On every process but the first, show only errors on the console from now on, as
+    mmengine's Runner logger does once it is built: the warnings of the config checks (an added
+    ``--cfg-options`` key, a schedule shorter than its warmup) came before it, once per process,
+    so eight times from an 8-GPU ``tools/dist_train.sh``. The log file is the Runner's; it is
+    not affected."""
+    rank = os.environ.get(RANK_ENV.get(launcher, ''), '0').strip()
+    if not rank.isdigit() or int(rank) == 0:
+        return
+    from mmengine.logging import MMLogger
+    for handler in MMLogger.get_current_instance().handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setLevel(max(handler.level, logging.ERROR))
+
+
 # tools/torchrun.py names itself here to the processes it starts (torchrun names no parent).
 LAUNCHER_PID_ENV = 'FASTMIM_LAUNCHER_PID'
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>

@@ -462,3 +462,32 @@ def test_a_process_torchrun_started_holds_the_launch_record_while_it_lives(tmp_p
     finally:
         process.kill()
         os.kill(child, signal.SIGKILL)
+
+
+LOAD_THE_RUN = """
+import importlib.util, logging
+from mmengine.logging import print_log
+spec = importlib.util.spec_from_file_location('train', {train!r})
+train = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train)
+train.load_run([{config!r}, '--launcher', 'pytorch', '--cfg-options', 'train_cfg.max_epoch=2'])
+print_log('an error', logger='current', level=logging.ERROR)
+"""
+
+
+@pytest.mark.parametrize('rank', ['0', '1'])
+def test_config_warnings_come_from_the_first_process_only(rank):
+    """Each process of tools/dist_train.sh printed the config checks' warnings (here an added
+    --cfg-options key) before mmengine's Runner logger, which shows only errors beyond rank
+    0, was built: eight copies from 8 GPUs."""
+    code = LOAD_THE_RUN.format(train=str(ROOT / 'tools' / 'train.py'),
+                               config=str(ROOT / 'configs' / 'fastmim' /
+                                          'demo_vit_tiny_embedded.py'))
+    env = dict(os.environ, RANK=rank, WORLD_SIZE='2', LOCAL_RANK=rank, MASTER_ADDR='127.0.0.1',
+               MASTER_PORT='29500')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            timeout=120, env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    assert ('train_cfg.max_epoch: ' in output) == (rank == '0'), output[-2000:]
+    assert 'an error' in output
