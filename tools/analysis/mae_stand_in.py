@@ -53,6 +53,10 @@ class MAEStandIn(nn.Module):
         if not isinstance(encoder, VisionTransformer):
             raise TypeError(f'MAEStandIn needs a fastmim VisionTransformer (MAE drops tokens, '
                             f'which only an isotropic ViT allows), got {type(encoder).__name__}')
+        if encoder.rel_pos_bias:
+            raise ValueError('MAEStandIn: the encoder has a relative position bias '
+                             '(rel_pos_bias=True), which needs every token of the grid; MAE '
+                             'drops tokens and its ViT has no such bias')
         if not 0 < mask_ratio < 1:
             raise ValueError(f'MAEStandIn: mask_ratio must be in (0, 1), got {mask_ratio}')
         check_decoder(decoder_dim, decoder_depth, decoder_heads, mlp_ratio)
@@ -87,19 +91,19 @@ class MAEStandIn(nn.Module):
         return shuffle[:, :self.num_keep], restore, torch.gather(mask, 1, restore)
 
     def encode(self, images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """Class token + the kept patch tokens through every encoder block: (B, 1 + keep, C)."""
-        patch = self.encoder.patch_size
-        grid = (images.shape[-2] // patch, images.shape[-1] // patch)
-        if grid != self.grid_size or images.shape[-2] % patch or images.shape[-1] % patch:
+        """Class token + the kept patch tokens through every encoder block: (B, 1 + keep, C).
+
+        The ViT embeds (:meth:`~VisionTransformer.embed_tokens`) and runs its blocks and final
+        norm (:meth:`~VisionTransformer.encode_tokens`) as its own forward does; only the keep
+        is MAE's. ``encode_tokens`` also runs the ViT's ``pos_drop`` and ``norm_pre``, which
+        MAE's encoder does not have: in the benchmark's ViT they are identities (drop rate 0,
+        no pre-norm), so the numbers are MAE's."""
+        patches, prefix, grid = self.encoder.embed_tokens(images)
+        if grid != self.grid_size:
             raise ValueError(f'MAEStandIn: input {tuple(images.shape[-2:])} gives a {grid} patch '
                              f'grid; the encoder was built for {self.grid_size}')
-        patches = self.encoder.patch_embed(images).flatten(1, 2)
-        patches = patches + self.encoder.pos_embed[:, 1:]
         kept = torch.gather(patches, 1, keep.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
-        cls_token = (self.encoder.cls_token + self.encoder.pos_embed[:, :1]).expand(
-            kept.shape[0], -1, -1)
-        tokens = torch.cat([cls_token, kept], dim=1)
-        return self.encoder.norm(self.encoder.blocks(tokens))
+        return self.encoder.encode_tokens(torch.cat([prefix, kept], dim=1), grid)[-1]
 
     def decode(self, latent: torch.Tensor, restore: torch.Tensor) -> torch.Tensor:
         """Kept tokens + mask tokens back in image order through the decoder:

@@ -274,7 +274,9 @@ class PlainViTBackbone(BackboneContract):
     that both run, resize and describe their tokens the same way: the input check, the class
     token and position embedding on any grid, the block loop (blocks after the last output not
     run, activation checkpointing, the final norm on the last block only), the NCHW maps, the
-    common part of ``geometry()`` and MAE's layer ids.
+    common part of ``geometry()`` and MAE's layer ids. :meth:`forward` is two public steps that
+    a token-dropping method runs with some patch tokens left out in between:
+    :meth:`embed_tokens` and :meth:`encode_tokens`.
 
     It reads timm's attributes (``patch_embed``, ``cls_token``, ``pos_embed``, ``blocks``,
     ``norm``, ...). A subclass calls :meth:`_finish_init` at the end of ``__init__`` and
@@ -302,24 +304,49 @@ class PlainViTBackbone(BackboneContract):
         self.enable_state_dict_adaptation()
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        if x.dim() != 4 or x.shape[-2] % self.patch_size or x.shape[-1] % self.patch_size:
-            raise ValueError(f'{type(self).__name__}: expected a (B, C, H, W) input with H and W '
-                             f'multiples of the patch size {self.patch_size}, got {tuple(x.shape)}')
-        x = self.patch_embed(x)  # (B, h, w, C): dynamic_img_size keeps the grid
-        grid = tuple(x.shape[1:3])
-        x = self.norm_pre(self._embed_tokens(x))
-        run_block = self._block_runner(grid)
+        patches, prefix, grid = self.embed_tokens(x)
+        outputs = self.encode_tokens(torch.cat([prefix, patches], dim=1), grid, self.out_indices)
+        return tuple(self._format(tokens, grid) for tokens in outputs)
 
+    def embed_tokens(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor,
+                                                          Tuple[int, int]]:
+        """The position-embedded tokens of a ``(B, C, H, W)`` batch, patch and prefix (class)
+        tokens apart, so that a token-dropping method (MAE) can keep some patch tokens:
+        ``(patches (B, h*w, C), prefix (B, 1, C), grid (h, w))``, each plus its rows of the
+        position embedding of that grid (:meth:`_pos_embed_for_grid`). :meth:`forward` joins
+        them (prefix first) and hands them to :meth:`encode_tokens`."""
+        if images.dim() != 4 or images.shape[-2] % self.patch_size or \
+                images.shape[-1] % self.patch_size:
+            raise ValueError(f'{type(self).__name__}: expected a (B, C, H, W) input with H and W '
+                             f'multiples of the patch size {self.patch_size}, got '
+                             f'{tuple(images.shape)}')
+        x = self.patch_embed(images)  # (B, h, w, C): dynamic_img_size keeps the grid
+        return (*self._position_embedded(x), tuple(x.shape[1:3]))
+
+    def encode_tokens(self, tokens: torch.Tensor, grid: Tuple[int, int],
+                      out_indices: Optional[Sequence[int]] = None) -> List[torch.Tensor]:
+        """``tokens`` (B, tokens, C) through ``pos_drop`` and ``norm_pre``, then the blocks up
+        to the last of ``out_indices`` (default: the last block); returns the tokens after each
+        block of ``out_indices``, the last block's through the final norm. ``pos_drop`` and
+        ``norm_pre`` act on each token alone, so dropping tokens before them is dropping them
+        after.
+
+        ``tokens`` are the prefix tokens, then the patch tokens of the ``(h, w)`` ``grid``: all
+        of them, or any of them (MAE's kept tokens) where the blocks do not need every token of
+        the grid (no relative position bias, no rotary embedding)."""
+        out_indices = (len(self.blocks) - 1, ) if out_indices is None else out_indices
+        x = self.norm_pre(self.pos_drop(tokens))
+        run_block = self._block_runner(grid)
         outputs = []
         last_block = len(self.blocks) - 1
-        for index, block in enumerate(self.blocks[:max(self.out_indices) + 1]):
+        for index, block in enumerate(self.blocks[:max(out_indices) + 1]):
             if self.grad_checkpointing and self.training:
                 x = checkpoint(run_block, block, x, use_reentrant=False)
             else:
                 x = run_block(block, x)
-            if index in self.out_indices:
-                outputs.append(self._format(self.norm(x) if index == last_block else x, grid))
-        return tuple(outputs)
+            if index in out_indices:
+                outputs.append(self.norm(x) if index == last_block else x)
+        return outputs
 
     def _block_runner(self, grid: Tuple[int, int]) -> Callable[[nn.Module, torch.Tensor],
                                                                 torch.Tensor]:
@@ -328,10 +355,18 @@ class PlainViTBackbone(BackboneContract):
         raise NotImplementedError(f'{type(self).__name__} must implement _block_runner(grid)')
 
     def _embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """Prepend the class token and add the position embedding to a ``(B, h, w, C)`` grid."""
+        """The class token, then the patch tokens of a ``(B, h, w, C)`` grid, position-embedded,
+        through ``pos_drop``: the embedding timm's ``forward_features`` runs (``_pos_embed``)."""
+        patches, prefix = self._position_embedded(x)
+        return self.pos_drop(torch.cat([prefix, patches], dim=1))
+
+    def _position_embedded(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(patches (B, h*w, C), class token (B, 1, C))`` of a ``(B, h, w, C)`` grid, each plus
+        its rows of the position embedding of that grid (the class token's come first)."""
         batch, height, width, dim = x.shape
-        tokens = torch.cat([self.cls_token.expand(batch, -1, -1), x.reshape(batch, -1, dim)], dim=1)
-        return self.pos_drop(tokens + self._pos_embed_for_grid((height, width)))
+        table = self._pos_embed_for_grid((height, width))
+        prefix = self.cls_token.expand(batch, -1, -1) + table[:, :self.num_prefix_tokens]
+        return x.reshape(batch, -1, dim) + table[:, self.num_prefix_tokens:], prefix
 
     def _pos_embed_for_grid(self, grid: Tuple[int, int]) -> torch.Tensor:
         """``pos_embed`` resized to ``grid`` by :func:`resize_pos_embed`, the function

@@ -244,6 +244,29 @@ def test_sincos_is_frozen_under_backward_and_adamw_weight_decay():
     assert not torch.equal(model.cls_token, before['cls_token']), 'the optimiser must have run'
 
 
+def test_token_api_splits_timms_embedding_and_runs_its_blocks_on_any_tokens():
+    """``embed_tokens`` is timm's embedding at the input grid (its exact sin-cos table) with
+    the class token apart; ``encode_tokens`` is timm's blocks and final norm, on every token or
+    on some patch tokens only (MAE's encoder)."""
+    model = sincos_vit()
+    reference = plain_timm_vit((96, 128))
+    state = model.state_dict()
+    state['pos_embed'] = torch.from_numpy(published_sincos_table(32, 6, 8)).float()[None]
+    reference.load_state_dict(state, strict=True)
+    images = torch.randn(2, 3, 96, 128)
+    some = torch.tensor([0, 5, 47])
+    with torch.no_grad():
+        patches, prefix, grid = model.embed_tokens(images)
+        expected = reference._pos_embed(reference.patch_embed(images))
+        assert grid == (6, 8) and prefix.shape == (2, 1, 32) and patches.shape == (2, 48, 32)
+        torch.testing.assert_close(torch.cat([prefix, patches], dim=1), expected)
+        (tokens, ) = model.encode_tokens(torch.cat([prefix, patches], dim=1), grid)
+        torch.testing.assert_close(tokens, reference.forward_features(images))
+        (tokens, ) = model.encode_tokens(torch.cat([prefix, patches[:, some]], dim=1), grid)
+        kept = torch.cat([expected[:, :1], expected[:, 1 + some]], dim=1)
+        torch.testing.assert_close(tokens, reference.norm(reference.blocks(kept)))
+
+
 @pytest.mark.parametrize('size', [(64, 64), (96, 128), (48, 80)])
 def test_sincos_forward_uses_the_exact_table_of_the_input_grid(size):
     """At any size the model equals plain timm built at that size whose position embedding is
