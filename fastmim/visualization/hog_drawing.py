@@ -91,10 +91,10 @@ def _scaled(strengths, vmax):
     return np.clip(strengths / vmax, 0, 1)
 
 
-def _check_cell_px(cell_px, least=4):
-    """A glyph needs 4 pixels for a line through its centre; a colour per cell needs 1."""
-    if not isinstance(cell_px, int) or cell_px < least:
-        raise ValueError(f'cell_px must be an int >= {least}, got {cell_px!r}')
+def _check_cell_px(cell_px):
+    """A glyph needs 4 pixels for a line through its centre."""
+    if not isinstance(cell_px, int) or cell_px < 4:
+        raise ValueError(f'cell_px must be an int >= 4, got {cell_px!r}')
 
 
 def draw_hog_glyphs(hog_map, cell_px=16, nbins=9, vmax=None):
@@ -120,27 +120,6 @@ def draw_hog_glyphs(hog_map, cell_px=16, nbins=9, vmax=None):
     height, width = strengths.shape[:2]
     grey = cells.transpose(0, 2, 1, 3).reshape(height * cell_px, width * cell_px)
     return np.repeat(np.round(grey * 255).astype(np.uint8)[..., None], 3, axis=2)
-
-
-def draw_hog_bins(hog_map, cell_px=16, nbins=9, vmax=None):
-    """Draws a HOG map as a colour per cell: hue = strongest bin, brightness = its value.
-
-    Orientation is cyclic over 180 degrees and so is the hue circle, so neighbouring bins get
-    neighbouring colours. Cheaper to read than glyphs at a glance, but shows one bin per cell.
-
-    Returns:
-        ndarray: ``(h * cell_px, w * cell_px, 3)`` uint8 RGB.
-    """
-    _check_cell_px(cell_px, least=1)
-    strengths = _scaled(_orientation_strengths(hog_map, nbins), vmax)
-    hsv = np.stack([
-        np.round(strengths.argmax(axis=2) * 256 / nbins),
-        np.full(strengths.shape[:2], 255),
-        np.round(strengths.max(axis=2) * 255),
-    ], axis=2).astype(np.uint8)
-    size = (hsv.shape[1], hsv.shape[0])
-    rgb = np.asarray(Image.frombytes('HSV', size, hsv.tobytes()).convert('RGB'))
-    return rgb.repeat(cell_px, axis=0).repeat(cell_px, axis=1)
 
 
 def denormalize(images, mean=IMAGENET_MEAN, std=IMAGENET_STD):

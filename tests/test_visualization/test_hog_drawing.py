@@ -5,9 +5,8 @@ import torch
 from skimage.feature import hog as skimage_hog
 
 from fastmim.models.targets import HOGGenerator, PixelTarget
-from fastmim.visualization import (IMAGENET_MEAN, IMAGENET_STD, denormalize, draw_hog_bins,
-                                   draw_hog_glyphs, make_reconstruction_panel,
-                                   pixels_from_patch_map)
+from fastmim.visualization import (IMAGENET_MEAN, IMAGENET_STD, denormalize, draw_hog_glyphs,
+                                   make_reconstruction_panel, pixels_from_patch_map)
 from fastmim.visualization.hog_drawing import PANEL_GAP, TITLE_HEIGHT, VISIBLE_DIMMING
 
 CELL = 8  # HOG cell size in image pixels
@@ -124,24 +123,6 @@ def test_glyph_picture_shape_and_errors():
         draw_hog_glyphs(torch.rand(26, 3, 5))
     with pytest.raises(ValueError, match='cell_px'):
         draw_hog_glyphs(torch.rand(27, 3, 5), cell_px=2)
-
-
-def test_bin_colours_tell_orientations_apart():
-    colours = draw_hog_bins(fastmim_hog(bright_square()), cell_px=4)
-
-    assert colours.shape == (32, 32, 3) and colours.dtype == np.uint8
-    vertical, horizontal = cell_of(colours, (3, 2), 4)[0, 0], cell_of(colours, (2, 3), 4)[0, 0]
-    assert vertical.max() == 255 and horizontal.max() == 255
-    assert not np.array_equal(vertical, horizontal)
-    assert cell_of(colours, (0, 0), 4).max() == 0
-
-
-@pytest.mark.parametrize('cell_px', [0, -2, 2.0])
-def test_bin_colours_refuse_a_cell_size_as_glyphs_do(cell_px):
-    """cell_px=0 gave an empty (0, 0, 3) picture without a word; the glyphs refuse it."""
-    assert draw_hog_bins(torch.rand(27, 3, 5), cell_px=1).shape == (3, 5, 3)
-    with pytest.raises(ValueError, match=rf'cell_px must be an int >= 1, got {cell_px!r}'):
-        draw_hog_bins(torch.rand(27, 3, 5), cell_px=cell_px)
 
 
 def test_denormalize_inverts_imagenet_normalisation():
