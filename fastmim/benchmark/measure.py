@@ -177,24 +177,28 @@ def attention_macs(inputs, outputs) -> int:
     return 2 * math.prod(query[:-1]) * key[-2] * query[-1]
 
 
-def measure_matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048,
-                        iters: int = 10, warmup: int = 2) -> float:
+# Matmuls timed for the peak (median), after untimed ones.
+PEAK_TIMED, PEAK_WARMUP = 10, 2
+
+
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype, size: int) -> float:
     """GFLOP/s of a ``size``^3 matmul loop in ``dtype`` (2 size^3 FLOPs each), median time."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     times = []
-    for _ in range(warmup + iters):
+    for _ in range(PEAK_WARMUP + PEAK_TIMED):
         synchronize(device)
         start = time.perf_counter()
         torch.matmul(a, b)
         synchronize(device)
         times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times[warmup:]) / 1e9
+    return 2 * size**3 / statistics.median(times[PEAK_WARMUP:]) / 1e9
 
 
 def time_hog(target_cfg: dict, batch_size: int, input_size: int, device: torch.device,
-             iters: int, warmup: int = 2) -> float:
-    """Median seconds of the target generator alone on one batch of normalised images."""
+             iters: int, warmup: int) -> float:
+    """Median seconds of the target generator alone on one batch of normalised images, after
+    ``warmup`` untimed runs (the benchmark's ``--warmup``, as for the methods)."""
     generator = MODELS.build(dict(target_cfg)).to(device)
     images = torch.randn(batch_size, 3, input_size, input_size, device=device)
     times = []

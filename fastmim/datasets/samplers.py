@@ -26,12 +26,10 @@ class ResumableSampler(DefaultSampler):
 
     Args:
         dataset, shuffle, seed, round_up: as ``DefaultSampler``.
-        seed_samples (bool): attach per-sample seeds. Default True.
     """
 
-    def __init__(self, dataset, shuffle=True, seed=None, round_up=True, seed_samples=True):
+    def __init__(self, dataset, shuffle=True, seed=None, round_up=True):
         super().__init__(dataset, shuffle=shuffle, seed=seed, round_up=round_up)
-        self.seed_samples = seed_samples
         self.start_index = 0
 
     def set_start_index(self, start_index: int) -> None:
@@ -43,8 +41,6 @@ class ResumableSampler(DefaultSampler):
 
     def __iter__(self):
         indices = list(super().__iter__())[self.start_index:]
-        if not self.seed_samples:
-            return iter(indices)
         return (SeededIndex(index, sample_seed(self.seed, self.epoch, index)) for index in indices)
 
 

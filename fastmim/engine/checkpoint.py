@@ -97,7 +97,7 @@ def trust_checkpoint(path):
     _TRUSTED_CHECKPOINTS.add(osp.realpath(osp.expanduser(path)))
 
 
-def load_from_local(filename, map_location=None, logger=None):
+def load_from_local(filename, map_location=None):
     """Load a local checkpoint weights-only, with errors that say what is wrong with the file.
 
     Named as the mmengine loader it replaces: mmengine's log line names the backend by the

@@ -524,3 +524,17 @@ def test_the_method_runner_explains_itself(capsys):
     assert 'benchmark_pretrain.py runs this once per method' in capsys.readouterr().out
     with pytest.raises(SystemExit, match=r"SPEC_JSON is no JSON \(.*\): 'x\{'"):
         pretrain_methods.main(['x{'])
+
+
+def test_hog_is_timed_after_the_runs_warmup(monkeypatch):
+    """--warmup did not reach the HOG timing: it always warmed up twice."""
+    class Stop(Exception):
+        pass
+
+    def time_hog(target_cfg, batch_size, input_size, device, iters, warmup):
+        assert (iters, warmup) == (3, 0)
+        raise Stop
+    monkeypatch.setattr(benchmark_pretrain, 'measure_matmul_peak', lambda *args: 1.)
+    monkeypatch.setattr(benchmark_pretrain, 'time_hog', time_hog)
+    with pytest.raises(Stop):
+        benchmark_pretrain.run_benchmark('vit_b', iters=3, warmup=0, methods=('fastmim', ))

@@ -252,7 +252,7 @@ def run_benchmark(backbone: str,
     hog_time = None
     if 'fastmim' in methods:
         hog_time = time_hog(recipe.model['target_generator'], batch_size, recipe.input_size,
-                            torch_device, iters)
+                            torch_device, iters, warmup)
     if data_sizes:
         with tempfile.TemporaryDirectory(prefix='fastmim_benchmark_jpegs_') as folder:
             results['data_pipeline'] = benchmark_data_pipeline(

@@ -161,8 +161,8 @@ def canvas_differences(then: dict, now: dict) -> List[str]:
 
 
 def check_finished_runs(runs: List[Run], canvas_dir: str, canvases: dict,
-                        checkpoint: Optional[str], others: List[Run] = (),
-                        no_checkpoint: str = 'its pre-training checkpoint is gone') -> None:
+                        checkpoint: Optional[str], others: List[Run],
+                        no_checkpoint: str) -> None:
     """Refuse, in one line, a finished run trained with other settings than these: its mIoU
     was reported under this command's settings, and the canvases it was trained on were
     rewritten under it. A stopped run (:func:`study_settings.held_to_settings`) too:

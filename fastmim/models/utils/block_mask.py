@@ -8,10 +8,7 @@ import math
 
 import torch
 
-from fastmim.registry import MODELS
 
-
-@MODELS.register_module()
 class BlockMaskGenerator:
     """Draws, per sample, exactly ``int(N * (1 - mask_ratio))`` visible blocks out of ``N``,
     the product taken up to float error: where it falls a hair below a whole number (``N`` = 25,

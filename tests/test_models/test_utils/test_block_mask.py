@@ -6,7 +6,6 @@ import torch
 from mmengine.config import Config
 
 from fastmim.models.utils import BlockMaskGenerator, expand_block_mask
-from fastmim.registry import MODELS
 
 
 @pytest.mark.parametrize('mask_ratio, block_size, size, visible', [
@@ -69,11 +68,6 @@ def test_bad_sizes_and_arguments_raise():
 
 def test_a_ratio_of_0_masks_nothing_on_purpose():
     assert not BlockMaskGenerator(0.0, 32)(2, 64, 64).any()
-
-
-def test_registered_and_buildable():
-    generator = MODELS.build(dict(type='BlockMaskGenerator', mask_ratio=0.5, block_size=8))
-    assert (generator.mask_ratio, generator.block_size) == (0.5, 8)
 
 
 def test_expand_block_mask_matches_kronecker_product():
