@@ -160,8 +160,11 @@ def test_layer_decay_table_equals_the_hand_written_one(downstream):
 def test_backbone_starts_from_the_fine_tuned_checkpoint(downstream, tmp_path):
     """The config's init_cfg loads an ImageNet fine-tuned ViT (224 px, 14 x 14 position grid)
     into the 512 px backbone: blocks as they are, the position embedding resized to 32 x 32, the
-    relative-position tables and layer scales the checkpoint lacks kept at 0 and 1."""
+    relative-position tables and layer scales the checkpoint lacks kept at 0 and 1: the
+    backbone declares them, the config lists no tensor names."""
     from fastmim.models.backbones import VisionTransformer
+
+    assert 'allow_missing' not in Config.fromfile(str(CONFIG)).model.backbone.init_cfg
 
     arch = dict(embed_dim=downstream.TINY_VIT['model.backbone.arch.embed_dim'], depth=12,
                 num_heads=downstream.TINY_VIT['model.backbone.arch.num_heads'])

@@ -8,7 +8,12 @@ the names of its tensors. So everything about one architecture lives in its own 
 ``out_channels``           channels of each returned map (necks and heads size themselves)
 ``out_strides``            stride of each returned map (FastMIM's mask blocks, dense heads)
 ``geometry()``             plain-type description saved in checkpoints (``meta['geometry']``):
-                           what the resolution-dependent tensors were built for
+                           what the resolution-dependent tensors were built for. Two entries
+                           are shared, which central code reads: ``type`` (first), the
+                           registered class name; ``img_size``, the input size the
+                           resolution-dependent tensors were built for (an int or ``[h, w]``),
+                           where the backbone has such tensors (PVTv2 has none, ``TimmBackbone``
+                           only when built with one): readers handle its absence
 ``rename_foreign_keys()``  classmethod: other layouts of the architecture (the original
                            release, the FastMIM reference release) -> this backbone's names
 ``adapt_state_dict()``     a foreign state dict -> this backbone's names and shapes: renames,
@@ -24,6 +29,11 @@ the names of its tensors. So everything about one architecture lives in its own 
 ``num_layer_ids``          the order the input meets them, ``num_layer_ids - 1`` = the rest)
 ``no_weight_decay_names()``  parameters besides biases and 1-D ones that weight decay leaves
                            alone (position embeddings, class tokens, relative-position tables)
+``checkpoint_optional_names()``  parameters a checkpoint of the architecture from another
+                           setting may lack: layers added for dense prediction (Swin's
+                           ``out_norms``) and options pre-training and classification leave
+                           off (ViT's BEiT tables and layer scales); loading keeps them
+                           initialised and logs them. Default: none
 ``keeps_own_linear_init``  True where FastMIM's Xavier redraw of linear layers must leave the
                            backbone's alone (weights loaded when built, EVA-02's depth scaling)
 ``timm_classifier``        class attributes: where timm's model of the family keeps its
@@ -136,7 +146,10 @@ class BackboneContract:
         return None
 
     def geometry(self) -> Dict:
-        """Plain-type description (``type`` first) saved with every pre-training checkpoint."""
+        """Plain-type description (``type`` first) saved with every pre-training checkpoint;
+        with ``img_size`` where resolution-dependent tensors were built for an input size
+        (central code reads that entry: the default input size of ``fastmim.apis``, the size
+        recorded in checkpoint meta)."""
         raise NotImplementedError(f'{type(self).__name__} must implement geometry()')
 
     def adapt_state_dict(self, state: StateDict,
@@ -175,6 +188,17 @@ class BackboneContract:
         if not callable(timm_names):
             return set()
         return set(timm_names()) & {name for name, _ in self.named_parameters()}
+
+    def checkpoint_optional_names(self) -> Set[str]:
+        """Names (relative to this backbone) of the parameters and buffers that a checkpoint of
+        this architecture trained in another setting may lack: layers the backbone adds for
+        dense prediction (extra output norms) and options that pre-training and classification
+        leave off (relative-position tables, layer scales). ``load_pretrained`` keeps them
+        initialised when a file lacks them, and names them in its summary; a file that has them
+        loads them. The backbone declares them, so that no config has to list its tensor names
+        (``allow_missing`` stays for the user's own new layers). The default is none: every
+        tensor must come from the file."""
+        return set()
 
     def init_weights(self, *args, **kwargs) -> None:
         """Two callers share this name. mmengine's runner calls it without arguments on every

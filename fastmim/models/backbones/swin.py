@@ -24,7 +24,7 @@ then no input is too small for the windows.
 """
 import copy
 import re
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from mmengine.model import BaseModule
@@ -300,6 +300,11 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
             embed_dim=self.arch_cfg['embed_dim'],
             depths=list(self.arch_cfg['depths']),
             num_heads=list(self.arch_cfg['num_heads']))
+
+    def checkpoint_optional_names(self) -> Set[str]:
+        """The norms of the outputs before the last stage (``out_norms``): layers for dense
+        heads, which classifier and pre-training checkpoints (one output) do not have."""
+        return {name for name, _ in self.out_norms.named_parameters(prefix='out_norms')}
 
     @classmethod
     def timm_state_dict(cls, state: StateDict, geometry: dict,

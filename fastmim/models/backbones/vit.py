@@ -564,9 +564,23 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
     def no_weight_decay_names(self) -> Set[str]:
         """timm's (class token, position embedding) and, with ``rel_pos_bias``, every block's
         relative-position table, which BEiT's recipe exempts as well."""
-        tables = {f'blocks.{index}.attn.relative_position_bias_table'
-                  for index in range(len(self.blocks))} if self.rel_pos_bias else set()
-        return super().no_weight_decay_names() | tables
+        return super().no_weight_decay_names() | self._relative_position_tables()
+
+    def checkpoint_optional_names(self) -> Set[str]:
+        """What this ViT has that the pre-training and fine-tuning ViTs leave off: with
+        ``rel_pos_bias``, every block's relative-position table (zero at the start: no bias),
+        and with timm's ``init_values``, every block's layer scales. The segmentation recipe
+        adds both to a classifier checkpoint that has neither, as BEiT's transfer does."""
+        layer_scales = {f'blocks.{index}.{branch}.gamma' for index, block in enumerate(self.blocks)
+                        for branch in ('ls1', 'ls2') if hasattr(getattr(block, branch), 'gamma')}
+        return self._relative_position_tables() | layer_scales
+
+    def _relative_position_tables(self) -> Set[str]:
+        """Every block's BEiT table with ``rel_pos_bias``; none without."""
+        if not self.rel_pos_bias:
+            return set()
+        return {f'blocks.{index}.attn.relative_position_bias_table'
+                for index in range(len(self.blocks))}
 
     def geometry(self) -> Dict:
         """Plain-type description stored in pre-training checkpoints (``meta['geometry']``), so

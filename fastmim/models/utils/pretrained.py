@@ -28,7 +28,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -205,6 +205,14 @@ def classifier_prefixes(model: nn.Module) -> Tuple[str, ...]:
     return tuple(sorted(prefixes)) or TIMM_CLASSIFIER_PREFIXES
 
 
+def checkpoint_optional_keys(model: nn.Module) -> Set[str]:
+    """The keys of ``model`` (relative to it) that its backbones declare a checkpoint may lack
+    (``checkpoint_optional_names()``: layers for dense prediction, options other settings leave
+    off), each under its backbone's name in the model."""
+    return {f'{name}.{key}' if name else key for name, backbone in _backbones(model)
+            for key in backbone.checkpoint_optional_names()}
+
+
 def _owning_backbone(model: nn.Module, key: str) -> Optional[nn.Module]:
     return next((backbone for name, backbone in _backbones(model)
                  if not name or key.startswith(f'{name}.')), None)
@@ -243,7 +251,10 @@ def load_pretrained(model_or_backbone: nn.Module,
             weights of modules the model replaced by ``nn.Identity`` (ViT ``norm`` with
             ``final_norm=False``).
         allow_missing: glob patterns (e.g. ``'head.*'``, ``'fc_norm.*'``) of model keys that
-            the checkpoint may lack: new layers that keep their initialisation.
+            the checkpoint may lack: new layers that keep their initialisation. Besides
+            these, it may lack what the model's backbones declare optional
+            (``checkpoint_optional_names()``: layers for dense prediction, options other
+            settings leave off); the summary names every key kept initialised.
         map_location: passed to the loader.
         logger: where the INFO summary goes (mmengine ``print_log`` logger).
 
@@ -269,10 +280,11 @@ def load_pretrained(model_or_backbone: nn.Module,
     transferred = transfer_state(selected, model_or_backbone, source.geometry)
     missing, missing_allowed = [], []
     provided = set(transferred.state) | set(transferred.rebuilt) | set(transferred.mismatched_keys)
+    optional = checkpoint_optional_keys(model_or_backbone)
     for key, value in model_or_backbone.state_dict().items():
         if key in provided:
             continue
-        if _matches(key, allow_missing):
+        if key in optional or _matches(key, allow_missing):
             missing_allowed.append(key)
         else:
             missing.append(f'{key} {tuple(value.shape)}')
@@ -290,7 +302,8 @@ def load_pretrained(model_or_backbone: nn.Module,
     summary = LoadSummary(sorted(transferred.state), transferred.resized, transferred.rebuilt,
                           sorted(left_out + [prefix + key for key in transferred.switched_off]),
                           missing_allowed)
-    print_log(_summary_line(checkpoint_path, target_name, source.format, summary, prefix),
+    print_log(_summary_line(checkpoint_path, target_name, source.format, summary, prefix,
+                            _backbone_prefix(model_or_backbone)),
               logger=logger, level=logging.INFO)
     return summary
 
@@ -344,7 +357,17 @@ def _sized_by(geometry: dict) -> str:
     return ', '.join(f'{key} {geometry[key]!r}' for key in entries) or 'size not recorded'
 
 
-def _summary_line(path, target, source_format, summary: LoadSummary, prefix: str = '') -> str:
+def _backbone_prefix(model: nn.Module) -> str:
+    """``'backbone.'`` (its name in ``model`` and a dot) for a model that holds a backbone; ``''``
+    for a backbone itself."""
+    return next((f'{name}.' for name, _ in _backbones(model) if name), '')
+
+
+def _summary_line(path, target, source_format, summary: LoadSummary, prefix: str = '',
+                  backbone_prefix: str = '') -> str:
+    """One line of what was loaded. The parts of the backbone kept initialised are named one
+    level inside it (``backbone.out_norms``): 'kept initialised backbone' would read as the
+    whole backbone."""
     parts = [f'loaded {len(summary.loaded)} tensors of {path} ({source_format} format) '
              f'into {target}']
     if summary.resized:
@@ -357,8 +380,8 @@ def _summary_line(path, target, source_format, summary: LoadSummary, prefix: str
         parts.append('left out ' + ', '.join(top_level_names(summary.left_out, within=prefix,
                                                               count=True)))
     if summary.missing_allowed:
-        parts.append('kept initialised '
-                     + ', '.join(top_level_names(summary.missing_allowed, count=True)))
+        parts.append('kept initialised ' + ', '.join(top_level_names(
+            summary.missing_allowed, within=backbone_prefix, count=True)))
     return '; '.join(parts)
 
 

@@ -53,11 +53,12 @@ model = dict(
         init_cfg=dict(
             type='fastmim.FastMIMPretrained',
             checkpoint='work_dirs/swin_b_ft_100e/epoch_100.pth',
-            prefix='backbone.',
-            # The LayerNorms on stages 0-2 feed the FPN only: new layers. Stage 3 goes through
-            # the checkpoint's final norm; the release's mmdet Swin starts that one fresh too
-            # (its norm3 matches no key of the classifier checkpoint).
-            allow_missing=('out_norms.*', ))),
+            # The LayerNorms on stages 0-2 feed the FPN only: new layers, which the backbone
+            # declares (checkpoint_optional_names), so the loader keeps them initialised and
+            # lists them. Stage 3 goes through the checkpoint's final norm; the release's
+            # mmdet Swin starts that one fresh too (its norm3 matches no key of the
+            # classifier checkpoint).
+            prefix='backbone.')),
     neck=dict(in_channels=[128, 256, 512, 1024], norm_cfg=norm_cfg),
     rpn_head=dict(num_convs=2),
     roi_head=dict(
@@ -131,13 +132,15 @@ optim_wrapper = dict(
     type='fastmim.GuardedOptimWrapper',
     optimizer=dict(
         _delete_=True, type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.05),
-    # Every norm layer is exempt: norm_decay_mult reaches the LayerNorms and the SyncBNs. The
-    # release (mmdet-v2.23/configs/swin/fastmim_mask_rcnn_upgraded_scp_swin_base_3x_coco.py in
-    # github.com/ggjy/FastMIM.pytorch) exempts the names containing 'norm', meant for the norms,
-    # which leaves the FPN and head BNs (named 'bn') decayed.
-    paramwise_cfg=dict(
-        norm_decay_mult=0.,
-        custom_keys={'relative_position_bias_table': dict(decay_mult=0.)}),
+    # No weight decay on what the backbone declares (its no_weight_decay_names(): Swin's
+    # relative-position tables) and on every norm layer: norm_decay_mult reaches the LayerNorms
+    # and the SyncBNs. The release
+    # (mmdet-v2.23/configs/swin/fastmim_mask_rcnn_upgraded_scp_swin_base_3x_coco.py in
+    # github.com/ggjy/FastMIM.pytorch) exempts the names containing 'absolute_pos_embed',
+    # 'relative_position_bias_table' or 'norm', meant for the norms, which leaves the FPN and
+    # head BNs (named 'bn') decayed. Biases keep the weight decay, as there.
+    constructor='fastmim.DeclaredNoDecayOptimWrapperConstructor',
+    paramwise_cfg=dict(norm_decay_mult=0.),
     # 8 on one GPU makes the published batch of 16 per update (README).
     accumulative_counts=1)
 auto_scale_lr = dict(base_batch_size=16)

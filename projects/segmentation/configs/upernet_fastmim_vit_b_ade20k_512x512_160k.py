@@ -54,11 +54,11 @@ model = dict(
         init_cfg=dict(
             type='fastmim.FastMIMPretrained',
             checkpoint='work_dirs/vit_b_ft_100e/epoch_100.pth',
-            prefix='backbone.',
-            # New in the segmentation ViT (a checkpoint that has them loads them); the loader
-            # lists the ones it keeps initialised.
-            allow_missing=('blocks.*.attn.relative_position_bias_table', 'blocks.*.ls1.gamma',
-                           'blocks.*.ls2.gamma'))),
+            # The relative-position tables and layer scales are new in the segmentation ViT:
+            # the backbone declares them (checkpoint_optional_names), so a classifier
+            # checkpoint without them loads, and the loader lists the ones it keeps
+            # initialised; a checkpoint that has them loads them.
+            prefix='backbone.')),
     # norm_cfg written out: the neck's own default is SyncBN too, but only config entries are
     # switched to BN for CPU runs (fastmim.engine.launch.adapt_to_device).
     neck=dict(embed_dim=768, rescales=[4, 2, 1, 0.5], norm_cfg=norm_cfg),

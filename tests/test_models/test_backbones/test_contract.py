@@ -83,6 +83,37 @@ def test_every_backbone_keeps_the_contract(name):
     assert backbone.size_keys and set(backbone.size_keys) <= set(geometry)
 
 
+@pytest.mark.parametrize('name', sorted(BUILDERS))
+def test_checkpoints_of_the_published_setting_may_lack_nothing(name):
+    """``checkpoint_optional_names()`` names keys the backbone has; in the setting of
+    pre-training and classification (one output, no extra options) it names none, so that a
+    file lacking any tensor there is an error."""
+    backbone = BUILDERS[name]()
+    assert backbone.checkpoint_optional_names() == set()
+
+
+# The size ``geometry()['img_size']`` must record: what the resolution-dependent tensors of
+# each BUILDERS entry were built for (None: the backbone has none, and no entry).
+BUILT_IMG_SIZES = {'VisionTransformer': 64, 'SwinTransformer': 64, 'CMT': 64, 'EVA02': 64,
+                   'PyramidVisionTransformerV2': None, 'TimmBackbone': None}
+
+
+@pytest.mark.parametrize('name', sorted(BUILDERS))
+def test_geometry_starts_with_type_and_records_the_built_img_size(name):
+    """The entries central code reads (``fastmim.apis``' default input size, the size in
+    checkpoint meta, the visualisation tool): ``type`` first, ``img_size`` where the backbone
+    has resolution-dependent tensors."""
+    geometry = BUILDERS[name]().geometry()
+    assert next(iter(geometry)) == 'type'
+    size = BUILT_IMG_SIZES[name]
+    assert geometry.get('img_size') in ((None, ) if size is None else (size, [size, size]))
+
+
+def test_a_timm_backbone_built_for_a_size_records_it():
+    geometry = TimmBackbone('vit_tiny_patch16_224', img_size=64).geometry()
+    assert geometry['img_size'] == 64
+
+
 def test_plain_load_state_dict_resizes_the_vit_position_embedding():
     torch.manual_seed(0)
     low = VisionTransformer(arch=TINY_VIT, img_size=64, patch_size=16)   # 4x4 grid

@@ -62,6 +62,17 @@ def test_nchw_features_equal_timm_nhwc_features_permuted(size):
     assert model.out_channels == [16, 32, 64, 128] and model.out_strides == [4, 8, 16, 32]
 
 
+def test_the_output_norms_are_what_a_classifier_swin_lacks_and_declared_optional():
+    """A timm (classifier) Swin's weights have no ``out_norms``: those are what the backbone
+    declares a checkpoint may lack (``checkpoint_optional_names``); with the last stage only,
+    nothing."""
+    dense = tiny_swin(out_indices=(0, 1, 2, 3))
+    classifier_keys = set(plain_timm_swin((128, 128)).state_dict())
+    assert dense.checkpoint_optional_names() == set(dense.state_dict()) - classifier_keys
+    assert len(dense.checkpoint_optional_names()) == 6
+    assert tiny_swin(out_indices=(3, )).checkpoint_optional_names() == set()
+
+
 def test_windows_and_shifts_at_128():
     """128 px, window 4: stages of 32, 16, 8, 4 tokens; the last stage's window covers it, so
     its shifted blocks do not shift."""

@@ -12,8 +12,6 @@ from fastmim.models.backbones.vit import resize_beit_relative_position_bias_tabl
 from fastmim.models.utils.pretrained import load_pretrained
 
 TINY = dict(embed_dim=32, depth=2, num_heads=4)
-NEW_TENSORS = ('blocks.*.attn.relative_position_bias_table', 'blocks.*.ls1.gamma',
-               'blocks.*.ls2.gamma')
 
 
 def beit_vit(img_size=64, **kwargs):
@@ -95,20 +93,48 @@ def test_another_input_grid_equals_the_model_loaded_at_that_grid():
         torch.testing.assert_close(model(images)[0], loaded(images)[0], rtol=1e-5, atol=1e-5)
 
 
+def test_the_new_tables_and_scales_are_declared_optional_with_their_options_only():
+    assert VisionTransformer(arch=TINY, img_size=64).checkpoint_optional_names() == set()
+    tables = {f'blocks.{i}.attn.relative_position_bias_table' for i in range(TINY['depth'])}
+    scales = {f'blocks.{i}.ls{branch}.gamma' for i in range(TINY['depth']) for branch in (1, 2)}
+    assert VisionTransformer(arch=TINY, img_size=64,
+                             rel_pos_bias=True).checkpoint_optional_names() == tables
+    assert VisionTransformer(arch=TINY, img_size=64,
+                             init_values=1.0).checkpoint_optional_names() == scales
+    assert beit_vit().checkpoint_optional_names() == tables | scales
+
+
 def test_checkpoint_without_tables_reports_them_as_new(tmp_path):
-    """A fine-tuned plain ViT into the BEiT-style ViT: the tables and scales stay initialised
-    and are reported (with ``allow_missing``, as the segmentation config sets); without it, one
-    error names them."""
+    """A fine-tuned plain ViT into the BEiT-style ViT, as the segmentation config loads it
+    (no ``allow_missing``): the tables and scales the backbone declares optional stay
+    initialised and are reported; a tensor the file lacks besides them is still an error."""
     plain = VisionTransformer(arch=TINY, img_size=64)
     path = tmp_path / 'plain.pth'
-    torch.save({f'backbone.{key}': value for key, value in plain.state_dict().items()}, path)
+    state = {f'backbone.{key}': value for key, value in plain.state_dict().items()}
+    torch.save(state, path)
     model = beit_vit()
-    summary = load_pretrained(model, str(path), allow_missing=NEW_TENSORS)
-    assert len(summary.missing_allowed) == 3 * TINY['depth']
+    summary = load_pretrained(model, str(path))
+    assert sorted(summary.missing_allowed) == sorted(model.checkpoint_optional_names())
     assert torch.equal(model.blocks[0].attn.qkv.weight, plain.blocks[0].attn.qkv.weight)
     assert not model.blocks[0].attn.relative_position_bias_table.any()
-    with pytest.raises(CheckpointError, match='blocks.0.attn.relative_position_bias_table'):
+    assert torch.equal(model.blocks[1].ls1.gamma, torch.ones(TINY['embed_dim']))
+
+    del state['backbone.blocks.1.mlp.fc1.weight']
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match='blocks.1.mlp.fc1.weight') as error:
         load_pretrained(beit_vit(), str(path))
+    assert 'relative_position_bias_table' not in str(error.value)
+
+
+def test_a_checkpoint_with_tables_and_scales_loads_them(tmp_path):
+    source = randomise(beit_vit())
+    path = tmp_path / 'beit.pth'
+    torch.save({f'backbone.{key}': value for key, value in source.state_dict().items()}, path)
+    model = beit_vit()
+    summary = load_pretrained(model, str(path))
+    assert summary.missing_allowed == []
+    for key, value in source.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
 
 
 def test_tables_and_scales_take_their_block_id():

@@ -264,6 +264,78 @@ def test_missing_keys_need_allow_missing(tmp_path, logger):
     assert torch.equal(classifier.backbone.cls_token, source.cls_token)
 
 
+class Detector(nn.Module):
+    """A dense model's layout: a Swin returning every stage, with a norm of its own on each
+    output before the last (``out_norms``), under ``backbone``."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.backbone = MODELS.build(dict(type='SwinTransformer', arch=TINY_SWIN, img_size=64,
+                                          window_size=2, out_indices=(0, 1, 2, 3)))
+
+
+def classifier_swin():
+    """The Swin of a fine-tuned classifier: the last stage only, so no ``out_norms``."""
+    return build(dict(type='SwinTransformer', arch=TINY_SWIN, img_size=64, window_size=2))
+
+
+OUT_NORMS = [f'out_norms.{stage}.{part}' for stage in range(3) for part in ('weight', 'bias')]
+
+
+@pytest.mark.parametrize('prefix, into', [('', 'model'), ('backbone.', 'backbone')])
+def test_layers_the_backbone_declares_optional_stay_initialised_and_are_named(
+        tmp_path, logger, caplog, prefix, into):
+    """A classifier checkpoint into a detector: the output norms, which the backbone declares
+    (``checkpoint_optional_names``), need no ``allow_missing``, keep their initialisation and
+    are named in the summary, whether the load goes into the whole model or its backbone."""
+    source = classifier_swin()
+    path = save_pretraining_checkpoint(source, tmp_path / 'classifier.pth')
+    detector = Detector()
+    target = detector if into == 'model' else detector.backbone
+    initial = {key: value.clone() for key, value in detector.backbone.state_dict().items()}
+
+    summary = load_pretrained(target, str(path), prefix=prefix, logger=logger)
+
+    under = 'backbone.' if into == 'model' else ''
+    assert sorted(summary.missing_allowed) == sorted(under + key for key in OUT_NORMS)
+    loaded = detector.backbone.state_dict()
+    for key, value in source.state_dict().items():
+        assert torch.equal(loaded[key], value), key
+    for key in OUT_NORMS:
+        assert torch.equal(loaded[key], initial[key]), key
+    (record, ) = [r for r in caplog.records if r.name == 'test_pretrained']
+    assert f'kept initialised {under}out_norms (6)' in record.message
+
+
+def test_a_file_that_has_the_optional_layers_loads_them(tmp_path, logger):
+    source = Detector().backbone
+    with torch.no_grad():
+        for param in source.out_norms.parameters():
+            param.normal_()
+    path = save_pretraining_checkpoint(source, tmp_path / 'detector_backbone.pth')
+    target = Detector().backbone
+
+    summary = load_pretrained(target, str(path), logger=logger)
+
+    assert summary.missing_allowed == []
+    loaded = target.state_dict()
+    for key in OUT_NORMS:
+        assert torch.equal(loaded[key], source.state_dict()[key]), key
+
+
+def test_a_file_missing_a_tensor_the_backbone_does_not_declare_optional_fails(tmp_path, logger):
+    source = classifier_swin()
+    path = save_pretraining_checkpoint(source, tmp_path / 'classifier.pth')
+    checkpoint = torch.load(path)
+    del checkpoint['state_dict']['backbone.layers.1.blocks.0.attn.qkv.weight']
+    torch.save(checkpoint, path)
+
+    with pytest.raises(CheckpointError, match=r'layers\.1\.blocks\.0\.attn\.qkv\.weight') as error:
+        load_pretrained(Detector(), str(path), prefix='', logger=logger)
+    assert 'out_norms' not in str(error.value)
+
+
 def test_truncated_file_is_named(tmp_path, logger):
     source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
     path = save_pretraining_checkpoint(source, tmp_path / 'cut.pth')
