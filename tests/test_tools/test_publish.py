@@ -105,6 +105,30 @@ def test_load_pretrained_gives_the_backbone_the_checkpoints_tensors(tmp_path, tr
         assert torch.equal(value, source['state_dict'][f'backbone.{key}']), key
 
 
+def test_a_pre_training_checkpoint_keeps_its_decoder_and_resizes_on_loading(tmp_path, publish):
+    """A pre-training file keeps neck.* and mask_token (the reconstruction tools read them) and
+    its geometry, by which loading at another size resizes the position embedding."""
+    from fastmim.models.utils import load_pretrained
+    from fastmim.registry import MODELS
+
+    arch = dict(embed_dim=32, depth=2, num_heads=2)
+    backbone = MODELS.build(dict(type='VisionTransformer', arch=arch, img_size=128))
+    state = {f'backbone.{key}': value for key, value in backbone.state_dict().items()}
+    state.update({'neck.decoder_embed.weight': torch.randn(8, 4),
+                  'mask_token': torch.zeros(1, 3, 1, 1)})
+    checkpoint = tmp_path / 'epoch_800.pth'
+    torch.save({'state_dict': state, 'optimizer': {'state': {}, 'param_groups': []},
+                'meta': {'geometry': {'backbone': backbone.geometry()}, 'epoch': 800}},
+               checkpoint)
+    publish([str(checkpoint), str(tmp_path / 'vit_pre.pth')])
+    out = published_file(tmp_path, 'vit_pre')
+    assert torch.load(out, weights_only=True)['state_dict'].keys() == state.keys()
+
+    target = MODELS.build(dict(type='VisionTransformer', arch=arch, img_size=224))
+    summary = load_pretrained(target, str(out))
+    assert summary.resized == {'pos_embed': ((1, 65, 32), (1, 197, 32))}
+
+
 def test_tools_test_evaluates_the_published_classifier(tmp_path, trained, publish,
                                                        load_script, capsys):
     config, checkpoint = trained
