@@ -10,7 +10,7 @@ RUN_CLI_TOOLS = sorted(path for path in TOOLS.rglob('*.py')
 
 
 def test_the_tools_are_found():
-    assert {'train.py', 'test.py', 'to_timm.py', 'train_speed.py'} <= \
+    assert {'train.py', 'test.py', 'to_timm.py', 'train_speed.py', 'print_config.py'} <= \
         {path.name for path in RUN_CLI_TOOLS}
 
 
