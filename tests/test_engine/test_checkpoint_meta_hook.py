@@ -206,3 +206,21 @@ def test_resuming_with_another_optimiser_type_is_refused(tmp_path, tiny_pretrain
             f'{tmp_path}/a/epoch_1.pth was trained with AdamW, the config builds SGD: --resume '
             'continues the optimiser state it holds.')):
         runner.train()
+
+
+def test_resuming_a_file_without_the_runs_state_is_refused(tmp_path, tiny_pretraining):
+    """mmengine saves its best_* checkpoints without optimiser and scheduler states and skips
+    them on resume without a word: the run went on with a fresh AdamW and its warmup started
+    over."""
+    first = _run(tmp_path / 'a', tiny_pretraining, 32, param_scheduler=_schedule(2))
+    first.train()
+    # What mmengine's CheckpointHook writes for a best checkpoint.
+    first.save_checkpoint(str(tmp_path), 'best.pth', save_optimizer=False,
+                          save_param_scheduler=False)
+    runner = _run(tmp_path / 'b', tiny_pretraining, 32, resume=True,
+                  load_from=str(tmp_path / 'best.pth'), param_scheduler=_schedule(2),
+                  train_cfg=dict(by_epoch=True, max_epochs=2))
+    with pytest.raises(CheckpointError, match=r"best\.pth holds weights without the state of "
+                       r"the run that wrote them \(no optimizer, param_schedulers\): a best_\* "
+                       r'checkpoint, a published or converted file'):
+        runner.train()

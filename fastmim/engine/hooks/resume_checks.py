@@ -1,9 +1,15 @@
 """What ``--resume`` takes from the checkpoint rather than the config, checked before it does.
 
 mmengine's ``Runner.resume`` restores the weights, then the optimiser's state, then the
-parameter schedulers' state, all from the checkpoint. Four consequences it leaves unsaid:
+parameter schedulers' state, all from the checkpoint. What it leaves unsaid:
 
+- a file without the run's state (a ``best_*`` checkpoint, a published or converted one) has
+  none to restore: mmengine went on with a fresh optimiser and restarted schedules without a
+  word, or ended in ``KeyError: 'epoch'`` (:func:`check_run_state`);
 - the model must be the checkpoint's model (:func:`check_resumed_model`);
+- an optimiser of another type than the checkpoint's cannot take its state (mmengine loads
+  AdamW's groups into SGD, which fails at the first step with ``KeyError: 'momentum'``)
+  (:func:`check_resumed_optimiser`);
 - the learning rate, weight decay and schedule go on as the checkpoint has them: a config
   edited before resuming (another lr, a longer cosine, another warmup) takes no effect
   (:func:`warn_kept_optimisation` names each value the run keeps);
@@ -11,10 +17,6 @@ parameter schedulers' state, all from the checkpoint. Four consequences it leave
   (:func:`drop_executable_config`);
 - a checkpoint that has trained the whole ``train_cfg`` trains nothing more, with exit
   status 0 (:func:`warn_if_finished`).
-
-- an optimiser of another type than the checkpoint's cannot take its state (mmengine loads
-  AdamW's groups into SGD, which fails at the first step with ``KeyError: 'momentum'``)
-  (:func:`check_resumed_optimiser`).
 
 They run from :class:`ResumeChecksHook` when a checkpoint has been read for resuming, before
 mmengine or any other hook loads anything from it.
@@ -69,12 +71,33 @@ class ResumeChecksHook(Hook):
 def check_resumed_checkpoint(runner, checkpoint: dict) -> None:
     """Every check of this module, on a checkpoint read for resuming."""
     path = resumed_path(runner)
+    check_run_state(runner, checkpoint, path)
     drop_executable_config(checkpoint, path)
     with whole_parameters(runner.model):
         check_resumed_model(bare_model(runner), checkpoint, path)
     check_resumed_optimiser(runner, checkpoint, path)
     warn_kept_optimisation(runner, checkpoint, path)
     warn_if_finished(runner, checkpoint, path)
+
+
+def check_run_state(runner, checkpoint: dict, path: str) -> None:
+    """Refuse a file that holds weights without the state ``--resume`` continues: the
+    optimiser's, the schedulers' (when the config has schedulers), the message hub and the
+    epoch and iteration in ``meta``. mmengine skips a missing optimiser or scheduler state
+    silently: resumed from ``best_accuracy_top1_epoch_1.pth`` (mmengine saves the best
+    checkpoints without them), a run went on with a fresh AdamW and a warmup started over."""
+    meta = checkpoint.get('meta') if isinstance(checkpoint.get('meta'), dict) else {}
+    wanted = ['optimizer', 'message_hub'] + (['param_schedulers']
+                                             if runner.param_schedulers else [])
+    lacking = [key for key in wanted if key not in checkpoint] + [
+        f"meta['{key}']" for key in ('epoch', 'iter') if key not in meta]
+    if lacking:
+        raise CheckpointError(
+            f'{path} holds weights without the state of the run that wrote them (no '
+            f'{", ".join(lacking)}): a best_* checkpoint, a published or converted file. '
+            f'--resume continues a run from that state: resume from the run\'s latest '
+            f'checkpoint (epoch_*/iter_*.pth, or --resume alone), or start a new run from '
+            f'these weights with load_from / init_cfg, without --resume')
 
 
 def optimiser_type(runner) -> Optional[str]:
