@@ -128,6 +128,17 @@ def apply_args(cfg, args):
     checkpoint as ``--resume`` finds it, moved work dirs included."""
     from fastmim.engine.launch import apply_launch_args, latest_checkpoint
     apply_launch_args(cfg, args)
+    apply_config_flags(cfg, args)
+    if args.resume is not None:
+        apply_resume(cfg, args.resume)
+    elif cfg.get('resume') and not cfg.get('load_from'):
+        cfg.load_from = latest_checkpoint(cfg.work_dir)
+
+
+def apply_config_flags(cfg, args):
+    """The flags that only rewrite the config (``--fsdp``, ``--amp``/``--amp-dtype``,
+    ``--compile``, ``--auto-scale-lr``), in the order training applies them; also what
+    tools/misc/print_config.py shows."""
     if args.fsdp:
         from fastmim.engine.fsdp import enable_fsdp
         enable_fsdp(cfg)
@@ -137,10 +148,6 @@ def apply_args(cfg, args):
         add_compile_hook(cfg)
     if args.auto_scale_lr:
         enable_auto_scale_lr(cfg)
-    if args.resume is not None:
-        apply_resume(cfg, args.resume)
-    elif cfg.get('resume') and not cfg.get('load_from'):
-        cfg.load_from = latest_checkpoint(cfg.work_dir)
 
 
 def add_compile_hook(cfg):

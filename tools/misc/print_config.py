@@ -65,10 +65,11 @@ def add_mirrored_train_args(parser):
 
 
 def apply_train_flags(cfg, args):
-    """Fold in the flags as tools/train.py's ``apply_args`` does, in its order and with its
-    own functions, so that what a flag does here cannot drift from what it does there. The work dir is set only where given:
-    train.py's default (``work_dirs/<config name>``) written into ``--out`` would send a run of
-    that file to the original config's work dir, where ``--resume`` continues another run."""
+    """Fold in the flags as tools/train.py's ``apply_args`` does, with its own function
+    (``apply_config_flags``), so that what a flag does here cannot drift from what it does
+    there. The work dir is set only where given: train.py's default (``work_dirs/<config
+    name>``) written into ``--out`` would send a run of that file to the original config's
+    work dir, where ``--resume`` continues another run."""
     import train
 
     from fastmim.errors import LaunchError
@@ -77,15 +78,7 @@ def apply_train_flags(cfg, args):
             raise LaunchError(f'--work-dir is empty ({args.work_dir!r}); give a folder, or '
                               f'leave the flag out')
         cfg.work_dir = args.work_dir
-    if args.fsdp:
-        from fastmim.engine.fsdp import enable_fsdp
-        enable_fsdp(cfg)
-    if args.amp or args.amp_dtype:
-        train.set_mixed_precision(cfg.optim_wrapper, args.amp_dtype)
-    if args.compile:
-        train.add_compile_hook(cfg)
-    if args.auto_scale_lr:
-        train.enable_auto_scale_lr(cfg)
+    train.apply_config_flags(cfg, args)
 
 
 def log_to_stderr():
