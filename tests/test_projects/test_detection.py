@@ -105,6 +105,9 @@ def test_config_is_the_published_recipe(downstream):
     assert (warmup.begin, warmup.end) == (0, 1000)
     assert steps.type == 'MultiStepLR' and steps.by_epoch and steps.milestones == [27, 33]
     assert steps.gamma == 0.1 and (steps.begin, steps.end) == (0, 36)
+    # Not mmdet's default hook, which keeps all 36 checkpoints (with the optimiser's state).
+    checkpoint = cfg.default_hooks.checkpoint
+    assert checkpoint.type == 'fastmim.SafeCheckpointHook' and checkpoint.max_keep_ckpts == 3
 
 
 # The release's detection recipe (mmdet-v2.23/configs/swin/

@@ -93,6 +93,10 @@ def test_config_is_the_published_recipe(downstream):
     assert issubclass(ResumableIterBasedTrainLoop, IterBasedTrainLoop)
     assert cfg.train_cfg.max_iters == 160000
     assert_release_lr_schedule(cfg.param_scheduler, base_lr=optimizer.lr, max_iters=160000)
+    # Every 16k iterations, the last three kept (mmseg's default hook keeps all ten).
+    checkpoint = cfg.default_hooks.checkpoint
+    assert checkpoint.type == 'fastmim.SafeCheckpointHook' and checkpoint.max_keep_ckpts == 3
+    assert checkpoint.interval == 16000 and not checkpoint.by_epoch
 
 
 def assert_release_lr_schedule(param_scheduler, base_lr, max_iters, checked_iters=3000):

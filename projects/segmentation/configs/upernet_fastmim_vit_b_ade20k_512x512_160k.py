@@ -121,6 +121,9 @@ randomness = dict(seed=0)
 # - on SLURM's SIGTERM (preemption, scancel) or SIGUSR1 (--signal=USR1@120), iter_<n>.pth of the
 #   next iteration is saved and the run exits with status 75; --resume continues from there,
 #   exactly (the checkpoint hook's interval is 16k iterations).
-default_hooks = dict(checkpoint_meta=dict(type='fastmim.CheckpointMetaHook'),
+# - the last three checkpoints kept (mmengine's hook, as the base config sets it, keeps every
+#   one), old ones deleted only after the new one and last_checkpoint are written.
+default_hooks = dict(checkpoint=dict(type='fastmim.SafeCheckpointHook', max_keep_ckpts=3),
+                     checkpoint_meta=dict(type='fastmim.CheckpointMetaHook'),
                      resume_checks=dict(type='fastmim.ResumeChecksHook'),
                      preemption=dict(type='fastmim.PreemptionHook'))
