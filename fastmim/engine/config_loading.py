@@ -182,7 +182,7 @@ def _syntax_error_message(error, path):
     return f'{where}, line {error.lineno}: {error.msg}: {(error.text or "").strip()}'
 
 
-def _follow(tree, key):
+def follow_key(tree, key):
     """Follow ``key`` through the plain config ``tree`` as mmengine does (dots; list indices):
     ``(node, parts followed)``, where ``node`` is the value at ``key`` when every part was
     followed, else the last node reached."""
@@ -203,7 +203,7 @@ def _refuse_text_for_numbers(tree, cfg_options, path):
     string and failed inside it with an interpreter TypeError ('<' not supported between
     'str' and 'float'), naming neither the key nor the value."""
     for key, value in cfg_options.items():
-        current, followed = _follow(tree, key)
+        current, followed = follow_key(tree, key)
         if (followed == len(key.split('.')) and isinstance(value, str)
                 and isinstance(current, (int, float))):
             kind = 'True or False' if isinstance(current, bool) else 'a number'
@@ -217,7 +217,7 @@ def _warn_lists_for_numbers(tree, cfg_options, path):
     'int' and 'list'). A warning, not a refusal: some numbers of a config may be given as a
     sequence (a crop ``size=224`` as ``224,160``, a jitter factor as a range)."""
     for key, value in cfg_options.items():
-        current, followed = _follow(tree, key)
+        current, followed = follow_key(tree, key)
         if (followed == len(key.split('.')) and isinstance(value, (list, tuple))
                 and isinstance(current, (int, float)) and not isinstance(current, bool)):
             print_log(f'--cfg-options {key}: {path} has a number there ({current!r}), given '
@@ -239,7 +239,7 @@ def added_keys(tree, cfg_options):
     found = []
     for key in cfg_options:
         parts = key.split('.')
-        node, followed = _follow(tree, key)
+        node, followed = follow_key(tree, key)
         if followed < len(parts) and isinstance(node, dict):
             close = difflib.get_close_matches(parts[followed], [str(name) for name in node], n=2)
             found.append(('.'.join(parts[:followed + 1]), close))

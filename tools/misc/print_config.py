@@ -95,15 +95,12 @@ def log_to_stderr():
 def value_at(tree, key):
     """The value of ``key`` (dots; list indices) in the plain config ``tree``; an unknown key
     is one error (:func:`unknown_key_message`)."""
+    from fastmim.engine.config_loading import follow_key
     from fastmim.errors import LaunchError
-    node, parts = tree, key.split('.')
-    for depth, part in enumerate(parts):
-        if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            raise LaunchError(unknown_key_message(tree, key, '.'.join(parts[:depth]), node))
+    node, followed = follow_key(tree, key)
+    parts = key.split('.')
+    if followed < len(parts):
+        raise LaunchError(unknown_key_message(tree, key, '.'.join(parts[:followed]), node))
     return node
 
 
