@@ -202,7 +202,7 @@ def load_images(images: Union[ImageInput, Sequence[ImageInput]]) -> List[np.ndar
             try:
                 with Image.open(image) as opened:
                     image = pil_to_upright_rgb(opened)
-            except (UnidentifiedImageError, OSError) as error:
+            except (UnidentifiedImageError, OSError, ValueError) as error:
                 raise ValueError(f'cannot read image {image}: {error}') from None
         elif isinstance(image, Image.Image):
             image = pil_to_rgb(image)

@@ -1,6 +1,7 @@
 """Transforms: decoding every common file mode to RGB, skipping unreadable files, the random
 resized crop against torchvision, reduced-size JPEG decoding, and packing."""
 import math
+import os
 import re
 
 import mmcv
@@ -462,3 +463,36 @@ def test_no_logger_is_made_by_a_skip_outside_a_run(tmp_path):
         assert not MMLogger._instance_dict
     finally:
         MMLogger._instance_dict.update(saved)
+
+
+
+@pytest.mark.parametrize('kind', ['float_tiff', 'int32_tiff'])
+def test_samples_without_a_0_255_range_are_skipped_as_unreadable(kind, tmp_path, camera):
+    """PIL's conversion clipped them without a word: a float image in 0-1 came out black, a
+    32-bit one beyond 65535 white."""
+    values = (camera.astype(np.float32) / 255 if kind == 'float_tiff'
+              else camera.astype(np.int32) * 1000)
+    path = tmp_path / 'a.tif'
+    Image.fromarray(values).save(path)
+    expected = (r'\(ValueError: a floating-point image \(mode F\) has no defined 0-255 range'
+                if kind == 'float_tiff' else
+                r'\(ValueError: a I image with values \d+\.\.\d+ has no defined 0-255 range')
+    with pytest.warns(UnreadableImageWarning, match=expected):
+        assert LoadImageRGB()(dict(img_path=str(path))) is None
+    with pytest.warns(UnreadableImageWarning, match=expected):  # decoded at the crop
+        assert RandomResizedCrop(64)(LoadImageRGB(lazy=True)(dict(img_path=str(path)))) is None
+
+def test_a_skipped_file_whose_name_is_no_utf8_is_written_to_the_log_file(tmp_path, recwarn):
+    """Its surrogate-escaped byte failed the log file's UTF-8 encoder: a 'Logging error'
+    traceback on stderr, and the line was missing from the run's log."""
+    from mmengine.logging import MMLogger
+    log_file = tmp_path / 'run.log'
+    logger = MMLogger.get_instance('test_non_utf8_name', log_file=str(log_file))
+    broken = tmp_path / os.fsdecode(b'caf\xe9.jpg')
+    broken.write_bytes(b'not an image')
+    try:
+        assert LoadImageRGB()(dict(img_path=str(broken))) is None
+    finally:
+        for handler in logger.handlers:
+            handler.flush()
+    assert f'skipped unreadable image {tmp_path}/caf\\udce9.jpg (' in log_file.read_text()

@@ -119,10 +119,21 @@ def pil_to_rgb(image: Image.Image) -> np.ndarray:
     0-65535 to 0-255 with rounding; PIL's own ``convert('RGB')`` would clip it to 255 and turn
     most 16-bit photos white. Alpha is dropped without compositing, as torchvision's loader
     does. Everything else (L, 1, P, LA, CMYK, YCbCr, ...) goes through ``convert('RGB')``.
+
+    Samples with no defined 0-255 range are refused (``ValueError``, which the loader reports
+    as an unreadable file): floating-point images (``F``: PIL's conversion clipped 0-1 values
+    to 0 or 1, a black picture) and integer ones beyond 16 bits (they were clipped).
     """
+    if image.mode.startswith('F'):
+        raise ValueError(f'a floating-point image (mode {image.mode}) has no defined 0-255 '
+                         'range; store it with 8- or 16-bit samples')
     if image.mode.startswith('I'):
         values = np.asarray(image).astype(np.int64)
-        gray = ((np.clip(values, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ValueError(f'a {image.mode} image with values {values.min()}..{values.max()} '
+                             'has no defined 0-255 range (beyond 16-bit 0..65535); store it '
+                             'with 8- or 16-bit samples')
+        gray = ((values * 255 + 32767) // 65535).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if image.mode == 'P' and 'transparency' in image.info:
         # Going through RGBA resolves the transparency entry without PIL's palette warning.
