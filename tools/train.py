@@ -137,8 +137,8 @@ def apply_args(cfg, args):
 
 def apply_config_flags(cfg, args):
     """The flags that only rewrite the config (``--fsdp``, ``--amp``/``--amp-dtype``,
-    ``--compile``, ``--auto-scale-lr``), in the order training applies them; also what
-    tools/misc/print_config.py shows."""
+    ``--compile``, ``--auto-scale-lr``: also the config's own ``auto_scale_lr.enable``), in
+    the order training applies them; also what tools/misc/print_config.py shows."""
     if args.fsdp:
         from fastmim.engine.fsdp import enable_fsdp
         enable_fsdp(cfg)
@@ -146,8 +146,7 @@ def apply_config_flags(cfg, args):
         set_mixed_precision(cfg.optim_wrapper, args.amp_dtype)
     if args.compile:
         add_compile_hook(cfg)
-    if args.auto_scale_lr:
-        enable_auto_scale_lr(cfg)
+    prepare_auto_scale_lr(cfg, args.auto_scale_lr)
 
 
 def add_compile_hook(cfg):
@@ -168,25 +167,31 @@ def add_compile_hook(cfg):
     cfg.custom_hooks = hooks + [dict(type='fastmim.CompileModulesHook')]
 
 
-def enable_auto_scale_lr(cfg):
-    """``--auto-scale-lr``: scale the lr by the images of one optimiser update over
-    ``auto_scale_lr.base_batch_size``. mmengine's ``Runner.scale_lr`` counts GPUs x
-    ``batch_size`` only, so with ``optim_wrapper.accumulative_counts=N`` it scaled by 1/N of
-    the batch that each update averages over, without a word (the reference release counts
-    the accumulation); the base is divided by N here so that mmengine's ratio counts it. A
-    missing or non-positive base was an AssertionError or a ZeroDivisionError in mmengine."""
+def prepare_auto_scale_lr(cfg, requested):
+    """Scaling the lr by the images of one optimiser update over
+    ``auto_scale_lr.base_batch_size``, when ``--auto-scale-lr`` asks (``requested``) or the
+    config enables it itself (``auto_scale_lr.enable=True``, also from ``--cfg-options``).
+    mmengine's ``Runner.scale_lr`` counts GPUs x ``batch_size`` only, so with
+    ``optim_wrapper.accumulative_counts=N`` it scaled by 1/N of the batch that each update
+    averages over, without a word (the reference release counts the accumulation); the base
+    is divided by N here so that mmengine's ratio counts it. Enabled in the config, the
+    scaling missed this correction (an lr halved with 2 accumulated batches). A missing or
+    non-positive base was an AssertionError or a ZeroDivisionError in mmengine."""
     from mmengine.logging import print_log
 
     scale_cfg = cfg.get('auto_scale_lr')
+    if not requested and not (isinstance(scale_cfg, dict) and scale_cfg.get('enable')):
+        return
+    asked_by = '--auto-scale-lr' if requested else 'auto_scale_lr.enable'
     base = scale_cfg.get('base_batch_size') if isinstance(scale_cfg, dict) else None
     if isinstance(base, bool) or not isinstance(base, (int, float)) or base <= 0:
-        raise ValueError(f'--auto-scale-lr needs a positive auto_scale_lr.base_batch_size in '
+        raise ValueError(f'{asked_by} needs a positive auto_scale_lr.base_batch_size in '
                          f'the config (the total batch its lr is meant for), got {base!r}')
     cfg.auto_scale_lr.enable = True
     accumulation = (cfg.get('optim_wrapper') or {}).get('accumulative_counts', 1)
     if accumulation > 1:
         cfg.auto_scale_lr.base_batch_size = base / accumulation
-        print_log(f'--auto-scale-lr: each update accumulates {accumulation} batches '
+        print_log(f'{asked_by}: each update accumulates {accumulation} batches '
                   f'(optim_wrapper.accumulative_counts), so the lr is scaled by GPUs x '
                   f'batch_size x {accumulation} / {base}; mmengine\'s line below counts the '
                   f'accumulation in its base batch size ({base} / {accumulation})',

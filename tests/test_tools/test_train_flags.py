@@ -86,6 +86,18 @@ def test_auto_scale_lr_counts_every_batch_of_an_update(tmp_path, train, accumula
     assert scale_ratio(cfg) == pytest.approx(4 * accumulation / base)
 
 
+def test_auto_scale_lr_enabled_in_the_config_counts_the_accumulation_too(tmp_path, train):
+    """Only the flag counted it: enabled in the config (or with --cfg-options), the lr of
+    2 accumulated batches was scaled for one."""
+    cfg = flags_applied(train, tmp_path, '--cfg-options', 'train_dataloader.batch_size=4',
+                        'optim_wrapper.accumulative_counts=2', 'auto_scale_lr.enable=True')
+    base = Config.fromfile(str(DEMO)).auto_scale_lr.base_batch_size
+    assert scale_ratio(cfg) == pytest.approx(4 * 2 / base)
+    with pytest.raises(ValueError, match=r'^auto_scale_lr\.enable needs a positive '):
+        flags_applied(train, tmp_path, '--cfg-options', 'auto_scale_lr.enable=True',
+                      'auto_scale_lr.base_batch_size=0')
+
+
 @pytest.mark.parametrize('option', ['auto_scale_lr.base_batch_size=0',
                                     'auto_scale_lr.base_batch_size=None',
                                     'auto_scale_lr=None'])
