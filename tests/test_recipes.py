@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
+from fastmim.registry import MODELS
+
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs' / 'fastmim'
 IMAGENET_MEAN, IMAGENET_STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 # name: (epochs, warmup, per-GPU batch, lr, block, decoder depth, window, backbone img_size)
@@ -65,7 +67,10 @@ def test_published_pretraining_recipe(name):
     assert not preprocessor.bgr_to_rgb  # LoadImageRGB already gives RGB
     assert model.mask_ratio == 0.75 and model.block_size == block
     assert model.neck.embed_dim == 256 and model.neck.depth == depth
-    assert model.neck.num_heads == 8 and model.neck.mlp_ratio == 4
+    # 8 heads (of 32 channels) in every block, the reference's width / 32
+    neck = MODELS.build(dict(model.neck, in_channels=64, out_channels=27))
+    assert [block.attn.num_heads for block in neck.blocks] == [8] * depth
+    assert model.neck.mlp_ratio == 4
     assert model.target_generator == dict(type='HOGGenerator', nbins=9, cell_size=8,
                                           normalize=True)
     assert model.loss.type == 'MaskedMSELoss'  # MSE over the masked positions only

@@ -8,7 +8,8 @@ model = dict(
     type='FastMIM',
     data_preprocessor=dict(type='ImgDataPreprocessor', mean=[123.675, 116.28, 103.53],
                            std=[58.395, 57.12, 57.375], bgr_to_rgb=False),
-    neck=dict(type='MIMDecoder', embed_dim=256, depth=1, num_heads=8, mlp_ratio=4.),
+    # num_heads None: heads of 32 channels (8 here), also at another width.
+    neck=dict(type='MIMDecoder', embed_dim=256, depth=1, num_heads=None, mlp_ratio=4.),
     target_generator=dict(type='HOGGenerator', nbins=9, cell_size=8, normalize=True),
     loss=dict(type='MaskedMSELoss'),
     mask_ratio=0.75,

@@ -8,6 +8,10 @@ from torch.nn.init import trunc_normal_
 
 from fastmim.registry import MODELS
 
+# Channels per attention head when the config names no head count (the reference release's
+# decoders: width / 32).
+HEAD_CHANNELS = 32
+
 
 @MODELS.register_module()
 class MIMDecoder(BaseModule):
@@ -29,7 +33,9 @@ class MIMDecoder(BaseModule):
         out_channels (int): Values predicted per token (``channels * k * k`` of the target).
         embed_dim (int): Decoder width.
         depth (int): Number of Transformer blocks (0 allowed).
-        num_heads (int): Attention heads per block.
+        num_heads (int, optional): Attention heads per block. None (default): one per 32
+            channels, ``embed_dim // 32``, the reference release's rule (8 for the published
+            256-wide decoder), so that a width ablation keeps the heads' size.
         mlp_ratio (float): MLP hidden width / ``embed_dim``.
         eps (float): eps of every LayerNorm (the blocks' and the final one). The reference
             release gives its ViT decoder the encoder's 1e-6 (set in the FastMIM ViT and EVA-02
@@ -43,13 +49,16 @@ class MIMDecoder(BaseModule):
         init_cfg (dict, optional): mmengine init config; overrides the default init when given.
     """
 
-    def __init__(self, in_channels, out_channels, embed_dim=256, depth=1, num_heads=8,
+    def __init__(self, in_channels, out_channels, embed_dim=256, depth=1, num_heads=None,
                  mlp_ratio=4., eps=1e-5, in_norm_eps=None, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if depth < 0:
             raise ValueError(f'depth must be >= 0, got {depth}')
+        if num_heads is None:
+            num_heads = max(1, embed_dim // HEAD_CHANNELS)
         if embed_dim % num_heads:
-            raise ValueError(f'embed_dim {embed_dim} is not divisible by num_heads {num_heads}')
+            raise ValueError(f'embed_dim {embed_dim} is not divisible by num_heads {num_heads}; '
+                             f'set num_heads')
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.in_norm = (nn.Identity() if in_norm_eps is None else

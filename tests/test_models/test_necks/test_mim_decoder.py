@@ -116,3 +116,14 @@ def test_parameter_count_of_the_decoder_in_closed_form(mlp_ratio):
     decoder = build_decoder(in_channels=inputs, out_channels=outputs, embed_dim=width, depth=1,
                             num_heads=8, mlp_ratio=mlp_ratio)
     assert sum(p.numel() for p in decoder.parameters()) == expected
+
+
+@pytest.mark.parametrize('embed_dim, heads', [(256, 8), (512, 16), (128, 4)])
+def test_heads_follow_the_width_as_the_reference_derives_them(embed_dim, heads):
+    """The reference release gives its decoder width / 32 heads; a width ablation kept 8
+    heads of 64 channels (512 wide) without a word."""
+    decoder = build_decoder(in_channels=64, out_channels=27, embed_dim=embed_dim, depth=1,
+                            num_heads=None)
+    assert decoder.blocks[0].attn.num_heads == heads
+    assert build_decoder(in_channels=64, out_channels=27, embed_dim=embed_dim,
+                         num_heads=2).blocks[0].attn.num_heads == 2
