@@ -50,13 +50,15 @@ def load_config(path, cfg_options=None):
     a config that is no valid Python one naming the file and line, and a key the config
     lacks is added with a warning (:func:`added_keys`), as is a pipeline variable that no
     longer is the pipeline that runs (:func:`warn_unused_pipelines`), a progressive-resolution
-    stages variable the hook no longer runs (:func:`warn_unused_stages`) and a schedule that does
-    not span the training (:func:`warn_schedule_length`); a training length or seed no run
-    can use is refused (:func:`_refuse_unusable_counts`)."""
+    stages variable the hook no longer runs (:func:`warn_unused_stages`), a schedule that does
+    not span the training (:func:`warn_schedule_length`) and pipelines that feed another input
+    size than the backbone is built for (:func:`warn_input_size_mismatch`); a training length
+    or seed no run can use is refused (:func:`_refuse_unusable_counts`)."""
     from mmengine.config import Config
 
     from fastmim.config_file import check_config_file
     from fastmim.engine.hooks.progressive_resolution_hook import warn_unused_stages
+    from fastmim.engine.input_sizes import warn_input_size_mismatch
     from fastmim.engine.pipeline_variables import warn_unused_pipelines
     from fastmim.engine.schedule_length import warn_schedule_length
     try:
@@ -85,6 +87,7 @@ def load_config(path, cfg_options=None):
     warn_unused_pipelines(cfg, path, cfg_options)
     warn_unused_stages(cfg, path, cfg_options)
     warn_schedule_length(cfg, path, cfg_options)
+    warn_input_size_mismatch(cfg, path)
     return cfg
 
 

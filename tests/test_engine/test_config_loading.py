@@ -204,3 +204,33 @@ def test_a_packaged_config_is_the_file_under_configs():
 def test_a_wrong_packaged_config_is_named_as_given(config, message):
     with pytest.raises(LaunchError, match=message):
         load_config(config)
+
+
+IMG_SIZE_WARNING = 'model.backbone.img_size is'
+FINETUNE_DEMO = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
+
+
+@pytest.mark.parametrize('config, size, places', [
+    (DEMO, 160, ['train_dataloader.dataset.pipeline.1.size (RandomResizedCrop) 128']),
+    (FINETUNE_DEMO, 192, ['train_dataloader.dataset.pipeline.1.size (RandomResizedCrop) 160',
+                          'train_dataloader.dataset.pipeline.3.img_size (RandAugment) 160',
+                          'val_dataloader.dataset.pipeline.1.crop_size (ResizeShorterCenterCrop)'
+                          ' 160'])])
+def test_an_input_size_changed_in_the_model_alone_is_named(load_config_log, config, size,
+                                                           places):
+    """A child config that set img_size alone trained at the base's crops without a word (the
+    backbones take any size), and its checkpoints recorded both sizes."""
+    warnings = [message for message in load_config_log(config, {'model.backbone.img_size': size})
+                if IMG_SIZE_WARNING in message]
+    assert len(warnings) == 1
+    assert (f'model.backbone.img_size is {size}, but the pipelines feed other sizes: '
+            f'{", ".join(places)}. The run uses what the pipelines feed') in warnings[0]
+
+
+def test_no_shipped_config_feeds_another_size_than_its_backbone_is_built_for(load_config_log):
+    configs = [path for path in sorted(ROOT.glob('configs/**/*.py'))
+               + sorted(ROOT.glob('projects/*/configs/*.py')) if '_base_' not in path.parts]
+    assert len(configs) > 30
+    for config in configs:
+        assert not [message for message in load_config_log(config)
+                    if IMG_SIZE_WARNING in message], config

@@ -1,0 +1,71 @@
+"""Warn when a config's pipelines feed another input size than its backbone is built for.
+
+A change of input size touches several keys: the training crop, RandAugment's size and the test
+crop in the pipelines, and ``model.backbone.img_size``, the size the backbone's
+resolution-dependent tables are built for and that its checkpoints record. The backbones take
+inputs of any size (a learned position table is resized, a sin-cos one recomputed), so a config
+that changes only some of them runs without an error: a child config that set ``img_size=160``
+alone pre-trained on the base's 128-px crops, and its checkpoints recorded both sizes. The
+pipelines are what the run feeds; they are compared with ``img_size`` once the config is
+complete.
+"""
+import logging
+from typing import List, Optional, Tuple
+
+from mmengine.logging import print_log
+
+# The transforms whose argument is the side of the image the model gets, and that argument.
+INPUT_SIZE_ARGUMENTS = {'RandomResizedCrop': 'size', 'RandAugment': 'img_size',
+                        'ResizeShorterCenterCrop': 'crop_size'}
+DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+
+
+def warn_input_size_mismatch(cfg, path) -> None:
+    """Log one warning naming every pipeline transform whose input size is not
+    ``model.backbone.img_size``. Configs whose backbone names no ``img_size`` (a CNN, PVTv2)
+    or whose pipelines hold none of these transforms (mmdet, mmseg) are not compared."""
+    backbone = (cfg.get('model') or {}).get('backbone') or {}
+    built = _size(backbone.get('img_size'))
+    if built is None:
+        return
+    others = [place for place in _input_sizes(cfg) if place[1] != built]
+    if not others:
+        return
+    places = ', '.join(f'{where} {_shown(size)}' for where, size in others)
+    print_log(f'{path}: model.backbone.img_size is {_shown(built)}, but the pipelines feed '
+              f'other sizes: {places}. The run uses what the pipelines feed (the backbone '
+              f'takes any size); img_size sets what its position tables are built for and what '
+              f'its checkpoints record. Give them one size', logger='current',
+              level=logging.WARNING)
+
+
+def _input_sizes(cfg) -> List[Tuple[str, Tuple[int, int]]]:
+    """``(where, (h, w))`` of each input-size argument in the dataloaders' pipelines, the
+    pipeline shared by validation and test named once."""
+    found, seen = [], []
+    for loader in DATALOADERS:
+        pipeline = ((cfg.get(loader) or {}).get('dataset') or {}).get('pipeline') or []
+        if pipeline in seen:
+            continue
+        seen.append(pipeline)
+        for index, transform in enumerate(pipeline):
+            name = str(transform.get('type', '')).rsplit('.', 1)[-1]
+            argument = INPUT_SIZE_ARGUMENTS.get(name)
+            size = _size(transform.get(argument)) if argument else None
+            if size is not None:
+                found.append((f'{loader}.dataset.pipeline.{index}.{argument} ({name})', size))
+    return found
+
+
+def _size(value) -> Optional[Tuple[int, int]]:
+    """``(h, w)`` of an int or a pair; None for anything else (not compared)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, value
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(side, int) and not isinstance(side, bool) for side in value):
+        return tuple(value)
+    return None
+
+
+def _shown(size: Tuple[int, int]) -> str:
+    return str(size[0]) if size[0] == size[1] else f'{size[0]}x{size[1]}'
