@@ -8,31 +8,45 @@ another size than its image passes mmseg's pipeline (both are resized and croppe
 fails only when the batch is stacked, as ``stack expects each tensor to be equal size``, naming
 no file; a label value that is no class and not the ignore index reaches the loss as
 ``IndexError: Target ... is out of bounds`` (on a GPU, a device-side assert); a label PNG saved
-in colour fails at the stacking as well. :class:`CheckedADE20KDataset` names the missing files
+in colour fails at the stacking as well; a 16-bit one is cast to 8 bits (300 becomes 44) and
+trains on wrong classes without a word, as does a photo with an EXIF orientation (mmcv turns
+the image upright, not its label map). :class:`CheckedADE20KDataset` names the missing files
 when the dataset is built, and checks each map as it is loaded, naming the file.
 """
 import os
 import os.path as osp
 from collections import Counter
+from typing import Optional
 
 import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.datasets import ADE20KDataset
+from PIL import Image
 
 from fastmim.registry import DATASETS
 
+from .sample_files import NamedUndecodableFiles, stored_orientation
 from .sample_seeds import SeededSamples
 from .utils import check_after_each, examples, is_local
+
+# PIL modes of 8-bit single-channel images ('1': bilevel, decoded as 0 and 1).
+EIGHT_BIT_MODES = ('L', 'P', '1')
 
 
 class CheckSegMap(BaseTransform):
     """Right after mmseg's ``LoadAnnotations``: ``gt_seg_map`` has one channel and the size of
     the image as loaded (``ori_shape``; the test pipeline resizes the image before it loads the
-    map) and holds only class indices below ``num_classes`` and ``ignore_index``."""
+    map) and holds only class indices below ``num_classes`` and ``ignore_index``.
 
-    def __init__(self, num_classes: int, ignore_index: int):
+    Two things are checked on the files themselves (local ones), since the loaded arrays no
+    longer show them: a label map of more than 8 bits (mmseg casts it to uint8, so a value of
+    300 became class 43 without a word), and an image with an EXIF orientation (mmcv loads it
+    turned upright, its label map as stored: they need not line up)."""
+
+    def __init__(self, num_classes: int, ignore_index: int, backend_args: Optional[dict] = None):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.backend_args = backend_args
 
     def transform(self, results: dict) -> dict:
         seg_map = results['gt_seg_map']
@@ -41,35 +55,82 @@ class CheckSegMap(BaseTransform):
                 f"{results['seg_map_path']}: label map of {seg_map.shape[2]} channels; a label "
                 'map is a single-channel PNG of class indices (one saved in colour, RGB or '
                 'RGBA, needs converting back)')
+        if is_local(results['seg_map_path'], self.backend_args):
+            refuse_values_over_8_bits(results['seg_map_path'])
+        if is_local(results['img_path'], self.backend_args):
+            refuse_exif_orientation(results['img_path'], results['seg_map_path'])
         image_size = tuple(results['ori_shape'][:2])
         if seg_map.shape[:2] != image_size:
+            turned = (' (turned by its EXIF orientation when loaded?)'
+                      if seg_map.shape[:2] == image_size[::-1] else '')
             raise ValueError(
                 f"{results['seg_map_path']}: label map of {seg_map.shape[1]}x{seg_map.shape[0]} "
-                f"px for an image of {image_size[1]}x{image_size[0]} px "
+                f"px for an image of {image_size[1]}x{image_size[0]} px{turned} "
                 f"({results['img_path']}); a label map has its image's size")
         bad = (seg_map >= self.num_classes) & (seg_map != self.ignore_index)
         if bad.any():
-            values = np.unique(seg_map[bad])
-            raise ValueError(
-                f"{results['seg_map_path']}: label values {values[:5].tolist()} are no class "
-                f'(0..{self.num_classes - 1} after reduce_zero_label, or {self.ignore_index} '
-                'to ignore)')
+            raise ValueError(self._bad_values_message(results, np.unique(seg_map[bad])))
         return results
+
+    def _bad_values_message(self, results: dict, values: np.ndarray) -> str:
+        """The values as the file holds them: ``reduce_zero_label`` took 1 from each (and made
+        0 into 255), which adding 1 modulo 256 undoes."""
+        if results.get('reduce_zero_label'):
+            values = (values.astype(np.int64) + 1) % 256
+            return (f"{results['seg_map_path']}: label values {values[:5].tolist()} are no class "
+                    f'(1..{self.num_classes} in the file, 0..{self.num_classes - 1} after '
+                    f'reduce_zero_label, or 0 to ignore)')
+        return (f"{results['seg_map_path']}: label values {values[:5].tolist()} are no class "
+                f'(0..{self.num_classes - 1}, or {self.ignore_index} to ignore)')
+
+
+def refuse_values_over_8_bits(path: str) -> None:
+    """mmseg's ``LoadAnnotations`` casts the decoded map to uint8, so a 16-bit (or 32-bit)
+    label PNG reaches the checks with its values modulo 256. Its mode is read from the header;
+    a map that is not 8-bit is decoded, and refused if it holds a value outside 0..255 (one
+    within keeps its values through the cast)."""
+    with Image.open(path) as label_map:
+        if label_map.mode in EIGHT_BIT_MODES:
+            return
+        values = np.asarray(label_map)
+    outside = values[(values < 0) | (values > 255)]
+    if outside.size:
+        raise ValueError(
+            f'{path}: label map of PIL mode {label_map.mode} holds values '
+            f'{np.unique(outside)[:5].tolist()} outside 0..255, which mmseg casts to 8 bits (300 '
+            f'becomes 44); a label map holds class indices 0..255: save it as an 8-bit PNG '
+            f'(mode L or P) with those values')
+
+
+def refuse_exif_orientation(image_path: str, seg_map_path: str) -> None:
+    """mmcv turns an image upright by its EXIF orientation as it loads it; a label PNG has no
+    such tag and is used as stored. The two line up only if the labels were drawn on the
+    upright image, which no size check can tell for a flip, a half turn or a square image."""
+    orientation = stored_orientation(image_path)
+    if orientation != 1:
+        raise ValueError(
+            f'{image_path}: EXIF orientation {orientation}: the image is loaded turned upright, '
+            f'its label map {seg_map_path} as stored, so they need not line up. Store the '
+            f'image without the tag: drop the tag if the labels are drawn on the stored pixels '
+            f'(exiftool -Orientation= FILE), or store the pixels upright if they are drawn on '
+            f'the upright image (PIL: ImageOps.exif_transpose(Image.open(FILE)).save(FILE))')
 
 
 @DATASETS.register_module()
-class CheckedADE20KDataset(SeededSamples, ADE20KDataset):
+class CheckedADE20KDataset(NamedUndecodableFiles, SeededSamples, ADE20KDataset):
     """``ADE20KDataset`` (same arguments) that names an image without its label map, and an
     image folder without images, when it is built, and whose pipeline checks each label map
     right after ``LoadAnnotations`` (:class:`CheckSegMap`). Used as
-    ``type='fastmim.CheckedADE20KDataset'`` in mmseg configs. Fetched with the seeded indices of
-    ``ResumableInfiniteSampler``, it augments each sample from that sample's seed, so a resumed
-    run crops and flips as the uninterrupted one did (``SeededSamples``)."""
+    ``type='fastmim.CheckedADE20KDataset'`` in mmseg configs. An image or label map that does
+    not decode stops with one error naming it (``NamedUndecodableFiles``). Fetched with the
+    seeded indices of ``ResumableInfiniteSampler``, it augments each sample from that sample's
+    seed, so a resumed run crops and flips as the uninterrupted one did (``SeededSamples``)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         check_after_each(self.pipeline, 'LoadAnnotations',
-                         CheckSegMap(len(self.metainfo['classes']), self.ignore_index))
+                         CheckSegMap(len(self.metainfo['classes']), self.ignore_index,
+                                     self.backend_args))
 
     def load_data_list(self):
         data_list = super().load_data_list()

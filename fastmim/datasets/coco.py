@@ -19,7 +19,9 @@ the labels after a missing one shift, and ``CocoMetric`` ends the evaluation wit
 import json
 import logging
 import os.path as osp
+import warnings
 from collections import defaultdict
+from typing import Optional
 
 from mmcv.transforms import BaseTransform
 from mmdet.datasets import CocoDataset, MultiImageMixDataset
@@ -27,6 +29,7 @@ from mmengine.logging import print_log
 
 from fastmim.registry import DATASETS
 
+from .sample_files import NamedUndecodableFiles, stored_orientation
 from .sample_seeds import SeededSamples
 from .utils import check_after_each, examples, is_local
 
@@ -34,16 +37,28 @@ from .utils import check_after_each, examples, is_local
 SHOWN = 5
 
 
+class ExifOrientationWarning(UserWarning):
+    """A COCO image is stored with an EXIF orientation: loaded upright, its annotations must
+    describe the upright image."""
+
+
 class CheckImageSize(BaseTransform):
     """Right after ``LoadImageFromFile``: the image has the width and height the annotation file
     gives it, the pixels its boxes, polygons and RLE masks are in (an image resized on disk
     afterwards fails in ``LoadAnnotations`` as ``cannot reshape array``, or its polygon masks
-    land in the wrong place). detectron2 checks the same (``check_image_size``). The image is
-    loaded with its EXIF orientation applied, so a photo annotated without it comes out with
-    width and height swapped."""
+    land in the wrong place). detectron2 checks the same (``check_image_size``).
 
-    def __init__(self, ann_file: str):
+    The image is loaded with its EXIF orientation applied (mmdet's practice, as detectron2's),
+    so its annotations must be drawn on the upright image: a photo annotated as stored comes out
+    with width and height swapped (stopped here), or, flipped or turned half round, with its
+    boxes in the wrong place, which nothing can check. An image with an orientation other than
+    1 (a local file) is named in an :class:`ExifOrientationWarning`, once per file and process
+    (the real COCO has such photos, annotated upright)."""
+
+    def __init__(self, ann_file: str, backend_args: Optional[dict] = None):
         self.ann_file = ann_file
+        self.backend_args = backend_args
+        self._warned = set()
 
     def transform(self, results: dict) -> dict:
         height, width = results['ori_shape'][:2]
@@ -55,11 +70,25 @@ class CheckImageSize(BaseTransform):
                 f"{results['img_path']}: image of {width}x{height} px{rotated}, but "
                 f"{self.ann_file} gives image {results['img_id']} {expected[1]}x{expected[0]} "
                 'px; its boxes and masks are in those pixels')
+        if is_local(results['img_path'], self.backend_args):
+            self._warn_of_orientation(results['img_path'], results['img_id'])
         return results
+
+    def _warn_of_orientation(self, path: str, img_id) -> None:
+        if path in self._warned:
+            return
+        orientation = stored_orientation(path)
+        if orientation != 1:
+            self._warned.add(path)
+            warnings.warn(
+                f'{path}: EXIF orientation {orientation}: the image is used upright (turned as '
+                f'the tag says), so the boxes and masks {self.ann_file} gives image {img_id} '
+                f'must be drawn on the upright image, not on the pixels as stored',
+                ExifOrientationWarning, stacklevel=2)
 
 
 @DATASETS.register_module()
-class CheckedCocoDataset(CocoDataset):
+class CheckedCocoDataset(NamedUndecodableFiles, CocoDataset):
     """``CocoDataset`` (same arguments) that skips, with a warning naming each one:
 
     - an image whose file is not under ``data_prefix['img']`` (local files only);
@@ -77,14 +106,16 @@ class CheckedCocoDataset(CocoDataset):
     dataset, and, in a test set, when an image has no file.
 
     Each image is checked against the width and height the file gives it as it is loaded
-    (:class:`CheckImageSize`).
+    (:class:`CheckImageSize`), and one that does not decode stops with one error naming it
+    (``NamedUndecodableFiles``).
 
     Used as ``type='fastmim.CheckedCocoDataset'`` in mmdet configs.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        check_after_each(self.pipeline, 'LoadImageFromFile', CheckImageSize(self.ann_file))
+        check_after_each(self.pipeline, 'LoadImageFromFile',
+                         CheckImageSize(self.ann_file, self.backend_args))
 
     def COCOAPI(self, path):  # noqa: N802 (the name mmdet calls)
         """mmdet's COCO reader; the file is kept for the checks that follow the loading,

@@ -59,15 +59,128 @@ def test_a_label_map_of_another_size_is_named(ade20k_copy):
         dataset[sample_of(dataset, path)]
 
 
-def test_a_label_value_that_is_no_class_is_named(ade20k_copy):
+def test_a_label_value_that_is_no_class_is_named_as_the_file_holds_it(ade20k_copy):
+    """The values were shown after reduce_zero_label: a file's 151 was reported as [150]."""
     path = first_label_map(ade20k_copy, 'validation')
     label = np.array(Image.open(path))
     label[:2, :2] = 200  # 199 after reduce_zero_label: ADE20K has 150 classes
+    label[2, 2] = 151
     Image.fromarray(label).save(path)
     dataset = build('val_dataloader', ade20k_copy)
-    with pytest.raises(ValueError, match=rf'{path.name}: label values \[199\] are no class '
-                       r'\(0..149 after reduce_zero_label, or 255 to ignore\)'):
+    with pytest.raises(ValueError, match=re.escape(
+            f'{path}: label values [151, 200] are no class (1..150 in the file, 0..149 after '
+            f'reduce_zero_label, or 0 to ignore)')):
         dataset[sample_of(dataset, path)]
+
+
+def save_16_bit(label: np.ndarray, path):
+    Image.fromarray(label.astype(np.uint16)).save(path)
+    assert Image.open(path).mode not in ('L', 'P')
+
+
+def test_a_16_bit_label_map_with_a_value_above_255_is_named(ade20k_copy):
+    """mmseg's LoadAnnotations casts the map to uint8: 300 became 44 (43 after
+    reduce_zero_label, a valid class) and training went on on wrong labels."""
+    path = first_label_map(ade20k_copy)
+    label = np.array(Image.open(path)).astype(np.uint16)
+    save_16_bit(label, path)  # values within 0..255 survive the cast: it loads
+    dataset = build('train_dataloader', ade20k_copy)
+    dataset[sample_of(dataset, path)]
+
+    label[:2, :2] = 300
+    save_16_bit(label, path)
+    with pytest.raises(ValueError, match=re.escape(
+            f'{path}: label map of PIL mode {Image.open(path).mode} holds values [300] outside '
+            f'0..255, which mmseg casts to 8 bits')):
+        dataset[sample_of(dataset, path)]
+
+
+def save_with_orientation(path, orientation):
+    image = Image.open(path)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(path, exif=exif.tobytes())
+
+
+@pytest.mark.parametrize('orientation', [3, 6])
+def test_an_image_with_an_exif_orientation_is_named(ade20k_copy, orientation):
+    """mmcv turns the image upright, the label PNG is used as stored: a half turn (or a flip,
+    or a square photo turned) passed every check and trained on misplaced labels."""
+    label_path = first_label_map(ade20k_copy)
+    image_path = ade20k_copy / 'images' / 'training' / label_path.with_suffix('.jpg').name
+    save_with_orientation(image_path, orientation)
+    dataset = build('train_dataloader', ade20k_copy)
+    with pytest.raises(ValueError, match=re.escape(
+            f'{image_path}: EXIF orientation {orientation}: the image is loaded turned upright, '
+            f'its label map {label_path} as stored, so they need not line up. Store the image '
+            f'without the tag')):
+        dataset[sample_of(dataset, label_path)]
+
+
+def test_a_label_map_of_the_images_size_turned_is_named_with_the_exif_hint(ade20k_copy):
+    path = first_label_map(ade20k_copy)
+    label = Image.open(path)
+    label.transpose(Image.Transpose.TRANSPOSE).save(path)
+    dataset = build('train_dataloader', ade20k_copy)
+    with pytest.raises(ValueError, match=re.escape(
+            f'{path}: label map of {label.height}x{label.width} px for an image of '
+            f'{label.width}x{label.height} px (turned by its EXIF orientation when loaded?)')):
+        dataset[sample_of(dataset, path)]
+
+
+def image_of(label_path):
+    return label_path.parents[2] / 'images' / label_path.parent.name / \
+        label_path.with_suffix('.jpg').name
+
+
+@pytest.mark.parametrize('broken, damage, reason', [
+    ('label map', lambda path: path.write_bytes(b''), 'empty file'),
+    ('label map', lambda path: path.write_bytes(path.read_bytes()[:-200]),
+     'OSError: image file is truncated'),
+    ('image', lambda path: path.write_bytes(b''), 'empty file'),
+    ('image', lambda path: path.write_text('not an image'),
+     'UnidentifiedImageError: cannot identify image file'),
+], ids=['empty label map', 'truncated label map', 'empty image', 'text as image'])
+def test_a_file_that_does_not_decode_is_named_with_the_reason(ade20k_copy, broken, damage,
+                                                              reason):
+    """mmseg stopped with PIL's 'cannot identify image file <_io.BytesIO ...>' or 'image file
+    is truncated', OpenCV's '!buf.empty()' assertion or mmcv's 'failed to load image' without
+    the reason."""
+    label_path = first_label_map(ade20k_copy)
+    path = label_path if broken == 'label map' else image_of(label_path)
+    damage(path)
+    dataset = build('train_dataloader', ade20k_copy)
+    with pytest.raises(ValueError, match=re.escape(f'{path}: {reason}')):
+        dataset[sample_of(dataset, label_path)]
+
+
+def test_a_file_that_does_not_decode_is_named_in_one_line_from_a_dataloader_worker(
+        ade20k_copy):
+    from torch.utils.data import DataLoader
+
+    from fastmim.engine.user_errors import is_user_error, user_message
+    label_path = first_label_map(ade20k_copy)
+    label_path.write_bytes(b'')
+    dataset = build('train_dataloader', ade20k_copy)
+    index = sample_of(dataset, label_path)
+    loader = DataLoader(dataset, sampler=[index], num_workers=1, collate_fn=lambda batch: batch)
+    with pytest.raises(ValueError) as error:
+        next(iter(loader))
+    assert is_user_error(error.value)
+    assert user_message(error.value) == f'ValueError: {label_path}: empty file'
+
+
+def test_a_pipeline_error_that_is_not_about_a_file_keeps_its_type(ade20k_copy, monkeypatch):
+    """Only an error of a file that does not decode is renamed; a bug keeps its traceback."""
+    dataset = build('train_dataloader', ade20k_copy)
+    check = next(step for step in dataset.pipeline.transforms
+                 if type(step).__name__ == 'CheckSegMap')
+
+    def bug(results):
+        raise AssertionError('a bug')
+    monkeypatch.setattr(check, 'transform', bug)
+    with pytest.raises(AssertionError, match='a bug'):
+        dataset[0]
 
 
 @pytest.mark.parametrize('loader, split', [('train_dataloader', 'training'),

@@ -4,6 +4,7 @@ them (``fastmim.CheckedCocoDataset``), not met by a dataloader worker in the mid
 import json
 import re
 import shutil
+import warnings
 from logging import WARNING
 from pathlib import Path
 
@@ -530,4 +531,49 @@ def test_an_image_of_another_size_than_the_file_says_is_named(coco_instances, tm
     with pytest.raises(ValueError, match=re.escape(
             f'{path}: image of {image["height"]}x{image["width"]} px (turned by its EXIF '
             f'orientation when loaded?), but {ann_file}')):
+        dataset[index]
+
+
+def coco_train_sample(coco, tmp_path):
+    """A copy of the COCO data, its training dataset, and the path and index of an image."""
+    root = Path(shutil.copytree(coco['data_root'], tmp_path / 'coco'))
+    ann_file = root / coco['train_ann_file']
+    image = json.loads(ann_file.read_text())['images'][0]
+    dataset = build_dataset(Config.fromfile(str(DETECTION)), 'fastmim.CheckedCocoDataset',
+                            ann_file, root)
+    index = next(index for index in range(len(dataset))
+                 if dataset.get_data_info(index)['img_id'] == image['id'])
+    return dataset, root / 'images' / image['file_name'], index, ann_file, image['id']
+
+
+def test_an_image_with_an_exif_orientation_is_named_once_in_a_warning(coco_instances, tmp_path):
+    """mmcv loads the image upright, so its boxes must be drawn on the upright image; a flip or
+    a half turn (or a square photo turned) passed the size check without a word."""
+    from fastmim.datasets.coco import ExifOrientationWarning
+    dataset, path, index, ann_file, img_id = coco_train_sample(coco_instances, tmp_path)
+    image = Image.open(path)
+    exif = image.getexif()
+    exif[0x0112] = 3
+    image.save(path, exif=exif.tobytes())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        dataset[index]
+        dataset[index]
+    assert [str(warning.message) for warning in caught
+            if warning.category is ExifOrientationWarning] == [
+        f'{path}: EXIF orientation 3: the image is used upright (turned as the tag says), so the '
+        f'boxes and masks {ann_file} gives image {img_id} must be drawn on the upright image, '
+        f'not on the pixels as stored']
+
+
+@pytest.mark.parametrize('content, reason', [
+    (b'', 'empty file'), (b'not an image', 'UnidentifiedImageError: cannot identify image file')
+], ids=['empty', 'text'])
+def test_an_image_that_does_not_decode_is_named_with_the_reason(coco_instances, tmp_path,
+                                                                content, reason):
+    """mmdet stopped with OpenCV's '!buf.empty()' assertion (an empty file) or mmcv's
+    'failed to load image: <path>' without the reason."""
+    dataset, path, index, _, _ = coco_train_sample(coco_instances, tmp_path)
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=re.escape(f'{path}: {reason}')):
         dataset[index]
