@@ -11,6 +11,7 @@ in the same second as the previous test's logged into that test's work dir and a
 scalars (one run per process, as a user's, never meets this). Each test's are dropped after it.
 """
 import importlib.util
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -35,6 +36,22 @@ def fresh_loggers_and_message_hubs():
             for handler in getattr(instance, 'handlers', ())[:]:  # the logger's file
                 instance.removeHandler(handler)
                 handler.close()
+
+
+# The handlers pytest started with, put back after every test.
+PREEMPTION_SIGNAL_HANDLERS = {signum: signal.getsignal(signum)
+                              for signum in (signal.SIGTERM, signal.SIGUSR1)}
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_restored():
+    """A run preempted in this process (PreemptionHook's stop) leaves SIGTERM and SIGUSR1
+    ignored, as a tool that exits next needs; the processes that later tests started inherited
+    that and ignored the signals sent to them (a preemption test then trained to the end)."""
+    yield
+    for signum, handler in PREEMPTION_SIGNAL_HANDLERS.items():
+        if handler is not None:
+            signal.signal(signum, handler)
 
 
 @pytest.fixture(scope='session')
