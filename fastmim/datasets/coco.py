@@ -53,7 +53,7 @@ class CheckImageSize(BaseTransform):
     with width and height swapped (stopped here), or, flipped or turned half round, with its
     boxes in the wrong place, which nothing can check. An image with an orientation other than
     1 (a local file) is named in an :class:`ExifOrientationWarning`, once per file and process
-    (the real COCO has such photos, annotated upright)."""
+    (a warning, not an error: a dataset annotated upright trains right)."""
 
     def __init__(self, ann_file: str, backend_args: Optional[dict] = None):
         self.ann_file = ann_file
