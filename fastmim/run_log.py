@@ -1,5 +1,6 @@
 """Lines for the log file of the run in progress, beside what the console shows."""
 import logging
+from typing import List
 
 from mmengine.logging import MMLogger
 
@@ -23,3 +24,10 @@ def log_to_files(message: str) -> None:
     for handler in files:
         if record.levelno >= handler.level:
             handler.handle(record)
+
+
+def console_handlers() -> List[logging.StreamHandler]:
+    """The console handlers of the current ``MMLogger``: its plain stream handlers, not its file
+    handlers (a ``FileHandler`` is a ``StreamHandler`` too)."""
+    return [handler for handler in MMLogger.get_current_instance().handlers
+            if type(handler) is logging.StreamHandler]

@@ -8,7 +8,8 @@ import argparse
 import json
 import os.path as osp
 
-from fastmim.engine.launch import add_launch_args, apply_launch_args, parse_launch_args
+from fastmim.engine.launch import (add_launch_args, add_trust_checkpoint_arg, apply_launch_args,
+                                   parse_launch_args)
 
 # Added to every config this tool runs (see main).
 TEST_HOOK = 'fastmim.CheckpointFitsModelHook'
@@ -20,8 +21,7 @@ def parse_args(argv):
     parser.add_argument('checkpoint', help="checkpoint file (or a work dir's "
                         'last_checkpoint, which names the newest)')
     parser.add_argument('--out', help='dump the metrics to this JSON file')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='allow full unpickling of CHECKPOINT (only for files you trust)')
+    add_trust_checkpoint_arg(parser)
     return parse_launch_args(parser, argv)
 
 

@@ -24,6 +24,7 @@ from mmengine.config import DictAction
 from mmengine.logging import print_log
 
 from fastmim.errors import CheckpointError, LaunchError
+from fastmim.run_log import console_handlers, log_to_files
 
 
 REQUIRED_ENV = {
@@ -56,24 +57,16 @@ def check_launcher_env(launcher):
                           f'{", ".join(missing)}: {hint}')
 
 
-# The variable each launcher gives a process's global rank in, read before the process group
-# forms ('none': rank 0).
-RANK_ENV = {'pytorch': 'RANK', 'slurm': 'SLURM_PROCID', 'mpi': 'OMPI_COMM_WORLD_RANK'}
-
-
 def console_errors_only_beyond_rank_zero(launcher):
     """On every process but the first, show only errors on the console from now on, as
     mmengine's Runner logger does once it is built: the warnings of the config checks (an added
     ``--cfg-options`` key, a schedule shorter than its warmup) came before it, once per process,
     so eight times from an 8-GPU ``tools/dist_train.sh``. The log file is the Runner's; it is
     not affected."""
-    rank = os.environ.get(RANK_ENV.get(launcher, ''), '0').strip()
-    if not rank.isdigit() or int(rank) == 0:
+    if launched_rank(launcher) == 0:
         return
-    from mmengine.logging import MMLogger
-    for handler in MMLogger.get_current_instance().handlers:
-        if type(handler) is logging.StreamHandler:
-            handler.setLevel(max(handler.level, logging.ERROR))
+    for handler in console_handlers():
+        handler.setLevel(max(handler.level, logging.ERROR))
 
 
 # tools/torchrun.py names itself here to the processes it starts (torchrun names no parent).
@@ -274,16 +267,27 @@ def init_cpu_distributed(launcher, dist_cfg=None):
     torch_dist.init_process_group(backend='gloo', **kwargs)
 
 
-# The variable each launcher gives a process's index on its node in ('none' and 'pytorch':
-# LOCAL_RANK), read before the process group forms.
+# The variable each launcher gives a process's global rank in ('none': rank 0), and its index
+# on its node in ('none' and 'pytorch': LOCAL_RANK), read before the process group forms.
+RANK_ENV = {'pytorch': 'RANK', 'slurm': 'SLURM_PROCID', 'mpi': 'OMPI_COMM_WORLD_RANK'}
 LOCAL_RANK_ENV = {'slurm': 'SLURM_LOCALID', 'mpi': 'OMPI_COMM_WORLD_LOCAL_RANK'}
+
+
+def launched_rank(launcher) -> int:
+    """This process's global rank as ``launcher`` set it; 0 for ``'none'`` or without one."""
+    return _index_from_env((RANK_ENV[launcher], ) if launcher in RANK_ENV else ())
 
 
 def launched_local_rank(launcher=None) -> int:
     """This process's index on its node as ``launcher`` set it; with ``launcher`` None (not
     parsed yet), as whichever launcher set one; 0 without any."""
-    names = (('LOCAL_RANK', *LOCAL_RANK_ENV.values()) if launcher is None else
-             (LOCAL_RANK_ENV.get(launcher, 'LOCAL_RANK'), ))
+    return _index_from_env(('LOCAL_RANK', *LOCAL_RANK_ENV.values()) if launcher is None else
+                           (LOCAL_RANK_ENV.get(launcher, 'LOCAL_RANK'), ))
+
+
+def _index_from_env(names) -> int:
+    """The whole number in the first of the environment variables ``names`` that is set; 0
+    where none is, or it holds no whole number."""
     value = next((os.environ[name] for name in names if name in os.environ), '0').strip()
     return int(value) if value.isdigit() else 0
 
@@ -403,6 +407,14 @@ def add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64'
     return parser
 
 
+def add_trust_checkpoint_arg(parser, file='CHECKPOINT'):
+    """``--trust-checkpoint`` of a tool that reads one checkpoint, named ``file`` in its usage:
+    the file is loaded weights-only unless the user vouches for it
+    (:func:`fastmim.engine.checkpoint.trust_checkpoint`)."""
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help=f'allow full unpickling of {file} (only for files you trust)')
+
+
 def add_debug_arg(parser):
     """``--debug``, which :func:`run_cli` reads and removes before the tool parses its
     arguments; declared so that every tool's ``--help`` lists it."""
@@ -422,15 +434,20 @@ def parse_launch_args(parser, argv):
     return args
 
 
+def refuse_empty_work_dir(work_dir):
+    """An empty ``--work-dir`` (``--work-dir "$DIR"`` with DIR unset) is refused: it was taken
+    as not given, and the run went to the default folder, where ``--resume`` continues whatever
+    run is there."""
+    if work_dir is not None and not work_dir.strip():
+        raise LaunchError(f'--work-dir is empty ({work_dir!r}); give a folder, or leave the '
+                          f'flag out for the default')
+
+
 def apply_launch_args(cfg, args):
     """Fold ``--launcher`` and ``--work-dir`` into the config: the work dir on the command line,
-    else the config's own, else ``work_dirs/<config name>`` (mmengine's tools' default).
-    An empty ``--work-dir`` (``--work-dir "$DIR"`` with DIR unset) is refused: it was taken as
-    not given, and the run went to the default folder, where ``--resume`` continues whatever
-    run is there."""
-    if args.work_dir is not None and not args.work_dir.strip():
-        raise LaunchError(f'--work-dir is empty ({args.work_dir!r}); give a folder, or leave '
-                          f'the flag out for the default')
+    else the config's own, else ``work_dirs/<config name>`` (mmengine's tools' default); an
+    empty one is refused (:func:`refuse_empty_work_dir`)."""
+    refuse_empty_work_dir(args.work_dir)
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
@@ -668,7 +685,6 @@ def _interrupted_inside(error: BaseException) -> bool:
 def _report_interruption(interrupted_hint: str) -> None:
     """The Ctrl-C line and status. Ctrl-C reaches every process of a node: the first one
     prints it (torchrun's processes printed it once each), every one logs it."""
-    from fastmim.run_log import log_to_files
     line = 'interrupted (Ctrl-C)' + (f'; {interrupted_hint}' if interrupted_hint else '')
     if launched_local_rank() == 0:
         print(line, file=sys.stderr)
@@ -680,7 +696,6 @@ def _report_the_stop(line: str, printed: bool = True) -> None:
     """Print the line that ends a run (unless ``printed`` is False: another process prints
     it), and append it to the run's log file when one was opened: the work dir's log otherwise
     ends at the last iteration without a word of why."""
-    from fastmim.run_log import log_to_files
     if printed:
         print(line, file=sys.stderr)
     log_to_files(line)

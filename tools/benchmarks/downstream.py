@@ -83,6 +83,7 @@ class ExtendOptions(argparse._ExtendAction):
 
 
 def parse_args(argv):
+    from fastmim.engine.launch import add_debug_arg, add_trust_checkpoint_arg
     parser = argparse.ArgumentParser(
         description='Fine-tune a pre-training checkpoint on ImageNet, transfer it to COCO / '
         'ADE20K and report top-1, box AP, mask AP and mIoU')
@@ -106,15 +107,13 @@ def parse_args(argv):
         parser.add_argument(flag, nargs='+', action=ExtendOptions, default=[],
                             metavar='KEY=VALUE',
                             help=f'--cfg-options for {stage} (training and testing)')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='allow full unpickling of PRETRAIN_CKPT (only for files you trust)')
+    add_trust_checkpoint_arg(parser, 'PRETRAIN_CKPT')
     parser.add_argument('--restart', nargs='+', action='extend', default=[],
                         choices=['finetune', 'det', 'seg'], metavar='STAGE',
                         help='start these stages over (finetune: also the stages that start '
                         'from its checkpoint), moving their old work dir WORK_DIR/<stage> to '
                         'WORK_DIR/<stage>.replaced-<time>; needed when a stage was begun with '
                         'another checkpoint, config or options')
-    from fastmim.engine.launch import add_debug_arg
     add_debug_arg(parser)
     args = parser.parse_args(argv)
     if args.gpus < 1:

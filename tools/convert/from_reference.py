@@ -31,8 +31,8 @@ import argparse
 import os.path as osp
 import sys
 
-from fastmim.engine.launch import (add_debug_arg, check_output_file, positive_int,
-                                   refuse_overwriting_input)
+from fastmim.engine.launch import (add_debug_arg, add_trust_checkpoint_arg, check_output_file,
+                                   positive_int, refuse_overwriting_input)
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from out_name import check_out_name  # noqa: E402  (beside this file, shared by the converters)
@@ -58,8 +58,7 @@ def parse_args(argv):
                         'number, default embed_dim // 64; PVTv2: one per stage, default from '
                         'the published size with these shapes; Swin, CMT: must agree with the '
                         'weights)')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='allow full unpickling of CHECKPOINT (only for files you trust)')
+    add_trust_checkpoint_arg(parser)
     add_debug_arg(parser)
     return parser.parse_args(argv)
 

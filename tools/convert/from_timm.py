@@ -30,8 +30,8 @@ import argparse
 import os.path as osp
 import sys
 
-from fastmim.engine.launch import (add_debug_arg, check_output_file, positive_int,
-                                   refuse_overwriting_input)
+from fastmim.engine.launch import (add_debug_arg, add_trust_checkpoint_arg, check_output_file,
+                                   positive_int, refuse_overwriting_input)
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from out_name import check_out_name  # noqa: E402  (beside this file, shared by the converters)
@@ -52,8 +52,7 @@ def parse_args(argv):
     parser.add_argument('--num-classes', type=positive_int, default=None,
                         help="classes of the classifier in WEIGHTS (default: the timm model's, "
                         'usually 1000)')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='allow full unpickling of WEIGHTS (only for files you trust)')
+    add_trust_checkpoint_arg(parser, 'WEIGHTS')
     add_debug_arg(parser)
     return parser.parse_args(argv)
 

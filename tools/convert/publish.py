@@ -24,7 +24,8 @@ import os.path as osp
 import re
 import sys
 
-from fastmim.engine.launch import add_debug_arg, check_output_file, refuse_overwriting_input
+from fastmim.engine.launch import (add_debug_arg, add_trust_checkpoint_arg, check_output_file,
+                                   refuse_overwriting_input)
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from out_name import check_out_name  # noqa: E402  (beside this file, shared by the converters)
@@ -53,8 +54,7 @@ def parse_args(argv):
                         '<OUT without .pth>-<first 8 hex digits of its sha256>.pth')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace a file of the final name whose content differs')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='allow full unpickling of CHECKPOINT (only for files you trust)')
+    add_trust_checkpoint_arg(parser)
     add_debug_arg(parser)
     return parser.parse_args(argv)
 

@@ -35,6 +35,7 @@ from out_name import check_out_name  # noqa: E402  (beside this file, shared by 
 
 
 def parse_args(argv):
+    from fastmim.engine.launch import add_debug_arg, add_trust_checkpoint_arg
     parser = argparse.ArgumentParser(description='fastmim checkpoint -> timm state dict')
     parser.add_argument('checkpoint', help='fastmim checkpoint (pre-training or fine-tuned)')
     parser.add_argument('out', help='output file (torch.save of a dict of tensors)')
@@ -42,9 +43,7 @@ def parse_args(argv):
                         'e.g. vit_base_patch16_224 or swin_base_patch4_window7_224')
     parser.add_argument('--safetensors', action='store_true',
                         help='also write OUT with the suffix .safetensors')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='allow full unpickling of CHECKPOINT (only for files you trust)')
-    from fastmim.engine.launch import add_debug_arg
+    add_trust_checkpoint_arg(parser)
     add_debug_arg(parser)
     return parser.parse_args(argv)
 

@@ -72,11 +72,9 @@ def apply_train_flags(cfg, args):
     work dir, where ``--resume`` continues another run."""
     import train
 
-    from fastmim.errors import LaunchError
+    from fastmim.engine.launch import refuse_empty_work_dir
+    refuse_empty_work_dir(args.work_dir)
     if args.work_dir is not None:
-        if not args.work_dir.strip():
-            raise LaunchError(f'--work-dir is empty ({args.work_dir!r}); give a folder, or '
-                              f'leave the flag out')
         cfg.work_dir = args.work_dir
     train.apply_config_flags(cfg, args)
 
@@ -84,12 +82,9 @@ def apply_train_flags(cfg, args):
 def log_to_stderr():
     """mmengine's log (the config loader's warnings) writes to stdout, which would mix them
     into a printed config redirected to a file (``print_config.py CONFIG > my_config.py``)."""
-    import logging
-
-    from mmengine.logging import MMLogger
-    for handler in MMLogger.get_current_instance().handlers:
-        if type(handler) is logging.StreamHandler:  # not its file handlers
-            handler.setStream(sys.stderr)
+    from fastmim.run_log import console_handlers
+    for handler in console_handlers():
+        handler.setStream(sys.stderr)
 
 
 def value_at(tree, key):

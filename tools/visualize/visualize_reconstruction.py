@@ -19,7 +19,7 @@ import os.path as osp
 
 
 def parse_args(argv):
-    from fastmim.engine.launch import add_debug_arg, positive_int
+    from fastmim.engine.launch import add_debug_arg, add_trust_checkpoint_arg, positive_int
 
     parser = argparse.ArgumentParser(description='Draw FastMIM reconstructions of images')
     parser.add_argument('config', help='the pre-training config of the checkpoint')
@@ -39,8 +39,7 @@ def parse_args(argv):
     parser.add_argument('--device', default=None,
                         help='torch device (default: cuda when available, else cpu)')
     parser.add_argument('--cell-px', type=int, default=16, help='drawn size of a target cell')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='allow full unpickling of CHECKPOINT (only for files you trust)')
+    add_trust_checkpoint_arg(parser)
     add_debug_arg(parser)
     return parser.parse_args(argv)
 
