@@ -1,9 +1,11 @@
 """CosineAnnealingToMinLR ends where MAE's schedule ends, whatever lr the recipe sets."""
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.optim import OptimWrapper
 from mmengine.runner import Runner
@@ -74,3 +76,37 @@ def test_min_lr_stays_absolute_after_auto_scale_lr():
         dict(type='CosineAnnealingToMinLR', eta_min=min_lr, by_epoch=False, begin=0, end=steps,
              T_max=steps), default_args=dict(optimizer=wrapper))
     assert_follows_mae_cosine(wrapper, scheduler, steps, lr * ratio, min_lr)
+
+
+# Schedules whose floor is a fraction of their peak: the demo and the Fashion-MNIST study pick
+# a small non-zero end point for their short runs, which should keep its place relative to the
+# peak when --auto-scale-lr changes the lr (an absolute eta_min sat at half the fraction at
+# twice the batch). The published recipes end at 0 and fine-tuning at MAE's absolute min_lr.
+RELATIVE_FLOOR_CONFIGS = ('configs/fastmim/demo_vit_tiny_embedded.py',
+                          'configs/experiments/fashion_mnist_pretrain.py')
+
+
+def lr_at_every_iteration(cfg, lr, epoch_length=4):
+    """The lr of each iteration of ``cfg``'s schedule, built as the Runner builds it, for an
+    optimiser whose lr is ``lr`` (what ``Runner.scale_lr`` leaves after auto scaling)."""
+    wrapper = OptimWrapper(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr))
+    schedulers = [PARAM_SCHEDULERS.build(dict(scheduler),
+                                         default_args=dict(optimizer=wrapper,
+                                                           epoch_length=epoch_length))
+                  for scheduler in cfg.param_scheduler]
+    lrs = []
+    for _ in range(cfg.train_cfg.max_epochs * epoch_length):
+        lrs.append(wrapper.param_groups[0]['lr'])
+        wrapper.step()
+        for scheduler in schedulers:
+            scheduler.step()
+    return lrs
+
+
+@pytest.mark.parametrize('path', RELATIVE_FLOOR_CONFIGS)
+def test_short_schedules_keep_their_shape_after_auto_scale_lr(path):
+    cfg = Config.fromfile(str(Path(__file__).resolve().parents[2] / path))
+    lr = cfg.optim_wrapper.optimizer.lr
+    configured, doubled = (lr_at_every_iteration(cfg, lr * scale) for scale in (1, 2))
+    assert 0 < configured[-1] < max(configured)  # a floor above 0 that the cosine approaches
+    assert doubled == pytest.approx([2 * value for value in configured], rel=1e-9)

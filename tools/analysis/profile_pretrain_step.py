@@ -9,6 +9,8 @@ lists the operators (and on CUDA the kernels) that take the time of ``--steps`` 
 after two warm-up steps, with the same model, optimiser and precision as the benchmark.
 """
 import argparse
+import os
+import os.path as osp
 
 
 def parse_args(argv):
@@ -70,7 +72,7 @@ def main(argv):
     if args.sort:
         check_sort(args.sort)
     if args.trace:
-        check_output_file(args.trace, '--trace')
+        check_output_file(args.trace, '--trace', folders_made=True)
     device = resolve_device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     method = build_method(args.method, args.backbone, None, CONFIG_ROOT, None)
     options = StepOptions(amp=args.amp)
@@ -89,6 +91,8 @@ def main(argv):
     print(profiler.key_averages().table(sort_by=sort, row_limit=args.rows,
                                         max_name_column_width=60))
     if args.trace:
+        # torch's exporter makes no folder (it only logs that it cannot write the file)
+        os.makedirs(osp.dirname(osp.abspath(args.trace)), exist_ok=True)
         profiler.export_chrome_trace(args.trace)
         print(f'trace written to {args.trace}')
 
