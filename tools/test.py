@@ -1,10 +1,12 @@
 """Evaluate a checkpoint with any config that has a test loop (classification, kNN, mmdet, mmseg).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out METRICS.json]
-                                           [--trust-checkpoint] [--cfg-options k=v ...]
+                                           [--show-dir DIR] [--trust-checkpoint]
+                                           [--cfg-options k=v ...]
                                            [--launcher {none,pytorch,slurm,mpi}]
 """
 import argparse
+import inspect
 import json
 import os.path as osp
 
@@ -21,6 +23,9 @@ def parse_args(argv):
     parser.add_argument('checkpoint', help="checkpoint file (or a work dir's "
                         'last_checkpoint, which names the newest)')
     parser.add_argument('--out', help='dump the metrics to this JSON file')
+    parser.add_argument('--show-dir', help='draw every test image with its ground truth and '
+                        "predictions into this folder (detection and segmentation configs: "
+                        "mmdet's / mmseg's visualization hook)")
     add_trust_checkpoint_arg(parser)
     return parse_launch_args(parser, argv)
 
@@ -73,10 +78,57 @@ def restore_config_dump(path, earlier, runner):
               logger='current')
 
 
+def drop_training(cfg):
+    """A test trains nothing: without its training keys the Runner builds no training loop.
+    mmseg's visualization hook reads ``runner.iter``, which builds the configured loop on first
+    use (mmengine's own hooks check first), so a test with ``--show-dir`` listed the whole
+    training set, or stopped where only the test images are on the machine."""
+    for key in ('train_dataloader', 'train_cfg', 'optim_wrapper', 'param_scheduler'):
+        cfg[key] = None
+
+
+def draw_predictions_into(cfg, folder, config_path):
+    """Turn on the config's own ``default_hooks.visualization`` (mmdet's and mmseg's default
+    runtimes have one) for every test image, drawing into ``folder``.
+
+    mmdet's hook takes ``test_out_dir`` and writes each image there under its file name; it
+    joins the folder to ``work_dir/<timestamp>`` on every iteration, so a relative folder nested
+    one level deeper per batch: the folder is made absolute here. mmseg's hook draws through the
+    visualizer, whose ``LocalVisBackend`` writes images to its ``img_save_dir`` (a folder name
+    under the run's ``vis_data`` unless absolute): pointing only that at ``folder`` keeps the
+    test's scalars and config in its own run folder, where mmseg's ``--show-dir`` moved them.
+    """
+    from mmengine.registry import HOOKS
+
+    from fastmim.errors import LaunchError
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise LaunchError(f'--show-dir: {config_path} has no default_hooks.visualization to draw '
+                          f'predictions with; detection and segmentation configs (mmdet, mmseg) '
+                          f'have one')
+    folder = osp.abspath(folder)
+    hook.update(draw=True, interval=1)
+    hook_class = hook['type']
+    if isinstance(hook_class, str):  # Registry.get reads no default scope: name it
+        scope = cfg.get('default_scope')
+        hook_class = HOOKS.get(hook_class if '.' in hook_class or not scope
+                               else f'{scope}.{hook_class}')
+    if hook_class is not None and 'test_out_dir' in inspect.signature(hook_class).parameters:
+        hook['test_out_dir'] = folder
+    else:
+        backends = cfg.visualizer.setdefault('vis_backends', [])
+        local = [backend for backend in backends if backend['type'] == 'LocalVisBackend']
+        if not local:
+            backends.append(dict(type='LocalVisBackend'))
+            local = backends[-1:]
+        for backend in local:
+            backend['img_save_dir'] = folder
+
+
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
-    from fastmim.engine.checkpoint import check_checkpoint_file
+    from fastmim.engine.checkpoint import check_checkpoint_file, file_in_the_way
     from fastmim.engine.config_keys import refused_keys_located
     from fastmim.engine.config_loading import load_config
     from fastmim.engine.launch import (build_runner, check_launcher_env, check_output_file,
@@ -102,6 +154,12 @@ def main(argv):
                           f'(tools/test.py configs/knn/vit_b_knn.py CHECKPOINT) or by training a '
                           f'linear-probe or fine-tuning config from it')
     apply_launch_args(cfg, args)
+    drop_training(cfg)
+    if args.show_dir:  # refused now rather than at the first image drawn
+        blocked = file_in_the_way(osp.abspath(args.show_dir))
+        if blocked:
+            raise NotADirectoryError(f'--show-dir {args.show_dir}: {blocked}')
+        draw_predictions_into(cfg, args.show_dir, args.config)
     cfg.load_from = args.checkpoint
     cfg.resume = False
     # mmengine loads it non-strictly: a pre-training checkpoint would test untrained heads

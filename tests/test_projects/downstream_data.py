@@ -497,11 +497,11 @@ def train_two_iterations(config: Path, work_dir: Path, overrides: dict, loss_key
 
 
 def evaluate_checkpoint(config: Path, checkpoint: Path, work_dir: Path, overrides: dict,
-                        metrics_file: Path) -> dict:
-    """``tools/test.py`` on ``checkpoint`` with ``overrides``, which must succeed; the metrics
-    it wrote to ``metrics_file`` (``--out``)."""
+                        metrics_file: Path, flags: Sequence[str] = ()) -> dict:
+    """``tools/test.py`` on ``checkpoint`` with ``flags`` and ``overrides``, which must succeed;
+    the metrics it wrote to ``metrics_file`` (``--out``)."""
     result = run_tool('test.py', [str(config), str(checkpoint), '--work-dir', str(work_dir),
-                                  '--out', str(metrics_file),
+                                  '--out', str(metrics_file), *flags,
                                   '--cfg-options', *as_cfg_options(overrides)])
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(Path(metrics_file).read_text())

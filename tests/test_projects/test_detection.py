@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'projects' / 'detection' / 'configs' / 'mask_rcnn_fastmim_swin_b_fpn_3x_coco.py'
@@ -197,8 +198,15 @@ def test_train_two_iterations_then_coco_metrics(coco_instances, downstream, tmp_
     prefix = tmp_path / 'predictions'
     overrides = {**downstream.detection_test_overrides(coco_instances),
                  'test_evaluator.outfile_prefix': str(prefix)}
+    drawn = tmp_path / 'drawn'
     metrics = downstream.evaluate_checkpoint(CONFIG, work_dir / 'epoch_1.pth', tmp_path / 'test',
-                                             overrides, tmp_path / 'metrics.json')
+                                             overrides, tmp_path / 'metrics.json',
+                                             flags=['--show-dir', str(drawn)])
+    # --show-dir: mmdet's hook draws the ground truth beside the predictions, one file per
+    # test image under its own name.
+    assert [path.name for path in drawn.iterdir()] == ['voc.jpg']
+    assert_ground_truth_drawn_beside(drawn / 'voc.jpg',
+                                     Path(coco_instances['data_root']) / 'images' / 'voc.jpg')
 
     # The reported numbers are COCO's own evaluation of the predictions CocoMetric wrote.
     from pycocotools.coco import COCO
@@ -221,6 +229,16 @@ def test_train_two_iterations_then_coco_metrics(coco_instances, downstream, tmp_
             value = metrics[f'coco/{iou_type}_{name}']
             assert 0 <= value <= 1
             assert value == pytest.approx(evaluation.stats[index], abs=1e-3)
+
+
+def assert_ground_truth_drawn_beside(drawing: Path, photo: Path):
+    """``drawing`` is ``photo`` twice side by side (ground truth | predictions), with the
+    ground truth's boxes and masks drawn on the left one."""
+    drawn = np.asarray(Image.open(drawing).convert('RGB'), dtype=np.float64)
+    original = np.asarray(Image.open(photo).convert('RGB'), dtype=np.float64)
+    height, width, _ = original.shape
+    assert drawn.shape == (height, 2 * width, 3)
+    assert np.mean(np.abs(drawn[:, :width] - original)) > 2  # not the bare photo
 
 
 def test_vit_pyramid_feeds_strides_4_to_64_and_the_optimiser_decays_by_layer(downstream):

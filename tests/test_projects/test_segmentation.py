@@ -231,8 +231,18 @@ def test_train_two_iterations_then_miou(ade20k_semantic, downstream, tmp_path):
     predictions = tmp_path / 'predictions'
     overrides = {**downstream.segmentation_test_overrides(ade20k_semantic),
                  'test_evaluator.output_dir': str(predictions)}
+    drawn = tmp_path / 'drawn'
     metrics = downstream.evaluate_checkpoint(CONFIG, work_dir / 'iter_2.pth', tmp_path / 'test',
-                                             overrides, tmp_path / 'metrics.json')
+                                             overrides, tmp_path / 'metrics.json',
+                                             flags=['--show-dir', str(drawn)])
+    # --show-dir: mmseg's hook draws the ground truth beside the prediction through the
+    # visualizer's local backend, named by mmseg (window name and step).
+    assert [path.name for path in drawn.iterdir()] == ['test_voc.jpg_0.png']
+    drawing = np.asarray(Image.open(drawn / 'test_voc.jpg_0.png').convert('RGB'), np.float64)
+    photo = np.asarray(Image.open(Path(ade20k_semantic) / 'images' / 'validation' / 'voc.jpg'
+                                  ).convert('RGB'), np.float64)
+    assert drawing.shape == (375, 1000, 3)  # ground truth | prediction
+    assert np.mean(np.abs(drawing[:, :500] - photo)) > 2  # the label colours over the photo
 
     # IoUMetric's numbers (percent, 2 decimals) against a numpy evaluation of the prediction it
     # wrote (ADE20K ids 1-150) and the label map (0 = ignored, reduce_zero_label).
