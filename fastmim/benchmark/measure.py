@@ -162,11 +162,19 @@ def count_forward_gmacs(model: nn.Module, input_size: int, device: torch.device)
             return self.model.predict(images)
 
     images = torch.randn(1, 3, input_size, input_size, device=device)
-    analyzer = FlopAnalyzer(Forward(model).eval(), images)
+    return flop_analyzer(Forward(model).eval(), images).total() / 1e9
+
+
+def flop_analyzer(module: nn.Module, inputs) -> FlopAnalyzer:
+    """mmengine's ``FlopAnalyzer`` of ``module(inputs)`` (a tensor or a tuple of arguments),
+    with fused attention counted (:func:`attention_macs`) and its warnings about operations
+    without multiply-adds (masking, indexing, activations) silenced. ``total()`` and
+    ``by_module()`` give multiply-adds."""
+    analyzer = FlopAnalyzer(module, inputs)
     analyzer.set_op_handle('aten::scaled_dot_product_attention', attention_macs)
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     analyzer.tracer_warnings('none')
-    return analyzer.total() / 1e9
+    return analyzer
 
 
 def attention_macs(inputs, outputs) -> int:

@@ -25,7 +25,7 @@ def warn_input_size_mismatch(cfg, path) -> None:
     ``model.backbone.img_size``. Configs whose backbone names no ``img_size`` (a CNN, PVTv2)
     or whose pipelines hold none of these transforms (mmdet, mmseg) are not compared."""
     backbone = (cfg.get('model') or {}).get('backbone') or {}
-    built = _size(backbone.get('img_size'))
+    built = size_pair(backbone.get('img_size'))
     if built is None:
         return
     others = [place for place in _input_sizes(cfg) if place[1] != built]
@@ -37,6 +37,13 @@ def warn_input_size_mismatch(cfg, path) -> None:
               f'takes any size); img_size sets what its position tables are built for and what '
               f'its checkpoints record. Give them one size', logger='current',
               level=logging.WARNING)
+
+
+def fed_input_size(cfg) -> Optional[Tuple[str, Tuple[int, int]]]:
+    """``(where, (h, w))`` of the first input-size argument of the pipelines, the training one
+    first: the size the run feeds the model, at which tools measure it
+    (tools/analysis/get_flops.py); None where the pipelines name none (mmdet, mmseg)."""
+    return next(iter(_input_sizes(cfg)), None)
 
 
 def _input_sizes(cfg) -> List[Tuple[str, Tuple[int, int]]]:
@@ -51,14 +58,14 @@ def _input_sizes(cfg) -> List[Tuple[str, Tuple[int, int]]]:
         for index, transform in enumerate(pipeline):
             name = str(transform.get('type', '')).rsplit('.', 1)[-1]
             argument = INPUT_SIZE_ARGUMENTS.get(name)
-            size = _size(transform.get(argument)) if argument else None
+            size = size_pair(transform.get(argument)) if argument else None
             if size is not None:
                 found.append((f'{loader}.dataset.pipeline.{index}.{argument} ({name})', size))
     return found
 
 
-def _size(value) -> Optional[Tuple[int, int]]:
-    """``(h, w)`` of an int or a pair; None for anything else (not compared)."""
+def size_pair(value) -> Optional[Tuple[int, int]]:
+    """``(h, w)`` of an int or a pair; None for anything else (not a size)."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value, value
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(

@@ -10,8 +10,8 @@ RUN_CLI_TOOLS = sorted(path for path in TOOLS.rglob('*.py')
 
 
 def test_the_tools_are_found():
-    assert {'train.py', 'test.py', 'to_timm.py', 'train_speed.py', 'print_config.py'} <= \
-        {path.name for path in RUN_CLI_TOOLS}
+    assert {'train.py', 'test.py', 'to_timm.py', 'train_speed.py', 'print_config.py',
+            'get_flops.py', 'analyze_logs.py'} <= {path.name for path in RUN_CLI_TOOLS}
 
 
 @pytest.mark.parametrize('tool', RUN_CLI_TOOLS, ids=lambda path: path.name)
@@ -25,7 +25,8 @@ def test_help_lists_debug(tool, load_script, capsys, monkeypatch):
 
 @pytest.mark.parametrize('tool, arguments', [
     ('analysis/train_speed.py', ['pretrain', '--out', 'speed.json']),
-    ('analysis/soak_memory.py', [])])
+    ('analysis/soak_memory.py', []),
+    ('analysis/get_flops.py', ['configs/finetune/vit_b_ft_100e.py'])])
 def test_cfg_options_keep_the_spaces_of_a_value(tool, arguments, load_script):
     """mmengine's DictAction, which these parsed with, removes every space of a value."""
     args = load_script(TOOLS / tool).parse_args(

@@ -150,7 +150,7 @@ class FastMIMStep(nn.Module):
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Encoder and decoder; masking and target add no matrix products and are left out
-        because the tracer behind the FLOP count cannot follow the mask's ``scatter_``."""
+        (tools/analysis/get_flops.py counts the masked forward of a config)."""
         return self.model.predict_cells(images)
 
 

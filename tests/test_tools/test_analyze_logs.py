@@ -1,0 +1,155 @@
+"""tools/analysis/analyze_logs.py: curves and iteration times read from mmengine's
+vis_data/scalars.json, of hand-written logs (a resumed run, validation records) and of a real
+short training run."""
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fastmim.engine.launch import run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def analyze_logs(load_script):
+    return load_script(ROOT / 'tools' / 'analysis' / 'analyze_logs.py')
+
+
+def write_run(work_dir, timestamp, records):
+    folder = Path(work_dir) / timestamp / 'vis_data'
+    folder.mkdir(parents=True)
+    (folder / 'scalars.json').write_text(''.join(json.dumps(r) + '\n' for r in records))
+
+
+def train_record(iteration, epoch, loss, time):
+    return dict(lr=1e-3 * iteration, loss=loss, time=time, data_time=0.01, epoch=epoch,
+                iter=iteration, step=iteration)
+
+
+# A run of 2 epochs of 4 iterations, killed at iteration 6 after saving epoch 1's checkpoint,
+# then resumed from it: iterations 5 and 6 are logged twice, the resumed run's count.
+FIRST = [train_record(i, 1 + (i - 1) // 4, 1.0 / i, 0.5 + i / 10) for i in range(1, 5)] + [
+    {'accuracy/top1': 40.0, 'time': 9.0, 'data_time': 1.0, 'step': 1}] + [
+    train_record(i, 2, 9.0, 9.0) for i in (5, 6)]
+RESUMED = [train_record(i, 2, 0.1 / i, 0.2 + i / 100) for i in range(5, 9)] + [
+    {'accuracy/top1': 60.0, 'time': 9.0, 'data_time': 1.0, 'step': 2}]
+
+
+@pytest.fixture
+def resumed_work_dir(tmp_path):
+    write_run(tmp_path, '20261206_100000', FIRST)
+    write_run(tmp_path, '20261206_110000', RESUMED)
+    return tmp_path
+
+
+def test_a_resumed_run_is_one_curve(analyze_logs, resumed_work_dir, tmp_path, capsys):
+    out = tmp_path / 'curves.png'
+    figure = analyze_logs.main(['plot_curve', str(resumed_work_dir), '--keys', 'loss', 'lr',
+                                'accuracy/top1', '--out', str(out)])
+    assert out.is_file() and out.stat().st_size > 0
+    assert '2 runs joined in this order: 20261206_100000, 20261206_110000' in \
+        capsys.readouterr().err
+    loss, lr, top1 = (axis.lines[0].get_xydata().tolist() for axis in figure.axes)
+    kept = FIRST[:4] + RESUMED[:4]  # the first run's 5 and 6 replaced by the resumed run's
+    assert loss == [[r['iter'], r['loss']] for r in kept]
+    assert lr == [[r['iter'], r['lr']] for r in kept]
+    # Validation records are drawn at the last training iteration before them.
+    assert top1 == [[4, 40.0], [8, 60.0]]
+    assert [axis.get_ylabel() for axis in figure.axes] == ['loss', 'lr', 'accuracy/top1']
+
+
+def test_train_time_per_epoch(analyze_logs, resumed_work_dir, capsys):
+    results = analyze_logs.main(['cal_train_time', str(resumed_work_dir)])
+    times = results[str(resumed_work_dir)]
+    epoch1 = [0.7, 0.8, 0.9]  # iterations 2-4: each epoch's first record left out
+    epoch2 = [0.26, 0.27, 0.28]  # the resumed run's 6-8; validation times are not training's
+    assert times['epoch_means'] == pytest.approx({1: statistics.mean(epoch1),
+                                                  2: statistics.mean(epoch2)})
+    assert times['s_per_iter'] == pytest.approx(statistics.mean(epoch1 + epoch2))
+    assert (times['slowest_epoch'], times['fastest_epoch']) == (1, 2)
+    out = capsys.readouterr().out
+    assert 'slowest epoch 1, average time is 0.8000 s/iter' in out
+    assert 'fastest epoch 2, average time is 0.2700 s/iter' in out
+    with_outliers = analyze_logs.main(['cal_train_time', str(resumed_work_dir),
+                                       '--include-outliers'])[str(resumed_work_dir)]
+    assert with_outliers['epoch_means'][1] == pytest.approx(statistics.mean([0.6] + epoch1))
+
+
+def test_one_run_folder_or_file_is_read_alone(analyze_logs, resumed_work_dir, tmp_path):
+    first = resumed_work_dir / '20261206_100000'
+    for run in (first, first / 'vis_data' / 'scalars.json'):
+        figure = analyze_logs.plot_curves([str(run)], ['loss'])
+        assert figure.axes[0].lines[0].get_xydata()[:, 0].tolist() == [1, 2, 3, 4, 5, 6]
+
+
+def test_an_iteration_based_run_has_no_epochs(analyze_logs, tmp_path):
+    records = [{'iter': i, 'time': t, 'loss': 1.0, 'step': i} for i, t in [(1, 2.0), (2, 4.0)]]
+    write_run(tmp_path, '20261206_100000', records)
+    assert analyze_logs.train_time(analyze_logs.load_history(str(tmp_path))) == {
+        's_per_iter': 3.0}
+
+
+@pytest.mark.parametrize('make, argv, fragments', [
+    (lambda path: path.mkdir(), ['plot_curve', '{path}'],
+     ['no scalars.json found in {path}/vis_data/scalars.json', '{path}/<timestamp>/']),
+    (lambda path: None, ['cal_train_time', '{path}'], ['{path}: no such file or folder']),
+    (lambda path: write_run(path, '20261206_100000', FIRST),
+     ['plot_curve', '{path}', '--keys', 'los'],
+     ["no scalar 'los' in the log; it has accuracy/top1, data_time, loss, lr, time"]),
+    (lambda path: write_run(path, '20261206_100000', [{'iter': 1, 'loss': 1.0, 'step': 1}]),
+     ['cal_train_time', '{path}'], ["no training record has 'time'", 'have iter, loss, step']),
+])
+def test_errors_are_one_line(analyze_logs, tmp_path, capsys, make, argv, fragments):
+    path = tmp_path / 'work'
+    make(path)
+    with pytest.raises(SystemExit):
+        run_cli(analyze_logs.main, [arg.format(path=path) for arg in argv]
+                + ['--out', str(tmp_path / 'x.png')] * (argv[0] == 'plot_curve'))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith('error: ') and 'Traceback' not in '\n'.join(err), err
+    for fragment in fragments:
+        assert fragment.format(path=path) in err[-1], err[-1]
+
+
+def test_a_cut_last_line_is_left_out(analyze_logs, tmp_path, capsys):
+    write_run(tmp_path, '20261206_100000', FIRST[:2])
+    scalars = tmp_path / '20261206_100000' / 'vis_data' / 'scalars.json'
+    scalars.write_text(scalars.read_text() + '{"iter": 3, "lo')
+    history = analyze_logs.load_history(str(tmp_path))
+    assert [record['iter'] for _, record in history] == [1, 2]
+    assert 'its last line is cut short; left out' in capsys.readouterr().err
+
+
+TINY = [
+    'model.backbone.arch.embed_dim=32', 'model.backbone.arch.depth=2',
+    'model.backbone.arch.num_heads=2', 'model.neck.embed_dim=32', 'model.neck.num_heads=2',
+    'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+    'train_dataloader.persistent_workers=False', 'train_dataloader.dataset.num_samples=8',
+    'default_hooks.logger.interval=1', 'train_cfg.max_epochs=2',
+]
+
+
+@pytest.mark.slow
+def test_a_real_run_s_log(analyze_logs, tmp_path):
+    """train.py's own scalars.json: 2 epochs of 4 iterations, each logged."""
+    work_dir = tmp_path / 'run'
+    subprocess.run([sys.executable, str(ROOT / 'tools' / 'train.py'),
+                    str(ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'),
+                    '--work-dir', str(work_dir), '--cfg-options', *TINY],
+                   cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)}, check=True,
+                   capture_output=True, timeout=600)
+    (scalars, ) = work_dir.glob('*/vis_data/scalars.json')
+    records = [json.loads(line) for line in scalars.read_text().splitlines()]
+    figure = analyze_logs.plot_curves([str(work_dir)], ['loss', 'lr'])
+    loss, lr = (axis.lines[0].get_xydata().tolist() for axis in figure.axes)
+    assert loss == [[r['iter'], r['loss']] for r in records] and len(loss) == 8
+    assert lr == [[r['iter'], r['lr']] for r in records]
+    times = analyze_logs.train_time(analyze_logs.load_history(str(work_dir)))
+    assert sorted(times['epoch_means']) == [1, 2]
+    assert times['s_per_iter'] == pytest.approx(statistics.mean(
+        r['time'] for r in records if r['iter'] not in (1, 5)))
