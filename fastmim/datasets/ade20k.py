@@ -9,13 +9,15 @@ fails only when the batch is stacked, as ``stack expects each tensor to be equal
 no file; a label value that is no class and not the ignore index reaches the loss as
 ``IndexError: Target ... is out of bounds`` (on a GPU, a device-side assert); a label PNG saved
 in colour fails at the stacking as well; a 16-bit one is cast to 8 bits (300 becomes 44) and
-trains on wrong classes without a word, as does a photo with an EXIF orientation (mmcv turns
-the image upright, not its label map). :class:`CheckedADE20KDataset` names the missing files
-when the dataset is built, and checks each map as it is loaded, naming the file.
+trains on wrong classes without a word, as do a float one (a TIFF of mode F: 2.7 becomes 2) and
+a photo with an EXIF orientation (mmcv turns the image upright, not its label map).
+:class:`CheckedADE20KDataset` names the missing files when the dataset is built, and checks each
+map as it is loaded, naming the file.
 """
 import os
 import os.path as osp
 from collections import Counter
+from functools import partial
 from typing import Optional
 
 import numpy as np
@@ -25,7 +27,7 @@ from PIL import Image
 
 from fastmim.registry import DATASETS
 
-from .sample_files import NamedUndecodableFiles, stored_orientation
+from .sample_files import FilesFoundFine, NamedUndecodableFiles, stored_orientation
 from .sample_seeds import SeededSamples
 from .utils import check_after_each, examples, is_local
 
@@ -39,14 +41,18 @@ class CheckSegMap(BaseTransform):
     map) and holds only class indices below ``num_classes`` and ``ignore_index``.
 
     Two things are checked on the files themselves (local ones), since the loaded arrays no
-    longer show them: a label map of more than 8 bits (mmseg casts it to uint8, so a value of
-    300 became class 43 without a word), and an image with an EXIF orientation (mmcv loads it
-    turned upright, its label map as stored: they need not line up)."""
+    longer show them: a label map that is not 8-bit (mmseg casts it to uint8, so a value of
+    300 became class 43, and a float 2.7 class 2, without a word), and an image with an EXIF
+    orientation (mmcv loads it turned upright, its label map as stored: they need not line
+    up). Each file passes these once per process, not on every load (:class:`FilesFoundFine`);
+    a file they refuse is refused on every load."""
 
     def __init__(self, num_classes: int, ignore_index: int, backend_args: Optional[dict] = None):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.backend_args = backend_args
+        self._label_maps_read = FilesFoundFine()
+        self._orientations_read = FilesFoundFine()
 
     def transform(self, results: dict) -> dict:
         seg_map = results['gt_seg_map']
@@ -56,9 +62,12 @@ class CheckSegMap(BaseTransform):
                 'map is a single-channel PNG of class indices (one saved in colour, RGB or '
                 'RGBA, needs converting back)')
         if is_local(results['seg_map_path'], self.backend_args):
-            refuse_values_over_8_bits(results['seg_map_path'])
+            self._label_maps_read.check_once(results['seg_map_path'],
+                                             refuse_values_the_uint8_cast_changes)
         if is_local(results['img_path'], self.backend_args):
-            refuse_exif_orientation(results['img_path'], results['seg_map_path'])
+            self._orientations_read.check_once(
+                results['img_path'],
+                partial(refuse_exif_orientation, seg_map_path=results['seg_map_path']))
         image_size = tuple(results['ori_shape'][:2])
         if seg_map.shape[:2] != image_size:
             turned = (' (turned by its EXIF orientation when loaded?)'
@@ -84,25 +93,46 @@ class CheckSegMap(BaseTransform):
                 f'(0..{self.num_classes - 1}, or {self.ignore_index} to ignore)')
 
 
-def refuse_values_over_8_bits(path: str) -> None:
-    """mmseg's ``LoadAnnotations`` casts the decoded map to uint8, so a 16-bit (or 32-bit)
-    label PNG reaches the checks with its values modulo 256. Its mode is read from the header;
-    a map that is not 8-bit is decoded, and refused if it holds a value outside 0..255 (one
-    within keeps its values through the cast)."""
+def refuse_values_the_uint8_cast_changes(path: str) -> None:
+    """mmseg's ``LoadAnnotations`` decodes the map as stored (``flag='unchanged'``: PIL's array,
+    or OpenCV's with ``imdecode_backend='cv2'``) and casts it to uint8: an integer map of more
+    than 8 bits (mode ``I;16``, ``I``) comes out modulo 256, a float one (mode ``F``, a TIFF)
+    truncated (2.7 becomes 2; NaN, negative and over-255 values to whatever the cast makes of
+    them). The mode is read from the header; a map that is not 8-bit is decoded, and refused if
+    a value is not an integer or lies outside 0..255. One whose values are all integers within
+    0..255 loads, float or not: the cast keeps each value exactly."""
     with Image.open(path) as label_map:
-        if label_map.mode in EIGHT_BIT_MODES:
+        mode = label_map.mode
+        if mode in EIGHT_BIT_MODES:
             return
         values = np.asarray(label_map)
+    refuse_fractions(path, mode, values)
     outside = values[(values < 0) | (values > 255)]
     if outside.size:
         raise ValueError(
-            f'{path}: label map of PIL mode {label_map.mode} holds values '
+            f'{path}: label map of PIL mode {mode} holds values '
             f'{np.unique(outside)[:5].tolist()} outside 0..255, which mmseg casts to 8 bits (300 '
             f'becomes 44); a label map holds class indices 0..255: save it as an 8-bit PNG '
             f'(mode L or P) with those values')
 
 
-def refuse_exif_orientation(image_path: str, seg_map_path: str) -> None:
+def refuse_fractions(path: str, mode: str, values: np.ndarray) -> None:
+    """A float label map whose values are not all integers (NaN included): the cast to uint8
+    drops the fractions, so the pixels train on the class below without a word. Fractions come
+    from a map resized or warped with interpolation; their classes cannot be read back."""
+    if not np.issubdtype(values.dtype, np.floating):
+        return
+    fractional = values[values != np.round(values)]
+    if fractional.size:
+        shown = ', '.join(f'{value:g}' for value in np.unique(fractional)[:5])
+        raise ValueError(
+            f'{path}: label map of PIL mode {mode} holds {fractional.size} values that are not '
+            f'integers ({shown}), which mmseg truncates to class indices (2.7 becomes 2); a '
+            f'label map holds class indices: save it as an 8-bit single-channel PNG of them '
+            f'(mode L or P), resized with nearest-neighbour (interpolation makes fractions)')
+
+
+def refuse_exif_orientation(image_path: str, *, seg_map_path: str) -> None:
     """mmcv turns an image upright by its EXIF orientation as it loads it; a label PNG has no
     such tag and is used as stored. The two line up only if the labels were drawn on the
     upright image, which no size check can tell for a flip, a half turn or a square image."""

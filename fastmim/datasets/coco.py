@@ -21,6 +21,7 @@ import logging
 import os.path as osp
 import warnings
 from collections import defaultdict
+from functools import partial
 from typing import Optional
 
 from mmcv.transforms import BaseTransform
@@ -29,7 +30,7 @@ from mmengine.logging import print_log
 
 from fastmim.registry import DATASETS
 
-from .sample_files import NamedUndecodableFiles, stored_orientation
+from .sample_files import FilesFoundFine, NamedUndecodableFiles, stored_orientation
 from .sample_seeds import SeededSamples
 from .utils import check_after_each, examples, is_local
 
@@ -53,12 +54,13 @@ class CheckImageSize(BaseTransform):
     with width and height swapped (stopped here), or, flipped or turned half round, with its
     boxes in the wrong place, which nothing can check. An image with an orientation other than
     1 (a local file) is named in an :class:`ExifOrientationWarning`, once per file and process
-    (a warning, not an error: a dataset annotated upright trains right)."""
+    (a warning, not an error: a dataset annotated upright trains right). Each file's header is
+    read for it once per process, not on every load (:class:`FilesFoundFine`)."""
 
     def __init__(self, ann_file: str, backend_args: Optional[dict] = None):
         self.ann_file = ann_file
         self.backend_args = backend_args
-        self._warned = set()
+        self._orientations_read = FilesFoundFine()
 
     def transform(self, results: dict) -> dict:
         height, width = results['ori_shape'][:2]
@@ -71,20 +73,18 @@ class CheckImageSize(BaseTransform):
                 f"{self.ann_file} gives image {results['img_id']} {expected[1]}x{expected[0]} "
                 'px; its boxes and masks are in those pixels')
         if is_local(results['img_path'], self.backend_args):
-            self._warn_of_orientation(results['img_path'], results['img_id'])
+            self._orientations_read.check_once(
+                results['img_path'], partial(self._warn_of_orientation, img_id=results['img_id']))
         return results
 
     def _warn_of_orientation(self, path: str, img_id) -> None:
-        if path in self._warned:
-            return
         orientation = stored_orientation(path)
         if orientation != 1:
-            self._warned.add(path)
             warnings.warn(
                 f'{path}: EXIF orientation {orientation}: the image is used upright (turned as '
                 f'the tag says), so the boxes and masks {self.ann_file} gives image {img_id} '
                 f'must be drawn on the upright image, not on the pixels as stored',
-                ExifOrientationWarning, stacklevel=2)
+                ExifOrientationWarning, stacklevel=3)
 
 
 @DATASETS.register_module()

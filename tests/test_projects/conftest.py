@@ -5,9 +5,12 @@
 so it is loaded from its path.
 """
 import importlib.util
+import os
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 DATA_MODULE = Path(__file__).with_name('downstream_data.py')
 
@@ -35,3 +38,20 @@ def coco_instances(downstream, tmp_path_factory):
 def ade20k_semantic(downstream, tmp_path_factory):
     """ADE20K-layout semantic segmentation data: its ``data_root``."""
     return downstream.write_ade20k_layout(tmp_path_factory.mktemp('ade20k_semantic'))
+
+
+@pytest.fixture
+def opens_by_path(monkeypatch):
+    """How often each file is opened by name with PIL from now on in the test (mmcv decodes
+    images and label maps from bytes, never by name: what is counted is the datasets' checks
+    reading the files themselves)."""
+    opened = Counter()
+    open_image = Image.open
+
+    def counting_open(fp, *args, **kwargs):
+        if isinstance(fp, (str, os.PathLike)):
+            opened[str(fp)] += 1
+        return open_image(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, 'open', counting_open)
+    return opened

@@ -2,6 +2,7 @@
 where mmseg fails at the batch's stacking (no file named) or inside the loss."""
 import re
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,11 @@ SEGMENTATION = (ROOT / 'projects' / 'segmentation' / 'configs' /
                 'upernet_fastmim_vit_b_ade20k_512x512_160k.py')
 
 
-def build(loader, data_root):
+def build(loader, data_root, **changes):
     """The recipe's dataset of ``loader`` (its own pipeline) on ``data_root``."""
     init_default_scope('mmseg')
     dataset = Config.fromfile(str(SEGMENTATION))[loader].dataset
-    dataset.data_root = str(data_root)
+    dataset.update(data_root=str(data_root), **changes)
     return DATASETS.build(dataset)
 
 
@@ -89,10 +90,58 @@ def test_a_16_bit_label_map_with_a_value_above_255_is_named(ade20k_copy):
 
     label[:2, :2] = 300
     save_16_bit(label, path)
-    with pytest.raises(ValueError, match=re.escape(
-            f'{path}: label map of PIL mode {Image.open(path).mode} holds values [300] outside '
-            f'0..255, which mmseg casts to 8 bits')):
-        dataset[sample_of(dataset, path)]
+    dataset = build('train_dataloader', ade20k_copy)  # a file passes once per process
+    for _ in range(2):
+        with pytest.raises(ValueError, match=re.escape(
+                f'{path}: label map of PIL mode {Image.open(path).mode} holds values [300] '
+                f'outside 0..255, which mmseg casts to 8 bits')):
+            dataset[sample_of(dataset, path)]
+
+
+def save_as_float_tiffs(folder, change=None):
+    """Each label PNG of ``folder`` saved again as a 32-bit float TIFF (PIL mode F) of the same
+    values, ``change`` applied to the float array first; ``{tiff path: the PNG's values}``."""
+    values = {}
+    for png in sorted(folder.glob('*.png')):
+        label = np.array(Image.open(png))
+        floats = label.astype(np.float32)
+        if change is not None:
+            change(floats)
+        tiff = png.with_suffix('.tif')
+        Image.fromarray(floats).save(tiff)
+        assert Image.open(tiff).mode == 'F'
+        values[tiff] = label
+    return values
+
+
+def test_a_float_label_map_of_integers_loads_with_its_values(ade20k_copy):
+    """mmseg casts the float map to uint8, which keeps integral values exactly: accepted, as
+    a 16-bit map within 0..255 is."""
+    values = save_as_float_tiffs(ade20k_copy / 'annotations' / 'validation')
+    dataset = build('val_dataloader', ade20k_copy, seg_map_suffix='.tif')
+    for path, label in values.items():
+        loaded = dataset[sample_of(dataset, path)]['data_samples'].gt_sem_seg.data[0].numpy()
+        expected = np.where(label == 0, 255, label.astype(np.int64) - 1)  # reduce_zero_label
+        np.testing.assert_array_equal(loaded, expected)
+
+
+def test_a_float_label_map_with_fractions_is_named(ade20k_copy):
+    """mmseg's cast to uint8 truncated 2.7 to class 2 (1 after reduce_zero_label) and trained
+    on it without a word."""
+    def add_fractions(label):
+        label[:2, :2] = 2.7
+        label[3, 3] = 7.25
+        label[4, 4] = np.nan
+
+    folder = ade20k_copy / 'annotations' / 'validation'
+    path = next(iter(save_as_float_tiffs(folder, add_fractions)))
+    dataset = build('val_dataloader', ade20k_copy, seg_map_suffix='.tif')
+    for _ in range(2):
+        with pytest.raises(ValueError, match=re.escape(
+                f'{path}: label map of PIL mode F holds 6 values that are not integers (2.7, '
+                f'7.25, nan), which mmseg truncates to class indices (2.7 becomes 2); a label map '
+                f'holds class indices: save it as an 8-bit single-channel PNG of them')):
+            dataset[sample_of(dataset, path)]
 
 
 def save_with_orientation(path, orientation):
@@ -110,11 +159,28 @@ def test_an_image_with_an_exif_orientation_is_named(ade20k_copy, orientation):
     image_path = ade20k_copy / 'images' / 'training' / label_path.with_suffix('.jpg').name
     save_with_orientation(image_path, orientation)
     dataset = build('train_dataloader', ade20k_copy)
-    with pytest.raises(ValueError, match=re.escape(
-            f'{image_path}: EXIF orientation {orientation}: the image is loaded turned upright, '
-            f'its label map {label_path} as stored, so they need not line up. Store the image '
-            f'without the tag')):
-        dataset[sample_of(dataset, label_path)]
+    for _ in range(2):  # on every load
+        with pytest.raises(ValueError, match=re.escape(
+                f'{image_path}: EXIF orientation {orientation}: the image is loaded turned '
+                f'upright, its label map {label_path} as stored, so they need not line up. '
+                f'Store the image without the tag')):
+            dataset[sample_of(dataset, label_path)]
+
+
+def test_each_file_is_checked_once_over_two_epochs(ade20k_copy, opens_by_path):
+    """The orientation and bit-depth checks opened every image and label map on every load of
+    every epoch, and decoded a label map that is not 8-bit a second time each time."""
+    save_16_bit(np.array(Image.open(first_label_map(ade20k_copy))),
+                first_label_map(ade20k_copy))
+    dataset = build('train_dataloader', ade20k_copy)
+    opens_by_path.clear()
+    for _ in range(2):
+        for index in range(len(dataset)):
+            dataset[index]
+    files = [str(path) for folder in ('images', 'annotations')
+             for path in (ade20k_copy / folder / 'training').iterdir()]
+    assert len(files) == 2 * len(dataset) == 4
+    assert opens_by_path == Counter(files)
 
 
 def test_a_label_map_of_the_images_size_turned_is_named_with_the_exif_hint(ade20k_copy):

@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 import warnings
+from collections import Counter
 from logging import WARNING
 from pathlib import Path
 
@@ -564,6 +565,30 @@ def test_an_image_with_an_exif_orientation_is_named_once_in_a_warning(coco_insta
         f'{path}: EXIF orientation 3: the image is used upright (turned as the tag says), so the '
         f'boxes and masks {ann_file} gives image {img_id} must be drawn on the upright image, '
         f'not on the pixels as stored']
+
+
+def test_each_image_header_is_read_once_over_two_epochs(coco_instances, tmp_path,
+                                                       opens_by_path):
+    """The EXIF orientation check opened every image on every load of every epoch (118k header
+    reads an epoch on COCO); one warning is still given per image with an orientation."""
+    from fastmim.datasets.coco import ExifOrientationWarning
+    dataset, path, _, ann_file, _ = coco_train_sample(coco_instances, tmp_path)
+    image = Image.open(path)
+    exif = image.getexif()
+    exif[0x0112] = 3
+    image.save(path, exif=exif.tobytes())
+    images = [str(path.parent / image['file_name'])
+              for image in json.loads(ann_file.read_text())['images']]
+    opens_by_path.clear()  # the opens above
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        for _ in range(2):
+            for index in range(len(dataset)):
+                dataset[index]
+    assert len(dataset) == len(images) == 2
+    assert opens_by_path == Counter(images)
+    assert [str(warning.message).split(':')[0] for warning in caught
+            if warning.category is ExifOrientationWarning] == [str(path)]
 
 
 @pytest.mark.parametrize('content, reason', [
