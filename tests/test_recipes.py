@@ -1,4 +1,5 @@
 """The published recipes (REFERENCE.md, 'Pre-training recipes') are what the configs say."""
+import math
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,48 @@ def test_pretraining_configs_leave_the_work_dir_to_the_config_name(path):
     checkpoints (and --resume continuing the other's run). Without it each config trains in
     work_dirs/<its own name>; make demo names work_dirs/demo itself (tools/demo.py)."""
     assert 'work_dir' not in Config.fromfile(str(path))
+
+
+def mae_lr(step, steps_per_epoch, lr, min_lr, warmup_epochs, epochs):
+    """MAE's ``util/lr_sched.adjust_learning_rate`` (used by the release's pre-training and
+    fine-tuning), written out: per iteration, linear from 0 over the warm-up epochs, then a
+    half-cycle cosine to ``min_lr``."""
+    epoch = step / steps_per_epoch
+    if epoch < warmup_epochs:
+        return lr * epoch / warmup_epochs
+    progress = (epoch - warmup_epochs) / (epochs - warmup_epochs)
+    return min_lr + (lr - min_lr) * 0.5 * (1. + math.cos(math.pi * progress))
+
+
+@pytest.mark.parametrize('path, min_lr', [
+    *(pytest.param(CONFIGS / name, 0., id=name) for name in sorted(PUBLISHED)),
+    *(pytest.param(FINETUNE / name, 1e-6, id=name) for name in sorted(PUBLISHED_FINETUNING))])
+def test_every_iterations_lr_is_maes(path, min_lr, load_script):
+    """The whole schedule, built as the Runner builds it (20 iterations per epoch), against
+    MAE's: the warm-up's start and the cosine's end are what the release trains with. mmengine's
+    LinearLR starts at ``start_factor`` x lr, not at 0, and reaches the full lr at the warm-up's
+    last iteration, not the one after: off by 1e-4 + 1 / (warm-up iterations) of the lr at most
+    (1 / 6240 in ViT-B's pre-training on ImageNet)."""
+    lr_at_every_iteration = load_script(
+        Path(__file__).parent / 'test_engine' / 'test_schedulers.py').lr_at_every_iteration
+    cfg = Config.fromfile(str(path))
+    lr, steps_per_epoch = cfg.optim_wrapper.optimizer.lr, 20
+    warmup_epochs, epochs = cfg.param_scheduler[0].end, cfg.train_cfg.max_epochs
+    lrs = lr_at_every_iteration(cfg, lr, steps_per_epoch)
+    expected = [mae_lr(step, steps_per_epoch, lr, min_lr, warmup_epochs, epochs)
+                for step in range(len(lrs))]
+    warmup_steps = warmup_epochs * steps_per_epoch
+    assert lrs == pytest.approx(expected, rel=1e-9, abs=(1e-4 + 1 / warmup_steps) * lr)
+
+
+def test_knn_recipe_is_dinos():
+    """DINO's kNN protocol (eval_knn.py: k 20 reported, temperature 0.07, 256 bicubic resize
+    then centre crop 224), which the kNN config names as its settings."""
+    cfg = Config.fromfile(str(CONFIGS.parent / 'knn' / 'vit_b_knn.py'))
+    assert cfg.model.type == 'KNNClassifier'
+    assert cfg.model.k == 20 and cfg.model.temperature == 0.07
+    for loader in (cfg.bank_dataloader, cfg.test_dataloader):
+        evaluation = next(t for t in loader.dataset.pipeline
+                          if t.type == 'ResizeShorterCenterCrop')
+        assert (evaluation.crop_size, evaluation.crop_pct) == (224, 0.875)  # 224 / 0.875 = 256
+        assert evaluation.interpolation == 'bicubic'
