@@ -248,6 +248,28 @@ def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ['epoch_1.pth']
 
 
+def test_the_temporary_file_is_renamed_within_the_checkpoint_folder(tmp_path, monkeypatch):
+    """os.replace is atomic only within one file system, and fails across two (EXDEV): a
+    temporary file in the system's temporary folder (/tmp) could not be renamed onto a work
+    dir on NFS or Lustre, so the first checkpoint of such a run would fail."""
+    import tempfile
+    elsewhere, work_dir = tmp_path / 'system_tmp', tmp_path / 'work_dir'
+    elsewhere.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(elsewhere))
+    renames = []
+    rename = os.replace
+
+    def recorded_rename(source, target):
+        renames.append((os.path.dirname(source), os.path.dirname(target)))
+        rename(source, target)
+    monkeypatch.setattr(os, 'replace', recorded_rename)
+    path = work_dir / 'epoch_1.pth'
+    get_file_backend(str(path)).put(b'checkpoint', str(path))
+
+    assert path.read_bytes() == b'checkpoint'
+    assert renames == [(str(work_dir), str(work_dir))] and not os.listdir(elsewhere)
+
+
 def test_full_disk_is_one_error_naming_the_file_and_keeps_the_previous_one(tmp_path,
                                                                              monkeypatch):
     path = tmp_path / 'epoch_1.pth'
