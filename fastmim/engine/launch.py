@@ -429,10 +429,11 @@ def parse_launch_args(parser, argv):
     ``torch.distributed.launch`` gives the local rank as ``--local-rank`` only; mmengine reads
     ``LOCAL_RANK``, so it is exported unless a launcher (torchrun) already set it. On a process
     other than its node's first, an error is raised for :func:`run_cli` to report once per node
-    (:func:`_defer_usage_errors`).
+    (:func:`_defer_usage_errors`), and ``--help`` prints nothing.
     """
     if launched_local_rank() != 0:
         _defer_usage_errors(parser)
+        _leave_the_help_to_the_first_process(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
@@ -457,6 +458,14 @@ def _defer_usage_errors(parser):
     def raise_usage_error(message):
         raise UsageError(report, message)
     parser.error = raise_usage_error
+
+
+def _leave_the_help_to_the_first_process(parser):
+    """``tools/dist_train.sh CONFIG 8 --help`` printed the help 8 times: on a process other
+    than its node's first, ``--help`` ends it (status 0) without printing."""
+    def print_nothing(file=None):
+        """The node's first process prints the help."""
+    parser.print_help = print_nothing
 
 
 def refuse_empty_work_dir(work_dir):

@@ -497,6 +497,13 @@ def test_a_command_line_error_of_a_two_process_job_is_printed_once_with_status_2
     assert not (tmp_path / 'work').exists()
 
 
+def test_the_help_of_a_two_process_job_is_printed_once():
+    result = run([str(DEMO), '2', '--help'], script='dist_train.sh')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count('usage: train.py') == 1
+    assert result.stdout.count('--work-dir WORK_DIR  ') == 1  # the help's options, once
+
+
 def test_a_port_another_job_holds_is_one_line(tmp_path):
     import socket
     with socket.socket() as taken:
