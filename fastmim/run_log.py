@@ -1,11 +1,16 @@
 """Lines for the log file of the run in progress, beside what the console shows."""
 import logging
-from typing import List
+import os
+import os.path as osp
+from typing import Dict, List, Optional
 
 from mmengine.logging import MMLogger
 
+# The file handlers of the per-rank logs this process opened (:func:`rank_log_file`), by path.
+_rank_log_handlers: Dict[str, logging.FileHandler] = {}
 
-def log_to_files(message: str) -> None:
+
+def log_to_files(message: str, every_rank: bool = False) -> None:
     """Write ``message`` as a warning to the log files of the current ``MMLogger`` (a run's
     ``<work_dir>/<timestamp>/<timestamp>.log``), where one exists: a Python warning, or the
     line a tool ends with, goes to the terminal only, and the run's record, read later beside
@@ -13,17 +18,53 @@ def log_to_files(message: str) -> None:
     no logger is created outside a run: mmengine's ``get_current_instance`` would make one,
     which looks for a device to name. A file name that is no UTF-8 (its undecodable bytes
     surrogate-escaped by Python) is written with those bytes as escapes: the log file's strict
-    UTF-8 encoder failed on it, and the line was lost behind a 'Logging error' traceback."""
+    UTF-8 encoder failed on it, and the line was lost behind a 'Logging error' traceback.
+
+    mmengine gives rank 0 alone a log file: with ``every_rank`` a process without one (another
+    rank of a multi-process run, or a DataLoader worker of it) writes the line to its own
+    :func:`rank_log_file` beside it, so that what it alone saw (an image skipped in its share of
+    the data) is in the work dir too, not only on a console that is gone once the job ends."""
     if not MMLogger._instance_dict:  # no public way to ask without creating one
         return
     logger = MMLogger.get_current_instance()
     files = [handler for handler in logger.handlers if isinstance(handler, logging.FileHandler)]
+    if not files and every_rank:
+        files = [_rank_log_handler(logger)] if rank_log_file(logger) else []
     # WARNING: the file format of ERROR adds a source line, here always this function.
     writable = message.encode('utf-8', 'backslashreplace').decode('utf-8')
     record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, writable, None, None)
     for handler in files:
         if record.levelno >= handler.level:
             handler.handle(record)
+
+
+def rank_log_file(logger: MMLogger) -> Optional[str]:
+    """``<timestamp>_rank<R>.log`` beside the run's log file, for a process of rank R > 0 of a
+    run (mmengine names every rank's logger the run's log file, but opens it on rank 0 alone:
+    one file written by several machines' processes would interleave or, on storage that is
+    not shared, be lost); None outside a run or on rank 0. The rank is the global one, so the
+    names differ on every node of a shared work dir."""
+    from mmengine.dist import get_rank
+    log_file = getattr(logger, '_log_file', None)
+    rank = get_rank()
+    if not log_file or rank == 0:
+        return None
+    stem, suffix = osp.splitext(log_file)
+    return f'{stem}_rank{rank}{suffix}'
+
+
+def _rank_log_handler(logger: MMLogger) -> logging.FileHandler:
+    """The handler of this process's :func:`rank_log_file`, opened on first use (a rank that
+    skips nothing leaves no file), for appending: DataLoader workers forked from this process,
+    or opening it themselves, add whole lines to it, not over each other's."""
+    from mmengine.logging.logger import MMFormatter
+    path = rank_log_file(logger)
+    if path not in _rank_log_handlers:
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        handler = logging.FileHandler(path, mode='a', encoding='utf-8', delay=True)
+        handler.setFormatter(MMFormatter(color=False, datefmt='%Y/%m/%d %H:%M:%S'))
+        _rank_log_handlers[path] = handler
+    return _rank_log_handlers[path]
 
 
 def console_handlers() -> List[logging.StreamHandler]:

@@ -2,7 +2,8 @@
 # Usage: tools/dist_launch.sh GPUS SCRIPT [SCRIPT args]
 # Starts GPUS processes of tools/SCRIPT with torchrun (--launcher pytorch is added); what
 # dist_train.sh and dist_test.sh share. Without a GPU the processes run on the CPU (gloo).
-# Several nodes: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
+# Several nodes: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node (MASTER_PORT, the
+# name torchrun and mmengine give it, is read where PORT is not set).
 set -euo pipefail
 GPUS=$1
 SCRIPT=$2
@@ -28,15 +29,23 @@ if [ "$NNODES" -gt 1 ]; then
         echo "$NAME: MASTER_ADDR=$MASTER_ADDR: no such host (name resolution failed on" \
              "$(hostname)); give node 0's host name or address" >&2; exit 2; }
 fi
+# MASTER_PORT (what a cluster's job script or a torchrun habit exports) was ignored: every
+# node but the first waited for a master on torchrun's default port until the timeout.
+PORT_NAME=PORT
+if [ -z "${PORT:-}" ] && [ -n "${MASTER_PORT:-}" ]; then
+    PORT=$MASTER_PORT
+    PORT_NAME=MASTER_PORT
+fi
 # A port out of range was torchrun's 20-line traceback, one that is not a number its usage.
 if [ -n "${PORT:-}" ]; then
-    [[ "$PORT" =~ ^[1-9][0-9]{0,4}$ ]] && [ "$PORT" -le 65535 ] \
-        || { echo "$NAME: PORT must be a whole number from 1 to 65535, got '$PORT'" >&2; exit 2; }
+    [[ "$PORT" =~ ^[1-9][0-9]{0,4}$ ]] && [ "$PORT" -le 65535 ] || {
+        echo "$NAME: $PORT_NAME must be a whole number from 1 to 65535, got '$PORT'" >&2
+        exit 2; }
 fi
 # Each process would refuse it in its own line, followed by torchrun's traceback.
 require_config "${3:-}"
 if [ "$NNODES" -eq 1 ] && [ -z "${PORT:-}" ]; then
-    # One node, no PORT given: torchrun picks a free port. A fixed default (29500) made a
+    # One node, no PORT (nor MASTER_PORT) given: torchrun picks a free port. A fixed default (29500) made a
     # second job on the same machine fail with torchrun's EADDRINUSE traceback.
     RENDEZVOUS=(--standalone)
 else

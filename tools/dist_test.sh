@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args]
-# Several nodes: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
+# Several nodes: set NNODES, NODE_RANK, MASTER_ADDR and PORT (or MASTER_PORT) on every node.
 set -euo pipefail
 [ $# -ge 3 ] \
     || { echo "usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args]" >&2; exit 2; }

@@ -46,6 +46,17 @@ def first_failure(failure: ChildFailedError) -> str:
            f'is above)'
 
 
+# argparse's status for a command-line error, which every process of the job shares.
+USAGE_EXIT_STATUS = 2
+
+
+def job_status(failure: ChildFailedError) -> int:
+    """The launcher's status for a job ended by ``failure``: 1, as torchrun's, except for a
+    command-line error (status 2, as ``tools/train.py`` alone ends with it)."""
+    _, first = failure.get_first_failure()
+    return USAGE_EXIT_STATUS if first.exitcode == USAGE_EXIT_STATUS else 1
+
+
 def rendezvous_failure(args, error: DistNetworkError) -> str:
     """The first node listens on MASTER_ADDR:PORT, the others connect to it: a port in use
     there, a master not (yet) reachable here."""
@@ -72,7 +83,7 @@ def main(argv):
         sys.exit(128 + int(stop.sigval))
     except ChildFailedError as failure:
         print(f'{script}: {first_failure(failure)}; the others were stopped', file=sys.stderr)
-        sys.exit(1)
+        sys.exit(job_status(failure))
     except DistNetworkError as error:
         print(f'{script}: {rendezvous_failure(args, error)}', file=sys.stderr)
         sys.exit(2)

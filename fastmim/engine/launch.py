@@ -427,11 +427,45 @@ def parse_launch_args(parser, argv):
     """Parse ``argv`` with a parser made by :func:`add_launch_args`.
 
     ``torch.distributed.launch`` gives the local rank as ``--local-rank`` only; mmengine reads
-    ``LOCAL_RANK``, so it is exported unless a launcher (torchrun) already set it.
+    ``LOCAL_RANK``, so it is exported unless a launcher (torchrun) already set it. On a process
+    other than its node's first, an error is raised for :func:`run_cli` to report once per node
+    (:func:`_defer_usage_errors`), and ``--help`` prints nothing.
     """
+    if launched_local_rank() != 0:
+        _defer_usage_errors(parser)
+        _leave_the_help_to_the_first_process(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
+
+
+class UsageError(Exception):
+    """A command-line error of a process other than its node's first: raised where argparse
+    would print it and exit, so that :func:`run_cli` lets the first process report it
+    before (``report`` prints the usage and the message, and exits with argparse's 2)."""
+
+    def __init__(self, report, message):
+        super().__init__(message)
+        self.report = report
+
+
+def _defer_usage_errors(parser):
+    """Every process of a node parses the same command line: ``tools/dist_train.sh CONFIG 8
+    --bogus`` printed the usage error 8 times. The parser's error report (with what the tool
+    added to it) is now raised as a :class:`UsageError`, for :func:`run_cli` to report once."""
+    report = parser.error
+
+    def raise_usage_error(message):
+        raise UsageError(report, message)
+    parser.error = raise_usage_error
+
+
+def _leave_the_help_to_the_first_process(parser):
+    """``tools/dist_train.sh CONFIG 8 --help`` printed the help 8 times: on a process other
+    than its node's first, ``--help`` ends it (status 0) without printing."""
+    def print_nothing(file=None):
+        """The node's first process prints the help."""
+    parser.print_help = print_nothing
 
 
 def refuse_empty_work_dir(work_dir):
@@ -607,7 +641,8 @@ def run_cli(main, argv=None, interrupted_hint=''):
 
     User errors are the ones whose message names what to fix: a missing file, a key a
     module does not accept, an unusable checkpoint or launcher, a full or unwritable disk
-    (:func:`fastmim.engine.user_errors.is_user_error`); a bug keeps its traceback.
+    (:func:`fastmim.engine.user_errors.is_user_error`); a bug keeps its traceback. A
+    command-line error is argparse's usage and status 2, once per node (:class:`UsageError`).
     ``--debug`` (or ``FASTMIM_DEBUG=1``) shows the full traceback of every error. A run
     stopped by a preemption signal after saving (``PreemptionHook``) exits with
     ``PREEMPTED_EXIT_STATUS``; one whose preemption save failed exits with 1 after one line
@@ -623,6 +658,9 @@ def run_cli(main, argv=None, interrupted_hint=''):
     debug = '--debug' in argv or os.environ.get('FASTMIM_DEBUG') == '1'
     try:
         return main([arg for arg in argv if arg != '--debug'])
+    except UsageError as usage:
+        _let_the_first_process_report()
+        usage.report(str(usage))
     except TrainingPreempted as stop:
         print(f'preempted: {stop}', file=sys.stderr)
         _record_preemption()

@@ -26,7 +26,11 @@ class Accuracy(BaseMetric):
 
     Args:
         topk: the k values to report, e.g. ``(1, 5)``.
-        collect_device: ``'cpu'`` or ``'gpu'``, where results are gathered across ranks.
+        collect_device: how results are gathered across ranks, in mmengine's terms:
+            ``'gpu'`` (the default) through the process group's ``all_gather_object`` (on
+            the CPU under gloo, so on any machine); ``'cpu'`` through files under
+            ``.dist_test`` of the current directory, which every node must share, and which
+            mmengine leaves behind, empty, after each distributed evaluation.
         prefix: prefix of the metric names (default ``'accuracy'``).
     """
 
@@ -34,7 +38,7 @@ class Accuracy(BaseMetric):
 
     def __init__(self,
                  topk: Union[int, Sequence[int]] = (1, ),
-                 collect_device: str = 'cpu',
+                 collect_device: str = 'gpu',
                  prefix: Optional[str] = None):
         super().__init__(collect_device=collect_device, prefix=prefix)
         topk = (topk, ) if isinstance(topk, int) else tuple(topk)

@@ -451,6 +451,44 @@ def test_a_skipped_image_is_in_the_run_s_log_file_once_on_the_console(tmp_path, 
     assert logs[0].read_text().count(f'WARNING - UnreadableImageWarning: {line}') == 1
 
 
+def test_a_file_skipped_by_rank_1_alone_is_named_in_a_log_file_of_the_work_dir(tmp_path,
+                                                                              astronaut):
+    """mmengine opens the run's log file on rank 0 alone: a file skipped by another rank (in
+    its DataLoader worker) was only a warning on the job's console. Unshuffled, rank 1 of 2
+    reads the images of odd index: the broken one, second in name order, is its alone."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    images = tmp_path / 'images'
+    images.mkdir()
+    photo = Image.fromarray(astronaut).resize((96, 96))
+    for name in ('a0', 'a2', 'a3'):
+        photo.save(images / f'{name}.jpg', quality=90)
+    data = (images / 'a0.jpg').read_bytes()
+    (images / 'a1_bad.jpg').write_bytes(data[:len(data) // 2])
+    config = tmp_path / 'config.py'
+    config.write_text(
+        f"_base_ = [{str(root / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py')!r}]\n"
+        f'train_dataloader = dict(batch_size=2, num_workers=1, persistent_workers=False,\n'
+        f"    sampler=dict(type='DefaultSampler', shuffle=False), dataset=dict(\n"
+        f"    _delete_=True, type='ImageFolder', data_root={str(images)!r}, data_prefix='',\n"
+        f'    pipeline=_base_.train_pipeline))\n'
+        f'train_cfg = dict(max_epochs=1)\n'
+        f'custom_hooks = []\n')
+    result = subprocess.run(
+        ['bash', str(root / 'tools' / 'dist_train.sh'), str(config), '2', '--work-dir',
+         str(tmp_path / 'work')], cwd=root, capture_output=True, text=True, timeout=600,
+        env={**os.environ, 'PYTHONPATH': str(root)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = f'skipped unreadable image {images / "a1_bad.jpg"} (OSError: image file is truncated'
+    assert line in result.stderr
+    run_log, = (path for path in (tmp_path / 'work').glob('*/*.log') if '_rank' not in path.name)
+    rank_log = run_log.with_name(f'{run_log.stem}_rank1.log')
+    assert line not in run_log.read_text()
+    assert rank_log.read_text().count(f'WARNING - UnreadableImageWarning: {line}') == 1
+
+
 def test_no_logger_is_made_by_a_skip_outside_a_run(tmp_path):
     from mmengine.logging import MMLogger
     path = tmp_path / 'empty.jpg'

@@ -84,3 +84,42 @@ def test_a_k_that_covers_every_class_is_warned_about():
                       match=r'accuracy/top5: k=5 covers all 3 classes') as caught:
         metric.evaluate(2)
     assert len(caught) == 1  # top2 of 3 classes says something
+
+
+def _evaluate_share_on_rank(rank, init_file, workdir, scores, labels, result_file):
+    import os
+
+    import torch.distributed as torch_dist
+    os.chdir(workdir)
+    torch_dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank,
+                                  world_size=2)
+    try:
+        metric = METRICS.build(dict(type='Accuracy', topk=(1, 5)))
+        # DefaultSampler's share of an unshuffled set: rank r takes rows r, r + 2, ...
+        metric.process([], [sample.to_dict() for sample in samples(scores[rank::2],
+                                                                   labels[rank::2])])
+        torch.save(metric.evaluate(size=len(labels)), f'{result_file}.{rank}')
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def test_two_processes_gather_without_a_dist_test_folder_in_the_current_directory(tmp_path):
+    """mmengine's CPU collection writes each rank's part under ``.dist_test`` of the current
+    directory (so it must be on storage every node shares) and left the empty folder there
+    after every distributed evaluation. Gathered through the process group instead, the two
+    processes report the accuracy of the whole set."""
+    import torch.multiprocessing as mp
+    rng = np.random.default_rng(3)
+    scores = rng.random((11, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, 11)
+    workdir = tmp_path / 'cwd'
+    workdir.mkdir()
+    result = str(tmp_path / 'metrics')
+    # fork: pytest's importlib mode leaves this module unimportable by name in a spawned child.
+    mp.start_processes(_evaluate_share_on_rank, nprocs=2, start_method='fork', args=(
+        str(tmp_path / 'init'), str(workdir), scores, labels, result))
+    for rank in range(2):
+        metrics = torch.load(f'{result}.{rank}')
+        assert metrics['accuracy/top1'] == pytest.approx(numpy_topk_accuracy(scores, labels, 1))
+        assert metrics['accuracy/top5'] == pytest.approx(numpy_topk_accuracy(scores, labels, 5))
+    assert list(workdir.iterdir()) == []

@@ -483,6 +483,27 @@ def test_a_user_error_of_a_two_process_job_is_its_line_alone(tmp_path):
         'train.py: the process of rank 0 ended first, with status 1')
 
 
+def test_a_command_line_error_of_a_two_process_job_is_printed_once_with_status_2(tmp_path):
+    """Every process parsed the command line before any waited for the first to report: the
+    usage error came once per process, and torchrun's status 1 replaced argparse's 2."""
+    alone = run([str(DEMO), '--bogus'])
+    assert alone.returncode == 2  # argparse's status for a command-line error
+    result = run([str(DEMO), '2', '--work-dir', str(tmp_path / 'work'), '--bogus'],
+                 script='dist_train.sh')
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr
+    assert result.stderr.count('train.py: error: unrecognized arguments: --bogus') == 1
+    assert result.stderr.count('usage: train.py') == 1
+    assert not (tmp_path / 'work').exists()
+
+
+def test_the_help_of_a_two_process_job_is_printed_once():
+    result = run([str(DEMO), '2', '--help'], script='dist_train.sh')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count('usage: train.py') == 1
+    assert result.stdout.count('--work-dir WORK_DIR  ') == 1  # the help's options, once
+
+
 def test_a_port_another_job_holds_is_one_line(tmp_path):
     import socket
     with socket.socket() as taken:

@@ -275,7 +275,8 @@ def test_dist_train_on_one_node_without_port_avoids_a_busy_default_port(tmp_path
     except OSError:
         pass  # already busy: the same situation
     try:
-        env = {k: v for k, v in os.environ.items() if k not in ('PORT', 'NNODES')}
+        env = {k: v for k, v in os.environ.items()
+               if k not in ('PORT', 'MASTER_PORT', 'NNODES')}  # both name a port to use
         result = subprocess.run(
             ['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(DEMO), '1',
              '--work-dir', str(tmp_path), '--cfg-options', *TINY],

@@ -97,7 +97,8 @@ def report_unreadable_image(path: str, error: BaseException,
                             replacement: Optional[str] = None) -> None:
     """Count a skipped file and warn with its path, so broken files can be found and removed;
     ``replacement`` names the image used in its place, where one was (JpegDecodePreprocessor
-    keeps its batch's size). The warning goes to stderr and to the run's log file. Within
+    keeps its batch's size). The warning goes to stderr and to the run's log file (from a
+    process other than rank 0, to its own ``<timestamp>_rank<R>.log`` beside it). Within
     :func:`unreadable_images_raised` the file is counted and its reason kept, no more."""
     global _unreadable_images_seen, _last_unreadable_image
     _unreadable_images_seen += 1
@@ -109,7 +110,7 @@ def report_unreadable_image(path: str, error: BaseException,
     message = (f'skipped unreadable image {path} ({description}){instead}; skipped '
                f'{_unreadable_images_seen} unreadable images so far in this process')
     warnings.warn(message, UnreadableImageWarning, stacklevel=2)
-    log_to_files(f'{UnreadableImageWarning.__name__}: {message}')
+    log_to_files(f'{UnreadableImageWarning.__name__}: {message}', every_rank=True)
 
 
 def pil_to_rgb(image: Image.Image) -> np.ndarray:
