@@ -3,7 +3,8 @@
 # Starts GPUS processes of tools/SCRIPT with torchrun (--launcher pytorch is added); what
 # dist_train.sh and dist_test.sh share. Without a GPU the processes run on the CPU (gloo).
 # Several nodes: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node (MASTER_PORT, the
-# name torchrun and mmengine give it, is read where PORT is not set).
+# name torchrun and mmengine give it, is read where PORT is not set; one node takes a free port
+# unless PORT is set).
 set -euo pipefail
 GPUS=$1
 SCRIPT=$2
@@ -30,9 +31,11 @@ if [ "$NNODES" -gt 1 ]; then
              "$(hostname)); give node 0's host name or address" >&2; exit 2; }
 fi
 # MASTER_PORT (what a cluster's job script or a torchrun habit exports) was ignored: every
-# node but the first waited for a master on torchrun's default port until the timeout.
+# node but the first waited for a master on torchrun's default port until the timeout. On one
+# node it is not read: a MASTER_PORT left in the environment would take away the free port
+# that lets two jobs share a machine (PORT still fixes one).
 PORT_NAME=PORT
-if [ -z "${PORT:-}" ] && [ -n "${MASTER_PORT:-}" ]; then
+if [ "$NNODES" -gt 1 ] && [ -z "${PORT:-}" ] && [ -n "${MASTER_PORT:-}" ]; then
     PORT=$MASTER_PORT
     PORT_NAME=MASTER_PORT
 fi
@@ -45,7 +48,7 @@ fi
 # Each process would refuse it in its own line, followed by torchrun's traceback.
 require_config "${3:-}"
 if [ "$NNODES" -eq 1 ] && [ -z "${PORT:-}" ]; then
-    # One node, no PORT (nor MASTER_PORT) given: torchrun picks a free port. A fixed default (29500) made a
+    # One node, no PORT given: torchrun picks a free port. A fixed default (29500) made a
     # second job on the same machine fail with torchrun's EADDRINUSE traceback.
     RENDEZVOUS=(--standalone)
 else

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args]
 # Several nodes: set NNODES, NODE_RANK, MASTER_ADDR and PORT (or MASTER_PORT) on every node.
+# One node takes a free port unless PORT is set.
 set -euo pipefail
 [ $# -ge 3 ] \
     || { echo "usage: tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args]" >&2; exit 2; }

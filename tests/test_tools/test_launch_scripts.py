@@ -10,7 +10,7 @@ TOOLS = Path(__file__).resolve().parents[2] / 'tools'
 
 def launch(script, *args, env=None):
     environment = {k: v for k, v in os.environ.items()
-                   if k not in ('PORT', 'MASTER_PORT', 'NNODES')}
+                   if k not in ('PORT', 'MASTER_PORT', 'NNODES', 'NODE_RANK', 'MASTER_ADDR')}
     return subprocess.run(['bash', str(TOOLS / script), *args], capture_output=True, text=True,
                           timeout=60, env={**environment, **(env or {})})
 
@@ -54,22 +54,38 @@ def test_a_valid_port_is_let_through(port):
     assert result.stderr == "dist_test.sh: config file not found: 'c.py'\n"
 
 
-@pytest.mark.parametrize('env, port', [({'MASTER_PORT': '29612'}, '29612'),
-                                       ({'PORT': '29613', 'MASTER_PORT': '29612'}, '29613')])
-def test_master_port_is_the_port_where_port_is_not_set(tmp_path, env, port):
-    """MASTER_PORT, the name torchrun and mmengine use, was ignored: torchrun picked a port of
-    its own on one node, and on several the nodes waited on its default 29500."""
+def torchrun_arguments(tmp_path, env):
+    """What dist_train.sh passes to torchrun for the demo config on 1 process with ``env``."""
     python = tmp_path / 'python'  # stands in for torchrun: prints what it was given
     python.write_text('#!/bin/bash\n[ "$1" = -m ] && exit 0\necho "$@"\n')
     python.chmod(0o755)
     config = TOOLS.parent / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
     result = launch('dist_train.sh', str(config), '1', env={'PYTHON': str(python), **env})
     assert result.returncode == 0, result.stderr
-    assert f'--master_port={port} ' in result.stdout and '--standalone' not in result.stdout
+    return result.stdout
+
+
+TWO_NODES = {'NNODES': '2', 'NODE_RANK': '0', 'MASTER_ADDR': '127.0.0.1'}
+
+
+@pytest.mark.parametrize('env, port', [({'MASTER_PORT': '29612'}, '29612'),
+                                       ({'PORT': '29613', 'MASTER_PORT': '29612'}, '29613')])
+def test_several_nodes_take_master_port_where_port_is_not_set(tmp_path, env, port):
+    """MASTER_PORT, the name torchrun and mmengine use, was ignored: the nodes waited for a
+    master on torchrun's default 29500."""
+    arguments = torchrun_arguments(tmp_path, {**TWO_NODES, **env})
+    assert f'--master_port={port} ' in arguments and '--standalone' not in arguments
+
+
+def test_one_node_keeps_its_free_port_despite_master_port(tmp_path):
+    """A MASTER_PORT left in the environment does not fix the port of a one-node job: two jobs
+    on one machine would collide on it."""
+    arguments = torchrun_arguments(tmp_path, {'MASTER_PORT': '29612'})
+    assert '--standalone' in arguments and '29612' not in arguments
 
 
 def test_a_master_port_that_is_no_port_is_named_as_master_port():
-    result = launch('dist_train.sh', 'c.py', '1', env={'MASTER_PORT': 'abc'})
+    result = launch('dist_train.sh', 'c.py', '1', env={**TWO_NODES, 'MASTER_PORT': 'abc'})
     assert result.returncode == 2
     assert result.stderr == ("dist_train.sh: MASTER_PORT must be a whole number from 1 to "
                              "65535, got 'abc'\n")
