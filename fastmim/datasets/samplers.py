@@ -49,10 +49,13 @@ class ResumableInfiniteSampler(InfiniteSampler):
     """mmengine's ``InfiniteSampler`` (the iteration-based loops' sampler: one endless stream of
     permutations drawn from ``seed``, split across ranks), with what a fast, exact resume needs:
 
-    - ``set_start_index(n)`` makes the next pass start after the first ``n`` indices of this
-      rank's stream. mmengine's ``IterBasedTrainLoop`` skips the batches trained before a
-      resume by loading them all (160k-iteration segmentation runs spend tens of minutes on
-      it); ``ResumableIterBasedTrainLoop`` skips the indices here instead;
+    - ``set_start_position(n)`` makes the next pass start at position ``n`` of the whole
+      job's stream: rank ``r`` of ``W`` takes positions ``n + r``, ``n + r + W``, ... mmengine's
+      ``IterBasedTrainLoop`` skips the batches trained before a resume by loading them all
+      (160k-iteration segmentation runs spend tens of minutes on it);
+      ``ResumableIterBasedTrainLoop`` skips the positions here instead. Counted over the job,
+      not per rank, so a run resumed with another number of processes (or batch size) starts
+      at the first position the checkpoint's run had not trained, whatever it divides into;
     - every index is a :class:`SeededIndex` whose seed is ``sample_seed(seed, pass, index)``
       (``pass``: which permutation of the stream it belongs to), so datasets with
       ``SeededSamples`` augment a sample the same way whether or not the batches before it were
@@ -67,18 +70,20 @@ class ResumableInfiniteSampler(InfiniteSampler):
 
     def __init__(self, dataset, shuffle=True, seed=None):
         super().__init__(dataset, shuffle=shuffle, seed=seed)
-        self.start_index = 0
+        self.start_position = 0
 
-    def set_start_index(self, start_index: int) -> None:
-        """Start passes at this rank's ``start_index``-th index (0: from the start)."""
-        if start_index < 0:
-            raise ValueError(f'ResumableInfiniteSampler: start_index must be >= 0, got '
-                             f'{start_index}')
-        self.start_index = start_index
+    def set_start_position(self, start_position: int) -> None:
+        """Start passes at position ``start_position`` of the job's stream (0: from the
+        start); this rank takes its share of the positions from there."""
+        if start_position < 0:
+            raise ValueError(f'ResumableInfiniteSampler: start_position must be >= 0, got '
+                             f'{start_position}')
+        self.start_position = start_position
 
     def __iter__(self):
         # mmengine's stream, numbered: each permutation of it (a pass) holds ``size`` indices.
         numbered = enumerate(self._infinite_indices())
-        of_rank = itertools.islice(numbered, self.rank, None, self.world_size)
-        for position, index in itertools.islice(of_rank, self.start_index, None):
+        of_rank = itertools.islice(numbered, self.start_position + self.rank, None,
+                                   self.world_size)
+        for position, index in of_rank:
             yield SeededIndex(index, sample_seed(self.seed, position // self.size, index))

@@ -24,8 +24,11 @@ its first batch. Two rules make a resumed run repeat the uninterrupted one bit f
   not the same number of its own batches.
 
 The iteration-based loop of the downstream configs (:class:`ResumableIterBasedTrainLoop`) seeds
-its iterations the same way and skips the batches trained before a resume in the sampler,
-instead of loading them as mmengine's ``IterBasedTrainLoop`` does.
+its iterations the same way and skips the samples trained before a resume in the sampler,
+instead of loading them as mmengine's ``IterBasedTrainLoop`` does. It records how many
+positions of the job's sample stream the run has trained (batch size x processes, summed over
+its iterations), so a run resumed with another batch size or number of processes goes on at
+the first sample not trained yet.
 """
 import logging
 import math
@@ -49,6 +52,8 @@ from fastmim.engine.schedule_length import one_step_warmups
 from fastmim.registry import LOOPS
 
 PROGRESS_KEY = 'train_epoch_progress'
+# Message hub entry of ResumableIterBasedTrainLoop: a StreamProgress, as a list.
+STREAM_KEY = 'train_stream_progress'
 # Message hub entry of the training sampler's seed, for a resumed run's sampler.
 SAMPLER_SEED_KEY = 'train_sampler_seed'
 
@@ -60,6 +65,14 @@ class Progress(NamedTuple):
     images_per_iteration: Optional[int] = None  # over all processes; None: a batch_sampler
     dataset_size: Optional[int] = None
     images_per_update: Optional[int] = None  # with gradient accumulation
+
+
+class StreamProgress(NamedTuple):
+    """What the iteration-based loop records after every iteration (as a list, in the message
+    hub): the stream positions trained, over all processes and every run resumed on the way,
+    and how many the last iteration took."""
+    positions: int
+    images_per_iteration: int
 
 
 def seed_iteration(seed: int, rank: int, iteration: int) -> None:
@@ -313,6 +326,19 @@ class _SkippedBatches:
         return next(self.iterator)
 
 
+ADVANCE_WARNING = 'Advance dataloader '
+
+
+class DropAdvanceWarning(logging.Filter):
+    """Drops mmengine's "Advance dataloader N steps to skip data that has already been
+    trained": the steps it draws are :class:`_SkippedBatches`' ``None``, nothing is loaded or
+    skipped by them (the sampler starts behind the trained samples), and the line read as a
+    second skip after the loop's own."""
+
+    def filter(self, record):
+        return not str(record.getMessage()).startswith(ADVANCE_WARNING)
+
+
 class _IteratorAtFirstBatch:
     """mmengine's endless iterator over ``dataloader``, created when the first batch is drawn.
 
@@ -344,7 +370,10 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
     twice and the data order is mmengine's. Each iteration is seeded from (seed, rank,
     iteration) as in :class:`ResumableEpochBasedTrainLoop`, and the sampler's per-sample seeds
     make a dataset with ``SeededSamples`` augment as the uninterrupted run did: the run repeats
-    it bit for bit. With another sampler, or a ``batch_sampler``, it skips as mmengine does.
+    it bit for bit. The checkpoint records the stream positions trained (:class:`StreamProgress`),
+    so a run resumed with another batch size or number of processes starts at the first sample
+    not trained, and warns that the iteration counts (``max_iters``, the schedule) stay the
+    checkpoint's. With another sampler, or a ``batch_sampler``, it skips as mmengine does.
 
     mmengine's loop creates its batch iterator, and so starts the workers, in ``__init__``,
     before any hook has run: workers that missed what hooks set up for them in
@@ -375,16 +404,85 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
 
     def run(self):
         warn_one_step_warmups(self.runner)
-        sampler, batch_size = self.dataloader.sampler, self.dataloader.batch_size
+        sampler = self.dataloader.sampler
         shuffle_as_the_interrupted_run(self.runner, sampler)
-        if self._iter > 0 and hasattr(sampler, 'set_start_index') and batch_size is not None:
-            sampler.set_start_index(self._iter * batch_size)
-            self.dataloader_iterator = _SkippedBatches(self.dataloader_iterator, self._iter)
-            print_log(f'resuming at iteration {self._iter}: the sampler starts after the '
-                      f'{self._iter} x {batch_size} samples of this process already trained; '
-                      'none is loaded again', logger='current')
+        self._positions_trained = self._recorded_positions()
+        if self._iter > 0 and self._per_iteration() is not None:
+            if hasattr(sampler, 'set_start_position'):
+                self._start_sampler_behind_trained(sampler)
+            elif self._positions_trained != self._iter * self._per_iteration():
+                self._warn_mmengine_skips_batches()
         return super().run()
 
     def run_iter(self, data_batch) -> None:
+        per_iteration = self._per_iteration()
+        if per_iteration is not None:
+            self._positions_trained += per_iteration
+            self.runner.message_hub.update_info(STREAM_KEY, list(StreamProgress(
+                self._positions_trained, per_iteration)))
         seed_runner_iteration(self.runner, self._iter)
         super().run_iter(data_batch)
+
+    def _per_iteration(self) -> Optional[int]:
+        """Stream positions one iteration takes over all processes (None with a
+        ``batch_sampler``, whose batches the loop cannot count)."""
+        batch_size = self.dataloader.batch_size
+        return None if batch_size is None else batch_size * get_world_size()
+
+    def _recorded_positions(self) -> int:
+        """The stream positions trained before this run: those the checkpoint resumed from
+        records; warns when this run takes another number per iteration. A checkpoint of an
+        earlier fastmim records none: its run is taken to have had this run's batch size and
+        processes, as those versions did."""
+        now = self._per_iteration()
+        if self._iter == 0 or now is None:
+            return 0
+        recorded = self.runner.message_hub.get_info(STREAM_KEY)
+        if recorded is None:
+            print_log(
+                f'resuming at iteration {self._iter} from a checkpoint that records no samples '
+                'trained (written by an earlier fastmim): taking its run to have had this '
+                f"run's {now} samples per iteration (train_dataloader.batch_size x processes), "
+                f'so {self._iter * now} samples were trained', logger='current',
+                level=logging.WARNING)
+            return self._iter * now
+        progress = StreamProgress(*recorded)
+        if progress.images_per_iteration != now:
+            self._warn_samples_per_iteration_changed(progress, now)
+        return progress.positions
+
+    def _warn_samples_per_iteration_changed(self, progress: StreamProgress, now: int) -> None:
+        """mmengine restores ``max_iters`` and the schedulers' ``begin``, ``end`` and ``T_max``
+        from the checkpoint: they stay counted in iterations, which now take another number of
+        samples, so the rest of the run trains more or fewer samples than the config says."""
+        left = max(self._max_iters - self._iter, 0)
+        print_log(
+            f'resuming at iteration {self._iter} after {progress.positions} samples, the last '
+            f'trained at {progress.images_per_iteration} per iteration; this run takes {now} '
+            f'(train_dataloader.batch_size={self.dataloader.batch_size} x {get_world_size()} '
+            f'processes): it goes on at the first sample not trained yet, but train_cfg.'
+            "max_iters and param_scheduler entries keep the checkpoint's iteration counts, so "
+            f'the {left} iterations left train {left * now} samples instead of '
+            f'{left * progress.images_per_iteration}, and the schedule ends after another '
+            'number of samples than the config says', logger='current', level=logging.WARNING)
+
+    def _start_sampler_behind_trained(self, sampler) -> None:
+        """Start the sampler at the first stream position not trained yet, and make the
+        batches mmengine's ``run`` draws to skip the trained ones load nothing."""
+        sampler.set_start_position(self._positions_trained)
+        self.dataloader_iterator = _SkippedBatches(self.dataloader_iterator, self._iter)
+        self.runner.logger.addFilter(DropAdvanceWarning())
+        print_log(f'resuming at iteration {self._iter}: the sampler starts at sample '
+                  f'{self._positions_trained} of the stream, after those already trained; '
+                  'none is loaded again', logger='current')
+
+    def _warn_mmengine_skips_batches(self) -> None:
+        """A sampler without ``set_start_position`` is skipped as mmengine does: this run's
+        batches, as many as the checkpoint's iterations, which now hold other samples."""
+        print_log(
+            f'train_dataloader.sampler ({type(self.dataloader.sampler).__name__}) cannot '
+            f'start inside the stream: the resumed run skips {self._iter} of its own iterations, '
+            f'{self._iter * self._per_iteration()} samples, but the checkpoint\'s run trained '
+            f'{self._positions_trained}; use sampler=dict(type='
+            "'fastmim.ResumableInfiniteSampler') to go on at the first sample not trained",
+            logger='current', level=logging.WARNING)

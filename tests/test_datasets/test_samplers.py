@@ -39,25 +39,55 @@ def test_same_order_as_default_sampler_and_start_index_skips(photos):
         resumable.set_start_index(9)
 
 
+def _stream(photos, shuffle, length):
+    """mmengine's stream for one process: the positions every rank's share is cut from."""
+    return list(itertools.islice(InfiniteSampler(photos, shuffle=shuffle, seed=3), length))
+
+
 @pytest.mark.parametrize('shuffle', [True, False])
 @pytest.mark.parametrize('rank', [0, 1])
-def test_infinite_stream_is_mmengines_and_start_index_skips_it(photos, monkeypatch, shuffle,
-                                                               rank):
+def test_infinite_stream_is_mmengines_and_start_position_skips_it(photos, monkeypatch, shuffle,
+                                                                  rank):
     """The iteration-based loops' stream, split over two ranks, skipped without loading."""
     monkeypatch.setattr('mmengine.dataset.sampler.get_dist_info', lambda: (rank, 2))
     resumable = ResumableInfiniteSampler(photos, shuffle=shuffle, seed=3)
-    stream = list(itertools.islice(InfiniteSampler(photos, shuffle=shuffle, seed=3), 30))
-    assert [int(index) for index in itertools.islice(resumable, 30)] == stream
-    resumable.set_start_index(11)  # inside the third pass (4 indices per rank and pass)
-    assert [int(index) for index in itertools.islice(resumable, 19)] == stream[11:]
+    of_rank = list(itertools.islice(InfiniteSampler(photos, shuffle=shuffle, seed=3), 30))
+    assert [int(index) for index in itertools.islice(resumable, 30)] == of_rank
+    resumable.set_start_position(22)  # inside the third pass (8 positions per pass)
+    assert [int(index) for index in itertools.islice(resumable, 19)] == of_rank[11:]
     # A sample's seed is that of its pass and index, however the stream was entered.
-    resumable.set_start_index(0)
+    resumable.set_start_position(0)
     seeds = [index.seed for index in itertools.islice(resumable, 30)]
-    resumable.set_start_index(11)
+    resumable.set_start_position(22)
     assert [index.seed for index in itertools.islice(resumable, 19)] == seeds[11:]
     assert len(set(seeds)) == 30  # no sample is augmented as another
-    with pytest.raises(ValueError, match='start_index must be >= 0'):
-        resumable.set_start_index(-1)
+    with pytest.raises(ValueError, match='start_position must be >= 0'):
+        resumable.set_start_position(-1)
+
+
+@pytest.mark.parametrize('world_size', [1, 2, 3])
+@pytest.mark.parametrize('start', [0, 5, 12, 13])
+def test_the_ranks_go_on_at_the_start_position_of_the_job_s_stream(photos, monkeypatch,
+                                                                   world_size, start):
+    """Started at ``start`` (the positions a checkpoint's run trained, with whatever number
+    of processes), the ranks take between them each later position of the single-process
+    stream once, in turn: rank r the positions start + r, start + r + W, ... This also for a
+    ``start`` the world size does not divide."""
+    shares = []
+    for rank in range(world_size):
+        monkeypatch.setattr('mmengine.dataset.sampler.get_dist_info',
+                            lambda rank=rank: (rank, world_size))
+        sampler = ResumableInfiniteSampler(photos, seed=3)
+        sampler.set_start_position(start)
+        shares.append([(int(index), index.seed) for index in itertools.islice(sampler, 10)])
+    taken_in_turn = [shares[k % world_size][k // world_size] for k in range(10 * world_size)]
+    monkeypatch.setattr('mmengine.dataset.sampler.get_dist_info', lambda: (0, 1))
+    whole = ResumableInfiniteSampler(photos, seed=3)
+    stream = _stream(photos, True, start + 10 * world_size)
+    assert [index for index, _ in taken_in_turn] == stream[start:]
+    # seeds as the single-process stream's at those positions
+    assert taken_in_turn == [(int(index), index.seed) for index in
+                             itertools.islice(whole, start, start + 10 * world_size)]
 
 
 def test_sample_seeds_depend_on_seed_epoch_and_index_only(photos):

@@ -204,6 +204,103 @@ def test_the_iteration_based_loop_creates_one_batch_iterator_after_the_hooks(
     assert (at_epoch_start, len(created)) == ([0], 1)
 
 
+def _samples_of_iterations(cfg, monkeypatch):
+    """Trains ``cfg`` (iteration-based) and returns [(iteration, dataset indices trained)] and
+    the messages the loop logged."""
+    from fastmim.engine import loops
+    trained, messages = [], []
+    run_iter = loops.ResumableIterBasedTrainLoop.run_iter
+
+    def recording_run_iter(loop, batch):
+        trained.append((loop.iter, [int(s.metainfo['sample_idx'])
+                                    for s in batch['data_samples']]))
+        run_iter(loop, batch)
+
+    monkeypatch.setattr(loops.ResumableIterBasedTrainLoop, 'run_iter', recording_run_iter)
+    monkeypatch.setattr(loops, 'print_log', lambda message, **kwargs: messages.append(message))
+    Runner.from_cfg(cfg).train()
+    monkeypatch.undo()
+    return trained, messages
+
+
+@pytest.fixture
+def iterations_of_batch_2(tmp_path, tiny_pretraining, monkeypatch):
+    """An uninterrupted iteration-based run of 4 iterations of 2 of 16 photos (its first pass
+    takes 8 iterations: every index once), with a checkpoint after each."""
+    cfg = _iteration_based(tiny_pretraining(tmp_path / 'a', 2, 16, 1), 4)
+    trained, _ = _samples_of_iterations(cfg, monkeypatch)
+    return tmp_path / 'a', dict(trained)
+
+
+def test_an_iteration_based_run_resumed_with_a_larger_batch_goes_on_at_the_next_sample(
+        tmp_path, tiny_pretraining, monkeypatch, iterations_of_batch_2):
+    """After 2 iterations of 2 (samples 0..3 of the stream) the batch of 4 starts at sample 4:
+    it took the first 2 x 4 samples of the stream again before."""
+    work_dir, uninterrupted = iterations_of_batch_2
+    cfg = _iteration_based(tiny_pretraining(tmp_path / 'b', 4, 16, 1), 4)
+    cfg.update(resume=True, load_from=str(work_dir / 'iter_2.pth'))
+    trained, messages = _samples_of_iterations(cfg, monkeypatch)
+    assert [iteration for iteration, _ in trained] == [2, 3]
+    assert trained[0][1] == uninterrupted[2] + uninterrupted[3]
+    assert not set(trained[1][1]) & {index for indices in uninterrupted.values()
+                                     for index in indices}  # samples 8..11: not yet trained
+    assert ('resuming at iteration 2: the sampler starts at sample 4 of the stream, after those '
+            'already trained; none is loaded again') in messages
+    assert any(message.startswith('resuming at iteration 2 after 4 samples, the last trained '
+                                  'at 2 per iteration; this run takes 4') for message in messages)
+
+
+def test_an_iteration_checkpoint_without_a_stream_record_resumes_as_before(
+        tmp_path, tiny_pretraining, monkeypatch, iterations_of_batch_2):
+    """A checkpoint of an earlier fastmim records no samples trained: it resumes as the same
+    batch size and processes did (exactly), and says that it assumes them."""
+    import torch
+
+    from fastmim.engine.loops import STREAM_KEY
+    work_dir, uninterrupted = iterations_of_batch_2
+    checkpoint = torch.load(work_dir / 'iter_2.pth', weights_only=False)
+    del checkpoint['message_hub']['runtime_info'][STREAM_KEY]
+    torch.save(checkpoint, tmp_path / 'earlier.pth')
+    cfg = _iteration_based(tiny_pretraining(tmp_path / 'b', 2, 16, 1), 4)
+    cfg.update(resume=True, load_from=str(tmp_path / 'earlier.pth'))
+    trained, messages = _samples_of_iterations(cfg, monkeypatch)
+    assert trained == [(2, uninterrupted[2]), (3, uninterrupted[3])]
+    assert ('resuming at iteration 2 from a checkpoint that records no samples trained (written '
+            "by an earlier fastmim): taking its run to have had this run's 2 samples per "
+            'iteration (train_dataloader.batch_size x processes), so 4 samples were trained'
+            ) in messages
+
+
+def test_a_sampler_that_cannot_start_inside_the_stream_names_the_samples_it_skips(
+        tmp_path, tiny_pretraining, monkeypatch, iterations_of_batch_2):
+    """mmengine's InfiniteSampler is skipped as mmengine does, by this run's batches: with a
+    batch of 4 that skips 8 samples where 4 were trained, which the log now says."""
+    work_dir, _ = iterations_of_batch_2
+    cfg = _iteration_based(tiny_pretraining(tmp_path / 'b', 4, 16, 1), 3)
+    cfg['train_dataloader']['sampler'] = dict(type='InfiniteSampler', shuffle=True)
+    cfg.update(resume=True, load_from=str(work_dir / 'iter_2.pth'))
+    _, messages = _samples_of_iterations(cfg, monkeypatch)
+    assert ("train_dataloader.sampler (InfiniteSampler) cannot start inside the stream: the "
+            "resumed run skips 2 of its own iterations, 8 samples, but the checkpoint's run "
+            "trained 4; use sampler=dict(type='fastmim.ResumableInfiniteSampler') to go on at "
+            'the first sample not trained'
+            ) in messages
+
+
+def test_the_iteration_based_loop_logs_no_second_skip(tmp_path, tiny_pretraining,
+                                                      iterations_of_batch_2):
+    """mmengine's "Advance dataloader 2 steps to skip data" followed the loop's own line, as if
+    the batches were skipped twice; the steps it draws load nothing (the samples above)."""
+    work_dir, _ = iterations_of_batch_2
+    cfg = _iteration_based(tiny_pretraining(tmp_path / 'b', 2, 16, 1), 3)
+    cfg.update(resume=True, load_from=str(work_dir / 'iter_2.pth'))
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    log = (tmp_path / 'b' / runner.timestamp / f'{runner.timestamp}.log').read_text()
+    assert 'the sampler starts at sample 4 of the stream' in log
+    assert 'Advance dataloader' not in log
+
+
 def test_the_iteration_based_loop_is_set_up_as_mmengine_s_but_for_its_iterator():
     """Its __init__ restates IterBasedTrainLoop's less the batch iterator (see the test
     above): every other attribute, a new mmengine's included, must be the one mmengine sets."""

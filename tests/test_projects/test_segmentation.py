@@ -343,7 +343,7 @@ def test_a_resumed_run_skips_in_the_sampler_and_repeats_the_uninterrupted_one(
     result = downstream.run_tool('train.py', [str(CONFIG), '--work-dir', str(resumed),
                                               '--resume', str(resumed / 'iter_2.pth'), *options])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert 'resuming at iteration 2: the sampler starts after the 2 x 2 samples' in (
+    assert 'resuming at iteration 2: the sampler starts at sample 4 of the stream' in (
         result.stdout + result.stderr)
     losses = [{key: entry[key] for key in ('iter', 'loss')}
               for entry in downstream.logged_iterations(full) if 'loss' in entry]
