@@ -3,6 +3,9 @@ resized crop against torchvision, reduced-size JPEG decoding, and packing."""
 import math
 import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import mmcv
 import numpy as np
@@ -418,31 +421,44 @@ def test_an_image_over_pil_s_pixel_limit_says_how_to_allow_it(tmp_path, monkeypa
         assert LoadImageRGB()(dict(img_path=str(path))) is None
 
 
-def test_a_skipped_image_is_in_the_run_s_log_file_once_on_the_console(tmp_path, astronaut):
-    """Skipped files were only warnings on stderr: the log file in the work dir, the run's
-    record, did not name them. The console shows each once."""
-    import subprocess
-    import sys
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def folder_with_a_broken_jpeg(tmp_path, photo, names, broken):
+    """``tmp_path/images`` of ``photo`` saved as JPEG under each of ``names``, and ``broken``:
+    the first one's bytes cut in half."""
     images = tmp_path / 'images'
     images.mkdir()
-    photo = Image.fromarray(astronaut).resize((160, 160))
-    for index in range(5):
-        photo.save(images / f'{index}.jpg', quality=90)
-    data = (images / '0.jpg').read_bytes()
-    (images / 'bad.jpg').write_bytes(data[:len(data) // 2])
+    for name in names:
+        photo.save(images / f'{name}.jpg', quality=90)
+    data = (images / f'{names[0]}.jpg').read_bytes()
+    (images / f'{broken}.jpg').write_bytes(data[:len(data) // 2])
+    return images
+
+
+def demo_training_on(tmp_path, images, loader_options=''):
+    """A config that pre-trains the demo model one epoch on the ImageFolder ``images``, batch 2,
+    one worker, with ``loader_options`` added to its train_dataloader."""
     config = tmp_path / 'config.py'
     config.write_text(
-        f"_base_ = [{str(root / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py')!r}]\n"
-        f'train_dataloader = dict(batch_size=2, num_workers=1, dataset=dict(\n'
+        f"_base_ = [{str(ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py')!r}]\n"
+        f'train_dataloader = dict(batch_size=2, num_workers=1, {loader_options}dataset=dict(\n'
         f"    _delete_=True, type='ImageFolder', data_root={str(images)!r}, data_prefix='',\n"
         f'    pipeline=_base_.train_pipeline))\n'
         f'train_cfg = dict(max_epochs=1)\n'
         f'custom_hooks = []\n')
+    return config
+
+
+def test_a_skipped_image_is_in_the_run_s_log_file_once_on_the_console(tmp_path, astronaut):
+    """Skipped files were only warnings on stderr: the log file in the work dir, the run's
+    record, did not name them. The console shows each once."""
+    images = folder_with_a_broken_jpeg(
+        tmp_path, Image.fromarray(astronaut).resize((160, 160)), [str(i) for i in range(5)], 'bad')
     result = subprocess.run(
-        [sys.executable, str(root / 'tools' / 'train.py'), str(config), '--work-dir',
-         str(tmp_path / 'work')], cwd=root, capture_output=True, text=True, timeout=600)
+        [sys.executable, str(ROOT / 'tools' / 'train.py'), str(demo_training_on(tmp_path, images)),
+         '--work-dir', str(tmp_path / 'work')], cwd=ROOT, capture_output=True, text=True,
+        timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     line = f'skipped unreadable image {images / "bad.jpg"} (OSError: image file is truncated'
     assert (result.stdout + result.stderr).count(line) == 1
@@ -456,30 +472,14 @@ def test_a_file_skipped_by_rank_1_alone_is_named_in_a_log_file_of_the_work_dir(t
     """mmengine opens the run's log file on rank 0 alone: a file skipped by another rank (in
     its DataLoader worker) was only a warning on the job's console. Unshuffled, rank 1 of 2
     reads the images of odd index: the broken one, second in name order, is its alone."""
-    import subprocess
-    import sys
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[2]
-    images = tmp_path / 'images'
-    images.mkdir()
-    photo = Image.fromarray(astronaut).resize((96, 96))
-    for name in ('a0', 'a2', 'a3'):
-        photo.save(images / f'{name}.jpg', quality=90)
-    data = (images / 'a0.jpg').read_bytes()
-    (images / 'a1_bad.jpg').write_bytes(data[:len(data) // 2])
-    config = tmp_path / 'config.py'
-    config.write_text(
-        f"_base_ = [{str(root / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py')!r}]\n"
-        f'train_dataloader = dict(batch_size=2, num_workers=1, persistent_workers=False,\n'
-        f"    sampler=dict(type='DefaultSampler', shuffle=False), dataset=dict(\n"
-        f"    _delete_=True, type='ImageFolder', data_root={str(images)!r}, data_prefix='',\n"
-        f'    pipeline=_base_.train_pipeline))\n'
-        f'train_cfg = dict(max_epochs=1)\n'
-        f'custom_hooks = []\n')
+    images = folder_with_a_broken_jpeg(
+        tmp_path, Image.fromarray(astronaut).resize((96, 96)), ['a0', 'a2', 'a3'], 'a1_bad')
+    config = demo_training_on(tmp_path, images, "persistent_workers=False,\n"
+                              "    sampler=dict(type='DefaultSampler', shuffle=False), ")
     result = subprocess.run(
-        ['bash', str(root / 'tools' / 'dist_train.sh'), str(config), '2', '--work-dir',
-         str(tmp_path / 'work')], cwd=root, capture_output=True, text=True, timeout=600,
-        env={**os.environ, 'PYTHONPATH': str(root)})
+        ['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(config), '2', '--work-dir',
+         str(tmp_path / 'work')], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, 'PYTHONPATH': str(ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]
     line = f'skipped unreadable image {images / "a1_bad.jpg"} (OSError: image file is truncated'
     assert line in result.stderr

@@ -654,7 +654,8 @@ def test_the_record_is_the_module_of_the_fastmim_that_imports(tmp_path):
     code = RECORD_FROM_THE_FIRST_LINE.format(train=str(ROOT / 'tools' / 'train.py')) + (
         "print(sys.modules['fastmim.engine.early_signals'].__file__)")
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                            timeout=60, cwd=tmp_path, env={**os.environ, 'PYTHONPATH': str(tmp_path)})
+                            timeout=60, cwd=tmp_path,
+                            env={**os.environ, 'PYTHONPATH': str(tmp_path)})
     assert result.stdout.splitlines()[1:] == [f'[{signal.SIGTERM.value}]',
                                               str(other / 'early_signals.py')], result.stderr
 
@@ -666,7 +667,8 @@ def test_a_fastmim_without_the_record_is_imported_as_it_is(tmp_path):
     code = RECORD_FROM_THE_FIRST_LINE.format(train=str(ROOT / 'tools' / 'train.py')).replace(
         'os.kill(os.getpid(), signal.SIGTERM)', '')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                            timeout=60, cwd=tmp_path, env={**os.environ, 'PYTHONPATH': str(tmp_path)})
+                            timeout=60, cwd=tmp_path,
+                            env={**os.environ, 'PYTHONPATH': str(tmp_path)})
     assert result.returncode == 1 and "KeyError: 'fastmim.engine.early_signals'" in result.stderr
     assert result.stdout.splitlines() == ['[]'], result.stderr
 
