@@ -29,7 +29,7 @@ def log_to_files(message: str, every_rank: bool = False) -> None:
     logger = MMLogger.get_current_instance()
     files = [handler for handler in logger.handlers if isinstance(handler, logging.FileHandler)]
     if not files and every_rank:
-        files = [_rank_log_handler(logger)] if rank_log_file(logger) else []
+        files = _rank_log_handlers_of(logger)
     # WARNING: the file format of ERROR adds a source line, here always this function.
     writable = message.encode('utf-8', 'backslashreplace').decode('utf-8')
     record = logger.makeRecord(logger.name, logging.WARNING, __file__, 0, writable, None, None)
@@ -53,18 +53,21 @@ def rank_log_file(logger: MMLogger) -> Optional[str]:
     return f'{stem}_rank{rank}{suffix}'
 
 
-def _rank_log_handler(logger: MMLogger) -> logging.FileHandler:
-    """The handler of this process's :func:`rank_log_file`, opened on first use (a rank that
-    skips nothing leaves no file), for appending: DataLoader workers forked from this process,
-    or opening it themselves, add whole lines to it, not over each other's."""
+def _rank_log_handlers_of(logger: MMLogger) -> List[logging.FileHandler]:
+    """The handler of this process's :func:`rank_log_file` (none on rank 0 or outside a run),
+    opened on first use (a rank that skips nothing leaves no file), for appending: DataLoader
+    workers forked from this process, or opening it themselves, add whole lines to it, not over
+    each other's."""
     from mmengine.logging.logger import MMFormatter
     path = rank_log_file(logger)
+    if path is None:
+        return []
     if path not in _rank_log_handlers:
         os.makedirs(osp.dirname(path), exist_ok=True)
         handler = logging.FileHandler(path, mode='a', encoding='utf-8', delay=True)
         handler.setFormatter(MMFormatter(color=False, datefmt='%Y/%m/%d %H:%M:%S'))
         _rank_log_handlers[path] = handler
-    return _rank_log_handlers[path]
+    return [_rank_log_handlers[path]]
 
 
 def console_handlers() -> List[logging.StreamHandler]:
