@@ -7,15 +7,22 @@ checkpoint execute code. Here we instead
 
 - convert everything a checkpoint holds to plain types on save (:func:`to_plain`) and back on
   load (:func:`from_plain`), so every fastmim checkpoint loads with ``weights_only=True``;
-- load local files weights-only (a ``.safetensors`` file, which holds tensors only, with
+- load every checkpoint weights-only (a ``.safetensors`` file, which holds tensors only, with
   safetensors' own reader), and fully unpickle a foreign file only when the user named it
-  as trusted (:func:`trust_checkpoint`, ``--trust-checkpoint`` of ``tools/train.py``);
+  as trusted (:func:`trust_checkpoint`, ``--trust-checkpoint`` of ``tools/train.py``). This
+  covers mmengine's remote schemes too (``https://``, ``torchvision://``, ``open-mmlab://``,
+  ``mmcls://``, ``s3://``, ``pavi://``): their loaders call ``torch.load`` without
+  ``weights_only``, and ``https://`` goes through ``torch.hub.load_state_dict_from_url``,
+  whose default is full unpickling even on torch 2.14. Remote files are fetched as mmengine
+  fetches them and then read as local files are;
 - write local files atomically (temporary file in the same folder, then ``os.replace``), so an
   interrupted save never replaces the last good checkpoint.
 """
 import contextlib
 import hashlib
+import http.client
 import io
+import logging
 import os
 import os.path as osp
 import pickle
@@ -25,12 +32,16 @@ import stat
 import tempfile
 import zipfile
 from collections import OrderedDict
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
+import torch.hub
+from mmengine.dist import get_dist_info
 from mmengine.fileio import get_file_backend
 from mmengine.fileio.backends import LocalBackend, register_backend
-from mmengine.logging import HistoryBuffer
+from mmengine.logging import HistoryBuffer, print_log
+from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors_file
@@ -93,8 +104,12 @@ def from_plain(obj):
 
 
 def trust_checkpoint(path):
-    """Allow full unpickling of ``path``: only for files whose origin the user vouches for."""
-    _TRUSTED_CHECKPOINTS.add(osp.realpath(osp.expanduser(path)))
+    """Allow full unpickling of ``path``: only for files whose origin the user vouches for.
+
+    A local file is trusted by its real path; a remote one (``https://...``,
+    ``open-mmlab://...``: anything with ``://``) by the name as written, which covers the copy
+    it is downloaded to. Trusting that local copy's path works too."""
+    _TRUSTED_CHECKPOINTS.add(path if '://' in path else osp.realpath(osp.expanduser(path)))
 
 
 def load_from_local(filename, map_location=None):
@@ -111,14 +126,25 @@ def load_from_local(filename, map_location=None):
     if osp.getsize(path) == 0:
         raise CheckpointError(f'{path} is not a readable checkpoint: the file is empty (0 bytes)'
                               f'{_other_checkpoints(path)}')
+    return _load_file(path, map_location, name=path, trust_as=path,
+                      hint=lambda: _other_checkpoints(path))
+
+
+def _load_file(path, map_location, name, trust_as, hint):
+    """Load the local file ``path`` weights-only, fully only when trusted.
+
+    ``name`` is what the errors call the checkpoint (the file, or the URL it was fetched from
+    and where to), ``trust_as`` what ``--trust-checkpoint`` takes to trust it, and ``hint()``
+    what an error about an unreadable file adds (other checkpoints beside it, or how to fetch
+    it again)."""
     start = _first_bytes(path)
     if is_safetensors_start(start):
-        return _load_safetensors(path, map_location)
-    _refuse_what_torch_never_wrote(path, start)
+        return _load_safetensors(path, map_location, name, hint)
+    _refuse_what_torch_never_wrote(name, start, hint)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        if osp.realpath(path) in _TRUSTED_CHECKPOINTS:
+        if _is_trusted(path, trust_as):
             return torch.load(path, map_location=map_location, weights_only=False)
         reason = _unpickler_reason(error)
         what = ('holds pickled Python objects that weights-only loading refuses'
@@ -126,21 +152,156 @@ def load_from_local(filename, map_location=None):
                 'is not a readable checkpoint (corrupt, or pickled in a way weights-only '
                 'loading refuses)')
         raise CheckpointError(
-            f'{path} {what} ({reason}). Loading it fully would let the file run arbitrary '
+            f'{name} {what} ({reason}). Loading it fully would let the file run arbitrary '
             f'code; if you trust its origin, pass --trust-checkpoint (to tools/train.py: '
-            f'--trust-checkpoint {path}){_converter_hint(reason)}') from None
+            f'--trust-checkpoint {trust_as}){_converter_hint(reason)}') from None
     except PermissionError:
-        raise CheckpointError(f'{path}: no permission to read this checkpoint') from None
+        raise CheckpointError(f'{name}: no permission to read this checkpoint') from None
     except SafetensorError as error:  # torch reads any .safetensors name with safetensors
-        raise CheckpointError(f'{path} is named .safetensors but is a torch file '
-                              f'({str(error).rstrip(".")}): rename it to .pth'
-                              f'{_other_checkpoints(path)}') from None
+        raise CheckpointError(f'{name} is named .safetensors but is a torch file '
+                              f'({str(error).rstrip(".")}): rename it to .pth{hint()}') from None
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError) as error:
         # torch's zip reader fails with OSError (EINVAL) on a file cut off near its end; the
         # weights-only unpickler with KeyError / IndexError on text that reads as memo opcodes.
         reason = str(error).rstrip('.')  # the hint starts a sentence of its own
-        raise CheckpointError(f'{path} is not a readable checkpoint (truncated or corrupt?): '
-                              f'{reason}{_other_checkpoints(path)}') from None
+        raise CheckpointError(f'{name} is not a readable checkpoint (truncated or corrupt?): '
+                              f'{reason}{hint()}') from None
+
+
+def _is_trusted(path, trust_as):
+    """Whether the user trusted the file ``path`` (by its real path) or ``trust_as`` (the
+    remote name it was fetched by)."""
+    return bool({osp.realpath(path), trust_as} & _TRUSTED_CHECKPOINTS)
+
+
+def load_from_http(filename, map_location=None):
+    """Load a checkpoint from a URL: fetched into torch.hub's cache (where mmengine and torch
+    put it, so files they fetched are reused), then read as a local file."""
+    return _load_url(filename, map_location, named_as=filename)
+
+
+def _load_url(url, map_location, named_as):
+    """Fetch ``url`` (:func:`_fetch_to_cache`) and load the copy weights-only. Errors name
+    ``named_as`` (what the user wrote: the URL, or ``torchvision://NAME``), which is also what
+    ``--trust-checkpoint`` takes."""
+    path = _fetch_to_cache(url, named_as)
+    where = f'{named_as} (downloaded to {path})'
+    if osp.getsize(path) == 0:
+        raise CheckpointError(f'{where} is not a readable checkpoint: the file is empty '
+                              f'(0 bytes){_fetch_again(path)}')
+    return _load_file(path, map_location, name=where, trust_as=named_as,
+                      hint=lambda: _fetch_again(path))
+
+
+def _fetch_again(path):
+    """The hint for a cached download that does not load: the cache is reused as it is."""
+    return f'. Delete {path} to download it again'
+
+
+def _fetch_to_cache(url, named_as):
+    """The path of ``url``'s copy in torch.hub's cache (``<hub dir>/checkpoints/<file name>``,
+    as ``torch.hub.load_state_dict_from_url`` names it), downloaded by torch.hub's
+    ``download_url_to_file`` where it is not there yet. As mmengine's loader does, process 0
+    fetches first and the others after a barrier, so that processes sharing the cache do not
+    download the same file at once (where process 0 fails, torchrun stops the others)."""
+    rank, world_size = get_dist_info()
+    if rank == 0:
+        path = _download_once(url, named_as)
+    if world_size > 1:
+        torch.distributed.barrier()
+        if rank > 0:
+            path = _download_once(url, named_as)
+    return path
+
+
+def _download_once(url, named_as):
+    """Download ``url`` into torch.hub's cache unless a copy is there; return the copy's path.
+    torch.hub writes to a temporary file and renames it, so an interrupted download leaves no
+    copy."""
+    file_name = osp.basename(urlparse(url).path)
+    if not file_name:
+        raise CheckpointError(f'{named_as}: the URL {url} names no file to download')
+    folder = osp.join(torch.hub.get_dir(), 'checkpoints')
+    path = osp.join(folder, file_name)
+    if osp.isfile(path):
+        return path
+    print_log(f'Downloading {url} to {path}', logger='current')
+    try:
+        os.makedirs(folder, exist_ok=True)
+        # A progress bar only on a terminal (mmengine's choice), not in log files.
+        torch.hub.download_url_to_file(url, path, progress=os.isatty(0))
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        # URLError / HTTPError are OSErrors; a connection cut mid-file is an IncompleteRead.
+        raise CheckpointError(f'could not download {named_as}: {error}') from None
+    return path
+
+
+def _remote_model_url(table, filename):
+    """The URL (or path) that ``filename`` (``SCHEME://NAME``) names in mmengine's model
+    table ``table``, or an error naming the scheme (mmengine raised a bare KeyError)."""
+    scheme, name = filename.split('://', 1)
+    if name not in table:
+        raise CheckpointError(f'{filename}: no model named {name!r} among the {scheme}:// '
+                              f'models mmengine knows')
+    return table[name]
+
+
+def load_from_torchvision(filename, map_location=None):
+    """``torchvision://NAME``: the URL of torchvision's weights NAME, loaded as a URL."""
+    url = _remote_model_url(mmengine_checkpoint.get_torchvision_models(), filename)
+    return _load_url(url, map_location, named_as=filename)
+
+
+def load_from_openmmlab(filename, map_location=None):
+    """``open-mmlab://NAME``: OpenMMLab's weights NAME (a deprecated name is replaced by its
+    successor, as mmengine does), a URL or a file under mmengine's home."""
+    scheme, name = filename.split('://', 1)
+    successor = mmengine_checkpoint.get_deprecated_model_names().get(name)
+    if successor:
+        print_log(f'{filename} is deprecated in favor of {scheme}://{successor}',
+                  logger='current', level=logging.WARNING)
+        name = successor
+    target = _remote_model_url(mmengine_checkpoint.get_external_models(), f'{scheme}://{name}')
+    if target.startswith(('http://', 'https://')):
+        return _load_url(target, map_location, named_as=filename)
+    return load_from_local(osp.join(mmengine_checkpoint._get_mmengine_home(), target),
+                           map_location)
+
+
+def load_from_mmcls(filename, map_location=None):
+    """``mmcls://NAME``: mmcls's weights NAME, loaded as a URL, with mmengine's renaming of
+    its keys."""
+    url = _remote_model_url(mmengine_checkpoint.get_mmcls_models(), filename)
+    checkpoint = _load_url(url, map_location, named_as=filename)
+    return mmengine_checkpoint._process_mmcls_checkpoint(checkpoint)
+
+
+def load_from_ceph(filename, map_location=None, backend='petrel'):
+    """``s3://`` and ``petrel://`` (mmengine's petrel backend): the bytes are read as mmengine
+    reads them, written to a temporary file and loaded as a local file, trusted by the name."""
+    data = get_file_backend(filename, backend_args={'backend': backend}).get(filename)
+    with tempfile.TemporaryDirectory() as folder:
+        path = osp.join(folder, osp.basename(filename) or 'checkpoint')
+        with open(path, 'wb') as file:
+            file.write(data)
+        return _load_file(path, map_location, name=filename, trust_as=filename,
+                          hint=lambda: '')
+
+
+def load_from_pavi(filename, map_location=None):
+    """``pavi://`` (SenseTime's model cloud, through the ``pavi`` package, as mmengine does):
+    downloaded to a temporary folder and loaded as a local file, trusted by the name."""
+    try:
+        from pavi import modelcloud
+    except ImportError:
+        raise CheckpointError(f'{filename}: loading from pavi:// needs the pavi package') \
+            from None
+    model = modelcloud.get(filename[len('pavi://'):])
+    with tempfile.TemporaryDirectory() as folder:
+        path = osp.join(folder, model.name)
+        model.download(path)
+        return _load_file(path, map_location, name=filename, trust_as=filename,
+                          hint=lambda: '')
 
 
 def _converter_hint(reason):
@@ -223,7 +384,7 @@ def is_safetensors_start(start):
     return 2 <= int.from_bytes(start[:8], 'little') <= SAFETENSORS_MAX_HEADER
 
 
-def _load_safetensors(path, map_location):
+def _load_safetensors(path, map_location, name, hint):
     """The ``{name: tensor}`` of a safetensors file (timm's format, ``to_timm.py
     --safetensors``): what ``torch.load`` returns for a timm state dict saved as .pth. The
     format holds tensors and a header of strings only, so no trust is needed. It keeps no
@@ -232,18 +393,19 @@ def _load_safetensors(path, map_location):
     try:
         return load_safetensors_file(path, device=device)
     except SafetensorError as error:
-        raise CheckpointError(f'{path} is not a readable .safetensors file (truncated or '
-                              f'corrupt?): {error}{_other_checkpoints(path)}') from None
+        raise CheckpointError(f'{name} is not a readable .safetensors file (truncated or '
+                              f'corrupt?): {error}{hint()}') from None
 
 
-def _refuse_what_torch_never_wrote(path, start):
+def _refuse_what_torch_never_wrote(name, start, hint):
     """A file that starts (``start``: its first bytes) as no torch file does (a text file,
-    an image, a log saved as .pth) failed inside the unpickler: with a bare number (text read as
-    pickle opcodes) or with the advice to trust the file, which would only fail again."""
+    an image, a log saved as .pth, a web page saved by a download) failed inside the unpickler:
+    with a bare number (text read as pickle opcodes) or with the advice to trust the file, which
+    would only fail again. ``name`` and ``hint()`` as in :func:`_load_file`."""
     if not start.startswith(TORCH_FILE_STARTS):
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): no "
+        raise CheckpointError(f"{name} is not a readable checkpoint (truncated or corrupt?): no "
                               f"torch file, which starts with b'PK' (a zip archive) or b'\\x80' "
-                              f'(a pickle); it starts with {start!r}{_other_checkpoints(path)}')
+                              f'(a pickle); it starts with {start!r}{hint()}')
 
 
 def _other_checkpoints(path):
@@ -428,11 +590,26 @@ def _free_space(folder):
     return f' ({free / 2**20:.1f} MiB free on {path})'
 
 
+# mmengine's prefixes (mmengine/runner/checkpoint.py) and the weights-only loader of each.
+CHECKPOINT_LOADERS = (
+    ('', load_from_local),
+    (('http://', 'https://'), load_from_http),
+    (('modelzoo://', 'torchvision://'), load_from_torchvision),
+    (('open-mmlab://', 'openmmlab://'), load_from_openmmlab),
+    ('mmcls://', load_from_mmcls),
+    ((r'(\S+\:)?s3://', r'(\S+\:)?petrel://'), load_from_ceph),
+    ('pavi://', load_from_pavi),
+)
+
+
 def install():
-    """Make mmengine's local I/O atomic and its local checkpoint loading weights-only.
+    """Make mmengine's local I/O atomic and its checkpoint loading weights-only.
 
     Uses mmengine's own extension points (the file-backend registry and the checkpoint-loader
-    scheme registry), replacing the handlers for plain local paths.
+    scheme registry), replacing the handlers for plain local paths and the checkpoint loaders
+    of every scheme mmengine knows. The loaders are registered under mmengine's own prefixes,
+    so they take the same places in its longest-prefix-first order.
     """
     register_backend('local', AtomicLocalBackend, force=True, prefixes='')
-    CheckpointLoader.register_scheme(prefixes='', force=True)(load_from_local)
+    for prefixes, loader in CHECKPOINT_LOADERS:
+        CheckpointLoader.register_scheme(prefixes, loader, force=True)

@@ -3,6 +3,7 @@ import errno
 import os
 import re
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -342,3 +343,234 @@ def test_the_log_line_of_a_load_names_the_local_backend(tmp_path):
     logger.log = lambda level, message: logged.append(message)
     CheckpointLoader.load_checkpoint(str(path), logger=logger)
     assert logged == [f'Loads checkpoint by local backend from path: {path}']
+
+
+# Remote checkpoints. The downloads are torch.hub's (mmengine's loaders and fastmim's both call
+# torch.hub.download_url_to_file into torch.hub's cache): replaced here by a copy of a local
+# file, so the tests need no network.
+
+URL = 'https://example.com/models/remote.pth'
+
+
+@pytest.fixture
+def downloads(tmp_path, monkeypatch):
+    """``{url: local file}`` that the fake download copies from, with torch.hub's cache in
+    ``tmp_path``; every URL fetched is appended to ``downloads.fetched``. What a test trusts
+    is forgotten after it (the URLs are the same in every test)."""
+    import shutil
+
+    import torch.hub
+
+    from fastmim.engine import checkpoint
+    monkeypatch.setattr(checkpoint, '_TRUSTED_CHECKPOINTS', set())
+
+    served = type('Downloads', (dict,), {})()
+    served.fetched = []
+
+    def download_url_to_file(url, dst, hash_prefix=None, progress=True):
+        served.fetched.append(url)
+        shutil.copyfile(served[url], dst)
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', download_url_to_file)
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+    return served
+
+
+def cached_copy(tmp_path, url=URL):
+    return tmp_path / 'hub' / 'checkpoints' / url.rsplit('/', 1)[1]
+
+
+def foreign_checkpoint(tmp_path):
+    path = tmp_path / 'served_foreign.pth'
+    torch.save({'state_dict': {'weight': torch.ones(2, 2)}, 'extra': Payload()}, path)
+    return path
+
+
+@pytest.fixture
+def weights_only_arguments(monkeypatch):
+    """The ``weights_only`` argument of every ``torch.load``: on torch >= 2.6 its default is
+    True, so a load that leaves it out is not caught by a refusal on this stack."""
+    real_load = torch.load
+    seen = []
+
+    def load(*args, **kwargs):
+        seen.append(kwargs.get('weights_only'))
+        return real_load(*args, **kwargs)
+    monkeypatch.setattr(torch, 'load', load)
+    return seen
+
+
+def test_every_checkpoint_scheme_of_mmengine_loads_through_fastmim():
+    """mmengine's own loaders of remote schemes call torch.load without weights_only (and
+    https:// through torch.hub, whose default is full unpickling)."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    assert {prefix: loader.__module__ for prefix, loader in CheckpointLoader._schemes.items()
+            if loader.__module__ != 'fastmim.engine.checkpoint'} == {}
+
+
+def test_a_url_with_pickled_objects_is_refused_naming_the_url_unless_trusted(tmp_path,
+                                                                            downloads):
+    downloads[URL] = foreign_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError) as refused:
+        _load_checkpoint(URL)
+    message = str(refused.value)
+    assert message.startswith(f'{URL} (downloaded to {cached_copy(tmp_path)}) holds pickled '
+                              'Python objects')
+    assert 'Unsupported global' in message and 'Payload' in message
+    assert message.endswith(f'--trust-checkpoint {URL})')
+    assert '\n' not in message
+
+    trust_checkpoint(URL)
+    assert isinstance(_load_checkpoint(URL)['extra'], Payload)
+    assert downloads.fetched == [URL]  # the second load read the cached copy
+
+
+def test_a_url_is_trusted_by_its_downloaded_copy_too(tmp_path, downloads):
+    url = 'https://example.com/models/trusted_by_copy.pth'
+    downloads[url] = foreign_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError):
+        _load_checkpoint(url)
+    trust_checkpoint(str(cached_copy(tmp_path, url)))
+    assert isinstance(_load_checkpoint(url)['extra'], Payload)
+
+
+def test_a_state_dict_at_a_url_loads_weights_only_into_the_model(tmp_path, downloads,
+                                                                 weights_only_arguments):
+    from mmengine.runner.checkpoint import load_checkpoint
+    weights = {'weight': torch.arange(6.).reshape(2, 3), 'bias': torch.tensor([7., 8.])}
+    downloads[URL] = tmp_path / 'served.pth'
+    torch.save({'state_dict': weights}, downloads[URL])
+    model = torch.nn.Linear(3, 2)
+
+    load_checkpoint(model, URL, map_location='cpu')
+
+    assert torch.equal(model.weight.detach(), weights['weight'])
+    assert torch.equal(model.bias.detach(), weights['bias'])
+    assert weights_only_arguments == [True]
+
+
+def test_a_pretrained_init_cfg_at_a_url_refuses_pickled_objects(tmp_path, downloads):
+    from mmengine.model import BaseModule
+
+    class Tiny(BaseModule):
+        def __init__(self, init_cfg=None):
+            super().__init__(init_cfg)
+            self.linear = torch.nn.Linear(2, 2)
+    cfg = Config(dict(init_cfg=dict(type='Pretrained', checkpoint=URL)))
+    downloads[URL] = foreign_checkpoint(tmp_path)
+
+    with pytest.raises(CheckpointError, match=f'^{re.escape(URL)} .*holds pickled Python'):
+        Tiny(**cfg.to_dict()).init_weights()
+
+
+def test_a_downloaded_web_page_is_named_with_how_to_fetch_it_again(tmp_path, downloads):
+    downloads[URL] = tmp_path / 'login_page.html'
+    downloads[URL].write_text('<!DOCTYPE html><html>sign in first</html>')
+    with pytest.raises(CheckpointError) as refused:
+        _load_checkpoint(URL)
+    assert str(refused.value) == (
+        f"{URL} (downloaded to {cached_copy(tmp_path)}) is not a readable checkpoint "
+        "(truncated or corrupt?): no torch file, which starts with b'PK' (a zip archive) or "
+        "b'\\x80' (a pickle); it starts with b'<!DOCTYPE'. "
+        f'Delete {cached_copy(tmp_path)} to download it again')
+
+
+def test_a_cut_off_download_is_named_with_how_to_fetch_it_again(tmp_path, downloads):
+    downloads[URL] = tmp_path / 'cut.pth'
+    torch.save({'w': torch.zeros(1000)}, downloads[URL])
+    downloads[URL].write_bytes(downloads[URL].read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match=(
+            f'^{re.escape(URL)} \\(downloaded to .*\\) is not a readable checkpoint '
+            f'\\(truncated or corrupt\\?\\).*Delete {re.escape(str(cached_copy(tmp_path)))} '
+            'to download it again$')):
+        _load_checkpoint(URL)
+
+
+def test_a_failed_download_is_one_line_naming_the_url(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torch.hub
+
+    def not_found(url, dst, hash_prefix=None, progress=True):
+        raise urllib.error.HTTPError(url, 404, 'Not Found', None, None)
+    monkeypatch.setattr(torch.hub, 'download_url_to_file', not_found)
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+    with pytest.raises(CheckpointError, match=f'^could not download {re.escape(URL)}: '
+                                              'HTTP Error 404: Not Found$'):
+        _load_checkpoint(URL)
+    assert not cached_copy(tmp_path).exists()
+
+
+def test_torchvision_and_open_mmlab_names_load_weights_only_and_are_trusted_by_name(
+        tmp_path, downloads):
+    from mmengine.runner.checkpoint import get_external_models, get_torchvision_models
+    for name, url in (('torchvision://resnet18', get_torchvision_models()['resnet18']),
+                      ('open-mmlab://resnet50_v1c', get_external_models()['resnet50_v1c'])):
+        downloads[url] = foreign_checkpoint(tmp_path)
+        with pytest.raises(CheckpointError, match=(
+                f'^{re.escape(name)} \\(downloaded to .*holds pickled Python objects.*'
+                f'--trust-checkpoint {re.escape(name)}\\)$')):
+            _load_checkpoint(name)
+        trust_checkpoint(name)
+        assert isinstance(_load_checkpoint(name)['extra'], Payload)
+
+
+def test_an_unknown_model_name_is_named_with_its_scheme():
+    with pytest.raises(CheckpointError, match="^open-mmlab://no_such_net: no model named "
+                                              "'no_such_net' among the open-mmlab:// models"):
+        _load_checkpoint('open-mmlab://no_such_net')
+
+
+def test_s3_and_pavi_checkpoints_load_weights_only(tmp_path, monkeypatch):
+    """Both read the file through packages not installed here (petrel_client, pavi): faked."""
+    import sys
+    import types
+
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+
+    from fastmim.engine import checkpoint
+    foreign = foreign_checkpoint(tmp_path)
+
+    class Bucket:
+        def get(self, filepath):
+            return foreign.read_bytes()
+    for module in (mmengine_checkpoint, checkpoint):  # mmengine's loader reads it there
+        monkeypatch.setattr(module, 'get_file_backend', lambda *args, **kwargs: Bucket())
+    monkeypatch.setattr(checkpoint, '_TRUSTED_CHECKPOINTS', set())
+
+    class CloudModel:
+        name = 'model.pth'
+
+        def download(self, path):
+            Path(path).write_bytes(foreign.read_bytes())
+    pavi = types.ModuleType('pavi')
+    pavi.modelcloud = types.SimpleNamespace(get=lambda name: CloudModel())
+    monkeypatch.setitem(sys.modules, 'pavi', pavi)
+
+    for name in ('s3://bucket/model.pth', 'pavi://project/model'):
+        with pytest.raises(CheckpointError, match=(
+                f'^{re.escape(name)} holds pickled Python objects.*'
+                f'--trust-checkpoint {re.escape(name)}\\)$')):
+            _load_checkpoint(name)
+        trust_checkpoint(name)
+        assert isinstance(_load_checkpoint(name)['extra'], Payload)
+
+
+def test_other_processes_fetch_a_url_after_process_0(tmp_path, downloads, monkeypatch,
+                                                     weights_only_arguments):
+    """Process 0 downloads first; the others wait at a barrier and then read its copy (or
+    download their own where the cache is not shared), as mmengine's loader does."""
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+
+    from fastmim.engine import checkpoint
+    downloads[URL] = tmp_path / 'served.pth'
+    torch.save({'w': torch.ones(2)}, downloads[URL])
+    _load_checkpoint(URL)  # process 0's download
+    events = []
+    for module in (mmengine_checkpoint, checkpoint):
+        monkeypatch.setattr(module, 'get_dist_info', lambda: (1, 2))
+    monkeypatch.setattr(torch.distributed, 'barrier', lambda: events.append('barrier'))
+    downloads[URL].unlink()  # process 1 must read process 0's copy
+
+    assert torch.equal(_load_checkpoint(URL)['w'], torch.ones(2))
+    assert events == ['barrier'] and downloads.fetched == [URL]
+    assert weights_only_arguments == [True, True]
