@@ -96,7 +96,9 @@ def add_train_args(parser):
                         "(FSDP: mmengine's FlexibleRunner and FSDPStrategy); checkpoints are "
                         'gathered whole, as DDP writes them (tools/dist_train.sh CONFIG N --fsdp)')
     parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='CKPT',
-                        help='allow full unpickling of this checkpoint (only for files you trust)')
+                        help='allow full unpickling of this checkpoint (only for files you '
+                        'trust): a path, or a remote one as written (https://..., '
+                        'open-mmlab://NAME)')
 
 
 def set_mixed_precision(optim_wrapper, dtype=None):
