@@ -10,7 +10,12 @@
 #        handles without LARS's per-layer scaling. Features: the pre-trained final norm on every
 #        patch token, then their average (FastMIM's decoder drops the class token, so only patch
 #        tokens are trained to carry the image; model.backbone.out_type=cls_token is MAE's
-#        choice). The sin-cos position embedding of pre-training is recomputed exactly at 14x14.
+#        choice).
+# Position embedding: the checkpoint's table, resized from pre-training's 8x8 grid to 14x14 when
+# it loads (bicubic, class-token row kept), as fine-tuning and MAE's main_linprobe.py
+# (interpolate_pos_embed) do; frozen with the rest of the backbone. pos_embed_type='learned' is
+# what loads it: 'sincos' would recompute the table at positions 0..13, of which pre-training at
+# 128 px saw only 0..7.
 #   tools/dist_train.sh configs/finetune/vit_b_linear_probe_90e.py 8 \
 #       --cfg-options model.backbone.init_cfg.checkpoint=PATH/TO/epoch_800.pth
 _base_ = [
@@ -28,7 +33,7 @@ model = dict(
         arch='b',
         img_size=224,
         patch_size=16,
-        pos_embed_type='sincos',
+        pos_embed_type='learned',
         init_cfg=dict(type='FastMIMPretrained',
                       checkpoint='work_dirs/vit_b_hog_800e/epoch_800.pth',
                       prefix='backbone.')),

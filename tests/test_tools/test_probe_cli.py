@@ -70,8 +70,9 @@ def test_knn_evaluates_the_checkpoint(pretraining_checkpoint, tmp_path):
         'test_cfg.bank_dataloader.dataset.num_samples=78'])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = result.stdout + result.stderr
-    # patch embedding 2 + class token + 2 blocks x 12 + final norm 2; the sin-cos table is rebuilt
-    assert f'loaded 29 tensors of {pretraining_checkpoint}' in log
+    # patch embedding 2 + class token + position table (the checkpoint's, as fine-tuning loads
+    # it) + 2 blocks x 12 + final norm 2
+    assert f'loaded 30 tensors of {pretraining_checkpoint}' in log
     assert 'kNN bank: 78 features of dimension 32' in log
     metrics = json.loads(metrics_file.read_text())
     assert 0 <= metrics['knn/top1'] <= metrics['knn/top5'] <= 100

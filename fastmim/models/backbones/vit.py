@@ -430,7 +430,10 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
             grids) or ``'sincos'``: MAE's fixed 2-D sin-cos table (:func:`sincos_2d_pos_embed`),
             which FastMIM pre-trains with. It stays a frozen parameter named ``pos_embed`` so
             checkpoints carry it under the same key and fine-tuning can load it as the initial
-            value of a learned embedding; other grids get the exact table for that grid.
+            value of a learned embedding; other grids get the exact table for that grid. To
+            evaluate a pre-trained checkpoint at another size (linear probe, kNN), use
+            ``'learned'``: the checkpoint's table resized as fine-tuning resizes it, since
+            positions beyond the pre-training grid were never seen by the encoder.
         out_type: ``'featmap'`` gives ``(B, C, H / p, W / p)`` maps, ``'cls_token'`` gives the
             ``(B, C)`` class token (linear probing).
         embed_init: ``'timm'`` keeps timm's initialisation of the embedding; ``'mae'``, after

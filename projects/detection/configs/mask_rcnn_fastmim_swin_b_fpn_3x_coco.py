@@ -9,7 +9,9 @@
 #   the FPN and the heads (mmdet's strong_baselines / simple_copy_paste recipes do the same);
 # - large-scale jitter (resize 0.1-2.0 of 1024, 1024 crop) plus simple copy-paste;
 # - AdamW lr 6e-5 wd 0.05, no weight decay on norms and relative-position bias tables;
-#   steps at epochs 27 and 33, linear warmup over 1000 iterations. Total batch 16 (2 x 8 GPUs);
+#   steps at epochs 27 and 33, linear warmup over 1000 iterations. Total batch 16 (2 x 8 GPUs),
+#   the batch of Swin's own detection configs: the release's config sets 4 images per GPU
+#   (samples_per_gpu=4) and does not say on how many GPUs (README);
 # - testing at the reference's scale: resize to fit 1666 x 1024 keeping the aspect ratio
 #   (mmdet's default is 1333 x 800), padded to a multiple of 32 by the data preprocessor.
 #
@@ -141,7 +143,7 @@ optim_wrapper = dict(
     # head BNs (named 'bn') decayed. Biases keep the weight decay, as there.
     constructor='fastmim.DeclaredNoDecayOptimWrapperConstructor',
     paramwise_cfg=dict(norm_decay_mult=0.),
-    # 8 on one GPU makes the published batch of 16 per update (README).
+    # 8 on one GPU makes this config's batch of 16 (2 x 8 GPUs) per update (README).
     accumulative_counts=1)
 auto_scale_lr = dict(base_batch_size=16)
 
