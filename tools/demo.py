@@ -7,7 +7,6 @@ reconstruction pictures are. It takes tools/train.py's training flags (--amp, --
 """
 import argparse
 import glob
-import json
 import os.path as osp
 import re
 import sys
@@ -18,13 +17,13 @@ WORK_DIR = osp.join(ROOT, 'work_dirs', 'demo')
 
 
 def read_losses(work_dir):
-    """(iteration, loss) pairs from the newest run's scalars.json, in training order."""
-    runs = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
+    """(iteration, loss) pairs from the newest run's scalars.json, in training order; a last
+    line cut short (a run stopped while writing it) is left out."""
+    from fastmim.logged_scalars import read_records, scalars_files
+    runs = scalars_files(work_dir, missing_ok=True)
     if not runs:
         return []
-    with open(runs[-1]) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    return [(r['iter'], r['loss']) for r in records if 'loss' in r]
+    return [(r['iter'], r['loss']) for r in read_records(runs[-1]) if 'loss' in r]
 
 
 def reconstruction_pictures(work_dir, checkpoint=None):

@@ -1,7 +1,5 @@
 """Guarded optimiser wrappers: a non-finite loss never reaches the weights."""
-import json
 import math
-import os.path as osp
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from torch import nn
 from fastmim.engine.hooks import CheckpointMetaHook, SafeCheckpointHook
 from fastmim.engine.optim_wrappers import (AutocastOptimWrapper, GuardedOptimWrapper,
                                            NonFiniteLossError)
+from fastmim.logged_scalars import read_records, scalars_files
 
 
 def make(wrapper_cls=GuardedOptimWrapper, **kwargs):
@@ -174,8 +173,8 @@ def nan_at_iteration_2_runner(work_dir, name, max_iters=5, checkpoint=None, **kw
 
 
 def logged_rows(runner):
-    with open(osp.join(runner.log_dir, 'vis_data', 'scalars.json')) as f:
-        return [json.loads(line) for line in f]
+    (scalars, ) = scalars_files(runner.log_dir)
+    return read_records(scalars)
 
 
 def test_a_skipped_step_leaves_the_logged_average_and_is_counted(tmp_path):

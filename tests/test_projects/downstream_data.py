@@ -459,20 +459,17 @@ def logged_an_iteration(log: Path) -> bool:
 
 def logged_iterations(work_dir: Path) -> List[dict]:
     """The per-iteration scalars mmengine's LocalVisBackend wrote during a training run."""
-    (scalars, ) = Path(work_dir).glob('*/vis_data/scalars.json')
-    return [json.loads(line) for line in scalars.read_text().splitlines() if line.strip()]
+    from fastmim.logged_scalars import read_records, scalars_files
+    (scalars, ) = scalars_files(work_dir)
+    return read_records(scalars)
 
 
 def logged_losses(work_dir: Path) -> Dict[int, float]:
     """``{iteration: loss}`` of every run in ``work_dir`` (one folder of scalars per run), the
     later run's where a resumed run logged an iteration again."""
-    losses = {}
-    for scalars in sorted(Path(work_dir).glob('*/vis_data/scalars.json')):
-        for line in scalars.read_text().splitlines():
-            entry = json.loads(line) if line.strip() else {}
-            if 'loss' in entry:
-                losses[entry['iter']] = entry['loss']
-    return losses
+    from fastmim.logged_scalars import scalars_files, training_history
+    return {iteration: entry['loss'] for iteration, entry in
+            training_history(scalars_files(work_dir, missing_ok=True)) if 'loss' in entry}
 
 
 def train_two_iterations(config: Path, work_dir: Path, overrides: dict, loss_keys: Sequence[str],

@@ -11,6 +11,8 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
+from fastmim.logged_scalars import read_records, scalars_files
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'projects' / 'detection' / 'configs' / 'mask_rcnn_fastmim_swin_b_fpn_3x_coco.py'
 VIT_CONFIG = CONFIG.with_name('mask_rcnn_fastmim_vit_b_simple_fpn_lsj_coco.py')
@@ -356,9 +358,9 @@ def test_sigterm_inside_an_epoch_saves_and_the_resumed_run_is_exact(
 
     result = downstream.run_tool('train.py', [*args(work_dir), '--resume'])
     assert result.returncode == 0, result.stderr[-3000:]
-    (*_, scalars) = sorted(work_dir.glob('*/vis_data/scalars.json'))
-    trained = [(entry['epoch'], entry['iter']) for entry in map(
-        json.loads, scalars.read_text().splitlines()) if 'loss' in entry]
+    (*_, scalars) = scalars_files(work_dir)  # the resumed run's alone
+    trained = [(entry['epoch'], entry['iter']) for entry in read_records(scalars)
+               if 'loss' in entry]
     assert trained == [(2, 4)]
     assert 'Epoch(train) [2][2/2]' in result.stdout + result.stderr
     assert downstream.logged_losses(work_dir) == downstream.logged_losses(full)

@@ -85,6 +85,22 @@ def test_the_summary_reads_the_work_dir_the_run_wrote(demo, monkeypatch, tmp_pat
     assert str(work_dir / 'vis' / 'epoch_2_0.png') in out
 
 
+def test_the_loss_summary_leaves_out_a_log_line_cut_short(demo, tmp_path):
+    """A demo run stopped while mmengine wrote a line left half a JSON record last in its
+    scalars.json; the summary ended in a JSONDecodeError traceback. Only the newest run is
+    read."""
+    for timestamp, records in (('20261205_110000', [{'iter': 1, 'loss': 0.9}]),
+                               ('20261205_120000', [{'iter': 1, 'loss': 0.4},
+                                                    {'accuracy/top1': 5.0},
+                                                    {'iter': 4, 'loss': 0.3}])):
+        scalars = tmp_path / timestamp / 'vis_data'
+        scalars.mkdir(parents=True)
+        (scalars / 'scalars.json').write_text(
+            ''.join(json.dumps(record) + '\n' for record in records) + '{"iter": 5, "lo')
+    assert demo.read_losses(str(tmp_path)) == [(1, 0.4), (4, 0.3)]
+    assert demo.read_losses(str(tmp_path / 'not run yet')) == []
+
+
 @pytest.mark.parametrize('checkpoint, shown', [
     ('epoch_10.pth', 'epoch_10'),  # the checkpoint's pictures, not the earlier run's epoch_2
     ('epoch_7.pth', 'epoch_10'),  # none drawn at the checkpoint's epoch: the newest ones

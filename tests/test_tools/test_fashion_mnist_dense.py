@@ -118,6 +118,19 @@ def test_runner_reads_miou_and_writes_the_table(tmp_path, load_script):
                                f'{runner.RESULTS_END}\nafter\n')
 
 
+def test_a_log_line_cut_short_leaves_the_miou_before_it(tmp_path, load_script, capsys):
+    """A run killed while mmengine wrote a line (out of memory, a second SIGTERM) left half a
+    JSON record last in its scalars.json, and reading the mIoU ended the study in a
+    JSONDecodeError traceback."""
+    runner = load_script(ROOT / 'tools' / 'experiments' / 'run_fashion_mnist_dense.py')
+    vis_data = tmp_path / '20260101_000000' / 'vis_data'
+    vis_data.mkdir(parents=True)
+    (vis_data / 'scalars.json').write_text(
+        json.dumps(dict(aAcc=90.0, mIoU=55.0, step=200)) + '\n' + '{"loss": 0.9, "st')
+    assert runner.read_miou(str(tmp_path)) == 55.0
+    assert 'its last line is cut short; left out' in capsys.readouterr().err
+
+
 def save_checkpoint(path, epoch, iteration=None, weight=0.):
     """A pre-training checkpoint as the training saves it (``meta`` with its position, named in
     ``last_checkpoint``): the runner reuses only the one of the config's last epoch (3)."""

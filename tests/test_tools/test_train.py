@@ -1,6 +1,5 @@
 """tools/train.py and tools/dist_train.sh as a user runs them: subprocesses on real photos."""
 import contextlib
-import json
 import os
 import random
 import re
@@ -15,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+
+from fastmim.logged_scalars import read_records, scalars_files
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
@@ -224,9 +225,8 @@ def logged(work_dir, *keys):
     """``{step: values of keys}`` of every logged record holding ``keys[0]``, the later run's
     where a resumed run repeated a step (a run killed after it, resumed from before it)."""
     by_step = {}
-    for scalars in sorted(Path(work_dir).glob('*/vis_data/scalars.json')):
-        for line in scalars.read_text().splitlines():
-            record = json.loads(line)
+    for scalars in scalars_files(work_dir, missing_ok=True):
+        for record in read_records(scalars):
             if keys[0] in record:
                 by_step[record['step']] = tuple(record[key] for key in keys)
     return by_step

@@ -9,7 +9,6 @@ visible beyond rounding. The same holds for progressive resolution (FastMIM-P: l
 and gradients accumulated per stage) and for a detection recipe (mmdet's Mask R-CNN).
 """
 import importlib.util
-import json
 import math
 import signal
 import subprocess
@@ -30,6 +29,7 @@ from fastmim.engine.fsdp import (FlexibleRunnerKeepingPosition, check_fsdp, enab
                                  scale_losses_across_shards)
 from fastmim.engine.launch import adapt_to_device
 from fastmim.errors import LaunchError
+from fastmim.logged_scalars import read_records, scalars_files
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = 'configs/fastmim/demo_vit_tiny_embedded.py'
@@ -72,9 +72,8 @@ def finish(process, work_dir):
 def losses(work_dir, key='loss'):
     """``{step: value}`` of a logged scalar (each iteration's loss, each validation's top-1)."""
     by_step = {}
-    for scalars in sorted(Path(work_dir).glob('*/vis_data/scalars.json')):
-        for line in scalars.read_text().splitlines():
-            record = json.loads(line)
+    for scalars in scalars_files(work_dir, missing_ok=True):
+        for record in read_records(scalars):
             if key in record:
                 by_step[record['step']] = record[key]
     return by_step

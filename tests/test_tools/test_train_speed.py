@@ -196,6 +196,18 @@ def test_paths_in_the_tools_options_are_relative_to_the_callers_folder(tmp_path,
     train_speed.run_tool(str(tool), ['beside_the_command.txt'])  # no SystemExit: it was found
 
 
+def test_the_timed_iterations_are_the_training_records(tmp_path, train_speed, capsys):
+    """A validation record has a ``time`` too (its own per-batch seconds) and was timed as an
+    iteration; a last line cut short by a killed run ended in a JSONDecodeError traceback."""
+    vis_data = tmp_path / '20261206_100000' / 'vis_data'
+    vis_data.mkdir(parents=True)
+    training = [dict(iter=i, time=0.5, data_time=0.1, memory=100, step=i) for i in (1, 2)]
+    validation = dict(mIoU=3.0, time=9.0, data_time=1.0, step=2)
+    (vis_data / 'scalars.json').write_text(''.join(
+        json.dumps(record) + '\n' for record in [*training, validation]) + '{"iter": 3, "ti')
+    assert train_speed.logged_iterations(str(tmp_path)) == training
+
+
 def fake_training(train_speed, monkeypatch, iterations=3):
     """run_tool trains nothing and the log holds ``iterations`` entries of 2 s."""
     monkeypatch.setattr(train_speed, 'run_tool', lambda script, args: None)

@@ -23,13 +23,10 @@ averages those of each epoch, leaving out each epoch's first record (the data lo
 unless ``--include-outliers``, as mmpretrain's tool does.
 """
 import argparse
-import json
 import statistics
 import sys
 from itertools import groupby
-from pathlib import Path
 
-SCALARS = Path('vis_data') / 'scalars.json'
 # What mmengine adds to every record beside the logged scalars: not a curve.
 NOT_A_CURVE = ('step', 'iter', 'epoch')
 
@@ -59,70 +56,14 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def scalars_files(run):
-    """The scalars files of ``run`` (a file, a run folder or a work dir), oldest first."""
-    from fastmim.errors import LaunchError
-    path = Path(run)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise LaunchError(f'{run}: no such file or folder')
-    if (path / SCALARS).is_file():
-        return [path / SCALARS]
-    # Run folders are named by their start time (YYYYMMDD_HHMMSS): name order is time order.
-    files = sorted(path.glob(f'*/{SCALARS}'))
-    if not files:
-        raise LaunchError(f'{run}: no scalars.json found in {path / SCALARS} nor in '
-                          f'{path}/<timestamp>/{SCALARS} (where mmengine writes the scalars of '
-                          'each run of a work dir)')
-    return files
-
-
-def read_records(path):
-    """The records of one scalars file. A last line cut short (a run killed while writing it)
-    is left out with a note; any other line that is not JSON is an error naming it."""
-    from fastmim.errors import LaunchError
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    records = []
-    for number, line in enumerate(lines, 1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            if number < len(lines):
-                raise LaunchError(f'{path}, line {number}: not a JSON record ({error})') from None
-            print(f'{path}: its last line is cut short; left out', file=sys.stderr)
-    return records
-
-
-def with_iterations(records):
-    """``(iteration, record)`` pairs: a training record's own ``iter``, a validation record
-    (none) the last training iteration before it."""
-    pairs, iteration = [], 0
-    for record in records:
-        iteration = record.get('iter', iteration)
-        pairs.append((iteration, record))
-    return pairs
-
-
-def join_runs(runs):
-    """One history from the ``(iteration, record)`` lists of successive runs: each run replaces
-    the records of those before it from its first training iteration on."""
-    history = []
-    for pairs in runs:
-        first = next((record['iter'] for _, record in pairs if 'iter' in record), None)
-        if first is not None:
-            history = [(iteration, record) for iteration, record in history if iteration < first]
-        history.extend(pairs)
-    return history
-
-
 def load_history(run):
     """The ``(iteration, record)`` history of ``run``; the runs joined are printed."""
+    from fastmim.logged_scalars import scalars_files, training_history
     files = scalars_files(run)
     if len(files) > 1:
         print(f'{run}: {len(files)} runs joined in this order: '
               f'{", ".join(file.parent.parent.name for file in files)}', file=sys.stderr)
-    return join_runs(with_iterations(read_records(file)) for file in files)
+    return training_history(files)
 
 
 def curve(history, key, run):

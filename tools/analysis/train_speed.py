@@ -172,10 +172,11 @@ def run_tool(script, args):
 
 
 def logged_iterations(work_dir):
-    """mmengine's per-iteration scalars of the training run in ``work_dir``."""
-    (scalars, ) = Path(work_dir).glob('*/vis_data/scalars.json')
-    lines = scalars.read_text().splitlines()
-    return [entry for entry in map(json.loads, filter(str.strip, lines)) if 'time' in entry]
+    """mmengine's per-iteration scalars of the training run in ``work_dir``: its training
+    records (a validation record has a ``time`` too, but is no iteration)."""
+    from fastmim.logged_scalars import scalars_files, training_history
+    return [record for _, record in training_history(scalars_files(work_dir))
+            if 'iter' in record and 'time' in record]
 
 
 def summarise(entries, skip, batch_size):

@@ -33,7 +33,6 @@ command's or resumed under it.
 """
 import argparse
 import concurrent.futures
-import glob
 import json
 import os
 import os.path as osp
@@ -198,12 +197,11 @@ def read_top1(run: Run) -> Optional[float]:
 
 def last_scalar(work_dir: str, key: str) -> Optional[float]:
     """The last ``key`` logged in the newest of mmengine's ``scalars.json`` of ``work_dir``
-    that has one; ``None`` if none has (the run has not finished)."""
-    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')),
-                       reverse=True):
-        with open(path) as f:
-            records = [json.loads(line) for line in f if line.strip()]
-        values = [record[key] for record in records if key in record]
+    that has one; ``None`` if none has (the run has not finished). A last line cut short (a
+    run killed while writing it) is left out."""
+    from fastmim.logged_scalars import read_records, scalars_files
+    for path in reversed(scalars_files(work_dir, missing_ok=True)):
+        values = [record[key] for record in read_records(path) if key in record]
         if values:
             return values[-1]
     return None

@@ -6,7 +6,6 @@ pre-training, reported the old runs' results as the new command's, or resumed th
 The runners supply what is theirs: the settings file's name, the weights a run starts from and
 how a difference is said; the reading, comparing and wording of the differences live here.
 """
-import glob
 import json
 import os
 import os.path as osp
@@ -60,7 +59,8 @@ def result_time(work_dir: str, finished: bool) -> float:
     ``--out``), or for a stopped one its ``last_checkpoint``."""
     if not finished:
         return osp.getmtime(osp.join(work_dir, 'last_checkpoint'))
-    results = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
+    from fastmim.logged_scalars import scalars_files
+    results = scalars_files(work_dir, missing_ok=True)
     return max(osp.getmtime(path) for path in [*results, osp.join(work_dir, 'metrics.json')]
                if osp.isfile(path))
 

@@ -1,0 +1,85 @@
+"""The scalars a run logged, read back from mmengine's ``vis_data/scalars.json``.
+
+Every run writes them through the default ``LocalVisBackend``: one JSON record per line,
+``<work_dir>/<timestamp>/vis_data/scalars.json``, one run folder per start (a resumed run gets
+a folder of its own). Training records carry ``iter`` (and ``epoch`` when the run counts
+epochs); a validation record has no iteration of its own. The tools that read these logs
+(``analyze_logs.py``, ``train_speed.py``, the demo, the Fashion-MNIST studies) read them here,
+so that all of them find the same files, survive a last line cut short by a killed run and
+report a corrupt line by file and number.
+"""
+import json
+import sys
+from pathlib import Path
+from typing import Iterable, List, Tuple, Union
+
+from .errors import LaunchError
+
+SCALARS = Path('vis_data') / 'scalars.json'
+
+
+def scalars_files(run: Union[str, Path], missing_ok: bool = False) -> List[Path]:
+    """The scalars files of ``run``, oldest first: the file itself, a run folder's one, or those
+    of every run folder of a work dir. Run folders are named by their start time
+    (YYYYMMDD_HHMMSS), so name order is time order. A path that is not there, or a folder
+    without any, is an error naming where they were looked for, unless ``missing_ok`` (a run
+    that has not started yet): then none."""
+    path = Path(run)
+    if path.is_file():
+        return [path]
+    if (path / SCALARS).is_file():
+        return [path / SCALARS]
+    files = sorted(path.glob(f'*/{SCALARS}'))
+    if files or missing_ok:
+        return files
+    if not path.is_dir():
+        raise LaunchError(f'{run}: no such file or folder')
+    raise LaunchError(f'{run}: no scalars.json found in {path / SCALARS} nor in '
+                      f'{path}/<timestamp>/{SCALARS} (where mmengine writes the scalars of '
+                      'each run of a work dir)')
+
+
+def read_records(path: Union[str, Path]) -> List[dict]:
+    """The records of one scalars file. A last line cut short (a run killed while writing it,
+    or one still writing) is left out with a note; any other line that is not JSON is an error
+    naming the file and the line."""
+    lines = Path(path).read_text().splitlines()
+    last = max((number for number, line in enumerate(lines, 1) if line.strip()), default=0)
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number < last:
+                raise LaunchError(f'{path}, line {number}: not a JSON record ({error})') from None
+            print(f'{path}: its last line is cut short; left out', file=sys.stderr)
+    return records
+
+
+def training_history(files: Iterable[Union[str, Path]]) -> List[Tuple[int, dict]]:
+    """One ``(iteration, record)`` history of the successive runs logged in ``files`` (oldest
+    first, as :func:`scalars_files` gives them). A training record is at its own ``iter``, a
+    validation record at the last training iteration logged before it. A run that resumed
+    starts at an iteration its predecessor may already have logged (it trained on past the
+    checkpoint before it stopped): each run replaces the records of those before it from its
+    first training iteration on, so a run started afresh replaces all before it."""
+    history = []
+    for path in files:
+        run = _with_iterations(read_records(path))
+        first = next((record['iter'] for _, record in run if 'iter' in record), None)
+        if first is not None:
+            history = [(iteration, record) for iteration, record in history if iteration < first]
+        history.extend(run)
+    return history
+
+
+def _with_iterations(records: List[dict]) -> List[Tuple[int, dict]]:
+    """``(iteration, record)`` pairs: a training record's own ``iter``, a validation record's
+    the last training iteration before it (0 before any)."""
+    pairs, iteration = [], 0
+    for record in records:
+        iteration = record.get('iter', iteration)
+        pairs.append((iteration, record))
+    return pairs
