@@ -483,3 +483,18 @@ def test_a_preempted_or_failed_pretraining_ends_the_study_in_its_line(tmp_path, 
             pretrain(study, tmp_path, 1)
         assert str(stop.value).startswith(line)
         assert stop.value.code == (status or str(stop.value))
+
+
+def test_each_run_gets_a_rendezvous_of_its_own(tmp_path, study, monkeypatch):
+    """A port probed by the study and passed on as PORT could be taken by another of the
+    --jobs runs before torchrun bound it; a PORT or NNODES of the study's own environment
+    (a cluster job script) would have joined every run to one rendezvous. Runs see none of
+    them, so dist_train.sh starts each as a one-node job with a port torchrun picks."""
+    for name in study.RENDEZVOUS_VARIABLES:
+        monkeypatch.setenv(name, '2')
+    seen = tmp_path / 'env.json'
+    child = f'import json, os; json.dump(dict(os.environ), open({str(seen)!r}, "w"))'
+    study.execute([sys.executable, '-c', child], str(tmp_path / 'log'), 1)
+    env = json.loads(seen.read_text())
+    assert not {'PORT', 'MASTER_PORT', 'MASTER_ADDR', 'NNODES', 'NODE_RANK'} & set(env)
+    assert env['OMP_NUM_THREADS'] == '1'

@@ -38,7 +38,6 @@ import os
 import os.path as osp
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -141,14 +140,12 @@ def delete_outputs(work_dir: str) -> None:
 # --------------------------------------------------------------------------------------------
 # Commands
 # --------------------------------------------------------------------------------------------
+# What would make dist_train.sh join a fixed rendezvous instead of a one-node job's own.
+RENDEZVOUS_VARIABLES = ('PORT', 'MASTER_PORT', 'MASTER_ADDR', 'NNODES', 'NODE_RANK')
+
+
 def python_tool(tool: str) -> List[str]:
     return [sys.executable, osp.join(ROOT, 'tools', tool)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def pretrain_command(work_dir: str, jobs: int) -> List[str]:
@@ -276,8 +273,11 @@ def execute(command: List[str], log_path: str, threads: int) -> float:
     for it in its main thread, left at once)."""
     if STOPPING.is_set():
         raise Stopped('not started: the study is stopping')
-    env = {**os.environ, 'PYTHONPATH': ROOT, 'OMP_NUM_THREADS': str(threads),
-           'PORT': str(free_port())}
+    # Each run is a job of one node: dist_train.sh then lets torchrun pick a free port
+    # (--standalone), so the runs of --jobs may start at once. A port probed here and passed
+    # on could be taken by another run between the probe and torchrun's bind.
+    env = {name: value for name, value in os.environ.items() if name not in RENDEZVOUS_VARIABLES}
+    env.update(PYTHONPATH=ROOT, OMP_NUM_THREADS=str(threads))
     start = time.time()
     with open(log_path, 'w') as log:
         log.write(' '.join(command) + '\n\n')
