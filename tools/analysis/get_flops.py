@@ -173,7 +173,7 @@ def two_stage_forward(detector, size):
                 f'roi_head.{name}' for name, _ in model.roi_head.named_children()]
             self.notes = [
                 f'RoI heads on {count} proposals (model.test_cfg.rpn.max_per_img), the mask '
-                "head on the first 100 of them, as mmdet's StandardRoIHead.forward runs them: "
+                "head on the first 100 at most, as mmdet's StandardRoIHead.forward runs them: "
                 'their GMACs grow with the number of proposals, which depends on the image; '
                 "mmcv's RoIAlign counts no multiply-adds"]
 
