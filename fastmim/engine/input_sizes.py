@@ -46,6 +46,25 @@ def fed_input_size(cfg) -> Optional[Tuple[str, Tuple[int, int]]]:
     return next(iter(_input_sizes(cfg)), None)
 
 
+def test_resize_size(cfg) -> Optional[Tuple[str, Tuple[int, int]]]:
+    """``(where, (h, w))`` of the largest image the test pipeline's ``Resize`` makes (mmdet's):
+    its ``scale`` ``(long, short)`` with ``keep_ratio`` bounds an image's long and short sides,
+    reached by a landscape image of that aspect ratio, ``(short, long)``; without
+    ``keep_ratio`` ``scale`` is ``(w, h)``. None where the test pipeline has no such
+    ``Resize``. The size mmdet's own FLOPs tables use (1333 x 800: ``(800, 1333)``), before
+    the data preprocessor's padding."""
+    pipeline = ((cfg.get('test_dataloader') or {}).get('dataset') or {}).get('pipeline') or []
+    for index, transform in enumerate(pipeline):
+        name = str(transform.get('type', '')).rsplit('.', 1)[-1]
+        scale = size_pair(transform.get('scale')) if name == 'Resize' else None
+        if scale is not None:
+            long_or_w, short_or_h = scale
+            size = ((min(scale), max(scale)) if transform.get('keep_ratio')
+                    else (short_or_h, long_or_w))
+            return f'test_dataloader.dataset.pipeline.{index}.scale ({name})', size
+    return None
+
+
 def _input_sizes(cfg) -> List[Tuple[str, Tuple[int, int]]]:
     """``(where, (h, w))`` of each input-size argument in the dataloaders' pipelines, the
     pipeline shared by validation and test named once."""
