@@ -17,13 +17,13 @@ WORK_DIR = osp.join(ROOT, 'work_dirs', 'demo')
 
 
 def read_losses(work_dir):
-    """(iteration, loss) pairs from the newest run's scalars.json, in training order; a last
-    line cut short (a run stopped while writing it) is left out."""
-    from fastmim.logged_scalars import read_records, scalars_files
-    runs = scalars_files(work_dir, missing_ok=True)
-    if not runs:
-        return []
-    return [(r['iter'], r['loss']) for r in read_records(runs[-1]) if 'loss' in r]
+    """(iteration, loss) pairs of the training in ``work_dir``, in training order: the runs of
+    a stopped and resumed demo joined (the resumed run alone showed a loss that barely fell), a
+    run started afresh alone. A last line cut short (a run stopped while writing it) is left
+    out."""
+    from fastmim.logged_scalars import scalars_files, training_history
+    history = training_history(scalars_files(work_dir, missing_ok=True))
+    return [(iteration, record['loss']) for iteration, record in history if 'loss' in record]
 
 
 def reconstruction_pictures(work_dir, checkpoint=None):

@@ -87,8 +87,8 @@ def test_the_summary_reads_the_work_dir_the_run_wrote(demo, monkeypatch, tmp_pat
 
 def test_the_loss_summary_leaves_out_a_log_line_cut_short(demo, tmp_path):
     """A demo run stopped while mmengine wrote a line left half a JSON record last in its
-    scalars.json; the summary ended in a JSONDecodeError traceback. Only the newest run is
-    read."""
+    scalars.json; the summary ended in a JSONDecodeError traceback. A run started afresh
+    replaces the runs before it."""
     for timestamp, records in (('20261205_110000', [{'iter': 1, 'loss': 0.9}]),
                                ('20261205_120000', [{'iter': 1, 'loss': 0.4},
                                                     {'accuracy/top1': 5.0},
@@ -99,6 +99,20 @@ def test_the_loss_summary_leaves_out_a_log_line_cut_short(demo, tmp_path):
             ''.join(json.dumps(record) + '\n' for record in records) + '{"iter": 5, "lo')
     assert demo.read_losses(str(tmp_path)) == [(1, 0.4), (4, 0.3)]
     assert demo.read_losses(str(tmp_path / 'not run yet')) == []
+
+
+def test_the_loss_summary_of_a_resumed_demo_starts_at_the_first_run(demo, tmp_path):
+    """A demo stopped (SIGTERM: a checkpoint at iteration 8) and resumed with --resume logs two
+    runs; the summary read the resumed one alone ('0.5 at iteration 12 -> 0.05 at 16'), as if
+    the demo had barely learned. The first run trained on to iteration 12 before it stopped:
+    the resumed run's records from its first iteration on replace those."""
+    for timestamp, records in (('20261205_110000', [(4, 1.32), (8, 0.9), (12, 0.8)]),
+                               ('20261205_120000', [(12, 0.5), (16, 0.05)])):
+        scalars = tmp_path / timestamp / 'vis_data'
+        scalars.mkdir(parents=True)
+        (scalars / 'scalars.json').write_text(''.join(
+            json.dumps({'iter': iteration, 'loss': loss}) + '\n' for iteration, loss in records))
+    assert demo.read_losses(str(tmp_path)) == [(4, 1.32), (8, 0.9), (12, 0.5), (16, 0.05)]
 
 
 @pytest.mark.parametrize('checkpoint, shown', [
