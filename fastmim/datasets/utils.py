@@ -193,5 +193,5 @@ class NamedRefetchFailure:
     def _refetch_failure(self, idx: int) -> str:
         return (f'{type(self).__name__} ({self._source()!r}): no readable image in '
                 f'{self.max_refetch + 1} tries from index {idx}: the pipeline rejected every '
-                f'sample drawn ({unreadable_image_count()} unreadable images skipped so far in '
+                f'sample drawn ({unreadable_image_count()} unreadable files skipped so far in '
                 f'this process, named in the warnings above); remove or replace broken files')

@@ -126,7 +126,23 @@ def test_unreadable_files_are_skipped_with_a_warning_and_counted(tmp_path, astro
         with pytest.warns(UnreadableImageWarning, match=re.escape(path)) as record:
             assert LoadImageRGB()(dict(img_path=path)) is None
         assert unreadable_image_count() == before + 1
-        assert f'skipped {before + 1} unreadable images so far' in str(record[0].message)
+        assert f'; {before + 1} unreadable files so far' in str(record[0].message)
+
+
+def test_a_file_skipped_again_is_counted_once(tmp_path, astronaut):
+    """An unreadable file drawn again (a refetch, the next epoch) is skipped again: the
+    count was of skips ('skipped 3 unreadable images so far' with 2 broken files)."""
+    truncated, noise = corrupt_files(tmp_path, astronaut)[:2]
+    before = unreadable_image_count()
+    with pytest.warns(UnreadableImageWarning) as record:
+        for path in (truncated, noise, truncated):
+            assert LoadImageRGB()(dict(img_path=path)) is None
+    assert unreadable_image_count() == before + 2
+    messages = [str(warning.message) for warning in record]
+    assert f'; {before + 1} unreadable files so far in this process' in messages[0]
+    assert f'; {before + 2} unreadable files so far in this process' in messages[1]
+    assert re.search(rf'; {before + 2} unreadable files so far in this process \(\d+ skips\)$',
+                     messages[2])
 
 
 def test_lazy_load_skips_a_truncated_jpeg_when_the_crop_decodes_it(tmp_path, astronaut):

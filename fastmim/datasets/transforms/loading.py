@@ -26,7 +26,8 @@ from fastmim.run_log import log_to_files
 UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error,
                            Image.DecompressionBombError)
 
-_unreadable_images_seen = 0
+_unreadable_files = set()  # the paths skipped as unreadable in this process
+_unreadable_skips = 0  # how often: a file drawn again in an epoch is skipped again
 _last_unreadable_image = None  # (path, what was wrong with it)
 _unreadable_images_raised = 0  # depth of ``unreadable_images_raised`` contexts
 
@@ -49,11 +50,12 @@ class UnreadableImageWarning(UserWarning):
 
 
 def unreadable_image_count() -> int:
-    """Number of unreadable images skipped so far in this process.
+    """Number of distinct unreadable image files skipped so far in this process (a file
+    skipped again, drawn once more by a refetch or in the next epoch, counts once).
 
     Each DataLoader worker is a separate process and keeps its own count.
     """
-    return _unreadable_images_seen
+    return len(_unreadable_files)
 
 
 def why_unreadable(path: str) -> Optional[str]:
@@ -100,15 +102,18 @@ def report_unreadable_image(path: str, error: BaseException,
     keeps its batch's size). The warning goes to stderr and to the run's log file (from a
     process other than rank 0, to its own ``<timestamp>_rank<R>.log`` beside it). Within
     :func:`unreadable_images_raised` the file is counted and its reason kept, no more."""
-    global _unreadable_images_seen, _last_unreadable_image
-    _unreadable_images_seen += 1
+    global _unreadable_skips, _last_unreadable_image
+    _unreadable_files.add(path)
+    _unreadable_skips += 1
     description = describe_image_error(path, error)
     _last_unreadable_image = path, description
     if _unreadable_images_raised:
         return
     instead = '' if replacement is None else f', replaced by a copy of {replacement}'
-    message = (f'skipped unreadable image {path} ({description}){instead}; skipped '
-               f'{_unreadable_images_seen} unreadable images so far in this process')
+    files = len(_unreadable_files)
+    skips = '' if _unreadable_skips == files else f' ({_unreadable_skips} skips)'
+    message = (f'skipped unreadable image {path} ({description}){instead}; '
+               f'{files} unreadable files so far in this process{skips}')
     warnings.warn(message, UnreadableImageWarning, stacklevel=2)
     log_to_files(f'{UnreadableImageWarning.__name__}: {message}', every_rank=True)
 
