@@ -649,15 +649,19 @@ def run_cli(main, argv=None, interrupted_hint=''):
     naming why and the last good checkpoint (printed by the process it failed in). One
     stopped by Ctrl-C says so in one line, followed by ``interrupted_hint`` (a tool that
     trains: :data:`RESUME_HINT`), and exits with ``INTERRUPTED_EXIT_STATUS``, as a shell
-    reports a process killed by SIGINT.
+    reports a process killed by SIGINT. The process exits after ``main``, so a preemption
+    hook keeps its signals to the exit (:func:`early_signals.exit_follows_the_run`); a
+    ``main`` called in-process instead leaves the signal handlers as it found them.
     """
+    from fastmim.engine import early_signals
     from fastmim.engine.hooks import PREEMPTED_EXIT_STATUS, TrainingPreempted
     from fastmim.engine.hooks.preemption_hook import PreemptionSaveFailed
     from fastmim.engine.user_errors import is_user_error, user_message
     argv = sys.argv[1:] if argv is None else argv
     debug = '--debug' in argv or os.environ.get('FASTMIM_DEBUG') == '1'
     try:
-        return main([arg for arg in argv if arg != '--debug'])
+        with early_signals.exit_follows_the_run():
+            return main([arg for arg in argv if arg != '--debug'])
     except UsageError as usage:
         _let_the_first_process_report()
         usage.report(str(usage))

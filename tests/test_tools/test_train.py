@@ -673,6 +673,65 @@ def test_a_fastmim_without_the_record_is_imported_as_it_is(tmp_path):
     assert result.stdout.splitlines() == ['[]'], result.stderr
 
 
+
+TRAIN_IN_PROCESS = """
+import importlib.util, os, signal, sys, threading, time
+from pathlib import Path
+import mmengine.runner.loops as loops
+spec = importlib.util.spec_from_file_location('train', {train!r})
+train = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train)
+received = []
+signal.signal(signal.SIGUSR1, lambda signum, frame: received.append(signum))
+expected = dict(SIGTERM=signal.SIG_DFL, SIGUSR1=signal.getsignal(signal.SIGUSR1))
+
+
+def main(work_dir, *options):
+    try:
+        train.main([{config!r}, '--work-dir', work_dir, '--cfg-options', *{tiny!r}, *options])
+    except Exception as error:
+        print('result:', type(error).__name__)
+    handlers = dict((name, signal.getsignal(getattr(signal, name))) for name in expected)
+    print('result:', handlers == expected, flush=True)
+
+
+def signal_once(path):
+    while not os.path.exists(path):
+        time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+threading.Thread(target=signal_once, args=({work!r} + '/1/epoch_1.pth', ), daemon=True).start()
+main({work!r} + '/1', 'train_cfg.max_epochs=20')  # preempted after its first epoch
+
+
+def crash(*args):
+    raise RuntimeError('a bug inside training')
+
+
+loops.EpochBasedTrainLoop.run_iter = crash
+main({work!r} + '/2')
+os.kill(os.getpid(), signal.SIGUSR1)
+print('result:', received == [signal.SIGUSR1], flush=True)
+os.kill(os.getpid(), signal.SIGTERM)  # ends the process, as it would have before the runs
+print('result: still running', flush=True)
+"""
+
+
+def test_training_in_process_leaves_the_signal_handlers_as_it_found_them(tmp_path):
+    """A notebook or a Python session calling tools/train.py's main: after a preempted run
+    SIGTERM and SIGUSR1 were ignored, after a crash inside training they went to the hook's
+    handler, which only records: either way a later SIGTERM to that process did nothing."""
+    code = TRAIN_IN_PROCESS.format(train=str(ROOT / 'tools' / 'train.py'), config=str(DEMO),
+                                   tiny=TINY, work=str(tmp_path))
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            timeout=600, env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    results = [line[len('result: '):] for line in result.stdout.splitlines()
+               if line.startswith('result: ')]
+    assert results == ['TrainingPreempted', 'True', 'RuntimeError', 'True', 'True'], (
+        result.stdout[-3000:] + result.stderr[-3000:])
+    assert result.returncode == -signal.SIGTERM
+
 FAKE_SRUN = '''#!{python}
 """srun as tools/slurm_train.sh runs it, on this machine: starts --ntasks copies of the command
 with SLURM's variables, passes SIGTERM and SIGUSR1 on to them, kills the others once one exits
