@@ -437,13 +437,14 @@ os.fsync = fsync
 """
 
 
-def run_with_sitecustomize(tmp_path, code, args):
-    """``run(args)`` in interpreters that first execute ``code`` (a ``sitecustomize`` module on
-    their PYTHONPATH): a fault put into the tool's processes from outside."""
+def run_with_sitecustomize(tmp_path, code, args, script='train.py'):
+    """``run(args, script=script)`` in interpreters that first execute ``code`` (a
+    ``sitecustomize`` module on their PYTHONPATH): a fault put into the tool's processes from
+    outside."""
     site = tmp_path / 'site'
     site.mkdir()
     (site / 'sitecustomize.py').write_text(code)
-    return run(args, env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}'})
+    return run(args, env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}'}, script=script)
 
 
 def test_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
@@ -455,6 +456,44 @@ def test_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(tmp_pa
     assert (work_dir / 'last_checkpoint').read_text().strip().endswith('epoch_1.pth')
     assert torch.load(work_dir / 'epoch_1.pth', weights_only=True)['meta']['iter'] == 4
     assert not list(work_dir.glob('.*.tmp'))
+
+
+RANK_1_FAILS = """
+import os
+if os.environ.get('RANK') == '1':
+    import torch
+    _backward = torch.Tensor.backward
+    calls = []
+
+    def backward(self, *args, **kwargs):
+        # A bug that rank 1 alone hits, in its second training iteration.
+        calls.append(None)
+        if len(calls) == 2:
+            raise RuntimeError('rank 1 alone fails here')
+        return _backward(self, *args, **kwargs)
+
+
+    torch.Tensor.backward = backward
+"""
+
+
+def test_the_error_that_ends_rank_1_is_in_its_log_which_rank_0_s_log_names(tmp_path):
+    """A rank > 0's traceback was on its console only (a node's, after a multi-node job), and
+    rank 0's log ended with 'another process of the job ended' without saying where to look."""
+    work_dir = tmp_path / 'work'
+    result = run_with_sitecustomize(
+        tmp_path, RANK_1_FAILS, [str(DEMO), '2', '--work-dir', str(work_dir), '--cfg-options',
+                                 *TINY, 'train_cfg.max_epochs=100'], script='dist_train.sh')
+    assert result.returncode == 1, result.stderr[-3000:]
+    run_log, = (path for path in work_dir.glob('*/*.log') if '_rank' not in path.name)
+    rank_log = run_log.with_name(f'{run_log.stem}_rank1.log').read_text()
+    assert 'Traceback (most recent call last):' in rank_log, rank_log
+    assert rank_log.rstrip().endswith('RuntimeError: rank 1 alone fails here'), rank_log
+    assert 'rank 1 alone fails here' not in run_log.read_text()
+    assert run_log.read_text().rstrip().endswith(
+        "error: rank 0: another process of the job ended during a collective operation (its "
+        "own message and the launcher's line say why; a process of rank R > 0 writes its own "
+        f"to {run_log.with_name(f'{run_log.stem}_rank<R>.log')})"), run_log.read_text()[-3000:]
 
 
 def test_ctrl_c_of_a_two_process_job_is_one_line_and_status_130(tmp_path):
