@@ -10,8 +10,10 @@ agrees to stop, a checkpoint of that iteration is written (``iter_<n>.pth``, nam
 :data:`PREEMPTED_EXIT_STATUS`. Resuming from that checkpoint is exact (see
 ``ResumableEpochBasedTrainLoop``). Further signals are counted (and logged at the boundary), so
 the save is not cut short by them (the write itself is atomic), and once it is saved they are
-ignored until the process has exited with that status. SLURM signals the DataLoader workers
-too; they ignore the signal unless the training process sends it (:class:`IgnoreSignalsThenInit`).
+ignored until the process has exited with that status (a tool's process; training called from
+Python gets the handlers from before the run back, :mod:`early_signals`). SLURM signals the
+DataLoader workers too; they ignore the signal unless the training process sends it
+(:class:`IgnoreSignalsThenInit`).
 
 A signal during a validation inside training stops that validation at its next batch: a COCO or
 ImageNet validation lasts minutes, far beyond SLURM's 30 s, so waiting for the next training
