@@ -49,6 +49,20 @@ def rank_log_file(logger: MMLogger) -> Optional[str]:
     rank = get_rank()
     if not log_file or rank == 0:
         return None
+    return _rank_log_path(log_file, rank)
+
+
+def rank_log_pattern() -> Optional[str]:
+    """The :func:`rank_log_file` of every rank, with ``<R>`` for the rank, in the run in
+    progress (None outside one): what a process names when another one's error, written there,
+    ended the job (on a multi-node job each node's console is a separate file, if kept)."""
+    if not MMLogger._instance_dict:  # no public way to ask without creating one
+        return None
+    log_file = getattr(MMLogger.get_current_instance(), '_log_file', None)
+    return _rank_log_path(log_file, '<R>') if log_file else None
+
+
+def _rank_log_path(log_file: str, rank) -> str:
     stem, suffix = osp.splitext(log_file)
     return f'{stem}_rank{rank}{suffix}'
 

@@ -200,6 +200,25 @@ def prepare_auto_scale_lr(cfg, requested):
                   logger='current')
 
 
+def log_scaled_lr(cfg, world_size):
+    """Say the lr that auto_scale_lr trains at: mmengine's ``Runner.scale_lr`` scales every
+    parameter group's lr and logs the factor only, while the ``base_lr`` of every training log
+    line (the optimiser wrapper's base settings) stays the config's, so a log read later showed
+    an lr that never trained. Called once the Runner knows ``world_size``; the factor is
+    mmengine's, with the base batch size that :func:`prepare_auto_scale_lr` set."""
+    from mmengine.logging import print_log
+
+    scale_cfg = cfg.get('auto_scale_lr')
+    if not (isinstance(scale_cfg, dict) and scale_cfg.get('enable')):
+        return
+    ratio = world_size * cfg.train_dataloader.batch_size / scale_cfg.base_batch_size
+    lr = ((cfg.get('optim_wrapper') or {}).get('optimizer') or {}).get('lr')
+    scaled = f': optimizer.lr={lr:g} trains at {lr * ratio:g}' if lr is not None else ''
+    print_log(f'auto_scale_lr: every parameter group\'s lr is scaled by {ratio:g}{scaled}; '
+              f'the base_lr of the training log stays the config\'s unscaled lr (mmengine '
+              f'scales the groups only)', logger='current')
+
+
 def _check_named_checkpoint(last_checkpoint, path):
     """A ``last_checkpoint`` naming a deleted file was refused as a missing ``load_from``,
     a key the user never set."""
@@ -303,6 +322,7 @@ def main(argv):
         with refused_keys_located(cfg, args.cfg_options):
             runner = build_runner(cfg, ['train', 'val'] if cfg.get('val_cfg') else ['train'],
                                   trusted_checkpoints=args.trust_checkpoint)
+            log_scaled_lr(cfg, runner.world_size)
             runner.train()
     finally:
         early_signals.stop_recording()

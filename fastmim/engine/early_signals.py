@@ -8,10 +8,20 @@ loaded, and taken over by the hook in ``before_train``, which then stops the run
 status. One record (:data:`RECORDED`) and one set of replaced handlers (:data:`REPLACED`)
 serve all three steps.
 
+When the run ends, on every path, the process's handlers are again those from before it
+(:data:`TAKEN_OVER` keeps the ones the hook replaced): a notebook or a Python session that
+trains twice, or trains and goes on, was left with the signals ignored after a preemption, or
+with the hook's handler, which only records, after a crash, so that a later SIGTERM did
+nothing. Only a process that exits when the run ends (a tool run by
+``fastmim.engine.launch.run_cli``, :func:`exit_follows_the_run`) keeps them to its exit:
+ignored once the hook stopped the run, so that a late signal does not turn its status into
+death by the signal.
+
 This module imports nothing but the standard library: ``tools/train.py`` loads it from its file
 before anything else, because importing it through the package would first run
 ``fastmim/__init__.py``, which imports torch, the very seconds to be covered.
 """
+import contextlib
 import os
 import signal
 import threading
@@ -23,6 +33,11 @@ PREEMPTION_SIGNALS = ('SIGTERM', 'SIGUSR1')
 RECORDED = []
 # Signal number -> the handler installed before the recording, put back when it ends.
 REPLACED = {}
+# Signal number -> (the handler from before a hook took the signal over, from before the
+# recording where it replaced one; the hook's handler), put back when the run ends.
+TAKEN_OVER = {}
+# Whether the process exits when the run ends (:func:`exit_follows_the_run`).
+_exit_follows = False
 
 
 def record(signums) -> None:
@@ -52,25 +67,70 @@ def keep_recording_only(signums) -> None:
 
 
 def take_over(signums, handler):
-    """Install ``handler`` for ``signums``. Returns the handlers to put back after training
-    (those from before the recording, where it replaced them) and the signals recorded until
-    now, which are the taker's to act on."""
-    originals = {}
+    """Install ``handler`` for ``signums``. Returns the signals recorded until now, which are
+    the taker's to act on. The handlers it replaces (those from before the recording, where it
+    replaced them) are kept in :data:`TAKEN_OVER` until the run ends. One that is the handler
+    of an earlier taker still installed (a run that crashed in this process without
+    ``tools/train.py``, which would have put it back) is no handler from before: the one from
+    before that run is kept instead."""
     for signum in signums:
-        previous = signal.signal(signum, handler)
-        originals[signum] = REPLACED.pop(signum, previous)
+        replaced = signal.signal(signum, handler)
+        previous = REPLACED.pop(signum, replaced)
+        earlier = TAKEN_OVER.get(signum)
+        if earlier is not None and earlier[1] == previous:
+            previous = earlier[0]
+        TAKEN_OVER[signum] = (previous, handler)
     recorded = RECORDED[:]
     RECORDED.clear()
-    return originals, recorded
+    return recorded
+
+
+def put_back(signums) -> None:
+    """Put back the handlers from before ``signums`` were taken over (the run ended), where
+    the taker's handler is still installed: one installed since (by the user, after a run
+    that crashed outside ``tools/train.py``) is the one to keep."""
+    for signum in signums:
+        previous, taker = TAKEN_OVER.pop(signum, (None, None))
+        if taker is not None and signal.getsignal(signum) == taker:
+            signal.signal(signum, previous)
+
+
+def stop_handling(signums) -> None:
+    """The hook has stopped the run: put back the handlers of ``signums``, or, in a process
+    that exits when the run ends (:func:`exit_follows_the_run`), ignore the signals until it
+    has exited (a late one must not turn the preempted status into death by the signal)."""
+    if not _exit_follows:
+        put_back(signums)
+        return
+    for signum in signums:
+        signal.signal(signum, signal.SIG_IGN)
+        TAKEN_OVER.pop(signum, None)
+
+
+@contextlib.contextmanager
+def exit_follows_the_run():
+    """Within it, the process exits when the run ends (a tool's whole life, ``run_cli``): the
+    hook keeps the signals it took over until the exit, as :func:`stop_recording` leaves them,
+    so that the line a stopped or failed process ends with is still written when the launcher
+    signals it meanwhile."""
+    global _exit_follows
+    _exit_follows = True
+    try:
+        yield
+    finally:
+        _exit_follows = False
 
 
 def stop_recording(send_again: bool = False) -> None:
-    """Put back the handlers that no hook has taken over. ``send_again``: the recorded signals
-    are sent again, to act as they would have (a run that ended while it imported or loaded its
-    config); otherwise they are dropped (a run that failed while it was built reports that
-    error)."""
+    """The run has ended (or failed before it began): put back every handler replaced for it,
+    those a hook took over included unless the process exits now (:func:`exit_follows_the_run`).
+    ``send_again``: the recorded signals are sent again, to act as they would have (a run that
+    ended while it imported or loaded its config); otherwise they are dropped (a run that failed
+    while it was built reports that error)."""
     while REPLACED:
         signal.signal(*REPLACED.popitem())
+    if not _exit_follows:
+        put_back(list(TAKEN_OVER))
     while RECORDED:
         signum = RECORDED.pop(0)
         if send_again:

@@ -17,6 +17,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 
 import torch
 import torch.distributed as torch_dist
@@ -24,7 +25,7 @@ from mmengine.config import DictAction
 from mmengine.logging import print_log
 
 from fastmim.errors import CheckpointError, LaunchError
-from fastmim.run_log import console_handlers, log_to_files
+from fastmim.run_log import console_handlers, log_to_files, rank_log_pattern
 
 
 REQUIRED_ENV = {
@@ -649,15 +650,19 @@ def run_cli(main, argv=None, interrupted_hint=''):
     naming why and the last good checkpoint (printed by the process it failed in). One
     stopped by Ctrl-C says so in one line, followed by ``interrupted_hint`` (a tool that
     trains: :data:`RESUME_HINT`), and exits with ``INTERRUPTED_EXIT_STATUS``, as a shell
-    reports a process killed by SIGINT.
+    reports a process killed by SIGINT. The process exits after ``main``, so a preemption
+    hook keeps its signals to the exit (:func:`early_signals.exit_follows_the_run`); a
+    ``main`` called in-process instead leaves the signal handlers as it found them.
     """
+    from fastmim.engine import early_signals
     from fastmim.engine.hooks import PREEMPTED_EXIT_STATUS, TrainingPreempted
     from fastmim.engine.hooks.preemption_hook import PreemptionSaveFailed
     from fastmim.engine.user_errors import is_user_error, user_message
     argv = sys.argv[1:] if argv is None else argv
     debug = '--debug' in argv or os.environ.get('FASTMIM_DEBUG') == '1'
     try:
-        return main([arg for arg in argv if arg != '--debug'])
+        with early_signals.exit_follows_the_run():
+            return main([arg for arg in argv if arg != '--debug'])
     except UsageError as usage:
         _let_the_first_process_report()
         usage.report(str(usage))
@@ -681,9 +686,10 @@ def run_cli(main, argv=None, interrupted_hint=''):
             time.sleep(FIRST_PROCESS_GRACE_S)  # the launcher stops this process meanwhile
             _report_the_stop(f'error: rank {torch_dist.get_rank()}: another process of the '
                              'job ended during a collective operation (its own message and the '
-                             "launcher's line say why)")
+                             f"launcher's line say why{_where_the_ranks_log()})")
             sys.exit(1)
         if debug or not is_user_error(error, project_errors=(LaunchError,)):
+            _log_the_traceback(error)
             raise
         _let_the_first_process_report()
         _report_the_stop(f'error: {user_message(error)}')
@@ -732,8 +738,22 @@ def _report_interruption(interrupted_hint: str) -> None:
 
 def _report_the_stop(line: str, printed: bool = True) -> None:
     """Print the line that ends a run (unless ``printed`` is False: another process prints
-    it), and append it to the run's log file when one was opened: the work dir's log otherwise
-    ends at the last iteration without a word of why."""
+    it), and append it to the run's log file when one was opened, or on a rank > 0 to its rank
+    log beside it: the work dir's log otherwise ends at the last iteration without a word of
+    why, and a rank > 0's reason was only on its console (a node's, after a multi-node job)."""
     if printed:
         print(line, file=sys.stderr)
-    log_to_files(line)
+    log_to_files(line, every_rank=True)
+
+
+def _log_the_traceback(error: BaseException) -> None:
+    """Append the traceback of the bug that ends this process (Python prints it next) to the
+    run's log, or on a rank > 0 to its rank log, as :func:`_report_the_stop` does a line."""
+    log_to_files(''.join(traceback.format_exception(error)).rstrip(), every_rank=True)
+
+
+def _where_the_ranks_log() -> str:
+    """Where the ranks > 0 write the error that ends them, for the line of a process that
+    another one's end stopped; nothing outside a run."""
+    pattern = rank_log_pattern()
+    return f'; a process of rank R > 0 writes its own to {pattern}' if pattern else ''

@@ -334,6 +334,7 @@ def test_a_collective_broken_by_another_process_ending_is_one_line(capsys, monke
     monkeypatch.setattr(torch_dist, 'get_world_size', lambda: 2)
     monkeypatch.setattr(torch_dist, 'get_rank', lambda: 1)
     monkeypatch.setattr(launch, 'shutdown_distributed', lambda: None)
+    monkeypatch.setattr(launch, 'rank_log_pattern', lambda: None)  # outside a run
     waited = []
     monkeypatch.setattr(launch.time, 'sleep', waited.append)
 
@@ -352,6 +353,41 @@ def test_a_collective_broken_by_another_process_ending_is_one_line(capsys, monke
     with pytest.raises(RuntimeError, match='same device'):
         launch.run_cli(other, [])
 
+
+def _user_error(argv):
+    raise LaunchError('a mistake the user fixes')
+
+
+def _bug(argv):
+    return None + 1
+
+
+@pytest.mark.parametrize('main, ending', [
+    (_user_error, 'WARNING - error: LaunchError: a mistake the user fixes'),
+    (_bug, "TypeError: unsupported operand type(s) for +: 'NoneType' and 'int'")])
+def test_the_error_that_ends_a_rank_above_0_is_in_its_rank_log(tmp_path, monkeypatch, capsys,
+                                                                 main, ending):
+    """mmengine opens the run's log on rank 0 alone: the line or traceback that ended another
+    rank was on its console only (a node's, after a multi-node job)."""
+    from mmengine import dist
+    from mmengine.logging import MMLogger
+
+    from fastmim import run_log
+    monkeypatch.setattr(dist, 'get_rank', lambda group=None: 1)
+    monkeypatch.setattr(launch, 'shutdown_distributed', lambda: None)
+    name = f'rank_1_of_{tmp_path.name}'
+    MMLogger.get_instance(name, log_file=str(tmp_path / 'run.log'))  # as rank 1: no file
+    try:
+        with pytest.raises((SystemExit, TypeError)):
+            launch.run_cli(main, [])
+    finally:
+        MMLogger._instance_dict.pop(name)
+        handler = run_log._rank_log_handlers.pop(str(tmp_path / 'run_rank1.log'), None)
+        if handler is not None:
+            handler.close()
+    assert not (tmp_path / 'run.log').exists()
+    assert (tmp_path / 'run_rank1.log').read_text().rstrip().endswith(ending)
+    capsys.readouterr()
 
 def test_a_failed_preemption_save_is_one_line_from_the_rank_it_failed_on(capsys):
     """Not status 75 (a requeue script would take the run as saved); one line, printed by the

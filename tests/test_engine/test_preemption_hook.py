@@ -164,6 +164,61 @@ def test_a_preemption_checkpoint_is_deleted_once_a_newer_one_exists(tmp_path):
     assert checkpoints(tmp_path) == ['iter_6.pth'] and last_checkpoint(tmp_path) == 'iter_6.pth'
 
 
+
+def test_a_preempted_run_puts_back_the_handlers_from_before_it_unless_the_process_exits(
+        tmp_path):
+    """A Python session that went on after a preempted run kept SIGTERM and SIGUSR1 ignored.
+    A tool's process (run_cli), which only exits from there on, still ignores them: a late
+    signal must not turn the preempted status into death by the signal."""
+    from fastmim.engine import early_signals
+
+    def own(signum, frame):
+        pass
+
+    previous = {signum: signal.signal(signum, own) for signum in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        assert train(tmp_path / 'session', {2}, resume=False)
+        assert [signal.getsignal(signum) for signum in previous] == [own, own]
+        with early_signals.exit_follows_the_run():
+            assert train(tmp_path / 'tool', {2}, resume=False)
+        assert [signal.getsignal(signum) for signum in previous] == [signal.SIG_IGN] * 2
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def test_a_run_that_crashed_without_the_tool_leaves_no_handler_behind():
+    """A Runner built directly (not through tools/train.py, which puts the handlers back on
+    every path) that crashes leaves the hook's handler, which only records. The next run puts
+    back the handler from before the crashed one, not that one; a handler the user installed
+    since is kept."""
+    from fastmim.engine import early_signals
+
+    def own(signum, frame):
+        pass
+
+    def later(signum, frame):
+        pass
+
+    def crashed_hook(signum, frame):
+        pass
+
+    def next_hook(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGUSR1, own)
+    try:
+        early_signals.take_over([signal.SIGUSR1], crashed_hook)  # never put back
+        early_signals.take_over([signal.SIGUSR1], next_hook)
+        early_signals.put_back([signal.SIGUSR1])
+        assert signal.getsignal(signal.SIGUSR1) is own
+        early_signals.take_over([signal.SIGUSR1], crashed_hook)
+        signal.signal(signal.SIGUSR1, later)
+        early_signals.stop_recording()  # tools/train.py's end of a later run
+        assert signal.getsignal(signal.SIGUSR1) is later
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
 def test_a_signal_while_the_run_is_built_stops_it_before_training_with_its_status(tmp_path):
     """The handlers came with before_train: a job preempted while it built its model and
     dataset or loaded its checkpoint (minutes on ImageNet) died of SIGTERM (status 143, not

@@ -437,13 +437,14 @@ os.fsync = fsync
 """
 
 
-def run_with_sitecustomize(tmp_path, code, args):
-    """``run(args)`` in interpreters that first execute ``code`` (a ``sitecustomize`` module on
-    their PYTHONPATH): a fault put into the tool's processes from outside."""
+def run_with_sitecustomize(tmp_path, code, args, script='train.py'):
+    """``run(args, script=script)`` in interpreters that first execute ``code`` (a
+    ``sitecustomize`` module on their PYTHONPATH): a fault put into the tool's processes from
+    outside."""
     site = tmp_path / 'site'
     site.mkdir()
     (site / 'sitecustomize.py').write_text(code)
-    return run(args, env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}'})
+    return run(args, env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}'}, script=script)
 
 
 def test_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
@@ -455,6 +456,44 @@ def test_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(tmp_pa
     assert (work_dir / 'last_checkpoint').read_text().strip().endswith('epoch_1.pth')
     assert torch.load(work_dir / 'epoch_1.pth', weights_only=True)['meta']['iter'] == 4
     assert not list(work_dir.glob('.*.tmp'))
+
+
+RANK_1_FAILS = """
+import os
+if os.environ.get('RANK') == '1':
+    import torch
+    _backward = torch.Tensor.backward
+    calls = []
+
+    def backward(self, *args, **kwargs):
+        # A bug that rank 1 alone hits, in its second training iteration.
+        calls.append(None)
+        if len(calls) == 2:
+            raise RuntimeError('rank 1 alone fails here')
+        return _backward(self, *args, **kwargs)
+
+
+    torch.Tensor.backward = backward
+"""
+
+
+def test_the_error_that_ends_rank_1_is_in_its_log_which_rank_0_s_log_names(tmp_path):
+    """A rank > 0's traceback was on its console only (a node's, after a multi-node job), and
+    rank 0's log ended with 'another process of the job ended' without saying where to look."""
+    work_dir = tmp_path / 'work'
+    result = run_with_sitecustomize(
+        tmp_path, RANK_1_FAILS, [str(DEMO), '2', '--work-dir', str(work_dir), '--cfg-options',
+                                 *TINY, 'train_cfg.max_epochs=100'], script='dist_train.sh')
+    assert result.returncode == 1, result.stderr[-3000:]
+    run_log, = (path for path in work_dir.glob('*/*.log') if '_rank' not in path.name)
+    rank_log = run_log.with_name(f'{run_log.stem}_rank1.log').read_text()
+    assert 'Traceback (most recent call last):' in rank_log, rank_log
+    assert rank_log.rstrip().endswith('RuntimeError: rank 1 alone fails here'), rank_log
+    assert 'rank 1 alone fails here' not in run_log.read_text()
+    assert run_log.read_text().rstrip().endswith(
+        "error: rank 0: another process of the job ended during a collective operation (its "
+        "own message and the launcher's line say why; a process of rank R > 0 writes its own "
+        f"to {run_log.with_name(f'{run_log.stem}_rank<R>.log')})"), run_log.read_text()[-3000:]
 
 
 def test_ctrl_c_of_a_two_process_job_is_one_line_and_status_130(tmp_path):
@@ -672,6 +711,65 @@ def test_a_fastmim_without_the_record_is_imported_as_it_is(tmp_path):
     assert result.returncode == 1 and "KeyError: 'fastmim.engine.early_signals'" in result.stderr
     assert result.stdout.splitlines() == ['[]'], result.stderr
 
+
+
+TRAIN_IN_PROCESS = """
+import importlib.util, os, signal, sys, threading, time
+from pathlib import Path
+import mmengine.runner.loops as loops
+spec = importlib.util.spec_from_file_location('train', {train!r})
+train = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train)
+received = []
+signal.signal(signal.SIGUSR1, lambda signum, frame: received.append(signum))
+expected = dict(SIGTERM=signal.SIG_DFL, SIGUSR1=signal.getsignal(signal.SIGUSR1))
+
+
+def main(work_dir, *options):
+    try:
+        train.main([{config!r}, '--work-dir', work_dir, '--cfg-options', *{tiny!r}, *options])
+    except Exception as error:
+        print('result:', type(error).__name__)
+    handlers = dict((name, signal.getsignal(getattr(signal, name))) for name in expected)
+    print('result:', handlers == expected, flush=True)
+
+
+def signal_once(path):
+    while not os.path.exists(path):
+        time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+threading.Thread(target=signal_once, args=({work!r} + '/1/epoch_1.pth', ), daemon=True).start()
+main({work!r} + '/1', 'train_cfg.max_epochs=20')  # preempted after its first epoch
+
+
+def crash(*args):
+    raise RuntimeError('a bug inside training')
+
+
+loops.EpochBasedTrainLoop.run_iter = crash
+main({work!r} + '/2')
+os.kill(os.getpid(), signal.SIGUSR1)
+print('result:', received == [signal.SIGUSR1], flush=True)
+os.kill(os.getpid(), signal.SIGTERM)  # ends the process, as it would have before the runs
+print('result: still running', flush=True)
+"""
+
+
+def test_training_in_process_leaves_the_signal_handlers_as_it_found_them(tmp_path):
+    """A notebook or a Python session calling tools/train.py's main: after a preempted run
+    SIGTERM and SIGUSR1 were ignored, after a crash inside training they went to the hook's
+    handler, which only records: either way a later SIGTERM to that process did nothing."""
+    code = TRAIN_IN_PROCESS.format(train=str(ROOT / 'tools' / 'train.py'), config=str(DEMO),
+                                   tiny=TINY, work=str(tmp_path))
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            timeout=600, env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    results = [line[len('result: '):] for line in result.stdout.splitlines()
+               if line.startswith('result: ')]
+    assert results == ['TrainingPreempted', 'True', 'RuntimeError', 'True', 'True'], (
+        result.stdout[-3000:] + result.stderr[-3000:])
+    assert result.returncode == -signal.SIGTERM
 
 FAKE_SRUN = '''#!{python}
 """srun as tools/slurm_train.sh runs it, on this machine: starts --ntasks copies of the command

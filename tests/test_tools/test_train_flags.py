@@ -86,6 +86,29 @@ def test_auto_scale_lr_counts_every_batch_of_an_update(tmp_path, train, accumula
     assert scale_ratio(cfg) == pytest.approx(4 * accumulation / base)
 
 
+def test_the_scaled_lr_is_logged_beside_mmengine_s_unscaled_base_lr(tmp_path, train,
+                                                                   monkeypatch):
+    """mmengine logs the factor only, and every training line's base_lr is the config's:
+    the lr that trained was nowhere in the log."""
+    import mmengine.logging
+    logged = []
+    monkeypatch.setattr(mmengine.logging, 'print_log',
+                        lambda message, **kwargs: logged.append(message))
+    cfg = flags_applied(train, tmp_path, '--auto-scale-lr', '--cfg-options',
+                        'train_dataloader.batch_size=4', 'optim_wrapper.accumulative_counts=2',
+                        'optim_wrapper.optimizer.lr=0.001')
+    logged.clear()
+    train.log_scaled_lr(cfg, world_size=2)
+    base = Config.fromfile(str(DEMO)).auto_scale_lr.base_batch_size
+    ratio = 2 * 4 * 2 / base  # processes x batch x accumulated batches / base batch
+    assert logged == [f"auto_scale_lr: every parameter group's lr is scaled by {ratio:g}: "
+                      f"optimizer.lr=0.001 trains at {0.001 * ratio:g}; the base_lr of the "
+                      f"training log stays the config's unscaled lr (mmengine scales the groups "
+                      f"only)"]
+    train.log_scaled_lr(flags_applied(train, tmp_path), world_size=2)  # not enabled
+    assert len(logged) == 1
+
+
 def test_auto_scale_lr_enabled_in_the_config_counts_the_accumulation_too(tmp_path, train):
     """Only the flag counted it: enabled in the config (or with --cfg-options), the lr of
     2 accumulated batches was scaled for one."""

@@ -10,8 +10,10 @@ agrees to stop, a checkpoint of that iteration is written (``iter_<n>.pth``, nam
 :data:`PREEMPTED_EXIT_STATUS`. Resuming from that checkpoint is exact (see
 ``ResumableEpochBasedTrainLoop``). Further signals are counted (and logged at the boundary), so
 the save is not cut short by them (the write itself is atomic), and once it is saved they are
-ignored until the process has exited with that status. SLURM signals the DataLoader workers
-too; they ignore the signal unless the training process sends it (:class:`IgnoreSignalsThenInit`).
+ignored until the process has exited with that status (a tool's process; training called from
+Python gets the handlers from before the run back, :mod:`early_signals`). SLURM signals the
+DataLoader workers too; they ignore the signal unless the training process sends it
+(:class:`IgnoreSignalsThenInit`).
 
 A signal during a validation inside training stops that validation at its next batch: a COCO or
 ImageNet validation lasts minutes, far beyond SLURM's 30 s, so waiting for the next training
@@ -161,7 +163,6 @@ class PreemptionHook(Hook):
         self.signals = tuple(getattr(signal, name) for name in signals)
         self.received = None  # name of the first signal received
         self.signal_count = 0
-        self._previous_handlers = {}
         self._checkpoint_saved = False
         self._training = False  # the handlers are installed
         self._val_batches = 0  # batches of the running validation that every rank runs
@@ -190,13 +191,12 @@ class PreemptionHook(Hook):
     def _take_over_signals(self, runner) -> None:
         """Install the handlers, taking over the signals recorded (:mod:`early_signals`) while
         the tool imported and the run was built and resumed (the handlers from before the
-        recording are the ones restored after training)."""
+        recording are the ones put back when the run ends)."""
         if threading.current_thread() is not threading.main_thread():
             runner.logger.warning('PreemptionHook: training runs outside the main thread, '
                                   'where signal handlers cannot be installed; it is inactive')
         else:
-            previous, recorded = early_signals.take_over(self.signals, self._on_signal)
-            self._previous_handlers.update(previous)
+            recorded = early_signals.take_over(self.signals, self._on_signal)
             self._training = True
             if recorded:
                 self.received = signal.Signals(recorded[0]).name
@@ -211,13 +211,12 @@ class PreemptionHook(Hook):
                            'continue with --resume')
 
     def _stop(self, runner, message: str) -> None:
-        """Log ``message`` and raise :class:`TrainingPreempted`. From here on the process only
-        exits: a late signal must not turn status 75 (which a requeue script checks) into
-        death by signal while Python shuts down."""
+        """Log ``message`` and raise :class:`TrainingPreempted`. The handlers from before the
+        run are put back, or, in a process that only exits from here on (a tool), the signals
+        are ignored: a late one must not turn status 75 (which a requeue script checks) into
+        death by signal while Python shuts down (:func:`early_signals.stop_handling`)."""
         runner.logger.info(message)
-        for signum in self.signals:
-            signal.signal(signum, signal.SIG_IGN)
-        self._previous_handlers.clear()
+        early_signals.stop_handling(self.signals)
         raise TrainingPreempted(message)
 
     def _finish_preempted_validation(self, runner) -> None:
@@ -317,12 +316,11 @@ class PreemptionHook(Hook):
                             f'at iteration {runner.iter} (end of epoch {runner.epoch + 1})')
 
     def after_train(self, runner) -> None:
+        if self._training:  # the handlers were installed: the ones from before go back
+            early_signals.put_back(self.signals)
         self._training = False
         self._in_train = False
         self._delete_superseded_preemption_checkpoint(runner)
-        for signum, handler in self._previous_handlers.items():
-            signal.signal(signum, handler)
-        self._previous_handlers.clear()
 
     def _on_signal(self, signum, frame) -> None:
         """Only records the signal. A handler runs between two bytecodes of the main thread,
@@ -398,6 +396,7 @@ class PreemptionHook(Hook):
         # Launchers (srun --kill-on-bad-exit, torchrun) kill the other ranks as soon as one
         # exits: nobody leaves before every rank has saved (this exchange waits for all).
         if _any_rank_true(failure is not None):
+            early_signals.stop_handling(self.signals)
             raise PreemptionSaveFailed(
                 _save_failure_message(runner, signal_name, path, when, failure),
                 own=failure is not None) from failure
