@@ -24,6 +24,7 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from fastmim.checks import check_positive_int
 from fastmim.config_file import check_config_file
 from fastmim.datasets.transforms.loading import pil_to_rgb, pil_to_upright_rgb
 from fastmim.engine.config_keys import refused_keys_located
@@ -239,9 +240,7 @@ def _input_size(model: nn.Module, input_size: Optional[int]) -> int:
             raise ValueError(f'{type(model.backbone).__name__} records no img_size: pass '
                              'input_size')
         input_size = size
-    if not isinstance(input_size, int) or input_size < 1:
-        raise ValueError(f'input_size must be a positive int, got {input_size!r}')
-    return input_size
+    return check_positive_int('fastmim.apis', 'input_size', input_size)
 
 
 def _normalised_batch(model: nn.Module, images, input_size: Optional[int]) -> torch.Tensor:

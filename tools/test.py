@@ -101,6 +101,7 @@ def draw_predictions_into(cfg, folder, config_path):
     from mmengine.registry import HOOKS
 
     from fastmim.errors import LaunchError
+    from fastmim.registry import type_name
     hook = cfg.get('default_hooks', {}).get('visualization')
     if hook is None:
         raise LaunchError(f'--show-dir: {config_path} has no default_hooks.visualization to draw '
@@ -117,7 +118,7 @@ def draw_predictions_into(cfg, folder, config_path):
         hook['test_out_dir'] = folder
     else:
         backends = cfg.visualizer.setdefault('vis_backends', [])
-        local = [backend for backend in backends if backend['type'] == 'LocalVisBackend']
+        local = [backend for backend in backends if type_name(backend) == 'LocalVisBackend']
         if not local:
             backends.append(dict(type='LocalVisBackend'))
             local = backends[-1:]

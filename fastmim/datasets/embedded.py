@@ -24,6 +24,7 @@ from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 from mmengine.dataset import BaseDataset
 
+from fastmim.checks import check_positive_int
 from fastmim.registry import DATASETS
 
 from .sample_seeds import SeededSamples
@@ -131,9 +132,7 @@ class EmbeddedPhotos(SeededSamples, BaseDataset):
                  num_samples: int = 1000,
                  sources: Union[str, Sequence[str]] = tuple(PHOTO_SOURCES),
                  **kwargs):
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f'num_samples must be a positive int, got {num_samples!r}')
-        self.num_samples = num_samples
+        self.num_samples = check_positive_int(type(self).__name__, 'num_samples', num_samples)
         self.photos = find_embedded_photos(sources)
         super().__init__(pipeline=build_pipeline(pipeline), **kwargs)
 

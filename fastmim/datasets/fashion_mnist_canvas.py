@@ -155,15 +155,16 @@ def write_canvas_segmentation(root: str,
     class ids 0-10) and ``root/canvases.json`` with the arguments and per-split counts.
 
     A ``root`` whose ``canvases.json`` records the same arguments is kept as it is, so runners
-    can call this every time; otherwise its ``images`` and ``annotations`` are rewritten.
+    can call this every time; otherwise (other arguments, or a record that does not parse)
+    its ``images`` and ``annotations`` are rewritten. The record is written last and
+    atomically, so a rewrite cut off at any point is redone by the next call.
     """
     settings = dict(num_train=num_train, num_test=num_test, seed=seed, **kwargs)
     record = osp.join(root, 'canvases.json')
-    if osp.isfile(record):
-        with open(record) as f:
-            written = json.load(f)
-        if written.get('settings') == settings:
-            return written
+    written = _read_record(record)
+    if written is not None and written.get('settings') == settings:
+        return written
+    if osp.lexists(record):
         os.remove(record)  # an interrupted rewrite must not pass for finished
     for kind in ('images', 'annotations'):  # no stale canvases of other settings
         shutil.rmtree(osp.join(root, kind), ignore_errors=True)
@@ -183,6 +184,18 @@ def write_canvas_segmentation(root: str,
                 np.concatenate([c.semantic.ravel() for c in canvases]),
                 minlength=len(CANVAS_CLASSES)).tolist())
     written = dict(settings=settings, classes=list(CANVAS_CLASSES), counts=counts)
-    with open(record, 'w') as f:
-        json.dump(written, f, indent=1)
+    from fastmim.engine.checkpoint import AtomicLocalBackend  # lazy: the engine is heavy
+    AtomicLocalBackend().put_text(json.dumps(written, indent=1), record)
     return written
+
+
+def _read_record(record: str) -> Optional[dict]:
+    """The ``canvases.json`` at ``record``, or ``None`` where there is none or it does not
+    parse as a JSON object (a file cut short by an older, non-atomic writer, or edited by
+    hand): the canvases are a cache, so such a record only means 'write them again'."""
+    try:
+        with open(record) as f:
+            written = json.load(f)
+    except (FileNotFoundError, ValueError):  # ValueError: JSON or UTF-8 that does not decode
+        return None
+    return written if isinstance(written, dict) else None

@@ -83,13 +83,20 @@ def to_plain(obj, where='checkpoint'):
                     'cannot be stored safely in a checkpoint: convert it to plain types')
 
 
-def save_checkpoint_file(obj, path):
-    """``torch.save`` of ``obj`` converted by :func:`to_plain`, written through mmengine's file
-    backend, so a local ``path`` is replaced atomically (:func:`install`) and the file loads
-    with ``weights_only=True``. For the tools that write checkpoints outside a Runner."""
+def checkpoint_bytes(obj) -> bytes:
+    """The bytes of ``torch.save`` of ``obj`` converted by :func:`to_plain` (a file of them
+    loads with ``weights_only=True``): what :func:`save_checkpoint_file` writes, for a tool that
+    needs them first (tools/convert/publish.py names the file by their hash)."""
     buffer = io.BytesIO()
     torch.save(to_plain(obj), buffer)
-    get_file_backend(path).put(buffer.getvalue(), path)
+    return buffer.getvalue()
+
+
+def save_checkpoint_file(obj, path):
+    """:func:`checkpoint_bytes` of ``obj`` written through mmengine's file backend, so a local
+    ``path`` is replaced atomically (:func:`install`). For the tools that write checkpoints
+    outside a Runner."""
+    get_file_backend(path).put(checkpoint_bytes(obj), path)
 
 
 def from_plain(obj):

@@ -14,6 +14,8 @@ from typing import Callable, Iterable, Iterator, Optional, Tuple
 from mmengine import registry as mmengine_registries
 from torch.utils.data import DataLoader
 
+from fastmim.registry import type_name
+
 _UNEXPECTED_KEY = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
 
 
@@ -41,10 +43,10 @@ def refused_keys_located(cfg, cfg_options: Optional[dict] = None,
         if typed_on_command_line:
             path, node, option = typed_on_command_line
             raise TypeError(
-                f'{path} ({_type_name(node)}) does not take {key}, set by '
+                f'{path} ({_built_type(node)}) does not take {key}, set by '
                 f'{name_option(option)}: {error}; check the name'
                 f'{_what_it_takes(path, node, key)}') from error
-        where = ', '.join(f'{path} ({_type_name(node)})' for path, node in entries)
+        where = ', '.join(f'{path} ({_built_type(node)})' for path, node in entries)
         raise TypeError(
             f'{where} sets {key}, which it does not take: {error}; remove the key from the '
             f'config (--cfg-options can change a key but not remove one; a config that '
@@ -61,7 +63,7 @@ def _what_it_takes(path: str, node: dict, key: str) -> str:
     """For a data loader whose dataset takes ``key``, that it belongs there; else ``; did you
     mean 'x'?`` from the arguments of the entry's classes."""
     dataset = node.get('dataset')
-    if (_type_name(node) == DataLoader.__name__ and isinstance(dataset, dict)
+    if (_built_type(node) == DataLoader.__name__ and isinstance(dataset, dict)
             and key in _arguments(_classes(dataset))):
         return f' ({path}.dataset takes {key})'
     close = difflib.get_close_matches(key, sorted(_arguments(_classes(node))), n=2)
@@ -85,9 +87,10 @@ def _arguments(classes: Iterable[type]) -> set:
     return names
 
 
-def _type_name(node: dict) -> str:
-    kind = node.get('type', DataLoader)
-    return kind if isinstance(kind, str) else kind.__name__
+def _built_type(node: dict) -> str:
+    """The class name a config entry builds; an entry without ``type`` is a dataloader
+    (``*_dataloader``, which mmengine builds as torch's ``DataLoader``)."""
+    return type_name(node.get('type', DataLoader))
 
 
 def _classes(node: dict) -> list:
@@ -95,7 +98,7 @@ def _classes(node: dict) -> list:
     kind = node.get('type', DataLoader)
     if isinstance(kind, type):
         return [kind]
-    return list(_registered_classes(kind.rsplit('.', 1)[-1]))
+    return list(_registered_classes(type_name(kind)))
 
 
 def _entries_setting(cfg, key: str, refusing_class: str):

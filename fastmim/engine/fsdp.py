@@ -19,10 +19,9 @@ from torch.distributed.fsdp import FullyShardedDataParallel
 
 from fastmim.engine.optim_wrappers import each_optim_wrapper, mixed_precision_of
 from fastmim.errors import LaunchError
-from fastmim.registry import RUNNERS
+from fastmim.registry import RUNNERS, type_name
 
-FSDP_WRAPPERS = ('MMFullyShardedDataParallel', 'mmengine.MMFullyShardedDataParallel',
-                 'FullyShardedDataParallel')
+FSDP_WRAPPERS = ('MMFullyShardedDataParallel', 'FullyShardedDataParallel')
 FSDP_STRATEGY = 'FullShapeFSDPStrategy'
 FSDP_RUNNER = 'FlexibleRunnerKeepingPosition'
 
@@ -123,8 +122,7 @@ def enable_fsdp(cfg):
 
 def is_fsdp_strategy(strategy):
     """Whether the config's ``strategy`` is mmengine's FSDP one or ours (FlexibleRunner)."""
-    return isinstance(strategy, dict) and strategy.get('type') in (
-        FSDP_STRATEGY, 'FSDPStrategy', 'mmengine.FSDPStrategy')
+    return isinstance(strategy, dict) and type_name(strategy) in (FSDP_STRATEGY, 'FSDPStrategy')
 
 
 def check_fsdp(cfg):
@@ -143,7 +141,7 @@ def check_fsdp(cfg):
     """
     wrapper = cfg.get('model_wrapper_cfg') or {}
     runner_type = cfg.get('runner_type', 'Runner')
-    if wrapper.get('type') in FSDP_WRAPPERS and runner_type in ('Runner', 'mmengine.Runner'):
+    if type_name(wrapper) in FSDP_WRAPPERS and type_name(runner_type) == 'Runner':
         raise LaunchError(f'model_wrapper_cfg.type={wrapper["type"]} with mmengine\'s Runner: '
                           f'it saves checkpoints on rank 0 alone, which under FSDP hold rank '
                           f'0\'s shards, not the model; train with --fsdp (FlexibleRunner and '
@@ -151,12 +149,12 @@ def check_fsdp(cfg):
     strategy = cfg.get('strategy')
     if not is_fsdp_strategy(strategy):
         return
-    if runner_type.rsplit('.', 1)[-1] != FSDP_RUNNER:
+    if type_name(runner_type) != FSDP_RUNNER:
         raise LaunchError(f'runner_type={runner_type} with strategy.type={strategy["type"]}: '
                           f'mmengine\'s FlexibleRunner records a checkpoint saved inside an '
                           f'epoch (a preemption\'s) as the end of the epoch; use --fsdp '
                           f'(runner_type=fastmim.{FSDP_RUNNER})')
-    if strategy['type'] != FSDP_STRATEGY:
+    if type_name(strategy) != FSDP_STRATEGY:
         raise LaunchError(f'strategy.type={strategy["type"]}: mmengine\'s FSDPStrategy builds '
                           f'the optimiser on FSDP\'s 1-D parameter shards, so no weight gets '
                           f'weight decay; use --fsdp (strategy.type={FSDP_STRATEGY})')

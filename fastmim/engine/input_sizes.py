@@ -14,6 +14,8 @@ from typing import List, Optional, Tuple
 
 from mmengine.logging import print_log
 
+from fastmim.registry import type_name
+
 # The transforms whose argument is the side of the image the model gets, and that argument.
 INPUT_SIZE_ARGUMENTS = {'RandomResizedCrop': 'size', 'RandAugment': 'img_size',
                         'ResizeShorterCenterCrop': 'crop_size'}
@@ -75,7 +77,7 @@ def _input_sizes(cfg) -> List[Tuple[str, Tuple[int, int]]]:
             continue
         seen.append(pipeline)
         for index, transform in enumerate(pipeline):
-            name = str(transform.get('type', '')).rsplit('.', 1)[-1]
+            name = type_name(transform)
             argument = INPUT_SIZE_ARGUMENTS.get(name)
             size = size_pair(transform.get(argument)) if argument else None
             if size is not None:

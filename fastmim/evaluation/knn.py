@@ -39,6 +39,7 @@ from mmengine.runner.amp import autocast
 from mmengine.structures import BaseDataElement
 from torch.utils.data import DataLoader
 
+from fastmim.checks import check_positive_int
 from fastmim.constants import IMAGENET_PREPROCESSOR
 from fastmim.datasets.utils import annotation_reader, describe_labels, label_coverage
 from fastmim.engine.runner_model import bare_model
@@ -90,13 +91,11 @@ class KNNClassifier(BaseModel):
                  num_classes: Optional[int] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f'KNNClassifier: k must be a positive int, got {k!r}')
+        check_positive_int('KNNClassifier', 'k', k)
         if not temperature > 0:
             raise ValueError(f'KNNClassifier: temperature must be > 0, got {temperature!r}')
-        if num_classes is not None and not (isinstance(num_classes, int) and num_classes > 0):
-            raise ValueError(f'KNNClassifier: num_classes must be a positive int or None, '
-                             f'got {num_classes!r}')
+        if num_classes is not None:
+            check_positive_int('KNNClassifier', 'num_classes', num_classes)
         super().__init__(data_preprocessor=data_preprocessor or dict(IMAGENET_PREPROCESSOR),
                          init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone)

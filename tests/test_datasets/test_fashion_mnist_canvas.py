@@ -153,3 +153,20 @@ def test_written_ade20k_layout_loads_in_mmseg(real_root, tmp_path):
         '000000.png', '000001.png']
     with open(record) as f:
         assert json.load(f)['settings']['seed'] == 1
+
+
+def test_truncated_record_is_rewritten_not_fatal(real_root, tmp_path):
+    """A ``canvases.json`` cut short (as a write killed half-way left it) is a stale cache:
+    the canvases are written again, not a JSONDecodeError."""
+    root = tmp_path / 'canvases'
+    root.mkdir()
+    (root / 'canvases.json').write_text('{"settings": {"num_tr')
+    written = write_canvas_segmentation(str(root), 2, 1, seed=0, data_root=real_root)
+    assert json.loads((root / 'canvases.json').read_text()) == written
+    assert written['settings'] == dict(num_train=2, num_test=1, seed=0)
+    assert sorted(os.listdir(root / 'images' / 'training')) == ['000000.png', '000001.png']
+    expected = split_canvases('test', 1, seed=0, data_root=real_root)[0]
+    np.testing.assert_array_equal(
+        np.array(Image.open(root / 'annotations' / 'validation' / '000000.png')),
+        expected.semantic)
+    assert [name for name in os.listdir(root) if name.endswith('.tmp')] == []

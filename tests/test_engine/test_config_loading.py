@@ -234,3 +234,16 @@ def test_no_shipped_config_feeds_another_size_than_its_backbone_is_built_for(loa
     for config in configs:
         assert not [message for message in load_config_log(config)
                     if IMG_SIZE_WARNING in message], config
+
+
+@pytest.mark.parametrize('kind', ['RandomResizedCrop', 'fastmim.RandomResizedCrop', 'class'])
+def test_the_fed_input_size_is_found_however_the_transform_is_named(kind):
+    """A transform typed by its class (new-style configs) was read as "RandomResizedCrop'>"
+    and not found: get_flops measured such a config at no size of its own."""
+    from fastmim.datasets.transforms.processing import RandomResizedCrop
+    from fastmim.engine.input_sizes import fed_input_size
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(pipeline=[
+        dict(type='LoadImageFromFile'),
+        dict(type=RandomResizedCrop if kind == 'class' else kind, size=96)]))))
+    assert fed_input_size(cfg) == (
+        'train_dataloader.dataset.pipeline.1.size (RandomResizedCrop)', (96, 96))

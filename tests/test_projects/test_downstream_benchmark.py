@@ -358,6 +358,56 @@ def test_a_stage_begun_with_another_checkpoint_or_options_is_not_kept(tmp_path, 
         main(a)
 
 
+class InterruptedJson:
+    """The ``json`` module, but a Ctrl-C cuts off the serialisation of every file written for
+    a reader (indented; the config hashes are not) half-way: ``dump``, which writes as it goes,
+    has then written half the text into its file."""
+
+    def __getattr__(self, name):
+        return getattr(json, name)
+
+    def dumps(self, obj, **kwargs):
+        if kwargs.get('indent'):
+            raise KeyboardInterrupt
+        return json.dumps(obj, **kwargs)
+
+    def dump(self, obj, file, **kwargs):
+        text = json.dumps(obj, **kwargs)
+        file.write(text[:len(text) // 2])
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_write_leaves_no_half_state_file(tmp_path, monkeypatch, tool):
+    """started_with.json (which decides whether a stage is kept) and results.json were written
+    with a plain open: a run stopped while writing left half a file, which the next run
+    refused as a record and a user's script could not read."""
+    from fastmim.errors import LaunchError
+    pretrain = write_tiny_pretraining_checkpoint(tmp_path / 'a' / 'epoch_1.pth')
+    monkeypatch.setattr(tool, 'run_step', FakeStages(tool, [25., 25.]))
+    work_dir = tmp_path / 'runs'
+    command = [str(pretrain), '1', 'finetune', '--work-dir', str(work_dir)]
+    assert tool.main(command) == {'top1': 25.}
+    results = (work_dir / 'results.json').read_text()
+    assert json.loads(results)['results']['top1'] == 25.
+
+    monkeypatch.setattr(tool, 'json', InterruptedJson())
+    with pytest.raises(KeyboardInterrupt):
+        tool.main(command)  # the stage is kept; the results' rewrite is cut off
+    assert (work_dir / 'results.json').read_text() == results
+    other = tmp_path / 'other'
+    with pytest.raises(KeyboardInterrupt):
+        tool.main([*command[:3], '--work-dir', str(other)])  # cut off recording its start
+    record = other / 'finetune' / 'started_with.json'
+    assert not record.exists(), record.read_text()
+
+    # A metrics file that does not parse (not written by tools/test.py) is named in one line.
+    monkeypatch.setattr(tool, 'json', json)
+    (work_dir / 'finetune' / 'metrics.json').write_text('{"accuracy/to')
+    with pytest.raises(LaunchError, match=re.escape(
+            f'{work_dir / "finetune" / "metrics.json"} does not parse (')):
+        tool.main(command)
+
+
 def test_a_downstream_stage_chains_from_the_fine_tuned_checkpoint_it_was_begun_with(
         tmp_path, monkeypatch, tool):
     """seg begun from one fine-tuned checkpoint is not kept for another; the command stops

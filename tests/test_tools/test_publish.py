@@ -195,3 +195,18 @@ def test_resume_from_a_published_file_is_refused_naming_what_it_lacks(tmp_path, 
         load_script(ROOT / 'tools' / 'train.py').main(
             [str(config), '--work-dir', str(tmp_path / 'resumed'), '--resume',
              str(published_file(tmp_path))])
+
+
+def test_the_hashed_bytes_are_the_saved_files(tmp_path):
+    """What publish.py hashes to name a file (checkpoint_bytes) is what save_checkpoint_file
+    writes, and it loads weights-only (numpy values made plain)."""
+    import numpy as np
+
+    from fastmim.engine.checkpoint import checkpoint_bytes, file_sha256, save_checkpoint_file
+    checkpoint = {'state_dict': {'w': torch.arange(4.)}, 'meta': {'lr': np.float64(0.5)}}
+    path = tmp_path / 'ckpt.pth'
+    save_checkpoint_file(checkpoint, str(path))
+    assert file_sha256(str(path)) == hashlib.sha256(checkpoint_bytes(checkpoint)).hexdigest()
+    loaded = torch.load(path, weights_only=True)
+    assert loaded['meta'] == {'lr': 0.5} and type(loaded['meta']['lr']) is float
+    torch.testing.assert_close(loaded['state_dict']['w'], torch.arange(4.))

@@ -452,17 +452,46 @@ def test_num_heads_that_contradict_the_cmt_weights_are_refused(tmp_path, from_re
                          '--num-heads', '1', '2', '2', '4'])
 
 
-def test_the_tool_offers_every_backbone_that_declares_a_reference_layout(from_reference):
-    """--backbone's choices are listed in the tool (its --help needs no model import); each
-    backbone with a reference_layout must be among them."""
-    from fastmim.models.utils.reference import reference_backbones
-    assert sorted(from_reference.BACKBONES) == sorted(reference_backbones())
+def test_the_tool_offers_every_backbone_that_declares_a_reference_layout(from_reference,
+                                                                        tmp_path):
+    """--backbone's choices are the backbones that declare a reference_layout, a new one
+    included: the tool kept its own list, which a new layout had to be added to by hand."""
+    from fastmim.models.utils.reference import ReferenceLayout
+    from fastmim.registry import MODELS
+
+    class TinyReleased:
+        reference_layout = ReferenceLayout(
+            name='tiny', pretraining_marker='encoder.tiny.weight', encoder_prefix='encoder.',
+            finetuned_marker='tiny.weight', classifier_keys=('head.weight', ))
+
+    MODELS.register_module(module=TinyReleased)
+    try:
+        args = from_reference.parse_args(['in.pth', 'out.pth', '--backbone', 'tiny'])
+    finally:
+        MODELS.module_dict.pop('TinyReleased')
+    assert args.backbone == 'tiny'
+    for name in ('vit', 'swin', 'pvtv2', 'cmt'):
+        assert from_reference.parse_args(['in.pth', 'out.pth', '--backbone', name]).backbone \
+            == name
+
+
+def test_a_converted_classifier_is_evaluated_with_its_published_recipe(from_reference,
+                                                                       load_script):
+    """The hint names the fine-tuning config of the downstream benchmark's recipe table, the
+    one list of published recipes (the tool kept a copy of it)."""
+    downstream = load_script(ROOT / 'tools' / 'benchmarks' / 'downstream.py')
+    for backbone_type in ('VisionTransformer', 'SwinTransformer', 'PyramidVisionTransformerV2',
+                          'CMT'):
+        config = downstream.RECIPES[backbone_type]['finetune']
+        assert (ROOT / config).is_file()
+        assert from_reference.evaluation_hint(backbone_type, 'out.pth') == (
+            f'evaluate: tools/test.py {config} out.pth (for a backbone of that size)')
 
 
 def test_a_layout_without_a_listed_fine_tuning_config_converts_with_a_generic_hint(
         tmp_path, capsys, from_reference, monkeypatch):
-    """A layout missing from FINETUNE_CONFIGS was a KeyError after OUT had been written."""
-    monkeypatch.setattr(from_reference, 'FINETUNE_CONFIGS', {})
+    """A backbone without a published recipe was a KeyError after OUT had been written."""
+    monkeypatch.setattr(from_reference, 'RECIPES', {})
     _, state = release_pvtv2_b0()
     path = save_release_file(tmp_path / 'pvtv2_ft.pth', state)
     out = tmp_path / 'converted.pth'

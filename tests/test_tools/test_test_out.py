@@ -68,3 +68,24 @@ def test_out_in_a_folder_to_be_made_is_accepted(tmp_path):
     check_output_file(str(tmp_path / 'new' / 'metrics.json'), folders_made=True)
     with pytest.raises(FileNotFoundError, match='--out folder does not exist'):
         check_output_file(str(tmp_path / 'new' / 'metrics.json'))
+
+
+@pytest.mark.parametrize('named', ['LocalVisBackend', 'mmengine.LocalVisBackend', 'class'])
+def test_show_dir_points_the_configs_own_local_backend_at_the_folder(load_script, tmp_path,
+                                                                     named):
+    """--show-dir with a hook that draws through the visualizer (mmseg's): the config's local
+    backend, however it is named, draws into the folder. A backend typed
+    'mmengine.LocalVisBackend' (or the class) was not recognised, and a second one was added,
+    which drew every image twice."""
+    from mmengine.config import Config
+    from mmengine.hooks import Hook
+    from mmengine.visualization import LocalVisBackend, TensorboardVisBackend
+    kind = LocalVisBackend if named == 'class' else named
+    cfg = Config(dict(default_hooks=dict(visualization=dict(type=Hook)),
+                      visualizer=dict(type='Visualizer', vis_backends=[
+                          dict(type=kind), dict(type=TensorboardVisBackend)])))
+    load_script(TEST_TOOL).draw_predictions_into(cfg, str(tmp_path / 'drawn'), 'config.py')
+    backends = cfg.visualizer.vis_backends
+    assert [backend['type'] for backend in backends] == [kind, TensorboardVisBackend]
+    assert backends[0]['img_save_dir'] == str(tmp_path / 'drawn')
+    assert 'img_save_dir' not in backends[1]

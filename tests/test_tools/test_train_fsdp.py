@@ -463,6 +463,10 @@ def test_fsdp_setups_that_save_or_run_the_wrong_thing_are_refused(entries, fragm
     (dict(runner_type='FlexibleRunner',
           strategy=dict(type='FullShapeFSDPStrategy', state_dict_cfg='full')),
      'as the end of the epoch'),
+    # Named in its scope, the strategy was not recognised as FSDP and nothing was checked.
+    (dict(runner_type='mmengine.FlexibleRunner',
+          strategy=dict(type='fastmim.FullShapeFSDPStrategy', state_dict_cfg='full')),
+     'as the end of the epoch'),
 ])
 def test_mmengine_fsdp_without_the_switch_is_refused(entries, fragment):
     with pytest.raises(LaunchError, match=fragment):

@@ -388,9 +388,7 @@ def run_stage(stage, config, init_checkpoint, args, work_dir):
     metrics_file = osp.join(stage_dir, 'metrics.json')
     record_file = osp.join(stage_dir, STARTED_WITH)
     if not check_stage(stage, config, init_checkpoint, args, work_dir):
-        os.makedirs(stage_dir, exist_ok=True)
-        with open(record_file, 'w') as f:
-            json.dump(started_with(config, options), f, indent=2)
+        write_json(started_with(config, options), record_file)
 
     if osp.isfile(checkpoint) and osp.isfile(metrics_file):
         print(f'[downstream] {stage}: finished before ({checkpoint}, {metrics_file})', flush=True)
@@ -410,8 +408,12 @@ def run_stage(stage, config, init_checkpoint, args, work_dir):
                  ['--work-dir', osp.join(stage_dir, 'test'), '--out', metrics_file,
                   '--cfg-options', *options], f'{stage} testing')
 
-    with open(metrics_file) as f:
-        metrics = json.load(f)
+    try:
+        with open(metrics_file) as f:
+            metrics = json.load(f)
+    except ValueError as error:  # not tools/test.py's (atomic) writing: by hand, or older
+        raise LaunchError(f'{metrics_file} does not parse ({error}): remove it to test the '
+                          f'{stage} stage again') from None
     results = {}
     for name, key, factor in METRICS[stage]:
         if key not in metrics:
@@ -422,6 +424,18 @@ def run_stage(stage, config, init_checkpoint, args, work_dir):
         record = json.load(f)
     return dict(config=config, checkpoint=checkpoint, metrics=metrics,
                 started_with=record), results
+
+
+def write_text(text, path):
+    """Replace ``path`` atomically (a temporary file in its folder, made if missing, then
+    ``os.replace``): a run killed or failing while writing leaves the earlier file whole, never
+    a half one that the next run reads (``started_with.json``) or a user trusts (results)."""
+    from fastmim.engine.checkpoint import AtomicLocalBackend
+    AtomicLocalBackend().put_text(text, path)
+
+
+def write_json(obj, path):
+    write_text(json.dumps(obj, indent=2), path)
 
 
 def markdown_table(pretrain, backbone, results):
@@ -478,12 +492,10 @@ def main(argv):
         results.update(stage_results)
 
     table = markdown_table(args.checkpoint, backbone, results)
-    with open(osp.join(work_dir, 'results.md'), 'w') as f:
-        f.write(table)
-    with open(osp.join(work_dir, 'results.json'), 'w') as f:
-        json.dump(dict(pretrain_checkpoint=pretrain, backbone=backbone,
-                       results={name: results.get(name) for name, _ in COLUMNS},
-                       stages=stages), f, indent=2)
+    write_text(table, osp.join(work_dir, 'results.md'))
+    write_json(dict(pretrain_checkpoint=pretrain, backbone=backbone,
+                    results={name: results.get(name) for name, _ in COLUMNS},
+                    stages=stages), osp.join(work_dir, 'results.json'))
     print(f'\n{table}\n[downstream] {osp.join(work_dir, "results.md")}, results.json',
           flush=True)
     return results

@@ -35,20 +35,20 @@ from fastmim.engine.launch import (add_debug_arg, add_trust_checkpoint_arg, chec
                                    positive_int, refuse_overwriting_input)
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'benchmarks'))
 from out_name import check_out_name  # noqa: E402  (beside this file, shared by the converters)
-
-BACKBONES = ('vit', 'swin', 'pvtv2', 'cmt')
-# The fine-tuning config whose classifier a converted fine-tuned file of each backbone fits;
-# the tool names a generic one for a layout missing here.
-FINETUNE_CONFIGS = {'vit': 'vit_b_ft_100e.py', 'swin': 'swin_b_ft_100e.py',
-                    'pvtv2': 'pvtv2_b2_ft_100e.py', 'cmt': 'cmt_s_ft_100e.py'}
+# The published recipe of each backbone type: its fine-tuning config is the one whose classifier
+# a converted fine-tuned file fits (a generic hint for a backbone without one).
+from downstream import RECIPES  # noqa: E402
 
 
 def parse_args(argv):
+    from fastmim.models.utils.reference import reference_backbones
     parser = argparse.ArgumentParser(description='reference FastMIM checkpoint -> fastmim')
     parser.add_argument('checkpoint', help='a checkpoint of ggjy/FastMIM.pytorch')
     parser.add_argument('out', help='output fastmim checkpoint')
-    parser.add_argument('--backbone', required=True, choices=BACKBONES,
+    # Every backbone that declares how the release stores it (its reference_layout).
+    parser.add_argument('--backbone', required=True, choices=sorted(reference_backbones()),
                         help='the backbone the checkpoint holds (checked against its weights)')
     parser.add_argument('--img-size', type=positive_int, default=None,
                         help='pre-training input size, where the weights do not tell it '
@@ -93,7 +93,7 @@ def conversion_report(converted: dict, out: str) -> list:
     if 'num_classes' in geometry:
         report.append(f'an ImageClassifier with {geometry["num_classes"]} classes; renamed: ' +
                       ', '.join(f'{old} -> {new}' for old, new in origin['renamed'].items()))
-        report.append(evaluation_hint(origin['backbone'], geometry['backbone']['type'], out))
+        report.append(evaluation_hint(geometry['backbone']['type'], out))
     elif origin.get('fine_tuned'):
         report.append('the encoder of a fine-tuned classifier, for fine-tuning and downstream '
                       "configs (init_cfg=dict(type='FastMIMPretrained', checkpoint=OUT)); its "
@@ -103,15 +103,15 @@ def conversion_report(converted: dict, out: str) -> list:
     return report
 
 
-def evaluation_hint(layout: str, backbone_type: str, out: str) -> str:
-    """How to evaluate a converted classifier: with the fine-tuning config its classifier fits,
-    or, for a layout with none listed here, with one whose model is that classifier."""
-    config = FINETUNE_CONFIGS.get(layout)
+def evaluation_hint(backbone_type: str, out: str) -> str:
+    """How to evaluate a converted classifier: with the published fine-tuning config of its
+    backbone type (``RECIPES`` of tools/benchmarks/downstream.py), or, for a type without
+    one, with a config whose model is that classifier."""
+    config = RECIPES.get(backbone_type, {}).get('finetune')
     if config is None:
         return (f'evaluate: tools/test.py CONFIG {out}, CONFIG a fine-tuning config '
                 f'(configs/finetune/) of a {backbone_type} ImageClassifier of that size')
-    return (f'evaluate: tools/test.py configs/finetune/{config} {out} (for a backbone of that '
-            'size)')
+    return f'evaluate: tools/test.py {config} {out} (for a backbone of that size)'
 
 
 if __name__ == '__main__':

@@ -18,7 +18,6 @@ checkpoint's weights load (``FastMIMPretrained`` / ``init_cfg``, ``load_from``,
 """
 import argparse
 import hashlib
-import io
 import os
 import os.path as osp
 import re
@@ -89,18 +88,6 @@ def published(checkpoint, path):
     return dict(state_dict=checkpoint['state_dict'], meta=kept_meta), left_out
 
 
-def serialized(checkpoint):
-    """The bytes ``save_checkpoint_file`` writes for ``checkpoint`` (plain types, loadable
-    weights-only): the file's name holds their hash, so they are hashed before writing."""
-    import torch
-
-    from fastmim.engine.checkpoint import to_plain
-
-    buffer = io.BytesIO()
-    torch.save(to_plain(checkpoint), buffer)
-    return buffer.getvalue()
-
-
 def hashed_name(out, digest):
     """``name.pth`` -> ``name-<first 8 hex digits of digest>.pth``."""
     return f'{out[:-len(".pth")]}-{digest[:HASH_LENGTH]}.pth'
@@ -132,14 +119,14 @@ def main(argv):
     from mmengine.runner.checkpoint import _load_checkpoint
 
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
-    from fastmim.engine.checkpoint import format_size, trust_checkpoint
+    from fastmim.engine.checkpoint import checkpoint_bytes, format_size, trust_checkpoint
 
     check_output_file(args.out, 'OUT', folders_made=True)
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)
     checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')
     result, left_out = published(checkpoint, args.checkpoint)
-    data = serialized(result)
+    data = checkpoint_bytes(result)  # the file's name holds their hash: hashed before writing
     digest = hashlib.sha256(data).hexdigest()
     final = hashed_name(args.out, digest)
     if should_write(final, digest, args.checkpoint, args.overwrite):

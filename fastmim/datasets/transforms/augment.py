@@ -11,6 +11,7 @@ from PIL import Image, ImageOps
 from timm.data.auto_augment import rand_augment_transform
 
 from fastmim.constants import IMAGENET_MEAN
+from fastmim.checks import check_positive_int
 from fastmim.registry import TRANSFORMS
 
 from .processing import PIL_INTERPOLATIONS
@@ -127,9 +128,7 @@ class ResizeShorterCenterCrop(BaseTransform):
 
     def __init__(self, crop_size: int = 224, crop_pct: float = 0.875,
                  interpolation: str = 'bicubic'):
-        if not isinstance(crop_size, int) or crop_size < 1:
-            raise ValueError(f'ResizeShorterCenterCrop: crop_size must be a positive int, '
-                             f'got {crop_size!r}')
+        check_positive_int('ResizeShorterCenterCrop', 'crop_size', crop_size)
         if not 0 < crop_pct <= 1:
             raise ValueError(f'ResizeShorterCenterCrop: crop_pct must be in (0, 1], '
                              f'got {crop_pct!r}')

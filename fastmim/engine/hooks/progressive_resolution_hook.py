@@ -27,6 +27,7 @@ from mmengine.runner import EpochBasedTrainLoop
 from fastmim.engine.accumulation import (start_accumulation_windows,
                                         warn_if_resumed_inside_a_window)
 from fastmim.engine.runner_model import bare_model
+from fastmim.checks import check_positive_int
 from fastmim.registry import HOOKS, type_name
 
 STAGE_KEYS = ('epoch', 'input_size', 'batch_size', 'accumulative_counts')
@@ -46,19 +47,13 @@ class Stage(NamedTuple):
         return self.batch_size * self.accumulative_counts
 
 
-def _positive_int(value, name: str, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f'{where}: {name} must be a positive int, got {value!r}')
-    return value
-
-
 def _input_size(value, where: str):
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
             raise ValueError(f'{where}: input_size must be an int or a (height, width) pair, '
                              f'got {value!r}')
-        return tuple(_positive_int(v, 'input_size', where) for v in value)
-    return _positive_int(value, 'input_size', where)
+        return tuple(check_positive_int(where, 'input_size', v) for v in value)
+    return check_positive_int(where, 'input_size', value)
 
 
 def warn_unused_stages(cfg, path, cfg_options=None) -> None:
@@ -114,9 +109,9 @@ def parse_stages(stages: Sequence[dict]) -> List[Stage]:
             raise ValueError(f'{where}: epoch must be an int >= 0, got {epoch!r}')
         parsed.append(
             Stage(epoch, _input_size(stage['input_size'], where),
-                  _positive_int(stage['batch_size'], 'batch_size', where),
-                  _positive_int(stage.get('accumulative_counts', 1), 'accumulative_counts',
-                                where)))
+                  check_positive_int(where, 'batch_size', stage['batch_size']),
+                  check_positive_int(where, 'accumulative_counts',
+                                     stage.get('accumulative_counts', 1))))
 
     if parsed[0].epoch != 0:
         raise ValueError(f'ProgressiveResolutionHook stages[0] must start at epoch 0, got '

@@ -9,6 +9,7 @@ from mmengine.runner import IterBasedTrainLoop
 from PIL import Image
 
 from fastmim.engine.runner_model import bare_model, whole_parameters
+from fastmim.checks import check_positive_int
 from fastmim.registry import HOOKS
 from fastmim.visualization import draw_reconstructions
 
@@ -43,12 +44,8 @@ class ReconstructionVisualizationHook(Hook):
     priority = 'LOW'
 
     def __init__(self, interval=10, num_images=4, out_dir='vis', seed=0, cell_px=16):
-        for name, value in (('interval', interval), ('num_images', num_images)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f'ReconstructionVisualizationHook {name} must be a positive '
-                                 f'int, got {value!r}')
-        self.interval = interval
-        self.num_images = num_images
+        self.interval = check_positive_int(type(self).__name__, 'interval', interval)
+        self.num_images = check_positive_int(type(self).__name__, 'num_images', num_images)
         self.out_dir = out_dir
         self.seed = seed
         self.cell_px = cell_px

@@ -12,7 +12,7 @@ from mmengine.optim import AmpOptimWrapper, OptimWrapper, OptimWrapperDict
 from mmengine.runner.amp import autocast
 from torch.distributed.tensor import DTensor
 
-from fastmim.registry import OPTIM_WRAPPERS
+from fastmim.registry import OPTIM_WRAPPERS, type_name
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -288,7 +288,7 @@ def mixed_precision_of(wrapper_type) -> Optional[str]:
     if isinstance(wrapper_type, str):
         # fastmim's or mmengine's (mmdet and mmseg add none), read from the registries' tables:
         # Registry.get logs, and logging makes a logger where there is none yet.
-        name = wrapper_type.rsplit('.', 1)[-1]
+        name = type_name(wrapper_type)
         wrapper_class = (OPTIM_WRAPPERS.module_dict.get(name)
                          or OPTIM_WRAPPERS.parent.module_dict.get(name))
     if not isinstance(wrapper_class, type):

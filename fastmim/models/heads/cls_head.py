@@ -21,6 +21,7 @@ from mmengine.model import BaseModule
 from torch import nn
 from torch.nn.init import trunc_normal_
 
+from fastmim.checks import check_positive_int
 from fastmim.registry import MODELS
 
 PRE_NORMS = (None, 'ln', 'bn')
@@ -50,10 +51,7 @@ class ClsHead(BaseModule):
 
     def __init__(self, num_classes: int, loss: dict, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f'{type(self).__name__}: num_classes must be a positive int, '
-                             f'got {num_classes!r}')
-        self.num_classes = num_classes
+        self.num_classes = check_positive_int(type(self).__name__, 'num_classes', num_classes)
         self.criterion = MODELS.build(loss)
 
     def loss(self, features: torch.Tensor, targets: torch.Tensor) -> dict:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastmim.checks import check_positive_int
 from fastmim.registry import MODELS
 from ._cells import cell_grid
 
@@ -58,11 +59,8 @@ class HOGGenerator(nn.Module):
 
     def __init__(self, nbins=9, cell_size=8, normalize=True):
         super().__init__()
-        for name, value in (('nbins', nbins), ('cell_size', cell_size)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f'HOGGenerator {name} must be a positive int, got {value!r}')
-        self.nbins = nbins
-        self.cell_size = cell_size
+        self.nbins = check_positive_int('HOGGenerator', 'nbins', nbins)
+        self.cell_size = check_positive_int('HOGGenerator', 'cell_size', cell_size)
         self.normalize = normalize
         self.channels = 3 * nbins
 

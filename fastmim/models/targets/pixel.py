@@ -2,6 +2,7 @@
 import torch
 from torch import nn
 
+from fastmim.checks import check_positive_int
 from fastmim.registry import MODELS
 from ._cells import cell_grid
 
@@ -28,9 +29,7 @@ class PixelTarget(nn.Module):
 
     def __init__(self, patch_size=16, norm_pix=True):
         super().__init__()
-        if not isinstance(patch_size, int) or patch_size < 1:
-            raise ValueError(f'PixelTarget patch_size must be a positive int, got {patch_size!r}')
-        self.cell_size = patch_size
+        self.cell_size = check_positive_int('PixelTarget', 'patch_size', patch_size)
         self.norm_pix = norm_pix
         self.channels = 3 * patch_size ** 2
 

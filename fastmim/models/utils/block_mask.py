@@ -8,6 +8,8 @@ import math
 
 import torch
 
+from fastmim.checks import check_positive_int
+
 
 class BlockMaskGenerator:
     """Draws, per sample, exactly ``int(N * (1 - mask_ratio))`` visible blocks out of ``N``,
@@ -28,10 +30,8 @@ class BlockMaskGenerator:
     def __init__(self, mask_ratio=0.75, block_size=32):
         if not 0 <= mask_ratio < 1:
             raise ValueError(f'mask_ratio must be in [0, 1), got {mask_ratio}')
-        if not isinstance(block_size, int) or block_size <= 0:
-            raise ValueError(f'block_size must be a positive int, got {block_size!r}')
         self.mask_ratio = mask_ratio
-        self.block_size = block_size
+        self.block_size = check_positive_int('BlockMaskGenerator', 'block_size', block_size)
 
     def grid_size(self, height, width):
         """Number of blocks along (height, width). The blocks must tile the input, and a ratio
@@ -78,6 +78,5 @@ def expand_block_mask(mask, factor):
     """
     if mask.dim() != 3:
         raise ValueError(f'expected a (B, h, w) mask, got shape {tuple(mask.shape)}')
-    if not isinstance(factor, int) or factor <= 0:
-        raise ValueError(f'factor must be a positive int, got {factor!r}')
+    check_positive_int('expand_block_mask', 'factor', factor)
     return mask.repeat_interleave(factor, dim=1).repeat_interleave(factor, dim=2)

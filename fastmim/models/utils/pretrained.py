@@ -9,8 +9,8 @@ grid or a window. :func:`load_pretrained` loads
   (written by ``CheckpointMetaHook`` from ``FastMIM.geometry()``) says which grid and windows the
   tensors were built for;
 - timm-format state dicts (a plain name -> tensor mapping: ``tools/convert/to_timm.py`` output,
-  timm classifier weights), the original Swin and PVTv2 layouts included (converted by timm's own
-  ``checkpoint_filter_fn``);
+  timm classifier weights), the original Swin and PVTv2 layouts included (renamed by the
+  backbone: Swin by its own rules, PVTv2 by timm's ``checkpoint_filter_fn``);
 - reference-release checkpoints (ggjy/FastMIM.pytorch, MAE-style ``{'model': state_dict}``:
   pre-training files and the ImageNet fine-tuned classifiers that are its downstream inits),
   converted by :func:`~fastmim.models.utils.reference.convert_reference_checkpoint`;
@@ -42,9 +42,11 @@ from fastmim.models.backbones.base import BackboneContract
 from fastmim.registry import MODELS, WEIGHT_INITIALIZERS
 
 from .load_problems import LoadProblems, listing, top_level_names
-from .reference import (TIMM_CLASSIFIER_PREFIXES, convert_reference_checkpoint,
-                        is_reference_checkpoint)
+from .reference import convert_reference_checkpoint, is_reference_checkpoint
 
+# Where a timm state dict of the ViT family keeps its classifier: the guess for a file read
+# without a target model, whose backbones would say (``timm_classifier_prefixes``).
+TIMM_CLASSIFIER_PREFIXES = ('head.', 'fc_norm.')
 # Parts of a pre-training checkpoint that no downstream model has.
 PRETRAINING_ONLY = ('neck.*', 'target_generator.*', 'mask_token')
 

@@ -28,10 +28,6 @@ from .checkpoint_meta import recorded_input_size
 from .load_problems import listing, top_level_names
 from .shape_reading import build_on_meta, check_state_matches, tensor_at
 
-# Classifier parts of a timm-format state dict of the ViT family, which the reference
-# release's classifiers share. (Here, not in .pretrained, because telling a reference file from
-# a classifier needs it; the loader asks the target backbone where its classifier lies.)
-TIMM_CLASSIFIER_PREFIXES = ('head.', 'fc_norm.')
 REFERENCE_RELEASE = 'ggjy/FastMIM.pytorch'
 _CONVERTED = 'converted from the reference layout'
 
@@ -113,9 +109,14 @@ def _layouts() -> List[ReferenceLayout]:
 
 def is_reference_pretraining(state: Dict[str, torch.Tensor]) -> bool:
     """Whether a ``model`` state dict is a pre-training checkpoint of the reference release
-    (an encoder of its layout and no classifier), rather than another release's classifier."""
+    (an encoder of its layout and no classifier), rather than another release's classifier
+    (MAE's ViT layout keeps the encoder at the top level, as DeiT's classifiers do). A
+    classifier is any part that a layout names as its classifier's (ViT's and Swin's
+    ``head`` and ``fc_norm``, CMT's ``_fc``, ``_bn`` and ``head``), asked of the layouts."""
+    classifiers = tuple({prefix for layout in _layouts()
+                         for prefix in layout.classifier_prefixes})
     return any(layout.pretraining_marker in state for layout in _layouts()) and \
-        not any(key.startswith(TIMM_CLASSIFIER_PREFIXES) for key in state)
+        not any(key.startswith(classifiers) for key in state)
 
 
 def is_reference_finetuned(state: Dict[str, torch.Tensor]) -> bool:

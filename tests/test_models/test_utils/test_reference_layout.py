@@ -154,3 +154,31 @@ def test_contradicting_heads_name_the_layouts_that_take_num_heads(tiny_net_regis
         assert 'tiny_heads' not in str(error.value).split('fix the heads:')[1]
     finally:
         MODELS.module_dict.pop('TinyHeadsNet')
+
+
+class TopLevelNet(TinyNet):
+    """Released as MAE releases ViT: the encoder at the top level in both files, so only the
+    classifier (``logits``, which is not ViT's ``head``) tells a classifier from a
+    pre-training file."""
+
+    reference_layout = ReferenceLayout(
+        name='top', pretraining_marker='tiny_proj.weight', encoder_prefix='',
+        finetuned_marker='tiny_proj.weight', classifier_keys=('logits.weight', ))
+
+
+def test_a_classifier_is_told_by_the_parts_its_layout_names(tiny_net_registered):
+    """A file with an encoder of the top-level layout and that layout's classifier parts is no
+    pre-training file, whatever the classifier is called: the check knew only ViT's names
+    (``head``, ``fc_norm``), so another release's classifier ending in ``norm`` was taken for
+    a reference pre-training file and converted without its classifier."""
+    from fastmim.models.utils.reference import is_reference_pretraining
+    MODELS.register_module(module=TopLevelNet)
+    try:
+        encoder = {'tiny_proj.weight': torch.zeros(3, 3), 'tiny_proj.bias': torch.zeros(3)}
+        assert is_reference_pretraining(encoder)
+        classifier = {**encoder, 'norm.weight': torch.ones(3), 'logits.weight': torch.zeros(5, 3)}
+        assert not is_reference_pretraining(classifier)
+        # TinyNet's classifier parts (fc, head) count too, on any layout's encoder.
+        assert not is_reference_pretraining({**encoder, 'fc.weight': torch.zeros(3, 3)})
+    finally:
+        MODELS.module_dict.pop('TopLevelNet')
