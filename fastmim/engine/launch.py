@@ -191,11 +191,31 @@ def replace_sync_bn(cfg_node):
     return replaced
 
 
+def unpin_dataloaders(cfg):
+    """Set ``pin_memory=False`` in every dataloader of ``cfg`` (``train_dataloader``,
+    ``val_dataloader``, ``test_dataloader``, and those a loop config holds, such as the kNN
+    loop's ``bank_dataloader``).
+
+    Page-locked memory only speeds a copy to an accelerator: without one, torch warns
+    "'pin_memory' argument is set as true but no accelerator is found" for every dataloader
+    the published recipes (which pin, for the GPU) build."""
+    loops = [cfg.get(loop) for loop in ('train_cfg', 'val_cfg', 'test_cfg')]
+    for holder in [cfg._cfg_dict] + loops:
+        if not isinstance(holder, dict):
+            continue
+        for key, loader in holder.items():
+            if key.endswith('_dataloader') and isinstance(loader, dict) \
+                    and loader.get('pin_memory'):
+                loader['pin_memory'] = False
+
+
 def adapt_to_device(cfg):
     """Adapt a config in place to a machine without CUDA: gloo, no DDP device ids, no SyncBN,
-    bf16 autocast instead of fp16 AMP (fp32 for mmdet, whose CPU ops take fp32 only)."""
+    bf16 autocast instead of fp16 AMP (fp32 for mmdet, whose CPU ops take fp32 only), no
+    pinned memory in the dataloaders."""
     if torch.cuda.is_available():
         return
+    unpin_dataloaders(cfg)
     from fastmim.engine.fsdp import is_fsdp_strategy
     from fastmim.engine.optim_wrappers import mixed_precision_of
     env_cfg = cfg.setdefault('env_cfg', {})
