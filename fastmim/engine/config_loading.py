@@ -62,10 +62,9 @@ def load_config(path, cfg_options=None):
     from fastmim.engine.pipeline_variables import warn_unused_pipelines
     from fastmim.engine.schedule_length import warn_schedule_length
     try:
-        check_config_file(packaged_config_file(path))
+        check_config_file(packaged_config_file(path), given=path)
     except (OSError, ValueError) as error:
-        message = str(error)  # the packaged file's path, named with the path given
-        raise LaunchError(message if str(path) in message else f'{path}: {message}') from None
+        raise LaunchError(str(error)) from None
     path = packaged_config_file(path)
     try:
         cfg = Config.fromfile(path)
