@@ -4,7 +4,7 @@ a key the config lacks, a word or a list given for a number, a dict on the comma
 training length or seed no run can use).
 
 Every tool that starts a Runner loads its config here (:func:`load_config`); the command line
-itself is parsed in :mod:`fastmim.engine.launch`.
+itself is parsed in :mod:`fastmim.cli`.
 """
 import ast
 import difflib
