@@ -5,19 +5,41 @@ config with 'Only py/yml/yaml/json type are supported now!', naming no file. The
 Python API and the analysis scripts all check here, so the same mistake reads the same
 everywhere.
 """
+import difflib
+import os
 import os.path as osp
 
 from fastmim.constants import CONFIG_SUFFIXES
 
 
-def check_config_file(path) -> None:
+def check_config_file(path, given=None) -> None:
     """Raise ``IsADirectoryError``, ``FileNotFoundError`` or ``ValueError`` naming ``path``
-    unless it is a file mmengine's ``Config.fromfile`` reads."""
+    unless it is a file mmengine's ``Config.fromfile`` reads.
+
+    ``given`` is how the user named ``path`` when it differs (``'fastmim::fastmim/x.py'``, the
+    packaged config ``path`` is the file of): the message starts with it, and names the close
+    config files as the user would."""
     path = str(path)
+    given = path if given is None else str(given)
+    named = '' if given == path else f'{given}: '
     if osp.isdir(path):
-        raise IsADirectoryError(f'config {path} is a folder; expected a config file')
+        raise IsADirectoryError(f'{named}config {path} is a folder; expected a config file')
     if not osp.isfile(path):
-        raise FileNotFoundError(f'config file not found: {path}')
+        raise FileNotFoundError(f'{named}config file not found: {path}'
+                                f'{_did_you_mean(path, given)}')
     if osp.splitext(path)[1] not in CONFIG_SUFFIXES:
-        raise ValueError(f'config file {path} is not a {"/".join(CONFIG_SUFFIXES)} file (a '
-                         'checkpoint given as the config? The config comes first)')
+        raise ValueError(f'{named}config file {path} is not a {"/".join(CONFIG_SUFFIXES)} file '
+                         '(a checkpoint given as the config? The config comes first)')
+
+def _did_you_mean(path, given) -> str:
+    """The config files of ``path``'s folder whose names are close to its own, named as the
+    user named the config (``given``): a mistyped recipe (``vit_b_hog_80e.py``) was only 'not
+    found', while a misspelt ``--cfg-options`` key gets its close names."""
+    folder, name = osp.split(path)
+    if not osp.isdir(folder or '.'):
+        return ''
+    configs = [entry for entry in os.listdir(folder or '.')
+               if osp.splitext(entry)[1] in CONFIG_SUFFIXES]
+    close = difflib.get_close_matches(name, configs, n=2)
+    prefix = given[:len(given) - len(name)] if given.endswith(name) else ''
+    return f' (did you mean {" or ".join(prefix + entry for entry in close)}?)' if close else ''

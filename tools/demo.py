@@ -53,7 +53,7 @@ def parse_args(argv):
     config only."""
     sys.path.insert(0, osp.join(ROOT, 'tools'))
     import train
-    from fastmim.engine.launch import CfgOptionsAction, add_debug_arg
+    from fastmim.cli import CfgOptionsAction, add_debug_arg
 
     parser = argparse.ArgumentParser(
         prog='demo.py', allow_abbrev=False,
@@ -100,5 +100,5 @@ def main(argv):
 
 if __name__ == '__main__':
     sys.path.insert(0, ROOT)
-    from fastmim.engine.launch import RESUME_HINT, run_cli
+    from fastmim.cli import RESUME_HINT, run_cli
     run_cli(main, interrupted_hint=RESUME_HINT)

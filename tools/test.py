@@ -10,8 +10,8 @@ import inspect
 import json
 import os.path as osp
 
-from fastmim.engine.launch import (add_launch_args, add_trust_checkpoint_arg, apply_launch_args,
-                                   parse_launch_args)
+from fastmim.cli import (add_launch_args, add_trust_checkpoint_arg, apply_launch_args,
+                         parse_launch_args)
 
 # Added to every config this tool runs (see main).
 TEST_HOOK = 'fastmim.CheckpointFitsModelHook'
@@ -132,10 +132,11 @@ def main(argv):
     from fastmim.engine.checkpoint import check_checkpoint_file, file_in_the_way
     from fastmim.engine.config_keys import refused_keys_located
     from fastmim.engine.config_loading import load_config
-    from fastmim.engine.launch import (build_runner, check_launcher_env, check_output_file,
-                                       checkpoint_named_by,
-                                       console_errors_only_beyond_rank_zero,
-                                       refuse_overwriting_input, stop_with_the_launcher)
+    from fastmim.cli import check_output_file, refuse_overwriting_input
+    from fastmim.engine.last_checkpoint import checkpoint_named_by
+    from fastmim.engine.launch import build_runner
+    from fastmim.engine.launcher_env import check_launcher_env, console_errors_only_beyond_rank_zero
+    from fastmim.engine.launcher_lifecycle import stop_with_the_launcher
     from fastmim.errors import LaunchError
 
     check_launcher_env(args.launcher)
@@ -179,5 +180,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    from fastmim.engine.launch import run_cli
+    from fastmim.cli import run_cli
     run_cli(main)

@@ -24,9 +24,10 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 # PreemptionHook's status (fastmim.engine.hooks.PREEMPTED_EXIT_STATUS; not imported: this
 # launcher loads no fastmim module).
 PREEMPTED_EXIT_STATUS = 75
-# How this launcher names itself to its processes (fastmim.engine.launch.LAUNCHER_PID_ENV):
-# each asks the kernel for SIGTERM when torchrun dies, and one started after it died (torchrun
-# killed while the process started) is told by its parent no longer being this process.
+# How this launcher names itself to its processes
+# (fastmim.engine.launcher_lifecycle.LAUNCHER_PID_ENV): each asks the kernel for SIGTERM when
+# torchrun dies, and one started after it died (torchrun killed while the process started) is
+# told by its parent no longer being this process.
 LAUNCHER_PID_ENV = 'FASTMIM_LAUNCHER_PID'
 
 

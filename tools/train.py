@@ -47,7 +47,7 @@ def record_signals_while_importing():
 
 
 def parse_args(argv):
-    from fastmim.engine.launch import add_launch_args, parse_launch_args
+    from fastmim.cli import add_launch_args, parse_launch_args
     parser = argparse.ArgumentParser(description='Train a model from a config')
     add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64')
     add_train_args(parser)
@@ -128,7 +128,8 @@ def apply_args(cfg, args):
     """Fold the command-line flags into the config, as mmpretrain's train.py does. A config
     that sets ``resume = True`` itself (no checkpoint named) resumes from the work dir's latest
     checkpoint as ``--resume`` finds it, moved work dirs included."""
-    from fastmim.engine.launch import apply_launch_args, latest_checkpoint
+    from fastmim.cli import apply_launch_args
+    from fastmim.engine.last_checkpoint import latest_checkpoint
     apply_launch_args(cfg, args)
     apply_config_flags(cfg, args)
     if args.resume is not None:
@@ -239,7 +240,7 @@ def apply_resume(cfg, resume):
     weights without a word. A ``load_from`` that the resumed checkpoint replaces is named."""
     from mmengine.logging import print_log
 
-    from fastmim.engine.launch import checkpoint_named_by, latest_checkpoint
+    from fastmim.engine.last_checkpoint import checkpoint_named_by, latest_checkpoint
     load_from = cfg.get('load_from')
     resume_from = (latest_checkpoint(cfg.work_dir) if resume == 'auto' else
                    checkpoint_named_by(resume, 'resuming from'))
@@ -266,7 +267,7 @@ def skip_pretrained_init_when_resuming(cfg):
     from mmengine.logging import print_log
 
     from fastmim.engine.checkpoint import pretrained_inits
-    from fastmim.engine.launch import latest_checkpoint
+    from fastmim.engine.last_checkpoint import latest_checkpoint
 
     if not cfg.get('resume'):
         return
@@ -290,8 +291,8 @@ def load_run(argv):
         import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
         from fastmim.engine.config_loading import load_config
         from fastmim.engine.hooks.preemption_hook import record_signals_before_training
-        from fastmim.engine.launch import (check_launcher_env,
-                                           console_errors_only_beyond_rank_zero)
+        from fastmim.engine.launcher_env import (check_launcher_env,
+                                                 console_errors_only_beyond_rank_zero)
 
         check_launcher_env(args.launcher)
         console_errors_only_beyond_rank_zero(args.launcher)
@@ -311,7 +312,8 @@ def main(argv):
     args, cfg = load_run(argv)
     from fastmim.engine import early_signals
     from fastmim.engine.config_keys import refused_keys_located
-    from fastmim.engine.launch import build_runner, stop_with_the_launcher
+    from fastmim.engine.launch import build_runner
+    from fastmim.engine.launcher_lifecycle import stop_with_the_launcher
     from fastmim.models.jpeg_decoding import check_device_decoding
 
     try:
@@ -330,5 +332,5 @@ def main(argv):
 
 if __name__ == '__main__':
     record_signals_while_importing()
-    from fastmim.engine.launch import RESUME_HINT, run_cli
+    from fastmim.cli import RESUME_HINT, run_cli
     run_cli(main, interrupted_hint=RESUME_HINT)

@@ -4,7 +4,7 @@ a key the config lacks, a word or a list given for a number, a dict on the comma
 training length or seed no run can use).
 
 Every tool that starts a Runner loads its config here (:func:`load_config`); the command line
-itself is parsed in :mod:`fastmim.engine.launch`.
+itself is parsed in :mod:`fastmim.cli`.
 """
 import ast
 import difflib
@@ -62,10 +62,9 @@ def load_config(path, cfg_options=None):
     from fastmim.engine.pipeline_variables import warn_unused_pipelines
     from fastmim.engine.schedule_length import warn_schedule_length
     try:
-        check_config_file(packaged_config_file(path))
+        check_config_file(packaged_config_file(path), given=path)
     except (OSError, ValueError) as error:
-        message = str(error)  # the packaged file's path, named with the path given
-        raise LaunchError(message if str(path) in message else f'{path}: {message}') from None
+        raise LaunchError(str(error)) from None
     path = packaged_config_file(path)
     try:
         cfg = Config.fromfile(path)

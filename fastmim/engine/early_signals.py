@@ -13,7 +13,7 @@ When the run ends, on every path, the process's handlers are again those from be
 trains twice, or trains and goes on, was left with the signals ignored after a preemption, or
 with the hook's handler, which only records, after a crash, so that a later SIGTERM did
 nothing. Only a process that exits when the run ends (a tool run by
-``fastmim.engine.launch.run_cli``, :func:`exit_follows_the_run`) keeps them to its exit:
+``fastmim.cli.run_cli``, :func:`exit_follows_the_run`) keeps them to its exit:
 ignored once the hook stopped the run, so that a late signal does not turn its status into
 death by the signal.
 

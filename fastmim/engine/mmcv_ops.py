@@ -12,7 +12,7 @@ import torch
 
 from fastmim.errors import LaunchError
 
-from .launch import launched_local_rank
+from fastmim.engine.launcher_env import launched_local_rank
 
 # Scopes whose models run mmcv's compiled ops (RoIAlign, NMS, deformable convolutions, ...).
 OPS_SCOPES = ('mmdet', 'mmseg')

@@ -1,4 +1,6 @@
 """adapt_to_device on a machine without CUDA: which mixed precision each kind of config gets."""
+import functools
+
 import pytest
 import torch
 from mmengine.config import Config
@@ -55,3 +57,20 @@ def test_fp32_wrappers_stay():
     assert adapted_wrapper('mmdet', type='OptimWrapper') == dict(type='OptimWrapper')
     assert adapted_wrapper('fastmim', type='GuardedOptimWrapper') == dict(
         type='GuardedOptimWrapper')
+
+
+
+@pytest.mark.parametrize('recipe, loaders', [
+    ('configs/finetune/vit_b_ft_100e.py', ('train_dataloader', 'val_dataloader', 'test_dataloader')),
+    ('configs/knn/vit_b_knn.py', ('test_dataloader', 'test_cfg.bank_dataloader')),
+])
+def test_dataloaders_stop_pinning_memory(recipe, loaders):
+    """The published recipes pin memory for the GPU: without an accelerator torch warned
+    "'pin_memory' argument is set as true but no accelerator is found" for each dataloader."""
+    cfg = Config.fromfile(recipe)
+
+    def pinned():
+        return [functools.reduce(getattr, loader.split('.'), cfg).pin_memory for loader in loaders]
+    assert pinned() == [True] * len(loaders)
+    adapt_to_device(cfg)
+    assert pinned() == [False] * len(loaders)

@@ -198,6 +198,9 @@ def test_a_packaged_config_is_the_file_under_configs():
 @pytest.mark.parametrize('config, message', [
     ('fastmim::fastmim/typo.py', r'^fastmim::fastmim/typo\.py: config file not found: .*'
      r'configs/fastmim/typo\.py$'),
+    ('fastmim::fastmim/vit_b_hog_80e.py', r'^fastmim::fastmim/vit_b_hog_80e\.py: config file not '
+     r'found: .*configs/fastmim/vit_b_hog_80e\.py \(did you mean '
+     r'fastmim::fastmim/vit_b_hog_800e\.py or fastmim::fastmim/pvtv2_b2_hog_800e\.py\?\)$'),
     ('fastmin::fastmim/typo.py', r"^config 'fastmin::fastmim/typo\.py': 'fastmin' is not a "
      r'package whose configs mmengine reads'),
 ])

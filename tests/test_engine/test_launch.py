@@ -1,4 +1,5 @@
-"""The command-line arguments tools/train.py and tools/test.py share (fastmim.engine.launch)."""
+"""The command-line arguments tools/train.py and tools/test.py share and run_cli (fastmim.cli),
+the launcher's environment, the CPU process group and the tie to torchrun."""
 import argparse
 import os
 import signal
@@ -10,8 +11,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from fastmim.engine import launch
-from fastmim.engine.launch import add_launch_args, apply_launch_args, parse_launch_args
+from fastmim import cli
+from fastmim.cli import add_launch_args, apply_launch_args, parse_launch_args
+from fastmim.engine import launcher_env, process_group
 from fastmim.errors import LaunchError
 
 
@@ -88,27 +90,27 @@ def _first_batch(fail):
     (_unlabelled, "error: KeyError: 'sample 0: no label'\n")])
 def test_an_error_in_a_dataloader_worker_ends_in_its_own_one_line(capsys, fail, line):
     with pytest.raises(SystemExit):
-        launch.run_cli(_first_batch(fail), [])
+        cli.run_cli(_first_batch(fail), [])
     assert capsys.readouterr().err == line
 
 
 def _run_failing(main, capsys, **kwargs):
     """run_cli's exit and what it printed; a bug propagates instead of exiting."""
     with pytest.raises(SystemExit) as stop:
-        launch.run_cli(main, [], **kwargs)
+        cli.run_cli(main, [], **kwargs)
     return stop.value.code, capsys.readouterr().err
 
 
 def test_a_bug_in_a_dataloader_worker_keeps_its_traceback():
     with pytest.raises(TypeError, match='in DataLoader worker process 0'):
-        launch.run_cli(_first_batch(lambda index: None + index), [])
+        cli.run_cli(_first_batch(lambda index: None + index), [])
 
 
 @pytest.mark.parametrize('bug', [lambda: None + 1, lambda: {}['depths'], lambda: int('two')],
                          ids=['None + 1', 'a missing dict key', "int('two')"])
 def test_an_error_the_interpreter_raises_is_a_bug_and_keeps_its_traceback(bug):
     with pytest.raises((TypeError, KeyError, ValueError)):
-        launch.run_cli(lambda argv: bug(), [])
+        cli.run_cli(lambda argv: bug(), [])
 
 
 def test_a_checked_error_and_a_call_with_a_key_the_module_lacks_are_one_line(capsys):
@@ -182,10 +184,10 @@ def test_a_user_error_before_the_processes_meet_waits_for_the_nodes_first_proces
         raise LaunchError('train_dataloader.dataset.data_root: folder data/x not found')
 
     waits = []
-    monkeypatch.setattr(launch.time, 'sleep', waits.append)
+    monkeypatch.setattr(cli.time, 'sleep', waits.append)
     monkeypatch.delenv('LOCAL_RANK', raising=False)
     line = 'error: LaunchError: train_dataloader.dataset.data_root: folder data/x not found\n'
-    for rank, waited in (('3', [launch.FIRST_PROCESS_GRACE_S]), ('0', [])):
+    for rank, waited in (('3', [cli.FIRST_PROCESS_GRACE_S]), ('0', [])):
         monkeypatch.setenv(local_rank, rank)
         assert _run_failing(checked, capsys) == (1, line)  # reported when still running
         assert waits == waited
@@ -195,7 +197,7 @@ def test_a_user_error_before_the_processes_meet_waits_for_the_nodes_first_proces
 def test_torchrun_shows_an_error_every_process_hits_once(tmp_path):
     """The real launch: torchrun stops the waiting processes when the first one exits."""
     script = tmp_path / 'fails.py'
-    script.write_text('from fastmim.engine.launch import run_cli\n'
+    script.write_text('from fastmim.cli import run_cli\n'
                       'from fastmim.errors import LaunchError\n\n\n'
                       'def main(argv):\n'
                       "    raise LaunchError('folder data/x not found')\n\n\n"
@@ -213,15 +215,15 @@ def test_ctrl_c_is_one_line_and_the_sigint_status(capsys):
     def main(argv):
         raise KeyboardInterrupt
 
-    assert _run_failing(main, capsys, interrupted_hint=launch.RESUME_HINT) == (
-        launch.INTERRUPTED_EXIT_STATUS,
+    assert _run_failing(main, capsys, interrupted_hint=cli.RESUME_HINT) == (
+        cli.INTERRUPTED_EXIT_STATUS,
         'interrupted (Ctrl-C); --resume continues from the last checkpoint it saved (from the '
         'start when it saved none yet)\n')
     # Other tools (tools/test.py, the converters) do not speak of training.
-    assert _run_failing(main, capsys) == (launch.INTERRUPTED_EXIT_STATUS,
+    assert _run_failing(main, capsys) == (cli.INTERRUPTED_EXIT_STATUS,
                                           'interrupted (Ctrl-C)\n')
     with pytest.raises(KeyboardInterrupt):
-        launch.run_cli(main, ['--debug'])
+        cli.run_cli(main, ['--debug'])
 
 
 def _free_port():
@@ -254,12 +256,12 @@ def test_slurm_and_mpi_launches_join_a_gloo_group_without_cuda(monkeypatch, laun
     _launched_by(monkeypatch, launcher, MASTER_ADDR='127.0.0.1')
     port = _free_port()
     try:
-        launch.init_cpu_distributed(launcher, dict(backend='nccl', port=port))
+        process_group.init_cpu_distributed(launcher, dict(backend='nccl', port=port))
         assert torch.distributed.get_backend() == 'gloo'
         assert (torch.distributed.get_rank(), torch.distributed.get_world_size()) == (0, 1)
         assert os.environ['MASTER_PORT'] == str(port)
     finally:
-        launch.shutdown_distributed()
+        process_group.shutdown_distributed()
 
 
 @pytest.mark.parametrize('launcher', ['slurm', 'mpi'])
@@ -267,7 +269,7 @@ def test_a_slurm_or_mpi_launch_without_a_master_address_is_named(monkeypatch, tm
                                                                   launcher):
     _launched_by(monkeypatch, launcher, PATH=str(tmp_path))  # no scontrol to ask
     with pytest.raises(LaunchError, match='MASTER_ADDR'):
-        launch.init_cpu_distributed(launcher)
+        process_group.init_cpu_distributed(launcher)
     assert not torch.distributed.is_initialized()
 
 
@@ -320,9 +322,9 @@ def test_processes_torchrun_started_without_a_launcher_are_refused(monkeypatch):
     monkeypatch.setenv('RANK', '1')
     monkeypatch.setenv('WORLD_SIZE', '2')
     with pytest.raises(LaunchError, match='rank 1 of WORLD_SIZE=2.*--launcher pytorch'):
-        launch.check_launcher_env('none')
+        launcher_env.check_launcher_env('none')
     monkeypatch.setenv('WORLD_SIZE', '1')  # torchrun with one process: nothing to share
-    launch.check_launcher_env('none')
+    launcher_env.check_launcher_env('none')
 
 
 def test_a_collective_broken_by_another_process_ending_is_one_line(capsys, monkeypatch):
@@ -333,10 +335,10 @@ def test_a_collective_broken_by_another_process_ending_is_one_line(capsys, monke
     monkeypatch.setattr(torch_dist, 'is_initialized', lambda: True)
     monkeypatch.setattr(torch_dist, 'get_world_size', lambda: 2)
     monkeypatch.setattr(torch_dist, 'get_rank', lambda: 1)
-    monkeypatch.setattr(launch, 'shutdown_distributed', lambda: None)
-    monkeypatch.setattr(launch, 'rank_log_pattern', lambda: None)  # outside a run
+    monkeypatch.setattr(cli, 'shutdown_distributed', lambda: None)
+    monkeypatch.setattr(cli, 'rank_log_pattern', lambda: None)  # outside a run
     waited = []
-    monkeypatch.setattr(launch.time, 'sleep', waited.append)
+    monkeypatch.setattr(cli.time, 'sleep', waited.append)
 
     def peer_gone(argv):
         raise RuntimeError('[../third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection '
@@ -345,13 +347,13 @@ def test_a_collective_broken_by_another_process_ending_is_one_line(capsys, monke
     assert _run_failing(peer_gone, capsys) == (
         1, 'error: rank 1: another process of the job ended during a collective operation (its '
            "own message and the launcher's line say why)\n")
-    assert waited == [launch.FIRST_PROCESS_GRACE_S]  # the launcher may stop it first
+    assert waited == [cli.FIRST_PROCESS_GRACE_S]  # the launcher may stop it first
 
     def other(argv):  # any other RuntimeError is still a bug, with its traceback
         raise RuntimeError('Expected all tensors to be on the same device')
 
     with pytest.raises(RuntimeError, match='same device'):
-        launch.run_cli(other, [])
+        cli.run_cli(other, [])
 
 
 def _user_error(argv):
@@ -374,12 +376,12 @@ def test_the_error_that_ends_a_rank_above_0_is_in_its_rank_log(tmp_path, monkeyp
 
     from fastmim import run_log
     monkeypatch.setattr(dist, 'get_rank', lambda group=None: 1)
-    monkeypatch.setattr(launch, 'shutdown_distributed', lambda: None)
+    monkeypatch.setattr(cli, 'shutdown_distributed', lambda: None)
     name = f'rank_1_of_{tmp_path.name}'
     MMLogger.get_instance(name, log_file=str(tmp_path / 'run.log'))  # as rank 1: no file
     try:
         with pytest.raises((SystemExit, TypeError)):
-            launch.run_cli(main, [])
+            cli.run_cli(main, [])
     finally:
         MMLogger._instance_dict.pop(name)
         handler = run_log._rank_log_handlers.pop(str(tmp_path / 'run_rank1.log'), None)
@@ -410,7 +412,7 @@ import ctypes
 import os
 import sys
 
-from fastmim.engine.launch import LAUNCHER_PID_ENV, stop_with_the_launcher
+from fastmim.engine.launcher_lifecycle import LAUNCHER_PID_ENV, stop_with_the_launcher
 from fastmim.errors import LaunchError
 
 
@@ -452,7 +454,7 @@ import os
 import sys
 import time
 
-from fastmim.engine.launch import LAUNCHER_PID_ENV, stop_with_the_launcher
+from fastmim.engine.launcher_lifecycle import LAUNCHER_PID_ENV, stop_with_the_launcher
 
 os.environ[LAUNCHER_PID_ENV] = str(os.getppid())
 stop_with_the_launcher('pytorch')

@@ -221,7 +221,7 @@ import torch
 import torch.distributed as torch_dist
 from torch.nn.parallel import DistributedDataParallel
 
-from fastmim.engine.launch import shutdown_distributed
+from fastmim.engine.process_group import shutdown_distributed
 from fastmim.engine.optim_wrappers import GuardedOptimWrapper, NonFiniteLossError
 
 rank, init_file, result_file = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -262,7 +262,7 @@ import torch.distributed as torch_dist
 from mmengine.model import MMFullyShardedDataParallel
 from torch.distributed.fsdp import FullyShardedDataParallel, fully_shard
 
-from fastmim.engine.launch import shutdown_distributed
+from fastmim.engine.process_group import shutdown_distributed
 from fastmim.engine.optim_wrappers import GuardedOptimWrapper
 from fastmim.engine.optim_wrappers.guarded import local_shard
 

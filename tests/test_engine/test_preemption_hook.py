@@ -469,7 +469,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 from fastmim.engine.hooks.preemption_hook import TrainingPreempted
-from fastmim.engine.launch import shutdown_distributed
+from fastmim.engine.process_group import shutdown_distributed
 
 
 class Linear(BaseModel):
@@ -575,7 +575,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 from fastmim.engine.hooks.preemption_hook import PreemptionSaveFailed
-from fastmim.engine.launch import shutdown_distributed
+from fastmim.engine.process_group import shutdown_distributed
 
 
 class SignalsRankOne(BaseModel):

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as torch_dist
 from torch.nn.parallel import DistributedDataParallel
 
-from fastmim.engine.launch import shutdown_distributed
+from fastmim.engine.process_group import shutdown_distributed
 
 
 def thread_count():

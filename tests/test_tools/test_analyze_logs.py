@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fastmim.engine.launch import run_cli
+from fastmim.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""Every tool that runs through fastmim.engine.launch.run_cli lists --debug (which run_cli reads)
+"""Every tool that runs through fastmim.cli.run_cli lists --debug (which run_cli reads)
 in its --help, and those that take --cfg-options parse them as tools/train.py does."""
 from pathlib import Path
 

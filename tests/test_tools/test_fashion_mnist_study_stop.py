@@ -331,7 +331,7 @@ def test_a_copied_pretraining_is_taken_from_the_copy(tmp_path, study, fake_train
     into another one, as docs/experiments.md suggests) the study said 'pre-training: reusing
     <the original's epoch_3.pth>' and trained every run from the other folder's file; a copied
     stopped pre-training was 'resumed' from the original's iter_N.pth. tools/train.py takes
-    the file of that name in the work dir (fastmim.engine.launch.latest_checkpoint)."""
+    the file of that name in the work dir (fastmim.engine.last_checkpoint.latest_checkpoint)."""
     import shutil
     original = tmp_path / 'original' / 'pretrain'
     original.mkdir(parents=True)

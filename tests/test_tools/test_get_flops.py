@@ -12,7 +12,8 @@ import timm
 from mmengine.config import Config
 
 from fastmim.engine.config_loading import load_config
-from fastmim.engine.launch import replace_sync_bn, run_cli
+from fastmim.cli import run_cli
+from fastmim.engine.launch import replace_sync_bn
 
 ROOT = Path(__file__).resolve().parents[2]
 VIT_B_FT = str(ROOT / 'configs' / 'finetune' / 'vit_b_ft_100e.py')

@@ -1,5 +1,6 @@
 """The shell launchers refuse a wrong command line in one line, before torchrun or srun starts."""
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -167,3 +168,22 @@ def test_a_packaged_slurm_config_is_left_to_train_py(recording_srun):
                     env={'PATH': recording_srun['PATH']})
     assert result.returncode == 0, result.stderr
     assert 'fastmim::fastmim/vit_b_hog_800e.py' in recording_srun['record'].read_text()
+
+
+def test_the_launchers_use_the_python_status_and_variable_names():
+    """tools/dist_launch.sh and tools/torchrun.py restate the preempted status and the names of
+    the variables the training processes read (they load no fastmim module): a value changed
+    on one side only would make a preempted job read as crashed, or leave the processes
+    unwatched, without a test failing."""
+    from fastmim.engine.hooks import PREEMPTED_EXIT_STATUS
+    from fastmim.engine.launcher_lifecycle import LAUNCHER_PID_ENV, PREEMPTED_RECORD_ENV
+
+    script = (TOOLS / 'dist_launch.sh').read_text()
+    assert re.findall(r'^\s+status=(\d+)$', script, re.MULTILINE) == [str(PREEMPTED_EXIT_STATUS)]
+    assert re.findall(r'^(\w+)="\$PREEMPTED_RECORD" \\$', script, re.MULTILINE) == [
+        PREEMPTED_RECORD_ENV]
+    torchrun = (TOOLS / 'torchrun.py').read_text()
+    assert re.findall(r"^LAUNCHER_PID_ENV = '(\w+)'$", torchrun, re.MULTILINE) == [
+        LAUNCHER_PID_ENV]
+    assert re.findall(r'^PREEMPTED_EXIT_STATUS = (\d+)$', torchrun, re.MULTILINE) == [
+        str(PREEMPTED_EXIT_STATUS)]

@@ -8,7 +8,7 @@ from mmengine.config import Config
 from mmengine.logging import MMLogger
 
 from fastmim.engine.config_loading import load_config
-from fastmim.engine.launch import run_cli
+from fastmim.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = str(ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py')  # _base_: vit_b_hog_800e

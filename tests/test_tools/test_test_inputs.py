@@ -89,13 +89,13 @@ def test_a_config_an_earlier_test_wrote_is_replaced(load_script, copied_work_dir
 def test_an_evaluation_stops_with_its_launcher(tmp_path, load_script, monkeypatch):
     """tools/test.py did not ask to be stopped with torchrun: killed with kill -9, torchrun
     left its evaluation processes running on (tools/train.py asked already)."""
-    from fastmim.engine import launch
+    from fastmim.engine import launcher_lifecycle
     asked = []
 
     def stop_with_the_launcher(launcher):
         asked.append(launcher)
         raise KeyboardInterrupt  # nothing more of the evaluation is needed here
-    monkeypatch.setattr(launch, 'stop_with_the_launcher', stop_with_the_launcher)
+    monkeypatch.setattr(launcher_lifecycle, 'stop_with_the_launcher', stop_with_the_launcher)
     tool = load_script(ROOT / 'tools' / 'test.py')
     with pytest.raises(KeyboardInterrupt):
         tool.main([str(CONFIG), str(tmp_path / 'epoch_1.pth'), '--launcher', 'none'])

@@ -64,7 +64,7 @@ def test_an_out_that_cannot_be_written_is_refused_before_the_evaluation(load_scr
 
 
 def test_out_in_a_folder_to_be_made_is_accepted(tmp_path):
-    from fastmim.engine.launch import check_output_file
+    from fastmim.cli import check_output_file
     check_output_file(str(tmp_path / 'new' / 'metrics.json'), folders_made=True)
     with pytest.raises(FileNotFoundError, match='--out folder does not exist'):
         check_output_file(str(tmp_path / 'new' / 'metrics.json'))

@@ -51,6 +51,16 @@ def test_missing_config_is_one_line(tmp_path):
     assert_one_line_error(result, 'config file not found', 'nope.py')
 
 
+def test_mistyped_recipe_names_the_close_ones(tmp_path):
+    """'vit_b_hog_80e.py' was only 'not found', while a misspelt --cfg-options key got its
+    close names."""
+    result = run(['configs/fastmim/vit_b_hog_80e.py', '--work-dir', str(tmp_path)])
+    assert_one_line_error(result)
+    assert result.stderr.strip().splitlines()[-1] == (
+        'error: LaunchError: config file not found: configs/fastmim/vit_b_hog_80e.py (did you mean '
+        'configs/fastmim/vit_b_hog_800e.py or configs/fastmim/pvtv2_b2_hog_800e.py?)')
+
+
 def test_unknown_model_key_is_one_line(tmp_path):
     result = run([str(DEMO), '--work-dir', str(tmp_path), '--cfg-options',
                   'model.backbone.no_such_arg=1'])

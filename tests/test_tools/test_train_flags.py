@@ -333,6 +333,6 @@ def test_train_py_takes_a_packaged_config(train, monkeypatch):
     monkeypatch.setenv('LOCAL_RANK', '0')  # parse_args exports it
     args, cfg = train.load_run(['fastmim::fastmim/demo_vit_tiny_embedded.py'])
     assert Path(cfg.filename).resolve() == DEMO.resolve()
-    from fastmim.engine.launch import apply_launch_args
+    from fastmim.cli import apply_launch_args
     apply_launch_args(cfg, args)
     assert cfg.work_dir == os.path.join('work_dirs', 'demo_vit_tiny_embedded')

@@ -32,7 +32,7 @@ NOT_A_CURVE = ('step', 'iter', 'epoch')
 
 
 def parse_args(argv):
-    from fastmim.engine.launch import add_debug_arg
+    from fastmim.cli import add_debug_arg
     parser = argparse.ArgumentParser(
         description="Plot and time training runs from mmengine's vis_data/scalars.json",
         epilog='RUN: a scalars.json, a run folder <work_dir>/<timestamp>, or a work dir (its '
@@ -136,7 +136,7 @@ def main(argv):
         for run, times in results.items():
             print_train_time(run, times)
         return results
-    from fastmim.engine.launch import check_output_file
+    from fastmim.cli import check_output_file
     check_output_file(args.out)
     figure = plot_curves(args.runs, args.keys, args.title)
     figure.savefig(args.out)
@@ -145,5 +145,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    from fastmim.engine.launch import run_cli
+    from fastmim.cli import run_cli
     run_cli(main)

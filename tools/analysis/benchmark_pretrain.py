@@ -33,7 +33,7 @@ from fastmim.benchmark.measure import (COMPILE_MODES, StepOptions, amp_dtype,
 from fastmim.benchmark.pipeline_speed import benchmark_data_pipeline
 from fastmim.benchmark.report import check_plot_format, format_report, plot_results
 from fastmim.engine.checkpoint import AtomicLocalBackend
-from fastmim.engine.launch import add_debug_arg, check_output_file, positive_int
+from fastmim.cli import add_debug_arg, check_output_file, positive_int
 # This folder, first on sys.path when the script runs.
 from pretrain_methods import (CONFIG_ROOT, METHODS, RECIPES, RESULT_PREFIX,  # isort:skip
                               MethodSpec, build_method, check_recipe_builds,
@@ -380,5 +380,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    from fastmim.engine.launch import run_cli
+    from fastmim.cli import run_cli
     run_cli(main)

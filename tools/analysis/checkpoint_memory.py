@@ -26,7 +26,7 @@ MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': str(64 * 1024), 'MALLOC_TRIM_THRESHOLD_'
 
 
 def parse_args(argv=None):
-    from fastmim.engine.launch import add_debug_arg, positive_int
+    from fastmim.cli import add_debug_arg, positive_int
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--img-size', type=positive_int, default=224,
@@ -128,7 +128,7 @@ def main(argv=None) -> dict:
         print(json.dumps(measure_step(args)))
         return {}
     if args.out:
-        from fastmim.engine.launch import check_output_file
+        from fastmim.cli import check_output_file
         check_output_file(args.out, '--out', folders_made=True)  # the atomic write makes it
     check_model(args)
     off, on = run_child(args, 'off'), run_child(args, 'on')
@@ -149,5 +149,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
-    from fastmim.engine.launch import run_cli
+    from fastmim.cli import run_cli
     run_cli(main)

@@ -43,7 +43,7 @@ UNIT = ('GMACs: multiply-adds per image as mmengine\'s FlopAnalyzer counts them 
 
 
 def parse_args(argv):
-    from fastmim.engine.launch import CfgOptionsAction, add_debug_arg, positive_int
+    from fastmim.cli import CfgOptionsAction, add_debug_arg, positive_int
     parser = argparse.ArgumentParser(
         description="Parameters and forward GMACs per image of a config's model",
         epilog=UNIT)
@@ -241,5 +241,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    from fastmim.engine.launch import run_cli
+    from fastmim.cli import run_cli
     run_cli(main)

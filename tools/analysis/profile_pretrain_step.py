@@ -18,7 +18,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description='Profile one pre-training step')
     parser.add_argument('--backbone', required=True, choices=sorted(RECIPES))
     parser.add_argument('--method', default='fastmim', choices=METHODS)
-    from fastmim.engine.launch import add_debug_arg, positive_int
+    from fastmim.cli import add_debug_arg, positive_int
     parser.add_argument('--batch-size', type=positive_int, default=8)
     parser.add_argument('--device', choices=['cpu', 'cuda'],
                         help='default: cuda when available, else cpu')
@@ -65,7 +65,7 @@ def main(argv):
     from pretrain_methods import CONFIG_ROOT, build_method
 
     from fastmim.benchmark.measure import StepOptions, resolve_device, time_training_steps
-    from fastmim.engine.launch import check_output_file
+    from fastmim.cli import check_output_file
 
     if args.steps < 1 or args.batch_size < 1:
         raise ValueError('--steps and --batch-size must be >= 1')
@@ -98,5 +98,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    from fastmim.engine.launch import run_cli
+    from fastmim.cli import run_cli
     run_cli(main)

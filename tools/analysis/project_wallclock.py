@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from fastmim.engine.config_loading import load_config
-from fastmim.engine.launch import add_debug_arg, positive_int
+from fastmim.cli import add_debug_arg, positive_int
 from fastmim.registry import type_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -346,5 +346,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    from fastmim.engine.launch import run_cli
+    from fastmim.cli import run_cli
     run_cli(main)

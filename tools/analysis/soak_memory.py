@@ -36,7 +36,7 @@ class SoakDone(Exception):
 
 
 def parse_args(argv=None):
-    from fastmim.engine.launch import CfgOptionsAction, add_debug_arg, positive_int
+    from fastmim.cli import CfgOptionsAction, add_debug_arg, positive_int
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', nargs='?', default=str(DEMO))
     parser.add_argument('--iters', type=positive_int, default=3000, help='iterations to train')
@@ -175,7 +175,7 @@ def main(argv=None):
     sys.path.insert(0, str(REPO))
     import fastmim  # noqa: F401
     from fastmim.engine.config_loading import load_config
-    from fastmim.engine.launch import check_output_file
+    from fastmim.cli import check_output_file
     if args.out:
         check_output_file(args.out, '--out', folders_made=True)  # the atomic write makes it
 
@@ -202,5 +202,5 @@ def main(argv=None):
 
 if __name__ == '__main__':
     sys.path.insert(0, str(REPO))
-    from fastmim.engine.launch import run_cli  # a missing config in one line, not a traceback
+    from fastmim.cli import run_cli  # a missing config in one line, not a traceback
     run_cli(main)

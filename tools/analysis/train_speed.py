@@ -33,8 +33,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fastmim.engine.launch import (CfgOptionsAction, add_debug_arg, check_output_file,
-                                   positive_int)
+from fastmim.cli import CfgOptionsAction, add_debug_arg, check_output_file, positive_int
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {
@@ -307,5 +306,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    from fastmim.engine.launch import run_cli
+    from fastmim.cli import run_cli
     run_cli(main)

@@ -83,7 +83,7 @@ class ExtendOptions(argparse._ExtendAction):
 
 
 def parse_args(argv):
-    from fastmim.engine.launch import add_debug_arg, add_trust_checkpoint_arg
+    from fastmim.cli import add_debug_arg, add_trust_checkpoint_arg
     parser = argparse.ArgumentParser(
         description='Fine-tune a pre-training checkpoint on ImageNet, transfer it to COCO / '
         'ADE20K and report top-1, box AP, mask AP and mIoU')
@@ -185,7 +185,7 @@ def final_checkpoint(config, options, work_dir):
     ``iter_<max_iters>.pth`` for iteration-based training, else ``epoch_<max_epochs>.pth``.
     The options are parsed as tools/train.py parses them."""
     from fastmim.engine.config_loading import load_config
-    from fastmim.engine.launch import CfgOptionsAction
+    from fastmim.cli import CfgOptionsAction
     parser = argparse.ArgumentParser()
     parser.add_argument('--options', nargs='+', action=CfgOptionsAction)
     cfg = load_config(config, parser.parse_args(['--options', *options]).options)
@@ -459,7 +459,7 @@ def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  weights-only checkpoint loading
     from fastmim.engine.checkpoint import check_checkpoint_file, trust_checkpoint
-    from fastmim.engine.launch import check_work_dir
+    from fastmim.cli import check_work_dir
 
     # The loader's words: a folder is named with the checkpoints in it, a missing file with the
     # newest beside it ('not found' was said of a work dir given as CHECKPOINT).
@@ -503,5 +503,5 @@ def main(argv):
 
 if __name__ == '__main__':
     sys.path.insert(0, ROOT)
-    from fastmim.engine.launch import run_cli
+    from fastmim.cli import run_cli
     run_cli(main)

@@ -31,8 +31,8 @@ import argparse
 import os.path as osp
 import sys
 
-from fastmim.engine.launch import (add_debug_arg, add_trust_checkpoint_arg, check_output_file,
-                                   positive_int, refuse_overwriting_input)
+from fastmim.cli import (add_debug_arg, add_trust_checkpoint_arg, check_output_file, positive_int,
+                         refuse_overwriting_input)
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'benchmarks'))
@@ -115,5 +115,5 @@ def evaluation_hint(backbone_type: str, out: str) -> str:
 
 
 if __name__ == '__main__':
-    from fastmim.engine.launch import run_cli
+    from fastmim.cli import run_cli
     run_cli(main)

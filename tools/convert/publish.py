@@ -23,8 +23,8 @@ import os.path as osp
 import re
 import sys
 
-from fastmim.engine.launch import (add_debug_arg, add_trust_checkpoint_arg, check_output_file,
-                                   refuse_overwriting_input)
+from fastmim.cli import (add_debug_arg, add_trust_checkpoint_arg, check_output_file,
+                         refuse_overwriting_input)
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from out_name import check_out_name  # noqa: E402  (beside this file, shared by the converters)
@@ -143,5 +143,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    from fastmim.engine.launch import run_cli
+    from fastmim.cli import run_cli
     run_cli(main)

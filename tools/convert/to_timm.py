@@ -35,7 +35,7 @@ from out_name import check_out_name  # noqa: E402  (beside this file, shared by 
 
 
 def parse_args(argv):
-    from fastmim.engine.launch import add_debug_arg, add_trust_checkpoint_arg
+    from fastmim.cli import add_debug_arg, add_trust_checkpoint_arg
     parser = argparse.ArgumentParser(description='fastmim checkpoint -> timm state dict')
     parser.add_argument('checkpoint', help='fastmim checkpoint (pre-training or fine-tuned)')
     parser.add_argument('out', help='output file (torch.save of a dict of tensors)')
@@ -310,7 +310,7 @@ def main(argv):
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
     import fastmim.models  # noqa: F401
     from fastmim.engine.checkpoint import trust_checkpoint
-    from fastmim.engine.launch import check_output_file, refuse_overwriting_input
+    from fastmim.cli import check_output_file, refuse_overwriting_input
     from fastmim.models.utils.load_problems import top_level_names
 
     # With --safetensors the copy replaced such an OUT under the same name, 'written' twice.
@@ -339,5 +339,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    from fastmim.engine.launch import run_cli
+    from fastmim.cli import run_cli
     run_cli(main)

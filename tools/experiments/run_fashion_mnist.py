@@ -253,7 +253,7 @@ def preempted_exit_status() -> int:
 def stop_status(signum: int) -> int:
     """The study's status when ``signum`` stops it: tools/train.py's for the same signal (a
     shell's 130 for Ctrl-C, PreemptionHook's for a scheduler's SIGTERM or SIGUSR1)."""
-    from fastmim.engine.launch import INTERRUPTED_EXIT_STATUS
+    from fastmim.cli import INTERRUPTED_EXIT_STATUS
     return INTERRUPTED_EXIT_STATUS if signum == signal.SIGINT else preempted_exit_status()
 
 
@@ -451,7 +451,7 @@ def read_meta(path: str) -> Optional[dict]:
 
 def latest_checkpoint(work_dir: str) -> Optional[str]:
     """The checkpoint ``work_dir/last_checkpoint`` names, as tools/train.py reads it
-    (``fastmim.engine.launch.latest_checkpoint``); None without one.
+    (``fastmim.engine.last_checkpoint.latest_checkpoint``); None without one.
 
     The file holds an absolute path: in a work dir that was copied or moved (or a
     pre-training copied into another work dir) it names the original's checkpoint, which the
@@ -459,7 +459,7 @@ def latest_checkpoint(work_dir: str) -> Optional[str]:
     ``work_dir`` is taken instead, logged. An empty one is refused in one line."""
     if not osp.isfile(osp.join(work_dir, 'last_checkpoint')):
         return None  # (mmengine's reader prints 'Did not find last_checkpoint to be resumed.')
-    from fastmim.engine.launch import latest_checkpoint as named
+    from fastmim.engine.last_checkpoint import latest_checkpoint as named
     from fastmim.errors import CheckpointError
     try:
         return named(work_dir, use='the study takes')
@@ -738,7 +738,7 @@ def check_work_dir(path: str) -> None:
     """Make the work dir, or refuse one that cannot be written (it lies under a file), in one
     line before the study starts: os.makedirs ended in a NotADirectoryError traceback."""
     from fastmim.errors import LaunchError
-    from fastmim.engine.launch import check_work_dir as check_writable
+    from fastmim.cli import check_work_dir as check_writable
     try:
         check_writable(path, '--work-dir')
     except LaunchError as error:

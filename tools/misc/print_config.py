@@ -26,7 +26,7 @@ NOT_MIRRORED = (
 
 
 def parse_args(argv):
-    from fastmim.engine.launch import CfgOptionsAction, add_debug_arg
+    from fastmim.cli import CfgOptionsAction, add_debug_arg
     parser = argparse.ArgumentParser(
         description='Print the config tools/train.py would train with the same CONFIG, '
         '--cfg-options and flags', epilog=NOT_MIRRORED)
@@ -72,7 +72,7 @@ def apply_train_flags(cfg, args):
     work dir, where ``--resume`` continues another run."""
     import train
 
-    from fastmim.engine.launch import refuse_empty_work_dir
+    from fastmim.cli import refuse_empty_work_dir
     refuse_empty_work_dir(args.work_dir)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
@@ -123,7 +123,7 @@ def key_line(key, value):
 def check_out(out, config):
     """Refuse an ``--out`` that cannot be written, or that would replace the config file
     itself (its ``_base_`` inheritance flattened into it)."""
-    from fastmim.engine.launch import check_output_file, refuse_overwriting_input
+    from fastmim.cli import check_output_file, refuse_overwriting_input
     from fastmim.errors import LaunchError
     if not out.endswith('.py'):
         raise LaunchError(f'--out {out}: expected a .py file (the config as Python, which '
@@ -155,5 +155,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    from fastmim.engine.launch import run_cli
+    from fastmim.cli import run_cli
     run_cli(main)

@@ -19,7 +19,7 @@ import os.path as osp
 
 
 def parse_args(argv):
-    from fastmim.engine.launch import add_debug_arg, add_trust_checkpoint_arg, positive_int
+    from fastmim.cli import add_debug_arg, add_trust_checkpoint_arg, positive_int
 
     parser = argparse.ArgumentParser(description='Draw FastMIM reconstructions of images')
     parser.add_argument('config', help='the pre-training config of the checkpoint')
@@ -109,7 +109,7 @@ def main(argv):
 
     from fastmim.apis import get_model, load_images, reconstruct
     from fastmim.engine.checkpoint import trust_checkpoint
-    from fastmim.engine.launch import check_work_dir
+    from fastmim.cli import check_work_dir
     from fastmim.errors import CheckpointError
 
     sources = image_sources(args)
@@ -137,5 +137,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    from fastmim.engine.launch import run_cli
+    from fastmim.cli import run_cli
     run_cli(main)
