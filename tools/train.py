@@ -293,7 +293,7 @@ def main(argv):
     from fastmim.engine import early_signals
     from fastmim.engine.config_keys import refused_keys_located
     from fastmim.engine.launch import build_runner, stop_with_the_launcher
-    from fastmim.models.jpeg_decoding import check_device_decoding
+    from fastmim.models.data_preprocessors import check_device_decoding
 
     try:
         stop_with_the_launcher(args.launcher)
