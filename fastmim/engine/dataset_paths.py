@@ -9,9 +9,9 @@ missing, or a folder with no file under it, with the config key that set it.
 
 A COCO metric must read the annotation file of the dataset it evaluates. It also holds the
 ``num_classes`` of the heads that classify the dataset's classes to the number of those classes
-in the dataset they train or test on: a head with fewer classes than the dataset stops the first iteration with
-``IndexError: Target 98 is out of bounds`` from the loss (and with more it trains classes that
-never appear).
+in the dataset they train or test on: a head with fewer classes than the dataset stops the
+first iteration with ``IndexError: Target 98 is out of bounds`` from the loss (and with more
+it trains classes that never appear).
 """
 import importlib
 import os
@@ -193,10 +193,10 @@ def check_evaluator_files(cfg, splits):
 
 
 # The heads that classify the dataset's classes, by scope and config key, with the metainfo
-# entry that lists those classes: mmdet's box and mask heads classify its thing classes (all
-# its classes but where a panoptic dataset adds stuff classes), mmseg's decode and auxiliary
-# heads every class. Other heads keep a num_classes of their own: mmdet's RPN scores objectness
-# (1 class), HTC's and SCNet's semantic heads the 183 COCO-stuff classes, ...
+# entry that lists those classes: mmdet's box and mask heads classify its thing classes (which
+# a panoptic dataset lists apart from its stuff classes; else its classes), mmseg's decode and
+# auxiliary heads every class. Other heads keep a num_classes of their own: mmdet's RPN scores
+# objectness (1 class), HTC's and SCNet's semantic heads the 183 COCO-stuff classes, ...
 CLASS_HEADS = {
     'mmdet': {'bbox_head': 'thing_classes', 'mask_head': 'thing_classes'},
     'mmseg': {'decode_head': 'classes', 'auxiliary_head': 'classes'},
