@@ -314,7 +314,7 @@ def main(argv):
     from fastmim.engine.config_keys import refused_keys_located
     from fastmim.engine.launch import build_runner
     from fastmim.engine.launcher_lifecycle import stop_with_the_launcher
-    from fastmim.models.jpeg_decoding import check_device_decoding
+    from fastmim.models.data_preprocessors import check_device_decoding
 
     try:
         stop_with_the_launcher(args.launcher)

@@ -8,10 +8,10 @@ the paths from the config the way mmengine's ``BaseDataset`` joins them and name
 missing, or a folder with no file under it, with the config key that set it.
 
 A COCO metric must read the annotation file of the dataset it evaluates. It also holds the
-heads' ``num_classes`` to the number of classes of the dataset they train or
-test on: a head with fewer classes than the dataset stops the first iteration with
-``IndexError: Target 98 is out of bounds`` from the loss (and with more it trains classes that
-never appear).
+``num_classes`` of the heads that classify the dataset's classes to the number of those classes
+in the dataset they train or test on: a head with fewer classes than the dataset stops the
+first iteration with ``IndexError: Target 98 is out of bounds`` from the loss (and with more
+it trains classes that never appear).
 """
 import importlib
 import os
@@ -192,62 +192,84 @@ def check_evaluator_files(cfg, splits):
                               f'{key}={files[0]}')
 
 
-# Heads whose num_classes is not the dataset's: mmdet's RPN scores objectness (1 class).
-CLASS_AGNOSTIC_HEADS = ('rpn_head', )
-DOWNSTREAM_SCOPES = ('mmdet', 'mmseg')
+# The heads that classify the dataset's classes, by scope and config key, with the metainfo
+# entry that lists those classes: mmdet's box and mask heads classify its thing classes (which
+# a panoptic dataset lists apart from its stuff classes; else its classes), mmseg's decode and
+# auxiliary heads every class. Other heads keep a num_classes of their own: mmdet's RPN scores
+# objectness (1 class), HTC's and SCNet's semantic heads the 183 COCO-stuff classes, ...
+CLASS_HEADS = {
+    'mmdet': {'bbox_head': 'thing_classes', 'mask_head': 'thing_classes'},
+    'mmseg': {'decode_head': 'classes', 'auxiliary_head': 'classes'},
+}
+# Head types that sit under one of those keys but classify something else: STDC's detail head
+# (an auxiliary head) tells boundary pixels from the rest (2 classes); Grounding DINO's box head
+# scores the tokens of the text prompt (256, its longest prompt), which names the classes.
+OWN_CLASSES_HEAD_TYPES = ('STDCHead', 'GroundingDINOHead')
 
 
-def _head_classes(model, key='model'):
-    """``(config key, num_classes)`` of every head in a model config (lists of heads too)."""
+def _head_classes(model, heads, key='model', head=None):
+    """``(config key, num_classes, metainfo entry)`` of every head of ``model`` named in
+    ``heads`` (:data:`CLASS_HEADS` of the scope), lists of heads (a cascade's stages) too."""
     if isinstance(model, (list, tuple)):
         for index, item in enumerate(model):
-            yield from _head_classes(item, f'{key}.{index}')
+            yield from _head_classes(item, heads, f'{key}.{index}', head)
         return
     if not isinstance(model, dict):
         return
+    num_classes = model.get('num_classes')
+    if (head in heads and isinstance(num_classes, int)
+            and type_name(model) not in OWN_CLASSES_HEAD_TYPES):
+        yield f'{key}.num_classes', num_classes, heads[head]
     for name, value in model.items():
-        if name == 'num_classes' and 'head' in key and isinstance(value, int):
-            yield f'{key}.num_classes', value
-        elif name not in CLASS_AGNOSTIC_HEADS:
-            yield from _head_classes(value, f'{key}.{name}')
+        yield from _head_classes(value, heads, f'{key}.{name}', name)
 
 
-def _dataset_classes(cfg, dataset):
-    """The class names a dataset config trains on (its ``metainfo`` or its type's
-    ``METAINFO``), wrappers unwrapped; None when they cannot be told without building it."""
+def _dataset_metainfo(cfg, dataset):
+    """The metainfo a dataset config trains with, wrappers unwrapped: its type's ``METAINFO``
+    updated by its ``metainfo``, as mmengine's ``BaseDataset`` merges them; None when it
+    lists no classes without building the dataset."""
     while isinstance(dataset, dict) and isinstance(dataset.get('dataset'), dict):
         dataset = dataset['dataset']
     if not isinstance(dataset, dict):
         return None
-    classes = (dataset.get('metainfo') or {}).get('classes')
-    if classes is None and isinstance(dataset.get('type'), str) and cfg.get('default_scope'):
-        try:
-            registry = importlib.import_module(f'{cfg.default_scope}.registry').DATASETS
-            dataset_type = registry.get(dataset['type'])
-        except (ImportError, AttributeError, KeyError):
-            return None
-        classes = (getattr(dataset_type, 'METAINFO', None) or {}).get('classes')
-    return classes
+    metainfo = dict(_type_metainfo(cfg, dataset.get('type')))
+    metainfo.update(dataset.get('metainfo') or {})
+    return metainfo if metainfo.get('classes') is not None else None
+
+
+def _type_metainfo(cfg, dataset_type):
+    """``METAINFO`` of a dataset type of the config's scope; empty when it cannot be found."""
+    if not isinstance(dataset_type, str) or not cfg.get('default_scope'):
+        return {}
+    try:
+        registry = importlib.import_module(f'{cfg.default_scope}.registry').DATASETS
+        return getattr(registry.get(dataset_type), 'METAINFO', None) or {}
+    except (ImportError, AttributeError, KeyError):
+        return {}
 
 
 def check_head_classes(cfg, splits):
-    """Raise :class:`LaunchError` when a head's ``num_classes`` (mmdet's box and mask heads,
-    mmseg's decode and auxiliary heads) differs from the number of classes of the dataset of
-    the first of ``splits`` that has one, naming the key and the expected value. Only mmdet and
-    mmseg configs: fastmim's classifiers may train on a subset of their dataset's classes."""
-    if cfg.get('default_scope') not in DOWNSTREAM_SCOPES:
-        return
+    """Raise :class:`LaunchError` when the ``num_classes`` of a head that classifies the
+    dataset's classes (:data:`CLASS_HEADS`: mmdet's box and mask heads, mmseg's decode and
+    auxiliary heads) differs from the number of those classes in the dataset of the first of
+    ``splits`` that has one, naming the key and the expected value. Only mmdet and mmseg
+    configs: fastmim's classifiers may train on a subset of their dataset's classes."""
+    heads = CLASS_HEADS.get(cfg.get('default_scope'))
     model = cfg.get('model')
-    heads = list(_head_classes(model)) if isinstance(model, dict) else []
+    if heads is None or not isinstance(model, dict):
+        return
     for split in splits:
         loader = cfg.get(f'{split}_dataloader')
-        classes = _dataset_classes(cfg, loader.get('dataset')) if loader else None
-        if classes is None:
+        metainfo = _dataset_metainfo(cfg, loader.get('dataset')) if loader else None
+        if metainfo is None:
             continue
-        for key, num_classes in heads:
+        for key, num_classes, entry in _head_classes(model, heads):
+            entry = entry if metainfo.get(entry) is not None else 'classes'
+            classes = metainfo[entry]
             if num_classes != len(classes):
+                kind = entry.replace('_', ' ')
                 raise LaunchError(
                     f'{key}={num_classes}, but {split}_dataloader.dataset has {len(classes)} '
-                    f'classes ({", ".join(map(str, classes[:3]))}, ...); set it with '
+                    f'{kind} ({", ".join(map(str, classes[:3]))}, ...); set it with '
                     f'--cfg-options {key}={len(classes)}')
         return

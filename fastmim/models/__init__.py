@@ -1,3 +1,3 @@
 """Models: importing this package registers every model component in ``fastmim.registry.MODELS``."""
-from . import (algorithms, backbones, heads, jpeg_decoding, losses, necks,  # noqa: F401
+from . import (algorithms, backbones, data_preprocessors, heads, losses, necks,  # noqa: F401
                targets, utils)

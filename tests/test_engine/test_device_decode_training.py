@@ -10,7 +10,7 @@ from mmengine.runner import Runner
 
 import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
 from fastmim.benchmark.pipeline_speed import write_jpeg_photos
-from fastmim.models.jpeg_decoding import JpegDecodePreprocessor
+from fastmim.models.data_preprocessors import JpegDecodePreprocessor
 
 ROOT = Path(__file__).resolve().parents[2]
 NVJPEG_CONFIG = ROOT / 'configs' / 'fastmim' / 'vit_b_hog_800e_nvjpeg.py'

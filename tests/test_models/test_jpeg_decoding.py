@@ -21,9 +21,8 @@ from torchvision.transforms import InterpolationMode
 from fastmim.constants import IMAGENET_MEAN, IMAGENET_STD
 from fastmim.datasets.transforms import (LoadImageRGB, PackInputs, RandomHorizontalFlip,
                                          RandomResizedCrop, UnreadableImageWarning)
-from fastmim.models import jpeg_decoding
-from fastmim.models.jpeg_decoding import (DeviceDecodeFallbackWarning, JpegDecodePreprocessor,
-                                          check_device_decoding)
+from fastmim.models.data_preprocessors import (DeviceDecodeFallbackWarning, JpegDecodePreprocessor,
+                                               check_device_decoding, jpeg_decoding)
 from fastmim.registry import MODELS
 
 ROOT = Path(__file__).resolve().parents[2]

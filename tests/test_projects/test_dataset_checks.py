@@ -343,7 +343,7 @@ def test_train_names_a_cut_short_annotation_file_in_one_line(coco_instances, dow
 def test_a_head_with_another_number_of_classes_than_the_dataset_is_named(config, key, classes):
     """mmdet / mmseg met it in the loss of the first iteration: 'IndexError: Target 98 is out
     of bounds'."""
-    from fastmim.engine.dataset_paths import _head_classes, check_head_classes
+    from fastmim.engine.dataset_paths import CLASS_HEADS, _head_classes, check_head_classes
     cfg = Config.fromfile(str(config))
     check_head_classes(cfg, ['train', 'val'])
     check_head_classes(cfg, ['test'])
@@ -353,13 +353,82 @@ def test_a_head_with_another_number_of_classes_than_the_dataset_is_named(config,
                 f'{key}=20, but {split}_dataloader.dataset has {classes} classes (')):
             check_head_classes(cfg, [split])
     # A dataset whose metainfo names its own classes is held to those.
-    cfg.merge_from_dict({head: 2 for head, _ in _head_classes(cfg.model)})
+    heads = [head for head, _, _ in _head_classes(cfg.model, CLASS_HEADS[cfg.default_scope])]
+    assert key in heads
+    cfg.merge_from_dict({head: 2 for head in heads})
     loader = cfg.train_dataloader
     dataset = loader.dataset.dataset if 'dataset' in loader.dataset else loader.dataset
     dataset.metainfo = dict(classes=('cat', 'dog'))
     check_head_classes(cfg, ['train'])
     with pytest.raises(LaunchError, match=f'test_dataloader.dataset has {classes} classes'):
         check_head_classes(cfg, ['test'])
+
+
+def library_config(tmp_path, base):
+    """A config that is one of mmdet's or mmseg's own (``'mmdet::...'``), as a user's
+    config inheriting it is."""
+    path = tmp_path / 'inherits.py'
+    path.write_text(f'_base_ = [{base!r}]\n')
+    return Config.fromfile(str(path))
+
+
+def config_value(cfg, key):
+    value = cfg
+    for part in key.split('.'):
+        value = value[int(part)] if isinstance(value, (list, tuple)) else value[part]
+    return value
+
+
+@pytest.mark.parametrize('base, key, num_classes', [
+    # HTC's semantic branch segments the 183 COCO-stuff classes of an 80-class COCO dataset.
+    ('mmdet::htc/htc_r50_fpn_1x_coco.py', 'model.roi_head.semantic_head.num_classes', 183),
+    # STDC's detail head tells boundary pixels from the rest of 19-class Cityscapes.
+    ('mmseg::stdc/stdc1_4xb12-80k_cityscapes-512x1024.py', 'model.auxiliary_head.2.num_classes',
+     2),
+    # Panoptic FPN's box and mask heads classify the 80 thing classes of 133 (things and stuff).
+    ('mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py', 'model.roi_head.bbox_head.num_classes',
+     80),
+    # Grounding DINO's box head scores the 256 tokens of a text prompt naming the 80 classes.
+    ('mmdet::mm_grounding_dino/coco/grounding_dino_swin-t_finetune_16xb4_1x_coco.py',
+     'model.bbox_head.num_classes', 256),
+])
+def test_a_head_that_classifies_something_else_than_the_dataset_classes_is_let_be(
+        tmp_path, base, key, num_classes):
+    """The libraries' own configs train as they are; the check named these heads and asked
+    for the dataset's number of classes, refusing the run."""
+    from fastmim.engine.dataset_paths import check_head_classes
+    cfg = library_config(tmp_path, base)
+    assert config_value(cfg, key) == num_classes
+    check_head_classes(cfg, ['train'])
+    check_head_classes(cfg, ['val'])
+
+
+@pytest.mark.parametrize('base, key, classes', [
+    ('mmdet::htc/htc_r50_fpn_1x_coco.py', 'model.roi_head.bbox_head.1.num_classes', 80),
+    ('mmdet::htc/htc_r50_fpn_1x_coco.py', 'model.roi_head.mask_head.2.num_classes', 80),
+    ('mmseg::stdc/stdc1_4xb12-80k_cityscapes-512x1024.py', 'model.decode_head.num_classes', 19),
+    ('mmseg::stdc/stdc1_4xb12-80k_cityscapes-512x1024.py', 'model.auxiliary_head.0.num_classes',
+     19),
+])
+def test_a_class_head_of_those_configs_is_still_held_to_the_dataset(tmp_path, base, key,
+                                                                     classes):
+    from fastmim.engine.dataset_paths import check_head_classes
+    cfg = library_config(tmp_path, base)
+    cfg.merge_from_dict({key: 7})
+    with pytest.raises(LaunchError, match=re.escape(
+            f'{key}=7, but train_dataloader.dataset has {classes} classes (')):
+        check_head_classes(cfg, ['train'])
+
+
+def test_panoptic_box_heads_are_held_to_the_thing_classes(tmp_path):
+    from fastmim.engine.dataset_paths import check_head_classes
+    cfg = library_config(tmp_path, 'mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py')
+    cfg.merge_from_dict({'model.roi_head.mask_head.num_classes': 133})
+    with pytest.raises(LaunchError, match=re.escape(
+            'model.roi_head.mask_head.num_classes=133, but train_dataloader.dataset has 80 '
+            'thing classes (person, bicycle, car, ...); set it with --cfg-options '
+            'model.roi_head.mask_head.num_classes=80')):
+        check_head_classes(cfg, ['train'])
 
 
 def test_train_names_the_head_in_one_line_before_building_the_model(ade20k_semantic, downstream,

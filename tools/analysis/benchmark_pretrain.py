@@ -203,84 +203,123 @@ def run_benchmark(backbone: str,
     method of ``backbone`` in a fresh process each, and the matmul peak again; returns the
     results dict that the command writes as JSON. An empty
     ``data_sizes`` leaves the data pipeline out; ``compile`` needs a warm-up step, in which the
-    compilation happens, and runs in ``compile_mode`` (torch's 'default' when not given)."""
+    compilation happens, and runs in ``compile_mode`` (torch's 'default' when not given).
+    Every argument is checked, and the recipe built, before anything is measured."""
+    compile_mode = _recorded_compile_mode(compile, compile_mode)
+    torch_device = resolve_device(device)
+    # None, not 0, means the default: a 0 used to measure at the default size without a word.
+    matmul_size = default_matmul_size(torch_device) if matmul_size is None else matmul_size
+    _check_counts(compile, data_sizes, photo_limit, batch_size=batch_size, iters=iters,
+                  warmup=warmup, matmul_size=matmul_size, data_samples=data_samples)
+    methods = _methods_to_measure(backbone, methods)
+    options = StepOptions(amp, amp_dtype_name, compile, channels_last, compile_mode)
+    recipe = load_fastmim_recipe(backbone, arch_override, config_root)
+    check_recipe_builds(recipe, backbone, arch_override)
+    check_mae_decoder(mae_decoder, methods, backbone, arch_override, config_root)
+
+    settings = dict(backbone=backbone, batch_size=batch_size, iters=iters, warmup=warmup,
+                    device=device, amp=amp, amp_dtype=amp_dtype_name, compile=compile,
+                    compile_mode=compile_mode, channels_last=channels_last,
+                    methods=list(methods),
+                    arch_override=arch_override, mae_decoder=mae_decoder,
+                    config=str(Path(config_root) / recipe_of(backbone).config),
+                    matmul_size=matmul_size)
+    specs = [
+        MethodSpec(name, backbone, batch_size, iters, warmup, device, amp, arch_override,
+                   str(config_root), mae_decoder, amp_dtype=amp_dtype_name, compile=compile,
+                   channels_last=channels_last, compile_mode=compile_mode) for name in methods
+    ]
+    return _measure(settings, specs, recipe, options, torch_device,
+                    dict(sizes=data_sizes, samples=data_samples, photo_limit=photo_limit))
+
+
+def _recorded_compile_mode(compile: bool, compile_mode: Optional[str]) -> Optional[str]:
+    """The compile mode a result records: 'default' rather than left out with ``compile``, so
+    a result says which mode it ran; a mode without ``compile`` or unknown to torch refused."""
     if compile_mode is not None and not compile:
         raise ValueError(f'--compile-mode {compile_mode} needs --compile (compile=True): '
                          'the mode is how torch.compile runs the loss')
     if compile_mode is not None and compile_mode not in COMPILE_MODES:
         raise ValueError(f'compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}')
-    # Recorded as 'default' rather than left out, so a result says which mode it ran.
-    compile_mode = compile_mode or ('default' if compile else None)
-    torch_device = resolve_device(device)
-    # None, not 0, means the default: a 0 used to measure at the default size without a word.
-    matmul_size = default_matmul_size(torch_device) if matmul_size is None else matmul_size
-    counts = [('batch_size', batch_size, 1), ('iters', iters, 1),
-              ('warmup', warmup, 1 if compile else 0), ('matmul_size', matmul_size, 1),
-              ('data_samples', data_samples, 1)]
-    counts += [('data_sizes', size, 1) for size in data_sizes]
+    return compile_mode or ('default' if compile else None)
+
+
+def _check_counts(compile: bool, data_sizes: Sequence[int], photo_limit: Optional[int],
+                  **counts: int) -> None:
+    """Every count of ``counts``, each data size and the photo limit (when given) an int of at
+    least 1; the warm-up may be 0 unless ``compile``, which compiles in the warm-up steps."""
+    minimums = dict(warmup=1 if compile else 0)
+    checked = [(name, value, minimums.get(name, 1)) for name, value in counts.items()]
+    checked += [('data_sizes', size, 1) for size in data_sizes]
     if photo_limit is not None:
-        counts.append(('photo_limit', photo_limit, 1))
-    for name, value, minimum in counts:
+        checked.append(('photo_limit', photo_limit, 1))
+    for name, value, minimum in checked:
         _positive(name, value, minimum)
+
+
+def _methods_to_measure(backbone: str, methods: Optional[Sequence[str]]) -> tuple:
+    """``methods`` (default: every method that applies to ``backbone``), each one that
+    applies."""
     applicable = methods_for(backbone)
     methods = tuple(methods or applicable)
     unknown = [name for name in methods if name not in applicable]
     if unknown:
         raise ValueError(f'methods {unknown} do not apply to {backbone!r}; choose from '
                          f'{applicable}')
-    options = StepOptions(amp, amp_dtype_name, compile, channels_last, compile_mode)
-    recipe = load_fastmim_recipe(backbone, arch_override, config_root)
-    check_recipe_builds(recipe, backbone, arch_override)
-    check_mae_decoder(mae_decoder, methods, backbone, arch_override, config_root)
+    return methods
 
-    results = dict(
-        settings=dict(backbone=backbone, batch_size=batch_size, iters=iters, warmup=warmup,
-                      device=device, amp=amp, amp_dtype=amp_dtype_name, compile=compile,
-                      compile_mode=compile_mode, channels_last=channels_last,
-                      methods=list(methods),
-                      arch_override=arch_override, mae_decoder=mae_decoder,
-                      config=str(Path(config_root) / recipe_of(backbone).config),
-                      matmul_size=matmul_size),
-        machine=machine_description(torch_device, options),
-        conventions=CONVENTIONS)
+
+def _measure(settings: dict, specs: Sequence[MethodSpec], recipe, options: StepOptions,
+             torch_device: torch.device, data: dict) -> dict:
+    """The results of the run ``settings`` describes. The quick measurements first, the
+    matmul peak before and after the methods: a machine shared with other work shows up as a
+    drop between the two."""
+    results = dict(settings=settings, machine=machine_description(torch_device, options),
+                   conventions=CONVENTIONS)
     load_at_start = results['machine'].pop('load_average_1_5_15')
-
-    # The quick measurements first, the matmul peak before and after the methods: a machine
-    # shared with other work shows up as a drop between the two.
-    dtype = amp_dtype(torch_device, amp_dtype_name) if amp else torch.float32
-    peak_before = measure_matmul_peak(torch_device, dtype, matmul_size)
+    dtype = (amp_dtype(torch_device, settings['amp_dtype']) if settings['amp'] else
+             torch.float32)
+    peak_before = measure_matmul_peak(torch_device, dtype, settings['matmul_size'])
     hog_time = None
-    if 'fastmim' in methods:
-        hog_time = time_hog(recipe.model['target_generator'], batch_size, recipe.input_size,
-                            torch_device, iters, warmup)
-    if data_sizes:
+    if 'fastmim' in settings['methods']:
+        hog_time = time_hog(recipe.model['target_generator'], settings['batch_size'],
+                            recipe.input_size, torch_device, settings['iters'],
+                            settings['warmup'])
+    if data['sizes']:
         with tempfile.TemporaryDirectory(prefix='fastmim_benchmark_jpegs_') as folder:
             results['data_pipeline'] = benchmark_data_pipeline(
-                recipe.train_pipeline, folder, data_sizes, data_samples, photo_limit)
-    results['records'] = [
-        measure_in_fresh_process(
-            MethodSpec(name, backbone, batch_size, iters, warmup, device, amp, arch_override,
-                       str(config_root), mae_decoder, amp_dtype=amp_dtype_name,
-                       compile=compile, channels_last=channels_last,
-                       compile_mode=compile_mode)) for name in methods
-    ]
-    peak_after = measure_matmul_peak(torch_device, dtype, matmul_size)
-    peak = max(peak_before, peak_after)
-    results['matmul_peak'] = dict(gflops_per_s=peak, before_methods=peak_before,
-                                  after_methods=peak_after, size=matmul_size,
-                                  dtype=str(dtype).replace('torch.', ''))
-    for record in results['records']:
-        record['mfu'] = record['achieved_gflops_per_s'] / peak
+                recipe.train_pipeline, folder, data['sizes'], data['samples'],
+                data['photo_limit'])
+    results['records'] = [measure_in_fresh_process(spec) for spec in specs]
+    peak_after = measure_matmul_peak(torch_device, dtype, settings['matmul_size'])
+    _add_utilisation(results, peak_before, peak_after, dtype)
     if hog_time is not None:
-        fastmim = next(r for r in results['records'] if r['method'] == 'fastmim')
-        results['hog'] = dict(target=recipe.model['target_generator']['type'],
-                              batch_size=batch_size, input_size=recipe.input_size,
-                              time_s=hog_time,
-                              fraction_of_fastmim_step=hog_time / fastmim['step_time_s'])
+        _add_hog_share(results, recipe, hog_time)
     results['machine']['load_average_1_5_15'] = dict(start=load_at_start,
                                                       end=list(os.getloadavg()))
     results['targets'] = evaluate_targets(results)
     return results
+
+
+def _add_utilisation(results: dict, peak_before: float, peak_after: float,
+                     dtype: torch.dtype) -> None:
+    """The matmul peak (the better of the two measurements) and each record's MFU against
+    it."""
+    peak = max(peak_before, peak_after)
+    results['matmul_peak'] = dict(gflops_per_s=peak, before_methods=peak_before,
+                                  after_methods=peak_after, size=results['settings']['matmul_size'],
+                                  dtype=str(dtype).replace('torch.', ''))
+    for record in results['records']:
+        record['mfu'] = record['achieved_gflops_per_s'] / peak
+
+
+def _add_hog_share(results: dict, recipe, hog_time: float) -> None:
+    """The HOG generator's time and its share of FastMIM's step."""
+    fastmim = next(r for r in results['records'] if r['method'] == 'fastmim')
+    results['hog'] = dict(target=recipe.model['target_generator']['type'],
+                          batch_size=results['settings']['batch_size'],
+                          input_size=recipe.input_size, time_s=hog_time,
+                          fraction_of_fastmim_step=hog_time / fastmim['step_time_s'])
 
 
 def parse_args(argv):

@@ -40,7 +40,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import run_fashion_mnist as study  # noqa: E402  (the classification study's stages)
@@ -279,8 +279,38 @@ def parse_args(argv):
 
 
 def main(argv=None):
+    """Check everything that can refuse the study before anything is written (docs, work dir,
+    pre-training, finished runs), then canvases, pre-training, the runs and the report."""
     args = parse_args(argv)
     sys.path.insert(0, ROOT)
+    docs, no_doc = results_docs(args)
+    study.check_work_dir(args.work_dir)
+    study.stop_commands_on_signals()
+    work_dir = osp.abspath(args.work_dir)
+    found = checked_pretraining(osp.join(work_dir, 'pretrain'), args.jobs)
+    dense_dir = osp.join(work_dir, 'upernet')
+    if args.fresh and osp.isdir(dense_dir):
+        shutil.rmtree(dense_dir)
+    os.makedirs(work_dir, exist_ok=True)
+    start, load_start = time.time(), os.getloadavg()[0]
+
+    canvas_dir = osp.join(work_dir, 'canvases')
+    canvas_settings = dict(num_train=args.train_canvases, num_test=args.test_canvases,
+                           seed=CANVAS_SEED)  # as canvases.json records them
+    runs = planned_runs(args, dense_dir, canvas_dir, canvas_settings, found)
+    canvases = write_canvases(canvas_dir, args.train_canvases, args.test_canvases)
+    checkpoint, facts = study.pretrain(found, args.jobs)
+    train_runs(runs, args, canvas_dir, canvas_settings, checkpoint)
+
+    facts.update(study.invocation_facts(start, load_start, args.jobs, runs))
+    report_results(runs, args.seeds, canvases, facts, docs, no_doc,
+                   osp.join(work_dir, 'dense_results.json'))
+
+
+def results_docs(args) -> Tuple[List[str], Optional[str]]:
+    """The docs whose results table this study writes (the published ones only for the
+    published study), each checked for its markers, and the line saying why none is written
+    (printed now, and in the summary)."""
     docs, no_doc = study.docs_to_write(args, default_docs(), [
         (f'--seeds {" ".join(map(str, args.seeds))}', args.seeds != PUBLISHED_SEEDS),
         (f'--train-canvases {args.train_canvases}',
@@ -292,60 +322,76 @@ def main(argv=None):
         study.check_doc(doc, RESULTS_BEGIN, RESULTS_END)
     if no_doc:
         print(no_doc, flush=True)
-    study.check_work_dir(args.work_dir)
-    study.stop_commands_on_signals()
-    work_dir = osp.abspath(args.work_dir)
-    pretrain_dir = osp.join(work_dir, 'pretrain')
+    return docs, no_doc
+
+
+def checked_pretraining(pretrain_dir: str, jobs: int):
+    """The classification study's pre-training in ``pretrain_dir`` (``study.find_pretraining``),
+    refused in one line before the canvases when ``--jobs`` cannot run (or resume) it, or when
+    it is another pre-training than the one the finished runs were trained from."""
     # The checkpoint of the pre-training's end, as study.pretrain reuses it: a stopped one's
     # iter_N.pth, named in last_checkpoint too, counted as pre-trained here (its sha256 was what
     # finished runs were held to, and --jobs was left unchecked for the resume it needs).
     found = study.find_pretraining(pretrain_dir)
     checkpoint = found.finished
-    if args.jobs < 1 or (not checkpoint and study.PRETRAIN_BATCH % args.jobs):
+    if jobs < 1 or (not checkpoint and study.PRETRAIN_BATCH % jobs):
         sys.exit(f'error: --jobs must divide the pre-training batch {study.PRETRAIN_BATCH}' +
                  ('' if checkpoint else ' (the pre-training has not finished: it runs first)'))
-    study.refuse_other_pretraining(found, args.jobs)  # before the canvases, as the rest
-    dense_dir = osp.join(work_dir, 'upernet')
-    if args.fresh and osp.isdir(dense_dir):
-        shutil.rmtree(dense_dir)
-    os.makedirs(work_dir, exist_ok=True)
-    start, load_start = time.time(), os.getloadavg()[0]
+    study.refuse_other_pretraining(found, jobs)  # before the canvases, as the rest
+    return found
 
-    canvas_dir = osp.join(work_dir, 'canvases')
-    canvas_settings = dict(num_train=args.train_canvases, num_test=args.test_canvases,
-                           seed=CANVAS_SEED)  # as canvases.json records them
+
+def planned_runs(args, dense_dir: str, canvas_dir: str, canvas_settings: dict,
+                 found) -> List[Run]:
+    """The runs of ``args.seeds``, after the finished and stopped runs in ``dense_dir`` (of
+    these seeds and of others) are checked against this command's settings: before the
+    canvases are written, since other counts would rewrite those of the finished runs."""
+    checkpoint = found.finished
     runs = runs_of(args.seeds, dense_dir)
     others = runs_of([seed for seed in seeds_on_disk(dense_dir) if seed not in args.seeds],
                      dense_dir)
     for run in [*runs, *others]:
         run.command = train_command(run, canvas_dir, checkpoint, args.cfg_options)
-    # Before the canvases are written: other counts would rewrite those of the finished runs.
     check_finished_runs(runs, canvas_dir, canvas_settings, checkpoint, others,
                         no_checkpoint=study.why_no_pretraining(found))
+    return runs
 
+
+def write_canvases(canvas_dir: str, num_train: int, num_test: int) -> dict:
+    """Fashion-MNIST (fetched when missing) composed into the study's canvases; their
+    description (``canvases.json``)."""
     from fastmim.datasets import fetch_fashion_mnist
     from fastmim.datasets.fashion_mnist_canvas import write_canvas_segmentation
     try:
         data_root = fetch_fashion_mnist()
     except RuntimeError as error:
         sys.exit(f'error: {error}')
-    canvases = write_canvas_segmentation(canvas_dir, args.train_canvases, args.test_canvases,
+    canvases = write_canvas_segmentation(canvas_dir, num_train, num_test,
                                          seed=CANVAS_SEED, data_root=data_root)
     print(f'canvases in {canvas_dir}: {canvases["counts"]["train"]["canvases"]} train, '
           f'{canvases["counts"]["test"]["canvases"]} test', flush=True)
-    checkpoint, facts = study.pretrain(found, args.jobs)
-    digest = study_settings.checkpoint_digest(checkpoint)
+    return canvases
 
+
+def train_runs(runs: List[Run], args, canvas_dir: str, canvas_settings: dict,
+               checkpoint: str) -> None:
+    """Every run's command from ``checkpoint`` (the pre-training's end); what an unfinished
+    run is trained with recorded before it starts (a finished run has its record); then the
+    unfinished runs trained."""
+    digest = study_settings.checkpoint_digest(checkpoint)
     for run in runs:
         run.command = train_command(run, canvas_dir, checkpoint, args.cfg_options)
-        if run.miou is None:  # recorded before it starts: a finished run has its record
+        if run.miou is None:
             study_settings.write_settings(run.work_dir, SETTINGS_FILE,
                                           run_settings(run, canvas_settings, digest))
     train_all(runs, args.jobs)
 
-    facts.update(study.invocation_facts(start, load_start, args.jobs, runs))
-    table = results_table(runs, args.seeds, canvases)
-    results_path = osp.join(work_dir, 'dense_results.json')
+
+def report_results(runs: List[Run], seeds: List[int], canvases: dict, facts: dict,
+                   docs: List[str], no_doc: Optional[str], results_path: str) -> None:
+    """The table in ``results_path`` with every run and the invocation's facts, in ``docs``
+    and printed."""
+    table = results_table(runs, seeds, canvases)
     study.write_results(results_path, facts, [dict(
         method=run.method, seed=run.seed, miou=run.miou, seconds=run.seconds,
         command=run.command) for run in runs], canvases=canvases)

@@ -38,7 +38,7 @@ from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from .base import (StateDict, check_drop_path_rate, grid_pair, normalise_out_indices,
                    reject_fixed_arguments, resolution_source)
-from .vit import PLAIN_VIT_TIMM_ARGS, PlainViTBackbone, check_head_width, fit_pos_embed
+from .plain_vit import PLAIN_VIT_TIMM_ARGS, PlainViTBackbone, check_head_width, fit_pos_embed
 
 # timm's eva02_{tiny,small,base,large}_patch14 widths; MLP settings as there.
 ARCHS = {

@@ -8,7 +8,9 @@ FastMIM pre-trains at 128 px and fine-tunes at 224 px; progressive-resolution pr
 the input size mid-run. The position embedding keeps the grid of ``img_size`` and follows the input
 whenever it has another grid: a learned embedding (fine-tuning, downstream) is resized on the fly
 (bicubic, class-token entry kept); the fixed 2-D sin-cos embedding that MAE and the FastMIM
-reference release pre-train with is recomputed exactly for the new grid.
+reference release pre-train with is recomputed exactly for the new grid. What this backbone
+shares with EVA-02 (embedding, block loop, NCHW maps, layer ids, the position-embedding resize)
+is :class:`~fastmim.models.backbones.plain_vit.PlainViTBackbone` in ``plain_vit.py``.
 
 Two options rebuild the reference's segmentation ViT (``ViTBEiT`` of BEiT's code, which
 pre-training and fine-tuning do not use): ``rel_pos_bias=True`` adds BEiT's relative position
@@ -16,34 +18,32 @@ bias to every block (a zero-initialised table per block over the patch grid of `
 and timm's ``init_values`` adds layer scale to both residual branches. A table follows the input
 grid the way the learned position embedding does: resized bicubically over its offset grid
 (class rows kept) at run time and when a checkpoint of another grid is loaded, the same
-operation, so a model loaded at size S equals the checkpoint's model run at size S.
+operation, so a model loaded at size S equals the checkpoint's model run at size S (the
+attention, block and table resize are in ``beit_relative_position.py``).
 """
-import copy
-import math
 import re
 from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from mmengine.model import BaseModule
-from timm.layers import resample_abs_pos_embed, to_2tuple
-from timm.models.beit import gen_relative_position_index
-from timm.models.vision_transformer import Attention, Block
+from timm.layers import to_2tuple
 from timm.models.vision_transformer import VisionTransformer as TimmVisionTransformer
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from fastmim.errors import CheckpointError
 from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncoder,
                                             ReferenceLayout)
-from fastmim.models.utils.relative_bias import resize_relative_position_bias_table, square_window
 from fastmim.models.utils.shape_reading import (build_matching, check_given_size,
                                                 count_indices, mlp_ratio, require_keys,
                                                 single_value, square_side)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (BackboneContract, StateDict, check_drop_path_rate, grid_pair,
-                   normalise_out_indices, plain, plain_size, reject_fixed_arguments)
+from .base import (StateDict, check_drop_path_rate, normalise_out_indices,
+                   reject_fixed_arguments)
+from .beit_relative_position import RelativePositionBiasBlock, fit_relative_position_bias_table
+from .plain_vit import (PLAIN_VIT_TIMM_ARGS, PlainViTBackbone, check_head_width, fit_pos_embed,
+                        pos_embed_source_grid)
 
 ARCHS = {
     's': dict(embed_dim=384, depth=12, num_heads=6),
@@ -59,9 +59,6 @@ EMBED_INITS = ('timm', 'mae')
 # kept and the position embedding is resized here, so timm must not be told otherwise.
 FIXED_TIMM_ARGS = ('num_classes', 'global_pool', 'class_token', 'reg_tokens', 'no_embed_class',
                    'pos_embed', 'dynamic_img_size', 'dynamic_img_pad', 'patch_drop_rate')
-# What makes timm's plain ViTs (ViT, EVA-02) a backbone here: no head, the class token kept, the
-# token grid following the input.
-PLAIN_VIT_TIMM_ARGS = dict(num_classes=0, global_pool='', class_token=True, dynamic_img_size=True)
 
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
@@ -70,20 +67,6 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
     return check_head_width(
         'VisionTransformer', resolve_named_arch('VisionTransformer', arch, ARCHS, ARCH_KEYS,
                                                 ARCH_ALIASES))
-
-
-def check_head_width(owner: str, settings: dict, multiple: int = 1, why: str = '') -> dict:
-    """``settings`` when ``embed_dim`` splits over ``num_heads`` into heads of a width that is
-    a multiple of ``multiple``. timm checks only the split, with a bare ``AssertionError`` that
-    names no arch key; a head width a rotary embedding cannot take fails later, in the first
-    forward, as a shape error."""
-    dim, heads = settings['embed_dim'], settings['num_heads']
-    if dim % heads:
-        raise ValueError(f'{owner}: arch embed_dim {dim} is not divisible by num_heads {heads}')
-    if (dim // heads) % multiple:
-        raise ValueError(f'{owner}: arch embed_dim {dim} / num_heads {heads} = {dim // heads} '
-                         f'channels per head, not a multiple of {multiple}{why}')
-    return settings
 
 
 def sincos_2d_pos_embed(embed_dim: int,
@@ -113,304 +96,6 @@ def sincos_2d_pos_embed(embed_dim: int,
     columns = torch.arange(width, dtype=torch.float64, device=device).repeat(height)
     class_row = torch.zeros(1, embed_dim, dtype=torch.float64, device=device)
     return torch.cat([class_row, torch.cat([encode(columns), encode(rows)], dim=1)], dim=0)
-
-
-def resize_pos_embed(pos_embed: torch.Tensor,
-                     src_grid: Union[int, Sequence[int]],
-                     dst_grid: Union[int, Sequence[int]],
-                     num_prefix_tokens: int = 1) -> torch.Tensor:
-    """Resample a ``(1, prefix + h*w, C)`` position embedding from ``src_grid`` to ``dst_grid``.
-
-    The prefix (class token) entries are kept; the ``h x w`` grid is interpolated bicubically
-    (``align_corners=False``, no anti-aliasing, in fp32, returned in the input dtype): the same
-    operation the model applies at run time to other input sizes, so a model loaded at size S
-    equals the pre-trained model run at size S. Returns ``pos_embed`` itself when the grids are
-    equal.
-    """
-    src = grid_pair(src_grid, 'resize_pos_embed', 'src_grid')
-    dst = grid_pair(dst_grid, 'resize_pos_embed', 'dst_grid')
-    if pos_embed.dim() != 3 or pos_embed.shape[0] != 1:
-        raise ValueError(f'resize_pos_embed: expected a (1, tokens, channels) position embedding, '
-                         f'got shape {tuple(pos_embed.shape)}')
-    if pos_embed.shape[1] != num_prefix_tokens + src[0] * src[1]:
-        raise ValueError(f'resize_pos_embed: {pos_embed.shape[1]} tokens do not match '
-                         f'{num_prefix_tokens} prefix token(s) + a {src[0]}x{src[1]} grid')
-    if src == dst:
-        return pos_embed
-    return resample_abs_pos_embed(pos_embed, new_size=dst, old_size=src,
-                                  num_prefix_tokens=num_prefix_tokens, antialias=False)
-
-
-def _source_grid(num_patches: int, geometry: Optional[dict]) -> Optional[Tuple[int, int]]:
-    """The patch grid a checkpoint's position embedding was built for: the geometry's when it
-    agrees with the tensor, else a square one; None when neither applies."""
-    grid = (geometry or {}).get('pos_embed_grid')
-    if grid and math.prod(grid) == num_patches:
-        return tuple(grid)
-    side = math.isqrt(num_patches)
-    return (side, side) if side * side == num_patches else None
-
-
-def fit_pos_embed(model: nn.Module, pos_embed: torch.Tensor,
-                  geometry: Optional[dict]) -> torch.Tensor:
-    """A checkpoint's ``pos_embed`` resized to ``model``'s patch grid (bicubic, class token
-    kept); the source grid is ``geometry['pos_embed_grid']`` when it agrees with the tensor,
-    else a square. Returned as it is when the shapes are equal or no rule applies (the caller
-    reports the shapes). Reads only timm's attributes, so it serves timm's ViT-like models
-    (ViT, EVA-02) alike."""
-    if (pos_embed.shape == model.pos_embed.shape or pos_embed.dim() != 3
-            or pos_embed.shape[-1] != model.embed_dim):
-        return pos_embed
-    source_grid = _source_grid(pos_embed.shape[1] - model.num_prefix_tokens, geometry)
-    if source_grid is None:
-        return pos_embed
-    return resize_pos_embed(pos_embed, source_grid, model.patch_embed.grid_size,
-                            model.num_prefix_tokens)
-
-
-# Parameters of timm's ViT-like models that embed the input: layer id 0.
-EMBEDDING_NAMES = ('patch_embed', 'cls_token', 'reg_token', 'pos_embed', 'norm_pre')
-
-
-# BEiT's relative position bias: per block, one row per offset (dy, dx) between two patches of
-# an (h, w) grid, (2h - 1) * (2w - 1) rows with dy major, then 3 rows for class -> patch,
-# patch -> class and class -> class; one column per head.
-NUM_CLASS_ROWS = 3
-
-
-def relative_position_bias_rows(grid: Sequence[int]) -> int:
-    """Rows of BEiT's relative-position-bias table for an ``(h, w)`` patch grid."""
-    return (2 * grid[0] - 1) * (2 * grid[1] - 1) + NUM_CLASS_ROWS
-
-
-def resize_beit_relative_position_bias_table(table: torch.Tensor, src_grid: Sequence[int],
-                                             dst_grid: Sequence[int]) -> torch.Tensor:
-    """BEiT's ``((2h-1)(2w-1) + 3, heads)`` table from an ``src_grid`` patch grid to
-    ``dst_grid``: the offset rows resized bicubically over the ``(2h-1, 2w-1)`` offset grid as
-    Swin's table is
-    (:func:`~fastmim.models.utils.relative_bias.resize_relative_position_bias_table`), the 3
-    class rows kept. The same operation serves loading and inputs of another grid, so a
-    model loaded at size S equals the checkpoint's model run at size S. Returns ``table`` itself
-    when the grids are equal."""
-    src = grid_pair(src_grid, 'resize_beit_relative_position_bias_table', 'src_grid')
-    dst = grid_pair(dst_grid, 'resize_beit_relative_position_bias_table', 'dst_grid')
-    if table.dim() != 2 or table.shape[0] != relative_position_bias_rows(src):
-        raise ValueError(f'resize_beit_relative_position_bias_table: a {src[0]}x{src[1]} grid '
-                         f'needs a ({relative_position_bias_rows(src)}, heads) table, got shape '
-                         f'{tuple(table.shape)}')
-    if src == dst:
-        return table
-    offsets = resize_relative_position_bias_table(table[:-NUM_CLASS_ROWS], src, dst)
-    return torch.cat([offsets, table[-NUM_CLASS_ROWS:]], dim=0)
-
-
-def _table_source_grid(rows: int, geometry: Optional[dict]) -> Optional[Tuple[int, int]]:
-    """The patch grid a checkpoint's BEiT table was built for (the grid of its position
-    embedding): the geometry's when it agrees with the rows, else a square; None otherwise."""
-    grid = (geometry or {}).get('pos_embed_grid')
-    if grid and relative_position_bias_rows(grid) == rows:
-        return tuple(grid)
-    return square_window(max(rows - NUM_CLASS_ROWS, 0))
-
-
-class RelativePositionBiasAttention(Attention):
-    """timm's attention (same ``qkv`` / ``proj`` parameters) plus BEiT's relative-position-bias
-    table ``relative_position_bias_table``, zero-initialised as in BEiT. The bias enters timm's
-    attention as its additive ``attn_mask``; the caller asks for it with the token grid, which
-    the flattened tokens alone do not tell.
-
-    Args:
-        dim, num_heads, **attention_kwargs: those of timm's ``Attention``.
-        grid_size: the ``(h, w)`` patch grid the table is built for (the grid of the model's
-            position embedding).
-    """
-
-    def __init__(self, dim: int, num_heads: int, grid_size: Sequence[int],
-                 **attention_kwargs) -> None:
-        super().__init__(dim, num_heads=num_heads, **attention_kwargs)
-        self.grid_size = grid_pair(grid_size, 'RelativePositionBiasAttention', 'grid_size')
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros(relative_position_bias_rows(self.grid_size), num_heads))
-        # Rebuilt from the grid, so not saved (BEiT's checkpoints carry a stale copy).
-        self.register_buffer('relative_position_index',
-                             gen_relative_position_index(self.grid_size), persistent=False)
-
-    def relative_position_bias(self, grid: Sequence[int]) -> torch.Tensor:
-        """``(heads, 1 + h*w, 1 + h*w)`` bias for an ``(h, w)`` token grid (class token first).
-        Another grid than the table's gets the table resized
-        (:func:`resize_beit_relative_position_bias_table`), like the position embedding."""
-        grid = grid_pair(grid, 'RelativePositionBiasAttention', 'grid')
-        table, index = self.relative_position_bias_table, self.relative_position_index
-        if grid != self.grid_size:
-            table = resize_beit_relative_position_bias_table(table, self.grid_size, grid)
-            index = gen_relative_position_index(grid, device=table.device)
-        tokens = 1 + grid[0] * grid[1]
-        return table[index.view(-1)].view(tokens, tokens, -1).permute(2, 0, 1)
-
-
-class RelativePositionBiasBlock(Block):
-    """timm's block with :class:`RelativePositionBiasAttention`. timm builds a block's attention
-    from a fixed argument list that has no grid, so the block rebuilds it with the same
-    arguments (those timm's ``VisionTransformer`` passes) and the grid."""
-
-    def __init__(self, grid_size: Sequence[int], *, dim: int, num_heads: int, qkv_bias: bool,
-                 qk_norm: bool, scale_attn_norm: bool, proj_bias: bool, attn_drop: float,
-                 proj_drop: float, norm_layer, attn_layer, device=None, dtype=None,
-                 **block_kwargs) -> None:
-        if attn_layer is not Attention:
-            raise ValueError(f'VisionTransformer: rel_pos_bias=True adds the table to timm\'s '
-                             f'standard attention; attn_layer={attn_layer!r} cannot be combined')
-        attention_kwargs = dict(qkv_bias=qkv_bias, qk_norm=qk_norm, proj_bias=proj_bias,
-                                attn_drop=attn_drop, proj_drop=proj_drop, norm_layer=norm_layer,
-                                device=device, dtype=dtype)
-        super().__init__(dim=dim, num_heads=num_heads, scale_attn_norm=scale_attn_norm,
-                         attn_layer=attn_layer, **attention_kwargs, **block_kwargs)
-        self.attn = RelativePositionBiasAttention(dim, num_heads, grid_size,
-                                                  scale_norm=scale_attn_norm, **attention_kwargs)
-
-
-class PlainViTBackbone(BackboneContract):
-    """What the backbones over timm's plain ViTs (:class:`VisionTransformer`, EVA-02) share, so
-    that both run, resize and describe their tokens the same way: the input check, the class
-    token and position embedding on any grid, the block loop (blocks after the last output not
-    run, activation checkpointing, the final norm on the last block only), the NCHW maps, the
-    common part of ``geometry()`` and MAE's layer ids. :meth:`forward` is two public steps that
-    a token-dropping method runs with some patch tokens left out in between:
-    :meth:`embed_tokens` and :meth:`encode_tokens`.
-
-    It reads timm's attributes (``patch_embed``, ``cls_token``, ``pos_embed``, ``blocks``,
-    ``norm``, ...). A subclass calls :meth:`_finish_init` at the end of ``__init__`` and
-    says how one block runs on a grid (:meth:`_block_runner`).
-    """
-
-    size_keys = ('embed_dim', 'depth', 'num_heads')
-    timm_pooled_norm = 'fc_norm'  # timm's ViT and EVA-02 normalise the pooled tokens there
-
-    def _finish_init(self, arch: Union[str, dict], arch_cfg: dict, patch_size: int,
-                     out_indices: Sequence[int], with_cp: bool,
-                     init_cfg: Optional[Union[dict, list]]) -> None:
-        """What a subclass sets once timm's constructor has run: ``init_cfg`` (timm's
-        constructor reaches ``BaseModule.__init__`` without it, which sets it to None), the
-        outputs (each an ``embed_dim``-channel map at the patch stride), activation
-        checkpointing and the load-state-dict hook."""
-        self.init_cfg = copy.deepcopy(init_cfg)
-        self.arch = copy.deepcopy(arch)
-        self.arch_cfg = arch_cfg
-        self.patch_size = int(patch_size)
-        self.out_indices = out_indices
-        self.out_channels = [arch_cfg['embed_dim']] * len(out_indices)
-        self.out_strides = [self.patch_size] * len(out_indices)
-        self.set_grad_checkpointing(with_cp)
-        self.enable_state_dict_adaptation()
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        patches, prefix, grid = self.embed_tokens(x)
-        outputs = self.encode_tokens(torch.cat([prefix, patches], dim=1), grid, self.out_indices)
-        return tuple(self._format(tokens, grid) for tokens in outputs)
-
-    def embed_tokens(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor,
-                                                          Tuple[int, int]]:
-        """The position-embedded tokens of a ``(B, C, H, W)`` batch, patch and prefix (class)
-        tokens apart, so that a token-dropping method (MAE) can keep some patch tokens:
-        ``(patches (B, h*w, C), prefix (B, 1, C), grid (h, w))``, each plus its rows of the
-        position embedding of that grid (:meth:`_pos_embed_for_grid`). :meth:`forward` joins
-        them (prefix first) and hands them to :meth:`encode_tokens`."""
-        if images.dim() != 4 or images.shape[-2] % self.patch_size or \
-                images.shape[-1] % self.patch_size:
-            raise ValueError(f'{type(self).__name__}: expected a (B, C, H, W) input with H and W '
-                             f'multiples of the patch size {self.patch_size}, got '
-                             f'{tuple(images.shape)}')
-        x = self.patch_embed(images)  # (B, h, w, C): dynamic_img_size keeps the grid
-        return (*self._position_embedded(x), tuple(x.shape[1:3]))
-
-    def encode_tokens(self, tokens: torch.Tensor, grid: Tuple[int, int],
-                      out_indices: Optional[Sequence[int]] = None) -> List[torch.Tensor]:
-        """``tokens`` (B, tokens, C) through ``pos_drop`` and ``norm_pre``, then the blocks up
-        to the last of ``out_indices`` (default: the last block); returns the tokens after each
-        block of ``out_indices``, the last block's through the final norm. ``pos_drop`` and
-        ``norm_pre`` act on each token alone, so dropping tokens before them is dropping them
-        after.
-
-        ``tokens`` are the prefix tokens, then the patch tokens of the ``(h, w)`` ``grid``: all
-        of them, or any of them (MAE's kept tokens) where the blocks do not need every token of
-        the grid (no relative position bias, no rotary embedding)."""
-        out_indices = (len(self.blocks) - 1, ) if out_indices is None else out_indices
-        x = self.norm_pre(self.pos_drop(tokens))
-        run_block = self._block_runner(grid)
-        outputs = []
-        last_block = len(self.blocks) - 1
-        for index, block in enumerate(self.blocks[:max(out_indices) + 1]):
-            if self.grad_checkpointing and self.training:
-                x = checkpoint(run_block, block, x, use_reentrant=False)
-            else:
-                x = run_block(block, x)
-            if index in out_indices:
-                outputs.append(self.norm(x) if index == last_block else x)
-        return outputs
-
-    def _block_runner(self, grid: Tuple[int, int]) -> Callable[[nn.Module, torch.Tensor],
-                                                                torch.Tensor]:
-        """``run(block, tokens) -> tokens`` for inputs of token grid ``grid``; with activation
-        checkpointing, what it computes inside is recomputed in the backward pass."""
-        raise NotImplementedError(f'{type(self).__name__} must implement _block_runner(grid)')
-
-    def _embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """The class token, then the patch tokens of a ``(B, h, w, C)`` grid, position-embedded,
-        through ``pos_drop``: the embedding timm's ``forward_features`` runs (``_pos_embed``)."""
-        patches, prefix = self._position_embedded(x)
-        return self.pos_drop(torch.cat([prefix, patches], dim=1))
-
-    def _position_embedded(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(patches (B, h*w, C), class token (B, 1, C))`` of a ``(B, h, w, C)`` grid, each plus
-        its rows of the position embedding of that grid (the class token's come first)."""
-        batch, height, width, dim = x.shape
-        table = self._pos_embed_for_grid((height, width))
-        prefix = self.cls_token.expand(batch, -1, -1) + table[:, :self.num_prefix_tokens]
-        return x.reshape(batch, -1, dim) + table[:, self.num_prefix_tokens:], prefix
-
-    def _pos_embed_for_grid(self, grid: Tuple[int, int]) -> torch.Tensor:
-        """``pos_embed`` resized to ``grid`` by :func:`resize_pos_embed`, the function
-        :func:`fit_pos_embed` resizes checkpoints with: one operation, so a model run at size S
-        equals the model loaded at S."""
-        return resize_pos_embed(self.pos_embed, self.patch_embed.grid_size, grid,
-                                self.num_prefix_tokens)
-
-    def _format(self, tokens: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
-        """``(B, prefix + h*w, C)`` tokens -> the ``(B, C, h, w)`` map of the patch tokens."""
-        patches = tokens[:, self.num_prefix_tokens:]
-        patch_map = patches.reshape(patches.shape[0], grid[0], grid[1], -1)
-        return patch_map.permute(0, 3, 1, 2).contiguous()
-
-    def _plain_geometry(self, type_name: str, **extra) -> Dict:
-        """The plain-type description both store in pre-training checkpoints: the size and the
-        grid ``pos_embed`` was built for (so fine-tuning and downstream loading can resize it),
-        then ``extra``."""
-        return dict(
-            type=type_name,
-            arch=plain(self.arch),
-            img_size=plain_size(self.patch_embed.img_size),
-            patch_size=self.patch_size,
-            embed_dim=self.arch_cfg['embed_dim'],
-            depth=self.arch_cfg['depth'],
-            num_heads=self.arch_cfg['num_heads'],
-            pos_embed_grid=list(self.patch_embed.grid_size),
-            **extra,
-            class_token=True)
-
-    def layer_id(self, name: str) -> int:
-        """MAE's ids: the embedding (patch embedding, class token, position embedding, pre-norm)
-        is 0, ``blocks.i`` is ``i + 1`` (everything inside the block: relative-position-bias
-        table, layer scales), the rest (final norm) ``depth + 1``; 13 for ViT-B."""
-        top, _, remainder = name.partition('.')
-        if top in EMBEDDING_NAMES:
-            return 0
-        if top == 'blocks':
-            return int(remainder.split('.')[0]) + 1
-        return len(self.blocks) + 1
-
-    @property
-    def num_layer_ids(self) -> int:
-        return len(self.blocks) + 2
 
 
 @MODELS.register_module()
@@ -648,7 +333,8 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
         for key, value in state.items():
             match = re.fullmatch(r'blocks\.(\d+)\.attn\.relative_position_bias_table', key)
             if match:
-                state[key] = _resized_beit_table(self, value, int(match[1]), source_geometry)
+                state[key] = fit_relative_position_bias_table(self, value, int(match[1]),
+                                                              source_geometry)
         pos_embed = state.get('pos_embed')
         if pos_embed is None:
             return state
@@ -693,7 +379,7 @@ def _refuse_a_learned_table(model: nn.Module, pos_embed: torch.Tensor,
     it ends in a second error, the missing ``norm`` keys. A table of another width is not
     judged: the file is of another size, which following this advice only led to."""
     learned = (geometry or {}).get('pos_embed_type') == 'learned'
-    grid = _source_grid(pos_embed.shape[1] - model.num_prefix_tokens, geometry) \
+    grid = pos_embed_source_grid(pos_embed.shape[1] - model.num_prefix_tokens, geometry) \
         if pos_embed.dim() == 3 else None
     if not learned and grid is not None:
         table = sincos_2d_pos_embed(model.embed_dim, grid)[1:]
@@ -706,19 +392,3 @@ def _refuse_a_learned_table(model: nn.Module, pos_embed: torch.Tensor,
             f"the checkpoint's pos_embed {tuple(pos_embed.shape)} is a learned table, which "
             f"this VisionTransformer (pos_embed_type='sincos') would replace by its sin-cos "
             f"table: set model.backbone.pos_embed_type='learned'{no_final_norm} to use it")
-
-
-def _resized_beit_table(model: nn.Module, table: torch.Tensor, block: int,
-                        geometry: Optional[dict]) -> torch.Tensor:
-    """``table`` of block ``block`` resized to that block's grid; as it is when the block has no
-    table, the heads differ or the source grid is unknown (the caller reports the shapes)."""
-    own = getattr(model.blocks[block].attn, 'relative_position_bias_table', None) \
-        if block < len(model.blocks) else None
-    if own is None or table.shape == own.shape or table.dim() != 2 or \
-            table.shape[1] != own.shape[1]:
-        return table
-    source = _table_source_grid(table.shape[0], geometry)
-    if source is None:
-        return table
-    return resize_beit_relative_position_bias_table(table, source,
-                                                    model.blocks[block].attn.grid_size)

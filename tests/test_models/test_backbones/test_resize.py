@@ -7,7 +7,7 @@ from timm.models.swin_transformer import get_relative_position_index
 from fastmim.models.utils.relative_bias import (
     geometric_offsets, resample_relative_position_bias_table_geometric,
     resize_relative_position_bias_table)
-from fastmim.models.backbones.vit import resize_pos_embed
+from fastmim.models.backbones.plain_vit import resize_pos_embed
 
 
 def bicubic(grid_nchw, size):

@@ -8,7 +8,7 @@ from timm.models.beit import Beit
 
 from fastmim.errors import CheckpointError
 from fastmim.models.backbones import VisionTransformer
-from fastmim.models.backbones.vit import resize_beit_relative_position_bias_table
+from fastmim.models.backbones.beit_relative_position import resize_beit_relative_position_bias_table
 from fastmim.models.utils.pretrained import load_pretrained
 
 TINY = dict(embed_dim=32, depth=2, num_heads=4)
