@@ -336,7 +336,13 @@ def test_a_collective_broken_by_another_process_ending_is_one_line(capsys, monke
     monkeypatch.setattr(torch_dist, 'get_world_size', lambda: 2)
     monkeypatch.setattr(torch_dist, 'get_rank', lambda: 1)
     monkeypatch.setattr(cli, 'shutdown_distributed', lambda: None)
-    monkeypatch.setattr(cli, 'rank_log_pattern', lambda: None)  # outside a run
+    # Outside a run: no log to name or write. A logger left by an earlier test in this process
+    # (with a log file and no handler) made log_to_files ask mmengine for the rank, which the
+    # patched torch.distributed cannot give.
+    monkeypatch.setattr(cli, 'rank_log_pattern', lambda: None)
+    logged = []
+    monkeypatch.setattr(cli, 'log_to_files',
+                        lambda line, every_rank=False: logged.append((line, every_rank)))
     waited = []
     monkeypatch.setattr(cli.time, 'sleep', waited.append)
 
@@ -344,9 +350,10 @@ def test_a_collective_broken_by_another_process_ending_is_one_line(capsys, monke
         raise RuntimeError('[../third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection '
                            'closed by peer [127.0.0.1]:58565')
 
-    assert _run_failing(peer_gone, capsys) == (
-        1, 'error: rank 1: another process of the job ended during a collective operation (its '
-           "own message and the launcher's line say why)\n")
+    line = ('error: rank 1: another process of the job ended during a collective operation (its '
+            "own message and the launcher's line say why)")
+    assert _run_failing(peer_gone, capsys) == (1, line + '\n')
+    assert logged == [(line, True)]  # in the run's log, or a rank > 0's own
     assert waited == [cli.FIRST_PROCESS_GRACE_S]  # the launcher may stop it first
 
     def other(argv):  # any other RuntimeError is still a bug, with its traceback
