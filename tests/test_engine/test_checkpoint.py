@@ -500,42 +500,35 @@ def test_a_failed_download_is_one_line_naming_the_url(tmp_path, monkeypatch):
     assert not cached_copy(tmp_path).exists()
 
 
-def test_torchvision_and_open_mmlab_names_load_weights_only_and_are_trusted_by_name(
-        tmp_path, downloads):
-    from mmengine.runner.checkpoint import get_external_models, get_torchvision_models
-    for name, url in (('torchvision://resnet18', get_torchvision_models()['resnet18']),
-                      ('open-mmlab://resnet50_v1c', get_external_models()['resnet50_v1c'])):
-        downloads[url] = foreign_checkpoint(tmp_path)
-        with pytest.raises(CheckpointError, match=(
-                f'^{re.escape(name)} \\(downloaded to .*holds pickled Python objects.*'
-                f'--trust-checkpoint {re.escape(name)}\\)$')):
-            _load_checkpoint(name)
-        trust_checkpoint(name)
-        assert isinstance(_load_checkpoint(name)['extra'], Payload)
-
-
 def test_an_unknown_model_name_is_named_with_its_scheme():
     with pytest.raises(CheckpointError, match="^open-mmlab://no_such_net: no model named "
                                               "'no_such_net' among the open-mmlab:// models"):
         _load_checkpoint('open-mmlab://no_such_net')
 
 
-def test_s3_and_pavi_checkpoints_load_weights_only(tmp_path, monkeypatch):
-    """Both read the file through packages not installed here (petrel_client, pavi): faked."""
+def serve_model_names(foreign, downloads, monkeypatch):
+    """``torchvision://resnet18`` and ``open-mmlab://resnet50_v1c`` serve ``foreign``: their
+    URLs in mmengine's model tables are downloaded (faked by ``downloads``)."""
+    from mmengine.runner.checkpoint import get_external_models, get_torchvision_models
+    downloads[get_torchvision_models()['resnet18']] = foreign
+    downloads[get_external_models()['resnet50_v1c']] = foreign
+
+
+def serve_s3_and_pavi(foreign, downloads, monkeypatch):
+    """``s3://`` and ``pavi://`` names serve ``foreign``. Both read the file through packages
+    not installed here (petrel_client, pavi): faked."""
     import sys
     import types
 
     from mmengine.runner import checkpoint as mmengine_checkpoint
 
     from fastmim.engine import checkpoint
-    foreign = foreign_checkpoint(tmp_path)
 
     class Bucket:
         def get(self, filepath):
             return foreign.read_bytes()
     for module in (mmengine_checkpoint, checkpoint):  # mmengine's loader reads it there
         monkeypatch.setattr(module, 'get_file_backend', lambda *args, **kwargs: Bucket())
-    monkeypatch.setattr(checkpoint, '_TRUSTED_CHECKPOINTS', set())
 
     class CloudModel:
         name = 'model.pth'
@@ -546,13 +539,27 @@ def test_s3_and_pavi_checkpoints_load_weights_only(tmp_path, monkeypatch):
     pavi.modelcloud = types.SimpleNamespace(get=lambda name: CloudModel())
     monkeypatch.setitem(sys.modules, 'pavi', pavi)
 
-    for name in ('s3://bucket/model.pth', 'pavi://project/model'):
-        with pytest.raises(CheckpointError, match=(
-                f'^{re.escape(name)} holds pickled Python objects.*'
-                f'--trust-checkpoint {re.escape(name)}\\)$')):
-            _load_checkpoint(name)
-        trust_checkpoint(name)
-        assert isinstance(_load_checkpoint(name)['extra'], Payload)
+
+DOWNLOADED_TO = ' \\(downloaded to .*\\)'  # a fetched copy's errors name where it lies
+
+
+@pytest.mark.parametrize('name, serve, where', (
+    ('torchvision://resnet18', serve_model_names, DOWNLOADED_TO),
+    ('open-mmlab://resnet50_v1c', serve_model_names, DOWNLOADED_TO),
+    ('s3://bucket/model.pth', serve_s3_and_pavi, ''),
+    ('pavi://project/model', serve_s3_and_pavi, ''),
+))
+def test_remote_checkpoints_load_weights_only_and_are_trusted_by_name(
+        name, serve, where, tmp_path, downloads, monkeypatch):
+    """A foreign file behind each of mmengine's remote schemes is refused until the name the
+    user wrote is trusted (``downloads`` forgets what a test trusts)."""
+    serve(foreign_checkpoint(tmp_path), downloads, monkeypatch)
+    with pytest.raises(CheckpointError, match=(
+            f'^{re.escape(name)}{where} holds pickled Python objects.*'
+            f'--trust-checkpoint {re.escape(name)}\\)$')):
+        _load_checkpoint(name)
+    trust_checkpoint(name)
+    assert isinstance(_load_checkpoint(name)['extra'], Payload)
 
 
 def test_other_processes_fetch_a_url_after_process_0(tmp_path, downloads, monkeypatch,
