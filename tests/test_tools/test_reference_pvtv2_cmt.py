@@ -475,14 +475,13 @@ def test_the_tool_offers_every_backbone_that_declares_a_reference_layout(from_re
             == name
 
 
-def test_a_converted_classifier_is_evaluated_with_its_published_recipe(from_reference,
-                                                                       load_script):
-    """The hint names the fine-tuning config of the downstream benchmark's recipe table, the
-    one list of published recipes (the tool kept a copy of it)."""
-    downstream = load_script(ROOT / 'tools' / 'benchmarks' / 'downstream.py')
+def test_a_converted_classifier_is_evaluated_with_its_published_recipe(from_reference):
+    """The hint names the fine-tuning config of the published recipe table, the one the
+    downstream benchmark runs (the tool kept a copy of it)."""
+    from fastmim.recipes import RECIPES
     for backbone_type in ('VisionTransformer', 'SwinTransformer', 'PyramidVisionTransformerV2',
                           'CMT'):
-        config = downstream.RECIPES[backbone_type]['finetune']
+        config = RECIPES[backbone_type]['finetune']
         assert (ROOT / config).is_file()
         assert from_reference.evaluation_hint(backbone_type, 'out.pth') == (
             f'evaluate: tools/test.py {config} out.pth (for a backbone of that size)')

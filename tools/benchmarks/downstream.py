@@ -38,19 +38,6 @@ import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-# Backbone type (``geometry()['type']``) -> the published config of each stage (repository
-# relative). Only ViT-B and Swin-B have downstream recipes in the paper.
-RECIPES = {
-    'VisionTransformer': dict(
-        finetune='configs/finetune/vit_b_ft_100e.py',
-        seg='projects/segmentation/configs/upernet_fastmim_vit_b_ade20k_512x512_160k.py'),
-    'SwinTransformer': dict(
-        finetune='configs/finetune/swin_b_ft_100e.py',
-        det='projects/detection/configs/mask_rcnn_fastmim_swin_b_fpn_3x_coco.py'),
-    'PyramidVisionTransformerV2': dict(finetune='configs/finetune/pvtv2_b2_ft_100e.py'),
-    'CMT': dict(finetune='configs/finetune/cmt_s_ft_100e.py'),
-    'EVA02': dict(finetune='configs/finetune/eva02_b_ft_100e.py'),
-}
 # Configs the project ships for a backbone without a published recipe of that stage: named when
 # the stage is asked for, never run by default.
 UNPUBLISHED = {
@@ -84,6 +71,7 @@ class ExtendOptions(argparse._ExtendAction):
 
 def parse_args(argv):
     from fastmim.cli import add_debug_arg, add_trust_checkpoint_arg
+    from fastmim.recipes import RECIPES
     parser = argparse.ArgumentParser(
         description='Fine-tune a pre-training checkpoint on ImageNet, transfer it to COCO / '
         'ADE20K and report top-1, box AP, mask AP and mIoU')
@@ -150,6 +138,7 @@ def read_pretraining_checkpoint(path):
 def backbone_type(path, weights=None):
     """The backbone type recorded in a pre-training checkpoint's ``meta['geometry']``."""
     from fastmim.errors import LaunchError
+    from fastmim.recipes import RECIPES
     geometry = (weights or read_pretraining_checkpoint(path)).geometry
     if not geometry or 'type' not in geometry:
         raise LaunchError(f"{path} records no backbone (meta['geometry']): name it with "
@@ -158,8 +147,10 @@ def backbone_type(path, weights=None):
 
 
 def stage_configs(args, backbone):
-    """``{stage: config path}`` of the stages ``args.task`` asks for, in running order."""
+    """``{stage: config path}`` of the stages ``args.task`` asks for, in running order: the
+    backbone's published recipe (:mod:`fastmim.recipes`), then the configs ``args`` give."""
     from fastmim.errors import LaunchError
+    from fastmim.recipes import RECIPES
     recipe = {stage: osp.join(ROOT, path) for stage, path in RECIPES.get(backbone, {}).items()}
     given = {'finetune': args.finetune_config, 'det': args.det_config, 'seg': args.seg_config}
     recipe.update({stage: path for stage, path in given.items() if path})

@@ -33,13 +33,12 @@ import sys
 
 from fastmim.cli import (add_debug_arg, add_trust_checkpoint_arg, check_output_file, positive_int,
                          refuse_overwriting_input)
-
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'benchmarks'))
-from out_name import check_out_name  # noqa: E402  (beside this file, shared by the converters)
 # The published recipe of each backbone type: its fine-tuning config is the one whose classifier
 # a converted fine-tuned file fits (a generic hint for a backbone without one).
-from downstream import RECIPES  # noqa: E402
+from fastmim.recipes import RECIPES
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from out_name import check_out_name  # noqa: E402  (beside this file, shared by the converters)
 
 
 def parse_args(argv):
@@ -105,8 +104,8 @@ def conversion_report(converted: dict, out: str) -> list:
 
 def evaluation_hint(backbone_type: str, out: str) -> str:
     """How to evaluate a converted classifier: with the published fine-tuning config of its
-    backbone type (``RECIPES`` of tools/benchmarks/downstream.py), or, for a type without
-    one, with a config whose model is that classifier."""
+    backbone type (:data:`fastmim.recipes.RECIPES`), or, for a type without one, with a config
+    whose model is that classifier."""
     config = RECIPES.get(backbone_type, {}).get('finetune')
     if config is None:
         return (f'evaluate: tools/test.py CONFIG {out}, CONFIG a fine-tuning config '
