@@ -9,6 +9,7 @@ from mmengine.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
+FINETUNE_DEMO = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
 EMPTY_ZIP = b'PK\x05\x06' + bytes(18)  # a zip archive's end record alone
 
 
@@ -107,6 +108,42 @@ def test_the_scaled_lr_is_logged_beside_mmengine_s_unscaled_base_lr(tmp_path, tr
                       f"only)"]
     train.log_scaled_lr(flags_applied(train, tmp_path), world_size=2)  # not enabled
     assert len(logged) == 1
+
+
+@pytest.mark.parametrize('config', [DEMO, FINETUNE_DEMO], ids=['decay mults', 'layer decay'])
+def test_the_logged_lr_is_the_lr_mmengine_s_runner_trains_at(tmp_path, train, monkeypatch,
+                                                             config):
+    """The factor and lr the log line says, against what mmengine's own ``Runner.scale_lr``
+    sets on the optimiser that the config's constructor builds (every group's lr before and
+    after), with accumulated batches and with per-group lrs from ``paramwise_cfg`` (the
+    fine-tuning config's layer decay: the last layer id's group trains at ``optimizer.lr``)."""
+    import re
+
+    import mmengine.logging
+    from mmengine.runner import Runner
+
+    from fastmim.engine.launch import adapt_to_device
+    logged = []
+    monkeypatch.setattr(mmengine.logging, 'print_log',
+                        lambda message, **kwargs: logged.append(message))
+    cfg = flags_applied(train, tmp_path, '--auto-scale-lr', '--cfg-options',
+                        'train_dataloader.batch_size=4', 'optim_wrapper.accumulative_counts=2',
+                        'optim_wrapper.optimizer.lr=0.001', config=config)
+    adapt_to_device(cfg)
+    runner = Runner.from_cfg(cfg)
+    logged.clear()
+    train.log_scaled_lr(cfg, runner.world_size)
+    said = re.search(r'scaled by (\S+): optimizer\.lr=0\.001 trains at (\S+);', logged[0])
+
+    optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
+    config_lrs = [group['lr'] for group in optim_wrapper.optimizer.param_groups]
+    runner.scale_lr(optim_wrapper, runner.auto_scale_lr)
+    trained_lrs = [group['lr'] for group in optim_wrapper.optimizer.param_groups]
+    assert (len(set(config_lrs)) > 1) == (config == FINETUNE_DEMO)  # an lr per layer id
+    assert [trained / given for trained, given in zip(trained_lrs, config_lrs)] == \
+        pytest.approx([float(said[1])] * len(config_lrs), rel=1e-5)
+    assert max(trained_lrs) == pytest.approx(float(said[2]), rel=1e-5)
+    assert float(said[1]) == pytest.approx(runner.world_size * 4 * 2 / 32)  # base batch 32
 
 
 def test_auto_scale_lr_enabled_in_the_config_counts_the_accumulation_too(tmp_path, train):
