@@ -285,30 +285,39 @@ def load_from_mmcls(filename, map_location=None):
 
 def load_from_ceph(filename, map_location=None, backend='petrel'):
     """``s3://`` and ``petrel://`` (mmengine's petrel backend): the bytes are read as mmengine
-    reads them, written to a temporary file and loaded as a local file, trusted by the name."""
+    reads them and loaded as a local file (:func:`_load_fetched`)."""
     data = get_file_backend(filename, backend_args={'backend': backend}).get(filename)
-    with tempfile.TemporaryDirectory() as folder:
-        path = osp.join(folder, osp.basename(filename) or 'checkpoint')
-        with open(path, 'wb') as file:
-            file.write(data)
-        return _load_file(path, map_location, name=filename, trust_as=filename,
-                          hint=lambda: '')
+    return _load_fetched(filename, osp.basename(filename) or 'checkpoint',
+                         lambda path: _write_bytes(path, data), map_location)
 
 
 def load_from_pavi(filename, map_location=None):
     """``pavi://`` (SenseTime's model cloud, through the ``pavi`` package, as mmengine does):
-    downloaded to a temporary folder and loaded as a local file, trusted by the name."""
+    downloaded and loaded as a local file (:func:`_load_fetched`)."""
     try:
         from pavi import modelcloud
     except ImportError:
         raise CheckpointError(f'{filename}: loading from pavi:// needs the pavi package') \
             from None
     model = modelcloud.get(filename[len('pavi://'):])
+    return _load_fetched(filename, model.name, model.download, map_location)
+
+
+def _load_fetched(filename, file_name, fetch, map_location):
+    """Load the remote checkpoint ``filename`` as a local file: ``fetch(path)`` writes it to
+    ``path``, a file ``file_name`` in a temporary folder of this process alone (no other reader
+    sees it half written), which is removed after the load, failed or not. Errors and
+    ``--trust-checkpoint`` name ``filename``, as the user wrote it."""
     with tempfile.TemporaryDirectory() as folder:
-        path = osp.join(folder, model.name)
-        model.download(path)
+        path = osp.join(folder, file_name)
+        fetch(path)
         return _load_file(path, map_location, name=filename, trust_as=filename,
                           hint=lambda: '')
+
+
+def _write_bytes(path, data):
+    with open(path, 'wb') as file:
+        file.write(data)
 
 
 def _converter_hint(reason):

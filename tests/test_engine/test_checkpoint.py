@@ -562,6 +562,23 @@ def test_remote_checkpoints_load_weights_only_and_are_trusted_by_name(
     assert isinstance(_load_checkpoint(name)['extra'], Payload)
 
 
+@pytest.mark.parametrize('name', ['s3://bucket/model.pth', 'pavi://project/model'])
+def test_the_temporary_copy_of_an_s3_or_pavi_checkpoint_is_removed(name, tmp_path, downloads,
+                                                                  monkeypatch):
+    """The copy these loaders read locally goes, whether the load is refused or succeeds."""
+    import tempfile
+    scratch = tmp_path / 'scratch'
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, 'tempdir', str(scratch))
+    serve_s3_and_pavi(foreign_checkpoint(tmp_path), downloads, monkeypatch)
+    with pytest.raises(CheckpointError, match='holds pickled Python objects'):
+        _load_checkpoint(name)
+    assert list(scratch.iterdir()) == []
+    trust_checkpoint(name)
+    assert isinstance(_load_checkpoint(name)['extra'], Payload)
+    assert list(scratch.iterdir()) == []
+
+
 def test_other_processes_fetch_a_url_after_process_0(tmp_path, downloads, monkeypatch,
                                                      weights_only_arguments):
     """Process 0 downloads first; the others wait at a barrier and then read its copy (or
