@@ -629,3 +629,60 @@ def install():
     register_backend('local', AtomicLocalBackend, force=True, prefixes='')
     for prefixes, loader in CHECKPOINT_LOADERS:
         CheckpointLoader.register_scheme(prefixes, loader, force=True)
+    install_timm_pretrained_loading()
+
+
+def install_timm_pretrained_loading():
+    """Make timm read the weights of ``pretrained=True`` (``TimmBackbone(pretrained=True)``,
+    and its ``checkpoint_path``) as fastmim reads checkpoints: weights-only, fully only when
+    trusted (``--trust-checkpoint`` with the file's path), with the same one-line errors.
+
+    timm 1.0 asks torch for ``weights_only=True`` for every source of weights, but its URL
+    source (the models without a Hugging Face copy, and every model under
+    ``TIMM_USE_OLD_CACHE=1``) retries with torch.hub's default, full unpickling, when the
+    weights-only load raises ``TypeError``: a crafted file makes it raise one, then runs its
+    code. Every source passes through timm's ``load_pretrained``, so while it runs
+    ``torch.load`` is :func:`_load_file`; safetensors files are read by safetensors, as timm
+    does. Should timm rename ``load_pretrained``, this install fails with an AttributeError
+    instead of leaving the loading unguarded."""
+    from timm.models import _builder  # the module whose build_model_with_cfg calls it
+    timm_load_pretrained = _builder.load_pretrained
+    if getattr(timm_load_pretrained, 'reads_weights_only', False):
+        return
+
+    def load_pretrained(model, *args, **kwargs):
+        architecture = ((getattr(model, 'pretrained_cfg', None) or {}).get('architecture')
+                        or type(model).__name__)
+        with _torch_load_weights_only(f"timm's pretrained weights of {architecture}"):
+            return timm_load_pretrained(model, *args, **kwargs)
+
+    load_pretrained.reads_weights_only = True
+    _builder.load_pretrained = load_pretrained
+
+
+@contextlib.contextmanager
+def _torch_load_weights_only(what):
+    """While the block runs, ``torch.load(path, ...)`` is :func:`_load_file` of ``path``,
+    whatever ``weights_only`` its caller asks for; the errors say it holds ``what``. A
+    ``TypeError`` of the weights-only unpickler becomes a :class:`CheckpointError`, so a
+    caller that answers ``TypeError`` with full unpickling (timm's URL source) never does."""
+    torch_load = torch.load
+
+    def load(path, map_location=None, **_):
+        path = os.fspath(path)
+        name = f'{path} ({what})'
+        torch.load = torch_load  # the torch.load that _load_file calls
+        try:
+            return _load_file(path, map_location, name=name, trust_as=path, hint=lambda: '')
+        except TypeError as error:
+            raise CheckpointError(f'{name} is not a readable checkpoint (corrupt, or crafted to '
+                                  f'be loaded fully: the weights-only unpickler raised '
+                                  f'TypeError: {error})') from None
+        finally:
+            torch.load = load
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = torch_load

@@ -42,6 +42,8 @@ class TimmBackbone(BackboneContract, BaseModule):
     Args:
         model_name: any name ``timm.list_models()`` knows, e.g. ``'resnet50'``.
         pretrained: load timm's published weights (needs the Hugging Face hub or its cache).
+            Read weights-only, as every checkpoint (``fastmim.engine.checkpoint``):
+            ``--trust-checkpoint`` with the downloaded file's path allows full unpickling.
         out_indices: indices into the model's ``feature_info`` (negative values count from the
             end); e.g. ResNet-50 has strides 2, 4, 8, 16, 32 at indices 0-4. One int is that one
             index, as in the other backbones (not timm's "the last n"). Only with
@@ -50,7 +52,7 @@ class TimmBackbone(BackboneContract, BaseModule):
             pooled pre-logits features ``(B, num_features)``, for ``ImageClassifier``.
         checkpoint_path: local weights of the full timm model (a classifier checkpoint);
             loaded by timm's pretrained path, so its ``checkpoint_filter_fn`` converts foreign
-            formats and the classifier is dropped. Loaded with ``weights_only=True``.
+            formats and the classifier is dropped. Loaded weights-only, as ``pretrained``.
         with_cp: activation checkpointing through timm's ``set_grad_checkpointing`` (whenever
             gradients are on, the activations of the model's blocks are recomputed in the
             backward pass instead of kept: less memory, same results). Off by default.
