@@ -150,7 +150,10 @@ def _load_file(path, map_location, name, trust_as, hint):
     _refuse_what_torch_never_wrote(name, start, hint)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
+    except (pickle.UnpicklingError, TypeError) as error:
+        # A crafted state (an OrderedDict's ``(None, {...})``) stops the weights-only unpickler
+        # with TypeError rather than UnpicklingError; timm's URL source retried such a file
+        # with full unpickling.
         if _is_trusted(path, trust_as):
             return torch.load(path, map_location=map_location, weights_only=False)
         reason = _unpickler_reason(error)
@@ -663,9 +666,9 @@ def install_timm_pretrained_loading():
 @contextlib.contextmanager
 def _torch_load_weights_only(what):
     """While the block runs, ``torch.load(path, ...)`` is :func:`_load_file` of ``path``,
-    whatever ``weights_only`` its caller asks for; the errors say it holds ``what``. A
-    ``TypeError`` of the weights-only unpickler becomes a :class:`CheckpointError`, so a
-    caller that answers ``TypeError`` with full unpickling (timm's URL source) never does."""
+    whatever ``weights_only`` its caller asks for; the errors say it holds ``what``. Its
+    refusals are :class:`CheckpointError`, never the ``TypeError`` that timm's URL source
+    answers with full unpickling."""
     torch_load = torch.load
 
     def load(path, map_location=None, **_):
@@ -674,10 +677,6 @@ def _torch_load_weights_only(what):
         torch.load = torch_load  # the torch.load that _load_file calls
         try:
             return _load_file(path, map_location, name=name, trust_as=path, hint=lambda: '')
-        except TypeError as error:
-            raise CheckpointError(f'{name} is not a readable checkpoint (corrupt, or crafted to '
-                                  f'be loaded fully: the weights-only unpickler raised '
-                                  f'TypeError: {error})') from None
         finally:
             torch.load = load
 

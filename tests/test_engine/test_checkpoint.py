@@ -3,6 +3,7 @@ import errno
 import os
 import re
 import stat
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,24 @@ def test_a_torch_file_named_safetensors_is_named_in_one_line(tmp_path):
     with pytest.raises(CheckpointError, match=r'vit_timm.safetensors is named \.safetensors but '
                        r'is a torch file .*: rename it to \.pth$'):
         _load_checkpoint(str(path))
+
+
+def test_a_state_that_stops_the_weights_only_unpickler_with_type_error_is_refused(tmp_path):
+    """An OrderedDict pickled with the state ``(None, {...})`` makes the weights-only unpickler
+    raise TypeError (full unpickling sets the attribute): refused in one line like any file
+    weights-only loading cannot read, with --trust-checkpoint offered, and loaded when trusted."""
+
+    class CraftedState:
+        def __reduce__(self):
+            return OrderedDict, (), (None, {'x': 1})
+
+    path = tmp_path / 'crafted.pth'
+    torch.save({'state': CraftedState()}, path)
+    with pytest.raises(CheckpointError, match=r'crafted.pth is not a readable checkpoint .*'
+                       r'--trust-checkpoint \S*crafted.pth\)$'):
+        _load_checkpoint(str(path))
+    trust_checkpoint(str(path))
+    assert _load_checkpoint(str(path))['state'].x == 1
 
 
 def test_a_file_that_is_no_pickle_is_not_called_a_pickle_of_python_objects(tmp_path):

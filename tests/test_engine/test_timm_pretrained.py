@@ -129,10 +129,10 @@ def test_pickled_code_is_refused_from_every_source(source, type_error_first, tmp
     message = str(refused.value)
     assert message.startswith(f"{named} (timm's pretrained weights of {MODEL}) ")
     if type_error_first:
-        assert 'is not a readable checkpoint' in message and 'TypeError' in message
+        assert 'is not a readable checkpoint' in message
     else:
         assert 'Unsupported global' in message and 'GLOBAL exec ' in message
-        assert message.endswith(f'--trust-checkpoint {named})')
+    assert message.endswith(f'--trust-checkpoint {named})')
     assert '\n' not in message
 
 
