@@ -29,6 +29,9 @@ the names of its tensors. So everything about one architecture lives in its own 
 ``num_layer_ids``          the order the input meets them, ``num_layer_ids - 1`` = the rest)
 ``no_weight_decay_names()``  parameters besides biases and 1-D ones that weight decay leaves
                            alone (position embeddings, class tokens, relative-position tables)
+``explain_missing_keys()``  why a file lacks some of the backbone's tensors and which of its
+                           settings loads the file, where the backbone recognises the file's
+                           layout (a fine-tuned ViT's, without the final norm); default: None
 ``checkpoint_optional_names()``  parameters a checkpoint of the architecture from another
                            setting may lack: layers added for dense prediction (Swin's
                            ``out_norms``) and options pre-training and classification leave
@@ -199,6 +202,15 @@ class BackboneContract:
         (``allow_missing`` stays for the user's own new layers). The default is none: every
         tensor must come from the file."""
         return set()
+
+    def explain_missing_keys(self, missing: Set[str], file_keys: Sequence[str]) -> Optional[str]:
+        """Why a checkpoint whose keys are ``file_keys`` (all of them, as the file names them)
+        lacks ``missing`` (this backbone's names), and which setting of this backbone loads it,
+        where the backbone recognises the file's layout; the loader then says that instead of
+        listing the keys, which named the symptom (``norm.weight``) but not the file nor the
+        fix. Only the backbone knows its key layouts and the settings that change them. The
+        default recognises none (None): the loader lists the keys."""
+        return None
 
     def init_weights(self, *args, **kwargs) -> None:
         """Two callers share this name. mmengine's runner calls it without arguments on every
