@@ -25,6 +25,9 @@ the names of its tensors. So everything about one architecture lives in its own 
 ``size_keys``              class attribute: the ``geometry()`` / arch entries that set the size
                            (widths, depths, heads, a timm model name): a file that differs in
                            one is another size, which no resize rule transfers
+``block_counts(state)``     classmethod: the blocks of each stage that weights in the
+                           backbone's (timm's) names hold, to name a depth that differs
+                           (``tools/convert/to_timm.py --arch``); default: None
 ``layer_id(name)``         layer-decay id of a parameter (0 = input embedding, then blocks in
 ``num_layer_ids``          the order the input meets them, ``num_layer_ids - 1`` = the rest)
 ``no_weight_decay_names()``  parameters besides biases and 1-D ones that weight decay leaves
@@ -110,6 +113,15 @@ class BackboneContract:
         reads :attr:`timm_classifier` and :attr:`timm_pooled_norm`."""
         names = (self.timm_classifier, self.timm_pooled_norm)
         return tuple(sorted({name.split('.')[0] + '.' for name in names if name}))
+
+    @classmethod
+    def block_counts(cls, state: StateDict) -> Optional[List[int]]:
+        """How many blocks each stage of the weights ``state`` holds (one entry for a plain
+        ViT's single stack), read from this backbone's names, which are those of its timm
+        family: the converter compares a file's depth with the timm model ``--arch`` names,
+        which a list of every missing block's keys left the user to count. The default (None)
+        does not say."""
+        return None
 
     @classmethod
     def timm_model(cls, geometry: dict) -> Optional[torch.nn.Module]:

@@ -15,7 +15,8 @@ from timm.layers import resample_abs_pos_embed
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .base import BackboneContract, grid_pair, plain, plain_size
+from fastmim.models.utils.shape_reading import count_indices
+from .base import BackboneContract, StateDict, grid_pair, plain, plain_size
 
 # What makes timm's plain ViTs (ViT, EVA-02) a backbone here: no head, the class token kept, the
 # token grid following the input.
@@ -108,6 +109,11 @@ class PlainViTBackbone(BackboneContract):
 
     size_keys = ('embed_dim', 'depth', 'num_heads')
     timm_pooled_norm = 'fc_norm'  # timm's ViT and EVA-02 normalise the pooled tokens there
+
+    @classmethod
+    def block_counts(cls, state: StateDict) -> List[int]:
+        """One stack of ``blocks.<i>``."""
+        return [count_indices(state, r'blocks\.(\d+)\.')]
 
     def explain_missing_keys(self, missing: Set[str], file_keys: Sequence[str]) -> Optional[str]:
         """A file that lacks exactly this backbone's final norm comes from a backbone built with
