@@ -1,5 +1,6 @@
-"""What ``tools/train.py`` and ``tools/test.py`` check before they import fastmim, mmengine and
-torch (seconds; more from a cluster's shared file system): the config file of the command line.
+"""What ``tools/train.py``, ``tools/test.py``, ``tools/misc/print_config.py`` and
+``tools/analysis/get_flops.py`` check before they import fastmim, mmengine and torch (seconds;
+more from a cluster's shared file system): the config file of the command line.
 
 A mistyped config path (``configs/fastmim/vit_b_hog_80e.py``) was refused only after those
 imports, some 9 s later on a busy 2-core machine, with a line that takes no import to write.
@@ -38,7 +39,7 @@ def refuse_a_missing_config(argv):
 def config_of(argv):
     """The config that argparse will take from ``argv``: the first argument when it is no
     option, since argparse gives the first argument that is no option to the first positional,
-    the config of both tools. None where that is not the whole story: a first argument that
+    the config of every tool that checks here. None where that is not the whole story: a first argument that
     is an option, a packaged config (``fastmim::...``, which needs mmengine to locate), help
     asked for (it wins over a wrong config), ``--debug`` (the traceback of the full check),
     or a launcher's flag (:data:`LAUNCH_FLAGS`)."""

@@ -1,5 +1,6 @@
-"""tools/early_checks.py: tools/train.py and tools/test.py refuse a mistyped config before they
-import fastmim, mmengine and torch (it took seconds of imports to print one line)."""
+"""tools/early_checks.py: tools/train.py, tools/test.py, print_config.py and get_flops.py refuse a
+mistyped config before they import fastmim, mmengine and torch (it took seconds of imports to
+print one line)."""
 import os
 import subprocess
 import sys
@@ -33,7 +34,9 @@ def imported_modules(importtime_report):
 
 
 @pytest.mark.parametrize('tool, args', [('train.py', [MISTYPED, '--work-dir', 'w']),
-                                        ('test.py', [MISTYPED, 'absent.pth'])])
+                                        ('test.py', [MISTYPED, 'absent.pth']),
+                                        ('misc/print_config.py', [MISTYPED]),
+                                        ('analysis/get_flops.py', [MISTYPED])])
 def test_a_mistyped_config_is_refused_before_any_heavy_import(tool, args):
     result = run_tool(tool, args, '-X', 'importtime')
 
