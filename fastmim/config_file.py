@@ -1,15 +1,18 @@
-"""The check of a path given as a config, before mmengine reads it (a leaf module).
+"""The check of a path given as a config, before mmengine reads it (a leaf module, importing
+only the standard library).
 
 mmengine calls a folder a file that 'does not exist' and refuses a checkpoint given as the
 config with 'Only py/yml/yaml/json type are supported now!', naming no file. The tools, the
 Python API and the analysis scripts all check here, so the same mistake reads the same
-everywhere.
+everywhere. ``tools/train.py`` and ``tools/test.py`` load this file on its own, before they
+import fastmim and torch (``tools/early_checks.py``), so it imports nothing of the package.
 """
 import difflib
 import os
 import os.path as osp
 
-from fastmim.constants import CONFIG_SUFFIXES
+# The config file suffixes mmengine's Config.fromfile reads.
+CONFIG_SUFFIXES = ('.py', '.json', '.yaml', '.yml')
 
 
 def check_config_file(path, given=None) -> None:

@@ -13,6 +13,3 @@ IMAGENET_PREPROCESSOR = dict(
     mean=list(IMAGENET_MEAN),
     std=list(IMAGENET_STD),
     bgr_to_rgb=False)
-
-# The config file suffixes mmengine's Config.fromfile reads.
-CONFIG_SUFFIXES = ('.py', '.json', '.yaml', '.yml')

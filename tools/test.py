@@ -9,9 +9,14 @@ import argparse
 import inspect
 import json
 import os.path as osp
+import sys
 
-from fastmim.cli import (add_launch_args, add_trust_checkpoint_arg, apply_launch_args,
-                         parse_launch_args)
+if __name__ == '__main__':  # a mistyped config is refused before fastmim imports torch
+    from early_checks import refuse_a_missing_config  # beside this file; imports no fastmim
+    refuse_a_missing_config(sys.argv[1:])
+
+from fastmim.cli import (add_launch_args, add_trust_checkpoint_arg,  # noqa: E402
+                         apply_launch_args, parse_launch_args)
 
 # Added to every config this tool runs (see main).
 TEST_HOOK = 'fastmim.CheckpointFitsModelHook'

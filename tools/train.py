@@ -331,6 +331,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    from early_checks import refuse_a_missing_config  # beside this file; imports no fastmim
+    refuse_a_missing_config(sys.argv[1:])
     record_signals_while_importing()
     from fastmim.cli import RESUME_HINT, run_cli
     run_cli(main, interrupted_hint=RESUME_HINT)

@@ -167,11 +167,37 @@ def test_to_timm_refuses_a_pooled_norm_timm_s_model_has_no_place_for(tmp_path, t
 
 
 def test_to_timm_names_what_does_not_fit_the_timm_model(tmp_path, to_timm):
-    checkpoint = tiny_vit_checkpoint(tmp_path / 'small.pth')
+    """vit_tiny's depth (12 blocks) and another width: each tensor of another shape is named."""
+    checkpoint = fastmim_checkpoint(build(dict(type='VisionTransformer', img_size=128, arch=dict(
+        embed_dim=32, depth=12, num_heads=2))), tmp_path / 'small.pth')
     with pytest.raises(CheckpointError, match=r'(?s)small\.pth does not fit timm '
                        r'VisionTransformer.*cls_token: checkpoint \(1, 1, 32\) vs model '
                        r'\(1, 1, 192\)'):
         to_timm.main([checkpoint, str(tmp_path / 'out.pth'), '--arch', 'vit_tiny_patch16_224'])
+
+
+@pytest.mark.parametrize('backbone, arch, file_depth, arch_depth', [
+    (dict(type='VisionTransformer', img_size=128, arch=dict(embed_dim=192, depth=2, num_heads=3)),
+     'vit_tiny_patch16_224', 'depth 2', 'depth 12'),
+    (dict(type='SwinTransformer', img_size=64, window_size=2, arch=dict(
+        embed_dim=96, depths=(1, 1, 1, 1), num_heads=(3, 6, 12, 24))),
+     'swin_tiny_patch4_window7_224', 'depths [1, 1, 1, 1]', 'depths [2, 2, 6, 2]'),
+    (dict(type='PyramidVisionTransformerV2', arch=dict(
+        embed_dims=(32, 64, 160, 256), depths=(1, 2, 2, 2), num_heads=(1, 2, 5, 8))),
+     'pvt_v2_b0', 'depths [1, 2, 2, 2]', 'depths [2, 2, 2, 2]'),
+])
+def test_to_timm_names_both_depths_and_arch_in_one_line(tmp_path, to_timm, backbone, arch,
+                                                       file_depth, arch_depth):
+    """A depth that --arch does not have was a list of every missing (or extra) block's keys:
+    the depths, written out here as the published archs have them, were left to count."""
+    checkpoint = fastmim_checkpoint(build(backbone), tmp_path / 'shallow.pth')
+    with pytest.raises(CheckpointError) as error:
+        to_timm.main([checkpoint, str(tmp_path / 'out.pth'), '--arch', arch])
+    assert str(error.value) == (
+        f'{checkpoint} holds a {backbone["type"]} of {file_depth}, but --arch {arch} has '
+        f'{arch_depth}: give --arch a timm model of {file_depth}, or leave --arch out to '
+        f'convert the tensors unchecked')
+    assert not (tmp_path / 'out.pth').exists()
 
 
 def test_to_timm_refuses_an_arch_timm_does_not_know_before_reading(tmp_path, to_timm):

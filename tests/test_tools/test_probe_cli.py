@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from fastmim.registry import MODELS
@@ -40,6 +41,34 @@ def pretraining_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp('pretrain') / 'epoch_1.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict(geometry=model.geometry())), path)
     return path
+
+
+@pytest.fixture(scope='module')
+def finetuned_checkpoint(tmp_path_factory):
+    """What the demo's fine-tuning config saves, 2 blocks and 32 wide: a ViT without its final
+    norm, the classifier's norm after pooling (``head.fc_norm``) and its linear layer."""
+    torch.manual_seed(0)
+    init_default_scope('fastmim')
+    cfg = Config.fromfile(ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py')
+    cfg.model.backbone.update(arch=dict(embed_dim=32, depth=2, num_heads=2), init_cfg=None)
+    model = MODELS.build(cfg.model)
+    path = tmp_path_factory.mktemp('finetune') / 'epoch_10.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(geometry=model.geometry())), path)
+    return path
+
+
+def test_knn_of_a_finetuned_checkpoint_says_what_it_is_and_what_to_set(finetuned_checkpoint,
+                                                                       tmp_path):
+    """It was refused with a list of two missing keys, norm.weight and norm.bias."""
+    result = run('test.py', ['configs/knn/demo_vit_tiny_embedded_knn.py',
+                             str(finetuned_checkpoint), '--work-dir', str(tmp_path),
+                             '--cfg-options', *TINY_ARCH])
+    assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith(f'error: CheckpointError: {finetuned_checkpoint} does not fit '
+                            'VisionTransformer: a fine-tuned checkpoint (it has '
+                            'head.fc_norm.weight'), error
+    assert error.endswith('(--cfg-options model.backbone.final_norm=False)'), error
 
 
 def test_linear_probe_trains_the_head_of_the_frozen_checkpoint(pretraining_checkpoint, tmp_path):

@@ -36,6 +36,8 @@ twice as many. Parameters are mmengine's ``parameter_count``; trainable ones are
 ``requires_grad`` (a linear probe's frozen backbone has none).
 """
 import argparse
+import os.path as osp
+import sys
 
 # The unit of the printed FLOPs, said once in the output.
 UNIT = ('GMACs: multiply-adds per image as mmengine\'s FlopAnalyzer counts them (one '
@@ -241,5 +243,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/
+    from early_checks import refuse_a_missing_config  # imports no fastmim
+    refuse_a_missing_config(sys.argv[1:])
     from fastmim.cli import run_cli
     run_cli(main)

@@ -171,6 +171,33 @@ def loading_call(arch, kwargs, out):
             f'dict(file={out!r}, num_classes={kwargs["num_classes"]}))')
 
 
+def check_depth(source_class, state, model, path):
+    """Refuse a timm model of another depth than the checkpoint's in one line that names both
+    depths and ``--arch``: the key-by-key list of every missing block (or every block the model
+    has no place for) said neither. The backbone counts the blocks in its own names, which are
+    its timm family's (``block_counts``); a backbone that does not count is left to that list."""
+    from fastmim.errors import CheckpointError
+
+    counts = source_class.block_counts if source_class is not None else None
+    file_depth = counts(state) if counts else None
+    model_depth = counts(model.state_dict()) if counts else None
+    if file_depth is None or file_depth == model_depth:
+        return
+    arch = model.pretrained_cfg.get('architecture', type(model).__name__)
+    raise CheckpointError(
+        f'{path} holds a {source_class.__name__} of {depth_words(file_depth)}, but --arch '
+        f'{arch} has {depth_words(model_depth)}: give --arch a timm model of '
+        f'{depth_words(file_depth)}, or leave --arch out to convert the tensors unchecked')
+
+
+def depth_words(block_counts):
+    """``depth 12`` (blocks) for one stack, ``depths [2, 2, 6, 2]`` for stages: the arch
+    entry that sets it in a fastmim config."""
+    if len(block_counts) == 1:
+        return f'depth {block_counts[0]}'
+    return f'depths {list(block_counts)}'
+
+
 def fit_to_model(state, model, geometry, path, families):
     """Resize ``state`` to ``model`` (of one of the checkpoint's timm ``families``) and check
     that it loads with ``strict=True``.
@@ -183,6 +210,7 @@ def fit_to_model(state, model, geometry, path, families):
 
     check_family(model, geometry, path, families)
     source_class = backbone_class(geometry)
+    check_depth(source_class, state, model, path)
     adapted = (source_class.adapt_state_dict(model, state, geometry)
                if source_class is not None else state)
     transferred = transfer_state(adapted, model, geometry)

@@ -155,5 +155,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    from early_checks import refuse_a_missing_config  # in tools/; imports no fastmim
+    refuse_a_missing_config(sys.argv[1:])
     from fastmim.cli import run_cli
     run_cli(main)

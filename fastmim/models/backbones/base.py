@@ -25,10 +25,16 @@ the names of its tensors. So everything about one architecture lives in its own 
 ``size_keys``              class attribute: the ``geometry()`` / arch entries that set the size
                            (widths, depths, heads, a timm model name): a file that differs in
                            one is another size, which no resize rule transfers
+``block_counts(state)``     classmethod: the blocks of each stage that weights in the
+                           backbone's (timm's) names hold, to name a depth that differs
+                           (``tools/convert/to_timm.py --arch``); default: None
 ``layer_id(name)``         layer-decay id of a parameter (0 = input embedding, then blocks in
 ``num_layer_ids``          the order the input meets them, ``num_layer_ids - 1`` = the rest)
 ``no_weight_decay_names()``  parameters besides biases and 1-D ones that weight decay leaves
                            alone (position embeddings, class tokens, relative-position tables)
+``explain_missing_keys()``  why a file lacks some of the backbone's tensors and which of its
+                           settings loads the file, where the backbone recognises the file's
+                           layout (a fine-tuned ViT's, without the final norm); default: None
 ``checkpoint_optional_names()``  parameters a checkpoint of the architecture from another
                            setting may lack: layers added for dense prediction (Swin's
                            ``out_norms``) and options pre-training and classification leave
@@ -107,6 +113,15 @@ class BackboneContract:
         reads :attr:`timm_classifier` and :attr:`timm_pooled_norm`."""
         names = (self.timm_classifier, self.timm_pooled_norm)
         return tuple(sorted({name.split('.')[0] + '.' for name in names if name}))
+
+    @classmethod
+    def block_counts(cls, state: StateDict) -> Optional[List[int]]:
+        """How many blocks each stage of the weights ``state`` holds (one entry for a plain
+        ViT's single stack), read from this backbone's names, which are those of its timm
+        family: the converter compares a file's depth with the timm model ``--arch`` names,
+        which a list of every missing block's keys left the user to count. The default (None)
+        does not say."""
+        return None
 
     @classmethod
     def timm_model(cls, geometry: dict) -> Optional[torch.nn.Module]:
@@ -199,6 +214,15 @@ class BackboneContract:
         (``allow_missing`` stays for the user's own new layers). The default is none: every
         tensor must come from the file."""
         return set()
+
+    def explain_missing_keys(self, missing: Set[str], file_keys: Sequence[str]) -> Optional[str]:
+        """Why a checkpoint whose keys are ``file_keys`` (all of them, as the file names them)
+        lacks ``missing`` (this backbone's names), and which setting of this backbone loads it,
+        where the backbone recognises the file's layout; the loader then says that instead of
+        listing the keys, which named the symptom (``norm.weight``) but not the file nor the
+        fix. Only the backbone knows its key layouts and the settings that change them. The
+        default recognises none (None): the loader lists the keys."""
+        return None
 
     def init_weights(self, *args, **kwargs) -> None:
         """Two callers share this name. mmengine's runner calls it without arguments on every

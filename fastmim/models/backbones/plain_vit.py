@@ -8,14 +8,15 @@ checkpoint's model run at size S.
 """
 import copy
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .base import BackboneContract, grid_pair, plain, plain_size
+from fastmim.models.utils.shape_reading import count_indices
+from .base import BackboneContract, StateDict, grid_pair, plain, plain_size
 
 # What makes timm's plain ViTs (ViT, EVA-02) a backbone here: no head, the class token kept, the
 # token grid following the input.
@@ -108,6 +109,29 @@ class PlainViTBackbone(BackboneContract):
 
     size_keys = ('embed_dim', 'depth', 'num_heads')
     timm_pooled_norm = 'fc_norm'  # timm's ViT and EVA-02 normalise the pooled tokens there
+
+    @classmethod
+    def block_counts(cls, state: StateDict) -> List[int]:
+        """One stack of ``blocks.<i>``."""
+        return [count_indices(state, r'blocks\.(\d+)\.')]
+
+    def explain_missing_keys(self, missing: Set[str], file_keys: Sequence[str]) -> Optional[str]:
+        """A file that lacks exactly this backbone's final norm comes from a backbone built with
+        ``final_norm=False``, as fine-tuning builds it (its classifier normalises the pooled
+        tokens instead: a ``fc_norm`` in the file, by which it is recognised as fine-tuned);
+        ``final_norm=False`` loads it. None for any other missing keys."""
+        final_norm = [f'norm.{name}' for name, _ in self.norm.named_parameters()]
+        if not final_norm or set(missing) != set(final_norm):
+            return None
+        norm_keys = ', '.join(final_norm)
+        pooled_norms = [key for key in file_keys
+                        if self.timm_pooled_norm in key.split('.')[:-1]]
+        what = (f'a fine-tuned checkpoint (it has {pooled_norms[0]}, the norm of its '
+                f'classifier after pooling, and its backbone has no final norm: no {norm_keys})'
+                if pooled_norms else
+                f'a checkpoint of a backbone without a final norm (no {norm_keys})')
+        return (f'{what}: build the backbone with final_norm=False to load it '
+                f'(--cfg-options model.backbone.final_norm=False)')
 
     def _finish_init(self, arch: Union[str, dict], arch_cfg: dict, patch_size: int,
                      out_indices: Sequence[int], with_cp: bool,

@@ -5,7 +5,7 @@ convolutions in the MLP carry position), so one model runs at every input size w
 state change; strides are exact (4, 8, 16, 32) when H and W are multiples of 32.
 """
 import copy
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.model import BaseModule
@@ -127,6 +127,12 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
             if index in self.out_indices:
                 outputs.append(x)
         return tuple(outputs)
+
+    @classmethod
+    def block_counts(cls, state: StateDict) -> List[int]:
+        """The blocks of each stage, ``stages.<i>.blocks.<j>``."""
+        return [count_indices(state, rf'stages\.{stage}\.blocks\.(\d+)\.')
+                for stage in range(count_indices(state, r'stages\.(\d+)\.'))]
 
     def geometry(self) -> Dict:
         """Plain-type description stored in pre-training checkpoints (``meta['geometry']``).

@@ -285,6 +285,12 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
                 outputs.append(normed.permute(0, 3, 1, 2).contiguous())
         return tuple(outputs)
 
+    @classmethod
+    def block_counts(cls, state: StateDict) -> List[int]:
+        """The blocks of each stage, ``layers.<i>.blocks.<j>``."""
+        return [count_indices(state, rf'layers\.{stage}\.blocks\.(\d+)\.')
+                for stage in range(count_indices(state, r'layers\.(\d+)\.'))]
+
     def geometry(self) -> Dict:
         """Plain-type description stored in pre-training checkpoints (``meta['geometry']``):
         ``stage_window_sizes`` are the windows the relative-position tables were built for

@@ -280,7 +280,7 @@ def load_pretrained(model_or_backbone: nn.Module,
             f'its top-level names are {listing(top_level_names(source.state))}')
 
     transferred = transfer_state(selected, model_or_backbone, source.geometry)
-    missing, missing_allowed = [], []
+    missing, missing_keys, missing_allowed = [], [], []
     provided = set(transferred.state) | set(transferred.rebuilt) | set(transferred.mismatched_keys)
     optional = checkpoint_optional_keys(model_or_backbone)
     for key, value in model_or_backbone.state_dict().items():
@@ -290,11 +290,14 @@ def load_pretrained(model_or_backbone: nn.Module,
             missing_allowed.append(key)
         else:
             missing.append(f'{key} {tuple(value.shape)}')
+            missing_keys.append(key)
     transferred.problems.missing = missing
     if transferred.problems:
         how = f'prefix {prefix!r}, allow_missing={tuple(allow_missing)}'
         raise CheckpointError(
-            _other_architecture(checkpoint_path, source.geometry, model_or_backbone,
+            _missing_keys_explained(checkpoint_path, source, model_or_backbone,
+                                    transferred.problems, missing_keys)
+            or _other_architecture(checkpoint_path, source.geometry, model_or_backbone,
                                 transferred.problems)
             or '\n'.join(filter(None, (
                 transferred.problems.message(checkpoint_path, target_name, how),
@@ -308,6 +311,24 @@ def load_pretrained(model_or_backbone: nn.Module,
                             _backbone_prefix(model_or_backbone)),
               logger=logger, level=logging.INFO)
     return summary
+
+
+def _missing_keys_explained(path, source: SourceWeights, model: nn.Module,
+                            problems: LoadProblems, missing_keys: List[str]) -> Optional[str]:
+    """The error for a file that only lacks keys of one backbone, when that backbone recognises
+    the file's layout (``explain_missing_keys``: a fine-tuned ViT given to a kNN or
+    linear-probe config, which keep the final norm): what the file is and the setting that
+    loads it, in one line. None when anything else is wrong or the backbone does not say."""
+    if problems.unexpected or problems.mismatched or not missing_keys:
+        return None
+    for name, backbone in _backbones(model):
+        within = f'{name}.' if name else ''
+        if all(key.startswith(within) for key in missing_keys):
+            reason = backbone.explain_missing_keys(
+                {key[len(within):] for key in missing_keys},
+                [*source.state, *source.dropped])
+            return f'{path} does not fit {type(model).__name__}: {reason}' if reason else None
+    return None
 
 
 def _other_architecture(path, geometry: Optional[dict], model: nn.Module,

@@ -126,6 +126,82 @@ def test_final_norm_switched_off_for_fc_norm_is_left_out(tmp_path, logger):
     assert torch.equal(target.blocks[1].norm2.weight, source.blocks[1].norm2.weight)
 
 
+def save_finetuned_checkpoint(path):
+    """What fine-tuning saves (configs/finetune/vit_b_ft_100e.py): a ViT without its final norm,
+    and the classifier's own norm after pooling (``head.fc_norm``) before its linear layer."""
+    backbone = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=224,
+                          final_norm=False))
+    state = {'backbone.' + key: value for key, value in backbone.state_dict().items()}
+    state.update({'head.fc_norm.weight': torch.ones(32), 'head.fc_norm.bias': torch.zeros(32),
+                  'head.fc.weight': torch.zeros(5, 32), 'head.fc.bias': torch.zeros(5)})
+    torch.save({'state_dict': state,
+                'meta': {'geometry': {'backbone': backbone.geometry()}}}, path)
+    return path
+
+
+def test_a_finetuned_checkpoint_for_a_final_norm_vit_says_what_it_is_and_what_to_set(
+        tmp_path, logger):
+    """A kNN or linear-probe config (final norm on) given a fine-tuned checkpoint: the error
+    named only the missing norm.weight and norm.bias."""
+    path = save_finetuned_checkpoint(tmp_path / 'finetuned.pth')
+    probe_backbone = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=224))
+
+    with pytest.raises(CheckpointError) as error:
+        load_pretrained(probe_backbone, str(path), logger=logger)
+
+    message = str(error.value)
+    assert '\n' not in message
+    assert message.startswith(f'{path} does not fit VisionTransformer: a fine-tuned checkpoint')
+    assert 'head.fc_norm.weight' in message and 'norm.weight, norm.bias' in message
+    assert message.endswith('(--cfg-options model.backbone.final_norm=False)')
+    # the setting it names loads the file
+    fitting = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=224,
+                         final_norm=False))
+    load_pretrained(fitting, str(path), logger=logger)
+
+
+def test_a_timm_finetuned_vit_is_recognised_by_its_pooled_norm(tmp_path, logger):
+    """timm's fine-tuned ViTs (global average pooling) keep the same layout at the top level:
+    ``fc_norm`` and ``head`` beside the blocks, no ``norm``."""
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+    timm_vit = TimmViT(img_size=224, patch_size=16, embed_dim=32, depth=2, num_heads=2,
+                       num_classes=5, global_pool='avg', fc_norm=True)
+    assert 'norm.weight' not in timm_vit.state_dict()
+    torch.save(timm_vit.state_dict(), tmp_path / 'timm_ft.pth')
+    target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=224))
+
+    with pytest.raises(CheckpointError, match=r'^\S+ does not fit VisionTransformer: a '
+                       r'fine-tuned checkpoint \(it has fc_norm\.weight.*final_norm=False\)$'):
+        load_pretrained(target, str(tmp_path / 'timm_ft.pth'), logger=logger)
+
+
+def test_a_backbone_file_without_the_final_norm_names_final_norm_false(tmp_path, logger):
+    backbone = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=224,
+                          final_norm=False))
+    torch.save({'state_dict': {'backbone.' + key: value
+                               for key, value in backbone.state_dict().items()}},
+               tmp_path / 'no_norm.pth')
+    target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=224))
+
+    with pytest.raises(CheckpointError, match=r'a checkpoint of a backbone without a final norm '
+                       r'\(no norm\.weight, norm\.bias\): build the backbone with '
+                       r'final_norm=False'):
+        load_pretrained(target, str(tmp_path / 'no_norm.pth'), logger=logger)
+
+
+def test_other_missing_keys_besides_the_final_norm_are_listed(tmp_path, logger):
+    """Only the exact layout is explained: a file that lacks more is listed key by key."""
+    path = save_finetuned_checkpoint(tmp_path / 'finetuned.pth')
+    state = torch.load(path, weights_only=True)
+    del state['state_dict']['backbone.blocks.1.mlp.fc2.bias']
+    torch.save(state, path)
+    target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=224))
+
+    with pytest.raises(CheckpointError, match=r'(?s)missing keys.*blocks\.1\.mlp\.fc2\.bias'
+                       r'.*norm\.weight'):
+        load_pretrained(target, str(path), logger=logger)
+
+
 def test_swin_window_4_tables_load_into_a_window_7_swin_tiny(tmp_path, logger,
                                                             release_table_resampling):
     source = build(dict(type='SwinTransformer', arch='t', img_size=128, window_size=4))
