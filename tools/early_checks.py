@@ -39,8 +39,8 @@ def refuse_a_missing_config(argv):
 def config_of(argv):
     """The config that argparse will take from ``argv``: the first argument when it is no
     option, since argparse gives the first argument that is no option to the first positional,
-    the config of every tool that checks here. None where that is not the whole story: a first argument that
-    is an option, a packaged config (``fastmim::...``, which needs mmengine to locate), help
+    the config of every tool that checks here. None where that is not the whole story: a first
+    argument that is an option, a packaged config (``fastmim::...``, which needs mmengine to locate), help
     asked for (it wins over a wrong config), ``--debug`` (the traceback of the full check),
     or a launcher's flag (:data:`LAUNCH_FLAGS`)."""
     if not argv or argv[0].startswith('-') or '::' in argv[0]:
