@@ -1,8 +1,10 @@
 """Registries of fastmim, children of mmengine's roots.
 
 Every registry has the scope ``fastmim`` and lazy ``locations``: building ``type='fastmim.X'``
-from an mmdet or mmseg config imports the module that defines ``X`` on demand, so downstream
-configs need no ``custom_imports`` for fastmim's own modules.
+from an mmdet or mmseg config, or ``type='X'`` from a fastmim config, imports the module that
+defines ``X`` on demand, so configs need no ``custom_imports`` for fastmim's own modules. A
+registry's locations cover every module of fastmim that registers into it
+(``tests/test_registry.py`` checks each one from a fresh interpreter).
 
 A location may be optional: a module that needs a downstream library (``fastmim.datasets.coco``
 needs mmdet, which needs mmcv's compiled ops). Pre-training needs neither, so where they are
@@ -71,8 +73,10 @@ def _child(name, parent, *locations, optional_locations=()):
                            optional_locations=optional_locations)
 
 
-RUNNERS = _child('runner', MMENGINE_RUNNERS, 'fastmim.engine')
-LOOPS = _child('loop', MMENGINE_LOOPS, 'fastmim.engine')
+# fastmim.engine.fsdp (FSDP's runner), which fastmim.engine does not import.
+RUNNERS = _child('runner', MMENGINE_RUNNERS, 'fastmim.engine', 'fastmim.engine.fsdp')
+# fastmim.evaluation: the kNN evaluation's test loop and model (KNNTestLoop, KNNClassifier).
+LOOPS = _child('loop', MMENGINE_LOOPS, 'fastmim.engine', 'fastmim.evaluation')
 HOOKS = _child('hook', MMENGINE_HOOKS, 'fastmim.engine')
 LOG_PROCESSORS = _child('log processor', MMENGINE_LOG_PROCESSORS, 'fastmim.engine')
 OPTIMIZERS = _child('optimizer', MMENGINE_OPTIMIZERS, 'fastmim.engine')
@@ -89,7 +93,7 @@ DATASETS = _child('dataset', MMENGINE_DATASETS, 'fastmim.datasets',
 DATA_SAMPLERS = _child('data sampler', MMENGINE_DATA_SAMPLERS, 'fastmim.datasets')
 TRANSFORMS = _child('transform', MMENGINE_TRANSFORMS, 'fastmim.datasets.transforms')
 
-MODELS = _child('model', MMENGINE_MODELS, 'fastmim.models')
+MODELS = _child('model', MMENGINE_MODELS, 'fastmim.models', 'fastmim.evaluation')
 MODEL_WRAPPERS = _child('model_wrapper', MMENGINE_MODEL_WRAPPERS, 'fastmim.models')
 WEIGHT_INITIALIZERS = _child('weight initializer', MMENGINE_WEIGHT_INITIALIZERS, 'fastmim.models')
 

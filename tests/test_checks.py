@@ -3,7 +3,6 @@ takes ``True`` for the int 1, so ``num_classes=True`` built a one-class head tha
 check and failed later inside torch; half the checks refused bools, half did not."""
 import pytest
 
-import fastmim.evaluation  # noqa: F401  registers KNNClassifier
 from fastmim.checks import check_positive_int
 from fastmim.models.utils.block_mask import BlockMaskGenerator, expand_block_mask
 from fastmim.registry import DATASETS, HOOKS, MODELS, TRANSFORMS

@@ -1,6 +1,7 @@
 """The registries' optional locations: pre-training must not need mmdet (nor mmcv's compiled
 ops, which mmdet's datasets import), while mmdet configs still find fastmim's COCO dataset;
 and type_name, how code finds a class named in a config."""
+import json
 import subprocess
 import sys
 import textwrap
@@ -62,3 +63,65 @@ def test_type_name_of_a_hook_given_by_its_class():
     that named the class itself, not a string, was not found."""
     from fastmim.engine.hooks import CompileModulesHook
     assert type_name(dict(type=CompileModulesHook, mode='max-autotune')) == 'CompileModulesHook'
+
+
+# Run in a fresh interpreter: after ``import fastmim`` alone, each registry is given its own
+# lazy import (``import_from_location``) in a forked copy of the process, so that no other
+# registry's imports help it; then the parent imports every module of the package and lists
+# what is registered. A config names a class by its registry alone (no ``custom_imports``), so
+# each registry's lazy import must find everything that is registered in it anywhere.
+_LAZY_AGAINST_EVERY_MODULE = '''
+import importlib, json, os, pkgutil
+import fastmim
+from fastmim import registry as registries
+
+def names_after_own_lazy_import(registry):
+    read_end, write_end = os.pipe()
+    if os.fork() == 0:
+        try:
+            registry.import_from_location()
+            os.write(write_end, json.dumps(sorted(registry.module_dict)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        text = pipe.read()
+    os.wait()
+    return json.loads(text) if text else None
+
+every = {name: registry for name, registry in vars(registries).items()
+         if isinstance(registry, registries.FastMIMRegistry)}
+lazy = {name: names_after_own_lazy_import(registry) for name, registry in every.items()}
+for module in pkgutil.walk_packages(fastmim.__path__, 'fastmim.'):
+    importlib.import_module(module.name)
+print(json.dumps({name: dict(lazy=lazy[name], registered=sorted(registry.module_dict))
+                  for name, registry in every.items()}))
+'''
+
+
+def test_every_registered_class_is_found_by_its_registry_alone():
+    """KNNClassifier and KNNTestLoop (fastmim.evaluation) and FlexibleRunnerKeepingPosition
+    (fastmim.engine.fsdp) were registered by modules their registries' locations never
+    imported: building them by name was a KeyError unless a config imported the module."""
+    result = subprocess.run([sys.executable, '-c', _LAZY_AGAINST_EVERY_MODULE], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.splitlines()[-1])
+    assert found['MODELS']['registered'] and found['LOOPS']['registered']
+    missed = {name: sorted(set(names['registered']) - set(names['lazy'] or ()))
+              for name, names in found.items()}
+    assert {name: names for name, names in missed.items() if names} == {}
+    assert all(names['lazy'] is not None for names in found.values()), found
+
+
+def test_the_knn_classes_build_by_name_without_custom_imports():
+    result = subprocess.run([sys.executable, '-c', textwrap.dedent('''
+        import fastmim
+        from fastmim.registry import LOOPS, MODELS
+        model = MODELS.build(dict(type='KNNClassifier', backbone=dict(
+            type='VisionTransformer', arch=dict(embed_dim=32, depth=1, num_heads=2),
+            img_size=32, patch_size=16), num_classes=3))
+        print(type(model).__name__, LOOPS.get('KNNTestLoop').__name__)
+    ''')], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-2:] == ['KNNClassifier', 'KNNTestLoop']

@@ -5,8 +5,6 @@
 #       test_cfg.bank_dataloader.dataset.seed=0
 _base_ = ['../_base_/default_runtime.py', './_base_/fashion_mnist.py']
 
-custom_imports = dict(imports=['fastmim.evaluation'], allow_failed_imports=False)
-
 model = dict(
     type='KNNClassifier',
     data_preprocessor=dict(type='ImgDataPreprocessor', bgr_to_rgb=False),

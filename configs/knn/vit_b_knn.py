@@ -16,8 +16,6 @@
 #   --cfg-options model.backbone.final_norm=False
 _base_ = ['../_base_/datasets/imagenet_ft_224.py', '../_base_/default_runtime.py']
 
-custom_imports = dict(imports=['fastmim.evaluation'], allow_failed_imports=False)
-
 model = dict(
     type='KNNClassifier',
     data_preprocessor=dict(type='ImgDataPreprocessor', mean=[123.675, 116.28, 103.53],

@@ -1,5 +1,5 @@
 """Evaluation: metrics (``fastmim.registry.METRICS``) and the kNN evaluator (a model in
-``MODELS`` and a test loop in ``LOOPS``; configs import this package with ``custom_imports``)."""
+``MODELS`` and a test loop in ``LOOPS``; those registries import this package on demand)."""
 from .knn import KNNClassifier, KNNTestLoop, gather_bank, knn_class_scores
 from .metrics import Accuracy
 

@@ -20,7 +20,8 @@ pre-training checkpoint. Two pieces run it with mmengine:
 ``tools/test.py CONFIG CHECKPOINT`` runs both on any checkpoint: the loop loads the backbone
 through :func:`~fastmim.models.utils.load_pretrained` (pre-training, fine-tuning, timm and
 reference-release formats; position embeddings resized; an error instead of a partial load).
-Configs name these classes after ``custom_imports = dict(imports=['fastmim.evaluation'])``.
+Configs name these classes with no ``custom_imports``: the ``MODELS`` and ``LOOPS`` registries
+import ``fastmim.evaluation`` on demand.
 """
 import datetime
 import logging

@@ -57,7 +57,6 @@ def build(config: str, checkpoint: Path):
 
 def test_knn_sees_the_checkpoints_table_resized(pretraining_checkpoint):
     """tools/test.py loads the checkpoint into the whole model (mmengine's load_checkpoint)."""
-    import fastmim.evaluation  # noqa: F401  (KNNClassifier, as the config's custom_imports)
     model = build('knn/vit_b_knn.py', pretraining_checkpoint)
     load_checkpoint(model, str(pretraining_checkpoint), map_location='cpu')
     expected = mae_interpolate_pos_embed(
