@@ -68,6 +68,16 @@ def warn_if_resumed_inside_a_window(epoch: int, done: int, accumulative_counts: 
             'window boundary', logger='current', level=logging.WARNING)
 
 
+def iter_based_schedulers(runner):
+    """The runner's parameter schedulers that step per iteration (one list for an
+    ``OptimWrapperDict``'s groups too): those that count updates differently from iterations
+    once gradients accumulate."""
+    schedulers = runner.param_schedulers or []
+    if isinstance(schedulers, dict):
+        schedulers = [s for group in schedulers.values() for s in group]
+    return [scheduler for scheduler in schedulers if not scheduler.by_epoch]
+
+
 class DropGlobalWindowWarning(logging.Filter):
     """Drops mmengine's :data:`GLOBAL_WINDOW_WARNING`, which is wrong for a loop that starts a
     window at every epoch start."""

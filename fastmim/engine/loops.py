@@ -45,9 +45,9 @@ from mmengine.runner.loops import _InfiniteDataloaderIterator
 from mmengine.runner.utils import calc_dynamic_intervals
 
 from fastmim.datasets.sample_seeds import iteration_seed
-from fastmim.engine.accumulation import (DropGlobalWindowWarning, start_accumulation_windows,
+from fastmim.engine.accumulation import (DropGlobalWindowWarning, iter_based_schedulers,
+                                        start_accumulation_windows,
                                         warn_if_resumed_inside_a_window)
-from fastmim.engine.hooks.progressive_resolution_hook import iter_based_schedulers
 from fastmim.engine.schedule_length import one_step_warmups
 from fastmim.registry import LOOPS
 

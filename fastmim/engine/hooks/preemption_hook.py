@@ -51,6 +51,7 @@ from torch.utils.data import DataLoader
 
 from fastmim.engine import early_signals
 from fastmim.engine.accumulation import gradients_wait_for_an_update
+from fastmim.engine.loops import inside_epoch_resume_problem
 from fastmim.registry import HOOKS
 
 # Message hub entry naming the preemption checkpoint that is still to be deleted.
@@ -173,8 +174,6 @@ class PreemptionHook(Hook):
         self._last_iteration_updated = True
 
     def before_train(self, runner) -> None:
-        # Imported here: the loops module imports the hooks package.
-        from fastmim.engine.loops import inside_epoch_resume_problem
         problem = inside_epoch_resume_problem(runner.train_loop)
         if problem:  # said now: after a preemption the work would be lost
             runner.logger.warning(f'PreemptionHook: {problem}')

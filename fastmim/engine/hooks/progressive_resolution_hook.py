@@ -24,7 +24,7 @@ from mmengine.logging import print_log
 from mmengine.optim import OptimWrapperDict
 from mmengine.runner import EpochBasedTrainLoop
 
-from fastmim.engine.accumulation import (start_accumulation_windows,
+from fastmim.engine.accumulation import (iter_based_schedulers, start_accumulation_windows,
                                         warn_if_resumed_inside_a_window)
 from fastmim.engine.runner_model import bare_model
 from fastmim.checks import check_positive_int
@@ -191,15 +191,6 @@ def with_sampler_seed(dataloader_cfg: dict, sampler) -> dict:
     if not isinstance(sampler_cfg, dict) or getattr(sampler, 'seed', None) is None:
         return dataloader_cfg
     return {**dataloader_cfg, 'sampler': {**sampler_cfg, 'seed': sampler.seed}}
-
-
-def iter_based_schedulers(runner):
-    """The runner's parameter schedulers that step per iteration (one list for an
-    ``OptimWrapperDict``'s groups too)."""
-    schedulers = runner.param_schedulers or []
-    if isinstance(schedulers, dict):
-        schedulers = [s for group in schedulers.values() for s in group]
-    return [scheduler for scheduler in schedulers if not scheduler.by_epoch]
 
 
 @HOOKS.register_module()
