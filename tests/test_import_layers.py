@@ -39,3 +39,13 @@ def test_engine_modules_import_no_hook_when_loaded():
     assert 'fastmim.engine.loops.inside_epoch_resume_problem' in imports_of_modules_in(
         'engine/hooks')['preemption_hook.py']
 
+
+def test_model_utils_ask_backbones_only_through_their_contract():
+    """The backbones import models.utils (loading, bias tables); relative_bias.py imported the
+    backbones' base module for the helper ``grid_pair``, which belongs with the utils. The one
+    import left is the contract through which load_pretrained asks each backbone."""
+    found = {name: [imported for imported in imports
+                    if imported.startswith('fastmim.models.backbones')]
+             for name, imports in imports_of_modules_in('models/utils').items()}
+    assert {name: imports for name, imports in found.items() if imports} == {
+        'pretrained.py': ['fastmim.models.backbones.base.BackboneContract']}

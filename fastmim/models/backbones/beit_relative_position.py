@@ -11,7 +11,7 @@ from timm.models.vision_transformer import Attention, Block
 from torch import nn
 
 from fastmim.models.utils.relative_bias import resize_relative_position_bias_table, square_window
-from .base import grid_pair
+from fastmim.models.utils.sizes import grid_pair
 
 # BEiT's relative position bias: per block, one row per offset (dy, dx) between two patches of
 # an (h, w) grid, (2h - 1) * (2w - 1) rows with dy major, then 3 rows for class -> patch,

@@ -43,10 +43,11 @@ from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncode
 from fastmim.models.utils.shape_reading import (build_matching, check_given_size,
                                                 count_indices, mlp_ratio, require_keys,
                                                 square_side, tensor_at)
+from fastmim.models.utils.sizes import grid_pair
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (BackboneContract, StateDict, check_drop_path_rate, grid_pair,
-                   normalise_out_indices, plain, plain_size, staged_layer_id)
+from .base import (BackboneContract, StateDict, check_drop_path_rate, normalise_out_indices,
+                   plain, plain_size, staged_layer_id)
 
 ARCH_SETTINGS: Dict[str, dict] = {
     # Table 1 of the paper. XS uses the release's IRFFN ratio 3.77 (the table rounds it to 3.8);

@@ -34,9 +34,10 @@ from timm.layers import resample_patch_embed
 from timm.models.eva import Eva
 from torch import nn
 
+from fastmim.models.utils.sizes import grid_pair
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (StateDict, check_drop_path_rate, grid_pair, normalise_out_indices,
+from .base import (StateDict, check_drop_path_rate, normalise_out_indices,
                    reject_fixed_arguments, resolution_source)
 from .plain_vit import PLAIN_VIT_TIMM_ARGS, PlainViTBackbone, check_head_width, fit_pos_embed
 

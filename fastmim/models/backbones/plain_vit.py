@@ -16,7 +16,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from fastmim.models.utils.shape_reading import count_indices
-from .base import BackboneContract, StateDict, grid_pair, plain, plain_size
+from fastmim.models.utils.sizes import grid_pair
+from .base import BackboneContract, StateDict, plain, plain_size
 
 # What makes timm's plain ViTs (ViT, EVA-02) a backbone here: no head, the class token kept, the
 # token grid following the input.

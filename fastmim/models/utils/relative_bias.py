@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fastmim.models.backbones.base import grid_pair
+from .sizes import grid_pair
 
 
 def resize_relative_position_bias_table(table: torch.Tensor, src_window: Sequence[int],
