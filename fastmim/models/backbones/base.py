@@ -15,7 +15,9 @@ the names of its tensors. So everything about one architecture lives in its own 
                            where the backbone has such tensors (PVTv2 has none, ``TimmBackbone``
                            only when built with one): readers handle its absence
 ``rename_foreign_keys()``  classmethod: other layouts of the architecture (the original
-                           release, the FastMIM reference release) -> this backbone's names
+                           release, the FastMIM reference release) -> this backbone's names.
+                           Central code never calls it: it is a step of the backbone's own
+                           ``adapt_state_dict()`` and ``from_reference_encoder()``
 ``adapt_state_dict()``     a foreign state dict -> this backbone's names and shapes: renames,
                            resizes (position embeddings, bias tables), drops what the backbone
                            rebuilds; timm's ``checkpoint_filter_fn`` shape. It also runs as a
@@ -102,8 +104,11 @@ class BackboneContract:
     @classmethod
     def rename_foreign_keys(cls, state: StateDict) -> StateDict:
         """``state`` with the keys of other layouts of this architecture renamed to this
-        backbone's, and their stale buffers left out. Needs no instance, so a converter can
-        rename before it knows the size. The default renames nothing."""
+        backbone's, and their stale buffers left out. A backbone with other layouts calls it
+        from its own :meth:`adapt_state_dict` and, where it has one, its
+        ``from_reference_encoder``: a classmethod needs no instance, so that one renames a file
+        before it reads the size from the renamed shapes. Central code asks
+        :meth:`adapt_state_dict` and never calls this. The default renames nothing."""
         return dict(state)
 
     def timm_classifier_prefixes(self) -> Tuple[str, ...]:
