@@ -148,6 +148,13 @@ def inside_epoch_resume_problem(loop) -> Optional[str]:
     return None
 
 
+def images_per_iteration(dataloader) -> Optional[int]:
+    """Images (stream positions) one iteration of ``dataloader`` takes over all processes;
+    None with a ``batch_sampler``, whose batches the loops cannot count."""
+    batch_size = dataloader.batch_size
+    return None if batch_size is None else batch_size * get_world_size()
+
+
 @LOOPS.register_module()
 class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     """``EpochBasedTrainLoop`` that resumes exactly (see the module docstring).
@@ -196,8 +203,8 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
 
     def run_iter(self, idx, data_batch) -> None:
         self.runner.message_hub.update_info(PROGRESS_KEY, list(Progress(
-            self._epoch, idx + 1, self._images_per_iteration(), len(self.dataloader.dataset),
-            self._images_per_update())))
+            self._epoch, idx + 1, images_per_iteration(self.dataloader),
+            len(self.dataloader.dataset), self._images_per_update())))
         seed_runner_iteration(self.runner, self._iter)
         super().run_iter(idx, data_batch)
 
@@ -223,7 +230,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         before, batches = progress.images_per_iteration, progress.batches
         if None not in (before, progress.dataset_size) and batches and warn:
             self._warn_if_dataset_changed(batches * before, progress.dataset_size)
-        now = self._images_per_iteration()
+        now = images_per_iteration(self.dataloader)
         if None in (before, now) or before == now:
             return batches
         return self._batches_for(batches * before, before, now, warn)
@@ -268,18 +275,13 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
             "convert_to_iter_based) keep the checkpoint's counts, so they end at another epoch "
             'than the config says', logger='current', level=logging.WARNING)
 
-    def _images_per_iteration(self):
-        """Images one iteration takes over all processes (None with a ``batch_sampler``)."""
-        batch_size = self.dataloader.batch_size
-        return None if batch_size is None else batch_size * get_world_size()
-
     def _accumulation(self) -> int:
         return getattr(self.runner.optim_wrapper, '_accumulative_counts', 1)
 
     def _images_per_update(self):
         """Images one optimiser update takes over all processes (None with a
         ``batch_sampler``)."""
-        per_iteration = self._images_per_iteration()
+        per_iteration = images_per_iteration(self.dataloader)
         return None if per_iteration is None else per_iteration * self._accumulation()
 
     def _batches_for(self, images: int, before: int, now: int, warn: bool) -> int:
@@ -407,15 +409,16 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
         sampler = self.dataloader.sampler
         shuffle_as_the_interrupted_run(self.runner, sampler)
         self._positions_trained = self._recorded_positions()
-        if self._iter > 0 and self._per_iteration() is not None:
+        per_iteration = images_per_iteration(self.dataloader)
+        if self._iter > 0 and per_iteration is not None:
             if hasattr(sampler, 'set_start_position'):
                 self._start_sampler_behind_trained(sampler)
-            elif self._positions_trained != self._iter * self._per_iteration():
+            elif self._positions_trained != self._iter * per_iteration:
                 self._warn_mmengine_skips_batches()
         return super().run()
 
     def run_iter(self, data_batch) -> None:
-        per_iteration = self._per_iteration()
+        per_iteration = images_per_iteration(self.dataloader)
         if per_iteration is not None:
             self._positions_trained += per_iteration
             self.runner.message_hub.update_info(STREAM_KEY, list(StreamProgress(
@@ -423,18 +426,12 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
         seed_runner_iteration(self.runner, self._iter)
         super().run_iter(data_batch)
 
-    def _per_iteration(self) -> Optional[int]:
-        """Stream positions one iteration takes over all processes (None with a
-        ``batch_sampler``, whose batches the loop cannot count)."""
-        batch_size = self.dataloader.batch_size
-        return None if batch_size is None else batch_size * get_world_size()
-
     def _recorded_positions(self) -> int:
         """The stream positions trained before this run: those the checkpoint resumed from
         records; warns when this run takes another number per iteration. A checkpoint of an
         earlier fastmim records none: its run is taken to have had this run's batch size and
         processes, as those versions did."""
-        now = self._per_iteration()
+        now = images_per_iteration(self.dataloader)
         if self._iter == 0 or now is None:
             return 0
         recorded = self.runner.message_hub.get_info(STREAM_KEY)
@@ -482,7 +479,7 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
         print_log(
             f'train_dataloader.sampler ({type(self.dataloader.sampler).__name__}) cannot '
             f'start inside the stream: the resumed run skips {self._iter} of its own iterations, '
-            f'{self._iter * self._per_iteration()} samples, but the checkpoint\'s run trained '
-            f'{self._positions_trained}; use sampler=dict(type='
+            f'{self._iter * images_per_iteration(self.dataloader)} samples, but the '
+            f"checkpoint's run trained {self._positions_trained}; use sampler=dict(type="
             "'fastmim.ResumableInfiniteSampler') to go on at the first sample not trained",
             logger='current', level=logging.WARNING)

@@ -1,9 +1,12 @@
-"""ResumableEpochBasedTrainLoop refuses an epoch of no batch in terms of the config, and the
-resumable loops name a warmup that the built schedule makes one step long."""
+"""ResumableEpochBasedTrainLoop refuses an epoch of no batch in terms of the config, the
+resumable loops name a warmup that the built schedule makes one step long, and both count the
+images of an iteration alike."""
 import pytest
 from mmengine.runner import Runner
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 import fastmim  # noqa: F401  registers modules
+from fastmim.engine.loops import images_per_iteration
 
 
 def test_a_batch_larger_than_the_dataset_is_named_before_the_schedulers(tmp_path,
@@ -320,3 +323,11 @@ def test_the_iteration_based_loop_is_set_up_as_mmengine_s_but_for_its_iterator()
     assert ours == mmengine
     with pytest.raises(ValueError, match=r'train_cfg.max_iters must be an integer, got 2.5'):
         ResumableIterBasedTrainLoop(runner, loader, max_iters=2.5)
+
+
+def test_images_per_iteration_is_the_batch_size_times_the_processes():
+    """One count for both loops (each had its own copy): 4 images a batch on the one process
+    of a test; a batch_sampler's batches are not counted."""
+    assert images_per_iteration(DataLoader(range(10), batch_size=4)) == 4
+    batches = BatchSampler(SequentialSampler(range(10)), batch_size=4, drop_last=False)
+    assert images_per_iteration(DataLoader(range(10), batch_sampler=batches)) is None

@@ -29,7 +29,7 @@ DOWNSTREAM_LIBRARIES = ('mmdet', 'mmseg')
 
 
 def _fastmim_backbones() -> Dict[str, type]:
-    """Every class registered in fastmim's MODELS by this package (CMT included once imported)."""
+    """Every class registered in fastmim's MODELS by this package (the package imports them all)."""
     return {
         name: cls
         for name, cls in MODELS.module_dict.items()
