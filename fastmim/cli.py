@@ -7,11 +7,9 @@ so they cannot drift; the analysis tools and checkpoint converters take ``--debu
 distributed launcher (:mod:`fastmim.engine.launch`).
 """
 import argparse
-import errno
 import os
 import os.path as osp
 import sys
-import tempfile
 import time
 import traceback
 
@@ -21,35 +19,11 @@ from mmengine.config import DictAction
 from fastmim.engine.launcher_env import launched_local_rank
 from fastmim.engine.process_group import shutdown_distributed
 from fastmim.errors import LaunchError
+from fastmim.file_checks import file_in_the_way
 from fastmim.run_log import log_to_files, rank_log_pattern
 
 
 INTERRUPTED_EXIT_STATUS = 128 + 2  # what a shell reports for a process that SIGINT ended
-
-
-def check_work_dir(work_dir, name='work dir'):
-    """Create ``work_dir`` if needed and prove it is writable, before anything runs.
-
-    ``name`` is how the user gave the folder (``'--out-dir'``) for the error line."""
-    try:
-        os.makedirs(work_dir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=work_dir, prefix='.write_test'):
-            pass
-    except OSError as error:
-        raise LaunchError(f'{name} {osp.abspath(work_dir)} is not writable: '
-                          f'{_why_not_a_folder(work_dir, error)}') from None
-
-
-def _why_not_a_folder(path, error):
-    """A path under a file (or a file itself) fails with 'File exists' or 'Not a directory';
-    the file that is in the way says more."""
-    if error.errno in (errno.EEXIST, errno.ENOTDIR):
-        existing = osp.abspath(path)
-        while not osp.exists(existing):
-            existing = osp.dirname(existing)
-        if not osp.isdir(existing):
-            return f'{existing} is a file, not a folder'
-    return error.strerror
 
 
 class CfgOptionsAction(DictAction):
@@ -201,7 +175,6 @@ def check_output_file(path, flag='--out', folders_made=False):
     training, and a missing folder or a folder given as the file then failed only there (or,
     for torch's profiler trace, not at all: it only logs). ``folders_made``: the writer makes
     missing folders (fastmim's atomic writes do), so only a file in the way is refused."""
-    from fastmim.engine.checkpoint import file_in_the_way
     folder = osp.dirname(osp.abspath(path))
     blocked = file_in_the_way(folder)
     if blocked:

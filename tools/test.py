@@ -134,7 +134,8 @@ def draw_predictions_into(cfg, folder, config_path):
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
-    from fastmim.engine.checkpoint import check_checkpoint_file, file_in_the_way
+    from fastmim.engine.checkpoint import check_checkpoint_file
+    from fastmim.file_checks import file_in_the_way
     from fastmim.engine.config_keys import refused_keys_located
     from fastmim.engine.config_loading import load_config
     from fastmim.cli import check_output_file, refuse_overwriting_input

@@ -47,6 +47,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors_file
 
 from fastmim.errors import CheckpointError
+from fastmim.file_checks import file_in_the_way
 
 _HISTORY_BUFFER_TAG = '__fastmim_history_buffer__'
 _TRUSTED_CHECKPOINTS = set()
@@ -556,14 +557,6 @@ class AtomicLocalBackend(LocalBackend):
                                       f'{_free_space(folder)}; the previous file, if any, is '
                                       'unchanged') from None
             raise
-
-
-def file_in_the_way(folder):
-    """``'<path> is a file, not a folder'`` for the nearest part of ``folder`` that exists
-    when it is no folder: ``os.makedirs`` then says only 'File exists', naming nothing."""
-    while not osp.exists(folder) and osp.dirname(folder) != folder:
-        folder = osp.dirname(folder)
-    return None if osp.isdir(folder) else f'{folder} is a file, not a folder'
 
 
 def file_sha256(path) -> str:

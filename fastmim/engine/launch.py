@@ -122,7 +122,7 @@ def build_runner(cfg, splits, trusted_checkpoints=()):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
-    from fastmim.cli import check_work_dir
+    from fastmim.file_checks import check_work_dir
     from fastmim.engine.checkpoint import check_start_checkpoints, trust_checkpoint
     from fastmim.engine.dataset_paths import check_dataset_paths
     from fastmim.engine.fsdp import check_fsdp, scale_losses_across_shards

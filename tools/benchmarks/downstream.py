@@ -450,7 +450,7 @@ def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  weights-only checkpoint loading
     from fastmim.engine.checkpoint import check_checkpoint_file, trust_checkpoint
-    from fastmim.cli import check_work_dir
+    from fastmim.file_checks import check_work_dir
 
     # The loader's words: a folder is named with the checkpoints in it, a missing file with the
     # newest beside it ('not found' was said of a work dir given as CHECKPOINT).

@@ -738,7 +738,7 @@ def check_work_dir(path: str) -> None:
     """Make the work dir, or refuse one that cannot be written (it lies under a file), in one
     line before the study starts: os.makedirs ended in a NotADirectoryError traceback."""
     from fastmim.errors import LaunchError
-    from fastmim.cli import check_work_dir as check_writable
+    from fastmim.file_checks import check_work_dir as check_writable
     try:
         check_writable(path, '--work-dir')
     except LaunchError as error:

@@ -109,7 +109,7 @@ def main(argv):
 
     from fastmim.apis import get_model, load_images, reconstruct
     from fastmim.engine.checkpoint import trust_checkpoint
-    from fastmim.cli import check_work_dir
+    from fastmim.file_checks import check_work_dir
     from fastmim.errors import CheckpointError
 
     sources = image_sources(args)
