@@ -6,6 +6,7 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from torch.distributed.fsdp import FullyShardedDataParallel
 
+from fastmim.engine.accumulation import warn_if_checkpoints_fall_inside_windows
 from fastmim.engine.checkpoint import (format_size, from_plain, remove_stale_temporary_files,
                                        to_plain)
 from fastmim.engine.optim_wrappers.guarded import drop_skipped_logs
@@ -38,7 +39,9 @@ class CheckpointMetaHook(Hook):
     Before training, rank 0 deletes the temporary files of checkpoint writes that a SIGKILL cut
     off in an earlier run (``.epoch_2.pth.<8 characters>.tmp``: the atomic writer removes its
     file on an error, but a kill raises none) from the work dir and the checkpoint hooks'
-    folders, logging each with its size; nothing else there is touched.
+    folders, logging each with its size; nothing else there is touched. It also warns when the
+    checkpoint interval saves inside gradient-accumulation windows, which no checkpoint resumes
+    exactly (:func:`~fastmim.engine.accumulation.warn_if_checkpoints_fall_inside_windows`).
     """
 
     priority = 'LOWEST'
@@ -47,6 +50,7 @@ class CheckpointMetaHook(Hook):
         # After the checkpoint hooks' before_train (higher priority), which set their out_dir.
         if is_main_process():
             remove_interrupted_writes(runner)
+        warn_if_checkpoints_fall_inside_windows(runner)
 
     def before_save_checkpoint(self, runner, checkpoint):
         refuse_rank0_save_of_shards(runner)
