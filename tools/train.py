@@ -233,8 +233,10 @@ def _check_named_checkpoint(last_checkpoint, path):
 
 def apply_resume(cfg, resume):
     """``--resume [CKPT]``: resume from CKPT, or (``resume='auto'``) from the work dir's latest
-    checkpoint; with none there yet, the run starts as it would without ``--resume``, from the
-    config's ``load_from`` weights if it names any. mmengine's tools clear ``load_from`` for
+    checkpoint (the one ``last_checkpoint`` names, or without that file the one that records
+    the most iterations, :func:`~fastmim.engine.last_checkpoint.newest_recorded`); with none
+    there yet, the run starts as it would without ``--resume``, from the config's ``load_from``
+    weights if it names any. mmengine's tools clear ``load_from`` for
     ``--resume`` without a path, so the first start of a job restarted with the same command
     (``--resume --cfg-options load_from=CKPT``, the SLURM requeue recipe) trained from random
     weights without a word. A ``load_from`` that the resumed checkpoint replaces is named."""

@@ -7,6 +7,8 @@ gradients no checkpoint holds. Starting a window at every epoch start puts every
 window boundary. mmengine's wrapper has no public setter for these counts.
 """
 import logging
+import math
+from typing import Optional
 
 from mmengine.logging import print_log
 
@@ -76,6 +78,74 @@ def iter_based_schedulers(runner):
     if isinstance(schedulers, dict):
         schedulers = [s for group in schedulers.values() for s in group]
     return [scheduler for scheduler in schedulers if not scheduler.by_epoch]
+
+
+def first_checkpoint_inside_a_window(every: int, accumulative_counts: int, windows_restart: int,
+                                     iterations: int) -> Optional[int]:
+    """The first iteration (counted from 1) at which a checkpoint saved every ``every``
+    iterations falls inside a window of ``accumulative_counts`` accumulated iterations, or
+    None. Windows start anew every ``windows_restart`` iterations (the epoch length with
+    windows per epoch, else ``iterations``, the run's length), the last of each period ending
+    with it; no checkpoint is saved after ``iterations``. The pattern repeats after the least
+    common multiple of ``every`` and ``windows_restart``."""
+    last = min(math.lcm(every, windows_restart), iterations)
+    return next((at for at in range(every, last + 1, every)
+                 if at % windows_restart % accumulative_counts), None)
+
+
+def warn_if_checkpoints_fall_inside_windows(runner) -> None:
+    """Say, when training starts, that the checkpoint hook's interval saves checkpoints inside
+    gradient-accumulation windows, naming both values and what to set: the gradients of such a
+    window's first iterations are in no checkpoint, so a run resumed from one differs from the
+    uninterrupted run (with ``accumulative_counts=2`` and a checkpoint every 3 iterations, by
+    5e-3). Warned only at the resume before, when nothing could be done about it.
+
+    ``ResumableEpochBasedTrainLoop`` starts a window with every epoch, so epoch checkpoints and
+    iteration ones at multiples of the epoch length are at boundaries; with other loops the
+    windows run over the whole run. ``PreemptionHook`` waits for a window's update, so its
+    checkpoints are never inside one."""
+    from mmengine.hooks import CheckpointHook
+    from mmengine.runner import EpochBasedTrainLoop
+
+    from fastmim.engine.loops import ResumableEpochBasedTrainLoop
+    counts = max(getattr(wrapper, '_accumulative_counts', 1)
+                 for wrapper in each_optim_wrapper(runner.optim_wrapper))
+    loop = runner.train_loop
+    if counts <= 1:
+        return
+    per_epoch = isinstance(loop, ResumableEpochBasedTrainLoop)
+    epoch_length = len(loop.dataloader) if isinstance(loop, EpochBasedTrainLoop) else None
+    for hook in runner.hooks:
+        if isinstance(hook, CheckpointHook) and hook.interval > 0:
+            _warn_if_inside_windows(hook, counts, loop.max_iters, per_epoch, epoch_length)
+
+
+def _warn_if_inside_windows(hook, counts, iterations, per_epoch, epoch_length) -> None:
+    """:func:`warn_if_checkpoints_fall_inside_windows` for one checkpoint hook."""
+    if hook.by_epoch and (per_epoch or not epoch_length):
+        return
+    every = hook.interval * epoch_length if hook.by_epoch else hook.interval
+    at = first_checkpoint_inside_a_window(every, counts, epoch_length if per_epoch else
+                                          iterations, iterations)
+    if at is None:
+        return
+    unit = 'epochs' if hook.by_epoch else 'iterations'
+    if hook.by_epoch:
+        fix = (f"train_cfg.type='fastmim.ResumableEpochBasedTrainLoop' (a window starts with "
+               f"every epoch), or an epoch length ({epoch_length} iterations) that "
+               f"{counts} divides")
+    elif per_epoch and epoch_length % counts:
+        fix = (f'default_hooks.checkpoint.interval to a multiple of the epoch length '
+               f'({epoch_length} iterations, which {counts} does not divide), or '
+               f'default_hooks.checkpoint.by_epoch=True')
+    else:
+        fix = f'default_hooks.checkpoint.interval to a multiple of {counts}'
+    print_log(
+        f'default_hooks.checkpoint saves every {hook.interval} {unit}, inside windows of '
+        f'optim_wrapper.accumulative_counts={counts} accumulated iterations (first at iteration '
+        f'{at}): the gradients of a window\'s first iterations are in no checkpoint, so a run '
+        f'resumed from such a checkpoint differs from the uninterrupted one; set {fix}',
+        logger='current', level=logging.WARNING)
 
 
 class DropGlobalWindowWarning(logging.Filter):

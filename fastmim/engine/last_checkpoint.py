@@ -1,6 +1,11 @@
 """The newest checkpoint of a work dir, as mmengine's ``last_checkpoint`` file names it, found
-also in a work dir that was moved or copied (``--resume``, ``tools/test.py``)."""
+also in a work dir that was moved or copied (``--resume``, ``tools/test.py``), or without that
+file (deleted, or not copied with the checkpoints) by the progress its checkpoints record."""
+import logging
+import os
 import os.path as osp
+import re
+import zipfile
 
 from mmengine.logging import print_log
 
@@ -12,9 +17,12 @@ def latest_checkpoint(work_dir, use='resuming from'):
     so in a work dir that was moved or copied (to other storage, to branch a run) it named the
     old place: ``--resume`` failed with 'checkpoint not found' there, or resumed from the other
     run's newest checkpoint. A file of that name in ``work_dir`` is taken instead, logged
-    with ``use`` (what the caller does with it)."""
+    with ``use`` (what the caller does with it). Without ``last_checkpoint``, the newest of
+    the work dir's own checkpoints by the iteration it records (:func:`newest_recorded`)."""
     from mmengine.runner import find_latest_checkpoint
 
+    if not osp.isfile(osp.join(work_dir, 'last_checkpoint')):
+        return newest_recorded(work_dir, use)
     recorded = find_latest_checkpoint(work_dir)
     if recorded is None:
         return None
@@ -43,3 +51,70 @@ def checkpoint_named_by(path, use):
         return path
     print_log(f'{path} names {named}: {use} it', logger='current')
     return named
+
+
+# The names the checkpoint and preemption hooks save under (mmengine's filename_tmpl): the
+# checkpoints a run resumes from. best_*.pth (the best validation's weights, and older than the
+# newest of these) are not.
+REGULAR_CHECKPOINT = re.compile(r'(epoch|iter)_\d+\.pth')
+
+
+def newest_recorded(work_dir, use='resuming from'):
+    """The checkpoint of ``work_dir`` (``epoch_N.pth``, ``iter_N.pth``) that records the most
+    iterations trained, for a work dir without ``last_checkpoint``; None when it holds none.
+
+    mmengine finds a run's checkpoint through ``last_checkpoint`` alone: with that file
+    deleted (a scratch purge), or not copied or restored with the checkpoints, ``--resume``
+    started the run from scratch and overwrote them, and a SLURM requeue retrained every epoch
+    without a word. The checkpoint taken is logged as a warning with ``use``, and so are the
+    files skipped as unreadable (cut off, corrupt); a work dir whose checkpoints are all
+    unreadable is refused rather than trained over. The recorded iteration, not the name or the
+    time of the file, orders them: ``epoch_3.pth`` can be newer than ``iter_9.pth``, and a copy
+    changes times."""
+    names = sorted(name for name in os.listdir(work_dir) if REGULAR_CHECKPOINT.fullmatch(name)
+                   and osp.isfile(osp.join(work_dir, name))) if osp.isdir(work_dir) else []
+    if not names:
+        return None
+    progress, unreadable = {}, []
+    for name in names:
+        try:
+            progress[name] = recorded_iteration(osp.join(work_dir, name))
+        except CheckpointError as error:
+            unreadable.append(f'{name} ({error})')
+    skipped = f'; skipped, unreadable: {", ".join(unreadable)}' if unreadable else ''
+    where = f'{osp.join(work_dir, "last_checkpoint")} is missing'
+    if not progress:
+        raise CheckpointError(f'{where} and no checkpoint of {work_dir} can be read: '
+                              f'{", ".join(unreadable)}. Name a checkpoint to resume from by '
+                              f'its path, or move these away to start over')
+    newest = max(progress, key=lambda name: (progress[name], _modified(work_dir, name)))
+    path = osp.join(work_dir, newest)
+    print_log(f'{where} (deleted, or not copied with the checkpoints): {use} {path}, the '
+              f'checkpoint that records the most iterations ({progress[newest]}){skipped}',
+              logger='current', level=logging.WARNING)
+    return path
+
+
+def recorded_iteration(path) -> int:
+    """The iterations trained that checkpoint ``path`` records (``meta['iter']``), read
+    weights-only with its tensors memory-mapped, not read (a checkpoint of a large model is
+    gigabytes). A file that cannot be read, or records no iteration, raises
+    :class:`CheckpointError` saying why."""
+    import torch
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True,
+                                mmap=zipfile.is_zipfile(path))
+    except Exception as error:  # any failure to read makes it unusable here
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f'not a readable checkpoint: {reason}') from None
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    iteration = meta.get('iter') if isinstance(meta, dict) else None
+    if not isinstance(iteration, int):
+        raise CheckpointError('records no iteration (meta.iter): not a checkpoint of training')
+    return iteration
+
+
+def _modified(folder, name):
+    """When ``folder/name`` was last written: orders checkpoints that record the same
+    iteration (an epoch's and an iteration's checkpoint of one step)."""
+    return osp.getmtime(osp.join(folder, name))

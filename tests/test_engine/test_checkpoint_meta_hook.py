@@ -224,3 +224,65 @@ def test_resuming_a_file_without_the_runs_state_is_refused(tmp_path, tiny_pretra
                        r"the run that wrote them \(no optimizer, param_schedulers\): a best_\* "
                        r'checkpoint, a published or converted file'):
         runner.train()
+
+
+@pytest.fixture
+def precision_messages(monkeypatch):
+    """What CheckpointMetaHook logs, as a list."""
+    from fastmim.engine.hooks import checkpoint_meta_hook
+    messages = []
+    monkeypatch.setattr(checkpoint_meta_hook, 'print_log',
+                        lambda message, **kwargs: messages.append(message))
+    return messages
+
+
+BF16 = dict(type='AutocastOptimWrapper', dtype='bfloat16', optimizer=dict(type='AdamW', lr=1e-3))
+
+
+@pytest.mark.parametrize('first, resumed, expected', [
+    (None, BF16, 'was trained in float32, the config trains in bfloat16 autocast'),
+    (BF16, None, 'was trained in bfloat16 autocast, the config trains in float32'),
+    (BF16, BF16, None),
+    (None, None, None),
+], ids=['fp32 resumed with --amp', 'bf16 resumed without --amp', 'bf16', 'fp32'])
+def test_resuming_in_another_precision_is_named(tmp_path, tiny_pretraining, precision_messages,
+                                                first, resumed, expected):
+    """It went on in the config's precision without a word, where a changed lr is named."""
+    import torch
+    optim = {'optim_wrapper': first} if first else {}
+    _run(tmp_path / 'a', tiny_pretraining, 32, **optim).train()
+    saved = torch.load(tmp_path / 'a' / 'epoch_1.pth', weights_only=True)
+    assert saved['meta']['precision'] == ('bfloat16 autocast' if first else 'float32')
+    optim = {'optim_wrapper': resumed} if resumed else {}
+    _run(tmp_path / 'a', tiny_pretraining, 32, resume=True,
+         train_cfg=dict(by_epoch=True, max_epochs=2), **optim).train()
+    if expected is None:
+        assert precision_messages == []
+    else:
+        assert precision_messages == [f'{tmp_path}/a/epoch_1.pth {expected} (--amp, '
+                                      f'optim_wrapper.type): the resumed run goes on in '
+                                      f'{expected.rsplit(" trains in ", 1)[1]}']
+
+
+@pytest.mark.parametrize('recorded', [True, False], ids=['recorded', 'written before the record'])
+def test_an_fp16_checkpoint_resumed_without_loss_scaling_names_the_dropped_scaler(
+        tmp_path, tiny_pretraining, precision_messages, recorded):
+    """A CUDA fp16 run (mmengine's AmpOptimWrapper saves its GradScaler's state with the
+    optimiser's) resumed without --amp: the scaler was dropped without a word."""
+    import torch
+    _run(tmp_path / 'a', tiny_pretraining, 32).train()
+    checkpoint = torch.load(tmp_path / 'a' / 'epoch_1.pth', weights_only=True)
+    checkpoint['optimizer']['loss_scaler'] = {'scale': 65536.0, 'growth_factor': 2.0,
+                                              'backoff_factor': 0.5, 'growth_interval': 2000,
+                                              '_growth_tracker': 0}
+    checkpoint['meta']['precision'] = 'float16 autocast with loss scaling'
+    if not recorded:
+        del checkpoint['meta']['precision']
+    torch.save(checkpoint, tmp_path / 'fp16.pth')
+    _run(tmp_path / 'b', tiny_pretraining, 32, resume=True, load_from=str(tmp_path / 'fp16.pth'),
+         train_cfg=dict(by_epoch=True, max_epochs=2)).train()
+    saved = 'float16 autocast' if recorded else 'autocast'
+    saved += ' with loss scaling'
+    assert precision_messages == [f'{tmp_path}/fp16.pth was trained in {saved}, the config '
+                                  f'trains in float32 (--amp, optim_wrapper.type): the resumed '
+                                  f'run goes on in float32; its loss scaler is dropped']

@@ -186,3 +186,83 @@ def windows(tmp_path, samples, accumulation, epochs=3):
 def test_an_accumulation_window_starts_at_every_epoch(tmp_path, samples, accumulation, factors,
                                                       updates):
     assert windows(tmp_path, samples, accumulation) == (factors, updates)
+
+
+# --- A checkpoint interval that saves inside windows is named when training starts: the
+# gradients of such a window's first iterations are in no checkpoint, and the run resumed from
+# it differed from the uninterrupted one (accumulation 2, a checkpoint every 3 iterations:
+# 5.4e-3) with a warning at the resume only, too late to change anything.
+
+
+def saved_and_warned(tmp_path, monkeypatch, samples, accumulation, loop, checkpoint):
+    """Train the linear model: the iterations whose checkpoints fell inside a window (saved
+    after an iteration that did not update), and the warnings of the accumulation module."""
+    from mmengine.hooks import Hook
+
+    import fastmim.engine.accumulation as accumulation_module
+    warned = []
+    monkeypatch.setattr(accumulation_module, 'print_log',
+                        lambda message, **kwargs: warned.append(message))
+    updates, saved = [], []
+
+    class Record(Hook):
+        priority = 'HIGHEST'  # before the checkpoint hook of the same iteration saves
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            if runner.optim_wrapper.should_update():
+                updates.append(runner.iter + 1)
+
+        def before_save_checkpoint(self, runner, checkpoint):
+            saved.append(checkpoint['meta']['iter'])
+
+    iterations = dict(max_iters=9) if 'Iter' in loop else dict(max_epochs=3)
+    runner = Runner(
+        model=Linear(), work_dir=str(tmp_path),
+        train_dataloader=dict(dataset=[dict(inputs=torch.ones(2))] * samples, batch_size=1,
+                              sampler=dict(type='ResumableInfiniteSampler' if 'Iter' in loop
+                                           else 'ResumableSampler', shuffle=False),
+                              collate_fn=dict(type='pseudo_collate')),
+        train_cfg=dict(type=loop, **iterations),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01),
+                           accumulative_counts=accumulation),
+        custom_hooks=[Record(), dict(type='CheckpointMetaHook')],
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', **checkpoint)),
+        randomness=dict(seed=0), default_scope='fastmim')
+    runner.train()
+    return [at for at in saved if at not in updates], warned
+
+
+@pytest.mark.parametrize('samples, loop, checkpoint, advice', [
+    # windows per epoch, epochs of 4 iterations: every 2 iterations is fine, every 3 is not
+    (4, 'ResumableEpochBasedTrainLoop', dict(by_epoch=False, interval=2), None),
+    (4, 'ResumableEpochBasedTrainLoop', dict(by_epoch=False, interval=3),
+     'default_hooks.checkpoint.interval to a multiple of 2'),
+    # epochs of 3 iterations: a checkpoint every 2 falls in epoch 2's first window (iteration 4)
+    (3, 'ResumableEpochBasedTrainLoop', dict(by_epoch=False, interval=2),
+     'default_hooks.checkpoint.interval to a multiple of the epoch length (3 iterations'),
+    (3, 'ResumableEpochBasedTrainLoop', dict(by_epoch=False, interval=3), None),
+    (3, 'ResumableEpochBasedTrainLoop', dict(by_epoch=True, interval=1), None),
+    # mmengine's epoch loop: windows over the whole run, the epoch end of iteration 3 inside one
+    (3, 'EpochBasedTrainLoop', dict(by_epoch=True, interval=1),
+     "train_cfg.type='fastmim.ResumableEpochBasedTrainLoop'"),
+    (4, 'EpochBasedTrainLoop', dict(by_epoch=True, interval=1), None),
+    # the iteration loop: windows over the whole run
+    (5, 'ResumableIterBasedTrainLoop', dict(by_epoch=False, interval=4), None),
+    (5, 'ResumableIterBasedTrainLoop', dict(by_epoch=False, interval=3),
+     'default_hooks.checkpoint.interval to a multiple of 2'),
+])
+def test_a_checkpoint_interval_inside_accumulation_windows_is_named_when_training_starts(
+        tmp_path, monkeypatch, samples, loop, checkpoint, advice):
+    inside, warned = saved_and_warned(tmp_path, monkeypatch, samples, 2, loop, checkpoint)
+    if advice is None:
+        assert inside == [] and warned == []
+        return
+    assert inside  # the run saved inside a window, as the warning says
+    unit = 'epochs' if checkpoint['by_epoch'] else 'iterations'
+    assert warned == [
+        f'default_hooks.checkpoint saves every {checkpoint["interval"]} {unit}, inside windows '
+        f'of optim_wrapper.accumulative_counts=2 accumulated iterations (first at iteration '
+        f'{inside[0]}): the gradients of a window\'s first iterations are in no checkpoint, so '
+        f'a run resumed from such a checkpoint differs from the uninterrupted one; set '
+        + warned[0].split('; set ', 1)[1]]
+    assert warned[0].split('; set ', 1)[1].startswith(advice)

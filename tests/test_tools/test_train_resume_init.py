@@ -140,3 +140,82 @@ def test_a_misspelt_command_line_key_is_named_as_the_command_lines(tmp_path, tra
     assert f'set by --cfg-options {option.split("=")[0]}' in message
     assert fix in message
     assert '_delete_' not in message
+
+
+def save_progress(path, iteration, epoch):
+    """A checkpoint as the checkpoint hook writes it, as far as resuming reads its progress."""
+    torch.save({'meta': {'iter': iteration, 'epoch': epoch},
+                'state_dict': {'weight': torch.zeros(2)}}, path)
+
+
+def logged_while(call):
+    """The messages of the current logger while ``call()`` runs."""
+    from unittest.mock import patch
+
+    from mmengine.logging import MMLogger
+    logged = []
+    with patch.object(MMLogger.get_current_instance(), 'log',
+                      lambda level, message: logged.append(message)):
+        call()
+    return logged
+
+
+def test_resume_without_last_checkpoint_takes_the_checkpoint_with_the_most_iterations(
+        tmp_path, train):
+    """mmengine finds checkpoints through last_checkpoint alone: with that file deleted (or not
+    copied with the checkpoints), --resume said 'no checkpoint yet', started from scratch and
+    overwrote them. The newest is the one that records the most iterations: not iter_9.pth
+    (a larger number in its name) nor iter_2.pth (written last); a cut-off file is named and
+    skipped."""
+    save_progress(tmp_path / 'epoch_3.pth', iteration=12, epoch=3)
+    save_progress(tmp_path / 'iter_9.pth', iteration=9, epoch=2)
+    save_progress(tmp_path / 'iter_2.pth', iteration=2, epoch=0)
+    save_progress(tmp_path / 'best_accuracy_epoch_4.pth', iteration=16, epoch=4)
+    full = (tmp_path / 'epoch_3.pth').read_bytes()
+    (tmp_path / 'epoch_4.pth').write_bytes(full[:len(full) // 2])  # a copy cut off
+    cfg = Config(dict(work_dir=str(tmp_path), load_from=None))
+    logged = logged_while(lambda: train.apply_resume(cfg, 'auto'))
+    assert cfg.resume is True
+    assert cfg.load_from == str(tmp_path / 'epoch_3.pth')
+    assert len(logged) == 1
+    assert logged[0].startswith(f'{tmp_path}/last_checkpoint is missing (deleted, or not copied '
+                                f'with the checkpoints): resuming from {tmp_path}/epoch_3.pth, '
+                                f'the checkpoint that records the most iterations (12); '
+                                f'skipped, unreadable: epoch_4.pth (not a readable checkpoint')
+    assert 'no checkpoint' not in logged[0]
+
+
+def test_resume_without_last_checkpoint_and_no_readable_checkpoint_is_refused(tmp_path, train):
+    """Starting from scratch would write over the checkpoints there."""
+    from fastmim.errors import CheckpointError
+    (tmp_path / 'epoch_2.pth').write_bytes(b'')
+    torch.save({'state_dict': {}}, tmp_path / 'iter_8.pth')  # no progress recorded
+    cfg = Config(dict(work_dir=str(tmp_path), load_from=None))
+    with pytest.raises(CheckpointError, match=(
+            rf'^{tmp_path}/last_checkpoint is missing and no checkpoint of {tmp_path} can be '
+            rf'read: epoch_2\.pth \(not a readable checkpoint: .*\), iter_8\.pth \(records no '
+            rf'iteration \(meta\.iter\).*\)\. Name a checkpoint to resume from by its path, or '
+            rf'move these away to start over$')):
+        train.apply_resume(cfg, 'auto')
+
+
+def test_a_run_whose_last_checkpoint_was_deleted_resumes_from_its_checkpoints(tmp_path):
+    """The audit's case end to end: epoch_2.pth and epoch_3.pth of a run of 4 epochs, without
+    last_checkpoint; --resume resumed nothing and overwrote them."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('test_train_helpers',
+                                                  Path(__file__).with_name('test_train.py'))
+    runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runs)
+    args = [str(DEMO), '--work-dir', str(tmp_path), '--cfg-options', *runs.TINY]
+    result = runs.run(args + ['train_cfg.max_epochs=3'])
+    assert result.returncode == 0, result.stderr[-3000:]
+    (tmp_path / 'last_checkpoint').unlink()
+    result = runs.run(args[:3] + ['--resume'] + args[3:] + ['train_cfg.max_epochs=4'])
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert f'resuming from {tmp_path}/epoch_3.pth, the checkpoint that records the most ' \
+           f'iterations (12)' in log
+    assert 'resumed epoch: 3, iter: 12' in log
+    assert 'no checkpoint' not in log
+    assert torch.load(tmp_path / 'epoch_4.pth', weights_only=True)['meta']['iter'] == 16

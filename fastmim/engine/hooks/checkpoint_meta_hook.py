@@ -1,25 +1,32 @@
 """Make every checkpoint hold plain types and the geometry of the model that wrote it."""
 
+import logging
 import os.path as osp
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook, Hook
+from mmengine.logging import print_log
 from torch.distributed.fsdp import FullyShardedDataParallel
 
+from fastmim.engine.accumulation import warn_if_checkpoints_fall_inside_windows
 from fastmim.engine.checkpoint import (format_size, from_plain, remove_stale_temporary_files,
                                        to_plain)
-from fastmim.engine.optim_wrappers.guarded import drop_skipped_logs
+from fastmim.engine.optim_wrappers.guarded import drop_skipped_logs, training_precision
 from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS
 
 from .resume_checks import (OPTIMISER_TYPE_KEY, ResumeChecksHook, check_resumed_checkpoint,
-                            optimiser_type)
+                            optimiser_type, resumed_path)
+
+# Where a checkpoint records the precision its run trained in (:func:`training_precision`).
+PRECISION_KEY = 'precision'
 
 
 @HOOKS.register_module()
 class CheckpointMetaHook(Hook):
-    """Converts checkpoints to plain types on save and back on load; records the geometry
-    and the optimiser's type (for :class:`ResumeChecksHook`).
+    """Converts checkpoints to plain types on save and back on load; records the geometry,
+    the optimiser's type (for :class:`ResumeChecksHook`) and the training precision (a resume
+    in another one is named: :func:`warn_if_precision_changed`).
 
     Runs last before a save (priority ``LOWEST``) so that whatever other hooks add is converted
     too. ``meta['geometry']`` is ``model.geometry()`` when the model has one: fine-tuning and
@@ -38,7 +45,9 @@ class CheckpointMetaHook(Hook):
     Before training, rank 0 deletes the temporary files of checkpoint writes that a SIGKILL cut
     off in an earlier run (``.epoch_2.pth.<8 characters>.tmp``: the atomic writer removes its
     file on an error, but a kill raises none) from the work dir and the checkpoint hooks'
-    folders, logging each with its size; nothing else there is touched.
+    folders, logging each with its size; nothing else there is touched. It also warns when the
+    checkpoint interval saves inside gradient-accumulation windows, which no checkpoint resumes
+    exactly (:func:`~fastmim.engine.accumulation.warn_if_checkpoints_fall_inside_windows`).
     """
 
     priority = 'LOWEST'
@@ -47,6 +56,7 @@ class CheckpointMetaHook(Hook):
         # After the checkpoint hooks' before_train (higher priority), which set their out_dir.
         if is_main_process():
             remove_interrupted_writes(runner)
+        warn_if_checkpoints_fall_inside_windows(runner)
 
     def before_save_checkpoint(self, runner, checkpoint):
         refuse_rank0_save_of_shards(runner)
@@ -57,6 +67,8 @@ class CheckpointMetaHook(Hook):
         optimiser = optimiser_type(runner)
         if optimiser:
             checkpoint.setdefault('meta', {})[OPTIMISER_TYPE_KEY] = optimiser
+        checkpoint.setdefault('meta', {})[PRECISION_KEY] = training_precision(
+            runner.optim_wrapper)
         for key in list(checkpoint):
             if key != 'state_dict':
                 checkpoint[key] = to_plain(checkpoint[key], f'checkpoint[{key!r}]')
@@ -69,6 +81,32 @@ class CheckpointMetaHook(Hook):
         if runner._resume and not any(isinstance(hook, ResumeChecksHook)
                                       for hook in runner.hooks):
             check_resumed_checkpoint(runner, checkpoint)
+        if runner._resume:
+            warn_if_precision_changed(runner, checkpoint, resumed_path(runner))
+
+
+def warn_if_precision_changed(runner, checkpoint: dict, path: str) -> None:
+    """Name a resume in another precision than the checkpoint's run (``--amp`` added or left
+    out, ``optim_wrapper.type`` changed): the run goes on in the config's, a float16 run's loss
+    scaler dropped or a new one started at its initial scale, where a changed lr is named
+    (``warn_kept_optimisation``) and this was not. Checkpoints from before the record
+    (``meta['precision']``) tell only whether they hold a loss scaler."""
+    built = training_precision(runner.optim_wrapper)
+    optimizer_state = checkpoint.get('optimizer')
+    had_scaler = isinstance(optimizer_state, dict) and 'loss_scaler' in optimizer_state
+    has_scaler = 'loss scaling' in built
+    saved = (checkpoint.get('meta') or {}).get(PRECISION_KEY)
+    if saved is None and had_scaler != has_scaler:
+        saved = ('autocast with loss scaling' if had_scaler else
+                 'float32 or bfloat16 autocast, without loss scaling')
+    if saved is None or saved == built:
+        return
+    scaler = ('; its loss scaler is dropped' if had_scaler and not has_scaler else
+              '; the loss scaler starts afresh at its initial scale'
+              if has_scaler and not had_scaler else '')
+    print_log(f'{path} was trained in {saved}, the config trains in {built} (--amp, '
+              f'optim_wrapper.type): the resumed run goes on in {built}{scaler}',
+              logger='current', level=logging.WARNING)
 
 
 def remove_interrupted_writes(runner):

@@ -225,6 +225,20 @@ def each_optim_wrapper(optim_wrapper) -> list:
     return [optim_wrapper]
 
 
+def training_precision(optim_wrapper) -> str:
+    """How ``optim_wrapper`` trains, in words: ``'float32'``, ``'bfloat16 autocast'``, or
+    ``'float16 autocast with loss scaling'`` (mmengine's ``AmpOptimWrapper`` autocasts in
+    float16 unless it names a dtype). ``CheckpointMetaHook`` records it in checkpoints and
+    names a resume that trains in another one."""
+    descriptions = []
+    for wrapper in each_optim_wrapper(optim_wrapper):
+        scaled = hasattr(wrapper, 'loss_scaler')
+        cast = getattr(wrapper, 'cast_dtype', None) or (torch.float16 if scaled else None)
+        description = 'float32' if cast is None else f'{str(cast).split(".")[-1]} autocast'
+        descriptions.append(description + (' with loss scaling' if scaled else ''))
+    return ', '.join(dict.fromkeys(descriptions))
+
+
 def drop_skipped_logs(optim_wrapper, log_scalars: dict) -> None:
     """``drop_skipped_step_logs`` of each guarded wrapper in ``optim_wrapper`` (one, or an
     ``OptimWrapperDict``); other wrappers keep no such record."""
