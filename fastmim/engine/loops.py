@@ -222,10 +222,15 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
             return 0
         before, batches = progress.images_per_iteration, progress.batches
         if None not in (before, progress.dataset_size) and batches and warn:
-            self._warn_if_dataset_changed(batches * before, progress.dataset_size)
+            self._warn_if_dataset_changed(min(batches * before, progress.dataset_size),
+                                          progress.dataset_size)
         now = self._images_per_iteration()
-        if None in (before, now) or before == now:
+        if None in (before, now):
             return batches
+        if before == now:
+            return min(batches, len(self.dataloader))  # fewer now: a dataset shrunk since
+        if batches * before >= self._images_per_epoch():
+            return len(self.dataloader)  # the epoch was complete: its end-of-epoch hooks follow
         return self._batches_for(batches * before, before, now, warn)
 
     def _recorded_progress(self):
@@ -273,6 +278,12 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         batch_size = self.dataloader.batch_size
         return None if batch_size is None else batch_size * get_world_size()
 
+    def _images_per_epoch(self) -> int:
+        """Images an epoch of this run trains over all processes: its batches' images, or the
+        sampler's share of the dataset when the last batch is partial (``drop_last=False``)."""
+        return min(len(self.dataloader) * self._images_per_iteration(),
+                   len(self.dataloader.sampler) * get_world_size())
+
     def _accumulation(self) -> int:
         return getattr(self.runner.optim_wrapper, '_accumulative_counts', 1)
 
@@ -297,9 +308,12 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         return batches
 
     def _skip_batches(self, batches: int) -> None:
+        """Start the sampler after ``batches`` batches of the epoch; at most at its end: an
+        epoch's last batch is partial with ``drop_last=False``, so all its batches hold fewer
+        than ``batches x batch_size`` indices (a checkpoint at the epoch's last iteration)."""
         sampler, batch_size = self.dataloader.sampler, self.dataloader.batch_size
         if hasattr(sampler, 'set_start_index') and batch_size is not None:
-            sampler.set_start_index(batches * batch_size)
+            sampler.set_start_index(min(batches * batch_size, len(sampler)))
         elif batches:
             raise ValueError(
                 f'the checkpoint was saved after {batches} batches of epoch {self._epoch + 1}; '
