@@ -186,7 +186,9 @@ def warn_if_finished(runner, checkpoint: dict, path: str) -> None:
     requeued after it finished, or ``--resume`` meant to lengthen a run without a longer
     ``max_epochs``). A checkpoint of a stop before or during the last validation, which the
     work dir does not record as finished, is no such case: the resumed run repeats that
-    validation (``PreemptionHook``)."""
+    validation (``PreemptionHook``). It advises a new run from the checkpoint's weights to
+    train longer: mmengine restores the schedulers' ``end`` from the checkpoint, so a raised
+    ``max_epochs`` with a resume trains the added epochs at the schedule's final lr."""
     runtime_info = (checkpoint.get('message_hub') or {}).get('runtime_info') or {}
     meta, loop = checkpoint.get('meta', {}), runner.train_loop
     if (runtime_info.get(PENDING_VALIDATION_KEY)
@@ -200,8 +202,12 @@ def warn_if_finished(runner, checkpoint: dict, path: str) -> None:
         ('iterations', meta.get('iter'), getattr(loop, 'max_iters', None), 'max_iters'))
     if isinstance(done, int) and total is not None and done >= total:
         print_log(f'{path} has trained all {total} {unit} of train_cfg ({done} done): --resume '
-                  f'has nothing left to train; to train longer, raise train_cfg.{key} and the '
-                  f"schedulers' end together", logger='current', level=logging.WARNING)
+                  f'has nothing left to train. To train longer, start a new run from these '
+                  f'weights with a longer train_cfg.{key} and param_scheduler, in another '
+                  f'--work-dir and without --resume (--cfg-options load_from={path}): a '
+                  f"resumed run keeps this checkpoint's schedule, whose end a config cannot "
+                  f'move, so the {unit} added would train at its final lr',
+                  logger='current', level=logging.WARNING)
 
 
 def epochs_done(runner, runtime_info: dict, meta: dict) -> Optional[int]:
