@@ -205,3 +205,23 @@ def test_a_preemption_at_an_iteration_the_loop_validates_after_repeats_it(tmp_pa
     run(tmp_path / 'run', 'iter', validated, resume=True)
     assert validated == [4, 8, 12]
     assert_same_best(tmp_path / 'run', tmp_path / 'reference')
+
+
+@pytest.mark.parametrize('loop', ['epoch', 'epoch-iter', 'iter'])
+def test_a_new_best_found_after_a_resume_is_saved_in_the_regular_checkpoint(tmp_path, loop):
+    """Killed in the validation after iteration 8, whose score is the best: the resumed run
+    repeats it and saves best_*_8, but mmengine saves the regular checkpoint again with the
+    new best only once its process has saved one, so iter_8/epoch_2.pth kept the old best.
+    Killed again at iteration 10 and resumed from it, the run took the third validation's
+    lower score for a new best and kept that checkpoint besides (or instead of) the best."""
+    run(tmp_path / 'reference', loop, [])
+    validated = []
+    run(tmp_path / 'run', loop, validated, kill_after=8)
+    run(tmp_path / 'run', loop, validated, resume=True, kill_at_iteration=10)
+    assert validated == [4, 8]
+    checkpoint = torch.load((tmp_path / 'run' / 'last_checkpoint').read_text().strip(),
+                            weights_only=True)
+    assert checkpoint['message_hub']['runtime_info']['best_score'] == SCORES[8]
+    run(tmp_path / 'run', loop, validated, resume=True)
+    assert validated == [4, 8, 12]
+    assert_same_best(tmp_path / 'run', tmp_path / 'reference')
