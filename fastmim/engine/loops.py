@@ -21,7 +21,9 @@ its first batch. Two rules make a resumed run repeat the uninterrupted one bit f
   ``--resume``); a resumed epoch asks the sampler to skip the batches already seen and numbers
   its batches from there. It also records the images per iteration (batch size x processes), so
   a run resumed with another batch size or number of processes skips the images already seen,
-  not the same number of its own batches.
+  not the same number of its own batches. A checkpoint of an epoch's last iteration precedes
+  the epoch's end: the resumed run replays it (the end-of-epoch hooks), less a validation the
+  work dir records as finished.
 
 The iteration-based loop of the downstream configs (:class:`ResumableIterBasedTrainLoop`) seeds
 its iterations the same way and skips the samples trained before a resume in the sampler,
@@ -49,6 +51,7 @@ from fastmim.engine.accumulation import (DropGlobalWindowWarning, iter_based_sch
                                         start_accumulation_windows,
                                         warn_if_resumed_inside_a_window)
 from fastmim.engine.schedule_length import one_step_warmups
+from fastmim.engine.validation_record import LAST_VALIDATION_FILE, validation_finished
 from fastmim.registry import LOOPS
 
 PROGRESS_KEY = 'train_epoch_progress'
@@ -167,15 +170,45 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         super().__init__(runner, dataloader, *args, **kwargs)
         _check_batches_per_epoch(self.dataloader)
         self._checked_iterations = False
+        self._resumed_at_epoch_end = False  # the epoch running had ended before the resume
         # mmengine's warning about a resume inside its run-long windows (logged by
         # Runner.train before the loop runs): here windows start per epoch, checked below.
         runner.logger.addFilter(DropGlobalWindowWarning())
 
     def run(self):
+        """mmengine's ``EpochBasedTrainLoop.run``, less a validation that the run resumed
+        from had finished (:meth:`_validated_before_resume`)."""
         warn_one_step_warmups(self.runner)
         shuffle_as_the_interrupted_run(self.runner, self.dataloader.sampler)
         self._count_iterations_left()
-        return super().run()
+        self.runner.call_hook('before_train')
+        while self._epoch < self._max_epochs and not self.stop_training:
+            self.run_epoch()
+            self._decide_current_val_interval()
+            if self._validation_due() and not self._validated_before_resume():
+                self.runner.val_loop.run()
+        self.runner.call_hook('after_train')
+        return self.runner.model
+
+    def _validation_due(self) -> bool:
+        """mmengine's rule: after ``val_begin``, every ``val_interval`` epochs and the last."""
+        return (self.runner.val_loop is not None and self._epoch >= self.val_begin
+                and (self._epoch % self.val_interval == 0 or self._epoch == self._max_epochs))
+
+    def _validated_before_resume(self) -> bool:
+        """Whether the epoch just ended had ended before the checkpoint this run resumed from
+        (one written at its last iteration, before its end-of-epoch hooks: every N
+        iterations, or a preemption's), and the work dir records its validation as finished.
+        The resumed run replays that epoch's end for its hooks (a by-epoch scheduler steps
+        there), but repeated the validation, an ImageNet one on every requeue of a finished
+        fine-tuning."""
+        if not (self._resumed_at_epoch_end
+                and validation_finished(self.runner.work_dir, self._iter)):
+            return False
+        print_log(f'the validation after iteration {self._iter} (epoch {self._epoch}) finished '
+                  f'before the run this one resumes stopped ({LAST_VALIDATION_FILE} of the work '
+                  'dir): not repeated', logger='current')
+        return True
 
     def _count_iterations_left(self) -> None:
         """Make ``max_iters`` the iteration this run will end at. mmengine's is max_epochs x
@@ -195,6 +228,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
             self._warn_if_iterations_changed()
             self._checked_iterations = True
         done = self.batches_done_in_epoch()
+        self._resumed_at_epoch_end = done >= len(self.dataloader)
         self._skip_batches(done)
         for idx, data_batch in enumerate(self.dataloader, start=done):
             self.run_iter(idx, data_batch)
@@ -229,11 +263,30 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
             return 0
         before, batches = progress.images_per_iteration, progress.batches
         if None not in (before, progress.dataset_size) and batches and warn:
-            self._warn_if_dataset_changed(batches * before, progress.dataset_size)
+            self._warn_if_dataset_changed(min(batches * before, progress.dataset_size),
+                                          progress.dataset_size)
         now = images_per_iteration(self.dataloader)
-        if None in (before, now) or before == now:
+        if None in (before, now):
+            return batches  # a batch_sampler: refused inside an epoch (_skip_batches)
+        if self.completes_its_epoch(progress):  # its end-of-epoch hooks follow
+            return len(self.dataloader)
+        if before == now:
             return batches
         return self._batches_for(batches * before, before, now, warn)
+
+    def completes_its_epoch(self, recorded) -> bool:
+        """Whether ``recorded``, the :class:`Progress` a checkpoint's message hub holds (as a
+        list, or None), has done every batch of its epoch in this run's terms (a dataset
+        shrunk since, another batch size: by the images seen): a checkpoint written at an
+        epoch's last iteration, before the epoch's end-of-epoch hooks, which still counts that
+        epoch as not done (``meta['epoch']``)."""
+        if recorded is None:
+            return False
+        progress = Progress(*recorded)
+        before, now = progress.images_per_iteration, images_per_iteration(self.dataloader)
+        if None in (before, now) or before == now:
+            return progress.batches >= len(self.dataloader)
+        return progress.batches * before >= self._images_per_epoch()
 
     def _recorded_progress(self):
         """The :class:`Progress` of the checkpoint resumed from (None before any iteration);
@@ -275,6 +328,12 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
             "convert_to_iter_based) keep the checkpoint's counts, so they end at another epoch "
             'than the config says', logger='current', level=logging.WARNING)
 
+    def _images_per_epoch(self) -> int:
+        """Images an epoch of this run trains over all processes: its batches' images, or the
+        sampler's share of the dataset when the last batch is partial (``drop_last=False``)."""
+        return min(len(self.dataloader) * images_per_iteration(self.dataloader),
+                   len(self.dataloader.sampler) * get_world_size())
+
     def _accumulation(self) -> int:
         return getattr(self.runner.optim_wrapper, '_accumulative_counts', 1)
 
@@ -299,9 +358,12 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         return batches
 
     def _skip_batches(self, batches: int) -> None:
+        """Start the sampler after ``batches`` batches of the epoch; at most at its end: an
+        epoch's last batch is partial with ``drop_last=False``, so all its batches hold fewer
+        than ``batches x batch_size`` indices (a checkpoint at the epoch's last iteration)."""
         sampler, batch_size = self.dataloader.sampler, self.dataloader.batch_size
         if hasattr(sampler, 'set_start_index') and batch_size is not None:
-            sampler.set_start_index(batches * batch_size)
+            sampler.set_start_index(min(batches * batch_size, len(sampler)))
         elif batches:
             raise ValueError(
                 f'the checkpoint was saved after {batches} batches of epoch {self._epoch + 1}; '

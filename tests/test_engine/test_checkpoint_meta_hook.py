@@ -1,4 +1,5 @@
 """CheckpointMetaHook refuses to resume a checkpoint of another model in one line."""
+import math
 import re
 
 import pytest
@@ -148,12 +149,54 @@ def test_resuming_a_finished_run_says_there_is_nothing_left_to_train(tmp_path, t
     finished.train()
     assert finished.iter == 2  # nothing more was trained
     assert messages == [f'{tmp_path}/a/epoch_1.pth has trained all 1 epochs of train_cfg (1 '
-                        f'done): --resume has nothing left to train; to train longer, raise '
-                        f"train_cfg.max_epochs and the schedulers' end together"]
+                        f'done): --resume has nothing left to train. To train longer, start a '
+                        f'new run from these weights with a longer train_cfg.max_epochs and '
+                        f'param_scheduler, in another --work-dir and without --resume '
+                        f'(--cfg-options load_from={tmp_path}/a/epoch_1.pth): a resumed run '
+                        f"keeps this checkpoint's schedule, whose end a config cannot move, so "
+                        f'the epochs added would train at its final lr']
     messages.clear()
     _run(tmp_path / 'a', tiny_pretraining, 32, resume=True,
          train_cfg=dict(by_epoch=True, max_epochs=2)).train()
     assert messages == []
+
+
+def _lrs(runner, iterations):
+    """The lr of the last ``iterations`` iterations ``runner`` trained (the message hub's
+    history, which a resumed run's checkpoint carries in)."""
+    return [float(lr) for lr in runner.message_hub.get_scalar('train/lr').data[0][-iterations:]]
+
+
+def test_the_advice_to_train_a_finished_run_longer_gives_a_new_schedule(
+        tmp_path, tiny_pretraining, resume_messages):
+    """The advice was to raise max_epochs and the schedulers' end together and --resume: the
+    checkpoint's scheduler (end 2) replaced the config's (end 4), and the added epochs trained
+    at the schedule's final lr. The advice now given, a new run from the weights, trains its
+    config's whole schedule."""
+    def cosine(epochs):  # by epoch: lr 1e-3 x (1 + cos(pi k / epochs)) / 2 in epoch k + 1
+        return dict(param_scheduler=dict(type='CosineAnnealingLR', by_epoch=True, begin=0,
+                                         end=epochs, T_max=epochs),
+                    train_cfg=dict(by_epoch=True, max_epochs=epochs))
+
+    def lrs(epochs, k_values):  # 2 iterations per epoch
+        return [1e-3 * (1 + math.cos(math.pi * k / epochs)) / 2 for k in k_values for _ in '12']
+
+    _run(tmp_path / 'a', tiny_pretraining, 32, **cosine(2)).train()
+    _run(tmp_path / 'a', tiny_pretraining, 32, resume=True, **cosine(2)).train()
+    advice, = resume_messages
+    assert 'without --resume (--cfg-options load_from=' in advice
+    load_from = advice.split('load_from=')[1].split(')')[0]
+    assert load_from == f'{tmp_path}/a/epoch_2.pth'
+
+    resumed = _run(tmp_path / 'a', tiny_pretraining, 32, resume=True, **cosine(4))
+    resumed.train()  # the old advice: epochs 3 and 4 at the last lr of the 2-epoch cosine
+    assert _lrs(resumed, 8) == pytest.approx(lrs(2, [0, 1, 1, 1]))
+
+    new_run = _run(tmp_path / 'b', tiny_pretraining, 32, load_from=load_from, **cosine(4))
+    new_run.train()
+    assert _lrs(new_run, 8) == pytest.approx(lrs(4, range(4)))
+    log = (tmp_path / 'b' / new_run.timestamp / f'{new_run.timestamp}.log').read_text()
+    assert f'Load checkpoint from {load_from}' in log
 
 
 def test_another_batch_size_alone_is_not_called_a_changed_schedule(tmp_path, tiny_pretraining,

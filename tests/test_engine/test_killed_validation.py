@@ -67,13 +67,14 @@ class Score(BaseMetric):
 
 def run(work_dir, loop, validated, kill_after=None, kill_at_iteration=None,
         signal_at_iteration=None, resume=False, scores=None):
-    """3 epochs of 4 iterations (or 12 iterations validated every 4), a checkpoint and a
-    validation of 3 batches after every 4 iterations, the best checkpoint kept. Returns the
-    log text; ``Killed`` and ``TrainingPreempted`` are caught."""
+    """3 epochs of 4 iterations (``loop`` 'epoch'; 'epoch-iter': checkpoints counted in
+    iterations) or 12 iterations validated every 4 ('iter'), a checkpoint and a validation of
+    3 batches after every 4 iterations, the best checkpoint kept. Returns the log text;
+    ``Killed`` and ``TrainingPreempted`` are caught."""
     samples = [dict(inputs=torch.ones(4) * i) for i in range(4)]
     loader = dict(sampler=dict(type='DefaultSampler', shuffle=False),
                   collate_fn=dict(type='pseudo_collate'), batch_size=1)
-    epochs = loop == 'epoch'
+    epochs = loop.startswith('epoch')
     train_cfg = (dict(type='ResumableEpochBasedTrainLoop', max_epochs=3) if epochs else
                  dict(type='ResumableIterBasedTrainLoop', max_iters=12, val_interval=4))
     torch.manual_seed(0)
@@ -86,8 +87,9 @@ def run(work_dir, loop, validated, kill_after=None, kill_at_iteration=None,
         val_dataloader=dict(loader, dataset=samples[1:]), val_evaluator=[metric], val_cfg=dict(),
         train_cfg=train_cfg, randomness=dict(seed=0),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
-        default_hooks=dict(checkpoint=dict(type='SafeCheckpointHook', by_epoch=epochs,
-                                           interval=1 if epochs else 4, max_keep_ckpts=1,
+        default_hooks=dict(checkpoint=dict(type='SafeCheckpointHook', by_epoch=loop == 'epoch',
+                                           interval=1 if loop == 'epoch' else 4,
+                                           max_keep_ckpts=1,
                                            save_best='score', rule='greater'),
                            checkpoint_meta=dict(type='CheckpointMetaHook'),
                            preemption=dict(type='PreemptionHook')),
@@ -116,7 +118,7 @@ def assert_same_best(work_dir, reference):
         torch.testing.assert_close(weights[key], expected[key], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize('loop', ['epoch', 'iter'])
+@pytest.mark.parametrize('loop', ['epoch', 'epoch-iter', 'iter'])
 def test_a_validation_killed_midway_is_repeated_by_the_resumed_run(tmp_path, loop):
     """Killed in the second of three validations: the resumed run validated after iterations
     4 and 12 only and kept the third position's weights as the best (the uninterrupted run:
@@ -129,11 +131,13 @@ def test_a_validation_killed_midway_is_repeated_by_the_resumed_run(tmp_path, loo
     assert validated == [4]
     log = run(tmp_path / 'run', loop, validated, resume=True)
     assert validated == reference
-    assert 'running that validation first' in log
+    # an epoch loop's checkpoint at the epoch's last iteration comes before the epoch's end,
+    # which the resumed run replays, its validation included
+    assert ('running that validation first' in log) == (loop != 'epoch-iter')
     assert_same_best(tmp_path / 'run', tmp_path / 'reference')
 
 
-@pytest.mark.parametrize('loop', ['epoch', 'iter'])
+@pytest.mark.parametrize('loop', ['epoch', 'epoch-iter', 'iter'])
 def test_a_last_validation_killed_midway_is_repeated_by_the_resumed_run(tmp_path, loop):
     """Killed in the last validation: --resume said it had nothing left to train and exited,
     the final weights never validated."""
@@ -151,7 +155,20 @@ def test_a_last_validation_killed_midway_is_repeated_by_the_resumed_run(tmp_path
     assert 'nothing left to train' in log
 
 
-@pytest.mark.parametrize('loop', ['epoch', 'iter'])
+@pytest.mark.parametrize('loop', ['epoch', 'epoch-iter', 'iter'])
+def test_a_finished_run_resumed_again_repeats_nothing(tmp_path, loop):
+    """A requeued job that had finished. An epoch loop checkpointing by iteration wrote its
+    last checkpoint at the last iteration, before the last epoch's end: it was not called
+    finished, and every requeue replayed that epoch's end and validated again (an ImageNet
+    validation per requeue of a fine-tuning)."""
+    validated = []
+    run(tmp_path / 'run', loop, validated)
+    log = run(tmp_path / 'run', loop, validated, resume=True)
+    assert validated == [4, 8, 12]
+    assert 'nothing left to train' in log
+
+
+@pytest.mark.parametrize('loop', ['epoch', 'epoch-iter', 'iter'])
 def test_a_finished_validation_is_not_repeated_by_the_resumed_run(tmp_path, loop):
     """Killed in training after the validation of the last checkpoint had finished (without a
     new best score, so CheckpointHook did not save that checkpoint again after it): the
@@ -167,6 +184,10 @@ def test_a_finished_validation_is_not_repeated_by_the_resumed_run(tmp_path, loop
     log = run(tmp_path / 'run', loop, validated, resume=True, scores=scores)
     assert validated == [4, 8, 12]
     assert 'running that validation first' not in log
+    # iter_8.pth of an epoch loop precedes epoch 2's end: replayed, less its validation
+    assert ('validation after iteration 8 (epoch 2) finished before the run this one resumes '
+            'stopped (.last_validation of the work dir): not repeated' in log) == (
+                loop == 'epoch-iter')
     assert_same_best(tmp_path / 'run', tmp_path / 'reference')
 
     elsewhere = []
@@ -182,5 +203,25 @@ def test_a_preemption_at_an_iteration_the_loop_validates_after_repeats_it(tmp_pa
     run(tmp_path / 'run', 'iter', validated, signal_at_iteration=8)
     assert validated == [4]
     run(tmp_path / 'run', 'iter', validated, resume=True)
+    assert validated == [4, 8, 12]
+    assert_same_best(tmp_path / 'run', tmp_path / 'reference')
+
+
+@pytest.mark.parametrize('loop', ['epoch', 'epoch-iter', 'iter'])
+def test_a_new_best_found_after_a_resume_is_saved_in_the_regular_checkpoint(tmp_path, loop):
+    """Killed in the validation after iteration 8, whose score is the best: the resumed run
+    repeats it and saves best_*_8, but mmengine saves the regular checkpoint again with the
+    new best only once its process has saved one, so iter_8/epoch_2.pth kept the old best.
+    Killed again at iteration 10 and resumed from it, the run took the third validation's
+    lower score for a new best and kept that checkpoint besides (or instead of) the best."""
+    run(tmp_path / 'reference', loop, [])
+    validated = []
+    run(tmp_path / 'run', loop, validated, kill_after=8)
+    run(tmp_path / 'run', loop, validated, resume=True, kill_at_iteration=10)
+    assert validated == [4, 8]
+    checkpoint = torch.load((tmp_path / 'run' / 'last_checkpoint').read_text().strip(),
+                            weights_only=True)
+    assert checkpoint['message_hub']['runtime_info']['best_score'] == SCORES[8]
+    run(tmp_path / 'run', loop, validated, resume=True)
     assert validated == [4, 8, 12]
     assert_same_best(tmp_path / 'run', tmp_path / 'reference')

@@ -331,3 +331,118 @@ def test_images_per_iteration_is_the_batch_size_times_the_processes():
     assert images_per_iteration(DataLoader(range(10), batch_size=4)) == 4
     batches = BatchSampler(SequentialSampler(range(10)), batch_size=4, drop_last=False)
     assert images_per_iteration(DataLoader(range(10), batch_sampler=batches)) is None
+
+
+# --- A checkpoint at an epoch's last iteration when that batch is partial (drop_last=False):
+# the sampler was asked to start after batches x batch_size indices, more than the epoch has,
+# and refused ('start_index must be in [0, 6] ... got 8'), on every requeue.
+
+
+def _partial_last_batch(cfg, preemption=False):
+    """``cfg`` (2 epochs of 6 photos in batches of 4: the epoch's 2nd batch holds 2) resumable,
+    deterministic, with a checkpoint every 2 iterations (each epoch's last) and an lr halved
+    after every epoch by a scheduler that steps in the epoch's end-of-epoch hooks;
+    ``preemption``: with the PreemptionHook."""
+    cfg = _resumable_run(cfg, dict(type='ResumableEpochBasedTrainLoop', max_epochs=2),
+                         'ResumableSampler', interval=2)
+    cfg['train_dataloader']['drop_last'] = False
+    cfg['randomness'] = dict(seed=0, deterministic=True)
+    cfg['param_scheduler'] = dict(type='StepLR', by_epoch=True, step_size=1, gamma=0.5)
+    if preemption:
+        cfg['default_hooks']['preemption'] = dict(type='PreemptionHook')
+    return cfg
+
+
+def _assert_same_checkpoint(path, expected_path):
+    import torch
+    checkpoint = torch.load(path, weights_only=True)
+    expected = torch.load(expected_path, weights_only=True)
+    assert checkpoint['meta']['iter'] == expected['meta']['iter']
+    for part in ('state_dict', 'optimizer', 'param_schedulers'):
+        assert _flat(checkpoint[part]).keys() == _flat(expected[part]).keys()
+        for key, value in _flat(expected[part]).items():
+            if hasattr(value, 'shape'):
+                assert value.equal(_flat(checkpoint[part])[key]), f'{part}{key} differs'
+            else:
+                assert _flat(checkpoint[part])[key] == value, f'{part}{key} differs'
+
+
+def _flat(value, prefix=''):
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items()
+                for k, v in _flat(item, f'{prefix}.{key}').items()}
+    if isinstance(value, (list, tuple)):
+        return {k: v for index, item in enumerate(value)
+                for k, v in _flat(item, f'{prefix}[{index}]').items()}
+    return {prefix: value}
+
+
+@pytest.fixture
+def partial_last_batch_run(tmp_path, tiny_pretraining):
+    """The uninterrupted run's work dir: iter_2.pth (epoch 1's end) and iter_4.pth."""
+    Runner.from_cfg(_partial_last_batch(tiny_pretraining(tmp_path / 'a', 4, 6, 2))).train()
+    return tmp_path / 'a'
+
+
+def test_a_checkpoint_at_an_epoch_s_partial_last_batch_resumes_exactly(
+        tmp_path, tiny_pretraining, partial_last_batch_run):
+    cfg = _partial_last_batch(tiny_pretraining(tmp_path / 'b', 4, 6, 2))
+    cfg.update(resume=True, load_from=str(partial_last_batch_run / 'iter_2.pth'))
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 4
+    _assert_same_checkpoint(tmp_path / 'b' / 'iter_4.pth', partial_last_batch_run / 'iter_4.pth')
+
+
+def test_a_preemption_in_an_epoch_s_partial_last_batch_resumes_exactly(
+        tmp_path, tiny_pretraining, partial_last_batch_run, monkeypatch):
+    """SIGUSR1 during iteration 2, epoch 1's last (as SLURM preempts a job): the preemption
+    checkpoint iter_2.pth, resumed."""
+    import os
+    import signal
+
+    from fastmim.engine.hooks.preemption_hook import TrainingPreempted
+    from fastmim.engine.loops import ResumableEpochBasedTrainLoop
+    run_iter = ResumableEpochBasedTrainLoop.run_iter
+
+    def signalled_in_iteration_2(loop, idx, batch):
+        if loop.iter == 1:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        run_iter(loop, idx, batch)
+
+    work_dir = tmp_path / 'b'
+    monkeypatch.setattr(ResumableEpochBasedTrainLoop, 'run_iter', signalled_in_iteration_2)
+    with pytest.raises(TrainingPreempted):
+        Runner.from_cfg(_partial_last_batch(tiny_pretraining(work_dir, 4, 6, 2),
+                                            preemption=True)).train()
+    monkeypatch.undo()
+    assert (work_dir / 'last_checkpoint').read_text().strip().endswith('iter_2.pth')
+    cfg = _partial_last_batch(tiny_pretraining(work_dir, 4, 6, 2), preemption=True)
+    cfg.update(resume=True)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 4
+    _assert_same_checkpoint(work_dir / 'iter_4.pth', partial_last_batch_run / 'iter_4.pth')
+
+
+@pytest.mark.parametrize('batch_size, num_samples, epoch_2_batches', [
+    (2, 6, 3),  # 2 x 4 = 8 images skipped of 6: refused
+    (5, 6, 2),  # 8 // 5: one batch done, and the epoch's last image trained again
+    (4, 5, 2),  # a dataset shrunk since: 8 of 5
+])
+def test_an_epoch_complete_at_its_checkpoint_trains_nothing_more_after_a_change(
+        tmp_path, tiny_pretraining, partial_last_batch_run, monkeypatch, batch_size,
+        num_samples, epoch_2_batches):
+    """Resumed from iter_2.pth (epoch 1 done) with another batch size or fewer photos: the
+    resumed run goes to epoch 1's end-of-epoch hooks, then trains epoch 2 whole."""
+    from fastmim.engine.loops import ResumableEpochBasedTrainLoop
+    cfg = _partial_last_batch(tiny_pretraining(tmp_path / 'b', batch_size, num_samples, 2))
+    cfg.update(resume=True, load_from=str(partial_last_batch_run / 'iter_2.pth'))
+    trained = []
+    run_iter = ResumableEpochBasedTrainLoop.run_iter
+    monkeypatch.setattr(ResumableEpochBasedTrainLoop, 'run_iter', lambda self, idx, batch: (
+        trained.append((self.epoch, idx)), run_iter(self, idx, batch)))
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert trained == [(1, idx) for idx in range(epoch_2_batches)]
+    assert runner.iter == runner.max_iters == 2 + epoch_2_batches

@@ -52,6 +52,7 @@ from torch.utils.data import DataLoader
 from fastmim.engine import early_signals
 from fastmim.engine.accumulation import gradients_wait_for_an_update
 from fastmim.engine.loops import inside_epoch_resume_problem
+from fastmim.engine.validation_record import LAST_VALIDATION_FILE, validation_finished
 from fastmim.registry import HOOKS
 
 # Message hub entry naming the preemption checkpoint that is still to be deleted.
@@ -60,10 +61,6 @@ PREEMPTION_CHECKPOINT_KEY = 'preemption_checkpoint'
 # Message hub entry of a checkpoint saved before or during a validation that had not finished
 # then: the resumed run validates first, unless LAST_VALIDATION_FILE records it as done.
 PENDING_VALIDATION_KEY = 'preempted_validation'
-
-# File in the work dir holding the iteration after which the last validation inside training
-# finished (written by rank 0, atomically, after CheckpointHook's save_best).
-LAST_VALIDATION_FILE = '.last_validation'
 
 # sysexits.h's EX_TEMPFAIL, "temporary failure, the user is invited to retry": distinct from a
 # crash (1) and from death by the signal itself (128 + 15 = 143).
@@ -458,17 +455,6 @@ def _save_failure_message(runner, signal_name: str, path: str, when: str, failur
     resume = (f'the last good checkpoint is {good} (--resume continues from it)' if good else
               'no checkpoint was saved before (--resume starts from the beginning)')
     return f'{signal_name}: could not save {path} {when} ({why}); {resume}'
-
-
-def validation_finished(work_dir: str, iteration) -> bool:
-    """Whether the work dir records the validation after ``iteration`` as the last one
-    finished (an older run's record is deleted when a new run starts there)."""
-    marker = osp.join(work_dir, LAST_VALIDATION_FILE)
-    try:
-        with open(marker) as file:
-            return int(file.read().strip()) == iteration
-    except (OSError, ValueError):
-        return False
 
 
 def _validation_follows(runner, meta: dict) -> bool:

@@ -36,7 +36,9 @@ from fastmim.registry import HOOKS
 from fastmim.models.utils.load_problems import modules_without_weights, top_level_names
 
 from .checkpoint_fit_hook import weights_that_do_not_fit
-from .preemption_hook import PENDING_VALIDATION_KEY, validation_finished
+from fastmim.engine.validation_record import validation_finished
+
+from .preemption_hook import PENDING_VALIDATION_KEY
 
 # Optimiser settings a config sets per parameter group (``initial_lr``: the lr before the
 # schedule; ``lr`` itself is the schedule's current value, and differs by design).
@@ -186,7 +188,9 @@ def warn_if_finished(runner, checkpoint: dict, path: str) -> None:
     requeued after it finished, or ``--resume`` meant to lengthen a run without a longer
     ``max_epochs``). A checkpoint of a stop before or during the last validation, which the
     work dir does not record as finished, is no such case: the resumed run repeats that
-    validation (``PreemptionHook``)."""
+    validation (``PreemptionHook``). It advises a new run from the checkpoint's weights to
+    train longer: mmengine restores the schedulers' ``end`` from the checkpoint, so a raised
+    ``max_epochs`` with a resume trains the added epochs at the schedule's final lr."""
     runtime_info = (checkpoint.get('message_hub') or {}).get('runtime_info') or {}
     meta, loop = checkpoint.get('meta', {}), runner.train_loop
     if (runtime_info.get(PENDING_VALIDATION_KEY)
@@ -195,13 +199,38 @@ def warn_if_finished(runner, checkpoint: dict, path: str) -> None:
     # An epoch loop counts epochs: its max_iters follow today's dataloader length, which the
     # checkpoint's iteration count need not (another batch size).
     unit, done, total, key = (
-        ('epochs', meta.get('epoch'), loop.max_epochs, 'max_epochs')
+        ('epochs', epochs_done(runner, runtime_info, meta), loop.max_epochs, 'max_epochs')
         if isinstance(loop, EpochBasedTrainLoop) else
         ('iterations', meta.get('iter'), getattr(loop, 'max_iters', None), 'max_iters'))
     if isinstance(done, int) and total is not None and done >= total:
         print_log(f'{path} has trained all {total} {unit} of train_cfg ({done} done): --resume '
-                  f'has nothing left to train; to train longer, raise train_cfg.{key} and the '
-                  f"schedulers' end together", logger='current', level=logging.WARNING)
+                  f'has nothing left to train. To train longer, start a new run from these '
+                  f'weights with a longer train_cfg.{key} and param_scheduler, in another '
+                  f'--work-dir and without --resume (--cfg-options load_from={path}): a '
+                  f"resumed run keeps this checkpoint's schedule, whose end a config cannot "
+                  f'move, so the {unit} added would train at its final lr',
+                  logger='current', level=logging.WARNING)
+
+
+def epochs_done(runner, runtime_info: dict, meta: dict) -> Optional[int]:
+    """The epochs a checkpoint has trained whole. ``meta['epoch']`` counts an epoch once its
+    end-of-epoch hooks have run; a checkpoint written at an epoch's last iteration (every N
+    iterations, a preemption's) comes before them, and the resumed run replays them and the
+    validation after them, so that epoch counts as done only when the work dir records its
+    validation as finished (or none follows). ``ResumableEpochBasedTrainLoop`` tells a
+    complete epoch from the progress the message hub records."""
+    from fastmim.engine.loops import PROGRESS_KEY  # here: the loops import the hooks
+    epoch = meta.get('epoch')
+    completes = getattr(runner.train_loop, 'completes_its_epoch', None)
+    if not isinstance(epoch, int) or completes is None:
+        return epoch
+    progress = runtime_info.get(PROGRESS_KEY)
+    if not (progress and progress[0] == epoch and completes(progress)):
+        return epoch
+    if runner.val_loop is not None and not validation_finished(runner.work_dir,
+                                                               meta.get('iter')):
+        return epoch  # the resumed run validates after it
+    return epoch + 1
 
 
 def optimiser_differences(built: dict, saved: dict) -> List[str]:

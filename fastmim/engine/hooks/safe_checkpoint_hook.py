@@ -18,7 +18,23 @@ class SafeCheckpointHook(CheckpointHook):
     empty or names a deleted file. Here the new checkpoint is written first, then
     ``last_checkpoint`` (atomically, through the file backend), and only then are checkpoints
     beyond ``max_keep_ckpts`` deleted.
+
+    A resumed run also knows the last checkpoint saved (mmengine's hook forgets it): see
+    :meth:`before_train`.
     """
+
+    def before_train(self, runner) -> None:
+        """Take the last checkpoint saved from the message hub (restored by ``--resume``).
+        mmengine saves the regular checkpoint again when a validation finds a new best score,
+        so that it records that best (``best_score``, ``best_ckpt``), but only once this
+        process has saved one: after a resume, the first validation's new best (the one
+        repeated first, or one before the next regular save) left the checkpoint on disk with
+        the old best, and a run resumed from it later replaced the best checkpoint by a worse
+        one."""
+        super().before_train(runner)
+        last = runner.message_hub.get_info('last_ckpt')
+        if self.last_ckpt is None and last is not None:
+            self.last_ckpt = last
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         outdated = []
