@@ -33,7 +33,7 @@ from fastmim.errors import CheckpointError
 from fastmim.models.algorithms.image_classifier import pool_features
 from fastmim.models.utils.load_problems import (LoadProblems, modules_without_weights,
                                                 top_level_names)
-from fastmim.models.utils.pretrained import backbone_geometry
+from fastmim.models.utils.pretrained import backbone_geometry, size_difference
 from fastmim.models.utils.reference import refuse_an_unconverted_release_file
 from fastmim.registry import MODELS
 from fastmim.visualization import draw_reconstructions
@@ -136,8 +136,10 @@ def _load_strictly(model: nn.Module, path: str, name: str) -> None:
     state = {re.sub(r'^module\.', '', str(key)): value for key, value in state.items()}
     problems = _load_problems(state, model.state_dict())
     if problems:
-        raise CheckpointError(problems.message(path, f'the model of {name}', 'strict')
-                              + _backbone_hint(loaded, model) + _parts_hint(state, model, name))
+        raise CheckpointError(
+            _other_size_message(loaded, model, path, name, problems)
+            or problems.message(path, f'the model of {name}', 'strict')
+            + _backbone_hint(loaded, model) + _parts_hint(state, model, name))
     model.load_state_dict(state, strict=True)
 
 
@@ -148,6 +150,22 @@ def _load_problems(state: dict, expected: dict) -> LoadProblems:
                 for key, value in weights.items()}
 
     return LoadProblems.compare(shapes(state), shapes(expected))
+
+
+def _other_size_message(loaded, model: nn.Module, path: str, name: str,
+                        problems: LoadProblems) -> Optional[str]:
+    """The error for a checkpoint of the config's backbone in another size (a ViT-tiny file
+    given to a ViT-B config), when its meta records the size: the sizes of both and the arch
+    to give the config, which fine-tuning's loader also names (:func:`size_difference`), where
+    a list of every key of other shape left the reader to work them out. None otherwise."""
+    meta = loaded.get('meta') if isinstance(loaded, dict) else None
+    geometry = backbone_geometry(meta.get('geometry')) if isinstance(meta, dict) else None
+    difference = size_difference(geometry, model)
+    if difference is None:
+        return None
+    return (f'{path} does not fit the model of {name}: {difference}\n'
+            f'  {len(problems.mismatched)} tensors differ in shape, {len(problems.missing)} '
+            f'are missing, {len(problems.unexpected)} have no place in the model')
 
 
 def _backbone_hint(loaded, model: nn.Module) -> str:

@@ -226,3 +226,20 @@ def test_a_path_is_decoded_upright_as_the_datasets_decode_it(tmp_path):
     expected = mmcv.imfrombytes(path.read_bytes(), backend='pillow', channel_order='rgb')
     assert decoded.shape == (50, 30, 3)
     np.testing.assert_array_equal(decoded, expected)
+
+
+def test_a_checkpoint_of_another_size_leads_with_both_sizes(checkpoint, tmp_path):
+    """A ViT-tiny demo checkpoint given to a ViT-B config listed 28 lines of keys and shapes
+    and never said the sizes, which fine-tuning's loader names in one line."""
+    torch.manual_seed(0)
+    model = get_model(PRETRAIN, **TINY_ARCH)
+    path = tmp_path / 'tiny_with_meta.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(geometry=model.geometry())), path)
+    with pytest.raises(CheckpointError) as error:
+        get_model(PRETRAIN, path, **{'backbone.arch': dict(embed_dim=64, depth=3, num_heads=4)})
+    first, *rest = str(error.value).splitlines()
+    assert first == (
+        f"{path} does not fit the model of {PRETRAIN}: the file's VisionTransformer has "
+        "embed_dim 32, depth 2, num_heads 2, the model's embed_dim 64, depth 3, num_heads 4: "
+        "give the model the file's arch {'embed_dim': 32, 'depth': 2, 'num_heads': 2}")
+    assert len(rest) == 1 and 'differ in shape' in rest[0]

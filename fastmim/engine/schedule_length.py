@@ -10,7 +10,7 @@ final lr, and reports a worse result for the wrong reason. Nothing in mmengine c
 """
 import ast
 import logging
-from typing import Collection, List, Optional, Tuple
+from typing import Any, Collection, Dict, List, Optional, Tuple
 
 from mmengine.logging import print_log
 from mmengine.optim.scheduler.param_scheduler import INF as UNBOUNDED
@@ -130,17 +130,42 @@ def schedule_length_problems(cfg, assigned: Collection[str] = LENGTH_VARIABLES) 
     return problems
 
 
-def _unused_warmup_variable(cfg, variable: str, schedulers) -> Optional[str]:
-    """A warmup variable that differs from the end of the warmup it was copied into: the
-    first scheduler of its unit (epochs or iterations) when that is a warmup type."""
+def mirrored_values(cfg) -> Dict[str, Any]:
+    """The values the config's length and warmup variables have where they were copied:
+    ``train_cfg``'s length, the end of the warmup (:func:`_warmup_of`). A flattened config
+    (``print_config.py --out``) writes its variables with these: written as read, a length
+    ``--cfg-options train_cfg.max_epochs=1`` changed left ``max_epochs = 12`` in the file,
+    which then warned that the user had changed the variable too late."""
+    train_cfg = cfg.get('train_cfg') or {}
+    schedulers = _configured_schedulers(cfg)
+    values = {variable: train_cfg[variable] for variable in LENGTH_VARIABLES
+              if variable in cfg and variable in train_cfg}
+    for variable in WARMUP_VARIABLES:
+        warmup = _warmup_of(variable, schedulers) if variable in cfg else None
+        if warmup is not None and 'end' in warmup[1]:
+            values[variable] = warmup[1]['end']
+    return values
+
+
+def _warmup_of(variable: str, schedulers) -> Optional[Tuple[int, dict]]:
+    """``(index, scheduler)`` of the warmup a warmup variable is copied into: the first
+    scheduler of its unit (epochs or iterations) when that is a warmup type; else None."""
     by_epoch = variable == 'warmup_epochs'
     first = next(((index, scheduler) for index, scheduler in enumerate(schedulers)
                   if isinstance(scheduler, dict)
                   and bool(scheduler.get('by_epoch', True)) == by_epoch), None)
-    if (variable not in cfg or first is None or first[1].get('type') not in WARMUP_TYPES
+    return first if first is not None and first[1].get('type') in WARMUP_TYPES else None
+
+
+def _unused_warmup_variable(cfg, variable: str, schedulers) -> Optional[str]:
+    """A warmup variable that differs from the end of the warmup it was copied into
+    (:func:`_warmup_of`)."""
+    first = _warmup_of(variable, schedulers)
+    if (variable not in cfg or first is None
             or first[1].get('end', cfg[variable]) == cfg[variable]):
         return None
     index, warmup = first
+    by_epoch = variable == 'warmup_epochs'
     unit = 'epoch' if by_epoch else 'iteration'
     return (f'the variable {variable} ({cfg[variable]}) differs from the end of the warmup, '
             f'param_scheduler[{index}] ({warmup.get("type")}) ends at {unit} {warmup["end"]}: '

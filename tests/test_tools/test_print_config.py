@@ -111,3 +111,26 @@ def test_out_must_be_a_python_file_other_than_the_config(print_config, tmp_path,
         with pytest.raises(SystemExit):
             run_cli(print_config.main, [DEMO, '--out', str(out)])
         assert message in capsys.readouterr().err
+
+
+def test_a_dump_of_a_shortened_run_keeps_its_variables_with_what_runs(print_config, tmp_path,
+                                                                      capsys, load_config_log):
+    """The dump wrote the recipe's ``max_epochs = 12`` beside ``train_cfg.max_epochs=1``, and
+    every load of it warned that the variable had been changed too late, which the user never
+    did. The demo warms up for 1 epoch of 12; here the run is 3 epochs, the warmup 2."""
+    options = {'train_cfg.max_epochs': 3, 'param_scheduler.0.end': 2,
+               'param_scheduler.1.begin': 2, 'param_scheduler.1.end': 3,
+               'param_scheduler.1.T_max': 1}
+    out = tmp_path / 'short.py'
+    print_config.main([DEMO, '--out', str(out), '--cfg-options',
+                       *(f'{key}={value}' for key, value in options.items())])
+    capsys.readouterr()
+    assert load_config_log(out) == []
+    loaded = load_config(str(out))
+    assert (loaded.max_epochs, loaded.warmup_epochs) == (3, 2)
+    assert loaded.train_cfg.max_epochs == 3
+    assert [(s['begin'], s['end']) for s in loaded.param_scheduler] == [(0, 2), (2, 3)]
+    variables = ('max_epochs', 'warmup_epochs')
+    assert {key: value for key, value in loaded.to_dict().items() if key not in variables} == \
+        {key: value for key, value in load_config(DEMO, options).to_dict().items()
+         if key not in variables}

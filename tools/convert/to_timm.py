@@ -171,6 +171,26 @@ def loading_call(arch, kwargs, out):
             f'dict(file={out!r}, num_classes={kwargs["num_classes"]}))')
 
 
+def check_size(source_class, geometry, model, path):
+    """Refuse a timm model of another size than the checkpoint's (another width, depth or
+    heads) in one line that names the sizes of both, as fine-tuning's loader names them:
+    the list of every tensor's two shapes said neither. The file's sizes are its geometry's,
+    the model's those its backbone reads from timm's attributes (``timm_sizes``); a file
+    without geometry, or a backbone that does not say, is left to :func:`check_depth`."""
+    from fastmim.errors import CheckpointError
+    from fastmim.models.utils.pretrained import sizes_compared
+
+    sizes = source_class.timm_sizes(model) if source_class is not None else None
+    if not sizes:
+        return
+    arch = model.pretrained_cfg.get('architecture', type(model).__name__)
+    compared = sizes_compared(geometry, sizes, source_class.size_keys, f"--arch {arch}'s")
+    if compared:
+        raise CheckpointError(
+            f'{path} does not fit --arch {arch}: {compared}: give --arch a timm model of the '
+            "file's size, or leave --arch out to convert the tensors unchecked")
+
+
 def check_depth(source_class, state, model, path):
     """Refuse a timm model of another depth than the checkpoint's in one line that names both
     depths and ``--arch``: the key-by-key list of every missing block (or every block the model
@@ -210,6 +230,7 @@ def fit_to_model(state, model, geometry, path, families):
 
     check_family(model, geometry, path, families)
     source_class = backbone_class(geometry)
+    check_size(source_class, geometry, model, path)
     check_depth(source_class, state, model, path)
     adapted = (source_class.adapt_state_dict(model, state, geometry)
                if source_class is not None else state)

@@ -10,7 +10,8 @@ The config is loaded as tools/train.py loads it (``load_config``: the same check
 errors), and train.py's flags that only rewrite the config are folded in as train.py folds them.
 ``--out`` writes the result as a config file that ``tools/train.py FILE.py`` loads as the same
 config (``--resume`` and ``--launcher`` are given to train.py again; a work dir that neither the
-config nor ``--work-dir`` set is then ``work_dirs/FILE``, see :func:`apply_train_flags`).
+config nor ``--work-dir`` set is then ``work_dirs/FILE``, see :func:`apply_train_flags`), its
+length and warmup variables written with the values that run (:func:`flattened_text`).
 """
 import argparse
 import os.path as osp
@@ -132,6 +133,19 @@ def check_out(out, config):
     refuse_overwriting_input(out, config, '--out', 'CONFIG')
 
 
+def flattened_text(cfg):
+    """The config as a file of its own, its length and warmup variables (``max_epochs``)
+    written with the values they were copied into (``train_cfg``, the warmup's end). In a
+    flat file they feed nothing; written as the recipe had them, a length that
+    ``--cfg-options train_cfg.max_epochs=1`` changed left ``max_epochs = 12`` behind, and the
+    loader warned, on every run of the file, that the user had changed the variable too late."""
+    from fastmim.engine.schedule_length import mirrored_values
+    flat = cfg.copy()
+    for variable, value in mirrored_values(cfg).items():
+        flat[variable] = value
+    return flat.pretty_text
+
+
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules
@@ -147,7 +161,7 @@ def main(argv):
         tree = cfg.to_dict()
         print('\n'.join(key_line(key, value_at(tree, key)) for key in args.keys))
     if args.out:
-        AtomicLocalBackend().put_text(cfg.pretty_text, args.out)
+        AtomicLocalBackend().put_text(flattened_text(cfg), args.out)
         print(f'wrote the config to {args.out}', file=sys.stderr)
     elif not args.keys:
         print(cfg.pretty_text, end='')

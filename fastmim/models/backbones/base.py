@@ -30,6 +30,9 @@ the names of its tensors. So everything about one architecture lives in its own 
 ``block_counts(state)``     classmethod: the blocks of each stage that weights in the
                            backbone's (timm's) names hold, to name a depth that differs
                            (``tools/convert/to_timm.py --arch``); default: None
+``timm_sizes(model)``      classmethod: the ``size_keys`` entries of a timm model of the
+                           family, to name the sizes a file differs in from ``--arch``'s
+                           model; default: None
 ``layer_id(name)``         layer-decay id of a parameter (0 = input embedding, then blocks in
 ``num_layer_ids``          the order the input meets them, ``num_layer_ids - 1`` = the rest)
 ``no_weight_decay_names()``  parameters besides biases and 1-D ones that weight decay leaves
@@ -126,6 +129,14 @@ class BackboneContract:
         family: the converter compares a file's depth with the timm model ``--arch`` names,
         which a list of every missing block's keys left the user to count. The default (None)
         does not say."""
+        return None
+
+    @classmethod
+    def timm_sizes(cls, model: torch.nn.Module) -> Optional[dict]:
+        """The :attr:`size_keys` entries of ``model``, a timm model of this backbone's family,
+        read from timm's attributes: the converter names the sizes in which a file differs
+        from the timm model ``--arch`` names (another width), where a list of every tensor's
+        two shapes left the user to work them out. The default (None) does not say."""
         return None
 
     @classmethod

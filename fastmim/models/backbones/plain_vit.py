@@ -116,6 +116,13 @@ class PlainViTBackbone(BackboneContract):
         """One stack of ``blocks.<i>``."""
         return [count_indices(state, r'blocks\.(\d+)\.')]
 
+    @classmethod
+    def timm_sizes(cls, model: nn.Module) -> Dict:
+        """timm's ViT and EVA-02 keep the width and the blocks; each block's attention its
+        heads."""
+        return dict(embed_dim=model.embed_dim, depth=len(model.blocks),
+                    num_heads=model.blocks[0].attn.num_heads)
+
     def explain_missing_keys(self, missing: Set[str], file_keys: Sequence[str]) -> Optional[str]:
         """A file that lacks exactly this backbone's final norm comes from a backbone built with
         ``final_norm=False``, as fine-tuning builds it (its classifier normalises the pooled

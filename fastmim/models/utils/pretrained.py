@@ -301,7 +301,7 @@ def load_pretrained(model_or_backbone: nn.Module,
                                 transferred.problems)
             or '\n'.join(filter(None, (
                 transferred.problems.message(checkpoint_path, target_name, how),
-                _other_size(source.geometry, model_or_backbone)))))
+                _indented(size_difference(source.geometry, model_or_backbone))))))
 
     model_or_backbone.load_state_dict(transferred.state, strict=False)
     summary = LoadSummary(sorted(transferred.state), transferred.resized, transferred.rebuilt,
@@ -350,24 +350,40 @@ def _other_architecture(path, geometry: Optional[dict], model: nn.Module,
             f'{len(problems.mismatched)} differ in shape)')
 
 
-def _other_size(geometry: Optional[dict], model: nn.Module) -> Optional[str]:
-    """The closing line for a file of the same backbone type in another size (a ViT-S
-    checkpoint given to a ViT-B config): which sizes differ and the file's arch, which the
-    list of shapes above leaves the reader to work out. The backbone names the entries that
-    set its size (``size_keys``). None when the geometry does not say."""
+def size_difference(geometry: Optional[dict], model: nn.Module) -> Optional[str]:
+    """What tells a file of the same backbone type in another size (a ViT-S checkpoint given
+    to a ViT-B config) from the model: which sizes differ and the file's arch, which a list of
+    shapes leaves the reader to work out. The backbone names the entries that set its size
+    (``size_keys``). None when the geometry does not say. :func:`load_pretrained` ends its
+    error with it; ``fastmim.apis.get_model`` leads with it."""
     source = geometry or {}
     for _, backbone in _backbones(model):
         target = backbone.geometry()
         if target.get('type') != source.get('type'):
             continue
-        differ = [key for key in backbone.size_keys
-                  if key in source and key in target and source[key] != target[key]]
-        if differ:
-            return (f"  the file's {source['type']} has "
-                    f"{', '.join(f'{key} {source[key]}' for key in differ)}, the model's "
-                    f"{', '.join(f'{key} {target[key]}' for key in differ)}: give the model "
-                    f"the file's {_sized_by(source)}")
+        compared = sizes_compared(source, target, backbone.size_keys, "the model's")
+        if compared:
+            return f"{compared}: give the model the file's {_sized_by(source)}"
     return None
+
+
+def sizes_compared(source: dict, target: dict, size_keys: Sequence[str],
+                   target_name: str) -> Optional[str]:
+    """``the file's VisionTransformer has embed_dim 192, <target_name> embed_dim 768``: the
+    entries of ``size_keys`` (the backbone's) in which the file's geometry ``source`` and
+    ``target`` differ, or None when none does."""
+    differ = [key for key in size_keys
+              if key in source and key in target and source[key] != target[key]]
+    if not differ:
+        return None
+    return (f"the file's {source['type']} has "
+            f"{', '.join(f'{key} {source[key]}' for key in differ)}, {target_name} "
+            f"{', '.join(f'{key} {target[key]}' for key in differ)}")
+
+
+def _indented(line: Optional[str]) -> Optional[str]:
+    """``line`` as a closing line under a message's heading."""
+    return f'  {line}' if line else None
 
 
 def _sized_by(geometry: dict) -> str:
