@@ -96,14 +96,18 @@ def _schedule(end, **options):
                  **options)]
 
 
+def _logged_by(module, monkeypatch):
+    """The messages ``module`` logs through ``print_log`` from now on, as a list."""
+    messages = []
+    monkeypatch.setattr(module, 'print_log', lambda message, **kwargs: messages.append(message))
+    return messages
+
+
 @pytest.fixture
 def resume_messages(monkeypatch):
     """What the resume checks log (fastmim/engine/hooks/resume_checks.py), as a list."""
     from fastmim.engine.hooks import resume_checks
-    messages = []
-    monkeypatch.setattr(resume_checks, 'print_log',
-                        lambda message, **kwargs: messages.append(message))
-    return messages
+    return _logged_by(resume_checks, monkeypatch)
 
 
 def _resume_warnings(tmp_path, tiny_pretraining, messages, lr, end):
@@ -273,10 +277,7 @@ def test_resuming_a_file_without_the_runs_state_is_refused(tmp_path, tiny_pretra
 def precision_messages(monkeypatch):
     """What CheckpointMetaHook logs, as a list."""
     from fastmim.engine.hooks import checkpoint_meta_hook
-    messages = []
-    monkeypatch.setattr(checkpoint_meta_hook, 'print_log',
-                        lambda message, **kwargs: messages.append(message))
-    return messages
+    return _logged_by(checkpoint_meta_hook, monkeypatch)
 
 
 BF16 = dict(type='AutocastOptimWrapper', dtype='bfloat16', optimizer=dict(type='AdamW', lr=1e-3))
