@@ -53,7 +53,8 @@ def load_config(path, cfg_options=None):
     stages variable the hook no longer runs (:func:`warn_unused_stages`), a schedule that does
     not span the training (:func:`warn_schedule_length`) and pipelines that feed another input
     size than the backbone is built for (:func:`warn_input_size_mismatch`); a training length
-    or seed no run can use is refused (:func:`_refuse_unusable_counts`)."""
+    or seed no run can use is refused (:func:`_refuse_unusable_counts`), as is a key added
+    where no class takes it or a type no registry knows (:func:`_refuse_what_no_class_takes`)."""
     from mmengine.config import Config
 
     from fastmim.config_file import check_config_file
@@ -75,6 +76,7 @@ def load_config(path, cfg_options=None):
         _refuse_dict_values(cfg_options, path)
         _refuse_text_for_numbers(tree, cfg_options, path)
         _warn_lists_for_numbers(tree, cfg_options, path)
+        _refuse_what_no_class_takes(tree, cfg_options, path, cfg.get('default_scope'))
         for key, close in added_keys(tree, cfg_options):
             hint = f' (did you mean {" or ".join(close)}?)' if close else ''
             print_log(f'--cfg-options {key}: {path} has no such key, it is added{hint}',
@@ -88,6 +90,19 @@ def load_config(path, cfg_options=None):
     warn_schedule_length(cfg, path, cfg_options)
     warn_input_size_mismatch(cfg, path)
     return cfg
+
+
+def _refuse_what_no_class_takes(tree, cfg_options, path, default_scope):
+    """A key added under an entry whose class cannot take it, or a ``type`` that no registry
+    knows, is refused in one line with the close names
+    (:func:`~fastmim.engine.config_keys.mistyped_option_keys`,
+    :func:`~fastmim.engine.config_keys.unknown_option_types`): the class or the registry
+    refused it only once the Runner was built, after the start-up."""
+    from fastmim.engine.config_keys import mistyped_option_keys, unknown_option_types
+    for option, refusal, close in [*mistyped_option_keys(tree, cfg_options),
+                                   *unknown_option_types(tree, cfg_options, default_scope)]:
+        hint = f'; did you mean {" or ".join(map(repr, close))}?' if close else ''
+        raise LaunchError(f'--cfg-options {option}: {path}: {refusal}{hint}')
 
 
 def _open_unset_settings(cfg, cfg_options):
