@@ -46,7 +46,8 @@ def packaged_config_file(config) -> str:
 
 def load_config(path, cfg_options=None):
     """Load a config file (or ``'<package>::<path>'``, :func:`packaged_config_file`) and
-    apply ``--cfg-options``: a missing file is one error naming it,
+    apply ``--cfg-options``: a missing file is one error naming it (a missing ``_base_``
+    file with the config that names it),
     a config that is no valid Python one naming the file and line, and a key the config
     lacks is added with a warning (:func:`added_keys`), as is a pipeline variable that no
     longer is the pipeline that runs (:func:`warn_unused_pipelines`), a progressive-resolution
@@ -71,6 +72,8 @@ def load_config(path, cfg_options=None):
         cfg = Config.fromfile(path)
     except SyntaxError as error:
         raise LaunchError(_syntax_error_message(error, path)) from None
+    except FileNotFoundError as error:
+        raise LaunchError(_missing_base_message(error, path)) from None
     if cfg_options:
         tree = cfg.to_dict()
         _refuse_dict_values(cfg_options, path)
@@ -197,6 +200,31 @@ def _syntax_error_message(error, path):
     except SyntaxError:
         where = path
     return f'{where}, line {error.lineno}: {error.msg}: {(error.text or "").strip()}'
+
+
+def _missing_base_message(error, path):
+    """mmengine's error for a ``_base_`` file that is not there names that file only
+    (``[Errno 2] No such file or directory: '.../x.py'``), not the config whose ``_base_``
+    line names it."""
+    missing = osp.normpath(error.filename or '')
+    holder = _holder_of_base(path, missing)
+    if holder is None:
+        return f'{path}: file not found while reading the config: {missing}'
+    return f'{holder}: _base_ file not found: {missing}'
+
+
+def _holder_of_base(config, missing):
+    """The config among ``config`` and its bases whose ``_base_`` names the file ``missing``
+    (resolved as mmengine resolves it); None if none does."""
+    from mmengine.config import Config
+    for base in Config._get_base_files(config):
+        base_path = osp.normpath(Config._get_cfg_path(base, config)[0])
+        if base_path == missing:
+            return config
+        found = _holder_of_base(base_path, missing) if osp.isfile(base_path) else None
+        if found:
+            return found
+    return None
 
 
 def follow_key(tree, key):

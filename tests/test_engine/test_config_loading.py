@@ -54,6 +54,20 @@ def test_a_config_that_is_no_valid_python_is_named(tmp_path, broken):
         load_config(str(top))
 
 
+@pytest.mark.parametrize('depth', ['top', 'base'])
+def test_a_missing_base_file_is_named_with_the_config_that_names_it(tmp_path, depth):
+    """mmengine's FileNotFoundError named the missing file only."""
+    top, middle = tmp_path / 'top.py', tmp_path / 'sub' / 'middle.py'
+    middle.parent.mkdir()
+    middle.write_text("_base_ = ['./nonexistent_base.py']\n")
+    top.write_text("_base_ = ['./sub/middle.py']\n" if depth == 'base' else
+                   "_base_ = ['./nonexistent_base.py']\n")
+    holder = middle if depth == 'base' else top
+    with pytest.raises(LaunchError, match=rf'^{holder}: _base_ file not found: '
+                                          rf'{holder.parent / "nonexistent_base.py"}$'):
+        load_config(str(top))
+
+
 def test_a_setting_the_config_leaves_none_is_set_key_by_key(load_config_log):
     """``optim_wrapper.clip_grad.max_norm=3`` (the recipes leave clip_grad None; the guarded
     wrappers advise clipping) failed in mmengine's merge, and a whole dict is refused."""
