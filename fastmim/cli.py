@@ -64,11 +64,12 @@ class CfgOptionsAction(DictAction):
         return DictAction._parse_int_float_bool(val.strip().strip('\'"'))
 
 
-def add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64'):
+def add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64',
+                    work_dir_holds='logs, checkpoints and results'):
     """Add the arguments every tool that starts a Runner shares: the config, ``--work-dir``,
     ``--cfg-options``, ``--launcher``, ``--debug`` (which :func:`run_cli` handles; without it
     here, ``--help`` did not list the flag the README documents) and the hidden
-    ``--local_rank``.
+    ``--local_rank``. ``work_dir_holds`` is what ``--help`` says goes in the work dir.
 
     They are the interface of mmengine's own tools, which ``tools/dist_train.sh`` and
     ``tools/slurm_train.sh`` (and users' scripts) rely on; keeping them in one place keeps
@@ -77,8 +78,8 @@ def add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64'
     :func:`parse_launch_args` passes it on as ``LOCAL_RANK``, the variable mmengine reads.
     """
     parser.add_argument('config', help='config file')
-    parser.add_argument('--work-dir', help='where logs, checkpoints and results go (default: '
-                        "the config's work_dir, else work_dirs/<config name>)")
+    parser.add_argument('--work-dir', help=f'where {work_dir_holds} go (default: the '
+                        "config's work_dir, else work_dirs/<config name>)")
     parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                         help=f'override config keys, e.g. {cfg_options_example}')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],

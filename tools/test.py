@@ -24,7 +24,8 @@ TEST_HOOK = 'fastmim.CheckpointFitsModelHook'
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description='Evaluate a checkpoint')
-    add_launch_args(parser, cfg_options_example='test_dataloader.batch_size=64')
+    add_launch_args(parser, cfg_options_example='test_dataloader.batch_size=64',
+                    work_dir_holds="the test's log folder (with its metrics; no checkpoints)")
     parser.add_argument('checkpoint', help="checkpoint file (or a work dir's "
                         'last_checkpoint, which names the newest)')
     parser.add_argument('--out', help='dump the metrics to this JSON file')

@@ -126,6 +126,14 @@ def load_from_local(filename, map_location=None):
     Named as the mmengine loader it replaces: mmengine's log line names the backend by the
     loader's name after ``load_from_`` (``Loads checkpoint by local backend``)."""
     path = osp.expanduser(filename)
+    _refuse_no_checkpoint_file(path)
+    return _load_file(path, map_location, name=path, trust_as=path,
+                      hint=lambda: _other_checkpoints(path))
+
+
+def _refuse_no_checkpoint_file(path):
+    """Refuse a local ``path`` (``~`` expanded) that is a folder (named with the checkpoints it
+    holds), no file (with the newest checkpoints beside it) or an empty file."""
     if osp.isdir(path):
         raise CheckpointError(f'{path} is a folder; a checkpoint is a file'
                               f'{checkpoints_in(path)}')
@@ -134,8 +142,6 @@ def load_from_local(filename, map_location=None):
     if osp.getsize(path) == 0:
         raise CheckpointError(f'{path} is not a readable checkpoint: the file is empty (0 bytes)'
                               f'{_other_checkpoints(path)}')
-    return _load_file(path, map_location, name=path, trust_as=path,
-                      hint=lambda: _other_checkpoints(path))
 
 
 def _load_file(path, map_location, name, trust_as, hint):
@@ -354,7 +360,8 @@ def pretrained_inits(node, name='model'):
 
 def check_start_checkpoints(cfg, training=True):
     """Refuse a local ``load_from``, or (``training``) a pre-trained ``init_cfg`` checkpoint,
-    that is no file, with the loader's own message prefixed by the config key. mmengine reads
+    that is no file or no checkpoint at all (:func:`check_checkpoint_file`), with the loader's
+    own message prefixed by the config key. mmengine reads
     them only after it has written the work dir's log folder and config copy (the pre-trained
     one inside ``init_weights``), so a wrong path left a work dir behind. Testing does not
     initialise weights, so there only ``load_from`` is read. Remote paths (``://``) are left to
@@ -372,12 +379,18 @@ def check_start_checkpoints(cfg, training=True):
 
 
 def check_checkpoint_file(path):
-    """Refuse a local ``path`` that is no file or an empty one, in the checkpoint loader's
-    words (a folder is named with the checkpoints it holds, a missing file with the newest ones
-    beside it), before anything is read or written; any other file is left to the loader."""
+    """Refuse a local ``path`` that the checkpoint loader would refuse without unpickling it,
+    in the loader's words, before anything is read or written: no file or an empty one (a
+    folder is named with the checkpoints it holds, a missing file with the newest ones beside
+    it), or a file that starts as neither a torch file nor a safetensors file (a text file or
+    a log saved as .pth). These were caught only once the Runner was built, after some 300
+    lines of start-up and with a log folder left in the work dir. The rest of the file is left
+    to the loader: reading it all here would read every checkpoint twice."""
     local = osp.expanduser(path)  # '~' expanded, as the loader does
-    if not osp.isfile(local) or osp.getsize(local) == 0:
-        load_from_local(path)  # raises CheckpointError for these
+    _refuse_no_checkpoint_file(local)
+    start = _first_bytes(local)
+    if not is_safetensors_start(start):
+        _refuse_what_torch_never_wrote(local, start, lambda: _other_checkpoints(local))
 
 
 # How every file torch.save writes starts: a zip archive (torch >= 1.6), or a pickle of

@@ -131,9 +131,123 @@ def _typed_dicts(node, path: str) -> Iterator[Tuple[str, dict]]:
 
 def _registered_classes(name: str):
     """The classes registered as ``name`` in any scope of mmengine's root registries."""
-    for root in vars(mmengine_registries).values():
-        if isinstance(root, mmengine_registries.Registry):
-            for table in [root.module_dict, *(child.module_dict
-                                              for child in root.children.values())]:
-                if isinstance(table.get(name), type):
-                    yield table[name]
+    for root in _root_registries():
+        for table in [root.module_dict, *(child.module_dict
+                                          for child in root.children.values())]:
+            if isinstance(table.get(name), type):
+                yield table[name]
+
+
+# Keys that the builders take from an entry before its class gets the others: the registry's
+# type and scope, a hook's priority (Runner.register_hook), a scheduler's conversion to
+# iterations (build_iter_from_epoch), an optimiser wrapper's constructor and its settings, a
+# norm layer's requires_grad (mmcv's build_norm_layer: norm_cfg=dict(type='SyncBN', ...)).
+BUILDER_KEYS = frozenset({'type', '_scope_', 'priority', 'convert_to_iter_based',
+                          'constructor', 'paramwise_cfg', 'requires_grad'})
+
+
+def mistyped_option_keys(tree, cfg_options: dict) -> Iterator[Tuple[str, str, str]]:
+    """``(option, refusal, close names)`` for each ``--cfg-options`` key that adds a key to
+    an entry of ``tree`` (the config as plain dicts) whose class cannot take it: the entry's
+    ``type`` names a registered class (any scope) and none of the classes by that name has
+    an argument of that name or ``**kwargs`` (but those it names as going to another class:
+    :func:`_keywords_taken`). mmengine adds the key silently (fastmim warned)
+    and the class refused it only when the Runner built the model, ~190 lines later. A key
+    that a builder takes (:data:`BUILDER_KEYS`), or one under an entry of unknown type, is
+    left alone."""
+    from fastmim.engine.config_loading import follow_key
+    for option in cfg_options:
+        parts = option.split('.')
+        node, followed = follow_key(tree, option)
+        if (followed == len(parts) or not isinstance(node, dict) or 'type' not in node
+                or parts[followed] in BUILDER_KEYS):
+            continue
+        where = '.'.join(parts[:followed])
+        node = {**node, 'type': cfg_options.get(f'{where}.type', node['type'])}  # as merged
+        taken = _keywords_taken(_classes_imported(node))
+        if taken is None:
+            continue
+        if parts[followed] not in taken:
+            close = difflib.get_close_matches(parts[followed], sorted(taken), n=2)
+            yield option, f'{where} ({_built_type(node)}) takes no {parts[followed]}', close
+
+
+def unknown_option_types(tree, cfg_options: dict, default_scope=None
+                         ) -> Iterator[Tuple[str, str, str]]:
+    """``(option, refusal, close names)`` for each ``--cfg-options`` key ``...type=Name``
+    that replaces a registered type of ``tree`` by a name no registry holding the old one
+    knows (``model.backbone.type=VisionTransformr``): mmengine's raw ``KeyError`` came when
+    the Runner built the model, with no suggestion. Only fastmim's scope is searched: a name
+    of another library's scope (``mmdet.X``, or any name in a config whose
+    ``default_scope`` is another library's) may be in a registry not imported yet."""
+    from fastmim.engine.config_loading import follow_key
+    if default_scope not in (None, 'fastmim'):
+        return
+    for option, value in cfg_options.items():
+        if option.split('.')[-1] != 'type' or not isinstance(value, str):
+            continue
+        old, followed = follow_key(tree, option)
+        new = value[len('fastmim.'):] if value.startswith('fastmim.') else value
+        if followed < len(option.split('.')) or not isinstance(old, str) or '.' in new:
+            continue
+        names = _names_beside(type_name(old))
+        if names and new not in names:
+            close = difflib.get_close_matches(new, sorted(names), n=3)
+            yield option, f'{value} is no registered type where {old} is', close
+
+
+def _names_beside(name: str) -> set:
+    """Every name of the registries (with their parents and children) that hold ``name``,
+    once their modules are imported; empty if none holds it."""
+    _import_registered_modules()
+    names = set()
+    for root in _root_registries():
+        tables = [root.module_dict, *(child.module_dict for child in root.children.values())]
+        if any(name in table for table in tables):
+            for table in tables:
+                names.update(table)
+    return names
+
+
+def _classes_imported(node: dict) -> list:
+    """:func:`_classes`, once fastmim's registries imported the modules they build from
+    (their lazy ``locations``): a class is registered only when its module is imported."""
+    _import_registered_modules()
+    return _classes(node)
+
+
+def _import_registered_modules() -> None:
+    from fastmim import registry
+    for table in vars(registry).values():
+        if isinstance(table, mmengine_registries.Registry):
+            table.import_from_location()
+
+
+def _keywords_taken(classes: list) -> Optional[set]:
+    """The keywords that one of ``classes`` takes, those its ``**kwargs`` pass on included
+    (a class that passes them to another names it as ``keywords_passed_to``: the backbones
+    hand them to their timm class); None when there are no classes or one takes any
+    keyword."""
+    taken = set()
+    for cls in classes:
+        while _takes_any_keyword(cls):
+            if not isinstance(getattr(cls, 'keywords_passed_to', None), type):
+                return None
+            taken |= _arguments([cls])
+            cls = cls.keywords_passed_to
+        taken |= _arguments([cls])
+    return taken if classes else None
+
+
+def _takes_any_keyword(cls: type) -> bool:
+    """Whether ``cls(...)`` takes keywords it does not name (``**kwargs``)."""
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return True  # no signature to check against
+    return any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters)
+
+
+def _root_registries():
+    return [root for root in vars(mmengine_registries).values()
+            if isinstance(root, mmengine_registries.Registry)]

@@ -46,14 +46,16 @@ def packaged_config_file(config) -> str:
 
 def load_config(path, cfg_options=None):
     """Load a config file (or ``'<package>::<path>'``, :func:`packaged_config_file`) and
-    apply ``--cfg-options``: a missing file is one error naming it,
+    apply ``--cfg-options``: a missing file is one error naming it (a missing ``_base_``
+    file with the config that names it),
     a config that is no valid Python one naming the file and line, and a key the config
     lacks is added with a warning (:func:`added_keys`), as is a pipeline variable that no
     longer is the pipeline that runs (:func:`warn_unused_pipelines`), a progressive-resolution
     stages variable the hook no longer runs (:func:`warn_unused_stages`), a schedule that does
     not span the training (:func:`warn_schedule_length`) and pipelines that feed another input
     size than the backbone is built for (:func:`warn_input_size_mismatch`); a training length
-    or seed no run can use is refused (:func:`_refuse_unusable_counts`)."""
+    or seed no run can use is refused (:func:`_refuse_unusable_counts`), as is a key added
+    where no class takes it or a type no registry knows (:func:`_refuse_what_no_class_takes`)."""
     from mmengine.config import Config
 
     from fastmim.config_file import check_config_file
@@ -70,11 +72,14 @@ def load_config(path, cfg_options=None):
         cfg = Config.fromfile(path)
     except SyntaxError as error:
         raise LaunchError(_syntax_error_message(error, path)) from None
+    except FileNotFoundError as error:
+        raise LaunchError(_missing_base_message(error, path)) from None
     if cfg_options:
         tree = cfg.to_dict()
         _refuse_dict_values(cfg_options, path)
         _refuse_text_for_numbers(tree, cfg_options, path)
         _warn_lists_for_numbers(tree, cfg_options, path)
+        _refuse_what_no_class_takes(tree, cfg_options, path, cfg.get('default_scope'))
         for key, close in added_keys(tree, cfg_options):
             hint = f' (did you mean {" or ".join(close)}?)' if close else ''
             print_log(f'--cfg-options {key}: {path} has no such key, it is added{hint}',
@@ -88,6 +93,19 @@ def load_config(path, cfg_options=None):
     warn_schedule_length(cfg, path, cfg_options)
     warn_input_size_mismatch(cfg, path)
     return cfg
+
+
+def _refuse_what_no_class_takes(tree, cfg_options, path, default_scope):
+    """A key added under an entry whose class cannot take it, or a ``type`` that no registry
+    knows, is refused in one line with the close names
+    (:func:`~fastmim.engine.config_keys.mistyped_option_keys`,
+    :func:`~fastmim.engine.config_keys.unknown_option_types`): the class or the registry
+    refused it only once the Runner was built, after the start-up."""
+    from fastmim.engine.config_keys import mistyped_option_keys, unknown_option_types
+    for option, refusal, close in [*mistyped_option_keys(tree, cfg_options),
+                                   *unknown_option_types(tree, cfg_options, default_scope)]:
+        hint = f'; did you mean {" or ".join(map(repr, close))}?' if close else ''
+        raise LaunchError(f'--cfg-options {option}: {path}: {refusal}{hint}')
 
 
 def _open_unset_settings(cfg, cfg_options):
@@ -182,6 +200,31 @@ def _syntax_error_message(error, path):
     except SyntaxError:
         where = path
     return f'{where}, line {error.lineno}: {error.msg}: {(error.text or "").strip()}'
+
+
+def _missing_base_message(error, path):
+    """mmengine's error for a ``_base_`` file that is not there names that file only
+    (``[Errno 2] No such file or directory: '.../x.py'``), not the config whose ``_base_``
+    line names it."""
+    missing = osp.normpath(error.filename or '')
+    holder = _holder_of_base(path, missing)
+    if holder is None:
+        return f'{path}: file not found while reading the config: {missing}'
+    return f'{holder}: _base_ file not found: {missing}'
+
+
+def _holder_of_base(config, missing):
+    """The config among ``config`` and its bases whose ``_base_`` names the file ``missing``
+    (resolved as mmengine resolves it); None if none does."""
+    from mmengine.config import Config
+    for base in Config._get_base_files(config):
+        base_path = osp.normpath(Config._get_cfg_path(base, config)[0])
+        if base_path == missing:
+            return config
+        found = _holder_of_base(base_path, missing) if osp.isfile(base_path) else None
+        if found:
+            return found
+    return None
 
 
 def follow_key(tree, key):

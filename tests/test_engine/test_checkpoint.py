@@ -15,8 +15,8 @@ from mmengine.logging import HistoryBuffer, MessageHub
 from mmengine.runner.checkpoint import _load_checkpoint
 
 import fastmim  # noqa: F401  installs the safe checkpoint I/O
-from fastmim.engine.checkpoint import (check_start_checkpoints, from_plain, to_plain,
-                                      trust_checkpoint)
+from fastmim.engine.checkpoint import (check_checkpoint_file, check_start_checkpoints,
+                                      from_plain, to_plain, trust_checkpoint)
 from fastmim.errors import CheckpointError
 
 
@@ -250,6 +250,49 @@ def test_an_empty_start_checkpoint_is_named_with_its_key(tmp_path):
     with pytest.raises(CheckpointError, match=r'^model.backbone.init_cfg.checkpoint: .*zero.pth '
                        r'is not a readable checkpoint: the file is empty'):
         check_start_checkpoints(cfg)
+
+
+TEXT_AS_CHECKPOINT = b'hello, I am a text file saved as .pth\n'
+
+
+@pytest.mark.parametrize('key, cfg', [
+    ('load_from', lambda path: dict(load_from=path)),
+    ('--resume', lambda path: dict(load_from=path, resume=True)),
+    ('model.backbone.init_cfg.checkpoint', lambda path: dict(model=dict(type='X', backbone=dict(
+        init_cfg=dict(type='Pretrained', checkpoint=path))))),
+])
+def test_a_start_checkpoint_that_is_no_torch_file_is_refused_at_launch(tmp_path, key, cfg):
+    """A text file named .pth was refused only by the loader, once the Runner was built (300
+    lines of start-up, a log folder left in the work dir); a missing one at launch."""
+    text = tmp_path / 'text.pth'
+    text.write_bytes(TEXT_AS_CHECKPOINT)
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(key)}: {re.escape(str(text))} is "
+                       r"not a readable checkpoint \(truncated or corrupt\?\): no torch file, "
+                       r".* it starts with b'hello, I '$"):
+        check_start_checkpoints(Config(cfg(str(text))))
+
+
+def test_the_launch_check_names_the_checkpoints_beside_a_text_file(tmp_path):
+    (tmp_path / 'text.pth').write_bytes(TEXT_AS_CHECKPOINT)
+    torch.save({'state_dict': {}}, tmp_path / 'epoch_1.pth')
+    with pytest.raises(CheckpointError, match=r'Other checkpoints in .*, newest first: '
+                                              r'epoch_1\.pth$'):
+        check_checkpoint_file(str(tmp_path / 'text.pth'))
+
+
+def test_the_launch_check_passes_every_file_the_loader_reads(tmp_path):
+    """Torch zip and legacy files and safetensors files (whose header length can start with
+    b'PK' or b'\\x80', or with neither) pass; the loader reads them whole later."""
+    from safetensors.torch import save_file
+    zipped, legacy, safetensors = (tmp_path / name for name in
+                                   ('zip.pth', 'legacy.pth', 'timm.safetensors'))
+    torch.save({'w': torch.zeros(2)}, zipped)
+    torch.save({'w': torch.zeros(2)}, legacy, _use_new_zipfile_serialization=False)
+    save_file({'w': torch.zeros(2)}, str(safetensors))
+    assert safetensors.read_bytes()[:1] not in (b'P', b'\x80')
+    for path in (zipped, legacy, safetensors):
+        check_checkpoint_file(str(path))
+        check_start_checkpoints(Config(dict(load_from=str(path))))
 
 
 def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):

@@ -34,3 +34,14 @@ def test_cfg_options_keep_the_spaces_of_a_value(tool, arguments, load_script):
          'train_dataloader.batch_size=2'])
     assert args.cfg_options == {'train_dataloader.dataset.data_root': '/mnt/My Drive/imagenet',
                                 'train_dataloader.batch_size': 2}
+
+
+def test_the_test_tool_s_work_dir_help_names_no_checkpoints(load_script, capsys):
+    """tools/test.py --help said 'where logs, checkpoints and results go': a test writes no
+    checkpoint."""
+    for tool, says_checkpoints in (('test.py', False), ('train.py', True)):
+        with pytest.raises(SystemExit):
+            load_script(TOOLS / tool).parse_args(['--help'])
+        help_text = ' '.join(capsys.readouterr().out.split())
+        work_dir = help_text.split('--work-dir WORK_DIR', 2)[-1].split('--cfg-options')[0]
+        assert ('logs, checkpoints and results' in work_dir) == says_checkpoints, work_dir

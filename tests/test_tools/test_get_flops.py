@@ -218,6 +218,17 @@ def test_errors_are_one_line(get_flops, capsys, argv, message):
     assert not any('Traceback' in line for line in err)
 
 
+def test_a_shape_the_model_cannot_take_names_shape(get_flops, capsys):
+    """The error told a user who gave --shape to change the pipeline's RandomResizedCrop size;
+    without --shape that is where the size comes from."""
+    demo = 'configs/fastmim/demo_vit_tiny_embedded.py'
+    with pytest.raises(SystemExit):
+        run_cli(get_flops.main, [demo, '--shape', '100'])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        'error: ValueError: input 100x100 is not a multiple of the mask block_size=16 '
+        '(model.block_size); make the input size (--shape) a multiple of 16')
+
+
 def test_shape_takes_one_or_two_numbers(get_flops, capsys):
     with pytest.raises(SystemExit):
         get_flops.parse_args([VIT_B_FT, '--shape', '1', '2', '3'])

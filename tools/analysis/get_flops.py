@@ -107,6 +107,15 @@ def input_size(cfg, shape):
     return size, where
 
 
+def check_input_size(model, size, shape):
+    """The model's own check of the input size (FastMIM's mask blocks and backbone stride),
+    telling to change ``--shape`` where it gave the size: the error told a user who gave
+    ``--shape`` to change the pipeline's crop size."""
+    check = getattr(model, 'check_input_size', None)
+    if check is not None:
+        check(*size, **({'size_setting': '--shape'} if shape else {}))
+
+
 def own_input_size(cfg):
     """``((h, w), where)`` of the first size the config names: a crop of fastmim's pipelines,
     mmseg's crop (``model.data_preprocessor.size``), the largest image of mmdet's test
@@ -236,6 +245,7 @@ def main(argv):
     cfg = load_config(args.config, args.cfg_options)
     model, model_name = built_model(cfg)
     size, where = input_size(cfg, args.shape)
+    check_input_size(model, size, args.shape)
     forward = counted_forward(model, size)
     rows = count(forward, size)
     print(report(args.config, model_name, size, where, rows, forward.notes))

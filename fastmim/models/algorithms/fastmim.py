@@ -16,6 +16,7 @@ from torch.nn.init import trunc_normal_
 from fastmim.constants import IMAGENET_PREPROCESSOR
 from fastmim.registry import MODELS
 from ..utils import BlockMaskGenerator, expand_block_mask
+from ..utils.block_mask import INPUT_SIZE_SETTING
 from ..utils.checkpoint_meta import recorded_input_size
 
 
@@ -129,18 +130,19 @@ class FastMIM(BaseModel):
                 f'{self.cells_per_token}x{self.cells_per_token} cells per token)')
         return neck
 
-    def check_input_size(self, height, width):
+    def check_input_size(self, height, width, size_setting=INPUT_SIZE_SETTING):
         """Refuse an input size this model cannot pre-train at, naming the setting to change:
         the mask blocks must tile it (:meth:`BlockMaskGenerator.grid_size`) and the backbone's
         output stride must divide it, or the prediction grid misses rows of the target's (a
         144-px crop for a stride-32 backbone with 16-px blocks). Reads only the size, so
-        ``ProgressiveResolutionHook`` checks every stage's size before training starts."""
-        self.mask_generator.grid_size(height, width)
+        ``ProgressiveResolutionHook`` checks every stage's size before training starts.
+        ``size_setting`` is what the error tells to change (``get_flops.py``: its --shape)."""
+        self.mask_generator.grid_size(height, width, size_setting)
         stride = self.backbone.out_strides[-1]
         if height % stride or width % stride:
             raise ValueError(f'input {height}x{width} is not a multiple of the backbone output '
-                             f"stride {stride}; make the input size (the pipeline's "
-                             f'RandomResizedCrop size) a multiple of {stride}')
+                             f'stride {stride}; make the input size ({size_setting}) a '
+                             f'multiple of {stride}')
 
     # --- the steps ---------------------------------------------------------------------------
     def generate_mask(self, inputs):

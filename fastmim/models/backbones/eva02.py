@@ -111,6 +111,11 @@ class EVA02(PlainViTBackbone, Eva, BaseModule):
         **timm_kwargs: other arguments of timm's ``Eva`` (``init_values``, ``qk_norm``,
             ``rope_temperature``, ``attn_drop_rate``, ...).
     """
+
+    # Where **timm_kwargs go: a key added to the config on the command line is checked against
+    # it when the config is loaded (fastmim.engine.config_keys).
+    keywords_passed_to = Eva
+
     published_archs = ARCHS
     # timm scales each block's attention and MLP output projections by 1 / sqrt(2 (block + 1))
     # (EVA's fix_init_weight); FastMIM's Xavier redraw would undo it.

@@ -81,6 +81,10 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
         **timm_kwargs: any other argument of timm's ``PyramidVisionTransformerV2``.
     """
 
+    # Where **timm_kwargs go: a key added to the config on the command line is checked against
+    # it when the config is loaded (fastmim.engine.config_keys).
+    keywords_passed_to = TimmPyramidVisionTransformerV2
+
     published_archs = ARCHS
     size_keys = ('embed_dims', 'depths', 'num_heads')
     # The reference release pre-trains the original PVTv2 (``patch_embed1``, ``block1.0``,

@@ -168,6 +168,10 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         **timm_kwargs: any other argument of timm's ``SwinTransformer`` (``mlp_ratio``, ...).
     """
 
+    # Where **timm_kwargs go: a key added to the config on the command line is checked against
+    # it when the config is loaded (fastmim.engine.config_keys).
+    keywords_passed_to = TimmSwinTransformer
+
     published_archs = ARCHS
     size_keys = ('embed_dim', 'depths', 'num_heads')
     timm_classifier = 'head.fc'  # timm's Swin pools in ``head`` (a ClassifierHead)

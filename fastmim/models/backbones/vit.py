@@ -143,6 +143,10 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
             uses ``init_values=1.0``.
     """
 
+    # Where **timm_kwargs go: a key added to the config on the command line is checked against
+    # it when the config is loaded (fastmim.engine.config_keys).
+    keywords_passed_to = TimmVisionTransformer
+
     published_archs = ARCHS
     # The reference release pre-trains MAE's ViT (timm 0.3.2 names, which timm and fastmim
     # still use), its encoder at the top level of the file. Its fine-tuned classifiers

@@ -11,6 +11,10 @@ import torch
 from fastmim.checks import check_positive_int
 
 
+# Where a training input's size is set: what a size error tells to change.
+INPUT_SIZE_SETTING = "the pipeline's RandomResizedCrop size"
+
+
 class BlockMaskGenerator:
     """Draws, per sample, exactly ``int(N * (1 - mask_ratio))`` visible blocks out of ``N``,
     the product taken up to float error: where it falls a hair below a whole number (``N`` = 25,
@@ -33,16 +37,17 @@ class BlockMaskGenerator:
         self.mask_ratio = mask_ratio
         self.block_size = check_positive_int('BlockMaskGenerator', 'block_size', block_size)
 
-    def grid_size(self, height, width):
+    def grid_size(self, height, width, size_setting=INPUT_SIZE_SETTING):
         """Number of blocks along (height, width). The blocks must tile the input, and a ratio
         above 0 must mask at least one of them: a tiny ratio keeps ``floor(N * (1 - ratio))``
         = N blocks visible, and the masked loss would be 0. Both checks read only the shape
-        (no device sync)."""
+        (no device sync). ``size_setting`` is what the error tells to change (where the size
+        comes from)."""
         size = self.block_size
         if height % size or width % size:
             raise ValueError(f'input {height}x{width} is not a multiple of the mask '
-                             f'block_size={size} (model.block_size); make the input size (the '
-                             f"pipeline's RandomResizedCrop size) a multiple of {size}")
+                             f'block_size={size} (model.block_size); make the input size '
+                             f'({size_setting}) a multiple of {size}')
         num_blocks = (height // size) * (width // size)
         if self.mask_ratio > 0 and self.num_visible(num_blocks) == num_blocks:
             raise ValueError(f'mask_ratio={self.mask_ratio} masks none of the {num_blocks} '
