@@ -27,7 +27,8 @@ def tool(load_script):
 
 @pytest.fixture(scope='module')
 def reference_hog(load_script):
-    return load_script(ROOT / 'tests' / 'test_models' / 'test_targets' / 'test_hog.py').reference_hog
+    test_hog = ROOT / 'tests' / 'test_models' / 'test_targets' / 'test_hog.py'
+    return load_script(test_hog).reference_hog
 
 
 def numpy_masked_variance(targets, masks):
