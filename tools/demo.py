@@ -1,7 +1,8 @@
 """`make demo`: pre-train FastMIM on the embedded real photos and show what came out.
 
 Runs tools/train.py on configs/fastmim/demo_vit_tiny_embedded.py (work dir work_dirs/demo/, or
---work-dir), then prints how the loss fell, where the checkpoint is and where the
+--work-dir), then prints how the loss fell, how it compares with predicting the average HOG
+cell everywhere (tools/analysis/target_baseline.py), where the checkpoint is and where the
 reconstruction pictures are. It takes tools/train.py's training flags (--amp, --resume,
 --cfg-options ...) and passes them on.
 """
@@ -46,12 +47,42 @@ def reconstruction_pictures(work_dir, checkpoint=None):
     return [path for _, path in sorted(drawn[tag])]
 
 
+def average_target_loss(cfg_options):
+    """The loss of predicting the average HOG cell everywhere on the demo's data, the line the
+    demo's loss must go below before the model predicts anything from the image (the 96-iteration
+    demo's loss fell by 96% to that line and no further). One pass over the 256 photos
+    (tools/analysis/target_baseline.py: crops, masks and HOG only, a few seconds)."""
+    import target_baseline  # tools/analysis/, on the path parse_args added
+    from fastmim.engine.config_loading import load_config
+    cfg = load_config(CONFIG, cfg_options)
+    return target_baseline.target_baseline(cfg, passes=1, config=CONFIG)
+
+
+def compared_with_baseline(final, baseline):
+    """One sentence: the final loss against the baseline (``dict(loss, batch_spread)``), and
+    what the difference says. Differences within twice the baseline's batch-to-batch spread
+    are chance."""
+    average, spread = baseline['loss'], baseline['batch_spread']
+    side = 'below' if final < average else 'above'
+    if average - final > 2 * spread:
+        meaning = 'the model predicts more than the average: it uses the image'
+    elif final - average > 2 * spread:
+        meaning = 'the model has not learned even the average HOG cell yet'
+    else:
+        meaning = ('the same within chance: the model has learned the HOG statistics, not yet '
+                   'what is in the image')
+    return (f'  predicting the average HOG cell everywhere (no image seen) scores {average:.4f} '
+            f'(+-{spread:.4f} from batch to batch); the final loss {final:.4f} is '
+            f'{100 * abs(average - final) / average:.1f}% {side} it: {meaning}')
+
+
 def parse_args(argv):
     """The demo's arguments: train.py's training flags, with the demo's own usage and errors
     (-h printed train.py's help, whose required CONFIG the demo then refused; a mistyped flag
     was reported under train.py's usage). A config given to it is refused: it trains the demo
     config only."""
     sys.path.insert(0, osp.join(ROOT, 'tools'))
+    sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
     import train
     from fastmim.cli import CfgOptionsAction, add_debug_arg
 
@@ -92,6 +123,7 @@ def main(argv):
         (first_iter, first), (last_iter, last) = losses[0], losses[-1]
         print(f'  loss: {first:.4f} at iteration {first_iter} -> {last:.4f} at iteration '
               f'{last_iter} ({100 * (first - last) / first:.0f}% lower)')
+        print(compared_with_baseline(last, average_target_loss(args.cfg_options)))
     print(f'  checkpoint: {checkpoint}')
     print('  reconstructions (input | masked input | HOG target | HOG prediction):')
     for path in pictures:

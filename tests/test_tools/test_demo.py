@@ -78,11 +78,46 @@ def test_the_summary_reads_the_work_dir_the_run_wrote(demo, monkeypatch, tmp_pat
 
     import train  # tools/train.py, on the path the fixture added
     monkeypatch.setattr(train, 'main', fake_training)
-    demo.main(['--work-dir', str(work_dir), '--amp'])
+    baselines = []
+    monkeypatch.setattr(demo, 'average_target_loss',
+                        lambda options: baselines.append(options) or BASELINE)
+    demo.main(['--work-dir', str(work_dir), '--amp', '--cfg-options', 'a=1'])
     out = capsys.readouterr().out
     assert 'loss: 0.2000 at iteration 1 -> 0.1000 at iteration 8 (50% lower)' in out
+    assert baselines == [{'a': 1}]  # on the data the run trained on
+    assert demo.compared_with_baseline(0.1, BASELINE) in out
     assert f'checkpoint: {work_dir / "epoch_2.pth"}' in out
     assert str(work_dir / 'vis' / 'epoch_2_0.png') in out
+
+
+# The demo's baseline: average HOG cell predicted everywhere (tools/analysis/target_baseline.py).
+BASELINE = dict(loss=0.0490, batch_spread=0.0020)
+
+
+@pytest.mark.parametrize('final, said', [
+    (0.0488, '0.0488 is 0.4% below it: the same within chance: the model has learned the HOG '
+             'statistics, not yet what is in the image'),
+    (0.0400, '0.0400 is 18.4% below it: the model predicts more than the average: it uses '
+             'the image'),
+    (0.0600, '0.0600 is 22.4% above it: the model has not learned even the average HOG cell '
+             'yet'),
+])
+def test_the_summary_compares_the_loss_with_the_average_hog_cell(demo, final, said):
+    """The demo's loss fell by 96% to the loss of predicting the average HOG cell everywhere
+    and no further, and the summary called that a result: it now says which it is."""
+    assert demo.compared_with_baseline(final, BASELINE) == (
+        '  predicting the average HOG cell everywhere (no image seen) scores 0.0490 '
+        f'(+-0.0020 from batch to batch); the final loss {said}')
+
+
+def test_the_baseline_is_measured_on_the_demo_data(demo):
+    """One pass over the demo's photos, as the run's --cfg-options changed them."""
+    demo.parse_args([])  # puts tools/analysis on the path, as main does
+    baseline = demo.average_target_loss({
+        'train_dataloader.dataset.num_samples': 6, 'train_dataloader.batch_size': 3,
+        'train_dataloader.num_workers': 0, 'train_dataloader.persistent_workers': False})
+    assert baseline['images'] == baseline['dataset_size'] == 6
+    assert baseline['target'] == 'HOGGenerator' and 0 < baseline['loss'] < 1
 
 
 def test_the_loss_summary_leaves_out_a_log_line_cut_short(demo, tmp_path):

@@ -154,6 +154,11 @@ class FastMIM(BaseModel):
         """The block mask at pixel resolution ``(B, H, W)``, True = masked."""
         return expand_block_mask(block_mask, self.mask_generator.block_size)
 
+    def cell_mask(self, block_mask):
+        """The block mask on the target's cell grid ``(B, H / cell, W / cell)``, True = masked:
+        the cells the loss compares."""
+        return expand_block_mask(block_mask, self.cells_per_block)
+
     def mask_image(self, inputs, pixel_mask):
         """Replaces the masked pixels by the mask token (exactly, via ``where``)."""
         return torch.where(pixel_mask.unsqueeze(1), self.mask_token.to(inputs.dtype), inputs)
@@ -202,7 +207,7 @@ class FastMIM(BaseModel):
             masked_image=masked_image,
             target=self.target_generator(inputs),
             prediction=self.predict_cells(masked_image),
-            mask=expand_block_mask(block_mask, self.cells_per_block))
+            mask=self.cell_mask(block_mask))
 
     def loss(self, inputs, data_samples=None):
         """Masked reconstruction loss of one batch: ``dict(loss=...)``. Labels are unused."""
