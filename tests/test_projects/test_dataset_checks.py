@@ -314,6 +314,42 @@ def test_a_file_that_leaves_no_training_image_is_named(coco_instances, tmp_path,
                       coco_instances['data_root'].rstrip('/'))
 
 
+def without(*keys):
+    def drop(data):
+        for key in keys:
+            data.pop(key)
+    return drop
+
+
+@pytest.mark.parametrize('change, test_mode, missing', [
+    (without('categories'), False, "no 'categories' list"),
+    (without('categories'), True, "no 'categories' list"),
+    (without('annotations', 'categories'), False, "no 'categories' or 'annotations' list"),
+    (without('annotations'), False, "no 'annotations' list"),
+    (without('images'), True, "no 'images' list"),
+    (dict.clear, False,
+     "no 'images' or 'categories' or 'annotations' list at its top level (it has nothing)"),
+])
+def test_a_file_without_the_top_level_lists_of_coco_is_named(coco_instances, tmp_path, change,
+                                                           test_mode, missing):
+    """``{"images": []}`` ended in a 700-line traceback, ``KeyError: 'categories'`` from
+    pycocotools' getCatIds, which mmdet calls with the class names."""
+    ann_file = rewritten_coco(coco_instances, tmp_path, change)
+    with pytest.raises(ValueError, match=re.escape(
+            f'{ann_file}: not a COCO annotation file: {missing}')):
+        if test_mode:
+            build_test_dataset(ann_file, coco_instances['data_root'])
+        else:
+            build_dataset(Config.fromfile(str(DETECTION)), 'fastmim.CheckedCocoDataset',
+                          ann_file, coco_instances['data_root'].rstrip('/'))
+
+
+def test_a_test_file_without_annotations_is_read(coco_instances, tmp_path):
+    """COCO's image_info_test files list images and categories only: a test set may be one."""
+    ann_file = rewritten_coco(coco_instances, tmp_path, without('annotations'))
+    assert len(build_test_dataset(ann_file, coco_instances['data_root'])) == 2
+
+
 def test_train_names_a_cut_short_annotation_file_in_one_line(coco_instances, downstream,
                                                              tmp_path):
     ann_file = tmp_path / 'instances.json'
