@@ -9,12 +9,36 @@ import tempfile
 from fastmim.errors import LaunchError
 
 
+ARCHIVE_SUFFIXES = ('.tar', '.tar.gz', '.tgz', '.zip', '.tar.bz2', '.tar.xz', '.7z', '.rar')
+
+
+def _nearest_existing(path):
+    """``path`` or its nearest parent that exists (``''`` or the root when none does)."""
+    while not osp.exists(path) and osp.dirname(path) != path:
+        path = osp.dirname(path)
+    return path
+
+
 def file_in_the_way(folder):
     """``'<path> is a file, not a folder'`` for the nearest part of ``folder`` that exists
     when it is no folder: ``os.makedirs`` then says only 'File exists', naming nothing."""
-    while not osp.exists(folder) and osp.dirname(folder) != folder:
-        folder = osp.dirname(folder)
+    folder = _nearest_existing(folder)
     return None if osp.isdir(folder) else f'{folder} is a file, not a folder'
+
+
+def file_in_place_of(folder):
+    """The file that ``folder`` or one of its parents is, or ``None``: a data folder given
+    as its archive (``imgs.tar``) or as one of its images is then named as that file, not as
+    a folder not found."""
+    path = _nearest_existing(osp.normpath(folder))
+    return path if osp.isfile(path) else None
+
+
+def what_to_give_instead(file):
+    """What to give in place of ``file`` where a folder of data was expected."""
+    if file.lower().endswith(ARCHIVE_SUFFIXES):
+        return 'an archive: extract it and give the extracted folder'
+    return 'give the folder that holds the images'
 
 
 def check_work_dir(work_dir, name='work dir'):

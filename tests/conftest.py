@@ -9,9 +9,14 @@ And for its named loggers and message hubs: a Runner names them after its config
 second it starts in, and takes over an existing instance of that name, so a run that started
 in the same second as the previous test's logged into that test's work dir and added to its
 scalars (one run per process, as a user's, never meets this). Each test's are dropped after it.
+
+And for the unreadable image files already named in a warning (once per file and process):
+each test warns of its own, as a fresh process would, though fixtures share files between
+tests.
 """
 import importlib.util
 import signal
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -36,6 +41,13 @@ def fresh_loggers_and_message_hubs():
             for handler in getattr(instance, 'handlers', ())[:]:  # the logger's file
                 instance.removeHandler(handler)
                 handler.close()
+
+
+@pytest.fixture(autouse=True)
+def unreadable_files_warned_anew(monkeypatch):
+    loading = sys.modules.get('fastmim.datasets.transforms.loading')
+    if loading is not None:  # imported by the test itself: fresh already
+        monkeypatch.setattr(loading, '_warned_unreadable_files', set())
 
 
 # The handlers pytest started with, put back after every test.

@@ -163,7 +163,11 @@ class CheckedADE20KDataset(NamedUndecodableFiles, SeededSamples, ADE20KDataset):
                                      self.backend_args))
 
     def load_data_list(self):
-        data_list = super().load_data_list()
+        try:
+            data_list = super().load_data_list()
+        except UnicodeDecodeError as error:  # mmseg reads ``ann_file`` as a list of names
+            raise ValueError(f'{self.ann_file}: not a list of image names (ann_file): not UTF-8 '
+                             f'text (byte {error.start})') from None
         if not data_list:
             raise ValueError(self._why_no_image())
         self._check_label_maps_exist(data_list)

@@ -7,9 +7,10 @@ its degenerate polygons turn into ignored instances without a word, as do annota
 image or a category the file does not list.
 :class:`CheckedCocoDataset` finds these when the annotation file is read, before training,
 leaves them out and logs one warning per kind of problem naming the entries. An annotation file
-that is not JSON (or is cut short), and one that leaves no training image, stop the run with a
-message naming the file, where mmdet says ``JSONDecodeError: Expecting value`` or
-``need at least one array to concatenate``. So do two files that would give wrong numbers: a
+that is not JSON (or is cut short), one without COCO's top-level lists, and one that leaves no
+training image, stop the run with a message naming the file, where mmdet says
+``JSONDecodeError: Expecting value``, ``KeyError: 'categories'`` or ``need at least one array
+to concatenate``. So do two files that would give wrong numbers: a
 test set with an image whose file is missing (mmdet's ``CocoMetric`` scores every image of the
 annotation file, so a skipped one would count as nothing detected) and a file whose categories
 do not name every class of the dataset (mmdet numbers the classes by the categories it finds, so
@@ -121,7 +122,23 @@ class CheckedCocoDataset(NamedUndecodableFiles, CocoDataset):
         """mmdet's COCO reader; the file is kept for the checks that follow the loading,
         since mmdet's ``load_data_list`` deletes ``self.coco`` when it is done."""
         self._file = CocoDataset.COCOAPI(path)
+        self._refuse_missing_sections()
         return self._file
+
+    def _refuse_missing_sections(self):
+        """pycocotools indexes a file without ``categories`` or ``annotations`` as empty, and
+        mmdet then fails on the missing key (``KeyError: 'categories'`` in ``get_cat_ids``) or,
+        without ``annotations``, trains on no box: the file is named with what it lacks. A test
+        set may do without ``annotations`` (COCO's ``image_info_test`` files have none)."""
+        needed = ('images', 'categories') + (() if self.test_mode else ('annotations',))
+        missing = [key for key in needed if key not in self._file.dataset]
+        if missing:
+            has = ', '.join(repr(key) for key in self._file.dataset) or 'nothing'
+            raise ValueError(
+                f'{self.ann_file}: not a COCO annotation file: no '
+                f'{" or ".join(repr(key) for key in missing)} list at its top level (it has '
+                f'{has}); a COCO file gives \'images\', \'categories\' and, for training, '
+                f'\'annotations\'')
 
     def load_data_list(self):
         self._skipped = defaultdict(list)

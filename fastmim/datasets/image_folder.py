@@ -9,6 +9,7 @@ from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
 from PIL import Image, ImageFile
 
+from fastmim.file_checks import file_in_place_of, what_to_give_instead
 from fastmim.registry import DATASETS
 
 from .sample_seeds import SeededSamples
@@ -180,19 +181,10 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
     def _not_a_folder(self) -> str:
         """Why the folder does not exist when a part of its path is a file: data_root given as
         an archive (``imgs.tar``) or an image."""
-        path = osp.normpath(self.folder)
-        while path and not osp.exists(path):
-            parent = osp.dirname(path)
-            if parent == path:
-                break
-            path = parent
-        if not osp.isfile(path):
+        path = file_in_place_of(self.folder)
+        if path is None:
             return ''
-        archive = path.lower().endswith(('.tar', '.tar.gz', '.tgz', '.zip', '.tar.bz2',
-                                         '.tar.xz', '.7z', '.rar'))
-        hint = ('an archive: extract it and give the extracted folder' if archive else
-                'give the folder that holds the images')
-        return f': {path!r} is a file, not a folder ({hint})'
+        return f': {path!r} is a file, not a folder ({what_to_give_instead(path)})'
 
     def _other_images_hint(self) -> str:
         """For an error that found no images: the files of other image formats found."""

@@ -160,7 +160,28 @@ class NamedRefetchFailure:
     caller can tell these from a bug, so ``tools/train.py`` showed a traceback, and neither says
     which file or what is wrong. This raises a ``ValueError`` saying so instead. Put it first in
     the bases.
+
+    A dataset whose every file is unreadable (a folder of the wrong format, a copy that failed)
+    stops as soon as each of its samples has been skipped once in the process, naming a few of
+    them, not after mmengine's 1,001 draws.
     """
+
+    def prepare_data(self, idx):
+        data = super().prepare_data(idx)
+        if data is None and not self.test_mode:
+            self._note_unreadable_sample(int(idx))
+        return data
+
+    def _note_unreadable_sample(self, idx: int) -> None:
+        """Record sample ``idx`` as unreadable when its file was (the pipeline may reject a
+        sample for another reason, which proves nothing of the file), and stop once all are."""
+        path = self.get_data_info(idx).get('img_path')
+        if path is None or why_unreadable(path) is None:
+            return
+        unreadable = self.__dict__.setdefault('_unreadable_samples', {})
+        unreadable[idx] = path
+        if len(unreadable) >= len(self):
+            raise ValueError(self._all_unreadable_failure(list(unreadable.values())))
 
     def __getitem__(self, idx):
         try:
@@ -189,6 +210,11 @@ class NamedRefetchFailure:
                 f'{idx}, {path!r}: {reason}; an evaluation set evaluates no other image in '
                 f'its place (that one would count twice): replace or remove the file (a '
                 f'training run stopped by it goes on from its last checkpoint with --resume)')
+
+    def _all_unreadable_failure(self, paths: List[str]) -> str:
+        return (f'{type(self).__name__} ({self._source()!r}): no readable image: all '
+                f'{len(paths)} of its files were skipped as unreadable ({examples(paths)}; '
+                f'the reasons are in the warnings above); remove or replace broken files')
 
     def _refetch_failure(self, idx: int) -> str:
         return (f'{type(self).__name__} ({self._source()!r}): no readable image in '

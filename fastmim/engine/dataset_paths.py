@@ -19,6 +19,7 @@ import os.path as osp
 
 from fastmim.datasets.utils import is_local
 from fastmim.errors import LaunchError
+from fastmim.file_checks import file_in_place_of, what_to_give_instead
 from fastmim.registry import type_name
 
 # Wrapper datasets (MultiImageMixDataset, RepeatDataset, ConcatDataset, ...) keep the datasets
@@ -114,6 +115,10 @@ def _refuse_missing_paths(checks):
 
     def described(key, path, kind):
         where = '' if osp.isabs(path) else f' (relative to {os.getcwd()})'
+        file = file_in_place_of(path)
+        if file is not None:
+            return (f'{key}: {file}{where} is a file, not a folder '
+                    f'({what_to_give_instead(file)})')
         return f'{key}: {"folder" if kind == "images" else kind} {path}{where} not found'
 
     if len(missing) == 1:

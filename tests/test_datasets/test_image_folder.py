@@ -224,10 +224,12 @@ def test_unusual_modes_become_rgb_and_corrupt_files_are_skipped(tmp_path, photos
     before = unreadable_image_count()
     with pytest.warns(UnreadableImageWarning) as record:
         yielded = [dataset[i] for i in range(len(dataset))]
+        [dataset[i] for i in range(len(dataset))]  # the next epoch: skipped again, silently
     # Each broken index is counted; a refetch may land on the other broken file once more.
     assert unreadable_image_count() >= before + 2
-    warned = ' '.join(str(w.message) for w in record)
-    assert all(path in warned for path in broken)
+    # one warning per broken file, however often it is skipped
+    warned = [path for w in record for path in broken if path in str(w.message)]
+    assert sorted(warned) == sorted(broken)
     # Broken indices are replaced by good images; every good image is yielded.
     assert {s['data_samples'].img_path for s in yielded} == set(good)
     for sample in yielded:
@@ -440,25 +442,61 @@ def test_image_list_missing_file_or_wrong_root(imagenet_tree):
         ImageList(empty, data_root=str(root))
 
 
+def unreadable_dataset(kind, tmp_path, names, **kwargs):
+    """An ImageFolder or ImageList of empty files ``names``, and where it reads them from."""
+    folder = tmp_path / 'train'
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_bytes(b'')
+    if kind == 'folder':
+        return ImageFolder(str(tmp_path), pipeline=PIPELINE, **kwargs), folder
+    write_list(tmp_path / 'list.txt', names)
+    return (ImageList('list.txt', data_root=str(tmp_path), data_prefix='train',
+                      pipeline=PIPELINE, **kwargs), tmp_path / 'list.txt')
+
+
 @pytest.mark.parametrize('kind', ['folder', 'list'])
 def test_a_dataset_of_unreadable_files_ends_in_one_error_naming_it(kind, tmp_path):
     """mmengine re-draws another index max_refetch times, then raised a bare ``Exception``
-    ('Cannot find valid image after 1000!'), a traceback under tools/train.py."""
-    folder = tmp_path / 'train'
-    folder.mkdir()
-    for name in ('a.jpg', 'b.jpg'):
-        (folder / name).write_bytes(b'')
-    if kind == 'folder':
-        dataset, where = ImageFolder(str(tmp_path), pipeline=PIPELINE, max_refetch=3), folder
-    else:
-        write_list(tmp_path / 'list.txt', ['a.jpg', 'b.jpg'])
-        dataset = ImageList('list.txt', data_root=str(tmp_path), data_prefix='train',
-                            pipeline=PIPELINE, max_refetch=3)
-        where = tmp_path / 'list.txt'
+    ('Cannot find valid image after 1000!'), a traceback under tools/train.py. A folder of 4
+    broken files gave ~1,000 warnings of the same 4 before it: the dataset now stops once
+    every one of its files was skipped, each named in one warning."""
+    names = ['a.jpg', 'b.jpg', 'c.jpg', 'd.jpg']
+    dataset, where = unreadable_dataset(kind, tmp_path, names)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter('always')
+        with pytest.raises(ValueError) as error:
+            dataset[0]
+    message = str(error.value)
+    assert message.startswith(f"{type(dataset).__name__} ('{where}'): no readable image: all 4 "
+                              'of its files were skipped as unreadable (')
+    assert sum(str(where.parent / 'train' / name) in message for name in names) == 3  # and 1 more
+    warned = sorted(str(w.message).split(' (')[0] for w in record
+                    if issubclass(w.category, UnreadableImageWarning))
+    assert warned == [f'skipped unreadable image {where.parent / "train" / name}'
+                      for name in names]
+
+
+@pytest.mark.parametrize('kind', ['folder', 'list'])
+def test_mmengines_refetch_bound_is_named_when_it_comes_first(kind, tmp_path):
+    """Two tries cannot meet three broken files: mmengine's bound ends the search."""
+    dataset, where = unreadable_dataset(kind, tmp_path, ['a.jpg', 'b.jpg', 'c.jpg'],
+                                        max_refetch=1)
     with pytest.warns(UnreadableImageWarning):
         with pytest.raises(ValueError, match=re.escape(f"{type(dataset).__name__} ('{where}'): "
-                                                       'no readable image in 4 tries')):
+                                                       'no readable image in 2 tries')):
             dataset[0]
+
+
+def test_each_dataloader_worker_stops_with_the_one_line_error(tmp_path):
+    """With several workers each process warns of each file once and ends in the same error,
+    which the DataLoader passes on as a ValueError."""
+    from torch.utils.data import DataLoader
+    dataset, where = unreadable_dataset('folder', tmp_path, ['a.jpg', 'b.jpg', 'c.jpg'])
+    loader = DataLoader(dataset, batch_size=1, num_workers=2, collate_fn=lambda batch: batch)
+    with pytest.raises(ValueError, match=re.escape(
+            f"ImageFolder ('{where}'): no readable image: all 3 of its files were skipped")):
+        next(iter(loader))
 
 
 def truncate_one_image(imagenet_tree):

@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import mmcv
@@ -129,19 +130,25 @@ def test_unreadable_files_are_skipped_with_a_warning_and_counted(tmp_path, astro
         assert f'; {before + 1} unreadable files so far' in str(record[0].message)
 
 
-def test_a_file_skipped_again_is_counted_once(tmp_path, astronaut):
+def test_a_file_skipped_again_is_counted_once_and_warned_of_once(tmp_path, astronaut):
     """An unreadable file drawn again (a refetch, the next epoch) is skipped again: the
-    count was of skips ('skipped 3 unreadable images so far' with 2 broken files)."""
-    truncated, noise = corrupt_files(tmp_path, astronaut)[:2]
+    count was of skips ('skipped 3 unreadable images so far' with 2 broken files), and each
+    skip a warning (a folder of 4 broken files gave ~1,000 before mmengine gave up). The skips
+    are counted in the next file's warning."""
+    truncated, noise, empty = corrupt_files(tmp_path, astronaut)[:3]
     before = unreadable_image_count()
-    with pytest.warns(UnreadableImageWarning) as record:
-        for path in (truncated, noise, truncated):
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter('always')
+        for path in (truncated, noise, truncated, noise, empty):
             assert LoadImageRGB()(dict(img_path=path)) is None
-    assert unreadable_image_count() == before + 2
-    messages = [str(warning.message) for warning in record]
+    assert unreadable_image_count() == before + 3
+    messages = [str(warning.message) for warning in record
+                if issubclass(warning.category, UnreadableImageWarning)]
+    assert [message.split(' (')[0] for message in messages] == [
+        f'skipped unreadable image {path}' for path in (truncated, noise, empty)]
     assert f'; {before + 1} unreadable files so far in this process' in messages[0]
     assert f'; {before + 2} unreadable files so far in this process' in messages[1]
-    assert re.search(rf'; {before + 2} unreadable files so far in this process \(\d+ skips\)$',
+    assert re.search(rf'; {before + 3} unreadable files so far in this process \(\d+ skips\)$',
                      messages[2])
 
 
@@ -533,8 +540,10 @@ def test_samples_without_a_0_255_range_are_skipped_as_unreadable(kind, tmp_path,
                 r'\(ValueError: a I image with values \d+\.\.\d+ has no defined 0-255 range')
     with pytest.warns(UnreadableImageWarning, match=expected):
         assert LoadImageRGB()(dict(img_path=str(path))) is None
+    lazy = tmp_path / 'b.tif'  # another file: each is warned of once
+    lazy.write_bytes(path.read_bytes())
     with pytest.warns(UnreadableImageWarning, match=expected):  # decoded at the crop
-        assert RandomResizedCrop(64)(LoadImageRGB(lazy=True)(dict(img_path=str(path)))) is None
+        assert RandomResizedCrop(64)(LoadImageRGB(lazy=True)(dict(img_path=str(lazy)))) is None
 
 def test_a_skipped_file_whose_name_is_no_utf8_is_written_to_the_log_file(tmp_path, recwarn):
     """Its surrogate-escaped byte failed the log file's UTF-8 encoder: a 'Logging error'

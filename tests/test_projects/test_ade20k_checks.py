@@ -291,3 +291,13 @@ def test_a_label_map_saved_in_colour_is_named(ade20k_copy):
             f'{path}: label map of 3 channels; a label map is a single-channel PNG of class '
             f'indices')):
         dataset[sample_of(dataset, path)]
+
+
+def test_a_list_file_that_is_not_text_is_named(ade20k_copy):
+    """mmseg reads ann_file as lines of image names: a binary file (an archive, a label map
+    given by mistake) stopped with a bare UnicodeDecodeError naming no file."""
+    ann_file = ade20k_copy / 'train.txt'
+    ann_file.write_bytes(b'\x89PNG\r\n\x1a\n\xff\xfe')
+    with pytest.raises(ValueError, match=re.escape(
+            f'{ann_file}: not a list of image names (ann_file): not UTF-8 text (byte 0)')):
+        build('train_dataloader', ade20k_copy, ann_file=str(ann_file))

@@ -63,6 +63,41 @@ def test_coco_paths_are_checked_through_the_copy_paste_wrapper(coco_instances, d
                         '.. val_dataloader.dataset.data_root=... val_evaluator.ann_file=...')
 
 
+@pytest.mark.parametrize('name, data_prefix, hint', [
+    ('imgs.tar', 'train', 'an archive: extract it and give the extracted folder'),
+    ('imgs.tar.gz', None, 'an archive: extract it and give the extracted folder'),
+    ('photo.jpg', None, 'give the folder that holds the images'),
+])
+def test_a_data_root_that_is_a_file_is_named_as_a_file(tmp_path, name, data_prefix, hint):
+    """docs/data.md promises an archive given as data_root is named as a file ('extract it');
+    the launch check said 'folder .../imgs.tar not found', before the dataset could say more."""
+    archive = tmp_path / name
+    archive.write_bytes(b'not a folder')
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(
+        type='ImageFolder', data_root=str(archive), data_prefix=data_prefix))))
+    with pytest.raises(LaunchError) as error:
+        check_dataset_paths(cfg, ['train'])
+    # one line: the prefix under the file is not named apart from it
+    assert str(error.value) == (
+        f'train_dataloader.dataset.data_root: {archive} is a file, not a folder ({hint}); '
+        f'set it with --cfg-options train_dataloader.dataset.data_root=...')
+
+
+def test_a_path_under_a_file_names_the_file(tmp_path):
+    (tmp_path / 'coco.zip').write_bytes(b'PK')
+    ann_file = tmp_path / 'coco.zip' / 'annotations' / 'instances_val2017.json'
+    cfg = Config(dict(val_evaluator=dict(type='CocoMetric', ann_file=str(ann_file))))
+    with pytest.raises(LaunchError, match=re.escape(
+            f'val_evaluator.ann_file: {tmp_path}/coco.zip is a file, not a folder (an archive: '
+            f'extract it and give the extracted folder)')):
+        check_dataset_paths(cfg, ['val'])
+    # a missing file in an existing folder is still a file not found
+    cfg.val_evaluator.ann_file = str(tmp_path / 'instances_val2017.json')
+    with pytest.raises(LaunchError, match=re.escape(
+            f'val_evaluator.ann_file: file {tmp_path}/instances_val2017.json not found')):
+        check_dataset_paths(cfg, ['val'])
+
+
 def test_a_coco_metric_reading_another_file_than_its_dataset_is_named(coco_instances,
                                                                        downstream):
     """A test set changed in test_dataloader.dataset.ann_file alone ended after the whole
@@ -312,6 +347,42 @@ def test_a_file_that_leaves_no_training_image_is_named(coco_instances, tmp_path,
             f'{ann_file}: no training image left: {reasons}')):
         build_dataset(Config.fromfile(str(DETECTION)), 'fastmim.CheckedCocoDataset', ann_file,
                       coco_instances['data_root'].rstrip('/'))
+
+
+def without(*keys):
+    def drop(data):
+        for key in keys:
+            data.pop(key)
+    return drop
+
+
+@pytest.mark.parametrize('change, test_mode, missing', [
+    (without('categories'), False, "no 'categories' list"),
+    (without('categories'), True, "no 'categories' list"),
+    (without('annotations', 'categories'), False, "no 'categories' or 'annotations' list"),
+    (without('annotations'), False, "no 'annotations' list"),
+    (without('images'), True, "no 'images' list"),
+    (dict.clear, False,
+     "no 'images' or 'categories' or 'annotations' list at its top level (it has nothing)"),
+])
+def test_a_file_without_the_top_level_lists_of_coco_is_named(coco_instances, tmp_path, change,
+                                                           test_mode, missing):
+    """``{"images": []}`` ended in a 700-line traceback, ``KeyError: 'categories'`` from
+    pycocotools' getCatIds, which mmdet calls with the class names."""
+    ann_file = rewritten_coco(coco_instances, tmp_path, change)
+    with pytest.raises(ValueError, match=re.escape(
+            f'{ann_file}: not a COCO annotation file: {missing}')):
+        if test_mode:
+            build_test_dataset(ann_file, coco_instances['data_root'])
+        else:
+            build_dataset(Config.fromfile(str(DETECTION)), 'fastmim.CheckedCocoDataset',
+                          ann_file, coco_instances['data_root'].rstrip('/'))
+
+
+def test_a_test_file_without_annotations_is_read(coco_instances, tmp_path):
+    """COCO's image_info_test files list images and categories only: a test set may be one."""
+    ann_file = rewritten_coco(coco_instances, tmp_path, without('annotations'))
+    assert len(build_test_dataset(ann_file, coco_instances['data_root'])) == 2
 
 
 def test_train_names_a_cut_short_annotation_file_in_one_line(coco_instances, downstream,

@@ -27,6 +27,7 @@ UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.er
                            Image.DecompressionBombError)
 
 _unreadable_files = set()  # the paths skipped as unreadable in this process
+_warned_unreadable_files = set()  # those named in a warning: each once
 _unreadable_skips = 0  # how often: a file drawn again in an epoch is skipped again
 _last_unreadable_image = None  # (path, what was wrong with it)
 _unreadable_images_raised = 0  # depth of ``unreadable_images_raised`` contexts
@@ -100,15 +101,19 @@ def report_unreadable_image(path: str, error: BaseException,
     """Count a skipped file and warn with its path, so broken files can be found and removed;
     ``replacement`` names the image used in its place, where one was (JpegDecodePreprocessor
     keeps its batch's size). The warning goes to stderr and to the run's log file (from a
-    process other than rank 0, to its own ``<timestamp>_rank<R>.log`` beside it). Within
-    :func:`unreadable_images_raised` the file is counted and its reason kept, no more."""
+    process other than rank 0, to its own ``<timestamp>_rank<R>.log`` beside it), once per file
+    and process: a file skipped again (a refetch, the next epoch) is counted, the count shown
+    in the next file's warning, where a folder of broken files gave ~1,000 warnings of the same
+    few. Within :func:`unreadable_images_raised` the file is counted and its reason kept, no
+    more."""
     global _unreadable_skips, _last_unreadable_image
     _unreadable_files.add(path)
     _unreadable_skips += 1
     description = describe_image_error(path, error)
     _last_unreadable_image = path, description
-    if _unreadable_images_raised:
+    if _unreadable_images_raised or path in _warned_unreadable_files:
         return
+    _warned_unreadable_files.add(path)
     instead = '' if replacement is None else f', replaced by a copy of {replacement}'
     files = len(_unreadable_files)
     skips = '' if _unreadable_skips == files else f' ({_unreadable_skips} skips)'
