@@ -372,11 +372,7 @@ def test_a_file_without_the_top_level_lists_of_coco_is_named(coco_instances, tmp
     ann_file = rewritten_coco(coco_instances, tmp_path, change)
     with pytest.raises(ValueError, match=re.escape(
             f'{ann_file}: not a COCO annotation file: {missing}')):
-        if test_mode:
-            build_test_dataset(ann_file, coco_instances['data_root'])
-        else:
-            build_dataset(Config.fromfile(str(DETECTION)), 'fastmim.CheckedCocoDataset',
-                          ann_file, coco_instances['data_root'].rstrip('/'))
+        build_coco_split(ann_file, coco_instances['data_root'], test_mode)
 
 
 def test_a_test_file_without_annotations_is_read(coco_instances, tmp_path):
@@ -518,6 +514,14 @@ def test_train_names_the_head_in_one_line_before_building_the_model(ade20k_seman
     assert not work_dir.exists() or not any(work_dir.iterdir())
 
 
+def build_coco_split(ann_file, data_root, test_mode):
+    """The detection config's test dataset, or its training one, on ``ann_file``."""
+    if test_mode:
+        return build_test_dataset(ann_file, data_root)
+    return build_dataset(Config.fromfile(str(DETECTION)), 'fastmim.CheckedCocoDataset', ann_file,
+                         data_root.rstrip('/'))
+
+
 def build_test_dataset(ann_file, data_root):
     """The detection config's test dataset (its own pipeline) on ``ann_file``."""
     from mmdet.registry import DATASETS
@@ -570,11 +574,7 @@ def test_a_file_whose_categories_miss_classes_of_the_dataset_is_named(coco_insta
     with pytest.raises(ValueError, match=re.escape(
             f'{ann_file}: no category of the file is named after 1 of the 80 classes of the '
             f'dataset: bicycle; ')):
-        if test_mode:
-            build_test_dataset(ann_file, coco_instances['data_root'])
-        else:
-            build_dataset(Config.fromfile(str(DETECTION)), 'fastmim.CheckedCocoDataset',
-                          ann_file, coco_instances['data_root'].rstrip('/'))
+        build_coco_split(ann_file, coco_instances['data_root'], test_mode)
 
 
 def test_annotations_of_unlisted_images_and_categories_are_named(coco_instances, tmp_path,
