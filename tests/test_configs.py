@@ -27,7 +27,7 @@ CONFIGS = sorted(
 def shrink_pretrain(cfg, work_dir):
     """One iteration of batch 2 on embedded real photos, through the config's own pipeline."""
     pipeline = cfg.train_dataloader.dataset.pipeline
-    iteration_based = cfg.train_cfg.get('type') == 'IterBasedTrainLoop'
+    iteration_based = 'max_iters' in cfg.train_cfg  # mmengine's loop or fastmim's resumable one
     cfg.merge_from_dict({
         'work_dir': str(work_dir),
         'train_dataloader.batch_size': 2,
