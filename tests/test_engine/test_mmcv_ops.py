@@ -85,11 +85,12 @@ def test_only_mmdet_and_mmseg_configs_on_cuda_are_probed_on_their_own_gpu(
 # tools/train.py and tools/test.py on a "GPU" whose mmcv has no kernels for it: mmcv_ops is told
 # that CUDA is there and that the training device is one mmcv's dispatcher has no kernels for.
 FAKE_GPU = '''
-import runpy, sys, torch
+import os, runpy, sys, torch
 torch.cuda.is_available = lambda: True
 import fastmim.engine.mmcv_ops as mmcv_ops
 mmcv_ops.training_device = lambda launcher: torch.device('meta')
 sys.argv = sys.argv[1:]
+sys.path[0] = os.path.dirname(sys.argv[0])  # as `python tools/TOOL.py` sets it
 runpy.run_path(sys.argv[0], run_name='__main__')
 '''
 
