@@ -29,15 +29,14 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop, find_latest_checkpoint
 
+from fastmim.engine.loops import PROGRESS_KEY
 from fastmim.engine.runner_model import bare_model, whole_parameters
+from fastmim.engine.validation_record import validation_finished
 from fastmim.errors import CheckpointError
+from fastmim.models.utils.load_problems import modules_without_weights, top_level_names
 from fastmim.registry import HOOKS
 
-from fastmim.models.utils.load_problems import modules_without_weights, top_level_names
-
 from .checkpoint_fit_hook import weights_that_do_not_fit
-from fastmim.engine.validation_record import validation_finished
-
 from .preemption_hook import PENDING_VALIDATION_KEY
 
 # Optimiser settings a config sets per parameter group (``initial_lr``: the lr before the
@@ -219,7 +218,6 @@ def epochs_done(runner, runtime_info: dict, meta: dict) -> Optional[int]:
     validation after them, so that epoch counts as done only when the work dir records its
     validation as finished (or none follows). ``ResumableEpochBasedTrainLoop`` tells a
     complete epoch from the progress the message hub records."""
-    from fastmim.engine.loops import PROGRESS_KEY  # here: the loops import the hooks
     epoch = meta.get('epoch')
     completes = getattr(runner.train_loop, 'completes_its_epoch', None)
     if not isinstance(epoch, int) or completes is None:
