@@ -19,19 +19,20 @@ def _nearest_existing(path):
     return path
 
 
-def file_in_the_way(folder):
-    """``'<path> is a file, not a folder'`` for the nearest part of ``folder`` that exists
-    when it is no folder: ``os.makedirs`` then says only 'File exists', naming nothing."""
-    folder = _nearest_existing(folder)
-    return None if osp.isdir(folder) else f'{folder} is a file, not a folder'
-
-
 def file_in_place_of(folder):
     """The file that ``folder`` or one of its parents is, or ``None``: a data folder given
     as its archive (``imgs.tar``) or as one of its images is then named as that file, not as
     a folder not found."""
     path = _nearest_existing(osp.normpath(folder))
     return path if osp.isfile(path) else None
+
+
+def file_in_the_way(folder):
+    """``'<path> is a file, not a folder'`` for the file that ``folder`` or one of its parents
+    is (:func:`file_in_place_of`): ``os.makedirs`` then says only 'File exists', naming
+    nothing."""
+    file = file_in_place_of(folder)
+    return None if file is None else f'{file} is a file, not a folder'
 
 
 def what_to_give_instead(file):
