@@ -30,9 +30,9 @@ class CfgOptionsAction(DictAction):
     """mmengine's ``DictAction`` with the spaces of a single value kept.
 
     mmengine removes every space of a value before parsing it (so that ``[1, 2]`` parses), so
-    ``data_root='/mnt/My Drive/imagenet'`` became ``/mnt/MyDrive/imagenet`` without a word and
-    failed, if at all, naming a folder the user never typed. A value that is no list or tuple
-    (no brackets, no comma) now keeps its inner spaces; lists and tuples parse as mmengine's.
+    ``data_root='/mnt/My Drive/imagenet'`` would become ``/mnt/MyDrive/imagenet`` without a
+    word and fail, if at all, naming a folder the user never typed. A value that is no list or
+    tuple (no brackets, no comma) keeps its inner spaces; lists and tuples parse as mmengine's.
     An item without ``KEY=`` (``train_cfg.max_epochs 2``, or the config given after the
     options) is an argparse error naming it, not mmengine's unpacking traceback; so is a dict
     inside a list or tuple, on which mmengine's parser recursed to Python's limit.
@@ -67,8 +67,8 @@ class CfgOptionsAction(DictAction):
 def add_launch_args(parser, cfg_options_example='train_dataloader.batch_size=64',
                     work_dir_holds='logs, checkpoints and results'):
     """Add the arguments every tool that starts a Runner shares: the config, ``--work-dir``,
-    ``--cfg-options``, ``--launcher``, ``--debug`` (which :func:`run_cli` handles; without it
-    here, ``--help`` did not list the flag the README documents) and the hidden
+    ``--cfg-options``, ``--launcher``, ``--debug`` (which :func:`run_cli` handles; it is added
+    here so that ``--help`` lists the flag the README documents) and the hidden
     ``--local_rank``. ``work_dir_holds`` is what ``--help`` says goes in the work dir.
 
     They are the interface of mmengine's own tools, which ``tools/dist_train.sh`` and
@@ -133,9 +133,9 @@ class UsageError(Exception):
 
 
 def _defer_usage_errors(parser):
-    """Every process of a node parses the same command line: ``tools/dist_train.sh CONFIG 8
-    --bogus`` printed the usage error 8 times. The parser's error report (with what the tool
-    added to it) is now raised as a :class:`UsageError`, for :func:`run_cli` to report once."""
+    """Every process of a node parses the same command line, so ``tools/dist_train.sh CONFIG 8
+    --bogus`` would print the usage error 8 times. The parser's error report (with what the tool
+    added to it) is raised as a :class:`UsageError` instead, for :func:`run_cli` to report once."""
     report = parser.error
 
     def raise_usage_error(message):
@@ -144,16 +144,16 @@ def _defer_usage_errors(parser):
 
 
 def _leave_the_help_to_the_first_process(parser):
-    """``tools/dist_train.sh CONFIG 8 --help`` printed the help 8 times: on a process other
-    than its node's first, ``--help`` ends it (status 0) without printing."""
+    """``tools/dist_train.sh CONFIG 8 --help`` would print the help 8 times, so on a process
+    other than its node's first, ``--help`` ends it (status 0) without printing."""
     def print_nothing(file=None):
         """The node's first process prints the help."""
     parser.print_help = print_nothing
 
 
 def refuse_empty_work_dir(work_dir):
-    """An empty ``--work-dir`` (``--work-dir "$DIR"`` with DIR unset) is refused: it was taken
-    as not given, and the run went to the default folder, where ``--resume`` continues whatever
+    """An empty ``--work-dir`` (``--work-dir "$DIR"`` with DIR unset) is refused: taken as not
+    given, it would send the run to the default folder, where ``--resume`` continues whatever
     run is there."""
     if work_dir is not None and not work_dir.strip():
         raise LaunchError(f'--work-dir is empty ({work_dir!r}); give a folder, or leave the '
@@ -198,8 +198,8 @@ def refuse_overwriting_input(out, source, out_name='OUT', source_name='CHECKPOIN
 
 
 def positive_int(text):
-    """argparse type of a count: 0 or a negative number is refused where it is typed (a 0 was
-    taken as 'not given', a negative number reached a model as a shape)."""
+    """argparse type of a count: 0 or a negative number is refused where it is typed (a 0 would
+    be taken as 'not given', a negative number would reach a model as a shape)."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f'must be a positive integer, got {text}')
@@ -212,9 +212,9 @@ FIRST_PROCESS_GRACE_S = 10
 
 def _let_the_first_process_report():
     """Before the process group forms, every process of a node checks the same config and
-    files, so a mistake failed on each with the same line (``dist_train.sh CONFIG 8`` printed
-    it 8 times), and torchrun stopped the rest at the first exit, sometimes before the first
-    process had printed. A process other than the node's first now waits: torchrun stops it
+    files, so a mistake fails on each with the same line (``dist_train.sh CONFIG 8`` would print
+    it 8 times), and torchrun stops the rest at the first exit, sometimes before the first
+    process has printed. A process other than the node's first therefore waits: torchrun stops it
     once the first has reported, and an error of its own (it is still running) is reported
     after the wait. Once the processes have met, each reports what it hits at once."""
     if torch_dist.is_available() and torch_dist.is_initialized():
@@ -332,7 +332,8 @@ def _report_the_stop(line: str, printed: bool = True) -> None:
     """Print the line that ends a run (unless ``printed`` is False: another process prints
     it), and append it to the run's log file when one was opened, or on a rank > 0 to its rank
     log beside it: the work dir's log otherwise ends at the last iteration without a word of
-    why, and a rank > 0's reason was only on its console (a node's, after a multi-node job)."""
+    why, and a rank > 0's reason would be only on its console (a node's, after a multi-node
+    job)."""
     if printed:
         print(line, file=sys.stderr)
     log_to_files(line, every_rank=True)

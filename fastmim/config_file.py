@@ -36,8 +36,8 @@ def check_config_file(path, given=None) -> None:
 
 def _did_you_mean(path, given) -> str:
     """The config files of ``path``'s folder whose names are close to its own, named as the
-    user named the config (``given``): a mistyped recipe (``vit_b_hog_80e.py``) was only 'not
-    found', while a misspelt ``--cfg-options`` key gets its close names."""
+    user named the config (``given``): a mistyped recipe (``vit_b_hog_80e.py``) would otherwise
+    be only 'not found', while a misspelt ``--cfg-options`` key gets its close names."""
     folder, name = osp.split(path)
     if not osp.isdir(folder or '.'):
         return ''

@@ -14,11 +14,12 @@ def log_to_files(message: str, every_rank: bool = False) -> None:
     """Write ``message`` as a warning to the log files of the current ``MMLogger`` (a run's
     ``<work_dir>/<timestamp>/<timestamp>.log``), where one exists: a Python warning, or the
     line a tool ends with, goes to the terminal only, and the run's record, read later beside
-    its checkpoints, lacked it. The console handler is left out (the caller prints there), and
+    its checkpoints, would lack it. The console handler is left out (the caller prints there), and
     no logger is created outside a run: mmengine's ``get_current_instance`` would make one,
     which looks for a device to name. A file name that is no UTF-8 (its undecodable bytes
     surrogate-escaped by Python) is written with those bytes as escapes: the log file's strict
-    UTF-8 encoder failed on it, and the line was lost behind a 'Logging error' traceback.
+    UTF-8 encoder would fail on it, and the line would be lost behind a 'Logging error'
+    traceback.
 
     mmengine gives rank 0 alone a log file: with ``every_rank`` a process without one (another
     rank of a multi-process run, or a DataLoader worker of it) writes the line to its own

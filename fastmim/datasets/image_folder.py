@@ -24,8 +24,8 @@ def raise_error(error: OSError):
 
 # Never images, whatever their extension: macOS writes an AppleDouble file '._<name>' (Finder
 # data and resource fork, about 4 KB) beside every file it copies to a disk that is not a Mac's,
-# and a zip archive made on a Mac holds them in a '__MACOSX' folder. Listed, they failed to
-# decode and were skipped with a warning, every epoch.
+# and a zip archive made on a Mac holds them in a '__MACOSX' folder. Listed, they would fail
+# to decode and be skipped with a warning, every epoch.
 APPLEDOUBLE_PREFIX = '._'
 MACOS_ARCHIVE_FOLDER = '__MACOSX'
 
@@ -219,7 +219,7 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
 
     def _warn_split_folders(self, paths: List[str]) -> None:
         """Pre-training on a dataset root (``data/imagenet``) with a 'train' and a 'val' folder
-        took the val images too, without a word: named once, with their counts."""
+        would take the val images too, without a word: named once, with their counts."""
         splits = [name for name in ('train', *SPLIT_FOLDERS)
                   if osp.isdir(osp.join(self.folder, name))]
         if 'train' not in splits or len(splits) < 2:
@@ -242,8 +242,8 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
 
     def _top_entries(self) -> List[os.DirEntry]:
         """The folder's entries; a link to a folder that is gone (a disk not mounted) raises,
-        since it is no folder to ``os.scandir``: the class was dropped without a word and every
-        later class got the label of the one before it."""
+        since it is no folder to ``os.scandir``: the class would be dropped without a word and
+        every later class would get the label of the one before it."""
         entries = sorted(os.scandir(self.folder), key=lambda entry: entry.name)
         broken = [f'{entry.path!r} -> {os.readlink(entry.path)!r}' for entry in entries
                   if entry.is_symlink() and not osp.exists(entry.path)]
@@ -256,7 +256,8 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
 
     def _loose_images(self, entries: List[os.DirEntry]) -> List[str]:
         """Images directly in the folder, beside the class folders: no class is theirs, so they
-        are not used, which was silent (an unpacked archive, a class folder not made)."""
+        are not used, and the caller names them: left out silently, they would hide a mistake
+        (an unpacked archive, a class folder not made)."""
         return [entry.path for entry in entries
                 if not entry.is_dir() and has_extension(entry.name, self.extensions)
                 and not is_os_metadata(entry.name)]
@@ -382,7 +383,7 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
         most are an application's thumbnails or cache of the images beside them
         (``.thumbnails/``), which would count those twice."""
         # Every listed path is the folder joined with the path below it (os.walk, os.scandir);
-        # slicing is 30 times as fast as osp.relpath, which took 3 s for ImageNet's list.
+        # slicing is 30 times as fast as osp.relpath, which takes 3 s for ImageNet's list.
         start = len(osp.join(self.folder, ''))
         hidden = [path for path in paths if is_hidden(path[start:])]
         if hidden:

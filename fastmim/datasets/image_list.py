@@ -286,6 +286,6 @@ class ImageList(NamedRefetchFailure, SeededSamples, BaseDataset):
 
     def _line_error(self, line_number: int, message: str) -> ValueError:
         """The error for a bad line, naming file and line; built only when raised, as
-        formatting the place of each of ImageNet's 1.28 million lines took time."""
+        formatting the place of each of ImageNet's 1.28 million lines would take time."""
         return ValueError(f'{type(self).__name__}: {self.ann_file}, line {line_number}: '
                           f'{message}')

@@ -157,7 +157,7 @@ class NamedRefetchFailure:
     bare ``Exception('Cannot find valid image after 1000! ...')``; with ``test_mode=True`` (an
     evaluation set, where another image in its place would be counted twice) it draws none and
     raises a bare ``Exception('Test time pipline should not get `None` data_sample')``. No
-    caller can tell these from a bug, so ``tools/train.py`` showed a traceback, and neither says
+    caller can tell these from a bug, so ``tools/train.py`` would show a traceback, and neither says
     which file or what is wrong. This raises a ``ValueError`` saying so instead. Put it first in
     the bases.
 

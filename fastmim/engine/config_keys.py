@@ -151,8 +151,8 @@ def mistyped_option_keys(tree, cfg_options: dict) -> Iterator[Tuple[str, str, st
     an entry of ``tree`` (the config as plain dicts) whose class cannot take it: the entry's
     ``type`` names a registered class (any scope) and none of the classes by that name has
     an argument of that name or ``**kwargs`` (but those it names as going to another class:
-    :func:`_keywords_taken`). mmengine adds the key silently (fastmim warned)
-    and the class refused it only when the Runner built the model, ~190 lines later. A key
+    :func:`_keywords_taken`). mmengine adds the key silently and the class would refuse it
+    only when the Runner builds the model, ~190 lines later. A key
     that a builder takes (:data:`BUILDER_KEYS`), or one under an entry of unknown type, is
     left alone."""
     from fastmim.engine.config_loading import follow_key
@@ -176,8 +176,8 @@ def unknown_option_types(tree, cfg_options: dict, default_scope=None
                          ) -> Iterator[Tuple[str, str, str]]:
     """``(option, refusal, close names)`` for each ``--cfg-options`` key ``...type=Name``
     that replaces a registered type of ``tree`` by a name no registry holding the old one
-    knows (``model.backbone.type=VisionTransformr``): mmengine's raw ``KeyError`` came when
-    the Runner built the model, with no suggestion. Only fastmim's scope is searched: a name
+    knows (``model.backbone.type=VisionTransformr``): mmengine's raw ``KeyError`` would come
+    only when the Runner builds the model, with no suggestion. Only fastmim's scope is searched: a name
     of another library's scope (``mmdet.X``, or any name in a config whose
     ``default_scope`` is another library's) may be in a registry not imported yet."""
     from fastmim.engine.config_loading import follow_key

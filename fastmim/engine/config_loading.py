@@ -100,7 +100,7 @@ def _refuse_what_no_class_takes(tree, cfg_options, path, default_scope):
     knows, is refused in one line with the close names
     (:func:`~fastmim.engine.config_keys.mistyped_option_keys`,
     :func:`~fastmim.engine.config_keys.unknown_option_types`): the class or the registry
-    refused it only once the Runner was built, after the start-up."""
+    would refuse it only once the Runner is built, after the start-up."""
     from fastmim.engine.config_keys import mistyped_option_keys, unknown_option_types
     for option, refusal, close in [*mistyped_option_keys(tree, cfg_options),
                                    *unknown_option_types(tree, cfg_options, default_scope)]:

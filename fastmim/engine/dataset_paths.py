@@ -100,8 +100,8 @@ def check_dataset_paths(cfg, splits):
 
 def _refuse_missing_paths(checks):
     """Name every missing path of ``checks`` in one error: a user with the data elsewhere
-    moves the train and val roots and the metric's annotation file together (they were named
-    one per start, 10-15 s each). A path joined to a missing data root is left out: setting
+    moves the train and val roots and the metric's annotation file together (named one per
+    start, they would cost a start of 10-15 s each). A path joined to a missing data root is left out: setting
     the root finds it."""
     exists = {'folder': osp.isdir, 'images': osp.isdir, 'file': osp.isfile, 'path': osp.exists}
     missing = [(key, path, kind) for key, path, kind in checks if not exists[kind](path)]

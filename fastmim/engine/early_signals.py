@@ -1,18 +1,18 @@
 """The preemption signals that arrive before a :class:`PreemptionHook` handles them.
 
 SLURM's SIGTERM (or ``--signal=USR1@...``) may come while ``tools/train.py`` imports torch and
-fastmim (seconds) or builds the run (minutes on ImageNet); by default it killed the job with
-status 143, which a requeue script does not requeue although nothing was lost. The signals are
+fastmim (seconds) or builds the run (minutes on ImageNet); by default it would kill the job with
+status 143, which a requeue script does not requeue although nothing is lost. The signals are
 recorded from ``tools/train.py``'s first line, narrowed to the config's hook once the config is
 loaded, and taken over by the hook in ``before_train``, which then stops the run with its own
 status. One record (:data:`RECORDED`) and one set of replaced handlers (:data:`REPLACED`)
 serve all three steps.
 
 When the run ends, on every path, the process's handlers are again those from before it
-(:data:`TAKEN_OVER` keeps the ones the hook replaced): a notebook or a Python session that
-trains twice, or trains and goes on, was left with the signals ignored after a preemption, or
-with the hook's handler, which only records, after a crash, so that a later SIGTERM did
-nothing. Only a process that exits when the run ends (a tool run by
+(:data:`TAKEN_OVER` keeps the ones the hook replaced): otherwise a notebook or a Python session
+that trains twice, or trains and goes on, would be left with the signals ignored after a
+preemption, or with the hook's handler, which only records, after a crash, so that a later
+SIGTERM would do nothing. Only a process that exits when the run ends (a tool run by
 ``fastmim.cli.run_cli``, :func:`exit_follows_the_run`) keeps them to its exit:
 ignored once the hook stopped the run, so that a late signal does not turn its status into
 death by the signal.

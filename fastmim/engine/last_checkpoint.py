@@ -14,9 +14,9 @@ from fastmim.errors import CheckpointError
 
 def latest_checkpoint(work_dir, use='resuming from'):
     """The checkpoint ``work_dir/last_checkpoint`` names, or None. It holds an absolute path,
-    so in a work dir that was moved or copied (to other storage, to branch a run) it named the
-    old place: ``--resume`` failed with 'checkpoint not found' there, or resumed from the other
-    run's newest checkpoint. A file of that name in ``work_dir`` is taken instead, logged
+    so in a work dir that was moved or copied (to other storage, to branch a run) it names the
+    original place: ``--resume`` would fail with 'checkpoint not found' there, or resume from
+    the other run's newest checkpoint. A file of that name in ``work_dir`` is taken instead, logged
     with ``use`` (what the caller does with it). Without ``last_checkpoint``, the newest of
     the work dir's own checkpoints by the iteration it records (:func:`newest_recorded`)."""
     from mmengine.runner import find_latest_checkpoint
@@ -42,8 +42,8 @@ def latest_checkpoint(work_dir, use='resuming from'):
 def checkpoint_named_by(path, use):
     """``path``, or the checkpoint it names when it is a work dir's ``last_checkpoint``
     (:func:`latest_checkpoint`): mmengine's text file naming the newest checkpoint, given as
-    a checkpoint (``tools/test.py``'s CHECKPOINT, ``--resume``), was refused as 'not a readable
-    checkpoint (truncated or corrupt?)'. An empty one is left to that refusal."""
+    a checkpoint (``tools/test.py``'s CHECKPOINT, ``--resume``), would otherwise be refused as
+    'not a readable checkpoint (truncated or corrupt?)'. An empty one is left to that refusal."""
     if osp.basename(path) != 'last_checkpoint' or not osp.isfile(path):
         return path
     named = latest_checkpoint(osp.dirname(path), use)

@@ -89,9 +89,10 @@ def adapt_to_device(cfg):
                                       'device_id': 'cpu'}
         if cfg.strategy.get('state_dict_cfg') == 'full':
             # mmengine's 'full' offloads the gathered state to the CPU with ``.cpu()``, which
-            # on the CPU copies nothing: each optimiser state of a parameter was a view of
-            # torch's one gather buffer, so a checkpoint held exp_avg_sq as exp_avg too, and
-            # a resumed run went on with the wrong momentum. Without offloading torch clones.
+            # on the CPU copies nothing: each optimiser state of a parameter would be a view of
+            # torch's one gather buffer, so a checkpoint would hold exp_avg_sq as exp_avg too,
+            # and a resumed run would go on with the wrong momentum. Without offloading torch
+            # clones.
             cfg.strategy.state_dict_cfg = dict(
                 state_dict_type='FULL_STATE_DICT',
                 state_dict_config=dict(type='FullStateDictConfig', rank0_only=True,

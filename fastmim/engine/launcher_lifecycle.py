@@ -54,11 +54,11 @@ _held_record = None
 
 def _keep_the_launch_script_waiting():
     """Hold a shared lock on ``tools/dist_launch.sh``'s preemption record until this process
-    ends (the kernel drops it then). With torchrun killed outright the script learnt of it at
-    once and exited 137 while the processes, stopped by the kernel's SIGTERM, still saved:
-    a requeue script did not retry a job that had saved. The script now takes the lock
-    exclusively after torchrun ends, so it waits for them and exits 75 when each recorded its
-    preemption. A process forked from this one (a DataLoader worker) closes its copy: the lock
+    ends (the kernel drops it then). With torchrun killed outright the script learns of it at
+    once and, without the lock, would exit 137 while the processes, stopped by the kernel's
+    SIGTERM, still save: a requeue script would not retry a job that had saved. The script
+    takes the lock exclusively after torchrun ends, so it waits for them and exits 75 when
+    each recorded its preemption. A process forked from this one (a DataLoader worker) closes its copy: the lock
     is this process's only."""
     global _held_record
     path = os.environ.get(PREEMPTED_RECORD_ENV)

@@ -134,8 +134,8 @@ def mirrored_values(cfg) -> Dict[str, Any]:
     """The values the config's length and warmup variables have where they were copied:
     ``train_cfg``'s length, the end of the warmup (:func:`_warmup_of`). A flattened config
     (``print_config.py --out``) writes its variables with these: written as read, a length
-    ``--cfg-options train_cfg.max_epochs=1`` changed left ``max_epochs = 12`` in the file,
-    which then warned that the user had changed the variable too late."""
+    ``--cfg-options train_cfg.max_epochs=1`` changed would leave ``max_epochs = 12`` in the
+    file, which would then warn that the user had changed the variable too late."""
     train_cfg = cfg.get('train_cfg') or {}
     schedulers = _configured_schedulers(cfg)
     values = {variable: train_cfg[variable] for variable in LENGTH_VARIABLES

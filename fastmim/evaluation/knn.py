@@ -224,7 +224,8 @@ def check_bank(k: int, bank_dataset, test_dataset) -> None:
     it reports. Warn when ``k`` is larger than the bank: every query is then voted on by the
     whole bank, the kNN of a smaller k (DINO's kNN stops there, topk out of range; here a
     two-image smoke test of a config still runs). Warn when the bank holds the test images
-    (a bank pointed at the val split): knn/top1 was then reported near 100 without a word.
+    (a bank pointed at the val split): knn/top1 would then be reported near 100 without a
+    word.
     Refuse test images of classes the bank has no image of, which no vote can classify right
     (a list file or a subset that misses classes; class folders of other names are
     ``DatasetClassesCheckHook``'s)."""
@@ -255,7 +256,7 @@ def refuse_weight_swapping_hooks(runner) -> None:
     """mmengine's ``EMAHook`` swaps its averaged copy of the weights in at
     ``before_test_epoch``; it loads that copy only through the runner's own checkpoint loading,
     which this loop replaces, so the copy is the model's initialisation, swapped in for the
-    test split alone: its features were compared with the checkpoint's bank."""
+    test split alone: its features would be compared with the checkpoint's bank."""
     for hook in runner.hooks:
         if isinstance(hook, EMAHook):
             raise ValueError(

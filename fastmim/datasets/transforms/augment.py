@@ -156,7 +156,7 @@ class ResizeShorterCenterCrop(BaseTransform):
             cropped = resized.crop((left, top, left + self.crop_size, top + self.crop_size))
         else:
             # The crop's region of the source, resized alone: a 20000 x 1 strip resized whole
-            # was 5,120,000 x 256 pixels (6 GB, 23 s) for a 224 x 224 crop.
+            # would be 5,120,000 x 256 pixels (6 GB, 23 s) for a 224 x 224 crop.
             scale_x, scale_y = source_width / width, source_height / height
             box = (left * scale_x, top * scale_y, (left + self.crop_size) * scale_x,
                    (top + self.crop_size) * scale_y)

@@ -103,8 +103,8 @@ def report_unreadable_image(path: str, error: BaseException,
     keeps its batch's size). The warning goes to stderr and to the run's log file (from a
     process other than rank 0, to its own ``<timestamp>_rank<R>.log`` beside it), once per file
     and process: a file skipped again (a refetch, the next epoch) is counted, the count shown
-    in the next file's warning, where a folder of broken files gave ~1,000 warnings of the same
-    few. Within :func:`unreadable_images_raised` the file is counted and its reason kept, no
+    in the next file's warning, where a folder of broken files would give ~1,000 warnings of the
+    same few. Within :func:`unreadable_images_raised` the file is counted and its reason kept, no
     more."""
     global _unreadable_skips, _last_unreadable_image
     _unreadable_files.add(path)
@@ -132,8 +132,8 @@ def pil_to_rgb(image: Image.Image) -> np.ndarray:
     does. Everything else (L, 1, P, LA, CMYK, YCbCr, ...) goes through ``convert('RGB')``.
 
     Samples with no defined 0-255 range are refused (``ValueError``, which the loader reports
-    as an unreadable file): floating-point images (``F``: PIL's conversion clipped 0-1 values
-    to 0 or 1, a black picture) and integer ones beyond 16 bits (they were clipped).
+    as an unreadable file): floating-point images (``F``: PIL's conversion clips 0-1 values
+    to 0 or 1, a black picture) and integer ones beyond 16 bits (they would be clipped).
     """
     if image.mode.startswith('F'):
         raise ValueError(f'a floating-point image (mode {image.mode}) has no defined 0-255 '

@@ -193,7 +193,7 @@ class DatasetClassesCheckHook(Hook):
 
     Testing a checkpoint (``tools/test.py``) compares the test classes with those of the
     split it was trained on, which mmengine saves in its ``meta['dataset_meta']``: a test
-    folder of as many classes of other names or order was scored without a word. A
+    folder of as many classes of other names or order would be scored without a word. A
     checkpoint loaded to train from is not compared (fine-tuning on other classes is a
     transfer)."""
 

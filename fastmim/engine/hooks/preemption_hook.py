@@ -30,7 +30,7 @@ validation unless the work dir records it as done: killed during it, the run val
 position first, as the uninterrupted run did; killed later, it trains on.
 
 ``CheckpointHook``'s ``max_keep_ckpts`` knows only its own checkpoints: a job preempted 30 times
-kept 30 extra full checkpoints. A preemption checkpoint is only needed until a newer one exists,
+would keep 30 extra full checkpoints. A preemption checkpoint is only needed until a newer one exists,
 so it is deleted when the next preemption checkpoint is written, or once a regular checkpoint
 saved after it is the one ``last_checkpoint`` names (never the file ``last_checkpoint`` names).
 The message hub, saved in every checkpoint, carries its path into the resumed run. A file that
@@ -430,8 +430,8 @@ def _any_rank_true(value: bool) -> bool:
 def _save_preemption_checkpoint(runner, path: str, position: dict, previous):
     """Write the checkpoint at ``path`` and (rank 0) name it in ``last_checkpoint``, deleting
     the ``previous`` preemption checkpoint; the error that stopped it, or None. Returned, not
-    raised: the other ranks must learn of it, or they waited in the next collective until the
-    launcher killed them, and the line they printed blamed another process."""
+    raised: the other ranks must learn of it, or they would wait in the next collective until
+    the launcher killed them, and the line they printed would blame another process."""
     try:
         runner.save_checkpoint(runner.work_dir, osp.basename(path), meta=dict(position))
         if runner.rank == 0:
@@ -512,9 +512,9 @@ def record_signals_before_training(cfg) -> None:
     """Record the signals of the config's :class:`PreemptionHook` from now until it installs
     its handlers in ``before_train``, which then stops the run with
     :data:`PREEMPTED_EXIT_STATUS`. Building the model and the dataset and loading a checkpoint
-    take minutes on ImageNet; a job preempted then died of the signal (status 143, which a
-    requeue script does not requeue, though its ``last_checkpoint`` was good). Nothing is
-    recorded for a config without the hook, whose run the signal ends as before: a signal that
+    take minutes on ImageNet; a job preempted then would die of the signal (status 143, which a
+    requeue script does not requeue, though its ``last_checkpoint`` is good). Nothing is
+    recorded for a config without the hook, whose run the signal ends by default: a signal that
     ``tools/train.py`` recorded while its modules imported and that the hook does not handle
     gets its handler back and is sent again (:func:`early_signals.keep_recording_only`)."""
     from fastmim.registry import type_name

@@ -166,8 +166,8 @@ def stage_dataloader_config(dataloader_cfg: dict, stage: Stage) -> dict:
 def batches_done_in_epoch(loop) -> int:
     """Batches of the current epoch trained before the checkpoint this run resumed from:
     ``ResumableEpochBasedTrainLoop`` goes on after them, so the epoch's accumulation windows
-    must stay where they were (they restarted at the resumed batch, grouping the rest of the
-    epoch otherwise than the uninterrupted run). mmengine's loop restarts the epoch: 0."""
+    must stay where they were (restarted at the resumed batch, they would group the rest of
+    the epoch otherwise than the uninterrupted run). mmengine's loop restarts the epoch: 0."""
     done = getattr(loop, 'batches_done_in_epoch', None)
     return done(warn=False) if done is not None else 0
 

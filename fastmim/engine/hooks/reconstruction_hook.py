@@ -54,8 +54,8 @@ class ReconstructionVisualizationHook(Hook):
 
     def before_train(self, runner):
         """Refuse a model that cannot reconstruct (a fine-tuning classifier) now: the first
-        picture is drawn only after ``interval`` epochs, and its error came before that epoch's
-        checkpoint was saved."""
+        picture is drawn only after ``interval`` epochs, and its error would come before that
+        epoch's checkpoint is saved."""
         model = bare_model(runner)
         if not callable(getattr(model, 'reconstruct', None)):
             raise ValueError(f'ReconstructionVisualizationHook: {type(model).__name__} has no '

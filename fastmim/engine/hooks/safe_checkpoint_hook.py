@@ -28,9 +28,9 @@ class SafeCheckpointHook(CheckpointHook):
         mmengine saves the regular checkpoint again when a validation finds a new best score,
         so that it records that best (``best_score``, ``best_ckpt``), but only once this
         process has saved one: after a resume, the first validation's new best (the one
-        repeated first, or one before the next regular save) left the checkpoint on disk with
-        the old best, and a run resumed from it later replaced the best checkpoint by a worse
-        one."""
+        repeated first, or one before the next regular save) would leave the checkpoint on disk
+        with the previous best, and a run resumed from it later would replace the best
+        checkpoint by a worse one."""
         super().before_train(runner)
         last = runner.message_hub.get_info('last_ckpt')
         if self.last_ckpt is None and last is not None:

@@ -4,7 +4,7 @@ declares.
 mmengine's ``DefaultOptimWrapperConstructor`` exempts norms, biases and 1-D parameters through
 the config's ``norm_decay_mult`` / ``bias_decay_mult`` / ``flat_decay_mult``, and anything else
 only through ``custom_keys``: fragments of parameter names, a central list that must know every
-backbone's names. A backbone named otherwise was decayed without a word (timm's Swin-V2 through
+backbone's names. A backbone named otherwise would be decayed without a word (timm's Swin-V2 through
 ``TimmBackbone``: its ``attn.cpb_mlp`` and ``attn.logit_scale``). This constructor asks the
 model instead, as fine-tuning's layer-decay constructor does: what its backbone names in
 ``no_weight_decay_names()`` (position embeddings, class tokens, relative-position tables) and

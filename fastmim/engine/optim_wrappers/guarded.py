@@ -81,8 +81,8 @@ class NonFiniteGuardMixin:
                 or not isinstance(max_consecutive_skips, int) or max_consecutive_skips < 1):
             raise ValueError(f'optim_wrapper.max_consecutive_skips must be a whole number >= 1 '
                              f'or None (never stop), got {max_consecutive_skips!r}')
-        # mmengine asserts > 0 only: 0 was a bare AssertionError, and 1.5 trained without a
-        # word, dividing each loss by 1.5 and stepping at every third iteration.
+        # mmengine asserts > 0 only: 0 would be a bare AssertionError, and 1.5 would train
+        # without a word, dividing each loss by 1.5 and stepping at every third iteration.
         counts = kwargs.get('accumulative_counts', 1)
         if isinstance(counts, bool) or not isinstance(counts, int) or counts < 1:
             raise ValueError(f'optim_wrapper.accumulative_counts must be a whole number >= 1 '
@@ -274,7 +274,7 @@ class AutocastOptimWrapper(NonFiniteGuardMixin, OptimWrapper):
 
     @staticmethod
     def _checked_dtype(dtype):
-        """The torch dtype to autocast in. A name torch lacks (``'fp16'``) was an
+        """The torch dtype to autocast in. A name torch lacks (``'fp16'``) would be an
         AttributeError, and float16 on the CPU mmengine's bare AssertionError at the first
         iteration (its CPU autocast takes bfloat16 only): both are named where it is built."""
         cast = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
