@@ -184,7 +184,7 @@ def _backbone_hint(loaded, model: nn.Module) -> str:
 def _parts_hint(state: dict, model: nn.Module, name: str) -> str:
     """A line naming the top-level parts the checkpoint holds and the model has not: a
     checkpoint of another kind of model (pre-training's neck and mask token given to a kNN
-    or classifier config), whose list of unexpected keys said nothing of what to use."""
+    or classifier config), whose list of unexpected keys alone says nothing of what to use."""
     own = model.state_dict()
     extra = modules_without_weights(state, own)
     if not extra:

@@ -173,8 +173,8 @@ def apply_launch_args(cfg, args):
 def check_output_file(path, flag='--out', folders_made=False):
     """Refuse an output path that cannot be written, before the work that produces it: the
     analysis tools and converters write their file last, after minutes of measuring or
-    training, and a missing folder or a folder given as the file then failed only there (or,
-    for torch's profiler trace, not at all: it only logs). ``folders_made``: the writer makes
+    training, and a missing folder or a folder given as the file would then fail only there
+    (or, for torch's profiler trace, not at all: it only logs). ``folders_made``: the writer makes
     missing folders (fastmim's atomic writes do), so only a file in the way is refused."""
     folder = osp.dirname(osp.abspath(path))
     blocked = file_in_the_way(folder)
@@ -297,8 +297,8 @@ PEER_GONE = ('Connection closed by peer', 'Connection reset by peer')
 
 def _a_peer_ended(error: BaseException) -> bool:
     """Whether ``error`` is a collective failing because another process of the job ended.
-    Each of the others printed a 50-line traceback of it, below the line of the process that
-    failed, and the work dir's log ended without a word of why."""
+    Each of the others would print a 50-line traceback of it, below the line of the process
+    that failed, and the work dir's log would end without a word of why."""
     if not (torch_dist.is_available() and torch_dist.is_initialized()
             and torch_dist.get_world_size() > 1):
         return False
@@ -320,7 +320,7 @@ def _interrupted_inside(error: BaseException) -> bool:
 
 def _report_interruption(interrupted_hint: str) -> None:
     """The Ctrl-C line and status. Ctrl-C reaches every process of a node: the first one
-    prints it (torchrun's processes printed it once each), every one logs it."""
+    prints it (otherwise torchrun's processes would print it once each), every one logs it."""
     line = 'interrupted (Ctrl-C)' + (f'; {interrupted_hint}' if interrupted_hint else '')
     if launched_local_rank() == 0:
         print(line, file=sys.stderr)

@@ -42,7 +42,7 @@ class CheckSegMap(BaseTransform):
 
     Two things are checked on the files themselves (local ones), since the loaded arrays no
     longer show them: a label map that is not 8-bit (mmseg casts it to uint8, so a value of
-    300 became class 43, and a float 2.7 class 2, without a word), and an image with an EXIF
+    300 would become class 43, and a float 2.7 class 2, without a word), and an image with an EXIF
     orientation (mmcv loads it turned upright, its label map as stored: they need not line
     up). Each file passes these once per process, not on every load (:class:`FilesFoundFine`);
     a file they refuse is refused on every load."""

@@ -69,7 +69,7 @@ def find_images(folder: str, extensions: Sequence[str],
 
     Symlinked folders are followed (a class stored on another disk), but one that is a folder
     already walked raises: ``os.walk`` follows a link back to a parent until the path is too
-    long, which listed every image below it about 40 times over, without a word. ``walked``
+    long, which would list every image below it about 40 times over, without a word. ``walked``
     (real path -> path walked) carries that record from one call to the next, so that the
     class folders of a tree are checked against each other. A folder that cannot be listed
     raises its ``OSError`` (naming it), which ``os.walk`` would skip.
@@ -197,7 +197,7 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
     def _warn_other_images(self) -> None:
         """Image files of formats PIL decodes but the extensions leave out (``.jfif``,
         ``.jpe``, ``.gif``): not used, as torchvision leaves them out, but named once, since
-        a folder of 4 .jpg and 4 .jfif photos listed 4 without a word."""
+        a folder of 4 .jpg and 4 .jfif photos would otherwise list 4 without a word."""
         others = self._other_images[1] if self._other_images is not None else []
         if not others:
             return
@@ -333,7 +333,7 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
         sorted order (its ImageNet names the wnid folders 'tench', ...): they may name the
         folders, or be other names for display. mmpretrain asserts only their count, and
         labels by sorted folder whatever the names say, so the folder names in another order,
-        or some folder names and some others, named classes wrongly without a word: those are
+        or some folder names and some others, would name classes wrongly without a word: those are
         refused, naming both lists (the labels cannot follow the names: a checkpoint trained
         with mmpretrain numbers the classes by sorted folder).
         """

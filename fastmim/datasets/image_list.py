@@ -22,7 +22,7 @@ CSV_LABEL = re.compile(r'(?<!\d)[,;][ \t]*\d*$')
 def line_number_at(raw: bytes, offset: int) -> int:
     """The line of the list that holds byte ``offset``, line ends counted as the lines are read
     (universal newlines: ``\\r\\n``, ``\\n`` and a lone ``\\r``, old Mac OS's). Counting
-    ``\\n`` only put every line of a CR-ended list on line 1."""
+    ``\\n`` only would put every line of a CR-ended list on line 1."""
     head = raw[:offset]
     return head.count(b'\n') + head.count(b'\r') - head.count(b'\r\n') + 1
 

@@ -19,7 +19,8 @@ from fastmim.errors import LaunchError
 
 def _check_config_package(config: str) -> None:
     """The package of ``'<package>::<path>'`` must be one whose configs mmengine reads: a
-    misspelt one ('fastmin::') failed on an assertion of mmengine, a traceback in the tools."""
+    misspelt one ('fastmin::') would fail on an assertion of mmengine, a traceback in the
+    tools."""
     from mmengine.config.utils import MODULE2PACKAGE
     package = config.split('::', 1)[0]
     if package not in MODULE2PACKAGE:
@@ -111,9 +112,10 @@ def _refuse_what_no_class_takes(tree, cfg_options, path, default_scope):
 def _open_unset_settings(cfg, cfg_options):
     """Make a setting the config leaves ``None`` an empty dict where ``--cfg-options`` sets a
     key below it: ``optim_wrapper.clip_grad.max_norm=3`` (the recipes set ``clip_grad=None``;
-    the guarded wrappers' errors advise clipping) failed in mmengine's merge ('cannot inherit
-    from base because clip_grad is a dict in the child config but is of type NoneType'), and a
-    whole dict is refused on the command line, so the setting could not be turned on there."""
+    the guarded wrappers' errors advise clipping) would fail in mmengine's merge ('cannot
+    inherit from base because clip_grad is a dict in the child config but is of type
+    NoneType'), and a whole dict is refused on the command line, so the setting could not be
+    turned on there."""
     for key in cfg_options:
         node = cfg._cfg_dict
         for part in key.split('.')[:-1]:
@@ -177,8 +179,8 @@ def _is_number(value):
 
 def _refuse_dict_values(cfg_options, path):
     """mmengine's ``DictAction`` parses lists and tuples but keeps a dict as the string typed
-    (``model.backbone={'type': ...}``), which reached the module builder as ``cfg should be a
-    dict ... got <class 'str'>``, naming no key."""
+    (``model.backbone={'type': ...}``), which would reach the module builder as ``cfg should be
+    a dict ... got <class 'str'>``, naming no key."""
     for key, value in cfg_options.items():
         if isinstance(value, str) and value.lstrip().startswith(('{', 'dict(')):
             raise LaunchError(
@@ -244,8 +246,8 @@ def follow_key(tree, key):
 
 def _refuse_text_for_numbers(tree, cfg_options, path):
     """A number or a flag of the config (``tree``, plain) given a word on the command line
-    (``model.mask_ratio=abc``, ``optim_wrapper.optimizer.lr=1e-3x``) reached the module as a
-    string and failed inside it with an interpreter TypeError ('<' not supported between
+    (``model.mask_ratio=abc``, ``optim_wrapper.optimizer.lr=1e-3x``) would reach the module as
+    a string and fail inside it with an interpreter TypeError ('<' not supported between
     'str' and 'float'), naming neither the key nor the value."""
     for key, value in cfg_options.items():
         current, followed = follow_key(tree, key)
@@ -258,8 +260,8 @@ def _refuse_text_for_numbers(tree, cfg_options, path):
 
 def _warn_lists_for_numbers(tree, cfg_options, path):
     """mmengine reads ``model.mask_ratio=0,75`` (a decimal comma) as the list ``[0, 75]``; it
-    reached the module and failed there in an interpreter TypeError ('<' not supported between
-    'int' and 'list'). A warning, not a refusal: some numbers of a config may be given as a
+    would reach the module and fail there in an interpreter TypeError ('<' not supported
+    between 'int' and 'list'). A warning, not a refusal: some numbers of a config may be given as a
     sequence (a crop ``size=224`` as ``224,160``, a jitter factor as a range)."""
     for key, value in cfg_options.items():
         current, followed = follow_key(tree, key)

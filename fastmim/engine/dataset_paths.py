@@ -175,9 +175,9 @@ OWN_FILE_METRICS = ('CocoMetric', )
 def check_evaluator_files(cfg, splits):
     """Raise :class:`LaunchError` when a COCO metric reads another annotation file than the
     dataset it evaluates. mmdet's ``CocoMetric`` scores the images and ground truth of its own
-    ``ann_file``: a test set changed in ``test_dataloader.dataset.ann_file`` alone ended after
-    the whole inference in 'Results do not correspond to current coco set', or, where the image
-    ids overlap, scored the wrong ground truth without a word. Call it after the paths are
+    ``ann_file``: a test set changed in ``test_dataloader.dataset.ann_file`` alone would end
+    after the whole inference in 'Results do not correspond to current coco set', or, where the
+    image ids overlap, score the wrong ground truth without a word. Call it after the paths are
     known to exist."""
     for split in splits:
         evaluator = cfg.get(f'{split}_evaluator')

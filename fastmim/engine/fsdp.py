@@ -33,13 +33,13 @@ class FullShapeFSDPStrategy(FSDPStrategy):
     mmengine builds the optimiser after wrapping the model, when FSDP1 has replaced every
     parameter by a 1-D view of its shard. The optimiser constructors tell a bias, a norm or a
     flat parameter (``flat_decay_mult``, the layer-decay constructor's no-decay rule) by
-    ``param.ndim == 1``, so every weight matrix lost its weight decay, without a word, and FSDP
-    trained another model than DDP. The constructor runs here inside torch's
+    ``param.ndim == 1``, so every weight matrix would lose its weight decay, without a word, and
+    FSDP would train another model than DDP. The constructor runs here inside torch's
     ``summon_full_params``, which shows the parameters whole: the groups are DDP's, and the
     optimiser keeps the same parameter objects, which FSDP (``use_orig_params=True``) points
     back at their shards afterwards.
 
-    ``--resume`` failed in mmengine's ``load_optim_state_dict`` ('unhashable type: dict' in
+    ``--resume`` would fail in mmengine's ``load_optim_state_dict`` ('unhashable type: dict' in
     torch's FSDP): it passes the state, the model and the optimiser in the order of torch
     before 2.1, which takes the model first; they are passed by name here. The optimiser
     wrapper's ``base_param_settings`` (the ``base_lr`` the log shows and the schedulers step),
@@ -93,9 +93,9 @@ class FlexibleRunnerKeepingPosition(FlexibleRunner):
     caller gives in ``meta``, as mmengine's ``Runner`` does (``setdefault``).
 
     ``FlexibleRunner`` overwrites them with its own count of whole epochs, so the checkpoint
-    that ``PreemptionHook`` writes inside an epoch recorded the epoch as finished and one
-    iteration less: the resumed run skipped the rest of that epoch (a preemption at iteration
-    11 of 2-iteration epochs ended a 14-iteration run after 12)."""
+    that ``PreemptionHook`` writes inside an epoch would record the epoch as finished and one
+    iteration less: the resumed run would skip the rest of that epoch (a preemption at
+    iteration 11 of 2-iteration epochs would end a 14-iteration run after 12)."""
 
     def save_checkpoint(self, out_dir, filename, file_client_args=None, save_optimizer=True,
                         save_param_scheduler=True, meta=None, by_epoch=True,

@@ -65,8 +65,8 @@ def newest_recorded(work_dir, use='resuming from'):
 
     mmengine finds a run's checkpoint through ``last_checkpoint`` alone: with that file
     deleted (a scratch purge), or not copied or restored with the checkpoints, ``--resume``
-    started the run from scratch and overwrote them, and a SLURM requeue retrained every epoch
-    without a word. The checkpoint taken is logged as a warning with ``use``, and so are the
+    would start the run from scratch and overwrite them, and a SLURM requeue would retrain
+    every epoch without a word. The checkpoint taken is logged as a warning with ``use``, and so are the
     files skipped as unreadable (cut off, corrupt); a work dir whose checkpoints are all
     unreadable is refused rather than trained over. The recorded iteration, not the name or the
     time of the file, orders them: ``epoch_3.pth`` can be newer than ``iter_9.pth``, and a copy

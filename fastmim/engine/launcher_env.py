@@ -18,8 +18,8 @@ REQUIRED_ENV = {
 def check_launcher_env(launcher):
     """Fail early, naming the missing variables, when a launcher's environment is absent, and
     when a process that torchrun started as one of several is told ``--launcher none``: each
-    then trained the whole run alone and they overwrote each other's checkpoints in the same
-    work dir, without a word (``torchrun ... tools/train.py CONFIG`` without the flag)."""
+    would then train the whole run alone and they would overwrite each other's checkpoints in
+    the same work dir, without a word (``torchrun ... tools/train.py CONFIG`` without the flag)."""
     if launcher == 'none':
         world_size = os.environ.get('WORLD_SIZE', '1')
         if 'RANK' in os.environ and world_size.isdigit() and int(world_size) > 1:
@@ -40,8 +40,8 @@ def check_launcher_env(launcher):
 def console_errors_only_beyond_rank_zero(launcher):
     """On every process but the first, show only errors on the console from now on, as
     mmengine's Runner logger does once it is built: the warnings of the config checks (an added
-    ``--cfg-options`` key, a schedule shorter than its warmup) came before it, once per process,
-    so eight times from an 8-GPU ``tools/dist_train.sh``. The log file is the Runner's; it is
+    ``--cfg-options`` key, a schedule shorter than its warmup) come before it, once per
+    process, so they would show eight times from an 8-GPU ``tools/dist_train.sh``. The log file is the Runner's; it is
     not affected."""
     if launched_rank(launcher) == 0:
         return

@@ -396,8 +396,8 @@ ADVANCE_WARNING = 'Advance dataloader '
 class DropAdvanceWarning(logging.Filter):
     """Drops mmengine's "Advance dataloader N steps to skip data that has already been
     trained": the steps it draws are :class:`_SkippedBatches`' ``None``, nothing is loaded or
-    skipped by them (the sampler starts behind the trained samples), and the line read as a
-    second skip after the loop's own."""
+    skipped by them (the sampler starts behind the trained samples), and the line would read
+    as a second skip after the loop's own."""
 
     def filter(self, record):
         return not str(record.getMessage()).startswith(ADVANCE_WARNING)
@@ -440,11 +440,11 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
     checkpoint's. With another sampler, or a ``batch_sampler``, it skips as mmengine does.
 
     mmengine's loop creates its batch iterator, and so starts the workers, in ``__init__``,
-    before any hook has run: workers that missed what hooks set up for them in
+    before any hook has run: such workers would miss what hooks set up for them in
     ``before_train_epoch`` (``PreemptionHook`` makes them survive the SIGTERM SLURM sends to
-    every process of a job: they died on it, and training stopped with "DataLoader worker ...
-    killed by signal: Terminated" instead of saving), and a resume that moved the sampler's
-    start needed a second iterator. Here the iterator is created when the first batch is
+    every process of a job: without it they die on it, and training stops with "DataLoader
+    worker ... killed by signal: Terminated" instead of saving), and a resume that moves the
+    sampler's start would need a second iterator. Here the iterator is created when the first batch is
     drawn, after those hooks.
     """
 

@@ -1,7 +1,7 @@
 """Fail before training when mmcv's compiled ops cannot run on the GPU.
 
 An mmcv wheel built on a machine without a GPU holds its ops for the CPU only (a shared
-``~/.cache`` carries such a wheel from a login node to the GPU nodes; ``tools/build_mmcv.sh`` now
+``~/.cache`` carries such a wheel from a login node to the GPU nodes; ``tools/build_mmcv.sh``
 names the flavour in the cache key). On a GPU, Mask R-CNN then stops inside RoIAlign at the
 first iteration, after the data, the model and the checkpoints have been loaded. One tiny
 RoIAlign and one NMS on the device find that out in a second, before anything is written.

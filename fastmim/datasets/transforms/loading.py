@@ -72,7 +72,7 @@ def why_unreadable(path: str) -> Optional[str]:
 def unreadable_images_raised() -> Iterator[None]:
     """Within it an unreadable file is counted and its reason kept (:func:`why_unreadable`),
     but not reported as skipped: for an evaluation set, which raises an error naming the file
-    instead (a warning 'skipped' right before it said the opposite)."""
+    instead (a warning 'skipped' right before it would say the opposite)."""
     global _unreadable_images_raised
     _unreadable_images_raised += 1
     try:

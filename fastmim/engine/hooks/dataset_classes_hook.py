@@ -8,10 +8,10 @@ and validates without a word, on labels that mean different classes in each spli
 fewer outputs than the dataset has classes fails only at the first batch; one with more trains
 outputs that no image is labelled with. A ``BatchNorm1d`` (the linear probe's head) cannot
 normalise a batch of one in training: with ``drop_last=False`` and a dataset that leaves one
-image over, the run stopped at the end of its first epoch, after a whole epoch of work. A val
-split with a class that the train split has no image of (a list file, a train subset) trained
-and validated without a word too, its top-1 capped by the images no model can get right. A
-classifier fine-tuned on a train split of one class reported loss 0 and top-1 100.
+image over, the run would stop at the end of its first epoch, after a whole epoch of work. A
+val split with a class that the train split has no image of (a list file, a train subset) would
+train and validate without a word too, its top-1 capped by the images no model can get right.
+A classifier fine-tuned on a train split of one class would report loss 0 and top-1 100.
 """
 import unicodedata
 import warnings

@@ -501,8 +501,8 @@ def _delete_preemption_checkpoint(runner, path: str) -> None:
 def _put_back_training_weights(runner) -> None:
     """mmengine's ``EMAHook`` puts the averaged weights into the model for a validation and the
     trained ones back after it (``after_val_epoch``, which takes no metrics). A validation
-    stopped in between must put them back before the checkpoint is saved: it held the two
-    swapped, and the resumed run trained on the average."""
+    stopped in between must put them back before the checkpoint is saved, or it would hold
+    the two swapped, and the resumed run would train on the average."""
     for hook in runner.hooks:
         if isinstance(hook, EMAHook):
             hook.after_val_epoch(runner)
