@@ -53,8 +53,8 @@ ARCH_ENTRY = re.compile(r'\d+\.\d+[a-z]?(\+PTX)?|[A-Z][a-z]+(\+[A-Z][a-z]+)?')
 def arch_list(env=os.environ):
     """The ``TORCH_CUDA_ARCH_LIST`` to build for, normalised to ``;``-separated entries.
 
-    An entry not in a form torch takes is refused here, in one line: it was passed to mmcv's
-    build, which failed in torch or nvcc well into it."""
+    An entry not in a form torch takes is refused here, in one line: passed to mmcv's build,
+    it would fail in torch or nvcc well into it."""
     value = env.get('TORCH_CUDA_ARCH_LIST', '').strip()
     if value:
         entries = re.split(r'[;\s]+', value)

@@ -66,9 +66,9 @@ def restore_config_dump(path, earlier, runner):
     """Put back the ``earlier`` content of ``path``, ``work_dir/<config name>``, where
     mmengine's Runner writes the config it runs. The default work dir of a test is that of the
     training run whose checkpoint it tests (the config's ``work_dir``, else
-    ``work_dirs/<config name>``), so the record of how the checkpoints were trained was
+    ``work_dirs/<config name>``), so the record of how the checkpoints were trained would be
     replaced by the test's config (its ``load_from``, ``--cfg-options``), even by a test whose
-    checkpoint was then refused. The test's config is in its own log. A config an earlier
+    checkpoint is then refused. The test's config is in its own log. A config an earlier
     test wrote (it names the ``CheckpointFitsModelHook`` this tool adds) is replaced, as
     mmengine does: a work dir of tests only (kNN) shows the latest."""
     from mmengine.dist import is_main_process

@@ -2,10 +2,10 @@
 one line where torchrun ends in its own traceback.
 
 torchrun reports a process that failed by raising ``ChildFailedError`` from its agent: after
-the process's own one-line error (``run_cli``) came some 35 lines of the launcher's traceback
-and a failure table that also blamed the ranks it had stopped. A Ctrl-C (or SIGTERM) that
-reached it raised ``SignalException``: a traceback again, and status 1 where a shell reports
-130. A PORT in use by another job was a ``DistNetworkError`` traceback. Here each is one line
+the process's own one-line error (``run_cli``) come some 35 lines of the launcher's traceback
+and a failure table that also blames the ranks it has stopped. A Ctrl-C (or SIGTERM) that
+reaches it raises ``SignalException``: a traceback again, and status 1 where a shell reports
+130. A PORT in use by another job is a ``DistNetworkError`` traceback. Here each is one line
 and the status a shell expects (``128 + signal`` for a signal); ``FASTMIM_DEBUG=1`` keeps
 torchrun's own logging and tracebacks.
 

@@ -84,8 +84,9 @@ def evaluate_targets(results: dict) -> List[dict]:
                                 fastmim['peak_mem_mb'] / simmim['peak_mem_mb'], '<=',
                                 MEMORY_TARGET[1], note=fastmim['peak_mem_kind']))
         # The memory above a baseline is a ratio only where SimMIM's is above it: a small
-        # model's step can peak no higher than the baseline (a ZeroDivisionError after the
-        # whole run, which lost its results), and then the claim is not measured.
+        # model's step can peak no higher than the baseline (the ratio would be a
+        # ZeroDivisionError after the whole run, losing its results), and then the claim is not
+        # measured.
         if fastmim.get('static_mem_mb') is not None and _above_static(simmim) > 0:
             verdicts.append(_target(
                 f'{backbone} peak memory above weights+gradients+AdamW fastmim / simmim',
@@ -167,7 +168,7 @@ def _positive(name, value, minimum=1):
 def check_mae_decoder(mae_decoder: Optional[dict], methods: Sequence[str], backbone: str,
                       arch_override: Optional[dict], config_root: Path) -> None:
     """Build MAE with ``mae_decoder`` on the meta device before anything is measured: a wrong
-    key or value failed only in MAE's process, the last one, as a traceback inside the
+    key or value would fail only in MAE's process, the last one, as a traceback inside the
     parent's. An override for a run that measures no MAE would be ignored, so it is refused."""
     if mae_decoder is None:
         return
@@ -207,7 +208,8 @@ def run_benchmark(backbone: str,
     Every argument is checked, and the recipe built, before anything is measured."""
     compile_mode = _recorded_compile_mode(compile, compile_mode)
     torch_device = resolve_device(device)
-    # None, not 0, means the default: a 0 used to measure at the default size without a word.
+    # None, not 0, means the default: a 0 would measure at the default size without a word,
+    # so 0 is refused (_check_counts).
     matmul_size = default_matmul_size(torch_device) if matmul_size is None else matmul_size
     _check_counts(compile, data_sizes, photo_limit, batch_size=batch_size, iters=iters,
                   warmup=warmup, matmul_size=matmul_size, data_samples=data_samples)
@@ -383,8 +385,8 @@ def _json_dict(text):
 
 
 def check_distinct_outputs(out, plot):
-    """``--out X --plot X`` wrote the results, then replaced them with the plot: the
-    measurement was lost after the whole benchmark. Compared resolved (``./X``, a link)."""
+    """``--out X --plot X`` would write the results, then replace them with the plot: the
+    measurement would be lost after the whole benchmark. Compared resolved (``./X``, a link)."""
     if osp.realpath(out) == osp.realpath(plot):
         raise ValueError(f'--out {out} and --plot {plot} are the same file: the plot would '
                          'replace the results; give two names')

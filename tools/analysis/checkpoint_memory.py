@@ -64,7 +64,7 @@ def build_model(args, with_cp: bool):
 
 def check_model(args) -> None:
     """Build the model on the meta device before starting the two processes: a size the Swin
-    refuses was a child's traceback inside a RuntimeError. The heads are derived, not given,
+    refuses would be a child's traceback inside a RuntimeError. The heads are derived, not given,
     so the error says how. An image smaller than one patch, which the Swin builds for but its
     patch embedding's convolution refuses, is named with the patch size the Swin reports."""
     import torch

@@ -109,8 +109,8 @@ def input_size(cfg, shape):
 
 def check_input_size(model, size, shape):
     """The model's own check of the input size (FastMIM's mask blocks and backbone stride),
-    telling to change ``--shape`` where it gave the size: the error told a user who gave
-    ``--shape`` to change the pipeline's crop size."""
+    telling to change ``--shape`` where it gave the size: the model's own error would tell a
+    user who gave ``--shape`` to change the pipeline's crop size."""
     check = getattr(model, 'check_input_size', None)
     if check is not None:
         check(*size, **({'size_setting': '--shape'} if shape else {}))

@@ -17,7 +17,7 @@ from fastmim.models.targets import PixelTarget
 
 
 def check_decoder(decoder_dim, decoder_depth, decoder_heads, mlp_ratio) -> None:
-    """Refuse a decoder the layers below cannot build, naming the value: a width of 0 was a
+    """Refuse a decoder the layers below cannot build, naming the value: a width of 0 would be a
     ZeroDivisionError in the sin-cos table, heads that do not divide the width timm's bare
     AssertionError."""
     for name, value, minimum in (('decoder_dim', decoder_dim, 1),

@@ -113,9 +113,9 @@ def load_fastmim_recipe(backbone: str, arch_override: Optional[dict] = None,
 def check_recipe_builds(recipe: FastMIMRecipe, backbone: str,
                         arch_override: Optional[dict] = None) -> None:
     """Build the recipe's model on the meta device (no memory, a fraction of a second), so that
-    a wrong ``--arch-override`` is named before anything is measured: it used to fail only in
-    each method's fresh process, as a traceback inside the parent's, after the matmul peak, HOG
-    and data pipeline had been timed."""
+    a wrong ``--arch-override`` is named before anything is measured: otherwise it would fail
+    only in each method's fresh process, as a traceback inside the parent's, after the matmul
+    peak, HOG and data pipeline had been timed."""
     try:
         with torch.device('meta'):
             MODELS.build(recipe.model)

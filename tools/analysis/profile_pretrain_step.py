@@ -47,8 +47,8 @@ def sort_columns():
 
 
 def check_sort(sort):
-    """An unknown ``--sort`` failed after the whole profile, as an AttributeError traceback from
-    inside torch's table."""
+    """Refuse an unknown ``--sort`` before profiling: torch's table would fail on it after the
+    whole profile, as an AttributeError traceback from inside it."""
     columns = sort_columns()
     for alias in ('cuda', 'xpu', 'privateuse1'):
         sort = sort.replace(alias, 'device')

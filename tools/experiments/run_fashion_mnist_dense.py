@@ -83,7 +83,7 @@ def default_docs() -> List[str]:
 
 def train_command(run: Run, canvases: str, checkpoint: str, extra: List[str]) -> List[str]:
     """``--resume``: a stopped run goes on from its checkpoint (exactly: the configs resume bit
-    for bit; it was trained again from the start); with no checkpoint tools/train.py starts
+    for bit; without the flag it would be trained again from the start); with no checkpoint tools/train.py starts
     from scratch. :func:`check_finished_runs` refuses a stopped run of other settings first."""
     options = [f'randomness.seed={run.seed}', *extra]
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -164,8 +164,8 @@ def check_finished_runs(runs: List[Run], canvas_dir: str, canvases: dict,
                         checkpoint: Optional[str], others: List[Run],
                         no_checkpoint: str) -> None:
     """Refuse, in one line, a finished run trained with other settings than these: its mIoU
-    was reported under this command's settings, and the canvases it was trained on were
-    rewritten under it. A stopped run (:func:`study_settings.held_to_settings`) too:
+    would be reported under this command's settings, and the canvases it was trained on would
+    be rewritten under it. A stopped run (:func:`study_settings.held_to_settings`) too:
     ``--resume`` would continue it under this command's settings (the record is rewritten
     before a run starts). ``others``, runs of seeds not asked for, are held to the canvases
     only (they are not reported). Runs of an earlier runner that match get their record.
@@ -329,9 +329,10 @@ def checked_pretraining(pretrain_dir: str, jobs: int):
     """The classification study's pre-training in ``pretrain_dir`` (``study.find_pretraining``),
     refused in one line before the canvases when ``--jobs`` cannot run (or resume) it, or when
     it is another pre-training than the one the finished runs were trained from."""
-    # The checkpoint of the pre-training's end, as study.pretrain reuses it: a stopped one's
-    # iter_N.pth, named in last_checkpoint too, counted as pre-trained here (its sha256 was what
-    # finished runs were held to, and --jobs was left unchecked for the resume it needs).
+    # The checkpoint of the pre-training's end (found.finished), as study.pretrain reuses it,
+    # not a stopped one's iter_N.pth, though last_checkpoint names that too: counted as
+    # pre-trained here, its sha256 would be what finished runs are held to, and --jobs would go
+    # unchecked for the resume it needs.
     found = study.find_pretraining(pretrain_dir)
     checkpoint = found.finished
     if jobs < 1 or (not checkpoint and study.PRETRAIN_BATCH % jobs):

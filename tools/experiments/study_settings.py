@@ -1,7 +1,8 @@
 """Settings records of the Fashion-MNIST studies' runs (both runners): what a run was trained
 with, written next to it before it starts, and the refusal of a finished or stopped run whose
 record differs from the command's. Without them a rerun under other options, or from another
-pre-training, reported the old runs' results as the new command's, or resumed them under it.
+pre-training, would report the earlier runs' results as the new command's, or resume them under
+it.
 
 The runners supply what is theirs: the settings file's name, the weights a run starts from and
 how a difference is said; the reading, comparing and wording of the differences live here.

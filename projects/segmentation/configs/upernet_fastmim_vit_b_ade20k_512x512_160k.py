@@ -80,7 +80,7 @@ val_dataloader = dict(batch_size=1, dataset=dict(type='fastmim.CheckedADE20KData
 test_dataloader = val_dataloader
 
 # mmseg's schedule_160k names a top-level SGD (lr 0.01) that training ignores; the work dir's
-# config copy showed it beside the AdamW below, the one that trains.
+# config copy would show it beside the AdamW below, the one that trains.
 optimizer = None
 optim_wrapper = dict(
     _delete_=True,
