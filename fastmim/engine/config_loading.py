@@ -50,9 +50,9 @@ def load_config(path, cfg_options=None):
     apply ``--cfg-options``: a missing file is one error naming it (a missing ``_base_``
     file with the config that names it),
     a config that is no valid Python one naming the file and line, and a key the config
-    lacks is added with a warning (:func:`added_keys`), as is a pipeline variable that no
-    longer is the pipeline that runs (:func:`warn_unused_pipelines`), a progressive-resolution
-    stages variable the hook no longer runs (:func:`warn_unused_stages`), a schedule that does
+    lacks is added with a warning (:func:`added_keys`), as is a pipeline variable that is not
+    the pipeline that runs (:func:`warn_unused_pipelines`), a progressive-resolution stages
+    variable the hook does not run (:func:`warn_unused_stages`), a schedule that does
     not span the training (:func:`warn_schedule_length`) and pipelines that feed another input
     size than the backbone is built for (:func:`warn_input_size_mismatch`); a training length
     or seed no run can use is refused (:func:`_refuse_unusable_counts`), as is a key added
