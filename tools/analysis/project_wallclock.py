@@ -36,13 +36,10 @@ nothing. That is an assumption, not a measurement; ``--scaling-efficiency`` disc
 import argparse
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
-
-from fastmim.engine.config_loading import load_config
-from fastmim.cli import add_debug_arg, positive_int
-from fastmim.registry import type_name
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / 'configs' / 'fastmim' / 'vit_b_hog_800e.py'
@@ -100,8 +97,9 @@ def _config_value(cfg, config: Path, key: str):
 def check_one_stage(cfg, config: Path) -> None:
     """Refuse a FastMIM-P config: its ``ProgressiveResolutionHook`` trains stages at other
     input sizes and per-GPU batches than ``train_dataloader``'s, and one measured rate cannot
-    stand for them; the projection used to take the first stage's batch for every epoch and the
-    measured size for every stage, without a word."""
+    stand for them: a projection of its schedule would take the first stage's batch for every
+    epoch and the measured size for every stage."""
+    from fastmim.registry import type_name
     stages = [hook.get('stages') for hook in cfg.get('custom_hooks') or []
               if type_name(hook) == 'ProgressiveResolutionHook']
     if stages:
@@ -116,6 +114,7 @@ def read_schedule(config: Path, gpus: Optional[int] = None,
     ``train_dataloader.batch_size`` and, unless ``gpus`` is given, the GPUs from the recipe's
     total batch (``auto_scale_lr.base_batch_size``, the batch its learning rate is for) over
     the per-GPU batch."""
+    from fastmim.engine.config_loading import load_config
     config = Path(config)
     cfg = load_config(str(config))
     check_one_stage(cfg, config)
@@ -305,6 +304,7 @@ def _rate_text(images_per_s: float) -> str:
 
 
 def parse_args(argv):
+    from fastmim.cli import add_debug_arg, positive_int
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('results', nargs='*', type=Path,
                         help='benchmark_pretrain.py and/or train_speed.py pretrain JSON files')
@@ -346,5 +346,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    sys.path.insert(0, str(ROOT / 'tools'))
+    from early_checks import refuse_a_missing_config  # imports no fastmim
+    refuse_a_missing_config(sys.argv[1:], flags=['--config'], first=False)
     from fastmim.cli import run_cli
     run_cli(main)

@@ -23,9 +23,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import psutil
-
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
 MIB = 2**20
@@ -62,6 +59,7 @@ def memory_of(process):
 
 
 def make_hook(total_iters, every, samples):
+    import psutil
     from mmengine.hooks import Hook
 
     class MemorySamplerHook(Hook):
@@ -99,6 +97,7 @@ def write_list_file(size, folder):
 
 def growth_per_1000_iters(samples, key):
     """Least-squares slope of memory (MiB) against iterations over the second half."""
+    import numpy as np
     half = samples[len(samples) // 2:]
     if len(half) < 2:
         return None
@@ -201,6 +200,9 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+    sys.path.insert(0, str(REPO / 'tools'))
+    from early_checks import refuse_a_missing_config  # imports no fastmim
+    refuse_a_missing_config(sys.argv[1:])
     sys.path.insert(0, str(REPO))
     from fastmim.cli import run_cli  # a missing config in one line, not a traceback
     run_cli(main)

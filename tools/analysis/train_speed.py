@@ -33,8 +33,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fastmim.cli import CfgOptionsAction, add_debug_arg, check_output_file, positive_int
-
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {
     'detection': 'projects/detection/configs/mask_rcnn_fastmim_swin_b_fpn_3x_coco.py',
@@ -198,6 +196,7 @@ def non_negative_int(text):
 
 
 def parse_args(argv):
+    from fastmim.cli import CfgOptionsAction, add_debug_arg, positive_int
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('task', choices=sorted(CONFIGS))
     parser.add_argument('--out', required=True, help='results JSON file')
@@ -237,15 +236,17 @@ def resolve_config(name):
 RUN_FOLDERS = ('data', 'train', 'test')  # what a run writes into its work dir
 
 
-def check_inputs(config, out, work_dir=None):
-    """Refuse a config that is not there, an ``--out`` that cannot be written and a
-    ``--work-dir`` that holds an earlier run before the training run: the result was written
-    only after it, so a folder given as ``--out`` (or a file where its folder goes; a missing
-    folder is made) lost minutes of measurement, and a second run in the same work dir ended
-    in 'File exists' (pretrain's photos) or in a traceback after training (two runs' logs in
+def check_inputs(config, out, work_dir=None, given=None):
+    """Refuse a config that is not there (named as ``given``, the ``--config`` typed, with
+    the close config names), an ``--out`` that cannot be written and a ``--work-dir`` that
+    holds an earlier run before the training run: the result is written only after it, so a
+    folder given as ``--out`` (or a file where its folder goes; a missing folder is made)
+    would lose minutes of measurement, and a second run in the same work dir would end in
+    'File exists' (pretrain's photos) or in a traceback after training (two runs' logs in
     ``train/``)."""
-    if not osp.isfile(config):
-        raise FileNotFoundError(f'config file not found: {config}')
+    from fastmim.cli import check_output_file
+    from fastmim.config_file import check_config_file
+    check_config_file(config, given=given)  # what tools/early_checks.py checks before imports
     check_output_file(out, '--out', folders_made=True)  # the atomic write makes it
     earlier = [name for name in RUN_FOLDERS if work_dir and osp.exists(osp.join(work_dir, name))]
     if earlier:
@@ -260,7 +261,7 @@ def main(argv=None):
 
     config_name = args.config or CONFIGS[args.task]
     config = resolve_config(config_name)
-    check_inputs(config, args.out, args.work_dir)
+    check_inputs(config, args.out, args.work_dir, given=config_name)
     as_cfg_options = load_downstream_data().as_cfg_options
     cfg = load_config(config, args.cfg_options)
     batch_size = cfg.train_dataloader.batch_size
@@ -306,5 +307,10 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+    sys.path.insert(0, str(ROOT / 'tools'))
+    from early_checks import refuse_a_missing_config  # imports no fastmim
+    # The config is --config's, looked up as main looks it up, reported as check_inputs raises it.
+    refuse_a_missing_config(sys.argv[1:], flags=['--config'], first=False,
+                            locate=resolve_config, reported_as=None)
     from fastmim.cli import run_cli
     run_cli(main)

@@ -493,6 +493,11 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    from early_checks import refuse_a_missing_config  # imports no fastmim
+    # Every config typed is checked, also one of a stage this task does not run: a mistake.
+    refuse_a_missing_config(sys.argv[1:], flags=['--finetune-config', '--det-config',
+                                                 '--seg-config'], first=False)
     sys.path.insert(0, ROOT)
     from fastmim.cli import run_cli
     run_cli(main)

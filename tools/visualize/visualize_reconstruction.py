@@ -16,6 +16,7 @@ The same from Python: ``fastmim.apis.get_model`` and ``fastmim.apis.reconstruct`
 """
 import argparse
 import os.path as osp
+import sys
 
 
 def parse_args(argv):
@@ -137,5 +138,9 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/
+    from early_checks import refuse_a_missing_config  # imports no fastmim
+    # Reported as get_model reports it after the imports: FileNotFoundError.
+    refuse_a_missing_config(sys.argv[1:], reported_as=None)
     from fastmim.cli import run_cli
     run_cli(main)
