@@ -3,7 +3,7 @@ cluster's shared file system): the config files of the command line, and (``tool
 whether ``--resume``'s file holds anything to resume.
 
 A mistyped config path (``configs/fastmim/vit_b_hog_80e.py``) is a line that takes no import to
-write; after the imports it came some 9 s late on a busy 2-core machine. The check is fastmim's
+write; after the imports it comes some 9 s late on a busy 2-core machine. The check is fastmim's
 own (:func:`fastmim.config_file.check_config_file`, the one ``load_config`` and
 ``fastmim.apis`` run later), loaded from its file without the package, whose ``__init__``
 imports torch. A weights-only file given to ``--resume`` is told from the names in its pickle,
@@ -101,9 +101,10 @@ def flag_value(argv, flag):
 
 def refuse_resuming_weights_only(argv):
     """End the process (status 1) when ``--resume CKPT`` names a file that holds weights only
-    (:func:`holds_weights_only`): a published, converted or exported file. It was refused once
-    the Runner was built, half a minute later, with the log folder and config copy left in
-    the work dir (``ResumeChecksHook``, whose advice this line gives). Only where the flags
+    (:func:`holds_weights_only`): a published, converted or exported file. The full check
+    (``ResumeChecksHook``, whose advice this line gives) refuses it only once the Runner is
+    built, half a minute later, with the log folder and config copy written in the work
+    dir. Only where the flags
     are the whole story (:func:`left_to_the_tool`); a file that is not plainly weights-only
     is left to the full check."""
     checkpoint = None if left_to_the_tool(argv) else flag_value(argv, '--resume')

@@ -1,6 +1,7 @@
 """tools/early_checks.py: the tools refuse a mistyped config, and tools/train.py a weights-only
 file given to --resume, before they import fastmim, mmengine and torch (the imports take seconds
-before the line; --resume's file was refused once the Runner was built, its log folder written)."""
+before the line; the full check of --resume's file runs once the Runner is built, its log
+folder written)."""
 import os
 import subprocess
 import sys

@@ -227,8 +227,8 @@ def _train_speed_measurement(result: dict, path: Path, schedule: Schedule) -> Me
     loader_wait = _field(result, path, 'data_s_per_iter') / result['s_per_iter']
     return Measurement(
         'fastmim', rate,
-        # The precision the run trained in: its --amp flag, which the label showed, is off for
-        # the recipe's own mixed precision (results before 'precision' was recorded: '?').
+        # The precision the run trained in, not its --amp flag, which is off for the recipe's
+        # own mixed precision ('?' for a result that records no precision).
         f"{path.name}: {result.get('device', '?')}, tools/train.py, "
         f"{result.get('precision', '?')}, batch {_field(result, path, 'batch_size')}, "
         f'JPEG loader (waits {100 * loader_wait:.0f}% of an iteration)', end_to_end=True)
@@ -292,7 +292,7 @@ def format_projection(schedule: Schedule, rows: Sequence[Row],
             f'{gpu_hours:.1f} | {published if published is not None else "-"} | '
             f'{f"{published / gpu_hours:.3g}x" if published is not None else "-"} |')
     unknown = sorted({row.measurement.method for row in rows} - set(paper))
-    if paper and unknown:  # a misspelt --rate method lost its comparison without a word
+    if paper and unknown:  # a misspelt --rate method would lose its comparison without a word
         lines += ['', f'No paper figure for {", ".join(unknown)}: the paper reports '
                       f'{", ".join(sorted(paper))} for this recipe.']
     return '\n'.join(lines)

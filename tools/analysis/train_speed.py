@@ -123,9 +123,9 @@ def load_train_tool():
 def training_precision(cfg, amp):
     """The precision tools/train.py trains ``cfg`` in (``'float16 autocast'``, ``'bfloat16
     autocast'`` or ``'float32'``, as benchmark_pretrain.py words it): the config's optimiser
-    wrapper after ``--amp`` and the machine's adaptation, as train.py applies them. The result
-    recorded the ``--amp`` flag, so the pretrain recipe (GuardedAmpOptimWrapper, fp16 without
-    the flag) read as ``"amp": false``."""
+    wrapper after ``--amp`` and the machine's adaptation, as train.py applies them. The
+    ``--amp`` flag alone does not say it: the pretrain recipe (GuardedAmpOptimWrapper) trains
+    in fp16 without the flag."""
     import copy
 
     from fastmim.engine.launch import adapt_to_device
@@ -143,9 +143,9 @@ def training_precision(cfg, amp):
 
 
 def run_tool(script, args):
-    """Run ``tools/<script>`` in the caller's folder, with the repository importable. It ran in
-    the repository, so a relative path in ``--cfg-options`` (``data_root=mydata``,
-    ``load_from=rel.pth``) named a file there, not the one beside the command. The options
+    """Run ``tools/<script>`` in the caller's folder, with the repository importable: a relative
+    path in ``--cfg-options`` (``data_root=mydata``, ``load_from=rel.pth``) names the file
+    beside the command, which a run in the repository would look for there. The options
     cannot be made absolute instead: not every string value is a path, and some paths are
     relative to another (``data_prefix`` to ``data_root``)."""
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
@@ -153,9 +153,10 @@ def run_tool(script, args):
     command = [sys.executable, str(ROOT / 'tools' / script), *args]
     print('+', ' '.join(command), flush=True)
     tool = subprocess.Popen(command, env=env)
-    # A SIGTERM to this process alone (a time limit's, a kill's) ended it at once and left the
-    # tool training on unseen, holding the GPU and writing its checkpoint: pass the signal on
-    # and wait until the tool has stopped (tools/train.py saves and exits at its next iteration).
+    # A SIGTERM to this process alone (a time limit's, a kill's) would end it at once and leave
+    # the tool training on unseen, holding the GPU and writing its checkpoint: pass the signal
+    # on and wait until the tool has stopped (tools/train.py saves and exits at its next
+    # iteration).
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: tool.send_signal(signum))
     try:
         status = tool.wait()
@@ -187,8 +188,8 @@ def summarise(entries, skip, batch_size):
 
 
 def non_negative_int(text):
-    """argparse type of ``--skip``: a negative count sliced the log from its end, so the median
-    was taken over the last iterations only, without a word."""
+    """argparse type of ``--skip``: a negative count would slice the log from its end, taking
+    the median over the last iterations only, without a word."""
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f'must be 0 or more, got {text}')
@@ -228,8 +229,8 @@ def parse_args(argv):
 
 def resolve_config(name):
     """``--config`` relative to the current folder, as the user typed it, else to the
-    repository (``configs/...`` from anywhere): it was only looked up in the repository, so
-    a config of one's own beside the command was 'not found' there."""
+    repository (``configs/...`` from anywhere), so that a config of one's own beside the
+    command is found as well as the repository's."""
     return osp.abspath(name) if osp.isfile(name) else str(ROOT / name)
 
 
@@ -293,8 +294,8 @@ def main(argv=None):
         import torch
         result['device'] = (torch.cuda.get_device_name() if torch.cuda.is_available()
                             else 'cpu')
-    # Replaced atomically: a run killed while writing, or a value JSON cannot hold, left half
-    # a file (or none) in place of an earlier result.
+    # Replaced atomically: a run killed while writing, or a value JSON cannot hold, leaves the
+    # earlier result whole, not half a file (or none).
     from fastmim.engine.checkpoint import AtomicLocalBackend
     AtomicLocalBackend().put_text(json.dumps(result, indent=2), args.out)
     memory = (f'{result["peak_memory_mb"]:.0f} MB' if result['peak_memory_mb'] is not None

@@ -57,9 +57,8 @@ COLUMNS = [('top1', 'top-1'), ('box_ap', 'box AP'), ('mask_ap', 'mask AP'), ('mi
 
 class ExtendOptions(argparse._ExtendAction):
     """Collects a stage's ``KEY=VALUE`` items as given (each stage's tools parse them), and
-    refuses an item without ``KEY=`` under the flag the user typed: it was refused only when
-    the items were first parsed, by a parser of this tool's own whose error named an
-    ``--options`` flag no user had given."""
+    refuses an item without ``KEY=`` under the flag the user typed: the parser of this tool's
+    own that parses the items later would name an ``--options`` flag no user gave."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         for item in values:
@@ -252,8 +251,7 @@ def init_checkpoint_of(options):
 
 def composed_config_sha256(config):
     """SHA-256 of the settings ``config`` composes to, its ``_base_`` files included (an edit of
-    a base config changes a stage's numbers as much as one of the file itself, which alone was
-    hashed). Taken from the settings, not the text, so that a comment or a reformatting does
+    a base config changes a stage's numbers as much as one of the file itself). Taken from the settings, not the text, so that a comment or a reformatting does
     not count as a change."""
     from mmengine.config import Config
     settings = Config.fromfile(config, import_custom_modules=False).to_dict()
@@ -291,7 +289,7 @@ def differences(old, new):
                      f'{describe_file(new_config)}')
     elif 'composed_sha256' in old_config and (old_config['composed_sha256'] !=
                                               new_config.get('composed_sha256')):
-        # (A record from before the settings were hashed compares the file only.)
+        # (A record without composed_sha256 compares the file only.)
         found.append(f'config: {new_config["path"]} is unchanged but composes to other '
                      f'settings than when the stage began (a _base_ file it inherits changed)')
     old_init, new_init = old.get('init_checkpoint', {}), new['init_checkpoint']
@@ -452,8 +450,8 @@ def main(argv):
     from fastmim.engine.checkpoint import check_checkpoint_file, trust_checkpoint
     from fastmim.file_checks import check_work_dir
 
-    # The loader's words: a folder is named with the checkpoints in it, a missing file with the
-    # newest beside it ('not found' was said of a work dir given as CHECKPOINT).
+    # The loader's words: a folder is named with the checkpoints in it (a work dir given as
+    # CHECKPOINT), a missing file with the newest beside it.
     check_checkpoint_file(args.checkpoint)
     pretrain = osp.abspath(args.checkpoint)
     if args.trust_checkpoint:
