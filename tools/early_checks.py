@@ -122,8 +122,10 @@ def holds_weights_only(path):
     """Whether ``path`` is a safetensors file (weights by its format), or a torch file (a zip
     archive, as torch has written since 1.6) whose pickle names none of
     :data:`RUN_STATE_KEYS`. The pickle is read as opcodes (:func:`pickletools.genops`), which
-    runs nothing, and the tensors are not read. False for anything else: no such file, a
-    legacy or unreadable one, ``last_checkpoint`` (the loader's checks say what they say)."""
+    runs nothing, up to the first of those names: a training checkpoint names ``meta`` first
+    and holds long loss histories after it. The tensors are not read. False for anything
+    else: no such file, a legacy or unreadable one, ``last_checkpoint`` (the loader's checks
+    say what they say)."""
     try:
         with open(path, 'rb') as file:
             start = file.read(9)
@@ -136,11 +138,11 @@ def holds_weights_only(path):
                        if name.count('/') == 1 and name.endswith('/data.pkl')]
             if len(pickles) != 1:
                 return False
-            pickled = archive.read(pickles[0])
-        names = {arg for _, arg, _ in pickletools.genops(pickled) if isinstance(arg, str)}
+            with archive.open(pickles[0]) as pickled:
+                return not any(isinstance(arg, str) and arg in RUN_STATE_KEYS
+                               for _, arg, _ in pickletools.genops(pickled))
     except Exception:  # any failure to read leaves the file to the loader's checks
         return False
-    return not names & set(RUN_STATE_KEYS)
 
 
 def is_safetensors_start(start):
