@@ -104,9 +104,8 @@ def refuse_resuming_weights_only(argv):
     (:func:`holds_weights_only`): a published, converted or exported file. The full check
     (``ResumeChecksHook``, whose advice this line gives) refuses it only once the Runner is
     built, half a minute later, with the log folder and config copy written in the work
-    dir. Only where the flags
-    are the whole story (:func:`left_to_the_tool`); a file that is not plainly weights-only
-    is left to the full check."""
+    dir. Only where the flags are the whole story (:func:`left_to_the_tool`); a file that is
+    not plainly weights-only is left to the full check."""
     checkpoint = None if left_to_the_tool(argv) else flag_value(argv, '--resume')
     if checkpoint and holds_weights_only(osp.expanduser(checkpoint)):
         print(f'error: CheckpointError: {checkpoint} holds weights only, without the state of '
