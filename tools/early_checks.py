@@ -1,54 +1,156 @@
-"""What ``tools/train.py``, ``tools/test.py``, ``tools/misc/print_config.py`` and
-``tools/analysis/get_flops.py`` check before they import fastmim, mmengine and torch (seconds;
-more from a cluster's shared file system): the config file of the command line.
+"""What the tools check before they import fastmim, mmengine and torch (seconds; more from a
+cluster's shared file system): the config files of the command line, and (``tools/train.py``)
+whether ``--resume``'s file holds anything to resume.
 
-A mistyped config path (``configs/fastmim/vit_b_hog_80e.py``) was refused only after those
-imports, some 9 s later on a busy 2-core machine, with a line that takes no import to write.
-The check is fastmim's own (:func:`fastmim.config_file.check_config_file`, the one
-``load_config`` runs later), loaded from its file without the package, whose ``__init__`` imports
-torch. Standard library only: a tool imports this module from its own folder.
+A mistyped config path (``configs/fastmim/vit_b_hog_80e.py``) is a line that takes no import to
+write; after the imports it comes some 9 s late on a busy 2-core machine. The check is fastmim's
+own (:func:`fastmim.config_file.check_config_file`, the one ``load_config`` and
+``fastmim.apis`` run later), loaded from its file without the package, whose ``__init__``
+imports torch. A weights-only file given to ``--resume`` is told from the names in its pickle,
+read without unpickling anything; the full check (``ResumeChecksHook``) runs only once the
+Runner is built, its log folder and config copy written. Standard library only: a tool
+imports this module from its own folder.
 """
 import importlib.util
 import os
 import os.path as osp
+import pickletools
 import sys
+import zipfile
 
 # What ends the flags: with one of them the config is left to the tool's own check.
 HELP_FLAGS = ('-h', '--help')
 # Set by a launcher that starts several processes: each would print the same line, where the
 # tool's own check lets the node's first process report it (fastmim.cli.run_cli).
 LAUNCH_FLAGS = ('--launcher', '--local_rank', '--local-rank')
+# The error run_cli names for a config that load_config refuses.
+LAUNCH_ERROR = 'LaunchError'
+# The entries a training checkpoint holds beside the weights (mmengine's Runner.save_checkpoint):
+# the state that --resume continues. A file with none of them holds weights only.
+RUN_STATE_KEYS = ('meta', 'message_hub', 'optimizer')
+# The longest JSON header safetensors reads (its own limit).
+SAFETENSORS_MAX_HEADER = 100_000_000
 
 
-def refuse_a_missing_config(argv):
-    """End the process (status 1) with the line ``run_cli`` prints for the same mistake
-    (``error: LaunchError: config file not found: ...``) when the config of ``argv`` is no
-    config file. Only where the config is known without the tool's parser
-    (:func:`config_of`); otherwise the tool's own check, after its imports, reports it."""
-    config = config_of(argv)
-    config_file = load_config_check() if config is not None else None
+def refuse_a_missing_config(argv, flags=(), first=True, locate=None, reported_as=LAUNCH_ERROR):
+    """End the process (status 1) with the line the tool prints after its imports for the same
+    mistake (``error: LaunchError: config file not found: ...``, with the close config names)
+    when a config of ``argv`` (:func:`configs_of`) is no config file. The tool's own check
+    reports what this one leaves to it.
+
+    ``flags``: the options whose value is a config (``--config``); ``first``: whether the first
+    argument is one (the tool's first positional); ``locate(config)``: the file the tool reads
+    for the config as typed, where that is not the path itself; ``reported_as``: the error
+    type the tool's own check is reported as (``load_config``'s ``LaunchError``), None for the
+    check's own (``FileNotFoundError``, as ``fastmim.apis.get_model`` raises it)."""
+    configs = configs_of(argv, flags, first)
+    config_file = load_config_check() if configs else None
     if config_file is None:
         return
-    try:
-        config_file.check_config_file(config)
-    except (OSError, ValueError) as error:
-        print(f'error: LaunchError: {error}', file=sys.stderr)
-        sys.exit(1)
+    for config in configs:
+        try:
+            config_file.check_config_file(locate(config) if locate else config, given=config)
+        except (OSError, ValueError) as error:
+            print(f'error: {reported_as or type(error).__name__}: {error}', file=sys.stderr)
+            sys.exit(1)
 
 
 def config_of(argv):
-    """The config that argparse will take from ``argv``: the first argument when it is no
-    option, since argparse gives the first argument that is no option to the first positional,
-    the config of every tool that checks here. None where that is not the whole story: a first
-    argument that is an option, a packaged config (``fastmim::...``, which needs mmengine to locate), help
-    asked for (it wins over a wrong config), ``--debug`` (the traceback of the full check),
-    or a launcher's flag (:data:`LAUNCH_FLAGS`)."""
-    if not argv or argv[0].startswith('-') or '::' in argv[0]:
-        return None
+    """The config of a tool whose first positional is its config (:func:`configs_of`)."""
+    configs = configs_of(argv)
+    return configs[0] if configs else None
+
+
+def configs_of(argv, flags=(), first=True):
+    """The configs that argparse will take from ``argv``: (``first``) the first argument when
+    it is no option, since argparse gives it to the first positional, and the value of each
+    of ``flags`` (the last, where one is given twice, as argparse keeps it). None of them where
+    that is not the whole story (:func:`left_to_the_tool`), nor a packaged config
+    (``fastmim::...``, which needs mmengine to locate), nor a first argument that is an
+    option."""
+    if left_to_the_tool(argv):
+        return []
+    configs = [argv[0]] if first and argv and not argv[0].startswith('-') else []
+    configs += [value for value in (flag_value(argv, flag) for flag in flags) if value]
+    return [config for config in configs if '::' not in config]
+
+
+def left_to_the_tool(argv):
+    """Whether the tool's own checks, after its imports, must see ``argv`` first: help asked
+    for (it wins over a wrong config), ``--debug`` or ``FASTMIM_DEBUG=1`` (the traceback of the
+    full check), or a launcher's flag (:data:`LAUNCH_FLAGS`)."""
     flags = {arg.partition('=')[0] for arg in argv if arg.startswith('-')}
-    if flags & {*HELP_FLAGS, *LAUNCH_FLAGS, '--debug'} or os.environ.get('FASTMIM_DEBUG') == '1':
-        return None
-    return argv[0]
+    return bool(flags & {*HELP_FLAGS, *LAUNCH_FLAGS, '--debug'}
+                or os.environ.get('FASTMIM_DEBUG') == '1')
+
+
+def flag_value(argv, flag):
+    """The value argparse gives ``flag`` (``--flag VALUE`` or ``--flag=VALUE``; the last one),
+    or None: also for a flag without a value, or with one that starts with ``-``, which the
+    parser reads its own way. Arguments after ``--`` are no flags."""
+    arguments = argv[:argv.index('--')] if '--' in argv else argv
+    value = None
+    for index, arg in enumerate(arguments):
+        if arg == flag:
+            following = arguments[index + 1:index + 2]
+            value = following[0] if following and not following[0].startswith('-') else None
+        elif arg.startswith(flag + '='):
+            value = arg[len(flag) + 1:]
+    return value
+
+
+def refuse_resuming_weights_only(argv):
+    """End the process (status 1) when ``--resume CKPT`` names a file that holds weights only
+    (:func:`holds_weights_only`): a published, converted or exported file. The full check
+    (``ResumeChecksHook``, whose advice this line gives) refuses it only once the Runner is
+    built, half a minute later, with the log folder and config copy written in the work
+    dir. Only where the flags are the whole story (:func:`left_to_the_tool`); a file that is
+    not plainly weights-only is left to the full check."""
+    checkpoint = None if left_to_the_tool(argv) else flag_value(argv, '--resume')
+    if checkpoint and holds_weights_only(osp.expanduser(checkpoint)):
+        print(f'error: CheckpointError: {checkpoint} holds weights only, without the state of '
+              f'the run that wrote them (no {", ".join(RUN_STATE_KEYS)}): a published, '
+              'converted or exported file. --resume continues a run from that state: resume '
+              "from the run's latest checkpoint (epoch_*/iter_*.pth, or --resume alone), or "
+              'start a new run from these weights with load_from / init_cfg, without --resume',
+              file=sys.stderr)
+        sys.exit(1)
+
+
+def holds_weights_only(path):
+    """Whether ``path`` is a safetensors file (weights by its format), or a torch file (a zip
+    archive, as torch has written since 1.6) whose pickle names none of
+    :data:`RUN_STATE_KEYS`. The pickle is read as opcodes (:func:`pickletools.genops`), which
+    runs nothing, up to the first of those names: a training checkpoint names ``meta`` first
+    and holds long loss histories after it. The tensors are not read. False for anything
+    else: no such file, a legacy or unreadable one, ``last_checkpoint`` (the loader's checks
+    say what they say)."""
+    try:
+        with open(path, 'rb') as file:
+            start = file.read(9)
+        if is_safetensors_start(start):
+            return True
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            pickles = [name for name in archive.namelist()
+                       if name.count('/') == 1 and name.endswith('/data.pkl')]
+            if len(pickles) != 1:
+                return False
+            with archive.open(pickles[0]) as pickled:
+                return not any(isinstance(arg, str) and arg in RUN_STATE_KEYS
+                               for _, arg, _ in pickletools.genops(pickled))
+    except Exception:  # any failure to read leaves the file to the loader's checks
+        return False
+
+
+def is_safetensors_start(start):
+    """Whether ``start`` (a file's first 9 bytes) begins a safetensors file: the length of its
+    JSON header (8 bytes, little-endian), then the header's ``{``, as
+    ``fastmim.engine.checkpoint.is_safetensors_start`` tells it."""
+    if len(start) < 9 or start[8:9] != b'{':
+        return False
+    return 2 <= int.from_bytes(start[:8], 'little') <= SAFETENSORS_MAX_HEADER
 
 
 def load_config_check():

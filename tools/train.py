@@ -333,8 +333,9 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    from early_checks import refuse_a_missing_config  # beside this file; imports no fastmim
+    from early_checks import refuse_a_missing_config, refuse_resuming_weights_only  # no fastmim
     refuse_a_missing_config(sys.argv[1:])
+    refuse_resuming_weights_only(sys.argv[1:])
     record_signals_while_importing()
     from fastmim.cli import RESUME_HINT, run_cli
     run_cli(main, interrupted_hint=RESUME_HINT)

@@ -1,18 +1,40 @@
-"""tools/early_checks.py: tools/train.py, tools/test.py, print_config.py and get_flops.py refuse a
-mistyped config before they import fastmim, mmengine and torch (it took seconds of imports to
-print one line)."""
+"""tools/early_checks.py: the tools refuse a mistyped config, and tools/train.py a weights-only
+file given to --resume, before they import fastmim, mmengine and torch (the imports take seconds
+before the line; the full check of --resume's file runs once the Runner is built, its log
+folder written)."""
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ('torch', 'mmengine', 'fastmim', 'numpy', 'timm')
 MISTYPED = 'configs/fastmim/vit_b_hog_80e.py'
-NOT_FOUND = ('error: LaunchError: config file not found: configs/fastmim/vit_b_hog_80e.py (did '
-             'you mean configs/fastmim/vit_b_hog_800e.py or configs/fastmim/pvtv2_b2_hog_800e.py?)')
+CLOSE = '(did you mean configs/fastmim/vit_b_hog_800e.py or configs/fastmim/pvtv2_b2_hog_800e.py?)'
+NOT_FOUND = f'error: LaunchError: config file not found: {MISTYPED} {CLOSE}'
+# How get_model (visualize_reconstruction.py) and train_speed.py's own check report it.
+FILE_NOT_FOUND = f'error: FileNotFoundError: config file not found: {MISTYPED} {CLOSE}'
+# train_speed.py looks a --config up in the repository too (its resolve_config).
+NOT_FOUND_IN_REPOSITORY = (f'error: FileNotFoundError: {MISTYPED}: config file not found: '
+                           f'{ROOT / MISTYPED} {CLOSE}')
+# A mistyped config, for each tool that takes one: (tool, arguments, the line of its refusal).
+MISTYPED_CONFIGS = [
+    ('train.py', [MISTYPED, '--work-dir', 'w'], NOT_FOUND),
+    ('test.py', [MISTYPED, 'absent.pth'], NOT_FOUND),
+    ('misc/print_config.py', [MISTYPED], NOT_FOUND),
+    ('analysis/get_flops.py', [MISTYPED], NOT_FOUND),
+    ('visualize/visualize_reconstruction.py',
+     [MISTYPED, 'absent.pth', '--embedded', '1', '--out-dir', 'out'], FILE_NOT_FOUND),
+    ('analysis/soak_memory.py', [MISTYPED, '--iters', '4', '--every', '2'], NOT_FOUND),
+    ('analysis/train_speed.py', ['pretrain', '--out', 'r.json', '--config', MISTYPED],
+     NOT_FOUND_IN_REPOSITORY),
+    ('analysis/project_wallclock.py', ['--rate', 'fastmim', '100', 'here', '--config', MISTYPED],
+     NOT_FOUND),
+    ('benchmarks/downstream.py', ['absent.pth', '1', '--det-config', MISTYPED], NOT_FOUND),
+]
 
 
 @pytest.fixture(scope='module')
@@ -33,16 +55,13 @@ def imported_modules(importtime_report):
             if line.startswith('import time:') and '|' in line]
 
 
-@pytest.mark.parametrize('tool, args', [('train.py', [MISTYPED, '--work-dir', 'w']),
-                                        ('test.py', [MISTYPED, 'absent.pth']),
-                                        ('misc/print_config.py', [MISTYPED]),
-                                        ('analysis/get_flops.py', [MISTYPED])])
-def test_a_mistyped_config_is_refused_before_any_heavy_import(tool, args):
+@pytest.mark.parametrize('tool, args, line', MISTYPED_CONFIGS)
+def test_a_mistyped_config_is_refused_before_any_heavy_import(tool, args, line):
     result = run_tool(tool, args, '-X', 'importtime')
 
     assert result.returncode == 1
-    lines = result.stderr.splitlines()
-    assert [line for line in lines if not line.startswith('import time:')] == [NOT_FOUND]
+    printed = result.stderr.splitlines()
+    assert [text for text in printed if not text.startswith('import time:')] == [line]
     imported = imported_modules(result.stderr)
     assert imported and not [name for name in imported if name.partition('.')[0] in HEAVY]
 
@@ -91,3 +110,119 @@ def test_fastmim_debug_leaves_the_config_to_the_full_check(early_checks, monkeyp
 
 def test_an_existing_config_passes(early_checks):
     early_checks.refuse_a_missing_config([str(ROOT / 'configs' / 'knn' / 'vit_b_knn.py')])
+
+
+# Each tool with a mistyped config, as run_cli runs its main in-process after the imports: the
+# tool's own check, whose line the early one must be. {tmp}: the test's folder.
+OWN_CHECKS = [
+    ('visualize/visualize_reconstruction.py',
+     [MISTYPED, 'absent.pth', '--embedded', '1', '--out-dir', '{tmp}/out']),
+    ('analysis/soak_memory.py', [MISTYPED, '--iters', '4', '--every', '2']),
+    ('analysis/train_speed.py', ['pretrain', '--out', '{tmp}/r.json', '--config', MISTYPED]),
+    ('analysis/project_wallclock.py', ['--rate', 'fastmim', '100', 'here', '--config', MISTYPED]),
+    # The checkpoint is read before the configs: weights under --backbone.
+    ('benchmarks/downstream.py', ['{tmp}/pretrain.pth', '1', '--backbone', 'VisionTransformer',
+                                  '--work-dir', '{tmp}/work', '--det-config', MISTYPED]),
+]
+
+
+@pytest.mark.parametrize('tool, args', OWN_CHECKS)
+def test_the_early_line_is_the_line_of_the_tools_own_check(tool, args, tmp_path, load_script,
+                                                           capsys, monkeypatch):
+    from fastmim.cli import run_cli
+    torch.save({'blocks.0.norm1.weight': torch.ones(2)}, tmp_path / 'pretrain.pth')
+    args = [arg.format(tmp=tmp_path) for arg in args]
+    early = run_tool(tool, args)
+    monkeypatch.chdir(ROOT)
+    module = load_script(ROOT / 'tools' / tool)
+    with pytest.raises(SystemExit) as stop:
+        run_cli(module.main, args)
+    assert early.returncode == stop.value.code == 1
+    assert early.stderr.splitlines() == capsys.readouterr().err.splitlines()[-1:]
+
+
+DEMO = 'configs/fastmim/demo_vit_tiny_embedded.py'
+# The demo recipe shrunk to a 2-block ViT, 8 photos, batch 2: 4 iterations an epoch, seconds.
+TINY = [
+    'model.backbone.arch.embed_dim=32', 'model.backbone.arch.depth=2',
+    'model.backbone.arch.num_heads=2', 'model.neck.embed_dim=32', 'model.neck.num_heads=2',
+    'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+    'train_dataloader.persistent_workers=False', 'train_dataloader.dataset.num_samples=8',
+    'default_hooks.checkpoint.interval=1',
+]
+WEIGHTS = {'backbone.patch_embed.projection.weight': torch.zeros(32, 3, 16, 16),
+           'backbone.layers.0.ln1.weight': torch.ones(32)}
+
+
+def save_torch(weights, path):
+    torch.save(weights, path)
+
+
+def save_safetensors(weights, path):
+    from safetensors.torch import save_file
+    save_file(weights, str(path))
+
+
+@pytest.mark.parametrize('name, save, as_given', [
+    ('published.pth', save_torch, lambda path: ['--resume', path]),
+    ('published.pth', save_torch, lambda path: [f'--resume={path}']),
+    ('published.safetensors', save_safetensors, lambda path: ['--resume', path]),
+    # mmengine's layout without the run: weights under state_dict, nothing beside them
+    ('exported.pth', lambda weights, path: save_torch({'state_dict': weights}, path),
+     lambda path: ['--resume', path])])
+def test_a_weights_only_file_given_to_resume_is_refused_before_any_heavy_import(
+        tmp_path, name, save, as_given):
+    weights = tmp_path / name
+    save(WEIGHTS, weights)
+    work_dir = tmp_path / 'work'
+    result = run_tool('train.py', [DEMO, '--work-dir', str(work_dir), *as_given(str(weights))],
+                      '-X', 'importtime')
+
+    assert result.returncode == 1
+    printed = [text for text in result.stderr.splitlines() if not text.startswith('import time:')]
+    assert printed == [
+        f'error: CheckpointError: {weights} holds weights only, without the state of the run '
+        'that wrote them (no meta, message_hub, optimizer): a published, converted or exported '
+        "file. --resume continues a run from that state: resume from the run's latest "
+        'checkpoint (epoch_*/iter_*.pth, or --resume alone), or start a new run from these '
+        'weights with load_from / init_cfg, without --resume']
+    imported = imported_modules(result.stderr)
+    assert imported and not [name for name in imported if name.partition('.')[0] in HEAVY]
+    assert not work_dir.exists()
+
+
+@pytest.mark.parametrize('name, write', [
+    # The run's state beside the weights, if only part of it (a best_* checkpoint): the full
+    # check, once the Runner is built, names what it lacks.
+    ('best.pth', lambda path: torch.save({'state_dict': WEIGHTS, 'meta': {'epoch': 1}}, path)),
+    ('legacy.pth', lambda path: torch.save(WEIGHTS, path, _use_new_zipfile_serialization=False)),
+    ('notes.pth', lambda path: path.write_text('weights\n')),
+    ('last_checkpoint', lambda path: path.write_text('/somewhere/epoch_1.pth')),
+    ('absent.pth', lambda path: None)])
+def test_what_is_not_plainly_weights_only_is_left_to_the_full_checks(early_checks, tmp_path,
+                                                                     name, write):
+    path = tmp_path / name
+    write(path)
+    assert not early_checks.holds_weights_only(str(path))
+    early_checks.refuse_resuming_weights_only(['c.py', '--resume', str(path)])
+
+
+def test_a_weights_only_file_is_left_to_the_full_check_under_a_launcher(early_checks, tmp_path):
+    """Every process of the job would print the line; run_cli lets the node's first say it."""
+    torch.save(WEIGHTS, tmp_path / 'published.pth')
+    assert early_checks.holds_weights_only(str(tmp_path / 'published.pth'))
+    early_checks.refuse_resuming_weights_only(
+        ['c.py', '--resume', str(tmp_path / 'published.pth'), '--launcher', 'pytorch'])
+
+
+def test_a_checkpoint_of_a_run_still_resumes(tmp_path):
+    work_dir = tmp_path / 'work'
+    first = run_tool('train.py', [DEMO, '--work-dir', str(work_dir), '--cfg-options',
+                                  'train_cfg.max_epochs=1', *TINY])
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = run_tool('train.py', [DEMO, '--work-dir', str(work_dir), '--resume',
+                                    str(work_dir / 'epoch_1.pth'), '--cfg-options',
+                                    'train_cfg.max_epochs=2', *TINY])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert 'resumed epoch: 1, iter: 4' in resumed.stdout + resumed.stderr
+    assert torch.load(work_dir / 'epoch_2.pth', weights_only=True)['meta']['iter'] == 8

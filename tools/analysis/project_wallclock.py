@@ -36,13 +36,10 @@ nothing. That is an assumption, not a measurement; ``--scaling-efficiency`` disc
 import argparse
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
-
-from fastmim.engine.config_loading import load_config
-from fastmim.cli import add_debug_arg, positive_int
-from fastmim.registry import type_name
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / 'configs' / 'fastmim' / 'vit_b_hog_800e.py'
@@ -100,8 +97,9 @@ def _config_value(cfg, config: Path, key: str):
 def check_one_stage(cfg, config: Path) -> None:
     """Refuse a FastMIM-P config: its ``ProgressiveResolutionHook`` trains stages at other
     input sizes and per-GPU batches than ``train_dataloader``'s, and one measured rate cannot
-    stand for them; the projection used to take the first stage's batch for every epoch and the
-    measured size for every stage, without a word."""
+    stand for them: a projection of its schedule would take the first stage's batch for every
+    epoch and the measured size for every stage."""
+    from fastmim.registry import type_name
     stages = [hook.get('stages') for hook in cfg.get('custom_hooks') or []
               if type_name(hook) == 'ProgressiveResolutionHook']
     if stages:
@@ -116,6 +114,7 @@ def read_schedule(config: Path, gpus: Optional[int] = None,
     ``train_dataloader.batch_size`` and, unless ``gpus`` is given, the GPUs from the recipe's
     total batch (``auto_scale_lr.base_batch_size``, the batch its learning rate is for) over
     the per-GPU batch."""
+    from fastmim.engine.config_loading import load_config
     config = Path(config)
     cfg = load_config(str(config))
     check_one_stage(cfg, config)
@@ -228,8 +227,8 @@ def _train_speed_measurement(result: dict, path: Path, schedule: Schedule) -> Me
     loader_wait = _field(result, path, 'data_s_per_iter') / result['s_per_iter']
     return Measurement(
         'fastmim', rate,
-        # The precision the run trained in: its --amp flag, which the label showed, is off for
-        # the recipe's own mixed precision (results before 'precision' was recorded: '?').
+        # The precision the run trained in, not its --amp flag, which is off for the recipe's
+        # own mixed precision ('?' for a result that records no precision).
         f"{path.name}: {result.get('device', '?')}, tools/train.py, "
         f"{result.get('precision', '?')}, batch {_field(result, path, 'batch_size')}, "
         f'JPEG loader (waits {100 * loader_wait:.0f}% of an iteration)', end_to_end=True)
@@ -293,7 +292,7 @@ def format_projection(schedule: Schedule, rows: Sequence[Row],
             f'{gpu_hours:.1f} | {published if published is not None else "-"} | '
             f'{f"{published / gpu_hours:.3g}x" if published is not None else "-"} |')
     unknown = sorted({row.measurement.method for row in rows} - set(paper))
-    if paper and unknown:  # a misspelt --rate method lost its comparison without a word
+    if paper and unknown:  # a misspelt --rate method would lose its comparison without a word
         lines += ['', f'No paper figure for {", ".join(unknown)}: the paper reports '
                       f'{", ".join(sorted(paper))} for this recipe.']
     return '\n'.join(lines)
@@ -305,6 +304,7 @@ def _rate_text(images_per_s: float) -> str:
 
 
 def parse_args(argv):
+    from fastmim.cli import add_debug_arg, positive_int
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('results', nargs='*', type=Path,
                         help='benchmark_pretrain.py and/or train_speed.py pretrain JSON files')
@@ -346,5 +346,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    sys.path.insert(0, str(ROOT / 'tools'))
+    from early_checks import refuse_a_missing_config  # imports no fastmim
+    refuse_a_missing_config(sys.argv[1:], flags=['--config'], first=False)
     from fastmim.cli import run_cli
     run_cli(main)

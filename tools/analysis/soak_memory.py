@@ -23,9 +23,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import psutil
-
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
 MIB = 2**20
@@ -62,6 +59,7 @@ def memory_of(process):
 
 
 def make_hook(total_iters, every, samples):
+    import psutil
     from mmengine.hooks import Hook
 
     class MemorySamplerHook(Hook):
@@ -99,6 +97,7 @@ def write_list_file(size, folder):
 
 def growth_per_1000_iters(samples, key):
     """Least-squares slope of memory (MiB) against iterations over the second half."""
+    import numpy as np
     half = samples[len(samples) // 2:]
     if len(half) < 2:
         return None
@@ -114,8 +113,7 @@ def growth_per_1000_iters(samples, key):
 def set_length(train_cfg, iters):
     """A schedule long enough for ``iters`` iterations (the memory hook stops the run there)
     in the config's own kind of loop: an iteration-based loop (``max_iters``, the segmentation
-    configs') was given ``max_epochs``, which it does not take (a TypeError once the runner
-    was built)."""
+    configs') does not take ``max_epochs`` (a TypeError once the runner is built)."""
     if 'max_iters' in train_cfg:
         train_cfg.max_iters = iters
     else:
@@ -124,7 +122,7 @@ def set_length(train_cfg, iters):
 
 def check_trains(cfg, config):
     """Refuse a config that trains nothing (a k-NN evaluation config has no training loader):
-    it failed in the soak's setup with 'NoneType' object has no attribute 'num_workers'."""
+    the soak's setup would fail with 'NoneType' object has no attribute 'num_workers'."""
     missing = [key for key in ('train_dataloader', 'train_cfg') if not cfg.get(key)]
     if missing:
         raise ValueError(f'{config} has no {" or ".join(missing)}: the soak trains the config; '
@@ -167,8 +165,8 @@ def soak(cfg, args, work_dir):
 
 def main(argv=None):
     args = parse_args(argv)
-    # Checked before the config is loaded and the runner built: a negative --list-size wrote
-    # an empty list file and ended in 'list file /tmp/soak_.../train.txt names no images'.
+    # Checked before the config is loaded and the runner built: a negative --list-size writes
+    # an empty list file, refused as 'list file /tmp/soak_.../train.txt names no images'.
     for flag, value in (('--workers', args.workers), ('--list-size', args.list_size)):
         if value < 0:
             raise ValueError(f'{flag} must be 0 or more, got {value}')
@@ -192,8 +190,8 @@ def main(argv=None):
                   worker_growth_mib_per_1000_iters=growth_per_1000_iters(samples, 'workers'))
     print(json.dumps({k: v for k, v in report.items() if k != 'samples'}, indent=1))
     if args.out:
-        # Replaced atomically: a run killed while writing left half a file in place of an
-        # earlier report.
+        # Replaced atomically: a run killed while writing leaves the earlier report whole, not
+        # half a file.
         from fastmim.engine.checkpoint import AtomicLocalBackend
         AtomicLocalBackend().put_text(json.dumps(report, indent=1), args.out)
     sys.stdout.flush()
@@ -201,6 +199,9 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+    sys.path.insert(0, str(REPO / 'tools'))
+    from early_checks import refuse_a_missing_config  # imports no fastmim
+    refuse_a_missing_config(sys.argv[1:])
     sys.path.insert(0, str(REPO))
     from fastmim.cli import run_cli  # a missing config in one line, not a traceback
     run_cli(main)

@@ -33,8 +33,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fastmim.cli import CfgOptionsAction, add_debug_arg, check_output_file, positive_int
-
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = {
     'detection': 'projects/detection/configs/mask_rcnn_fastmim_swin_b_fpn_3x_coco.py',
@@ -125,9 +123,9 @@ def load_train_tool():
 def training_precision(cfg, amp):
     """The precision tools/train.py trains ``cfg`` in (``'float16 autocast'``, ``'bfloat16
     autocast'`` or ``'float32'``, as benchmark_pretrain.py words it): the config's optimiser
-    wrapper after ``--amp`` and the machine's adaptation, as train.py applies them. The result
-    recorded the ``--amp`` flag, so the pretrain recipe (GuardedAmpOptimWrapper, fp16 without
-    the flag) read as ``"amp": false``."""
+    wrapper after ``--amp`` and the machine's adaptation, as train.py applies them. The
+    ``--amp`` flag alone does not say it: the pretrain recipe (GuardedAmpOptimWrapper) trains
+    in fp16 without the flag."""
     import copy
 
     from fastmim.engine.launch import adapt_to_device
@@ -145,9 +143,9 @@ def training_precision(cfg, amp):
 
 
 def run_tool(script, args):
-    """Run ``tools/<script>`` in the caller's folder, with the repository importable. It ran in
-    the repository, so a relative path in ``--cfg-options`` (``data_root=mydata``,
-    ``load_from=rel.pth``) named a file there, not the one beside the command. The options
+    """Run ``tools/<script>`` in the caller's folder, with the repository importable: a relative
+    path in ``--cfg-options`` (``data_root=mydata``, ``load_from=rel.pth``) names the file
+    beside the command, which a run in the repository would look for there. The options
     cannot be made absolute instead: not every string value is a path, and some paths are
     relative to another (``data_prefix`` to ``data_root``)."""
     env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
@@ -155,9 +153,10 @@ def run_tool(script, args):
     command = [sys.executable, str(ROOT / 'tools' / script), *args]
     print('+', ' '.join(command), flush=True)
     tool = subprocess.Popen(command, env=env)
-    # A SIGTERM to this process alone (a time limit's, a kill's) ended it at once and left the
-    # tool training on unseen, holding the GPU and writing its checkpoint: pass the signal on
-    # and wait until the tool has stopped (tools/train.py saves and exits at its next iteration).
+    # A SIGTERM to this process alone (a time limit's, a kill's) would end it at once and leave
+    # the tool training on unseen, holding the GPU and writing its checkpoint: pass the signal
+    # on and wait until the tool has stopped (tools/train.py saves and exits at its next
+    # iteration).
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: tool.send_signal(signum))
     try:
         status = tool.wait()
@@ -189,8 +188,8 @@ def summarise(entries, skip, batch_size):
 
 
 def non_negative_int(text):
-    """argparse type of ``--skip``: a negative count sliced the log from its end, so the median
-    was taken over the last iterations only, without a word."""
+    """argparse type of ``--skip``: a negative count would slice the log from its end, taking
+    the median over the last iterations only, without a word."""
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f'must be 0 or more, got {text}')
@@ -198,6 +197,7 @@ def non_negative_int(text):
 
 
 def parse_args(argv):
+    from fastmim.cli import CfgOptionsAction, add_debug_arg, positive_int
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('task', choices=sorted(CONFIGS))
     parser.add_argument('--out', required=True, help='results JSON file')
@@ -229,23 +229,25 @@ def parse_args(argv):
 
 def resolve_config(name):
     """``--config`` relative to the current folder, as the user typed it, else to the
-    repository (``configs/...`` from anywhere): it was only looked up in the repository, so
-    a config of one's own beside the command was 'not found' there."""
+    repository (``configs/...`` from anywhere), so that a config of one's own beside the
+    command is found as well as the repository's."""
     return osp.abspath(name) if osp.isfile(name) else str(ROOT / name)
 
 
 RUN_FOLDERS = ('data', 'train', 'test')  # what a run writes into its work dir
 
 
-def check_inputs(config, out, work_dir=None):
-    """Refuse a config that is not there, an ``--out`` that cannot be written and a
-    ``--work-dir`` that holds an earlier run before the training run: the result was written
-    only after it, so a folder given as ``--out`` (or a file where its folder goes; a missing
-    folder is made) lost minutes of measurement, and a second run in the same work dir ended
-    in 'File exists' (pretrain's photos) or in a traceback after training (two runs' logs in
+def check_inputs(config, out, work_dir=None, given=None):
+    """Refuse a config that is not there (named as ``given``, the ``--config`` typed, with
+    the close config names), an ``--out`` that cannot be written and a ``--work-dir`` that
+    holds an earlier run before the training run: the result is written only after it, so a
+    folder given as ``--out`` (or a file where its folder goes; a missing folder is made)
+    would lose minutes of measurement, and a second run in the same work dir would end in
+    'File exists' (pretrain's photos) or in a traceback after training (two runs' logs in
     ``train/``)."""
-    if not osp.isfile(config):
-        raise FileNotFoundError(f'config file not found: {config}')
+    from fastmim.cli import check_output_file
+    from fastmim.config_file import check_config_file
+    check_config_file(config, given=given)  # what tools/early_checks.py checks before imports
     check_output_file(out, '--out', folders_made=True)  # the atomic write makes it
     earlier = [name for name in RUN_FOLDERS if work_dir and osp.exists(osp.join(work_dir, name))]
     if earlier:
@@ -260,7 +262,7 @@ def main(argv=None):
 
     config_name = args.config or CONFIGS[args.task]
     config = resolve_config(config_name)
-    check_inputs(config, args.out, args.work_dir)
+    check_inputs(config, args.out, args.work_dir, given=config_name)
     as_cfg_options = load_downstream_data().as_cfg_options
     cfg = load_config(config, args.cfg_options)
     batch_size = cfg.train_dataloader.batch_size
@@ -292,8 +294,8 @@ def main(argv=None):
         import torch
         result['device'] = (torch.cuda.get_device_name() if torch.cuda.is_available()
                             else 'cpu')
-    # Replaced atomically: a run killed while writing, or a value JSON cannot hold, left half
-    # a file (or none) in place of an earlier result.
+    # Replaced atomically: a run killed while writing, or a value JSON cannot hold, leaves the
+    # earlier result whole, not half a file (or none).
     from fastmim.engine.checkpoint import AtomicLocalBackend
     AtomicLocalBackend().put_text(json.dumps(result, indent=2), args.out)
     memory = (f'{result["peak_memory_mb"]:.0f} MB' if result['peak_memory_mb'] is not None
@@ -306,5 +308,10 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+    sys.path.insert(0, str(ROOT / 'tools'))
+    from early_checks import refuse_a_missing_config  # imports no fastmim
+    # The config is --config's, looked up as main looks it up, reported as check_inputs raises it.
+    refuse_a_missing_config(sys.argv[1:], flags=['--config'], first=False,
+                            locate=resolve_config, reported_as=None)
     from fastmim.cli import run_cli
     run_cli(main)

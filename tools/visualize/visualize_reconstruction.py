@@ -16,6 +16,7 @@ The same from Python: ``fastmim.apis.get_model`` and ``fastmim.apis.reconstruct`
 """
 import argparse
 import os.path as osp
+import sys
 
 
 def parse_args(argv):
@@ -57,8 +58,8 @@ def image_sources(args):
 
 def output_paths(names, out_dir):
     """``<out_dir>/<name>.png``, with ``_<i>`` appended to names that repeat, until the name is
-    unused: ``a/x.jpg b/x.jpg c/x_1.jpg`` gave ``x_1.png`` twice, the second panel drawn over
-    the first without a word."""
+    unused: without the loop ``a/x.jpg b/x.jpg c/x_1.jpg`` would give ``x_1.png`` twice, the
+    second panel drawn over the first without a word."""
     paths, taken = [], set()
     for index, name in enumerate(names):
         stem, suffix = name, index
@@ -71,7 +72,7 @@ def output_paths(names, out_dir):
 
 def refuse_to_overwrite(paths, out_dir):
     """Refuse output paths that already hold files: a second run into the same ``--out-dir``
-    replaced the first run's pictures without a word."""
+    would replace the first run's pictures without a word."""
     existing = [osp.basename(path) for path in paths if osp.lexists(path)]
     if existing:
         raise FileExistsError(f'--out-dir {out_dir} already holds {", ".join(existing)}; give '
@@ -81,8 +82,8 @@ def refuse_to_overwrite(paths, out_dir):
 def classifier_hint(checkpoint):
     """``' (...)'`` naming a fine-tuned classifier's checkpoint (``meta['geometry']`` with
     ``num_classes``, :meth:`ImageClassifier.geometry`), else ''. Given to a pre-training
-    config it failed as a list of keys (``head.*`` unexpected, the decoder ``neck.*`` missing)
-    that did not say that no config can reconstruct from it: it has no decoder. Read only once
+    config it fails as a list of keys (``head.*`` unexpected, the decoder ``neck.*`` missing)
+    that does not say that no config can reconstruct from it: it has no decoder. Read only once
     loading has failed, so a good checkpoint is read once; '' for a file that cannot be read,
     which the error names already."""
     from mmengine.runner.checkpoint import _load_checkpoint
@@ -137,5 +138,9 @@ def main(argv):
 
 
 if __name__ == '__main__':
+    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/
+    from early_checks import refuse_a_missing_config  # imports no fastmim
+    # Reported as get_model reports it after the imports: FileNotFoundError.
+    refuse_a_missing_config(sys.argv[1:], reported_as=None)
     from fastmim.cli import run_cli
     run_cli(main)
