@@ -252,13 +252,8 @@ def init_checkpoint_of(options):
 
 def composed_config_sha256(config):
     """SHA-256 of the settings ``config`` composes to, its ``_base_`` files included (an edit of
-<<<<<<< HEAD
-    a base config changes a stage's numbers as much as one of the file itself, so hashing the
-    file alone would miss it). Taken from the settings, not the text, so that a comment or a reformatting does
-=======
-    a base config changes a stage's numbers as much as one of the file itself). Taken from the settings, not the text, so that a comment or a reformatting does
->>>>>>> s23-early
-    not count as a change."""
+    a base config changes a stage's numbers as much as one of the file itself). Taken from the
+    settings, not the text, so that a comment or a reformatting does not count as a change."""
     from mmengine.config import Config
     settings = Config.fromfile(config, import_custom_modules=False).to_dict()
     text = json.dumps(settings, sort_keys=True, default=repr)
@@ -295,11 +290,7 @@ def differences(old, new):
                      f'{describe_file(new_config)}')
     elif 'composed_sha256' in old_config and (old_config['composed_sha256'] !=
                                               new_config.get('composed_sha256')):
-<<<<<<< HEAD
-        # (A record without a composed_sha256 compares the file only.)
-=======
         # (A record without composed_sha256 compares the file only.)
->>>>>>> s23-early
         found.append(f'config: {new_config["path"]} is unchanged but composes to other '
                      f'settings than when the stage began (a _base_ file it inherits changed)')
     old_init, new_init = old.get('init_checkpoint', {}), new['init_checkpoint']
@@ -460,13 +451,8 @@ def main(argv):
     from fastmim.engine.checkpoint import check_checkpoint_file, trust_checkpoint
     from fastmim.file_checks import check_work_dir
 
-<<<<<<< HEAD
-    # The loader's words: a folder is named with the checkpoints in it, a missing file with the
-    # newest beside it (rather than 'not found' for a work dir given as CHECKPOINT).
-=======
     # The loader's words: a folder is named with the checkpoints in it (a work dir given as
     # CHECKPOINT), a missing file with the newest beside it.
->>>>>>> s23-early
     check_checkpoint_file(args.checkpoint)
     pretrain = osp.abspath(args.checkpoint)
     if args.trust_checkpoint:
