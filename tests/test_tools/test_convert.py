@@ -7,6 +7,7 @@ CMT), written out in this file.
 import argparse
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -189,26 +190,62 @@ def test_to_timm_names_the_sizes_that_do_not_fit_the_timm_model(tmp_path, to_tim
     assert not (tmp_path / 'out.pth').exists()
 
 
-@pytest.mark.parametrize('backbone, arch, file_depth, arch_depth', [
-    (dict(type='SwinTransformer', img_size=64, window_size=2, arch=dict(
-        embed_dim=96, depths=(1, 1, 1, 1), num_heads=(3, 6, 12, 24))),
-     'swin_tiny_patch4_window7_224', 'depths [1, 1, 1, 1]', 'depths [2, 2, 6, 2]'),
-    (dict(type='PyramidVisionTransformerV2', arch=dict(
-        embed_dims=(32, 64, 160, 256), depths=(1, 2, 2, 2), num_heads=(1, 2, 5, 8))),
-     'pvt_v2_b0', 'depths [1, 2, 2, 2]', 'depths [2, 2, 2, 2]'),
+def timm_model_args(arch, monkeypatch):
+    """The arguments timm's factory of ``arch`` builds its model with (the ``model_args`` of
+    its source, published sizes included), caught where the factory hands them on."""
+    captured = {}
+
+    class Caught(Exception):
+        pass
+
+    def catch(model_class, variant, pretrained, **kwargs):
+        captured.update(kwargs)
+        raise Caught
+
+    factory = timm.models.model_entrypoint(arch)
+    with monkeypatch.context() as patch, pytest.raises(Caught):
+        patch.setattr(sys.modules[factory.__module__], 'build_model_with_cfg', catch)
+        factory(pretrained=False)
+    return captured
+
+
+def swin(**arch):
+    return dict(type='SwinTransformer', img_size=64, window_size=2, arch=arch)
+
+
+def pvtv2(**arch):
+    return dict(type='PyramidVisionTransformerV2', arch=arch)
+
+
+@pytest.mark.parametrize('backbone, arch, differ', [
+    (swin(embed_dim=32, depths=(2, 2, 6, 2), num_heads=(1, 2, 4, 8)),
+     'swin_tiny_patch4_window7_224', ('embed_dim', 'num_heads')),  # Swin-T's depths, narrower
+    (swin(embed_dim=96, depths=(1, 1, 1, 1), num_heads=(3, 6, 12, 24)),
+     'swin_tiny_patch4_window7_224', ('depths', )),
+    (pvtv2(embed_dims=(16, 32, 80, 128), depths=(2, 2, 2, 2), num_heads=(1, 2, 5, 8)),
+     'pvt_v2_b0', ('embed_dims', )),  # PVTv2-b0's depths and heads, narrower
+    (pvtv2(embed_dims=(32, 64, 160, 256), depths=(1, 2, 2, 2), num_heads=(1, 2, 5, 8)),
+     'pvt_v2_b0', ('depths', )),
 ])
-def test_to_timm_names_both_depths_and_arch_in_one_line(tmp_path, to_timm, backbone, arch,
-                                                       file_depth, arch_depth):
-    """A depth that --arch does not have was a list of every missing (or extra) block's keys:
-    the depths, written out here as the published archs have them, were left to count. (A
-    ViT's, with its other sizes: the test above.)"""
-    checkpoint = fastmim_checkpoint(build(backbone), tmp_path / 'shallow.pth')
+def test_to_timm_names_the_sizes_of_a_staged_backbone_that_do_not_fit(
+        tmp_path, monkeypatch, to_timm, backbone, arch, differ):
+    """A Swin or PVTv2 file of another width, depth or heads than --arch's model is named in
+    the words of a ViT's (the test above): one line with the sizes of both, which a list of
+    every tensor's two shapes leaves the user to work out. The file's sizes are those it is
+    built with, --arch's those timm's factory builds its model with."""
+    published = timm_model_args(arch, monkeypatch)
+    checkpoint = fastmim_checkpoint(build(backbone), tmp_path / 'other_size.pth')
     with pytest.raises(CheckpointError) as error:
         to_timm.main([checkpoint, str(tmp_path / 'out.pth'), '--arch', arch])
+
+    def words(sizes):  # as a geometry records them: tuples as lists
+        values = {key: list(value) if isinstance(value, tuple) else value
+                  for key, value in sizes.items()}
+        return ', '.join(f'{key} {values[key]}' for key in differ)
     assert str(error.value) == (
-        f'{checkpoint} holds a {backbone["type"]} of {file_depth}, but --arch {arch} has '
-        f'{arch_depth}: give --arch a timm model of {file_depth}, or leave --arch out to '
-        f'convert the tensors unchecked')
+        f"{checkpoint} does not fit --arch {arch}: the file's {backbone['type']} has "
+        f"{words(backbone['arch'])}, --arch {arch}'s {words(published)}: give --arch a timm "
+        "model of the file's size, or leave --arch out to convert the tensors unchecked")
     assert not (tmp_path / 'out.pth').exists()
 
 

@@ -27,12 +27,9 @@ the names of its tensors. So everything about one architecture lives in its own 
 ``size_keys``              class attribute: the ``geometry()`` / arch entries that set the size
                            (widths, depths, heads, a timm model name): a file that differs in
                            one is another size, which no resize rule transfers
-``block_counts(state)``     classmethod: the blocks of each stage that weights in the
-                           backbone's (timm's) names hold, to name a depth that differs
-                           (``tools/convert/to_timm.py --arch``); default: None
 ``timm_sizes(model)``      classmethod: the ``size_keys`` entries of a timm model of the
                            family, to name the sizes a file differs in from ``--arch``'s
-                           model; default: None
+                           model (``tools/convert/to_timm.py``); default: None
 ``layer_id(name)``         layer-decay id of a parameter (0 = input embedding, then blocks in
 ``num_layer_ids``          the order the input meets them, ``num_layer_ids - 1`` = the rest)
 ``no_weight_decay_names()``  parameters besides biases and 1-D ones that weight decay leaves
@@ -123,20 +120,12 @@ class BackboneContract:
         return tuple(sorted({name.split('.')[0] + '.' for name in names if name}))
 
     @classmethod
-    def block_counts(cls, state: StateDict) -> Optional[List[int]]:
-        """How many blocks each stage of the weights ``state`` holds (one entry for a plain
-        ViT's single stack), read from this backbone's names, which are those of its timm
-        family: the converter compares a file's depth with the timm model ``--arch`` names,
-        which a list of every missing block's keys left the user to count. The default (None)
-        does not say."""
-        return None
-
-    @classmethod
     def timm_sizes(cls, model: torch.nn.Module) -> Optional[dict]:
         """The :attr:`size_keys` entries of ``model``, a timm model of this backbone's family,
         read from timm's attributes: the converter names the sizes in which a file differs
-        from the timm model ``--arch`` names (another width), where a list of every tensor's
-        two shapes left the user to work them out. The default (None) does not say."""
+        from the timm model ``--arch`` names (another width, depth or heads), where a list of
+        every tensor's two shapes leaves the user to work them out. The default (None) does not
+        say."""
         return None
 
     @classmethod
@@ -305,8 +294,8 @@ def reject_fixed_arguments(owner: str, kwargs: Iterable[str], fixed: Sequence[st
 
 def check_drop_path_rate(rate: float, owner: str) -> None:
     """Stochastic depth drops a block with a probability rising to ``rate``: one outside
-    [0, 1) failed only at the first training step, inside torch's ``bernoulli_`` ('expects p
-    to be in [0, 1]'), or at 1 divided every kept path by 0."""
+    [0, 1) would fail only at the first training step, inside torch's ``bernoulli_`` ('expects
+    p to be in [0, 1]'), and at 1 every kept path would be divided by 0."""
     if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 <= rate < 1:
         raise ValueError(f'{owner}: drop_path_rate must be a number in [0, 1) (0.1 fine-tunes '
                          f'ViT-B and Swin-B), got {rate!r}')

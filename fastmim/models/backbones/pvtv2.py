@@ -133,10 +133,12 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
         return tuple(outputs)
 
     @classmethod
-    def block_counts(cls, state: StateDict) -> List[int]:
-        """The blocks of each stage, ``stages.<i>.blocks.<j>``."""
-        return [count_indices(state, rf'stages\.{stage}\.blocks\.(\d+)\.')
-                for stage in range(count_indices(state, r'stages\.(\d+)\.'))]
+    def timm_sizes(cls, model: torch.nn.Module) -> Dict:
+        """timm's PVTv2 keeps its blocks in its stages; each block's attention its width and
+        heads."""
+        return dict(embed_dims=[stage.blocks[0].attn.dim for stage in model.stages],
+                    depths=[len(stage.blocks) for stage in model.stages],
+                    num_heads=[stage.blocks[0].attn.num_heads for stage in model.stages])
 
     def geometry(self) -> Dict:
         """Plain-type description stored in pre-training checkpoints (``meta['geometry']``).

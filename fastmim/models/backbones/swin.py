@@ -290,10 +290,13 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         return tuple(outputs)
 
     @classmethod
-    def block_counts(cls, state: StateDict) -> List[int]:
-        """The blocks of each stage, ``layers.<i>.blocks.<j>``."""
-        return [count_indices(state, rf'layers\.{stage}\.blocks\.(\d+)\.')
-                for stage in range(count_indices(state, r'layers\.(\d+)\.'))]
+    def timm_sizes(cls, model: nn.Module) -> Dict:
+        """timm's Swin keeps the width of its first stage as it was given (``embed_dim``, as
+        the arch gives it; each later stage doubles it), and its stages (``layers``) their
+        blocks; each block's attention its heads."""
+        return dict(embed_dim=plain(model.embed_dim),
+                    depths=[len(stage.blocks) for stage in model.layers],
+                    num_heads=[stage.blocks[0].attn.num_heads for stage in model.layers])
 
     def geometry(self) -> Dict:
         """Plain-type description stored in pre-training checkpoints (``meta['geometry']``):
