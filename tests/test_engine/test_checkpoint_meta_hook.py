@@ -275,9 +275,10 @@ def test_resuming_a_file_without_the_runs_state_is_refused(tmp_path, tiny_pretra
 
 @pytest.fixture
 def precision_messages(monkeypatch):
-    """What CheckpointMetaHook logs, as a list."""
-    from fastmim.engine.hooks import checkpoint_meta_hook
-    return _logged_by(checkpoint_meta_hook, monkeypatch)
+    """What the precision warning logs (``warn_if_precision_changed``, which CheckpointMetaHook
+    runs), as a list."""
+    from fastmim.engine.hooks import resume_checks
+    return _logged_by(resume_checks, monkeypatch)
 
 
 BF16 = dict(type='AutocastOptimWrapper', dtype='bfloat16', optimizer=dict(type='AdamW', lr=1e-3))
@@ -291,7 +292,7 @@ BF16 = dict(type='AutocastOptimWrapper', dtype='bfloat16', optimizer=dict(type='
 ], ids=['fp32 resumed with --amp', 'bf16 resumed without --amp', 'bf16', 'fp32'])
 def test_resuming_in_another_precision_is_named(tmp_path, tiny_pretraining, precision_messages,
                                                 first, resumed, expected):
-    """It went on in the config's precision without a word, where a changed lr is named."""
+    """The run goes on in the config's precision, which is named as a changed lr is."""
     import torch
     optim = {'optim_wrapper': first} if first else {}
     _run(tmp_path / 'a', tiny_pretraining, 32, **optim).train()
@@ -312,7 +313,7 @@ def test_resuming_in_another_precision_is_named(tmp_path, tiny_pretraining, prec
 def test_an_fp16_checkpoint_resumed_without_loss_scaling_names_the_dropped_scaler(
         tmp_path, tiny_pretraining, precision_messages, recorded):
     """A CUDA fp16 run (mmengine's AmpOptimWrapper saves its GradScaler's state with the
-    optimiser's) resumed without --amp: the scaler was dropped without a word."""
+    optimiser's) resumed without --amp drops the scaler, which is named."""
     import torch
     _run(tmp_path / 'a', tiny_pretraining, 32).train()
     checkpoint = torch.load(tmp_path / 'a' / 'epoch_1.pth', weights_only=True)
