@@ -15,8 +15,9 @@ from timm.layers import resample_abs_pos_embed
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from fastmim.models.utils.backbone_contract import BackboneContract, StateDict
 from fastmim.models.utils.sizes import grid_pair
-from .base import BackboneContract, StateDict, plain, plain_size
+from .base import plain, plain_size
 
 # What makes timm's plain ViTs (ViT, EVA-02) a backbone here: no head, the class token kept, the
 # token grid following the input.

@@ -12,14 +12,15 @@ from mmengine.model import BaseModule
 from timm.models import pvt_v2 as timm_pvt_v2
 from timm.models.pvt_v2 import PyramidVisionTransformerV2 as TimmPyramidVisionTransformerV2
 
+from fastmim.models.utils.backbone_contract import BackboneContract, StateDict
 from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncoder,
                                             ReferenceLayout)
 from fastmim.models.utils.shape_reading import (build_matching, count_indices, mlp_ratio,
                                                 require_keys, tensor_at)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (BackboneContract, StateDict, check_drop_path_rate, normalise_out_indices, plain,
-                   reject_fixed_arguments, staged_layer_id)
+from .base import (check_drop_path_rate, normalise_out_indices, plain, reject_fixed_arguments,
+                   staged_layer_id)
 
 _WIDTHS = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8))
 ARCHS = {
