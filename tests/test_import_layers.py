@@ -30,9 +30,9 @@ def imports_of_modules_in(folder: str):
 
 
 def test_engine_modules_import_no_hook_when_loaded():
-    """The hooks import the engine's modules (PreemptionHook the loops); loops.py imported
-    ``iter_based_schedulers`` from a hook module, so loading the loops ran the hooks package,
-    which needed the loops: PreemptionHook had to import them inside a method."""
+    """The hooks import the engine's modules (PreemptionHook the loops), so the engine's modules
+    import no hook: loading the loops would run the hooks package, which needs the loops, and
+    PreemptionHook would have to import them inside a method."""
     found = {name: [imported for imported in imports if imported.startswith('fastmim.engine.hooks')]
              for name, imports in imports_of_modules_in('engine').items()}
     assert {name: imports for name, imports in found.items() if imports} == {}
@@ -40,12 +40,38 @@ def test_engine_modules_import_no_hook_when_loaded():
         'engine/hooks')['preemption_hook.py']
 
 
-def test_model_utils_ask_backbones_only_through_their_contract():
-    """The backbones import models.utils (loading, bias tables); relative_bias.py imported the
-    backbones' base module for the helper ``grid_pair``, which belongs with the utils. The one
-    import left is the contract through which load_pretrained asks each backbone."""
+def test_model_utils_import_no_backbone():
+    """The backbones import models.utils (loading, bias tables, shape reading, the contract
+    they keep), so models.utils imports nothing of the backbones: the contract through which
+    load_pretrained asks each backbone lives in models.utils, beside that loader."""
     found = {name: [imported for imported in imports
                     if imported.startswith('fastmim.models.backbones')]
              for name, imports in imports_of_modules_in('models/utils').items()}
-    assert {name: imports for name, imports in found.items() if imports} == {
-        'pretrained.py': ['fastmim.models.backbones.base.BackboneContract']}
+    assert {name: imports for name, imports in found.items() if imports} == {}
+    assert 'fastmim.models.utils.backbone_contract.BackboneContract' in imports_of_modules_in(
+        'models/backbones')['swin.py']
+
+
+def package_of(name: str) -> str:
+    """The innermost fastmim package that holds the module or name ``name``."""
+    parts = name.split('.')
+    while not PACKAGE.parent.joinpath(*parts).is_dir():
+        parts = parts[:-1]
+    return '.'.join(parts)
+
+
+def test_no_two_packages_import_each_other():
+    """Each pair of fastmim's packages is imported one way only when loaded (their ancestors
+    aside, which are loading already): two that import each other load only in some orders."""
+    imported_by = {}
+    for path in sorted(PACKAGE.rglob('*.py')):
+        package = '.'.join(path.relative_to(PACKAGE.parent).parts[:-1])
+        others = {package_of(name) for name in module_level_imports(path)
+                  if name.startswith('fastmim.')}
+        imported_by.setdefault(package, set()).update(
+            other for other in others
+            if other != package and not package.startswith(other + '.'))
+    pairs = sorted((package, other) for package, others in imported_by.items()
+                   for other in others
+                   if package < other and package in imported_by.get(other, ()))
+    assert pairs == []

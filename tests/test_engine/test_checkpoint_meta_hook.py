@@ -146,7 +146,8 @@ def test_resuming_with_the_same_optimisation_warns_nothing(tmp_path, tiny_pretra
 
 def test_resuming_a_finished_run_says_there_is_nothing_left_to_train(tmp_path, tiny_pretraining,
                                                                      resume_messages):
-    """It exited 0 having trained nothing, without a word (a requeued job that had finished)."""
+    """A resume with nothing left to train (a requeued job that has finished) exits 0 having
+    trained nothing, and says so."""
     messages = resume_messages
     _run(tmp_path / 'a', tiny_pretraining, 32).train()
     finished = _run(tmp_path / 'a', tiny_pretraining, 32, resume=True)
@@ -173,10 +174,10 @@ def _lrs(runner, iterations):
 
 def test_the_advice_to_train_a_finished_run_longer_gives_a_new_schedule(
         tmp_path, tiny_pretraining, resume_messages):
-    """The advice was to raise max_epochs and the schedulers' end together and --resume: the
-    checkpoint's scheduler (end 2) replaced the config's (end 4), and the added epochs trained
-    at the schedule's final lr. The advice now given, a new run from the weights, trains its
-    config's whole schedule."""
+    """The advice, a new run from the weights, trains its config's whole schedule. Raising
+    max_epochs and the schedulers' end together with --resume would not: the checkpoint's
+    scheduler (end 2) replaces the config's (end 4), and the added epochs train at the
+    schedule's final lr."""
     def cosine(epochs):  # by epoch: lr 1e-3 x (1 + cos(pi k / epochs)) / 2 in epoch k + 1
         return dict(param_scheduler=dict(type='CosineAnnealingLR', by_epoch=True, begin=0,
                                          end=epochs, T_max=epochs),
@@ -206,7 +207,8 @@ def test_the_advice_to_train_a_finished_run_longer_gives_a_new_schedule(
 def test_another_batch_size_alone_is_not_called_a_changed_schedule(tmp_path, tiny_pretraining,
                                                                    resume_messages):
     """Epoch counts converted to iterations (convert_to_iter_based) differ at another batch
-    size; the train loop says why, and the values were not changed in the config."""
+    size; the train loop says why, and the config does not change those values, so they are
+    not listed."""
     def resumed_with_batch_one(end):
         cfg = tiny_pretraining(tmp_path / 'a', batch_size=1, num_samples=4, max_epochs=2)
         cfg.update(optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
@@ -221,7 +223,7 @@ def test_another_batch_size_alone_is_not_called_a_changed_schedule(tmp_path, tin
          param_scheduler=_schedule(2, convert_to_iter_based=True),
          train_cfg=dict(by_epoch=True, max_epochs=1)).train()  # 2 iterations per epoch
     assert resumed_with_batch_one(2) == []
-    [message] = resumed_with_batch_one(3)  # the cosine's epochs did change
+    [message] = resumed_with_batch_one(3)  # the cosine's epochs differ
     assert 'param_scheduler[1] (CosineAnnealingLR) end: config 12, checkpoint 4 iterations' \
         in message
     assert 'param_scheduler[0]' not in message
@@ -243,8 +245,8 @@ def test_a_checkpoint_of_another_model_is_refused_before_ema_loads_its_copy(tmp_
 
 
 def test_resuming_with_another_optimiser_type_is_refused(tmp_path, tiny_pretraining):
-    """torch gave SGD the checkpoint's AdamW parameter groups whole: after the start-up, the
-    first step ended in KeyError: 'momentum'."""
+    """torch gives SGD the checkpoint's AdamW parameter groups whole: after the start-up, the
+    first step would end in KeyError: 'momentum'."""
     _run(tmp_path / 'a', tiny_pretraining, 32).train()
     runner = _run(tmp_path / 'a', tiny_pretraining, 32, resume=True,
                   optim_wrapper=dict(optimizer=dict(type='SGD', lr=1e-3, momentum=0.9)),
@@ -257,7 +259,7 @@ def test_resuming_with_another_optimiser_type_is_refused(tmp_path, tiny_pretrain
 
 def test_resuming_a_file_without_the_runs_state_is_refused(tmp_path, tiny_pretraining):
     """mmengine saves its best_* checkpoints without optimiser and scheduler states and skips
-    them on resume without a word: the run went on with a fresh AdamW and its warmup started
+    them on resume without a word: the run would go on with a fresh AdamW and start its warmup
     over."""
     first = _run(tmp_path / 'a', tiny_pretraining, 32, param_scheduler=_schedule(2))
     first.train()
@@ -275,9 +277,10 @@ def test_resuming_a_file_without_the_runs_state_is_refused(tmp_path, tiny_pretra
 
 @pytest.fixture
 def precision_messages(monkeypatch):
-    """What CheckpointMetaHook logs, as a list."""
-    from fastmim.engine.hooks import checkpoint_meta_hook
-    return _logged_by(checkpoint_meta_hook, monkeypatch)
+    """What the precision warning logs (``warn_if_precision_changed``, which CheckpointMetaHook
+    runs), as a list."""
+    from fastmim.engine.hooks import resume_checks
+    return _logged_by(resume_checks, monkeypatch)
 
 
 BF16 = dict(type='AutocastOptimWrapper', dtype='bfloat16', optimizer=dict(type='AdamW', lr=1e-3))
@@ -291,7 +294,7 @@ BF16 = dict(type='AutocastOptimWrapper', dtype='bfloat16', optimizer=dict(type='
 ], ids=['fp32 resumed with --amp', 'bf16 resumed without --amp', 'bf16', 'fp32'])
 def test_resuming_in_another_precision_is_named(tmp_path, tiny_pretraining, precision_messages,
                                                 first, resumed, expected):
-    """It went on in the config's precision without a word, where a changed lr is named."""
+    """The run goes on in the config's precision, which is named as a changed lr is."""
     import torch
     optim = {'optim_wrapper': first} if first else {}
     _run(tmp_path / 'a', tiny_pretraining, 32, **optim).train()
@@ -312,7 +315,7 @@ def test_resuming_in_another_precision_is_named(tmp_path, tiny_pretraining, prec
 def test_an_fp16_checkpoint_resumed_without_loss_scaling_names_the_dropped_scaler(
         tmp_path, tiny_pretraining, precision_messages, recorded):
     """A CUDA fp16 run (mmengine's AmpOptimWrapper saves its GradScaler's state with the
-    optimiser's) resumed without --amp: the scaler was dropped without a word."""
+    optimiser's) resumed without --amp drops the scaler, which is named."""
     import torch
     _run(tmp_path / 'a', tiny_pretraining, 32).train()
     checkpoint = torch.load(tmp_path / 'a' / 'epoch_1.pth', weights_only=True)

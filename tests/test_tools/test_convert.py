@@ -7,6 +7,7 @@ CMT), written out in this file.
 import argparse
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,8 +113,9 @@ def test_fine_tuned_swin_tiny_converts_to_timm_with_identical_logits(tmp_path, c
 
 
 def test_pvtv2_checkpoint_converts_to_the_timm_arch_it_names(tmp_path, to_timm):
-    """--arch pvt_v2_b0 crashed: "'PyramidVisionTransformerV2' object has no attribute
-    'rename_foreign_keys'" (the fastmim rule was run on timm's own model)."""
+    """--arch pvt_v2_b0 fits the weights to timm's own PVTv2, which has none of fastmim's
+    methods: the rename rule runs through the fastmim class, not on timm's model (else
+    "'PyramidVisionTransformerV2' object has no attribute 'rename_foreign_keys'")."""
     backbone = build(dict(type='PyramidVisionTransformerV2', arch='b0'))
     checkpoint = fastmim_checkpoint(backbone, tmp_path / 'pvt.pth')
     out = tmp_path / 'pvt_timm.pth'
@@ -152,9 +154,10 @@ def test_a_vit_classifier_s_pooled_norm_becomes_timm_s_fc_norm(tmp_path, to_timm
 
 @pytest.mark.parametrize('arch', [[], ['--arch', 'pvt_v2_b0']])
 def test_to_timm_refuses_a_pooled_norm_timm_s_model_has_no_place_for(tmp_path, to_timm, arch):
-    """A PVTv2 classifier with LinearClsHead(pre_norm='ln') got ViT's fc_norm.* and
-    global_pool='avg' without --arch, which timm's PVTv2 does not take; with --arch the
-    norm's tensors were 'unexpected keys' without a word on why."""
+    """A PVTv2 classifier with LinearClsHead(pre_norm='ln') has a norm after pooling that
+    timm's PVTv2 has no place for: written as ViT's fc_norm.* with global_pool='avg' (which
+    timm's PVTv2 does not take), or called 'unexpected keys' by --arch, it would not say why,
+    so the conversion is refused with the reason."""
     backbone = build(dict(type='PyramidVisionTransformerV2', arch='b0'))
     checkpoint = fastmim_checkpoint(backbone, tmp_path / 'ft.pth',
                                     extra=pooled_norm_classifier(width=256))
@@ -175,9 +178,9 @@ def test_to_timm_refuses_a_pooled_norm_timm_s_model_has_no_place_for(tmp_path, t
 ])
 def test_to_timm_names_the_sizes_that_do_not_fit_the_timm_model(tmp_path, to_timm, arch,
                                                                file_sizes, arch_sizes):
-    """Another width was a list of every tensor's two shapes, which never said the sizes:
-    they are named in one line, as fine-tuning's loader names them (vit_tiny_patch16_224 is
-    192 wide, 12 blocks of 3 heads)."""
+    """Another width, depth or heads is named in one line with the sizes of both, as
+    fine-tuning's loader names them, where a list of every tensor's two shapes never says the
+    sizes (vit_tiny_patch16_224 is 192 wide, 12 blocks of 3 heads)."""
     checkpoint = fastmim_checkpoint(build(dict(type='VisionTransformer', img_size=128,
                                                arch=arch)), tmp_path / 'small.pth')
     with pytest.raises(CheckpointError) as error:
@@ -189,26 +192,62 @@ def test_to_timm_names_the_sizes_that_do_not_fit_the_timm_model(tmp_path, to_tim
     assert not (tmp_path / 'out.pth').exists()
 
 
-@pytest.mark.parametrize('backbone, arch, file_depth, arch_depth', [
-    (dict(type='SwinTransformer', img_size=64, window_size=2, arch=dict(
-        embed_dim=96, depths=(1, 1, 1, 1), num_heads=(3, 6, 12, 24))),
-     'swin_tiny_patch4_window7_224', 'depths [1, 1, 1, 1]', 'depths [2, 2, 6, 2]'),
-    (dict(type='PyramidVisionTransformerV2', arch=dict(
-        embed_dims=(32, 64, 160, 256), depths=(1, 2, 2, 2), num_heads=(1, 2, 5, 8))),
-     'pvt_v2_b0', 'depths [1, 2, 2, 2]', 'depths [2, 2, 2, 2]'),
+def timm_model_args(arch, monkeypatch):
+    """The arguments timm's factory of ``arch`` builds its model with (the ``model_args`` of
+    its source, published sizes included), caught where the factory hands them on."""
+    captured = {}
+
+    class Caught(Exception):
+        pass
+
+    def catch(model_class, variant, pretrained, **kwargs):
+        captured.update(kwargs)
+        raise Caught
+
+    factory = timm.models.model_entrypoint(arch)
+    with monkeypatch.context() as patch, pytest.raises(Caught):
+        patch.setattr(sys.modules[factory.__module__], 'build_model_with_cfg', catch)
+        factory(pretrained=False)
+    return captured
+
+
+def swin(**arch):
+    return dict(type='SwinTransformer', img_size=64, window_size=2, arch=arch)
+
+
+def pvtv2(**arch):
+    return dict(type='PyramidVisionTransformerV2', arch=arch)
+
+
+@pytest.mark.parametrize('backbone, arch, differ', [
+    (swin(embed_dim=32, depths=(2, 2, 6, 2), num_heads=(1, 2, 4, 8)),
+     'swin_tiny_patch4_window7_224', ('embed_dim', 'num_heads')),  # Swin-T's depths, narrower
+    (swin(embed_dim=96, depths=(1, 1, 1, 1), num_heads=(3, 6, 12, 24)),
+     'swin_tiny_patch4_window7_224', ('depths', )),
+    (pvtv2(embed_dims=(16, 32, 80, 128), depths=(2, 2, 2, 2), num_heads=(1, 2, 5, 8)),
+     'pvt_v2_b0', ('embed_dims', )),  # PVTv2-b0's depths and heads, narrower
+    (pvtv2(embed_dims=(32, 64, 160, 256), depths=(1, 2, 2, 2), num_heads=(1, 2, 5, 8)),
+     'pvt_v2_b0', ('depths', )),
 ])
-def test_to_timm_names_both_depths_and_arch_in_one_line(tmp_path, to_timm, backbone, arch,
-                                                       file_depth, arch_depth):
-    """A depth that --arch does not have was a list of every missing (or extra) block's keys:
-    the depths, written out here as the published archs have them, were left to count. (A
-    ViT's, with its other sizes: the test above.)"""
-    checkpoint = fastmim_checkpoint(build(backbone), tmp_path / 'shallow.pth')
+def test_to_timm_names_the_sizes_of_a_staged_backbone_that_do_not_fit(
+        tmp_path, monkeypatch, to_timm, backbone, arch, differ):
+    """A Swin or PVTv2 file of another width, depth or heads than --arch's model is named in
+    the words of a ViT's (the test above): one line with the sizes of both, which a list of
+    every tensor's two shapes leaves the user to work out. The file's sizes are those it is
+    built with, --arch's those timm's factory builds its model with."""
+    published = timm_model_args(arch, monkeypatch)
+    checkpoint = fastmim_checkpoint(build(backbone), tmp_path / 'other_size.pth')
     with pytest.raises(CheckpointError) as error:
         to_timm.main([checkpoint, str(tmp_path / 'out.pth'), '--arch', arch])
+
+    def words(sizes):  # as a geometry records them: tuples as lists
+        values = {key: list(value) if isinstance(value, tuple) else value
+                  for key, value in sizes.items()}
+        return ', '.join(f'{key} {values[key]}' for key in differ)
     assert str(error.value) == (
-        f'{checkpoint} holds a {backbone["type"]} of {file_depth}, but --arch {arch} has '
-        f'{arch_depth}: give --arch a timm model of {file_depth}, or leave --arch out to '
-        f'convert the tensors unchecked')
+        f"{checkpoint} does not fit --arch {arch}: the file's {backbone['type']} has "
+        f"{words(backbone['arch'])}, --arch {arch}'s {words(published)}: give --arch a timm "
+        "model of the file's size, or leave --arch out to convert the tensors unchecked")
     assert not (tmp_path / 'out.pth').exists()
 
 
@@ -220,7 +259,8 @@ def test_to_timm_refuses_an_arch_timm_does_not_know_before_reading(tmp_path, to_
 
 def test_from_timm_refuses_a_model_name_timm_does_not_know_before_reading(tmp_path,
                                                                           load_script):
-    """The weights (hundreds of MB) were read first: a missing file was named instead."""
+    """A wrong name is refused before the weights (hundreds of MB) are read, and named itself
+    rather than a missing file."""
     with pytest.raises(ValueError, match=r"--model-name 'resnet_foo' is not a timm model"):
         load_script(TOOLS / 'from_timm.py').main([
             str(tmp_path / 'absent.pth'), str(tmp_path / 'out.pth'),
@@ -228,7 +268,8 @@ def test_from_timm_refuses_a_model_name_timm_does_not_know_before_reading(tmp_pa
 
 
 def test_to_timm_names_an_arch_of_another_family(tmp_path, to_timm):
-    """A Swin --arch for a ViT checkpoint used to end in an AttributeError (no pos_embed)."""
+    """A Swin --arch for a ViT checkpoint is named as such, not left to an AttributeError
+    (no pos_embed) in the ViT's resize rule."""
     checkpoint = tiny_vit_checkpoint(tmp_path / 'vit.pth')
     with pytest.raises(CheckpointError, match=r'vit\.pth holds a VisionTransformer backbone, '
                        r'but --arch names a timm SwinTransformer; expected a timm '
@@ -239,8 +280,8 @@ def test_to_timm_names_an_arch_of_another_family(tmp_path, to_timm):
 
 
 def test_to_timm_writes_both_files_or_neither(tmp_path, to_timm):
-    """A folder where the .safetensors copy goes used to end in a SafetensorError traceback
-    after the .pth had been written."""
+    """A folder where the .safetensors copy goes is refused in one line, and the .pth is not
+    written either (not a SafetensorError traceback after the .pth is written)."""
     checkpoint = tiny_vit_checkpoint(tmp_path / 'vit.pth')
     (tmp_path / 'out.safetensors').mkdir()
     with pytest.raises(CheckpointError, match=r'cannot write .*out\.safetensors: it is a '
@@ -261,8 +302,9 @@ def test_to_timm_writes_both_files_or_neither(tmp_path, to_timm):
     ids=['plain', 'model', 'state_dict'])
 def test_to_timm_says_a_file_naming_no_backbone_was_checked_against_nothing(tmp_path, capsys,
                                                                             to_timm, wrap):
-    """A file of any other architecture was 'converted' with no word that nothing checked it;
-    after plain state dicts got a note, the wrapped ones still were."""
+    """A file that names no backbone, plain or wrapped (``{'model': ...}``,
+    ``{'state_dict': ...}``), could be of any architecture: the tool says that nothing checked
+    its tensors."""
     torch.save(wrap({'conv1.weight': torch.zeros(4, 3, 3, 3)}), tmp_path / 'resnet.pth')
     to_timm.main([str(tmp_path / 'resnet.pth'), str(tmp_path / 'out.pth')])
     assert "resnet.pth records no fastmim backbone (no meta['geometry']): its tensors were " \
@@ -270,8 +312,9 @@ def test_to_timm_says_a_file_naming_no_backbone_was_checked_against_nothing(tmp_
     assert torch.load(tmp_path / 'out.pth', weights_only=True).keys() == {'conv1.weight'}
 
 def test_to_timm_checks_a_plain_state_dict_against_arch(tmp_path, capsys, to_timm):
-    """The note above recommends --arch for a plain state dict, and --arch on one ended in
-    mmengine's 'RuntimeError: Failed to get' traceback (the file names no backbone type)."""
+    """The note above recommends --arch for a plain state dict, which names no backbone type:
+    --arch checks it against timm's model (no lookup of an empty type in the registry, which
+    mmengine answers with 'RuntimeError: Failed to get')."""
     torch.manual_seed(0)
     source = timm.create_model('vit_tiny_patch16_224', pretrained=False, num_classes=5)
     torch.save(source.state_dict(), tmp_path / 'vit.pth')
@@ -289,9 +332,9 @@ def test_to_timm_checks_a_plain_state_dict_against_arch(tmp_path, capsys, to_tim
 
 
 def test_timm_weights_round_trip_through_from_timm_and_to_timm(tmp_path, load_script, to_timm):
-    """to_timm wrote a TimmBackbone checkpoint (from_timm's output) under fastmim's names
-    (``model.conv1.weight``, classifier ``head``), which no timm model loads, and --arch
-    refused it saying timm had no model of its family."""
+    """A TimmBackbone checkpoint (from_timm's output) converts to the names of the timm model
+    it wraps (not fastmim's ``model.conv1.weight``, classifier ``head``, which no timm model
+    loads), and --arch checks it against that model's family."""
     torch.manual_seed(0)
     source = timm.create_model('resnet18', pretrained=False, num_classes=10)
     torch.save(source.state_dict(), tmp_path / 'timm.pth')
@@ -331,9 +374,9 @@ def test_timm_feature_extractor_converts_under_the_full_models_names(tmp_path, t
 @pytest.mark.parametrize('num_classes', [0, 10])
 def test_to_timm_prints_the_timm_call_that_loads_the_file_whole(tmp_path, capsys, to_timm,
                                                                 num_classes):
-    """docs/checkpoints.md loaded the output with pretrained=True and the file overlaid only:
-    a pre-training file failed (no head.weight), and a 10-class one given num_classes=10 lost
-    its classifier without a word."""
+    """The printed call loads the output whole: with pretrained=True and the file overlaid
+    only, a pre-training file fails (no head.weight), and a 10-class one given num_classes=10
+    loses its classifier without a word."""
     backbone = build(dict(type='VisionTransformer', img_size=224,
                           arch=dict(embed_dim=192, depth=12, num_heads=3)))
     extra = ({'head.fc.weight': torch.randn(num_classes, 192), 'head.fc.bias':
@@ -365,8 +408,8 @@ def test_to_timm_refuses_a_safetensors_name_for_its_torch_file(tmp_path, to_timm
 
 
 def test_to_timm_names_the_backbone_modules_it_leaves_out(tmp_path, capsys, to_timm):
-    """A detection Swin's out_norms were reported as 'left out ... : backbone', as if the
-    backbone had not been converted."""
+    """A detection Swin's out_norms are named as the modules left out, not as 'left out ...:
+    backbone', which reads as if the backbone were not converted."""
     backbone = build(dict(type='SwinTransformer', img_size=64, window_size=4,
                           out_indices=(0, 1, 2, 3),
                           arch=dict(embed_dim=32, depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8))))
@@ -377,7 +420,8 @@ def test_to_timm_names_the_backbone_modules_it_leaves_out(tmp_path, capsys, to_t
 
 
 def test_to_timm_refuses_a_backbone_timm_has_no_model_of(tmp_path, to_timm):
-    """A CMT checkpoint was written out as a 'timm state dict' that no timm model loads."""
+    """A CMT checkpoint is refused: timm has no CMT, and a 'timm state dict' of it would be a
+    file no timm model loads."""
     torch.save({'state_dict': {'backbone.stem_conv1.weight': torch.zeros(16, 3, 3, 3)},
                 'meta': {'geometry': {'backbone': {'type': 'CMT', 'arch': 's'}}}},
                tmp_path / 'cmt.pth')
@@ -388,9 +432,9 @@ def test_to_timm_refuses_a_backbone_timm_has_no_model_of(tmp_path, to_timm):
 
 
 def test_to_timm_refuses_a_vit_with_relative_position_tables(tmp_path, to_timm):
-    """The segmentation ViT's BEiT tables were written into a 'timm state dict' that timm's
-    VisionTransformer refuses ('Unexpected key(s) ... relative_position_bias_table'), and
-    without them the model computes something else: no timm ViT takes these weights."""
+    """The segmentation ViT's BEiT tables have no place in timm's VisionTransformer ('Unexpected
+    key(s) ... relative_position_bias_table'), and without them the model computes something
+    else: no timm ViT takes these weights, so the conversion is refused."""
     backbone = build(dict(type='VisionTransformer', img_size=32, patch_size=8, rel_pos_bias=True,
                           arch=dict(embed_dim=32, depth=2, num_heads=2)))
     checkpoint = fastmim_checkpoint(backbone, tmp_path / 'seg.pth')
@@ -441,7 +485,7 @@ def test_reference_vit_converts_and_fine_tunes_at_224(tmp_path, convert):
                                {**source.state_dict(), **reference_decoder()}, with_args=True)
 
     # The hint is one this tool takes: the converters' flag is bare, only tools/train.py
-    # takes a file (it said 'pass --trust-checkpoint FILE', which argparse then refused).
+    # takes a file ('pass --trust-checkpoint FILE' would be refused by argparse here).
     with pytest.raises(CheckpointError, match=r'Namespace.*if you trust its origin, pass '
                        r'--trust-checkpoint \(to tools/train\.py: --trust-checkpoint '
                        rf'{reference}\)\. An argparse\.Namespace .*from_reference\.py'):
@@ -625,7 +669,7 @@ def test_wrong_backbone_flag_is_named(tmp_path, convert):
 
 @pytest.mark.parametrize('flag', ['--num-heads', '--img-size'])
 def test_from_reference_refuses_a_count_below_one(tmp_path, capsys, from_reference, flag):
-    """--num-heads 0 was taken as 'not given' and the conversion went on."""
+    """--num-heads 0 is refused, not taken as 'not given' with the conversion going on."""
     with pytest.raises(SystemExit):
         from_reference.main([str(tmp_path / 'ref.pth'), str(tmp_path / 'out.pth'),
                              '--backbone', 'vit', flag, '0'])
@@ -636,7 +680,8 @@ def test_from_reference_refuses_a_count_below_one(tmp_path, capsys, from_referen
                                          ('from_reference.py', ['--backbone', 'vit']),
                                          ('from_timm.py', ['--model-name', 'resnet18'])])
 def test_converters_refuse_to_write_over_their_input(tmp_path, load_script, tool, extra):
-    """The input was read whole, then replaced by the converted file: the original was lost."""
+    """OUT naming the input is refused: reading it whole, then replacing it by the converted
+    file, would lose the original."""
     source = tmp_path / 'weights.pth'
     torch.save({'state_dict': {'w': torch.ones(1)}}, source)
     original = source.read_bytes()
@@ -654,9 +699,10 @@ def test_converters_refuse_to_write_over_their_input(tmp_path, load_script, tool
                                           ('new/', "ends in '/', so names a folder")])
 def test_converters_name_an_out_folder_before_reading(tmp_path, load_script, tool, extra, out,
                                                       message):
-    """``OUT exports/`` was taken for a file name: the input was read and converted, then the
-    write failed with 'could not write exports/: Not a directory', of a folder that exists. The
-    input here is never read (it is not there): OUT is checked first."""
+    """``OUT exports/`` names a folder, not a file name: it is refused before the input is read
+    and converted (else the write fails at the end with 'could not write exports/: Not a
+    directory', of a folder that exists). The input here is never read (it is not there): OUT
+    is checked first."""
     (tmp_path / 'exports').mkdir()
     out = f'{tmp_path}/{out}'
     with pytest.raises(IsADirectoryError, match=f'OUT {re.escape(out)} .*{message}'):
@@ -679,8 +725,8 @@ def test_converters_refuse_a_safetensors_name_for_their_torch_file(tmp_path, loa
 
 def test_to_timm_names_a_reference_files_decoder_among_what_it_leaves_out(tmp_path, capsys,
                                                                            to_timm):
-    """A reference-release file read directly: its decoder was dropped on reading and never
-    named; only mask_token was reported as left out."""
+    """A reference-release file read directly: its decoder, dropped on reading, is named
+    among what is left out, with mask_token."""
     source = build(dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=2, num_heads=2),
                         img_size=128))
     reference = save_reference(tmp_path / 'mim_vit.pth',

@@ -109,8 +109,8 @@ def timm_families(geometry, path, wrapped):
     """The timm classes a checkpoint of ``geometry``'s backbone converts to: its timm parent
     classes, or for a backbone that wraps a timm model the class of that model (``wrapped``:
     its ``timm_model``); () for a file that names no backbone. A backbone timm has no
-    model of (CMT) is refused: its weights were written as a 'timm state dict' that nothing
-    loads, without a word."""
+    model of (CMT) is refused: its weights written as a 'timm state dict' would be a file that
+    no timm model loads, made without a word."""
     from fastmim.errors import CheckpointError
 
     source_class = backbone_class(geometry)
@@ -131,7 +131,7 @@ def pooled_norm_name(source_class, fc_norm, state, path):
     ``pre_norm``) goes in timm: the backbone's ``timm_pooled_norm`` (ViT's and EVA-02's
     ``fc_norm``), or ``fc_norm`` for a file that names no backbone. A classifier with such a
     norm whose timm model has none is refused: without it timm's model would compute other
-    logits, and ``--arch`` called its tensors 'unexpected keys' without saying why."""
+    logits, and ``--arch`` would call its tensors 'unexpected keys' without saying why."""
     from fastmim.errors import CheckpointError
 
     if source_class is None:
@@ -174,9 +174,11 @@ def loading_call(arch, kwargs, out):
 def check_size(source_class, geometry, model, path):
     """Refuse a timm model of another size than the checkpoint's (another width, depth or
     heads) in one line that names the sizes of both, as fine-tuning's loader names them:
-    the list of every tensor's two shapes said neither. The file's sizes are its geometry's,
-    the model's those its backbone reads from timm's attributes (``timm_sizes``); a file
-    without geometry, or a backbone that does not say, is left to :func:`check_depth`."""
+    a list of every tensor's two shapes (or of every block one of them lacks) says neither.
+    The file's sizes are its geometry's, the model's those its backbone reads from timm's
+    attributes (``timm_sizes``: ViT, EVA-02, Swin and PVTv2 say). A file without geometry,
+    or of a backbone that does not say (``TimmBackbone``, whose size is its timm model's
+    name), is left to the strict load's list of keys."""
     from fastmim.errors import CheckpointError
     from fastmim.models.utils.pretrained import sizes_compared
 
@@ -189,33 +191,6 @@ def check_size(source_class, geometry, model, path):
         raise CheckpointError(
             f'{path} does not fit --arch {arch}: {compared}: give --arch a timm model of the '
             "file's size, or leave --arch out to convert the tensors unchecked")
-
-
-def check_depth(source_class, state, model, path):
-    """Refuse a timm model of another depth than the checkpoint's in one line that names both
-    depths and ``--arch``: the key-by-key list of every missing block (or every block the model
-    has no place for) said neither. The backbone counts the blocks in its own names, which are
-    its timm family's (``block_counts``); a backbone that does not count is left to that list."""
-    from fastmim.errors import CheckpointError
-
-    counts = source_class.block_counts if source_class is not None else None
-    file_depth = counts(state) if counts else None
-    model_depth = counts(model.state_dict()) if counts else None
-    if file_depth is None or file_depth == model_depth:
-        return
-    arch = model.pretrained_cfg.get('architecture', type(model).__name__)
-    raise CheckpointError(
-        f'{path} holds a {source_class.__name__} of {depth_words(file_depth)}, but --arch '
-        f'{arch} has {depth_words(model_depth)}: give --arch a timm model of '
-        f'{depth_words(file_depth)}, or leave --arch out to convert the tensors unchecked')
-
-
-def depth_words(block_counts):
-    """``depth 12`` (blocks) for one stack, ``depths [2, 2, 6, 2]`` for stages: the arch
-    entry that sets it in a fastmim config."""
-    if len(block_counts) == 1:
-        return f'depth {block_counts[0]}'
-    return f'depths {list(block_counts)}'
 
 
 def fit_to_model(state, model, geometry, path, families):
@@ -231,7 +206,6 @@ def fit_to_model(state, model, geometry, path, families):
     check_family(model, geometry, path, families)
     source_class = backbone_class(geometry)
     check_size(source_class, geometry, model, path)
-    check_depth(source_class, state, model, path)
     adapted = (source_class.adapt_state_dict(model, state, geometry)
                if source_class is not None else state)
     transferred = transfer_state(adapted, model, geometry)
@@ -345,8 +319,8 @@ def unchecked_note(path):
     """A line for a file converted without ``--arch`` that names no backbone (no
     ``meta['geometry']``: a plain ``name -> tensor`` dict, another release's ``{'model': ...}``
     or ``{'state_dict': ...}``): its tensors are copied under their own names and checked
-    against nothing: a file of another architecture, wrapped or not, was 'converted' with no
-    word of that."""
+    against nothing, so that a file of another architecture, wrapped or not, is not
+    'converted' without a word of that."""
     return (f'note: {path} records no fastmim backbone (no meta[\'geometry\']): its tensors were '
             'copied under their own names and checked against no model (--arch NAME checks '
             'them against a timm model)')

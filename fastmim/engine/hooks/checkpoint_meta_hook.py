@@ -1,11 +1,9 @@
 """Make every checkpoint hold plain types and the geometry of the model that wrote it."""
 
-import logging
 import os.path as osp
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook, Hook
-from mmengine.logging import print_log
 from torch.distributed.fsdp import FullyShardedDataParallel
 
 from fastmim.engine.accumulation import warn_if_checkpoints_fall_inside_windows
@@ -15,11 +13,9 @@ from fastmim.engine.optim_wrappers.guarded import drop_skipped_logs, training_pr
 from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS
 
-from .resume_checks import (OPTIMISER_TYPE_KEY, ResumeChecksHook, check_resumed_checkpoint,
-                            optimiser_type, resumed_path)
-
-# Where a checkpoint records the precision its run trained in (:func:`training_precision`).
-PRECISION_KEY = 'precision'
+from .resume_checks import (OPTIMISER_TYPE_KEY, PRECISION_KEY, ResumeChecksHook,
+                            check_resumed_checkpoint, optimiser_type, resumed_path,
+                            warn_if_precision_changed)
 
 
 @HOOKS.register_module()
@@ -77,36 +73,13 @@ class CheckpointMetaHook(Hook):
         for key in list(checkpoint):
             if key != 'state_dict':
                 checkpoint[key] = from_plain(checkpoint[key])
-        # A config from before ResumeChecksHook: the checks run here, after the other hooks.
+        # A config that lists no ResumeChecksHook still gets the checks: here, after the other
+        # hooks.
         if runner._resume and not any(isinstance(hook, ResumeChecksHook)
                                       for hook in runner.hooks):
             check_resumed_checkpoint(runner, checkpoint)
         if runner._resume:
             warn_if_precision_changed(runner, checkpoint, resumed_path(runner))
-
-
-def warn_if_precision_changed(runner, checkpoint: dict, path: str) -> None:
-    """Name a resume in another precision than the checkpoint's run (``--amp`` added or left
-    out, ``optim_wrapper.type`` changed): the run goes on in the config's, a float16 run's loss
-    scaler dropped or a new one started at its initial scale, where a changed lr is named
-    (``warn_kept_optimisation``) and this was not. Checkpoints from before the record
-    (``meta['precision']``) tell only whether they hold a loss scaler."""
-    built = training_precision(runner.optim_wrapper)
-    optimizer_state = checkpoint.get('optimizer')
-    had_scaler = isinstance(optimizer_state, dict) and 'loss_scaler' in optimizer_state
-    has_scaler = 'loss scaling' in built
-    saved = (checkpoint.get('meta') or {}).get(PRECISION_KEY)
-    if saved is None and had_scaler != has_scaler:
-        saved = ('autocast with loss scaling' if had_scaler else
-                 'float32 or bfloat16 autocast, without loss scaling')
-    if saved is None or saved == built:
-        return
-    scaler = ('; its loss scaler is dropped' if had_scaler and not has_scaler else
-              '; the loss scaler starts afresh at its initial scale'
-              if has_scaler and not had_scaler else '')
-    print_log(f'{path} was trained in {saved}, the config trains in {built} (--amp, '
-              f'optim_wrapper.type): the resumed run goes on in {built}{scaler}',
-              logger='current', level=logging.WARNING)
 
 
 def remove_interrupted_writes(runner):

@@ -4,8 +4,8 @@ mmengine's ``Runner.resume`` restores the weights, then the optimiser's state, t
 parameter schedulers' state, all from the checkpoint. What it leaves unsaid:
 
 - a file without the run's state (a ``best_*`` checkpoint, a published or converted one) has
-  none to restore: mmengine went on with a fresh optimiser and restarted schedules without a
-  word, or ended in ``KeyError: 'epoch'`` (:func:`check_run_state`);
+  none to restore: mmengine goes on with a fresh optimiser and restarted schedules without a
+  word, or ends in ``KeyError: 'epoch'`` (:func:`check_run_state`);
 - the model must be the checkpoint's model (:func:`check_resumed_model`);
 - an optimiser of another type than the checkpoint's cannot take its state (mmengine loads
   AdamW's groups into SGD, which fails at the first step with ``KeyError: 'momentum'``)
@@ -16,10 +16,13 @@ parameter schedulers' state, all from the checkpoint. What it leaves unsaid:
 - a ``meta['config']`` entry is rebuilt with ``Config.fromstring``, which runs it as Python
   (:func:`drop_executable_config`);
 - a checkpoint that has trained the whole ``train_cfg`` trains nothing more, with exit
-  status 0 (:func:`warn_if_finished`).
+  status 0 (:func:`warn_if_finished`);
+- the run goes on in the config's precision, not the checkpoint's: a float16 run's loss
+  scaler is dropped, or a new one starts afresh (:func:`warn_if_precision_changed`).
 
 They run from :class:`ResumeChecksHook` when a checkpoint has been read for resuming, before
-mmengine or any other hook loads anything from it.
+mmengine or any other hook loads anything from it; the precision warning runs from
+``CheckpointMetaHook``, after them all.
 """
 import logging
 import math
@@ -30,6 +33,7 @@ from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop, find_latest_checkpoint
 
 from fastmim.engine.loops import PROGRESS_KEY
+from fastmim.engine.optim_wrappers.guarded import training_precision
 from fastmim.engine.runner_model import bare_model, whole_parameters
 from fastmim.engine.validation_record import validation_finished
 from fastmim.errors import CheckpointError
@@ -50,6 +54,9 @@ SCHEDULER_PROGRESS = ('last_step', '_global_step', '_last_value', 'base_values',
 
 # Where a checkpoint records its optimiser's class (``CheckpointMetaHook`` writes it).
 OPTIMISER_TYPE_KEY = 'optimizer_type'
+# Where a checkpoint records the precision its run trained in (:func:`training_precision`;
+# ``CheckpointMetaHook`` writes it).
+PRECISION_KEY = 'precision'
 
 
 @HOOKS.register_module()
@@ -58,8 +65,8 @@ class ResumeChecksHook(Hook):
 
     Priority ``VERY_HIGH``: the other hooks' ``after_load_checkpoint`` come after it. EMAHook
     loads its averaged copy of the weights in its own, so a checkpoint of another model (a
-    fine-tuning resumed with another ``num_classes``) ended there in a size-mismatch traceback
-    instead of this module's one-line error. ``CheckpointMetaHook`` runs the checks itself
+    fine-tuning resumed with another ``num_classes``) would end there in a size-mismatch
+    traceback instead of this module's one-line error. ``CheckpointMetaHook`` runs the checks itself
     in a config without this hook."""
 
     priority = 'VERY_HIGH'
@@ -86,7 +93,8 @@ def check_run_state(runner, checkpoint: dict, path: str) -> None:
     optimiser's, the schedulers' (when the config has schedulers), the message hub and the
     epoch and iteration in ``meta``. mmengine skips a missing optimiser or scheduler state
     silently: resumed from ``best_accuracy_top1_epoch_1.pth`` (mmengine saves the best
-    checkpoints without them), a run went on with a fresh AdamW and a warmup started over."""
+    checkpoints without them), a run would go on with a fresh AdamW and start its warmup
+    over."""
     meta = checkpoint.get('meta') if isinstance(checkpoint.get('meta'), dict) else {}
     wanted = ['optimizer', 'message_hub'] + (['param_schedulers']
                                              if runner.param_schedulers else [])
@@ -109,10 +117,11 @@ def optimiser_type(runner) -> Optional[str]:
 
 
 def check_resumed_optimiser(runner, checkpoint: dict, path: str) -> None:
-    """Refuse a checkpoint whose optimiser (``meta['optimizer_type']``, recorded since the
-    check exists) is not the config's: torch's ``load_state_dict`` gives the config's optimiser
-    the checkpoint's parameter groups whole, so SGD resumed from AdamW lacked its momentum and
-    the first step ended in a ``KeyError`` after the start-up."""
+    """Refuse a checkpoint whose optimiser (``meta['optimizer_type']``, which
+    ``CheckpointMetaHook`` records; a file without it is not checked) is not the config's:
+    torch's ``load_state_dict`` gives the config's optimiser the checkpoint's parameter groups
+    whole, so SGD resumed from AdamW lacks its momentum and the first step ends in a
+    ``KeyError`` after the start-up."""
     saved = (checkpoint.get('meta') or {}).get(OPTIMISER_TYPE_KEY)
     built = optimiser_type(runner)
     if saved and built and saved != built:
@@ -183,7 +192,7 @@ def warn_kept_optimisation(runner, checkpoint: dict, path: str) -> None:
 
 def warn_if_finished(runner, checkpoint: dict, path: str) -> None:
     """Log a warning when the checkpoint has already trained the whole ``train_cfg``: mmengine
-    then runs no iteration and exits 0, which read as a resumed run that had trained (a job
+    then runs no iteration and exits 0, which reads as a resumed run that has trained (a job
     requeued after it finished, or ``--resume`` meant to lengthen a run without a longer
     ``max_epochs``). A checkpoint of a stop before or during the last validation, which the
     work dir does not record as finished, is no such case: the resumed run repeats that
@@ -209,6 +218,32 @@ def warn_if_finished(runner, checkpoint: dict, path: str) -> None:
                   f"resumed run keeps this checkpoint's schedule, whose end a config cannot "
                   f'move, so the {unit} added would train at its final lr',
                   logger='current', level=logging.WARNING)
+
+
+def warn_if_precision_changed(runner, checkpoint: dict, path: str) -> None:
+    """Name a resume in another precision than the checkpoint's run (``--amp`` added or left
+    out, ``optim_wrapper.type`` changed): the run goes on in the config's, a float16 run's loss
+    scaler dropped or a new one started at its initial scale, which nothing else says (a
+    changed lr is named by :func:`warn_kept_optimisation`). A checkpoint without the record
+    (``meta['precision']``, which ``CheckpointMetaHook`` writes) tells only whether it holds a
+    loss scaler. ``CheckpointMetaHook`` runs it, after every other hook has loaded its part of
+    the checkpoint."""
+    built = training_precision(runner.optim_wrapper)
+    optimizer_state = checkpoint.get('optimizer')
+    had_scaler = isinstance(optimizer_state, dict) and 'loss_scaler' in optimizer_state
+    has_scaler = 'loss scaling' in built
+    saved = (checkpoint.get('meta') or {}).get(PRECISION_KEY)
+    if saved is None and had_scaler != has_scaler:
+        saved = ('autocast with loss scaling' if had_scaler else
+                 'float32 or bfloat16 autocast, without loss scaling')
+    if saved is None or saved == built:
+        return
+    scaler = ('; its loss scaler is dropped' if had_scaler and not has_scaler else
+              '; the loss scaler starts afresh at its initial scale'
+              if has_scaler and not had_scaler else '')
+    print_log(f'{path} was trained in {saved}, the config trains in {built} (--amp, '
+              f'optim_wrapper.type): the resumed run goes on in {built}{scaler}',
+              logger='current', level=logging.WARNING)
 
 
 def epochs_done(runner, runtime_info: dict, meta: dict) -> Optional[int]:

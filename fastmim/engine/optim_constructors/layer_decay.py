@@ -9,7 +9,7 @@ of pre-training move least. ``L + 1`` is MAE's ``num_layers`` (``len(blocks) + 1
 ``num_layers - 1`` for Swin.
 
 The ids come from the backbone itself (``layer_id(name)`` and ``num_layer_ids`` of the backbone
-contract, :mod:`fastmim.models.backbones.base`): each backbone file documents its scheme (ViT:
+contract, :mod:`fastmim.models.utils.backbone_contract`): each backbone file documents its scheme (ViT:
 embedding 0, ``blocks.i`` -> ``i + 1``; Swin: SimMIM's ids with Microsoft's patch merging
 closing a stage; timm models: timm's own grouping). This constructor never looks at the type.
 
@@ -38,7 +38,7 @@ def backbone_layer_ids(backbone: nn.Module) -> LayerIds:
     if not callable(getattr(backbone, 'layer_id', None)):
         raise TypeError(f'layer decay: backbone {type(backbone).__name__} has no layer_id(name) / '
                         f'num_layer_ids; a backbone gets layer decay by implementing them '
-                        f'(the contract in fastmim.models.backbones.base)')
+                        f'(the contract in fastmim.models.utils.backbone_contract)')
     ids = {name: backbone.layer_id(name) for name, _ in backbone.named_parameters()}
     return ids, backbone.num_layer_ids - 1
 

@@ -38,6 +38,7 @@ from timm.layers import DropPath
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from fastmim.models.utils.backbone_contract import BackboneContract, StateDict
 from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncoder,
                                             ReferenceLayout)
 from fastmim.models.utils.shape_reading import (build_matching, check_given_size,
@@ -46,8 +47,8 @@ from fastmim.models.utils.shape_reading import (build_matching, check_given_size
 from fastmim.models.utils.sizes import grid_pair
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (BackboneContract, StateDict, check_drop_path_rate, normalise_out_indices,
-                   plain, plain_size, staged_layer_id)
+from .base import (check_drop_path_rate, normalise_out_indices, plain, plain_size,
+                   staged_layer_id)
 
 ARCH_SETTINGS: Dict[str, dict] = {
     # Table 1 of the paper. XS uses the release's IRFFN ratio 3.77 (the table rounds it to 3.8);

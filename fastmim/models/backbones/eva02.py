@@ -34,11 +34,12 @@ from timm.layers import resample_patch_embed
 from timm.models.eva import Eva
 from torch import nn
 
+from fastmim.models.utils.backbone_contract import StateDict
 from fastmim.models.utils.sizes import grid_pair
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (StateDict, check_drop_path_rate, normalise_out_indices,
-                   reject_fixed_arguments, resolution_source)
+from .base import (check_drop_path_rate, normalise_out_indices, reject_fixed_arguments,
+                   resolution_source)
 from .plain_vit import PLAIN_VIT_TIMM_ARGS, PlainViTBackbone, check_head_width, fit_pos_embed
 
 # timm's eva02_{tiny,small,base,large}_patch14 widths; MLP settings as there.

@@ -15,9 +15,9 @@ from timm.layers import resample_abs_pos_embed
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from fastmim.models.utils.shape_reading import count_indices
+from fastmim.models.utils.backbone_contract import BackboneContract, StateDict
 from fastmim.models.utils.sizes import grid_pair
-from .base import BackboneContract, StateDict, plain, plain_size
+from .base import plain, plain_size
 
 # What makes timm's plain ViTs (ViT, EVA-02) a backbone here: no head, the class token kept, the
 # token grid following the input.
@@ -110,11 +110,6 @@ class PlainViTBackbone(BackboneContract):
 
     size_keys = ('embed_dim', 'depth', 'num_heads')
     timm_pooled_norm = 'fc_norm'  # timm's ViT and EVA-02 normalise the pooled tokens there
-
-    @classmethod
-    def block_counts(cls, state: StateDict) -> List[int]:
-        """One stack of ``blocks.<i>``."""
-        return [count_indices(state, r'blocks\.(\d+)\.')]
 
     @classmethod
     def timm_sizes(cls, model: nn.Module) -> Dict:

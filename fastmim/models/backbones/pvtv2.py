@@ -12,14 +12,15 @@ from mmengine.model import BaseModule
 from timm.models import pvt_v2 as timm_pvt_v2
 from timm.models.pvt_v2 import PyramidVisionTransformerV2 as TimmPyramidVisionTransformerV2
 
+from fastmim.models.utils.backbone_contract import BackboneContract, StateDict
 from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncoder,
                                             ReferenceLayout)
 from fastmim.models.utils.shape_reading import (build_matching, count_indices, mlp_ratio,
                                                 require_keys, tensor_at)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (BackboneContract, StateDict, check_drop_path_rate, normalise_out_indices, plain,
-                   reject_fixed_arguments, staged_layer_id)
+from .base import (check_drop_path_rate, normalise_out_indices, plain, reject_fixed_arguments,
+                   staged_layer_id)
 
 _WIDTHS = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8))
 ARCHS = {
@@ -133,10 +134,12 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
         return tuple(outputs)
 
     @classmethod
-    def block_counts(cls, state: StateDict) -> List[int]:
-        """The blocks of each stage, ``stages.<i>.blocks.<j>``."""
-        return [count_indices(state, rf'stages\.{stage}\.blocks\.(\d+)\.')
-                for stage in range(count_indices(state, r'stages\.(\d+)\.'))]
+    def timm_sizes(cls, model: torch.nn.Module) -> Dict:
+        """timm's PVTv2 keeps its blocks in its stages; each block's attention its width and
+        heads."""
+        return dict(embed_dims=[stage.blocks[0].attn.dim for stage in model.stages],
+                    depths=[len(stage.blocks) for stage in model.stages],
+                    num_heads=[stage.blocks[0].attn.num_heads for stage in model.stages])
 
     def geometry(self) -> Dict:
         """Plain-type description stored in pre-training checkpoints (``meta['geometry']``).

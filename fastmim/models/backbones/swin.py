@@ -35,6 +35,7 @@ from timm.models.swin_transformer import (SwinTransformerBlock, WindowAttention,
 from torch import nn
 from torch.nn import functional as F
 
+from fastmim.models.utils.backbone_contract import BackboneContract, StateDict
 from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncoder,
                                             ReferenceLayout)
 from fastmim.models.utils.relative_bias import (resample_relative_position_bias_table_geometric,
@@ -44,8 +45,8 @@ from fastmim.models.utils.shape_reading import (build_matching, check_given_size
                                                 square_side, tensor_at)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (BackboneContract, StateDict, check_drop_path_rate, normalise_out_indices, plain,
-                   plain_size, reject_fixed_arguments, staged_layer_id)
+from .base import (check_drop_path_rate, normalise_out_indices, plain, plain_size,
+                   reject_fixed_arguments, staged_layer_id)
 
 ARCHS = {
     't': dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -290,10 +291,13 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         return tuple(outputs)
 
     @classmethod
-    def block_counts(cls, state: StateDict) -> List[int]:
-        """The blocks of each stage, ``layers.<i>.blocks.<j>``."""
-        return [count_indices(state, rf'layers\.{stage}\.blocks\.(\d+)\.')
-                for stage in range(count_indices(state, r'layers\.(\d+)\.'))]
+    def timm_sizes(cls, model: nn.Module) -> Dict:
+        """timm's Swin keeps the width of its first stage as it was given (``embed_dim``, as
+        the arch gives it; each later stage doubles it), and its stages (``layers``) their
+        blocks; each block's attention its heads."""
+        return dict(embed_dim=plain(model.embed_dim),
+                    depths=[len(stage.blocks) for stage in model.layers],
+                    num_heads=[stage.blocks[0].attn.num_heads for stage in model.layers])
 
     def geometry(self) -> Dict:
         """Plain-type description stored in pre-training checkpoints (``meta['geometry']``):

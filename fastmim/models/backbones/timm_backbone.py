@@ -28,10 +28,10 @@ from timm.optim import auto_group_layers
 from torch import nn
 
 from fastmim.errors import CheckpointError
+from fastmim.models.utils.backbone_contract import BackboneContract, StateDict
 from fastmim.models.utils.load_problems import listing
 from fastmim.registry import MODELS
-from .base import (BackboneContract, StateDict, as_index_tuple, check_drop_path_rate,
-                   normalise_out_indices, plain_size)
+from .base import as_index_tuple, check_drop_path_rate, normalise_out_indices, plain_size
 
 
 @MODELS.register_module()

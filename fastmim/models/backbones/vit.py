@@ -32,6 +32,7 @@ from timm.models.vision_transformer import VisionTransformer as TimmVisionTransf
 from torch import nn
 
 from fastmim.errors import CheckpointError
+from fastmim.models.utils.backbone_contract import StateDict
 from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncoder,
                                             ReferenceLayout)
 from fastmim.models.utils.shape_reading import (build_matching, check_given_size,
@@ -39,8 +40,7 @@ from fastmim.models.utils.shape_reading import (build_matching, check_given_size
                                                 single_value, square_side)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (StateDict, check_drop_path_rate, normalise_out_indices,
-                   reject_fixed_arguments)
+from .base import check_drop_path_rate, normalise_out_indices, reject_fixed_arguments
 from .beit_relative_position import RelativePositionBiasBlock, fit_relative_position_bias_table
 from .plain_vit import (PLAIN_VIT_TIMM_ARGS, PlainViTBackbone, check_head_width, fit_pos_embed,
                         pos_embed_source_grid)

@@ -16,7 +16,7 @@ grid or a window. :func:`load_pretrained` loads
   converted by :func:`~fastmim.models.utils.reference.convert_reference_checkpoint`;
 
 and then asks every backbone of the target model (the modules that keep the backbone contract,
-:mod:`fastmim.models.backbones.base`) to adapt its part: rename other layouts, resize what
+:mod:`fastmim.models.utils.backbone_contract`) to adapt its part: rename other layouts, resize what
 depends on the input size (ViT's position embedding, Swin's relative-position tables, CMT's
 attention bias), leave out what it rebuilds itself. This module only handles files: formats,
 prefixes, and one :class:`~fastmim.errors.CheckpointError` that names the file and every
@@ -38,9 +38,9 @@ from mmengine.runner.checkpoint import (_load_checkpoint, _load_checkpoint_to_mo
 from torch import nn
 
 from fastmim.errors import CheckpointError
-from fastmim.models.backbones.base import BackboneContract
 from fastmim.registry import MODELS, WEIGHT_INITIALIZERS
 
+from .backbone_contract import BackboneContract
 from .load_problems import LoadProblems, listing, top_level_names
 from .reference import convert_reference_checkpoint, is_reference_checkpoint
 

@@ -9,7 +9,7 @@ from torch import nn
 from fastmim.engine.optim_constructors import backbone_layer_ids
 from fastmim.models.backbones import (CMT, EVA02, PyramidVisionTransformerV2,
                                       SwinTransformer, TimmBackbone, VisionTransformer)
-from fastmim.models.backbones.base import BackboneContract
+from fastmim.models.utils.backbone_contract import BackboneContract
 from fastmim.registry import MODELS
 
 TINY_VIT = dict(embed_dim=32, depth=2, num_heads=2)
@@ -51,15 +51,15 @@ def test_every_registered_backbone_has_a_builder_here():
     (TimmBackbone, dict(model_name='resnet18')),
 ])
 def test_a_drop_path_rate_outside_0_1_is_named_when_built(backbone, kwargs, rate):
-    """--cfg-options model.backbone.drop_path_rate=-0.2 failed only at the first training
-    step, a traceback from torch's bernoulli_ naming no key."""
+    """--cfg-options model.backbone.drop_path_rate=-0.2 is refused when the backbone is built,
+    not at the first training step in a traceback from torch's bernoulli_ naming no key."""
     with pytest.raises(ValueError, match=r'drop_path_rate must be a number in \[0, 1\)'):
         backbone(drop_path_rate=rate, **kwargs)
 
 
 @pytest.mark.parametrize('rate', [np.float32(0.1), np.int64(0), 0, 0.3])
 def test_numbers_of_any_real_type_are_drop_path_rates(rate):
-    """A rate read from numpy (a sweep's np.linspace) was refused as not a number."""
+    """A rate read from numpy (a sweep's np.linspace) is a number like any other."""
     VisionTransformer(arch=TINY_VIT, img_size=64, drop_path_rate=rate)
 
 
@@ -197,7 +197,7 @@ def test_layer_decay_asks_the_backbone_and_refuses_one_without_ids():
 ], ids=lambda value: getattr(value, '__name__', None))
 def test_one_int_out_index_is_that_index_for_every_backbone(backbone, kwargs):
     """``--cfg-options model.backbone.out_indices=-2`` gives an int (mmpretrain's backbones
-    take one): it was ``TypeError: 'int' object is not iterable`` with a traceback."""
+    take one): one index, not ``TypeError: 'int' object is not iterable``."""
     one = backbone(out_indices=-2, **kwargs)
     assert one.out_indices == backbone(out_indices=(-2, ), **kwargs).out_indices
     assert len(one.out_channels) == 1

@@ -13,8 +13,8 @@ from torch import nn
 import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
 import fastmim.models  # noqa: F401
 from fastmim.errors import CheckpointError
-from fastmim.models.backbones.base import BackboneContract
 from fastmim.models.utils import load_pretrained
+from fastmim.models.utils.backbone_contract import BackboneContract
 from fastmim.registry import MODELS
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -81,8 +81,8 @@ def test_vit_8x8_checkpoint_loads_at_14x14_with_bicubic_pos_embed(tmp_path, logg
 
 
 def test_the_summary_names_the_part_of_the_backbone_left_out(tmp_path, logger, caplog):
-    """A target without a final norm logged 'left out backbone (2)', as if the whole backbone
-    had been skipped."""
+    """A target without a final norm names the norm it leaves out, not 'left out backbone (2)',
+    which reads as if the whole backbone were skipped."""
     source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
     path = save_pretraining_checkpoint(source, tmp_path / 'vit.pth')
     target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128, final_norm=False))
@@ -265,8 +265,8 @@ def test_wrong_architecture_names_the_file_keys_and_shapes(tmp_path, logger):
 
 
 def test_a_cmt_of_another_size_is_named_with_the_files_arch(tmp_path, logger):
-    """CMT's geometry held only its arch name: a CMT-S file given to a CMT-B config ended with
-    the list of shapes and no word of the sizes."""
+    """CMT's geometry holds its sizes beside its arch name, so a CMT-S file given to a CMT-B
+    config is named by its sizes, not only by a list of shapes."""
     source = build(dict(type='CMT', arch=TINY_CMT, img_size=128))
     path = save_pretraining_checkpoint(source, tmp_path / 'cmt_tiny.pth')
     deeper = build(dict(type='CMT', arch=dict(TINY_CMT, depths=[1, 1, 2, 1]), img_size=128))
@@ -443,8 +443,8 @@ def test_timm_state_dict_loads_with_its_classifier_left_out(tmp_path, logger):
 @pytest.mark.parametrize('features_only', [True, False])
 def test_a_timm_resnet_state_dict_loads_with_its_own_classifier_left_out(tmp_path, logger,
                                                                           features_only):
-    """The classifier's name is the timm family's (ResNet's ``fc``): a resnet18 file was
-    refused as 'unexpected keys: backbone.fc.weight', the loader knowing only ViT's ``head``."""
+    """The classifier's name is the timm family's (ResNet's ``fc``): a loader knowing only
+    ViT's ``head`` would refuse a resnet18 file as 'unexpected keys: backbone.fc.weight'."""
     import timm
     torch.manual_seed(0)
     reference = timm.create_model('resnet18', pretrained=False).eval()
@@ -511,9 +511,9 @@ def test_end_to_end_runner_checkpoint_at_64_px_initialises_a_112_px_backbone(tmp
 
 def test_mmengine_pretrained_that_loads_nothing_is_refused(tmp_path, logger):
     """mmengine's type='Pretrained' without prefix='backbone.' finds none of a backbone's keys
-    in a fastmim checkpoint (they are backbone.*): it logged a warning and fine-tuning went on
-    from random weights. Now one error names the file, its parts and the fix; with the prefix
-    it loads as mmengine's does."""
+    in a fastmim checkpoint (they are backbone.*): mmengine logs a warning and fine-tuning
+    would go on from random weights. One error names the file, its parts and the fix; with the
+    prefix it loads as mmengine's does."""
     source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
     path = str(save_pretraining_checkpoint(source, tmp_path / 'vit.pth'))
     with DefaultScope.overwrite_default_scope('fastmim'):
@@ -607,8 +607,9 @@ def test_mmengine_pretrained_with_a_prefix_the_file_lacks_names_what_the_file_ha
 @pytest.mark.parametrize('init_type', ['FastMIMPretrained', 'Pretrained'])
 @pytest.mark.parametrize('checkpoint', [None, ''])
 def test_init_cfg_without_a_checkpoint_path_names_init_cfg_none(init_type, checkpoint):
-    """--cfg-options model.backbone.init_cfg.checkpoint=None (meaning: no pre-training) was a
-    TypeError traceback from inside mmengine's loader; '' was 'checkpoint not found: '."""
+    """--cfg-options model.backbone.init_cfg.checkpoint=None (meaning: no pre-training) is
+    refused with a pointer to init_cfg=None, not a TypeError traceback from inside mmengine's
+    loader; '' likewise, not 'checkpoint not found: '."""
     with DefaultScope.overwrite_default_scope('fastmim'):
         backbone = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128,
                               init_cfg=dict(type=init_type, checkpoint=checkpoint)))
@@ -618,8 +619,8 @@ def test_init_cfg_without_a_checkpoint_path_names_init_cfg_none(init_type, check
 
 
 def test_a_timm_model_file_is_named_by_its_model_name(tmp_path, logger):
-    """A TimmBackbone records no arch: its file was called 'a TimmBackbone backbone (arch None)'
-    and the other-size line ended in "give the model the file's arch None"."""
+    """A TimmBackbone records no arch: its file is named by its model name, not 'a TimmBackbone
+    backbone (arch None)', nor the other-size line "give the model the file's arch None"."""
     resnet18 = build(dict(type='TimmBackbone', model_name='resnet18', out_indices=(3, )))
     path = save_pretraining_checkpoint(resnet18, tmp_path / 'resnet18.pth')
     resnet34 = build(dict(type='TimmBackbone', model_name='resnet34', out_indices=(3, )))

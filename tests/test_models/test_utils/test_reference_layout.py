@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from fastmim.errors import CheckpointError
-from fastmim.models.backbones.base import BackboneContract
+from fastmim.models.utils.backbone_contract import BackboneContract
 from fastmim.models.utils.reference import (ReferenceClassifier, ReferenceEncoder,
                                             ReferenceLayout, convert_reference_checkpoint,
                                             detect_reference_backbone, reference_backbones)
@@ -168,9 +168,9 @@ class TopLevelNet(TinyNet):
 
 def test_a_classifier_is_told_by_the_parts_its_layout_names(tiny_net_registered):
     """A file with an encoder of the top-level layout and that layout's classifier parts is no
-    pre-training file, whatever the classifier is called: the check knew only ViT's names
-    (``head``, ``fc_norm``), so another release's classifier ending in ``norm`` was taken for
-    a reference pre-training file and converted without its classifier."""
+    pre-training file, whatever the classifier is called: a check knowing only ViT's names
+    (``head``, ``fc_norm``) would take another release's classifier ending in ``norm`` for a
+    reference pre-training file and convert it without its classifier."""
     from fastmim.models.utils.reference import is_reference_pretraining
     MODELS.register_module(module=TopLevelNet)
     try:
