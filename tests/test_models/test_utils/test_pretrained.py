@@ -243,6 +243,32 @@ def test_swin_window_4_tables_load_into_a_window_7_swin_tiny(tmp_path, logger,
         assert target(torch.randn(1, 3, 224, 224))[0].shape == (1, 768, 7, 7)
 
 
+def test_swin_non_square_window_tables_load_from_the_windows_the_file_records(
+        tmp_path, logger, release_table_resampling):
+    """A (4, 8) window has a 7 x 15 table, no square one: only the file's
+    ``stage_window_sizes`` tell how to lay it out before resampling it to window 7."""
+    arch = dict(embed_dim=8, depths=(1, 1, 1, 2), num_heads=(1, 1, 1, 2))
+    source = build(dict(type='SwinTransformer', arch=arch, img_size=(128, 256),
+                        window_size=(4, 8)))
+    with torch.no_grad():
+        for name, param in source.named_parameters():
+            if name.endswith('relative_position_bias_table'):
+                param.normal_()
+    path = save_pretraining_checkpoint(source, tmp_path / 'swin.pth')
+    target = build(dict(type='SwinTransformer', arch=arch, img_size=224, window_size=7))
+
+    summary = load_pretrained(target, str(path), logger=logger)
+
+    assert len(summary.resized) == sum(arch['depths'])
+    source_state, target_state = source.state_dict(), target.state_dict()
+    for key, (old, new) in summary.resized.items():
+        assert key.endswith('relative_position_bias_table') and old[0] == 7 * 15 and \
+            new[0] == 13 * 13
+        torch.testing.assert_close(target_state[key],
+                                   release_table_resampling(source_state[key], (4, 8), 7),
+                                   rtol=0, atol=2e-4)
+
+
 def test_cmt_128_checkpoint_loads_at_224(tmp_path, logger):
     source = build(dict(type='CMT', arch=TINY_CMT, img_size=128))
     path = save_pretraining_checkpoint(source, tmp_path / 'cmt.pth')
