@@ -163,22 +163,31 @@ def _release_positions(side: int, target_side: int):
 @pytest.fixture(scope='session')
 def release_table_resampling():
     """Independent reference for the releases' Swin-table resampling (SimMIM's and FastMIM's
-    ``remap_mode='simmim'``): a ``(rows, heads)`` table of a square ``src`` window -> the
-    ``dst`` window's, on the geometric offsets, read by SciPy's ``RegularGridInterpolator``
+    ``remap_mode='simmim'``): a ``(rows, heads)`` table of the ``src`` window -> the ``dst``
+    window's, on the geometric offsets, read by SciPy's ``RegularGridInterpolator``
     (cubic, or linear for a window of 2; its own spline code, not the FITPACK fit the toolbox
-    calls), the points beyond the outermost offset given the end value as ``interp2d`` did."""
+    calls), the points beyond the outermost offset given the end value as ``interp2d`` did.
+    The releases' windows are square (an int); an ``(h, w)`` pair places each axis on its own
+    offsets, as the toolbox does for non-square windows (both sides cubic, or both linear)."""
     import numpy as np
     from scipy.interpolate import RegularGridInterpolator
 
-    def resample(table: torch.Tensor, src: int, dst: int) -> torch.Tensor:
-        side, target_side = 2 * src - 1, 2 * dst - 1
-        positions = np.array(_release_positions(side, target_side))
-        offsets = np.clip(np.arange(-(target_side // 2), target_side // 2 + 1, dtype=float),
+    def axis(src_side: int, dst_side: int):
+        positions = np.array(_release_positions(src_side, dst_side))
+        offsets = np.clip(np.arange(-(dst_side // 2), dst_side // 2 + 1, dtype=float),
                           positions[0], positions[-1])
-        points = np.stack(np.meshgrid(offsets, offsets, indexing='ij'), -1).reshape(-1, 2)
-        method = 'cubic' if side > 3 else 'linear'
-        values = table.double().numpy().reshape(side, side, -1)
-        heads = [RegularGridInterpolator((positions, positions), values[..., head],
+        return positions, offsets
+
+    def resample(table: torch.Tensor, src, dst) -> torch.Tensor:
+        src, dst = ((size, size) if isinstance(size, int) else tuple(size) for size in (src, dst))
+        sides = [2 * size - 1 for size in src]
+        (rows, row_offsets), (columns, column_offsets) = (
+            axis(side, 2 * size - 1) for side, size in zip(sides, dst))
+        points = np.stack(np.meshgrid(row_offsets, column_offsets, indexing='ij'),
+                          -1).reshape(-1, 2)
+        method = 'cubic' if min(sides) > 3 else 'linear'
+        values = table.double().numpy().reshape(*sides, -1)
+        heads = [RegularGridInterpolator((rows, columns), values[..., head],
                                          method=method)(points)
                  for head in range(values.shape[-1])]
         return torch.from_numpy(np.stack(heads, axis=1)).to(table.dtype)

@@ -10,7 +10,7 @@ from collections import OrderedDict
 import pytest
 import timm
 import torch
-from mmengine.optim import build_optim_wrapper
+from mmengine.optim import DefaultOptimWrapperConstructor, build_optim_wrapper
 from mmengine.registry import DefaultScope
 from timm.optim import param_groups_layer_decay
 from torch import nn
@@ -259,6 +259,40 @@ def test_custom_keys_and_no_decay_names_override(groups_by_name):
     assert by_name['head.bias']['weight_decay'] == 0.  # biases stay exempt
     assert by_name['backbone.pos_embed']['weight_decay'] == 0.05  # no longer exempt by name
     assert by_name['backbone.blocks.0.norm1.weight']['weight_decay'] == 0.  # 1-D stays exempt
+
+
+def test_custom_keys_take_mmengines_precedence(groups_by_name):
+    """Longest matching key first, alphabetical among equal lengths: every parameter's lr
+    multiplier (layer decay off) is the one mmengine's own constructor gives the same keys."""
+    custom_keys = {'backbone': dict(lr_mult=0.1), 'backbone.pos_embed': dict(lr_mult=10.),
+                   'blocks.0': dict(lr_mult=3.), 'blocks.1.mlp': dict(lr_mult=5.),
+                   'head': dict(lr_mult=2.)}
+    model = Classifier(tiny_vit(), 16)
+    by_name = groups_by_name(model, build_groups(model, 1.0, lr=1e-3, custom_keys=custom_keys))
+    reference = DefaultOptimWrapperConstructor(
+        dict(type='OptimWrapper', optimizer=optimizer_cfg(lr=1e-3)),
+        dict(custom_keys=custom_keys))(model).optimizer.param_groups
+    reference_lr = {name: group['lr'] for name, group in groups_by_name(model, reference).items()}
+    assert {name: group['lr'] for name, group in by_name.items()} == pytest.approx(reference_lr)
+    # The cases the keys were chosen for, written out: the longer key wins, and of the two
+    # 8-letter keys in a block-0 name, 'backbone' comes first.
+    assert by_name['backbone.pos_embed']['lr'] == pytest.approx(1e-2)
+    assert by_name['backbone.blocks.1.mlp.fc1.weight']['lr'] == pytest.approx(5e-3)
+    assert by_name['backbone.blocks.0.attn.qkv.weight']['lr'] == pytest.approx(1e-4)
+    assert by_name['head.weight']['lr'] == pytest.approx(2e-3)
+
+
+def test_no_decay_names_match_a_full_name_or_a_dotted_suffix_only(groups_by_name):
+    """``'proj'`` names a module ``proj`` at the end of a name, not every name containing
+    the letters (``attn.proj.weight`` ends in ``.weight``; ``patch_embed.proj`` neither)."""
+    model = Classifier(tiny_vit(), 16)
+    by_name = groups_by_name(model, build_groups(
+        model, 0.7, weight_decay=0.05, no_decay_names=['proj', 'attn.qkv.weight', 'cls_token']))
+    assert by_name['backbone.blocks.0.attn.proj.weight']['weight_decay'] == 0.05
+    assert by_name['backbone.patch_embed.proj.weight']['weight_decay'] == 0.05
+    assert by_name['backbone.blocks.0.attn.qkv.weight']['weight_decay'] == 0.
+    assert by_name['backbone.cls_token']['weight_decay'] == 0.
+    assert by_name['backbone.pos_embed']['weight_decay'] == 0.05
 
 
 @pytest.mark.parametrize('constructor,scope', [

@@ -7,8 +7,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from fastmim.models.backbones.cmt import (CMT, STAGE_STRIDES, LightweightAttention,
-                                          resize_relative_position_bias)
+from fastmim.models.backbones.cmt import (CMT, DEFAULT_REDUCTION_RATIOS, STAGE_STRIDES,
+                                          LightweightAttention, resize_relative_position_bias)
+from fastmim.models.utils.pretrained import load_pretrained
 from fastmim.registry import MODELS
 
 TINY = dict(embed_dims=[8, 16, 32, 64], depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8],
@@ -222,6 +223,44 @@ def test_checkpoint_resized_to_224_equals_on_the_fly_resize(tiny_model):
     images = torch.randn(2, 3, 224, 224)
     for ours, reference in zip(model_224.eval()(images), tiny_model.eval()(images)):
         torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_a_non_square_checkpoint_is_resized_from_the_grid_its_geometry_records(tmp_path):
+    """A 64 x 128 px CMT's stage s has a (64 / stride, 128 / stride) query grid; the transposed
+    grid has as many queries, so only the file's geometry (its img_size) tells them apart.
+    Each stage's bias loaded at 96 px is the bicubic resize of its (heads, qh, qw, kh, kw)
+    table, and the loaded model is the source model run at 96 px."""
+    torch.manual_seed(0)
+    source = CMT(TINY, img_size=(64, 128), out_indices=(0, 1, 2, 3)).eval()
+    with torch.no_grad():
+        for stage in source.stages:
+            stage.relative_position_bias.normal_()
+    path = tmp_path / 'cmt.pth'
+    torch.save({'state_dict': {f'backbone.{key}': value
+                               for key, value in source.state_dict().items()},
+                'meta': {'geometry': {'backbone': source.geometry()}}}, path)
+    model = CMT(TINY, img_size=96, out_indices=(0, 1, 2, 3)).eval()
+    load_pretrained(model, str(path))
+
+    for old_stage, stage, stride, ratio, heads in zip(source.stages, model.stages, STAGE_STRIDES,
+                                                      DEFAULT_REDUCTION_RATIOS, TINY['num_heads']):
+        old_grid, new_grid = (64 // stride, 128 // stride), (96 // stride, 96 // stride)
+        old_keys = (old_grid[0] // ratio, old_grid[1] // ratio)
+        new_keys = (new_grid[0] // ratio, new_grid[1] // ratio)
+        table = old_stage.relative_position_bias.detach().double().numpy()
+        expected = np.einsum('Yy,Xx,Vv,Uu,hyxvu->hYXVU',
+                             _keys_cubic_matrix(old_grid[0], new_grid[0]),
+                             _keys_cubic_matrix(old_grid[1], new_grid[1]),
+                             _keys_cubic_matrix(old_keys[0], new_keys[0]),
+                             _keys_cubic_matrix(old_keys[1], new_keys[1]),
+                             table.reshape(heads, *old_grid, *old_keys))
+        np.testing.assert_allclose(stage.relative_position_bias.detach().numpy(),
+                                   expected.reshape(stage.relative_position_bias.shape),
+                                   rtol=0, atol=1e-5)
+    images = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        for ours, reference in zip(model(images), source(images)):
+            torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5)
 
 
 def test_registered_and_geometry_is_plain():

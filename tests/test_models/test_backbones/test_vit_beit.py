@@ -93,6 +93,32 @@ def test_another_input_grid_equals_the_model_loaded_at_that_grid():
         torch.testing.assert_close(model(images)[0], loaded(images)[0], rtol=1e-5, atol=1e-5)
 
 
+def test_a_non_square_checkpoint_is_resized_from_the_grid_its_geometry_records(tmp_path):
+    """A 32 x 128 px model's tables cover a 2 x 8 grid, (3 x 15) offsets; 15 x 3 offsets have
+    as many rows, so only the file's geometry tells them apart. Each offset table is resized
+    as an image of (dy, dx) to the 96 px model's 11 x 11, and the loaded model is the source
+    model run at 96 px (which knows its grid from its construction)."""
+    source = randomise(beit_vit(img_size=(32, 128)))
+    path = tmp_path / 'beit.pth'
+    torch.save({'state_dict': {f'backbone.{key}': value
+                               for key, value in source.state_dict().items()},
+                'meta': {'geometry': {'backbone': source.geometry()}}}, path)
+    model = beit_vit(img_size=96)
+    load_pretrained(model, str(path))
+
+    heads = TINY['num_heads']
+    for index, block in enumerate(source.blocks):
+        table = block.attn.relative_position_bias_table.detach()
+        offsets = table[:-3].t().reshape(1, heads, 3, 15)
+        expected = F.interpolate(offsets, size=(11, 11), mode='bicubic', align_corners=False)
+        loaded = model.blocks[index].attn.relative_position_bias_table.detach()
+        torch.testing.assert_close(loaded[:-3], expected.reshape(heads, -1).t())
+        assert torch.equal(loaded[-3:], table[-3:])
+    images = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images)[0], source(images)[0], rtol=1e-5, atol=1e-5)
+
+
 def test_the_new_tables_and_scales_are_declared_optional_with_their_options_only():
     assert VisionTransformer(arch=TINY, img_size=64).checkpoint_optional_names() == set()
     tables = {f'blocks.{i}.attn.relative_position_bias_table' for i in range(TINY['depth'])}

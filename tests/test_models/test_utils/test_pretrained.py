@@ -48,11 +48,14 @@ def save_pretraining_checkpoint(backbone, path, extra=None):
 
 
 def bicubic_grid(pos_embed, src, dst):
-    """Independent reference: the patch grid of ``pos_embed`` resized with torch's bicubic."""
+    """Independent reference: the patch grid of ``pos_embed`` (``src``: a side or an (h, w)
+    pair, rows major) resized to ``dst`` with torch's bicubic."""
+    (src_h, src_w), (dst_h, dst_w) = ((size, size) if isinstance(size, int) else size
+                                      for size in (src, dst))
     channels = pos_embed.shape[-1]
-    grid = pos_embed[:, 1:].reshape(1, src, src, channels).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(dst, dst), mode='bicubic', align_corners=False)
-    return grid.permute(0, 2, 3, 1).reshape(1, dst * dst, channels)
+    grid = pos_embed[:, 1:].reshape(1, src_h, src_w, channels).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(dst_h, dst_w), mode='bicubic', align_corners=False)
+    return grid.permute(0, 2, 3, 1).reshape(1, dst_h * dst_w, channels)
 
 
 def test_vit_8x8_checkpoint_loads_at_14x14_with_bicubic_pos_embed(tmp_path, logger, caplog):
@@ -78,6 +81,23 @@ def test_vit_8x8_checkpoint_loads_at_14x14_with_bicubic_pos_embed(tmp_path, logg
     assert len(records) == 1 and records[0].levelno == logging.INFO
     assert 'neck (1)' in records[0].message and 'mask_token (1)' in records[0].message
     assert 'vit.pth' in records[0].message
+
+
+def test_a_non_square_checkpoint_is_resized_from_the_grid_its_geometry_records(tmp_path, logger):
+    """A 32 x 128 px ViT has a 2 x 8 patch grid: 16 tokens, as many as a 4 x 4 one, so only the
+    file's geometry tells the grid; the rows of the grid stay rows."""
+    source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=(32, 128)))
+    with torch.no_grad():
+        source.pos_embed.normal_()
+    path = save_pretraining_checkpoint(source, tmp_path / 'vit.pth')
+    target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=96))
+
+    summary = load_pretrained(target, str(path), logger=logger)
+
+    assert summary.resized == {'pos_embed': ((1, 17, 32), (1, 37, 32))}
+    assert torch.equal(target.pos_embed[:, :1], source.pos_embed[:, :1])  # class token kept
+    torch.testing.assert_close(target.pos_embed[:, 1:],
+                               bicubic_grid(source.pos_embed, (2, 8), (6, 6)), rtol=0, atol=1e-6)
 
 
 def test_the_summary_names_the_part_of_the_backbone_left_out(tmp_path, logger, caplog):
@@ -221,6 +241,32 @@ def test_swin_window_4_tables_load_into_a_window_7_swin_tiny(tmp_path, logger,
                        source_state['layers.3.downsample.reduction.weight'])
     with torch.no_grad():
         assert target(torch.randn(1, 3, 224, 224))[0].shape == (1, 768, 7, 7)
+
+
+def test_swin_non_square_window_tables_load_from_the_windows_the_file_records(
+        tmp_path, logger, release_table_resampling):
+    """A (4, 8) window has a 7 x 15 table, no square one: only the file's
+    ``stage_window_sizes`` tell how to lay it out before resampling it to window 7."""
+    arch = dict(embed_dim=8, depths=(1, 1, 1, 2), num_heads=(1, 1, 1, 2))
+    source = build(dict(type='SwinTransformer', arch=arch, img_size=(128, 256),
+                        window_size=(4, 8)))
+    with torch.no_grad():
+        for name, param in source.named_parameters():
+            if name.endswith('relative_position_bias_table'):
+                param.normal_()
+    path = save_pretraining_checkpoint(source, tmp_path / 'swin.pth')
+    target = build(dict(type='SwinTransformer', arch=arch, img_size=224, window_size=7))
+
+    summary = load_pretrained(target, str(path), logger=logger)
+
+    assert len(summary.resized) == sum(arch['depths'])
+    source_state, target_state = source.state_dict(), target.state_dict()
+    for key, (old, new) in summary.resized.items():
+        assert key.endswith('relative_position_bias_table') and old[0] == 7 * 15 and \
+            new[0] == 13 * 13
+        torch.testing.assert_close(target_state[key],
+                                   release_table_resampling(source_state[key], (4, 8), 7),
+                                   rtol=0, atol=2e-4)
 
 
 def test_cmt_128_checkpoint_loads_at_224(tmp_path, logger):
