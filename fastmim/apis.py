@@ -115,9 +115,9 @@ def _scope_init_types(model: nn.Module, scope: str) -> None:
 
     mmengine builds initializers when ``init_weights`` runs, in whatever default scope is then
     current, and outside one it looks only in its own registry, which knows no
-    ``FastMIMPretrained`` (the fine-tuning configs' initializer). ``'Pretrained'`` keeps its name: mmengine runs that initializer after the
-    children's initialisation only under that exact name, so outside the scope it is
-    mmengine's own ``Pretrained``.
+    ``FastMIMPretrained`` (the fine-tuning configs' initializer). ``'Pretrained'`` keeps its
+    name: mmengine runs that initializer after the children's initialisation only under that
+    exact name, so outside the scope it is mmengine's own ``Pretrained``.
     """
     with WEIGHT_INITIALIZERS.switch_scope_and_registry(scope) as registry:
         registry.import_from_location()
