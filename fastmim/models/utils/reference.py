@@ -187,8 +187,8 @@ def convert_reference_checkpoint(checkpoint: dict,
     determine them) and the converted weights are checked against the fastmim backbone it
     describes, built on the meta device. A pre-training file gives a pre-training checkpoint
     for the FastMIM config of its backbone, its decoder converted to fastmim's ``MIMDecoder``
-    (:func:`_convert_reference_decoder`). A fine-tuned file gives an ``ImageClassifier`` checkpoint
-    (:func:`_convert_reference_classifier`).
+    (:func:`_convert_reference_decoder`). A fine-tuned file gives an ``ImageClassifier``
+    checkpoint (:func:`_convert_reference_classifier`).
 
     Args:
         checkpoint: the loaded file; its ``model`` entry is converted.
@@ -203,9 +203,9 @@ def convert_reference_checkpoint(checkpoint: dict,
 
     Returns:
         ``{'state_dict': {'backbone.*', 'neck.*', 'mask_token'}, 'meta': {'geometry': ...,
-        ...}}``; for a
-        fine-tuned file ``{'backbone.*', 'head.*'}`` and ``num_classes`` in the geometry, for
-        one whose classifier no fastmim head takes ``{'backbone.*'}``.
+        ...}}`` (no ``neck.*`` where the decoder is dropped); for a fine-tuned file
+        ``{'backbone.*', 'head.*'}`` and ``num_classes`` in the geometry, for one whose
+        classifier no fastmim head takes ``{'backbone.*'}``.
     """
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f'{path} holds a {type(checkpoint).__name__}, not a '
@@ -300,12 +300,13 @@ def _convert_reference_decoder(decoder: Dict[str, torch.Tensor],
                 key = new + key[len(old):]
         renamed[key] = value
     for key, value in input_norm.items():
-        renamed['in_norm.' + key.split('.', 1)[1]] = value
+        renamed['in_norm.' + key[len(layout.decoder_input_norm):]] = value
     for key in ('predict.weight', 'predict.bias'):
         renamed[key] = _cells_last(tensor_at(renamed, key, path), side)
     embed_dim = tensor_at(renamed, 'embed.weight', path).shape[0]
     depth = count_indices(renamed, r'blocks\.(\d+)\.')
     hidden = tensor_at(renamed, 'blocks.0.mlp.fc1.weight', path).shape[0] if depth else embed_dim
+    # Only the shapes are checked: the norms' eps, no weight, is the FastMIM config's to state.
     model = build_on_meta(dict(type='MIMDecoder', in_channels=in_channels, out_channels=rows,
                                embed_dim=embed_dim, depth=depth, mlp_ratio=hidden / embed_dim,
                                in_norm_eps=1e-6 if input_norm else None), strict=True)
