@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
+from mmengine.registry import WEIGHT_INITIALIZERS, DefaultScope
 from mmengine.runner.checkpoint import _load_checkpoint
 from PIL import Image, UnidentifiedImageError
 from torch import nn
@@ -33,7 +33,8 @@ from fastmim.errors import CheckpointError
 from fastmim.models.algorithms.image_classifier import pool_features
 from fastmim.models.utils.load_problems import (LoadProblems, modules_without_weights,
                                                 top_level_names)
-from fastmim.models.utils.pretrained import backbone_geometry, size_difference
+from fastmim.models.utils.pretrained import (backbone_geometry, size_difference,
+                                             transfer_state)
 from fastmim.models.utils.reference import refuse_an_unconverted_release_file
 from fastmim.registry import MODELS
 from fastmim.visualization import draw_reconstructions
@@ -77,10 +78,13 @@ def get_model(config, checkpoint: Optional[Union[str, os.PathLike]] = None, devi
 
     Args:
         config: a config file, ``'fastmim::<path under configs/>'`` or a ``Config``.
-        checkpoint: a checkpoint of this model, loaded strictly: a missing, unexpected or
-            mis-shaped key is a :class:`~fastmim.errors.CheckpointError` naming both files (a
-            reference-release file: the command converting it). None keeps the freshly
-            initialised weights (the config's ``init_cfg`` is not applied).
+        checkpoint: a checkpoint of this model, loaded strictly: a missing or unexpected key,
+            or a shape that no rule of the backbone transfers, is a
+            :class:`~fastmim.errors.CheckpointError` naming both files (a reference-release
+            file: the command converting it). The backbone's rules fit what they can, as the
+            other loaders do: a position embedding of another grid is resized. None keeps the
+            freshly initialised weights (the config's ``init_cfg`` is not applied;
+            ``model.init_weights()`` applies it, in any default scope).
         device: where the model goes.
         **model_options: keys of the config's ``model`` to override, as ``--cfg-options
             model.<key>=<value>`` would (dots reach into nested dicts), e.g.
@@ -93,13 +97,47 @@ def get_model(config, checkpoint: Optional[Union[str, os.PathLike]] = None, devi
     name = config if isinstance(config, str) else cfg.filename
     options = {f'model.{key}': value for key, value in model_options.items()}
     cfg.merge_from_dict(options)
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'fastmim')), \
+    scope = cfg.get('default_scope', 'fastmim')
+    with DefaultScope.overwrite_default_scope(scope), \
             refused_keys_located(cfg, _dotted(options), _name_model_option):
         model = MODELS.build(cfg.model)
+    _scope_init_types(model, scope)
     if checkpoint is not None:
         _load_strictly(model, os.fspath(checkpoint), name)
     model.cfg = cfg
     return model.to(device).eval()
+
+
+def _scope_init_types(model: nn.Module, scope: str) -> None:
+    """Qualify with ``scope`` the initializer types of every ``init_cfg`` in ``model`` that
+    the scope's own registry defines (``FastMIMPretrained`` -> ``fastmim.FastMIMPretrained``),
+    so that ``model.init_weights()`` finds them anywhere.
+
+    mmengine builds initializers when ``init_weights`` runs, in whatever default scope is then
+    current, and outside one it looks only in its own registry, which knows no
+    ``FastMIMPretrained`` (the fine-tuning configs' initializer). ``'Pretrained'`` keeps its
+    name: mmengine runs that initializer after the children's initialisation only under that
+    exact name, so outside the scope it is mmengine's own ``Pretrained``.
+    """
+    with WEIGHT_INITIALIZERS.switch_scope_and_registry(scope) as registry:
+        registry.import_from_location()
+        own = set(registry.module_dict) - {'Pretrained'} if registry.scope == scope else set()
+    for module in model.modules():
+        init_cfg = getattr(module, 'init_cfg', None)
+        if own and init_cfg:
+            _scope_types(init_cfg, scope, own)
+
+
+def _scope_types(init_cfg, scope: str, own: set) -> None:
+    """``init_cfg`` (a dict, a list of them, with ``override`` entries) with the types of
+    ``own`` prefixed by ``scope``, in place."""
+    for entry in init_cfg if isinstance(init_cfg, list) else [init_cfg]:
+        if not isinstance(entry, dict):
+            continue
+        if entry.get('type') in own:
+            entry['type'] = f"{scope}.{entry['type']}"
+        if entry.get('override'):
+            _scope_types(entry['override'], scope, own)
 
 
 def _dotted(options: dict) -> dict:
@@ -122,6 +160,10 @@ def _name_model_option(option: str) -> str:
 def _load_strictly(model: nn.Module, path: str, name: str) -> None:
     """Load the checkpoint at ``path`` into ``model``, every key and shape checked first.
 
+    Strict about keys: each of the model's must come from the file and each of the file's
+    must have a place in the model. Shapes are compared after the backbones' own rules
+    (:func:`transfer_state`: a position embedding of another grid, relative-position tables of
+    another window), which the other loaders (``FastMIMPretrained``, tools/test.py) apply too.
     mmengine's strict loading puts every missing and unexpected key in one paragraph (18,000
     characters for a ViT checkpoint given to a Swin config); this names how many there are,
     the first of each, and the backbone that wrote the checkpoint when it is not the config's.
@@ -134,22 +176,39 @@ def _load_strictly(model: nn.Module, path: str, name: str) -> None:
                               'expected a checkpoint written by fastmim training')
     # As mmengine's loader does: weights saved from a DDP-wrapped model.
     state = {re.sub(r'^module\.', '', str(key)): value for key, value in state.items()}
-    problems = _load_problems(state, model.state_dict())
+    fitted, problems = _fitted_state(state, model, _file_geometry(loaded))
     if problems:
         raise CheckpointError(
             _other_size_message(loaded, model, path, name, problems)
             or problems.message(path, f'the model of {name}', 'strict')
             + _backbone_hint(loaded, model) + _parts_hint(state, model, name))
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(fitted, strict=True)
 
 
-def _load_problems(state: dict, expected: dict) -> LoadProblems:
-    """Keys of ``state`` the model lacks, keys it needs that ``state`` lacks, other shapes."""
-    def shapes(weights):  # a non-tensor entry (a file's stray value) by its type
-        return {key: tuple(value.shape) if torch.is_tensor(value) else type(value)
-                for key, value in weights.items()}
+def _file_geometry(loaded) -> Optional[dict]:
+    """The backbone geometry a checkpoint's meta records (None where it records none)."""
+    meta = loaded.get('meta') if isinstance(loaded, dict) else None
+    return backbone_geometry(meta.get('geometry')) if isinstance(meta, dict) else None
 
-    return LoadProblems.compare(shapes(state), shapes(expected))
+
+def _fitted_state(state: dict, model: nn.Module, geometry: Optional[dict]):
+    """``state`` fitted to ``model`` by its backbones' rules, and what keeps it from loading
+    strictly: keys the model lacks (a switched-off module's included), keys the file lacks
+    (those a backbone rebuilds itself are the model's own), shapes no rule transfers."""
+    stray = {key: value for key, value in state.items() if not torch.is_tensor(value)}
+    transferred = transfer_state({key: value for key, value in state.items()
+                                  if key not in stray}, model, geometry)
+    problems = transferred.problems
+    problems.unexpected += [f'{key} {type(value)}' for key, value in stray.items()]
+    problems.unexpected += [f'{key} (a module the model switches off)'
+                            for key in transferred.switched_off]
+    own = model.state_dict()
+    fitted = dict(transferred.state)
+    fitted.update({key: own[key] for key in transferred.rebuilt})
+    provided = fitted.keys() | set(transferred.mismatched_keys)
+    problems.missing = [f'{key} {tuple(value.shape)}' for key, value in own.items()
+                        if key not in provided]
+    return fitted, problems
 
 
 def _other_size_message(loaded, model: nn.Module, path: str, name: str,
@@ -158,9 +217,7 @@ def _other_size_message(loaded, model: nn.Module, path: str, name: str,
     given to a ViT-B config), when its meta records the size: the sizes of both and the arch
     to give the config, which fine-tuning's loader also names (:func:`size_difference`), where
     a list of every key of other shape left the reader to work them out. None otherwise."""
-    meta = loaded.get('meta') if isinstance(loaded, dict) else None
-    geometry = backbone_geometry(meta.get('geometry')) if isinstance(meta, dict) else None
-    difference = size_difference(geometry, model)
+    difference = size_difference(_file_geometry(loaded), model)
     if difference is None:
         return None
     return (f'{path} does not fit the model of {name}: {difference}\n'
@@ -171,9 +228,7 @@ def _other_size_message(loaded, model: nn.Module, path: str, name: str,
 def _backbone_hint(loaded, model: nn.Module) -> str:
     """A line naming the backbone the checkpoint's meta records, where the config builds
     another: the usual cause of a whole list of missing keys (a wrong config)."""
-    meta = loaded.get('meta') if isinstance(loaded, dict) else None
-    geometry = backbone_geometry(meta.get('geometry')) if isinstance(meta, dict) else None
-    written = (geometry or {}).get('type')
+    written = (_file_geometry(loaded) or {}).get('type')
     built = type(getattr(model, 'backbone', None)).__name__
     if not written or written == built:
         return ''

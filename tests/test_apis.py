@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from mmengine.registry import DefaultScope
 from PIL import Image
 
 from fastmim.apis import extract_features, get_model, load_images, reconstruct
@@ -243,3 +245,53 @@ def test_a_checkpoint_of_another_size_leads_with_both_sizes(checkpoint, tmp_path
         "embed_dim 32, depth 2, num_heads 2, the model's embed_dim 64, depth 3, num_heads 4: "
         "give the model the file's arch {'embed_dim': 32, 'depth': 2, 'num_heads': 2}")
     assert len(rest) == 1 and 'differ in shape' in rest[0]
+
+
+def test_init_weights_of_a_model_from_get_model_runs_outside_any_scope(checkpoint):
+    """The fine-tuning configs' init_cfg type='FastMIMPretrained' is resolved by mmengine when
+    init_weights runs: outside the fastmim scope (here mmengine's own, as in a process that
+    set none) it was a KeyError of mmengine's registry."""
+    path, saved = checkpoint
+    torch.manual_seed(1)
+    model = get_model(FINETUNE, None, **TINY_ARCH,
+                      **{'backbone.img_size': 128, 'backbone.init_cfg.checkpoint': str(path)})
+    with DefaultScope.overwrite_default_scope('mmengine'):
+        model.init_weights()
+    for key, value in model.backbone.state_dict().items():
+        torch.testing.assert_close(value, saved[f'backbone.{key}'], rtol=0, atol=0, msg=key)
+
+
+def _classifier_checkpoint(tmp_path, num_classes=None):
+    """A tiny fine-tuned classifier saved at 128 px (an 8 x 8 grid of patches)."""
+    options = {'backbone.img_size': 128}
+    if num_classes:
+        options['head.num_classes'] = num_classes
+    torch.manual_seed(0)
+    state = get_model(FINETUNE, **TINY_ARCH, **options).state_dict()
+    path = tmp_path / 'classifier_128.pth'
+    torch.save(dict(state_dict=state, meta={}), path)
+    return path, state
+
+
+def test_a_checkpoint_of_another_grid_loads_with_its_pos_embed_resized(tmp_path):
+    """The strict load compared shapes before the backbone's resize rule, refusing a file that
+    FastMIMPretrained and tools/test.py load. Reference: torch's bicubic interpolation of the
+    8 x 8 grid to 10 x 10 (the config's 160 px), the class token kept."""
+    path, saved = _classifier_checkpoint(tmp_path)
+    model = get_model(FINETUNE, path, **TINY_ARCH)
+    table = saved['backbone.pos_embed']
+    grid = table[:, 1:].reshape(1, 8, 8, 32).permute(0, 3, 1, 2)
+    resized = F.interpolate(grid, size=(10, 10), mode='bicubic', align_corners=False)
+    expected = torch.cat([table[:, :1], resized.permute(0, 2, 3, 1).reshape(1, 100, 32)], 1)
+    torch.testing.assert_close(model.backbone.pos_embed.detach(), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.head.fc.weight, saved['head.fc.weight'], rtol=0, atol=0)
+
+
+def test_only_shapes_without_a_resize_rule_are_called_mismatches(tmp_path):
+    path, _ = _classifier_checkpoint(tmp_path, num_classes=5)
+    with pytest.raises(CheckpointError) as error:
+        get_model(FINETUNE, path, **TINY_ARCH)
+    message = str(error.value)
+    assert 'shape mismatches that no resize rule transfers: 2\n' in message
+    assert 'head.fc.weight: checkpoint (5, 32) vs model (39, 32)' in message
+    assert 'pos_embed' not in message and 'missing keys' not in message

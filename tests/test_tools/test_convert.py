@@ -8,6 +8,7 @@ import argparse
 import os
 import re
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 
 import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
 import fastmim.models  # noqa: F401
+from fastmim.apis import get_model
 from fastmim.errors import CheckpointError
 from fastmim.models.utils import load_pretrained
 from fastmim.registry import MODELS
@@ -445,10 +447,13 @@ def test_to_timm_refuses_a_vit_with_relative_position_tables(tmp_path, to_timm):
 
 
 # --- reference release -> fastmim ---------------------------------------------------------------
-def reference_decoder():
-    return {'decoder_embed.weight': torch.randn(16, 8), 'decoder_blocks.0.norm1.weight':
-            torch.ones(16), 'decoder_norm.weight': torch.ones(16),
-            'decoder_pred.weight': torch.randn(108, 16), 'mask_token': torch.randn(1, 3, 1, 1)}
+def release_name_in_fastmim(key):
+    """Where a key of the release's decoder goes in fastmim's MIMDecoder (``neck``)."""
+    for release, fastmim_name in (('decoder_embed.', 'embed.'), ('decoder_blocks.', 'blocks.'),
+                                  ('decoder_norm.', 'norm.'), ('decoder_pred.', 'predict.')):
+        if key.startswith(release):
+            return 'neck.' + fastmim_name + key[len(release):]
+    raise KeyError(key)
 
 
 def save_reference(path, model_state, with_args=False):
@@ -477,12 +482,12 @@ def assert_same_outputs(model_a, model_b, size):
         torch.testing.assert_close(model_a(images)[0], model_b(images)[0], rtol=0, atol=1e-5)
 
 
-def test_reference_vit_converts_and_fine_tunes_at_224(tmp_path, convert):
+def test_reference_vit_converts_and_fine_tunes_at_224(tmp_path, convert, release_decoder):
     arch = dict(embed_dim=32, depth=2, num_heads=2)
     source = build(dict(type='VisionTransformer', arch=arch, img_size=128))
     # MAE's names are timm's: the encoder sits at the top level of `model`.
     reference = save_reference(tmp_path / 'mim_vit.pth',
-                               {**source.state_dict(), **reference_decoder()}, with_args=True)
+                               {**source.state_dict(), **release_decoder(32, 108)}, with_args=True)
 
     # The hint is one this tool takes: the converters' flag is bare, only tools/train.py
     # takes a file ('pass --trust-checkpoint FILE' would be refused by argparse here).
@@ -493,8 +498,10 @@ def test_reference_vit_converts_and_fine_tunes_at_224(tmp_path, convert):
     out, converted = convert(tmp_path, reference, 'vit', '--trust-checkpoint')
 
     state = converted['state_dict']
+    decoder = [key for key in release_decoder(32, 108) if key.startswith('decoder_')]
     assert sorted(state) == sorted(['backbone.' + key for key in source.state_dict()] +
-                                   ['mask_token'])
+                                   ['mask_token'] + [release_name_in_fastmim(key)
+                                                     for key in decoder])
     geometry = converted['meta']['geometry']
     assert geometry['input_size'] == [128, 128]
     assert geometry['backbone']['pos_embed_grid'] == [8, 8]
@@ -504,11 +511,11 @@ def test_reference_vit_converts_and_fine_tunes_at_224(tmp_path, convert):
     assert_same_outputs(target, source, 224)
 
 
-def test_reference_checkpoint_loads_directly_with_load_pretrained(tmp_path):
+def test_reference_checkpoint_loads_directly_with_load_pretrained(tmp_path, release_decoder):
     arch = dict(embed_dim=32, depth=2, num_heads=2)
     source = build(dict(type='VisionTransformer', arch=arch, img_size=128))
     reference = save_reference(tmp_path / 'mim_vit.pth',
-                               {**source.state_dict(), **reference_decoder()})
+                               {**source.state_dict(), **release_decoder(32, 108)})
     target = build(dict(type='VisionTransformer', arch=arch, img_size=224))
 
     summary = load_pretrained(target, reference)
@@ -528,10 +535,10 @@ def original_swin_state(model):
     return state
 
 
-def test_reference_swin_converts_with_timm_filter(tmp_path, convert):
+def test_reference_swin_converts_with_timm_filter(tmp_path, convert, release_decoder):
     arch = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
     source = build(dict(type='SwinTransformer', arch=arch, img_size=128, window_size=4))
-    reference_state = {**original_swin_state(source), **reference_decoder()}
+    reference_state = {**original_swin_state(source), **release_decoder(128, 432)}
     assert 'encoder.layers.0.downsample.reduction.weight' in reference_state
     assert 'encoder.layers.0.blocks.1.attn_mask' in reference_state
     reference = save_reference(tmp_path / 'mim_swin.pth', reference_state)
@@ -581,11 +588,11 @@ def original_pvtv2_state(model):
     return state
 
 
-def test_reference_pvtv2_of_custom_size_needs_its_heads(tmp_path, convert):
+def test_reference_pvtv2_of_custom_size_needs_its_heads(tmp_path, convert, release_decoder):
     arch = dict(depths=(1, 1, 1, 1), embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 2, 4))
     source = build(dict(type='PyramidVisionTransformerV2', arch=arch))
     reference = save_reference(tmp_path / 'mim_pvt.pth',
-                               {**original_pvtv2_state(source), **reference_decoder()})
+                               {**original_pvtv2_state(source), **release_decoder(32, 432)})
 
     with pytest.raises(CheckpointError, match=r"mim_pvt\.pth.*do not determine \['num_heads'\]"):
         convert(tmp_path, reference, 'pvtv2')
@@ -636,17 +643,22 @@ def reference_cmt_state(model):
     return state
 
 
-def test_reference_cmt_converts_and_loads_at_224(tmp_path, capsys, convert):
+def test_reference_cmt_converts_and_loads_at_224(tmp_path, capsys, convert,
+                                                  release_decoder):
     arch = dict(embed_dims=[8, 16, 24, 32], depths=[1, 2, 1, 1], num_heads=[1, 2, 2, 4],
                 stem_channels=8, mlp_ratio=2.0)
     source = build(dict(type='CMT', arch=arch, img_size=128))
     reference = save_reference(tmp_path / 'mim_cmt.pth',
-                               {**reference_cmt_state(source), **reference_decoder()})
+                               {**reference_cmt_state(source), **release_decoder(32, 432)})
 
     out, converted = convert(tmp_path, reference, 'cmt')
 
-    assert 'dropped: decoder_blocks, decoder_embed, decoder_norm, decoder_pred, encoder.norm' in \
-        capsys.readouterr().out
+    report = capsys.readouterr().out
+    assert "decoder: converted (the same predictions as the release's)" in report
+    assert 'dropped' not in report  # the final norm, which the release's decoder reads, too
+    state = converted['state_dict']
+    assert torch.equal(state['neck.in_norm.weight'], reference_cmt_state(source)[
+        'encoder.norm.weight'])
     assert converted['meta']['geometry']['backbone']['img_size'] == 128
     same = build(dict(type='CMT', arch=arch, img_size=128))
     torch.nn.init.zeros_(same.stages[1].blocks[1].ffn.dwconv.weight)
@@ -724,16 +736,133 @@ def test_converters_refuse_a_safetensors_name_for_their_torch_file(tmp_path, loa
 
 
 def test_to_timm_names_a_reference_files_decoder_among_what_it_leaves_out(tmp_path, capsys,
-                                                                           to_timm):
-    """A reference-release file read directly: its decoder, dropped on reading, is named
-    among what is left out, with mask_token."""
+                                                                           to_timm,
+                                                                           release_decoder):
+    """A reference-release file read directly: its decoder, which to_timm has no place for, is
+    named among what is left out (as neck), with mask_token."""
     source = build(dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=2, num_heads=2),
                         img_size=128))
     reference = save_reference(tmp_path / 'mim_vit.pth',
-                               {**source.state_dict(), **reference_decoder()})
+                               {**source.state_dict(), **release_decoder(32, 108)})
     to_timm.main([reference, str(tmp_path / 'out.pth')])
     left_out = [line for line in capsys.readouterr().out.splitlines()
                 if line.startswith('left out')]
     assert len(left_out) == 1
-    for part in ('decoder_embed', 'decoder_blocks', 'decoder_norm', 'decoder_pred', 'mask_token'):
-        assert part in left_out[0]
+    # The decoder, read as fastmim's (neck), and the mask token.
+    assert left_out[0].endswith(': mask_token, neck')
+
+
+# The release's HOG target: 9 bins x 3 colours per 8-px cell; a stride-32 token holds 4 x 4 cells.
+HOG_CHANNELS, CELLS = 27, 4
+
+
+def release_predictions(state, tokens, eps, input_norm=None):
+    """The release's decoder on encoder tokens ``(B, N, C)``, as its PretrainSwin / PretrainCMT
+    forward runs it: (CMT: the encoder's final LayerNorm, eps 1e-6), decoder_embed, the
+    blocks (timm's Block), decoder_norm, decoder_pred; ``(B, N, 27 * 4 * 4)``."""
+    from timm.models.vision_transformer import Block
+    x = tokens
+    if input_norm is not None:
+        x = F.layer_norm(x, x.shape[-1:], *input_norm, eps=1e-6)
+    x = F.linear(x, state['decoder_embed.weight'], state['decoder_embed.bias'])
+    width, index = x.shape[-1], 0
+    while f'decoder_blocks.{index}.norm1.weight' in state:
+        block = Block(width, max(1, width // 32), 4., qkv_bias=True,
+                      norm_layer=partial(torch.nn.LayerNorm, eps=eps)).eval()
+        prefix = f'decoder_blocks.{index}.'
+        block.load_state_dict({key[len(prefix):]: value for key, value in state.items()
+                               if key.startswith(prefix)})
+        x, index = block(x), index + 1
+    x = F.layer_norm(x, (width, ), state['decoder_norm.weight'], state['decoder_norm.bias'],
+                     eps=eps)
+    return F.linear(x, state['decoder_pred.weight'], state['decoder_pred.bias'])
+
+
+def release_arrangement(cell_map):
+    """A map on the target's cell grid ``(B, 27, H, W)`` arranged per token as the release's
+    forward_hog_loss arranges its HOG target for the loss: ``(B, N, 27 * 4 * 4)``."""
+    return (cell_map.permute(0, 2, 3, 1).unfold(1, CELLS, CELLS).unfold(2, CELLS, CELLS)
+            .flatten(1, 2).flatten(2))
+
+
+@pytest.mark.parametrize('backbone', ['swin', 'cmt'])
+def test_a_converted_decoder_predicts_what_the_releases_does(tmp_path, convert, release_decoder,
+                                                             backbone):
+    """The release's decoder was dropped, so its pre-training files could not be loaded by the
+    FastMIM configs (get_model, reconstruct). Converted, it loads strictly into them, and
+    fastmim's prediction, folded onto the cell grid that its loss compares with the target,
+    holds at every cell what the release's decoder predicts for it there: arranged as the
+    release arranges its target, the two agree. Inputs: the same random encoder features."""
+    if backbone == 'swin':
+        arch = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
+        source = build(dict(type='SwinTransformer', arch=arch, img_size=128, window_size=4))
+        encoder, channels, eps, config = (original_swin_state(source), 128, 1e-5,
+                                          'fastmim::fastmim/swin_b_hog_400e.py')
+        options = {'backbone.arch': dict(_delete_=True, **arch)}
+    else:
+        arch = dict(embed_dims=[8, 16, 24, 32], depths=[1, 2, 1, 1], num_heads=[1, 2, 2, 4],
+                    stem_channels=8, mlp_ratio=2.0)
+        source = build(dict(type='CMT', arch=arch, img_size=128))
+        encoder, channels, eps, config = (reference_cmt_state(source), 32, 1e-5,
+                                          'fastmim::fastmim/cmt_s_hog_800e.py')
+        encoder['encoder.norm.weight'] = 1 + 0.2 * torch.randn(channels)
+        encoder['encoder.norm.bias'] = 0.2 * torch.randn(channels)
+        options = {'backbone.arch': dict(_delete_=True, **arch)}
+    decoder = release_decoder(channels, HOG_CHANNELS * CELLS ** 2, embed_dim=64, depth=2)
+    reference = save_reference(tmp_path / f'mim_{backbone}.pth', {**encoder, **decoder})
+    out, _ = convert(tmp_path, reference, backbone)
+
+    model = get_model(config, out, **options, **{'neck.embed_dim': 64, 'neck.depth': 2})
+
+    features = torch.randn(2, channels, 4, 4)
+    tokens = features.flatten(2).transpose(1, 2)  # the release's encoders: (B, h * w, C)
+    input_norm = ((encoder['encoder.norm.weight'], encoder['encoder.norm.bias'])
+                  if backbone == 'cmt' else None)
+    with torch.no_grad():
+        expected = release_predictions(decoder, tokens, eps, input_norm)
+        cell_map = model.fold_tokens(model.decode(features), (4, 4))
+    assert cell_map.shape == (2, HOG_CHANNELS, 16, 16)
+    torch.testing.assert_close(release_arrangement(cell_map), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_refusal_of_a_release_file_names_a_route_that_loads_it(tmp_path, convert,
+                                                                    release_decoder):
+    """get_model refuses an unconverted release pre-training file and sends it to the
+    converter; the converted file then loads strictly into the FastMIM config, as the message
+    says (it did not: the decoder was dropped, and the config's neck was missing)."""
+    arch = dict(embed_dim=32, depth=2, num_heads=2)
+    # The release's ViT pre-trains with a fixed sin-cos position embedding.
+    source = build(dict(type='VisionTransformer', arch=arch, img_size=128,
+                        pos_embed_type='sincos'))
+    decoder = release_decoder(32, 108, embed_dim=16, depth=1)
+    reference = save_reference(tmp_path / 'mim_vit.pth', {**source.state_dict(), **decoder})
+    config = 'fastmim::fastmim/demo_vit_tiny_embedded.py'
+    options = {'backbone.arch': dict(_delete_=True, **arch), 'neck.embed_dim': 16}
+    with pytest.raises(CheckpointError, match=r'from_reference\.py .* then load OUT; OUT is a '
+                       r'FastMIM pre-training checkpoint, encoder and decoder: the FastMIM '
+                       r'config of its backbone \(configs/fastmim/\) loads it'):
+        get_model(config, reference, **options)
+    out, _ = convert(tmp_path, reference, 'vit')
+
+    model = get_model(config, out, **options)
+
+    torch.testing.assert_close(model.neck.embed.weight, decoder['decoder_embed.weight'],
+                               rtol=0, atol=0)
+    torch.testing.assert_close(model.backbone.blocks[1].mlp.fc2.weight,
+                               source.blocks[1].mlp.fc2.weight, rtol=0, atol=0)
+
+
+def test_a_decoder_of_a_pixel_target_is_dropped_and_named(tmp_path, capsys, convert,
+                                                           release_decoder):
+    """The release's pixel-target decoder (32 x 32 x 3 values per stride-32 token, its l2 loss)
+    has no HOG cells to reorder: the encoder converts, the decoder is dropped, with the reason."""
+    arch = dict(depths=(1, 1, 1, 1), embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 2, 4))
+    source = build(dict(type='PyramidVisionTransformerV2', arch=arch))
+    reference = save_reference(tmp_path / 'mim_pvt.pth', {**original_pvtv2_state(source),
+                                                          **release_decoder(32, 32 * 32 * 3)})
+    _, converted = convert(tmp_path, reference, 'pvtv2', '--num-heads', '1', '2', '2', '4')
+
+    assert not any(key.startswith('neck.') for key in converted['state_dict'])
+    report = capsys.readouterr().out
+    assert 'decoder: dropped: its 3072 outputs per token are not 27 HOG channels' in report
+    assert 'dropped: decoder_blocks, decoder_embed, decoder_norm, decoder_pred' in report

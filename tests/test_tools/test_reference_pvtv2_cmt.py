@@ -362,25 +362,23 @@ def test_a_file_that_is_not_the_releases_is_one_line_naming_what_it_is(
 
 
 def test_cmt_pre_training_layout_loads_with_the_release_features_at_128(tmp_path, capsys,
-                                                                        from_reference):
+                                                                        from_reference,
+                                                                        release_decoder):
     """mim_cmt_pretrain.py's layout: the same encoder under ``encoder.``, its final LayerNorm
-    ``encoder.norm`` (eps 1e-6, which fastmim's CMT has no place for), the ``decoder_*`` parts
+    ``encoder.norm`` (eps 1e-6, the decoder's input norm in fastmim), the ``decoder_*`` parts
     (432 HOG values per stride-32 token) and the RGB ``mask_token``."""
     encoder = {key: value for key, value in release_cmt_state(img_size=128).items()
                if not key.startswith(('_fc.', '_bn.', 'head.'))}
     dim = CMT['embed_dims'][-1]
     state = {'encoder.' + key: value for key, value in encoder.items()}
     state.update({'encoder.norm.weight': torch.ones(dim), 'encoder.norm.bias': torch.zeros(dim),
-                  'decoder_embed.weight': torch.randn(16, dim), 'decoder_embed.bias':
-                  torch.zeros(16), 'decoder_norm.weight': torch.ones(16),
-                  'decoder_pred.weight': torch.randn(432, 16), 'mask_token':
-                  torch.randn(1, 3, 1, 1)})
+                  **release_decoder(dim, 432)})
     path = save_release_file(tmp_path / 'cmt_small_pretrain.pth', state)
     out = tmp_path / 'converted.pth'
 
     from_reference.main([path, str(out), '--backbone', 'cmt', '--trust-checkpoint'])
 
-    assert 'dropped: decoder_embed, decoder_norm, decoder_pred, encoder.norm' in \
+    assert "decoder: converted (the same predictions as the release's)" in \
         capsys.readouterr().out
     converted = torch.load(out, weights_only=True)
     assert torch.equal(converted['state_dict']['mask_token'], state['mask_token'])

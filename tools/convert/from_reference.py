@@ -8,10 +8,15 @@ the ViT encoder at the top level (``cls_token``, ``pos_embed``, ``patch_embed.pr
 ``blocks.N``, ``norm``; timm names), Swin / PVTv2 / CMT encoders under ``encoder.`` in their
 original layouts, the decoder as ``decoder_*`` and the RGB ``mask_token``. The output is what
 fastmim's pre-training writes: ``state_dict`` with ``backbone.*`` (fastmim / timm names) and
-``mask_token``, and ``meta['geometry']`` describing the backbone, so fine-tuning configs load it
-with ``init_cfg=dict(type='FastMIMPretrained', checkpoint=OUT)`` and resize it as needed. The
-decoder is dropped (fastmim's decoder is another module; fine-tuning discards it), and so is
-CMT's final pre-training LayerNorm (fastmim's CMT backbone has none).
+``mask_token``, the decoder as ``neck.*`` (fastmim's MIMDecoder; CMT's final pre-training
+LayerNorm, which its decoder reads, as ``neck.in_norm``), and ``meta['geometry']`` describing
+the backbone. So the FastMIM config of the backbone (``configs/fastmim/``) loads it strictly
+(``fastmim.apis.get_model``, ``apis.reconstruct``, tools/visualize/visualize_reconstruction.py),
+and fine-tuning configs load its backbone with ``init_cfg=dict(type='FastMIMPretrained',
+checkpoint=OUT)``, resized as needed. The release orders each token's predicted HOG values
+(channel, ky, kx), fastmim (ky, kx, channel): the prediction's rows are reordered, and a Swin,
+PVTv2 or CMT decoder then predicts what the release's does. The ViT decoder is close, not exact:
+the release's attends over the class token too, which fastmim's never sees (the report says so).
 
 The release's ImageNet fine-tuned files (``vit_base_fastmim_hog_800e_finetune_100e.pth``,
 ``swin_base_fastmim_hog_400e_finetune_100e.pth``: the encoder at the top level, ``fc_norm``,
@@ -97,6 +102,8 @@ def conversion_report(converted: dict, out: str) -> list:
         report.append('the encoder of a fine-tuned classifier, for fine-tuning and downstream '
                       "configs (init_cfg=dict(type='FastMIMPretrained', checkpoint=OUT)); its "
                       'classifier has no fastmim counterpart')
+    if 'decoder' in origin:
+        report.append(f'decoder: {origin["decoder"]}')
     if origin['dropped']:
         report.append(f'dropped: {", ".join(origin["dropped"])}')
     return report

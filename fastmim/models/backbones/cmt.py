@@ -384,7 +384,8 @@ class CMT(BackboneContract, BaseModule):
     reference_layout = ReferenceLayout(
         name='cmt', pretraining_marker='encoder.stem_conv1.weight', encoder_prefix='encoder.',
         finetuned_marker='stem_conv1.weight',
-        classifier_keys=('_fc.weight', '_bn.weight', 'head.weight'), heads_in_weights=True)
+        classifier_keys=('_fc.weight', '_bn.weight', 'head.weight'), heads_in_weights=True,
+        decoder_input_norm='norm.')
 
     def __init__(self,
                  arch: Union[str, dict] = 's',

@@ -154,7 +154,7 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
     reference_layout = ReferenceLayout(
         name='vit', pretraining_marker='blocks.0.attn.qkv.weight', encoder_prefix='',
         finetuned_marker='blocks.0.attn.qkv.weight',
-        classifier_keys=('fc_norm.weight', 'head.weight'))
+        classifier_keys=('fc_norm.weight', 'head.weight'), decoder_sees_class_token=True)
 
     def __init__(self,
                  arch: Union[str, dict] = 'b',

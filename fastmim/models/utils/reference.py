@@ -15,6 +15,14 @@ backbones are found through the registry, so no backbone is named here.
 ``ImageClassifier`` one for a fine-tuned file) with the ``meta['geometry']`` that
 :func:`~.pretrained.load_pretrained` uses to resize the weights;
 ``tools/convert/from_reference.py`` writes it to a file.
+
+The release's decoder (``decoder_embed``, ``decoder_blocks``, ``decoder_norm``,
+``decoder_pred``) is fastmim's :class:`~fastmim.models.necks.MIMDecoder` (``neck.embed``,
+``neck.blocks``, ``neck.norm``, ``neck.predict``) but for the order of the predicted values:
+the release compares each token's prediction with its HOG cells laid out (channel, ky, kx)
+(``forward_hog_loss``: ``permute(0, 2, 3, 1).unfold(1, k, k).unfold(2, k, k).flatten(2)``),
+fastmim folds them as (ky, kx, channel) (``FastMIM.fold_tokens``), so the rows of
+``decoder_pred`` are reordered.
 """
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -26,7 +34,7 @@ from fastmim.registry import MODELS
 
 from .checkpoint_meta import recorded_input_size
 from .load_problems import listing, top_level_names
-from .shape_reading import build_on_meta, check_state_matches, tensor_at
+from .shape_reading import build_on_meta, check_state_matches, count_indices, tensor_at
 
 REFERENCE_RELEASE = 'ggjy/FastMIM.pytorch'
 _CONVERTED = 'converted from the reference layout'
@@ -46,6 +54,12 @@ class ReferenceLayout(NamedTuple):
     finetuned_marker: str  # a key that only this architecture's fine-tuned files have
     classifier_keys: Tuple[str, ...]  # keys every fine-tuned file of it has
     heads_in_weights: bool = False  # the weights fix the heads: --num-heads must agree
+    # The encoder's part (relative to the encoder, e.g. 'norm.') that the release's decoder
+    # reads as its input norm and the fastmim backbone has no place for: the decoder's in_norm.
+    decoder_input_norm: str = ''
+    # The release's decoder attends over the class token too, which fastmim's decoder never
+    # sees: its converted decoder is close to the release's, not exact.
+    decoder_sees_class_token: bool = False
 
     @property
     def classifier_prefixes(self) -> Tuple[str, ...]:
@@ -100,7 +114,19 @@ def refuse_an_unconverted_release_file(checkpoint, path: str, then: str) -> None
             f'{next(iter(weights), None)!r}), as the reference release (MAE style) saves them, '
             'not as tools/train.py does: convert it with tools/convert/from_reference.py '
             f'{path} OUT --backbone {{{",".join(sorted(reference_backbones()))}}} '
-            f'(--trust-checkpoint for its pickled args), then {then}')
+            f'(--trust-checkpoint for its pickled args), then {then}{_what_loads_it(weights)}')
+
+
+def _what_loads_it(weights: dict) -> str:
+    """Which configs load the converted file, for the refusal of an unconverted one."""
+    if is_reference_pretraining(weights):
+        return ('; OUT is a FastMIM pre-training checkpoint, encoder and decoder: the FastMIM '
+                'config of its backbone (configs/fastmim/) loads it, fine-tuning configs its '
+                'backbone')
+    if is_reference_finetuned(weights):
+        return ('; OUT is a classifier: the fine-tuning config of its backbone '
+                '(configs/finetune/) loads it')
+    return ''
 
 
 def _layouts() -> List[ReferenceLayout]:
@@ -159,10 +185,10 @@ def convert_reference_checkpoint(checkpoint: dict,
 
     The architecture is read from the weights (widths, depths, windows, heads where the weights
     determine them) and the converted weights are checked against the fastmim backbone it
-    describes, built on the meta device. A pre-training file gives a pre-training checkpoint:
-    the decoder (``decoder_*``) is dropped, as fastmim's decoder is another module and
-    fine-tuning discards it. A fine-tuned file gives an ``ImageClassifier`` checkpoint
-    (:func:`_convert_reference_classifier`).
+    describes, built on the meta device. A pre-training file gives a pre-training checkpoint
+    for the FastMIM config of its backbone, its decoder converted to fastmim's ``MIMDecoder``
+    (:func:`_convert_reference_decoder`). A fine-tuned file gives an ``ImageClassifier``
+    checkpoint (:func:`_convert_reference_classifier`).
 
     Args:
         checkpoint: the loaded file; its ``model`` entry is converted.
@@ -176,9 +202,10 @@ def convert_reference_checkpoint(checkpoint: dict,
             ``embed_dim // 64``; PVTv2: default from the published size with these shapes).
 
     Returns:
-        ``{'state_dict': {'backbone.*', 'mask_token'}, 'meta': {'geometry': ..., ...}}``; for a
-        fine-tuned file ``{'backbone.*', 'head.*'}`` and ``num_classes`` in the geometry, for
-        one whose classifier no fastmim head takes ``{'backbone.*'}``.
+        ``{'state_dict': {'backbone.*', 'neck.*', 'mask_token'}, 'meta': {'geometry': ...,
+        ...}}`` (no ``neck.*`` where the decoder is dropped); for a fine-tuned file
+        ``{'backbone.*', 'head.*'}`` and ``num_classes`` in the geometry, for one whose
+        classifier no fastmim head takes ``{'backbone.*'}``.
     """
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f'{path} holds a {type(checkpoint).__name__}, not a '
@@ -226,12 +253,75 @@ def convert_reference_checkpoint(checkpoint: dict,
     state_dict = {'backbone.' + key: value for key, value in read.state.items()}
     if 'mask_token' in state:
         state_dict['mask_token'] = state['mask_token']
-    dropped = decoder + [prefix + key for key in read.dropped]
+    input_norm = layout.decoder_input_norm
+    neck, decoder_note = _convert_reference_decoder(
+        {key: state[key] for key in decoder},
+        {key: encoder[key] for key in read.dropped if input_norm and key.startswith(input_norm)},
+        read.model.out_channels[-1], layout, path)
+    if neck:
+        state_dict.update({'neck.' + key: value for key, value in neck.items()})
+        dropped = [prefix + key for key in read.dropped
+                   if not (input_norm and key.startswith(input_norm))]
+    else:
+        dropped = decoder + [prefix + key for key in read.dropped]
     meta = dict(
         geometry=dict(backbone=geometry, input_size=recorded_input_size(img_size, geometry)),
         converted_from=dict(source=REFERENCE_RELEASE, backbone=kind, file=str(path),
-                            dropped=sorted(top_level_names(dropped, within='encoder.'))))
+                            dropped=sorted(top_level_names(dropped, within='encoder.')),
+                            decoder=decoder_note))
     return dict(state_dict=state_dict, meta=meta)
+
+
+# The release's HOG target: 9 orientation bins for each of the 3 colour channels.
+RELEASE_TARGET_CHANNELS = 27
+
+
+def _convert_reference_decoder(decoder: Dict[str, torch.Tensor],
+                               input_norm: Dict[str, torch.Tensor], in_channels: int,
+                               layout: ReferenceLayout, path) -> Tuple[dict, str]:
+    """The release's decoder (its ``decoder_*`` keys) in the names of fastmim's ``MIMDecoder``,
+    the rows of its prediction in fastmim's order (see the module docstring), and the encoder's
+    ``input_norm`` (the layout's ``decoder_input_norm``) as its ``in_norm``, checked against the
+    MIMDecoder they describe, built on the meta device; and a note on it for the report. Empty
+    for a decoder fastmim has none like: without an input projection (the release's depth-0
+    decoder) or predicting no HOG cells (its pixel target)."""
+    if 'decoder_embed.weight' not in decoder:
+        return {}, "dropped: it has no input projection (the release's depth-0 decoder)"
+    rows = tensor_at(decoder, 'decoder_pred.weight', path).shape[0]
+    side = round((rows / RELEASE_TARGET_CHANNELS) ** 0.5)
+    if side * side * RELEASE_TARGET_CHANNELS != rows:
+        return {}, (f'dropped: its {rows} outputs per token are not {RELEASE_TARGET_CHANNELS} '
+                    'HOG channels of k x k cells (a pixel target?)')
+    renamed = {}
+    for key, value in decoder.items():
+        for old, new in (('decoder_embed.', 'embed.'), ('decoder_blocks.', 'blocks.'),
+                         ('decoder_norm.', 'norm.'), ('decoder_pred.', 'predict.')):
+            if key.startswith(old):
+                key = new + key[len(old):]
+        renamed[key] = value
+    for key, value in input_norm.items():
+        renamed['in_norm.' + key[len(layout.decoder_input_norm):]] = value
+    for key in ('predict.weight', 'predict.bias'):
+        renamed[key] = _cells_last(tensor_at(renamed, key, path), side)
+    embed_dim = tensor_at(renamed, 'embed.weight', path).shape[0]
+    depth = count_indices(renamed, r'blocks\.(\d+)\.')
+    hidden = tensor_at(renamed, 'blocks.0.mlp.fc1.weight', path).shape[0] if depth else embed_dim
+    # Only the shapes are checked: the norms' eps, no weight, is the FastMIM config's to state.
+    model = build_on_meta(dict(type='MIMDecoder', in_channels=in_channels, out_channels=rows,
+                               embed_dim=embed_dim, depth=depth, mlp_ratio=hidden / embed_dim,
+                               in_norm_eps=1e-6 if input_norm else None), strict=True)
+    check_state_matches(renamed, model, path, _CONVERTED)
+    if layout.decoder_sees_class_token:
+        return renamed, ("converted, close to the release's, not exact: the release's decoder "
+                         "attends over the class token too, which fastmim's decoder never sees")
+    return renamed, "converted (the same predictions as the release's)"
+
+
+def _cells_last(rows: torch.Tensor, side: int) -> torch.Tensor:
+    """The prediction's rows (weight or bias) from the release's (channel, ky, kx) order to
+    fastmim's (ky, kx, channel), for ``side x side`` cells per token."""
+    grouped = rows.reshape(RELEASE_TARGET_CHANNELS, side, side, *rows.shape[1:])
+    return grouped.permute(1, 2, 0, *range(3, grouped.dim())).reshape(rows.shape)
 
 
 def _convert_reference_classifier(backbone_class, state, path, img_size, num_heads) -> dict:
