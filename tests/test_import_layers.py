@@ -49,3 +49,13 @@ def test_model_utils_ask_backbones_only_through_their_contract():
              for name, imports in imports_of_modules_in('models/utils').items()}
     assert {name: imports for name, imports in found.items() if imports} == {
         'pretrained.py': ['fastmim.models.backbones.base.BackboneContract']}
+
+
+def test_file_io_is_a_low_layer():
+    """fastmim/fileio.py writes and hashes files for the engine, the datasets and the tools:
+    it imports only fastmim's leaf modules, so a dataset or a tool that writes a results file
+    loads no checkpoint loader, and the engine can import it without a cycle."""
+    imported = sorted({name.rsplit('.', 1)[0]
+                       for name in module_level_imports(PACKAGE / 'fileio.py')
+                       if name.startswith('fastmim.')})
+    assert imported == ['fastmim.errors', 'fastmim.file_checks']

@@ -194,7 +194,7 @@ def main(argv=None):
     if args.out:
         # Replaced atomically: a run killed while writing left half a file in place of an
         # earlier report.
-        from fastmim.engine.checkpoint import AtomicLocalBackend
+        from fastmim.fileio import AtomicLocalBackend
         AtomicLocalBackend().put_text(json.dumps(report, indent=1), args.out)
     sys.stdout.flush()
     os._exit(0)  # persistent workers need no orderly shutdown here

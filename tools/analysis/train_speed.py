@@ -294,7 +294,7 @@ def main(argv=None):
                             else 'cpu')
     # Replaced atomically: a run killed while writing, or a value JSON cannot hold, left half
     # a file (or none) in place of an earlier result.
-    from fastmim.engine.checkpoint import AtomicLocalBackend
+    from fastmim.fileio import AtomicLocalBackend
     AtomicLocalBackend().put_text(json.dumps(result, indent=2), args.out)
     memory = (f'{result["peak_memory_mb"]:.0f} MB' if result['peak_memory_mb'] is not None
               else 'n/a')

@@ -149,7 +149,7 @@ def flattened_text(cfg):
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules
-    from fastmim.engine.checkpoint import AtomicLocalBackend
+    from fastmim.fileio import AtomicLocalBackend
     from fastmim.engine.config_loading import load_config
 
     log_to_stderr()
