@@ -117,11 +117,6 @@ def pretrain_options(data_dir, images):
     return train, None, None
 
 
-def load_train_tool():
-    """tools/train.py's module (a script, not a package), for its ``--amp``."""
-    return load_module(ROOT / 'tools' / 'train.py', 'fastmim_tools_train')
-
-
 def training_precision(cfg, amp):
     """The precision tools/train.py trains ``cfg`` in (``'float16 autocast'``, ``'bfloat16
     autocast'`` or ``'float32'``, as benchmark_pretrain.py words it): the config's optimiser
@@ -132,9 +127,10 @@ def training_precision(cfg, amp):
 
     from fastmim.engine.launch import adapt_to_device
     from fastmim.engine.optim_wrappers import mixed_precision_of
+    from fastmim.train_flags import set_mixed_precision
     cfg = copy.deepcopy(cfg)
     if amp:
-        load_train_tool().set_mixed_precision(cfg.optim_wrapper)
+        set_mixed_precision(cfg.optim_wrapper)
     adapt_to_device(cfg)
     optim_wrapper = cfg.get('optim_wrapper') or {}
     kind = mixed_precision_of(optim_wrapper.get('type'))
