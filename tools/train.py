@@ -18,8 +18,8 @@ EARLY_SIGNALS = 'fastmim.engine.early_signals'
 
 def record_signals_while_importing():
     """Record SIGTERM and SIGUSR1 from the first line on, before fastmim, mmengine and torch
-    import (seconds; more from a cluster's shared file system): a job preempted meanwhile died
-    of the signal, status 143, which a requeue script does not requeue although nothing was
+    import (seconds; more from a cluster's shared file system): a job preempted meanwhile would
+    die of the signal, status 143, which a requeue script does not requeue although nothing is
     lost. :func:`load_run` hands them to the config's PreemptionHook, which stops the run
     before training with its status; without the hook the signal acts as it would have. Only when
     run as a script: the tests and tools/demo.py import this module.
@@ -105,8 +105,9 @@ def load_run(argv):
     """The command line and config of the run. The signals recorded while the modules imported
     go to the config's PreemptionHook (``record_signals_before_training``); a run that ends
     before (an error, ``--help``) puts the handlers back and sends them again, to act as they
-    would have: recorded, torchrun's SIGTERM left a process that waits before reporting an
-    error (for the node's first process to report it, ``run_cli``) to print it once more."""
+    would have: left recorded, torchrun's SIGTERM would leave a process that waits before
+    reporting an error (for the node's first process to report it, ``run_cli``) to print it
+    once more."""
     try:
         args = parse_args(argv)
         import fastmim  # noqa: F401  registers modules, safe checkpoint I/O

@@ -156,8 +156,8 @@ def _load_file(path, map_location, name, trust_as, hint):
         return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, TypeError) as error:
         # A crafted state (an OrderedDict's ``(None, {...})``) stops the weights-only unpickler
-        # with TypeError rather than UnpicklingError; timm's URL source retried such a file
-        # with full unpickling.
+        # with TypeError rather than UnpicklingError; timm's URL source retries such a file
+        # with full unpickling (install_timm_pretrained_loading).
         if _is_trusted(path, trust_as):
             return torch.load(path, map_location=map_location, weights_only=False)
         reason = _unpickler_reason(error)
@@ -252,7 +252,8 @@ def _download_once(url, named_as):
 
 def _remote_model_url(table, filename):
     """The URL (or path) that ``filename`` (``SCHEME://NAME``) names in mmengine's model
-    table ``table``, or an error naming the scheme (mmengine raised a bare KeyError)."""
+    table ``table``, or an error naming the scheme (mmengine's lookup raises a bare
+    KeyError)."""
     scheme, name = filename.split('://', 1)
     if name not in table:
         raise CheckpointError(f'{filename}: no model named {name!r} among the {scheme}:// '
@@ -323,14 +324,17 @@ def _load_fetched(filename, file_name, fetch, map_location):
 
 
 def _write_bytes(path, data):
+    """``data`` written to ``path`` in one plain write: the fetch step of
+    :func:`load_from_ceph`, into :func:`_load_fetched`'s temporary folder, which no other
+    process reads, so no atomic write is needed."""
     with open(path, 'wb') as file:
         file.write(data)
 
 
 def _converter_hint(reason):
     """For the reference release's files (``{'model', 'args': argparse.Namespace}``, MAE's
-    layout), whose weights load only once converted: trusting the file alone led to a second
-    refusal."""
+    layout), whose weights load only once converted: trusting the file alone only leads to a
+    second refusal."""
     if 'argparse.Namespace' not in reason:
         return ''
     return ('. An argparse.Namespace under args is how an MAE-style file of the reference '
@@ -358,10 +362,10 @@ def pretrained_inits(node, name='model'):
 def check_start_checkpoints(cfg, training=True):
     """Refuse a local ``load_from``, or (``training``) a pre-trained ``init_cfg`` checkpoint,
     that is no file or no checkpoint at all (:func:`check_checkpoint_file`), with the loader's
-    own message prefixed by the config key. mmengine reads
-    them only after it has written the work dir's log folder and config copy (the pre-trained
-    one inside ``init_weights``), so a wrong path left a work dir behind. Testing does not
-    initialise weights, so there only ``load_from`` is read. Remote paths (``://``) are left to
+    own message prefixed by the config key. mmengine reads them only after it has written the
+    work dir's log folder and config copy (the pre-trained one inside ``init_weights``), so a
+    wrong path would leave a work dir behind. Testing does not initialise weights, so there
+    only ``load_from`` is read. Remote paths (``://``) are left to
     their loaders."""
     named = [(f'{key}.checkpoint', init['checkpoint'])
              for key, _, init in (pretrained_inits(cfg.get('model')) if training else ())]
@@ -380,9 +384,9 @@ def check_checkpoint_file(path):
     in the loader's words, before anything is read or written: no file or an empty one (a
     folder is named with the checkpoints it holds, a missing file with the newest ones beside
     it), or a file that starts as neither a torch file nor a safetensors file (a text file or
-    a log saved as .pth). These were caught only once the Runner was built, after some 300
-    lines of start-up and with a log folder left in the work dir. The rest of the file is left
-    to the loader: reading it all here would read every checkpoint twice."""
+    a log saved as .pth). The loader would find these only once the Runner is built, after
+    some 300 lines of start-up and with a log folder left in the work dir. The rest of the
+    file is left to the loader: reading it all here would read every checkpoint twice."""
     local = osp.expanduser(path)  # '~' expanded, as the loader does
     _refuse_no_checkpoint_file(local)
     start = _first_bytes(local)
@@ -408,7 +412,7 @@ def is_safetensors_start(start):
     """Whether ``start`` (a file's first 9 bytes) begins a safetensors file: the length of its
     JSON header (8 bytes, little-endian), then the header's ``{``. To be checked before the torch
     starts: a header length can begin with ``b'\\x80'`` or ``b'PK'`` (one of 19280 bytes), and
-    weights-only unpickling then called the file corrupt."""
+    weights-only unpickling would then call the file corrupt."""
     if len(start) < 9 or start[8:9] != b'{':
         return False
     return 2 <= int.from_bytes(start[:8], 'little') <= SAFETENSORS_MAX_HEADER
@@ -429,9 +433,10 @@ def _load_safetensors(path, map_location, name, hint):
 
 def _refuse_what_torch_never_wrote(name, start, hint):
     """A file that starts (``start``: its first bytes) as no torch file does (a text file,
-    an image, a log saved as .pth, a web page saved by a download) failed inside the unpickler:
-    with a bare number (text read as pickle opcodes) or with the advice to trust the file, which
-    would only fail again. ``name`` and ``hint()`` as in :func:`_load_file`."""
+    an image, a log saved as .pth, a web page saved by a download) is refused here, by its
+    first bytes: the unpickler would fail on it with a bare number (text read as pickle
+    opcodes) or with the advice to trust the file, which would only fail again. ``name`` and
+    ``hint()`` as in :func:`_load_file`."""
     if not start.startswith(TORCH_FILE_STARTS):
         raise CheckpointError(f"{name} is not a readable checkpoint (truncated or corrupt?): no "
                               f"torch file, which starts with b'PK' (a zip archive) or b'\\x80' "
@@ -460,8 +465,8 @@ def checkpoints_in(folder, besides=None):
 
 def _looks_loadable(path):
     """Whether ``path`` starts as a checkpoint the loader reads (a safetensors file, a torch
-    zip archive with its end, a legacy torch pickle): the hint sent the user to files that do
-    not load (a text file named .pth, an empty one, a copy or save that was cut off). Legacy
+    zip archive with its end, a legacy torch pickle), so that the hint names no file that
+    does not load (a text file named .pth, an empty one, a copy or save that was cut off). Legacy
     pickles have no end to check."""
     try:
         start = _first_bytes(path)
