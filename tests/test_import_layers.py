@@ -75,3 +75,13 @@ def test_no_two_packages_import_each_other():
                    for other in others
                    if package < other and package in imported_by.get(other, ()))
     assert pairs == []
+
+
+def test_file_io_is_a_low_layer():
+    """fastmim/fileio.py writes and hashes files for the engine, the datasets and the tools:
+    it imports only fastmim's leaf modules, so a dataset or a tool that writes a results file
+    loads no checkpoint loader, and the engine can import it without a cycle."""
+    imported = sorted({name.rsplit('.', 1)[0]
+                       for name in module_level_imports(PACKAGE / 'fileio.py')
+                       if name.startswith('fastmim.')})
+    assert imported == ['fastmim.errors', 'fastmim.file_checks']

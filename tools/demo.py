@@ -19,9 +19,9 @@ WORK_DIR = osp.join(ROOT, 'work_dirs', 'demo')
 
 def read_losses(work_dir):
     """(iteration, loss) pairs of the training in ``work_dir``, in training order: the runs of
-    a stopped and resumed demo joined (the resumed run alone showed a loss that barely fell), a
-    run started afresh alone. A last line cut short (a run stopped while writing it) is left
-    out."""
+    a stopped and resumed demo joined (the resumed run alone would show a loss that barely
+    falls), a run started afresh alone. A last line cut short (a run stopped while writing it)
+    is left out."""
     from fastmim.logged_scalars import scalars_files, training_history
     history = training_history(scalars_files(work_dir, missing_ok=True))
     return [(iteration, record['loss']) for iteration, record in history if 'loss' in record]
@@ -30,8 +30,9 @@ def read_losses(work_dir):
 def reconstruction_pictures(work_dir, checkpoint=None):
     """The pictures ReconstructionVisualizationHook drew (``vis/<epoch|iter>_<n>_<i>.png``)
     when ``checkpoint`` (``epoch_<n>.pth`` / ``iter_<n>.pth``) was saved, else the newest
-    ones. Ordered by number: as text, a 2-epoch run's ``epoch_2_*`` sorted after a later
-    10-epoch run's ``epoch_10_*`` in the same work dir and was shown beside its checkpoint."""
+    ones. Ordered by number, not as text: as text, a 2-epoch run's ``epoch_2_*`` sorts after
+    a later 10-epoch run's ``epoch_10_*`` in the same work dir and would be shown beside its
+    checkpoint."""
     drawn = {}
     for path in glob.glob(osp.join(work_dir, 'vis', '*.png')):
         match = re.fullmatch(r'(epoch|iter)_(\d+)_(\d+)\.png', osp.basename(path))
@@ -50,7 +51,7 @@ def reconstruction_pictures(work_dir, checkpoint=None):
 def average_target_loss(cfg_options):
     """The loss of predicting the average HOG cell everywhere on the demo's data, the line the
     demo's loss must go below before the model predicts anything from the image (the 96-iteration
-    demo's loss fell by 96% to that line and no further). One pass over the 256 photos
+    demo's loss falls by 96% to that line and no further). One pass over the 256 photos
     (tools/analysis/target_baseline.py: crops, masks and HOG only, a few seconds)."""
     import target_baseline  # tools/analysis/, on the path parse_args added
     from fastmim.engine.config_loading import load_config
@@ -78,9 +79,9 @@ def compared_with_baseline(final, baseline):
 
 def parse_args(argv):
     """The demo's arguments: train.py's training flags, with the demo's own usage and errors
-    (-h printed train.py's help, whose required CONFIG the demo then refused; a mistyped flag
-    was reported under train.py's usage). A config given to it is refused: it trains the demo
-    config only."""
+    (train.py's help would ask for a CONFIG that the demo refuses, and its usage would name
+    flags the demo does not take). A config given to it is refused: it trains the demo config
+    only."""
     sys.path.insert(0, osp.join(ROOT, 'tools'))
     sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
     import train

@@ -40,7 +40,7 @@ def write_metrics(path, metrics):
     """Write ``metrics`` as JSON to ``path`` atomically (a temporary file in the same folder,
     then ``os.replace``): a script that polls for the file, or a run killed while writing it,
     never sees half a file, and a failed write leaves an earlier file as it was."""
-    from fastmim.engine.checkpoint import AtomicLocalBackend
+    from fastmim.fileio import AtomicLocalBackend
     text = json.dumps({key: float(value) for key, value in metrics.items()}, indent=2)
     AtomicLocalBackend().put_text(text, path)
 
@@ -74,7 +74,7 @@ def restore_config_dump(path, earlier, runner):
     from mmengine.dist import is_main_process
     from mmengine.logging import print_log
 
-    from fastmim.engine.checkpoint import AtomicLocalBackend
+    from fastmim.fileio import AtomicLocalBackend
     if (earlier is None or TEST_HOOK.encode() in earlier or not is_main_process()
             or read_file(path) == earlier):
         return

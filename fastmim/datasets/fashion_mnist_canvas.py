@@ -31,6 +31,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
+from fastmim.fileio import AtomicLocalBackend
+
 from .fashion_mnist import CLASSES, fetch_fashion_mnist, load_split
 
 CANVAS_CLASSES = ('background', ) + CLASSES
@@ -184,7 +186,6 @@ def write_canvas_segmentation(root: str,
                 np.concatenate([c.semantic.ravel() for c in canvases]),
                 minlength=len(CANVAS_CLASSES)).tolist())
     written = dict(settings=settings, classes=list(CANVAS_CLASSES), counts=counts)
-    from fastmim.engine.checkpoint import AtomicLocalBackend  # lazy: the engine is heavy
     AtomicLocalBackend().put_text(json.dumps(written, indent=1), record)
     return written
 

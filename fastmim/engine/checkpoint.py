@@ -15,20 +15,17 @@ checkpoint execute code. Here we instead
   ``weights_only``, and ``https://`` goes through ``torch.hub.load_state_dict_from_url``,
   whose default is full unpickling even on torch 2.14. Remote files are fetched as mmengine
   fetches them and then read as local files are;
-- write local files atomically (temporary file in the same folder, then ``os.replace``), so an
-  interrupted save never replaces the last good checkpoint.
+- write local files through :class:`fastmim.fileio.AtomicLocalBackend` (temporary file in the
+  same folder, then ``os.replace``), registered by :func:`install` as mmengine's local backend,
+  so an interrupted save never replaces the last good checkpoint.
 """
 import contextlib
-import hashlib
 import http.client
 import io
 import logging
 import os
 import os.path as osp
 import pickle
-import re
-import shutil
-import stat
 import tempfile
 import zipfile
 from collections import OrderedDict
@@ -39,7 +36,7 @@ import torch
 import torch.hub
 from mmengine.dist import get_dist_info
 from mmengine.fileio import get_file_backend
-from mmengine.fileio.backends import LocalBackend, register_backend
+from mmengine.fileio.backends import register_backend
 from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
@@ -47,7 +44,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors_file
 
 from fastmim.errors import CheckpointError
-from fastmim.file_checks import file_in_the_way
+from fastmim.fileio import AtomicLocalBackend
 
 _HISTORY_BUFFER_TAG = '__fastmim_history_buffer__'
 _TRUSTED_CHECKPOINTS = set()
@@ -159,8 +156,8 @@ def _load_file(path, map_location, name, trust_as, hint):
         return torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, TypeError) as error:
         # A crafted state (an OrderedDict's ``(None, {...})``) stops the weights-only unpickler
-        # with TypeError rather than UnpicklingError; timm's URL source retried such a file
-        # with full unpickling.
+        # with TypeError rather than UnpicklingError; timm's URL source retries such a file
+        # with full unpickling (install_timm_pretrained_loading).
         if _is_trusted(path, trust_as):
             return torch.load(path, map_location=map_location, weights_only=False)
         reason = _unpickler_reason(error)
@@ -255,7 +252,8 @@ def _download_once(url, named_as):
 
 def _remote_model_url(table, filename):
     """The URL (or path) that ``filename`` (``SCHEME://NAME``) names in mmengine's model
-    table ``table``, or an error naming the scheme (mmengine raised a bare KeyError)."""
+    table ``table``, or an error naming the scheme (mmengine's lookup raises a bare
+    KeyError)."""
     scheme, name = filename.split('://', 1)
     if name not in table:
         raise CheckpointError(f'{filename}: no model named {name!r} among the {scheme}:// '
@@ -326,14 +324,17 @@ def _load_fetched(filename, file_name, fetch, map_location):
 
 
 def _write_bytes(path, data):
+    """``data`` written to ``path`` in one plain write: the fetch step of
+    :func:`load_from_ceph`, into :func:`_load_fetched`'s temporary folder, which no other
+    process reads, so no atomic write is needed."""
     with open(path, 'wb') as file:
         file.write(data)
 
 
 def _converter_hint(reason):
     """For the reference release's files (``{'model', 'args': argparse.Namespace}``, MAE's
-    layout), whose weights load only once converted: trusting the file alone led to a second
-    refusal."""
+    layout), whose weights load only once converted: trusting the file alone only leads to a
+    second refusal."""
     if 'argparse.Namespace' not in reason:
         return ''
     return ('. An argparse.Namespace under args is how an MAE-style file of the reference '
@@ -361,10 +362,10 @@ def pretrained_inits(node, name='model'):
 def check_start_checkpoints(cfg, training=True):
     """Refuse a local ``load_from``, or (``training``) a pre-trained ``init_cfg`` checkpoint,
     that is no file or no checkpoint at all (:func:`check_checkpoint_file`), with the loader's
-    own message prefixed by the config key. mmengine reads
-    them only after it has written the work dir's log folder and config copy (the pre-trained
-    one inside ``init_weights``), so a wrong path left a work dir behind. Testing does not
-    initialise weights, so there only ``load_from`` is read. Remote paths (``://``) are left to
+    own message prefixed by the config key. mmengine reads them only after it has written the
+    work dir's log folder and config copy (the pre-trained one inside ``init_weights``), so a
+    wrong path would leave a work dir behind. Testing does not initialise weights, so there
+    only ``load_from`` is read. Remote paths (``://``) are left to
     their loaders."""
     named = [(f'{key}.checkpoint', init['checkpoint'])
              for key, _, init in (pretrained_inits(cfg.get('model')) if training else ())]
@@ -383,9 +384,9 @@ def check_checkpoint_file(path):
     in the loader's words, before anything is read or written: no file or an empty one (a
     folder is named with the checkpoints it holds, a missing file with the newest ones beside
     it), or a file that starts as neither a torch file nor a safetensors file (a text file or
-    a log saved as .pth). These were caught only once the Runner was built, after some 300
-    lines of start-up and with a log folder left in the work dir. The rest of the file is left
-    to the loader: reading it all here would read every checkpoint twice."""
+    a log saved as .pth). The loader would find these only once the Runner is built, after
+    some 300 lines of start-up and with a log folder left in the work dir. The rest of the
+    file is left to the loader: reading it all here would read every checkpoint twice."""
     local = osp.expanduser(path)  # '~' expanded, as the loader does
     _refuse_no_checkpoint_file(local)
     start = _first_bytes(local)
@@ -411,7 +412,7 @@ def is_safetensors_start(start):
     """Whether ``start`` (a file's first 9 bytes) begins a safetensors file: the length of its
     JSON header (8 bytes, little-endian), then the header's ``{``. To be checked before the torch
     starts: a header length can begin with ``b'\\x80'`` or ``b'PK'`` (one of 19280 bytes), and
-    weights-only unpickling then called the file corrupt."""
+    weights-only unpickling would then call the file corrupt."""
     if len(start) < 9 or start[8:9] != b'{':
         return False
     return 2 <= int.from_bytes(start[:8], 'little') <= SAFETENSORS_MAX_HEADER
@@ -432,9 +433,10 @@ def _load_safetensors(path, map_location, name, hint):
 
 def _refuse_what_torch_never_wrote(name, start, hint):
     """A file that starts (``start``: its first bytes) as no torch file does (a text file,
-    an image, a log saved as .pth, a web page saved by a download) failed inside the unpickler:
-    with a bare number (text read as pickle opcodes) or with the advice to trust the file, which
-    would only fail again. ``name`` and ``hint()`` as in :func:`_load_file`."""
+    an image, a log saved as .pth, a web page saved by a download) is refused here, by its
+    first bytes: the unpickler would fail on it with a bare number (text read as pickle
+    opcodes) or with the advice to trust the file, which would only fail again. ``name`` and
+    ``hint()`` as in :func:`_load_file`."""
     if not start.startswith(TORCH_FILE_STARTS):
         raise CheckpointError(f"{name} is not a readable checkpoint (truncated or corrupt?): no "
                               f"torch file, which starts with b'PK' (a zip archive) or b'\\x80' "
@@ -463,8 +465,8 @@ def checkpoints_in(folder, besides=None):
 
 def _looks_loadable(path):
     """Whether ``path`` starts as a checkpoint the loader reads (a safetensors file, a torch
-    zip archive with its end, a legacy torch pickle): the hint sent the user to files that do
-    not load (a text file named .pth, an empty one, a copy or save that was cut off). Legacy
+    zip archive with its end, a legacy torch pickle), so that the hint names no file that
+    does not load (a text file named .pth, an empty one, a copy or save that was cut off). Legacy
     pickles have no end to check."""
     try:
         start = _first_bytes(path)
@@ -483,136 +485,6 @@ def _unpickler_reason(error):
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return next((line for line in lines if 'Unsupported' in line),
                 lines[0] if lines else type(error).__name__)
-
-
-TEMPORARY_SUFFIX = '.tmp'
-# The names of AtomicLocalBackend's temporary files: tempfile.mkstemp(prefix='.<name>.',
-# suffix='.tmp') puts 8 characters of [a-z0-9_] between them.
-TEMPORARY_FILE = re.compile(r'\.(?P<target>.+)\.[a-z0-9_]{8}' + re.escape(TEMPORARY_SUFFIX))
-
-
-def remove_stale_temporary_files(folder) -> list:
-    """Delete the temporary files that :class:`AtomicLocalBackend` left in ``folder`` (not in
-    its subfolders) when a write was cut off by SIGKILL (which raises nothing, so the writer
-    cannot remove them), and return ``(path, size in bytes)`` of each.
-
-    Only names of the writer's pattern (``.<name>.<8 of [a-z0-9_]>.tmp``) are touched. Call it
-    when nothing is writing there: before a run's first save, on the process that saves.
-    """
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:  # no work dir yet, or not a local folder
-        return removed
-    for entry in sorted(entries, key=lambda entry: entry.name):
-        if not TEMPORARY_FILE.fullmatch(entry.name):
-            continue
-        try:
-            if not entry.is_file(follow_symlinks=False):
-                continue
-            size = entry.stat(follow_symlinks=False).st_size
-            os.remove(entry.path)
-        except OSError:
-            continue  # gone meanwhile, or not ours to delete: leave it
-        removed.append((entry.path, size))
-    return removed
-
-
-def format_size(size: int) -> str:
-    """``'0 B'``, ``'12.1 KiB'``, ``'1.3 GiB'``."""
-    if size < 1024:
-        return f'{size} B'
-    for unit in ('KiB', 'MiB', 'GiB'):
-        size /= 1024
-        if size < 1024 or unit == 'GiB':
-            return f'{size:.1f} {unit}'
-
-
-class AtomicLocalBackend(LocalBackend):
-    """mmengine's local file backend, but every write goes to a temporary file first.
-
-    The file gets the mode a plain ``open(path, 'wb')`` (``torch.save``) would give it: the
-    mode of the file it replaces, else ``0o666`` less the umask, so teammates can read
-    checkpoints where the umask allows it (``mkstemp`` alone would make them 0600). A failed
-    write (full disk, read-only or vanished folder) removes its temporary file, leaves the
-    previous file untouched and raises :class:`CheckpointError` naming the file and the free
-    space. A write cut off by SIGKILL cannot remove its temporary file; the next run removes it
-    (:func:`remove_stale_temporary_files`, from ``CheckpointMetaHook``).
-    """
-
-    def put(self, obj, filepath):
-        self._write_atomically(obj, filepath)
-
-    def put_text(self, obj, filepath, encoding='utf-8'):
-        self._write_atomically(obj.encode(encoding), filepath)
-
-    @staticmethod
-    def _write_atomically(data, filepath):
-        folder = osp.dirname(osp.abspath(filepath))
-        tmp_path = None
-        try:
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp_path = tempfile.mkstemp(prefix=f'.{osp.basename(filepath)}.',
-                                            suffix=TEMPORARY_SUFFIX, dir=folder)
-            with os.fdopen(fd, 'wb') as f:
-                os.fchmod(f.fileno(), mode_for_new_file(filepath))
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp_path, filepath)
-        except BaseException as error:
-            if tmp_path is not None and osp.lexists(tmp_path):
-                with contextlib.suppress(OSError):  # e.g. the folder is gone or read-only
-                    os.remove(tmp_path)
-            if isinstance(error, OSError):
-                reason = file_in_the_way(folder) or error.strerror or error
-                raise CheckpointError(f'could not write {filepath}: {reason}'
-                                      f'{_free_space(folder)}; the previous file, if any, is '
-                                      'unchanged') from None
-            raise
-
-
-def file_sha256(path) -> str:
-    """SHA-256 of a file's bytes, read in 16 MiB blocks: what identifies a checkpoint across
-    copies and moves, for the tools that keep results per checkpoint."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 24), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def mode_for_new_file(filepath):
-    """The permission bits ``open(filepath, 'wb')`` would give: those of an existing file,
-    else ``0o666`` less the process's umask. For a file written under a temporary name
-    (``mkstemp`` makes it 0600) and renamed into place."""
-    try:
-        return stat.S_IMODE(os.stat(filepath).st_mode)
-    except OSError:
-        return 0o666 & ~_umask()
-
-
-def _umask():
-    """The process's umask, read without changing it where Linux allows (``os.umask`` can only
-    be read by setting it, which races with other threads creating files)."""
-    with contextlib.suppress(OSError, ValueError, StopIteration):
-        with open('/proc/self/status') as status:
-            return int(next(line for line in status if line.startswith('Umask:')).split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _free_space(folder):
-    """`` (N MiB free on FOLDER)`` for the nearest existing ancestor of ``folder``, or ''."""
-    path = folder
-    while not osp.isdir(path) and osp.dirname(path) != path:
-        path = osp.dirname(path)
-    try:
-        free = shutil.disk_usage(path).free
-    except OSError:
-        return ''
-    return f' ({free / 2**20:.1f} MiB free on {path})'
 
 
 # mmengine's prefixes (mmengine/runner/checkpoint.py) and the weights-only loader of each.

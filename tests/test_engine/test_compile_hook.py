@@ -12,6 +12,7 @@ from mmengine.runner import Runner
 
 import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
 from fastmim.engine.hooks import CompileModulesHook
+from fastmim.train_flags import apply_args
 
 TRAIN_TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'train.py'
 
@@ -55,7 +56,7 @@ def test_train_flag_adds_the_hook(load_script):
     train_tool = load_script(TRAIN_TOOL)
     cfg = Config(dict(custom_hooks=[dict(type='CheckpointMetaHook')],
                       optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3))))
-    train_tool.apply_args(cfg, train_tool.parse_args(['x.py', '--compile', '--work-dir', 'w']))
+    apply_args(cfg, train_tool.parse_args(['x.py', '--compile', '--work-dir', 'w']))
     assert [hook['type'] for hook in cfg.custom_hooks] == [
         'CheckpointMetaHook', 'fastmim.CompileModulesHook']
     assert 'compile' not in cfg  # mmengine's whole-train_step compile stays off

@@ -324,7 +324,7 @@ def test_a_copied_work_dir_trains_from_its_own_pretraining(tmp_path, dense_witho
     assert len(calls['trained']) == 2
     assert not any(str(original) in part for command in calls['trained'] for part in command)
     assert f'model.backbone.init_cfg.checkpoint={ours}' in calls['trained'][0]
-    from fastmim.engine.checkpoint import file_sha256
+    from fastmim.fileio import file_sha256
     record = json.loads((tmp_path / 'copy' / 'upernet' / 'pretrained' / 'seed0' /
                          runner.SETTINGS_FILE).read_text())
     assert record['checkpoint_sha256'] == file_sha256(str(ours))
@@ -350,7 +350,7 @@ def test_a_stopped_pretraining_is_not_taken_as_pretrained(tmp_path, dense_withou
     # finished runs recorded against the partial checkpoint, as the earlier runner trained them
     save_checkpoint(work_dir / 'pretrain' / 'epoch_3.pth', 3)
     runner.main(study + ['--jobs', '1'])
-    from fastmim.engine.checkpoint import file_sha256
+    from fastmim.fileio import file_sha256
     record_path = work_dir / 'upernet' / 'pretrained' / 'seed0' / runner.SETTINGS_FILE
     record = json.loads(record_path.read_text())
     record['checkpoint_sha256'] = file_sha256(str(partial))

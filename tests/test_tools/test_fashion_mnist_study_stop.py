@@ -179,7 +179,7 @@ def test_the_dense_runner_records_the_finished_checkpoint(tmp_path, load_script,
     runner = load_script(TOOLS / 'run_fashion_mnist_dense.py')
     import fastmim.datasets
     from fastmim.datasets import fashion_mnist_canvas
-    from fastmim.engine.checkpoint import file_sha256
+    from fastmim.fileio import file_sha256
     monkeypatch.setattr(fastmim.datasets, 'fetch_fashion_mnist', lambda: str(tmp_path))
     monkeypatch.setattr(runner.study, 'stop_commands_on_signals', lambda: None)
 

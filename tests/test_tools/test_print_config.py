@@ -9,6 +9,7 @@ from mmengine.logging import MMLogger
 
 from fastmim.engine.config_loading import load_config
 from fastmim.cli import run_cli
+from fastmim.train_flags import apply_args
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = str(ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py')  # _base_: vit_b_hog_800e
@@ -82,7 +83,7 @@ def test_train_flags_are_folded_in_as_train_py_folds_them(print_config, load_scr
     shown = print_config.main([DEMO, *flags, '--keys', 'model.mask_ratio'])
     train = load_script(ROOT / 'tools' / 'train.py')
     trained = load_config(DEMO)
-    train.apply_args(trained, train.parse_args([DEMO, *flags]))
+    apply_args(trained, train.parse_args([DEMO, *flags]))
     for key in ('optim_wrapper', 'custom_hooks', 'auto_scale_lr', 'strategy', 'runner_type'):
         assert shown[key] == trained[key], key
     assert 'work_dir' not in shown  # train.py's default names the config the dump is not

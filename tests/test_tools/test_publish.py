@@ -202,7 +202,8 @@ def test_the_hashed_bytes_are_the_saved_files(tmp_path):
     writes, and it loads weights-only (numpy values made plain)."""
     import numpy as np
 
-    from fastmim.engine.checkpoint import checkpoint_bytes, file_sha256, save_checkpoint_file
+    from fastmim.engine.checkpoint import checkpoint_bytes, save_checkpoint_file
+    from fastmim.fileio import file_sha256
     checkpoint = {'state_dict': {'w': torch.arange(4.)}, 'meta': {'lr': np.float64(0.5)}}
     path = tmp_path / 'ckpt.pth'
     save_checkpoint_file(checkpoint, str(path))

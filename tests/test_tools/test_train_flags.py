@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
+from fastmim import train_flags
+from fastmim.train_flags import apply_args, log_scaled_lr
+
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
 FINETUNE_DEMO = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
@@ -19,7 +22,7 @@ def flags_applied(train, work_dir, *flags, config=DEMO):
     cfg = Config.fromfile(str(config))
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    train.apply_args(cfg, args)
+    apply_args(cfg, args)
     return cfg
 
 
@@ -91,22 +94,21 @@ def test_the_scaled_lr_is_logged_beside_mmengine_s_unscaled_base_lr(tmp_path, tr
                                                                    monkeypatch):
     """mmengine logs the factor only, and every training line's base_lr is the config's:
     the lr that trained was nowhere in the log."""
-    import mmengine.logging
     logged = []
-    monkeypatch.setattr(mmengine.logging, 'print_log',
+    monkeypatch.setattr(train_flags, 'print_log',
                         lambda message, **kwargs: logged.append(message))
     cfg = flags_applied(train, tmp_path, '--auto-scale-lr', '--cfg-options',
                         'train_dataloader.batch_size=4', 'optim_wrapper.accumulative_counts=2',
                         'optim_wrapper.optimizer.lr=0.001')
     logged.clear()
-    train.log_scaled_lr(cfg, world_size=2)
+    log_scaled_lr(cfg, world_size=2)
     base = Config.fromfile(str(DEMO)).auto_scale_lr.base_batch_size
     ratio = 2 * 4 * 2 / base  # processes x batch x accumulated batches / base batch
     assert logged == [f"auto_scale_lr: every parameter group's lr is scaled by {ratio:g}: "
                       f"optimizer.lr=0.001 trains at {0.001 * ratio:g}; the base_lr of the "
                       f"training log stays the config's unscaled lr (mmengine scales the groups "
                       f"only)"]
-    train.log_scaled_lr(flags_applied(train, tmp_path), world_size=2)  # not enabled
+    log_scaled_lr(flags_applied(train, tmp_path), world_size=2)  # not enabled
     assert len(logged) == 1
 
 
@@ -119,12 +121,11 @@ def test_the_logged_lr_is_the_lr_mmengine_s_runner_trains_at(tmp_path, train, mo
     fine-tuning config's layer decay: the last layer id's group trains at ``optimizer.lr``)."""
     import re
 
-    import mmengine.logging
     from mmengine.runner import Runner
 
     from fastmim.engine.launch import adapt_to_device
     logged = []
-    monkeypatch.setattr(mmengine.logging, 'print_log',
+    monkeypatch.setattr(train_flags, 'print_log',
                         lambda message, **kwargs: logged.append(message))
     cfg = flags_applied(train, tmp_path, '--auto-scale-lr', '--cfg-options',
                         'train_dataloader.batch_size=4', 'optim_wrapper.accumulative_counts=2',
@@ -132,7 +133,7 @@ def test_the_logged_lr_is_the_lr_mmengine_s_runner_trains_at(tmp_path, train, mo
     adapt_to_device(cfg)
     runner = Runner.from_cfg(cfg)
     logged.clear()
-    train.log_scaled_lr(cfg, runner.world_size)
+    log_scaled_lr(cfg, runner.world_size)
     said = re.search(r'scaled by (\S+): optimizer\.lr=0\.001 trains at (\S+);', logged[0])
 
     optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)

@@ -5,6 +5,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from fastmim.train_flags import apply_args
+
 TRAIN_TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'train.py'
 
 
@@ -13,7 +15,7 @@ def wrapper_after(load_script, monkeypatch, flags, cuda, **optim_wrapper):
     train_tool = load_script(TRAIN_TOOL)
     cfg = Config(dict(optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3),
                                          **optim_wrapper)))
-    train_tool.apply_args(cfg, train_tool.parse_args(['x.py', '--work-dir', 'w', *flags]))
+    apply_args(cfg, train_tool.parse_args(['x.py', '--work-dir', 'w', *flags]))
     return cfg.optim_wrapper.to_dict()
 
 

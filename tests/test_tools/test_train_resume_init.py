@@ -7,6 +7,7 @@ import torch
 from mmengine.config import Config
 
 from fastmim.datasets import find_embedded_photos
+from fastmim.train_flags import apply_resume, skip_pretrained_init_when_resuming
 
 ROOT = Path(__file__).resolve().parents[2]
 FINETUNE = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
@@ -20,27 +21,27 @@ def finetune_config(work_dir, resume):
     return cfg
 
 
-def test_a_resumed_fine_tuning_does_not_need_the_pre_training_file(tmp_path, train):
+def test_a_resumed_fine_tuning_does_not_need_the_pre_training_file(tmp_path):
     """mmengine initialises before it resumes: a pre-training file cleaned up since the run
     started stopped the resume with 'checkpoint not found'."""
     work_dir = tmp_path / 'ft'
     work_dir.mkdir()
     (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_3.pth'))
     cfg = finetune_config(work_dir, resume=True)
-    train.skip_pretrained_init_when_resuming(cfg)
+    skip_pretrained_init_when_resuming(cfg)
     assert cfg.model.backbone.init_cfg is None
 
 
 @pytest.mark.parametrize('resume, saved', [(False, True), (True, False)],
                          ids=['not resuming', 'nothing to resume yet'])
-def test_a_run_that_starts_from_the_beginning_keeps_its_pre_trained_init(tmp_path, train,
-                                                                         resume, saved):
+def test_a_run_that_starts_from_the_beginning_keeps_its_pre_trained_init(tmp_path, resume,
+                                                                         saved):
     work_dir = tmp_path / 'ft'
     work_dir.mkdir()
     if saved:
         (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_3.pth'))
     cfg = finetune_config(work_dir, resume)
-    train.skip_pretrained_init_when_resuming(cfg)
+    skip_pretrained_init_when_resuming(cfg)
     assert cfg.model.backbone.init_cfg.type == 'FastMIMPretrained'
 
 
@@ -84,7 +85,7 @@ def test_a_last_checkpoint_naming_a_deleted_file_is_named(tmp_path, train):
                     '--cfg-options', 'model.backbone.init_cfg=None'])
 
 
-def test_resume_with_nothing_to_resume_says_it_starts_from_scratch(tmp_path, train):
+def test_resume_with_nothing_to_resume_says_it_starts_from_scratch(tmp_path):
     """mmengine logged 'Did not find last_checkpoint to be resumed.' and then 'Auto resumed
     from the latest checkpoint None.'"""
     from mmengine.config import Config
@@ -95,7 +96,7 @@ def test_resume_with_nothing_to_resume_says_it_starts_from_scratch(tmp_path, tra
     from mmengine.logging import MMLogger
     with patch.object(MMLogger.get_current_instance(), 'log',
                       lambda level, message: logged.append(message)):
-        train.apply_resume(cfg, 'auto')
+        apply_resume(cfg, 'auto')
     assert cfg.resume is False
     assert logged == [f'--resume: no checkpoint in {tmp_path} yet; starting from scratch']
 
@@ -169,7 +170,7 @@ def logged_while(call):
 
 
 def test_resume_without_last_checkpoint_takes_the_checkpoint_with_the_most_iterations(
-        tmp_path, train):
+        tmp_path):
     """mmengine finds checkpoints through last_checkpoint alone: with that file deleted (or not
     copied with the checkpoints), --resume said 'no checkpoint yet', started from scratch and
     overwrote them. The newest is the one that records the most iterations: not iter_9.pth
@@ -182,7 +183,7 @@ def test_resume_without_last_checkpoint_takes_the_checkpoint_with_the_most_itera
     full = (tmp_path / 'epoch_3.pth').read_bytes()
     (tmp_path / 'epoch_4.pth').write_bytes(full[:len(full) // 2])  # a copy cut off
     cfg = Config(dict(work_dir=str(tmp_path), load_from=None))
-    logged = logged_while(lambda: train.apply_resume(cfg, 'auto'))
+    logged = logged_while(lambda: apply_resume(cfg, 'auto'))
     assert cfg.resume is True
     assert cfg.load_from == str(tmp_path / 'epoch_3.pth')
     assert len(logged) == 1
@@ -193,7 +194,7 @@ def test_resume_without_last_checkpoint_takes_the_checkpoint_with_the_most_itera
     assert 'no checkpoint' not in logged[0]
 
 
-def test_resume_without_last_checkpoint_and_no_readable_checkpoint_is_refused(tmp_path, train):
+def test_resume_without_last_checkpoint_and_no_readable_checkpoint_is_refused(tmp_path):
     """Starting from scratch would write over the checkpoints there."""
     from fastmim.errors import CheckpointError
     (tmp_path / 'epoch_2.pth').write_bytes(b'')
@@ -204,7 +205,7 @@ def test_resume_without_last_checkpoint_and_no_readable_checkpoint_is_refused(tm
             rf'read: epoch_2\.pth \(not a readable checkpoint: .*\), iter_8\.pth \(records no '
             rf'iteration \(meta\.iter\).*\)\. Name a checkpoint to resume from by its path, or '
             rf'move these away to start over$')):
-        train.apply_resume(cfg, 'auto')
+        apply_resume(cfg, 'auto')
 
 
 def test_a_run_whose_last_checkpoint_was_deleted_resumes_from_its_checkpoints(tmp_path):

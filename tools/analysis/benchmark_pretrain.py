@@ -32,8 +32,8 @@ from fastmim.benchmark.measure import (COMPILE_MODES, StepOptions, amp_dtype,
                                        measure_matmul_peak, resolve_device, time_hog)
 from fastmim.benchmark.pipeline_speed import benchmark_data_pipeline
 from fastmim.benchmark.report import check_plot_format, format_report, plot_results
-from fastmim.engine.checkpoint import AtomicLocalBackend
 from fastmim.cli import add_debug_arg, check_output_file, positive_int
+from fastmim.fileio import AtomicLocalBackend
 # This folder, first on sys.path when the script runs.
 from pretrain_methods import (CONFIG_ROOT, METHODS, RECIPES, RESULT_PREFIX,  # isort:skip
                               MethodSpec, build_method, check_recipe_builds,

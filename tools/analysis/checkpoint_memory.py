@@ -143,7 +143,7 @@ def main(argv=None) -> dict:
         ratio=round(on['step_mib'] / off['step_mib'], 3))
     print(json.dumps(summary, indent=2))
     if args.out:  # replaced atomically: a run killed while writing leaves the earlier file
-        from fastmim.engine.checkpoint import AtomicLocalBackend
+        from fastmim.fileio import AtomicLocalBackend
         AtomicLocalBackend().put_text(json.dumps(summary, indent=2) + '\n', args.out)
     return summary
 

@@ -192,7 +192,7 @@ def main(argv=None):
     if args.out:
         # Replaced atomically: a run killed while writing leaves the earlier report whole, not
         # half a file.
-        from fastmim.engine.checkpoint import AtomicLocalBackend
+        from fastmim.fileio import AtomicLocalBackend
         AtomicLocalBackend().put_text(json.dumps(report, indent=1), args.out)
     sys.stdout.flush()
     os._exit(0)  # persistent workers need no orderly shutdown here

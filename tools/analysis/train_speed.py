@@ -115,11 +115,6 @@ def pretrain_options(data_dir, images):
     return train, None, None
 
 
-def load_train_tool():
-    """tools/train.py's module (a script, not a package), for its ``--amp``."""
-    return load_module(ROOT / 'tools' / 'train.py', 'fastmim_tools_train')
-
-
 def training_precision(cfg, amp):
     """The precision tools/train.py trains ``cfg`` in (``'float16 autocast'``, ``'bfloat16
     autocast'`` or ``'float32'``, as benchmark_pretrain.py words it): the config's optimiser
@@ -130,9 +125,10 @@ def training_precision(cfg, amp):
 
     from fastmim.engine.launch import adapt_to_device
     from fastmim.engine.optim_wrappers import mixed_precision_of
+    from fastmim.train_flags import set_mixed_precision
     cfg = copy.deepcopy(cfg)
     if amp:
-        load_train_tool().set_mixed_precision(cfg.optim_wrapper)
+        set_mixed_precision(cfg.optim_wrapper)
     adapt_to_device(cfg)
     optim_wrapper = cfg.get('optim_wrapper') or {}
     kind = mixed_precision_of(optim_wrapper.get('type'))
@@ -296,7 +292,7 @@ def main(argv=None):
                             else 'cpu')
     # Replaced atomically: a run killed while writing, or a value JSON cannot hold, leaves the
     # earlier result whole, not half a file (or none).
-    from fastmim.engine.checkpoint import AtomicLocalBackend
+    from fastmim.fileio import AtomicLocalBackend
     AtomicLocalBackend().put_text(json.dumps(result, indent=2), args.out)
     memory = (f'{result["peak_memory_mb"]:.0f} MB' if result['peak_memory_mb'] is not None
               else 'n/a')

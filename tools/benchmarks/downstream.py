@@ -238,7 +238,7 @@ def file_identity(path, known=None):
                                                path, stat.st_size, stat.st_mtime_ns):
         sha256 = known['sha256']
     else:
-        from fastmim.engine.checkpoint import file_sha256
+        from fastmim.fileio import file_sha256
         sha256 = file_sha256(path)
     return dict(path=path, size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=sha256)
 
@@ -420,7 +420,7 @@ def write_text(text, path):
     """Replace ``path`` atomically (a temporary file in its folder, made if missing, then
     ``os.replace``): a run killed or failing while writing leaves the earlier file whole, never
     a half one that the next run reads (``started_with.json``) or a user trusts (results)."""
-    from fastmim.engine.checkpoint import AtomicLocalBackend
+    from fastmim.fileio import AtomicLocalBackend
     AtomicLocalBackend().put_text(text, path)
 
 

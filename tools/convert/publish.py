@@ -97,7 +97,7 @@ def should_write(final, digest, source, overwrite):
     """Whether to write ``final``: not when an identical file is there already; a file of
     that name with other content (a copy cut off, a file edited since) is replaced only with
     ``--overwrite``, and never when it is the input ``source``."""
-    from fastmim.engine.checkpoint import file_sha256
+    from fastmim.fileio import file_sha256
 
     check_output_file(final, 'OUT', folders_made=True)
     if not osp.exists(final):
@@ -119,7 +119,8 @@ def main(argv):
     from mmengine.runner.checkpoint import _load_checkpoint
 
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
-    from fastmim.engine.checkpoint import checkpoint_bytes, format_size, trust_checkpoint
+    from fastmim.engine.checkpoint import checkpoint_bytes, trust_checkpoint
+    from fastmim.fileio import format_size
 
     check_output_file(args.out, 'OUT', folders_made=True)
     if args.trust_checkpoint:

@@ -297,7 +297,8 @@ def write_safetensors_aside(plain, path):
 def save(state, out, safetensors):
     """``torch.save`` of plain contiguous tensors (atomic for local files), plus a safetensors
     copy: both files are written, or neither is changed."""
-    from fastmim.engine.checkpoint import mode_for_new_file, save_checkpoint_file
+    from fastmim.engine.checkpoint import save_checkpoint_file
+    from fastmim.fileio import mode_for_new_file
 
     plain = {key: value.detach().clone().contiguous() for key, value in state.items()}
     safetensors_out = osp.splitext(out)[0] + '.safetensors'

@@ -692,7 +692,7 @@ def write_results(path: str, facts: dict, runs: List[dict], **parts) -> None:
     for run in runs:
         if run['seconds'] is None:
             run['seconds'] = seconds.get(run_identity(run))
-    from fastmim.engine.checkpoint import AtomicLocalBackend
+    from fastmim.fileio import AtomicLocalBackend
     AtomicLocalBackend().put_text(
         json.dumps(dict(invocations=invocations + [facts], runs=runs, **parts), indent=2), path)
 

@@ -131,5 +131,5 @@ def refuse_other_settings(other: List[Tuple[str, bool, List[str]]], fresh: str) 
 def checkpoint_digest(path: Optional[str]) -> Optional[str]:
     """The sha256 that identifies a checkpoint across copies and moves; ``None`` without
     one."""
-    from fastmim.engine.checkpoint import file_sha256
+    from fastmim.fileio import file_sha256
     return file_sha256(path) if path and osp.isfile(path) else None

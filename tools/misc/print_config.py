@@ -17,7 +17,7 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for train.py
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for early_checks
 
 NOT_MIRRORED = (
     "tools/train.py's --resume (it finds the checkpoint in the work dir when training starts) "
@@ -66,18 +66,17 @@ def add_mirrored_train_args(parser):
 
 
 def apply_train_flags(cfg, args):
-    """Fold in the flags as tools/train.py's ``apply_args`` does, with its own function
-    (``apply_config_flags``), so that what a flag does here cannot drift from what it does
-    there. The work dir is set only where given: train.py's default (``work_dirs/<config
-    name>``) written into ``--out`` would send a run of that file to the original config's
-    work dir, where ``--resume`` continues another run."""
-    import train
-
+    """Fold in the flags as tools/train.py does, with the function it folds them with
+    (:func:`fastmim.train_flags.apply_config_flags`), so that what a flag does here cannot
+    drift from what it does there. The work dir is set only where given: train.py's default
+    (``work_dirs/<config name>``) written into ``--out`` would send a run of that file to the
+    original config's work dir, where ``--resume`` continues another run."""
     from fastmim.cli import refuse_empty_work_dir
+    from fastmim.train_flags import apply_config_flags
     refuse_empty_work_dir(args.work_dir)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
-    train.apply_config_flags(cfg, args)
+    apply_config_flags(cfg, args)
 
 
 def log_to_stderr():
@@ -136,9 +135,10 @@ def check_out(out, config):
 def flattened_text(cfg):
     """The config as a file of its own, its length and warmup variables (``max_epochs``)
     written with the values they were copied into (``train_cfg``, the warmup's end). In a
-    flat file they feed nothing; written as the recipe had them, a length that
-    ``--cfg-options train_cfg.max_epochs=1`` changed left ``max_epochs = 12`` behind, and the
-    loader warned, on every run of the file, that the user had changed the variable too late."""
+    flat file they feed nothing; written as the recipe has them, a length that
+    ``--cfg-options train_cfg.max_epochs=1`` changes would leave ``max_epochs = 12`` behind,
+    and the loader would warn, on every run of the file, that the variable was changed too
+    late."""
     from fastmim.engine.schedule_length import mirrored_values
     flat = cfg.copy()
     for variable, value in mirrored_values(cfg).items():
@@ -149,7 +149,7 @@ def flattened_text(cfg):
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules
-    from fastmim.engine.checkpoint import AtomicLocalBackend
+    from fastmim.fileio import AtomicLocalBackend
     from fastmim.engine.config_loading import load_config
 
     log_to_stderr()

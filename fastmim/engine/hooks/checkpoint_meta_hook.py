@@ -7,8 +7,8 @@ from mmengine.hooks import CheckpointHook, Hook
 from torch.distributed.fsdp import FullyShardedDataParallel
 
 from fastmim.engine.accumulation import warn_if_checkpoints_fall_inside_windows
-from fastmim.engine.checkpoint import (format_size, from_plain, remove_stale_temporary_files,
-                                       to_plain)
+from fastmim.engine.checkpoint import from_plain, to_plain
+from fastmim.fileio import format_size, remove_stale_temporary_files
 from fastmim.engine.optim_wrappers.guarded import drop_skipped_logs, training_precision
 from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS
