@@ -160,8 +160,8 @@ def run_command(run: Run, checkpoints: Dict[str, str]) -> List[str]:
     """The tools/train.py or tools/test.py command of one run.
 
     A training run is given ``--resume``: a stopped one (SIGTERM: ``PreemptionHook`` saved
-    ``iter_N.pth``, exit status 75) continues from its checkpoint, exactly (it was trained
-    again from the start); with no checkpoint there tools/train.py starts from scratch. A
+    ``iter_N.pth``, exit status 75) continues from its checkpoint, exactly, rather than
+    training again from the start; with no checkpoint there tools/train.py starts from scratch. A
     run's work dir holds that run only (method, fraction and seed name it; ``--fresh`` deletes
     the runs with the pre-training they started from)."""
     config = osp.join(CONFIGS, run.method.config)
@@ -205,11 +205,12 @@ def last_scalar(work_dir: str, key: str) -> Optional[float]:
 
 
 # Process groups of the commands running now, stopped with the study: a SIGTERM (timeout, a
-# scheduler) used to end the study alone and leave torchrun and its workers training on, into
+# scheduler) that ended the study alone would leave torchrun and its workers training on, into
 # the work dirs that a rerun then trains in too.
 RUNNING_GROUPS = set()
-# Set when the study is stopped: no command starts after it. The runs queued in the thread pool
-# kept starting, one after another, while the stopped study waited for its pool to shut down.
+# Set when the study is stopped: no command starts after it. Without it the runs queued in the
+# thread pool would keep starting, one after another, while the stopped study waits for its
+# pool to shut down.
 STOPPING = threading.Event()
 # What stops the study as PreemptionHook stops a training run: SIGTERM (a scheduler, timeout,
 # SLURM's preemption), SIGUSR1 (SLURM's --signal=USR1@120, two minutes before the time limit)
@@ -269,8 +270,8 @@ def execute(command: List[str], log_path: str, threads: int) -> float:
     Once the study is stopping (:data:`STOPPING`) no command starts, and one that started while
     the stop ended the others is ended by its own thread. A stop waits for the command it
     ended: a training run saves its checkpoint on the way out, and under SLURM the job's
-    processes die with the runner (the pre-training's save was cut short: the runner, waiting
-    for it in its main thread, left at once)."""
+    processes die with the runner (a stop that did not wait would cut the pre-training's save
+    short: the runner, waiting for it in its main thread, would leave at once)."""
     if STOPPING.is_set():
         raise Stopped('not started: the study is stopping')
     # Each run is a job of one node: dist_train.sh then lets torchrun pick a free port
@@ -402,9 +403,9 @@ def pretraining_length() -> Tuple[str, int]:
 @dataclass
 class Pretraining:
     """The pre-training as a runner finds it, once (:func:`find_pretraining`), and hands to
-    what needs it: asking in a row whether it finished, where it stopped and what the runs
-    start from loaded the whole checkpoint each time, and a moved work dir's fallback was
-    logged each time."""
+    what needs it, so that asking in a row whether it finished, where it stopped and what the
+    runs start from loads the checkpoint once, and a moved work dir's fallback is logged
+    once."""
     folder: str
     checkpoint: Optional[str]  # what its last_checkpoint names (:func:`latest_checkpoint`)
     meta: Optional[dict]  # the checkpoint's; None without one or when it cannot be read
@@ -454,8 +455,8 @@ def latest_checkpoint(work_dir: str) -> Optional[str]:
     (``fastmim.engine.last_checkpoint.latest_checkpoint``); None without one.
 
     The file holds an absolute path: in a work dir that was copied or moved (or a
-    pre-training copied into another work dir) it names the original's checkpoint, which the
-    study took as is, reusing or training from the other folder's file. A file of that name in
+    pre-training copied into another work dir) it names the original's checkpoint, and taken as
+    is it would reuse or train from the other folder's file. A file of that name in
     ``work_dir`` is taken instead, logged. An empty one is refused in one line."""
     if not osp.isfile(osp.join(work_dir, 'last_checkpoint')):
         return None  # (mmengine's reader prints 'Did not find last_checkpoint to be resumed.')
@@ -532,7 +533,7 @@ def run_pending(total: int, pending: list, jobs: int, finish: Callable,
     ``finish(run)`` reads its result into the run and ``describe(run)`` says it. Exits naming
     how many failed or were stopped once the others are done (a rerun retries only those). A
     run preempted (exit status 75: it saved its checkpoint) or ended while the study stops is
-    stopped, not failed: it was reported as 'FAILED: exit code 75' with its log's tail."""
+    stopped, not failed, rather than 'FAILED: exit code 75' with its log's tail."""
     print(f'{total - len(pending)} of {total} runs already done; running '
           f'{len(pending)}, {jobs} at a time', flush=True)
 
@@ -762,7 +763,7 @@ def check_doc(path: str, begin: str = RESULTS_BEGIN, end: str = RESULTS_END) -> 
 
 
 # Argument types: a count or fraction that cannot work is refused while parsing, in one line,
-# before any work (--fractions 1.5 ran the pre-training, then failed every run).
+# before any work (--fractions 1.5 would run the pre-training, then fail every run).
 def whole_number(text: str) -> int:
     try:
         return int(text)
@@ -832,9 +833,10 @@ def docs_to_write(args: argparse.Namespace, default: List[str],
     """The documents that receive the table, and what to say when there are none.
 
     ``options``: ``(the option as typed, whether it differs from the published study)`` for
-    each option that sets the study. The default document was rewritten by any run, however
-    small: ``--seeds 0 --fractions 0.01`` replaced the published 3-seed table with a
-    one-column one, under prose that quotes it."""
+    each option that sets the study. A study other than the published one writes the default
+    document only when ``--doc`` names it: otherwise any run, however small (``--seeds 0
+    --fractions 0.01``), would replace the published 3-seed table with a one-column one, under
+    prose that quotes it."""
     unpublished = [words for words, differs in options if differs]
     if args.no_doc:
         return [], 'the table was written into no document (--no-doc)'

@@ -66,7 +66,7 @@ class BlockMaskGenerator:
         order = torch.rand(batch_size, num_blocks, device=device).argsort(dim=1)
         mask = torch.ones(batch_size, num_blocks, dtype=torch.bool, device=device)
         # 0, not False: torch.jit's tracer (mmengine's FLOP counter, tools/analysis/get_flops.py)
-        # has no scatter_ overload for a bool value and failed on an internal assertion.
+        # has no scatter_ overload for a bool value and fails on an internal assertion.
         mask.scatter_(1, order[:, :self.num_visible(num_blocks)], 0)
         return mask.view(batch_size, grid_h, grid_w)
 

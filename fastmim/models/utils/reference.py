@@ -384,8 +384,8 @@ def _convert_reference_encoder_only(backbone_class, state, encoder, path, img_si
 # --------------------------------------------------------------------------------------------
 def _check_given_heads(num_heads, geometry: dict, layout: ReferenceLayout, path) -> None:
     """``--num-heads`` for a backbone whose weights fix the heads (Swin's and CMT's relative
-    position biases have one column per head) must agree with them: it was ignored without a
-    word."""
+    position biases have one column per head) must agree with them, or it would be ignored
+    without a word."""
     if num_heads is None or not layout.heads_in_weights:
         return
     heads = list(geometry['num_heads'])
