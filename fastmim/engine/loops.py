@@ -166,8 +166,12 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     saved inside an epoch (``CheckpointHook(by_epoch=False)``, or a preemption checkpoint).
     """
 
-    def __init__(self, runner, dataloader, *args, **kwargs):
-        super().__init__(runner, dataloader, *args, **kwargs)
+    # mmengine's arguments, named rather than passed on as ``**kwargs``: the config check
+    # (fastmim.engine.config_keys) reads them to refuse a misspelt train_cfg key at load time.
+    def __init__(self, runner, dataloader, max_epochs: int, val_begin: int = 1,
+                 val_interval: int = 1, dynamic_intervals=None):
+        super().__init__(runner, dataloader, max_epochs, val_begin=val_begin,
+                         val_interval=val_interval, dynamic_intervals=dynamic_intervals)
         _check_batches_per_epoch(self.dataloader)
         self._checked_iterations = False
         self._resumed_at_epoch_end = False  # the epoch running had ended before the resume

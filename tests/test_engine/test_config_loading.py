@@ -282,6 +282,19 @@ def test_a_mistyped_key_or_type_is_refused_at_load_with_the_close_names(option, 
         load_config(str(DEMO), {option: value})
 
 
+@pytest.mark.parametrize('config, option, message', [
+    (DEMO, 'train_cfg.max_epoch', r"train_cfg \(ResumableEpochBasedTrainLoop\) takes no "
+                                  r"max_epoch; did you mean 'max_epochs'"),
+    (ROOT / 'configs' / 'experiments' / 'fashion_mnist_finetune.py', 'train_cfg.max_iter',
+     r"train_cfg \(ResumableIterBasedTrainLoop\) takes no max_iter; did you mean 'max_iters'"),
+])
+def test_a_mistyped_train_loop_key_is_refused_at_load(config, option, message):
+    """The loop would refuse it only once the Runner builds it, after the model and the work
+    dir: mmengine's names (EpochBasedTrainLoop.__init__) are the ones close to the typo."""
+    with pytest.raises(LaunchError, match=rf'^--cfg-options {option}: {config}: {message}'):
+        load_config(str(config), {option: 1})
+
+
 @pytest.mark.parametrize('options', [
     {'model.backbone.mlp_ratio': 2.0},  # timm's VisionTransformer takes it (**timm_kwargs)
     {'model.backbone.type': 'fastmim.SwinTransformer'},
