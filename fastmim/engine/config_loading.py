@@ -55,7 +55,8 @@ def load_config(path, cfg_options=None):
     variable the hook does not run (:func:`warn_unused_stages`), a schedule that does
     not span the training (:func:`warn_schedule_length`) and pipelines that feed another input
     size than the backbone is built for (:func:`warn_input_size_mismatch`); a training length
-    or seed no run can use is refused (:func:`_refuse_unusable_counts`), as is a key added
+    or seed no run can use is refused (:func:`_refuse_unusable_counts`), as is a scheduler
+    that does not end after it begins (:func:`_refuse_empty_schedulers`) and a key added
     where no class takes it or a type no registry knows (:func:`_refuse_what_no_class_takes`)."""
     from mmengine.config import Config
 
@@ -88,6 +89,7 @@ def load_config(path, cfg_options=None):
         _open_unset_settings(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     _refuse_unusable_counts(cfg, path)
+    _refuse_empty_schedulers(cfg, path)
     _no_worker_settings_without_workers(cfg)
     warn_unused_pipelines(cfg, path, cfg_options)
     warn_unused_stages(cfg, path, cfg_options)
@@ -153,6 +155,15 @@ def _refuse_unusable_counts(cfg, path):
                                  and 0 <= seed < SEED_LIMIT):
         raise LaunchError(f'randomness.seed={seed!r} (from {path} or --cfg-options): expected '
                           f'an integer from 0 to 2**32 - 1, or None for a random one')
+
+
+def _refuse_empty_schedulers(cfg, path):
+    """A scheduler that does not end after it begins (:func:`~fastmim.engine.schedule_length.
+    empty_scheduler_spans`): mmengine refuses it only once the Runner is built, in
+    iterations, naming no entry."""
+    from fastmim.engine.schedule_length import empty_scheduler_spans
+    for problem in empty_scheduler_spans(cfg):
+        raise LaunchError(f'{path}: {problem}')
 
 
 def _no_worker_settings_without_workers(cfg):
