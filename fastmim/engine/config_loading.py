@@ -31,8 +31,8 @@ def _check_config_package(config: str) -> None:
 def packaged_config_file(config) -> str:
     """The file ``'<package>::<path>'`` names (``'fastmim::fastmim/vit_b_hog_800e.py'``, as
     ``get_model`` and ``_base_`` take it): ``<path>`` under the package's ``.mim/configs``,
-    where mmengine resolves a ``_base_``; the tools called it 'config file not found'. Any
-    other config is returned as given."""
+    where mmengine resolves a ``_base_`` (read as a path, the tools would call it 'config file
+    not found'). Any other config is returned as given."""
     config = str(config)
     if '::' not in config:
         return config
@@ -98,6 +98,26 @@ def load_config(path, cfg_options=None):
     return cfg
 
 
+def missing_checkpoint_hint(cfg, key, path) -> str:
+    """What to do about the start checkpoint ``path`` (set at ``key``, a config key or
+    ``--resume``) that is not there: run the command that writes it, when the config names
+    one in its variable ``checkpoints_made_by`` (``{path: command}``: the demo fine-tuning
+    configs start from the last checkpoint of the pre-training demo), and, for a pre-trained
+    ``init_cfg``, train from scratch instead. Empty for a file that exists: an unreadable one
+    is a problem of its own."""
+    if osp.exists(osp.expanduser(path)):
+        return ''
+    made_by = {osp.normpath(made): command
+               for made, command in (cfg.get('checkpoints_made_by') or {}).items()}
+    hints = []
+    if osp.normpath(path) in made_by:
+        hints.append(f'it is made by {made_by[osp.normpath(path)]}')
+    if key.endswith('.init_cfg.checkpoint'):
+        hints.append('to train from scratch instead: --cfg-options '
+                     f'{key[:-len(".checkpoint")]}=None')
+    return ''.join(f'; {hint}' for hint in hints)
+
+
 def _refuse_what_no_class_takes(tree, cfg_options, path, default_scope):
     """A key added under an entry whose class cannot take it, or a ``type`` that no registry
     knows, is refused in one line with the close names
@@ -139,8 +159,8 @@ SEED_LIMIT = 2 ** 32
 
 def _refuse_unusable_counts(cfg, path):
     """A training length, validation interval or seed (from the file or ``--cfg-options``) that
-    no run can use. mmengine refused ``max_epochs=1.5`` with a bare assertion, numpy a seed of
-    -1 from compiled code, and ``val_interval=0`` divided by zero after the first epoch: each
+    no run can use. mmengine refuses ``max_epochs=1.5`` with a bare assertion, numpy a seed of
+    -1 from compiled code, and ``val_interval=0`` divides by zero after the first epoch: each
     a traceback naming no key. A whole float (``max_epochs = 800 * 0.5``) is accepted, as
     mmengine's loops accept it."""
     train_cfg = cfg.get('train_cfg') or {}

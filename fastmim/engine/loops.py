@@ -432,7 +432,7 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
     workers after the ``before_train`` and ``before_train_epoch`` hooks.
 
     mmengine's loop skips the batches trained before a resume by loading and discarding each
-    of them: resuming a 160k-iteration segmentation run at iteration 120k re-read 120k batches
+    of them: resuming a 160k-iteration segmentation run at iteration 120k re-reads 120k batches
     first (mmengine issues #1520, #1633). With ``train_dataloader.sampler=dict(type=
     'ResumableInfiniteSampler')`` the sampler starts behind them instead, so nothing is loaded
     twice and the data order is mmengine's. Each iteration is seeded from (seed, rank,

@@ -156,9 +156,9 @@ DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
 
 
 def test_a_scheduler_shortened_to_no_epoch_is_refused_at_load_in_epochs():
-    """``--cfg-options train_cfg.max_epochs=1 param_scheduler.1.end=1`` on the demo left its
-    cosine (begun after the 1-epoch warmup) no epoch: mmengine refused it once the Runner was
-    built, as 'begin=4, end=4' in iterations, naming no entry."""
+    """``--cfg-options train_cfg.max_epochs=1 param_scheduler.1.end=1`` on the demo leaves its
+    cosine (begun after the 1-epoch warmup) no epoch: mmengine would refuse it once the Runner
+    is built, as 'begin=4, end=4' in iterations, naming no entry."""
     from fastmim.engine.config_loading import load_config
     from fastmim.errors import LaunchError
     with pytest.raises(LaunchError) as refused:
