@@ -60,3 +60,7 @@ train_cfg = dict(max_epochs=max_epochs, val_interval=2)
 default_hooks = dict(logger=dict(interval=4),
                      checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
 work_dir = 'work_dirs/demo_ft'
+# The command that writes the checkpoint this demo starts from: a missing one is named with it
+# (fastmim.engine.config_loading.missing_checkpoint_hint).
+checkpoints_made_by = {
+    'work_dirs/demo/epoch_12.pth': '`make demo` (configs/fastmim/demo_vit_tiny_embedded.py)'}

@@ -376,7 +376,9 @@ def check_start_checkpoints(cfg, training=True):
             try:
                 check_checkpoint_file(path)
             except CheckpointError as error:
-                raise CheckpointError(f'{key}: {error}') from None
+                from fastmim.engine.config_loading import missing_checkpoint_hint
+                raise CheckpointError(
+                    f'{key}: {error}{missing_checkpoint_hint(cfg, key, path)}') from None
 
 
 def check_checkpoint_file(path):

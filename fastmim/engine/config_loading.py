@@ -31,8 +31,8 @@ def _check_config_package(config: str) -> None:
 def packaged_config_file(config) -> str:
     """The file ``'<package>::<path>'`` names (``'fastmim::fastmim/vit_b_hog_800e.py'``, as
     ``get_model`` and ``_base_`` take it): ``<path>`` under the package's ``.mim/configs``,
-    where mmengine resolves a ``_base_``; the tools called it 'config file not found'. Any
-    other config is returned as given."""
+    where mmengine resolves a ``_base_`` (read as a path, the tools would call it 'config file
+    not found'). Any other config is returned as given."""
     config = str(config)
     if '::' not in config:
         return config
@@ -55,7 +55,8 @@ def load_config(path, cfg_options=None):
     variable the hook does not run (:func:`warn_unused_stages`), a schedule that does
     not span the training (:func:`warn_schedule_length`) and pipelines that feed another input
     size than the backbone is built for (:func:`warn_input_size_mismatch`); a training length
-    or seed no run can use is refused (:func:`_refuse_unusable_counts`), as is a key added
+    or seed no run can use is refused (:func:`_refuse_unusable_counts`), as is a scheduler
+    that does not end after it begins (:func:`_refuse_empty_schedulers`) and a key added
     where no class takes it or a type no registry knows (:func:`_refuse_what_no_class_takes`)."""
     from mmengine.config import Config
 
@@ -88,12 +89,33 @@ def load_config(path, cfg_options=None):
         _open_unset_settings(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     _refuse_unusable_counts(cfg, path)
+    _refuse_empty_schedulers(cfg, path)
     _no_worker_settings_without_workers(cfg)
     warn_unused_pipelines(cfg, path, cfg_options)
     warn_unused_stages(cfg, path, cfg_options)
     warn_schedule_length(cfg, path, cfg_options)
     warn_input_size_mismatch(cfg, path)
     return cfg
+
+
+def missing_checkpoint_hint(cfg, key, path) -> str:
+    """What to do about the start checkpoint ``path`` (set at ``key``, a config key or
+    ``--resume``) that is not there: run the command that writes it, when the config names
+    one in its variable ``checkpoints_made_by`` (``{path: command}``: the demo fine-tuning
+    configs start from the last checkpoint of the pre-training demo), and, for a pre-trained
+    ``init_cfg``, train from scratch instead. Empty for a file that exists: an unreadable one
+    is a problem of its own."""
+    if osp.exists(osp.expanduser(path)):
+        return ''
+    made_by = {osp.normpath(made): command
+               for made, command in (cfg.get('checkpoints_made_by') or {}).items()}
+    hints = []
+    if osp.normpath(path) in made_by:
+        hints.append(f'it is made by {made_by[osp.normpath(path)]}')
+    if key.endswith('.init_cfg.checkpoint'):
+        hints.append('to train from scratch instead: --cfg-options '
+                     f'{key[:-len(".checkpoint")]}=None')
+    return ''.join(f'; {hint}' for hint in hints)
 
 
 def _refuse_what_no_class_takes(tree, cfg_options, path, default_scope):
@@ -137,8 +159,8 @@ SEED_LIMIT = 2 ** 32
 
 def _refuse_unusable_counts(cfg, path):
     """A training length, validation interval or seed (from the file or ``--cfg-options``) that
-    no run can use. mmengine refused ``max_epochs=1.5`` with a bare assertion, numpy a seed of
-    -1 from compiled code, and ``val_interval=0`` divided by zero after the first epoch: each
+    no run can use. mmengine refuses ``max_epochs=1.5`` with a bare assertion, numpy a seed of
+    -1 from compiled code, and ``val_interval=0`` divides by zero after the first epoch: each
     a traceback naming no key. A whole float (``max_epochs = 800 * 0.5``) is accepted, as
     mmengine's loops accept it."""
     train_cfg = cfg.get('train_cfg') or {}
@@ -153,6 +175,15 @@ def _refuse_unusable_counts(cfg, path):
                                  and 0 <= seed < SEED_LIMIT):
         raise LaunchError(f'randomness.seed={seed!r} (from {path} or --cfg-options): expected '
                           f'an integer from 0 to 2**32 - 1, or None for a random one')
+
+
+def _refuse_empty_schedulers(cfg, path):
+    """A scheduler that does not end after it begins (:func:`~fastmim.engine.schedule_length.
+    empty_scheduler_spans`): mmengine refuses it only once the Runner is built, in
+    iterations, naming no entry."""
+    from fastmim.engine.schedule_length import empty_scheduler_spans
+    for problem in empty_scheduler_spans(cfg):
+        raise LaunchError(f'{path}: {problem}')
 
 
 def _no_worker_settings_without_workers(cfg):

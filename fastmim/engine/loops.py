@@ -166,8 +166,12 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     saved inside an epoch (``CheckpointHook(by_epoch=False)``, or a preemption checkpoint).
     """
 
-    def __init__(self, runner, dataloader, *args, **kwargs):
-        super().__init__(runner, dataloader, *args, **kwargs)
+    # mmengine's arguments, named rather than passed on as ``**kwargs``: the config check
+    # (fastmim.engine.config_keys) reads them to refuse a misspelt train_cfg key at load time.
+    def __init__(self, runner, dataloader, max_epochs: int, val_begin: int = 1,
+                 val_interval: int = 1, dynamic_intervals=None):
+        super().__init__(runner, dataloader, max_epochs, val_begin=val_begin,
+                         val_interval=val_interval, dynamic_intervals=dynamic_intervals)
         _check_batches_per_epoch(self.dataloader)
         self._checked_iterations = False
         self._resumed_at_epoch_end = False  # the epoch running had ended before the resume
@@ -428,7 +432,7 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
     workers after the ``before_train`` and ``before_train_epoch`` hooks.
 
     mmengine's loop skips the batches trained before a resume by loading and discarding each
-    of them: resuming a 160k-iteration segmentation run at iteration 120k re-read 120k batches
+    of them: resuming a 160k-iteration segmentation run at iteration 120k re-reads 120k batches
     first (mmengine issues #1520, #1633). With ``train_dataloader.sampler=dict(type=
     'ResumableInfiniteSampler')`` the sampler starts behind them instead, so nothing is loaded
     twice and the data order is mmengine's. Each iteration is seeded from (seed, rank,

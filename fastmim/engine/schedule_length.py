@@ -198,6 +198,79 @@ def _unfinished_cosine(index: int, scheduler: dict, unit: str) -> Optional[str]:
             'end - begin')
 
 
+def empty_scheduler_spans(cfg) -> List[str]:
+    """The schedulers of ``cfg`` that do not end after they begin, one sentence each, in the
+    config's units (epochs for ``by_epoch``) and with what to change.
+
+    mmengine refuses such a scheduler only when the Runner builds it, after the model, with
+    ``end should be larger than begin`` in iterations when it converts epochs, naming no
+    entry. A run shortened on the command line makes one easily: the demo at
+    ``train_cfg.max_epochs=1`` and ``param_scheduler.1.end=1`` leaves its cosine, which begins
+    after the 1-epoch warmup, no epoch to run in."""
+    schedulers = _configured_schedulers(cfg)
+    problems = []
+    for index, scheduler in enumerate(schedulers):
+        if not isinstance(scheduler, dict):
+            continue
+        begin, end = scheduler.get('begin', 0), scheduler.get('end', UNBOUNDED)
+        if not (_is_number(begin) and _is_number(end)) or end > begin:
+            continue
+        unit = 'epoch' if scheduler.get('by_epoch', True) else 'iteration'
+        problems.append(
+            f'param_scheduler[{index}] ({scheduler.get("type")}) begins at {unit} '
+            f'{_count(begin)} and ends at {unit} {_count(end)}: a scheduler must end after it '
+            'begins (mmengine refuses it when training starts); set '
+            f'param_scheduler.{index}.end after {_count(begin)}'
+            f'{_begin_earlier(schedulers, index)}{_train_longer(cfg, scheduler, unit)}')
+    return problems
+
+
+def _begin_earlier(schedulers, index: int) -> str:
+    """How to make room before scheduler ``index``: shorten the one of its unit that ends
+    where it begins (the warmup before a cosine), with values when epochs may be fractions
+    (``convert_to_iter_based``: mmengine rounds them to iterations)."""
+    scheduler = schedulers[index]
+    begin, end = scheduler.get('begin', 0), scheduler['end']
+    by_epoch = scheduler.get('by_epoch', True)
+    before = next((earlier for earlier, entry in enumerate(schedulers[:index])
+                   if isinstance(entry, dict) and entry.get('end') == begin
+                   and entry.get('by_epoch', True) == by_epoch), None)
+    if before is None:
+        return ''
+    entry = schedulers[before]
+    unit = 'epoch' if by_epoch else 'iteration'
+    hint = (f', or begin it earlier: param_scheduler[{before}] ({entry.get("type")}) runs to '
+            f'{unit} {_count(begin)}, where this one begins; shorten it '
+            f'(param_scheduler.{before}.end and param_scheduler.{index}.begin')
+    middle = (entry.get('begin', 0) + end) / 2
+    if not (by_epoch and scheduler.get('convert_to_iter_based') and
+            _is_number(entry.get('begin', 0)) and entry.get('begin', 0) < middle):
+        return hint + ')'
+    example = (f'param_scheduler.{before}.end={_count(middle)} '
+               f'param_scheduler.{index}.begin={_count(middle)}')
+    if 'T_max' in scheduler:
+        example += f' param_scheduler.{index}.T_max={_count(end - middle)}'
+    return f'{hint}, e.g. {example}: with convert_to_iter_based epochs may be fractions)'
+
+
+def _train_longer(cfg, scheduler: dict, unit: str) -> str:
+    """The other way out when training itself ends where the scheduler begins."""
+    length = _training_length(cfg.get('train_cfg') or {})
+    if length is None or length[1] != unit or length[0] > scheduler.get('begin', 0):
+        return ''
+    key = 'max_epochs' if unit == 'epoch' else 'max_iters'
+    return f'; or train longer (train_cfg.{key}={_count(length[0])} ends where it begins)'
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _count(value) -> str:
+    """A number of epochs or iterations as written: ``1``, ``0.5``."""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
 def one_step_warmups(param_schedulers) -> List[str]:
     """The built schedulers (``runner.param_schedulers``: a list, or a dict of lists per
     optimiser) whose linear ramp spans a single step, one sentence each.

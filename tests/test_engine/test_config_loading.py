@@ -1,6 +1,7 @@
 """Loading a config with --cfg-options (fastmim.engine.config_loading): missing, invalid and
 misplaced files, keys the config lacks, values no run can use, pipelines and settings the
 options leave behind."""
+import re
 from pathlib import Path
 
 import pytest
@@ -133,17 +134,18 @@ def test_a_dict_typed_on_the_command_line_is_named(value):
         load_config(str(DEMO), {'model.backbone': value})
 
 
-@pytest.mark.parametrize('key, value, current', [
-    ('model.mask_ratio', 'abc', '0.75'), ('optim_wrapper.optimizer.lr', '1e-3x', '0.001'),
-    ('param_scheduler.1.end', 'twelve', '12')])
-def test_a_word_given_for_a_number_is_named(key, value, current):
+@pytest.mark.parametrize('key, value, current, number', [
+    ('model.mask_ratio', 'abc', '0.75', 0.5),
+    ('optim_wrapper.optimizer.lr', '1e-3x', '0.001', 0.5),
+    ('param_scheduler.1.end', 'twelve', '12', 6)])
+def test_a_word_given_for_a_number_is_named(key, value, current, number):
     """It reached the module as a string: model.mask_ratio=abc ended in "'<' not supported
     between instances of 'str' and 'float'", an interpreter error shown as a traceback."""
     with pytest.raises(LaunchError, match=rf'--cfg-options {key}={value}: .*demo_vit_'
                                           rf"tiny_embedded.py has a number there "
                                           rf"\({current}\); '{value}' is not one"):
         load_config(str(DEMO), {key: value})
-    load_config(str(DEMO), {key: 0.5, 'model.backbone.init_cfg': 'text where None was'})
+    load_config(str(DEMO), {key: number, 'model.backbone.init_cfg': 'text where None was'})
 
 
 @pytest.mark.parametrize('key, value, current', [
@@ -282,6 +284,19 @@ def test_a_mistyped_key_or_type_is_refused_at_load_with_the_close_names(option, 
         load_config(str(DEMO), {option: value})
 
 
+@pytest.mark.parametrize('config, option, message', [
+    (DEMO, 'train_cfg.max_epoch', r"train_cfg \(ResumableEpochBasedTrainLoop\) takes no "
+                                  r"max_epoch; did you mean 'max_epochs'"),
+    (ROOT / 'configs' / 'experiments' / 'fashion_mnist_finetune.py', 'train_cfg.max_iter',
+     r"train_cfg \(ResumableIterBasedTrainLoop\) takes no max_iter; did you mean 'max_iters'"),
+])
+def test_a_mistyped_train_loop_key_is_refused_at_load(config, option, message):
+    """The loop would refuse it only once the Runner builds it, after the model and the work
+    dir: mmengine's names (EpochBasedTrainLoop.__init__) are the ones close to the typo."""
+    with pytest.raises(LaunchError, match=rf'^--cfg-options {option}: {config}: {message}'):
+        load_config(str(config), {option: 1})
+
+
 @pytest.mark.parametrize('options', [
     {'model.backbone.mlp_ratio': 2.0},  # timm's VisionTransformer takes it (**timm_kwargs)
     {'model.backbone.type': 'fastmim.SwinTransformer'},
@@ -329,3 +344,56 @@ def test_no_key_or_type_of_a_shipped_config_would_be_refused_on_the_command_line
                     tree, {f'{path}.type': node['type']}, cfg.get('default_scope'))]
     assert checked > 1000
     assert not refused
+
+
+DEMO_STARTS = [ROOT / 'configs' / 'finetune' / name for name in
+               ('demo_vit_tiny_embedded_ft.py', 'demo_vit_tiny_embedded_linear.py')]
+
+
+@pytest.mark.parametrize('config', DEMO_STARTS)
+def test_a_missing_demo_checkpoint_is_named_with_the_command_that_makes_it(
+        config, tmp_path, monkeypatch):
+    """Run before `make demo`, a fine-tuning demo names the command that writes its start
+    checkpoint and the way to start from scratch, not only 'checkpoint not found'."""
+    from fastmim.engine.checkpoint import CheckpointError, check_start_checkpoints
+    monkeypatch.chdir(tmp_path)  # no work_dirs/demo here
+    cfg = load_config(str(config))
+    with pytest.raises(CheckpointError) as refused:
+        check_start_checkpoints(cfg)
+    assert str(refused.value) == (
+        'model.backbone.init_cfg.checkpoint: checkpoint not found: '
+        'work_dirs/demo/epoch_12.pth; it is made by `make demo` '
+        '(configs/fastmim/demo_vit_tiny_embedded.py); to train from scratch instead: '
+        '--cfg-options model.backbone.init_cfg=None')
+
+
+@pytest.mark.parametrize('config', DEMO_STARTS)
+def test_the_named_maker_writes_the_checkpoint(config):
+    """The command named is the pre-training demo, whose last checkpoint (tools/demo.py's
+    work dir, epoch max_epochs) is the file the config starts from."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('demo_tool', ROOT / 'tools' / 'demo.py')
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    cfg = Config.fromfile(str(config))
+    (path, command), = cfg.checkpoints_made_by.items()
+    assert path == cfg.model.backbone.init_cfg.checkpoint
+    maker = re.fullmatch(r'`make demo` \((.+)\)', command)[1]
+    assert ROOT / maker == Path(demo.CONFIG)
+    made = Config.fromfile(demo.CONFIG)
+    assert ROOT / path == Path(demo.WORK_DIR) / f'epoch_{made.train_cfg.max_epochs}.pth'
+    assert made.train_cfg.max_epochs % made.default_hooks.checkpoint.interval == 0
+
+
+def test_a_missing_init_checkpoint_no_config_makes_is_named_with_the_scratch_option(
+        tmp_path):
+    from fastmim.engine.checkpoint import CheckpointError, check_start_checkpoints
+    missing = str(tmp_path / 'epoch_800.pth')
+    cfg = Config(dict(load_from=None, model=dict(type='X', backbone=dict(
+        init_cfg=dict(type='Pretrained', checkpoint=missing)))))
+    with pytest.raises(CheckpointError, match=rf'^model\.backbone\.init_cfg\.checkpoint: '
+                       rf'checkpoint not found: {re.escape(missing)}; to train from scratch '
+                       r'instead: --cfg-options model\.backbone\.init_cfg=None$'):
+        check_start_checkpoints(cfg)
+    with pytest.raises(CheckpointError, match=r'not found: [^;]*$'):  # load_from: no init_cfg
+        check_start_checkpoints(Config(dict(load_from=missing)))

@@ -150,3 +150,49 @@ def test_a_warmup_of_one_step_is_named_and_one_of_two_steps_is_not():
     assert one_step_warmups(schedulers) == []
     assert one_step_warmups({'generator': schedulers}) == []
     assert one_step_warmups(None) == []
+
+
+DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
+
+
+def test_a_scheduler_shortened_to_no_epoch_is_refused_at_load_in_epochs():
+    """``--cfg-options train_cfg.max_epochs=1 param_scheduler.1.end=1`` on the demo leaves its
+    cosine (begun after the 1-epoch warmup) no epoch: mmengine would refuse it once the Runner
+    is built, as 'begin=4, end=4' in iterations, naming no entry."""
+    from fastmim.engine.config_loading import load_config
+    from fastmim.errors import LaunchError
+    with pytest.raises(LaunchError) as refused:
+        load_config(str(DEMO), {'train_cfg.max_epochs': 1, 'param_scheduler.1.end': 1})
+    message = str(refused.value)
+    assert message.startswith(f'{DEMO}: param_scheduler[1] (CosineAnnealingLR) begins at '
+                              'epoch 1 and ends at epoch 1: a scheduler must end after it '
+                              'begins')
+    assert 'param_scheduler[0] (LinearLR) runs to epoch 1' in message
+    assert ('e.g. param_scheduler.0.end=0.5 param_scheduler.1.begin=0.5 '
+            'param_scheduler.1.T_max=0.5') in message
+    assert 'train_cfg.max_epochs=1' in message
+
+
+@pytest.mark.parametrize('options', [
+    {'train_cfg.max_epochs': 2, 'param_scheduler.1.end': 2, 'param_scheduler.1.T_max': 1},
+    {'train_cfg.max_epochs': 1},  # the cosine outlasts training: warned, not refused
+    # what the refusal above suggests
+    {'train_cfg.max_epochs': 1, 'param_scheduler.1.end': 1, 'param_scheduler.0.end': 0.5,
+     'param_scheduler.1.begin': 0.5, 'param_scheduler.1.T_max': 0.5},
+])
+def test_a_shortened_schedule_that_spans_its_epochs_still_loads(options):
+    from fastmim.engine.config_loading import load_config
+    cfg = load_config(str(DEMO), options)
+    assert cfg.train_cfg.max_epochs == options['train_cfg.max_epochs']
+
+
+def test_an_empty_iteration_scheduler_is_named_in_iterations():
+    from fastmim.engine.schedule_length import empty_scheduler_spans
+    cfg = Config(dict(train_cfg=dict(max_iters=100), param_scheduler=[
+        dict(type='LinearLR', by_epoch=False, begin=0, end=50),
+        dict(type='PolyLR', by_epoch=False, begin=60, end=40),
+        dict(type='ConstantLR', by_epoch=False, begin=40)]))  # no end: runs to the end
+    assert empty_scheduler_spans(cfg) == [
+        'param_scheduler[1] (PolyLR) begins at iteration 60 and ends at iteration 40: a '
+        'scheduler must end after it begins (mmengine refuses it when training starts); set '
+        'param_scheduler.1.end after 60']
