@@ -131,6 +131,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    sys.path.insert(0, ROOT)
+    from early_checks import refuse_a_python_without_the_stack  # puts ROOT first on sys.path
+    refuse_a_python_without_the_stack()
     from fastmim.cli import RESUME_HINT, run_cli
     run_cli(main, interrupted_hint=RESUME_HINT)

@@ -638,7 +638,20 @@ def install():
     register_backend('local', AtomicLocalBackend, force=True, prefixes='')
     for prefixes, loader in CHECKPOINT_LOADERS:
         CheckpointLoader.register_scheme(prefixes, loader, force=True)
+    CheckpointLoader.load_checkpoint = classmethod(_load_checkpoint_then_log)
     install_timm_pretrained_loading()
+
+
+def _load_checkpoint_then_log(cls, filename, map_location=None, logger='current'):
+    """mmengine's ``CheckpointLoader.load_checkpoint``, with its line ``Loads checkpoint by
+    local backend from path: FILE`` written once the file has loaded: written first, it came
+    just before the error of a file that failed to load (``checkpoint not found: FILE``), as
+    if the file had been read."""
+    loader = cls._get_checkpoint_loader(filename)
+    checkpoint = loader(filename, map_location)
+    print_log(f'Loads checkpoint by {loader.__name__[10:]} backend from path: {filename}',
+              logger=logger)
+    return checkpoint
 
 
 def install_timm_pretrained_loading():

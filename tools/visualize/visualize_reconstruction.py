@@ -139,8 +139,9 @@ def main(argv):
 
 if __name__ == '__main__':
     sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/
-    from early_checks import refuse_a_missing_config  # imports no fastmim
+    from early_checks import refuse_a_missing_checkpoint, refuse_a_missing_config  # no fastmim
     # Reported as get_model reports it after the imports: FileNotFoundError.
     refuse_a_missing_config(sys.argv[1:], reported_as=None)
+    refuse_a_missing_checkpoint(sys.argv[1:], 1)
     from fastmim.cli import run_cli
     run_cli(main)
