@@ -278,3 +278,20 @@ def load_config_check():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def config_problem(config):
+    """Why ``config`` is no config file, in the words of the tools' check
+    (``check_config_file``, with the close config names), or '' (a config file, or no
+    fastmim to ask)."""
+    config_file = load_config_check()
+    try:
+        if config_file is not None:
+            config_file.check_config_file(config)
+    except (OSError, ValueError) as error:
+        return str(error)
+    return ''
+
+
+if __name__ == '__main__':  # tools/launch_checks.sh: why the config it is given is no file
+    print(config_problem(sys.argv[1]))

@@ -336,3 +336,16 @@ def test_a_python_without_torch_is_told_to_use_the_venv(tmp_path):
     assert result.stderr.splitlines() == [
         f"error: ModuleNotFoundError: No module named 'torch' in {sys.executable}: run with "
         '.venv/bin/python (made by make demo / tools/setup_env.sh)']
+
+
+@pytest.mark.parametrize('config, close', [
+    # difflib's ratio finds none: the name is the start of a config's name
+    ('configs/fastmim/demo.py', 'configs/fastmim/demo_vit_tiny_embedded.py'),
+    ('configs/fastmim/embedded.py', 'configs/fastmim/demo_vit_tiny_embedded.py'),  # a part of it
+    # named as under configs/, without that folder (or the fastmim:: prefix)
+    ('fastmim/cmt_s_hog_800e.py', 'configs/fastmim/cmt_s_hog_800e.py')])
+def test_a_missing_config_is_named_with_the_configs_it_may_mean(config, close):
+    result = run_tool('train.py', [config, '--work-dir', 'w'])
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f'error: LaunchError: config file not found: {config} (did you mean {close}?)']
