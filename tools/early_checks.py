@@ -44,8 +44,8 @@ CHECKOUT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 def put_this_checkout_first():
     """Put :data:`CHECKOUT` first on ``sys.path`` when it holds the fastmim package. A tool's
     ``sys.path`` starts with its own folder, not the checkout's: with two checkouts sharing a
-    venv, ``tools/train.py`` of one ran the other's fastmim (the editable install) without a
-    word."""
+    venv, ``tools/train.py`` of one would import the other's fastmim (the editable install)
+    without a word."""
     if osp.isfile(osp.join(CHECKOUT, 'fastmim', '__init__.py')):
         sys.path[:] = [CHECKOUT] + [entry for entry in sys.path
                                     if osp.abspath(entry or '.') != CHECKOUT]
@@ -56,8 +56,8 @@ put_this_checkout_first()
 
 def refuse_a_python_without_the_stack():
     """End the process (status 1) in one line when this Python cannot import what the tool
-    imports next (:data:`STACK`): a plain ``python3`` outside the venv passed the config
-    check, then ended in a ``ModuleNotFoundError`` traceback."""
+    imports next (:data:`STACK`): a plain ``python3`` outside the venv would pass the config
+    check, then end in a ``ModuleNotFoundError`` traceback."""
     missing = next((name for name in STACK if importlib.util.find_spec(name) is None), None)
     if missing:
         print(f"error: ModuleNotFoundError: No module named '{missing}' in {sys.executable}: "

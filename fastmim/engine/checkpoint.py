@@ -383,8 +383,8 @@ def check_checkpoint_file(path):
     in the loader's words, before anything is read or written: no file or an empty one (a
     folder is named with the checkpoints it holds, a missing file with the newest ones beside
     it), or a file that starts as neither a torch file nor a safetensors file (a text file or
-    a log saved as .pth). These were caught only once the Runner was built, after some 300
-    lines of start-up and with a log folder left in the work dir. The rest of the file is left
+    a log saved as .pth). The loader itself meets them only once the Runner is built, after
+    some 300 lines of start-up and with a log folder left in the work dir. The rest of the file is left
     to the loader: reading it all here would read every checkpoint twice."""
     local = osp.expanduser(path)  # '~' expanded, as the loader does
     _refuse_no_checkpoint_file(local)
@@ -463,9 +463,9 @@ def checkpoints_in(folder, besides=None):
 
 def _looks_loadable(path):
     """Whether ``path`` starts as a checkpoint the loader reads (a safetensors file, a torch
-    zip archive with its end, a legacy torch pickle): the hint sent the user to files that do
-    not load (a text file named .pth, an empty one, a copy or save that was cut off). Legacy
-    pickles have no end to check."""
+    zip archive with its end, a legacy torch pickle), so that the hint names no file that fails
+    to load (a text file named .pth, an empty one, a copy or save cut off). Legacy pickles have
+    no end to check."""
     try:
         start = _first_bytes(path)
     except OSError:
@@ -644,9 +644,9 @@ def install():
 
 def _load_checkpoint_then_log(cls, filename, map_location=None, logger='current'):
     """mmengine's ``CheckpointLoader.load_checkpoint``, with its line ``Loads checkpoint by
-    local backend from path: FILE`` written once the file has loaded: written first, it came
-    just before the error of a file that failed to load (``checkpoint not found: FILE``), as
-    if the file had been read."""
+    local backend from path: FILE`` written once the file has loaded: written before, it would
+    stand just above the error of a file that fails to load (``checkpoint not found: FILE``),
+    as if the file had been read."""
     loader = cls._get_checkpoint_loader(filename)
     checkpoint = loader(filename, map_location)
     print_log(f'Loads checkpoint by {loader.__name__[10:]} backend from path: {filename}',

@@ -62,8 +62,8 @@ def image_sources(args):
 
 def images_of(path):
     """``[path]`` for anything but a folder (the loader names what is wrong with it); for a
-    folder, its image files sorted by name, not those of its subfolders: ``--img DIR`` was
-    refused as 'image is a folder, not a file'. A folder without any is refused."""
+    folder, its image files sorted by name, not those of its subfolders (the loader takes
+    files only). A folder without any is refused."""
     from fastmim.datasets.utils import IMG_EXTENSIONS, has_extension
 
     if not osp.isdir(path):
