@@ -1,6 +1,6 @@
 """Evaluate a checkpoint with any config that has a test loop (classification, kNN, mmdet, mmseg).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out METRICS.json]
+    .venv/bin/python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out METRICS.json]
                                            [--show-dir DIR] [--trust-checkpoint]
                                            [--cfg-options k=v ...]
                                            [--launcher {none,pytorch,slurm,mpi}]
