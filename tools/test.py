@@ -1,9 +1,9 @@
 """Evaluate a checkpoint with any config that has a test loop (classification, kNN, mmdet, mmseg).
 
     .venv/bin/python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out METRICS.json]
-                                           [--show-dir DIR] [--trust-checkpoint]
-                                           [--cfg-options k=v ...]
-                                           [--launcher {none,pytorch,slurm,mpi}]
+                                                    [--show-dir DIR] [--trust-checkpoint]
+                                                    [--cfg-options k=v ...]
+                                                    [--launcher {none,pytorch,slurm,mpi}]
 """
 import argparse
 import inspect
