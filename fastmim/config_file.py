@@ -35,14 +35,39 @@ def check_config_file(path, given=None) -> None:
                          '(a checkpoint given as the config? The config comes first)')
 
 def _did_you_mean(path, given) -> str:
-    """The config files of ``path``'s folder whose names are close to its own, named as the
-    user named the config (``given``): a mistyped recipe (``vit_b_hog_80e.py``) would otherwise
-    be only 'not found', while a misspelt ``--cfg-options`` key gets its close names."""
+    """The config files close to ``path`` (:func:`_close_configs`), named as the user named the
+    config (``given``): a mistyped recipe (``vit_b_hog_80e.py``) would otherwise be only 'not
+    found', while a misspelt ``--cfg-options`` key gets its close names. Where ``path``'s
+    folder has none, the same folder under ``configs/`` is searched: a config named as in
+    ``configs/`` (``fastmim/vit_b_hog_800e.py``) without that folder or the ``fastmim::``
+    prefix."""
     folder, name = osp.split(path)
-    if not osp.isdir(folder or '.'):
-        return ''
-    configs = [entry for entry in os.listdir(folder or '.')
-               if osp.splitext(entry)[1] in CONFIG_SUFFIXES]
-    close = difflib.get_close_matches(name, configs, n=2)
     prefix = given[:len(given) - len(name)] if given.endswith(name) else ''
+    close = _close_configs(folder, name)
+    if not close and folder and not osp.isabs(folder):
+        close = _close_configs(osp.join('configs', folder), name)
+        prefix = 'configs/' + prefix
     return f' (did you mean {" or ".join(prefix + entry for entry in close)}?)' if close else ''
+
+
+# The shortest name (without its suffix) that a config's name is searched for as a part of:
+# a shorter one is part of most names.
+SHORTEST_PART = 3
+
+
+def _close_configs(folder, name):
+    """The config files of ``folder`` named ``name``, or else close to it (difflib), or else
+    starting with or holding its stem: ``demo.py`` is far from ``demo_vit_tiny_embedded.py`` by
+    difflib's ratio."""
+    if not osp.isdir(folder or '.'):
+        return []
+    configs = sorted(entry for entry in os.listdir(folder or '.')
+                     if osp.splitext(entry)[1] in CONFIG_SUFFIXES)
+    if name in configs:  # the config itself, in the folder under configs/
+        return [name]
+    close = difflib.get_close_matches(name, configs, n=2)
+    stem = osp.splitext(name)[0]
+    if close or len(stem) < SHORTEST_PART:
+        return close
+    return [entry for entry in configs if entry.startswith(stem)][:2] or \
+        [entry for entry in configs if stem in osp.splitext(entry)[0]][:2]

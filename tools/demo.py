@@ -108,9 +108,17 @@ def parse_args(argv):
     return args
 
 
+def last_save(work_dir):
+    """When the run in ``work_dir`` last saved a checkpoint (``last_checkpoint``'s modification
+    time), or None: unchanged by a ``--resume`` of a finished run, which trains nothing."""
+    path = osp.join(work_dir, 'last_checkpoint')
+    return osp.getmtime(path) if osp.exists(path) else None
+
+
 def main(argv):
     args = parse_args(argv)
     import train
+    saved = last_save(args.work_dir)
     # argv goes on as given: train.py parses the same flags and, as the demo's parser did,
     # keeps the last --work-dir, argv's own where it gives one.
     train.main([CONFIG, '--work-dir', args.work_dir, *argv])
@@ -119,7 +127,9 @@ def main(argv):
     last_checkpoint = osp.join(args.work_dir, 'last_checkpoint')
     checkpoint = open(last_checkpoint).read().strip() if osp.exists(last_checkpoint) else None
     pictures = reconstruction_pictures(args.work_dir, checkpoint)
-    print('\nFastMIM demo finished')
+    print('\nFastMIM demo finished' if saved is None or last_save(args.work_dir) != saved else
+          f'\nFastMIM demo: nothing trained, the run in {args.work_dir} had already finished '
+          '(the warning above); its summary:')
     if losses:
         (first_iter, first), (last_iter, last) = losses[0], losses[-1]
         print(f'  loss: {first:.4f} at iteration {first_iter} -> {last:.4f} at iteration '
@@ -132,6 +142,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    sys.path.insert(0, ROOT)
+    from early_checks import refuse_a_python_without_the_stack  # puts ROOT first on sys.path
+    refuse_a_python_without_the_stack()
     from fastmim.cli import RESUME_HINT, run_cli
     run_cli(main, interrupted_hint=RESUME_HINT)

@@ -1,6 +1,10 @@
 """What the tools check before they import fastmim, mmengine and torch (seconds; more from a
-cluster's shared file system): the config files of the command line, and (``tools/train.py``)
-whether ``--resume``'s file holds anything to resume.
+cluster's shared file system): the Python they run under (:func:`refuse_a_python_without_the_stack`),
+the config files of the command line, the checkpoint a tool reads (a missing file, a folder), and
+(``tools/train.py``) whether ``--resume``'s file holds anything to resume.
+
+Importing this module puts the checkout that holds it first on ``sys.path``
+(:func:`put_this_checkout_first`): the tools run their own checkout's fastmim.
 
 A mistyped config path (``configs/fastmim/vit_b_hog_80e.py``) is a line that takes no import to
 write; after the imports it comes some 9 s late on a busy 2-core machine. The check is fastmim's
@@ -30,6 +34,35 @@ LAUNCH_ERROR = 'LaunchError'
 RUN_STATE_KEYS = ('meta', 'message_hub', 'optimizer')
 # The longest JSON header safetensors reads (its own limit).
 SAFETENSORS_MAX_HEADER = 100_000_000
+# The modules every tool imports after these checks, and where the Python that has them is made.
+STACK = ('torch', 'mmengine', 'fastmim')
+VENV_HINT = 'run with .venv/bin/python (made by make demo / tools/setup_env.sh)'
+# The checkout this file belongs to: the folder above tools/.
+CHECKOUT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def put_this_checkout_first():
+    """Put :data:`CHECKOUT` first on ``sys.path`` when it holds the fastmim package. A tool's
+    ``sys.path`` starts with its own folder, not the checkout's: with two checkouts sharing a
+    venv, ``tools/train.py`` of one would import the other's fastmim (the editable install)
+    without a word."""
+    if osp.isfile(osp.join(CHECKOUT, 'fastmim', '__init__.py')):
+        sys.path[:] = [CHECKOUT] + [entry for entry in sys.path
+                                    if osp.abspath(entry or '.') != CHECKOUT]
+
+
+put_this_checkout_first()
+
+
+def refuse_a_python_without_the_stack():
+    """End the process (status 1) in one line when this Python cannot import what the tool
+    imports next (:data:`STACK`): a plain ``python3`` outside the venv would pass the config
+    check, then end in a ``ModuleNotFoundError`` traceback."""
+    missing = next((name for name in STACK if importlib.util.find_spec(name) is None), None)
+    if missing:
+        print(f"error: ModuleNotFoundError: No module named '{missing}' in {sys.executable}: "
+              f'{VENV_HINT}', file=sys.stderr)
+        sys.exit(1)
 
 
 def refuse_a_missing_config(argv, flags=(), first=True, locate=None, reported_as=LAUNCH_ERROR):
@@ -42,7 +75,9 @@ def refuse_a_missing_config(argv, flags=(), first=True, locate=None, reported_as
     argument is one (the tool's first positional); ``locate(config)``: the file the tool reads
     for the config as typed, where that is not the path itself; ``reported_as``: the error
     type the tool's own check is reported as (``load_config``'s ``LaunchError``), None for the
-    check's own (``FileNotFoundError``, as ``fastmim.apis.get_model`` raises it)."""
+    check's own (``FileNotFoundError``, as ``fastmim.apis.get_model`` raises it). A Python
+    without the tool's imports is refused first."""
+    refuse_a_python_without_the_stack()
     configs = configs_of(argv, flags, first)
     config_file = load_config_check() if configs else None
     if config_file is None:
@@ -53,6 +88,80 @@ def refuse_a_missing_config(argv, flags=(), first=True, locate=None, reported_as
         except (OSError, ValueError) as error:
             print(f'error: {reported_as or type(error).__name__}: {error}', file=sys.stderr)
             sys.exit(1)
+
+
+def refuse_a_missing_checkpoint(argv, position, pointer_taken=False):
+    """End the process (status 1) with the line the checkpoint loader writes after the imports
+    (``fastmim.engine.checkpoint.check_checkpoint_file``, its words) when the checkpoint at
+    positional ``position`` of ``argv`` (:func:`positional`) is no file: a folder (named with
+    the checkpoints in it) or nothing (with the newest checkpoints beside it). A URL or other
+    ``scheme://`` / ``package::`` path is left to the loader, and so is anything the loader
+    reads further (an empty file, ``last_checkpoint``). ``pointer_taken``: the tool also takes
+    a work dir's ``last_checkpoint`` (``tools/test.py``), which a folder's line then names."""
+    refuse_a_python_without_the_stack()
+    checkpoint = None if left_to_the_tool(argv) else positional(argv, position)
+    if not checkpoint or '://' in checkpoint or '::' in checkpoint:
+        return
+    problem = no_checkpoint_file(osp.expanduser(checkpoint), pointer_taken)
+    if problem:
+        print(f'error: CheckpointError: {problem}', file=sys.stderr)
+        sys.exit(1)
+
+
+def positional(argv, position):
+    """The argument argparse gives the positional at ``position`` (0: the first), where the
+    arguments up to it are no options; else None (the parser's to place)."""
+    leading = argv[:position + 1]
+    if len(leading) <= position or any(arg.startswith('-') for arg in leading):
+        return None
+    return leading[position]
+
+
+def no_checkpoint_file(path, pointer_taken=False):
+    """What the checkpoint loader says of ``path`` (``~`` expanded) when it is a folder or no
+    file, in its words (``fastmim.engine.checkpoint._refuse_no_checkpoint_file``); None
+    otherwise."""
+    if osp.isdir(path):
+        pointer = osp.join(path, 'last_checkpoint')
+        named = (f'; or give {pointer}, which names the newest'
+                 if pointer_taken and osp.isfile(pointer) else '')
+        return f'{path} is a folder; a checkpoint is a file{checkpoints_in(path)}{named}'
+    if not osp.isfile(path):
+        beside = checkpoints_in(osp.dirname(osp.abspath(path)), besides=osp.basename(path))
+        return f'checkpoint not found: {path}{beside}'
+    return None
+
+
+def checkpoints_in(folder, besides=None):
+    """The loader's hint naming the newest ``.pth`` checkpoints of ``folder`` other than
+    ``besides`` (``fastmim.engine.checkpoint.checkpoints_in``): files that start as a
+    checkpoint it reads."""
+    if not osp.isdir(folder):
+        return ''
+    others = sorted((name for name in os.listdir(folder)
+                     if name.endswith('.pth') and name != besides
+                     and osp.isfile(osp.join(folder, name))
+                     and looks_loadable(osp.join(folder, name))),
+                    key=lambda name: osp.getmtime(osp.join(folder, name)), reverse=True)
+    if not others:
+        return ''
+    what = 'Other checkpoints' if besides else 'Checkpoints'
+    return f'. {what} in {folder}, newest first: {", ".join(others[:3])}'
+
+
+def looks_loadable(path):
+    """Whether ``path`` starts as a file the loader reads: a safetensors file, a torch zip
+    archive with its end, a legacy torch pickle (``fastmim.engine.checkpoint._looks_loadable``)."""
+    try:
+        with open(path, 'rb') as file:
+            start = file.read(9)
+    except OSError:
+        return False
+    if is_safetensors_start(start):
+        return True
+    if start.startswith(b'PK'):
+        return zipfile.is_zipfile(path)
+    return start.startswith((b'PK', b'\x80'))
 
 
 def config_of(argv):
@@ -169,3 +278,20 @@ def load_config_check():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def config_problem(config):
+    """Why ``config`` is no config file, in the words of the tools' check
+    (``check_config_file``, with the close config names), or '' (a config file, or no
+    fastmim to ask)."""
+    config_file = load_config_check()
+    try:
+        if config_file is not None:
+            config_file.check_config_file(config)
+    except (OSError, ValueError) as error:
+        return str(error)
+    return ''
+
+
+if __name__ == '__main__':  # tools/launch_checks.sh: why the config it is given is no file
+    print(config_problem(sys.argv[1]))

@@ -9,8 +9,12 @@ require_count() {
 }
 
 # require_config CONFIG: a file; `package::path` (fastmim::fastmim/...) is left to the tool,
-# which resolves it to the package's configs.
+# which resolves it to the package's configs. Otherwise refused in the tools' words, with the
+# close config names (early_checks.py, standard library only); without a python3 to ask, plainly.
 require_config() {
-    [[ "$1" == *::* ]] || [ -f "$1" ] \
-        || { echo "$NAME: config file not found: '$1'" >&2; exit 2; }
+    { [[ "$1" == *::* ]] || [ -f "$1" ]; } && return 0
+    local why
+    why=$(python3 "$(dirname "${BASH_SOURCE[0]}")/early_checks.py" "$1" 2>/dev/null) || why=''
+    echo "$NAME: ${why:-config file not found: '$1'}" >&2
+    exit 2
 }

@@ -1,9 +1,9 @@
 """Evaluate a checkpoint with any config that has a test loop (classification, kNN, mmdet, mmseg).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out METRICS.json]
-                                           [--show-dir DIR] [--trust-checkpoint]
-                                           [--cfg-options k=v ...]
-                                           [--launcher {none,pytorch,slurm,mpi}]
+    .venv/bin/python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out METRICS.json]
+                                                    [--show-dir DIR] [--trust-checkpoint]
+                                                    [--cfg-options k=v ...]
+                                                    [--launcher {none,pytorch,slurm,mpi}]
 """
 import argparse
 import inspect
@@ -11,9 +11,11 @@ import json
 import os.path as osp
 import sys
 
-if __name__ == '__main__':  # a mistyped config is refused before fastmim imports torch
-    from early_checks import refuse_a_missing_config  # beside this file; imports no fastmim
+if __name__ == '__main__':  # a mistyped config or checkpoint is refused before fastmim imports torch
+    from early_checks import (refuse_a_missing_checkpoint,  # beside this file; no fastmim
+                              refuse_a_missing_config)
     refuse_a_missing_config(sys.argv[1:])
+    refuse_a_missing_checkpoint(sys.argv[1:], 1, pointer_taken=True)
 
 from fastmim.cli import (add_launch_args, add_trust_checkpoint_arg,  # noqa: E402
                          apply_launch_args, parse_launch_args)
@@ -132,6 +134,16 @@ def draw_predictions_into(cfg, folder, config_path):
             backend['img_save_dir'] = folder
 
 
+def last_checkpoint_hint(checkpoint):
+    """``'; or give DIR/last_checkpoint, ...'`` for a work dir ``DIR`` given as the checkpoint
+    that holds that file (this tool takes it: it names the newest checkpoint), else ''. The
+    words of ``tools/early_checks.py``, which says the same before the imports."""
+    pointer = osp.join(osp.expanduser(checkpoint), 'last_checkpoint')
+    if not osp.isdir(osp.expanduser(checkpoint)) or not osp.isfile(pointer):
+        return ''
+    return f'; or give {pointer}, which names the newest'
+
+
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
@@ -144,13 +156,16 @@ def main(argv):
     from fastmim.engine.launch import build_runner
     from fastmim.engine.launcher_env import check_launcher_env, console_errors_only_beyond_rank_zero
     from fastmim.engine.launcher_lifecycle import stop_with_the_launcher
-    from fastmim.errors import LaunchError
+    from fastmim.errors import CheckpointError, LaunchError
 
     check_launcher_env(args.launcher)
     console_errors_only_beyond_rank_zero(args.launcher)
     stop_with_the_launcher(args.launcher)  # an evaluation has nothing to save: it just ends
     args.checkpoint = checkpoint_named_by(args.checkpoint, 'testing')
-    check_checkpoint_file(args.checkpoint)  # before the config: a work dir given as CHECKPOINT
+    try:  # before the config: a work dir given as CHECKPOINT
+        check_checkpoint_file(args.checkpoint)
+    except CheckpointError as error:
+        raise CheckpointError(f'{error}{last_checkpoint_hint(args.checkpoint)}') from None
     if args.out:  # written after the whole evaluation: a path that cannot be is refused now
         check_output_file(args.out, folders_made=True)
         # The metrics JSON would replace it, after the evaluation.

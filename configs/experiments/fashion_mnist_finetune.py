@@ -8,7 +8,7 @@
 # resized crops, mixup, cutmix, RandAugment and erasing slow such short runs down). These were
 # chosen on seed 0 with 10% labels against the first 2,000 training images, never the test set
 # (docs/experiments.md). fashion_mnist_finetune_scratch.py is the same run from random weights.
-#   python tools/train.py configs/experiments/fashion_mnist_finetune.py --cfg-options \
+#   .venv/bin/python tools/train.py configs/experiments/fashion_mnist_finetune.py --cfg-options \
 #       model.backbone.init_cfg.checkpoint=work_dirs/fashion_mnist/pretrain/epoch_3.pth \
 #       train_dataloader.dataset.label_fraction=0.01 train_dataloader.dataset.seed=0 \
 #       randomness.seed=0

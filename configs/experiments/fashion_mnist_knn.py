@@ -1,6 +1,7 @@
 # Fashion-MNIST study: kNN classification (k 20, cosine, temperature 0.07) of the test images by
 # the labelled fraction of the training images, with frozen features (pooled, L2-normalised).
-#   python tools/test.py configs/experiments/fashion_mnist_knn.py CHECKPOINT --cfg-options \
+#   .venv/bin/python tools/test.py configs/experiments/fashion_mnist_knn.py CHECKPOINT \
+#       --cfg-options \
 #       test_cfg.bank_dataloader.dataset.label_fraction=0.1 \
 #       test_cfg.bank_dataloader.dataset.seed=0
 _base_ = ['../_base_/default_runtime.py', './_base_/fashion_mnist.py']

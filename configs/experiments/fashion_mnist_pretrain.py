@@ -3,7 +3,7 @@
 # HOG of 4-px cells (a cell must divide the patch: one cell, 27 values, per token), 8-px mask
 # blocks (16 blocks, 4 visible), mask ratio 0.75, decoder 128 wide x 1 block. Short budget (sized
 # for 2 CPU cores, see docs/experiments.md): 3 epochs, lr 1e-3 at batch 128, 1 warmup epoch.
-#   python tools/train.py configs/experiments/fashion_mnist_pretrain.py
+#   .venv/bin/python tools/train.py configs/experiments/fashion_mnist_pretrain.py
 _base_ = [
     '../_base_/schedules/fastmim_adamw.py',
     '../_base_/default_runtime.py',

@@ -17,8 +17,8 @@
 #   (fastmim's constructor), 50 warmup updates then poly to 0; 600 updates of batch 8, flips
 #   only: a short budget sized for 2 CPU cores (docs/experiments.md: 400 updates of batch 16 at
 #   lr 1e-3 left both initialisations at the 'background + one item class' stage).
-#   python tools/experiments/run_fashion_mnist_dense.py   # canvases, pre-training, 2 x 3 runs
-#   python tools/train.py configs/experiments/fashion_mnist_upernet.py --cfg-options \
+#   .venv/bin/python tools/experiments/run_fashion_mnist_dense.py  # canvases, pre-training, 2 x 3 runs
+#   .venv/bin/python tools/train.py configs/experiments/fashion_mnist_upernet.py --cfg-options \
 #       randomness.seed=0   # after the runner has written the canvases
 _base_ = [
     'mmseg::_base_/models/upernet_mae.py',

@@ -7,9 +7,9 @@
 #
 # It starts from the checkpoint of the pre-training demo (`make demo`, 128 px) and resizes its
 # position embedding from 8x8 to 10x10 tokens; to start from scratch instead:
-#   python tools/train.py configs/finetune/demo_vit_tiny_embedded_ft.py \
+#   .venv/bin/python tools/train.py configs/finetune/demo_vit_tiny_embedded_ft.py \
 #       --cfg-options model.backbone.init_cfg=None
-#   python tools/test.py configs/finetune/demo_vit_tiny_embedded_ft.py \
+#   .venv/bin/python tools/test.py configs/finetune/demo_vit_tiny_embedded_ft.py \
 #       work_dirs/demo_ft/epoch_10.pth
 _base_ = ['./vit_b_ft_100e.py']
 

@@ -2,10 +2,10 @@
 # work_dirs/demo/epoch_12.pth) on the embedded real photos, labelled by photo identity
 # (39 classes): frozen ViT-Tiny-sized encoder at its pre-training size of 128 px, BatchNorm +
 # linear head; train images are random resized crops, val images one centre crop per photo.
-#   python tools/train.py configs/finetune/demo_vit_tiny_embedded_linear.py
-#   python tools/train.py configs/finetune/demo_vit_tiny_embedded_linear.py \
+#   .venv/bin/python tools/train.py configs/finetune/demo_vit_tiny_embedded_linear.py
+#   .venv/bin/python tools/train.py configs/finetune/demo_vit_tiny_embedded_linear.py \
 #       --cfg-options model.backbone.init_cfg.checkpoint=OTHER.pth
-#   python tools/test.py configs/finetune/demo_vit_tiny_embedded_linear.py \
+#   .venv/bin/python tools/test.py configs/finetune/demo_vit_tiny_embedded_linear.py \
 #       work_dirs/demo_linear/epoch_10.pth
 # A smoke test of the probing path, not a benchmark.
 _base_ = ['./vit_b_linear_probe_90e.py']

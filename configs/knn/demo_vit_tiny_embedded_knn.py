@@ -1,7 +1,8 @@
 # Demo: kNN evaluation of the pre-training demo's checkpoint (`make demo`) on the embedded real
 # photos, labelled by photo identity (39 classes). The bank is 5 random resized crops of each
 # photo, the test images one centre crop per photo, all at the demo's 128 px:
-#   python tools/test.py configs/knn/demo_vit_tiny_embedded_knn.py work_dirs/demo/epoch_12.pth
+#   .venv/bin/python tools/test.py configs/knn/demo_vit_tiny_embedded_knn.py \
+#       work_dirs/demo/epoch_12.pth
 # A smoke test of the kNN path on any checkpoint, not a benchmark.
 _base_ = ['./vit_b_knn.py']
 

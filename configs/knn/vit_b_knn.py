@@ -1,7 +1,7 @@
 # kNN evaluation of a FastMIM ViT-B/16 pre-training checkpoint on ImageNet-1k (no training):
 # every val image is classified by the 20 train images of highest cosine similarity, each
 # voting exp(similarity / 0.07) for its class (Wu et al. 2018; DINO's protocol and settings).
-#   python tools/test.py configs/knn/vit_b_knn.py work_dirs/vit_b_hog_800e/epoch_800.pth
+#   .venv/bin/python tools/test.py configs/knn/vit_b_knn.py work_dirs/vit_b_hog_800e/epoch_800.pth
 #   tools/dist_test.sh configs/knn/vit_b_knn.py CKPT 8
 # Reports knn/top1 and knn/top5. Features: the pre-trained final norm on every patch token, then
 # their global average, L2-normalised (FastMIM's decoder drops the class token, so only the

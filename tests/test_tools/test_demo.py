@@ -1,5 +1,6 @@
 """tools/demo.py (`make demo`): its own help, its own work dir in the summary."""
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,36 @@ def test_the_summary_shows_the_pictures_of_the_checkpoint_s_epoch(demo, tmp_path
     checkpoint = checkpoint and str(tmp_path / checkpoint)
     assert demo.reconstruction_pictures(str(tmp_path), checkpoint) == [
         str(vis / f'{shown}_{index}.png') for index in range(4)]
+
+
+def finished_run(work_dir):
+    """What a finished demo leaves: its losses and its last checkpoint."""
+    scalars = work_dir / '20261205_120000' / 'vis_data'
+    scalars.mkdir(parents=True)
+    (scalars / 'scalars.json').write_text(
+        json.dumps({'iter': 1, 'loss': 0.2}) + '\n' + json.dumps({'iter': 8, 'loss': 0.1}))
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_2.pth'))
+
+
+@pytest.mark.parametrize('training, first_line', [
+    # --resume of a finished run: mmengine trains nothing, saves nothing (a warning says so)
+    (lambda work_dir: None, 'FastMIM demo: nothing trained, the run in {} had already finished '
+                            '(the warning above); its summary:'),
+    # a run that trained: it saved a checkpoint
+    (lambda work_dir: (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_3.pth')),
+     'FastMIM demo finished')])
+def test_the_summary_says_when_nothing_trained(demo, monkeypatch, tmp_path, capsys, training,
+                                               first_line):
+    """A --resume of a finished demo printed 'FastMIM demo finished' and the loss, as if it had
+    trained."""
+    work_dir = tmp_path / 'demo'
+    finished_run(work_dir)
+    earlier = (work_dir / 'last_checkpoint').stat().st_mtime
+    os.utime(work_dir / 'last_checkpoint', (earlier - 10, earlier - 10))  # saved a while ago
+    import train  # tools/train.py, on the path the fixture added
+    monkeypatch.setattr(train, 'main', lambda argv: training(work_dir))
+    monkeypatch.setattr(demo, 'average_target_loss', lambda options: BASELINE)
+    demo.main(['--work-dir', str(work_dir), '--resume'])
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == first_line.format(work_dir)
+    assert out[2] == '  loss: 0.2000 at iteration 1 -> 0.1000 at iteration 8 (50% lower)'

@@ -3,6 +3,7 @@ file given to --resume, before they import fastmim, mmengine and torch (the impo
 before the line; the full check of --resume's file runs once the Runner is built, its log
 folder written)."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -226,3 +227,125 @@ def test_a_checkpoint_of_a_run_still_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert 'resumed epoch: 1, iter: 4' in resumed.stdout + resumed.stderr
     assert torch.load(work_dir / 'epoch_2.pth', weights_only=True)['meta']['iter'] == 8
+
+
+# Each tool that reads a checkpoint given as a positional: (tool, arguments with {ckpt}).
+CHECKPOINT_READERS = [
+    ('test.py', ['configs/knn/vit_b_knn.py', '{ckpt}']),
+    ('convert/to_timm.py', ['{ckpt}', '{tmp}/out.pth']),
+    ('convert/publish.py', ['{ckpt}', '{tmp}/out.pth']),
+    ('convert/from_reference.py', ['{ckpt}', '{tmp}/out.pth', '--backbone', 'VisionTransformer']),
+    ('convert/from_timm.py', ['{ckpt}', '{tmp}/out.pth', '--model-name', 'resnet18']),
+    ('visualize/visualize_reconstruction.py',
+     [DEMO, '{ckpt}', '--embedded', '1', '--out-dir', '{tmp}/out']),
+]
+
+
+def loader_refusal(path):
+    """The line the checkpoint loader's own check writes for ``path`` after the imports."""
+    from fastmim.engine.checkpoint import check_checkpoint_file
+    from fastmim.errors import CheckpointError
+    with pytest.raises(CheckpointError) as refused:
+        check_checkpoint_file(path)
+    return f'error: CheckpointError: {refused.value}'
+
+
+@pytest.mark.parametrize('tool, args', CHECKPOINT_READERS)
+def test_a_missing_checkpoint_is_refused_before_any_heavy_import(tool, args, tmp_path):
+    torch.save({'w': torch.ones(1)}, tmp_path / 'epoch_1.pth')  # named as the one beside it
+    missing = str(tmp_path / 'nope.pth')
+    result = run_tool(tool, [arg.format(ckpt=missing, tmp=tmp_path) for arg in args],
+                      '-X', 'importtime')
+
+    assert result.returncode == 1
+    printed = [text for text in result.stderr.splitlines() if not text.startswith('import time:')]
+    assert printed == [loader_refusal(missing)]
+    assert printed[0].endswith(f'Other checkpoints in {tmp_path}, newest first: epoch_1.pth')
+    imported = imported_modules(result.stderr)
+    assert imported and not [name for name in imported if name.partition('.')[0] in HEAVY]
+
+
+def test_a_folder_given_to_test_is_named_with_its_last_checkpoint_before_the_imports(
+        tmp_path, load_script, capsys, monkeypatch):
+    from fastmim.cli import run_cli
+    torch.save({'w': torch.ones(1)}, tmp_path / 'epoch_1.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_1.pth'))
+    args = ['configs/knn/vit_b_knn.py', str(tmp_path)]
+    early = run_tool('test.py', args, '-X', 'importtime')
+    printed = [text for text in early.stderr.splitlines() if not text.startswith('import time:')]
+    assert early.returncode == 1
+    assert printed == [f'{loader_refusal(str(tmp_path))}; or give {tmp_path}/last_checkpoint, '
+                       'which names the newest']
+    assert not [name for name in imported_modules(early.stderr)
+                if name.partition('.')[0] in HEAVY]
+    # The same line from test.py's own check, after the imports.
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as stop:
+        run_cli(load_script(ROOT / 'tools' / 'test.py').main, args)
+    assert stop.value.code == 1
+    assert capsys.readouterr().err.splitlines()[-1:] == printed
+
+
+@pytest.mark.parametrize('checkpoint', ['https://example.com/x.pth', 'fastmim::x.pth'])
+def test_a_remote_or_packaged_checkpoint_is_left_to_the_loader(early_checks, checkpoint):
+    early_checks.refuse_a_missing_checkpoint(['c.py', checkpoint], 1)
+
+
+def test_a_checkpoint_that_fails_to_load_is_not_announced_as_loaded(tmp_path, capsys):
+    """mmengine wrote 'Loads checkpoint by local backend from path: F' before loading F: the
+    line came just before F's 'checkpoint not found'."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+
+    from fastmim.errors import CheckpointError
+    torch.save({'w': torch.ones(1)}, tmp_path / 'good.pth')
+    with pytest.raises(CheckpointError):
+        _load_checkpoint(str(tmp_path / 'nope.pth'))
+    assert 'Loads checkpoint' not in ''.join(capsys.readouterr())
+    _load_checkpoint(str(tmp_path / 'good.pth'))
+    assert (f'Loads checkpoint by local backend from path: {tmp_path / "good.pth"}'
+            in ''.join(capsys.readouterr()))
+
+
+def test_a_tool_runs_the_fastmim_of_its_own_checkout(tmp_path):
+    """With another checkout's fastmim importable (an editable install into a shared venv,
+    PYTHONPATH here), a tool of this copy imports the copy's."""
+    ignore = shutil.ignore_patterns('__pycache__')
+    shutil.copytree(ROOT / 'fastmim', tmp_path / 'fastmim', ignore=ignore)
+    shutil.copytree(ROOT / 'tools', tmp_path / 'tools', ignore=ignore)
+    tool = tmp_path / 'tools' / 'test.py'
+    script = ('import runpy, sys\n'
+              f'sys.argv = [{str(tool)!r}, "--help"]\n'
+              f'sys.path.insert(0, {str(tool.parent)!r})  # as python puts a script\'s folder\n'
+              'try:\n'
+              f'    runpy.run_path({str(tool)!r}, run_name="__main__")\n'
+              'except SystemExit:\n'
+              '    pass\n'
+              'import fastmim\n'
+              'print(fastmim.__file__)\n')
+    env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+    result = subprocess.run([sys.executable, '-c', script], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == str(tmp_path / 'fastmim' / '__init__.py')
+
+
+def test_a_python_without_torch_is_told_to_use_the_venv(tmp_path):
+    """-S: a Python without the venv's site-packages, as a plain python3 is."""
+    result = run_tool('train.py', [DEMO, '--work-dir', str(tmp_path / 'w')], '-S')
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: ModuleNotFoundError: No module named 'torch' in {sys.executable}: run with "
+        '.venv/bin/python (made by make demo / tools/setup_env.sh)']
+
+
+@pytest.mark.parametrize('config, close', [
+    # difflib's ratio finds none: the name is the start of a config's name
+    ('configs/fastmim/demo.py', 'configs/fastmim/demo_vit_tiny_embedded.py'),
+    ('configs/fastmim/embedded.py', 'configs/fastmim/demo_vit_tiny_embedded.py'),  # a part of it
+    # named as under configs/, without that folder (or the fastmim:: prefix)
+    ('fastmim/cmt_s_hog_800e.py', 'configs/fastmim/cmt_s_hog_800e.py')])
+def test_a_missing_config_is_named_with_the_configs_it_may_mean(config, close):
+    result = run_tool('train.py', [config, '--work-dir', 'w'])
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f'error: LaunchError: config file not found: {config} (did you mean {close}?)']

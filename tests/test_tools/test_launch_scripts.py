@@ -9,11 +9,11 @@ import pytest
 TOOLS = Path(__file__).resolve().parents[2] / 'tools'
 
 
-def launch(script, *args, env=None):
+def launch(script, *args, env=None, cwd=None):
     environment = {k: v for k, v in os.environ.items()
                    if k not in ('PORT', 'MASTER_PORT', 'NNODES', 'NODE_RANK', 'MASTER_ADDR')}
     return subprocess.run(['bash', str(TOOLS / script), *args], capture_output=True, text=True,
-                          timeout=60, env={**environment, **(env or {})})
+                          timeout=60, env={**environment, **(env or {})}, cwd=cwd)
 
 
 @pytest.mark.parametrize('script, args, usage', [
@@ -52,7 +52,7 @@ def test_a_valid_port_is_let_through(port):
     """To the next check: the config, here missing."""
     result = launch('dist_test.sh', 'c.py', 'k.pth', '1', env={'PORT': port})
     assert result.returncode == 2
-    assert result.stderr == "dist_test.sh: config file not found: 'c.py'\n"
+    assert result.stderr == 'dist_test.sh: config file not found: c.py\n'
 
 
 def torchrun_arguments(tmp_path, env):
@@ -132,11 +132,11 @@ def test_slurm_counts_are_checked_before_srun(recording_srun, variable, value):
     assert not recording_srun['record'].exists()
 
 
-def test_a_missing_slurm_config_is_named_before_srun(recording_srun):
+def test_a_missing_slurm_config_is_named_before_srun(recording_srun, tmp_path):
     result = launch('slurm_train.sh', 'part', 'job', 'absent.py', 'w',
-                    env={'PATH': recording_srun['PATH']})
+                    env={'PATH': recording_srun['PATH']}, cwd=tmp_path)  # no config close by
     assert (result.returncode, result.stderr) == (
-        2, "slurm_train.sh: config file not found: 'absent.py'\n")
+        2, 'slurm_train.sh: config file not found: absent.py\n')
     assert not recording_srun['record'].exists()
 
 
@@ -187,3 +187,13 @@ def test_the_launchers_use_the_python_status_and_variable_names():
         LAUNCHER_PID_ENV]
     assert re.findall(r'^PREEMPTED_EXIT_STATUS = (\d+)$', torchrun, re.MULTILINE) == [
         str(PREEMPTED_EXIT_STATUS)]
+
+
+@pytest.mark.parametrize('config, line', [
+    ('configs/fastmim/demo_vit.py', 'config file not found: configs/fastmim/demo_vit.py (did you '
+     'mean configs/fastmim/demo_vit_tiny_embedded.py?)'),
+    ('configs/fastmim', 'config configs/fastmim is a folder; expected a config file')])
+def test_a_missing_config_is_named_with_the_close_configs(config, line):
+    """The tools' own words (early_checks.py): dist_train.sh said only 'not found'."""
+    result = launch('dist_train.sh', config, '1', cwd=TOOLS.parent)
+    assert (result.returncode, result.stderr) == (2, f'dist_train.sh: {line}\n')

@@ -239,10 +239,10 @@ def test_resume_keeps_a_last_checkpoint_that_names_the_work_dir_through_a_link(t
     # torchrun repeated 'gai error' warnings until its rendezvous timed out
     (dict(NNODES='2', NODE_RANK='1', MASTER_ADDR='node0.invalid'),
      'MASTER_ADDR=node0.invalid: no such host'),
-    (dict(NNODES='2', NODE_RANK='1', MASTER_ADDR='localhost'), "config file not found: 'c.py'"),
+    (dict(NNODES='2', NODE_RANK='1', MASTER_ADDR='localhost'), 'config file not found: c.py'),
     # an address is not looked up by name: clusters give node 0's as 10.x without a DNS name
     (dict(NNODES='2', NODE_RANK='1', MASTER_ADDR='10.123.45.67'),
-     "config file not found: 'c.py'")])
+     'config file not found: c.py')])
 def test_dist_train_refuses_a_multi_node_launch_it_cannot_form(env, message):
     """Every node without its NODE_RANK was node 0, and without MASTER_ADDR each waited for a
     master on itself: torchrun hung until its rendezvous timed out, printing nothing."""
@@ -261,7 +261,7 @@ def test_dist_launch_names_a_missing_config_once(tmp_path, script, args):
     result = subprocess.run(['bash', str(ROOT / 'tools' / script), *args], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert result.stderr == f"{script}: config file not found: 'nope.py'\n"
+    assert result.stderr == f'{script}: config file not found: nope.py\n'
 
 
 def test_help_says_what_resume_and_auto_scale_lr_do(train, capsys):

@@ -118,3 +118,31 @@ def test_earlier_pictures_are_kept_without_overwrite(tmp_path, load_script):
     load_script(TOOL).main([*command, '--overwrite'])
     np.testing.assert_array_equal(np.asarray(Image.open(earlier)),
                                   reconstruct(get_model(config, checkpoint), str(photo)))
+
+
+def test_a_folder_given_to_img_draws_its_images(tmp_path, load_script):
+    """--img DIR was refused as 'image is a folder, not a file'."""
+    config, checkpoint = write_run(tmp_path, dict(
+        type='VisionTransformer', img_size=32, arch=dict(embed_dim=32, depth=1, num_heads=2)))
+    rng = np.random.default_rng(0)
+    photos = tmp_path / 'photos'
+    (photos / 'deeper').mkdir(parents=True)
+    for name in ('b.png', 'a.jpg', 'deeper/c.png'):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), np.uint8)).save(photos / name)
+    (photos / 'notes.txt').write_text('not an image\n')
+
+    load_script(TOOL).main([config, checkpoint, '--img', str(photos), '--out-dir',
+                            str(tmp_path / 'vis')])
+
+    assert sorted(path.name for path in tmp_path.glob('vis/*')) == ['a.png', 'b.png']
+    expected = reconstruct(get_model(config, checkpoint), str(photos / 'a.jpg'))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / 'vis' / 'a.png')), expected)
+
+
+def test_a_folder_without_images_given_to_img_is_refused(tmp_path, load_script):
+    config, checkpoint = write_run(tmp_path, dict(
+        type='VisionTransformer', img_size=32, arch=dict(embed_dim=32, depth=1, num_heads=2)))
+    with pytest.raises(FileNotFoundError, match=f'--img {tmp_path} is a folder without image '
+                       r'files \(\.jpg, '):
+        load_script(TOOL).main([config, checkpoint, '--img', str(tmp_path), '--out-dir',
+                                str(tmp_path / 'vis')])

@@ -23,8 +23,13 @@ import os.path as osp
 import re
 import sys
 
-from fastmim.cli import (add_debug_arg, add_trust_checkpoint_arg, check_output_file,
-                         refuse_overwriting_input)
+if __name__ == '__main__':  # a missing CHECKPOINT is refused before fastmim imports torch
+    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/
+    from early_checks import refuse_a_missing_checkpoint  # imports no fastmim
+    refuse_a_missing_checkpoint(sys.argv[1:], 0)
+
+from fastmim.cli import (  # noqa: E402
+    add_debug_arg, add_trust_checkpoint_arg, check_output_file, refuse_overwriting_input)
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from out_name import check_out_name  # noqa: E402  (beside this file, shared by the converters)

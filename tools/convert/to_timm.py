@@ -30,6 +30,11 @@ import os.path as osp
 import re
 import sys
 
+if __name__ == '__main__':  # a missing CHECKPOINT is refused before fastmim imports torch
+    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/
+    from early_checks import refuse_a_missing_checkpoint  # imports no fastmim
+    refuse_a_missing_checkpoint(sys.argv[1:], 0)
+
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from out_name import check_out_name  # noqa: E402  (beside this file, shared by the converters)
 

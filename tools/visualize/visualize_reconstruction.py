@@ -1,10 +1,10 @@
 """Draw what a FastMIM pre-training checkpoint reconstructs on your images.
 
-    python tools/visualize/visualize_reconstruction.py CONFIG CHECKPOINT
+    .venv/bin/python tools/visualize/visualize_reconstruction.py CONFIG CHECKPOINT
         (--img PATH [PATH ...] | --embedded N) --out-dir DIR [--overwrite]
         [--input-size N] [--seed 0] [--device DEVICE] [--cell-px 16]
 
-Each image is read as RGB, its shorter side resized (bicubic) to ``--input-size`` (default:
+``--img`` takes image files and folders (their image files, by name). Each image is read as RGB, its shorter side resized (bicubic) to ``--input-size`` (default:
 the backbone's ``img_size``, the size the config pre-trains at) and centre cropped to a square,
 normalised by the model's data preprocessor, masked with a mask drawn from ``--seed`` and
 reconstructed. One PNG per image (input | masked input | target | prediction, see
@@ -15,6 +15,7 @@ installed with its requirements, see docs/data.md), so the tool runs without any
 The same from Python: ``fastmim.apis.get_model`` and ``fastmim.apis.reconstruct``.
 """
 import argparse
+import os
 import os.path as osp
 import sys
 
@@ -26,7 +27,8 @@ def parse_args(argv):
     parser.add_argument('config', help='the pre-training config of the checkpoint')
     parser.add_argument('checkpoint', help='a FastMIM pre-training checkpoint')
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument('--img', nargs='+', metavar='PATH', help='image files')
+    source.add_argument('--img', nargs='+', metavar='PATH',
+                        help='image files, or folders of them (their image files, by name)')
     source.add_argument('--embedded', type=int, metavar='N',
                         help='the first N photos of the embedded dataset (docs/data.md)')
     parser.add_argument('--out-dir', required=True, help='where the PNGs go')
@@ -46,14 +48,32 @@ def parse_args(argv):
 
 
 def image_sources(args):
-    """``[(name, path)]`` of the requested images."""
+    """``[(name, path)]`` of the requested images: ``--img``'s files and the image files of its
+    folders (:func:`images_of`), or the embedded photos."""
     if args.embedded is None:
-        return [(osp.splitext(osp.basename(path))[0], path) for path in args.img]
+        paths = [image for path in args.img for image in images_of(path)]
+        return [(osp.splitext(osp.basename(path))[0], path) for path in paths]
     from fastmim.datasets import find_embedded_photos
     photos = find_embedded_photos()
     if not 1 <= args.embedded <= len(photos):
         raise ValueError(f'--embedded must be between 1 and {len(photos)}, got {args.embedded}')
     return [(name.replace('/', '_'), path) for name, path in photos[:args.embedded]]
+
+
+def images_of(path):
+    """``[path]`` for anything but a folder (the loader names what is wrong with it); for a
+    folder, its image files sorted by name, not those of its subfolders (the loader takes
+    files only). A folder without any is refused."""
+    from fastmim.datasets.utils import IMG_EXTENSIONS, has_extension
+
+    if not osp.isdir(path):
+        return [path]
+    images = sorted(osp.join(path, name) for name in os.listdir(path)
+                    if has_extension(name, IMG_EXTENSIONS) and osp.isfile(osp.join(path, name)))
+    if not images:
+        raise FileNotFoundError(f'--img {path} is a folder without image files '
+                                f'({", ".join(IMG_EXTENSIONS)})')
+    return images
 
 
 def output_paths(names, out_dir):
@@ -139,8 +159,9 @@ def main(argv):
 
 if __name__ == '__main__':
     sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/
-    from early_checks import refuse_a_missing_config  # imports no fastmim
+    from early_checks import refuse_a_missing_checkpoint, refuse_a_missing_config  # no fastmim
     # Reported as get_model reports it after the imports: FileNotFoundError.
     refuse_a_missing_config(sys.argv[1:], reported_as=None)
+    refuse_a_missing_checkpoint(sys.argv[1:], 1)
     from fastmim.cli import run_cli
     run_cli(main)
