@@ -174,6 +174,16 @@ def test_an_iteration_based_run_s_stop_message_names_no_epoch(tmp_path):
         in log
 
 
+def test_a_signal_in_the_run_s_last_iteration_lets_it_finish(tmp_path):
+    """Training is complete after the last iteration, whose regular checkpoint CheckpointHook
+    has written: a preemption checkpoint there was a second copy of it, and status 75 made a
+    requeue script start the finished run again."""
+    assert not train(tmp_path, {6}, resume=False)
+    assert checkpoints(tmp_path) == ['iter_6.pth'] and last_checkpoint(tmp_path) == 'iter_6.pth'
+    log = '\n'.join(path.read_text() for path in tmp_path.glob('*/*.log'))
+    assert 'SIGUSR1 at iteration 6, the last: training is complete, nothing to save' in log
+
+
 def test_a_preempted_run_puts_back_the_handlers_from_before_it_unless_the_process_exits(
         tmp_path):
     """A Python session that went on after a preempted run kept SIGTERM and SIGUSR1 ignored.

@@ -303,8 +303,7 @@ class PreemptionHook(Hook):
         a signal during its closing hooks for the next iteration, as any other: that needs no
         second copy of the epoch checkpoint just written. Nor does an epoch whose checkpoint
         CheckpointHook has just written: the run stops on that file, which ``last_checkpoint``
-        names. After the last epoch the run is complete: nothing is saved, the status is that
-        of a finished run (a requeue script would start it again for nothing)."""
+        names. After the last epoch training finishes (:meth:`_let_training_finish`)."""
         self._delete_superseded_preemption_checkpoint(runner)
         if (not isinstance(runner.train_loop, EpochBasedTrainLoop)  # no epochs to end
                 or self._last_iteration_updated
@@ -313,14 +312,14 @@ class PreemptionHook(Hook):
             return
         when = f'at iteration {runner.iter} (end of epoch {runner.epoch + 1})'
         if runner.epoch + 1 >= runner.max_epochs:
-            runner.logger.info(f'{self.received or "a signal on another rank"} {when}, the '
-                               'last epoch: the run is complete, nothing to save')
+            self._let_training_finish(runner, f'{when}, the last')
             return
         epoch_checkpoint = _epoch_checkpoint_just_saved(runner)
-        if epoch_checkpoint is not None:
+        if epoch_checkpoint is None:
+            self._save_and_stop(runner, dict(epoch=runner.epoch + 1, iter=runner.iter), when)
+        else:
             self._stop(runner, f'{self.received or "a signal on another rank"}: '
                                f'{epoch_checkpoint} saved {when}; continue with --resume')
-        self._save_and_stop(runner, dict(epoch=runner.epoch + 1, iter=runner.iter), when)
 
     def after_train(self, runner) -> None:
         if self._training:  # the handlers were installed: the ones from before go back
@@ -345,11 +344,22 @@ class PreemptionHook(Hook):
         if not self._last_iteration_updated or not self._any_rank_received():
             return
         iteration = runner.iter + 1  # the loop counts this iteration after the hooks
+        if iteration >= runner.max_iters:
+            self._let_training_finish(runner, f'at iteration {iteration}, the last')
+            return
         # An iteration-based loop stays in epoch 0: an epoch there would mislead.
         epoch = (f' (epoch {runner.epoch + 1})'
                  if isinstance(runner.train_loop, EpochBasedTrainLoop) else '')
         self._save_and_stop(runner, dict(epoch=runner.epoch, iter=iteration),
                             f'at iteration {iteration}{epoch}')
+
+    def _let_training_finish(self, runner, when: str) -> None:
+        """After the run's last iteration training is complete and CheckpointHook saves its
+        final checkpoint: a preemption checkpoint would copy it, and status 75 would make a
+        requeue script start the finished run again. The signal stays recorded: a validation
+        still to run stops at its next batch, as any validation does."""
+        runner.logger.info(f'{self.received or "a signal on another rank"} {when}: training '
+                           'is complete, nothing to save')
 
     def before_val_epoch(self, runner) -> None:
         """Count the batches of this validation that every rank runs: the signal check is a
