@@ -57,17 +57,26 @@ def gradients_wait_for_an_update(optim_wrapper) -> bool:
                for wrapper in each_optim_wrapper(optim_wrapper))
 
 
-def warn_if_resumed_inside_a_window(epoch: int, done: int, accumulative_counts: int) -> None:
+def warn_if_resumed_inside_a_window(epoch: Optional[int], done: int,
+                                    accumulative_counts: int) -> None:
     """Say that the update of the window a resume lands in uses part of it: the gradients of
-    its first iterations were in no checkpoint."""
+    its first iterations were in no checkpoint. ``epoch``: the epoch resumed, ``done`` counting
+    its iterations (windows start with each epoch); None for an iteration-based loop, whose
+    windows run from its first iteration and ``done`` counts all."""
     if done % accumulative_counts:
+        if epoch is None:
+            where = f'resuming at iteration {done}'
+            boundaries = ('by PreemptionHook, or every N iterations with N a multiple of '
+                          f'{accumulative_counts}')
+        else:
+            where = f'resuming epoch {epoch + 1} after {done} iterations'
+            boundaries = ('at epoch ends, by PreemptionHook, or every N iterations with N and '
+                          f'the epoch length multiples of {accumulative_counts}')
         print_log(
-            f'resuming epoch {epoch + 1} after {done} iterations, inside a window of '
-            f'{accumulative_counts} accumulated iterations: the gradients of its first '
-            f'{done % accumulative_counts} are in no checkpoint, so its update uses the rest '
-            'only; checkpoints saved at epoch ends, by PreemptionHook, or every N iterations '
-            f'with N and the epoch length multiples of {accumulative_counts} resume at a '
-            'window boundary', logger='current', level=logging.WARNING)
+            f'{where}, inside a window of {accumulative_counts} accumulated iterations: the '
+            f'gradients of its first {done % accumulative_counts} are in no checkpoint, so its '
+            f'update uses the rest only; checkpoints saved {boundaries} resume at a window '
+            'boundary', logger='current', level=logging.WARNING)
 
 
 def iter_based_schedulers(runner):

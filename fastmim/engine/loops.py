@@ -481,6 +481,9 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
                 self._start_sampler_behind_trained(sampler)
             elif self._positions_trained != self._iter * per_iteration:
                 self._warn_mmengine_skips_batches()
+        # mmengine's own warning says only that the result "may be influenced slightly".
+        warn_if_resumed_inside_a_window(
+            None, self._iter, getattr(self.runner.optim_wrapper, '_accumulative_counts', 1))
         return super().run()
 
     def run_iter(self, data_batch) -> None:

@@ -304,6 +304,29 @@ def test_the_iteration_based_loop_logs_no_second_skip(tmp_path, tiny_pretraining
     assert 'Advance dataloader' not in log
 
 
+@pytest.mark.parametrize('resumed_at, warned', [(3, True), (2, False)])
+def test_an_iteration_based_resume_inside_a_window_names_the_lost_gradients(
+        tmp_path, tiny_pretraining, resumed_at, warned):
+    """With 2 accumulated iterations, the window of iterations 3 and 4 resumed after 3 updates
+    with iteration 4's gradients alone: only mmengine's "may be influenced slightly" said so."""
+    def accumulating(work_dir):
+        cfg = _iteration_based(tiny_pretraining(work_dir, 2, 16, 1), 4)
+        cfg['optim_wrapper']['accumulative_counts'] = 2
+        return cfg
+
+    Runner.from_cfg(accumulating(tmp_path / 'a')).train()
+    cfg = accumulating(tmp_path / 'b')
+    cfg.update(resume=True, load_from=str(tmp_path / 'a' / f'iter_{resumed_at}.pth'))
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    log = (tmp_path / 'b' / runner.timestamp / f'{runner.timestamp}.log').read_text()
+    assert ('resuming at iteration 3, inside a window of 2 accumulated iterations: the '
+            'gradients of its first 1 are in no checkpoint, so its update uses the rest only; '
+            'checkpoints saved by PreemptionHook, or every N iterations with N a multiple of 2 '
+            'resume at a window boundary' in log) == warned
+    assert ('inside a window' in log) == warned
+
+
 def test_the_iteration_based_loop_is_set_up_as_mmengine_s_but_for_its_iterator():
     """Its __init__ restates IterBasedTrainLoop's less the batch iterator (see the test
     above): every other attribute, a new mmengine's included, must be the one mmengine sets."""

@@ -165,6 +165,25 @@ def test_a_preemption_checkpoint_is_deleted_once_a_newer_one_exists(tmp_path):
 
 
 
+def test_an_iteration_based_run_s_stop_message_names_no_epoch(tmp_path):
+    """An iteration-based loop stays in epoch 0: its message said 'at iteration 2 (epoch 1)'
+    of a run that has no epochs."""
+    assert train(tmp_path, {2}, resume=False)
+    log = '\n'.join(path.read_text() for path in tmp_path.glob('*/*.log'))
+    assert f'SIGUSR1: saved {tmp_path / "iter_2.pth"} at iteration 2; continue with --resume' \
+        in log
+
+
+def test_a_signal_in_the_run_s_last_iteration_lets_it_finish(tmp_path):
+    """Training is complete after the last iteration, whose regular checkpoint CheckpointHook
+    has written: a preemption checkpoint there was a second copy of it, and status 75 made a
+    requeue script start the finished run again."""
+    assert not train(tmp_path, {6}, resume=False)
+    assert checkpoints(tmp_path) == ['iter_6.pth'] and last_checkpoint(tmp_path) == 'iter_6.pth'
+    log = '\n'.join(path.read_text() for path in tmp_path.glob('*/*.log'))
+    assert 'SIGUSR1 at iteration 6, the last: training is complete, nothing to save' in log
+
+
 def test_a_preempted_run_puts_back_the_handlers_from_before_it_unless_the_process_exits(
         tmp_path):
     """A Python session that went on after a preempted run kept SIGTERM and SIGUSR1 ignored.
@@ -557,7 +576,7 @@ def test_a_failed_preemption_save_names_why_and_the_last_good_checkpoint(
         train(tmp_path, {signal_at}, resume=False)
     assert str(failed.value) == (
         f'SIGUSR1: could not save {tmp_path}/iter_{signal_at}.pth at iteration {signal_at} '
-        f'(epoch 1) (OSError: [Errno 28] No space left on device); '
+        f'(OSError: [Errno 28] No space left on device); '
         + last_good.format(work_dir=tmp_path))
     assert failed.value.own
     assert checkpoints(tmp_path) == (['iter_4.pth'] if signal_at > 4 else [])
@@ -628,10 +647,10 @@ def test_a_preemption_save_that_fails_on_one_rank_stops_every_rank_with_it(tmp_p
               env=dict(os.environ, OMP_NUM_THREADS='1'))
     path = tmp_path / 'work' / 'iter_1.pth'
     assert [open(f'{result}.{rank}').read() for rank in range(2)] == [
-        f'own=True: a signal on another rank: could not save {path} at iteration 1 (epoch 1) '
+        f'own=True: a signal on another rank: could not save {path} at iteration 1 '
         f'(OSError: [Errno 28] No space left on device); no checkpoint was saved before '
         f'(--resume starts from the beginning)',
-        f'own=False: SIGTERM: could not save {path} at iteration 1 (epoch 1) (it failed on '
+        f'own=False: SIGTERM: could not save {path} at iteration 1 (it failed on '
         f'another rank, whose line says why); no checkpoint was saved before (--resume starts '
         f'from the beginning)']
 

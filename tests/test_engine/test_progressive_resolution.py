@@ -337,23 +337,36 @@ def uninterrupted_preemptible_run(tmp_path_factory, tiny_pretraining):
 
 # Iterations 3-7 are epoch 2 (windows of 2: iteration 7 is dropped), 8-17 epoch 3 (windows of
 # 4: iterations 16 and 17 are dropped).
-@pytest.mark.parametrize('signal_iteration, epoch, end_of_epoch', [(7, 2, 7), (16, 3, 17)])
-def test_a_signal_in_an_epoch_s_dropped_iterations_saves_at_the_epoch_end(
-        tmp_path, tiny_pretraining, uninterrupted_preemptible_run, signal_iteration, epoch,
-        end_of_epoch):
-    """The hook waited for the next optimiser update, which the dropped iterations never make:
-    it saved only after the first window of the next epoch (iteration 11, 4 iterations after
-    the signal), and a signal in the last epoch's dropped iterations was not acted on at all.
-    The end of the epoch is a window boundary: the checkpoint saved there resumes exactly."""
+def test_a_signal_in_an_epoch_s_dropped_iterations_stops_on_the_epoch_checkpoint(
+        tmp_path, tiny_pretraining, uninterrupted_preemptible_run):
+    """The hook waits for no optimiser update in the dropped iterations: the end of the epoch
+    is a window boundary, where CheckpointHook has just saved ``epoch_2.pth``. The run stops on
+    that file, with no second copy of it, and resumes exactly."""
     preempted = train_to_the_end_or_preemption(
-        preemptible_config(tiny_pretraining, tmp_path, 'preempted'), signal_iteration) is None
+        preemptible_config(tiny_pretraining, tmp_path, 'preempted'), 7) is None
     assert preempted
-    saved = tmp_path / f'iter_{end_of_epoch}.pth'
+    saved = tmp_path / 'epoch_2.pth'
     assert (tmp_path / 'last_checkpoint').read_text().strip() == str(saved)
+    assert sorted(path.name for path in tmp_path.glob('*.pth')) == ['epoch_1.pth', 'epoch_2.pth']
     meta = torch.load(saved, weights_only=True)['meta']
-    assert (meta['epoch'], meta['iter']) == (epoch, end_of_epoch)
+    assert (meta['epoch'], meta['iter']) == (2, 7)
 
     resumed_cfg = preemptible_config(tiny_pretraining, tmp_path, 'resumed')
     resumed_cfg.resume = True
     resumed = train_to_the_end_or_preemption(resumed_cfg)
     torch.testing.assert_close(resumed, uninterrupted_preemptible_run, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('signal_iteration', [16, 17])
+def test_a_signal_in_the_last_epoch_s_dropped_iterations_lets_the_run_finish(
+        tmp_path, tiny_pretraining, uninterrupted_preemptible_run, signal_iteration):
+    """After the last epoch the run is complete: a signal in its dropped iterations saved a
+    second copy of ``epoch_3.pth`` as ``iter_17.pth``, named it in ``last_checkpoint`` and
+    stopped as preempted, so that a requeue script started the finished run again."""
+    finished = train_to_the_end_or_preemption(
+        preemptible_config(tiny_pretraining, tmp_path, 'signalled'), signal_iteration)
+    assert finished is not None
+    torch.testing.assert_close(finished, uninterrupted_preemptible_run, rtol=0, atol=0)
+    assert sorted(path.name for path in tmp_path.glob('*.pth')) == [
+        'epoch_1.pth', 'epoch_2.pth', 'epoch_3.pth']
+    assert (tmp_path / 'last_checkpoint').read_text().strip() == str(tmp_path / 'epoch_3.pth')

@@ -301,15 +301,25 @@ class PreemptionHook(Hook):
         ``after_train_epoch``: the epoch-based schedulers have stepped and CheckpointHook has
         saved, as for that hook's epoch checkpoint. An epoch whose last iteration updated keeps
         a signal during its closing hooks for the next iteration, as any other: that needs no
-        second copy of the epoch checkpoint just written."""
+        second copy of the epoch checkpoint just written. Nor does an epoch whose checkpoint
+        CheckpointHook has just written: the run stops on that file, which ``last_checkpoint``
+        names. After the last epoch training finishes (:meth:`_let_training_finish`)."""
         self._delete_superseded_preemption_checkpoint(runner)
         if (not isinstance(runner.train_loop, EpochBasedTrainLoop)  # no epochs to end
                 or self._last_iteration_updated
                 or gradients_wait_for_an_update(runner.optim_wrapper)
                 or not self._any_rank_received()):
             return
-        self._save_and_stop(runner, dict(epoch=runner.epoch + 1, iter=runner.iter),
-                            f'at iteration {runner.iter} (end of epoch {runner.epoch + 1})')
+        when = f'at iteration {runner.iter} (end of epoch {runner.epoch + 1})'
+        if runner.epoch + 1 >= runner.max_epochs:
+            self._let_training_finish(runner, f'{when}, the last')
+            return
+        epoch_checkpoint = _epoch_checkpoint_just_saved(runner)
+        if epoch_checkpoint is None:
+            self._save_and_stop(runner, dict(epoch=runner.epoch + 1, iter=runner.iter), when)
+        else:
+            self._stop(runner, f'{self.received or "a signal on another rank"}: '
+                               f'{epoch_checkpoint} saved {when}; continue with --resume')
 
     def after_train(self, runner) -> None:
         if self._training:  # the handlers were installed: the ones from before go back
@@ -334,8 +344,22 @@ class PreemptionHook(Hook):
         if not self._last_iteration_updated or not self._any_rank_received():
             return
         iteration = runner.iter + 1  # the loop counts this iteration after the hooks
+        if iteration >= runner.max_iters:
+            self._let_training_finish(runner, f'at iteration {iteration}, the last')
+            return
+        # An iteration-based loop stays in epoch 0: an epoch there would mislead.
+        epoch = (f' (epoch {runner.epoch + 1})'
+                 if isinstance(runner.train_loop, EpochBasedTrainLoop) else '')
         self._save_and_stop(runner, dict(epoch=runner.epoch, iter=iteration),
-                            f'at iteration {iteration} (epoch {runner.epoch + 1})')
+                            f'at iteration {iteration}{epoch}')
+
+    def _let_training_finish(self, runner, when: str) -> None:
+        """After the run's last iteration training is complete and CheckpointHook saves its
+        final checkpoint: a preemption checkpoint would copy it, and status 75 would make a
+        requeue script start the finished run again. The signal stays recorded: a validation
+        still to run stops at its next batch, as any validation does."""
+        runner.logger.info(f'{self.received or "a signal on another rank"} {when}: training '
+                           'is complete, nothing to save')
 
     def before_val_epoch(self, runner) -> None:
         """Count the batches of this validation that every rank runs: the signal check is a
@@ -418,6 +442,16 @@ class PreemptionHook(Hook):
             return
         runner.message_hub.update_info(PREEMPTION_CHECKPOINT_KEY, None)
         _delete_preemption_checkpoint(runner, preempted)
+
+
+def _epoch_checkpoint_just_saved(runner):
+    """The path of CheckpointHook's ``epoch_<e>.pth`` of the epoch ending now, or None. Taken
+    from the message hub, which that hook updates on every rank (rank 0 alone writes the file
+    and ``last_checkpoint``), so that every rank stops the same way."""
+    regular = runner.message_hub.get_info('last_ckpt')
+    if regular and osp.basename(regular) == f'epoch_{runner.epoch + 1}.pth':
+        return regular
+    return None
 
 
 def _any_rank_true(value: bool) -> bool:
