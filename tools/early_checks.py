@@ -17,6 +17,7 @@ read without unpickling anything; the full check (``ResumeChecksHook``) runs onl
 Runner is built, its log folder and config copy written. Standard library only: a tool
 imports this module from its own folder.
 """
+import ast
 import importlib.util
 import os
 import os.path as osp
@@ -108,6 +109,22 @@ def refuse_a_missing_checkpoint(argv, position, pointer_taken=False):
     if problem:
         print(f'error: CheckpointError: {problem}', file=sys.stderr)
         sys.exit(1)
+
+
+def names_checkpoint_makers(config):
+    """Whether the file ``config`` sets ``checkpoints_made_by`` (``{path: command}``) at its top
+    level, read as a syntax tree (nothing runs). A missing checkpoint of such a config is left
+    to the tool: its refusal, once the config is loaded, names the command that writes the
+    file (``fastmim.engine.config_loading.missing_checkpoint_hint``), which this line before
+    the imports cannot. False for no config, or a file that is no Python (its own check says
+    so)."""
+    try:
+        with open(config, encoding='utf-8') as file:
+            tree = ast.parse(file.read())
+    except (OSError, SyntaxError, TypeError, ValueError):
+        return False
+    return any(isinstance(target, ast.Name) and target.id == 'checkpoints_made_by'
+               for node in tree.body if isinstance(node, ast.Assign) for target in node.targets)
 
 
 def positional(argv, position):
