@@ -45,8 +45,10 @@ if [ -n "${PORT:-}" ]; then
         echo "$NAME: $PORT_NAME must be a whole number from 1 to 65535, got '$PORT'" >&2
         exit 2; }
 fi
-# Each process would refuse it in its own line, followed by torchrun's traceback.
+# Each process would refuse them in its own line, followed by torchrun's traceback: the config,
+# and a --resume file of train.py's that holds weights only.
 require_config "${3:-}"
+[ "$SCRIPT" != train.py ] || require_resumable "${@:3}"
 if [ "$NNODES" -eq 1 ] && [ -z "${PORT:-}" ]; then
     # One node, no PORT given: torchrun picks a free port. A fixed default (29500) made a
     # second job on the same machine fail with torchrun's EADDRINUSE traceback.

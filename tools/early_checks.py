@@ -1,7 +1,9 @@
 """What the tools check before they import fastmim, mmengine and torch (seconds; more from a
 cluster's shared file system): the Python they run under (:func:`refuse_a_python_without_the_stack`),
 the config files of the command line, the checkpoint a tool reads (a missing file, a folder), and
-(``tools/train.py``) whether ``--resume``'s file holds anything to resume.
+(``tools/train.py``) whether ``--resume``'s file holds anything to resume. The launchers ask it
+about their config and train.py's ``--resume`` file (``tools/launch_checks.sh``,
+:data:`LAUNCHER_CHECKS`) before they start their processes.
 
 Importing this module puts the checkout that holds it first on ``sys.path``
 (:func:`put_this_checkout_first`): the tools run their own checkout's fastmim.
@@ -15,6 +17,7 @@ read without unpickling anything; the full check (``ResumeChecksHook``) runs onl
 Runner is built, its log folder and config copy written. Standard library only: a tool
 imports this module from its own folder.
 """
+import ast
 import importlib.util
 import os
 import os.path as osp
@@ -106,6 +109,22 @@ def refuse_a_missing_checkpoint(argv, position, pointer_taken=False):
     if problem:
         print(f'error: CheckpointError: {problem}', file=sys.stderr)
         sys.exit(1)
+
+
+def names_checkpoint_makers(config):
+    """Whether the file ``config`` sets ``checkpoints_made_by`` (``{path: command}``) at its top
+    level, read as a syntax tree (nothing runs). A missing checkpoint of such a config is left
+    to the tool: its refusal, once the config is loaded, names the command that writes the
+    file (``fastmim.engine.config_loading.missing_checkpoint_hint``), which this line before
+    the imports cannot. False for no config, or a file that is no Python (its own check says
+    so)."""
+    try:
+        with open(config, encoding='utf-8') as file:
+            tree = ast.parse(file.read())
+    except (OSError, SyntaxError, TypeError, ValueError):
+        return False
+    return any(isinstance(target, ast.Name) and target.id == 'checkpoints_made_by'
+               for node in tree.body if isinstance(node, ast.Assign) for target in node.targets)
 
 
 def positional(argv, position):
@@ -210,20 +229,28 @@ def flag_value(argv, flag):
 
 def refuse_resuming_weights_only(argv):
     """End the process (status 1) when ``--resume CKPT`` names a file that holds weights only
-    (:func:`holds_weights_only`): a published, converted or exported file. The full check
-    (``ResumeChecksHook``, whose advice this line gives) refuses it only once the Runner is
-    built, half a minute later, with the log folder and config copy written in the work
-    dir. Only where the flags are the whole story (:func:`left_to_the_tool`); a file that is
-    not plainly weights-only is left to the full check."""
-    checkpoint = None if left_to_the_tool(argv) else flag_value(argv, '--resume')
-    if checkpoint and holds_weights_only(osp.expanduser(checkpoint)):
-        print(f'error: CheckpointError: {checkpoint} holds weights only, without the state of '
-              f'the run that wrote them (no {", ".join(RUN_STATE_KEYS)}): a published, '
-              'converted or exported file. --resume continues a run from that state: resume '
-              "from the run's latest checkpoint (epoch_*/iter_*.pth, or --resume alone), or "
-              'start a new run from these weights with load_from / init_cfg, without --resume',
-              file=sys.stderr)
+    (:func:`weights_only_resume`). The full check (``ResumeChecksHook``, whose advice this
+    line gives) refuses it only once the Runner is built, half a minute later, with the log
+    folder and config copy written in the work dir."""
+    problem = weights_only_resume(argv)
+    if problem:
+        print(f'error: CheckpointError: {problem}', file=sys.stderr)
         sys.exit(1)
+
+
+def weights_only_resume(argv):
+    """Why ``--resume CKPT`` of ``tools/train.py``'s ``argv`` cannot resume, where CKPT holds
+    weights only (:func:`holds_weights_only`: a published, converted or exported file); ''
+    otherwise. Only where the flags are the whole story (:func:`left_to_the_tool`); a file that
+    is not plainly weights-only is left to the full check."""
+    checkpoint = None if left_to_the_tool(argv) else flag_value(argv, '--resume')
+    if not checkpoint or not holds_weights_only(osp.expanduser(checkpoint)):
+        return ''
+    return (f'{checkpoint} holds weights only, without the state of the run that wrote them '
+            f'(no {", ".join(RUN_STATE_KEYS)}): a published, converted or exported file. '
+            '--resume continues a run from that state: resume from the run\'s latest '
+            'checkpoint (epoch_*/iter_*.pth, or --resume alone), or start a new run from these '
+            'weights with load_from / init_cfg, without --resume')
 
 
 def holds_weights_only(path):
@@ -293,5 +320,11 @@ def config_problem(config):
     return ''
 
 
-if __name__ == '__main__':  # tools/launch_checks.sh: why the config it is given is no file
-    print(config_problem(sys.argv[1]))
+# What tools/launch_checks.sh asks before a launcher starts its processes, each of which would
+# refuse the same: `early_checks.py config CONFIG` prints why CONFIG is no config file,
+# `early_checks.py resume TRAIN_ARGS...` why tools/train.py refuses their --resume file; an
+# empty line where nothing is refused.
+LAUNCHER_CHECKS = {'config': lambda args: config_problem(args[0]), 'resume': weights_only_resume}
+
+if __name__ == '__main__':
+    print(LAUNCHER_CHECKS[sys.argv[1]](sys.argv[2:]))

@@ -14,7 +14,20 @@ require_count() {
 require_config() {
     { [[ "$1" == *::* ]] || [ -f "$1" ]; } && return 0
     local why
-    why=$(python3 "$(dirname "${BASH_SOURCE[0]}")/early_checks.py" "$1" 2>/dev/null) || why=''
+    why=$(python3 "$(dirname "${BASH_SOURCE[0]}")/early_checks.py" config "$1" 2>/dev/null) \
+        || why=''
     echo "$NAME: ${why:-config file not found: '$1'}" >&2
     exit 2
+}
+
+# require_resumable TRAIN_ARGS...: a --resume file of tools/train.py's arguments that holds
+# weights only (a plain state dict, a safetensors file) is refused in train.py's words
+# (early_checks.py reads the names in its pickle, standard library only). Anything else, and
+# everything without a python3 to ask, is left to train.py.
+require_resumable() {
+    [[ " $* " == *" --resume"* ]] || return 0
+    local why
+    why=$(python3 "$(dirname "${BASH_SOURCE[0]}")/early_checks.py" resume "$@" 2>/dev/null) \
+        || why=''
+    [ -z "$why" ] || { echo "$NAME: $why" >&2; exit 2; }
 }

@@ -12,10 +12,11 @@ import os.path as osp
 import sys
 
 if __name__ == '__main__':  # a mistyped config or checkpoint is refused before fastmim imports torch
-    from early_checks import (refuse_a_missing_checkpoint,  # beside this file; no fastmim
-                              refuse_a_missing_config)
+    from early_checks import (config_of, names_checkpoint_makers,  # beside this file; no fastmim
+                              refuse_a_missing_checkpoint, refuse_a_missing_config)
     refuse_a_missing_config(sys.argv[1:])
-    refuse_a_missing_checkpoint(sys.argv[1:], 1, pointer_taken=True)
+    if not names_checkpoint_makers(config_of(sys.argv[1:])):  # else main names the maker
+        refuse_a_missing_checkpoint(sys.argv[1:], 1, pointer_taken=True)
 
 from fastmim.cli import (add_launch_args, add_trust_checkpoint_arg,  # noqa: E402
                          apply_launch_args, parse_launch_args)
@@ -144,6 +145,18 @@ def last_checkpoint_hint(checkpoint):
     return f'; or give {pointer}, which names the newest'
 
 
+def checkpoint_maker_hint(config, checkpoint):
+    """``'; it is made by COMMAND'`` for a ``checkpoint`` that is not there, where ``config``
+    names the command that writes it (``checkpoints_made_by``: the kNN demo tests the last
+    checkpoint of the pre-training demo), in the words of a training run's start checkpoint
+    (:func:`~fastmim.engine.config_loading.missing_checkpoint_hint`); else ''."""
+    from mmengine.config import Config
+
+    from fastmim.engine.config_loading import missing_checkpoint_hint, packaged_config_file
+    cfg = Config.fromfile(packaged_config_file(config))
+    return missing_checkpoint_hint(cfg, 'CHECKPOINT', checkpoint)
+
+
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
@@ -165,7 +178,8 @@ def main(argv):
     try:  # before the config: a work dir given as CHECKPOINT
         check_checkpoint_file(args.checkpoint)
     except CheckpointError as error:
-        raise CheckpointError(f'{error}{last_checkpoint_hint(args.checkpoint)}') from None
+        raise CheckpointError(f'{error}{last_checkpoint_hint(args.checkpoint)}'
+                              f'{checkpoint_maker_hint(args.config, args.checkpoint)}') from None
     if args.out:  # written after the whole evaluation: a path that cannot be is refused now
         check_output_file(args.out, folders_made=True)
         # The metrics JSON would replace it, after the evaluation.

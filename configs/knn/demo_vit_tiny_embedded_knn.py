@@ -40,3 +40,7 @@ test_dataloader = dict(
                  pipeline=test_pipeline),
 )
 work_dir = 'work_dirs/demo_knn'
+# The command that writes the checkpoint this demo tests: a missing one is named with it
+# (tools/test.py, fastmim.engine.config_loading.missing_checkpoint_hint).
+checkpoints_made_by = {
+    'work_dirs/demo/epoch_12.pth': '`make demo` (configs/fastmim/demo_vit_tiny_embedded.py)'}

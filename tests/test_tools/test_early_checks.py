@@ -43,11 +43,11 @@ def early_checks(load_script):
     return load_script(ROOT / 'tools' / 'early_checks.py')
 
 
-def run_tool(tool, args, *python_flags):
+def run_tool(tool, args, *python_flags, cwd=ROOT):
     env = {**os.environ, 'PYTHONPATH': str(ROOT)}
     env.pop('FASTMIM_DEBUG', None)
     return subprocess.run([sys.executable, *python_flags, str(ROOT / 'tools' / tool), *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def imported_modules(importtime_report):
@@ -284,6 +284,29 @@ def test_a_folder_given_to_test_is_named_with_its_last_checkpoint_before_the_imp
         run_cli(load_script(ROOT / 'tools' / 'test.py').main, args)
     assert stop.value.code == 1
     assert capsys.readouterr().err.splitlines()[-1:] == printed
+
+
+def test_a_missing_checkpoint_whose_maker_the_config_names_is_left_to_test_py(tmp_path):
+    """The line before the imports cannot name the command that writes it: the config, which
+    names it (``checkpoints_made_by``), is read after them."""
+    config = ROOT / 'configs' / 'knn' / 'demo_vit_tiny_embedded_knn.py'
+    result = run_tool('test.py', [str(config), 'work_dirs/demo/epoch_12.pth'], cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        'error: CheckpointError: checkpoint not found: work_dirs/demo/epoch_12.pth; it is made '
+        'by `make demo` (configs/fastmim/demo_vit_tiny_embedded.py)')
+
+
+@pytest.mark.parametrize('text, names', [
+    ("checkpoints_made_by = {'w/epoch_1.pth': '`make demo`'}\n", True),
+    ("checkpoints_made_by = dict(made='`make demo`')\n", True),
+    ("# checkpoints_made_by = {}\nmodel = dict(checkpoints_made_by={})\n", False),
+    ('checkpoints_made_by = {\n', False)])  # no Python: the config's own check says so
+def test_a_config_names_the_makers_of_its_checkpoints_in_its_own_file(early_checks, tmp_path,
+                                                                      text, names):
+    config = tmp_path / 'c.py'
+    config.write_text(text)
+    assert early_checks.names_checkpoint_makers(str(config)) is names
 
 
 @pytest.mark.parametrize('checkpoint', ['https://example.com/x.pth', 'fastmim::x.pth'])

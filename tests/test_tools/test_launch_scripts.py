@@ -197,3 +197,77 @@ def test_a_missing_config_is_named_with_the_close_configs(config, line):
     """The tools' own words (early_checks.py): dist_train.sh said only 'not found'."""
     result = launch('dist_train.sh', config, '1', cwd=TOOLS.parent)
     assert (result.returncode, result.stderr) == (2, f'dist_train.sh: {line}\n')
+
+
+# tools/train.py's line for a weights-only --resume file, after 'error: CheckpointError: '.
+WEIGHTS_ONLY = ("{} holds weights only, without the state of the run that wrote them (no meta, "
+                'message_hub, optimizer): a published, converted or exported file. --resume '
+                "continues a run from that state: resume from the run's latest checkpoint "
+                '(epoch_*/iter_*.pth, or --resume alone), or start a new run from these weights '
+                'with load_from / init_cfg, without --resume')
+
+
+@pytest.fixture
+def recording_python(tmp_path):
+    """A stand-in for the venv's python that records what dist_launch.sh hands torchrun."""
+    python = tmp_path / 'python'
+    python.write_text('#!/bin/bash\n[ "$1" = -m ] && exit 0\n'
+                      f'echo "$@" > {tmp_path / "torchrun"}\n')
+    python.chmod(0o755)
+    return dict(PYTHON=str(python), record=tmp_path / 'torchrun')
+
+
+@pytest.mark.parametrize('as_given', [lambda path: ['--resume', path],
+                                      lambda path: [f'--resume={path}']])
+def test_a_weights_only_resume_is_refused_before_torchrun(recording_python, tmp_path, as_given):
+    """Each of the GPUS processes imported everything, then refused it in the same line."""
+    import torch
+    weights = tmp_path / 'published.pth'
+    torch.save({'w': torch.ones(1)}, weights)
+    config = TOOLS.parent / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
+    result = launch('dist_train.sh', str(config), '2', *as_given(str(weights)),
+                    env={'PYTHON': recording_python['PYTHON']})
+    assert (result.returncode, result.stderr) == (
+        2, f'dist_train.sh: {WEIGHTS_ONLY.format(weights)}\n')
+    assert not recording_python['record'].exists()
+
+
+def test_a_weights_only_resume_is_refused_before_srun(recording_srun, tmp_path):
+    from safetensors.torch import save_file
+    import torch
+    weights = tmp_path / 'published.safetensors'
+    save_file({'w': torch.ones(1)}, str(weights))
+    result = launch('slurm_train.sh', 'part', 'job', recording_srun['config'], 'w',
+                    '--resume', str(weights), env={'PATH': recording_srun['PATH']})
+    assert (result.returncode, result.stderr) == (
+        2, f'slurm_train.sh: {WEIGHTS_ONLY.format(weights)}\n')
+    assert not recording_srun['record'].exists()
+
+
+@pytest.mark.parametrize('resume', [[], ['--resume'], ['--resume', '{checkpoint}']])
+def test_a_resumable_run_is_handed_to_torchrun(recording_python, tmp_path, resume):
+    """A training checkpoint, --resume alone (the work dir's newest) or none: train.py's."""
+    import torch
+    checkpoint = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': {'w': torch.ones(1)}, 'meta': {'epoch': 1}, 'message_hub': {},
+                'optimizer': {}}, checkpoint)
+    config = TOOLS.parent / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
+    args = [arg.format(checkpoint=checkpoint) for arg in resume]
+    result = launch('dist_train.sh', str(config), '2', *args,
+                    env={'PYTHON': recording_python['PYTHON']})
+    assert result.returncode == 0, result.stderr
+    assert ' '.join([str(config), *args, '--launcher pytorch']) in (
+        recording_python['record'].read_text())
+
+
+def test_the_launchers_use_train_py_words_for_a_weights_only_resume(tmp_path, load_script,
+                                                                     capsys):
+    """The line is early_checks.py's, the one tools/train.py prints (test_early_checks.py)."""
+    import torch
+    early_checks = load_script(TOOLS / 'early_checks.py')
+    weights = tmp_path / 'published.pth'
+    torch.save({'w': torch.ones(1)}, weights)
+    with pytest.raises(SystemExit):
+        early_checks.refuse_resuming_weights_only(['c.py', '--resume', str(weights)])
+    assert capsys.readouterr().err == (
+        f'error: CheckpointError: {WEIGHTS_ONLY.format(weights)}\n')

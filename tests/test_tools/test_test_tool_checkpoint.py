@@ -49,6 +49,21 @@ def test_a_missing_checkpoint_names_the_ones_beside_it(load_script, work_dir, tm
     assert not (tmp_path / 'test_run').exists()
 
 
+def test_the_knn_demo_names_the_command_that_writes_its_checkpoint(load_script, tmp_path,
+                                                                   monkeypatch):
+    """Run before `make demo`, the command in the kNN demo's config said only 'checkpoint not
+    found'; the config names the command that writes the file (``checkpoints_made_by``), and
+    the refusal names it, as the fine-tuning demos' does."""
+    monkeypatch.chdir(tmp_path)  # no work_dirs/demo here
+    knn_demo = ROOT / 'configs' / 'knn' / 'demo_vit_tiny_embedded_knn.py'
+    with pytest.raises(CheckpointError, match=r'^checkpoint not found: '
+                       r'work_dirs/demo/epoch_12\.pth; it is made by `make demo` '
+                       r'\(configs/fastmim/demo_vit_tiny_embedded\.py\)$'):
+        load_script(ROOT / 'tools' / 'test.py').main(
+            [str(knn_demo), 'work_dirs/demo/epoch_12.pth', '--work-dir', str(tmp_path / 't')])
+    assert not (tmp_path / 't').exists()
+
+
 def test_a_pre_training_config_says_how_its_checkpoint_is_evaluated(load_script, work_dir,
                                                                     tmp_path):
     """A user who pre-trained tests with the same config; it has nothing to evaluate, and the

@@ -1,6 +1,6 @@
 """Convert a checkpoint of the reference release (ggjy/FastMIM.pytorch) to a fastmim checkpoint.
 
-    python tools/convert/from_reference.py CHECKPOINT OUT --backbone {vit,swin,pvtv2,cmt}
+    .venv/bin/python tools/convert/from_reference.py CHECKPOINT OUT --backbone {vit,swin,pvtv2,cmt}
         [--img-size N] [--num-heads N [N ...]] [--trust-checkpoint]
 
 The release saves MAE-style files, ``{'model': state_dict, 'optimizer', 'epoch', 'args', ...}``:

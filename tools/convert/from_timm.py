@@ -1,7 +1,7 @@
 """Convert the weights of a timm classifier to a fastmim ImageClassifier checkpoint.
 
-    python tools/convert/from_timm.py WEIGHTS OUT --model-name TIMM_MODEL [--match-by-order]
-        [--num-classes N] [--trust-checkpoint]
+    .venv/bin/python tools/convert/from_timm.py WEIGHTS OUT --model-name TIMM_MODEL
+        [--match-by-order] [--num-classes N] [--trust-checkpoint]
 
 WEIGHTS holds the state dict of the whole timm classifier ``TIMM_MODEL``: a ``.pth`` / ``.bin``
 file (loaded with ``weights_only=True``; a dict that wraps the weights under ``'state_dict'`` or
@@ -85,9 +85,10 @@ def read_safetensors(path):
 
 def refuse_fastmim_checkpoint(checkpoint, path):
     """A checkpoint fastmim wrote (``meta['geometry']``: a training run, a converter's output)
-    holds fastmim names (``backbone.*``, ``neck.*``, ``head.fc.*``), never a timm classifier's:
-    it was unwrapped and listed as some hundred unexpected and missing keys, which did not say
-    that the file was of the wrong kind, nor which tool takes it."""
+    holds fastmim names (``backbone.*``, ``neck.*``, ``head.fc.*``), never a timm classifier's.
+    It is refused with the name of the tool that takes it: unwrapped, it would load as some
+    hundred unexpected and missing keys, which say neither that the file is of the wrong kind
+    nor which tool takes it."""
     from fastmim.errors import CheckpointError
     from fastmim.models.utils.pretrained import backbone_geometry
 
@@ -199,7 +200,8 @@ def classifier_name(reference, model_name):
 
 def check_class_count(weights, target, classifier, path, model_name):
     """A classifier fine-tuned to another number of classes than timm's default is named with
-    the flag that fits it; it was a list of shape mismatches that did not say which flag."""
+    the flag that fits it: loading it as it is would list shape mismatches, which do not say
+    which flag."""
     from fastmim.errors import CheckpointError
 
     weight, expected = weights.get(f'{classifier}.weight'), target.get(f'{classifier}.weight')

@@ -1,6 +1,6 @@
 """Make a fastmim checkpoint small enough to share: its weights and what loading them needs.
 
-    python tools/convert/publish.py CHECKPOINT OUT [--overwrite] [--trust-checkpoint]
+    .venv/bin/python tools/convert/publish.py CHECKPOINT OUT [--overwrite] [--trust-checkpoint]
 
 A checkpoint of a training run holds, besides the weights, the optimiser's state (twice the
 weights for AdamW), the parameter schedulers, mmengine's message hub and the run's details in

@@ -1,6 +1,6 @@
 """Convert a fastmim checkpoint (pre-training or fine-tuned) to a plain timm state dict.
 
-    python tools/convert/to_timm.py CHECKPOINT OUT [--arch TIMM_MODEL] [--safetensors]
+    .venv/bin/python tools/convert/to_timm.py CHECKPOINT OUT [--arch TIMM_MODEL] [--safetensors]
         [--trust-checkpoint]
 
 fastmim's ViT, Swin and PVTv2 backbones subclass timm's models, so their weights already carry
