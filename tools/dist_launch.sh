@@ -23,15 +23,15 @@ if [ "$NNODES" -gt 1 ]; then
     [[ "$NODE_RANK" =~ ^[0-9]+$ ]] && [ "$NODE_RANK" -lt "$NNODES" ] || {
         echo "$NAME: NODE_RANK must be 0 to $((NNODES - 1)), got '$NODE_RANK'" >&2
         exit 2; }
-    # A host name no resolver knows (a typo) made torchrun repeat 'gai error' warnings until
-    # its rendezvous timed out, minutes later. ahosts resolves as torchrun does (an address
+    # A host name no resolver knows (a typo) makes torchrun repeat 'gai error' warnings until
+    # its rendezvous times out, minutes later. ahosts resolves as torchrun does (an address
     # is itself; hosts would look its name up); without getent nothing is checked.
     ! command -v getent >/dev/null || getent ahosts "$MASTER_ADDR" >/dev/null || {
         echo "$NAME: MASTER_ADDR=$MASTER_ADDR: no such host (name resolution failed on" \
              "$(hostname)); give node 0's host name or address" >&2; exit 2; }
 fi
-# MASTER_PORT (what a cluster's job script or a torchrun habit exports) was ignored: every
-# node but the first waited for a master on torchrun's default port until the timeout. On one
+# MASTER_PORT (what a cluster's job script or a torchrun habit exports) is honoured: ignored,
+# every node but the first would wait for a master on torchrun's default port until the timeout. On one
 # node it is not read: a MASTER_PORT left in the environment would take away the free port
 # that lets two jobs share a machine (PORT still fixes one).
 PORT_NAME=PORT
@@ -39,7 +39,7 @@ if [ "$NNODES" -gt 1 ] && [ -z "${PORT:-}" ] && [ -n "${MASTER_PORT:-}" ]; then
     PORT=$MASTER_PORT
     PORT_NAME=MASTER_PORT
 fi
-# A port out of range was torchrun's 20-line traceback, one that is not a number its usage.
+# A port out of range would be torchrun's 20-line traceback, one that is not a number its usage.
 if [ -n "${PORT:-}" ]; then
     [[ "$PORT" =~ ^[1-9][0-9]{0,4}$ ]] && [ "$PORT" -le 65535 ] || {
         echo "$NAME: $PORT_NAME must be a whole number from 1 to 65535, got '$PORT'" >&2
@@ -50,8 +50,8 @@ fi
 require_config "${3:-}"
 [ "$SCRIPT" != train.py ] || require_resumable "${@:3}"
 if [ "$NNODES" -eq 1 ] && [ -z "${PORT:-}" ]; then
-    # One node, no PORT given: torchrun picks a free port. A fixed default (29500) made a
-    # second job on the same machine fail with torchrun's EADDRINUSE traceback.
+    # One node, no PORT given: torchrun picks a free port. A fixed default (29500) would make
+    # a second job on the same machine fail with torchrun's EADDRINUSE traceback.
     RENDEZVOUS=(--standalone)
 else
     RENDEZVOUS=(--nnodes="$NNODES" --node_rank="${NODE_RANK:-0}"

@@ -41,8 +41,8 @@ PYTHON=${PYTHON:-python}
 [ -x "$ROOT/.venv/bin/python" ] && [ "$PYTHON" = python ] && PYTHON="$ROOT/.venv/bin/python"
 
 # SLURM signals every process of a job it preempts, this script too: without the trap the shell
-# died of the SIGTERM at once (status 143, not requeued) while the ranks saved and srun passed
-# on their 75. With it the shell waits for srun and exits with srun's status.
+# would die of the SIGTERM at once (status 143, not requeued) while the ranks save and srun
+# passes on their 75. With it the shell waits for srun and exits with srun's status.
 trap ':' TERM USR1
 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
 srun -p "$PARTITION" --job-name="$JOB_NAME" --gres=gpu:"$GPUS_PER_NODE" \

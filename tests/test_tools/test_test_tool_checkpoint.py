@@ -1,8 +1,8 @@
 """tools/test.py CHECKPOINT that is no file: the same hint as every other checkpoint loading.
 
-A work dir given instead of a checkpoint in it (``tools/test.py CONFIG work_dirs/demo_ft``) was
-refused as 'checkpoint not found: work_dirs/demo_ft', a folder that is there; tools/train.py
-names the checkpoints in it, newest first, and so does tools/test.py now."""
+A work dir given instead of a checkpoint in it (``tools/test.py CONFIG work_dirs/demo_ft``) is
+a folder that is there: 'checkpoint not found' would mislead. tools/test.py names the
+checkpoints in it, newest first, as tools/train.py does."""
 import os
 from pathlib import Path
 
