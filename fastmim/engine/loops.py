@@ -68,6 +68,7 @@ class Progress(NamedTuple):
     images_per_iteration: Optional[int] = None  # over all processes; None: a batch_sampler
     dataset_size: Optional[int] = None
     images_per_update: Optional[int] = None  # with gradient accumulation
+    processes: Optional[int] = None
 
 
 class StreamProgress(NamedTuple):
@@ -229,6 +230,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         self.runner.call_hook('before_train_epoch')  # may set the sampler's epoch, a new loader
         self.runner.model.train()
         if not self._checked_iterations:  # the first epoch of this run, with its loader
+            self._warn_if_update_changed()
             self._warn_if_iterations_changed()
             self._checked_iterations = True
         done = self.batches_done_in_epoch()
@@ -242,7 +244,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     def run_iter(self, idx, data_batch) -> None:
         self.runner.message_hub.update_info(PROGRESS_KEY, list(Progress(
             self._epoch, idx + 1, images_per_iteration(self.dataloader),
-            len(self.dataloader.dataset), self._images_per_update())))
+            len(self.dataloader.dataset), self._images_per_update(), get_world_size())))
         seed_runner_iteration(self.runner, self._iter)
         super().run_iter(idx, data_batch)
 
@@ -310,6 +312,39 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
                 f'part of it may leave out some images and repeat some of the {seen} already '
                 'seen; resume from the checkpoint of the end of an epoch to avoid this',
                 logger='current', level=logging.WARNING)
+
+    def _warn_if_update_changed(self) -> None:
+        """mmengine restores the optimiser's lr from the checkpoint, and ``auto_scale_lr``
+        scales only the config's lr, which the resume then replaces: a job requeued on another
+        number of nodes (or with another batch size) trains on at the checkpoint's lr with
+        another number of images per update, and nothing says so. Said once, with both runs'
+        batch x processes x accumulation and the settings that give the checkpoint's batch."""
+        progress = self._recorded_progress()
+        before = None if progress is None else progress.images_per_update
+        now = self._images_per_update()
+        if None in (before, now) or before == now:
+            return
+        batch, processes, accumulation = (self.dataloader.batch_size, get_world_size(),
+                                          self._accumulation())
+        saved = f'{before}'
+        if progress.processes:
+            saved += (f' ({progress.images_per_iteration // progress.processes} x '
+                      f'{progress.processes} processes x '
+                      f'{before // progress.images_per_iteration})')
+        remedies = [template.format(before // (now // value))
+                    for template, value in (('resume with {} processes', processes),
+                                            ('set train_dataloader.batch_size={}', batch),
+                                            ('optim_wrapper.accumulative_counts={}',
+                                             accumulation))
+                    if before % (now // value) == 0]
+        print_log(
+            f'resuming with {now} images per optimiser update (train_dataloader.batch_size='
+            f'{batch} x {processes} processes x {accumulation} accumulated); the checkpoint was '
+            f"written at {saved}: the lr stays the checkpoint's (auto_scale_lr does not rescale "
+            f'a resumed run), so each update averages {now} images instead of {before} at the '
+            f"same lr. To train on as the checkpoint's run did, "
+            f'{", or ".join(remedies) or "match its batch x processes x accumulation"}',
+            logger='current', level=logging.WARNING)
 
     def _warn_if_iterations_changed(self) -> None:
         """mmengine restores a scheduler's ``begin``, ``end`` and ``T_max`` from the checkpoint,

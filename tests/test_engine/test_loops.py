@@ -133,7 +133,11 @@ def test_another_batch_size_warns_that_iteration_schedules_keep_their_counts(
     cfg.update(resume=True, load_from=str(tmp_path / 'a' / 'epoch_1.pth'),
                param_scheduler=scheduler,
                train_cfg=dict(type='ResumableEpochBasedTrainLoop', max_epochs=2))
-    assert _warnings_of_resumed_run(cfg, monkeypatch) == [
+    warnings = _warnings_of_resumed_run(cfg, monkeypatch)
+    assert warnings[0].startswith(
+        'resuming with 1 images per optimiser update (train_dataloader.batch_size=1 x 1 '
+        'processes x 1 accumulated); the checkpoint was written at 2 (2 x 1 processes x 1)')
+    assert warnings[1:] == [
         'train_dataloader gives 8 iterations per epoch at 1 images per update '
         '(train_dataloader.batch_size=1 x 1 processes x 1 accumulated); the checkpoint was '
         'written at 2: '
