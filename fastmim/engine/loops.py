@@ -555,7 +555,9 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
     def _warn_samples_per_iteration_changed(self, progress: StreamProgress, now: int) -> None:
         """mmengine restores ``max_iters`` and the schedulers' ``begin``, ``end`` and ``T_max``
         from the checkpoint: they stay counted in iterations, which now take another number of
-        samples, so the rest of the run trains more or fewer samples than the config says."""
+        samples, so the rest of the run trains more or fewer samples than the config says. It
+        restores the optimiser's lr too, which ``auto_scale_lr`` (scaling the config's) does not
+        reach: each iteration averages another number of samples at the same lr."""
         left = max(self._max_iters - self._iter, 0)
         print_log(
             f'resuming at iteration {self._iter} after {progress.positions} samples, the last '
@@ -565,7 +567,10 @@ class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
             "max_iters and param_scheduler entries keep the checkpoint's iteration counts, so "
             f'the {left} iterations left train {left * now} samples instead of '
             f'{left * progress.images_per_iteration}, and the schedule ends after another '
-            'number of samples than the config says', logger='current', level=logging.WARNING)
+            "number of samples than the config says; the lr stays the checkpoint's "
+            '(auto_scale_lr does not rescale a resumed run), so each iteration averages '
+            f'{now} samples instead of {progress.images_per_iteration} at the same lr',
+            logger='current', level=logging.WARNING)
 
     def _start_sampler_behind_trained(self, sampler) -> None:
         """Start the sampler at the first stream position not trained yet, and make the

@@ -255,6 +255,9 @@ def test_an_iteration_based_run_resumed_with_a_larger_batch_goes_on_at_the_next_
             'already trained; none is loaded again') in messages
     assert any(message.startswith('resuming at iteration 2 after 4 samples, the last trained '
                                   'at 2 per iteration; this run takes 4') for message in messages)
+    assert any(message.endswith("the lr stays the checkpoint's (auto_scale_lr does not rescale "
+                                'a resumed run), so each iteration averages 4 samples instead of '
+                                '2 at the same lr') for message in messages)
 
 
 def test_an_iteration_checkpoint_without_a_stream_record_resumes_as_before(
