@@ -515,7 +515,8 @@ from mmengine.logging import print_log
 spec = importlib.util.spec_from_file_location('train', {train!r})
 train = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(train)
-train.load_run([{config!r}, '--launcher', 'pytorch', '--cfg-options', 'train_cfg.max_epoch=2'])
+train.load_run([{config!r}, '--launcher', 'pytorch', '--cfg-options',
+                'model.backbone.drop_path_rate=0.1'])
 print_log('an error', logger='current', level=logging.ERROR)
 """
 
@@ -534,5 +535,5 @@ def test_config_warnings_come_from_the_first_process_only(rank):
                             timeout=120, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     output = result.stdout + result.stderr
-    assert ('train_cfg.max_epoch: ' in output) == (rank == '0'), output[-2000:]
+    assert ('model.backbone.drop_path_rate: ' in output) == (rank == '0'), output[-2000:]
     assert 'an error' in output
