@@ -26,6 +26,7 @@ import logging
 import os
 import os.path as osp
 import pickle
+import re
 import tempfile
 import zipfile
 from collections import OrderedDict
@@ -161,14 +162,21 @@ def _load_file(path, map_location, name, trust_as, hint):
         if _is_trusted(path, trust_as):
             return torch.load(path, map_location=map_location, weights_only=False)
         reason = _unpickler_reason(error)
+        refused_global = _refused_global(reason)
+        if refused_global and _runs_code(refused_global):
+            raise CheckpointError(
+                f'{name} would call {refused_global} when loaded: a code-execution payload, '
+                'refused without running it. Do not load this file; take the checkpoint '
+                'from a source you trust') from None
         what = ('holds pickled Python objects that weights-only loading refuses'
-                if 'Unsupported global' in reason else
+                if refused_global else
                 'is not a readable checkpoint (corrupt, or pickled in a way weights-only '
                 'loading refuses)')
         raise CheckpointError(
             f'{name} {what} ({reason}). Loading it fully would let the file run arbitrary '
-            f'code; if you trust its origin, pass --trust-checkpoint (to tools/train.py: '
-            f'--trust-checkpoint {trust_as}){_converter_hint(reason)}') from None
+            f'code; if you trust its origin, pass --trust-checkpoint (tools/train.py takes '
+            f'the file with it: --trust-checkpoint {trust_as}){_converter_hint(reason)}'
+        ) from None
     except PermissionError:
         raise CheckpointError(f'{name}: no permission to read this checkpoint') from None
     except SafetensorError as error:  # torch reads any .safetensors name with safetensors
@@ -483,10 +491,42 @@ def _looks_loadable(path):
 
 def _unpickler_reason(error):
     """The line of torch's long weights-only message that names the refused object (a
-    global) or opcode (a file that is no pickle at all fails on its first bytes)."""
+    global) or opcode (a file that is no pickle at all fails on its first bytes).
+
+    torch words a global of a module it blocks outright (os, posix, nt, sys) in lower case
+    ('Trying to load unsupported GLOBAL posix.system whose module posix is blocked'), any
+    other as 'Unsupported global: GLOBAL numpy.dtype was not an allowed global'."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return next((line for line in lines if 'Unsupported' in line),
+    return next((line for line in lines if 'unsupported' in line.lower()),
                 lines[0] if lines else type(error).__name__)
+
+
+def _refused_global(reason):
+    """The global (``module.name``; a builtin by its bare name) that ``reason`` names, or
+    ``None`` where the unpickler stopped on something else."""
+    found = re.search(r'\bGLOBAL (\S+)', reason)
+    return found.group(1) if found else None
+
+
+# Modules whose functions run commands or code, or reach what does (a file that names one as
+# a global calls it while unpickling), and the builtins that do the same. ``commands`` is
+# Python 2's name for ``subprocess``, which pickle's protocol 2 writes for some functions.
+_CODE_RUNNING_MODULES = frozenset((
+    'os', 'posix', 'nt', 'sys', 'subprocess', 'commands', '_posixsubprocess', 'shutil',
+    'importlib', 'runpy', 'pty', 'socket', 'code', 'codeop', 'ctypes', 'multiprocessing',
+    'pickle', '_pickle', 'marshal', 'types', 'webbrowser', 'pdb', 'timeit', 'platform',
+    'asyncio', 'cProfile', 'profile', 'trace'))
+_CODE_RUNNING_BUILTINS = frozenset((
+    'eval', 'exec', 'compile', '__import__', 'getattr', 'setattr', 'delattr', 'open',
+    'breakpoint', 'globals', 'vars', 'input'))
+
+
+def _runs_code(refused_global):
+    """Whether loading a file that names ``refused_global`` would run commands or code."""
+    module, _, attr = refused_global.rpartition('.')
+    if module in ('', 'builtins', '__builtin__'):
+        return attr in _CODE_RUNNING_BUILTINS
+    return module.split('.')[0] in _CODE_RUNNING_MODULES
 
 
 # mmengine's prefixes (mmengine/runner/checkpoint.py) and the weights-only loader of each.

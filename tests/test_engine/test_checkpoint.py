@@ -67,6 +67,57 @@ def test_pickled_objects_are_refused_unless_trusted(tmp_path):
     assert isinstance(_load_checkpoint(str(path))['extra'], Payload)
 
 
+class SystemCall:
+    """Unpickled, runs a shell command: the audit's code-execution payload."""
+
+    def __reduce__(self):
+        return os.system, ('echo pwned',)
+
+
+class EvalCall:
+    def __reduce__(self):
+        return eval, ('print("pwned")',)
+
+
+class SubprocessCall:
+    def __reduce__(self):
+        import subprocess
+        return subprocess.call, (['echo', 'pwned'],)
+
+
+@pytest.mark.parametrize('payload, called', [
+    (SystemCall(), f'{os.system.__module__}.system'),  # posix.system on Linux
+    (EvalCall(), 'eval'), (SubprocessCall(), r'(subprocess|commands)\.call')])
+def test_a_code_execution_payload_is_named_and_never_offered_trust(tmp_path, capfd, payload,
+                                                                   called):
+    """torch words a global of a module it blocks (os, posix, nt, sys) in lower case
+    ('unsupported GLOBAL ... is blocked'), others as 'Unsupported global': either way the
+    refusal names what the file would call, without torch's long text and without offering
+    --trust-checkpoint, which would run it. Pickle writes subprocess.call as commands.call."""
+    path = tmp_path / 'payload.pth'
+    torch.save({'state_dict': {}, 'meta': payload}, path)
+    with pytest.raises(CheckpointError, match=rf'^{path} would call {called} when loaded: a '
+                       'code-execution payload') as refused:
+        _load_checkpoint(str(path))
+    message = str(refused.value)
+    assert '--trust-checkpoint' not in message and 'if you trust' not in message
+    assert 'Weights only load failed' not in message and '\n' not in message
+    assert 'pwned' not in capfd.readouterr().out
+
+
+def test_an_unknown_harmless_global_keeps_the_trust_advice_in_words_every_tool_takes(tmp_path):
+    """A numpy dtype runs no code: the refusal names it and offers --trust-checkpoint in words
+    true for every tool, where only tools/train.py takes the file after the flag (tools/test.py
+    and the converters take a bare flag)."""
+    path = tmp_path / 'dtype.pth'
+    torch.save({'state_dict': {}, 'meta': np.dtype('float32')}, path)
+    with pytest.raises(CheckpointError, match=r'dtype.pth holds pickled Python objects .*'
+                       r'numpy\.dtype.*if you trust its origin, pass --trust-checkpoint '
+                       r'\(tools/train\.py takes the file with it: --trust-checkpoint '
+                       r'\S*dtype\.pth\)$'):
+        _load_checkpoint(str(path))
+
+
 def test_truncated_and_missing_checkpoints_are_named(tmp_path):
     path = tmp_path / 'truncated.pth'
     torch.save({'w': torch.zeros(1000)}, path)

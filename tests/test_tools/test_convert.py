@@ -492,7 +492,8 @@ def test_reference_vit_converts_and_fine_tunes_at_224(tmp_path, convert, release
     # The hint is one this tool takes: the converters' flag is bare, only tools/train.py
     # takes a file ('pass --trust-checkpoint FILE' would be refused by argparse here).
     with pytest.raises(CheckpointError, match=r'Namespace.*if you trust its origin, pass '
-                       r'--trust-checkpoint \(to tools/train\.py: --trust-checkpoint '
+                       r'--trust-checkpoint \(tools/train\.py takes the file with it: '
+                       r'--trust-checkpoint '
                        rf'{reference}\)\. An argparse\.Namespace .*from_reference\.py'):
         convert(tmp_path, reference, 'vit')
     out, converted = convert(tmp_path, reference, 'vit', '--trust-checkpoint')
