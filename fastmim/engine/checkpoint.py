@@ -168,10 +168,12 @@ def _load_file(path, map_location, name, trust_as, hint):
                 f'{name} would call {refused_global} when loaded: a code-execution payload, '
                 'refused without running it. Do not load this file; take the checkpoint '
                 'from a source you trust') from None
-        what = ('holds pickled Python objects that weights-only loading refuses'
-                if refused_global else
-                'is not a readable checkpoint (corrupt, or pickled in a way weights-only '
-                'loading refuses)')
+        if refused_global:  # named without torch's advice to allowlist it in Python
+            what, reason = ('holds pickled Python objects that weights-only loading refuses',
+                            f'Unsupported global {refused_global}')
+        else:
+            what = ('is not a readable checkpoint (corrupt, or pickled in a way weights-only '
+                    'loading refuses)')
         raise CheckpointError(
             f'{name} {what} ({reason}). Loading it fully would let the file run arbitrary '
             f'code; if you trust its origin, pass --trust-checkpoint (tools/train.py takes '

@@ -111,8 +111,9 @@ def test_an_unknown_harmless_global_keeps_the_trust_advice_in_words_every_tool_t
     and the converters take a bare flag)."""
     path = tmp_path / 'dtype.pth'
     torch.save({'state_dict': {}, 'meta': np.dtype('float32')}, path)
-    with pytest.raises(CheckpointError, match=r'dtype.pth holds pickled Python objects .*'
-                       r'numpy\.dtype.*if you trust its origin, pass --trust-checkpoint '
+    with pytest.raises(CheckpointError, match=r'dtype.pth holds pickled Python objects that '
+                       r'weights-only loading refuses \(Unsupported global numpy\.dtype\)\. '
+                       r'.*if you trust its origin, pass --trust-checkpoint '
                        r'\(tools/train\.py takes the file with it: --trust-checkpoint '
                        r'\S*dtype\.pth\)$'):
         _load_checkpoint(str(path))
