@@ -43,7 +43,7 @@ def read_records(path: Union[str, Path]) -> List[dict]:
     """The records of one scalars file. A last line cut short (a run killed while writing it,
     or one still writing) is left out with a note; any other line that is not JSON is an error
     naming the file and the line."""
-    lines = Path(path).read_text().splitlines()
+    lines = _read_text(path).splitlines()
     last = max((number for number, line in enumerate(lines, 1) if line.strip()), default=0)
     records = []
     for number, line in enumerate(lines, 1):
@@ -56,6 +56,22 @@ def read_records(path: Union[str, Path]) -> List[dict]:
                 raise LaunchError(f'{path}, line {number}: not a JSON record ({error})') from None
             print(f'{path}: its last line is cut short; left out', file=sys.stderr)
     return records
+
+
+def _read_text(path: Union[str, Path]) -> str:
+    """The text of a scalars file; a binary file (a checkpoint given instead of the log: JSON
+    text holds no NUL byte) or one that is not UTF-8 is an error naming it and what is
+    expected."""
+    data = Path(path).read_bytes()
+    expected = (f"expected mmengine's <work_dir>/<timestamp>/{SCALARS.as_posix()}, one JSON "
+                'record per line')
+    if b'\0' in data:
+        raise LaunchError(f'{path}: a binary file (a checkpoint?), not a scalars log; {expected}')
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError as error:
+        raise LaunchError(f'{path}: not UTF-8 text (byte {data[error.start]:#04x} at offset '
+                          f'{error.start}), not a scalars log; {expected}') from None
 
 
 def training_history(files: Iterable[Union[str, Path]]) -> List[Tuple[int, dict]]:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fastmim.cli import run_cli
 
@@ -94,6 +95,10 @@ def test_an_iteration_based_run_has_no_epochs(analyze_logs, tmp_path):
         's_per_iter': 3.0}
 
 
+EXPECTED_LOG = ("expected mmengine's <work_dir>/<timestamp>/vis_data/scalars.json, one JSON "
+                'record per line')
+
+
 @pytest.mark.parametrize('make, argv, fragments', [
     (lambda path: path.mkdir(), ['plot_curve', '{path}'],
      ['no scalars.json found in {path}/vis_data/scalars.json', '{path}/<timestamp>/']),
@@ -103,6 +108,13 @@ def test_an_iteration_based_run_has_no_epochs(analyze_logs, tmp_path):
      ["no scalar 'los' in the log; it has accuracy/top1, data_time, loss, lr, time"]),
     (lambda path: write_run(path, '20261206_100000', [{'iter': 1, 'loss': 1.0, 'step': 1}]),
      ['cal_train_time', '{path}'], ["no training record has 'time'", 'have iter, loss, step']),
+    # A checkpoint or other binary file, and text that is not UTF-8, ended in a
+    # UnicodeDecodeError traceback.
+    (lambda path: torch.save({'state_dict': {'w': torch.ones(4)}}, path),
+     ['plot_curve', '{path}'],
+     ['{path}: a binary file (a checkpoint?), not a scalars log', EXPECTED_LOG]),
+    (lambda path: path.write_bytes(b'{"loss": 1.0, "note": "caf\xe9"}\n'),
+     ['cal_train_time', '{path}'], ['{path}: not UTF-8 text', EXPECTED_LOG]),
 ])
 def test_errors_are_one_line(analyze_logs, tmp_path, capsys, make, argv, fragments):
     path = tmp_path / 'work'
