@@ -20,6 +20,7 @@ from fastmim.engine.launcher_env import launched_local_rank
 from fastmim.engine.process_group import shutdown_distributed
 from fastmim.errors import LaunchError
 from fastmim.file_checks import file_in_the_way
+from fastmim.fileio import format_size
 from fastmim.run_log import log_to_files, rank_log_pattern
 
 
@@ -195,6 +196,26 @@ def refuse_overwriting_input(out, source, out_name='OUT', source_name='CHECKPOIN
     if osp.exists(out) and osp.exists(source) and osp.samefile(out, source):
         raise ValueError(f'{out_name} {out} is {source_name} itself: writing it would replace '
                          f'the original; give another {out_name}')
+
+
+def add_overwrite_arg(parser, what='OUT'):
+    """``--overwrite``: the consent :func:`refuse_an_existing_output` asks for."""
+    parser.add_argument('--overwrite', action='store_true',
+                        help=f'replace an existing {what} (refused without it)')
+
+
+def refuse_an_existing_output(path, overwrite, flag='OUT', held=None):
+    """Refuse a file at ``path`` unless ``--overwrite`` was given, before any work: a
+    converter's two positionals in the wrong order (``to_timm.py epoch_8.pth epoch_7.pth``)
+    replaced a training checkpoint by the converted file, exit 0. ``flag``: the name the line
+    gives ``path`` (None: the path alone); ``held``: what the file holds, where the caller
+    knows (else its size, which tells a checkpoint from a converted file). A folder at
+    ``path`` is left to the writer's own refusal (:func:`check_output_file`)."""
+    if overwrite or not osp.isfile(path):
+        return
+    name = f'{flag} {path}' if flag else path
+    held = f'({format_size(osp.getsize(path))})' if held is None else held
+    raise FileExistsError(f'{name} exists {held}: pass --overwrite to replace it')
 
 
 def positive_int(text):

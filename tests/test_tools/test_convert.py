@@ -708,6 +708,36 @@ def test_converters_refuse_to_write_over_their_input(tmp_path, load_script, tool
 @pytest.mark.parametrize('tool, extra', [('to_timm.py', []),
                                          ('from_reference.py', ['--backbone', 'vit']),
                                          ('from_timm.py', ['--model-name', 'resnet18'])])
+def test_converters_refuse_an_existing_out_without_overwrite(tmp_path, load_script, tool, extra):
+    """``to_timm.py epoch_8.pth epoch_7.pth`` (the arguments' order slipped) replaced a training
+    checkpoint by the converted file. An existing OUT is refused, naming it and its size, before
+    the input is read (it is not there); ``--overwrite`` lets the tool go on to read it."""
+    out = tmp_path / 'epoch_7.pth'
+    torch.save({'state_dict': {'w': torch.ones(1)}, 'meta': {}}, out)
+    original = out.read_bytes()
+    missing = tmp_path / 'epoch_8.pth'
+    with pytest.raises(FileExistsError, match=rf'^OUT {re.escape(str(out))} exists \(\d+.*B\): '
+                                              'pass --overwrite to replace it'):
+        load_script(TOOLS / tool).main([str(missing), str(out), *extra])
+    assert out.read_bytes() == original
+    with pytest.raises((FileNotFoundError, CheckpointError)):
+        load_script(TOOLS / tool).main([str(missing), str(out), *extra, '--overwrite'])
+    assert out.read_bytes() == original
+
+
+def test_to_timm_refuses_an_existing_safetensors_copy(tmp_path, to_timm):
+    """``--safetensors`` writes a second file beside OUT: an existing one is refused too."""
+    aside = tmp_path / 'out.safetensors'
+    aside.write_bytes(b'kept')
+    with pytest.raises(FileExistsError, match=rf'^OUT {re.escape(str(aside))} exists'):
+        to_timm.main([str(tmp_path / 'weights.pth'), str(tmp_path / 'out.pth'),
+                      '--safetensors'])
+    assert aside.read_bytes() == b'kept'
+
+
+@pytest.mark.parametrize('tool, extra', [('to_timm.py', []),
+                                         ('from_reference.py', ['--backbone', 'vit']),
+                                         ('from_timm.py', ['--model-name', 'resnet18'])])
 @pytest.mark.parametrize('out, message', [('exports/', 'is a folder; expected a file name'),
                                           ('new/', "ends in '/', so names a folder")])
 def test_converters_name_an_out_folder_before_reading(tmp_path, load_script, tool, extra, out,

@@ -209,6 +209,11 @@ def test_upernet_is_counted_whole(get_flops, capsys):
     (['fastmim::finetune/no_such.py'], 'no_such.py'),
     (['projects/detection/configs/no_such_mask_rcnn.py'], 'no_such_mask_rcnn.py'),
     ([VIT_B_FT, '--cfg-options', 'model.backbone.no_such_arg=1'], 'no_such_arg'),
+    # mmpretrain's spelling reached timm as an unexpected keyword of its constructor.
+    (['configs/fastmim/demo_vit_tiny_embedded.py', '--cfg-options',
+      'model.backbone.arch.embed_dims=96'],
+     "arch dict {'embed_dim': 192, 'depth': 6, 'num_heads': 3, 'embed_dims': 96} has unknown "
+     "keys ['embed_dims'] (did you mean 'embed_dim'?)"),
 ])
 def test_errors_are_one_line(get_flops, capsys, argv, message):
     with pytest.raises(SystemExit):

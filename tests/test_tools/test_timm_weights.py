@@ -147,7 +147,8 @@ def tiny_timm_state():
 @pytest.fixture(scope='module')
 def convert(from_timm):
     """``convert(tmp_path, state, *options, suffix='.pth')``: ``state`` saved and converted by
-    tools/convert/from_timm.py as resnet10t with 10 classes; the output loaded."""
+    tools/convert/from_timm.py as resnet10t with 10 classes into ``tmp_path/out.pth`` (a call
+    after the first replaces it: ``--overwrite``); the output loaded."""
     def run(tmp_path, state, *options, suffix='.pth'):
         weights = tmp_path / f'weights{suffix}'
         if suffix == '.safetensors':
@@ -157,7 +158,7 @@ def convert(from_timm):
             torch.save(state, weights)
         out = tmp_path / 'out.pth'
         from_timm.main([str(weights), str(out), '--model-name', 'resnet10t', '--num-classes',
-                        '10', *options])
+                        '10', '--overwrite', *options])
         return torch.load(out, weights_only=True)
     return run
 

@@ -1,7 +1,7 @@
 """Convert a checkpoint of the reference release (ggjy/FastMIM.pytorch) to a fastmim checkpoint.
 
     .venv/bin/python tools/convert/from_reference.py CHECKPOINT OUT --backbone {vit,swin,pvtv2,cmt}
-        [--img-size N] [--num-heads N [N ...]] [--trust-checkpoint]
+        [--img-size N] [--num-heads N [N ...]] [--overwrite] [--trust-checkpoint]
 
 The release saves MAE-style files, ``{'model': state_dict, 'optimizer', 'epoch', 'args', ...}``:
 the ViT encoder at the top level (``cls_token``, ``pos_embed``, ``patch_embed.proj``,
@@ -42,8 +42,8 @@ if __name__ == '__main__':  # a missing CHECKPOINT is refused before fastmim imp
     refuse_a_missing_checkpoint(sys.argv[1:], 0)
 
 from fastmim.cli import (  # noqa: E402
-    add_debug_arg, add_trust_checkpoint_arg, check_output_file, positive_int,
-    refuse_overwriting_input)
+    add_debug_arg, add_overwrite_arg, add_trust_checkpoint_arg, check_output_file, positive_int,
+    refuse_an_existing_output, refuse_overwriting_input)
 # The published recipe of each backbone type: its fine-tuning config is the one whose classifier
 # a converted fine-tuned file fits (a generic hint for a backbone without one).
 from fastmim.recipes import RECIPES  # noqa: E402
@@ -68,6 +68,7 @@ def parse_args(argv):
                         'number, default embed_dim // 64; PVTv2: one per stage, default from '
                         'the published size with these shapes; Swin, CMT: must agree with the '
                         'weights)')
+    add_overwrite_arg(parser)
     add_trust_checkpoint_arg(parser)
     add_debug_arg(parser)
     return parser.parse_args(argv)
@@ -84,6 +85,7 @@ def main(argv):
 
     check_output_file(args.out, 'OUT', folders_made=True)
     refuse_overwriting_input(args.out, args.checkpoint)
+    refuse_an_existing_output(args.out, args.overwrite)
     if args.trust_checkpoint:
         trust_checkpoint(args.checkpoint)
     checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')

@@ -1,7 +1,7 @@
 """Convert the weights of a timm classifier to a fastmim ImageClassifier checkpoint.
 
     .venv/bin/python tools/convert/from_timm.py WEIGHTS OUT --model-name TIMM_MODEL
-        [--match-by-order] [--num-classes N] [--trust-checkpoint]
+        [--match-by-order] [--num-classes N] [--overwrite] [--trust-checkpoint]
 
 WEIGHTS holds the state dict of the whole timm classifier ``TIMM_MODEL``: a ``.pth`` / ``.bin``
 file (loaded with ``weights_only=True``; a dict that wraps the weights under ``'state_dict'`` or
@@ -36,8 +36,8 @@ if __name__ == '__main__':  # a missing WEIGHTS is refused before fastmim import
     refuse_a_missing_checkpoint(sys.argv[1:], 0)
 
 from fastmim.cli import (  # noqa: E402
-    add_debug_arg, add_trust_checkpoint_arg, check_output_file, positive_int,
-    refuse_overwriting_input)
+    add_debug_arg, add_overwrite_arg, add_trust_checkpoint_arg, check_output_file, positive_int,
+    refuse_an_existing_output, refuse_overwriting_input)
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from out_name import check_out_name  # noqa: E402  (beside this file, shared by the converters)
@@ -58,6 +58,7 @@ def parse_args(argv):
     parser.add_argument('--num-classes', type=positive_int, default=None,
                         help="classes of the classifier in WEIGHTS (default: the timm model's, "
                         'usually 1000)')
+    add_overwrite_arg(parser)
     add_trust_checkpoint_arg(parser, 'WEIGHTS')
     add_debug_arg(parser)
     return parser.parse_args(argv)
@@ -296,6 +297,7 @@ def main(argv):
 
     check_output_file(args.out, 'OUT', folders_made=True)
     refuse_overwriting_input(args.out, args.weights, source_name='WEIGHTS')
+    refuse_an_existing_output(args.out, args.overwrite)
     check_model_name(args.model_name)
     if args.trust_checkpoint:
         trust_checkpoint(args.weights)

@@ -29,7 +29,8 @@ if __name__ == '__main__':  # a missing CHECKPOINT is refused before fastmim imp
     refuse_a_missing_checkpoint(sys.argv[1:], 0)
 
 from fastmim.cli import (  # noqa: E402
-    add_debug_arg, add_trust_checkpoint_arg, check_output_file, refuse_overwriting_input)
+    add_debug_arg, add_overwrite_arg, add_trust_checkpoint_arg, check_output_file,
+    refuse_an_existing_output, refuse_overwriting_input)
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from out_name import check_out_name  # noqa: E402  (beside this file, shared by the converters)
@@ -56,8 +57,7 @@ def parse_args(argv):
     parser.add_argument('checkpoint', help='fastmim checkpoint (pre-training or fine-tuned)')
     parser.add_argument('out', help='output name ending in .pth; the file is written as '
                         '<OUT without .pth>-<first 8 hex digits of its sha256>.pth')
-    parser.add_argument('--overwrite', action='store_true',
-                        help='replace a file of the final name whose content differs')
+    add_overwrite_arg(parser, 'file of the final name whose content differs')
     add_trust_checkpoint_arg(parser)
     add_debug_arg(parser)
     return parser.parse_args(argv)
@@ -109,10 +109,10 @@ def should_write(final, digest, source, overwrite):
         return True
     if osp.isfile(final) and file_sha256(final) == digest:
         return False
-    if not overwrite:
-        raise FileExistsError(f'{final} exists with other content than the file to publish '
-                              '(its name says which content it should have: a copy cut off, '
-                              'or edited since?); pass --overwrite to replace it')
+    refuse_an_existing_output(final, overwrite, flag=None,
+                              held='with other content than the file to publish (its name '
+                              'says which content it should have: a copy cut off, or edited '
+                              'since?)')
     refuse_overwriting_input(final, source)
     return True
 

@@ -1,7 +1,7 @@
 """Convert a fastmim checkpoint (pre-training or fine-tuned) to a plain timm state dict.
 
     .venv/bin/python tools/convert/to_timm.py CHECKPOINT OUT [--arch TIMM_MODEL] [--safetensors]
-        [--trust-checkpoint]
+        [--overwrite] [--trust-checkpoint]
 
 fastmim's ViT, Swin and PVTv2 backbones subclass timm's models, so their weights already carry
 timm names: the conversion strips the ``backbone.`` prefix, maps a classifier
@@ -40,7 +40,7 @@ from out_name import check_out_name  # noqa: E402  (beside this file, shared by 
 
 
 def parse_args(argv):
-    from fastmim.cli import add_debug_arg, add_trust_checkpoint_arg
+    from fastmim.cli import add_debug_arg, add_overwrite_arg, add_trust_checkpoint_arg
     parser = argparse.ArgumentParser(description='fastmim checkpoint -> timm state dict')
     parser.add_argument('checkpoint', help='fastmim checkpoint (pre-training or fine-tuned)')
     parser.add_argument('out', help='output file (torch.save of a dict of tensors)')
@@ -48,6 +48,7 @@ def parse_args(argv):
                         'e.g. vit_base_patch16_224 or swin_base_patch4_window7_224')
     parser.add_argument('--safetensors', action='store_true',
                         help='also write OUT with the suffix .safetensors')
+    add_overwrite_arg(parser, 'OUT (and its .safetensors copy)')
     add_trust_checkpoint_arg(parser)
     add_debug_arg(parser)
     return parser.parse_args(argv)
@@ -299,6 +300,16 @@ def write_safetensors_aside(plain, path):
     return temporary
 
 
+def safetensors_path(out):
+    """Where ``--safetensors`` writes the copy of ``out``: beside it, the suffix replaced."""
+    return osp.splitext(out)[0] + '.safetensors'
+
+
+def paths_written(out, safetensors):
+    """The files a conversion writes."""
+    return [out, safetensors_path(out)] if safetensors else [out]
+
+
 def save(state, out, safetensors):
     """``torch.save`` of plain contiguous tensors (atomic for local files), plus a safetensors
     copy: both files are written, or neither is changed."""
@@ -306,7 +317,7 @@ def save(state, out, safetensors):
     from fastmim.fileio import mode_for_new_file
 
     plain = {key: value.detach().clone().contiguous() for key, value in state.items()}
-    safetensors_out = osp.splitext(out)[0] + '.safetensors'
+    safetensors_out = safetensors_path(out)
     temporary = write_safetensors_aside(plain, safetensors_out) if safetensors else None
     try:
         save_checkpoint_file(plain, out)
@@ -339,7 +350,8 @@ def main(argv):
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
     import fastmim.models  # noqa: F401
     from fastmim.engine.checkpoint import trust_checkpoint
-    from fastmim.cli import check_output_file, refuse_overwriting_input
+    from fastmim.cli import (
+        check_output_file, refuse_an_existing_output, refuse_overwriting_input)
     from fastmim.models.utils.load_problems import top_level_names
 
     # With --safetensors the copy replaced such an OUT under the same name, 'written' twice.
@@ -347,6 +359,8 @@ def main(argv):
                    f'{osp.splitext(osp.basename(args.out))[0]}.safetensors copy beside it')
     check_output_file(args.out, 'OUT', folders_made=True)
     refuse_overwriting_input(args.out, args.checkpoint)
+    for out in paths_written(args.out, args.safetensors):
+        refuse_an_existing_output(out, args.overwrite)
     if args.arch:
         check_arch(args.arch)
     if args.trust_checkpoint:

@@ -1,5 +1,7 @@
 """Backbone sizes: a published name (``'b'``, ``'base'``, ``'b2'``) or a dict of widths."""
-from typing import Dict, Mapping, Optional, Sequence, Union
+import difflib
+import inspect
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 
 def resolve_arch(owner: str,
@@ -29,9 +31,25 @@ def resolve_arch(owner: str,
     unknown = (sorted(set(arch) - set(required_keys) - set(optional_keys))
                if optional_keys is not None else [])
     if missing or unknown:
+        close = {key: difflib.get_close_matches(key, [*required_keys, *optional_keys], n=1)
+                 for key in unknown}
+        hint = ', '.join(f'{matches[0]!r} for {key!r}' if len(close) > 1 else repr(matches[0])
+                         for key, matches in close.items() if matches)
         problems = ([f'lacks keys {missing}'] if missing else []) + (
-            [f'has unknown keys {unknown}'] if unknown else [])
+            [f'has unknown keys {unknown}' + (f' (did you mean {hint}?)' if hint else '')]
+            if unknown else [])
         optional = f' (optionally {list(optional_keys)})' if optional_keys else ''
         raise ValueError(f'{owner}: arch dict {dict(arch)} ' + ' and '.join(problems)
                          + f'; expected keys {list(required_keys)}{optional}')
     return dict(arch)
+
+
+def timm_arch_keys(timm_class: type, fixed: Sequence[str]) -> Tuple[str, ...]:
+    """The keyword arguments of ``timm_class``'s constructor less ``fixed`` (those the backbone
+    sets): what an arch dict may add to its sizes (``mlp_ratio``, ``qkv_bias``), which the
+    backbone hands to timm. A key outside them would reach timm as ``TypeError: __init__() got
+    an unexpected keyword argument``, naming neither the arch dict nor the key meant."""
+    parameters = inspect.signature(timm_class.__init__).parameters.values()
+    return tuple(parameter.name for parameter in parameters
+                 if parameter.name not in ('self', *fixed)
+                 and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY))

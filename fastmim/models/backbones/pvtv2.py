@@ -19,6 +19,7 @@ from fastmim.models.utils.shape_reading import (build_matching, count_indices, m
                                                 require_keys, tensor_at)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
+from ._arch import timm_arch_keys
 from .base import (check_drop_path_rate, normalise_out_indices, plain, reject_fixed_arguments,
                    staged_layer_id)
 
@@ -34,6 +35,8 @@ ARCHS = {
 }
 ARCH_KEYS = ('depths', 'embed_dims', 'num_heads')
 FIXED_TIMM_ARGS = ('num_classes', 'global_pool')
+# What an arch dict may add to ARCH_KEYS: the other arguments of timm's model.
+ARCH_OPTIONAL_KEYS = timm_arch_keys(TimmPyramidVisionTransformerV2, (*FIXED_TIMM_ARGS, *ARCH_KEYS))
 # Per-stage settings: timm indexes them by stage without checking their length (a single
 # number for num_heads, sr_ratios or mlp_ratios is timm's, for every stage).
 STAGE_KEYS = ('embed_dims', 'num_heads', 'sr_ratios', 'mlp_ratios')
@@ -41,8 +44,10 @@ STAGE_KEYS = ('embed_dims', 'num_heads', 'sr_ratios', 'mlp_ratios')
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
     """Widths and depths of a published size (``'b0'`` ... ``'b5'``, ``'b2_li'``) or a dict
-    (``sr_ratios``, ``mlp_ratios`` and ``linear`` may be added)."""
-    settings = resolve_named_arch('PyramidVisionTransformerV2', arch, ARCHS, ARCH_KEYS)
+    (``sr_ratios``, ``mlp_ratios``, ``linear`` and the other arguments of timm's model may be
+    added: :data:`ARCH_OPTIONAL_KEYS`)."""
+    settings = resolve_named_arch('PyramidVisionTransformerV2', arch, ARCHS, ARCH_KEYS,
+                                  optional_keys=ARCH_OPTIONAL_KEYS)
     stages = len(settings['depths'])
     for key in STAGE_KEYS:
         if isinstance(settings.get(key), (list, tuple)) and len(settings[key]) != stages:

@@ -40,6 +40,7 @@ from fastmim.models.utils.shape_reading import (build_matching, check_given_size
                                                 single_value, square_side)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
+from ._arch import timm_arch_keys
 from .base import check_drop_path_rate, normalise_out_indices, reject_fixed_arguments
 from .beit_relative_position import RelativePositionBiasBlock, fit_relative_position_bias_table
 from .plain_vit import (PLAIN_VIT_TIMM_ARGS, PlainViTBackbone, check_head_width, fit_pos_embed,
@@ -59,14 +60,17 @@ EMBED_INITS = ('timm', 'mae')
 # kept and the position embedding is resized here, so timm must not be told otherwise.
 FIXED_TIMM_ARGS = ('num_classes', 'global_pool', 'class_token', 'reg_tokens', 'no_embed_class',
                    'pos_embed', 'dynamic_img_size', 'dynamic_img_pad', 'patch_drop_rate')
+# What an arch dict may add to ARCH_KEYS: the other arguments of timm's model.
+ARCH_OPTIONAL_KEYS = timm_arch_keys(TimmVisionTransformer, (*FIXED_TIMM_ARGS, *ARCH_KEYS))
 
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
     """Widths and depth of a published size (``'s'``, ``'b'``, ``'l'``) or of a custom dict
-    (``mlp_ratio`` and other timm arguments may be added)."""
+    (``mlp_ratio`` and the other arguments of timm's model may be added:
+    :data:`ARCH_OPTIONAL_KEYS`)."""
     return check_head_width(
         'VisionTransformer', resolve_named_arch('VisionTransformer', arch, ARCHS, ARCH_KEYS,
-                                                ARCH_ALIASES))
+                                                ARCH_ALIASES, optional_keys=ARCH_OPTIONAL_KEYS))
 
 
 def sincos_2d_pos_embed(embed_dim: int,

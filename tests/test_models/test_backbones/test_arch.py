@@ -58,3 +58,36 @@ def test_eva02_arch_dict_whose_heads_the_rotary_embedding_cannot_split():
     with pytest.raises(ValueError, match=r'EVA02: arch embed_dim 40 / num_heads 4 = 10 channels '
                        r'per head, not a multiple of 4'):
         MODELS.build(dict(type='EVA02', arch=dict(embed_dim=40, depth=1, num_heads=4)))
+
+
+def test_an_unknown_key_names_the_close_known_one():
+    with pytest.raises(ValueError, match=r"has unknown keys \['widht'\] \(did you mean "
+                                         r"'width'\?\); expected keys \['width', 'depth'\] "
+                                         r"\(optionally \['ratio'\]\)"):
+        resolve_arch('Net', dict(width=8, depth=2, widht=4), ARCHS, ('width', 'depth'),
+                     optional_keys=('ratio', ))
+
+
+@pytest.mark.parametrize('backbone, arch, key, close', [
+    ('VisionTransformer', dict(embed_dim=32, depth=2, num_heads=2), 'embed_dims', 'embed_dim'),
+    ('SwinTransformer', dict(embed_dim=16, depths=(1, 1), num_heads=(1, 2)), 'mlp_ration',
+     'mlp_ratio'),
+    ('PyramidVisionTransformerV2', dict(depths=(1, 1), embed_dims=(16, 32), num_heads=(1, 2)),
+     'sr_ratio', 'sr_ratios')])
+def test_timm_backbones_refuse_an_arch_key_their_timm_model_does_not_take(backbone, arch, key,
+                                                                          close):
+    """``--cfg-options model.backbone.arch.embed_dims=96`` (mmpretrain's spelling) reached timm
+    as ``TypeError: __init__() got an unexpected keyword argument 'embed_dims'``, naming
+    neither arch nor embed_dim."""
+    with pytest.raises(ValueError, match=rf"{backbone}: arch dict .* has unknown keys "
+                                         rf"\['{key}'\] \(did you mean '{close}'\?\)"):
+        MODELS.build(dict(type=backbone, arch={**arch, key: 2}, out_indices=(1, )))
+
+
+@pytest.mark.parametrize('backbone, arch', [
+    ('VisionTransformer', dict(embed_dim=32, depth=2, num_heads=2, mlp_ratio=2., qkv_bias=False)),
+    ('SwinTransformer', dict(embed_dim=16, depths=(1, 1), num_heads=(1, 2), mlp_ratio=2.)),
+    ('PyramidVisionTransformerV2', dict(depths=(1, 1), embed_dims=(16, 32), num_heads=(1, 2),
+                                        sr_ratios=(2, 1), linear=True))])
+def test_timm_arguments_in_an_arch_dict_still_build(backbone, arch):
+    MODELS.build(dict(type=backbone, arch=arch, out_indices=(1, )))
