@@ -89,3 +89,29 @@ def test_a_config_without_the_resume_checks_hook_still_refuses(tmp_path, tiny_pr
     runner._hooks = [hook for hook in runner.hooks if type(hook).__name__ != 'ResumeChecksHook']
     with pytest.raises(CheckpointError, match=r'gives the FastMIM only mask_token'):
         runner.train()
+
+
+def test_train_py_refuses_a_load_from_of_unrelated_weights(tmp_path):
+    """The run trained from random weights with exit status 0, the 'missing keys' printed to
+    stdout only."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+    root = Path(__file__).resolve().parents[2]
+    path = tmp_path / 'other.safetensors'
+    save_file({'foo.weight': torch.zeros(3)}, str(path))
+    env = {**os.environ, 'PYTHONPATH': str(root)}
+    env.pop('FASTMIM_DEBUG', None)
+    result = subprocess.run(
+        [sys.executable, str(root / 'tools' / 'train.py'),
+         'configs/fastmim/demo_vit_tiny_embedded.py', '--work-dir', str(tmp_path / 'work'),
+         '--cfg-options', f'load_from={path}', 'train_dataloader.num_workers=0',
+         'train_dataloader.persistent_workers=False'],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert (f'error: CheckpointError: {path} gives the FastMIM none of its weights (load_from)'
+            in result.stderr)
+    assert not list((tmp_path / 'work').glob('*.pth'))
