@@ -2,9 +2,8 @@
 cluster's shared file system): the Python they run under (:func:`refuse_a_python_without_the_stack`),
 the config files of the command line, the checkpoint a tool reads (a missing file, a folder, a
 zip archive cut short), and (``tools/train.py``) whether ``--resume``'s file holds anything to
-resume. The launchers ask it
-about their config and train.py's ``--resume`` file (``tools/launch_checks.sh``,
-:data:`LAUNCHER_CHECKS`) before they start their processes.
+resume. The launchers ask it about their config and train.py's ``--resume`` file
+(``tools/launch_checks.sh``, :data:`LAUNCHER_CHECKS`) before they start their processes.
 
 Importing this module puts the checkout that holds it first on ``sys.path``
 (:func:`put_this_checkout_first`): the tools run their own checkout's fastmim.
@@ -101,8 +100,9 @@ def refuse_a_missing_checkpoint(argv, position, pointer_taken=False):
     the checkpoints in it) or nothing (with the newest checkpoints beside it). A URL or other
     ``scheme://`` / ``package::`` path is left to the loader, and so is anything the loader
     reads further (an empty file, ``last_checkpoint``), except a zip archive cut short
-    (:func:`cut_off_archive`), which the loader's launch check also reads. ``pointer_taken``: the tool also takes
-    a work dir's ``last_checkpoint`` (``tools/test.py``), which a folder's line then names."""
+    (:func:`cut_off_archive`), which the loader's launch check also reads. ``pointer_taken``:
+    the tool also takes a work dir's ``last_checkpoint`` (``tools/test.py``), which a folder's
+    line then names."""
     refuse_a_python_without_the_stack()
     checkpoint = None if left_to_the_tool(argv) else positional(argv, position)
     if not checkpoint or '://' in checkpoint or '::' in checkpoint:
@@ -250,9 +250,9 @@ def flag_value(argv, flag):
 
 def refuse_resuming_weights_only(argv):
     """End the process (status 1) when ``--resume CKPT`` names a file cut short or one that
-    holds weights only (:func:`weights_only_resume`). The full check (``ResumeChecksHook``, whose advice this
-    line gives) refuses it only once the Runner is built, half a minute later, with the log
-    folder and config copy written in the work dir."""
+    holds weights only (:func:`weights_only_resume`). The full check (the loader's, and
+    ``ResumeChecksHook``, whose advice this line gives) refuses it only once the Runner is
+    built, half a minute later, with the log folder and config copy written in the work dir."""
     problem = weights_only_resume(argv)
     if problem:
         print(f'error: CheckpointError: {problem}', file=sys.stderr)
@@ -262,16 +262,16 @@ def refuse_resuming_weights_only(argv):
 def weights_only_resume(argv):
     """Why ``--resume CKPT`` of ``tools/train.py``'s ``argv`` cannot resume, where CKPT is a
     zip archive cut short (:func:`cut_off_archive`) or holds weights only
-    (:func:`holds_weights_only`: a published, converted or exported file); '' otherwise. Only where the flags are the whole story (:func:`left_to_the_tool`); a file that
-    is not plainly weights-only is left to the full check."""
+    (:func:`holds_weights_only`: a published, converted or exported file); '' otherwise.
+    Only where the flags are the whole story (:func:`left_to_the_tool`); a file that is not
+    plainly weights-only is left to the full check."""
     checkpoint = None if left_to_the_tool(argv) else flag_value(argv, '--resume')
     if not checkpoint:
         return ''
     path = osp.expanduser(checkpoint)
-    if cut_off_archive(path):
-        return cut_off_archive(path)
-    if not holds_weights_only(path):
-        return ''
+    cut_off = cut_off_archive(path)
+    if cut_off or not holds_weights_only(path):
+        return cut_off
     return (f'{checkpoint} holds weights only, without the state of the run that wrote them '
             f'(no {", ".join(RUN_STATE_KEYS)}): a published, converted or exported file. '
             '--resume continues a run from that state: resume from the run\'s latest '
