@@ -1,9 +1,9 @@
 """What the tools check before they import fastmim, mmengine and torch (seconds; more from a
 cluster's shared file system): the Python they run under (:func:`refuse_a_python_without_the_stack`),
-the config files of the command line, the checkpoint a tool reads (a missing file, a folder), and
-(``tools/train.py``) whether ``--resume``'s file holds anything to resume. The launchers ask it
-about their config and train.py's ``--resume`` file (``tools/launch_checks.sh``,
-:data:`LAUNCHER_CHECKS`) before they start their processes.
+the config files of the command line, the checkpoint a tool reads (a missing file, a folder, a
+zip archive cut short), and (``tools/train.py``) whether ``--resume``'s file holds anything to
+resume. The launchers ask it about their config and train.py's ``--resume`` file
+(``tools/launch_checks.sh``, :data:`LAUNCHER_CHECKS`) before they start their processes.
 
 Importing this module puts the checkout that holds it first on ``sys.path``
 (:func:`put_this_checkout_first`): the tools run their own checkout's fastmim.
@@ -99,13 +99,16 @@ def refuse_a_missing_checkpoint(argv, position, pointer_taken=False):
     positional ``position`` of ``argv`` (:func:`positional`) is no file: a folder (named with
     the checkpoints in it) or nothing (with the newest checkpoints beside it). A URL or other
     ``scheme://`` / ``package::`` path is left to the loader, and so is anything the loader
-    reads further (an empty file, ``last_checkpoint``). ``pointer_taken``: the tool also takes
-    a work dir's ``last_checkpoint`` (``tools/test.py``), which a folder's line then names."""
+    reads further (an empty file, ``last_checkpoint``), except a zip archive cut short
+    (:func:`cut_off_archive`), which the loader's launch check also reads. ``pointer_taken``:
+    the tool also takes a work dir's ``last_checkpoint`` (``tools/test.py``), which a folder's
+    line then names."""
     refuse_a_python_without_the_stack()
     checkpoint = None if left_to_the_tool(argv) else positional(argv, position)
     if not checkpoint or '://' in checkpoint or '::' in checkpoint:
         return
-    problem = no_checkpoint_file(osp.expanduser(checkpoint), pointer_taken)
+    local = osp.expanduser(checkpoint)
+    problem = no_checkpoint_file(local, pointer_taken) or cut_off_archive(local)
     if problem:
         print(f'error: CheckpointError: {problem}', file=sys.stderr)
         sys.exit(1)
@@ -149,6 +152,24 @@ def no_checkpoint_file(path, pointer_taken=False):
         beside = checkpoints_in(osp.dirname(osp.abspath(path)), besides=osp.basename(path))
         return f'checkpoint not found: {path}{beside}'
     return None
+
+
+def cut_off_archive(path):
+    """What the checkpoint loader says of ``path`` when it starts as a zip archive (a torch
+    file) without the end record ``zipfile`` finds in its last bytes (a save or copy cut
+    short), in its words (``fastmim.engine.checkpoint._refuse_a_cut_off_archive``); ''
+    otherwise, also for a file that is no archive at all (the loader's check names it)."""
+    try:
+        with open(path, 'rb') as file:
+            start = file.read(9)
+    except OSError:
+        return ''
+    if is_safetensors_start(start) or not start.startswith(b'PK') or zipfile.is_zipfile(path):
+        return ''
+    beside = checkpoints_in(osp.dirname(osp.abspath(path)), besides=osp.basename(path))
+    return (f'{path} is truncated or not a torch checkpoint: its zip archive has no end record '
+            '(a save or copy cut short?). Load or resume from the checkpoint before it (--resume '
+            f'with its path; last_checkpoint may name this one){beside}')
 
 
 def checkpoints_in(folder, besides=None):
@@ -228,10 +249,10 @@ def flag_value(argv, flag):
 
 
 def refuse_resuming_weights_only(argv):
-    """End the process (status 1) when ``--resume CKPT`` names a file that holds weights only
-    (:func:`weights_only_resume`). The full check (``ResumeChecksHook``, whose advice this
-    line gives) refuses it only once the Runner is built, half a minute later, with the log
-    folder and config copy written in the work dir."""
+    """End the process (status 1) when ``--resume CKPT`` names a file cut short or one that
+    holds weights only (:func:`weights_only_resume`). The full check (the loader's, and
+    ``ResumeChecksHook``, whose advice this line gives) refuses it only once the Runner is
+    built, half a minute later, with the log folder and config copy written in the work dir."""
     problem = weights_only_resume(argv)
     if problem:
         print(f'error: CheckpointError: {problem}', file=sys.stderr)
@@ -239,13 +260,18 @@ def refuse_resuming_weights_only(argv):
 
 
 def weights_only_resume(argv):
-    """Why ``--resume CKPT`` of ``tools/train.py``'s ``argv`` cannot resume, where CKPT holds
-    weights only (:func:`holds_weights_only`: a published, converted or exported file); ''
-    otherwise. Only where the flags are the whole story (:func:`left_to_the_tool`); a file that
-    is not plainly weights-only is left to the full check."""
+    """Why ``--resume CKPT`` of ``tools/train.py``'s ``argv`` cannot resume, where CKPT is a
+    zip archive cut short (:func:`cut_off_archive`) or holds weights only
+    (:func:`holds_weights_only`: a published, converted or exported file); '' otherwise.
+    Only where the flags are the whole story (:func:`left_to_the_tool`); a file that is not
+    plainly weights-only is left to the full check."""
     checkpoint = None if left_to_the_tool(argv) else flag_value(argv, '--resume')
-    if not checkpoint or not holds_weights_only(osp.expanduser(checkpoint)):
+    if not checkpoint:
         return ''
+    path = osp.expanduser(checkpoint)
+    cut_off = cut_off_archive(path)
+    if cut_off or not holds_weights_only(path):
+        return cut_off
     return (f'{checkpoint} holds weights only, without the state of the run that wrote them '
             f'(no {", ".join(RUN_STATE_KEYS)}): a published, converted or exported file. '
             '--resume continues a run from that state: resume from the run\'s latest '

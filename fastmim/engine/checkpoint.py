@@ -396,14 +396,29 @@ def check_checkpoint_file(path):
     in the loader's words, before anything is read or written: no file or an empty one (a
     folder is named with the checkpoints it holds, a missing file with the newest ones beside
     it), or a file that starts as neither a torch file nor a safetensors file (a text file or
-    a log saved as .pth). The loader itself meets them only once the Runner is built, after
-    some 300 lines of start-up and with a log folder left in the work dir. The rest of the file
-    is left to the loader: reading it all here would read every checkpoint twice."""
+    a log saved as .pth), or a zip archive without its end record (a save or copy cut short,
+    :func:`_refuse_a_cut_off_archive`). The loader itself meets them only once the Runner is
+    built, after some 300 lines of start-up, the dataset listed and a log folder left in the
+    work dir. The rest of the file is left to the loader: reading it all here would read every
+    checkpoint twice."""
     local = osp.expanduser(path)  # '~' expanded, as the loader does
     _refuse_no_checkpoint_file(local)
     start = _first_bytes(local)
     if not is_safetensors_start(start):
         _refuse_what_torch_never_wrote(local, start, lambda: _other_checkpoints(local))
+        _refuse_a_cut_off_archive(local, start)
+
+
+def _refuse_a_cut_off_archive(path, start):
+    """Refuse a torch zip archive (``start``: its first bytes) without the end record that
+    ``zipfile`` finds in its last bytes (all it reads): a save or copy cut short. Its
+    ``b'PK'`` start passes for a torch file; ``tools/early_checks.py`` says the same in the
+    same words before the imports."""
+    if start.startswith(b'PK') and not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f'{path} is truncated or not a torch checkpoint: its zip archive has no end record '
+            '(a save or copy cut short?). Load or resume from the checkpoint before it (--resume '
+            'with its path; last_checkpoint may name this one)' + _other_checkpoints(path))
 
 
 # How every file torch.save writes starts: a zip archive (torch >= 1.6), or a pickle of

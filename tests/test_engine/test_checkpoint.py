@@ -347,6 +347,22 @@ def test_the_launch_check_passes_every_file_the_loader_reads(tmp_path):
         check_start_checkpoints(Config(dict(load_from=str(path))))
 
 
+@pytest.mark.parametrize('key, cfg', [
+    ('load_from', lambda path: dict(load_from=path)),
+    ('--resume', lambda path: dict(load_from=path, resume=True))])
+def test_a_cut_off_torch_file_is_refused_at_launch(tmp_path, key, cfg):
+    """Its b'PK' start passed the launch check: the loader refused it only once the Runner was
+    built and the dataset listed (minutes on ImageNet), with a log folder left behind."""
+    earlier, latest = tmp_path / 'epoch_1.pth', tmp_path / 'epoch_2.pth'
+    torch.save({'w': torch.zeros(100000)}, earlier)
+    torch.save({'w': torch.zeros(100000)}, latest)
+    latest.write_bytes(latest.read_bytes()[:10000])
+    with pytest.raises(CheckpointError, match=rf'^{re.escape(key)}: {re.escape(str(latest))} is '
+                       r'truncated or not a torch checkpoint: its zip archive has no end record '
+                       r'.*Other checkpoints in .*, newest first: epoch_1\.pth$'):
+        check_start_checkpoints(Config(cfg(str(latest))))
+
+
 def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / 'epoch_1.pth'
     backend = get_file_backend(str(path))

@@ -265,6 +265,28 @@ def test_a_missing_checkpoint_is_refused_before_any_heavy_import(tool, args, tmp
     assert imported and not [name for name in imported if name.partition('.')[0] in HEAVY]
 
 
+@pytest.mark.parametrize('tool, args', [
+    ('test.py', ['configs/knn/vit_b_knn.py', '{ckpt}']),
+    ('train.py', [DEMO, '--work-dir', '{tmp}/work', '--resume', '{ckpt}'])])
+def test_a_cut_off_checkpoint_is_refused_before_any_heavy_import(tool, args, tmp_path):
+    """A zip archive cut short starts as a torch file: the loader refused it only after the
+    start-up, the dataset listed and a log folder written."""
+    torch.save({'w': torch.ones(1)}, tmp_path / 'epoch_1.pth')
+    cut = tmp_path / 'epoch_2.pth'
+    torch.save({'meta': {}, 'w': torch.ones(100000)}, cut)
+    cut.write_bytes(cut.read_bytes()[:10000])
+    result = run_tool(tool, [arg.format(ckpt=cut, tmp=tmp_path) for arg in args],
+                      '-X', 'importtime')
+
+    assert result.returncode == 1
+    printed = [text for text in result.stderr.splitlines() if not text.startswith('import time:')]
+    assert printed == [loader_refusal(str(cut))]
+    assert 'truncated or not a torch checkpoint: its zip archive has no end record' in printed[0]
+    imported = imported_modules(result.stderr)
+    assert imported and not [name for name in imported if name.partition('.')[0] in HEAVY]
+    assert not (tmp_path / 'work').exists()
+
+
 def test_a_folder_given_to_test_is_named_with_its_last_checkpoint_before_the_imports(
         tmp_path, load_script, capsys, monkeypatch):
     from fastmim.cli import run_cli

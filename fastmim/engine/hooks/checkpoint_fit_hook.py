@@ -11,7 +11,7 @@ Nothing trains at test time, so every weight must come from the file: keys are c
 each backbone's own adaptation (``adapt_state_dict``: renames, resized position embeddings,
 buffers it rebuilds), as loading will see them.
 """
-from typing import Dict
+from typing import Dict, Tuple
 
 from mmengine.hooks import Hook
 
@@ -28,13 +28,12 @@ from fastmim.registry import HOOKS
 FILLED_IN_BY_TORCH = ('num_batches_tracked', )
 
 
-def weights_that_do_not_fit(model, state: Dict[str, object],
-                            judge_unexpected: bool = False) -> LoadProblems:
-    """The model's weights that ``state`` lacks or gives in another shape, once each backbone
-    has adapted its part as its load hook will (a leading ``module.`` of a DDP-wrapped save
-    removed). Keys a backbone rebuilds itself (its adaptation drops them from its own state:
-    a sin-cos position embedding) are not expected. Keys of ``state`` the model does not have
-    are judged only with ``judge_unexpected`` (testing ignores them; resuming must not)."""
+def compared_shapes(model, state: Dict[str, object]) -> Tuple[Dict[str, tuple],
+                                                               Dict[str, tuple]]:
+    """``(given, expected)``: the shapes of ``state`` once each backbone has adapted its part
+    as its load hook will (a leading ``module.`` of a DDP-wrapped save removed), and the shapes
+    of the model's weights that loading fills. Keys a backbone rebuilds itself (its adaptation
+    drops them from its own state: a sin-cos position embedding) are not expected."""
     own = model.state_dict()
     _, rebuilt = adapt_for_backbones(own, model)
     adapted, _ = adapt_for_backbones(
@@ -42,7 +41,15 @@ def weights_that_do_not_fit(model, state: Dict[str, object],
     expected = {key: shape for key, shape in shapes(own).items()
                 if key not in rebuilt
                 and (not key.endswith(FILLED_IN_BY_TORCH) or key in adapted)}
-    problems = LoadProblems.compare(shapes(adapted), expected)
+    return shapes(adapted), expected
+
+
+def weights_that_do_not_fit(model, state: Dict[str, object],
+                            judge_unexpected: bool = False) -> LoadProblems:
+    """The model's weights that ``state`` lacks or gives in another shape
+    (:func:`compared_shapes`). Keys of ``state`` the model does not have are judged only with
+    ``judge_unexpected`` (testing ignores them; resuming must not)."""
+    problems = LoadProblems.compare(*compared_shapes(model, state))
     if not judge_unexpected:
         problems.unexpected = []
     return problems

@@ -14,7 +14,7 @@ from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS
 
 from .resume_checks import (OPTIMISER_TYPE_KEY, PRECISION_KEY, ResumeChecksHook,
-                            check_resumed_checkpoint, optimiser_type, resumed_path,
+                            check_read_checkpoint, optimiser_type, resumed_path,
                             warn_if_precision_changed)
 
 
@@ -75,9 +75,8 @@ class CheckpointMetaHook(Hook):
                 checkpoint[key] = from_plain(checkpoint[key])
         # A config that lists no ResumeChecksHook still gets the checks: here, after the other
         # hooks.
-        if runner._resume and not any(isinstance(hook, ResumeChecksHook)
-                                      for hook in runner.hooks):
-            check_resumed_checkpoint(runner, checkpoint)
+        if not any(isinstance(hook, ResumeChecksHook) for hook in runner.hooks):
+            check_read_checkpoint(runner, checkpoint)
         if runner._resume:
             warn_if_precision_changed(runner, checkpoint, resumed_path(runner))
 

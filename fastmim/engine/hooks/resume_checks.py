@@ -41,6 +41,7 @@ from fastmim.models.utils.load_problems import modules_without_weights, top_leve
 from fastmim.registry import HOOKS
 
 from .checkpoint_fit_hook import weights_that_do_not_fit
+from .load_from_checks import check_loaded_weights
 from .preemption_hook import PENDING_VALIDATION_KEY
 
 # Optimiser settings a config sets per parameter group (``initial_lr``: the lr before the
@@ -61,7 +62,8 @@ PRECISION_KEY = 'precision'
 
 @HOOKS.register_module()
 class ResumeChecksHook(Hook):
-    """Checks a checkpoint read for ``--resume`` before anything is loaded from it.
+    """Checks a checkpoint read for ``--resume``, or for ``load_from`` alone
+    (:mod:`.load_from_checks`), before anything is loaded from it.
 
     Priority ``VERY_HIGH``: the other hooks' ``after_load_checkpoint`` come after it. EMAHook
     loads its averaged copy of the weights in its own, so a checkpoint of another model (a
@@ -72,8 +74,16 @@ class ResumeChecksHook(Hook):
     priority = 'VERY_HIGH'
 
     def after_load_checkpoint(self, runner, checkpoint):
-        if runner._resume:  # mmengine has no public flag; load_from alone reads weights only
-            check_resumed_checkpoint(runner, checkpoint)
+        check_read_checkpoint(runner, checkpoint)
+
+
+def check_read_checkpoint(runner, checkpoint: dict) -> None:
+    """The checks of a checkpoint read for resuming, or of one read for ``load_from`` alone
+    (:func:`~.load_from_checks.check_loaded_weights`)."""
+    if runner._resume:  # mmengine has no public flag
+        check_resumed_checkpoint(runner, checkpoint)
+    else:
+        check_loaded_weights(runner, checkpoint)
 
 
 def check_resumed_checkpoint(runner, checkpoint: dict) -> None:
