@@ -234,8 +234,10 @@ def test_tool_rejects_a_checkpoint_of_another_model(tmp_path, tool):
 
 def test_tool_names_a_missing_image_in_one_line(tmp_path):
     missing = tmp_path / 'nowhere.jpg'
+    config = write_config(tmp_path, tiny_model_cfg())  # both are checked before the image
+    checkpoint = save_green_token_checkpoint(tmp_path)
     result = subprocess.run(
-        [sys.executable, TOOL, 'config.py', 'ckpt.pth', '--img', str(missing), '--out-dir',
+        [sys.executable, TOOL, str(config), str(checkpoint), '--img', str(missing), '--out-dir',
          str(tmp_path)], capture_output=True, text=True, cwd=REPO,
         env={**os.environ, 'PYTHONPATH': REPO})
     assert result.returncode == 1
