@@ -3,6 +3,7 @@ of the tool's own inputs."""
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,8 @@ def test_an_out_that_names_an_input_is_refused_before_the_evaluation(load_script
     """The metrics JSON replaced the checkpoint (or the config) after the evaluation: a typo
     or a completion of the wrong file lost the weights."""
     checkpoint = tmp_path / 'epoch_10.pth'
-    checkpoint.write_bytes(b'PK\x03\x04 not loaded: --out is checked first')
+    with zipfile.ZipFile(checkpoint, 'w') as archive:  # a whole archive, never loaded
+        archive.writestr('note', 'not loaded: --out is checked first')
     config = tmp_path / 'ft.py'
     config.write_text(f"_base_ = ['{CONFIG}']\n")
     out = {'checkpoint': checkpoint, 'config': config}[which]

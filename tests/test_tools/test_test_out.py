@@ -1,6 +1,7 @@
 """tools/test.py --out: the metrics JSON is replaced whole or not at all."""
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,8 @@ def test_an_out_that_cannot_be_written_is_refused_before_the_evaluation(load_scr
     (tmp_path / 'afile').write_text('a file')
     (tmp_path / 'afolder').mkdir()
     checkpoint = tmp_path / 'model.pth'
-    checkpoint.write_bytes(b'PK\x03\x04 not loaded: --out is checked first')
+    with zipfile.ZipFile(checkpoint, 'w') as archive:  # a whole archive, never loaded
+        archive.writestr('note', 'not loaded: --out is checked first')
     config = TEST_TOOL.parents[1] / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
     expected = {'afile/metrics.json': f'--out {tmp_path}/afile/metrics.json: {tmp_path}/afile '
                                       f'is a file, not a folder',

@@ -1,4 +1,5 @@
 """tools/test.py --out that names a folder to be made."""
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ def test_an_out_ending_in_a_slash_is_refused_before_the_evaluation(load_script, 
     """``--out results/`` (no such folder yet) passed the check and failed after the whole
     evaluation: 'could not write results/: Not a directory'."""
     checkpoint = tmp_path / 'model.pth'
-    checkpoint.write_bytes(b'PK\x03\x04 not loaded: --out is checked first')
+    with zipfile.ZipFile(checkpoint, 'w') as archive:  # a whole archive, never loaded
+        archive.writestr('note', 'not loaded: --out is checked first')
     config = TEST_TOOL.parents[1] / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
     with pytest.raises(IsADirectoryError, match='names a folder; expected a file name'):
         load_script(TEST_TOOL).main([str(config), str(checkpoint), '--out',
