@@ -1,7 +1,7 @@
 """Loading a config file for a run: ``--cfg-options`` merged, and what neither the file nor
 the options can mean refused or warned about before any work starts (a missing or invalid file,
 a key the config lacks, a word or a list given for a number, a dict on the command line, a
-training length or seed no run can use).
+training length or seed no run can use, a dataloader size or lr that torch refuses).
 
 Every tool that starts a Runner loads its config here (:func:`load_config`); the command line
 itself is parsed in :mod:`fastmim.cli`.
@@ -55,9 +55,11 @@ def load_config(path, cfg_options=None):
     variable the hook does not run (:func:`warn_unused_stages`), a schedule that does
     not span the training (:func:`warn_schedule_length`) and pipelines that feed another input
     size than the backbone is built for (:func:`warn_input_size_mismatch`); a training length
-    or seed no run can use is refused (:func:`_refuse_unusable_counts`), as is a scheduler
-    that does not end after it begins (:func:`_refuse_empty_schedulers`) and a key added
-    where no class takes it or a type no registry knows (:func:`_refuse_what_no_class_takes`)."""
+    or seed no run can use is refused (:func:`_refuse_unusable_counts`), as are a dataloader's
+    ``batch_size`` or ``num_workers`` and an ``lr`` that torch refuses
+    (:func:`_refuse_unusable_loader_sizes_and_lr`), a scheduler that does not end after it
+    begins (:func:`_refuse_empty_schedulers`) and a key added where no class takes it or a
+    type no registry knows (:func:`_refuse_what_no_class_takes`)."""
     from mmengine.config import Config
 
     from fastmim.config_file import check_config_file
@@ -89,6 +91,7 @@ def load_config(path, cfg_options=None):
         _open_unset_settings(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     _refuse_unusable_counts(cfg, path)
+    _refuse_unusable_loader_sizes_and_lr(cfg, path)
     _refuse_empty_schedulers(cfg, path)
     _no_worker_settings_without_workers(cfg)
     warn_unused_pipelines(cfg, path, cfg_options)
@@ -175,6 +178,38 @@ def _refuse_unusable_counts(cfg, path):
                                  and 0 <= seed < SEED_LIMIT):
         raise LaunchError(f'randomness.seed={seed!r} (from {path} or --cfg-options): expected '
                           f'an integer from 0 to 2**32 - 1, or None for a random one')
+
+
+def _refuse_unusable_loader_sizes_and_lr(cfg, path):
+    """A dataloader's ``batch_size`` below 1 or ``num_workers`` below 0, or an optimiser ``lr``
+    below 0 (from the file or ``--cfg-options``): torch refuses each only once the Runner
+    builds the dataloader or the optimiser, seconds into the start-up, in errors that name no
+    key ('batch_size should be a positive integer value', 'Invalid learning rate: -1'). A
+    setting left out is not checked; a bool is refused (Python counts ``True`` as 1);
+    an ``lr`` of 0 is taken, as torch and mmengine take it (a warm-up from zero)."""
+    for key, loader in _dataloaders(cfg):
+        for setting, least in (('batch_size', 1), ('num_workers', 0)):
+            value = loader.get(setting, least)  # left out: torch's default
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise LaunchError(f'{key}.{setting}={value!r} (from {path} or --cfg-options): '
+                                  f'expected an integer of at least {least}')
+    optimizer = (cfg.get('optim_wrapper') or {}).get('optimizer') or {}
+    lr = optimizer.get('lr', 0)  # left out: the optimiser's default
+    if not (_is_number(lr) and lr >= 0):  # NaN is not >= 0 either
+        raise LaunchError(f'optim_wrapper.optimizer.lr={lr!r} (from {path} or --cfg-options): '
+                          'expected a number of at least 0')
+
+
+def _dataloaders(cfg):
+    """``(key, settings)`` of each dataloader the config sets: ``train_dataloader``,
+    ``val_dataloader``, ``test_dataloader`` and those a loop builds itself
+    (``test_cfg.bank_dataloader``, the kNN bank). One left None is not built."""
+    for name, value in cfg.items():
+        if name.endswith('_dataloader') and isinstance(value, dict):
+            yield name, value
+        elif name.endswith('_cfg') and isinstance(value, dict):
+            yield from ((f'{name}.{inner}', loader) for inner, loader in value.items()
+                        if str(inner).endswith('_dataloader') and isinstance(loader, dict))
 
 
 def _refuse_empty_schedulers(cfg, path):

@@ -15,6 +15,8 @@ from fastmim.errors import LaunchError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
+FINETUNE_DEMO = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
+KNN_DEMO = ROOT / 'configs' / 'knn' / 'demo_vit_tiny_embedded_knn.py'
 SEGMENTATION = (ROOT / 'projects' / 'segmentation' / 'configs' /
                 'upernet_fastmim_vit_b_ade20k_512x512_160k.py')
 
@@ -149,7 +151,7 @@ def test_a_word_given_for_a_number_is_named(key, value, current, number):
 
 
 @pytest.mark.parametrize('key, value, current', [
-    ('model.mask_ratio', [0, 75], '0.75'), ('optim_wrapper.optimizer.lr', [0.001, 0.0005], '0.001'),
+    ('model.mask_ratio', [0, 75], '0.75'), ('optim_wrapper.optimizer.weight_decay', [0, 5], '0.05'),
     ('model.neck.depth', (1, 2), '1')])
 def test_a_list_given_for_a_number_is_named(key, value, current, load_config_log):
     """mmengine reads 0,75 (a decimal comma) as the list [0, 75]: it reached the module and
@@ -179,6 +181,41 @@ def test_whole_counts_and_seeds_numpy_takes_are_accepted():
     for options in ({'train_cfg.max_epochs': 2.0, 'randomness.seed': 2 ** 32 - 1},
                     {'train_cfg.val_interval': 1, 'randomness.seed': None}):
         load_config(str(DEMO), options)
+
+
+@pytest.mark.parametrize('config, key, value, expected', [
+    (DEMO, 'train_dataloader.batch_size', 0, 'an integer of at least 1'),
+    (DEMO, 'train_dataloader.batch_size', 2.5, 'an integer of at least 1'),
+    (DEMO, 'train_dataloader.batch_size', None, 'an integer of at least 1'),
+    (FINETUNE_DEMO, 'val_dataloader.batch_size', -1, 'an integer of at least 1'),
+    (FINETUNE_DEMO, 'test_dataloader.batch_size', True, 'an integer of at least 1'),
+    (KNN_DEMO, 'test_cfg.bank_dataloader.batch_size', 0, 'an integer of at least 1'),
+    (DEMO, 'train_dataloader.num_workers', -1, 'an integer of at least 0'),
+    (DEMO, 'train_dataloader.num_workers', 1.5, 'an integer of at least 0'),
+    (FINETUNE_DEMO, 'val_dataloader.num_workers', -2, 'an integer of at least 0'),
+    (FINETUNE_DEMO, 'test_dataloader.num_workers', None, 'an integer of at least 0'),
+    (DEMO, 'optim_wrapper.optimizer.lr', -1, 'a number of at least 0'),
+    (DEMO, 'optim_wrapper.optimizer.lr', None, 'a number of at least 0'),
+    (DEMO, 'optim_wrapper.optimizer.lr', float('nan'), 'a number of at least 0'),
+    (DEMO, 'optim_wrapper.optimizer.lr', [0.001, 0.0005], 'a number of at least 0')])
+def test_a_loader_size_or_lr_torch_refuses_is_named(config, key, value, expected):
+    """batch_size=0, num_workers=-1 and lr=-1 reached torch once the Runner was built, seconds
+    into the start-up, and ended in its errors ('batch_size should be a positive integer
+    value', 'num_workers option should be non-negative', 'Invalid learning rate: -1'), which
+    name no config key."""
+    with pytest.raises(LaunchError, match=rf'^{re.escape(key)}={re.escape(repr(value))} '
+                                          rf'\(from .*{config.name} or --cfg-options\): '
+                                          rf'expected {expected}'):
+        load_config(str(config), {key: value})
+
+
+def test_loader_sizes_and_lrs_torch_takes_are_accepted():
+    """lr=0 is a learning rate torch and mmengine take (a warm-up from zero); a dataloader the
+    config leaves None (no validation) has nothing to check."""
+    load_config(str(DEMO), {'train_dataloader.batch_size': 1, 'train_dataloader.num_workers': 0,
+                            'optim_wrapper.optimizer.lr': 0})
+    load_config(str(FINETUNE_DEMO), {'val_dataloader': None, 'val_cfg': None,
+                                     'val_evaluator': None, 'test_dataloader.num_workers': 0})
 
 
 def test_worker_settings_are_left_out_without_workers(load_config_log):
@@ -226,7 +263,6 @@ def test_a_wrong_packaged_config_is_named_as_given(config, message):
 
 
 IMG_SIZE_WARNING = 'model.backbone.img_size is'
-FINETUNE_DEMO = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
 
 
 @pytest.mark.parametrize('config, size, places', [
