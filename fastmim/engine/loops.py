@@ -35,7 +35,7 @@ the first sample not trained yet.
 import logging
 import math
 import random
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -230,8 +230,10 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         self.runner.call_hook('before_train_epoch')  # may set the sampler's epoch, a new loader
         self.runner.model.train()
         if not self._checked_iterations:  # the first epoch of this run, with its loader
-            self._warn_if_update_changed()
-            self._warn_if_iterations_changed()
+            changed = self._update_change()
+            if changed is not None:
+                self._warn_if_update_changed(*changed)
+                self._warn_if_iterations_changed(*changed)
             self._checked_iterations = True
         done = self.batches_done_in_epoch()
         self._resumed_at_epoch_end = done >= len(self.dataloader)
@@ -313,17 +315,25 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
                 'seen; resume from the checkpoint of the end of an epoch to avoid this',
                 logger='current', level=logging.WARNING)
 
-    def _warn_if_update_changed(self) -> None:
-        """mmengine restores the optimiser's lr from the checkpoint, and ``auto_scale_lr``
-        scales only the config's lr, which the resume then replaces: a job requeued on another
-        number of nodes (or with another batch size) trains on at the checkpoint's lr with
-        another number of images per update, and nothing says so. Said once, with both runs'
-        batch x processes x accumulation and the settings that give the checkpoint's batch."""
+    def _update_change(self) -> Optional[Tuple[Progress, int]]:
+        """The checkpoint's :class:`Progress` and this run's images per optimiser update, when
+        both runs record one and they differ (None otherwise): what the two warnings below
+        compare, read once for both."""
         progress = self._recorded_progress()
         before = None if progress is None else progress.images_per_update
         now = self._images_per_update()
         if None in (before, now) or before == now:
-            return
+            return None
+        return progress, now
+
+    def _warn_if_update_changed(self, progress: Progress, now: int) -> None:
+        """mmengine restores the optimiser's lr from the checkpoint, and ``auto_scale_lr``
+        scales only the config's lr, which the resume then replaces: a job requeued on another
+        number of nodes (or with another batch size) trains on at the checkpoint's lr with
+        another number of images per update, and nothing says so. Said once, with both runs'
+        batch x processes x accumulation and the settings that give the checkpoint's batch.
+        ``progress`` and ``now``: as :meth:`_update_change` gives them."""
+        before = progress.images_per_update
         batch, processes, accumulation = (self.dataloader.batch_size, get_world_size(),
                                           self._accumulation())
         saved = f'{before}'
@@ -346,18 +356,16 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
             f'{", or ".join(remedies) or "match its batch x processes x accumulation"}',
             logger='current', level=logging.WARNING)
 
-    def _warn_if_iterations_changed(self) -> None:
+    def _warn_if_iterations_changed(self, progress: Progress, now: int) -> None:
         """mmengine restores a scheduler's ``begin``, ``end`` and ``T_max`` from the checkpoint,
         so a schedule counted in iterations keeps the counts of the checkpoint's run; with
         another batch size or number of processes an epoch has another number of iterations,
         and the schedule silently ends at another epoch (the lr jumps or stalls). Compared per
         optimiser update: FastMIM-P stages change the batch and the accumulation, not their
-        product."""
-        progress = self._recorded_progress()
-        before = None if progress is None else progress.images_per_update
-        now = self._images_per_update()
-        if None in (before, now) or before == now or not iter_based_schedulers(self.runner):
+        product. ``progress`` and ``now``: as :meth:`_update_change` gives them."""
+        if not iter_based_schedulers(self.runner):
             return
+        before = progress.images_per_update
         print_log(
             f'train_dataloader gives {len(self.dataloader)} iterations per epoch at {now} images '
             f'per update (train_dataloader.batch_size={self.dataloader.batch_size} x '

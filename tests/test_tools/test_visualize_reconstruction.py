@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from fastmim.apis import get_model, reconstruct
+from fastmim.datasets import find_embedded_photos
 from fastmim.errors import CheckpointError
 from fastmim.registry import MODELS
 
@@ -146,3 +147,26 @@ def test_a_folder_without_images_given_to_img_is_refused(tmp_path, load_script):
                        r'files \(\.jpg, '):
         load_script(TOOL).main([config, checkpoint, '--img', str(tmp_path), '--out-dir',
                                 str(tmp_path / 'vis')])
+
+
+@pytest.mark.parametrize('in_folder', [False, True])
+def test_a_truncated_image_is_named_before_out_dir_is_made(tmp_path, load_script, in_folder):
+    """Every image is decoded before --out-dir is made: a corrupt one (the first half of a real
+    JPEG), given itself or in a folder after a good one, is named, and no empty --out-dir is
+    left behind."""
+    config, checkpoint = write_run(tmp_path, dict(
+        type='VisionTransformer', img_size=32, arch=dict(embed_dim=32, depth=1, num_heads=2)))
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    whole = Path(find_embedded_photos()[0][1]).read_bytes()
+    (photos / 'a_whole.jpg').write_bytes(whole)
+    truncated = photos / 'b_half.jpg'
+    truncated.write_bytes(whole[:len(whole) // 2])
+    out_dir = tmp_path / 'vis'
+
+    with pytest.raises(ValueError, match=rf'cannot read image {truncated}: image file is '
+                                         r'truncated'):
+        load_script(TOOL).main([config, checkpoint, '--img',
+                                str(photos if in_folder else truncated), '--out-dir',
+                                str(out_dir)])
+    assert not out_dir.exists()

@@ -52,6 +52,8 @@ ARCHS = {
 ARCH_ALIASES = {'tiny': 'ti', 'small': 's', 'base': 'b', 'large': 'l'}
 ARCH_KEYS = ('embed_dim', 'depth', 'num_heads')
 ARCH_OPTIONAL_KEYS = ('mlp_ratio', 'swiglu_mlp', 'scale_mlp', 'qkv_fused')
+# Arguments of timm's model this backbone sets from its own argument of the same name.
+OWN_TIMM_ARGS = ('img_size', 'patch_size', 'drop_path_rate')
 # What makes a block an EVA-02 block, for every size and for custom arch dicts that omit it.
 EVA02_BLOCK = dict(mlp_ratio=4 * 2 / 3, swiglu_mlp=True)
 # Arguments this backbone fixes: no head, the class token and every patch token kept, both
@@ -71,7 +73,7 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
     ``{embed_dim, depth, num_heads}`` (optionally ``mlp_ratio``, ``swiglu_mlp``, ``scale_mlp``,
     ``qkv_fused``), on top of the EVA-02 block (SwiGLU, hidden 2/3 of 4x)."""
     settings = resolve_named_arch('EVA02', arch, ARCHS, ARCH_KEYS, ARCH_ALIASES,
-                                  optional_keys=ARCH_OPTIONAL_KEYS)
+                                  optional_keys=ARCH_OPTIONAL_KEYS, own_arguments=OWN_TIMM_ARGS)
     check_head_width('EVA02', settings, multiple=4,
                      why=' (the 2-D rotary embedding splits each head over two axes, sin and cos)')
     return {**EVA02_BLOCK, **settings}

@@ -19,7 +19,7 @@ from fastmim.models.utils.shape_reading import (build_matching, count_indices, m
                                                 require_keys, tensor_at)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from ._arch import timm_arch_keys
+from ._arch import reject_keys_given_twice, timm_arch_keys
 from .base import (check_drop_path_rate, normalise_out_indices, plain, reject_fixed_arguments,
                    staged_layer_id)
 
@@ -35,8 +35,11 @@ ARCHS = {
 }
 ARCH_KEYS = ('depths', 'embed_dims', 'num_heads')
 FIXED_TIMM_ARGS = ('num_classes', 'global_pool')
+# Arguments of timm's model this backbone sets from its own argument of the same name.
+OWN_TIMM_ARGS = ('drop_path_rate', )
 # What an arch dict may add to ARCH_KEYS: the other arguments of timm's model.
-ARCH_OPTIONAL_KEYS = timm_arch_keys(TimmPyramidVisionTransformerV2, (*FIXED_TIMM_ARGS, *ARCH_KEYS))
+ARCH_OPTIONAL_KEYS = timm_arch_keys(TimmPyramidVisionTransformerV2,
+                                    (*FIXED_TIMM_ARGS, *ARCH_KEYS, *OWN_TIMM_ARGS))
 # Per-stage settings: timm indexes them by stage without checking their length (a single
 # number for num_heads, sr_ratios or mlp_ratios is timm's, for every stage).
 STAGE_KEYS = ('embed_dims', 'num_heads', 'sr_ratios', 'mlp_ratios')
@@ -47,7 +50,7 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
     (``sr_ratios``, ``mlp_ratios``, ``linear`` and the other arguments of timm's model may be
     added: :data:`ARCH_OPTIONAL_KEYS`)."""
     settings = resolve_named_arch('PyramidVisionTransformerV2', arch, ARCHS, ARCH_KEYS,
-                                  optional_keys=ARCH_OPTIONAL_KEYS)
+                                  optional_keys=ARCH_OPTIONAL_KEYS, own_arguments=OWN_TIMM_ARGS)
     stages = len(settings['depths'])
     for key in STAGE_KEYS:
         if isinstance(settings.get(key), (list, tuple)) and len(settings[key]) != stages:
@@ -112,6 +115,7 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
         reject_fixed_arguments('PyramidVisionTransformerV2', timm_kwargs, FIXED_TIMM_ARGS,
                                'no head')
         arch_cfg = resolve_arch(arch)
+        reject_keys_given_twice('PyramidVisionTransformerV2', arch, arch_cfg, timm_kwargs)
         out_indices = normalise_out_indices('PyramidVisionTransformerV2', out_indices,
                                             len(arch_cfg['depths']))
         super().__init__(

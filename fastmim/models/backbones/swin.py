@@ -45,7 +45,7 @@ from fastmim.models.utils.shape_reading import (build_matching, check_given_size
                                                 square_side, tensor_at)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from ._arch import timm_arch_keys
+from ._arch import reject_keys_given_twice, timm_arch_keys
 from .base import (check_drop_path_rate, normalise_out_indices, plain, plain_size,
                    reject_fixed_arguments, staged_layer_id)
 
@@ -58,8 +58,11 @@ ARCH_ALIASES = {'tiny': 't', 'small': 's', 'base': 'b'}
 ARCH_KEYS = ('embed_dim', 'depths', 'num_heads')
 # Arguments this backbone fixes: no head, and the input-size handling described above.
 FIXED_TIMM_ARGS = ('num_classes', 'global_pool', 'strict_img_size', 'dynamic_img_size')
+# Arguments of timm's model this backbone sets from its own argument of the same name.
+OWN_TIMM_ARGS = ('img_size', 'window_size', 'drop_path_rate', 'always_partition')
 # What an arch dict may add to ARCH_KEYS: the other arguments of timm's model.
-ARCH_OPTIONAL_KEYS = timm_arch_keys(TimmSwinTransformer, (*FIXED_TIMM_ARGS, *ARCH_KEYS))
+ARCH_OPTIONAL_KEYS = timm_arch_keys(TimmSwinTransformer,
+                                    (*FIXED_TIMM_ARGS, *ARCH_KEYS, *OWN_TIMM_ARGS))
 
 
 # Buffers timm computes from the window and input size; checkpoints of other layouts hold stale
@@ -84,7 +87,7 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
     """Widths and depths of a published size (``'t'``, ``'s'``, ``'b'``) or of a custom dict
     (other arguments of timm's model may be added: :data:`ARCH_OPTIONAL_KEYS`)."""
     settings = resolve_named_arch('SwinTransformer', arch, ARCHS, ARCH_KEYS, ARCH_ALIASES,
-                                  optional_keys=ARCH_OPTIONAL_KEYS)
+                                  optional_keys=ARCH_OPTIONAL_KEYS, own_arguments=OWN_TIMM_ARGS)
     if len(settings['depths']) != len(settings['num_heads']):
         raise ValueError(f'SwinTransformer: arch dict {arch} needs one num_heads entry per stage')
     return settings
@@ -206,6 +209,7 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         reject_fixed_arguments('SwinTransformer', timm_kwargs, FIXED_TIMM_ARGS,
                                'no head; it adapts itself to each input size')
         arch_cfg = resolve_arch(arch)
+        reject_keys_given_twice('SwinTransformer', arch, arch_cfg, timm_kwargs)
         if 'head_dim' not in timm_kwargs:
             check_head_split(arch_cfg)
         stage_windows = resolve_windows(window_size, len(arch_cfg['depths']))

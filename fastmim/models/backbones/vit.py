@@ -40,7 +40,7 @@ from fastmim.models.utils.shape_reading import (build_matching, check_given_size
                                                 single_value, square_side)
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from ._arch import timm_arch_keys
+from ._arch import reject_keys_given_twice, timm_arch_keys
 from .base import check_drop_path_rate, normalise_out_indices, reject_fixed_arguments
 from .beit_relative_position import RelativePositionBiasBlock, fit_relative_position_bias_table
 from .plain_vit import (PLAIN_VIT_TIMM_ARGS, PlainViTBackbone, check_head_width, fit_pos_embed,
@@ -60,8 +60,11 @@ EMBED_INITS = ('timm', 'mae')
 # kept and the position embedding is resized here, so timm must not be told otherwise.
 FIXED_TIMM_ARGS = ('num_classes', 'global_pool', 'class_token', 'reg_tokens', 'no_embed_class',
                    'pos_embed', 'dynamic_img_size', 'dynamic_img_pad', 'patch_drop_rate')
+# Arguments of timm's model this backbone sets from its own argument of the same name.
+OWN_TIMM_ARGS = ('img_size', 'patch_size', 'final_norm', 'drop_path_rate')
 # What an arch dict may add to ARCH_KEYS: the other arguments of timm's model.
-ARCH_OPTIONAL_KEYS = timm_arch_keys(TimmVisionTransformer, (*FIXED_TIMM_ARGS, *ARCH_KEYS))
+ARCH_OPTIONAL_KEYS = timm_arch_keys(TimmVisionTransformer,
+                                    (*FIXED_TIMM_ARGS, *ARCH_KEYS, *OWN_TIMM_ARGS))
 
 
 def resolve_arch(arch: Union[str, dict]) -> dict:
@@ -70,7 +73,8 @@ def resolve_arch(arch: Union[str, dict]) -> dict:
     :data:`ARCH_OPTIONAL_KEYS`)."""
     return check_head_width(
         'VisionTransformer', resolve_named_arch('VisionTransformer', arch, ARCHS, ARCH_KEYS,
-                                                ARCH_ALIASES, optional_keys=ARCH_OPTIONAL_KEYS))
+                                                ARCH_ALIASES, optional_keys=ARCH_OPTIONAL_KEYS,
+                                                own_arguments=OWN_TIMM_ARGS))
 
 
 def sincos_2d_pos_embed(embed_dim: int,
@@ -186,10 +190,11 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
             raise ValueError(f'VisionTransformer: pos_embed_type {pos_embed_type!r} is not one of '
                              f'{POS_EMBED_TYPES}')
         arch_cfg = resolve_arch(arch)
+        reject_keys_given_twice('VisionTransformer', arch, arch_cfg, timm_kwargs)
         out_indices = normalise_out_indices('VisionTransformer', out_indices,
                                             arch_cfg['depth'], 'blocks')
         if rel_pos_bias:
-            if 'block_fn' in timm_kwargs:
+            if 'block_fn' in timm_kwargs or 'block_fn' in arch_cfg:
                 raise ValueError('VisionTransformer: rel_pos_bias=True sets the block class; '
                                  'block_fn cannot be combined with it')
             grid = tuple(size // patch_size for size in to_2tuple(img_size))

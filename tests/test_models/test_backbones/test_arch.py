@@ -91,3 +91,48 @@ def test_timm_backbones_refuse_an_arch_key_their_timm_model_does_not_take(backbo
                                         sr_ratios=(2, 1), linear=True))])
 def test_timm_arguments_in_an_arch_dict_still_build(backbone, arch):
     MODELS.build(dict(type=backbone, arch=arch, out_indices=(1, )))
+
+
+TINY_ARCHS = {
+    'VisionTransformer': dict(embed_dim=32, depth=2, num_heads=2),
+    'EVA02': dict(embed_dim=32, depth=2, num_heads=2),
+    'SwinTransformer': dict(embed_dim=16, depths=(1, 1), num_heads=(1, 2)),
+    'PyramidVisionTransformerV2': dict(depths=(1, 1), embed_dims=(16, 32), num_heads=(1, 2)),
+}
+
+
+@pytest.mark.parametrize('backbone, key, value', [
+    ('VisionTransformer', 'img_size', 64), ('VisionTransformer', 'patch_size', 8),
+    ('VisionTransformer', 'final_norm', False), ('VisionTransformer', 'drop_path_rate', .1),
+    ('EVA02', 'img_size', 64), ('EVA02', 'patch_size', 8), ('EVA02', 'drop_path_rate', .1),
+    ('SwinTransformer', 'img_size', 64), ('SwinTransformer', 'window_size', 2),
+    ('SwinTransformer', 'drop_path_rate', .1), ('SwinTransformer', 'always_partition', True),
+    ('PyramidVisionTransformerV2', 'drop_path_rate', .1)])
+def test_an_arch_key_the_backbone_sets_from_its_own_argument_is_refused(backbone, key, value):
+    """The backbone hands timm ``img_size`` (and the others) from its own argument: the same key
+    in the arch dict reached timm as ``__init__() got multiple values for keyword argument
+    'img_size'``, naming neither arch nor the backbone's argument."""
+    with pytest.raises(ValueError, match=rf"{backbone}: arch dict sets '{key}', which the "
+                                         rf"backbone sets from its own argument {key}; give "
+                                         rf"{key}={value!r} as the backbone's argument instead"):
+        MODELS.build(dict(type=backbone, arch={**TINY_ARCHS[backbone], key: value},
+                          out_indices=(1, )))
+
+
+@pytest.mark.parametrize('backbone, key, value', [
+    ('VisionTransformer', 'mlp_ratio', 2.), ('SwinTransformer', 'mlp_ratio', 2.),
+    ('PyramidVisionTransformerV2', 'linear', True)])
+def test_a_timm_argument_given_both_in_arch_and_to_the_backbone_is_refused(backbone, key, value):
+    """Both reached timm's constructor: ``got multiple values for keyword argument``. (EVA02
+    takes its arch keys in arch only, and says so.)"""
+    with pytest.raises(ValueError, match=rf"{backbone}: .*'{key}'.* both in arch and as the "
+                                         rf"backbone's argument"):
+        MODELS.build(dict(type=backbone, arch={**TINY_ARCHS[backbone], key: value},
+                          out_indices=(1, ), **{key: value}))
+
+
+def test_an_arch_block_fn_with_rel_pos_bias_is_refused():
+    with pytest.raises(ValueError, match='rel_pos_bias=True sets the block class; block_fn '
+                                         'cannot be combined with it'):
+        MODELS.build(dict(type='VisionTransformer', rel_pos_bias=True,
+                          arch={**TINY_ARCHS['VisionTransformer'], 'block_fn': None}))
