@@ -1,16 +1,61 @@
 """The module of tools/train.py, for the tests that fold its flags into configs; random weights
-of the reference release's pre-training decoder, for the converter's tests."""
+of the reference release's pre-training decoder, for the converter's tests; the runs of
+test_train.py and the jobs with recording_hooks.py's hooks, for the resume tests."""
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
 
 
 @pytest.fixture
 def train(load_script):
     return load_script(ROOT / 'tools' / 'train.py')
+
+
+@pytest.fixture(scope='module')
+def runs(load_script):
+    """tests/test_tools/test_train.py as a module: its ``run`` of tools/train.py and
+    tools/dist_train.sh, its ``TINY`` options, and its comparison of two runs: ``losses`` (and
+    lr) of every iteration, ``assert_same_state`` of two checkpoints' parts."""
+    return load_script(HERE / 'test_train.py')
+
+
+@pytest.fixture(scope='module')
+def train_job(runs):
+    """``train_job(config, work_dir, *args, processes=None, port=None)``: tools/train.py on the
+    file ``config``, or tools/dist_train.sh with ``processes`` processes (on ``port`` where
+    given), with recording_hooks.py importable; asserts that it exits 0 and returns its output
+    (stdout and stderr)."""
+    def train(config, work_dir, *args, processes=None, port=None):
+        env = {'PYTHONPATH': f'{ROOT}:{HERE}'}
+        if port is not None:
+            env['PORT'] = str(port)
+        if processes is None:
+            result = runs.run([str(config), '--work-dir', str(work_dir), *args], env=env)
+        else:
+            result = runs.run([str(config), str(processes), '--work-dir', str(work_dir), *args],
+                              env=env, script='dist_train.sh')
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout + result.stderr
+    return train
+
+
+@pytest.fixture(scope='session')
+def trained_samples():
+    """``trained_samples(work_dir)``: {iteration: the dataset indices the job trained at it,
+    over its ranks}, from the samples.rank<r> files of recording_hooks.py's hooks."""
+    def trained(work_dir):
+        samples = {}
+        for path in sorted(work_dir.glob('samples.rank*')):
+            for line in path.read_text().splitlines():
+                iteration, indices = json.loads(line)
+                samples.setdefault(iteration, []).extend(indices)
+        return samples
+    return trained
 
 
 @pytest.fixture

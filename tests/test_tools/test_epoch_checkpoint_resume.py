@@ -46,14 +46,6 @@ ResumableEpochBasedTrainLoop.run_iter = run_iter
 
 
 @pytest.fixture(scope='module')
-def runs(load_script):
-    """tests/test_tools/test_train.py: its ``run`` of tools/train.py, its ``TINY`` options, and
-    its comparison of two runs: ``losses`` (and lr) of every iteration, ``assert_same_state``
-    of two checkpoints' parts."""
-    return load_script(Path(__file__).with_name('test_train.py'))
-
-
-@pytest.fixture(scope='module')
 def accumulating(runs):
     return [*runs.TINY, *ACCUMULATION]
 

@@ -45,13 +45,6 @@ IterBasedTrainLoop.run_iter = run_iter
 
 
 @pytest.fixture(scope='module')
-def runs(load_script):
-    """tests/test_tools/test_train.py: ``run`` of tools/train.py, ``losses`` and
-    ``assert_same_state``."""
-    return load_script(Path(__file__).with_name('test_train.py'))
-
-
-@pytest.fixture(scope='module')
 def options(tmp_path_factory):
     """The scratch config shrunk: 8 canvases, batches of 2, an interval checkpoint every 2
     iterations, no validation."""

@@ -46,13 +46,6 @@ def data_root(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope='module')
-def runs(load_script):
-    """tests/test_tools/test_train.py: ``run`` of tools/train.py, ``losses`` and
-    ``assert_same_state``."""
-    return load_script(Path(__file__).with_name('test_train.py'))
-
-
 def options(data_root):
     """Two blocks, batches of 4, drop path 0.1, a checkpoint every 3 iterations, no
     validation, no pre-trained weights."""

@@ -6,11 +6,10 @@ indices: a 2-process checkpoint resumed by 1 process trained again the samples o
 the 2 processes had trained (positions 16..31 after 4 iterations of 2 x 2 became 8..15) and
 never those after them, without a word; mmengine's "Advance dataloader 4 steps to skip data"
 line then read as a second skip. Here the demo config, iteration-based (ResumableInfinite-
-Sampler, 32 photos, batch 2), trains 2 processes on gloo and a hook writes the dataset indices
-each rank trained at each iteration; the resumed run's are compared with the uninterrupted
-run's, not with any count of the loop.
+Sampler, 32 photos, batch 2), trains 2 processes on gloo and SampleLogHook (recording_hooks.py)
+writes the dataset indices each rank trained at each iteration; the resumed run's are compared
+with the uninterrupted run's, not with any count of the loop.
 """
-import json
 from pathlib import Path
 
 import pytest
@@ -19,28 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
 BATCH, PHOTOS, ITERATIONS = 2, 32, 6
 
-SAMPLE_LOG = '''
-import json
-
-from mmengine.dist import get_rank
-from mmengine.hooks import Hook
-
-from fastmim.registry import HOOKS
-
-
-@HOOKS.register_module()
-class SampleLogHook(Hook):
-    """Appends (iteration, dataset indices of the batch) of this rank to samples.rank<r>."""
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        indices = [int(s.metainfo['sample_idx']) for s in data_batch['data_samples']]
-        with open(f'{runner.work_dir}/samples.rank{get_rank()}', 'a') as f:
-            f.write(json.dumps([runner.iter, indices]) + '\\n')
-'''
-
 CONFIG = f'''
 _base_ = [{str(DEMO)!r}]
-custom_imports = dict(imports=['sample_log_hook'], allow_failed_imports=False)
+custom_imports = dict(imports=['recording_hooks'], allow_failed_imports=False)
 model = dict(backbone=dict(arch=dict(embed_dim=32, depth=2, num_heads=2)),
              neck=dict(embed_dim=32, num_heads=2))
 train_dataloader = dict(batch_size={BATCH}, num_workers=0, persistent_workers=False,
@@ -57,58 +37,28 @@ custom_hooks = [dict(type='SampleLogHook')]
 
 
 @pytest.fixture(scope='module')
-def runs(load_script):
-    """tests/test_tools/test_train.py: ``run`` of tools/train.py and tools/dist_train.sh."""
-    return load_script(Path(__file__).with_name('test_train.py'))
-
-
-@pytest.fixture(scope='module')
 def config(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('config')
-    (folder / 'sample_log_hook.py').write_text(SAMPLE_LOG)
-    (folder / 'iteration_based.py').write_text(CONFIG)
-    return folder
-
-
-def _train(runs, config, work_dir, processes, *args, port=None):
-    env = {'PYTHONPATH': f'{ROOT}:{config}'}
-    if processes > 1:
-        result = runs.run([str(config / 'iteration_based.py'), str(processes), '--work-dir',
-                           str(work_dir), *args], env={**env, 'PORT': str(port)},
-                          script='dist_train.sh')
-    else:
-        result = runs.run([str(config / 'iteration_based.py'), '--work-dir', str(work_dir),
-                           *args], env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout + result.stderr
-
-
-def _trained(work_dir):
-    """{iteration: the dataset indices the job trained at it, over its ranks}."""
-    trained = {}
-    for path in sorted(work_dir.glob('samples.rank*')):
-        for line in path.read_text().splitlines():
-            iteration, indices = json.loads(line)
-            trained.setdefault(iteration, []).extend(indices)
-    return trained
+    path = tmp_path_factory.mktemp('config') / 'iteration_based.py'
+    path.write_text(CONFIG)
+    return path
 
 
 @pytest.fixture(scope='module')
-def uninterrupted(runs, config, tmp_path_factory):
+def uninterrupted(train_job, config, tmp_path_factory):
     """The 2-process run, with its checkpoint after iteration 2."""
     work_dir = tmp_path_factory.mktemp('two_processes')
-    _train(runs, config, work_dir, 2, port=29641)
+    train_job(config, work_dir, processes=2, port=29641)
     return work_dir
 
 
-def test_two_processes_resumed_by_one_train_the_samples_that_came_next(runs, config,
-                                                                        uninterrupted, tmp_path):
-    before = _trained(uninterrupted)
+def test_two_processes_resumed_by_one_train_the_samples_that_came_next(
+        train_job, trained_samples, config, uninterrupted, tmp_path):
+    before = trained_samples(uninterrupted)
     assert sorted(before) == list(range(ITERATIONS))
     assert all(len(indices) == 2 * BATCH for indices in before.values())
     resumed_dir = tmp_path / 'one_process'
-    log = _train(runs, config, resumed_dir, 1, '--resume', str(uninterrupted / 'iter_2.pth'))
-    resumed = _trained(resumed_dir)
+    log = train_job(config, resumed_dir, '--resume', str(uninterrupted / 'iter_2.pth'))
+    resumed = trained_samples(resumed_dir)
     # 1 process of batch 2 goes on with iterations 2..5: the 8 samples the 2 processes trained
     # at their iterations 2 and 3 (in the first pass over the 32 photos: each index once).
     assert sorted(resumed) == [2, 3, 4, 5]
@@ -123,31 +73,31 @@ def test_two_processes_resumed_by_one_train_the_samples_that_came_next(runs, con
 
 
 def test_a_run_resumed_twice_with_other_sizes_goes_on_after_all_it_trained(
-        runs, config, uninterrupted, tmp_path):
+        train_job, trained_samples, config, uninterrupted, tmp_path):
     """2 processes (iterations 0-1: samples 0..7), 1 process (iterations 2-3: samples 8..11),
     2 processes again (iterations 4-5): they start at sample 12, as the uninterrupted run's
     iteration 3, and train its iterations 3 and 4."""
-    before = _trained(uninterrupted)
+    before = trained_samples(uninterrupted)
     one = tmp_path / 'one_process'
-    _train(runs, config, one, 1, '--resume', str(uninterrupted / 'iter_2.pth'),
-           '--cfg-options', 'train_cfg.max_iters=4')
-    assert sorted(_trained(one)[2] + _trained(one)[3]) == sorted(before[2])
+    train_job(config, one, '--resume', str(uninterrupted / 'iter_2.pth'),
+              '--cfg-options', 'train_cfg.max_iters=4')
+    assert sorted(trained_samples(one)[2] + trained_samples(one)[3]) == sorted(before[2])
     two = tmp_path / 'two_again'
-    log = _train(runs, config, two, 2, '--resume', str(one / 'iter_4.pth'), port=29642)
+    log = train_job(config, two, '--resume', str(one / 'iter_4.pth'), processes=2, port=29642)
     assert 'the sampler starts at sample 12 of the stream' in log
-    resumed = _trained(two)
+    resumed = trained_samples(two)
     assert sorted(resumed) == [4, 5]
     assert sorted(resumed[4]) == sorted(before[3])
     assert sorted(resumed[5]) == sorted(before[4])
 
 
-def test_the_same_processes_resume_bit_for_bit(runs, config, uninterrupted, tmp_path):
+def test_the_same_processes_resume_bit_for_bit(train_job, config, uninterrupted, tmp_path):
     """The checkpoint after iteration 2 resumed by 2 processes again: the same samples at the
     same iterations and ranks, and the uninterrupted run's weights."""
     import torch
     resumed_dir = tmp_path / 'two_processes'
-    _train(runs, config, resumed_dir, 2, '--resume', str(uninterrupted / 'iter_2.pth'),
-           port=29643)
+    train_job(config, resumed_dir, '--resume', str(uninterrupted / 'iter_2.pth'), processes=2,
+              port=29643)
     for rank in (0, 1):
         lines = (uninterrupted / f'samples.rank{rank}').read_text().splitlines()
         assert (resumed_dir / f'samples.rank{rank}').read_text().splitlines() == lines[2:]

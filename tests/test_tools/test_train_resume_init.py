@@ -208,14 +208,9 @@ def test_resume_without_last_checkpoint_and_no_readable_checkpoint_is_refused(tm
         apply_resume(cfg, 'auto')
 
 
-def test_a_run_whose_last_checkpoint_was_deleted_resumes_from_its_checkpoints(tmp_path):
+def test_a_run_whose_last_checkpoint_was_deleted_resumes_from_its_checkpoints(tmp_path, runs):
     """The audit's case end to end: epoch_2.pth and epoch_3.pth of a run of 4 epochs, without
     last_checkpoint; --resume resumed nothing and overwrote them."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('test_train_helpers',
-                                                  Path(__file__).with_name('test_train.py'))
-    runs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runs)
     args = [str(DEMO), '--work-dir', str(tmp_path), '--cfg-options', *runs.TINY]
     result = runs.run(args + ['train_cfg.max_epochs=3'])
     assert result.returncode == 0, result.stderr[-3000:]
