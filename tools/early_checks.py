@@ -12,12 +12,14 @@ A mistyped config path (``configs/fastmim/vit_b_hog_80e.py``) is a line that tak
 write; after the imports it comes some 9 s late on a busy 2-core machine. The check is fastmim's
 own (:func:`fastmim.config_file.check_config_file`, the one ``load_config`` and
 ``fastmim.apis`` run later), loaded from its file without the package, whose ``__init__``
-imports torch. A weights-only file given to ``--resume`` is told from the names in its pickle,
-read without unpickling anything; the full check (``ResumeChecksHook``) runs only once the
-Runner is built, its log folder and config copy written. Standard library only: a tool
-imports this module from its own folder.
+imports torch (:func:`load_fastmim_module`); so are the checkpoint loader's tests of a file,
+in its words (``fastmim.checkpoint_files``). A weights-only file given to ``--resume`` is told
+from the names in its pickle, read without unpickling anything; the full check
+(``ResumeChecksHook``) runs only once the Runner is built, its log folder and config copy
+written. Standard library only: a tool imports this module from its own folder.
 """
 import ast
+import functools
 import importlib.util
 import os
 import os.path as osp
@@ -35,8 +37,6 @@ LAUNCH_ERROR = 'LaunchError'
 # The entries a training checkpoint holds beside the weights (mmengine's Runner.save_checkpoint):
 # the state that --resume continues. A file with none of them holds weights only.
 RUN_STATE_KEYS = ('meta', 'message_hub', 'optimizer')
-# The longest JSON header safetensors reads (its own limit).
-SAFETENSORS_MAX_HEADER = 100_000_000
 # The modules every tool imports after these checks, and where the Python that has them is made.
 STACK = ('torch', 'mmengine', 'fastmim')
 VENV_HINT = 'run with .venv/bin/python (made by make demo / tools/setup_env.sh)'
@@ -82,7 +82,7 @@ def refuse_a_missing_config(argv, flags=(), first=True, locate=None, reported_as
     without the tool's imports is refused first."""
     refuse_a_python_without_the_stack()
     configs = configs_of(argv, flags, first)
-    config_file = load_config_check() if configs else None
+    config_file = load_fastmim_module('config_file.py') if configs else None
     if config_file is None:
         return
     for config in configs:
@@ -100,15 +100,19 @@ def refuse_a_missing_checkpoint(argv, position, pointer_taken=False):
     the checkpoints in it) or nothing (with the newest checkpoints beside it). A URL or other
     ``scheme://`` / ``package::`` path is left to the loader, and so is anything the loader
     reads further (an empty file, ``last_checkpoint``), except a zip archive cut short
-    (:func:`cut_off_archive`), which the loader's launch check also reads. ``pointer_taken``:
-    the tool also takes a work dir's ``last_checkpoint`` (``tools/test.py``), which a folder's
-    line then names."""
+    (``fastmim.checkpoint_files.cut_off_archive``), which the loader's launch check also reads.
+    All of it is left to the loader with a fastmim that has no ``checkpoint_files.py``.
+    ``pointer_taken``: the tool also takes a work dir's ``last_checkpoint``
+    (``tools/test.py``), which a folder's line then names."""
     refuse_a_python_without_the_stack()
     checkpoint = None if left_to_the_tool(argv) else positional(argv, position)
     if not checkpoint or '://' in checkpoint or '::' in checkpoint:
         return
+    files = load_fastmim_module('checkpoint_files.py')
+    if files is None:
+        return
     local = osp.expanduser(checkpoint)
-    problem = no_checkpoint_file(local, pointer_taken) or cut_off_archive(local)
+    problem = no_checkpoint_file(local, files, pointer_taken) or files.cut_off_archive(local)
     if problem:
         print(f'error: CheckpointError: {problem}', file=sys.stderr)
         sys.exit(1)
@@ -139,69 +143,18 @@ def positional(argv, position):
     return leading[position]
 
 
-def no_checkpoint_file(path, pointer_taken=False):
+def no_checkpoint_file(path, files, pointer_taken=False):
     """What the checkpoint loader says of ``path`` (``~`` expanded) when it is a folder or no
-    file, in its words (``fastmim.engine.checkpoint._refuse_no_checkpoint_file``); None
-    otherwise."""
+    file, in its words (``fastmim.engine.checkpoint._refuse_no_checkpoint_file``), with the
+    hints of ``files`` (``fastmim.checkpoint_files``); None otherwise."""
     if osp.isdir(path):
         pointer = osp.join(path, 'last_checkpoint')
         named = (f'; or give {pointer}, which names the newest'
                  if pointer_taken and osp.isfile(pointer) else '')
-        return f'{path} is a folder; a checkpoint is a file{checkpoints_in(path)}{named}'
+        return f'{path} is a folder; a checkpoint is a file{files.checkpoints_in(path)}{named}'
     if not osp.isfile(path):
-        beside = checkpoints_in(osp.dirname(osp.abspath(path)), besides=osp.basename(path))
-        return f'checkpoint not found: {path}{beside}'
+        return f'checkpoint not found: {path}{files.other_checkpoints(path)}'
     return None
-
-
-def cut_off_archive(path):
-    """What the checkpoint loader says of ``path`` when it starts as a zip archive (a torch
-    file) without the end record ``zipfile`` finds in its last bytes (a save or copy cut
-    short), in its words (``fastmim.engine.checkpoint._refuse_a_cut_off_archive``); ''
-    otherwise, also for a file that is no archive at all (the loader's check names it)."""
-    try:
-        with open(path, 'rb') as file:
-            start = file.read(9)
-    except OSError:
-        return ''
-    if is_safetensors_start(start) or not start.startswith(b'PK') or zipfile.is_zipfile(path):
-        return ''
-    beside = checkpoints_in(osp.dirname(osp.abspath(path)), besides=osp.basename(path))
-    return (f'{path} is truncated or not a torch checkpoint: its zip archive has no end record '
-            '(a save or copy cut short?). Load or resume from the checkpoint before it (--resume '
-            f'with its path; last_checkpoint may name this one){beside}')
-
-
-def checkpoints_in(folder, besides=None):
-    """The loader's hint naming the newest ``.pth`` checkpoints of ``folder`` other than
-    ``besides`` (``fastmim.engine.checkpoint.checkpoints_in``): files that start as a
-    checkpoint it reads."""
-    if not osp.isdir(folder):
-        return ''
-    others = sorted((name for name in os.listdir(folder)
-                     if name.endswith('.pth') and name != besides
-                     and osp.isfile(osp.join(folder, name))
-                     and looks_loadable(osp.join(folder, name))),
-                    key=lambda name: osp.getmtime(osp.join(folder, name)), reverse=True)
-    if not others:
-        return ''
-    what = 'Other checkpoints' if besides else 'Checkpoints'
-    return f'. {what} in {folder}, newest first: {", ".join(others[:3])}'
-
-
-def looks_loadable(path):
-    """Whether ``path`` starts as a file the loader reads: a safetensors file, a torch zip
-    archive with its end, a legacy torch pickle (``fastmim.engine.checkpoint._looks_loadable``)."""
-    try:
-        with open(path, 'rb') as file:
-            start = file.read(9)
-    except OSError:
-        return False
-    if is_safetensors_start(start):
-        return True
-    if start.startswith(b'PK'):
-        return zipfile.is_zipfile(path)
-    return start.startswith((b'PK', b'\x80'))
 
 
 def config_of(argv):
@@ -261,15 +214,17 @@ def refuse_resuming_weights_only(argv):
 
 def weights_only_resume(argv):
     """Why ``--resume CKPT`` of ``tools/train.py``'s ``argv`` cannot resume, where CKPT is a
-    zip archive cut short (:func:`cut_off_archive`) or holds weights only
+    zip archive cut short (``fastmim.checkpoint_files.cut_off_archive``) or holds weights only
     (:func:`holds_weights_only`: a published, converted or exported file); '' otherwise.
-    Only where the flags are the whole story (:func:`left_to_the_tool`); a file that is not
-    plainly weights-only is left to the full check."""
+    Only where the flags are the whole story (:func:`left_to_the_tool`) and the fastmim found
+    has ``checkpoint_files.py``; a file that is not plainly weights-only is left to the full
+    check."""
     checkpoint = None if left_to_the_tool(argv) else flag_value(argv, '--resume')
-    if not checkpoint:
+    files = load_fastmim_module('checkpoint_files.py') if checkpoint else None
+    if files is None:
         return ''
     path = osp.expanduser(checkpoint)
-    cut_off = cut_off_archive(path)
+    cut_off = files.cut_off_archive(path)
     if cut_off or not holds_weights_only(path):
         return cut_off
     return (f'{checkpoint} holds weights only, without the state of the run that wrote them '
@@ -286,11 +241,13 @@ def holds_weights_only(path):
     runs nothing, up to the first of those names: a training checkpoint names ``meta`` first
     and holds long loss histories after it. The tensors are not read. False for anything
     else: no such file, a legacy or unreadable one, ``last_checkpoint`` (the loader's checks
-    say what they say)."""
+    say what they say), or any file where the fastmim found has no ``checkpoint_files.py``
+    (which tells a safetensors file)."""
+    files = load_fastmim_module('checkpoint_files.py')
+    if files is None:
+        return False
     try:
-        with open(path, 'rb') as file:
-            start = file.read(9)
-        if is_safetensors_start(start):
+        if files.is_safetensors_start(files.first_bytes(path)):
             return True
         if not zipfile.is_zipfile(path):
             return False
@@ -306,28 +263,23 @@ def holds_weights_only(path):
         return False
 
 
-def is_safetensors_start(start):
-    """Whether ``start`` (a file's first 9 bytes) begins a safetensors file: the length of its
-    JSON header (8 bytes, little-endian), then the header's ``{``, as
-    ``fastmim.engine.checkpoint.is_safetensors_start`` tells it."""
-    if len(start) < 9 or start[8:9] != b'{':
-        return False
-    return 2 <= int.from_bytes(start[:8], 'little') <= SAFETENSORS_MAX_HEADER
-
-
-def load_config_check():
-    """``fastmim.config_file`` of the fastmim that ``import fastmim`` finds (an installed
-    version, or this repository's), executed from its file under a name of its own, so the
-    package is not imported and the module is not the package's (which imports it again
-    later). None without an importable fastmim (its import fails next, with its error) or with
+@functools.lru_cache(maxsize=None)
+def load_fastmim_module(file_name):
+    """The module of ``file_name`` (``'config_file.py'``: ``fastmim.config_file``) in the
+    fastmim that ``import fastmim`` finds (an installed version, or this repository's),
+    executed from its file under a name of its own (``fastmim_config_file_before_imports``),
+    so the package, whose ``__init__`` imports torch, is not imported, and the module is not
+    the package's (which imports it again later). Only for the package's standard-library-only
+    modules. None without an importable fastmim (its import fails next, with its error) or with
     one that has no such file (an older version)."""
     package = importlib.util.find_spec('fastmim')
     if package is None or not package.submodule_search_locations:
         return None
-    path = osp.join(package.submodule_search_locations[0], 'config_file.py')
+    path = osp.join(package.submodule_search_locations[0], file_name)
     if not osp.isfile(path):
         return None
-    spec = importlib.util.spec_from_file_location('fastmim_config_file_before_imports', path)
+    name = f'fastmim_{osp.splitext(file_name)[0]}_before_imports'
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -337,7 +289,7 @@ def config_problem(config):
     """Why ``config`` is no config file, in the words of the tools' check
     (``check_config_file``, with the close config names), or '' (a config file, or no
     fastmim to ask)."""
-    config_file = load_config_check()
+    config_file = load_fastmim_module('config_file.py')
     try:
         if config_file is not None:
             config_file.check_config_file(config)

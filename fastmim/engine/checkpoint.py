@@ -28,7 +28,6 @@ import os.path as osp
 import pickle
 import re
 import tempfile
-import zipfile
 from collections import OrderedDict
 from urllib.parse import urlparse
 
@@ -44,6 +43,8 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors_file
 
+from fastmim.checkpoint_files import (TORCH_FILE_STARTS, checkpoints_in, cut_off_archive,
+                                     first_bytes, is_safetensors_start, other_checkpoints)
 from fastmim.errors import CheckpointError
 from fastmim.fileio import AtomicLocalBackend
 
@@ -126,7 +127,7 @@ def load_from_local(filename, map_location=None):
     path = osp.expanduser(filename)
     _refuse_no_checkpoint_file(path)
     return _load_file(path, map_location, name=path, trust_as=path,
-                      hint=lambda: _other_checkpoints(path))
+                      hint=lambda: other_checkpoints(path))
 
 
 def _refuse_no_checkpoint_file(path):
@@ -136,10 +137,10 @@ def _refuse_no_checkpoint_file(path):
         raise CheckpointError(f'{path} is a folder; a checkpoint is a file'
                               f'{checkpoints_in(path)}')
     if not osp.isfile(path):
-        raise CheckpointError(f'checkpoint not found: {path}{_other_checkpoints(path)}')
+        raise CheckpointError(f'checkpoint not found: {path}{other_checkpoints(path)}')
     if osp.getsize(path) == 0:
         raise CheckpointError(f'{path} is not a readable checkpoint: the file is empty (0 bytes)'
-                              f'{_other_checkpoints(path)}')
+                              f'{other_checkpoints(path)}')
 
 
 def _load_file(path, map_location, name, trust_as, hint):
@@ -149,7 +150,7 @@ def _load_file(path, map_location, name, trust_as, hint):
     and where to), ``trust_as`` what ``--trust-checkpoint`` takes to trust it, and ``hint()``
     what an error about an unreadable file adds (other checkpoints beside it, or how to fetch
     it again)."""
-    start = _first_bytes(path)
+    start = first_bytes(path)
     if is_safetensors_start(start):
         return _load_safetensors(path, map_location, name, hint)
     _refuse_what_torch_never_wrote(name, start, hint)
@@ -397,52 +398,19 @@ def check_checkpoint_file(path):
     folder is named with the checkpoints it holds, a missing file with the newest ones beside
     it), or a file that starts as neither a torch file nor a safetensors file (a text file or
     a log saved as .pth), or a zip archive without its end record (a save or copy cut short,
-    :func:`_refuse_a_cut_off_archive`). The loader itself meets them only once the Runner is
-    built, after some 300 lines of start-up, the dataset listed and a log folder left in the
-    work dir. The rest of the file is left to the loader: reading it all here would read every
+    :func:`~fastmim.checkpoint_files.cut_off_archive`, which ``tools/early_checks.py`` also
+    asks before the imports). The loader itself meets them only once the Runner is built,
+    after some 300 lines of start-up, the dataset listed and a log folder left in the work
+    dir. The rest of the file is left to the loader: reading it all here would read every
     checkpoint twice."""
     local = osp.expanduser(path)  # '~' expanded, as the loader does
     _refuse_no_checkpoint_file(local)
-    start = _first_bytes(local)
+    start = first_bytes(local)
     if not is_safetensors_start(start):
-        _refuse_what_torch_never_wrote(local, start, lambda: _other_checkpoints(local))
-        _refuse_a_cut_off_archive(local, start)
-
-
-def _refuse_a_cut_off_archive(path, start):
-    """Refuse a torch zip archive (``start``: its first bytes) without the end record that
-    ``zipfile`` finds in its last bytes (all it reads): a save or copy cut short. Its
-    ``b'PK'`` start passes for a torch file; ``tools/early_checks.py`` says the same in the
-    same words before the imports."""
-    if start.startswith(b'PK') and not zipfile.is_zipfile(path):
-        raise CheckpointError(
-            f'{path} is truncated or not a torch checkpoint: its zip archive has no end record '
-            '(a save or copy cut short?). Load or resume from the checkpoint before it (--resume '
-            'with its path; last_checkpoint may name this one)' + _other_checkpoints(path))
-
-
-# How every file torch.save writes starts: a zip archive (torch >= 1.6), or a pickle of
-# protocol 2 or later (the legacy format).
-TORCH_FILE_STARTS = (b'PK', b'\x80')
-# The longest JSON header safetensors reads (its own limit).
-SAFETENSORS_MAX_HEADER = 100_000_000
-
-
-def _first_bytes(path):
-    """The bytes that tell a torch file (:data:`TORCH_FILE_STARTS`) and a safetensors file
-    (:func:`is_safetensors_start`) apart."""
-    with open(path, 'rb') as file:
-        return file.read(9)
-
-
-def is_safetensors_start(start):
-    """Whether ``start`` (a file's first 9 bytes) begins a safetensors file: the length of its
-    JSON header (8 bytes, little-endian), then the header's ``{``. To be checked before the torch
-    starts: a header length can begin with ``b'\\x80'`` or ``b'PK'`` (one of 19280 bytes), and
-    weights-only unpickling would then call the file corrupt."""
-    if len(start) < 9 or start[8:9] != b'{':
-        return False
-    return 2 <= int.from_bytes(start[:8], 'little') <= SAFETENSORS_MAX_HEADER
+        _refuse_what_torch_never_wrote(local, start, lambda: other_checkpoints(local))
+    cut_off = cut_off_archive(local)
+    if cut_off:
+        raise CheckpointError(cut_off)
 
 
 def _load_safetensors(path, map_location, name, hint):
@@ -468,42 +436,6 @@ def _refuse_what_torch_never_wrote(name, start, hint):
         raise CheckpointError(f"{name} is not a readable checkpoint (truncated or corrupt?): no "
                               f"torch file, which starts with b'PK' (a zip archive) or b'\\x80' "
                               f'(a pickle); it starts with {start!r}{hint()}')
-
-
-def _other_checkpoints(path):
-    """A hint naming the newest other checkpoints beside ``path``, to resume or load from."""
-    return checkpoints_in(osp.dirname(osp.abspath(path)), besides=osp.basename(path))
-
-
-def checkpoints_in(folder, besides=None):
-    """A hint naming the newest ``.pth`` checkpoints of ``folder`` other than ``besides``."""
-    if not osp.isdir(folder):
-        return ''
-    others = sorted((name for name in os.listdir(folder)
-                     if name.endswith('.pth') and name != besides
-                     and osp.isfile(osp.join(folder, name))
-                     and _looks_loadable(osp.join(folder, name))),
-                    key=lambda name: osp.getmtime(osp.join(folder, name)), reverse=True)
-    if not others:
-        return ''
-    what = 'Other checkpoints' if besides else 'Checkpoints'
-    return f'. {what} in {folder}, newest first: {", ".join(others[:3])}'
-
-
-def _looks_loadable(path):
-    """Whether ``path`` starts as a checkpoint the loader reads (a safetensors file, a torch
-    zip archive with its end, a legacy torch pickle), so that the hint names no file that fails
-    to load (a text file named .pth, an empty one, a copy or save cut off). Legacy pickles have
-    no end to check."""
-    try:
-        start = _first_bytes(path)
-    except OSError:
-        return False
-    if is_safetensors_start(start):
-        return True
-    if start.startswith(b'PK'):
-        return zipfile.is_zipfile(path)
-    return start.startswith(TORCH_FILE_STARTS)
 
 
 def _unpickler_reason(error):

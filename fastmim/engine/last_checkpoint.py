@@ -9,6 +9,7 @@ import zipfile
 
 from mmengine.logging import print_log
 
+from fastmim.checkpoint_files import checkpoints_in
 from fastmim.errors import CheckpointError
 
 
@@ -27,7 +28,6 @@ def latest_checkpoint(work_dir, use='resuming from'):
     if recorded is None:
         return None
     if not recorded:  # a last_checkpoint emptied outside the toolbox (its own writes are atomic)
-        from fastmim.engine.checkpoint import checkpoints_in
         raise CheckpointError(f'{osp.join(work_dir, "last_checkpoint")} is empty: it names no '
                               f'checkpoint to resume from or test; give one by its path'
                               f'{checkpoints_in(work_dir)}')

@@ -336,6 +336,44 @@ def test_a_remote_or_packaged_checkpoint_is_left_to_the_loader(early_checks, che
     early_checks.refuse_a_missing_checkpoint(['c.py', checkpoint], 1)
 
 
+def test_the_checkpoint_file_checks_load_without_the_stack():
+    """The tools read what fastmim says of a checkpoint file (fastmim/checkpoint_files.py)
+    before their imports: the module, loaded from its file, imports no part of the stack, not
+    even the fastmim package."""
+    script = ('import sys\n'
+              f'sys.path.insert(0, {str(ROOT / "tools")!r})\n'
+              'import early_checks\n'
+              "files = early_checks.load_fastmim_module('checkpoint_files.py')\n"
+              "assert files.checkpoints_in('.') == ''\n"
+              f'heavy = [name for name in sys.modules if name.partition(".")[0] in {HEAVY!r}]\n'
+              "assert 'torch' not in sys.modules and not heavy, heavy\n")
+    result = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_fastmim_without_the_checkpoint_file_checks_leaves_them_to_the_tool(tmp_path):
+    """An older fastmim, found where the tools' early checks look, has no checkpoint_files.py:
+    its tools' own checks, after the imports, say what is wrong with the file."""
+    shutil.copytree(ROOT / 'tools', tmp_path / 'tools',
+                    ignore=shutil.ignore_patterns('__pycache__'))
+    (tmp_path / 'fastmim').mkdir()
+    (tmp_path / 'fastmim' / '__init__.py').write_text('')
+    cut = tmp_path / 'epoch_2.pth'
+    torch.save({'meta': {}, 'w': torch.ones(100000)}, cut)
+    cut.write_bytes(cut.read_bytes()[:10000])
+    script = ('import sys\n'
+              f'sys.path.insert(0, {str(tmp_path / "tools")!r})\n'
+              'import early_checks\n'
+              f"early_checks.refuse_a_missing_checkpoint(['c.py', {str(cut)!r}], 1)\n"
+              "early_checks.refuse_a_missing_checkpoint(['c.py', 'absent.pth'], 1)\n"
+              f"print(repr(early_checks.weights_only_resume(['--resume', {str(cut)!r}])))\n")
+    result = subprocess.run([sys.executable, '-c', script], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == "''\n"
+
+
 def test_a_checkpoint_that_fails_to_load_is_not_announced_as_loaded(tmp_path, capsys):
     """mmengine wrote 'Loads checkpoint by local backend from path: F' before loading F: the
     line came just before F's 'checkpoint not found'."""
