@@ -1,14 +1,16 @@
-"""What a checkpoint file is, told from its first bytes and its zip archive's end record, and
-the hint that names the checkpoints beside one (a leaf module, importing only the standard
-library).
+"""What a checkpoint file is, told from its first bytes, its zip archive's end record and the
+names in its pickle, and the hint that names the checkpoints beside one (a leaf module,
+importing only the standard library).
 
 The checkpoint loader (:mod:`fastmim.engine.checkpoint`) refuses a file by these tests, in
 these words. ``tools/early_checks.py`` loads this file on its own, before the tools import
 fastmim and torch, so that a checkpoint cut short or not there reads the same before the
 imports as after them; it imports nothing of the package.
 """
+import itertools
 import os
 import os.path as osp
+import pickletools
 import zipfile
 
 # How every file torch.save writes starts: a zip archive (torch >= 1.6), or a pickle of
@@ -16,6 +18,11 @@ import zipfile
 TORCH_FILE_STARTS = (b'PK', b'\x80')
 # The longest JSON header safetensors reads (its own limit).
 SAFETENSORS_MAX_HEADER = 100_000_000
+# The entries a training checkpoint holds beside the weights (mmengine's Runner.save_checkpoint):
+# the state that --resume continues. A file with none of them holds weights only.
+RUN_STATE_KEYS = ('meta', 'message_hub', 'optimizer')
+# How many checkpoints a hint names.
+NAMED_IN_A_HINT = 3
 
 
 def first_bytes(path):
@@ -51,11 +58,44 @@ def looks_loadable(path):
     return start.startswith(TORCH_FILE_STARTS)
 
 
-def cut_off_archive(path):
+def holds_weights_only(path):
+    """Whether ``path`` is a safetensors file (weights by its format), or a torch file (a zip
+    archive, as torch has written since 1.6) whose pickle names none of
+    :data:`RUN_STATE_KEYS`: a published, converted or exported file, which ``--resume``
+    refuses. The pickle is read as opcodes (:func:`pickletools.genops`), which runs nothing,
+    up to the first of those names: a training checkpoint names ``meta`` first and holds long
+    loss histories after it. The tensors are not read. False for anything else: no such file,
+    a legacy or unreadable one, ``last_checkpoint`` (the loader's checks say what they say)."""
+    try:
+        if is_safetensors_start(first_bytes(path)):
+            return True
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            pickles = [name for name in archive.namelist()
+                       if name.count('/') == 1 and name.endswith('/data.pkl')]
+            if len(pickles) != 1:
+                return False
+            with archive.open(pickles[0]) as pickled:
+                return not any(isinstance(arg, str) and arg in RUN_STATE_KEYS
+                               for _, arg, _ in pickletools.genops(pickled))
+    except Exception:  # any failure to read leaves the file to the loader's checks
+        return False
+
+
+def looks_resumable(path):
+    """Whether ``path`` looks like a checkpoint that ``--resume`` continues a run from: one the
+    loader reads (:func:`looks_loadable`) that holds more than weights
+    (:func:`holds_weights_only`)."""
+    return looks_loadable(path) and not holds_weights_only(path)
+
+
+def cut_off_archive(path, resuming=False):
     """Why ``path`` does not load when it starts as a torch zip archive without the end record
     that ``zipfile`` finds in its last bytes (all it reads): a save or copy cut short, whose
     ``b'PK'`` start passes for a torch file. '' otherwise, also for a file that is no archive
-    at all or does not open (the loader's other checks name it)."""
+    at all or does not open (the loader's other checks name it). ``resuming``: the file was
+    given to ``--resume`` (:func:`other_checkpoints`)."""
     try:
         start = first_bytes(path)
     except OSError:
@@ -64,25 +104,32 @@ def cut_off_archive(path):
         return ''
     return (f'{path} is truncated or not a torch checkpoint: its zip archive has no end record '
             '(a save or copy cut short?). Load or resume from the checkpoint before it (--resume '
-            f'with its path; last_checkpoint may name this one){other_checkpoints(path)}')
+            'with its path; last_checkpoint may name this one)'
+            f'{other_checkpoints(path, resuming)}')
 
 
-def other_checkpoints(path):
-    """A hint naming the newest other checkpoints beside ``path``, to resume or load from."""
-    return checkpoints_in(osp.dirname(osp.abspath(path)), besides=osp.basename(path))
+def other_checkpoints(path, resuming=False):
+    """A hint naming the newest other checkpoints beside ``path``, to resume or load from
+    (``resuming``: to resume from, :func:`checkpoints_in`)."""
+    return checkpoints_in(osp.dirname(osp.abspath(path)), besides=osp.basename(path),
+                          resuming=resuming)
 
 
-def checkpoints_in(folder, besides=None):
+def checkpoints_in(folder, besides=None, resuming=False):
     """A hint naming the newest ``.pth`` checkpoints of ``folder`` other than ``besides``: the
-    files that start as a checkpoint the loader reads (:func:`looks_loadable`)."""
+    files that start as a checkpoint the loader reads (:func:`looks_loadable`), or
+    (``resuming``: for a refused ``--resume``) those that also hold a run's state
+    (:func:`looks_resumable`), since ``--resume`` refuses a weights-only file as well."""
     if not osp.isdir(folder):
         return ''
-    others = sorted((name for name in os.listdir(folder)
-                     if name.endswith('.pth') and name != besides
-                     and osp.isfile(osp.join(folder, name))
-                     and looks_loadable(osp.join(folder, name))),
-                    key=lambda name: osp.getmtime(osp.join(folder, name)), reverse=True)
+    names = sorted((name for name in os.listdir(folder)
+                    if name.endswith('.pth') and name != besides
+                    and osp.isfile(osp.join(folder, name))),
+                   key=lambda name: osp.getmtime(osp.join(folder, name)), reverse=True)
+    fits = looks_resumable if resuming else looks_loadable
+    others = list(itertools.islice((name for name in names if fits(osp.join(folder, name))),
+                                   NAMED_IN_A_HINT))
     if not others:
         return ''
     what = 'Other checkpoints' if besides else 'Checkpoints'
-    return f'. {what} in {folder}, newest first: {", ".join(others[:3])}'
+    return f'. {what} in {folder}, newest first: {", ".join(others)}'

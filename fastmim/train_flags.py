@@ -13,7 +13,7 @@ from mmengine.logging import print_log
 
 from fastmim.cli import apply_launch_args
 from fastmim.engine.checkpoint import check_checkpoint_file, pretrained_inits
-from fastmim.engine.last_checkpoint import checkpoint_named_by, latest_checkpoint
+from fastmim.engine.last_checkpoint import RESUMING, checkpoint_named_by, latest_checkpoint
 from fastmim.errors import CheckpointError
 from fastmim.registry import type_name
 
@@ -133,7 +133,7 @@ def _check_named_checkpoint(last_checkpoint, path):
     ``last_checkpoint``: the loader would refuse it as ``load_from``, a key the user never
     set."""
     try:
-        check_checkpoint_file(path)
+        check_checkpoint_file(path, resuming=True)
     except CheckpointError as error:
         raise CheckpointError(f'--resume: {last_checkpoint} names {path}: {error}') from None
 
@@ -150,7 +150,7 @@ def apply_resume(cfg, resume):
     is named."""
     load_from = cfg.get('load_from')
     resume_from = (latest_checkpoint(cfg.work_dir) if resume == 'auto' else
-                   checkpoint_named_by(resume, 'resuming from'))
+                   checkpoint_named_by(resume, RESUMING))
     if resume_from is None:
         start = f'the weights of load_from {load_from}' if load_from else 'scratch'
         print_log(f'--resume: no checkpoint in {cfg.work_dir} yet; starting from {start}',

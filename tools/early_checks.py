@@ -23,9 +23,7 @@ import functools
 import importlib.util
 import os
 import os.path as osp
-import pickletools
 import sys
-import zipfile
 
 # What ends the flags: with one of them the config is left to the tool's own check.
 HELP_FLAGS = ('-h', '--help')
@@ -34,9 +32,6 @@ HELP_FLAGS = ('-h', '--help')
 LAUNCH_FLAGS = ('--launcher', '--local_rank', '--local-rank')
 # The error run_cli names for a config that load_config refuses.
 LAUNCH_ERROR = 'LaunchError'
-# The entries a training checkpoint holds beside the weights (mmengine's Runner.save_checkpoint):
-# the state that --resume continues. A file with none of them holds weights only.
-RUN_STATE_KEYS = ('meta', 'message_hub', 'optimizer')
 # The modules every tool imports after these checks, and where the Python that has them is made.
 STACK = ('torch', 'mmengine', 'fastmim')
 VENV_HINT = 'run with .venv/bin/python (made by make demo / tools/setup_env.sh)'
@@ -214,8 +209,9 @@ def refuse_resuming_weights_only(argv):
 
 def weights_only_resume(argv):
     """Why ``--resume CKPT`` of ``tools/train.py``'s ``argv`` cannot resume, where CKPT is a
-    zip archive cut short (``fastmim.checkpoint_files.cut_off_archive``) or holds weights only
-    (:func:`holds_weights_only`: a published, converted or exported file); '' otherwise.
+    zip archive cut short (``fastmim.checkpoint_files.cut_off_archive``, naming the files
+    beside it that resume) or holds weights only (``holds_weights_only`` there: a published,
+    converted or exported file); '' otherwise.
     Only where the flags are the whole story (:func:`left_to_the_tool`) and the fastmim found
     has ``checkpoint_files.py``; a file that is not plainly weights-only is left to the full
     check."""
@@ -224,43 +220,14 @@ def weights_only_resume(argv):
     if files is None:
         return ''
     path = osp.expanduser(checkpoint)
-    cut_off = files.cut_off_archive(path)
-    if cut_off or not holds_weights_only(path):
+    cut_off = files.cut_off_archive(path, resuming=True)
+    if cut_off or not files.holds_weights_only(path):
         return cut_off
     return (f'{checkpoint} holds weights only, without the state of the run that wrote them '
-            f'(no {", ".join(RUN_STATE_KEYS)}): a published, converted or exported file. '
+            f'(no {", ".join(files.RUN_STATE_KEYS)}): a published, converted or exported file. '
             '--resume continues a run from that state: resume from the run\'s latest '
             'checkpoint (epoch_*/iter_*.pth, or --resume alone), or start a new run from these '
             'weights with load_from / init_cfg, without --resume')
-
-
-def holds_weights_only(path):
-    """Whether ``path`` is a safetensors file (weights by its format), or a torch file (a zip
-    archive, as torch has written since 1.6) whose pickle names none of
-    :data:`RUN_STATE_KEYS`. The pickle is read as opcodes (:func:`pickletools.genops`), which
-    runs nothing, up to the first of those names: a training checkpoint names ``meta`` first
-    and holds long loss histories after it. The tensors are not read. False for anything
-    else: no such file, a legacy or unreadable one, ``last_checkpoint`` (the loader's checks
-    say what they say), or any file where the fastmim found has no ``checkpoint_files.py``
-    (which tells a safetensors file)."""
-    files = load_fastmim_module('checkpoint_files.py')
-    if files is None:
-        return False
-    try:
-        if files.is_safetensors_start(files.first_bytes(path)):
-            return True
-        if not zipfile.is_zipfile(path):
-            return False
-        with zipfile.ZipFile(path) as archive:
-            pickles = [name for name in archive.namelist()
-                       if name.count('/') == 1 and name.endswith('/data.pkl')]
-            if len(pickles) != 1:
-                return False
-            with archive.open(pickles[0]) as pickled:
-                return not any(isinstance(arg, str) and arg in RUN_STATE_KEYS
-                               for _, arg, _ in pickletools.genops(pickled))
-    except Exception:  # any failure to read leaves the file to the loader's checks
-        return False
 
 
 @functools.lru_cache(maxsize=None)

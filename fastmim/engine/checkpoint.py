@@ -130,17 +130,19 @@ def load_from_local(filename, map_location=None):
                       hint=lambda: other_checkpoints(path))
 
 
-def _refuse_no_checkpoint_file(path):
+def _refuse_no_checkpoint_file(path, resuming=False):
     """Refuse a local ``path`` (``~`` expanded) that is a folder (named with the checkpoints it
-    holds), no file (with the newest checkpoints beside it) or an empty file."""
+    holds), no file (with the newest checkpoints beside it) or an empty file; ``resuming``
+    (given to ``--resume``): named with those that resume
+    (:func:`~fastmim.checkpoint_files.checkpoints_in`)."""
     if osp.isdir(path):
         raise CheckpointError(f'{path} is a folder; a checkpoint is a file'
-                              f'{checkpoints_in(path)}')
+                              f'{checkpoints_in(path, resuming=resuming)}')
     if not osp.isfile(path):
-        raise CheckpointError(f'checkpoint not found: {path}{other_checkpoints(path)}')
+        raise CheckpointError(f'checkpoint not found: {path}{other_checkpoints(path, resuming)}')
     if osp.getsize(path) == 0:
         raise CheckpointError(f'{path} is not a readable checkpoint: the file is empty (0 bytes)'
-                              f'{other_checkpoints(path)}')
+                              f'{other_checkpoints(path, resuming)}')
 
 
 def _load_file(path, map_location, name, trust_as, hint):
@@ -385,14 +387,14 @@ def check_start_checkpoints(cfg, training=True):
     for key, path in named:
         if isinstance(path, str) and '://' not in path:
             try:
-                check_checkpoint_file(path)
+                check_checkpoint_file(path, resuming=key == '--resume')
             except CheckpointError as error:
                 from fastmim.engine.config_loading import missing_checkpoint_hint
                 raise CheckpointError(
                     f'{key}: {error}{missing_checkpoint_hint(cfg, key, path)}') from None
 
 
-def check_checkpoint_file(path):
+def check_checkpoint_file(path, resuming=False):
     """Refuse a local ``path`` that the checkpoint loader would refuse without unpickling it,
     in the loader's words, before anything is read or written: no file or an empty one (a
     folder is named with the checkpoints it holds, a missing file with the newest ones beside
@@ -402,13 +404,14 @@ def check_checkpoint_file(path):
     asks before the imports). The loader itself meets them only once the Runner is built,
     after some 300 lines of start-up, the dataset listed and a log folder left in the work
     dir. The rest of the file is left to the loader: reading it all here would read every
-    checkpoint twice."""
+    checkpoint twice. ``resuming``: ``path`` was given to ``--resume``, and the hints name only
+    the checkpoints that resume (:func:`~fastmim.checkpoint_files.checkpoints_in`)."""
     local = osp.expanduser(path)  # '~' expanded, as the loader does
-    _refuse_no_checkpoint_file(local)
+    _refuse_no_checkpoint_file(local, resuming)
     start = first_bytes(local)
     if not is_safetensors_start(start):
-        _refuse_what_torch_never_wrote(local, start, lambda: other_checkpoints(local))
-    cut_off = cut_off_archive(local)
+        _refuse_what_torch_never_wrote(local, start, lambda: other_checkpoints(local, resuming))
+    cut_off = cut_off_archive(local, resuming)
     if cut_off:
         raise CheckpointError(cut_off)
 

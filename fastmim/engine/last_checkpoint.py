@@ -12,14 +12,18 @@ from mmengine.logging import print_log
 from fastmim.checkpoint_files import checkpoints_in
 from fastmim.errors import CheckpointError
 
+# What a caller that resumes from the checkpoint found does with it (``use``).
+RESUMING = 'resuming from'
 
-def latest_checkpoint(work_dir, use='resuming from'):
+
+def latest_checkpoint(work_dir, use=RESUMING):
     """The checkpoint ``work_dir/last_checkpoint`` names, or None. It holds an absolute path,
     so in a work dir that was moved or copied (to other storage, to branch a run) it names the
     original place: ``--resume`` would fail with 'checkpoint not found' there, or resume from
     the other run's newest checkpoint. A file of that name in ``work_dir`` is taken instead, logged
-    with ``use`` (what the caller does with it). Without ``last_checkpoint``, the newest of
-    the work dir's own checkpoints by the iteration it records (:func:`newest_recorded`)."""
+    with ``use`` (what the caller does with it; :data:`RESUMING` names only the checkpoints
+    that resume where the file names none). Without ``last_checkpoint``, the newest of the work
+    dir's own checkpoints by the iteration it records (:func:`newest_recorded`)."""
     from mmengine.runner import find_latest_checkpoint
 
     if not osp.isfile(osp.join(work_dir, 'last_checkpoint')):
@@ -30,7 +34,7 @@ def latest_checkpoint(work_dir, use='resuming from'):
     if not recorded:  # a last_checkpoint emptied outside the toolbox (its own writes are atomic)
         raise CheckpointError(f'{osp.join(work_dir, "last_checkpoint")} is empty: it names no '
                               f'checkpoint to resume from or test; give one by its path'
-                              f'{checkpoints_in(work_dir)}')
+                              f'{checkpoints_in(work_dir, resuming=use == RESUMING)}')
     here = osp.join(work_dir, osp.basename(recorded))
     if osp.isfile(here) and not (osp.exists(recorded) and osp.samefile(recorded, here)):
         print_log(f'{osp.join(work_dir, "last_checkpoint")} names {recorded}, outside the work '
@@ -59,7 +63,7 @@ def checkpoint_named_by(path, use):
 REGULAR_CHECKPOINT = re.compile(r'(epoch|iter)_\d+\.pth')
 
 
-def newest_recorded(work_dir, use='resuming from'):
+def newest_recorded(work_dir, use=RESUMING):
     """The checkpoint of ``work_dir`` (``epoch_N.pth``, ``iter_N.pth``) that records the most
     iterations trained, for a work dir without ``last_checkpoint``; None when it holds none.
 

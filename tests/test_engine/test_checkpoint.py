@@ -260,7 +260,9 @@ def test_empty_files_and_text_that_reads_as_pickle_opcodes_are_unreadable(tmp_pa
 def test_a_checkpoint_cut_off_near_its_end_is_named_with_the_others_beside_it(tmp_path):
     """torch's zip reader raises OSError (EINVAL), not RuntimeError, for such a file."""
     earlier, latest = tmp_path / 'epoch_1.pth', tmp_path / 'epoch_2.pth'
-    torch.save({'w': torch.zeros(100000)}, earlier)
+    # With the run's state: named for --resume too, which refuses a file of weights only.
+    torch.save({'meta': {'iter': 4}, 'message_hub': {}, 'optimizer': {},
+                'state_dict': {'w': torch.zeros(1)}}, earlier)
     torch.save({'w': torch.zeros(100000)}, latest)
     latest.write_bytes(latest.read_bytes()[:10000])
     with pytest.raises(CheckpointError, match=r'epoch_2.pth is not a readable checkpoint '
@@ -354,7 +356,9 @@ def test_a_cut_off_torch_file_is_refused_at_launch(tmp_path, key, cfg):
     """Its b'PK' start passed the launch check: the loader refused it only once the Runner was
     built and the dataset listed (minutes on ImageNet), with a log folder left behind."""
     earlier, latest = tmp_path / 'epoch_1.pth', tmp_path / 'epoch_2.pth'
-    torch.save({'w': torch.zeros(100000)}, earlier)
+    # With the run's state: named for --resume too, which refuses a file of weights only.
+    torch.save({'meta': {'iter': 4}, 'message_hub': {}, 'optimizer': {},
+                'state_dict': {'w': torch.zeros(1)}}, earlier)
     torch.save({'w': torch.zeros(100000)}, latest)
     latest.write_bytes(latest.read_bytes()[:10000])
     with pytest.raises(CheckpointError, match=rf'^{re.escape(key)}: {re.escape(str(latest))} is '

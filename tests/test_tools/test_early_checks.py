@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fastmim.checkpoint_files import holds_weights_only
+
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ('torch', 'mmengine', 'fastmim', 'numpy', 'timm')
 MISTYPED = 'configs/fastmim/vit_b_hog_80e.py'
@@ -204,14 +206,14 @@ def test_what_is_not_plainly_weights_only_is_left_to_the_full_checks(early_check
                                                                      name, write):
     path = tmp_path / name
     write(path)
-    assert not early_checks.holds_weights_only(str(path))
+    assert not holds_weights_only(str(path))
     early_checks.refuse_resuming_weights_only(['c.py', '--resume', str(path)])
 
 
 def test_a_weights_only_file_is_left_to_the_full_check_under_a_launcher(early_checks, tmp_path):
     """Every process of the job would print the line; run_cli lets the node's first say it."""
     torch.save(WEIGHTS, tmp_path / 'published.pth')
-    assert early_checks.holds_weights_only(str(tmp_path / 'published.pth'))
+    assert holds_weights_only(str(tmp_path / 'published.pth'))
     early_checks.refuse_resuming_weights_only(
         ['c.py', '--resume', str(tmp_path / 'published.pth'), '--launcher', 'pytorch'])
 
@@ -241,12 +243,13 @@ CHECKPOINT_READERS = [
 ]
 
 
-def loader_refusal(path):
-    """The line the checkpoint loader's own check writes for ``path`` after the imports."""
+def loader_refusal(path, resuming=False):
+    """The line the checkpoint loader's own check writes for ``path`` after the imports
+    (``resuming``: for --resume)."""
     from fastmim.engine.checkpoint import check_checkpoint_file
     from fastmim.errors import CheckpointError
     with pytest.raises(CheckpointError) as refused:
-        check_checkpoint_file(path)
+        check_checkpoint_file(path, resuming=resuming)
     return f'error: CheckpointError: {refused.value}'
 
 
@@ -265,13 +268,17 @@ def test_a_missing_checkpoint_is_refused_before_any_heavy_import(tool, args, tmp
     assert imported and not [name for name in imported if name.partition('.')[0] in HEAVY]
 
 
-@pytest.mark.parametrize('tool, args', [
-    ('test.py', ['configs/knn/vit_b_knn.py', '{ckpt}']),
-    ('train.py', [DEMO, '--work-dir', '{tmp}/work', '--resume', '{ckpt}'])])
-def test_a_cut_off_checkpoint_is_refused_before_any_heavy_import(tool, args, tmp_path):
+@pytest.mark.parametrize('tool, args, named', [
+    ('test.py', ['configs/knn/vit_b_knn.py', '{ckpt}'], 'vit_timm.pth, epoch_1.pth'),
+    # A weights-only file is no checkpoint to resume from: --resume refuses it too.
+    ('train.py', [DEMO, '--work-dir', '{tmp}/work', '--resume', '{ckpt}'], 'epoch_1.pth')])
+def test_a_cut_off_checkpoint_is_refused_before_any_heavy_import(tool, args, named, tmp_path):
     """A zip archive cut short starts as a torch file: the loader refused it only after the
     start-up, the dataset listed and a log folder written."""
-    torch.save({'w': torch.ones(1)}, tmp_path / 'epoch_1.pth')
+    torch.save({'meta': {'iter': 4}, 'message_hub': {}, 'optimizer': {},
+                'state_dict': {'w': torch.ones(1)}}, tmp_path / 'epoch_1.pth')
+    os.utime(tmp_path / 'epoch_1.pth', (1e9, 1e9))
+    torch.save({'w': torch.ones(1)}, tmp_path / 'vit_timm.pth')
     cut = tmp_path / 'epoch_2.pth'
     torch.save({'meta': {}, 'w': torch.ones(100000)}, cut)
     cut.write_bytes(cut.read_bytes()[:10000])
@@ -280,8 +287,9 @@ def test_a_cut_off_checkpoint_is_refused_before_any_heavy_import(tool, args, tmp
 
     assert result.returncode == 1
     printed = [text for text in result.stderr.splitlines() if not text.startswith('import time:')]
-    assert printed == [loader_refusal(str(cut))]
+    assert printed == [loader_refusal(str(cut), resuming=tool == 'train.py')]
     assert 'truncated or not a torch checkpoint: its zip archive has no end record' in printed[0]
+    assert printed[0].endswith(f'Other checkpoints in {tmp_path}, newest first: {named}')
     imported = imported_modules(result.stderr)
     assert imported and not [name for name in imported if name.partition('.')[0] in HEAVY]
     assert not (tmp_path / 'work').exists()

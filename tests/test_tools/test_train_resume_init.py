@@ -1,4 +1,5 @@
 """tools/train.py --resume does not load the pre-trained weights a resumed run overwrites."""
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,12 @@ from fastmim.train_flags import apply_resume, skip_pretrained_init_when_resuming
 ROOT = Path(__file__).resolve().parents[2]
 FINETUNE = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
 DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
+
+
+def save_run_checkpoint(path):
+    """A checkpoint of a training run: the weights and the run's state that --resume continues."""
+    torch.save({'meta': {'epoch': 1, 'iter': 4}, 'state_dict': {'w': torch.ones(1)},
+                'optimizer': {}, 'message_hub': {}}, path)
 
 
 def finetune_config(work_dir, resume):
@@ -71,11 +78,28 @@ def test_a_missing_resume_checkpoint_is_named_as_resume(tmp_path, train):
                     str(tmp_path / 'nope.pth'), '--cfg-options', 'model.backbone.init_cfg=None'])
 
 
+@pytest.mark.parametrize('given', ['nope.pth', ''], ids=['missing', 'folder'])
+def test_a_refused_resume_names_only_the_checkpoints_beside_it_that_resume(tmp_path, train,
+                                                                           given):
+    """A newer weights-only file beside it (what tools/convert/to_timm.py and publish.py
+    write) was named first: --resume refuses it too."""
+    from fastmim.errors import CheckpointError
+    checkpoints = tmp_path / 'checkpoints'
+    checkpoints.mkdir()
+    save_run_checkpoint(checkpoints / 'epoch_1.pth')
+    os.utime(checkpoints / 'epoch_1.pth', (1e9, 1e9))
+    torch.save({'w': torch.ones(1)}, checkpoints / 'vit_timm.pth')
+    with pytest.raises(CheckpointError, match=rf'^--resume: .*{checkpoints}, newest first: '
+                                              rf'epoch_1\.pth$'):
+        train.main([str(FINETUNE), '--work-dir', str(tmp_path / 'ft'), '--resume',
+                    str(checkpoints / given), '--cfg-options', 'model.backbone.init_cfg=None'])
+
+
 def test_a_last_checkpoint_naming_a_deleted_file_is_named(tmp_path, train):
     from fastmim.errors import CheckpointError
     work_dir = tmp_path / 'ft'
     work_dir.mkdir()
-    torch.save({}, work_dir / 'epoch_4.pth')
+    save_run_checkpoint(work_dir / 'epoch_4.pth')
     (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_5.pth'))
     with pytest.raises(CheckpointError, match=rf'^--resume: {work_dir}/last_checkpoint names '
                                               rf'{work_dir}/epoch_5\.pth: checkpoint not found: '
