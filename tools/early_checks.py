@@ -1,9 +1,10 @@
 """What the tools check before they import fastmim, mmengine and torch (seconds; more from a
 cluster's shared file system): the Python they run under (:func:`refuse_a_python_without_the_stack`),
 the config files of the command line, the checkpoint a tool reads (a missing file, a folder, a
-zip archive cut short), and (``tools/train.py``) whether ``--resume``'s file holds anything to
-resume. The launchers ask it about their config and train.py's ``--resume`` file
-(``tools/launch_checks.sh``, :data:`LAUNCHER_CHECKS`) before they start their processes.
+zip archive cut short), and (``tools/train.py``) a ``load_from`` of ``--cfg-options`` the same
+way and whether ``--resume``'s file holds anything to resume. The launchers ask it about
+their config and train.py's ``--resume`` file (``tools/launch_checks.sh``,
+:data:`LAUNCHER_CHECKS`) before they start their processes.
 
 Importing this module puts the checkout that holds it first on ``sys.path``
 (:func:`put_this_checkout_first`): the tools run their own checkout's fastmim.
@@ -101,16 +102,96 @@ def refuse_a_missing_checkpoint(argv, position, pointer_taken=False):
     (``tools/test.py``), which a folder's line then names."""
     refuse_a_python_without_the_stack()
     checkpoint = None if left_to_the_tool(argv) else positional(argv, position)
-    if not checkpoint or '://' in checkpoint or '::' in checkpoint:
-        return
-    files = load_fastmim_module('checkpoint_files.py')
-    if files is None:
-        return
-    local = osp.expanduser(checkpoint)
-    problem = no_checkpoint_file(local, files, pointer_taken) or files.cut_off_archive(local)
+    problem = checkpoint_problem(checkpoint, pointer_taken) if checkpoint else ''
     if problem:
         print(f'error: CheckpointError: {problem}', file=sys.stderr)
         sys.exit(1)
+
+
+def refuse_a_missing_load_from(argv):
+    """End the process (status 1) with the line of ``tools/train.py``'s launch check after the
+    imports (``fastmim.engine.checkpoint.check_start_checkpoints``: ``load_from: `` and the
+    loader's words) when ``--cfg-options load_from=PATH`` names no checkpoint
+    (:func:`load_from_problem`). The launch check meets it only once the config is loaded,
+    some 7 s of imports later."""
+    refuse_a_python_without_the_stack()
+    problem = load_from_problem(argv)
+    if problem:
+        print(f'error: CheckpointError: {problem}', file=sys.stderr)
+        sys.exit(1)
+
+
+def load_from_problem(argv):
+    """Why the ``load_from`` that ``--cfg-options`` of ``argv`` sets (:func:`load_from_of`)
+    is no checkpoint (:func:`checkpoint_problem`), as the launch check says it after the
+    imports; '' otherwise, also where the config names the commands that write its
+    checkpoints (:func:`names_checkpoint_makers`: that refusal names the command). A
+    ``load_from`` of the config file is left to the launch check."""
+    checkpoint = load_from_of(argv)
+    if not checkpoint or names_checkpoint_makers(config_of(argv)):
+        return ''
+    problem = checkpoint_problem(checkpoint)
+    return f'load_from: {problem}' if problem else ''
+
+
+def load_from_of(argv):
+    """The path that ``--cfg-options ... load_from=PATH ...`` of ``argv`` sets, read as the
+    option's parser reads it (``fastmim.cli.CfgOptionsAction``: the last one, quotes and outer
+    spaces dropped), or None: for a value that is no path (a number, a bool, ``None``, a list
+    or tuple), and where the flags are not the whole story: :func:`left_to_the_tool`, an item
+    that is no ``KEY=VALUE`` (the parser's error comes first), ``--resume`` or ``resume=``
+    given (a resumed run loads its checkpoint instead, or the launch check names the key
+    ``--resume``). Arguments after ``--`` are no flags."""
+    if left_to_the_tool(argv):
+        return None
+    arguments = argv[:argv.index('--')] if '--' in argv else argv
+    items, taking = [], False
+    for arg in arguments:
+        if arg.startswith('-'):
+            flag, equals, value = arg.partition('=')
+            if len(flag) > 2 and '--resume'.startswith(flag):  # argparse takes abbreviations
+                return None
+            taking = arg == '--cfg-options'
+            items += [value] if flag == '--cfg-options' and equals else []
+        elif taking:
+            items.append(arg)
+    options = [item.partition('=') for item in items]
+    if any(not (key and equals) for key, equals, _ in options) or any(
+            key == 'resume' for key, _, _ in options):
+        return None
+    values = [value for key, _, value in options if key == 'load_from']
+    return path_value(values[-1]) if values else None
+
+
+def path_value(value):
+    """``value`` of a ``--cfg-options`` item as the path it sets (quotes and outer spaces
+    dropped), or None where the option's parser reads it as no string: a list or tuple (a
+    bracket or a comma), a number, a bool, ``None``, or nothing."""
+    text = value.strip().strip('\'"')
+    if not text or text.startswith(('(', '[')) or ',' in text or text == 'None' or (
+            text.lower() in ('true', 'false')):
+        return None
+    try:
+        float(text)
+    except ValueError:
+        return text
+    return None
+
+
+def checkpoint_problem(checkpoint, pointer_taken=False):
+    """Why the local ``checkpoint`` (``~`` expanded) is no checkpoint, in the loader's words
+    (``fastmim.engine.checkpoint.check_checkpoint_file``): a folder (named with the checkpoints
+    in it), nothing (with the newest checkpoints beside it), or a zip archive cut short
+    (``fastmim.checkpoint_files.cut_off_archive``); '' otherwise, also for a URL or other
+    ``scheme://`` / ``package::`` path, and for anything with a fastmim that has no
+    ``checkpoint_files.py``. ``pointer_taken``: as for :func:`no_checkpoint_file`."""
+    if '://' in checkpoint or '::' in checkpoint:
+        return ''
+    files = load_fastmim_module('checkpoint_files.py')
+    if files is None:
+        return ''
+    local = osp.expanduser(checkpoint)
+    return no_checkpoint_file(local, files, pointer_taken) or files.cut_off_archive(local)
 
 
 def names_checkpoint_makers(config):

@@ -155,9 +155,11 @@ def main(argv):
 
 if __name__ == '__main__':
     # No fastmim; importing it puts this checkout first on sys.path, where the record is found.
-    from early_checks import refuse_a_missing_config, refuse_resuming_weights_only
+    from early_checks import (refuse_a_missing_config, refuse_a_missing_load_from,
+                              refuse_resuming_weights_only)
     record_signals_while_importing()  # before the checks: they look for torch, and may read
     refuse_a_missing_config(sys.argv[1:])  # a checkpoint from a slow shared file system
     refuse_resuming_weights_only(sys.argv[1:])
+    refuse_a_missing_load_from(sys.argv[1:])
     from fastmim.cli import RESUME_HINT, run_cli
     run_cli(main, interrupted_hint=RESUME_HINT)

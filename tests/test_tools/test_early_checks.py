@@ -295,6 +295,90 @@ def test_a_cut_off_checkpoint_is_refused_before_any_heavy_import(tool, args, nam
     assert not (tmp_path / 'work').exists()
 
 
+def cut_off_checkpoint(path):
+    """A torch zip archive cut short (no end record), as a save or copy cut off leaves it."""
+    torch.save({'meta': {}, 'w': torch.ones(100000)}, path)
+    path.write_bytes(path.read_bytes()[:10000])
+    return path
+
+
+# A load_from that is no checkpoint: (its name, how it is made in a folder).
+NO_LOAD_FROM = [('nope.pth', lambda folder: folder / 'nope.pth'),
+                ('folder', lambda folder: folder),
+                ('cut off', lambda folder: cut_off_checkpoint(folder / 'epoch_2.pth'))]
+
+
+@pytest.mark.parametrize('made', [make for _, make in NO_LOAD_FROM],
+                         ids=[name for name, _ in NO_LOAD_FROM])
+@pytest.mark.parametrize('options', [['load_from={}'],
+                                     ['train_cfg.max_epochs=1', 'load_from={}', 'seed=3']],
+                         ids=['alone', 'among others'])
+def test_a_load_from_on_the_command_line_is_refused_before_any_heavy_import(
+        tmp_path, made, options, load_script, capsys, monkeypatch):
+    """It was refused only once the config was loaded, after some 7 s of imports."""
+    from fastmim.cli import run_cli
+    torch.save({'w': torch.ones(1)}, tmp_path / 'epoch_1.pth')  # named as the one beside it
+    checkpoint = made(tmp_path)
+    args = [DEMO, '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+            *[option.format(checkpoint) for option in options]]
+    early = run_tool('train.py', args, '-X', 'importtime')
+
+    assert early.returncode == 1
+    printed = [text for text in early.stderr.splitlines() if not text.startswith('import time:')]
+    assert len(printed) == 1 and printed[0].startswith('error: CheckpointError: load_from: ')
+    assert 'epoch_1.pth' in printed[0]
+    assert not [name for name in imported_modules(early.stderr)
+                if name.partition('.')[0] in HEAVY]
+    assert not (tmp_path / 'work').exists()
+    # The same line from train.py's own check, after the imports.
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as stop:
+        run_cli(load_script(ROOT / 'tools' / 'train.py').main, args)
+    assert stop.value.code == 1
+    assert capsys.readouterr().err.splitlines()[-1:] == printed
+
+
+def test_a_load_from_is_read_with_its_home_expanded(early_checks, tmp_path, monkeypatch):
+    monkeypatch.setenv('HOME', str(tmp_path))
+    monkeypatch.delenv('FASTMIM_DEBUG', raising=False)
+    assert early_checks.load_from_problem(['c.py', '--cfg-options', 'load_from=~/nope.pth']) == (
+        f'load_from: checkpoint not found: {tmp_path}/nope.pth')
+
+
+@pytest.mark.parametrize('argv', [
+    ['c.py', '--cfg-options', 'load_from=https://example.com/x.pth'],
+    ['c.py', '--cfg-options', 'load_from=s3://bucket/x.pth'],
+    ['c.py', '--cfg-options', 'load_from=None'],
+    ['c.py', '--cfg-options', 'load_from='],
+    ['c.py', '--cfg-options', 'load_from=[a.pth,b.pth]'],  # no path: the config's checks say so
+    # --resume replaces load_from, or loads it only with nothing to resume in the work dir
+    ['c.py', '--resume', '--cfg-options', 'load_from=nope.pth'],
+    ['c.py', '--cfg-options', 'load_from=nope.pth', '--resume=epoch_1.pth'],
+    ['c.py', '--cfg-options', 'load_from=nope.pth', 'resume=True'],
+    ['c.py', '--cfg-options', 'load_from=nope.pth', '--launcher', 'pytorch'],
+    ['c.py', '--cfg-options', 'load_from=nope.pth', '--help'],
+    ['c.py', '--cfg-options', 'load_from=nope.pth', 'c2.py'],  # the parser's error comes first
+    ['c.py', '--work-dir', 'load_from=nope.pth'],
+    ['c.py', '--', '--cfg-options', 'load_from=nope.pth']])
+def test_what_is_no_local_load_from_of_the_command_line_is_left_to_the_tool(early_checks, argv,
+                                                                             monkeypatch):
+    monkeypatch.delenv('FASTMIM_DEBUG', raising=False)
+    assert early_checks.load_from_problem(argv) == ''
+
+
+def test_a_load_from_whose_maker_the_config_names_is_left_to_train_py(early_checks):
+    """Its refusal, once the config is loaded, names the command that writes the file."""
+    config = str(ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py')
+    assert early_checks.load_from_problem(
+        [config, '--cfg-options', 'load_from=work_dirs/demo/epoch_12.pth']) == ''
+
+
+def test_a_load_from_that_is_there_passes(early_checks, tmp_path):
+    torch.save({'w': torch.ones(1)}, tmp_path / 'epoch_1.pth')
+    assert early_checks.load_from_problem(
+        ['c.py', '--cfg-options', f'load_from={tmp_path / "epoch_1.pth"}']) == ''
+
+
 def test_a_folder_given_to_test_is_named_with_its_last_checkpoint_before_the_imports(
         tmp_path, load_script, capsys, monkeypatch):
     from fastmim.cli import run_cli
