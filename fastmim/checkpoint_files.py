@@ -1,6 +1,6 @@
 """What a checkpoint file is, told from its first bytes, its zip archive's end record and the
-names in its pickle, and the hint that names the checkpoints beside one (a leaf module,
-importing only the standard library).
+names in its pickle; the words that refuse a path that is no checkpoint file; and the hint
+that names the checkpoints beside one (a leaf module, importing only the standard library).
 
 The checkpoint loader (:mod:`fastmim.engine.checkpoint`) refuses a file by these tests, in
 these words. ``tools/early_checks.py`` loads this file on its own, before the tools import
@@ -88,6 +88,29 @@ def looks_resumable(path):
     loader reads (:func:`looks_loadable`) that holds more than weights
     (:func:`holds_weights_only`)."""
     return looks_loadable(path) and not holds_weights_only(path)
+
+
+def no_checkpoint_file(path, resuming=False):
+    """Why ``path`` (``~`` expanded) is no checkpoint file: a folder (named with the
+    checkpoints it holds) or nothing (named with the newest checkpoints beside it; ``resuming``:
+    those that resume, :func:`checkpoints_in`). '' for a file."""
+    if osp.isdir(path):
+        return (f'{path} is a folder; a checkpoint is a file'
+                f'{checkpoints_in(path, resuming=resuming)}')
+    if not osp.isfile(path):
+        return f'checkpoint not found: {path}{other_checkpoints(path, resuming)}'
+    return ''
+
+
+def last_checkpoint_pointer(path):
+    """``'; or give DIR/last_checkpoint, which names the newest'`` for a folder ``path``
+    (``~`` expanded) that holds mmengine's ``last_checkpoint``, added to
+    :func:`no_checkpoint_file` by a tool that takes that file as its checkpoint
+    (``tools/test.py``); '' otherwise."""
+    pointer = osp.join(path, 'last_checkpoint')
+    if not osp.isdir(path) or not osp.isfile(pointer):
+        return ''
+    return f'; or give {pointer}, which names the newest'
 
 
 def cut_off_archive(path, resuming=False):

@@ -184,14 +184,19 @@ def checkpoint_problem(checkpoint, pointer_taken=False):
     in it), nothing (with the newest checkpoints beside it), or a zip archive cut short
     (``fastmim.checkpoint_files.cut_off_archive``); '' otherwise, also for a URL or other
     ``scheme://`` / ``package::`` path, and for anything with a fastmim that has no
-    ``checkpoint_files.py``. ``pointer_taken``: as for :func:`no_checkpoint_file`."""
+    ``checkpoint_files.py``. ``pointer_taken``: the tool also takes a work dir's
+    ``last_checkpoint`` (``tools/test.py``), which a folder's line then names
+    (``last_checkpoint_pointer``, the tool's words after the imports)."""
     if '://' in checkpoint or '::' in checkpoint:
         return ''
     files = load_fastmim_module('checkpoint_files.py')
     if files is None:
         return ''
     local = osp.expanduser(checkpoint)
-    return no_checkpoint_file(local, files, pointer_taken) or files.cut_off_archive(local)
+    problem = files.no_checkpoint_file(local)
+    if problem:
+        return problem + (files.last_checkpoint_pointer(local) if pointer_taken else '')
+    return files.cut_off_archive(local)
 
 
 def names_checkpoint_makers(config):
@@ -217,20 +222,6 @@ def positional(argv, position):
     if len(leading) <= position or any(arg.startswith('-') for arg in leading):
         return None
     return leading[position]
-
-
-def no_checkpoint_file(path, files, pointer_taken=False):
-    """What the checkpoint loader says of ``path`` (``~`` expanded) when it is a folder or no
-    file, in its words (``fastmim.engine.checkpoint._refuse_no_checkpoint_file``), with the
-    hints of ``files`` (``fastmim.checkpoint_files``); None otherwise."""
-    if osp.isdir(path):
-        pointer = osp.join(path, 'last_checkpoint')
-        named = (f'; or give {pointer}, which names the newest'
-                 if pointer_taken and osp.isfile(pointer) else '')
-        return f'{path} is a folder; a checkpoint is a file{files.checkpoints_in(path)}{named}'
-    if not osp.isfile(path):
-        return f'checkpoint not found: {path}{files.other_checkpoints(path)}'
-    return None
 
 
 def config_of(argv):

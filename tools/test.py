@@ -135,16 +135,6 @@ def draw_predictions_into(cfg, folder, config_path):
             backend['img_save_dir'] = folder
 
 
-def last_checkpoint_hint(checkpoint):
-    """``'; or give DIR/last_checkpoint, ...'`` for a work dir ``DIR`` given as the checkpoint
-    that holds that file (this tool takes it: it names the newest checkpoint), else ''. The
-    words of ``tools/early_checks.py``, which says the same before the imports."""
-    pointer = osp.join(osp.expanduser(checkpoint), 'last_checkpoint')
-    if not osp.isdir(osp.expanduser(checkpoint)) or not osp.isfile(pointer):
-        return ''
-    return f'; or give {pointer}, which names the newest'
-
-
 def checkpoint_maker_hint(config, checkpoint):
     """``'; it is made by COMMAND'`` for a ``checkpoint`` that is not there, where ``config``
     names the command that writes it (``checkpoints_made_by``: the kNN demo tests the last
@@ -160,6 +150,7 @@ def checkpoint_maker_hint(config, checkpoint):
 def main(argv):
     args = parse_args(argv)
     import fastmim  # noqa: F401  registers modules, safe checkpoint I/O
+    from fastmim.checkpoint_files import last_checkpoint_pointer
     from fastmim.engine.checkpoint import check_checkpoint_file
     from fastmim.file_checks import file_in_the_way
     from fastmim.engine.config_keys import refused_keys_located
@@ -177,8 +168,9 @@ def main(argv):
     args.checkpoint = checkpoint_named_by(args.checkpoint, 'testing')
     try:  # before the config: a work dir given as CHECKPOINT
         check_checkpoint_file(args.checkpoint)
-    except CheckpointError as error:
-        raise CheckpointError(f'{error}{last_checkpoint_hint(args.checkpoint)}'
+    except CheckpointError as error:  # a work dir given: its last_checkpoint names the newest
+        pointer = last_checkpoint_pointer(osp.expanduser(args.checkpoint))
+        raise CheckpointError(f'{error}{pointer}'
                               f'{checkpoint_maker_hint(args.config, args.checkpoint)}') from None
     if args.out:  # written after the whole evaluation: a path that cannot be is refused now
         check_output_file(args.out, folders_made=True)

@@ -43,8 +43,9 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors_file
 
-from fastmim.checkpoint_files import (TORCH_FILE_STARTS, checkpoints_in, cut_off_archive,
-                                     first_bytes, is_safetensors_start, other_checkpoints)
+from fastmim.checkpoint_files import (TORCH_FILE_STARTS, cut_off_archive, first_bytes,
+                                     is_safetensors_start, no_checkpoint_file,
+                                     other_checkpoints)
 from fastmim.errors import CheckpointError
 from fastmim.fileio import AtomicLocalBackend
 
@@ -131,15 +132,13 @@ def load_from_local(filename, map_location=None):
 
 
 def _refuse_no_checkpoint_file(path, resuming=False):
-    """Refuse a local ``path`` (``~`` expanded) that is a folder (named with the checkpoints it
-    holds), no file (with the newest checkpoints beside it) or an empty file; ``resuming``
-    (given to ``--resume``): named with those that resume
-    (:func:`~fastmim.checkpoint_files.checkpoints_in`)."""
-    if osp.isdir(path):
-        raise CheckpointError(f'{path} is a folder; a checkpoint is a file'
-                              f'{checkpoints_in(path, resuming=resuming)}')
-    if not osp.isfile(path):
-        raise CheckpointError(f'checkpoint not found: {path}{other_checkpoints(path, resuming)}')
+    """Refuse a local ``path`` (``~`` expanded) that is a folder or no file
+    (:func:`~fastmim.checkpoint_files.no_checkpoint_file`, whose words ``tools/early_checks.py``
+    writes before the imports), or an empty file (with the newest checkpoints beside it);
+    ``resuming`` (given to ``--resume``): named with those that resume."""
+    problem = no_checkpoint_file(path, resuming)
+    if problem:
+        raise CheckpointError(problem)
     if osp.getsize(path) == 0:
         raise CheckpointError(f'{path} is not a readable checkpoint: the file is empty (0 bytes)'
                               f'{other_checkpoints(path, resuming)}')
