@@ -46,9 +46,9 @@ if [ -n "${PORT:-}" ]; then
         exit 2; }
 fi
 # Each process would refuse them in its own line, followed by torchrun's traceback: the config,
-# and a --resume file of train.py's that holds weights only.
+# and train.py's checkpoints: a --resume file cut short or of weights only, a load_from not there.
 require_config "${3:-}"
-[ "$SCRIPT" != train.py ] || require_resumable "${@:3}"
+[ "$SCRIPT" != train.py ] || require_train_checkpoints "${@:3}"
 if [ "$NNODES" -eq 1 ] && [ -z "${PORT:-}" ]; then
     # One node, no PORT given: torchrun picks a free port. A fixed default (29500) would make
     # a second job on the same machine fail with torchrun's EADDRINUSE traceback.

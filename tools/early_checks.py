@@ -339,9 +339,11 @@ def config_problem(config):
 
 # What tools/launch_checks.sh asks before a launcher starts its processes, each of which would
 # refuse the same: `early_checks.py config CONFIG` prints why CONFIG is no config file,
-# `early_checks.py resume TRAIN_ARGS...` why tools/train.py refuses their --resume file; an
-# empty line where nothing is refused.
-LAUNCHER_CHECKS = {'config': lambda args: config_problem(args[0]), 'resume': weights_only_resume}
+# `early_checks.py resume TRAIN_ARGS...` why tools/train.py refuses their --resume file,
+# `early_checks.py load_from TRAIN_ARGS...` why it refuses their `--cfg-options load_from=`
+# file; an empty line where nothing is refused.
+LAUNCHER_CHECKS = {'config': lambda args: config_problem(args[0]), 'resume': weights_only_resume,
+                   'load_from': load_from_problem}
 
 if __name__ == '__main__':
     print(LAUNCHER_CHECKS[sys.argv[1]](sys.argv[2:]))

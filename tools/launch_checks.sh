@@ -20,14 +20,18 @@ require_config() {
     exit 2
 }
 
-# require_resumable TRAIN_ARGS...: a --resume file of tools/train.py's arguments that holds
-# weights only (a plain state dict, a safetensors file) is refused in train.py's words
-# (early_checks.py reads the names in its pickle, standard library only). Anything else, and
-# everything without a python3 to ask, is left to train.py.
-require_resumable() {
-    [[ " $* " == *" --resume"* ]] || return 0
-    local why
-    why=$(python3 "$(dirname "${BASH_SOURCE[0]}")/early_checks.py" resume "$@" 2>/dev/null) \
-        || why=''
-    [ -z "$why" ] || { echo "$NAME: $why" >&2; exit 2; }
+# require_train_checkpoints TRAIN_ARGS...: the checkpoints of tools/train.py's arguments are
+# refused in train.py's words (early_checks.py, standard library only): a --resume file cut
+# short or holding weights only (a plain state dict, a safetensors file; told by the names in
+# its pickle), a `--cfg-options load_from=` file missing, a folder or cut short. Anything else,
+# and everything without a python3 to ask, is left to train.py.
+require_train_checkpoints() {
+    local checks=() check why
+    [[ " $* " != *" --resume"* ]] || checks+=(resume)
+    [[ "$*" != *load_from=* ]] || checks+=(load_from)
+    for check in "${checks[@]}"; do
+        why=$(python3 "$(dirname "${BASH_SOURCE[0]}")/early_checks.py" $check "$@" 2>/dev/null) \
+            || why=''
+        [ -z "$why" ] || { echo "$NAME: $why" >&2; exit 2; }
+    done
 }

@@ -32,7 +32,7 @@ require_count GPUS "$GPUS"
 require_count GPUS_PER_NODE "$GPUS_PER_NODE"
 require_count CPUS_PER_TASK "$CPUS_PER_TASK"
 require_config "$CONFIG"
-require_resumable "$CONFIG" "${@:5}"
+require_train_checkpoints "$CONFIG" "${@:5}"
 command -v srun >/dev/null || {
     echo "$NAME: srun not found: it is SLURM's launcher and this script is for SLURM clusters;" \
          "elsewhere run tools/dist_train.sh CONFIG GPUS" >&2; exit 127; }

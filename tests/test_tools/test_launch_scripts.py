@@ -271,3 +271,32 @@ def test_the_launchers_use_train_py_words_for_a_weights_only_resume(tmp_path, lo
         early_checks.refuse_resuming_weights_only(['c.py', '--resume', str(weights)])
     assert capsys.readouterr().err == (
         f'error: CheckpointError: {WEIGHTS_ONLY.format(weights)}\n')
+
+
+@pytest.mark.parametrize('as_given', [lambda path: ['--cfg-options', f'load_from={path}'],
+                                      lambda path: ['--cfg-options', 'randomness.seed=1',
+                                                    f'load_from={path}']])
+def test_a_missing_load_from_is_refused_before_torchrun(recording_python, tmp_path, as_given,
+                                                        load_script, capsys):
+    """Each of the GPUS processes imported everything, then refused it in the line train.py
+    prints (early_checks.py's, compared here)."""
+    missing = tmp_path / 'pretrained.pth'
+    config = TOOLS.parent / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
+    result = launch('dist_train.sh', str(config), '2', *as_given(str(missing)),
+                    env={'PYTHON': recording_python['PYTHON']})
+    early_checks = load_script(TOOLS / 'early_checks.py')
+    with pytest.raises(SystemExit):
+        early_checks.refuse_a_missing_load_from([str(config), *as_given(str(missing))])
+    train_line = capsys.readouterr().err.removeprefix('error: CheckpointError: ')
+    assert train_line.startswith(f'load_from: checkpoint not found: {missing}')
+    assert (result.returncode, result.stderr) == (2, f'dist_train.sh: {train_line}')
+    assert not recording_python['record'].exists()
+
+
+def test_a_missing_load_from_is_refused_before_srun(recording_srun, tmp_path):
+    missing = tmp_path / 'pretrained.pth'
+    result = launch('slurm_train.sh', 'part', 'job', recording_srun['config'], 'w',
+                    '--cfg-options', f'load_from={missing}', env={'PATH': recording_srun['PATH']})
+    assert (result.returncode, result.stderr) == (
+        2, f'slurm_train.sh: load_from: checkpoint not found: {missing}\n')
+    assert not recording_srun['record'].exists()
