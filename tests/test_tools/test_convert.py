@@ -259,6 +259,19 @@ def test_to_timm_refuses_an_arch_timm_does_not_know_before_reading(tmp_path, to_
                       '--arch', 'vit_tiny_foo'])
 
 
+@pytest.mark.parametrize('tool, flag, name, close', [
+    ('to_timm.py', '--arch', 'vit_tiny_patch16_244', 'vit_tiny_patch16_224'),
+    ('from_timm.py', '--model-name', 'resnet5O', 'resnet50')])
+def test_the_converters_name_the_close_timm_models(tmp_path, load_script, tool, flag, name,
+                                                   close):
+    """As TimmBackbone does for its model_name: a misspelt name is answered with the names
+    timm knows that are close to it."""
+    with pytest.raises(ValueError, match=rf"{flag} '{name}' is not a timm model; did you mean "
+                       rf"'{close}'"):
+        load_script(TOOLS / tool).main([str(tmp_path / 'absent.pth'),
+                                        str(tmp_path / 'out.pth'), flag, name])
+
+
 def test_from_timm_refuses_a_model_name_timm_does_not_know_before_reading(tmp_path,
                                                                           load_script):
     """A wrong name is refused before the weights (hundreds of MB) are read, and named itself

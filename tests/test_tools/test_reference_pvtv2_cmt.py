@@ -345,6 +345,11 @@ def test_cmt_fine_tuned_file_initialises_a_backbone_directly_with_its_classifier
      r'\("model"\): fastmim\'s own checkpoints \(a converted file included\) need no '
      r'conversion'),
     ([torch.zeros(1)], r'holds a list, not a reference-release checkpoint'),
+    # a timm state dict: tensors at the top level
+    ({'cls_token': torch.zeros(1, 1, 8), 'blocks.0.norm1.weight': torch.ones(8)},
+     r'holds tensors at its top level \(blocks\.0\.norm1\.weight, cls_token\), not a '
+     r'reference-release checkpoint \(weights under "model"\): a plain state dict, as timm '
+     r'saves one, converts with tools/convert/from_timm\.py'),
     # 'found keys ' followed by nothing
     ({'model': {}, 'epoch': 3}, r"its 'model' holds no weights \(an empty dict\): nothing to "
      r'convert'),

@@ -170,11 +170,9 @@ def match_by_name(weights, target, path, model_name):
 # --- converting ---------------------------------------------------------------------------------
 def check_model_name(model_name):
     """Refuse a name timm does not know, before the weights (hundreds of MB) are read."""
-    import timm
+    from fastmim.models.backbones.timm_backbone import check_timm_model_name
 
-    if not timm.is_model(model_name):
-        raise ValueError(f'--model-name {model_name!r} is not a timm model '
-                         f'(timm.list_models() lists them)')
+    check_timm_model_name(model_name, '--model-name')
 
 
 def timm_reference(model_name, num_classes):

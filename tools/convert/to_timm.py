@@ -79,10 +79,8 @@ def split_checkpoint(state):
 def check_arch(arch):
     """Refuse a name timm does not know before the checkpoint is read: timm's own refusal is a
     RuntimeError deep in its factory, which reaches the user as a traceback."""
-    import timm
-    if not timm.is_model(arch):
-        raise ValueError(f'--arch {arch!r} is not a timm model (timm.list_models() lists them, '
-                         "e.g. timm.list_models('vit_*'))")
+    from fastmim.models.backbones.timm_backbone import check_timm_model_name
+    check_timm_model_name(arch, '--arch')
 
 
 def backbone_class(geometry):

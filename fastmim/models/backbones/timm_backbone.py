@@ -73,7 +73,7 @@ class TimmBackbone(BackboneContract, BaseModule):
                  init_cfg: Optional[Union[dict, list]] = None,
                  **kwargs) -> None:
         super().__init__(init_cfg)
-        _check_model_name(model_name)
+        check_timm_model_name(model_name, 'TimmBackbone: model_name', hub_names=True)
         if 'drop_path_rate' in kwargs:
             check_drop_path_rate(kwargs['drop_path_rate'], f'TimmBackbone({model_name!r})')
         out_indices = as_index_tuple(out_indices)
@@ -336,16 +336,17 @@ def _fixed_input_size(model: nn.Module) -> Optional[Tuple[int, int]]:
     return tuple(embed.img_size)
 
 
-def _check_model_name(model_name: str) -> None:
-    """A name timm does not know is refused with the closest names it does know (timm itself
-    raises a bare ``RuntimeError``). Hub and local-folder names (``hf-hub:...``) are left to
-    timm: they are resolved by downloading or reading their config."""
-    source, _ = parse_model_name(model_name)
-    if source or timm.is_model(model_name):
+def check_timm_model_name(model_name: str, named_as: str, hub_names: bool = False) -> None:
+    """Refuse a name timm does not know with the closest names it does know (timm itself raises
+    a bare ``RuntimeError`` deep in its factory). ``named_as`` says where the name was given
+    (``'--arch'``, ``'TimmBackbone: model_name'``). ``hub_names``: hub and local-folder names
+    (``hf-hub:...``) are left to timm, which resolves them by downloading or reading their
+    config."""
+    if timm.is_model(model_name) or (hub_names and parse_model_name(model_name)[0]):
         return
     close = difflib.get_close_matches(model_name, timm.list_models(), n=3)
     hint = f'did you mean {" or ".join(map(repr, close))}? ' if close else ''
-    raise ValueError(f'TimmBackbone: model_name {model_name!r} is not a timm model; {hint}'
+    raise ValueError(f'{named_as} {model_name!r} is not a timm model; {hint}'
                      f'(timm.list_models() lists them)')
 
 

@@ -216,6 +216,12 @@ def convert_reference_checkpoint(checkpoint: dict,
                               'reference-release file ("model"): fastmim\'s own checkpoints (a '
                               'converted file included) need no conversion; give them to '
                               'FastMIMPretrained, load_pretrained or tools/test.py as they are')
+    if checkpoint and all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
+        raise CheckpointError(f'{path} holds tensors at its top level '
+                              f'({listing(sorted(map(str, checkpoint)))}), not a '
+                              'reference-release checkpoint (weights under "model"): a plain '
+                              'state dict, as timm saves one, converts with '
+                              'tools/convert/from_timm.py')
     state = checkpoint.get('model')
     if not isinstance(state, dict):
         raise CheckpointError(f'{path}: a reference-release checkpoint holds its weights under '
