@@ -183,17 +183,8 @@ def summarise(entries, skip, batch_size):
                 peak_memory_mb=max(memory) if memory else None)
 
 
-def non_negative_int(text):
-    """argparse type of ``--skip``: a negative count would slice the log from its end, taking
-    the median over the last iterations only, without a word."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'must be 0 or more, got {text}')
-    return value
-
-
 def parse_args(argv):
-    from fastmim.cli import CfgOptionsAction, add_debug_arg, positive_int
+    from fastmim.cli import CfgOptionsAction, add_debug_arg, non_negative_int, positive_int
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('task', choices=sorted(CONFIGS))
     parser.add_argument('--out', required=True, help='results JSON file')
