@@ -227,6 +227,28 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    """argparse type of a count that may be 0 (iterations skipped): a negative number would
+    slice a list from its end, or reach a library as a shape, without a word."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'must be 0 or more, got {text}')
+    return value
+
+
+# The largest seed numpy's generator takes (mmengine's set_random_seed seeds numpy with it).
+SEED_MAX = 2 ** 32 - 1
+
+
+def seed_int(text):
+    """argparse type of ``--seed``: numpy takes 0 to 2**32 - 1 only, and refused another seed
+    with its traceback after the config and model were loaded."""
+    value = non_negative_int(text)
+    if value > SEED_MAX:
+        raise argparse.ArgumentTypeError(f'must be at most {SEED_MAX} (2**32 - 1), got {text}')
+    return value
+
+
 # How long the other processes of a node leave the first one to report an error they share.
 FIRST_PROCESS_GRACE_S = 10
 

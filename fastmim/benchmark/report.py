@@ -61,15 +61,16 @@ def _percent(value: Optional[float]) -> str:
     return '-' if value is None else f'{100 * value:.1f}%'
 
 
-def check_plot_format(path: str) -> None:
+def check_plot_format(path: str, flag: str = '--plot') -> None:
     """Refuse a plot file name whose extension matplotlib cannot write (``results.txt``)
-    before a benchmark runs: ``savefig`` refused it only after the measurement."""
+    before a benchmark runs: ``savefig`` refused it only after the measurement, naming no flag.
+    ``flag``: the option that gave ``path``, for the error line."""
     from matplotlib.backend_bases import FigureCanvasBase
 
     extension = os.path.splitext(path)[1][1:].lower()
     supported = FigureCanvasBase.get_supported_filetypes()
     if extension not in supported:
-        raise ValueError(f'--plot {path}: matplotlib writes no {extension or "extensionless"!r} '
+        raise ValueError(f'{flag} {path}: matplotlib writes no {extension or "extensionless"!r} '
                          f'files; give a name ending in one of '
                          f'{", ".join("." + name for name in sorted(supported))}')
 

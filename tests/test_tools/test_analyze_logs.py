@@ -108,6 +108,9 @@ EXPECTED_LOG = ("expected mmengine's <work_dir>/<timestamp>/vis_data/scalars.jso
      ["no scalar 'los' in the log; it has accuracy/top1, data_time, loss, lr, time"]),
     (lambda path: write_run(path, '20261206_100000', [{'iter': 1, 'loss': 1.0, 'step': 1}]),
      ['cal_train_time', '{path}'], ["no training record has 'time'", 'have iter, loss, step']),
+    # An empty log said so without naming it.
+    (lambda path: write_run(path, '20261206_100000', []), ['cal_train_time', '{path}'],
+     ["{path}: no training record has 'time'", 'the training records have none']),
     # A checkpoint or other binary file, and text that is not UTF-8, ended in a
     # UnicodeDecodeError traceback.
     (lambda path: torch.save({'state_dict': {'w': torch.ones(4)}}, path),
@@ -126,6 +129,32 @@ def test_errors_are_one_line(analyze_logs, tmp_path, capsys, make, argv, fragmen
     assert err[-1].startswith('error: ') and 'Traceback' not in '\n'.join(err), err
     for fragment in fragments:
         assert fragment.format(path=path) in err[-1], err[-1]
+
+
+def test_an_image_format_matplotlib_cannot_write_is_refused_naming_out(analyze_logs,
+                                                                        resumed_work_dir,
+                                                                        tmp_path, capsys):
+    """matplotlib's own 'Format 'jpgx' is not supported' named neither the flag nor a format it
+    writes."""
+    with pytest.raises(SystemExit):
+        run_cli(analyze_logs.main, ['plot_curve', str(resumed_work_dir), '--out',
+                                    str(tmp_path / 'f.jpgx')])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: ValueError: --out {tmp_path / 'f.jpgx'}: matplotlib writes "
+                          "no 'jpgx' files; give a name ending in one of "), err
+    assert '.png' in err and not (tmp_path / 'f.jpgx').exists()
+
+
+def test_the_default_image_is_named_where_it_is_written(analyze_logs, resumed_work_dir,
+                                                        tmp_path, monkeypatch, capsys):
+    """Without --out the documented curves.png went into the current folder with only its bare
+    name printed."""
+    folder = tmp_path / 'here'
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    analyze_logs.main(['plot_curve', str(resumed_work_dir)])
+    assert (folder / 'curves.png').is_file()
+    assert capsys.readouterr().out.strip() == f"curves written to {folder / 'curves.png'}"
 
 
 def test_a_cut_last_line_is_left_out(analyze_logs, tmp_path, capsys):

@@ -441,6 +441,37 @@ def test_a_wrong_arch_override_is_named_before_anything_is_measured(monkeypatch)
         benchmark_pretrain.run_benchmark('vit_b', arch_override={'dpth': 1})
 
 
+@pytest.mark.parametrize('backbone, override, message', [
+    ('vit_b', {'embed_dim': 'x', 'depth': 1, 'num_heads': 3}, r"embed_dim must be an int >= 1 "
+     r"\(a size\), got 'x'"),
+    ('vit_b', {'embed_dim': 192, 'depth': 0, 'num_heads': 3}, r'depth must be an int >= 1 '
+     r'\(a size\), got 0'),
+    ('vit_b', {'embed_dim': 192, 'depth': True, 'num_heads': 3}, r'depth must be an int >= 1 '
+     r'\(a size\), got True'),
+    ('swin_b', {'embed_dim': 32, 'depths': [1, 0], 'num_heads': [1, 2]}, r'depths must be '
+     r'ints >= 1 \(sizes\), got \[1, 0\]')])
+def test_an_arch_override_size_that_is_no_count_is_named_with_its_key(monkeypatch, backbone,
+                                                                     override, message):
+    """A string ended in 'does not build a vit_b model: not all arguments converted during
+    string formatting', a depth of 0 in 'out index -1 is out of range for 0 blocks': neither
+    named the key."""
+    def measured(*args, **kwargs):
+        raise AssertionError('measured before the arch was checked')
+    monkeypatch.setattr(benchmark_pretrain, 'measure_matmul_peak', measured)
+    with pytest.raises(ValueError, match=rf'^--arch-override {re.escape(json.dumps(override))}: '
+                       rf'{message}$'):
+        benchmark_pretrain.run_benchmark(backbone, arch_override=override)
+
+
+def test_a_negative_warmup_is_refused_where_it_is_typed(capsys):
+    """It was refused only after the outputs were checked, as 'warmup must be an int >= 0',
+    without the flag's --."""
+    with pytest.raises(SystemExit):
+        benchmark_pretrain.parse_args(['--backbone', 'vit_b', '--out', 'r.json', '--warmup',
+                                       '-1'])
+    assert 'argument --warmup: must be 0 or more, got -1' in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('flag, path, message', [
     ('--out', 'a_folder', r'--out .*a_folder is a folder; expected a file name'),
     ('--plot', 'a_file/plot.png', r'--plot .*a_file/plot\.png: .*a_file is a file')])

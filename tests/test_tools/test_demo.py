@@ -1,5 +1,6 @@
 """tools/demo.py (`make demo`): its own help, its own work dir in the summary."""
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -119,6 +120,48 @@ def test_the_baseline_is_measured_on_the_demo_data(demo):
         'train_dataloader.num_workers': 0, 'train_dataloader.persistent_workers': False})
     assert baseline['images'] == baseline['dataset_size'] == 6
     assert baseline['target'] == 'HOGGenerator' and 0 < baseline['loss'] < 1
+
+
+TINY_DATA = {'train_dataloader.dataset.num_samples': 6, 'train_dataloader.batch_size': 3,
+             'train_dataloader.num_workers': 0, 'train_dataloader.persistent_workers': False}
+
+
+def config_warnings(load):
+    """The warnings the current mmengine logger (the run's, after training) is given while
+    ``load()`` runs."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        load()
+    finally:
+        logger.removeHandler(handler)
+    return [record.getMessage() for record in records if record.levelno >= logging.WARNING]
+
+
+def test_the_help_s_example_options_shorten_the_schedule_too(demo):
+    """The help's example, train_cfg.max_epochs=2 alone, left the cosine schedule at 12
+    epochs: a schedule-length warning before training."""
+    from fastmim.engine.config_loading import load_config
+    options = dict(option.split('=') for option in demo.CFG_OPTIONS_EXAMPLE)
+    options = {key: int(value) for key, value in options.items()}
+    assert options['train_cfg.max_epochs'] == 2
+    assert config_warnings(lambda: load_config(demo.CONFIG, options)) == []
+
+
+def test_the_baseline_s_reload_of_the_config_prints_no_warning(demo):
+    """The baseline re-loads the config after training: its warnings (already printed before
+    training) came again in the middle of the summary."""
+    from mmengine.logging import MMLogger
+    demo.parse_args([])  # puts tools/analysis on the path, as main does
+    level = MMLogger.get_current_instance().level
+    warned = config_warnings(
+        lambda: demo.average_target_loss({**TINY_DATA, 'train_cfg.max_epochs': 2}))
+    assert [message for message in warned if 'training stops at epoch 2' in message] == []
+    assert MMLogger.get_current_instance().level == level
 
 
 def test_the_loss_summary_leaves_out_a_log_line_cut_short(demo, tmp_path):

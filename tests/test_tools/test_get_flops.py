@@ -234,6 +234,18 @@ def test_a_shape_the_model_cannot_take_names_shape(get_flops, capsys):
         '(model.block_size); make the input size (--shape) a multiple of 16')
 
 
+def test_a_shape_the_fine_tuning_backbone_cannot_take_names_shape(get_flops, capsys):
+    """A classifier has no size check of its own: the backbone's error came from inside the
+    trace, showing the traced tensors (tensor(1), tensor(3), tensor(100), tensor(100)) and no
+    --shape."""
+    fine_tune = 'configs/finetune/demo_vit_tiny_embedded_ft.py'
+    with pytest.raises(SystemExit):
+        run_cli(get_flops.main, [fine_tune, '--shape', '100'])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        'error: ValueError: input 100x100 is not a multiple of the backbone patch size 16 '
+        '(model.backbone.patch_size); make the input size (--shape) a multiple of 16')
+
+
 def test_shape_takes_one_or_two_numbers(get_flops, capsys):
     with pytest.raises(SystemExit):
         get_flops.parse_args([VIT_B_FT, '--shape', '1', '2', '3'])

@@ -218,3 +218,13 @@ def test_a_config_that_is_no_config_file_is_named(tool, tmp_path):
     checkpoint.write_bytes(b'PK\x03\x04')
     with pytest.raises(LaunchError, match=r'config .*epoch_800\.pth is not a \.py/'):
         tool.main(['--rate', 'fastmim', '5700', 'x', '--config', str(checkpoint)])
+
+
+def test_a_config_that_does_not_pre_train_is_refused(tool):
+    """A fine-tuning config was projected as a pre-training recipe without a word: its
+    classifier's schedule beside FastMIM's, SimMIM's and MAE's pre-training rates."""
+    fine_tune = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
+    with pytest.raises(ValueError, match=r'demo_vit_tiny_embedded_ft\.py: its model is '
+                       r'ImageClassifier, not a pre-training algorithm \(FastMIM\); give a '
+                       r'pre-training config'):
+        tool.main(['--rate', 'fastmim', '100', 'me', '--config', str(fine_tune)])

@@ -141,3 +141,17 @@ def test_the_command_prints_the_baseline(tool, capsys):
            'batch of 2 to the next)' in out
     assert 'data: 4 training crops of a dataset of 4 (seed 0), 75% of cells masked' in out
     assert 'target: HOGGenerator, 27 channels on a 16 x 16 cell grid' in out
+
+
+@pytest.mark.parametrize('seed, error', [('-1', 'must be 0 or more, got -1'),
+                                         (str(2 ** 32), 'must be at most 4294967295')])
+def test_a_seed_numpy_cannot_take_is_refused_where_it_is_typed(tool, capsys, seed, error):
+    """numpy seeds with 0 to 2**32 - 1: another seed ended in its traceback after the config
+    and model were loaded."""
+    with pytest.raises(SystemExit):
+        tool.parse_args([str(DEMO_CONFIG), '--seed', seed])
+    assert f'argument --seed: {error}' in capsys.readouterr().err
+
+
+def test_the_largest_seed_numpy_takes_is_accepted(tool):
+    assert tool.parse_args([str(DEMO_CONFIG), '--seed', str(2 ** 32 - 1)]).seed == 2 ** 32 - 1

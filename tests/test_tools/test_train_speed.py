@@ -39,7 +39,16 @@ def no_training(train_speed, monkeypatch):
     (['--out', '{tmp}/r.json', '--config', '{tmp}/a_folder/broken.py'], LaunchError,
      r'broken\.py, line 1: .* never closed'),
     (['--out', '{tmp}/r.json', '--cfg-options', 'train_dataloader.batch_size=abc'], LaunchError,
-     r"train_dataloader\.batch_size=abc: .* has a number there \(512\); 'abc' is not one")])
+     r"train_dataloader\.batch_size=abc: .* has a number there \(512\); 'abc' is not one"),
+    # A file given as the work dir ended in NotADirectoryError after the imports.
+    (['--out', '{tmp}/r.json', '--work-dir', '{tmp}/a_file'], LaunchError,
+     r'--work-dir .*a_file is not writable: .*a_file is a file, not a folder'),
+    # The task sets an ImageFolder's data_root and data_prefix: on the demo's EmbeddedPhotos
+    # the training run crashed inside mmengine.
+    (['--out', '{tmp}/r.json', '--config', 'configs/fastmim/demo_vit_tiny_embedded.py'],
+     LaunchError, r'demo_vit_tiny_embedded\.py: its train_dataloader\.dataset is '
+     r'EmbeddedPhotos; the pretrain task trains on a folder of JPEG files it writes, which '
+     r'needs an ImageFolder dataset \(data_root, data_prefix\)')])
 def test_inputs_are_checked_before_training(tmp_path, train_speed, no_training, options, error,
                                             message):
     """The result used to be written only after the training run, and a missing config ended

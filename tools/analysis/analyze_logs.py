@@ -23,6 +23,7 @@ averages those of each epoch, leaving out each epoch's first record (the data lo
 unless ``--include-outliers``, as mmpretrain's tool does.
 """
 import argparse
+import os.path as osp
 import statistics
 import sys
 from itertools import groupby
@@ -44,7 +45,8 @@ def parse_args(argv):
     plot.add_argument('--keys', nargs='+', default=['loss'],
                       help='the scalars to plot, one panel each (default: loss)')
     plot.add_argument('--out', default='curves.png',
-                      help='the image to write (default: curves.png); no window is opened')
+                      help='the image to write (default: curves.png in the current folder); '
+                      'no window is opened')
     plot.add_argument('--title', help='title of the figure')
     timing = commands.add_parser('cal_train_time',
                                  help='average seconds per iteration, slowest and fastest epoch')
@@ -94,15 +96,15 @@ def plot_curves(runs, keys, title=None):
     return figure
 
 
-def train_time(history, include_outliers=False):
+def train_time(history, include_outliers=False, run='the log'):
     """Mean seconds per iteration over the training records (``time``), and per epoch where
     the run is counted in epochs, each epoch's first record left out unless
-    ``include_outliers``."""
+    ``include_outliers``. ``run``: the RUN given, which an error names."""
     from fastmim.errors import LaunchError
     records = [record for _, record in history if 'iter' in record]
     if not any('time' in record for record in records):
         present = sorted({name for record in records for name in record})
-        raise LaunchError(f"no training record has 'time' (IterTimerHook's seconds per "
+        raise LaunchError(f"{run}: no training record has 'time' (IterTimerHook's seconds per "
                           f'iteration); the training records have {", ".join(present) or "none"}')
     timed = [record for record in records if 'time' in record]
     if 'epoch' not in timed[0]:
@@ -132,15 +134,19 @@ def print_train_time(run, times):
 def main(argv):
     args = parse_args(argv)
     if args.command == 'cal_train_time':
-        results = {run: train_time(load_history(run), args.include_outliers) for run in args.runs}
+        results = {run: train_time(load_history(run), args.include_outliers, run)
+                   for run in args.runs}
         for run, times in results.items():
             print_train_time(run, times)
         return results
+    from fastmim.benchmark.report import check_plot_format
     from fastmim.cli import check_output_file
     check_output_file(args.out)
+    check_plot_format(args.out, '--out')
     figure = plot_curves(args.runs, args.keys, args.title)
     figure.savefig(args.out)
-    print(args.out)
+    # The default lands in the current folder: the line says which one.
+    print(f'curves written to {osp.abspath(args.out)}')
     return figure
 
 

@@ -32,7 +32,7 @@ from fastmim.benchmark.measure import (COMPILE_MODES, StepOptions, amp_dtype,
                                        measure_matmul_peak, resolve_device, time_hog)
 from fastmim.benchmark.pipeline_speed import benchmark_data_pipeline
 from fastmim.benchmark.report import check_plot_format, format_report, plot_results
-from fastmim.cli import add_debug_arg, check_output_file, positive_int
+from fastmim.cli import add_debug_arg, check_output_file, non_negative_int, positive_int
 from fastmim.fileio import AtomicLocalBackend
 # This folder, first on sys.path when the script runs.
 from pretrain_methods import (CONFIG_ROOT, METHODS, RECIPES, RESULT_PREFIX,  # isort:skip
@@ -332,7 +332,8 @@ def parse_args(argv):
                         help='images per training step')
     parser.add_argument('--iters', type=positive_int, default=5,
                         help='timed steps (median reported)')
-    parser.add_argument('--warmup', type=int, default=2, help='untimed steps before them')
+    parser.add_argument('--warmup', type=non_negative_int, default=2,
+                        help='untimed steps before them (at least 1 with --compile)')
     parser.add_argument('--out', required=True, help='results JSON file')
     parser.add_argument('--plot', help='PNG with bars of images/s and peak memory')
     parser.add_argument('--device', choices=['cpu', 'cuda'],

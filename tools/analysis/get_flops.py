@@ -107,13 +107,22 @@ def input_size(cfg, shape):
     return size, where
 
 
-def check_input_size(model, size, shape):
+def check_input_size(model, size, shape, where):
     """The model's own check of the input size (FastMIM's mask blocks and backbone stride),
     telling to change ``--shape`` where it gave the size: the model's own error would tell a
-    user who gave ``--shape`` to change the pipeline's crop size."""
+    user who gave ``--shape`` to change the pipeline's crop size. A model without one (a
+    classifier) has its backbone's patch size checked here, before tracing: the backbone's own
+    error, raised inside the trace, showed traced tensors and named no setting. ``where``: the
+    source of a size ``--shape`` did not give."""
     check = getattr(model, 'check_input_size', None)
     if check is not None:
         check(*size, **({'size_setting': '--shape'} if shape else {}))
+        return
+    patch = getattr(getattr(model, 'backbone', None), 'patch_size', None)
+    if isinstance(patch, int) and (size[0] % patch or size[1] % patch):
+        raise ValueError(f'input {size[0]}x{size[1]} is not a multiple of the backbone patch '
+                         f'size {patch} (model.backbone.patch_size); make the input size '
+                         f"({'--shape' if shape else where}) a multiple of {patch}")
 
 
 def own_input_size(cfg):
@@ -245,7 +254,7 @@ def main(argv):
     cfg = load_config(args.config, args.cfg_options)
     model, model_name = built_model(cfg)
     size, where = input_size(cfg, args.shape)
-    check_input_size(model, size, args.shape)
+    check_input_size(model, size, args.shape, where)
     forward = counted_forward(model, size)
     rows = count(forward, size)
     print(report(args.config, model_name, size, where, rows, forward.notes))

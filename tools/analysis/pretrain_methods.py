@@ -110,12 +110,41 @@ def load_fastmim_recipe(backbone: str, arch_override: Optional[dict] = None,
     return FastMIMRecipe(model, size, [dict(step) for step in pipeline])
 
 
+# The keys of the backbones' arch dicts that are counts: widths, depths and heads (a list of
+# them, one a stage, for the hierarchical backbones).
+ARCH_SIZE_KEYS = ('embed_dim', 'embed_dims', 'depth', 'depths', 'num_heads', 'stem_channels')
+
+
+def _is_count(value) -> bool:
+    # bool is refused: Python counts True as the int 1.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_arch_sizes(arch_override: dict) -> None:
+    """Refuse a size of ``--arch-override`` that is no int >= 1, naming its key: the backbone
+    met a string as 'not all arguments converted during string formatting' and a depth of 0
+    as an out index out of range, neither naming the key."""
+    for key in ARCH_SIZE_KEYS:
+        if key not in arch_override:
+            continue
+        value = arch_override[key]
+        if isinstance(value, list):
+            if not value or not all(map(_is_count, value)):
+                raise ValueError(f'--arch-override {json.dumps(arch_override)}: {key} must be '
+                                 f'ints >= 1 (sizes), got {value!r}')
+        elif not _is_count(value):
+            raise ValueError(f'--arch-override {json.dumps(arch_override)}: {key} must be an '
+                             f'int >= 1 (a size), got {value!r}')
+
+
 def check_recipe_builds(recipe: FastMIMRecipe, backbone: str,
                         arch_override: Optional[dict] = None) -> None:
     """Build the recipe's model on the meta device (no memory, a fraction of a second), so that
     a wrong ``--arch-override`` is named before anything is measured: otherwise it would fail
     only in each method's fresh process, as a traceback inside the parent's, after the matmul
     peak, HOG and data pipeline had been timed."""
+    if arch_override is not None:
+        check_arch_sizes(arch_override)
     try:
         with torch.device('meta'):
             MODELS.build(recipe.model)

@@ -94,6 +94,19 @@ def _config_value(cfg, config: Path, key: str):
     return value
 
 
+def check_pre_training(cfg, config: Path) -> None:
+    """Refuse a config whose model is no FastMIM: the projection is of a pre-training recipe,
+    whose schedule the SimMIM and MAE rates are timed on too (benchmark_pretrain.py builds them
+    from FastMIM's recipe); a fine-tuning config's schedule was projected without a word."""
+    from fastmim.models.algorithms.fastmim import FastMIM
+    from fastmim.registry import MODELS, type_name
+    model_type = cfg.model.get('type')
+    found = MODELS.get(model_type) if isinstance(model_type, str) else model_type
+    if not (isinstance(found, type) and issubclass(found, FastMIM)):
+        raise ValueError(f'{config}: its model is {type_name(cfg.model)}, not a pre-training '
+                         'algorithm (FastMIM); give a pre-training config')
+
+
 def check_one_stage(cfg, config: Path) -> None:
     """Refuse a FastMIM-P config: its ``ProgressiveResolutionHook`` trains stages at other
     input sizes and per-GPU batches than ``train_dataloader``'s, and one measured rate cannot
@@ -117,6 +130,7 @@ def read_schedule(config: Path, gpus: Optional[int] = None,
     from fastmim.engine.config_loading import load_config
     config = Path(config)
     cfg = load_config(str(config))
+    check_pre_training(cfg, config)
     check_one_stage(cfg, config)
     epochs = _config_value(cfg, config, 'train_cfg.max_epochs')
     per_gpu_batch = _config_value(cfg, config, 'train_dataloader.batch_size')

@@ -33,7 +33,7 @@ DEFAULT_MAX_IMAGES = 10000
 
 
 def parse_args(argv):
-    from fastmim.cli import CfgOptionsAction, add_debug_arg, positive_int
+    from fastmim.cli import CfgOptionsAction, add_debug_arg, positive_int, seed_int
     parser = argparse.ArgumentParser(
         description="Loss of predicting the per-channel mean of a pre-training config's "
                     'target everywhere (the average HOG cell), with its own criterion')
@@ -45,7 +45,8 @@ def parse_args(argv):
                         help='stop after this many crops, the passes done or not (default: '
                              f'{DEFAULT_MAX_IMAGES}); the targets are held in memory, 28 kB a '
                              'crop for HOG at 128 px')
-    parser.add_argument('--seed', type=int, default=0, help='seed of crops and masks (default: 0)')
+    parser.add_argument('--seed', type=seed_int, default=0,
+                        help='seed of crops and masks, 0 to 2**32 - 1 (default: 0)')
     parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                         help='override config keys, as tools/train.py does')
     add_debug_arg(parser)

@@ -183,17 +183,8 @@ def summarise(entries, skip, batch_size):
                 peak_memory_mb=max(memory) if memory else None)
 
 
-def non_negative_int(text):
-    """argparse type of ``--skip``: a negative count would slice the log from its end, taking
-    the median over the last iterations only, without a word."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'must be 0 or more, got {text}')
-    return value
-
-
 def parse_args(argv):
-    from fastmim.cli import CfgOptionsAction, add_debug_arg, positive_int
+    from fastmim.cli import CfgOptionsAction, add_debug_arg, non_negative_int, positive_int
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('task', choices=sorted(CONFIGS))
     parser.add_argument('--out', required=True, help='results JSON file')
@@ -240,16 +231,38 @@ def check_inputs(config, out, work_dir=None, given=None):
     folder given as ``--out`` (or a file where its folder goes; a missing folder is made)
     would lose minutes of measurement, and a second run in the same work dir would end in
     'File exists' (pretrain's photos) or in a traceback after training (two runs' logs in
-    ``train/``)."""
+    ``train/``). A ``--work-dir`` that cannot be made or written is refused as tools/train.py
+    refuses its own (a file given as one ended in NotADirectoryError)."""
     from fastmim.cli import check_output_file
     from fastmim.config_file import check_config_file
+    from fastmim.file_checks import check_work_dir
     check_config_file(config, given=given)  # what tools/early_checks.py checks before imports
     check_output_file(out, '--out', folders_made=True)  # the atomic write makes it
+    if work_dir:
+        check_work_dir(work_dir, '--work-dir')
     earlier = [name for name in RUN_FOLDERS if work_dir and osp.exists(osp.join(work_dir, name))]
     if earlier:
         raise FileExistsError(f'--work-dir {work_dir} holds an earlier run ({", ".join(earlier)}); '
                               'give a new or empty folder, or leave --work-dir out (a temporary '
                               'folder)')
+
+
+def check_pretrain_dataset(cfg, config_name):
+    """Refuse a pre-training config whose training dataset is no ImageFolder: the task writes a
+    folder of JPEG files and points the dataset's ``data_root`` and ``data_prefix`` at it, which
+    another dataset (the demo's EmbeddedPhotos) does not take; its training run crashed inside
+    mmengine."""
+    from fastmim.datasets import ImageFolder
+    from fastmim.registry import DATASETS
+    dataset_type = cfg.train_dataloader.dataset.get('type')
+    found = DATASETS.get(dataset_type) if isinstance(dataset_type, str) else dataset_type
+    if isinstance(found, type) and issubclass(found, ImageFolder):
+        return
+    name = getattr(dataset_type, '__name__', dataset_type)
+    from fastmim.errors import LaunchError
+    raise LaunchError(f'{config_name}: its train_dataloader.dataset is {name}; the pretrain '
+                      'task trains on a folder of JPEG files it writes, which needs an '
+                      'ImageFolder dataset (data_root, data_prefix)')
 
 
 def main(argv=None):
@@ -261,6 +274,8 @@ def main(argv=None):
     check_inputs(config, args.out, args.work_dir, given=config_name)
     as_cfg_options = load_downstream_data().as_cfg_options
     cfg = load_config(config, args.cfg_options)
+    if args.task == 'pretrain':
+        check_pretrain_dataset(cfg, config_name)
     batch_size = cfg.train_dataloader.batch_size
     precision = training_precision(cfg, args.amp)
     with tempfile.TemporaryDirectory() as scratch:
