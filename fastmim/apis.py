@@ -10,6 +10,7 @@ Images are file paths, PIL images or ``(H, W, 3)`` uint8 RGB arrays (one, or a l
 resized (shorter side, bicubic) and centre-cropped to the model's input size, then normalised by
 the model's own data preprocessor, so no pipeline needs restating.
 """
+import contextlib
 import numbers
 import os
 import os.path as osp
@@ -329,11 +330,26 @@ def extract_features(model: nn.Module, images, input_size: Optional[int] = None)
 
     These are the features the linear probe and kNN use (``configs/finetune/
     vit_b_linear_probe_90e.py``, ``configs/knn/``); ``model.backbone(inputs)`` gives the maps
-    themselves. ``input_size`` defaults to the backbone's ``img_size``.
+    themselves. ``input_size`` defaults to the backbone's ``img_size``. The forward runs in eval
+    mode whatever the model's mode (restored afterwards), so the features are deterministic.
     """
     inputs = _normalised_batch(model, images, input_size)
-    with torch.no_grad():
+    with torch.no_grad(), _eval_mode(model):
         return pool_features(model.backbone(inputs)[-1])
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    """``model`` in eval mode, each module's own mode given back afterwards: a model in
+    train() mode (one being trained, in a notebook) would give features randomised by dropout
+    and drop path, and a mode flipped for good would change the caller's training."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def reconstruct(model: nn.Module, images, seed: int = 0, cell_px: int = 16,

@@ -295,3 +295,17 @@ def test_only_shapes_without_a_resize_rule_are_called_mismatches(tmp_path):
     assert 'shape mismatches that no resize rule transfers: 2\n' in message
     assert 'head.fc.weight: checkpoint (5, 32) vs model (39, 32)' in message
     assert 'pos_embed' not in message and 'missing keys' not in message
+
+
+def test_features_of_a_model_in_train_mode_are_its_eval_features(photos):
+    """A model in train() mode gave features randomised by drop path."""
+    model = get_model(FINETUNE, **TINY_ARCH, **{'backbone.drop_path_rate': 0.5})
+    expected = extract_features(model, photos[:2])
+    model.train()
+    first = extract_features(model, photos[:2])
+    assert model.training and all(module.training for module in model.modules())
+    torch.testing.assert_close(first, expected, rtol=0, atol=0)
+    torch.testing.assert_close(extract_features(model, photos[:2]), first, rtol=0, atol=0)
+    model.backbone.eval()  # a mixed state comes back as it was too
+    extract_features(model, photos[:2])
+    assert model.training and not model.backbone.training
