@@ -10,6 +10,8 @@ Images are file paths, PIL images or ``(H, W, 3)`` uint8 RGB arrays (one, or a l
 resized (shorter side, bicubic) and centre-cropped to the model's input size, then normalised by
 the model's own data preprocessor, so no pipeline needs restating.
 """
+import contextlib
+import copy
 import numbers
 import os
 import os.path as osp
@@ -46,11 +48,19 @@ __all__ = ['get_model', 'extract_features', 'reconstruct', 'load_images']
 
 
 def _load_config(config) -> Config:
-    """A config object, file or ``'<package>::<path>'`` (the file under the installed package's
-    configs, found as the tools find it: :func:`packaged_config_file`)."""
+    """A config object, a dict of one, a file or ``'<package>::<path>'`` (the file under the
+    installed package's configs, found as the tools find it: :func:`packaged_config_file`)."""
     if isinstance(config, Config):
         return config.copy()
-    config = packaged_config_file(str(config))
+    if isinstance(config, dict):
+        if 'model' not in config:
+            raise ValueError("the config given has no 'model' (keys: "
+                             f"{', '.join(map(str, config)) or 'none'})")
+        return Config(copy.deepcopy(config))
+    if not isinstance(config, (str, os.PathLike)):
+        raise TypeError("config must be a config file path, 'fastmim::<path under configs/>', a "
+                        f'Config or a dict, got {type(config).__name__}')
+    config = packaged_config_file(os.fspath(config))
     check_config_file(config)  # a FileNotFoundError, as Python's own file functions raise
     return load_config(config)  # a config that is no valid Python: named with file and line
 
@@ -77,7 +87,8 @@ def get_model(config, checkpoint: Optional[Union[str, os.PathLike]] = None, devi
     """The model of ``config`` with the weights of ``checkpoint``, in eval mode on ``device``.
 
     Args:
-        config: a config file, ``'fastmim::<path under configs/>'`` or a ``Config``.
+        config: a config file, ``'fastmim::<path under configs/>'``, a ``Config`` or a dict
+            (a config's contents, with its ``model``).
         checkpoint: a checkpoint of this model, loaded strictly: a missing or unexpected key,
             or a shape that no rule of the backbone transfers, is a
             :class:`~fastmim.errors.CheckpointError` naming both files (a reference-release
@@ -92,9 +103,12 @@ def get_model(config, checkpoint: Optional[Union[str, os.PathLike]] = None, devi
 
     The loaded config is ``model.cfg``.
     """
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError('checkpoint must be a file path (str or os.PathLike) or None, got '
+                        f'{type(checkpoint).__name__} {checkpoint!r}')
     device = _device(device)
     cfg = _load_config(config)
-    name = config if isinstance(config, str) else cfg.filename
+    name = config if isinstance(config, str) else cfg.filename or 'the config given'
     options = {f'model.{key}': value for key, value in model_options.items()}
     cfg.merge_from_dict(options)
     scope = cfg.get('default_scope', 'fastmim')
@@ -259,6 +273,8 @@ def load_images(images: Union[ImageInput, Sequence[ImageInput]]) -> List[np.ndar
     datasets decode them: grayscale, CMYK, 16-bit and palette images become RGB, and a photo
     stored on its side is turned upright by its EXIF orientation. A PIL image is taken as it
     is (``PIL.ImageOps.exif_transpose`` turns one opened by hand)."""
+    if torch.is_tensor(images):
+        _refuse_tensor(images)
     if _is_one_image(images):
         images = [images]
     if not len(images):
@@ -280,6 +296,8 @@ def load_images(images: Union[ImageInput, Sequence[ImageInput]]) -> List[np.ndar
                 raise ValueError(f'cannot read image {image}: {error}') from None
         elif isinstance(image, Image.Image):
             image = pil_to_rgb(image)
+        elif torch.is_tensor(image):
+            _refuse_tensor(image)
         if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
                 and image.shape[2] == 3):
             raise TypeError('an image must be a file path, a PIL image or an (H, W, 3) uint8 RGB '
@@ -289,6 +307,24 @@ def load_images(images: Union[ImageInput, Sequence[ImageInput]]) -> List[np.ndar
             raise ValueError(f'an image has no pixels: shape {image.shape}')
         arrays.append(image)
     return arrays
+
+
+def _refuse_tensor(tensor: torch.Tensor) -> None:
+    """A tensor's layout (CHW or HWC, 0-1 or 0-255, normalised or not) cannot be told from its
+    values, and a (3, H, W) one would otherwise be taken for a list of three images."""
+    raise TypeError(f'got a torch tensor of shape {tuple(tensor.shape)}; images are file paths, '
+                    'PIL images or (H, W, 3) uint8 RGB arrays (one, or a list). For a batch '
+                    'already normalised as the model expects, call model.backbone(inputs) '
+                    'itself')
+
+
+def _check_model(model, function: str) -> None:
+    """``model`` must be a model (a config given in its place named no argument)."""
+    if not isinstance(model, nn.Module) or not hasattr(model, 'backbone'):
+        given = (f'the {type(model).__name__} {os.fspath(model)!r}'
+                 if isinstance(model, (str, os.PathLike)) else f'a {type(model).__name__}')
+        raise TypeError(f'{function} takes a model, got {given}: pass '
+                        'get_model(config, checkpoint)')
 
 
 def _center_square(image: np.ndarray, size: int) -> np.ndarray:
@@ -313,7 +349,15 @@ def _input_size(model: nn.Module, input_size: Optional[int]) -> int:
             raise ValueError(f'{type(model.backbone).__name__} records no img_size: pass '
                              'input_size')
         input_size = size
-    return check_positive_int('fastmim.apis', 'input_size', input_size)
+    check_positive_int('fastmim.apis', 'input_size', input_size)
+    stride = max(model.backbone.out_strides)
+    if input_size % stride:
+        # the backbone's own message names its patch size or stride, not this argument
+        lower = input_size // stride * stride
+        nearest = f'{lower} or {lower + stride}' if lower else f'{stride}'
+        raise ValueError(f"input_size {input_size} is not a multiple of the backbone's stride "
+                         f'({stride} px, {type(model.backbone).__name__}); give e.g. {nearest}')
+    return input_size
 
 
 def _normalised_batch(model: nn.Module, images, input_size: Optional[int]) -> torch.Tensor:
@@ -329,11 +373,27 @@ def extract_features(model: nn.Module, images, input_size: Optional[int] = None)
 
     These are the features the linear probe and kNN use (``configs/finetune/
     vit_b_linear_probe_90e.py``, ``configs/knn/``); ``model.backbone(inputs)`` gives the maps
-    themselves. ``input_size`` defaults to the backbone's ``img_size``.
+    themselves. ``input_size`` defaults to the backbone's ``img_size``. The forward runs in eval
+    mode whatever the model's mode (restored afterwards), so the features are deterministic.
     """
+    _check_model(model, 'extract_features')
     inputs = _normalised_batch(model, images, input_size)
-    with torch.no_grad():
+    with torch.no_grad(), _eval_mode(model):
         return pool_features(model.backbone(inputs)[-1])
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    """``model`` in eval mode, each module's own mode given back afterwards: a model in
+    train() mode (one being trained, in a notebook) would give features randomised by dropout
+    and drop path, and a mode flipped for good would change the caller's training."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def reconstruct(model: nn.Module, images, seed: int = 0, cell_px: int = 16,
@@ -345,6 +405,7 @@ def reconstruct(model: nn.Module, images, seed: int = 0, cell_px: int = 16,
     Returns one panel for one image, a list of panels for a list. ``input_size`` defaults to the
     backbone's ``img_size`` (the pre-training size).
     """
+    _check_model(model, 'reconstruct')
     if not hasattr(model, 'reconstruct'):
         raise TypeError(f'{type(model).__name__} cannot reconstruct (it has no decoder): give '
                         'a FastMIM pre-training config and a checkpoint that pre-training wrote; '

@@ -42,6 +42,21 @@ def what_to_give_instead(file):
     return 'give the folder that holds the images'
 
 
+def check_dir_can_be_made(folder, name='work dir'):
+    """Prove that :func:`check_work_dir` on ``folder`` would pass, without making anything: a
+    file is written and removed in ``folder`` where it exists, else in its nearest parent that
+    does. A tool whose later checks (the model, its arguments) can still refuse the run checks
+    its output folder early with this and makes it with :func:`check_work_dir` only once those
+    passed, so that a refusal leaves no empty folder behind."""
+    folder = osp.abspath(folder)
+    try:
+        with tempfile.NamedTemporaryFile(dir=_nearest_existing(folder), prefix='.write_test'):
+            pass
+    except OSError as error:
+        reason = file_in_the_way(folder) or error.strerror
+        raise LaunchError(f'{name} {folder} is not writable: {reason}') from None
+
+
 def check_work_dir(work_dir, name='work dir'):
     """Create ``work_dir`` if needed and prove it is writable, before anything runs.
 

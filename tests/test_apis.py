@@ -295,3 +295,67 @@ def test_only_shapes_without_a_resize_rule_are_called_mismatches(tmp_path):
     assert 'shape mismatches that no resize rule transfers: 2\n' in message
     assert 'head.fc.weight: checkpoint (5, 32) vs model (39, 32)' in message
     assert 'pos_embed' not in message and 'missing keys' not in message
+
+
+def test_features_of_a_model_in_train_mode_are_its_eval_features(photos):
+    """A model in train() mode gave features randomised by drop path."""
+    model = get_model(FINETUNE, **TINY_ARCH, **{'backbone.drop_path_rate': 0.5})
+    expected = extract_features(model, photos[:2])
+    model.train()
+    first = extract_features(model, photos[:2])
+    assert model.training and all(module.training for module in model.modules())
+    torch.testing.assert_close(first, expected, rtol=0, atol=0)
+    torch.testing.assert_close(extract_features(model, photos[:2]), first, rtol=0, atol=0)
+    model.backbone.eval()  # a mixed state comes back as it was too
+    extract_features(model, photos[:2])
+    assert model.training and not model.backbone.training
+
+
+def test_a_config_given_for_the_model_is_sent_to_get_model(photos):
+    """extract_features('configs/...py', images) failed with "'str' object has no attribute
+    'backbone'"; reconstruct said the str had no decoder."""
+    for function in (extract_features, reconstruct):
+        with pytest.raises(TypeError, match=rf"{function.__name__} takes a model, got the str "
+                           r"'fastmim::.*': pass get_model\(config, checkpoint\)"):
+            function(PRETRAIN, photos[0])
+    with pytest.raises(TypeError, match=r'extract_features takes a model, got a int: pass '
+                       r'get_model\(config, checkpoint\)'):
+        extract_features(3, photos[0])
+
+
+def test_a_tensor_given_as_images_names_the_accepted_inputs():
+    """A (3, 64, 64) tensor was iterated as a list of three images, refused as a [64, 64]."""
+    model = get_model(FINETUNE, **TINY_ARCH)
+    for tensor in (torch.rand(3, 64, 64), [torch.rand(3, 64, 64)]):
+        with pytest.raises(TypeError, match=r'got a torch tensor of shape \(3, 64, 64\); images '
+                           r'are file paths, PIL images or \(H, W, 3\) uint8 RGB arrays.*'
+                           r'model\.backbone'):
+            extract_features(model, tensor)
+
+
+def test_a_checkpoint_that_is_no_path_is_named():
+    """get_model(config, 123) failed in os.fspath with a TypeError naming no argument."""
+    with pytest.raises(TypeError, match=r'checkpoint must be a file path \(str or os\.PathLike\) '
+                       r'or None, got int 123'):
+        get_model(PRETRAIN, 123)
+
+
+def test_a_config_dict_is_taken_as_a_config(checkpoint):
+    """get_model(dict(model=...)) said 'config file not found: {...}'."""
+    from mmengine.config import Config
+    config = Config.fromfile(str(PRETRAIN_FILE)).to_dict()
+    model = get_model(config, checkpoint[0], **TINY_ARCH)
+    assert len(model.backbone.blocks) == 2 and isinstance(model.cfg, Config)
+    with pytest.raises(ValueError, match=r"the config given has no 'model'"):
+        get_model(dict(work_dir='x'))
+    with pytest.raises(TypeError, match=r'config must be a config file path, .*a Config or a '
+                       r'dict, got list'):
+        get_model([config])
+
+
+def test_an_input_size_the_backbone_does_not_take_names_input_size(photos):
+    """The ViT's own message named the patch size, not the argument that set the size."""
+    model = get_model(FINETUNE, **TINY_ARCH)
+    with pytest.raises(ValueError, match=r"input_size 100 is not a multiple of the backbone's "
+                       r'stride \(16 px, VisionTransformer\); give e\.g\. 96 or 112'):
+        extract_features(model, photos[0], input_size=100)

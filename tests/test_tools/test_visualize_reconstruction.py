@@ -83,7 +83,8 @@ def test_images_of_one_name_get_a_picture_each(tmp_path, load_script):
 
 def test_a_classifier_checkpoint_is_named_as_having_no_decoder(tmp_path, load_script):
     """A fine-tuned checkpoint given with the pre-training config was a list of keys (head.*
-    unexpected, neck.* missing) that did not say why: a classifier has no decoder."""
+    unexpected, neck.* missing) that did not say why: a classifier has no decoder. The reason
+    came last, after the key list's own advice."""
     backbone = dict(type='VisionTransformer', img_size=32,
                     arch=dict(embed_dim=32, depth=1, num_heads=2))
     config, _ = write_run(tmp_path, backbone)
@@ -94,8 +95,10 @@ def test_a_classifier_checkpoint_is_named_as_having_no_decoder(tmp_path, load_sc
     torch.save({'state_dict': classifier.state_dict(), 'meta': {'geometry':
                                                                 classifier.geometry()}},
                fine_tuned)
-    with pytest.raises(CheckpointError, match=r'(?s)unexpected keys.*head\.fc\.weight.*'
-                       r'fine_tuned\.pth holds an image classifier of 7 classes .*no decoder'):
+    # The reason comes first: a hint of the key list (a ViT's pos_embed_type or final_norm)
+    # cannot help, as no setting gives a classifier a decoder.
+    with pytest.raises(CheckpointError, match=r'(?s)^\S*fine_tuned\.pth holds an image classifier '
+                       r'of 7 classes .*no decoder.*unexpected keys.*head\.fc\.weight'):
         load_script(TOOL).main([config, str(fine_tuned), '--embedded', '1', '--out-dir',
                                 str(tmp_path / 'vis')])
 
@@ -170,3 +173,52 @@ def test_a_truncated_image_is_named_before_out_dir_is_made(tmp_path, load_script
                                 str(photos if in_folder else truncated), '--out-dir',
                                 str(out_dir)])
     assert not out_dir.exists()
+
+
+def test_a_cell_px_below_4_is_refused_naming_the_flag(tmp_path, load_script, capsys):
+    """--cell-px 0 failed after the model had loaded, as 'cell_px must be an int >= 4'."""
+    config, checkpoint = write_run(tmp_path, dict(
+        type='VisionTransformer', img_size=32, arch=dict(embed_dim=32, depth=1, num_heads=2)))
+    with pytest.raises(SystemExit):
+        load_script(TOOL).main([config, checkpoint, '--embedded', '1', '--out-dir',
+                                str(tmp_path / 'vis'), '--cell-px', '0'])
+    assert 'argument --cell-px: must be an int >= 4' in capsys.readouterr().err
+    assert not (tmp_path / 'vis').exists()
+
+
+@pytest.mark.parametrize('case', ['input_size', 'device', 'fine_tuned'])
+def test_a_refusal_leaves_no_empty_out_dir(tmp_path, load_script, case):
+    """--out-dir was made before the model and argument checks: each refusal left it empty."""
+    backbone = dict(type='VisionTransformer', img_size=32,
+                    arch=dict(embed_dim=32, depth=1, num_heads=2))
+    config, checkpoint = write_run(tmp_path, backbone)
+    out_dir = tmp_path / 'new' / 'vis'
+    options, error = {'input_size': (['--input-size', '100'], ValueError),
+                      'device': (['--device', 'cuda:7'], ValueError),
+                      'fine_tuned': ([], CheckpointError)}[case]
+    if case == 'device' and torch.cuda.device_count() > 7:
+        pytest.skip('this machine has a cuda:7')
+    if case == 'fine_tuned':
+        classifier = MODELS.build(dict(type='ImageClassifier', backbone=backbone,
+                                       head=dict(type='LinearClsHead', num_classes=7,
+                                                 in_channels=32)))
+        checkpoint = str(tmp_path / 'fine_tuned.pth')
+        torch.save({'state_dict': classifier.state_dict(),
+                    'meta': {'geometry': classifier.geometry()}}, checkpoint)
+    with pytest.raises(error):
+        load_script(TOOL).main([config, checkpoint, '--embedded', '1', '--out-dir',
+                                str(out_dir), *options])
+    assert not out_dir.exists() and not out_dir.parent.exists()
+
+
+def test_an_out_dir_that_cannot_be_made_is_named_before_the_model_loads(tmp_path, load_script,
+                                                                         monkeypatch):
+    from fastmim.errors import LaunchError
+    config, checkpoint = write_run(tmp_path, dict(
+        type='VisionTransformer', img_size=32, arch=dict(embed_dim=32, depth=1, num_heads=2)))
+    (tmp_path / 'file').write_text('')
+    script = load_script(TOOL)
+    with pytest.raises(LaunchError, match=r'--out-dir .*file/vis is not writable: .*file is a '
+                       r'file, not a folder'):
+        script.main([config, checkpoint, '--embedded', '1', '--out-dir',
+                     str(tmp_path / 'file' / 'vis'), '--device', 'cuda:7'])

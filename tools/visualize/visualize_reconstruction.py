@@ -9,7 +9,9 @@ the backbone's ``img_size``, the size the config pre-trains at) and centre cropp
 normalised by the model's data preprocessor, masked with a mask drawn from ``--seed`` and
 reconstructed. One PNG per image (input | masked input | target | prediction, see
 ``fastmim.visualization.make_reconstruction_panel``) goes to ``--out-dir``; the paths are
-printed. PNGs already there are refused before the model loads, unless ``--overwrite``.
+printed. PNGs already there are refused before the model loads, unless ``--overwrite``;
+``--out-dir`` is checked writable then, and made only once the model has drawn, so a refusal
+leaves no empty folder.
 ``--embedded N`` uses the first N photos of the toolbox's embedded dataset (real photos
 installed with its requirements, see docs/data.md), so the tool runs without any data at hand.
 The same from Python: ``fastmim.apis.get_model`` and ``fastmim.apis.reconstruct``.
@@ -41,10 +43,21 @@ def parse_args(argv):
     parser.add_argument('--seed', type=int, default=0, help='seed of the mask')
     parser.add_argument('--device', default=None,
                         help='torch device (default: cuda when available, else cpu)')
-    parser.add_argument('--cell-px', type=int, default=16, help='drawn size of a target cell')
+    parser.add_argument('--cell-px', type=cell_px, default=16,
+                        help='drawn size of a target cell in pixels (at least 4)')
     add_trust_checkpoint_arg(parser)
     add_debug_arg(parser)
     return parser.parse_args(argv)
+
+
+def cell_px(text):
+    """argparse type of ``--cell-px``: refused where it is typed, not after the model loaded (the
+    drawing's own message names the argument ``cell_px``, not the flag)."""
+    value = int(text)
+    if value < 4:
+        raise argparse.ArgumentTypeError(f'must be an int >= 4 (a drawn cell needs 4 px for a '
+                                         f'line through its centre), got {text}')
+    return value
 
 
 def image_sources(args):
@@ -99,13 +112,14 @@ def refuse_to_overwrite(paths, out_dir):
                               'another --out-dir, or --overwrite to replace them')
 
 
-def classifier_hint(checkpoint):
-    """``' (...)'`` naming a fine-tuned classifier's checkpoint (``meta['geometry']`` with
+def classifier_reason(checkpoint):
+    """A line naming a fine-tuned classifier's checkpoint (``meta['geometry']`` with
     ``num_classes``, :meth:`ImageClassifier.geometry`), else ''. Given to a pre-training
     config it fails as a list of keys (``head.*`` unexpected, the decoder ``neck.*`` missing)
-    that does not say that no config can reconstruct from it: it has no decoder. Read only once
-    loading has failed, so a good checkpoint is read once; '' for a file that cannot be read,
-    which the error names already."""
+    that does not say that no config can reconstruct from it: it has no decoder. The line leads
+    the error, before the list's own advice (a ViT's ``pos_embed_type`` or ``final_norm``),
+    which no setting can make true. Read only once loading has failed, so a good checkpoint
+    is read once; '' for a file that cannot be read, which the error names already."""
     from mmengine.runner.checkpoint import _load_checkpoint
 
     from fastmim.errors import CheckpointError
@@ -118,9 +132,9 @@ def classifier_hint(checkpoint):
     geometry = meta.get('geometry') if isinstance(meta, dict) else None
     if not isinstance(geometry, dict) or 'num_classes' not in geometry:
         return ''
-    return (f'\n  {checkpoint} holds an image classifier of {geometry["num_classes"]} classes '
+    return (f'{checkpoint} holds an image classifier of {geometry["num_classes"]} classes '
             '(fine-tuned or converted), which has no decoder to reconstruct with: give a FastMIM '
-            'pre-training checkpoint and its config')
+            'pre-training checkpoint and its config. Loading it found:\n')
 
 
 def main(argv):
@@ -130,12 +144,12 @@ def main(argv):
 
     from fastmim.apis import get_model, load_images, reconstruct
     from fastmim.engine.checkpoint import trust_checkpoint
-    from fastmim.file_checks import check_work_dir
+    from fastmim.file_checks import check_dir_can_be_made, check_work_dir
     from fastmim.errors import CheckpointError
 
     sources = image_sources(args)
     images = load_images([path for _, path in sources])  # every unreadable file named up front
-    check_work_dir(args.out_dir, '--out-dir')
+    check_dir_can_be_made(args.out_dir, '--out-dir')  # made once the model has drawn
     paths = output_paths([name for name, _ in sources], args.out_dir)
     if not args.overwrite:
         refuse_to_overwrite(paths, args.out_dir)
@@ -145,13 +159,14 @@ def main(argv):
     try:
         model = get_model(args.config, args.checkpoint, device)
     except CheckpointError as error:
-        raise CheckpointError(f'{error}{classifier_hint(args.checkpoint)}') from None
+        raise CheckpointError(f'{classifier_reason(args.checkpoint)}{error}') from None
     if args.input_size is None and model.backbone.geometry().get('img_size') is None:
         raise ValueError(f'{type(model.backbone).__name__} records no img_size (the pre-training '
                          'size): give --input-size')
     panels = reconstruct(model, images, seed=args.seed, cell_px=args.cell_px,
                          input_size=args.input_size)
 
+    check_work_dir(args.out_dir, '--out-dir')
     for path, panel in zip(paths, panels):
         Image.fromarray(panel).save(path)
         print(path)

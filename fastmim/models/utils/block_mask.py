@@ -38,22 +38,32 @@ class BlockMaskGenerator:
         self.block_size = check_positive_int('BlockMaskGenerator', 'block_size', block_size)
 
     def grid_size(self, height, width, size_setting=INPUT_SIZE_SETTING):
-        """Number of blocks along (height, width). The blocks must tile the input, and a ratio
-        above 0 must mask at least one of them: a tiny ratio keeps ``floor(N * (1 - ratio))``
-        = N blocks visible, and the masked loss would be 0. Both checks read only the shape
-        (no device sync). ``size_setting`` is what the error tells to change (where the size
+        """Number of blocks along (height, width). The blocks must tile the input, a ratio
+        above 0 must mask at least one of them (a tiny ratio keeps ``floor(N * (1 - ratio))``
+        = N blocks visible, and the masked loss would be 0), and at least one must stay
+        visible (a ratio above ``1 - 1/N`` keeps none, the case ``mask_ratio=1`` is refused
+        for). The checks read only the shape (no device sync). ``size_setting`` is what the error tells to change (where the size
         comes from)."""
         size = self.block_size
         if height % size or width % size:
             raise ValueError(f'input {height}x{width} is not a multiple of the mask '
                              f'block_size={size} (model.block_size); make the input size '
                              f'({size_setting}) a multiple of {size}')
-        num_blocks = (height // size) * (width // size)
+        grid_h, grid_w = height // size, width // size
+        num_blocks = grid_h * grid_w
         if self.mask_ratio > 0 and self.num_visible(num_blocks) == num_blocks:
             raise ValueError(f'mask_ratio={self.mask_ratio} masks none of the {num_blocks} '
                              f'blocks of a {height}x{width} input (block_size {size}): the '
                              f'masked loss would be 0; raise mask_ratio')
-        return height // size, width // size
+        if self.num_visible(num_blocks) == 0:
+            # Floored to 6 decimals: a rounded-up ratio (1 - 1/49 = 0.979592) would leave none.
+            largest = math.floor((1 - 1 / num_blocks) * 1e6) / 1e6
+            raise ValueError(f'mask_ratio={self.mask_ratio} leaves none of the {num_blocks} '
+                             f'blocks ({grid_h}x{grid_w} of {size} px) of a {height}x{width} '
+                             'input visible: the encoder would see only the mask colour; the '
+                             'largest mask_ratio that leaves one block visible is '
+                             f'{largest:g} (1 - 1/{num_blocks})')
+        return grid_h, grid_w
 
     def num_visible(self, num_blocks):
         """``floor(N * (1 - mask_ratio))``, tolerant of float error (``1 - 0.9`` is 0.0999...)."""

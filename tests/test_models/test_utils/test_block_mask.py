@@ -66,6 +66,21 @@ def test_bad_sizes_and_arguments_raise():
         BlockMaskGenerator(0.5, 0)
 
 
+@pytest.mark.parametrize('size, block, grid', [(128, 16, '8x8'), (128, 32, '4x4')])
+def test_a_ratio_that_leaves_no_block_visible_names_the_largest_that_does(size, block, grid):
+    """``--cfg-options model.mask_ratio=0.99`` keeps floor(64 * 0.01) = 0 of ViT's 64 blocks
+    visible (Swin: 0 of 16), the degenerate case mask_ratio=1 is refused for: it trained."""
+    num_blocks = (size // block) ** 2
+    largest = 1 - 1 / num_blocks
+    with pytest.raises(ValueError, match=rf'mask_ratio=0.99 leaves none of the {num_blocks} '
+                                         rf'blocks \({grid} of {block} px\) of a {size}x{size} '
+                                         rf'input visible.*largest mask_ratio that leaves one '
+                                         rf'block visible is {largest:g}'):
+        BlockMaskGenerator(0.99, block)(2, size, size)
+    mask = BlockMaskGenerator(largest, block)(2, size, size)
+    assert (~mask).flatten(1).sum(1).tolist() == [1, 1]
+
+
 def test_a_ratio_of_0_masks_nothing_on_purpose():
     assert not BlockMaskGenerator(0.0, 32)(2, 64, 64).any()
 
