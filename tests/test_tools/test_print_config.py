@@ -114,6 +114,19 @@ def test_out_must_be_a_python_file_other_than_the_config(print_config, tmp_path,
         assert message in capsys.readouterr().err
 
 
+def test_out_refuses_an_existing_file_without_overwrite(print_config, tmp_path, capsys):
+    """An --out naming another config (a published recipe) replaced it without a word."""
+    out = tmp_path / 'recipe.py'
+    out.write_text('keep = 1\n')
+    with pytest.raises(SystemExit):
+        run_cli(print_config.main, [DEMO, '--out', str(out)])
+    assert capsys.readouterr().err.strip() == \
+        f'error: FileExistsError: --out {out} exists (9 B): pass --overwrite to replace it'
+    assert out.read_text() == 'keep = 1\n'
+    print_config.main([DEMO, '--out', str(out), '--overwrite'])
+    assert load_config(str(out)).to_dict() == load_config(DEMO).to_dict()
+
+
 def test_a_dump_of_a_shortened_run_keeps_its_variables_with_what_runs(print_config, tmp_path,
                                                                       capsys, load_config_log):
     """The dump wrote the recipe's ``max_epochs = 12`` beside ``train_cfg.max_epochs=1``, and
