@@ -59,7 +59,8 @@ def load_config(path, cfg_options=None):
     ``batch_size`` or ``num_workers`` and an ``lr`` that torch refuses
     (:func:`_refuse_unusable_loader_sizes_and_lr`), a scheduler that does not end after it
     begins (:func:`_refuse_empty_schedulers`) and a key added where no class takes it or a
-    type no registry knows (:func:`_refuse_what_no_class_takes`)."""
+    type no registry knows (:func:`_refuse_what_no_class_takes`), and a list entry the config
+    lacks (:func:`_refuse_list_entries_the_config_lacks`)."""
     from mmengine.config import Config
 
     from fastmim.config_file import check_config_file
@@ -80,6 +81,7 @@ def load_config(path, cfg_options=None):
         raise LaunchError(_missing_base_message(error, path)) from None
     if cfg_options:
         tree = cfg.to_dict()
+        _refuse_list_entries_the_config_lacks(tree, cfg_options, path)
         _refuse_dict_values(cfg_options, path)
         _refuse_text_for_numbers(tree, cfg_options, path)
         _warn_lists_for_numbers(tree, cfg_options, path)
@@ -241,6 +243,27 @@ def _no_worker_settings_without_workers(cfg):
 
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _refuse_list_entries_the_config_lacks(tree, cfg_options, path):
+    """A key that runs into a list (``tree``, plain) past its end (``custom_hooks.1.interval``
+    where the config lists one hook), or with a name where the list takes an index: mmengine
+    cannot add a list entry, and its merge ends in a KeyError that prints the whole list and
+    names no option, or a TypeError traceback."""
+    for key in cfg_options:
+        parts = key.split('.')
+        node, followed = follow_key(tree, key)
+        if followed == len(parts) or not isinstance(node, (list, tuple)):
+            continue
+        holder, count = '.'.join(parts[:followed]), len(node)
+        if not count:
+            raise LaunchError(f'--cfg-options {key}: {path}: {holder} is an empty list')
+        entries = f'{count} {"entry" if count == 1 else "entries"}'
+        if parts[followed].isdigit():
+            raise LaunchError(f'--cfg-options {key}: {path}: {holder} has {entries} '
+                              f'(index 0 to {count - 1})')
+        raise LaunchError(f'--cfg-options {key}: {path}: {holder} is a list of {entries}: '
+                          f'give an index (0 to {count - 1})')
 
 
 def _refuse_dict_values(cfg_options, path):

@@ -320,6 +320,21 @@ def test_a_mistyped_key_or_type_is_refused_at_load_with_the_close_names(option, 
         load_config(str(DEMO), {option: value})
 
 
+@pytest.mark.parametrize('option, message', [
+    ('custom_hooks.1.interval', 'custom_hooks has 1 entry (index 0 to 0)'),
+    ('param_scheduler.5.end', 'param_scheduler has 2 entries (index 0 to 1)'),
+    ('train_dataloader.dataset.pipeline.9.size',
+     'train_dataloader.dataset.pipeline has 4 entries (index 0 to 3)'),
+    ('custom_hooks.last.interval', 'custom_hooks is a list of 1 entry: give an index (0 to 0)'),
+])
+def test_a_list_entry_the_config_lacks_is_refused_naming_the_option(option, message):
+    """mmengine's merge ended in a KeyError printing the whole list, naming no option (an
+    index past the end), or a TypeError traceback (a name where a list takes an index)."""
+    with pytest.raises(LaunchError, match=rf'^--cfg-options {re.escape(option)}: {DEMO}: '
+                                          rf'{re.escape(message)}$'):
+        load_config(str(DEMO), {option: 3})
+
+
 @pytest.mark.parametrize('config, option, message', [
     (DEMO, 'train_cfg.max_epoch', r"train_cfg \(ResumableEpochBasedTrainLoop\) takes no "
                                   r"max_epoch; did you mean 'max_epochs'"),
