@@ -59,8 +59,9 @@ def load_config(path, cfg_options=None):
     ``batch_size`` or ``num_workers`` and an ``lr`` that torch refuses
     (:func:`_refuse_unusable_loader_sizes_and_lr`), a scheduler that does not end after it
     begins (:func:`_refuse_empty_schedulers`) and a key added where no class takes it or a
-    type no registry knows (:func:`_refuse_what_no_class_takes`), and a list entry the config
-    lacks (:func:`_refuse_list_entries_the_config_lacks`)."""
+    type no registry knows (:func:`_refuse_what_no_class_takes`), a list entry the config
+    lacks (:func:`_refuse_list_entries_the_config_lacks`) and a key with an empty part
+    (:func:`_refuse_empty_key_parts`)."""
     from mmengine.config import Config
 
     from fastmim.config_file import check_config_file
@@ -81,6 +82,7 @@ def load_config(path, cfg_options=None):
         raise LaunchError(_missing_base_message(error, path)) from None
     if cfg_options:
         tree = cfg.to_dict()
+        _refuse_empty_key_parts(cfg_options)
         _refuse_list_entries_the_config_lacks(tree, cfg_options, path)
         _refuse_dict_values(cfg_options, path)
         _refuse_text_for_numbers(tree, cfg_options, path)
@@ -243,6 +245,16 @@ def _no_worker_settings_without_workers(cfg):
 
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _refuse_empty_key_parts(cfg_options):
+    """A key with an empty part between its dots (``model..mask_ratio``, a leading or a
+    trailing dot) names no setting: the checks below would name a key ``''`` (a message
+    cut off at 'takes no '), and mmengine would add it or fail in a TypeError."""
+    for key in cfg_options:
+        if '' in key.split('.'):
+            raise LaunchError(f'--cfg-options {key}: an empty key part (a leading, trailing '
+                              'or double dot)')
 
 
 def _refuse_list_entries_the_config_lacks(tree, cfg_options, path):

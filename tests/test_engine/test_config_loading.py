@@ -320,6 +320,16 @@ def test_a_mistyped_key_or_type_is_refused_at_load_with_the_close_names(option, 
         load_config(str(DEMO), {option: value})
 
 
+@pytest.mark.parametrize('option', ['model..mask_ratio', '.model.mask_ratio',
+                                    'model.mask_ratio.', 'model.mask_ratio..'])
+def test_a_key_with_an_empty_part_is_refused_naming_the_option(option):
+    """A double dot ended in a message cut off at 'takes no ', a leading dot added a key named
+    '' with a warning that named none, a trailing one in mmengine's TypeError."""
+    with pytest.raises(LaunchError, match=rf'^--cfg-options {re.escape(option)}: an empty key '
+                                          r'part \(a leading, trailing or double dot\)$'):
+        load_config(str(DEMO), {option: 0.5})
+
+
 @pytest.mark.parametrize('option, message', [
     ('custom_hooks.1.interval', 'custom_hooks has 1 entry (index 0 to 0)'),
     ('param_scheduler.5.end', 'param_scheduler has 2 entries (index 0 to 1)'),
