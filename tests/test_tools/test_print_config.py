@@ -106,6 +106,14 @@ def test_errors_read_as_train_py_s(config, options, print_config, load_script, t
     assert errors[0] == errors[1]
 
 
+def test_a_base_fragment_is_printed(print_config, capsys):
+    """The tools that build a model refuse a fragment given as CONFIG; printing one is what
+    print_config is for (its _base_ files merged)."""
+    out = printed(print_config, capsys, str(ROOT / 'configs' / '_base_' / 'default_runtime.py'),
+                  '--keys', 'default_scope')
+    assert out == "default_scope = 'fastmim'\n"
+
+
 def test_out_must_be_a_python_file_other_than_the_config(print_config, tmp_path, capsys):
     for out, message in ((tmp_path / 'x.json', 'expected a .py file'),
                          (DEMO, 'is CONFIG itself')):

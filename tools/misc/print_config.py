@@ -8,7 +8,8 @@ resolved and ``--cfg-options`` applied, before anything is built.
                                              [--auto-scale-lr] [--fsdp]
 
 The config is loaded as tools/train.py loads it (``load_config``: the same checks, warnings and
-errors), and train.py's flags that only rewrite the config are folded in as train.py folds them.
+errors; a ``_base_`` fragment, which train.py refuses, is printed too), and train.py's flags
+that only rewrite the config are folded in as train.py folds them.
 ``--out`` writes the result as a config file that ``tools/train.py FILE.py`` loads as the same
 config (``--resume`` and ``--launcher`` are given to train.py again; a work dir that neither the
 config nor ``--work-dir`` set is then ``work_dirs/FILE``, see :func:`apply_train_flags`), its
@@ -159,7 +160,7 @@ def main(argv):
     from fastmim.engine.config_loading import load_config
 
     log_to_stderr()
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options, builds_model=False)  # a fragment too
     apply_train_flags(cfg, args)
     if args.out:
         check_out(args.out, cfg.filename, args.overwrite)
