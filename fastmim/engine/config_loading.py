@@ -45,7 +45,7 @@ def packaged_config_file(config) -> str:
     return osp.join(get_installed_path(MODULE2PACKAGE[package]), '.mim', 'configs', relative)
 
 
-def load_config(path, cfg_options=None):
+def load_config(path, cfg_options=None, builds_model=True):
     """Load a config file (or ``'<package>::<path>'``, :func:`packaged_config_file`) and
     apply ``--cfg-options``: a missing file is one error naming it (a missing ``_base_``
     file with the config that names it),
@@ -59,7 +59,11 @@ def load_config(path, cfg_options=None):
     ``batch_size`` or ``num_workers`` and an ``lr`` that torch refuses
     (:func:`_refuse_unusable_loader_sizes_and_lr`), a scheduler that does not end after it
     begins (:func:`_refuse_empty_schedulers`) and a key added where no class takes it or a
-    type no registry knows (:func:`_refuse_what_no_class_takes`)."""
+    type no registry knows (:func:`_refuse_what_no_class_takes`), a list entry the config
+    lacks (:func:`_refuse_list_entries_the_config_lacks`) and a key with an empty part
+    (:func:`_refuse_empty_key_parts`). ``builds_model``: the caller builds the config's model,
+    so a config that cannot give one, a ``_base_`` fragment, is refused first
+    (:func:`_refuse_what_builds_no_model`); False where the config is only read (printed)."""
     from mmengine.config import Config
 
     from fastmim.config_file import check_config_file
@@ -78,8 +82,12 @@ def load_config(path, cfg_options=None):
         raise LaunchError(_syntax_error_message(error, path)) from None
     except FileNotFoundError as error:
         raise LaunchError(_missing_base_message(error, path)) from None
+    if builds_model:
+        _refuse_what_builds_no_model(cfg, cfg_options or {}, path)
     if cfg_options:
         tree = cfg.to_dict()
+        _refuse_empty_key_parts(cfg_options)
+        _refuse_list_entries_the_config_lacks(tree, cfg_options, path)
         _refuse_dict_values(cfg_options, path)
         _refuse_text_for_numbers(tree, cfg_options, path)
         _warn_lists_for_numbers(tree, cfg_options, path)
@@ -99,6 +107,35 @@ def load_config(path, cfg_options=None):
     warn_schedule_length(cfg, path, cfg_options)
     warn_input_size_mismatch(cfg, path)
     return cfg
+
+
+# What a config given to a tool that builds a model is pointed to instead of a fragment.
+FULL_CONFIGS = 'configs/fastmim/vit_b_hog_800e.py or configs/finetune/vit_b_ft_100e.py'
+
+
+def _refuse_what_builds_no_model(cfg, cfg_options, path):
+    """A config without a ``model`` (a ``_base_`` fragment such as ``default_runtime.py``, a
+    results JSON) ends in ``KeyError: model`` or an AttributeError traceback where the tool
+    reaches for it; one whose model is fastmim's but that sets no ``default_scope`` (a model
+    fragment: ``configs/_base_/default_runtime.py`` sets it) makes mmengine look the model up
+    in its own registry, which refuses it only after the work dir is made. A config that sets
+    its own scope (the mmdet and mmseg projects') or names ``fastmim.X`` is left alone."""
+    from mmengine.registry import MODELS as MMENGINE_MODELS
+
+    from fastmim.registry import MODELS
+    model = cfg.get('model')
+    if not isinstance(model, dict):
+        raise LaunchError(f'{path} sets no `model`: a `_base_` fragment or not a training '
+                          f'config; give a full config such as {FULL_CONFIGS}')
+    model_type = cfg_options.get('model.type', model.get('type'))
+    if (cfg_options.get('default_scope', cfg.get('default_scope')) is None
+            and isinstance(model_type, str) and '.' not in model_type
+            and model_type not in MMENGINE_MODELS.module_dict
+            and MODELS.get(model_type) is not None):
+        raise LaunchError(f"{path} sets no default_scope, so mmengine looks its model "
+                          f"{model_type} up among its own, which lack it (a `_base_` "
+                          f"fragment?); give a full config such as {FULL_CONFIGS}, or set "
+                          f"default_scope = 'fastmim' (configs/_base_/default_runtime.py sets it)")
 
 
 def missing_checkpoint_hint(cfg, key, path) -> str:
@@ -241,6 +278,37 @@ def _no_worker_settings_without_workers(cfg):
 
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _refuse_empty_key_parts(cfg_options):
+    """A key with an empty part between its dots (``model..mask_ratio``, a leading or a
+    trailing dot) names no setting: the checks below would name a key ``''`` (a message
+    cut off at 'takes no '), and mmengine would add it or fail in a TypeError."""
+    for key in cfg_options:
+        if '' in key.split('.'):
+            raise LaunchError(f'--cfg-options {key}: an empty key part (a leading, trailing '
+                              'or double dot)')
+
+
+def _refuse_list_entries_the_config_lacks(tree, cfg_options, path):
+    """A key that runs into a list (``tree``, plain) past its end (``custom_hooks.1.interval``
+    where the config lists one hook), or with a name where the list takes an index: mmengine
+    cannot add a list entry, and its merge ends in a KeyError that prints the whole list and
+    names no option, or a TypeError traceback."""
+    for key in cfg_options:
+        parts = key.split('.')
+        node, followed = follow_key(tree, key)
+        if followed == len(parts) or not isinstance(node, (list, tuple)):
+            continue
+        holder, count = '.'.join(parts[:followed]), len(node)
+        if not count:
+            raise LaunchError(f'--cfg-options {key}: {path}: {holder} is an empty list')
+        entries = f'{count} {"entry" if count == 1 else "entries"}'
+        if parts[followed].isdigit():
+            raise LaunchError(f'--cfg-options {key}: {path}: {holder} has {entries} '
+                              f'(index 0 to {count - 1})')
+        raise LaunchError(f'--cfg-options {key}: {path}: {holder} is a list of {entries}: '
+                          f'give an index (0 to {count - 1})')
 
 
 def _refuse_dict_values(cfg_options, path):

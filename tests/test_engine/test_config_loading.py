@@ -38,11 +38,11 @@ def test_load_config_warns_about_an_added_key_and_still_adds_it(tmp_path, monkey
                         lambda message, **kwargs: logged.append(message))
     config = tmp_path / 'tiny.py'
     config.write_text('train_dataloader = dict(batch_size=2)\n')
-    cfg = load_config(str(config), {'train_dataloader.batch_sise': 4})
+    cfg = load_config(str(config), {'train_dataloader.batch_sise': 4}, builds_model=False)
     assert cfg.train_dataloader.batch_sise == 4  # mmengine's semantics are kept
     assert logged == [f'--cfg-options train_dataloader.batch_sise: {config} has no such key, '
                       'it is added (did you mean batch_size?)']
-    load_config(str(config), {'train_dataloader.batch_size': 4})
+    load_config(str(config), {'train_dataloader.batch_size': 4}, builds_model=False)
     assert len(logged) == 1
 
 
@@ -318,6 +318,59 @@ def test_a_mistyped_key_or_type_is_refused_at_load_with_the_close_names(option, 
     start-up later); the type ended in mmengine's KeyError there, with no suggestion."""
     with pytest.raises(LaunchError, match=rf'^--cfg-options {option}: {DEMO}: {message}'):
         load_config(str(DEMO), {option: value})
+
+
+def test_a_config_that_sets_no_model_is_refused_as_no_training_config(tmp_path):
+    """A _base_ fragment or a results JSON given as CONFIG ended in 'KeyError: model' (train.py,
+    test.py) or an AttributeError traceback (get_flops.py)."""
+    results = tmp_path / 'results.json'
+    results.write_text('{"accuracy/top1": 71.2}')
+    for config in (ROOT / 'configs' / '_base_' / 'default_runtime.py', results):
+        with pytest.raises(LaunchError, match=rf'^{re.escape(str(config))} sets no `model`: a '
+                                              r'`_base_` fragment or not a training config; '
+                                              r'give a full config such as configs/'):
+            load_config(str(config))
+
+
+def test_a_model_of_fastmim_without_its_default_scope_is_named():
+    """A model fragment has no default_scope: mmengine looked FastMIM up in its own registry
+    ('FastMIM is not in the mmengine::model registry'), after making the work dir."""
+    fragment = ROOT / 'configs' / '_base_' / 'models' / 'fastmim_vit_b.py'
+    with pytest.raises(LaunchError, match=rf"^{re.escape(str(fragment))} sets no default_scope"
+                                          r".*FastMIM.*default_scope = 'fastmim'"):
+        load_config(str(fragment))
+    assert load_config(str(fragment), {'default_scope': 'fastmim'}).model.type == 'FastMIM'
+
+
+def test_a_fragment_loads_where_no_model_is_built():
+    """tools/misc/print_config.py prints a fragment too: printing one is legitimate."""
+    for fragment in ('default_runtime.py', 'models/fastmim_vit_b.py'):
+        load_config(str(ROOT / 'configs' / '_base_' / fragment), builds_model=False)
+
+
+@pytest.mark.parametrize('option', ['model..mask_ratio', '.model.mask_ratio',
+                                    'model.mask_ratio.', 'model.mask_ratio..'])
+def test_a_key_with_an_empty_part_is_refused_naming_the_option(option):
+    """A double dot ended in a message cut off at 'takes no ', a leading dot added a key named
+    '' with a warning that named none, a trailing one in mmengine's TypeError."""
+    with pytest.raises(LaunchError, match=rf'^--cfg-options {re.escape(option)}: an empty key '
+                                          r'part \(a leading, trailing or double dot\)$'):
+        load_config(str(DEMO), {option: 0.5})
+
+
+@pytest.mark.parametrize('option, message', [
+    ('custom_hooks.1.interval', 'custom_hooks has 1 entry (index 0 to 0)'),
+    ('param_scheduler.5.end', 'param_scheduler has 2 entries (index 0 to 1)'),
+    ('train_dataloader.dataset.pipeline.9.size',
+     'train_dataloader.dataset.pipeline has 4 entries (index 0 to 3)'),
+    ('custom_hooks.last.interval', 'custom_hooks is a list of 1 entry: give an index (0 to 0)'),
+])
+def test_a_list_entry_the_config_lacks_is_refused_naming_the_option(option, message):
+    """mmengine's merge ended in a KeyError printing the whole list, naming no option (an
+    index past the end), or a TypeError traceback (a name where a list takes an index)."""
+    with pytest.raises(LaunchError, match=rf'^--cfg-options {re.escape(option)}: {DEMO}: '
+                                          rf'{re.escape(message)}$'):
+        load_config(str(DEMO), {option: 3})
 
 
 @pytest.mark.parametrize('config, option, message', [

@@ -214,6 +214,8 @@ def test_upernet_is_counted_whole(get_flops, capsys):
       'model.backbone.arch.embed_dims=96'],
      "arch dict {'embed_dim': 192, 'depth': 6, 'num_heads': 3, 'embed_dims': 96} has unknown "
      "keys ['embed_dims'] (did you mean 'embed_dim'?)"),
+    # A _base_ fragment: 'ConfigDict' object has no attribute 'model', in a traceback.
+    (['configs/_base_/default_runtime.py'], 'sets no `model`: a `_base_` fragment'),
 ])
 def test_errors_are_one_line(get_flops, capsys, argv, message):
     with pytest.raises(SystemExit):

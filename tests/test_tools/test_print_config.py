@@ -106,12 +106,33 @@ def test_errors_read_as_train_py_s(config, options, print_config, load_script, t
     assert errors[0] == errors[1]
 
 
+def test_a_base_fragment_is_printed(print_config, capsys):
+    """The tools that build a model refuse a fragment given as CONFIG; printing one is what
+    print_config is for (its _base_ files merged)."""
+    out = printed(print_config, capsys, str(ROOT / 'configs' / '_base_' / 'default_runtime.py'),
+                  '--keys', 'default_scope')
+    assert out == "default_scope = 'fastmim'\n"
+
+
 def test_out_must_be_a_python_file_other_than_the_config(print_config, tmp_path, capsys):
     for out, message in ((tmp_path / 'x.json', 'expected a .py file'),
                          (DEMO, 'is CONFIG itself')):
         with pytest.raises(SystemExit):
             run_cli(print_config.main, [DEMO, '--out', str(out)])
         assert message in capsys.readouterr().err
+
+
+def test_out_refuses_an_existing_file_without_overwrite(print_config, tmp_path, capsys):
+    """An --out naming another config (a published recipe) replaced it without a word."""
+    out = tmp_path / 'recipe.py'
+    out.write_text('keep = 1\n')
+    with pytest.raises(SystemExit):
+        run_cli(print_config.main, [DEMO, '--out', str(out)])
+    assert capsys.readouterr().err.strip() == \
+        f'error: FileExistsError: --out {out} exists (9 B): pass --overwrite to replace it'
+    assert out.read_text() == 'keep = 1\n'
+    print_config.main([DEMO, '--out', str(out), '--overwrite'])
+    assert load_config(str(out)).to_dict() == load_config(DEMO).to_dict()
 
 
 def test_a_dump_of_a_shortened_run_keeps_its_variables_with_what_runs(print_config, tmp_path,

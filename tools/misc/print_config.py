@@ -2,16 +2,19 @@
 resolved and ``--cfg-options`` applied, before anything is built.
 
     python tools/misc/print_config.py CONFIG [--cfg-options k=v ...] [--keys KEY ...]
-                                             [--out FILE.py] [--work-dir DIR] [--amp]
+                                             [--out FILE.py [--overwrite]]
+                                             [--work-dir DIR] [--amp]
                                              [--amp-dtype {float16,bfloat16}] [--compile]
                                              [--auto-scale-lr] [--fsdp]
 
 The config is loaded as tools/train.py loads it (``load_config``: the same checks, warnings and
-errors), and train.py's flags that only rewrite the config are folded in as train.py folds them.
+errors; a ``_base_`` fragment, which train.py refuses, is printed too), and train.py's flags
+that only rewrite the config are folded in as train.py folds them.
 ``--out`` writes the result as a config file that ``tools/train.py FILE.py`` loads as the same
 config (``--resume`` and ``--launcher`` are given to train.py again; a work dir that neither the
 config nor ``--work-dir`` set is then ``work_dirs/FILE``, see :func:`apply_train_flags`), its
-length and warmup variables written with the values that run (:func:`flattened_text`).
+length and warmup variables written with the values that run (:func:`flattened_text`); an
+existing file is replaced only with ``--overwrite``, CONFIG itself never (:func:`check_out`).
 """
 import argparse
 import os.path as osp
@@ -27,7 +30,7 @@ NOT_MIRRORED = (
 
 
 def parse_args(argv):
-    from fastmim.cli import CfgOptionsAction, add_debug_arg
+    from fastmim.cli import CfgOptionsAction, add_debug_arg, add_overwrite_arg
     parser = argparse.ArgumentParser(
         description='Print the config tools/train.py would train with the same CONFIG, '
         '--cfg-options and flags', epilog=NOT_MIRRORED)
@@ -41,6 +44,7 @@ def parse_args(argv):
     parser.add_argument('--out', metavar='FILE.py',
                         help='write the whole config to FILE.py instead of printing it (--keys '
                         'are still printed); tools/train.py FILE.py trains it')
+    add_overwrite_arg(parser, '--out file')
     add_mirrored_train_args(parser)
     add_debug_arg(parser)
     return parser.parse_args(argv)
@@ -120,16 +124,19 @@ def key_line(key, value):
     return f'{key} = {text[len("value = "):]}'
 
 
-def check_out(out, config):
-    """Refuse an ``--out`` that cannot be written, or that would replace the config file
-    itself (its ``_base_`` inheritance flattened into it)."""
-    from fastmim.cli import check_output_file, refuse_overwriting_input
+def check_out(out, config, overwrite):
+    """Refuse an ``--out`` that cannot be written, that would replace the config file itself
+    (its ``_base_`` inheritance flattened into it), or that exists without ``--overwrite``
+    (another config, a published recipe among them, replaced by the flattened one)."""
+    from fastmim.cli import (
+        check_output_file, refuse_an_existing_output, refuse_overwriting_input)
     from fastmim.errors import LaunchError
     if not out.endswith('.py'):
         raise LaunchError(f'--out {out}: expected a .py file (the config as Python, which '
                           f'tools/train.py reads)')
     check_output_file(out, folders_made=True)
     refuse_overwriting_input(out, config, '--out', 'CONFIG')
+    refuse_an_existing_output(out, overwrite, flag='--out')
 
 
 def flattened_text(cfg):
@@ -153,10 +160,10 @@ def main(argv):
     from fastmim.engine.config_loading import load_config
 
     log_to_stderr()
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options, builds_model=False)  # a fragment too
     apply_train_flags(cfg, args)
     if args.out:
-        check_out(args.out, cfg.filename)
+        check_out(args.out, cfg.filename, args.overwrite)
     if args.keys:
         tree = cfg.to_dict()
         print('\n'.join(key_line(key, value_at(tree, key)) for key in args.keys))
