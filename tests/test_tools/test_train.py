@@ -151,6 +151,19 @@ def test_two_cpu_processes_train_then_resume(tmp_path):
     assert final['meta']['iter'] == 8 and final['meta']['epoch'] == 3
 
 
+def test_a_data_root_given_the_embedded_demo_is_refused_before_the_work_dir(tmp_path):
+    """It was added with a warning and the demo trained on the embedded photos."""
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    result = run(['configs/fastmim/demo_vit_tiny_embedded.py', '--work-dir',
+                  str(tmp_path / 'work'), '--cfg-options',
+                  f'train_dataloader.dataset.data_root={photos}'])
+    assert_one_line_error(result, 'train_dataloader.dataset.data_root',
+                          'train_dataloader.dataset (EmbeddedPhotos) takes no data_root',
+                          "type='ImageFolder'", 'docs/data.md')
+    assert not (tmp_path / 'work').exists()
+
+
 def test_empty_data_folder_fails_before_training_naming_it(tmp_path):
     empty = tmp_path / 'imagenet' / 'train'
     empty.mkdir(parents=True)
