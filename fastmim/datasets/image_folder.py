@@ -3,7 +3,7 @@ import logging
 import os
 import os.path as osp
 import warnings
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from mmengine.dataset import BaseDataset
 from mmengine.logging import print_log
@@ -60,12 +60,41 @@ def is_hidden(relative_path: str) -> bool:
     return (os.sep + '.') in (os.sep + relative_path)
 
 
+def other_image_extensions(extensions: Tuple[str, ...]) -> Optional[Tuple[str, ...]]:
+    """The extensions of the other image formats PIL decodes, whose files are named once when
+    a folder is listed with the default ``extensions`` (normalised); None for extensions given,
+    which leave the others out on purpose."""
+    if extensions != normalize_extensions(IMG_EXTENSIONS):
+        return None
+    return tuple(extension for extension in pil_image_extensions()
+                 if extension not in extensions)
+
+
+def other_images_hint(others: Sequence[str]) -> str:
+    """For an error that found no images: the files of other image formats found."""
+    if not others:
+        return ''
+    return (f' ({len(others)} files of other image formats PIL decodes: '
+            f'{examples(others)}; pass extensions= naming theirs to use them)')
+
+
 def find_images(folder: str, extensions: Sequence[str],
                 walked: Optional[Dict[str, str]] = None,
                 others: Optional[Tuple[Tuple[str, ...], List[str]]] = None
                 ) -> Tuple[List[str], List[str]]:
-    """All image files under ``folder``, recursively, in sorted (reproducible) order, and the
-    macOS metadata left out (``._*`` files with an image extension, ``__MACOSX`` folders).
+    """All image files under ``folder`` (:func:`iter_images` listed whole) and the macOS
+    metadata left out."""
+    metadata: List[str] = []
+    return list(iter_images(folder, extensions, walked, others, metadata)), metadata
+
+
+def iter_images(folder: str, extensions: Sequence[str],
+                walked: Optional[Dict[str, str]] = None,
+                others: Optional[Tuple[Tuple[str, ...], List[str]]] = None,
+                metadata: Optional[List[str]] = None) -> Iterator[str]:
+    """The image files under ``folder``, recursively, in sorted (reproducible) order, as the
+    walk finds them (a check for any image stops at the first); the macOS metadata left out
+    (``._*`` files with an image extension, ``__MACOSX`` folders) goes to ``metadata``.
 
     Symlinked folders are followed (a class stored on another disk), but one that is a folder
     already walked raises: ``os.walk`` follows a link back to a parent until the path is too
@@ -78,8 +107,8 @@ def find_images(folder: str, extensions: Sequence[str],
     the dot) are appended to the list, from the names already listed (other image formats
     that ``extensions`` leaves out, to name them).
     """
-    found, metadata = [], []
     walked = {} if walked is None else walked
+    metadata = [] if metadata is None else metadata
     for root, dirs, files in os.walk(folder, onerror=raise_error, followlinks=True):
         real = osp.realpath(root)
         if real in walked:
@@ -91,11 +120,13 @@ def find_images(folder: str, extensions: Sequence[str],
         dirs[:] = sorted(name for name in dirs if not is_os_metadata(name))  # not walked
         for name in sorted(files):
             if has_extension(name, extensions):
-                (metadata if is_os_metadata(name) else found).append(osp.join(root, name))
+                if is_os_metadata(name):
+                    metadata.append(osp.join(root, name))
+                else:
+                    yield osp.join(root, name)
             elif (others is not None and osp.splitext(name)[1].lower() in others[0]
                   and not is_os_metadata(name)):
                 others[1].append(osp.join(root, name))
-    return found, metadata
 
 
 @DATASETS.register_module()
@@ -144,10 +175,9 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
         self.extensions = normalize_extensions(extensions)
         # Image files of other formats that PIL decodes, named once when listed (the default
         # extensions only: extensions given leave the others out on purpose).
-        self._other_images: Optional[Tuple[Tuple[str, ...], List[str]]] = None
-        if self.extensions == normalize_extensions(IMG_EXTENSIONS):
-            self._other_images = (tuple(extension for extension in pil_image_extensions()
-                                        if extension not in self.extensions), [])
+        other_extensions = other_image_extensions(self.extensions)
+        self._other_images: Optional[Tuple[Tuple[str, ...], List[str]]] = (
+            None if other_extensions is None else (other_extensions, []))
         if isinstance(data_root, str):
             data_root = osp.expanduser(data_root)  # '~/data', as a shell expands it
         super().__init__(
@@ -188,11 +218,27 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
 
     def _other_images_hint(self) -> str:
         """For an error that found no images: the files of other image formats found."""
-        others = self._other_images[1] if self._other_images is not None else []
-        if not others:
+        return other_images_hint(self._other_images[1] if self._other_images is not None
+                                 else [])
+
+    @classmethod
+    def missing_images(cls, folder: str, settings: dict) -> str:
+        """Why the existing ``folder`` holds no image that the dataset of the config entry
+        ``settings`` would list, or ``''`` when it holds one: for the check before the launch
+        (:mod:`fastmim.engine.dataset_paths`), which would otherwise leave the dataset to find
+        out after the Runner's start-up. The dataset's own scan (:func:`iter_images`),
+        stopped at the first image. A folder it cannot walk (unreadable, a symlink loop) and
+        extensions it cannot read are left to the dataset to name."""
+        try:
+            extensions = normalize_extensions(settings.get('extensions', IMG_EXTENSIONS))
+            other_extensions = other_image_extensions(extensions)
+            others = None if other_extensions is None else (other_extensions, [])
+            if next(iter_images(folder, extensions, others=others), None) is not None:
+                return ''
+        except (OSError, ValueError, TypeError):
             return ''
-        return (f' ({len(others)} files of other image formats PIL decodes: '
-                f'{examples(others)}; pass extensions= naming theirs to use them)')
+        return (f'no image files: none with extensions {extensions} under it, searched '
+                f'recursively{other_images_hint(others[1] if others is not None else [])}')
 
     def _warn_other_images(self) -> None:
         """Image files of formats PIL decodes but the extensions leave out (``.jfif``,

@@ -25,7 +25,8 @@ def refused_keys_located(cfg, cfg_options: Optional[dict] = None,
                          ) -> Iterator[None]:
     """Raise a ``TypeError`` for a refused key again with the entries of ``cfg`` that set it
     in front (``train_dataloader.dataset (ImageFolder) sets num_samples, which it does not
-    take: ...``) and how to remove it; a key that ``cfg_options`` (``--cfg-options``) set is
+    take: ...``) and how to remove it, or what the class advises instead
+    (:func:`_refusal_hint`); a key that ``cfg_options`` (``--cfg-options``) set is
     named as the command line's, with the names the entry does take that are close to it.
     ``name_option`` words a key of ``cfg_options`` as its user typed it (a Python API takes
     them as keyword arguments). Other errors pass unchanged."""
@@ -42,15 +43,18 @@ def refused_keys_located(cfg, cfg_options: Optional[dict] = None,
              if (option := _set_by(cfg_options or {}, f'{path}.{key}'))), None)
         if typed_on_command_line:
             path, node, option = typed_on_command_line
+            hint = _refusal_hint(node, key, path)
             raise TypeError(
                 f'{path} ({_built_type(node)}) does not take {key}, set by '
-                f'{name_option(option)}: {error}; check the name'
-                f'{_what_it_takes(path, node, key)}') from error
+                f'{name_option(option)}: {error}; '
+                + (hint or f'check the name{_what_it_takes(path, node, key)}')) from error
         where = ', '.join(f'{path} ({_built_type(node)})' for path, node in entries)
+        hint = _refusal_hint(entries[0][1], key, entries[0][0])
         raise TypeError(
-            f'{where} sets {key}, which it does not take: {error}; remove the key from the '
-            f'config (--cfg-options can change a key but not remove one; a config that '
-            f'inherits this one can: dict(_delete_=True, type=..., ...))') from error
+            f'{where} sets {key}, which it does not take: {error}; ' + (hint or (
+                'remove the key from the config (--cfg-options can change a key but not '
+                'remove one; a config that inherits this one can: dict(_delete_=True, '
+                'type=..., ...))'))) from error
 
 
 def _set_by(cfg_options: dict, key_path: str) -> Optional[str]:
@@ -71,11 +75,15 @@ def _what_it_takes(path: str, node: dict, key: str) -> str:
 
 
 def _arguments(classes: Iterable[type]) -> set:
-    """The keyword arguments of the classes' ``__init__``, their bases' included (a class
-    passing ``**kwargs`` on takes its bases')."""
+    """The keyword arguments of the classes' ``__init__``, their bases' included up to the
+    first ``__init__`` without ``**kwargs`` (a class passing ``**kwargs`` on takes its
+    bases'; one without takes none of theirs: the embedded datasets take no ``data_root``
+    although ``BaseDataset`` does)."""
     names = set()
     for cls in classes:
         for base in inspect.getmro(cls):
+            if '__init__' not in vars(base):
+                continue
             try:
                 parameters = inspect.signature(base.__init__).parameters.values()
             except (TypeError, ValueError):
@@ -84,7 +92,20 @@ def _arguments(classes: Iterable[type]) -> set:
                          if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD,
                                                parameter.KEYWORD_ONLY)
                          and parameter.name != 'self')
+            if not any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters):
+                break
     return names
+
+
+def _refusal_hint(node: dict, key: str, entry: str) -> str:
+    """What to do instead of giving ``key`` to the entry ``entry``, as one of its classes
+    says in ``refused_keyword_hints`` (``{key: advice}``, the advice formatted with
+    ``entry``); empty when none says."""
+    for cls in _classes(node):
+        hint = (getattr(cls, 'refused_keyword_hints', None) or {}).get(key)
+        if hint:
+            return hint.format(entry=entry)
+    return ''
 
 
 def _built_type(node: dict) -> str:
@@ -152,7 +173,8 @@ def mistyped_option_keys(tree, cfg_options: dict) -> Iterator[Tuple[str, str, st
     ``type`` names a registered class (any scope) and none of the classes by that name has
     an argument of that name or ``**kwargs`` (but those it names as going to another class:
     :func:`_keywords_taken`). mmengine adds the key silently and the class would refuse it
-    only when the Runner builds the model, ~190 lines later. A key
+    only when the Runner builds the model, ~190 lines later. The refusal carries what the
+    class advises instead of the key (:func:`_refusal_hint`), else the close names. A key
     that a builder takes (:data:`BUILDER_KEYS`), or one under an entry of unknown type, is
     left alone."""
     from fastmim.engine.config_loading import follow_key
@@ -168,8 +190,13 @@ def mistyped_option_keys(tree, cfg_options: dict) -> Iterator[Tuple[str, str, st
         if taken is None:
             continue
         if parts[followed] not in taken:
-            close = difflib.get_close_matches(parts[followed], sorted(taken), n=2)
-            yield option, f'{where} ({_built_type(node)}) takes no {parts[followed]}', close
+            refusal = f'{where} ({_built_type(node)}) takes no {parts[followed]}'
+            hint = _refusal_hint(node, parts[followed], where)
+            if hint:
+                yield option, f'{refusal}; {hint}', []
+            else:
+                close = difflib.get_close_matches(parts[followed], sorted(taken), n=2)
+                yield option, refusal, close
 
 
 def unknown_option_types(tree, cfg_options: dict, default_scope=None

@@ -5,7 +5,8 @@ after the model, and never looks at its image folder: a wrong ``data_root`` or `
 surfaces as an image that cannot be read in a dataloader worker, mid-epoch. mmseg's
 ``ADE20KDataset`` with a missing folder lists no files and trains on nothing. This check reads
 the paths from the config the way mmengine's ``BaseDataset`` joins them and names every one
-missing, or a folder with no file under it, with the config key that set it.
+missing, a folder with no file under it, or one with no file its dataset reads (an
+``ImageFolder`` without images), with the config key that set it.
 
 A COCO metric must read the annotation file of the dataset it evaluates. It also holds the
 ``num_classes`` of the heads that classify the dataset's classes to the number of those classes
@@ -50,19 +51,40 @@ def _dataset_paths(dataset, key):
         yield (f'{key}.data_prefix' + (f'.{name}' if name else ''), join(path), 'path')
 
 
-def _walk(dataset, key):
+def _datasets(dataset, key):
+    """``(config key, dataset config)`` of a dataset config and of those it wraps."""
     if not isinstance(dataset, dict):
         return
-    for name, path, kind in _dataset_paths(dataset, key):
-        if is_local(path, dataset.get('backend_args')):
-            yield name, path, kind
+    yield key, dataset
     for name in WRAPPED:
         inner = dataset.get(name)
         if isinstance(inner, dict):
-            yield from _walk(inner, f'{key}.{name}')
+            yield from _datasets(inner, f'{key}.{name}')
         elif isinstance(inner, (list, tuple)):
             for index, item in enumerate(inner):
-                yield from _walk(item, f'{key}.{name}.{index}')
+                yield from _datasets(item, f'{key}.{name}.{index}')
+
+
+def _local_paths(dataset, key):
+    """:func:`_dataset_paths` of one dataset config read from the local file system."""
+    return [(name, path, kind) for name, path, kind in _dataset_paths(dataset, key)
+            if is_local(path, dataset.get('backend_args'))]
+
+
+def _walk(dataset, key):
+    for inner_key, inner in _datasets(dataset, key):
+        yield from _local_paths(inner, inner_key)
+
+
+def _split_datasets(cfg, split):
+    """``(config key, dataset config)`` of every dataset that ``split`` reads: a kNN test's
+    bank first (read before the test split), wrapped datasets included."""
+    if split == 'test':
+        bank = (cfg.get('test_cfg') or {}).get('bank_dataloader') or {}
+        yield from _datasets(bank.get('dataset'), 'test_cfg.bank_dataloader.dataset')
+    loader = cfg.get(f'{split}_dataloader')
+    if loader:
+        yield from _datasets(loader.get('dataset'), f'{split}_dataloader.dataset')
 
 
 def check_dataset_paths(cfg, splits):
@@ -70,15 +92,12 @@ def check_dataset_paths(cfg, splits):
     (``'train'``, ``'val'``, ``'test'``): the data root, annotation file and data prefixes of
     each ``<split>_dataloader.dataset`` (wrapped datasets included), of a kNN test's bank
     (``test_cfg.bank_dataloader.dataset``, read before the test split) and the annotation file
-    of ``<split>_evaluator`` (COCO's metric reads its own copy)."""
+    of ``<split>_evaluator`` (COCO's metric reads its own copy); then a folder that holds
+    files but none its dataset reads (:func:`_refuse_folders_without_images`)."""
     checks = []
     for split in splits:
-        if split == 'test':
-            bank = (cfg.get('test_cfg') or {}).get('bank_dataloader') or {}
-            checks += _walk(bank.get('dataset'), 'test_cfg.bank_dataloader.dataset')
-        loader = cfg.get(f'{split}_dataloader')
-        if loader:
-            checks += _walk(loader.get('dataset'), f'{split}_dataloader.dataset')
+        for key, dataset in _split_datasets(cfg, split):
+            checks += _local_paths(dataset, key)
         evaluators = cfg.get(f'{split}_evaluator') or []
         for index, evaluator in enumerate(
                 [evaluators] if isinstance(evaluators, dict) else evaluators):
@@ -94,8 +113,28 @@ def check_dataset_paths(cfg, splits):
         if not any(_lies_under(inner, path) for _, inner in empty):
             raise LaunchError(f'{key}: folder {path} holds no files (an unfinished download '
                               f'or extraction?); set it with --cfg-options {key}=...')
+    _refuse_folders_without_images(cfg, splits)
     check_evaluator_files(cfg, splits)
     check_head_classes(cfg, splits)
+
+
+def _refuse_folders_without_images(cfg, splits):
+    """A folder the data is read from that holds files, but none that its dataset reads (a
+    folder of notes or CSV files, images of another format): the dataset says why through
+    ``missing_images(folder, settings)`` (``ImageFolder``'s scan, stopped at the first
+    image), else finds out only once the Runner builds it, after the start-up, naming no
+    config key. Call it after the folders are known to exist and hold files."""
+    for split in splits:
+        for key, dataset in _split_datasets(cfg, split):
+            missing_images = getattr(_dataset_class(cfg, dataset.get('type')),
+                                     'missing_images', None)
+            if missing_images is None:
+                continue
+            for name, path, kind in _local_paths(dataset, key):
+                reason = missing_images(path, dataset) if kind in ('images', 'path') else ''
+                if reason:
+                    raise LaunchError(f'{name}: folder {path} holds {reason}; set it with '
+                                      f'--cfg-options {name}=...')
 
 
 def _refuse_missing_paths(checks):
@@ -246,11 +285,21 @@ def _type_metainfo(cfg, dataset_type):
     """``METAINFO`` of a dataset type of the config's scope; empty when it cannot be found."""
     if not isinstance(dataset_type, str) or not cfg.get('default_scope'):
         return {}
+    return getattr(_dataset_class(cfg, dataset_type), 'METAINFO', None) or {}
+
+
+def _dataset_class(cfg, dataset_type):
+    """The class a dataset ``type`` names in the config's scope (fastmim's when it sets
+    none); None when it cannot be found."""
+    if isinstance(dataset_type, type):
+        return dataset_type
+    if not isinstance(dataset_type, str):
+        return None
+    scope = cfg.get('default_scope') or 'fastmim'
     try:
-        registry = importlib.import_module(f'{cfg.default_scope}.registry').DATASETS
-        return getattr(registry.get(dataset_type), 'METAINFO', None) or {}
+        return importlib.import_module(f'{scope}.registry').DATASETS.get(dataset_type)
     except (ImportError, AttributeError, KeyError):
-        return {}
+        return None
 
 
 def check_head_classes(cfg, splits):

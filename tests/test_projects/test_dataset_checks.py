@@ -178,6 +178,54 @@ def test_the_empty_folder_check_refuses_only_a_folder_the_data_is_read_from(tmp_
     check_dataset_paths(config(''), ['train'])
 
 
+IMAGE_EXTENSIONS = "('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')"
+
+
+def image_folder_config(root, **settings):
+    return Config(dict(default_scope='fastmim', train_dataloader=dict(dataset=dict(
+        type='ImageFolder', data_root=str(root), data_prefix='', **settings))))
+
+
+def test_a_folder_with_files_but_no_images_is_refused_naming_the_key_and_extensions(tmp_path):
+    """ImageFolder refused it only after the Runner's start-up ('no images with extensions
+    ...'), naming no config key, with a log folder and a config copy left in the work dir."""
+    root = tmp_path / 'notes'
+    (root / 'sub').mkdir(parents=True)
+    for name in ('a.txt', 'b.csv', 'sub/c.txt', 'sub/._d.jpg'):  # ._*: macOS metadata
+        (root / name).write_bytes(b'')
+    with pytest.raises(LaunchError) as refused:
+        check_dataset_paths(image_folder_config(root), ['train'])
+    assert str(refused.value) == (
+        f'train_dataloader.dataset.data_root: folder {root} holds no image files: none with '
+        f'extensions {IMAGE_EXTENSIONS} under it, searched recursively; set it with '
+        '--cfg-options train_dataloader.dataset.data_root=...')
+
+    (root / 'sub' / 'deep').mkdir()
+    (root / 'sub' / 'deep' / 'photo.JPEG').write_bytes(b'')  # found anywhere below, any case
+    check_dataset_paths(image_folder_config(root), ['train'])
+
+
+def test_the_image_check_takes_the_datasets_extensions_and_names_other_formats(tmp_path):
+    root = tmp_path / 'gifs'
+    root.mkdir()
+    (root / 'a.gif').write_bytes(b'')
+    with pytest.raises(LaunchError, match=re.escape(
+            f'train_dataloader.dataset.data_root: folder {root} holds no image files: none with '
+            f'extensions {IMAGE_EXTENSIONS} under it, searched recursively (1 files of other '
+            f'image formats PIL decodes: {root}/a.gif; pass extensions= naming theirs to use '
+            'them)')):
+        check_dataset_paths(image_folder_config(root), ['train'])
+    check_dataset_paths(image_folder_config(root, extensions=['gif']), ['train'])
+    with pytest.raises(LaunchError, match=re.escape(
+            f"train_dataloader.dataset.data_prefix: folder {root}/train holds no image files: "
+            "none with extensions ('.png',) under it")):
+        (root / 'train').mkdir()
+        (root / 'train' / 'b.jpg').write_bytes(b'')
+        cfg = image_folder_config(root, extensions='png')
+        cfg.train_dataloader.dataset.data_prefix = 'train'
+        check_dataset_paths(cfg, ['train'])
+
+
 def test_a_data_root_one_folder_too_deep_is_named(ade20k_semantic, downstream):
     """data_root=.../ade/images (the images folder, which data_prefix adds again) was told to
     change data_prefix.img_path, though the prefix was right."""

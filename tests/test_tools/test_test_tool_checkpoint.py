@@ -77,13 +77,17 @@ def test_a_pre_training_config_says_how_its_checkpoint_is_evaluated(load_script,
 
 def test_a_key_the_test_dataset_refuses_is_named_with_its_place(load_script, tmp_path):
     """As in training: the error named only the class whose __init__ refused the key; a
-    misspelt --cfg-options key is named as the command line's, with the close names."""
+    misspelt --cfg-options key is named as the command line's, with the close names, when the
+    config loads (EmbeddedPhotos names the arguments it takes), before the work dir."""
     import torch
+
+    from fastmim.errors import LaunchError
     checkpoint = tmp_path / 'epoch_1.pth'
     torch.save({'state_dict': {}}, checkpoint)
-    with pytest.raises(TypeError, match=r"^test_dataloader\.dataset \(EmbeddedPhotos\) does not "
-                       r"take num_sample, set by --cfg-options "
-                       r"test_dataloader\.dataset\.num_sample: .*did you mean 'num_samples'\?"):
+    with pytest.raises(LaunchError, match=r"^--cfg-options test_dataloader\.dataset\.num_sample: "
+                       r".*: test_dataloader\.dataset \(EmbeddedPhotos\) takes no num_sample; "
+                       r"did you mean 'num_samples'\?"):
         load_script(ROOT / 'tools' / 'test.py').main(
             [str(CONFIG), str(checkpoint), '--work-dir', str(tmp_path / 't'), '--cfg-options',
              'test_dataloader.dataset.num_sample=4'])
+    assert not (tmp_path / 't').exists()

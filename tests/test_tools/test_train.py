@@ -151,6 +151,19 @@ def test_two_cpu_processes_train_then_resume(tmp_path):
     assert final['meta']['iter'] == 8 and final['meta']['epoch'] == 3
 
 
+def test_a_data_root_given_the_embedded_demo_is_refused_before_the_work_dir(tmp_path):
+    """It was added with a warning and the demo trained on the embedded photos."""
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    result = run(['configs/fastmim/demo_vit_tiny_embedded.py', '--work-dir',
+                  str(tmp_path / 'work'), '--cfg-options',
+                  f'train_dataloader.dataset.data_root={photos}'])
+    assert_one_line_error(result, 'train_dataloader.dataset.data_root',
+                          'train_dataloader.dataset (EmbeddedPhotos) takes no data_root',
+                          "type='ImageFolder'", 'docs/data.md')
+    assert not (tmp_path / 'work').exists()
+
+
 def test_empty_data_folder_fails_before_training_naming_it(tmp_path):
     empty = tmp_path / 'imagenet' / 'train'
     empty.mkdir(parents=True)
@@ -163,6 +176,23 @@ def test_empty_data_folder_fails_before_training_naming_it(tmp_path):
     assert 'after_run:' not in result.stdout + result.stderr
     assert not list((tmp_path / 'work').glob('*.pth'))
 
+
+
+def test_a_data_folder_without_images_fails_before_training_naming_it(tmp_path):
+    """It failed after the Runner's start-up (ImageFolder: no images with extensions ...),
+    naming no config key, and left a log folder and a config copy in the work dir."""
+    notes = tmp_path / 'notes'
+    (notes / 'sub').mkdir(parents=True)
+    for name in ('a.txt', 'b.csv', 'sub/c.txt'):
+        (notes / name).write_text('x')
+    result = run(['configs/fastmim/vit_b_hog_800e.py', '--work-dir', str(tmp_path / 'work'),
+                  '--cfg-options', f'train_dataloader.dataset.data_root={notes}',
+                  'train_dataloader.dataset.data_prefix=', 'train_dataloader.num_workers=0',
+                  'train_dataloader.persistent_workers=False'])
+    assert_one_line_error(result, 'train_dataloader.dataset.data_root', str(notes),
+                          'holds no image files', "'.jpg', '.jpeg', '.png'")
+    assert 'after_run:' not in result.stdout + result.stderr
+    assert not (tmp_path / 'work').exists()
 
 # --- Long runs: a run killed or preempted at a random iteration and resumed with --resume ends
 # with exactly the weights, optimiser state, learning rates and per-iteration losses of the same
