@@ -224,7 +224,7 @@ def _refuse_unusable_loader_sizes_and_lr(cfg, path):
     key ('batch_size should be a positive integer value', 'Invalid learning rate: -1'). A
     setting left out is not checked; a bool is refused (Python counts ``True`` as 1);
     an ``lr`` of 0 is taken, as torch and mmengine take it (a warm-up from zero)."""
-    for key, loader in _dataloaders(cfg):
+    for key, loader in dataloaders(cfg):
         for setting, least in (('batch_size', 1), ('num_workers', 0)):
             value = loader.get(setting, least)  # left out: torch's default
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -237,10 +237,11 @@ def _refuse_unusable_loader_sizes_and_lr(cfg, path):
                           'expected a number of at least 0')
 
 
-def _dataloaders(cfg):
+def dataloaders(cfg):
     """``(key, settings)`` of each dataloader the config sets: ``train_dataloader``,
     ``val_dataloader``, ``test_dataloader`` and those a loop builds itself
-    (``test_cfg.bank_dataloader``, the kNN bank). One left None is not built."""
+    (``test_cfg.bank_dataloader``, the kNN bank). One left None is not built. The settings are
+    the config's own dicts: a caller may change them in place."""
     for name, value in cfg.items():
         if name.endswith('_dataloader') and isinstance(value, dict):
             yield name, value

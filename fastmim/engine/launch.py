@@ -39,14 +39,10 @@ def unpin_dataloaders(cfg):
     Page-locked memory only speeds a copy to an accelerator: without one, torch warns
     "'pin_memory' argument is set as true but no accelerator is found" for every dataloader
     the published recipes (which pin, for the GPU) build."""
-    loops = [cfg.get(loop) for loop in ('train_cfg', 'val_cfg', 'test_cfg')]
-    for holder in [cfg._cfg_dict] + loops:
-        if not isinstance(holder, dict):
-            continue
-        for key, loader in holder.items():
-            if key.endswith('_dataloader') and isinstance(loader, dict) \
-                    and loader.get('pin_memory'):
-                loader['pin_memory'] = False
+    from fastmim.engine.config_loading import dataloaders
+    for _, loader in dataloaders(cfg):
+        if loader.get('pin_memory'):
+            loader['pin_memory'] = False
 
 
 def adapt_to_device(cfg):

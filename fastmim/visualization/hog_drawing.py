@@ -91,10 +91,13 @@ def _scaled(strengths, vmax):
     return np.clip(strengths / vmax, 0, 1)
 
 
+# A glyph needs 4 pixels for a line through its centre.
+MIN_CELL_PX = 4
+
+
 def _check_cell_px(cell_px):
-    """A glyph needs 4 pixels for a line through its centre."""
-    if not isinstance(cell_px, int) or cell_px < 4:
-        raise ValueError(f'cell_px must be an int >= 4, got {cell_px!r}')
+    if not isinstance(cell_px, int) or cell_px < MIN_CELL_PX:
+        raise ValueError(f'cell_px must be an int >= {MIN_CELL_PX}, got {cell_px!r}')
 
 
 def draw_hog_glyphs(hog_map, cell_px=16, nbins=9, vmax=None):

@@ -53,10 +53,12 @@ def parse_args(argv):
 def cell_px(text):
     """argparse type of ``--cell-px``: refused where it is typed, not after the model loaded (the
     drawing's own message names the argument ``cell_px``, not the flag)."""
+    from fastmim.visualization.hog_drawing import MIN_CELL_PX
     value = int(text)
-    if value < 4:
-        raise argparse.ArgumentTypeError(f'must be an int >= 4 (a drawn cell needs 4 px for a '
-                                         f'line through its centre), got {text}')
+    if value < MIN_CELL_PX:
+        raise argparse.ArgumentTypeError(
+            f'must be an int >= {MIN_CELL_PX} (a drawn cell needs {MIN_CELL_PX} px for a line '
+            f'through its centre), got {text}')
     return value
 
 

@@ -42,8 +42,8 @@ class BlockMaskGenerator:
         above 0 must mask at least one of them (a tiny ratio keeps ``floor(N * (1 - ratio))``
         = N blocks visible, and the masked loss would be 0), and at least one must stay
         visible (a ratio above ``1 - 1/N`` keeps none, the case ``mask_ratio=1`` is refused
-        for). The checks read only the shape (no device sync). ``size_setting`` is what the error tells to change (where the size
-        comes from)."""
+        for). The checks read only the shape (no device sync). ``size_setting`` is what the
+        error tells to change (where the size comes from)."""
         size = self.block_size
         if height % size or width % size:
             raise ValueError(f'input {height}x{width} is not a multiple of the mask '
