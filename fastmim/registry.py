@@ -13,6 +13,7 @@ registry, and a look-up that finds nothing names the import error.
 """
 import logging
 from importlib import import_module
+from typing import Optional
 
 from mmengine.logging import print_log
 from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
@@ -111,3 +112,17 @@ def type_name(entry) -> str:
     however the config names it."""
     kind = entry.get('type') if isinstance(entry, dict) else entry
     return getattr(kind, '__name__', str(kind)).rsplit('.', 1)[-1]
+
+
+def type_class(entry, registry) -> Optional[type]:
+    """The class a config entry builds: ``entry`` is the entry (a dict) or its ``type``, a
+    class (new-style configs) or a name ``registry`` finds as building does, in the registry or
+    its parents (``'ImageFolder'``, mmengine's ``'ConcatDataset'``) or in any scope
+    (``'fastmim.ImageFolder'``); None when it names nothing (``Registry.get`` of ``''`` raises),
+    or no class (a registered function), so that checks before a build can ask ``issubclass``
+    of what a config names."""
+    kind = entry.get('type') if isinstance(entry, dict) else entry
+    if isinstance(kind, type):
+        return kind
+    found = registry.get(kind) if isinstance(kind, str) and kind else None
+    return found if isinstance(found, type) else None

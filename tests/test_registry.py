@@ -1,6 +1,6 @@
 """The registries' optional locations: pre-training must not need mmdet (nor mmcv's compiled
 ops, which mmdet's datasets import), while mmdet configs still find fastmim's COCO dataset;
-and type_name, how code finds a class named in a config."""
+and type_name and type_class, how code finds a class named in a config."""
 import json
 import subprocess
 import sys
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from fastmim.datasets import ImageFolder
 from fastmim.datasets.transforms import RandomResizedCrop
-from fastmim.registry import type_name
+from fastmim.registry import DATASETS, type_class, type_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +64,30 @@ def test_type_name_of_a_hook_given_by_its_class():
     that named the class itself, not a string, was not found."""
     from fastmim.engine.hooks import CompileModulesHook
     assert type_name(dict(type=CompileModulesHook, mode='max-autotune')) == 'CompileModulesHook'
+
+
+@pytest.mark.parametrize('kind', [ImageFolder, 'ImageFolder', 'fastmim.ImageFolder',
+                                  dict(type='fastmim.ImageFolder', data_root='data')])
+def test_type_class_is_the_class_however_the_config_names_it(kind):
+    assert type_class(kind, DATASETS) is ImageFolder
+
+
+def test_type_class_of_a_name_registered_in_a_parent_scope():
+    """A bare name fastmim's registry lacks is mmengine's, as building it finds it."""
+    from mmengine.dataset import ConcatDataset
+    assert type_class('ConcatDataset', DATASETS) is ConcatDataset
+    assert type_class('mmengine.ConcatDataset', DATASETS) is ConcatDataset
+
+
+@pytest.mark.parametrize('kind', ['NoSuchDataset', 'fastmim.NoSuchDataset', '', None, dict()])
+def test_type_class_of_what_names_no_class_is_none(kind):
+    assert type_class(kind, DATASETS) is None
+
+
+def test_type_class_of_a_registered_function_is_none():
+    from mmengine.registry import FUNCTIONS
+    assert FUNCTIONS.get('pseudo_collate') is not None
+    assert type_class('pseudo_collate', FUNCTIONS) is None
 
 
 # Run in a fresh interpreter: after ``import fastmim`` alone, each registry is given its own

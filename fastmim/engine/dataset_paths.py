@@ -21,7 +21,7 @@ import os.path as osp
 from fastmim.datasets.utils import is_local
 from fastmim.errors import LaunchError
 from fastmim.file_checks import file_in_place_of, what_to_give_instead
-from fastmim.registry import type_name
+from fastmim.registry import type_class, type_name
 
 # Wrapper datasets (MultiImageMixDataset, RepeatDataset, ConcatDataset, ...) keep the datasets
 # they wrap under these keys.
@@ -290,14 +290,12 @@ def _type_metainfo(cfg, dataset_type):
 
 def _dataset_class(cfg, dataset_type):
     """The class a dataset ``type`` names in the config's scope (fastmim's when it sets
-    none); None when it cannot be found."""
-    if isinstance(dataset_type, type):
-        return dataset_type
-    if not isinstance(dataset_type, str):
-        return None
+    none); None when it cannot be found. The scope's registry is imported for a name only."""
     scope = cfg.get('default_scope') or 'fastmim'
     try:
-        return importlib.import_module(f'{scope}.registry').DATASETS.get(dataset_type)
+        datasets = (importlib.import_module(f'{scope}.registry').DATASETS
+                    if isinstance(dataset_type, str) else None)
+        return type_class(dataset_type, datasets)
     except (ImportError, AttributeError, KeyError):
         return None
 

@@ -99,10 +99,9 @@ def check_pre_training(cfg, config: Path) -> None:
     whose schedule the SimMIM and MAE rates are timed on too (benchmark_pretrain.py builds them
     from FastMIM's recipe); a fine-tuning config's schedule was projected without a word."""
     from fastmim.models.algorithms.fastmim import FastMIM
-    from fastmim.registry import MODELS, type_name
-    model_type = cfg.model.get('type')
-    found = MODELS.get(model_type) if isinstance(model_type, str) else model_type
-    if not (isinstance(found, type) and issubclass(found, FastMIM)):
+    from fastmim.registry import MODELS, type_class, type_name
+    found = type_class(cfg.model, MODELS)
+    if found is None or not issubclass(found, FastMIM):
         raise ValueError(f'{config}: its model is {type_name(cfg.model)}, not a pre-training '
                          'algorithm (FastMIM); give a pre-training config')
 

@@ -253,10 +253,10 @@ def check_pretrain_dataset(cfg, config_name):
     another dataset (the demo's EmbeddedPhotos) does not take; its training run crashed inside
     mmengine."""
     from fastmim.datasets import ImageFolder
-    from fastmim.registry import DATASETS
+    from fastmim.registry import DATASETS, type_class
     dataset_type = cfg.train_dataloader.dataset.get('type')
-    found = DATASETS.get(dataset_type) if isinstance(dataset_type, str) else dataset_type
-    if isinstance(found, type) and issubclass(found, ImageFolder):
+    found = type_class(dataset_type, DATASETS)
+    if found is not None and issubclass(found, ImageFolder):
         return
     name = getattr(dataset_type, '__name__', dataset_type)
     from fastmim.errors import LaunchError

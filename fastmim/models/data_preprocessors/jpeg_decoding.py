@@ -27,7 +27,7 @@ from fastmim.datasets.transforms.formatting import DEVICE_DECODE_META_KEYS
 from fastmim.datasets.transforms.loading import (UNREADABLE_IMAGE_ERRORS, read_rgb_image,
                                                  report_unreadable_image)
 from fastmim.datasets.transforms.processing import resize_box_tensor
-from fastmim.registry import MODELS, type_name
+from fastmim.registry import MODELS, type_class, type_name
 
 # Metainfo a JPEG sample cannot do without; ``flip`` is absent from pipelines that do not flip.
 REQUIRED_META_KEYS = tuple(key for key in DEVICE_DECODE_META_KEYS if key != 'flip')
@@ -236,8 +236,8 @@ def check_device_decoding(cfg) -> None:
         return
     preprocessor = (cfg.get('model') or {}).get('data_preprocessor') or {}
     kind = preprocessor.get('type')
-    cls = kind if isinstance(kind, type) else MODELS.get(kind) if kind else None
-    if not (isinstance(cls, type) and issubclass(cls, JpegDecodePreprocessor)):
+    cls = type_class(kind, MODELS)
+    if cls is None or not issubclass(cls, JpegDecodePreprocessor):
         raise ValueError(f"{', '.join(decoding)}: a pipeline decodes JPEGs on the device "
                          f"(RandomResizedCrop(decode='device')), so model.data_preprocessor.type "
                          f"must be 'JpegDecodePreprocessor', got {kind!r}")
