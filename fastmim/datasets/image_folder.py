@@ -60,14 +60,16 @@ def is_hidden(relative_path: str) -> bool:
     return (os.sep + '.') in (os.sep + relative_path)
 
 
-def other_image_extensions(extensions: Tuple[str, ...]) -> Optional[Tuple[str, ...]]:
-    """The extensions of the other image formats PIL decodes, whose files are named once when
-    a folder is listed with the default ``extensions`` (normalised); None for extensions given,
-    which leave the others out on purpose."""
+def _other_images_record(extensions: Tuple[str, ...]
+                          ) -> Optional[Tuple[Tuple[str, ...], List[str]]]:
+    """``others`` for :func:`iter_images` (``(other extensions, [])``): the extensions of the
+    other image formats PIL decodes, whose files are named once when a folder is listed with
+    the default ``extensions`` (normalised), and the list that gathers them; None for
+    extensions given, which leave the others out on purpose."""
     if extensions != normalize_extensions(IMG_EXTENSIONS):
         return None
     return tuple(extension for extension in pil_image_extensions()
-                 if extension not in extensions)
+                 if extension not in extensions), []
 
 
 def other_images_hint(others: Sequence[str]) -> str:
@@ -173,11 +175,8 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
                  **kwargs):
         self.with_label = with_label
         self.extensions = normalize_extensions(extensions)
-        # Image files of other formats that PIL decodes, named once when listed (the default
-        # extensions only: extensions given leave the others out on purpose).
-        other_extensions = other_image_extensions(self.extensions)
-        self._other_images: Optional[Tuple[Tuple[str, ...], List[str]]] = (
-            None if other_extensions is None else (other_extensions, []))
+        # Image files of other formats that PIL decodes, named once when listed.
+        self._other_images = _other_images_record(self.extensions)
         if isinstance(data_root, str):
             data_root = osp.expanduser(data_root)  # '~/data', as a shell expands it
         super().__init__(
@@ -231,8 +230,7 @@ class ImageFolder(NamedRefetchFailure, SeededSamples, BaseDataset):
         extensions it cannot read are left to the dataset to name."""
         try:
             extensions = normalize_extensions(settings.get('extensions', IMG_EXTENSIONS))
-            other_extensions = other_image_extensions(extensions)
-            others = None if other_extensions is None else (other_extensions, [])
+            others = _other_images_record(extensions)
             if next(iter_images(folder, extensions, others=others), None) is not None:
                 return ''
         except (OSError, ValueError, TypeError):
