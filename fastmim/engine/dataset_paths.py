@@ -95,9 +95,12 @@ def check_dataset_paths(cfg, splits):
     of ``<split>_evaluator`` (COCO's metric reads its own copy); then a folder that holds
     files but none its dataset reads (:func:`_refuse_folders_without_images`)."""
     checks = []
+    datasets = []  # (dataset config, its local paths), for the image check after the others
     for split in splits:
         for key, dataset in _split_datasets(cfg, split):
-            checks += _local_paths(dataset, key)
+            paths = _local_paths(dataset, key)
+            checks += paths
+            datasets.append((dataset, paths))
         evaluators = cfg.get(f'{split}_evaluator') or []
         for index, evaluator in enumerate(
                 [evaluators] if isinstance(evaluators, dict) else evaluators):
@@ -113,28 +116,28 @@ def check_dataset_paths(cfg, splits):
         if not any(_lies_under(inner, path) for _, inner in empty):
             raise LaunchError(f'{key}: folder {path} holds no files (an unfinished download '
                               f'or extraction?); set it with --cfg-options {key}=...')
-    _refuse_folders_without_images(cfg, splits)
+    _refuse_folders_without_images(cfg, datasets)
     check_evaluator_files(cfg, splits)
     check_head_classes(cfg, splits)
 
 
-def _refuse_folders_without_images(cfg, splits):
+def _refuse_folders_without_images(cfg, datasets):
     """A folder the data is read from that holds files, but none that its dataset reads (a
     folder of notes or CSV files, images of another format): the dataset says why through
     ``missing_images(folder, settings)`` (``ImageFolder``'s scan, stopped at the first
     image), else finds out only once the Runner builds it, after the start-up, naming no
-    config key. Call it after the folders are known to exist and hold files."""
-    for split in splits:
-        for key, dataset in _split_datasets(cfg, split):
-            missing_images = getattr(_dataset_class(cfg, dataset.get('type')),
-                                     'missing_images', None)
-            if missing_images is None:
-                continue
-            for name, path, kind in _local_paths(dataset, key):
-                reason = missing_images(path, dataset) if kind in ('images', 'path') else ''
-                if reason:
-                    raise LaunchError(f'{name}: folder {path} holds {reason}; set it with '
-                                      f'--cfg-options {name}=...')
+    config key. ``datasets``: ``(dataset config, its local paths)`` in the order of the
+    checks; call it after the folders are known to exist and hold files."""
+    for dataset, paths in datasets:
+        missing_images = getattr(_dataset_class(cfg, dataset.get('type')),
+                                 'missing_images', None)
+        if missing_images is None:
+            continue
+        for name, path, kind in paths:
+            reason = missing_images(path, dataset) if kind in ('images', 'path') else ''
+            if reason:
+                raise LaunchError(f'{name}: folder {path} holds {reason}; set it with '
+                                  f'--cfg-options {name}=...')
 
 
 def _refuse_missing_paths(checks):

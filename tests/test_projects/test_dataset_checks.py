@@ -226,6 +226,28 @@ def test_the_image_check_takes_the_datasets_extensions_and_names_other_formats(t
         check_dataset_paths(cfg, ['train'])
 
 
+def test_a_missing_or_empty_folder_of_any_split_is_named_before_one_without_images(tmp_path):
+    """The folder without images is named last: setting a missing or empty one may be all the
+    user needs, and the image check reads the folders the others found to hold files."""
+    notes, val = tmp_path / 'notes', tmp_path / 'val'
+    notes.mkdir()
+    (notes / 'a.txt').write_bytes(b'')
+    cfg = image_folder_config(notes)
+    cfg.val_dataloader = dict(dataset=dict(type='ImageFolder', data_root=str(val),
+                                           data_prefix=''))
+    with pytest.raises(LaunchError, match=re.escape(
+            f'val_dataloader.dataset.data_root: folder {val} not found')):
+        check_dataset_paths(cfg, ['train', 'val'])
+    val.mkdir()
+    with pytest.raises(LaunchError, match=re.escape(
+            f'val_dataloader.dataset.data_root: folder {val} holds no files')):
+        check_dataset_paths(cfg, ['train', 'val'])
+    (val / 'b.txt').write_bytes(b'')
+    with pytest.raises(LaunchError, match=re.escape(
+            f'train_dataloader.dataset.data_root: folder {notes} holds no image files')):
+        check_dataset_paths(cfg, ['train', 'val'])
+
+
 def test_a_data_root_one_folder_too_deep_is_named(ade20k_semantic, downstream):
     """data_root=.../ade/images (the images folder, which data_prefix adds again) was told to
     change data_prefix.img_path, though the prefix was right."""
