@@ -51,6 +51,9 @@ from fastmim.fileio import AtomicLocalBackend
 
 _HISTORY_BUFFER_TAG = '__fastmim_history_buffer__'
 _TRUSTED_CHECKPOINTS = set()
+# The real path of the local checkpoint the run last built resumes from; None: it resumes from
+# none (:func:`mark_resumed_checkpoint`).
+_RESUMED_CHECKPOINT = None
 
 
 def to_plain(obj, where='checkpoint'):
@@ -120,15 +123,31 @@ def trust_checkpoint(path):
     _TRUSTED_CHECKPOINTS.add(path if '://' in path else osp.realpath(osp.expanduser(path)))
 
 
+def mark_resumed_checkpoint(path):
+    """Make ``path`` (None: none; a remote one is never marked) the checkpoint that the run
+    being built resumes from. mmengine's ``Runner.resume`` reads it through the loader that
+    reads ``load_from`` (:func:`load_from_local`) and tells the loader nothing of resuming;
+    marked, a file refused as it is read is named with only the checkpoints beside it that
+    resume (:func:`~fastmim.checkpoint_files.checkpoints_in`), as the launch check names them,
+    and never with a weights-only file that ``--resume`` refuses. Each run marks its own
+    (:func:`~fastmim.engine.launch.build_runner`)."""
+    global _RESUMED_CHECKPOINT
+    _RESUMED_CHECKPOINT = (None if path is None or '://' in str(path)
+                           else osp.realpath(osp.expanduser(path)))
+
+
 def load_from_local(filename, map_location=None):
-    """Load a local checkpoint weights-only, with errors that say what is wrong with the file.
+    """Load a local checkpoint weights-only, with errors that say what is wrong with the file
+    and name the checkpoints beside it (those that resume, for the file the run resumes from:
+    :func:`mark_resumed_checkpoint`).
 
     Named as the mmengine loader it replaces: mmengine's log line names the backend by the
     loader's name after ``load_from_`` (``Loads checkpoint by local backend``)."""
     path = osp.expanduser(filename)
-    _refuse_no_checkpoint_file(path)
+    resuming = osp.realpath(path) == _RESUMED_CHECKPOINT
+    _refuse_no_checkpoint_file(path, resuming)
     return _load_file(path, map_location, name=path, trust_as=path,
-                      hint=lambda: other_checkpoints(path))
+                      hint=lambda: other_checkpoints(path, resuming))
 
 
 def _refuse_no_checkpoint_file(path, resuming=False):

@@ -58,11 +58,12 @@ def load_config(path, cfg_options=None, builds_model=True):
     or seed no run can use is refused (:func:`_refuse_unusable_counts`), as are a dataloader's
     ``batch_size`` or ``num_workers`` and an ``lr`` that torch refuses
     (:func:`_refuse_unusable_loader_sizes_and_lr`), a scheduler that does not end after it
-    begins (:func:`_refuse_empty_schedulers`) and a key added where no class takes it or a
-    type no registry knows (:func:`_refuse_what_no_class_takes`), a list entry the config
-    lacks (:func:`_refuse_list_entries_the_config_lacks`) and a key with an empty part
-    (:func:`_refuse_empty_key_parts`). ``builds_model``: the caller builds the config's model,
-    so a config that cannot give one, a ``_base_`` fragment, is refused first
+    begins (:func:`_refuse_empty_schedulers`), a FastMIM ``mask_ratio`` that leaves no mask
+    block visible (:func:`_refuse_a_mask_ratio_that_hides_every_block`) and a key added where
+    no class takes it or a type no registry knows (:func:`_refuse_what_no_class_takes`), a
+    list entry the config lacks (:func:`_refuse_list_entries_the_config_lacks`) and a key with
+    an empty part (:func:`_refuse_empty_key_parts`). ``builds_model``: the caller builds the
+    config's model, so a config that cannot give one, a ``_base_`` fragment, is refused first
     (:func:`_refuse_what_builds_no_model`); False where the config is only read (printed)."""
     from mmengine.config import Config
 
@@ -101,6 +102,7 @@ def load_config(path, cfg_options=None, builds_model=True):
     _refuse_unusable_counts(cfg, path)
     _refuse_unusable_loader_sizes_and_lr(cfg, path)
     _refuse_empty_schedulers(cfg, path)
+    _refuse_a_mask_ratio_that_hides_every_block(cfg, path)
     _no_worker_settings_without_workers(cfg)
     warn_unused_pipelines(cfg, path, cfg_options)
     warn_unused_stages(cfg, path, cfg_options)
@@ -257,6 +259,34 @@ def _refuse_empty_schedulers(cfg, path):
     from fastmim.engine.schedule_length import empty_scheduler_spans
     for problem in empty_scheduler_spans(cfg):
         raise LaunchError(f'{path}: {problem}')
+
+
+def _refuse_a_mask_ratio_that_hides_every_block(cfg, path):
+    """A FastMIM ``model.mask_ratio`` that leaves none of the mask blocks of an input size the
+    training feeds visible (:func:`~fastmim.engine.input_sizes.trained_input_sizes`), in the
+    mask generator's words (:func:`~fastmim.mask_blocks.no_block_visible`): the generator
+    refuses it only at the first training iteration, once the model, the dataset and the work
+    dir are made. Where the config gives no plain number for the ratio, the block size or an
+    input size, the ratio is left to the generator; an input the blocks do not tile, to the
+    model, which names it."""
+    from fastmim.engine.input_sizes import trained_input_sizes
+    from fastmim.mask_blocks import no_block_visible
+    from fastmim.registry import type_name
+    model = cfg.get('model')
+    if not isinstance(model, dict) or type_name(model) != 'FastMIM':
+        return
+    ratio, block = model.get('mask_ratio'), model.get('block_size')
+    if not (_is_number(ratio) and 0 < ratio < 1 and isinstance(block, int)
+            and not isinstance(block, bool) and block >= 1):
+        return  # left out, or refused by FastMIM as it is built
+    for where, (height, width) in trained_input_sizes(cfg):
+        if height % block or width % block:
+            continue
+        reason = no_block_visible(ratio, height, width, block)
+        if reason:
+            raise LaunchError(f'model.mask_ratio={ratio!r} (from {path} or --cfg-options): '
+                              f'{reason}; the input size is set at {where}, the block size at '
+                              'model.block_size')
 
 
 def _no_worker_settings_without_workers(cfg):

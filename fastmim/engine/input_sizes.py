@@ -20,6 +20,8 @@ from fastmim.registry import type_name
 INPUT_SIZE_ARGUMENTS = {'RandomResizedCrop': 'size', 'RandAugment': 'img_size',
                         'ResizeShorterCenterCrop': 'crop_size'}
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+# The hook whose stages set the training input size epoch by epoch.
+PROGRESSIVE_HOOK = 'ProgressiveResolutionHook'
 
 
 def warn_input_size_mismatch(cfg, path) -> None:
@@ -46,6 +48,21 @@ def fed_input_size(cfg) -> Optional[Tuple[str, Tuple[int, int]]]:
     first: the size the run feeds the model, at which tools measure it
     (tools/analysis/get_flops.py); None where the pipelines name none (mmdet, mmseg)."""
     return next(iter(_input_sizes(cfg)), None)
+
+
+def trained_input_sizes(cfg) -> List[Tuple[str, Tuple[int, int]]]:
+    """``(where, (h, w))`` of each input size the training feeds the model: the stages of a
+    ``ProgressiveResolutionHook``, which replace the training crop's size, else the
+    input-size arguments of the training pipeline. A stage size that is no int or pair is
+    left out (the hook refuses it as it is built)."""
+    for index, hook in enumerate(cfg.get('custom_hooks') or []):
+        stages = hook.get('stages') if isinstance(hook, dict) else None
+        if type_name(hook) == PROGRESSIVE_HOOK and isinstance(stages, (list, tuple)):
+            sizes = ((number, size_pair(stage.get('input_size')))
+                     for number, stage in enumerate(stages) if isinstance(stage, dict))
+            return [(f'custom_hooks.{index}.stages.{number}.input_size ({PROGRESSIVE_HOOK})',
+                     size) for number, size in sizes if size is not None]
+    return [place for place in _input_sizes(cfg) if place[0].startswith('train_dataloader.')]
 
 
 def test_resize_size(cfg) -> Optional[Tuple[str, Tuple[int, int]]]:

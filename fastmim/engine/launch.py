@@ -112,7 +112,9 @@ def build_runner(cfg, splits, trusted_checkpoints=()):
     the Runner is built because building it already builds the model, writes the work dir's
     log and joins the process group: a missing dataset, an unwritable work dir or mmcv
     without kernels for the GPU then ends in one line, not after the start-up and on every
-    rank; so does a checkpoint the run starts from that is not there. A config that names
+    rank; so does a checkpoint the run starts from that is not there. The checkpoint it
+    resumes from is marked, so that the loader's hints name what resumes
+    (:func:`~fastmim.engine.checkpoint.mark_resumed_checkpoint`). A config that names
     its ``runner_type`` (e.g. mmengine's FlexibleRunner) is built through the registry, as
     mmengine's tools do.
     """
@@ -120,7 +122,8 @@ def build_runner(cfg, splits, trusted_checkpoints=()):
     from mmengine.runner import Runner
 
     from fastmim.file_checks import check_work_dir
-    from fastmim.engine.checkpoint import check_start_checkpoints, trust_checkpoint
+    from fastmim.engine.checkpoint import (check_start_checkpoints, mark_resumed_checkpoint,
+                                          trust_checkpoint)
     from fastmim.engine.dataset_paths import check_dataset_paths
     from fastmim.engine.fsdp import check_fsdp, scale_losses_across_shards
     from fastmim.engine.launcher_lifecycle import check_launcher_running
@@ -130,6 +133,7 @@ def build_runner(cfg, splits, trusted_checkpoints=()):
     check_mmcv_cuda_ops(cfg)
     check_dataset_paths(cfg, splits)
     check_start_checkpoints(cfg, training='train' in splits)
+    mark_resumed_checkpoint(cfg.get('load_from') if cfg.get('resume') else None)
     check_work_dir(cfg.work_dir)
     for path in trusted_checkpoints:
         trust_checkpoint(path)

@@ -16,7 +16,8 @@ from mmengine.runner.checkpoint import _load_checkpoint
 
 import fastmim  # noqa: F401  installs the safe checkpoint I/O
 from fastmim.engine.checkpoint import (check_checkpoint_file, check_start_checkpoints,
-                                      from_plain, to_plain, trust_checkpoint)
+                                      from_plain, mark_resumed_checkpoint, to_plain,
+                                      trust_checkpoint)
 from fastmim.errors import CheckpointError
 
 
@@ -268,6 +269,37 @@ def test_a_checkpoint_cut_off_near_its_end_is_named_with_the_others_beside_it(tm
     with pytest.raises(CheckpointError, match=r'epoch_2.pth is not a readable checkpoint '
                        r'\(truncated or corrupt\?\).*newest first: epoch_1.pth'):
         _load_checkpoint(str(latest))
+
+
+def test_the_checkpoint_a_run_resumes_from_is_named_only_with_those_that_resume(tmp_path):
+    """A file refused as it is read was named with every loadable file beside it, also when
+    --resume read it: a newer weights-only file (to_timm.py's, publish.py's), which --resume
+    refuses, first. load_from takes such a file, so it is still named there."""
+    import zipfile
+    run_state = {'meta': {'iter': 4}, 'message_hub': {}, 'optimizer': {}}
+    earlier, weights, latest = (tmp_path / name for name in
+                                ('epoch_1.pth', 'vit_timm.pth', 'epoch_2.pth'))
+    torch.save({**run_state, 'state_dict': {'w': torch.zeros(1)}}, earlier)
+    os.utime(earlier, (1e9, 1e9))
+    torch.save({'w': torch.zeros(1)}, weights)
+    whole = tmp_path / 'whole'
+    torch.save({**run_state, 'state_dict': {'w': torch.zeros(1000)}}, whole)
+    with zipfile.ZipFile(whole) as source, zipfile.ZipFile(latest, 'w') as cut:
+        for entry in source.infolist():  # the archive whole, a tensor record cut short
+            data = source.read(entry)
+            cut.writestr(entry, data[:100] if entry.filename.endswith('/data/0') else data)
+    check_checkpoint_file(str(latest), resuming=True)  # passes the launch check
+    refused = r'epoch_2\.pth is not a readable checkpoint \(truncated or corrupt\?\): .*'
+    try:
+        mark_resumed_checkpoint(str(latest))
+        with pytest.raises(CheckpointError, match=refused + r'newest first: epoch_1\.pth$'):
+            _load_checkpoint(str(latest))
+        mark_resumed_checkpoint(None)
+        with pytest.raises(CheckpointError,
+                           match=refused + r'newest first: vit_timm\.pth, epoch_1\.pth$'):
+            _load_checkpoint(str(latest))
+    finally:
+        mark_resumed_checkpoint(None)
 
 
 def test_a_cut_off_checkpoint_names_no_empty_file_and_ends_its_sentence_once(tmp_path):

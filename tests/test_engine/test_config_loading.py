@@ -304,6 +304,52 @@ def test_the_fed_input_size_is_found_however_the_transform_is_named(kind):
         'train_dataloader.dataset.pipeline.1.size (RandomResizedCrop)', (96, 96))
 
 
+SWIN = ROOT / 'configs' / 'fastmim' / 'swin_b_hog_400e.py'
+PROGRESSIVE = ROOT / 'configs' / 'fastmim' / 'vit_b_hog_800e_progressive.py'
+CROP = 'train_dataloader.dataset.pipeline.1.size (RandomResizedCrop)'
+
+
+@pytest.mark.parametrize('config, size, block, where', [
+    (DEMO, 128, 16, CROP), (SWIN, 128, 32, CROP),
+    (PROGRESSIVE, 96, 16, 'custom_hooks.0.stages.0.input_size (ProgressiveResolutionHook)')])
+def test_a_mask_ratio_that_leaves_no_block_visible_is_refused_at_load(config, size, block,
+                                                                     where):
+    """``--cfg-options model.mask_ratio=0.99`` was refused only at the first training
+    iteration, after the model, the dataset and the work dir were made; the message is the
+    mask generator's, named with the key and where the input and block sizes are set."""
+    from fastmim.models.utils import BlockMaskGenerator
+    with pytest.raises(ValueError) as generator_refusal:
+        BlockMaskGenerator(0.99, block).grid_size(size, size)
+    reason = str(generator_refusal.value)[len('mask_ratio=0.99 '):]
+    with pytest.raises(LaunchError) as raised:
+        load_config(str(config), {'model.mask_ratio': 0.99})
+    assert str(raised.value) == (
+        f'model.mask_ratio=0.99 (from {config} or --cfg-options): {reason}; the input size '
+        f'is set at {where}, the block size at model.block_size')
+    assert 'largest mask_ratio that leaves one block visible is' in reason
+
+
+def test_the_largest_mask_ratio_that_leaves_one_block_visible_is_accepted():
+    """1 - 1/64: one of the demo's 64 blocks of 16 px stays visible at 128 px."""
+    load_config(str(DEMO), {'model.mask_ratio': 1 - 1 / 64})
+    load_config(str(PROGRESSIVE), {'model.mask_ratio': 1 - 1 / 36})
+
+
+def test_a_crop_the_progressive_stages_replace_is_not_judged():
+    """The stages' sizes are what the run feeds; a 16-px crop in the pipeline (one block,
+    none visible at 0.75) never reaches the model."""
+    load_config(str(PROGRESSIVE), {'train_dataloader.dataset.pipeline.1.size': 16})
+
+
+def test_a_mask_ratio_of_a_config_whose_input_size_is_not_read_is_left_to_the_model(tmp_path):
+    """A pipeline without a transform of known size gives no input size at load: the mask
+    generator refuses the ratio at the first mask, as before."""
+    config = tmp_path / 'no_crop.py'
+    config.write_text(f"_base_ = ['{DEMO}']\n"
+                      "train_dataloader = dict(dataset=dict(pipeline=[dict(type='PackInputs')]))\n")
+    assert load_config(str(config), {'model.mask_ratio': 0.99}).model.mask_ratio == 0.99
+
+
 @pytest.mark.parametrize('option, value, message', [
     ('model.backbone.drop_path_rat', 0.1, r"model\.backbone \(VisionTransformer\) takes no "
                                           r"drop_path_rat; did you mean 'drop_path_rate'"),

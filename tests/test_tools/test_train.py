@@ -67,6 +67,18 @@ def test_unknown_model_key_is_one_line(tmp_path):
     assert_one_line_error(result, 'no_such_arg')
 
 
+def test_a_mask_ratio_that_leaves_no_block_visible_is_one_line_before_the_work_dir(tmp_path):
+    """It was refused at the first training iteration, after the Runner was built and the work
+    dir written."""
+    work_dir = tmp_path / 'work'
+    result = run([str(DEMO), '--work-dir', str(work_dir), '--cfg-options',
+                  'model.mask_ratio=0.99'])
+    assert_one_line_error(result, 'error: LaunchError: model.mask_ratio=0.99 (from ',
+                          'leaves none of the 64 blocks (8x8 of 16 px) of a 128x128 input',
+                          'largest mask_ratio that leaves one block visible is 0.984375')
+    assert not work_dir.exists()
+
+
 def test_launcher_without_environment_is_one_line(tmp_path, monkeypatch):
     for name in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
         monkeypatch.delenv(name, raising=False)

@@ -1,6 +1,7 @@
 """tools/train.py --resume does not load the pre-trained weights a resumed run overwrites."""
 import os
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,37 @@ def test_a_refused_resume_names_only_the_checkpoints_beside_it_that_resume(tmp_p
                                               rf'epoch_1\.pth$'):
         train.main([str(FINETUNE), '--work-dir', str(tmp_path / 'ft'), '--resume',
                     str(checkpoints / given), '--cfg-options', 'model.backbone.init_cfg=None'])
+
+
+def save_with_a_storage_cut_short(path):
+    """A run's checkpoint whose zip archive is whole but whose tensor record is cut short: it
+    passes the launch checks and is refused only as torch reads it."""
+    whole = path.with_suffix('.whole')
+    torch.save({'meta': {'epoch': 1, 'iter': 4}, 'state_dict': {'w': torch.ones(1000)},
+                'optimizer': {}, 'message_hub': {}}, whole)
+    with zipfile.ZipFile(whole) as source, zipfile.ZipFile(path, 'w') as cut:
+        for entry in source.infolist():
+            data = source.read(entry)
+            cut.writestr(entry, data[:100] if entry.filename.endswith('/data/0') else data)
+    whole.unlink()
+
+
+def test_a_resume_checkpoint_refused_as_it_is_read_names_only_those_that_resume(tmp_path,
+                                                                                train, runs):
+    """The launch check's hint named only the checkpoints that resume, the loader's named every
+    loadable file: a newer weights-only file (tools/convert/to_timm.py's, publish.py's) first."""
+    from fastmim.errors import CheckpointError
+    work_dir = tmp_path / 'work'
+    work_dir.mkdir()
+    save_run_checkpoint(work_dir / 'epoch_1.pth')
+    os.utime(work_dir / 'epoch_1.pth', (1e9, 1e9))
+    torch.save({'w': torch.ones(1)}, work_dir / 'vit_timm.pth')
+    save_with_a_storage_cut_short(work_dir / 'epoch_2.pth')
+    with pytest.raises(CheckpointError, match=rf'epoch_2\.pth is not a readable checkpoint '
+                                              rf'\(truncated or corrupt\?\): .*Other checkpoints '
+                                              rf'in {work_dir}, newest first: epoch_1\.pth$'):
+        train.main([str(DEMO), '--work-dir', str(work_dir), '--resume',
+                    str(work_dir / 'epoch_2.pth'), '--cfg-options', *runs.TINY])
 
 
 def test_a_last_checkpoint_naming_a_deleted_file_is_named(tmp_path, train):

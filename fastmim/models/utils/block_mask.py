@@ -4,11 +4,10 @@ FastMIM masks in pixel space with square blocks whose size is independent of the
 token grid (16 px for ViT/16, 32 px for the stride-32 hierarchical backbones). The loss is
 computed per target cell, so a block mask only has to be expanded to the cell (or pixel) grid.
 """
-import math
-
 import torch
 
 from fastmim.checks import check_positive_int
+from fastmim.mask_blocks import no_block_visible, visible_blocks
 
 
 # Where a training input's size is set: what a size error tells to change.
@@ -42,8 +41,9 @@ class BlockMaskGenerator:
         above 0 must mask at least one of them (a tiny ratio keeps ``floor(N * (1 - ratio))``
         = N blocks visible, and the masked loss would be 0), and at least one must stay
         visible (a ratio above ``1 - 1/N`` keeps none, the case ``mask_ratio=1`` is refused
-        for). The checks read only the shape (no device sync). ``size_setting`` is what the
-        error tells to change (where the size comes from)."""
+        for: :func:`~fastmim.mask_blocks.no_block_visible`, which config loading asks too where
+        the config gives the sizes). The checks read only the shape (no device sync).
+        ``size_setting`` is what the error tells to change (where the size comes from)."""
         size = self.block_size
         if height % size or width % size:
             raise ValueError(f'input {height}x{width} is not a multiple of the mask '
@@ -55,19 +55,14 @@ class BlockMaskGenerator:
             raise ValueError(f'mask_ratio={self.mask_ratio} masks none of the {num_blocks} '
                              f'blocks of a {height}x{width} input (block_size {size}): the '
                              f'masked loss would be 0; raise mask_ratio')
-        if self.num_visible(num_blocks) == 0:
-            # Floored to 6 decimals: a rounded-up ratio (1 - 1/49 = 0.979592) would leave none.
-            largest = math.floor((1 - 1 / num_blocks) * 1e6) / 1e6
-            raise ValueError(f'mask_ratio={self.mask_ratio} leaves none of the {num_blocks} '
-                             f'blocks ({grid_h}x{grid_w} of {size} px) of a {height}x{width} '
-                             'input visible: the encoder would see only the mask colour; the '
-                             'largest mask_ratio that leaves one block visible is '
-                             f'{largest:g} (1 - 1/{num_blocks})')
+        none_visible = no_block_visible(self.mask_ratio, height, width, size)
+        if none_visible:
+            raise ValueError(f'mask_ratio={self.mask_ratio} {none_visible}')
         return grid_h, grid_w
 
     def num_visible(self, num_blocks):
         """``floor(N * (1 - mask_ratio))``, tolerant of float error (``1 - 0.9`` is 0.0999...)."""
-        return math.floor(num_blocks * (1 - self.mask_ratio) + 1e-6)
+        return visible_blocks(num_blocks, self.mask_ratio)
 
     def __call__(self, batch_size, height, width, device=None):
         """Returns a bool mask ``(batch_size, height / block, width / block)``, True = masked."""
