@@ -32,9 +32,8 @@ from fastmim.datasets.transforms.loading import pil_to_rgb, pil_to_upright_rgb
 from fastmim.engine.config_keys import refused_keys_located
 from fastmim.engine.config_loading import load_config, packaged_config_file
 from fastmim.errors import CheckpointError
+from fastmim.load_problems import LoadProblems, modules_without_weights, top_level_names
 from fastmim.models.algorithms.image_classifier import pool_features
-from fastmim.models.utils.load_problems import (LoadProblems, modules_without_weights,
-                                                top_level_names)
 from fastmim.models.utils.pretrained import (backbone_geometry, size_difference,
                                              transfer_state)
 from fastmim.models.utils.reference import refuse_an_unconverted_release_file

@@ -1,8 +1,10 @@
-"""fastmim as an installed package: its configs ship with it and resolve as ``fastmim::``."""
+"""fastmim as an installed package: its configs ship with it and resolve as ``fastmim::``, and
+importing it loads no model."""
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mmengine.config import Config
 
 import fastmim
@@ -39,3 +41,17 @@ def test_package_paths_resolve_without_setuptools_deprecation_noise(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == 'FastMIM'
     assert 'pkg_resources is deprecated' not in result.stderr
+
+
+@pytest.mark.parametrize('module', ['fastmim', 'fastmim.engine'])
+def test_importing_the_package_loads_no_model(module):
+    """Every tool imports fastmim, also those that build no model (print_config, analyze_logs,
+    a converter's --help); the models register lazily through the registries' ``locations``,
+    so the model modules, timm and torchvision (over a second of imports) load only where a
+    model or a transform that needs them is built."""
+    result = subprocess.run(
+        [sys.executable, '-c', f'import sys, {module}; print(" ".join(name for name in '
+         '("fastmim.models", "timm", "torchvision") if name in sys.modules))'],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ''

@@ -517,13 +517,13 @@ def install():
     Uses mmengine's own extension points (the file-backend registry and the checkpoint-loader
     scheme registry), replacing the handlers for plain local paths and the checkpoint loaders
     of every scheme mmengine knows. The loaders are registered under mmengine's own prefixes,
-    so they take the same places in its longest-prefix-first order.
+    so they take the same places in its longest-prefix-first order. timm's own loading is
+    guarded where fastmim's models load (:func:`install_timm_pretrained_loading`).
     """
     register_backend('local', AtomicLocalBackend, force=True, prefixes='')
     for prefixes, loader in CHECKPOINT_LOADERS:
         CheckpointLoader.register_scheme(prefixes, loader, force=True)
     CheckpointLoader.load_checkpoint = classmethod(_load_checkpoint_then_log)
-    install_timm_pretrained_loading()
 
 
 def _load_checkpoint_then_log(cls, filename, map_location=None, logger='current'):
@@ -550,7 +550,9 @@ def install_timm_pretrained_loading():
     code. Every source passes through timm's ``load_pretrained``, so while it runs
     ``torch.load`` is :func:`_load_file`; safetensors files are read by safetensors, as timm
     does. Should timm rename ``load_pretrained``, this install fails with an AttributeError
-    instead of leaving the loading unguarded."""
+    instead of leaving the loading unguarded. Importing ``fastmim.models`` installs it, before
+    any ``TimmBackbone`` can be built: importing timm (and torchvision with it) takes over a
+    second, which ``import fastmim`` does not pay for the tools that build no model."""
     from timm.models import _builder  # the module whose build_model_with_cfg calls it
     timm_load_pretrained = _builder.load_pretrained
     if getattr(timm_load_pretrained, 'reads_weights_only', False):

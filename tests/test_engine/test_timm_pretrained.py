@@ -182,5 +182,5 @@ def test_a_trusted_file_is_unpickled_fully(tmp_path, monkeypatch):
 def test_installing_again_wraps_timm_once():
     from timm.models import _builder
     guarded = _builder.load_pretrained
-    checkpoint.install()
+    checkpoint.install_timm_pretrained_loading()
     assert _builder.load_pretrained is guarded and guarded.reads_weights_only

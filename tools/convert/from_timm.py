@@ -109,7 +109,7 @@ def read_weights(path):
     from mmengine.runner.checkpoint import _load_checkpoint
 
     from fastmim.errors import CheckpointError
-    from fastmim.models.utils.load_problems import listing
+    from fastmim.load_problems import listing
 
     if path.endswith('.safetensors'):
         return read_safetensors(path)
@@ -157,7 +157,7 @@ def match_by_order(weights, target, path, model_name):
 def match_by_name(weights, target, path, model_name):
     """``weights`` unchanged, after checking that they are exactly timm's tensors."""
     from fastmim.errors import CheckpointError
-    from fastmim.models.utils.load_problems import LoadProblems, shapes
+    from fastmim.load_problems import LoadProblems, shapes
 
     problems = LoadProblems.compare(shapes(weights), shapes(target))
     if problems:

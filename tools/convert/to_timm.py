@@ -350,7 +350,7 @@ def main(argv):
     from fastmim.engine.checkpoint import trust_checkpoint
     from fastmim.cli import (
         check_output_file, refuse_an_existing_output, refuse_overwriting_input)
-    from fastmim.models.utils.load_problems import top_level_names
+    from fastmim.load_problems import top_level_names
 
     # With --safetensors the copy replaced such an OUT under the same name, 'written' twice.
     check_out_name(args.out, f' and add --safetensors for a '

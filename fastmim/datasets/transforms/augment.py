@@ -8,7 +8,6 @@ import math
 import numpy as np
 from mmcv.transforms import BaseTransform
 from PIL import Image, ImageOps
-from timm.data.auto_augment import rand_augment_transform
 
 from fastmim.constants import IMAGENET_MEAN
 from fastmim.checks import check_positive_int
@@ -86,6 +85,8 @@ class RandAugment(BaseTransform):
             translate_const=int(img_size * 0.45),
             img_mean=tuple(min(255, round(value)) for value in mean),
             interpolation=PIL_INTERPOLATIONS[interpolation])
+        # Imported here: timm loads torchvision (over a second), not for `import fastmim`.
+        from timm.data.auto_augment import rand_augment_transform
         self.augment = rand_augment_transform(config_str, hparams)
         for op in self.augment.ops:
             if op.name in POSTERIZE_OPS:

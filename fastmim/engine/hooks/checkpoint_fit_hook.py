@@ -17,10 +17,8 @@ from mmengine.hooks import Hook
 
 from fastmim.engine.runner_model import bare_model
 from fastmim.errors import CheckpointError
-from fastmim.models.utils.load_problems import (LoadProblems, modules_without_weights,
-                                                shapes, top_level_names)
-from fastmim.models.utils.pretrained import adapt_for_backbones
-from fastmim.models.utils.reference import refuse_an_unconverted_release_file
+from fastmim.load_problems import (LoadProblems, modules_without_weights, shapes,
+                                   top_level_names)
 from fastmim.registry import HOOKS
 
 # torch's BatchNorm fills in a missing ``num_batches_tracked`` (files of older torch versions);
@@ -34,6 +32,8 @@ def compared_shapes(model, state: Dict[str, object]) -> Tuple[Dict[str, tuple],
     as its load hook will (a leading ``module.`` of a DDP-wrapped save removed), and the shapes
     of the model's weights that loading fills. Keys a backbone rebuilds itself (its adaptation
     drops them from its own state: a sin-cos position embedding) are not expected."""
+    # Imported here: fastmim.models loads every model and timm, which `import fastmim` need not.
+    from fastmim.models.utils.pretrained import adapt_for_backbones
     own = model.state_dict()
     _, rebuilt = adapt_for_backbones(own, model)
     adapted, _ = adapt_for_backbones(
@@ -67,6 +67,8 @@ class CheckpointFitsModelHook(Hook):
         self.checkpoint = checkpoint
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        # Imported here, as in compared_shapes.
+        from fastmim.models.utils.reference import refuse_an_unconverted_release_file
         model = bare_model(runner)
         refuse_an_unconverted_release_file(checkpoint, self.checkpoint, 'test OUT')
         state = checkpoint.get('state_dict', checkpoint)

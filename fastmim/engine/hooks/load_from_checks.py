@@ -17,7 +17,7 @@ from mmengine.logging import print_log
 
 from fastmim.engine.runner_model import bare_model, whole_parameters
 from fastmim.errors import CheckpointError
-from fastmim.models.utils.load_problems import LoadProblems, listing, top_level_names
+from fastmim.load_problems import LoadProblems, listing, top_level_names
 
 from .checkpoint_fit_hook import CheckpointFitsModelHook, compared_shapes
 

@@ -37,7 +37,7 @@ from fastmim.engine.optim_wrappers.guarded import training_precision
 from fastmim.engine.runner_model import bare_model, whole_parameters
 from fastmim.engine.validation_record import validation_finished
 from fastmim.errors import CheckpointError
-from fastmim.models.utils.load_problems import modules_without_weights, top_level_names
+from fastmim.load_problems import modules_without_weights, top_level_names
 from fastmim.registry import HOOKS
 
 from .checkpoint_fit_hook import weights_that_do_not_fit

@@ -28,8 +28,8 @@ from timm.optim import auto_group_layers
 from torch import nn
 
 from fastmim.errors import CheckpointError
+from fastmim.load_problems import listing
 from fastmim.models.utils.backbone_contract import BackboneContract, StateDict
-from fastmim.models.utils.load_problems import listing
 from fastmim.registry import MODELS
 from .base import as_index_tuple, check_drop_path_rate, normalise_out_indices, plain_size
 

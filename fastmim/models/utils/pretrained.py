@@ -38,10 +38,10 @@ from mmengine.runner.checkpoint import (_load_checkpoint, _load_checkpoint_to_mo
 from torch import nn
 
 from fastmim.errors import CheckpointError
+from fastmim.load_problems import LoadProblems, listing, top_level_names
 from fastmim.registry import MODELS, WEIGHT_INITIALIZERS
 
 from .backbone_contract import BackboneContract
-from .load_problems import LoadProblems, listing, top_level_names
 from .reference import convert_reference_checkpoint, is_reference_checkpoint
 
 # Where a timm state dict of the ViT family keeps its classifier: the guess for a file read

@@ -30,10 +30,10 @@ import torch
 from torch import nn
 
 from fastmim.errors import CheckpointError
+from fastmim.load_problems import listing, top_level_names
 from fastmim.registry import MODELS
 
 from .checkpoint_meta import recorded_input_size
-from .load_problems import listing, top_level_names
 from .shape_reading import build_on_meta, check_state_matches, count_indices, tensor_at
 
 REFERENCE_RELEASE = 'ggjy/FastMIM.pytorch'

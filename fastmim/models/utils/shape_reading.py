@@ -15,9 +15,9 @@ from mmengine.registry import DefaultScope
 from torch import nn
 
 from fastmim.errors import CheckpointError
+from fastmim.load_problems import LoadProblems, shapes
 from fastmim.registry import MODELS
 
-from .load_problems import LoadProblems, shapes
 
 StateDict = Dict[str, torch.Tensor]
 

@@ -1,9 +1,11 @@
 """How a state dict that does not fit a model is reported: every unexpected key, missing key
 and wrong shape in one message, instead of the first one or a half-loaded model.
 
-Shared by the loader (:mod:`.pretrained`) and the reference-release converter
-(:mod:`.reference`), which both check weights against a model; it lives apart so that the loader
-can import the converter without the converter importing the loader back.
+Shared by everything that checks weights against a model: the loader and the reference-release
+converter (:mod:`fastmim.models.utils.pretrained`, :mod:`~fastmim.models.utils.reference`), the
+engine's checkpoint hooks, ``fastmim.apis`` and the converters in ``tools/convert``. A leaf module
+(the standard library only) beside the packages: the engine's hooks import it without importing
+``fastmim.models``, whose every model (and timm, torchvision) would load with ``import fastmim``.
 """
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence
