@@ -346,4 +346,9 @@ LAUNCHER_CHECKS = {'config': lambda args: config_problem(args[0]), 'resume': wei
                    'load_from': load_from_problem}
 
 if __name__ == '__main__':
+    if len(sys.argv) < 2 or sys.argv[1] not in LAUNCHER_CHECKS:
+        print(f'usage: early_checks.py {{{",".join(LAUNCHER_CHECKS)}}} ARGS...  (what the '
+              'launchers ask before they start their processes: tools/launch_checks.sh)',
+              file=sys.stderr)
+        sys.exit(2)
     print(LAUNCHER_CHECKS[sys.argv[1]](sys.argv[2:]))

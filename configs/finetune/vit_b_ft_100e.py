@@ -5,7 +5,8 @@
 # Published: 83.8 top-1.
 #   tools/dist_train.sh configs/finetune/vit_b_ft_100e.py 8 \
 #       --cfg-options model.backbone.init_cfg.checkpoint=PATH/TO/epoch_800.pth
-#   tools/test.py configs/finetune/vit_b_ft_100e.py work_dirs/vit_b_ft_100e/best_*.pth
+#   .venv/bin/python tools/test.py configs/finetune/vit_b_ft_100e.py \
+#       work_dirs/vit_b_ft_100e/best_*.pth
 _base_ = ['../_base_/models/cls_vit_b.py', '../_base_/finetune_imagenet_224_100e.py']
 
 model = dict(backbone=dict(init_cfg=dict(checkpoint='work_dirs/vit_b_hog_800e/epoch_800.pth')))

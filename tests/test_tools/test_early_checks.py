@@ -524,3 +524,12 @@ def test_a_missing_config_is_named_with_the_configs_it_may_mean(config, close):
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f'error: LaunchError: config file not found: {config} (did you mean {close}?)']
+
+
+@pytest.mark.parametrize('args', [[], ['--help'], ['resum', 'x.py']])
+def test_run_as_a_script_without_a_known_check_it_prints_its_usage(args):
+    result = subprocess.run([sys.executable, str(ROOT / 'tools' / 'early_checks.py'), *args],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert 'Traceback' not in result.stderr
+    assert 'usage: early_checks.py {config,resume,load_from} ARGS...' in result.stderr

@@ -17,7 +17,8 @@
 #
 #   tools/dist_train.sh projects/detection/configs/mask_rcnn_fastmim_swin_b_fpn_3x_coco.py 8 \
 #       --cfg-options model.backbone.init_cfg.checkpoint=PATH/TO/swin_b_ft.pth
-#   tools/test.py projects/detection/configs/mask_rcnn_fastmim_swin_b_fpn_3x_coco.py \
+#   .venv/bin/python tools/test.py \
+#       projects/detection/configs/mask_rcnn_fastmim_swin_b_fpn_3x_coco.py \
 #       work_dirs/mask_rcnn_fastmim_swin_b_fpn_3x_coco/epoch_36.pth
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',

@@ -20,7 +20,7 @@
 #   CONFIG=projects/segmentation/configs/upernet_fastmim_vit_b_ade20k_512x512_160k.py
 #   tools/dist_train.sh $CONFIG 8 \
 #       --cfg-options model.backbone.init_cfg.checkpoint=PATH/TO/vit_b_ft.pth
-#   tools/test.py $CONFIG \
+#   .venv/bin/python tools/test.py $CONFIG \
 #       work_dirs/upernet_fastmim_vit_b_ade20k_512x512_160k/iter_160000.pth
 _base_ = [
     'mmseg::_base_/models/upernet_mae.py',
