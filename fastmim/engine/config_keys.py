@@ -177,26 +177,46 @@ def mistyped_option_keys(tree, cfg_options: dict) -> Iterator[Tuple[str, str, st
     class advises instead of the key (:func:`_refusal_hint`), else the close names. A key
     that a builder takes (:data:`BUILDER_KEYS`), or one under an entry of unknown type, is
     left alone."""
+    for option, where, key, node in _keys_added_to_typed_entries(tree, cfg_options):
+        taken = _keywords_taken(_classes_imported(node))
+        if key in BUILDER_KEYS or taken is None or key in taken:
+            continue
+        refusal = f'{where} ({_built_type(node)}) takes no {key}'
+        hint = _refusal_hint(node, key, where)
+        if hint:
+            yield option, f'{refusal}; {hint}', []
+        else:
+            yield option, refusal, difflib.get_close_matches(key, sorted(taken), n=2)
+
+
+def added_arguments(tree, cfg_options: dict) -> set:
+    """The keys (``default_hooks.checkpoint.by_epoch``) that ``--cfg-options`` adds to an
+    entry whose class names them as arguments, or that a builder takes: an argument the
+    config leaves at its default, set on the command line, which needs no typo warning. A
+    class that also takes ``**kwargs`` (mmengine's CheckpointHook) counts its named ones."""
+    added = set()
+    for _, where, key, node in _keys_added_to_typed_entries(tree, cfg_options):
+        classes = _classes_imported(node)
+        if (key in BUILDER_KEYS or key in _arguments(classes)
+                or key in (_keywords_taken(classes) or ())):
+            added.add(f'{where}.{key}')
+    return added
+
+
+def _keys_added_to_typed_entries(tree, cfg_options: dict
+                                 ) -> Iterator[Tuple[str, str, str, dict]]:
+    """``(option, entry path, added key, entry as merged)`` for each ``--cfg-options`` key
+    whose first part the config lacks lies directly under an entry with a ``type`` (the type
+    the options give it, where they replace it)."""
     from fastmim.engine.config_loading import follow_key
     for option in cfg_options:
         parts = option.split('.')
         node, followed = follow_key(tree, option)
-        if (followed == len(parts) or not isinstance(node, dict) or 'type' not in node
-                or parts[followed] in BUILDER_KEYS):
+        if followed == len(parts) or not isinstance(node, dict) or 'type' not in node:
             continue
         where = '.'.join(parts[:followed])
-        node = {**node, 'type': cfg_options.get(f'{where}.type', node['type'])}  # as merged
-        taken = _keywords_taken(_classes_imported(node))
-        if taken is None:
-            continue
-        if parts[followed] not in taken:
-            refusal = f'{where} ({_built_type(node)}) takes no {parts[followed]}'
-            hint = _refusal_hint(node, parts[followed], where)
-            if hint:
-                yield option, f'{refusal}; {hint}', []
-            else:
-                close = difflib.get_close_matches(parts[followed], sorted(taken), n=2)
-                yield option, refusal, close
+        yield (option, where, parts[followed],
+               {**node, 'type': cfg_options.get(f'{where}.type', node['type'])})
 
 
 def unknown_option_types(tree, cfg_options: dict, default_scope=None

@@ -50,7 +50,8 @@ def load_config(path, cfg_options=None, builds_model=True):
     apply ``--cfg-options``: a missing file is one error naming it (a missing ``_base_``
     file with the config that names it),
     a config that is no valid Python one naming the file and line, and a key the config
-    lacks is added with a warning (:func:`added_keys`), as is a pipeline variable that is not
+    lacks is added with a warning (:func:`added_keys`; none for an argument the entry's class
+    names, :func:`~fastmim.engine.config_keys.added_arguments`), as is a pipeline variable that is not
     the pipeline that runs (:func:`warn_unused_pipelines`), a progressive-resolution stages
     variable the hook does not run (:func:`warn_unused_stages`), a schedule that does
     not span the training (:func:`warn_schedule_length`) and pipelines that feed another input
@@ -93,7 +94,11 @@ def load_config(path, cfg_options=None, builds_model=True):
         _refuse_text_for_numbers(tree, cfg_options, path)
         _warn_lists_for_numbers(tree, cfg_options, path)
         _refuse_what_no_class_takes(tree, cfg_options, path, cfg.get('default_scope'))
+        from fastmim.engine.config_keys import added_arguments
+        arguments = added_arguments(tree, cfg_options)
         for key, close in added_keys(tree, cfg_options):
+            if key in arguments:
+                continue
             hint = f' (did you mean {" or ".join(close)}?)' if close else ''
             print_log(f'--cfg-options {key}: {path} has no such key, it is added{hint}',
                       logger='current', level=logging.WARNING)

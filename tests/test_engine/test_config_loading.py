@@ -46,6 +46,19 @@ def test_load_config_warns_about_an_added_key_and_still_adds_it(tmp_path, monkey
     assert len(logged) == 1
 
 
+def test_an_added_argument_of_the_entry_class_is_not_warned_about(monkeypatch):
+    """``default_hooks.checkpoint.by_epoch=False`` (docs/long_runs.md sets it) was answered
+    with "has no such key, it is added", the typo warning, though CheckpointHook takes
+    ``by_epoch``; an argument the entry's class names is what adding a key is for."""
+    logged = []
+    monkeypatch.setattr(config_loading, 'print_log',
+                        lambda message, **kwargs: logged.append(message))
+    load_config(str(DEMO), {'default_hooks.checkpoint.by_epoch': False,
+                            'default_hooks.logger.log_metric_by_epoch': False,
+                            'default_hooks.checkpoint.priority': 'LOW'})
+    assert not [line for line in logged if 'no such key' in line]
+
+
 @pytest.mark.parametrize('broken', ['top', 'base'])
 def test_a_config_that_is_no_valid_python_is_named(tmp_path, broken):
     base, top = tmp_path / 'base.py', tmp_path / 'top.py'
