@@ -98,8 +98,9 @@ def shuffle_as_the_interrupted_run(runner, sampler) -> None:
         return
     recorded = runner.message_hub.get_info(SAMPLER_SEED_KEY)
     if recorded is not None and recorded != seed:
-        print_log(f'the sampler shuffles with the seed of the run this one resumes, {recorded} '
-                  f'(it was built with {seed})', logger='current')
+        print_log(f'the run goes on with the seeds of the run it resumes: {runner.seed}, and '
+                  f'{recorded} for its sampler (built with {seed}); the seed the environment '
+                  'lines above name is the one this start drew', logger='current')
         sampler.seed = recorded
     runner.message_hub.update_info(SAMPLER_SEED_KEY, sampler.seed)
 

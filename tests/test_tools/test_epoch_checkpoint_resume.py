@@ -108,6 +108,9 @@ def test_resume_of_a_run_without_a_fixed_seed_is_exact(tmp_path, runs, accumulat
     seed = torch.load(killed / 'epoch_1.pth', weights_only=True)['meta']['seed']
     result = train(runs, killed, '--resume', options=unset)
     assert result.returncode == 0, result.stderr[-3000:]
+    # The environment lines name the seed this start drew: the log says which one is used.
+    assert f'the run goes on with the seeds of the run it resumes: {seed}, and' in (
+        result.stdout + result.stderr)
 
     reference = tmp_path / 'reference'
     result = train(runs, reference, options=[*unset[:-1], f'randomness.seed={seed}'])
