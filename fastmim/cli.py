@@ -9,6 +9,7 @@ distributed launcher (:mod:`fastmim.engine.launch`).
 import argparse
 import os
 import os.path as osp
+import signal
 import sys
 import time
 import traceback
@@ -286,7 +287,9 @@ def run_cli(main, argv=None, interrupted_hint=''):
     trains: :data:`RESUME_HINT`), and exits with ``INTERRUPTED_EXIT_STATUS``, as a shell
     reports a process killed by SIGINT. The process exits after ``main``, so a preemption
     hook keeps its signals to the exit (:func:`early_signals.exit_follows_the_run`); a
-    ``main`` called in-process instead leaves the signal handlers as it found them.
+    ``main`` called in-process instead leaves the signal handlers as it found them. Signals
+    the hook noted after training was complete are named in one line at the end
+    (:func:`_report_signals_after_training`).
     """
     from fastmim.engine import early_signals
     from fastmim.engine.hooks import PREEMPTED_EXIT_STATUS, TrainingPreempted
@@ -331,6 +334,20 @@ def run_cli(main, argv=None, interrupted_hint=''):
         sys.exit(1)
     finally:
         shutdown_distributed()
+        _report_signals_after_training(early_signals.take_arrived_late())
+
+
+def _report_signals_after_training(arrived) -> None:
+    """Say in one line that signals came after training was complete (the node's first
+    process prints it; the run's log gets it): the last checkpoint was saved, so they ended
+    nothing, and the log says why a job cancelled then still exits 0."""
+    if not arrived:
+        return
+    names = ', '.join(dict.fromkeys(signal.Signals(signum).name for signum in arrived))
+    line = f'{names} after training was complete: nothing to save'
+    if launched_local_rank() == 0:
+        print(line, file=sys.stderr)
+    log_to_files(line)
 
 
 # What gloo raises in the processes left when another one of the job has gone (it failed, or

@@ -6,9 +6,10 @@ does not divide, windows straddle epochs, so an epoch checkpoint can fall inside
 gradients no checkpoint holds. Starting a window at every epoch start puts every epoch end on a
 window boundary. mmengine's wrapper has no public setter for these counts.
 """
+import itertools
 import logging
 import math
-from typing import Optional
+from typing import List, NamedTuple, Optional, Tuple
 
 from mmengine.logging import print_log
 
@@ -89,17 +90,63 @@ def iter_based_schedulers(runner):
     return [scheduler for scheduler in schedulers if not scheduler.by_epoch]
 
 
-def first_checkpoint_inside_a_window(every: int, accumulative_counts: int, windows_restart: int,
-                                     iterations: int) -> Optional[int]:
+class WindowSpan(NamedTuple):
+    """A stretch of training that starts its accumulation windows anew: an epoch (windows per
+    epoch), or the whole run (mmengine's windows). ``iterations`` long, windows of
+    ``accumulative_counts`` iterations from its start; a last window shorter than that is
+    updated at its end (``last_updated``: ``ResumableEpochBasedTrainLoop``, mmengine's run)
+    or dropped (FastMIM-P's stages). ``setting``: the config key and value that give
+    ``accumulative_counts``, for the warning."""
+    iterations: int
+    accumulative_counts: int
+    last_updated: bool
+    setting: str
+
+
+def inside_a_window(position: int, span: WindowSpan) -> bool:
+    """Whether a checkpoint after iteration ``position`` of ``span`` (counted from 1) falls
+    inside a window: the gradients accumulated since the window began go into an update after
+    it. Those of a last window that is dropped go into none, so nothing is lost there."""
+    counts, length = span.accumulative_counts, span.iterations
+    if position % counts == 0 or position == length:
+        return False
+    return span.last_updated or position <= length - length % counts
+
+
+def first_checkpoint_inside_a_window(every: int, spans) -> Optional[Tuple[int, WindowSpan]]:
     """The first iteration (counted from 1) at which a checkpoint saved every ``every``
-    iterations falls inside a window of ``accumulative_counts`` accumulated iterations, or
-    None. Windows start anew every ``windows_restart`` iterations (the epoch length with
-    windows per epoch, else ``iterations``, the run's length), the last of each period ending
-    with it; no checkpoint is saved after ``iterations``. The pattern repeats after the least
-    common multiple of ``every`` and ``windows_restart``."""
-    last = min(math.lcm(every, windows_restart), iterations)
-    return next((at for at in range(every, last + 1, every)
-                 if at % windows_restart % accumulative_counts), None)
+    iterations falls inside a window of ``spans`` (the run's, in order), with its span; or
+    None. Consecutive equal spans (the epochs of one stage) repeat the pattern after the least
+    common multiple of ``every`` and their length, so at most that many are looked at."""
+    start = 0
+    for span, group in itertools.groupby(spans):
+        count = len(list(group))
+        looked = (min(count, math.lcm(every, span.iterations) // span.iterations)
+                  if span.iterations else 0)
+        first = start + every - start % every
+        for at in range(first, start + looked * span.iterations + 1, every):
+            if inside_a_window((at - start - 1) % span.iterations + 1, span):
+                return at, span
+        start += count * span.iterations
+    return None
+
+
+def window_spans(runner) -> List[WindowSpan]:
+    """The run's spans of accumulation windows (:class:`WindowSpan`): those of a hook that
+    sets the accumulation per epoch (``ProgressiveResolutionHook.window_spans``), else one per
+    epoch of ``ResumableEpochBasedTrainLoop`` (a window starts with every epoch), else one for
+    the run (mmengine's loops)."""
+    from fastmim.engine.loops import ResumableEpochBasedTrainLoop
+    for hook in runner.hooks:
+        if callable(getattr(hook, 'window_spans', None)):
+            return hook.window_spans(runner)
+    counts = max(getattr(wrapper, '_accumulative_counts', 1)
+                 for wrapper in each_optim_wrapper(runner.optim_wrapper))
+    setting = f'optim_wrapper.accumulative_counts={counts}'
+    loop = runner.train_loop
+    if isinstance(loop, ResumableEpochBasedTrainLoop):
+        return [WindowSpan(len(loop.dataloader), counts, True, setting)] * loop.max_epochs
+    return [WindowSpan(loop.max_iters, counts, True, setting)]
 
 
 def warn_if_checkpoints_fall_inside_windows(runner) -> None:
@@ -109,51 +156,53 @@ def warn_if_checkpoints_fall_inside_windows(runner) -> None:
     uninterrupted run (with ``accumulative_counts=2`` and a checkpoint every 3 iterations, by
     5e-3). Warned only at the resume before, when nothing could be done about it.
 
-    ``ResumableEpochBasedTrainLoop`` starts a window with every epoch, so epoch checkpoints and
-    iteration ones at multiples of the epoch length are at boundaries; with other loops the
-    windows run over the whole run. ``PreemptionHook`` waits for a window's update, so its
-    checkpoints are never inside one."""
+    Every window of the run counts (:func:`window_spans`), those of FastMIM-P's later stages
+    too, which set their accumulation only when they start. ``ResumableEpochBasedTrainLoop``
+    and those stages start a window with every epoch, so epoch checkpoints are at boundaries;
+    with mmengine's loops the windows run over the whole run. ``PreemptionHook`` waits for a
+    window's update, so its checkpoints are never inside one."""
     from mmengine.hooks import CheckpointHook
     from mmengine.runner import EpochBasedTrainLoop
-
-    from fastmim.engine.loops import ResumableEpochBasedTrainLoop
-    counts = max(getattr(wrapper, '_accumulative_counts', 1)
-                 for wrapper in each_optim_wrapper(runner.optim_wrapper))
-    loop = runner.train_loop
-    if counts <= 1:
+    spans = window_spans(runner)
+    if all(span.accumulative_counts <= 1 for span in spans):
         return
-    per_epoch = isinstance(loop, ResumableEpochBasedTrainLoop)
+    loop = runner.train_loop
     epoch_length = len(loop.dataloader) if isinstance(loop, EpochBasedTrainLoop) else None
     for hook in runner.hooks:
         if isinstance(hook, CheckpointHook) and hook.interval > 0:
-            _warn_if_inside_windows(hook, counts, loop.max_iters, per_epoch, epoch_length)
+            _warn_if_inside_windows(hook, spans, loop.max_epochs, epoch_length)
 
 
-def _warn_if_inside_windows(hook, counts, iterations, per_epoch, epoch_length) -> None:
-    """:func:`warn_if_checkpoints_fall_inside_windows` for one checkpoint hook."""
-    if hook.by_epoch and (per_epoch or not epoch_length):
+def _warn_if_inside_windows(hook, spans, max_epochs, epoch_length) -> None:
+    """:func:`warn_if_checkpoints_fall_inside_windows` for one checkpoint hook. Epoch
+    checkpoints are at window boundaries when every epoch ends a span (windows per epoch, or a
+    single epoch)."""
+    if hook.by_epoch and len(spans) == max_epochs:
         return
     every = hook.interval * epoch_length if hook.by_epoch else hook.interval
-    at = first_checkpoint_inside_a_window(every, counts, epoch_length if per_epoch else
-                                          iterations, iterations)
-    if at is None:
+    found = first_checkpoint_inside_a_window(every, spans)
+    if found is None:
         return
+    at, span = found
+    counts, length = span.accumulative_counts, span.iterations
     unit = 'epochs' if hook.by_epoch else 'iterations'
     if hook.by_epoch:
         fix = (f"train_cfg.type='fastmim.ResumableEpochBasedTrainLoop' (a window starts with "
                f"every epoch), or an epoch length ({epoch_length} iterations) that "
                f"{counts} divides")
-    elif per_epoch and epoch_length % counts:
+    elif len(set(spans)) > 1:  # FastMIM-P's stages, each with its epochs and windows
+        fix = 'default_hooks.checkpoint.by_epoch=True (every epoch starts its windows)'
+    elif len(spans) > 1 and length % counts:
         fix = (f'default_hooks.checkpoint.interval to a multiple of the epoch length '
-               f'({epoch_length} iterations, which {counts} does not divide), or '
+               f'({length} iterations, which {counts} does not divide), or '
                f'default_hooks.checkpoint.by_epoch=True')
     else:
         fix = f'default_hooks.checkpoint.interval to a multiple of {counts}'
     print_log(
         f'default_hooks.checkpoint saves every {hook.interval} {unit}, inside windows of '
-        f'optim_wrapper.accumulative_counts={counts} accumulated iterations (first at iteration '
-        f'{at}): the gradients of a window\'s first iterations are in no checkpoint, so a run '
-        f'resumed from such a checkpoint differs from the uninterrupted one; set {fix}',
+        f'{span.setting} accumulated iterations (first at iteration {at}): the gradients of '
+        f'a window\'s first iterations are in no checkpoint, so a run resumed from such a '
+        f'checkpoint differs from the uninterrupted one; set {fix}',
         logger='current', level=logging.WARNING)
 
 

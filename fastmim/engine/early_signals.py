@@ -13,9 +13,10 @@ When the run ends, on every path, the process's handlers are again those from be
 that trains twice, or trains and goes on, would be left with the signals ignored after a
 preemption, or with the hook's handler, which only records, after a crash, so that a later
 SIGTERM would do nothing. Only a process that exits when the run ends (a tool run by
-``fastmim.cli.run_cli``, :func:`exit_follows_the_run`) keeps them to its exit:
-ignored once the hook stopped the run, so that a late signal does not turn its status into
-death by the signal.
+``fastmim.cli.run_cli``, :func:`exit_follows_the_run`) keeps them to its exit, so that a late
+signal does not turn its status into death by the signal: ignored once the hook stopped the
+run, noted once training is complete (:func:`finish_handling`), for the tool to say at its end
+that one came when there was nothing left to save.
 
 This module imports nothing but the standard library: ``tools/train.py`` loads it from its file
 before anything else, because importing it through the package would first run
@@ -36,6 +37,11 @@ REPLACED = {}
 # Signal number -> (the handler from before a hook took the signal over, from before the
 # recording where it replaced one; the hook's handler), put back when the run ends.
 TAKEN_OVER = {}
+# The signal numbers that arrived after training was complete, in the order they arrived, in a
+# process that exits when the run ends (:func:`finish_handling`).
+ARRIVED_LATE = []
+# The signals noted in ARRIVED_LATE, until :func:`take_arrived_late`.
+_noting = set()
 # Whether the process exits when the run ends (:func:`exit_follows_the_run`).
 _exit_follows = False
 
@@ -99,11 +105,48 @@ def stop_handling(signums) -> None:
     """The hook has stopped the run: put back the handlers of ``signums``, or, in a process
     that exits when the run ends (:func:`exit_follows_the_run`), ignore the signals until it
     has exited (a late one must not turn the preempted status into death by the signal)."""
-    if not _exit_follows:
+    if _exit_follows:
+        _keep_to_the_exit(signums, signal.SIG_IGN)
+    else:
         put_back(signums)
-        return
+
+
+def finish_handling(signums) -> None:
+    """Training is complete: put back the handlers of ``signums``,
+    or, in a process that exits when the run ends, note the signals in :data:`ARRIVED_LATE`
+    until :func:`take_arrived_late`. The hooks after training (reconstruction pictures) and the
+    shutdown go on, and the status stays 0: death by a signal would have SLURM mark the
+    finished job failed and never start the jobs that wait for its success (``afterok``)."""
+    if _exit_follows:
+        _keep_to_the_exit(signums, _arrive_late)
+        _noting.update(signums)
+    else:
+        put_back(signums)
+
+
+def _arrive_late(signum, frame) -> None:
+    ARRIVED_LATE.append(signum)
+
+
+def take_arrived_late() -> list:
+    """The signals noted since training was complete (:func:`finish_handling`), which are
+    ignored from now on until the process has exited: Python gives a signal with a handler
+    of its own the default action back as it finalizes, where that signal would still kill
+    the process."""
+    while _noting:
+        signum = _noting.pop()
+        if signal.getsignal(signum) is _arrive_late:
+            signal.signal(signum, signal.SIG_IGN)
+    arrived = ARRIVED_LATE[:]
+    ARRIVED_LATE.clear()
+    return arrived
+
+
+def _keep_to_the_exit(signums, handler) -> None:
+    """Install ``handler`` for ``signums`` for the rest of the process, whose handlers from
+    before the run are not to come back."""
     for signum in signums:
-        signal.signal(signum, signal.SIG_IGN)
+        signal.signal(signum, handler)
         TAKEN_OVER.pop(signum, None)
 
 

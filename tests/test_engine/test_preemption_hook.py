@@ -92,7 +92,8 @@ class SignalsItselfAt(BaseModel):
 RUN_NUMBERS = itertools.count()
 
 
-def train(work_dir, signal_iterations, resume, max_iters=6, checkpoint_interval=4):
+def train(work_dir, signal_iterations, resume, max_iters=6, checkpoint_interval=4,
+          custom_hooks=None):
     """One job of a requeued run: True when preempted."""
     dataset = [dict(inputs=torch.ones(4) * i) for i in range(8)]
     runner = Runner(
@@ -105,7 +106,7 @@ def train(work_dir, signal_iterations, resume, max_iters=6, checkpoint_interval=
                                            interval=checkpoint_interval, max_keep_ckpts=1),
                            checkpoint_meta=dict(type='CheckpointMetaHook'),
                            preemption=dict(type='PreemptionHook')),
-        default_scope='fastmim', resume=resume,
+        custom_hooks=custom_hooks, default_scope='fastmim', resume=resume,
         experiment_name=f'preempted_{next(RUN_NUMBERS)}')  # a new message hub per run
     try:
         runner.train()
@@ -204,6 +205,48 @@ def test_a_preempted_run_puts_back_the_handlers_from_before_it_unless_the_proces
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+class SignalsWhenTrainingIsComplete(Hook):
+    """Sends SIGTERM to its own process once training is complete: in ``after_train``, before
+    PreemptionHook's (a ReconstructionVisualizationHook drawing), and in ``after_run``, after
+    it (the shutdown that follows)."""
+
+    def after_train(self, runner):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def after_run(self, runner):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_signal_after_training_is_complete_is_noted_by_a_tool_s_process(tmp_path):
+    """The hook put the default SIGTERM handler back when training ended, so a tool's process
+    died of a signal sent while its last hooks ran or it shut down: status 143 for a run whose
+    last checkpoint was saved, a job SLURM marks failed, whose ``afterok`` dependants never
+    start. A tool's process notes such a signal (its end logs it); a Python session gets its
+    handler from before the run back."""
+    from fastmim.engine import early_signals
+    called = []
+
+    def own(signum, frame):
+        called.append(signum)
+
+    late = 'SIGTERM after training was complete: nothing to save'
+    previous = signal.signal(signal.SIGTERM, own)
+    try:
+        assert not train(tmp_path / 'session', (), resume=False,
+                         custom_hooks=[SignalsWhenTrainingIsComplete()])
+        assert called == [signal.SIGTERM] and signal.getsignal(signal.SIGTERM) is own
+        assert [path.read_text().count(late) for path in tmp_path.glob('session/*/*.log')] == [1]
+
+        with early_signals.exit_follows_the_run():
+            assert not train(tmp_path / 'tool', (), resume=False,
+                             custom_hooks=[SignalsWhenTrainingIsComplete()])
+        assert called == [signal.SIGTERM] and early_signals.ARRIVED_LATE == [signal.SIGTERM]
+        assert [path.read_text().count(late) for path in tmp_path.glob('tool/*/*.log')] == [1]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        early_signals.ARRIVED_LATE.clear()
 
 
 def test_a_run_that_crashed_without_the_tool_leaves_no_handler_behind():

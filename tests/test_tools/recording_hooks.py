@@ -1,4 +1,5 @@
-"""Hooks that write what a training job under test did, for the resume tests to compare.
+"""Hooks that write what a training job under test did, for the resume tests to compare, or
+do to it what a cluster does.
 
 Imported by the jobs themselves (``custom_imports=dict(imports=['recording_hooks'])``, this
 folder on their PYTHONPATH; the ``train_job`` fixture of conftest.py puts it there), never by
@@ -6,6 +7,10 @@ pytest: importing registers the hooks in fastmim's registry. The ``trained_sampl
 reads the files they write.
 """
 import json
+import os
+import signal
+import threading
+import time
 
 import torch
 from mmengine.dist import get_rank
@@ -43,3 +48,20 @@ class LoadedStateHook(SampleLogHook):
         if get_rank() == 0:
             torch.save(dict(state, iter=runner.iter, epoch=runner.epoch),
                        f'{runner.work_dir}/loaded.pth')
+
+
+@HOOKS.register_module()
+class SignalsAfterTrainingHook(Hook):
+    """Sends SIGTERM to its own process once training is complete (``after_run``, after every
+    ``after_train``), then every 5 ms until the process has exited, as a cluster that cancels
+    a job while it shuts down."""
+
+    def after_run(self, runner):
+        os.kill(os.getpid(), signal.SIGTERM)
+        threading.Thread(target=self._signal_again, daemon=True).start()
+
+    @staticmethod
+    def _signal_again():
+        while True:
+            time.sleep(0.005)
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -161,6 +161,7 @@ class PreemptionHook(Hook):
         self.signals = tuple(getattr(signal, name) for name in signals)
         self.received = None  # name of the first signal received
         self.signal_count = 0
+        self._signals_logged = 0  # the signal_count a line has named
         self._checkpoint_saved = False
         self._training = False  # the handlers are installed
         self._val_batches = 0  # batches of the running validation that every rank runs
@@ -322,8 +323,15 @@ class PreemptionHook(Hook):
                                f'{epoch_checkpoint} saved {when}; continue with --resume')
 
     def after_train(self, runner) -> None:
-        if self._training:  # the handlers were installed: the ones from before go back
-            early_signals.put_back(self.signals)
+        """Training is complete (this runs after every other ``after_train``, priority
+        ``LOWEST``). A signal since the last iteration's boundary, which nothing acts
+        on, is logged. The handlers from before the run go back, or, in a tool's process, the
+        signals are noted until it exits with status 0 (:func:`early_signals.finish_handling`),
+        and the tool logs those that came."""
+        if self.signal_count > self._signals_logged:
+            runner.logger.info(f'{self.received} after training was complete: nothing to save')
+        if self._training:
+            early_signals.finish_handling(self.signals)
         self._training = False
         self._in_train = False
         self._delete_superseded_preemption_checkpoint(runner)
@@ -360,6 +368,7 @@ class PreemptionHook(Hook):
         still to run stops at its next batch, as any validation does."""
         runner.logger.info(f'{self.received or "a signal on another rank"} {when}: training '
                            'is complete, nothing to save')
+        self._signals_logged = self.signal_count
 
     def before_val_epoch(self, runner) -> None:
         """Count the batches of this validation that every rank runs: the signal check is a

@@ -24,7 +24,8 @@ from mmengine.logging import print_log
 from mmengine.optim import OptimWrapperDict
 from mmengine.runner import EpochBasedTrainLoop
 
-from fastmim.engine.accumulation import (iter_based_schedulers, start_accumulation_windows,
+from fastmim.engine.accumulation import (WindowSpan, iter_based_schedulers,
+                                        start_accumulation_windows,
                                         warn_if_resumed_inside_a_window)
 from fastmim.engine.runner_model import bare_model
 from fastmim.checks import check_positive_int
@@ -262,6 +263,22 @@ class ProgressiveResolutionHook(Hook):
         done = batches_done_in_epoch(runner.train_loop)
         start_accumulation_windows(_single_optim_wrapper(runner), counts, done=done)
         warn_if_resumed_inside_a_window(runner.epoch, done, counts)
+
+    def window_spans(self, runner) -> List[WindowSpan]:
+        """Every epoch's accumulation windows: those of its stage from the epoch's start, a
+        last one that cannot fill up dropped. For the check of the checkpoint interval before
+        training (:func:`~fastmim.engine.accumulation.warn_if_checkpoints_fall_inside_windows`),
+        when the optimiser wrapper holds no stage's accumulation yet."""
+        samples = len(runner.train_loop.dataloader.sampler)
+        spans = []
+        for epoch in range(runner.max_epochs):
+            index = self.stage_index(epoch)
+            stage = self.stages[index]
+            spans.append(WindowSpan(
+                samples // stage.batch_size, stage.accumulative_counts, False,
+                f'ProgressiveResolutionHook stages[{index}].accumulative_counts='
+                f'{stage.accumulative_counts}'))
+        return spans
 
     # --- steps --------------------------------------------------------------------------------
     def _enter_stage(self, runner, index: int) -> None:
