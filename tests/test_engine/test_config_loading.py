@@ -529,8 +529,10 @@ def test_a_missing_demo_checkpoint_is_named_with_the_command_that_makes_it(
     """Run before `make demo`, a fine-tuning demo names the command that writes its start
     checkpoint and the way to start from scratch, not only 'checkpoint not found'."""
     from fastmim.engine.checkpoint import CheckpointError, check_start_checkpoints
-    monkeypatch.chdir(tmp_path)  # no work_dirs/demo here
-    cfg = load_config(str(config))
+    # A checkout without work_dirs/demo (this one's may hold the demo's), run from elsewhere.
+    shutil.copytree(ROOT / 'configs', tmp_path / 'checkout' / 'configs')
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(str(tmp_path / 'checkout' / config.relative_to(ROOT)))
     with pytest.raises(CheckpointError) as refused:
         check_start_checkpoints(cfg)
     assert str(refused.value) == (
