@@ -267,11 +267,6 @@ def _let_the_first_process_report():
         time.sleep(FIRST_PROCESS_GRACE_S)
 
 
-# What run_cli's Ctrl-C line adds for a tool that trains.
-RESUME_HINT = ('--resume continues from the last checkpoint it saved (from the start when it '
-               'saved none yet)')
-
-
 def run_cli(main, argv=None, interrupted_hint=''):
     """Run ``main(argv)``; a user error ends with one line on stderr instead of a traceback.
 
@@ -283,8 +278,10 @@ def run_cli(main, argv=None, interrupted_hint=''):
     stopped by a preemption signal after saving (``PreemptionHook``) exits with
     ``PREEMPTED_EXIT_STATUS``; one whose preemption save failed exits with 1 after one line
     naming why and the last good checkpoint (printed by the process it failed in). One
-    stopped by Ctrl-C says so in one line, followed by ``interrupted_hint`` (a tool that
-    trains: :data:`RESUME_HINT`), and exits with ``INTERRUPTED_EXIT_STATUS``, as a shell
+    stopped by Ctrl-C says so in one line, followed by ``interrupted_hint``, or what it returns
+    when it is a function (asked at the interrupt: a tool that trains names what ``--resume``
+    would continue then, :func:`fastmim.resume_target.interrupted_hint`), and exits with
+    ``INTERRUPTED_EXIT_STATUS``, as a shell
     reports a process killed by SIGINT. The process exits after ``main``, so a preemption
     hook keeps its signals to the exit (:func:`early_signals.exit_follows_the_run`); a
     ``main`` called in-process instead leaves the signal handlers as it found them. Signals
@@ -381,6 +378,8 @@ def _interrupted_inside(error: BaseException) -> bool:
 def _report_interruption(interrupted_hint: str) -> None:
     """The Ctrl-C line and status. Ctrl-C reaches every process of a node: the first one
     prints it (otherwise torchrun's processes would print it once each), every one logs it."""
+    if callable(interrupted_hint):
+        interrupted_hint = interrupted_hint()
     line = 'interrupted (Ctrl-C)' + (f'; {interrupted_hint}' if interrupted_hint else '')
     if launched_local_rank() == 0:
         print(line, file=sys.stderr)

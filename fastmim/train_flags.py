@@ -6,6 +6,7 @@ tools/misc/print_config.py those that only rewrite the config (:func:`apply_conf
 The command line itself is parsed in tools/train.py and :mod:`fastmim.cli`; this module sits
 above the engine, beside :mod:`fastmim.cli`, whose launch flags it folds too.
 """
+import logging
 import os.path as osp
 
 import torch
@@ -16,18 +17,25 @@ from fastmim.engine.checkpoint import check_checkpoint_file, pretrained_inits
 from fastmim.engine.last_checkpoint import RESUMING, checkpoint_named_by, latest_checkpoint
 from fastmim.errors import CheckpointError
 from fastmim.registry import type_name
+from fastmim.resume_target import an_earlier_run
 
 
 def apply_args(cfg, args):
     """Fold the command-line flags into the config, as mmpretrain's train.py does. A config
     that sets ``resume = True`` itself (no checkpoint named) resumes from the work dir's latest
-    checkpoint as ``--resume`` finds it, moved work dirs included."""
+    checkpoint as ``--resume`` finds it, moved work dirs included. A run that starts afresh
+    where another run left checkpoints says so (:func:`~fastmim.resume_target.an_earlier_run`):
+    until it saves, ``--resume`` would continue that run, not this one."""
     apply_launch_args(cfg, args)
     apply_config_flags(cfg, args)
     if args.resume is not None:
         apply_resume(cfg, args.resume)
     elif cfg.get('resume') and not cfg.get('load_from'):
         cfg.load_from = latest_checkpoint(cfg.work_dir)
+    if not cfg.get('resume'):
+        earlier_run = an_earlier_run(cfg.work_dir)
+        if earlier_run:
+            print_log(earlier_run, logger='current', level=logging.WARNING)
 
 
 def apply_config_flags(cfg, args):

@@ -137,6 +137,17 @@ def last_save(work_dir):
     return osp.getmtime(path) if osp.exists(path) else None
 
 
+def interrupted_hint():
+    """The Ctrl-C line's words for resuming the demo: its own command, which `make demo` cannot
+    pass ``--resume`` to, with the work dir of the run when it is not the default
+    (:func:`fastmim.resume_target.interrupted_hint`)."""
+    from fastmim.resume_target import interrupted_hint, started_work_dir
+    work_dir = started_work_dir()
+    where = (f' --work-dir {work_dir}' if work_dir and osp.abspath(work_dir) != WORK_DIR
+             else '')
+    return interrupted_hint(f'`.venv/bin/python tools/demo.py{where} --resume`')
+
+
 def main(argv):
     args = parse_args(argv)
     import train
@@ -166,5 +177,5 @@ def main(argv):
 if __name__ == '__main__':
     from early_checks import refuse_a_python_without_the_stack  # puts ROOT first on sys.path
     refuse_a_python_without_the_stack()
-    from fastmim.cli import RESUME_HINT, run_cli
-    run_cli(main, interrupted_hint=RESUME_HINT)
+    from fastmim.cli import run_cli
+    run_cli(main, interrupted_hint=interrupted_hint)

@@ -137,11 +137,13 @@ def main(argv):
     from fastmim.engine.launch import build_runner
     from fastmim.engine.launcher_lifecycle import stop_with_the_launcher
     from fastmim.models.data_preprocessors import check_device_decoding
+    from fastmim.resume_target import note_the_start
     from fastmim.train_flags import apply_args, log_scaled_lr, skip_pretrained_init_when_resuming
 
     try:
         stop_with_the_launcher(args.launcher)
         apply_args(cfg, args)
+        note_the_start(cfg)
         skip_pretrained_init_when_resuming(cfg)
         check_device_decoding(cfg)
         with refused_keys_located(cfg, args.cfg_options):
@@ -161,5 +163,6 @@ if __name__ == '__main__':
     refuse_a_missing_config(sys.argv[1:])  # a checkpoint from a slow shared file system
     refuse_resuming_weights_only(sys.argv[1:])
     refuse_a_missing_load_from(sys.argv[1:])
-    from fastmim.cli import RESUME_HINT, run_cli
-    run_cli(main, interrupted_hint=RESUME_HINT)
+    from fastmim.cli import run_cli
+    from fastmim.resume_target import interrupted_hint
+    run_cli(main, interrupted_hint=interrupted_hint)

@@ -10,6 +10,7 @@ import ast
 import difflib
 import importlib.util
 import logging
+import os
 import os.path as osp
 
 from mmengine.logging import print_log
@@ -151,18 +152,42 @@ def missing_checkpoint_hint(cfg, key, path) -> str:
     one in its variable ``checkpoints_made_by`` (``{path: command}``: the demo fine-tuning
     configs start from the last checkpoint of the pre-training demo), and, for a pre-trained
     ``init_cfg``, train from scratch instead. Empty for a file that exists: an unreadable one
-    is a problem of its own."""
+    is a problem of its own. A relative path that is there from the config's checkout (a
+    tool run from another directory) is named there instead
+    (:func:`_relative_to_the_checkout`)."""
     if osp.exists(osp.expanduser(path)):
         return ''
     made_by = {osp.normpath(made): command
                for made, command in (cfg.get('checkpoints_made_by') or {}).items()}
     hints = []
-    if osp.normpath(path) in made_by:
+    elsewhere = _relative_to_the_checkout(cfg, path)
+    if elsewhere:
+        hints.append(elsewhere)
+    elif osp.normpath(path) in made_by:
         hints.append(f'it is made by {made_by[osp.normpath(path)]}')
     if key.endswith('.init_cfg.checkpoint'):
         hints.append('to train from scratch instead: --cfg-options '
                      f'{key[:-len(".checkpoint")]}=None')
     return ''.join(f'; {hint}' for hint in hints)
+
+
+def _relative_to_the_checkout(cfg, path) -> str:
+    """For a relative ``path`` that is not there from the current directory but is from the
+    checkout of the config (the folder above its ``configs/``, where the demos write
+    ``work_dirs/``), where it is and how to reach it; else ''."""
+    if osp.isabs(osp.expanduser(path)) or not cfg.filename:
+        return ''
+    folder = osp.dirname(osp.abspath(cfg.filename))
+    while osp.basename(folder) != 'configs':
+        if osp.dirname(folder) == folder:
+            return ''
+        folder = osp.dirname(folder)
+    checkout = osp.dirname(folder)
+    there = osp.join(checkout, path)
+    if not osp.exists(there):
+        return ''
+    return (f'it is relative to the current directory {os.getcwd()}, and {there} exists: run '
+            f'from {checkout} or give the full path')
 
 
 def _refuse_what_no_class_takes(tree, cfg_options, path, default_scope):

@@ -2,6 +2,7 @@
 misplaced files, keys the config lacks, values no run can use, pipelines and settings the
 options leave behind."""
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -528,8 +529,10 @@ def test_a_missing_demo_checkpoint_is_named_with_the_command_that_makes_it(
     """Run before `make demo`, a fine-tuning demo names the command that writes its start
     checkpoint and the way to start from scratch, not only 'checkpoint not found'."""
     from fastmim.engine.checkpoint import CheckpointError, check_start_checkpoints
-    monkeypatch.chdir(tmp_path)  # no work_dirs/demo here
-    cfg = load_config(str(config))
+    # A checkout without work_dirs/demo (this one's may hold the demo's), run from elsewhere.
+    shutil.copytree(ROOT / 'configs', tmp_path / 'checkout' / 'configs')
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(str(tmp_path / 'checkout' / config.relative_to(ROOT)))
     with pytest.raises(CheckpointError) as refused:
         check_start_checkpoints(cfg)
     assert str(refused.value) == (
@@ -537,6 +540,28 @@ def test_a_missing_demo_checkpoint_is_named_with_the_command_that_makes_it(
         'work_dirs/demo/epoch_12.pth; it is made by `make demo` '
         '(configs/fastmim/demo_vit_tiny_embedded.py); to train from scratch instead: '
         '--cfg-options model.backbone.init_cfg=None')
+
+
+def test_a_demo_checkpoint_relative_to_another_directory_names_the_checkout_s_file(
+        tmp_path, monkeypatch):
+    """Run from another directory after `make demo`, the fine-tuning demo said the checkpoint
+    was not there and that `make demo` makes it: the relative path was read from the current
+    directory."""
+    from fastmim.engine.checkpoint import CheckpointError, check_start_checkpoints
+    checkout, elsewhere = tmp_path / 'checkout', tmp_path / 'elsewhere'
+    shutil.copytree(ROOT / 'configs', checkout / 'configs')
+    (checkout / 'work_dirs' / 'demo').mkdir(parents=True)
+    (checkout / 'work_dirs' / 'demo' / 'epoch_12.pth').write_bytes(b'PK\x05\x06' + bytes(18))
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(str(checkout / 'configs' / 'finetune' / DEMO_STARTS[0].name))
+    with pytest.raises(CheckpointError) as refused:
+        check_start_checkpoints(cfg)
+    assert str(refused.value) == (
+        'model.backbone.init_cfg.checkpoint: checkpoint not found: '
+        f'work_dirs/demo/epoch_12.pth; it is relative to the current directory {elsewhere}, '
+        f'and {checkout}/work_dirs/demo/epoch_12.pth exists: run from {checkout} or give the '
+        'full path; to train from scratch instead: --cfg-options model.backbone.init_cfg=None')
 
 
 @pytest.mark.parametrize('config', DEMO_STARTS)

@@ -215,15 +215,25 @@ def test_ctrl_c_is_one_line_and_the_sigint_status(capsys):
     def main(argv):
         raise KeyboardInterrupt
 
-    assert _run_failing(main, capsys, interrupted_hint=cli.RESUME_HINT) == (
-        cli.INTERRUPTED_EXIT_STATUS,
-        'interrupted (Ctrl-C); --resume continues from the last checkpoint it saved (from the '
-        'start when it saved none yet)\n')
+    assert _run_failing(main, capsys, interrupted_hint='--resume continues') == (
+        cli.INTERRUPTED_EXIT_STATUS, 'interrupted (Ctrl-C); --resume continues\n')
     # Other tools (tools/test.py, the converters) do not speak of training.
     assert _run_failing(main, capsys) == (cli.INTERRUPTED_EXIT_STATUS,
                                           'interrupted (Ctrl-C)\n')
     with pytest.raises(KeyboardInterrupt):
         cli.run_cli(main, ['--debug'])
+
+
+def test_a_ctrl_c_hint_given_as_a_function_is_read_at_the_interrupt(capsys):
+    """What --resume would continue changes as the run saves: the hint is asked then."""
+    saved = []
+
+    def main(argv):
+        saved.append('epoch_1.pth')
+        raise KeyboardInterrupt
+
+    assert _run_failing(main, capsys, interrupted_hint=lambda: f'--resume takes {saved[-1]}') == (
+        cli.INTERRUPTED_EXIT_STATUS, 'interrupted (Ctrl-C); --resume takes epoch_1.pth\n')
 
 
 def _free_port():

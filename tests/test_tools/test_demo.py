@@ -244,3 +244,19 @@ def test_the_summary_says_when_nothing_trained(demo, monkeypatch, tmp_path, caps
     out = capsys.readouterr().out.splitlines()
     assert out[1] == first_line.format(work_dir)
     assert out[2] == '  loss: 0.2000 at iteration 1 -> 0.1000 at iteration 8 (50% lower)'
+
+
+def test_an_interrupted_demo_names_its_own_resume_command(demo, monkeypatch, tmp_path):
+    """`make demo` cannot pass --resume on: the Ctrl-C line named train.py's flag."""
+    from mmengine.config import Config
+
+    from fastmim import resume_target
+    monkeypatch.setattr(resume_target, '_start', {})
+    assert demo.interrupted_hint().startswith(
+        '`.venv/bin/python tools/demo.py --resume` continues from the last checkpoint')
+    resume_target.note_the_start(Config(dict(work_dir=demo.WORK_DIR)))
+    assert demo.interrupted_hint().startswith('`.venv/bin/python tools/demo.py --resume` ')
+    resume_target.note_the_start(Config(dict(work_dir=str(tmp_path))))
+    assert demo.interrupted_hint() == (
+        f'`.venv/bin/python tools/demo.py --work-dir {tmp_path} --resume` starts from the '
+        'start: this run saved no checkpoint yet')

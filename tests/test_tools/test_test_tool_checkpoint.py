@@ -4,6 +4,7 @@ A work dir given instead of a checkpoint in it (``tools/test.py CONFIG work_dirs
 a folder that is there: 'checkpoint not found' would mislead. tools/test.py names the
 checkpoints in it, newest first, as tools/train.py does."""
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,10 @@ def test_the_knn_demo_names_the_command_that_writes_its_checkpoint(load_script, 
     """Run before `make demo`, the command in the kNN demo's config said only 'checkpoint not
     found'; the config names the command that writes the file (``checkpoints_made_by``), and
     the refusal names it, as the fine-tuning demos' does."""
-    monkeypatch.chdir(tmp_path)  # no work_dirs/demo here
-    knn_demo = ROOT / 'configs' / 'knn' / 'demo_vit_tiny_embedded_knn.py'
+    # A checkout without work_dirs/demo (this one's may hold the demo's), run from elsewhere.
+    shutil.copytree(ROOT / 'configs', tmp_path / 'checkout' / 'configs')
+    monkeypatch.chdir(tmp_path)
+    knn_demo = tmp_path / 'checkout' / 'configs' / 'knn' / 'demo_vit_tiny_embedded_knn.py'
     with pytest.raises(CheckpointError, match=r'^checkpoint not found: '
                        r'work_dirs/demo/epoch_12\.pth; it is made by `make demo` '
                        r'\(configs/fastmim/demo_vit_tiny_embedded\.py\)$'):

@@ -374,3 +374,43 @@ def test_train_py_takes_a_packaged_config(train, monkeypatch):
     from fastmim.cli import apply_launch_args
     apply_launch_args(cfg, args)
     assert cfg.work_dir == os.path.join('work_dirs', 'demo_vit_tiny_embedded')
+
+
+def test_a_fresh_run_in_another_run_s_work_dir_says_so_once(tmp_path, train, monkeypatch):
+    """Started without --resume where a finished run left its checkpoints, a run said nothing:
+    its checkpoints supersede them, and --resume would continue the earlier run instead."""
+    logged = []
+    monkeypatch.setattr(train_flags, 'print_log',
+                        lambda message, **kwargs: logged.append(message))
+    work_dir = tmp_path / 'work'
+    save_checkpoint_record(work_dir, 'epoch_12.pth')
+    flags_applied(train, work_dir)
+    assert logged == [f'{work_dir} holds the checkpoints of an earlier run (newest: '
+                      'epoch_12.pth): this run starts afresh and its checkpoints supersede '
+                      'them; --resume would continue that run instead (or give another '
+                      '--work-dir)']
+    logged.clear()
+    flags_applied(train, work_dir, '--resume')
+    flags_applied(train, tmp_path / 'empty')
+    assert not any('earlier run' in message for message in logged)
+
+
+def test_train_py_s_ctrl_c_before_the_first_save_names_the_earlier_run_s_checkpoint(
+        tmp_path, train, monkeypatch, capsys):
+    """--resume, which the hint promised would continue this run, took the finished earlier
+    run's epoch_12.pth ('nothing left to train')."""
+    from fastmim import cli, resume_target
+    from fastmim.engine import launch
+    monkeypatch.setattr(resume_target, '_start', {})
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(launch, 'build_runner', interrupted)
+    earlier = save_checkpoint_record(tmp_path, 'epoch_12.pth')
+    with pytest.raises(SystemExit):
+        cli.run_cli(train.main, [str(DEMO), '--work-dir', str(tmp_path)],
+                    interrupted_hint=resume_target.interrupted_hint)
+    assert capsys.readouterr().err.endswith(
+        f"interrupted (Ctrl-C); this run saved no checkpoint yet: --resume would continue the "
+        f"earlier run's {earlier} instead (run without it to start afresh, or give another "
+        f"--work-dir)\n")
