@@ -60,8 +60,32 @@ def test_resuming_a_classifier_checkpoint_with_a_pre_training_config_names_both(
                   train_cfg=dict(by_epoch=True, max_epochs=2))
     with pytest.raises(CheckpointError, match=r'classifier\.pth holds backbone, head, not the '
                        r"parts of the config's FastMIM \(mask_token, backbone, neck\): a "
-                       r'checkpoint of another kind of model'):
+                       r'checkpoint of another kind of model \(a fine-tuned classifier resumed with a '
+                       r'pre-training config\?\)'):
         runner.train()
+
+
+def test_resuming_a_pre_training_checkpoint_with_a_fine_tuning_config_says_how_to_start_it():
+    """``tools/train.py <fine-tuning config> --resume <pre-training epoch_12.pth>``: the
+    message names that direction and the key that starts fine-tuning from the checkpoint."""
+    import torch
+    from torch import nn
+
+    from fastmim.engine.hooks.resume_checks import check_resumed_model
+
+    class ImageClassifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.head = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    state = {'mask_token': torch.zeros(1, 3, 1, 1), 'backbone.weight': torch.zeros(4, 4),
+             'backbone.bias': torch.zeros(4), 'neck.weight': torch.zeros(4, 4)}
+    with pytest.raises(CheckpointError) as error:
+        check_resumed_model(ImageClassifier(), {'state_dict': state}, 'demo/epoch_12.pth')
+    assert ('a pre-training checkpoint resumed with a fine-tuning config? To start '
+            'fine-tuning from it, set model.backbone.init_cfg.checkpoint=demo/epoch_12.pth '
+            'without --resume') in str(error.value)
+    assert 'a fine-tuned classifier resumed' not in str(error.value)
 
 
 def test_resuming_the_same_model_still_works(tmp_path, tiny_pretraining):

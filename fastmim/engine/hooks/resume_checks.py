@@ -162,21 +162,34 @@ def check_resumed_model(model, checkpoint: dict, path: str) -> None:
     state = checkpoint['state_dict']
     saved, own = [key.removeprefix('module.') for key in state], model.state_dict().keys()
     if modules_without_weights(own, saved) or modules_without_weights(saved, own):
+        saved_parts, own_parts = top_level_names(saved), top_level_names(own)
         # Another kind of model: the backbone's own load checks would otherwise speak first,
         # with advice about its settings (a fine-tuned ViT's learned position table) that
         # only leads to the next error.
         raise CheckpointError(
-            f'{path} holds {", ".join(top_level_names(saved))}, not the parts of the config\'s '
-            f'{type(model).__name__} ({", ".join(top_level_names(own))}): a checkpoint of '
-            'another kind of model (a fine-tuned classifier resumed with a pre-training '
-            'config?). --resume continues the model it holds: resume with the config that '
-            'wrote it, or start from its weights with load_from or the backbone\'s init_cfg')
+            f'{path} holds {", ".join(saved_parts)}, not the parts of the config\'s '
+            f'{type(model).__name__} ({", ".join(own_parts)}): a checkpoint of another kind '
+            f'of model{_kinds_hint(saved_parts, own_parts, path)}')
     problems = weights_that_do_not_fit(model, state, judge_unexpected=True)
     if problems:
         raise CheckpointError(
             problems.message(path, type(model).__name__, '--resume continues the model it holds')
             + '\nWas it written with another config (model size) in the same work dir? Resume '
             'with the config that wrote it, or use another --work-dir')
+
+
+def _kinds_hint(saved: List[str], own: List[str], path: str) -> str:
+    """What to do with a checkpoint of another kind of model, told by the parts each has: a
+    pre-training model's decoder (``neck``) against a classifier's ``head``."""
+    if 'neck' in saved and 'head' in own and 'neck' not in own:
+        return (' (a pre-training checkpoint resumed with a fine-tuning config? To start '
+                f'fine-tuning from it, set model.backbone.init_cfg.checkpoint={path} without '
+                '--resume)')
+    advice = ('--resume continues the model it holds: resume with the config that wrote it, '
+              'or start from its weights with load_from or the backbone\'s init_cfg')
+    if 'head' in saved and 'neck' in own and 'head' not in own:
+        return f' (a fine-tuned classifier resumed with a pre-training config?). {advice}'
+    return f'. {advice}'
 
 
 def warn_kept_optimisation(runner, checkpoint: dict, path: str) -> None:
