@@ -60,8 +60,8 @@ def test_resuming_a_classifier_checkpoint_with_a_pre_training_config_names_both(
                   train_cfg=dict(by_epoch=True, max_epochs=2))
     with pytest.raises(CheckpointError, match=r'classifier\.pth holds backbone, head, not the '
                        r"parts of the config's FastMIM \(mask_token, backbone, neck\): a "
-                       r'checkpoint of another kind of model \(a fine-tuned classifier resumed with a '
-                       r'pre-training config\?\)'):
+                       r'checkpoint of another kind of model \(a fine-tuned classifier '
+                       r'resumed with a pre-training config\?\)'):
         runner.train()
 
 
