@@ -47,6 +47,9 @@ from .preemption_hook import PENDING_VALIDATION_KEY
 # Optimiser settings a config sets per parameter group (``initial_lr``: the lr before the
 # schedule; ``lr`` itself is the schedule's current value, and differs by design).
 OPTIMISER_SETTINGS = ('initial_lr', 'weight_decay', 'betas', 'momentum', 'eps')
+# The optimiser's config key of a group setting named otherwise: a group's ``initial_lr`` is the
+# ``lr`` it was built with (scaled by layer decay, where the config sets one).
+CONFIG_KEYS = {'initial_lr': 'lr'}
 # Scheduler entries that record progress rather than configuration (``base_values`` are the
 # groups' ``initial_lr``, compared above).
 SCHEDULER_PROGRESS = ('last_step', '_global_step', '_last_value', 'base_values', 'verbose',
@@ -290,8 +293,11 @@ def epochs_done(runner, runtime_info: dict, meta: dict) -> Optional[int]:
 
 
 def optimiser_differences(built: dict, saved: dict) -> List[str]:
-    """``'<setting> (group g of n): config X, checkpoint Y'`` for the first group in which each
-    of :data:`OPTIMISER_SETTINGS` differs, with how many more groups differ."""
+    """``'<config key>: config X, checkpoint Y (<which groups>)'`` for each of
+    :data:`OPTIMISER_SETTINGS` that differs, named by the key a user sets
+    (``optim_wrapper.optimizer.lr`` for the groups' ``initial_lr``), with the values of the
+    first group that differs and how many of the groups do (layer decay gives each layer a
+    group of its own)."""
     differences = []
     for name, built_groups, saved_groups in _param_groups(built, saved):
         if len(built_groups) != len(saved_groups):
@@ -304,11 +310,24 @@ def optimiser_differences(built: dict, saved: dict) -> List[str]:
             if not differing:
                 continue
             first = differing[0]
-            more = f' and {len(differing) - 1} more groups' if len(differing) > 1 else ''
+            key = CONFIG_KEYS.get(setting, setting)
+            note = _groups_note(setting if key != setting else '', len(differing),
+                                len(built_groups), first)
             differences.append(
-                f'{name}{setting} (group {first} of {len(built_groups)}{more}): config '
-                f'{built_groups[first][setting]}, checkpoint {saved_groups[first][setting]}')
+                f'optim_wrapper.{name}optimizer.{key}: config {built_groups[first][setting]}, '
+                f'checkpoint {saved_groups[first][setting]}{note}')
     return differences
+
+
+def _groups_note(setting: str, differing: int, groups: int, first: int) -> str:
+    """`` (initial_lr, in all 96 parameter groups; group 0 shown)``: the group setting a
+    config key stands for (``setting``, '' when the key is its name) and which groups
+    differ."""
+    if groups == 1:
+        return f' ({setting} of the parameter group)' if setting else ''
+    which = 'all' if differing == groups else f'{differing} of'
+    where = f'in {which} {groups} parameter groups; group {first} shown'
+    return f' ({setting}, {where})' if setting else f' ({where})'
 
 
 def scheduler_differences(built, saved, configs=None) -> List[str]:
