@@ -210,6 +210,13 @@ class BackboneContract:
             return set()
         return set(timm_names()) & {name for name, _ in self.named_parameters()}
 
+    def fixed_parameter_names(self) -> Set[str]:
+        """Names (relative to this backbone) of the parameters it keeps fixed by design
+        (``requires_grad=False``: a ViT's sin-cos position table), so that an optimiser
+        constructor leaves them out without warning of a frozen parameter. The default is
+        none."""
+        return set()
+
     def checkpoint_optional_names(self) -> Set[str]:
         """Names (relative to this backbone) of the parameters and buffers that a checkpoint of
         this architecture trained in another setting may lack: layers the backbone adds for
