@@ -11,7 +11,7 @@ report a corrupt line by file and number.
 import json
 import sys
 from pathlib import Path
-from typing import Iterable, List, Tuple, Union
+from typing import Iterable, List, NamedTuple, Tuple, Union
 
 from .errors import LaunchError
 
@@ -74,21 +74,73 @@ def _read_text(path: Union[str, Path]) -> str:
                           f'{error.start}), not a scalars log; {expected}') from None
 
 
+class Replacement(NamedTuple):
+    """Earlier runs that ``run`` leaves out whole: it starts at ``iteration``, at or before
+    their first logged iteration, so none of their records stands."""
+    run: Path
+    iteration: int
+    replaced: List[Path]
+    afresh: bool  # no earlier run keeps a record: it did not resume from any of them
+
+    def message(self) -> str:
+        if self.afresh:
+            them = ('the run before it is' if len(self.replaced) == 1 else
+                    f'the {len(self.replaced)} runs before it are')
+            return (f'run {run_name(self.run)} started afresh at iteration {self.iteration} '
+                    f'(not a resume): {them} left out')
+        names = ', '.join(f'run {run_name(path)}' for path in self.replaced)
+        them = 'that run is' if len(self.replaced) == 1 else 'those runs are'
+        return (f'run {run_name(self.run)} resumed at iteration {self.iteration}, before '
+                f'{names} started: {them} left out')
+
+
+class Joined(NamedTuple):
+    """The history of successive runs, the runs that contribute to it (oldest first) and the
+    runs each later run left out."""
+    history: List[Tuple[int, dict]]
+    kept: List[Path]
+    replacements: List[Replacement]
+
+
+def run_name(path: Union[str, Path]) -> str:
+    """The run folder's name (its start time) of a scalars file."""
+    path = Path(path)
+    return path.parent.parent.name if path.name == SCALARS.name else path.name
+
+
 def training_history(files: Iterable[Union[str, Path]]) -> List[Tuple[int, dict]]:
+    """The ``(iteration, record)`` history of :func:`join_runs`."""
+    return join_runs(files).history
+
+
+def join_runs(files: Iterable[Union[str, Path]]) -> Joined:
     """One ``(iteration, record)`` history of the successive runs logged in ``files`` (oldest
     first, as :func:`scalars_files` gives them). A training record is at its own ``iter``, a
     validation record at the last training iteration logged before it. A run that resumed
     starts at an iteration its predecessor may already have logged (it trained on past the
     checkpoint before it stopped): each run replaces the records of those before it from its
-    first training iteration on, so a run started afresh replaces all before it."""
-    history = []
-    for path in files:
+    first training iteration on, so a run started afresh replaces all before it. Which runs
+    a later one left out whole is noted, so that a reader is told instead of finding fewer
+    runs in the history than in the work dir."""
+    history, replacements = [], []  # history: (iteration, record, file)
+    for path in map(Path, files):
         run = _with_iterations(read_records(path))
         first = next((record['iter'] for _, record in run if 'iter' in record), None)
         if first is not None:
-            history = [(iteration, record) for iteration, record in history if iteration < first]
-        history.extend(run)
-    return history
+            before = _runs_of(history)
+            history = [entry for entry in history if entry[0] < first]
+            after = _runs_of(history)
+            replaced = [earlier for earlier in before if earlier not in after]
+            if replaced:
+                replacements.append(Replacement(path, first, replaced, afresh=not after))
+        history.extend((iteration, record, path) for iteration, record in run)
+    return Joined([(iteration, record) for iteration, record, _ in history],
+                  _runs_of(history), replacements)
+
+
+def _runs_of(history: List[Tuple[int, dict, Path]]) -> List[Path]:
+    """The runs with a record in ``history``, in order."""
+    return list(dict.fromkeys(path for _, _, path in history))
 
 
 def _with_iterations(records: List[dict]) -> List[Tuple[int, dict]]:

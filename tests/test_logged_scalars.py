@@ -4,7 +4,7 @@ import pytest
 from mmengine.visualization import LocalVisBackend
 
 from fastmim.errors import LaunchError
-from fastmim.logged_scalars import read_records, scalars_files, training_history
+from fastmim.logged_scalars import join_runs, read_records, scalars_files, training_history
 
 
 def log_run(work_dir, timestamp, records):
@@ -79,3 +79,35 @@ def test_a_run_started_afresh_replaces_all_before_it(tmp_path):
     log_run(tmp_path, '20261206_100000', [train(i, 1.0) for i in range(1, 4)])
     log_run(tmp_path, '20261206_110000', [train(i, 2.0) for i in range(1, 3)])
     assert training_history(scalars_files(tmp_path)) == [(i, train(i, 2.0)) for i in (1, 2)]
+
+
+def test_the_runs_a_run_started_afresh_leaves_out_are_named(tmp_path):
+    """Two runs resumed one from the other, then a third started afresh at its first logged
+    iteration (4, with a log interval of 4): the third alone is kept, and it says so."""
+    first = log_run(tmp_path, '20261206_100000', [train(i, 1.0) for i in (4, 8)])
+    resumed = log_run(tmp_path, '20261206_110000', [train(i, 1.5) for i in (12, 16)])
+    afresh = log_run(tmp_path, '20261207_203422', [train(i, 2.0) for i in (4, 8)])
+    joined = join_runs(scalars_files(tmp_path))
+    assert joined.history == [(i, train(i, 2.0)) for i in (4, 8)]
+    assert joined.kept == [afresh]
+    (replacement, ) = joined.replacements
+    assert (replacement.run, replacement.iteration, replacement.replaced) == (
+        afresh, 4, [first, resumed])
+    assert replacement.message() == (
+        'run 20261207_203422 started afresh at iteration 4 (not a resume): the 2 runs before '
+        'it are left out')
+
+
+def test_a_run_resumed_from_an_older_checkpoint_names_the_run_it_leaves_out(tmp_path):
+    """A resume from the first run's checkpoint at iteration 6 leaves out a second run that
+    started after it, and keeps the first run's iterations before 6."""
+    first = log_run(tmp_path, '20261206_100000', [train(i, 1.0) for i in range(1, 9)])
+    second = log_run(tmp_path, '20261206_110000', [train(i, 1.5) for i in (9, 10)])
+    third = log_run(tmp_path, '20261206_120000', [train(i, 2.0) for i in (6, 7)])
+    joined = join_runs(scalars_files(tmp_path))
+    assert joined.kept == [first, third]
+    (replacement, ) = joined.replacements
+    assert replacement.replaced == [second]
+    assert replacement.message() == (
+        'run 20261206_120000 resumed at iteration 6, before run 20261206_110000 started: '
+        'that run is left out')

@@ -60,8 +60,32 @@ def test_resuming_a_classifier_checkpoint_with_a_pre_training_config_names_both(
                   train_cfg=dict(by_epoch=True, max_epochs=2))
     with pytest.raises(CheckpointError, match=r'classifier\.pth holds backbone, head, not the '
                        r"parts of the config's FastMIM \(mask_token, backbone, neck\): a "
-                       r'checkpoint of another kind of model'):
+                       r'checkpoint of another kind of model \(a fine-tuned classifier '
+                       r'resumed with a pre-training config\?\)'):
         runner.train()
+
+
+def test_resuming_a_pre_training_checkpoint_with_a_fine_tuning_config_says_how_to_start_it():
+    """``tools/train.py <fine-tuning config> --resume <pre-training epoch_12.pth>``: the
+    message names that direction and the key that starts fine-tuning from the checkpoint."""
+    import torch
+    from torch import nn
+
+    from fastmim.engine.hooks.resume_checks import check_resumed_model
+
+    class ImageClassifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.head = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    state = {'mask_token': torch.zeros(1, 3, 1, 1), 'backbone.weight': torch.zeros(4, 4),
+             'backbone.bias': torch.zeros(4), 'neck.weight': torch.zeros(4, 4)}
+    with pytest.raises(CheckpointError) as error:
+        check_resumed_model(ImageClassifier(), {'state_dict': state}, 'demo/epoch_12.pth')
+    assert ('a pre-training checkpoint resumed with a fine-tuning config? To start '
+            'fine-tuning from it, set model.backbone.init_cfg.checkpoint=demo/epoch_12.pth '
+            'without --resume') in str(error.value)
+    assert 'a fine-tuned classifier resumed' not in str(error.value)
 
 
 def test_resuming_the_same_model_still_works(tmp_path, tiny_pretraining):
@@ -130,13 +154,35 @@ def test_resuming_with_another_lr_and_schedule_names_the_values_the_run_keeps(
         tmp_path, tiny_pretraining, resume_messages):
     messages = _resume_warnings(tmp_path, tiny_pretraining, resume_messages, lr=2e-3, end=4)
     assert len(messages) == 1
-    assert "take no effect:\n  initial_lr (group 0 of 1): config 0.002, checkpoint 0.001\n" \
-        in messages[0]
+    assert ('take no effect:\n  optim_wrapper.optimizer.lr: config 0.002, checkpoint 0.001 '
+            '(initial_lr of the parameter group)\n') in messages[0]
     assert 'param_scheduler[1] (CosineAnnealingLR) T_max: config 3, checkpoint 1 epochs' \
         in messages[0]
     assert 'param_scheduler[1] (CosineAnnealingLR) end: config 4, checkpoint 2 epochs' \
         in messages[0]
     assert 'param_scheduler[0]' not in messages[0]
+
+
+def test_a_changed_setting_is_named_by_the_config_key_and_its_groups_plainly():
+    """``--cfg-options optim_wrapper.optimizer.lr=5e-4`` on a resume of a layer-decay run:
+    'initial_lr (group 0 of 96 and 95 more groups)' named neither the key the user set nor
+    the groups plainly."""
+    from fastmim.engine.hooks.resume_checks import optimiser_differences
+
+    def groups(lr, weight_decays):
+        return {'param_groups': [dict(initial_lr=lr * 0.5 ** index, weight_decay=decay)
+                                 for index, decay in enumerate(weight_decays)]}
+
+    built, saved = groups(5e-4, [0.05] * 94 + [0, 0]), groups(1e-3, [0.05] * 93 + [0, 0, 0])
+    assert optimiser_differences(built, saved) == [
+        'optim_wrapper.optimizer.lr: config 0.0005, checkpoint 0.001 (initial_lr, in all 96 '
+        'parameter groups; group 0 shown)',
+        'optim_wrapper.optimizer.weight_decay: config 0.05, checkpoint 0 (in 1 of 96 '
+        'parameter groups; group 93 shown)']
+    wrappers = optimiser_differences({'generator': groups(5e-4, [0])},
+                                     {'generator': groups(1e-3, [0])})
+    assert wrappers == ['optim_wrapper.generator.optimizer.lr: config 0.0005, checkpoint 0.001 '
+                        '(initial_lr of the parameter group)']
 
 
 def test_resuming_with_the_same_optimisation_warns_nothing(tmp_path, tiny_pretraining,

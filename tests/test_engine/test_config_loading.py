@@ -60,6 +60,19 @@ def test_an_added_argument_of_the_entry_class_is_not_warned_about(monkeypatch):
     assert not [line for line in logged if 'no such key' in line]
 
 
+@pytest.mark.parametrize('backbone', ['VisionTransformer', 'EVA02'])
+def test_the_knn_advice_final_norm_false_is_not_warned_about(monkeypatch, backbone):
+    """kNN with a fine-tuned checkpoint advises ``--cfg-options model.backbone.final_norm=
+    False``; the backbones name ``final_norm`` as their own argument (not one of the timm
+    class their ``**kwargs`` go to), so following the advice gets no typo warning."""
+    logged = []
+    monkeypatch.setattr(config_loading, 'print_log',
+                        lambda message, **kwargs: logged.append(message))
+    load_config(str(KNN_DEMO), {'model.backbone.type': backbone,
+                                'model.backbone.final_norm': False})
+    assert not [line for line in logged if 'no such key' in line]
+
+
 @pytest.mark.parametrize('broken', ['top', 'base'])
 def test_a_config_that_is_no_valid_python_is_named(tmp_path, broken):
     base, top = tmp_path / 'base.py', tmp_path / 'top.py'

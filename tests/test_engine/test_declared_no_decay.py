@@ -126,3 +126,35 @@ def test_declared_exemptions_hold_with_any_paramwise_cfg(paramwise_cfg):
     bias_decay = 0. if paramwise_cfg else 0.05
     assert decay == {'backbone.weight': 0.05, 'backbone.table': 0., 'token': 0.,
                      'head.weight': 0.05, 'head.bias': bias_decay}
+
+
+def test_a_table_the_backbone_fixes_is_not_warned_about_as_skipped():
+    """mmengine warned 'backbone.pos_embed is skipped since its requires_grad=False' on every
+    pre-training run for the ViT's sin-cos table, which the backbone fixes by design; a
+    parameter frozen otherwise is still warned about."""
+    import logging
+
+    from mmengine.logging import MMLogger
+
+    class Records(logging.Handler):
+        messages = []
+
+        def emit(self, record):
+            self.messages.append((record.levelno, record.getMessage()))
+
+    model = nn.Module()
+    model.backbone = MODELS.build(dict(type='VisionTransformer', img_size=32, patch_size=16,
+                                       arch=dict(embed_dim=32, depth=1, num_heads=2),
+                                       pos_embed_type='sincos'))
+    model.head = nn.Linear(2, 2)
+    model.head.weight.requires_grad_(False)
+    logger = MMLogger.get_instance('test_fixed_parameters')
+    logger.addHandler(Records())
+    build_optim_wrapper(model, dict(
+        type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+        constructor='DeclaredNoDecayOptimWrapperConstructor'))
+    warned = [message for level, message in Records.messages if level >= logging.WARNING]
+    assert not [message for message in warned if 'pos_embed' in message], warned
+    assert [message for message in warned if message.startswith('head.weight is skipped')]
+    assert (logging.INFO, 'not trained, fixed by the backbone: backbone.pos_embed') in \
+        Records.messages

@@ -64,6 +64,19 @@ def test_a_resumed_run_is_one_curve(analyze_logs, resumed_work_dir, tmp_path, ca
     assert [axis.get_ylabel() for axis in figure.axes] == ['loss', 'lr', 'accuracy/top1']
 
 
+def test_a_run_started_afresh_names_the_runs_it_leaves_out(analyze_logs, tmp_path, capsys):
+    write_run(tmp_path, '20261206_100000', FIRST)
+    write_run(tmp_path, '20261206_110000', RESUMED)
+    afresh = [train_record(i, 1, 2.0, 0.5) for i in range(1, 4)]
+    write_run(tmp_path, '20261207_203422', afresh)
+    figure = analyze_logs.main(['plot_curve', str(tmp_path), '--out', str(tmp_path / 'c.png')])
+    assert figure.axes[0].lines[0].get_xydata().tolist() == [[r['iter'], 2.0] for r in afresh]
+    err = capsys.readouterr().err
+    assert 'joined' not in err, err
+    assert (f'{tmp_path}: run 20261207_203422 started afresh at iteration 1 (not a resume): '
+            "the 2 runs before it are left out; give a run's folder to read it alone") in err
+
+
 def test_train_time_per_epoch(analyze_logs, resumed_work_dir, capsys):
     results = analyze_logs.main(['cal_train_time', str(resumed_work_dir)])
     times = results[str(resumed_work_dir)]

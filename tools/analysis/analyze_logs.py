@@ -13,7 +13,8 @@ default ``LocalVisBackend``), or a folder holding it:
   resumed starts at an iteration its predecessor may already have logged (it trained on past
   the checkpoint before it stopped); the later run's records replace the earlier ones from that
   iteration on, so a run started afresh in the same work dir replaces all before it. Which runs
-  were joined is printed; give one run folder to see that run alone.
+  were joined, and which a later run left out, is printed; give one run folder to see that run
+  alone.
 
 Training records (those with ``iter``) are plotted against their iteration. A validation record
 has no iteration of its own (mmengine steps it by epoch): it is plotted at the last training
@@ -59,13 +60,17 @@ def parse_args(argv):
 
 
 def load_history(run):
-    """The ``(iteration, record)`` history of ``run``; the runs joined are printed."""
-    from fastmim.logged_scalars import scalars_files, training_history
-    files = scalars_files(run)
-    if len(files) > 1:
-        print(f'{run}: {len(files)} runs joined in this order: '
-              f'{", ".join(file.parent.parent.name for file in files)}', file=sys.stderr)
-    return training_history(files)
+    """The ``(iteration, record)`` history of ``run``; the runs joined, and those a later run
+    left out, are printed."""
+    from fastmim.logged_scalars import join_runs, run_name, scalars_files
+    joined = join_runs(scalars_files(run))
+    for replacement in joined.replacements:
+        print(f"{run}: {replacement.message()}; give a run's folder to read it alone",
+              file=sys.stderr)
+    if len(joined.kept) > 1:
+        print(f'{run}: {len(joined.kept)} runs joined in this order: '
+              f'{", ".join(map(run_name, joined.kept))}', file=sys.stderr)
+    return joined.history
 
 
 def curve(history, key, run):

@@ -118,10 +118,11 @@ def classifier_reason(checkpoint):
     """A line naming a fine-tuned classifier's checkpoint (``meta['geometry']`` with
     ``num_classes``, :meth:`ImageClassifier.geometry`), else ''. Given to a pre-training
     config it fails as a list of keys (``head.*`` unexpected, the decoder ``neck.*`` missing)
-    that does not say that no config can reconstruct from it: it has no decoder. The line leads
-    the error, before the list's own advice (a ViT's ``pos_embed_type`` or ``final_norm``),
-    which no setting can make true. Read only once loading has failed, so a good checkpoint
-    is read once; '' for a file that cannot be read, which the error names already."""
+    that does not say that no config can reconstruct from it: it has no decoder. The line
+    replaces that error, whose advice about the backbone's settings (a ViT's
+    ``pos_embed_type`` or ``final_norm``) no setting can make lead to a reconstruction. Read
+    only once loading has failed, so a good checkpoint is read once; '' for a file that cannot
+    be read, which the error names already."""
     from mmengine.runner.checkpoint import _load_checkpoint
 
     from fastmim.errors import CheckpointError
@@ -136,7 +137,7 @@ def classifier_reason(checkpoint):
         return ''
     return (f'{checkpoint} holds an image classifier of {geometry["num_classes"]} classes '
             '(fine-tuned or converted), which has no decoder to reconstruct with: give a FastMIM '
-            'pre-training checkpoint and its config. Loading it found:\n')
+            'pre-training checkpoint and its config')
 
 
 def main(argv):
@@ -160,8 +161,11 @@ def main(argv):
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')  # get_model checks
     try:
         model = get_model(args.config, args.checkpoint, device)
-    except CheckpointError as error:
-        raise CheckpointError(f'{classifier_reason(args.checkpoint)}{error}') from None
+    except CheckpointError:
+        reason = classifier_reason(args.checkpoint)
+        if reason:
+            raise CheckpointError(reason) from None
+        raise
     if args.input_size is None and model.backbone.geometry().get('img_size') is None:
         raise ValueError(f'{type(model.backbone).__name__} records no img_size (the pre-training '
                          'size): give --input-size')

@@ -47,6 +47,9 @@ from .preemption_hook import PENDING_VALIDATION_KEY
 # Optimiser settings a config sets per parameter group (``initial_lr``: the lr before the
 # schedule; ``lr`` itself is the schedule's current value, and differs by design).
 OPTIMISER_SETTINGS = ('initial_lr', 'weight_decay', 'betas', 'momentum', 'eps')
+# The optimiser's config key of a group setting named otherwise: a group's ``initial_lr`` is the
+# ``lr`` it was built with (scaled by layer decay, where the config sets one).
+CONFIG_KEYS = {'initial_lr': 'lr'}
 # Scheduler entries that record progress rather than configuration (``base_values`` are the
 # groups' ``initial_lr``, compared above).
 SCHEDULER_PROGRESS = ('last_step', '_global_step', '_last_value', 'base_values', 'verbose',
@@ -162,21 +165,34 @@ def check_resumed_model(model, checkpoint: dict, path: str) -> None:
     state = checkpoint['state_dict']
     saved, own = [key.removeprefix('module.') for key in state], model.state_dict().keys()
     if modules_without_weights(own, saved) or modules_without_weights(saved, own):
+        saved_parts, own_parts = top_level_names(saved), top_level_names(own)
         # Another kind of model: the backbone's own load checks would otherwise speak first,
         # with advice about its settings (a fine-tuned ViT's learned position table) that
         # only leads to the next error.
         raise CheckpointError(
-            f'{path} holds {", ".join(top_level_names(saved))}, not the parts of the config\'s '
-            f'{type(model).__name__} ({", ".join(top_level_names(own))}): a checkpoint of '
-            'another kind of model (a fine-tuned classifier resumed with a pre-training '
-            'config?). --resume continues the model it holds: resume with the config that '
-            'wrote it, or start from its weights with load_from or the backbone\'s init_cfg')
+            f'{path} holds {", ".join(saved_parts)}, not the parts of the config\'s '
+            f'{type(model).__name__} ({", ".join(own_parts)}): a checkpoint of another kind '
+            f'of model{_kinds_hint(saved_parts, own_parts, path)}')
     problems = weights_that_do_not_fit(model, state, judge_unexpected=True)
     if problems:
         raise CheckpointError(
             problems.message(path, type(model).__name__, '--resume continues the model it holds')
             + '\nWas it written with another config (model size) in the same work dir? Resume '
             'with the config that wrote it, or use another --work-dir')
+
+
+def _kinds_hint(saved: List[str], own: List[str], path: str) -> str:
+    """What to do with a checkpoint of another kind of model, told by the parts each has: a
+    pre-training model's decoder (``neck``) against a classifier's ``head``."""
+    if 'neck' in saved and 'head' in own and 'neck' not in own:
+        return (' (a pre-training checkpoint resumed with a fine-tuning config? To start '
+                f'fine-tuning from it, set model.backbone.init_cfg.checkpoint={path} without '
+                '--resume)')
+    advice = ('--resume continues the model it holds: resume with the config that wrote it, '
+              'or start from its weights with load_from or the backbone\'s init_cfg')
+    if 'head' in saved and 'neck' in own and 'head' not in own:
+        return f' (a fine-tuned classifier resumed with a pre-training config?). {advice}'
+    return f'. {advice}'
 
 
 def warn_kept_optimisation(runner, checkpoint: dict, path: str) -> None:
@@ -277,8 +293,11 @@ def epochs_done(runner, runtime_info: dict, meta: dict) -> Optional[int]:
 
 
 def optimiser_differences(built: dict, saved: dict) -> List[str]:
-    """``'<setting> (group g of n): config X, checkpoint Y'`` for the first group in which each
-    of :data:`OPTIMISER_SETTINGS` differs, with how many more groups differ."""
+    """``'<config key>: config X, checkpoint Y (<which groups>)'`` for each of
+    :data:`OPTIMISER_SETTINGS` that differs, named by the key a user sets
+    (``optim_wrapper.optimizer.lr`` for the groups' ``initial_lr``), with the values of the
+    first group that differs and how many of the groups do (layer decay gives each layer a
+    group of its own)."""
     differences = []
     for name, built_groups, saved_groups in _param_groups(built, saved):
         if len(built_groups) != len(saved_groups):
@@ -291,11 +310,24 @@ def optimiser_differences(built: dict, saved: dict) -> List[str]:
             if not differing:
                 continue
             first = differing[0]
-            more = f' and {len(differing) - 1} more groups' if len(differing) > 1 else ''
+            key = CONFIG_KEYS.get(setting, setting)
+            note = _groups_note(setting if key != setting else '', len(differing),
+                                len(built_groups), first)
             differences.append(
-                f'{name}{setting} (group {first} of {len(built_groups)}{more}): config '
-                f'{built_groups[first][setting]}, checkpoint {saved_groups[first][setting]}')
+                f'optim_wrapper.{name}optimizer.{key}: config {built_groups[first][setting]}, '
+                f'checkpoint {saved_groups[first][setting]}{note}')
     return differences
+
+
+def _groups_note(setting: str, differing: int, groups: int, first: int) -> str:
+    """`` (initial_lr, in all 96 parameter groups; group 0 shown)``: the group setting a
+    config key stands for (``setting``, '' when the key is its name) and which groups
+    differ."""
+    if groups == 1:
+        return f' ({setting} of the parameter group)' if setting else ''
+    which = 'all' if differing == groups else f'{differing} of'
+    where = f'in {which} {groups} parameter groups; group {first} shown'
+    return f' ({setting}, {where})' if setting else f' ({where})'
 
 
 def scheduler_differences(built, saved, configs=None) -> List[str]:

@@ -262,6 +262,10 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
             return tokens[:, 0]
         return super()._format(tokens, grid)
 
+    def fixed_parameter_names(self) -> Set[str]:
+        """The sin-cos position table (:meth:`_freeze_sincos_pos_embed`)."""
+        return {'pos_embed'} if self.pos_embed_type == 'sincos' else set()
+
     def no_weight_decay_names(self) -> Set[str]:
         """timm's (class token, position embedding) and, with ``rel_pos_bias``, every block's
         relative-position table, which BEiT's recipe exempts as well."""

@@ -37,6 +37,8 @@ while every backbone imports this module (and the helpers they share,
 ``num_layer_ids``          the order the input meets them, ``num_layer_ids - 1`` = the rest)
 ``no_weight_decay_names()``  parameters besides biases and 1-D ones that weight decay leaves
                            alone (position embeddings, class tokens, relative-position tables)
+``fixed_parameter_names()``  parameters kept fixed by design (a ViT's sin-cos table), left out
+                           of the optimiser without a warning; default: none
 ``explain_missing_keys()``  why a file lacks some of the backbone's tensors and which of its
                            settings loads the file, where the backbone recognises the file's
                            layout (a fine-tuned ViT's, without the final norm); default: None
@@ -209,6 +211,13 @@ class BackboneContract:
         if not callable(timm_names):
             return set()
         return set(timm_names()) & {name for name, _ in self.named_parameters()}
+
+    def fixed_parameter_names(self) -> Set[str]:
+        """Names (relative to this backbone) of the parameters it keeps fixed by design
+        (``requires_grad=False``: a ViT's sin-cos position table), so that an optimiser
+        constructor leaves them out without warning of a frozen parameter. The default is
+        none."""
+        return set()
 
     def checkpoint_optional_names(self) -> Set[str]:
         """Names (relative to this backbone) of the parameters and buffers that a checkpoint of
