@@ -39,6 +39,19 @@ def parse_args(argv):
     return parse_launch_args(parser, argv)
 
 
+# The names mmdet's and mmseg's test.py give --out, where they dump the predictions pickled.
+PICKLE_SUFFIXES = ('.pkl', '.pickle')
+
+
+def refuse_a_pickle_name(out):
+    """``--out results.pkl``, mmdet's habit, where its test.py dumps the predictions: this
+    tool writes the metrics there as JSON, a file no pickle reader opens."""
+    if out.lower().endswith(PICKLE_SUFFIXES):
+        raise ValueError(f'--out {out}: this tool writes the metrics as JSON (mmdet\'s and '
+                         f'mmseg\'s test.py pickle their predictions there); name it '
+                         f'{osp.splitext(out)[0]}.json. Drawn predictions: --show-dir')
+
+
 def write_metrics(path, metrics):
     """Write ``metrics`` as JSON to ``path`` atomically (a temporary file in the same folder,
     then ``os.replace``): a script that polls for the file, or a run killed while writing it,
@@ -174,6 +187,7 @@ def main(argv):
                               f'{checkpoint_maker_hint(args.config, args.checkpoint)}') from None
     if args.out:  # written after the whole evaluation: a path that cannot be is refused now
         check_output_file(args.out, folders_made=True)
+        refuse_a_pickle_name(args.out)
         # The metrics JSON would replace it, after the evaluation.
         refuse_overwriting_input(args.out, args.checkpoint, '--out', 'CHECKPOINT')
         refuse_overwriting_input(args.out, args.config, '--out', 'CONFIG')

@@ -91,3 +91,18 @@ def test_show_dir_points_the_configs_own_local_backend_at_the_folder(load_script
     assert [backend['type'] for backend in backends] == [kind, TensorboardVisBackend]
     assert backends[0]['img_save_dir'] == str(tmp_path / 'drawn')
     assert 'img_save_dir' not in backends[1]
+
+
+@pytest.mark.parametrize('name', ['results.pkl', 'results.pickle'])
+def test_an_out_named_as_mmdets_predictions_pickle_is_refused_before_the_evaluation(
+        load_script, tmp_path, name):
+    """``--out results.pkl`` (mmdet's test.py dumps its predictions there) was given the metrics
+    as JSON under a pickle's name, after the whole evaluation."""
+    checkpoint = tmp_path / 'model.pth'
+    with zipfile.ZipFile(checkpoint, 'w') as archive:  # a whole archive, never loaded
+        archive.writestr('note', 'not loaded: --out is checked first')
+    config = TEST_TOOL.parents[1] / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
+    with pytest.raises(ValueError, match=f'--out {tmp_path / name}: .*metrics as JSON.*'
+                                         r'\.json'):
+        load_script(TEST_TOOL).main([str(config), str(checkpoint), '--out', str(tmp_path / name)])
+    assert not (tmp_path / name).exists()
