@@ -323,8 +323,9 @@ def check_head_classes(cfg, splits):
             classes = metainfo[entry]
             if num_classes != len(classes):
                 kind = entry.replace('_', ' ')
+                shown = [*map(str, classes[:3]), *(['...'] if len(classes) > 3 else [])]
                 raise LaunchError(
                     f'{key}={num_classes}, but {split}_dataloader.dataset has {len(classes)} '
-                    f'{kind} ({", ".join(map(str, classes[:3]))}, ...); set it with '
+                    f'{kind} ({", ".join(shown)}); set it with '
                     f'--cfg-options {key}={len(classes)}')
         return

@@ -499,6 +499,10 @@ def test_a_head_with_another_number_of_classes_than_the_dataset_is_named(config,
     check_head_classes(cfg, ['train'])
     with pytest.raises(LaunchError, match=f'test_dataloader.dataset has {classes} classes'):
         check_head_classes(cfg, ['test'])
+    # Two classes are named whole, with no '...' for more.
+    cfg.merge_from_dict({head: 3 for head in heads})
+    with pytest.raises(LaunchError, match=re.escape('has 2 classes (cat, dog); set it')):
+        check_head_classes(cfg, ['train'])
 
 
 def library_config(tmp_path, base):
