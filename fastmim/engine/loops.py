@@ -187,6 +187,7 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
         warn_one_step_warmups(self.runner)
         shuffle_as_the_interrupted_run(self.runner, self.dataloader.sampler)
         self._count_iterations_left()
+        self._log_where_resumed()
         self.runner.call_hook('before_train')
         while self._epoch < self._max_epochs and not self.stop_training:
             self.run_epoch()
@@ -195,6 +196,20 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
                 self.runner.val_loop.run()
         self.runner.call_hook('after_train')
         return self.runner.model
+
+    def _log_where_resumed(self) -> None:
+        """Say in the log's own count where a resumed run goes on: mmengine's line ``resumed
+        epoch: 1, iter: 6`` counts the epochs completed, where the training lines count from 1
+        (``Epoch(train) [2][3/4]``), so it read as a run sent back one epoch."""
+        if not self._iter or self._epoch >= self._max_epochs:
+            return
+        done, length = self.batches_done_in_epoch(warn=False), len(self.dataloader)
+        where = (f'epoch {self._epoch + 2}, epoch {self._epoch + 1} having ended'
+                 if done >= length else
+                 f'epoch {self._epoch + 1} after {done} of its {length} iterations' if done
+                 else f'epoch {self._epoch + 1} from its start')
+        print_log(f'resumed after iteration {self._iter}: training goes on in {where}',
+                  logger='current')
 
     def _validation_due(self) -> bool:
         """mmengine's rule: after ``val_begin``, every ``val_interval`` epochs and the last."""

@@ -109,8 +109,10 @@ def test_resume_of_a_run_without_a_fixed_seed_is_exact(tmp_path, runs, accumulat
     result = train(runs, killed, '--resume', options=unset)
     assert result.returncode == 0, result.stderr[-3000:]
     # The environment lines name the seed this start drew: the log says which one is used.
-    assert f'the run goes on with the seeds of the run it resumes: {seed}, and' in (
-        result.stdout + result.stderr)
+    output = result.stdout + result.stderr
+    assert f'the run goes on with the seeds of the run it resumes: {seed}, and' in output
+    # mmengine's 'resumed epoch: 1' counts epochs completed; the log's own count is said.
+    assert 'resumed after iteration 3: training goes on in epoch 2 from its start' in output
 
     reference = tmp_path / 'reference'
     result = train(runs, reference, options=[*unset[:-1], f'randomness.seed={seed}'])
