@@ -37,6 +37,11 @@ from mmengine.registry import VISUALIZERS as MMENGINE_VISUALIZERS
 from mmengine.registry import WEIGHT_INITIALIZERS as MMENGINE_WEIGHT_INITIALIZERS
 from mmengine.registry import Registry
 
+# The downstream libraries whose configs build fastmim's backbones (their default scopes): the
+# backbones register into their registries, and a run in their scope is a detection or
+# segmentation one.
+DOWNSTREAM_SCOPES = ('mmdet', 'mmseg')
+
 
 class FastMIMRegistry(Registry):
     """mmengine's ``Registry`` plus ``optional_locations`` (see the module docstring)."""

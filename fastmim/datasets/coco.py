@@ -121,7 +121,10 @@ class CheckedCocoDataset(NamedUndecodableFiles, CocoDataset):
     def COCOAPI(self, path):  # noqa: N802 (the name mmdet calls)
         """mmdet's COCO reader; the file is kept for the checks that follow the loading,
         since mmdet's ``load_data_list`` deletes ``self.coco`` when it is done."""
-        self._file = CocoDataset.COCOAPI(path)
+        try:
+            self._file = CocoDataset.COCOAPI(path)
+        except KeyError as error:  # pycocotools' index of the entries' ids (createIndex)
+            raise ValueError(_entry_without_key(path, self.ann_file, error.args[0])) from None
         self._refuse_missing_sections()
         return self._file
 
@@ -279,3 +282,24 @@ class SeededMultiImageMixDataset(SeededSamples, MultiImageMixDataset):
     mmdet's wrapper and ``CocoDataset`` draw from each worker's generators, seeded once per
     worker, so a run resumed inside an epoch (fresh workers) augmented the rest of that epoch
     otherwise than the run left alone, and its weights differed."""
+
+
+def _entry_without_key(path, ann_file, key) -> str:
+    """Why pycocotools could not index ``path`` (``ann_file`` as the config names it): an entry
+    of one of its lists lacks ``key``, which a COCO instance-annotation file gives every entry.
+    A panoptic file, the usual one given by mistake, is named as such: its annotations are one
+    per image, with ``segments_info`` and no ``id`` or ``bbox`` of their own."""
+    with open(path, encoding='utf-8') as file:
+        data = json.load(file)
+    lists = [name for name in ('annotations', 'images', 'categories')
+             if any(isinstance(entry, dict) and key not in entry
+                    for entry in data.get(name) or [])]
+    where = f'an entry of its {lists[0]!r}' if lists else 'an entry'
+    message = (f'{ann_file}: not a COCO instance-annotation file: {where} has no {key!r} '
+               f'(pycocotools indexes every entry by it)')
+    annotations = data.get('annotations') or []
+    if annotations and isinstance(annotations[0], dict) and 'segments_info' in annotations[0]:
+        message += ('; it is a COCO panoptic file (one annotation per image, with '
+                    "'segments_info' and no 'id' or 'bbox'): give the instances_*.json of "
+                    'the split')
+    return message

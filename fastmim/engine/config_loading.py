@@ -61,7 +61,9 @@ def load_config(path, cfg_options=None, builds_model=True):
     ``batch_size`` or ``num_workers`` and an ``lr`` that torch refuses
     (:func:`_refuse_unusable_loader_sizes_and_lr`), a scheduler that does not end after it
     begins (:func:`_refuse_empty_schedulers`), a FastMIM ``mask_ratio`` that leaves no mask
-    block visible (:func:`_refuse_a_mask_ratio_that_hides_every_block`) and a key added where
+    block visible (:func:`_refuse_a_mask_ratio_that_hides_every_block`), a crop or padded
+    size a plain ViT cannot take (:func:`_refuse_sizes_the_backbone_cannot_take`) and a key
+    added where
     no class takes it or a type no registry knows (:func:`_refuse_what_no_class_takes`), a
     list entry the config lacks (:func:`_refuse_list_entries_the_config_lacks`) and a key with
     an empty part (:func:`_refuse_empty_key_parts`). ``builds_model``: the caller builds the
@@ -109,6 +111,7 @@ def load_config(path, cfg_options=None, builds_model=True):
     _refuse_unusable_loader_sizes_and_lr(cfg, path)
     _refuse_empty_schedulers(cfg, path)
     _refuse_a_mask_ratio_that_hides_every_block(cfg, path)
+    _refuse_sizes_the_backbone_cannot_take(cfg, path)
     _no_worker_settings_without_workers(cfg)
     warn_unused_pipelines(cfg, path, cfg_options)
     warn_unused_stages(cfg, path, cfg_options)
@@ -317,6 +320,16 @@ def _refuse_a_mask_ratio_that_hides_every_block(cfg, path):
             raise LaunchError(f'model.mask_ratio={ratio!r} (from {path} or --cfg-options): '
                               f'{reason}; the input size is set at {where}, the block size at '
                               'model.block_size')
+
+
+def _refuse_sizes_the_backbone_cannot_take(cfg, path):
+    """A training crop, padded size or slide-test crop that is no multiple of what the
+    backbone takes (:func:`~fastmim.engine.input_sizes.sizes_off_the_backbone_multiple`): the
+    backbone refuses it in its forward, naming no key, a slide-test crop only at the first
+    validation, after hours of training."""
+    from fastmim.engine.input_sizes import sizes_off_the_backbone_multiple
+    for key, value, why in sizes_off_the_backbone_multiple(cfg):
+        raise LaunchError(f'{key}={value!r} (from {path} or --cfg-options): {why}')
 
 
 def _no_worker_settings_without_workers(cfg):

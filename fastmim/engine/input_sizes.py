@@ -20,6 +20,11 @@ from fastmim.registry import type_name
 INPUT_SIZE_ARGUMENTS = {'RandomResizedCrop': 'size', 'RandAugment': 'img_size',
                         'ResizeShorterCenterCrop': 'crop_size'}
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+# The downstream (mmseg, mmdet) training crop and its argument, fed as it is unless the data
+# preprocessor pads it.
+DOWNSTREAM_CROP_ARGUMENTS = {'RandomCrop': 'crop_size'}
+# The data preprocessor's arguments that pad every image to a multiple: mmseg's, mmdet's.
+PAD_DIVISOR_ARGUMENTS = ('size_divisor', 'pad_size_divisor')
 # The hook whose stages set the training input size epoch by epoch.
 PROGRESSIVE_HOOK = 'ProgressiveResolutionHook'
 
@@ -82,6 +87,60 @@ def test_resize_size(cfg) -> Optional[Tuple[str, Tuple[int, int]]]:
                     else (short_or_h, long_or_w))
             return f'test_dataloader.dataset.pipeline.{index}.scale ({name})', size
     return None
+
+
+def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
+    """``(key, value, why)`` for each size that reaches a backbone that takes multiples of a
+    number only (a plain ViT's patch size: :meth:`~fastmim.models.utils.backbone_contract.
+    BackboneContract.input_multiple`, asked of the class the config names, not built) and is
+    no multiple of it: ``model.data_preprocessor.size`` (what mmseg pads the training images
+    to), the training pipeline's ``RandomCrop.crop_size`` where the data preprocessor pads it
+    to neither that size nor a multiple of the number, and ``model.test_cfg.crop_size`` of
+    slide inference (its crops reach the backbone unpadded). Each fails otherwise in the
+    backbone's forward, naming no key: the test crop only at the first validation."""
+    from fastmim.registry import MODELS, type_class
+    model = cfg.get('model') or {}
+    backbone = model.get('backbone') or {}
+    cls = type_class(backbone, MODELS) if isinstance(backbone, dict) else None
+    asked = getattr(cls, 'input_multiple', None)
+    stated = asked(backbone) if asked else None
+    if stated is None or not isinstance(stated[1], int) or stated[1] <= 1:
+        return []
+    argument, multiple = stated
+    why = (f'{type_name(backbone)} takes inputs whose height and width are multiples of '
+           f'{multiple} (model.backbone.{argument})')
+    preprocessor = model.get('data_preprocessor') or {}
+    padded_to = size_pair(preprocessor.get('size'))
+    off = []
+    if padded_to is not None and not _multiples(padded_to, multiple):
+        off.append(('model.data_preprocessor.size', preprocessor['size'], why))
+    divisors = [preprocessor.get(name) for name in PAD_DIVISOR_ARGUMENTS]
+    if not any(isinstance(divisor, int) and divisor % multiple == 0 for divisor in divisors):
+        for where, value, crop in _training_crops(cfg):
+            fed = crop if padded_to is None else tuple(map(max, crop, padded_to))
+            if not _multiples(fed, multiple):
+                off.append((where, value, why))
+    test_cfg = model.get('test_cfg') or {}
+    test_crop = size_pair(test_cfg.get('crop_size'))
+    if test_cfg.get('mode') == 'slide' and test_crop and not _multiples(test_crop, multiple):
+        off.append(('model.test_cfg.crop_size', test_cfg['crop_size'],
+                    f'{why}; slide inference feeds its crops unpadded'))
+    return off
+
+
+def _training_crops(cfg):
+    """``(key, value, (h, w))`` of each downstream crop of the training pipeline."""
+    pipeline = ((cfg.get('train_dataloader') or {}).get('dataset') or {}).get('pipeline') or []
+    for index, transform in enumerate(pipeline):
+        argument = DOWNSTREAM_CROP_ARGUMENTS.get(type_name(transform))
+        size = size_pair(transform.get(argument)) if argument else None
+        if size is not None:
+            yield (f'train_dataloader.dataset.pipeline.{index}.{argument}',
+                   transform[argument], size)
+
+
+def _multiples(size: Tuple[int, int], multiple: int) -> bool:
+    return not (size[0] % multiple or size[1] % multiple)
 
 
 def _input_sizes(cfg) -> List[Tuple[str, Tuple[int, int]]]:

@@ -607,3 +607,40 @@ def test_a_missing_init_checkpoint_no_config_makes_is_named_with_the_scratch_opt
         check_start_checkpoints(cfg)
     with pytest.raises(CheckpointError, match=r'not found: [^;]*$'):  # load_from: no init_cfg
         check_start_checkpoints(Config(dict(load_from=missing)))
+
+
+@pytest.mark.parametrize('options, key, value', [
+    ({'model.test_cfg.crop_size': (250, 250), 'model.test_cfg.stride': (171, 171)},
+     'model.test_cfg.crop_size', (250, 250)),
+    ({'model.data_preprocessor.size': (250, 250),
+      'train_dataloader.dataset.pipeline.3.crop_size': (250, 250)},
+     'model.data_preprocessor.size', (250, 250)),
+    ({'model.data_preprocessor.size': (240, 240),
+      'train_dataloader.dataset.pipeline.3.crop_size': (250, 250)},
+     'train_dataloader.dataset.pipeline.3.crop_size', (250, 250))])
+def test_a_size_the_plain_vit_cannot_take_is_refused_at_load(options, key, value):
+    """A slide-test crop of 250 px for a ViT/16 passed training and failed at the first
+    validation (iteration 16,000 at full scale) in the backbone's ValueError, naming no key; a
+    250-px training crop that the data preprocessor does not pad (to a size of 240 it pads
+    nothing) failed at the first forward."""
+    with pytest.raises(LaunchError, match=rf'^{re.escape(key)}={re.escape(repr(value))} '
+                                          rf'\(from .*{SEGMENTATION.name} or --cfg-options\): '
+                                          r'.*VisionTransformer.* multiples of 16 '
+                                          r'\(model\.backbone\.patch_size\)'):
+        load_config(str(SEGMENTATION), options)
+
+
+@pytest.mark.parametrize('options', [
+    # padded to the preprocessor's 512 x 512
+    {'train_dataloader.dataset.pipeline.3.crop_size': (250, 250)},
+    # padded to a multiple of 16
+    {'model.data_preprocessor.size': None, 'model.data_preprocessor.size_divisor': 16,
+     'train_dataloader.dataset.pipeline.3.crop_size': (250, 250)},
+    # whole-image inference crops nothing
+    {'model.test_cfg.mode': 'whole', 'model.test_cfg.crop_size': (250, 250)},
+    # multiples of the patch size the config gives
+    {'model.backbone.patch_size': 10, 'model.data_preprocessor.size': (250, 250),
+     'train_dataloader.dataset.pipeline.3.crop_size': (250, 250),
+     'model.test_cfg.crop_size': (250, 250)}])
+def test_sizes_the_plain_vit_takes_are_accepted(options):
+    load_config(str(SEGMENTATION), options)

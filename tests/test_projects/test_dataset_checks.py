@@ -588,6 +588,27 @@ def test_train_names_the_head_in_one_line_before_building_the_model(ade20k_seman
     assert not work_dir.exists() or not any(work_dir.iterdir())
 
 
+def panoptic(data):
+    """COCO panoptic's layout: one annotation per image, its segments listed, no 'id' or
+    'bbox' of its own."""
+    data['annotations'] = [
+        dict(image_id=image['id'], file_name=image['file_name'].replace('.jpg', '.png'),
+             segments_info=[dict(id=1, category_id=1, bbox=[0, 0, 1, 1], area=1, iscrowd=0)])
+        for image in data['images']]
+
+
+@pytest.mark.parametrize('test_mode', [False, True])
+def test_a_panoptic_file_is_named_as_no_instance_annotation_file(coco_instances, tmp_path,
+                                                                test_mode):
+    """A panoptic JSON given to the instance config ended in pycocotools' traceback
+    ``KeyError: 'id'`` (createIndex), naming neither the file nor what is wrong with it."""
+    ann_file = rewritten_coco(coco_instances, tmp_path, panoptic)
+    with pytest.raises(ValueError, match=re.escape(
+            f"{ann_file}: not a COCO instance-annotation file: an entry of its 'annotations' "
+            "has no 'id'") + r'.*panoptic'):
+        build_coco_split(ann_file, coco_instances['data_root'], test_mode)
+
+
 def build_coco_split(ann_file, data_root, test_mode):
     """The detection config's test dataset, or its training one, on ``ann_file``."""
     if test_mode:

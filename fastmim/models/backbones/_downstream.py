@@ -23,9 +23,7 @@ import importlib
 import sys
 from typing import Dict, List, Sequence
 
-from fastmim.registry import MODELS
-
-DOWNSTREAM_LIBRARIES = ('mmdet', 'mmseg')
+from fastmim.registry import DOWNSTREAM_SCOPES, MODELS
 
 
 def _fastmim_backbones() -> Dict[str, type]:
@@ -37,7 +35,7 @@ def _fastmim_backbones() -> Dict[str, type]:
     }
 
 
-def register_downstream(libraries: Sequence[str] = DOWNSTREAM_LIBRARIES,
+def register_downstream(libraries: Sequence[str] = DOWNSTREAM_SCOPES,
                         import_models: bool = False) -> Dict[str, List[str]]:
     """Register fastmim's backbones under their plain names in mmdet's / mmseg's ``MODELS``.
 

@@ -7,6 +7,7 @@ grid (:func:`resize_pos_embed`, :func:`fit_pos_embed`), so a model loaded at siz
 checkpoint's model run at size S.
 """
 import copy
+import inspect
 import math
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
@@ -112,6 +113,12 @@ class PlainViTBackbone(BackboneContract):
     timm_pooled_norm = 'fc_norm'  # timm's ViT and EVA-02 normalise the pooled tokens there
 
     @classmethod
+    def input_multiple(cls, settings: dict) -> Tuple[str, int]:
+        """The patch size: the patch embedding takes whole patches and pads nothing."""
+        default = inspect.signature(cls.__init__).parameters['patch_size'].default
+        return 'patch_size', settings.get('patch_size', default)
+
+    @classmethod
     def timm_sizes(cls, model: nn.Module) -> Dict:
         """timm's ViT and EVA-02 keep the width and the blocks; each block's attention its
         heads."""
@@ -169,7 +176,9 @@ class PlainViTBackbone(BackboneContract):
                 images.shape[-1] % self.patch_size:
             raise ValueError(f'{type(self).__name__}: expected a (B, C, H, W) input with H and W '
                              f'multiples of the patch size {self.patch_size}, got '
-                             f'{tuple(images.shape)}')
+                             f'{tuple(images.shape)} (sizes are set by the pipeline\'s crop, '
+                             f'the data preprocessor\'s padding, or test_cfg.crop_size '
+                             f'of slide inference)')
         x = self.patch_embed(images)  # (B, h, w, C): dynamic_img_size keeps the grid
         return (*self._position_embedded(x), tuple(x.shape[1:3]))
 

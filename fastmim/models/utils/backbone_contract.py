@@ -30,6 +30,11 @@ while every backbone imports this module (and the helpers they share,
 ``size_keys``              class attribute: the ``geometry()`` / arch entries that set the size
                            (widths, depths, heads, a timm model name): a file that differs in
                            one is another size, which no resize rule transfers
+``input_multiple(settings)``  classmethod: ``(key, n)`` where the input's height and width
+                           must be multiples of ``n`` (set at the config entry's ``key``), read
+                           from the entry's settings without building it, so that a config's
+                           crops are checked at load; default: None (any size, or the backbone
+                           names its own size error)
 ``timm_sizes(model)``      classmethod: the ``size_keys`` entries of a timm model of the
                            family, to name the sizes a file differs in from ``--arch``'s
                            model (``tools/convert/to_timm.py``); default: None
@@ -121,6 +126,13 @@ class BackboneContract:
         reads :attr:`timm_classifier` and :attr:`timm_pooled_norm`."""
         names = (self.timm_classifier, self.timm_pooled_norm)
         return tuple(sorted({name.split('.')[0] + '.' for name in names if name}))
+
+    @classmethod
+    def input_multiple(cls, settings: dict) -> Optional[Tuple[str, int]]:
+        """``(key, n)``: the input's height and width must be multiples of ``n``, which the
+        config entry ``settings`` of this backbone sets at ``key`` (or leaves at the class's
+        default), read without building the backbone. The default (None) asks nothing."""
+        return None
 
     @classmethod
     def timm_sizes(cls, model: torch.nn.Module) -> Optional[dict]:

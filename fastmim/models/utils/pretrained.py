@@ -39,7 +39,7 @@ from torch import nn
 
 from fastmim.errors import CheckpointError
 from fastmim.load_problems import LoadProblems, listing, top_level_names
-from fastmim.registry import MODELS, WEIGHT_INITIALIZERS
+from fastmim.registry import DOWNSTREAM_SCOPES, MODELS, WEIGHT_INITIALIZERS
 
 from .backbone_contract import BackboneContract
 from .reference import convert_reference_checkpoint, is_reference_checkpoint
@@ -49,6 +49,9 @@ from .reference import convert_reference_checkpoint, is_reference_checkpoint
 TIMM_CLASSIFIER_PREFIXES = ('head.', 'fc_norm.')
 # Parts of a pre-training checkpoint that no downstream model has.
 PRETRAINING_ONLY = ('neck.*', 'target_generator.*', 'mask_token')
+# What marks a FastMIM pre-training checkpoint (its own or a converted reference one): the
+# decoder and the mask token beside the backbone.
+PRETRAINING_MARKS = ('neck.*', 'mask_token')
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,7 +254,8 @@ def load_pretrained(model_or_backbone: nn.Module,
             classifier ``head.*``) are left out and logged once at INFO; so are the pre-training
             parts ``neck.*``, ``target_generator.*`` and ``mask_token`` inside it, and the
             weights of modules the model replaced by ``nn.Identity`` (ViT ``norm`` with
-            ``final_norm=False``).
+            ``final_norm=False``). In a detection or segmentation run, a pre-training file
+            is also warned about (:func:`_warn_pretraining_file_downstream`).
         allow_missing: glob patterns (e.g. ``'head.*'``, ``'fc_norm.*'``) of model keys that
             the checkpoint may lack: new layers that keep their initialisation. Besides
             these, it may lack what the model's backbones declare optional
@@ -310,7 +314,26 @@ def load_pretrained(model_or_backbone: nn.Module,
     print_log(_summary_line(checkpoint_path, target_name, source.format, summary, prefix,
                             _backbone_prefix(model_or_backbone)),
               logger=logger, level=logging.INFO)
+    _warn_pretraining_file_downstream(checkpoint_path, source.state, logger)
     return summary
+
+
+def _warn_pretraining_file_downstream(path, state: Dict[str, torch.Tensor], logger) -> None:
+    """One warning where a detection or segmentation run (its default scope is mmdet's or
+    mmseg's) initialises a backbone from a pre-training checkpoint: it loads (the decoder and
+    mask token are left out), but the published downstream recipes start from the ImageNet
+    fine-tuned checkpoint, and their numbers assume it."""
+    from mmengine.registry import DefaultScope
+    scope = DefaultScope.get_current_instance()
+    if scope is None or scope.scope_name not in DOWNSTREAM_SCOPES:
+        return
+    if not all(any(_matches(key, (mark, )) for key in state) for mark in PRETRAINING_MARKS):
+        return
+    print_log(f'{path} is a FastMIM pre-training checkpoint (it has neck and mask_token): the '
+              f'published {scope.scope_name} recipes start from the ImageNet fine-tuned '
+              f'checkpoint, and their numbers assume it; fine-tune it first with the '
+              f'configs/finetune/ config of its backbone (e.g. vit_b_ft_100e.py) and give '
+              f'that checkpoint', logger=logger, level=logging.WARNING)
 
 
 def _missing_keys_explained(path, source: SourceWeights, model: nn.Module,

@@ -680,3 +680,45 @@ def test_a_timm_model_file_is_named_by_its_model_name(tmp_path, logger):
                                               r"\(model_name 'resnet18'\), but the model is a "
                                               r"VisionTransformer"):
         load_pretrained(vit, str(path), logger=logger)
+
+
+def warnings_of(caplog):
+    return [r.message for r in caplog.records
+            if r.name == 'test_pretrained' and r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+def test_a_pretraining_checkpoint_as_a_downstream_backbone_is_warned_about(tmp_path, logger,
+                                                                           caplog, scope):
+    """A detector's or segmentor's backbone initialised from the pre-training checkpoint (with
+    its decoder and mask token) loaded with an INFO line only, though the published recipes
+    start from the ImageNet fine-tuned one."""
+    source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    path = save_pretraining_checkpoint(source, tmp_path / 'pretrain.pth')
+    target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    with DefaultScope.overwrite_default_scope(scope):
+        load_pretrained(target, str(path), logger=logger)
+    (warning, ) = warnings_of(caplog)
+    assert warning.startswith(f'{path} is a FastMIM pre-training checkpoint (it has neck and '
+                              'mask_token)')
+    assert 'fine-tuned checkpoint' in warning and 'configs/finetune/' in warning
+
+
+def test_a_pretraining_checkpoint_for_fine_tuning_is_not_warned_about(tmp_path, logger,
+                                                                     caplog):
+    source = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    path = save_pretraining_checkpoint(source, tmp_path / 'pretrain.pth')
+    target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=128))
+    with DefaultScope.overwrite_default_scope('fastmim'):
+        load_pretrained(target, str(path), logger=logger)
+    assert warnings_of(caplog) == []
+
+
+def test_a_finetuned_checkpoint_as_a_downstream_backbone_is_not_warned_about(tmp_path, logger,
+                                                                            caplog):
+    path = save_finetuned_checkpoint(tmp_path / 'finetuned.pth')
+    target = build(dict(type='VisionTransformer', arch=TINY_VIT, img_size=224,
+                        final_norm=False))
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        load_pretrained(target, str(path), logger=logger)
+    assert warnings_of(caplog) == []
