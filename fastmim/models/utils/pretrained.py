@@ -39,6 +39,7 @@ from torch import nn
 
 from fastmim.errors import CheckpointError
 from fastmim.load_problems import LoadProblems, listing, top_level_names
+from fastmim.recipes import RECIPES
 from fastmim.registry import DOWNSTREAM_SCOPES, MODELS, WEIGHT_INITIALIZERS
 
 from .backbone_contract import BackboneContract
@@ -314,25 +315,29 @@ def load_pretrained(model_or_backbone: nn.Module,
     print_log(_summary_line(checkpoint_path, target_name, source.format, summary, prefix,
                             _backbone_prefix(model_or_backbone)),
               logger=logger, level=logging.INFO)
-    _warn_pretraining_file_downstream(checkpoint_path, source.state, logger)
+    _warn_pretraining_file_downstream(checkpoint_path, source.state, model_or_backbone, logger)
     return summary
 
 
-def _warn_pretraining_file_downstream(path, state: Dict[str, torch.Tensor], logger) -> None:
+def _warn_pretraining_file_downstream(path, state: Dict[str, torch.Tensor], target: nn.Module,
+                                      logger) -> None:
     """One warning where a detection or segmentation run (its default scope is mmdet's or
     mmseg's) initialises a backbone from a pre-training checkpoint: it loads (the decoder and
     mask token are left out), but the published downstream recipes start from the ImageNet
-    fine-tuned checkpoint, and their numbers assume it."""
+    fine-tuned checkpoint, and their numbers assume it. It names the published fine-tuning
+    config of the backbone's type (:data:`fastmim.recipes.RECIPES`) where there is one."""
     from mmengine.registry import DefaultScope
     scope = DefaultScope.get_current_instance()
     if scope is None or scope.scope_name not in DOWNSTREAM_SCOPES:
         return
     if not all(any(_matches(key, (mark, )) for key in state) for mark in PRETRAINING_MARKS):
         return
+    geometry = getattr(target, 'geometry', None)
+    kind = geometry().get('type') if callable(geometry) else None
+    config = RECIPES.get(kind, {}).get('finetune', 'the configs/finetune/ config of its backbone')
     print_log(f'{path} is a FastMIM pre-training checkpoint (it has neck and mask_token): the '
               f'published {scope.scope_name} recipes start from the ImageNet fine-tuned '
-              f'checkpoint, and their numbers assume it; fine-tune it first with the '
-              f'configs/finetune/ config of its backbone (e.g. vit_b_ft_100e.py) and give '
+              f'checkpoint, and their numbers assume it; fine-tune it first ({config}) and give '
               f'that checkpoint', logger=logger, level=logging.WARNING)
 
 

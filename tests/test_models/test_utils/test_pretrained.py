@@ -701,7 +701,8 @@ def test_a_pretraining_checkpoint_as_a_downstream_backbone_is_warned_about(tmp_p
     (warning, ) = warnings_of(caplog)
     assert warning.startswith(f'{path} is a FastMIM pre-training checkpoint (it has neck and '
                               'mask_token)')
-    assert 'fine-tuned checkpoint' in warning and 'configs/finetune/' in warning
+    # The published fine-tuning config of the backbone's type (fastmim.recipes).
+    assert 'fine-tuned checkpoint' in warning and '(configs/finetune/vit_b_ft_100e.py)' in warning
 
 
 def test_a_pretraining_checkpoint_for_fine_tuning_is_not_warned_about(tmp_path, logger,
