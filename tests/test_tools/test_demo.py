@@ -254,8 +254,11 @@ def test_an_interrupted_demo_names_its_own_resume_command(demo, monkeypatch, tmp
     monkeypatch.setattr(resume_target, '_start', {})
     assert demo.interrupted_hint().startswith(
         '`.venv/bin/python tools/demo.py --resume` continues from the last checkpoint')
-    resume_target.note_the_start(Config(dict(work_dir=demo.WORK_DIR)))
-    assert demo.interrupted_hint().startswith('`.venv/bin/python tools/demo.py --resume` ')
+    default = tmp_path / 'default'  # the demo's own work dir (the checkout's may hold a run)
+    monkeypatch.setattr(demo, 'WORK_DIR', str(default))
+    resume_target.note_the_start(Config(dict(work_dir=str(default))))
+    assert demo.interrupted_hint() == ('`.venv/bin/python tools/demo.py --resume` starts from '
+                                       'the start: this run saved no checkpoint yet')
     resume_target.note_the_start(Config(dict(work_dir=str(tmp_path))))
     assert demo.interrupted_hint() == (
         f'`.venv/bin/python tools/demo.py --work-dir {tmp_path} --resume` starts from the '
