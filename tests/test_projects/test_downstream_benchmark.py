@@ -253,6 +253,13 @@ def write_tiny_pretraining_checkpoint(path, scale=1.):
     return path
 
 
+@pytest.fixture
+def data_unchecked(monkeypatch, tool):
+    """The stages' dataset paths left unchecked: the published configs read data/ folders
+    that are not here, and the tests that use this fake the stages that would read them."""
+    monkeypatch.setattr(tool, 'check_stage_data', lambda *args: None)
+
+
 class FakeStages:
     """``run_step`` leaving what a stage's training and testing leave in its work dir: the final
     checkpoint (each training writes another one) and ``metrics.json`` with the next number;
@@ -287,7 +294,8 @@ class FakeStages:
 
 
 def test_a_stage_begun_with_another_checkpoint_or_options_is_not_kept(tmp_path, monkeypatch,
-                                                                      tool, capsys):
+                                                                      tool, capsys,
+                                                                      data_unchecked):
     """A finished stage was kept whatever checkpoint and options the command gave: the table
     reported a's top-1 under b's name (and an interrupted stage resumed a's run with b)."""
     from fastmim.errors import LaunchError
@@ -377,7 +385,8 @@ class InterruptedJson:
         raise KeyboardInterrupt
 
 
-def test_an_interrupted_write_leaves_no_half_state_file(tmp_path, monkeypatch, tool):
+def test_an_interrupted_write_leaves_no_half_state_file(tmp_path, monkeypatch, tool,
+                                                         data_unchecked):
     """started_with.json (which decides whether a stage is kept) and results.json were written
     with a plain open: a run stopped while writing left half a file, which the next run
     refused as a record and a user's script could not read."""
@@ -409,7 +418,7 @@ def test_an_interrupted_write_leaves_no_half_state_file(tmp_path, monkeypatch, t
 
 
 def test_a_downstream_stage_chains_from_the_fine_tuned_checkpoint_it_was_begun_with(
-        tmp_path, monkeypatch, tool):
+        tmp_path, monkeypatch, tool, data_unchecked):
     """seg begun from one fine-tuned checkpoint is not kept for another; the command stops
     before fine-tuning again, not after."""
     from fastmim.errors import LaunchError
@@ -535,3 +544,72 @@ def test_a_work_dir_given_as_checkpoint_is_named_with_its_checkpoints(tmp_path, 
     torch.save(dict(state_dict={}), work_dir / 'epoch_800.pth')
     with pytest.raises(CheckpointError, match=r'vit_b is a folder.*epoch_800\.pth'):
         tool.main([str(work_dir), '1'])
+
+
+def test_the_gpu_count_forgotten_is_named_with_the_arguments_order(tool, capsys):
+    """'downstream.py CKPT det' said only "argument gpus: invalid int value: 'det'"."""
+    with pytest.raises(SystemExit):
+        tool.parse_args(['pre.pth', 'det'])
+    assert ("argument gpus: 'det' is not a number of GPUs; the arguments are CHECKPOINT GPUS "
+            "[finetune|det|seg|all]") in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tool.parse_args(['pre.pth', '0'])
+    assert 'argument gpus: at least 1 GPU, got 0' in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Refused before any stage runs (no training)
+# --------------------------------------------------------------------------------------------
+def test_a_missing_downstream_dataset_is_named_before_fine_tuning(tmp_path, monkeypatch, tool,
+                                                                 downstream):
+    """The det / seg data paths were checked only when their stage built its Runner: after the
+    whole ImageNet fine-tuning (days at full scale)."""
+    from fastmim.errors import LaunchError
+    arch = dict(embed_dim=32, depth=2, num_heads=2)
+    pretrain = write_tiny_pretraining_checkpoint(tmp_path / 'a' / 'epoch_1.pth')
+    finetune_config = write_finetune_config(tmp_path / 'tiny_ft.py', arch,
+                                            write_image_folder(tmp_path / 'imagenet', downstream))
+    monkeypatch.setattr(tool, 'run_step', lambda *args: pytest.fail('a stage ran'))
+    monkeypatch.chdir(tmp_path)  # the published seg config reads data/ade: not here
+    command = [str(pretrain), '1', 'seg', '--work-dir', str(tmp_path / 'runs'),
+               '--finetune-config', str(finetune_config)]
+    with pytest.raises(LaunchError) as error:
+        tool.main(command)
+    message = str(error.value)
+    assert message.startswith('seg stage (') and 'data/ade/' in message, message
+    assert '--seg-options train_dataloader.dataset.data_root=' in message
+    assert '--cfg-options' not in message
+    # The fine-tuning stage's own data, under its own flag.
+    with pytest.raises(LaunchError, match=r'(?s)^finetune stage \(.*vit_b_ft_100e\.py\): .*'
+                       r'data/imagenet.*--ft-options train_dataloader\.dataset\.data_root='):
+        tool.main(command[:-2])
+
+    # A finished stage reads no data; one with only its testing left, its test split only.
+    config = str(ROOT / 'configs' / 'finetune' / 'vit_b_ft_100e.py')
+    args = tool.parse_args(['pre.pth', '1', 'finetune'])
+    stage_dir = tmp_path / 'done' / 'finetune'
+    stage_dir.mkdir(parents=True)
+    Path(tool.final_checkpoint(config, tool.stage_options('finetune', 'pre.pth', args),
+                               str(stage_dir))).touch()
+    (stage_dir / 'metrics.json').write_text('{}')
+    tool.check_stage_data('finetune', config, 'pre.pth', args, str(tmp_path / 'done'))
+    (stage_dir / 'metrics.json').unlink()
+    with pytest.raises(LaunchError, match=r'^finetune stage \(.*\): test_dataloader\.dataset\.'
+                       r'data_root: folder data/imagenet .*not found; set it with --ft-options'):
+        tool.check_stage_data('finetune', config, 'pre.pth', args, str(tmp_path / 'done'))
+
+
+def test_a_downstream_key_given_to_every_stage_names_the_stage_flag(tmp_path, monkeypatch,
+                                                                    tool):
+    """A COCO key given with --cfg-options failed in the fine-tuning stage's training, with
+    "train_dataloader.dataset (ImageFolder) does not take dataset"."""
+    from fastmim.errors import LaunchError
+    pretrain = write_tiny_pretraining_checkpoint(tmp_path / 'a' / 'epoch_1.pth')
+    monkeypatch.setattr(tool, 'run_step', lambda *args: pytest.fail('a stage ran'))
+    key = 'train_dataloader.dataset.dataset.data_root'
+    with pytest.raises(LaunchError, match=re.escape(
+            f'--cfg-options {key}: every stage takes --cfg-options, and the finetune config '
+            f'{ROOT / "configs" / "finetune" / "swin_b_ft_100e.py"} has no such key; the det '
+            f'config has it: give it with --det-options {key}=...')):
+        tool.main([str(pretrain), '1', 'det', '--backbone', 'SwinTransformer', '--work-dir',
+                   str(tmp_path / 'runs'), '--cfg-options', f'{key}=/data/coco/'])

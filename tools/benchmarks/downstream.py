@@ -24,8 +24,12 @@ training stopped resumes from its last checkpoint; both only when the stage was 
 same init checkpoint (by content), config (the settings it composes to, bases included) and
 options, which a stage records in ``WORK_DIR/<stage>/started_with.json`` when it starts. Else
 the command stops before anything runs, naming what differs (``--restart STAGE`` starts a
-stage over, moving its old files aside). The numbers are the metrics mmengine's test loop
-returns (``tools/test.py --out``), collected in ``WORK_DIR/results.md`` and ``results.json``.
+stage over, moving its old files aside). Each stage's dataset paths (the splits it will
+read) are checked before any stage runs, and a ``--cfg-options`` key that only another stage's
+config has is named with that stage's flag: a missing COCO would otherwise stop det after the
+whole fine-tuning, and such a key the fine-tuning once its Runner is built. The numbers are the
+metrics mmengine's test loop returns (``tools/test.py --out``), collected in
+``WORK_DIR/results.md`` and ``results.json``.
 """
 import argparse
 import hashlib
@@ -69,6 +73,20 @@ class ExtendOptions(argparse._ExtendAction):
         super().__call__(parser, namespace, values, option_string)
 
 
+def gpu_count(text):
+    """GPUS as argparse reads it; a word names the order of the arguments, since the usual
+    slip is a stage typed where the count goes (``downstream.sh CKPT det``)."""
+    try:
+        gpus = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not a number of GPUs; the arguments are CHECKPOINT GPUS '
+            f'[finetune|det|seg|all] (e.g. CKPT 8 det)') from None
+    if gpus < 1:
+        raise argparse.ArgumentTypeError(f'at least 1 GPU, got {gpus}')
+    return gpus
+
+
 def parse_args(argv):
     from fastmim.cli import add_debug_arg, add_trust_checkpoint_arg
     from fastmim.recipes import RECIPES
@@ -76,7 +94,7 @@ def parse_args(argv):
         description='Fine-tune a pre-training checkpoint on ImageNet, transfer it to COCO / '
         'ADE20K and report top-1, box AP, mask AP and mIoU')
     parser.add_argument('checkpoint', help='pre-training checkpoint')
-    parser.add_argument('gpus', type=int, help='GPUs (CPU processes without a GPU) per stage')
+    parser.add_argument('gpus', type=gpu_count, help='GPUs (CPU processes without a GPU) per stage')
     parser.add_argument('task', nargs='?', default='all',
                         choices=['finetune', 'det', 'seg', 'all'],
                         help='det and seg run finetune first; all (default): finetune and '
@@ -103,10 +121,7 @@ def parse_args(argv):
                         'WORK_DIR/<stage>.replaced-<time>; needed when a stage was begun with '
                         'another checkpoint, config or options')
     add_debug_arg(parser)
-    args = parser.parse_args(argv)
-    if args.gpus < 1:
-        parser.error(f'GPUS must be at least 1, got {args.gpus}')
-    return args
+    return parser.parse_args(argv)
 
 
 # Weights a pre-training checkpoint never has: a classifier's head, a downstream model's heads.
@@ -171,19 +186,83 @@ def stage_configs(args, backbone):
     return {stage: recipe[stage] for stage in ['finetune'] + tasks}
 
 
-def final_checkpoint(config, options, work_dir):
-    """The checkpoint mmengine's CheckpointHook writes last (``save_last``) in ``work_dir``:
-    ``iter_<max_iters>.pth`` for iteration-based training, else ``epoch_<max_epochs>.pth``.
-    The options are parsed as tools/train.py parses them."""
-    from fastmim.engine.config_loading import load_config
+def parse_options(options):
+    """``KEY=VALUE`` items as a ``{key: value}`` dict, parsed as tools/train.py parses them."""
     from fastmim.cli import CfgOptionsAction
     parser = argparse.ArgumentParser()
-    parser.add_argument('--options', nargs='+', action=CfgOptionsAction)
-    cfg = load_config(config, parser.parse_args(['--options', *options]).options)
+    parser.add_argument('--options', nargs='+', action=CfgOptionsAction, default={})
+    return parser.parse_args(['--options', *options] if options else []).options
+
+
+def load_stage_config(config, options):
+    """A stage's config with its options applied, as its tools load it."""
+    from fastmim.engine.config_loading import load_config
+    return load_config(config, parse_options(options))
+
+
+def last_checkpoint_of(cfg, work_dir):
+    """The checkpoint mmengine's CheckpointHook writes last (``save_last``) in ``work_dir``
+    for the loaded ``cfg``: ``iter_<max_iters>.pth`` for iteration-based training, else
+    ``epoch_<max_epochs>.pth``."""
     train_cfg = cfg.train_cfg
     if 'max_iters' in train_cfg:
         return osp.join(work_dir, f'iter_{train_cfg.max_iters}.pth')
     return osp.join(work_dir, f'epoch_{train_cfg.max_epochs}.pth')
+
+
+def final_checkpoint(config, options, work_dir):
+    """:func:`last_checkpoint_of` the config with its options."""
+    return last_checkpoint_of(load_stage_config(config, options), work_dir)
+
+
+def refuse_options_of_another_stage(configs, args):
+    """Refuse a ``--cfg-options`` key that a stage's config lacks (and its class takes as no
+    argument) where another stage's config has it: meant for that stage (a COCO data root),
+    it reaches every stage, and the first without it would fail when its training builds the
+    Runner, after the fine-tuning when that one is det. Named with the flag of the stages
+    that have it."""
+    from mmengine.config import Config
+
+    from fastmim.engine.config_keys import added_arguments
+    from fastmim.engine.config_loading import follow_key, packaged_config_file
+    from fastmim.errors import LaunchError
+    trees = {stage: Config.fromfile(packaged_config_file(config),
+                                    import_custom_modules=False).to_dict()
+             for stage, config in configs.items()}
+    for key, value in parse_options(args.cfg_options).items():
+        having = [stage for stage, tree in trees.items()
+                  if follow_key(tree, key)[1] == len(key.split('.'))]
+        lacking = [stage for stage in trees if stage not in having
+                   and not added_arguments(trees[stage], {key: value})]
+        if having and lacking:
+            stage = lacking[0]
+            raise LaunchError(
+                f'--cfg-options {key}: every stage takes --cfg-options, and the {stage} config '
+                f'{configs[stage]} has no such key; the {" and ".join(having)} '
+                f'config{"s have" if len(having) > 1 else " has"} it: give it with '
+                f'{" / ".join(STAGE_FLAGS[name] for name in having)} {key}=...')
+
+
+def check_stage_data(stage, config, init_checkpoint, args, work_dir):
+    """Refuse the missing dataset paths of the splits a stage will read (none when it has
+    finished, the test split when only its testing is left), under the stage's options flag:
+    its tools check them only when they build the Runner, which for det and seg comes after
+    the whole fine-tuning."""
+    from fastmim.engine.dataset_paths import check_dataset_paths
+    from fastmim.errors import LaunchError
+    stage_dir = osp.join(work_dir, stage)
+    cfg = load_stage_config(config, stage_options(stage, init_checkpoint, args))
+    if osp.isfile(last_checkpoint_of(cfg, stage_dir)):
+        splits = [] if osp.isfile(osp.join(stage_dir, 'metrics.json')) else ['test']
+    else:
+        splits = ['train', 'val', 'test'] if cfg.get('val_cfg') else ['train', 'test']
+    try:
+        check_dataset_paths(cfg, splits)
+    except LaunchError as error:
+        # The check advises tools/train.py's --cfg-options; this tool's flag of the stage
+        # reaches them.
+        message = str(error).replace('--cfg-options ', f'{STAGE_FLAGS[stage]} ')
+        raise LaunchError(f'{stage} stage ({config}): {message}') from None
 
 
 def run_step(command, what):
@@ -213,6 +292,7 @@ def tool_command(tool, gpus, positional):
 # the command asks for the same again.
 STARTED_WITH = 'started_with.json'
 INIT_KEY = 'model.backbone.init_cfg.checkpoint'
+STAGE_FLAGS = {'finetune': '--ft-options', 'det': '--det-options', 'seg': '--seg-options'}
 
 
 def stage_options(stage, init_checkpoint, args):
@@ -460,6 +540,7 @@ def main(argv):
     weights = read_pretraining_checkpoint(pretrain)
     backbone = args.backbone or backbone_type(pretrain, weights)
     configs = stage_configs(args, backbone)
+    refuse_options_of_another_stage(configs, args)
     work_dir = osp.abspath(args.work_dir or default_work_dir(pretrain))
     check_work_dir(work_dir)
 
@@ -471,10 +552,11 @@ def main(argv):
             init_checkpoint = final_checkpoint(
                 config, stage_options(stage, pretrain, args), osp.join(work_dir, stage))
     restart_stages(plan, args, work_dir)
-    # Every stage found begun is checked before any runs: det / seg begun from another
-    # fine-tuned checkpoint stop the command now, not after finetune has trained.
+    # Every stage is checked before any runs: det / seg begun from another fine-tuned
+    # checkpoint, or without their data, stop the command now, not after finetune has trained.
     for stage, config, init in plan:
         check_stage(stage, config, init, args, work_dir)
+        check_stage_data(stage, config, init, args, work_dir)
 
     stages, results = {}, {}
     for stage, config, init in plan:
