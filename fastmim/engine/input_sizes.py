@@ -98,11 +98,9 @@ def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
     to neither that size nor a multiple of the number, and ``model.test_cfg.crop_size`` of
     slide inference (its crops reach the backbone unpadded). Each fails otherwise in the
     backbone's forward, naming no key: the test crop only at the first validation."""
-    from fastmim.registry import MODELS, type_class
     model = cfg.get('model') or {}
     backbone = model.get('backbone') or {}
-    cls = type_class(backbone, MODELS) if isinstance(backbone, dict) else None
-    asked = getattr(cls, 'input_multiple', None)
+    asked = getattr(_fastmim_backbone_class(backbone), 'input_multiple', None)
     stated = asked(backbone) if asked else None
     if stated is None or not isinstance(stated[1], int) or stated[1] <= 1:
         return []
@@ -126,6 +124,24 @@ def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
         off.append(('model.test_cfg.crop_size', test_cfg['crop_size'],
                     f'{why}; slide inference feeds its crops unpadded'))
     return off
+
+
+def _fastmim_backbone_class(backbone) -> Optional[type]:
+    """The class of a backbone entry when it is fastmim's (``'VisionTransformer'``,
+    ``'fastmim.VisionTransformer'``, or the class), read from the registry's table: another
+    library's backbone states no input multiple. Not ``Registry.get``, which logs, and a
+    logger made before the Runner's reads the CUDA devices too early (mmengine's
+    ``_get_device_id``)."""
+    kind = backbone.get('type') if isinstance(backbone, dict) else None
+    if isinstance(kind, type):
+        return kind
+    scope, _, name = kind.rpartition('.') if isinstance(kind, str) else ('-', '', '')
+    if scope not in ('', 'fastmim'):
+        return None
+    import fastmim.models  # noqa: F401  registers the backbones (the registry's location)
+    from fastmim.registry import MODELS
+    found = MODELS.module_dict.get(name)
+    return found if isinstance(found, type) else None
 
 
 def _training_crops(cfg):

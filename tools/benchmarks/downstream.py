@@ -220,16 +220,26 @@ def refuse_options_of_another_stage(configs, args):
     argument) where another stage's config has it: meant for that stage (a COCO data root),
     it reaches every stage, and the first without it would fail when its training builds the
     Runner, after the fine-tuning when that one is det. Named with the flag of the stages
-    that have it."""
+    that have it. A config that is not there is left to the stage's own check, which names it
+    as every tool does."""
     from mmengine.config import Config
 
+    from fastmim.config_file import check_config_file
     from fastmim.engine.config_keys import added_arguments
     from fastmim.engine.config_loading import follow_key, packaged_config_file
     from fastmim.errors import LaunchError
-    trees = {stage: Config.fromfile(packaged_config_file(config),
-                                    import_custom_modules=False).to_dict()
-             for stage, config in configs.items()}
-    for key, value in parse_options(args.cfg_options).items():
+    options = parse_options(args.cfg_options)
+    if not options:
+        return
+    try:
+        files = {stage: packaged_config_file(config) for stage, config in configs.items()}
+        for stage, config in configs.items():
+            check_config_file(files[stage], given=config)
+    except (OSError, ValueError):
+        return
+    trees = {stage: Config.fromfile(path, import_custom_modules=False).to_dict()
+             for stage, path in files.items()}
+    for key, value in options.items():
         having = [stage for stage, tree in trees.items()
                   if follow_key(tree, key)[1] == len(key.split('.'))]
         lacking = [stage for stage in trees if stage not in having
@@ -554,8 +564,10 @@ def main(argv):
     restart_stages(plan, args, work_dir)
     # Every stage is checked before any runs: det / seg begun from another fine-tuned
     # checkpoint, or without their data, stop the command now, not after finetune has trained.
+    # Every config is read (and named when it is not there) before any data is looked for.
     for stage, config, init in plan:
         check_stage(stage, config, init, args, work_dir)
+    for stage, config, init in plan:
         check_stage_data(stage, config, init, args, work_dir)
 
     stages, results = {}, {}
