@@ -50,6 +50,17 @@ def unreadable_files_warned_anew(monkeypatch):
         monkeypatch.setattr(loading, '_warned_unreadable_files', set())
 
 
+@pytest.fixture(autouse=True, scope='session')
+def child_processes_temp_files_in_basetemp(tmp_path_factory):
+    """The tools that tests start (torchrun's agents, training runs stopped by a signal) leave
+    folders in the temp dir (torchelastic_*, pymp-*); each run added hundreds to /tmp. Children
+    make them in pytest's base temp folder instead, which goes when every test passed."""
+    folder = tmp_path_factory.mktemp('child_processes_tmp')
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('TMPDIR', str(folder))
+        yield
+
+
 # The handlers pytest started with, put back after every test.
 PREEMPTION_SIGNAL_HANDLERS = {signum: signal.getsignal(signum)
                               for signum in (signal.SIGTERM, signal.SIGUSR1)}

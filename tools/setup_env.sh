@@ -30,7 +30,21 @@ command -v "$PYTHON" >/dev/null \
 "$PYTHON" -c 'import sys; assert sys.version_info >= (3, 10)' \
   || die "Python >= 3.10 is required, found $("$PYTHON" --version 2>&1)"
 
+# torch's CUDA build (it runs on the CPU too) with its CUDA libraries makes a complete .venv
+# about 6.1 GiB. On a fuller disk pip stops midway with "[Errno 28] No space left on device",
+# so the space is asked for first, with the folder and the figures named.
+needs_free_space() {  # GiB, then the folder to be filled (it need not exist yet)
+  local need_gib=$1 folder=$2 free_kib
+  while [ ! -d "$folder" ]; do folder="$(dirname "$folder")"; done
+  free_kib="$(df -Pk "$folder" | awk 'NR == 2 { print $4 }')"
+  [ "$free_kib" -ge $((need_gib * 1024 * 1024)) ] \
+    || die "installing torch $TORCH_VERSION into $VENV needs about $need_gib GiB free on its disk;\
+ $((free_kib / 1024)) MiB are free there: free some space (another clone's .venv takes\
+ 6 GiB), or give FASTMIM_VENV=<a folder on a larger disk>"
+}
+
 if [ ! -x "$VENV/bin/python" ]; then
+  needs_free_space 7 "$VENV"
   log "creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
@@ -57,7 +71,8 @@ EOF
   || { log "installing setuptools<81, wheel"; "${PIP[@]}" 'setuptools<81' wheel; }
 
 have "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
-  || { log "installing torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION"; \
+  || { needs_free_space 7 "$VENV"; \
+       log "installing torch $TORCH_VERSION, torchvision $TORCHVISION_VERSION"; \
        "${PIP[@]}" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"; }
 
 req_stamp="$VENV/.fastmim-requirements"
