@@ -379,3 +379,53 @@ def test_an_fp16_checkpoint_resumed_without_loss_scaling_names_the_dropped_scale
     assert precision_messages == [f'{tmp_path}/fp16.pth was trained in {saved}, the config '
                                   f'trains in float32 (--amp, optim_wrapper.type): the resumed '
                                   f'run goes on in float32; its loss scaler is dropped']
+
+
+@pytest.fixture
+def set_threads():
+    """``torch.set_num_threads``, with the count before the test restored after it."""
+    import torch
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize('saved, resumed', [(1, 2), (2, 1), (1, 1)])
+def test_resuming_on_another_number_of_cpu_threads_is_named(tmp_path, tiny_pretraining,
+                                                           resume_messages, set_threads, saved,
+                                                           resumed):
+    """Bitwise equality with the uninterrupted run needs its CPU threads (docs/long_runs.md):
+    a resume on other ones says so once, with both counts and how to get the checkpoint's back;
+    on the same ones it says nothing."""
+    import torch
+    set_threads(saved)
+    _run(tmp_path / 'a', tiny_pretraining, 32).train()
+    checkpoint = torch.load(tmp_path / 'a' / 'epoch_1.pth', weights_only=True)
+    assert checkpoint['meta']['cpu_threads'] == saved
+    set_threads(resumed)
+    _run(tmp_path / 'a', tiny_pretraining, 32, resume=True,
+         train_cfg=dict(by_epoch=True, max_epochs=2)).train()
+    expected = [] if saved == resumed else [
+        f'{tmp_path}/a/epoch_1.pth was written by a run on {saved} CPU thread(s) '
+        f'(torch.get_num_threads()), this run has {resumed}: it is not bitwise the '
+        f'uninterrupted run (CPU kernels split their sums by thread, so results can differ in '
+        f'the last bits). To resume on {saved}, start it with OMP_NUM_THREADS={saved} in its '
+        f'environment (torchrun sets 1 per process where it is unset), or call '
+        f'torch.set_num_threads({saved}) before training']
+    assert resume_messages == expected
+
+
+def test_a_checkpoint_without_its_thread_count_resumes_without_a_word(tmp_path, tiny_pretraining,
+                                                                      resume_messages,
+                                                                      set_threads):
+    """Checkpoints written before the count was recorded have nothing to compare."""
+    import torch
+    set_threads(1)
+    _run(tmp_path / 'a', tiny_pretraining, 32).train()
+    checkpoint = torch.load(tmp_path / 'a' / 'epoch_1.pth', weights_only=True)
+    del checkpoint['meta']['cpu_threads']
+    torch.save(checkpoint, tmp_path / 'older.pth')
+    set_threads(2)
+    _run(tmp_path / 'b', tiny_pretraining, 32, resume=True, load_from=str(tmp_path / 'older.pth'),
+         train_cfg=dict(by_epoch=True, max_epochs=2)).train()
+    assert resume_messages == []

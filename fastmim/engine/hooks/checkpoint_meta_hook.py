@@ -2,6 +2,7 @@
 
 import os.path as osp
 
+import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook, Hook
 from torch.distributed.fsdp import FullyShardedDataParallel
@@ -13,16 +14,17 @@ from fastmim.engine.optim_wrappers.guarded import drop_skipped_logs, training_pr
 from fastmim.engine.runner_model import bare_model
 from fastmim.registry import HOOKS
 
-from .resume_checks import (OPTIMISER_TYPE_KEY, PRECISION_KEY, ResumeChecksHook,
-                            check_read_checkpoint, optimiser_type, resumed_path,
+from .resume_checks import (OPTIMISER_TYPE_KEY, PRECISION_KEY, THREADS_KEY,
+                            ResumeChecksHook, check_read_checkpoint, optimiser_type, resumed_path,
                             warn_if_precision_changed)
 
 
 @HOOKS.register_module()
 class CheckpointMetaHook(Hook):
     """Converts checkpoints to plain types on save and back on load; records the geometry,
-    the optimiser's type (for :class:`ResumeChecksHook`) and the training precision (a resume
-    in another one is named: :func:`warn_if_precision_changed`).
+    the optimiser's type (for :class:`ResumeChecksHook`), the training precision (a resume
+    in another one is named: :func:`warn_if_precision_changed`) and the CPU threads of the
+    saving process (a resume on other ones is named: :func:`warn_if_threads_changed`).
 
     Runs last before a save (priority ``LOWEST``) so that whatever other hooks add is converted
     too. ``meta['geometry']`` is ``model.geometry()`` when the model has one: fine-tuning and
@@ -65,6 +67,7 @@ class CheckpointMetaHook(Hook):
             checkpoint.setdefault('meta', {})[OPTIMISER_TYPE_KEY] = optimiser
         checkpoint.setdefault('meta', {})[PRECISION_KEY] = training_precision(
             runner.optim_wrapper)
+        checkpoint['meta'][THREADS_KEY] = torch.get_num_threads()
         for key in list(checkpoint):
             if key != 'state_dict':
                 checkpoint[key] = to_plain(checkpoint[key], f'checkpoint[{key!r}]')

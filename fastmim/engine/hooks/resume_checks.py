@@ -18,7 +18,9 @@ parameter schedulers' state, all from the checkpoint. What it leaves unsaid:
 - a checkpoint that has trained the whole ``train_cfg`` trains nothing more, with exit
   status 0 (:func:`warn_if_finished`);
 - the run goes on in the config's precision, not the checkpoint's: a float16 run's loss
-  scaler is dropped, or a new one starts afresh (:func:`warn_if_precision_changed`).
+  scaler is dropped, or a new one starts afresh (:func:`warn_if_precision_changed`);
+- a run resumed on another number of CPU threads than the checkpoint's trains on, but not
+  bitwise as the uninterrupted run would have (:func:`warn_if_threads_changed`).
 
 They run from :class:`ResumeChecksHook` when a checkpoint has been read for resuming, before
 mmengine or any other hook loads anything from it; the precision warning runs from
@@ -28,6 +30,7 @@ import logging
 import math
 from typing import Iterator, List, Optional, Tuple
 
+import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.runner import EpochBasedTrainLoop, find_latest_checkpoint
@@ -61,6 +64,9 @@ OPTIMISER_TYPE_KEY = 'optimizer_type'
 # Where a checkpoint records the precision its run trained in (:func:`training_precision`;
 # ``CheckpointMetaHook`` writes it).
 PRECISION_KEY = 'precision'
+# Where a checkpoint records the CPU threads of the process that saved it
+# (``torch.get_num_threads()``; ``CheckpointMetaHook`` writes it).
+THREADS_KEY = 'cpu_threads'
 
 
 @HOOKS.register_module()
@@ -99,6 +105,7 @@ def check_resumed_checkpoint(runner, checkpoint: dict) -> None:
     check_resumed_optimiser(runner, checkpoint, path)
     warn_kept_optimisation(runner, checkpoint, path)
     warn_if_finished(runner, checkpoint, path)
+    warn_if_threads_changed(checkpoint, path)
 
 
 def check_run_state(runner, checkpoint: dict, path: str) -> None:
@@ -269,6 +276,26 @@ def warn_if_precision_changed(runner, checkpoint: dict, path: str) -> None:
               if has_scaler and not had_scaler else '')
     print_log(f'{path} was trained in {saved}, the config trains in {built} (--amp, '
               f'optim_wrapper.type): the resumed run goes on in {built}{scaler}',
+              logger='current', level=logging.WARNING)
+
+
+def warn_if_threads_changed(checkpoint: dict, path: str) -> None:
+    """Name a resume on another number of CPU threads than the run that saved the checkpoint
+    (``meta['cpu_threads']``, which ``CheckpointMetaHook`` records; a checkpoint without it is
+    not compared). CPU kernels split their sums by thread, so the resumed run can differ from
+    the uninterrupted one in the last bits, and every later step carries that on. A job
+    requeued on a node with other cores, or started by torchrun (one thread per process where
+    ``OMP_NUM_THREADS`` is unset), changes the count without a word."""
+    saved = (checkpoint.get('meta') or {}).get(THREADS_KEY)
+    now = torch.get_num_threads()
+    if not isinstance(saved, int) or saved == now:
+        return
+    print_log(f'{path} was written by a run on {saved} CPU thread(s) (torch.get_num_threads()), '
+              f'this run has {now}: it is not bitwise the uninterrupted run (CPU kernels split '
+              f'their sums by thread, so results can differ in the last bits). To resume on '
+              f'{saved}, start it with OMP_NUM_THREADS={saved} in its environment (torchrun '
+              f'sets 1 per process where it is unset), or call torch.set_num_threads({saved}) '
+              'before training',
               logger='current', level=logging.WARNING)
 
 
