@@ -26,14 +26,13 @@ def resume_pick(work_dir):
     ``epoch_N.pth`` / ``iter_N.pth`` by modification time (``--resume`` takes the one that
     records the most iterations, which loading would tell; the newest written is that one
     unless files were copied)."""
-    from fastmim.engine.last_checkpoint import REGULAR_CHECKPOINT
+    from fastmim.engine.last_checkpoint import regular_checkpoints
     named = _pointer(work_dir)[0]
     if named:
         here = osp.join(work_dir, osp.basename(named))
         return here if osp.isfile(here) else named
     try:
-        names = [name for name in os.listdir(work_dir) if REGULAR_CHECKPOINT.fullmatch(name)
-                 and osp.isfile(osp.join(work_dir, name))]
+        names = regular_checkpoints(work_dir)
     except OSError:
         return None
     if not names:

@@ -55,3 +55,18 @@ def test_before_the_run_starts_the_hint_names_the_work_dir_s_last_checkpoint():
     assert interrupted_hint('`make it --resume`') == (
         '`make it --resume` continues from the last checkpoint of the work dir (from the start '
         'when it holds none)')
+
+
+def test_without_last_checkpoint_the_newest_written_regular_checkpoint_is_picked(tmp_path):
+    """``--resume`` itself orders them by the iteration each records (loading them); the pick
+    from the names alone takes the newest written, and leaves out what it never resumes."""
+    import os
+
+    from fastmim.resume_target import resume_pick
+    for age, name in enumerate(['best_accuracy_top1_epoch_9.pth', 'iter_20.pth', 'epoch_3.pth',
+                                'epoch_2.pth']):
+        (tmp_path / name).write_bytes(b'')
+        os.utime(tmp_path / name, (10_000 - age, 10_000 - age))  # the first listed is newest
+    (tmp_path / 'epoch_7.pth').mkdir()
+    assert resume_pick(tmp_path) == str(tmp_path / 'iter_20.pth')
+    assert resume_pick(tmp_path / 'missing') is None

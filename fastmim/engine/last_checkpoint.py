@@ -63,6 +63,18 @@ def checkpoint_named_by(path, use):
 REGULAR_CHECKPOINT = re.compile(r'(epoch|iter)_\d+\.pth')
 
 
+def regular_checkpoints(work_dir):
+    """The names of ``work_dir``'s regular checkpoints (``epoch_N.pth``, ``iter_N.pth``
+    files), sorted; empty when ``work_dir`` is no folder. The one list that ``--resume``
+    (:func:`newest_recorded`) and the hints of what it would take
+    (:func:`fastmim.resume_target.resume_pick`) choose from, so that they name the same
+    files. A folder that cannot be listed raises ``OSError``."""
+    if not osp.isdir(work_dir):
+        return []
+    return sorted(name for name in os.listdir(work_dir) if REGULAR_CHECKPOINT.fullmatch(name)
+                  and osp.isfile(osp.join(work_dir, name)))
+
+
 def newest_recorded(work_dir, use=RESUMING):
     """The checkpoint of ``work_dir`` (``epoch_N.pth``, ``iter_N.pth``) that records the most
     iterations trained, for a work dir without ``last_checkpoint``; None when it holds none.
@@ -75,8 +87,7 @@ def newest_recorded(work_dir, use=RESUMING):
     unreadable is refused rather than trained over. The recorded iteration, not the name or the
     time of the file, orders them: ``epoch_3.pth`` can be newer than ``iter_9.pth``, and a copy
     changes times."""
-    names = sorted(name for name in os.listdir(work_dir) if REGULAR_CHECKPOINT.fullmatch(name)
-                   and osp.isfile(osp.join(work_dir, name))) if osp.isdir(work_dir) else []
+    names = regular_checkpoints(work_dir)
     if not names:
         return None
     progress, unreadable = {}, []
