@@ -91,22 +91,23 @@ def test_resize_size(cfg) -> Optional[Tuple[str, Tuple[int, int]]]:
 
 def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
     """``(key, value, why)`` for each size that reaches a backbone that takes multiples of a
-    number only (a plain ViT's patch size: :meth:`~fastmim.models.utils.backbone_contract.
-    BackboneContract.input_multiple`, asked of the class the config names, not built) and is
-    no multiple of it: ``model.data_preprocessor.size`` (what mmseg pads the training images
-    to), the training pipeline's ``RandomCrop.crop_size`` where the data preprocessor pads it
-    to neither that size nor a multiple of the number, and ``model.test_cfg.crop_size`` of
-    slide inference (its crops reach the backbone unpadded). Each fails otherwise in the
-    backbone's forward, naming no key: the test crop only at the first validation."""
+    number only (a plain ViT's patch size, Swin's and CMT's total stride: :meth:`~fastmim.
+    models.utils.backbone_contract.BackboneContract.input_multiple`, asked of the class the
+    config names, not built) and is no multiple of it: ``model.data_preprocessor.size``
+    (what mmseg pads the training images to), the training pipeline's ``RandomCrop.crop_size``
+    where the data preprocessor pads it to neither that size nor a multiple of the number, and
+    ``model.test_cfg.crop_size`` of slide inference (its crops reach the backbone unpadded).
+    Each fails otherwise in the backbone's forward, naming no key: the test crop only at the
+    first validation."""
     model = cfg.get('model') or {}
     backbone = model.get('backbone') or {}
     asked = getattr(_fastmim_backbone_class(backbone), 'input_multiple', None)
     stated = asked(backbone) if asked else None
     if stated is None or not isinstance(stated[1], int) or stated[1] <= 1:
         return []
-    argument, multiple = stated
+    source, multiple = stated
     why = (f'{type_name(backbone)} takes inputs whose height and width are multiples of '
-           f'{multiple} (model.backbone.{argument})')
+           f'{multiple} ({source})')
     preprocessor = model.get('data_preprocessor') or {}
     padded_to = size_pair(preprocessor.get('size'))
     off = []

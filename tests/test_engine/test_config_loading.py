@@ -644,3 +644,67 @@ def test_a_size_the_plain_vit_cannot_take_is_refused_at_load(options, key, value
      'model.test_cfg.crop_size': (250, 250)}])
 def test_sizes_the_plain_vit_takes_are_accepted(options):
     load_config(str(SEGMENTATION), options)
+
+
+# The segmentation recipe's sizes, 496 px: a multiple of 16, none of 32.
+OFF_32 = [{'model.test_cfg.crop_size': (496, 496), 'model.test_cfg.stride': (331, 331)},
+          {'model.data_preprocessor.size': (496, 496),
+           'train_dataloader.dataset.pipeline.3.crop_size': (496, 496)}]
+TINY_SWIN = dict(type='fastmim.SwinTransformer', arch='t', img_size=224, window_size=7,
+                 out_indices=(0, 1, 2, 3))
+TINY_CMT = dict(type='fastmim.CMT', arch='ti', img_size=224, out_indices=(0, 1, 2, 3))
+
+
+def segmentation_with(tmp_path, backbone: dict) -> Path:
+    """The segmentation recipe with another fastmim backbone, as a user's child config
+    replaces it."""
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = ['{SEGMENTATION}']\n"
+                     f"model = dict(backbone=dict(_delete_=True, **{backbone!r}))\n")
+    return child
+
+
+@pytest.mark.parametrize('options', OFF_32)
+@pytest.mark.parametrize('backbone, why', [
+    # 4 px patches halved by a patch merging at each of the 3 stages after the first
+    (TINY_SWIN, r'SwinTransformer takes inputs whose height and width are multiples of 32 '
+                r'\(its total stride: model\.backbone\.patch_size 4 x 2\^3'),
+    # a stride-2 stem, then a stride-2 patch aggregation opening each of the 4 stages
+    (TINY_CMT, r'CMT takes inputs whose height and width are multiples of 32 '
+               r'\(its total stride')])
+def test_a_size_off_the_total_stride_of_swin_or_cmt_is_refused_at_load(tmp_path, options,
+                                                                       backbone, why):
+    """Swin and CMT refuse, in their forward and naming no key, an input whose sides are no
+    multiples of 32 (Swin's ``input size (496, 496) must be a multiple of the total stride
+    32``); they stated no multiple, so config load passed a 496-px slide-test crop, which
+    failed at the first validation."""
+    key, value = next((key, value) for key, value in options.items() if 'stride' not in key)
+    with pytest.raises(LaunchError, match=rf'^{re.escape(key)}={re.escape(repr(value))} '
+                                          rf'\(from .*child\.py or --cfg-options\): {why}'):
+        load_config(str(segmentation_with(tmp_path, backbone)), options)
+
+
+def test_the_swin_multiple_follows_its_patch_size_and_stages(tmp_path):
+    """Two stages of 2-px patches: a total stride of 4, which 500 px is a multiple of."""
+    two_stages = dict(TINY_SWIN, arch=dict(embed_dim=16, depths=(2, 2), num_heads=(1, 2)),
+                      patch_size=2, out_indices=(0, 1))
+    sizes = {'model.test_cfg.crop_size': (500, 500), 'model.test_cfg.stride': (331, 331),
+             'model.data_preprocessor.size': (500, 500)}
+    load_config(str(segmentation_with(tmp_path, two_stages)), sizes)
+    with pytest.raises(LaunchError, match=r'multiples of 4 \(its total stride: '
+                                          r'model\.backbone\.patch_size 2 x 2\^1'):
+        load_config(str(segmentation_with(tmp_path, two_stages)),
+                    {**sizes, 'model.test_cfg.crop_size': (502, 502)})
+
+
+@pytest.mark.parametrize('backbone', [TINY_SWIN, TINY_CMT])
+def test_multiples_of_the_total_stride_are_accepted(tmp_path, backbone):
+    load_config(str(segmentation_with(tmp_path, backbone)))  # 512 px throughout
+
+
+@pytest.mark.parametrize('options', OFF_32)
+def test_pvtv2_takes_any_size_and_no_size_is_refused(tmp_path, options):
+    """PVTv2's patch embeddings are padded convolutions: any size runs
+    (tests/test_models/test_backbones/test_pvtv2.py)."""
+    pvtv2 = dict(type='fastmim.PyramidVisionTransformerV2', arch='b0', out_indices=(0, 1, 2, 3))
+    load_config(str(segmentation_with(tmp_path, pvtv2)), options)

@@ -116,7 +116,7 @@ class PlainViTBackbone(BackboneContract):
     def input_multiple(cls, settings: dict) -> Tuple[str, int]:
         """The patch size: the patch embedding takes whole patches and pads nothing."""
         default = inspect.signature(cls.__init__).parameters['patch_size'].default
-        return 'patch_size', settings.get('patch_size', default)
+        return 'model.backbone.patch_size', settings.get('patch_size', default)
 
     @classmethod
     def timm_sizes(cls, model: nn.Module) -> Dict:
