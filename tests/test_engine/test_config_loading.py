@@ -636,8 +636,14 @@ def test_a_size_the_plain_vit_cannot_take_is_refused_at_load(options, key, value
     # padded to a multiple of 16
     {'model.data_preprocessor.size': None, 'model.data_preprocessor.size_divisor': 16,
      'train_dataloader.dataset.pipeline.3.crop_size': (250, 250)},
-    # whole-image inference crops nothing
-    {'model.test_cfg.mode': 'whole', 'model.test_cfg.crop_size': (250, 250)},
+    # whole-image inference crops nothing, and the evaluation images are padded to multiples
+    {'model.test_cfg.mode': 'whole', 'model.test_cfg.crop_size': (250, 250),
+     'model.data_preprocessor.test_cfg.size_divisor': 16},
+    # whole-image inference of images resized to one size, a multiple of 16
+    {'model.test_cfg.mode': 'whole', 'val_dataloader.dataset.pipeline.1.keep_ratio': False,
+     'val_dataloader.dataset.pipeline.1.scale': (512, 512),
+     'test_dataloader.dataset.pipeline.1.keep_ratio': False,
+     'test_dataloader.dataset.pipeline.1.scale': (512, 512)},
     # multiples of the patch size the config gives
     {'model.backbone.patch_size': 10, 'model.data_preprocessor.size': (250, 250),
      'train_dataloader.dataset.pipeline.3.crop_size': (250, 250),
@@ -645,6 +651,84 @@ def test_a_size_the_plain_vit_cannot_take_is_refused_at_load(options, key, value
 def test_sizes_the_plain_vit_takes_are_accepted(options):
     load_config(str(SEGMENTATION), options)
 
+
+
+def test_mmseg_pads_evaluation_images_only_as_its_test_cfg_says():
+    """Why whole-image inference is checked: mmseg's SegDataPreProcessor pads training batches
+    to ``size`` / ``size_divisor``, evaluation images only to what its ``test_cfg`` says. A
+    512 x 683 image (the recipe's test Resize, scale (2048, 512) with keep_ratio, of a 375 x
+    500 photo) reaches a ViT/16 as it is, which the ViT refuses at the first validation."""
+    from mmseg.models import SegDataPreProcessor
+    from mmseg.structures import SegDataSample
+    image = dict(inputs=[torch.zeros(3, 512, 683, dtype=torch.uint8)],
+                 data_samples=[SegDataSample()])
+    unpadded = SegDataPreProcessor(size=(512, 512), size_divisor=16)
+    assert unpadded(image, training=False)['inputs'].shape == (1, 3, 512, 683)
+    padded = SegDataPreProcessor(test_cfg=dict(size_divisor=16))
+    assert padded(image, training=False)['inputs'].shape == (1, 3, 512, 688)
+
+
+@pytest.mark.parametrize('options', [
+    {},
+    # padded, but to multiples of 8
+    {'model.data_preprocessor.test_cfg.size_divisor': 8},
+    # the training batches' padding does not reach the evaluation images
+    {'model.data_preprocessor.size': None, 'model.data_preprocessor.size_divisor': 16}])
+def test_whole_inference_of_images_resized_to_their_aspect_ratio_is_refused_at_load(options):
+    """Whole-image inference feeds each evaluation image at the size the test Resize gives it
+    (keep_ratio: it follows the image's aspect ratio, 512 x 683 for a 375 x 500 photo), which
+    the ViT refused at the first validation, after the training's first 16,000 iterations."""
+    options = {'model.test_cfg.mode': 'whole', **options}
+    with pytest.raises(LaunchError, match=(
+            rf"^model\.test_cfg\.mode='whole' \(from .*{SEGMENTATION.name} or --cfg-options\): "
+            r'.*VisionTransformer.* multiples of 16 \(model\.backbone\.patch_size\); '
+            r'whole-image inference feeds each image as val_dataloader\.dataset\.pipeline\.1 '
+            r'\(Resize, keep_ratio=True\) resizes it, to sides that follow its aspect ratio, '
+            r'padded only as model\.data_preprocessor\.test_cfg says.*'
+            r'model\.data_preprocessor\.test_cfg=dict\(size_divisor=16\)')):
+        load_config(str(SEGMENTATION), options)
+
+
+def test_whole_inference_of_images_resized_to_another_size_names_the_scale():
+    """Without keep_ratio, Resize's scale (w, h) is the one size every image gets."""
+    options = {'model.test_cfg.mode': 'whole'}
+    for loader in ('val_dataloader', 'test_dataloader'):
+        options.update({f'{loader}.dataset.pipeline.1.keep_ratio': False,
+                        f'{loader}.dataset.pipeline.1.scale': (500, 512)})
+    with pytest.raises(LaunchError, match=(
+            r'^val_dataloader\.dataset\.pipeline\.1\.scale=\(500, 512\) .*multiples of 16 '
+            r'.*whole-image inference feeds each image at this size')):
+        load_config(str(SEGMENTATION), options)
+
+
+
+@pytest.mark.parametrize('divisor, refused', [(32, False), (8, True)])
+def test_whole_inference_of_images_rounded_to_multiples_after_the_resize(tmp_path, divisor,
+                                                                        refused):
+    """mmseg's ResizeToMultiple after the Resize makes the sides multiples of its divisor."""
+    child = tmp_path / 'child.py'
+    child.write_text(
+        f"_base_ = ['{SEGMENTATION}']\nmodel = dict(test_cfg=dict(mode='whole'))\n"
+        "pipeline = [dict(type='LoadImageFromFile'),\n"
+        "            dict(type='Resize', scale=(2048, 512), keep_ratio=True),\n"
+        f"            dict(type='ResizeToMultiple', size_divisor={divisor}),\n"
+        "            dict(type='LoadAnnotations', reduce_zero_label=True),\n"
+        "            dict(type='PackSegInputs')]\n"
+        "val_dataloader = dict(dataset=dict(pipeline=pipeline))\n"
+        "test_dataloader = val_dataloader\n")
+    if not refused:
+        load_config(str(child))
+        return
+    with pytest.raises(LaunchError, match=r"^model\.test_cfg\.mode='whole' .*"
+                                          r'val_dataloader\.dataset\.pipeline\.1 \(Resize'):
+        load_config(str(child))
+
+def test_whole_inference_of_images_the_pipeline_does_not_resize_is_not_judged():
+    """The Fashion-MNIST study's test pipeline resizes nothing: its 64-px canvases are fed as
+    the dataset holds them, a size the config does not state."""
+    config = ROOT / 'configs' / 'experiments' / 'fashion_mnist_upernet.py'
+    cfg = load_config(str(config))
+    assert cfg.model.test_cfg.mode == 'whole' and 'test_cfg' not in cfg.model.data_preprocessor
 
 # The segmentation recipe's sizes, 496 px: a multiple of 16, none of 32.
 OFF_32 = [{'model.test_cfg.crop_size': (496, 496), 'model.test_cfg.stride': (331, 331)},
