@@ -25,6 +25,13 @@ DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 DOWNSTREAM_CROP_ARGUMENTS = {'RandomCrop': 'crop_size'}
 # The data preprocessor's arguments that pad every image to a multiple: mmseg's, mmdet's.
 PAD_DIVISOR_ARGUMENTS = ('size_divisor', 'pad_size_divisor')
+# mmseg's data preprocessor: its size and size_divisor pad the training batches, its test_cfg
+# (size or size_divisor) the evaluation images, which are stacked as they are without one.
+EVALUATION_PADDED_BY_TEST_CFG = 'SegDataPreProcessor'
+EVALUATION_LOADERS = ('val_dataloader', 'test_dataloader')
+# Pipeline transforms that make an image's sides multiples of their size_divisor (mmseg's,
+# mmcv's).
+SIZE_DIVISOR_TRANSFORMS = ('ResizeToMultiple', 'Pad')
 # The hook whose stages set the training input size epoch by epoch.
 PROGRESSIVE_HOOK = 'ProgressiveResolutionHook'
 
@@ -91,22 +98,24 @@ def test_resize_size(cfg) -> Optional[Tuple[str, Tuple[int, int]]]:
 
 def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
     """``(key, value, why)`` for each size that reaches a backbone that takes multiples of a
-    number only (a plain ViT's patch size: :meth:`~fastmim.models.utils.backbone_contract.
-    BackboneContract.input_multiple`, asked of the class the config names, not built) and is
-    no multiple of it: ``model.data_preprocessor.size`` (what mmseg pads the training images
-    to), the training pipeline's ``RandomCrop.crop_size`` where the data preprocessor pads it
-    to neither that size nor a multiple of the number, and ``model.test_cfg.crop_size`` of
-    slide inference (its crops reach the backbone unpadded). Each fails otherwise in the
-    backbone's forward, naming no key: the test crop only at the first validation."""
+    number only (a plain ViT's patch size, Swin's and CMT's total stride: :meth:`~fastmim.
+    models.utils.backbone_contract.BackboneContract.input_multiple`, asked of the class the
+    config names, not built) and is no multiple of it: ``model.data_preprocessor.size``
+    (what mmseg pads the training images to), the training pipeline's ``RandomCrop.crop_size``
+    where the data preprocessor pads it to neither that size nor a multiple of the number, and
+    ``model.test_cfg.crop_size`` of slide inference (its crops reach the backbone unpadded),
+    and the evaluation images of mmseg's whole-image inference
+    (:func:`_whole_inference_sizes`). Each fails otherwise in the backbone's forward, naming
+    no key: the evaluation sizes only at the first validation."""
     model = cfg.get('model') or {}
     backbone = model.get('backbone') or {}
     asked = getattr(_fastmim_backbone_class(backbone), 'input_multiple', None)
     stated = asked(backbone) if asked else None
     if stated is None or not isinstance(stated[1], int) or stated[1] <= 1:
         return []
-    argument, multiple = stated
+    source, multiple = stated
     why = (f'{type_name(backbone)} takes inputs whose height and width are multiples of '
-           f'{multiple} (model.backbone.{argument})')
+           f'{multiple} ({source})')
     preprocessor = model.get('data_preprocessor') or {}
     padded_to = size_pair(preprocessor.get('size'))
     off = []
@@ -123,7 +132,72 @@ def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
     if test_cfg.get('mode') == 'slide' and test_crop and not _multiples(test_crop, multiple):
         off.append(('model.test_cfg.crop_size', test_cfg['crop_size'],
                     f'{why}; slide inference feeds its crops unpadded'))
-    return off
+    return off + _whole_inference_sizes(cfg, multiple, why)
+
+
+def _whole_inference_sizes(cfg, multiple: int, why: str) -> List[Tuple[str, object, str]]:
+    """``(key, value, why)`` where mmseg's whole-image inference (``model.test_cfg.mode=
+    'whole'``) feeds the backbone evaluation images whose sides are no multiples of
+    ``multiple``: each image is fed at the size the evaluation pipeline's last ``Resize``
+    gives it, padded only by ``model.data_preprocessor.test_cfg``. With ``keep_ratio`` that
+    size follows each image's aspect ratio (512 x 683 for a 375 x 500 photo at scale (2048,
+    512)), so only padding to a multiple makes it one; without, ``scale`` (w, h) is the size.
+    A pipeline without ``Resize`` feeds the dataset's own sizes, which the config does not
+    state: not judged."""
+    model = cfg.get('model') or {}
+    preprocessor = model.get('data_preprocessor') or {}
+    if ((model.get('test_cfg') or {}).get('mode') != 'whole'
+            or type_name(preprocessor) != EVALUATION_PADDED_BY_TEST_CFG
+            or _pads_to_multiples(preprocessor.get('test_cfg') or {}, multiple)):
+        return []
+    padded_only = 'padded only as model.data_preprocessor.test_cfg says (size and ' \
+                  'size_divisor pad the training batches)'
+    for where, resize in _evaluation_resizes(cfg, multiple):
+        scale = size_pair(resize.get('scale'))
+        if scale is not None and resize.get('keep_ratio'):
+            return [('model.test_cfg.mode', 'whole',
+                     f'{why}; whole-image inference feeds each image as {where} (Resize, '
+                     f'keep_ratio=True) resizes it, to sides that follow its aspect ratio, '
+                     f'{padded_only}: set model.data_preprocessor.test_cfg='
+                     f'dict(size_divisor={multiple})')]
+        if scale is not None and not _multiples((scale[1], scale[0]), multiple):
+            return [(f'{where}.scale', resize['scale'],
+                     f'{why}; whole-image inference feeds each image at this size (Resize '
+                     f'scale (w, h) without keep_ratio), {padded_only}')]
+    return []
+
+
+def _pads_to_multiples(padding: dict, multiple: int) -> bool:
+    """Whether mmseg's ``test_cfg`` padding ``padding`` makes sizes multiples of
+    ``multiple``: a ``size_divisor`` that is one, or a ``size`` of multiples (images no
+    larger than it)."""
+    divisor, size = padding.get('size_divisor'), size_pair(padding.get('size'))
+    return ((isinstance(divisor, int) and divisor % multiple == 0)
+            or (size is not None and _multiples(size, multiple)))
+
+
+def _evaluation_resizes(cfg, multiple: int):
+    """``(key, transform)`` of the last ``Resize`` of each evaluation pipeline (the one
+    shared by validation and test named once), unless a later transform rounds the sides to
+    multiples of ``multiple`` (mmseg's ``ResizeToMultiple``, mmcv's ``Pad`` by
+    ``size_divisor``)."""
+    seen = []
+    for loader in EVALUATION_LOADERS:
+        pipeline = ((cfg.get(loader) or {}).get('dataset') or {}).get('pipeline') or []
+        if pipeline in seen:
+            continue
+        seen.append(pipeline)
+        resizes = [index for index, transform in enumerate(pipeline)
+                   if type_name(transform) == 'Resize']
+        if not resizes:
+            continue
+        last = resizes[-1]
+        rounded = [transform for transform in pipeline[last + 1:]
+                   if type_name(transform) in SIZE_DIVISOR_TRANSFORMS
+                   and isinstance(transform.get('size_divisor'), int)
+                   and transform['size_divisor'] % multiple == 0]
+        if not rounded:
+            yield f'{loader}.dataset.pipeline.{last}', pipeline[last]
 
 
 def _fastmim_backbone_class(backbone) -> Optional[type]:

@@ -636,11 +636,159 @@ def test_a_size_the_plain_vit_cannot_take_is_refused_at_load(options, key, value
     # padded to a multiple of 16
     {'model.data_preprocessor.size': None, 'model.data_preprocessor.size_divisor': 16,
      'train_dataloader.dataset.pipeline.3.crop_size': (250, 250)},
-    # whole-image inference crops nothing
-    {'model.test_cfg.mode': 'whole', 'model.test_cfg.crop_size': (250, 250)},
+    # whole-image inference crops nothing, and the evaluation images are padded to multiples
+    {'model.test_cfg.mode': 'whole', 'model.test_cfg.crop_size': (250, 250),
+     'model.data_preprocessor.test_cfg.size_divisor': 16},
+    # whole-image inference of images resized to one size, a multiple of 16
+    {'model.test_cfg.mode': 'whole', 'val_dataloader.dataset.pipeline.1.keep_ratio': False,
+     'val_dataloader.dataset.pipeline.1.scale': (512, 512),
+     'test_dataloader.dataset.pipeline.1.keep_ratio': False,
+     'test_dataloader.dataset.pipeline.1.scale': (512, 512)},
     # multiples of the patch size the config gives
     {'model.backbone.patch_size': 10, 'model.data_preprocessor.size': (250, 250),
      'train_dataloader.dataset.pipeline.3.crop_size': (250, 250),
      'model.test_cfg.crop_size': (250, 250)}])
 def test_sizes_the_plain_vit_takes_are_accepted(options):
     load_config(str(SEGMENTATION), options)
+
+
+
+def test_mmseg_pads_evaluation_images_only_as_its_test_cfg_says():
+    """Why whole-image inference is checked: mmseg's SegDataPreProcessor pads training batches
+    to ``size`` / ``size_divisor``, evaluation images only to what its ``test_cfg`` says. A
+    512 x 683 image (the recipe's test Resize, scale (2048, 512) with keep_ratio, of a 375 x
+    500 photo) reaches a ViT/16 as it is, which the ViT refuses at the first validation."""
+    from mmseg.models import SegDataPreProcessor
+    from mmseg.structures import SegDataSample
+    image = dict(inputs=[torch.zeros(3, 512, 683, dtype=torch.uint8)],
+                 data_samples=[SegDataSample()])
+    unpadded = SegDataPreProcessor(size=(512, 512), size_divisor=16)
+    assert unpadded(image, training=False)['inputs'].shape == (1, 3, 512, 683)
+    padded = SegDataPreProcessor(test_cfg=dict(size_divisor=16))
+    assert padded(image, training=False)['inputs'].shape == (1, 3, 512, 688)
+
+
+@pytest.mark.parametrize('options', [
+    {},
+    # padded, but to multiples of 8
+    {'model.data_preprocessor.test_cfg.size_divisor': 8},
+    # the training batches' padding does not reach the evaluation images
+    {'model.data_preprocessor.size': None, 'model.data_preprocessor.size_divisor': 16}])
+def test_whole_inference_of_images_resized_to_their_aspect_ratio_is_refused_at_load(options):
+    """Whole-image inference feeds each evaluation image at the size the test Resize gives it
+    (keep_ratio: it follows the image's aspect ratio, 512 x 683 for a 375 x 500 photo), which
+    the ViT refused at the first validation, after the training's first 16,000 iterations."""
+    options = {'model.test_cfg.mode': 'whole', **options}
+    with pytest.raises(LaunchError, match=(
+            rf"^model\.test_cfg\.mode='whole' \(from .*{SEGMENTATION.name} or --cfg-options\): "
+            r'.*VisionTransformer.* multiples of 16 \(model\.backbone\.patch_size\); '
+            r'whole-image inference feeds each image as val_dataloader\.dataset\.pipeline\.1 '
+            r'\(Resize, keep_ratio=True\) resizes it, to sides that follow its aspect ratio, '
+            r'padded only as model\.data_preprocessor\.test_cfg says.*'
+            r'model\.data_preprocessor\.test_cfg=dict\(size_divisor=16\)')):
+        load_config(str(SEGMENTATION), options)
+
+
+def test_whole_inference_of_images_resized_to_another_size_names_the_scale():
+    """Without keep_ratio, Resize's scale (w, h) is the one size every image gets."""
+    options = {'model.test_cfg.mode': 'whole'}
+    for loader in ('val_dataloader', 'test_dataloader'):
+        options.update({f'{loader}.dataset.pipeline.1.keep_ratio': False,
+                        f'{loader}.dataset.pipeline.1.scale': (500, 512)})
+    with pytest.raises(LaunchError, match=(
+            r'^val_dataloader\.dataset\.pipeline\.1\.scale=\(500, 512\) .*multiples of 16 '
+            r'.*whole-image inference feeds each image at this size')):
+        load_config(str(SEGMENTATION), options)
+
+
+
+@pytest.mark.parametrize('divisor, refused', [(32, False), (8, True)])
+def test_whole_inference_of_images_rounded_to_multiples_after_the_resize(tmp_path, divisor,
+                                                                        refused):
+    """mmseg's ResizeToMultiple after the Resize makes the sides multiples of its divisor."""
+    child = tmp_path / 'child.py'
+    child.write_text(
+        f"_base_ = ['{SEGMENTATION}']\nmodel = dict(test_cfg=dict(mode='whole'))\n"
+        "pipeline = [dict(type='LoadImageFromFile'),\n"
+        "            dict(type='Resize', scale=(2048, 512), keep_ratio=True),\n"
+        f"            dict(type='ResizeToMultiple', size_divisor={divisor}),\n"
+        "            dict(type='LoadAnnotations', reduce_zero_label=True),\n"
+        "            dict(type='PackSegInputs')]\n"
+        "val_dataloader = dict(dataset=dict(pipeline=pipeline))\n"
+        "test_dataloader = val_dataloader\n")
+    if not refused:
+        load_config(str(child))
+        return
+    with pytest.raises(LaunchError, match=r"^model\.test_cfg\.mode='whole' .*"
+                                          r'val_dataloader\.dataset\.pipeline\.1 \(Resize'):
+        load_config(str(child))
+
+def test_whole_inference_of_images_the_pipeline_does_not_resize_is_not_judged():
+    """The Fashion-MNIST study's test pipeline resizes nothing: its 64-px canvases are fed as
+    the dataset holds them, a size the config does not state."""
+    config = ROOT / 'configs' / 'experiments' / 'fashion_mnist_upernet.py'
+    cfg = load_config(str(config))
+    assert cfg.model.test_cfg.mode == 'whole' and 'test_cfg' not in cfg.model.data_preprocessor
+
+# The segmentation recipe's sizes, 496 px: a multiple of 16, none of 32.
+OFF_32 = [{'model.test_cfg.crop_size': (496, 496), 'model.test_cfg.stride': (331, 331)},
+          {'model.data_preprocessor.size': (496, 496),
+           'train_dataloader.dataset.pipeline.3.crop_size': (496, 496)}]
+TINY_SWIN = dict(type='fastmim.SwinTransformer', arch='t', img_size=224, window_size=7,
+                 out_indices=(0, 1, 2, 3))
+TINY_CMT = dict(type='fastmim.CMT', arch='ti', img_size=224, out_indices=(0, 1, 2, 3))
+
+
+def segmentation_with(tmp_path, backbone: dict) -> Path:
+    """The segmentation recipe with another fastmim backbone, as a user's child config
+    replaces it."""
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = ['{SEGMENTATION}']\n"
+                     f"model = dict(backbone=dict(_delete_=True, **{backbone!r}))\n")
+    return child
+
+
+@pytest.mark.parametrize('options', OFF_32)
+@pytest.mark.parametrize('backbone, why', [
+    # 4 px patches halved by a patch merging at each of the 3 stages after the first
+    (TINY_SWIN, r'SwinTransformer takes inputs whose height and width are multiples of 32 '
+                r'\(its total stride: model\.backbone\.patch_size 4 x 2\^3'),
+    # a stride-2 stem, then a stride-2 patch aggregation opening each of the 4 stages
+    (TINY_CMT, r'CMT takes inputs whose height and width are multiples of 32 '
+               r'\(its total stride')])
+def test_a_size_off_the_total_stride_of_swin_or_cmt_is_refused_at_load(tmp_path, options,
+                                                                       backbone, why):
+    """Swin and CMT refuse, in their forward and naming no key, an input whose sides are no
+    multiples of 32 (Swin's ``input size (496, 496) must be a multiple of the total stride
+    32``); they stated no multiple, so config load passed a 496-px slide-test crop, which
+    failed at the first validation."""
+    key, value = next((key, value) for key, value in options.items() if 'stride' not in key)
+    with pytest.raises(LaunchError, match=rf'^{re.escape(key)}={re.escape(repr(value))} '
+                                          rf'\(from .*child\.py or --cfg-options\): {why}'):
+        load_config(str(segmentation_with(tmp_path, backbone)), options)
+
+
+def test_the_swin_multiple_follows_its_patch_size_and_stages(tmp_path):
+    """Two stages of 2-px patches: a total stride of 4, which 500 px is a multiple of."""
+    two_stages = dict(TINY_SWIN, arch=dict(embed_dim=16, depths=(2, 2), num_heads=(1, 2)),
+                      patch_size=2, out_indices=(0, 1))
+    sizes = {'model.test_cfg.crop_size': (500, 500), 'model.test_cfg.stride': (331, 331),
+             'model.data_preprocessor.size': (500, 500)}
+    load_config(str(segmentation_with(tmp_path, two_stages)), sizes)
+    with pytest.raises(LaunchError, match=r'multiples of 4 \(its total stride: '
+                                          r'model\.backbone\.patch_size 2 x 2\^1'):
+        load_config(str(segmentation_with(tmp_path, two_stages)),
+                    {**sizes, 'model.test_cfg.crop_size': (502, 502)})
+
+
+@pytest.mark.parametrize('backbone', [TINY_SWIN, TINY_CMT])
+def test_multiples_of_the_total_stride_are_accepted(tmp_path, backbone):
+    load_config(str(segmentation_with(tmp_path, backbone)))  # 512 px throughout
+
+
+@pytest.mark.parametrize('options', OFF_32)
+def test_pvtv2_takes_any_size_and_no_size_is_refused(tmp_path, options):
+    """PVTv2's patch embeddings are padded convolutions: any size runs
+    (tests/test_models/test_backbones/test_pvtv2.py)."""
+    pvtv2 = dict(type='fastmim.PyramidVisionTransformerV2', arch='b0', out_indices=(0, 1, 2, 3))
+    load_config(str(segmentation_with(tmp_path, pvtv2)), options)

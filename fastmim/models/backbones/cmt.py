@@ -434,6 +434,13 @@ class CMT(BackboneContract, BaseModule):
                 outs.append(x)
         return tuple(outs)
 
+    @classmethod
+    def input_multiple(cls, settings: dict) -> Tuple[str, int]:
+        """The total stride (32), which no setting changes: :meth:`forward` refuses another
+        size, naming no config key."""
+        return ('its total stride: a stride-2 stem, then a stride-2 patch aggregation opening '
+                'each of the 4 stages', STAGE_STRIDES[-1])
+
     def geometry(self) -> dict:
         """Plain-type description that checkpoints store so that the biases can be resized,
         with the entries that set the size (:attr:`size_keys`), as Swin's and PVTv2's have: a

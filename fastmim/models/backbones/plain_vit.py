@@ -116,7 +116,7 @@ class PlainViTBackbone(BackboneContract):
     def input_multiple(cls, settings: dict) -> Tuple[str, int]:
         """The patch size: the patch embedding takes whole patches and pads nothing."""
         default = inspect.signature(cls.__init__).parameters['patch_size'].default
-        return 'patch_size', settings.get('patch_size', default)
+        return 'model.backbone.patch_size', settings.get('patch_size', default)
 
     @classmethod
     def timm_sizes(cls, model: nn.Module) -> Dict:
@@ -176,9 +176,9 @@ class PlainViTBackbone(BackboneContract):
                 images.shape[-1] % self.patch_size:
             raise ValueError(f'{type(self).__name__}: expected a (B, C, H, W) input with H and W '
                              f'multiples of the patch size {self.patch_size}, got '
-                             f'{tuple(images.shape)} (sizes are set by the pipeline\'s crop, '
-                             f'the data preprocessor\'s padding, or test_cfg.crop_size '
-                             f'of slide inference)')
+                             f'{tuple(images.shape)} (sizes are set by the pipeline\'s crop '
+                             f'or resize, the data preprocessor\'s padding, or '
+                             f'test_cfg.crop_size of slide inference)')
         x = self.patch_embed(images)  # (B, h, w, C): dynamic_img_size keeps the grid
         return (*self._position_embedded(x), tuple(x.shape[1:3]))
 

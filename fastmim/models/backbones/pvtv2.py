@@ -143,6 +143,13 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
         return tuple(outputs)
 
     @classmethod
+    def input_multiple(cls, settings: dict) -> None:
+        """None: any size runs. Every patch embedding is a padded convolution (7x7 stride 4,
+        then 3x3 stride 2, padded), so a stage map has ``ceil(side / stride)`` rows and
+        columns and the image's last ones are kept."""
+        return None
+
+    @classmethod
     def timm_sizes(cls, model: torch.nn.Module) -> Dict:
         """timm's PVTv2 keeps its blocks in its stages; each block's attention its width and
         heads."""

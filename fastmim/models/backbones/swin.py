@@ -23,6 +23,7 @@ config) it is padded to whole windows and shifted like every other stage, as mmd
 then no input is too small for the windows.
 """
 import copy
+import inspect
 import re
 from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
@@ -251,6 +252,25 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         self.set_grad_checkpointing(with_cp)
         self.enable_state_dict_adaptation()
 
+    @classmethod
+    def input_multiple(cls, settings: dict) -> Optional[Tuple[str, int]]:
+        """The total stride, ``patch_size x 2^(stages - 1)`` (32 for the published sizes):
+        the sizes that work (module docstring); :meth:`_adapt_to_input` refuses the others in
+        the forward, naming no config key (all but an ``img_size`` the model is built for).
+        None where the entry's ``arch`` or ``patch_size`` is not one this class builds from
+        (building names the error)."""
+        try:
+            arch = resolve_arch(settings.get('arch', _constructor_default(cls, 'arch')))
+        except (ValueError, TypeError):
+            return None
+        patch = settings.get('patch_size', arch.get(
+            'patch_size', _constructor_default(TimmSwinTransformer, 'patch_size')))
+        if not isinstance(patch, int):
+            return None
+        halvings = len(arch['depths']) - 1
+        return (f'its total stride: model.backbone.patch_size {patch} x 2^{halvings}, one '
+                f'patch merging per stage after the first', patch * 2**halvings)
+
     @property
     def total_stride(self) -> int:
         return self.patch_embed.patch_size[0] * 2**(len(self.layers) - 1)
@@ -389,6 +409,11 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
     @property
     def num_layer_ids(self) -> int:
         return sum(len(stage.blocks) for stage in self.layers) + 2
+
+
+def _constructor_default(owner: type, name: str):
+    """The default of argument ``name`` of ``owner``'s constructor."""
+    return inspect.signature(owner.__init__).parameters[name].default
 
 
 def _reference_model(state: StateDict, path, img_size) -> Tuple[nn.Module, StateDict]:

@@ -30,11 +30,11 @@ while every backbone imports this module (and the helpers they share,
 ``size_keys``              class attribute: the ``geometry()`` / arch entries that set the size
                            (widths, depths, heads, a timm model name): a file that differs in
                            one is another size, which no resize rule transfers
-``input_multiple(settings)``  classmethod: ``(key, n)`` where the input's height and width
-                           must be multiples of ``n`` (set at the config entry's ``key``), read
-                           from the entry's settings without building it, so that a config's
-                           crops are checked at load; default: None (any size, or the backbone
-                           names its own size error)
+``input_multiple(settings)``  classmethod: ``(source, n)`` where the input's height and
+                           width must be multiples of ``n``, and ``source`` says what sets it
+                           (``'model.backbone.patch_size'``), read from the entry's settings
+                           without building it, so that a config's crops are checked at load;
+                           default: None (any size, or the backbone names its own size error)
 ``timm_sizes(model)``      classmethod: the ``size_keys`` entries of a timm model of the
                            family, to name the sizes a file differs in from ``--arch``'s
                            model (``tools/convert/to_timm.py``); default: None
@@ -129,9 +129,11 @@ class BackboneContract:
 
     @classmethod
     def input_multiple(cls, settings: dict) -> Optional[Tuple[str, int]]:
-        """``(key, n)``: the input's height and width must be multiples of ``n``, which the
-        config entry ``settings`` of this backbone sets at ``key`` (or leaves at the class's
-        default), read without building the backbone. The default (None) asks nothing."""
+        """``(source, n)``: the input's height and width must be multiples of ``n``, read from
+        the config entry ``settings`` of this backbone (``model.backbone``) without building
+        it. ``source`` says what sets ``n``, naming the entry's keys (``model.backbone.
+        patch_size``), for the message that refuses a size. The default (None) asks
+        nothing."""
         return None
 
     @classmethod

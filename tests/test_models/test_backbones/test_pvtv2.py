@@ -33,6 +33,33 @@ def test_stage_maps_equal_timm_pvt_v2_b0_at_two_sizes():
             torch.testing.assert_close(output, reference_output, rtol=1e-4, atol=1e-4)
 
 
+
+def conv_output_side(side: int, kernel: int, stride: int, padding: int) -> int:
+    """torch's Conv2d output formula."""
+    return (side + 2 * padding - kernel) // stride + 1
+
+
+@pytest.mark.parametrize('size', [(200, 200), (225, 225), (224, 232)])
+def test_sizes_no_multiple_of_32_run_as_timm_runs_them(size):
+    """Nothing is required of the input size (``input_multiple`` is None, config load checks
+    nothing): each patch embedding is a padded convolution (7x7 stride 4 padding 3, then 3x3
+    stride 2 padding 1), so every stage map is the convolution's output size, the image's
+    last rows and columns included, and timm's model gives the same maps."""
+    reference = timm.create_model('pvt_v2_b0', num_classes=0).eval()
+    model = PyramidVisionTransformerV2(arch='b0', out_indices=(0, 1, 2, 3)).eval()
+    model.load_state_dict(reference.state_dict(), strict=True)
+    assert PyramidVisionTransformerV2.input_multiple(dict(arch='b0')) is None
+    images = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        outputs = model(images)
+        expected = reference.forward_intermediates(images, intermediates_only=True)
+    sides = [[conv_output_side(side, 7, 4, 3) for side in size]]
+    for _ in range(3):
+        sides.append([conv_output_side(side, 3, 2, 1) for side in sides[-1]])
+    assert [list(output.shape[-2:]) for output in outputs] == sides
+    for output, reference_output in zip(outputs, expected):
+        torch.testing.assert_close(output, reference_output, rtol=1e-4, atol=1e-4)
+
 def test_default_is_last_stage_of_b2():
     model = MODELS.build(dict(type='PyramidVisionTransformerV2'))
     assert [len(stage.blocks) for stage in model.stages] == [3, 4, 6, 3]
