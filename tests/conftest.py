@@ -8,7 +8,9 @@ starts in fastmim's scope, as a user's fastmim process does.
 And for its named loggers and message hubs: a Runner names them after its config file and the
 second it starts in, and takes over an existing instance of that name, so a run that started
 in the same second as the previous test's logged into that test's work dir and added to its
-scalars (one run per process, as a user's, never meets this). Each test's are dropped after it.
+scalars (one run per process, as a user's, never meets this). Its visualizer likewise wrote
+into the previous test's vis_data, which pytest has removed once that test passed. Each
+test's instances, of every such mmengine class, are dropped after it.
 
 And for the unreadable image files already named in a warning (once per file and process):
 each test warns of its own, as a fresh process would, though fixtures share files between
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmengine.logging import MessageHub, MMLogger
+from mmengine.utils import ManagerMixin
 from mmengine.registry import init_default_scope
 
 
@@ -31,12 +33,23 @@ def fastmim_default_scope():
     init_default_scope('fastmim')
 
 
+def _named_instance_classes():
+    """mmengine's classes of named, process-wide instances (loggers, message hubs,
+    visualizers of every library), each with its own table (``ManagerMeta``)."""
+    found, waiting = [], [ManagerMixin]
+    while waiting:
+        cls = waiting.pop()
+        found.append(cls)
+        waiting.extend(cls.__subclasses__())
+    return found
+
+
 @pytest.fixture(autouse=True)
-def fresh_loggers_and_message_hubs():
-    before = {cls: set(cls._instance_dict) for cls in (MMLogger, MessageHub)}
+def fresh_named_instances():
+    before = {cls: set(cls._instance_dict) for cls in _named_instance_classes()}
     yield
-    for cls, names in before.items():
-        for name in set(cls._instance_dict) - names:
+    for cls in _named_instance_classes():  # with those the test imported
+        for name in set(cls._instance_dict) - before.get(cls, set()):
             instance = cls._instance_dict.pop(name)
             for handler in getattr(instance, 'handlers', ())[:]:  # the logger's file
                 instance.removeHandler(handler)
