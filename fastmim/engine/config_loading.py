@@ -52,7 +52,9 @@ def load_config(path, cfg_options=None, builds_model=True):
     the config that names it), a config that is no valid Python one naming the file and line,
     and a key the config lacks is added with a warning (:func:`added_keys`; none for an
     argument the entry's class names, :func:`~fastmim.engine.config_keys.added_arguments`), as
-    is a pipeline variable that is not the pipeline that runs (:func:`warn_unused_pipelines`),
+    is an option that sets a variable whose value the settings copied when the file was read
+    (:func:`warn_copied_variables`), a pipeline variable that is not the pipeline that runs
+    (:func:`warn_unused_pipelines`),
     a progressive-resolution stages variable the hook does not run
     (:func:`warn_unused_stages`), a schedule that does not span the training
     (:func:`warn_schedule_length`) and pipelines that feed another input size than the backbone
@@ -72,10 +74,12 @@ def load_config(path, cfg_options=None, builds_model=True):
     from mmengine.config import Config
 
     from fastmim.config_file import check_config_file
-    from fastmim.engine.hooks.progressive_resolution_hook import warn_unused_stages
+    from fastmim.engine.copied_variables import warn_copied_variables
+    from fastmim.engine.hooks.progressive_resolution_hook import STAGES_VARIABLE, warn_unused_stages
     from fastmim.engine.input_sizes import warn_input_size_mismatch
     from fastmim.engine.pipeline_variables import warn_unused_pipelines
-    from fastmim.engine.schedule_length import warn_schedule_length
+    from fastmim.engine.schedule_length import (LENGTH_VARIABLES, WARMUP_VARIABLES,
+                                                warn_schedule_length)
     try:
         check_config_file(packaged_config_file(path), given=path)
     except (OSError, ValueError) as error:
@@ -89,6 +93,7 @@ def load_config(path, cfg_options=None, builds_model=True):
         raise LaunchError(_missing_base_message(error, path)) from None
     if builds_model:
         _refuse_what_builds_no_model(cfg, cfg_options or {}, path)
+    copied = set()
     if cfg_options:
         tree = cfg.to_dict()
         _refuse_empty_key_parts(cfg_options)
@@ -105,6 +110,9 @@ def load_config(path, cfg_options=None, builds_model=True):
             hint = f' (did you mean {" or ".join(close)}?)' if close else ''
             print_log(f'--cfg-options {key}: {path} has no such key, it is added{hint}',
                       logger='current', level=logging.WARNING)
+        copied = warn_copied_variables(
+            tree, cfg_options, path,
+            checked_elsewhere=(*LENGTH_VARIABLES, *WARMUP_VARIABLES, STAGES_VARIABLE))
         _open_unset_settings(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     _refuse_unusable_counts(cfg, path)
@@ -114,7 +122,7 @@ def load_config(path, cfg_options=None, builds_model=True):
     if builds_model:  # asks the backbone's class: imports the models
         _refuse_sizes_the_backbone_cannot_take(cfg, path)
     _no_worker_settings_without_workers(cfg)
-    warn_unused_pipelines(cfg, path, cfg_options)
+    warn_unused_pipelines(cfg, path, cfg_options, warned=copied)
     warn_unused_stages(cfg, path, cfg_options)
     warn_schedule_length(cfg, path, cfg_options)
     warn_input_size_mismatch(cfg, path)

@@ -6,7 +6,8 @@ Configs name their pipelines in top-level variables that their dataloaders use
 that makes it, so a child config, or ``--cfg-options train_pipeline.1.size=96``, that changes
 the variable alone changes nothing: the dataloader keeps the base's copy and the run trains at
 the old crop without a word. The dataloaders' own pipelines are what runs; the variables are
-compared with them after the config is complete.
+compared with them after the config is complete. An option that changed the variable has its
+own warning, which names the exact keys to set (:mod:`fastmim.engine.copied_variables`).
 """
 import logging
 
@@ -17,13 +18,15 @@ PIPELINE_USERS = (('train_pipeline', ('train_dataloader', )),
                   ('test_pipeline', ('val_dataloader', 'test_dataloader')))
 
 
-def warn_unused_pipelines(cfg, path, cfg_options=None):
+def warn_unused_pipelines(cfg, path, cfg_options=None, warned=()):
     """Log a warning for each dataloader whose dataset pipeline differs from the variable its
     config family feeds it with (scopes that inheritance adds are not a difference). A
     dataloader pipeline that ``cfg_options`` change is what the user means to run; the
-    variable is then left behind, not named."""
+    variable is then left behind, not named. A variable in ``warned`` was named already, with
+    the keys to set, by the warning about the option that changed it
+    (:func:`~fastmim.engine.copied_variables.warn_copied_variables`)."""
     for variable, loaders in PIPELINE_USERS:
-        if variable not in cfg:
+        if variable not in cfg or variable in warned:
             continue
         for loader in loaders:
             if _changed_on_command_line(f'{loader}.dataset.pipeline', cfg_options or {}):

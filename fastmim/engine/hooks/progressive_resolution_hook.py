@@ -33,6 +33,8 @@ from fastmim.registry import HOOKS, type_name
 
 STAGE_KEYS = ('epoch', 'input_size', 'batch_size', 'accumulative_counts')
 CROP_TYPE = 'RandomResizedCrop'
+# The top-level variable the progressive configs name their stages in.
+STAGES_VARIABLE = 'progressive_stages'
 
 
 class Stage(NamedTuple):
@@ -64,7 +66,7 @@ def warn_unused_stages(cfg, path, cfg_options=None) -> None:
     the variable alone changes nothing, and the hook's errors then quote the values the user
     thinks were replaced. Log a warning naming the key to change instead, unless the hook's
     own stages are changed on the command line."""
-    stages, cfg_options = cfg.get('progressive_stages'), cfg_options or {}
+    stages, cfg_options = cfg.get(STAGES_VARIABLE), cfg_options or {}
     if stages is None:
         return
     for index, hook in enumerate(cfg.get('custom_hooks') or []):
@@ -74,9 +76,9 @@ def warn_unused_stages(cfg, path, cfg_options=None) -> None:
         if hook.get('stages') == stages or any(
                 option == key or option.startswith(f'{key}.') for option in cfg_options):
             continue
-        example = next((f'{key}{option[len("progressive_stages"):]}={value}'
+        example = next((f'{key}{option[len(STAGES_VARIABLE):]}={value}'
                         for option, value in cfg_options.items()
-                        if option.startswith('progressive_stages.')), None)
+                        if option.startswith(f'{STAGES_VARIABLE}.')), None)
         print_log(f'{path}: progressive_stages differs from custom_hooks[{index}].stages, which '
                   'the hook runs (the variable was copied into it when the file was read); '
                   f'change {key}' + (f' (e.g. --cfg-options {example})' if example else ''),

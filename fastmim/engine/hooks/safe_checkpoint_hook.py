@@ -1,5 +1,4 @@
 """mmengine's CheckpointHook without its two ways of losing the last good checkpoint."""
-import logging
 import os.path as osp
 
 from mmengine.dist import is_main_process
@@ -7,20 +6,6 @@ from mmengine.fileio import get_file_backend
 from mmengine.hooks import CheckpointHook
 
 from fastmim.registry import HOOKS
-
-
-class UnusedFileClientFilter(logging.Filter):
-    """Drops the deprecation warnings of the ``FileClient`` that mmengine 0.10's
-    ``CheckpointHook.before_train`` and ``save_checkpoint`` build on every run and every save
-    whether or not ``file_client_args`` is set: unused when it is not (they write through
-    ``get_file_backend``), so the warnings are about nothing a config sets. Building it is
-    inside mmengine's functions, so it cannot be left out at the source."""
-
-    MESSAGES = ('"FileClient" will be deprecated in future',
-                '"HardDiskBackend" is the alias of "LocalBackend"')
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.MESSAGES)
 
 
 @HOOKS.register_module()
@@ -45,13 +30,7 @@ class SafeCheckpointHook(CheckpointHook):
         process has saved one: after a resume, the first validation's new best (the one
         repeated first, or one before the next regular save) would leave the checkpoint on disk
         with the previous best, and a run resumed from it later would replace the best
-        checkpoint by a worse one.
-
-        Without ``file_client_args``, mmengine's unused ``FileClient`` is not warned about
-        (:class:`UnusedFileClientFilter`)."""
-        if self.file_client_args is None and not any(
-                isinstance(each, UnusedFileClientFilter) for each in runner.logger.filters):
-            runner.logger.addFilter(UnusedFileClientFilter())
+        checkpoint by a worse one."""
         super().before_train(runner)
         last = runner.message_hub.get_info('last_ckpt')
         if self.last_ckpt is None and last is not None:
