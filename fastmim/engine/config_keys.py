@@ -5,9 +5,12 @@ config names (``BaseDataset`` for an ``ImageFolder``), and nothing says where in
 key is or how to drop it: ``--cfg-options`` can change a key but not remove one, so switching a
 dataset's ``type`` on the command line keeps the old type's arguments.
 """
+import ast
 import difflib
+import functools
 import inspect
 import re
+import textwrap
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, Optional, Tuple
 
@@ -75,26 +78,61 @@ def _what_it_takes(path: str, node: dict, key: str) -> str:
 
 
 def _arguments(classes: Iterable[type]) -> set:
-    """The keyword arguments of the classes' ``__init__``, their bases' included up to the
-    first ``__init__`` without ``**kwargs`` (a class passing ``**kwargs`` on takes its
-    bases'; one without takes none of theirs: the embedded datasets take no ``data_root``
-    although ``BaseDataset`` does)."""
+    """The keyword arguments of the classes' ``__init__``, their bases' included where
+    ``**kwargs`` go on to them (:func:`_init_parameters`), less the keys a class
+    refuses though a base takes them (its ``refused_keyword_hints``: the embedded datasets
+    pass ``BaseDataset``'s arguments on but refuse its ``data_root``)."""
     names = set()
     for cls in classes:
-        for base in inspect.getmro(cls):
-            if '__init__' not in vars(base):
-                continue
-            try:
-                parameters = inspect.signature(base.__init__).parameters.values()
-            except (TypeError, ValueError):
-                continue
-            names.update(parameter.name for parameter in parameters
-                         if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD,
-                                               parameter.KEYWORD_ONLY)
-                         and parameter.name != 'self')
-            if not any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters):
-                break
+        own = {parameter.name for parameters in _init_parameters(cls)
+               for parameter in parameters or ()
+               if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+               and parameter.name != 'self'}
+        names |= own - set(getattr(cls, 'refused_keyword_hints', None) or ())
     return names
+
+
+def _init_parameters(cls: type) -> Iterator[Optional[list]]:
+    """The parameters of each ``__init__`` that ``cls(...)`` reaches: its own and, while one
+    hands its ``**kwargs`` to a base's (:func:`_hands_kwargs_to_a_base`), the next one in the
+    MRO; None for one whose signature cannot be read, after which none is followed."""
+    for base in inspect.getmro(cls):
+        if '__init__' not in vars(base):
+            continue
+        try:
+            parameters = list(inspect.signature(base.__init__).parameters.values())
+        except (TypeError, ValueError):
+            yield None
+            return
+        yield parameters
+        if not _hands_kwargs_to_a_base(base.__init__):
+            return
+
+
+@functools.lru_cache(maxsize=None)
+def _hands_kwargs_to_a_base(init: Callable) -> bool:
+    """Whether ``init`` takes ``**kwargs`` and calls a base's ``__init__`` with them
+    (``super().__init__(**kwargs)``, read from its source): the keywords the base names are
+    then the class's too. One that keeps them (mmengine's CheckpointHook) or hands them to
+    something else (TimmBackbone, to ``timm.create_model``) takes any keyword; so does one
+    whose source cannot be read."""
+    kwargs = next((parameter.name for parameter in inspect.signature(init).parameters.values()
+                   if parameter.kind == parameter.VAR_KEYWORD), None)
+    if kwargs is None:
+        return False
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(init)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    return any(isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+               and node.func.attr == '__init__'
+               and any(keyword.arg is None and isinstance(keyword.value, ast.Name)
+                       and keyword.value.id == kwargs for keyword in node.keywords)
+               for node in ast.walk(tree))
+
+
+def _has_var_keyword(parameters: Iterable[inspect.Parameter]) -> bool:
+    return any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters)
 
 
 def _refusal_hint(node: dict, key: str, entry: str) -> str:
@@ -170,9 +208,9 @@ BUILDER_KEYS = frozenset({'type', '_scope_', 'priority', 'convert_to_iter_based'
 def mistyped_option_keys(tree, cfg_options: dict) -> Iterator[Tuple[str, str, str]]:
     """``(option, refusal, close names)`` for each ``--cfg-options`` key that adds a key to
     an entry of ``tree`` (the config as plain dicts) whose class cannot take it: the entry's
-    ``type`` names a registered class (any scope) and none of the classes by that name has
-    an argument of that name or ``**kwargs`` (but those it names as going to another class:
-    :func:`_keywords_taken`). mmengine adds the key silently and the class would refuse it
+    ``type`` names a registered class (any scope) and none of the classes by that name takes
+    it, by name or through ``**kwargs`` that go on to a base class or to the class it names
+    (:func:`_keywords_taken`). mmengine adds the key silently and the class would refuse it
     only when the Runner builds the model, ~190 lines later. The refusal carries what the
     class advises instead of the key (:func:`_refusal_hint`), else the close names. A key
     that a builder takes (:data:`BUILDER_KEYS`), or one under an entry of unknown type, is
@@ -271,28 +309,45 @@ def _import_registered_modules() -> None:
 
 
 def _keywords_taken(classes: list) -> Optional[set]:
-    """The keywords that one of ``classes`` takes, those its ``**kwargs`` pass on included
-    (a class that passes them to another names it as ``keywords_passed_to``: the backbones
-    hand them to their timm class); None when there are no classes or one takes any
-    keyword."""
+    """The keywords that one of ``classes`` takes, those its ``**kwargs`` pass on included:
+    to the next ``__init__`` of its MRO (:func:`_init_parameters`), or to the class it names as
+    ``keywords_passed_to`` (the backbones hand them to their timm class); None when there
+    are no classes or one takes any keyword (:func:`_keeps_any_keyword`)."""
     taken = set()
     for cls in classes:
-        while _takes_any_keyword(cls):
-            if not isinstance(getattr(cls, 'keywords_passed_to', None), type):
-                return None
+        while _passes_keywords_to_a_class(cls):
             taken |= _arguments([cls])
             cls = cls.keywords_passed_to
+        if _keeps_any_keyword(cls):
+            return None
         taken |= _arguments([cls])
     return taken if classes else None
 
 
-def _takes_any_keyword(cls: type) -> bool:
-    """Whether ``cls(...)`` takes keywords it does not name (``**kwargs``)."""
+def _keeps_any_keyword(cls: type) -> bool:
+    """Whether ``cls(...)`` takes keywords that no signature names: its ``**kwargs`` reach
+    an ``__init__`` that hands them to no base's (:func:`_hands_kwargs_to_a_base`), or a
+    signature cannot be read."""
+    takes_kwargs = _signature_takes_kwargs(cls)
+    if not takes_kwargs:
+        return takes_kwargs is None
+    *_, last = _init_parameters(cls)
+    return last is None or _has_var_keyword(last)
+
+
+def _passes_keywords_to_a_class(cls: type) -> bool:
+    """Whether ``cls(...)`` takes ``**kwargs`` and names the class they go to as
+    ``keywords_passed_to``."""
+    return bool(_signature_takes_kwargs(cls)
+                and isinstance(getattr(cls, 'keywords_passed_to', None), type))
+
+
+def _signature_takes_kwargs(cls: type) -> Optional[bool]:
+    """Whether the signature of ``cls(...)`` has ``**kwargs``; None when it cannot be read."""
     try:
-        parameters = inspect.signature(cls).parameters.values()
+        return _has_var_keyword(inspect.signature(cls).parameters.values())
     except (TypeError, ValueError):
-        return True  # no signature to check against
-    return any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters)
+        return None
 
 
 def _root_registries():

@@ -111,6 +111,20 @@ def test_bad_arguments_are_rejected():
         EmbeddedPhotos([], num_samples=0)
 
 
+@pytest.mark.skipif('foolbox' not in INSTALLED, reason='needs foolbox (requirements/data.txt)')
+@pytest.mark.parametrize('dataset', [EmbeddedPhotos, EmbeddedImageNetPhotos])
+def test_base_dataset_arguments_reach_it_and_a_typo_is_refused(dataset):
+    """BaseDataset's own arguments go on to it through ``**kwargs``: ``indices`` keeps the
+    first samples, ``test_mode`` is set."""
+    given = dict(sources=INSTALLED) if dataset is EmbeddedPhotos else {}
+    kept = dataset([], indices=3, test_mode=True, **given)
+    assert len(kept) == 3 and kept.test_mode
+    assert ([kept.get_data_info(i)['img_path'] for i in range(3)]
+            == [dataset([], **given).get_data_info(i)['img_path'] for i in range(3)])
+    with pytest.raises(TypeError, match="unexpected keyword argument 'indice'"):
+        dataset([], indice=3, **given)
+
+
 @pytest.mark.parametrize('key', ['data_root', 'data_prefix', 'ann_file'])
 @pytest.mark.parametrize('dataset', [EmbeddedPhotos, EmbeddedImageNetPhotos])
 def test_file_keys_set_in_a_config_are_refused_with_the_way_to_a_folder(dataset, key):

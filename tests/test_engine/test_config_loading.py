@@ -490,6 +490,8 @@ def test_a_file_key_given_an_embedded_dataset_is_refused_at_load_with_the_way_to
     # Checked against the type the options set: timm's VisionTransformer has no window_size.
     {'model.backbone.type': 'SwinTransformer', 'model.backbone.window_size': 4},
     {'custom_hooks.0.priority': 'LOW'},  # taken by the Runner, not the hook
+    # TimmBackbone's **kwargs go to timm.create_model, whose keywords depend on the model.
+    {'model.backbone.type': 'TimmBackbone', 'model.backbone.global_pool': 'avg'},
 ])
 def test_keys_and_types_the_classes_take_are_accepted(options):
     from fastmim.engine.config_keys import mistyped_option_keys, unknown_option_types
@@ -498,6 +500,48 @@ def test_keys_and_types_the_classes_take_are_accepted(options):
     assert not list(mistyped_option_keys(tree, options))
     assert not list(unknown_option_types(tree, options))
     assert list(mistyped_option_keys(tree, {'model.backbone.window_size': 4}))  # ViT's: refused
+
+
+class _TakesFoo:
+    def __init__(self, foo=1):
+        self.foo = foo
+
+
+class _PassesKeywordsToItsBase(_TakesFoo):
+    def __init__(self, bar=2, **kwargs):
+        super().__init__(**kwargs)
+        self.bar = bar
+
+
+class _KeepsKeywords:
+    def __init__(self, bar=2, **kwargs):
+        self.settings = dict(kwargs, bar=bar)
+
+
+def test_a_key_that_kwargs_pass_on_to_a_base_class_is_taken_and_a_typo_refused():
+    """A class whose ``**kwargs`` go to its base's ``__init__`` (the embedded datasets pass
+    BaseDataset's arguments on) was taken to take any keyword: a typo under it was neither
+    warned about nor refused at load, and Python refused it when the Runner built it."""
+    from fastmim.engine.config_keys import added_arguments, mistyped_option_keys
+    tree = dict(model=dict(type=_PassesKeywordsToItsBase, bar=3))
+    assert _PassesKeywordsToItsBase(foo=5).foo == 5  # Python's own answers, the reference
+    with pytest.raises(TypeError, match="unexpected keyword argument 'fooo'"):
+        _PassesKeywordsToItsBase(fooo=5)
+
+    assert not list(mistyped_option_keys(tree, {'model.foo': 5}))
+    assert added_arguments(tree, {'model.foo': 5}) == {'model.foo'}  # no typo warning
+    [(option, refusal, close)] = mistyped_option_keys(tree, {'model.fooo': 5})
+    assert (option, close) == ('model.fooo', ['foo'])
+    assert refusal == 'model (_PassesKeywordsToItsBase) takes no fooo'
+
+
+def test_a_class_that_keeps_its_kwargs_takes_any_key():
+    """``**kwargs`` that no base ``__init__`` takes (they reach ``object``) are the class's
+    own (mmengine's CheckpointHook keeps them): no key under it can be called a typo."""
+    from fastmim.engine.config_keys import mistyped_option_keys
+    tree = dict(model=dict(type=_KeepsKeywords, bar=3))
+    assert _KeepsKeywords(anything=1).settings == dict(anything=1, bar=2)
+    assert not list(mistyped_option_keys(tree, {'model.anything': 5}))
 
 
 def test_no_key_or_type_of_a_shipped_config_would_be_refused_on_the_command_line():

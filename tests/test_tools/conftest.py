@@ -1,6 +1,7 @@
 """The module of tools/train.py, for the tests that fold its flags into configs; random weights
 of the reference release's pre-training decoder, for the converter's tests; the runs of
-test_train.py and the jobs with recording_hooks.py's hooks, for the resume tests."""
+test_train.py and the jobs with recording_hooks.py's hooks, for the resume tests; the demo
+recipes shrunk to seconds on a CPU, for the tests that run the tools on them."""
 import json
 from pathlib import Path
 
@@ -9,6 +10,60 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
+DEMO_FT = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
+
+
+def _as_options(prefix: str, tree: dict) -> list:
+    """``tree`` as ``--cfg-options`` below ``prefix``: ``['model.neck.embed_dim=32', ...]``."""
+    return [option for key, value in tree.items()
+            for option in (_as_options(f'{prefix}.{key}', value) if isinstance(value, dict)
+                           else [f'{prefix}.{key}={value}'])]
+
+
+class TinyDemo:
+    """The demo recipes shrunk to seconds per epoch on a CPU: a 2-block, 32-wide ViT (and
+    decoder), 8 photos in batches of 2, no worker processes. The same shrinking as
+    ``--cfg-options`` of the pre-training demo and as the first lines of a config file, so that
+    every test runs the one tiny model. One instance serves the session: read its values, do
+    not change them."""
+
+    arch = dict(embed_dim=32, depth=2, num_heads=2)
+    model = dict(backbone=dict(arch=arch), neck=dict(embed_dim=32, num_heads=2))
+    loader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                  dataset=dict(num_samples=8))
+
+    arch_options = _as_options('model.backbone.arch', arch)  # any demo's ViT
+    loader_options = _as_options('train_dataloader', loader)  # any demo's training data
+    options = _as_options('model', model) + loader_options
+    # The shrunk run saving a checkpoint every epoch and logging every iteration's scalars: the
+    # runs the resume tests compare.
+    recorded_options = options + ['default_hooks.checkpoint.interval=1',
+                                  'default_hooks.logger.interval=1']
+
+    def pretraining(self, num_samples: int = 8, **loader) -> str:
+        """A config file's first lines: the pre-training demo shrunk, on ``num_samples``
+        photos; ``loader``: other ``train_dataloader`` keys (a sampler)."""
+        train_dataloader = dict(self.loader, dataset=dict(num_samples=num_samples), **loader)
+        return (f'_base_ = [{str(DEMO)!r}]\n'
+                f'model = {self.model!r}\n'
+                f'train_dataloader = {train_dataloader!r}\n')
+
+    # A config file's first lines: the fine-tuning demo at 32 px (2 x 2 patches), without
+    # pre-trained weights.
+    finetuning = f"""_base_ = [{str(DEMO_FT)!r}]
+model = dict(backbone=dict(arch={arch!r}, img_size=32, init_cfg=None))
+train_pipeline = _base_.train_pipeline
+train_pipeline[1].size = train_pipeline[3].img_size = 32  # the crop, RandAugment's size
+test_pipeline = _base_.test_pipeline
+test_pipeline[1].crop_size = 32
+"""
+
+
+@pytest.fixture(scope='session')
+def tiny_demo():
+    """:class:`TinyDemo`."""
+    return TinyDemo()
 
 
 @pytest.fixture
@@ -19,8 +74,8 @@ def train(load_script):
 @pytest.fixture(scope='module')
 def runs(load_script):
     """tests/test_tools/test_train.py as a module: its ``run`` of tools/train.py and
-    tools/dist_train.sh, its ``TINY`` options, and its comparison of two runs: ``losses`` (and
-    lr) of every iteration, ``assert_same_state`` of two checkpoints' parts."""
+    tools/dist_train.sh, and its comparison of two runs: ``losses`` (and lr) of every
+    iteration, ``assert_same_state`` of two checkpoints' parts."""
     return load_script(HERE / 'test_train.py')
 
 

@@ -179,22 +179,18 @@ def test_a_cut_last_line_is_left_out(analyze_logs, tmp_path, capsys):
     assert 'its last line is cut short; left out' in capsys.readouterr().err
 
 
-TINY = [
-    'model.backbone.arch.embed_dim=32', 'model.backbone.arch.depth=2',
-    'model.backbone.arch.num_heads=2', 'model.neck.embed_dim=32', 'model.neck.num_heads=2',
-    'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
-    'train_dataloader.persistent_workers=False', 'train_dataloader.dataset.num_samples=8',
-    'default_hooks.logger.interval=1', 'train_cfg.max_epochs=2',
-]
+# Added to the shrunk demo (tiny_demo.options: 8 photos, batch 2): 2 epochs, every iteration logged.
+TWO_LOGGED_EPOCHS = ['default_hooks.logger.interval=1', 'train_cfg.max_epochs=2']
 
 
 @pytest.mark.slow
-def test_a_real_run_s_log(analyze_logs, tmp_path):
+def test_a_real_run_s_log(analyze_logs, tiny_demo, tmp_path):
     """train.py's own scalars.json: 2 epochs of 4 iterations, each logged."""
     work_dir = tmp_path / 'run'
     subprocess.run([sys.executable, str(ROOT / 'tools' / 'train.py'),
                     str(ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'),
-                    '--work-dir', str(work_dir), '--cfg-options', *TINY],
+                    '--work-dir', str(work_dir), '--cfg-options', *tiny_demo.options,
+                    *TWO_LOGGED_EPOCHS],
                    cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)}, check=True,
                    capture_output=True, timeout=600)
     (scalars, ) = work_dir.glob('*/vis_data/scalars.json')

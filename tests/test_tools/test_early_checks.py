@@ -145,14 +145,6 @@ def test_the_early_line_is_the_line_of_the_tools_own_check(tool, args, tmp_path,
 
 
 DEMO = 'configs/fastmim/demo_vit_tiny_embedded.py'
-# The demo recipe shrunk to a 2-block ViT, 8 photos, batch 2: 4 iterations an epoch, seconds.
-TINY = [
-    'model.backbone.arch.embed_dim=32', 'model.backbone.arch.depth=2',
-    'model.backbone.arch.num_heads=2', 'model.neck.embed_dim=32', 'model.neck.num_heads=2',
-    'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
-    'train_dataloader.persistent_workers=False', 'train_dataloader.dataset.num_samples=8',
-    'default_hooks.checkpoint.interval=1',
-]
 WEIGHTS = {'backbone.patch_embed.projection.weight': torch.zeros(32, 3, 16, 16),
            'backbone.layers.0.ln1.weight': torch.ones(32)}
 
@@ -218,14 +210,16 @@ def test_a_weights_only_file_is_left_to_the_full_check_under_a_launcher(early_ch
         ['c.py', '--resume', str(tmp_path / 'published.pth'), '--launcher', 'pytorch'])
 
 
-def test_a_checkpoint_of_a_run_still_resumes(tmp_path):
+def test_a_checkpoint_of_a_run_still_resumes(tmp_path, tiny_demo):
+    # The shrunk demo (8 photos, batch 2: 4 iterations an epoch), a checkpoint every epoch.
+    tiny = [*tiny_demo.options, 'default_hooks.checkpoint.interval=1']
     work_dir = tmp_path / 'work'
     first = run_tool('train.py', [DEMO, '--work-dir', str(work_dir), '--cfg-options',
-                                  'train_cfg.max_epochs=1', *TINY])
+                                  'train_cfg.max_epochs=1', *tiny])
     assert first.returncode == 0, first.stderr[-3000:]
     resumed = run_tool('train.py', [DEMO, '--work-dir', str(work_dir), '--resume',
                                     str(work_dir / 'epoch_1.pth'), '--cfg-options',
-                                    'train_cfg.max_epochs=2', *TINY])
+                                    'train_cfg.max_epochs=2', *tiny])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert 'resumed epoch: 1, iter: 4' in resumed.stdout + resumed.stderr
     assert torch.load(work_dir / 'epoch_2.pth', weights_only=True)['meta']['iter'] == 8

@@ -16,9 +16,9 @@ from mmengine.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
-# Added to test_train.py's TINY run (a 2-block ViT, batches of 2): 6 photos (this num_samples
-# comes later, so it replaces TINY's), 3 iterations per epoch, updates every 2 iterations,
-# 3 epochs.
+# Added to the shrunk demo's recorded run (tiny_demo.recorded_options: a 2-block ViT, batches
+# of 2): 6 photos (this num_samples comes later, so it replaces its 8), 3 iterations per epoch,
+# updates every 2 iterations, 3 epochs.
 ACCUMULATION = [
     'train_dataloader.dataset.num_samples=6', 'log_processor.window_size=1',
     'train_cfg.max_epochs=3', 'optim_wrapper.accumulative_counts=2',
@@ -46,8 +46,8 @@ ResumableEpochBasedTrainLoop.run_iter = run_iter
 
 
 @pytest.fixture(scope='module')
-def accumulating(runs):
-    return [*runs.TINY, *ACCUMULATION]
+def accumulating(tiny_demo):
+    return [*tiny_demo.recorded_options, *ACCUMULATION]
 
 
 def train(runs, work_dir, *extra, options, env=None):

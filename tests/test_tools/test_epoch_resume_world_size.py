@@ -8,21 +8,12 @@ on 2 processes, 4 on 1), trained on gloo. LoadedStateHook (recording_hooks.py) w
 process holds when training starts (after the resume) and the dataset indices each iteration
 trains.
 """
-from pathlib import Path
-
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
-
-CONFIG = f'''
-_base_ = [{str(DEMO)!r}]
+# Added to the shrunk demo (tiny_demo.pretraining: 8 photos, batch 2).
+RECORDED = '''
 custom_imports = dict(imports=['recording_hooks'], allow_failed_imports=False)
-model = dict(backbone=dict(arch=dict(embed_dim=32, depth=2, num_heads=2)),
-             neck=dict(embed_dim=32, num_heads=2))
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(num_samples=8))
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=-1))
 randomness = dict(seed=0)
 custom_hooks = [dict(type='LoadedStateHook')]
@@ -30,9 +21,9 @@ custom_hooks = [dict(type='LoadedStateHook')]
 
 
 @pytest.fixture(scope='module')
-def config(tmp_path_factory):
+def config(tmp_path_factory, tiny_demo):
     path = tmp_path_factory.mktemp('config') / 'epoch_based.py'
-    path.write_text(CONFIG)
+    path.write_text(tiny_demo.pretraining() + RECORDED)
     return path
 
 

@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_FT = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
 
 
 def _load_test_train():
@@ -32,15 +31,8 @@ runs = _load_test_train()
 stop_point = runs.stop_point
 no_run_outlives_its_test = runs.no_run_outlives_its_test
 
-TINY_FT = """
-_base_ = ['{demo}']
-# The demo at 32 px (2 x 2 patches), no pre-trained weights: seconds per epoch on a CPU.
-model = dict(backbone=dict(arch=dict(embed_dim=32, depth=2, num_heads=2), img_size=32,
-                           init_cfg=None))
-train_pipeline = _base_.train_pipeline
-train_pipeline[1].size = train_pipeline[3].img_size = 32  # the crop, RandAugment's size
-test_pipeline = _base_.test_pipeline
-test_pipeline[1].crop_size = 32
+# Added to the shrunk fine-tuning demo (tiny_demo.finetuning).
+THREE_EPOCHS = """
 train_dataloader = dict(batch_size=2, dataset=dict(num_samples=8, pipeline=train_pipeline))
 val_dataloader = dict(batch_size=2, dataset=dict(num_samples=4, pipeline=test_pipeline))
 max_epochs = 3
@@ -96,9 +88,9 @@ def signalled_in_validation(tmp_path):
     return {**ONE_THREAD, 'PYTHONPATH': f'{site}{os.pathsep}{ROOT}'}
 
 
-def tiny_config(folder):
+def tiny_config(folder, tiny_demo):
     config = folder / 'tiny_ft.py'
-    config.write_text(TINY_FT.format(demo=DEMO_FT))
+    config.write_text(tiny_demo.finetuning + THREE_EPOCHS)
     return config
 
 
@@ -108,8 +100,8 @@ def validations(work_dir):
 
 
 def test_fine_tuning_stopped_in_a_validation_then_killed_inside_an_epoch_resumes_exactly(
-        tmp_path, stop_point):
-    args = [str(tiny_config(tmp_path)), '--cfg-options']
+        tmp_path, stop_point, tiny_demo):
+    args = [str(tiny_config(tmp_path, tiny_demo)), '--cfg-options']
     reference = tmp_path / 'reference'
     result = runs.run(args + NO_WORKERS + ['--work-dir', str(reference)], env=ONE_THREAD)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -10,22 +10,12 @@ Sampler, 32 photos, batch 2), trains 2 processes on gloo and SampleLogHook (reco
 writes the dataset indices each rank trained at each iteration; the resumed run's are compared
 with the uninterrupted run's, not with any count of the loop.
 """
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
 BATCH, PHOTOS, ITERATIONS = 2, 32, 6
-
-CONFIG = f'''
-_base_ = [{str(DEMO)!r}]
+# Added to the shrunk demo (tiny_demo.pretraining).
+ITERATION_BASED = f'''
 custom_imports = dict(imports=['recording_hooks'], allow_failed_imports=False)
-model = dict(backbone=dict(arch=dict(embed_dim=32, depth=2, num_heads=2)),
-             neck=dict(embed_dim=32, num_heads=2))
-train_dataloader = dict(batch_size={BATCH}, num_workers=0, persistent_workers=False,
-                        dataset=dict(num_samples={PHOTOS}),
-                        sampler=dict(_delete_=True, type='ResumableInfiniteSampler'))
 train_cfg = dict(_delete_=True, type='ResumableIterBasedTrainLoop', max_iters={ITERATIONS})
 optim_wrapper = dict(optimizer=dict(lr=1e-4))
 param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False, begin=0, end=1)]
@@ -37,9 +27,11 @@ custom_hooks = [dict(type='SampleLogHook')]
 
 
 @pytest.fixture(scope='module')
-def config(tmp_path_factory):
+def config(tmp_path_factory, tiny_demo):
     path = tmp_path_factory.mktemp('config') / 'iteration_based.py'
-    path.write_text(CONFIG)
+    path.write_text(tiny_demo.pretraining(
+        num_samples=PHOTOS, batch_size=BATCH,
+        sampler=dict(_delete_=True, type='ResumableInfiniteSampler')) + ITERATION_BASED)
     return path
 
 

@@ -14,8 +14,6 @@ from mmengine.registry import init_default_scope
 from fastmim.registry import MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY_ARCH = ['model.backbone.arch.embed_dim=32', 'model.backbone.arch.depth=2',
-             'model.backbone.arch.num_heads=2']
 
 
 def run(tool, args):
@@ -25,14 +23,14 @@ def run(tool, args):
 
 
 @pytest.fixture(scope='module')
-def pretraining_checkpoint(tmp_path_factory):
+def pretraining_checkpoint(tmp_path_factory, tiny_demo):
     """A FastMIM checkpoint of a 2-block, 32-wide ViT at the demo's 128 px, as training saves
     it: state dict plus geometry."""
     torch.manual_seed(0)
     init_default_scope('fastmim')  # module-scoped: runs before the per-test fixture sets it
     model = MODELS.build(dict(
         type='FastMIM',
-        backbone=dict(type='VisionTransformer', arch=dict(embed_dim=32, depth=2, num_heads=2),
+        backbone=dict(type='VisionTransformer', arch=dict(tiny_demo.arch),
                       img_size=128, patch_size=16, pos_embed_type='sincos'),
         neck=dict(type='MIMDecoder', embed_dim=32, depth=1, num_heads=2),
         target_generator=dict(type='HOGGenerator'),
@@ -44,13 +42,13 @@ def pretraining_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def finetuned_checkpoint(tmp_path_factory):
+def finetuned_checkpoint(tmp_path_factory, tiny_demo):
     """What the demo's fine-tuning config saves, 2 blocks and 32 wide: a ViT without its final
     norm, the classifier's norm after pooling (``head.fc_norm``) and its linear layer."""
     torch.manual_seed(0)
     init_default_scope('fastmim')
     cfg = Config.fromfile(ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py')
-    cfg.model.backbone.update(arch=dict(embed_dim=32, depth=2, num_heads=2), init_cfg=None)
+    cfg.model.backbone.update(arch=dict(tiny_demo.arch), init_cfg=None)
     model = MODELS.build(cfg.model)
     path = tmp_path_factory.mktemp('finetune') / 'epoch_10.pth'
     torch.save(dict(state_dict=model.state_dict(), meta=dict(geometry=model.geometry())), path)
@@ -58,11 +56,11 @@ def finetuned_checkpoint(tmp_path_factory):
 
 
 def test_knn_of_a_finetuned_checkpoint_says_what_it_is_and_what_to_set(finetuned_checkpoint,
-                                                                       tmp_path):
+                                                                       tiny_demo, tmp_path):
     """It was refused with a list of two missing keys, norm.weight and norm.bias."""
     result = run('test.py', ['configs/knn/demo_vit_tiny_embedded_knn.py',
                              str(finetuned_checkpoint), '--work-dir', str(tmp_path),
-                             '--cfg-options', *TINY_ARCH])
+                             '--cfg-options', *tiny_demo.arch_options])
     assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
     error = result.stderr.splitlines()[-1]
     assert error.startswith(f'error: CheckpointError: {finetuned_checkpoint} does not fit '
@@ -71,10 +69,12 @@ def test_knn_of_a_finetuned_checkpoint_says_what_it_is_and_what_to_set(finetuned
     assert error.endswith('(--cfg-options model.backbone.final_norm=False)'), error
 
 
-def test_linear_probe_trains_the_head_of_the_frozen_checkpoint(pretraining_checkpoint, tmp_path):
+def test_linear_probe_trains_the_head_of_the_frozen_checkpoint(pretraining_checkpoint, tiny_demo,
+                                                               tmp_path):
     result = run('train.py', [
         'configs/finetune/demo_vit_tiny_embedded_linear.py', '--work-dir', str(tmp_path),
-        '--cfg-options', *TINY_ARCH, f'model.backbone.init_cfg.checkpoint={pretraining_checkpoint}',
+        '--cfg-options', *tiny_demo.arch_options,
+        f'model.backbone.init_cfg.checkpoint={pretraining_checkpoint}',
         'train_dataloader.dataset.num_samples=8', 'train_dataloader.batch_size=4',
         'val_dataloader.dataset.num_samples=4', 'val_dataloader.batch_size=4',
         'train_cfg.max_epochs=1', 'train_cfg.val_interval=1'])
@@ -91,12 +91,12 @@ def test_linear_probe_trains_the_head_of_the_frozen_checkpoint(pretraining_check
     assert probed['head.fc.bias'].abs().sum() > 0  # the head (initialised to zero bias) trained
 
 
-def test_knn_evaluates_the_checkpoint(pretraining_checkpoint, tmp_path):
+def test_knn_evaluates_the_checkpoint(pretraining_checkpoint, tiny_demo, tmp_path):
     metrics_file = tmp_path / 'metrics.json'
     result = run('test.py', [
         'configs/knn/demo_vit_tiny_embedded_knn.py', str(pretraining_checkpoint),
-        '--work-dir', str(tmp_path), '--out', str(metrics_file), '--cfg-options', *TINY_ARCH,
-        'test_cfg.bank_dataloader.dataset.num_samples=78'])
+        '--work-dir', str(tmp_path), '--out', str(metrics_file), '--cfg-options',
+        *tiny_demo.arch_options, 'test_cfg.bank_dataloader.dataset.num_samples=78'])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = result.stdout + result.stderr
     # patch embedding 2 + class token + position table (the checkpoint's, as fine-tuning loads
@@ -117,11 +117,12 @@ def test_knn_refuses_a_checkpoint_of_another_model(pretraining_checkpoint, tmp_p
 
 
 def test_evaluating_a_classifier_config_with_the_pretraining_checkpoint_is_refused(
-        pretraining_checkpoint, tmp_path):
+        pretraining_checkpoint, tiny_demo, tmp_path):
     """mmengine loads it non-strictly: the untrained head used to report a top-1 with exit 0."""
     result = run('test.py', ['configs/finetune/demo_vit_tiny_embedded_linear.py',
                              str(pretraining_checkpoint), '--work-dir', str(tmp_path),
-                             '--cfg-options', *TINY_ARCH, 'model.backbone.init_cfg=None'])
+                             '--cfg-options', *tiny_demo.arch_options,
+                             'model.backbone.init_cfg=None'])
     assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
     assert (f'error: CheckpointError: {pretraining_checkpoint} holds no weights for head of '
             'the ImageClassifier') in result.stderr

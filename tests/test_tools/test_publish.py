@@ -15,15 +15,8 @@ from fastmim.errors import CheckpointError
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_FT = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
-TINY_FT = """
-_base_ = ['{demo}']
-model = dict(backbone=dict(arch=dict(embed_dim=32, depth=2, num_heads=2), img_size=32,
-                           init_cfg=None))
-train_pipeline = _base_.train_pipeline
-train_pipeline[1].size = train_pipeline[3].img_size = 32  # the crop, RandAugment's size
-test_pipeline = _base_.test_pipeline
-test_pipeline[1].crop_size = 32
+# Added to the shrunk fine-tuning demo (tiny_demo.finetuning): one epoch of 2 iterations.
+ONE_EPOCH = """
 loader = dict(batch_size=2, num_workers=0, persistent_workers=False)
 train_dataloader = dict(**loader, dataset=dict(num_samples=4, pipeline=train_pipeline))
 val_dataloader = dict(**loader, dataset=dict(num_samples=2, pipeline=test_pipeline))
@@ -35,11 +28,11 @@ param_scheduler = [dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory, load_script):
+def trained(tmp_path_factory, load_script, tiny_demo):
     """``(config, checkpoint)`` of the tiny fine-tuning after one epoch."""
     folder = tmp_path_factory.mktemp('tiny_ft')
     config = folder / 'tiny_ft.py'
-    config.write_text(TINY_FT.format(demo=DEMO_FT))
+    config.write_text(tiny_demo.finetuning + ONE_EPOCH)
     load_script(ROOT / 'tools' / 'train.py').main(
         [str(config), '--work-dir', str(folder / 'work_dir')])
     return config, folder / 'work_dir' / 'epoch_1.pth'

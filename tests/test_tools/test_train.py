@@ -19,14 +19,6 @@ from fastmim.logged_scalars import read_records, scalars_files
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / 'configs' / 'fastmim' / 'demo_vit_tiny_embedded.py'
-# The demo recipe shrunk to a 2-block ViT, 8 photos, batch 2: seconds per epoch on a CPU.
-TINY = [
-    'model.backbone.arch.embed_dim=32', 'model.backbone.arch.depth=2',
-    'model.backbone.arch.num_heads=2', 'model.neck.embed_dim=32', 'model.neck.num_heads=2',
-    'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
-    'train_dataloader.persistent_workers=False', 'train_dataloader.dataset.num_samples=8',
-    'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1',
-]
 
 
 def run(args, env=None, script='train.py'):
@@ -139,10 +131,10 @@ def test_file_as_work_dir_is_one_line_and_untouched(tmp_path):
     assert not_a_dir.read_text() == 'keep me'
 
 
-def test_two_cpu_processes_train_then_resume(tmp_path):
+def test_two_cpu_processes_train_then_resume(tmp_path, tiny_demo):
     work_dir = tmp_path / 'dist'
     result = run(['configs/fastmim/demo_vit_tiny_embedded.py', '2', '--work-dir', str(work_dir),
-                  '--cfg-options', 'train_cfg.max_epochs=2', *TINY],
+                  '--cfg-options', 'train_cfg.max_epochs=2', *tiny_demo.recorded_options],
                  env={'PORT': '29611'}, script='dist_train.sh')
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     # 8 photos over 2 ranks x batch 2 -> 2 iterations per epoch
@@ -154,7 +146,8 @@ def test_two_cpu_processes_train_then_resume(tmp_path):
     assert saved['meta']['geometry']['backbone']['type'] == 'VisionTransformer'
 
     resumed = run(['configs/fastmim/demo_vit_tiny_embedded.py', '--work-dir', str(work_dir),
-                   '--resume', '--cfg-options', 'train_cfg.max_epochs=3', *TINY])
+                   '--resume', '--cfg-options', 'train_cfg.max_epochs=3',
+                   *tiny_demo.recorded_options])
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     log = resumed.stdout + resumed.stderr
     assert 'resumed epoch: 2, iter: 4' in log
@@ -212,8 +205,8 @@ def test_a_data_folder_without_images_fails_before_training_naming_it(tmp_path):
 # workers; runs with 2 persistent workers are compared with it too, since a sample's
 # augmentation depends on (seed, epoch, index) only.
 
-# 8 photos, batch 2: 4 iterations per epoch, 12 in all; raw (unsmoothed) loss logged each one.
-EXACT = [*TINY, 'train_cfg.max_epochs=3', 'log_processor.window_size=1']
+# The run the resumed ones must match (``exact``, below): 8 photos, batch 2: 4 iterations per
+# epoch, 12 in all; raw (unsmoothed) loss logged each one.
 ITERATIONS = 12
 WORKERS = ['train_dataloader.num_workers=2', 'train_dataloader.persistent_workers=True']
 EVERY_3_ITERATIONS = ['default_hooks.checkpoint.by_epoch=False',
@@ -323,10 +316,17 @@ def resume(args, work_dir, script='train.py', env=None):
     return result.stdout + result.stderr
 
 
+@pytest.fixture(scope='session')
+def exact(tiny_demo):
+    """The recorded tiny run (``tiny_demo.recorded_options``) for 3 epochs, logging the raw
+    loss of every iteration: the run the resumed ones must match bit for bit."""
+    return [*tiny_demo.recorded_options, 'train_cfg.max_epochs=3', 'log_processor.window_size=1']
+
+
 @pytest.fixture(scope='module')
-def reference_dir(tmp_path_factory):
+def reference_dir(tmp_path_factory, exact):
     work_dir = tmp_path_factory.mktemp('reference')
-    result = run([str(DEMO), '--work-dir', str(work_dir), '--cfg-options', *EXACT])
+    result = run([str(DEMO), '--work-dir', str(work_dir), '--cfg-options', *exact])
     assert result.returncode == 0, result.stderr[-3000:]
     return work_dir
 
@@ -356,8 +356,8 @@ def stop_point(request):
 
 
 def test_sigterm_saves_a_checkpoint_and_the_resumed_run_is_exact(tmp_path, reference_dir,
-                                                                 stop_point):
-    args = [str(DEMO), '--cfg-options', *EXACT]
+                                                                 stop_point, exact):
+    args = [str(DEMO), '--cfg-options', *exact]
     work_dir = tmp_path / 'work'
     process = start(args, work_dir)
     with stop_point(1, ITERATIONS - 2) as stop_after:
@@ -381,8 +381,8 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_is_exact(tmp_path, refer
 
 
 def test_killed_with_persistent_workers_resumes_inside_an_epoch_exactly(tmp_path, reference_dir,
-                                                                       stop_point):
-    args = [str(DEMO), '--cfg-options', *EXACT, *WORKERS, *EVERY_3_ITERATIONS]
+                                                                       stop_point, exact):
+    args = [str(DEMO), '--cfg-options', *exact, *WORKERS, *EVERY_3_ITERATIONS]
     work_dir = tmp_path / 'work'
     process = start(args, work_dir)
     with stop_point(4, ITERATIONS - 2) as stop_after:  # iter_3 saved by then
@@ -395,11 +395,11 @@ def test_killed_with_persistent_workers_resumes_inside_an_epoch_exactly(tmp_path
         assert_same_run(work_dir, reference_dir, final='iter_12.pth', reference_final='epoch_3.pth')
 
 
-def test_two_processes_stopped_by_sigterm_and_resumed_match_the_uninterrupted_run(tmp_path,
-                                                                                  stop_point):
+def test_two_processes_stopped_by_sigterm_and_resumed_match_the_uninterrupted_run(
+        tmp_path, stop_point, tiny_demo):
     # 8 photos over 2 ranks x batch 2: 2 iterations per epoch, 8 in 4 epochs.
-    args = [str(DEMO), '2', '--cfg-options', *TINY, 'train_cfg.max_epochs=4',
-            'log_processor.window_size=1']
+    args = [str(DEMO), '2', '--cfg-options', *tiny_demo.recorded_options,
+            'train_cfg.max_epochs=4', 'log_processor.window_size=1']
     reference = run(args + ['--work-dir', str(tmp_path / 'reference')], script='dist_train.sh',
                     env={'PORT': '29621'})
     assert reference.returncode == 0, reference.stderr[-3000:]
@@ -425,13 +425,14 @@ def test_two_processes_stopped_by_sigterm_and_resumed_match_the_uninterrupted_ru
 
 
 @pytest.mark.parametrize('signal_name', ['SIGTERM', 'SIGUSR1'])
-def test_a_job_signalled_whole_exits_with_the_preempted_status_through_torchrun(tmp_path,
-                                                                                signal_name):
+def test_a_job_signalled_whole_exits_with_the_preempted_status_through_torchrun(
+        tmp_path, signal_name, tiny_demo):
     """SLURM signals every process of a preempted job: the launch script, torchrun and the
     ranks. The ranks saved and exited with 75, but torchrun reports any failed process as 1,
     so a requeue script (`[ $? -eq 75 ] && scontrol requeue`) never requeued a torchrun job;
     SIGUSR1 (`--signal=USR1@120`) killed torchrun at once."""
-    args = [str(DEMO), '2', '--cfg-options', *TINY, 'train_cfg.max_epochs=100']
+    args = [str(DEMO), '2', '--cfg-options', *tiny_demo.recorded_options,
+            'train_cfg.max_epochs=100']
     work_dir = tmp_path / 'work'
     process = start(args, work_dir, script='dist_train.sh', env={'PORT': '29624'})
     wait_for_iterations(process, work_dir, 1)
@@ -453,12 +454,13 @@ default_hooks = dict(param_scheduler=dict(type='PerUpdateParamSchedulerHook'))
 """
 
 
-def test_resume_across_a_progressive_resolution_stage_change_is_exact(tmp_path, stop_point):
+def test_resume_across_a_progressive_resolution_stage_change_is_exact(tmp_path, stop_point,
+                                                                      tiny_demo):
     config = tmp_path / 'progressive.py'
     config.write_text(textwrap.dedent(PROGRESSIVE.format(demo=DEMO)))
     # epochs 1-2: 4 iterations of 2 crops; epochs 3-4: 8 iterations of 1 crop
-    args = [str(config), '--cfg-options', *TINY, 'train_cfg.max_epochs=4',
-            'log_processor.window_size=1']
+    args = [str(config), '--cfg-options', *tiny_demo.recorded_options,
+            'train_cfg.max_epochs=4', 'log_processor.window_size=1']
     reference = run(args + ['--work-dir', str(tmp_path / 'reference')])
     assert reference.returncode == 0, reference.stderr[-3000:]
 
@@ -499,10 +501,10 @@ def run_with_sitecustomize(tmp_path, code, args, script='train.py'):
     return run(args, env={'PYTHONPATH': f'{site}{os.pathsep}{ROOT}'}, script=script)
 
 
-def test_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
+def test_full_disk_while_saving_is_one_line_and_keeps_the_last_checkpoint(tmp_path, exact):
     work_dir = tmp_path / 'work'
     result = run_with_sitecustomize(
-        tmp_path, FULL_DISK, [str(DEMO), '--work-dir', str(work_dir), '--cfg-options', *EXACT])
+        tmp_path, FULL_DISK, [str(DEMO), '--work-dir', str(work_dir), '--cfg-options', *exact])
     assert_one_line_error(result, 'CheckpointError', f'could not write {work_dir}/epoch_2.pth',
                           'No space left on device', 'MiB free on')
     assert (work_dir / 'last_checkpoint').read_text().strip().endswith('epoch_1.pth')
@@ -529,13 +531,14 @@ if os.environ.get('RANK') == '1':
 """
 
 
-def test_the_error_that_ends_rank_1_is_in_its_log_which_rank_0_s_log_names(tmp_path):
+def test_the_error_that_ends_rank_1_is_in_its_log_which_rank_0_s_log_names(tmp_path, tiny_demo):
     """A rank > 0's traceback was on its console only (a node's, after a multi-node job), and
     rank 0's log ended with 'another process of the job ended' without saying where to look."""
     work_dir = tmp_path / 'work'
     result = run_with_sitecustomize(
         tmp_path, RANK_1_FAILS, [str(DEMO), '2', '--work-dir', str(work_dir), '--cfg-options',
-                                 *TINY, 'train_cfg.max_epochs=100'], script='dist_train.sh')
+                                 *tiny_demo.recorded_options, 'train_cfg.max_epochs=100'],
+        script='dist_train.sh')
     assert result.returncode == 1, result.stderr[-3000:]
     run_log, = (path for path in work_dir.glob('*/*.log') if '_rank' not in path.name)
     rank_log = run_log.with_name(f'{run_log.stem}_rank1.log').read_text()
@@ -548,10 +551,11 @@ def test_the_error_that_ends_rank_1_is_in_its_log_which_rank_0_s_log_names(tmp_p
         f"to {run_log.with_name(f'{run_log.stem}_rank<R>.log')})"), run_log.read_text()[-3000:]
 
 
-def test_ctrl_c_of_a_two_process_job_is_one_line_and_status_130(tmp_path):
+def test_ctrl_c_of_a_two_process_job_is_one_line_and_status_130(tmp_path, tiny_demo):
     """Through torchrun a Ctrl-C ended with status 1, the line once per process and
     torchrun's SignalException traceback."""
-    args = [str(DEMO), '2', '--cfg-options', *TINY, 'train_cfg.max_epochs=100']
+    args = [str(DEMO), '2', '--cfg-options', *tiny_demo.recorded_options,
+            'train_cfg.max_epochs=100']
     work_dir = tmp_path / 'work'
     process = start(args, work_dir, script='dist_train.sh')
     wait_for_iterations(process, work_dir, 1)
@@ -608,7 +612,7 @@ def test_a_port_another_job_holds_is_one_line(tmp_path):
     assert 'another PORT' in result.stderr
 
 
-def test_a_run_removes_the_temporary_files_of_writes_killed_before(tmp_path):
+def test_a_run_removes_the_temporary_files_of_writes_killed_before(tmp_path, tiny_demo):
     """The atomic writer removes its temporary file on an exception, which SIGKILL never
     raises: ``.epoch_2.pth.<random>.tmp`` (1 GB for ViT-B with AdamW's state) stayed in the
     work dir for good, hidden from ``ls`` and from ``max_keep_ckpts``."""
@@ -629,8 +633,8 @@ def test_a_run_removes_the_temporary_files_of_writes_killed_before(tmp_path):
     nested = sub / '.epoch_1.pth.abcdefgh.tmp'  # only the work dir itself is cleaned
     nested.write_text('keep me')
 
-    result = run([str(DEMO), '--work-dir', str(work_dir), '--cfg-options', *TINY,
-                  'train_cfg.max_epochs=1'])
+    result = run([str(DEMO), '--work-dir', str(work_dir), '--cfg-options',
+                  *tiny_demo.recorded_options, 'train_cfg.max_epochs=1'])
     assert result.returncode == 0, result.stderr[-3000:]
 
     assert not any(path.exists() for path in stale)
@@ -642,14 +646,15 @@ def test_a_run_removes_the_temporary_files_of_writes_killed_before(tmp_path):
     assert log.count('removed ') == 2
 
 
-def test_killing_torchrun_stops_its_processes_after_they_save(tmp_path):
+def test_killing_torchrun_stops_its_processes_after_they_save(tmp_path, tiny_demo):
     """torchrun killed outright (kill -9, the out-of-memory killer) left its processes training
     on with nobody watching them (their parent became init), beside the next job's processes.
     Each asks the kernel for SIGTERM when torchrun dies, and PreemptionHook saves and stops
     it. The launch script waits for them (it exited 137 at once, so a requeue script did not
     retry the saved job), exits with the preempted status and removes its record."""
     # Minutes of training: left alone, the processes would outlast the wait below.
-    args = [str(DEMO), '2', '--cfg-options', *TINY, 'train_cfg.max_epochs=1000']
+    args = [str(DEMO), '2', '--cfg-options', *tiny_demo.recorded_options,
+            'train_cfg.max_epochs=1000']
     work_dir = tmp_path / 'work'
     temporary = tmp_path / 'tmp'
     temporary.mkdir()
@@ -695,13 +700,14 @@ sys.meta_path.insert(0, SignalsWhenFastmimImportsTorch())
 """
 
 
-def test_a_signal_while_the_tool_imports_stops_the_run_with_the_preempted_status(tmp_path):
+def test_a_signal_while_the_tool_imports_stops_the_run_with_the_preempted_status(tmp_path,
+                                                                                 tiny_demo):
     """The signal arrived before train.py recorded signals (it does once the config is
     loaded): the run died with status 143, which a requeue script takes for a crash."""
     work_dir = tmp_path / 'work'
     result = run_with_sitecustomize(tmp_path, SIGNAL_WHILE_IMPORTING,
                                     [str(DEMO), '--work-dir', str(work_dir), '--cfg-options',
-                                     *TINY])
+                                     *tiny_demo.recorded_options])
     assert result.returncode == PREEMPTED, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
         'preempted: SIGTERM before training started: nothing trained in this run (at '
@@ -809,12 +815,12 @@ print('result: still running', flush=True)
 """
 
 
-def test_training_in_process_leaves_the_signal_handlers_as_it_found_them(tmp_path):
+def test_training_in_process_leaves_the_signal_handlers_as_it_found_them(tmp_path, tiny_demo):
     """A notebook or a Python session calling tools/train.py's main: after a preempted run
     SIGTERM and SIGUSR1 were ignored, after a crash inside training they went to the hook's
     handler, which only records: either way a later SIGTERM to that process did nothing."""
     code = TRAIN_IN_PROCESS.format(train=str(ROOT / 'tools' / 'train.py'), config=str(DEMO),
-                                   tiny=TINY, work=str(tmp_path))
+                                   tiny=tiny_demo.recorded_options, work=str(tmp_path))
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                             timeout=600, env={**os.environ, 'PYTHONPATH': str(ROOT)})
     results = [line[len('result: '):] for line in result.stdout.splitlines()
@@ -871,7 +877,7 @@ sys.exit(128 - status if status < 0 else status)
 '''
 
 
-def test_a_preempted_slurm_job_exits_with_the_preempted_status(tmp_path):
+def test_a_preempted_slurm_job_exits_with_the_preempted_status(tmp_path, tiny_demo):
     """SLURM signals every process of a job it preempts: the ranks srun started saved and
     exited with 75, but tools/slurm_train.sh, a shell waiting for srun, died of the SIGTERM
     at once, so the batch script saw 143 and did not requeue the job."""
@@ -886,8 +892,8 @@ def test_a_preempted_slurm_job_exits_with_the_preempted_status(tmp_path):
         probe.bind(('127.0.0.1', 0))
         port = probe.getsockname()[1]
     work_dir = tmp_path / 'work'
-    args = ['partition', 'job', str(DEMO), str(work_dir), '--cfg-options', *TINY,
-            'train_cfg.max_epochs=100']
+    args = ['partition', 'job', str(DEMO), str(work_dir), '--cfg-options',
+            *tiny_demo.recorded_options, 'train_cfg.max_epochs=100']
     env = {'PATH': f'{bin_dir}{os.pathsep}{os.environ["PATH"]}', 'GPUS': '2',
            'GPUS_PER_NODE': '2', 'MASTER_PORT': str(port)}
     process = start(args, work_dir, script='slurm_train.sh', env=env)

@@ -33,19 +33,13 @@ from fastmim.logged_scalars import read_records, scalars_files
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = 'configs/fastmim/demo_vit_tiny_embedded.py'
-# The demo recipe shrunk to a 2-block ViT, 8 photos, batch 2 per process: 2 iterations per
-# epoch on 2 processes.
-TINY_ENCODER = ['model.backbone.arch.embed_dim=32', 'model.backbone.arch.depth=2',
-                'model.backbone.arch.num_heads=2']
-TINY_RUN = [
-    'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
-    'train_dataloader.persistent_workers=False', 'train_dataloader.dataset.num_samples=8',
+# Added to the shrunk demo (tiny_demo: 8 photos, batch 2 per process: 2 iterations per epoch
+# on 2 processes): a checkpoint every epoch, every iteration's raw loss logged.
+RECORDED = [
     'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=3',
     'default_hooks.logger.interval=1', 'log_processor.window_size=1', 'randomness.seed=0',
     'optim_wrapper.optimizer.weight_decay=0.5',
 ]
-TINY = [*TINY_ENCODER, 'model.neck.embed_dim=32', 'model.neck.num_heads=2', *TINY_RUN,
-        'custom_hooks=[]']
 # Gradients are summed in another order (reduce-scatter vs all-reduce): rounding only, which
 # Adam's division by sqrt(v) enlarges where a gradient is near zero (up to 7e-6 over 3 epochs
 # of the Xavier-initialised model; a real difference, such as a wrong optimiser state, is
@@ -54,7 +48,7 @@ ATOL = 1e-5
 PREEMPTED = 75  # PreemptionHook's exit status: SLURM requeues the job
 
 
-def start(work_dir, epochs, *flags, config=DEMO, options=TINY):
+def start(work_dir, epochs, *flags, config=DEMO, options):
     command = ['bash', str(ROOT / 'tools' / 'dist_train.sh'), config, '2', '--work-dir',
                str(work_dir), *flags, '--cfg-options', f'train_cfg.max_epochs={epochs}',
                *options]
@@ -119,27 +113,31 @@ def model_shapes():
 
 
 MAX_NORM = 0.05
-# The demo's reconstruction pictures every epoch (under FSDP every rank gathers the weights, a
-# collective, and rank 0 draws), and gradient clipping by the norm, which under FSDP must take
-# the whole model's norm, not each rank's shard's.
-PRETRAIN = [*TINY[:-1], 'custom_hooks.0.interval=1', 'custom_hooks.0.num_images=2',
-            f'optim_wrapper.clip_grad.max_norm={MAX_NORM}']
 
 
 @pytest.fixture(scope='module')
-def pretrained(tmp_path_factory):
+def pretraining(tiny_demo):
+    """The recorded tiny run with the demo's reconstruction pictures every epoch (under FSDP
+    every rank gathers the weights, a collective, and rank 0 draws), and gradient clipping by
+    the norm, which under FSDP must take the whole model's norm, not each rank's shard's."""
+    return [*tiny_demo.options, *RECORDED, 'custom_hooks.0.interval=1',
+            'custom_hooks.0.num_images=2', f'optim_wrapper.clip_grad.max_norm={MAX_NORM}']
+
+
+@pytest.fixture(scope='module')
+def pretrained(tmp_path_factory, pretraining):
     """Work dirs of a DDP pre-training (3 epochs) and of an FSDP one (2 epochs; the test
     resumes it)."""
     tmp_path = tmp_path_factory.mktemp('pretrain')
     ddp, fsdp = tmp_path / 'ddp', tmp_path / 'fsdp'
-    runs = [(start(ddp, 3, options=PRETRAIN), ddp),
-            (start(fsdp, 2, '--fsdp', options=PRETRAIN), fsdp)]
+    runs = [(start(ddp, 3, options=pretraining), ddp),
+            (start(fsdp, 2, '--fsdp', options=pretraining), fsdp)]
     for process, work_dir in runs:
         finish(process, work_dir)
     return ddp, fsdp
 
 
-def test_fsdp_trains_saves_and_resumes_as_ddp(pretrained):
+def test_fsdp_trains_saves_and_resumes_as_ddp(pretrained, pretraining):
     ddp, fsdp = pretrained
     assert "type='FullShapeFSDPStrategy'" in (fsdp / Path(DEMO).name).read_text()
 
@@ -163,7 +161,7 @@ def test_fsdp_trains_saves_and_resumes_as_ddp(pretrained):
     assert fsdp_losses == pytest.approx({step: ddp_losses[step] for step in fsdp_losses},
                                         abs=ATOL)
 
-    resumed = finish(start(fsdp, 3, '--fsdp', '--resume', options=PRETRAIN), fsdp)
+    resumed = finish(start(fsdp, 3, '--fsdp', '--resume', options=pretraining), fsdp)
     assert 'resumed epoch: 2, iter: 4' in resumed
     assert_close_state(torch.load(fsdp / 'epoch_3.pth', weights_only=True),
                        torch.load(ddp / 'epoch_3.pth', weights_only=True), 'resumed epoch 3')
@@ -197,18 +195,19 @@ def preempt_rank_1(process, work_dir, logged):
     return log
 
 
-def test_fsdp_run_preempted_on_one_rank_resumes_as_ddp(pretrained, tmp_path):
+def test_fsdp_run_preempted_on_one_rank_resumes_as_ddp(pretrained, pretraining, tmp_path):
     """SLURM's SIGTERM reaching rank 1 alone: under FSDP saving gathers the weights from every
     rank, so both must stop at the same iteration and save together; the resumed run ends as
     the uninterrupted DDP run."""
     ddp, _ = pretrained
     stopped = tmp_path / 'stopped'
-    log = preempt_rank_1(start(stopped, 3, '--fsdp', options=PRETRAIN), stopped, 'Epoch(train)')
+    log = preempt_rank_1(start(stopped, 3, '--fsdp', options=pretraining), stopped,
+                         'Epoch(train)')
     saved = Path((stopped / 'last_checkpoint').read_text().strip())
     assert f'a signal on another rank: saved {saved}' in log
     assert torch.load(saved, weights_only=True)['meta']['iter'] < 6
 
-    finish(start(stopped, 3, '--fsdp', '--resume', options=PRETRAIN), stopped)
+    finish(start(stopped, 3, '--fsdp', '--resume', options=pretraining), stopped)
     assert_close_state(torch.load(stopped / 'epoch_3.pth', weights_only=True),
                        torch.load(ddp / 'epoch_3.pth', weights_only=True), 'resumed epoch 3')
     assert losses(stopped) == pytest.approx(losses(ddp), abs=ATOL)
@@ -222,19 +221,18 @@ def test_reconstruction_pictures_under_fsdp_are_ddp_s(pretrained):
 
 # The fine-tuning demo at the pre-training's size: layer decay, mixup, validation each epoch.
 FINETUNE = 'configs/finetune/demo_vit_tiny_embedded_ft.py'
-TINY_FINETUNE = [
-    *TINY_ENCODER, *TINY_RUN, 'train_cfg.val_interval=1',
-    *[f'val_dataloader.{key}' for key in ('batch_size=2', 'num_workers=0',
-                                          'persistent_workers=False', 'dataset.num_samples=4')],
-]
+VALIDATED = ['train_cfg.val_interval=1', *[
+    f'val_dataloader.{key}' for key in ('batch_size=2', 'num_workers=0',
+                                        'persistent_workers=False', 'dataset.num_samples=4')]]
 
 
-def test_fsdp_checkpoint_fine_tunes_under_fsdp_as_under_ddp(pretrained, tmp_path):
+def test_fsdp_checkpoint_fine_tunes_under_fsdp_as_under_ddp(pretrained, tiny_demo, tmp_path):
     """The FSDP pre-training checkpoint starts a fine-tuning (its 8x8 position embedding
     resized to the 10x10 of 160 px from its geometry), which FSDP trains and validates as DDP
     does: the layer-decay constructor sees whole parameters too."""
     start_from = pretrained[1] / 'epoch_2.pth'
-    options = [*TINY_FINETUNE, f'model.backbone.init_cfg.checkpoint={start_from}']
+    options = [*tiny_demo.arch_options, *tiny_demo.loader_options, *RECORDED, *VALIDATED,
+               f'model.backbone.init_cfg.checkpoint={start_from}']
     ddp, fsdp = tmp_path / 'ddp', tmp_path / 'fsdp'
     runs = [(start(ddp, 2, config=FINETUNE, options=options), ddp),
             (start(fsdp, 2, '--fsdp', config=FINETUNE, options=options), fsdp)]
@@ -253,8 +251,12 @@ def test_fsdp_checkpoint_fine_tunes_under_fsdp_as_under_ddp(pretrained, tmp_path
 # batch of 512 scaled to 4 and stage 1 moved to epoch 1: 16 photos on 2 processes give 2
 # iterations an epoch in stage 0, 4 (2 updates) in stage 1.
 PROGRESSIVE = 'configs/fastmim/vit_b_hog_800e_progressive.py'
-PROGRESSIVE_RUN = [*TINY[:-1], 'train_dataloader.batch_size=4',
-                   'train_dataloader.dataset.num_samples=16']
+
+
+@pytest.fixture(scope='module')
+def progressive_run(tiny_demo):
+    return [*tiny_demo.options, *RECORDED, 'train_dataloader.batch_size=4',
+            'train_dataloader.dataset.num_samples=16']
 
 
 def progressive_config(tmp_path):
@@ -275,27 +277,28 @@ def progressive_config(tmp_path):
 
 
 @pytest.fixture(scope='module')
-def progressive_ddp(tmp_path_factory):
+def progressive_ddp(tmp_path_factory, progressive_run):
     """``(config, work dir)`` of the uninterrupted 3-epoch FastMIM-P run under DDP that both
     progressive FSDP tests compare with: one two-process run for both."""
     folder = tmp_path_factory.mktemp('progressive')
     config, ddp = progressive_config(folder), folder / 'ddp'
-    finish(start(ddp, 3, config=config, options=PROGRESSIVE_RUN), ddp)
+    finish(start(ddp, 3, config=config, options=progressive_run), ddp)
     return config, ddp
 
 
-def test_progressive_resolution_under_fsdp_trains_and_resumes_as_ddp(tmp_path, progressive_ddp):
+def test_progressive_resolution_under_fsdp_trains_and_resumes_as_ddp(tmp_path, progressive_ddp,
+                                                                     progressive_run):
     """FastMIM-P under FSDP: the hook rebuilds the loader at the stage change and accumulates
     gradients (FSDP's ``no_sync``) as under DDP; an FSDP run stopped at the end of stage 0
     and resumed goes through the stage change as the DDP run does."""
     config, ddp = progressive_ddp
     fsdp = tmp_path / 'fsdp'
-    finish(start(fsdp, 1, '--fsdp', config=config, options=PROGRESSIVE_RUN), fsdp)
+    finish(start(fsdp, 1, '--fsdp', config=config, options=progressive_run), fsdp)
     assert_close_state(torch.load(fsdp / 'epoch_1.pth', weights_only=True),
                        torch.load(ddp / 'epoch_1.pth', weights_only=True), 'stage 0')
 
     resumed = finish(start(fsdp, 3, '--fsdp', '--resume', config=config,
-                           options=PROGRESSIVE_RUN), fsdp)
+                           options=progressive_run), fsdp)
     assert 'resumed epoch: 1, iter: 2' in resumed
     assert ('epoch 1 starts stage 1: input 128 px, batch 2 x 2 accumulation = 4 per update, '
             '4 iterations = 2 updates per epoch') in resumed
@@ -309,19 +312,19 @@ def test_progressive_resolution_under_fsdp_trains_and_resumes_as_ddp(tmp_path, p
 
 
 def test_progressive_fsdp_run_preempted_inside_an_accumulation_window_resumes_as_ddp(
-        tmp_path, progressive_ddp):
+        tmp_path, progressive_ddp, progressive_run):
     """SIGTERM on rank 1 during the first iteration of stage 1 (2 accumulated per update):
     the signal is taken at the window's update, both ranks save together, and the resumed
     run ends as the uninterrupted DDP run."""
     config, ddp = progressive_ddp
     stopped = tmp_path / 'stopped'
-    preempt_rank_1(start(stopped, 3, '--fsdp', config=config, options=PROGRESSIVE_RUN), stopped,
+    preempt_rank_1(start(stopped, 3, '--fsdp', config=config, options=progressive_run), stopped,
                    'Epoch(train) [2][1/4]')
     saved = torch.load(Path((stopped / 'last_checkpoint').read_text().strip()),
                        weights_only=True)
     assert saved['meta']['iter'] % 2 == 0  # at an update: 2 stage-0 iterations, then pairs
 
-    finish(start(stopped, 3, '--fsdp', '--resume', config=config, options=PROGRESSIVE_RUN),
+    finish(start(stopped, 3, '--fsdp', '--resume', config=config, options=progressive_run),
            stopped)
     assert_close_state(torch.load(stopped / 'epoch_3.pth', weights_only=True),
                        torch.load(ddp / 'epoch_3.pth', weights_only=True), 'resumed epoch 3')

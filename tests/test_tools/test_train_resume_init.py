@@ -110,7 +110,7 @@ def save_with_a_storage_cut_short(path):
 
 
 def test_a_resume_checkpoint_refused_as_it_is_read_names_only_those_that_resume(tmp_path,
-                                                                                train, runs):
+                                                                                train, tiny_demo):
     """The launch check's hint named only the checkpoints that resume, the loader's named every
     loadable file: a newer weights-only file (tools/convert/to_timm.py's, publish.py's) first."""
     from fastmim.errors import CheckpointError
@@ -124,7 +124,7 @@ def test_a_resume_checkpoint_refused_as_it_is_read_names_only_those_that_resume(
                                               rf'\(truncated or corrupt\?\): .*Other checkpoints '
                                               rf'in {work_dir}, newest first: epoch_1\.pth$'):
         train.main([str(DEMO), '--work-dir', str(work_dir), '--resume',
-                    str(work_dir / 'epoch_2.pth'), '--cfg-options', *runs.TINY])
+                    str(work_dir / 'epoch_2.pth'), '--cfg-options', *tiny_demo.recorded_options])
 
 
 def test_a_last_checkpoint_naming_a_deleted_file_is_named(tmp_path, train):
@@ -264,10 +264,11 @@ def test_resume_without_last_checkpoint_and_no_readable_checkpoint_is_refused(tm
         apply_resume(cfg, 'auto')
 
 
-def test_a_run_whose_last_checkpoint_was_deleted_resumes_from_its_checkpoints(tmp_path, runs):
+def test_a_run_whose_last_checkpoint_was_deleted_resumes_from_its_checkpoints(tmp_path, runs,
+                                                                                tiny_demo):
     """The audit's case end to end: epoch_2.pth and epoch_3.pth of a run of 4 epochs, without
     last_checkpoint; --resume resumed nothing and overwrote them."""
-    args = [str(DEMO), '--work-dir', str(tmp_path), '--cfg-options', *runs.TINY]
+    args = [str(DEMO), '--work-dir', str(tmp_path), '--cfg-options', *tiny_demo.recorded_options]
     result = runs.run(args + ['train_cfg.max_epochs=3'])
     assert result.returncode == 0, result.stderr[-3000:]
     (tmp_path / 'last_checkpoint').unlink()
