@@ -3,6 +3,8 @@ misplaced files, keys the config lacks, values no run can use, pipelines and set
 options leave behind."""
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,8 @@ FINETUNE_DEMO = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
 KNN_DEMO = ROOT / 'configs' / 'knn' / 'demo_vit_tiny_embedded_knn.py'
 SEGMENTATION = (ROOT / 'projects' / 'segmentation' / 'configs' /
                 'upernet_fastmim_vit_b_ade20k_512x512_160k.py')
+# An mmseg config whose SegDataPreProcessor sets no test_cfg.
+FASHION_UPERNET = ROOT / 'configs' / 'experiments' / 'fashion_mnist_upernet.py'
 
 
 def test_cfg_options_keys_the_config_lacks_are_named_with_the_close_existing_ones():
@@ -71,6 +75,65 @@ def test_the_knn_advice_final_norm_false_is_not_warned_about(monkeypatch, backbo
     load_config(str(KNN_DEMO), {'model.backbone.type': backbone,
                                 'model.backbone.final_norm': False})
     assert not [line for line in logged if 'no such key' in line]
+
+
+def print_config_fresh(config, option):
+    """tools/misc/print_config.py ``config --cfg-options option``, in a process of its own:
+    what the command line sees, with no registry imported before the config is loaded."""
+    return subprocess.run([sys.executable, str(ROOT / 'tools' / 'misc' / 'print_config.py'),
+                           str(config), '--cfg-options', option],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_cfg_none(tmp_path) -> Path:
+    """:data:`FASHION_UPERNET` with the preprocessor's ``test_cfg`` set to None, its default."""
+    child = tmp_path / 'test_cfg_none.py'
+    child.write_text(f"_base_ = ['{FASHION_UPERNET}']\n"
+                     "model = dict(data_preprocessor=dict(test_cfg=None))\n")
+    return child
+
+
+def test_a_key_under_an_argument_the_config_leaves_unset_is_not_warned_about(
+        tmp_path, load_config_log):
+    """The padding that whole-image inference is told to give,
+    ``model.data_preprocessor.test_cfg.size_divisor=16``, was warned about as "has no such
+    key, it is added", the typo warning: mmseg's SegDataPreProcessor was not looked up (its
+    scope's registry was not imported) though it names ``test_cfg`` as an argument. The
+    real class, built from the loaded config, pads the evaluation image to multiples of 16."""
+    from mmseg.models import SegDataPreProcessor
+    from mmseg.structures import SegDataSample
+    printed = print_config_fresh(FASHION_UPERNET,
+                                 'model.data_preprocessor.test_cfg.size_divisor=16')
+    assert printed.returncode == 0, printed.stderr
+    assert 'no such key' not in printed.stdout + printed.stderr
+    assert 'test_cfg=dict(size_divisor=16)' in printed.stdout
+    option = {'model.data_preprocessor.test_cfg.size_divisor': 16}
+    for config in (FASHION_UPERNET, test_cfg_none(tmp_path)):  # absent, None
+        assert not [line for line in load_config_log(config, option) if 'no such key' in line]
+        preprocessor = dict(load_config(str(config), option).model.data_preprocessor)
+        del preprocessor['type']
+        image = dict(inputs=[torch.zeros(3, 512, 683, dtype=torch.uint8)],
+                     data_samples=[SegDataSample()])
+        padded = SegDataPreProcessor(**preprocessor)(image, training=False)['inputs']
+        assert padded.shape == (1, 3, 512, 688)
+
+
+def test_a_mistyped_argument_of_an_mmseg_entry_is_refused_at_load(tmp_path):
+    """``test_cgf.size_divisor`` was added with the typo warning alone, naming no close name,
+    and the class would refuse it only when the Runner built the model: SegDataPreProcessor
+    takes no ``test_cgf``. It is refused at load as a mistyped key of fastmim's classes is."""
+    from mmseg.models import SegDataPreProcessor
+    with pytest.raises(TypeError, match='test_cgf'):
+        SegDataPreProcessor(test_cgf=dict(size_divisor=16))
+    refusal = (r'--cfg-options model\.data_preprocessor\.test_cgf\.size_divisor: .*: '
+               r'model\.data_preprocessor \(SegDataPreProcessor\) takes no test_cgf; '
+               r"did you mean 'test_cfg'")
+    printed = print_config_fresh(FASHION_UPERNET,
+                                 'model.data_preprocessor.test_cgf.size_divisor=16')
+    assert printed.returncode != 0 and re.search(refusal, printed.stderr), printed.stderr
+    with pytest.raises(LaunchError, match='^' + refusal):
+        load_config(str(test_cfg_none(tmp_path)),
+                    {'model.data_preprocessor.test_cgf.size_divisor': 16})
 
 
 @pytest.mark.parametrize('broken', ['top', 'base'])
