@@ -700,8 +700,15 @@ def test_a_size_the_plain_vit_cannot_take_is_refused_at_load(options, key, value
     {'model.data_preprocessor.size': None, 'model.data_preprocessor.size_divisor': 16,
      'train_dataloader.dataset.pipeline.3.crop_size': (250, 250)},
     # whole-image inference crops nothing, and the evaluation images are padded to multiples
+    # (by size_divisor in place of the recipe's size: mmseg pads by one of the two)
     {'model.test_cfg.mode': 'whole', 'model.test_cfg.crop_size': (250, 250),
+     'model.data_preprocessor.test_cfg.size': None,
      'model.data_preprocessor.test_cfg.size_divisor': 16},
+    # whole-image inference of images resized to 500 x 512, padded to the recipe's 512 x 512
+    {'model.test_cfg.mode': 'whole', 'val_dataloader.dataset.pipeline.1.keep_ratio': False,
+     'val_dataloader.dataset.pipeline.1.scale': (500, 512),
+     'test_dataloader.dataset.pipeline.1.keep_ratio': False,
+     'test_dataloader.dataset.pipeline.1.scale': (500, 512)},
     # whole-image inference of images resized to one size, a multiple of 16
     {'model.test_cfg.mode': 'whole', 'val_dataloader.dataset.pipeline.1.keep_ratio': False,
      'val_dataloader.dataset.pipeline.1.scale': (512, 512),
@@ -731,38 +738,75 @@ def test_mmseg_pads_evaluation_images_only_as_its_test_cfg_says():
     assert padded(image, training=False)['inputs'].shape == (1, 3, 512, 688)
 
 
-@pytest.mark.parametrize('options', [
-    {},
+NO_TEST_SIZE = {'model.data_preprocessor.test_cfg.size': None}
+
+
+@pytest.mark.parametrize('options, advice', [
+    # the recipe's padding to 512 x 512 leaves the larger images as they are
+    ({}, r'test_cfg=dict\(size=None, size_divisor=16\) \(its size \(512, 512\) pads only '
+         r'the images smaller than it'),
     # padded, but to multiples of 8
-    {'model.data_preprocessor.test_cfg.size_divisor': 8},
+    ({**NO_TEST_SIZE, 'model.data_preprocessor.test_cfg.size_divisor': 8},
+     r'test_cfg=dict\(size_divisor=16\)'),
     # the training batches' padding does not reach the evaluation images
-    {'model.data_preprocessor.size': None, 'model.data_preprocessor.size_divisor': 16}])
-def test_whole_inference_of_images_resized_to_their_aspect_ratio_is_refused_at_load(options):
+    ({'model.data_preprocessor.size': None, 'model.data_preprocessor.size_divisor': 16},
+     r'test_cfg=dict\(size=None, size_divisor=16\)'),
+    # a size of multiples, but smaller than the longest side the Resize gives (2048)
+    ({'model.data_preprocessor.test_cfg.size': (1024, 1024)},
+     r'test_cfg=dict\(size=None, size_divisor=16\) \(its size \(1024, 1024\)')])
+def test_whole_inference_of_images_resized_to_their_aspect_ratio_is_refused_at_load(options,
+                                                                                     advice):
     """Whole-image inference feeds each evaluation image at the size the test Resize gives it
     (keep_ratio: it follows the image's aspect ratio, 512 x 683 for a 375 x 500 photo), which
-    the ViT refused at the first validation, after the training's first 16,000 iterations."""
+    the ViT refused at the first validation, after the training's first 16,000 iterations. A
+    test_cfg size pads only the images smaller than it."""
     options = {'model.test_cfg.mode': 'whole', **options}
     with pytest.raises(LaunchError, match=(
             rf"^model\.test_cfg\.mode='whole' \(from .*{SEGMENTATION.name} or --cfg-options\): "
             r'.*VisionTransformer.* multiples of 16 \(model\.backbone\.patch_size\); '
             r'whole-image inference feeds each image as val_dataloader\.dataset\.pipeline\.1 '
             r'\(Resize, keep_ratio=True\) resizes it, to sides that follow its aspect ratio, '
-            r'padded only as model\.data_preprocessor\.test_cfg says.*'
-            r'model\.data_preprocessor\.test_cfg=dict\(size_divisor=16\)')):
+            r'padded only as model\.data_preprocessor\.test_cfg says.*: set '
+            rf'model\.data_preprocessor\.{advice}')):
         load_config(str(SEGMENTATION), options)
 
 
 def test_whole_inference_of_images_resized_to_another_size_names_the_scale():
-    """Without keep_ratio, Resize's scale (w, h) is the one size every image gets."""
+    """Without keep_ratio, Resize's scale (w, h) is the one size every image gets; 600 px
+    is wider than the recipe's evaluation padding (512)."""
     options = {'model.test_cfg.mode': 'whole'}
     for loader in ('val_dataloader', 'test_dataloader'):
         options.update({f'{loader}.dataset.pipeline.1.keep_ratio': False,
-                        f'{loader}.dataset.pipeline.1.scale': (500, 512)})
+                        f'{loader}.dataset.pipeline.1.scale': (600, 512)})
     with pytest.raises(LaunchError, match=(
-            r'^val_dataloader\.dataset\.pipeline\.1\.scale=\(500, 512\) .*multiples of 16 '
+            r'^val_dataloader\.dataset\.pipeline\.1\.scale=\(600, 512\) .*multiples of 16 '
             r'.*whole-image inference feeds each image at this size')):
         load_config(str(SEGMENTATION), options)
 
+
+
+@pytest.mark.parametrize('options', [
+    # the whole-image advice typed on the command line, beside the recipe's size
+    {'model.data_preprocessor.test_cfg.size_divisor': 16},
+    # the recipe's padding turned off: a test_cfg that pads by neither
+    NO_TEST_SIZE])
+def test_an_evaluation_padding_mmseg_asserts_against_is_refused_at_load(options):
+    """mmseg's SegDataPreProcessor with a test_cfg pads the evaluation images by exactly one
+    of size and size_divisor, and asserts it only at the first validation."""
+    from mmseg.models import SegDataPreProcessor
+    from mmseg.structures import SegDataSample
+    cfg = Config.fromfile(str(SEGMENTATION))
+    cfg.merge_from_dict(options)
+    padding = cfg.model.data_preprocessor.test_cfg
+    image = dict(inputs=[torch.zeros(3, 512, 683, dtype=torch.uint8)],
+                 data_samples=[SegDataSample()])
+    with pytest.raises(AssertionError, match='only one of size and size_divisor'):
+        SegDataPreProcessor(test_cfg=dict(padding))(image, training=False)
+    with pytest.raises(LaunchError, match=(
+            rf'^model\.data_preprocessor\.test_cfg=.*\(from .*{SEGMENTATION.name} or '
+            r"--cfg-options\): mmseg's SegDataPreProcessor pads the evaluation images by "
+            r'exactly one of size and size_divisor')):
+        load_config(str(SEGMENTATION), options)
 
 
 @pytest.mark.parametrize('divisor, refused', [(32, False), (8, True)])
