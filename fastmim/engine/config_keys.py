@@ -8,6 +8,7 @@ dataset's ``type`` on the command line keeps the old type's arguments.
 import ast
 import difflib
 import functools
+import importlib
 import inspect
 import re
 import textwrap
@@ -208,15 +209,17 @@ BUILDER_KEYS = frozenset({'type', '_scope_', 'priority', 'convert_to_iter_based'
 def mistyped_option_keys(tree, cfg_options: dict) -> Iterator[Tuple[str, str, str]]:
     """``(option, refusal, close names)`` for each ``--cfg-options`` key that adds a key to
     an entry of ``tree`` (the config as plain dicts) whose class cannot take it: the entry's
-    ``type`` names a registered class (any scope) and none of the classes by that name takes
-    it, by name or through ``**kwargs`` that go on to a base class or to the class it names
-    (:func:`_keywords_taken`). mmengine adds the key silently and the class would refuse it
-    only when the Runner builds the model, ~190 lines later. The refusal carries what the
-    class advises instead of the key (:func:`_refusal_hint`), else the close names. A key
-    that a builder takes (:data:`BUILDER_KEYS`), or one under an entry of unknown type, is
-    left alone."""
+    ``type`` names a registered class (any scope, once fastmim's modules and those of the
+    config's ``default_scope`` are imported: :func:`_classes_imported`) and none of the
+    classes by that name takes it, by name or through ``**kwargs`` that go on to a base class
+    or to the class it names (:func:`_keywords_taken`). mmengine adds the key silently and the
+    class would refuse it only when the Runner builds the model, ~190 lines later. The refusal
+    carries what the class advises instead of the key (:func:`_refusal_hint`), else the close
+    names. A key that a builder takes (:data:`BUILDER_KEYS`), or one under an entry of unknown
+    type, is left alone."""
+    scope = _default_scope(tree, cfg_options)
     for option, where, key, node in _keys_added_to_typed_entries(tree, cfg_options):
-        taken = _keywords_taken(_classes_imported(node))
+        taken = _keywords_taken(_classes_imported(node, scope))
         if key in BUILDER_KEYS or taken is None or key in taken:
             continue
         refusal = f'{where} ({_built_type(node)}) takes no {key}'
@@ -231,10 +234,18 @@ def added_arguments(tree, cfg_options: dict) -> set:
     """The keys (``default_hooks.checkpoint.by_epoch``) that ``--cfg-options`` adds to an
     entry whose class names them as arguments, or that a builder takes: an argument the
     config leaves at its default, set on the command line, which needs no typo warning. A
-    class that also takes ``**kwargs`` (mmengine's CheckpointHook) counts its named ones."""
+    class that also takes ``**kwargs`` (mmengine's CheckpointHook) counts its named ones.
+
+    Only the first key the config lacks is judged, against the class of the entry it is added
+    to: ``model.data_preprocessor.test_cfg.size_divisor=16`` fills in SegDataPreProcessor's
+    ``test_cfg``, which the config leaves unset, and the keys below it make a dict that no
+    class names the keys of (as one the config sets None: ``_open_unset_settings``), so no
+    name is there to compare them with. A key added to a dict the config does set, typed or
+    not, is judged by that dict's keys (``added_keys``)."""
     added = set()
+    scope = _default_scope(tree, cfg_options)
     for _, where, key, node in _keys_added_to_typed_entries(tree, cfg_options):
-        classes = _classes_imported(node)
+        classes = _classes_imported(node, scope)
         if (key in BUILDER_KEYS or key in _arguments(classes)
                 or key in (_keywords_taken(classes) or ())):
             added.add(f'{where}.{key}')
@@ -262,8 +273,8 @@ def unknown_option_types(tree, cfg_options: dict, default_scope=None
     """``(option, refusal, close names)`` for each ``--cfg-options`` key ``...type=Name``
     that replaces a registered type of ``tree`` by a name no registry holding the old one
     knows (``model.backbone.type=VisionTransformr``): mmengine's raw ``KeyError`` would come
-    only when the Runner builds the model, with no suggestion. Only fastmim's scope is searched: a name
-    of another library's scope (``mmdet.X``, or any name in a config whose
+    only when the Runner builds the model, with no suggestion. Only fastmim's scope is
+    searched: a name of another library's scope (``mmdet.X``, or any name in a config whose
     ``default_scope`` is another library's) may be in a registry not imported yet."""
     from fastmim.engine.config_loading import follow_key
     if default_scope not in (None, 'fastmim'):
@@ -294,16 +305,42 @@ def _names_beside(name: str) -> set:
     return names
 
 
-def _classes_imported(node: dict) -> list:
-    """:func:`_classes`, once fastmim's registries imported the modules they build from
-    (their lazy ``locations``): a class is registered only when its module is imported."""
+def _default_scope(tree, cfg_options: dict):
+    """The ``default_scope`` the config has once ``cfg_options`` are merged."""
+    return cfg_options.get('default_scope', tree.get('default_scope'))
+
+
+def _classes_imported(node: dict, default_scope=None) -> list:
+    """:func:`_classes`, once fastmim's registries, and those of another library that is the
+    config's ``default_scope``, imported the modules they build from (their lazy
+    ``locations``): a class is registered only when its module is imported, which mmengine
+    does only when the Runner builds from the registry. Without it, the segmentation recipe's
+    SegDataPreProcessor was no known class when the config loaded."""
     _import_registered_modules()
+    _import_scope_modules(default_scope)
     return _classes(node)
 
 
 def _import_registered_modules() -> None:
     from fastmim import registry
-    for table in vars(registry).values():
+    _import_locations(registry)
+
+
+def _import_scope_modules(scope) -> None:
+    """Import the modules of the registries of the library ``scope`` names (``mmseg``,
+    ``mmdet``); one that is no library, or whose modules fail to import, is left alone: its
+    classes stay unknown, and unknown classes are not judged."""
+    if not isinstance(scope, str) or not scope.isidentifier() or scope == 'fastmim':
+        return
+    try:
+        _import_locations(importlib.import_module(f'{scope}.registry'))
+    except ImportError:
+        return
+
+
+def _import_locations(registries) -> None:
+    """Import the modules each registry of the module ``registries`` builds from."""
+    for table in vars(registries).values():
         if isinstance(table, mmengine_registries.Registry):
             table.import_from_location()
 

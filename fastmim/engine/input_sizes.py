@@ -139,41 +139,75 @@ def _whole_inference_sizes(cfg, multiple: int, why: str) -> List[Tuple[str, obje
     """``(key, value, why)`` where mmseg's whole-image inference (``model.test_cfg.mode=
     'whole'``) feeds the backbone evaluation images whose sides are no multiples of
     ``multiple``: each image is fed at the size the evaluation pipeline's last ``Resize``
-    gives it, padded only by ``model.data_preprocessor.test_cfg``. With ``keep_ratio`` that
-    size follows each image's aspect ratio (512 x 683 for a 375 x 500 photo at scale (2048,
-    512)), so only padding to a multiple makes it one; without, ``scale`` (w, h) is the size.
-    A pipeline without ``Resize`` feeds the dataset's own sizes, which the config does not
+    gives it, padded only by ``model.data_preprocessor.test_cfg``: its ``size_divisor`` to a
+    multiple, its ``size`` (h, w) only where the image is smaller. With ``keep_ratio`` the
+    resized size follows each image's aspect ratio (512 x 683 for a 375 x 500 photo at scale
+    (2048, 512)), a side up to the scale's longer one, so only a divisor, or a size of
+    multiples that no side exceeds, makes it one; without, ``scale`` (w, h) is the size. A
+    pipeline without ``Resize`` feeds the dataset's own sizes, which the config does not
     state: not judged."""
     model = cfg.get('model') or {}
     preprocessor = model.get('data_preprocessor') or {}
+    padding = preprocessor.get('test_cfg') or {}
+    divisor = padding.get('size_divisor')
     if ((model.get('test_cfg') or {}).get('mode') != 'whole'
             or type_name(preprocessor) != EVALUATION_PADDED_BY_TEST_CFG
-            or _pads_to_multiples(preprocessor.get('test_cfg') or {}, multiple)):
+            or (isinstance(divisor, int) and divisor % multiple == 0)):
         return []
+    padded_to = size_pair(padding.get('size'))
     padded_only = 'padded only as model.data_preprocessor.test_cfg says (size and ' \
                   'size_divisor pad the training batches)'
     for where, resize in _evaluation_resizes(cfg, multiple):
         scale = size_pair(resize.get('scale'))
-        if scale is not None and resize.get('keep_ratio'):
-            return [('model.test_cfg.mode', 'whole',
-                     f'{why}; whole-image inference feeds each image as {where} (Resize, '
-                     f'keep_ratio=True) resizes it, to sides that follow its aspect ratio, '
-                     f'{padded_only}: set model.data_preprocessor.test_cfg='
-                     f'dict(size_divisor={multiple})')]
-        if scale is not None and not _multiples((scale[1], scale[0]), multiple):
+        if scale is None:
+            continue
+        if resize.get('keep_ratio'):
+            longest = max(scale)  # either side of an image, whichever way round it is
+            if (padded_to is None or not _multiples(padded_to, multiple)
+                    or min(padded_to) < longest):
+                return [('model.test_cfg.mode', 'whole',
+                         f'{why}; whole-image inference feeds each image as {where} (Resize, '
+                         f'keep_ratio=True) resizes it, to sides that follow its aspect '
+                         f'ratio, {padded_only}: {_divisor_advice(padded_to, multiple)}')]
+        elif not _multiples(_padded((scale[1], scale[0]), padded_to), multiple):
             return [(f'{where}.scale', resize['scale'],
                      f'{why}; whole-image inference feeds each image at this size (Resize '
                      f'scale (w, h) without keep_ratio), {padded_only}')]
     return []
 
 
-def _pads_to_multiples(padding: dict, multiple: int) -> bool:
-    """Whether mmseg's ``test_cfg`` padding ``padding`` makes sizes multiples of
-    ``multiple``: a ``size_divisor`` that is one, or a ``size`` of multiples (images no
-    larger than it)."""
-    divisor, size = padding.get('size_divisor'), size_pair(padding.get('size'))
-    return ((isinstance(divisor, int) and divisor % multiple == 0)
-            or (size is not None and _multiples(size, multiple)))
+def _padded(size: Tuple[int, int], padded_to: Optional[Tuple[int, int]]) -> Tuple[int, int]:
+    """``size`` (h, w) once mmseg pads it to ``padded_to`` where it is smaller."""
+    return size if padded_to is None else tuple(map(max, size, padded_to))
+
+
+def _divisor_advice(padded_to: Optional[Tuple[int, int]], multiple: int) -> str:
+    """How to pad every evaluation image to a multiple of ``multiple``; where the config's
+    ``test_cfg`` pads to a size, that size goes: mmseg pads by one of the two (the segmentation
+    recipe pads images smaller than its slide crop)."""
+    if padded_to is None:
+        return f'set model.data_preprocessor.test_cfg=dict(size_divisor={multiple})'
+    return (f'set model.data_preprocessor.test_cfg=dict(size=None, size_divisor={multiple}) '
+            f'(its size {padded_to} pads only the images smaller than it; mmseg pads by one '
+            f'of the two)')
+
+
+def evaluation_paddings_mmseg_refuses(cfg) -> List[Tuple[str, object, str]]:
+    """``(key, value, why)`` for an mmseg ``model.data_preprocessor.test_cfg`` that sets both
+    or neither of ``size`` and ``size_divisor``: SegDataPreProcessor pads the evaluation
+    images by exactly one of them when it has a ``test_cfg`` (mmseg's ``stack_batch`` asserts
+    'only one of size and size_divisor should be valid'), at the first validation, after the
+    recipe's first 16,000 iterations. Setting ``size_divisor`` on the command line, as the
+    whole-image refusal advises, keeps a ``size`` the config sets."""
+    preprocessor = (cfg.get('model') or {}).get('data_preprocessor') or {}
+    padding = preprocessor.get('test_cfg') if isinstance(preprocessor, dict) else None
+    if (type_name(preprocessor) != EVALUATION_PADDED_BY_TEST_CFG or not padding
+            or (padding.get('size') is None) != (padding.get('size_divisor') is None)):
+        return []
+    return [('model.data_preprocessor.test_cfg', padding,
+             "mmseg's SegDataPreProcessor pads the evaluation images by exactly one of size "
+             "and size_divisor (its stack_batch asserts it at the first validation): set the "
+             "other one None")]
 
 
 def _evaluation_resizes(cfg, multiple: int):

@@ -3,6 +3,8 @@ misplaced files, keys the config lacks, values no run can use, pipelines and set
 options leave behind."""
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,8 @@ FINETUNE_DEMO = ROOT / 'configs' / 'finetune' / 'demo_vit_tiny_embedded_ft.py'
 KNN_DEMO = ROOT / 'configs' / 'knn' / 'demo_vit_tiny_embedded_knn.py'
 SEGMENTATION = (ROOT / 'projects' / 'segmentation' / 'configs' /
                 'upernet_fastmim_vit_b_ade20k_512x512_160k.py')
+# An mmseg config whose SegDataPreProcessor sets no test_cfg.
+FASHION_UPERNET = ROOT / 'configs' / 'experiments' / 'fashion_mnist_upernet.py'
 
 
 def test_cfg_options_keys_the_config_lacks_are_named_with_the_close_existing_ones():
@@ -71,6 +75,65 @@ def test_the_knn_advice_final_norm_false_is_not_warned_about(monkeypatch, backbo
     load_config(str(KNN_DEMO), {'model.backbone.type': backbone,
                                 'model.backbone.final_norm': False})
     assert not [line for line in logged if 'no such key' in line]
+
+
+def print_config_fresh(config, option):
+    """tools/misc/print_config.py ``config --cfg-options option``, in a process of its own:
+    what the command line sees, with no registry imported before the config is loaded."""
+    return subprocess.run([sys.executable, str(ROOT / 'tools' / 'misc' / 'print_config.py'),
+                           str(config), '--cfg-options', option],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_cfg_none(tmp_path) -> Path:
+    """:data:`FASHION_UPERNET` with the preprocessor's ``test_cfg`` set to None, its default."""
+    child = tmp_path / 'test_cfg_none.py'
+    child.write_text(f"_base_ = ['{FASHION_UPERNET}']\n"
+                     "model = dict(data_preprocessor=dict(test_cfg=None))\n")
+    return child
+
+
+def test_a_key_under_an_argument_the_config_leaves_unset_is_not_warned_about(
+        tmp_path, load_config_log):
+    """The padding that whole-image inference is told to give,
+    ``model.data_preprocessor.test_cfg.size_divisor=16``, was warned about as "has no such
+    key, it is added", the typo warning: mmseg's SegDataPreProcessor was not looked up (its
+    scope's registry was not imported) though it names ``test_cfg`` as an argument. The
+    real class, built from the loaded config, pads the evaluation image to multiples of 16."""
+    from mmseg.models import SegDataPreProcessor
+    from mmseg.structures import SegDataSample
+    printed = print_config_fresh(FASHION_UPERNET,
+                                 'model.data_preprocessor.test_cfg.size_divisor=16')
+    assert printed.returncode == 0, printed.stderr
+    assert 'no such key' not in printed.stdout + printed.stderr
+    assert 'test_cfg=dict(size_divisor=16)' in printed.stdout
+    option = {'model.data_preprocessor.test_cfg.size_divisor': 16}
+    for config in (FASHION_UPERNET, test_cfg_none(tmp_path)):  # absent, None
+        assert not [line for line in load_config_log(config, option) if 'no such key' in line]
+        preprocessor = dict(load_config(str(config), option).model.data_preprocessor)
+        del preprocessor['type']
+        image = dict(inputs=[torch.zeros(3, 512, 683, dtype=torch.uint8)],
+                     data_samples=[SegDataSample()])
+        padded = SegDataPreProcessor(**preprocessor)(image, training=False)['inputs']
+        assert padded.shape == (1, 3, 512, 688)
+
+
+def test_a_mistyped_argument_of_an_mmseg_entry_is_refused_at_load(tmp_path):
+    """``test_cgf.size_divisor`` was added with the typo warning alone, naming no close name,
+    and the class would refuse it only when the Runner built the model: SegDataPreProcessor
+    takes no ``test_cgf``. It is refused at load as a mistyped key of fastmim's classes is."""
+    from mmseg.models import SegDataPreProcessor
+    with pytest.raises(TypeError, match='test_cgf'):
+        SegDataPreProcessor(test_cgf=dict(size_divisor=16))
+    refusal = (r'--cfg-options model\.data_preprocessor\.test_cgf\.size_divisor: .*: '
+               r'model\.data_preprocessor \(SegDataPreProcessor\) takes no test_cgf; '
+               r"did you mean 'test_cfg'")
+    printed = print_config_fresh(FASHION_UPERNET,
+                                 'model.data_preprocessor.test_cgf.size_divisor=16')
+    assert printed.returncode != 0 and re.search(refusal, printed.stderr), printed.stderr
+    with pytest.raises(LaunchError, match='^' + refusal):
+        load_config(str(test_cfg_none(tmp_path)),
+                    {'model.data_preprocessor.test_cgf.size_divisor': 16})
 
 
 @pytest.mark.parametrize('broken', ['top', 'base'])
@@ -681,8 +744,15 @@ def test_a_size_the_plain_vit_cannot_take_is_refused_at_load(options, key, value
     {'model.data_preprocessor.size': None, 'model.data_preprocessor.size_divisor': 16,
      'train_dataloader.dataset.pipeline.3.crop_size': (250, 250)},
     # whole-image inference crops nothing, and the evaluation images are padded to multiples
+    # (by size_divisor in place of the recipe's size: mmseg pads by one of the two)
     {'model.test_cfg.mode': 'whole', 'model.test_cfg.crop_size': (250, 250),
+     'model.data_preprocessor.test_cfg.size': None,
      'model.data_preprocessor.test_cfg.size_divisor': 16},
+    # whole-image inference of images resized to 500 x 512, padded to the recipe's 512 x 512
+    {'model.test_cfg.mode': 'whole', 'val_dataloader.dataset.pipeline.1.keep_ratio': False,
+     'val_dataloader.dataset.pipeline.1.scale': (500, 512),
+     'test_dataloader.dataset.pipeline.1.keep_ratio': False,
+     'test_dataloader.dataset.pipeline.1.scale': (500, 512)},
     # whole-image inference of images resized to one size, a multiple of 16
     {'model.test_cfg.mode': 'whole', 'val_dataloader.dataset.pipeline.1.keep_ratio': False,
      'val_dataloader.dataset.pipeline.1.scale': (512, 512),
@@ -712,38 +782,75 @@ def test_mmseg_pads_evaluation_images_only_as_its_test_cfg_says():
     assert padded(image, training=False)['inputs'].shape == (1, 3, 512, 688)
 
 
-@pytest.mark.parametrize('options', [
-    {},
+NO_TEST_SIZE = {'model.data_preprocessor.test_cfg.size': None}
+
+
+@pytest.mark.parametrize('options, advice', [
+    # the recipe's padding to 512 x 512 leaves the larger images as they are
+    ({}, r'test_cfg=dict\(size=None, size_divisor=16\) \(its size \(512, 512\) pads only '
+         r'the images smaller than it'),
     # padded, but to multiples of 8
-    {'model.data_preprocessor.test_cfg.size_divisor': 8},
+    ({**NO_TEST_SIZE, 'model.data_preprocessor.test_cfg.size_divisor': 8},
+     r'test_cfg=dict\(size_divisor=16\)'),
     # the training batches' padding does not reach the evaluation images
-    {'model.data_preprocessor.size': None, 'model.data_preprocessor.size_divisor': 16}])
-def test_whole_inference_of_images_resized_to_their_aspect_ratio_is_refused_at_load(options):
+    ({'model.data_preprocessor.size': None, 'model.data_preprocessor.size_divisor': 16},
+     r'test_cfg=dict\(size=None, size_divisor=16\)'),
+    # a size of multiples, but smaller than the longest side the Resize gives (2048)
+    ({'model.data_preprocessor.test_cfg.size': (1024, 1024)},
+     r'test_cfg=dict\(size=None, size_divisor=16\) \(its size \(1024, 1024\)')])
+def test_whole_inference_of_images_resized_to_their_aspect_ratio_is_refused_at_load(options,
+                                                                                     advice):
     """Whole-image inference feeds each evaluation image at the size the test Resize gives it
     (keep_ratio: it follows the image's aspect ratio, 512 x 683 for a 375 x 500 photo), which
-    the ViT refused at the first validation, after the training's first 16,000 iterations."""
+    the ViT refused at the first validation, after the training's first 16,000 iterations. A
+    test_cfg size pads only the images smaller than it."""
     options = {'model.test_cfg.mode': 'whole', **options}
     with pytest.raises(LaunchError, match=(
             rf"^model\.test_cfg\.mode='whole' \(from .*{SEGMENTATION.name} or --cfg-options\): "
             r'.*VisionTransformer.* multiples of 16 \(model\.backbone\.patch_size\); '
             r'whole-image inference feeds each image as val_dataloader\.dataset\.pipeline\.1 '
             r'\(Resize, keep_ratio=True\) resizes it, to sides that follow its aspect ratio, '
-            r'padded only as model\.data_preprocessor\.test_cfg says.*'
-            r'model\.data_preprocessor\.test_cfg=dict\(size_divisor=16\)')):
+            r'padded only as model\.data_preprocessor\.test_cfg says.*: set '
+            rf'model\.data_preprocessor\.{advice}')):
         load_config(str(SEGMENTATION), options)
 
 
 def test_whole_inference_of_images_resized_to_another_size_names_the_scale():
-    """Without keep_ratio, Resize's scale (w, h) is the one size every image gets."""
+    """Without keep_ratio, Resize's scale (w, h) is the one size every image gets; 600 px
+    is wider than the recipe's evaluation padding (512)."""
     options = {'model.test_cfg.mode': 'whole'}
     for loader in ('val_dataloader', 'test_dataloader'):
         options.update({f'{loader}.dataset.pipeline.1.keep_ratio': False,
-                        f'{loader}.dataset.pipeline.1.scale': (500, 512)})
+                        f'{loader}.dataset.pipeline.1.scale': (600, 512)})
     with pytest.raises(LaunchError, match=(
-            r'^val_dataloader\.dataset\.pipeline\.1\.scale=\(500, 512\) .*multiples of 16 '
+            r'^val_dataloader\.dataset\.pipeline\.1\.scale=\(600, 512\) .*multiples of 16 '
             r'.*whole-image inference feeds each image at this size')):
         load_config(str(SEGMENTATION), options)
 
+
+
+@pytest.mark.parametrize('options', [
+    # the whole-image advice typed on the command line, beside the recipe's size
+    {'model.data_preprocessor.test_cfg.size_divisor': 16},
+    # the recipe's padding turned off: a test_cfg that pads by neither
+    NO_TEST_SIZE])
+def test_an_evaluation_padding_mmseg_asserts_against_is_refused_at_load(options):
+    """mmseg's SegDataPreProcessor with a test_cfg pads the evaluation images by exactly one
+    of size and size_divisor, and asserts it only at the first validation."""
+    from mmseg.models import SegDataPreProcessor
+    from mmseg.structures import SegDataSample
+    cfg = Config.fromfile(str(SEGMENTATION))
+    cfg.merge_from_dict(options)
+    padding = cfg.model.data_preprocessor.test_cfg
+    image = dict(inputs=[torch.zeros(3, 512, 683, dtype=torch.uint8)],
+                 data_samples=[SegDataSample()])
+    with pytest.raises(AssertionError, match='only one of size and size_divisor'):
+        SegDataPreProcessor(test_cfg=dict(padding))(image, training=False)
+    with pytest.raises(LaunchError, match=(
+            rf'^model\.data_preprocessor\.test_cfg=.*\(from .*{SEGMENTATION.name} or '
+            r"--cfg-options\): mmseg's SegDataPreProcessor pads the evaluation images by "
+            r'exactly one of size and size_divisor')):
+        load_config(str(SEGMENTATION), options)
 
 
 @pytest.mark.parametrize('divisor, refused', [(32, False), (8, True)])

@@ -26,8 +26,9 @@ SEGMENTATION = (ROOT / 'projects' / 'segmentation' / 'configs' /
 # The keys that hold each variable's value, read from the config files: the demo hands its
 # base's train_pipeline to its dataloader; the fine-tuning demo its test_pipeline to the
 # validation dataloader, which test_dataloader repeats; the ImageNet base its data_root to
-# the three datasets; the segmentation config its crop_size to the data preprocessor and the
-# slide inference, and mmseg's ADE20K base (its own crop_size, the same value) to RandomCrop.
+# the three datasets; the segmentation config its crop_size to the data preprocessor (training
+# and evaluation padding) and the slide inference, and mmseg's ADE20K base (its own crop_size,
+# the same value) to RandomCrop.
 CASES = [
     (DEMO, 'train_pipeline.1.size', 96, ['train_dataloader.dataset.pipeline.1.size']),
     (FINETUNE_DEMO, 'test_pipeline.1.crop_size', 128,
@@ -37,8 +38,8 @@ CASES = [
      ['train_dataloader.dataset.data_root', 'val_dataloader.dataset.data_root',
       'test_dataloader.dataset.data_root']),
     (SEGMENTATION, 'crop_size', (256, 256),
-     ['model.data_preprocessor.size', 'model.test_cfg.crop_size',
-      'train_dataloader.dataset.pipeline.3.crop_size']),
+     ['model.data_preprocessor.size', 'model.data_preprocessor.test_cfg.size',
+      'model.test_cfg.crop_size', 'train_dataloader.dataset.pipeline.3.crop_size']),
 ]
 
 

@@ -302,11 +302,13 @@ def segmentation_overrides(data_root: str, batch_size: int, iterations: int) -> 
 
 def segmentation_test_overrides(data_root: str) -> dict:
     """Evaluate on the full photo with mmseg's IoUMetric, sliding 256 px windows (stride 171,
-    the config's 512 / 341 ratio) over the 341 x 256 resized photo: two windows."""
+    the config's 512 / 341 ratio) over the 341 x 256 resized photo: two windows. Images smaller
+    than the window are padded to it, as the config pads them to its own."""
     return {
         **TINY_VIT,
         'model.backbone.init_cfg': None,
         'model.data_preprocessor.size': SEGMENTATION_CROP,
+        'model.data_preprocessor.test_cfg.size': SEGMENTATION_CROP,
         'model.test_cfg.crop_size': SEGMENTATION_CROP,
         'model.test_cfg.stride': (171, 171),
         **_loader('test_dataloader', 1),

@@ -70,6 +70,11 @@ def test_config_is_the_published_recipe(downstream):
     assert preprocessor.std == [58.395, 57.12, 57.375]
     assert preprocessor.size == (512, 512)
     assert preprocessor.pad_val == 0 and preprocessor.seg_pad_val == 255
+    # Not in ref, whose test pipeline pads nothing: evaluation images smaller than the 512
+    # slide crop (wider than 4:1 after the test Resize) padded to it, the padding removed from
+    # the prediction. ref cannot evaluate them (its position and bias tables are fixed to the
+    # 32 x 32 grid of a 512 crop); all other images are left as they are: no recipe number.
+    assert preprocessor.test_cfg == dict(size=(512, 512), size_divisor=None)
     assert cfg.train_dataloader.batch_size * 8 == 16  # ref: samples_per_gpu=2 (x 8 GPUs)
     # ref: test at img_scale=(2048, 512) keep_ratio, no flip
     for loader in (cfg.val_dataloader, cfg.test_dataloader):
@@ -308,6 +313,63 @@ def test_auxiliary_head_reads_the_stride_32_level_as_the_reference(downstream):
     assert [tuple(level.shape[-2:]) for level in features] == [(64, 64), (32, 32), (16, 16),
                                                                (8, 8)]
     assert tuple(logits.shape) == (1, 150, 8, 8)  # 256 px / 32
+
+
+def tiny_recipe_for_evaluation(downstream, data_root):
+    """The recipe's model, narrowed (:data:`TINY_VIT`, random weights), in evaluation mode, and
+    its test dataset at ``data_root``: the recipe's test pipeline (Resize to (2048, 512) with
+    keep_ratio), data preprocessor and slide inference (512 crops, stride 341), as shipped."""
+    from mmseg.registry import DATASETS
+    torch.manual_seed(0)
+    cfg, model = downstream.build_model(CONFIG, {**downstream.TINY_VIT,
+                                                 'model.backbone.init_cfg': None}, 'mmseg')
+    cfg.test_dataloader.dataset.data_root = str(data_root)
+    return model.eval(), DATASETS.build(cfg.test_dataloader.dataset)
+
+
+def predicted(model, sample):
+    """What mmseg's test loop gets from ``model`` for the dataset item ``sample``."""
+    from mmengine.dataset import pseudo_collate
+    with torch.no_grad():
+        return model.test_step(pseudo_collate([sample]))[0]
+
+
+def test_an_image_wider_than_4_to_1_is_evaluated_at_its_own_size(ade20k_semantic, downstream,
+                                                                 tmp_path):
+    """The test Resize (scale (2048, 512), keep_ratio) gives an image wider than 4:1 a height
+    under the 512-px slide crop; mmseg's slide inference then crops at the image's own height,
+    unpadded, and the ViT refused it at the first validation ('multiples of the patch size
+    16, got (1, 3, 307, 512)'). The data preprocessor pads such an image to the crop and
+    mmseg's post-processing removes the padding: IoUMetric evaluates a map of the image's
+    size."""
+    from mmseg.evaluation import IoUMetric
+    strip = tmp_path / 'strip'  # rows 150-224 of the validation photo and its labels: 500 x 75
+    for kind, suffix in (('images', 'jpg'), ('annotations', 'png')):
+        (strip / kind / 'validation').mkdir(parents=True)
+        photo = Image.open(Path(ade20k_semantic) / kind / 'validation' / f'voc.{suffix}')
+        photo.crop((0, 150, 500, 225)).save(strip / kind / 'validation' / f'strip.{suffix}')
+    model, dataset = tiny_recipe_for_evaluation(downstream, strip)
+    sample = dataset[0]
+    assert tuple(sample['inputs'].shape[1:]) == (307, 2048)  # x 4.096: long side 2048
+    result = predicted(model, sample)
+    assert tuple(result.pred_sem_seg.shape) == (75, 500)
+    metric = IoUMetric()
+    metric.dataset_meta = dataset.metainfo
+    metric.process({}, [result.to_dict()])
+    assert 0 <= metric.compute_metrics(metric.results)['mIoU'] <= 100
+
+
+def test_images_as_large_as_the_crop_are_evaluated_as_without_padding(ade20k_semantic,
+                                                                      downstream):
+    """The padding reaches only images smaller than the slide crop: the 375 x 500 photo,
+    resized to 512 x 683, gets the logits of mmseg's unpadded evaluation (no test_cfg), the
+    reference's (its test pipeline pads nothing), to the bit."""
+    model, dataset = tiny_recipe_for_evaluation(downstream, ade20k_semantic)
+    sample = dataset[0]
+    assert tuple(sample['inputs'].shape[1:]) == (512, 683)
+    padded = predicted(model, sample).seg_logits.data
+    model.data_preprocessor.test_cfg = None
+    assert torch.equal(predicted(model, dataset[0]).seg_logits.data, padded)
 
 
 def four_iterations(downstream, data_root, **extra) -> dict:

@@ -15,7 +15,9 @@
 # - UperNet channels 768, pool scales 1, 2, 3, 6; FCN auxiliary head on the stride-32 level
 #   (block 12 max-pooled, the reference's in_index=3), loss weight 0.4;
 # - AdamW lr 3e-4 wd 0.05 with layer-wise lr decay 0.75, poly (power 1.0) to 0 from iteration
-#   0 under a 1500-iteration linear warmup; slide inference with 512 crops and stride 341.
+#   0 under a 1500-iteration linear warmup; slide inference with 512 crops and stride 341
+#   (evaluation images smaller than the crop padded to it: no recipe number, the reference
+#   could not evaluate them).
 #
 #   CONFIG=projects/segmentation/configs/upernet_fastmim_vit_b_ade20k_512x512_160k.py
 #   tools/dist_train.sh $CONFIG 8 \
@@ -36,7 +38,13 @@ crop_size = (512, 512)
 num_classes = 150
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
-    data_preprocessor=dict(size=crop_size),
+    # test_cfg: an evaluation image smaller than the slide crop (wider than 4:1 after the test
+    # Resize to (2048, 512)) is padded to it, as mmseg's slide inference would crop it at its
+    # own size, unpadded, which the ViT refuses (multiples of 16); mmseg removes the padding
+    # from the prediction. Images as large as the crop (all others) are left as they are.
+    # size_divisor=None written out: whole-image inference pads by it instead
+    # (test_cfg.size=None test_cfg.size_divisor=16), mmseg takes one of the two.
+    data_preprocessor=dict(size=crop_size, test_cfg=dict(size=crop_size, size_divisor=None)),
     backbone=dict(
         _delete_=True,
         type='fastmim.VisionTransformer',
