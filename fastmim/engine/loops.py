@@ -168,12 +168,10 @@ class ResumableEpochBasedTrainLoop(EpochBasedTrainLoop):
     saved inside an epoch (``CheckpointHook(by_epoch=False)``, or a preemption checkpoint).
     """
 
-    # mmengine's arguments, named rather than passed on as ``**kwargs``: the config check
-    # (fastmim.engine.config_keys) reads them to refuse a misspelt train_cfg key at load time.
-    def __init__(self, runner, dataloader, max_epochs: int, val_begin: int = 1,
-                 val_interval: int = 1, dynamic_intervals=None):
-        super().__init__(runner, dataloader, max_epochs, val_begin=val_begin,
-                         val_interval=val_interval, dynamic_intervals=dynamic_intervals)
+    def __init__(self, runner, dataloader, **kwargs):
+        # The config check (fastmim.engine.config_keys) follows these **kwargs to mmengine's
+        # __init__: a misspelt train_cfg key is still refused at load time.
+        super().__init__(runner, dataloader, **kwargs)
         _check_batches_per_epoch(self.dataloader)
         self._checked_iterations = False
         self._resumed_at_epoch_end = False  # the epoch running had ended before the resume

@@ -522,6 +522,18 @@ def test_a_mistyped_train_loop_key_is_refused_at_load(config, option, message):
         load_config(str(config), {option: 1})
 
 
+@pytest.mark.parametrize('option, value', [
+    ('train_cfg.max_epochs', 3), ('train_cfg.val_interval', 2), ('train_cfg.val_begin', 2),
+    ('train_cfg.dynamic_intervals', [(2, 1)])])
+def test_the_epoch_loop_s_arguments_are_accepted_without_a_typo_warning(load_config_log,
+                                                                       option, value):
+    """ResumableEpochBasedTrainLoop hands mmengine's EpochBasedTrainLoop arguments on as
+    ``**kwargs``: an argument the config leaves at its default is still the loop's, set on the
+    command line with no "has no such key" warning and no refusal."""
+    logged = load_config_log(DEMO, {option: value})
+    assert not [line for line in logged if 'no such key' in line or 'takes no' in line]
+
+
 FOOLBOX_EVAL = ROOT / 'configs' / 'timm' / 'tf_efficientnet_lite0_foolbox_eval.py'
 
 
