@@ -39,8 +39,10 @@ def test_an_unwritable_out_is_one_line_before_measuring(tmp_path):
 @pytest.mark.parametrize('args, message', [
     (['--threads', '0'], 'argument --threads: must be a positive integer, got 0'),
     (['--img-size', '0'], 'argument --img-size: must be a positive integer, got 0'),
-    (['--img-size', '3'], "error: ValueError: --img-size 3 is smaller than the measured Swin's "
-     'patch size 4'),
+    (['--img-size', '3'], 'error: ValueError: --img-size 3 is no multiple of 32, the total stride '
+     'of the measured Swin'),
+    # Built at 225, the Swin's patch convolution left the last pixel row and column out.
+    (['--img-size', '225'], 'error: ValueError: --img-size 225 is no multiple of 32'),
     (['--embed-dim', '30'], 'error: ValueError: --embed-dim 30 --window-size 7 --img-size 224 do '
      'not build the measured Swin'),
 ])

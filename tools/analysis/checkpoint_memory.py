@@ -30,7 +30,7 @@ def parse_args(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--img-size', type=positive_int, default=224,
-                        help="input side in px, at least the Swin's patch size")
+                        help="input side in px, a multiple of the Swin's total stride (32)")
     parser.add_argument('--batch-size', type=positive_int, default=4)
     parser.add_argument('--embed-dim', type=positive_int, default=64)
     parser.add_argument('--depths', type=positive_int, nargs=4, default=(2, 2, 6, 2),
@@ -51,36 +51,43 @@ def resident_kib(field: str) -> int:
     raise RuntimeError(f'/proc/self/status has no {field}: this script needs Linux')
 
 
+def measured_arch(args) -> dict:
+    """The measured Swin's arch: 32-wide heads (at least one per stage)."""
+    heads = [max(1, args.embed_dim * 2**i // 32) for i in range(4)]
+    return dict(embed_dim=args.embed_dim, depths=tuple(args.depths), num_heads=tuple(heads))
+
+
 def build_model(args, with_cp: bool):
-    """The measured Swin: 32-wide heads (at least one per stage)."""
     from fastmim.models.backbones import SwinTransformer
 
-    heads = [max(1, args.embed_dim * 2**i // 32) for i in range(4)]
     return SwinTransformer(
-        arch=dict(embed_dim=args.embed_dim, depths=tuple(args.depths), num_heads=tuple(heads)),
-        img_size=args.img_size, window_size=args.window_size, out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.1, with_cp=with_cp)
+        arch=measured_arch(args), img_size=args.img_size, window_size=args.window_size,
+        out_indices=(0, 1, 2, 3), drop_path_rate=0.1, with_cp=with_cp)
 
 
 def check_model(args) -> None:
-    """Build the model on the meta device before starting the two processes: a size the Swin
-    refuses would be a child's traceback inside a RuntimeError. The heads are derived, not given,
-    so the error says how. An image smaller than one patch, which the Swin builds for but its
-    patch embedding's convolution refuses, is named with the patch size the Swin reports."""
+    """Check the options before starting the two processes, where a size the Swin refuses
+    would be a child's traceback inside a RuntimeError: ``--img-size`` against the total stride
+    the Swin states (its own refusal names its config key, ``model.backbone.img_size``), then
+    the model built on the meta device. The heads are derived, not given, so that error says
+    how."""
     import torch
 
+    from fastmim.models.backbones import SwinTransformer
+
+    stated = SwinTransformer.input_multiple(dict(arch=measured_arch(args)))
+    if stated is not None and args.img_size % stated[1]:
+        raise ValueError(f'--img-size {args.img_size} is no multiple of {stated[1]}, the total '
+                         'stride of the measured Swin (its patch size, doubled by each of its '
+                         'three patch mergings)')
     try:
         with torch.device('meta'):
-            model = build_model(args, with_cp=False)
+            build_model(args, with_cp=False)
     except ValueError as error:
         raise ValueError(f'--embed-dim {args.embed_dim} --window-size {args.window_size} '
                          f'--img-size {args.img_size} do not build the measured Swin (stage i '
                          f'has max(1, embed_dim * 2^i // 32) heads: an --embed-dim that is a '
                          f'multiple of 32 divides): {error}') from None
-    patch_size = model.geometry()['patch_size']
-    if args.img_size < patch_size:
-        raise ValueError(f"--img-size {args.img_size} is smaller than the measured Swin's patch "
-                         f'size {patch_size}')
 
 
 def measure_step(args) -> dict:

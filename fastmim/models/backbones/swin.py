@@ -11,7 +11,8 @@ non-persistent mask buffers). Sizes that work: H and W multiples of the total st
 keep every stage at least as large as its window, e.g. with window 4 built at 128: 128, 160,
 192, 224, ... (at 160 the 5x5 last stage is padded to 8x8, four 4x4 windows, then shifted).
 Smaller inputs would shrink a window and so resize the learned relative-position tables mid-run;
-they are refused with an error.
+they are refused with an error. The model is built at such a multiple only: at another
+``img_size`` (225) timm's patch convolution would leave the last pixels out without a word.
 
 Windows of a grid that is no multiple of the window (every stage of a 1024 px detection input
 with window 7) are padded before the shift, in the original Swin's order (``PadThenShiftBlock``);
@@ -122,6 +123,37 @@ def resolve_windows(window_size: Union[int, Sequence], num_stages: int) -> Tuple
                          f'(h, w) for every stage, or one per stage)') from None
 
 
+def check_img_size(img_size, stated: Optional[Tuple[str, int]]) -> None:
+    """Refuse a construction size whose height or width is no multiple of the total stride
+    (``stated``: :meth:`SwinTransformer.input_multiple`). timm's patch convolution takes whole
+    patches only and leaves the pixels past them out without a word (225 px: the last row and
+    column), and the forward takes the size the model is built for unchecked, while it refuses
+    every other size off the total stride. A size of another form is left to timm."""
+    sides = _sides(img_size)
+    if stated is None or sides is None:
+        return
+    source, multiple = stated
+    if not any(side % multiple for side in sides):
+        return
+    below = tuple(side - side % multiple for side in sides)
+    above = tuple(low + multiple if side % multiple else side for low, side in zip(below, sides))
+    one_side = isinstance(img_size, int)  # shown as given: 225, or (128, 130)
+    choices = ' or '.join(str(pair[0] if one_side else pair)
+                          for pair in (below, above) if all(pair))
+    raise ValueError(f'SwinTransformer: model.backbone.img_size '
+                     f'{sides[0] if one_side else sides} is no multiple of {multiple} ({source}), '
+                     f'which the height and width of every input must be: use {choices}')
+
+
+def _sides(img_size) -> Optional[Tuple[int, int]]:
+    """``(h, w)`` of an ``img_size`` given as one int or a pair of ints; None otherwise."""
+    pair = (img_size, img_size) if not isinstance(img_size, (list, tuple)) else tuple(img_size)
+    if len(pair) != 2 or not all(isinstance(side, int) and not isinstance(side, bool)
+                                 for side in pair):
+        return None
+    return pair
+
+
 class PadThenShiftBlock(SwinTransformerBlock):
     """timm's Swin block with the original Swin's order in shifted-window attention: pad the
     map to whole windows, then shift it. timm shifts first and pads after, so where a grid is
@@ -154,7 +186,8 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
     Args:
         arch: ``'t'``, ``'s'``, ``'b'`` (embed 128, depths 2-2-18-2, heads 4-8-16-32) or a dict
             ``{embed_dim, depths, num_heads}``.
-        img_size: construction size; see the module docstring for the other sizes that work.
+        img_size: construction size, an int or (h, w): multiples of the total stride (32 for
+            the published sizes) only; see the module docstring for the other sizes that work.
             Give every stage at least ``window_size`` tokens (``img_size >= 32 * window``, e.g.
             224 for window 7 in detection configs): a smaller size shrinks the windows and so
             the relative-position tables, and the model then runs at that size only.
@@ -214,6 +247,7 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         if 'head_dim' not in timm_kwargs:
             check_head_split(arch_cfg)
         stage_windows = resolve_windows(window_size, len(arch_cfg['depths']))
+        check_img_size(img_size, type(self).input_multiple(dict(timm_kwargs, arch=arch)))
         out_indices = normalise_out_indices('SwinTransformer', out_indices,
                                             len(arch_cfg['depths']))
         # timm's constructor initialises its weights by calling init_weights with an argument,
@@ -255,8 +289,9 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
     @classmethod
     def input_multiple(cls, settings: dict) -> Optional[Tuple[str, int]]:
         """The total stride, ``patch_size x 2^(stages - 1)`` (32 for the published sizes):
-        the sizes that work (module docstring); :meth:`_adapt_to_input` refuses the others in
-        the forward, naming no config key (all but an ``img_size`` the model is built for).
+        the sizes that work (module docstring); the constructor refuses another ``img_size``
+        (:func:`check_img_size`), :meth:`_adapt_to_input` other inputs in the forward, naming
+        no config key.
         None where the entry's ``arch`` or ``patch_size`` is not one this class builds from
         (building names the error)."""
         try:

@@ -158,6 +158,45 @@ def test_bad_arguments_are_named(kwargs, message):
         SwinTransformer(img_size=128, **kwargs)
 
 
+def test_timm_built_off_the_patch_size_ignores_the_last_pixels():
+    """Why a construction size off the total stride is refused (below): timm's patch
+    convolution takes whole patches only, so a Swin built at 225 px never sees the last pixel
+    row and column of its inputs."""
+    images = torch.randn(1, 3, 225, 225)
+    edited = images.clone()
+    edited[..., -1, :] = edited[..., :, -1] = 5.
+    reference = plain_timm_swin(225)
+    with torch.no_grad():
+        assert torch.equal(reference(images), reference(edited))
+
+
+@pytest.mark.parametrize('img_size, patch_size, message', [
+    (225, 4, r'img_size 225 is no multiple of 32 \(its total stride: '
+             r'model\.backbone\.patch_size 4 x 2\^3.*: use 224 or 256'),
+    (136, 4, r'img_size 136 is no multiple of 32 .*: use 128 or 160'),
+    ((128, 130), 4, r'img_size \(128, 130\) is no multiple of 32 .*: use \(128, 128\) or '
+                    r'\(128, 160\)'),
+    (3, 4, r'img_size 3 is no multiple of 32 .*: use 32'),
+    (72, 2, r'img_size 72 is no multiple of 16 \(its total stride: '
+            r'model\.backbone\.patch_size 2 x 2\^3.*: use 64 or 80'),
+])
+def test_a_construction_size_off_the_total_stride_is_refused(img_size, patch_size, message):
+    """Built at such a size the model dropped the pixels past the last whole patch without a
+    word (above), and its forward skipped the size check at the size it was built for, while
+    every other size off the total stride is refused there, and a config's crops at load."""
+    with pytest.raises(ValueError, match=rf'^SwinTransformer: model\.backbone\.{message}$'):
+        SwinTransformer(arch=TINY, img_size=img_size, patch_size=patch_size, window_size=4)
+
+
+@pytest.mark.parametrize('img_size, patch_size', [(160, 4), ((128, 96), 4), (80, 2)])
+def test_construction_sizes_that_are_multiples_of_the_total_stride_are_built(img_size,
+                                                                             patch_size):
+    model = SwinTransformer(arch=TINY, img_size=img_size, patch_size=patch_size, window_size=4)
+    side = (img_size, img_size) if isinstance(img_size, int) else img_size
+    assert model.img_size == side
+    model(torch.randn(1, 3, *side))
+
+
 @pytest.mark.parametrize('library', ['mmdet', 'mmseg'])
 def test_built_by_downstream_config_through_the_fastmim_scope(library):
     """mmdet / mmseg configs name ``fastmim.SwinTransformer``; plain ``SwinTransformer`` keeps
