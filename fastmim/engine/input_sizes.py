@@ -29,6 +29,9 @@ PAD_DIVISOR_ARGUMENTS = ('size_divisor', 'pad_size_divisor')
 # (size or size_divisor) the evaluation images, which are stacked as they are without one.
 EVALUATION_PADDED_BY_TEST_CFG = 'SegDataPreProcessor'
 EVALUATION_LOADERS = ('val_dataloader', 'test_dataloader')
+# mmdet's data preprocessor: its pad_size_divisor pads the evaluation batches as it pads the
+# training ones (its default, 1, pads nothing).
+EVALUATION_PADDED_BY_DIVISOR = 'DetDataPreprocessor'
 # Pipeline transforms that make an image's sides multiples of their size_divisor (mmseg's,
 # mmcv's).
 SIZE_DIVISOR_TRANSFORMS = ('ResizeToMultiple', 'Pad')
@@ -104,9 +107,10 @@ def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
     (what mmseg pads the training images to), the training pipeline's ``RandomCrop.crop_size``
     where the data preprocessor pads it to neither that size nor a multiple of the number, and
     ``model.test_cfg.crop_size`` of slide inference (its crops reach the backbone unpadded),
-    and the evaluation images of mmseg's whole-image inference
-    (:func:`_whole_inference_sizes`). Each fails otherwise in the backbone's forward, naming
-    no key: the evaluation sizes only at the first validation."""
+    the evaluation images of mmseg's whole-image inference (:func:`_whole_inference_sizes`)
+    and mmdet's evaluation padding (:func:`_detection_evaluation_sizes`). Each fails
+    otherwise in the backbone's forward, naming no key: the evaluation sizes only at the first
+    validation."""
     model = cfg.get('model') or {}
     backbone = model.get('backbone') or {}
     asked = getattr(_fastmim_backbone_class(backbone), 'input_multiple', None)
@@ -132,7 +136,8 @@ def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
     if test_cfg.get('mode') == 'slide' and test_crop and not _multiples(test_crop, multiple):
         off.append(('model.test_cfg.crop_size', test_cfg['crop_size'],
                     f'{why}; slide inference feeds its crops unpadded'))
-    return off + _whole_inference_sizes(cfg, multiple, why)
+    return (off + _whole_inference_sizes(cfg, multiple, why)
+            + _detection_evaluation_sizes(cfg, multiple, why))
 
 
 def _whole_inference_sizes(cfg, multiple: int, why: str) -> List[Tuple[str, object, str]]:
@@ -176,6 +181,37 @@ def _whole_inference_sizes(cfg, multiple: int, why: str) -> List[Tuple[str, obje
     return []
 
 
+def _detection_evaluation_sizes(cfg, multiple: int, why: str) -> List[Tuple[str, object, str]]:
+    """``(key, value, why)`` where mmdet's DetDataPreprocessor feeds the backbone evaluation
+    images whose sides are no multiples of ``multiple``: it pads every batch, the evaluation
+    ones too, to multiples of its ``pad_size_divisor``, each image at the size the evaluation
+    pipeline's last ``Resize`` gives it. With ``keep_ratio`` that size follows each image's
+    aspect ratio (1024 x 1546 for a 424 x 640 photo at scale (1666, 1024)), so only a divisor
+    that is a multiple of ``multiple`` makes it one; without, ``scale`` (w, h) padded to the
+    divisor is the size."""
+    preprocessor = (cfg.get('model') or {}).get('data_preprocessor') or {}
+    divisor = preprocessor.get('pad_size_divisor', 1)
+    if (type_name(preprocessor) != EVALUATION_PADDED_BY_DIVISOR or not isinstance(divisor, int)
+            or divisor < 1 or divisor % multiple == 0):
+        return []
+    key = 'model.data_preprocessor.pad_size_divisor'
+    padded = 'padded to multiples of pad_size_divisor'
+    for where, resize in _evaluation_resizes(cfg, multiple):
+        scale = size_pair(resize.get('scale'))
+        if scale is None:
+            continue
+        if resize.get('keep_ratio'):
+            return [(key, divisor, f'{why}; evaluation feeds each image as {where} (Resize, '
+                                   f'keep_ratio=True) resizes it, to sides that follow its '
+                                   f'aspect ratio, {padded}: give a multiple of {multiple}')]
+        fed = tuple(-(-side // divisor) * divisor for side in (scale[1], scale[0]))
+        if not _multiples(fed, multiple):
+            return [(key, divisor, f'{why}; evaluation feeds each image as {where} (Resize '
+                                   f'scale (w, h) without keep_ratio) resizes it, {padded}: '
+                                   f'{fed[0]} x {fed[1]}; give a multiple of {multiple}')]
+    return []
+
+
 def _padded(size: Tuple[int, int], padded_to: Optional[Tuple[int, int]]) -> Tuple[int, int]:
     """``size`` (h, w) once mmseg pads it to ``padded_to`` where it is smaller."""
     return size if padded_to is None else tuple(map(max, size, padded_to))
@@ -212,9 +248,8 @@ def evaluation_paddings_mmseg_refuses(cfg) -> List[Tuple[str, object, str]]:
 
 def _evaluation_resizes(cfg, multiple: int):
     """``(key, transform)`` of the last ``Resize`` of each evaluation pipeline (the one
-    shared by validation and test named once), unless a later transform rounds the sides to
-    multiples of ``multiple`` (mmseg's ``ResizeToMultiple``, mmcv's ``Pad`` by
-    ``size_divisor``)."""
+    shared by validation and test named once), unless a later transform makes the sides
+    multiples of ``multiple`` (:func:`_rounds_to_multiples`)."""
     seen = []
     for loader in EVALUATION_LOADERS:
         pipeline = ((cfg.get(loader) or {}).get('dataset') or {}).get('pipeline') or []
@@ -226,12 +261,25 @@ def _evaluation_resizes(cfg, multiple: int):
         if not resizes:
             continue
         last = resizes[-1]
-        rounded = [transform for transform in pipeline[last + 1:]
-                   if type_name(transform) in SIZE_DIVISOR_TRANSFORMS
-                   and isinstance(transform.get('size_divisor'), int)
-                   and transform['size_divisor'] % multiple == 0]
-        if not rounded:
+        if not any(_rounds_to_multiples(transform, pipeline[last], multiple)
+                   for transform in pipeline[last + 1:]):
             yield f'{loader}.dataset.pipeline.{last}', pipeline[last]
+
+
+def _rounds_to_multiples(transform, resize, multiple: int) -> bool:
+    """Whether ``transform``, after ``resize``, makes every image's sides multiples of
+    ``multiple``: mmseg's ``ResizeToMultiple`` or mmcv's ``Pad`` by such a ``size_divisor``,
+    or a ``Pad`` to a ``size`` of multiples that no side ``resize`` gives exceeds (mmdet's
+    large-scale-jitter test pipelines pad to the Resize's scale); Pad leaves a side longer
+    than its size as it is."""
+    if type_name(transform) not in SIZE_DIVISOR_TRANSFORMS:
+        return False
+    divisor = transform.get('size_divisor')
+    if isinstance(divisor, int) and divisor % multiple == 0:
+        return True
+    size, scale = size_pair(transform.get('size')), size_pair(resize.get('scale'))
+    return (size is not None and scale is not None and _multiples(size, multiple)
+            and min(size) >= max(scale))
 
 
 def _fastmim_backbone_class(backbone) -> Optional[type]:

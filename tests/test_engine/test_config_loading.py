@@ -943,3 +943,95 @@ def test_pvtv2_takes_any_size_and_no_size_is_refused(tmp_path, options):
     (tests/test_models/test_backbones/test_pvtv2.py)."""
     pvtv2 = dict(type='fastmim.PyramidVisionTransformerV2', arch='b0', out_indices=(0, 1, 2, 3))
     load_config(str(segmentation_with(tmp_path, pvtv2)), options)
+
+
+DETECTION = ROOT / 'projects' / 'detection' / 'configs' / 'mask_rcnn_fastmim_swin_b_fpn_3x_coco.py'
+VIT_DETECTION = (ROOT / 'projects' / 'detection' / 'configs' /
+                 'mask_rcnn_fastmim_vit_b_simple_fpn_lsj_coco.py')
+
+
+def test_mmdet_pads_evaluation_images_to_its_pad_size_divisor():
+    """Why the detection padding is checked: mmdet's DetDataPreprocessor pads the evaluation
+    batches to multiples of pad_size_divisor, as the training ones. A 424 x 640 photo resized to
+    fit the Swin recipe's (1666, 1024) keeping its ratio is 1024 x 1546; by 16 it is padded to
+    1024 x 1552, no multiple of Swin's 32."""
+    from mmdet.models import DetDataPreprocessor
+    from mmdet.structures import DetDataSample
+    image = dict(inputs=[torch.zeros(3, 1024, 1546, dtype=torch.uint8)],
+                 data_samples=[DetDataSample()])
+    padded = DetDataPreprocessor(pad_size_divisor=16)(image, training=False)['inputs']
+    assert padded.shape == (1, 3, 1024, 1552)
+
+
+def test_a_detection_pad_size_divisor_off_the_backbone_multiple_is_refused_at_load():
+    """``pad_size_divisor=16`` with the Swin recipe passed the config load and the training
+    (its crops are padded to 1024 x 1024) and failed at the first validation, after a whole
+    epoch, in Swin's 'input size (1024, 1552) must be a multiple of the total stride 32'."""
+    with pytest.raises(LaunchError, match=(
+            rf'^model\.data_preprocessor\.pad_size_divisor=16 \(from .*{DETECTION.name} or '
+            r'--cfg-options\): SwinTransformer takes inputs whose height and width are '
+            r'multiples of 32 \(its total stride.*\); evaluation feeds each image as '
+            r'val_dataloader\.dataset\.pipeline\.1 \(Resize, keep_ratio=True\) resizes it, to '
+            r'sides that follow its aspect ratio, padded to multiples of pad_size_divisor: '
+            r'give a multiple of 32$')):
+        load_config(str(DETECTION), {'model.data_preprocessor.pad_size_divisor': 16})
+
+
+def detection_test_pipeline_with(tmp_path, padding: str) -> Path:
+    """The Swin recipe with ``padding`` (a transform) after its test Resize."""
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = ['{DETECTION}']\n"
+                     "test_pipeline = [\n"
+                     "    dict(type='LoadImageFromFile'),\n"
+                     "    dict(type='Resize', scale=(1666, 1024), keep_ratio=True),\n"
+                     f"    {padding},\n"
+                     "    dict(type='PackDetInputs')]\n"
+                     "val_dataloader = dict(dataset=dict(pipeline=test_pipeline))\n"
+                     "test_dataloader = val_dataloader\n")
+    return child
+
+
+@pytest.mark.parametrize('config, options', [
+    (DETECTION, {'model.data_preprocessor.pad_size_divisor': 64}),
+    # ViT/16 takes multiples of 16
+    (VIT_DETECTION, {'model.data_preprocessor.pad_size_divisor': 16}),
+    # test images all resized to one size of multiples of 32: (w, h) = (1344, 800)
+    (DETECTION, {'model.data_preprocessor.pad_size_divisor': 16,
+                 **{f'{loader}.dataset.pipeline.1.{key}': value
+                    for loader in ('val_dataloader', 'test_dataloader')
+                    for key, value in (('keep_ratio', False), ('scale', (1344, 800)))}})])
+def test_a_detection_padding_the_backbone_takes_is_accepted(config, options):
+    load_config(str(config), options)
+
+
+@pytest.mark.parametrize('padding', [
+    "dict(type='Pad', size_divisor=32)",
+    # LSJ-style: every image padded to one square of multiples of 32, larger than any side
+    "dict(type='Pad', size=(1696, 1696))"])
+def test_detection_images_padded_to_multiples_in_the_test_pipeline_are_accepted(tmp_path,
+                                                                                padding):
+    load_config(str(detection_test_pipeline_with(tmp_path, padding)),
+                {'model.data_preprocessor.pad_size_divisor': 16})
+
+
+def test_detection_images_padded_to_a_size_smaller_than_the_resize_are_refused(tmp_path):
+    """mmcv's Pad leaves a side longer than its size as it is: a 1024 x 1546 image stays 1546
+    wide beside a Pad to 1024 x 1024."""
+    padded = detection_test_pipeline_with(tmp_path, "dict(type='Pad', size=(1024, 1024))")
+    with pytest.raises(LaunchError, match=r'^model\.data_preprocessor\.pad_size_divisor=16 '):
+        load_config(str(padded), {'model.data_preprocessor.pad_size_divisor': 16})
+
+
+def test_detection_images_of_one_size_padded_off_the_multiple_are_refused():
+    """Without keep_ratio every test image is 800 x 1350, which pad_size_divisor 16 pads to
+    800 x 1360: no multiple of Swin's 32."""
+    options = {'model.data_preprocessor.pad_size_divisor': 16}
+    for loader in ('val_dataloader', 'test_dataloader'):
+        options.update({f'{loader}.dataset.pipeline.1.keep_ratio': False,
+                        f'{loader}.dataset.pipeline.1.scale': (1350, 800)})
+    with pytest.raises(LaunchError, match=(
+            r'^model\.data_preprocessor\.pad_size_divisor=16 .*multiples of 32 .*evaluation '
+            r'feeds each image as val_dataloader\.dataset\.pipeline\.1 \(Resize scale \(w, h\) '
+            r'without keep_ratio\) resizes it, padded to multiples of pad_size_divisor: '
+            r'800 x 1360; give a multiple of 32$')):
+        load_config(str(DETECTION), options)
