@@ -66,7 +66,7 @@ def load_config(path, cfg_options=None, builds_model=True):
     block visible (:func:`_refuse_a_mask_ratio_that_hides_every_block`), an mmseg evaluation
     padding of both or neither of size and size_divisor
     (:func:`_refuse_evaluation_paddings_mmseg_refuses`), a crop or padded size
-    a plain ViT cannot take (:func:`_refuse_sizes_the_backbone_cannot_take`, where the model is
+    the backbone cannot take (:func:`_refuse_sizes_the_backbone_cannot_take`, where the model is
     built) and a key added where no class takes it or a type no registry knows
     (:func:`_refuse_what_no_class_takes`), a list entry the config lacks
     (:func:`_refuse_list_entries_the_config_lacks`) and a key with an empty part
@@ -335,9 +335,10 @@ def _refuse_a_mask_ratio_that_hides_every_block(cfg, path):
 
 
 def _refuse_sizes_the_backbone_cannot_take(cfg, path):
-    """A training crop, padded size or slide-test crop that is no multiple of what the
-    backbone takes (:func:`~fastmim.engine.input_sizes.sizes_off_the_backbone_multiple`): the
-    backbone refuses it in its forward, naming no key, a slide-test crop only at the first
+    """A training crop, classification crop, padded size or slide-test crop that is no
+    multiple of what the backbone takes
+    (:func:`~fastmim.engine.input_sizes.sizes_off_the_backbone_multiple`): the backbone
+    refuses it in its forward, naming no key, an evaluation size only at the first
     validation, after hours of training."""
     from fastmim.engine.input_sizes import sizes_off_the_backbone_multiple
     for key, value, why in sizes_off_the_backbone_multiple(cfg):

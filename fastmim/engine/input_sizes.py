@@ -14,6 +14,7 @@ from typing import List, Optional, Tuple
 
 from mmengine.logging import print_log
 
+from fastmim.engine.config_loading import dataloaders
 from fastmim.registry import type_name
 
 # The transforms whose argument is the side of the image the model gets, and that argument.
@@ -23,6 +24,15 @@ DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 # The downstream (mmseg, mmdet) training crop and its argument, fed as it is unless the data
 # preprocessor pads it.
 DOWNSTREAM_CROP_ARGUMENTS = {'RandomCrop': 'crop_size'}
+# The crops of fastmim's classification pipelines (fine-tuning, probing, kNN) and their
+# argument, fed as they are unless the data preprocessor pads them (pad_size_divisor pads every
+# batch there, the evaluation ones too).
+CLASSIFICATION_CROP_ARGUMENTS = {'RandomResizedCrop': 'size',
+                                 'ResizeShorterCenterCrop': 'crop_size'}
+# The algorithm that judges its crops itself (pre-training), and the crop whose size a
+# ProgressiveResolutionHook's stages set in the training pipeline.
+PRETRAINING_MODEL = 'FastMIM'
+STAGED_CROP = 'RandomResizedCrop'
 # The data preprocessor's arguments that pad every image to a multiple: mmseg's, mmdet's.
 PAD_DIVISOR_ARGUMENTS = ('size_divisor', 'pad_size_divisor')
 # mmseg's data preprocessor: its size and size_divisor pad the training batches, its test_cfg
@@ -105,12 +115,12 @@ def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
     models.utils.backbone_contract.BackboneContract.input_multiple`, asked of the class the
     config names, not built) and is no multiple of it: ``model.data_preprocessor.size``
     (what mmseg pads the training images to), the training pipeline's ``RandomCrop.crop_size``
-    where the data preprocessor pads it to neither that size nor a multiple of the number, and
-    ``model.test_cfg.crop_size`` of slide inference (its crops reach the backbone unpadded),
-    the evaluation images of mmseg's whole-image inference (:func:`_whole_inference_sizes`)
-    and mmdet's evaluation padding (:func:`_detection_evaluation_sizes`). Each fails
-    otherwise in the backbone's forward, naming no key: the evaluation sizes only at the first
-    validation."""
+    and the classification crops (:func:`_classification_crops`) where the data preprocessor
+    pads them to neither that size nor a multiple of the number, ``model.test_cfg.crop_size``
+    of slide inference (its crops reach the backbone unpadded), the evaluation images of
+    mmseg's whole-image inference (:func:`_whole_inference_sizes`) and mmdet's evaluation
+    padding (:func:`_detection_evaluation_sizes`). Each fails otherwise in the backbone's
+    forward, naming no key: the evaluation sizes only at the first validation."""
     model = cfg.get('model') or {}
     backbone = model.get('backbone') or {}
     asked = getattr(_fastmim_backbone_class(backbone), 'input_multiple', None)
@@ -127,7 +137,7 @@ def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
         off.append(('model.data_preprocessor.size', preprocessor['size'], why))
     divisors = [preprocessor.get(name) for name in PAD_DIVISOR_ARGUMENTS]
     if not any(isinstance(divisor, int) and divisor % multiple == 0 for divisor in divisors):
-        for where, value, crop in _training_crops(cfg):
+        for where, value, crop in [*_training_crops(cfg), *_classification_crops(cfg)]:
             fed = crop if padded_to is None else tuple(map(max, crop, padded_to))
             if not _multiples(fed, multiple):
                 off.append((where, value, why))
@@ -309,6 +319,32 @@ def _training_crops(cfg):
         if size is not None:
             yield (f'train_dataloader.dataset.pipeline.{index}.{argument}',
                    transform[argument], size)
+
+
+def _classification_crops(cfg):
+    """``(key, value, (h, w))`` of each crop that a classification pipeline of any dataloader
+    (the kNN bank's too) feeds the backbone, the pipeline shared by validation and test named
+    once: the size the backbone gets whatever its ``img_size`` (fine-tuning at another size
+    resizes the position tables). Pre-training's are left to FastMIM, which checks them
+    against its mask blocks and the backbone's stride, naming the setting
+    (``FastMIM.check_input_size``); a training crop whose size a
+    ``ProgressiveResolutionHook``'s stages set is never fed."""
+    if type_name(cfg.get('model') or {}) == PRETRAINING_MODEL:
+        return
+    staged = any(type_name(hook) == PROGRESSIVE_HOOK for hook in cfg.get('custom_hooks') or [])
+    seen = []
+    for loader, settings in dataloaders(cfg):
+        pipeline = (settings.get('dataset') or {}).get('pipeline') or []
+        if pipeline in seen:
+            continue
+        seen.append(pipeline)
+        for index, transform in enumerate(pipeline):
+            name = type_name(transform)
+            argument = CLASSIFICATION_CROP_ARGUMENTS.get(name)
+            size = size_pair(transform.get(argument)) if argument else None
+            if size is not None and not (staged and loader == 'train_dataloader'
+                                         and name == STAGED_CROP):
+                yield f'{loader}.dataset.pipeline.{index}.{argument}', transform[argument], size
 
 
 def _multiples(size: Tuple[int, int], multiple: int) -> bool:

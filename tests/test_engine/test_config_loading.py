@@ -1035,3 +1035,57 @@ def test_detection_images_of_one_size_padded_off_the_multiple_are_refused():
             r'without keep_ratio\) resizes it, padded to multiples of pad_size_divisor: '
             r'800 x 1360; give a multiple of 32$')):
         load_config(str(DETECTION), options)
+
+
+SWIN_FINETUNE = ROOT / 'configs' / 'finetune' / 'swin_b_ft_100e.py'
+
+
+VIT_16 = r'VisionTransformer takes inputs whose height and width are multiples of 16 '
+
+
+@pytest.mark.parametrize('config, key, value, why', [
+    (FINETUNE_DEMO, 'train_dataloader.dataset.pipeline.1.size', 150,
+     VIT_16 + r'\(model\.backbone\.patch_size\)$'),
+    (FINETUNE_DEMO, 'val_dataloader.dataset.pipeline.1.crop_size', 150, VIT_16),
+    (FINETUNE_DEMO, 'test_dataloader.dataset.pipeline.1.crop_size', (160, 150), VIT_16),
+    # the kNN bank's crops, read by the test loop
+    (KNN_DEMO, 'test_cfg.bank_dataloader.dataset.pipeline.1.size', 120, VIT_16),
+    # 208 px: a multiple of 16, none of Swin's 32
+    (SWIN_FINETUNE, 'train_dataloader.dataset.pipeline.1.size', 208,
+     r'SwinTransformer takes inputs whose height and width are multiples of 32 '
+     r'\(its total stride')])
+def test_a_classification_crop_the_backbone_cannot_take_is_refused_at_load(config, key, value,
+                                                                           why):
+    """A fine-tuning crop of 150 px for a ViT/16 loaded and failed in the forward, naming no
+    key ('expected a (B, C, H, W) input with H and W multiples of the patch size 16, got (2,
+    3, 150, 150)'): a training crop at the first iteration, once the dataset and the model
+    were built and the checkpoint loaded, an evaluation crop only at the first validation."""
+    with pytest.raises(LaunchError, match=rf'^{re.escape(key)}={re.escape(repr(value))} '
+                                          rf'\(from .*{config.name} or --cfg-options\): {why}'):
+        load_config(str(config), {key: value})
+
+
+@pytest.mark.parametrize('options', [
+    # resolution transfer: crops of 144 px for a backbone built at 160 (img_size) run
+    {'train_dataloader.dataset.pipeline.1.size': 144,
+     'val_dataloader.dataset.pipeline.1.crop_size': 144},
+    # multiples of the patch size the config gives
+    {'model.backbone.patch_size': 10, 'train_dataloader.dataset.pipeline.1.size': 150,
+     'val_dataloader.dataset.pipeline.1.crop_size': 150},
+    # padded to multiples of 16 by the data preprocessor, in training and evaluation
+    {'model.data_preprocessor.pad_size_divisor': 16,
+     'train_dataloader.dataset.pipeline.1.size': 150,
+     'val_dataloader.dataset.pipeline.1.crop_size': 150}])
+def test_classification_crops_the_backbone_takes_are_accepted(options):
+    load_config(str(FINETUNE_DEMO), options)
+
+
+def test_a_training_crop_the_progressive_stages_replace_is_not_judged(tmp_path):
+    """ProgressiveResolutionHook sets the training crop's size from its first stage on: the
+    pipeline's own size is never fed."""
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = ['{FINETUNE_DEMO}']\n"
+                     "custom_hooks = [dict(type='ProgressiveResolutionHook', stages=[\n"
+                     "    dict(epoch=0, input_size=128, batch_size=32, accumulative_counts=1),\n"
+                     "    dict(epoch=5, input_size=160, batch_size=32, accumulative_counts=1)])]\n")
+    load_config(str(child), {'train_dataloader.dataset.pipeline.1.size': 150})
