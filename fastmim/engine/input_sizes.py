@@ -238,22 +238,40 @@ def _divisor_advice(padded_to: Optional[Tuple[int, int]], multiple: int) -> str:
             f'of the two)')
 
 
-def evaluation_paddings_mmseg_refuses(cfg) -> List[Tuple[str, object, str]]:
-    """``(key, value, why)`` for an mmseg ``model.data_preprocessor.test_cfg`` that sets both
-    or neither of ``size`` and ``size_divisor``: SegDataPreProcessor pads the evaluation
-    images by exactly one of them when it has a ``test_cfg`` (mmseg's ``stack_batch`` asserts
-    'only one of size and size_divisor should be valid'), at the first validation, after the
-    recipe's first 16,000 iterations. Setting ``size_divisor`` on the command line, as the
-    whole-image refusal advises, keeps a ``size`` the config sets."""
+def paddings_mmseg_refuses(cfg) -> List[Tuple[str, object, str]]:
+    """``(key, value, why)`` for an mmseg SegDataPreProcessor padding that sets both or
+    neither of ``size`` and ``size_divisor``: it pads by exactly one of them (mmseg's
+    ``stack_batch`` asserts 'only one of size and size_divisor should be valid'), the training
+    batches by its own (:func:`_training_padding_mmseg_refuses`), the evaluation images by
+    its ``test_cfg``'s where it has one, at the first validation, after the recipe's first
+    16,000 iterations. Setting ``size_divisor`` on the command line, as the whole-image
+    refusal advises, keeps a ``size`` the config sets."""
     preprocessor = (cfg.get('model') or {}).get('data_preprocessor') or {}
-    padding = preprocessor.get('test_cfg') if isinstance(preprocessor, dict) else None
-    if (type_name(preprocessor) != EVALUATION_PADDED_BY_TEST_CFG or not padding
-            or (padding.get('size') is None) != (padding.get('size_divisor') is None)):
+    if type_name(preprocessor) != EVALUATION_PADDED_BY_TEST_CFG:
         return []
-    return [('model.data_preprocessor.test_cfg', padding,
-             "mmseg's SegDataPreProcessor pads the evaluation images by exactly one of size "
-             "and size_divisor (its stack_batch asserts it at the first validation): set the "
-             "other one None")]
+    refused = _training_padding_mmseg_refuses(cfg, preprocessor)
+    padding = preprocessor.get('test_cfg')
+    if padding and (padding.get('size') is None) == (padding.get('size_divisor') is None):
+        refused.append(('model.data_preprocessor.test_cfg', padding,
+                        "mmseg's SegDataPreProcessor pads the evaluation images by exactly one "
+                        "of size and size_divisor (its stack_batch asserts it at the first "
+                        "validation): set the other one None"))
+    return refused
+
+
+def _training_padding_mmseg_refuses(cfg, preprocessor) -> List[Tuple[str, object, str]]:
+    """``model.data_preprocessor.size`` where ``size_divisor`` is set too, or neither is, in
+    a config that trains: mmseg asserts it at the first training iteration, once the datasets
+    and the model are built. Without training batches (a config for testing alone) they pad
+    nothing."""
+    size, divisor = preprocessor.get('size'), preprocessor.get('size_divisor')
+    if (size is None) != (divisor is None) or not cfg.get('train_dataloader'):
+        return []
+    advice = 'set one of them None' if size is not None else 'set one of them'
+    return [('model.data_preprocessor.size', size,
+             "mmseg's SegDataPreProcessor pads the training batches by exactly one of size "
+             "and size_divisor (its stack_batch asserts it at the first training iteration), "
+             f'and model.data_preprocessor.size_divisor is {divisor!r} too: {advice}')]
 
 
 def _evaluation_resizes(cfg, multiple: int):

@@ -1089,3 +1089,44 @@ def test_a_training_crop_the_progressive_stages_replace_is_not_judged(tmp_path):
                      "    dict(epoch=0, input_size=128, batch_size=32, accumulative_counts=1),\n"
                      "    dict(epoch=5, input_size=160, batch_size=32, accumulative_counts=1)])]\n")
     load_config(str(child), {'train_dataloader.dataset.pipeline.1.size': 150})
+
+
+@pytest.mark.parametrize('config, options, value, other', [
+    # size_divisor typed on the command line beside the recipe's size
+    (SEGMENTATION, {'model.data_preprocessor.size_divisor': 16}, (512, 512),
+     r'model\.data_preprocessor\.size_divisor is 16 too: set one of them None'),
+    # the study's padding turned off: neither
+    (FASHION_UPERNET, {'model.data_preprocessor.size': None}, None,
+     r'model\.data_preprocessor\.size_divisor is None too: set one of them')])
+def test_a_training_padding_mmseg_asserts_against_is_refused_at_load(config, options, value,
+                                                                     other):
+    """mmseg's SegDataPreProcessor pads the training batches by exactly one of its size and
+    size_divisor, and asserts it only at the first training iteration, once the datasets and
+    the model are built and the checkpoint loaded."""
+    from mmseg.models import SegDataPreProcessor
+    from mmseg.structures import SegDataSample
+    cfg = Config.fromfile(str(config))
+    cfg.merge_from_dict(options)
+    preprocessor = dict(cfg.model.data_preprocessor)
+    del preprocessor['type']
+    image = dict(inputs=[torch.zeros(3, 64, 64, dtype=torch.uint8)],
+                 data_samples=[SegDataSample()])
+    with pytest.raises(AssertionError, match='only one of size and size_divisor'):
+        SegDataPreProcessor(**preprocessor)(image, training=True)
+    with pytest.raises(LaunchError, match=(
+            rf'^model\.data_preprocessor\.size={re.escape(repr(value))} \(from '
+            rf".*{config.name} or --cfg-options\): mmseg's SegDataPreProcessor pads the "
+            r'training batches by exactly one of size and size_divisor \(its stack_batch '
+            rf'asserts it at the first training iteration\), and {other}$')):
+        load_config(str(config), options)
+
+
+def test_a_config_that_trains_nothing_needs_no_training_padding(tmp_path):
+    """Without training batches (a config for tools/test.py alone) mmseg stacks the
+    evaluation images as its test_cfg says, whatever size and size_divisor are."""
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = ['{FASHION_UPERNET}']\n"
+                     "model = dict(data_preprocessor=dict(size=None))\n"
+                     "train_dataloader = None\ntrain_cfg = None\noptim_wrapper = None\n"
+                     "param_scheduler = None\n")
+    load_config(str(child))
