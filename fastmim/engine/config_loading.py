@@ -63,10 +63,10 @@ def load_config(path, cfg_options=None, builds_model=True):
     ``num_workers`` and an ``lr`` that torch refuses
     (:func:`_refuse_unusable_loader_sizes_and_lr`), a scheduler that does not end after it
     begins (:func:`_refuse_empty_schedulers`), a FastMIM ``mask_ratio`` that leaves no mask
-    block visible (:func:`_refuse_a_mask_ratio_that_hides_every_block`), an mmseg evaluation
-    padding of both or neither of size and size_divisor
-    (:func:`_refuse_evaluation_paddings_mmseg_refuses`), a crop or padded size
-    a plain ViT cannot take (:func:`_refuse_sizes_the_backbone_cannot_take`, where the model is
+    block visible (:func:`_refuse_a_mask_ratio_that_hides_every_block`), an mmseg training
+    or evaluation padding of both or neither of size and size_divisor
+    (:func:`_refuse_paddings_mmseg_refuses`), a crop or padded size
+    the backbone cannot take (:func:`_refuse_sizes_the_backbone_cannot_take`, where the model is
     built) and a key added where no class takes it or a type no registry knows
     (:func:`_refuse_what_no_class_takes`), a list entry the config lacks
     (:func:`_refuse_list_entries_the_config_lacks`) and a key with an empty part
@@ -121,7 +121,7 @@ def load_config(path, cfg_options=None, builds_model=True):
     _refuse_unusable_loader_sizes_and_lr(cfg, path)
     _refuse_empty_schedulers(cfg, path)
     _refuse_a_mask_ratio_that_hides_every_block(cfg, path)
-    _refuse_evaluation_paddings_mmseg_refuses(cfg, path)
+    _refuse_paddings_mmseg_refuses(cfg, path)
     if builds_model:  # asks the backbone's class: imports the models
         _refuse_sizes_the_backbone_cannot_take(cfg, path)
     _no_worker_settings_without_workers(cfg)
@@ -335,21 +335,22 @@ def _refuse_a_mask_ratio_that_hides_every_block(cfg, path):
 
 
 def _refuse_sizes_the_backbone_cannot_take(cfg, path):
-    """A training crop, padded size or slide-test crop that is no multiple of what the
-    backbone takes (:func:`~fastmim.engine.input_sizes.sizes_off_the_backbone_multiple`): the
-    backbone refuses it in its forward, naming no key, a slide-test crop only at the first
+    """A training crop, classification crop, padded size or slide-test crop that is no
+    multiple of what the backbone takes
+    (:func:`~fastmim.engine.input_sizes.sizes_off_the_backbone_multiple`): the backbone
+    refuses it in its forward, naming no key, an evaluation size only at the first
     validation, after hours of training."""
     from fastmim.engine.input_sizes import sizes_off_the_backbone_multiple
     for key, value, why in sizes_off_the_backbone_multiple(cfg):
         raise LaunchError(f'{key}={value!r} (from {path} or --cfg-options): {why}')
 
 
-def _refuse_evaluation_paddings_mmseg_refuses(cfg, path):
-    """An mmseg ``test_cfg`` padding that SegDataPreProcessor asserts against
-    (:func:`~fastmim.engine.input_sizes.evaluation_paddings_mmseg_refuses`) only at the first
-    validation."""
-    from fastmim.engine.input_sizes import evaluation_paddings_mmseg_refuses
-    for key, value, why in evaluation_paddings_mmseg_refuses(cfg):
+def _refuse_paddings_mmseg_refuses(cfg, path):
+    """An mmseg training or ``test_cfg`` padding that SegDataPreProcessor asserts against
+    (:func:`~fastmim.engine.input_sizes.paddings_mmseg_refuses`) only at the first training
+    iteration or validation."""
+    from fastmim.engine.input_sizes import paddings_mmseg_refuses
+    for key, value, why in paddings_mmseg_refuses(cfg):
         raise LaunchError(f'{key}={value!r} (from {path} or --cfg-options): {why}')
 
 

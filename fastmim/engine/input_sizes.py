@@ -14,6 +14,7 @@ from typing import List, Optional, Tuple
 
 from mmengine.logging import print_log
 
+from fastmim.engine.config_loading import dataloaders
 from fastmim.registry import type_name
 
 # The transforms whose argument is the side of the image the model gets, and that argument.
@@ -23,12 +24,24 @@ DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 # The downstream (mmseg, mmdet) training crop and its argument, fed as it is unless the data
 # preprocessor pads it.
 DOWNSTREAM_CROP_ARGUMENTS = {'RandomCrop': 'crop_size'}
+# The crops of fastmim's classification pipelines (fine-tuning, probing, kNN) and their
+# argument, fed as they are unless the data preprocessor pads them (pad_size_divisor pads every
+# batch there, the evaluation ones too).
+CLASSIFICATION_CROP_ARGUMENTS = {'RandomResizedCrop': 'size',
+                                 'ResizeShorterCenterCrop': 'crop_size'}
+# The algorithm that judges its crops itself (pre-training), and the crop whose size a
+# ProgressiveResolutionHook's stages set in the training pipeline.
+PRETRAINING_MODEL = 'FastMIM'
+STAGED_CROP = 'RandomResizedCrop'
 # The data preprocessor's arguments that pad every image to a multiple: mmseg's, mmdet's.
 PAD_DIVISOR_ARGUMENTS = ('size_divisor', 'pad_size_divisor')
 # mmseg's data preprocessor: its size and size_divisor pad the training batches, its test_cfg
 # (size or size_divisor) the evaluation images, which are stacked as they are without one.
 EVALUATION_PADDED_BY_TEST_CFG = 'SegDataPreProcessor'
 EVALUATION_LOADERS = ('val_dataloader', 'test_dataloader')
+# mmdet's data preprocessor: its pad_size_divisor pads the evaluation batches as it pads the
+# training ones (its default, 1, pads nothing).
+EVALUATION_PADDED_BY_DIVISOR = 'DetDataPreprocessor'
 # Pipeline transforms that make an image's sides multiples of their size_divisor (mmseg's,
 # mmcv's).
 SIZE_DIVISOR_TRANSFORMS = ('ResizeToMultiple', 'Pad')
@@ -102,11 +115,12 @@ def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
     models.utils.backbone_contract.BackboneContract.input_multiple`, asked of the class the
     config names, not built) and is no multiple of it: ``model.data_preprocessor.size``
     (what mmseg pads the training images to), the training pipeline's ``RandomCrop.crop_size``
-    where the data preprocessor pads it to neither that size nor a multiple of the number, and
-    ``model.test_cfg.crop_size`` of slide inference (its crops reach the backbone unpadded),
-    and the evaluation images of mmseg's whole-image inference
-    (:func:`_whole_inference_sizes`). Each fails otherwise in the backbone's forward, naming
-    no key: the evaluation sizes only at the first validation."""
+    and the classification crops (:func:`_classification_crops`) where the data preprocessor
+    pads them to neither that size nor a multiple of the number, ``model.test_cfg.crop_size``
+    of slide inference (its crops reach the backbone unpadded), the evaluation images of
+    mmseg's whole-image inference (:func:`_whole_inference_sizes`) and mmdet's evaluation
+    padding (:func:`_detection_evaluation_sizes`). Each fails otherwise in the backbone's
+    forward, naming no key: the evaluation sizes only at the first validation."""
     model = cfg.get('model') or {}
     backbone = model.get('backbone') or {}
     asked = getattr(_fastmim_backbone_class(backbone), 'input_multiple', None)
@@ -123,7 +137,7 @@ def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
         off.append(('model.data_preprocessor.size', preprocessor['size'], why))
     divisors = [preprocessor.get(name) for name in PAD_DIVISOR_ARGUMENTS]
     if not any(isinstance(divisor, int) and divisor % multiple == 0 for divisor in divisors):
-        for where, value, crop in _training_crops(cfg):
+        for where, value, crop in [*_training_crops(cfg), *_classification_crops(cfg)]:
             fed = crop if padded_to is None else tuple(map(max, crop, padded_to))
             if not _multiples(fed, multiple):
                 off.append((where, value, why))
@@ -132,7 +146,8 @@ def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
     if test_cfg.get('mode') == 'slide' and test_crop and not _multiples(test_crop, multiple):
         off.append(('model.test_cfg.crop_size', test_cfg['crop_size'],
                     f'{why}; slide inference feeds its crops unpadded'))
-    return off + _whole_inference_sizes(cfg, multiple, why)
+    return (off + _whole_inference_sizes(cfg, multiple, why)
+            + _detection_evaluation_sizes(cfg, multiple, why))
 
 
 def _whole_inference_sizes(cfg, multiple: int, why: str) -> List[Tuple[str, object, str]]:
@@ -176,6 +191,37 @@ def _whole_inference_sizes(cfg, multiple: int, why: str) -> List[Tuple[str, obje
     return []
 
 
+def _detection_evaluation_sizes(cfg, multiple: int, why: str) -> List[Tuple[str, object, str]]:
+    """``(key, value, why)`` where mmdet's DetDataPreprocessor feeds the backbone evaluation
+    images whose sides are no multiples of ``multiple``: it pads every batch, the evaluation
+    ones too, to multiples of its ``pad_size_divisor``, each image at the size the evaluation
+    pipeline's last ``Resize`` gives it. With ``keep_ratio`` that size follows each image's
+    aspect ratio (1024 x 1546 for a 424 x 640 photo at scale (1666, 1024)), so only a divisor
+    that is a multiple of ``multiple`` makes it one; without, ``scale`` (w, h) padded to the
+    divisor is the size."""
+    preprocessor = (cfg.get('model') or {}).get('data_preprocessor') or {}
+    divisor = preprocessor.get('pad_size_divisor', 1)
+    if (type_name(preprocessor) != EVALUATION_PADDED_BY_DIVISOR or not isinstance(divisor, int)
+            or divisor < 1 or divisor % multiple == 0):
+        return []
+    key = 'model.data_preprocessor.pad_size_divisor'
+    padded = 'padded to multiples of pad_size_divisor'
+    for where, resize in _evaluation_resizes(cfg, multiple):
+        scale = size_pair(resize.get('scale'))
+        if scale is None:
+            continue
+        if resize.get('keep_ratio'):
+            return [(key, divisor, f'{why}; evaluation feeds each image as {where} (Resize, '
+                                   f'keep_ratio=True) resizes it, to sides that follow its '
+                                   f'aspect ratio, {padded}: give a multiple of {multiple}')]
+        fed = tuple(-(-side // divisor) * divisor for side in (scale[1], scale[0]))
+        if not _multiples(fed, multiple):
+            return [(key, divisor, f'{why}; evaluation feeds each image as {where} (Resize '
+                                   f'scale (w, h) without keep_ratio) resizes it, {padded}: '
+                                   f'{fed[0]} x {fed[1]}; give a multiple of {multiple}')]
+    return []
+
+
 def _padded(size: Tuple[int, int], padded_to: Optional[Tuple[int, int]]) -> Tuple[int, int]:
     """``size`` (h, w) once mmseg pads it to ``padded_to`` where it is smaller."""
     return size if padded_to is None else tuple(map(max, size, padded_to))
@@ -192,29 +238,46 @@ def _divisor_advice(padded_to: Optional[Tuple[int, int]], multiple: int) -> str:
             f'of the two)')
 
 
-def evaluation_paddings_mmseg_refuses(cfg) -> List[Tuple[str, object, str]]:
-    """``(key, value, why)`` for an mmseg ``model.data_preprocessor.test_cfg`` that sets both
-    or neither of ``size`` and ``size_divisor``: SegDataPreProcessor pads the evaluation
-    images by exactly one of them when it has a ``test_cfg`` (mmseg's ``stack_batch`` asserts
-    'only one of size and size_divisor should be valid'), at the first validation, after the
-    recipe's first 16,000 iterations. Setting ``size_divisor`` on the command line, as the
-    whole-image refusal advises, keeps a ``size`` the config sets."""
+def paddings_mmseg_refuses(cfg) -> List[Tuple[str, object, str]]:
+    """``(key, value, why)`` for an mmseg SegDataPreProcessor padding that sets both or
+    neither of ``size`` and ``size_divisor``: it pads by exactly one of them (mmseg's
+    ``stack_batch`` asserts 'only one of size and size_divisor should be valid'), the training
+    batches by its own (:func:`_training_padding_mmseg_refuses`), the evaluation images by
+    its ``test_cfg``'s where it has one, at the first validation, after the recipe's first
+    16,000 iterations. Setting ``size_divisor`` on the command line, as the whole-image
+    refusal advises, keeps a ``size`` the config sets."""
     preprocessor = (cfg.get('model') or {}).get('data_preprocessor') or {}
-    padding = preprocessor.get('test_cfg') if isinstance(preprocessor, dict) else None
-    if (type_name(preprocessor) != EVALUATION_PADDED_BY_TEST_CFG or not padding
-            or (padding.get('size') is None) != (padding.get('size_divisor') is None)):
+    if type_name(preprocessor) != EVALUATION_PADDED_BY_TEST_CFG:
         return []
-    return [('model.data_preprocessor.test_cfg', padding,
-             "mmseg's SegDataPreProcessor pads the evaluation images by exactly one of size "
-             "and size_divisor (its stack_batch asserts it at the first validation): set the "
-             "other one None")]
+    refused = _training_padding_mmseg_refuses(cfg, preprocessor)
+    padding = preprocessor.get('test_cfg')
+    if padding and (padding.get('size') is None) == (padding.get('size_divisor') is None):
+        refused.append(('model.data_preprocessor.test_cfg', padding,
+                        "mmseg's SegDataPreProcessor pads the evaluation images by exactly one "
+                        "of size and size_divisor (its stack_batch asserts it at the first "
+                        "validation): set the other one None"))
+    return refused
+
+
+def _training_padding_mmseg_refuses(cfg, preprocessor) -> List[Tuple[str, object, str]]:
+    """``model.data_preprocessor.size`` where ``size_divisor`` is set too, or neither is, in
+    a config that trains: mmseg asserts it at the first training iteration, once the datasets
+    and the model are built. Without training batches (a config for testing alone) they pad
+    nothing."""
+    size, divisor = preprocessor.get('size'), preprocessor.get('size_divisor')
+    if (size is None) != (divisor is None) or not cfg.get('train_dataloader'):
+        return []
+    advice = 'set one of them None' if size is not None else 'set one of them'
+    return [('model.data_preprocessor.size', size,
+             "mmseg's SegDataPreProcessor pads the training batches by exactly one of size "
+             "and size_divisor (its stack_batch asserts it at the first training iteration), "
+             f'and model.data_preprocessor.size_divisor is {divisor!r} too: {advice}')]
 
 
 def _evaluation_resizes(cfg, multiple: int):
     """``(key, transform)`` of the last ``Resize`` of each evaluation pipeline (the one
-    shared by validation and test named once), unless a later transform rounds the sides to
-    multiples of ``multiple`` (mmseg's ``ResizeToMultiple``, mmcv's ``Pad`` by
-    ``size_divisor``)."""
+    shared by validation and test named once), unless a later transform makes the sides
+    multiples of ``multiple`` (:func:`_rounds_to_multiples`)."""
     seen = []
     for loader in EVALUATION_LOADERS:
         pipeline = ((cfg.get(loader) or {}).get('dataset') or {}).get('pipeline') or []
@@ -226,12 +289,25 @@ def _evaluation_resizes(cfg, multiple: int):
         if not resizes:
             continue
         last = resizes[-1]
-        rounded = [transform for transform in pipeline[last + 1:]
-                   if type_name(transform) in SIZE_DIVISOR_TRANSFORMS
-                   and isinstance(transform.get('size_divisor'), int)
-                   and transform['size_divisor'] % multiple == 0]
-        if not rounded:
+        if not any(_rounds_to_multiples(transform, pipeline[last], multiple)
+                   for transform in pipeline[last + 1:]):
             yield f'{loader}.dataset.pipeline.{last}', pipeline[last]
+
+
+def _rounds_to_multiples(transform, resize, multiple: int) -> bool:
+    """Whether ``transform``, after ``resize``, makes every image's sides multiples of
+    ``multiple``: mmseg's ``ResizeToMultiple`` or mmcv's ``Pad`` by such a ``size_divisor``,
+    or a ``Pad`` to a ``size`` of multiples that no side ``resize`` gives exceeds (mmdet's
+    large-scale-jitter test pipelines pad to the Resize's scale); Pad leaves a side longer
+    than its size as it is."""
+    if type_name(transform) not in SIZE_DIVISOR_TRANSFORMS:
+        return False
+    divisor = transform.get('size_divisor')
+    if isinstance(divisor, int) and divisor % multiple == 0:
+        return True
+    size, scale = size_pair(transform.get('size')), size_pair(resize.get('scale'))
+    return (size is not None and scale is not None and _multiples(size, multiple)
+            and min(size) >= max(scale))
 
 
 def _fastmim_backbone_class(backbone) -> Optional[type]:
@@ -261,6 +337,32 @@ def _training_crops(cfg):
         if size is not None:
             yield (f'train_dataloader.dataset.pipeline.{index}.{argument}',
                    transform[argument], size)
+
+
+def _classification_crops(cfg):
+    """``(key, value, (h, w))`` of each crop that a classification pipeline of any dataloader
+    (the kNN bank's too) feeds the backbone, the pipeline shared by validation and test named
+    once: the size the backbone gets whatever its ``img_size`` (fine-tuning at another size
+    resizes the position tables). Pre-training's are left to FastMIM, which checks them
+    against its mask blocks and the backbone's stride, naming the setting
+    (``FastMIM.check_input_size``); a training crop whose size a
+    ``ProgressiveResolutionHook``'s stages set is never fed."""
+    if type_name(cfg.get('model') or {}) == PRETRAINING_MODEL:
+        return
+    staged = any(type_name(hook) == PROGRESSIVE_HOOK for hook in cfg.get('custom_hooks') or [])
+    seen = []
+    for loader, settings in dataloaders(cfg):
+        pipeline = (settings.get('dataset') or {}).get('pipeline') or []
+        if pipeline in seen:
+            continue
+        seen.append(pipeline)
+        for index, transform in enumerate(pipeline):
+            name = type_name(transform)
+            argument = CLASSIFICATION_CROP_ARGUMENTS.get(name)
+            size = size_pair(transform.get(argument)) if argument else None
+            if size is not None and not (staged and loader == 'train_dataloader'
+                                         and name == STAGED_CROP):
+                yield f'{loader}.dataset.pipeline.{index}.{argument}', transform[argument], size
 
 
 def _multiples(size: Tuple[int, int], multiple: int) -> bool:

@@ -955,3 +955,190 @@ def test_pvtv2_takes_any_size_and_no_size_is_refused(tmp_path, options):
     (tests/test_models/test_backbones/test_pvtv2.py)."""
     pvtv2 = dict(type='fastmim.PyramidVisionTransformerV2', arch='b0', out_indices=(0, 1, 2, 3))
     load_config(str(segmentation_with(tmp_path, pvtv2)), options)
+
+
+DETECTION = ROOT / 'projects' / 'detection' / 'configs' / 'mask_rcnn_fastmim_swin_b_fpn_3x_coco.py'
+VIT_DETECTION = (ROOT / 'projects' / 'detection' / 'configs' /
+                 'mask_rcnn_fastmim_vit_b_simple_fpn_lsj_coco.py')
+
+
+def test_mmdet_pads_evaluation_images_to_its_pad_size_divisor():
+    """Why the detection padding is checked: mmdet's DetDataPreprocessor pads the evaluation
+    batches to multiples of pad_size_divisor, as the training ones. A 424 x 640 photo resized to
+    fit the Swin recipe's (1666, 1024) keeping its ratio is 1024 x 1546; by 16 it is padded to
+    1024 x 1552, no multiple of Swin's 32."""
+    from mmdet.models import DetDataPreprocessor
+    from mmdet.structures import DetDataSample
+    image = dict(inputs=[torch.zeros(3, 1024, 1546, dtype=torch.uint8)],
+                 data_samples=[DetDataSample()])
+    padded = DetDataPreprocessor(pad_size_divisor=16)(image, training=False)['inputs']
+    assert padded.shape == (1, 3, 1024, 1552)
+
+
+def test_a_detection_pad_size_divisor_off_the_backbone_multiple_is_refused_at_load():
+    """``pad_size_divisor=16`` with the Swin recipe passed the config load and the training
+    (its crops are padded to 1024 x 1024) and failed at the first validation, after a whole
+    epoch, in Swin's 'input size (1024, 1552) must be a multiple of the total stride 32'."""
+    with pytest.raises(LaunchError, match=(
+            rf'^model\.data_preprocessor\.pad_size_divisor=16 \(from .*{DETECTION.name} or '
+            r'--cfg-options\): SwinTransformer takes inputs whose height and width are '
+            r'multiples of 32 \(its total stride.*\); evaluation feeds each image as '
+            r'val_dataloader\.dataset\.pipeline\.1 \(Resize, keep_ratio=True\) resizes it, to '
+            r'sides that follow its aspect ratio, padded to multiples of pad_size_divisor: '
+            r'give a multiple of 32$')):
+        load_config(str(DETECTION), {'model.data_preprocessor.pad_size_divisor': 16})
+
+
+def detection_test_pipeline_with(tmp_path, padding: str) -> Path:
+    """The Swin recipe with ``padding`` (a transform) after its test Resize."""
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = ['{DETECTION}']\n"
+                     "test_pipeline = [\n"
+                     "    dict(type='LoadImageFromFile'),\n"
+                     "    dict(type='Resize', scale=(1666, 1024), keep_ratio=True),\n"
+                     f"    {padding},\n"
+                     "    dict(type='PackDetInputs')]\n"
+                     "val_dataloader = dict(dataset=dict(pipeline=test_pipeline))\n"
+                     "test_dataloader = val_dataloader\n")
+    return child
+
+
+@pytest.mark.parametrize('config, options', [
+    (DETECTION, {'model.data_preprocessor.pad_size_divisor': 64}),
+    # ViT/16 takes multiples of 16
+    (VIT_DETECTION, {'model.data_preprocessor.pad_size_divisor': 16}),
+    # test images all resized to one size of multiples of 32: (w, h) = (1344, 800)
+    (DETECTION, {'model.data_preprocessor.pad_size_divisor': 16,
+                 **{f'{loader}.dataset.pipeline.1.{key}': value
+                    for loader in ('val_dataloader', 'test_dataloader')
+                    for key, value in (('keep_ratio', False), ('scale', (1344, 800)))}})])
+def test_a_detection_padding_the_backbone_takes_is_accepted(config, options):
+    load_config(str(config), options)
+
+
+@pytest.mark.parametrize('padding', [
+    "dict(type='Pad', size_divisor=32)",
+    # LSJ-style: every image padded to one square of multiples of 32, larger than any side
+    "dict(type='Pad', size=(1696, 1696))"])
+def test_detection_images_padded_to_multiples_in_the_test_pipeline_are_accepted(tmp_path,
+                                                                                padding):
+    load_config(str(detection_test_pipeline_with(tmp_path, padding)),
+                {'model.data_preprocessor.pad_size_divisor': 16})
+
+
+def test_detection_images_padded_to_a_size_smaller_than_the_resize_are_refused(tmp_path):
+    """mmcv's Pad leaves a side longer than its size as it is: a 1024 x 1546 image stays 1546
+    wide beside a Pad to 1024 x 1024."""
+    padded = detection_test_pipeline_with(tmp_path, "dict(type='Pad', size=(1024, 1024))")
+    with pytest.raises(LaunchError, match=r'^model\.data_preprocessor\.pad_size_divisor=16 '):
+        load_config(str(padded), {'model.data_preprocessor.pad_size_divisor': 16})
+
+
+def test_detection_images_of_one_size_padded_off_the_multiple_are_refused():
+    """Without keep_ratio every test image is 800 x 1350, which pad_size_divisor 16 pads to
+    800 x 1360: no multiple of Swin's 32."""
+    options = {'model.data_preprocessor.pad_size_divisor': 16}
+    for loader in ('val_dataloader', 'test_dataloader'):
+        options.update({f'{loader}.dataset.pipeline.1.keep_ratio': False,
+                        f'{loader}.dataset.pipeline.1.scale': (1350, 800)})
+    with pytest.raises(LaunchError, match=(
+            r'^model\.data_preprocessor\.pad_size_divisor=16 .*multiples of 32 .*evaluation '
+            r'feeds each image as val_dataloader\.dataset\.pipeline\.1 \(Resize scale \(w, h\) '
+            r'without keep_ratio\) resizes it, padded to multiples of pad_size_divisor: '
+            r'800 x 1360; give a multiple of 32$')):
+        load_config(str(DETECTION), options)
+
+
+SWIN_FINETUNE = ROOT / 'configs' / 'finetune' / 'swin_b_ft_100e.py'
+
+
+VIT_16 = r'VisionTransformer takes inputs whose height and width are multiples of 16 '
+
+
+@pytest.mark.parametrize('config, key, value, why', [
+    (FINETUNE_DEMO, 'train_dataloader.dataset.pipeline.1.size', 150,
+     VIT_16 + r'\(model\.backbone\.patch_size\)$'),
+    (FINETUNE_DEMO, 'val_dataloader.dataset.pipeline.1.crop_size', 150, VIT_16),
+    (FINETUNE_DEMO, 'test_dataloader.dataset.pipeline.1.crop_size', (160, 150), VIT_16),
+    # the kNN bank's crops, read by the test loop
+    (KNN_DEMO, 'test_cfg.bank_dataloader.dataset.pipeline.1.size', 120, VIT_16),
+    # 208 px: a multiple of 16, none of Swin's 32
+    (SWIN_FINETUNE, 'train_dataloader.dataset.pipeline.1.size', 208,
+     r'SwinTransformer takes inputs whose height and width are multiples of 32 '
+     r'\(its total stride')])
+def test_a_classification_crop_the_backbone_cannot_take_is_refused_at_load(config, key, value,
+                                                                           why):
+    """A fine-tuning crop of 150 px for a ViT/16 loaded and failed in the forward, naming no
+    key ('expected a (B, C, H, W) input with H and W multiples of the patch size 16, got (2,
+    3, 150, 150)'): a training crop at the first iteration, once the dataset and the model
+    were built and the checkpoint loaded, an evaluation crop only at the first validation."""
+    with pytest.raises(LaunchError, match=rf'^{re.escape(key)}={re.escape(repr(value))} '
+                                          rf'\(from .*{config.name} or --cfg-options\): {why}'):
+        load_config(str(config), {key: value})
+
+
+@pytest.mark.parametrize('options', [
+    # resolution transfer: crops of 144 px for a backbone built at 160 (img_size) run
+    {'train_dataloader.dataset.pipeline.1.size': 144,
+     'val_dataloader.dataset.pipeline.1.crop_size': 144},
+    # multiples of the patch size the config gives
+    {'model.backbone.patch_size': 10, 'train_dataloader.dataset.pipeline.1.size': 150,
+     'val_dataloader.dataset.pipeline.1.crop_size': 150},
+    # padded to multiples of 16 by the data preprocessor, in training and evaluation
+    {'model.data_preprocessor.pad_size_divisor': 16,
+     'train_dataloader.dataset.pipeline.1.size': 150,
+     'val_dataloader.dataset.pipeline.1.crop_size': 150}])
+def test_classification_crops_the_backbone_takes_are_accepted(options):
+    load_config(str(FINETUNE_DEMO), options)
+
+
+def test_a_training_crop_the_progressive_stages_replace_is_not_judged(tmp_path):
+    """ProgressiveResolutionHook sets the training crop's size from its first stage on: the
+    pipeline's own size is never fed."""
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = ['{FINETUNE_DEMO}']\n"
+                     "custom_hooks = [dict(type='ProgressiveResolutionHook', stages=[\n"
+                     "    dict(epoch=0, input_size=128, batch_size=32, accumulative_counts=1),\n"
+                     "    dict(epoch=5, input_size=160, batch_size=32, accumulative_counts=1)])]\n")
+    load_config(str(child), {'train_dataloader.dataset.pipeline.1.size': 150})
+
+
+@pytest.mark.parametrize('config, options, value, other', [
+    # size_divisor typed on the command line beside the recipe's size
+    (SEGMENTATION, {'model.data_preprocessor.size_divisor': 16}, (512, 512),
+     r'model\.data_preprocessor\.size_divisor is 16 too: set one of them None'),
+    # the study's padding turned off: neither
+    (FASHION_UPERNET, {'model.data_preprocessor.size': None}, None,
+     r'model\.data_preprocessor\.size_divisor is None too: set one of them')])
+def test_a_training_padding_mmseg_asserts_against_is_refused_at_load(config, options, value,
+                                                                     other):
+    """mmseg's SegDataPreProcessor pads the training batches by exactly one of its size and
+    size_divisor, and asserts it only at the first training iteration, once the datasets and
+    the model are built and the checkpoint loaded."""
+    from mmseg.models import SegDataPreProcessor
+    from mmseg.structures import SegDataSample
+    cfg = Config.fromfile(str(config))
+    cfg.merge_from_dict(options)
+    preprocessor = dict(cfg.model.data_preprocessor)
+    del preprocessor['type']
+    image = dict(inputs=[torch.zeros(3, 64, 64, dtype=torch.uint8)],
+                 data_samples=[SegDataSample()])
+    with pytest.raises(AssertionError, match='only one of size and size_divisor'):
+        SegDataPreProcessor(**preprocessor)(image, training=True)
+    with pytest.raises(LaunchError, match=(
+            rf'^model\.data_preprocessor\.size={re.escape(repr(value))} \(from '
+            rf".*{config.name} or --cfg-options\): mmseg's SegDataPreProcessor pads the "
+            r'training batches by exactly one of size and size_divisor \(its stack_batch '
+            rf'asserts it at the first training iteration\), and {other}$')):
+        load_config(str(config), options)
+
+
+def test_a_config_that_trains_nothing_needs_no_training_padding(tmp_path):
+    """Without training batches (a config for tools/test.py alone) mmseg stacks the
+    evaluation images as its test_cfg says, whatever size and size_divisor are."""
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = ['{FASHION_UPERNET}']\n"
+                     "model = dict(data_preprocessor=dict(size=None))\n"
+                     "train_dataloader = None\ntrain_cfg = None\noptim_wrapper = None\n"
+                     "param_scheduler = None\n")
+    load_config(str(child))
