@@ -1,13 +1,24 @@
-"""How many blocks of a block mask stay visible, and why a mask ratio that leaves none is
-refused (a leaf module, importing only the standard library): the mask generator refuses
-such a ratio at the first mask it draws, config loading in the same words before any work
-starts, without building the model."""
+"""Whether the blocks of a block mask tile an input, how many of them stay visible, and why
+an input they do not tile or a mask ratio that leaves none visible is refused (a leaf module,
+importing only the standard library): the mask generator refuses either at the first mask it
+draws, config loading in the same words before any work starts, without building the
+model."""
 import math
 
 
 def visible_blocks(num_blocks, mask_ratio):
     """``floor(N * (1 - mask_ratio))``, tolerant of float error (``1 - 0.9`` is 0.0999...)."""
     return math.floor(num_blocks * (1 - mask_ratio) + 1e-6)
+
+
+def blocks_do_not_tile(height, width, block_size, size_setting):
+    """Why blocks of ``block_size`` px do not tile a ``height`` x ``width`` input, telling to
+    change ``size_setting`` (where the size is set); '' where they tile it."""
+    if not (height % block_size or width % block_size):
+        return ''
+    return (f'input {height}x{width} is not a multiple of the mask block_size={block_size} '
+            f'(model.block_size); make the input size ({size_setting}) a multiple of '
+            f'{block_size}')
 
 
 def no_block_visible(mask_ratio, height, width, block_size):

@@ -62,8 +62,9 @@ def load_config(path, cfg_options=None, builds_model=True):
     is refused (:func:`_refuse_unusable_counts`), as are a dataloader's ``batch_size`` or
     ``num_workers`` and an ``lr`` that torch refuses
     (:func:`_refuse_unusable_loader_sizes_and_lr`), a scheduler that does not end after it
-    begins (:func:`_refuse_empty_schedulers`), a FastMIM ``mask_ratio`` that leaves no mask
-    block visible (:func:`_refuse_a_mask_ratio_that_hides_every_block`), an mmseg training
+    begins (:func:`_refuse_empty_schedulers`), a FastMIM training input size that the mask
+    blocks do not tile or ``mask_ratio`` that leaves none of them visible
+    (:func:`_refuse_what_the_mask_blocks_cannot_take`), an mmseg training
     or evaluation padding of both or neither of size and size_divisor
     (:func:`_refuse_paddings_mmseg_refuses`), a crop or padded size
     the backbone cannot take (:func:`_refuse_sizes_the_backbone_cannot_take`, where the model is
@@ -120,7 +121,7 @@ def load_config(path, cfg_options=None, builds_model=True):
     _refuse_unusable_counts(cfg, path)
     _refuse_unusable_loader_sizes_and_lr(cfg, path)
     _refuse_empty_schedulers(cfg, path)
-    _refuse_a_mask_ratio_that_hides_every_block(cfg, path)
+    _refuse_what_the_mask_blocks_cannot_take(cfg, path)
     _refuse_paddings_mmseg_refuses(cfg, path)
     if builds_model:  # asks the backbone's class: imports the models
         _refuse_sizes_the_backbone_cannot_take(cfg, path)
@@ -306,37 +307,41 @@ def _refuse_empty_schedulers(cfg, path):
         raise LaunchError(f'{path}: {problem}')
 
 
-def _refuse_a_mask_ratio_that_hides_every_block(cfg, path):
-    """A FastMIM ``model.mask_ratio`` that leaves none of the mask blocks of an input size the
-    training feeds visible (:func:`~fastmim.engine.input_sizes.trained_input_sizes`), in the
-    mask generator's words (:func:`~fastmim.mask_blocks.no_block_visible`): the generator
-    refuses it only at the first training iteration, once the model, the dataset and the work
-    dir are made. Where the config gives no plain number for the ratio, the block size or an
-    input size, the ratio is left to the generator; an input the blocks do not tile, to the
-    model, which names it."""
+def _refuse_what_the_mask_blocks_cannot_take(cfg, path):
+    """An input size the training feeds a FastMIM model
+    (:func:`~fastmim.engine.input_sizes.trained_input_sizes`) that its mask blocks do not
+    tile, or a ``model.mask_ratio`` that leaves none of them visible, in the mask generator's
+    words (:func:`~fastmim.mask_blocks.blocks_do_not_tile`,
+    :func:`~fastmim.mask_blocks.no_block_visible`): the model refuses either only at the first
+    training iteration, once the model, the dataset and the work dir are made (a progressive
+    stage's size before the first epoch). Where the config gives no plain number for the ratio,
+    the block size or an input size, or its data preprocessor pads the batches to another size
+    (``pad_size_divisor``), the sizes are left to the model."""
     from fastmim.engine.input_sizes import trained_input_sizes
-    from fastmim.mask_blocks import no_block_visible
+    from fastmim.mask_blocks import blocks_do_not_tile, no_block_visible
     from fastmim.registry import type_name
     model = cfg.get('model')
     if not isinstance(model, dict) or type_name(model) != 'FastMIM':
         return
     ratio, block = model.get('mask_ratio'), model.get('block_size')
-    if not (_is_number(ratio) and 0 < ratio < 1 and isinstance(block, int)
-            and not isinstance(block, bool) and block >= 1):
-        return  # left out, or refused by FastMIM as it is built
-    for where, (height, width) in trained_input_sizes(cfg):
-        if height % block or width % block:
-            continue
-        reason = no_block_visible(ratio, height, width, block)
+    padding = (model.get('data_preprocessor') or {}).get('pad_size_divisor', 1)
+    if not (isinstance(block, int) and not isinstance(block, bool) and block >= 1) or padding != 1:
+        return  # left out, refused by FastMIM as it is built, or padded
+    for key, value, (height, width), setter in trained_input_sizes(cfg):
+        untiled = blocks_do_not_tile(height, width, block, key)
+        if untiled:
+            raise LaunchError(f'{key}={value!r} (from {path} or --cfg-options): {untiled}')
+        reason = (no_block_visible(ratio, height, width, block)
+                  if _is_number(ratio) and 0 < ratio < 1 else '')
         if reason:
             raise LaunchError(f'model.mask_ratio={ratio!r} (from {path} or --cfg-options): '
-                              f'{reason}; the input size is set at {where}, the block size at '
-                              'model.block_size')
+                              f'{reason}; the input size is set at {key} ({setter}), the block '
+                              'size at model.block_size')
 
 
 def _refuse_sizes_the_backbone_cannot_take(cfg, path):
-    """A training crop, classification crop, padded size or slide-test crop that is no
-    multiple of what the backbone takes
+    """A training crop, fastmim pipeline crop (pre-training's too), progressive stage size,
+    padded size or slide-test crop that is no multiple of what the backbone takes
     (:func:`~fastmim.engine.input_sizes.sizes_off_the_backbone_multiple`): the backbone
     refuses it in its forward, naming no key, an evaluation size only at the first
     validation, after hours of training."""

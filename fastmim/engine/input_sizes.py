@@ -24,14 +24,11 @@ DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 # The downstream (mmseg, mmdet) training crop and its argument, fed as it is unless the data
 # preprocessor pads it.
 DOWNSTREAM_CROP_ARGUMENTS = {'RandomCrop': 'crop_size'}
-# The crops of fastmim's classification pipelines (fine-tuning, probing, kNN) and their
+# The crops of fastmim's pipelines (pre-training, fine-tuning, probing, kNN) and their
 # argument, fed as they are unless the data preprocessor pads them (pad_size_divisor pads every
 # batch there, the evaluation ones too).
-CLASSIFICATION_CROP_ARGUMENTS = {'RandomResizedCrop': 'size',
-                                 'ResizeShorterCenterCrop': 'crop_size'}
-# The algorithm that judges its crops itself (pre-training), and the crop whose size a
-# ProgressiveResolutionHook's stages set in the training pipeline.
-PRETRAINING_MODEL = 'FastMIM'
+FASTMIM_CROP_ARGUMENTS = {'RandomResizedCrop': 'size', 'ResizeShorterCenterCrop': 'crop_size'}
+# The crop whose size a ProgressiveResolutionHook's stages set in the training pipeline.
 STAGED_CROP = 'RandomResizedCrop'
 # The data preprocessor's arguments that pad every image to a multiple: mmseg's, mmdet's.
 PAD_DIVISOR_ARGUMENTS = ('size_divisor', 'pad_size_divisor')
@@ -75,19 +72,30 @@ def fed_input_size(cfg) -> Optional[Tuple[str, Tuple[int, int]]]:
     return next(iter(_input_sizes(cfg)), None)
 
 
-def trained_input_sizes(cfg) -> List[Tuple[str, Tuple[int, int]]]:
-    """``(where, (h, w))`` of each input size the training feeds the model: the stages of a
-    ``ProgressiveResolutionHook``, which replace the training crop's size, else the
-    input-size arguments of the training pipeline. A stage size that is no int or pair is
-    left out (the hook refuses it as it is built)."""
+def trained_input_sizes(cfg) -> List[Tuple[str, object, Tuple[int, int], str]]:
+    """``(key, value, (h, w), setter)`` of each input size the training feeds the model: the
+    stages of a ``ProgressiveResolutionHook`` (:func:`_stage_sizes`), which replace the
+    training crop's size, else the crops of the training pipeline; ``setter`` is the hook or
+    the transform whose argument the key is."""
+    staged = _stage_sizes(cfg)
+    if staged is not None:
+        return staged
+    return [crop for crop in _fastmim_crops(cfg) if crop[0].startswith('train_dataloader.')]
+
+
+def _stage_sizes(cfg) -> Optional[List[Tuple[str, object, Tuple[int, int], str]]]:
+    """``(key, value, (h, w), setter)`` of each stage's input size of the config's
+    ``ProgressiveResolutionHook``, which sets the training crop's size from the first stage
+    on; None without such a hook. A stage size that is no int or pair is left out (the hook
+    refuses it as it is built)."""
     for index, hook in enumerate(cfg.get('custom_hooks') or []):
         stages = hook.get('stages') if isinstance(hook, dict) else None
         if type_name(hook) == PROGRESSIVE_HOOK and isinstance(stages, (list, tuple)):
-            sizes = ((number, size_pair(stage.get('input_size')))
-                     for number, stage in enumerate(stages) if isinstance(stage, dict))
-            return [(f'custom_hooks.{index}.stages.{number}.input_size ({PROGRESSIVE_HOOK})',
-                     size) for number, size in sizes if size is not None]
-    return [place for place in _input_sizes(cfg) if place[0].startswith('train_dataloader.')]
+            return [(f'custom_hooks.{index}.stages.{number}.input_size', stage['input_size'],
+                     size_pair(stage['input_size']), PROGRESSIVE_HOOK)
+                    for number, stage in enumerate(stages)
+                    if isinstance(stage, dict) and size_pair(stage.get('input_size'))]
+    return None
 
 
 def test_resize_size(cfg) -> Optional[Tuple[str, Tuple[int, int]]]:
@@ -114,8 +122,9 @@ def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
     number only (a plain ViT's patch size, Swin's and CMT's total stride: :meth:`~fastmim.
     models.utils.backbone_contract.BackboneContract.input_multiple`, asked of the class the
     config names, not built) and is no multiple of it: ``model.data_preprocessor.size``
-    (what mmseg pads the training images to), the training pipeline's ``RandomCrop.crop_size``
-    and the classification crops (:func:`_classification_crops`) where the data preprocessor
+    (what mmseg pads the training images to), the training pipeline's ``RandomCrop.crop_size``,
+    the crops of fastmim's pipelines (:func:`_fastmim_crops`, pre-training's too) and the
+    sizes of progressive-resolution stages (:func:`_stage_sizes`) where the data preprocessor
     pads them to neither that size nor a multiple of the number, ``model.test_cfg.crop_size``
     of slide inference (its crops reach the backbone unpadded), the evaluation images of
     mmseg's whole-image inference (:func:`_whole_inference_sizes`) and mmdet's evaluation
@@ -137,7 +146,8 @@ def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
         off.append(('model.data_preprocessor.size', preprocessor['size'], why))
     divisors = [preprocessor.get(name) for name in PAD_DIVISOR_ARGUMENTS]
     if not any(isinstance(divisor, int) and divisor % multiple == 0 for divisor in divisors):
-        for where, value, crop in [*_training_crops(cfg), *_classification_crops(cfg)]:
+        for where, value, crop, _ in [*_training_crops(cfg), *_fastmim_crops(cfg),
+                                      *(_stage_sizes(cfg) or [])]:
             fed = crop if padded_to is None else tuple(map(max, crop, padded_to))
             if not _multiples(fed, multiple):
                 off.append((where, value, why))
@@ -329,26 +339,25 @@ def _fastmim_backbone_class(backbone) -> Optional[type]:
 
 
 def _training_crops(cfg):
-    """``(key, value, (h, w))`` of each downstream crop of the training pipeline."""
+    """``(key, value, (h, w), transform)`` of each downstream crop of the training
+    pipeline."""
     pipeline = ((cfg.get('train_dataloader') or {}).get('dataset') or {}).get('pipeline') or []
     for index, transform in enumerate(pipeline):
-        argument = DOWNSTREAM_CROP_ARGUMENTS.get(type_name(transform))
+        name = type_name(transform)
+        argument = DOWNSTREAM_CROP_ARGUMENTS.get(name)
         size = size_pair(transform.get(argument)) if argument else None
         if size is not None:
             yield (f'train_dataloader.dataset.pipeline.{index}.{argument}',
-                   transform[argument], size)
+                   transform[argument], size, name)
 
 
-def _classification_crops(cfg):
-    """``(key, value, (h, w))`` of each crop that a classification pipeline of any dataloader
-    (the kNN bank's too) feeds the backbone, the pipeline shared by validation and test named
-    once: the size the backbone gets whatever its ``img_size`` (fine-tuning at another size
-    resizes the position tables). Pre-training's are left to FastMIM, which checks them
-    against its mask blocks and the backbone's stride, naming the setting
-    (``FastMIM.check_input_size``); a training crop whose size a
-    ``ProgressiveResolutionHook``'s stages set is never fed."""
-    if type_name(cfg.get('model') or {}) == PRETRAINING_MODEL:
-        return
+def _fastmim_crops(cfg):
+    """``(key, value, (h, w), transform)`` of each crop that a fastmim pipeline of any
+    dataloader (pre-training, fine-tuning, probing, the kNN bank's too) feeds the model, the
+    pipeline shared by validation and test named once: the size the backbone gets whatever
+    its ``img_size`` (fine-tuning at another size resizes the position tables). A training
+    crop whose size a ``ProgressiveResolutionHook``'s stages set is never fed
+    (:func:`_stage_sizes`)."""
     staged = any(type_name(hook) == PROGRESSIVE_HOOK for hook in cfg.get('custom_hooks') or [])
     seen = []
     for loader, settings in dataloaders(cfg):
@@ -358,11 +367,12 @@ def _classification_crops(cfg):
         seen.append(pipeline)
         for index, transform in enumerate(pipeline):
             name = type_name(transform)
-            argument = CLASSIFICATION_CROP_ARGUMENTS.get(name)
+            argument = FASTMIM_CROP_ARGUMENTS.get(name)
             size = size_pair(transform.get(argument)) if argument else None
             if size is not None and not (staged and loader == 'train_dataloader'
                                          and name == STAGED_CROP):
-                yield f'{loader}.dataset.pipeline.{index}.{argument}', transform[argument], size
+                yield (f'{loader}.dataset.pipeline.{index}.{argument}', transform[argument],
+                       size, name)
 
 
 def _multiples(size: Tuple[int, int], multiple: int) -> bool:

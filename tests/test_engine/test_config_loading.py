@@ -1142,3 +1142,49 @@ def test_a_config_that_trains_nothing_needs_no_training_padding(tmp_path):
                      "train_dataloader = None\ntrain_cfg = None\noptim_wrapper = None\n"
                      "param_scheduler = None\n")
     load_config(str(child))
+
+
+PRETRAINING_CROP = 'train_dataloader.dataset.pipeline.1.size'
+STAGE = 'custom_hooks.0.stages.0.input_size'
+
+
+@pytest.mark.parametrize('config, key', [(DEMO, PRETRAINING_CROP), (PROGRESSIVE, STAGE)])
+def test_a_pretraining_size_the_mask_blocks_do_not_tile_is_refused_at_load(config, key):
+    """A 136-px pre-training crop for the ViT recipes' 16-px blocks loaded and was refused by
+    FastMIM's check_input_size only at the first forward (a progressive stage's once the
+    Runner, model and dataset were built): the load refuses it in the mask generator's
+    words, naming the key."""
+    from fastmim.models.utils import BlockMaskGenerator
+    with pytest.raises(ValueError) as generator_refusal:
+        BlockMaskGenerator(0.75, 16).grid_size(136, 136, size_setting=key)
+    with pytest.raises(LaunchError) as raised:
+        load_config(str(config), {key: 136})
+    assert str(raised.value) == (f'{key}=136 (from {config} or --cfg-options): '
+                                 f'{generator_refusal.value}')
+
+
+@pytest.mark.parametrize('config, key, size, block, why', [
+    # 8-px blocks tile 136 px; the ViT's 16-px patches do not
+    (DEMO, PRETRAINING_CROP, 136, 8, VIT_16 + r'\(model\.backbone\.patch_size\)$'),
+    (PROGRESSIVE, STAGE, 136, 8, VIT_16 + r'\(model\.backbone\.patch_size\)$'),
+    # 144 px: 16-px blocks tile it, Swin's total stride does not
+    (SWIN, PRETRAINING_CROP, 144, 16, r'SwinTransformer takes inputs whose height and width '
+                                      r'are multiples of 32 \(its total stride')])
+def test_a_pretraining_size_off_the_backbone_multiple_is_refused_at_load(config, key, size,
+                                                                         block, why):
+    """FastMIM refused a crop its mask blocks tile but the backbone's stride does not only at
+    the first forward ('input 144x144 is not a multiple of the backbone output stride 32');
+    the load refuses it as it refuses a fine-tuning crop."""
+    with pytest.raises(LaunchError, match=rf'^{re.escape(key)}={size} '
+                                          rf'\(from .*{config.name} or --cfg-options\): {why}'):
+        load_config(str(config), {key: size, 'model.block_size': block})
+
+
+@pytest.mark.parametrize('config, options', [
+    (DEMO, {PRETRAINING_CROP: 144}),
+    (PROGRESSIVE, {STAGE: 112}),
+    (SWIN, {PRETRAINING_CROP: 160}),
+    # padded to 144 x 144 by the data preprocessor: its blocks and patches tile that
+    (DEMO, {PRETRAINING_CROP: 136, 'model.data_preprocessor.pad_size_divisor': 16})])
+def test_pretraining_sizes_the_model_takes_are_accepted(config, options):
+    load_config(str(config), options)

@@ -7,7 +7,7 @@ computed per target cell, so a block mask only has to be expanded to the cell (o
 import torch
 
 from fastmim.checks import check_positive_int
-from fastmim.mask_blocks import no_block_visible, visible_blocks
+from fastmim.mask_blocks import blocks_do_not_tile, no_block_visible, visible_blocks
 
 
 # Where a training input's size is set: what a size error tells to change.
@@ -37,18 +37,18 @@ class BlockMaskGenerator:
         self.block_size = check_positive_int('BlockMaskGenerator', 'block_size', block_size)
 
     def grid_size(self, height, width, size_setting=INPUT_SIZE_SETTING):
-        """Number of blocks along (height, width). The blocks must tile the input, a ratio
-        above 0 must mask at least one of them (a tiny ratio keeps ``floor(N * (1 - ratio))``
-        = N blocks visible, and the masked loss would be 0), and at least one must stay
-        visible (a ratio above ``1 - 1/N`` keeps none, the case ``mask_ratio=1`` is refused
-        for: :func:`~fastmim.mask_blocks.no_block_visible`, which config loading asks too where
-        the config gives the sizes). The checks read only the shape (no device sync).
+        """Number of blocks along (height, width). The blocks must tile the input
+        (:func:`~fastmim.mask_blocks.blocks_do_not_tile`), a ratio above 0 must mask at least
+        one of them (a tiny ratio keeps ``floor(N * (1 - ratio))`` = N blocks visible, and the
+        masked loss would be 0), and at least one must stay visible (a ratio above
+        ``1 - 1/N`` keeps none, the case ``mask_ratio=1`` is refused for:
+        :func:`~fastmim.mask_blocks.no_block_visible`); config loading asks both where the
+        config gives the sizes. The checks read only the shape (no device sync).
         ``size_setting`` is what the error tells to change (where the size comes from)."""
         size = self.block_size
-        if height % size or width % size:
-            raise ValueError(f'input {height}x{width} is not a multiple of the mask '
-                             f'block_size={size} (model.block_size); make the input size '
-                             f'({size_setting}) a multiple of {size}')
+        untiled = blocks_do_not_tile(height, width, size, size_setting)
+        if untiled:
+            raise ValueError(untiled)
         grid_h, grid_w = height // size, width // size
         num_blocks = grid_h * grid_w
         if self.mask_ratio > 0 and self.num_visible(num_blocks) == num_blocks:
