@@ -58,7 +58,9 @@ def load_config(path, cfg_options=None, builds_model=True):
     a progressive-resolution stages variable the hook does not run
     (:func:`warn_unused_stages`), a schedule that does not span the training
     (:func:`warn_schedule_length`) and pipelines that feed another input size than the backbone
-    is built for (:func:`warn_input_size_mismatch`); a training length or seed no run can use
+    is built for (:func:`warn_input_size_mismatch`), and slide inference that may crop an unpadded
+    evaluation image the backbone cannot take (:func:`warn_unpadded_slide_crops`, where the
+    model is built); a training length or seed no run can use
     is refused (:func:`_refuse_unusable_counts`), as are a dataloader's ``batch_size`` or
     ``num_workers`` and an ``lr`` that torch refuses
     (:func:`_refuse_unusable_loader_sizes_and_lr`), a scheduler that does not end after it
@@ -79,7 +81,7 @@ def load_config(path, cfg_options=None, builds_model=True):
     from fastmim.config_file import check_config_file
     from fastmim.engine.copied_variables import warn_copied_variables
     from fastmim.engine.hooks.progressive_resolution_hook import STAGES_VARIABLE, warn_unused_stages
-    from fastmim.engine.input_sizes import warn_input_size_mismatch
+    from fastmim.engine.input_sizes import warn_input_size_mismatch, warn_unpadded_slide_crops
     from fastmim.engine.pipeline_variables import warn_unused_pipelines
     from fastmim.engine.schedule_length import (LENGTH_VARIABLES, WARMUP_VARIABLES,
                                                 warn_schedule_length)
@@ -130,6 +132,8 @@ def load_config(path, cfg_options=None, builds_model=True):
     warn_unused_stages(cfg, path, cfg_options)
     warn_schedule_length(cfg, path, cfg_options)
     warn_input_size_mismatch(cfg, path)
+    if builds_model:  # asks the backbone's class: imports the models
+        warn_unpadded_slide_crops(cfg, path)
     return cfg
 
 

@@ -130,15 +130,11 @@ def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
     mmseg's whole-image inference (:func:`_whole_inference_sizes`) and mmdet's evaluation
     padding (:func:`_detection_evaluation_sizes`). Each fails otherwise in the backbone's
     forward, naming no key: the evaluation sizes only at the first validation."""
-    model = cfg.get('model') or {}
-    backbone = model.get('backbone') or {}
-    asked = getattr(_fastmim_backbone_class(backbone), 'input_multiple', None)
-    stated = asked(backbone) if asked else None
-    if stated is None or not isinstance(stated[1], int) or stated[1] <= 1:
+    stated = _backbone_multiple(cfg)
+    if stated is None:
         return []
-    source, multiple = stated
-    why = (f'{type_name(backbone)} takes inputs whose height and width are multiples of '
-           f'{multiple} ({source})')
+    multiple, why = stated
+    model = cfg['model']
     preprocessor = model.get('data_preprocessor') or {}
     padded_to = size_pair(preprocessor.get('size'))
     off = []
@@ -158,6 +154,57 @@ def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
                     f'{why}; slide inference feeds its crops unpadded'))
     return (off + _whole_inference_sizes(cfg, multiple, why)
             + _detection_evaluation_sizes(cfg, multiple, why))
+
+
+def warn_unpadded_slide_crops(cfg, path) -> None:
+    """Warn where mmseg's slide inference (``model.test_cfg.mode='slide'``) may feed a backbone
+    that takes multiples of a number (:func:`_backbone_multiple`) an evaluation image at its
+    own size: it crops an image smaller than ``model.test_cfg.crop_size`` at that size,
+    unpadded, and a test ``Resize`` with ``keep_ratio`` makes a side smaller than the crop for
+    the most elongated images only (at scale (2048, 512) and a 512 crop, those wider than
+    4:1). A warning, not a refusal: a dataset may hold none, and the others evaluate. Not where
+    ``model.data_preprocessor.test_cfg`` pads such images to the crop or to multiples of the
+    number (:func:`_pads_for_slide_inference`), or the pipeline makes the sides multiples
+    after the Resize."""
+    model = cfg.get('model') or {}
+    test_cfg = model.get('test_cfg') or {}
+    crop = size_pair(test_cfg.get('crop_size'))
+    preprocessor = model.get('data_preprocessor') or {}
+    if (test_cfg.get('mode') != 'slide' or crop is None
+            or type_name(preprocessor) != EVALUATION_PADDED_BY_TEST_CFG):
+        return
+    stated = _backbone_multiple(cfg)
+    padding = preprocessor.get('test_cfg')
+    if stated is None or _pads_for_slide_inference(padding, crop, stated[0]):
+        return
+    multiple, why = stated
+    for where, resize in _evaluation_resizes(cfg, multiple):
+        scale = size_pair(resize.get('scale'))
+        if scale is None or not resize.get('keep_ratio'):
+            continue
+        elongated = (f' (at scale {tuple(resize["scale"])}: one more elongated than '
+                     f'{max(scale) / max(crop):g}:1)' if min(scale) >= max(crop) else '')
+        print_log(f"{path}: model.test_cfg.mode='slide' with {where} (Resize, keep_ratio=True): "
+                  f'an evaluation image that the Resize makes smaller than '
+                  f'model.test_cfg.crop_size {crop} on a side{elongated} is cropped at its own '
+                  f"size, unpadded (mmseg's slide inference pads nothing, and "
+                  f'model.data_preprocessor.test_cfg={padding!r} pads it neither to the crop '
+                  f'nor to multiples of {multiple}), and {why}: the validation fails at such '
+                  f'an image. Set model.data_preprocessor.test_cfg=dict(size={crop}, '
+                  f'size_divisor=None) to pad it to the crop (mmseg cuts the padding off the '
+                  f'prediction)', logger='current', level=logging.WARNING)
+        return
+
+
+def _pads_for_slide_inference(padding, crop: Tuple[int, int], multiple: int) -> bool:
+    """Whether mmseg's evaluation ``padding`` (``model.data_preprocessor.test_cfg``) makes
+    every slide window a multiple of ``multiple``: a ``size`` as large as the crop pads the
+    smaller images to it (the larger ones are cut into windows of the crop's size), a
+    ``size_divisor`` of multiples pads every image to them."""
+    padding = padding or {}
+    size, divisor = size_pair(padding.get('size')), padding.get('size_divisor')
+    return ((size is not None and size[0] >= crop[0] and size[1] >= crop[1])
+            or (isinstance(divisor, int) and divisor % multiple == 0))
 
 
 def _whole_inference_sizes(cfg, multiple: int, why: str) -> List[Tuple[str, object, str]]:
@@ -318,6 +365,21 @@ def _rounds_to_multiples(transform, resize, multiple: int) -> bool:
     size, scale = size_pair(transform.get('size')), size_pair(resize.get('scale'))
     return (size is not None and scale is not None and _multiples(size, multiple)
             and min(size) >= max(scale))
+
+
+def _backbone_multiple(cfg) -> Optional[Tuple[int, str]]:
+    """``(n, why)`` where the config's backbone takes inputs whose height and width are
+    multiples of a number ``n`` above 1 (:meth:`~fastmim.models.utils.backbone_contract.
+    BackboneContract.input_multiple`, asked of the class the config names, not built), ``why``
+    saying so for a message; None for a backbone that takes any size or states nothing."""
+    backbone = (cfg.get('model') or {}).get('backbone') or {}
+    asked = getattr(_fastmim_backbone_class(backbone), 'input_multiple', None)
+    stated = asked(backbone) if asked else None
+    if stated is None or not isinstance(stated[1], int) or stated[1] <= 1:
+        return None
+    source, multiple = stated
+    return multiple, (f'{type_name(backbone)} takes inputs whose height and width are '
+                      f'multiples of {multiple} ({source})')
 
 
 def _fastmim_backbone_class(backbone) -> Optional[type]:

@@ -1188,3 +1188,92 @@ def test_a_pretraining_size_off_the_backbone_multiple_is_refused_at_load(config,
     (DEMO, {PRETRAINING_CROP: 136, 'model.data_preprocessor.pad_size_divisor': 16})])
 def test_pretraining_sizes_the_model_takes_are_accepted(config, options):
     load_config(str(config), options)
+
+
+# What the slide-inference warning tells to set, for the segmentation recipe's 512-px crop.
+SLIDE_PADDING = 'model.data_preprocessor.test_cfg=dict(size=(512, 512), size_divisor=None)'
+
+
+def slide_windows(cfg, height, width):
+    """The window sizes that mmseg's slide inference feeds the model for a ``height`` x
+    ``width`` photo under ``cfg`` (the segmentation recipe's settings): the test Resize,
+    then the data preprocessor's evaluation padding, then slide_inference itself, with an
+    encode_decode that records what it is given."""
+    import numpy as np
+    from types import SimpleNamespace
+    from mmcv.transforms import Resize
+    from mmseg.models import EncoderDecoder, SegDataPreProcessor
+    from mmseg.structures import SegDataSample
+    resize, = [dict(transform) for transform in cfg.test_dataloader.dataset.pipeline
+               if transform['type'] == 'Resize']
+    del resize['type']
+    image = Resize(**resize)(dict(img=np.zeros((height, width, 3), np.uint8)))['img']
+    padding = cfg.model.data_preprocessor.get('test_cfg')
+    preprocessor = SegDataPreProcessor(test_cfg=dict(padding) if padding else None)
+    inputs = preprocessor(dict(inputs=[torch.from_numpy(image).permute(2, 0, 1)],
+                               data_samples=[SegDataSample()]), training=False)['inputs']
+    windows = []
+
+    def encode_decode(crop, metas):
+        windows.append(tuple(crop.shape[-2:]))
+        return crop.new_zeros(1, 1, *crop.shape[-2:])
+    segmentor = SimpleNamespace(test_cfg=cfg.model.test_cfg, out_channels=1,
+                                encode_decode=encode_decode)
+    EncoderDecoder.slide_inference(segmentor, inputs.float(), [{}])
+    return set(windows)
+
+
+def test_mmseg_slide_inference_crops_an_unpadded_image_below_the_crop_at_its_own_size():
+    """Why slide inference without evaluation padding is warned about: the recipe's test Resize
+    (scale (2048, 512), keep_ratio) makes a 100 x 1000 photo 205 x 2048, and slide inference
+    crops it at 205 rows, which a ViT/16 refuses; the recipe's padding to the crop makes its
+    windows 512 x 512. A 4:3 photo is as large as the crop: padded or not, its windows are."""
+    recipe = Config.fromfile(str(SEGMENTATION))
+    unpadded = Config.fromfile(str(SEGMENTATION))
+    unpadded.model.data_preprocessor.test_cfg = None
+    assert slide_windows(unpadded, 100, 1000) == {(205, 512)}
+    assert slide_windows(recipe, 100, 1000) == {(512, 512)}
+    assert slide_windows(unpadded, 375, 500) == slide_windows(recipe, 375, 500) == {(512, 512)}
+
+
+@pytest.mark.parametrize('options', [
+    {'model.data_preprocessor.test_cfg': None},
+    # padded, but only the images smaller than 256 px
+    {'model.data_preprocessor.test_cfg.size': (256, 256)},
+    # padded, but to multiples of 8
+    {'model.data_preprocessor.test_cfg.size': None,
+     'model.data_preprocessor.test_cfg.size_divisor': 8}])
+def test_slide_inference_of_images_the_config_does_not_pad_is_warned_about(load_config_log,
+                                                                          options):
+    """Without padding to the crop, the recipe loaded without a word, and its validation
+    failed at the first image wider than 4:1, in the ViT's 'expected ... H and W multiples of
+    the patch size 16, got (1, 3, 205, 512)'. Only such images fail, so the load warns,
+    naming the key that pads them."""
+    warned = [line for line in load_config_log(SEGMENTATION, options) if SLIDE_PADDING in line]
+    assert len(warned) == 1
+    assert re.search(r"model\.test_cfg\.mode='slide'.*val_dataloader\.dataset\.pipeline\.1 "
+                     r'\(Resize, keep_ratio=True\).*more elongated than 4:1.*'
+                     r'VisionTransformer takes inputs whose height and width are multiples of '
+                     r'16', warned[0]), warned[0]
+
+
+PVTV2 = dict(type='fastmim.PyramidVisionTransformerV2', arch='b0', out_indices=(0, 1, 2, 3))
+
+
+@pytest.mark.parametrize('backbone, options', [
+    # the recipe: padded to the crop
+    (None, {}),
+    # padded to multiples of 16
+    (None, {'model.data_preprocessor.test_cfg.size': None,
+            'model.data_preprocessor.test_cfg.size_divisor': 16}),
+    # every image resized to 1024 x 512: as large as the crop
+    (None, {'model.data_preprocessor.test_cfg': None,
+            **{f'{loader}.dataset.pipeline.1.{key}': value
+               for loader in ('val_dataloader', 'test_dataloader')
+               for key, value in (('keep_ratio', False), ('scale', (1024, 512)))}}),
+    # PVTv2 takes any size
+    (PVTV2, {'model.data_preprocessor.test_cfg': None})])
+def test_slide_inference_of_images_that_reach_the_crop_is_not_warned_about(
+        tmp_path, load_config_log, backbone, options):
+    config = segmentation_with(tmp_path, backbone) if backbone else SEGMENTATION
+    assert not [line for line in load_config_log(config, options) if 'slide' in line]
