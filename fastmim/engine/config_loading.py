@@ -48,33 +48,29 @@ def packaged_config_file(config) -> str:
 
 def load_config(path, cfg_options=None, builds_model=True):
     """Load a config file (or ``'<package>::<path>'``, :func:`packaged_config_file`) and apply
-    ``--cfg-options``: a missing file is one error naming it (a missing ``_base_`` file with
-    the config that names it), a config that is no valid Python one naming the file and line,
-    and a key the config lacks is added with a warning (:func:`added_keys`; none for an
-    argument the entry's class names, :func:`~fastmim.engine.config_keys.added_arguments`), as
-    is an option that sets a variable whose value the settings copied when the file was read
-    (:func:`warn_copied_variables`), a pipeline variable that is not the pipeline that runs
-    (:func:`warn_unused_pipelines`),
-    a progressive-resolution stages variable the hook does not run
-    (:func:`warn_unused_stages`), a schedule that does not span the training
-    (:func:`warn_schedule_length`) and pipelines that feed another input size than the backbone
-    is built for (:func:`warn_input_size_mismatch`), and slide inference that may crop an unpadded
-    evaluation image the backbone cannot take (:func:`warn_unpadded_slide_crops`, where the
-    model is built); a training length or seed no run can use
-    is refused (:func:`_refuse_unusable_counts`), as are a dataloader's ``batch_size`` or
-    ``num_workers`` and an ``lr`` that torch refuses
-    (:func:`_refuse_unusable_loader_sizes_and_lr`), a scheduler that does not end after it
-    begins (:func:`_refuse_empty_schedulers`), a FastMIM training input size that the mask
-    blocks do not tile or ``mask_ratio`` that leaves none of them visible
-    (:func:`_refuse_what_the_mask_blocks_cannot_take`), an mmseg training
-    or evaluation padding of both or neither of size and size_divisor
-    (:func:`_refuse_paddings_mmseg_refuses`), a crop or padded size
-    the backbone cannot take (:func:`_refuse_sizes_the_backbone_cannot_take`, where the model is
-    built) and a key added where no class takes it or a type no registry knows
+    ``--cfg-options``: a missing file is one error naming it (a missing ``_base_`` file with the
+    config that names it), a config that is no valid Python one naming the file and line, and a key
+    the config lacks is added with a warning (:func:`added_keys`; none for an argument the entry's
+    class names, :func:`~fastmim.engine.config_keys.added_arguments`), as is an option that sets a
+    variable whose value the settings copied when the file was read (:func:`warn_copied_variables`),
+    a pipeline variable that is not the pipeline that runs (:func:`warn_unused_pipelines`), a
+    progressive-resolution stages variable the hook does not run (:func:`warn_unused_stages`), a
+    schedule that does not span the training (:func:`warn_schedule_length`) and pipelines that feed
+    another input size than the backbone is built for (:func:`warn_input_size_mismatch`), and slide
+    inference that may crop an unpadded evaluation image the backbone cannot take
+    (:func:`warn_unpadded_slide_crops`, where the model is built); a training length or seed no run
+    can use is refused (:func:`_refuse_unusable_counts`), as are a dataloader's ``batch_size`` or
+    ``num_workers`` and an ``lr`` that torch refuses (:func:`_refuse_unusable_loader_sizes_and_lr`),
+    a scheduler that does not end after it begins (:func:`_refuse_empty_schedulers`), a FastMIM
+    training input size that the mask blocks do not tile or ``mask_ratio`` that leaves none of them
+    visible (:func:`_refuse_what_the_mask_blocks_cannot_take`), an mmseg training or evaluation
+    padding of both or neither of size and size_divisor (:func:`_refuse_paddings_mmseg_refuses`), a
+    crop or padded size the backbone cannot take (:func:`_refuse_sizes_the_backbone_cannot_take`,
+    where the model is built) and a key added where no class takes it or a type no registry knows
     (:func:`_refuse_what_no_class_takes`), a list entry the config lacks
     (:func:`_refuse_list_entries_the_config_lacks`) and a key with an empty part
-    (:func:`_refuse_empty_key_parts`). ``builds_model``: the caller builds the config's model,
-    so a config that cannot give one, a ``_base_`` fragment, is refused first
+    (:func:`_refuse_empty_key_parts`). ``builds_model``: the caller builds the config's model, so a
+    config that cannot give one, a ``_base_`` fragment, is refused first
     (:func:`_refuse_what_builds_no_model`); False where the config is only read (printed)."""
     from mmengine.config import Config
 
