@@ -33,10 +33,10 @@ def assert_no_notice(output):
 
 
 @pytest.mark.parametrize('tool', ['train.py', 'demo.py'])
-def test_training_prints_no_unused_file_client_notice(runs, tmp_path, tool):
+def test_training_prints_no_unused_file_client_notice(runs, tiny_demo, tmp_path, tool):
     config = [] if tool == 'demo.py' else [str(DEMO)]
     output = printed(runs.run([*config, '--work-dir', str(tmp_path / 'run'), '--cfg-options',
-                               'train_cfg.max_epochs=1', *runs.TINY, *mmengine_hooks(tmp_path)],
+                               'train_cfg.max_epochs=1', *tiny_demo.recorded_options, *mmengine_hooks(tmp_path)],
                               script=tool))
     assert (tmp_path / 'run' / 'epoch_1.pth').is_file()
     assert UNRELATED_WARNING in output
