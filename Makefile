@@ -2,8 +2,9 @@
 #   make demo   installs what is missing, then pre-trains FastMIM on the embedded real photos
 #   make test   installs what is missing, then runs the whole test suite
 # PYTHON=... picks the interpreter; unset, tools/setup_env.sh takes python3.11, else python3.
+# FASTMIM_VENV=<folder> puts the environment there instead of .venv/ (a larger disk).
 PYTHON ?=
-VENV := .venv
+VENV := $(or $(FASTMIM_VENV),.venv)
 PY := $(VENV)/bin/python
 
 .PHONY: setup demo test clean-venv

@@ -40,7 +40,7 @@ needs_free_space() {  # GiB, then the folder to be filled (it need not exist yet
   [ "$free_kib" -ge $((need_gib * 1024 * 1024)) ] \
     || die "installing torch $TORCH_VERSION into $VENV needs about $need_gib GiB free on its disk;\
  $((free_kib / 1024)) MiB are free there: free some space (another clone's .venv takes\
- 6 GiB), or give FASTMIM_VENV=<a folder on a larger disk>"
+ 6 GiB), or give FASTMIM_VENV=<a folder on a larger disk> (make demo FASTMIM_VENV=...)"
 }
 
 if [ ! -x "$VENV/bin/python" ]; then
