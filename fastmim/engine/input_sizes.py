@@ -335,12 +335,8 @@ def _evaluation_resizes(cfg, multiple: int):
     """``(key, transform)`` of the last ``Resize`` of each evaluation pipeline (the one
     shared by validation and test named once), unless a later transform makes the sides
     multiples of ``multiple`` (:func:`_rounds_to_multiples`)."""
-    seen = []
-    for loader in EVALUATION_LOADERS:
-        pipeline = ((cfg.get(loader) or {}).get('dataset') or {}).get('pipeline') or []
-        if pipeline in seen:
-            continue
-        seen.append(pipeline)
+    for loader, pipeline in _distinct_pipelines(
+            (loader, cfg.get(loader)) for loader in EVALUATION_LOADERS):
         resizes = [index for index, transform in enumerate(pipeline)
                    if type_name(transform) == 'Resize']
         if not resizes:
@@ -421,12 +417,7 @@ def _fastmim_crops(cfg):
     crop whose size a ``ProgressiveResolutionHook``'s stages set is never fed
     (:func:`_stage_sizes`)."""
     staged = any(type_name(hook) == PROGRESSIVE_HOOK for hook in cfg.get('custom_hooks') or [])
-    seen = []
-    for loader, settings in dataloaders(cfg):
-        pipeline = (settings.get('dataset') or {}).get('pipeline') or []
-        if pipeline in seen:
-            continue
-        seen.append(pipeline)
+    for loader, pipeline in _distinct_pipelines(dataloaders(cfg)):
         for index, transform in enumerate(pipeline):
             name = type_name(transform)
             argument = FASTMIM_CROP_ARGUMENTS.get(name)
@@ -437,6 +428,18 @@ def _fastmim_crops(cfg):
                        size, name)
 
 
+def _distinct_pipelines(loaders):
+    """``(loader, pipeline)`` of each ``(key, settings)`` of ``loaders`` whose dataset's
+    pipeline is not one an earlier loader has: validation and test usually share theirs, and
+    a size is named once, under the first loader's key."""
+    seen = []
+    for loader, settings in loaders:
+        pipeline = ((settings or {}).get('dataset') or {}).get('pipeline') or []
+        if pipeline not in seen:
+            seen.append(pipeline)
+            yield loader, pipeline
+
+
 def _multiples(size: Tuple[int, int], multiple: int) -> bool:
     return not (size[0] % multiple or size[1] % multiple)
 
@@ -444,12 +447,9 @@ def _multiples(size: Tuple[int, int], multiple: int) -> bool:
 def _input_sizes(cfg) -> List[Tuple[str, Tuple[int, int]]]:
     """``(where, (h, w))`` of each input-size argument in the dataloaders' pipelines, the
     pipeline shared by validation and test named once."""
-    found, seen = [], []
-    for loader in DATALOADERS:
-        pipeline = ((cfg.get(loader) or {}).get('dataset') or {}).get('pipeline') or []
-        if pipeline in seen:
-            continue
-        seen.append(pipeline)
+    found = []
+    for loader, pipeline in _distinct_pipelines(
+            (loader, cfg.get(loader)) for loader in DATALOADERS):
         for index, transform in enumerate(pipeline):
             name = type_name(transform)
             argument = INPUT_SIZE_ARGUMENTS.get(name)
