@@ -7,12 +7,12 @@ leaves JPEG decoding to the device (``RandomResizedCrop(decode='device')``) flip
 """
 from .augment import RandAugment, ResizeShorterCenterCrop
 from .formatting import PackInputs
-from .loading import (LazyImage, LoadImageRGB, UnreadableImageWarning, read_rgb_image,
-                      unreadable_image_count)
+from .loading import (LazyImage, LoadImageRGB, UnreadableImageWarning, image_file_problem,
+                      read_rgb_image, unreadable_image_count)
 from .processing import RandomHorizontalFlip, RandomResizedCrop
 
 __all__ = [
     'LazyImage', 'LoadImageRGB', 'PackInputs', 'RandAugment', 'RandomHorizontalFlip',
-    'RandomResizedCrop', 'ResizeShorterCenterCrop', 'UnreadableImageWarning', 'read_rgb_image',
-    'unreadable_image_count'
+    'RandomResizedCrop', 'ResizeShorterCenterCrop', 'UnreadableImageWarning', 'image_file_problem',
+    'read_rgb_image', 'unreadable_image_count'
 ]

@@ -226,6 +226,19 @@ def read_rgb_image(path: Union[str, BinaryIO]) -> np.ndarray:
         return pil_to_upright_rgb(image)
 
 
+def image_file_problem(path: str) -> Optional[str]:
+    """Why :class:`LoadImageRGB` would skip the file at ``path``, in its warning's words
+    (:func:`describe_image_error`), or ``None`` when it decodes. The whole file is decoded, as
+    the eager loader does, so a truncated JPEG shows too (its header is intact). For checking a
+    dataset's files before a run (``tools/misc/verify_dataset.py``): the verdict is the loader's
+    own, so a file passed is a file training reads."""
+    try:
+        read_rgb_image(path)
+    except UNREADABLE_IMAGE_ERRORS as error:
+        return describe_image_error(path, error)
+    return None
+
+
 class LazyImage:
     """An image file whose header has been parsed but whose pixels are decoded on demand.
 
