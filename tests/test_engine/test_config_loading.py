@@ -577,6 +577,17 @@ def test_keys_and_types_the_classes_take_are_accepted(options):
     assert list(mistyped_option_keys(tree, {'model.backbone.window_size': 4}))  # ViT's: refused
 
 
+@pytest.mark.parametrize('backbone', ['VisionTransformer', 'EVA02', 'SwinTransformer',
+                                      'PyramidVisionTransformerV2', 'CMT', 'TimmBackbone'])
+def test_frozen_stages_is_taken_by_every_backbone(backbone):
+    """``--cfg-options model.backbone.frozen_stages=4`` freezes any fastmim backbone."""
+    from fastmim.engine.config_keys import added_arguments, mistyped_option_keys
+    tree = Config.fromfile(str(DEMO)).to_dict()
+    options = {'model.backbone.type': backbone, 'model.backbone.frozen_stages': 4}
+    assert not list(mistyped_option_keys(tree, options))
+    assert 'model.backbone.frozen_stages' in added_arguments(tree, options)
+
+
 class _TakesFoo:
     def __init__(self, foo=1):
         self.foo = foo

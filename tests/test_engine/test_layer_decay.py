@@ -17,7 +17,7 @@ from torch import nn
 
 from fastmim.engine.optim_constructors import LayerDecayOptimWrapperConstructor
 from fastmim.engine.optim_constructors.layer_decay import format_group_table
-from fastmim.models.backbones import (CMT, PyramidVisionTransformerV2, SwinTransformer,
+from fastmim.models.backbones import (CMT, EVA02, PyramidVisionTransformerV2, SwinTransformer,
                                       TimmBackbone, VisionTransformer)
 
 TINY_DEPTHS = (1, 1, 2, 1)
@@ -247,6 +247,48 @@ def test_optimiser_step_applies_base_lr_times_scale():
         old, grad = before[name]
         scale = 0.7**(4 - vit_expected_id(name, depth=3))
         torch.testing.assert_close(param.detach(), old - 0.1 * scale * grad, msg=name)
+
+
+FROZEN_BACKBONES = {
+    'vit': lambda: tiny_vit(frozen_stages=1),
+    'eva02': lambda: EVA02(arch=dict(embed_dim=16, depth=3, num_heads=2), img_size=32,
+                           frozen_stages=1),
+    'swin': lambda: SwinTransformer(arch=dict(embed_dim=8, depths=TINY_DEPTHS,
+                                              num_heads=(1, 1, 2, 2)),
+                                    img_size=64, window_size=2, frozen_stages=2),
+    'pvtv2': lambda: PyramidVisionTransformerV2(
+        arch=dict(depths=(1, 1, 1, 1), embed_dims=(8, 16, 16, 16), num_heads=(1, 1, 1, 1)),
+        frozen_stages=2),
+    'cmt': lambda: CMT(arch=dict(embed_dims=[8, 16, 16, 16], depths=[1, 1, 1, 1],
+                                 num_heads=[1, 1, 1, 1], stem_channels=8, mlp_ratio=2.),
+                       img_size=32, frozen_stages=2),
+    # (timm's zero-initialised last norm of each block would leave the others no gradient)
+    'timm': lambda: TimmBackbone('resnet18', frozen_stages=2, zero_init_last=False),
+}
+
+
+@pytest.mark.parametrize('key', sorted(FROZEN_BACKBONES))
+def test_a_step_leaves_frozen_stages_bit_identical_weight_decay_included(key):
+    """Backbones built with ``frozen_stages``: AdamW with a large weight decay moves every
+    trained parameter and none of the frozen ones (they are in no group, as mmengine's own
+    constructor leaves them out of its parameter-wise groups)."""
+    torch.manual_seed(0)
+    backbone = FROZEN_BACKBONES[key]()
+    model = Classifier(backbone, backbone.out_channels[-1])
+    wrapper = LayerDecayOptimWrapperConstructor(
+        dict(type='OptimWrapper', optimizer=optimizer_cfg(lr=0.1, weight_decay=0.5)),
+        dict(layer_decay_rate=0.7))(model)
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    assert frozen and len(frozen) < len(list(model.parameters()))
+    grouped = {id(param) for group in wrapper.optimizer.param_groups for param in group['params']}
+    assert not any(id(model.get_parameter(name)) in grouped for name in frozen)
+    model.train()
+    features = model.backbone(torch.randn(2, 3, 64, 64))[-1].mean((2, 3))
+    model.head(features).square().sum().backward()
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
+    wrapper.step()
+    for name, param in model.named_parameters():
+        assert torch.equal(param, before[name]) == (name in frozen), name
 
 
 def test_custom_keys_and_no_decay_names_override(groups_by_name):

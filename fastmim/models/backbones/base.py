@@ -87,3 +87,19 @@ def resolution_source(geometry: Optional[dict], owner_type: str) -> Optional[dic
     if isinstance(geometry, dict) and geometry.get('type') == owner_type:
         return geometry
     return None
+
+
+def staged_stage_of(name: str, stem_names: Sequence[str], stages_name: str,
+                    num_stages: int) -> Optional[int]:
+    """``stage_of(name)`` (for ``frozen_stages``) in a backbone whose stage ``s`` (1-based) is
+    ``<stages_name>.<s - 1>``: the top-level ``stem_names`` are 0, ``<stages_name>.i...`` is
+    ``i + 1``, the list itself and the backbone (``''``) are None (they span stages), anything
+    else (a final norm, timm's empty head) is ``num_stages``: frozen with every stage only."""
+    if not name:
+        return None
+    parts = name.split('.')
+    if parts[0] in stem_names:
+        return 0
+    if parts[0] == stages_name:
+        return int(parts[1]) + 1 if len(parts) > 1 else None
+    return num_stages

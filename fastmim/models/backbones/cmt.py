@@ -48,7 +48,7 @@ from fastmim.models.utils.sizes import grid_pair
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from .base import (check_drop_path_rate, normalise_out_indices, plain, plain_size,
-                   staged_layer_id)
+                   staged_layer_id, staged_stage_of)
 
 ARCH_SETTINGS: Dict[str, dict] = {
     # Table 1 of the paper. XS uses the release's IRFFN ratio 3.77 (the table rounds it to 3.8);
@@ -371,6 +371,9 @@ class CMT(BackboneContract, BaseModule):
             same loss and gradients). Off by default. The recomputation runs the IRFFN's
             BatchNorms once more, so their running statistics take two momentum steps per
             training step (as with mmcv's ``with_cp`` in ResNet).
+        frozen_stages: freeze the convolutional stem (0) and the first n stages (n), each with
+            its patch aggregation and relative position bias; -1 (default): nothing. Frozen
+            parameters get no gradient and their modules (BatchNorms included) stay in eval mode.
         init_cfg: mmengine initialisation config (e.g. a Pretrained checkpoint).
     """
 
@@ -395,6 +398,7 @@ class CMT(BackboneContract, BaseModule):
                  drop_path_rate: float = 0.,
                  attn_drop_rate: float = 0.,
                  with_cp: bool = False,
+                 frozen_stages: int = -1,
                  init_cfg: Optional[dict] = None):
         check_drop_path_rate(drop_path_rate, 'CMT')
         super().__init__(init_cfg=init_cfg)
@@ -421,6 +425,7 @@ class CMT(BackboneContract, BaseModule):
             in_dim, first_block = dims[index], first_block + depth
         self.apply(_init_layer)
         self.enable_state_dict_adaptation()
+        self.freeze_stages(frozen_stages)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4 or x.shape[-2] % 32 or x.shape[-1] % 32:
@@ -537,6 +542,15 @@ class CMT(BackboneContract, BaseModule):
     @property
     def num_layer_ids(self) -> int:
         return sum(len(stage.blocks) for stage in self.stages) + 2
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    def stage_of(self, name: str) -> Optional[int]:
+        """The convolutional stem is the stem; ``stages.i`` (its patch aggregation, bias and
+        blocks) is stage ``i + 1``. CMT has no final norm."""
+        return staged_stage_of(name, ('stem', ), 'stages', len(self.stages))
 
     def no_weight_decay_names(self) -> Set[str]:
         """Each stage's relative position bias, as the other backbones' bias tables."""

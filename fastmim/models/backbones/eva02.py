@@ -110,6 +110,8 @@ class EVA02(PlainViTBackbone, Eva, BaseModule):
         with_cp: activation checkpointing: in training, each block's activations are recomputed
             in the backward pass instead of kept (less memory, one more forward of the blocks;
             same results). Off by default.
+        frozen_stages: freeze the embedding (0) and the first n blocks (n), as mmpretrain's
+            ViT; all of them (``depth``) freeze the final norm too. -1 (default): nothing.
         init_cfg: mmengine init config, e.g. ``dict(type='FastMIMPretrained', checkpoint=...)``.
         **timm_kwargs: other arguments of timm's ``Eva`` (``init_values``, ``qk_norm``,
             ``rope_temperature``, ``attn_drop_rate``, ...).
@@ -133,6 +135,7 @@ class EVA02(PlainViTBackbone, Eva, BaseModule):
                  final_norm: bool = True,
                  rope_ref_grid: Optional[Union[int, Tuple[int, int]]] = None,
                  with_cp: bool = False,
+                 frozen_stages: int = -1,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **timm_kwargs) -> None:
         check_drop_path_rate(drop_path_rate, 'EVA02')
@@ -165,7 +168,8 @@ class EVA02(PlainViTBackbone, Eva, BaseModule):
             **arch_cfg,
             **timm_kwargs)
         self.rope_ref_grid = rope_ref_grid
-        self._finish_init(arch, arch_cfg, patch_size, out_indices, with_cp, init_cfg)
+        self._finish_init(arch, arch_cfg, patch_size, out_indices, with_cp, init_cfg,
+                          frozen_stages)
 
     def _pos_embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """timm's ``forward_features`` and ``forward_intermediates`` embed through this method:

@@ -18,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from fastmim.models.utils.backbone_contract import BackboneContract, StateDict
 from fastmim.models.utils.sizes import grid_pair
-from .base import plain, plain_size
+from .base import plain, plain_size, staged_stage_of
 
 # What makes timm's plain ViTs (ViT, EVA-02) a backbone here: no head, the class token kept, the
 # token grid following the input.
@@ -93,6 +93,9 @@ def fit_pos_embed(model: nn.Module, pos_embed: torch.Tensor,
 
 # Parameters of timm's ViT-like models that embed the input: layer id 0.
 EMBEDDING_NAMES = ('patch_embed', 'cls_token', 'reg_token', 'pos_embed', 'norm_pre')
+# The stem for frozen_stages: the embedding, the dropouts right after it and EVA-02's rotary
+# embedding (no weights), as mmpretrain's ViT freezes its ``drop_after_pos`` with it.
+STEM_NAMES = (*EMBEDDING_NAMES, 'pos_drop', 'patch_drop', 'rope')
 
 
 class PlainViTBackbone(BackboneContract):
@@ -145,11 +148,11 @@ class PlainViTBackbone(BackboneContract):
 
     def _finish_init(self, arch: Union[str, dict], arch_cfg: dict, patch_size: int,
                      out_indices: Sequence[int], with_cp: bool,
-                     init_cfg: Optional[Union[dict, list]]) -> None:
+                     init_cfg: Optional[Union[dict, list]], frozen_stages: int) -> None:
         """What a subclass sets once timm's constructor has run: ``init_cfg`` (timm's
         constructor reaches ``BaseModule.__init__`` without it, which sets it to None), the
         outputs (each an ``embed_dim``-channel map at the patch stride), activation
-        checkpointing and the load-state-dict hook."""
+        checkpointing, the load-state-dict hook and the frozen stages."""
         self.init_cfg = copy.deepcopy(init_cfg)
         self.arch = copy.deepcopy(arch)
         self.arch_cfg = arch_cfg
@@ -159,6 +162,7 @@ class PlainViTBackbone(BackboneContract):
         self.out_strides = [self.patch_size] * len(out_indices)
         self.set_grad_checkpointing(with_cp)
         self.enable_state_dict_adaptation()
+        self.freeze_stages(frozen_stages)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         patches, prefix, grid = self.embed_tokens(x)
@@ -270,3 +274,14 @@ class PlainViTBackbone(BackboneContract):
     @property
     def num_layer_ids(self) -> int:
         return len(self.blocks) + 2
+
+    @property
+    def num_stages(self) -> int:
+        """A block is a stage, as in mmpretrain's ViT (``frozen_stages=12`` freezes ViT-B)."""
+        return len(self.blocks)
+
+    def stage_of(self, name: str) -> Optional[int]:
+        """mmpretrain's ViT stages: the embedding (:data:`STEM_NAMES`) is the stem,
+        ``blocks.i`` stage ``i + 1``, the final norm (and timm's empty head) is frozen with
+        every block only."""
+        return staged_stage_of(name, STEM_NAMES, 'blocks', len(self.blocks))

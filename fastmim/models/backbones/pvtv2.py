@@ -21,7 +21,7 @@ from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from ._arch import reject_keys_given_twice, timm_arch_keys
 from .base import (check_drop_path_rate, normalise_out_indices, plain, reject_fixed_arguments,
-                   staged_layer_id)
+                   staged_layer_id, staged_stage_of)
 
 _WIDTHS = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8))
 ARCHS = {
@@ -86,6 +86,9 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
         with_cp: activation checkpointing (timm's, per block): whenever gradients are on, each
             block's activations are recomputed in the backward pass instead of kept (less
             memory, one more forward of the blocks; same results). Off by default.
+        frozen_stages: freeze the first patch embedding (0) and the first n stages (n), each
+            with the overlapping patch embedding that opens it and its norm; -1 (default):
+            nothing. Frozen parameters get no gradient and their modules stay in eval mode.
         init_cfg: mmengine init config, e.g. ``dict(type='Pretrained', checkpoint=...)``.
         **timm_kwargs: any other argument of timm's ``PyramidVisionTransformerV2``.
     """
@@ -109,6 +112,7 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
                  out_indices: Sequence[int] = (3, ),
                  drop_path_rate: float = 0.,
                  with_cp: bool = False,
+                 frozen_stages: int = -1,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **timm_kwargs) -> None:
         check_drop_path_rate(drop_path_rate, 'PyramidVisionTransformerV2')
@@ -129,6 +133,7 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
         self.out_strides = [self.feature_info[i]['reduction'] for i in self.out_indices]
         self.set_grad_checkpointing(with_cp)
         self.enable_state_dict_adaptation()
+        self.freeze_stages(frozen_stages)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4:
@@ -233,3 +238,13 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
     @property
     def num_layer_ids(self) -> int:
         return sum(len(stage.blocks) for stage in self.stages) + 2
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    def stage_of(self, name: str) -> Optional[int]:
+        """The first overlapping patch embedding (timm's ``patch_embed``) is the stem;
+        ``stages.i``, with the patch embedding that opens it and its norm, is stage ``i + 1``.
+        The last stage's norm is the final one, frozen with every stage, as it should be."""
+        return staged_stage_of(name, ('patch_embed', ), 'stages', len(self.stages))

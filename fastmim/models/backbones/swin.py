@@ -49,7 +49,7 @@ from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from ._arch import reject_keys_given_twice, timm_arch_keys
 from .base import (check_drop_path_rate, normalise_out_indices, plain, plain_size,
-                   reject_fixed_arguments, staged_layer_id)
+                   reject_fixed_arguments, staged_layer_id, staged_stage_of)
 
 ARCHS = {
     't': dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -207,6 +207,10 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
             block's activations are recomputed in the backward pass instead of kept (less
             memory, one more forward of the blocks; same results). Off by default; on in the
             detection config.
+        frozen_stages: freeze the patch embedding (0) and the first n stages (n) as mmdet's
+            Swin groups them: a stage with the patch merging after it and the norm of its
+            output; -1 (default): nothing. Frozen parameters get no gradient and their modules
+            stay in eval mode.
         init_cfg: mmengine init config, e.g. ``dict(type='Pretrained', checkpoint=...)``.
         **timm_kwargs: any other argument of timm's ``SwinTransformer`` (``mlp_ratio``, ...).
     """
@@ -237,6 +241,7 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
                  drop_path_rate: float = 0.,
                  always_partition: bool = False,
                  with_cp: bool = False,
+                 frozen_stages: int = -1,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **timm_kwargs) -> None:
         check_drop_path_rate(drop_path_rate, 'SwinTransformer')
@@ -285,6 +290,7 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         })
         self.set_grad_checkpointing(with_cp)
         self.enable_state_dict_adaptation()
+        self.freeze_stages(frozen_stages)
 
     @classmethod
     def input_multiple(cls, settings: dict) -> Optional[Tuple[str, int]]:
@@ -444,6 +450,29 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
     @property
     def num_layer_ids(self) -> int:
         return sum(len(stage.blocks) for stage in self.layers) + 2
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.layers)
+
+    def stage_of(self, name: str) -> Optional[int]:
+        """mmdet's Swin stages: the patch embedding is the stem; stage ``s`` (1-based) is
+        ``layers.(s-1)``'s blocks, the patch merging after them (timm's ``layers.s.downsample``,
+        which timm puts in the next stage: Microsoft's and mmdet's ``downsample`` of stage
+        ``s``) and the norm of its output (``out_norms.(s-1)``; the last stage's is timm's final
+        ``norm``). Layer ids are per block and give a merging its own id, so they cannot say
+        this."""
+        parts = name.split('.')
+        if parts[0] == 'layers' and len(parts) > 2:
+            return int(parts[1]) + (parts[2] != 'downsample')
+        if parts[0] == 'out_norms':
+            return int(parts[1]) + 1 if len(parts) > 1 else None
+        if parts[0] == 'layers' and len(parts) == 2:
+            # layers.s holds the merging of stage s and the blocks of stage s + 1; layers.0
+            # has no merging
+            return 1 if parts[1] == '0' else None
+        return staged_stage_of(name, ('patch_embed', 'absolute_pos_embed', 'pos_drop'),
+                               'layers', len(self.layers))
 
 
 def _constructor_default(owner: type, name: str):

@@ -56,6 +56,11 @@ class TimmBackbone(BackboneContract, BaseModule):
         with_cp: activation checkpointing through timm's ``set_grad_checkpointing`` (whenever
             gradients are on, the activations of the model's blocks are recomputed in the
             backward pass instead of kept: less memory, same results). Off by default.
+        frozen_stages: freeze the stem (0) and the first n stages (n), as timm's coarse
+            ``group_matcher`` groups the model (ResNet: ``conv1`` + ``bn1``, then ``layer1``
+            ... ``layer4``, as mmdet's ResNet); every stage also freezes what follows the last
+            one (a head norm). -1 (default): nothing. Models without a ``group_matcher`` take -1
+            only.
         init_cfg: mmengine init config.
         **kwargs: passed to ``timm.create_model`` (``drop_path_rate``, ``img_size``, ...).
     """
@@ -70,6 +75,7 @@ class TimmBackbone(BackboneContract, BaseModule):
                  features_only: bool = True,
                  checkpoint_path: Optional[str] = None,
                  with_cp: bool = False,
+                 frozen_stages: int = -1,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **kwargs) -> None:
         super().__init__(init_cfg)
@@ -114,7 +120,10 @@ class TimmBackbone(BackboneContract, BaseModule):
             getattr(self.model, 'output_fmt', 'NCHW')).endswith('NHWC')
         self._reference: Optional[TimmReference] = None  # built when asked
         self._classifier_prefixes: Optional[Tuple[str, ...]] = None  # read when asked
+        self._stages: Optional[TimmStages] = None  # read when asked
         self.fixed_input_size = _fixed_input_size(self.model)
+        if frozen_stages != -1:  # (reading the stages builds timm's model on the meta device)
+            self.freeze_stages(frozen_stages)
 
     @property
     def out_strides(self) -> List[int]:
@@ -225,6 +234,45 @@ class TimmBackbone(BackboneContract, BaseModule):
         embedding would have been decayed."""
         return set(self._timm_reference().no_weight_decay)
 
+    @property
+    def num_stages(self) -> int:
+        return self._timm_stages().num_stages
+
+    def stage_of(self, name: str) -> Optional[int]:
+        """A parameter's coarse timm group (:meth:`_timm_stages`); a module's, the one
+        stage all its parameters are in (None where they span stages or it has none)."""
+        return self._timm_stages().of_name.get(name)
+
+    def _timm_stages(self) -> 'TimmStages':
+        """Stages of this backbone's parameters and modules, read from timm's coarse grouping
+        of the full model (``group_matcher(coarse=True)``: the stem 0, then one group per
+        stage, or per block for a ViT), mapped to this backbone's names as
+        :meth:`_timm_reference` maps them. The stages end with the group of the full model's
+        last feature level (``feature_info``); later groups (a final norm, the head) count as
+        the last stage, frozen with every stage only. Computed once."""
+        if self._stages is not None:
+            return self._stages
+        with torch.device('meta'):
+            reference = timm.create_model(self.model_name, pretrained=False)
+        if not hasattr(reference, 'group_matcher'):
+            raise ValueError(f'TimmBackbone({self.model_name!r}): timm gives this model no '
+                             f'group_matcher, which says what its stem and stages are; '
+                             f'frozen_stages takes -1 only')
+        groups = group_parameters(reference, reference.group_matcher(coarse=True), reverse=True)
+        last_level = reference.feature_info[-1]['module'] + '.'
+        num_stages = max(group for name, group in groups.items() if name.startswith(last_level))
+        reference_name = full_model_namer(reference)
+        of_parameter = {name: min(groups[reference_name(name[len('model.'):])], num_stages)
+                        for name, _ in self.named_parameters()}
+        of_name = dict(of_parameter)
+        for module_name, module in self.named_modules():
+            stages = {of_parameter[f'{module_name}.{name}' if module_name else name]
+                      for name, _ in module.named_parameters()}
+            if len(stages) == 1:
+                of_name[module_name] = stages.pop()
+        self._stages = TimmStages(of_name, num_stages)
+        return self._stages
+
     def _timm_reference(self) -> 'TimmReference':
         """What timm says of this extractor's parameters, read from the full timm model of the
         same name: layer ids, the rest id and the parameters exempt from weight decay.
@@ -317,6 +365,12 @@ def full_model_namer(reference: nn.Module) -> Callable[[str], str]:
         return name
 
     return full_name
+
+
+class TimmStages(NamedTuple):
+    """Stages (for ``frozen_stages``) of a :class:`TimmBackbone`'s parameters and modules."""
+    of_name: Dict[str, int]
+    num_stages: int
 
 
 class TimmReference(NamedTuple):

@@ -142,6 +142,9 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
         with_cp: activation checkpointing: in training, each block's activations are recomputed
             in the backward pass instead of kept (less memory, one more forward of the blocks;
             same results). Off by default; on in the detection and segmentation configs.
+        frozen_stages: freeze the embedding (0) and the first n blocks (n), as mmpretrain's
+            ViT; all of them (``depth``) freeze the final norm too. -1 (default): nothing.
+            Frozen parameters get no gradient and their modules stay in eval mode.
         init_cfg: mmengine init config, e.g. ``dict(type='Pretrained', checkpoint=...)`` in
             mmdet / mmseg configs.
         **timm_kwargs: any other argument of timm's ``VisionTransformer`` (``mlp_ratio``,
@@ -176,6 +179,7 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
                  embed_init: str = 'timm',
                  rel_pos_bias: bool = False,
                  with_cp: bool = False,
+                 frozen_stages: int = -1,
                  init_cfg: Optional[Union[dict, list]] = None,
                  **timm_kwargs) -> None:
         check_drop_path_rate(drop_path_rate, 'VisionTransformer')
@@ -216,7 +220,8 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
             self._mae_embed_init()
         self.out_type = out_type
         self.rel_pos_bias = rel_pos_bias
-        self._finish_init(arch, arch_cfg, patch_size, out_indices, with_cp, init_cfg)
+        self._finish_init(arch, arch_cfg, patch_size, out_indices, with_cp, init_cfg,
+                          frozen_stages)
 
     def _freeze_sincos_pos_embed(self) -> None:
         """Fill ``pos_embed`` with the sin-cos table of the construction grid; no gradient, so

@@ -40,6 +40,13 @@ while every backbone imports this module (and the helpers they share,
                            model (``tools/convert/to_timm.py``); default: None
 ``layer_id(name)``         layer-decay id of a parameter (0 = input embedding, then blocks in
 ``num_layer_ids``          the order the input meets them, ``num_layer_ids - 1`` = the rest)
+``num_stages``             how many stages ``frozen_stages`` counts (a plain ViT's blocks)
+``stage_of(name)``         stage of a parameter or module: 0 the stem (patch / position
+                           embedding, class token, the dropout after them), ``s`` stage ``s``
+                           (1-based), ``num_stages`` what only freezing every stage freezes (the
+                           final norm); None for a module spanning stages. The contract freezes
+                           from it (:meth:`BackboneContract.freeze_stages`): each backbone passes
+                           its ``frozen_stages`` argument on at the end of ``__init__``
 ``no_weight_decay_names()``  parameters besides biases and 1-D ones that weight decay leaves
                            alone (position embeddings, class tokens, relative-position tables)
 ``fixed_parameter_names()``  parameters kept fixed by design (a ViT's sin-cos table), left out
@@ -213,6 +220,57 @@ class BackboneContract:
     def num_layer_ids(self) -> int:
         """Ids run from 0 to ``num_layer_ids - 1``; the last one is shared with the head."""
         raise NotImplementedError(f'{type(self).__name__} must implement num_layer_ids')
+
+    @property
+    def num_stages(self) -> int:
+        """How many stages ``frozen_stages`` counts: its values run from -1 to this."""
+        raise NotImplementedError(f'{type(self).__name__} must implement num_stages')
+
+    def stage_of(self, name: str) -> Optional[int]:
+        """Stage of the parameter or module ``name`` (relative to this backbone) for
+        ``frozen_stages``: 0 the stem, ``s`` stage ``s`` (1-based, in the order the input meets
+        them), ``num_stages`` for what only freezing every stage freezes (a final norm, as
+        mmpretrain's ViT); None for a module that spans stages (a list of blocks, the backbone
+        itself), whose parts are asked one by one. Only the backbone knows what its stem and
+        stages are; central code never reads its names."""
+        raise NotImplementedError(f'{type(self).__name__} must implement stage_of(name)')
+
+    def freeze_stages(self, frozen_stages: int) -> None:
+        """Freeze the stem and the first ``frozen_stages`` stages (-1: nothing), as mmdet's and
+        mmpretrain's backbones do: their parameters get ``requires_grad=False`` (so no optimiser
+        updates them, weight decay included) and their modules stay in eval mode through every
+        later :meth:`train` (dropout, drop path and BatchNorm statistics off). A training choice,
+        so no part of :meth:`geometry`. A value outside -1 ... ``num_stages`` is refused."""
+        if (not isinstance(frozen_stages, int) or isinstance(frozen_stages, bool)
+                or not -1 <= frozen_stages <= self.num_stages):
+            raise ValueError(
+                f'{type(self).__name__}: frozen_stages {frozen_stages!r} is out of range; give '
+                f'an int in -1 ... {self.num_stages} (-1 freezes nothing, 0 the stem, n the stem '
+                f'and the first n of its {self.num_stages} stages)')
+        self.frozen_stages = frozen_stages
+        self._keep_frozen_stages_frozen()
+
+    def train(self, mode: bool = True):
+        """``nn.Module.train``, then the frozen stages back in eval mode."""
+        super().train(mode)
+        self._keep_frozen_stages_frozen()
+        return self
+
+    def _keep_frozen_stages_frozen(self) -> None:
+        """Parameters of the frozen stages without gradient, their modules in eval mode."""
+        frozen = getattr(self, 'frozen_stages', -1)
+        if frozen < 0:
+            return
+        for name, param in self.named_parameters():
+            if self._in_frozen_stage(name, frozen):
+                param.requires_grad_(False)
+        for name, module in self.named_modules():
+            if name and self._in_frozen_stage(name, frozen):
+                module.eval()
+
+    def _in_frozen_stage(self, name: str, frozen_stages: int) -> bool:
+        stage = self.stage_of(name)
+        return stage is not None and stage <= frozen_stages
 
     def no_weight_decay_names(self) -> Set[str]:
         """Names (relative to this backbone) of the parameters weight decay must leave alone
