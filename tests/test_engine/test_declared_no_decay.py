@@ -4,12 +4,14 @@ backbone calls its tables (DeclaredNoDecayOptimWrapperConstructor, fastmim_adamw
 
 The models are built on the meta device: the groups depend on names and shapes only.
 """
+import logging
 import re
 from pathlib import Path
 
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 from torch import nn
 
@@ -128,33 +130,94 @@ def test_declared_exemptions_hold_with_any_paramwise_cfg(paramwise_cfg):
                      'head.weight': 0.05, 'head.bias': bias_decay}
 
 
-def test_a_table_the_backbone_fixes_is_not_warned_about_as_skipped():
-    """mmengine warned 'backbone.pos_embed is skipped since its requires_grad=False' on every
-    pre-training run for the ViT's sin-cos table, which the backbone fixes by design; a
-    parameter frozen otherwise is still warned about."""
-    import logging
+class LogRecords(logging.Handler):
+    """The messages of the current mmengine logger, with their levels."""
 
-    from mmengine.logging import MMLogger
+    def __init__(self):
+        super().__init__()
+        self.messages = []
 
-    class Records(logging.Handler):
-        messages = []
+    def emit(self, record):
+        self.messages.append((record.levelno, record.getMessage()))
 
-        def emit(self, record):
-            self.messages.append((record.levelno, record.getMessage()))
 
+@pytest.fixture
+def log_records(request):
+    """A logger of its own per test: mmengine's current logger is the last one created."""
+    records = LogRecords()
+    logger = MMLogger.get_instance(f'optim_log_{request.node.name}')
+    logger.addHandler(records)
+    yield records
+    logger.removeHandler(records)
+
+
+CONSTRUCTORS = {
+    'declared_no_decay': dict(constructor='DeclaredNoDecayOptimWrapperConstructor'),
+    'layer_decay': dict(constructor='LayerDecayOptimWrapperConstructor',
+                        paramwise_cfg=dict(layer_decay_rate=0.75)),
+}
+
+
+def build_for(model, constructor):
+    return build_optim_wrapper(model, dict(
+        type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
+        **CONSTRUCTORS[constructor]))
+
+
+def vit_and_head(**backbone):
     model = nn.Module()
     model.backbone = MODELS.build(dict(type='VisionTransformer', img_size=32, patch_size=16,
-                                       arch=dict(embed_dim=32, depth=1, num_heads=2),
-                                       pos_embed_type='sincos'))
+                                       arch=dict(embed_dim=32, depth=2, num_heads=2),
+                                       **backbone))
     model.head = nn.Linear(2, 2)
-    model.head.weight.requires_grad_(False)
-    logger = MMLogger.get_instance('test_fixed_parameters')
-    logger.addHandler(Records())
-    build_optim_wrapper(model, dict(
-        type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05),
-        constructor='DeclaredNoDecayOptimWrapperConstructor'))
-    warned = [message for level, message in Records.messages if level >= logging.WARNING]
-    assert not [message for message in warned if 'pos_embed' in message], warned
-    assert [message for message in warned if message.startswith('head.weight is skipped')]
+    return model
+
+
+def test_a_table_the_backbone_fixes_is_named_as_fixed_not_as_frozen(log_records):
+    """mmengine warned 'backbone.pos_embed is skipped since its requires_grad=False' on every
+    pre-training run for the ViT's sin-cos table, which the backbone fixes by design."""
+    model = vit_and_head(pos_embed_type='sincos')
+    build_for(model, 'declared_no_decay')
+    assert not [message for level, message in log_records.messages
+                if level >= logging.WARNING], log_records.messages
     assert (logging.INFO, 'not trained, fixed by the backbone: backbone.pos_embed') in \
-        Records.messages
+        log_records.messages
+    assert not [message for _, message in log_records.messages if 'without gradient' in message]
+
+
+@pytest.mark.parametrize('constructor', sorted(CONSTRUCTORS))
+def test_frozen_parameters_are_counted_in_one_line(constructor, log_records):
+    """mmengine's constructor warned once per frozen parameter (150+ lines for a frozen ViT-B);
+    the layer-decay constructor said nothing. Both say it in one line, with the numbers
+    counted here from requires_grad."""
+    model = vit_and_head(frozen_stages=1)
+    model.head.weight.requires_grad_(False)
+    log_records.messages.clear()
+    build_for(model, constructor)
+    frozen = [param for param in model.parameters() if not param.requires_grad]
+    assert not [message for level, message in log_records.messages
+                if level >= logging.WARNING], log_records.messages
+    lines = [message for level, message in log_records.messages
+             if level == logging.INFO and 'without gradient' in message]
+    assert lines == [f'left out of the optimiser, without gradient (requires_grad=False): '
+                     f'{len(frozen)} parameters, {sum(p.numel() for p in frozen):,} elements']
+
+
+@pytest.mark.parametrize('constructor', sorted(CONSTRUCTORS))
+def test_a_model_with_nothing_to_train_is_refused_naming_the_setting(constructor):
+    model = vit_and_head(frozen_stages=2)
+    model.head.requires_grad_(False)
+    with pytest.raises(ValueError, match=r'no parameter of the model has a gradient.*'
+                                         r'model\.backbone\.frozen_stages=2'):
+        build_for(model, constructor)
+
+
+def test_a_frozen_backbone_is_named_when_nothing_trains():
+    model = MODELS.build(dict(
+        type='ImageClassifier', frozen_backbone=True,
+        backbone=dict(type='VisionTransformer', img_size=32, patch_size=16,
+                      arch=dict(embed_dim=32, depth=1, num_heads=2)),
+        head=dict(type='LinearClsHead', num_classes=2)))
+    model.head.requires_grad_(False)
+    with pytest.raises(ValueError, match=r'model\.frozen_backbone=True'):
+        build_for(model, 'declared_no_decay')

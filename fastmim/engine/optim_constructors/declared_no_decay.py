@@ -11,16 +11,16 @@ model instead, as fine-tuning's layer-decay constructor does: what its backbone 
 what the algorithm names of its own (FastMIM's mask token) get weight decay 0
 (:func:`~fastmim.engine.optim_constructors.layer_decay.model_no_decay_names`).
 """
-import logging
-from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Set
+from typing import Dict, List, Optional
 
-from mmengine.logging import MMLogger, print_log
+from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from torch import nn
 
 from fastmim.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from .layer_decay import in_fastmim_scope, model_no_decay_names
+from .without_gradient import (check_something_trains, log_without_gradient,
+                               no_warning_per_skipped_parameter)
 
 
 def declared_no_decay_parameters(model: nn.Module) -> Dict[str, nn.Parameter]:
@@ -35,30 +35,6 @@ def declared_no_decay_parameters(model: nn.Module) -> Dict[str, nn.Parameter]:
         except AttributeError:
             continue
     return parameters
-
-
-def backbone_fixed_names(model: nn.Module) -> Set[str]:
-    """Names in ``model`` of the parameters its backbone keeps fixed by design
-    (``fixed_parameter_names()``), under the ``backbone.`` prefix; none where it says none."""
-    backbone = getattr(model, 'backbone', None)
-    fixed = getattr(backbone, 'fixed_parameter_names', None)
-    return {f'backbone.{name}' for name in fixed()} if callable(fixed) else set()
-
-
-@contextmanager
-def skipped_without_warning(names: Set[str]) -> Iterator[None]:
-    """Drop mmengine's ``'<name> is skipped since its requires_grad=False'`` warning for
-    ``names``: a table the backbone fixes by design is no frozen parameter to warn of.
-    Others frozen (a user's ``requires_grad_(False)``) are still warned about."""
-    skipped = tuple(f'{name} is skipped since its requires_grad=False' for name in names)
-    drop = logging.Filter()
-    drop.filter = lambda record: str(record.msg) not in skipped
-    logger = MMLogger.get_current_instance()
-    logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop)
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -87,18 +63,17 @@ class DeclaredNoDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
 
     def add_params(self, params: List[dict], module: nn.Module, prefix: str = '',
                    **kwargs) -> None:
-        """mmengine's groups, one per parameter; then, once mmengine's recursion over the
-        children has come back to the whole model (no prefix), weight decay 0 for the
-        declared parameters."""
+        """mmengine's groups, one per parameter, without its warning per frozen parameter;
+        then, once mmengine's recursion over the children has come back to the whole model (no
+        prefix), one line on the parameters left out and weight decay 0 for the declared
+        parameters. A model with nothing to train is refused first."""
         if prefix:
             super().add_params(params, module, prefix, **kwargs)
             return
-        fixed = backbone_fixed_names(module)
-        with skipped_without_warning(fixed):
+        check_something_trains(module, type(self).__name__)
+        with no_warning_per_skipped_parameter():
             super().add_params(params, module, prefix, **kwargs)
-        if fixed:
-            print_log(f'not trained, fixed by the backbone: {", ".join(sorted(fixed))}',
-                      logger='current')
+        log_without_gradient(module)
         declared = declared_no_decay_parameters(module)
         exempt = set(declared.values())
         for group in params:

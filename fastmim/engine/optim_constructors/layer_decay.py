@@ -26,6 +26,7 @@ from mmengine.registry import DefaultScope
 from torch import nn
 
 from fastmim.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIMIZERS
+from .without_gradient import check_something_trains, log_without_gradient
 
 PARAMWISE_KEYS = ('layer_decay_rate', 'no_decay_names', 'custom_keys')
 CUSTOM_KEY_FIELDS = ('lr_mult', 'decay_mult')
@@ -112,7 +113,7 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             multiplying the layer-decayed lr and the weight decay.
 
     Each group carries ``layer_id``, ``lr_scale`` and ``custom_key``; a table of the groups is
-    logged when the optimiser is built. Frozen parameters are left out.
+    logged when the optimiser is built. Frozen parameters are left out, counted in one line.
     """
 
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None):
@@ -209,9 +210,12 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             return super().__call__(model)
 
     def add_params(self, params: List[dict], module: nn.Module, **kwargs) -> None:
-        """The groups of :meth:`param_groups`, logged as a table; mmengine's ``__call__``
-        (which has unwrapped a DDP-style model) passes them to the optimiser."""
+        """The groups of :meth:`param_groups`, logged as a table after one line on the
+        parameters left out; mmengine's ``__call__`` (which has unwrapped a DDP-style model)
+        passes them to the optimiser. A model with nothing to train is refused first."""
+        check_something_trains(module, type(self).__name__)
         groups = self.param_groups(module)
+        log_without_gradient(module)
         num_ids = 1 + max(group['layer_id'] for group in groups)
         print_log(f'layer-wise lr decay {self.layer_decay_rate} (lr = {self.base_lr} x '
                   f'lr_scale; smallest scale {min(g["lr_scale"] for g in groups):.3g} over '

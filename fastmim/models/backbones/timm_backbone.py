@@ -59,8 +59,9 @@ class TimmBackbone(BackboneContract, BaseModule):
         frozen_stages: freeze the stem (0) and the first n stages (n), as timm's coarse
             ``group_matcher`` groups the model (ResNet: ``conv1`` + ``bn1``, then ``layer1``
             ... ``layer4``, as mmdet's ResNet); every stage also freezes what follows the last
-            one (a head norm). -1 (default): nothing. Models without a ``group_matcher`` take -1
-            only.
+            one (a head norm). A module without parameters (a ViT's ``pos_drop``) goes with
+            the stage it follows. -1 (default): nothing. Models without a ``group_matcher``
+            take -1 only.
         init_cfg: mmengine init config.
         **kwargs: passed to ``timm.create_model`` (``drop_path_rate``, ``img_size``, ...).
     """
@@ -240,7 +241,8 @@ class TimmBackbone(BackboneContract, BaseModule):
 
     def stage_of(self, name: str) -> Optional[int]:
         """A parameter's coarse timm group (:meth:`_timm_stages`); a module's, the one
-        stage all its parameters are in (None where they span stages or it has none)."""
+        stage all its parameters are in (None where they span stages), or for a module without
+        parameters the stage its place in the model gives it (:meth:`_stages_of_modules`)."""
         return self._timm_stages().of_name.get(name)
 
     def _timm_stages(self) -> 'TimmStages':
@@ -264,14 +266,30 @@ class TimmBackbone(BackboneContract, BaseModule):
         reference_name = full_model_namer(reference)
         of_parameter = {name: min(groups[reference_name(name[len('model.'):])], num_stages)
                         for name, _ in self.named_parameters()}
+        self._stages = TimmStages(self._stages_of_modules(of_parameter), num_stages)
+        return self._stages
+
+    def _stages_of_modules(self, of_parameter: Dict[str, int]) -> Dict[str, int]:
+        """``of_parameter`` with the stages of the modules: one with parameters takes the
+        stage all of them are in (none where they span stages). One without (a ViT's
+        ``pos_drop`` after the embedding, an identity ``norm_pre``, a ResNet's ``maxpool``) has
+        no timm group, yet a dropout there must stop with the stage it follows: it takes its
+        parent's stage, or, under a parent spanning stages, the stage of the last parameter
+        registered before it (timm registers modules in the order its forward runs them);
+        before any parameter, the stem's."""
         of_name = dict(of_parameter)
+        preceding = 0
         for module_name, module in self.named_modules():
-            stages = {of_parameter[f'{module_name}.{name}' if module_name else name]
-                      for name, _ in module.named_parameters()}
+            prefix = f'{module_name}.' if module_name else ''
+            stages = {of_parameter[prefix + name] for name, _ in module.named_parameters()}
             if len(stages) == 1:
                 of_name[module_name] = stages.pop()
-        self._stages = TimmStages(of_name, num_stages)
-        return self._stages
+            elif not stages and module_name:
+                of_name[module_name] = of_name.get(module_name.rpartition('.')[0], preceding)
+            own = [of_parameter[prefix + name]
+                   for name, _ in module.named_parameters(recurse=False)]
+            preceding = own[-1] if own else preceding
+        return of_name
 
     def _timm_reference(self) -> 'TimmReference':
         """What timm says of this extractor's parameters, read from the full timm model of the

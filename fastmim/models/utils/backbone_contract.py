@@ -82,6 +82,7 @@ enable_state_dict_adaptation` at the end of ``__init__``; see docs/architecture.
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 
 from .reference import ReferenceClassifier, ReferenceEncoder, ReferenceLayout
@@ -249,6 +250,20 @@ class BackboneContract:
                 f'and the first n of its {self.num_stages} stages)')
         self.frozen_stages = frozen_stages
         self._keep_frozen_stages_frozen()
+        if frozen_stages >= 0:
+            self._log_frozen_share(frozen_stages)
+
+    def _log_frozen_share(self, frozen_stages: int) -> None:
+        """One line in the run's log that freezing took effect, and on how much: a setting
+        given through ``--cfg-options`` otherwise leaves no trace until the optimiser's
+        summary, which counts every module's frozen parameters together."""
+        sizes = [(param.numel(), self._in_frozen_stage(name, frozen_stages))
+                 for name, param in self.named_parameters()]
+        frozen = sum(numel for numel, in_frozen_stage in sizes if in_frozen_stage)
+        total = sum(numel for numel, _ in sizes)
+        print_log(f'{type(self).__name__}: frozen_stages={frozen_stages} (of '
+                  f'{self.num_stages} stages) freezes {frozen:,} of {total:,} parameter '
+                  f'elements', logger='current')
 
     def train(self, mode: bool = True):
         """``nn.Module.train``, then the frozen stages back in eval mode."""

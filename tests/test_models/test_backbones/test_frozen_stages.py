@@ -5,10 +5,12 @@ in eval mode by every ``train()``, and out-of-range values refused at build.
 The expected frozen names are written out here from that definition, stage by stage in each
 architecture's own names, never read from the backbone's ``stage_of``; Swin and ResNet are also
 compared with mmdet's own backbones built with the same architecture."""
+import logging
 import re
 
 import pytest
 import torch
+from mmengine.logging import MMLogger
 
 from fastmim.models.backbones import (CMT, EVA02, PyramidVisionTransformerV2, SwinTransformer,
                                       TimmBackbone, VisionTransformer)
@@ -220,3 +222,60 @@ def test_timm_resnet_trainable_counts_equal_mmdets_resnet_for_every_value(mmdet_
 def test_frozen_stages_is_no_part_of_the_checkpoint_geometry():
     assert tiny_swin(frozen_stages=2).geometry() == tiny_swin().geometry()
     assert tiny_vit(frozen_stages=2).geometry() == tiny_vit().geometry()
+
+
+def timm_vit_with_dropout_after_the_embedding(**kwargs):
+    """timm's ViT applies ``pos_drop`` (a module without parameters) to the embedding; no other
+    dropout or drop path is on."""
+    return TimmBackbone('vit_tiny_patch16_224', img_size=32, out_indices=(-1, ),
+                        pos_drop_rate=0.5, **kwargs)
+
+
+def test_timm_dropout_after_a_frozen_stem_is_off_after_train():
+    """A module without parameters has no timm group; it belongs to the stage the input passes
+    before reaching it. Independent check: the only dropout of the model is that one, so with
+    the stem frozen a model in training mode gives the same output under any seed."""
+    images = torch.randn(2, 3, 32, 32)
+    frozen_stem = timm_vit_with_dropout_after_the_embedding(frozen_stages=0).train()
+    assert not frozen_stem.model.model.pos_drop.training
+    assert frozen_stem.model.model.blocks[0].training
+    assert _two_seeds_agree(frozen_stem, images)
+    assert not _two_seeds_agree(timm_vit_with_dropout_after_the_embedding().train(), images)
+
+
+class LogRecords(logging.Handler):
+    """The messages of the current mmengine logger, with their levels."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append((record.levelno, record.getMessage()))
+
+
+@pytest.fixture
+def log_records(request):
+    """A logger of its own per test: mmengine's current logger is the last one created."""
+    records = LogRecords()
+    logger = MMLogger.get_instance(f'frozen_stages_log_{request.node.name}')
+    logger.addHandler(records)
+    yield records
+    logger.removeHandler(records)
+
+
+@pytest.mark.parametrize('key', ['vit', 'swin', 'timm_resnet18'])
+def test_building_with_frozen_stages_logs_what_it_froze_once(key, log_records):
+    build, *_ = STAGED[key]
+    model = build(frozen_stages=1)
+    model.train()
+    frozen = sum(param.numel() for param in model.parameters() if not param.requires_grad)
+    total = sum(param.numel() for param in model.parameters())
+    lines = [message for level, message in log_records.messages
+             if level == logging.INFO and 'frozen_stages=1' in message]
+    assert len(lines) == 1, log_records.messages
+    assert lines[0].startswith(type(model).__name__)
+    assert f'{frozen:,} of {total:,}' in lines[0]
+    log_records.messages.clear()
+    build()
+    assert not [message for _, message in log_records.messages if 'frozen_stages' in message]
