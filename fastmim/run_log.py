@@ -1,8 +1,10 @@
 """Lines for the log file of the run in progress, beside what the console shows."""
+import contextlib
 import logging
 import os
 import os.path as osp
-from typing import Dict, List, Optional
+import sys
+from typing import Dict, Iterator, List, Optional
 
 from mmengine.logging import MMLogger
 
@@ -90,3 +92,21 @@ def console_handlers() -> List[logging.StreamHandler]:
     handlers (a ``FileHandler`` is a ``StreamHandler`` too)."""
     return [handler for handler in MMLogger.get_current_instance().handlers
             if type(handler) is logging.StreamHandler]
+
+
+@contextlib.contextmanager
+def console_log_on_stderr() -> Iterator[None]:
+    """Within it, the console handlers of the current ``MMLogger`` write to ``sys.stderr``, not
+    to stdout, which a tool keeps for its result (a printed config, a report redirected to a
+    file); on the way out each writes where it wrote before. The streams are swapped, not set
+    with ``setStream``, which flushes the stream it replaces: a handler left pointing at a
+    stream closed since (a finished test's captured stderr) would fail the next tool there."""
+    handlers = console_handlers()
+    before = [handler.stream for handler in handlers]
+    for handler in handlers:
+        handler.stream = sys.stderr
+    try:
+        yield
+    finally:
+        for handler, stream in zip(handlers, before):
+            handler.stream = stream

@@ -18,14 +18,17 @@ MASK06 = str(ROOT / 'configs' / 'fastmim' / 'ablations' / 'vit_b_hog_800e_mask06
 
 @pytest.fixture
 def print_config(load_script):
-    """The tool's module; the streams of mmengine's log, which it sends to stderr (the test's
-    capture), are put back afterwards."""
+    return load_script(ROOT / 'tools' / 'misc' / 'print_config.py')
+
+
+def test_the_log_streams_are_put_back(print_config, capsys):
+    """The tool sends mmengine's console log to stderr while it loads the config, then back:
+    left on this test's capture, closed once it ends, the handlers would fail the next tool."""
     handlers = [handler for handler in MMLogger.get_current_instance().handlers
                 if type(handler) is logging.StreamHandler]
     streams = [handler.stream for handler in handlers]
-    yield load_script(ROOT / 'tools' / 'misc' / 'print_config.py')
-    for handler, stream in zip(handlers, streams):
-        handler.stream = stream  # setStream would flush the closed capture
+    print_config.main([DEMO])
+    assert [handler.stream for handler in handlers] == streams
 
 
 def printed(print_config, capsys, *argv):

@@ -238,3 +238,16 @@ def test_the_script_exits_2_on_a_missing_config(tmp_path):
     result = run_tool(tmp_path / 'no_such_config.py')
     assert result.returncode == 2
     assert result.stderr.startswith('error: ') and 'no_such_config.py' in result.stderr
+
+
+def test_the_log_streams_are_put_back(verify, capsys):
+    """mmengine's console log goes to stderr while the tool runs (stdout holds the report), then
+    back: left on this test's capture, closed once it ends, it failed the next tool's start."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    handlers = [handler for handler in MMLogger.get_current_instance().handlers
+                if type(handler) is logging.StreamHandler]
+    streams = [handler.stream for handler in handlers]
+    assert verify.main([str(DEMO)]) == 0
+    assert [handler.stream for handler in handlers] == streams

@@ -83,14 +83,6 @@ def apply_train_flags(cfg, args):
     apply_config_flags(cfg, args)
 
 
-def log_to_stderr():
-    """mmengine's log (the config loader's warnings) writes to stdout, which would mix them
-    into a printed config redirected to a file (``print_config.py CONFIG > my_config.py``)."""
-    from fastmim.run_log import console_handlers
-    for handler in console_handlers():
-        handler.setStream(sys.stderr)
-
-
 def value_at(tree, key):
     """The value of ``key`` (dots; list indices) in the plain config ``tree``; an unknown key
     is one error (:func:`unknown_key_message`)."""
@@ -158,9 +150,12 @@ def main(argv):
     import fastmim  # noqa: F401  registers modules
     from fastmim.fileio import AtomicLocalBackend
     from fastmim.engine.config_loading import load_config
+    from fastmim.run_log import console_log_on_stderr
 
-    log_to_stderr()
-    cfg = load_config(args.config, args.cfg_options, builds_model=False)  # a fragment too
+    # mmengine's log (the config loader's warnings) would be mixed into a printed config
+    # redirected to a file (``print_config.py CONFIG > my_config.py``).
+    with console_log_on_stderr():
+        cfg = load_config(args.config, args.cfg_options, builds_model=False)  # a fragment too
     apply_train_flags(cfg, args)
     if args.out:
         check_out(args.out, cfg.filename, args.overwrite)

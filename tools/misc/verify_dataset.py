@@ -190,13 +190,6 @@ def write_out(path, unreadable):
     AtomicLocalBackend().put_text(text, path)
 
 
-def log_to_stderr():
-    """mmengine's log (the config loader's warnings) writes to stdout, which holds the report."""
-    from fastmim.run_log import console_handlers
-    for handler in console_handlers():
-        handler.setStream(sys.stderr)
-
-
 def main(argv):
     """Returns the exit status: 0 when every file checked is readable, 1 otherwise."""
     args = parse_args(argv)
@@ -205,18 +198,20 @@ def main(argv):
 
     from fastmim.cli import check_output_file, refuse_overwriting_input
     from fastmim.engine.config_loading import load_config
+    from fastmim.run_log import console_log_on_stderr
 
-    log_to_stderr()
-    cfg = load_config(args.config, args.cfg_options, builds_model=False)
-    if args.out:
-        check_output_file(args.out, folders_made=True)
-        refuse_overwriting_input(args.out, cfg.filename, '--out', 'CONFIG')
-    loaders = chosen_loaders(cfg, args.split)
-    init_default_scope(cfg.get('default_scope', 'fastmim'))
-    unreadable, checked = {}, {}
-    for split, loader in loaders:
-        for path, problem in verify_split(split, loader, args.num_process, checked).items():
-            unreadable.setdefault(path, problem)
+    with console_log_on_stderr():  # stdout holds the report alone
+        cfg = load_config(args.config, args.cfg_options, builds_model=False)
+        if args.out:
+            check_output_file(args.out, folders_made=True)
+            refuse_overwriting_input(args.out, cfg.filename, '--out', 'CONFIG')
+        loaders = chosen_loaders(cfg, args.split)
+        init_default_scope(cfg.get('default_scope', 'fastmim'))
+        unreadable, checked = {}, {}
+        for split, loader in loaders:
+            for path, problem in verify_split(split, loader, args.num_process,
+                                              checked).items():
+                unreadable.setdefault(path, problem)
     if args.out:
         write_out(args.out, unreadable)
     return 1 if unreadable else 0
