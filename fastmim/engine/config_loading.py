@@ -65,12 +65,14 @@ def load_config(path, cfg_options=None, builds_model=True):
     training input size that the mask blocks do not tile or ``mask_ratio`` that leaves none of them
     visible (:func:`_refuse_what_the_mask_blocks_cannot_take`), an mmseg training or evaluation
     padding of both or neither of size and size_divisor (:func:`_refuse_paddings_mmseg_refuses`), a
-    crop or padded size the backbone cannot take (:func:`_refuse_sizes_the_backbone_cannot_take`,
-    where the model is built) and a key added where no class takes it or a type no registry knows
-    (:func:`_refuse_what_no_class_takes`), a list entry the config lacks
-    (:func:`_refuse_list_entries_the_config_lacks`) and a key with an empty part
-    (:func:`_refuse_empty_key_parts`). ``builds_model``: the caller builds the config's model, so a
-    config that cannot give one, a ``_base_`` fragment, is refused first
+    crop, padded size or ``model.backbone.img_size`` the backbone cannot take
+    (:func:`_refuse_sizes_the_backbone_cannot_take`, where the model is built), a FastMIM training
+    input size the backbone's output stride does not divide
+    (:func:`_refuse_pretraining_sizes_off_the_output_stride`, where the model is built) and a key
+    added where no class takes it or a type no registry knows (:func:`_refuse_what_no_class_takes`),
+    a list entry the config lacks (:func:`_refuse_list_entries_the_config_lacks`) and a key with an
+    empty part (:func:`_refuse_empty_key_parts`). ``builds_model``: the caller builds the config's
+    model, so a config that cannot give one, a ``_base_`` fragment, is refused first
     (:func:`_refuse_what_builds_no_model`); False where the config is only read (printed)."""
     from mmengine.config import Config
 
@@ -123,6 +125,7 @@ def load_config(path, cfg_options=None, builds_model=True):
     _refuse_paddings_mmseg_refuses(cfg, path)
     if builds_model:  # asks the backbone's class: imports the models
         _refuse_sizes_the_backbone_cannot_take(cfg, path)
+        _refuse_pretraining_sizes_off_the_output_stride(cfg, path)
     _no_worker_settings_without_workers(cfg)
     warn_unused_pipelines(cfg, path, cfg_options, warned=copied)
     warn_unused_stages(cfg, path, cfg_options)
@@ -341,12 +344,23 @@ def _refuse_what_the_mask_blocks_cannot_take(cfg, path):
 
 def _refuse_sizes_the_backbone_cannot_take(cfg, path):
     """A training crop, fastmim pipeline crop (pre-training's too), progressive stage size,
-    padded size or slide-test crop that is no multiple of what the backbone takes
+    padded size, slide-test crop or ``model.backbone.img_size`` that is no multiple of what the
+    backbone takes
     (:func:`~fastmim.engine.input_sizes.sizes_off_the_backbone_multiple`): the backbone
     refuses it in its forward, naming no key, an evaluation size only at the first
-    validation, after hours of training."""
+    validation, after hours of training; its ``img_size`` as it is built."""
     from fastmim.engine.input_sizes import sizes_off_the_backbone_multiple
     for key, value, why in sizes_off_the_backbone_multiple(cfg):
+        raise LaunchError(f'{key}={value!r} (from {path} or --cfg-options): {why}')
+
+
+def _refuse_pretraining_sizes_off_the_output_stride(cfg, path):
+    """A FastMIM training input size that the backbone's output stride does not divide
+    (:func:`~fastmim.engine.input_sizes.pretraining_sizes_off_the_output_stride`), which the
+    model refuses only at the first training iteration, once the dataset and the work dir are
+    made."""
+    from fastmim.engine.input_sizes import pretraining_sizes_off_the_output_stride
+    for key, value, why in pretraining_sizes_off_the_output_stride(cfg):
         raise LaunchError(f'{key}={value!r} (from {path} or --cfg-options): {why}')
 
 

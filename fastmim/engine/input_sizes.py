@@ -121,7 +121,9 @@ def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
     """``(key, value, why)`` for each size that reaches a backbone that takes multiples of a
     number only (a plain ViT's patch size, Swin's and CMT's total stride: :meth:`~fastmim.
     models.utils.backbone_contract.BackboneContract.input_multiple`, asked of the class the
-    config names, not built) and is no multiple of it: ``model.data_preprocessor.size``
+    config names, not built) and is no multiple of it: ``model.backbone.img_size``, the size
+    the backbone is built for, which such a backbone refuses as it is built (after the dataset
+    and the work dir are made), ``model.data_preprocessor.size``
     (what mmseg pads the training images to), the training pipeline's ``RandomCrop.crop_size``,
     the crops of fastmim's pipelines (:func:`_fastmim_crops`, pre-training's too) and the
     sizes of progressive-resolution stages (:func:`_stage_sizes`) where the data preprocessor
@@ -138,6 +140,9 @@ def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
     preprocessor = model.get('data_preprocessor') or {}
     padded_to = size_pair(preprocessor.get('size'))
     off = []
+    built_for = model['backbone'].get('img_size')
+    if size_pair(built_for) is not None and not _multiples(size_pair(built_for), multiple):
+        off.append(('model.backbone.img_size', built_for, why))
     if padded_to is not None and not _multiples(padded_to, multiple):
         off.append(('model.data_preprocessor.size', preprocessor['size'], why))
     divisors = [preprocessor.get(name) for name in PAD_DIVISOR_ARGUMENTS]
@@ -154,6 +159,33 @@ def sizes_off_the_backbone_multiple(cfg) -> List[Tuple[str, object, str]]:
                     f'{why}; slide inference feeds its crops unpadded'))
     return (off + _whole_inference_sizes(cfg, multiple, why)
             + _detection_evaluation_sizes(cfg, multiple, why))
+
+
+def pretraining_sizes_off_the_output_stride(cfg) -> List[Tuple[str, object, str]]:
+    """``(key, value, why)`` for each input size a FastMIM model is trained at
+    (:func:`trained_input_sizes`) that the backbone's output stride does not divide
+    (:meth:`~fastmim.models.utils.backbone_contract.BackboneContract.output_stride`, asked of
+    the class the config names, not built): FastMIM predicts the target on the grid of the
+    backbone's last map, and its ``check_input_size`` refuses such a size only at the first
+    training iteration. It matters where the backbone itself takes any size (PVTv2's padded
+    patch embeddings: a 144-px crop that 16-px blocks tile, stride 32 does not); others refuse
+    the size as off their input multiple first. Where the data preprocessor pads the batches
+    (``pad_size_divisor``) the sizes are left to the model."""
+    model = cfg.get('model')
+    if not isinstance(model, dict) or type_name(model) != 'FastMIM':
+        return []
+    if (model.get('data_preprocessor') or {}).get('pad_size_divisor', 1) != 1:
+        return []
+    backbone = model.get('backbone') or {}
+    asked = getattr(_fastmim_backbone_class(backbone), 'output_stride', None)
+    stride = asked(backbone) if asked else None
+    if not isinstance(stride, int) or stride <= 1:
+        return []
+    why = (f'the backbone output stride {stride} ({type_name(backbone)}) does not divide it: '
+           f'FastMIM predicts the target on the grid of the last map; make it a multiple of '
+           f'{stride}')
+    return [(key, value, why) for key, value, size, _ in trained_input_sizes(cfg)
+            if not _multiples(size, stride)]
 
 
 def warn_unpadded_slide_crops(cfg, path) -> None:

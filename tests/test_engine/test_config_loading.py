@@ -781,8 +781,9 @@ def test_a_size_the_plain_vit_cannot_take_is_refused_at_load(options, key, value
      'val_dataloader.dataset.pipeline.1.scale': (512, 512),
      'test_dataloader.dataset.pipeline.1.keep_ratio': False,
      'test_dataloader.dataset.pipeline.1.scale': (512, 512)},
-    # multiples of the patch size the config gives
-    {'model.backbone.patch_size': 10, 'model.data_preprocessor.size': (250, 250),
+    # multiples of the patch size the config gives (the size built for too)
+    {'model.backbone.patch_size': 10, 'model.backbone.img_size': 250,
+     'model.data_preprocessor.size': (250, 250),
      'train_dataloader.dataset.pipeline.3.crop_size': (250, 250),
      'model.test_cfg.crop_size': (250, 250)}])
 def test_sizes_the_plain_vit_takes_are_accepted(options):
@@ -1288,3 +1289,140 @@ def test_slide_inference_of_images_that_reach_the_crop_is_not_warned_about(
         tmp_path, load_config_log, backbone, options):
     config = segmentation_with(tmp_path, backbone) if backbone else SEGMENTATION
     assert not [line for line in load_config_log(config, options) if 'slide' in line]
+
+
+SWIN_PRETRAINING = ROOT / 'configs' / 'fastmim' / 'swin_b_hog_400e.py'
+CMT_PRETRAINING = ROOT / 'configs' / 'fastmim' / 'cmt_s_hog_800e.py'
+EVA02_PRETRAINING = ROOT / 'configs' / 'fastmim' / 'eva02_b_hog_800e.py'
+PVTV2_PRETRAINING = ROOT / 'configs' / 'fastmim' / 'pvtv2_b2_hog_800e.py'
+SWIN_TOTAL_STRIDE = (r'SwinTransformer takes inputs whose height and width are multiples of 32 '
+                     r'\(its total stride: model\.backbone\.patch_size 4 x 2\^3')
+
+
+@pytest.mark.parametrize('config, value, why', [
+    (SWIN_PRETRAINING, 130, SWIN_TOTAL_STRIDE),
+    (SWIN_FINETUNE, (224, 230), SWIN_TOTAL_STRIDE),
+    (CMT_PRETRAINING, 144, r'CMT takes inputs whose height and width are multiples of 32 '
+                           r'\(its total stride'),
+    (DEMO, 136, VIT_16 + r'\(model\.backbone\.patch_size\)$'),
+    (EVA02_PRETRAINING, 120, r'EVA02 takes inputs whose height and width are multiples of 16 '
+                             r'\(model\.backbone\.patch_size\)$')])
+def test_an_img_size_off_the_backbone_multiple_is_refused_at_load(config, value, why):
+    """``--cfg-options model.backbone.img_size=130`` on a Swin config loaded, and the backbone
+    refused it only as it was built, after the dataset and the work dir were made: the load
+    refuses it naming the key, the value and the multiple the backbone class states."""
+    with pytest.raises(LaunchError, match=rf'^model\.backbone\.img_size={re.escape(repr(value))} '
+                                          rf'\(from .*{config.name} or --cfg-options\): {why}'):
+        load_config(str(config), {'model.backbone.img_size': value})
+
+
+# Backbones small enough to build for each size, with the multiples they state.
+TINY_BACKBONES = [
+    dict(type='fastmim.SwinTransformer', window_size=1,
+         arch=dict(embed_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1))),
+    dict(type='fastmim.CMT', arch=dict(embed_dims=[8, 8, 8, 8], depths=[1, 1, 1, 1],
+                                       num_heads=[1, 1, 1, 1], stem_channels=8, mlp_ratio=1.0)),
+    dict(type='fastmim.VisionTransformer', arch=dict(embed_dim=16, depth=1, num_heads=1)),
+    dict(type='fastmim.EVA02', arch=dict(embed_dim=16, depth=1, num_heads=1)),
+]
+
+
+@pytest.mark.parametrize('backbone', TINY_BACKBONES, ids=lambda entry: entry['type'])
+def test_the_img_sizes_refused_at_load_are_those_the_backbone_refuses_when_built(tmp_path,
+                                                                                 backbone):
+    """Independent of the load's reading of the class: each size is built, and the load
+    refuses exactly the sizes the backbone's constructor refuses."""
+    from fastmim.registry import MODELS
+    for size in (64, 80, 96, 100, (64, 80), (96, 64)):
+        entry = dict(backbone, img_size=size)
+        try:
+            MODELS.build(entry)
+            built = True
+        except ValueError:
+            built = False
+        child = tmp_path / 'child.py'
+        child.write_text(f"_base_ = ['{DEMO}']\n"
+                         f"model = dict(backbone=dict(_delete_=True, **{entry!r}))\n")
+        try:
+            load_config(str(child))
+            loaded = True
+        except LaunchError as error:
+            assert str(error).startswith(f'model.backbone.img_size={size!r} ')
+            loaded = False
+        assert built == loaded, (backbone['type'], size, built, loaded)
+
+
+PVTV2_OUTPUT_STRIDE = (r'the backbone output stride 32 \(PyramidVisionTransformerV2\) does not '
+                       r'divide it: FastMIM predicts the target on the grid of the last map; '
+                       r'make it a multiple of 32$')
+
+
+@pytest.mark.parametrize('config, key, options', [
+    (PVTV2_PRETRAINING, PRETRAINING_CROP, {}),
+    # a progressive stage size, the stages set on a PVTv2 config
+    (PVTV2_PRETRAINING, STAGE,
+     {'custom_hooks': [dict(type='ProgressiveResolutionHook',
+                            stages=[dict(epoch=0, input_size=144)])]})])
+def test_a_pretraining_size_off_the_output_stride_is_refused_at_load(tmp_path, config, key,
+                                                                     options):
+    """PVTv2 takes any size (no input multiple), but FastMIM refused a 144-px crop that its
+    16-px blocks tile and PVTv2's output stride 32 does not only at the first iteration
+    (check_input_size): the load refuses it, the stride read from the backbone class."""
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = ['{config}']\n" + ''.join(
+        f'{name} = {value!r}\n' for name, value in options.items()))
+    with pytest.raises(LaunchError, match=rf'^{re.escape(key)}=144 '
+                                          rf'\(from .*child\.py or --cfg-options\): '
+                                          + PVTV2_OUTPUT_STRIDE):
+        load_config(str(child), {'model.block_size': 16,
+                                 **({} if options else {PRETRAINING_CROP: 144})})
+
+
+def test_the_output_stride_follows_the_out_indices():
+    """PVTv2's third stage has stride 16, which divides 144 px."""
+    load_config(str(PVTV2_PRETRAINING), {'model.block_size': 16, PRETRAINING_CROP: 144,
+                                         'model.backbone.out_indices': (2, )})
+
+
+TINY_PVTV2 = dict(type='fastmim.PyramidVisionTransformerV2',
+                  arch=dict(depths=(1, 1, 1, 1), embed_dims=(8, 16, 32, 64),
+                            num_heads=(1, 1, 1, 1)))
+
+
+@pytest.mark.parametrize('backbone', [*TINY_BACKBONES, TINY_PVTV2], ids=lambda entry: entry['type'])
+@pytest.mark.parametrize('out_indices', [(3, ), (1, 2)])
+def test_each_backbone_class_states_the_output_stride_it_is_built_with(backbone, out_indices):
+    """The class's answer, read from the settings alone, is the built backbone's last stride;
+    a plain ViT has no stages, its blocks one stride."""
+    from fastmim.registry import MODELS
+    entry = dict(backbone, out_indices=(0, ) if 'depth' in backbone['arch'] else out_indices)
+    built = MODELS.build(entry)
+    assert type(built).output_stride(entry) == built.out_strides[-1]
+
+
+@pytest.mark.parametrize('out_indices', [(3, ), (2, )])
+def test_the_pretraining_sizes_refused_at_load_are_those_fastmim_refuses(tmp_path, out_indices):
+    """Independent of the load's reading of the class: FastMIM is built (a tiny PVTv2, 16-px
+    blocks) and its check_input_size asked for each crop; the load refuses exactly those."""
+    from fastmim.registry import MODELS
+    backbone = dict(TINY_PVTV2, out_indices=out_indices)
+    options = {'model.block_size': 16}
+    cfg = load_config(str(PVTV2_PRETRAINING), options)
+    cfg.model.backbone = backbone
+    cfg.model.neck = dict(cfg.model.neck, embed_dim=16, depth=1, num_heads=1)
+    model = MODELS.build(cfg.model)
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = ['{PVTV2_PRETRAINING}']\n"
+                     f"model = dict(backbone=dict(_delete_=True, **{backbone!r}))\n")
+    for size in (96, 112, 128, 144, 160, 176):
+        try:
+            model.check_input_size(size, size)
+            taken = True
+        except ValueError:
+            taken = False
+        try:
+            load_config(str(child), {**options, PRETRAINING_CROP: size})
+            loaded = True
+        except LaunchError:
+            loaded = False
+        assert taken == loaded, (out_indices, size, taken, loaded)

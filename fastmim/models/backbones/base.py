@@ -1,6 +1,7 @@
 """Helpers the backbones share. The contract they keep is
 :class:`~fastmim.models.utils.backbone_contract.BackboneContract`, beside the central code that
 asks it."""
+import inspect
 import numbers
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -18,6 +19,23 @@ def normalise_out_indices(owner: str, out_indices: Union[int, Sequence[int]], co
         if not -count <= index < count:
             raise ValueError(f'{owner}: out index {index} is out of range for {count} {what}')
     return sorted({index % count for index in indices})
+
+
+def last_out_index(owner: type, settings: dict, count: int) -> Optional[int]:
+    """The last of a config entry's ``out_indices`` (the constructor's default where it sets
+    none), normalised as :func:`normalise_out_indices` normalises them for ``count`` stages:
+    the map whose stride a class states without being built. None where the constructor
+    refuses them."""
+    given = settings.get('out_indices', constructor_default(owner, 'out_indices'))
+    try:
+        return normalise_out_indices(owner.__name__, given, count)[-1]
+    except (ValueError, TypeError):
+        return None
+
+
+def constructor_default(owner: type, name: str):
+    """The default of argument ``name`` of ``owner``'s constructor."""
+    return inspect.signature(owner.__init__).parameters[name].default
 
 
 def as_index_tuple(out_indices: Union[int, Sequence[int]]) -> Tuple[int, ...]:
@@ -40,6 +58,41 @@ def check_drop_path_rate(rate: float, owner: str) -> None:
     if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 <= rate < 1:
         raise ValueError(f'{owner}: drop_path_rate must be a number in [0, 1) (0.1 fine-tunes '
                          f'ViT-B and Swin-B), got {rate!r}')
+
+
+def check_img_size(owner: str, img_size, stated: Optional[Tuple[str, int]]) -> None:
+    """Refuse a construction size ``model.backbone.img_size`` whose height or width is no
+    multiple of what the backbone's inputs must be multiples of (``stated``: the class's
+    ``input_multiple``, a patch size or a total stride), as every backbone that states one
+    does when built. A patch convolution takes whole patches only and leaves the pixels past
+    them out without a word (225 px for Swin: the last row and column; 130 px for a ViT/16: a
+    position grid of 8 x 8 recorded as built for 130), and the size is recorded in the
+    checkpoints' geometry. The config load asks the same classmethod, so it refuses the same
+    sizes before any work starts. A size or multiple of another form is left to the
+    backbone."""
+    sides = _sides(img_size)
+    if stated is None or sides is None or not isinstance(stated[1], int):
+        return
+    source, multiple = stated
+    if not any(side % multiple for side in sides):
+        return
+    below = tuple(side - side % multiple for side in sides)
+    above = tuple(low + multiple if side % multiple else side for low, side in zip(below, sides))
+    one_side = isinstance(img_size, int)  # shown as given: 225, or (128, 130)
+    choices = ' or '.join(str(pair[0] if one_side else pair)
+                          for pair in (below, above) if all(pair))
+    raise ValueError(f'{owner}: model.backbone.img_size '
+                     f'{sides[0] if one_side else sides} is no multiple of {multiple} ({source}), '
+                     f'which the height and width of every input must be: use {choices}')
+
+
+def _sides(img_size) -> Optional[Tuple[int, int]]:
+    """``(h, w)`` of an ``img_size`` given as one int or a pair of ints; None otherwise."""
+    pair = (img_size, img_size) if not isinstance(img_size, (list, tuple)) else tuple(img_size)
+    if len(pair) != 2 or not all(isinstance(side, int) and not isinstance(side, bool)
+                                 for side in pair):
+        return None
+    return pair
 
 
 def plain_size(size: Sequence[int]) -> Union[int, list]:

@@ -47,8 +47,8 @@ from fastmim.models.utils.shape_reading import (build_matching, check_given_size
 from fastmim.models.utils.sizes import grid_pair
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (check_drop_path_rate, normalise_out_indices, plain, plain_size,
-                   staged_layer_id, staged_stage_of)
+from .base import (check_drop_path_rate, check_img_size, last_out_index,
+                   normalise_out_indices, plain, plain_size, staged_layer_id, staged_stage_of)
 
 ARCH_SETTINGS: Dict[str, dict] = {
     # Table 1 of the paper. XS uses the release's IRFFN ratio 3.77 (the table rounds it to 3.8);
@@ -404,7 +404,9 @@ class CMT(BackboneContract, BaseModule):
         super().__init__(init_cfg=init_cfg)
         self.arch = arch
         self.arch_settings = _resolve_arch(arch)
-        self.img_size = _pair_size(img_size)
+        self.img_size = grid_pair(img_size, 'CMT', 'img_size')
+        # every stage's query grid (and so its relative-position bias) is whole
+        check_img_size('CMT', img_size, type(self).input_multiple({}))
         self.out_indices = normalise_out_indices('CMT', out_indices, len(STAGE_STRIDES))
         settings = self.arch_settings
         dims = settings['embed_dims']
@@ -445,6 +447,12 @@ class CMT(BackboneContract, BaseModule):
         size, naming no config key."""
         return ('its total stride: a stride-2 stem, then a stride-2 patch aggregation opening '
                 'each of the 4 stages', STAGE_STRIDES[-1])
+
+    @classmethod
+    def output_stride(cls, settings: dict) -> Optional[int]:
+        """The stride of the last stage of ``out_indices`` (4, 8, 16, 32)."""
+        last = last_out_index(cls, settings, len(STAGE_STRIDES))
+        return None if last is None else STAGE_STRIDES[last]
 
     def geometry(self) -> dict:
         """Plain-type description that checkpoints store so that the biases can be resized,
@@ -603,12 +611,3 @@ def _resolve_arch(arch: Union[str, dict]) -> dict:
                              f'that any input divisible by 32 works, got '
                              f"{settings['reduction_ratios'][index]}")
     return settings
-
-
-def _pair_size(img_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
-    """``img_size`` as ``(h, w)``; both divisible by 32, the total stride, so that every stage's
-    query grid (and so its relative-position bias) is whole."""
-    size = grid_pair(img_size, 'CMT', 'img_size')
-    if size[0] % 32 or size[1] % 32:
-        raise ValueError(f'CMT: img_size must be divisible by 32, got {img_size}')
-    return size

@@ -38,8 +38,8 @@ from fastmim.models.utils.backbone_contract import StateDict
 from fastmim.models.utils.sizes import grid_pair
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
-from .base import (check_drop_path_rate, normalise_out_indices, reject_fixed_arguments,
-                   resolution_source)
+from .base import (check_drop_path_rate, check_img_size, normalise_out_indices,
+                   reject_fixed_arguments, resolution_source)
 from .plain_vit import PLAIN_VIT_TIMM_ARGS, PlainViTBackbone, check_head_width, fit_pos_embed
 
 # timm's eva02_{tiny,small,base,large}_patch14 widths; MLP settings as there.
@@ -146,9 +146,8 @@ class EVA02(PlainViTBackbone, Eva, BaseModule):
         arch_cfg = resolve_arch(arch)
         out_indices = normalise_out_indices('EVA02', out_indices, arch_cfg['depth'], 'blocks')
         image_grid = grid_pair(img_size, 'EVA02', 'img_size')
-        if image_grid[0] % patch_size or image_grid[1] % patch_size:
-            raise ValueError(f'EVA02: img_size {img_size} is not a multiple of the patch size '
-                             f'{patch_size}')
+        check_img_size('EVA02', img_size,
+                       type(self).input_multiple(dict(patch_size=patch_size)))
         if rope_ref_grid is None:
             rope_ref_grid = (image_grid[0] // patch_size, image_grid[1] // patch_size)
         rope_ref_grid = grid_pair(rope_ref_grid, 'EVA02', 'rope_ref_grid')

@@ -122,6 +122,11 @@ class PlainViTBackbone(BackboneContract):
         return 'model.backbone.patch_size', settings.get('patch_size', default)
 
     @classmethod
+    def output_stride(cls, settings: dict) -> Optional[int]:
+        """The patch size: every block keeps the patch grid."""
+        return cls.input_multiple(settings)[1]
+
+    @classmethod
     def timm_sizes(cls, model: nn.Module) -> Dict:
         """timm's ViT and EVA-02 keep the width and the blocks; each block's attention its
         heads."""

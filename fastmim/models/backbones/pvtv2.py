@@ -20,8 +20,9 @@ from fastmim.models.utils.shape_reading import (build_matching, count_indices, m
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from ._arch import reject_keys_given_twice, timm_arch_keys
-from .base import (check_drop_path_rate, normalise_out_indices, plain, reject_fixed_arguments,
-                   staged_layer_id, staged_stage_of)
+from .base import (check_drop_path_rate, constructor_default, last_out_index,
+                   normalise_out_indices, plain, reject_fixed_arguments, staged_layer_id,
+                   staged_stage_of)
 
 _WIDTHS = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8))
 ARCHS = {
@@ -153,6 +154,19 @@ class PyramidVisionTransformerV2(BackboneContract, TimmPyramidVisionTransformerV
         then 3x3 stride 2, padded), so a stage map has ``ceil(side / stride)`` rows and
         columns and the image's last ones are kept."""
         return None
+
+    @classmethod
+    def output_stride(cls, settings: dict) -> Optional[int]:
+        """``4 x 2^i`` for the last stage ``i`` of ``out_indices``: the first patch embedding
+        has stride 4, each later one 2. None where the entry's ``arch`` is not one this class
+        builds from."""
+        try:
+            stages = len(resolve_arch(settings.get('arch', constructor_default(cls, 'arch')))
+                         ['depths'])
+        except (ValueError, TypeError):
+            return None
+        last = last_out_index(cls, settings, stages)
+        return None if last is None else 4 * 2**last
 
     @classmethod
     def timm_sizes(cls, model: torch.nn.Module) -> Dict:

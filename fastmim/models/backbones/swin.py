@@ -24,7 +24,6 @@ config) it is padded to whole windows and shifted like every other stage, as mmd
 then no input is too small for the windows.
 """
 import copy
-import inspect
 import re
 from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
@@ -48,8 +47,9 @@ from fastmim.models.utils.shape_reading import (build_matching, check_given_size
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from ._arch import reject_keys_given_twice, timm_arch_keys
-from .base import (check_drop_path_rate, normalise_out_indices, plain, plain_size,
-                   reject_fixed_arguments, staged_layer_id, staged_stage_of)
+from .base import (check_drop_path_rate, check_img_size, constructor_default, last_out_index,
+                   normalise_out_indices, plain, plain_size, reject_fixed_arguments,
+                   staged_layer_id, staged_stage_of)
 
 ARCHS = {
     't': dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
@@ -121,37 +121,6 @@ def resolve_windows(window_size: Union[int, Sequence], num_stages: int) -> Tuple
     except AssertionError as error:
         raise ValueError(f'SwinTransformer: window_size {window_size!r}: {error} (one int or '
                          f'(h, w) for every stage, or one per stage)') from None
-
-
-def check_img_size(img_size, stated: Optional[Tuple[str, int]]) -> None:
-    """Refuse a construction size whose height or width is no multiple of the total stride
-    (``stated``: :meth:`SwinTransformer.input_multiple`). timm's patch convolution takes whole
-    patches only and leaves the pixels past them out without a word (225 px: the last row and
-    column), and the forward takes the size the model is built for unchecked, while it refuses
-    every other size off the total stride. A size of another form is left to timm."""
-    sides = _sides(img_size)
-    if stated is None or sides is None:
-        return
-    source, multiple = stated
-    if not any(side % multiple for side in sides):
-        return
-    below = tuple(side - side % multiple for side in sides)
-    above = tuple(low + multiple if side % multiple else side for low, side in zip(below, sides))
-    one_side = isinstance(img_size, int)  # shown as given: 225, or (128, 130)
-    choices = ' or '.join(str(pair[0] if one_side else pair)
-                          for pair in (below, above) if all(pair))
-    raise ValueError(f'SwinTransformer: model.backbone.img_size '
-                     f'{sides[0] if one_side else sides} is no multiple of {multiple} ({source}), '
-                     f'which the height and width of every input must be: use {choices}')
-
-
-def _sides(img_size) -> Optional[Tuple[int, int]]:
-    """``(h, w)`` of an ``img_size`` given as one int or a pair of ints; None otherwise."""
-    pair = (img_size, img_size) if not isinstance(img_size, (list, tuple)) else tuple(img_size)
-    if len(pair) != 2 or not all(isinstance(side, int) and not isinstance(side, bool)
-                                 for side in pair):
-        return None
-    return pair
 
 
 class PadThenShiftBlock(SwinTransformerBlock):
@@ -252,7 +221,8 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
         if 'head_dim' not in timm_kwargs:
             check_head_split(arch_cfg)
         stage_windows = resolve_windows(window_size, len(arch_cfg['depths']))
-        check_img_size(img_size, type(self).input_multiple(dict(timm_kwargs, arch=arch)))
+        check_img_size('SwinTransformer', img_size,
+                       type(self).input_multiple(dict(timm_kwargs, arch=arch)))
         out_indices = normalise_out_indices('SwinTransformer', out_indices,
                                             len(arch_cfg['depths']))
         # timm's constructor initialises its weights by calling init_weights with an argument,
@@ -296,21 +266,38 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
     def input_multiple(cls, settings: dict) -> Optional[Tuple[str, int]]:
         """The total stride, ``patch_size x 2^(stages - 1)`` (32 for the published sizes):
         the sizes that work (module docstring); the constructor refuses another ``img_size``
-        (:func:`check_img_size`), :meth:`_adapt_to_input` other inputs in the forward, naming
-        no config key.
+        (:func:`~.base.check_img_size`), :meth:`_adapt_to_input` other inputs in the forward,
+        naming no config key.
         None where the entry's ``arch`` or ``patch_size`` is not one this class builds from
         (building names the error)."""
+        stated = cls._patch_and_stages(settings)
+        if stated is None:
+            return None
+        patch, stages = stated
+        return (f'its total stride: model.backbone.patch_size {patch} x 2^{stages - 1}, one '
+                f'patch merging per stage after the first', patch * 2**(stages - 1))
+
+    @classmethod
+    def output_stride(cls, settings: dict) -> Optional[int]:
+        """``patch_size x 2^i`` for the last stage ``i`` of ``out_indices``: each patch merging
+        after the first stage halves the map."""
+        stated = cls._patch_and_stages(settings)
+        last = stated and last_out_index(cls, settings, stated[1])
+        return None if last is None else stated[0] * 2**last
+
+    @classmethod
+    def _patch_and_stages(cls, settings: dict) -> Optional[Tuple[int, int]]:
+        """``(patch_size, stages)`` of a config entry, read as the constructor reads them;
+        None where its ``arch`` or ``patch_size`` is not one this class builds from."""
         try:
-            arch = resolve_arch(settings.get('arch', _constructor_default(cls, 'arch')))
+            arch = resolve_arch(settings.get('arch', constructor_default(cls, 'arch')))
         except (ValueError, TypeError):
             return None
         patch = settings.get('patch_size', arch.get(
-            'patch_size', _constructor_default(TimmSwinTransformer, 'patch_size')))
+            'patch_size', constructor_default(TimmSwinTransformer, 'patch_size')))
         if not isinstance(patch, int):
             return None
-        halvings = len(arch['depths']) - 1
-        return (f'its total stride: model.backbone.patch_size {patch} x 2^{halvings}, one '
-                f'patch merging per stage after the first', patch * 2**halvings)
+        return patch, len(arch['depths'])
 
     @property
     def total_stride(self) -> int:
@@ -473,11 +460,6 @@ class SwinTransformer(BackboneContract, TimmSwinTransformer, BaseModule):
             return 1 if parts[1] == '0' else None
         return staged_stage_of(name, ('patch_embed', 'absolute_pos_embed', 'pos_drop'),
                                'layers', len(self.layers))
-
-
-def _constructor_default(owner: type, name: str):
-    """The default of argument ``name`` of ``owner``'s constructor."""
-    return inspect.signature(owner.__init__).parameters[name].default
 
 
 def _reference_model(state: StateDict, path, img_size) -> Tuple[nn.Module, StateDict]:

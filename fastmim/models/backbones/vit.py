@@ -41,7 +41,8 @@ from fastmim.models.utils.shape_reading import (build_matching, check_given_size
 from fastmim.registry import MODELS
 from ._arch import resolve_arch as resolve_named_arch
 from ._arch import reject_keys_given_twice, timm_arch_keys
-from .base import check_drop_path_rate, normalise_out_indices, reject_fixed_arguments
+from .base import (check_drop_path_rate, check_img_size, normalise_out_indices,
+                   reject_fixed_arguments)
 from .beit_relative_position import RelativePositionBiasBlock, fit_relative_position_bias_table
 from .plain_vit import (PLAIN_VIT_TIMM_ARGS, PlainViTBackbone, check_head_width, fit_pos_embed,
                         pos_embed_source_grid)
@@ -193,6 +194,8 @@ class VisionTransformer(PlainViTBackbone, TimmVisionTransformer, BaseModule):
         if pos_embed_type not in POS_EMBED_TYPES:
             raise ValueError(f'VisionTransformer: pos_embed_type {pos_embed_type!r} is not one of '
                              f'{POS_EMBED_TYPES}')
+        check_img_size('VisionTransformer', img_size,
+                       type(self).input_multiple(dict(patch_size=patch_size)))
         arch_cfg = resolve_arch(arch)
         reject_keys_given_twice('VisionTransformer', arch, arch_cfg, timm_kwargs)
         out_indices = normalise_out_indices('VisionTransformer', out_indices,

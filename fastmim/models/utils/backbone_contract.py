@@ -34,7 +34,14 @@ while every backbone imports this module (and the helpers they share,
                            width must be multiples of ``n``, and ``source`` says what sets it
                            (``'model.backbone.patch_size'``), read from the entry's settings
                            without building it, so that a config's crops are checked at load;
-                           default: None (any size, or the backbone names its own size error)
+                           a backbone that states one refuses an ``img_size`` off it when
+                           built (:func:`~fastmim.models.backbones.base.check_img_size`), and
+                           the load refuses that ``img_size`` too; default: None (any size, or
+                           the backbone names its own size error)
+``output_stride(settings)``  classmethod: ``out_strides[-1]`` of the backbone the config entry
+                           builds, read without building it (FastMIM's prediction grid: the
+                           load refuses a pre-training size it does not divide); default: None
+                           (not known before the backbone is built)
 ``timm_sizes(model)``      classmethod: the ``size_keys`` entries of a timm model of the
                            family, to name the sizes a file differs in from ``--arch``'s
                            model (``tools/convert/to_timm.py``); default: None
@@ -142,6 +149,15 @@ class BackboneContract:
         it. ``source`` says what sets ``n``, naming the entry's keys (``model.backbone.
         patch_size``), for the message that refuses a size. The default (None) asks
         nothing."""
+        return None
+
+    @classmethod
+    def output_stride(cls, settings: dict) -> Optional[int]:
+        """The stride of the last map (``out_strides[-1]``) that the config entry ``settings``
+        (``model.backbone``, its ``out_indices`` included) builds, read without building it:
+        FastMIM predicts its target on that map's grid, so a config's pre-training sizes are
+        checked against it at load, where the model would refuse them only at the first
+        iteration. The default (None) states nothing: the model checks."""
         return None
 
     @classmethod

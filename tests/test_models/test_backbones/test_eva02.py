@@ -124,7 +124,8 @@ def test_final_norm_off_leaves_the_last_block_output():
     (dict(embed_dim=32), r"arguments \['embed_dim'\] are fixed by this backbone \(give them in "
      r"arch\)"),
     (dict(out_indices=(3, )), 'out index 3 is out of range for 3 blocks'),
-    (dict(img_size=120), 'img_size 120 is not a multiple of the patch size 16'),
+    (dict(img_size=120), r'model\.backbone\.img_size 120 is no multiple of 16 '
+                         r'\(model\.backbone\.patch_size\).*: use 112 or 128'),
     (dict(rope_ref_grid=(8, 0)), 'rope_ref_grid must be a positive int'),
 ])
 def test_bad_arguments_raise_naming_the_problem(kwargs, message):

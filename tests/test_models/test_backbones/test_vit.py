@@ -159,6 +159,18 @@ def test_bad_arguments_are_named(kwargs, message):
         VisionTransformer(img_size=64, **kwargs)
 
 
+@pytest.mark.parametrize('img_size, patch_size, message', [
+    (130, 16, r'img_size 130 is no multiple of 16 .*: use 128 or 144'),
+    ((64, 72), 16, r'img_size \(64, 72\) is no multiple of 16 .*: use \(64, 64\) or \(64, 80\)'),
+    (64, 12, r'img_size 64 is no multiple of 12 \(model\.backbone\.patch_size\)')])
+def test_an_img_size_off_the_patch_size_is_refused(img_size, patch_size, message):
+    """timm's patch embedding floors the grid (130 px: 8 x 8 patches, the last 2 rows and
+    columns of an input of that size left out), and the checkpoints recorded 130 as the size
+    built for; EVA-02, Swin and CMT refused such a size already."""
+    with pytest.raises(ValueError, match=rf'^VisionTransformer: model\.backbone\.{message}'):
+        VisionTransformer(arch=TINY, img_size=img_size, patch_size=patch_size)
+
+
 def test_embed_init_mae_is_xavier_patch_embedding_and_normal_class_token():
     """MAE / the FastMIM release: ``xavier_uniform_`` on the patch embedding's (out, in * k * k)
     view, whose bound is sqrt(6 / (fan_in + fan_out)) and std sqrt(2 / (fan_in + fan_out)),
