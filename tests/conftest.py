@@ -17,6 +17,7 @@ each test warns of its own, as a fresh process would, though fixtures share file
 tests.
 """
 import importlib.util
+import logging
 import signal
 import sys
 from collections import Counter
@@ -111,6 +112,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class LogRecords(logging.Handler):
+    """The messages of the current mmengine logger, with their levels."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append((record.levelno, record.getMessage()))
+
+
+@pytest.fixture
+def log_records(request):
+    """What the current mmengine logger logs during the test (``.messages``: level, text), on a
+    logger of the test's own: mmengine's current logger is the last one created."""
+    from mmengine.logging import MMLogger
+    records = LogRecords()
+    logger = MMLogger.get_instance(f'log_records_{request.node.name}')
+    logger.addHandler(records)
+    yield records
+    logger.removeHandler(records)
 
 
 @pytest.fixture(scope='session')

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 from torch import nn
 
@@ -128,27 +127,6 @@ def test_declared_exemptions_hold_with_any_paramwise_cfg(paramwise_cfg):
     bias_decay = 0. if paramwise_cfg else 0.05
     assert decay == {'backbone.weight': 0.05, 'backbone.table': 0., 'token': 0.,
                      'head.weight': 0.05, 'head.bias': bias_decay}
-
-
-class LogRecords(logging.Handler):
-    """The messages of the current mmengine logger, with their levels."""
-
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append((record.levelno, record.getMessage()))
-
-
-@pytest.fixture
-def log_records(request):
-    """A logger of its own per test: mmengine's current logger is the last one created."""
-    records = LogRecords()
-    logger = MMLogger.get_instance(f'optim_log_{request.node.name}')
-    logger.addHandler(records)
-    yield records
-    logger.removeHandler(records)
 
 
 CONSTRUCTORS = {

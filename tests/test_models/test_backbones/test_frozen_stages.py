@@ -10,7 +10,6 @@ import re
 
 import pytest
 import torch
-from mmengine.logging import MMLogger
 
 from fastmim.models.backbones import (CMT, EVA02, PyramidVisionTransformerV2, SwinTransformer,
                                       TimmBackbone, VisionTransformer)
@@ -241,27 +240,6 @@ def test_timm_dropout_after_a_frozen_stem_is_off_after_train():
     assert frozen_stem.model.model.blocks[0].training
     assert _two_seeds_agree(frozen_stem, images)
     assert not _two_seeds_agree(timm_vit_with_dropout_after_the_embedding().train(), images)
-
-
-class LogRecords(logging.Handler):
-    """The messages of the current mmengine logger, with their levels."""
-
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append((record.levelno, record.getMessage()))
-
-
-@pytest.fixture
-def log_records(request):
-    """A logger of its own per test: mmengine's current logger is the last one created."""
-    records = LogRecords()
-    logger = MMLogger.get_instance(f'frozen_stages_log_{request.node.name}')
-    logger.addHandler(records)
-    yield records
-    logger.removeHandler(records)
 
 
 @pytest.mark.parametrize('key', ['vit', 'swin', 'timm_resnet18'])
