@@ -62,6 +62,16 @@ def test_warnings_go_to_stderr(print_config, capsys):
     assert 'did you mean batch_size?' in captured.err
 
 
+def test_the_flags_log_goes_to_stderr_too(print_config, capsys):
+    """What folding in a train.py flag logs (--auto-scale-lr's line on accumulation) is no
+    part of the printed config either."""
+    print_config.main([DEMO, '--auto-scale-lr', '--cfg-options',
+                       'optim_wrapper.accumulative_counts=2', '--keys', 'model.mask_ratio'])
+    captured = capsys.readouterr()
+    assert captured.out == 'model.mask_ratio = 0.75\n'
+    assert '--auto-scale-lr: each update accumulates 2 batches' in captured.err
+
+
 @pytest.mark.parametrize('key, message', [
     ('model.mask_ratoi', 'the config has no key model.mask_ratoi (did you mean mask_ratio?)'),
     ('param_scheduler.9', 'the config has no such key (param_scheduler is a list of 2)')])

@@ -152,21 +152,21 @@ def main(argv):
     from fastmim.engine.config_loading import load_config
     from fastmim.run_log import console_log_on_stderr
 
-    # mmengine's log (the config loader's warnings) would be mixed into a printed config
-    # redirected to a file (``print_config.py CONFIG > my_config.py``).
+    # mmengine's log (the config loader's warnings, what a folded flag says) would be mixed
+    # into a printed config redirected to a file (``print_config.py CONFIG > my_config.py``).
     with console_log_on_stderr():
         cfg = load_config(args.config, args.cfg_options, builds_model=False)  # a fragment too
-    apply_train_flags(cfg, args)
-    if args.out:
-        check_out(args.out, cfg.filename, args.overwrite)
-    if args.keys:
-        tree = cfg.to_dict()
-        print('\n'.join(key_line(key, value_at(tree, key)) for key in args.keys))
-    if args.out:
-        AtomicLocalBackend().put_text(flattened_text(cfg), args.out)
-        print(f'wrote the config to {args.out}', file=sys.stderr)
-    elif not args.keys:
-        print(cfg.pretty_text, end='')
+        apply_train_flags(cfg, args)
+        if args.out:
+            check_out(args.out, cfg.filename, args.overwrite)
+        if args.keys:
+            tree = cfg.to_dict()
+            print('\n'.join(key_line(key, value_at(tree, key)) for key in args.keys))
+        if args.out:
+            AtomicLocalBackend().put_text(flattened_text(cfg), args.out)
+            print(f'wrote the config to {args.out}', file=sys.stderr)
+        elif not args.keys:
+            print(cfg.pretty_text, end='')
     return cfg
 
 
